@@ -1,0 +1,109 @@
+# Cassandra Security Manager: developer entry points (GNU make).
+# Needs only Python 3.11 on a Debian machine; every target sets up what it needs and is safe to re-run.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= $(shell command -v python3.11 >/dev/null 2>&1 && echo python3.11 || echo python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PIP := $(BIN)/python -m pip --disable-pip-version-check
+
+CSM_DATA_DIR ?= ./.csm-data
+CSM_HOST ?= 127.0.0.1
+CSM_PORT ?= 8000
+# Extra pytest arguments, e.g. `make test PYTEST_ARGS="-m 'not slow' -x"`.
+PYTEST_ARGS ?=
+# The suite is safe under pytest-xdist (every test has its own data dir and random ports).
+PYTEST_WORKERS ?= auto
+
+# Debian packages the suite's fixtures need, as package:command pairs; a package is installed only when its
+# command is missing. Append here as fixtures appear, e.g. redis-server:redis-server slapd:slapd
+# softhsm2:softhsm2-util openssh-server:sshd default-jre-headless:keytool golang-cfssl:cfssl wrk:wrk
+# chromium:chromium
+APT_PACKAGES := \
+	openssl:openssl \
+	sqlite3:sqlite3 \
+	default-jre-headless:keytool \
+	time:/usr/bin/time \
+	slapd:slapd \
+	ldap-utils:ldapadd \
+	redis-server:redis-server
+# Packages whose install starts a system daemon (slapd on :389 of every interface, redis on :6379). The fixtures
+# start their own on loopback with random ports, so sysdeps stops and disables the ones it has just installed.
+APT_DAEMONS := slapd redis-server
+# `python3 -m venv` needs ensurepip, which Debian ships separately.
+VENV_PACKAGE := $(notdir $(PYTHON))-venv
+
+.PHONY: help setup sysdeps run test bench lint clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+sysdeps: ## install missing Debian packages (apt-get; sudo only when not root)
+	@missing=""; \
+	for entry in $(APT_PACKAGES); do \
+	  package="$${entry%%:*}"; cmd="$${entry#*:}"; \
+	  command -v "$$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$$cmd" ] || [ -x "/sbin/$$cmd" ] \
+	    || missing="$$missing $$package"; \
+	done; \
+	if [ ! -x "$(BIN)/python" ] && ! $(PYTHON) -c 'import ensurepip, venv' >/dev/null 2>&1; then \
+	  missing="$$missing $(VENV_PACKAGE)"; \
+	fi; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if ! command -v apt-get >/dev/null 2>&1; then \
+	  echo "warning: apt-get is not available; install these yourself:$$missing (tests that need them skip)" >&2; \
+	  exit 0; \
+	fi; \
+	if [ "$$(id -u)" -eq 0 ]; then sudo=""; \
+	elif command -v sudo >/dev/null 2>&1; then sudo="sudo"; \
+	else echo "warning: not root and no sudo; install these yourself:$$missing (tests that need them skip)" >&2; \
+	  exit 0; fi; \
+	echo "installing Debian packages:$$missing"; \
+	$$sudo apt-get update -q && \
+	$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing && \
+	for daemon in $(APT_DAEMONS); do \
+	  case " $$missing " in *" $$daemon "*) \
+	    $$sudo systemctl disable --now "$$daemon" >/dev/null 2>&1 \
+	      || $$sudo service "$$daemon" stop >/dev/null 2>&1 || true;; \
+	  esac; \
+	done
+
+$(BIN)/python: | sysdeps
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(PIP) install -q -e '.[test]'
+	@touch $@
+
+setup: sysdeps $(STAMP) ## create .venv and install the project (only when pyproject.toml changed)
+
+run: setup ## initialise the data dir and serve the API on 127.0.0.1:8000
+	$(BIN)/csm --data-dir "$(CSM_DATA_DIR)" init
+	@echo
+	@echo "first sign-in (in another terminal), either an API key:"
+	@echo "  TOKEN=\$$($(BIN)/csm $(if $(filter ./.csm-data,$(CSM_DATA_DIR)),,--data-dir $(CSM_DATA_DIR) )admin create-token --name me)"
+	@echo "or a user and POST /v1/auth/token (a platform-admin's first token only enrolls TOTP: POST /v1/auth/totp):"
+	@echo "  $(BIN)/csm $(if $(filter ./.csm-data,$(CSM_DATA_DIR)),,--data-dir $(CSM_DATA_DIR) )user create admin --role platform-admin --password-file F"
+	@echo "  curl -d grant_type=password -d username=admin --data-urlencode \"password=\$$(head -n1 F)\" http://$(CSM_HOST):$(CSM_PORT)/v1/auth/token"
+	@echo
+	$(BIN)/csm --data-dir "$(CSM_DATA_DIR)" serve --host "$(CSM_HOST)" --port "$(CSM_PORT)"
+
+test: setup ## check the import layers, then run the whole test suite
+	$(BIN)/lint-imports
+	$(BIN)/pytest -p no:cacheprovider $(if $(PYTEST_WORKERS),-n $(PYTEST_WORKERS)) $(PYTEST_ARGS)
+
+bench: setup ## run the benchmarks
+	$(BIN)/python -m bench
+
+lint: setup ## import layers (and ruff, if installed)
+	$(BIN)/lint-imports
+	@if [ -x "$(BIN)/ruff" ]; then $(BIN)/ruff check .; \
+	elif command -v ruff >/dev/null 2>&1; then ruff check .; \
+	else echo "ruff is not installed; skipped"; fi
+
+clean: ## remove the install stamp and caches (never the data dir)
+	rm -f $(STAMP)
+	rm -rf .pytest_cache .import_linter_cache .ruff_cache .hypothesis build dist
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,1 @@
+"""The Litestar HTTP API: thin translation of HTTP into commands and queries."""

@@ -1,0 +1,100 @@
+"""The Litestar application factory: controllers, auth, problem+json errors, OpenAPI, and the runtime's lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from litestar import Litestar, MediaType, Response, Router
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
+
+from api.audit import AuditController
+from api.cas import CaController
+from api.certificates import CertificateController
+from api.profiles import AlgorithmController, ProfileController
+from api.sign_in import JwksController, TokenController, TotpController
+from api.auth import authenticate
+from api.deps import ReadModels
+from api.events import EventStreamController
+from api.hardening import StrictStructSchemaPlugin, correct_options_allow, cors_config, tighten_parameters
+from api.health import HealthController
+from api.identity import ServiceAccountController, UserController
+from api.metrics import MetricsController
+from api.middleware import RequestContext
+from api.pki_public import public_pki
+from api.problems import EXCEPTION_HANDLERS, problem_response
+from api.ratelimit import RateLimits
+from api.revocations import RevocationController
+from api.tenants import TenantController
+from infra.bootstrap import initialise
+from infra.config import Settings
+
+API_VERSION = "0.1.0"
+
+
+def _lifespan(settings: Settings):
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        runtime = await asyncio.to_thread(initialise, settings)
+        app.state.runtime = runtime
+        app.state.read_models = ReadModels(runtime)
+        runtime.start_background()
+        try:
+            yield
+        finally:
+            app.state.read_models.close()
+            await runtime.stop()  # cancels the tails, writes a final checkpoint, closes the store
+
+    return lifespan
+
+
+def _openapi() -> OpenAPIConfig:
+    bearer = SecurityScheme(type="http", scheme="bearer", bearer_format="JWT or csm_<key id>_<secret>",
+                            description="an access token from POST /v1/auth/token, or a service account's API key "
+                                        "(`csm admin create-token`)")
+    return OpenAPIConfig(title="Cassandra Security Manager", version=API_VERSION, path="/schema",
+                         render_plugins=[JsonRenderPlugin(path=["/", "/openapi.json"])],
+                         components=Components(security_schemes={"bearer": bearer}))
+
+
+def _html_not_found_as_problem(response: Response) -> Response:
+    """The OpenAPI router answers unknown /schema/* paths with HTML; every error here is problem+json."""
+    if response.status_code == 404 and response.media_type == MediaType.HTML:
+        return problem_response(None, 404, "not_found", "no such resource")
+    return response
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    """Build the app; nothing is opened until the lifespan starts."""
+    settings = settings or Settings.from_env()
+    limits = RateLimits(settings)  # per address before routing; per principal once authenticated
+    v1 = Router("/v1", route_handlers=[TenantController, AuditController, EventStreamController, CaController,
+                                      CertificateController, ProfileController, AlgorithmController,
+                                      UserController, ServiceAccountController, TotpController,
+                                      RevocationController],
+                dependencies={"principal": Provide(limits.principal(authenticate))}, security=[{"bearer": []}])
+    app = Litestar(
+        # public_pki (CRLs, OCSP) is outside v1 on purpose: relying parties have no token.
+        route_handlers=[HealthController, MetricsController, TokenController, JwksController, v1, public_pki],
+        lifespan=[_lifespan(settings)],
+        on_shutdown=[limits.close],
+        exception_handlers=EXCEPTION_HANDLERS,
+        after_request=_html_not_found_as_problem,
+        openapi_config=_openapi(),
+        request_max_body_size=settings.max_body_bytes,
+        logging_config=None,
+        cors_config=cors_config(settings),  # off unless CSM_CORS_ORIGINS lists origins
+        plugins=[StrictStructSchemaPlugin()],
+        debug=False,
+    )
+    # Litestar's own middleware runs only for matched routes; wrapping its ASGI handler gives
+    # 404s and 405s the same request id, headers, span, metrics and access log.
+    app.asgi_handler = RequestContext(limits.middleware(app.asgi_handler))
+    app.state.settings = settings
+    correct_options_allow(app)
+    tighten_parameters(app)
+    return app

@@ -1,0 +1,101 @@
+"""Bearer authentication: an API key (``csm_<id>_<secret>``) or a signed access token (JWT) becomes a Principal."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+
+from litestar import Request
+
+from api.denials import PRINCIPAL_KEY
+from api.deps import read_models_of, runtime_of
+from api.problems import ApiProblem
+from commands.authz import Principal
+from commands.runtime import load
+from commands.sessions import ENROLL_SCOPE
+from commands.tokens import parse_token, secret_matches
+from domain import user
+from projections import api_tokens
+
+_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="csm"'}
+_INVALID = {"WWW-Authenticate": 'Bearer realm="csm", error="invalid_token"'}
+MAX_HEADER = 16_384
+
+
+async def authenticate(request: Request) -> Principal:
+    """The caller of a /v1 route, or a 401 problem. Used as the ``principal`` dependency."""
+    header = request.headers.get("authorization")
+    if not header:
+        raise ApiProblem(401, "unauthorized", "this resource needs an Authorization: Bearer token",
+                         field="Authorization", rule="required", headers=_CHALLENGE)
+    scheme, _, token = header.partition(" ")
+    token = token.strip()
+    principal = None
+    if scheme.lower() == "bearer" and 0 < len(token) <= MAX_HEADER:
+        if token.startswith("csm_"):
+            principal = await asyncio.to_thread(_principal_for_key, request, token)
+        else:
+            principal = await _principal_from_jwt(request, token)
+    if principal is None:
+        raise ApiProblem(401, "unauthorized", "the bearer token is invalid, expired or revoked",
+                         field="Authorization", rule="invalid_token", headers=_INVALID)
+    request.scope[PRINCIPAL_KEY] = principal  # for the access-denied audit hook (api/denials.py)
+    return principal
+
+
+def _principal_for_key(request: Request, token: str) -> Principal | None:
+    parsed = parse_token(token)
+    record = api_key_record(request, parsed) if parsed else None
+    if record is None:
+        return None
+    return Principal(id=f"token:{record['token_id']}", auth_method="api_token", roles=frozenset(record["roles"]),
+                     tenant_id=record["tenant_id"])
+
+
+def api_key_record(request: Request, parsed: tuple[str, str]) -> dict | None:
+    """The read model's record of a genuine, active, unexpired API key; None for anything else."""
+    token_id, secret = parsed
+    runtime = runtime_of(request.app.state)
+    verifier = runtime.vault.get_verifier(token_id)
+    matches = secret_matches(secret, verifier)  # always compared, so an unknown id costs the same time
+    record = read_models_of(request.app.state).run(api_tokens.get, token_id)
+    if not matches or verifier is None or record is None or record["status"] != "active":
+        return None
+    if _expired(record["expires_at"], runtime.services.clock.now()):
+        return None
+    return record
+
+
+async def _principal_from_jwt(request: Request, token: str) -> Principal | None:
+    runtime = runtime_of(request.app.state)
+    if runtime.identity is None:
+        return None
+    now = runtime.services.clock.now()
+    claims = runtime.identity.tokens.verify(token, now)
+    if claims is None:
+        return None
+    subject, tenant_id = claims["sub"], claims.get("tenant")
+    roles = frozenset(claims.get("roles", []))
+    if claims.get("scope") == ENROLL_SCOPE:
+        roles = frozenset()  # good for /v1/auth/totp only
+    elif subject.startswith("user:"):  # disabled users and revoked or lapsed grants stop at once
+        _, scope, username = subject.split(":", 2)
+        account = await load(runtime.services, scope, user.stream_id(username), user.fold)  # the log: no lag
+        if account.status != "active":
+            return None
+        roles &= user.active_roles(account, now)
+    elif "key" in claims:  # a service account's token ends with its key
+        record = await read_models_of(request.app.state).query(api_tokens.get, str(claims["key"]))
+        if record is None or record["status"] != "active" or _expired(record["expires_at"], now):
+            return None
+    amr = "+".join(str(method) for method in claims.get("amr", [])) or "jwt"
+    return Principal(id=subject, auth_method=f"jwt:{amr}", roles=roles, tenant_id=tenant_id)
+
+
+def _expired(expires_at: str | None, now: datetime) -> bool:
+    if not expires_at:
+        return False
+    try:
+        return datetime.fromisoformat(expires_at) <= now
+    except ValueError:
+        return True  # an unreadable expiry grants nothing

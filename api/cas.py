@@ -1,0 +1,307 @@
+"""The /v1/cas resource: CA commands (create, import, cross-sign, rollover, disable) and CA queries and chains."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+from litestar import Controller, Request, Response, get, post
+from litestar.params import FromPath, JSONBody, QueryParameter
+
+from api.deps import Caller, IdempotencyKey, MinPosition, execute, read_models_of, read_your_writes
+from api.problems import COMMAND_ERRORS, QUERY_ERRORS, ApiProblem
+from commands import cas as cmd
+from commands.authz import Principal, authorize, visible_tenants
+from commands.pki import der_of_pem
+from commands.runtime import CommandResult
+from commands.tenants import TenantId
+from domain.certspec import DistinguishedName, NameConstraints
+from projections import cas as read_model
+
+PEM = "application/pem-certificate-chain"
+
+
+class CreateCaBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A root (no ``parent_id``) or an intermediate signed by ``parent_id``."""
+
+    kind: Literal["root", "intermediate"]
+    name: cmd.Name
+    subject: DistinguishedName
+    tenant_id: TenantId | None = None  # default: the caller's tenant
+    parent_id: cmd.CaId | None = None
+    algorithm: cmd.AlgorithmName = cmd.DEFAULT_CA_ALGORITHM
+    validity_days: cmd.Days | None = None
+    path_length: cmd.PathLength | None = None
+    name_constraints: NameConstraints = NameConstraints()
+
+
+class ImportRootBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    name: cmd.Name
+    certificate_pem: cmd.PemText
+    tenant_id: TenantId | None = None
+
+
+class OfflineIntermediateBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    parent_id: cmd.CaId
+    name: cmd.Name
+    subject: DistinguishedName
+    algorithm: cmd.AlgorithmName = cmd.DEFAULT_CA_ALGORITHM
+    tenant_id: TenantId | None = None
+
+
+class CertificateBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    certificate_pem: cmd.PemText
+
+
+class CrossSignBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    issuer_id: cmd.CaId
+    validity_days: cmd.Days = 1825
+    path_length: cmd.PathLength | None = None
+
+
+class RolloverBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    reason: cmd.Reason
+    algorithm: cmd.AlgorithmName | None = None
+    validity_days: cmd.Days | None = None
+
+
+class ReasonBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    reason: cmd.Reason
+
+
+class CaCreated(msgspec.Struct, frozen=True, kw_only=True):
+    ca_id: str
+    version: int
+    global_position: int | None
+    replayed: bool
+
+
+class CaOut(msgspec.Struct, frozen=True, kw_only=True):
+    tenant_id: str
+    ca_id: str
+    name: str
+    kind: str
+    origin: str
+    status: str
+    algorithm: str
+    parent_id: str | None
+    subject_dn: str | None
+    not_before: str | None
+    not_after: str | None
+    fingerprint: str | None
+    path_length: int | None
+    name_constraints: dict
+    csr_pem: str | None
+    created_at: str
+    updated_at: str
+    version: int
+    position: int
+
+
+class CaPage(msgspec.Struct, frozen=True, kw_only=True):
+    items: list[CaOut]
+    next_cursor: str | None
+
+
+class CaCertificateOut(msgspec.Struct, frozen=True, kw_only=True):
+    fingerprint: str
+    role: str  # current | previous | cross
+    issuer_ca_id: str | None
+    subject_dn: str
+    issuer_dn: str
+    not_before: str
+    not_after: str
+    certificate_pem: str
+
+
+def tenant_for(principal: Principal, requested: str | None) -> str:
+    """The tenant a create acts in: as asked, or the caller's own; platform callers must say."""
+    tenant_id = requested or principal.tenant_id
+    if tenant_id is None:
+        raise ApiProblem(400, "validation_failed", "tenant_id is required for a platform-wide caller",
+                         field="tenant_id", rule="required")
+    return tenant_id
+
+
+def _created(result: CommandResult) -> Response[CaCreated]:
+    ca_id = result.stream_id.removeprefix("ca-")
+    body = CaCreated(ca_id=ca_id, version=result.version, global_position=result.global_position,
+                     replayed=result.replayed)
+    return Response(body, status_code=201, headers={"Location": f"/v1/cas/{ca_id}"})
+
+
+async def ca_row(request: Request, principal: Principal, ca_id: str) -> dict:
+    """A CA the caller may see, or 404 (another tenant's CA is indistinguishable from none)."""
+    row = await read_models_of(request.app.state).query(read_model.get, ca_id, visible_tenants(principal))
+    if row is None:
+        raise ApiProblem(404, "ca_not_found", f"CA {ca_id} does not exist", field="ca_id")
+    authorize(principal, "ca:read", row["tenant_id"])
+    return row
+
+
+class CaController(Controller):
+    path = "/cas"
+    tags = ["certificate authorities"]
+
+    @post("/", status_code=201, summary="Create a root CA or an intermediate CA", responses=COMMAND_ERRORS)
+    async def create(self, request: Request, principal: Caller, data: JSONBody[CreateCaBody],
+                     idempotency_key: IdempotencyKey = None) -> Response[CaCreated]:
+        tenant_id = tenant_for(principal, data.tenant_id)
+        common = {"tenant_id": tenant_id, "name": data.name, "subject": data.subject, "algorithm": data.algorithm,
+                  "name_constraints": data.name_constraints}
+        if data.kind == "root":
+            if data.parent_id is not None:
+                raise ApiProblem(400, "validation_failed", "a root CA has no parent", field="parent_id",
+                                 rule="forbidden")
+            command = cmd.CreateRootCa(**common, validity_days=data.validity_days or 3650,
+                                       path_length=data.path_length)
+            return _created(await execute(request, cmd.create_root_ca, command, principal, idempotency_key))
+        if data.parent_id is None:
+            raise ApiProblem(400, "validation_failed", "an intermediate CA needs parent_id", field="parent_id",
+                             rule="required")
+        command = cmd.CreateIntermediateCa(**common, parent_id=data.parent_id, validity_days=data.validity_days or 1825,
+                                           path_length=0 if data.path_length is None else data.path_length)
+        return _created(await execute(request, cmd.create_intermediate_ca, command, principal, idempotency_key))
+
+    @post("/import", status_code=201, summary="Import an offline root's certificate (its key stays offline)",
+          responses=COMMAND_ERRORS)
+    async def import_root(self, request: Request, principal: Caller, data: JSONBody[ImportRootBody],
+                          idempotency_key: IdempotencyKey = None) -> Response[CaCreated]:
+        command = cmd.ImportOfflineRoot(tenant_id=tenant_for(principal, data.tenant_id), name=data.name,
+                                        certificate_pem=data.certificate_pem)
+        return _created(await execute(request, cmd.import_offline_root, command, principal, idempotency_key))
+
+    @post("/offline-intermediate", status_code=201, summary="Request an intermediate from an offline root (a CSR)",
+          responses=COMMAND_ERRORS)
+    async def request_intermediate(self, request: Request, principal: Caller,
+                                   data: JSONBody[OfflineIntermediateBody],
+                                   idempotency_key: IdempotencyKey = None) -> Response[CaCreated]:
+        command = cmd.RequestOfflineIntermediate(tenant_id=tenant_for(principal, data.tenant_id),
+                                                 parent_id=data.parent_id, name=data.name, subject=data.subject,
+                                                 algorithm=data.algorithm)
+        return _created(await execute(request, cmd.request_offline_intermediate, command, principal,
+                                      idempotency_key))
+
+    @post("/{ca_id:str}/certificate", status_code=200, summary="Install the offline-signed certificate",
+          responses=COMMAND_ERRORS)
+    async def install(self, request: Request, principal: Caller, ca_id: FromPath[str],
+                      data: JSONBody[CertificateBody], idempotency_key: IdempotencyKey = None,
+                      min_position: MinPosition = None) -> CommandResult:
+        await read_your_writes(request, min_position)  # the CA may be newer than the read model
+        row = await ca_row(request, principal, ca_id)
+        command = cmd.InstallCaCertificate(tenant_id=row["tenant_id"], ca_id=ca_id,
+                                           certificate_pem=data.certificate_pem)
+        return await execute(request, cmd.install_ca_certificate, command, principal, idempotency_key)
+
+    @post("/{ca_id:str}/cross-sign", status_code=200, summary="Have another CA certify this CA's key",
+          responses=COMMAND_ERRORS)
+    async def cross_sign(self, request: Request, principal: Caller, ca_id: FromPath[str],
+                         data: JSONBody[CrossSignBody], idempotency_key: IdempotencyKey = None,
+                         min_position: MinPosition = None) -> CommandResult:
+        await read_your_writes(request, min_position)  # the CA may be newer than the read model
+        row = await ca_row(request, principal, ca_id)
+        command = cmd.CrossCertify(tenant_id=row["tenant_id"], ca_id=ca_id, issuer_id=data.issuer_id,
+                                   validity_days=data.validity_days, path_length=data.path_length)
+        return await execute(request, cmd.cross_certify, command, principal, idempotency_key)
+
+    @post("/{ca_id:str}/rollover", status_code=200, summary="Roll the CA over to a new key (overlapping validity)",
+          responses=COMMAND_ERRORS)
+    async def rollover(self, request: Request, principal: Caller, ca_id: FromPath[str],
+                       data: JSONBody[RolloverBody], idempotency_key: IdempotencyKey = None,
+                       min_position: MinPosition = None) -> CommandResult:
+        await read_your_writes(request, min_position)  # the CA may be newer than the read model
+        row = await ca_row(request, principal, ca_id)
+        command = cmd.RolloverCaKey(tenant_id=row["tenant_id"], ca_id=ca_id, reason=data.reason,
+                                    algorithm=data.algorithm, validity_days=data.validity_days)
+        return await execute(request, cmd.rollover_ca_key, command, principal, idempotency_key)
+
+    @post("/{ca_id:str}/disable", status_code=200, summary="Disable a CA (it signs nothing more)",
+          responses=COMMAND_ERRORS)
+    async def disable(self, request: Request, principal: Caller, ca_id: FromPath[str],
+                      data: JSONBody[ReasonBody], min_position: MinPosition = None) -> CommandResult:
+        await read_your_writes(request, min_position)  # the CA may be newer than the read model
+        row = await ca_row(request, principal, ca_id)
+        command = cmd.DisableCa(tenant_id=row["tenant_id"], ca_id=ca_id, reason=data.reason)
+        return await execute(request, cmd.disable_ca, command, principal)
+
+    @post("/{ca_id:str}/enable", status_code=200, summary="Enable a disabled CA", responses=COMMAND_ERRORS)
+    async def enable(self, request: Request, principal: Caller, ca_id: FromPath[str],
+                     data: JSONBody[ReasonBody], min_position: MinPosition = None) -> CommandResult:
+        await read_your_writes(request, min_position)  # the CA may be newer than the read model
+        row = await ca_row(request, principal, ca_id)
+        command = cmd.EnableCa(tenant_id=row["tenant_id"], ca_id=ca_id, reason=data.reason)
+        return await execute(request, cmd.enable_ca, command, principal)
+
+    @get("/", summary="List CAs (keyset pagination by CA id)", responses=QUERY_ERRORS)
+    async def search(self, request: Request, principal: Caller, min_position: MinPosition = None,
+                     tenant_id: Annotated[str | None, QueryParameter(max_length=63)] = None,
+                     status: Annotated[str | None, QueryParameter(
+                         pattern="^(active|pending|disabled|revoked)$")] = None,
+                     kind: Annotated[str | None, QueryParameter(pattern="^(root|intermediate)$")] = None,
+                     after: Annotated[str | None, QueryParameter(max_length=64)] = None,
+                     limit: Annotated[int, QueryParameter(ge=1, le=500)] = 100) -> CaPage:
+        authorize(principal, "ca:read", principal.tenant_id or tenant_id)
+        await read_your_writes(request, min_position)
+        rows = await read_models_of(request.app.state).query(
+            read_model.search, visible_tenants(principal), tenant_id=tenant_id, status=status, kind=kind,
+            after=after, limit=limit + 1)
+        items = [msgspec.convert(row, CaOut) for row in rows[:limit]]
+        return CaPage(items=items, next_cursor=items[-1].ca_id if len(rows) > limit else None)
+
+    @get("/{ca_id:str}", summary="Read one CA", responses=QUERY_ERRORS)
+    async def read(self, request: Request, principal: Caller, ca_id: FromPath[str],
+                   min_position: MinPosition = None) -> CaOut:
+        await read_your_writes(request, min_position)
+        return msgspec.convert(await ca_row(request, principal, ca_id), CaOut)
+
+    @get("/{ca_id:str}/certificates", summary="Every certificate of this CA's keys (current, previous, cross)",
+         responses=QUERY_ERRORS)
+    async def certificates(self, request: Request, principal: Caller, ca_id: FromPath[str],
+                           min_position: MinPosition = None) -> list[CaCertificateOut]:
+        await read_your_writes(request, min_position)
+        row = await ca_row(request, principal, ca_id)
+        rows = await read_models_of(request.app.state).query(read_model.certificates_of, row["tenant_id"], ca_id)
+        return [msgspec.convert(r, CaCertificateOut, from_attributes=False, strict=False) for r in rows]
+
+    @get("/{ca_id:str}/certificate", summary="The CA's current certificate (DER, or PEM with format=pem); "
+         "the caIssuers URL in issued certificates", responses=QUERY_ERRORS, media_type="application/pkix-cert")
+    async def certificate(self, request: Request, principal: Caller, ca_id: FromPath[str],
+                          format: Annotated[str, QueryParameter(pattern="^(der|pem)$")] = "der",
+                          min_position: MinPosition = None) -> Response[bytes]:
+        await read_your_writes(request, min_position)
+        row = await ca_row(request, principal, ca_id)
+        current = await read_models_of(request.app.state).query(read_model.certificate_by_fingerprint,
+                                                                row["tenant_id"], row["fingerprint"] or "")
+        if current is None:
+            raise ApiProblem(404, "ca_pending", f"CA {ca_id} has no certificate yet", field="ca_id")
+        if format == "pem":
+            return Response(current["certificate_pem"].encode(), media_type="application/x-pem-file")
+        return Response(der_of_pem(current["certificate_pem"]), media_type="application/pkix-cert")
+
+    @get("/{ca_id:str}/chain", summary="The CA's chain to its root, PEM, CA first", responses=QUERY_ERRORS,
+         media_type=PEM)
+    async def chain(self, request: Request, principal: Caller, ca_id: FromPath[str],
+                    via: Annotated[str | None, QueryParameter(max_length=64,
+                                                              description="prefer the path through this issuing CA "
+                                                                          "(cross-certification)")] = None,
+                    include_root: Annotated[bool, QueryParameter()] = True,
+                    min_position: MinPosition = None) -> Response[bytes]:
+        await read_your_writes(request, min_position)
+        row = await ca_row(request, principal, ca_id)
+        chain = await read_models_of(request.app.state).query(_chain_of, row, via)
+        if not include_root and len(chain) > 1:
+            chain = chain[:-1]
+        return Response("".join(c["certificate_pem"] for c in chain).encode(), media_type=PEM)
+
+
+def _chain_of(conn, row: dict, via: str | None) -> list[dict]:
+    start = read_model.certificate_by_fingerprint(conn, row["tenant_id"], row["fingerprint"] or "")
+    if start is None:
+        raise ApiProblem(404, "ca_pending", f"CA {row['ca_id']} has no certificate yet", field="ca_id")
+    if via:
+        crossed = [c for c in read_model.certificates_of(conn, row["tenant_id"], row["ca_id"])
+                   if c["role"] == "cross" and c["issuer_ca_id"] == via]
+        if not crossed:
+            raise ApiProblem(404, "no_such_path", f"CA {row['ca_id']} is not cross-certified by {via}", field="via")
+        start = crossed[-1]
+    return read_model.chain_from(conn, row["tenant_id"], start, via=via)

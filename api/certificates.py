@@ -1,0 +1,195 @@
+"""The /v1/certificates resource: issuance, search, reading one certificate, and exports."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Annotated
+
+import msgspec
+from litestar import Controller, Request, Response, get, post
+from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
+
+from api.cas import tenant_for
+from api.deps import (Caller, IdempotencyKey, MinPosition, command_context, execute, read_models_of,
+                      read_your_writes, runtime_of)
+from api.problems import COMMAND_ERRORS, QUERY_ERRORS, ApiProblem
+from commands import certificates as cmd
+from commands.authz import Principal, authorize, visible_tenants
+from commands.cas import AlgorithmName, CaId
+from commands.runtime import rfc3339
+from commands.tenants import TenantId
+from domain.certspec import DistinguishedName, SubjectAltNames
+from infra.export.bundle import EXPORT_MEDIA_TYPES, preflight, render
+from projections import cas as ca_model
+from projections import certificates as read_model
+
+
+class IssueBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Give ``csr`` (PEM) to keep the key yourself, or leave it out to have the key made and stored here."""
+
+    ca_id: CaId
+    profile: cmd.ProfileName = "cassandra-node"
+    csr: cmd.CsrText | None = None
+    subject: DistinguishedName | None = None
+    sans: SubjectAltNames | None = None
+    algorithm: AlgorithmName | None = None
+    validity_days: Annotated[int, msgspec.Meta(ge=1, le=36500)] | None = None
+    tags: Annotated[list[cmd.Tag], msgspec.Meta(max_length=32)] = []
+    tenant_id: TenantId | None = None
+
+
+class Issued(msgspec.Struct, frozen=True, kw_only=True):
+    certificate_id: str
+    serial_hex: str
+    version: int
+    global_position: int | None
+    replayed: bool
+
+
+class CertificateOut(msgspec.Struct, frozen=True, kw_only=True):
+    tenant_id: str
+    certificate_id: str
+    ca_id: str
+    profile: str
+    serial_hex: str
+    fingerprint: str
+    subject_dn: str
+    common_name: str | None
+    issuer_dn: str
+    issuer_fingerprint: str
+    algorithm: str
+    status: str
+    key_source: str
+    has_key: bool
+    not_before: str
+    not_after: str
+    sans: dict
+    tags: list[str]
+    certificate_pem: str
+    issued_at: str
+    key_exports: int
+    version: int
+    position: int
+    revocation_reason: str | None = None  # an RFC 5280 reason, or "ca_revoked": a CA above it was revoked
+    revoked_at: str | None = None
+    invalidity_date: str | None = None
+    revoked_ca_id: str | None = None  # the revoked CA, when revocation_reason is "ca_revoked"
+
+
+class CertificatePage(msgspec.Struct, frozen=True, kw_only=True):
+    items: list[CertificateOut]
+    next_cursor: str | None
+
+
+Text = Annotated[str | None, QueryParameter(max_length=255)]
+Timestamp = Annotated[datetime | None, QueryParameter(description="RFC 3339")]
+ExportPassword = Annotated[str | None, HeaderParameter(
+    name="X-Export-Password", required=False,
+    description="password of a PKCS#12 or JKS store, or to encrypt an exported PEM key (not in the URL: URLs "
+                "end up in logs)")]
+
+
+async def certificate_row(request: Request, principal: Principal, certificate_id: str) -> dict:
+    row = await read_models_of(request.app.state).query(read_model.get, certificate_id.lower(),
+                                                        visible_tenants(principal))
+    if row is None:
+        raise ApiProblem(404, "certificate_not_found", f"certificate {certificate_id} does not exist", field="id")
+    authorize(principal, "cert:read", row["tenant_id"])
+    return row
+
+
+def _chain_of(conn, row: dict) -> list[dict]:
+    """The issuing CA's certificate and its issuers, leaf-side first (the leaf itself excluded)."""
+    issuer = ca_model.certificate_by_fingerprint(conn, row["tenant_id"], row["issuer_fingerprint"])
+    return ca_model.chain_from(conn, row["tenant_id"], issuer) if issuer else []
+
+
+class CertificateController(Controller):
+    path = "/certificates"
+    tags = ["certificates"]
+
+    @post("/", status_code=201, summary="Issue a certificate from a CSR, or with a server-side key",
+          responses=COMMAND_ERRORS)
+    async def issue(self, request: Request, principal: Caller, data: JSONBody[IssueBody],
+                    idempotency_key: IdempotencyKey = None) -> Response[Issued]:
+        command = cmd.IssueCertificate(
+            tenant_id=tenant_for(principal, data.tenant_id), ca_id=data.ca_id, profile=data.profile, csr=data.csr,
+            subject=data.subject, sans=data.sans, algorithm=data.algorithm, validity_days=data.validity_days,
+            tags=data.tags)
+        outcome = await execute(request, cmd.issue_certificate, command, principal, idempotency_key)
+        body = Issued(certificate_id=outcome.certificate_id, serial_hex=outcome.certificate_id,
+                      version=outcome.result.version, global_position=outcome.result.global_position,
+                      replayed=outcome.result.replayed)
+        return Response(body, status_code=201, headers={"Location": f"/v1/certificates/{outcome.certificate_id}"})
+
+    @get("/", summary="Search certificates (cursor pagination)", responses=QUERY_ERRORS)
+    async def search(self, request: Request, principal: Caller, min_position: MinPosition = None,
+                     tenant_id: Text = None, ca_id: Text = None, common_name: Text = None, san: Text = None,
+                     serial: Annotated[str | None, QueryParameter(pattern=r"^(0x)?[0-9a-fA-F:]{1,64}$")] = None,
+                     fingerprint: Annotated[str | None, QueryParameter(pattern=r"^[0-9a-fA-F:]{64,95}$")] = None,
+                     issuer: Text = None,
+                     status: Annotated[str | None, QueryParameter(pattern="^(issued|valid|expired|revoked)$")] = None,
+                     algorithm: Text = None, profile: Text = None, tag: Text = None,
+                     expires_after: Timestamp = None, expires_before: Timestamp = None,
+                     sort: Annotated[str, QueryParameter(pattern="^(issued|expiry)$")] = "issued",
+                     cursor: Annotated[str | None, QueryParameter(max_length=512)] = None,
+                     limit: Annotated[int, QueryParameter(ge=1, le=500)] = 100) -> CertificatePage:
+        authorize(principal, "cert:read", principal.tenant_id or tenant_id)
+        await read_your_writes(request, min_position)
+        try:
+            after = read_model.decode_cursor(cursor) if cursor else None
+        except ValueError as exc:
+            raise ApiProblem(400, "validation_failed", str(exc), field="cursor", rule="format") from None
+        now = rfc3339(runtime_of(request.app.state).services.clock.now())
+        rows = await read_models_of(request.app.state).query(
+            read_model.search, visible_tenants(principal), tenant_id=tenant_id, ca_id=ca_id, common_name=common_name,
+            san=san, serial=serial.removeprefix("0x").replace(":", "") if serial else None, fingerprint=fingerprint,
+            issuer=issuer, status=status, algorithm=algorithm, profile=profile, tag=tag,
+            expires_after=expires_after and rfc3339(_aware(expires_after)),
+            expires_before=expires_before and rfc3339(_aware(expires_before)), now=now, sort=sort, cursor=after,
+            limit=limit + 1)
+        items = [msgspec.convert(row, CertificateOut) for row in rows[:limit]]
+        more = len(rows) > limit
+        return CertificatePage(items=items, next_cursor=read_model.encode_cursor(rows[limit - 1], sort) if more
+                               else None)
+
+    @get("/{certificate_id:str}", summary="Read one certificate", responses=QUERY_ERRORS)
+    async def read(self, request: Request, principal: Caller, certificate_id: FromPath[str],
+                   min_position: MinPosition = None) -> CertificateOut:
+        await read_your_writes(request, min_position)
+        return msgspec.convert(await certificate_row(request, principal, certificate_id), CertificateOut)
+
+    @get("/{certificate_id:str}/export", summary="Export as PEM, DER, PKCS#12 or JKS (keystore or truststore)",
+         responses={**QUERY_ERRORS, **COMMAND_ERRORS}, media_type="application/octet-stream")
+    async def export(self, request: Request, principal: Caller, certificate_id: FromPath[str],
+                     format: Annotated[str, QueryParameter(
+                         pattern="^(pem|der|pkcs12|jks|pkcs12-truststore|jks-truststore)$")] = "pem",
+                     include_key: Annotated[bool, QueryParameter(
+                         description="pem: add the private key (audited; needs key:export). pkcs12 and jks "
+                                     "keystores always hold the key")] = False,
+                     include_chain: Annotated[bool, QueryParameter()] = True, password: ExportPassword = None,
+                     min_position: MinPosition = None) -> Response[bytes]:
+        await read_your_writes(request, min_position)
+        row = await certificate_row(request, principal, certificate_id)
+        preflight(format, password)
+        chain = await read_models_of(request.app.state).query(_chain_of, row) if include_chain or format.endswith(
+            "truststore") else []
+        wants_key = format in ("pkcs12", "jks") or (format == "pem" and include_key)
+        material = None
+        if wants_key:
+            exported = await cmd.export_private_key(
+                cmd.ExportPrivateKey(tenant_id=row["tenant_id"], certificate_id=row["certificate_id"],
+                                     format=format, encrypted=bool(password)),
+                command_context(principal), runtime_of(request.app.state).services)
+            material = exported.material
+        body = await asyncio.to_thread(render, format, row, chain, material, password)
+        extension, media_type = EXPORT_MEDIA_TYPES[format]
+        filename = f"{row['common_name'] or row['certificate_id']}.{extension}".replace('"', "")
+        return Response(body, media_type=media_type,
+                        headers={"Content-Disposition": f'attachment; filename="{filename}"',
+                                 "Cache-Control": "no-store"})
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

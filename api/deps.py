@@ -1,0 +1,115 @@
+"""Request plumbing shared by controllers: the runtime, read-model connections, command context, read-your-writes."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sqlite3
+import threading
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
+
+import msgspec
+from litestar import Request
+from litestar.datastructures import State
+from litestar.di import NamedDependency
+from litestar.params import HeaderParameter, QueryParameter
+
+from api.problems import ApiProblem
+from commands.authz import Principal
+from commands.runtime import CommandContext, CommandResult
+from infra import telemetry
+from infra.bootstrap import Runtime
+from projections.runner import connect_views
+
+T = TypeVar("T")
+IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e][\x20-\x7e]{0,254}")  # 1-255 printable ASCII, not starting blank
+
+IdempotencyKey = Annotated[str | None, HeaderParameter(name="Idempotency-Key", required=False,
+                                                       description="makes a retried request return the first result")]
+MinPosition = Annotated[int | None, QueryParameter(ge=0, required=False,
+                                                   description="wait until the read models include this position")]
+Caller = NamedDependency[Principal]  # provided by api.auth.authenticate on every /v1 route
+
+
+class ReadModels:
+    """One read connection to the views database per worker thread, each closed at shutdown."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self._local = threading.local()
+        self._all: list[tuple[sqlite3.Connection, threading.Lock]] = []
+        self._lock = threading.Lock()
+
+    def _mine(self) -> tuple[sqlite3.Connection, threading.Lock]:
+        mine = getattr(self._local, "conn", None)
+        if mine is None:
+            mine = self._local.conn = (connect_views(self.runtime.settings.views_db), threading.Lock())
+            with self._lock:
+                self._all.append(mine)
+        return mine
+
+    def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``fn(conn, *args, **kwargs)`` with this thread's connection (call it from a worker thread)."""
+        conn, lock = self._mine()
+        with lock:  # only close() contends: it must not close a connection mid-query
+            return fn(conn, *args, **kwargs)
+
+    async def query(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """The same, on a worker thread."""
+        return await asyncio.to_thread(self.run, fn, *args, **kwargs)
+
+    def close(self) -> None:
+        with self._lock:
+            conns, self._all = self._all, []
+        for conn, lock in conns:
+            with lock:
+                conn.close()
+
+
+def runtime_of(state: State) -> Runtime:
+    return state.runtime
+
+
+def read_models_of(state: State) -> ReadModels:
+    return state.read_models
+
+
+def command_context(principal: Principal, idempotency_key: str | None = None) -> CommandContext:
+    """The request's metadata as the command side wants it (the request id becomes the correlation id)."""
+    if idempotency_key is not None and not IDEMPOTENCY_KEY.fullmatch(idempotency_key):
+        raise ApiProblem(400, "invalid_header", "Idempotency-Key must be 1-255 printable ASCII characters",
+                         field="Idempotency-Key", rule="format")
+    return CommandContext(principal=principal, correlation_id=telemetry.request_id_var.get(),
+                          idempotency_key=idempotency_key)
+
+
+async def read_your_writes(request: Request, min_position: int | None) -> None:
+    """Wait (bounded) until every read model has applied ``min_position``; 503 if it does not in time."""
+    if not min_position:
+        return
+    runtime = runtime_of(request.app.state)
+    head = await runtime.store.head_position()
+    if min_position > head:  # it will not be written within any wait: refuse at once instead of holding a worker
+        raise ApiProblem(400, "validation_failed", f"position {min_position} has not been written (the last is "
+                         f"{head})", field="min_position", rule="maximum")
+    timeout = runtime.settings.read_your_writes_timeout
+    if not await runtime.runner.wait_for(min_position, timeout):
+        raise ApiProblem(503, "projection-lagging",
+                         f"the read models have not reached position {min_position} yet; retry shortly",
+                         field="min_position", rule="lagging", headers={"Retry-After": "1"},
+                         position=runtime.runner.position)
+
+
+async def execute(request: Request, handler, command: msgspec.Struct, principal: Principal,
+                  idempotency_key: str | None = None) -> CommandResult:
+    """Run one command handler with the request's context, counting the outcome."""
+    ctx = command_context(principal, idempotency_key)
+    name = type(command).__name__
+    try:
+        result = await handler(command, ctx, runtime_of(request.app.state).services)
+    except Exception:
+        telemetry.COMMANDS.labels(name, "refused").inc()
+        raise
+    telemetry.COMMANDS.labels(name, "replayed" if result.replayed else "ok").inc()
+    return result

@@ -1,0 +1,29 @@
+"""The /metrics resource: Prometheus exposition of every registered metric."""
+
+from __future__ import annotations
+
+import asyncio
+
+from litestar import Controller, Request, Response, get
+from prometheus_client import generate_latest
+
+from api.deps import runtime_of
+from infra import telemetry
+
+TEXT_FORMAT = "text/plain; version=0.0.4"  # Litestar appends "; charset=utf-8"
+
+
+def _refresh_projection_gauges(request: Request) -> None:
+    for row in runtime_of(request.app.state).runner.status():
+        telemetry.PROJECTION_POSITION.labels(row["name"]).set(row["position"])
+        telemetry.PROJECTION_LAG.labels(row["name"]).set(row["lag"])
+
+
+class MetricsController(Controller):
+    path = "/metrics"
+    tags = ["health"]
+
+    @get("/", summary="Prometheus metrics (text format 0.0.4)", media_type=TEXT_FORMAT)
+    async def metrics(self, request: Request) -> Response[bytes]:
+        await asyncio.to_thread(_refresh_projection_gauges, request)
+        return Response(generate_latest(), media_type=TEXT_FORMAT)

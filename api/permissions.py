@@ -1,0 +1,166 @@
+"""The HTTP API's authorization contract: the permission every /v1 route and method needs, and its tenant scope.
+
+Handlers never read this table (they call ``commands.authz.authorize`` themselves); it is the
+documented contract that tests/integration/test_authz_matrix.py checks against the running app
+for every role, and that docs/security.md prints (``python -m api.permissions`` rewrites it).
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from litestar import Litestar
+
+from commands.authz import PERMISSIONS, ROLES
+
+Scope = Literal["public", "platform", "tenant", "object", "confined", "self"]
+SCOPES: dict[str, str] = {
+    "public": "no token needed",
+    "platform": "platform-wide principals only: a tenant-scoped token is refused (403) whatever its roles",
+    "tenant": "acts in the tenant named by the path, the body or `?tenant_id` (default: the caller's); "
+              "another tenant's is refused (403)",
+    "object": "acts on the object in the path; another tenant's object answers 404, as if it did not exist",
+    "confined": "a list or stream: a tenant-scoped caller sees only its own tenant's items",
+    "self": "acts on the caller's own account: any valid token",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    permissions: tuple[str, ...]  # every one is needed
+    scope: Scope
+    key_permissions: tuple[str, ...] = ()  # needed as well when the response carries a private key
+    note: str = ""
+
+
+_CA_OBJECT = ("ca:read",)  # a CA command first reads the CA (404 across tenants), then checks its own permission
+ROUTE_PERMISSIONS: dict[tuple[str, str], Rule] = {
+    ("POST", "/v1/tenants"): Rule(("tenant:create",), "platform"),
+    ("GET", "/v1/tenants"): Rule(("tenant:read",), "confined"),
+    ("GET", "/v1/tenants/{tenant_id}"): Rule(("tenant:read",), "tenant"),
+    ("POST", "/v1/tenants/{tenant_id}/rename"): Rule(("tenant:update",), "tenant"),
+    ("PUT", "/v1/tenants/{tenant_id}/quotas"): Rule(("tenant:create",), "platform",
+                                                    note="quotas bound what a tenant may consume"),
+    ("POST", "/v1/tenants/{tenant_id}/quotas"): Rule(("tenant:create",), "platform",
+                                                     note="quotas bound what a tenant may consume"),
+    ("PUT", "/v1/tenants/{tenant_id}/policy"): Rule(("tenant:update",), "tenant",
+                                                    note="a tenant narrows what its certificates may say"),
+    ("POST", "/v1/tenants/{tenant_id}/policy"): Rule(("tenant:update",), "tenant",
+                                                     note="a tenant narrows what its certificates may say"),
+    ("POST", "/v1/tenants/{tenant_id}/suspend"): Rule(("tenant:suspend",), "platform"),
+    ("POST", "/v1/tenants/{tenant_id}/resume"): Rule(("tenant:suspend",), "platform"),
+    ("GET", "/v1/audit/events"): Rule(("audit:read",), "confined", note="`?tenant_id` of another tenant: 403"),
+    ("GET", "/v1/audit/verify"): Rule(("audit:verify",), "platform", note="re-verifies every tenant's chains"),
+    ("GET", "/v1/events/stream"): Rule(("events:stream",), "confined"),
+    ("POST", "/v1/cas"): Rule(("ca:create",), "tenant"),
+    ("GET", "/v1/cas"): Rule(("ca:read",), "confined"),
+    ("POST", "/v1/cas/import"): Rule(("ca:create",), "tenant"),
+    ("POST", "/v1/cas/offline-intermediate"): Rule(("ca:create",), "tenant"),
+    ("GET", "/v1/cas/{ca_id}"): Rule(("ca:read",), "object"),
+    ("GET", "/v1/cas/{ca_id}/certificates"): Rule(("ca:read",), "object"),
+    ("GET", "/v1/cas/{ca_id}/certificate"): Rule(("ca:read",), "object"),
+    ("GET", "/v1/cas/{ca_id}/chain"): Rule(("ca:read",), "object"),
+    ("POST", "/v1/cas/{ca_id}/certificate"): Rule((*_CA_OBJECT, "ca:create"), "object"),
+    ("POST", "/v1/cas/{ca_id}/cross-sign"): Rule((*_CA_OBJECT, "ca:manage"), "object"),
+    ("POST", "/v1/cas/{ca_id}/rollover"): Rule((*_CA_OBJECT, "ca:manage"), "object"),
+    ("POST", "/v1/cas/{ca_id}/disable"): Rule((*_CA_OBJECT, "ca:manage"), "object"),
+    ("POST", "/v1/cas/{ca_id}/enable"): Rule((*_CA_OBJECT, "ca:manage"), "object"),
+    ("POST", "/v1/cas/{ca_id}/revoke"): Rule((*_CA_OBJECT, "ca:manage"), "object",
+                                             note="its issuers' CRLs list it; everything under it is untrusted"),
+    ("GET", "/v1/cas/{ca_id}/crl"): Rule((), "public", note="for relying parties, as is `/ocsp/{ca_id}`"),
+    ("POST", "/v1/certificates"): Rule(("cert:issue",), "tenant",
+                                       note="names must match the tenant policy's allowed patterns"),
+    ("GET", "/v1/certificates"): Rule(("cert:read",), "confined"),
+    ("GET", "/v1/certificates/{certificate_id}"): Rule(("cert:read",), "object"),
+    ("POST", "/v1/certificates/{certificate_id}/revoke"): Rule(("cert:revoke",), "object",
+                                                               note="on the CRL and in OCSP before it returns"),
+    ("GET", "/v1/certificates/{certificate_id}/export"): Rule(
+        ("cert:read",), "object", key_permissions=("key:export",),
+        note="pkcs12, jks and pem with include_key carry the private key: key:export too (audited)"),
+    ("GET", "/v1/profiles"): Rule(("profile:read",), "tenant"),
+    ("POST", "/v1/profiles"): Rule(("profile:manage",), "tenant"),
+    ("PUT", "/v1/profiles/{name}"): Rule(("profile:manage",), "tenant"),
+    ("POST", "/v1/profiles/{name}/retire"): Rule(("profile:manage",), "tenant"),
+    ("GET", "/v1/algorithms"): Rule(("profile:read",), "confined", note="no tenant data"),
+    # identity (api/identity.py, api/sign_in.py); granting never escalates: a caller grants only roles
+    # (and issues only keys) whose permissions it holds itself
+    ("POST", "/v1/auth/token"): Rule((), "public", note="sign-in: password, refresh_token, client_credentials"),
+    ("POST", "/v1/auth/totp"): Rule((), "self", note="user accounts only"),
+    ("POST", "/v1/auth/totp/confirm"): Rule((), "self", note="user accounts only"),
+    ("POST", "/v1/users"): Rule(("user:manage",), "tenant", note="no escalation"),
+    ("GET", "/v1/users"): Rule(("user:read",), "tenant"),
+    ("GET", "/v1/users/{username}"): Rule(("user:read",), "tenant"),
+    ("POST", "/v1/users/{username}/roles"): Rule(("user:manage",), "tenant", note="no escalation"),
+    ("DELETE", "/v1/users/{username}/roles/{role}"): Rule(("user:manage",), "tenant", note="no escalation"),
+    ("POST", "/v1/users/{username}/password"): Rule(("user:manage",), "tenant",
+                                                   note="no escalation: needs the user's roles' permissions"),
+    ("POST", "/v1/users/{username}/disable"): Rule(("user:manage",), "tenant"),
+    ("POST", "/v1/users/{username}/enable"): Rule(("user:manage",), "tenant"),
+    ("POST", "/v1/users/{username}/unlock"): Rule(("user:manage",), "tenant"),
+    ("DELETE", "/v1/users/{username}/totp"): Rule(("user:manage",), "tenant"),
+    ("POST", "/v1/service-accounts"): Rule(("serviceaccount:manage",), "tenant"),
+    ("GET", "/v1/service-accounts"): Rule(("user:read",), "tenant"),
+    ("GET", "/v1/service-accounts/{name}"): Rule(("user:read",), "tenant"),
+    ("POST", "/v1/service-accounts/{name}/keys"): Rule(("serviceaccount:manage",), "tenant", note="no escalation"),
+    ("DELETE", "/v1/service-accounts/{name}/keys/{key_id}"): Rule(("serviceaccount:manage",), "tenant"),
+}
+
+
+def operations(app: Litestar, prefix: str = "/v1") -> set[tuple[str, str]]:
+    """Every (method, path) the app serves under ``prefix``; Litestar's automatic OPTIONS handlers left out."""
+    found = set()
+    for route in app.routes:
+        if not route.path_format.startswith(prefix):
+            continue
+        for method, handler in getattr(route, "route_handler_map", {}).items():
+            if method == "OPTIONS" and handler[0].handler_name == "options_handler":
+                continue  # generated by Litestar for CORS pre-flight; CORS is off, and it touches nothing
+            found.add((method, route.path_format))
+    return found
+
+
+def unlisted(app: Litestar) -> list[str]:
+    """Operations the app serves that this table does not cover, as "METHOD /path"."""
+    return sorted(f"{method} {path}" for method, path in operations(app) - ROUTE_PERMISSIONS.keys())
+
+
+# docs/security.md ------------------------------------------------------------------------
+DOC = Path(__file__).resolve().parent.parent / "docs" / "security.md"
+BEGIN, END = "<!-- BEGIN GENERATED: python -m api.permissions -->", "<!-- END GENERATED -->"
+
+
+def render() -> str:
+    """The role matrix and the route table, as Markdown."""
+    roles = list(ROLES)
+    lines = ["### Roles and permissions", "", "| permission | " + " | ".join(roles) + " |",
+             "|---|" + "---|" * len(roles)]
+    for permission, meaning in PERMISSIONS.items():
+        marks = " | ".join("yes" if permission in ROLES[role] else "" for role in roles)
+        lines.append(f"| `{permission}`: {meaning} | {marks} |")
+    lines += ["", "### Routes", "", "| method | path | needs | scope | note |", "|---|---|---|---|---|"]
+    for (method, path), rule in sorted(ROUTE_PERMISSIONS.items(), key=lambda item: (item[0][1], item[0][0])):
+        needs = ", ".join(f"`{p}`" for p in rule.permissions) or "none"
+        if rule.key_permissions:
+            needs += " (+ " + ", ".join(f"`{p}`" for p in rule.key_permissions) + " with a private key)"
+        lines.append(f"| {method} | `{path}` | {needs} | {rule.scope} | {rule.note} |")
+    lines += ["", "Scopes:", ""] + [f"- **{name}**: {meaning}" for name, meaning in SCOPES.items()]
+    return "\n".join(lines)
+
+
+def documented(text: str) -> str:
+    """The generated part of ``text`` (between the markers)."""
+    start, end = text.index(BEGIN) + len(BEGIN), text.index(END)
+    return text[start:end].strip()
+
+
+def rewrite(path: Path = DOC) -> None:
+    text = path.read_text()
+    start, end = text.index(BEGIN) + len(BEGIN), text.index(END)
+    path.write_text(text[:start] + "\n" + render() + "\n" + text[end:])
+
+
+if __name__ == "__main__":
+    rewrite(Path(sys.argv[1]) if len(sys.argv) > 1 else DOC)

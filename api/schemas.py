@@ -1,0 +1,67 @@
+"""Request bodies and response shapes of the HTTP API (the commands themselves are in commands/)."""
+
+from __future__ import annotations
+
+import msgspec
+
+from commands.tenants import Name, Reason
+from domain.events import EventEnvelope
+from domain.tenant import Quotas
+
+
+class RenameBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    name: Name
+
+
+class ReasonBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    reason: Reason
+
+
+class TenantOut(msgspec.Struct, frozen=True, kw_only=True):
+    tenant_id: str
+    name: str
+    status: str
+    quotas: Quotas
+    created_at: str
+    updated_at: str
+    version: int
+    position: int
+
+
+class TenantPage(msgspec.Struct, frozen=True, kw_only=True):
+    items: list[TenantOut]
+    next_cursor: str | None
+
+
+class AuditEntry(msgspec.Struct, frozen=True, kw_only=True):
+    position: int
+    day_bucket: str
+    occurred_at: str
+    event_id: str
+    tenant_id: str
+    stream_id: str
+    stream_type: str
+    version: int
+    type: str
+    actor: str
+    auth_method: str
+    correlation_id: str | None
+    event: EventEnvelope | None
+
+
+class AuditPage(msgspec.Struct, frozen=True, kw_only=True):
+    items: list[AuditEntry]
+    next_cursor: int | None
+
+
+class Liveness(msgspec.Struct, frozen=True, kw_only=True):
+    status: str
+
+
+class Readiness(msgspec.Struct, frozen=True, kw_only=True):
+    status: str
+    store_writable: bool
+    head_position: int
+    projection_position: int
+    lag: int
+    max_lag: int

@@ -1,0 +1,42 @@
+"""Runs the API under uvicorn: one worker (SQLite has one writer process), graceful shutdown."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import uvicorn
+
+from api.app import create_app
+from infra.config import Settings
+from infra.telemetry import configure_logging
+
+GRACEFUL_SHUTDOWN_SECONDS = 10
+
+
+def _available(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def build_server(settings: Settings, app=None) -> uvicorn.Server:
+    """A uvicorn server for ``app`` (default: ``create_app(settings)``) bound to settings.host:port."""
+    config = uvicorn.Config(
+        app or create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        workers=1,
+        loop="uvloop" if _available("uvloop") else "asyncio",
+        http="httptools" if _available("httptools") else "h11",
+        lifespan="on",
+        proxy_headers=False,
+        server_header=False,
+        access_log=False,  # the app writes its own access log, without headers or bodies
+        log_config=None,  # keep the JSON logging configured by configure_logging
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,  # open SSE streams must not block shutdown
+    )
+    return uvicorn.Server(config)
+
+
+def serve(settings: Settings) -> None:
+    """Serve until SIGINT/SIGTERM; the lifespan's shutdown writes a final audit checkpoint."""
+    configure_logging(settings.log_level)
+    build_server(settings).run()

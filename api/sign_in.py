@@ -1,0 +1,156 @@
+"""Sign-in routes: POST /v1/auth/token (public), GET /.well-known/jwks.json (public), and TOTP enrollment."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+from typing import Annotated, Any
+from urllib.parse import parse_qsl
+
+import msgspec
+from litestar import Controller, Request, Response, get, post
+from litestar.params import JSONBody
+
+from api.auth import api_key_record
+from api.deps import Caller, command_context, runtime_of
+from api.identity import identity_of
+from api.problems import COMMAND_ERRORS, ApiProblem, documented
+from commands import mfa, sessions
+from commands.runtime import CommandResult
+from commands.tokens import parse_token
+from infra import telemetry
+
+GRANT_TYPES = ("password", "refresh_token", "client_credentials")
+_NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+class TokenRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """RFC 6749 token request, as a form (application/x-www-form-urlencoded) or as JSON."""
+
+    grant_type: str
+    username: Annotated[str, msgspec.Meta(max_length=256)] | None = None
+    password: Annotated[str, msgspec.Meta(max_length=1024)] | None = None
+    totp: Annotated[str, msgspec.Meta(max_length=16)] | None = None
+    tenant_id: Annotated[str, msgspec.Meta(max_length=63)] | None = None
+    refresh_token: Annotated[str, msgspec.Meta(max_length=512)] | None = None
+    client_id: Annotated[str, msgspec.Meta(max_length=256)] | None = None
+    client_secret: Annotated[str, msgspec.Meta(max_length=512)] | None = None
+    scope: Annotated[str, msgspec.Meta(max_length=512)] | None = None
+
+
+class Jwks(msgspec.Struct, frozen=True):
+    keys: list[dict[str, str]]
+
+
+def _bad(detail: str, field: str, code: str = "invalid_request") -> ApiProblem:
+    return ApiProblem(400, code, detail, field=field)
+
+
+async def _token_request(request: Request) -> TokenRequest:
+    body = await request.body()
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    try:
+        if media == "application/json":
+            raw: Any = msgspec.json.decode(body)
+        elif media in ("application/x-www-form-urlencoded", ""):
+            raw = dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=bool(body),
+                                 max_num_fields=20))
+        else:
+            raise ApiProblem(415, "unsupported_media_type", "send the token request as a form or as JSON",
+                             field="Content-Type")
+        return msgspec.convert(raw, TokenRequest)
+    except (msgspec.DecodeError, UnicodeDecodeError, ValueError) as exc:
+        if isinstance(exc, msgspec.ValidationError):
+            where = str(exc).rsplit("`$.", 1)[-1].rstrip("`") if "`$." in str(exc) else "body"
+            raise _bad(f"the token request is invalid: {exc}", where) from None
+        raise _bad("the token request is not a valid form or JSON object", "body") from None
+
+
+def _basic_secret(request: Request) -> str | None:
+    """The client secret of ``Authorization: Basic`` (RFC 6749 section 2.3.1), if any."""
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        return base64.b64decode(value.strip(), validate=True).decode().partition(":")[2] or None
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return None
+
+
+def _required(value: str | None, field: str) -> str:
+    if not value:
+        raise _bad(f"{field} is required for this grant type", field)
+    return value
+
+
+class TokenController(Controller):
+    """Outside the bearer-protected router: this is where a caller gets its bearer token."""
+
+    path = "/v1/auth/token"
+    tags = ["auth"]
+
+    @post("/", status_code=200, summary="Issue an access token (grant types: password, refresh_token, "
+          "client_credentials)", responses=documented(400, 401, 415, 429, 503))
+    async def token(self, request: Request) -> Response[sessions.TokenResponse]:
+        form = await _token_request(request)
+        runtime = runtime_of(request.app.state)
+        identity, services = identity_of(request), runtime.services
+        correlation = telemetry.request_id_var.get()
+        if form.grant_type == "password":
+            grant = sessions.PasswordGrant(username=_required(form.username, "username"),
+                                           password=_required(form.password, "password"), totp=form.totp or None,
+                                           tenant_id=form.tenant_id or None)
+            issued = await sessions.password_login(grant, services, identity, correlation)
+        elif form.grant_type == "refresh_token":
+            issued = await sessions.refresh(_required(form.refresh_token, "refresh_token"), services, identity,
+                                            correlation)
+        elif form.grant_type == "client_credentials":
+            issued = await self._client_credentials(request, form, correlation)
+        else:
+            raise _bad(f"grant_type must be one of {', '.join(GRANT_TYPES)}", "grant_type", "unsupported_grant_type")
+        return Response(issued, status_code=200, headers=_NO_STORE)
+
+    @staticmethod
+    async def _client_credentials(request: Request, form: TokenRequest, correlation: str | None):
+        secret = form.client_secret or _basic_secret(request)
+        parsed = parse_token(_required(secret, "client_secret"))
+        record = await asyncio.to_thread(api_key_record, request, parsed) if parsed else None
+        runtime = runtime_of(request.app.state)
+        if record is None:
+            await sessions.client_credentials_failed(runtime.services, identity_of(request),
+                                                     parsed[0] if parsed else None, correlation)
+            raise ApiProblem(401, "invalid_client", "the client credentials are invalid, expired or revoked",
+                             field="client_secret")
+        key = sessions.KeyFacts(token_id=record["token_id"], tenant_id=record["tenant_id"], roles=record["roles"],
+                                service_account=record.get("service_account"))
+        return await sessions.client_credentials(key, runtime.services, identity_of(request), correlation)
+
+
+class JwksController(Controller):
+    path = "/.well-known/jwks.json"
+    tags = ["auth"]
+
+    @get("/", summary="The public keys that verify access tokens (RFC 7517)", cache=False)
+    async def jwks(self, request: Request) -> Response[Jwks]:
+        runtime = runtime_of(request.app.state)
+        now = runtime.services.clock.now()
+        keys = await asyncio.to_thread(identity_of(request).tokens.jwks, now)
+        return Response(Jwks(keys=keys["keys"]), headers={"Cache-Control": "public, max-age=60"})
+
+
+class TotpController(Controller):
+    path = "/auth/totp"
+    tags = ["auth"]
+
+    @post("/", status_code=201, summary="Start TOTP enrollment: the otpauth:// URI, shown once",
+          responses=COMMAND_ERRORS)
+    async def start(self, request: Request, principal: Caller) -> Response[mfa.TotpEnrollment]:
+        enrollment = await mfa.start_enrollment(command_context(principal), runtime_of(request.app.state).services,
+                                                identity_of(request).issuer_label)
+        return Response(enrollment, status_code=201, headers=_NO_STORE)
+
+    @post("/confirm", status_code=200, summary="Confirm TOTP enrollment with a current code",
+          responses=COMMAND_ERRORS)
+    async def confirm(self, request: Request, principal: Caller, data: JSONBody[mfa.ConfirmTotp]) -> CommandResult:
+        return await mfa.confirm_enrollment(data, command_context(principal), runtime_of(request.app.state).services)

@@ -1,0 +1,90 @@
+"""The /v1/tenants resource: tenant commands (create, rename, quotas, suspend, resume) and queries."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+from litestar import Controller, Request, Response, get, post, route
+from litestar.params import FromPath, JSONBody, QueryParameter
+
+from api.deps import Caller, IdempotencyKey, MinPosition, execute, read_models_of, read_your_writes
+from api.problems import COMMAND_ERRORS, QUERY_ERRORS, ApiProblem
+from api.schemas import ReasonBody, RenameBody, TenantOut, TenantPage
+from commands import tenants as cmd
+from commands.authz import authorize, visible_tenants
+from commands.runtime import CommandResult
+from domain.policy import TenantPolicy
+from domain.tenant import Quotas
+from projections import tenants as read_model
+
+
+def _tenant_out(row: dict) -> TenantOut:
+    return msgspec.convert(row, TenantOut)
+
+
+class TenantController(Controller):
+    path = "/tenants"
+    tags = ["tenants"]
+
+    @post("/", status_code=201, summary="Create a tenant", responses=COMMAND_ERRORS)
+    async def create(self, request: Request, principal: Caller, data: JSONBody[cmd.CreateTenant],
+                     idempotency_key: IdempotencyKey = None) -> Response[CommandResult]:
+        result = await execute(request, cmd.create_tenant, data, principal, idempotency_key)
+        return Response(result, status_code=201, headers={"Location": f"/v1/tenants/{data.tenant_id}"})
+
+    @get("/", summary="Search tenants (keyset pagination by tenant id)", responses=QUERY_ERRORS)
+    async def search(self, request: Request, principal: Caller, min_position: MinPosition = None,
+                     status: Annotated[str | None, QueryParameter(pattern="^(active|suspended)$")] = None,
+                     after: Annotated[str | None, QueryParameter(max_length=63)] = None,
+                     limit: Annotated[int, QueryParameter(ge=1, le=500)] = 100) -> TenantPage:
+        authorize(principal, "tenant:read", principal.tenant_id)
+        await read_your_writes(request, min_position)
+        rows = await read_models_of(request.app.state).query(
+            read_model.search, visible_tenants(principal), status=status, after=after, limit=limit + 1)
+        more = len(rows) > limit
+        items = [_tenant_out(row) for row in rows[:limit]]
+        return TenantPage(items=items, next_cursor=items[-1].tenant_id if more else None)
+
+    @get("/{tenant_id:str}", summary="Read one tenant", responses=QUERY_ERRORS)
+    async def read(self, request: Request, principal: Caller, tenant_id: FromPath[str],
+                   min_position: MinPosition = None) -> TenantOut:
+        authorize(principal, "tenant:read", tenant_id)
+        await read_your_writes(request, min_position)
+        row = await read_models_of(request.app.state).query(read_model.get, tenant_id, visible_tenants(principal))
+        if row is None:
+            raise ApiProblem(404, "tenant_not_found", f"tenant {tenant_id} does not exist", field="tenant_id")
+        return _tenant_out(row)
+
+    @post("/{tenant_id:str}/rename", status_code=200, summary="Rename a tenant", responses=COMMAND_ERRORS)
+    async def rename(self, request: Request, principal: Caller, tenant_id: FromPath[str],
+                     data: JSONBody[RenameBody], idempotency_key: IdempotencyKey = None) -> CommandResult:
+        command = cmd.RenameTenant(tenant_id=tenant_id, name=data.name)
+        return await execute(request, cmd.rename_tenant, command, principal, idempotency_key)
+
+    @route("/{tenant_id:str}/quotas", http_method=["PUT", "POST"], status_code=200, summary="Set a tenant's quotas",
+           responses=COMMAND_ERRORS)
+    async def quotas(self, request: Request, principal: Caller, tenant_id: FromPath[str],
+                     data: JSONBody[Quotas], idempotency_key: IdempotencyKey = None) -> CommandResult:
+        command = cmd.SetTenantQuotas(tenant_id=tenant_id, quotas=data)
+        return await execute(request, cmd.set_tenant_quotas, command, principal, idempotency_key)
+
+    @route("/{tenant_id:str}/policy", http_method=["PUT", "POST"], status_code=200,
+           summary="Set a tenant's certificate policy (algorithms, allowed names, maximum validity)",
+           responses=COMMAND_ERRORS)
+    async def policy(self, request: Request, principal: Caller, tenant_id: FromPath[str],
+                     data: JSONBody[TenantPolicy], idempotency_key: IdempotencyKey = None) -> CommandResult:
+        command = cmd.SetTenantPolicy(tenant_id=tenant_id, policy=data)
+        return await execute(request, cmd.set_tenant_policy, command, principal, idempotency_key)
+
+    @post("/{tenant_id:str}/suspend", status_code=200, summary="Suspend a tenant", responses=COMMAND_ERRORS)
+    async def suspend(self, request: Request, principal: Caller, tenant_id: FromPath[str],
+                      data: JSONBody[ReasonBody], idempotency_key: IdempotencyKey = None) -> CommandResult:
+        command = cmd.SuspendTenant(tenant_id=tenant_id, reason=data.reason)
+        return await execute(request, cmd.suspend_tenant, command, principal, idempotency_key)
+
+    @post("/{tenant_id:str}/resume", status_code=200, summary="Resume a suspended tenant", responses=COMMAND_ERRORS)
+    async def resume(self, request: Request, principal: Caller, tenant_id: FromPath[str],
+                     data: JSONBody[ReasonBody], idempotency_key: IdempotencyKey = None) -> CommandResult:
+        command = cmd.ResumeTenant(tenant_id=tenant_id, reason=data.reason)
+        return await execute(request, cmd.resume_tenant, command, principal, idempotency_key)

@@ -1,0 +1,283 @@
+"""`csm ca`: CA commands through their handlers, CA queries, and the offline root ceremony (`csm ca root`)."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import click
+import msgspec
+from rich.table import Table
+
+from cli.common import (CliError, catch_up, command_context, echo_json, query_views, run_async, runtime_for,
+                        stdout_console)
+from commands import cas as cmd
+from commands import revoke as revocation
+from commands.runtime import CommandResult
+from domain.certspec import DistinguishedName, NameConstraints
+from domain.revocation import REASONS
+from infra.config import Settings
+from projections import cas as read_model
+
+
+def subject_options(fn):
+    """--cn/--org/--ou/--locality/--state/--country, gathered into ``subject`` by :func:`subject_of`."""
+    for name, help_ in reversed((("--cn", "Common name."), ("--org", "Organisation (O)."),
+                                 ("--ou", "Organisational unit (OU)."), ("--locality", "Locality (L)."),
+                                 ("--state", "State or province (ST)."), ("--country", "Two-letter country (C)."))):
+        fn = click.option(name, default=None, help=help_)(fn)
+    return fn
+
+
+def subject_of(cn, org, ou, locality, state, country) -> DistinguishedName | None:
+    if cn is None:
+        return None
+    return DistinguishedName(common_name=cn, organization=org, organizational_unit=ou, locality=locality,
+                             state=state, country=country)
+
+
+def execute(settings: Settings, handler, command):
+    with runtime_for(settings) as runtime:
+        result = run_async(handler(command, command_context(), runtime.services))
+        catch_up(runtime, strict=False)
+        return result
+
+
+def convert(fields: dict, command_type):
+    """The command from CLI options, refused with the field and rule like the API would."""
+    try:
+        return msgspec.convert({k: v for k, v in fields.items() if v is not None}, command_type)
+    except msgspec.ValidationError as exc:
+        raise CliError(f"invalid input: {exc}") from None
+
+
+def _ca_id(result: CommandResult) -> str:
+    return result.stream_id.removeprefix("ca-")
+
+
+def constraints(permit_dns, exclude_dns, permit_ip, exclude_ip) -> NameConstraints:
+    return NameConstraints(permitted_dns=tuple(permit_dns), excluded_dns=tuple(exclude_dns),
+                           permitted_ip=tuple(permit_ip), excluded_ip=tuple(exclude_ip))
+
+
+def constraint_options(fn):
+    for name, help_ in reversed((("--permit-dns", "Permitted DNS subtree (repeatable)."),
+                                 ("--exclude-dns", "Excluded DNS subtree (repeatable)."),
+                                 ("--permit-ip", "Permitted IP network, CIDR (repeatable)."),
+                                 ("--exclude-ip", "Excluded IP network, CIDR (repeatable)."))):
+        fn = click.option(name, multiple=True, help=help_)(fn)
+    return fn
+
+
+@click.group()
+def ca() -> None:
+    """Create and manage certificate authorities."""
+
+
+def _creation(fn):
+    @click.option("--tenant", "tenant_id", required=True, help="The tenant the CA belongs to.")
+    @click.option("--name", required=True, help="Display name.")
+    @click.option("--algorithm", default=cmd.DEFAULT_CA_ALGORITHM, show_default=True,
+                  help="Key algorithm (see `csm ca algorithms`).")
+    @click.option("--validity-days", type=int, default=None, help="Validity in days.")
+    @click.option("--path-length", type=int, default=None, help="basicConstraints pathLenConstraint.")
+    @subject_options
+    @constraint_options
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        return fn(*args, **kwargs)
+
+    return wrapper
+
+
+@ca.command("create-root")
+@_creation
+@click.pass_obj
+def create_root(settings: Settings, tenant_id, name, algorithm, validity_days, path_length, cn, org, ou, locality,
+                state, country, permit_dns, exclude_dns, permit_ip, exclude_ip) -> None:
+    """Create an online root CA (its key is generated and kept, encrypted, in the key vault)."""
+    command = convert({"tenant_id": tenant_id, "name": name, "algorithm": algorithm, "validity_days": validity_days,
+                       "path_length": path_length,
+                       "subject": _required_subject(cn, org, ou, locality, state, country),
+                       "name_constraints": constraints(permit_dns, exclude_dns, permit_ip, exclude_ip)},
+                      cmd.CreateRootCa)
+    result = execute(settings, cmd.create_root_ca, command)
+    click.echo(f"created root CA {_ca_id(result)} (position {result.global_position})")
+
+
+@ca.command("create-intermediate")
+@_creation
+@click.option("--parent", "parent_id", required=True, help="The issuing CA's id.")
+@click.pass_obj
+def create_intermediate(settings: Settings, tenant_id, name, algorithm, validity_days, path_length, cn, org, ou,
+                        locality, state, country, permit_dns, exclude_dns, permit_ip, exclude_ip, parent_id) -> None:
+    """Create an intermediate CA signed by --parent."""
+    command = convert({"tenant_id": tenant_id, "name": name, "algorithm": algorithm, "validity_days": validity_days,
+                       "path_length": path_length, "parent_id": parent_id,
+                       "subject": _required_subject(cn, org, ou, locality, state, country),
+                       "name_constraints": constraints(permit_dns, exclude_dns, permit_ip, exclude_ip)},
+                      cmd.CreateIntermediateCa)
+    result = execute(settings, cmd.create_intermediate_ca, command)
+    click.echo(f"created intermediate CA {_ca_id(result)} under {parent_id} (position {result.global_position})")
+
+
+def _required_subject(*parts) -> DistinguishedName:
+    subject = subject_of(*parts)
+    if subject is None:
+        raise CliError("--cn is required")
+    return subject
+
+
+@ca.command("cross-sign")
+@click.argument("ca_id")
+@click.option("--tenant", "tenant_id", required=True)
+@click.option("--issuer", "issuer_id", required=True, help="The CA that certifies CA_ID's key.")
+@click.option("--validity-days", type=int, default=1825, show_default=True)
+@click.option("--path-length", type=int, default=None)
+@click.pass_obj
+def cross_sign(settings: Settings, ca_id, tenant_id, issuer_id, validity_days, path_length) -> None:
+    """Cross-certify CA_ID by --issuer."""
+    command = convert({"tenant_id": tenant_id, "ca_id": ca_id, "issuer_id": issuer_id,
+                       "validity_days": validity_days, "path_length": path_length}, cmd.CrossCertify)
+    result = execute(settings, cmd.cross_certify, command)
+    click.echo(f"CA {ca_id} cross-certified by {issuer_id} (version {result.version})")
+
+
+@ca.command("import-root")
+@click.option("--tenant", "tenant_id", required=True)
+@click.option("--name", required=True)
+@click.option("--cert", "cert_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
+              help="The offline root's certificate (PEM), from `csm ca root init`.")
+@click.pass_obj
+def import_root(settings: Settings, tenant_id, name, cert_file: Path) -> None:
+    """Register an offline root: only its certificate enters the service."""
+    command = convert({"tenant_id": tenant_id, "name": name, "certificate_pem": cert_file.read_text()},
+                      cmd.ImportOfflineRoot)
+    click.echo(f"imported offline root CA {_ca_id(execute(settings, cmd.import_offline_root, command))}")
+
+
+@ca.command("request-intermediate")
+@click.option("--tenant", "tenant_id", required=True)
+@click.option("--parent", "parent_id", required=True, help="The imported offline root's CA id.")
+@click.option("--name", required=True)
+@click.option("--algorithm", default=cmd.DEFAULT_CA_ALGORITHM, show_default=True)
+@click.option("--csr-out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Where to write the CSR to carry to the offline root.")
+@subject_options
+@click.pass_obj
+def request_intermediate(settings: Settings, tenant_id, parent_id, name, algorithm, csr_out: Path, cn, org, ou,
+                         locality, state, country) -> None:
+    """Make an intermediate's key here and write its CSR for the offline root to sign."""
+    command = convert({"tenant_id": tenant_id, "parent_id": parent_id, "name": name, "algorithm": algorithm,
+                       "subject": _required_subject(cn, org, ou, locality, state, country)},
+                      cmd.RequestOfflineIntermediate)
+    result = execute(settings, cmd.request_offline_intermediate, command)
+    ca_id = _ca_id(result)
+    with runtime_for(settings) as runtime:
+        catch_up(runtime)
+        conn = runtime.runner.connection()
+        try:
+            row = read_model.get(conn, ca_id, None)
+        finally:
+            conn.close()
+    csr_out.write_text(row["csr_pem"])
+    click.echo(f"intermediate CA {ca_id} is pending; CSR written to {csr_out}")
+
+
+@ca.command("install")
+@click.argument("ca_id")
+@click.option("--tenant", "tenant_id", required=True)
+@click.option("--cert", "cert_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True)
+@click.pass_obj
+def install(settings: Settings, ca_id, tenant_id, cert_file: Path) -> None:
+    """Install the certificate the offline root signed for pending intermediate CA_ID."""
+    command = convert({"tenant_id": tenant_id, "ca_id": ca_id, "certificate_pem": cert_file.read_text()},
+                      cmd.InstallCaCertificate)
+    execute(settings, cmd.install_ca_certificate, command)
+    click.echo(f"intermediate CA {ca_id} is active")
+
+
+@ca.command("disable")
+@click.argument("ca_id")
+@click.option("--tenant", "tenant_id", required=True)
+@click.option("--reason", required=True)
+@click.pass_obj
+def disable(settings: Settings, ca_id, tenant_id, reason) -> None:
+    """Disable CA_ID: it signs nothing until enabled again."""
+    execute(settings, cmd.disable_ca, convert({"tenant_id": tenant_id, "ca_id": ca_id, "reason": reason},
+                                              cmd.DisableCa))
+    click.echo(f"CA {ca_id} disabled")
+
+
+@ca.command("rollover")
+@click.argument("ca_id")
+@click.option("--tenant", "tenant_id", required=True)
+@click.option("--reason", required=True)
+@click.option("--algorithm", default=None)
+@click.option("--validity-days", type=int, default=None)
+@click.pass_obj
+def rollover(settings: Settings, ca_id, tenant_id, reason, algorithm, validity_days) -> None:
+    """Give CA_ID a new key and certificate; the old certificate stays valid until it expires."""
+    command = convert({"tenant_id": tenant_id, "ca_id": ca_id, "reason": reason, "algorithm": algorithm,
+                       "validity_days": validity_days}, cmd.RolloverCaKey)
+    result = execute(settings, cmd.rollover_ca_key, command)
+    click.echo(f"CA {ca_id} rolled over to a new key (version {result.version})")
+
+
+@ca.command("list")
+@click.option("--tenant", "tenant_id", default=None)
+@click.option("--json", "as_json", is_flag=True, help="JSON on stdout instead of a table.")
+@click.pass_obj
+def list_(settings: Settings, tenant_id, as_json: bool) -> None:
+    """List CAs."""
+    rows = query_views(settings, read_model.search, None, tenant_id=tenant_id, limit=10_000)
+    if as_json:
+        echo_json(rows)
+        return
+    table = Table("ca id", "tenant", "name", "kind", "origin", "status", "algorithm", "parent", "not after")
+    for row in rows:
+        table.add_row(row["ca_id"], row["tenant_id"], row["name"], row["kind"], row["origin"], row["status"],
+                      row["algorithm"], row["parent_id"] or "", row["not_after"] or "")
+    stdout_console().print(table)
+
+
+@ca.command("show")
+@click.argument("ca_id")
+@click.option("--chain", is_flag=True, help="Print the PEM chain to the root instead.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def show(settings: Settings, ca_id: str, chain: bool, as_json: bool) -> None:
+    """Show one CA (or its chain)."""
+    row = query_views(settings, read_model.get, ca_id, None)
+    if row is None:
+        raise CliError(f"ca_not_found: CA {ca_id} does not exist (field: ca_id)")
+    if chain:
+        certs = query_views(settings, _chain, row)
+        click.echo("".join(c["certificate_pem"] for c in certs), nl=False)
+        return
+    if as_json:
+        echo_json(row)
+        return
+    for key, value in row.items():
+        click.echo(f"{key + ':':<18} {value if value is not None else ''}")
+
+
+def _chain(conn, row: dict) -> list[dict]:
+    start = read_model.certificate_by_fingerprint(conn, row["tenant_id"], row["fingerprint"] or "")
+    return read_model.chain_from(conn, row["tenant_id"], start) if start else []
+
+
+@ca.command("revoke")
+@click.argument("ca_id")
+@click.option("--tenant", "tenant_id", required=True)
+@click.option("--reason", default="unspecified", show_default=True, type=click.Choice(list(REASONS)),
+              help="RFC 5280 revocation reason.")
+@click.option("--invalidity-date", default=None, metavar="RFC3339", help="When the CA key was (suspected) compromised.")
+@click.pass_obj
+def revoke(settings: Settings, ca_id, tenant_id, reason, invalidity_date) -> None:
+    """Revoke intermediate CA_ID: its issuer's CRL lists it; it and every CA under it sign nothing more."""
+    command = convert({"tenant_id": tenant_id, "ca_id": ca_id, "reason": reason, "invalidity_date": invalidity_date},
+                      revocation.RevokeCa)
+    outcome = execute(settings, revocation.revoke_ca, command)
+    listed = ", ".join(f"CRL {c.crl_number} of CA {c.ca_id}" for c in outcome.crls) or "no CRL signed here"
+    click.echo(f"revoked CA {ca_id} ({outcome.reason}); listed on {listed}")

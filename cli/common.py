@@ -1,0 +1,230 @@
+"""What every `csm` command shares: settings, the CLI principal, errors, consoles, progress bars.
+
+Expected failures (an uninitialised data directory, a refused command, bad input, an
+unreadable file) become one ``error: …`` line on stderr and an exit status; only bugs
+print a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import getpass
+import os
+import sqlite3
+import sys
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import click
+import msgspec
+from rich.console import Console
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn,
+                           TimeElapsedColumn)
+from rich.text import Text
+
+from commands.authz import Principal
+from commands.ids import uuid7
+from commands.runtime import CommandContext
+from domain.errors import DomainError
+from infra.keystore.kek import KekError
+from infra.audit.keys import PUBLIC_FILE
+from infra.bootstrap import Runtime, open_runtime
+from infra.config import Settings
+from infra.eventstore.sqlite import StoreUnavailable
+
+EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
+
+
+class CliError(click.ClickException):
+    """An expected failure: printed as ``error: <message>``, exits with ``exit_code``."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_PROBLEM) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+def domain_message(code: str, detail: str, field: str | None) -> str:
+    return f"{code}: {detail}" + (f" (field: {field})" if field else "")
+
+
+def validation_field(message: str) -> str | None:
+    """``$.tenant_id`` in msgspec's "… - at `$.tenant_id`" becomes ``tenant_id``."""
+    marker = "- at `$"
+    if marker not in message:
+        return None
+    return message.rsplit(marker, 1)[1].rstrip("`").lstrip(".") or None
+
+
+def translate(exc: BaseException) -> CliError | None:
+    """The one-line error for an expected failure, or None for a bug."""
+    violations = getattr(exc, "violations", None)
+    if isinstance(exc, DomainError) and violations:  # a policy refusal: every rule broken, one per line
+        return CliError(f"{exc.code}:\n" + "\n".join(f"  {v.field}: {v.rule}: {v.message}" for v in violations),
+                        EXIT_PROBLEM)
+    if isinstance(exc, DomainError):
+        return CliError(domain_message(exc.code, exc.detail, exc.field), EXIT_PROBLEM)
+    if isinstance(exc, msgspec.ValidationError):
+        message = str(exc)
+        return CliError(domain_message("invalid_input", message.split(" - at `")[0], validation_field(message)),
+                        EXIT_PROBLEM)
+    if isinstance(exc, StoreUnavailable):
+        return CliError(f"store_unavailable: {exc}", EXIT_PROBLEM)
+    if isinstance(exc, sqlite3.Error):
+        return CliError(f"database: {exc}", EXIT_USAGE)
+    if isinstance(exc, BrokenPipeError):
+        return None  # click handles a closed stdout (`csm events export | head`)
+    if isinstance(exc, KekError):  # unsafe or missing key-encryption key files: say which, no traceback
+        return CliError(f"key vault: {exc}", EXIT_USAGE)
+    if isinstance(exc, OSError):
+        where = f" ({exc.filename})" if exc.filename else ""
+        return CliError(f"{exc.strerror or exc}{where}", EXIT_USAGE)
+    return None
+
+
+class CsmGroup(click.Group):
+    """The root group: turns expected exceptions raised by any sub-command into CliErrors."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.Abort, click.ClickException):
+            raise
+        except Exception as exc:
+            error = translate(exc)
+            if error is None:
+                raise
+            raise error from exc
+
+
+# settings and the runtime -------------------------------------------------------------
+
+def require_initialised(settings: Settings) -> None:
+    """Refuse (exit 2) unless ``csm init`` has run here; never create keys behind the operator's back."""
+    if not settings.events_db.exists():
+        raise CliError(f"{settings.data_dir} is not initialised (no events.db); run "
+                       f"`csm --data-dir {settings.data_dir} init` first", EXIT_USAGE)
+    require_keys_if_events(settings)
+
+
+def require_keys_if_events(settings: Settings) -> None:
+    """A store without its audit keys must not get new ones: they would not match the ledger."""
+    if settings.events_db.exists() and not (settings.keys_dir / PUBLIC_FILE).exists():
+        raise CliError(f"the audit keys are missing from {settings.keys_dir} but events.db exists; restore "
+                       "them (`csm restore`) rather than creating new ones", EXIT_USAGE)
+
+
+@contextlib.contextmanager
+def runtime_for(settings: Settings) -> Iterator[Runtime]:
+    """The opened runtime of an initialised data directory, always closed afterwards."""
+    require_initialised(settings)
+    runtime = open_runtime(settings)
+    try:
+        yield runtime
+    finally:
+        runtime.close()
+
+
+def query_views(settings: Settings, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``fn(conn, *args, **kwargs)`` over the read models, caught up to the head of the log first."""
+    with runtime_for(settings) as runtime:
+        catch_up(runtime)
+        conn = runtime.runner.connection()
+        try:
+            return fn(conn, *args, **kwargs)
+        finally:
+            conn.close()
+
+
+def catch_up(runtime: Runtime, *, strict: bool = True) -> int:
+    """Bring every read model up to the head of the log. Returns events applied.
+
+    After a write this makes the change visible at once to a server sharing the data
+    directory (its queries and token checks read the same views.db); there it is best
+    effort (``strict=False``): the write has happened, whatever the read models do.
+    """
+    applied = 0
+    try:
+        while batch := runtime.runner.catch_up_once():
+            applied += batch
+    except (msgspec.DecodeError, msgspec.ValidationError, ValueError, KeyError, sqlite3.Error) as exc:
+        message = f"the read models cannot catch up ({exc}); run `csm audit verify`"
+        if strict:
+            raise CliError(message, EXIT_PROBLEM) from exc
+        click.echo(f"warning: {message}", err=True)
+    return applied
+
+
+# who is acting --------------------------------------------------------------------------
+
+def os_user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no name for this uid (containers)
+        return str(os.getuid())
+
+
+def cli_principal() -> Principal:
+    """The operator at the host's shell: a platform admin, authenticated by being on the machine."""
+    return Principal(id=f"cli:{os_user()}", auth_method="local-cli", roles=frozenset({"platform-admin"}))
+
+
+def command_context() -> CommandContext:
+    return CommandContext(principal=cli_principal(), correlation_id=uuid7())
+
+
+def run_async(coroutine) -> Any:
+    return asyncio.run(coroutine)
+
+
+# output -----------------------------------------------------------------------------------
+
+def stdout_console() -> Console:
+    """Tables on stdout; wide enough not to fold columns when piped."""
+    return Console(width=None if sys.stdout.isatty() else 160, soft_wrap=False)
+
+
+def stderr_console() -> Console:
+    return Console(stderr=True)
+
+
+class RateColumn(ProgressColumn):
+    """Events per second, from rich's own speed estimate."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:,.0f} events/s" if speed else "", style="progress.data.speed")
+
+
+def progress_bar(console: Console | None = None, *, rate: bool = True) -> Progress:
+    """A progress bar on stderr, refreshed by its callers (no refresh thread to outlive the command)."""
+    columns: list[ProgressColumn] = [TextColumn("[progress.description]{task.description}"), BarColumn(),
+                                     MofNCompleteColumn()]
+    if rate:
+        columns.append(RateColumn())
+    columns.append(TimeElapsedColumn())
+    return Progress(*columns, console=console or stderr_console(), auto_refresh=False, transient=False)
+
+
+def position_progress(progress: Progress, task_id, start: int = 0,
+                      every: float = 0.1) -> Callable[[int, int], None]:
+    """A ``progress(position, head)`` callback that advances ``task_id`` from ``start``, redrawing ≤10×/s."""
+    last = 0.0
+
+    def update(position: int, head: int) -> None:
+        nonlocal last
+        now = time.monotonic()
+        redraw = now - last >= every or position >= head
+        if redraw:
+            last = now
+        progress.update(task_id, completed=max(position - start, 0), total=max(head - start, 0), refresh=redraw)
+
+    return update
+
+
+def echo_json(data: Any) -> None:
+    click.echo(msgspec.json.encode(data).decode())

@@ -1,0 +1,101 @@
+"""`csm`: the operators' entry point (console script ``csm = "cli.main:main"``)."""
+
+from __future__ import annotations
+
+import dataclasses
+from importlib import metadata
+
+import click
+
+from cli import admin, audit, backup, ca, ca_root, cert, events, projections, tenants
+from cli import auth, users
+from cli.common import CsmGroup, require_keys_if_events
+from cli.auth import first_login_hints
+from infra.audit.keys import PUBLIC_FILE
+from infra.bootstrap import initialise
+from infra.config import Settings
+
+DISTRIBUTION = "cassandra-security-manager"
+
+
+def version_string() -> str:
+    try:
+        return metadata.version(DISTRIBUTION)
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+@click.group(cls=CsmGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=str), envvar="CSM_DATA_DIR",
+              default="./.csm-data", show_default=True, show_envvar=True,
+              help="The data directory: events.db, views.db, keys/, audit-witness.json.")
+@click.version_option(version_string(), "--version", prog_name="csm", message="%(prog)s %(version)s")
+@click.pass_context
+def csm(ctx: click.Context, data_dir: str) -> None:
+    """Cassandra Security Manager: certificate authority with an event-sourced, verifiable audit trail."""
+    ctx.obj = Settings.from_env(data_dir)
+
+
+@csm.command()
+def version() -> None:
+    """Print the version."""
+    click.echo(f"csm {version_string()}")
+
+
+@csm.command()
+@click.pass_obj
+def init(settings: Settings) -> None:
+    """Create the data directory, audit keys, ledger and read models (idempotent)."""
+    existed = settings.events_db.exists()
+    require_keys_if_events(settings)
+    initialise(settings).close()
+    click.echo(f"{'data directory ready' if existed else 'initialised'}: {settings.data_dir}")
+    click.echo(f"  event log:          {settings.events_db}")
+    click.echo(f"  read models:        {settings.views_db}")
+    click.echo(f"  audit public keys:  {settings.keys_dir / PUBLIC_FILE}  (the trust anchor: keep a copy elsewhere)")
+    click.echo(f"  audit witness:      {settings.witness_file}")
+    click.echo(f"next: csm --data-dir {settings.data_dir} admin create-token --name me  (an API key), or")
+    click.echo(f"      csm --data-dir {settings.data_dir} user create admin --role platform-admin --password-file F")
+
+
+@csm.command()
+@click.option("--host", default=None, help="Address to listen on  [default: CSM_HOST or 127.0.0.1]")
+@click.option("--port", type=click.IntRange(0, 65535), default=None, help="Port  [default: CSM_PORT or 8000]")
+@click.pass_obj
+def serve(settings: Settings, host: str | None, port: int | None) -> None:
+    """Initialise if needed, then run the HTTP API until interrupted."""
+    settings = dataclasses.replace(settings, host=host or settings.host,
+                                   port=settings.port if port is None else port)
+    require_keys_if_events(settings)
+    initialise(settings).close()
+    from api import server  # lazily: the API is the only part of csm that needs the web stack
+
+    click.echo(f"serving http://{settings.host}:{settings.port} from {settings.data_dir}", err=True)
+    for line in first_login_hints(settings):
+        click.echo(line, err=True)
+    try:
+        server.serve(settings)
+    except KeyboardInterrupt:  # Ctrl+C: uvicorn has already shut down gracefully and re-raised it
+        click.echo("stopped", err=True)
+
+
+csm.add_command(admin.admin)
+csm.add_command(users.user)
+csm.add_command(auth.auth)
+csm.add_command(tenants.tenant)
+csm.add_command(audit.audit)
+csm.add_command(events.events)
+csm.add_command(projections.projections)
+csm.add_command(backup.backup)
+csm.add_command(backup.restore)
+ca.ca.add_command(ca_root.root)
+csm.add_command(ca.ca)
+csm.add_command(cert.cert)
+
+
+def main() -> None:
+    csm(prog_name="csm")
+
+
+if __name__ == "__main__":
+    main()

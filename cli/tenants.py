@@ -1,0 +1,136 @@
+"""`csm tenant`: tenant commands through their handlers, and queries over the read model."""
+
+from __future__ import annotations
+
+import click
+import msgspec
+from rich.table import Table
+
+from cli.common import CliError, catch_up, command_context, echo_json, run_async, runtime_for, stdout_console
+from commands import tenants as cmd
+from commands.runtime import CommandResult
+from infra.config import Settings
+from projections import tenants as read_model
+
+PAGE = 500
+
+
+@click.group()
+def tenant() -> None:
+    """Create, inspect, rename, suspend and resume tenants."""
+
+
+def _execute(settings: Settings, handler, command_type, **fields) -> CommandResult:
+    command = msgspec.convert(fields, command_type)
+    with runtime_for(settings) as runtime:
+        result = run_async(handler(command, command_context(), runtime.services))
+        catch_up(runtime, strict=False)  # a running server sees the change at once
+        return result
+
+
+def _report(verb: str, tenant_id: str, result: CommandResult) -> None:
+    if not result.changed:
+        click.echo(f"tenant {tenant_id}: nothing to change (version {result.version})")
+    else:
+        click.echo(f"{verb} tenant {tenant_id} (version {result.version}, position {result.global_position})")
+
+
+@tenant.command("create")
+@click.argument("tenant_id")
+@click.option("--name", required=True, help="Display name.")
+@click.pass_obj
+def create(settings: Settings, tenant_id: str, name: str) -> None:
+    """Create tenant TENANT_ID (lower-case letters, digits and '-')."""
+    _report("created", tenant_id, _execute(settings, cmd.create_tenant, cmd.CreateTenant, tenant_id=tenant_id,
+                                           name=name))
+
+
+@tenant.command("rename")
+@click.argument("tenant_id")
+@click.option("--name", required=True, help="The new display name.")
+@click.pass_obj
+def rename(settings: Settings, tenant_id: str, name: str) -> None:
+    """Rename tenant TENANT_ID."""
+    _report("renamed", tenant_id, _execute(settings, cmd.rename_tenant, cmd.RenameTenant, tenant_id=tenant_id,
+                                           name=name))
+
+
+@tenant.command("suspend")
+@click.argument("tenant_id")
+@click.option("--reason", required=True, help="Why (recorded in the audit log).")
+@click.pass_obj
+def suspend(settings: Settings, tenant_id: str, reason: str) -> None:
+    """Suspend tenant TENANT_ID."""
+    _report("suspended", tenant_id, _execute(settings, cmd.suspend_tenant, cmd.SuspendTenant, tenant_id=tenant_id,
+                                             reason=reason))
+
+
+@tenant.command("resume")
+@click.argument("tenant_id")
+@click.option("--reason", required=True, help="Why (recorded in the audit log).")
+@click.pass_obj
+def resume(settings: Settings, tenant_id: str, reason: str) -> None:
+    """Resume suspended tenant TENANT_ID."""
+    _report("resumed", tenant_id, _execute(settings, cmd.resume_tenant, cmd.ResumeTenant, tenant_id=tenant_id,
+                                           reason=reason))
+
+
+def _all_tenants(conn, status: str | None) -> list[dict]:
+    rows: list[dict] = []
+    after = None
+    while page := read_model.search(conn, None, status=status, after=after, limit=PAGE):
+        rows.extend(page)
+        after = page[-1]["tenant_id"]
+        if len(page) < PAGE:
+            break
+    return rows
+
+
+@tenant.command("list")
+@click.option("--status", type=click.Choice(["active", "suspended"]), default=None)
+@click.option("--json", "as_json", is_flag=True, help="JSON on stdout instead of a table.")
+@click.pass_obj
+def list_(settings: Settings, status: str | None, as_json: bool) -> None:
+    """List tenants (from the read model, caught up first)."""
+    with runtime_for(settings) as runtime:
+        catch_up(runtime)
+        conn = runtime.runner.connection()
+        try:
+            rows = _all_tenants(conn, status)
+        finally:
+            conn.close()
+    if as_json:
+        echo_json(rows)
+        return
+    table = Table("tenant", "name", "status", "version", "created", "updated")
+    for row in rows:
+        table.add_row(row["tenant_id"], row["name"], row["status"], str(row["version"]), row["created_at"],
+                      row["updated_at"])
+    console = stdout_console()
+    console.print(table)
+    console.print(f"{len(rows)} tenant(s)")
+
+
+@tenant.command("show")
+@click.argument("tenant_id")
+@click.option("--json", "as_json", is_flag=True, help="JSON on stdout.")
+@click.pass_obj
+def show(settings: Settings, tenant_id: str, as_json: bool) -> None:
+    """Show one tenant."""
+    with runtime_for(settings) as runtime:
+        catch_up(runtime)
+        conn = runtime.runner.connection()
+        try:
+            row = read_model.get(conn, tenant_id, None)
+        finally:
+            conn.close()
+    if row is None:
+        raise CliError(f"tenant_not_found: tenant {tenant_id} does not exist (field: tenant_id)")
+    if as_json:
+        echo_json(row)
+        return
+    width = max(len(key) for key in row)
+    for key, value in row.items():
+        if key == "quotas":
+            value = ", ".join(f"{k}={'unlimited' if v is None else v}" for k, v in value.items())
+        click.echo(f"{key + ':':<{width + 1}} {value}")

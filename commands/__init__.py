@@ -1,0 +1,1 @@
+"""Command messages and their handlers: load, authorise, decide, append."""

@@ -1,0 +1,99 @@
+"""Who may do what: the one permission table, and the check every handler calls."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from domain.errors import DomainError
+from domain.events import Actor
+
+PERMISSIONS: dict[str, str] = {
+    "tenant:create": "create tenants",
+    "tenant:read": "read tenants",
+    "tenant:update": "rename tenants and set their certificate policy",
+    "tenant:suspend": "suspend and resume tenants",
+    "audit:read": "read the audit log",
+    "audit:verify": "verify hash chains and checkpoints",
+    "events:stream": "subscribe to the event stream",
+    "token:issue": "issue and revoke API tokens",
+    "projection:admin": "inspect and rebuild projections",
+    "ca:create": "create root and intermediate CAs, import offline roots",
+    "ca:read": "read CAs, their certificates and chains",
+    "ca:manage": "cross-certify, roll over, disable, enable and revoke CAs",
+    "profile:read": "read certificate profiles",
+    "profile:manage": "create, update and retire certificate profiles",
+    "cert:issue": "issue certificates",
+    "cert:read": "search and read certificates, export them without keys",
+    "cert:revoke": "revoke certificates (on the CRL and in OCSP answers at once)",
+    "key:export": "export a certificate's private key (audited)",
+    "user:manage": "create users, grant and revoke their roles, reset passwords, disable them",
+    "user:read": "list and read users and service accounts",
+    "serviceaccount:manage": "create service accounts, issue and revoke their API keys",
+}
+
+# Who holds what. Least privilege: a role gets a permission only when its job needs it, and the
+# permissions that move trust (user and token management, private-key export, tenant lifecycle)
+# sit with the admin roles alone. docs/security.md prints this table (a test keeps it in step).
+_READ = frozenset({"tenant:read", "ca:read", "profile:read", "cert:read"})
+ROLES: dict[str, frozenset[str]] = {
+    # everything, platform-wide: tenant lifecycle, quotas, projections, tokens
+    "platform-admin": frozenset(PERMISSIONS),
+    # runs one tenant: its policy, users and service accounts (granting no more than it holds), CAs,
+    # profiles, certificates, audit trail; exports keys (audited)
+    "tenant-admin": _READ | {"tenant:update", "audit:read", "events:stream", "ca:create", "ca:manage",
+                             "profile:manage", "cert:issue", "cert:revoke", "key:export", "user:read",
+                             "user:manage", "serviceaccount:manage"},
+    # runs a tenant's CAs and issuance; no policy, no users or tokens, no private-key export
+    "ca-operator": _READ | {"ca:create", "ca:manage", "profile:manage", "cert:issue", "cert:revoke"},
+    # service accounts (CI/CD, ACME-like automation): issue and read certificates, nothing else
+    "issuer": frozenset({"cert:issue", "cert:read"}),
+    # self-service: issue (within the tenant policy's allowed names) and read; keys stay with the developer (CSR)
+    "developer": _READ | {"cert:issue"},
+    # read-only everything, plus the audit log, chain verification and the event stream
+    "auditor": _READ | {"audit:read", "audit:verify", "events:stream", "user:read"},
+    "viewer": _READ,
+}
+
+
+class Forbidden(DomainError):
+    status = 403
+
+    def __init__(self, permission: str, detail: str) -> None:
+        super().__init__("forbidden", detail, field=None)
+        self.permission = permission
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """An authenticated caller. ``tenant_id`` None means platform-wide scope."""
+
+    id: str
+    auth_method: str
+    roles: frozenset[str]
+    tenant_id: str | None = None
+    permissions: frozenset[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        granted = frozenset().union(*(ROLES.get(role, frozenset()) for role in self.roles))
+        object.__setattr__(self, "permissions", granted)
+
+    def actor(self) -> Actor:
+        return Actor(principal=self.id, auth_method=self.auth_method)
+
+
+SYSTEM = Principal(id="system", auth_method="internal", roles=frozenset({"platform-admin"}))
+
+
+def authorize(principal: Principal, permission: str, tenant_id: str | None = None) -> None:
+    """Raise Forbidden unless ``principal`` holds ``permission`` for ``tenant_id``."""
+    if permission not in PERMISSIONS:
+        raise ValueError(f"unknown permission {permission!r}")
+    if permission not in principal.permissions:
+        raise Forbidden(permission, f"this principal lacks the permission {permission}")
+    if principal.tenant_id is not None and tenant_id != principal.tenant_id:
+        raise Forbidden(permission, "this principal may act only within its own tenant")
+
+
+def visible_tenants(principal: Principal) -> str | None:
+    """The tenant a principal's queries are confined to, or None for platform scope."""
+    return principal.tenant_id

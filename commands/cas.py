@@ -1,0 +1,344 @@
+"""CA commands: create roots and intermediates, import offline roots, cross-certify, roll keys over, disable."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from typing import Annotated
+
+import msgspec
+
+from commands import pki
+from commands.authz import authorize
+from commands.ids import uuid7
+from commands.ports import PublicKeys
+from commands.runtime import CommandContext, CommandResult, Services, load, replayed, run
+from commands.tenants import TenantId, active_tenant
+from domain import ca, policy
+from domain.certspec import CertificateSpec, DistinguishedName, NameConstraints
+from domain.errors import DomainError
+
+CaId = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[0-9a-z-]+$")]
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+Reason = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+AlgorithmName = Annotated[str, msgspec.Meta(min_length=1, max_length=40, description="see GET /v1/algorithms")]
+Days = Annotated[int, msgspec.Meta(ge=1, le=36500)]
+PathLength = Annotated[int, msgspec.Meta(ge=0, le=16)]
+PemText = Annotated[str, msgspec.Meta(min_length=1, max_length=65536)]
+DEFAULT_CA_ALGORITHM = "hybrid-p384-ml-dsa-65"
+
+
+class _Strict(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    pass
+
+
+class CreateRootCa(_Strict):
+    tenant_id: TenantId
+    name: Name
+    subject: DistinguishedName
+    algorithm: AlgorithmName = DEFAULT_CA_ALGORITHM
+    validity_days: Days = 3650
+    path_length: PathLength | None = None
+    name_constraints: NameConstraints = NameConstraints()
+
+
+class CreateIntermediateCa(_Strict):
+    tenant_id: TenantId
+    parent_id: CaId
+    name: Name
+    subject: DistinguishedName
+    algorithm: AlgorithmName = DEFAULT_CA_ALGORITHM
+    validity_days: Days = 1825
+    path_length: PathLength | None = 0
+    name_constraints: NameConstraints = NameConstraints()
+
+
+class ImportOfflineRoot(_Strict):
+    tenant_id: TenantId
+    name: Name
+    certificate_pem: PemText
+
+
+class RequestOfflineIntermediate(_Strict):
+    """An intermediate whose parent is an offline root: the key is made here, the CSR signed in the ceremony."""
+
+    tenant_id: TenantId
+    parent_id: CaId
+    name: Name
+    subject: DistinguishedName
+    algorithm: AlgorithmName = DEFAULT_CA_ALGORITHM
+
+
+class InstallCaCertificate(_Strict):
+    tenant_id: TenantId
+    ca_id: CaId
+    certificate_pem: PemText
+
+
+class CrossCertify(_Strict):
+    """``issuer_id`` certifies ``ca_id``'s current key: relying parties that trust either root accept its chain."""
+
+    tenant_id: TenantId
+    ca_id: CaId
+    issuer_id: CaId
+    validity_days: Days = 1825
+    path_length: PathLength | None = None  # None: the CA's own path length (a cross-certificate never widens it)
+
+
+class RolloverCaKey(_Strict):
+    tenant_id: TenantId
+    ca_id: CaId
+    reason: Reason
+    algorithm: AlgorithmName | None = None  # None: the CA's current algorithm
+    validity_days: Days | None = None
+
+
+class DisableCa(_Strict):
+    tenant_id: TenantId
+    ca_id: CaId
+    reason: Reason
+
+
+class EnableCa(_Strict):
+    tenant_id: TenantId
+    ca_id: CaId
+    reason: Reason
+
+
+def _run(services: Services, ctx: CommandContext, cmd: msgspec.Struct, tenant_id: str, ca_id: str, decide):
+    return run(services, ctx, cmd, tenant_id=tenant_id, stream_id=ca.stream_id(ca_id), stream_type=ca.STREAM_TYPE,
+               fold=ca.fold, decide=decide)
+
+
+async def _load_ca(services: Services, tenant_id: str, ca_id: str, field: str = "ca_id") -> ca.CertificateAuthority:
+    state = await load(services, tenant_id, ca.stream_id(ca_id), ca.fold)
+    ca.require(state, ca_id, field)
+    return state
+
+
+async def _new_key(services: Services, algorithm: str):
+    return await asyncio.to_thread(pki.crypto_of(services).generate_key, algorithm)  # RSA takes seconds
+
+
+def _ca_certificate(services: Services, der: bytes, issuer_ca_id: str | None, key_ref: str | None) -> ca.CaCertificate:
+    facts = pki.crypto_of(services).describe(der)
+    return ca.CaCertificate(certificate_pem=pki.pem("CERTIFICATE", der), facts=facts, issuer_ca_id=issuer_ca_id,
+                            key_ref=key_ref)
+
+
+def _spec(services: Services, *, subject: DistinguishedName, validity_days: int, path_length: int | None,
+          name_constraints: NameConstraints, issuer: ca.CertificateAuthority | None,
+          algorithm: str) -> CertificateSpec:
+    """A CA certificate's content, checked against policy: signed by ``issuer``, or self-signed (root)."""
+    urls = pki.relying_party_urls(services, issuer.ca_id) if issuer else {}
+    now = services.clock.now()
+    spec = policy.ca_spec(subject=subject, validity_days=validity_days, path_length=path_length,
+                          name_constraints=name_constraints, issuer_algorithm=issuer.algorithm if issuer else algorithm,
+                          serial=pki.new_serial(), now=now, **urls)
+    policy.raise_for(policy.check_ca(spec, issuer=pki.issuer_facts(issuer) if issuer else None,
+                                     subject_algorithm=algorithm, key_bits=pki.key_bits(algorithm),
+                                     available=pki.crypto_of(services).available_algorithms(), now=now))
+    return spec
+
+
+async def _sign(services: Services, spec: CertificateSpec, subject_keys: PublicKeys, tenant_id: str,
+                issuer: ca.CertificateAuthority | None, self_key=None) -> bytes:
+    """Sign ``spec`` with the issuer's current key (verified against its certificate), or with ``self_key``."""
+    crypto = pki.crypto_of(services)
+    if issuer is None:
+        return await asyncio.to_thread(crypto.sign_certificate, spec, subject_keys, self_key, None)
+    key = await pki.signing_key(services, issuer, tenant_id)
+    issuer_der = pki.der_of_pem(issuer.current.certificate_pem)
+    der = await asyncio.to_thread(crypto.sign_certificate, spec, subject_keys, key, issuer_der)
+    crypto.verify_issued(der, issuer_der)
+    return der
+
+
+async def create_root_ca(cmd: CreateRootCa, ctx: CommandContext, services: Services) -> CommandResult:
+    authorize(ctx.principal, "ca:create", cmd.tenant_id)
+    if prior := await replayed(services, ctx, cmd, cmd.tenant_id):
+        return prior
+    await active_tenant(services, cmd.tenant_id)
+    spec = _spec(services, subject=cmd.subject, validity_days=cmd.validity_days, path_length=cmd.path_length,
+                 name_constraints=cmd.name_constraints, issuer=None, algorithm=cmd.algorithm)
+    crypto = pki.crypto_of(services)
+    key = await _new_key(services, cmd.algorithm)
+    der = await _sign(services, spec, crypto.public_keys(key), cmd.tenant_id, None, self_key=key)
+    key_ref = await pki.vault_of(services).put(cmd.tenant_id, crypto.private_key_bytes(key), algorithm=cmd.algorithm,
+                                               purpose="ca")
+    ca_id = uuid7()
+    created = ca.CaCreated(ca_id=ca_id, name=cmd.name, kind="root", origin="online", algorithm=cmd.algorithm,
+                           subject=cmd.subject, parent_id=None, path_length=cmd.path_length,
+                           name_constraints=cmd.name_constraints,
+                           certificate=_ca_certificate(services, der, None, key_ref))
+    return await _run(services, ctx, cmd, cmd.tenant_id, ca_id, lambda s: ca.decide_create(s, created))
+
+
+async def create_intermediate_ca(cmd: CreateIntermediateCa, ctx: CommandContext, services: Services) -> CommandResult:
+    authorize(ctx.principal, "ca:create", cmd.tenant_id)
+    if prior := await replayed(services, ctx, cmd, cmd.tenant_id):
+        return prior
+    await active_tenant(services, cmd.tenant_id)
+    parent = await _load_ca(services, cmd.tenant_id, cmd.parent_id, "parent_id")
+    ca.require_active(parent, cmd.parent_id, "parent_id")
+    await pki.require_trusted_chain(services, cmd.tenant_id, parent, "parent_id")
+    spec = _spec(services, subject=cmd.subject, validity_days=cmd.validity_days, path_length=cmd.path_length,
+                 name_constraints=cmd.name_constraints, issuer=parent, algorithm=cmd.algorithm)
+    crypto = pki.crypto_of(services)
+    key = await _new_key(services, cmd.algorithm)
+    der = await _sign(services, spec, crypto.public_keys(key), cmd.tenant_id, parent)
+    key_ref = await pki.vault_of(services).put(cmd.tenant_id, crypto.private_key_bytes(key), algorithm=cmd.algorithm,
+                                               purpose="ca")
+    ca_id = uuid7()
+    created = ca.CaCreated(ca_id=ca_id, name=cmd.name, kind="intermediate", origin="online", algorithm=cmd.algorithm,
+                           subject=cmd.subject, parent_id=parent.ca_id, path_length=cmd.path_length,
+                           name_constraints=cmd.name_constraints,
+                           certificate=_ca_certificate(services, der, parent.ca_id, key_ref))
+    return await _run(services, ctx, cmd, cmd.tenant_id, ca_id, lambda s: ca.decide_create(s, created))
+
+
+async def import_offline_root(cmd: ImportOfflineRoot, ctx: CommandContext, services: Services) -> CommandResult:
+    """Register a root whose key never touches this service: only its self-signed certificate."""
+    authorize(ctx.principal, "ca:create", cmd.tenant_id)
+    if prior := await replayed(services, ctx, cmd, cmd.tenant_id):
+        return prior
+    await active_tenant(services, cmd.tenant_id)
+    crypto = pki.crypto_of(services)
+    der = _certificate_der(cmd.certificate_pem)
+    crypto.verify_issued(der, der)  # self-signed, and the signature holds
+    info = _require_ca_certificate(crypto.describe_ca(der))
+    policy.raise_for(policy.check_key(info.algorithm, info.key_bits, for_ca=True,
+                                      available=crypto.available_algorithms(), field="certificate_pem"))
+    ca_id = uuid7()
+    created = ca.CaCreated(ca_id=ca_id, name=cmd.name, kind="root", origin="offline", algorithm=info.algorithm,
+                           subject=info.subject, parent_id=None, path_length=info.path_length,
+                           name_constraints=info.name_constraints,
+                           certificate=_ca_certificate(services, der, None, None))
+    return await _run(services, ctx, cmd, cmd.tenant_id, ca_id, lambda s: ca.decide_create(s, created))
+
+
+def _require_ca_certificate(info):
+    if not info.is_ca:
+        raise DomainError("not_a_ca_certificate", "the certificate's basicConstraints do not say cA=true",
+                          field="certificate_pem")
+    return info
+
+
+def _certificate_der(text: str) -> bytes:
+    if "-----BEGIN CERTIFICATE-----" not in text:
+        raise DomainError("invalid_certificate", "expected a PEM certificate", field="certificate_pem")
+    try:
+        return pki.der_of_pem(text[text.index("-----BEGIN CERTIFICATE-----"):])
+    except ValueError as exc:
+        raise DomainError("invalid_certificate", f"the PEM certificate does not decode: {exc}",
+                          field="certificate_pem") from None
+
+
+async def request_offline_intermediate(cmd: RequestOfflineIntermediate, ctx: CommandContext,
+                                       services: Services) -> CommandResult:
+    authorize(ctx.principal, "ca:create", cmd.tenant_id)
+    if prior := await replayed(services, ctx, cmd, cmd.tenant_id):
+        return prior
+    await active_tenant(services, cmd.tenant_id)
+    parent = await _load_ca(services, cmd.tenant_id, cmd.parent_id, "parent_id")
+    if parent.origin != "offline" or parent.kind != "root":
+        raise DomainError("parent_online", "this parent signs online: create the intermediate directly",
+                          field="parent_id")
+    policy.raise_for(policy.check_key(cmd.algorithm, pki.key_bits(cmd.algorithm), for_ca=True,
+                                      available=pki.crypto_of(services).available_algorithms()))
+    crypto = pki.crypto_of(services)
+    key = await _new_key(services, cmd.algorithm)
+    csr_der = await asyncio.to_thread(crypto.create_csr, cmd.subject, key)
+    key_ref = await pki.vault_of(services).put(cmd.tenant_id, crypto.private_key_bytes(key), algorithm=cmd.algorithm,
+                                               purpose="ca")
+    ca_id = uuid7()
+    requested = ca.CaIntermediateRequested(ca_id=ca_id, name=cmd.name, algorithm=cmd.algorithm, subject=cmd.subject,
+                                           key_ref=key_ref, csr_pem=pki.pem("CERTIFICATE REQUEST", csr_der),
+                                           parent_id=parent.ca_id)
+    return await _run(services, ctx, cmd, cmd.tenant_id, ca_id, lambda s: ca.decide_request_intermediate(s, requested))
+
+
+async def install_ca_certificate(cmd: InstallCaCertificate, ctx: CommandContext, services: Services) -> CommandResult:
+    """Activate a requested intermediate with the certificate the offline root signed for it."""
+    authorize(ctx.principal, "ca:create", cmd.tenant_id)
+    if prior := await replayed(services, ctx, cmd, cmd.tenant_id):  # a retry: the CA is no longer pending
+        return prior
+    state = await _load_ca(services, cmd.tenant_id, cmd.ca_id)
+    if state.pending_key_ref is None or state.parent_id is None:
+        raise DomainError("ca_not_pending", f"CA {cmd.ca_id} is not waiting for a certificate", field="ca_id")
+    parent = await _load_ca(services, cmd.tenant_id, state.parent_id, "parent_id")
+    crypto = pki.crypto_of(services)
+    der = _certificate_der(cmd.certificate_pem)
+    crypto.verify_issued(der, pki.der_of_pem(parent.current.certificate_pem))
+    info = _require_ca_certificate(crypto.describe_ca(der))
+    material = await pki.vault_of(services).get(cmd.tenant_id, state.pending_key_ref)
+    expected = hashlib.sha256(crypto.public_keys(crypto.load_private_key(material)).primary).hexdigest()
+    installed = ca.CaCertificateInstalled(path_length=info.path_length, name_constraints=info.name_constraints,
+                                          certificate=_ca_certificate(services, der, parent.ca_id,
+                                                                      state.pending_key_ref))
+    return await _run(services, ctx, cmd, cmd.tenant_id, cmd.ca_id,
+                      lambda s: ca.decide_install(s, cmd.ca_id, installed, expected))
+
+
+async def cross_certify(cmd: CrossCertify, ctx: CommandContext, services: Services) -> CommandResult:
+    authorize(ctx.principal, "ca:manage", cmd.tenant_id)
+    if prior := await replayed(services, ctx, cmd, cmd.tenant_id):
+        return prior
+    if cmd.ca_id == cmd.issuer_id:
+        raise DomainError("self_cross_certification", "a CA cannot cross-certify itself", field="issuer_id")
+    subject_ca = await _load_ca(services, cmd.tenant_id, cmd.ca_id)
+    issuer = await _load_ca(services, cmd.tenant_id, cmd.issuer_id, "issuer_id")
+    ca.require_active(subject_ca, cmd.ca_id)
+    ca.require_active(issuer, cmd.issuer_id, "issuer_id")
+    # A cross-certificate is a second path to the same CA: it may narrow the CA's path length, never widen it.
+    own = subject_ca.path_length
+    if cmd.path_length is not None and own is not None and cmd.path_length > own:
+        raise DomainError("path_length_widens", f"CA {cmd.ca_id} has path length {own}: a cross-certificate may "
+                          "not allow more", field="path_length")
+    path_length = own if cmd.path_length is None else cmd.path_length
+    spec = _spec(services, subject=subject_ca.subject, validity_days=cmd.validity_days, path_length=path_length,
+                 name_constraints=subject_ca.name_constraints, issuer=issuer, algorithm=subject_ca.algorithm)
+    crypto = pki.crypto_of(services)
+    subject_key = await pki.signing_key(services, subject_ca, cmd.tenant_id)
+    der = await _sign(services, spec, crypto.public_keys(subject_key), cmd.tenant_id, issuer)
+    crossed = ca.CaCrossCertified(certificate=_ca_certificate(services, der, issuer.ca_id, subject_ca.signing_key_ref))
+    return await _run(services, ctx, cmd, cmd.tenant_id, cmd.ca_id,
+                      lambda s: ca.decide_cross_certify(s, cmd.ca_id, crossed))
+
+
+async def rollover_ca_key(cmd: RolloverCaKey, ctx: CommandContext, services: Services) -> CommandResult:
+    """A new key and certificate for a CA; the old certificate stays valid (overlap) until it expires."""
+    authorize(ctx.principal, "ca:manage", cmd.tenant_id)
+    if prior := await replayed(services, ctx, cmd, cmd.tenant_id):
+        return prior
+    state = await _load_ca(services, cmd.tenant_id, cmd.ca_id)
+    ca.require_active(state, cmd.ca_id)
+    parent = None
+    if state.kind == "intermediate":
+        parent = await _load_ca(services, cmd.tenant_id, state.parent_id or "", "parent_id")
+        ca.require_active(parent, parent.ca_id, "parent_id")
+    algorithm = cmd.algorithm or state.algorithm
+    current = state.current.facts
+    days = cmd.validity_days or max(1, (current.not_after - current.not_before).days)
+    spec = _spec(services, subject=state.subject, validity_days=days, path_length=state.path_length,
+                 name_constraints=state.name_constraints, issuer=parent, algorithm=algorithm)
+    crypto = pki.crypto_of(services)
+    key = await _new_key(services, algorithm)
+    der = await _sign(services, spec, crypto.public_keys(key), cmd.tenant_id, parent, self_key=key)
+    key_ref = await pki.vault_of(services).put(cmd.tenant_id, crypto.private_key_bytes(key), algorithm=algorithm,
+                                               purpose="ca")
+    rolled = ca.CaKeyRolledOver(certificate=_ca_certificate(services, der, parent.ca_id if parent else None, key_ref),
+                                reason=cmd.reason)
+    return await _run(services, ctx, cmd, cmd.tenant_id, cmd.ca_id, lambda s: ca.decide_rollover(s, cmd.ca_id, rolled))
+
+
+async def disable_ca(cmd: DisableCa, ctx: CommandContext, services: Services) -> CommandResult:
+    authorize(ctx.principal, "ca:manage", cmd.tenant_id)
+    return await _run(services, ctx, cmd, cmd.tenant_id, cmd.ca_id,
+                      lambda s: ca.decide_disable(s, cmd.ca_id, cmd.reason))
+
+
+async def enable_ca(cmd: EnableCa, ctx: CommandContext, services: Services) -> CommandResult:
+    authorize(ctx.principal, "ca:manage", cmd.tenant_id)
+    return await _run(services, ctx, cmd, cmd.tenant_id, cmd.ca_id,
+                      lambda s: ca.decide_enable(s, cmd.ca_id, cmd.reason))

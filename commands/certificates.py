@@ -1,0 +1,159 @@
+"""Certificate commands: issue from a CSR or with a server-side key, and the audited private-key export."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from typing import Annotated
+
+import msgspec
+
+from commands import pki
+from commands.authz import authorize
+from commands.cas import AlgorithmName, CaId
+from commands.ports import PublicKeys
+from commands.profiles import resolve_profile
+from commands.runtime import CommandContext, CommandResult, Services, load, replayed, run
+from commands.tenants import TenantId, active_tenant
+from domain import ca, certificate, policy
+from domain.certspec import DistinguishedName, SubjectAltNames
+from domain.errors import DomainError
+
+CertificateId = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{40}$", description="the serial number, 40 hex digits")]
+CsrText = Annotated[str, msgspec.Meta(min_length=1, max_length=65536, description="PKCS#10, PEM")]
+ProfileName = Annotated[str, msgspec.Meta(min_length=1, max_length=63)]
+Tag = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+ExportFormat = Annotated[str, msgspec.Meta(pattern="^(pem|der|pkcs12|jks)$")]
+
+
+class IssueCertificate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Issue from ``csr`` (the requester keeps the key), or generate the key here when no CSR is given.
+
+    ``subject`` and ``sans`` override what a CSR asks for; without a CSR ``subject`` is required.
+    """
+
+    tenant_id: TenantId
+    ca_id: CaId
+    profile: ProfileName = "cassandra-node"
+    csr: CsrText | None = None
+    subject: DistinguishedName | None = None
+    sans: SubjectAltNames | None = None
+    algorithm: AlgorithmName | None = None  # server-side keys only; default: the profile's
+    validity_days: Annotated[int, msgspec.Meta(ge=1, le=36500)] | None = None
+    tags: Annotated[list[Tag], msgspec.Meta(max_length=32)] = []
+
+
+class ExportPrivateKey(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    tenant_id: TenantId
+    certificate_id: CertificateId
+    format: ExportFormat
+    encrypted: bool
+
+
+class IssuedCertificate(msgspec.Struct, frozen=True, kw_only=True):
+    """The command's result, and what the issuer needs to build a chain."""
+
+    result: CommandResult
+    certificate_id: str
+
+    @property
+    def replayed(self) -> bool:
+        return self.result.replayed
+
+
+class _Request(msgspec.Struct, frozen=True, kw_only=True):
+    """The subject's side of an issuance once the CSR (or the server-side key) is known."""
+
+    subject: DistinguishedName
+    sans: SubjectAltNames
+    algorithm: str
+    key_bits: int | None
+    csr_hash: str | None
+    public_keys: PublicKeys
+    csr_sha256: str | None
+
+
+def _from_csr(services: Services, cmd: IssueCertificate) -> _Request:
+    if cmd.algorithm is not None:
+        raise DomainError("algorithm_with_csr", "a CSR brings its own key: leave algorithm out", field="algorithm")
+    facts, keys = pki.crypto_of(services).parse_csr(cmd.csr.encode())
+    subject = cmd.subject or facts.subject
+    if subject is None:
+        raise DomainError("subject_required", "the CSR has an empty subject: give one in subject", field="subject")
+    return _Request(subject=subject, sans=cmd.sans if cmd.sans is not None else facts.sans,
+                    algorithm=facts.algorithm, key_bits=facts.key_bits, csr_hash=facts.signature_hash,
+                    public_keys=keys, csr_sha256=hashlib.sha256(cmd.csr.encode()).hexdigest())
+
+
+async def issue_certificate(cmd: IssueCertificate, ctx: CommandContext, services: Services) -> IssuedCertificate:
+    authorize(ctx.principal, "cert:issue", cmd.tenant_id)
+    if prior := await replayed(services, ctx, cmd, cmd.tenant_id):
+        return IssuedCertificate(result=prior, certificate_id=prior.stream_id.removeprefix("certificate-"))
+    tenant = await active_tenant(services, cmd.tenant_id)
+    issuer = await load(services, cmd.tenant_id, ca.stream_id(cmd.ca_id), ca.fold)
+    ca.require_active(issuer, cmd.ca_id)
+    await pki.require_trusted_chain(services, cmd.tenant_id, issuer)
+    profile = await resolve_profile(services, cmd.tenant_id, cmd.profile)
+    crypto = pki.crypto_of(services)
+    key = None
+    if cmd.csr is not None:
+        request = _from_csr(services, cmd)
+    else:
+        if cmd.subject is None:
+            raise DomainError("subject_required", "without a CSR, give the subject", field="subject")
+        algorithm = cmd.algorithm or profile.default_algorithm
+        policy.raise_for(policy.check_key(algorithm, pki.key_bits(algorithm), for_ca=False,
+                                          available=crypto.available_algorithms()))
+        request = None
+    now = services.clock.now()
+    serial = pki.new_serial()
+    sans = (request.sans if request else cmd.sans) or SubjectAltNames()
+    subject = request.subject if request else cmd.subject
+    algorithm = request.algorithm if request else algorithm
+    spec = policy.leaf_spec(profile, subject=subject, sans=sans, validity_days=cmd.validity_days,
+                            subject_algorithm=algorithm, issuer_algorithm=issuer.algorithm, serial=serial, now=now,
+                            **pki.relying_party_urls(services, issuer.ca_id))
+    policy.raise_for(policy.check_certificate(
+        spec, profile=profile, tenant_policy=tenant.policy, issuer=pki.issuer_facts(issuer),
+        subject_algorithm=algorithm, key_bits=request.key_bits if request else pki.key_bits(algorithm),
+        csr_signature_hash=request.csr_hash if request else None, available=crypto.available_algorithms(), now=now))
+    if request is None:  # every rule passed: only now spend the time on a key
+        key = await asyncio.to_thread(crypto.generate_key, algorithm)
+        keys = crypto.public_keys(key)
+    else:
+        keys = request.public_keys
+    signer = await pki.signing_key(services, issuer, cmd.tenant_id)
+    issuer_der = pki.der_of_pem(issuer.current.certificate_pem)
+    der = await asyncio.to_thread(crypto.sign_certificate, spec, keys, signer, issuer_der)
+    key_ref = None
+    if key is not None:
+        key_ref = await pki.vault_of(services).put(cmd.tenant_id, crypto.private_key_bytes(key), algorithm=algorithm,
+                                                   purpose="end-entity")
+    certificate_id = certificate.certificate_id(serial)
+    issued = certificate.CertificateIssued(
+        certificate_id=certificate_id, ca_id=issuer.ca_id, issuer_fingerprint=issuer.current.facts.fingerprint_sha256,
+        profile=cmd.profile, subject=subject, sans=sans, key_source="server" if key is not None else "csr",
+        key_ref=key_ref, csr_sha256=request.csr_sha256 if request else None,
+        certificate_pem=pki.pem("CERTIFICATE", der), facts=crypto.describe(der), tags=tuple(cmd.tags))
+    result = await run(services, ctx, cmd, tenant_id=cmd.tenant_id, stream_id=certificate.stream_id(certificate_id),
+                       stream_type=certificate.STREAM_TYPE, fold=certificate.fold,
+                       decide=lambda s: certificate.decide_issue(s, issued))
+    return IssuedCertificate(result=result, certificate_id=certificate_id)
+
+
+class ExportedKey(msgspec.Struct, frozen=True, kw_only=True):
+    result: CommandResult
+    material: bytes  # the vault's plaintext: hand it to the crypto engine, never to a log
+
+
+async def export_private_key(cmd: ExportPrivateKey, ctx: CommandContext, services: Services) -> ExportedKey:
+    """Record that the key is being exported, then hand it over: no export without its audit event."""
+    authorize(ctx.principal, "key:export", cmd.tenant_id)
+    result = await run(services, ctx, cmd, tenant_id=cmd.tenant_id,
+                       stream_id=certificate.stream_id(cmd.certificate_id), stream_type=certificate.STREAM_TYPE,
+                       fold=certificate.fold,
+                       decide=lambda s: certificate.decide_export_key(s, cmd.certificate_id, cmd.format,
+                                                                      cmd.encrypted))
+    state = await load(services, cmd.tenant_id, certificate.stream_id(cmd.certificate_id), certificate.fold)
+    material = await pki.vault_of(services).get(cmd.tenant_id, state.issued.key_ref)
+    return ExportedKey(result=result, material=material)

@@ -1,0 +1,116 @@
+"""What CA and certificate handlers share: serials, PEM, relying-party URLs, issuer keys and facts."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import secrets
+import textwrap
+from collections import OrderedDict
+from typing import Any
+
+from commands.ports import KeyVault, PkiCrypto
+from commands.runtime import Services, load
+from domain import ca
+from domain.algorithms import ALGORITHMS
+from domain.errors import DomainError
+from domain.policy import IssuerFacts, serial_from_random
+
+_SIGNING_KEYS_CACHED = 64
+
+
+def crypto_of(services: Services) -> PkiCrypto:
+    if services.crypto is None:
+        raise RuntimeError("no crypto engine is wired into these services")
+    return services.crypto
+
+
+def vault_of(services: Services) -> KeyVault:
+    if services.keys is None:
+        raise RuntimeError("no key vault is wired into these services")
+    return services.keys
+
+
+def new_serial() -> int:
+    """A 159-bit serial from the CSPRNG: positive, at most 20 DER octets (RFC 5280 4.1.2.2)."""
+    while True:
+        try:
+            return serial_from_random(secrets.token_bytes(20))
+        except ValueError:  # all-zero draw
+            continue
+
+
+def key_bits(algorithm: str) -> int | None:
+    known = ALGORITHMS.get(algorithm)
+    return known.key_bits if known else None
+
+
+def pem(label: str, der: bytes) -> str:
+    body = "\n".join(textwrap.wrap(base64.b64encode(der).decode("ascii"), 64))
+    return f"-----BEGIN {label}-----\n{body}\n-----END {label}-----\n"
+
+
+def der_of_pem(text: str) -> bytes:
+    lines = [line.strip() for line in text.strip().splitlines()]
+    return base64.b64decode("".join(line for line in lines if line and not line.startswith("-----")))
+
+
+def relying_party_urls(services: Services, ca_id: str) -> dict[str, tuple[str, ...]]:
+    """CRL distribution point, OCSP responder and CA-issuer URLs for certificates ``ca_id`` signs."""
+    base = services.public_url.rstrip("/")
+    return {"crl_urls": (f"{base}/v1/cas/{ca_id}/crl",),
+            "ocsp_urls": (f"{base}/ocsp/{ca_id}",),
+            "ca_issuer_urls": (f"{base}/v1/cas/{ca_id}/certificate",)}
+
+
+def issuer_facts(state: ca.CertificateAuthority) -> IssuerFacts:
+    assert state.current is not None
+    facts = state.current.facts
+    return IssuerFacts(ca_id=state.ca_id, algorithm=state.algorithm, not_before=facts.not_before,
+                       not_after=facts.not_after, path_length=state.path_length,
+                       name_constraints=state.name_constraints,
+                       status="active" if state.status == "active" else "disabled")
+
+
+class SigningKeys:
+    """Decrypted CA signing keys, kept in memory (an online CA signs with them all day), LRU-bounded."""
+
+    def __init__(self, capacity: int = _SIGNING_KEYS_CACHED) -> None:
+        self.capacity = capacity
+        self._keys: OrderedDict[tuple[int, str, str], Any] = OrderedDict()
+
+    async def get(self, services: Services, tenant_id: str, key_ref: str) -> Any:
+        slot = (id(services.keys), tenant_id, key_ref)
+        if slot in self._keys:
+            self._keys.move_to_end(slot)
+            return self._keys[slot]
+        material = await vault_of(services).get(tenant_id, key_ref)
+        key = await asyncio.to_thread(crypto_of(services).load_private_key, material)
+        self._keys[slot] = key
+        while len(self._keys) > self.capacity:
+            self._keys.popitem(last=False)
+        return key
+
+
+SIGNING_KEYS = SigningKeys()
+
+
+async def signing_key(services: Services, state: ca.CertificateAuthority, tenant_id: str) -> Any:
+    key_ref = state.signing_key_ref
+    if key_ref is None:
+        raise DomainError("ca_key_offline", f"CA {state.ca_id}'s key is offline", field="ca_id")
+    return await SIGNING_KEYS.get(services, tenant_id, key_ref)
+
+
+async def require_trusted_chain(services: Services, tenant_id: str, state: ca.CertificateAuthority,
+                                field: str = "ca_id") -> None:
+    """Refuse to sign under a CA one of whose issuers is revoked: its chain no longer validates anywhere."""
+    seen = {state.ca_id}
+    parent_id = state.parent_id
+    while parent_id and parent_id not in seen:  # seen: a corrupt parent loop must not spin forever
+        seen.add(parent_id)
+        parent = await load(services, tenant_id, ca.stream_id(parent_id), ca.fold)
+        if parent.status == "revoked":
+            raise DomainError("ca_revoked", f"CA {state.ca_id} is under CA {parent_id}, which is revoked",
+                              field=field)
+        parent_id = parent.parent_id

@@ -1,0 +1,193 @@
+"""The ports the command side needs (event store, crypto, key vault, artifacts), declared where they are used."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
+from typing import Any, Protocol
+
+import msgspec
+
+from domain.certspec import CaCertificateInfo, CertificateFacts, CertificateSpec, CsrFacts, DistinguishedName
+from domain.events import Actor, EventEnvelope
+
+
+class NewEvent(msgspec.Struct, frozen=True, kw_only=True):
+    """An event a handler decided on, before the store gives it a version and a hash."""
+
+    event_id: str
+    type: str
+    schema_version: int
+    occurred_at: str
+    actor: Actor
+    correlation_id: str | None
+    causation_id: str | None
+    payload: dict[str, Any]
+
+
+class AppendRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """Append ``events`` to one stream iff it is at ``expected_version`` (0: new stream).
+
+    ``idempotency_scope``/``idempotency_key`` make a retried request a no-op that returns
+    the first result; ``fingerprint`` tells a retry from a different request with the same key.
+    """
+
+    tenant_id: str
+    stream_id: str
+    stream_type: str
+    expected_version: int
+    events: list[NewEvent]
+    idempotency_scope: str | None = None
+    idempotency_key: str | None = None
+    fingerprint: str | None = None
+
+
+class AppendResult(msgspec.Struct, frozen=True, kw_only=True):
+    stream_id: str
+    version: int
+    first_position: int
+    global_position: int
+    replayed: bool = False
+
+
+class EventStore(Protocol):
+    """Append-only, hash-chained, durable event storage (SQLite or Cassandra)."""
+
+    async def append(self, request: AppendRequest) -> AppendResult: ...
+
+    async def read_stream(self, tenant_id: str, stream_id: str, from_version: int = 1) -> list[EventEnvelope]: ...
+
+    async def read_all(self, after_position: int, limit: int = 1000) -> list[EventEnvelope]: ...
+
+    def subscribe(self, after_position: int) -> AsyncIterator[EventEnvelope]: ...
+
+    async def head_position(self) -> int: ...
+
+    async def idempotent_result(self, scope: str, key: str, fingerprint: str) -> AppendResult | None: ...
+
+
+class PublicKeys(msgspec.Struct, frozen=True, kw_only=True):
+    """A subject's public key(s) as SubjectPublicKeyInfo DER; ``alternative`` is the ML-DSA half of a hybrid."""
+
+    primary: bytes
+    alternative: bytes | None = None
+
+
+class PkiCrypto(Protocol):
+    """Key generation, CSR checking and certificate signing (infra/crypto implements it).
+
+    Private keys are opaque handles; ``private_key_bytes`` turns one into the plaintext that
+    the ``KeyVault`` encrypts, and ``load_private_key`` reverses it. Methods are synchronous
+    and CPU-bound: handlers call the slow ones (RSA generation) through ``asyncio.to_thread``.
+    Every refusal is a ``DomainError`` naming the field ("csr", "algorithm") and the rule.
+    """
+
+    def available_algorithms(self) -> frozenset[str]: ...
+
+    def generate_key(self, algorithm: str) -> Any: ...
+
+    def private_key_bytes(self, key: Any) -> bytes: ...
+
+    def load_private_key(self, material: bytes) -> Any: ...
+
+    def public_keys(self, key: Any) -> PublicKeys: ...
+
+    def parse_csr(self, data: bytes) -> tuple[CsrFacts, PublicKeys]: ...
+
+    def sign_certificate(self, spec: CertificateSpec, subject: PublicKeys, issuer_key: Any,
+                         issuer_certificate: bytes | None) -> bytes: ...
+
+    def describe(self, certificate: bytes) -> CertificateFacts: ...
+
+    def verify_issued(self, certificate: bytes, issuer_certificate: bytes) -> None: ...
+
+    def describe_ca(self, certificate: bytes) -> CaCertificateInfo: ...
+
+    def create_csr(self, subject: DistinguishedName, key: Any) -> bytes: ...
+
+
+class KeyVault(Protocol):
+    """Envelope-encrypted private key storage, confined to a tenant (infra/keystore implements it).
+
+    ``put`` encrypts ``material`` under a fresh data key wrapped by the tenant's KEK and
+    returns the new key id; ``get`` decrypts it, and raises ``NotFound`` for a key of another
+    tenant exactly as for a key that does not exist.
+    """
+
+    async def put(self, tenant_id: str, material: bytes, *, algorithm: str, purpose: str) -> str: ...
+
+    async def get(self, tenant_id: str, key_id: str) -> bytes: ...
+
+
+class DirectoryIdentity(msgspec.Struct, frozen=True, kw_only=True):
+    """Who an external directory (LDAP, Active Directory) says a user is, after a successful bind."""
+
+    username: str
+    dn: str
+    display_name: str | None = None
+    email: str | None = None
+    groups: tuple[str, ...] = ()  # group DNs
+    roles: tuple[str, ...] = ()  # mapped from groups by configuration
+    tenant_id: str | None = None  # from configuration: the tenant the directory's users act in (None: platform)
+
+
+class Directory(Protocol):
+    """Password authentication against an external directory (infra/ldap implements it).
+
+    Returns None for a wrong username or password, and for a disabled account: the caller
+    cannot tell them apart (no account enumeration). Raises ``DirectoryUnavailable`` (a
+    DomainError, 503) when the directory cannot be reached.
+    """
+
+    async def authenticate(self, username: str, password: str) -> DirectoryIdentity | None: ...
+
+
+class ArtifactStore(Protocol):
+    """Content-addressed storage of published documents (CRLs), named by the SHA-256 their events carry.
+
+    ``put`` is idempotent (the same bytes have the same name) and durable before it returns,
+    so an event never names an artifact that a crash could lose.
+    """
+
+    async def put(self, data: bytes, media_type: str) -> str: ...
+
+    async def get(self, sha256: str) -> bytes | None: ...
+
+
+class OcspQuestion(msgspec.Struct, frozen=True, kw_only=True):
+    """One certificate an OCSP request asks about (RFC 6960 CertID), and the request's nonce."""
+
+    hash_algorithm: str  # sha1 | sha256 | sha384 | sha512: how the issuer hashes were made
+    issuer_name_hash: bytes
+    issuer_key_hash: bytes
+    serial: int
+    nonce: bytes | None = None
+
+
+class OcspAnswer(msgspec.Struct, frozen=True, kw_only=True):
+    """good | revoked | unknown, with the revocation's time and RFC 5280 reason name when revoked."""
+
+    status: str
+    revoked_at: datetime | None = None
+    reason: str | None = None
+
+
+class RevocationCrypto(Protocol):
+    """CRL signing and the OCSP wire format (infra/crypto/revocation.py implements it).
+
+    Keys are the opaque handles of ``PkiCrypto``; a hybrid CA signs CRLs with its classical
+    key, the signature every relying party checks. ``parse_ocsp_request`` raises a
+    ``DomainError`` "malformed_ocsp_request" for anything it cannot answer.
+    """
+
+    def sign_crl(self, entries: Sequence[Any], *, issuer_key: Any, issuer_certificate: bytes, number: int,
+                 this_update: datetime, next_update: datetime) -> bytes: ...
+
+    def parse_ocsp_request(self, data: bytes) -> OcspQuestion: ...
+
+    def issuer_hashes(self, issuer_certificate: bytes, hash_algorithm: str) -> tuple[bytes, bytes]: ...
+
+    def ocsp_response(self, question: OcspQuestion, answer: OcspAnswer, *, signer_key: Any,
+                      signer_certificate: bytes, this_update: datetime, next_update: datetime) -> bytes: ...
+
+    def ocsp_failure(self, status: str) -> bytes: ...

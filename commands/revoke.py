@@ -1,0 +1,149 @@
+"""Revoking certificates and intermediate CAs: the issuer's stream first (CRL and OCSP read it), then the subject's.
+
+Order is what keeps revocation fail-safe without a transaction across streams: once the
+issuing CA's stream holds ``ca.certificate_revoked`` the certificate *is* revoked for every
+relying party; a crash before the subject's own event leaves a certificate that reads as
+issued in the inventory but is revoked on the CRL and in OCSP, never the other way round,
+and retrying the revocation completes it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime
+from typing import Annotated
+
+import msgspec
+
+from commands import crl, ocsp
+from commands.authz import authorize
+from commands.cas import CaId
+from commands.certificates import CertificateId
+from commands.runtime import CommandContext, CommandResult, Services, load, replayed, run
+from commands.tenants import TenantId
+from domain import ca, certificate, revocation
+from domain.revocation import RevocationRecorded
+
+ReasonName = Annotated[str, msgspec.Meta(pattern=r"^[a-z_]{1,40}$", description="an RFC 5280 reason, snake case: "
+                                         + ", ".join(revocation.REASONS))]
+
+
+class RevokeCertificate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    tenant_id: TenantId
+    certificate_id: CertificateId
+    reason: ReasonName = "unspecified"
+    invalidity_date: datetime | None = None  # when the key was (suspected) compromised
+
+
+class RevokeCa(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Revoke an intermediate: its issuers' CRLs list its certificates, and it signs nothing more."""
+
+    tenant_id: TenantId
+    ca_id: CaId
+    reason: ReasonName = "unspecified"
+    invalidity_date: datetime | None = None
+
+
+class Revocation(msgspec.Struct, frozen=True, kw_only=True):
+    """What a revocation did: the subject stream's result, the recorded facts, and the CRLs now listing it."""
+
+    result: CommandResult
+    reason: str
+    revoked_at: datetime
+    invalidity_date: datetime | None
+    crls: tuple[crl.PublishedCrl, ...]
+
+    @property
+    def replayed(self) -> bool:
+        return self.result.replayed
+
+
+def _without_key(ctx: CommandContext) -> CommandContext:
+    """The Idempotency-Key guards one append per request; the steps that follow it are idempotent themselves."""
+    return dataclasses.replace(ctx, idempotency_key=None)
+
+
+async def _record(services: Services, ctx: CommandContext, command: msgspec.Struct, tenant_id: str, issuer_id: str,
+                  entries: list[RevocationRecorded]) -> revocation.Registry:
+    """Append the entries the issuer lacks; return its registry, whose entries are the authoritative ones."""
+    await run(services, ctx, command, tenant_id=tenant_id, stream_id=ca.stream_id(issuer_id),
+              stream_type=ca.STREAM_TYPE, fold=revocation.fold,
+              decide=lambda s: revocation.decide_record(s, issuer_id, entries))
+    return await crl.load_registry(services, tenant_id, issuer_id)
+
+
+async def _publish(services: Services, tenant_id: str, registry: revocation.Registry,
+                   serials: list[str]) -> crl.PublishedCrl | None:
+    """Publish the issuer's next CRL now, unless one published since already lists ``serials``."""
+    covering = max(registry.recorded_at[serial] for serial in serials)
+    return await crl.publish(services, tenant_id, registry.ca.ca_id, covering=covering)
+
+
+async def revoke_certificate(cmd: RevokeCertificate, ctx: CommandContext, services: Services) -> Revocation:
+    authorize(ctx.principal, "cert:revoke", cmd.tenant_id)
+    revocation.check_reason(cmd.reason)
+    prior = await replayed(services, ctx, cmd, cmd.tenant_id)
+    state = await load(services, cmd.tenant_id, certificate.stream_id(cmd.certificate_id), certificate.fold)
+    issued = certificate.require_exists(state, cmd.certificate_id)
+    if state.status == "revoked" and prior is None:
+        raise revocation.AlreadyRevoked(f"certificate {cmd.certificate_id}")
+    now = services.clock.now()
+    revocation.check_invalidity_date(cmd.invalidity_date, now=now, not_before=issued.facts.not_before)
+    serial = issued.facts.serial_hex
+    entry = RevocationRecorded(serial_hex=serial, certificate_id=cmd.certificate_id, subject_ca_id=None,
+                               reason=cmd.reason, revoked_at=now, invalidity_date=cmd.invalidity_date,
+                               not_after=issued.facts.not_after)
+    registry = await _record(services, ctx, cmd, cmd.tenant_id, issued.ca_id, [entry])
+    recorded = registry.revoked[serial]  # a concurrent or earlier attempt's entry wins over this one's
+    result = await run(services, _without_key(ctx), cmd, tenant_id=cmd.tenant_id,
+                       stream_id=certificate.stream_id(cmd.certificate_id), stream_type=certificate.STREAM_TYPE,
+                       fold=certificate.fold,
+                       decide=lambda s: certificate.decide_revoke(s, cmd.certificate_id, certificate.CertificateRevoked(
+                           reason=recorded.reason, revoked_at=recorded.revoked_at,
+                           invalidity_date=recorded.invalidity_date)))
+    if not result.changed and prior is None:  # a concurrent request revoked it first
+        raise revocation.AlreadyRevoked(f"certificate {cmd.certificate_id}")
+    published = await _publish(services, cmd.tenant_id, registry, [serial])
+    ocsp.RESPONSES.invalidate(issued.ca_id)
+    return Revocation(result=msgspec.structs.replace(result, replayed=True) if prior else result,
+                      reason=recorded.reason, revoked_at=recorded.revoked_at,
+                      invalidity_date=recorded.invalidity_date, crls=(published,) if published else ())
+
+
+async def revoke_ca(cmd: RevokeCa, ctx: CommandContext, services: Services) -> Revocation:
+    """Every certificate of the CA's keys goes onto the CRL of the CA that signed it, then ``ca.revoked``."""
+    authorize(ctx.principal, "ca:manage", cmd.tenant_id)
+    revocation.check_reason(cmd.reason)
+    prior = await replayed(services, ctx, cmd, cmd.tenant_id)
+    state = await load(services, cmd.tenant_id, ca.stream_id(cmd.ca_id), ca.fold)
+    now = services.clock.now()
+    draft = ca.CaRevoked(reason=cmd.reason, revoked_at=now, invalidity_date=cmd.invalidity_date)
+    if prior is None:
+        ca.decide_revoke(state, cmd.ca_id, draft)  # refuse (root, pending, revoked) before touching an issuer
+    certificates = [c for c in (state.current, *state.previous, *state.cross) if c is not None]
+    if certificates:
+        earliest = min(c.facts.not_before for c in certificates)
+        revocation.check_invalidity_date(cmd.invalidity_date, now=now, not_before=earliest)
+    by_issuer: dict[str, list[RevocationRecorded]] = {}
+    for held in certificates:
+        if held.issuer_ca_id is not None and held.issuer_ca_id != cmd.ca_id:
+            by_issuer.setdefault(held.issuer_ca_id, []).append(RevocationRecorded(
+                serial_hex=held.facts.serial_hex, certificate_id=None, subject_ca_id=cmd.ca_id, reason=cmd.reason,
+                revoked_at=now, invalidity_date=cmd.invalidity_date, not_after=held.facts.not_after))
+    registries = []
+    for issuer_id, entries in by_issuer.items():
+        registries.append((await _record(services, _without_key(ctx), cmd, cmd.tenant_id, issuer_id, entries),
+                           [e.serial_hex for e in entries]))
+    if registries:  # what the parent recorded first is the revocation's time and reason
+        registry, serials = registries[0]
+        first = registry.revoked[serials[0]]
+        draft = ca.CaRevoked(reason=first.reason, revoked_at=first.revoked_at, invalidity_date=first.invalidity_date)
+    result = await run(services, ctx, cmd, tenant_id=cmd.tenant_id, stream_id=ca.stream_id(cmd.ca_id),
+                       stream_type=ca.STREAM_TYPE, fold=ca.fold, decide=lambda s: ca.decide_revoke(s, cmd.ca_id, draft))
+    published = []
+    for registry, serials in registries:
+        if (crl_ := await _publish(services, cmd.tenant_id, registry, serials)) is not None:
+            published.append(crl_)
+    ocsp.RESPONSES.invalidate_all()  # every certificate below this CA now answers "revoked"
+    return Revocation(result=result, reason=draft.reason, revoked_at=draft.revoked_at,
+                      invalidity_date=draft.invalidity_date, crls=tuple(published))

@@ -1,0 +1,156 @@
+"""Running a command against one aggregate: idempotency, load, decide, append, retry on races."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+import msgspec
+
+from commands.authz import Principal
+from commands.ids import uuid7
+from commands.ports import AppendRequest, Directory, EventStore, KeyVault, NewEvent, PkiCrypto
+from commands.ports import ArtifactStore, RevocationCrypto
+from domain.chain import canonical_bytes
+from domain.errors import Contention, DomainError, WrongExpectedVersion
+from domain.events import Payload, decode_payload, to_payload_dict
+
+log = logging.getLogger(__name__)
+MAX_ATTEMPTS = 8
+
+
+class Clock(Protocol):
+    def now(self) -> datetime: ...
+
+
+class SystemClock:
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class CommandContext:
+    """Who is asking, and the request metadata that travels into every event."""
+
+    principal: Principal
+    correlation_id: str | None = None
+    causation_id: str | None = None
+    idempotency_key: str | None = None
+
+
+class CommandResult(msgspec.Struct, frozen=True, kw_only=True):
+    """What a command returns: where the stream and the global log now stand."""
+
+    stream_id: str
+    version: int
+    global_position: int | None
+    changed: bool = True
+    replayed: bool = False
+
+
+@dataclass(slots=True)
+class Services:
+    """The adapters a handler may use; wired once in the composition root.
+
+    ``public_url`` is where relying parties reach this service (CRL, OCSP and CA-issuer URLs
+    written into certificates). ``artifacts`` keeps published CRLs, ``revocation`` signs them
+    and speaks OCSP; ``crl_validity`` is a CRL's nextUpdate - thisUpdate.
+    """
+
+    store: EventStore
+    clock: Clock
+    crypto: PkiCrypto | None = None
+    keys: KeyVault | None = None
+    public_url: str = "http://127.0.0.1:8000"
+    artifacts: ArtifactStore | None = None
+    revocation: RevocationCrypto | None = None
+    crl_validity: timedelta = timedelta(days=7)
+    directory: Directory | None = None  # LDAP / AD sign-in, when configured
+
+
+def rfc3339(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def fingerprint(command: msgspec.Struct) -> str:
+    """A digest that tells a retried request from a different one under the same key."""
+    material = type(command).__name__.encode() + b"\x00" + canonical_bytes(command)
+    return hashlib.sha256(material).hexdigest()
+
+
+async def run(
+    services: Services,
+    ctx: CommandContext,
+    command: msgspec.Struct,
+    *,
+    tenant_id: str,
+    stream_id: str,
+    stream_type: str,
+    fold: Callable[[Iterable[Payload]], Any],
+    decide: Callable[[Any], list[Payload]],
+) -> CommandResult:
+    """Load the stream, fold it, decide, and append with the version that was read."""
+    store = services.store
+    scope = f"{ctx.principal.id}|{tenant_id}"
+    print_ = fingerprint(command)
+    for _ in range(MAX_ATTEMPTS):
+        # Checked on every attempt: a lost race may have been lost to a retry of this very request.
+        if ctx.idempotency_key:
+            prior = await store.idempotent_result(scope, ctx.idempotency_key, print_)
+            if prior is not None:
+                return CommandResult(stream_id=prior.stream_id, version=prior.version,
+                                     global_position=prior.global_position, replayed=True)
+        recorded = await store.read_stream(tenant_id, stream_id)
+        state = fold(decode_payload(envelope) for envelope in recorded)
+        try:
+            payloads = decide(state)
+        except DomainError:
+            # The first request under this key may have committed between the check above and the read:
+            # "tenant exists" is then this request's own success, and the caller gets the first result.
+            if ctx.idempotency_key and (prior := await replayed(services, ctx, command, tenant_id)):
+                return prior
+            raise
+        if not payloads:
+            return CommandResult(stream_id=stream_id, version=len(recorded), global_position=None, changed=False)
+        occurred_at = rfc3339(services.clock.now())
+        actor = ctx.principal.actor()
+        events = [
+            NewEvent(event_id=uuid7(), type=p.event_type, schema_version=p.schema_version, occurred_at=occurred_at,
+                     actor=actor, correlation_id=ctx.correlation_id, causation_id=ctx.causation_id,
+                     payload=to_payload_dict(p))
+            for p in payloads
+        ]
+        request = AppendRequest(tenant_id=tenant_id, stream_id=stream_id, stream_type=stream_type,
+                                expected_version=len(recorded), events=events,
+                                idempotency_scope=scope if ctx.idempotency_key else None,
+                                idempotency_key=ctx.idempotency_key, fingerprint=print_)
+        try:
+            result = await store.append(request)
+        except WrongExpectedVersion:
+            continue
+        return CommandResult(stream_id=result.stream_id, version=result.version,
+                             global_position=result.global_position, replayed=result.replayed)
+    raise Contention(stream_id)
+
+
+async def load(services: Services, tenant_id: str, stream_id: str, fold: Callable[[Iterable[Payload]], Any]) -> Any:
+    """An aggregate's current state, for handlers that read one aggregate to decide about another."""
+    recorded = await services.store.read_stream(tenant_id, stream_id)
+    return fold(decode_payload(envelope) for envelope in recorded)
+
+
+async def replayed(services: Services, ctx: CommandContext, command: msgspec.Struct,
+                   tenant_id: str) -> CommandResult | None:
+    """The first result of a retried request (same Idempotency-Key), checked before expensive work."""
+    if not ctx.idempotency_key:
+        return None
+    prior = await services.store.idempotent_result(f"{ctx.principal.id}|{tenant_id}", ctx.idempotency_key,
+                                                   fingerprint(command))
+    if prior is None:
+        return None
+    return CommandResult(stream_id=prior.stream_id, version=prior.version, global_position=prior.global_position,
+                         replayed=True)

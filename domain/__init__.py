@@ -1,0 +1,1 @@
+"""The pure model: events, hash chains, aggregates and policies. No I/O, no frameworks."""

@@ -1,0 +1,272 @@
+"""The CertificateAuthority aggregate: root and intermediate CAs, their certificates and their keys.
+
+A CA's events carry its certificates (public) and a reference to its private key in the key
+vault, never the key. A CA holds one *current* certificate and key (which signs) and keeps
+every earlier one (key rollover: the old certificate stays valid until it expires, so chains
+built on it keep verifying during the overlap), plus cross-certificates that other CAs issued
+for its key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+
+import msgspec
+
+from domain.certspec import CertificateFacts, DistinguishedName, NameConstraints
+from domain.errors import AlreadyExists, DomainError, NotFound
+from domain.events import Payload, event
+
+STREAM_TYPE = "ca"
+KINDS = ("root", "intermediate")
+MAX_NAME = 200
+
+
+def stream_id(ca_id: str) -> str:
+    return f"ca-{ca_id}"
+
+
+class CaCertificate(msgspec.Struct, frozen=True, kw_only=True):
+    """One certificate for a CA's key, with the facts read off it."""
+
+    certificate_pem: str
+    facts: CertificateFacts
+    issuer_ca_id: str | None  # None: self-signed, or signed outside the service (offline root)
+    key_ref: str | None  # the vault key that matches it; None when the key lives offline
+
+
+@event("ca.created")
+class CaCreated(Payload, frozen=True, kw_only=True):
+    """A CA came into being: signed here (root or intermediate), or imported (offline root)."""
+
+    ca_id: str
+    name: str
+    kind: str  # root | intermediate
+    origin: str  # online | offline
+    algorithm: str
+    subject: DistinguishedName
+    parent_id: str | None
+    path_length: int | None
+    name_constraints: NameConstraints
+    certificate: CaCertificate
+
+
+@event("ca.intermediate_requested")
+class CaIntermediateRequested(Payload, frozen=True, kw_only=True):
+    """An intermediate whose issuer is offline: the key is here, the CSR waits for the ceremony."""
+
+    ca_id: str
+    name: str
+    algorithm: str
+    subject: DistinguishedName
+    key_ref: str
+    csr_pem: str
+    parent_id: str | None  # the offline root's CA id, when it was imported
+
+
+@event("ca.certificate_installed")
+class CaCertificateInstalled(Payload, frozen=True, kw_only=True):
+    """The certificate signed offline for a requested intermediate: the CA becomes active."""
+
+    path_length: int | None
+    name_constraints: NameConstraints
+    certificate: CaCertificate
+
+
+@event("ca.cross_certified")
+class CaCrossCertified(Payload, frozen=True, kw_only=True):
+    """Another CA certified this CA's current key: a second path to a second trust anchor."""
+
+    certificate: CaCertificate
+
+
+@event("ca.key_rolled_over")
+class CaKeyRolledOver(Payload, frozen=True, kw_only=True):
+    """A new key and certificate take over signing; the previous ones stay valid until they expire."""
+
+    certificate: CaCertificate
+    reason: str
+
+
+@event("ca.disabled")
+class CaDisabled(Payload, frozen=True, kw_only=True):
+    reason: str
+
+
+@event("ca.enabled")
+class CaEnabled(Payload, frozen=True, kw_only=True):
+    reason: str
+
+
+@event("ca.revoked")
+class CaRevoked(Payload, frozen=True, kw_only=True):
+    """The CA's certificates are revoked (its issuers' CRLs list them): it signs nothing more, ever."""
+
+    reason: str  # an RFC 5280 reason name (domain.revocation.REASONS)
+    revoked_at: datetime
+    invalidity_date: datetime | None
+
+
+class CertificateAuthority(msgspec.Struct, frozen=True, kw_only=True):
+    """A CA's state, folded from its events. ``version`` 0 means it does not exist."""
+
+    ca_id: str = ""
+    name: str = ""
+    kind: str = ""
+    origin: str = ""
+    status: str = "absent"  # absent | pending | active | disabled | revoked
+    algorithm: str = ""
+    subject: DistinguishedName | None = None
+    parent_id: str | None = None
+    path_length: int | None = None
+    name_constraints: NameConstraints = NameConstraints()
+    current: CaCertificate | None = None
+    previous: tuple[CaCertificate, ...] = ()
+    cross: tuple[CaCertificate, ...] = ()
+    pending_key_ref: str | None = None
+    csr_pem: str | None = None
+    version: int = 0
+
+    @property
+    def signing_key_ref(self) -> str | None:
+        return self.current.key_ref if self.current else None
+
+
+def evolve(state: CertificateAuthority, payload: Payload) -> CertificateAuthority:
+    replace = msgspec.structs.replace
+    match payload:
+        case CaCreated():
+            state = CertificateAuthority(
+                ca_id=payload.ca_id, name=payload.name, kind=payload.kind, origin=payload.origin, status="active",
+                algorithm=payload.algorithm, subject=payload.subject, parent_id=payload.parent_id,
+                path_length=payload.path_length, name_constraints=payload.name_constraints,
+                current=payload.certificate)
+        case CaIntermediateRequested():
+            state = CertificateAuthority(
+                ca_id=payload.ca_id, name=payload.name, kind="intermediate", origin="offline", status="pending",
+                algorithm=payload.algorithm, subject=payload.subject, parent_id=payload.parent_id,
+                pending_key_ref=payload.key_ref, csr_pem=payload.csr_pem)
+        case CaCertificateInstalled():
+            state = replace(state, status="active", current=payload.certificate, path_length=payload.path_length,
+                            name_constraints=payload.name_constraints, pending_key_ref=None)
+        case CaCrossCertified():
+            state = replace(state, cross=(*state.cross, payload.certificate))
+        case CaKeyRolledOver():
+            previous = (*state.previous, state.current) if state.current else state.previous
+            state = replace(state, current=payload.certificate, previous=previous,
+                            algorithm=payload.certificate.facts.algorithm)  # a rollover may change algorithm
+        case CaDisabled():
+            state = replace(state, status="disabled")
+        case CaEnabled():
+            state = replace(state, status="active")
+        case CaRevoked():
+            state = replace(state, status="revoked")
+    return replace(state, version=state.version + 1)
+
+
+def fold(payloads: Iterable[Payload]) -> CertificateAuthority:
+    state = CertificateAuthority()
+    for payload in payloads:
+        state = evolve(state, payload)
+    return state
+
+
+def validate_name(name: str, field: str = "name") -> str:
+    name = name.strip()
+    if not name or len(name) > MAX_NAME or not name.isprintable():
+        raise DomainError("invalid_name", f"{field} must be 1-{MAX_NAME} printable characters", field=field)
+    return name
+
+
+def require(state: CertificateAuthority, ca_id: str, field: str = "ca_id") -> None:
+    if state.status == "absent":
+        raise NotFound("ca_not_found", f"CA {ca_id} does not exist", field=field)
+
+
+def require_active(state: CertificateAuthority, ca_id: str, field: str = "ca_id") -> None:
+    """The CA exists, is enabled, and holds a signing key here (not an offline root)."""
+    require(state, ca_id, field)
+    if state.status == "revoked":
+        raise DomainError("ca_revoked", f"CA {ca_id} is revoked", field=field)
+    if state.status == "disabled":
+        raise DomainError("ca_disabled", f"CA {ca_id} is disabled", field=field)
+    if state.status == "pending":
+        raise DomainError("ca_pending", f"CA {ca_id} is waiting for its offline-signed certificate", field=field)
+    if state.signing_key_ref is None:
+        raise DomainError("ca_key_offline", f"CA {ca_id}'s key is offline: sign with `csm ca root sign-intermediate`",
+                          field=field)
+
+
+def decide_create(state: CertificateAuthority, created: CaCreated) -> list[Payload]:
+    if state.status != "absent":
+        raise AlreadyExists("ca_exists", f"CA {created.ca_id} already exists", field="ca_id")
+    return [msgspec.structs.replace(created, name=validate_name(created.name))]
+
+
+def decide_request_intermediate(state: CertificateAuthority, requested: CaIntermediateRequested) -> list[Payload]:
+    if state.status != "absent":
+        raise AlreadyExists("ca_exists", f"CA {requested.ca_id} already exists", field="ca_id")
+    return [msgspec.structs.replace(requested, name=validate_name(requested.name))]
+
+
+def decide_install(state: CertificateAuthority, ca_id: str, installed: CaCertificateInstalled,
+                   public_key_sha256: str) -> list[Payload]:
+    require(state, ca_id)
+    if state.status != "pending":
+        raise DomainError("ca_not_pending", f"CA {ca_id} is not waiting for a certificate", field="ca_id")
+    if installed.certificate.facts.public_key_sha256 != public_key_sha256:
+        raise DomainError("certificate_key_mismatch", "the certificate is not for the key this CA requested",
+                          field="certificate_pem")
+    return [installed]
+
+
+def decide_cross_certify(state: CertificateAuthority, ca_id: str, crossed: CaCrossCertified) -> list[Payload]:
+    require_active(state, ca_id)
+    current = state.current
+    if current is None or crossed.certificate.facts.public_key_sha256 != current.facts.public_key_sha256:
+        raise DomainError("certificate_key_mismatch", "a cross-certificate must certify this CA's current key",
+                          field="certificate")
+    if crossed.certificate.issuer_ca_id in {c.issuer_ca_id for c in state.cross}:
+        raise AlreadyExists("already_cross_certified", f"CA {ca_id} is already certified by "
+                            f"{crossed.certificate.issuer_ca_id}", field="issuer_id")
+    return [crossed]
+
+
+def decide_rollover(state: CertificateAuthority, ca_id: str, rolled: CaKeyRolledOver) -> list[Payload]:
+    require_active(state, ca_id)
+    return [msgspec.structs.replace(rolled, reason=validate_name(rolled.reason, "reason"))]
+
+
+def _require_not_revoked(state: CertificateAuthority, ca_id: str) -> None:
+    if state.status == "revoked":  # final: neither disable nor enable may bring it back
+        raise DomainError("ca_revoked", f"CA {ca_id} is revoked", field="ca_id")
+
+
+def decide_disable(state: CertificateAuthority, ca_id: str, reason: str) -> list[Payload]:
+    require(state, ca_id)
+    _require_not_revoked(state, ca_id)
+    if state.status == "disabled":
+        return []
+    return [CaDisabled(reason=validate_name(reason, "reason"))]
+
+
+def decide_enable(state: CertificateAuthority, ca_id: str, reason: str) -> list[Payload]:
+    require(state, ca_id)
+    _require_not_revoked(state, ca_id)
+    if state.status != "disabled":
+        return []
+    return [CaEnabled(reason=validate_name(reason, "reason"))]
+
+
+def decide_revoke(state: CertificateAuthority, ca_id: str, revoked: CaRevoked) -> list[Payload]:
+    """Revoke an intermediate (a root is withdrawn from trust stores instead: nothing above it lists it)."""
+    require(state, ca_id)
+    if state.kind == "root":
+        raise DomainError("root_not_revocable", "a root CA has no issuer whose CRL could list it: remove it from "
+                          "trust stores, or disable it", field="ca_id")
+    if state.status == "pending":
+        raise DomainError("ca_pending", f"CA {ca_id} has no certificate to revoke yet", field="ca_id")
+    if state.status == "revoked":
+        raise AlreadyExists("already_revoked", f"CA {ca_id} is already revoked", field="ca_id")
+    return [revoked]

@@ -1,0 +1,78 @@
+"""Errors the domain raises: each names the rule that was broken and the field it concerns."""
+
+from __future__ import annotations
+
+
+class DomainError(Exception):
+    """A command was refused by a business rule.
+
+    ``code`` is a stable machine-readable rule name (it becomes the problem+json ``type``
+    suffix), ``field`` the input that broke it (dotted path, or None), ``detail`` a sentence
+    for people.
+    """
+
+    status = 422
+
+    def __init__(self, code: str, detail: str, field: str | None = None) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+        self.field = field
+
+
+class NotFound(DomainError):
+    status = 404
+
+
+class AlreadyExists(DomainError):
+    status = 409
+
+
+class Contention(DomainError):
+    """A command lost the race for its stream too many times in a row; the caller may retry."""
+
+    status = 409
+    retry_after_seconds = 1
+
+    def __init__(self, stream_id: str) -> None:
+        super().__init__("contention", f"stream {stream_id} kept changing while this command ran; try again")
+
+
+class WrongExpectedVersion(DomainError):
+    """An append raced another writer: the stream is not at the version the caller read."""
+
+    status = 409
+
+    def __init__(self, stream_id: str, expected: int, actual: int) -> None:
+        super().__init__(
+            "wrong_expected_version",
+            f"stream {stream_id} is at version {actual}, not {expected}",
+            field=None,
+        )
+        self.stream_id = stream_id
+        self.expected = expected
+        self.actual = actual
+
+
+class IdempotencyKeyReused(DomainError):
+    """The same Idempotency-Key was sent with a different request."""
+
+    status = 422
+
+    def __init__(self, key: str) -> None:
+        super().__init__(
+            "idempotency_key_reused",
+            "this Idempotency-Key was already used for a different request",
+            field="Idempotency-Key",
+        )
+        self.key = key
+
+
+class DirectoryUnavailable(DomainError):
+    """The external directory (LDAP) could not be reached or answered with an error."""
+
+    status = 503
+    retry_after_seconds = 5
+
+    def __init__(self, detail: str) -> None:
+        super().__init__("directory_unavailable", detail)

@@ -1,0 +1,1 @@
+"""Adapters to the outside world: event stores, buses, crypto, keystores, config, telemetry."""

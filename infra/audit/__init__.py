@@ -1,0 +1,1 @@
+"""The audit trail's moving parts: signing keys, the checkpointer, and verification runs."""

@@ -1,0 +1,123 @@
+"""The composition root: builds the store, projections, checkpointer and services from settings.
+
+``initialise`` prepares a data directory (idempotent); ``Runtime`` owns the running parts
+and their background tasks. The API and the CLI both start here, and only here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from commands.identity import Identity
+from commands.runtime import Services, SystemClock
+from domain.verification import ChainVerifier, VerifyReport
+from infra.audit.checkpointer import Checkpointer
+from infra.artifacts import SQLiteArtifactStore
+from infra.audit.keys import AuditSigner, load_public_key, trusted_keys
+from infra.config import Settings
+from infra.credentials import SQLiteCredentialVault
+from infra.identity import build_identity
+from infra.crypto.engine import CryptographyPki
+from infra.crypto.revocation import CryptographyRevocation
+from infra.eventstore.sqlite import SQLiteEventStore, read_witness
+from infra.keystore.vault import SQLiteKeyVault
+from infra.revocation_scheduler import RevocationScheduler
+from infra.ldap import LdapDirectory
+from projections.registry import all_projectors
+from projections.runner import ProjectionRunner
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    store: SQLiteEventStore
+    runner: ProjectionRunner
+    checkpointer: Checkpointer
+    vault: SQLiteCredentialVault
+    services: Services
+    keys: SQLiteKeyVault | None = None
+    tasks: list[asyncio.Task] = field(default_factory=list)
+    identity: Identity | None = None  # users, sessions, token signing (infra/identity.py)
+
+    def start_background(self) -> None:
+        """Start the projection tail, the checkpoint timer and the CRL/OCSP scheduler on the running loop."""
+        self.tasks = [asyncio.create_task(self.runner.run(), name="projections"),
+                      asyncio.create_task(self.checkpointer.run(), name="checkpoints"),
+                      asyncio.create_task(self.revocation_scheduler().run(), name="revocation")]
+
+    def revocation_scheduler(self) -> RevocationScheduler:
+        return RevocationScheduler(self.services, self.runner)
+
+    async def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        for task in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self.tasks = []
+        try:
+            await asyncio.to_thread(self.checkpointer.seal_all)
+        except Exception:
+            log.exception("final checkpoint failed")
+        self.close()
+
+    def close(self) -> None:
+        self.runner.close()
+        self.store.close()
+        if self.keys is not None:
+            self.keys.close()
+        if isinstance(self.services.artifacts, SQLiteArtifactStore):
+            self.services.artifacts.close()
+        if isinstance(self.services.directory, LdapDirectory):
+            self.services.directory.close()
+
+    def verify(self, progress=None) -> VerifyReport:
+        return verify_store(self.settings, self.store, progress)
+
+
+def open_runtime(settings: Settings) -> Runtime:
+    """Open an initialised data directory (run ``initialise`` first)."""
+    store = SQLiteEventStore(settings.events_db, poll_interval=settings.poll_interval,
+                             witness_path=settings.witness_file).open()
+    clock = SystemClock()
+    signer = AuditSigner.create_or_load(settings.keys_dir)
+    checkpointer = Checkpointer(store, signer, clock, interval=settings.checkpoint_interval)
+    runner = ProjectionRunner(store, settings.views_db, all_projectors(), poll_interval=settings.poll_interval).open()
+    vault = SQLiteCredentialVault(settings.events_db)
+    keys = SQLiteKeyVault(settings.data_dir, kek_provider=settings.kek_provider)
+    services = Services(store=store, clock=clock, crypto=CryptographyPki(), keys=keys, public_url=settings.base_url,
+                        artifacts=SQLiteArtifactStore(settings.data_dir), revocation=CryptographyRevocation(),
+                        crl_validity=timedelta(hours=settings.crl_validity_hours))
+    if settings.ldap is not None:
+        # Built here so a bad URL, CA file or password file stops startup instead of the first sign-in.
+        services.directory = LdapDirectory(settings.ldap)
+    return Runtime(settings, store, runner, checkpointer, vault, services, keys,
+                   identity=build_identity(settings, vault))
+
+
+def initialise(settings: Settings) -> Runtime:
+    """Create the data directory, audit keys, ledger and read models if missing; return them open."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    runtime = open_runtime(settings)
+    runtime.checkpointer.register_keys()
+    return runtime
+
+
+def verify_store(settings: Settings, store: SQLiteEventStore, progress=None) -> VerifyReport:
+    """Walk every row of the store through the verifier against the configured trust anchor."""
+    verifier = ChainVerifier(trusted_keys(settings.keys_dir), read_witness(settings.witness_file),
+                             load_public_key=load_public_key)
+    head = store.head_position_sync()
+    position = 0
+    while rows := store.read_raw(position, 20_000):
+        verifier.feed(rows)
+        position = rows[-1].position
+        if progress:
+            progress(position, max(head, position))
+    return verifier.finish()

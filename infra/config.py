@@ -1,0 +1,186 @@
+"""Settings, read from the environment in one place (``CSM_*``)."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(f"CSM_{name}", default)
+
+
+LDAP_USER_FILTER = "(&(objectClass=inetOrgPerson)(uid={username}))"  # AD: (sAMAccountName={username})
+LDAP_GROUP_FILTER = "(member={dn})"  # AD with nested groups: (member:1.2.840.113556.1.4.1941:={dn})
+
+
+@dataclass(frozen=True, slots=True)
+class LdapSettings:
+    """The directory (LDAP or Active Directory) users may sign in against; infra/ldap.py uses it.
+
+    ``user_filter`` and ``group_filter`` hold ``{username}`` / ``{dn}`` placeholders that the
+    adapter fills with RFC 4515-escaped values. ``group_filter`` "memberOf" (or no ``group_base``)
+    reads the user's memberOf attribute instead of searching groups. The service account's
+    password is read from ``bind_password_file`` by the adapter, so it never sits in settings.
+    """
+
+    url: str  # one or more space-separated ldaps:// (or ldap:// with starttls) URLs, tried in order
+    starttls: bool = False
+    ca_file: Path | None = None  # None: the system trust store
+    bind_dn: str | None = None  # None: anonymous search
+    bind_password_file: Path | None = None
+    user_base: str = ""
+    user_filter: str = LDAP_USER_FILTER
+    group_base: str | None = None
+    group_filter: str = LDAP_GROUP_FILTER
+    disabled_filter: str | None = None  # AD: (userAccountControl:1.2.840.113556.1.4.803:=2)
+    role_map: dict[str, tuple[str, ...]] = field(default_factory=dict)  # group DN or CN -> roles
+    tenant: str | None = None  # the tenant directory users act in; None: platform-wide
+    timeout: float = 5.0
+
+    @classmethod
+    def from_env(cls) -> LdapSettings | None:
+        url = _env("LDAP_URL", "").strip()
+        if not url:
+            return None
+
+        def optional(name: str) -> str | None:
+            return _env(name, "").strip() or None
+
+        ca_file, password_file = optional("LDAP_CA_FILE"), optional("LDAP_BIND_PASSWORD_FILE")
+        return cls(
+            url=url,
+            starttls=_env("LDAP_STARTTLS", "false").strip().lower() in {"1", "true", "yes", "on"},
+            ca_file=Path(ca_file) if ca_file else None,
+            bind_dn=optional("LDAP_BIND_DN"),
+            bind_password_file=Path(password_file) if password_file else None,
+            user_base=_env("LDAP_USER_BASE", ""),
+            user_filter=optional("LDAP_USER_FILTER") or LDAP_USER_FILTER,
+            group_base=optional("LDAP_GROUP_BASE"),
+            group_filter=optional("LDAP_GROUP_FILTER") or LDAP_GROUP_FILTER,
+            disabled_filter=optional("LDAP_DISABLED_FILTER"),
+            role_map=parse_role_map(_env("LDAP_ROLE_MAP", "")),
+            tenant=optional("LDAP_TENANT"),
+            timeout=float(_env("LDAP_TIMEOUT", "5")),
+        )
+
+
+def parse_role_map(text: str) -> dict[str, tuple[str, ...]]:
+    """``{"group": "role" | ["role", ...]}`` as JSON, or ``group=role,role;group=role``.
+
+    A group is a DN or a bare CN. DNs contain "=", so the roles follow the *last* "=".
+    """
+    text = text.strip()
+    if not text:
+        return {}
+    if text.startswith("{"):
+        raw = json.loads(text)
+        if not isinstance(raw, dict):
+            raise ValueError("CSM_LDAP_ROLE_MAP: a JSON object of group -> role(s) expected")
+        pairs = [(str(group), [roles] if isinstance(roles, str) else list(roles)) for group, roles in raw.items()]
+    else:
+        pairs = []
+        for item in filter(None, (part.strip() for part in text.split(";"))):
+            group, sep, roles = item.rpartition("=")
+            if not sep or not group.strip():
+                raise ValueError(f"CSM_LDAP_ROLE_MAP: {item!r} is not group=role[,role]")
+            pairs.append((group, roles.split(",")))
+    mapping: dict[str, tuple[str, ...]] = {}
+    for group, roles in pairs:
+        cleaned = tuple(role.strip() for role in roles if str(role).strip())
+        if not cleaned:
+            raise ValueError(f"CSM_LDAP_ROLE_MAP: group {group!r} maps to no role")
+        mapping[group.strip()] = cleaned
+    return mapping
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    data_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 8000
+    log_level: str = "INFO"
+    checkpoint_interval: float = 5.0
+    max_body_bytes: int = 1_048_576
+    ready_max_lag: int = 10_000
+    read_your_writes_timeout: float = 5.0
+    poll_interval: float = 0.5
+    kek_provider: str = "local"  # local | hybrid: who wraps the data keys of new private keys
+    public_url: str | None = None  # base of CRL/OCSP/CA-issuer URLs in certificates; default http://host:port
+    # Rate limits, "<count>/<second|minute|hour>" ("" turns one off); shared through Redis when redis_url is set.
+    redis_url: str | None = None
+    rate_limit_per_principal: str = "600/minute"
+    rate_limit_per_address: str = "1200/minute"
+    rate_limit_login_per_address: str = "20/minute"  # POST /v1/auth/token: slows credential stuffing
+    rate_limit_login_per_username: str = "5/minute"
+    cors_origins: tuple[str, ...] = ()  # CORS stays off unless origins are listed (exact "https://host[:port]")
+    crl_validity_hours: int = 168  # a CRL's nextUpdate - thisUpdate; republished when a third is left
+    ldap: LdapSettings | None = None  # CSM_LDAP_*: directory sign-in, off unless CSM_LDAP_URL is set
+    # Identity: token signing, lifetimes, brute-force protection, MFA, password hashing.
+    jwt_algorithm: str = "RS256"  # RS256 | ES384: the algorithm of new signing keys (both are verified)
+    access_token_ttl: int = 900  # seconds
+    refresh_token_ttl: int = 43_200  # seconds, from the login: a refresh family's absolute lifetime
+    login_max_failures: int = 5  # consecutive failures that lock an account name
+    login_lockout_seconds: float = 900.0
+    login_backoff_base: float = 1.0  # wait after the n-th failure: base * 2**(n-1) seconds, at most 60
+    mfa_required_roles: tuple[str, ...] = ("platform-admin", "tenant-admin", "ca-operator")
+    argon2: str = ""  # "t=2,m=19456,p=1" (the default); raise for more cost per guess
+
+    @property
+    def base_url(self) -> str:
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    @property
+    def events_db(self) -> Path:
+        return self.data_dir / "events.db"
+
+    @property
+    def views_db(self) -> Path:
+        return self.data_dir / "views.db"
+
+    @property
+    def keys_dir(self) -> Path:
+        return self.data_dir / "keys"
+
+    @property
+    def signing_keys_dir(self) -> Path:
+        return self.keys_dir / "jwt"
+
+    @property
+    def witness_file(self) -> Path:
+        return self.data_dir / "audit-witness.json"
+
+    @classmethod
+    def from_env(cls, data_dir: str | Path | None = None) -> Settings:
+        return cls(
+            data_dir=Path(data_dir or _env("DATA_DIR", ".csm-data")).resolve(),
+            host=_env("HOST", "127.0.0.1"),
+            port=int(_env("PORT", "8000")),
+            log_level=_env("LOG_LEVEL", "INFO"),
+            checkpoint_interval=float(_env("CHECKPOINT_INTERVAL", "5")),
+            max_body_bytes=int(_env("MAX_BODY_BYTES", "1048576")),
+            ready_max_lag=int(_env("READY_MAX_LAG", "10000")),
+            read_your_writes_timeout=float(_env("READ_YOUR_WRITES_TIMEOUT", "5")),
+            poll_interval=float(_env("POLL_INTERVAL", "0.5")),
+            kek_provider=_env("KEK_PROVIDER", "local"),
+            public_url=_env("PUBLIC_URL", "") or None,
+            redis_url=_env("REDIS_URL", "") or None,
+            rate_limit_per_principal=_env("RATE_LIMIT_PER_PRINCIPAL", "600/minute"),
+            rate_limit_per_address=_env("RATE_LIMIT_PER_ADDRESS", "1200/minute"),
+            rate_limit_login_per_address=_env("RATE_LIMIT_LOGIN_PER_ADDRESS", "20/minute"),
+            rate_limit_login_per_username=_env("RATE_LIMIT_LOGIN_PER_USERNAME", "5/minute"),
+            cors_origins=tuple(o.strip() for o in _env("CORS_ORIGINS", "").split(",") if o.strip()),
+            crl_validity_hours=int(_env("CRL_VALIDITY_HOURS", "168")),
+            ldap=LdapSettings.from_env(),
+            jwt_algorithm=_env("JWT_ALGORITHM", "RS256"),
+            access_token_ttl=int(_env("ACCESS_TOKEN_TTL", "900")),
+            refresh_token_ttl=int(_env("REFRESH_TOKEN_TTL", "43200")),
+            login_max_failures=int(_env("LOGIN_MAX_FAILURES", "5")),
+            login_lockout_seconds=float(_env("LOGIN_LOCKOUT_SECONDS", "900")),
+            login_backoff_base=float(_env("LOGIN_BACKOFF_BASE", "1")),
+            mfa_required_roles=tuple(r.strip() for r in _env(
+                "MFA_REQUIRED_ROLES", "platform-admin,tenant-admin,ca-operator").split(",") if r.strip()),
+            argon2=_env("ARGON2", ""),
+        )

@@ -1,0 +1,36 @@
+"""The credential vault: secret verifiers (API token hashes), kept out of events and read models."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+from infra.eventstore.sqlite import connect
+
+
+class SQLiteCredentialVault:
+    """A table beside the event log in the same private (0600) database file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._local = threading.local()
+        conn = connect(path)
+        conn.execute("CREATE TABLE IF NOT EXISTS credential_verifiers ("
+                     "token_id TEXT PRIMARY KEY, verifier BLOB NOT NULL, created_at REAL NOT NULL) WITHOUT ROWID")
+        conn.close()
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = connect(self.path)
+        return conn
+
+    def put_verifier(self, token_id: str, verifier: bytes) -> None:
+        self._conn().execute("INSERT INTO credential_verifiers VALUES (?, ?, ?)", (token_id, verifier, time.time()))
+
+    def get_verifier(self, token_id: str) -> bytes | None:
+        row = self._conn().execute("SELECT verifier FROM credential_verifiers WHERE token_id = ?",
+                                   (token_id,)).fetchone()
+        return row[0] if row else None

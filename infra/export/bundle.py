@@ -1,0 +1,107 @@
+"""One export, whatever asks for it (API or CLI): a certificate row, its chain and maybe its key, in a format.
+
+The key arrives as the key vault's plaintext (the crypto engine's serialisation); here it
+becomes PKCS#8 for the format writers. For a hybrid key, PEM carries both halves (the
+classical key first, then the ML-DSA key); PKCS#12 and JKS carry the classical half, which
+is all Java and Cassandra's TLS can use.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+
+from cryptography.hazmat.primitives import serialization
+
+from commands.pki import pem
+from domain.errors import DomainError
+from infra.crypto import keys
+from infra.export import formats, jks
+
+EXPORT_FORMATS = ("pem", "der", "pkcs12", "jks", "pkcs12-truststore", "jks-truststore")
+EXPORT_MEDIA_TYPES = {
+    "pem": ("pem", "application/x-pem-file"),
+    "der": ("der", "application/pkix-cert"),
+    "pkcs12": ("p12", "application/x-pkcs12"),
+    "pkcs12-truststore": ("truststore.p12", "application/x-pkcs12"),
+    "jks": ("jks", "application/x-java-keystore"),
+    "jks-truststore": ("truststore.jks", "application/x-java-keystore"),
+}
+_PEM_BODY = re.compile(r"-----BEGIN CERTIFICATE-----(.+?)-----END CERTIFICATE-----", re.DOTALL)
+
+
+def der_of(certificate_pem: str) -> bytes:
+    match = _PEM_BODY.search(certificate_pem)
+    if match is None:
+        raise ValueError("not a PEM certificate")
+    return base64.b64decode("".join(match.group(1).split()))
+
+
+def _pkcs8(private_key) -> bytes:
+    return private_key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                                     serialization.NoEncryption())
+
+
+def _alias(row: dict) -> str:
+    return re.sub(r"[^a-z0-9._-]+", "-", (row.get("common_name") or row["certificate_id"]).lower()).strip("-") or "key"
+
+
+def _password(password: str | None, format_: str) -> str:
+    if not password:
+        raise DomainError("password_required", f"a {format_} store needs a password (X-Export-Password header, "
+                          "or --password-file)", field="password")
+    return password
+
+
+def preflight(format_: str, password: str | None) -> None:
+    """Refuse an export that cannot succeed before any key leaves the vault (and before its audit event)."""
+    if format_ not in EXPORT_FORMATS:
+        raise DomainError("unknown_format", f"unknown export format {format_}", field="format")
+    if format_ in ("pkcs12", "jks", "pkcs12-truststore", "jks-truststore"):
+        _password(password, format_)
+    if format_.startswith("jks") and len(password) < jks.MIN_PASSWORD:
+        raise DomainError("password_too_short", f"Java keystores need a password of at least {jks.MIN_PASSWORD} "
+                          "characters", field="password")
+
+
+def render(format_: str, row: dict, chain: list[dict], material: bytes | None, password: str | None) -> bytes:
+    """The export's bytes; ``chain`` rows are the issuing CA's certificate first, up to the root."""
+    certificate = der_of(row["certificate_pem"])
+    chain_der = [der_of(c["certificate_pem"]) for c in chain]
+    pair = keys.from_bytes(material) if material is not None else None
+    try:
+        if format_ == "der":
+            return formats.der_certificate(certificate)
+        if format_ == "pem":
+            return _pem(certificate, chain_der, pair, password)
+        if format_ == "pkcs12":
+            return formats.pkcs12(certificate, chain_der, _pkcs8(pair.primary) if pair else None,
+                                  _password(password, format_), _alias(row))
+        if format_ == "jks":
+            if pair is None:
+                raise DomainError("no_private_key", "a JKS keystore needs the private key", field="format")
+            return jks.jks_keystore(certificate, chain_der, _pkcs8(pair.primary), _password(password, format_),
+                                    _alias(row))
+        if not chain_der:
+            raise DomainError("no_chain", "no CA certificates to put in a truststore", field="format")
+        aliases = [f"ca-{index}-{c['fingerprint'][:12]}" for index, c in enumerate(chain)]
+        if format_ == "pkcs12-truststore":
+            return formats.pkcs12_truststore(chain_der, _password(password, format_), aliases)
+        if format_ == "jks-truststore":
+            return jks.jks_truststore(list(zip(aliases, chain_der)), _password(password, format_))
+    except ValueError as exc:  # the writers name the problem (password too short, key type, ...)
+        raise DomainError("export_refused", str(exc), field="format") from None
+    raise DomainError("unknown_format", f"unknown export format {format_}", field="format")
+
+
+def _pem(certificate: bytes, chain_der: list[bytes], pair, password: str | None) -> bytes:
+    primary = _pkcs8(pair.primary) if pair else None
+    passphrase = password.encode() if (password and pair) else None
+    body = formats.pem_bundle(certificate, chain_der, primary, passphrase)
+    if pair is not None and pair.alternative is not None:
+        alternative = _pkcs8(pair.alternative)
+        if passphrase:
+            body += pem("ENCRYPTED PRIVATE KEY", formats.encrypt_pkcs8(alternative, passphrase)).encode()
+        else:
+            body += pem("PRIVATE KEY", alternative).encode()
+    return body

@@ -1,0 +1,210 @@
+"""SQLiteKeyVault: envelope-encrypted private keys in ``<data_dir>/keys.db``, confined to a tenant."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import secrets
+import sqlite3
+import stat
+import threading
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from domain.errors import DomainError, NotFound
+from infra.keystore.kek import (BUILTIN, KEY_BYTES, NONCE_BYTES, KekProvider, KekUnavailable, UnwrapFailed, bind,
+                                wipe)
+
+log = logging.getLogger(__name__)
+
+DB_FILE = "keys.db"
+FORMAT_VERSION = "1"  # bound into every ciphertext's associated data
+KEY_ID_RE = re.compile(r"key_[0-9a-f]{32}")
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS private_keys (
+    key_id       TEXT PRIMARY KEY,
+    tenant_id    TEXT NOT NULL,
+    algorithm    TEXT NOT NULL,
+    purpose      TEXT NOT NULL,
+    kek_provider TEXT NOT NULL,
+    kek_id       TEXT NOT NULL,
+    wrapped_dek  BLOB NOT NULL,
+    nonce        BLOB NOT NULL,
+    ciphertext   BLOB NOT NULL,
+    created_at   TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS private_keys_tenant ON private_keys (tenant_id);
+"""
+
+
+class KeyMaterialCorrupt(DomainError):
+    """A stored key cannot be decrypted: a server-side fault, never the caller's."""
+
+    status = 500
+
+    def __init__(self, key_id: str, why: str) -> None:
+        super().__init__("key_material_corrupt", f"key {key_id} cannot be decrypted: {why}", field="key_id")
+
+
+class KekUnavailableError(DomainError):
+    """The KEK a key was wrapped under is not configured or not readable here."""
+
+    status = 503
+
+    def __init__(self, key_id: str, why: str) -> None:
+        super().__init__("kek_unavailable", f"key {key_id} cannot be unwrapped: {why}", field="key_id")
+
+
+def content_aad(tenant_id: str, key_id: str, algorithm: str, purpose: str) -> bytes:
+    """What a key's ciphertext is bound to: moved to another row or tenant, it no longer decrypts."""
+    return bind("csm/private-key", FORMAT_VERSION, tenant_id, key_id, algorithm, purpose)
+
+
+def _not_found(key_id: str) -> NotFound:
+    return NotFound("key_not_found", f"key {key_id} does not exist", field="key_id")
+
+
+def _prepare_db_file(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:  # SQLite gives its -wal and -shm files the database file's mode, so 0600 here covers them
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except FileExistsError:
+        pass
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        raise KekUnavailable(f"{path} has mode {mode:04o}: group/other may access it; refusing to use it "
+                             f"(chmod 600 {path})")
+
+
+class SQLiteKeyVault:
+    """The ``KeyVault`` port on a separate SQLite file (WAL, synchronous=FULL, mode 0600).
+
+    ``kek_provider`` chooses who wraps new data keys ("local" or "hybrid"); rows record
+    their provider and KEK id, and are unwrapped by whichever provider wrote them, so
+    switching the default keeps old rows readable. ``providers`` adds providers of our own
+    (a PKCS#11 token) by their ``provider`` name. One connection, guarded by a lock, used
+    from worker threads: the event loop never waits on SQLite or on a KEM.
+    """
+
+    def __init__(self, data_dir: Path | str, *, kek_provider: str = "local",
+                 providers: Iterable[KekProvider] = ()) -> None:
+        self.data_dir = Path(data_dir)
+        self.keys_dir = self.data_dir / "keys"
+        self.path = self.data_dir / DB_FILE
+        self._providers: dict[str, KekProvider] = {p.provider: p for p in providers}
+        if kek_provider not in self._providers and kek_provider not in BUILTIN:
+            raise ValueError(f"kek_provider must be one of {sorted({*BUILTIN, *self._providers})}, "
+                             f"not {kek_provider!r}")
+        self.kek_provider = kek_provider
+        self._lock = threading.Lock()
+        self._providers_lock = threading.Lock()
+        self._default = self._provider(kek_provider, create=True)  # refuses to start on unsafe key files
+        _prepare_db_file(self.path)
+        self._conn: sqlite3.Connection | None = sqlite3.connect(self.path, isolation_level=None,
+                                                                check_same_thread=False)
+        self._conn.execute("PRAGMA busy_timeout = 30000")
+        self._conn.execute("PRAGMA journal_mode = WAL")
+        self._conn.execute("PRAGMA synchronous = FULL")
+        self._conn.executescript(SCHEMA)
+
+    def _provider(self, name: str, *, create: bool = False) -> KekProvider:
+        """The provider named by a row; built-ins open lazily, and only the default may create keys."""
+        with self._providers_lock:
+            provider = self._providers.get(name)
+            if provider is None:
+                factory = BUILTIN.get(name)
+                if factory is None:
+                    raise KekUnavailable(f"no KEK provider {name!r} is configured")
+                provider = self._providers[name] = factory(self.keys_dir, create=create)
+            return provider
+
+    # the port ----------------------------------------------------------------------------
+
+    async def put(self, tenant_id: str, material: bytes, *, algorithm: str, purpose: str) -> str:
+        return await asyncio.to_thread(self.put_sync, tenant_id, material, algorithm=algorithm, purpose=purpose)
+
+    async def get(self, tenant_id: str, key_id: str) -> bytes:
+        return await asyncio.to_thread(self.get_sync, tenant_id, key_id)
+
+    # the work, on a worker thread --------------------------------------------------------
+
+    def put_sync(self, tenant_id: str, material: bytes, *, algorithm: str, purpose: str) -> str:
+        for name, value in (("tenant_id", tenant_id), ("algorithm", algorithm), ("purpose", purpose)):
+            if not isinstance(value, str) or not value:
+                raise ValueError(f"{name} must be a non-empty string")
+        if not material:
+            raise ValueError("material must not be empty")
+        self._connection()  # refuse before any crypto: close() has wiped the providers' keys
+        key_id = f"key_{secrets.token_hex(16)}"
+        dek = bytearray(secrets.token_bytes(KEY_BYTES))
+        try:
+            kek_id, wrapped = self._default.wrap(tenant_id, dek)
+            nonce = secrets.token_bytes(NONCE_BYTES)
+            ciphertext = AESGCM(dek).encrypt(nonce, bytes(material), content_aad(tenant_id, key_id, algorithm, purpose))
+        finally:
+            wipe(dek)
+        created_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        with self._lock:
+            self._connection().execute(
+                "INSERT INTO private_keys VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (key_id, tenant_id, algorithm, purpose, self._default.provider, kek_id, wrapped, nonce, ciphertext,
+                 created_at))
+        log.debug("stored key %s for tenant %s (%s, %s) under %s", key_id, tenant_id, algorithm, purpose, kek_id)
+        return key_id
+
+    def get_sync(self, tenant_id: str, key_id: str) -> bytes:
+        if not isinstance(key_id, str) or not KEY_ID_RE.fullmatch(key_id):
+            raise _not_found(str(key_id))
+        self._connection()
+        with self._lock:
+            row = self._connection().execute(
+                "SELECT algorithm, purpose, kek_provider, kek_id, wrapped_dek, nonce, ciphertext FROM private_keys "
+                "WHERE key_id = ? AND tenant_id = ?", (key_id, tenant_id)).fetchone()
+        if row is None:  # another tenant's key reads exactly like a missing one
+            raise _not_found(key_id)
+        algorithm, purpose, provider_name, kek_id, wrapped, nonce, ciphertext = row
+        dek = None
+        try:
+            dek = self._provider(provider_name).unwrap(tenant_id, kek_id, bytes(wrapped))
+            if len(dek) != KEY_BYTES or len(nonce) != NONCE_BYTES:
+                raise UnwrapFailed("the data key or nonce has the wrong length")
+            return AESGCM(dek).decrypt(bytes(nonce), bytes(ciphertext),
+                                       content_aad(tenant_id, key_id, algorithm, purpose))
+        except KekUnavailable as exc:
+            log.error("key %s: KEK unavailable: %s", key_id, exc)
+            raise KekUnavailableError(key_id, str(exc)) from None
+        except (UnwrapFailed, InvalidTag, ValueError) as exc:
+            log.error("key %s of tenant %s fails authentication: %s", key_id, tenant_id, type(exc).__name__)
+            raise KeyMaterialCorrupt(key_id, "its data key or ciphertext fails authentication "
+                                     "(corrupted or tampered with)") from None
+        finally:
+            wipe(dek)
+
+    def key_ids(self, tenant_id: str) -> list[str]:
+        """The tenant's key ids, oldest first (for inventory and tests; never the material)."""
+        with self._lock:
+            rows = self._connection().execute("SELECT key_id FROM private_keys WHERE tenant_id = ? "
+                                              "ORDER BY created_at, key_id", (tenant_id,)).fetchall()
+        return [key_id for (key_id,) in rows]
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise RuntimeError("the key vault is closed")
+        return self._conn
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+        with self._providers_lock:
+            for provider in self._providers.values():
+                close = getattr(provider, "close", None)
+                if close:
+                    close()

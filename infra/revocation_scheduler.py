@@ -1,0 +1,64 @@
+"""The revocation scheduler: republishes CRLs before they lapse and renews OCSP responders, on a timer.
+
+It finds CAs in the read model (a CA it misses this pass is caught on the next, and its first
+CRL is published on demand anyway); what to publish is decided from each CA's stream. Several
+instances may run it at once: the CA stream's optimistic concurrency lets one CRL per number win.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from commands import crl, ocsp
+from commands.crl import PublishedCrl
+from commands.runtime import Services
+from projections import cas as ca_model
+from projections.runner import ProjectionRunner
+
+log = logging.getLogger(__name__)
+INTERVAL_SECONDS = 60.0
+_PAGE = 500
+
+
+class RevocationScheduler:
+    def __init__(self, services: Services, runner: ProjectionRunner, interval: float = INTERVAL_SECONDS) -> None:
+        self.services = services
+        self.runner = runner
+        self.interval = interval
+
+    def _cas(self) -> list[tuple[str, str]]:
+        """Every CA that may sign a CRL here (active or disabled), as (tenant, CA id)."""
+        conn = self.runner.connection()
+        try:
+            found = []
+            for status in ("active", "disabled"):
+                after = None
+                while rows := ca_model.search(conn, None, status=status, after=after, limit=_PAGE):
+                    found += [(row["tenant_id"], row["ca_id"]) for row in rows]
+                    after = rows[-1]["ca_id"]
+            return found
+        finally:
+            conn.close()
+
+    async def run_once(self) -> list[PublishedCrl]:
+        """One pass: the CRLs it published (renewed OCSP responders are logged)."""
+        cas = await asyncio.to_thread(self._cas)
+        published = await crl.republish_due(self.services, cas)
+        for tenant_id, ca_id in cas:
+            try:
+                if await ocsp.renew_signers(self.services, tenant_id, ca_id):
+                    log.info("renewed the OCSP responder of CA %s", ca_id)
+            except Exception:  # one CA's failure must not stop the others' renewals
+                log.exception("OCSP responder renewal for CA %s failed", ca_id)
+        return published
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.run_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("revocation scheduler pass failed; will retry")
+            await asyncio.sleep(self.interval)

@@ -1,0 +1,85 @@
+"""Observability plumbing: JSON logs, the request-id context, OpenTelemetry spans, Prometheus metrics."""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from opentelemetry import trace
+from prometheus_client import Counter, Gauge, Histogram
+
+request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
+_tracer = trace.get_tracer("csm")
+
+EVENTS_APPENDED = Counter("csm_events_appended_total", "Events durably appended to the event store")
+COMMIT_SECONDS = Histogram("csm_eventstore_commit_seconds", "Time to commit one group of appends",
+                           buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0))
+COMMIT_BATCH = Histogram("csm_eventstore_commit_batch_events", "Events per group commit",
+                         buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000))
+COMMANDS = Counter("csm_commands_total", "Commands handled", ["command", "outcome"])
+PROJECTION_POSITION = Gauge("csm_projection_position", "Last global position applied", ["projection"])
+PROJECTION_LAG = Gauge("csm_projection_lag_events", "Events not yet applied", ["projection"])
+HTTP_REQUESTS = Counter("csm_http_requests_total", "HTTP requests", ["method", "route", "status"])
+HTTP_SECONDS = Histogram("csm_http_request_seconds", "HTTP request latency", ["method", "route"],
+                         buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5))
+
+
+def record_commit(events: int, seconds: float) -> None:
+    EVENTS_APPENDED.inc(events)
+    COMMIT_SECONDS.observe(seconds)
+    COMMIT_BATCH.observe(events)
+
+
+@contextmanager
+def span(name: str, **attributes: object) -> Iterator[trace.Span]:
+    """An OpenTelemetry span carrying the request id, so traces join logs and events."""
+    with _tracer.start_as_current_span(name) as current:
+        request_id = request_id_var.get()
+        if request_id:
+            current.set_attribute("csm.request_id", request_id)
+        for key, value in attributes.items():
+            if value is not None:
+                current.set_attribute(f"csm.{key}", value if isinstance(value, (str, int, float, bool)) else str(value))
+        yield current
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line with the request id and any ``extra`` fields."""
+
+    _reserved = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        request_id = request_id_var.get()
+        if request_id:
+            entry["request_id"] = request_id
+        span_context = trace.get_current_span().get_span_context()
+        if span_context.is_valid:
+            entry["trace_id"] = format(span_context.trace_id, "032x")
+        for key, value in vars(record).items():
+            if key not in self._reserved and not key.startswith("_"):
+                entry[key] = value
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def configure_logging(level: str = "INFO") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logging.getLogger(name).handlers[:] = []
+        logging.getLogger(name).propagate = True

@@ -1,0 +1,1 @@
+"""Projectors and read models: fold events into query tables, checkpointed and rebuildable."""

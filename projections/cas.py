@@ -1,0 +1,184 @@
+"""The CA read model: one row per CA, every certificate any CA holds, and chain building over them."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+from domain.events import EventEnvelope
+from projections.base import Projector
+
+CA_COLUMNS = ("tenant_id", "ca_id", "name", "kind", "origin", "status", "algorithm", "parent_id", "subject_dn",
+              "not_before", "not_after", "fingerprint", "path_length", "name_constraints", "csr_pem", "created_at",
+              "updated_at", "version", "position")
+CERT_COLUMNS = ("fingerprint", "tenant_id", "ca_id", "role", "issuer_ca_id", "subject_dn", "issuer_dn",
+                "subject_key_id", "authority_key_id", "not_before", "not_after", "certificate_pem", "position")
+
+
+class CasProjector(Projector):
+    name = "cas"
+    version = 2  # 2: a rollover updates the CA's algorithm
+    tables = ("cas", "ca_certificates")
+    ddl = (
+        """CREATE TABLE IF NOT EXISTS {cas} (
+            tenant_id TEXT NOT NULL, ca_id TEXT NOT NULL, name TEXT NOT NULL, kind TEXT NOT NULL,
+            origin TEXT NOT NULL, status TEXT NOT NULL, algorithm TEXT NOT NULL, parent_id TEXT,
+            subject_dn TEXT, not_before TEXT, not_after TEXT, fingerprint TEXT, path_length INTEGER,
+            name_constraints TEXT NOT NULL, csr_pem TEXT, created_at TEXT NOT NULL, updated_at TEXT NOT NULL,
+            version INTEGER NOT NULL, position INTEGER NOT NULL, PRIMARY KEY (tenant_id, ca_id)) WITHOUT ROWID""",
+        """CREATE TABLE IF NOT EXISTS {ca_certificates} (
+            fingerprint TEXT NOT NULL, tenant_id TEXT NOT NULL, ca_id TEXT NOT NULL, role TEXT NOT NULL,
+            issuer_ca_id TEXT, subject_dn TEXT NOT NULL, issuer_dn TEXT NOT NULL, subject_key_id TEXT NOT NULL,
+            authority_key_id TEXT, not_before TEXT NOT NULL, not_after TEXT NOT NULL, certificate_pem TEXT NOT NULL,
+            position INTEGER NOT NULL, PRIMARY KEY (tenant_id, fingerprint)) WITHOUT ROWID""",
+        "CREATE INDEX IF NOT EXISTS {ix}_ski ON {ca_certificates} (tenant_id, subject_key_id)",
+        "CREATE INDEX IF NOT EXISTS {ix}_ca ON {ca_certificates} (tenant_id, ca_id)",
+    )
+
+    def apply(self, conn: sqlite3.Connection, event: EventEnvelope) -> None:
+        if event.stream_type != "ca":
+            return
+        p, ca_id = event.payload, event.stream_id.removeprefix("ca-")
+        if event.type == "ca.created":
+            self._insert_ca(conn, event, ca_id, p, status="active", csr_pem=None)
+            self._certificate(conn, event, ca_id, p["certificate"], "current")
+        elif event.type == "ca.intermediate_requested":
+            self._insert_ca(conn, event, ca_id, {**p, "kind": "intermediate", "origin": "offline", "path_length": None,
+                                                  "name_constraints": {}, "certificate": None},
+                            status="pending", csr_pem=p["csr_pem"])
+        elif event.type == "ca.certificate_installed":
+            self._update(conn, event, ca_id, status="active", csr_pem=None, path_length=p["path_length"],
+                         name_constraints=json.dumps(p["name_constraints"], sort_keys=True))
+            self._certificate(conn, event, ca_id, p["certificate"], "current")
+            self._current(conn, event, ca_id, p["certificate"])
+        elif event.type == "ca.cross_certified":
+            self._certificate(conn, event, ca_id, p["certificate"], "cross")
+            self._update(conn, event, ca_id)
+        elif event.type == "ca.key_rolled_over":
+            conn.execute(f"UPDATE {self.t('ca_certificates')} SET role = 'previous' "
+                         "WHERE tenant_id = ? AND ca_id = ? AND role = 'current'", (event.tenant_id, ca_id))
+            self._certificate(conn, event, ca_id, p["certificate"], "current")
+            self._current(conn, event, ca_id, p["certificate"])
+            self._update(conn, event, ca_id, algorithm=p["certificate"]["facts"]["algorithm"])
+        elif event.type in ("ca.disabled", "ca.enabled"):
+            self._update(conn, event, ca_id, status="disabled" if event.type == "ca.disabled" else "active")
+        elif event.type == "ca.revoked":  # its subtree's certificates: see projections/certificates.py
+            self._update(conn, event, ca_id, status="revoked")
+
+    def _insert_ca(self, conn, event, ca_id, p, *, status, csr_pem) -> None:
+        facts = (p.get("certificate") or {}).get("facts") or {}
+        conn.execute(
+            f"INSERT OR REPLACE INTO {self.t('cas')} ({', '.join(CA_COLUMNS)}) "
+            f"VALUES ({', '.join('?' * len(CA_COLUMNS))})",
+            (event.tenant_id, ca_id, p["name"], p["kind"], p["origin"], status, p["algorithm"], p.get("parent_id"),
+             facts.get("subject_dn"), facts.get("not_before"), facts.get("not_after"),
+             facts.get("fingerprint_sha256"), p.get("path_length"),
+             json.dumps(p.get("name_constraints") or {}, sort_keys=True), csr_pem, event.occurred_at,
+             event.occurred_at, event.version, event.global_position))
+
+    def _update(self, conn, event, ca_id, **columns) -> None:
+        columns.update(updated_at=event.occurred_at, version=event.version, position=event.global_position)
+        assignments = ", ".join(f"{column} = ?" for column in columns)
+        conn.execute(f"UPDATE {self.t('cas')} SET {assignments} WHERE tenant_id = ? AND ca_id = ?",
+                     (*columns.values(), event.tenant_id, ca_id))
+
+    def _current(self, conn, event, ca_id, certificate) -> None:
+        facts = certificate["facts"]
+        self._update(conn, event, ca_id, subject_dn=facts["subject_dn"], not_before=facts["not_before"],
+                     not_after=facts["not_after"], fingerprint=facts["fingerprint_sha256"])
+
+    def _certificate(self, conn, event, ca_id, certificate, role) -> None:
+        facts = certificate["facts"]
+        conn.execute(
+            f"INSERT OR REPLACE INTO {self.t('ca_certificates')} ({', '.join(CERT_COLUMNS)}) "
+            f"VALUES ({', '.join('?' * len(CERT_COLUMNS))})",
+            (facts["fingerprint_sha256"], event.tenant_id, ca_id, role, certificate.get("issuer_ca_id"),
+             facts["subject_dn"], facts["issuer_dn"], facts["subject_key_identifier"],
+             facts.get("authority_key_identifier"), facts["not_before"], facts["not_after"],
+             certificate["certificate_pem"], event.global_position))
+
+
+def _ca_row(row: tuple) -> dict:
+    item = dict(zip(CA_COLUMNS, row))
+    item["name_constraints"] = json.loads(item["name_constraints"])
+    return item
+
+
+def get(conn: sqlite3.Connection, ca_id: str, scope: str | None) -> dict | None:
+    """One CA, or None if absent or outside ``scope`` (the caller's tenant, None for platform scope)."""
+    sql = f"SELECT {', '.join(CA_COLUMNS)} FROM cas WHERE ca_id = ?"
+    args: tuple = (ca_id,)
+    if scope is not None:
+        sql, args = sql + " AND tenant_id = ?", (ca_id, scope)
+    row = conn.execute(sql, args).fetchone()
+    return _ca_row(row) if row else None
+
+
+def search(conn: sqlite3.Connection, scope: str | None, *, tenant_id: str | None = None, status: str | None = None,
+           kind: str | None = None, after: str | None = None, limit: int = 100) -> list[dict]:
+    """CAs ordered by id (UUIDv7: creation order), keyset-paginated; confined to ``scope`` if set."""
+    clauses, args = [], []
+    for column, value in (("tenant_id", scope), ("tenant_id", tenant_id), ("status", status), ("kind", kind)):
+        if value is not None:
+            clauses.append(f"{column} = ?")
+            args.append(value)
+    if after:
+        clauses.append("ca_id > ?")
+        args.append(after)
+    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+    rows = conn.execute(f"SELECT {', '.join(CA_COLUMNS)} FROM cas {where} ORDER BY ca_id LIMIT ?",
+                        (*args, limit)).fetchall()
+    return [_ca_row(row) for row in rows]
+
+
+def certificates_of(conn: sqlite3.Connection, tenant_id: str, ca_id: str) -> list[dict]:
+    rows = conn.execute(f"SELECT {', '.join(CERT_COLUMNS)} FROM ca_certificates WHERE tenant_id = ? AND ca_id = ? "
+                        "ORDER BY position", (tenant_id, ca_id)).fetchall()
+    return [dict(zip(CERT_COLUMNS, row)) for row in rows]
+
+
+def certificates_issued_by(conn: sqlite3.Connection, tenant_id: str, ca_id: str) -> list[dict]:
+    """The certificates ``ca_id`` signed for other CAs (sub-CAs and cross-certificates)."""
+    rows = conn.execute(f"SELECT {', '.join(CERT_COLUMNS)} FROM ca_certificates WHERE tenant_id = ? "
+                        "AND issuer_ca_id = ? AND ca_id != ?", (tenant_id, ca_id, ca_id)).fetchall()
+    return [dict(zip(CERT_COLUMNS, row)) for row in rows]
+
+
+def certificate_by_fingerprint(conn: sqlite3.Connection, tenant_id: str, fingerprint: str) -> dict | None:
+    row = conn.execute(f"SELECT {', '.join(CERT_COLUMNS)} FROM ca_certificates WHERE tenant_id = ? "
+                       "AND fingerprint = ?", (tenant_id, fingerprint)).fetchone()
+    return dict(zip(CERT_COLUMNS, row)) if row else None
+
+
+def _self_signed(row: dict) -> bool:
+    return row["subject_dn"] == row["issuer_dn"] and row["authority_key_id"] in (None, row["subject_key_id"])
+
+
+def chain_from(conn: sqlite3.Connection, tenant_id: str, start: dict, *, via: str | None = None,
+               at: str | None = None) -> list[dict]:
+    """``start`` (a CA certificate row) and its issuers up to a self-signed root, leaf first.
+
+    Each step takes the certificate whose subject key identifier is the previous one's
+    authority key identifier and whose subject is its issuer. ``via`` prefers the path through
+    that issuing CA (cross-certification); otherwise, and at every other step, the CA's own
+    hierarchy is preferred over cross paths, then the certificate that expires last (rollover
+    overlap). ``at`` (RFC 3339) keeps only certificates valid at that moment.
+    """
+    chain, seen = [start], {start["fingerprint"]}
+    current = start
+    while not _self_signed(current):
+        rows = conn.execute(f"SELECT {', '.join(CERT_COLUMNS)} FROM ca_certificates WHERE tenant_id = ? "
+                            "AND subject_key_id = ? AND subject_dn = ?",
+                            (tenant_id, current["authority_key_id"], current["issuer_dn"])).fetchall()
+        candidates = [dict(zip(CERT_COLUMNS, row)) for row in rows]
+        candidates = [c for c in candidates if c["fingerprint"] not in seen and (at is None or
+                      c["not_before"] <= at <= c["not_after"])]
+        if not candidates:
+            break
+        # ``via`` decides only the step it names; every other step still prefers the CA's own hierarchy.
+        candidates.sort(key=lambda c: (bool(via) and c["issuer_ca_id"] == via, c["role"] != "cross", c["not_after"]),
+                        reverse=True)
+        current = candidates[0]
+        chain.append(current)
+        seen.add(current["fingerprint"])
+    return chain

@@ -1,0 +1,221 @@
+"""The certificate search read model: one row per certificate, its SANs and tags, and the search query.
+
+Revocation shows here in two ways. A certificate revoked itself has ``status`` "revoked" and
+its own reason. A certificate under a revoked CA (the CA, or any CA above it) is untrusted
+without an event of its own: ``status`` "revoked", ``revocation_reason`` "ca_revoked",
+``revoked_ca_id`` the revoked CA, ``revoked_at`` that CA's revocation time.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import sqlite3
+
+from domain.events import EventEnvelope
+from projections.base import Projector
+
+COLUMNS = ("tenant_id", "certificate_id", "ca_id", "profile", "serial_hex", "fingerprint", "subject_dn",
+           "common_name", "issuer_dn", "issuer_fingerprint", "algorithm", "status", "key_source", "has_key",
+           "not_before", "not_after", "sans", "tags", "certificate_pem", "issued_at", "key_exports", "version",
+           "position", "revocation_reason", "revoked_at", "invalidity_date", "revoked_ca_id")
+SORTS = {"issued": "position", "expiry": "not_after"}
+
+
+class CertificatesProjector(Projector):
+    name = "certificates"
+    version = 2  # 2: revocation columns, and the CA tree that lets a CA's revocation reach its subtree
+    tables = ("certificates", "certificate_names", "certificate_tags", "certificate_cas")
+    ddl = (
+        """CREATE TABLE IF NOT EXISTS {certificates} (
+            tenant_id TEXT NOT NULL, certificate_id TEXT NOT NULL, ca_id TEXT NOT NULL, profile TEXT NOT NULL,
+            serial_hex TEXT NOT NULL, fingerprint TEXT NOT NULL, subject_dn TEXT NOT NULL, common_name TEXT,
+            issuer_dn TEXT NOT NULL, issuer_fingerprint TEXT NOT NULL, algorithm TEXT NOT NULL,
+            status TEXT NOT NULL, key_source TEXT NOT NULL, has_key INTEGER NOT NULL, not_before TEXT NOT NULL,
+            not_after TEXT NOT NULL, sans TEXT NOT NULL, tags TEXT NOT NULL, certificate_pem TEXT NOT NULL,
+            issued_at TEXT NOT NULL, key_exports INTEGER NOT NULL, version INTEGER NOT NULL,
+            position INTEGER NOT NULL, revocation_reason TEXT, revoked_at TEXT, invalidity_date TEXT,
+            revoked_ca_id TEXT, PRIMARY KEY (tenant_id, certificate_id))""",
+        "CREATE INDEX IF NOT EXISTS {ix}_ca ON {certificates} (tenant_id, ca_id)",
+        "CREATE UNIQUE INDEX IF NOT EXISTS {ix}_serial ON {certificates} (tenant_id, ca_id, serial_hex)",
+        "CREATE INDEX IF NOT EXISTS {ix}_position ON {certificates} (tenant_id, position)",
+        "CREATE INDEX IF NOT EXISTS {ix}_expiry ON {certificates} (tenant_id, not_after)",
+        "CREATE INDEX IF NOT EXISTS {ix}_fingerprint ON {certificates} (fingerprint)",
+        "CREATE INDEX IF NOT EXISTS {ix}_cn ON {certificates} (tenant_id, common_name)",
+        """CREATE TABLE IF NOT EXISTS {certificate_names} (
+            tenant_id TEXT NOT NULL, value TEXT NOT NULL, certificate_id TEXT NOT NULL,
+            PRIMARY KEY (tenant_id, value, certificate_id)) WITHOUT ROWID""",
+        """CREATE TABLE IF NOT EXISTS {certificate_tags} (
+            tenant_id TEXT NOT NULL, tag TEXT NOT NULL, certificate_id TEXT NOT NULL,
+            PRIMARY KEY (tenant_id, tag, certificate_id)) WITHOUT ROWID""",
+        """CREATE TABLE IF NOT EXISTS {certificate_cas} (
+            tenant_id TEXT NOT NULL, ca_id TEXT NOT NULL, parent_id TEXT, revoked_at TEXT,
+            PRIMARY KEY (tenant_id, ca_id)) WITHOUT ROWID""",
+    )
+
+    def apply(self, conn: sqlite3.Connection, event: EventEnvelope) -> None:
+        if event.stream_type == "ca":
+            self._apply_ca(conn, event)
+            return
+        if event.stream_type != "certificate":
+            return
+        p = event.payload
+        if event.type == "certificate.issued":
+            facts, sans = p["facts"], p["sans"]
+            names = sorted({v.lower() for kind in ("dns", "ip", "email", "uri") for v in sans.get(kind, ())})
+            conn.execute(
+                f"INSERT OR REPLACE INTO {self.t('certificates')} ({', '.join(COLUMNS)}) "
+                f"VALUES ({', '.join('?' * len(COLUMNS))})",
+                (event.tenant_id, p["certificate_id"], p["ca_id"], p["profile"], facts["serial_hex"],
+                 facts["fingerprint_sha256"], facts["subject_dn"], p["subject"].get("common_name"),
+                 facts["issuer_dn"], p["issuer_fingerprint"], facts["algorithm"], "issued", p["key_source"],
+                 int(p.get("key_ref") is not None), facts["not_before"], facts["not_after"],
+                 json.dumps(sans, sort_keys=True), json.dumps(p.get("tags", [])), p["certificate_pem"],
+                 event.occurred_at, 0, event.version, event.global_position, None, None, None, None))
+            conn.executemany(f"INSERT OR IGNORE INTO {self.t('certificate_names')} VALUES (?,?,?)",
+                             [(event.tenant_id, name, p["certificate_id"]) for name in names])
+            conn.executemany(f"INSERT OR IGNORE INTO {self.t('certificate_tags')} VALUES (?,?,?)",
+                             [(event.tenant_id, tag, p["certificate_id"]) for tag in p.get("tags", [])])
+            # Issued in a race with its CA's revocation (or a CA above it): untrusted from the start.
+            self._untrust(conn, event.tenant_id, p["ca_id"], certificate_id=p["certificate_id"])
+        elif event.type == "certificate.revoked":
+            conn.execute(f"UPDATE {self.t('certificates')} SET status = 'revoked', revocation_reason = ?, "
+                         "revoked_at = ?, invalidity_date = ?, revoked_ca_id = NULL, version = ? "
+                         "WHERE tenant_id = ? AND certificate_id = ?",
+                         (p["reason"], p["revoked_at"], p.get("invalidity_date"), event.version, event.tenant_id,
+                          event.stream_id.removeprefix("certificate-")))
+        elif event.type == "certificate.private_key_exported":
+            conn.execute(f"UPDATE {self.t('certificates')} SET key_exports = key_exports + 1, version = ? "
+                         "WHERE tenant_id = ? AND certificate_id = ?",
+                         (event.version, event.tenant_id, event.stream_id.removeprefix("certificate-")))
+
+
+    def _apply_ca(self, conn: sqlite3.Connection, event: EventEnvelope) -> None:
+        ca_id = event.stream_id.removeprefix("ca-")
+        if event.type in ("ca.created", "ca.intermediate_requested"):
+            conn.execute(f"INSERT OR REPLACE INTO {self.t('certificate_cas')} VALUES (?, ?, ?, NULL)",
+                         (event.tenant_id, ca_id, event.payload.get("parent_id")))
+        elif event.type == "ca.revoked":
+            conn.execute(f"UPDATE {self.t('certificate_cas')} SET revoked_at = ? WHERE tenant_id = ? AND ca_id = ?",
+                         (event.payload["revoked_at"], event.tenant_id, ca_id))
+            self._untrust(conn, event.tenant_id, ca_id)
+
+    def _untrust(self, conn: sqlite3.Connection, tenant_id: str, ca_id: str, certificate_id: str | None = None) -> None:
+        """Mark certificates under the nearest revoked CA at or above ``ca_id`` (just one, if given)."""
+        tree, certificates = self.t("certificate_cas"), self.t("certificates")
+        revoked = conn.execute(
+            f"""WITH RECURSIVE up(ca_id, parent_id, revoked_at, depth) AS (
+                    SELECT ca_id, parent_id, revoked_at, 0 FROM {tree} WHERE tenant_id = ?1 AND ca_id = ?2
+                    UNION ALL SELECT t.ca_id, t.parent_id, t.revoked_at, up.depth + 1 FROM {tree} t
+                    JOIN up ON t.ca_id = up.parent_id WHERE t.tenant_id = ?1 AND up.depth < 64)
+                SELECT ca_id, revoked_at FROM up WHERE revoked_at IS NOT NULL ORDER BY depth LIMIT 1""",
+            (tenant_id, ca_id)).fetchone()
+        if revoked is None:
+            return
+        # Every CA below (and including) ca_id; for one new certificate, only that row.
+        conn.execute(
+            f"""WITH RECURSIVE below(ca_id, depth) AS (
+                    SELECT ?2, 0 UNION ALL SELECT t.ca_id, below.depth + 1 FROM {tree} t
+                    JOIN below ON t.parent_id = below.ca_id WHERE t.tenant_id = ?1 AND below.depth < 64)
+                UPDATE {certificates} SET status = 'revoked', revocation_reason = 'ca_revoked', revoked_at = ?3,
+                    revoked_ca_id = ?4
+                WHERE tenant_id = ?1 AND status != 'revoked' AND ca_id IN (SELECT ca_id FROM below)
+                  AND (?5 IS NULL OR certificate_id = ?5)""",
+            (tenant_id, ca_id, revoked[1], revoked[0], certificate_id))
+
+
+def _row(row: tuple) -> dict:
+    item = dict(zip(COLUMNS, row))
+    item["sans"] = json.loads(item["sans"])
+    item["tags"] = json.loads(item["tags"])
+    item["has_key"] = bool(item["has_key"])
+    return item
+
+
+def get(conn: sqlite3.Connection, certificate_id: str, scope: str | None) -> dict | None:
+    """One certificate, or None if absent or outside ``scope``."""
+    sql = f"SELECT {', '.join(COLUMNS)} FROM certificates WHERE certificate_id = ?"
+    args: tuple = (certificate_id,)
+    if scope is not None:
+        sql, args = sql + " AND tenant_id = ?", (certificate_id, scope)
+    row = conn.execute(sql, args).fetchone()
+    return _row(row) if row else None
+
+
+def encode_cursor(row: dict, sort: str) -> str:
+    raw = json.dumps([row[SORTS[sort]], row["certificate_id"]]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple:
+    """The (sort key, certificate id) a cursor points after; ValueError if it is not one of ours."""
+    try:
+        value = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError("not a cursor from this API") from exc
+    if not (isinstance(value, list) and len(value) == 2 and isinstance(value[1], str)
+            and isinstance(value[0], (int, str))):
+        raise ValueError("not a cursor from this API")
+    return tuple(value)
+
+
+def search(conn: sqlite3.Connection, scope: str | None, *, tenant_id: str | None = None, ca_id: str | None = None,
+           common_name: str | None = None, san: str | None = None, serial: str | None = None,
+           fingerprint: str | None = None, issuer: str | None = None, status: str | None = None,
+           algorithm: str | None = None, profile: str | None = None, tag: str | None = None,
+           expires_after: str | None = None, expires_before: str | None = None, now: str | None = None,
+           sort: str = "issued", cursor: tuple | None = None, limit: int = 100) -> list[dict]:
+    """Certificates matching every given filter, keyset-paginated by ``sort``; confined to ``scope`` if set.
+
+    ``status`` "expired" and "valid" compare ``not_after`` with ``now``; ``issuer`` is a CA id
+    or an issuer DN; ``common_name`` and ``san`` accept a trailing ``*`` as a prefix match.
+    """
+    clauses, args = [], []
+
+    def where(clause: str, *values) -> None:
+        clauses.append(clause)
+        args.extend(values)
+
+    if scope is not None:
+        where("c.tenant_id = ?", scope)
+    if tenant_id is not None:
+        where("c.tenant_id = ?", tenant_id)
+    for column, value in (("ca_id", ca_id), ("serial_hex", serial and serial.lower().lstrip("0").rjust(40, "0")),
+                          ("fingerprint", fingerprint and fingerprint.lower().replace(":", "")),
+                          ("algorithm", algorithm), ("profile", profile)):
+        if value:
+            where(f"c.{column} = ?", value)
+    if common_name:
+        where(*_text_match("c.common_name", common_name))
+    if san:
+        column, value = _text_match("n.value", san.lower())
+        where(f"EXISTS (SELECT 1 FROM certificate_names n WHERE n.tenant_id = c.tenant_id "
+              f"AND n.certificate_id = c.certificate_id AND {column})", value)
+    if tag:
+        where("EXISTS (SELECT 1 FROM certificate_tags t WHERE t.tenant_id = c.tenant_id "
+              "AND t.certificate_id = c.certificate_id AND t.tag = ?)", tag)
+    if issuer:
+        where("(c.ca_id = ? OR c.issuer_dn = ?)", issuer, issuer)
+    if status == "expired":
+        where("c.not_after < ?", now)
+    elif status == "valid":
+        where("c.not_after >= ? AND c.status = 'issued'", now)
+    elif status:
+        where("c.status = ?", status)
+    if expires_after:
+        where("c.not_after >= ?", expires_after)
+    if expires_before:
+        where("c.not_after < ?", expires_before)
+    order = SORTS[sort]
+    if cursor is not None:
+        where(f"(c.{order}, c.certificate_id) > (?, ?)", *cursor)
+    sql = (f"SELECT {', '.join('c.' + c for c in COLUMNS)} FROM certificates c "
+           f"{'WHERE ' + ' AND '.join(clauses) if clauses else ''} ORDER BY c.{order}, c.certificate_id LIMIT ?")
+    return [_row(row) for row in conn.execute(sql, (*args, limit)).fetchall()]
+
+
+def _text_match(column: str, pattern: str) -> tuple[str, str]:
+    if pattern.endswith("*"):
+        prefix = pattern[:-1].replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        return f"{column} LIKE ? ESCAPE '\\'", prefix + "%"
+    return f"{column} = ?", pattern

@@ -1,0 +1,18 @@
+"""Every projector the service runs, in one list."""
+
+from __future__ import annotations
+
+from projections.api_tokens import ApiTokensProjector
+from projections.audit_log import AuditLogProjector
+from projections.base import Projector
+from projections.cas import CasProjector
+from projections.certificates import CertificatesProjector
+from projections.profiles import ProfilesProjector
+from projections.service_accounts import ServiceAccountsProjector
+from projections.tenants import TenantsProjector
+from projections.users import UsersProjector
+
+
+def all_projectors() -> list[Projector]:
+    return [TenantsProjector(), AuditLogProjector(), ApiTokensProjector(), CasProjector(), CertificatesProjector(),
+            ProfilesProjector(), UsersProjector(), ServiceAccountsProjector()]

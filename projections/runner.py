@@ -1,0 +1,236 @@
+"""The projection runner: tails the event log and folds it into the read-model database.
+
+Each batch of events and every projector's checkpoint commit in one SQLite transaction, so a
+read model is never ahead of or behind its checkpoint. ``rebuild`` replays the whole log
+into shadow tables and swaps them in atomically, while the live tail keeps running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+from domain.events import EventEnvelope
+from projections.base import Projector
+
+log = logging.getLogger(__name__)
+SHADOW = "__shadow"
+
+CHECKPOINTS = """CREATE TABLE IF NOT EXISTS projection_checkpoints (
+    name TEXT PRIMARY KEY, position INTEGER NOT NULL, version INTEGER NOT NULL,
+    index_tag TEXT NOT NULL, updated_at REAL NOT NULL)"""
+
+
+class EventSource(Protocol):
+    """What the runner needs of the event store."""
+
+    def read_all_sync(self, after_position: int, limit: int = 1000) -> list[EventEnvelope]: ...
+
+    def head_position_sync(self) -> int: ...
+
+    async def wait_for_append(self, timeout: float) -> None: ...
+
+
+def connect_views(path: Path) -> sqlite3.Connection:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if not path.exists():
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA busy_timeout = 30000")
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = NORMAL")  # read models are rebuildable from the store
+    return conn
+
+
+class ProjectionRunner:
+    def __init__(self, source: EventSource, views_path: Path | str, projectors: list[Projector], *,
+                 batch: int = 2000, poll_interval: float = 0.5) -> None:
+        self.source = source
+        self.views_path = Path(views_path)
+        self.projectors = {p.name: p for p in projectors}
+        self.batch = batch
+        self.poll_interval = poll_interval
+        self.position = 0
+        self._conn: sqlite3.Connection | None = None
+        self._advanced: asyncio.Condition | None = None
+        self._batch_lock = threading.Lock()  # close() waits for a batch still running in a worker thread
+
+    # setup --------------------------------------------------------------------------
+    def open(self) -> ProjectionRunner:
+        conn = self._conn = connect_views(self.views_path)
+        conn.execute(CHECKPOINTS)
+        stale = []
+        for name, projector in self.projectors.items():
+            row = conn.execute("SELECT version, index_tag FROM projection_checkpoints WHERE name = ?",
+                               (name,)).fetchone()
+            if row is None:
+                tag = secrets.token_hex(4)
+                conn.execute("BEGIN IMMEDIATE")
+                projector.bound("", tag).create(conn)
+                conn.execute("INSERT INTO projection_checkpoints VALUES (?, 0, ?, ?, ?)",
+                             (name, projector.version, tag, time.time()))
+                conn.execute("COMMIT")
+            elif row[0] != projector.version:
+                stale.append(name)
+        for name in stale:
+            log.info("projection version changed: rebuilding", extra={"projection": name})
+            self.rebuild(name)
+        self.position = self._min_checkpoint(conn)
+        return self
+
+    def close(self) -> None:
+        with self._batch_lock:  # a cancelled run() leaves its to_thread batch running; never close under it
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def connection(self) -> sqlite3.Connection:
+        """A read connection to the views database for this thread's queries."""
+        return connect_views(self.views_path)
+
+    @staticmethod
+    def _min_checkpoint(conn: sqlite3.Connection) -> int:
+        return conn.execute("SELECT coalesce(min(position), 0) FROM projection_checkpoints").fetchone()[0]
+
+    # tailing ------------------------------------------------------------------------
+    def catch_up_once(self) -> int:
+        """Apply the next batch of events to every projector behind them. Returns events read."""
+        with self._batch_lock:
+            return self._catch_up_once()
+
+    def _catch_up_once(self) -> int:
+        conn = self._conn
+        assert conn is not None, "runner not open"
+        start = self._min_checkpoint(conn)
+        events = self.source.read_all_sync(start, self.batch)
+        if not events:
+            self.position = start  # another process (the CLI) may have applied them
+            return 0
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            checkpoints = dict(conn.execute("SELECT name, position FROM projection_checkpoints").fetchall())
+            for name, projector in self.projectors.items():
+                done = checkpoints.get(name, 0)
+                for event in events:
+                    if event.global_position > done:
+                        projector.apply(conn, event)
+                if events[-1].global_position > done:
+                    conn.execute("UPDATE projection_checkpoints SET position = ?, updated_at = ? WHERE name = ?",
+                                 (events[-1].global_position, time.time(), name))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        self.position = self._min_checkpoint(conn)
+        return len(events)
+
+    async def run(self) -> None:
+        """Follow the log for ever; cancel the task to stop."""
+        self._advanced = asyncio.Condition()
+        while True:
+            before = self.position
+            try:
+                applied = await asyncio.to_thread(self.catch_up_once)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("projection batch failed; retrying")
+                await asyncio.sleep(1.0)
+                continue
+            if applied or self.position != before:
+                async with self._advanced:
+                    self._advanced.notify_all()
+            if not applied:
+                await self.source.wait_for_append(self.poll_interval)
+
+    async def wait_for(self, position: int, timeout: float) -> bool:
+        """Wait (bounded) until every read model has applied ``position``."""
+        if self.position >= position:
+            return True
+        if self._advanced is None:
+            return False
+        deadline = asyncio.get_running_loop().time() + timeout
+        async with self._advanced:
+            while self.position < position:
+                remaining = deadline - asyncio.get_running_loop().time()
+                if remaining <= 0:
+                    return False
+                try:
+                    await asyncio.wait_for(self._advanced.wait(), remaining)
+                except TimeoutError:
+                    return self.position >= position
+        return True
+
+    # inspection ---------------------------------------------------------------------
+    def status(self) -> list[dict]:
+        conn = connect_views(self.views_path)  # the tail's connection may be mid-batch in its thread
+        head = self.source.head_position_sync()
+        rows = conn.execute("SELECT name, position, version, updated_at FROM projection_checkpoints"
+                            " ORDER BY name").fetchall()
+        conn.close()
+        return [{"name": name, "position": position, "head": head, "lag": max(head - position, 0),
+                 "version": version, "code_version": self.projectors[name].version if name in self.projectors else None,
+                 "updated_at": updated_at} for name, position, version, updated_at in rows]
+
+    # rebuild ------------------------------------------------------------------------
+    def rebuild(self, name: str, progress: Callable[[int, int], None] | None = None) -> dict:
+        """Replay the whole log into shadow tables, then swap them in, in one transaction."""
+        if name not in self.projectors:
+            raise KeyError(f"unknown projection {name!r}; known: {', '.join(sorted(self.projectors))}")
+        tag = secrets.token_hex(4)
+        shadow = self.projectors[name].bound(SHADOW, tag)
+        conn = connect_views(self.views_path)
+        conn.execute(CHECKPOINTS)
+        started = time.perf_counter()
+        applied = 0
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            shadow.drop(conn)
+            shadow.create(conn)
+            conn.execute("COMMIT")
+            head = self.source.head_position_sync()
+            position = 0
+            while True:  # bulk phase: batches in their own transactions, the live tail unaffected
+                events = self.source.read_all_sync(position, self.batch * 5)
+                if not events or position >= head:
+                    break
+                conn.execute("BEGIN")
+                for event in events:
+                    shadow.apply(conn, event)
+                conn.execute("COMMIT")
+                position = events[-1].global_position
+                applied += len(events)
+                if progress:
+                    progress(position, max(head, position))
+            conn.execute("BEGIN IMMEDIATE")  # swap phase: catch the tail up and swap atomically
+            try:
+                while events := self.source.read_all_sync(position, self.batch * 5):
+                    for event in events:
+                        shadow.apply(conn, event)
+                    position = events[-1].global_position
+                    applied += len(events)
+                live = self.projectors[name].bound("", "")
+                live.drop(conn)
+                for table in shadow.tables:
+                    conn.execute(f"ALTER TABLE {shadow.t(table)} RENAME TO {live.t(table)}")
+                conn.execute("INSERT OR REPLACE INTO projection_checkpoints VALUES (?, ?, ?, ?, ?)",
+                             (name, position, shadow.version, tag, time.time()))
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            if progress:
+                progress(position, position)
+        finally:
+            conn.close()
+        seconds = time.perf_counter() - started
+        return {"name": name, "events": applied, "position": position, "seconds": seconds,
+                "events_per_second": applied / seconds if seconds else 0.0}

@@ -1,0 +1,90 @@
+"""`csm ca` and `csm cert` end to end: a hierarchy, issuance from a CSR and with a server-side key, exports."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from test_cli import csm
+
+KEYTOOL = shutil.which("keytool")
+OPENSSL = shutil.which("openssl")
+
+
+@pytest.fixture
+def hierarchy(tmp_path):
+    data = tmp_path / "data"
+    csm(data, "init")
+    csm(data, "tenant", "create", "acme", "--name", "Acme")
+    root = csm(data, "ca", "create-root", "--tenant", "acme", "--name", "Root", "--cn", "Acme Root",
+               "--algorithm", "ecdsa-p384").stdout.split()[3]
+    inter = csm(data, "ca", "create-intermediate", "--tenant", "acme", "--parent", root, "--name", "Issuing",
+                "--cn", "Acme Issuing", "--algorithm", "ecdsa-p384", "--permit-dns", "acme.internal").stdout.split()[3]
+    return data, root, inter
+
+
+def test_a_csr_and_a_server_side_key_are_issued_listed_and_exported(hierarchy, tmp_path):
+    data, root, inter = hierarchy
+    cas = json.loads(csm(data, "ca", "list", "--json").stdout)
+    assert {(c["ca_id"], c["kind"]) for c in cas} == {(root, "root"), (inter, "intermediate")}
+    key = ec.generate_private_key(ec.SECP256R1())
+    request = (x509.CertificateSigningRequestBuilder()
+               .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "node1.acme.internal")]))
+               .add_extension(x509.SubjectAlternativeName([x509.DNSName("node1.acme.internal")]), critical=False)
+               .sign(key, hashes.SHA256()))
+    (tmp_path / "node1.csr").write_bytes(request.public_bytes(serialization.Encoding.PEM))
+    from_csr = json.loads(csm(data, "cert", "issue", "--tenant", "acme", "--ca", inter, "--csr",
+                              str(tmp_path / "node1.csr"), "--json").stdout)["certificate_id"]
+    server_side = json.loads(csm(data, "cert", "issue", "--tenant", "acme", "--ca", inter, "--cn",
+                                 "node2.acme.internal", "--dns", "node2.acme.internal", "--ip", "10.0.0.2",
+                                 "--tag", "dc1", "--json").stdout)["certificate_id"]
+    listed = json.loads(csm(data, "cert", "list", "--tenant", "acme", "--json").stdout)
+    assert {row["certificate_id"] for row in listed} == {from_csr, server_side}
+    assert json.loads(csm(data, "cert", "list", "--san", "10.0.0.2", "--json").stdout)[0]["certificate_id"] \
+        == server_side
+    shown = json.loads(csm(data, "cert", "show", from_csr, "--json").stdout)
+    assert shown["key_source"] == "csr" and shown["common_name"] == "node1.acme.internal"
+
+    (tmp_path / "pw").write_text("changeit-please\n")
+    csm(data, "cert", "export", server_side, "--format", "jks", "--out", str(tmp_path / "node2.jks"),
+        "--password-file", str(tmp_path / "pw"))
+    csm(data, "cert", "export", server_side, "--format", "jks-truststore", "--out", str(tmp_path / "trust.jks"),
+        "--password-file", str(tmp_path / "pw"))
+    csm(data, "cert", "export", server_side, "--format", "pem", "--include-key", "--out",
+        str(tmp_path / "node2.pem"))
+    assert oct((tmp_path / "node2.pem").stat().st_mode & 0o777) == "0o600"
+    refused = csm(data, "cert", "export", from_csr, "--format", "jks", "--out", str(tmp_path / "x.jks"),
+                  "--password-file", str(tmp_path / "pw"), expect=None)
+    assert refused.returncode != 0 and "no_private_key" in refused.stderr
+    if KEYTOOL:
+        listing = subprocess.run([KEYTOOL, "-list", "-v", "-keystore", tmp_path / "node2.jks", "-storepass",
+                                  "changeit-please"], capture_output=True, text=True)
+        assert listing.returncode == 0 and "PrivateKeyEntry" in listing.stdout, listing.stderr
+    if OPENSSL:
+        chain = csm(data, "ca", "show", inter, "--chain").stdout
+        (tmp_path / "chain.pem").write_text(chain)
+        (tmp_path / "leaf.pem").write_text(csm(data, "cert", "show", from_csr, "--pem").stdout)
+        run = subprocess.run([OPENSSL, "verify", "-CAfile", tmp_path / "chain.pem", tmp_path / "leaf.pem"],
+                             capture_output=True, text=True)
+        assert run.returncode == 0, run.stdout + run.stderr
+    events = subprocess.run(["sqlite3", data / "events.db", "SELECT type FROM events WHERE tenant_id = 'acme'"],
+                            capture_output=True, text=True).stdout.split()
+    assert events.count("certificate.private_key_exported") == 2  # the JKS and the PEM with its key
+    assert "every chain and checkpoint verifies" in csm(data, "audit", "verify").stdout
+
+
+def test_policy_refusals_name_the_rule_and_exit_non_zero(hierarchy):
+    data, _, inter = hierarchy
+    run = csm(data, "cert", "issue", "--tenant", "acme", "--ca", inter, "--cn", "evil.example.com", "--dns",
+              "evil.example.com", "--validity-days", "4000", expect=None)
+    assert run.returncode != 0
+    assert "name_constraint_violation" in run.stderr and "validity_too_long" in run.stderr
+    weak = csm(data, "ca", "create-root", "--tenant", "acme", "--name", "Weak", "--cn", "Weak", "--algorithm",
+               "rsa-3072", expect=None)
+    assert weak.returncode != 0 and "weak_key" in weak.stderr

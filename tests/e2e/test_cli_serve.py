@@ -1,0 +1,111 @@
+"""`csm serve`, with the CLI working on the same data directory while the server runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+httpx = pytest.importorskip("httpx")
+
+CONSOLE_SCRIPT = Path(sys.executable).parent / "csm"
+CSM = [str(CONSOLE_SCRIPT)] if CONSOLE_SCRIPT.exists() else [sys.executable, "-m", "cli.main"]
+
+
+def env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("CSM_")}
+
+
+def csm(data_dir: Path, *args: str, expect: int = 0) -> subprocess.CompletedProcess:
+    run = subprocess.run([*CSM, "--data-dir", str(data_dir), *args], capture_output=True, text=True, timeout=120,
+                         env=env(), cwd=data_dir.parent)
+    assert run.returncode == expect, f"exit {run.returncode}\nstdout:\n{run.stdout}\nstderr:\n{run.stderr}"
+    return run
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_serve_initialises_serves_shares_the_store_with_the_cli_and_stops_cleanly(tmp_path, stop):
+    pytest.importorskip("api.server", reason="api.server is not importable: csm serve has nothing to run")
+    data = tmp_path / "data"
+    port = free_port()
+    server = subprocess.Popen([*CSM, "--data-dir", str(data), "serve", "--port", str(port)], env=env(),
+                              cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert server.poll() is None, server.communicate()[1]
+            try:
+                if httpx.get(f"{base}/health/live", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "the server did not come up"
+            time.sleep(0.2)
+        assert (data / "keys" / "audit-keys.pub.json").exists()
+
+        token = csm(data, "admin", "create-token", "--name", "e2e").stdout.strip()
+        headers = {"Authorization": f"Bearer {token}"}
+        created = httpx.post(f"{base}/v1/tenants", json={"tenant_id": "acme", "name": "Acme"}, headers=headers,
+                             timeout=10)
+        assert created.status_code == 201, created.text
+        csm(data, "tenant", "create", "globex", "--name", "Globex")  # the CLI writes (and projects) beside it
+        assert [t["tenant_id"] for t in json.loads(csm(data, "tenant", "list", "--json").stdout)] == \
+            ["acme", "globex"]
+        position = json.loads(csm(data, "events", "export").stdout.splitlines()[-1])["global_position"]
+        seen = httpx.get(f"{base}/v1/tenants/globex", params={"min_position": position}, headers=headers,
+                         timeout=10)
+        assert seen.status_code == 200, seen.text
+    finally:
+        server.send_signal(stop)
+        try:
+            _, stderr = server.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            raise
+    if stop == signal.SIGINT:
+        assert server.returncode == 0 and stderr.rstrip().endswith("stopped"), stderr
+    else:
+        assert server.returncode in (0, -signal.SIGTERM), stderr  # uvicorn re-raises it once it has stopped
+    assert "Traceback" not in stderr, stderr
+    report = json.loads(csm(data, "audit", "verify", "--json").stdout)
+    assert report["ok"] and report["unsealed_events"] == 0  # the shutdown sealed everything
+
+
+def test_a_server_sees_what_the_cli_wrote_and_projected(tmp_path):
+    """The CLI catches the shared read models up after a write; a running server's read-your-writes
+    (``min_position``) and token checks must then see it, though its own tail applied nothing."""
+    import asyncio
+
+    from infra.bootstrap import initialise
+    from infra.config import Settings
+
+    data = tmp_path / "data"
+
+    async def go() -> None:
+        # a server's runtime, in-process; no timer checkpoints, whose appends would wake its tail anyway
+        runtime = initialise(Settings(data_dir=data, poll_interval=0.05, checkpoint_interval=3600))
+        try:
+            csm(data, "tenant", "create", "acme", "--name", "Acme")
+            position = json.loads(csm(data, "tenant", "show", "acme", "--json").stdout)["position"]
+            runtime.start_background()
+            await asyncio.sleep(0.05)  # let the tail start, as it has long since in a serving process
+            assert await runtime.runner.wait_for(position, 3.0), (runtime.runner.position, position)
+        finally:
+            await runtime.stop()
+
+    asyncio.run(go())

@@ -1,0 +1,74 @@
+"""Malformed requests: every refusal is problem+json and names the field (or header, or body) that was wrong."""
+
+from __future__ import annotations
+
+import pytest
+from test_api_support import api, assert_problem  # noqa: F401
+
+
+@pytest.fixture
+async def admin(api):
+    return await api.admin()
+
+
+@pytest.mark.parametrize(("body", "field", "rule"), [
+    ({"tenant_id": "Bad_ID", "name": "X"}, "tenant_id", "pattern"),
+    ({"tenant_id": "ab", "name": "X"}, "tenant_id", "min_length"),
+    ({"tenant_id": "acme\n", "name": "X"}, "tenant_id", "pattern"),
+    ({"tenant_id": "acme", "name": "X", "colour": "red"}, "colour", "unknown_field"),
+    ({"tenant_id": 42, "name": "X"}, "tenant_id", "type"),
+    ({"name": "X"}, "tenant_id", "required"),
+    ({"tenant_id": "acme", "name": "X", "quotas": {"max_cas": "three"}}, "quotas.max_cas", "type"),
+    ({"tenant_id": "acme", "name": "X", "quotas": {"max_keys": 1}}, "quotas.max_keys", "unknown_field"),
+    (["not", "an", "object"], "body", "type"),
+])
+async def test_invalid_bodies_name_the_field_and_rule(api, admin, body, field, rule):
+    response = await api.client.post("/v1/tenants", json=body, headers=admin)
+    problem = assert_problem(response, 400, "validation_failed", field=field)
+    assert problem["errors"][0]["rule"] == rule
+    assert problem["errors"][0]["message"]
+
+
+async def test_malformed_json_names_the_body(api, admin):
+    response = await api.client.post("/v1/tenants", content=b'{"tenant_id": "acme", ',
+                                     headers={**admin, "Content-Type": "application/json"})
+    assert_problem(response, 400, "malformed_json", field="body")
+
+
+async def test_a_missing_body_names_the_body(api, admin):
+    response = await api.client.post("/v1/tenants/acme/rename", headers=admin)
+    assert_problem(response, 400, field="body")
+
+
+async def test_an_oversize_body_is_413(api, admin):
+    response = await api.client.post("/v1/tenants", json={"tenant_id": "acme", "name": "x" * 10_000}, headers=admin)
+    assert_problem(response, 413, "body_too_large")
+
+
+@pytest.mark.parametrize(("path", "params", "field"), [
+    ("/v1/tenants", {"limit": 0}, "limit"),
+    ("/v1/tenants", {"limit": "many"}, "limit"),
+    ("/v1/tenants", {"status": "deleted"}, "status"),
+    ("/v1/tenants", {"min_position": -1}, "min_position"),
+    ("/v1/audit/events", {"limit": 1001}, "limit"),
+    ("/v1/audit/events", {"day": "yesterday"}, "day"),
+    ("/v1/audit/events", {"since": "not a time"}, "since"),
+])
+async def test_invalid_query_parameters_name_the_parameter(api, admin, path, params, field):
+    assert_problem(await api.client.get(path, params=params, headers=admin), 400, "validation_failed", field=field)
+
+
+async def test_an_invalid_last_event_id_names_the_header(api, admin):
+    response = await api.client.get("/v1/events/stream", headers={**admin, "Last-Event-ID": "yesterday"})
+    assert_problem(response, 400, "invalid_header", field="Last-Event-ID")
+
+
+async def test_unexpected_failures_are_a_500_problem_without_internals(api, admin, monkeypatch):
+    def explode(*args, **kwargs):
+        raise RuntimeError("secret internal detail /var/lib/csm")
+
+    monkeypatch.setattr("projections.tenants.search", explode)
+    response = await api.client.get("/v1/tenants", headers=admin)
+    body = assert_problem(response, 500, "internal_error")
+    assert "secret internal detail" not in response.text and "Traceback" not in response.text
+    assert body["request_id"] in body["detail"] or "request id" in body["detail"]

@@ -1,0 +1,234 @@
+"""The CA hierarchy and issuance through the HTTP API: roots, intermediates, CSRs, server-side keys, search, export."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
+from test_api_support import assert_problem, pki_api  # noqa: F401
+
+OPENSSL = shutil.which("openssl")
+
+
+def csr_pem(common_name: str, dns: list[str], key=None, hash_=None) -> tuple[str, object]:
+    key = key or ec.generate_private_key(ec.SECP256R1())
+    builder = x509.CertificateSigningRequestBuilder().subject_name(
+        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+    if dns:
+        builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(d) for d in dns]), critical=False)
+    csr = builder.sign(key, hash_ or hashes.SHA256())
+    return csr.public_bytes(serialization.Encoding.PEM).decode(), key
+
+
+async def tenant_events(api, tenant_id: str) -> list[str]:
+    """Every event id of one tenant (the audit ledger's checkpoints, in the system tenant, come and go)."""
+    return [e.event_id for e in await api.runtime.store.read_all(0, 100_000) if e.tenant_id == tenant_id]
+
+
+async def hierarchy(api, headers, tenant="acme", algorithm="ecdsa-p384", permit=("acme.internal",)):
+    await api.create_tenant(headers, tenant)
+    root = await api.client.post("/v1/cas", headers=headers, json={
+        "kind": "root", "tenant_id": tenant, "name": "Root", "algorithm": algorithm,
+        "subject": {"common_name": f"{tenant} root", "organization": tenant}})
+    assert root.status_code == 201, root.text
+    inter = await api.client.post("/v1/cas", headers=headers, json={
+        "kind": "intermediate", "tenant_id": tenant, "parent_id": root.json()["ca_id"], "name": "Issuing",
+        "algorithm": algorithm, "subject": {"common_name": f"{tenant} issuing"},
+        "name_constraints": {"permitted_dns": list(permit)}})
+    assert inter.status_code == 201, inter.text
+    return root.json(), inter.json()
+
+
+async def issue(api, headers, **body):
+    response = await api.client.post("/v1/certificates", headers=headers, json=body)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+async def fetch(api, headers, path, **params):
+    response = await api.client.get(path, headers=headers, params=params)
+    assert response.status_code == 200, response.text
+    return response
+
+
+async def test_a_csr_is_issued_under_an_intermediate_and_the_chain_verifies_with_openssl(pki_api, tmp_path):
+    api = pki_api
+    admin = await api.admin()
+    root, inter = await hierarchy(api, admin)
+    csr, key = csr_pem("node1.acme.internal", ["node1.acme.internal", "node1.dc1.acme.internal"])
+    issued = await issue(api, admin, tenant_id="acme", ca_id=inter["ca_id"], csr=csr,
+                         sans={"dns": ["node1.acme.internal"], "ip": ["10.0.0.7"]}, tags=["dc1"])
+    position = issued["global_position"]
+    row = (await fetch(api, admin, f"/v1/certificates/{issued['certificate_id']}", min_position=position)).json()
+    assert row["common_name"] == "node1.acme.internal" and row["key_source"] == "csr" and not row["has_key"]
+    assert row["sans"] == {"dns": ["node1.acme.internal"], "ip": ["10.0.0.7"]}
+    certificate = x509.load_pem_x509_certificate(row["certificate_pem"].encode())
+    assert certificate.public_key().public_numbers() == key.public_key().public_numbers()
+    assert certificate.serial_number == int(issued["certificate_id"], 16)
+    chain = (await fetch(api, admin, f"/v1/cas/{inter['ca_id']}/chain")).text
+    assert chain.count("BEGIN CERTIFICATE") == 2
+    if OPENSSL:
+        (tmp_path / "leaf.pem").write_text(row["certificate_pem"])
+        pems = chain.split("-----END CERTIFICATE-----\n")
+        (tmp_path / "inter.pem").write_text(pems[0] + "-----END CERTIFICATE-----\n")
+        (tmp_path / "root.pem").write_text(pems[1] + "-----END CERTIFICATE-----\n")
+        run = subprocess.run([OPENSSL, "verify", "-x509_strict", "-purpose", "sslserver", "-CAfile",
+                              tmp_path / "root.pem", "-untrusted", tmp_path / "inter.pem", tmp_path / "leaf.pem"],
+                             capture_output=True, text=True)
+        assert run.returncode == 0, run.stdout + run.stderr
+    found = (await fetch(api, admin, "/v1/certificates", san="10.0.0.7", tag="dc1")).json()
+    assert [item["certificate_id"] for item in found["items"]] == [issued["certificate_id"]]
+
+
+async def test_refusals_name_every_rule_and_leave_the_store_unchanged(pki_api):
+    api = pki_api
+    admin = await api.admin()
+    _, inter = await hierarchy(api, admin)
+    before = await tenant_events(api, "acme")
+    weak, _ = csr_pem("x.acme.internal", ["x.acme.internal"], key=rsa.generate_private_key(65537, 2048),
+                      hash_=hashes.SHA256())
+    response = await api.client.post("/v1/certificates", headers=admin, json={
+        "tenant_id": "acme", "ca_id": inter["ca_id"], "csr": weak, "validity_days": 5000,
+        "sans": {"dns": ["evil.example.com"]}})
+    problem = assert_problem(response, 422, "policy_violation")
+    rules = {error["rule"] for error in problem["errors"]}
+    assert {"weak_key", "validity_too_long", "name_constraint_violation"} <= rules, problem
+    garbage = await api.client.post("/v1/certificates", headers=admin, json={
+        "tenant_id": "acme", "ca_id": inter["ca_id"], "csr": "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n"
+                                                            "-----END CERTIFICATE REQUEST-----\n"})
+    assert_problem(garbage, 422, field="csr")
+    assert await tenant_events(api, "acme") == before
+
+
+async def test_server_side_keys_export_as_pkcs12_and_jks_and_the_key_export_is_audited(pki_api, tmp_path):
+    api = pki_api
+    admin = await api.admin()
+    _, inter = await hierarchy(api, admin)
+    issued = await issue(api, admin, tenant_id="acme", ca_id=inter["ca_id"], algorithm="ecdsa-p256",
+                         subject={"common_name": "node2.acme.internal"}, sans={"dns": ["node2.acme.internal"]})
+    cid = issued["certificate_id"]
+    await fetch(api, admin, f"/v1/certificates/{cid}", min_position=issued["global_position"])
+    missing = await api.client.get(f"/v1/certificates/{cid}/export", headers=admin, params={"format": "pkcs12"})
+    assert_problem(missing, 422, "password_required", field="password")
+    secret = {**admin, "X-Export-Password": "changeit-please"}
+    p12 = await api.client.get(f"/v1/certificates/{cid}/export", headers=secret, params={"format": "pkcs12"})
+    assert p12.status_code == 200, p12.text
+    assert p12.headers["cache-control"] == "no-store"
+    (tmp_path / "node.p12").write_bytes(p12.content)
+    jks = await api.client.get(f"/v1/certificates/{cid}/export", headers=secret, params={"format": "jks"})
+    assert jks.status_code == 200, jks.text
+    (tmp_path / "node.jks").write_bytes(jks.content)
+    trust = await api.client.get(f"/v1/certificates/{cid}/export", headers=secret,
+                                 params={"format": "jks-truststore"})
+    (tmp_path / "trust.jks").write_bytes(trust.content)
+    if OPENSSL:
+        run = subprocess.run([OPENSSL, "pkcs12", "-in", tmp_path / "node.p12", "-passin", "pass:changeit-please",
+                              "-nodes"], capture_output=True, text=True)
+        assert run.returncode == 0 and "PRIVATE KEY" in run.stdout, run.stderr
+    if keytool := shutil.which("keytool"):
+        listing = subprocess.run([keytool, "-list", "-v", "-keystore", tmp_path / "node.jks", "-storepass",
+                                  "changeit-please"], capture_output=True, text=True)
+        assert listing.returncode == 0 and "PrivateKeyEntry" in listing.stdout, listing.stdout + listing.stderr
+        assert "Certificate chain length: 3" in listing.stdout
+        trusted = subprocess.run([keytool, "-list", "-keystore", tmp_path / "trust.jks", "-storepass",
+                                  "changeit-please"], capture_output=True, text=True)
+        assert trusted.returncode == 0 and trusted.stdout.count("trustedCertEntry") == 2, trusted.stdout
+    events = await api.runtime.store.read_stream("acme", f"certificate-{cid}")
+    assert [e.type for e in events] == ["certificate.issued", "certificate.private_key_exported",
+                                        "certificate.private_key_exported"]
+    assert all("PRIVATE KEY" not in str(e.payload) for e in events)
+    viewer = await api.token("viewer", tenant_id="acme")
+    denied = await api.client.get(f"/v1/certificates/{cid}/export", headers={**viewer, "X-Export-Password": "x" * 8},
+                                  params={"format": "pkcs12"})
+    assert_problem(denied, 403)
+    public = await api.client.get(f"/v1/certificates/{cid}/export", headers=viewer, params={"format": "pem"})
+    assert public.status_code == 200 and b"PRIVATE KEY" not in public.content
+
+
+@pytest.mark.parametrize("algorithm", ["hybrid-p384-ml-dsa-65", "ml-dsa-65", "ed25519"])
+async def test_post_quantum_and_hybrid_hierarchies_issue(pki_api, algorithm):
+    api = pki_api
+    admin = await api.admin()
+    _, inter = await hierarchy(api, admin, algorithm=algorithm)
+    issued = await issue(api, admin, tenant_id="acme", ca_id=inter["ca_id"], algorithm=algorithm.replace(
+        "hybrid-p384-ml-dsa-65", "hybrid-p256-ml-dsa-44"), subject={"common_name": "n.acme.internal"},
+        sans={"dns": ["n.acme.internal"]})
+    row = (await fetch(api, admin, f"/v1/certificates/{issued['certificate_id']}",
+                       min_position=issued["global_position"])).json()
+    assert row["certificate_pem"].startswith("-----BEGIN CERTIFICATE-----")
+
+
+async def test_a_tenant_profile_narrows_issuance_and_algorithms_are_listed(pki_api):
+    api = pki_api
+    admin = await api.admin()
+    _, inter = await hierarchy(api, admin)
+    profile = {"name": "short-lived-node", "description": "7-day node certificates",
+               "key_usage": ["digital_signature"], "extended_key_usage": ["server_auth", "client_auth"],
+               "allowed_san_types": ["dns"], "require_san": True, "require_common_name": True,
+               "max_validity_days": 7, "default_validity_days": 7, "allowed_algorithms": ["ecdsa-p256"],
+               "default_algorithm": "ecdsa-p256"}
+    created = await api.client.post("/v1/profiles", headers=admin, json={"tenant_id": "acme", "profile": profile})
+    assert created.status_code == 201, created.text
+    reserved = await api.client.post("/v1/profiles", headers=admin,
+                                     json={"tenant_id": "acme", "profile": {**profile, "name": "cassandra-node"}})
+    assert_problem(reserved, 422, field="name")
+    refused = await api.client.post("/v1/certificates", headers=admin, json={
+        "tenant_id": "acme", "ca_id": inter["ca_id"], "profile": "short-lived-node", "algorithm": "ed25519",
+        "validity_days": 30, "subject": {"common_name": "n.acme.internal"}, "sans": {"ip": ["10.1.1.1"]}})
+    rules = {e["rule"] for e in assert_problem(refused, 422, "policy_violation")["errors"]}
+    assert {"algorithm_not_allowed", "validity_too_long", "san_type_not_allowed"} <= rules, rules
+    issued = await issue(api, admin, tenant_id="acme", ca_id=inter["ca_id"], profile="short-lived-node",
+                         subject={"common_name": "n.acme.internal"}, sans={"dns": ["n.acme.internal"]})
+    row = (await fetch(api, admin, f"/v1/certificates/{issued['certificate_id']}",
+                       min_position=issued["global_position"])).json()
+    assert row["profile"] == "short-lived-node" and row["algorithm"] == "ecdsa-p256"
+    listed = (await fetch(api, admin, "/v1/profiles", tenant_id="acme")).json()
+    assert {"cassandra-node", "ocsp-signing", "short-lived-node"} <= {p["name"] for p in listed}
+    algorithms = {a["name"]: a for a in (await fetch(api, admin, "/v1/algorithms")).json()}
+    assert algorithms["ml-dsa-65"]["available"] and not algorithms["rsa-3072"]["allowed_for_ca"]
+    assert algorithms["falcon-512"]["available"] is False  # liboqs is not installed here
+
+
+async def test_another_tenants_token_sees_none_of_its_cas_or_certificates(pki_api):
+    api = pki_api
+    admin = await api.admin()
+    _, inter = await hierarchy(api, admin)
+    issued = await issue(api, admin, tenant_id="acme", ca_id=inter["ca_id"], algorithm="ecdsa-p256",
+                         subject={"common_name": "n.acme.internal"}, sans={"dns": ["n.acme.internal"]})
+    await api.create_tenant(admin, "globex")
+    other = await api.token("tenant-admin", tenant_id="globex")
+    await fetch(api, admin, "/v1/cas", min_position=issued["global_position"])
+    assert_problem(await api.client.get(f"/v1/cas/{inter['ca_id']}", headers=other), 404)
+    assert_problem(await api.client.get(f"/v1/certificates/{issued['certificate_id']}", headers=other), 404)
+    assert (await fetch(api, other, "/v1/certificates")).json()["items"] == []
+    assert (await fetch(api, other, "/v1/cas")).json()["items"] == []
+    stolen = await api.client.post("/v1/certificates", headers=other, json={
+        "tenant_id": "acme", "ca_id": inter["ca_id"], "subject": {"common_name": "n.acme.internal"},
+        "sans": {"dns": ["n.acme.internal"]}})
+    assert_problem(stolen, 403)
+    borrowed = await api.client.post("/v1/certificates", headers=other, json={
+        "ca_id": inter["ca_id"], "subject": {"common_name": "n.globex.internal"},
+        "sans": {"dns": ["n.globex.internal"]}})
+    assert_problem(borrowed, 404, "ca_not_found")
+
+
+async def test_a_rollover_to_another_algorithm_keeps_issuing(pki_api):
+    api = pki_api
+    admin = await api.admin()
+    _, inter = await hierarchy(api, admin)
+    rolled = await api.client.post(f"/v1/cas/{inter['ca_id']}/rollover", headers=admin,
+                                   params={"min_position": inter["global_position"]},
+                                   json={"reason": "move to post-quantum", "algorithm": "ml-dsa-65"})
+    assert rolled.status_code == 200, rolled.text
+    issued = await issue(api, admin, tenant_id="acme", ca_id=inter["ca_id"], algorithm="ecdsa-p256",
+                         subject={"common_name": "n.acme.internal"}, sans={"dns": ["n.acme.internal"]})
+    ca = (await fetch(api, admin, f"/v1/cas/{inter['ca_id']}", min_position=issued["global_position"])).json()
+    assert ca["algorithm"] == "ml-dsa-65"
+    row = (await fetch(api, admin, f"/v1/certificates/{issued['certificate_id']}")).json()
+    leaf = x509.load_pem_x509_certificate(row["certificate_pem"].encode())
+    assert leaf.signature_algorithm_oid.dotted_string == "2.16.840.1.101.3.4.3.18"  # ML-DSA-65

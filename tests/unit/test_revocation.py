@@ -1,0 +1,176 @@
+"""domain.revocation: reasons, invalidity dates, the CA stream folded for CRLs, and when to publish or renew."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import msgspec
+import pytest
+
+from domain import ca, certificate, revocation
+from domain.certspec import CertificateFacts, DistinguishedName, NameConstraints, SubjectAltNames
+from domain.errors import AlreadyExists, DomainError
+from domain.revocation import CrlPublished, OcspSignerIssued, RevocationRecorded
+
+NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+WEEK = timedelta(days=7)
+
+
+def facts(serial: str, not_before: datetime = NOW - timedelta(days=30), days: int = 365) -> CertificateFacts:
+    return CertificateFacts(serial_hex=serial, fingerprint_sha256=serial.rjust(64, "0"), subject_dn="CN=x",
+                            issuer_dn="CN=ca", not_before=not_before, not_after=not_before + timedelta(days=days),
+                            algorithm="ecdsa-p384", public_key_sha256="ab" * 32, subject_key_identifier="01",
+                            authority_key_identifier="02")
+
+
+def held(serial: str, **kwargs) -> ca.CaCertificate:
+    return ca.CaCertificate(certificate_pem="", facts=facts(serial, **kwargs), issuer_ca_id=None, key_ref="key_1")
+
+
+CREATED = ca.CaCreated(ca_id="c1", name="Issuing", kind="intermediate", origin="online", algorithm="ecdsa-p384",
+                       subject=DistinguishedName(common_name="Issuing"), parent_id="r1", path_length=0,
+                       name_constraints=NameConstraints(), certificate=held("aa"))
+
+
+def entry(serial: str, *, not_after: datetime = NOW + timedelta(days=300), reason="key_compromise"):
+    return RevocationRecorded(serial_hex=serial, certificate_id=serial.rjust(40, "0"), subject_ca_id=None,
+                              reason=reason, revoked_at=NOW, invalidity_date=None, not_after=not_after)
+
+
+def published(number: int, this_update: datetime = NOW) -> CrlPublished:
+    return CrlPublished(crl_number=number, this_update=this_update, next_update=this_update + WEEK,
+                        revoked_count=0, sha256="0" * 64, signer_fingerprint="f")
+
+
+@pytest.mark.parametrize("reason, code", [
+    ("certificate_hold", "reason_not_supported"),
+    ("remove_from_crl", "reason_not_supported"),
+    ("keyCompromise", "invalid_reason"),
+    ("", "invalid_reason"),
+])
+def test_reasons_outside_the_final_rfc_5280_set_are_refused_by_name(reason, code):
+    with pytest.raises(DomainError) as caught:
+        revocation.check_reason(reason)
+    assert (caught.value.code, caught.value.field) == (code, "reason")
+
+
+def test_every_offered_reason_has_its_rfc_5280_code():
+    assert revocation.REASONS == {"unspecified": 0, "key_compromise": 1, "ca_compromise": 2,
+                                  "affiliation_changed": 3, "superseded": 4, "cessation_of_operation": 5,
+                                  "privilege_withdrawn": 9, "aa_compromise": 10}
+    for reason in revocation.REASONS:
+        assert revocation.check_reason(reason) == reason
+
+
+@pytest.mark.parametrize("invalidity, code", [
+    (NOW + timedelta(seconds=1), "invalidity_date_in_future"),
+    (NOW - timedelta(days=31), "invalidity_date_before_validity"),
+    (datetime(2026, 5, 1), "invalid_invalidity_date"),  # no time zone
+    (None, None),
+    (NOW, None),
+    (NOW - timedelta(days=30), None),
+])
+def test_an_invalidity_date_lies_between_issuance_and_now(invalidity, code):
+    def check() -> None:
+        revocation.check_invalidity_date(invalidity, now=NOW, not_before=NOW - timedelta(days=30))
+
+    if code is None:
+        check()
+        return
+    with pytest.raises(DomainError) as caught:
+        check()
+    assert (caught.value.code, caught.value.field) == (code, "invalidity_date")
+
+
+def test_the_fold_keeps_revocations_with_their_stream_versions_the_last_crl_and_signers():
+    signer = OcspSignerIssued(issuer_fingerprint="fp", certificate=held("5"))
+    state = revocation.fold([CREATED, entry("1"), published(1), entry("2"), signer,
+                             ca.CaRevoked(reason="superseded", revoked_at=NOW, invalidity_date=None)])
+    assert state.version == 6 and state.ca.status == "revoked"
+    assert state.recorded_at == {"1": 2, "2": 4}
+    assert (state.crl.crl_number, state.crl_version) == (1, 3)
+    assert state.signers == {"fp": signer.certificate} and state.ca_revoked.reason == "superseded"
+    assert revocation.covers(state, 2) and not revocation.covers(state, 4)
+    assert not revocation.can_publish(state)  # a revoked CA signs no more CRLs
+
+
+def test_recording_adds_only_what_the_ca_does_not_list_yet():
+    state = revocation.fold([CREATED, entry("1")])
+    assert revocation.decide_record(state, "c1", [entry("1"), entry("2")]) == [entry("2")]
+    assert revocation.decide_record(state, "c1", [entry("1", reason="superseded")]) == []  # the first one stands
+
+
+def test_a_crl_built_from_an_older_stream_version_is_refused_and_numbers_follow_on():
+    state = revocation.fold([CREATED, entry("1"), published(1)])
+    with pytest.raises(revocation.CrlOutdated):
+        revocation.decide_publish(state, state.version - 1, published(2))
+    with pytest.raises(DomainError) as caught:
+        revocation.decide_publish(state, state.version, published(3))
+    assert caught.value.code == "crl_number_invalid"
+    assert revocation.decide_publish(state, state.version, published(2)) == [published(2)]
+
+
+@pytest.mark.parametrize("events, now, due", [
+    ([CREATED], NOW, True),  # no CRL yet
+    ([CREATED, published(1)], NOW + timedelta(days=4, hours=16), False),  # 2 days 8 hours left
+    ([CREATED, published(1)], NOW + timedelta(days=4, hours=17), True),  # 2 days 7 hours left: under a third
+    ([CREATED, published(1), entry("1")], NOW, True),  # a revocation the last CRL lacks (its publication failed)
+    ([CREATED, entry("1"), published(1)], NOW, False),
+])
+def test_publication_is_due_without_a_crl_with_an_unlisted_revocation_or_a_third_before_next_update(
+        events, now, due):
+    assert revocation.publication_due(revocation.fold(events), now) is due
+
+
+def test_entries_leave_the_crl_one_period_after_their_certificate_expired():
+    expired = entry("1", not_after=NOW - timedelta(days=6))
+    long_gone = entry("2", not_after=NOW - timedelta(days=8))
+    state = revocation.fold([CREATED, entry("10"), expired, long_gone])
+    assert [e.serial_hex for e in revocation.crl_entries(state, NOW, WEEK)] == ["1", "10"]  # by serial value
+
+
+def test_a_responder_certificate_is_renewed_with_a_third_of_its_life_left():
+    signer = held("5", not_before=NOW, days=30)
+    assert revocation.signer_due(None, NOW)
+    assert not revocation.signer_due(signer, NOW + timedelta(days=19))
+    assert revocation.signer_due(signer, NOW + timedelta(days=21))
+    state = revocation.fold([CREATED, OcspSignerIssued(issuer_fingerprint="fp", certificate=signer)])
+    fresh = OcspSignerIssued(issuer_fingerprint="fp", certificate=held("6", not_before=NOW, days=30))
+    assert revocation.decide_signer(state, fresh, NOW) == []  # another instance renewed it already
+    assert revocation.decide_signer(state, fresh, NOW + timedelta(days=25)) == [fresh]
+
+
+@pytest.mark.parametrize("reason, subordinates", [
+    ("key_compromise", "ca_compromise"), ("ca_compromise", "ca_compromise"), ("superseded", "superseded"),
+    ("cessation_of_operation", "cessation_of_operation")])
+def test_certificates_under_a_revoked_ca_carry_its_reason_and_a_compromised_key_becomes_ca_compromise(
+        reason, subordinates):
+    assert revocation.ca_reason_for_subordinates(reason) == subordinates
+
+
+def test_a_revoked_ca_is_final_and_a_root_is_never_revoked():
+    revoked = ca.CaRevoked(reason="superseded", revoked_at=NOW, invalidity_date=None)
+    state = ca.fold([CREATED, revoked])
+    for decide in (lambda: ca.require_active(state, "c1"), lambda: ca.decide_disable(state, "c1", "x"),
+                   lambda: ca.decide_enable(state, "c1", "x")):
+        with pytest.raises(DomainError) as caught:
+            decide()
+        assert caught.value.code == "ca_revoked"
+    with pytest.raises(AlreadyExists):
+        ca.decide_revoke(state, "c1", revoked)
+    root = ca.fold([msgspec.structs.replace(CREATED, kind="root", parent_id=None)])
+    with pytest.raises(DomainError) as caught:
+        ca.decide_revoke(root, "c1", revoked)
+    assert caught.value.code == "root_not_revocable"
+
+
+def test_a_certificate_stream_records_its_revocation_once():
+    issued = certificate.CertificateIssued(
+        certificate_id="1".rjust(40, "0"), ca_id="c1", issuer_fingerprint="f", profile="cassandra-node",
+        subject=DistinguishedName(common_name="n"), sans=SubjectAltNames(), key_source="csr",
+        key_ref=None, csr_sha256=None, certificate_pem="", facts=facts("1"))
+    revoked = certificate.CertificateRevoked(reason="superseded", revoked_at=NOW, invalidity_date=None)
+    state = certificate.fold([issued])
+    assert certificate.decide_revoke(state, issued.certificate_id, revoked) == [revoked]
+    state = certificate.fold([issued, revoked])
+    assert state.status == "revoked" and certificate.decide_revoke(state, issued.certificate_id, revoked) == []
