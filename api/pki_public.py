@@ -37,7 +37,16 @@ async def _tenant_of(request: Request, ca_id: str) -> str | None:
     """The tenant owning ``ca_id``; a CA's tenant never changes, so the read model is safe to ask."""
     if not CA_ID.fullmatch(ca_id):
         return None
-    row = await read_models_of(request.app.state).query(ca_model.get, ca_id, None)
+    models = read_models_of(request.app.state)
+    row = await models.query(ca_model.get, ca_id, None)
+    if row is None:
+        # A relying party cannot send min_position: before answering "no such CA", let the read model reach
+        # everything written so far (bounded), so that a CA created a moment ago is found.
+        runtime = runtime_of(request.app.state)
+        head = await runtime.store.head_position()
+        if runtime.runner.position < head and await runtime.runner.wait_for(
+                head, runtime.settings.read_your_writes_timeout):
+            row = await models.query(ca_model.get, ca_id, None)
     return row["tenant_id"] if row else None
 
 
