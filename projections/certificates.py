@@ -42,6 +42,8 @@ class CertificatesProjector(Projector):
         "CREATE INDEX IF NOT EXISTS {ix}_expiry ON {certificates} (tenant_id, not_after)",
         "CREATE INDEX IF NOT EXISTS {ix}_fingerprint ON {certificates} (fingerprint)",
         "CREATE INDEX IF NOT EXISTS {ix}_cn ON {certificates} (tenant_id, common_name)",
+        # get() by id alone (a platform-wide caller has no tenant scope): without it, a full scan per read
+        "CREATE INDEX IF NOT EXISTS {ix}_id ON {certificates} (certificate_id)",
         """CREATE TABLE IF NOT EXISTS {certificate_names} (
             tenant_id TEXT NOT NULL, value TEXT NOT NULL, certificate_id TEXT NOT NULL,
             PRIMARY KEY (tenant_id, value, certificate_id)) WITHOUT ROWID""",
