@@ -15,11 +15,13 @@ from api.deps import (Caller, IdempotencyKey, MinPosition, command_context, exec
                       read_your_writes, runtime_of)
 from api.problems import COMMAND_ERRORS, QUERY_ERRORS, ApiProblem
 from commands import certificates as cmd
+from commands import renewal
 from commands.authz import Principal, authorize, visible_tenants
 from commands.cas import AlgorithmName, CaId
 from commands.runtime import rfc3339
 from commands.tenants import TenantId
 from domain.certspec import DistinguishedName, SubjectAltNames
+from domain.renewal import parse_duration
 from infra.export.bundle import EXPORT_MEDIA_TYPES, preflight, render
 from projections import cas as ca_model
 from projections import certificates as read_model
@@ -75,6 +77,29 @@ class CertificateOut(msgspec.Struct, frozen=True, kw_only=True):
     revoked_at: str | None = None
     invalidity_date: str | None = None
     revoked_ca_id: str | None = None  # the revoked CA, when revocation_reason is "ca_revoked"
+    superseded_by: str | None = None  # the certificate that renewed this one
+    supersedes: str | None = None  # the certificate this one renewed
+    renew_at: str | None = None  # when its profile's renewal policy makes it due
+    auto_renew: bool = False  # whether the renewal scheduler renews it at renew_at
+    expiry_warned_days: int | None = None  # the tightest expiry warning sent (certificate.expiry_warned)
+    renewal_failed_at: str | None = None
+    renewal_failure: str | None = None  # the last failed renewal's reason code
+
+
+class RenewBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``reuse_key``: keep the subject's key (only if the profile's renewal policy allows it); default: the policy."""
+
+    reuse_key: bool | None = None
+    tenant_id: TenantId | None = None  # platform callers: the certificate's tenant (default: looked up)
+
+
+class Renewed(msgspec.Struct, frozen=True, kw_only=True):
+    certificate_id: str  # the new certificate
+    renewed_from: str
+    rotated: bool  # a new key; false: the same public key certified again
+    version: int  # of the old certificate's stream, after certificate.renewed
+    global_position: int | None
+    replayed: bool
 
 
 class CertificatePage(msgspec.Struct, frozen=True, kw_only=True):
@@ -132,6 +157,10 @@ class CertificateController(Controller):
                      status: Annotated[str | None, QueryParameter(pattern="^(issued|valid|expired|revoked)$")] = None,
                      algorithm: Text = None, profile: Text = None, tag: Text = None,
                      expires_after: Timestamp = None, expires_before: Timestamp = None,
+                     expiring_within: Annotated[str | None, QueryParameter(
+                         pattern=r"^[1-9][0-9]{0,5}[dh]$",
+                         description="not yet expired, and expiring within this many days (30d) or hours (12h)")]
+                     = None,
                      sort: Annotated[str, QueryParameter(pattern="^(issued|expiry)$")] = "issued",
                      cursor: Annotated[str | None, QueryParameter(max_length=512)] = None,
                      limit: Annotated[int, QueryParameter(ge=1, le=500)] = 100) -> CertificatePage:
@@ -141,7 +170,15 @@ class CertificateController(Controller):
             after = read_model.decode_cursor(cursor) if cursor else None
         except ValueError as exc:
             raise ApiProblem(400, "validation_failed", str(exc), field="cursor", rule="format") from None
-        now = rfc3339(runtime_of(request.app.state).services.clock.now())
+        moment = runtime_of(request.app.state).services.clock.now()
+        now = rfc3339(moment)
+        if expiring_within is not None:
+            try:
+                window = parse_duration(expiring_within)
+            except ValueError as exc:
+                raise ApiProblem(400, "validation_failed", str(exc), field="expiring_within", rule="range") from None
+            expires_after = max(_aware(expires_after), moment) if expires_after else moment
+            expires_before = min(_aware(expires_before), moment + window) if expires_before else moment + window
         rows = await read_models_of(request.app.state).query(
             read_model.search, visible_tenants(principal), tenant_id=tenant_id, ca_id=ca_id, common_name=common_name,
             san=san, serial=serial.removeprefix("0x").replace(":", "") if serial else None, fingerprint=fingerprint,
@@ -153,6 +190,28 @@ class CertificateController(Controller):
         more = len(rows) > limit
         return CertificatePage(items=items, next_cursor=read_model.encode_cursor(rows[limit - 1], sort) if more
                                else None)
+
+    @post("/{certificate_id:str}/renew", status_code=201, summary="Renew a certificate now: same CA and profile, "
+          "a new key unless the profile allows (and the body asks for) the same one", responses=COMMAND_ERRORS)
+    async def renew(self, request: Request, principal: Caller, certificate_id: FromPath[str],
+                    data: JSONBody[RenewBody], idempotency_key: IdempotencyKey = None,
+                    min_position: MinPosition = None) -> Response[Renewed]:
+        await read_your_writes(request, min_position)
+        certificate_id = certificate_id.lower()
+        tenant_id = principal.tenant_id or data.tenant_id
+        if tenant_id is None:
+            tenant_id = (await certificate_row(request, principal, certificate_id))["tenant_id"]
+        try:
+            command = msgspec.convert({"tenant_id": tenant_id, "certificate_id": certificate_id,
+                                       "reuse_key": data.reuse_key}, renewal.RenewCertificate)
+        except msgspec.ValidationError:
+            raise ApiProblem(404, "certificate_not_found", f"certificate {certificate_id} does not exist",
+                             field="id") from None
+        outcome = await execute(request, renewal.renew_certificate, command, principal, idempotency_key)
+        body = Renewed(certificate_id=outcome.new_certificate_id, renewed_from=certificate_id,
+                       rotated=outcome.rotated, version=outcome.result.version,
+                       global_position=outcome.result.global_position, replayed=outcome.result.replayed)
+        return Response(body, status_code=201, headers={"Location": f"/v1/certificates/{outcome.new_certificate_id}"})
 
     @get("/{certificate_id:str}", summary="Read one certificate", responses=QUERY_ERRORS)
     async def read(self, request: Request, principal: Caller, certificate_id: FromPath[str],

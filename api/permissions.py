@@ -77,6 +77,8 @@ ROUTE_PERMISSIONS: dict[tuple[str, str], Rule] = {
     ("GET", "/v1/certificates/{certificate_id}"): Rule(("cert:read",), "object"),
     ("POST", "/v1/certificates/{certificate_id}/revoke"): Rule(("cert:revoke",), "object",
                                                                note="on the CRL and in OCSP before it returns"),
+    ("POST", "/v1/certificates/{certificate_id}/renew"): Rule(("cert:issue",), "object",
+                                                              note="same CA and profile; checked like an issuance"),
     ("GET", "/v1/certificates/{certificate_id}/export"): Rule(
         ("cert:read",), "object", key_permissions=("key:export",),
         note="pkcs12, jks and pem with include_key carry the private key: key:export too (audited)"),

@@ -12,6 +12,7 @@ from cli.ca import convert, execute, subject_of, subject_options
 from cli.common import (CliError, command_context, echo_json, query_views, run_async, runtime_for,
                         stdout_console)
 from commands import certificates as cmd
+from commands import renewal
 from commands import revoke as revocation
 from commands.runtime import SystemClock, rfc3339
 from domain.certspec import SubjectAltNames
@@ -176,3 +177,24 @@ def revoke(settings: Settings, certificate_id: str, reason: str, invalidity_date
                        "invalidity_date": invalidity_date}, revocation.RevokeCertificate)
     click.echo(revoked_message(f"certificate {row['certificate_id']}",
                                execute(settings, revocation.revoke_certificate, command)))
+
+
+@cert.command("renew")
+@click.argument("certificate_id")
+@click.option("--reuse-key/--rotate-key", "reuse_key", default=None,
+              help="Keep the key (only if the profile's renewal policy allows it) or make a new one; default: the "
+                   "profile's policy.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def renew(settings: Settings, certificate_id: str, reuse_key: bool | None, as_json: bool) -> None:
+    """Renew a certificate now: a new certificate from the same CA and profile supersedes it."""
+    row = _row(settings, certificate_id)
+    command = convert({"tenant_id": row["tenant_id"], "certificate_id": row["certificate_id"],
+                       "reuse_key": reuse_key}, renewal.RenewCertificate)
+    outcome = execute(settings, renewal.renew_certificate, command)
+    if as_json:
+        echo_json({"certificate_id": outcome.new_certificate_id, "renewed_from": outcome.certificate_id,
+                   "rotated": outcome.rotated})
+        return
+    click.echo(f"renewed {outcome.certificate_id} as {outcome.new_certificate_id} "
+               f"({'new key' if outcome.rotated else 'same key'})")

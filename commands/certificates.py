@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
 
@@ -18,6 +18,7 @@ from commands.tenants import TenantId, active_tenant
 from domain import ca, certificate, policy
 from domain.certspec import DistinguishedName, SubjectAltNames
 from domain.errors import DomainError
+from domain.profile import Profile
 
 CertificateId = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{40}$", description="the serial number, 40 hex digits")]
 CsrText = Annotated[str, msgspec.Meta(min_length=1, max_length=65536, description="PKCS#10, PEM")]
@@ -62,15 +63,19 @@ class IssuedCertificate(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class _Request(msgspec.Struct, frozen=True, kw_only=True):
-    """The subject's side of an issuance once the CSR (or the server-side key) is known."""
+    """The subject's side of an issuance: from a CSR, a server-side key to make, or (renewal) a key already held.
+
+    ``public_keys`` None means a key is generated here; ``key_ref`` names a vault key being reused.
+    """
 
     subject: DistinguishedName
     sans: SubjectAltNames
     algorithm: str
     key_bits: int | None
     csr_hash: str | None
-    public_keys: PublicKeys
+    public_keys: PublicKeys | None
     csr_sha256: str | None
+    key_ref: str | None = None
 
 
 def _from_csr(services: Services, cmd: IssueCertificate) -> _Request:
@@ -89,56 +94,92 @@ async def issue_certificate(cmd: IssueCertificate, ctx: CommandContext, services
     authorize(ctx.principal, "cert:issue", cmd.tenant_id)
     if prior := await replayed(services, ctx, cmd, cmd.tenant_id):
         return IssuedCertificate(result=prior, certificate_id=prior.stream_id.removeprefix("certificate-"))
-    tenant = await active_tenant(services, cmd.tenant_id)
-    issuer = await load(services, cmd.tenant_id, ca.stream_id(cmd.ca_id), ca.fold)
-    ca.require_active(issuer, cmd.ca_id)
-    await pki.require_trusted_chain(services, cmd.tenant_id, issuer)
-    profile = await resolve_profile(services, cmd.tenant_id, cmd.profile)
-    crypto = pki.crypto_of(services)
-    key = None
+    where = await issuing_context(services, cmd.tenant_id, cmd.ca_id, cmd.profile)
     if cmd.csr is not None:
         request = _from_csr(services, cmd)
     else:
         if cmd.subject is None:
             raise DomainError("subject_required", "without a CSR, give the subject", field="subject")
-        algorithm = cmd.algorithm or profile.default_algorithm
+        algorithm = cmd.algorithm or where.profile.default_algorithm
         policy.raise_for(policy.check_key(algorithm, pki.key_bits(algorithm), for_ca=False,
-                                          available=crypto.available_algorithms()))
-        request = None
+                                          available=pki.crypto_of(services).available_algorithms()))
+        request = _Request(subject=cmd.subject, sans=cmd.sans or SubjectAltNames(), algorithm=algorithm,
+                           key_bits=pki.key_bits(algorithm), csr_hash=None, public_keys=None, csr_sha256=None)
+    return await issue(services, ctx, cmd, where, request=request, validity_days=cmd.validity_days, tags=tuple(cmd.tags),
+                       serial=pki.new_serial())
+
+
+class IssuingContext(msgspec.Struct, frozen=True, kw_only=True):
+    """The tenant (active), the issuing CA (active, its chain unrevoked) and the profile of one issuance."""
+
+    tenant_id: str
+    tenant: Any
+    issuer: ca.CertificateAuthority
+    profile_name: str
+    profile: Profile
+
+
+async def issuing_context(services: Services, tenant_id: str, ca_id: str, profile_name: str) -> IssuingContext:
+    tenant = await active_tenant(services, tenant_id)
+    issuer = await load(services, tenant_id, ca.stream_id(ca_id), ca.fold)
+    ca.require_active(issuer, ca_id)
+    await pki.require_trusted_chain(services, tenant_id, issuer)
+    profile = await resolve_profile(services, tenant_id, profile_name)
+    return IssuingContext(tenant_id=tenant_id, tenant=tenant, issuer=issuer, profile_name=profile_name,
+                          profile=profile)
+
+
+async def issue(services: Services, ctx: CommandContext, command: msgspec.Struct, where: IssuingContext, *,
+                request: _Request, validity_days: int | None, tags: tuple[str, ...], serial: int) -> IssuedCertificate:
+    """Check every rule, then make (or take) the key, sign, and append ``certificate.issued`` at version 0.
+
+    The caller has authorised. A taken ``serial`` fails with AlreadyExists and writes nothing.
+    """
+    tenant_id, tenant, issuer, profile = where.tenant_id, where.tenant, where.issuer, where.profile
+    crypto = pki.crypto_of(services)
     now = services.clock.now()
-    serial = pki.new_serial()
-    sans = (request.sans if request else cmd.sans) or SubjectAltNames()
-    subject = request.subject if request else cmd.subject
-    algorithm = request.algorithm if request else algorithm
-    spec = policy.leaf_spec(profile, subject=subject, sans=sans, validity_days=cmd.validity_days,
-                            subject_algorithm=algorithm, issuer_algorithm=issuer.algorithm, serial=serial, now=now,
-                            **pki.relying_party_urls(services, issuer.ca_id))
+    spec = policy.leaf_spec(profile, subject=request.subject, sans=request.sans, validity_days=validity_days,
+                            subject_algorithm=request.algorithm, issuer_algorithm=issuer.algorithm, serial=serial,
+                            now=now, **pki.relying_party_urls(services, issuer.ca_id))
     policy.raise_for(policy.check_certificate(
         spec, profile=profile, tenant_policy=tenant.policy, issuer=pki.issuer_facts(issuer),
-        subject_algorithm=algorithm, key_bits=request.key_bits if request else pki.key_bits(algorithm),
-        csr_signature_hash=request.csr_hash if request else None, available=crypto.available_algorithms(), now=now))
-    if request is None:  # every rule passed: only now spend the time on a key
-        key = await asyncio.to_thread(crypto.generate_key, algorithm)
+        subject_algorithm=request.algorithm, key_bits=request.key_bits, csr_signature_hash=request.csr_hash,
+        available=crypto.available_algorithms(), now=now))
+    key = None
+    if request.public_keys is None:  # every rule passed: only now spend the time on a key
+        key = await asyncio.to_thread(crypto.generate_key, request.algorithm)
         keys = crypto.public_keys(key)
     else:
         keys = request.public_keys
-    signer = await pki.signing_key(services, issuer, cmd.tenant_id)
+    signer = await pki.signing_key(services, issuer, tenant_id)
     issuer_der = pki.der_of_pem(issuer.current.certificate_pem)
     der = await asyncio.to_thread(crypto.sign_certificate, spec, keys, signer, issuer_der)
-    key_ref = None
+    key_ref = request.key_ref
     if key is not None:
-        key_ref = await pki.vault_of(services).put(cmd.tenant_id, crypto.private_key_bytes(key), algorithm=algorithm,
-                                                   purpose="end-entity")
+        key_ref = await pki.vault_of(services).put(tenant_id, crypto.private_key_bytes(key),
+                                                   algorithm=request.algorithm, purpose="end-entity")
     certificate_id = certificate.certificate_id(serial)
     issued = certificate.CertificateIssued(
         certificate_id=certificate_id, ca_id=issuer.ca_id, issuer_fingerprint=issuer.current.facts.fingerprint_sha256,
-        profile=cmd.profile, subject=subject, sans=sans, key_source="server" if key is not None else "csr",
-        key_ref=key_ref, csr_sha256=request.csr_sha256 if request else None,
-        certificate_pem=pki.pem("CERTIFICATE", der), facts=crypto.describe(der), tags=tuple(cmd.tags))
-    result = await run(services, ctx, cmd, tenant_id=cmd.tenant_id, stream_id=certificate.stream_id(certificate_id),
+        profile=where.profile_name, subject=request.subject, sans=request.sans,
+        key_source="server" if key_ref is not None else "csr", key_ref=key_ref, csr_sha256=request.csr_sha256,
+        certificate_pem=pki.pem("CERTIFICATE", der), facts=crypto.describe(der), tags=tags)
+    result = await run(services, ctx, command, tenant_id=tenant_id, stream_id=certificate.stream_id(certificate_id),
                        stream_type=certificate.STREAM_TYPE, fold=certificate.fold,
                        decide=lambda s: certificate.decide_issue(s, issued))
     return IssuedCertificate(result=result, certificate_id=certificate_id)
+
+
+def renewal_request(services: Services, issued: certificate.CertificateIssued, rotate_key: bool) -> _Request:
+    """The subject side of a renewal: the old certificate's names, and a new key or its own key again."""
+    if rotate_key:
+        return _Request(subject=issued.subject, sans=issued.sans, algorithm=issued.facts.algorithm,
+                        key_bits=pki.key_bits(issued.facts.algorithm), csr_hash=None, public_keys=None,
+                        csr_sha256=None)
+    keys = pki.crypto_of(services).certificate_public_keys(pki.der_of_pem(issued.certificate_pem))
+    return _Request(subject=issued.subject, sans=issued.sans, algorithm=issued.facts.algorithm,
+                    key_bits=pki.key_bits(issued.facts.algorithm), csr_hash=None, public_keys=keys,
+                    csr_sha256=issued.csr_sha256, key_ref=issued.key_ref)
 
 
 class ExportedKey(msgspec.Struct, frozen=True, kw_only=True):

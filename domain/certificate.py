@@ -8,13 +8,14 @@ issued twice in a tenant, so uniqueness per CA does not rest on chance alone.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import msgspec
 
 from domain.certspec import CertificateFacts, DistinguishedName, SubjectAltNames
 from domain.errors import AlreadyExists, DomainError, NotFound
 from domain.events import Payload, event
+from domain.renewal import warning_due
 
 STREAM_TYPE = "certificate"
 KEY_SOURCES = ("csr", "server")
@@ -63,12 +64,58 @@ class CertificateRevoked(Payload, frozen=True, kw_only=True):
     invalidity_date: datetime | None
 
 
+@event("certificate.renewal_started")
+class RenewalStarted(Payload, frozen=True, kw_only=True):
+    """A renewal claimed this certificate: its successor will be ``new_certificate_id`` (chosen now, so a retry
+    or a second scheduler completes this renewal instead of issuing another)."""
+
+    certificate_id: str
+    new_certificate_id: str
+    rotate_key: bool
+    attempt: int  # 1, 2, ... per certificate
+    trigger: str  # scheduled | manual
+    started_at: datetime
+
+
+@event("certificate.renewed")
+class CertificateRenewed(Payload, frozen=True, kw_only=True):
+    """``new_certificate_id`` (same CA and profile) supersedes this certificate."""
+
+    certificate_id: str
+    new_certificate_id: str
+    rotated: bool  # a new key; False: the same public key certified again
+    attempt: int
+
+
+@event("certificate.renewal_failed")
+class RenewalFailed(Payload, frozen=True, kw_only=True):
+    certificate_id: str
+    reason: str  # the refused rule's code, e.g. new_csr_required, ca_disabled, policy_violation, internal_error
+    attempt: int  # the failed claim's attempt; 0 when refused before claiming
+    failed_at: datetime
+
+
+@event("certificate.expiry_warned")
+class ExpiryWarned(Payload, frozen=True, kw_only=True):
+    """The certificate expires within ``threshold_days``; once per threshold, the tightest one crossed."""
+
+    certificate_id: str
+    ca_id: str
+    threshold_days: int
+    not_after: datetime
+
+
 class Certificate(msgspec.Struct, frozen=True, kw_only=True):
     certificate_id: str = ""
     status: str = "absent"  # absent | issued | revoked
     issued: CertificateIssued | None = None
     revoked: CertificateRevoked | None = None
     key_exports: int = 0
+    pending: RenewalStarted | None = None  # a renewal claimed and not yet finished
+    renewed: CertificateRenewed | None = None
+    attempts: int = 0
+    last_failure_at: datetime | None = None
+    warned_days: int | None = None  # the tightest expiry threshold warned of
     version: int = 0
 
 
@@ -81,6 +128,14 @@ def evolve(state: Certificate, payload: Payload) -> Certificate:
             state = replace(state, key_exports=state.key_exports + 1)
         case CertificateRevoked():
             state = replace(state, status="revoked", revoked=payload)
+        case RenewalStarted():
+            state = replace(state, pending=payload, attempts=payload.attempt)
+        case CertificateRenewed():
+            state = replace(state, pending=None, renewed=payload)
+        case RenewalFailed():
+            state = replace(state, pending=None, last_failure_at=payload.failed_at)
+        case ExpiryWarned():
+            state = replace(state, warned_days=payload.threshold_days)
     return replace(state, version=state.version + 1)
 
 
@@ -127,3 +182,59 @@ def decide_revoke(state: Certificate, certificate_id: str, revoked: CertificateR
     """Record the revocation its CA already holds; nothing if this stream has it (a retried revocation)."""
     require_exists(state, certificate_id)
     return [] if state.status == "revoked" else [revoked]
+
+
+class RenewalRefused(DomainError):
+    status = 409
+
+
+def decide_start_renewal(state: Certificate, certificate_id: str, claim: RenewalStarted) -> list[Payload]:
+    """Claim the renewal: refused if revoked, renewed already, or another renewal holds the claim."""
+    require_exists(state, certificate_id)
+    if state.status == "revoked":
+        raise RenewalRefused("certificate_revoked", f"certificate {certificate_id} is revoked", field="id")
+    if state.renewed is not None:
+        raise RenewalRefused("already_renewed", f"certificate {certificate_id} was renewed as "
+                             f"{state.renewed.new_certificate_id}", field="id")
+    if state.pending is not None:
+        raise RenewalRefused("renewal_in_progress", f"certificate {certificate_id} is being renewed as "
+                             f"{state.pending.new_certificate_id}", field="id")
+    return [msgspec.structs.replace(claim, attempt=state.attempts + 1)]
+
+
+def claim_stale(state: Certificate, now: datetime, timeout: timedelta) -> bool:
+    """A claim nobody finished in ``timeout``: its holder died; another may complete it (same successor id)."""
+    return state.pending is not None and now >= state.pending.started_at + timeout
+
+
+def decide_renewed(state: Certificate, claim: RenewalStarted) -> list[Payload]:
+    """Link the successor; nothing if this claim's renewal is already recorded (a retry, or a racing completer)."""
+    if state.renewed is not None and state.renewed.new_certificate_id == claim.new_certificate_id:
+        return []
+    if state.pending is None or state.pending.new_certificate_id != claim.new_certificate_id:
+        raise RenewalRefused("renewal_claim_lost", f"the renewal of {state.certificate_id} as "
+                             f"{claim.new_certificate_id} is no longer claimed", field="id")
+    return [CertificateRenewed(certificate_id=state.certificate_id, new_certificate_id=claim.new_certificate_id,
+                               rotated=claim.rotate_key, attempt=claim.attempt)]
+
+
+def decide_renewal_failed(state: Certificate, failure: RenewalFailed, window: timedelta) -> list[Payload]:
+    """Close a failed claim; a failure before any claim is recorded at most once per ``window``."""
+    if state.renewed is not None:
+        return []
+    if failure.attempt:
+        return [failure] if state.pending is not None and state.pending.attempt == failure.attempt else []
+    if state.last_failure_at is not None and failure.failed_at < state.last_failure_at + window:
+        return []
+    return [failure]
+
+
+def decide_expiry_warning(state: Certificate, now: datetime, thresholds: tuple[int, ...]) -> list[Payload]:
+    """Warn of the tightest threshold crossed, once; never for a revoked, renewed or expired certificate."""
+    if state.status != "issued" or state.issued is None or state.renewed is not None:
+        return []
+    days = warning_due(state.issued.facts.not_after, now, thresholds, state.warned_days)
+    if days is None:
+        return []
+    return [ExpiryWarned(certificate_id=state.certificate_id, ca_id=state.issued.ca_id, threshold_days=days,
+                         not_after=state.issued.facts.not_after)]

@@ -13,6 +13,7 @@ from domain.certspec import EXTENDED_KEY_USAGES, KEY_USAGES
 from domain.errors import AlreadyExists, DomainError, NotFound
 from domain.events import Payload, event
 from domain.policy import AlgorithmText, Violation, raise_for
+from domain.renewal import RenewalPolicy, check_policy
 
 STREAM_TYPE = "profile"
 NAME_RE = re.compile(r"[a-z][a-z0-9-]{1,62}")
@@ -43,6 +44,7 @@ class Profile(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
     allowed_algorithms: Annotated[tuple[AlgorithmText, ...], msgspec.Meta(max_length=64)] | None
     default_algorithm: AlgorithmText
     ocsp_no_check: bool = False
+    renewal: RenewalPolicy = msgspec.field(default_factory=RenewalPolicy)  # when and how the scheduler renews
 
 
 def _builtin(name: str, description: str, *, key_usage: Iterable[str], eku: tuple[str, ...], sans: Iterable[str],
@@ -194,7 +196,8 @@ def _check_algorithms(p: Profile) -> list[Violation]:
 
 def validate_profile(p: Profile) -> list[Violation]:
     """Every way ``p`` is malformed (empty when it is sound); does not check reserved names."""
-    return [*_check_identity(p), *_check_usages(p), *_check_sans(p), *_check_validity(p), *_check_algorithms(p)]
+    return [*_check_identity(p), *_check_usages(p), *_check_sans(p), *_check_validity(p), *_check_algorithms(p),
+            *check_policy(p.renewal, p.max_validity_days)]
 
 
 def _require(state: ProfileState, name: str) -> None:

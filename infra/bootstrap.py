@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from commands import renewal
 from commands.identity import Identity
 from commands.runtime import Services, SystemClock
 from domain.verification import ChainVerifier, VerifyReport
@@ -25,6 +26,7 @@ from infra.crypto.engine import CryptographyPki
 from infra.crypto.revocation import CryptographyRevocation
 from infra.eventstore.sqlite import SQLiteEventStore, read_witness
 from infra.keystore.vault import SQLiteKeyVault
+from infra.renewal_scheduler import RenewalScheduler
 from infra.revocation_scheduler import RevocationScheduler
 from infra.ldap import LdapDirectory
 from projections.registry import all_projectors
@@ -49,10 +51,17 @@ class Runtime:
         """Start the projection tail, the checkpoint timer and the CRL/OCSP scheduler on the running loop."""
         self.tasks = [asyncio.create_task(self.runner.run(), name="projections"),
                       asyncio.create_task(self.checkpointer.run(), name="checkpoints"),
-                      asyncio.create_task(self.revocation_scheduler().run(), name="revocation")]
+                      asyncio.create_task(self.revocation_scheduler().run(), name="revocation"),
+                      asyncio.create_task(self.renewal_scheduler().run(), name="renewal")]
 
     def revocation_scheduler(self) -> RevocationScheduler:
         return RevocationScheduler(self.services, self.runner)
+
+    def renewal_scheduler(self) -> RenewalScheduler:
+        """Renewals and expiry warnings (commands/renewal.py), every ``renewal_interval`` seconds."""
+        schedule = renewal.Schedule(warning_days=self.settings.expiry_warning_days,
+                                    retry_window=timedelta(hours=self.settings.renewal_retry_hours))
+        return RenewalScheduler(self.services, self.runner, self.settings.renewal_interval, schedule)
 
     async def stop(self) -> None:
         for task in self.tasks:

@@ -117,6 +117,11 @@ class Settings:
     rate_limit_login_per_username: str = "5/minute"
     cors_origins: tuple[str, ...] = ()  # CORS stays off unless origins are listed (exact "https://host[:port]")
     crl_validity_hours: int = 168  # a CRL's nextUpdate - thisUpdate; republished when a third is left
+    # Renewal scheduler (infra/renewal_scheduler.py): seconds between passes, expiry warning thresholds (days),
+    # and how long it leaves a certificate alone after a failed renewal.
+    renewal_interval: float = 300.0
+    expiry_warning_days: tuple[int, ...] = (30, 7, 1)
+    renewal_retry_hours: int = 24
     ldap: LdapSettings | None = None  # CSM_LDAP_*: directory sign-in, off unless CSM_LDAP_URL is set
     # Identity: token signing, lifetimes, brute-force protection, MFA, password hashing.
     jwt_algorithm: str = "RS256"  # RS256 | ES384: the algorithm of new signing keys (both are verified)
@@ -173,6 +178,10 @@ class Settings:
             rate_limit_login_per_username=_env("RATE_LIMIT_LOGIN_PER_USERNAME", "5/minute"),
             cors_origins=tuple(o.strip() for o in _env("CORS_ORIGINS", "").split(",") if o.strip()),
             crl_validity_hours=int(_env("CRL_VALIDITY_HOURS", "168")),
+            renewal_interval=float(_env("RENEWAL_INTERVAL", "300")),
+            expiry_warning_days=tuple(sorted({int(d) for d in _env("EXPIRY_WARNING_DAYS", "30,7,1").split(",")
+                                              if d.strip()}, reverse=True)),
+            renewal_retry_hours=int(_env("RENEWAL_RETRY_HOURS", "24")),
             ldap=LdapSettings.from_env(),
             jwt_algorithm=_env("JWT_ALGORITHM", "RS256"),
             access_token_ttl=int(_env("ACCESS_TOKEN_TTL", "900")),

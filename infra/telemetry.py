@@ -24,6 +24,10 @@ COMMIT_BATCH = Histogram("csm_eventstore_commit_batch_events", "Events per group
 COMMANDS = Counter("csm_commands_total", "Commands handled", ["command", "outcome"])
 PROJECTION_POSITION = Gauge("csm_projection_position", "Last global position applied", ["projection"])
 PROJECTION_LAG = Gauge("csm_projection_lag_events", "Events not yet applied", ["projection"])
+# Set at scrape time from the certificates read model (api/metrics.py): one series per tenant x CA x window.
+CERTIFICATES_EXPIRING = Gauge("csm_certificates_expiring", "Issued, not renewed certificates expiring within the "
+                              "window", ["tenant", "ca", "within"])
+EXPIRY_WINDOWS_DAYS = (7, 30, 90)
 HTTP_REQUESTS = Counter("csm_http_requests_total", "HTTP requests", ["method", "route", "status"])
 HTTP_SECONDS = Histogram("csm_http_request_seconds", "HTTP request latency", ["method", "route"],
                          buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5))

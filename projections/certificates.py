@@ -1,5 +1,10 @@
 """The certificate search read model: one row per certificate, its SANs and tags, and the search query.
 
+Renewal links a certificate to its successor (``superseded_by``) and back (``supersedes``);
+``renew_at`` is when its profile's renewal policy (built-in, or the tenant's own profile as
+last seen here) makes it due, and ``auto_renew`` whether the scheduler renews it. The
+renewal scheduler and the expiry gauges read these columns; they decide from the streams.
+
 Revocation shows here in two ways. A certificate revoked itself has ``status`` "revoked" and
 its own reason. A certificate under a revoked CA (the CA, or any CA above it) is untrusted
 without an event of its own: ``status`` "revoked", ``revocation_reason`` "ca_revoked",
@@ -11,21 +16,28 @@ from __future__ import annotations
 import base64
 import json
 import sqlite3
+from datetime import datetime, timedelta
 
+import msgspec
+
+from commands.runtime import rfc3339
 from domain.events import EventEnvelope
+from domain.profile import BUILTIN_PROFILES
+from domain.renewal import DEFAULT_POLICY, RenewalPolicy, renew_at
 from projections.base import Projector
 
 COLUMNS = ("tenant_id", "certificate_id", "ca_id", "profile", "serial_hex", "fingerprint", "subject_dn",
            "common_name", "issuer_dn", "issuer_fingerprint", "algorithm", "status", "key_source", "has_key",
            "not_before", "not_after", "sans", "tags", "certificate_pem", "issued_at", "key_exports", "version",
-           "position", "revocation_reason", "revoked_at", "invalidity_date", "revoked_ca_id")
+           "position", "revocation_reason", "revoked_at", "invalidity_date", "revoked_ca_id", "superseded_by",
+           "supersedes", "renew_at", "auto_renew", "expiry_warned_days", "renewal_failed_at", "renewal_failure")
 SORTS = {"issued": "position", "expiry": "not_after"}
 
 
 class CertificatesProjector(Projector):
     name = "certificates"
-    version = 2  # 2: revocation columns, and the CA tree that lets a CA's revocation reach its subtree
-    tables = ("certificates", "certificate_names", "certificate_tags", "certificate_cas")
+    version = 3  # 2: revocation columns and the CA tree; 3: renewal links, renew_at, expiry warnings
+    tables = ("certificates", "certificate_names", "certificate_tags", "certificate_cas", "certificate_policies")
     ddl = (
         """CREATE TABLE IF NOT EXISTS {certificates} (
             tenant_id TEXT NOT NULL, certificate_id TEXT NOT NULL, ca_id TEXT NOT NULL, profile TEXT NOT NULL,
@@ -35,7 +47,13 @@ class CertificatesProjector(Projector):
             not_after TEXT NOT NULL, sans TEXT NOT NULL, tags TEXT NOT NULL, certificate_pem TEXT NOT NULL,
             issued_at TEXT NOT NULL, key_exports INTEGER NOT NULL, version INTEGER NOT NULL,
             position INTEGER NOT NULL, revocation_reason TEXT, revoked_at TEXT, invalidity_date TEXT,
-            revoked_ca_id TEXT, PRIMARY KEY (tenant_id, certificate_id))""",
+            revoked_ca_id TEXT, superseded_by TEXT, supersedes TEXT, renew_at TEXT NOT NULL,
+            auto_renew INTEGER NOT NULL, expiry_warned_days INTEGER, renewal_failed_at TEXT, renewal_failure TEXT,
+            PRIMARY KEY (tenant_id, certificate_id))""",
+        "CREATE INDEX IF NOT EXISTS {ix}_renew_at ON {certificates} (renew_at) WHERE status = 'issued' "
+        "AND superseded_by IS NULL",
+        "CREATE INDEX IF NOT EXISTS {ix}_not_after ON {certificates} (not_after) WHERE status = 'issued' "
+        "AND superseded_by IS NULL",
         "CREATE INDEX IF NOT EXISTS {ix}_ca ON {certificates} (tenant_id, ca_id)",
         "CREATE UNIQUE INDEX IF NOT EXISTS {ix}_serial ON {certificates} (tenant_id, ca_id, serial_hex)",
         "CREATE INDEX IF NOT EXISTS {ix}_position ON {certificates} (tenant_id, position)",
@@ -53,17 +71,24 @@ class CertificatesProjector(Projector):
         """CREATE TABLE IF NOT EXISTS {certificate_cas} (
             tenant_id TEXT NOT NULL, ca_id TEXT NOT NULL, parent_id TEXT, revoked_at TEXT,
             PRIMARY KEY (tenant_id, ca_id)) WITHOUT ROWID""",
+        """CREATE TABLE IF NOT EXISTS {certificate_policies} (
+            tenant_id TEXT NOT NULL, profile TEXT NOT NULL, renewal TEXT NOT NULL,
+            PRIMARY KEY (tenant_id, profile)) WITHOUT ROWID""",
     )
 
     def apply(self, conn: sqlite3.Connection, event: EventEnvelope) -> None:
         if event.stream_type == "ca":
             self._apply_ca(conn, event)
             return
+        if event.stream_type == "profile":
+            self._apply_profile(conn, event)
+            return
         if event.stream_type != "certificate":
             return
         p = event.payload
         if event.type == "certificate.issued":
             facts, sans = p["facts"], p["sans"]
+            policy = self._policy(conn, event.tenant_id, p["profile"])
             names = sorted({v.lower() for kind in ("dns", "ip", "email", "uri") for v in sans.get(kind, ())})
             conn.execute(
                 f"INSERT OR REPLACE INTO {self.t('certificates')} ({', '.join(COLUMNS)}) "
@@ -73,7 +98,8 @@ class CertificatesProjector(Projector):
                  facts["issuer_dn"], p["issuer_fingerprint"], facts["algorithm"], "issued", p["key_source"],
                  int(p.get("key_ref") is not None), facts["not_before"], facts["not_after"],
                  json.dumps(sans, sort_keys=True), json.dumps(p.get("tags", [])), p["certificate_pem"],
-                 event.occurred_at, 0, event.version, event.global_position, None, None, None, None))
+                 event.occurred_at, 0, event.version, event.global_position, None, None, None, None, None, None,
+                 _renew_at(policy, facts["not_before"], facts["not_after"]), int(policy.auto), None, None, None))
             conn.executemany(f"INSERT OR IGNORE INTO {self.t('certificate_names')} VALUES (?,?,?)",
                              [(event.tenant_id, name, p["certificate_id"]) for name in names])
             conn.executemany(f"INSERT OR IGNORE INTO {self.t('certificate_tags')} VALUES (?,?,?)",
@@ -90,6 +116,47 @@ class CertificatesProjector(Projector):
             conn.execute(f"UPDATE {self.t('certificates')} SET key_exports = key_exports + 1, version = ? "
                          "WHERE tenant_id = ? AND certificate_id = ?",
                          (event.version, event.tenant_id, event.stream_id.removeprefix("certificate-")))
+        else:
+            self._apply_renewal(conn, event)
+
+    def _apply_renewal(self, conn: sqlite3.Connection, event: EventEnvelope) -> None:
+        p, certificates = event.payload, self.t("certificates")
+        changes = {"certificate.renewed": {"superseded_by": p.get("new_certificate_id")},
+                   "certificate.expiry_warned": {"expiry_warned_days": p.get("threshold_days")},
+                   "certificate.renewal_failed": {"renewal_failed_at": p.get("failed_at"),
+                                                  "renewal_failure": p.get("reason")},
+                   "certificate.renewal_started": {}}.get(event.type)
+        if changes is None:
+            return
+        assignments = "".join(f"{column} = ?, " for column in changes)
+        conn.execute(f"UPDATE {certificates} SET {assignments}version = ? WHERE tenant_id = ? AND certificate_id = ?",
+                     (*changes.values(), event.version, event.tenant_id, event.stream_id.removeprefix("certificate-")))
+        if event.type == "certificate.renewed":  # the successor was issued (earlier in the log) before this link
+            conn.execute(f"UPDATE {certificates} SET supersedes = ? WHERE tenant_id = ? AND certificate_id = ?",
+                         (event.stream_id.removeprefix("certificate-"), event.tenant_id, p["new_certificate_id"]))
+
+    def _policy(self, conn: sqlite3.Connection, tenant_id: str, profile: str) -> RenewalPolicy:
+        if profile in BUILTIN_PROFILES:
+            return BUILTIN_PROFILES[profile].renewal
+        row = conn.execute(f"SELECT renewal FROM {self.t('certificate_policies')} WHERE tenant_id = ? AND profile = ?",
+                           (tenant_id, profile)).fetchone()
+        return msgspec.json.decode(row[0], type=RenewalPolicy) if row else DEFAULT_POLICY
+
+    def _apply_profile(self, conn: sqlite3.Connection, event: EventEnvelope) -> None:
+        """A tenant's profile (re)defines its renewal policy: its live certificates' renew_at follow."""
+        if event.type not in ("profile.created", "profile.updated"):
+            return
+        name = event.payload["profile"]["name"]
+        policy = msgspec.convert(event.payload["profile"].get("renewal") or {}, RenewalPolicy)
+        conn.execute(f"INSERT OR REPLACE INTO {self.t('certificate_policies')} VALUES (?, ?, ?)",
+                     (event.tenant_id, name, msgspec.json.encode(policy).decode()))
+        certificates = self.t("certificates")
+        rows = conn.execute(f"SELECT certificate_id, not_before, not_after FROM {certificates} WHERE tenant_id = ? "
+                            "AND profile = ? AND status = 'issued' AND superseded_by IS NULL",
+                            (event.tenant_id, name)).fetchall()
+        conn.executemany(f"UPDATE {certificates} SET renew_at = ?, auto_renew = ? WHERE tenant_id = ? "
+                         "AND certificate_id = ?",
+                         [(_renew_at(policy, nb, na), int(policy.auto), event.tenant_id, cid) for cid, nb, na in rows])
 
 
     def _apply_ca(self, conn: sqlite3.Connection, event: EventEnvelope) -> None:
@@ -126,11 +193,16 @@ class CertificatesProjector(Projector):
             (tenant_id, ca_id, revoked[1], revoked[0], certificate_id))
 
 
+def _renew_at(policy: RenewalPolicy, not_before: str, not_after: str) -> str:
+    return rfc3339(renew_at(policy, datetime.fromisoformat(not_before), datetime.fromisoformat(not_after)))
+
+
 def _row(row: tuple) -> dict:
     item = dict(zip(COLUMNS, row))
     item["sans"] = json.loads(item["sans"])
     item["tags"] = json.loads(item["tags"])
     item["has_key"] = bool(item["has_key"])
+    item["auto_renew"] = bool(item["auto_renew"])
     return item
 
 
@@ -221,3 +293,39 @@ def _text_match(column: str, pattern: str) -> tuple[str, str]:
         prefix = pattern[:-1].replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         return f"{column} LIKE ? ESCAPE '\\'", prefix + "%"
     return f"{column} = ?", pattern
+
+
+_LIVE = "status = 'issued' AND superseded_by IS NULL"
+
+
+def renewal_candidates(conn: sqlite3.Connection, now: str, failed_before: str, limit: int = 500) -> list[tuple]:
+    """(tenant, certificate) pairs the scheduler renews: live, due by ``renew_at``, not failed since ``failed_before``."""
+    return conn.execute(
+        f"SELECT tenant_id, certificate_id FROM certificates WHERE {_LIVE} AND auto_renew = 1 AND renew_at <= ? "
+        "AND not_after > ? AND (renewal_failed_at IS NULL OR renewal_failed_at <= ?) ORDER BY renew_at LIMIT ?",
+        (now, now, failed_before, limit)).fetchall()
+
+
+def warning_candidates(conn: sqlite3.Connection, now: datetime, thresholds: tuple[int, ...],
+                       limit: int = 500) -> list[tuple]:
+    """(tenant, certificate) pairs that crossed an expiry threshold (days) not yet warned of."""
+    found: dict[tuple, None] = {}
+    for days in sorted(thresholds):
+        horizon = rfc3339(now + timedelta(days=days))
+        rows = conn.execute(
+            f"SELECT tenant_id, certificate_id FROM certificates WHERE {_LIVE} AND not_after > ? AND not_after <= ? "
+            "AND (expiry_warned_days IS NULL OR expiry_warned_days > ?) ORDER BY not_after LIMIT ?",
+            (rfc3339(now), horizon, days, limit)).fetchall()
+        found.update(dict.fromkeys(map(tuple, rows)))
+    return list(found)[:limit]
+
+
+def expiring_counts(conn: sqlite3.Connection, now: datetime, windows: tuple[int, ...]) -> list[tuple]:
+    """(tenant, CA, window days, count) of live certificates expiring within each window; one row per tenant×CA."""
+    sums = ", ".join(f"SUM(not_after <= ?)" for _ in windows)
+    rows = conn.execute(
+        f"SELECT tenant_id, ca_id, {sums} FROM certificates WHERE {_LIVE} AND not_after > ? AND not_after <= ? "
+        "GROUP BY tenant_id, ca_id",
+        (*(rfc3339(now + timedelta(days=d)) for d in windows), rfc3339(now),
+         rfc3339(now + timedelta(days=max(windows))))).fetchall()
+    return [(tenant, ca, days, count) for tenant, ca, *counts in rows for days, count in zip(windows, counts)]

@@ -67,6 +67,13 @@ class CryptographyPki:
             raise DomainError("invalid_certificate_spec", f"the certificate cannot be built: {exc}",
                               field="spec") from exc
 
+    def certificate_public_keys(self, certificate: bytes) -> PublicKeys:
+        """The subject's key(s) a DER certificate certifies (a renewal with the same key certifies them again)."""
+        cert = _load_certificate(certificate, "certificate")
+        primary = cert.public_key().public_bytes(serialization.Encoding.DER,
+                                                 serialization.PublicFormat.SubjectPublicKeyInfo)
+        return PublicKeys(primary=primary, alternative=hybrid.unrecognized(cert, hybrid.SUBJECT_ALT_PUBLIC_KEY_INFO))
+
     def describe(self, certificate: bytes) -> CertificateFacts:
         cert = _load_certificate(certificate, "certificate")
         try:

@@ -81,6 +81,9 @@ REQUESTS: dict[tuple[str, str], Build] = {
     # Both revocations are refused after authorization (a root; an invalidity date to come): nothing changes.
     ("POST", "/v1/cas/{ca_id}/revoke"): lambda w, t: Call("POST", f"/v1/cas/{_t(w, t).root}/revoke", json={}),
     ("GET", "/v1/cas/{ca_id}/crl"): lambda w, t: Call("GET", f"/v1/cas/{_t(w, t).issuing}/crl"),
+    # Refused after authorization: the built-in profile's renewal policy does not allow keeping the key.
+    ("POST", "/v1/certificates/{certificate_id}/renew"): lambda w, t: Call(
+        "POST", f"/v1/certificates/{_t(w, t).certificate}/renew", json={"reuse_key": True}),
     ("POST", "/v1/certificates/{certificate_id}/revoke"): lambda w, t: Call(
         "POST", f"/v1/certificates/{_t(w, t).certificate}/revoke", json={"invalidity_date": "2999-01-01T00:00:00Z"}),
     ("POST", "/v1/certificates"): lambda w, t: Call("POST", "/v1/certificates", json={
