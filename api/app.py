@@ -30,6 +30,7 @@ from api.problems import EXCEPTION_HANDLERS, problem_response
 from api.ratelimit import RateLimits
 from api.revocations import RevocationController
 from api.tenants import TenantController
+from api.webhooks import WebhookController
 from infra.bootstrap import initialise
 from infra.config import Settings
 
@@ -75,7 +76,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     v1 = Router("/v1", route_handlers=[TenantController, AuditController, EventStreamController, CaController,
                                       CertificateController, ProfileController, AlgorithmController,
                                       UserController, ServiceAccountController, TotpController,
-                                      RevocationController],
+                                      RevocationController, WebhookController],
                 dependencies={"principal": Provide(limits.principal(authenticate))}, security=[{"bearer": []}])
     app = Litestar(
         # public_pki (CRLs, OCSP) is outside v1 on purpose: relying parties have no token.

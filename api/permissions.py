@@ -108,6 +108,15 @@ ROUTE_PERMISSIONS: dict[tuple[str, str], Rule] = {
     ("GET", "/v1/service-accounts/{name}"): Rule(("user:read",), "tenant"),
     ("POST", "/v1/service-accounts/{name}/keys"): Rule(("serviceaccount:manage",), "tenant", note="no escalation"),
     ("DELETE", "/v1/service-accounts/{name}/keys/{key_id}"): Rule(("serviceaccount:manage",), "tenant"),
+    # webhooks (api/webhooks.py): another tenant's webhook id reads as not found
+    ("POST", "/v1/webhooks"): Rule(("webhook:manage",), "tenant", note="the signing secret is shown once"),
+    ("GET", "/v1/webhooks"): Rule(("webhook:read",), "tenant"),
+    ("GET", "/v1/webhooks/{webhook_id}"): Rule(("webhook:read",), "tenant"),
+    ("PATCH", "/v1/webhooks/{webhook_id}"): Rule(("webhook:manage",), "tenant"),
+    ("DELETE", "/v1/webhooks/{webhook_id}"): Rule(("webhook:manage",), "tenant"),
+    ("POST", "/v1/webhooks/{webhook_id}/rotate-secret"): Rule(("webhook:manage",), "tenant",
+                                                              note="the new secret is shown once"),
+    ("GET", "/v1/webhooks/{webhook_id}/deliveries"): Rule(("webhook:read",), "tenant"),
 }
 
 

@@ -29,6 +29,8 @@ PERMISSIONS: dict[str, str] = {
     "user:manage": "create users, grant and revoke their roles, reset passwords, disable them",
     "user:read": "list and read users and service accounts",
     "serviceaccount:manage": "create service accounts, issue and revoke their API keys",
+    "webhook:read": "list webhook subscriptions and their delivery logs",
+    "webhook:manage": "subscribe, update and delete webhooks, rotate their signing secrets",
 }
 
 # Who holds what. Least privilege: a role gets a permission only when its job needs it, and the
@@ -42,7 +44,7 @@ ROLES: dict[str, frozenset[str]] = {
     # profiles, certificates, audit trail; exports keys (audited)
     "tenant-admin": _READ | {"tenant:update", "audit:read", "events:stream", "ca:create", "ca:manage",
                              "profile:manage", "cert:issue", "cert:revoke", "key:export", "user:read",
-                             "user:manage", "serviceaccount:manage"},
+                             "user:manage", "serviceaccount:manage", "webhook:read", "webhook:manage"},
     # runs a tenant's CAs and issuance; no policy, no users or tokens, no private-key export
     "ca-operator": _READ | {"ca:create", "ca:manage", "profile:manage", "cert:issue", "cert:revoke"},
     # service accounts (CI/CD, ACME-like automation): issue and read certificates, nothing else
@@ -50,7 +52,7 @@ ROLES: dict[str, frozenset[str]] = {
     # self-service: issue (within the tenant policy's allowed names) and read; keys stay with the developer (CSR)
     "developer": _READ | {"cert:issue"},
     # read-only everything, plus the audit log, chain verification and the event stream
-    "auditor": _READ | {"audit:read", "audit:verify", "events:stream", "user:read"},
+    "auditor": _READ | {"audit:read", "audit:verify", "events:stream", "user:read", "webhook:read"},
     "viewer": _READ,
 }
 

@@ -70,6 +70,7 @@ class Services:
     revocation: RevocationCrypto | None = None
     crl_validity: timedelta = timedelta(days=7)
     directory: Directory | None = None  # LDAP / AD sign-in, when configured
+    allow_loopback_webhooks: bool = False  # http:// webhook URLs to 127.0.0.1/localhost (tests, development)
 
 
 def rfc3339(moment: datetime) -> str:

@@ -22,6 +22,10 @@ from infra.audit.keys import AuditSigner, load_public_key, trusted_keys
 from infra.config import Settings
 from infra.credentials import SQLiteCredentialVault
 from infra.identity import build_identity
+from infra.jobs import Jobs
+from infra.webhooks import Webhooks
+from infra.webhooks import wire as wire_webhooks
+from infra.webhooks.dispatcher import WebhookDispatcher
 from infra.crypto.engine import CryptographyPki
 from infra.crypto.revocation import CryptographyRevocation
 from infra.eventstore.sqlite import SQLiteEventStore, read_witness
@@ -46,6 +50,8 @@ class Runtime:
     keys: SQLiteKeyVault | None = None
     tasks: list[asyncio.Task] = field(default_factory=list)
     identity: Identity | None = None  # users, sessions, token signing (infra/identity.py)
+    jobs: Jobs | None = None  # the dramatiq broker and, once started, the in-process worker (infra/jobs.py)
+    webhooks: Webhooks | None = None  # the delivery log and the delivery job (infra/webhooks)
 
     def start_background(self) -> None:
         """Start the projection tail, the checkpoint timer and the CRL/OCSP scheduler on the running loop."""
@@ -53,6 +59,13 @@ class Runtime:
                       asyncio.create_task(self.checkpointer.run(), name="checkpoints"),
                       asyncio.create_task(self.revocation_scheduler().run(), name="revocation"),
                       asyncio.create_task(self.renewal_scheduler().run(), name="renewal")]
+        if self.jobs is not None and self.webhooks is not None:
+            self.jobs.start()
+            self.tasks.append(asyncio.create_task(self.webhook_dispatcher().run(), name="webhooks"))
+
+    def webhook_dispatcher(self) -> WebhookDispatcher:
+        return WebhookDispatcher(self.services, self.runner, self.webhooks.deliveries, self.jobs,
+                                 source=self.settings.base_url, poll_interval=self.settings.poll_interval)
 
     def revocation_scheduler(self) -> RevocationScheduler:
         return RevocationScheduler(self.services, self.runner)
@@ -70,6 +83,8 @@ class Runtime:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self.tasks = []
+        if self.jobs is not None:
+            await asyncio.to_thread(self.jobs.stop)  # lets deliveries in progress finish, before the stores close
         try:
             await asyncio.to_thread(self.checkpointer.seal_all)
         except Exception:
@@ -77,6 +92,10 @@ class Runtime:
         self.close()
 
     def close(self) -> None:
+        if self.jobs is not None:
+            self.jobs.close()
+        if self.webhooks is not None:
+            self.webhooks.close()
         self.runner.close()
         self.store.close()
         if self.keys is not None:
@@ -106,8 +125,10 @@ def open_runtime(settings: Settings) -> Runtime:
     if settings.ldap is not None:
         # Built here so a bad URL, CA file or password file stops startup instead of the first sign-in.
         services.directory = LdapDirectory(settings.ldap)
+    services.allow_loopback_webhooks = settings.webhook_allow_loopback_http
+    jobs = Jobs.from_settings(settings)
     return Runtime(settings, store, runner, checkpointer, vault, services, keys,
-                   identity=build_identity(settings, vault))
+                   identity=build_identity(settings, vault), jobs=jobs, webhooks=wire_webhooks(settings, jobs, keys))
 
 
 def initialise(settings: Settings) -> Runtime:

@@ -132,6 +132,16 @@ class Settings:
     login_backoff_base: float = 1.0  # wait after the n-th failure: base * 2**(n-1) seconds, at most 60
     mfa_required_roles: tuple[str, ...] = ("platform-admin", "tenant-admin", "ca-operator")
     argon2: str = ""  # "t=2,m=19456,p=1" (the default); raise for more cost per guess
+    # Background jobs (infra/jobs.py): "in-process" (dramatiq's in-memory broker, worker threads in this process)
+    # or "redis" (dramatiq's Redis broker at redis_url; `csm worker` processes consume it too).
+    jobs: str = "in-process"
+    job_worker_threads: int = 2  # this process's worker threads; 0: enqueue only (a `csm worker` consumes)
+    # Webhooks (docs/notifications.md): attempts per notification, exponential backoff between them, timeout.
+    webhook_max_attempts: int = 8
+    webhook_min_backoff: float = 5.0  # seconds before the second attempt; doubling (with jitter) after that
+    webhook_max_backoff: float = 3600.0  # seconds: the longest wait between two attempts
+    webhook_timeout: float = 10.0  # seconds per request (connect + response)
+    webhook_allow_loopback_http: bool = False  # http://127.0.0.1 / localhost receivers: tests and development only
 
     @property
     def base_url(self) -> str:
@@ -152,6 +162,10 @@ class Settings:
     @property
     def signing_keys_dir(self) -> Path:
         return self.keys_dir / "jwt"
+
+    @property
+    def webhooks_db(self) -> Path:
+        return self.data_dir / "webhooks.db"
 
     @property
     def witness_file(self) -> Path:
@@ -192,4 +206,12 @@ class Settings:
             mfa_required_roles=tuple(r.strip() for r in _env(
                 "MFA_REQUIRED_ROLES", "platform-admin,tenant-admin,ca-operator").split(",") if r.strip()),
             argon2=_env("ARGON2", ""),
+            jobs=_env("JOBS", "in-process"),
+            job_worker_threads=int(_env("JOB_WORKER_THREADS", "2")),
+            webhook_max_attempts=int(_env("WEBHOOK_MAX_ATTEMPTS", "8")),
+            webhook_min_backoff=float(_env("WEBHOOK_MIN_BACKOFF", "5")),
+            webhook_max_backoff=float(_env("WEBHOOK_MAX_BACKOFF", "3600")),
+            webhook_timeout=float(_env("WEBHOOK_TIMEOUT", "10")),
+            webhook_allow_loopback_http=_env("WEBHOOK_ALLOW_LOOPBACK_HTTP", "false").strip().lower()
+            in {"1", "true", "yes", "on"},
         )

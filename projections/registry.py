@@ -11,8 +11,9 @@ from projections.profiles import ProfilesProjector
 from projections.service_accounts import ServiceAccountsProjector
 from projections.tenants import TenantsProjector
 from projections.users import UsersProjector
+from projections.webhooks import WebhooksProjector
 
 
 def all_projectors() -> list[Projector]:
     return [TenantsProjector(), AuditLogProjector(), ApiTokensProjector(), CasProjector(), CertificatesProjector(),
-            ProfilesProjector(), UsersProjector(), ServiceAccountsProjector()]
+            ProfilesProjector(), UsersProjector(), ServiceAccountsProjector(), WebhooksProjector()]

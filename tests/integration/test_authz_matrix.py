@@ -135,6 +135,19 @@ REQUESTS: dict[tuple[str, str], Build] = {
         json={"roles": ["viewer"]}),
     ("DELETE", "/v1/service-accounts/{name}/keys/{key_id}"): lambda w, t: Call(
         "DELETE", f"/v1/service-accounts/{_t(w, t).service_account}/keys/{_t(w, t).key}", params={"tenant_id": t}),
+    ("POST", "/v1/webhooks"): lambda w, t: Call("POST", "/v1/webhooks", json={
+        "tenant_id": t, "url": "https://hooks.invalid/matrix", "event_types": ["certificate.expiry_warned"]}),
+    ("GET", "/v1/webhooks"): lambda w, t: Call("GET", "/v1/webhooks", params={"tenant_id": t}),
+    ("GET", "/v1/webhooks/{webhook_id}"): lambda w, t: Call(
+        "GET", f"/v1/webhooks/{_t(w, t).webhook}", params={"tenant_id": t}),
+    ("PATCH", "/v1/webhooks/{webhook_id}"): lambda w, t: Call(
+        "PATCH", f"/v1/webhooks/{_t(w, t).webhook}", params={"tenant_id": t}, json={"description": fresh("m")}),
+    ("DELETE", "/v1/webhooks/{webhook_id}"): lambda w, t: Call(  # deleting again answers 200, unchanged
+        "DELETE", f"/v1/webhooks/{_t(w, t).webhook_deleting}", params={"tenant_id": t}),
+    ("POST", "/v1/webhooks/{webhook_id}/rotate-secret"): lambda w, t: Call(
+        "POST", f"/v1/webhooks/{_t(w, t).webhook}/rotate-secret", params={"tenant_id": t}),
+    ("GET", "/v1/webhooks/{webhook_id}/deliveries"): lambda w, t: Call(
+        "GET", f"/v1/webhooks/{_t(w, t).webhook}/deliveries", params={"tenant_id": t}),
 }
 # The same route asked for a private key: key_permissions apply too.
 WITH_KEY: dict[tuple[str, str], Build] = {

@@ -1,0 +1,246 @@
+"""The Webhook aggregate: a tenant's subscription to lifecycle notifications, its URL rules, and the signature.
+
+The signing secret never enters an event: events name it by ``secret_ref`` (its id in the key
+vault). ``sign``/``verify`` define the ``X-CSM-Signature`` header that receivers check.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+from typing import Any
+from urllib.parse import urlsplit
+
+import msgspec
+
+from domain.errors import AlreadyExists, DomainError, NotFound
+from domain.events import Payload, event
+
+STREAM_TYPE = "webhook"
+MAX_URL = 2048
+MAX_DESCRIPTION = 200
+# What a subscription may ask for: the certificate lifecycle events an operator acts on.
+NOTIFIABLE = ("certificate.expiry_warned", "certificate.renewed", "certificate.renewal_failed",
+              "certificate.revoked", "ca.revoked")
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+SIGNATURE_HEADER = "X-CSM-Signature"
+DEFAULT_TOLERANCE_SECONDS = 300
+# Payload fields a receiver has no use for (vault references), dropped from notification data.
+_INTERNAL_FIELDS = frozenset({"key_ref", "secret_ref", "password_ref"})
+
+
+class InvalidWebhook(DomainError):
+    """A subscription's input is malformed (bad URL, unknown event type): the caller's request, so 400."""
+
+    status = 400
+
+
+@event("webhook.subscribed")
+class WebhookSubscribed(Payload, frozen=True, kw_only=True):
+    webhook_id: str
+    url: str
+    event_types: list[str]
+    enabled: bool
+    description: str
+    secret_ref: str  # the HMAC secret's id in the key vault (purpose "webhook-signing"); never the secret
+
+
+@event("webhook.updated")
+class WebhookUpdated(Payload, frozen=True, kw_only=True):
+    url: str
+    event_types: list[str]
+    enabled: bool
+    description: str
+
+
+@event("webhook.secret_rotated")
+class WebhookSecretRotated(Payload, frozen=True, kw_only=True):
+    secret_ref: str
+
+
+@event("webhook.deleted")
+class WebhookDeleted(Payload, frozen=True, kw_only=True):
+    reason: str
+
+
+@event("webhook.delivery_failed")
+class WebhookDeliveryFailed(Payload, frozen=True, kw_only=True):
+    """Every attempt to deliver one notification failed; no response body is ever recorded."""
+
+    delivery_id: str
+    event_id: str
+    event_type: str
+    attempts: int
+    status_code: int | None
+    error: str
+
+
+class Webhook(msgspec.Struct, frozen=True, kw_only=True):
+    webhook_id: str = ""
+    status: str = "absent"  # absent | active | deleted
+    url: str = ""
+    event_types: tuple[str, ...] = ()
+    enabled: bool = False
+    description: str = ""
+    secret_ref: str = ""
+    version: int = 0
+
+
+def stream_id(webhook_id: str) -> str:
+    return f"webhook-{webhook_id}"
+
+
+def fold(payloads) -> Webhook:
+    state = Webhook()
+    for payload in payloads:
+        match payload:
+            case WebhookSubscribed():
+                state = Webhook(webhook_id=payload.webhook_id, status="active", url=payload.url,
+                                event_types=tuple(payload.event_types), enabled=payload.enabled,
+                                description=payload.description, secret_ref=payload.secret_ref,
+                                version=state.version)
+            case WebhookUpdated():
+                state = msgspec.structs.replace(state, url=payload.url, event_types=tuple(payload.event_types),
+                                                enabled=payload.enabled, description=payload.description)
+            case WebhookSecretRotated():
+                state = msgspec.structs.replace(state, secret_ref=payload.secret_ref)
+            case WebhookDeleted():
+                state = msgspec.structs.replace(state, status="deleted", enabled=False)
+        state = msgspec.structs.replace(state, version=state.version + 1)
+    return state
+
+
+# rules ------------------------------------------------------------------------------------
+def check_url(url: str, *, allow_loopback_http: bool = False) -> str:
+    """``url`` if a notification may be sent there: https (http only to loopback, when allowed), no credentials."""
+    if not isinstance(url, str) or not url or len(url) > MAX_URL or not url.isprintable() or " " in url:
+        raise InvalidWebhook("invalid_url", f"url must be 1-{MAX_URL} printable characters without spaces",
+                             field="url")
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+        parts.port  # noqa: B018 - raises ValueError for a port out of range
+    except ValueError as exc:
+        raise InvalidWebhook("invalid_url", f"url cannot be parsed: {exc}", field="url") from None
+    if parts.scheme not in ("https", "http"):
+        raise InvalidWebhook("url_scheme", "url must use https", field="url")
+    if not host:
+        raise InvalidWebhook("invalid_url", "url must name a host", field="url")
+    if parts.username is not None or parts.password is not None or "@" in parts.netloc:
+        raise InvalidWebhook("url_credentials", "url must not carry credentials (user:password@)", field="url")
+    if parts.fragment:
+        raise InvalidWebhook("invalid_url", "url must not have a fragment", field="url")
+    if parts.scheme == "http" and not (allow_loopback_http and _loopback(host)):
+        raise InvalidWebhook("url_scheme", "url must use https (plain http only to a loopback address, and only "
+                             "where the service allows it)", field="url")
+    return url
+
+
+def _loopback(host: str) -> bool:
+    if host in LOOPBACK_HOSTS:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_event_types(event_types: list[str] | None) -> list[str]:
+    """The subscription's filter, sorted and without duplicates; None (or empty) means every notifiable type."""
+    if not event_types:
+        return sorted(NOTIFIABLE)
+    unknown = sorted(set(event_types) - set(NOTIFIABLE))
+    if unknown:
+        raise InvalidWebhook("unknown_event_type", f"cannot subscribe to {', '.join(unknown)}; one of "
+                             f"{', '.join(NOTIFIABLE)}", field="event_types")
+    return sorted(set(event_types))
+
+
+def _check_description(description: str) -> str:
+    if len(description) > MAX_DESCRIPTION or not description.isprintable():
+        raise InvalidWebhook("invalid_description", f"description must be at most {MAX_DESCRIPTION} printable "
+                             "characters", field="description")
+    return description
+
+
+def decide_subscribe(state: Webhook, subscribed: WebhookSubscribed, *, allow_loopback_http: bool) -> list[Payload]:
+    if state.status != "absent":
+        raise AlreadyExists("webhook_exists", "a webhook with this id exists", field="webhook_id")
+    check_url(subscribed.url, allow_loopback_http=allow_loopback_http)
+    _check_description(subscribed.description)
+    return [msgspec.structs.replace(subscribed, event_types=check_event_types(subscribed.event_types))]
+
+
+def _existing(state: Webhook) -> Webhook:
+    if state.status != "active":
+        raise NotFound("webhook_not_found", "no such webhook", field="webhook_id")
+    return state
+
+
+def decide_update(state: Webhook, *, url: str | None, event_types: list[str] | None, enabled: bool | None,
+                  description: str | None, allow_loopback_http: bool) -> list[Payload]:
+    current = _existing(state)
+    new = WebhookUpdated(
+        url=check_url(url, allow_loopback_http=allow_loopback_http) if url is not None else current.url,
+        event_types=check_event_types(event_types) if event_types is not None else list(current.event_types),
+        enabled=current.enabled if enabled is None else enabled,
+        description=_check_description(description) if description is not None else current.description)
+    if (new.url, tuple(new.event_types), new.enabled, new.description) == (
+            current.url, current.event_types, current.enabled, current.description):
+        return []
+    return [new]
+
+
+def decide_rotate(state: Webhook, secret_ref: str) -> list[Payload]:
+    _existing(state)
+    return [WebhookSecretRotated(secret_ref=secret_ref)]
+
+
+def decide_delete(state: Webhook, reason: str) -> list[Payload]:
+    if state.status == "deleted":
+        return []  # deleting twice is the same request
+    _existing(state)
+    return [WebhookDeleted(reason=reason[:200] or "deleted")]
+
+
+def decide_delivery_failed(state: Webhook, failed: WebhookDeliveryFailed) -> list[Payload]:
+    if state.status == "absent":
+        raise NotFound("webhook_not_found", "no such webhook", field="webhook_id")
+    return [failed]
+
+
+# the notification and its signature -------------------------------------------------------
+def subject_of(stream_id_: str) -> str:
+    """The certificate (or CA) an event is about: its stream id without the type prefix."""
+    return stream_id_.split("-", 1)[1] if "-" in stream_id_ else stream_id_
+
+
+def notification(*, event_id: str, event_type: str, source: str, occurred_at: str, tenant_id: str,
+                 stream_id_: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """The delivered document, CloudEvents 1.0 shaped (structured mode) with a ``tenant`` extension."""
+    return {"specversion": "1.0", "id": event_id, "type": event_type, "source": source, "time": occurred_at,
+            "tenant": tenant_id, "subject": subject_of(stream_id_), "datacontenttype": "application/json",
+            "data": {k: v for k, v in payload.items() if k not in _INTERNAL_FIELDS}}
+
+
+def signature(secret: bytes, timestamp: int, body: bytes) -> str:
+    """The ``X-CSM-Signature`` value: ``t=<unix seconds>,v1=<hex HMAC-SHA-256(secret, "<t>." + body)>``."""
+    mac = hmac.new(secret, str(timestamp).encode() + b"." + body, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={mac}"
+
+
+def verify(secret: bytes, header: str, body: bytes, now: int, tolerance: int = DEFAULT_TOLERANCE_SECONDS) -> bool:
+    """What a receiver does: parse the header, check the timestamp window, compare in constant time."""
+    fields: dict[str, list[str]] = {}
+    for item in header.split(","):
+        key, _, value = item.strip().partition("=")
+        fields.setdefault(key, []).append(value)
+    try:
+        timestamp = int(fields["t"][0])
+    except (KeyError, ValueError):
+        return False
+    if abs(now - timestamp) > tolerance:
+        return False
+    expected = signature(secret, timestamp, body).rpartition("v1=")[2]
+    return any(hmac.compare_digest(expected, candidate) for candidate in fields.get("v1", []))

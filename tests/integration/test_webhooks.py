@@ -1,0 +1,293 @@
+"""Webhooks end to end: a real receiver on loopback checks every signature, fails the first attempts, then accepts.
+
+The service runs under uvicorn with the in-process dramatiq worker (and, in the Redis variant,
+a real redis-server); backoff is made small through settings. Waits are bounded polls of the
+delivery log, never timing assertions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from redis_fixture import start_redis, stop
+from test_api_support import assert_problem, running_api
+
+from domain import webhook
+
+FAST = {"webhook_allow_loopback_http": True, "webhook_min_backoff": 0.02, "webhook_max_backoff": 0.1,
+        "webhook_max_attempts": 4, "max_body_bytes": 1 << 20}
+
+
+@dataclass
+class Received:
+    headers: dict[str, str]
+    body: bytes
+    signed: bool
+    answered: int
+
+
+@dataclass
+class Receiver:
+    """An HTTP endpoint that verifies X-CSM-Signature, answers 500 to the first ``fail_first`` requests, then 204."""
+
+    fail_first: int = 0
+    secrets: list[bytes] = field(default_factory=list)
+    received: list[Received] = field(default_factory=list)
+    url: str = ""
+
+    def handle(self, headers: dict[str, str], body: bytes) -> int:
+        header = headers.get("x-csm-signature", "")
+        signed = any(webhook.verify(s, header, body, int(time.time())) for s in self.secrets)
+        failing = len(self.received) < self.fail_first
+        status = 401 if not signed else 500 if failing else 204
+        self.received.append(Received(headers, body, signed, status))
+        return status
+
+
+@contextlib.contextmanager
+def receiver(fail_first: int = 0) -> Iterator[Receiver]:
+    state = Receiver(fail_first=fail_first)
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server's naming
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            status = state.handle({k.lower(): v for k, v in self.headers.items()}, body)
+            self.send_response(status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    state.url = f"http://127.0.0.1:{server.server_address[1]}/hooks/csm"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+async def setup_tenant(api, admin, tenant_id: str) -> str:
+    """A tenant with a root and an issuing CA; returns the issuing CA's id."""
+    await api.create_tenant(admin, tenant_id)
+    ids = []
+    for kind, name in (("root", "Root"), ("intermediate", "Issuing")):
+        body = {"kind": kind, "tenant_id": tenant_id, "name": name, "algorithm": "ecdsa-p384",
+                "subject": {"common_name": f"{tenant_id} {name}"}}
+        if ids:
+            body["parent_id"] = ids[-1]
+        response = await api.client.post("/v1/cas", headers=admin, json=body)
+        assert response.status_code == 201, response.text
+        ids.append(response.json()["ca_id"])
+    return ids[-1]
+
+
+async def issue(api, headers, tenant_id: str, ca_id: str, name: str) -> str:
+    response = await api.client.post("/v1/certificates", headers=headers, json={
+        "tenant_id": tenant_id, "ca_id": ca_id, "algorithm": "ecdsa-p256", "subject": {"common_name": name},
+        "sans": {"dns": [name]}})
+    assert response.status_code == 201, response.text
+    return response.json()["certificate_id"]
+
+
+async def revoke(api, headers, certificate_id: str) -> None:
+    response = await api.client.post(f"/v1/certificates/{certificate_id}/revoke", headers=headers,
+                                     json={"reason": "key_compromise"})
+    assert response.status_code == 200, response.text
+
+
+async def subscribe(api, headers, tenant_id: str, url: str, **extra) -> dict:
+    response = await api.client.post("/v1/webhooks", headers=headers,
+                                     json={"tenant_id": tenant_id, "url": url, **extra})
+    assert response.status_code == 201, response.text
+    created = response.json()
+    assert created["secret"].startswith("whsec_")
+    return created
+
+
+async def deliveries(api, headers, tenant_id: str, webhook_id: str, *, count: int = 1,
+                     final: bool = True, within: float = 60.0) -> list[dict]:
+    """Poll the delivery log until ``count`` deliveries exist (and are final): a bounded wait, not a timing check."""
+    deadline = time.monotonic() + within
+    while True:
+        response = await api.client.get(f"/v1/webhooks/{webhook_id}/deliveries", headers=headers,
+                                        params={"tenant_id": tenant_id})
+        assert response.status_code == 200, response.text
+        items = response.json()["items"]
+        done = len(items) >= count and (not final or all(i["status"] != "pending" for i in items))
+        if done or time.monotonic() > deadline:
+            return items
+        await asyncio.sleep(0.05)
+
+
+async def _signed_retried_delivered(api) -> None:
+    admin = await api.admin()
+    issuing = await setup_tenant(api, admin, "acme")
+    with receiver(fail_first=2) as hook:
+        created = await subscribe(api, admin, "acme", hook.url, event_types=["certificate.revoked"])
+        hook.secrets.append(created["secret"].encode())
+        certificate = await issue(api, admin, "acme", issuing, "db1.acme.internal")
+        await revoke(api, admin, certificate)
+        [delivery] = await deliveries(api, admin, "acme", created["webhook_id"])
+        assert delivery["status"] == "delivered", delivery
+        assert delivery["attempts"] == 3 and delivery["last_status_code"] == 204
+        assert [r.answered for r in hook.received] == [500, 500, 204]
+        assert all(r.signed for r in hook.received), "every attempt is signed with the subscription's secret"
+        assert {r.headers["x-csm-delivery"] for r in hook.received} == {delivery["delivery_id"]}
+        assert {r.body for r in hook.received} == {hook.received[0].body}, "a retry sends the same document"
+        document = json.loads(hook.received[0].body)
+        assert document["type"] == "certificate.revoked" == hook.received[0].headers["x-csm-event"]
+        assert document["subject"] == certificate and document["tenant"] == "acme"
+        assert document["id"] == delivery["event_id"] and document["data"]["reason"] == "key_compromise"
+        assert created["secret"] not in json.dumps(await _all_events(api)), "the secret never enters an event"
+
+
+async def _all_events(api) -> list[dict]:
+    events = await api.runtime.store.read_all(0, 100_000)
+    return [{"type": e.type, "payload": e.payload} for e in events]
+
+
+async def test_webhook_arrives_signed_and_is_retried_until_delivered(tmp_path):
+    async with running_api(tmp_path, **FAST) as api:
+        await _signed_retried_delivered(api)
+
+
+async def test_webhooks_on_the_redis_broker(tmp_path):
+    process, url = start_redis(tmp_path)
+    try:
+        async with running_api(tmp_path, jobs="redis", redis_url=url, **FAST) as api:
+            await _signed_retried_delivered(api)
+    finally:
+        stop(process)
+
+
+async def test_final_failure_is_recorded_and_becomes_an_event(tmp_path):
+    async with running_api(tmp_path, **{**FAST, "webhook_max_attempts": 2}) as api:
+        admin = await api.admin()
+        issuing = await setup_tenant(api, admin, "acme")
+        with receiver(fail_first=100) as hook:
+            created = await subscribe(api, admin, "acme", hook.url)
+            hook.secrets.append(created["secret"].encode())
+            await revoke(api, admin, await issue(api, admin, "acme", issuing, "db2.acme.internal"))
+            [delivery] = await deliveries(api, admin, "acme", created["webhook_id"])
+            assert delivery["status"] == "failed" and delivery["attempts"] == 2, delivery
+            assert delivery["last_status_code"] == 500 and delivery["last_error"] == "HTTP 500"
+            assert len(hook.received) == 2
+            deadline = time.monotonic() + 30
+            while not (failed := [e for e in await _all_events(api) if e["type"] == "webhook.delivery_failed"]):
+                assert time.monotonic() < deadline, "no webhook.delivery_failed event"
+                await asyncio.sleep(0.05)
+            assert failed[0]["payload"]["delivery_id"] == delivery["delivery_id"]
+            assert failed[0]["payload"]["attempts"] == 2 and failed[0]["payload"]["status_code"] == 500
+
+
+async def test_rotated_secret_signs_later_deliveries(tmp_path):
+    async with running_api(tmp_path, **FAST) as api:
+        admin = await api.admin()
+        issuing = await setup_tenant(api, admin, "acme")
+        with receiver() as hook:
+            created = await subscribe(api, admin, "acme", hook.url)
+            old = created["secret"].encode()
+            rotated = await api.client.post(f"/v1/webhooks/{created['webhook_id']}/rotate-secret", headers=admin,
+                                            params={"tenant_id": "acme"})
+            assert rotated.status_code == 200, rotated.text
+            new = rotated.json()["secret"].encode()
+            assert new != old and new.startswith(b"whsec_")
+            hook.secrets.append(new)
+            await revoke(api, admin, await issue(api, admin, "acme", issuing, "db3.acme.internal"))
+            [delivery] = await deliveries(api, admin, "acme", created["webhook_id"])
+            assert delivery["status"] == "delivered", delivery
+            [request] = hook.received
+            assert request.signed
+            assert not webhook.verify(old, request.headers["x-csm-signature"], request.body, int(time.time()))
+
+
+@pytest.mark.parametrize("url, rule", [
+    ("ftp://hooks.example.com/x", "url_scheme"),
+    ("http://hooks.example.com/x", "url_scheme"),
+    ("https://user:secret@hooks.example.com/x", "url_credentials"),
+    ("https:///no-host", "invalid_url"),
+    ("not a url", "invalid_url"),
+])
+async def test_bad_url_is_a_problem_naming_url(tmp_path, url, rule):
+    async with running_api(tmp_path) as api:  # loopback http not allowed here
+        admin = await api.admin()
+        await api.create_tenant(admin, "acme")
+        response = await api.client.post("/v1/webhooks", headers=admin, json={"tenant_id": "acme", "url": url})
+        assert_problem(response, 400, rule, field="url")
+        loopback = await api.client.post("/v1/webhooks", headers=admin,
+                                         json={"tenant_id": "acme", "url": "http://127.0.0.1:9/x"})
+        assert_problem(loopback, 400, "url_scheme", field="url")
+        unknown = await api.client.post("/v1/webhooks", headers=admin, json={
+            "tenant_id": "acme", "url": "https://hooks.example.com/x", "event_types": ["tenant.created"]})
+        assert_problem(unknown, 400, "unknown_event_type", field="event_types")
+
+
+async def test_tenants_never_see_or_receive_each_others_webhooks(tmp_path):
+    async with running_api(tmp_path, **FAST) as api:
+        admin = await api.admin()
+        issuing = {t: await setup_tenant(api, admin, t) for t in ("alpha", "beta")}
+        alpha = await api.token("tenant-admin", tenant_id="alpha")
+        beta = await api.token("tenant-admin", tenant_id="beta")
+        with receiver() as hook_a, receiver() as hook_b:
+            a = await subscribe(api, alpha, "alpha", hook_a.url)
+            b = await subscribe(api, beta, "beta", hook_b.url)
+            hook_a.secrets.append(a["secret"].encode())
+            hook_b.secrets.append(b["secret"].encode())
+            listed = await api.client.get("/v1/webhooks", headers=beta, params={"min_position": a["global_position"]})
+            assert [item["webhook_id"] for item in listed.json()["items"]] == [b["webhook_id"]]
+            assert_problem(await api.client.get(f"/v1/webhooks/{a['webhook_id']}", headers=beta), 404)
+            assert_problem(await api.client.delete(f"/v1/webhooks/{a['webhook_id']}", headers=beta), 404)
+            assert_problem(await api.client.get(f"/v1/webhooks/{a['webhook_id']}/deliveries", headers=beta), 404)
+            assert_problem(await api.client.get("/v1/webhooks", headers=beta, params={"tenant_id": "alpha"}), 403)
+            await revoke(api, admin, await issue(api, admin, "beta", issuing["beta"], "db.beta.internal"))
+            [delivered] = await deliveries(api, beta, "beta", b["webhook_id"])
+            assert delivered["status"] == "delivered"
+            await revoke(api, admin, await issue(api, admin, "alpha", issuing["alpha"], "db.alpha.internal"))
+            [delivered] = await deliveries(api, alpha, "alpha", a["webhook_id"])
+            assert delivered["status"] == "delivered"
+            assert [json.loads(r.body)["tenant"] for r in hook_a.received] == ["alpha"]
+            assert [json.loads(r.body)["tenant"] for r in hook_b.received] == ["beta"]
+            still = await api.client.get(f"/v1/webhooks/{a['webhook_id']}", headers=alpha)
+            assert still.status_code == 200 and still.json()["status"] == "active"
+
+
+async def test_deleted_or_disabled_webhooks_get_nothing_and_a_restart_sends_nothing_twice(tmp_path):
+    settings = {**FAST}
+    with receiver() as hook:
+        async with running_api(tmp_path, **settings) as api:
+            admin = await api.admin()
+            issuing = await setup_tenant(api, admin, "acme")
+            kept = await subscribe(api, admin, "acme", hook.url)
+            gone = await subscribe(api, admin, "acme", hook.url)
+            off = await subscribe(api, admin, "acme", hook.url)
+            hook.secrets += [kept["secret"].encode(), gone["secret"].encode(), off["secret"].encode()]
+            deleted = await api.client.delete(f"/v1/webhooks/{gone['webhook_id']}", headers=admin,
+                                              params={"tenant_id": "acme"})
+            assert deleted.status_code == 200, deleted.text
+            disabled = await api.client.patch(f"/v1/webhooks/{off['webhook_id']}", headers=admin,
+                                              params={"tenant_id": "acme"}, json={"enabled": False})
+            assert disabled.status_code == 200, disabled.text
+            await revoke(api, admin, await issue(api, admin, "acme", issuing, "r1.acme.internal"))
+            [first] = await deliveries(api, admin, "acme", kept["webhook_id"])
+            assert first["status"] == "delivered"
+        assert len(hook.received) == 1
+        async with running_api(tmp_path, **settings) as api:  # the same data dir: the dispatcher resumes
+            admin = await api.admin()
+            await revoke(api, admin, await issue(api, admin, "acme", issuing, "r2.acme.internal"))
+            items = await deliveries(api, admin, "acme", kept["webhook_id"], count=2)
+            assert [i["status"] for i in items] == ["delivered", "delivered"]
+            assert len({i["event_id"] for i in items}) == 2
+        assert len(hook.received) == 2, "the restart dispatched nothing that was dispatched before"
+        assert len({r.headers["x-csm-delivery"] for r in hook.received}) == 2
