@@ -1,0 +1,228 @@
+"""Expiry monitoring and automated renewal over time: the real app and SQLite store on a clock the test moves.
+
+Two renewal schedulers racing over one due certificate renew it once; rotation makes a new key,
+a profile that allows it keeps the key; a CSR certificate without key reuse fails once per
+retry window; expiry warnings come once per threshold; ``expiring_within`` and the
+``csm_certificates_expiring`` gauges read the certificates read model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from test_api_revocation import leaf, revoke, setup
+from test_api_support import assert_problem, pki_api  # noqa: F401
+from test_crl_schedule import Clock, caught_up
+
+from domain.events import decode_payload
+
+DAY = timedelta(days=1)
+
+
+async def events_of(api, certificate_id: str) -> list:
+    return [decode_payload(e) for e in await api.runtime.store.read_stream("acme", f"certificate-{certificate_id}")]
+
+
+async def types_of(api, certificate_id: str) -> list[str]:
+    return [type(p).event_type for p in await events_of(api, certificate_id)]
+
+
+async def row(api, headers, certificate_id: str) -> dict:
+    await caught_up(api)
+    response = await api.client.get(f"/v1/certificates/{certificate_id}", headers=headers)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def public_key_of(row_: dict) -> bytes:
+    certificate = x509.load_pem_x509_certificate(row_["certificate_pem"].encode())
+    return certificate.public_key().public_bytes(serialization.Encoding.DER,
+                                                 serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+async def create_profile(api, headers, name: str, renewal: dict) -> None:
+    response = await api.client.post("/v1/profiles", headers=headers, json={"tenant_id": "acme", "profile": {
+        "name": name, "description": "renewal test profile", "key_usage": ["digital_signature"],
+        "extended_key_usage": ["server_auth", "client_auth"], "allowed_san_types": ["dns"], "require_san": False,
+        "require_common_name": True, "max_validity_days": 397, "default_validity_days": 365,
+        "allowed_algorithms": None, "default_algorithm": "ecdsa-p256", "renewal": renewal}})
+    assert response.status_code == 201, response.text
+    await caught_up(api)
+
+
+async def issue(api, headers, ca_id: str, name: str, **body) -> dict:
+    response = await api.client.post("/v1/certificates", headers=headers, json={
+        "tenant_id": "acme", "ca_id": ca_id, "subject": {"common_name": name}, "sans": {"dns": [name]}, **body})
+    assert response.status_code == 201, response.text
+    return await row(api, headers, response.json()["certificate_id"])
+
+
+def csr_for(name: str) -> str:
+    key = ec.generate_private_key(ec.SECP256R1())
+    request = (x509.CertificateSigningRequestBuilder()
+               .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+               .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+               .sign(key, hashes.SHA256()))
+    return request.public_bytes(serialization.Encoding.PEM).decode()
+
+
+async def test_a_due_certificate_is_renewed_exactly_once_by_two_racing_schedulers(pki_api):
+    api = pki_api
+    clock = api.runtime.services.clock = Clock()
+    admin, _root, inter = await setup(api)
+    old = await leaf(api, admin, inter, "node.acme.internal")  # 365 days; cassandra-node renews at 67%
+    await caught_up(api)
+    first, second = api.runtime.renewal_scheduler(), api.runtime.renewal_scheduler()
+    clock.advance(240 * DAY)  # 65.8% of its life
+    assert (await first.run_once()).renewed == []
+
+    clock.advance(10 * DAY)  # 68.5%: due
+    reports = await asyncio.gather(first.run_once(), second.run_once())
+    renewed = [c for report in reports for c in report.renewed]
+    assert renewed == [old["certificate_id"]], reports
+    assert (await types_of(api, old["certificate_id"])).count("certificate.renewal_started") == 1
+    events = await events_of(api, old["certificate_id"])
+    link = events[-1]
+    assert type(link).event_type == "certificate.renewed" and link.rotated is True
+
+    await caught_up(api)
+    admin = await api.admin()  # API keys live 90 days: one made on the moved clock
+    listed = await api.client.get("/v1/certificates", headers=admin, params={"common_name": "node.acme.internal"})
+    assert listed.status_code == 200, listed.text
+    both = listed.json()["items"]
+    assert len(both) == 2  # no orphan: the loser issued nothing
+    new = await row(api, admin, link.new_certificate_id)
+    before = await row(api, admin, old["certificate_id"])
+    assert (before["superseded_by"], new["supersedes"]) == (new["certificate_id"], old["certificate_id"])
+    assert (new["ca_id"], new["profile"], new["sans"]) == (old["ca_id"], old["profile"], old["sans"])
+    assert public_key_of(new) != public_key_of(old) and new["has_key"]  # rotated: a new key in the vault
+    assert new["not_before"] > old["not_before"]
+    assert [r.renewed for r in await asyncio.gather(first.run_once(), second.run_once())] == [[], []]
+
+
+async def test_same_key_renewal_keeps_the_key_only_where_the_profile_allows_it(pki_api):
+    api = pki_api
+    clock = api.runtime.services.clock = Clock()
+    admin, _root, inter = await setup(api)
+    await create_profile(api, admin, "keep-key", {"renew_before_days": 30, "reuse_key": True})
+    server = await issue(api, admin, inter, "a.acme.internal", profile="keep-key", algorithm="ecdsa-p256")
+    held = await issue(api, admin, inter, "b.acme.internal", profile="keep-key", csr=csr_for("b.acme.internal"))
+    plain = await issue(api, admin, inter, "c.acme.internal", csr=csr_for("c.acme.internal"))
+
+    refused = await api.client.post(f"/v1/certificates/{plain['certificate_id']}/renew", headers=admin,
+                                    json={"reuse_key": True})
+    assert_problem(refused, 422, "key_reuse_not_allowed", field="reuse_key")
+    refused = await api.client.post(f"/v1/certificates/{plain['certificate_id']}/renew", headers=admin, json={})
+    assert_problem(refused, 422, "new_csr_required", field="reuse_key")
+
+    clock.advance(340 * DAY)  # keep-key: 30 days before expiry; cassandra-node: past 67%
+    admin = await api.admin()  # API keys live 90 days: one made on the moved clock
+    scheduler = api.runtime.renewal_scheduler()
+    report = await scheduler.run_once()
+    assert sorted(report.renewed) == sorted([server["certificate_id"], held["certificate_id"]])
+    assert report.failed == [plain["certificate_id"]]
+    for before in (server, held):
+        link = (await events_of(api, before["certificate_id"]))[-1]
+        after = await row(api, admin, link.new_certificate_id)
+        assert link.rotated is False and public_key_of(after) == public_key_of(before)
+        assert (after["key_source"], after["has_key"]) == (before["key_source"], before["has_key"])
+    renewed_server = (await events_of(api, server["certificate_id"]))[-1].new_certificate_id
+    exported = await api.client.get(f"/v1/certificates/{renewed_server}/export", headers=admin,
+                                    params={"format": "pem", "include_key": "true"})
+    assert exported.status_code == 200, exported.text
+    key = serialization.load_pem_private_key(exported.text[exported.text.index("-----BEGIN PRIVATE KEY"):].encode(),
+                                             None)
+    assert key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+                                         ) == public_key_of(server)  # the vault's key, certified again
+
+    failures = [p for p in await events_of(api, plain["certificate_id"])
+                if type(p).event_type == "certificate.renewal_failed"]
+    assert [(f.reason, f.attempt) for f in failures] == [("new_csr_required", 0)]
+    await caught_up(api)
+    assert (await scheduler.run_once()).failed == []  # within the retry window: no second failure
+    clock.advance(timedelta(hours=25))
+    await caught_up(api)
+    assert (await scheduler.run_once()).failed == [plain["certificate_id"]]  # the next window: one more
+
+
+async def test_manual_renewal_rotates_links_and_refuses_twice_or_when_revoked(pki_api):
+    api = pki_api
+    admin, _root, inter = await setup(api)
+    old = await leaf(api, admin, inter, "m.acme.internal")
+    response = await api.client.post(f"/v1/certificates/{old['certificate_id']}/renew", headers=admin,
+                                     json={})
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert (body["renewed_from"], body["rotated"]) == (old["certificate_id"], True)
+    assert response.headers["location"] == f"/v1/certificates/{body['certificate_id']}"
+    assert (await row(api, admin, old["certificate_id"]))["superseded_by"] == body["certificate_id"]
+    again = await api.client.post(f"/v1/certificates/{old['certificate_id']}/renew", headers=admin, json={})
+    assert_problem(again, 409, "already_renewed", field="id")
+
+    other = await leaf(api, admin, inter, "r.acme.internal")
+    await revoke(api, admin, other["certificate_id"], reason="superseded")
+    refused = await api.client.post(f"/v1/certificates/{other['certificate_id']}/renew", headers=admin, json={})
+    assert_problem(refused, 409, "certificate_revoked", field="id")
+    missing = await api.client.post(f"/v1/certificates/{'0' * 39}1/renew", headers=admin, json={})
+    assert_problem(missing, 404, "certificate_not_found", field="id")
+
+
+async def test_expiry_warnings_come_once_per_threshold(pki_api):
+    api = pki_api
+    clock = api.runtime.services.clock = Clock()
+    admin, _root, inter = await setup(api)
+    await create_profile(api, admin, "manual", {"auto": False})
+    certificate = await issue(api, admin, inter, "w.acme.internal", profile="manual", algorithm="ecdsa-p256",
+                              validity_days=100)
+    scheduler = api.runtime.renewal_scheduler()
+    seen = []
+    for days in (50, 25, 26, 5, 6, 0.5, 100):  # days before expiry (the clock only moves forward)
+        clock.moment = max(clock.moment, x509.load_pem_x509_certificate(
+            certificate["certificate_pem"].encode()).not_valid_after_utc - timedelta(days=days))
+        await caught_up(api)
+        report = await scheduler.run_once()
+        assert report.renewed == []  # auto: false
+        seen += [threshold for _, threshold in report.warned]
+    assert seen == [30, 7, 1]
+    admin = await api.admin()
+    warned = [p for p in await events_of(api, certificate["certificate_id"])
+              if type(p).event_type == "certificate.expiry_warned"]
+    assert [w.threshold_days for w in warned] == [30, 7, 1]
+    assert (await row(api, admin, certificate["certificate_id"]))["expiry_warned_days"] == 1
+
+
+async def test_expiring_within_and_the_expiry_gauges(pki_api):
+    api = pki_api
+    admin, _root, inter = await setup(api)
+    ids = {}
+    for days in (5, 20, 60, 200):
+        issued = await issue(api, admin, inter, f"e{days}.acme.internal", algorithm="ecdsa-p256",
+                             validity_days=days)
+        ids[days] = issued["certificate_id"]
+    await caught_up(api)
+
+    async def within(value: str) -> set[str]:
+        response = await api.client.get("/v1/certificates", headers=admin, params={"expiring_within": value})
+        assert response.status_code == 200, response.text
+        return {item["certificate_id"] for item in response.json()["items"]}
+
+    assert await within("30d") == {ids[5], ids[20]}
+    assert await within("24h") == set()
+    assert await within("2400h") == {ids[5], ids[20], ids[60]}
+    for bad in ("30", "30m", "0d", "-1d", "d", "3651d", "1000000h"):
+        response = await api.client.get("/v1/certificates", headers=admin, params={"expiring_within": bad})
+        assert_problem(response, 400, "validation_failed", field="expiring_within")
+
+    metrics = (await api.client.get("/metrics")).text
+    series = {}
+    for line in metrics.splitlines():
+        if line.startswith("csm_certificates_expiring{"):
+            labels, value = line.removeprefix("csm_certificates_expiring{").split("} ")
+            parsed = dict(item.split("=") for item in labels.split(","))
+            series[(parsed["tenant"].strip('"'), parsed["ca"].strip('"'), parsed["within"].strip('"'))] = float(value)
+    assert series == {("acme", inter, "7d"): 1, ("acme", inter, "30d"): 2, ("acme", inter, "90d"): 3}
