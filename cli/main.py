@@ -9,6 +9,7 @@ import click
 
 from cli import admin, audit, backup, ca, ca_root, cert, events, projections, tenants
 from cli import auth, users
+from cli.worker import worker
 from cli.common import CsmGroup, require_keys_if_events
 from cli.auth import first_login_hints
 from infra.audit.keys import PUBLIC_FILE
@@ -91,6 +92,7 @@ csm.add_command(backup.restore)
 ca.ca.add_command(ca_root.root)
 csm.add_command(ca.ca)
 csm.add_command(cert.cert)
+csm.add_command(worker)
 
 
 def main() -> None:

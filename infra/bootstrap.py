@@ -131,6 +131,30 @@ def open_runtime(settings: Settings) -> Runtime:
                    identity=build_identity(settings, vault), jobs=jobs, webhooks=wire_webhooks(settings, jobs, keys))
 
 
+@dataclass
+class JobWorker:
+    """What `csm worker` runs: every job the service declares, on the configured (Redis) broker."""
+
+    jobs: Jobs
+    keys: SQLiteKeyVault
+    webhooks: Webhooks
+
+    def close(self) -> None:
+        self.jobs.close()
+        self.webhooks.close()
+        self.keys.close()
+
+
+def open_job_worker(settings: Settings) -> JobWorker:
+    """The broker and its actors without the API: jobs read the data directory's views, keys and delivery log."""
+    if settings.jobs != "redis":
+        raise ValueError("a separate job worker consumes the Redis broker: set CSM_JOBS=redis and CSM_REDIS_URL "
+                         "(with the in-process default, the API process runs its own worker)")
+    jobs = Jobs.from_settings(settings)
+    keys = SQLiteKeyVault(settings.data_dir, kek_provider=settings.kek_provider)
+    return JobWorker(jobs, keys, wire_webhooks(settings, jobs, keys))
+
+
 def initialise(settings: Settings) -> Runtime:
     """Create the data directory, audit keys, ledger and read models if missing; return them open."""
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)

@@ -10,11 +10,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 from redis_fixture import start_redis, stop
@@ -291,3 +296,42 @@ async def test_deleted_or_disabled_webhooks_get_nothing_and_a_restart_sends_noth
             assert len({i["event_id"] for i in items}) == 2
         assert len(hook.received) == 2, "the restart dispatched nothing that was dispatched before"
         assert len({r.headers["x-csm-delivery"] for r in hook.received}) == 2
+
+
+async def test_a_renewal_is_notified(tmp_path):
+    async with running_api(tmp_path, **FAST) as api:
+        admin = await api.admin()
+        issuing = await setup_tenant(api, admin, "acme")
+        with receiver() as hook:
+            created = await subscribe(api, admin, "acme", hook.url,
+                                      event_types=["certificate.renewed", "certificate.renewal_failed"])
+            hook.secrets.append(created["secret"].encode())
+            old = await issue(api, admin, "acme", issuing, "renew.acme.internal")
+            renewed = await api.client.post(f"/v1/certificates/{old}/renew", headers=admin,
+                                            json={"tenant_id": "acme"})
+            assert renewed.status_code == 201, renewed.text
+            [delivery] = await deliveries(api, admin, "acme", created["webhook_id"])
+            assert delivery["status"] == "delivered" and delivery["event_type"] == "certificate.renewed"
+            [request] = hook.received
+            document = json.loads(request.body)
+            assert request.signed and document["type"] == "certificate.renewed" and document["subject"] == old
+            assert document["data"]["new_certificate_id"] == renewed.json()["certificate_id"]
+
+
+async def test_a_separate_csm_worker_process_delivers_from_redis(tmp_path):
+    process, url = start_redis(tmp_path)
+    env = {**os.environ, "CSM_JOBS": "redis", "CSM_REDIS_URL": url, "CSM_WEBHOOK_MAX_ATTEMPTS": "4",
+           "CSM_WEBHOOK_MIN_BACKOFF": "0.02", "CSM_WEBHOOK_MAX_BACKOFF": "0.1"}
+    worker = None
+    try:
+        async with running_api(tmp_path, jobs="redis", redis_url=url, job_worker_threads=0, **FAST) as api:
+            worker = subprocess.Popen([str(Path(sys.executable).parent / "csm"), "--data-dir", str(tmp_path / "data"),
+                                       "worker", "--threads", "2"], env=env, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.PIPE)
+            await _signed_retried_delivered(api)
+    finally:
+        if worker is not None:
+            worker.send_signal(signal.SIGTERM)
+            _, err = worker.communicate(timeout=60)
+            assert worker.returncode == 0, err.decode()
+        stop(process)
