@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
+from domain.chain import chain_hash, envelope_body
 from domain.events import EventEnvelope
 from projections.base import Projector
 
@@ -37,6 +38,21 @@ class EventSource(Protocol):
     def head_position_sync(self) -> int: ...
 
     async def wait_for_append(self, timeout: float) -> None: ...
+
+
+class DeliveredFeed(Protocol):
+    """Batches of events from a bus (infra/bus/consumer.py), acknowledged once applied."""
+
+    async def next_batch(self) -> list[EventEnvelope]: ...
+
+    async def acknowledge(self) -> None: ...
+
+    async def rewind(self) -> None: ...
+
+
+def _intact(event: EventEnvelope) -> bool:
+    """True when the event's hash recomputes from its body: a bus message is a copy, not the record."""
+    return event.hash == chain_hash(event.prev_hash, envelope_body(event))
 
 
 def connect_views(path: Path) -> sqlite3.Connection:
@@ -114,6 +130,10 @@ class ProjectionRunner:
         if not events:
             self.position = start  # another process (the CLI) may have applied them
             return 0
+        return self._apply(conn, events)
+
+    def _apply(self, conn: sqlite3.Connection, events: list[EventEnvelope]) -> int:
+        """Fold ``events`` (contiguous, in log order) into every projector behind them, checkpoints included."""
         conn.execute("BEGIN IMMEDIATE")
         try:
             checkpoints = dict(conn.execute("SELECT name, position FROM projection_checkpoints").fetchall())
@@ -131,6 +151,60 @@ class ProjectionRunner:
             raise
         self.position = self._min_checkpoint(conn)
         return len(events)
+
+    def apply_delivered(self, events: list[EventEnvelope]) -> int:
+        """Apply events delivered by a bus (Kafka): at least once, possibly out of order or with gaps.
+
+        Events at or below a projector's checkpoint are skipped (checked inside the same
+        transaction that writes the views), so a redelivery has no effect. A batch that does not
+        continue the log exactly (a gap, or an event whose hash does not recompute) is not
+        trusted: the missing range is read from the store instead, the authority. Returns the
+        number of events applied.
+        """
+        with self._batch_lock:
+            conn = self._conn
+            assert conn is not None, "runner not open"
+            start = self._min_checkpoint(conn)
+            fresh = sorted({e.global_position: e for e in events if (e.global_position or 0) > start}.values(),
+                           key=lambda e: e.global_position)
+            if not fresh:
+                self.position = start
+                return 0
+            contiguous = all(e.global_position == start + i for i, e in enumerate(fresh, start=1))
+            if contiguous and all(_intact(e) for e in fresh):
+                return self._apply(conn, fresh)
+            applied, target = 0, fresh[-1].global_position
+            while self.position < target:  # fill the gap from the store
+                batch = self._catch_up_once()
+                if not batch:
+                    break
+                applied += batch
+            return applied
+
+    async def run_delivered(self, feed: DeliveredFeed) -> None:
+        """Follow a bus instead of the store's log: apply each delivered batch, then acknowledge it.
+
+        The acknowledgement (a Kafka offset commit) comes after the views commit, so a crash in
+        between redelivers events that the checkpoints then skip: at least once in delivery,
+        exactly once in effect.
+        """
+        self._advanced = asyncio.Condition()
+        while True:
+            events = await feed.next_batch()
+            before = self.position
+            try:
+                applied = await asyncio.to_thread(self.apply_delivered, events) if events else 0
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("projection batch from the bus failed; retrying")
+                await feed.rewind()
+                await asyncio.sleep(1.0)
+                continue
+            await feed.acknowledge()
+            if applied or self.position != before:
+                async with self._advanced:
+                    self._advanced.notify_all()
 
     async def run(self) -> None:
         """Follow the log for ever; cancel the task to stop."""
