@@ -96,6 +96,138 @@ def parse_role_map(text: str) -> dict[str, tuple[str, ...]]:
     return mapping
 
 
+def _flag(name: str, default: str = "false") -> bool:
+    return _env(name, default).strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _optional_path(name: str) -> Path | None:
+    value = _env(name, "").strip()
+    return Path(value) if value else None
+
+
+STORES = ("sqlite", "cassandra")
+BUSES = ("local", "kafka")
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaSettings:
+    """The Kafka bus (``CSM_BUS=kafka``): the outbox relay's topic and the projectors' consumer group."""
+
+    bootstrap_servers: str = "127.0.0.1:9092"  # comma-separated host:port
+    topic: str = "csm.events"
+    partitions: int = 1  # projectors need the global order: more partitions only spread SIEM consumers
+    replication_factor: int = 1
+    group_id: str = "csm-projector"
+    client_id: str = "csm"
+    ce_source: str = "urn:csm"  # base of the CloudEvents source attribute
+    idempotent_producer: bool = True
+    ssl_ca_file: Path | None = None  # set: TLS to the brokers
+    ssl_cert_file: Path | None = None  # with ssl_key_file: a client certificate (mutual TLS)
+    ssl_key_file: Path | None = None
+
+    @classmethod
+    def from_env(cls) -> KafkaSettings:
+        return cls(
+            bootstrap_servers=_env("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
+            topic=_env("KAFKA_TOPIC", "csm.events"),
+            partitions=int(_env("KAFKA_PARTITIONS", "1")),
+            replication_factor=int(_env("KAFKA_REPLICATION_FACTOR", "1")),
+            group_id=_env("KAFKA_GROUP_ID", "csm-projector"),
+            client_id=_env("KAFKA_CLIENT_ID", "csm"),
+            ce_source=_env("KAFKA_CE_SOURCE", "urn:csm"),
+            idempotent_producer=_flag("KAFKA_IDEMPOTENT_PRODUCER", "true"),
+            ssl_ca_file=_optional_path("KAFKA_SSL_CA_FILE"),
+            ssl_cert_file=_optional_path("KAFKA_SSL_CERT_FILE"),
+            ssl_key_file=_optional_path("KAFKA_SSL_KEY_FILE"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CassandraSettings:
+    """The Cassandra event store (``CSM_STORE=cassandra``): contact points, keyspace, TLS, auth, consistency.
+
+    ``replication`` is the keyspace's replication map as JSON, e.g.
+    ``{"class": "NetworkTopologyStrategy", "dc1": 3}``; the password is read from a file.
+    """
+
+    contact_points: tuple[str, ...] = ("127.0.0.1",)
+    port: int = 9042
+    keyspace: str = "csm"
+    local_dc: str | None = None
+    replication: str = '{"class": "SimpleStrategy", "replication_factor": 1}'
+    username: str | None = None
+    password_file: Path | None = None
+    ssl_ca_file: Path | None = None  # set: TLS to the cluster, the node certificates checked against it
+    ssl_cert_file: Path | None = None  # with ssl_key_file: a client certificate (require_client_auth)
+    ssl_key_file: Path | None = None
+    ssl_check_hostname: bool = True
+    consistency: str = "LOCAL_QUORUM"
+    serial_consistency: str = "LOCAL_SERIAL"  # SERIAL across data centres
+    request_timeout: float = 12.0
+
+    @classmethod
+    def from_env(cls) -> CassandraSettings:
+        return cls(
+            contact_points=tuple(h.strip() for h in _env("CASSANDRA_CONTACT_POINTS", "127.0.0.1").split(",")
+                                 if h.strip()),
+            port=int(_env("CASSANDRA_PORT", "9042")),
+            keyspace=_env("CASSANDRA_KEYSPACE", "csm"),
+            local_dc=_env("CASSANDRA_LOCAL_DC", "").strip() or None,
+            replication=_env("CASSANDRA_REPLICATION", '{"class": "SimpleStrategy", "replication_factor": 1}'),
+            username=_env("CASSANDRA_USERNAME", "").strip() or None,
+            password_file=_optional_path("CASSANDRA_PASSWORD_FILE"),
+            ssl_ca_file=_optional_path("CASSANDRA_SSL_CA_FILE"),
+            ssl_cert_file=_optional_path("CASSANDRA_SSL_CERT_FILE"),
+            ssl_key_file=_optional_path("CASSANDRA_SSL_KEY_FILE"),
+            ssl_check_hostname=_flag("CASSANDRA_SSL_CHECK_HOSTNAME", "true"),
+            consistency=_env("CASSANDRA_CONSISTENCY", "LOCAL_QUORUM").strip().upper(),
+            serial_consistency=_env("CASSANDRA_SERIAL_CONSISTENCY", "LOCAL_SERIAL").strip().upper(),
+            request_timeout=float(_env("CASSANDRA_REQUEST_TIMEOUT", "12")),
+        )
+
+
+def validate_distributed(settings: Settings) -> None:
+    """Refuse a store / bus / jobs combination that cannot work, naming the setting (``ValueError``)."""
+    if settings.store not in STORES:
+        raise ValueError(f"CSM_STORE must be one of {', '.join(STORES)}, not {settings.store!r}")
+    if settings.bus not in BUSES:
+        raise ValueError(f"CSM_BUS must be one of {', '.join(BUSES)}, not {settings.bus!r}")
+    if settings.bus == "kafka":
+        kafka = settings.kafka
+        if kafka is None or not kafka.bootstrap_servers.strip():
+            raise ValueError("CSM_BUS=kafka needs CSM_KAFKA_BOOTSTRAP_SERVERS")
+        if kafka.partitions < 1:
+            raise ValueError(f"CSM_KAFKA_PARTITIONS must be at least 1, not {kafka.partitions}")
+        if kafka.replication_factor < 1:
+            raise ValueError(f"CSM_KAFKA_REPLICATION_FACTOR must be at least 1, not {kafka.replication_factor}")
+        if bool(kafka.ssl_cert_file) != bool(kafka.ssl_key_file):
+            raise ValueError("CSM_KAFKA_SSL_CERT_FILE and CSM_KAFKA_SSL_KEY_FILE go together")
+    if settings.store == "cassandra":
+        cassandra = settings.cassandra
+        if cassandra is None or not cassandra.contact_points:
+            raise ValueError("CSM_STORE=cassandra needs CSM_CASSANDRA_CONTACT_POINTS")
+        if cassandra.consistency not in ("LOCAL_QUORUM", "QUORUM", "EACH_QUORUM", "ALL"):
+            raise ValueError("CSM_CASSANDRA_CONSISTENCY must be LOCAL_QUORUM, QUORUM, EACH_QUORUM or ALL "
+                             f"(a weaker level could lose an acknowledged event), not {cassandra.consistency!r}")
+        if cassandra.serial_consistency not in ("SERIAL", "LOCAL_SERIAL"):
+            raise ValueError("CSM_CASSANDRA_SERIAL_CONSISTENCY must be SERIAL or LOCAL_SERIAL, "
+                             f"not {cassandra.serial_consistency!r}")
+        if not cassandra.keyspace.replace("_", "").isalnum() or not cassandra.keyspace[:1].isalpha():
+            raise ValueError(f"CSM_CASSANDRA_KEYSPACE must be a letter then letters, digits or _, "
+                             f"not {cassandra.keyspace!r}")
+        try:
+            replication = json.loads(cassandra.replication)
+        except ValueError:
+            replication = None
+        if not isinstance(replication, dict) or "class" not in replication:
+            raise ValueError('CSM_CASSANDRA_REPLICATION must be a JSON object with "class", e.g. '
+                             '{"class": "NetworkTopologyStrategy", "dc1": 3}')
+        if cassandra.username and not cassandra.password_file:
+            raise ValueError("CSM_CASSANDRA_USERNAME needs CSM_CASSANDRA_PASSWORD_FILE")
+        if bool(cassandra.ssl_cert_file) != bool(cassandra.ssl_key_file):
+            raise ValueError("CSM_CASSANDRA_SSL_CERT_FILE and CSM_CASSANDRA_SSL_KEY_FILE go together")
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     data_dir: Path
@@ -132,6 +264,12 @@ class Settings:
     login_backoff_base: float = 1.0  # wait after the n-th failure: base * 2**(n-1) seconds, at most 60
     mfa_required_roles: tuple[str, ...] = ("platform-admin", "tenant-admin", "ca-operator")
     argon2: str = ""  # "t=2,m=19456,p=1" (the default); raise for more cost per guess
+    # Distributed mode (docs/operations.md), each chosen independently: the event store (sqlite | cassandra)
+    # and the bus projectors follow (local: the store's own log | kafka: the outbox relay's topic).
+    store: str = "sqlite"
+    bus: str = "local"
+    kafka: KafkaSettings | None = None  # CSM_KAFKA_*: read when CSM_BUS=kafka
+    cassandra: CassandraSettings | None = None  # CSM_CASSANDRA_*: read when CSM_STORE=cassandra
     # Background jobs (infra/jobs.py): "in-process" (dramatiq's in-memory broker, worker threads in this process)
     # or "redis" (dramatiq's Redis broker at redis_url; `csm worker` processes consume it too).
     jobs: str = "in-process"
@@ -166,6 +304,10 @@ class Settings:
     @property
     def webhooks_db(self) -> Path:
         return self.data_dir / "webhooks.db"
+
+    @property
+    def outbox_db(self) -> Path:
+        return self.data_dir / "outbox.db"
 
     @property
     def witness_file(self) -> Path:
@@ -206,6 +348,11 @@ class Settings:
             mfa_required_roles=tuple(r.strip() for r in _env(
                 "MFA_REQUIRED_ROLES", "platform-admin,tenant-admin,ca-operator").split(",") if r.strip()),
             argon2=_env("ARGON2", ""),
+            store=_env("STORE", "sqlite").strip().lower(),
+            bus=_env("BUS", "local").strip().lower(),
+            kafka=KafkaSettings.from_env() if _env("BUS", "local").strip().lower() == "kafka" else None,
+            cassandra=(CassandraSettings.from_env() if _env("STORE", "sqlite").strip().lower() == "cassandra"
+                       else None),
             jobs=_env("JOBS", "in-process"),
             job_worker_threads=int(_env("JOB_WORKER_THREADS", "2")),
             webhook_max_attempts=int(_env("WEBHOOK_MAX_ATTEMPTS", "8")),
