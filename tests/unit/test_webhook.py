@@ -1,0 +1,112 @@
+"""The Webhook aggregate's rules: URLs, event filters, decisions, the notification document and its signature."""
+
+from __future__ import annotations
+
+import pytest
+
+from domain import webhook
+from domain.errors import AlreadyExists, NotFound
+
+SECRET = b"whsec_test-secret"
+
+
+@pytest.mark.parametrize("url", ["https://hooks.example.com/csm", "https://hooks.example.com:8443/a?b=c",
+                                 "https://[2001:db8::1]/x"])
+def test_https_urls_are_accepted(url):
+    assert webhook.check_url(url) == url
+
+
+@pytest.mark.parametrize("url, code", [
+    ("http://hooks.example.com/x", "url_scheme"),
+    ("ftp://hooks.example.com/x", "url_scheme"),
+    ("file:///etc/passwd", "url_scheme"),
+    ("https://user:pass@hooks.example.com/x", "url_credentials"),
+    ("https://user@hooks.example.com/x", "url_credentials"),
+    ("https:///x", "invalid_url"),
+    ("https://hooks.example.com:99999/x", "invalid_url"),
+    ("https://hooks.example.com/x#frag", "invalid_url"),
+    ("https://hooks.example.com/a b", "invalid_url"),
+    ("", "invalid_url"),
+    ("https://x/" + "a" * webhook.MAX_URL, "invalid_url"),
+])
+def test_bad_urls_are_refused_naming_url(url, code):
+    with pytest.raises(webhook.InvalidWebhook) as refused:
+        webhook.check_url(url, allow_loopback_http=True)
+    assert refused.value.code == code and refused.value.field == "url" and refused.value.status == 400
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:8080/x", "http://localhost/x", "http://[::1]:9/x",
+                                 "http://127.0.0.2/x"])
+def test_plain_http_only_to_loopback_and_only_when_allowed(url):
+    assert webhook.check_url(url, allow_loopback_http=True) == url
+    with pytest.raises(webhook.InvalidWebhook):
+        webhook.check_url(url)
+
+
+def test_http_to_other_hosts_is_refused_even_when_loopback_is_allowed():
+    for url in ("http://10.0.0.1/x", "http://localhost.example.com/x", "http://127.0.0.1.nip.io/x"):
+        with pytest.raises(webhook.InvalidWebhook):
+            webhook.check_url(url, allow_loopback_http=True)
+
+
+def test_event_filter():
+    assert webhook.check_event_types(None) == sorted(webhook.NOTIFIABLE)
+    assert webhook.check_event_types(["certificate.revoked", "certificate.revoked"]) == ["certificate.revoked"]
+    with pytest.raises(webhook.InvalidWebhook) as refused:
+        webhook.check_event_types(["certificate.revoked", "tenant.created"])
+    assert refused.value.field == "event_types" and "tenant.created" in refused.value.detail
+
+
+def _subscribed(**extra) -> webhook.WebhookSubscribed:
+    return webhook.WebhookSubscribed(**{"webhook_id": "w1", "url": "https://h.example.com/x", "event_types": [],
+                                        "enabled": True, "description": "", "secret_ref": "key_1", **extra})
+
+
+def test_lifecycle_decisions():
+    [subscribed] = webhook.decide_subscribe(webhook.Webhook(), _subscribed(), allow_loopback_http=False)
+    assert subscribed.event_types == sorted(webhook.NOTIFIABLE)
+    state = webhook.fold([subscribed])
+    assert state.status == "active" and state.enabled and state.version == 1
+    with pytest.raises(AlreadyExists):
+        webhook.decide_subscribe(state, _subscribed(), allow_loopback_http=False)
+    [updated] = webhook.decide_update(state, url=None, event_types=["ca.revoked"], enabled=False, description=None,
+                                      allow_loopback_http=False)
+    assert updated.url == state.url and updated.event_types == ["ca.revoked"] and not updated.enabled
+    assert webhook.decide_update(state, url=state.url, event_types=None, enabled=True, description=None,
+                                 allow_loopback_http=False) == [], "no change, no event"
+    [rotated] = webhook.decide_rotate(state, "key_2")
+    state = webhook.fold([subscribed, updated, rotated])
+    assert state.secret_ref == "key_2" and state.event_types == ("ca.revoked",) and state.version == 3
+    [deleted] = webhook.decide_delete(state, "")
+    state = webhook.fold([subscribed, updated, rotated, deleted])
+    assert state.status == "deleted" and webhook.decide_delete(state, "again") == []
+    for decide in (lambda s: webhook.decide_rotate(s, "key_3"),
+                   lambda s: webhook.decide_update(s, url=None, event_types=None, enabled=True, description=None,
+                                                   allow_loopback_http=False)):
+        with pytest.raises(NotFound):
+            decide(state)
+    with pytest.raises(NotFound):
+        webhook.decide_delete(webhook.Webhook(), "never existed")
+
+
+def test_notification_is_cloudevents_shaped_without_vault_references():
+    document = webhook.notification(event_id="e1", event_type="certificate.renewed", source="https://csm.example",
+                                    occurred_at="2026-01-01T00:00:00Z", tenant_id="acme", stream_id_="certificate-ab12",
+                                    payload={"certificate_id": "ab12", "key_ref": "key_9", "new_certificate_id": "cd"})
+    assert document == {"specversion": "1.0", "id": "e1", "type": "certificate.renewed",
+                        "source": "https://csm.example", "time": "2026-01-01T00:00:00Z", "tenant": "acme",
+                        "subject": "ab12", "datacontenttype": "application/json",
+                        "data": {"certificate_id": "ab12", "new_certificate_id": "cd"}}
+
+
+def test_signature_verifies_only_the_same_body_secret_and_recent_time():
+    body = b'{"id":"e1"}'
+    header = webhook.signature(SECRET, 1_700_000_000, body)
+    assert header.startswith("t=1700000000,v1=") and len(header.rpartition("v1=")[2]) == 64
+    assert webhook.verify(SECRET, header, body, now=1_700_000_100)
+    assert not webhook.verify(SECRET, header, body + b" ", now=1_700_000_100), "tampered body"
+    assert not webhook.verify(b"other", header, body, now=1_700_000_100), "another secret"
+    assert not webhook.verify(SECRET, header, body, now=1_700_000_000 + 301), "too old: a replay"
+    assert not webhook.verify(SECRET, "v1=" + header.rpartition("v1=")[2], body, now=1_700_000_000), "no t="
+    rolled = header + ",v1=" + "0" * 64  # receivers accept any listed v1 (room for several secrets)
+    assert webhook.verify(SECRET, rolled, body, now=1_700_000_000)
