@@ -17,6 +17,8 @@ CSM_PORT ?= 8000
 PYTEST_ARGS ?=
 # The suite is safe under pytest-xdist (every test has its own data dir and random ports).
 PYTEST_WORKERS ?= auto
+# Extra `python -m bench` arguments, e.g. `make bench BENCH_ARGS="--only http"`.
+BENCH_ARGS ?=
 
 # Debian packages the suite's fixtures need, as package:command pairs; a package is installed only when its
 # command is missing. Append here as fixtures appear, e.g. redis-server:redis-server slapd:slapd
@@ -30,13 +32,18 @@ APT_PACKAGES := \
 	slapd:slapd \
 	ldap-utils:ldapadd \
 	redis-server:redis-server
+# Only `make bench` needs these (the HTTP comparison against cfssl, driven by wrk); installed when missing.
+BENCH_APT_PACKAGES := \
+	golang-cfssl:cfssl \
+	wrk:wrk \
+	time:/usr/bin/time
 # Packages whose install starts a system daemon (slapd on :389 of every interface, redis on :6379). The fixtures
 # start their own on loopback with random ports, so sysdeps stops and disables the ones it has just installed.
 APT_DAEMONS := slapd redis-server
 # `python3 -m venv` needs ensurepip, which Debian ships separately.
 VENV_PACKAGE := $(notdir $(PYTHON))-venv
 
-.PHONY: help setup sysdeps run test bench lint clean
+.PHONY: help setup sysdeps bench-sysdeps run test bench lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -94,8 +101,11 @@ test: setup ## check the import layers, then run the whole test suite
 	$(BIN)/lint-imports
 	$(BIN)/pytest -p no:cacheprovider $(if $(PYTEST_WORKERS),-n $(PYTEST_WORKERS)) $(PYTEST_ARGS)
 
-bench: setup ## run the benchmarks
-	$(BIN)/python -m bench
+bench-sysdeps: # the Debian packages only the benchmarks need (cfssl, wrk), through the sysdeps recipe
+	@$(MAKE) --no-print-directory sysdeps APT_PACKAGES="$(BENCH_APT_PACKAGES)" APT_DAEMONS=
+
+bench: setup bench-sysdeps ## run the benchmarks (1M-event store, issuance, wrk vs cfssl) into docs/benchmarks.md
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 lint: setup ## import layers (and ruff, if installed)
 	$(BIN)/lint-imports

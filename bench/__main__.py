@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench import issuance, machine, report
+from bench import issuance, machine, report, wrkbench
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -84,6 +84,10 @@ def run_phase(step: dict, data_dir: Path, work: Path) -> dict:
     result["load_before"] = load_before
     if "events_per_second" in result:
         print(f" {result['events_per_second']:,.0f} events/s")
+    elif result.get("phase") == "http":
+        print(" " + ", ".join(f"x {r['connections']}: {r['csm']['requests_per_second']:,.0f}/s vs cfssl "
+                              f"{r['cfssl']['requests_per_second']:,.0f}/s" for r in result["issuance"])
+              + "; reads " + ", ".join(f"p95 {r['latency_ms']['p95']:,.0f} ms" for r in result["reads"]))
     else:
         runs = [result[k] for k in ("sequential", "concurrent") if k in result] or [result]
         print(" " + ", ".join(f"{r['per_minute']:,.0f}/min at concurrency {r['concurrency']}" for r in runs))
@@ -106,21 +110,22 @@ def run_micro(work: Path) -> list[dict]:
 
 
 def carry_over(results: dict, previous_path: Path) -> dict:
-    """Keep the previous run's store section (or issuance section) when this run ran none of its phases."""
-    if (results["phases"] and results["issuance"]) or not previous_path.exists():
+    """Keep the previous run's store, issuance or HTTP section when this run ran none of that section's phases."""
+    if (results["phases"] and results["issuance"] and results.get("http")) or not previous_path.exists():
         return results
     previous = json.loads(previous_path.read_text())
     if not results["phases"] and previous.get("phases"):
         kept = {k: previous.get(k) for k in ("events", "command", "machine", "phases", "micro")}
-        return {**results, **kept, "issuance": results["issuance"]}
-    if not results["issuance"] and previous.get("issuance"):
-        return {**results, "issuance": previous["issuance"]}
+        results = {**results, **kept}
+    for section in ("issuance", "http"):
+        if not results.get(section) and previous.get(section):
+            results = {**results, section: previous[section]}
     return results
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=200_000, help="events per append phase and dataset size")
+    parser.add_argument("--events", type=int, default=1_000_000, help="events per append phase and dataset size")
     parser.add_argument("--work-dir", type=Path, default=RESULTS / "work",
                         help="where the benchmark stores live (deleted afterwards unless --keep)")
     parser.add_argument("--keep", action="store_true", help="keep the benchmark data directories")
@@ -153,14 +158,16 @@ def main(argv: list[str] | None = None) -> None:
     info = machine.describe(ROOT, args.work_dir)
     print(f"benchmarking {args.events:,} events on {info['nproc']} x {info['cpu_model']}, "
           f"Python {info['python']}, SQLite {info['sqlite']}")
-    phases, issued = [], []
+    phases, issued, served = [], [], []
     try:
-        for index, step in enumerate(plan(args.events) + issuance.plan()):
+        for index, step in enumerate(plan(args.events) + issuance.plan() + wrkbench.PLAN):
             if args.only and not any(o in step["args"][0] or o in step["label"] for o in args.only):
                 continue
             data_dir = dataset if step["dir"] == "dataset" else args.work_dir / f"scratch-{index}"
             if step.get("module") == "bench.issuance":
                 issued.append(run_phase(step, data_dir, args.work_dir))
+            elif step.get("module") == "bench.wrkbench":
+                served.append(run_phase(step, data_dir, args.work_dir))
             else:
                 phases.append(run_phase(step, data_dir, args.work_dir))
             if phases and "seal" in phases[-1]:  # the dataset run sealed a checkpoint every 50k events: its own row
@@ -169,7 +176,7 @@ def main(argv: list[str] | None = None) -> None:
                                "command": phases[-1]["command"], **seal})
             if step["dir"] == "scratch" and not args.keep:
                 shutil.rmtree(data_dir, ignore_errors=True)
-        micro = [] if args.no_micro or (issued and not phases) else run_micro(args.work_dir)
+        micro = [] if args.no_micro or not phases else run_micro(args.work_dir)
         db = dataset / "events.db"
         info["dataset_bytes"] = db.stat().st_size if db.exists() else None
     finally:
@@ -178,7 +185,8 @@ def main(argv: list[str] | None = None) -> None:
 
     command = "python -m bench " + " ".join(argv or sys.argv[1:])
     results = {"events": args.events, "command": command, "machine": info, "phases": phases, "micro": micro,
-               "issuance": {"command": command, "machine": info, "phases": issued} if issued else None}
+               "issuance": {"command": command, "machine": info, "phases": issued} if issued else None,
+               "http": {"command": command, "machine": info, **served[0]} if served else None}
     results = carry_over(results, RESULTS / "latest.json")
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%S")

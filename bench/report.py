@@ -8,6 +8,7 @@ NARRATIVE = Path(__file__).resolve().parent / "narrative.md"
 GOALS = {"append-single": 20_000, "replay": 100_000, "verify": 100_000}
 RSA_4096_P95_MS = 2_000  # requirement: RSA-4096 issuance with a server-side key under 2 s
 PER_MINUTE_GOAL = 100  # requirement: more than 100 issuances a minute for every algorithm family
+READ_P95_MS, READ_P95_GOAL_MS = 100, 10  # reads at 1,000 connections: requirement p95 < 100 ms, goal < 10 ms
 
 
 def _n(value, digits: int = 0) -> str:
@@ -153,6 +154,93 @@ def issuance_section(run: dict) -> list[str]:
     return out
 
 
+def _ms(run: dict, key: str) -> str:
+    return _n(run["latency_ms"][key], 1)
+
+
+def _errors(run: dict) -> str:
+    bits = [f"{v:,} {k}" for k, v in run["errors"].items() if v]
+    return ", ".join(bits) if bits else "none"
+
+
+def _server_cpu(run: dict) -> str:
+    cpu = run.get("server_cpu_seconds")
+    return f"{cpu * 1000 / run['ok']:,.2f}" if cpu and run.get("ok") else "–"
+
+
+def http_issuance_table(rows: list[dict]) -> list[str]:
+    lines = ["| connections | server | requests | **requests/s** | p50 ms | p95 ms | p99 ms | max ms | non-2xx / errors | "
+             "server CPU ms per request | load before | **ours / cfssl** |",
+             "|--:|---|--:|--:|--:|--:|--:|--:|---|--:|--:|--:|"]
+    for row in rows:
+        for name, label in (("csm", "csm serve"), ("cfssl", "cfssl serve")):
+            r = row[name]
+            ratio = f"**{row['ratio']:.2f}**" if name == "csm" and row.get("ratio") is not None else ""
+            wrapped = " (CSRs reused: the file ran out)" if r.get("wrapped") else ""
+            lines.append(f"| {row['connections']} | {label} | {_n(r['ok'])} | **{_n(r['requests_per_second'])}** | "
+                         f"{_ms(r, 'p50')} | {_ms(r, 'p95')} | {_ms(r, 'p99')} | {_ms(r, 'max')} | "
+                         f"{_errors(r)}{wrapped} | {_server_cpu(r)} | {r['load_before']:.2f} | {ratio} |")
+    return lines
+
+
+def http_reads_table(runs: list[dict]) -> list[str]:
+    lines = ["| request | connections | requests | **requests/s** | p50 ms | **p95 ms** | **p99 ms** | max ms | "
+             "non-2xx / errors | server CPU ms per request | load before | requirement p95 < 100 ms | goal p95 < 10 ms |",
+             "|---|--:|--:|--:|--:|--:|--:|--:|---|--:|--:|---|---|"]
+    for r in runs:
+        p95 = r["latency_ms"]["p95"]
+        lines.append(f"| `{r['label']}` | {r['connections']:,} | {_n(r['ok'])} | **{_n(r['requests_per_second'])}** | "
+                     f"{_ms(r, 'p50')} | **{_ms(r, 'p95')}** | **{_ms(r, 'p99')}** | {_ms(r, 'max')} | {_errors(r)} | "
+                     f"{_server_cpu(r)} | {r['load_before']:.2f} | {_met(p95 < READ_P95_MS)} | "
+                     f"{_met(p95 < READ_P95_GOAL_MS)} |")
+    return lines
+
+
+def http_section(run: dict) -> list[str]:
+    info = run["machine"]
+    first = run["issuance"][0]["csm"] if run.get("issuance") else None
+    procs = [(label, run.get(key) or {}) for label, key in (("csm serve", "csm_process"), ("cfssl serve", "cfssl_process"))]
+    out = ["## Over HTTP: CSR issuance against cfssl, and reads (wrk)", "",
+           f"`{run['command'].strip()}` on {info.get('date')}, code {info.get('git_commit')}, load average "
+           f"{info.get('load_average')} at the start ({info.get('nproc')} x {info.get('cpu_model')}); "
+           f"`python -m bench.wrkbench http --dir DIR` (bench/wrkbench.py, bench/wrk_cycle.lua).", "",
+           f"Both servers ran at the same time on this machine, with wrk ({first['threads'] if first else 2} threads) "
+           f"beside them; each wrk run lasted {run['duration_s']} s. Every request carried the next of "
+           f"{run['csrs']:,} distinct ECDSA P-256 CSRs (its own key, subject and DNS SAN), made before any clock "
+           "started; each run started where the previous run against that server stopped, so no CSR was sent "
+           "twice to the same server. Both CAs are ECDSA P-384 intermediates (SHA-384 signatures). "
+           "Latencies are wrk's (per request, from its connection's send to the full response); "
+           "*server CPU ms per request* is the server process's user + system CPU time over the run "
+           "(/proc/PID/stat), divided by the successful requests.", "",
+           "**What each 2xx means.** *csm serve*: `POST /v1/certificates` authenticated with an API key, "
+           "authorised, the tenant, CA and profile loaded, every policy check passed, the CSR's signature "
+           "verified, the certificate signed, and its `certificate.issued` event appended to the hash-chained "
+           "log and **fsynced** (WAL, `synchronous=FULL`, group commit) before the answer. *cfssl serve*: "
+           "`POST /api/v1/cfssl/sign` with no authentication and no database (`-db-config` not given), so "
+           "nothing is stored and nothing is durable; it signs and answers.", "",
+           *http_issuance_table(run.get("issuance", [])), ""]
+    if run.get("verify") is not None:
+        out += [f"After the runs `GET /v1/audit/verify` answered ok = {run.get('verify_ok')} "
+                f"({_n(run['verify'].get('events'))} events), and the log held "
+                f"{_n(run.get('certificate_issued_events'))} `certificate.issued` events for "
+                f"{_n(run.get('ok_201'))} successful issuance answers (the warm-up included).", ""]
+    if run.get("reads"):
+        out += ["### Reads at 1,000 connections", "",
+                f"Against the same `csm serve` after the issuance runs ({_n(run.get('certificates_listed'))} "
+                "certificates in the read model), same API key; each request the next id (or name) of the "
+                f"issued certificates, cycling. The open-file limit was raised to {run.get('nofile'):,} "
+                "(`RLIMIT_NOFILE`, inherited by both servers and wrk). wrk's timeout was 10 s: a request "
+                "that took longer counts under errors, not in the percentiles.", "",
+                *http_reads_table(run["reads"]), ""]
+    out += ["Peak RSS over the whole run (`/usr/bin/time -v`, Maximum resident set size): " +
+            "; ".join(f"{label} {_rss(p)} MiB" for label, p in procs) + ".", "",
+            "Commands:", "",
+            *(f"- issuance x {r['connections']}: `{r['csm']['command']}` against each server" for r in
+              run.get("issuance", [])),
+            *(f"- `{r['label']}`: `{r['command']}`" for r in run.get("reads", [])), ""]
+    return out
+
+
 def comparison_table(before: dict, after: dict) -> list[str]:
     old = {p["label"]: p for p in before["phases"]}
     lines = ["| phase | before events/s | after events/s | change | before p50 / p99 ms | after p50 / p99 ms | "
@@ -251,7 +339,7 @@ def render(results: dict, baseline: dict | None, extra_runs: list[dict] | None =
             *(f"- {p['label']}: `{p['command']}`" for p in results["phases"]),
             "",
         ]
-    if baseline and results.get("phases"):
+    if baseline and results.get("phases") and baseline.get("events") == results.get("events"):
         out += [
             "## Before and after tuning",
             "",
@@ -269,6 +357,8 @@ def render(results: dict, baseline: dict | None, extra_runs: list[dict] | None =
                 *results_table(extra["phases"]), ""]
     if results.get("issuance"):
         out += issuance_section(results["issuance"])
+    if results.get("http"):
+        out += http_section(results["http"])
     if results.get("micro"):
         out += ["## Micro-benchmarks (pytest-benchmark, per call)", "",
                 *micro_table(results["micro"], baseline.get("micro") if baseline else None), ""]

@@ -1,6 +1,6 @@
 """HTTP benchmarks with wrk: CSR issuance against ``csm serve`` and ``cfssl serve`` in the same run, then reads.
 
-``python -m bench.wrkbench --dir DIR [--duration S] [--csrs N]`` prints one JSON object on stdout.
+``python -m bench.wrkbench http --dir DIR [--duration S] [--csrs N]`` prints one JSON object on stdout.
 
 1. Makes N distinct ECDSA P-256 CSRs (its own key, subject and DNS SAN each), unless a file of them
    from an earlier run is in DIR's parent (they are made before any clock starts).
@@ -13,7 +13,7 @@
    carrying the next unused CSR (bench/wrk_cycle.lua). Every 2xx of ours is a certificate whose
    ``certificate.issued`` event was durably appended to the hash-chained log before the answer.
 5. Reads at 1,000 connections: ``GET /v1/certificates/{id}`` cycling through the issued ids, and
-   ``GET /v1/certificates?common_name=…`` (search) cycling through their names.
+   ``GET /v1/certificates?tenant_id=acme&common_name=…`` (search) cycling through their names.
 6. Stops both servers (SIGTERM) and reports each one's peak RSS (``/usr/bin/time -v``); after the
    runs ``GET /v1/audit/verify`` must pass and the certificates counted by the log must equal the
    201 answers.
@@ -42,6 +42,8 @@ TENANT = "acme"
 PROFILE = "cassandra-node"
 CA_ALGORITHM = "ecdsa-p384"  # both CAs sign with ECDSA P-384 (SHA-384)
 ISSUE_CONNECTIONS = (32, 256)
+PLAN = [{"label": "HTTP (wrk): csm serve and cfssl serve signing CSRs, reads at 1,000 connections",
+         "module": "bench.wrkbench", "dir": "scratch", "args": ["http"]}]
 READ_CONNECTIONS = 1000
 WRK_THREADS = 2
 
@@ -318,9 +320,11 @@ def run(args) -> dict:
         result["certificates_listed"] = len(certs)
         by_id, search = work / "paths-by-id.txt", work / "paths-search.txt"
         by_id.write_text("".join(f"/v1/certificates/{c['id']}\n" for c in certs))
-        search.write_text("".join(f"/v1/certificates?common_name={c['cn']}\n" for c in certs if c["cn"]))
+        search.write_text("".join(f"/v1/certificates?tenant_id={TENANT}&common_name={c['cn']}\n"
+                                  for c in certs if c["cn"]))
         read_env = {**os.environ, "BENCH_TOKEN": token}
-        for label, items in (("GET /v1/certificates/{id}", by_id), ("GET /v1/certificates?common_name=NAME", search)):
+        for label, items in (("GET /v1/certificates/{id}", by_id),
+                             (f"GET /v1/certificates?tenant_id={TENANT}&common_name=NAME", search)):
             cpu = csm.cpu_seconds()
             print(f"  wrk {label} x {args.read_connections} ...", end="", flush=True, file=sys.stderr)
             run_ = wrk(f"{base}/", items, "get", 0, args.read_connections, args.duration, read_env)
@@ -350,6 +354,7 @@ def count_issued(data_dir: Path) -> int:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.wrkbench", description=__doc__.splitlines()[0])
+    parser.add_argument("name", choices=["http"])
     parser.add_argument("--dir", type=Path, required=True, help="a scratch directory (emptied first)")
     parser.add_argument("--duration", type=int, default=20, help="seconds per wrk run")
     parser.add_argument("--csrs", type=int, default=40_000, help="distinct CSRs to make (cached next to --dir)")
