@@ -3,18 +3,21 @@
 Two renewal schedulers racing over one due certificate renew it once; rotation makes a new key,
 a profile that allows it keeps the key; a CSR certificate without key reuse fails once per
 retry window; expiry warnings come once per threshold; ``expiring_within`` and the
-``csm_certificates_expiring`` gauges read the certificates read model.
+``csm_certificates_expiring`` gauges read the certificates read model. An intermediate rolled
+over before it expires serves both chains during the overlap, checked by `openssl verify`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import subprocess
 from datetime import timedelta
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from test_api_ca_lifecycle import OPENSSL, ca_pem, certificates, create_ca, load, needs_openssl
 from test_api_revocation import leaf, revoke, setup
 from test_api_support import assert_problem, pki_api  # noqa: F401
 from test_crl_schedule import Clock, caught_up
@@ -226,3 +229,75 @@ async def test_expiring_within_and_the_expiry_gauges(pki_api):
             parsed = dict(item.split("=") for item in labels.split(","))
             series[(parsed["tenant"].strip('"'), parsed["ca"].strip('"'), parsed["within"].strip('"'))] = float(value)
     assert series == {("acme", inter, "7d"): 1, ("acme", inter, "30d"): 2, ("acme", inter, "90d"): 3}
+
+
+async def exported_chain(api, headers, certificate_id: str) -> list[str]:
+    """The leaf's PEM export with its chain, as served: leaf first, root last."""
+    await caught_up(api)
+    response = await api.client.get(f"/v1/certificates/{certificate_id}/export", headers=headers,
+                                    params={"format": "pem"})
+    assert response.status_code == 200, response.text
+    return certificates(response.text)
+
+
+async def verify_at(tmp_path, name: str, chain: list[str], moment) -> subprocess.CompletedProcess:
+    """`openssl verify -x509_strict` of ``chain[0]`` at ``moment`` (the test's clock), anchored at ``chain[-1]``."""
+    folder = tmp_path / name
+    folder.mkdir()
+    for file, text in (("leaf.pem", chain[0]), ("anchor.pem", chain[-1]), ("untrusted.pem", "".join(chain[1:-1]))):
+        (folder / file).write_text(text)
+    args = [OPENSSL, "verify", "-x509_strict", "-attime", str(int(moment.timestamp())), "-CAfile",
+            folder / "anchor.pem", "-untrusted", folder / "untrusted.pem", folder / "leaf.pem"]
+    return await asyncio.to_thread(subprocess.run, [str(a) for a in args], capture_output=True, text=True)
+
+
+@needs_openssl
+async def test_an_intermediate_rolled_over_before_expiry_serves_both_chains_during_the_overlap(pki_api, tmp_path):
+    api = pki_api
+    clock = api.runtime.services.clock = Clock()
+    admin = await api.admin()
+    await api.create_tenant(admin, "acme")
+    root = await create_ca(api, admin, name="Acme Root")
+    inter = await create_ca(api, admin, name="Acme Issuing", parent_id=root, validity_days=400)
+    root_pem = await ca_pem(api, admin, root)
+    clock.advance(300 * DAY)
+    admin = await api.admin()
+    before = await issue(api, admin, inter, "old.acme.internal", algorithm="ecdsa-p256", validity_days=90)
+    old = await ca_pem(api, admin, inter)
+
+    clock.advance(80 * DAY)  # 20 days left on the intermediate: roll it over, overlapping
+    admin = await api.admin()
+    response = await api.client.post(f"/v1/cas/{inter}/rollover", headers=admin, json={"reason": "expiring soon"})
+    assert response.status_code == 200, response.text
+    await caught_up(api)
+    new = await ca_pem(api, admin, inter)
+    old_ca, new_ca = load(old), load(new)
+    assert new_ca.subject == old_ca.subject and new_ca.public_key() != old_ca.public_key()
+    assert new_ca.not_valid_before_utc <= clock.now() < old_ca.not_valid_after_utc < new_ca.not_valid_after_utc
+
+    clock.advance(5 * DAY)  # inside the overlap: both intermediate certificates are valid
+    admin = await api.admin()
+    after = await issue(api, admin, inter, "new.acme.internal", algorithm="ecdsa-p256")
+    renewed = await api.client.post(f"/v1/certificates/{before['certificate_id']}/renew", headers=admin, json={})
+    assert renewed.status_code == 201, renewed.text
+    successor = renewed.json()["certificate_id"]
+    chains = {name: await exported_chain(api, admin, certificate_id) for name, certificate_id in
+              (("old-leaf", before["certificate_id"]), ("new-leaf", after["certificate_id"]),
+               ("renewed-leaf", successor))}
+    assert chains["old-leaf"][1:] == [old, root_pem]
+    assert chains["new-leaf"][1:] == chains["renewed-leaf"][1:] == [new, root_pem]  # renewals use the new key
+    for name, chain in chains.items():
+        run = await verify_at(tmp_path, name, chain, clock.now())
+        assert run.returncode == 0 and run.stdout.strip().endswith(": OK"), name + run.stdout + run.stderr
+    crossed = await verify_at(tmp_path, "old-leaf-new-ca", [chains["old-leaf"][0], new, root_pem], clock.now())
+    assert crossed.returncode != 0  # each leaf needs the CA certificate of the key that signed it
+    served = (await api.client.get(f"/v1/cas/{inter}/chain", headers=admin)).text
+    assert certificates(served) == [new, root_pem]
+    listed = (await api.client.get(f"/v1/cas/{inter}/certificates", headers=admin)).json()
+    assert [(c["role"], c["certificate_pem"]) for c in listed] == [("previous", old), ("current", new)]
+
+    clock.advance(20 * DAY)  # the old intermediate certificate has expired; the renewed leaf chains on
+    run = await verify_at(tmp_path, "renewed-after-overlap", chains["renewed-leaf"], clock.now())
+    assert run.returncode == 0, run.stdout + run.stderr
+    run = await verify_at(tmp_path, "old-after-overlap", chains["old-leaf"], clock.now())
+    assert run.returncode != 0
