@@ -290,6 +290,54 @@ def _generated(results: dict) -> str:
             f"{run['machine']['date']} (each section says which run it comes from).")
 
 
+def headline(results: dict) -> list[str]:
+    """The figures the requirements and goals are held to, each with its section's run below."""
+    out = []
+    http_run = results.get("http")
+    for row in (http_run or {}).get("issuance", []):
+        ours, theirs = row["csm"], row["cfssl"]
+        out.append(f"- CSR issuance over HTTP, {row['connections']} connections: csm serve "
+                   f"**{_n(ours['requests_per_second'])}/s** (p50 / p95 / p99 {_ms(ours, 'p50')} / {_ms(ours, 'p95')} / "
+                   f"{_ms(ours, 'p99')} ms) vs cfssl serve **{_n(theirs['requests_per_second'])}/s** "
+                   f"({_ms(theirs, 'p50')} / {_ms(theirs, 'p95')} / {_ms(theirs, 'p99')} ms): "
+                   f"ratio ours/cfssl **{row['ratio']:.2f}** (goal ≥ 1.0: {_met(row['ratio'] >= 1.0)}); ours with a "
+                   "durable, hash-chained event per certificate, cfssl storing nothing.")
+    for r in (http_run or {}).get("reads", []):
+        p95 = r["latency_ms"]["p95"]
+        out.append(f"- `{r['label']}` at {r['connections']:,} connections: p95 **{_ms(r, 'p95')} ms**, p99 "
+                   f"**{_ms(r, 'p99')} ms**, {_n(r['requests_per_second'])} requests/s (requirement p95 < "
+                   f"{READ_P95_MS} ms: {_met(p95 < READ_P95_MS)}; goal < {READ_P95_GOAL_MS} ms: "
+                   f"{_met(p95 < READ_P95_GOAL_MS)}).")
+    server = [p for p in (results.get("issuance") or {}).get("phases", []) if p["phase"] == "issue-server"]
+    for p in server:
+        if p["algorithm"] == "rsa-4096":
+            s_ = p["sequential"]
+            out.append(f"- RSA-4096 issuance with a server-side key, one at a time: p50 {_n(s_['latency_ms_p50'])} ms, "
+                       f"**p95 {_n(s_['latency_ms_p95'])} ms** (n = {s_['n']}; requirement < {RSA_4096_P95_MS:,} ms: "
+                       f"{_met(s_['latency_ms_p95'] < RSA_4096_P95_MS)}).")
+    families: dict[str, list[dict]] = {}
+    for p in server:
+        families.setdefault(p["family"], []).append(p)
+    if families:
+        bits = []
+        for family, members in families.items():
+            slow = min(members, key=lambda m: m["sequential"]["per_minute"])
+            bits.append(f"{family} {_n(slow['sequential']['per_minute'])} ({slow['algorithm']})")
+        worst = min(m["sequential"]["per_minute"] for m in server)
+        out.append(f"- Server-side-key issuances per minute, one at a time, each family's slowest algorithm: "
+                   f"{'; '.join(bits)} (requirement > {PER_MINUTE_GOAL}/min for every family: "
+                   f"{_met(worst > PER_MINUTE_GOAL)}).")
+    phases = {p["phase"] if p["phase"] != "append-single" or "dataset" not in p["label"] else "dataset": p
+              for p in results.get("phases") or []}
+    bits = [f"{label} **{_n(phases[key]['events_per_second'])} events/s** (peak RSS {_rss(phases[key])} MiB)"
+            for key, label in (("dataset", "append (1024 writers)"), ("replay", "replay"), ("verify", "audit verify"),
+                               ("rebuild", "projection rebuild"))
+            if key in phases]
+    if bits:
+        out.append(f"- Store at {results['events']:,} events: " + "; ".join(bits) + ".")
+    return ["## Headline figures", "", *out, ""] if out else []
+
+
 def render(results: dict, baseline: dict | None, extra_runs: list[dict] | None = None) -> str:
     n = results["events"]
     out = [
@@ -299,11 +347,13 @@ def render(results: dict, baseline: dict | None, extra_runs: list[dict] | None =
         "",
         _generated(results),
         "",
+        *headline(results),
         "## How to reproduce",
         "",
         "```sh",
-        "make bench                                  # = .venv/bin/python -m bench (200k events, a few minutes)",
-        ".venv/bin/python -m bench --events 1000000  # 1M events",
+        "make bench                                  # = .venv/bin/python -m bench: everything (about half an hour)",
+        ".venv/bin/python -m bench --events 200000   # the store phases at 200k events instead of 1M",
+        ".venv/bin/python -m bench --only http       # the wrk runs against csm serve and cfssl serve alone",
         ".venv/bin/python -m bench --only verify     # one phase (needs the dataset phase too: --only 1024 --only verify)",
         ".venv/bin/python -m bench --only issuance   # the issuance phases alone (the store figures stay)",
         ".venv/bin/python -m bench --only rsa-4096   # one issuance phase",
@@ -312,9 +362,13 @@ def render(results: dict, baseline: dict | None, extra_runs: list[dict] | None =
         ".venv/bin/python -m bench --render bench/results/RUN.json --also bench/results/OTHER_RUN.json",
         "```",
         "",
+        "`make bench` first installs what it needs when missing: the venv, and the Debian packages",
+        "`golang-cfssl` (cfssl 1.2), `wrk` and `time` (GNU time). It runs with the machine's other work",
+        "going on: the load average is recorded before every phase.",
+        "",
         "Each phase runs in its own process, `/usr/bin/time -v python -m bench.phases PHASE …` (or",
         "`bench.issuance`), so the *peak RSS* column is that phase's `Maximum resident set size`",
-        "alone. Every append is durable when counted: the store runs WAL with `synchronous=FULL` and",
+        "alone (the HTTP section reports each server's own). Every append is durable when counted: the store runs WAL with `synchronous=FULL` and",
         "resolves an append only after the group commit that holds it has returned, fsynced. JSON",
         "results are written to `bench/results/` (git-ignored); `bench/baseline.json` holds the",
         "figures from before tuning.",
