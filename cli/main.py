@@ -9,6 +9,8 @@ import click
 
 from cli import admin, audit, backup, ca, ca_root, cert, events, projections, tenants
 from cli import auth, users
+from cli.webhooks import webhook
+from cli.worker import worker
 from cli.worker import worker
 from cli.common import CsmGroup, require_keys_if_events
 from cli.auth import first_login_hints
@@ -92,6 +94,8 @@ csm.add_command(backup.restore)
 ca.ca.add_command(ca_root.root)
 csm.add_command(ca.ca)
 csm.add_command(cert.cert)
+csm.add_command(webhook)
+csm.add_command(worker)
 csm.add_command(worker)
 
 

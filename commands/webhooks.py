@@ -138,7 +138,3 @@ async def record_delivery_failure(cmd: RecordDeliveryFailure, services: Services
     return await _run(services, ctx, cmd, cmd.tenant_id, cmd.webhook_id,
                       lambda s: webhook.decide_delivery_failed(s, cmd.failure))
 
-
-async def signing_secret(services: Services, tenant_id: str, secret_ref: str) -> bytes:
-    """The current secret of a subscription, decrypted from the key vault (for signing only)."""
-    return await vault_of(services).get(tenant_id, secret_ref)

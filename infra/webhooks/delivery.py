@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import dramatiq
 import httpx
@@ -39,7 +40,7 @@ class Deliverer:
     """What a delivery needs: the log, the subscriptions read model, the secrets, the HTTP rules."""
 
     deliveries: DeliveryLog
-    views_path: object  # Path of views.db
+    views_path: Path  # views.db: the subscriptions read model
     secret: Callable[[str, str], bytes]  # (tenant, secret_ref) -> the secret, from the key vault
     max_attempts: int = 8
     timeout: float = 10.0
