@@ -11,7 +11,6 @@ from cli import admin, audit, backup, ca, ca_root, cert, events, projections, te
 from cli import auth, users
 from cli.webhooks import webhook
 from cli.worker import worker
-from cli.worker import worker
 from cli.common import CsmGroup, require_keys_if_events
 from cli.auth import first_login_hints
 from infra.audit.keys import PUBLIC_FILE
@@ -95,7 +94,6 @@ ca.ca.add_command(ca_root.root)
 csm.add_command(ca.ca)
 csm.add_command(cert.cert)
 csm.add_command(webhook)
-csm.add_command(worker)
 csm.add_command(worker)
 
 
