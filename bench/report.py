@@ -220,10 +220,15 @@ def http_section(run: dict) -> list[str]:
            "nothing is stored and nothing is durable; it signs and answers.", "",
            *http_issuance_table(run.get("issuance", [])), ""]
     if run.get("verify") is not None:
+        events, answered = run.get("certificate_issued_events") or 0, run.get("ok_201") or 0
+        bound = sum(r["connections"] for r in run.get("issuance", []))
+        consistent = answered <= events <= answered + bound
         out += [f"After the runs `GET /v1/audit/verify` answered ok = {run.get('verify_ok')} "
-                f"({_n(run['verify'].get('events'))} events), and the log held "
-                f"{_n(run.get('certificate_issued_events'))} `certificate.issued` events for "
-                f"{_n(run.get('ok_201'))} successful issuance answers (the warm-up included).", ""]
+                f"({_n(run['verify'].get('events'))} events checked), and the log held {_n(events)} "
+                f"`certificate.issued` events: the {_n(answered)} issuances wrk saw answered 201 (the warm-up "
+                f"included) and {_n(events - answered)} that were still in flight when a wrk run stopped (wrk "
+                f"does not count those; at most one per connection, {bound:,} in all): "
+                f"{'consistent' if consistent else '**inconsistent**'}.", ""]
     if run.get("reads"):
         out += ["### Reads at 1,000 connections", "",
                 f"Against the same `csm serve` after the issuance runs ({_n(run.get('certificates_listed'))} "
