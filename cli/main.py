@@ -11,6 +11,7 @@ from cli import admin, audit, backup, ca, ca_root, cert, events, projections, te
 from cli import auth, users
 from cli.webhooks import webhook
 from cli.worker import worker
+from cli.projector import projector
 from cli.common import CsmGroup, require_keys_if_events
 from cli.auth import first_login_hints
 from infra.audit.keys import PUBLIC_FILE
@@ -95,6 +96,7 @@ csm.add_command(ca.ca)
 csm.add_command(cert.cert)
 csm.add_command(webhook)
 csm.add_command(worker)
+csm.add_command(projector)
 
 
 def main() -> None:

@@ -28,6 +28,7 @@ from infra.webhooks import wire as wire_webhooks
 from infra.webhooks.dispatcher import WebhookDispatcher
 from infra.crypto.engine import CryptographyPki
 from infra.crypto.revocation import CryptographyRevocation
+from infra.distributed import close_store, open_store, projection_tasks
 from infra.eventstore.sqlite import SQLiteEventStore, read_witness
 from infra.keystore.vault import SQLiteKeyVault
 from infra.renewal_scheduler import RenewalScheduler
@@ -55,7 +56,8 @@ class Runtime:
 
     def start_background(self) -> None:
         """Start the projection tail, the checkpoint timer and the CRL/OCSP scheduler on the running loop."""
-        self.tasks = [asyncio.create_task(self.runner.run(), name="projections"),
+        self.tasks = [*(asyncio.create_task(work, name="projections")
+                        for work in projection_tasks(self.settings, self.store, self.runner)),
                       asyncio.create_task(self.checkpointer.run(), name="checkpoints"),
                       asyncio.create_task(self.revocation_scheduler().run(), name="revocation"),
                       asyncio.create_task(self.renewal_scheduler().run(), name="renewal")]
@@ -97,7 +99,7 @@ class Runtime:
         if self.webhooks is not None:
             self.webhooks.close()
         self.runner.close()
-        self.store.close()
+        close_store(self.store)
         if self.keys is not None:
             self.keys.close()
         if isinstance(self.services.artifacts, SQLiteArtifactStore):
@@ -111,8 +113,7 @@ class Runtime:
 
 def open_runtime(settings: Settings) -> Runtime:
     """Open an initialised data directory (run ``initialise`` first)."""
-    store = SQLiteEventStore(settings.events_db, poll_interval=settings.poll_interval,
-                             witness_path=settings.witness_file).open()
+    store = open_store(settings)  # SQLite or Cassandra (infra/distributed.py)
     clock = SystemClock()
     signer = AuditSigner.create_or_load(settings.keys_dir)
     checkpointer = Checkpointer(store, signer, clock, interval=settings.checkpoint_interval)

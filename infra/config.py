@@ -107,6 +107,7 @@ def _optional_path(name: str) -> Path | None:
 
 STORES = ("sqlite", "cassandra")
 BUSES = ("local", "kafka")
+PROJECTORS = ("inline", "external")
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +193,8 @@ def validate_distributed(settings: Settings) -> None:
         raise ValueError(f"CSM_STORE must be one of {', '.join(STORES)}, not {settings.store!r}")
     if settings.bus not in BUSES:
         raise ValueError(f"CSM_BUS must be one of {', '.join(BUSES)}, not {settings.bus!r}")
+    if settings.projector not in PROJECTORS:
+        raise ValueError(f"CSM_PROJECTOR must be one of {', '.join(PROJECTORS)}, not {settings.projector!r}")
     if settings.bus == "kafka":
         kafka = settings.kafka
         if kafka is None or not kafka.bootstrap_servers.strip():
@@ -270,6 +273,7 @@ class Settings:
     bus: str = "local"
     kafka: KafkaSettings | None = None  # CSM_KAFKA_*: read when CSM_BUS=kafka
     cassandra: CassandraSettings | None = None  # CSM_CASSANDRA_*: read when CSM_STORE=cassandra
+    projector: str = "inline"  # inline: this process runs the projections (and relay) | external: `csm projector`
     # Background jobs (infra/jobs.py): "in-process" (dramatiq's in-memory broker, worker threads in this process)
     # or "redis" (dramatiq's Redis broker at redis_url; `csm worker` processes consume it too).
     jobs: str = "in-process"
@@ -353,6 +357,7 @@ class Settings:
             kafka=KafkaSettings.from_env() if _env("BUS", "local").strip().lower() == "kafka" else None,
             cassandra=(CassandraSettings.from_env() if _env("STORE", "sqlite").strip().lower() == "cassandra"
                        else None),
+            projector=_env("PROJECTOR", "inline").strip().lower(),
             jobs=_env("JOBS", "in-process"),
             job_worker_threads=int(_env("JOB_WORKER_THREADS", "2")),
             webhook_max_attempts=int(_env("WEBHOOK_MAX_ATTEMPTS", "8")),

@@ -188,7 +188,7 @@ class ProjectionRunner:
         between redelivers events that the checkpoints then skip: at least once in delivery,
         exactly once in effect.
         """
-        self._advanced = asyncio.Condition()
+        self._advanced = self._advanced or asyncio.Condition()  # wait_for may have made it first
         while True:
             events = await feed.next_batch()
             before = self.position
@@ -206,9 +206,28 @@ class ProjectionRunner:
                 async with self._advanced:
                     self._advanced.notify_all()
 
+    async def follow_checkpoints(self) -> None:
+        """Apply nothing: follow the checkpoints another process (``csm projector``) commits.
+
+        For an API process whose read models are written elsewhere: ``position`` and
+        ``wait_for`` (read-your-writes) then track that process's progress.
+        """
+        self._advanced = self._advanced or asyncio.Condition()  # wait_for may have made it first
+        conn = connect_views(self.views_path)
+        try:
+            while True:
+                position = await asyncio.to_thread(self._min_checkpoint, conn)
+                if position != self.position:
+                    self.position = position
+                    async with self._advanced:
+                        self._advanced.notify_all()
+                await self.source.wait_for_append(self.poll_interval)
+        finally:
+            conn.close()
+
     async def run(self) -> None:
         """Follow the log for ever; cancel the task to stop."""
-        self._advanced = asyncio.Condition()
+        self._advanced = self._advanced or asyncio.Condition()  # wait_for may have made it first
         while True:
             before = self.position
             try:
@@ -229,8 +248,8 @@ class ProjectionRunner:
         """Wait (bounded) until every read model has applied ``position``."""
         if self.position >= position:
             return True
-        if self._advanced is None:
-            return False
+        if self._advanced is None:  # the tail has not started yet: it notifies this condition once it does
+            self._advanced = asyncio.Condition()
         deadline = asyncio.get_running_loop().time() + timeout
         async with self._advanced:
             while self.position < position:

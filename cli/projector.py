@@ -1,0 +1,71 @@
+"""`csm projector`: a process that keeps the read models current (and, on the Kafka bus, runs the outbox relay)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import signal
+import time
+from pathlib import Path
+
+import click
+
+from cli.common import CliError
+from infra.bootstrap import initialise
+from infra.config import Settings
+from infra.distributed import projection_tasks
+
+HEARTBEAT_FILE = "projector.alive"  # touched every poll interval: the container's health check reads its age
+
+
+@click.command()
+@click.option("--heartbeat-max-age", type=float, default=None, metavar="SECONDS",
+              help="Do not run: exit 0 if a running projector's heartbeat is younger than SECONDS, else 1.")
+@click.pass_obj
+def projector(settings: Settings, heartbeat_max_age: float | None) -> None:
+    """Run the projections until SIGINT or SIGTERM: from the store's log (CSM_BUS=local) or from Kafka
+    (CSM_BUS=kafka: this process also publishes the store's log to the topic through the outbox relay).
+
+    API processes started with CSM_PROJECTOR=external then only follow its checkpoints.
+    """
+    heartbeat = settings.data_dir / HEARTBEAT_FILE
+    if heartbeat_max_age is not None:
+        try:
+            fresh = time.time() - heartbeat.stat().st_mtime <= heartbeat_max_age
+        except OSError:
+            fresh = False
+        raise SystemExit(0 if fresh else 1)
+    settings = dataclasses.replace(settings, projector="inline")
+    try:
+        runtime = initialise(settings)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    click.echo(f"projector: store {settings.store}, bus {settings.bus} (data {settings.data_dir})", err=True)
+    try:
+        asyncio.run(_run(runtime, heartbeat))
+    finally:
+        runtime.close()
+    click.echo("stopped", err=True)
+
+
+async def _run(runtime, heartbeat: Path) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    tasks = [asyncio.create_task(work) for work in projection_tasks(runtime.settings, runtime.store, runtime.runner)]
+    try:
+        while not stop.is_set():
+            if any(task.done() for task in tasks):  # a projection task ended: surface its error, stop
+                for task in tasks:
+                    if task.done() and task.exception():
+                        raise task.exception()
+                break
+            heartbeat.touch()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), runtime.settings.poll_interval * 4)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
