@@ -411,25 +411,11 @@ class SQLiteEventStore:
             version, prev = head
             if version != request.expected_version:
                 return WrongExpectedVersion(request.stream_id, request.expected_version, version)
-            new_rows = []
-            first_position = position + 1
-            for new in request.events:
-                position += 1
-                version += 1
-                envelope = EventEnvelope(
-                    event_id=new.event_id, stream_id=request.stream_id, stream_type=request.stream_type,
-                    version=version, global_position=position, tenant_id=request.tenant_id, type=new.type,
-                    schema_version=new.schema_version, occurred_at=new.occurred_at, actor=new.actor,
-                    correlation_id=new.correlation_id, causation_id=new.causation_id, payload=new.payload,
-                    prev_hash=prev,
-                )
-                body = _encoder.encode(envelope)
-                prev = chain_hash(prev, body)
-                new_rows.append((position, request.tenant_id, request.stream_id, version, request.stream_type,
-                                 new.type, new.occurred_at, body, prev))
+            new_rows = chained_rows(request, position, version, prev)
+            position, version, prev = new_rows[-1][0], new_rows[-1][3], new_rows[-1][8]
             heads[key] = (version, prev)
             result = AppendResult(stream_id=request.stream_id, version=version,
-                                  first_position=first_position, global_position=position)
+                                  first_position=new_rows[0][0], global_position=position)
             idem_row = None
             if idem is not None:
                 claimed[idem] = (request.fingerprint or "", result)
@@ -489,19 +475,8 @@ class SQLiteEventStore:
         Written after the commit, so it never runs ahead of the store; the verifier uses it
         to detect a truncated tail. Best effort: failing to write it loses no data.
         """
-        if self.witness_path is None:
-            return
-        try:
-            witness = read_witness(self.witness_path)
-            witness["high_water"] = max(witness.get("high_water", 0), rows[-1][0])
-            for row in rows:
-                if row[5] == "audit.checkpoint":
-                    witness["checkpoint"] = {"position": row[0], "version": row[3], "hash": row[8]}
-            tmp = self.witness_path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(witness, sort_keys=True))
-            os.replace(tmp, self.witness_path)
-        except OSError as exc:
-            log.warning("could not update audit witness", extra={"error": repr(exc)})
+        if self.witness_path is not None:
+            write_witness(self.witness_path, rows)
 
     # notifications ------------------------------------------------------------------
     def _notify(self) -> None:
@@ -691,6 +666,48 @@ def _set_all(answers: list) -> None:
             future.set_exception(outcome)
         else:
             future.set_result(outcome)
+
+
+def chained_rows(request: AppendRequest, position: int, version: int, prev: str) -> list[tuple]:
+    """The rows (``_EVENT_COLUMNS``) of ``request``'s events placed after ``position`` and stream ``version``.
+
+    Each body is the canonical envelope (position included) and each hash chains from the one
+    before, starting at ``prev``: every store builds its rows here, so all chain alike.
+    """
+    rows = []
+    for new in request.events:
+        position += 1
+        version += 1
+        envelope = EventEnvelope(
+            event_id=new.event_id, stream_id=request.stream_id, stream_type=request.stream_type,
+            version=version, global_position=position, tenant_id=request.tenant_id, type=new.type,
+            schema_version=new.schema_version, occurred_at=new.occurred_at, actor=new.actor,
+            correlation_id=new.correlation_id, causation_id=new.causation_id, payload=new.payload,
+            prev_hash=prev,
+        )
+        body = _encoder.encode(envelope)
+        prev = chain_hash(prev, body)
+        rows.append((position, request.tenant_id, request.stream_id, version, request.stream_type,
+                     new.type, new.occurred_at, body, prev))
+    return rows
+
+
+def write_witness(path: Path, rows: list[tuple]) -> None:
+    """Raise the witness's high-water mark to the last of ``rows`` (``_EVENT_COLUMNS`` tuples), note checkpoints.
+
+    Best effort: failing to write it loses no data (the Cassandra store shares it).
+    """
+    try:
+        witness = read_witness(path)
+        witness["high_water"] = max(witness.get("high_water", 0), rows[-1][0])
+        for row in rows:
+            if row[5] == "audit.checkpoint":
+                witness["checkpoint"] = {"position": row[0], "version": row[3], "hash": row[8]}
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(witness, sort_keys=True))
+        os.replace(tmp, path)
+    except OSError as exc:
+        log.warning("could not update audit witness", extra={"error": repr(exc)})
 
 
 def read_witness(path: Path) -> dict:
