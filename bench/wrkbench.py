@@ -8,8 +8,10 @@
    serve``: uvicorn, one process, the embedded SQLite store), with the rate limits switched off
    (``CSM_RATE_LIMIT_PER_PRINCIPAL=`` and ``CSM_RATE_LIMIT_PER_ADDRESS=``), and an API key from
    ``csm admin create-token``. Over HTTP: a tenant, an ECDSA P-384 root and intermediate CA.
-3. Starts ``cfssl serve`` with an ECDSA P-384 intermediate (made here) as its CA.
-4. For each connection count (32, 256): wrk against ours, then against cfssl, each request
+3. Starts ``cfssl serve`` with an ECDSA P-384 intermediate (made here) as its CA, and a second
+   ``cfssl serve`` with the same CA and ``-db-config``: its SQLite certificate database, so that it
+   stores every certificate it signs before answering.
+4. For each connection count (32, 256): wrk against ours, then the two cfssl, each request
    carrying the next unused CSR (bench/wrk_cycle.lua). Every 2xx of ours is a certificate whose
    ``certificate.issued`` event was durably appended to the hash-chained log before the answer.
 5. Reads at 1,000 connections: ``GET /v1/certificates/{id}`` cycling through the issued ids, and
@@ -102,6 +104,34 @@ def cfssl_ca(directory: Path) -> None:
         serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()))
     (directory / "config.json").write_text(json.dumps({"signing": {"default": {
         "expiry": "8760h", "usages": ["digital signature", "key encipherment", "server auth", "client auth"]}}}))
+
+
+# cfssl's SQLite certificate database (certdb/sqlite/migrations of cfssl 1.2): with -db-config, `cfssl serve`
+# INSERTs every certificate it signs before answering (go-sqlite3 defaults: rollback journal, synchronous=FULL).
+CFSSL_CERTDB = """
+CREATE TABLE certificates (serial_number blob NOT NULL, authority_key_identifier blob NOT NULL, ca_label blob,
+  status blob NOT NULL, reason int, expiry timestamp, revoked_at timestamp, pem blob NOT NULL,
+  PRIMARY KEY (serial_number, authority_key_identifier));
+CREATE TABLE ocsp_responses (serial_number blob NOT NULL, authority_key_identifier blob NOT NULL, body blob NOT NULL,
+  expiry timestamp, PRIMARY KEY (serial_number, authority_key_identifier));
+"""
+
+
+def cfssl_certdb(directory: Path) -> Path:
+    """An empty certdb for cfssl and its -db-config file."""
+    import sqlite3
+    db = directory / "certs.db"
+    with sqlite3.connect(db) as conn:
+        conn.executescript(CFSSL_CERTDB)
+    config = directory / "db-config.json"
+    config.write_text(json.dumps({"driver": "sqlite3", "data_source": str(db)}))
+    return config
+
+
+def count_cfssl_certificates(directory: Path) -> int:
+    import sqlite3
+    with sqlite3.connect(f"file:{directory / 'certs.db'}?mode=ro", uri=True) as conn:
+        return conn.execute("SELECT count(*) FROM certificates").fetchone()[0]
 
 
 # --- processes ---------------------------------------------------------------------------------
@@ -273,76 +303,99 @@ def run(args) -> dict:
         make_csrs(csr_file, args.csrs)
     csr_seconds = time.perf_counter() - started
 
-    # ours, exactly as `make run` starts it
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    csm, token, csm_env = start_csm(work / "csm-data", port, work)
-    # cfssl, with its own P-384 intermediate
-    cfssl_ca(work / "cfssl")
-    cfssl_port = free_port()
-    cfssl = Server("cfssl serve", ["cfssl", "serve", "-address", "127.0.0.1", "-port", str(cfssl_port),
-                                   "-ca", str(work / "cfssl" / "ca.pem"), "-ca-key", str(work / "cfssl" / "ca-key.pem"),
-                                   "-config", str(work / "cfssl" / "config.json")],
-                   dict(os.environ), work / "cfssl-serve.log", work / "cfssl-serve.time.txt")
-    cfssl_base = f"http://127.0.0.1:{cfssl_port}"
-    wait_until_up(f"{cfssl_base}/api/v1/cfssl/info", cfssl)
+    servers: list[Server] = []
     result: dict = {"csrs": args.csrs, "csr_generation_seconds": csr_seconds, "nofile": nofile,
                     "duration_s": args.duration, "issuance": [], "reads": []}
     try:
-        ca_id = setup_hierarchy(base, token)
-        first_csr = json.loads(csr_file.open().readline())
-        # one untimed request each: loads the CA key, warms caches and connections
-        http("POST", f"{base}/v1/certificates", {"tenant_id": TENANT, "ca_id": ca_id, "profile": PROFILE,
-                                                  "csr": first_csr}, token)
-        http("POST", f"{cfssl_base}/api/v1/cfssl/sign", {"certificate_request": first_csr})
-        ours_env = {**os.environ, "BENCH_TOKEN": token, "BENCH_SUFFIX": "}",
-                    "BENCH_PREFIX": json.dumps({"tenant_id": TENANT, "ca_id": ca_id, "profile": PROFILE})[:-1]
-                    + ', "csr": '}
-        cfssl_env = {**os.environ, "BENCH_TOKEN": "", "BENCH_PREFIX": '{"certificate_request": ',
-                     "BENCH_SUFFIX": "}"}
-        offsets = {"csm": 1, "cfssl": 1}
-        for connections in args.connections:
-            row = {"connections": connections}
-            for name, url, env, server in (("csm", f"{base}/v1/certificates", ours_env, csm),
-                                           ("cfssl", f"{cfssl_base}/api/v1/cfssl/sign", cfssl_env, cfssl)):
-                cpu = server.cpu_seconds()
-                print(f"  wrk POST {name} x {connections} ...", end="", flush=True, file=sys.stderr)
-                row[name] = wrk(url, csr_file, "post", offsets[name], connections, args.duration, env)
-                row[name]["server_cpu_seconds"] = server.cpu_seconds() - cpu
-                offsets[name] += row[name]["sent"]
-                print(f" {row[name]['requests_per_second']:,.0f}/s", file=sys.stderr)
-            row["ratio"] = (row["csm"]["requests_per_second"] / row["cfssl"]["requests_per_second"]
-                            if row["cfssl"]["requests_per_second"] else None)
-            result["issuance"].append(row)
-
-        # reads, at 1,000 connections
-        certs = issued_certificates(base, token)
-        result["certificates_listed"] = len(certs)
-        by_id, search = work / "paths-by-id.txt", work / "paths-search.txt"
-        by_id.write_text("".join(f"/v1/certificates/{c['id']}\n" for c in certs))
-        search.write_text("".join(f"/v1/certificates?tenant_id={TENANT}&common_name={c['cn']}\n"
-                                  for c in certs if c["cn"]))
-        read_env = {**os.environ, "BENCH_TOKEN": token}
-        for label, items in (("GET /v1/certificates/{id}", by_id),
-                             (f"GET /v1/certificates?tenant_id={TENANT}&common_name=NAME", search)):
-            cpu = csm.cpu_seconds()
-            print(f"  wrk {label} x {args.read_connections} ...", end="", flush=True, file=sys.stderr)
-            run_ = wrk(f"{base}/", items, "get", 0, args.read_connections, args.duration, read_env)
-            run_["server_cpu_seconds"] = csm.cpu_seconds() - cpu
-            run_["label"] = label
-            print(f" {run_['requests_per_second']:,.0f}/s p95 {run_['latency_ms']['p95']:,.1f} ms",
-                  file=sys.stderr)
-            result["reads"].append(run_)
-
-        # every 201 is a certificate in the log, and the log verifies
-        verify = http("GET", f"{base}/v1/audit/verify", token=token, timeout=600)
-        result["verify_ok"] = bool(verify.get("ok"))
-        result["verify"] = {k: verify.get(k) for k in ("ok", "events", "streams", "checkpoints") if k in verify}
-        result["ok_201"] = 1 + sum(r["csm"]["ok"] for r in result["issuance"])  # with the warm-up
+        # ours, exactly as `make run` starts it
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        csm, token, _ = start_csm(work / "csm-data", port, work)
+        servers.append(csm)
+        # cfssl, with its own P-384 intermediate; then the same CA again with its SQLite certificate database
+        cfssl_ca(work / "cfssl")
+        common = ["-ca", str(work / "cfssl" / "ca.pem"), "-ca-key", str(work / "cfssl" / "ca-key.pem"),
+                  "-config", str(work / "cfssl" / "config.json")]
+        cfssl_port, cfssl_db_port = free_port(), free_port()
+        cfssl = Server("cfssl serve", ["cfssl", "serve", "-address", "127.0.0.1", "-port", str(cfssl_port), *common],
+                       dict(os.environ), work / "cfssl-serve.log", work / "cfssl-serve.time.txt")
+        servers.append(cfssl)
+        cfssl_db = Server("cfssl serve -db-config", [
+            "cfssl", "serve", "-address", "127.0.0.1", "-port", str(cfssl_db_port), *common,
+            "-db-config", str(cfssl_certdb(work / "cfssl"))],
+            dict(os.environ), work / "cfssl-db-serve.log", work / "cfssl-db-serve.time.txt")
+        servers.append(cfssl_db)
+        cfssl_base, cfssl_db_base = f"http://127.0.0.1:{cfssl_port}", f"http://127.0.0.1:{cfssl_db_port}"
+        wait_until_up(f"{cfssl_base}/api/v1/cfssl/info", cfssl)
+        wait_until_up(f"{cfssl_db_base}/api/v1/cfssl/info", cfssl_db)
+        result.update(run_loads(args, result, csr_file, work, base, token, csm, cfssl_base, cfssl, cfssl_db_base,
+                                cfssl_db))
     finally:
-        result["csm_process"] = csm.stop()
-        result["cfssl_process"] = cfssl.stop()
+        for key, server in zip(("csm_process", "cfssl_process", "cfssl_db_process"), servers):
+            result[key] = server.stop()
     result["certificate_issued_events"] = count_issued(work / "csm-data")
+    result["cfssl_db_certificates"] = count_cfssl_certificates(work / "cfssl")
+    result["cfssl_db_ok"] = 1 + sum(r["cfssl_db"]["ok"] for r in result["issuance"])
+    return result
+
+
+def run_loads(args, result: dict, csr_file: Path, work: Path, base: str, token: str, csm: Server, cfssl_base: str,
+              cfssl: Server, cfssl_db_base: str, cfssl_db: Server) -> dict:
+    """The wrk runs, with every server up; fills and returns ``result``."""
+    ca_id = setup_hierarchy(base, token)
+    first_csr = json.loads(csr_file.open().readline())
+    # one untimed request each: loads the CA key, warms caches and connections
+    http("POST", f"{base}/v1/certificates", {"tenant_id": TENANT, "ca_id": ca_id, "profile": PROFILE,
+                                              "csr": first_csr}, token)
+    http("POST", f"{cfssl_base}/api/v1/cfssl/sign", {"certificate_request": first_csr})
+    http("POST", f"{cfssl_db_base}/api/v1/cfssl/sign", {"certificate_request": first_csr})
+    ours_env = {**os.environ, "BENCH_TOKEN": token, "BENCH_SUFFIX": "}",
+                "BENCH_PREFIX": json.dumps({"tenant_id": TENANT, "ca_id": ca_id, "profile": PROFILE})[:-1]
+                + ', "csr": '}
+    cfssl_env = {**os.environ, "BENCH_TOKEN": "", "BENCH_PREFIX": '{"certificate_request": ',
+                 "BENCH_SUFFIX": "}"}
+    offsets = {"csm": 1, "cfssl": 1, "cfssl_db": 1}
+    for connections in args.connections:
+        row = {"connections": connections}
+        for name, url, env, server in (("csm", f"{base}/v1/certificates", ours_env, csm),
+                                       ("cfssl", f"{cfssl_base}/api/v1/cfssl/sign", cfssl_env, cfssl),
+                                       ("cfssl_db", f"{cfssl_db_base}/api/v1/cfssl/sign", cfssl_env, cfssl_db)):
+            cpu = server.cpu_seconds()
+            print(f"  wrk POST {name} x {connections} ...", end="", flush=True, file=sys.stderr)
+            row[name] = wrk(url, csr_file, "post", offsets[name], connections, args.duration, env)
+            row[name]["server_cpu_seconds"] = server.cpu_seconds() - cpu
+            offsets[name] += row[name]["sent"]
+            print(f" {row[name]['requests_per_second']:,.0f}/s", file=sys.stderr)
+        row["ratio"] = (row["csm"]["requests_per_second"] / row["cfssl"]["requests_per_second"]
+                        if row["cfssl"]["requests_per_second"] else None)
+        row["ratio_db"] = (row["csm"]["requests_per_second"] / row["cfssl_db"]["requests_per_second"]
+                           if row["cfssl_db"]["requests_per_second"] else None)
+        result["issuance"].append(row)
+
+    # reads, at 1,000 connections
+    certs = issued_certificates(base, token)
+    result["certificates_listed"] = len(certs)
+    by_id, search = work / "paths-by-id.txt", work / "paths-search.txt"
+    by_id.write_text("".join(f"/v1/certificates/{c['id']}\n" for c in certs))
+    search.write_text("".join(f"/v1/certificates?tenant_id={TENANT}&common_name={c['cn']}\n"
+                              for c in certs if c["cn"]))
+    read_env = {**os.environ, "BENCH_TOKEN": token}
+    for label, items in (("GET /v1/certificates/{id}", by_id),
+                         (f"GET /v1/certificates?tenant_id={TENANT}&common_name=NAME", search)):
+        cpu = csm.cpu_seconds()
+        print(f"  wrk {label} x {args.read_connections} ...", end="", flush=True, file=sys.stderr)
+        run_ = wrk(f"{base}/", items, "get", 0, args.read_connections, args.duration, read_env)
+        run_["server_cpu_seconds"] = csm.cpu_seconds() - cpu
+        run_["label"] = label
+        print(f" {run_['requests_per_second']:,.0f}/s p95 {run_['latency_ms']['p95']:,.1f} ms",
+              file=sys.stderr)
+        result["reads"].append(run_)
+
+    # every 201 is a certificate in the log, and the log verifies
+    verify = http("GET", f"{base}/v1/audit/verify", token=token, timeout=600)
+    result["verify_ok"] = bool(verify.get("ok"))
+    result["verify"] = {k: verify.get(k) for k in ("ok", "events", "streams", "checkpoints") if k in verify}
+    result["ok_201"] = 1 + sum(r["csm"]["ok"] for r in result["issuance"])  # with the warm-up
     return result
 
 
@@ -357,7 +410,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("name", choices=["http"])
     parser.add_argument("--dir", type=Path, required=True, help="a scratch directory (emptied first)")
     parser.add_argument("--duration", type=int, default=20, help="seconds per wrk run")
-    parser.add_argument("--csrs", type=int, default=40_000, help="distinct CSRs to make (cached next to --dir)")
+    parser.add_argument("--csrs", type=int, default=60_000, help="distinct CSRs to make (cached next to --dir)")
     parser.add_argument("--connections", type=lambda s: [int(x) for x in s.split(",")],
                         default=list(ISSUE_CONNECTIONS), help="issuance connection counts, e.g. 32,256")
     parser.add_argument("--read-connections", type=int, default=READ_CONNECTIONS)

@@ -283,8 +283,13 @@ def search(conn: sqlite3.Connection, scope: str | None, *, tenant_id: str | None
     order = SORTS[sort]
     if cursor is not None:
         where(f"(c.{order}, c.certificate_id) > (?, ?)", *cursor)
+    # An exact common name, serial or fingerprint picks a few rows through its own index. Given a plain column
+    # to order by, SQLite walks the tenant's whole position (or expiry) index instead and tests every row; the
+    # "+" (same order, same rows) keeps it on the selective index.
+    selective = bool(serial or fingerprint or (common_name and not common_name.endswith("*")))
     sql = (f"SELECT {', '.join('c.' + c for c in COLUMNS)} FROM certificates c "
-           f"{'WHERE ' + ' AND '.join(clauses) if clauses else ''} ORDER BY c.{order}, c.certificate_id LIMIT ?")
+           f"{'WHERE ' + ' AND '.join(clauses) if clauses else ''} "
+           f"ORDER BY {'+' if selective else ''}c.{order}, c.certificate_id LIMIT ?")
     return [_row(row) for row in conn.execute(sql, (*args, limit)).fetchall()]
 
 

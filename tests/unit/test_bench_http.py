@@ -30,12 +30,13 @@ def synthetic(events: int) -> dict:
     machine = {"date": "2026-11-23 14:00 UTC", "git_commit": "abc1234", "load_average": "1 / 1 / 1", "nproc": 2,
                "cpu_model": "test CPU"}
     issuance = [{"connections": c, "csm": wrk_run(200, 300, c, 1000), "cfssl": wrk_run(800, 100, c, 4000),
-                 "ratio": 0.25} for c in (32, 256)]
+                 "cfssl_db": wrk_run(100, 600, c, 500), "ratio": 0.25, "ratio_db": 2.0} for c in (32, 256)]
     reads = [{**wrk_run(900, 1200.0, 1000, 9000), "label": "GET /v1/certificates/{id}"}]
     http = {"command": "python -m bench", "machine": machine, "duration_s": 20, "csrs": 40000, "nofile": 20000,
             "issuance": issuance, "reads": reads, "verify_ok": True, "verify": {"ok": True, "events": 3000},
             "ok_201": 2001, "certificate_issued_events": events, "certificates_listed": events,
-            "csm_process": {"max_rss_kib": 120 * 1024}, "cfssl_process": {"max_rss_kib": 30 * 1024}}
+            "csm_process": {"max_rss_kib": 120 * 1024}, "cfssl_process": {"max_rss_kib": 30 * 1024},
+            "cfssl_db_certificates": 1001, "cfssl_db_ok": 1001}
     return {"events": 1000, "command": "python -m bench", "machine": machine, "phases": [], "micro": [],
             "issuance": None, "http": http}
 
@@ -46,7 +47,8 @@ def test_http_section_reports_ratio_reads_and_the_log_check(report):
     assert "ratio ours/cfssl **0.25** (goal ≥ 1.0: **not met**)" in text
     assert "| 32 | csm serve | 1,000 | **200** |" in text and "| 256 | cfssl serve | 4,000 | **800** |" in text
     assert "p95 **1,200.0 ms**" in text and "requirement p95 < 100 ms: **not met**" in text
-    assert ": consistent." in text
+    assert ": consistent." in text and "cfssl's certificate database held 1,001 certificates" in text
+    assert "| 32 | cfssl serve -db-config (SQLite certdb) | 500 | **100** |" in text and "the ratio is **2.00**" in text
     assert "csm serve 120 MiB; cfssl serve 30 MiB" in text
 
 
