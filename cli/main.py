@@ -12,6 +12,8 @@ from cli import auth, users
 from cli.webhooks import webhook
 from cli.worker import worker
 from cli.projector import projector
+from cli.cluster import cluster
+from cli.db import db
 from cli.common import CsmGroup, require_keys_if_events
 from cli.auth import first_login_hints
 from infra.audit.keys import PUBLIC_FILE
@@ -97,6 +99,8 @@ csm.add_command(cert.cert)
 csm.add_command(webhook)
 csm.add_command(worker)
 csm.add_command(projector)
+csm.add_command(cluster)
+csm.add_command(db)
 
 
 def main() -> None:

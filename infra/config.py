@@ -165,6 +165,7 @@ class CassandraSettings:
     consistency: str = "LOCAL_QUORUM"
     serial_consistency: str = "LOCAL_SERIAL"  # SERIAL across data centres
     request_timeout: float = 12.0
+    auto_migrate: bool = True  # off: only `csm db migrate` changes the schema (run it once per upgrade)
 
     @classmethod
     def from_env(cls) -> CassandraSettings:
@@ -184,6 +185,7 @@ class CassandraSettings:
             consistency=_env("CASSANDRA_CONSISTENCY", "LOCAL_QUORUM").strip().upper(),
             serial_consistency=_env("CASSANDRA_SERIAL_CONSISTENCY", "LOCAL_SERIAL").strip().upper(),
             request_timeout=float(_env("CASSANDRA_REQUEST_TIMEOUT", "12")),
+            auto_migrate=_flag("CASSANDRA_AUTO_MIGRATE", "true"),
         )
 
 

@@ -122,10 +122,10 @@ class CassandraEventStore:
                    local_dc=settings.local_dc, username=settings.username, password=password,
                    ssl_context=ssl_context_for(settings), consistency=settings.consistency,
                    serial_consistency=settings.serial_consistency, request_timeout=settings.request_timeout,
-                   poll_interval=poll_interval, witness_path=witness_path)
+                   poll_interval=poll_interval, witness_path=witness_path, auto_migrate=settings.auto_migrate)
 
     # lifecycle ----------------------------------------------------------------------
-    def connect(self) -> CassandraEventStore:
+    def _open_session(self) -> None:
         profile = ExecutionProfile(
             load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy(local_dc=self.local_dc)),
             consistency_level=self.consistency, serial_consistency_level=self.serial,
@@ -133,6 +133,17 @@ class CassandraEventStore:
         self._cluster = Cluster(self.contact_points, port=self.port, auth_provider=self._auth,
                                 ssl_context=self._ssl_context, execution_profiles={EXEC_PROFILE_DEFAULT: profile})
         self._session = self._cluster.connect()
+
+    def migrate_and_close(self) -> list[int]:
+        """``csm db migrate``: connect, apply pending migrations, disconnect; the numbers applied."""
+        self._open_session()
+        try:
+            return self.migrate()
+        finally:
+            self._cluster.shutdown()
+
+    def connect(self) -> CassandraEventStore:
+        self._open_session()
         if self.auto_migrate:
             self.migrate()
         try:

@@ -1,0 +1,122 @@
+"""`csm cluster bootstrap-tls`: the Cassandra cluster's own TLS material, issued by this service.
+
+For each node a `cassandra-node` certificate (server and client auth, DNS and IP names) as a
+JKS keystore and the CA as a JKS truststore, for client and internode encryption; for the
+service itself a `cassandra-client` certificate (PEM) to authenticate to the cluster with
+mutual TLS. Everything goes through the ordinary commands, so every issuance and every key
+export is in the audit trail.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+import click
+
+from cli.ca import convert
+from cli.cert import _chain
+from cli.common import CliError, catch_up, command_context, run_async, runtime_for
+from commands import cas as ca_commands
+from commands import certificates as cert_commands
+from commands import tenants as tenant_commands
+from domain.errors import AlreadyExists
+from infra.config import Settings
+from infra.export.bundle import render
+from projections import certificates as read_model
+
+DEFAULT_NODES = ("cassandra-1=172.28.0.11", "cassandra-2=172.28.0.12", "cassandra-3=172.28.0.13")
+
+
+@click.group()
+def cluster() -> None:
+    """The Cassandra cluster's TLS material."""
+
+
+def _node(text: str) -> tuple[str, str | None]:
+    name, _, address = text.partition("=")
+    if not name:
+        raise click.BadParameter(f"{text!r}: NAME or NAME=IP expected", param_hint="--node")
+    return name, address or None
+
+
+def _write(path: Path, data: bytes, private: bool) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+    fd = os.open(path, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o600 if private else 0o644)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+
+
+@cluster.command("bootstrap-tls")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Directory for the keystores, truststore, client certificate and password file.")
+@click.option("--tenant", "tenant_id", default="platform", show_default=True,
+              help="The tenant that owns the cluster CA (created if missing).")
+@click.option("--ca", "ca_id", default=None, help="Issue under this existing CA instead of creating a root.")
+@click.option("--node", "nodes", multiple=True, default=DEFAULT_NODES, show_default=True,
+              help="NAME=IP of a node (repeatable): the certificate names both, as Java and the driver check them.")
+@click.option("--client-name", default="csm", show_default=True, help="Common name of the service's client cert.")
+@click.option("--validity-days", type=click.IntRange(1, 825), default=365, show_default=True)
+@click.pass_obj
+def bootstrap_tls(settings: Settings, out_dir: Path, tenant_id: str, ca_id: str | None, nodes: tuple[str, ...],
+                  client_name: str, validity_days: int) -> None:
+    """Issue node keystores (JKS), the truststore and the service's client certificate into --out.
+
+    Re-running issues fresh certificates (the rotation procedure in docs/operations.md); the
+    keystore password is kept in --out/keystore.password (0600) and reused.
+    """
+    password_file = out_dir / "keystore.password"
+    password = password_file.read_text().strip() if password_file.exists() else secrets.token_urlsafe(24)
+    _write(password_file, password.encode() + b"\n", private=True)
+    with runtime_for(settings) as runtime:
+        services, ctx = runtime.services, command_context()
+        try:
+            run_async(tenant_commands.create_tenant(convert({"tenant_id": tenant_id, "name": "Platform"},
+                                                            tenant_commands.CreateTenant), ctx, services))
+        except AlreadyExists:
+            pass
+        if ca_id is None:
+            result = run_async(ca_commands.create_root_ca(convert({
+                "tenant_id": tenant_id, "name": "cassandra-cluster", "algorithm": "ecdsa-p384",
+                "subject": {"common_name": "Cassandra cluster CA", "organization": "Cassandra Security Manager"}},
+                ca_commands.CreateRootCa), ctx, services))
+            ca_id = result.stream_id.removeprefix("ca-")
+        issued: list[tuple[str, str, str]] = []  # (directory, certificate id, kind)
+        for text in nodes:
+            name, address = _node(text)
+            outcome = run_async(cert_commands.issue_certificate(convert({
+                "tenant_id": tenant_id, "ca_id": ca_id, "profile": "cassandra-node", "algorithm": "ecdsa-p256",
+                "subject": {"common_name": name}, "validity_days": validity_days,
+                "sans": {"dns": [name], "ip": [address] if address else []}}, cert_commands.IssueCertificate),
+                ctx, services))
+            issued.append((name, outcome.certificate_id, "node"))
+        outcome = run_async(cert_commands.issue_certificate(convert({
+            "tenant_id": tenant_id, "ca_id": ca_id, "profile": "cassandra-client", "algorithm": "ecdsa-p256",
+            "subject": {"common_name": client_name}, "validity_days": validity_days}, cert_commands.IssueCertificate),
+            ctx, services))
+        issued.append(("client", outcome.certificate_id, "client"))
+        catch_up(runtime)
+        conn = runtime.runner.connection()
+        try:
+            for directory, certificate_id, kind in issued:
+                row = read_model.get(conn, certificate_id, None)
+                if row is None:
+                    raise CliError(f"certificate {certificate_id} is not in the read model yet; re-run")
+                chain = _chain(conn, row)
+                exported = run_async(cert_commands.export_private_key(convert({
+                    "tenant_id": tenant_id, "certificate_id": certificate_id, "format": "jks" if kind == "node"
+                    else "pem", "encrypted": kind == "node"}, cert_commands.ExportPrivateKey), ctx, services))
+                target = out_dir / directory
+                if kind == "node":
+                    _write(target / "keystore.jks", render("jks", row, chain, exported.material, password), True)
+                    _write(target / "truststore.jks", render("jks-truststore", row, chain, None, password), False)
+                else:
+                    _write(target / "client.pem", render("pem", row, chain, None, None), False)
+                    _write(target / "client.key", render("pem", row, [], exported.material, None)
+                           .split(b"-----END CERTIFICATE-----\n", 1)[-1], True)
+                _write(out_dir / "ca.pem", chain[-1]["certificate_pem"].encode(), False)
+        finally:
+            conn.close()
+    click.echo(f"cluster CA {ca_id}: {len(issued) - 1} node keystores and a client certificate in {out_dir}")
+    click.echo(f"  keystore password: {password_file} (0600); truststore: <node>/truststore.jks; CA: {out_dir}/ca.pem")

@@ -1,0 +1,64 @@
+"""`csm cluster bootstrap-tls` and `csm db migrate`: the cluster's TLS material, checked by keytool and openssl."""
+
+from __future__ import annotations
+
+import shutil
+import stat
+import subprocess
+
+import pytest
+from click.testing import CliRunner
+
+from cli.main import csm
+
+KEYTOOL, OPENSSL = shutil.which("keytool"), shutil.which("openssl")
+
+
+def invoke(*args: str, env: dict | None = None):
+    result = CliRunner().invoke(csm, list(args), env=env, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+@pytest.mark.slow
+def test_bootstrap_tls_issues_node_keystores_a_truststore_and_a_client_certificate(tmp_path):
+    data, out = str(tmp_path / "data"), tmp_path / "tls"
+    invoke("--data-dir", data, "init")
+    invoke("--data-dir", data, "cluster", "bootstrap-tls", "--out", str(out), "--node", "db-1=10.1.0.1",
+           "--node", "db-2=10.1.0.2")
+    password = (out / "keystore.password").read_text().strip()
+    assert stat.S_IMODE((out / "keystore.password").stat().st_mode) == 0o600
+    assert stat.S_IMODE((out / "db-1" / "keystore.jks").stat().st_mode) == 0o600
+    assert stat.S_IMODE((out / "client" / "client.key").stat().st_mode) == 0o600
+    assert sorted(p.name for p in out.iterdir()) == ["ca.pem", "client", "db-1", "db-2", "keystore.password"]
+    if OPENSSL:
+        verified = subprocess.run([OPENSSL, "verify", "-CAfile", out / "ca.pem", out / "client" / "client.pem"],
+                                  capture_output=True, text=True)
+        assert verified.returncode == 0, verified.stderr
+        assert subprocess.run([OPENSSL, "pkey", "-in", out / "client" / "client.key", "-noout"]).returncode == 0
+    if KEYTOOL:
+        listing = subprocess.run([KEYTOOL, "-list", "-v", "-keystore", out / "db-2" / "keystore.jks",
+                                  "-storepass", password], capture_output=True, text=True)
+        assert listing.returncode == 0, listing.stderr
+        assert "PrivateKeyEntry" in listing.stdout and "IPAddress: 10.1.0.2" in listing.stdout
+        assert "DNSName: db-2" in listing.stdout and "Certificate chain length: 2" in listing.stdout
+        trust = subprocess.run([KEYTOOL, "-list", "-keystore", out / "db-1" / "truststore.jks", "-storepass",
+                                password], capture_output=True, text=True)
+        assert trust.returncode == 0 and "trustedCertEntry" in trust.stdout
+    # Re-running rotates: fresh node certificates, the same keystore password.
+    keystore = (out / "db-1" / "keystore.jks").read_bytes()
+    invoke("--data-dir", data, "cluster", "bootstrap-tls", "--out", str(out), "--node", "db-1=10.1.0.1")
+    assert (out / "keystore.password").read_text().strip() == password
+    assert (out / "db-1" / "keystore.jks").read_bytes() != keystore
+    exported = invoke("--data-dir", data, "audit", "verify")
+    assert "ok" in exported.lower() or "verified" in exported.lower()
+
+
+def test_db_migrate_on_the_sqlite_store_has_nothing_to_do(tmp_path):
+    assert "nothing to migrate" in invoke("--data-dir", str(tmp_path), "db", "migrate")
+
+
+def test_db_migrate_names_a_bad_setting(tmp_path):
+    result = CliRunner().invoke(csm, ["--data-dir", str(tmp_path), "db", "migrate"],
+                                env={"CSM_STORE": "cassandra", "CSM_CASSANDRA_CONSISTENCY": "ONE"})
+    assert result.exit_code != 0 and "CSM_CASSANDRA_CONSISTENCY" in result.output
