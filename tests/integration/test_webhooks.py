@@ -44,6 +44,7 @@ class Receiver:
     """An HTTP endpoint that verifies X-CSM-Signature, answers 500 to the first ``fail_first`` requests, then 204."""
 
     fail_first: int = 0
+    script: list[str] = field(default_factory=list)  # per request: "redirect", "slow" (beyond the timeout), "ok"
     secrets: list[bytes] = field(default_factory=list)
     received: list[Received] = field(default_factory=list)
     url: str = ""
@@ -53,19 +54,25 @@ class Receiver:
         signed = any(webhook.verify(s, header, body, int(time.time())) for s in self.secrets)
         failing = len(self.received) < self.fail_first
         status = 401 if not signed else 500 if failing else 204
+        step = self.script[len(self.received)] if len(self.received) < len(self.script) else "ok"
+        status = 302 if step == "redirect" and signed else status
         self.received.append(Received(headers, body, signed, status))
+        if step == "slow":
+            time.sleep(2)  # the service's per-request timeout (0.5 s here) has passed: the attempt failed
         return status
 
 
 @contextlib.contextmanager
-def receiver(fail_first: int = 0) -> Iterator[Receiver]:
-    state = Receiver(fail_first=fail_first)
+def receiver(fail_first: int = 0, script: list[str] | None = None) -> Iterator[Receiver]:
+    state = Receiver(fail_first=fail_first, script=script or [])
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self):  # noqa: N802 - http.server's naming
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
             status = state.handle({k.lower(): v for k, v in self.headers.items()}, body)
             self.send_response(status)
+            if status == 302:
+                self.send_header("Location", state.url + "/elsewhere")
             self.send_header("Content-Length", "0")
             self.end_headers()
 
@@ -335,3 +342,19 @@ async def test_a_separate_csm_worker_process_delivers_from_redis(tmp_path):
             _, err = worker.communicate(timeout=60)
             assert worker.returncode == 0, err.decode()
         stop(process)
+
+
+async def test_redirects_are_not_followed_and_timeouts_are_retried(tmp_path):
+    async with running_api(tmp_path, **FAST, webhook_timeout=0.5) as api:
+        admin = await api.admin()
+        issuing = await setup_tenant(api, admin, "acme")
+        with receiver(script=["redirect", "slow", "ok"]) as hook:
+            created = await subscribe(api, admin, "acme", hook.url)
+            hook.secrets.append(created["secret"].encode())
+            await revoke(api, admin, await issue(api, admin, "acme", issuing, "r.acme.internal"))
+            [delivery] = await deliveries(api, admin, "acme", created["webhook_id"])
+            assert delivery["status"] == "delivered" and delivery["attempts"] == 3, delivery
+            assert [r.answered for r in hook.received] == [302, 204, 204]
+            assert all(r.signed for r in hook.received)
+            assert [r.headers["x-csm-attempt"] for r in hook.received] == ["1", "2", "3"]
+            assert len({r.headers["x-csm-delivery"] for r in hook.received}) == 1, "the redirect was not followed"
