@@ -257,7 +257,7 @@ async def test_tenants_never_see_or_receive_each_others_webhooks(tmp_path):
             b = await subscribe(api, beta, "beta", hook_b.url)
             hook_a.secrets.append(a["secret"].encode())
             hook_b.secrets.append(b["secret"].encode())
-            listed = await api.client.get("/v1/webhooks", headers=beta, params={"min_position": a["global_position"]})
+            listed = await api.client.get("/v1/webhooks", headers=beta, params={"min_position": b["global_position"]})
             assert [item["webhook_id"] for item in listed.json()["items"]] == [b["webhook_id"]]
             assert_problem(await api.client.get(f"/v1/webhooks/{a['webhook_id']}", headers=beta), 404)
             assert_problem(await api.client.delete(f"/v1/webhooks/{a['webhook_id']}", headers=beta), 404)
