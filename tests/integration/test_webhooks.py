@@ -358,3 +358,25 @@ async def test_redirects_are_not_followed_and_timeouts_are_retried(tmp_path):
             assert all(r.signed for r in hook.received)
             assert [r.headers["x-csm-attempt"] for r in hook.received] == ["1", "2", "3"]
             assert len({r.headers["x-csm-delivery"] for r in hook.received}) == 1, "the redirect was not followed"
+
+
+async def test_a_pending_delivery_survives_a_restart_of_the_in_process_broker(tmp_path):
+    with receiver(fail_first=1) as hook:
+        async with running_api(tmp_path, **{**FAST, "webhook_min_backoff": 600, "webhook_max_backoff": 600}) as api:
+            admin = await api.admin()
+            issuing = await setup_tenant(api, admin, "acme")
+            created = await subscribe(api, admin, "acme", hook.url)
+            hook.secrets.append(created["secret"].encode())
+            await revoke(api, admin, await issue(api, admin, "acme", issuing, "p.acme.internal"))
+            deadline = time.monotonic() + 60
+            while not (items := await deliveries(api, admin, "acme", created["webhook_id"], final=False,
+                                                 within=0)) or items[0]["attempts"] < 1:
+                assert time.monotonic() < deadline, items
+                await asyncio.sleep(0.05)
+            assert items[0]["status"] == "pending", "the retry waits ten minutes: the server stops before it"
+        async with running_api(tmp_path, **FAST) as api:  # the in-memory queue died with the first server
+            admin = await api.admin()
+            [delivery] = await deliveries(api, admin, "acme", created["webhook_id"])
+            assert delivery["status"] == "delivered" and delivery["attempts"] == 2, delivery
+            assert delivery["delivery_id"] == items[0]["delivery_id"]
+        assert [r.answered for r in hook.received] == [500, 204]
