@@ -64,6 +64,11 @@ async def issue_and_revoke(api) -> tuple[list[str], list[str]]:
         leaf = await post("/v1/certificates", {"tenant_id": "acme", "ca_id": inter["ca_id"], "algorithm": "ecdsa-p256",
                                                "subject": {"common_name": name}, "sans": {"dns": [name]}})
         issued.append(leaf["certificate_id"])
+    # Revocation finds the certificate through the read model: read its own write first (min_position).
+    async with asyncio.timeout(WAIT):  # a loaded machine may need more than one bounded wait
+        while (await api.client.get(f"/v1/certificates/{issued[-1]}", headers=admin,
+                                    params={"min_position": leaf["global_position"]})).status_code != 200:
+            await asyncio.sleep(0.05)
     for certificate_id in issued[:2]:
         await post(f"/v1/certificates/{certificate_id}/revoke", {"reason": "key_compromise"})
     return issued, issued[:2]
