@@ -26,8 +26,10 @@ import asyncio
 import itertools
 import logging
 import queue
+import random
 import ssl
 import threading
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -235,12 +237,13 @@ class CassandraEventStore:
     def _commit_batch(self, batch: list[_Pending]) -> None:
         outcomes: list = [StoreUnavailable("too many concurrent writers: the append was not committed")] * len(batch)
         rows: list[Row] = []
-        for _ in range(self.MAX_ATTEMPTS):
+        for attempt in range(self.MAX_ATTEMPTS):
             try:
                 outcomes, rows = self._try_commit(batch)
                 self.last_commit_error = None
                 break
-            except _Conflict:
+            except _Conflict:  # another process committed first: back off a little, at random, and retry
+                time.sleep(random.uniform(0, 0.002 * min(attempt + 1, 10)))
                 continue
             except Exception as exc:  # unreachable cluster, timeouts: nothing of this batch is acknowledged
                 log.error("cassandra commit failed", extra={"error": repr(exc)})
@@ -269,7 +272,7 @@ class CassandraEventStore:
         position = head.position if head else 0
         if head and head.append_id != self._materialised:
             self._write_out_head(head.append_id)
-        heads: dict[tuple[str, str], tuple[int, str]] = {}
+        heads = self._stored_heads({(p.request.tenant_id, p.request.stream_id) for p in batch})
         claimed: dict[tuple[str, str], tuple[str, AppendResult]] = {}
         outcomes: list = []
         rows: list[Row] = []
@@ -378,6 +381,19 @@ class CassandraEventStore:
         if not {r.hash for r in stream_rows} <= stored:
             raise StoreCorrupted(f"{first.tenant_id}/{first.stream_id} v{first.version}: another event holds "
                                  "this version")
+
+    def _stored_heads(self, keys: set[tuple[str, str]]) -> dict[tuple[str, str], tuple[int, str]]:
+        """The heads of every stream a batch touches, read concurrently (genesis for new streams)."""
+        keys_list = sorted(keys)
+        results = execute_concurrent_with_args(self._session, self._prepared["stream_head"], keys_list,
+                                               concurrency=64)
+        heads = {}
+        for key, (success, rows) in zip(keys_list, results):
+            if not success:
+                raise rows  # the exception
+            row = rows.one()
+            heads[key] = (row.version, row.hash) if row else (0, genesis_hash(*key))
+        return heads
 
     def _stored_head(self, tenant_id: str, stream_id: str) -> tuple[int, str]:
         row = self._run("stream_head", (tenant_id, stream_id)).one()
