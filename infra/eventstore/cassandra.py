@@ -71,6 +71,10 @@ class _Conflict(Exception):
     """Another writer committed first: re-read the head and try again."""
 
 
+class _TooLarge(Exception):
+    """A group commit too large for one mutation: commit it in halves."""
+
+
 def ssl_context_for(settings: CassandraSettings) -> ssl.SSLContext | None:
     """TLS to the cluster: the node certificates checked against the CA file, a client certificate if set."""
     if settings.ssl_ca_file is None:
@@ -87,6 +91,9 @@ class CassandraEventStore:
     """The event store port on Cassandra; see the module docstring for the commit protocol."""
 
     MAX_ATTEMPTS = 50  # commits lost to other writers before an append gives up (StoreUnavailable)
+    # Bodies per group commit: the head's pending carries them all in one Paxos proposal, and Cassandra
+    # refuses a mutation above half a commit-log segment (16 MiB by default).
+    MAX_COMMIT_BYTES = 4 << 20
 
     def __init__(self, contact_points=("127.0.0.1",), port: int = 9042, keyspace: str = "csm", *,
                  replication: str | dict = '{"class": "SimpleStrategy", "replication_factor": 1}',
@@ -245,6 +252,11 @@ class CassandraEventStore:
             except _Conflict:  # another process committed first: back off a little, at random, and retry
                 time.sleep(random.uniform(0, 0.002 * min(attempt + 1, 10)))
                 continue
+            except _TooLarge:
+                half = len(batch) // 2
+                self._commit_batch(batch[:half])
+                self._commit_batch(batch[half:])
+                return
             except Exception as exc:  # unreachable cluster, timeouts: nothing of this batch is acknowledged
                 log.error("cassandra commit failed", extra={"error": repr(exc)})
                 self.last_commit_error = repr(exc)
@@ -287,6 +299,8 @@ class CassandraEventStore:
             outcomes.append(outcome[0] if isinstance(outcome, tuple) else outcome)
         if not rows:  # every append refused or replayed, against a complete log at the head read
             return outcomes, rows
+        if len(batch) > 1 and sum(len(r.body) for r in rows) > self.MAX_COMMIT_BYTES:
+            raise _TooLarge()
         append_id = uuid7()
         blob = schema.encode_pending(append_id, rows, idempotency)
         read_at = head.position if head else 0
