@@ -161,6 +161,9 @@ class CassandraEventStore:
             self._cluster.shutdown()
             raise RuntimeError(f"keyspace {self.keyspace} has no (or an old) schema: run `csm db migrate` "
                                f"({exc})") from None
+        return self._start_writer()
+
+    def _start_writer(self) -> CassandraEventStore:
         self._writer = threading.Thread(target=self._run_writer, name="csm-cassandra-writer", daemon=True)
         self._writer.start()
         return self
@@ -205,6 +208,22 @@ class CassandraEventStore:
         if serial:  # a linearisable read: completes any commit in flight on that partition
             bound.consistency_level = self.serial
         return self._session.execute(bound)
+
+    def _run_many(self, name: str, params: list[tuple]) -> list:
+        """One statement with many parameter sets, 64 in flight; the result sets, in order."""
+        return [rows for _, rows in execute_concurrent_with_args(self._session, self._prepared[name], params,
+                                                                  concurrency=64)]
+
+    def _insert_streams(self, groups: list[list[Row]]) -> list[bool]:
+        """Each stream's rows in one conditional batch (``IF NOT EXISTS``), concurrently: applied or not, per batch."""
+        futures = []
+        for stream_rows in groups:
+            batch = BatchStatement(consistency_level=self.consistency, serial_consistency_level=self.serial)
+            for r in stream_rows:
+                batch.add(self._prepared["insert_event"], (r.tenant_id, r.stream_id, r.version, r.position,
+                                                           r.stream_type, r.type, r.occurred_at, r.body, r.hash))
+            futures.append(self._session.execute_async(batch))
+        return [future.result().was_applied for future in futures]
 
     # writes -------------------------------------------------------------------------
     def _submit(self, request: AppendRequest, loop: asyncio.AbstractEventLoop | None) -> _Pending:
@@ -364,28 +383,17 @@ class CassandraEventStore:
 
     def _write_out(self, rows: list[Row], idempotency: list[IdempotencyRow]) -> None:
         """Streams first (one conditional batch each), then the global log, the audit series, the keys."""
-        session = self._session
-        futures = []
-        for _, stream_rows in itertools.groupby(sorted(rows, key=lambda r: (r.tenant_id, r.stream_id, r.version)),
-                                                key=lambda r: (r.tenant_id, r.stream_id)):
-            stream_rows = list(stream_rows)
-            batch = BatchStatement(consistency_level=self.consistency, serial_consistency_level=self.serial)
-            for r in stream_rows:
-                batch.add(self._prepared["insert_event"], (r.tenant_id, r.stream_id, r.version, r.position,
-                                                           r.stream_type, r.type, r.occurred_at, r.body, r.hash))
-            futures.append((stream_rows, session.execute_async(batch)))
-        for stream_rows, future in futures:
-            if not future.result().was_applied:
+        groups = [list(stream_rows) for _, stream_rows in itertools.groupby(
+            sorted(rows, key=lambda r: (r.tenant_id, r.stream_id, r.version)), key=lambda r: (r.tenant_id, r.stream_id))]
+        for stream_rows, applied in zip(groups, self._insert_streams(groups)):
+            if not applied:
                 self._check_identical(stream_rows)
-        execute_concurrent_with_args(session, self._prepared["insert_log"], [
-            (schema.bucket_of(r.position), r.position, r.tenant_id, r.stream_id, r.version, r.body, r.hash)
-            for r in rows], concurrency=64)
-        execute_concurrent_with_args(session, self._prepared["insert_audit"], [
-            (*schema.day_bucket(r.occurred_at), _event_id(r.body).event_id, r.position, r.tenant_id,
-             r.stream_id, r.version, r.type) for r in rows], concurrency=64)
+        self._run_many("insert_log", [(schema.bucket_of(r.position), r.position, r.tenant_id, r.stream_id, r.version,
+                                       r.body, r.hash) for r in rows])
+        self._run_many("insert_audit", [(*schema.day_bucket(r.occurred_at), _event_id(r.body).event_id, r.position,
+                                         r.tenant_id, r.stream_id, r.version, r.type) for r in rows])
         if idempotency:
-            execute_concurrent_with_args(session, self._prepared["insert_idempotency"], [tuple(i) for i in idempotency],
-                                         concurrency=64)
+            self._run_many("insert_idempotency", [tuple(i) for i in idempotency])
 
     def _check_identical(self, stream_rows: list[Row]) -> None:
         """The rows were there already (written out before): they must be these very rows."""
@@ -399,12 +407,8 @@ class CassandraEventStore:
     def _stored_heads(self, keys: set[tuple[str, str]]) -> dict[tuple[str, str], tuple[int, str]]:
         """The heads of every stream a batch touches, read concurrently (genesis for new streams)."""
         keys_list = sorted(keys)
-        results = execute_concurrent_with_args(self._session, self._prepared["stream_head"], keys_list,
-                                               concurrency=64)
         heads = {}
-        for key, (success, rows) in zip(keys_list, results):
-            if not success:
-                raise rows  # the exception
+        for key, rows in zip(keys_list, self._run_many("stream_head", keys_list)):
             row = rows.one()
             heads[key] = (row.version, row.hash) if row else (0, genesis_hash(*key))
         return heads
@@ -477,7 +481,8 @@ class CassandraEventStore:
         found: list[RawRecord] = []
         for bucket in schema.buckets_after(after_position, last):
             start = max(after_position, bucket * schema.POSITION_BUCKET - 1)
-            found.extend(RawRecord(*row) for row in self._run("read_log", (bucket, start, last - start))
+            found.extend(RawRecord(row.position, row.tenant_id, row.stream_id, row.version, row.body, row.hash)
+                         for row in self._run("read_log", (bucket, start, last - start))
                          if row.position <= last)
         return found[:schema.contiguous_prefix(after_position, [r.position for r in found])]
 
