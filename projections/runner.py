@@ -77,6 +77,7 @@ class ProjectionRunner:
         self.position = 0
         self._conn: sqlite3.Connection | None = None
         self._advanced: asyncio.Condition | None = None
+        self._advanced_loop: asyncio.AbstractEventLoop | None = None
         self._batch_lock = threading.Lock()  # close() waits for a batch still running in a worker thread
 
     # setup --------------------------------------------------------------------------
@@ -188,7 +189,7 @@ class ProjectionRunner:
         between redelivers events that the checkpoints then skip: at least once in delivery,
         exactly once in effect.
         """
-        self._advanced = self._advanced or asyncio.Condition()  # wait_for may have made it first
+        self._condition()  # shared with wait_for calls made before the tail started
         while True:
             events = await feed.next_batch()
             before = self.position
@@ -212,7 +213,7 @@ class ProjectionRunner:
         For an API process whose read models are written elsewhere: ``position`` and
         ``wait_for`` (read-your-writes) then track that process's progress.
         """
-        self._advanced = self._advanced or asyncio.Condition()  # wait_for may have made it first
+        self._condition()  # shared with wait_for calls made before the tail started
         conn = connect_views(self.views_path)
         try:
             while True:
@@ -227,7 +228,7 @@ class ProjectionRunner:
 
     async def run(self) -> None:
         """Follow the log for ever; cancel the task to stop."""
-        self._advanced = self._advanced or asyncio.Condition()  # wait_for may have made it first
+        self._condition()  # shared with wait_for calls made before the tail started
         while True:
             before = self.position
             try:
@@ -244,12 +245,18 @@ class ProjectionRunner:
             if not applied:
                 await self.source.wait_for_append(self.poll_interval)
 
+    def _condition(self) -> asyncio.Condition:
+        """The condition that announces progress, made for the running loop (a runner may outlive a loop)."""
+        loop = asyncio.get_running_loop()
+        if self._advanced is None or self._advanced_loop is not loop:
+            self._advanced, self._advanced_loop = asyncio.Condition(), loop
+        return self._advanced
+
     async def wait_for(self, position: int, timeout: float) -> bool:
         """Wait (bounded) until every read model has applied ``position``."""
         if self.position >= position:
             return True
-        if self._advanced is None:  # the tail has not started yet: it notifies this condition once it does
-            self._advanced = asyncio.Condition()
+        self._condition()  # the tail may not have started yet: it notifies this condition once it does
         deadline = asyncio.get_running_loop().time() + timeout
         async with self._advanced:
             while self.position < position:
