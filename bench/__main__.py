@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> None:
     command = "python -m bench " + " ".join(argv or sys.argv[1:])
     results = {"events": args.events, "command": command, "machine": info, "phases": phases, "micro": micro,
                "issuance": {"command": command, "machine": info, "phases": issued} if issued else None,
-               "http": {"command": command, "machine": info, **served[0]} if served else None}
+               "http": {**served[0], "command": command, "machine": info} if served else None}
     results = carry_over(results, RESULTS / "latest.json")
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%S")

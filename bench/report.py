@@ -205,9 +205,10 @@ def http_section(run: dict) -> list[str]:
     procs = [(label, run[key]) for label, key in (("csm serve", "csm_process"), ("cfssl serve", "cfssl_process"),
                                                   ("cfssl serve -db-config", "cfssl_db_process")) if run.get(key)]
     out = ["## Over HTTP: CSR issuance against cfssl, and reads (wrk)", "",
-           f"`{run['command'].strip()}` on {info.get('date')}, code {info.get('git_commit')}, load average "
-           f"{info.get('load_average')} at the start ({info.get('nproc')} x {info.get('cpu_model')}); "
-           f"`python -m bench.wrkbench http --dir DIR` (bench/wrkbench.py, bench/wrk_cycle.lua).", "",
+           f"`python -m bench.wrkbench http --dir DIR` (bench/wrkbench.py, bench/wrk_cycle.lua), as a phase of "
+           f"the run of {info.get('date')} (code {info.get('git_commit')}, {info.get('nproc')} x "
+           f"{info.get('cpu_model')}); the 1-minute load average was "
+           f"{run.get('load_before', 0):.2f} when this phase started, and is given before each wrk run below.", "",
            f"The servers ran at the same time on this machine (idle while another was measured), with wrk ({first['threads'] if first else 2} threads) "
            f"beside them; each wrk run lasted {run['duration_s']} s. Every request carried the next of "
            f"{run['csrs']:,} distinct ECDSA P-256 CSRs (its own key, subject and DNS SAN), made before any clock "
