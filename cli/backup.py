@@ -132,7 +132,11 @@ def backup(settings: Settings, dest_dir: Path) -> None:
         written.append(relative)
     conn = sqlite3.connect(dest_dir / "events.db")
     try:
-        head, count = conn.execute("SELECT coalesce(max(position), 0), count(*) FROM events").fetchone()
+        has_log = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'events'").fetchone()
+        # With CSM_STORE=cassandra the log is in the cluster (nodetool snapshot, docs/operations.md §7) and
+        # events.db holds only the credential verifiers.
+        head, count = (conn.execute("SELECT coalesce(max(position), 0), count(*) FROM events").fetchone()
+                       if has_log else (0, 0))
     finally:
         conn.close()
     files = {name: {"sha256": sha256_file(dest_dir / name), "bytes": (dest_dir / name).stat().st_size}
@@ -150,6 +154,8 @@ def backup(settings: Settings, dest_dir: Path) -> None:
         _fsync_dir(directory)
     click.echo(f"backed up {count:,} events (head position {head:,}) and {len(written)} files to {dest_dir} "
                f"in {time.perf_counter() - started:.2f} s")
+    if settings.store == "cassandra":
+        click.echo("the event log is in Cassandra: snapshot it with nodetool (docs/operations.md, section 7)")
 
 
 # restore ---------------------------------------------------------------------------------
