@@ -9,7 +9,7 @@ from cli.common import (EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, CliError, echo_json, 
 from domain.verification import Problem, VerifyReport
 from infra.bootstrap import verify_store
 from infra.config import Settings
-from infra.eventstore.sqlite import SQLiteEventStore
+from infra.distributed import close_store, read_only_store
 
 SHOWN = 20  # further problems listed after the first broken link
 
@@ -18,7 +18,7 @@ def verify_data_dir(settings: Settings, *, show_progress: bool = True) -> Verify
     """Verify the store read-only: no writer, no key generation, no read-model changes."""
     if not settings.events_db.exists():
         raise CliError(f"{settings.data_dir} is not initialised (no events.db); nothing to verify", EXIT_USAGE)
-    store = SQLiteEventStore(settings.events_db, witness_path=settings.witness_file)  # not opened: reads only
+    store = read_only_store(settings)  # reads only: SQLite not opened for writing
     try:
         if not show_progress:
             return verify_store(settings, store)
@@ -27,7 +27,7 @@ def verify_data_dir(settings: Settings, *, show_progress: bool = True) -> Verify
             task = progress.add_task("verifying", total=head)
             return verify_store(settings, store, position_progress(progress, task))
     finally:
-        store.close()
+        close_store(store)
 
 
 def print_report(report: VerifyReport) -> None:

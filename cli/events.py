@@ -13,6 +13,7 @@ import msgspec
 from cli.common import CliError, position_progress, progress_bar, require_initialised
 from domain.events import EventEnvelope
 from infra.config import Settings
+from infra.distributed import close_store, read_only_store
 from infra.eventstore.sqlite import SQLiteEventStore
 
 BATCH = 5000
@@ -54,7 +55,7 @@ def events() -> None:
 def export(settings: Settings, after: int, out: str) -> None:
     """Every event (the full envelope with hash and global_position) as JSON Lines."""
     require_initialised(settings)
-    store = SQLiteEventStore(settings.events_db)  # not opened: reads only
+    store = read_only_store(settings)  # reads only: SQLite not opened for writing
     try:
         if out == "-":
             stream = sys.stdout.buffer
@@ -78,4 +79,4 @@ def export(settings: Settings, after: int, out: str) -> None:
             raise
         click.echo(f"exported {written:,} event(s) to {path}", err=True)
     finally:
-        store.close()
+        close_store(store)

@@ -8,7 +8,7 @@ from rich.table import Table
 from cli.common import (EXIT_USAGE, CliError, echo_json, position_progress, progress_bar, require_initialised,
                         runtime_for, stdout_console)
 from infra.config import Settings
-from infra.eventstore.sqlite import SQLiteEventStore
+from infra.distributed import close_store, read_only_store
 from projections.registry import all_projectors
 from projections.runner import ProjectionRunner
 
@@ -31,11 +31,11 @@ def status(settings: Settings, as_json: bool) -> None:
     if not settings.views_db.exists():
         raise CliError(f"{settings.views_db} does not exist; run `csm init`", EXIT_USAGE)
     # Not the runtime: opening it would already rebuild stale read models, and this only looks.
-    store = SQLiteEventStore(settings.events_db)
+    store = read_only_store(settings)
     try:
         rows = ProjectionRunner(store, settings.views_db, all_projectors()).status()
     finally:
-        store.close()
+        close_store(store)
     for row in rows:
         row["stale"] = row["code_version"] is not None and row["version"] != row["code_version"]
     if as_json:

@@ -33,6 +33,14 @@ def open_store(settings: Settings) -> Any:
                             witness_path=settings.witness_file).open()
 
 
+def read_only_store(settings: Settings) -> Any:
+    """A store to read from (verify, export, status) without appending: SQLite unopened, Cassandra connected."""
+    validate_distributed(settings)
+    if settings.store == "cassandra":
+        return open_store(settings)
+    return SQLiteEventStore(settings.events_db, witness_path=settings.witness_file)
+
+
 def close_store(store: Any) -> None:
     """Close either store from synchronous code (the Cassandra store's ``close`` is a coroutine)."""
     getattr(store, "close_sync", store.close)()
