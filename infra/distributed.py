@@ -28,7 +28,8 @@ def open_store(settings: Settings) -> Any:
     if settings.store == "cassandra":
         from infra.eventstore.cassandra import CassandraEventStore  # cassandra-driver: only when configured
 
-        return CassandraEventStore.from_settings(settings.cassandra, poll_interval=settings.poll_interval).connect()
+        return CassandraEventStore.from_settings(settings.cassandra, poll_interval=settings.poll_interval,
+                                                 witness_path=settings.witness_file).connect()
     return SQLiteEventStore(settings.events_db, poll_interval=settings.poll_interval,
                             witness_path=settings.witness_file).open()
 
