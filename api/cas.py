@@ -8,7 +8,7 @@ import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.params import FromPath, JSONBody, QueryParameter
 
-from api.deps import Caller, IdempotencyKey, MinPosition, execute, read_models_of, read_your_writes
+from api.deps import Caller, IdempotencyKey, MinPosition, execute, find_row, read_models_of, read_your_writes
 from api.problems import COMMAND_ERRORS, QUERY_ERRORS, ApiProblem
 from commands import cas as cmd
 from commands.authz import Principal, authorize, visible_tenants
@@ -132,7 +132,7 @@ def _created(result: CommandResult) -> Response[CaCreated]:
 
 async def ca_row(request: Request, principal: Principal, ca_id: str) -> dict:
     """A CA the caller may see, or 404 (another tenant's CA is indistinguishable from none)."""
-    row = await read_models_of(request.app.state).query(read_model.get, ca_id, visible_tenants(principal))
+    row = await find_row(request, read_model.get, ca_id, visible_tenants(principal))
     if row is None:
         raise ApiProblem(404, "ca_not_found", f"CA {ca_id} does not exist", field="ca_id")
     authorize(principal, "ca:read", row["tenant_id"])

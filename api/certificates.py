@@ -11,7 +11,7 @@ from litestar import Controller, Request, Response, get, post
 from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 
 from api.cas import tenant_for
-from api.deps import (Caller, IdempotencyKey, MinPosition, command_context, execute, read_models_of,
+from api.deps import (Caller, IdempotencyKey, MinPosition, command_context, execute, find_row, read_models_of,
                       read_your_writes, runtime_of)
 from api.problems import COMMAND_ERRORS, QUERY_ERRORS, ApiProblem
 from commands import certificates as cmd
@@ -116,8 +116,7 @@ ExportPassword = Annotated[str | None, HeaderParameter(
 
 
 async def certificate_row(request: Request, principal: Principal, certificate_id: str) -> dict:
-    row = await read_models_of(request.app.state).query(read_model.get, certificate_id.lower(),
-                                                        visible_tenants(principal))
+    row = await find_row(request, read_model.get, certificate_id.lower(), visible_tenants(principal))
     if row is None:
         raise ApiProblem(404, "certificate_not_found", f"certificate {certificate_id} does not exist", field="id")
     authorize(principal, "cert:read", row["tenant_id"])

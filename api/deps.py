@@ -101,6 +101,19 @@ async def read_your_writes(request: Request, min_position: int | None) -> None:
                          position=runtime.runner.position)
 
 
+async def find_row(request: Request, fn: Callable[..., T | None], *args: Any) -> T | None:
+    """``fn(conn, *args)`` on the read models; when it finds nothing while they lag the log, wait (bounded) for
+    them to reach the log's head and ask once more, so that a 404 is never about something just written."""
+    models, runtime = read_models_of(request.app.state), runtime_of(request.app.state)
+    row = await models.query(fn, *args)
+    if row is None:
+        head = await runtime.store.head_position()
+        if runtime.runner.position < head and await runtime.runner.wait_for(
+                head, runtime.settings.read_your_writes_timeout):
+            row = await models.query(fn, *args)
+    return row
+
+
 async def execute(request: Request, handler, command: msgspec.Struct, principal: Principal,
                   idempotency_key: str | None = None) -> CommandResult:
     """Run one command handler with the request's context, counting the outcome."""

@@ -18,7 +18,7 @@ from typing import Annotated
 from litestar import Controller, Request, Response, Router, get, post
 from litestar.params import FromPath, QueryParameter
 
-from api.deps import read_models_of, runtime_of
+from api.deps import find_row, read_models_of, runtime_of
 from api.problems import QUERY_ERRORS, ApiProblem
 from commands import crl, ocsp
 from commands.pki import der_of_pem, pem
@@ -37,16 +37,7 @@ async def _tenant_of(request: Request, ca_id: str) -> str | None:
     """The tenant owning ``ca_id``; a CA's tenant never changes, so the read model is safe to ask."""
     if not CA_ID.fullmatch(ca_id):
         return None
-    models = read_models_of(request.app.state)
-    row = await models.query(ca_model.get, ca_id, None)
-    if row is None:
-        # A relying party cannot send min_position: before answering "no such CA", let the read model reach
-        # everything written so far (bounded), so that a CA created a moment ago is found.
-        runtime = runtime_of(request.app.state)
-        head = await runtime.store.head_position()
-        if runtime.runner.position < head and await runtime.runner.wait_for(
-                head, runtime.settings.read_your_writes_timeout):
-            row = await models.query(ca_model.get, ca_id, None)
+    row = await find_row(request, ca_model.get, ca_id, None)
     return row["tenant_id"] if row else None
 
 

@@ -10,7 +10,7 @@ from litestar import Controller, Request, post
 from litestar.params import FromPath, JSONBody
 
 from api.cas import ca_row
-from api.deps import Caller, IdempotencyKey, MinPosition, execute, read_models_of, read_your_writes
+from api.deps import Caller, IdempotencyKey, MinPosition, execute, find_row, read_your_writes
 from api.problems import COMMAND_ERRORS, ApiProblem
 from commands import revoke as cmd
 from commands.authz import Principal, visible_tenants
@@ -66,7 +66,7 @@ async def _certificate_tenant(request: Request, principal: Principal, certificat
         return principal.tenant_id
     if requested is not None:
         return requested
-    row = await read_models_of(request.app.state).query(read_model.get, certificate_id, visible_tenants(principal))
+    row = await find_row(request, read_model.get, certificate_id, visible_tenants(principal))
     if row is None:
         raise ApiProblem(404, "certificate_not_found", f"certificate {certificate_id} does not exist", field="id")
     return row["tenant_id"]

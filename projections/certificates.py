@@ -327,7 +327,7 @@ def warning_candidates(conn: sqlite3.Connection, now: datetime, thresholds: tupl
 
 def expiring_counts(conn: sqlite3.Connection, now: datetime, windows: tuple[int, ...]) -> list[tuple]:
     """(tenant, CA, window days, count) of live certificates expiring within each window; one row per tenant×CA."""
-    sums = ", ".join(f"SUM(not_after <= ?)" for _ in windows)
+    sums = ", ".join("SUM(not_after <= ?)" for _ in windows)
     rows = conn.execute(
         f"SELECT tenant_id, ca_id, {sums} FROM certificates WHERE {_LIVE} AND not_after > ? AND not_after <= ? "
         "GROUP BY tenant_id, ca_id",
