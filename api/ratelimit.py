@@ -87,7 +87,9 @@ def gcra(stored_tat: float | None, now: float, rate: Rate) -> tuple[Decision, fl
     allow_at = new_tat - rate.period
     if now < allow_at:
         return Decision(False, rate.limit, 0, tat - now, allow_at - now, rate), None
-    remaining = int((rate.period - (new_tat - now)) // interval)
+    # + 1e-6: (now + interval) - now is not exactly interval in floating point (a first request could read
+    # 0.999999… intervals of room and report one request fewer than it has)
+    remaining = int((rate.period - (new_tat - now)) / interval + 1e-6)
     return Decision(True, rate.limit, remaining, new_tat - now, 0.0, rate), new_tat
 
 
@@ -139,7 +141,7 @@ if now < allow_at then
   return {0, 0, math.ceil(tat - now), math.ceil(allow_at - now)}
 end
 redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1)
-return {1, math.floor((period - (new_tat - now)) / interval), math.ceil(new_tat - now), 0}
+return {1, math.floor((period - (new_tat - now)) / interval + 1e-6), math.ceil(new_tat - now), 0}
 """
 
 

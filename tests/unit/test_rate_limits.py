@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from api.ratelimit import Decision, MemoryBackend, Rate, RateLimits, _username_of, gcra, parse_rate
 from infra.config import Settings
@@ -49,6 +51,15 @@ def test_gcra_allows_a_burst_of_the_limit_then_refuses_until_one_interval_passes
     assert not gcra(tat, 19.9, rate)[0].allowed
     again, _ = gcra(tat, 20.0, rate)
     assert again.allowed and again.remaining == 0
+
+
+@given(now=st.floats(min_value=0, max_value=1e7, allow_nan=False), limit=st.integers(1, 1000),
+       period=st.sampled_from([1, 60, 3600, 86400]))
+def test_a_first_request_always_leaves_limit_minus_one_whatever_the_clock_reads(now, limit, period):
+    # (now + interval) - now is not exactly interval in floating point: 2/hour at a monotonic clock of
+    # about 6,000 s once reported 0 requests left after the first
+    decision, _ = gcra(None, now, Rate(limit, period))
+    assert decision.allowed and decision.remaining == limit - 1
 
 
 def test_a_full_bucket_is_the_same_as_no_bucket():
