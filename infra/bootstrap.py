@@ -27,6 +27,7 @@ from infra.webhooks import Webhooks
 from infra.webhooks import wire as wire_webhooks
 from infra.webhooks.dispatcher import WebhookDispatcher
 from infra.crypto.engine import CryptographyPki
+from infra.crypto.keypool import RsaKeyPool
 from infra.crypto.revocation import CryptographyRevocation
 from infra.distributed import close_store, open_store, projection_tasks
 from infra.eventstore.sqlite import SQLiteEventStore, read_witness
@@ -61,6 +62,8 @@ class Runtime:
                       asyncio.create_task(self.checkpointer.run(), name="checkpoints"),
                       asyncio.create_task(self.revocation_scheduler().run(), name="revocation"),
                       asyncio.create_task(self.renewal_scheduler().run(), name="renewal")]
+        if isinstance(self.services.crypto, CryptographyPki) and self.services.crypto.rsa_pool is not None:
+            self.services.crypto.rsa_pool.arm()
         if self.jobs is not None and self.webhooks is not None:
             self.jobs.start()
             self.tasks.append(asyncio.create_task(self.webhook_dispatcher().run(), name="webhooks"))
@@ -85,6 +88,8 @@ class Runtime:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self.tasks = []
+        if isinstance(self.services.crypto, CryptographyPki) and self.services.crypto.rsa_pool is not None:
+            await asyncio.to_thread(self.services.crypto.rsa_pool.stop)  # at most one key generation to wait for
         if self.jobs is not None:
             await asyncio.to_thread(self.jobs.stop)  # lets deliveries in progress finish, before the stores close
         try:
@@ -120,7 +125,9 @@ def open_runtime(settings: Settings) -> Runtime:
     runner = ProjectionRunner(store, settings.views_db, all_projectors(), poll_interval=settings.poll_interval).open()
     vault = SQLiteCredentialVault(settings.events_db)
     keys = SQLiteKeyVault(settings.data_dir, kek_provider=settings.kek_provider)
-    services = Services(store=store, clock=clock, crypto=CryptographyPki(), keys=keys, public_url=settings.base_url,
+    # Ready RSA keys for server-side issuance; kept ready only by a server (start_background) and per size asked for.
+    rsa_pool = RsaKeyPool(sizes=(3072, 4096), target=settings.rsa_key_pool)
+    services = Services(store=store, clock=clock, crypto=CryptographyPki(rsa_pool), keys=keys, public_url=settings.base_url,
                         artifacts=SQLiteArtifactStore(settings.data_dir), revocation=CryptographyRevocation(),
                         crl_validity=timedelta(hours=settings.crl_validity_hours))
     if settings.ldap is not None:

@@ -257,6 +257,7 @@ class Settings:
     # Renewal scheduler (infra/renewal_scheduler.py): seconds between passes, expiry warning thresholds (days),
     # and how long it leaves a certificate alone after a failed renewal.
     renewal_interval: float = 300.0
+    rsa_key_pool: int = 0  # RSA keys kept ready per size asked for, by `csm serve` (infra/crypto/keypool.py); env default 4
     expiry_warning_days: tuple[int, ...] = (30, 7, 1)
     renewal_retry_hours: int = 24
     ldap: LdapSettings | None = None  # CSM_LDAP_*: directory sign-in, off unless CSM_LDAP_URL is set
@@ -341,6 +342,7 @@ class Settings:
             cors_origins=tuple(o.strip() for o in _env("CORS_ORIGINS", "").split(",") if o.strip()),
             crl_validity_hours=int(_env("CRL_VALIDITY_HOURS", "168")),
             renewal_interval=float(_env("RENEWAL_INTERVAL", "300")),
+            rsa_key_pool=int(_env("RSA_KEY_POOL", "4")),
             expiry_warning_days=tuple(sorted({int(d) for d in _env("EXPIRY_WARNING_DAYS", "30,7,1").split(",")
                                               if d.strip()}, reverse=True)),
             renewal_retry_hours=int(_env("RENEWAL_RETRY_HOURS", "24")),

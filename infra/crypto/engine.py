@@ -18,6 +18,7 @@ from domain.certspec import (EXTENDED_KEY_USAGES, KEY_USAGES, CaCertificateInfo,
                              CsrFacts, DistinguishedName)
 from domain.errors import DomainError
 from infra.crypto import csr, hybrid, keys, names, oqs
+from infra.crypto.keypool import RsaKeyPool
 from infra.crypto.keys import KeyPair
 
 _HASHES: dict[str, type[hashes.HashAlgorithm]] = {"sha256": hashes.SHA256, "sha384": hashes.SHA384,
@@ -28,13 +29,22 @@ _BUILD_ERRORS = (ValueError, TypeError, UnsupportedAlgorithm, x509.InvalidVersio
 
 
 class CryptographyPki:
-    """Implements ``commands.ports.PkiCrypto``; stateless, so one instance serves every thread."""
+    """Implements ``commands.ports.PkiCrypto``; stateless but for the optional pool of ready RSA keys, so one
+    instance serves every thread."""
+
+    def __init__(self, rsa_pool: RsaKeyPool | None = None) -> None:
+        self.rsa_pool = rsa_pool
 
     def available_algorithms(self) -> frozenset[str]:
         built_in = {name for name, spec in ALGORITHMS.items() if spec.provider == "cryptography"}
         return frozenset(built_in) | oqs.available()
 
     def generate_key(self, algorithm: str) -> KeyPair:
+        spec = ALGORITHMS.get(algorithm)
+        if self.rsa_pool is not None and spec is not None and spec.family == "rsa" and spec.key_bits:
+            ready = self.rsa_pool.take(spec.key_bits)
+            if ready is not None:
+                return KeyPair(algorithm, ready)
         return keys.generate(algorithm)
 
     def private_key_bytes(self, key: Any) -> bytes:
