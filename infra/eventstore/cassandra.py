@@ -51,6 +51,7 @@ from infra.config import CassandraSettings
 from infra.eventstore import cassandra_schema as schema
 from infra.eventstore.cassandra_schema import IdempotencyRow, Row
 from infra.eventstore.sqlite import RawRecord, StoreUnavailable, _Pending, _set_all, chained_rows, write_witness
+from infra.eventstore.wakeups import AppendWakeups
 
 log = logging.getLogger(__name__)
 _STOP = object()
@@ -118,8 +119,7 @@ class CassandraEventStore:
         self._prepared: dict[str, object] = {}
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
-        self._listeners: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
-        self._listeners_lock = threading.Lock()
+        self._wakeups = AppendWakeups()
         self._materialised: str | None = None  # the append id whose rows this process wrote out last
         self._closed = False
 
@@ -423,27 +423,11 @@ class CassandraEventStore:
 
     # notifications ------------------------------------------------------------------
     def _notify(self) -> None:
-        with self._listeners_lock:
-            listeners = list(self._listeners)
-        for loop, event in listeners:
-            try:
-                loop.call_soon_threadsafe(event.set)
-            except RuntimeError:
-                with self._listeners_lock:
-                    self._listeners.discard((loop, event))
+        self._wakeups.notify()
 
     async def wait_for_append(self, timeout: float) -> None:
         """Return when this process appends, or after ``timeout`` (other processes' appends are polled)."""
-        entry = (asyncio.get_running_loop(), asyncio.Event())
-        with self._listeners_lock:
-            self._listeners.add(entry)
-        try:
-            await asyncio.wait_for(entry[1].wait(), timeout)
-        except TimeoutError:
-            pass
-        finally:
-            with self._listeners_lock:
-                self._listeners.discard(entry)
+        await self._wakeups.wait(timeout)
 
     # reads --------------------------------------------------------------------------
     def read_stream_sync(self, tenant_id: str, stream_id: str, from_version: int = 1) -> list[EventEnvelope]:
@@ -507,12 +491,9 @@ class CassandraEventStore:
     async def subscribe(self, after_position: int, batch: int = 500) -> AsyncIterator[EventEnvelope]:
         """Every event after ``after_position``, then live ones (this process's at once, others' when polled)."""
         position = after_position
-        entry = (asyncio.get_running_loop(), asyncio.Event())
-        with self._listeners_lock:
-            self._listeners.add(entry)
-        try:
+        with self._wakeups.listening() as appended:
             while True:
-                entry[1].clear()
+                appended.clear()
                 events = await self.read_all(position, batch)
                 if events:
                     for envelope in events:
@@ -520,12 +501,9 @@ class CassandraEventStore:
                     position = events[-1].global_position
                     continue
                 try:
-                    await asyncio.wait_for(entry[1].wait(), self.poll_interval)
+                    await asyncio.wait_for(appended.wait(), self.poll_interval)
                 except TimeoutError:
                     pass
-        finally:
-            with self._listeners_lock:
-                self._listeners.discard(entry)
 
     def writable(self) -> bool:
         return bool(self._writer and self._writer.is_alive() and self.last_commit_error is None)

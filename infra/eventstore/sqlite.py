@@ -37,6 +37,7 @@ from domain.chain import chain_hash, genesis_hash
 from domain.errors import IdempotencyKeyReused, WrongExpectedVersion
 from domain.events import EventEnvelope
 from infra import telemetry
+from infra.eventstore.wakeups import AppendWakeups
 
 log = logging.getLogger(__name__)
 
@@ -132,8 +133,7 @@ class SQLiteEventStore:
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
         self._local = threading.local()
-        self._listeners: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
-        self._listeners_lock = threading.Lock()
+        self._wakeups = AppendWakeups()
         self._closed = False
         self.last_commit_error: str | None = None
         self._heads: dict[tuple[str, str], tuple[int, str]] = {}  # writer thread only
@@ -480,27 +480,11 @@ class SQLiteEventStore:
 
     # notifications ------------------------------------------------------------------
     def _notify(self) -> None:
-        with self._listeners_lock:
-            listeners = list(self._listeners)
-        for loop, event in listeners:
-            try:
-                loop.call_soon_threadsafe(event.set)
-            except RuntimeError:  # loop closed
-                with self._listeners_lock:
-                    self._listeners.discard((loop, event))
+        self._wakeups.notify()
 
     async def wait_for_append(self, timeout: float) -> None:
         """Return when anything is appended (by this process), or after ``timeout``."""
-        entry = (asyncio.get_running_loop(), asyncio.Event())
-        with self._listeners_lock:
-            self._listeners.add(entry)
-        try:
-            await asyncio.wait_for(entry[1].wait(), timeout)
-        except TimeoutError:
-            pass
-        finally:
-            with self._listeners_lock:
-                self._listeners.discard(entry)
+        await self._wakeups.wait(timeout)
 
     # reads --------------------------------------------------------------------------
     def _reader(self) -> sqlite3.Connection:
@@ -569,12 +553,9 @@ class SQLiteEventStore:
         is never missed; appends by other processes are seen within ``poll_interval``.
         """
         position = after_position
-        entry = (asyncio.get_running_loop(), asyncio.Event())
-        with self._listeners_lock:
-            self._listeners.add(entry)
-        try:
+        with self._wakeups.listening() as appended:
             while True:
-                entry[1].clear()
+                appended.clear()
                 events = self.read_all_sync(position, batch)
                 if events:
                     for envelope in events:
@@ -582,12 +563,9 @@ class SQLiteEventStore:
                     position = events[-1].global_position
                     continue
                 try:
-                    await asyncio.wait_for(entry[1].wait(), self.poll_interval)
+                    await asyncio.wait_for(appended.wait(), self.poll_interval)
                 except TimeoutError:
                     pass
-        finally:
-            with self._listeners_lock:
-                self._listeners.discard(entry)
 
     def writable(self) -> bool:
         """True when the writer is alive and its last commit succeeded."""
