@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from commands import renewal
 from commands.runtime import Services, rfc3339
+from infra.periodic import repeat
 from projections import certificates as read_model
 from projections.runner import ProjectionRunner
 
@@ -72,11 +73,4 @@ class RenewalScheduler:
         return report
 
     async def run(self) -> None:
-        while True:
-            try:
-                await self.run_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("renewal scheduler pass failed; will retry")
-            await asyncio.sleep(self.interval)
+        await repeat(self.run_once, self.interval, "renewal scheduler")

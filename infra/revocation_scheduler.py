@@ -13,6 +13,7 @@ import logging
 from commands import crl, ocsp
 from commands.crl import PublishedCrl
 from commands.runtime import Services
+from infra.periodic import repeat
 from projections import cas as ca_model
 from projections.runner import ProjectionRunner
 
@@ -54,11 +55,4 @@ class RevocationScheduler:
         return published
 
     async def run(self) -> None:
-        while True:
-            try:
-                await self.run_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("revocation scheduler pass failed; will retry")
-            await asyncio.sleep(self.interval)
+        await repeat(self.run_once, self.interval, "revocation scheduler")
