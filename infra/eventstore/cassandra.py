@@ -51,7 +51,7 @@ from infra.config import CassandraSettings
 from infra.eventstore import cassandra_schema as schema
 from infra.eventstore.cassandra_schema import IdempotencyRow, Row
 from infra.eventstore.sqlite import RawRecord, StoreUnavailable, _Pending, _set_all, chained_rows, write_witness
-from infra.eventstore.wakeups import AppendWakeups
+from infra.eventstore.wakeups import AppendWakeups, wait_set
 
 log = logging.getLogger(__name__)
 _STOP = object()
@@ -500,10 +500,7 @@ class CassandraEventStore:
                         yield envelope
                     position = events[-1].global_position
                     continue
-                try:
-                    await asyncio.wait_for(appended.wait(), self.poll_interval)
-                except TimeoutError:
-                    pass
+                await wait_set(appended, self.poll_interval)
 
     def writable(self) -> bool:
         return bool(self._writer and self._writer.is_alive() and self.last_commit_error is None)

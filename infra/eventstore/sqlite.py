@@ -37,7 +37,7 @@ from domain.chain import chain_hash, genesis_hash
 from domain.errors import IdempotencyKeyReused, WrongExpectedVersion
 from domain.events import EventEnvelope
 from infra import telemetry
-from infra.eventstore.wakeups import AppendWakeups
+from infra.eventstore.wakeups import AppendWakeups, wait_set
 
 log = logging.getLogger(__name__)
 
@@ -562,10 +562,7 @@ class SQLiteEventStore:
                         yield envelope
                     position = events[-1].global_position
                     continue
-                try:
-                    await asyncio.wait_for(appended.wait(), self.poll_interval)
-                except TimeoutError:
-                    pass
+                await wait_set(appended, self.poll_interval)
 
     def writable(self) -> bool:
         """True when the writer is alive and its last commit succeeded."""
