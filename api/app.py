@@ -27,23 +27,27 @@ from api.metrics import MetricsController
 from api.middleware import RequestContext
 from api.pki_public import public_pki
 from api.problems import EXCEPTION_HANDLERS, problem_response
-from api.ratelimit import RateLimits
+from api.ratelimit import LinkedBackend, RateLimits
 from api.revocations import RevocationController
 from api.tenants import TenantController
 from api.webhooks import WebhookController
-from infra.bootstrap import initialise
+from infra.bootstrap import initialise, open_runtime
 from infra.config import Settings
+from infra.primary_link import LinkClient
 
 API_VERSION = "0.1.0"
 
 
-def _lifespan(settings: Settings):
+def _lifespan(settings: Settings, link: LinkClient | None):
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        runtime = await asyncio.to_thread(initialise, settings)
+        if link is None:
+            runtime = await asyncio.to_thread(initialise, settings)
+        else:  # a worker of a multi-worker server: the primary has initialised the data directory
+            runtime = await asyncio.to_thread(open_runtime, settings, link)
         app.state.runtime = runtime
         app.state.read_models = ReadModels(runtime)
-        runtime.start_background()
+        await runtime.start()
         try:
             yield
         finally:
@@ -69,10 +73,15 @@ def _html_not_found_as_problem(response: Response) -> Response:
     return response
 
 
-def create_app(settings: Settings | None = None) -> Litestar:
-    """Build the app; nothing is opened until the lifespan starts."""
+def create_app(settings: Settings | None = None, link: LinkClient | None = None) -> Litestar:
+    """Build the app; nothing is opened until the lifespan starts.
+
+    ``link``: this app is an HTTP worker of a multi-worker server (api/workers.py); it appends, and
+    counts rate limits (unless Redis holds them), through the primary process.
+    """
     settings = settings or Settings.from_env()
-    limits = RateLimits(settings)  # per address before routing; per principal once authenticated
+    backend = LinkedBackend(link) if link is not None and not settings.redis_url else None
+    limits = RateLimits(settings, backend)  # per address before routing; per principal once authenticated
     v1 = Router("/v1", route_handlers=[TenantController, AuditController, EventStreamController, CaController,
                                       CertificateController, ProfileController, AlgorithmController,
                                       UserController, ServiceAccountController, TotpController,
@@ -81,7 +90,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     app = Litestar(
         # public_pki (CRLs, OCSP) is outside v1 on purpose: relying parties have no token.
         route_handlers=[HealthController, MetricsController, TokenController, JwksController, v1, public_pki],
-        lifespan=[_lifespan(settings)],
+        lifespan=[_lifespan(settings, link)],
         on_shutdown=[limits.close],
         exception_handlers=EXCEPTION_HANDLERS,
         after_request=_html_not_found_as_problem,

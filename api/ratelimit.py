@@ -165,6 +165,20 @@ class RedisBackend:
         await self._redis.aclose()
 
 
+class LinkedBackend:
+    """The primary process's in-memory buckets, asked over the link (a multi-worker ``csm serve``)."""
+
+    def __init__(self, link: Any) -> None:
+        self._link = link  # infra.primary_link.LinkClient
+
+    async def hit(self, key: str, rate: Rate) -> Decision:
+        allowed, remaining, reset_after, retry_after = await self._link.rate_hit(key, rate.limit, rate.period)
+        return Decision(bool(allowed), rate.limit, int(remaining), float(reset_after), float(retry_after), rate)
+
+    async def close(self) -> None:
+        pass
+
+
 _counted: contextvars.ContextVar[dict | None] = contextvars.ContextVar("rate_limit_counted", default=None)
 
 

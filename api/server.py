@@ -1,4 +1,4 @@
-"""Runs the API under uvicorn: one worker (SQLite has one writer process), graceful shutdown."""
+"""Runs the API under uvicorn, graceful shutdown: one process, or a multi-worker supervisor (api/workers.py)."""
 
 from __future__ import annotations
 
@@ -36,7 +36,16 @@ def build_server(settings: Settings, app=None) -> uvicorn.Server:
     return uvicorn.Server(config)
 
 
-def serve(settings: Settings) -> None:
-    """Serve until SIGINT/SIGTERM; the lifespan's shutdown writes a final audit checkpoint."""
+def serve(settings: Settings) -> int:
+    """Serve until SIGINT/SIGTERM; the final audit checkpoint is written at shutdown. Returns the exit status.
+
+    With ``settings.workers`` > 1 (and the SQLite store), a supervisor runs a primary process and that many
+    HTTP workers (api/workers.py); otherwise this one process does everything.
+    """
     configure_logging(settings.log_level)
+    if settings.workers > 1 and settings.store == "sqlite":
+        from api.workers import supervise
+
+        return supervise(settings)
     build_server(settings).run()
+    return 0

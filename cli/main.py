@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
 from importlib import metadata
 
 import click
@@ -66,22 +67,28 @@ def init(settings: Settings) -> None:
 @csm.command()
 @click.option("--host", default=None, help="Address to listen on  [default: CSM_HOST or 127.0.0.1]")
 @click.option("--port", type=click.IntRange(0, 65535), default=None, help="Port  [default: CSM_PORT or 8000]")
+@click.option("--workers", type=click.IntRange(1, 64), default=None,
+              help="HTTP worker processes beside one primary (the writer)  [default: CSM_WORKERS or one per CPU]")
 @click.pass_obj
-def serve(settings: Settings, host: str | None, port: int | None) -> None:
+def serve(settings: Settings, host: str | None, port: int | None, workers: int | None) -> None:
     """Initialise if needed, then run the HTTP API until interrupted."""
     settings = dataclasses.replace(settings, host=host or settings.host,
-                                   port=settings.port if port is None else port)
+                                   port=settings.port if port is None else port,
+                                   workers=settings.workers if workers is None else workers)
     require_keys_if_events(settings)
     initialise(settings).close()
     from api import server  # lazily: the API is the only part of csm that needs the web stack
 
-    click.echo(f"serving http://{settings.host}:{settings.port} from {settings.data_dir}", err=True)
+    processes = f", {settings.workers} HTTP workers and a primary" if settings.workers > 1 else ""
+    click.echo(f"serving http://{settings.host}:{settings.port} from {settings.data_dir}{processes}", err=True)
     for line in first_login_hints(settings):
         click.echo(line, err=True)
     try:
-        server.serve(settings)
+        status = server.serve(settings)
     except KeyboardInterrupt:  # Ctrl+C: uvicorn has already shut down gracefully and re-raised it
-        click.echo("stopped", err=True)
+        status = 0
+    click.echo("stopped", err=True)
+    sys.exit(status)
 
 
 csm.add_command(admin.admin)

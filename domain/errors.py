@@ -44,6 +44,7 @@ class WrongExpectedVersion(DomainError):
     status = 409
 
     def __init__(self, stream_id: str, expected: int, actual: int) -> None:
+        self.stream_id, self.expected, self.actual = stream_id, expected, actual
         super().__init__(
             "wrong_expected_version",
             f"stream {stream_id} is at version {actual}, not {expected}",

@@ -26,12 +26,15 @@ from infra.jobs import Jobs
 from infra.webhooks import Webhooks
 from infra.webhooks import wire as wire_webhooks
 from infra.webhooks.dispatcher import WebhookDispatcher
+from infra.webhooks.log import DeliveryLog
 from infra.crypto.engine import CryptographyPki
 from infra.crypto.keypool import RsaKeyPool
 from infra.crypto.revocation import CryptographyRevocation
 from infra.distributed import close_store, open_store, projection_tasks
+from infra.eventstore.linked import LinkedEventStore
 from infra.eventstore.sqlite import SQLiteEventStore, read_witness
 from infra.keystore.vault import SQLiteKeyVault
+from infra.primary_link import LinkClient
 from infra.renewal_scheduler import RenewalScheduler
 from infra.revocation_scheduler import RevocationScheduler
 from infra.ldap import LdapDirectory
@@ -54,6 +57,25 @@ class Runtime:
     identity: Identity | None = None  # users, sessions, token signing (infra/identity.py)
     jobs: Jobs | None = None  # the dramatiq broker and, once started, the in-process worker (infra/jobs.py)
     webhooks: Webhooks | None = None  # the delivery log and the delivery job (infra/webhooks)
+    # "single": this process does everything; "worker": an HTTP worker of a multi-worker server, whose
+    # appends, projections, checkpoints and schedules happen in the primary process (api/workers.py).
+    role: str = "single"
+
+    async def start(self) -> None:
+        """Start the background work; a worker first waits for its link to the primary."""
+        if self.role == "worker":
+            await self.store.link.start()
+            self.store.progress_hooks.append(self._follow_primary)
+            self.runner.position = self.store.link.progress.projected if self.store.link.progress else 0
+            if isinstance(self.services.crypto, CryptographyPki) and self.services.crypto.rsa_pool is not None:
+                self.services.crypto.rsa_pool.arm()
+            return
+        self.start_background()
+
+    def _follow_primary(self, progress) -> None:
+        if progress.projected != self.runner.position:
+            self.tasks = [task for task in self.tasks if not task.done()]
+            self.tasks.append(asyncio.create_task(self.runner.advance(progress.projected), name="projected"))
 
     def start_background(self) -> None:
         """Start the projection tail, the checkpoint timer and the CRL/OCSP scheduler on the running loop."""
@@ -82,6 +104,8 @@ class Runtime:
         return RenewalScheduler(self.services, self.runner, self.settings.renewal_interval, schedule)
 
     async def stop(self) -> None:
+        if self.role == "worker":
+            await self.store.link.stop()
         for task in self.tasks:
             task.cancel()
         for task in self.tasks:
@@ -92,10 +116,11 @@ class Runtime:
             await asyncio.to_thread(self.services.crypto.rsa_pool.stop)  # at most one key generation to wait for
         if self.jobs is not None:
             await asyncio.to_thread(self.jobs.stop)  # lets deliveries in progress finish, before the stores close
-        try:
-            await asyncio.to_thread(self.checkpointer.seal_all)
-        except Exception:
-            log.exception("final checkpoint failed")
+        if self.role != "worker":  # a worker writes nothing: the primary seals at its own stop
+            try:
+                await asyncio.to_thread(self.checkpointer.seal_all)
+            except Exception:
+                log.exception("final checkpoint failed")
         self.close()
 
     def close(self) -> None:
@@ -116,9 +141,17 @@ class Runtime:
         return verify_store(self.settings, self.store, progress)
 
 
-def open_runtime(settings: Settings) -> Runtime:
-    """Open an initialised data directory (run ``initialise`` first)."""
-    store = open_store(settings)  # SQLite or Cassandra (infra/distributed.py)
+def open_runtime(settings: Settings, link: LinkClient | None = None) -> Runtime:
+    """Open an initialised data directory (run ``initialise`` first).
+
+    With ``link``, the runtime of an HTTP worker process (api/workers.py): the store appends through
+    the primary process, which alone runs the projections, checkpoints, schedules and jobs.
+    """
+    if link is not None:
+        store = LinkedEventStore(settings.events_db, link, poll_interval=settings.poll_interval,
+                                 witness_path=settings.witness_file)
+    else:
+        store = open_store(settings)  # SQLite or Cassandra (infra/distributed.py)
     clock = SystemClock()
     signer = AuditSigner.create_or_load(settings.keys_dir)
     checkpointer = Checkpointer(store, signer, clock, interval=settings.checkpoint_interval)
@@ -134,6 +167,10 @@ def open_runtime(settings: Settings) -> Runtime:
         # Built here so a bad URL, CA file or password file stops startup instead of the first sign-in.
         services.directory = LdapDirectory(settings.ldap)
     services.allow_loopback_webhooks = settings.webhook_allow_loopback_http
+    if link is not None:
+        return Runtime(settings, store, runner, checkpointer, vault, services, keys,
+                       identity=build_identity(settings, vault), role="worker",
+                       webhooks=Webhooks(DeliveryLog(settings.webhooks_db), None))
     jobs = Jobs.from_settings(settings)
     return Runtime(settings, store, runner, checkpointer, vault, services, keys,
                    identity=build_identity(settings, vault), jobs=jobs, webhooks=wire_webhooks(settings, jobs, keys))

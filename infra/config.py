@@ -233,6 +233,19 @@ def validate_distributed(settings: Settings) -> None:
             raise ValueError("CSM_CASSANDRA_SSL_CERT_FILE and CSM_CASSANDRA_SSL_KEY_FILE go together")
 
 
+def parse_workers(text: str) -> int:
+    """``CSM_WORKERS``: "auto" is one per CPU (at most 16); otherwise a whole number from 1 to 64."""
+    if text.strip().lower() == "auto":
+        return max(1, min(os.cpu_count() or 1, 16))
+    try:
+        workers = int(text)
+    except ValueError:
+        raise ValueError(f"CSM_WORKERS: {text!r} is not a number of processes or 'auto'") from None
+    if not 1 <= workers <= 64:
+        raise ValueError(f"CSM_WORKERS: {workers} is outside 1..64")
+    return workers
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     data_dir: Path
@@ -257,6 +270,9 @@ class Settings:
     # Renewal scheduler (infra/renewal_scheduler.py): seconds between passes, expiry warning thresholds (days),
     # and how long it leaves a certificate alone after a failed renewal.
     renewal_interval: float = 300.0
+    # HTTP worker processes of `csm serve` (api/workers.py); 1: one process does everything (the tests' default);
+    # CSM_WORKERS: a number, or "auto" (the default) for one per CPU.
+    workers: int = 1
     rsa_key_pool: int = 0  # RSA keys kept ready per size asked for, by `csm serve` (infra/crypto/keypool.py); env default 4
     expiry_warning_days: tuple[int, ...] = (30, 7, 1)
     renewal_retry_hours: int = 24
@@ -342,6 +358,7 @@ class Settings:
             cors_origins=tuple(o.strip() for o in _env("CORS_ORIGINS", "").split(",") if o.strip()),
             crl_validity_hours=int(_env("CRL_VALIDITY_HOURS", "168")),
             renewal_interval=float(_env("RENEWAL_INTERVAL", "300")),
+            workers=parse_workers(_env("WORKERS", "auto")),
             rsa_key_pool=int(_env("RSA_KEY_POOL", "4")),
             expiry_warning_days=tuple(sorted({int(d) for d in _env("EXPIRY_WARNING_DAYS", "30,7,1").split(",")
                                               if d.strip()}, reverse=True)),

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from opentelemetry import trace
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Histogram
 
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 _tracer = trace.get_tracer("csm")
@@ -22,11 +22,8 @@ COMMIT_SECONDS = Histogram("csm_eventstore_commit_seconds", "Time to commit one 
 COMMIT_BATCH = Histogram("csm_eventstore_commit_batch_events", "Events per group commit",
                          buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000))
 COMMANDS = Counter("csm_commands_total", "Commands handled", ["command", "outcome"])
-PROJECTION_POSITION = Gauge("csm_projection_position", "Last global position applied", ["projection"])
-PROJECTION_LAG = Gauge("csm_projection_lag_events", "Events not yet applied", ["projection"])
-# Set at scrape time from the certificates read model (api/metrics.py): one series per tenant x CA x window.
-CERTIFICATES_EXPIRING = Gauge("csm_certificates_expiring", "Issued, not renewed certificates expiring within the "
-                              "window", ["tenant", "ca", "within"])
+# Read-model gauges are computed at scrape time from the views (api/metrics.py), not kept here: kept gauges
+# would be per process in a multi-worker server (api/workers.py).
 EXPIRY_WINDOWS_DAYS = (7, 30, 90)
 HTTP_REQUESTS = Counter("csm_http_requests_total", "HTTP requests", ["method", "route", "status"])
 HTTP_SECONDS = Histogram("csm_http_request_seconds", "HTTP request latency", ["method", "route"],

@@ -8,13 +8,14 @@ into shadow tables and swaps them in atomically, while the live tail keeps runni
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol
 
@@ -79,6 +80,7 @@ class ProjectionRunner:
         self._advanced: asyncio.Condition | None = None
         self._advanced_loop: asyncio.AbstractEventLoop | None = None
         self._batch_lock = threading.Lock()  # close() waits for a batch still running in a worker thread
+        self._listeners: set[asyncio.Event] = set()  # set whenever the position moves (see ``listening``)
 
     # setup --------------------------------------------------------------------------
     def open(self) -> ProjectionRunner:
@@ -204,8 +206,7 @@ class ProjectionRunner:
                 continue
             await feed.acknowledge()
             if applied or self.position != before:
-                async with self._advanced:
-                    self._advanced.notify_all()
+                await self._announce()
 
     async def follow_checkpoints(self) -> None:
         """Apply nothing: follow the checkpoints another process (``csm projector``) commits.
@@ -219,9 +220,7 @@ class ProjectionRunner:
             while True:
                 position = await asyncio.to_thread(self._min_checkpoint, conn)
                 if position != self.position:
-                    self.position = position
-                    async with self._advanced:
-                        self._advanced.notify_all()
+                    await self.advance(position)
                 await self.source.wait_for_append(self.poll_interval)
         finally:
             conn.close()
@@ -240,8 +239,7 @@ class ProjectionRunner:
                 await asyncio.sleep(1.0)
                 continue
             if applied or self.position != before:
-                async with self._advanced:
-                    self._advanced.notify_all()
+                await self._announce()
             if not applied:
                 await self.source.wait_for_append(self.poll_interval)
 
@@ -263,11 +261,34 @@ class ProjectionRunner:
                 remaining = deadline - asyncio.get_running_loop().time()
                 if remaining <= 0:
                     return False
-                try:
-                    await asyncio.wait_for(self._advanced.wait(), remaining)
+                try:  # not asyncio.wait_for: on 3.11 it can swallow a cancellation (infra/eventstore/wakeups.py)
+                    async with asyncio.timeout(remaining):
+                        await self._advanced.wait()
                 except TimeoutError:
                     return self.position >= position
         return True
+
+    async def advance(self, position: int) -> None:
+        """Take ``position`` as where the read models stand (another process applies them) and announce it."""
+        if position != self.position:
+            self.position = position
+            await self._announce()
+
+    async def _announce(self) -> None:
+        """Wake ``wait_for`` callers and ``listening`` events: the position moved."""
+        for event in list(self._listeners):
+            event.set()
+        async with self._condition():
+            self._advanced.notify_all()
+
+    @contextlib.contextmanager
+    def listening(self, event: asyncio.Event) -> Iterator[asyncio.Event]:
+        """Set ``event`` whenever the position moves while the block runs (same event loop only)."""
+        self._listeners.add(event)
+        try:
+            yield event
+        finally:
+            self._listeners.discard(event)
 
     # inspection ---------------------------------------------------------------------
     def status(self) -> list[dict]:

@@ -486,6 +486,10 @@ class SQLiteEventStore:
         """Return when anything is appended (by this process), or after ``timeout``."""
         await self._wakeups.wait(timeout)
 
+    def listening(self, event: asyncio.Event | None = None):
+        """``event`` (or a new one), set at every commit by this process while the block runs."""
+        return self._wakeups.listening(event)
+
     # reads --------------------------------------------------------------------------
     def _reader(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)

@@ -27,9 +27,10 @@ class AppendWakeups:
                     self._listeners.discard((loop, event))
 
     @contextlib.contextmanager
-    def listening(self) -> Iterator[asyncio.Event]:
-        """An event set at every append while the block runs; arm it (clear) before reading, so none is missed."""
-        entry = (asyncio.get_running_loop(), asyncio.Event())
+    def listening(self, event: asyncio.Event | None = None) -> Iterator[asyncio.Event]:
+        """An event (``event``, or a new one) set at every append while the block runs; arm it (clear) before
+        reading, so none is missed."""
+        entry = (asyncio.get_running_loop(), event or asyncio.Event())
         with self._lock:
             self._listeners.add(entry)
         try:

@@ -18,7 +18,7 @@ from infra.webhooks.log import DeliveryLog
 @dataclass
 class Webhooks:
     deliveries: DeliveryLog
-    deliverer: Deliverer
+    deliverer: Deliverer | None  # None in an HTTP worker process: it reads the log, the primary delivers
 
     def close(self) -> None:
         self.deliveries.close()

@@ -1,0 +1,286 @@
+"""The link between HTTP worker processes and the primary process of a multi-worker ``csm serve``.
+
+SQLite has one writer at a time. With several HTTP workers (``CSM_WORKERS``), one process, the
+primary, owns the event store's writer thread (group commit, hash chain, witness), the
+projection runner, the checkpointer and the schedulers; workers read ``events.db`` and
+``views.db`` directly (WAL readers) and send every append to the primary over a Unix socket
+(``data_dir/run/primary.sock``, mode 0600 in a 0700 directory).
+
+Frames are a 4-byte big-endian length and a msgspec JSON body (JSON, as the store writes:
+an event's payload means the same on both sides). A worker sends calls, each with an id; the
+primary answers each, in any order, and pushes ``Progress`` (the log's head, the read
+models' position, whether the store can commit) whenever either moves, so workers learn of
+appends and projections at once instead of polling. The in-memory rate limiter runs in the
+primary too (one set of buckets for every worker), unless Redis shares them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import struct
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from commands.ports import AppendRequest, AppendResult
+from domain.errors import IdempotencyKeyReused, WrongExpectedVersion
+
+log = logging.getLogger(__name__)
+
+MAX_FRAME = 64 * 1024 * 1024  # an append of 8,192 events of a few KiB each fits
+_LENGTH = struct.Struct(">I")
+RECONNECT_SECONDS = 0.2
+
+
+class AppendCall(msgspec.Struct, tag="append", kw_only=True):
+    id: int
+    request: AppendRequest
+
+
+class RateCall(msgspec.Struct, tag="rate", kw_only=True):
+    id: int
+    key: str
+    limit: int
+    period: float
+
+
+class Answer(msgspec.Struct, tag="answer", kw_only=True, omit_defaults=True):
+    """The answer to call ``id``: a result, or the error the primary raised (by kind, with its arguments)."""
+
+    id: int
+    result: Any = None
+    error: str | None = None  # wrong_expected_version | idempotency_key_reused | unavailable | invalid
+    args: list[Any] = []
+
+
+class Progress(msgspec.Struct, tag="progress", kw_only=True):
+    head: int  # the last global position committed
+    projected: int  # the position every read model has applied
+    writable: bool  # the store's last commit succeeded
+
+
+Frame = AppendCall | RateCall | Answer | Progress
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder(Frame).decode
+_append_result = msgspec.json.Decoder(AppendResult)
+
+
+def frame(message: msgspec.Struct) -> bytes:
+    body = _encode(message)
+    return _LENGTH.pack(len(body)) + body
+
+
+async def read_frame(reader: asyncio.StreamReader) -> Frame:
+    (size,) = _LENGTH.unpack(await reader.readexactly(4))
+    if size > MAX_FRAME:
+        raise ValueError(f"frame of {size} bytes is over the limit")
+    return _decode(await reader.readexactly(size))
+
+
+def error_of(exc: BaseException) -> tuple[str, list[Any]]:
+    """How an append's failure crosses the link (the worker raises the same exception again)."""
+    if isinstance(exc, WrongExpectedVersion):
+        return "wrong_expected_version", [exc.stream_id, exc.expected, exc.actual]
+    if isinstance(exc, IdempotencyKeyReused):
+        return "idempotency_key_reused", [exc.key]
+    if isinstance(exc, ValueError):
+        return "invalid", [str(exc)]
+    return "unavailable", [str(exc) or type(exc).__name__]
+
+
+def raise_answer(answer: Answer) -> None:
+    from infra.eventstore.sqlite import StoreUnavailable
+
+    if answer.error == "wrong_expected_version":
+        raise WrongExpectedVersion(*answer.args)
+    if answer.error == "idempotency_key_reused":
+        raise IdempotencyKeyReused(*answer.args)
+    if answer.error == "invalid":
+        raise ValueError(*answer.args)
+    raise StoreUnavailable(*answer.args)
+
+
+class LinkServer:
+    """In the primary: answers appends and rate-limit hits, and pushes progress to every worker."""
+
+    def __init__(self, path: Path, store: Any, runner: Any, rate_hit: Callable | None = None) -> None:
+        self.path = path
+        self.store = store
+        self.runner = runner
+        # async (key, limit, period) -> (allowed, remaining, reset_after, retry_after): the primary's limiter
+        self.rate_hit = rate_hit
+        self._clients: set[asyncio.StreamWriter] = set()
+        self._server: asyncio.AbstractServer | None = None
+        self._pusher: asyncio.Task | None = None
+        self._last: Progress | None = None
+
+    async def start(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()  # a socket left by a primary that did not stop cleanly
+        old = os.umask(0o177)
+        try:
+            self._server = await asyncio.start_unix_server(self._serve, path=str(self.path))
+        finally:
+            os.umask(old)
+        self._pusher = asyncio.create_task(self._push_progress(), name="link-progress")
+
+    async def stop(self) -> None:
+        if self._pusher is not None:
+            self._pusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pusher
+        if self._server is not None:
+            self._server.close()
+            for writer in list(self._clients):
+                writer.close()
+            with contextlib.suppress(Exception):
+                await self._server.wait_closed()
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+    def _progress(self) -> Progress:
+        return Progress(head=self.store.head_position_sync(), projected=self.runner.position,
+                        writable=self.store.writable())
+
+    async def _push_progress(self) -> None:
+        """After every commit and every projection batch, tell every worker where the log and views stand."""
+        from infra.eventstore.wakeups import wait_set
+
+        changed = asyncio.Event()  # set by a commit and by a projection batch alike
+        with self.store.listening(changed), self.runner.listening(changed):
+            while True:
+                changed.clear()
+                progress = self._progress()
+                if progress != self._last:
+                    self._last = progress
+                    data = frame(progress)
+                    for writer in list(self._clients):
+                        writer.write(data)
+                await wait_set(changed, 1.0)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._clients.add(writer)
+        writer.write(frame(self._last or self._progress()))
+        calls: set[asyncio.Task] = set()
+        try:
+            while True:
+                try:
+                    message = await read_frame(reader)
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    return
+                task = asyncio.create_task(self._answer(message, writer))
+                calls.add(task)
+                task.add_done_callback(calls.discard)
+        except (ValueError, msgspec.DecodeError) as exc:
+            log.error("dropping a worker link that sent a bad frame", extra={"error": repr(exc)})
+        finally:
+            self._clients.discard(writer)
+            writer.close()
+
+    async def _answer(self, message: Frame, writer: asyncio.StreamWriter) -> None:
+        if isinstance(message, AppendCall):
+            try:
+                answer = Answer(id=message.id, result=await self.store.append(message.request))
+            except Exception as exc:
+                kind, args = error_of(exc)
+                answer = Answer(id=message.id, error=kind, args=args)
+        elif isinstance(message, RateCall) and self.rate_hit is not None:
+            answer = Answer(id=message.id, result=list(await self.rate_hit(message.key, message.limit,
+                                                                           message.period)))
+        else:
+            return
+        if not writer.is_closing():
+            writer.write(frame(answer))
+
+
+class LinkClient:
+    """In a worker: one connection to the primary, reconnected if it drops; calls are multiplexed on it."""
+
+    def __init__(self, path: Path, on_progress: Callable[[Progress], None]) -> None:
+        self.path = path
+        self.on_progress = on_progress
+        self.progress: Progress | None = None
+        self._ids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future] = {}
+        self._writer: asyncio.StreamWriter | None = None
+        self._connected = asyncio.Event()
+        self._task: asyncio.Task | None = None
+
+    async def start(self, timeout: float = 30.0) -> None:
+        self._task = asyncio.create_task(self._run(), name="primary-link")
+        async with asyncio.timeout(timeout):
+            await self._connected.wait()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    async def _run(self) -> None:
+        from infra.eventstore.sqlite import StoreUnavailable
+
+        while True:
+            try:
+                reader, writer = await asyncio.open_unix_connection(str(self.path))
+            except OSError:
+                await asyncio.sleep(RECONNECT_SECONDS)
+                continue
+            self._writer = writer
+            self._connected.set()
+            try:
+                while True:
+                    message = await read_frame(reader)
+                    if isinstance(message, Progress):
+                        self.progress = message
+                        self.on_progress(message)
+                    elif isinstance(message, Answer):
+                        future = self._pending.pop(message.id, None)
+                        if future is not None and not future.done():
+                            future.set_result(message)
+            except (asyncio.IncompleteReadError, ConnectionError, ValueError, msgspec.DecodeError) as exc:
+                log.warning("link to the primary process lost; reconnecting", extra={"error": repr(exc)})
+            finally:
+                self._connected.clear()
+                self._writer = None
+                writer.close()
+                pending, self._pending = self._pending, {}
+                for future in pending.values():
+                    if not future.done():
+                        future.set_exception(StoreUnavailable("the primary process is not reachable"))
+            await asyncio.sleep(RECONNECT_SECONDS)
+
+    async def call(self, make: Callable[[int], msgspec.Struct]) -> Answer:
+        from infra.eventstore.sqlite import StoreUnavailable
+
+        writer = self._writer
+        if writer is None or writer.is_closing():
+            raise StoreUnavailable("the primary process is not reachable")
+        call_id = next(self._ids)
+        future = asyncio.get_running_loop().create_future()
+        self._pending[call_id] = future
+        writer.write(frame(make(call_id)))
+        return await future
+
+    async def append(self, request: AppendRequest) -> AppendResult:
+        answer = await self.call(lambda call_id: AppendCall(id=call_id, request=request))
+        if answer.error is not None:
+            raise_answer(answer)
+        return msgspec.convert(answer.result, AppendResult)
+
+    async def rate_hit(self, key: str, limit: int, period: float) -> list:
+        answer = await self.call(lambda call_id: RateCall(id=call_id, key=key, limit=limit, period=period))
+        if answer.error is not None or not isinstance(answer.result, list):
+            raise RuntimeError("the primary process has no rate limiter")
+        return answer.result
