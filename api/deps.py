@@ -102,15 +102,15 @@ async def read_your_writes(request: Request, min_position: int | None) -> None:
 
 
 async def find_row(request: Request, fn: Callable[..., T | None], *args: Any) -> T | None:
-    """``fn(conn, *args)`` on the read models; when it finds nothing while they lag the log, wait (bounded) for
+    """``fn(conn, *args)`` (a lookup by key) on the read models; when it finds nothing while they lag the log, wait (bounded) for
     them to reach the log's head and ask once more, so that a 404 is never about something just written."""
     models, runtime = read_models_of(request.app.state), runtime_of(request.app.state)
-    row = await models.query(fn, *args)
+    row = models.run(fn, *args)  # a lookup by key: on the event loop, cheaper than a thread hop
     if row is None:
         head = await runtime.store.head_position()
         if runtime.runner.position < head and await runtime.runner.wait_for(
                 head, runtime.settings.read_your_writes_timeout):
-            row = await models.query(fn, *args)
+            row = models.run(fn, *args)
     return row
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import random
 import re
 import time
 import uuid
@@ -40,7 +41,12 @@ def request_id_from(scope: Scope) -> str:
             if REQUEST_ID.fullmatch(candidate):
                 return candidate
             break
-    return str(uuid.uuid4())
+    return str(uuid.UUID(int=_ids.getrandbits(128), version=4))
+
+
+# Request ids need to be unique, not secret: a generator seeded once per process from the OS, not a
+# getrandom() system call per request as uuid4() makes (about 8 % of a read's CPU here).
+_ids = random.Random()
 
 
 def _response_headers(headers: list, request_id: str, path: str) -> list:

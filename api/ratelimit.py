@@ -241,6 +241,8 @@ class RateLimits:
     # the client address, and sign-in -------------------------------------------------------
     def middleware(self, app: ASGIApp) -> ASGIApp:
         limits = self
+        if not (self.per_address or self.per_principal or self.login_per_address or self.login_per_username):
+            return app  # every limit is off: nothing to count, no headers to add
 
         async def rate_limited(scope: Scope, receive: Receive, send: Send) -> None:
             if scope["type"] != "http" or scope["path"].startswith(UNLIMITED_PREFIXES):

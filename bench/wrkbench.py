@@ -174,9 +174,19 @@ class Server:
         raise RuntimeError(f"{self.name}: no child process under /usr/bin/time")
 
     def cpu_seconds(self) -> float:
-        """User + system CPU time of the server process so far (/proc/PID/stat), all its threads."""
-        fields = Path(f"/proc/{self.child_pid()}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """User + system CPU time so far (/proc/PID/stat) of the server and every process under it (a
+        multi-worker ``csm serve`` is a supervisor, a primary and its workers), all their threads."""
+        total, pending = 0, [self.child_pid()]
+        while pending:
+            pid = pending.pop()
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                total += int(fields[11]) + int(fields[12])
+                for task in Path(f"/proc/{pid}/task").iterdir():
+                    pending.extend(int(c) for c in (task / "children").read_text().split())
+            except OSError:  # it exited meanwhile
+                continue
+        return total / os.sysconf("SC_CLK_TCK")
 
     def stop(self) -> dict:
         try:

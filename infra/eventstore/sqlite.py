@@ -27,10 +27,7 @@ from typing import NamedTuple
 
 import msgspec
 from opentelemetry import trace
-from opentelemetry.trace import NoOpTracerProvider as _NoOpTracerProvider
-from opentelemetry.trace import ProxyTracerProvider as _ProxyTracerProvider
 from opentelemetry.trace import get_current_span as _get_current_span
-from opentelemetry.trace import get_tracer_provider as _get_tracer_provider
 
 from commands.ports import AppendRequest, AppendResult
 from domain.chain import chain_hash, genesis_hash
@@ -225,7 +222,7 @@ class SQLiteEventStore:
             self._write_witness(rows)
             seconds = time.perf_counter() - started
             telemetry.record_commit(len(rows), seconds)
-            if _tracing_configured():
+            if telemetry.tracing_configured():
                 _commit_span(len(batch), len(rows), rows[-1][0], seconds)
         self._resolve(batch, outcomes)
         if rows:
@@ -624,9 +621,6 @@ def _insert_many(conn: sqlite3.Connection, table: str, columns: tuple[str, ...],
         conn.execute(_insert_sql(table, columns, size, False), params)
 
 
-def _tracing_configured() -> bool:
-    """True once an SDK tracer provider is installed (the API's default records nothing)."""
-    return not isinstance(_get_tracer_provider(), (_ProxyTracerProvider, _NoOpTracerProvider))
 
 
 def _commit_span(appends: int, events: int, last_position: int, seconds: float) -> None:
