@@ -60,10 +60,21 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 # the processes ---------------------------------------------------------------------------
-def primary_main(settings: Settings, path: Path) -> None:
+def _die_with_parent(parent: int) -> None:
+    """Ask Linux for SIGTERM when the supervisor dies (even by SIGKILL): no orphan keeps the port or the log."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # it died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def primary_main(settings: Settings, path: Path, parent: int) -> None:
     """The primary process: the runtime's writer and background work, and the link server."""
     from infra.telemetry import configure_logging
 
+    _die_with_parent(parent)
     configure_logging(settings.log_level)
     try:
         import uvloop
@@ -102,13 +113,14 @@ async def _primary(settings: Settings, path: Path) -> None:
         await runtime.stop()  # a final checkpoint, then the store closes
 
 
-def worker_main(settings: Settings, sock: socket.socket, path: Path) -> None:
+def worker_main(settings: Settings, sock: socket.socket, path: Path, parent: int) -> None:
     """An HTTP worker: the app under uvicorn on the shared socket, linked to the primary."""
     from api.app import create_app
     from api.server import build_server
     from infra.primary_link import LinkClient
     from infra.telemetry import configure_logging
 
+    _die_with_parent(parent)
     configure_logging(settings.log_level)
     link = LinkClient(path, on_progress=lambda progress: None)
     server = build_server(settings, create_app(settings, link))
@@ -129,12 +141,13 @@ class Supervisor:
         self.sock: socket.socket | None = None
 
     def _start_primary(self) -> None:
-        self.primary = self.context.Process(target=primary_main, args=(self.settings, link_path(self.settings)),
-                                            name="csm-primary", daemon=False)
+        self.primary = self.context.Process(target=primary_main, name="csm-primary", daemon=False,
+                                            args=(self.settings, link_path(self.settings), os.getpid()))
         self.primary.start()
 
     def _start_worker(self, index: int) -> None:
-        process = self.context.Process(target=worker_main, args=(self.settings, self.sock, link_path(self.settings)),
+        process = self.context.Process(target=worker_main,
+                                       args=(self.settings, self.sock, link_path(self.settings), os.getpid()),
                                        name=f"csm-worker-{index}", daemon=False)
         process.start()
         self.workers[index] = process

@@ -13,6 +13,16 @@
 -- requests and the summary (requests, errors, latency percentiles in microseconds) are printed
 -- as one JSON line starting with "WRK_JSON ".
 
+-- BENCH_DELAY_MS (environment), if set, paces each connection: after every answer it waits a random
+-- 0 .. 2 x BENCH_DELAY_MS ms (mean BENCH_DELAY_MS) before its next request, so that C connections offer
+-- about C / (BENCH_DELAY_MS / 1000) requests a second, spread out rather than in waves.
+local pace_ms = tonumber(os.getenv("BENCH_DELAY_MS") or "0") or 0
+if pace_ms > 0 then
+  function delay()
+    return math.random(0, 2 * pace_ms)
+  end
+end
+
 local thread_count = 0
 local threads = {}
 
@@ -31,6 +41,7 @@ function init(args)
   offset = tonumber(args[3] or "0")
   nthreads = tonumber(args[4] or "1")
   item_count = #items
+  math.randomseed(os.time() * 1000 + tid)
   next_index = offset + tid
   sent = 0
   prefix = os.getenv("BENCH_PREFIX") or ""

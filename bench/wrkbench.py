@@ -47,6 +47,7 @@ ISSUE_CONNECTIONS = (32, 256)
 PLAN = [{"label": "HTTP (wrk): csm serve and cfssl serve signing CSRs, reads at 1,000 connections",
          "module": "bench.wrkbench", "dir": "scratch", "args": ["http"]}]
 READ_CONNECTIONS = 1000
+PACED_DELAY_MS = 1000  # paced reads: each connection waits 0-2 s (mean 1 s) after an answer
 WRK_THREADS = 2
 
 
@@ -315,7 +316,7 @@ def run(args) -> dict:
 
     servers: list[Server] = []
     result: dict = {"csrs": args.csrs, "csr_generation_seconds": csr_seconds, "nofile": nofile,
-                    "duration_s": args.duration, "issuance": [], "reads": []}
+                    "duration_s": args.duration, "issuance": [], "reads": [], "paced_reads": []}
     try:
         # ours, exactly as `make run` starts it
         port = free_port()
@@ -400,6 +401,20 @@ def run_loads(args, result: dict, csr_file: Path, work: Path, base: str, token: 
         print(f" {run_['requests_per_second']:,.0f}/s p95 {run_['latency_ms']['p95']:,.1f} ms",
               file=sys.stderr)
         result["reads"].append(run_)
+    # the same reads from 1,000 connections that each ask about once a second (a paced, open-ish load)
+    paced_env = {**read_env, "BENCH_DELAY_MS": str(PACED_DELAY_MS)}
+    for label, items in (("GET /v1/certificates/{id}", by_id),
+                         (f"GET /v1/certificates?tenant_id={TENANT}&common_name=NAME", search)):
+        cpu = csm.cpu_seconds()
+        print(f"  wrk {label} x {args.read_connections}, paced ...", end="", flush=True, file=sys.stderr)
+        run_ = wrk(f"{base}/", items, "get", 0, args.read_connections, args.duration, paced_env)
+        run_["server_cpu_seconds"] = csm.cpu_seconds() - cpu
+        run_["label"] = label
+        run_["paced_delay_ms"] = PACED_DELAY_MS
+        run_["command"] = f"BENCH_DELAY_MS={PACED_DELAY_MS} {run_['command']}"
+        print(f" {run_['requests_per_second']:,.0f}/s p95 {run_['latency_ms']['p95']:,.1f} ms",
+              file=sys.stderr)
+        result["paced_reads"].append(run_)
 
     # every 201 is a certificate in the log, and the log verifies
     verify = http("GET", f"{base}/v1/audit/verify", token=token, timeout=600)

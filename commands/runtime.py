@@ -5,7 +5,8 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections import OrderedDict
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -52,6 +53,31 @@ class CommandResult(msgspec.Struct, frozen=True, kw_only=True):
     replayed: bool = False
 
 
+class StreamCache:
+    """The decoded events of recently loaded streams, kept per process: a load reads only what was appended
+    since. A stream's events never change once written (versions are contiguous from 1), so what is cached
+    stays true; every load still asks the store for anything after it, so nothing is ever stale."""
+
+    def __init__(self, max_streams: int = 4096, max_events: int = 10_000) -> None:
+        self.max_streams = max_streams
+        self.max_events = max_events  # a longer stream (a busy CA's revocations, say) is read whole each time
+        self._streams: OrderedDict[tuple[str, str], list[Payload]] = OrderedDict()
+
+    async def payloads(self, store: EventStore, tenant_id: str, stream_id: str) -> list[Payload]:
+        key = (tenant_id, stream_id)
+        cached = self._streams.get(key, [])
+        recorded = await store.read_stream(tenant_id, stream_id, len(cached) + 1)
+        if recorded and recorded[0].version != len(cached) + 1:  # not a continuation: start again
+            cached, recorded = [], await store.read_stream(tenant_id, stream_id)
+        payloads = [*cached, *(decode_payload(envelope) for envelope in recorded)] if recorded else cached
+        if payloads and len(payloads) <= self.max_events:
+            self._streams[key] = payloads
+            self._streams.move_to_end(key)
+            if len(self._streams) > self.max_streams:
+                self._streams.popitem(last=False)
+        return payloads
+
+
 @dataclass(slots=True)
 class Services:
     """The adapters a handler may use; wired once in the composition root.
@@ -71,6 +97,7 @@ class Services:
     crl_validity: timedelta = timedelta(days=7)
     directory: Directory | None = None  # LDAP / AD sign-in, when configured
     allow_loopback_webhooks: bool = False  # http:// webhook URLs to 127.0.0.1/localhost (tests, development)
+    streams: StreamCache = field(default_factory=StreamCache)  # decoded streams, read on from where they were
 
 
 def rfc3339(moment: datetime) -> str:
@@ -105,8 +132,8 @@ async def run(
             if prior is not None:
                 return CommandResult(stream_id=prior.stream_id, version=prior.version,
                                      global_position=prior.global_position, replayed=True)
-        recorded = await store.read_stream(tenant_id, stream_id)
-        state = fold(decode_payload(envelope) for envelope in recorded)
+        recorded = await services.streams.payloads(store, tenant_id, stream_id)
+        state = fold(recorded)
         try:
             payloads = decide(state)
         except DomainError:
@@ -140,8 +167,7 @@ async def run(
 
 async def load(services: Services, tenant_id: str, stream_id: str, fold: Callable[[Iterable[Payload]], Any]) -> Any:
     """An aggregate's current state, for handlers that read one aggregate to decide about another."""
-    recorded = await services.store.read_stream(tenant_id, stream_id)
-    return fold(decode_payload(envelope) for envelope in recorded)
+    return fold(await services.streams.payloads(services.store, tenant_id, stream_id))
 
 
 async def replayed(services: Services, ctx: CommandContext, command: msgspec.Struct,

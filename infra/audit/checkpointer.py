@@ -47,15 +47,7 @@ class Checkpointer:
 
     def checkpoint(self) -> CheckpointRecorded | None:
         """Seal everything written since the last checkpoint (at most ``max_window`` events)."""
-        ledger = self.store.read_stream_sync(LEDGER_TENANT, LEDGER_STREAM)
-        if not ledger:
-            raise RuntimeError("the audit ledger has no key registration; run `csm init`")
-        sequence, sealed_to = 0, 0
-        for envelope in reversed(ledger):
-            if envelope.type == "audit.checkpoint":
-                last = decode_payload(envelope)
-                sequence, sealed_to = last.sequence, last.to_position
-                break
+        version, prev, sequence, sealed_to = self._last_checkpoint()
         heads: dict[tuple[str, str], tuple[int, str]] = {}
         to_position = sealed_to
         limit = sealed_to + self.max_window
@@ -71,16 +63,41 @@ class Checkpointer:
             return None
         head_list = [StreamHead(t, s, v, h) for (t, s), (v, h) in sorted(heads.items())]
         root = heads_root([(h.tenant_id, h.stream_id, h.version, h.hash) for h in head_list])
-        prev = ledger[-1].hash
         statement = checkpoint_statement(sequence + 1, sealed_to, to_position, root, prev)
         payload = CheckpointRecorded(sequence=sequence + 1, from_position=sealed_to, to_position=to_position,
                                      heads=head_list, merkle_root=root, prev_ledger_hash=prev,
                                      signed_at=rfc3339(self.clock.now()), signatures=self.signer.sign(statement))
         try:
-            self._append(payload, len(ledger))
+            self._append(payload, version)
         except WrongExpectedVersion:  # another process sealed first; the next run picks up from there
             return None
         return payload
+
+    def _last_checkpoint(self) -> tuple[int, str, int, int]:
+        """The ledger's version and head hash, and the last checkpoint's sequence and end (0, 0 if none).
+
+        Reads the ledger from its end, a few events at a time: every checkpoint lists the heads it
+        sealed, so the whole ledger grows with the log and reading it all on every timer tick would
+        cost more and more.
+        """
+        version = self.store.stream_version_sync(LEDGER_TENANT, LEDGER_STREAM)
+        if version == 0:
+            raise RuntimeError("the audit ledger has no key registration; run `csm init`")
+        prev, window, upper = None, 4, version
+        while upper >= 1:
+            lower = max(1, upper - window + 1)
+            envelopes = [e for e in self.store.read_stream_sync(LEDGER_TENANT, LEDGER_STREAM, lower)
+                         if e.version <= upper]
+            if prev is None:
+                if not envelopes or envelopes[-1].version != version:
+                    raise RuntimeError("the audit ledger changed while it was read; retry")
+                prev = envelopes[-1].hash
+            for envelope in reversed(envelopes):
+                if envelope.type == "audit.checkpoint":
+                    last = decode_payload(envelope)
+                    return version, prev, last.sequence, last.to_position
+            upper, window = lower - 1, window * 4
+        return version, prev, 0, 0
 
     def seal_all(self) -> int:
         """Checkpoint until nothing is left unsealed. Returns checkpoints written."""

@@ -671,7 +671,7 @@ def write_witness(path: Path, rows: list[tuple]) -> None:
     Best effort: failing to write it loses no data (the Cassandra store shares it).
     """
     try:
-        witness = read_witness(path)
+        witness = _witness_as_last_written(path)
         witness["high_water"] = max(witness.get("high_water", 0), rows[-1][0])
         for row in rows:
             if row[5] == "audit.checkpoint":
@@ -679,8 +679,30 @@ def write_witness(path: Path, rows: list[tuple]) -> None:
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(witness, sort_keys=True))
         os.replace(tmp, path)
+        _last_written[path] = (_identity(path), dict(witness))
     except OSError as exc:
         log.warning("could not update audit witness", extra={"error": repr(exc)})
+
+
+# path -> (the file's identity right after this process replaced it, what it wrote): the witness is read back
+# only when someone else has replaced it since (another process's store, a restore), not on every commit.
+_last_written: dict[Path, tuple[tuple[int, int, int], dict]] = {}
+
+
+def _identity(path: Path) -> tuple[int, int, int]:
+    stat = os.stat(path)
+    return stat.st_ino, stat.st_mtime_ns, stat.st_size
+
+
+def _witness_as_last_written(path: Path) -> dict:
+    known = _last_written.get(path)
+    if known is not None:
+        try:
+            if _identity(path) == known[0]:
+                return dict(known[1])
+        except OSError:
+            pass
+    return read_witness(path)
 
 
 def read_witness(path: Path) -> dict:

@@ -122,6 +122,34 @@ def test_two_workers_share_one_writer_one_log_and_one_set_of_rate_limits(tmp_pat
     assert positions == list(range(1, len(positions) + 1))  # one gap-free log, whoever served the request
 
 
+@pytest.mark.slow
+def test_a_killed_supervisor_takes_its_processes_with_it(tmp_path):
+    """SIGKILL gives the supervisor no chance to stop anything: the kernel tells the primary and the workers."""
+    data = tmp_path / "data"
+    port = free_port()
+    server = subprocess.Popen([*CSM, "--data-dir", str(data), "serve", "--port", str(port), "--workers", "2"],
+                              env=env(), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: up(f"http://127.0.0.1:{port}", server), 90, "the server")
+        processes = children(server.pid)
+        assert len(processes) >= 3, processes
+    finally:
+        server.kill()
+        server.communicate(timeout=30)
+    wait_for(lambda: not any(Path(f"/proc/{pid}").exists() and "zombie" not in _state(pid) for pid in processes),
+             60, "the primary and the workers to exit")
+    report = json.loads(csm(data, "audit", "verify", "--json").stdout)
+    assert report["ok"], report
+
+
+def _state(pid: int) -> str:
+    try:
+        return next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                    if line.startswith("State:")).lower()
+    except (OSError, StopIteration):
+        return "zombie"
+
+
 def _is_worker(pid: int) -> bool:
     """Workers hold the listening TCP socket; the primary and multiprocessing's tracker do not."""
     try:
