@@ -105,12 +105,19 @@ async def _primary(settings: Settings, path: Path) -> None:
     runtime.start_background()
     server = LinkServer(path, runtime.store, runtime.runner, rate_hit=rate_hit)
     await server.start()
+    pid_file = path.with_name("primary.pid")
+    pid_file.write_text(f"{os.getpid()}\n")
     log.info("primary process ready", extra={"link": str(path)})
     try:
         await stop.wait()
+        # Stopped by the supervisor, the workers are gone already; stopped because the supervisor died, they
+        # got SIGTERM too: their last requests still need the writer, so wait for them to hang up first.
+        await server.wait_idle(STOP_SECONDS - 5)
     finally:
         await server.stop()
         await runtime.stop()  # a final checkpoint, then the store closes
+        with contextlib.suppress(FileNotFoundError):
+            pid_file.unlink()
 
 
 def worker_main(settings: Settings, sock: socket.socket, path: Path, parent: int) -> None:

@@ -116,6 +116,7 @@ class LinkServer:
         # async (key, limit, period) -> (allowed, remaining, reset_after, retry_after): the primary's limiter
         self.rate_hit = rate_hit
         self._clients: set[asyncio.StreamWriter] = set()
+        self._calls: set[asyncio.Task] = set()  # appends and hits being answered
         self._server: asyncio.AbstractServer | None = None
         self._pusher: asyncio.Task | None = None
         self._last: Progress | None = None
@@ -131,14 +132,27 @@ class LinkServer:
             os.umask(old)
         self._pusher = asyncio.create_task(self._push_progress(), name="link-progress")
 
-    async def stop(self) -> None:
+    async def wait_idle(self, timeout: float) -> None:
+        """Wait (bounded) until every worker has hung up: workers stopping on their own finish their requests."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                while self._clients:
+                    await asyncio.sleep(0.05)
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        """No new workers; answer the calls already received (bounded), then hang up on everyone."""
+        if self._server is not None:
+            self._server.close()
+        if self._calls:
+            await asyncio.wait(list(self._calls), timeout=timeout)
         if self._pusher is not None:
             self._pusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._pusher
         if self._server is not None:
-            self._server.close()
             for writer in list(self._clients):
+                with contextlib.suppress(Exception):
+                    await writer.drain()
                 writer.close()
             with contextlib.suppress(Exception):
                 await self._server.wait_closed()
@@ -168,7 +182,7 @@ class LinkServer:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._clients.add(writer)
         writer.write(frame(self._last or self._progress()))
-        calls: set[asyncio.Task] = set()
+        calls = self._calls
         try:
             while True:
                 try:

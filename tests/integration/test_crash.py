@@ -37,9 +37,9 @@ ACKS_BEFORE_KILL = 300
 CLIENTS = 16
 
 
-def env() -> dict[str, str]:
+def env(workers: int = 1) -> dict[str, str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("CSM_")}
-    return {**clean, "CSM_CHECKPOINT_INTERVAL": "0.1", "CSM_POLL_INTERVAL": "0.05"}
+    return {**clean, "CSM_CHECKPOINT_INTERVAL": "0.1", "CSM_POLL_INTERVAL": "0.05", "CSM_WORKERS": str(workers)}
 
 
 def csm(data_dir: Path, *args: str) -> str:
@@ -58,13 +58,19 @@ def free_port() -> int:
 class Server:
     """`csm serve` on a free loopback port, its output in a log file."""
 
-    def __init__(self, data_dir: Path, log: Path) -> None:
+    def __init__(self, data_dir: Path, log: Path, workers: int = 1) -> None:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log = log
+        self.workers = workers
+        self.pid_file = data_dir / "run" / "primary.pid"
         with log.open("a") as output:
             self.process = subprocess.Popen([str(CSM), "--data-dir", str(data_dir), "serve", "--port", str(self.port)],
-                                            env=env(), stdout=output, stderr=subprocess.STDOUT)
+                                            env=env(workers), stdout=output, stderr=subprocess.STDOUT)
+
+    def writer_pid(self) -> int:
+        """The process that owns the store's writer: the server itself, or a multi-worker server's primary."""
+        return int(self.pid_file.read_text()) if self.workers > 1 else self.process.pid
 
     async def ready(self, client: httpx.AsyncClient, headers: dict, timeout: float = 60) -> None:
         """Wait until the server answers an authenticated request (the token's read model caught up)."""
@@ -106,29 +112,36 @@ async def burst_then_kill(server: Server, headers: dict) -> list[dict]:
                 except httpx.TransportError:
                     assert killed.is_set(), "the connection failed before the server was killed"
                     return
+                if killed.is_set() and response.status_code == 503 and "store_unavailable" in response.text:
+                    return  # a worker outlived the writer: a refusal, not an acknowledgement
                 if response.status_code != status:
                     unexpected.append(f"{path}: {response.status_code} {response.text}")
                     return
                 acked.append(response.json())
                 if len(acked) >= ACKS_BEFORE_KILL and not killed.is_set():
                     killed.set()
-                    os.kill(server.process.pid, signal.SIGKILL)  # other requests are in flight right now
+                    os.kill(writer, signal.SIGKILL)  # other requests are in flight right now
 
     limits = httpx.Limits(max_connections=CLIENTS)
     async with httpx.AsyncClient(base_url=server.base_url, timeout=30, limits=limits) as client:
         await server.ready(client, headers)
+        writer = server.writer_pid()
         await asyncio.wait_for(asyncio.gather(*(client_loop(client, c) for c in range(CLIENTS))), 120)
     assert not unexpected, unexpected[:5]
+    if server.workers > 1:
+        server.process.kill()  # the supervisor too (it would restart the primary); its processes follow it
     assert server.process.wait(10) == -signal.SIGKILL
     return acked
 
 
-async def test_every_acknowledged_append_survives_kill_9(tmp_path):
+@pytest.mark.parametrize("workers", [1, 2], ids=["one-process", "primary-and-2-workers"])
+async def test_every_acknowledged_append_survives_kill_9(tmp_path, workers):
+    """With workers, SIGKILL hits the primary (the writer) while the workers have appends in flight."""
     settings = Settings(data_dir=tmp_path / "data")
     csm(settings.data_dir, "init")
     headers = {"Authorization": f"Bearer {csm(settings.data_dir, 'admin', 'create-token', '--name', 'crash').strip()}"}
 
-    server = Server(settings.data_dir, tmp_path / "server.log")
+    server = Server(settings.data_dir, tmp_path / "server.log", workers)
     try:
         acked = await burst_then_kill(server, headers)
     finally:
@@ -150,7 +163,7 @@ async def test_every_acknowledged_append_survives_kill_9(tmp_path):
     assert "OK" in csm(settings.data_dir, "audit", "verify", "--quiet")
 
     # a restarted server carries on from where the killed one stopped, and seals everything on a clean stop
-    server = Server(settings.data_dir, tmp_path / "server.log")
+    server = Server(settings.data_dir, tmp_path / "server.log", workers)
     try:
         async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as client:
             await server.ready(client, headers)
