@@ -209,7 +209,7 @@ def http_section(run: dict) -> list[str]:
            f"the run of {info.get('date')} (code {info.get('git_commit')}, {info.get('nproc')} x "
            f"{info.get('cpu_model')}); the 1-minute load average was "
            f"{run.get('load_before', 0):.2f} when this phase started, and is given before each wrk run below.", "",
-           f"The servers ran at the same time on this machine (idle while another was measured), with wrk ({first['threads'] if first else 2} threads) "
+           f"The servers ran at the same time on this machine (idle while another was measured: before each wrk run the benchmark waits until every server is using under 5 % of a core), with wrk ({first['threads'] if first else 2} threads) "
            f"beside them; each wrk run lasted {run['duration_s']} s. Every request carried the next of "
            f"{run['csrs']:,} distinct ECDSA P-256 CSRs (its own key, subject and DNS SAN), made before any clock "
            "started; each run started where the previous run against that server stopped, so no CSR was sent "

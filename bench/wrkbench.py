@@ -189,6 +189,17 @@ class Server:
                 continue
         return total / os.sysconf("SC_CLK_TCK")
 
+    def settle(self, idle_cores: float = 0.05, longest: float = 30.0) -> float:
+        """Wait until the server is idle (under ``idle_cores`` of CPU over half a second): a run must not pay for
+        the requests an earlier run left queued. Returns the seconds waited."""
+        started = time.monotonic()
+        while time.monotonic() - started < longest:
+            before = self.cpu_seconds()
+            time.sleep(0.5)
+            if self.cpu_seconds() - before < idle_cores * 0.5:
+                break
+        return time.monotonic() - started
+
     def stop(self) -> dict:
         try:
             os.kill(self.child_pid(), signal.SIGTERM)
@@ -371,6 +382,8 @@ def run_loads(args, result: dict, csr_file: Path, work: Path, base: str, token: 
         for name, url, env, server in (("csm", f"{base}/v1/certificates", ours_env, csm),
                                        ("cfssl", f"{cfssl_base}/api/v1/cfssl/sign", cfssl_env, cfssl),
                                        ("cfssl_db", f"{cfssl_db_base}/api/v1/cfssl/sign", cfssl_env, cfssl_db)):
+            for other in (csm, cfssl, cfssl_db):
+                other.settle()
             cpu = server.cpu_seconds()
             print(f"  wrk POST {name} x {connections} ...", end="", flush=True, file=sys.stderr)
             row[name] = wrk(url, csr_file, "post", offsets[name], connections, args.duration, env)
@@ -393,6 +406,7 @@ def run_loads(args, result: dict, csr_file: Path, work: Path, base: str, token: 
     read_env = {**os.environ, "BENCH_TOKEN": token}
     for label, items in (("GET /v1/certificates/{id}", by_id),
                          (f"GET /v1/certificates?tenant_id={TENANT}&common_name=NAME", search)):
+        csm.settle()
         cpu = csm.cpu_seconds()
         print(f"  wrk {label} x {args.read_connections} ...", end="", flush=True, file=sys.stderr)
         run_ = wrk(f"{base}/", items, "get", 0, args.read_connections, args.duration, read_env)
@@ -405,6 +419,7 @@ def run_loads(args, result: dict, csr_file: Path, work: Path, base: str, token: 
     paced_env = {**read_env, "BENCH_DELAY_MS": str(PACED_DELAY_MS)}
     for label, items in (("GET /v1/certificates/{id}", by_id),
                          (f"GET /v1/certificates?tenant_id={TENANT}&common_name=NAME", search)):
+        csm.settle()
         cpu = csm.cpu_seconds()
         print(f"  wrk {label} x {args.read_connections}, paced ...", end="", flush=True, file=sys.stderr)
         run_ = wrk(f"{base}/", items, "get", 0, args.read_connections, args.duration, paced_env)
