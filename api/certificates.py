@@ -178,7 +178,11 @@ class CertificateController(Controller):
                 raise ApiProblem(400, "validation_failed", str(exc), field="expiring_within", rule="range") from None
             expires_after = max(_aware(expires_after), moment) if expires_after else moment
             expires_before = min(_aware(expires_before), moment + window) if expires_before else moment + window
-        rows = await read_models_of(request.app.state).query(
+        models = read_models_of(request.app.state)
+        # an exact name, serial or fingerprint is a few index lookups: on the event loop (a thread hop costs more);
+        # anything that may scan goes to a thread, so that it cannot hold up the other requests
+        selective = read_model.is_selective(common_name=common_name, serial=serial, fingerprint=fingerprint)
+        rows = await (models.inline if selective else models.query)(
             read_model.search, visible_tenants(principal), tenant_id=tenant_id, ca_id=ca_id, common_name=common_name,
             san=san, serial=serial.removeprefix("0x").replace(":", "") if serial else None, fingerprint=fingerprint,
             issuer=issuer, status=status, algorithm=algorithm, profile=profile, tag=tag,

@@ -49,8 +49,9 @@ async def _messages(request: Request, after: int, scope: str | None) -> AsyncIte
     try:
         yield ServerSentEventMessage(data=None, comment=f"stream after position {after}", retry=2000)
         while True:
-            try:
-                envelope = await asyncio.wait_for(queue.get(), keepalive)
+            try:  # not asyncio.wait_for: on 3.11 it can swallow a cancellation (infra/eventstore/wakeups.py)
+                async with asyncio.timeout(keepalive):
+                    envelope = await queue.get()
             except TimeoutError:
                 yield ServerSentEventMessage(data=None, comment="keep-alive")
                 continue

@@ -64,7 +64,8 @@ async def _run(runtime, heartbeat: Path) -> None:
                 break
             heartbeat.touch()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), runtime.settings.poll_interval * 4)
+                async with asyncio.timeout(runtime.settings.poll_interval * 4):
+                    await stop.wait()
     finally:
         for task in tasks:
             task.cancel()

@@ -65,17 +65,21 @@ class Runtime:
         """Start the background work; a worker first waits for its link to the primary."""
         if self.role == "worker":
             await self.store.link.start()
-            self.store.progress_hooks.append(self._follow_primary)
             self.runner.position = self.store.link.progress.projected if self.store.link.progress else 0
+            self.tasks = [asyncio.create_task(self._follow_primary(), name="projected")]
             if isinstance(self.services.crypto, CryptographyPki) and self.services.crypto.rsa_pool is not None:
                 self.services.crypto.rsa_pool.arm()
             return
         self.start_background()
 
-    def _follow_primary(self, progress) -> None:
-        if progress.projected != self.runner.position:
-            self.tasks = [task for task in self.tasks if not task.done()]
-            self.tasks.append(asyncio.create_task(self.runner.advance(progress.projected), name="projected"))
+    async def _follow_primary(self) -> None:
+        """A worker's read models are the primary's: take their position from its pushes, waking waiters."""
+        pushed = asyncio.Event()
+        self.store.progress_hooks.append(lambda progress: pushed.set())
+        while True:
+            await pushed.wait()
+            pushed.clear()
+            await self.runner.advance(self.store.link.progress.projected)
 
     def start_background(self) -> None:
         """Start the projection tail, the checkpoint timer and the CRL/OCSP scheduler on the running loop."""

@@ -30,6 +30,8 @@ import msgspec
 
 from commands.ports import AppendRequest, AppendResult
 from domain.errors import IdempotencyKeyReused, WrongExpectedVersion
+from infra.eventstore.sqlite import StoreUnavailable
+from infra.eventstore.wakeups import wait_set
 
 log = logging.getLogger(__name__)
 
@@ -95,8 +97,6 @@ def error_of(exc: BaseException) -> tuple[str, list[Any]]:
 
 
 def raise_answer(answer: Answer) -> None:
-    from infra.eventstore.sqlite import StoreUnavailable
-
     if answer.error == "wrong_expected_version":
         raise WrongExpectedVersion(*answer.args)
     if answer.error == "idempotency_key_reused":
@@ -165,8 +165,6 @@ class LinkServer:
 
     async def _push_progress(self) -> None:
         """After every commit and every projection batch, tell every worker where the log and views stand."""
-        from infra.eventstore.wakeups import wait_set
-
         changed = asyncio.Event()  # set by a commit and by a projection batch alike
         with self.store.listening(changed), self.runner.listening(changed):
             while True:
@@ -243,8 +241,6 @@ class LinkClient:
         return self._connected.is_set()
 
     async def _run(self) -> None:
-        from infra.eventstore.sqlite import StoreUnavailable
-
         while True:
             try:
                 reader, writer = await asyncio.open_unix_connection(str(self.path))
@@ -276,8 +272,6 @@ class LinkClient:
             await asyncio.sleep(RECONNECT_SECONDS)
 
     async def call(self, make: Callable[[int], msgspec.Struct]) -> Answer:
-        from infra.eventstore.sqlite import StoreUnavailable
-
         writer = self._writer
         if writer is None or writer.is_closing():
             raise StoreUnavailable("the primary process is not reachable")

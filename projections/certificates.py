@@ -286,11 +286,17 @@ def search(conn: sqlite3.Connection, scope: str | None, *, tenant_id: str | None
     # An exact common name, serial or fingerprint picks a few rows through its own index. Given a plain column
     # to order by, SQLite walks the tenant's whole position (or expiry) index instead and tests every row; the
     # "+" (same order, same rows) keeps it on the selective index.
-    selective = bool(serial or fingerprint or (common_name and not common_name.endswith("*")))
+    selective = is_selective(common_name=common_name, serial=serial, fingerprint=fingerprint)
     sql = (f"SELECT {', '.join('c.' + c for c in COLUMNS)} FROM certificates c "
            f"{'WHERE ' + ' AND '.join(clauses) if clauses else ''} "
            f"ORDER BY {'+' if selective else ''}c.{order}, c.certificate_id LIMIT ?")
     return [_row(row) for row in conn.execute(sql, (*args, limit)).fetchall()]
+
+
+def is_selective(*, common_name: str | None = None, serial: str | None = None, fingerprint: str | None = None) -> bool:
+    """True when ``search`` finds its rows through an exact name's, serial's or fingerprint's own index: a few
+    index lookups, whatever the size of the table."""
+    return bool(serial or fingerprint or (common_name and not common_name.endswith("*")))
 
 
 def _text_match(column: str, pattern: str) -> tuple[str, str]:

@@ -104,7 +104,10 @@ async def pki_api(tmp_path):
         yield running
 
 
-async def _stopped(task: asyncio.Task) -> None:  # TEMP diagnostics
+async def _stopped(task: asyncio.Task) -> None:
+    """Wait for the server to stop; if it has not within 30 s, print every task and thread and fail (a hung
+    shutdown says nothing by itself: this is how the swallowed cancellation in infra/eventstore/wakeups.py
+    was found)."""
     try:
         await asyncio.wait_for(asyncio.shield(task), 30)
     except TimeoutError:
