@@ -400,6 +400,8 @@ def render(results: dict, baseline: dict | None, extra_runs: list[dict] | None =
         ".venv/bin/python -m bench --only issuance   # the issuance phases alone (the store figures stay)",
         ".venv/bin/python -m bench --only rsa-4096   # one issuance phase",
         ".venv/bin/pytest bench/test_micro.py --benchmark-only   # the micro-benchmarks alone",
+        "# the HTTP runs against a one-process server (CSM_WORKERS=1), results as JSON on stdout:",
+        "CSM_WORKERS=1 .venv/bin/python -m bench.wrkbench http --dir bench/results/work/http-w1",
         "# this page from saved runs (bench/results/*.json), with a second run as an extra section:",
         ".venv/bin/python -m bench --render bench/results/RUN.json --also bench/results/OTHER_RUN.json",
         "```",
