@@ -79,18 +79,22 @@ def gcra(stored_tat: float | None, now: float, rate: Rate) -> tuple[Decision, fl
     """One request at ``now`` against a bucket whose theoretical arrival time is ``stored_tat``.
 
     Returns the decision and the new arrival time to store (None: refused, store nothing).
-    The Redis backend's Lua script is this function, line for line, in microseconds.
+    The Redis backend's Lua script (GCRA_LUA) is the same algorithm in whole microseconds, where every sum is
+    exact (the interval is rounded down to a microsecond, so the slack below is not needed there).
     """
     interval = rate.period / rate.limit
     tat = max(stored_tat if stored_tat is not None else now, now)
-    new_tat = tat + interval
-    allow_at = new_tat - rate.period
-    if now < allow_at:
-        return Decision(False, rate.limit, 0, tat - now, allow_at - now, rate), None
-    # + 1e-6: (now + interval) - now is not exactly interval in floating point (a first request could read
-    # 0.999999… intervals of room and report one request fewer than it has)
-    remaining = int((rate.period - (new_tat - now)) / interval + 1e-6)
-    return Decision(True, rate.limit, remaining, new_tat - now, 0.0, rate), new_tat
+    # Compared as the bucket's debt relative to now, not as absolute times ((now + interval) - period is not
+    # exactly now + (interval - period) in floating point: a first request at now = 0.999 with 1/second was once
+    # refused by 1e-16 s). The debt itself carries the rounding of every addition to the arrival time, a few ulps
+    # of a clock of millions of seconds each; the slack covers that, a microsecond and a little more.
+    used = tat - now
+    slack = 1e-6 + 4 * rate.limit * math.ulp(max(tat, 1.0))
+    if used + interval > rate.period + slack:
+        return Decision(False, rate.limit, 0, used, used + interval - rate.period, rate), None
+    # the same slack: the rounding could otherwise read 0.999999… intervals of room, one request fewer than it has
+    remaining = int((rate.period - (used + interval) + slack) / interval)
+    return Decision(True, rate.limit, remaining, used + interval, 0.0, rate), tat + interval
 
 
 class Backend(Protocol):
@@ -132,16 +136,15 @@ local period = tonumber(ARGV[1])
 local limit = tonumber(ARGV[2])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local interval = period / limit
+local interval = math.max(1, math.floor(period / limit))
 local tat = tonumber(redis.call('GET', KEYS[1])) or now
 if tat < now then tat = now end
-local new_tat = tat + interval
-local allow_at = new_tat - period
-if now < allow_at then
-  return {0, 0, math.ceil(tat - now), math.ceil(allow_at - now)}
+local used = tat - now
+if used + interval > period then
+  return {0, 0, used, used + interval - period}
 end
-redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1)
-return {1, math.floor((period - (new_tat - now)) / interval + 1e-6), math.ceil(new_tat - now), 0}
+redis.call('SET', KEYS[1], string.format('%d', tat + interval), 'PX', math.ceil((used + interval) / 1000) + 1)
+return {1, math.floor((period - used - interval) / interval), used + interval, 0}
 """
 
 

@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import msgspec
 from opentelemetry import trace
 from prometheus_client import Counter, Histogram
 
@@ -61,6 +62,10 @@ def span(name: str, **attributes: object) -> Iterator[trace.Span]:
         yield current
 
 
+# msgspec writes a log line in about a third of json.dumps's time (one line per request); str() for the rest
+_encode_log = msgspec.json.Encoder(enc_hook=str).encode
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line with the request id and any ``extra`` fields."""
 
@@ -84,7 +89,10 @@ class JsonFormatter(logging.Formatter):
                 entry[key] = value
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+        try:
+            return _encode_log(entry).decode()
+        except (TypeError, ValueError, OverflowError):  # something msgspec cannot write even as str: as before
+            return json.dumps(entry, default=str)
 
 
 def configure_logging(level: str = "INFO") -> None:

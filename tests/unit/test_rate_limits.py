@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from api.ratelimit import Decision, MemoryBackend, Rate, RateLimits, _username_of, gcra, parse_rate
@@ -55,6 +55,8 @@ def test_gcra_allows_a_burst_of_the_limit_then_refuses_until_one_interval_passes
 
 @given(now=st.floats(min_value=0, max_value=1e7, allow_nan=False), limit=st.integers(1, 1000),
        period=st.sampled_from([1, 60, 3600, 86400]))
+@example(now=0.999, limit=1, period=1)  # refused by 1e-16 s when the check compared absolute times
+@example(now=6000.0, limit=2, period=3600)
 def test_a_first_request_always_leaves_limit_minus_one_whatever_the_clock_reads(now, limit, period):
     # (now + interval) - now is not exactly interval in floating point: 2/hour at a monotonic clock of
     # about 6,000 s once reported 0 requests left after the first
@@ -115,3 +117,14 @@ def test_decision_headers():
 ])
 def test_the_sign_in_username_is_found_in_json_and_forms(body, content_type, username):
     assert _username_of(body, content_type) == username
+
+
+@given(now=st.floats(min_value=0, max_value=1e7, allow_nan=False), limit=st.integers(1, 50),
+       period=st.sampled_from([1, 60, 3600]))
+def test_a_full_burst_is_allowed_and_the_next_request_refused_at_any_clock(now, limit, period):
+    rate, tat = Rate(limit, period), None
+    for n in range(limit):
+        decision, tat = gcra(tat, now, rate)
+        assert decision.allowed and decision.remaining == limit - 1 - n, (n, decision)
+    refused, _ = gcra(tat, now, rate)
+    assert not refused.allowed and refused.retry_after > 0
