@@ -66,8 +66,11 @@ def _openapi() -> OpenAPIConfig:
                          components=Components(security_schemes={"bearer": bearer}))
 
 
-def _html_not_found_as_problem(response: Response) -> Response:
-    """The OpenAPI router answers unknown /schema/* paths with HTML; every error here is problem+json."""
+async def _html_not_found_as_problem(response: Response) -> Response:
+    """The OpenAPI router answers unknown /schema/* paths with HTML; every error here is problem+json.
+
+    Async on purpose: Litestar runs a synchronous after_request hook on a thread, a hop on every request.
+    """
     if response.status_code == 404 and response.media_type == MediaType.HTML:
         return problem_response(None, 404, "not_found", "no such resource")
     return response

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import signal
 
 import uvicorn
 
@@ -47,5 +48,14 @@ def serve(settings: Settings) -> int:
         from api.workers import supervise
 
         return supervise(settings)
+    # uvicorn shuts down gracefully on SIGTERM/SIGINT, restores the handlers it found, then raises the same signal
+    # again so that the default action ends the process (status -15 for a clean stop). Handlers that do nothing
+    # let that second signal pass: a clean shutdown exits 0.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _already_handled)
     build_server(settings).run()
     return 0
+
+
+def _already_handled(signum: int, frame: object) -> None:
+    """The signal uvicorn raises again after its graceful shutdown, or one that arrives after it: nothing left to do."""
