@@ -76,7 +76,7 @@ def primary_main(settings: Settings, path: Path, parent: int) -> None:
 
     _die_with_parent(parent)
     configure_logging(settings.log_level)
-    try:
+    try:  # uvloop here only: the primary serves its few long-lived worker links, not clients (api/server.py)
         import uvloop
 
         uvloop.run(_primary(settings, path))
