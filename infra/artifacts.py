@@ -10,6 +10,8 @@ import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
+from projections.sqlite_wal import use_wal
+
 DB_FILE = "artifacts.db"
 SHA256_RE = re.compile(r"[0-9a-f]{64}")
 SCHEMA = """
@@ -37,7 +39,7 @@ class SQLiteArtifactStore:
         self._conn: sqlite3.Connection | None = sqlite3.connect(self.path, isolation_level=None,
                                                                 check_same_thread=False)
         self._conn.execute("PRAGMA busy_timeout = 30000")
-        self._conn.execute("PRAGMA journal_mode = WAL")
+        use_wal(self._conn)
         self._conn.execute("PRAGMA synchronous = FULL")
         self._conn.executescript(SCHEMA)
 

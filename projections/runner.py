@@ -22,6 +22,7 @@ from typing import Protocol
 from domain.chain import chain_hash, envelope_body
 from domain.events import EventEnvelope
 from projections.base import Projector
+from projections.sqlite_wal import use_wal
 
 log = logging.getLogger(__name__)
 SHADOW = "__shadow"
@@ -62,7 +63,7 @@ def connect_views(path: Path) -> sqlite3.Connection:
         os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA busy_timeout = 30000")
-    conn.execute("PRAGMA journal_mode = WAL")
+    use_wal(conn)
     conn.execute("PRAGMA synchronous = NORMAL")  # read models are rebuildable from the store
     return conn
 

@@ -35,6 +35,7 @@ from domain.errors import IdempotencyKeyReused, WrongExpectedVersion
 from domain.events import EventEnvelope
 from infra import telemetry
 from infra.eventstore.wakeups import AppendWakeups, wait_set
+from projections.sqlite_wal import use_wal
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,7 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA busy_timeout = 30000")
     if not readonly:
-        conn.execute("PRAGMA journal_mode = WAL")
+        use_wal(conn)
     conn.execute("PRAGMA synchronous = FULL")
     return conn
 

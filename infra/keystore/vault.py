@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from domain.errors import DomainError, NotFound
 from infra.keystore.kek import (BUILTIN, KEY_BYTES, NONCE_BYTES, KekProvider, KekUnavailable, UnwrapFailed, bind,
                                 wipe)
+from projections.sqlite_wal import use_wal
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +110,7 @@ class SQLiteKeyVault:
         self._conn: sqlite3.Connection | None = sqlite3.connect(self.path, isolation_level=None,
                                                                 check_same_thread=False)
         self._conn.execute("PRAGMA busy_timeout = 30000")
-        self._conn.execute("PRAGMA journal_mode = WAL")
+        use_wal(self._conn)
         self._conn.execute("PRAGMA synchronous = FULL")
         self._conn.executescript(SCHEMA)
 
