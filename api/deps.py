@@ -105,15 +105,23 @@ async def read_your_writes(request: Request, min_position: int | None) -> None:
                          position=runtime.runner.position)
 
 
-async def find_row(request: Request, fn: Callable[..., T | None], *args: Any) -> T | None:
+async def find_row(request: Request, fn: Callable[..., T | None], *args: Any, field: str = "id") -> T | None:
     """``fn(conn, *args)`` (a lookup by key) on the read models; when it finds nothing while they lag the log, wait (bounded) for
-    them to reach the log's head and ask once more, so that a 404 is never about something just written."""
+    them to reach the log's head and ask once more, so that a 404 is never about something just written.
+
+    If they are still behind when the wait ends, the answer is 503 projection-lagging (retry), not a 404 for
+    something that may exist.
+    """
     models, runtime = read_models_of(request.app.state), runtime_of(request.app.state)
     row = await models.inline(fn, *args)  # a lookup by key: on the event loop, cheaper than a thread hop
     if row is None:
         head = await runtime.store.head_position()
-        if runtime.runner.position < head and await runtime.runner.wait_for(
-                head, runtime.settings.read_your_writes_timeout):
+        if runtime.runner.position < head:
+            if not await runtime.runner.wait_for(head, runtime.settings.read_your_writes_timeout):
+                raise ApiProblem(503, "projection-lagging",
+                                 f"the read models have not reached position {head} yet, so whether this exists "
+                                 "is not known; retry shortly", field=field, rule="lagging",
+                                 headers={"Retry-After": "1"}, position=runtime.runner.position)
             row = await models.inline(fn, *args)
     return row
 

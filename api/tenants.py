@@ -8,7 +8,7 @@ import msgspec
 from litestar import Controller, Request, Response, get, post, route
 from litestar.params import FromPath, JSONBody, QueryParameter
 
-from api.deps import Caller, IdempotencyKey, MinPosition, execute, read_models_of, read_your_writes
+from api.deps import Caller, IdempotencyKey, MinPosition, execute, find_row, read_models_of, read_your_writes
 from api.problems import COMMAND_ERRORS, QUERY_ERRORS, ApiProblem
 from api.schemas import ReasonBody, RenameBody, TenantOut, TenantPage
 from commands import tenants as cmd
@@ -51,7 +51,7 @@ class TenantController(Controller):
                    min_position: MinPosition = None) -> TenantOut:
         authorize(principal, "tenant:read", tenant_id)
         await read_your_writes(request, min_position)
-        row = await read_models_of(request.app.state).query(read_model.get, tenant_id, visible_tenants(principal))
+        row = await find_row(request, read_model.get, tenant_id, visible_tenants(principal), field="tenant_id")
         if row is None:
             raise ApiProblem(404, "tenant_not_found", f"tenant {tenant_id} does not exist", field="tenant_id")
         return _tenant_out(row)

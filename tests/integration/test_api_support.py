@@ -72,7 +72,7 @@ def assert_problem(response: httpx.Response, status: int, code: str | None = Non
 async def running_api(tmp_path, **overrides):
     """The app under uvicorn on a random port, with an httpx client; stopped afterwards."""
     options = {"port": 0, "checkpoint_interval": 0.2, "poll_interval": 0.05, "max_body_bytes": 4096,
-               "read_your_writes_timeout": 2.0, **overrides}
+               "read_your_writes_timeout": 10.0, **overrides}  # a bound, not a delay: returns once caught up
     settings = Settings(data_dir=tmp_path / "data", **options)
     app = create_app(settings)
     server = build_server(settings, app)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
 import msgspec
 import pytest
-from test_api_support import api, assert_problem  # noqa: F401
+from test_api_support import api, assert_problem, running_api  # noqa: F401
 
 
 @pytest.fixture
@@ -109,3 +112,23 @@ async def test_a_malformed_idempotency_key_is_refused(api, admin, key):
                                      headers={k: v.encode() if k == "Idempotency-Key" else v
                                               for k, v in headers.items()})
     assert_problem(response, 400, "invalid_header", field="Idempotency-Key")
+
+
+async def test_a_lookup_while_the_read_models_lag_is_503_not_404(tmp_path):
+    """A lookup by id that finds nothing waits (bounded) for the read models to reach the log's head; if they
+    are still behind when the wait ends, whether the thing exists is not known: 503 projection-lagging, not 404."""
+    async with running_api(tmp_path, read_your_writes_timeout=0.3) as running:
+        admin = await running.admin()
+        runtime = running.app.state.runtime
+        [tail] = [task for task in runtime.tasks if task.get_name() == "projections"]
+        tail.cancel()  # the read models stop where they are; the log goes on
+        with contextlib.suppress(asyncio.CancelledError):
+            await tail
+        created = await running.client.post("/v1/tenants", json={"tenant_id": "late", "name": "Late"}, headers=admin)
+        assert created.status_code == 201, created.text
+        lagging = await running.client.get("/v1/tenants/late", headers=admin)
+        body = assert_problem(lagging, 503, "projection-lagging", field="tenant_id")
+        assert lagging.headers["retry-after"] == "1"
+        assert body["position"] < created.json()["global_position"]
+        absent = await running.client.get("/v1/tenants/absent", headers=admin)
+        assert_problem(absent, 503, "projection-lagging", field="tenant_id")  # the same: nothing is known past the lag
