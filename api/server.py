@@ -26,9 +26,9 @@ def build_server(settings: Settings, app=None) -> uvicorn.Server:
         port=settings.port,
         workers=1,
         # The standard event loop, not uvloop: under load uvloop left half of 1,000 new connections in the
-        # kernel's accept queue for seconds (p99 5.4 s and timeouts at saturation, against 0.5 s with this loop;
-        # bench/narrative.md), and uvloop's open reports of answers reaching the wrong request under load
-        # (MagicStack/uvloop#645) are not a risk a certificate authority takes for 10-15 % less CPU per read.
+        # kernel's accept queue for seconds (saturated p99 2.8-5.4 s and wrk timeouts, against 0.6 s with this
+        # loop; bench/narrative.md), and uvloop's open reports of answers reaching the wrong request under load
+        # (MagicStack/uvloop#645) are not a risk a certificate authority takes for about 8 % less CPU per read.
         loop="asyncio",
         http="httptools" if _available("httptools") else "h11",
         lifespan="on",
