@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import secrets
@@ -16,8 +17,9 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 from domain.chain import chain_hash, envelope_body
 from domain.events import EventEnvelope
@@ -25,6 +27,7 @@ from projections.base import Projector
 from projections.sqlite_wal import use_wal
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 SHADOW = "__shadow"
 
 CHECKPOINTS = """CREATE TABLE IF NOT EXISTS projection_checkpoints (
@@ -81,6 +84,7 @@ class ProjectionRunner:
         self._advanced: asyncio.Condition | None = None
         self._advanced_loop: asyncio.AbstractEventLoop | None = None
         self._batch_lock = threading.Lock()  # close() waits for a batch still running in a worker thread
+        self._thread: ThreadPoolExecutor | None = None  # the tail's own thread (see ``_off_loop``)
         self._listeners: set[asyncio.Event] = set()  # set whenever the position moves (see ``listening``)
 
     # setup --------------------------------------------------------------------------
@@ -107,10 +111,21 @@ class ProjectionRunner:
         return self
 
     def close(self) -> None:
-        with self._batch_lock:  # a cancelled run() leaves its to_thread batch running; never close under it
+        with self._batch_lock:  # a cancelled run() leaves its batch running in its thread; never close under it
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+        if self._thread is not None:
+            self._thread.shutdown(wait=False)
+            self._thread = None
+
+    async def _off_loop(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` on the tail's own thread, not the event loop's shared pool: queries, signing and the
+        schedulers use that pool, and a tail that had to wait there for a free thread kept read-your-writes
+        waiting with it."""
+        if self._thread is None:
+            self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="csm-projections")
+        return await asyncio.get_running_loop().run_in_executor(self._thread, functools.partial(fn, *args))
 
     def connection(self) -> sqlite3.Connection:
         """A read connection to the views database for this thread's queries."""
@@ -197,7 +212,7 @@ class ProjectionRunner:
             events = await feed.next_batch()
             before = self.position
             try:
-                applied = await asyncio.to_thread(self.apply_delivered, events) if events else 0
+                applied = await self._off_loop(self.apply_delivered, events) if events else 0
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -219,7 +234,7 @@ class ProjectionRunner:
         conn = connect_views(self.views_path)
         try:
             while True:
-                position = await asyncio.to_thread(self._min_checkpoint, conn)
+                position = await self._off_loop(self._min_checkpoint, conn)
                 if position != self.position:
                     await self.advance(position)
                 await self.source.wait_for_append(self.poll_interval)
@@ -232,7 +247,7 @@ class ProjectionRunner:
         while True:
             before = self.position
             try:
-                applied = await asyncio.to_thread(self.catch_up_once)
+                applied = await self._off_loop(self.catch_up_once)
             except asyncio.CancelledError:
                 raise
             except Exception:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 
 import msgspec
 import pytest
@@ -132,3 +133,23 @@ async def test_a_lookup_while_the_read_models_lag_is_503_not_404(tmp_path):
         assert body["position"] < created.json()["global_position"]
         absent = await running.client.get("/v1/tenants/absent", headers=admin)
         assert_problem(absent, 503, "projection-lagging", field="tenant_id")  # the same: nothing is known past the lag
+
+
+async def test_a_busy_shared_thread_pool_does_not_hold_up_the_read_models(tmp_path):
+    """The projection tail has its own thread: with every thread of the event loop's shared pool busy (long
+    queries, key generation), a write is still readable within the read-your-writes wait."""
+    async with running_api(tmp_path, read_your_writes_timeout=1.5) as running:
+        admin = await running.admin()
+        loop = asyncio.get_running_loop()
+        release = threading.Event()
+        busy = [loop.run_in_executor(None, release.wait, 30) for _ in range(64)]  # more than the pool has threads
+        try:
+            created = await running.client.post("/v1/tenants", json={"tenant_id": "busy", "name": "Busy"},
+                                                headers=admin)
+            assert created.status_code == 201, created.text
+            read = await running.client.get("/v1/tenants/busy", headers=admin,
+                                             params={"min_position": created.json()["global_position"]})
+            assert read.status_code == 200, read.text
+        finally:
+            release.set()
+            await asyncio.gather(*busy)
