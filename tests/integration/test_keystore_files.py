@@ -10,6 +10,7 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
+from process_race import start_together
 
 from infra.keystore import HybridKemProvider, LocalMasterKeyProvider, SQLiteKeyVault
 from infra.keystore.kek import HYBRID_KEY_FILE, MASTER_KEY_FILE, KekUnavailable
@@ -103,17 +104,7 @@ def _open_and_store(data_dir: str, provider: str, start, results) -> None:
 
 @pytest.mark.parametrize("provider", ["local", "hybrid"])
 def test_processes_starting_at_once_agree_on_one_kek(tmp_path, provider):
-    context = multiprocessing.get_context("spawn")
-    start, results = context.Event(), context.Queue()
-    workers = [context.Process(target=_open_and_store, args=(str(tmp_path), provider, start, results))
-               for _ in range(6)]
-    for worker in workers:
-        worker.start()
-    start.set()
-    stored = [results.get(timeout=60) for _ in workers]
-    for worker in workers:
-        worker.join(timeout=60)
-        assert worker.exitcode == 0
+    stored = start_together(multiprocessing.get_context("spawn"), _open_and_store, (str(tmp_path), provider), 6)
     vault = SQLiteKeyVault(tmp_path, kek_provider=provider)
     for key_id, pid in stored:  # every key, whichever process wrote it, opens under the one KEK on disk
         assert vault.get_sync("acme", key_id) == KEY + pid.to_bytes(4, "big")

@@ -11,6 +11,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from process_race import start_together
 
 from projections.sqlite_wal import use_wal
 
@@ -35,14 +36,7 @@ def test_processes_opening_a_new_file_together_all_get_wal(tmp_path: Path):
     context = multiprocessing.get_context("fork")  # cheap enough to race 240 opens
     for round_ in range(ROUNDS):
         path = str(tmp_path / f"race-{round_}.db")
-        start, results = context.Event(), context.Queue()
-        processes = [context.Process(target=_open_and_write, args=(path, start, results)) for _ in range(PROCESSES)]
-        for process in processes:
-            process.start()
-        start.set()
-        outcomes = [results.get(timeout=60) for _ in processes]
-        for process in processes:
-            process.join(timeout=60)
+        outcomes = start_together(context, _open_and_write, (path,), PROCESSES)
         assert outcomes == ["wal"] * PROCESSES, f"round {round_}: {outcomes}"
         with sqlite3.connect(path) as conn:
             assert conn.execute("SELECT count(*) FROM opened").fetchone()[0] == PROCESSES
