@@ -262,7 +262,7 @@ class SQLiteEventStore:
             events += len(request.events)
         if events > _INSERT_MAX_ROWS:  # more than one INSERT statement: not atomic without BEGIN … COMMIT
             return None
-        wanted -= cache.keys()
+        wanted = {key for key in wanted if key not in cache}  # not ``-= cache.keys()``: that walks the whole cache
         if wanted:
             # Read outside the write lock, then check the log still ends at the mark: if it does,
             # nothing was committed since the cache was last right, so these reads were right too.
@@ -341,7 +341,7 @@ class SQLiteEventStore:
             self._heads_mark = None  # valid again only once this batch has committed
             # this batch's view of the heads: the cache, then one query for every stream it lacks
             heads: dict[tuple[str, str], tuple[int, str]] = {}
-            missing = {(p.request.tenant_id, p.request.stream_id) for p in batch} - cache.keys()
+            missing = {key for p in batch if (key := (p.request.tenant_id, p.request.stream_id)) not in cache}
             if missing:
                 heads.update(self._stored_heads(conn, missing))
             claimed: dict[tuple[str, str], tuple[str, AppendResult]] = {}
