@@ -8,7 +8,7 @@ from typing import Annotated
 
 import msgspec
 
-from commands import pki
+from commands import blocking, pki
 from commands.authz import authorize
 from commands.ids import uuid7
 from commands.ports import PublicKeys
@@ -117,7 +117,7 @@ async def _load_ca(services: Services, tenant_id: str, ca_id: str, field: str = 
 
 
 async def _new_key(services: Services, algorithm: str):
-    return await asyncio.to_thread(pki.crypto_of(services).generate_key, algorithm)  # RSA takes seconds
+    return await blocking.slow(pki.crypto_of(services).generate_key, algorithm)  # RSA takes seconds
 
 
 def _ca_certificate(services: Services, der: bytes, issuer_ca_id: str | None, key_ref: str | None) -> ca.CaCertificate:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 from typing import Annotated, Any
 
 import msgspec
 
-from commands import pki
+from commands import blocking, pki
 from commands.authz import authorize
 from commands.cas import AlgorithmName, CaId
 from commands.ports import PublicKeys
@@ -147,13 +146,13 @@ async def issue(services: Services, ctx: CommandContext, command: msgspec.Struct
         available=crypto.available_algorithms(), now=now))
     key = None
     if request.public_keys is None:  # every rule passed: only now spend the time on a key
-        key = await asyncio.to_thread(crypto.generate_key, request.algorithm)
+        key = await blocking.slow(crypto.generate_key, request.algorithm)
         keys = crypto.public_keys(key)
     else:
         keys = request.public_keys
     signer = await pki.signing_key(services, issuer, tenant_id)
     issuer_der = pki.der_of_pem(issuer.current.certificate_pem)
-    der = await asyncio.to_thread(crypto.sign_certificate, spec, keys, signer, issuer_der)
+    der = await blocking.signature(issuer.algorithm, crypto.sign_certificate, spec, keys, signer, issuer_der)
     key_ref = request.key_ref
     if key is not None:
         key_ref = await pki.vault_of(services).put(tenant_id, crypto.private_key_bytes(key),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -10,6 +9,7 @@ from typing import Annotated, Any, Protocol
 
 import msgspec
 
+from commands import blocking
 from commands.authz import ROLES, Forbidden, Principal, authorize
 from commands.runtime import CommandContext, CommandResult, Services, load, rfc3339, run
 from commands.tokens import CredentialVault
@@ -136,7 +136,7 @@ async def _store_password(identity: Identity, password: str) -> str:
     if not password.isprintable() or password.strip() != password:
         raise DomainError("invalid_password", "a password is printable and neither starts nor ends with a blank",
                           field="password")
-    digest = await asyncio.to_thread(identity.passwords.hash, password)
+    digest = await blocking.slow(identity.passwords.hash, password)
     ref = f"pw_{secrets.token_hex(16)}"
     identity.vault.put_verifier(ref, digest)  # an orphan (the append failed) is referenced by nothing
     return ref

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 
 import msgspec
 
-from commands import crl, pki
+from commands import blocking, crl, pki
 from commands.ports import OcspAnswer, OcspQuestion
 from commands.runtime import Services, load, run
 from domain import ca, certificate, policy, revocation, tenant
@@ -114,8 +114,8 @@ async def _answer(services: Services, tenant_id: str, ca_id: str, question: Ocsp
     answer = await _status(services, tenant_id, state, issuer, question.serial, subordinates)
     signer_key = await pki.SIGNING_KEYS.get(services, tenant_id, signer.key_ref or "")
     now = services.clock.now()
-    body = await asyncio.to_thread(
-        crl.revocation_of(services).ocsp_response, question, answer, signer_key=signer_key,
+    body = await blocking.signature(
+        signer.facts.algorithm, crl.revocation_of(services).ocsp_response, question, answer, signer_key=signer_key,
         signer_certificate=pki.der_of_pem(signer.certificate_pem), this_update=now, next_update=now + RESPONSE_VALIDITY)
     return OcspReply(body=body, status="successful", this_update=now, next_update=now + RESPONSE_VALIDITY,
                      cacheable=question.nonce is None)
@@ -221,7 +221,7 @@ async def _issue_signer(services: Services, tenant_id: str, state: revocation.Re
         spec, profile=profile, tenant_policy=owner.policy, issuer=facts, subject_algorithm=algorithm,
         key_bits=pki.key_bits(algorithm), csr_signature_hash=None, available=crypto.available_algorithms(),
         now=now))
-    key = await asyncio.to_thread(crypto.generate_key, algorithm)
+    key = await blocking.slow(crypto.generate_key, algorithm)
     issuer_key = await pki.SIGNING_KEYS.get(services, tenant_id, issuer.key_ref or "")
     issuer_der = pki.der_of_pem(issuer.certificate_pem)
     der = await asyncio.to_thread(crypto.sign_certificate, spec, crypto.public_keys(key), issuer_key, issuer_der)

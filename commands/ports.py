@@ -78,7 +78,7 @@ class PkiCrypto(Protocol):
 
     Private keys are opaque handles; ``private_key_bytes`` turns one into the plaintext that
     the ``KeyVault`` encrypts, and ``load_private_key`` reverses it. Methods are synchronous
-    and CPU-bound: handlers call the slow ones (RSA generation) through ``asyncio.to_thread``.
+    and CPU-bound: handlers run them through ``commands.blocking`` (RSA generation on its slow pool).
     Every refusal is a ``DomainError`` naming the field ("csr", "algorithm") and the rule.
     """
 

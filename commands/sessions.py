@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 from datetime import datetime, timedelta
 from typing import Annotated
 
 import msgspec
 
-from commands import mfa
+from commands import blocking, mfa
 from commands.authz import Principal
 from commands.identity import Identity
 from commands.ids import uuid7
@@ -97,7 +96,7 @@ async def _check_password(services: Services, identity: Identity, cmd: PasswordG
         state = await load(services, scope, user.stream_id(cmd.username), user.fold)
     if state.status != "absent":
         stored = identity.vault.get_verifier(state.password_ref) if state.password_ref else None
-        ok = await asyncio.to_thread(identity.passwords.verify, stored, cmd.password)
+        ok = await blocking.slow(identity.passwords.verify, stored, cmd.password)
         if not ok or state.status != "active":
             return None
         now = services.clock.now()
@@ -109,7 +108,7 @@ async def _check_password(services: Services, identity: Identity, cmd: PasswordG
         if found is None or found.tenant_id != cmd.tenant_id:
             return None
         return f"ldap:{scope}:{found.username}", frozenset(found.roles), ["ldap"], "ldap", None
-    await asyncio.to_thread(identity.passwords.verify, None, cmd.password)  # an unknown name costs the same
+    await blocking.slow(identity.passwords.verify, None, cmd.password)  # an unknown name costs the same
     return None
 
 

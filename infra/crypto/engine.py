@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import weakref
 from datetime import timezone
 from typing import Any
 
@@ -32,8 +33,13 @@ class CryptographyPki:
     """Implements ``commands.ports.PkiCrypto``; stateless but for the optional pool of ready RSA keys, so one
     instance serves every thread."""
 
+    ISSUERS_CACHED = 64
+
     def __init__(self, rsa_pool: RsaKeyPool | None = None) -> None:
         self.rsa_pool = rsa_pool
+        # issuer certificate DER -> (the key checked against it, weakly held, the parsed certificate, its AKI):
+        # an online CA signs all day with one key and certificate, and reading and checking them cost 60 µs
+        self._issuers: dict[bytes, tuple[weakref.ref, x509.Certificate, x509.AuthorityKeyIdentifier]] = {}
 
     def available_algorithms(self) -> frozenset[str]:
         built_in = {name for name, spec in ALGORITHMS.items() if spec.provider == "cryptography"}
@@ -68,14 +74,33 @@ class CryptographyPki:
             raise DomainError("invalid_certificate_spec", "validity times must be timezone-aware", field="spec")
         if isinstance(issuer.primary, oqs.OqsKey):
             raise keys.unavailable(issuer.algorithm, "X.509 signing with liboqs keys is not implemented")
-        issuer_cert = _load_certificate(issuer_certificate, "issuer_certificate") if issuer_certificate else None
-        _check_issuer(issuer, issuer_cert, subject)
+        if issuer_certificate:
+            issuer_cert, authority = self._checked_issuer(issuer, issuer_certificate)
+        else:
+            issuer_cert = None
+            _check_issuer(issuer, None, subject)
+            authority = _authority_key_identifier(issuer, None)
         algorithm = _signature_hash(spec, issuer.primary)
         try:
-            return _Issuance(spec, subject, issuer, issuer_cert, algorithm).run()
+            return _Issuance(spec, subject, issuer, issuer_cert, authority, algorithm).run()
         except _BUILD_ERRORS as exc:
             raise DomainError("invalid_certificate_spec", f"the certificate cannot be built: {exc}",
                               field="spec") from exc
+
+    def _checked_issuer(self, issuer: KeyPair, certificate: bytes
+                        ) -> tuple[x509.Certificate, x509.AuthorityKeyIdentifier]:
+        """The issuer certificate, parsed and checked to name ``issuer``'s key, and the AKI it gives; remembered
+        for this very key object (the CA key cache hands out one per key), checked again for any other."""
+        known = self._issuers.get(certificate)
+        if known is not None and known[0]() is issuer:
+            return known[1], known[2]
+        cert = _load_certificate(certificate, "issuer_certificate")
+        _check_issuer(issuer, cert, None)
+        authority = _authority_key_identifier(issuer, cert)
+        if len(self._issuers) >= self.ISSUERS_CACHED:
+            self._issuers.clear()  # a handful of CAs sign here; more than the cache holds is not the hot path
+        self._issuers[certificate] = (weakref.ref(issuer), cert, authority)
+        return cert, authority
 
     def certificate_public_keys(self, certificate: bytes) -> PublicKeys:
         """The subject's key(s) a DER certificate certifies (a renewal with the same key certifies them again)."""
@@ -153,11 +178,12 @@ class _Issuance:
     """One certificate being built: the shared inputs of the draft and final builds of a hybrid."""
 
     def __init__(self, spec: CertificateSpec, subject: PublicKeys, issuer: KeyPair,
-                 issuer_cert: x509.Certificate | None, algorithm: hashes.HashAlgorithm | None) -> None:
+                 issuer_cert: x509.Certificate | None, authority: x509.AuthorityKeyIdentifier,
+                 algorithm: hashes.HashAlgorithm | None) -> None:
         self.spec, self.subject, self.issuer, self.algorithm = spec, subject, issuer, algorithm
         self.subject_key = _load_public(subject.primary, "subject.primary")
         self.issuer_name = issuer_cert.subject if issuer_cert else names.to_name(spec.subject)
-        self.authority = _authority_key_identifier(issuer, issuer_cert)
+        self.authority = authority
 
     def run(self) -> bytes:
         extensions = _extensions(self.spec, self.subject_key, self.authority)
@@ -262,11 +288,12 @@ def _signature_hash(spec: CertificateSpec, issuer_primary: Any) -> hashes.HashAl
     return _HASHES[spec.signature_hash]() if hashed and spec.signature_hash else None
 
 
-def _check_issuer(issuer: KeyPair, issuer_cert: x509.Certificate | None, subject: PublicKeys) -> None:
+def _check_issuer(issuer: KeyPair, issuer_cert: x509.Certificate | None, subject: PublicKeys | None) -> None:
     """The issuer key must be the one its certificate names (or, self-signed, the subject's own)."""
     own = PublicKeys(primary=keys.public_spki(issuer.primary),
                      alternative=keys.public_spki(issuer.alternative) if issuer.alternative is not None else None)
     if issuer_cert is None:
+        assert subject is not None
         if own.primary != subject.primary or own.alternative not in (None, subject.alternative):
             raise DomainError("issuer_mismatch", "a self-signed certificate must certify the issuer's own key(s)",
                               field="subject")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import subprocess
+import threading
 
 import pytest
 from cryptography import x509
@@ -232,3 +234,37 @@ async def test_a_rollover_to_another_algorithm_keeps_issuing(pki_api):
     row = (await fetch(api, admin, f"/v1/certificates/{issued['certificate_id']}")).json()
     leaf = x509.load_pem_x509_certificate(row["certificate_pem"].encode())
     assert leaf.signature_algorithm_oid.dotted_string == "2.16.840.1.101.3.4.3.18"  # ML-DSA-65
+
+
+async def test_a_burst_of_server_side_key_generations_does_not_hold_up_csr_issuance(pki_api, monkeypatch):
+    """Key generation runs on a bounded pool of its own (commands/blocking.py). A burst of server-side keys,
+    each held back here and more of them than the event loop's shared pool has threads, leaves that pool to
+    the store reads and read-model queries a CSR issuance needs: the CSR is issued and read back meanwhile."""
+    api = pki_api
+    admin = await api.admin()
+    _, inter = await hierarchy(api, admin)
+    crypto = api.runtime.services.crypto
+    release, started = threading.Event(), threading.Semaphore(0)
+    real = crypto.generate_key
+
+    def held(algorithm: str):
+        started.release()
+        release.wait(60)
+        return real(algorithm)
+
+    monkeypatch.setattr(crypto, "generate_key", held)
+    burst = [asyncio.create_task(api.client.post("/v1/certificates", headers=admin, json={
+        "tenant_id": "acme", "ca_id": inter["ca_id"], "algorithm": "ecdsa-p256",
+        "subject": {"common_name": f"burst{i}.acme.internal"}, "sans": {"dns": [f"burst{i}.acme.internal"]}}))
+        for i in range(24)]
+    try:
+        assert await asyncio.to_thread(started.acquire, True, 30), [t.result().text for t in burst if t.done()][:1]
+        csr, _ = csr_pem("node9.acme.internal", ["node9.acme.internal"])
+        issued = await asyncio.wait_for(issue(api, admin, tenant_id="acme", ca_id=inter["ca_id"], csr=csr), 20)
+        await asyncio.wait_for(fetch(api, admin, f"/v1/certificates/{issued['certificate_id']}",
+                                     min_position=issued["global_position"]), 20)
+        assert not any(task.done() for task in burst)  # the burst was still waiting for its keys throughout
+    finally:
+        release.set()
+        answers = await asyncio.gather(*burst)
+    assert [a.status_code for a in answers] == [201] * len(burst), [a.text for a in answers if a.status_code != 201]
