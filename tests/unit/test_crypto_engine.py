@@ -402,6 +402,20 @@ def test_issuer_key_must_match_the_issuer_certificate():
                              key("ecdsa-p521", 8), root)
 
 
+def test_an_issuer_certificate_checked_once_is_checked_again_for_any_other_key_object():
+    """The engine remembers an issuer certificate it has checked against one key object; another key, even
+    right after, is checked again (refused if it is not the certificate's), and the same key in a new object
+    is accepted."""
+    root, _, _ = chain(*CHAINS["ecdsa"])
+    root_key, subject = key(CHAINS["ecdsa"][0]), pki.public_keys(key("ecdsa-p256", 6))
+    pki.sign_certificate(spec("first", "ecdsa-p384", ca=False, serial=20), subject, root_key, root)
+    with refused("issuer_mismatch", "issuer_certificate"):
+        pki.sign_certificate(spec("x", "ecdsa-p384", ca=False, serial=21), subject, key("ecdsa-p384", 8), root)
+    same_key_again = pki.load_private_key(pki.private_key_bytes(root_key))
+    pki.verify_issued(pki.sign_certificate(spec("again", "ecdsa-p384", ca=False, serial=22), subject,
+                                           same_key_again, root), root)
+
+
 @pytest.mark.parametrize("algorithm, signature_hash", [("ecdsa-p256", None), ("rsa-3072", "sha1"),
                                                         ("ed25519", "sha384"), ("ml-dsa-44", "sha512")])
 def test_signature_hash_must_fit_the_issuer(algorithm, signature_hash):
