@@ -80,6 +80,14 @@ def for_delivery(conn: sqlite3.Connection, tenant_id: str, webhook_id: str) -> d
     return _row(row, COLUMNS) if row else None
 
 
+def any_subscription_before(conn: sqlite3.Connection, position: int) -> bool:
+    """Whether any tenant has an enabled subscription made before ``position``. For the dispatcher only (it
+    answers across tenants, with nothing but a yes or no): without one, no event up to ``position`` has a
+    subscriber, and the events need not be read at all."""
+    return conn.execute("SELECT 1 FROM webhooks WHERE status = 'active' AND enabled = 1 AND subscribed_position < ? "
+                        "LIMIT 1", (position,)).fetchone() is not None
+
+
 def subscribers(conn: sqlite3.Connection, tenant_id: str, event_type: str, position: int) -> list[str]:
     """Ids of the tenant's enabled subscriptions to ``event_type`` that existed before ``position``."""
     rows = conn.execute("SELECT webhook_id, event_types FROM webhooks WHERE tenant_id = ? AND status = 'active' "

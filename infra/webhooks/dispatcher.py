@@ -63,6 +63,9 @@ class WebhookDispatcher:
         start, limit = self.deliveries.checkpoint(), self.runner.position
         if limit <= start:
             return 0
+        if not read_model.any_subscription_before(self._views_conn(), limit):
+            self.deliveries.record_dispatch([], limit)  # nothing to deliver up to the projections' position
+            return limit - start
         events = [e for e in self.runner.source.read_all_sync(start, BATCH) if e.global_position <= limit]
         if not events:
             return 0

@@ -302,7 +302,7 @@ async def test_deleted_or_disabled_webhooks_get_nothing_and_a_restart_sends_noth
             [first] = await deliveries(api, admin, "acme", kept["webhook_id"])
             assert first["status"] == "delivered"
         assert len(hook.received) == 1
-        # batches that notified nobody keep their checkpoint in memory for a while; a stop commits it
+        # the stopped dispatcher has passed over every event, notified or not
         assert DeliveryLog(tmp_path / "data" / "webhooks.db").checkpoint() == head_of(tmp_path / "data")
         async with running_api(tmp_path, **settings) as api:  # the same data dir: the dispatcher resumes
             admin = await api.admin()
@@ -312,6 +312,26 @@ async def test_deleted_or_disabled_webhooks_get_nothing_and_a_restart_sends_noth
             assert len({i["event_id"] for i in items}) == 2
         assert len(hook.received) == 2, "the restart dispatched nothing that was dispatched before"
         assert len({r.headers["x-csm-delivery"] for r in hook.received}) == 2
+
+
+async def test_events_before_any_subscription_are_passed_over_and_the_first_one_gets_only_later_events(tmp_path):
+    """With no subscription anywhere the dispatcher moves its checkpoint on without reading the events; a
+    subscription made afterwards is notified of what follows it, never of what came before."""
+    with receiver() as hook:
+        async with running_api(tmp_path, **FAST) as api:
+            admin = await api.admin()
+            issuing = await setup_tenant(api, admin, "acme")
+            before = await issue(api, admin, "acme", issuing, "early.acme.internal")
+            deadline = time.monotonic() + 30
+            while api.runtime.webhooks.deliveries.checkpoint() < head_of(tmp_path / "data") and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            assert api.runtime.webhooks.deliveries.checkpoint() >= head_of(tmp_path / "data")
+            created = await subscribe(api, admin, "acme", hook.url)
+            hook.secrets.append(created["secret"].encode())
+            await revoke(api, admin, before)
+            [delivery] = await deliveries(api, admin, "acme", created["webhook_id"])
+            assert delivery["status"] == "delivered" and delivery["event_type"] == "certificate.revoked"
+        assert [r.headers["x-csm-event"] for r in hook.received] == ["certificate.revoked"]
 
 
 async def test_a_renewal_is_notified(tmp_path):
