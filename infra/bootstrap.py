@@ -57,6 +57,7 @@ class Runtime:
     identity: Identity | None = None  # users, sessions, token signing (infra/identity.py)
     jobs: Jobs | None = None  # the dramatiq broker and, once started, the in-process worker (infra/jobs.py)
     webhooks: Webhooks | None = None  # the delivery log and the delivery job (infra/webhooks)
+    dispatcher: WebhookDispatcher | None = None  # once started: turns events into deliveries
     # "single": this process does everything; "worker": an HTTP worker of a multi-worker server, whose
     # appends, projections, checkpoints and schedules happen in the primary process (api/workers.py).
     role: str = "single"
@@ -92,7 +93,8 @@ class Runtime:
             self.services.crypto.rsa_pool.arm()
         if self.jobs is not None and self.webhooks is not None:
             self.jobs.start()
-            self.tasks.append(asyncio.create_task(self.webhook_dispatcher().run(), name="webhooks"))
+            self.dispatcher = self.webhook_dispatcher()
+            self.tasks.append(asyncio.create_task(self.dispatcher.run(), name="webhooks"))
 
     def webhook_dispatcher(self) -> WebhookDispatcher:
         return WebhookDispatcher(self.services, self.runner, self.webhooks.deliveries, self.jobs,
@@ -118,6 +120,11 @@ class Runtime:
         self.tasks = []
         if isinstance(self.services.crypto, CryptographyPki) and self.services.crypto.rsa_pool is not None:
             await asyncio.to_thread(self.services.crypto.rsa_pool.stop)  # at most one key generation to wait for
+        if self.dispatcher is not None:
+            try:
+                await asyncio.to_thread(self.dispatcher.save)  # its checkpoint past events that notified nobody
+            except Exception:
+                log.exception("saving the webhook dispatcher's checkpoint failed")
         if self.jobs is not None:
             await asyncio.to_thread(self.jobs.stop)  # lets deliveries in progress finish, before the stores close
         if self.role != "worker":  # a worker writes nothing: the primary seals at its own stop
