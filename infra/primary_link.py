@@ -31,7 +31,7 @@ import msgspec
 from commands.ports import AppendRequest, AppendResult
 from domain.errors import IdempotencyKeyReused, WrongExpectedVersion
 from infra.eventstore.sqlite import StoreUnavailable
-from infra.eventstore.wakeups import wait_set
+from commands.waits import wait_set
 
 log = logging.getLogger(__name__)
 

@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from commands.waits import wait_set
 from domain.chain import chain_hash, envelope_body
 from domain.events import EventEnvelope
 from projections.base import Projector
@@ -43,6 +44,10 @@ class EventSource(Protocol):
     def head_position_sync(self) -> int: ...
 
     async def wait_for_append(self, timeout: float) -> None: ...
+
+    def listening(self, event: asyncio.Event | None = None) -> contextlib.AbstractContextManager[asyncio.Event]:
+        """An event set at every append this process makes while the block runs."""
+        ...
 
 
 class DeliveredFeed(Protocol):
@@ -242,22 +247,30 @@ class ProjectionRunner:
             conn.close()
 
     async def run(self) -> None:
-        """Follow the log for ever; cancel the task to stop."""
+        """Follow the log for ever; cancel the task to stop.
+
+        ``appended`` is armed before each batch, so an append made while it runs is not missed. A batch
+        shorter than the limit read to the log's end: then the tail waits for the next append (or
+        ``poll_interval``, for other processes' appends) rather than read again at once, which cost a
+        second, empty pass after every group commit.
+        """
         self._condition()  # shared with wait_for calls made before the tail started
-        while True:
-            before = self.position
-            try:
-                applied = await self._off_loop(self.catch_up_once)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("projection batch failed; retrying")
-                await asyncio.sleep(1.0)
-                continue
-            if applied or self.position != before:
-                await self._announce()
-            if not applied:
-                await self.source.wait_for_append(self.poll_interval)
+        with self.source.listening() as appended:
+            while True:
+                before = self.position
+                appended.clear()
+                try:
+                    applied = await self._off_loop(self.catch_up_once)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("projection batch failed; retrying")
+                    await asyncio.sleep(1.0)
+                    continue
+                if applied or self.position != before:
+                    await self._announce()
+                if applied < self.batch:
+                    await wait_set(appended, self.poll_interval)
 
     def _condition(self) -> asyncio.Condition:
         """The condition that announces progress, made for the running loop (a runner may outlive a loop)."""

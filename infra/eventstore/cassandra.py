@@ -51,7 +51,8 @@ from infra.config import CassandraSettings
 from infra.eventstore import cassandra_schema as schema
 from infra.eventstore.cassandra_schema import IdempotencyRow, Row
 from infra.eventstore.sqlite import RawRecord, StoreUnavailable, _Pending, _set_all, chained_rows, write_witness
-from infra.eventstore.wakeups import AppendWakeups, wait_set
+from commands.waits import wait_set
+from infra.eventstore.wakeups import AppendWakeups
 
 log = logging.getLogger(__name__)
 _STOP = object()
@@ -428,6 +429,10 @@ class CassandraEventStore:
     async def wait_for_append(self, timeout: float) -> None:
         """Return when this process appends, or after ``timeout`` (other processes' appends are polled)."""
         await self._wakeups.wait(timeout)
+
+    def listening(self, event: asyncio.Event | None = None):
+        """``event`` (or a new one), set at every append by this process while the block runs."""
+        return self._wakeups.listening(event)
 
     # reads --------------------------------------------------------------------------
     def read_stream_sync(self, tenant_id: str, stream_id: str, from_version: int = 1) -> list[EventEnvelope]:

@@ -34,7 +34,8 @@ from domain.chain import chain_hash, genesis_hash
 from domain.errors import IdempotencyKeyReused, WrongExpectedVersion
 from domain.events import EventEnvelope
 from infra import telemetry
-from infra.eventstore.wakeups import AppendWakeups, wait_set
+from commands.waits import wait_set
+from infra.eventstore.wakeups import AppendWakeups
 from projections.sqlite_wal import use_wal
 
 log = logging.getLogger(__name__)

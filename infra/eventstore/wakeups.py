@@ -7,6 +7,8 @@ import contextlib
 import threading
 from collections.abc import Iterator
 
+from commands.waits import wait_set
+
 
 class AppendWakeups:
     """Events of waiting coroutines (each on its own loop), set from the writer thread after a commit."""
@@ -43,15 +45,3 @@ class AppendWakeups:
         """Return at the next append in this process, or after ``timeout``."""
         with self.listening() as appended:
             await wait_set(appended, timeout)
-
-
-async def wait_set(event: asyncio.Event, timeout: float) -> None:
-    """Return once ``event`` is set, or after ``timeout``; a cancellation always propagates.
-
-    Not ``asyncio.wait_for``: on Python 3.11 it returns normally, swallowing the cancellation, when
-    the event is set just as the task is cancelled; a projection tail cancelled at shutdown then
-    went on waiting for ever (seen in CI as a server that never stopped).
-    """
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(timeout):
-            await event.wait()

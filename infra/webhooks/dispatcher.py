@@ -166,5 +166,5 @@ class WebhookDispatcher:
                 log.exception("webhook dispatch failed; will retry")
                 consumed = 0
                 await asyncio.sleep(1.0)
-            if not consumed:
+            if not consumed or self._passed_over is not None:  # caught up, or it notified nobody: no hurry
                 await asyncio.sleep(self.poll_interval)

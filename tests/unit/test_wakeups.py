@@ -6,7 +6,8 @@ import asyncio
 
 import pytest
 
-from infra.eventstore.wakeups import AppendWakeups, wait_set
+from commands.waits import wait_set
+from infra.eventstore.wakeups import AppendWakeups
 
 
 async def test_a_cancellation_arriving_with_the_wake_up_still_cancels():
