@@ -160,7 +160,7 @@ class LinkServer:
             self.path.unlink()
 
     def _progress(self) -> Progress:
-        return Progress(head=self.store.head_position_sync(), projected=self.runner.position,
+        return Progress(head=self.store.recent_head(), projected=self.runner.position,
                         writable=self.store.writable())
 
     async def _push_progress(self) -> None:

@@ -137,6 +137,8 @@ class SQLiteEventStore:
         self.last_commit_error: str | None = None
         self._heads: dict[tuple[str, str], tuple[int, str]] = {}  # writer thread only
         self._heads_mark: tuple[int, str] | None = None  # (position, hash) of the last row when valid
+        self._committed = 0  # the last position this store's writer committed (see ``recent_head``)
+        self._head_read, self._head_read_at = 0, float("-inf")  # the head last read from the file, and when
 
     # lifecycle ----------------------------------------------------------------------
     def open(self) -> SQLiteEventStore:
@@ -221,6 +223,7 @@ class SQLiteEventStore:
         started = time.perf_counter()
         outcomes, rows = self._commit_fast(conn, batch) or self._commit_locked(conn, batch)
         if rows:
+            self._committed = rows[-1][0]
             self._write_witness(rows)
             seconds = time.perf_counter() - started
             telemetry.record_commit(len(rows), seconds)
@@ -537,6 +540,18 @@ class SQLiteEventStore:
 
     async def head_position(self) -> int:
         return self.head_position_sync()
+
+    def recent_head(self, max_age: float = 1.0) -> int:
+        """The log's head: this process's commits at once, other processes' within ``max_age`` seconds.
+
+        For the primary's progress pushes, after every commit and projection batch: querying the file
+        each time was most of its event loop's work. The file is read at most every ``max_age``
+        seconds, for appends by other processes (the CLI). One thread (the event loop) calls it.
+        """
+        now = time.monotonic()
+        if now - self._head_read_at >= max_age:
+            self._head_read, self._head_read_at = self.head_position_sync(), now
+        return max(self._head_read, self._committed)
 
     def stream_version_sync(self, tenant_id: str, stream_id: str) -> int:
         return self._stored_head(self._reader(), tenant_id, stream_id)[0]

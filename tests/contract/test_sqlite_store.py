@@ -95,3 +95,16 @@ async def test_a_writer_sees_appends_made_through_another_instance(tmp_path):
         await two.append(request(stream, 3, 2))
         assert (await one.append(request(stream, 5, 1))).global_position == 6
         assert_chain(await two.read_stream("acme", stream), "acme", stream)
+
+
+async def test_the_recent_head_has_this_stores_commits_at_once_and_another_writers_within_its_age(tmp_path):
+    """``recent_head`` (the primary's progress pushes) reads the file at most every ``max_age`` seconds: its
+    own commits count at once, another process's (a second instance here) once that age has passed."""
+    path = tmp_path / "events.db"
+    with SQLiteEventStore(path) as ours, SQLiteEventStore(path) as theirs:
+        assert ours.recent_head(max_age=3600) == 0
+        mine = await ours.append(request("mine", 0))
+        assert ours.recent_head(max_age=3600) == mine.global_position
+        other = await theirs.append(request("other", 0, events=2))
+        assert ours.recent_head(max_age=3600) == mine.global_position  # read less than an hour ago
+        assert ours.recent_head(max_age=0) == other.global_position == ours.head_position_sync()
