@@ -1,13 +1,12 @@
-"""Where a handler's CPU-heavy steps run: short signatures inline, key generation and password hashing on
-a pool of their own.
+"""The pool where key generation and password hashing run, apart from the event loop's shared pool.
 
-- A signature by an ECDSA or EdDSA key takes well under a millisecond (ECDSA P-384: about 0.3 ms). It runs
-  on the event loop: a hop to a thread and back costs about 80 µs of CPU by itself, a quarter of the
-  signature, on every certificate and OCSP answer.
-- Signatures by RSA, ML-DSA and hybrid keys (milliseconds) go to the event loop's shared pool.
-- Key generation (RSA-4096: 0.2-1.5 s, the GIL released) and password hashing (argon2id: tens of ms) go to
-  ``SLOW``, bounded to the cores. A burst of server-side RSA keys then waits its turn there, and does not
-  take every thread of the shared pool that store reads, read-model queries and the other signatures need.
+Key generation (RSA-4096: 0.2-1.5 s, the GIL released) and password hashing (argon2id: tens of ms) go to
+``SLOW``, bounded to the cores. A burst of server-side RSA keys then waits its turn there, and does not take
+every thread of the shared pool that signatures, store reads and read-model queries need.
+
+Signatures stay on the shared pool (``asyncio.to_thread``), even ECDSA's 0.3 ms: signed on the event loop,
+issuance over HTTP was no faster at 32 connections and 10-15 % slower at 256 (2026-12-06, bench/narrative.md),
+because the primary then group-commits smaller batches.
 """
 
 from __future__ import annotations
@@ -20,19 +19,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from domain.algorithms import ALGORITHMS
-
 T = TypeVar("T")
-
-INLINE_SIGNATURE_FAMILIES = frozenset({"ecdsa", "eddsa"})
-
-
-async def signature(algorithm: str | None, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
-    """``fn(*args, **kwargs)``, a signature by a key of ``algorithm``: inline when that is cheap (see above)."""
-    known = ALGORITHMS.get(algorithm or "")
-    if known is not None and known.family in INLINE_SIGNATURE_FAMILIES:
-        return fn(*args, **kwargs)
-    return await asyncio.to_thread(fn, *args, **kwargs)
 
 
 class _SlowPool:

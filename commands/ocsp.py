@@ -114,8 +114,8 @@ async def _answer(services: Services, tenant_id: str, ca_id: str, question: Ocsp
     answer = await _status(services, tenant_id, state, issuer, question.serial, subordinates)
     signer_key = await pki.SIGNING_KEYS.get(services, tenant_id, signer.key_ref or "")
     now = services.clock.now()
-    body = await blocking.signature(
-        signer.facts.algorithm, crl.revocation_of(services).ocsp_response, question, answer, signer_key=signer_key,
+    body = await asyncio.to_thread(
+        crl.revocation_of(services).ocsp_response, question, answer, signer_key=signer_key,
         signer_certificate=pki.der_of_pem(signer.certificate_pem), this_update=now, next_update=now + RESPONSE_VALIDITY)
     return OcspReply(body=body, status="successful", this_update=now, next_update=now + RESPONSE_VALIDITY,
                      cacheable=question.nonce is None)

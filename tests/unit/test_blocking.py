@@ -1,4 +1,4 @@
-"""Where handlers' CPU-heavy steps run (commands/blocking.py): cheap signatures inline, key work on its own pool."""
+"""The pool of its own that key generation and password hashing run on (commands/blocking.py)."""
 
 from __future__ import annotations
 
@@ -7,16 +7,6 @@ import threading
 import pytest
 
 from commands import blocking
-
-
-@pytest.mark.parametrize("algorithm", ["ecdsa-p256", "ecdsa-p384", "ecdsa-p521", "ed25519", "ed448"])
-async def test_a_signature_by_an_elliptic_curve_key_runs_on_the_event_loop(algorithm):
-    assert await blocking.signature(algorithm, threading.get_ident) == threading.get_ident()
-
-
-@pytest.mark.parametrize("algorithm", ["rsa-3072", "rsa-4096", "ml-dsa-65", "hybrid-p384-ml-dsa-65", None, "nonsense"])
-async def test_a_slower_or_unknown_signature_runs_on_a_thread(algorithm):
-    assert await blocking.signature(algorithm, threading.get_ident) != threading.get_ident()
 
 
 async def test_key_work_runs_on_the_bounded_slow_pool_and_passes_arguments():
