@@ -142,6 +142,9 @@ class SQLiteEventStore:
 
     # lifecycle ----------------------------------------------------------------------
     def open(self) -> SQLiteEventStore:
+        if self._writer is not None or self._closed:
+            # a second writer thread on the one queue: close() would stop one and wait for ever on the other
+            raise RuntimeError("this event store was opened before; make a new SQLiteEventStore to open it again")
         _create_private_file(self.path)
         conn = connect(self.path)
         conn.executescript(SCHEMA)

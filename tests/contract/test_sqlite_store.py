@@ -108,3 +108,15 @@ async def test_the_recent_head_has_this_stores_commits_at_once_and_another_write
         other = await theirs.append(request("other", 0, events=2))
         assert ours.recent_head(max_age=3600) == mine.global_position  # read less than an hour ago
         assert ours.recent_head(max_age=0) == other.global_position == ours.head_position_sync()
+
+
+def test_a_store_opens_once_so_closing_it_cannot_hang(tmp_path):
+    """A second open() would start a second writer thread on the same queue; close() then stopped one and
+    waited for ever for the other. It is refused, and so is opening a closed store again."""
+    store = SQLiteEventStore(tmp_path / "events.db").open()
+    with pytest.raises(RuntimeError, match="opened before"):
+        store.open()
+    store.close()
+    with pytest.raises(RuntimeError, match="opened before"):
+        store.open()
+    SQLiteEventStore(tmp_path / "events.db").open().close()  # a new instance on the same file is fine
