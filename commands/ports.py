@@ -78,7 +78,8 @@ class PkiCrypto(Protocol):
 
     Private keys are opaque handles; ``private_key_bytes`` turns one into the plaintext that
     the ``KeyVault`` encrypts, and ``load_private_key`` reverses it. Methods are synchronous
-    and CPU-bound: handlers run them through ``commands.blocking`` (RSA generation on its slow pool).
+    and CPU-bound: handlers generate keys on ``commands.blocking``'s pool (RSA takes seconds) and sign
+    through ``asyncio.to_thread``.
     Every refusal is a ``DomainError`` naming the field ("csr", "algorithm") and the rule.
     """
 

@@ -44,6 +44,7 @@ from cassandra.query import BatchStatement
 
 from commands.ids import uuid7
 from commands.ports import AppendRequest, AppendResult
+from commands.waits import wait_set
 from domain.chain import genesis_hash
 from domain.errors import IdempotencyKeyReused, WrongExpectedVersion
 from domain.events import EventEnvelope
@@ -51,7 +52,6 @@ from infra.config import CassandraSettings
 from infra.eventstore import cassandra_schema as schema
 from infra.eventstore.cassandra_schema import IdempotencyRow, Row
 from infra.eventstore.sqlite import RawRecord, StoreUnavailable, _Pending, _set_all, chained_rows, write_witness
-from commands.waits import wait_set
 from infra.eventstore.wakeups import AppendWakeups
 
 log = logging.getLogger(__name__)

@@ -30,11 +30,11 @@ from opentelemetry import trace
 from opentelemetry.trace import get_current_span as _get_current_span
 
 from commands.ports import AppendRequest, AppendResult
+from commands.waits import wait_set
 from domain.chain import chain_hash, genesis_hash
 from domain.errors import IdempotencyKeyReused, WrongExpectedVersion
 from domain.events import EventEnvelope
 from infra import telemetry
-from commands.waits import wait_set
 from infra.eventstore.wakeups import AppendWakeups
 from projections.sqlite_wal import use_wal
 
