@@ -29,9 +29,9 @@ from typing import Any
 import msgspec
 
 from commands.ports import AppendRequest, AppendResult
+from commands.waits import wait_set
 from domain.errors import IdempotencyKeyReused, WrongExpectedVersion
 from infra.eventstore.sqlite import StoreUnavailable
-from commands.waits import wait_set
 
 log = logging.getLogger(__name__)
 
