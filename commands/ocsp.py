@@ -46,7 +46,14 @@ class OcspReply(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class ResponseCache:
-    """Signed answers per CA and question, reused for ``CACHE_SECONDS``; a revocation drops the CA's answers."""
+    """Signed answers per CA and question, reused for ``CACHE_SECONDS``.
+
+    ``respond`` keys each answer by the revocations recorded on the CA and on every CA above it as well as
+    the question (``Registry.revocations_mark``): a revocation of a certificate, recorded on its CA's
+    stream, or of a CA on the chain moves one of them, so the next question misses, in every process,
+    whichever process revoked. Other events (a CRL, a new responder certificate) leave answers cached.
+    A revocation made here also drops the CA's answers at once (``invalidate``), to free them.
+    """
 
     def __init__(self, capacity: int = 10_000) -> None:
         self.capacity = capacity
@@ -89,11 +96,13 @@ async def respond(services: Services, tenant_id: str | None, ca_id: str, data: b
     if tenant_id is None:
         return _failure(services, "unauthorized")
     now = services.clock.now()
-    key = (question.hash_algorithm, question.issuer_name_hash, question.issuer_key_hash, question.serial)
-    if question.nonce is None and (cached := RESPONSES.get(ca_id, key, now)) is not None:
-        return cached
     try:
-        reply = await _answer(services, tenant_id, ca_id, question, subordinates)
+        state = await crl.load_registry(services, tenant_id, ca_id)
+        key = (question.hash_algorithm, question.issuer_name_hash, question.issuer_key_hash, question.serial,
+               await _chain_revocations(services, tenant_id, state))
+        if question.nonce is None and (cached := RESPONSES.get(ca_id, key, now)) is not None:
+            return cached
+        reply = await _answer(services, tenant_id, state, question, subordinates)
     except Exception:  # a responder answers internalError, never an HTTP 500 (RFC 6960 2.3)
         log.exception("OCSP answer for CA %s failed", ca_id)
         return _failure(services, "internal_error")
@@ -102,9 +111,23 @@ async def respond(services: Services, tenant_id: str | None, ca_id: str, data: b
     return reply
 
 
-async def _answer(services: Services, tenant_id: str, ca_id: str, question: OcspQuestion,
+async def _chain_revocations(services: Services, tenant_id: str,
+                             state: revocation.Registry) -> tuple[tuple[int, bool], ...]:
+    """The revocations mark of this CA and of every CA above it (each stream read through the stream cache)."""
+    marks: list[tuple[int, bool]] = []
+    seen: set[str] = set()
+    current: revocation.Registry | None = state
+    while current is not None and current.ca.ca_id not in seen:  # seen: a corrupt parent loop must not spin
+        marks.append(current.revocations_mark)
+        seen.add(current.ca.ca_id)
+        parent_id = current.ca.parent_id
+        current = await crl.load_registry(services, tenant_id, parent_id) if parent_id else None
+    return tuple(marks)
+
+
+async def _answer(services: Services, tenant_id: str, state: revocation.Registry, question: OcspQuestion,
                   subordinates: Subordinates | None) -> OcspReply:
-    state = await crl.load_registry(services, tenant_id, ca_id)
+    """The answer as of ``state`` (the CA's stream when the cache key was made) or later: never older than its key."""
     issuer = _issuer_named_by(services, state, question) if state.ca.current is not None else None
     if issuer is None:  # not a key of this CA: another responder is authoritative (RFC 6960 2.3)
         return _failure(services, "unauthorized")

@@ -91,6 +91,12 @@ class Registry(msgspec.Struct, frozen=True, kw_only=True):
     def version(self) -> int:
         return self.ca.version
 
+    @property
+    def revocations_mark(self) -> tuple[int, bool]:
+        """Moves with every revocation recorded here (a certificate's, or the CA's own), and with nothing else:
+        the stream version of the last certificate revocation, and whether the CA is revoked."""
+        return max(self.recorded_at.values(), default=0), self.ca_revoked is not None
+
 
 def fold(payloads: Iterable[Payload]) -> Registry:
     """One pass with local dicts: a CA with many revocations folds in linear time."""

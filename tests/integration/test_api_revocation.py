@@ -238,6 +238,44 @@ async def test_ocsp_get_is_cacheable_until_a_revocation_drops_the_cached_answer(
         ocsp.OCSPResponseStatus.MALFORMED_REQUEST
 
 
+async def test_a_revocation_made_in_another_process_is_not_hidden_by_a_cached_ocsp_answer(pki_api, monkeypatch):
+    """Cached OCSP answers are keyed by the stream versions of the CA and the CAs above it, so a revocation made
+    by another worker process (whose cache-dropping never reaches this one: here, dropping is switched off)
+    still changes the next answer, for a certificate and for a CA on the chain alike."""
+    from commands import ocsp as responder
+
+    api = pki_api
+    admin = await api.admin()
+    await api.create_tenant(admin, "acme")
+    root = await ca(api, admin, "root", "Root")
+    inter = await ca(api, admin, "intermediate", "Regional", parent=root, path_length=1)
+    sub = await ca(api, admin, "intermediate", "Cluster", parent=inter, days=900)
+    issuers = {ca_id: pem_certs((await api.client.get(f"/v1/cas/{ca_id}/chain", headers=admin)).text)[0]
+               for ca_id in (inter, sub)}
+
+    async def status(ca_id: str, row: dict):
+        certificate = x509.load_pem_x509_certificate(row["certificate_pem"].encode())
+        encoded = quote(base64.b64encode(ocsp_request(certificate, issuers[ca_id])).decode(), safe="")
+        first = await api.client.get(f"/ocsp/{ca_id}/{encoded}")
+        second = await api.client.get(f"/ocsp/{ca_id}/{encoded}")
+        return ocsp.load_der_ocsp_response(first.content), second.content == first.content
+
+    monkeypatch.setattr(responder.RESPONSES, "invalidate", lambda ca_id: None)
+    monkeypatch.setattr(responder.RESPONSES, "invalidate_all", lambda: None)
+    direct, below = await leaf(api, admin, inter, "d.acme.internal"), await leaf(api, admin, sub, "e.acme.internal")
+    for ca_id, row in ((inter, direct), (sub, below)):
+        answer, cached = await status(ca_id, row)
+        assert answer.certificate_status == ocsp.OCSPCertStatus.GOOD and cached
+    await revoke(api, admin, direct["certificate_id"], reason="key_compromise")
+    answer, _ = await status(inter, direct)
+    assert answer.certificate_status == ocsp.OCSPCertStatus.REVOKED
+    assert answer.revocation_reason == x509.ReasonFlags.key_compromise
+    revoked = await api.client.post(f"/v1/cas/{inter}/revoke", headers=admin, json={"reason": "ca_compromise"})
+    assert revoked.status_code == 200, revoked.text
+    answer, _ = await status(sub, below)  # below the revoked CA: its own CA's stream did not move, the chain did
+    assert answer.certificate_status == ocsp.OCSPCertStatus.REVOKED
+
+
 async def test_revoking_an_intermediate_lists_it_on_its_parents_crl_and_untrusts_its_subtree(pki_api):
     api = pki_api
     admin = await api.admin()
