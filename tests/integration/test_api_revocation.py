@@ -258,7 +258,9 @@ async def test_a_revocation_made_in_another_process_is_not_hidden_by_a_cached_oc
         encoded = quote(base64.b64encode(ocsp_request(certificate, issuers[ca_id])).decode(), safe="")
         first = await api.client.get(f"/ocsp/{ca_id}/{encoded}")
         second = await api.client.get(f"/ocsp/{ca_id}/{encoded}")
-        return ocsp.load_der_ocsp_response(first.content), second.content == first.content
+        answer = ocsp.load_der_ocsp_response(first.content)
+        assert answer.response_status == ocsp.OCSPResponseStatus.SUCCESSFUL, answer.response_status
+        return answer, second.content == first.content
 
     monkeypatch.setattr(responder.RESPONSES, "invalidate", lambda ca_id: None)
     monkeypatch.setattr(responder.RESPONSES, "invalidate_all", lambda: None)
