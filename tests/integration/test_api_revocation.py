@@ -60,6 +60,16 @@ async def setup(api):
     return admin, root, inter
 
 
+async def three_levels(api):
+    """A root, an intermediate that may sign CAs, and a CA below it: (admin headers, root, inter, sub)."""
+    admin = await api.admin()
+    await api.create_tenant(admin, "acme")
+    root = await ca(api, admin, "root", "Root")
+    inter = await ca(api, admin, "intermediate", "Regional", parent=root, path_length=1)
+    sub = await ca(api, admin, "intermediate", "Cluster", parent=inter, days=900)
+    return admin, root, inter, sub
+
+
 async def chain_files(api, headers, ca_id, tmp_path):
     chain = (await api.client.get(f"/v1/cas/{ca_id}/chain", headers=headers)).text
     (tmp_path / "chain.pem").write_text(chain)
@@ -239,17 +249,13 @@ async def test_ocsp_get_is_cacheable_until_a_revocation_drops_the_cached_answer(
 
 
 async def test_a_revocation_made_in_another_process_is_not_hidden_by_a_cached_ocsp_answer(pki_api, monkeypatch):
-    """Cached OCSP answers are keyed by the stream versions of the CA and the CAs above it, so a revocation made
+    """Cached OCSP answers are keyed by the revocations recorded on the CA and the CAs above it, so a revocation made
     by another worker process (whose cache-dropping never reaches this one: here, dropping is switched off)
     still changes the next answer, for a certificate and for a CA on the chain alike."""
     from commands import ocsp as responder
 
     api = pki_api
-    admin = await api.admin()
-    await api.create_tenant(admin, "acme")
-    root = await ca(api, admin, "root", "Root")
-    inter = await ca(api, admin, "intermediate", "Regional", parent=root, path_length=1)
-    sub = await ca(api, admin, "intermediate", "Cluster", parent=inter, days=900)
+    admin, root, inter, sub = await three_levels(api)
     issuers = {ca_id: pem_certs((await api.client.get(f"/v1/cas/{ca_id}/chain", headers=admin)).text)[0]
                for ca_id in (inter, sub)}
 
@@ -280,11 +286,7 @@ async def test_a_revocation_made_in_another_process_is_not_hidden_by_a_cached_oc
 
 async def test_revoking_an_intermediate_lists_it_on_its_parents_crl_and_untrusts_its_subtree(pki_api):
     api = pki_api
-    admin = await api.admin()
-    await api.create_tenant(admin, "acme")
-    root = await ca(api, admin, "root", "Root")
-    inter = await ca(api, admin, "intermediate", "Regional", parent=root, path_length=1)
-    sub = await ca(api, admin, "intermediate", "Cluster", parent=inter, days=900)
+    admin, root, inter, sub = await three_levels(api)
     direct = await leaf(api, admin, inter, "a.acme.internal")
     below = await leaf(api, admin, sub, "b.acme.internal")
     other_inter = await ca(api, admin, "intermediate", "Other", parent=root)
