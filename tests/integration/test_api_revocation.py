@@ -248,6 +248,26 @@ async def test_ocsp_get_is_cacheable_until_a_revocation_drops_the_cached_answer(
         ocsp.OCSPResponseStatus.MALFORMED_REQUEST
 
 
+async def test_an_ocsp_get_whose_base64_holds_slashes_is_answered_as_sent(pki_api):
+    """'/' is in base64's alphabet: an encoded request may hold '//', start or end with '/'. Each is read as the
+    client sent it, escaped (%2F, as RFC 6960 A.1 asks) or not; the router's path parameter had collapsed '//'
+    and lost a trailing '/', so such a request (about one in forty) was answered malformedRequest."""
+    api = pki_api
+    admin, _root, inter = await setup(api)
+    row = await leaf(api, admin, inter, "slashes.acme.internal")
+    certificate = x509.load_pem_x509_certificate(row["certificate_pem"].encode())
+    issuer = pem_certs((await api.client.get(f"/v1/cas/{inter}/chain", headers=admin)).text)[0]
+    # the nonce ends the DER: all-ones bytes make '/' runs; a length that fills the last base64 group ends in '/'
+    encoded = next(text for size in range(16, 32)
+                   if (text := base64.b64encode(ocsp_request(certificate, issuer, nonce=b"\xff" * size)).decode())
+                   .endswith("//"))
+    for path in (quote(encoded, safe=""), quote(encoded, safe="/")):  # escaped, and as it is
+        answer = ocsp.load_der_ocsp_response((await api.client.get(f"/ocsp/{inter}/{path}")).content)
+        assert answer.response_status == ocsp.OCSPResponseStatus.SUCCESSFUL, (path, answer.response_status)
+        assert answer.certificate_status == ocsp.OCSPCertStatus.GOOD
+        assert answer.serial_number == certificate.serial_number
+
+
 async def test_a_revocation_made_in_another_process_is_not_hidden_by_a_cached_ocsp_answer(pki_api, monkeypatch):
     """Cached OCSP answers are keyed by the revocations recorded on the CA and the CAs above it, so a revocation made
     by another worker process (whose cache-dropping never reaches this one: here, dropping is switched off)
