@@ -18,6 +18,15 @@ def _available(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
+def _http_protocol() -> type | str:
+    """httptools with each response in one write (api/http_protocol.py), or h11 if httptools is missing."""
+    if not _available("httptools"):
+        return "h11"
+    from api.http_protocol import OneWriteHttpToolsProtocol
+
+    return OneWriteHttpToolsProtocol
+
+
 def build_server(settings: Settings, app=None) -> uvicorn.Server:
     """A uvicorn server for ``app`` (default: ``create_app(settings)``) bound to settings.host:port."""
     config = uvicorn.Config(
@@ -30,7 +39,7 @@ def build_server(settings: Settings, app=None) -> uvicorn.Server:
         # loop; bench/narrative.md), and uvloop's open reports of answers reaching the wrong request under load
         # (MagicStack/uvloop#645) are not a risk a certificate authority takes for about 8 % less CPU per read.
         loop="asyncio",
-        http="httptools" if _available("httptools") else "h11",
+        http=_http_protocol(),
         lifespan="on",
         proxy_headers=False,
         server_header=False,
