@@ -16,28 +16,29 @@ from commands import renewal
 from commands.identity import Identity
 from commands.runtime import Services, SystemClock
 from domain.verification import ChainVerifier, VerifyReport
-from infra.audit.checkpointer import Checkpointer
 from infra.artifacts import SQLiteArtifactStore
+from infra.audit.checkpointer import Checkpointer
 from infra.audit.keys import AuditSigner, load_public_key, trusted_keys
+from infra.audit.witness import read_witness
 from infra.config import Settings
 from infra.credentials import SQLiteCredentialVault
-from infra.identity import build_identity
-from infra.jobs import Jobs
-from infra.webhooks import Webhooks
-from infra.webhooks import wire as wire_webhooks
-from infra.webhooks.dispatcher import WebhookDispatcher
-from infra.webhooks.log import DeliveryLog
 from infra.crypto.engine import CryptographyPki
 from infra.crypto.keypool import RsaKeyPool
 from infra.crypto.revocation import CryptographyRevocation
 from infra.distributed import close_store, open_store, projection_tasks
 from infra.eventstore.linked import LinkedEventStore
-from infra.eventstore.sqlite import SQLiteEventStore, read_witness
+from infra.eventstore.sqlite import SQLiteEventStore
+from infra.identity import build_identity
+from infra.jobs import Jobs
 from infra.keystore.vault import SQLiteKeyVault
+from infra.ldap import LdapDirectory
 from infra.primary_link import LinkClient
 from infra.renewal_scheduler import RenewalScheduler
 from infra.revocation_scheduler import RevocationScheduler
-from infra.ldap import LdapDirectory
+from infra.webhooks import Webhooks
+from infra.webhooks import wire as wire_webhooks
+from infra.webhooks.dispatcher import WebhookDispatcher
+from infra.webhooks.log import DeliveryLog
 from projections.registry import all_projectors
 from projections.runner import ProjectionRunner
 

@@ -242,6 +242,38 @@ def read_json(path: Path | None, default):
     return json.loads(path.read_text())
 
 
+# docs/events.md section 6.5: the witness file ---------------------------------------------------
+
+WITNESS_SLOT = 512
+
+
+def read_witness(path: Path) -> dict:
+    """The valid slot with the highest ``seq`` (its ``sha256`` is over its canonical JSON without that
+    member), or a file of the earlier format (one object). {} without a file; ValueError if nothing in it is valid."""
+    if not path.exists():
+        return {}
+    data = path.read_bytes()
+    best_seq, best = -1, None
+    for start in (0, WITNESS_SLOT):
+        try:
+            record = json.loads(data[start:start + WITNESS_SLOT].rstrip(b"\x00"))
+        except ValueError:
+            continue
+        if not isinstance(record, dict):
+            continue
+        if "seq" not in record and "sha256" not in record:
+            if start == 0 and best is None:
+                best_seq, best = 0, record
+            continue
+        claimed = record.pop("sha256", None)
+        if (isinstance(record.get("seq"), int) and claimed == hashlib.sha256(canonical(record)).hexdigest()
+                and record["seq"] > best_seq):
+            best_seq, best = record.pop("seq"), record
+    if best is None:
+        raise ValueError(f"{path} holds no valid witness record")
+    return best
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("events_db", type=Path)
@@ -252,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
 
     data_dir = args.events_db.resolve().parent
     try:
-        witness = read_json(args.witness or data_dir / "audit-witness.json", {})
+        witness = read_witness(args.witness or data_dir / "audit-witness.json")
         anchor = read_json(args.anchor or data_dir / "keys" / "audit-keys.pub.json", None)
         if not args.events_db.exists():
             raise OSError(f"{args.events_db} does not exist")

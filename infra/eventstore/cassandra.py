@@ -48,10 +48,11 @@ from commands.waits import wait_set
 from domain.chain import genesis_hash
 from domain.errors import IdempotencyKeyReused, WrongExpectedVersion
 from domain.events import EventEnvelope
+from infra.audit.witness import release_witness, write_witness
 from infra.config import CassandraSettings
 from infra.eventstore import cassandra_schema as schema
 from infra.eventstore.cassandra_schema import IdempotencyRow, Row
-from infra.eventstore.sqlite import RawRecord, StoreUnavailable, _Pending, _set_all, chained_rows, write_witness
+from infra.eventstore.sqlite import RawRecord, StoreUnavailable, _Pending, _set_all, chained_rows
 from infra.eventstore.wakeups import AppendWakeups
 
 log = logging.getLogger(__name__)
@@ -196,6 +197,8 @@ class CassandraEventStore:
             self._writer.join()
         if self._cluster is not None:
             self._cluster.shutdown()
+        if self.witness_path is not None:
+            release_witness(self.witness_path)
 
     async def close(self) -> None:
         await asyncio.to_thread(self.close_sync)

@@ -14,7 +14,6 @@ import asyncio
 import concurrent.futures
 import functools
 import itertools
-import json
 import logging
 import os
 import queue
@@ -35,6 +34,7 @@ from domain.chain import chain_hash, genesis_hash
 from domain.errors import IdempotencyKeyReused, WrongExpectedVersion
 from domain.events import EventEnvelope
 from infra import telemetry
+from infra.audit.witness import release_witness, write_witness
 from infra.eventstore.wakeups import AppendWakeups
 from projections.sqlite_wal import use_wal
 
@@ -160,6 +160,8 @@ class SQLiteEventStore:
         if self._writer is not None:
             self._queue.put(_STOP)
             self._writer.join()
+        if self.witness_path is not None:
+            release_witness(self.witness_path)
 
     def __enter__(self) -> SQLiteEventStore:
         return self.open()
@@ -683,50 +685,3 @@ def chained_rows(request: AppendRequest, position: int, version: int, prev: str)
         rows.append((position, request.tenant_id, request.stream_id, version, request.stream_type,
                      new.type, new.occurred_at, body, prev))
     return rows
-
-
-def write_witness(path: Path, rows: list[tuple]) -> None:
-    """Raise the witness's high-water mark to the last of ``rows`` (``_EVENT_COLUMNS`` tuples), note checkpoints.
-
-    Best effort: failing to write it loses no data (the Cassandra store shares it).
-    """
-    try:
-        witness = _witness_as_last_written(path)
-        witness["high_water"] = max(witness.get("high_water", 0), rows[-1][0])
-        for row in rows:
-            if row[5] == "audit.checkpoint":
-                witness["checkpoint"] = {"position": row[0], "version": row[3], "hash": row[8]}
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(witness, sort_keys=True))
-        os.replace(tmp, path)
-        _last_written[path] = (_identity(path), dict(witness))
-    except OSError as exc:
-        log.warning("could not update audit witness", extra={"error": repr(exc)})
-
-
-# path -> (the file's identity right after this process replaced it, what it wrote): the witness is read back
-# only when someone else has replaced it since (another process's store, a restore), not on every commit.
-_last_written: dict[Path, tuple[tuple[int, int, int], dict]] = {}
-
-
-def _identity(path: Path) -> tuple[int, int, int]:
-    stat = os.stat(path)
-    return stat.st_ino, stat.st_mtime_ns, stat.st_size
-
-
-def _witness_as_last_written(path: Path) -> dict:
-    known = _last_written.get(path)
-    if known is not None:
-        try:
-            if _identity(path) == known[0]:
-                return dict(known[1])
-        except OSError:
-            pass
-    return read_witness(path)
-
-
-def read_witness(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from eventstore_contract import EventStoreContract, assert_chain, fresh_stream, new_event, request
 
 from domain.errors import WrongExpectedVersion
+from infra.audit.witness import read_witness
 from infra.eventstore.sqlite import SQLiteEventStore, StoreUnavailable
 
 
@@ -78,7 +78,7 @@ async def test_the_witness_records_the_high_water_position(tmp_path):
     with SQLiteEventStore(tmp_path / "events.db", witness_path=witness) as store:
         await store.append(request(fresh_stream(), 0, 4))
         await store.append(request(fresh_stream(), 0, 1))
-    assert json.loads(witness.read_text()) == {"high_water": 5}
+    assert read_witness(witness) == {"high_water": 5}
 
 
 async def test_a_writer_sees_appends_made_through_another_instance(tmp_path):

@@ -10,8 +10,8 @@ from commands.runtime import CommandContext
 from commands.tenants import CreateTenant, RenameTenant, create_tenant, rename_tenant
 from domain.verification import ChainVerifier
 from infra.audit.keys import load_public_key, trusted_keys
+from infra.audit.witness import read_witness
 from infra.bootstrap import verify_store
-from infra.eventstore.sqlite import read_witness
 
 CTX = CommandContext(principal=SYSTEM)
 
