@@ -135,6 +135,40 @@ async def test_a_lookup_while_the_read_models_lag_is_503_not_404(tmp_path):
         assert_problem(absent, 503, "projection-lagging", field="tenant_id")  # the same: nothing is known past the lag
 
 
+async def test_a_lookup_that_the_read_models_overtake_is_asked_again_not_answered_404(tmp_path):
+    """The read models reach the log's head while a lookup runs, just after it found nothing: that "nothing" is
+    from before the head, so the lookup is made again (it was a 404 for a certificate issued a moment before)."""
+    from types import SimpleNamespace
+
+    from api.deps import find_row
+    from projections import tenants as tenant_model
+
+    async with running_api(tmp_path) as running:
+        admin = await running.admin()
+        runtime = running.app.state.runtime
+        [tail] = [task for task in runtime.tasks if task.get_name() == "projections"]
+        tail.cancel()  # the read models stop where they are; this test moves them itself
+        with contextlib.suppress(asyncio.CancelledError):
+            await tail
+        created = await running.client.post("/v1/tenants", json={"tenant_id": "racy", "name": "Racy"}, headers=admin)
+        assert created.status_code == 201, created.text
+        lookups = []
+
+        def overtaken(conn, tenant_id, scope):
+            row = tenant_model.get(conn, tenant_id, scope)
+            if not lookups:  # the first lookup finds nothing; the tail applies the head right after it
+                while runtime.runner.catch_up_once():
+                    pass
+            lookups.append(row)
+            return row
+
+        request = SimpleNamespace(app=running.app)
+        assert runtime.runner.position < created.json()["global_position"]
+        row = await find_row(request, overtaken, "racy", None, field="tenant_id")
+        assert lookups[0] is None and row is not None and row["tenant_id"] == "racy"
+        assert runtime.runner.position >= created.json()["global_position"]
+
+
 async def test_a_busy_shared_thread_pool_does_not_hold_up_the_read_models(tmp_path):
     """The projection tail has its own thread: with every thread of the event loop's shared pool busy (long
     queries, key generation), a write is still readable within the read-your-writes wait."""
