@@ -62,27 +62,37 @@ def _declares_length(message: dict) -> bool:
     return any(name.lower() == b"content-length" for name, _ in message.get("headers", ()))
 
 
+def _one_write(app: Any, transport: _OneWrite) -> Any:
+    """``app`` with its ``send`` holding a response head that declares its length until the first body write.
+
+    A wrapper of the app, not of the cycle's ``send`` stored on the cycle: that made every cycle a reference
+    cycle (cycle -> send -> cycle), freed only by the garbage collector, whose full passes over that much
+    garbage stalled the event loop (paced reads' p99 went from 2-3 ms to 70-110 ms).
+    """
+    async def call(scope: Any, receive: Any, send: Any) -> None:
+        async def send_once(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                if _declares_length(message):
+                    transport.hold_next()
+                try:
+                    await send(message)
+                finally:
+                    transport.stop_holding()  # nothing more is held than the head it wrote, if it did
+                return
+            try:
+                await send(message)
+            finally:
+                transport.flush()
+
+        await app(scope, receive, send_once)
+
+    return call
+
+
 class OneWriteHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol; every response with a Content-Length leaves in one write."""
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
         transport = _OneWrite(self.transport)
         cycle.transport = transport  # type: ignore[assignment]
-        original = cycle.send
-
-        async def send(message: Any) -> None:
-            if message["type"] == "http.response.start" and not cycle.response_started:
-                if _declares_length(message):
-                    transport.hold_next()
-                try:
-                    await original(message)
-                finally:
-                    transport.stop_holding()  # nothing more is held than the head it wrote, if it did
-                return
-            try:
-                await original(message)
-            finally:
-                transport.flush()
-
-        cycle.send = send  # type: ignore[method-assign]
-        super()._start_asgi_task(cycle, app)
+        super()._start_asgi_task(cycle, _one_write(app, transport))

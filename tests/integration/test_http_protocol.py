@@ -166,3 +166,26 @@ async def test_100_continue_is_sent_before_the_client_sends_its_body(server):
 async def test_a_head_whose_body_never_comes_is_sent_before_the_connection_closes(server):
     received = await _ask(server, b"GET /broken HTTP/1.1\r\nHost: x\r\n\r\n", b"never")
     assert received.startswith(b"HTTP/1.1 200 OK\r\n") and b"content-length: 10" in received  # then closed
+
+
+async def test_a_response_leaves_no_reference_cycle_behind(server):
+    """Each request's cycle is freed when its answer is sent, not left to the garbage collector: cycles left
+    behind (cycle -> send -> cycle, as a wrapper stored on the cycle made them) stalled the event loop in
+    the collector's full passes, and paced reads' p99 went from 2-3 ms to 70-110 ms."""
+    import gc
+
+    from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
+
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)  # what a collection finds unreachable stays in gc.garbage, to be inspected
+    try:
+        for _ in range(20):
+            await _ask(server, b"GET /fixed HTTP/1.1\r\nHost: x\r\n\r\n", b"hello")
+        gc.collect()
+        left = [o for o in gc.garbage if isinstance(o, RequestResponseCycle)]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    assert left == []
