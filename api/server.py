@@ -8,6 +8,7 @@ import signal
 import uvicorn
 
 from api.app import create_app
+from infra.bootstrap import freeze_startup_heap
 from infra.config import Settings
 from infra.telemetry import configure_logging
 
@@ -66,7 +67,9 @@ def serve(settings: Settings) -> int:
     # let that second signal pass: a clean shutdown exits 0.
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, _already_handled)
-    build_server(settings).run()
+    server = build_server(settings)
+    freeze_startup_heap()  # the modules and the app; the runtime opens in the app's lifespan
+    server.run()
     return 0
 
 

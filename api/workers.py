@@ -88,7 +88,7 @@ def primary_main(settings: Settings, path: Path, parent: int) -> None:
 
 async def _primary(settings: Settings, path: Path) -> None:
     from api.ratelimit import MemoryBackend, Rate
-    from infra.bootstrap import initialise
+    from infra.bootstrap import freeze_startup_heap, initialise
     from infra.primary_link import LinkServer
 
     limiter = MemoryBackend()
@@ -107,6 +107,7 @@ async def _primary(settings: Settings, path: Path) -> None:
     runtime.start_background()
     server = LinkServer(path, runtime.store, runtime.runner, rate_hit=rate_hit)
     await server.start()
+    freeze_startup_heap()
     pid_file = path.with_name("primary.pid")
     pid_file.write_text(f"{os.getpid()}\n")
     log.info("primary process ready", extra={"link": str(path)})
@@ -126,6 +127,7 @@ def worker_main(settings: Settings, sock: socket.socket, path: Path, parent: int
     """An HTTP worker: the app under uvicorn on the shared socket, linked to the primary."""
     from api.app import create_app
     from api.server import build_server
+    from infra.bootstrap import freeze_startup_heap
     from infra.primary_link import LinkClient
     from infra.telemetry import configure_logging
 
@@ -133,6 +135,7 @@ def worker_main(settings: Settings, sock: socket.socket, path: Path, parent: int
     configure_logging(settings.log_level)
     link = LinkClient(path, on_progress=lambda progress: None)
     server = build_server(settings, create_app(settings, link))
+    freeze_startup_heap()  # the modules and the app; the runtime opens in the app's lifespan
     server.run(sockets=[sock])
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -210,6 +211,16 @@ def open_job_worker(settings: Settings) -> JobWorker:
     jobs = Jobs.from_settings(settings)
     keys = SQLiteKeyVault(settings.data_dir, kek_provider=settings.kek_provider)
     return JobWorker(jobs, keys, wire_webhooks(settings, jobs, keys))
+
+
+def freeze_startup_heap() -> None:
+    """Take what starting a server process allocated (the modules, the app; the primary's runtime too) out of
+    the garbage collector's sight (``gc.freeze``). Its full passes then walk what requests allocate, not the
+    whole heap each time: at 32 connections issuing, p99 latency 51-52 ms against 66-75 ms (alternated,
+    2026-12-06, frozen after the runtime had started), and a little less CPU per request. Called by the
+    server entry points only (not by the app, which the tests start many times in one process)."""
+    gc.collect()
+    gc.freeze()
 
 
 def initialise(settings: Settings) -> Runtime:
