@@ -146,10 +146,10 @@ async def _sign(services: Services, spec: CertificateSpec, subject_keys: PublicK
     """Sign ``spec`` with the issuer's current key (verified against its certificate), or with ``self_key``."""
     crypto = pki.crypto_of(services)
     if issuer is None:
-        return await asyncio.to_thread(crypto.sign_certificate, spec, subject_keys, self_key, None)
+        return await blocking.signature(crypto.sign_certificate, spec, subject_keys, self_key, None)
     key = await pki.signing_key(services, issuer, tenant_id)
     issuer_der = pki.der_of_pem(issuer.current.certificate_pem)
-    der = await asyncio.to_thread(crypto.sign_certificate, spec, subject_keys, key, issuer_der)
+    der = await blocking.signature(crypto.sign_certificate, spec, subject_keys, key, issuer_der)
     crypto.verify_issued(der, issuer_der)
     return der
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 from typing import Annotated, Any
 
@@ -153,7 +152,7 @@ async def issue(services: Services, ctx: CommandContext, command: msgspec.Struct
         keys = request.public_keys
     signer = await pki.signing_key(services, issuer, tenant_id)
     issuer_der = pki.der_of_pem(issuer.current.certificate_pem)
-    der = await asyncio.to_thread(crypto.sign_certificate, spec, keys, signer, issuer_der)
+    der = await blocking.signature(crypto.sign_certificate, spec, keys, signer, issuer_der)
     key_ref = request.key_ref
     if key is not None:
         key_ref = await pki.vault_of(services).put(tenant_id, crypto.private_key_bytes(key),

@@ -8,13 +8,12 @@ number. The DER goes to the artifact store before the event, so no event names a
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Iterable
 
 import msgspec
 
-from commands import pki
+from commands import blocking, pki
 from commands.authz import SYSTEM
 from commands.ports import ArtifactStore, RevocationCrypto
 from commands.runtime import CommandContext, Services, load, run
@@ -85,7 +84,7 @@ async def _publish_from(services: Services, tenant_id: str, state: revocation.Re
     period = services.crl_validity
     entries = revocation.crl_entries(state, now, period)
     key = await pki.signing_key(services, state.ca, tenant_id)
-    der = await asyncio.to_thread(revocation_of(services).sign_crl, entries, issuer_key=key,
+    der = await blocking.signature(revocation_of(services).sign_crl, entries, issuer_key=key,
                                   issuer_certificate=pki.der_of_pem(current.certificate_pem), number=number,
                                   this_update=now, next_update=now + period)
     digest = await artifacts_of(services).put(der, CRL_MEDIA_TYPE)

@@ -10,7 +10,6 @@ sub-CA certificate), unknown otherwise; everything below a revoked CA answers re
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -137,7 +136,7 @@ async def _answer(services: Services, tenant_id: str, state: revocation.Registry
     answer = await _status(services, tenant_id, state, issuer, question.serial, subordinates)
     signer_key = await pki.SIGNING_KEYS.get(services, tenant_id, signer.key_ref or "")
     now = services.clock.now()
-    body = await asyncio.to_thread(
+    body = await blocking.signature(
         crl.revocation_of(services).ocsp_response, question, answer, signer_key=signer_key,
         signer_certificate=pki.der_of_pem(signer.certificate_pem), this_update=now, next_update=now + RESPONSE_VALIDITY)
     return OcspReply(body=body, status="successful", this_update=now, next_update=now + RESPONSE_VALIDITY,
@@ -247,7 +246,7 @@ async def _issue_signer(services: Services, tenant_id: str, state: revocation.Re
     key = await blocking.slow(crypto.generate_key, algorithm)
     issuer_key = await pki.SIGNING_KEYS.get(services, tenant_id, issuer.key_ref or "")
     issuer_der = pki.der_of_pem(issuer.certificate_pem)
-    der = await asyncio.to_thread(crypto.sign_certificate, spec, crypto.public_keys(key), issuer_key, issuer_der)
+    der = await blocking.signature(crypto.sign_certificate, spec, crypto.public_keys(key), issuer_key, issuer_der)
     crypto.verify_issued(der, issuer_der)
     # Stored before the event names it; a signer that loses the race below leaves an unused key behind.
     key_ref = await pki.vault_of(services).put(tenant_id, crypto.private_key_bytes(key), algorithm=algorithm,
