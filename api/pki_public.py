@@ -96,8 +96,7 @@ def _encoded_request(request: Request, ca_id: str, routed: str) -> str:
 
 def _decode(encoded: str) -> bytes:
     """The base64 of an OCSPRequest ('/' may appear in it anywhere). Undecodable: empty, i.e. malformed."""
-    text = encoded
-    padded = (text + "=" * (-len(text) % 4)).encode("ascii", "replace")
+    padded = (encoded + "=" * (-len(encoded) % 4)).encode("ascii", "replace")
     for altchars in (None, b"-_"):  # standard base64 (RFC 6960 A.1), or its URL-safe variant
         try:
             return base64.b64decode(padded, altchars=altchars, validate=True)
