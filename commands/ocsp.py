@@ -96,12 +96,12 @@ async def respond(services: Services, tenant_id: str | None, ca_id: str, data: b
         return _failure(services, "unauthorized")
     now = services.clock.now()
     try:
-        state = await crl.load_registry(services, tenant_id, ca_id)
+        chain = await _chain(services, tenant_id, await crl.load_registry(services, tenant_id, ca_id))
         key = (question.hash_algorithm, question.issuer_name_hash, question.issuer_key_hash, question.serial,
-               await _chain_revocations(services, tenant_id, state))
+               tuple(registry.revocations_mark for registry in chain))
         if question.nonce is None and (cached := RESPONSES.get(ca_id, key, now)) is not None:
             return cached
-        reply = await _answer(services, tenant_id, state, question, subordinates)
+        reply = await _answer(services, tenant_id, chain, question, subordinates)
     except Exception:  # a responder answers internalError, never an HTTP 500 (RFC 6960 2.3)
         log.exception("OCSP answer for CA %s failed", ca_id)
         return _failure(services, "internal_error")
@@ -110,30 +110,30 @@ async def respond(services: Services, tenant_id: str | None, ca_id: str, data: b
     return reply
 
 
-async def _chain_revocations(services: Services, tenant_id: str,
-                             state: revocation.Registry) -> tuple[tuple[int, bool], ...]:
-    """The revocations mark of this CA and of every CA above it (each stream read through the stream cache)."""
-    marks: list[tuple[int, bool]] = []
+async def _chain(services: Services, tenant_id: str, state: revocation.Registry) -> list[revocation.Registry]:
+    """This CA's registry and those of every CA above it, nearest first (each read through the stream cache)."""
+    chain: list[revocation.Registry] = []
     seen: set[str] = set()
     current: revocation.Registry | None = state
     while current is not None and current.ca.ca_id not in seen:  # seen: a corrupt parent loop must not spin
-        marks.append(current.revocations_mark)
+        chain.append(current)
         seen.add(current.ca.ca_id)
         parent_id = current.ca.parent_id
         current = await crl.load_registry(services, tenant_id, parent_id) if parent_id else None
-    return tuple(marks)
+    return chain
 
 
-async def _answer(services: Services, tenant_id: str, state: revocation.Registry, question: OcspQuestion,
+async def _answer(services: Services, tenant_id: str, chain: list[revocation.Registry], question: OcspQuestion,
                   subordinates: Subordinates | None) -> OcspReply:
-    """The answer as of ``state`` (the CA's stream when the cache key was made) or later: never older than its key."""
+    """The answer as of ``chain`` (read when the cache key was made) or later: never older than its key."""
+    state = chain[0]
     issuer = _issuer_named_by(services, state, question) if state.ca.current is not None else None
     if issuer is None:  # not a key of this CA: another responder is authoritative (RFC 6960 2.3)
         return _failure(services, "unauthorized")
     signer = await signer_for(services, tenant_id, state, issuer)
     if signer is None:
         return _failure(services, "unauthorized")
-    answer = await _status(services, tenant_id, state, issuer, question.serial, subordinates)
+    answer = await _status(services, tenant_id, chain, issuer, question.serial, subordinates)
     signer_key = await pki.SIGNING_KEYS.get(services, tenant_id, signer.key_ref or "")
     now = services.clock.now()
     body = await blocking.signature(
@@ -158,15 +158,17 @@ def _issuer_named_by(services: Services, state: revocation.Registry,
     return None
 
 
-async def _status(services: Services, tenant_id: str, state: revocation.Registry, issuer: ca.CaCertificate,
+async def _status(services: Services, tenant_id: str, chain: list[revocation.Registry], issuer: ca.CaCertificate,
                   serial: int, subordinates: Subordinates | None) -> OcspAnswer:
+    state = chain[0]
     serial_hex = format(serial, "x")
     entry = state.revoked.get(serial_hex)
     if entry is not None:
         return OcspAnswer(status="revoked", revoked_at=entry.revoked_at, reason=entry.reason)
     if not await _signed_here(services, tenant_id, state, issuer, serial, subordinates):
         return OcspAnswer(status="unknown")
-    revoked_ca = await _revoked_in_chain(services, tenant_id, state)
+    # this CA's revocation, or the nearest revoked CA above it
+    revoked_ca = next((registry.ca_revoked for registry in chain if registry.ca_revoked is not None), None)
     if revoked_ca is not None:
         return OcspAnswer(status="revoked", revoked_at=revoked_ca.revoked_at,
                           reason=revocation.ca_reason_for_subordinates(revoked_ca.reason))
@@ -187,20 +189,6 @@ async def _signed_here(services: Services, tenant_id: str, state: revocation.Reg
         if leaf.issued is not None:
             return leaf.issued.ca_id == state.ca.ca_id and leaf.issued.issuer_fingerprint in same_key
     return subordinates is not None and serial_hex in await subordinates(tenant_id, state.ca.ca_id)
-
-
-async def _revoked_in_chain(services: Services, tenant_id: str,
-                            state: revocation.Registry) -> ca.CaRevoked | None:
-    """This CA's revocation, or the nearest revoked CA above it."""
-    seen: set[str] = set()
-    current: revocation.Registry | None = state
-    while current is not None and current.ca.ca_id not in seen:
-        if current.ca_revoked is not None:
-            return current.ca_revoked
-        seen.add(current.ca.ca_id)
-        parent_id = current.ca.parent_id
-        current = await crl.load_registry(services, tenant_id, parent_id) if parent_id else None
-    return None
 
 
 async def signer_for(services: Services, tenant_id: str, state: revocation.Registry,
