@@ -8,18 +8,16 @@ the file the same way.
 
 from __future__ import annotations
 
-import importlib.util
+import functools
 import json
 import os
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_reference_verifier import load_tool
 
 from infra.audit.witness import SLOT, _slot_bytes, parse, read_witness, release_witness, write_witness
-
-TOOL = Path(__file__).resolve().parents[2] / "tools" / "verify_chain.py"
 
 
 def rows(position: int, checkpoint: bool = False) -> list[tuple]:
@@ -35,11 +33,10 @@ def witness(tmp_path):
     release_witness(path)
 
 
+@functools.cache
 def reference_reader():
-    spec = importlib.util.spec_from_file_location("verify_chain", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.read_witness
+    """tools/verify_chain.py's reader, loaded once (test_reference_verifier's loader)."""
+    return load_tool().read_witness
 
 
 def test_updates_alternate_between_two_slots_and_the_latest_is_read(witness):
