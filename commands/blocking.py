@@ -1,17 +1,20 @@
-"""Where a handler's CPU-heavy steps run, off the event loop: signatures in batches, key generation and
-password hashing on a pool of their own.
+"""Where a handler's CPU-heavy steps run: signatures batched on the event loop, key generation and password
+hashing on a pool of their own, work that grows with its input on the shared pool.
 
-- **Signatures** (``signature``): every signature asked for in one turn of the event loop goes to the loop's
-  shared pool as one job, and their results come back together. A hop to a thread and back costs about
-  80 µs of CPU on this VM (each cross-thread wake-up is an inter-processor interrupt), more than an ECDSA
-  P-384 signature; a batch pays it once. Results that come back together also send their appends to the
-  primary together, which then group-commits them with one fsync. Alternated at 32 and 256 connections
-  issuing (bench/narrative.md): about +8 % and +9 % (medians of nine rounds) against a hop per signature.
-  Signing on the event loop itself was faster at 32 connections and slower at 256: the appends then reach
-  the writer one by one, three times the commits.
+- **Signatures** (``signature``) of certificates and OCSP answers: every signature asked for in one turn of
+  the event loop is made just after that turn, on the loop, one after another. They come back together,
+  so their appends reach the primary together, which group-commits them with one fsync. ``cryptography``
+  releases the GIL for part of a signature (two threads sign 1.7 times as fast as one), but a busy server
+  has no idle core to give a thread: its workers and the primary already share them. The hop there and
+  back cost about 80 µs of CPU and woke another core. Alternated against batches sent to a thread
+  (bench/narrative.md): equal at 32 connections issuing, faster in each of 11 rounds at 256. A batch signs for ``SIGNATURE_SLICE`` at most before the loop takes a
+  turn (a burst of RSA-4096 CA signatures would otherwise hold it for a second); slicing ECDSA batches
+  finer than that split their commits and cost throughput.
 - **Key generation** (RSA-4096: 0.2-1.5 s, the GIL released) **and password hashing** (argon2id: tens of
   ms) go to ``SLOW``, bounded to the cores. A burst of server-side RSA keys then waits its turn there, and
-  does not take every thread of the shared pool that signatures, store reads and read-model queries need.
+  does not take every thread of the shared pool that store reads and read-model queries need.
+- **CRLs** (``in_thread``): building one lists every revocation, so its time grows without bound; it goes
+  to the shared pool, where the loop keeps its turns meanwhile.
 """
 
 from __future__ import annotations
@@ -21,6 +24,9 @@ import contextvars
 import functools
 import os
 import threading
+import time
+import weakref
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -54,59 +60,60 @@ async def slow(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
     return await asyncio.get_running_loop().run_in_executor(SLOW.executor(), functools.partial(fn, *args, **kwargs))
 
 
-SIGNATURE_BATCH = 64  # signatures per job at most: a larger turn's are split, so no one waits behind hundreds
+SIGNATURE_SLICE = 0.05  # seconds of signing at most in one turn of the loop, then the loop takes a turn
 
 
 class _Signatures:
-    """The signatures asked for in the current turn of each event loop, sent to a thread as one job."""
+    """The signatures asked for in the current turn of each event loop, made together just after it."""
 
     def __init__(self) -> None:
-        self._pending: dict[asyncio.AbstractEventLoop, list[tuple]] = {}
+        # the batch each loop is filling; only its scheduled callback holds it, so a loop closed before that
+        # callback ran (which drops its callbacks) leaves no entry behind
+        self._pending: weakref.WeakValueDictionary[asyncio.AbstractEventLoop, deque[tuple]] = (
+            weakref.WeakValueDictionary())
 
     async def run(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        pending = self._pending.setdefault(loop, [])
-        if not pending:
-            loop.call_soon(self._send, loop)  # after every callback already ready in this turn
+        pending = self._pending.get(loop)
+        if pending is None:
+            pending = self._pending[loop] = deque()
+            loop.call_soon(self._sign, loop, pending)  # after every callback already ready in this turn
         call = functools.partial(fn, *args, **kwargs)
         pending.append((contextvars.copy_context(), call, future))  # the caller's context, as asyncio.to_thread
         return await future
 
-    def _send(self, loop: asyncio.AbstractEventLoop) -> None:
-        batch = self._pending.pop(loop, [])
-        for start in range(0, len(batch), SIGNATURE_BATCH):
-            loop.run_in_executor(None, _sign_all, loop, batch[start:start + SIGNATURE_BATCH])
-
-
-def _sign_all(loop: asyncio.AbstractEventLoop, batch: list[tuple]) -> None:
-    """In a pool thread: each signature in turn; then one wake-up of the loop settles them all."""
-    outcomes = []
-    for context, call, future in batch:
-        try:
-            outcomes.append((future, context.run(call), None))
-        except BaseException as exc:  # handed to the one caller it belongs to
-            outcomes.append((future, None, exc))
-    try:
-        loop.call_soon_threadsafe(_settle, outcomes)
-    except RuntimeError:  # the loop closed meanwhile: nobody is waiting
-        pass
-
-
-def _settle(outcomes: list[tuple]) -> None:
-    for future, result, exc in outcomes:
-        if future.done():  # its caller was cancelled
-            continue
-        if exc is not None:
-            future.set_exception(exc)
-        else:
-            future.set_result(result)
+    def _sign(self, loop: asyncio.AbstractEventLoop, pending: deque[tuple]) -> None:
+        """On the loop: this turn's signatures in order, for ``SIGNATURE_SLICE`` at most; what is left waits
+        for the next turn, behind whatever else became ready meanwhile."""
+        if self._pending.get(loop) is pending:
+            del self._pending[loop]  # signatures asked for from here on make the next batch
+        deadline = time.perf_counter() + SIGNATURE_SLICE
+        while pending:
+            context, call, future = pending.popleft()
+            if future.done():  # its caller was cancelled: no signature for nobody
+                continue
+            try:
+                result = context.run(call)
+            except Exception as exc:  # handed to the one caller it belongs to
+                future.set_exception(exc)
+            else:
+                future.set_result(result)
+            if pending and time.perf_counter() > deadline:
+                loop.call_soon(self._sign, loop, pending)
+                return
 
 
 SIGNATURES = _Signatures()
 
 
 async def signature(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
-    """``fn(*args, **kwargs)``, a signature (certificate, CRL, OCSP answer): on the shared pool, batched per turn
-    of the event loop."""
+    """``fn(*args, **kwargs)``, one signature of a certificate or an OCSP answer: on the event loop, together
+    with every other signature asked for in the same turn."""
     return await SIGNATURES.run(fn, *args, **kwargs)
+
+
+async def in_thread(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    """``fn(*args, **kwargs)`` on the shared pool: work that grows with its input (a CRL lists every
+    revocation), which would hold the event loop for too long."""
+    return await asyncio.to_thread(fn, *args, **kwargs)
