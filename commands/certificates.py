@@ -152,7 +152,7 @@ async def issue(services: Services, ctx: CommandContext, command: msgspec.Struct
         keys = request.public_keys
     signer = await pki.signing_key(services, issuer, tenant_id)
     issuer_der = pki.der_of_pem(issuer.current.certificate_pem)
-    der = await blocking.signature(crypto.sign_certificate, spec, keys, signer, issuer_der)
+    der, facts = await blocking.signature(crypto.sign_described, spec, keys, signer, issuer_der)
     key_ref = request.key_ref
     if key is not None:
         key_ref = await pki.vault_of(services).put(tenant_id, crypto.private_key_bytes(key),
@@ -162,7 +162,7 @@ async def issue(services: Services, ctx: CommandContext, command: msgspec.Struct
         certificate_id=certificate_id, ca_id=issuer.ca_id, issuer_fingerprint=issuer.current.facts.fingerprint_sha256,
         profile=where.profile_name, subject=request.subject, sans=request.sans,
         key_source="server" if key_ref is not None else "csr", key_ref=key_ref, csr_sha256=request.csr_sha256,
-        certificate_pem=pki.pem("CERTIFICATE", der), facts=crypto.describe(der), tags=tags)
+        certificate_pem=pki.pem("CERTIFICATE", der), facts=facts, tags=tags)
     result = await run(services, ctx, command, tenant_id=tenant_id, stream_id=certificate.stream_id(certificate_id),
                        stream_type=certificate.STREAM_TYPE, fold=certificate.fold,
                        decide=lambda s: certificate.decide_issue(s, issued))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import weakref
-from datetime import timezone
+from datetime import datetime, timezone
 from typing import Any
 
 from cryptography import x509
@@ -69,6 +69,18 @@ class CryptographyPki:
 
     def sign_certificate(self, spec: CertificateSpec, subject: PublicKeys, issuer_key: Any,
                          issuer_certificate: bytes | None) -> bytes:
+        return self._issuance(spec, subject, issuer_key, issuer_certificate).run()
+
+    def sign_described(self, spec: CertificateSpec, subject: PublicKeys, issuer_key: Any,
+                       issuer_certificate: bytes | None) -> tuple[bytes, CertificateFacts]:
+        """``sign_certificate`` and what ``describe`` would read back from it, taken from what was encoded
+        instead of parsing the certificate again (a fifth of an issuance's CPU on the event loop)."""
+        issuance = self._issuance(spec, subject, issuer_key, issuer_certificate)
+        certificate = issuance.run()
+        return certificate, issuance.facts(certificate) or self.describe(certificate)
+
+    def _issuance(self, spec: CertificateSpec, subject: PublicKeys, issuer_key: Any,
+                  issuer_certificate: bytes | None) -> _Issuance:
         issuer = _key_pair(issuer_key)
         if spec.not_before.tzinfo is None or spec.not_after.tzinfo is None:
             raise DomainError("invalid_certificate_spec", "validity times must be timezone-aware", field="spec")
@@ -81,11 +93,7 @@ class CryptographyPki:
             _check_issuer(issuer, None, subject)
             authority = _authority_key_identifier(issuer, None)
         algorithm = _signature_hash(spec, issuer.primary)
-        try:
-            return _Issuance(spec, subject, issuer, issuer_cert, authority, algorithm).run()
-        except _BUILD_ERRORS as exc:
-            raise DomainError("invalid_certificate_spec", f"the certificate cannot be built: {exc}",
-                              field="spec") from exc
+        return _Issuance(spec, subject, issuer, issuer_cert, authority, algorithm)
 
     def _checked_issuer(self, issuer: KeyPair, certificate: bytes
                         ) -> tuple[x509.Certificate, x509.AuthorityKeyIdentifier]:
@@ -182,11 +190,46 @@ class _Issuance:
                  algorithm: hashes.HashAlgorithm | None) -> None:
         self.spec, self.subject, self.issuer, self.algorithm = spec, subject, issuer, algorithm
         self.subject_key = _load_public(subject.primary, "subject.primary")
-        self.issuer_name = issuer_cert.subject if issuer_cert else names.to_name(spec.subject)
-        self.authority = authority
+        self.issuer_cert, self.authority = issuer_cert, authority
+        self.extensions: list[x509.Extension] = []
 
     def run(self) -> bytes:
-        extensions = _extensions(self.spec, self.subject_key, self.authority)
+        try:
+            return self._run()
+        except _BUILD_ERRORS as exc:
+            raise DomainError("invalid_certificate_spec", f"the certificate cannot be built: {exc}",
+                              field="spec") from exc
+
+    def facts(self, certificate: bytes) -> CertificateFacts | None:
+        """``describe(certificate)`` for the certificate ``run`` made, from the objects it encoded: the names,
+        the key and the key identifiers it was given, and its times as encoded (whole seconds). None where
+        that is not known without reading the certificate (a key outside the catalogue)."""
+        described = keys.describe_public_key(self.subject_key)
+        if described is None:
+            return None
+        algorithm = described[0]
+        if self.subject.alternative is not None:
+            alternative = hybrid.ml_dsa_name(_load_public(self.subject.alternative, "subject.alternative"))
+            algorithm = (keys.hybrid_name(algorithm, alternative) or algorithm) if alternative else algorithm
+        ski = next(e.value for e in self.extensions if isinstance(e.value, x509.SubjectKeyIdentifier))
+        return CertificateFacts(
+            serial_hex=format(self.spec.serial, "x"),
+            fingerprint_sha256=hashlib.sha256(certificate).hexdigest(),
+            subject_dn=self.subject_name.rfc4514_string(),
+            issuer_dn=self.issuer_name.rfc4514_string(),
+            not_before=_encoded_time(self.spec.not_before),
+            not_after=_encoded_time(self.spec.not_after),
+            algorithm=algorithm,
+            public_key_sha256=hashlib.sha256(keys.spki(self.subject_key)).hexdigest(),
+            subject_key_identifier=ski.digest.hex(),
+            authority_key_identifier=(self.authority.key_identifier.hex() if self.authority.key_identifier
+                                      else None),
+        )
+
+    def _run(self) -> bytes:
+        self.subject_name = names.to_name(self.spec.subject)
+        self.issuer_name = self.issuer_cert.subject if self.issuer_cert else self.subject_name
+        extensions = self.extensions = _extensions(self.spec, self.subject_key, self.authority)
         if self.subject.alternative is not None:
             _require_ml_dsa(self.subject.alternative, "subject.alternative")
             extensions.append(_unrecognized(hybrid.SUBJECT_ALT_PUBLIC_KEY_INFO, self.subject.alternative))
@@ -206,7 +249,7 @@ class _Issuance:
     def _build(self, extensions: list[x509.Extension]) -> x509.Certificate:
         spec = self.spec
         builder = (x509.CertificateBuilder()
-                   .subject_name(names.to_name(spec.subject))
+                   .subject_name(self.subject_name)
                    .issuer_name(self.issuer_name)
                    .public_key(self.subject_key)
                    .serial_number(spec.serial)
@@ -215,6 +258,11 @@ class _Issuance:
         for extension in extensions:
             builder = builder.add_extension(extension.value, critical=extension.critical)
         return builder.sign(self.issuer.primary, self.algorithm)  # type: ignore[arg-type]
+
+
+def _encoded_time(moment: datetime) -> datetime:
+    """A validity time as a certificate holds it: UTC, whole seconds."""
+    return moment.astimezone(timezone.utc).replace(microsecond=0)
 
 
 def _extensions(spec: CertificateSpec, subject_key: Any,

@@ -8,6 +8,7 @@ import hashlib
 import ipaddress
 from datetime import datetime, timedelta, timezone
 
+import msgspec
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -279,6 +280,45 @@ def test_describe_reports_the_certificate_facts():
     assert facts.authority_key_identifier == pki.describe(root).subject_key_identifier
     assert facts.subject_key_identifier == \
         cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest.hex()
+
+
+# The text a subject may hold: letters from several scripts and every character RFC 4514 escapes.
+dn_text = st.text(alphabet=st.sampled_from('aZ09 ,+"\\<>;#=\x00é中\U0001F600-._'), min_size=1, max_size=12)
+DESCRIBED_FAMILIES = ("ecdsa-p256", "ecdsa-p384", "ed25519", "ed448", "rsa-3072", "ml-dsa-44", "hybrid-p256-ml-dsa-44")
+ISSUING_FAMILIES = ("ecdsa-p384", "ed25519", "ml-dsa-65", "hybrid-p384-ml-dsa-65")
+
+
+@hsettings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(common_name=dn_text, organization=st.none() | dn_text, unit=st.none() | dn_text,
+       country=st.sampled_from([None, "DE", "US"]), issuer_name=dn_text,
+       subject_algorithm=st.sampled_from(DESCRIBED_FAMILIES), issuer_algorithm=st.sampled_from(ISSUING_FAMILIES),
+       self_signed=st.booleans(), serial=st.integers(1, 2**159 - 1),
+       start=st.datetimes(datetime(1990, 1, 1), datetime(2060, 1, 1), timezones=st.just(timezone.utc)),
+       days=st.integers(1, 4000), dns=st.lists(st.sampled_from(["a.example", "b.example"]), max_size=2))
+def test_the_facts_given_with_a_signature_are_what_describe_reads_back(
+        common_name, organization, unit, country, issuer_name, subject_algorithm, issuer_algorithm, self_signed,
+        serial, start, days, dns):
+    subject = DistinguishedName(common_name=common_name, organization=organization, organizational_unit=unit,
+                                country=country)
+    leaf = CertificateSpec(subject=subject, serial=serial, not_before=start, not_after=start + timedelta(days=days),
+                           is_ca=self_signed, key_usage=frozenset({"digital_signature"}),
+                           sans=SubjectAltNames(dns=tuple(dns)))
+    if self_signed:
+        signer, issuer_der = key(issuer_algorithm), None
+        subject_keys = pki.public_keys(signer)
+    else:
+        signer = key(issuer_algorithm, 1)
+        issuer_der = pki.sign_certificate(
+            CertificateSpec(subject=DistinguishedName(common_name=issuer_name), serial=7, not_before=NOW,
+                            not_after=NOW + timedelta(days=9), is_ca=True,
+                            key_usage=frozenset({"key_cert_sign", "crl_sign"}),
+                            signature_hash=SIGNATURE_HASH.get(issuer_algorithm)),
+            pki.public_keys(signer), signer, None)
+        subject_keys = pki.public_keys(key(subject_algorithm, 2))
+    leaf = msgspec.structs.replace(leaf, signature_hash=SIGNATURE_HASH.get(issuer_algorithm))
+    certificate, facts = pki.sign_described(leaf, subject_keys, signer, issuer_der)
+    assert facts == pki.describe(certificate)
+    assert facts.not_before.microsecond == 0 and facts.serial_hex == format(serial, "x")
 
 
 # --- hybrid ---------------------------------------------------------------------------------------------
