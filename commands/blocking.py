@@ -7,9 +7,10 @@ hashing on a pool of their own, work that grows with its input on the shared poo
   releases the GIL for part of a signature (two threads sign 1.7 times as fast as one), but a busy server
   has no idle core to give a thread: its workers and the primary already share them. The hop there and
   back cost about 80 µs of CPU and woke another core. Alternated against batches sent to a thread
-  (bench/narrative.md): equal at 32 connections issuing, faster in each of 11 rounds at 256. A batch signs for ``SIGNATURE_SLICE`` at most before the loop takes a
-  turn (a burst of RSA-4096 CA signatures would otherwise hold it for a second); slicing ECDSA batches
-  finer than that split their commits and cost throughput.
+  (bench/narrative.md): equal at 32 connections issuing, faster in each of 11 rounds at 256. A batch
+  signs for ``SIGNATURE_SLICE`` at most before the loop takes a turn (a burst of RSA-4096 CA signatures
+  would otherwise hold it for a second); slicing ECDSA batches finer than that split their commits and
+  cost throughput.
 - **Key generation** (RSA-4096: 0.2-1.5 s, the GIL released) **and password hashing** (argon2id: tens of
   ms) go to ``SLOW``, bounded to the cores. A burst of server-side RSA keys then waits its turn there, and
   does not take every thread of the shared pool that store reads and read-model queries need.

@@ -148,7 +148,7 @@ async def _sign(services: Services, spec: CertificateSpec, subject_keys: PublicK
     if issuer is None:
         return await blocking.signature(crypto.sign_certificate, spec, subject_keys, self_key, None)
     key = await pki.signing_key(services, issuer, tenant_id)
-    issuer_der = pki.der_of_pem(issuer.current.certificate_pem)
+    issuer_der = pki.ca_der(issuer.current.certificate_pem)
     der = await blocking.signature(crypto.sign_certificate, spec, subject_keys, key, issuer_der)
     crypto.verify_issued(der, issuer_der)
     return der
@@ -269,7 +269,7 @@ async def install_ca_certificate(cmd: InstallCaCertificate, ctx: CommandContext,
     parent = await _load_ca(services, cmd.tenant_id, state.parent_id, "parent_id")
     crypto = pki.crypto_of(services)
     der = _certificate_der(cmd.certificate_pem)
-    crypto.verify_issued(der, pki.der_of_pem(parent.current.certificate_pem))
+    crypto.verify_issued(der, pki.ca_der(parent.current.certificate_pem))
     info = _require_ca_certificate(crypto.describe_ca(der))
     material = await pki.vault_of(services).get(cmd.tenant_id, state.pending_key_ref)
     expected = hashlib.sha256(crypto.public_keys(crypto.load_private_key(material)).primary).hexdigest()

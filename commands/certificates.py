@@ -104,8 +104,8 @@ async def issue_certificate(cmd: IssueCertificate, ctx: CommandContext, services
                                           available=pki.crypto_of(services).available_algorithms()))
         request = _Request(subject=cmd.subject, sans=cmd.sans or SubjectAltNames(), algorithm=algorithm,
                            key_bits=pki.key_bits(algorithm), csr_hash=None, public_keys=None, csr_sha256=None)
-    return await issue(services, ctx, cmd, where, request=request, validity_days=cmd.validity_days, tags=tuple(cmd.tags),
-                       serial=pki.new_serial())
+    return await issue(services, ctx, cmd, where, request=request, validity_days=cmd.validity_days,
+                       tags=tuple(cmd.tags), serial=pki.new_serial())
 
 
 class IssuingContext(msgspec.Struct, frozen=True, kw_only=True):
@@ -151,7 +151,7 @@ async def issue(services: Services, ctx: CommandContext, command: msgspec.Struct
     else:
         keys = request.public_keys
     signer = await pki.signing_key(services, issuer, tenant_id)
-    issuer_der = pki.der_of_pem(issuer.current.certificate_pem)
+    issuer_der = pki.ca_der(issuer.current.certificate_pem)
     der, facts = await blocking.signature(crypto.sign_described, spec, keys, signer, issuer_der)
     key_ref = request.key_ref
     if key is not None:
@@ -165,7 +165,7 @@ async def issue(services: Services, ctx: CommandContext, command: msgspec.Struct
         certificate_pem=pki.pem("CERTIFICATE", der), facts=facts, tags=tags)
     result = await run(services, ctx, command, tenant_id=tenant_id, stream_id=certificate.stream_id(certificate_id),
                        stream_type=certificate.STREAM_TYPE, fold=certificate.fold,
-                       decide=lambda s: certificate.decide_issue(s, issued))
+                       decide=lambda s: certificate.decide_issue(s, issued), presume_new=True)
     return IssuedCertificate(result=result, certificate_id=certificate_id)
 
 

@@ -85,7 +85,7 @@ async def _publish_from(services: Services, tenant_id: str, state: revocation.Re
     entries = revocation.crl_entries(state, now, period)
     key = await pki.signing_key(services, state.ca, tenant_id)
     der = await blocking.in_thread(revocation_of(services).sign_crl, entries, issuer_key=key,
-                                  issuer_certificate=pki.der_of_pem(current.certificate_pem), number=number,
+                                  issuer_certificate=pki.ca_der(current.certificate_pem), number=number,
                                   this_update=now, next_update=now + period)
     digest = await artifacts_of(services).put(der, CRL_MEDIA_TYPE)
     published = revocation.CrlPublished(crl_number=number, this_update=now, next_update=now + period,

@@ -138,7 +138,7 @@ async def _answer(services: Services, tenant_id: str, chain: list[revocation.Reg
     now = services.clock.now()
     body = await blocking.signature(
         crl.revocation_of(services).ocsp_response, question, answer, signer_key=signer_key,
-        signer_certificate=pki.der_of_pem(signer.certificate_pem), this_update=now, next_update=now + RESPONSE_VALIDITY)
+        signer_certificate=pki.ca_der(signer.certificate_pem), this_update=now, next_update=now + RESPONSE_VALIDITY)
     return OcspReply(body=body, status="successful", this_update=now, next_update=now + RESPONSE_VALIDITY,
                      cacheable=question.nonce is None)
 
@@ -152,7 +152,7 @@ def _issuer_named_by(services: Services, state: revocation.Registry,
             continue
         slot = (held.facts.fingerprint_sha256, question.hash_algorithm)
         if slot not in _ISSUER_HASHES:
-            _ISSUER_HASHES[slot] = crypto.issuer_hashes(pki.der_of_pem(held.certificate_pem), question.hash_algorithm)
+            _ISSUER_HASHES[slot] = crypto.issuer_hashes(pki.ca_der(held.certificate_pem), question.hash_algorithm)
         if _ISSUER_HASHES[slot] == (question.issuer_name_hash, question.issuer_key_hash):
             return held
     return None
@@ -233,7 +233,7 @@ async def _issue_signer(services: Services, tenant_id: str, state: revocation.Re
         now=now))
     key = await blocking.slow(crypto.generate_key, algorithm)
     issuer_key = await pki.SIGNING_KEYS.get(services, tenant_id, issuer.key_ref or "")
-    issuer_der = pki.der_of_pem(issuer.certificate_pem)
+    issuer_der = pki.ca_der(issuer.certificate_pem)
     der = await blocking.signature(crypto.sign_certificate, spec, crypto.public_keys(key), issuer_key, issuer_der)
     crypto.verify_issued(der, issuer_der)
     # Stored before the event names it; a signer that loses the race below leaves an unused key behind.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import secrets
 from collections import OrderedDict
 from typing import Any
@@ -53,6 +54,13 @@ def pem(label: str, der: bytes) -> str:
 def der_of_pem(text: str) -> bytes:
     lines = [line.strip() for line in text.strip().splitlines()]
     return base64.b64decode("".join(line for line in lines if line and not line.startswith("-----")))
+
+
+@functools.lru_cache(maxsize=64)
+def ca_der(certificate_pem: str) -> bytes:
+    """``der_of_pem`` of a CA's (or OCSP responder's) own certificate, remembered: every certificate, CRL
+    and OCSP answer it signs needs it, and a CA's certificate never changes (a new one is another string)."""
+    return der_of_pem(certificate_pem)
 
 
 def relying_party_urls(services: Services, ca_id: str) -> dict[str, tuple[str, ...]]:

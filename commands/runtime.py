@@ -120,19 +120,25 @@ async def run(
     stream_type: str,
     fold: Callable[[Iterable[Payload]], Any],
     decide: Callable[[Any], list[Payload]],
+    presume_new: bool = False,
 ) -> CommandResult:
-    """Load the stream, fold it, decide, and append with the version that was read."""
+    """Load the stream, fold it, decide, and append with the version that was read.
+
+    ``presume_new``: the stream is all but certain not to exist yet (a certificate's, named by a fresh random
+    serial), so the first attempt decides on the empty stream without reading it; the append at version 0
+    is what checks, and if the stream does exist the next attempt reads it and decides again.
+    """
     store = services.store
     scope = f"{ctx.principal.id}|{tenant_id}"
     print_ = fingerprint(command)
-    for _ in range(MAX_ATTEMPTS):
+    for attempt in range(MAX_ATTEMPTS):
         # Checked on every attempt: a lost race may have been lost to a retry of this very request.
         if ctx.idempotency_key:
             prior = await store.idempotent_result(scope, ctx.idempotency_key, print_)
             if prior is not None:
                 return CommandResult(stream_id=prior.stream_id, version=prior.version,
                                      global_position=prior.global_position, replayed=True)
-        recorded = await services.streams.payloads(store, tenant_id, stream_id)
+        recorded = [] if presume_new and attempt == 0 else await services.streams.payloads(store, tenant_id, stream_id)
         state = fold(recorded)
         try:
             payloads = decide(state)

@@ -107,6 +107,26 @@ async def test_refusals_name_every_rule_and_leave_the_store_unchanged(pki_api):
     assert await tenant_events(api, "acme") == before
 
 
+async def test_a_serial_already_taken_is_refused_and_the_first_certificate_stays_as_it_was(pki_api, monkeypatch):
+    # Issuance decides on a certificate stream it presumes new (runtime.run presume_new): the append at
+    # version 0 must catch a serial that is taken, and the retry that reads the stream must refuse it.
+    from commands import certificates
+    api = pki_api
+    admin = await api.admin()
+    _, inter = await hierarchy(api, admin)
+    first = await issue(api, admin, tenant_id="acme", ca_id=inter["ca_id"],
+                        csr=csr_pem("n1.acme.internal", ["n1.acme.internal"])[0])
+    before = await tenant_events(api, "acme")
+    monkeypatch.setattr(certificates.pki, "new_serial", lambda: int(first["certificate_id"], 16))
+    again = await api.client.post("/v1/certificates", headers=admin, json={
+        "tenant_id": "acme", "ca_id": inter["ca_id"], "csr": csr_pem("n2.acme.internal", ["n2.acme.internal"])[0]})
+    assert_problem(again, 409, "serial_exists", field="serial")
+    assert await tenant_events(api, "acme") == before
+    events = await api.runtime.store.read_stream("acme", f"certificate-{first['certificate_id']}")
+    assert [e.type for e in events] == ["certificate.issued"]
+    assert events[0].payload["subject"]["common_name"] == "n1.acme.internal"
+
+
 async def test_server_side_keys_export_as_pkcs12_and_jks_and_the_key_export_is_audited(pki_api, tmp_path):
     api = pki_api
     admin = await api.admin()
