@@ -92,10 +92,12 @@ class _Signatures:
         deadline = time.perf_counter() + SIGNATURE_SLICE
         while pending:
             context, call, future = pending.popleft()
-            if future.done():  # its caller was cancelled: no signature for nobody
+            if future.done():  # its caller was cancelled: nobody waits for this signature
                 continue
             try:
                 result = context.run(call)
+            except StopIteration as exc:  # a future refuses it, and the rest of the batch would hang
+                future.set_exception(RuntimeError(f"signature raised StopIteration: {exc!r}"))
             except Exception as exc:  # handed to the one caller it belongs to
                 future.set_exception(exc)
             else:

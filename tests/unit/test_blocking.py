@@ -69,10 +69,15 @@ async def test_a_failed_signature_reaches_only_its_caller_and_keyword_arguments_
             raise ValueError(f"bad key {n}")
         return n
 
-    results = await asyncio.gather(blocking.signature(sign, 1), blocking.signature(sign, 2, fail=True),
-                                   blocking.signature(sign, 3), return_exceptions=True)
-    assert results[0] == 1 and results[2] == 3
+    def stop() -> int:
+        raise StopIteration("not a signature's way to fail, but it must not hang the batch")
+
+    results = await asyncio.wait_for(asyncio.gather(
+        blocking.signature(sign, 1), blocking.signature(sign, 2, fail=True), blocking.signature(stop),
+        blocking.signature(sign, 3), return_exceptions=True), 5)
+    assert results[0] == 1 and results[3] == 3
     assert isinstance(results[1], ValueError) and str(results[1]) == "bad key 2"
+    assert isinstance(results[2], RuntimeError) and "StopIteration" in str(results[2])
 
 
 async def test_a_cancelled_caller_gets_no_signature_and_the_others_keep_their_context():
