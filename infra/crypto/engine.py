@@ -74,7 +74,7 @@ class CryptographyPki:
     def sign_described(self, spec: CertificateSpec, subject: PublicKeys, issuer_key: Any,
                        issuer_certificate: bytes | None) -> tuple[bytes, CertificateFacts]:
         """``sign_certificate`` and what ``describe`` would read back from it, taken from what was encoded
-        instead of parsing the certificate again (a fifth of an issuance's CPU on the event loop)."""
+        instead of parsing the certificate again (110 µs of a worker's 1.2-1.5 ms per issuance here)."""
         issuance = self._issuance(spec, subject, issuer_key, issuer_certificate)
         certificate = issuance.run()
         return certificate, issuance.facts(certificate) or self.describe(certificate)
@@ -191,6 +191,9 @@ class _Issuance:
         self.spec, self.subject, self.issuer, self.algorithm = spec, subject, issuer, algorithm
         self.subject_key = _load_public(subject.primary, "subject.primary")
         self.issuer_cert, self.authority = issuer_cert, authority
+        # what ``run`` encoded, for ``facts``
+        self.subject_name: x509.Name | None = None
+        self.issuer_name: x509.Name | None = None
         self.extensions: list[x509.Extension] = []
 
     def run(self) -> bytes:
@@ -205,7 +208,7 @@ class _Issuance:
         the key and the key identifiers it was given, and its times as encoded (whole seconds). None where
         that is not known without reading the certificate (a key outside the catalogue)."""
         described = keys.describe_public_key(self.subject_key)
-        if described is None:
+        if described is None or self.subject_name is None or self.issuer_name is None:
             return None
         algorithm = described[0]
         if self.subject.alternative is not None:
