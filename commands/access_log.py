@@ -21,7 +21,7 @@ async def record_denial(services: Services, principal: Principal, permission: st
     try:
         return await run(services, CommandContext(principal=principal, correlation_id=correlation_id), denied,
                          tenant_id=scope, stream_id=denial_stream_id(uuid7()), stream_type=DENIAL_STREAM_TYPE,
-                         fold=lambda payloads: None, decide=lambda _: [denied])
+                         fold=lambda payloads: None, decide=lambda _: [denied], presume_new=True)
     except Exception:
         log.exception("could not record an access denial", extra={"principal": principal.id, "route": route})
         return None

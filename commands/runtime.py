@@ -97,6 +97,8 @@ class StreamCache:
             kept = self._folds[key] = (payloads, {})
         states = kept[1]
         if fold not in states:
+            if len(states) >= 8:  # a caller that passes a new closure each time must not grow this
+                states.clear()
             states[fold] = fold(payloads)
         return payloads, states[fold]
 

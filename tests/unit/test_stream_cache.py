@@ -78,3 +78,11 @@ async def test_an_evicted_stream_takes_its_folds_with_it(services):
     assert list(cache._folds) == [("globex", tenant.stream_id("globex"))]
     await load(services, "acme", tenant.stream_id("acme"), fold)
     assert fold.folded == 3
+
+
+async def test_a_new_closure_for_every_load_does_not_grow_the_cache(services):
+    for n in range(50):
+        seen, state = await load(services, "acme", tenant.stream_id("acme"), lambda p, n=n: (n, tenant.fold(p)))
+        assert seen == n and state.name == "Acme"  # each closure is its own fold, never another's
+    (_, states), = services.streams._folds.values()
+    assert len(states) <= 8
