@@ -124,21 +124,11 @@ class CryptographyPki:
         except _BUILD_ERRORS as exc:
             raise keys.unavailable(cert.public_key_algorithm_oid.dotted_string,
                                    "this engine cannot read the certificate's key") from exc
-        spki = keys.spki(public_key)
-        aki = _extension(cert, x509.AuthorityKeyIdentifier)
         ski = _extension(cert, x509.SubjectKeyIdentifier) or x509.SubjectKeyIdentifier.from_public_key(public_key)
-        return CertificateFacts(
-            serial_hex=format(cert.serial_number, "x"),
-            fingerprint_sha256=hashlib.sha256(certificate).hexdigest(),
-            subject_dn=cert.subject.rfc4514_string(),
-            issuer_dn=cert.issuer.rfc4514_string(),
-            not_before=cert.not_valid_before_utc,
-            not_after=cert.not_valid_after_utc,
-            algorithm=_certificate_algorithm(cert, public_key),
-            public_key_sha256=hashlib.sha256(spki).hexdigest(),
-            subject_key_identifier=ski.digest.hex(),
-            authority_key_identifier=aki.key_identifier.hex() if aki and aki.key_identifier else None,
-        )
+        return _facts(certificate, serial=cert.serial_number, subject=cert.subject, issuer=cert.issuer,
+                      not_before=cert.not_valid_before_utc, not_after=cert.not_valid_after_utc,
+                      algorithm=_certificate_algorithm(cert, public_key), public_key=public_key, ski=ski,
+                      aki=_extension(cert, x509.AuthorityKeyIdentifier))
 
     def verify_issued(self, certificate: bytes, issuer_certificate: bytes) -> None:
         cert = _load_certificate(certificate, "certificate")
@@ -210,24 +200,13 @@ class _Issuance:
         described = keys.describe_public_key(self.subject_key)
         if described is None or self.subject_name is None or self.issuer_name is None:
             return None
-        algorithm = described[0]
-        if self.subject.alternative is not None:
-            alternative = hybrid.ml_dsa_name(_load_public(self.subject.alternative, "subject.alternative"))
-            algorithm = (keys.hybrid_name(algorithm, alternative) or algorithm) if alternative else algorithm
+        alternative = self.subject.alternative
         ski = next(e.value for e in self.extensions if isinstance(e.value, x509.SubjectKeyIdentifier))
-        return CertificateFacts(
-            serial_hex=format(self.spec.serial, "x"),
-            fingerprint_sha256=hashlib.sha256(certificate).hexdigest(),
-            subject_dn=self.subject_name.rfc4514_string(),
-            issuer_dn=self.issuer_name.rfc4514_string(),
-            not_before=_encoded_time(self.spec.not_before),
-            not_after=_encoded_time(self.spec.not_after),
-            algorithm=algorithm,
-            public_key_sha256=hashlib.sha256(keys.spki(self.subject_key)).hexdigest(),
-            subject_key_identifier=ski.digest.hex(),
-            authority_key_identifier=(self.authority.key_identifier.hex() if self.authority.key_identifier
-                                      else None),
-        )
+        return _facts(certificate, serial=self.spec.serial, subject=self.subject_name, issuer=self.issuer_name,
+                      not_before=_encoded_time(self.spec.not_before), not_after=_encoded_time(self.spec.not_after),
+                      algorithm=_algorithm(described[0], _load_public(alternative, "subject.alternative")
+                                           if alternative is not None else None),
+                      public_key=self.subject_key, ski=ski, aki=self.authority)
 
     def _run(self) -> bytes:
         self.subject_name = names.to_name(self.spec.subject)
@@ -371,6 +350,25 @@ def _check_chaining(cert: x509.Certificate, issuer: x509.Certificate, *, self_si
         raise refuse("the issuer certificate is not a CA certificate")
 
 
+def _facts(certificate: bytes, *, serial: int, subject: x509.Name, issuer: x509.Name, not_before: datetime,
+           not_after: datetime, algorithm: str, public_key: Any, ski: x509.SubjectKeyIdentifier,
+           aki: x509.AuthorityKeyIdentifier | None) -> CertificateFacts:
+    """The facts recorded of a certificate, in one form whether read from it (``describe``) or from what built
+    it (``sign_described``)."""
+    return CertificateFacts(
+        serial_hex=format(serial, "x"),
+        fingerprint_sha256=hashlib.sha256(certificate).hexdigest(),
+        subject_dn=subject.rfc4514_string(),
+        issuer_dn=issuer.rfc4514_string(),
+        not_before=not_before,
+        not_after=not_after,
+        algorithm=algorithm,
+        public_key_sha256=hashlib.sha256(keys.spki(public_key)).hexdigest(),
+        subject_key_identifier=ski.digest.hex(),
+        authority_key_identifier=aki.key_identifier.hex() if aki and aki.key_identifier else None,
+    )
+
+
 def _certificate_algorithm(cert: x509.Certificate, public_key: Any) -> str:
     described = keys.describe_public_key(public_key)
     name = described[0] if described else cert.public_key_algorithm_oid.dotted_string
@@ -378,6 +376,11 @@ def _certificate_algorithm(cert: x509.Certificate, public_key: Any) -> str:
         alternative = hybrid.alternative_public_key(cert)
     except DomainError:
         return name
+    return _algorithm(name, alternative)
+
+
+def _algorithm(name: str, alternative: Any | None) -> str:
+    """The catalogue name of a key, or of the hybrid it makes with an ML-DSA alternative key."""
     alt_name = hybrid.ml_dsa_name(alternative) if alternative is not None else None
     return (keys.hybrid_name(name, alt_name) or name) if alt_name else name
 
