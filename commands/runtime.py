@@ -54,53 +54,55 @@ class CommandResult(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class StreamCache:
-    """The decoded events of recently loaded streams, kept per process: a load reads only what was appended
-    since. A stream's events never change once written (versions are contiguous from 1), so what is cached
-    stays true; every load still asks the store for anything after it, so nothing is ever stale.
+    """Folded states of recently loaded streams, kept per process: a load folds only what was appended since.
 
-    Each fold of a cached stream is kept beside its events until the stream grows (``folded``): an issuing
-    CA's stream also holds every revocation and CRL of its certificates, and folding all of them for every
-    issuance made one cost 3.7-6.1 ms instead of 1.5-1.8 after 1,000 revocations (2,001 events on that
-    stream). Folded states are read-only, as every fold's result already was.
+    A stream's events never change once written (versions are contiguous from 1), so a state folded from its
+    first v events stays true; every load still asks the store for the events after v, so nothing is ever stale.
+    States are kept for resumable folds (``domain.events.resumable``: every aggregate's), each with the version
+    it was folded to; any other function is given the whole stream, read again, every time.
+
+    Why: an issuing CA's stream also holds every revocation and CRL of its certificates. Folding all of them for
+    every issuance made one cost 3.7-6.1 ms instead of 1.5-1.8 after 1,000 revocations, and each revocation
+    folded the whole stream three times. Nothing here depends on a stream's length: a state is kept however many
+    events it was folded from (no stream is too long to keep). Kept states are read-only, as every fold's
+    result already was.
     """
 
-    def __init__(self, max_streams: int = 4096, max_events: int = 10_000) -> None:
+    def __init__(self, max_streams: int = 4096, max_folds: int = 8) -> None:
         self.max_streams = max_streams
-        self.max_events = max_events  # a longer stream (a busy CA's revocations, say) is read whole each time
-        self._streams: OrderedDict[tuple[str, str], list[Payload]] = OrderedDict()
-        self._folds: dict[tuple[str, str], tuple[list[Payload], dict[Callable, Any]]] = {}
-
-    async def payloads(self, store: EventStore, tenant_id: str, stream_id: str) -> list[Payload]:
-        key = (tenant_id, stream_id)
-        cached = self._streams.get(key, [])
-        recorded = await store.read_stream(tenant_id, stream_id, len(cached) + 1)
-        if recorded and recorded[0].version != len(cached) + 1:  # not a continuation: start again
-            cached, recorded = [], await store.read_stream(tenant_id, stream_id)
-        payloads = [*cached, *(decode_payload(envelope) for envelope in recorded)] if recorded else cached
-        if payloads and len(payloads) <= self.max_events:
-            self._streams[key] = payloads
-            self._streams.move_to_end(key)
-            if len(self._streams) > self.max_streams:
-                evicted, _ = self._streams.popitem(last=False)
-                self._folds.pop(evicted, None)
-        return payloads
+        self.max_folds = max_folds  # per stream: the aggregates' folds are a handful
+        self._streams: OrderedDict[tuple[str, str], dict[Callable, tuple[int, Any]]] = OrderedDict()
 
     async def folded(self, store: EventStore, tenant_id: str, stream_id: str,
-                     fold: Callable[[Iterable[Payload]], Any]) -> tuple[list[Payload], Any]:
-        """The stream's events and ``fold`` of them, folded again only when the stream has grown."""
-        payloads = await self.payloads(store, tenant_id, stream_id)
-        key = (tenant_id, stream_id)
-        kept = self._folds.get(key)
-        if kept is None or kept[0] is not payloads:  # new events make a new list: every fold is stale
-            if self._streams.get(key) is not payloads:  # not cached (empty, or too long): nothing to keep
-                return payloads, fold(payloads)
-            kept = self._folds[key] = (payloads, {})
-        states = kept[1]
-        if fold not in states:
-            if len(states) >= 8:  # a caller that passes a new closure each time must not grow this
-                states.clear()
-            states[fold] = fold(payloads)
-        return payloads, states[fold]
+                     fold: Callable[..., Any]) -> tuple[int, Any]:
+        """The stream's version and ``fold`` of its events, folding only those appended since the kept state."""
+        key, resumable = (tenant_id, stream_id), getattr(fold, "resumable", False)
+        kept = self._streams.get(key) if resumable else None
+        version, state = kept.get(fold, (0, None)) if kept else (0, None)
+        recorded = await store.read_stream(tenant_id, stream_id, version + 1)
+        if recorded and recorded[0].version != version + 1:  # not a continuation: start again
+            version, state, recorded = 0, None, await store.read_stream(tenant_id, stream_id)
+        if state is not None and not recorded:
+            return version, state
+        payloads = [decode_payload(envelope) for envelope in recorded]
+        state = fold(payloads, start=state) if resumable else fold(payloads)
+        version += len(payloads)
+        if resumable and version:
+            self._keep(key, fold, version, state)
+        return version, state
+
+    def _keep(self, key: tuple[str, str], fold: Callable, version: int, state: Any) -> None:
+        folds = self._streams.get(key)
+        if folds is None:
+            folds = self._streams[key] = {}
+            if len(self._streams) > self.max_streams:
+                self._streams.popitem(last=False)
+        self._streams.move_to_end(key)
+        if fold in folds and folds[fold][0] >= version:  # a concurrent load kept a newer state meanwhile
+            return
+        if fold not in folds and len(folds) >= self.max_folds:
+            folds.clear()
+        folds[fold] = (version, state)
 
 
 @dataclass(slots=True)
@@ -122,7 +124,7 @@ class Services:
     crl_validity: timedelta = timedelta(days=7)
     directory: Directory | None = None  # LDAP / AD sign-in, when configured
     allow_loopback_webhooks: bool = False  # http:// webhook URLs to 127.0.0.1/localhost (tests, development)
-    streams: StreamCache = field(default_factory=StreamCache)  # decoded streams, read on from where they were
+    streams: StreamCache = field(default_factory=StreamCache)  # folded states, resumed from where they were
 
 
 def rfc3339(moment: datetime) -> str:
@@ -164,9 +166,9 @@ async def run(
                 return CommandResult(stream_id=prior.stream_id, version=prior.version,
                                      global_position=prior.global_position, replayed=True)
         if presume_new and attempt == 0:
-            recorded, state = [], fold([])
+            version, state = 0, fold([])
         else:
-            recorded, state = await services.streams.folded(store, tenant_id, stream_id, fold)
+            version, state = await services.streams.folded(store, tenant_id, stream_id, fold)
         try:
             payloads = decide(state)
         except DomainError:
@@ -176,7 +178,7 @@ async def run(
                 return prior
             raise
         if not payloads:
-            return CommandResult(stream_id=stream_id, version=len(recorded), global_position=None, changed=False)
+            return CommandResult(stream_id=stream_id, version=version, global_position=None, changed=False)
         occurred_at = rfc3339(services.clock.now())
         actor = ctx.principal.actor()
         events = [
@@ -186,7 +188,7 @@ async def run(
             for p in payloads
         ]
         request = AppendRequest(tenant_id=tenant_id, stream_id=stream_id, stream_type=stream_type,
-                                expected_version=len(recorded), events=events,
+                                expected_version=version, events=events,
                                 idempotency_scope=scope if ctx.idempotency_key else None,
                                 idempotency_key=ctx.idempotency_key, fingerprint=print_)
         try:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import msgspec
 
 from domain.errors import AlreadyExists, DomainError, NotFound
-from domain.events import Payload, event, upcaster
+from domain.events import Payload, event, resumable, upcaster
 
 STREAM_TYPE = "api_token"
 
@@ -42,8 +44,9 @@ def stream_id(token_id: str) -> str:
     return f"apitoken-{token_id}"
 
 
-def fold(payloads) -> ApiToken:
-    state = ApiToken()
+@resumable
+def fold(payloads: Iterable[Payload], start: ApiToken | None = None) -> ApiToken:
+    state = ApiToken() if start is None else start
     for payload in payloads:
         match payload:
             case ApiTokenIssued():

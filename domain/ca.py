@@ -16,7 +16,7 @@ import msgspec
 
 from domain.certspec import CertificateFacts, DistinguishedName, NameConstraints
 from domain.errors import AlreadyExists, DomainError, NotFound
-from domain.events import Payload, event
+from domain.events import Payload, event, resumable
 
 STREAM_TYPE = "ca"
 KINDS = ("root", "intermediate")
@@ -165,8 +165,9 @@ def evolve(state: CertificateAuthority, payload: Payload) -> CertificateAuthorit
     return replace(state, version=state.version + 1)
 
 
-def fold(payloads: Iterable[Payload]) -> CertificateAuthority:
-    state = CertificateAuthority()
+@resumable
+def fold(payloads: Iterable[Payload], start: CertificateAuthority | None = None) -> CertificateAuthority:
+    state = CertificateAuthority() if start is None else start
     for payload in payloads:
         state = evolve(state, payload)
     return state

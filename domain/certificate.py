@@ -14,7 +14,7 @@ import msgspec
 
 from domain.certspec import CertificateFacts, DistinguishedName, SubjectAltNames
 from domain.errors import AlreadyExists, DomainError, NotFound
-from domain.events import Payload, event
+from domain.events import Payload, event, resumable
 from domain.renewal import warning_due
 
 STREAM_TYPE = "certificate"
@@ -139,8 +139,9 @@ def evolve(state: Certificate, payload: Payload) -> Certificate:
     return replace(state, version=state.version + 1)
 
 
-def fold(payloads: Iterable[Payload]) -> Certificate:
-    state = Certificate()
+@resumable
+def fold(payloads: Iterable[Payload], start: Certificate | None = None) -> Certificate:
+    state = Certificate() if start is None else start
     for payload in payloads:
         state = evolve(state, payload)
     return state

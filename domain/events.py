@@ -67,6 +67,14 @@ def event(type_name: str, schema_version: int = 1) -> Callable[[type[Payload]], 
     return register
 
 
+def resumable(fold: Callable) -> Callable:
+    """Marks an aggregate's fold that continues from a state it made: ``fold(later, start=fold(earlier))`` equals
+    ``fold(earlier + later)``, and ``start`` is left as it was. The command side keeps such states and folds only
+    the events appended since (``commands.runtime.StreamCache``)."""
+    fold.resumable = True  # type: ignore[attr-defined]
+    return fold
+
+
 def upcaster(type_name: str, from_version: int) -> Callable[[Callable], Callable]:
     """Register a function that turns a ``from_version`` payload into ``from_version + 1``."""
 

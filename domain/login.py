@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 import msgspec
 
 from domain.errors import DomainError
-from domain.events import Payload, event
+from domain.events import Payload, event, resumable
 
 STREAM_TYPE = "login"
 
@@ -80,8 +80,9 @@ def stream_id(tenant_id: str | None, username: str) -> str:
     return f"login-{digest}"
 
 
-def fold(payloads: Iterable[Payload]) -> LoginState:
-    state = LoginState()
+@resumable
+def fold(payloads: Iterable[Payload], start: LoginState | None = None) -> LoginState:
+    state = LoginState() if start is None else start
     for payload in payloads:
         match payload:
             case LoginSucceeded():

@@ -11,7 +11,7 @@ import msgspec
 from domain.algorithms import ALGORITHMS
 from domain.certspec import EXTENDED_KEY_USAGES, KEY_USAGES
 from domain.errors import AlreadyExists, DomainError, NotFound
-from domain.events import Payload, event
+from domain.events import Payload, event, resumable
 from domain.policy import AlgorithmText, Violation, raise_for
 from domain.renewal import RenewalPolicy, check_policy
 
@@ -116,8 +116,9 @@ def evolve(state: ProfileState, payload: Payload) -> ProfileState:
     return replace(state, version=state.version + 1)
 
 
-def fold(payloads: Iterable[Payload]) -> ProfileState:
-    state = ProfileState()
+@resumable
+def fold(payloads: Iterable[Payload], start: ProfileState | None = None) -> ProfileState:
+    state = ProfileState() if start is None else start
     for payload in payloads:
         state = evolve(state, payload)
     return state

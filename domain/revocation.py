@@ -16,7 +16,7 @@ import msgspec
 
 from domain import ca
 from domain.errors import AlreadyExists, DomainError
-from domain.events import Payload, event
+from domain.events import Payload, event, resumable
 
 # RFC 5280 5.3.1 CRLReason codes, by the snake-case names the API uses. certificateHold (6) is
 # refused on purpose: a hold is undone with removeFromCRL (8), and revocation here is final.
@@ -98,15 +98,18 @@ class Registry(msgspec.Struct, frozen=True, kw_only=True):
         return max(self.recorded_at.values(), default=0), self.ca_revoked is not None
 
 
-def fold(payloads: Iterable[Payload]) -> Registry:
-    """One pass with local dicts: a CA with many revocations folds in linear time."""
-    state = ca.CertificateAuthority()
-    revoked: dict[str, RevocationRecorded] = {}
-    recorded_at: dict[str, int] = {}
-    signers: dict[str, ca.CaCertificate] = {}
-    crl, crl_version, ca_revoked = None, 0, None
+@resumable
+def fold(payloads: Iterable[Payload], start: Registry | None = None) -> Registry:
+    """One pass with local dicts: a CA with many revocations folds in linear time. Resumed from ``start``, the
+    dicts are copies of its own (a folded Registry is read-only), made only if the new events add to them."""
+    start = Registry() if start is None else start
+    state, crl, crl_version, ca_revoked = start.ca, start.crl, start.crl_version, start.ca_revoked
+    revoked, recorded_at, signers = start.revoked, start.recorded_at, start.signers
+    copied = False
     for payload in payloads:
         state = ca.evolve(state, payload)
+        if not copied and isinstance(payload, (RevocationRecorded, OcspSignerIssued)):
+            revoked, recorded_at, signers, copied = dict(revoked), dict(recorded_at), dict(signers), True
         match payload:
             case RevocationRecorded():
                 revoked[payload.serial_hex] = payload
@@ -170,13 +173,14 @@ def covers(state: Registry, version: int) -> bool:
 
 
 def crl_entries(state: Registry, this_update: datetime, period: timedelta) -> list[RevocationRecorded]:
-    """The entries of the next CRL, by serial.
+    """The entries of the next CRL, in the order they were revoked.
 
     RFC 5280 3.3: an entry stays until one regularly scheduled CRL issued after the
     certificate expired has listed it; republishing within every period guarantees that.
+    RFC 5280 sets no order on revokedCertificates (OpenSSL sorts them as it loads a CRL), and the stream's order
+    is as deterministic as the serials': sorting by serial value cost 1.5 ms of every revocation at 2,000.
     """
-    kept = [entry for entry in state.revoked.values() if entry.not_after + period > this_update]
-    return sorted(kept, key=lambda entry: int(entry.serial_hex, 16))
+    return [entry for entry in state.revoked.values() if entry.not_after + period > this_update]
 
 
 def decide_publish(state: Registry, built_from: int, published: CrlPublished) -> list[Payload]:

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 import msgspec
 
 from domain.errors import AlreadyExists, DomainError, NotFound
-from domain.events import Payload, event
+from domain.events import Payload, event, resumable
 
 STREAM_TYPE = "service_account"
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
@@ -47,8 +47,9 @@ def slug(label: str) -> str:
     return cleaned or "default"
 
 
-def fold(payloads: Iterable[Payload]) -> ServiceAccount:
-    state = ServiceAccount()
+@resumable
+def fold(payloads: Iterable[Payload], start: ServiceAccount | None = None) -> ServiceAccount:
+    state = ServiceAccount() if start is None else start
     for payload in payloads:
         match payload:
             case ServiceAccountCreated():

@@ -8,7 +8,7 @@ from datetime import datetime
 import msgspec
 
 from domain.errors import DomainError, NotFound
-from domain.events import Payload, event
+from domain.events import Payload, event, resumable
 
 STREAM_TYPE = "session"
 
@@ -68,8 +68,9 @@ def stream_id(session_id: str) -> str:
     return f"session-{session_id}"
 
 
-def fold(payloads: Iterable[Payload]) -> Session:
-    state = Session()
+@resumable
+def fold(payloads: Iterable[Payload], start: Session | None = None) -> Session:
+    state = Session() if start is None else start
     for payload in payloads:
         match payload:
             case SessionStarted():

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 import msgspec
 
 from domain.errors import AlreadyExists, DomainError, NotFound
-from domain.events import Payload, event
+from domain.events import Payload, event, resumable
 from domain.policy import TenantPolicy, raise_for, validate_tenant_policy
 
 STREAM_TYPE = "tenant"
@@ -92,8 +92,9 @@ def evolve(state: Tenant, payload: Payload) -> Tenant:
     return replace(state, version=state.version + 1)
 
 
-def fold(payloads: Iterable[Payload]) -> Tenant:
-    state = Tenant()
+@resumable
+def fold(payloads: Iterable[Payload], start: Tenant | None = None) -> Tenant:
+    state = Tenant() if start is None else start
     for payload in payloads:
         state = evolve(state, payload)
     return state

@@ -12,7 +12,7 @@ from urllib.parse import quote, urlencode
 import msgspec
 
 from domain.errors import DomainError
-from domain.events import Payload, event
+from domain.events import Payload, event, resumable
 
 STREAM_TYPE = "mfa"
 DIGITS = 6
@@ -97,8 +97,9 @@ def stream_id(subject: str) -> str:
     return "mfa-" + hashlib.sha256(subject.encode()).hexdigest()[:32]
 
 
-def fold(payloads: Iterable[Payload]) -> Mfa:
-    state = Mfa()
+@resumable
+def fold(payloads: Iterable[Payload], start: Mfa | None = None) -> Mfa:
+    state = Mfa() if start is None else start
     for payload in payloads:
         match payload:
             case TotpEnrollmentStarted():

@@ -9,7 +9,7 @@ from datetime import datetime
 import msgspec
 
 from domain.errors import AlreadyExists, DomainError, NotFound
-from domain.events import SYSTEM_TENANT, Payload, event
+from domain.events import SYSTEM_TENANT, Payload, event, resumable
 
 STREAM_TYPE = "user"
 USERNAME_RE = re.compile(r"[a-z0-9][a-z0-9._@-]{0,63}")
@@ -81,8 +81,9 @@ def validate_username(username: str) -> None:
                           "'.', '_', '@', '-', starting with a letter or digit", field="username")
 
 
-def fold(payloads: Iterable[Payload]) -> User:
-    state = User()
+@resumable
+def fold(payloads: Iterable[Payload], start: User | None = None) -> User:
+    state = User() if start is None else start
     for payload in payloads:
         match payload:
             case UserCreated():

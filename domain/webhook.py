@@ -9,13 +9,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
 import msgspec
 
 from domain.errors import AlreadyExists, DomainError, NotFound
-from domain.events import Payload, event
+from domain.events import Payload, event, resumable
 
 STREAM_TYPE = "webhook"
 MAX_URL = 2048
@@ -91,8 +92,9 @@ def stream_id(webhook_id: str) -> str:
     return f"webhook-{webhook_id}"
 
 
-def fold(payloads) -> Webhook:
-    state = Webhook()
+@resumable
+def fold(payloads: Iterable[Payload], start: Webhook | None = None) -> Webhook:
+    state = Webhook() if start is None else start
     for payload in payloads:
         match payload:
             case WebhookSubscribed():

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 from datetime import UTC, datetime, timedelta
 
 import msgspec
 import pytest
+from hypothesis import given, settings as hsettings, strategies as st
 
 from domain import ca, certificate, revocation
 from domain.certspec import CertificateFacts, DistinguishedName, NameConstraints, SubjectAltNames
@@ -126,7 +128,7 @@ def test_entries_leave_the_crl_one_period_after_their_certificate_expired():
     expired = entry("1", not_after=NOW - timedelta(days=6))
     long_gone = entry("2", not_after=NOW - timedelta(days=8))
     state = revocation.fold([CREATED, entry("10"), expired, long_gone])
-    assert [e.serial_hex for e in revocation.crl_entries(state, NOW, WEEK)] == ["1", "10"]  # by serial value
+    assert [e.serial_hex for e in revocation.crl_entries(state, NOW, WEEK)] == ["10", "1"]  # as revoked
 
 
 def test_a_responder_certificate_is_renewed_with_a_third_of_its_life_left():
@@ -174,3 +176,29 @@ def test_a_certificate_stream_records_its_revocation_once():
     assert certificate.decide_revoke(state, issued.certificate_id, revoked) == [revoked]
     state = certificate.fold([issued, revoked])
     assert state.status == "revoked" and certificate.decide_revoke(state, issued.certificate_id, revoked) == []
+
+
+# Any event a CA stream holds, over a few serials and signer keys so that later events overwrite earlier ones.
+_SERIALS = st.sampled_from(["1", "2", "3", "a", "ff"])
+_CA_STREAM_EVENT = st.one_of(
+    st.builds(lambda serial, reason: entry(serial, reason=reason), _SERIALS, st.sampled_from(list(revocation.REASONS))),
+    st.builds(published, st.integers(1, 9)),
+    st.builds(lambda fp, serial: OcspSignerIssued(issuer_fingerprint=fp, certificate=held(serial)),
+              st.sampled_from(["f1", "f2"]), _SERIALS),
+    st.builds(lambda serial: ca.CaKeyRolledOver(certificate=held(serial), reason="scheduled"), _SERIALS),
+    st.builds(lambda serial: ca.CaCrossCertified(certificate=held(serial)), _SERIALS),
+    st.just(ca.CaDisabled(reason="audit")), st.just(ca.CaEnabled(reason="audit")),
+    st.just(ca.CaRevoked(reason="key_compromise", revoked_at=NOW, invalidity_date=None)),
+)
+
+
+@hsettings(max_examples=300)
+@given(events=st.lists(_CA_STREAM_EVENT, max_size=12), data=st.data())
+def test_a_fold_resumed_from_an_earlier_state_equals_the_whole_fold_and_leaves_that_state_alone(events, data):
+    events = [CREATED, *events]
+    split = data.draw(st.integers(0, len(events)), label="split")
+    for fold in (revocation.fold, ca.fold):
+        earlier = fold(events[:split])
+        kept = copy.deepcopy(earlier)
+        assert fold(events[split:], start=earlier) == fold(events)
+        assert earlier == kept  # a kept state is shared by every later load: resuming must not change it
