@@ -128,7 +128,9 @@ class Services:
 
 
 def rfc3339(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """UTC, microseconds, ``Z``: fixed width, so these strings sort as their instants do (the read models compare
+    them as strings). ``isoformat`` pads years below 1000 to four digits; glibc's ``strftime("%Y")`` does not."""
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def fingerprint(command: msgspec.Struct) -> str:

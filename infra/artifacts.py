@@ -10,6 +10,7 @@ import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
+from commands.runtime import rfc3339
 from projections.sqlite_wal import use_wal
 
 DB_FILE = "artifacts.db"
@@ -51,7 +52,7 @@ class SQLiteArtifactStore:
 
     def put_sync(self, data: bytes, media_type: str) -> str:
         digest = hashlib.sha256(data).hexdigest()
-        created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        created = rfc3339(datetime.now(UTC))
         with self._lock:
             self._connection().execute("INSERT OR IGNORE INTO artifacts VALUES (?, ?, ?, ?)",
                                        (digest, media_type, data, created))
