@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import signal
+import socket
 
 import uvicorn
 
@@ -51,17 +53,29 @@ def build_server(settings: Settings, app=None) -> uvicorn.Server:
     return uvicorn.Server(config)
 
 
-def serve(settings: Settings) -> int:
+def listen(settings: Settings) -> tuple[Settings, socket.socket | None]:
+    """For port 0, bind now and put the port the kernel chose into the settings: the CRL, OCSP and CA-issuer URLs
+    written into certificates are made from them (``Settings.base_url``), and must not name port 0."""
+    if settings.port != 0:
+        return settings, None
+    from api.workers import bind
+
+    sock = bind(settings.host, 0)
+    return dataclasses.replace(settings, port=sock.getsockname()[1]), sock
+
+
+def serve(settings: Settings, sock: socket.socket | None = None) -> int:
     """Serve until SIGINT/SIGTERM; the final audit checkpoint is written at shutdown. Returns the exit status.
 
     With ``settings.workers`` > 1 (and the SQLite store), a supervisor runs a primary process and that many
-    HTTP workers (api/workers.py); otherwise this one process does everything.
+    HTTP workers (api/workers.py); otherwise this one process does everything. ``sock``: already bound
+    (``listen``), else bound here from settings.host and settings.port.
     """
     configure_logging(settings.log_level)
     if settings.workers > 1 and settings.store == "sqlite":
         from api.workers import supervise
 
-        return supervise(settings)
+        return supervise(settings, sock)
     # uvicorn shuts down gracefully on SIGTERM/SIGINT, restores the handlers it found, then raises the same signal
     # again so that the default action ends the process (status -15 for a clean stop). Handlers that do nothing
     # let that second signal pass: a clean shutdown exits 0.
@@ -69,7 +83,7 @@ def serve(settings: Settings) -> int:
         signal.signal(signum, _already_handled)
     server = build_server(settings)
     freeze_startup_heap()  # the modules and the app; the runtime opens in the app's lifespan
-    server.run()
+    server.run(sockets=[sock] if sock is not None else None)
     return 0
 
 

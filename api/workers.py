@@ -143,14 +143,14 @@ def worker_main(settings: Settings, sock: socket.socket, path: Path, parent: int
 class Supervisor:
     """Starts the primary and the workers, restarts what dies, and stops them in order."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, sock: socket.socket | None = None) -> None:
         self.settings = settings
         self.context = multiprocessing.get_context("spawn")  # a fresh interpreter: no state shared by fork
         self.stopping = False
         self.primary: multiprocessing.process.BaseProcess | None = None
         self.workers: list[multiprocessing.process.BaseProcess | None] = []
         self._restarts: dict[str, list[float]] = {}
-        self.sock: socket.socket | None = None
+        self.sock = sock
 
     def _start_primary(self) -> None:
         self.primary = self.context.Process(target=primary_main, name="csm-primary", daemon=False,
@@ -193,7 +193,8 @@ class Supervisor:
         shutil.rmtree(metrics, ignore_errors=True)
         metrics.mkdir(mode=0o700)
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics)  # inherited; read when a child imports the client
-        self.sock = bind(settings.host, settings.port)
+        if self.sock is None:
+            self.sock = bind(settings.host, settings.port)
         previous = {signum: signal.signal(signum, self._on_signal) for signum in (signal.SIGTERM, signal.SIGINT)}
         try:
             self._start_primary()
@@ -266,6 +267,8 @@ def _mark_dead(pid: int | None) -> None:
         multiprocess.mark_process_dead(pid)
 
 
-def supervise(settings: Settings) -> int:
-    """Run a multi-worker server until SIGTERM or SIGINT; the exit status is 0 after a clean stop."""
-    return Supervisor(settings).run()
+def supervise(settings: Settings, sock: socket.socket | None = None) -> int:
+    """Run a multi-worker server until SIGTERM or SIGINT; the exit status is 0 after a clean stop.
+
+    ``sock``: the listening socket, already bound (api.server.listen); else bound from the settings."""
+    return Supervisor(settings, sock).run()

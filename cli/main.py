@@ -64,6 +64,9 @@ def init(settings: Settings) -> None:
     click.echo(f"      csm --data-dir {settings.data_dir} user create admin --role platform-admin --password-file F")
 
 
+WILDCARD_HOSTS = ("0.0.0.0", "::", "")  # listen on every address: not an address to put into a certificate
+
+
 @csm.command()
 @click.option("--host", default=None, help="Address to listen on  [default: CSM_HOST or 127.0.0.1]")
 @click.option("--port", type=click.IntRange(0, 65535), default=None, help="Port  [default: CSM_PORT or 8000]")
@@ -79,12 +82,16 @@ def serve(settings: Settings, host: str | None, port: int | None, workers: int |
     initialise(settings).close()
     from api import server  # lazily: the API is the only part of csm that needs the web stack
 
+    settings, sock = server.listen(settings)  # port 0: the port chosen, before anything names it
     processes = f", {settings.workers} HTTP workers and a primary" if settings.workers > 1 else ""
     click.echo(f"serving http://{settings.host}:{settings.port} from {settings.data_dir}{processes}", err=True)
+    if settings.public_url is None and settings.host in WILDCARD_HOSTS:
+        click.echo(f"warning: certificates issued now name {settings.base_url} in their CRL, OCSP and CA-issuer "
+                   "URLs, which no relying party can reach; set CSM_PUBLIC_URL to the address they use", err=True)
     for line in first_login_hints(settings):
         click.echo(line, err=True)
     try:
-        status = server.serve(settings)
+        status = server.serve(settings, sock)
     except KeyboardInterrupt:  # Ctrl+C: uvicorn has already shut down gracefully and re-raised it
         status = 0
     click.echo("stopped", err=True)

@@ -108,3 +108,61 @@ def test_a_server_sees_what_the_cli_wrote_and_projected(tmp_path):
             await runtime.stop()
 
     asyncio.run(go())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("host", "workers"), [("127.0.0.1", "auto"), ("0.0.0.0", "1")],
+                         ids=["supervisor", "wildcard-one-process"])
+def test_port_0_serves_on_the_port_chosen_and_certificates_name_that_port(tmp_path, host, workers):
+    pytest.importorskip("api.server", reason="api.server is not importable: csm serve has nothing to run")
+    from cryptography import x509
+
+    data = tmp_path / "data"
+    server = subprocess.Popen([*CSM, "--data-dir", str(data), "serve", "--host", host, "--port", "0"],
+                              env={**env(), "CSM_WORKERS": workers},
+                              cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        first = server.stderr.readline()
+        assert first.startswith(f"serving http://{host}:"), first
+        port = int(first.split()[1].rsplit(":", 1)[1])
+        assert port > 0
+        warning = server.stderr.readline()
+        if host == "0.0.0.0":  # no CSM_PUBLIC_URL: the URLs certificates will carry name no reachable address
+            assert warning.startswith(f"warning: certificates issued now name http://0.0.0.0:{port} "), warning
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            assert server.poll() is None, server.communicate()[1]
+            try:
+                if httpx.get(f"{base}/health/live", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "the server did not come up"
+            time.sleep(0.2)
+        token = csm(data, "admin", "create-token", "--name", "e2e").stdout.strip().splitlines()[-1]
+        headers = {"Authorization": f"Bearer {token}"}
+        assert httpx.post(f"{base}/v1/tenants", json={"tenant_id": "acme", "name": "Acme"}, headers=headers,
+                          timeout=10).status_code == 201
+        root = httpx.post(f"{base}/v1/cas", json={"kind": "root", "tenant_id": "acme", "name": "Root",
+                                                  "subject": {"common_name": "Acme Root"},
+                                                  "algorithm": "ecdsa-p256"}, headers=headers, timeout=30)
+        assert root.status_code == 201, root.text
+        issued = httpx.post(f"{base}/v1/certificates", json={
+            "tenant_id": "acme", "ca_id": root.json()["ca_id"], "profile": "cassandra-node",
+            "subject": {"common_name": "node1.acme.internal"}, "sans": {"dns": ["node1.acme.internal"]},
+            "algorithm": "ecdsa-p256"}, headers=headers, timeout=30)
+        assert issued.status_code == 201, issued.text
+        row = httpx.get(f"{base}{issued.headers['location']}", headers=headers, timeout=10)
+        assert row.status_code == 200, row.text
+        leaf = x509.load_pem_x509_certificate(row.json()["certificate_pem"].encode())
+        crl = leaf.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
+        urls = [name.value for point in crl for name in point.full_name]
+        assert urls and all(url.startswith(f"http://{host}:{port}/") for url in urls), urls
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            server.kill()
+    assert server.returncode == 0
