@@ -10,7 +10,7 @@ import time
 from array import array
 from pathlib import Path
 
-from commands import cas, certificates, tenants
+from commands import cas, certificates, revoke, tenants
 from commands.authz import SYSTEM
 from commands.runtime import CommandContext
 from domain.algorithms import ALGORITHMS
@@ -32,6 +32,7 @@ SERVER_SIDE = (("rsa-4096", 60, 24), ("rsa-3072", 30, 32), ("ecdsa-p256", 200, 4
 SERVER_CONCURRENCY = 8
 RSA_KEY_POOL = 4  # the default of CSM_RSA_KEY_POOL, which `csm serve` (make run) uses
 CSR_RUNS = ((1, 400), (32, 2000), (256, 2000))  # (concurrency, CSRs)
+REVOCATIONS, REVOCATION_BLOCK = 3000, 500  # certificates revoked one at a time under one CA; reported per block
 
 
 def plan() -> list[dict]:
@@ -41,6 +42,9 @@ def plan() -> list[dict]:
                        "--concurrency", str(SERVER_CONCURRENCY)]} for alg, seq, conc in SERVER_SIDE]
     steps += [{"label": f"issuance: ECDSA P-256 CSRs x {c} concurrent", "module": "bench.issuance", "dir": "scratch",
                "args": ["issue-csr", "--requests", str(n), "--concurrency", str(c)]} for c, n in CSR_RUNS]
+    steps.append({"label": f"issuance, then revocation: {REVOCATIONS:,} certificates of one CA revoked one at a time",
+                  "module": "bench.issuance",
+                  "dir": "scratch", "args": ["revoke", "--requests", str(REVOCATIONS), "--block", str(REVOCATION_BLOCK)]})
     return steps
 
 
@@ -193,7 +197,49 @@ def phase_csr(args) -> dict:
             "issued": 1 + args.requests, "warm_up": 1, "csr_generation_seconds": generation, **result, **checks}
 
 
-PHASES = {"issue-server": phase_server, "issue-csr": phase_csr}
+def phase_revoke(args) -> dict:
+    """Revocation as a CA's revoked list grows: issue ``--requests`` certificates under one intermediate (untimed,
+    32 in flight), revoke them one at a time (each revocation appends to the CA's stream, signs and stores the
+    CA's next CRL listing every revocation so far, then appends to the certificate's stream), then issue 200
+    more one at a time under the same CA. Latency per block of ``--block`` revocations."""
+    csrs = make_csrs(0, args.requests + 201)
+
+    async def body() -> dict:
+        ctx, services = CommandContext(principal=SYSTEM), runtime.services
+        ca_id = await hierarchy(runtime, CA_FOR_FAMILY["ecdsa"])
+        commands = [certificates.IssueCertificate(tenant_id=TENANT, ca_id=ca_id, profile=PROFILE, csr=csr)
+                    for csr in csrs]
+        gate, ids = asyncio.Semaphore(32), []
+
+        async def issue(command) -> None:
+            async with gate:
+                ids.append((await certificates.issue_certificate(command, ctx, services)).certificate_id)
+
+        await asyncio.gather(*(issue(command) for command in commands[:args.requests]))
+        latencies, blocks = array("d"), []
+        started, cpu = time.perf_counter(), time.process_time()
+        for index, certificate_id in enumerate(ids, 1):
+            began = time.perf_counter()
+            await revoke.revoke_certificate(revoke.RevokeCertificate(tenant_id=TENANT, certificate_id=certificate_id,
+                                                                     reason="superseded"), ctx, services)
+            latencies.append(time.perf_counter() - began)
+            if index % args.block == 0 or index == len(ids):
+                block = latencies[-(index - (blocks[-1]["revoked"] if blocks else 0)):]
+                blocks.append({"revoked": index, **summary(block, sum(block), 0.0)})
+        revoked = summary(latencies, time.perf_counter() - started, time.process_time() - cpu)
+        after = await run_requests(commands[args.requests + 1:], 1, services)
+        return {"revocations": revoked, "blocks": blocks, "issuance_after": after}
+
+    runtime = initialise(Settings(data_dir=args.dir))
+    try:
+        result = asyncio.run(body())
+        checks = audit(runtime)
+    finally:
+        runtime.close()
+    return {"ca_algorithm": CA_FOR_FAMILY["ecdsa"], "profile": PROFILE, "revoked": args.requests, **result, **checks}
+
+
+PHASES = {"issue-server": phase_server, "issue-csr": phase_csr, "revoke": phase_revoke}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -204,10 +250,11 @@ def main(argv: list[str] | None = None) -> None:
                         help="server-side key algorithm (issue-server)")
     parser.add_argument("--sequential", type=int, default=20, help="issuances one at a time (issue-server)")
     parser.add_argument("--concurrent", type=int, default=24, help="issuances with --concurrency in flight")
-    parser.add_argument("--requests", type=int, default=1000, help="CSRs to issue (issue-csr)")
+    parser.add_argument("--requests", type=int, default=1000, help="CSRs to issue (issue-csr), certificates to revoke (revoke)")
     parser.add_argument("--concurrency", type=int, default=SERVER_CONCURRENCY, help="requests in flight")
+    parser.add_argument("--block", type=int, default=REVOCATION_BLOCK, help="revocations per reported block (revoke)")
     args = parser.parse_args(argv)
-    if min(args.sequential, args.concurrent, args.requests, args.concurrency) < 1:
+    if min(args.sequential, args.concurrent, args.requests, args.concurrency, args.block) < 1:
         parser.error("counts and --concurrency must be at least 1")
     result = {"phase": args.name, **PHASES[args.name](args)}
     json.dump(result, sys.stdout)

@@ -118,9 +118,35 @@ def csr_table(phases: list[dict]) -> list[str]:
     return lines
 
 
+def revocation_table(phase: dict) -> list[str]:
+    lines = ["| revocations so far | in this block | mean ms | p50 ms | p95 ms | p99 ms | max ms |",
+             "|--:|--:|--:|--:|--:|--:|--:|"]
+    for block in phase["blocks"]:
+        lines.append(f"| {_n(block['revoked'])} | {_n(block['n'])} | {_n(block['seconds'] * 1000 / block['n'], 2)} | "
+                     f"{_n(block['latency_ms_p50'], 2)} | {_n(block['latency_ms_p95'], 2)} | "
+                     f"{_n(block['latency_ms_p99'], 2)} | {_n(block['latency_ms_max'], 2)} |")
+    return lines
+
+
+def revocation_section(phase: dict) -> list[str]:
+    every, after = phase["revocations"], phase["issuance_after"]
+    return ["### Revocation as a CA's revoked list grows", "",
+            f"{_n(phase['revoked'])} certificates issued under one intermediate (untimed), then revoked one at a",
+            "time through `commands.revoke.revoke_certificate`: each revocation appends to the CA's stream,",
+            "signs and stores the CA's next CRL (listing every revocation so far), and appends to the",
+            "certificate's stream, three durable commits. Then 200 issuances one at a time under the same CA.",
+            "A revocation that grew with the CA's revoked list would show here as a rising mean.", "",
+            *revocation_table(phase), "",
+            f"All {_n(every['n'])}: {_n(every['per_second'], 1)} a second, CPU {_n(every['cpu_ms_per_issuance'], 2)} ms "
+            f"each; issuance afterwards, one at a time: p50 {_n(after['latency_ms_p50'], 2)} ms, "
+            f"p95 {_n(after['latency_ms_p95'], 2)} ms ({_n(after['per_minute'])} a minute). Notes: "
+            f"{_notes(phase) or 'none'}.", ""]
+
+
 def issuance_section(run: dict) -> list[str]:
     server = [p for p in run["phases"] if p["phase"] == "issue-server"]
     csr = [p for p in run["phases"] if p["phase"] == "issue-csr"]
+    revocations = [p for p in run["phases"] if p["phase"] == "revoke"]
     info = run["machine"]
     out = ["## Issuance", "",
            f"`{run['command'].strip()}` on {info.get('date')}, code {info.get('git_commit')}, load average "
@@ -149,6 +175,8 @@ def issuance_section(run: dict) -> list[str]:
                 "Each request a distinct CSR (its own key, subject and DNS SAN); the requester keeps the key,",
                 "so nothing goes to the vault. Concurrency 1 awaits each request in turn.", "",
                 *csr_table(csr), ""]
+    for phase in revocations:
+        out += revocation_section(phase)
     out += ["Commands (DIR is a fresh scratch directory under `bench/results/work/`):", "",
             *(f"- {p['label']}: `{p['command']}`" for p in run["phases"]), ""]
     return out

@@ -63,7 +63,21 @@ def test_plan_covers_every_family_and_the_csr_concurrencies(bench):
     algorithms = [s["args"][2] for s in steps if s["args"][0] == "issue-server"]
     assert algorithms[0] == "rsa-4096" and len(algorithms) == 10
     assert [s["args"][-1] for s in steps if s["args"][0] == "issue-csr"] == ["1", "32", "256"]
-    assert all("issuance" in s["label"] and s["module"] == "bench.issuance" for s in steps)
+    assert [s["args"][:3] for s in steps if s["args"][0] == "revoke"] == [["revoke", "--requests", "3000"]]
+    assert all("issuance" in s["label"] and s["module"] == "bench.issuance" for s in steps)  # --only issuance
+
+
+def test_revocation_phase_revokes_every_certificate_and_reports_each_block(bench, capsys, tmp_path):
+    result = run_phase(bench, capsys, ["revoke", "--requests", "5", "--block", "2", "--dir", str(tmp_path / "d")])
+    assert result["phase"] == "revoke" and result["revoked"] == 5 and result["verified"] is True
+    assert [b["revoked"] for b in result["blocks"]] == [2, 4, 5] and [b["n"] for b in result["blocks"]] == [2, 2, 1]
+    assert result["revocations"]["n"] == 5 and result["issuance_after"]["n"] == 200
+    assert result["certificate_issued_events"] == 5 + 200
+    # every revocation: the CA's entry, a CRL, the certificate's own event; five setup events besides
+    assert result["events"] == 5 + 3 * 5 + 205
+    result.update(label="r", command="python -m bench.issuance revoke …")
+    text = "\n".join(bench["report"].revocation_section(result))
+    assert "### Revocation as a CA's revoked list grows" in text and "| 4 | 2 |" in text
 
 
 def test_report_renders_goals_and_keeps_the_store_section(bench, capsys, tmp_path):
