@@ -18,7 +18,7 @@ from commands.authz import SYSTEM
 from commands.ports import ArtifactStore, RevocationCrypto
 from commands.runtime import CommandContext, Services, load, run
 from domain import ca, revocation
-from domain.errors import DomainError, NotFound
+from domain.errors import Contention, NotFound
 
 log = logging.getLogger(__name__)
 CRL_MEDIA_TYPE = "application/pkix-crl"
@@ -60,21 +60,24 @@ async def publish(services: Services, tenant_id: str, ca_id: str, *, covering: i
     """Publish the next CRL of ``ca_id``, unless one already covers stream version ``covering`` (or is not due).
 
     None when the CA cannot sign a CRL here (offline key, pending, revoked) or nothing was due.
+    The CA stream's turn is held from reading it to appending ``ca.crl_published``: this process's revocations
+    wait (they would make the CRL outdated), and those that waited mostly find a CRL that already lists them.
     """
-    for _ in range(MAX_ATTEMPTS):
-        state = await load_registry(services, tenant_id, ca_id)
-        if not revocation.can_publish(state):
-            return None
-        now = services.clock.now()
-        if state.crl is not None and ((covering is not None and revocation.covers(state, covering))
-                                      or (only_if_due and not revocation.publication_due(state, now))):
-            return PublishedCrl(ca_id=ca_id, crl_number=state.crl.crl_number, sha256=state.crl.sha256,
-                                published=False)
-        try:
-            return await _publish_from(services, tenant_id, state, now)
-        except revocation.CrlOutdated:
-            continue  # rebuilt from the newer stream: it may now be covered, or need the new revocation
-    raise DomainError("contention", f"CA {ca_id}'s stream kept changing while its CRL was built; try again")
+    async with services.locks(tenant_id, ca.stream_id(ca_id)):
+        for _ in range(MAX_ATTEMPTS):
+            state = await load_registry(services, tenant_id, ca_id)
+            if not revocation.can_publish(state):
+                return None
+            now = services.clock.now()
+            if state.crl is not None and ((covering is not None and revocation.covers(state, covering))
+                                          or (only_if_due and not revocation.publication_due(state, now))):
+                return PublishedCrl(ca_id=ca_id, crl_number=state.crl.crl_number, sha256=state.crl.sha256,
+                                    published=False)
+            try:
+                return await _publish_from(services, tenant_id, state, now)
+            except revocation.CrlOutdated:
+                continue  # another process wrote meanwhile: it may now be covered, or need the new revocation
+    raise Contention(ca.stream_id(ca_id))  # 409 with Retry-After, as every other lost race
 
 
 async def _publish_from(services: Services, tenant_id: str, state: revocation.Registry, now) -> PublishedCrl:
@@ -94,7 +97,7 @@ async def _publish_from(services: Services, tenant_id: str, state: revocation.Re
     built_from = state.version
     await run(services, system_context(), published, tenant_id=tenant_id, stream_id=ca.stream_id(state.ca.ca_id),
               stream_type=ca.STREAM_TYPE, fold=revocation.fold,
-              decide=lambda s: revocation.decide_publish(s, built_from, published))
+              decide=lambda s: revocation.decide_publish(s, built_from, published), locked=True)
     log.info("published CRL %d of CA %s (%d entries)", number, state.ca.ca_id, len(entries))
     return PublishedCrl(ca_id=state.ca.ca_id, crl_number=number, sha256=digest, published=True)
 

@@ -10,6 +10,7 @@ and retrying the revocation completes it.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from datetime import datetime
 from typing import Annotated
 
@@ -22,7 +23,10 @@ from commands.certificates import CertificateId
 from commands.runtime import CommandContext, CommandResult, Services, load, replayed, run
 from commands.tenants import TenantId
 from domain import ca, certificate, revocation
+from domain.errors import Contention
 from domain.revocation import RevocationRecorded
+
+log = logging.getLogger(__name__)
 
 ReasonName = Annotated[str, msgspec.Meta(pattern=r"^[a-z_]{1,40}$", description="an RFC 5280 reason, snake case: "
                                          + ", ".join(revocation.REASONS))]
@@ -74,9 +78,17 @@ async def _record(services: Services, ctx: CommandContext, command: msgspec.Stru
 
 async def _publish(services: Services, tenant_id: str, registry: revocation.Registry,
                    serials: list[str]) -> crl.PublishedCrl | None:
-    """Publish the issuer's next CRL now, unless one published since already lists ``serials``."""
+    """Publish the issuer's next CRL now, unless one published since already lists ``serials``.
+
+    None if other processes kept changing the CA's stream meanwhile: the revocation is recorded (OCSP answers
+    it now), and the revocation scheduler publishes the CRL that lacks it on its next pass (a minute at most)."""
     covering = max(registry.recorded_at[serial] for serial in serials)
-    return await crl.publish(services, tenant_id, registry.ca.ca_id, covering=covering)
+    try:
+        return await crl.publish(services, tenant_id, registry.ca.ca_id, covering=covering)
+    except Contention:
+        log.warning("CRL of CA %s not published now: its stream kept changing; the scheduler will",
+                    registry.ca.ca_id)
+        return None
 
 
 async def revoke_certificate(cmd: RevokeCertificate, ctx: CommandContext, services: Services) -> Revocation:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import logging
+import weakref
 from collections.abc import Callable, Iterable
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -105,6 +108,26 @@ class StreamCache:
         folds[fold] = (version, state)
 
 
+class StreamLocks:
+    """One asyncio.Lock per stream being written by this process: commands on one stream take turns here
+    instead of racing each other to the store, where all but one of them would lose each round.
+
+    Thirty-two revocations in flight under one CA (each appends to the CA's stream) lost that race eight
+    times in a row for 89 of 500 and failed with ``contention``; taking turns, all land. Writers in other
+    processes still race, and lose at most to those. A lock lives only while a command holds or awaits it.
+    """
+
+    def __init__(self) -> None:
+        self._locks: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = weakref.WeakValueDictionary()
+
+    def __call__(self, tenant_id: str, stream_id: str) -> asyncio.Lock:
+        key = (tenant_id, stream_id)
+        lock = self._locks.get(key)
+        if lock is None:
+            lock = self._locks[key] = asyncio.Lock()
+        return lock
+
+
 @dataclass(slots=True)
 class Services:
     """The adapters a handler may use; wired once in the composition root.
@@ -125,6 +148,7 @@ class Services:
     directory: Directory | None = None  # LDAP / AD sign-in, when configured
     allow_loopback_webhooks: bool = False  # http:// webhook URLs to 127.0.0.1/localhost (tests, development)
     streams: StreamCache = field(default_factory=StreamCache)  # folded states, resumed from where they were
+    locks: StreamLocks = field(default_factory=StreamLocks)  # this process's writers of one stream take turns
 
 
 def rfc3339(moment: datetime) -> str:
@@ -150,13 +174,25 @@ async def run(
     fold: Callable[[Iterable[Payload]], Any],
     decide: Callable[[Any], list[Payload]],
     presume_new: bool = False,
+    locked: bool = False,
 ) -> CommandResult:
-    """Load the stream, fold it, decide, and append with the version that was read.
+    """Load the stream, fold it, decide, and append with the version that was read; this process's commands on
+    the stream take turns (``Services.locks``), and a race lost to another process is run again.
 
     ``presume_new``: the stream is all but certain not to exist yet (a certificate's, named by a fresh random
     serial), so the first attempt decides on the empty stream without reading it; the append at version 0
-    is what checks, and if the stream does exist the next attempt reads it and decides again.
+    is what checks, and if the stream does exist the next attempt reads it and decides again. No turn is
+    taken for such a stream. ``locked``: the caller already holds the stream's turn.
     """
+    turn = contextlib.nullcontext() if presume_new or locked else services.locks(tenant_id, stream_id)
+    async with turn:
+        return await _run(services, ctx, command, tenant_id=tenant_id, stream_id=stream_id, stream_type=stream_type,
+                          fold=fold, decide=decide, presume_new=presume_new)
+
+
+async def _run(services: Services, ctx: CommandContext, command: msgspec.Struct, *, tenant_id: str, stream_id: str,
+               stream_type: str, fold: Callable[[Iterable[Payload]], Any], decide: Callable[[Any], list[Payload]],
+               presume_new: bool) -> CommandResult:
     store = services.store
     scope = f"{ctx.principal.id}|{tenant_id}"
     print_ = fingerprint(command)

@@ -13,6 +13,7 @@ from test_api_revocation import ask, ca, crl_of, leaf, ocsp_request, pem_certs, 
 from test_api_support import pki_api  # noqa: F401
 
 from commands import crl
+from domain.errors import Contention
 from domain.events import decode_payload
 from domain.revocation import CrlPublished, RevocationRecorded
 
@@ -85,6 +86,27 @@ async def test_racing_publishers_publish_one_crl_per_number_and_every_crl_lists_
     assert numbers == list(range(1, len(numbers) + 1))  # no number twice, none skipped
     assert revoked == {int(row["certificate_id"], 16) for row in rows}
     assert {entry.serial_number for entry in await crl_of(api, inter)} == revoked
+
+
+async def test_a_crl_publication_lost_to_other_processes_leaves_the_revocation_done_and_the_scheduler_publishes(
+        pki_api, monkeypatch):
+    api = pki_api
+    admin, _root, inter = await setup(api)
+    row = await leaf(api, admin, inter, "n1.acme.internal")
+    before = crl_number(await crl_of(api, inter))
+
+    async def lost(services, tenant_id, ca_id, **_):  # other processes kept appending to the CA's stream
+        raise Contention(f"ca-{ca_id}")
+
+    monkeypatch.setattr(crl, "publish", lost)
+    done = await revoke(api, admin, row["certificate_id"], reason="key_compromise")
+    assert done["status"] == "revoked" and done["crls"] == []  # recorded; no CRL lists it yet
+    monkeypatch.undo()
+    await caught_up(api)
+    published = {p.ca_id: p.crl_number for p in await api.runtime.revocation_scheduler().run_once()}
+    assert published[inter] == before + 1  # the CRL that lacked it is due at once
+    listed = await crl_of(api, inter)
+    assert listed.get_revoked_certificate_by_serial_number(int(row["certificate_id"], 16)) is not None
 
 
 async def test_a_revocation_reaches_the_crl_and_ocsp_while_the_read_models_stand_still(pki_api):

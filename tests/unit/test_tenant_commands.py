@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import pytest
 
 from commands.authz import SYSTEM, Forbidden, Principal
-from commands.runtime import MAX_ATTEMPTS, CommandContext
+from commands.runtime import MAX_ATTEMPTS, CommandContext, StreamCache, StreamLocks
 from commands.tenants import (CreateTenant, RenameTenant, ResumeTenant, SetTenantQuotas, SuspendTenant,
                               create_tenant, rename_tenant, resume_tenant, set_tenant_quotas, suspend_tenant)
 from domain.errors import Contention, DomainError, IdempotencyKeyReused
@@ -103,7 +104,7 @@ async def test_concurrent_duplicate_requests_with_one_key_write_once(services):
 
 async def test_racing_commands_on_one_aggregate_all_land_by_retrying(services):
     names = [f"Acme {i}" for i in range(MAX_ATTEMPTS)]  # each loss means another racer won: all land
-    results = await asyncio.gather(*(rename_tenant(RenameTenant(tenant_id="acme", name=n), ADMIN, services)
+    results = await asyncio.gather(*(rename_tenant(RenameTenant(tenant_id="acme", name=n), ADMIN, elsewhere(services))
                                      for n in names))
     assert sorted(r.version for r in results) == list(range(2, MAX_ATTEMPTS + 2))
     events = await services.store.read_stream("acme", "tenant-acme")
@@ -111,10 +112,23 @@ async def test_racing_commands_on_one_aggregate_all_land_by_retrying(services):
     assert sorted(e.payload["new_name"] for e in events[1:]) == sorted(names)
 
 
-async def test_beyond_the_retry_bound_losers_are_told_of_contention_and_nothing_is_lost(services):
+def elsewhere(services):
+    """The same store as another process sees it: its own stream cache, and its own turns on each stream."""
+    return dataclasses.replace(services, streams=StreamCache(), locks=StreamLocks())
+
+
+async def test_racing_commands_of_one_process_take_turns_and_all_land(services):
     outcomes = await asyncio.gather(*(rename_tenant(RenameTenant(tenant_id="acme", name=f"A {i}"), ADMIN, services)
+                                      for i in range(3 * MAX_ATTEMPTS)))
+    assert sorted(r.version for r in outcomes) == list(range(2, 3 * MAX_ATTEMPTS + 2))
+
+
+async def test_beyond_the_retry_bound_losers_are_told_of_contention_and_nothing_is_lost(services):
+    outcomes = await asyncio.gather(*(rename_tenant(RenameTenant(tenant_id="acme", name=f"A {i}"), ADMIN,
+                                                    elsewhere(services))  # each racer its own process
                                       for i in range(3 * MAX_ATTEMPTS)), return_exceptions=True)
     landed = [o for o in outcomes if not isinstance(o, BaseException)]
+    assert len(landed) < len(outcomes)  # 24 processes racing: some lose eight times in a row
     assert all(isinstance(o, Contention) and o.code == "contention" and o.status == 409
                for o in outcomes if o not in landed)
     assert sorted(r.version for r in landed) == list(range(2, len(landed) + 2))
