@@ -88,6 +88,9 @@ def run_phase(step: dict, data_dir: Path, work: Path) -> dict:
         print(" " + ", ".join(f"x {r['connections']}: {r['csm']['requests_per_second']:,.0f}/s vs cfssl "
                               f"{r['cfssl']['requests_per_second']:,.0f}/s" for r in result["issuance"])
               + "; reads " + ", ".join(f"p95 {r['latency_ms']['p95']:,.0f} ms" for r in result["reads"]))
+    elif result.get("phase") == "revoke":
+        print(" " + ", ".join(f"{b['seconds'] * 1000 / b['n']:,.2f} ms each up to {b['revoked']:,}"
+                              for b in result["blocks"]))
     else:
         runs = [result[k] for k in ("sequential", "concurrent") if k in result] or [result]
         print(" " + ", ".join(f"{r['per_minute']:,.0f}/min at concurrency {r['concurrency']}" for r in runs))

@@ -76,6 +76,10 @@ def test_revocation_phase_revokes_every_certificate_and_reports_each_block(bench
     # every revocation: the CA's entry, a CRL, the certificate's own event; five setup events besides
     assert result["events"] == 5 + 3 * 5 + 205
     result.update(label="r", command="python -m bench.issuance revoke …")
+    step = {"label": "revocation", "module": "bench.issuance", "dir": "scratch",
+            "args": ["revoke", "--requests", "3", "--block", "2"]}
+    ran = bench["cli"].run_phase(step, tmp_path / "e", tmp_path)  # as `python -m bench` runs it, in a process
+    assert ran["revoked"] == 3 and "ms each up to 3" in capsys.readouterr().out
     text = "\n".join(bench["report"].revocation_section(result))
     assert "### Revocation as a CA's revoked list grows" in text and "| 4 | 2 |" in text
 
