@@ -135,7 +135,7 @@ def revocation_section(phase: dict) -> list[str]:
             "time through `commands.revoke.revoke_certificate`: each revocation appends to the CA's stream,",
             "signs and stores the CA's next CRL (listing every revocation so far), and appends to the",
             "certificate's stream, three durable commits. Then 200 issuances one at a time under the same CA.",
-            "A revocation that grew with the CA's revoked list would show here as a rising mean.", "",
+            "What rises with the revocations so far is that CRL: each lists, encodes and signs every entry again.", "",
             *revocation_table(phase), "",
             f"All {_n(every['n'])}: {_n(every['per_second'], 1)} a second, CPU {_n(every['cpu_ms_per_issuance'], 2)} ms "
             f"each; issuance afterwards, one at a time: p50 {_n(after['latency_ms_p50'], 2)} ms, "
