@@ -8,6 +8,7 @@ import json
 import sys
 import time
 from array import array
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from commands import cas, certificates, revoke, tenants
@@ -121,6 +122,16 @@ def audit(runtime: Runtime) -> dict:
             "vault_keys": len(runtime.keys.key_ids(TENANT)) if runtime.keys else 0}
 
 
+def on_fresh_store(data_dir: Path, body: Callable[[Runtime], Awaitable[dict]]) -> dict:
+    """``body`` run on a runtime over ``data_dir`` (as `csm` opens it), then the untimed audit; closed either way."""
+    runtime = initialise(Settings(data_dir=data_dir))
+    try:
+        result = asyncio.run(body(runtime))
+        return {**result, **audit(runtime)}
+    finally:
+        runtime.close()
+
+
 def phase_server(args) -> dict:
     """Server-side keys: generate, sign, encrypt into the vault, append; sequential, then concurrent."""
     family = ALGORITHMS[args.algorithm].family
@@ -180,21 +191,16 @@ def phase_csr(args) -> dict:
     csrs = make_csrs(0, args.requests + 1)
     generation = time.perf_counter() - started
 
-    async def body() -> dict:
+    async def body(runtime: Runtime) -> dict:
         ca_id = await hierarchy(runtime, CA_FOR_FAMILY["ecdsa"])
         commands = [certificates.IssueCertificate(tenant_id=TENANT, ca_id=ca_id, profile=PROFILE, csr=csr)
                     for csr in csrs]
         await run_requests(commands[:1], 1, runtime.services)  # warm-up (untimed)
         return await run_requests(commands[1:], args.concurrency, runtime.services)
 
-    runtime = initialise(Settings(data_dir=args.dir))
-    try:
-        result = asyncio.run(body())
-        checks = audit(runtime)
-    finally:
-        runtime.close()
     return {"algorithm": "ecdsa-p256", "ca_algorithm": CA_FOR_FAMILY["ecdsa"], "profile": PROFILE,
-            "issued": 1 + args.requests, "warm_up": 1, "csr_generation_seconds": generation, **result, **checks}
+            "issued": 1 + args.requests, "warm_up": 1, "csr_generation_seconds": generation,
+            **on_fresh_store(args.dir, body)}
 
 
 def phase_revoke(args) -> dict:
@@ -204,7 +210,7 @@ def phase_revoke(args) -> dict:
     more one at a time under the same CA. Latency per block of ``--block`` revocations."""
     csrs = make_csrs(0, args.requests + 201)
 
-    async def body() -> dict:
+    async def body(runtime: Runtime) -> dict:
         ctx, services = CommandContext(principal=SYSTEM), runtime.services
         ca_id = await hierarchy(runtime, CA_FOR_FAMILY["ecdsa"])
         commands = [certificates.IssueCertificate(tenant_id=TENANT, ca_id=ca_id, profile=PROFILE, csr=csr)
@@ -230,13 +236,8 @@ def phase_revoke(args) -> dict:
         after = await run_requests(commands[args.requests + 1:], 1, services)
         return {"revocations": revoked, "blocks": blocks, "issuance_after": after}
 
-    runtime = initialise(Settings(data_dir=args.dir))
-    try:
-        result = asyncio.run(body())
-        checks = audit(runtime)
-    finally:
-        runtime.close()
-    return {"ca_algorithm": CA_FOR_FAMILY["ecdsa"], "profile": PROFILE, "revoked": args.requests, **result, **checks}
+    return {"ca_algorithm": CA_FOR_FAMILY["ecdsa"], "profile": PROFILE, "revoked": args.requests,
+            **on_fresh_store(args.dir, body)}
 
 
 PHASES = {"issue-server": phase_server, "issue-csr": phase_csr, "revoke": phase_revoke}

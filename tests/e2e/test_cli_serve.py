@@ -30,6 +30,19 @@ def csm(data_dir: Path, *args: str, expect: int = 0) -> subprocess.CompletedProc
     return run
 
 
+def wait_until_live(server: subprocess.Popen, base: str, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        assert server.poll() is None, server.communicate()[1]
+        try:
+            if httpx.get(f"{base}/health/live", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, "the server did not come up"
+        time.sleep(0.2)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -48,16 +61,7 @@ def test_serve_initialises_serves_shares_the_store_with_the_cli_and_stops_cleanl
                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert server.poll() is None, server.communicate()[1]
-            try:
-                if httpx.get(f"{base}/health/live", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "the server did not come up"
-            time.sleep(0.2)
+        wait_until_live(server, base)
         assert (data / "keys" / "audit-keys.pub.json").exists()
 
         token = csm(data, "admin", "create-token", "--name", "e2e").stdout.strip()
@@ -130,16 +134,7 @@ def test_port_0_serves_on_the_port_chosen_and_certificates_name_that_port(tmp_pa
         if host == "0.0.0.0":  # no CSM_PUBLIC_URL: the URLs certificates will carry name no reachable address
             assert warning.startswith(f"warning: certificates issued now name http://0.0.0.0:{port} "), warning
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            assert server.poll() is None, server.communicate()[1]
-            try:
-                if httpx.get(f"{base}/health/live", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "the server did not come up"
-            time.sleep(0.2)
+        wait_until_live(server, base)
         token = csm(data, "admin", "create-token", "--name", "e2e").stdout.strip().splitlines()[-1]
         headers = {"Authorization": f"Bearer {token}"}
         assert httpx.post(f"{base}/v1/tenants", json={"tenant_id": "acme", "name": "Acme"}, headers=headers,
