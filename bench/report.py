@@ -401,6 +401,13 @@ def headline(results: dict) -> list[str]:
                    "slowest algorithm: "
                    f"{'; '.join(bits)} (requirement > {PER_MINUTE_GOAL}/min for every family: "
                    f"{_met(worst > PER_MINUTE_GOAL)}).")
+    for p in (results.get("issuance") or {}).get("phases", []):
+        if p["phase"] == "revoke":
+            first, last = p["blocks"][0], p["blocks"][-1]
+            out.append(f"- Revoking {_n(p['revoked'])} certificates of one CA one at a time (each signs the CA's "
+                       f"next CRL): **{_n(first['seconds'] * 1000 / first['n'], 2)} ms** each over the first "
+                       f"{_n(first['n'])}, **{_n(last['seconds'] * 1000 / last['n'], 2)} ms** over the last "
+                       f"{_n(last['n'])}.")
     bits = []
     for p in results.get("phases") or []:
         if p["phase"] == "seal":

@@ -82,6 +82,8 @@ def test_revocation_phase_revokes_every_certificate_and_reports_each_block(bench
     assert ran["revoked"] == 3 and "ms each up to 3" in capsys.readouterr().out
     text = "\n".join(bench["report"].revocation_section(result))
     assert "### Revocation as a CA's revoked list grows" in text and "| 4 | 2 |" in text
+    headline = "\n".join(bench["report"].headline({"issuance": {"phases": [result]}}))
+    assert "Revoking 5 certificates of one CA one at a time" in headline and "over the last 1" in headline
 
 
 def test_report_renders_goals_and_keeps_the_store_section(bench, capsys, tmp_path):
