@@ -208,7 +208,7 @@ def phase_revoke(args) -> dict:
     32 in flight), revoke them one at a time (each revocation appends to the CA's stream, signs and stores the
     CA's next CRL listing every revocation so far, then appends to the certificate's stream), then issue 200
     more one at a time under the same CA. Latency per block of ``--block`` revocations."""
-    csrs = make_csrs(0, args.requests + 201)
+    csrs = make_csrs(0, args.requests + 200)
 
     async def body(runtime: Runtime) -> dict:
         ctx, services = CommandContext(principal=SYSTEM), runtime.services
@@ -222,18 +222,18 @@ def phase_revoke(args) -> dict:
                 ids.append((await certificates.issue_certificate(command, ctx, services)).certificate_id)
 
         await asyncio.gather(*(issue(command) for command in commands[:args.requests]))
-        latencies, blocks = array("d"), []
+        latencies = array("d")
         started, cpu = time.perf_counter(), time.process_time()
-        for index, certificate_id in enumerate(ids, 1):
+        for certificate_id in ids:
             began = time.perf_counter()
             await revoke.revoke_certificate(revoke.RevokeCertificate(tenant_id=TENANT, certificate_id=certificate_id,
                                                                      reason="superseded"), ctx, services)
             latencies.append(time.perf_counter() - began)
-            if index % args.block == 0 or index == len(ids):
-                block = latencies[-(index - (blocks[-1]["revoked"] if blocks else 0)):]
-                blocks.append({"revoked": index, **summary(block, sum(block), 0.0)})
         revoked = summary(latencies, time.perf_counter() - started, time.process_time() - cpu)
-        after = await run_requests(commands[args.requests + 1:], 1, services)
+        blocks = [{"revoked": min(start + args.block, len(latencies)),
+                   **summary(latencies[start:start + args.block], sum(latencies[start:start + args.block]), 0.0)}
+                  for start in range(0, len(latencies), args.block)]
+        after = await run_requests(commands[args.requests:], 1, services)
         return {"revocations": revoked, "blocks": blocks, "issuance_after": after}
 
     return {"ca_algorithm": CA_FOR_FAMILY["ecdsa"], "profile": PROFILE, "revoked": args.requests,

@@ -189,56 +189,49 @@ async def run(
     """
     turn = contextlib.nullcontext() if presume_new or locked else services.locks(tenant_id, stream_id)
     async with turn:
-        return await _run(services, ctx, command, tenant_id=tenant_id, stream_id=stream_id, stream_type=stream_type,
-                          fold=fold, decide=decide, presume_new=presume_new)
-
-
-async def _run(services: Services, ctx: CommandContext, command: msgspec.Struct, *, tenant_id: str, stream_id: str,
-               stream_type: str, fold: Callable[[Iterable[Payload]], Any], decide: Callable[[Any], list[Payload]],
-               presume_new: bool) -> CommandResult:
-    store = services.store
-    scope = f"{ctx.principal.id}|{tenant_id}"
-    print_ = fingerprint(command)
-    for attempt in range(MAX_ATTEMPTS):
-        # Checked on every attempt: a lost race may have been lost to a retry of this very request.
-        if ctx.idempotency_key:
-            prior = await store.idempotent_result(scope, ctx.idempotency_key, print_)
-            if prior is not None:
-                return CommandResult(stream_id=prior.stream_id, version=prior.version,
-                                     global_position=prior.global_position, replayed=True)
-        if presume_new and attempt == 0:
-            version, state = 0, fold([])
-        else:
-            version, state = await services.streams.folded(store, tenant_id, stream_id, fold)
-        try:
-            payloads = decide(state)
-        except DomainError:
-            # The first request under this key may have committed between the check above and the read:
-            # "tenant exists" is then this request's own success, and the caller gets the first result.
-            if ctx.idempotency_key and (prior := await replayed(services, ctx, command, tenant_id)):
-                return prior
-            raise
-        if not payloads:
-            return CommandResult(stream_id=stream_id, version=version, global_position=None, changed=False)
-        occurred_at = rfc3339(services.clock.now())
-        actor = ctx.principal.actor()
-        events = [
-            NewEvent(event_id=uuid7(), type=p.event_type, schema_version=p.schema_version, occurred_at=occurred_at,
-                     actor=actor, correlation_id=ctx.correlation_id, causation_id=ctx.causation_id,
-                     payload=to_payload_dict(p))
-            for p in payloads
-        ]
-        request = AppendRequest(tenant_id=tenant_id, stream_id=stream_id, stream_type=stream_type,
-                                expected_version=version, events=events,
-                                idempotency_scope=scope if ctx.idempotency_key else None,
-                                idempotency_key=ctx.idempotency_key, fingerprint=print_)
-        try:
-            result = await store.append(request)
-        except WrongExpectedVersion:
-            continue
-        return CommandResult(stream_id=result.stream_id, version=result.version,
-                             global_position=result.global_position, replayed=result.replayed)
-    raise Contention(stream_id)
+        store = services.store
+        scope = f"{ctx.principal.id}|{tenant_id}"
+        print_ = fingerprint(command)
+        for attempt in range(MAX_ATTEMPTS):
+            # Checked on every attempt: a lost race may have been lost to a retry of this very request.
+            if ctx.idempotency_key:
+                prior = await store.idempotent_result(scope, ctx.idempotency_key, print_)
+                if prior is not None:
+                    return CommandResult(stream_id=prior.stream_id, version=prior.version,
+                                         global_position=prior.global_position, replayed=True)
+            if presume_new and attempt == 0:
+                version, state = 0, fold([])
+            else:
+                version, state = await services.streams.folded(store, tenant_id, stream_id, fold)
+            try:
+                payloads = decide(state)
+            except DomainError:
+                # The first request under this key may have committed between the check above and the read:
+                # "tenant exists" is then this request's own success, and the caller gets the first result.
+                if ctx.idempotency_key and (prior := await replayed(services, ctx, command, tenant_id)):
+                    return prior
+                raise
+            if not payloads:
+                return CommandResult(stream_id=stream_id, version=version, global_position=None, changed=False)
+            occurred_at = rfc3339(services.clock.now())
+            actor = ctx.principal.actor()
+            events = [
+                NewEvent(event_id=uuid7(), type=p.event_type, schema_version=p.schema_version, occurred_at=occurred_at,
+                         actor=actor, correlation_id=ctx.correlation_id, causation_id=ctx.causation_id,
+                         payload=to_payload_dict(p))
+                for p in payloads
+            ]
+            request = AppendRequest(tenant_id=tenant_id, stream_id=stream_id, stream_type=stream_type,
+                                    expected_version=version, events=events,
+                                    idempotency_scope=scope if ctx.idempotency_key else None,
+                                    idempotency_key=ctx.idempotency_key, fingerprint=print_)
+            try:
+                result = await store.append(request)
+            except WrongExpectedVersion:
+                continue
+            return CommandResult(stream_id=result.stream_id, version=result.version,
+                                 global_position=result.global_position, replayed=result.replayed)
+        raise Contention(stream_id)
 
 
 async def load(services: Services, tenant_id: str, stream_id: str, fold: Callable[[Iterable[Payload]], Any]) -> Any:

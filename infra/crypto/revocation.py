@@ -153,25 +153,21 @@ def with_entries(header: x509.CertificateRevocationList, entries: Sequence[bytes
     before = b"".join(field.encode() for field in fields[:5])
     listed = der.encode_tlv(der.SEQUENCE, b"".join(entries)) if entries else b""
     tbs = der.encode_tlv(der.SEQUENCE, before + listed + fields[5].encode())
-    algorithm = der.children(der.parse(header.public_bytes(serialization.Encoding.DER)))[1]
-    signature = _signature(key, tbs, header.signature_hash_algorithm)
-    _signature(public_key, tbs, header.signature_hash_algorithm, signature)  # raises InvalidSignature
-    return der.sequence(tbs, algorithm.encode(), der.encode_bit_string(signature))
+    digest = header.signature_hash_algorithm
+    signature = key.sign(tbs, *_scheme(key, digest))
+    public_key.verify(signature, tbs, *_scheme(public_key, digest))  # raises InvalidSignature
+    # the outer signatureAlgorithm is the TBSCertList's own ``signature`` field, byte for byte (RFC 5280 5.1.1.2)
+    return der.sequence(tbs, fields[1].encode(), der.encode_bit_string(signature))
 
 
-def _signature(key: Any, data: bytes, digest: Any, verify: bytes | None = None) -> bytes:
-    """As cryptography signs a CRL (ECDSA, RSA PKCS#1 v1.5: the builder's default padding, EdDSA); with
-    ``verify``, check that signature with the public ``key`` instead."""
+def _scheme(key: Any, digest: Any) -> tuple:
+    """What follows the data in ``sign`` and ``verify`` as cryptography signs a CRL: ECDSA, RSA PKCS#1 v1.5 (the
+    builder's default padding), or nothing (EdDSA)."""
     if isinstance(key, (ec.EllipticCurvePrivateKey, ec.EllipticCurvePublicKey)):
-        args: tuple = (ec.ECDSA(digest),)
-    elif isinstance(key, (rsa.RSAPrivateKey, rsa.RSAPublicKey)):
-        args = (padding.PKCS1v15(), digest)
-    else:
-        args = ()
-    if verify is None:
-        return key.sign(data, *args)
-    key.verify(verify, data, *args)
-    return verify
+        return (ec.ECDSA(digest),)
+    if isinstance(key, (rsa.RSAPrivateKey, rsa.RSAPublicKey)):
+        return (padding.PKCS1v15(), digest)
+    return ()
 
 
 @functools.lru_cache(maxsize=1 << 16)
