@@ -6,7 +6,7 @@ import msgspec
 
 from commands.tenants import Name, Reason
 from domain.events import EventEnvelope
-from domain.tenant import Quotas
+from domain.tenant import Quotas, Usage
 
 
 class RenameBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -25,6 +25,21 @@ class TenantOut(msgspec.Struct, frozen=True, kw_only=True):
     created_at: str
     updated_at: str
     version: int
+    position: int
+
+
+class TenantUsageOut(msgspec.Struct, frozen=True, kw_only=True):
+    """What a tenant holds against its quotas (a null quota is unlimited), counted at ``position`` of the log.
+
+    ``usage.cas``: CAs not revoked; ``usage.certificates``: live certificates (not revoked, expired or renewed);
+    ``usage.issuances_today``: certificates issued since ``day_started_at`` (UTC midnight), renewals included.
+    """
+
+    tenant_id: str
+    quotas: Quotas
+    usage: Usage
+    day_started_at: str
+    day_ends_at: str
     position: int
 
 

@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated
 
 import msgspec
 from litestar import Controller, Request, Response, get, post, route
 from litestar.params import FromPath, JSONBody, QueryParameter
 
-from api.deps import Caller, IdempotencyKey, MinPosition, execute, find_row, read_models_of, read_your_writes
+from api.deps import (Caller, IdempotencyKey, MinPosition, execute, find_row, read_models_of, read_your_writes,
+                      runtime_of)
 from api.problems import COMMAND_ERRORS, QUERY_ERRORS, ApiProblem
-from api.schemas import ReasonBody, RenameBody, TenantOut, TenantPage
+from api.schemas import ReasonBody, RenameBody, TenantOut, TenantPage, TenantUsageOut
 from commands import tenants as cmd
 from commands.authz import authorize, visible_tenants
-from commands.runtime import CommandResult
+from commands.runtime import CommandResult, rfc3339
 from domain.policy import TenantPolicy
-from domain.tenant import Quotas
+from domain.tenant import Quotas, day_start
 from projections import tenants as read_model
 
 
@@ -55,6 +57,22 @@ class TenantController(Controller):
         if row is None:
             raise ApiProblem(404, "tenant_not_found", f"tenant {tenant_id} does not exist", field="tenant_id")
         return _tenant_out(row)
+
+    @get("/{tenant_id:str}/usage", summary="What a tenant holds against its quotas", responses=QUERY_ERRORS)
+    async def usage(self, request: Request, principal: Caller, tenant_id: FromPath[str]) -> TenantUsageOut:
+        """Counted once the read models have reached the log's head (503 usage_unknown if they cannot in time)."""
+        authorize(principal, "tenant:read", tenant_id)
+        row = await find_row(request, read_model.get, tenant_id, visible_tenants(principal), field="tenant_id")
+        if row is None:
+            raise ApiProblem(404, "tenant_not_found", f"tenant {tenant_id} does not exist", field="tenant_id")
+        services = runtime_of(request.app.state).services
+        now = services.clock.now()
+        counted = await services.usage.count(tenant_id, now)
+        day = day_start(now)
+        return TenantUsageOut(tenant_id=tenant_id, quotas=msgspec.convert(row["quotas"], Quotas),
+                              usage=counted.usage, day_started_at=rfc3339(day),
+                              day_ends_at=rfc3339(day + timedelta(days=1)),
+                              position=min(counted.cas_position, counted.certificates_position))
 
     @post("/{tenant_id:str}/rename", status_code=200, summary="Rename a tenant", responses=COMMAND_ERRORS)
     async def rename(self, request: Request, principal: Caller, tenant_id: FromPath[str],

@@ -75,6 +75,69 @@ def resume(settings: Settings, tenant_id: str, reason: str) -> None:
                                            reason=reason))
 
 
+def _tenant_row(runtime, tenant_id: str) -> dict:
+    """The tenant's read-model row, caught up first; a CLI error if there is no such tenant."""
+    catch_up(runtime)
+    conn = runtime.runner.connection()
+    try:
+        row = read_model.get(conn, tenant_id, None)
+    finally:
+        conn.close()
+    if row is None:
+        raise CliError(f"tenant_not_found: tenant {tenant_id} does not exist (field: tenant_id)")
+    return row
+
+
+def _quota(value: str | None, current: int | None, option: str) -> int | None:
+    if value is None:
+        return current
+    if value.lower() in ("none", "unlimited"):
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise CliError(f"invalid input: {option} is a whole number, or 'none' for unlimited") from None
+
+
+@tenant.command("quotas")
+@click.argument("tenant_id")
+@click.option("--max-cas", help="CAs the tenant may hold (not revoked); 'none': unlimited.")
+@click.option("--max-certificates", help="Live certificates (not revoked, expired or renewed); 'none': unlimited.")
+@click.option("--max-issuances-per-day", help="Certificates issued per UTC day, renewals included; 'none': unlimited.")
+@click.pass_obj
+def quotas(settings: Settings, tenant_id: str, max_cas: str | None, max_certificates: str | None,
+           max_issuances_per_day: str | None) -> None:
+    """Set tenant TENANT_ID's quotas; a quota not given keeps its value."""
+    with runtime_for(settings) as runtime:
+        row = _tenant_row(runtime, tenant_id)
+    current = row["quotas"]
+    wanted = {"max_cas": _quota(max_cas, current["max_cas"], "--max-cas"),
+              "max_certificates": _quota(max_certificates, current["max_certificates"], "--max-certificates"),
+              "max_issuances_per_day": _quota(max_issuances_per_day, current["max_issuances_per_day"],
+                                              "--max-issuances-per-day")}
+    _report("set the quotas of", tenant_id, _execute(settings, cmd.set_tenant_quotas, cmd.SetTenantQuotas,
+                                                     tenant_id=tenant_id, quotas=wanted))
+
+
+@tenant.command("usage")
+@click.argument("tenant_id")
+@click.option("--json", "as_json", is_flag=True, help="JSON on stdout.")
+@click.pass_obj
+def usage(settings: Settings, tenant_id: str, as_json: bool) -> None:
+    """What tenant TENANT_ID holds against its quotas (counted on the read models, caught up first)."""
+    with runtime_for(settings) as runtime:
+        row = _tenant_row(runtime, tenant_id)
+        counted = run_async(runtime.services.usage.count(tenant_id, runtime.services.clock.now()))
+    held = msgspec.to_builtins(counted.usage)
+    if as_json:
+        echo_json({"tenant_id": tenant_id, "quotas": row["quotas"], "usage": held})
+        return
+    for name, quota in (("cas", "max_cas"), ("certificates", "max_certificates"),
+                        ("issuances_today", "max_issuances_per_day")):
+        limit = row["quotas"][quota]
+        click.echo(f"{name + ':':<17} {held[name]} of {'unlimited' if limit is None else limit}")
+
+
 def _all_tenants(conn, status: str | None) -> list[dict]:
     rows: list[dict] = []
     after = None
@@ -118,14 +181,7 @@ def list_(settings: Settings, status: str | None, as_json: bool) -> None:
 def show(settings: Settings, tenant_id: str, as_json: bool) -> None:
     """Show one tenant."""
     with runtime_for(settings) as runtime:
-        catch_up(runtime)
-        conn = runtime.runner.connection()
-        try:
-            row = read_model.get(conn, tenant_id, None)
-        finally:
-            conn.close()
-    if row is None:
-        raise CliError(f"tenant_not_found: tenant {tenant_id} does not exist (field: tenant_id)")
+        row = _tenant_row(runtime, tenant_id)
     if as_json:
         echo_json(row)
         return

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import msgspec
 
-from commands import blocking, pki
+from commands import blocking, pki, quotas
 from commands.authz import authorize
 from commands.ids import uuid7
 from commands.ports import PublicKeys
@@ -17,6 +17,7 @@ from commands.tenants import TenantId, active_tenant
 from domain import ca, policy
 from domain.certspec import CertificateSpec, DistinguishedName, NameConstraints
 from domain.errors import DomainError
+from domain.tenant import NEW_CA
 
 CaId = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[0-9a-z-]+$")]
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
@@ -116,6 +117,12 @@ async def _load_ca(services: Services, tenant_id: str, ca_id: str, field: str = 
     return state
 
 
+async def _keep_key(services: Services, tenant_id: str, key, algorithm: str) -> str:
+    """A new CA's private key into the tenant's vault; returns its key id."""
+    crypto = pki.crypto_of(services)
+    return await pki.vault_of(services).put(tenant_id, crypto.private_key_bytes(key), algorithm=algorithm, purpose="ca")
+
+
 async def _new_key(services: Services, algorithm: str):
     return await blocking.slow(pki.crypto_of(services).generate_key, algorithm)  # RSA takes seconds
 
@@ -158,43 +165,47 @@ async def create_root_ca(cmd: CreateRootCa, ctx: CommandContext, services: Servi
     authorize(ctx.principal, "ca:create", cmd.tenant_id)
     if prior := await replayed(services, ctx, cmd, cmd.tenant_id):
         return prior
-    await active_tenant(services, cmd.tenant_id)
+    tenant_state = await active_tenant(services, cmd.tenant_id)
     spec = _spec(services, subject=cmd.subject, validity_days=cmd.validity_days, path_length=cmd.path_length,
                  name_constraints=cmd.name_constraints, issuer=None, algorithm=cmd.algorithm)
-    crypto = pki.crypto_of(services)
-    key = await _new_key(services, cmd.algorithm)
-    der = await _sign(services, spec, crypto.public_keys(key), cmd.tenant_id, None, self_key=key)
-    key_ref = await pki.vault_of(services).put(cmd.tenant_id, crypto.private_key_bytes(key), algorithm=cmd.algorithm,
-                                               purpose="ca")
-    ca_id = uuid7()
-    created = ca.CaCreated(ca_id=ca_id, name=cmd.name, kind="root", origin="online", algorithm=cmd.algorithm,
-                           subject=cmd.subject, parent_id=None, path_length=cmd.path_length,
-                           name_constraints=cmd.name_constraints,
-                           certificate=_ca_certificate(services, der, None, key_ref))
-    return await _run(services, ctx, cmd, cmd.tenant_id, ca_id, lambda s: ca.decide_create(s, created))
+    async with quotas.reserve(services, tenant_state, NEW_CA) as reservation:
+        crypto = pki.crypto_of(services)
+        key = await _new_key(services, cmd.algorithm)
+        der = await _sign(services, spec, crypto.public_keys(key), cmd.tenant_id, None, self_key=key)
+        key_ref = await _keep_key(services, cmd.tenant_id, key, cmd.algorithm)
+        ca_id = uuid7()
+        created = ca.CaCreated(ca_id=ca_id, name=cmd.name, kind="root", origin="online", algorithm=cmd.algorithm,
+                               subject=cmd.subject, parent_id=None, path_length=cmd.path_length,
+                               name_constraints=cmd.name_constraints,
+                               certificate=_ca_certificate(services, der, None, key_ref))
+        result = await _run(services, ctx, cmd, cmd.tenant_id, ca_id, lambda s: ca.decide_create(s, created))
+        reservation.landed(result)
+    return result
 
 
 async def create_intermediate_ca(cmd: CreateIntermediateCa, ctx: CommandContext, services: Services) -> CommandResult:
     authorize(ctx.principal, "ca:create", cmd.tenant_id)
     if prior := await replayed(services, ctx, cmd, cmd.tenant_id):
         return prior
-    await active_tenant(services, cmd.tenant_id)
+    tenant_state = await active_tenant(services, cmd.tenant_id)
     parent = await _load_ca(services, cmd.tenant_id, cmd.parent_id, "parent_id")
     ca.require_active(parent, cmd.parent_id, "parent_id")
     await pki.require_trusted_chain(services, cmd.tenant_id, parent, "parent_id")
     spec = _spec(services, subject=cmd.subject, validity_days=cmd.validity_days, path_length=cmd.path_length,
                  name_constraints=cmd.name_constraints, issuer=parent, algorithm=cmd.algorithm)
-    crypto = pki.crypto_of(services)
-    key = await _new_key(services, cmd.algorithm)
-    der = await _sign(services, spec, crypto.public_keys(key), cmd.tenant_id, parent)
-    key_ref = await pki.vault_of(services).put(cmd.tenant_id, crypto.private_key_bytes(key), algorithm=cmd.algorithm,
-                                               purpose="ca")
-    ca_id = uuid7()
-    created = ca.CaCreated(ca_id=ca_id, name=cmd.name, kind="intermediate", origin="online", algorithm=cmd.algorithm,
-                           subject=cmd.subject, parent_id=parent.ca_id, path_length=cmd.path_length,
-                           name_constraints=cmd.name_constraints,
-                           certificate=_ca_certificate(services, der, parent.ca_id, key_ref))
-    return await _run(services, ctx, cmd, cmd.tenant_id, ca_id, lambda s: ca.decide_create(s, created))
+    async with quotas.reserve(services, tenant_state, NEW_CA) as reservation:
+        crypto = pki.crypto_of(services)
+        key = await _new_key(services, cmd.algorithm)
+        der = await _sign(services, spec, crypto.public_keys(key), cmd.tenant_id, parent)
+        key_ref = await _keep_key(services, cmd.tenant_id, key, cmd.algorithm)
+        ca_id = uuid7()
+        created = ca.CaCreated(ca_id=ca_id, name=cmd.name, kind="intermediate", origin="online",
+                               algorithm=cmd.algorithm, subject=cmd.subject, parent_id=parent.ca_id,
+                               path_length=cmd.path_length, name_constraints=cmd.name_constraints,
+                               certificate=_ca_certificate(services, der, parent.ca_id, key_ref))
+        result = await _run(services, ctx, cmd, cmd.tenant_id, ca_id, lambda s: ca.decide_create(s, created))
+        reservation.landed(result)
+    return result
 
 
 async def import_offline_root(cmd: ImportOfflineRoot, ctx: CommandContext, services: Services) -> CommandResult:
@@ -202,19 +213,22 @@ async def import_offline_root(cmd: ImportOfflineRoot, ctx: CommandContext, servi
     authorize(ctx.principal, "ca:create", cmd.tenant_id)
     if prior := await replayed(services, ctx, cmd, cmd.tenant_id):
         return prior
-    await active_tenant(services, cmd.tenant_id)
+    tenant_state = await active_tenant(services, cmd.tenant_id)
     crypto = pki.crypto_of(services)
     der = _certificate_der(cmd.certificate_pem)
     crypto.verify_issued(der, der)  # self-signed, and the signature holds
     info = _require_ca_certificate(crypto.describe_ca(der))
     policy.raise_for(policy.check_key(info.algorithm, info.key_bits, for_ca=True,
                                       available=crypto.available_algorithms(), field="certificate_pem"))
-    ca_id = uuid7()
-    created = ca.CaCreated(ca_id=ca_id, name=cmd.name, kind="root", origin="offline", algorithm=info.algorithm,
-                           subject=info.subject, parent_id=None, path_length=info.path_length,
-                           name_constraints=info.name_constraints,
-                           certificate=_ca_certificate(services, der, None, None))
-    return await _run(services, ctx, cmd, cmd.tenant_id, ca_id, lambda s: ca.decide_create(s, created))
+    async with quotas.reserve(services, tenant_state, NEW_CA) as reservation:
+        ca_id = uuid7()
+        created = ca.CaCreated(ca_id=ca_id, name=cmd.name, kind="root", origin="offline", algorithm=info.algorithm,
+                               subject=info.subject, parent_id=None, path_length=info.path_length,
+                               name_constraints=info.name_constraints,
+                               certificate=_ca_certificate(services, der, None, None))
+        result = await _run(services, ctx, cmd, cmd.tenant_id, ca_id, lambda s: ca.decide_create(s, created))
+        reservation.landed(result)
+    return result
 
 
 def _require_ca_certificate(info):
@@ -239,23 +253,26 @@ async def request_offline_intermediate(cmd: RequestOfflineIntermediate, ctx: Com
     authorize(ctx.principal, "ca:create", cmd.tenant_id)
     if prior := await replayed(services, ctx, cmd, cmd.tenant_id):
         return prior
-    await active_tenant(services, cmd.tenant_id)
+    tenant_state = await active_tenant(services, cmd.tenant_id)
     parent = await _load_ca(services, cmd.tenant_id, cmd.parent_id, "parent_id")
     if parent.origin != "offline" or parent.kind != "root":
         raise DomainError("parent_online", "this parent signs online: create the intermediate directly",
                           field="parent_id")
     policy.raise_for(policy.check_key(cmd.algorithm, pki.key_bits(cmd.algorithm), for_ca=True,
                                       available=pki.crypto_of(services).available_algorithms()))
-    crypto = pki.crypto_of(services)
-    key = await _new_key(services, cmd.algorithm)
-    csr_der = await asyncio.to_thread(crypto.create_csr, cmd.subject, key)
-    key_ref = await pki.vault_of(services).put(cmd.tenant_id, crypto.private_key_bytes(key), algorithm=cmd.algorithm,
-                                               purpose="ca")
-    ca_id = uuid7()
-    requested = ca.CaIntermediateRequested(ca_id=ca_id, name=cmd.name, algorithm=cmd.algorithm, subject=cmd.subject,
-                                           key_ref=key_ref, csr_pem=pki.pem("CERTIFICATE REQUEST", csr_der),
-                                           parent_id=parent.ca_id)
-    return await _run(services, ctx, cmd, cmd.tenant_id, ca_id, lambda s: ca.decide_request_intermediate(s, requested))
+    async with quotas.reserve(services, tenant_state, NEW_CA) as reservation:
+        crypto = pki.crypto_of(services)
+        key = await _new_key(services, cmd.algorithm)
+        csr_der = await asyncio.to_thread(crypto.create_csr, cmd.subject, key)
+        key_ref = await _keep_key(services, cmd.tenant_id, key, cmd.algorithm)
+        ca_id = uuid7()
+        requested = ca.CaIntermediateRequested(ca_id=ca_id, name=cmd.name, algorithm=cmd.algorithm, subject=cmd.subject,
+                                               key_ref=key_ref, csr_pem=pki.pem("CERTIFICATE REQUEST", csr_der),
+                                               parent_id=parent.ca_id)
+        result = await _run(services, ctx, cmd, cmd.tenant_id, ca_id,
+                            lambda s: ca.decide_request_intermediate(s, requested))
+        reservation.landed(result)
+    return result
 
 
 async def install_ca_certificate(cmd: InstallCaCertificate, ctx: CommandContext, services: Services) -> CommandResult:
@@ -325,8 +342,7 @@ async def rollover_ca_key(cmd: RolloverCaKey, ctx: CommandContext, services: Ser
     crypto = pki.crypto_of(services)
     key = await _new_key(services, algorithm)
     der = await _sign(services, spec, crypto.public_keys(key), cmd.tenant_id, parent, self_key=key)
-    key_ref = await pki.vault_of(services).put(cmd.tenant_id, crypto.private_key_bytes(key), algorithm=algorithm,
-                                               purpose="ca")
+    key_ref = await _keep_key(services, cmd.tenant_id, key, algorithm)
     rolled = ca.CaKeyRolledOver(certificate=_ca_certificate(services, der, parent.ca_id if parent else None, key_ref),
                                 reason=cmd.reason)
     return await _run(services, ctx, cmd, cmd.tenant_id, cmd.ca_id, lambda s: ca.decide_rollover(s, cmd.ca_id, rolled))

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-from commands import blocking, pki
+from commands import blocking, pki, quotas
 from commands.authz import authorize
 from commands.cas import AlgorithmName, CaId
 from commands.ports import PublicKeys
@@ -18,6 +18,7 @@ from domain import ca, certificate, policy
 from domain.certspec import DistinguishedName, SubjectAltNames
 from domain.errors import DomainError
 from domain.profile import Profile
+from domain.tenant import NEW_CERTIFICATE, RENEWAL
 
 CertificateId = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{40}$", description="the serial number, 40 hex digits")]
 CsrText = Annotated[str, msgspec.Meta(min_length=1, max_length=65536, description="PKCS#10, PEM")]
@@ -129,10 +130,13 @@ async def issuing_context(services: Services, tenant_id: str, ca_id: str, profil
 
 
 async def issue(services: Services, ctx: CommandContext, command: msgspec.Struct, where: IssuingContext, *,
-                request: _Request, validity_days: int | None, tags: tuple[str, ...], serial: int) -> IssuedCertificate:
-    """Check every rule, then make (or take) the key, sign, and append ``certificate.issued`` at version 0.
+                request: _Request, validity_days: int | None, tags: tuple[str, ...], serial: int,
+                renewal: bool = False) -> IssuedCertificate:
+    """Check every rule and the tenant's quotas, then make (or take) the key, sign, and append ``certificate.issued``
+    at version 0.
 
-    The caller has authorised. A taken ``serial`` fails with AlreadyExists and writes nothing.
+    The caller has authorised. A taken ``serial`` fails with AlreadyExists and writes nothing. A ``renewal``
+    counts against the tenant's issuances per day, not its live certificates (its successor replaces one).
     """
     tenant_id, tenant, issuer, profile = where.tenant_id, where.tenant, where.issuer, where.profile
     crypto = pki.crypto_of(services)
@@ -144,28 +148,32 @@ async def issue(services: Services, ctx: CommandContext, command: msgspec.Struct
         spec, profile=profile, tenant_policy=tenant.policy, issuer=pki.issuer_facts(issuer),
         subject_algorithm=request.algorithm, key_bits=request.key_bits, csr_signature_hash=request.csr_hash,
         available=crypto.available_algorithms(), now=now))
-    key = None
-    if request.public_keys is None:  # every rule passed: only now spend the time on a key
-        key = await blocking.slow(crypto.generate_key, request.algorithm)
-        keys = crypto.public_keys(key)
-    else:
-        keys = request.public_keys
-    signer = await pki.signing_key(services, issuer, tenant_id)
-    issuer_der = pki.ca_der(issuer.current.certificate_pem)
-    der, facts = await blocking.signature(crypto.sign_described, spec, keys, signer, issuer_der)
-    key_ref = request.key_ref
-    if key is not None:
-        key_ref = await pki.vault_of(services).put(tenant_id, crypto.private_key_bytes(key),
-                                                   algorithm=request.algorithm, purpose="end-entity")
-    certificate_id = certificate.certificate_id(serial)
-    issued = certificate.CertificateIssued(
-        certificate_id=certificate_id, ca_id=issuer.ca_id, issuer_fingerprint=issuer.current.facts.fingerprint_sha256,
-        profile=where.profile_name, subject=request.subject, sans=request.sans,
-        key_source="server" if key_ref is not None else "csr", key_ref=key_ref, csr_sha256=request.csr_sha256,
-        certificate_pem=pki.pem("CERTIFICATE", der), facts=facts, tags=tags)
-    result = await run(services, ctx, command, tenant_id=tenant_id, stream_id=certificate.stream_id(certificate_id),
-                       stream_type=certificate.STREAM_TYPE, fold=certificate.fold,
-                       decide=lambda s: certificate.decide_issue(s, issued), presume_new=True)
+    async with quotas.reserve(services, tenant, RENEWAL if renewal else NEW_CERTIFICATE) as reservation:
+        key = None
+        if request.public_keys is None:  # every rule passed: only now spend the time on a key
+            key = await blocking.slow(crypto.generate_key, request.algorithm)
+            keys = crypto.public_keys(key)
+        else:
+            keys = request.public_keys
+        signer = await pki.signing_key(services, issuer, tenant_id)
+        issuer_der = pki.ca_der(issuer.current.certificate_pem)
+        der, facts = await blocking.signature(crypto.sign_described, spec, keys, signer, issuer_der)
+        key_ref = request.key_ref
+        if key is not None:
+            key_ref = await pki.vault_of(services).put(tenant_id, crypto.private_key_bytes(key),
+                                                       algorithm=request.algorithm, purpose="end-entity")
+        certificate_id = certificate.certificate_id(serial)
+        issued = certificate.CertificateIssued(
+            certificate_id=certificate_id, ca_id=issuer.ca_id,
+            issuer_fingerprint=issuer.current.facts.fingerprint_sha256, profile=where.profile_name,
+            subject=request.subject, sans=request.sans, key_source="server" if key_ref is not None else "csr",
+            key_ref=key_ref, csr_sha256=request.csr_sha256, certificate_pem=pki.pem("CERTIFICATE", der), facts=facts,
+            tags=tags)
+        result = await run(services, ctx, command, tenant_id=tenant_id,
+                           stream_id=certificate.stream_id(certificate_id), stream_type=certificate.STREAM_TYPE,
+                           fold=certificate.fold, decide=lambda s: certificate.decide_issue(s, issued),
+                           presume_new=True)
+        reservation.landed(result)
     return IssuedCertificate(result=result, certificate_id=certificate_id)
 
 

@@ -10,6 +10,7 @@ import msgspec
 
 from domain.certspec import CaCertificateInfo, CertificateFacts, CertificateSpec, CsrFacts, DistinguishedName
 from domain.events import Actor, EventEnvelope
+from domain.tenant import Usage
 
 
 class NewEvent(msgspec.Struct, frozen=True, kw_only=True):
@@ -199,3 +200,25 @@ class RevocationCrypto(Protocol):
                       signer_certificate: bytes, this_update: datetime, next_update: datetime) -> bytes: ...
 
     def ocsp_failure(self, status: str) -> bytes: ...
+
+
+class CountedUsage(msgspec.Struct, frozen=True, kw_only=True):
+    """A tenant's usage as the read models counted it, and the log position each count includes.
+
+    ``cas_position`` / ``certificates_position``: every event up to there is in ``usage.cas`` /
+    ``usage.certificates`` and ``usage.issuances_today`` (the two counts come from different read models).
+    """
+
+    usage: Usage
+    cas_position: int
+    certificates_position: int
+
+
+class TenantUsage(Protocol):
+    """What a tenant holds, counted on the read models once they have reached the log's head (infra/usage.py).
+
+    Raises a ``DomainError`` (503, "usage_unknown") when they cannot reach it in time: a quota is never
+    checked against counts known to be behind.
+    """
+
+    async def count(self, tenant_id: str, now: datetime) -> CountedUsage: ...

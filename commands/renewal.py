@@ -132,7 +132,7 @@ async def _complete(services: Services, ctx: CommandContext, cmd: RenewCertifica
         validity = _validity_days(issued, where.profile.max_validity_days, where.tenant.policy.max_validity_days)
         await issue(services, _without_key(ctx), cmd, where, request=renewal_request(services, issued,
                                                                                       claim.rotate_key),
-                    validity_days=validity, tags=issued.tags, serial=int(claim.new_certificate_id, 16))
+                    validity_days=validity, tags=issued.tags, serial=int(claim.new_certificate_id, 16), renewal=True)
     except AlreadyExists as exc:
         if exc.code != "serial_exists":
             await _fail(services, ctx, cmd, exc.code, claim.attempt, window)

@@ -28,6 +28,30 @@ class AlreadyExists(DomainError):
     status = 409
 
 
+class QuotaExceeded(DomainError):
+    """A command would take a tenant past one of its quotas (``field`` names it: ``quotas.<name>``).
+
+    409 for what a tenant holds (CAs, live certificates): it clears when something is revoked or expires.
+    429 with Retry-After for a count per day: it clears at the next UTC midnight.
+    """
+
+    def __init__(self, quota: str, detail: str, *, status: int = 409, retry_after_seconds: int | None = None) -> None:
+        super().__init__("quota_exceeded", detail, field=f"quotas.{quota}")
+        self.status = status
+        if retry_after_seconds is not None:
+            self.retry_after_seconds = retry_after_seconds
+
+
+class UsageUnknown(DomainError):
+    """A quota could not be checked: the counts it needs are not known to be current. Retry shortly."""
+
+    status = 503
+    retry_after_seconds = 1
+
+    def __init__(self, detail: str) -> None:
+        super().__init__("usage_unknown", detail, field="tenant_id")
+
+
 class Contention(DomainError):
     """A command lost the race for its stream too many times in a row; the caller may retry."""
 

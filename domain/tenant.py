@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from datetime import UTC, datetime, time, timedelta
 
 import msgspec
 
-from domain.errors import AlreadyExists, DomainError, NotFound
+from domain.errors import AlreadyExists, DomainError, NotFound, QuotaExceeded
 from domain.events import Payload, event, resumable
 from domain.policy import TenantPolicy, raise_for, validate_tenant_policy
 
@@ -22,6 +23,28 @@ class Quotas(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     max_cas: int | None = None
     max_certificates: int | None = None
     max_issuances_per_day: int | None = None
+
+
+class Usage(msgspec.Struct, frozen=True, kw_only=True):
+    """What a tenant's quotas are measured against (or, as a command's ``adding``, what it would add).
+
+    ``cas``: CAs not revoked (pending, active or disabled). ``certificates``: live certificates, issued and
+    neither revoked, expired nor superseded by their renewal. ``issuances_today``: certificates issued since
+    the last UTC midnight, renewals included.
+    """
+
+    cas: int = 0
+    certificates: int = 0
+    issuances_today: int = 0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(cas=self.cas + other.cas, certificates=self.certificates + other.certificates,
+                     issuances_today=self.issuances_today + other.issuances_today)
+
+
+NEW_CA = Usage(cas=1)
+NEW_CERTIFICATE = Usage(certificates=1, issuances_today=1)
+RENEWAL = Usage(issuances_today=1)  # the successor takes the place of the certificate it renews
 
 
 @event("tenant.created")
@@ -122,6 +145,41 @@ def validate_quotas(quotas: Quotas) -> None:
         value = getattr(quotas, field)
         if value is not None and not 0 <= value <= 10**9:
             raise DomainError("invalid_quota", "a quota is a whole number from 0 to 10^9", field=f"quotas.{field}")
+
+
+def day_start(now: datetime) -> datetime:
+    """The UTC midnight that began ``now``'s day: the day a per-day quota counts."""
+    return datetime.combine(now.astimezone(UTC).date(), time(), UTC)
+
+
+def limited(quotas: Quotas, adding: Usage) -> bool:
+    """Whether any quota bounds what ``adding`` adds (if none does, nothing needs counting)."""
+    return ((adding.cas > 0 and quotas.max_cas is not None)
+            or (adding.certificates > 0 and quotas.max_certificates is not None)
+            or (adding.issuances_today > 0 and quotas.max_issuances_per_day is not None))
+
+
+def check_quotas(quotas: Quotas, usage: Usage, adding: Usage, now: datetime) -> None:
+    """Refuse (``QuotaExceeded``) if ``usage`` plus ``adding`` would pass a quota that bounds what is added.
+
+    A quota only stops what would grow past it: lowering one below what a tenant already holds takes nothing
+    away, and a command that adds nothing bounded by a quota is never refused by it.
+    """
+    if adding.cas and quotas.max_cas is not None and usage.cas + adding.cas > quotas.max_cas:
+        raise QuotaExceeded("max_cas", f"the tenant holds {usage.cas} of its {quotas.max_cas} CAs: revoke one, "
+                            "or ask a platform administrator to raise max_cas")
+    if (adding.certificates and quotas.max_certificates is not None
+            and usage.certificates + adding.certificates > quotas.max_certificates):
+        raise QuotaExceeded("max_certificates", f"the tenant holds {usage.certificates} of its "
+                            f"{quotas.max_certificates} live certificates: revoke one, let one expire, or ask a "
+                            "platform administrator to raise max_certificates")
+    limit = quotas.max_issuances_per_day
+    if adding.issuances_today and limit is not None and usage.issuances_today + adding.issuances_today > limit:
+        tomorrow = day_start(now) + timedelta(days=1)
+        raise QuotaExceeded("max_issuances_per_day", f"the tenant has issued {usage.issuances_today} of its "
+                            f"{limit} certificates for today (UTC); the count starts again at "
+                            f"{tomorrow.isoformat()}", status=429,
+                            retry_after_seconds=max(1, int((tomorrow - now).total_seconds()) + 1))
 
 
 def _require(state: Tenant, tenant_id: str) -> None:

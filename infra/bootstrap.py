@@ -36,6 +36,7 @@ from infra.ldap import LdapDirectory
 from infra.primary_link import LinkClient
 from infra.renewal_scheduler import RenewalScheduler
 from infra.revocation_scheduler import RevocationScheduler
+from infra.usage import ReadModelUsage
 from infra.webhooks import Webhooks
 from infra.webhooks import wire as wire_webhooks
 from infra.webhooks.dispatcher import WebhookDispatcher
@@ -141,6 +142,8 @@ class Runtime:
             self.jobs.close()
         if self.webhooks is not None:
             self.webhooks.close()
+        if isinstance(self.services.usage, ReadModelUsage):
+            self.services.usage.close()
         self.runner.close()
         close_store(self.store)
         if self.keys is not None:
@@ -180,6 +183,7 @@ def open_runtime(settings: Settings, link: LinkClient | None = None) -> Runtime:
         # Built here so a bad URL, CA file or password file stops startup instead of the first sign-in.
         services.directory = LdapDirectory(settings.ldap)
     services.allow_loopback_webhooks = settings.webhook_allow_loopback_http
+    services.usage = ReadModelUsage(store, runner, timeout=settings.read_your_writes_timeout)
     if link is not None:
         return Runtime(settings, store, runner, checkpointer, vault, services, keys,
                        identity=build_identity(settings, vault), role="worker",

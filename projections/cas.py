@@ -131,6 +131,12 @@ def search(conn: sqlite3.Connection, scope: str | None, *, tenant_id: str | None
     return [_ca_row(row) for row in rows]
 
 
+def held_count(conn: sqlite3.Connection, tenant_id: str) -> int:
+    """The tenant's CAs that are not revoked: pending, active or disabled."""
+    return conn.execute("SELECT count(*) FROM cas WHERE tenant_id = ? AND status != 'revoked'",
+                        (tenant_id,)).fetchone()[0]
+
+
 def certificates_of(conn: sqlite3.Connection, tenant_id: str, ca_id: str) -> list[dict]:
     rows = conn.execute(f"SELECT {', '.join(CERT_COLUMNS)} FROM ca_certificates WHERE tenant_id = ? AND ca_id = ? "
                         "ORDER BY position", (tenant_id, ca_id)).fetchall()

@@ -36,7 +36,8 @@ SORTS = {"issued": "position", "expiry": "not_after"}
 
 class CertificatesProjector(Projector):
     name = "certificates"
-    version = 3  # 2: revocation columns and the CA tree; 3: renewal links, renew_at, expiry warnings
+    # 2: revocation columns and the CA tree; 3: renewal links, renew_at, expiry warnings; 4: the index by issue time
+    version = 4
     tables = ("certificates", "certificate_names", "certificate_tags", "certificate_cas", "certificate_policies")
     ddl = (
         """CREATE TABLE IF NOT EXISTS {certificates} (
@@ -58,6 +59,7 @@ class CertificatesProjector(Projector):
         "CREATE UNIQUE INDEX IF NOT EXISTS {ix}_serial ON {certificates} (tenant_id, ca_id, serial_hex)",
         "CREATE INDEX IF NOT EXISTS {ix}_position ON {certificates} (tenant_id, position)",
         "CREATE INDEX IF NOT EXISTS {ix}_expiry ON {certificates} (tenant_id, not_after)",
+        "CREATE INDEX IF NOT EXISTS {ix}_issued ON {certificates} (tenant_id, issued_at)",  # issuances per day
         "CREATE INDEX IF NOT EXISTS {ix}_fingerprint ON {certificates} (fingerprint)",
         "CREATE INDEX IF NOT EXISTS {ix}_cn ON {certificates} (tenant_id, common_name)",
         # get() by id alone (a platform-wide caller has no tenant scope): without it, a full scan per read
@@ -340,3 +342,15 @@ def expiring_counts(conn: sqlite3.Connection, now: datetime, windows: tuple[int,
         (*(rfc3339(now + timedelta(days=d)) for d in windows), rfc3339(now),
          rfc3339(now + timedelta(days=max(windows))))).fetchall()
     return [(tenant, ca, days, count) for tenant, ca, *counts in rows for days, count in zip(windows, counts)]
+
+
+def live_count(conn: sqlite3.Connection, tenant_id: str, now: datetime) -> int:
+    """The tenant's live certificates: issued, not revoked (nor under a revoked CA), not expired, not renewed."""
+    return conn.execute(f"SELECT count(*) FROM certificates WHERE tenant_id = ? AND not_after > ? AND {_LIVE}",
+                        (tenant_id, rfc3339(now))).fetchone()[0]
+
+
+def issued_since(conn: sqlite3.Connection, tenant_id: str, since: datetime) -> int:
+    """Certificates the tenant was issued from ``since`` on (renewals included)."""
+    return conn.execute("SELECT count(*) FROM certificates WHERE tenant_id = ? AND issued_at >= ?",
+                        (tenant_id, rfc3339(since))).fetchone()[0]

@@ -97,6 +97,7 @@ class ProjectionRunner:
         self._thread: ThreadPoolExecutor | None = None  # the tail's own thread (see ``_off_loop``)
         self._last_batch = 0.0  # time.monotonic() when ``run`` last started a batch
         self._listeners: set[asyncio.Event] = set()  # set whenever the position moves (see ``listening``)
+        self.following = False  # a tail (run, run_delivered, follow_checkpoints) moves ``position`` on its own
 
     # setup --------------------------------------------------------------------------
     def open(self) -> ProjectionRunner:
@@ -218,7 +219,7 @@ class ProjectionRunner:
         between redelivers events that the checkpoints then skip: at least once in delivery,
         exactly once in effect.
         """
-        self._condition()  # shared with wait_for calls made before the tail started
+        self._follow()
         while True:
             events = await feed.next_batch()
             before = self.position
@@ -241,7 +242,7 @@ class ProjectionRunner:
         For an API process whose read models are written elsewhere: ``position`` and
         ``wait_for`` (read-your-writes) then track that process's progress.
         """
-        self._condition()  # shared with wait_for calls made before the tail started
+        self._follow()
         conn = connect_views(self.views_path)
         try:
             while True:
@@ -260,7 +261,7 @@ class ProjectionRunner:
         ``poll_interval``, for other processes' appends) rather than read again at once, which cost a
         second, empty pass after every group commit. Batches start at least ``MIN_BATCH_INTERVAL`` apart.
         """
-        self._condition()  # shared with wait_for calls made before the tail started
+        self._follow()
         with self.source.listening() as appended:
             while True:
                 before = self.position
@@ -280,6 +281,12 @@ class ProjectionRunner:
                     # under a steady stream of commits, fold several into one batch (see MIN_BATCH_INTERVAL)
                     await asyncio.sleep(max(0.0, self._last_batch + MIN_BATCH_INTERVAL - time.monotonic()))
                 self._last_batch = time.monotonic()
+
+    def _follow(self) -> None:
+        """A tail starts: ``position`` moves by itself from now on, and ``wait_for`` callers (some may have called
+        before the tail started) are woken through the condition made here."""
+        self.following = True
+        self._condition()
 
     def _condition(self) -> asyncio.Condition:
         """The condition that announces progress, made for the running loop (a runner may outlive a loop)."""

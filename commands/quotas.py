@@ -1,0 +1,105 @@
+"""Tenant quotas at the moment of a command: what the read models count, plus what this process has in flight.
+
+A command that adds a CA or a certificate to a tenant with a quota on it asks ``reserve`` first. The count comes
+from the read models once they have reached the log's head (``TenantUsage``); to it are added this process's
+reservations still in flight and those already appended past the position the count includes. Counting and
+reserving happen with no ``await`` between them, so in one process no two commands can both take the last unit.
+Commands in other processes (the other HTTP worker, the CLI) are seen once they have appended, so at most the
+ones in flight there at the same moment can pass a quota together: an overshoot bounded by that concurrency.
+
+Tenants without a quota on what a command adds pay nothing: no count, no reservation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from commands.ports import CountedUsage
+from domain import tenant
+from domain.errors import UsageUnknown
+
+if TYPE_CHECKING:  # commands.runtime keeps a QuotaLedger in Services
+    from commands.runtime import CommandResult, Services
+
+
+@dataclass(eq=False, slots=True)
+class Reservation:
+    """What one command adds to its tenant's usage, until the read models count it themselves.
+
+    ``position``: where the command's event landed in the log; None while it is in flight, 0 if it appended
+    nothing.
+    """
+
+    adding: tenant.Usage
+    day: str  # the UTC date its issuance counts on
+    position: int | None = None
+
+    def landed(self, result: CommandResult) -> None:
+        """The command's result: where its event was appended (a replay, or no change, appended nothing)."""
+        self.position = 0 if result.replayed or result.global_position is None else result.global_position
+
+
+@dataclass(slots=True)
+class QuotaLedger:
+    """This process's reservations per tenant: in flight, or appended but not yet in the read models' counts."""
+
+    _held: dict[str, list[Reservation]] = field(default_factory=dict)
+
+    def pending(self, tenant_id: str, counted: CountedUsage, day: str) -> tenant.Usage:
+        """What the reservations add to ``counted``; drops those both of its counts already include."""
+        held = self._held.get(tenant_id)
+        if not held:
+            return tenant.Usage()
+        counted_by = min(counted.cas_position, counted.certificates_position)
+        held[:] = [r for r in held if r.position is None or r.position > counted_by]
+        cas = certificates = today = 0
+        for r in held:
+            if r.position is None or r.position > counted.cas_position:
+                cas += r.adding.cas
+            if r.position is None or r.position > counted.certificates_position:
+                certificates += r.adding.certificates
+                today += r.adding.issuances_today if r.day == day else 0
+        return tenant.Usage(cas=cas, certificates=certificates, issuances_today=today)
+
+    def add(self, tenant_id: str, reservation: Reservation) -> None:
+        self._held.setdefault(tenant_id, []).append(reservation)
+
+    def release(self, tenant_id: str, reservation: Reservation) -> None:
+        """Forget a reservation whose command appended nothing (refused, failed, or a replay)."""
+        held = self._held.get(tenant_id)
+        if held is not None:
+            with contextlib.suppress(ValueError):
+                held.remove(reservation)
+            if not held:
+                del self._held[tenant_id]
+
+
+@contextlib.asynccontextmanager
+async def reserve(services: Services, state: tenant.Tenant, adding: tenant.Usage) -> AsyncIterator[Reservation]:
+    """Refuse (``QuotaExceeded``) if ``adding`` would take the tenant past a quota, else hold it while the block runs.
+
+    The block calls ``landed`` with the position its event was appended at; a block that raises, or never calls
+    it, holds nothing afterwards.
+    """
+    now = services.clock.now()
+    reservation = Reservation(adding=adding, day=tenant.day_start(now).date().isoformat())
+    if not tenant.limited(state.quotas, adding):
+        yield reservation
+        return
+    if services.usage is None:
+        raise UsageUnknown("this process cannot count the tenant's usage, and the tenant has a quota on what "
+                           "this command adds")
+    counted = await services.usage.count(state.tenant_id, now)
+    # From here to add(): no await, so no other command of this process counts or reserves in between.
+    ledger = services.quota_ledger
+    usage = counted.usage + ledger.pending(state.tenant_id, counted, reservation.day)
+    tenant.check_quotas(state.quotas, usage, adding, now)
+    ledger.add(state.tenant_id, reservation)
+    try:
+        yield reservation
+    finally:
+        if not reservation.position:  # in flight still (it raised) or appended nothing
+            ledger.release(state.tenant_id, reservation)

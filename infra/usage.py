@@ -1,0 +1,76 @@
+"""What a tenant holds, counted on the read models for its quotas (the ``TenantUsage`` port of commands/ports.py).
+
+Counts are taken only once the read models have reached the log's head as it stood when asked: in a server,
+by waiting for its tail (bounded); in the CLI, which runs no tail, by catching the read models up itself. The
+counts and the checkpoints they include are read in one SQLite read transaction, so each count comes with the
+exact position it stands for (commands/quotas.py adds what this process appended after it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from datetime import datetime
+
+from commands.ports import CountedUsage, EventStore
+from domain.errors import UsageUnknown
+from domain.tenant import Usage, day_start
+from projections import cas as ca_views
+from projections import certificates as certificate_views
+from projections.runner import ProjectionRunner
+
+
+class ReadModelUsage:
+    def __init__(self, store: EventStore, runner: ProjectionRunner, *, timeout: float) -> None:
+        self.store = store
+        self.runner = runner
+        self.timeout = timeout
+        self._local = threading.local()
+        self._opened: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+
+    async def count(self, tenant_id: str, now: datetime) -> CountedUsage:
+        head = await self.store.head_position()
+        if self.runner.following:
+            caught_up = await self.runner.wait_for(head, self.timeout)
+        else:
+            caught_up = await asyncio.to_thread(self._catch_up, head)
+        if not caught_up:
+            raise UsageUnknown(f"the read models have not reached position {head} yet, so the tenant's usage "
+                               "against its quotas is not known; retry shortly")
+        return await asyncio.to_thread(self._count, tenant_id, now)
+
+    def _catch_up(self, head: int) -> bool:
+        while self.runner.position < head:
+            if not self.runner.catch_up_once():
+                break
+        return self.runner.position >= head
+
+    def _connection(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self.runner.connection()
+            with self._lock:
+                self._opened.append(conn)
+        return conn
+
+    def close(self) -> None:
+        with self._lock:
+            opened, self._opened = self._opened, []
+        for conn in opened:
+            conn.close()
+
+    def _count(self, tenant_id: str, now: datetime) -> CountedUsage:
+        conn = self._connection()
+        conn.execute("BEGIN")  # one snapshot: the counts and the checkpoints they stand for
+        try:
+            positions = dict(conn.execute("SELECT name, position FROM projection_checkpoints "
+                                          "WHERE name IN ('cas', 'certificates')").fetchall())
+            usage = Usage(cas=ca_views.held_count(conn, tenant_id),
+                          certificates=certificate_views.live_count(conn, tenant_id, now),
+                          issuances_today=certificate_views.issued_since(conn, tenant_id, day_start(now)))
+        finally:
+            conn.execute("COMMIT")
+        return CountedUsage(usage=usage, cas_position=positions.get("cas", 0),
+                            certificates_position=positions.get("certificates", 0))

@@ -1,0 +1,162 @@
+"""Tenant quotas over HTTP: CAs held, live certificates, issuances per UTC day; the usage they are counted on.
+
+The real app and SQLite store. A refusal is a problem naming ``quotas.<name>`` and writes nothing; revoking,
+expiry and renewal change what counts; a burst of issuances in flight at once cannot pass a quota together
+(one process); a per-day quota answers 429 until the next UTC midnight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+from test_api_revocation import ca, leaf, revoke, setup
+from test_api_support import assert_problem, pki_api  # noqa: F401
+from test_crl_schedule import Clock, caught_up
+
+
+async def set_quotas(api, headers, tenant_id="acme", **quotas) -> None:
+    response = await api.client.put(f"/v1/tenants/{tenant_id}/quotas", headers=headers, json=quotas)
+    assert response.status_code == 200, response.text
+
+
+async def usage(api, headers, tenant_id="acme") -> dict:
+    response = await api.client.get(f"/v1/tenants/{tenant_id}/usage", headers=headers)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def issue(api, headers, ca_id, name):
+    return api.client.post("/v1/certificates", headers=headers, json={
+        "tenant_id": "acme", "ca_id": ca_id, "algorithm": "ecdsa-p256", "subject": {"common_name": name},
+        "sans": {"dns": [name]}})
+
+
+async def test_live_certificates_stop_at_the_quota_and_a_revocation_frees_one(pki_api):
+    api = pki_api
+    admin, _root, inter = await setup(api)
+    await set_quotas(api, admin, max_certificates=3)
+    issued = [await leaf(api, admin, inter, f"n{i}.acme.internal") for i in range(3)]
+    head = await api.runtime.store.head_position()
+    refused = await issue(api, admin, inter, "n3.acme.internal")
+    body = assert_problem(refused, 409, "quota_exceeded", field="quotas.max_certificates")
+    assert "3 of its 3 live certificates" in body["detail"]
+    assert body["errors"] == [{"field": "quotas.max_certificates", "rule": "quota_exceeded",
+                               "message": body["detail"]}]
+    assert await api.runtime.store.head_position() == head  # nothing written, not even a key
+    counted = await usage(api, admin)
+    assert counted["usage"] == {"cas": 2, "certificates": 3, "issuances_today": 3}
+    assert counted["quotas"] == {"max_cas": None, "max_certificates": 3, "max_issuances_per_day": None}
+    assert counted["position"] >= head
+    await revoke(api, admin, issued[0]["certificate_id"], reason="superseded")
+    assert (await issue(api, admin, inter, "n3.acme.internal")).status_code == 201
+    assert (await usage(api, admin))["usage"]["certificates"] == 3
+
+
+async def test_a_renewal_at_the_quota_replaces_its_certificate_and_counts_as_an_issuance(pki_api):
+    api = pki_api
+    admin, _root, inter = await setup(api)
+    old = await leaf(api, admin, inter, "node.acme.internal")
+    await set_quotas(api, admin, max_certificates=1)
+    renewed = await api.client.post(f"/v1/certificates/{old['certificate_id']}/renew", headers=admin, json={})
+    assert renewed.status_code in (200, 201), renewed.text
+    await caught_up(api)
+    assert (await usage(api, admin))["usage"] == {"cas": 2, "certificates": 1, "issuances_today": 2}
+    assert_problem(await issue(api, admin, inter, "other.acme.internal"), 409, "quota_exceeded",
+                   field="quotas.max_certificates")
+
+
+async def test_expired_certificates_no_longer_count(pki_api):
+    api = pki_api
+    clock = api.runtime.services.clock = Clock()
+    admin, _root, inter = await setup(api)
+    await set_quotas(api, admin, max_certificates=1)
+    response = await api.client.post("/v1/certificates", headers=admin, json={
+        "tenant_id": "acme", "ca_id": inter, "algorithm": "ecdsa-p256", "subject": {"common_name": "short"},
+        "sans": {"dns": ["short.acme.internal"]}, "validity_days": 1})
+    assert response.status_code == 201, response.text
+    assert_problem(await issue(api, admin, inter, "next.acme.internal"), 409, "quota_exceeded")
+    clock.advance(timedelta(days=2))
+    assert (await issue(api, admin, inter, "next.acme.internal")).status_code == 201
+
+
+async def test_issuances_per_day_answer_429_until_the_next_utc_midnight(pki_api):
+    api = pki_api
+    clock = api.runtime.services.clock = Clock()
+    clock.moment = datetime.now(UTC).replace(hour=23, minute=0, second=0, microsecond=0)
+    admin, _root, inter = await setup(api)
+    await set_quotas(api, admin, max_issuances_per_day=2, max_certificates=10)
+    first = await leaf(api, admin, inter, "a.acme.internal")
+    await leaf(api, admin, inter, "b.acme.internal")
+    refused = await issue(api, admin, inter, "c.acme.internal")
+    assert_problem(refused, 429, "quota_exceeded", field="quotas.max_issuances_per_day")
+    assert refused.headers["retry-after"] == str(3600 + 1)
+    # revoking gives back a live certificate, not an issuance of the day
+    await revoke(api, admin, first["certificate_id"])
+    assert_problem(await issue(api, admin, inter, "c.acme.internal"), 429, "quota_exceeded")
+    clock.advance(timedelta(hours=1))
+    counted = await usage(api, admin)
+    assert counted["usage"]["issuances_today"] == 0
+    assert counted["day_started_at"].endswith("T00:00:00.000000Z")
+    assert (await issue(api, admin, inter, "c.acme.internal")).status_code == 201
+
+
+async def test_cas_stop_at_the_quota_and_a_revoked_ca_no_longer_counts(pki_api):
+    api = pki_api
+    admin, root, inter = await setup(api)
+    await set_quotas(api, admin, max_cas=2)
+    body = {"kind": "intermediate", "tenant_id": "acme", "name": "Third", "algorithm": "ecdsa-p384",
+            "parent_id": root, "subject": {"common_name": "Acme Third"}}
+    assert_problem(await api.client.post("/v1/cas", headers=admin, json=body), 409, "quota_exceeded",
+                   field="quotas.max_cas")
+    revoked = await api.client.post(f"/v1/cas/{inter}/revoke", headers=admin, json={"reason": "cessation_of_operation"})
+    assert revoked.status_code == 200, revoked.text
+    assert (await usage(api, admin))["usage"]["cas"] == 1
+    assert (await api.client.post("/v1/cas", headers=admin, json=body)).status_code == 201
+
+
+async def test_a_burst_in_flight_at_once_cannot_pass_the_quota_together(pki_api):
+    api = pki_api
+    admin, _root, inter = await setup(api)
+    await set_quotas(api, admin, max_certificates=5)
+    answers = await asyncio.gather(*(issue(api, admin, inter, f"b{i}.acme.internal") for i in range(24)))
+    statuses = sorted(answer.status_code for answer in answers)
+    assert statuses == [201] * 5 + [409] * 19, statuses
+    await caught_up(api)
+    assert (await usage(api, admin))["usage"]["certificates"] == 5
+    # server-side keys too, and with the quota raised by one, exactly one more lands
+    await set_quotas(api, admin, max_certificates=6)
+    answers = await asyncio.gather(*(issue(api, admin, inter, f"c{i}.acme.internal") for i in range(8)))
+    assert sorted(answer.status_code for answer in answers) == [201] + [409] * 7
+
+
+async def test_a_tenant_reads_its_own_usage_and_cannot_raise_its_quotas(pki_api):
+    api = pki_api
+    admin, _root, _inter = await setup(api)
+    await api.create_tenant(admin, "globex")
+    await set_quotas(api, admin, max_cas=2)
+    own = await api.token("tenant-admin", tenant_id="acme")
+    assert (await usage(api, own))["usage"]["cas"] == 2
+    assert_problem(await api.client.get("/v1/tenants/globex/usage", headers=own), 403)
+    assert_problem(await api.client.put("/v1/tenants/acme/quotas", headers=own, json={"max_cas": 9}), 403)
+    assert_problem(await api.client.get("/v1/tenants/nobody/usage", headers=admin), 404, "tenant_not_found")
+
+
+async def test_a_tenant_without_quotas_is_never_counted(pki_api, monkeypatch):
+    api = pki_api
+    admin, _root, inter = await setup(api)
+    counts = []
+    original = api.runtime.services.usage.count
+
+    async def counting(*args):
+        counts.append(args)
+        return await original(*args)
+
+    monkeypatch.setattr(api.runtime.services.usage, "count", counting)
+    await leaf(api, admin, inter, "free.acme.internal")
+    await ca(api, admin, "intermediate", "Another", parent=_root)
+    assert counts == []
+    await set_quotas(api, admin, max_issuances_per_day=100)
+    await leaf(api, admin, inter, "counted.acme.internal")
+    await ca(api, admin, "intermediate", "Yet another", parent=_root)  # no quota on CAs: not counted
+    assert len(counts) == 1

@@ -1,0 +1,108 @@
+"""domain.tenant's quota rules and commands.quotas' ledger: what is refused, what it names, what is counted."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from commands.ports import CountedUsage
+from commands.quotas import QuotaLedger, Reservation
+from commands.runtime import CommandResult
+from domain import tenant
+from domain.errors import QuotaExceeded
+from domain.tenant import NEW_CA, NEW_CERTIFICATE, RENEWAL, Quotas, Usage
+
+NOON = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
+quota = st.none() | st.integers(0, 50)
+count = st.integers(0, 60)
+usages = st.builds(Usage, cas=count, certificates=count, issuances_today=count)
+addings = st.sampled_from([NEW_CA, NEW_CERTIFICATE, RENEWAL, Usage()])
+
+
+@given(st.builds(Quotas, max_cas=quota, max_certificates=quota, max_issuances_per_day=quota), usages, addings)
+def test_a_command_is_refused_exactly_when_it_would_pass_a_quota_on_what_it_adds(quotas, usage, adding):
+    over = [name for name, limit, held, added in (
+        ("max_cas", quotas.max_cas, usage.cas, adding.cas),
+        ("max_certificates", quotas.max_certificates, usage.certificates, adding.certificates),
+        ("max_issuances_per_day", quotas.max_issuances_per_day, usage.issuances_today, adding.issuances_today))
+        if added and limit is not None and held + added > limit]
+    try:
+        tenant.check_quotas(quotas, usage, adding, NOON)
+    except QuotaExceeded as refusal:
+        assert over and refusal.field == f"quotas.{over[0]}" and refusal.code == "quota_exceeded"
+    else:
+        assert not over
+    if not tenant.limited(quotas, adding):  # nothing to count: nothing can be refused
+        assert not over
+
+
+def test_holding_more_than_a_lowered_quota_refuses_only_what_would_add_to_it():
+    quotas = Quotas(max_certificates=2)
+    held = Usage(certificates=5, issuances_today=9)
+    with pytest.raises(QuotaExceeded):
+        tenant.check_quotas(quotas, held, NEW_CERTIFICATE, NOON)
+    tenant.check_quotas(quotas, held, RENEWAL, NOON)  # a renewal replaces a certificate
+    tenant.check_quotas(quotas, held, NEW_CA, NOON)
+
+
+def test_a_per_day_refusal_is_429_until_the_next_utc_midnight():
+    quotas = Quotas(max_issuances_per_day=3)
+    late = datetime(2026, 12, 6, 23, 59, 30, tzinfo=UTC)
+    with pytest.raises(QuotaExceeded) as caught:
+        tenant.check_quotas(quotas, Usage(issuances_today=3), RENEWAL, late)
+    refusal = caught.value
+    assert (refusal.status, refusal.field) == (429, "quotas.max_issuances_per_day")
+    assert refusal.retry_after_seconds == 31 and "2026-12-07T00:00:00+00:00" in refusal.detail
+    with pytest.raises(QuotaExceeded) as held:
+        tenant.check_quotas(Quotas(max_cas=1), Usage(cas=1), NEW_CA, late)
+    assert held.value.status == 409 and not hasattr(held.value, "retry_after_seconds")
+
+
+@given(st.datetimes(min_value=datetime(1970, 1, 2), max_value=datetime(9999, 12, 30), timezones=st.just(UTC)),
+       st.integers(-14 * 60, 14 * 60))
+def test_the_day_starts_at_utc_midnight_whatever_the_offset_of_now(moment, offset_minutes):
+    local = moment.astimezone(timezone(timedelta(minutes=offset_minutes)))
+    start = tenant.day_start(local)
+    assert start.tzinfo == UTC and start <= moment < start + timedelta(days=1)
+    assert (start.hour, start.minute, start.second, start.microsecond) == (0, 0, 0, 0)
+
+
+def counted(usage: Usage, cas_position: int, certificates_position: int) -> CountedUsage:
+    return CountedUsage(usage=usage, cas_position=cas_position, certificates_position=certificates_position)
+
+
+def landed(reservation: Reservation, position: int) -> None:
+    reservation.landed(CommandResult(stream_id="s", version=1, global_position=position))
+
+
+def test_the_ledger_counts_in_flight_and_unprojected_reservations_once():
+    ledger = QuotaLedger()
+    in_flight = Reservation(adding=NEW_CERTIFICATE, day="2026-12-06")
+    appended = Reservation(adding=NEW_CERTIFICATE, day="2026-12-06")
+    yesterday = Reservation(adding=NEW_CERTIFICATE, day="2026-12-05")
+    new_ca = Reservation(adding=NEW_CA, day="2026-12-06")
+    for reservation in (in_flight, appended, yesterday, new_ca):
+        ledger.add("acme", reservation)
+    landed(appended, 10)
+    landed(yesterday, 11)
+    landed(new_ca, 12)
+    # the certificates read model stands at 10 (it counts `appended`), the CAs read model at 11
+    assert ledger.pending("acme", counted(Usage(), 11, 10), "2026-12-06") == Usage(cas=1, certificates=2,
+                                                                                   issuances_today=1)
+    # once both counts include position 12, only the one in flight is left
+    assert ledger.pending("acme", counted(Usage(), 12, 12), "2026-12-06") == Usage(certificates=1,
+                                                                                   issuances_today=1)
+    ledger.release("acme", in_flight)
+    assert ledger.pending("acme", counted(Usage(), 12, 12), "2026-12-06") == Usage()
+    assert ledger.pending("globex", counted(Usage(), 0, 0), "2026-12-06") == Usage()
+
+
+def test_a_replay_or_a_no_op_lands_nowhere():
+    reservation = Reservation(adding=NEW_CERTIFICATE, day="2026-12-06")
+    reservation.landed(CommandResult(stream_id="s", version=1, global_position=7, replayed=True))
+    assert reservation.position == 0
+    reservation.landed(CommandResult(stream_id="s", version=1, global_position=None, changed=False))
+    assert reservation.position == 0
