@@ -88,3 +88,26 @@ def test_policy_refusals_name_the_rule_and_exit_non_zero(hierarchy):
     weak = csm(data, "ca", "create-root", "--tenant", "acme", "--name", "Weak", "--cn", "Weak", "--algorithm",
                "rsa-3072", expect=None)
     assert weak.returncode != 0 and "weak_key" in weak.stderr
+
+
+def test_quotas_are_set_counted_and_enforced_from_the_cli(hierarchy):
+    data, _, inter = hierarchy
+
+    def issue(name: str, **run):
+        return csm(data, "cert", "issue", "--tenant", "acme", "--ca", inter, "--cn", name, "--dns", name,
+                   "--algorithm", "ecdsa-p256", **run)
+
+    csm(data, "tenant", "quotas", "acme", "--max-certificates", "1", "--max-cas", "5")
+    issue("one.acme.internal")
+    refused = issue("two.acme.internal", expect=None)
+    assert refused.returncode == 1
+    assert "quota_exceeded" in refused.stderr and "quotas.max_certificates" in refused.stderr
+    counted = json.loads(csm(data, "tenant", "usage", "acme", "--json").stdout)
+    assert counted["usage"] == {"cas": 2, "certificates": 1, "issuances_today": 1}
+    assert counted["quotas"] == {"max_cas": 5, "max_certificates": 1, "max_issuances_per_day": None}
+    csm(data, "tenant", "quotas", "acme", "--max-certificates", "none")  # --max-cas keeps its value
+    issue("two.acme.internal")
+    shown = csm(data, "tenant", "usage", "acme").stdout
+    assert "certificates:     2 of unlimited" in shown and "cas:              2 of 5" in shown
+    bad = csm(data, "tenant", "quotas", "acme", "--max-cas", "many", expect=None)
+    assert bad.returncode != 0 and "--max-cas" in bad.stderr

@@ -104,6 +104,23 @@ def test_two_workers_share_one_writer_one_log_and_one_set_of_rate_limits(tmp_pat
                  30, "the worker to be replaced")
         wait_for(lambda: up(base, server), 30, "readiness after the restart")
         issued.append(issue_and_read(99))
+
+        # a quota holds across the workers: one after another, each request sees what the other worker issued
+        with httpx.Client(base_url=base, headers=headers, timeout=30) as client:
+            quota = client.put("/v1/tenants/acme/quotas", json={"max_certificates": len(issued) + 3})
+        assert quota.status_code == 200, quota.text
+        statuses = []
+        for n in range(100, 106):
+            with httpx.Client(base_url=base, headers=headers, timeout=30) as client:  # either worker
+                response = client.post("/v1/certificates", json={
+                    "tenant_id": "acme", "ca_id": ca, "algorithm": "ecdsa-p256",
+                    "subject": {"common_name": f"node{n}.acme.internal"}, "sans": {"dns": [f"node{n}.acme.internal"]}})
+            statuses.append(response.status_code)
+            if response.status_code == 201:
+                issued.append(response.json()["certificate_id"])
+            else:
+                assert response.json()["field"] == "quotas.max_certificates", response.text
+        assert statuses == [201, 201, 201, 409, 409, 409], statuses
     finally:
         server.send_signal(signal.SIGTERM)
         try:
