@@ -36,7 +36,7 @@ SORTS = {"issued": "position", "expiry": "not_after"}
 
 class CertificatesProjector(Projector):
     name = "certificates"
-    # 2: revocation columns and the CA tree; 3: renewal links, renew_at, expiry warnings; 4: the index by issue time
+    # 2: revocation columns and the CA tree; 3: renewal links, renew_at, expiry warnings; 4: indexes for quotas
     version = 4
     tables = ("certificates", "certificate_names", "certificate_tags", "certificate_cas", "certificate_policies")
     ddl = (
@@ -59,7 +59,10 @@ class CertificatesProjector(Projector):
         "CREATE UNIQUE INDEX IF NOT EXISTS {ix}_serial ON {certificates} (tenant_id, ca_id, serial_hex)",
         "CREATE INDEX IF NOT EXISTS {ix}_position ON {certificates} (tenant_id, position)",
         "CREATE INDEX IF NOT EXISTS {ix}_expiry ON {certificates} (tenant_id, not_after)",
-        "CREATE INDEX IF NOT EXISTS {ix}_issued ON {certificates} (tenant_id, issued_at)",  # issuances per day
+        # tenant quotas: issuances per day, and live certificates counted from the index alone
+        "CREATE INDEX IF NOT EXISTS {ix}_issued ON {certificates} (tenant_id, issued_at)",
+        "CREATE INDEX IF NOT EXISTS {ix}_live ON {certificates} (tenant_id, not_after) WHERE status = 'issued' "
+        "AND superseded_by IS NULL",
         "CREATE INDEX IF NOT EXISTS {ix}_fingerprint ON {certificates} (fingerprint)",
         "CREATE INDEX IF NOT EXISTS {ix}_cn ON {certificates} (tenant_id, common_name)",
         # get() by id alone (a platform-wide caller has no tenant scope): without it, a full scan per read
