@@ -10,7 +10,7 @@ import msgspec
 
 from domain.certspec import CaCertificateInfo, CertificateFacts, CertificateSpec, CsrFacts, DistinguishedName
 from domain.events import Actor, EventEnvelope
-from domain.tenant import Usage
+from domain.tenant import Quotas, Usage
 
 
 class NewEvent(msgspec.Struct, frozen=True, kw_only=True):
@@ -217,8 +217,10 @@ class CountedUsage(msgspec.Struct, frozen=True, kw_only=True):
 class TenantUsage(Protocol):
     """What a tenant holds, counted on the read models once they have reached the log's head (infra/usage.py).
 
-    Raises a ``DomainError`` (503, "usage_unknown") when they cannot reach it in time: a quota is never
-    checked against counts known to be behind.
+    With ``bounds``, only what a quota there bounds is counted (the rest reads 0), and each count stops one past
+    its quota: enough to tell whether it is passed, at a cost that does not grow with the tenant's history.
+    Without, every count is exact. Raises a ``DomainError`` (503, "usage_unknown") when the read models cannot
+    reach the head in time: a quota is never checked against counts known to be behind.
     """
 
-    async def count(self, tenant_id: str, now: datetime) -> CountedUsage: ...
+    async def count(self, tenant_id: str, now: datetime, bounds: Quotas | None = None) -> CountedUsage: ...

@@ -86,17 +86,18 @@ async def reserve(services: Services, state: tenant.Tenant, adding: tenant.Usage
     """
     now = services.clock.now()
     reservation = Reservation(adding=adding, day=tenant.day_start(now).date().isoformat())
-    if not tenant.limited(state.quotas, adding):
+    bounds = tenant.bounding(state.quotas, adding)
+    if bounds == tenant.Quotas():  # nothing this adds is bounded: nothing to count
         yield reservation
         return
     if services.usage is None:
         raise UsageUnknown("this process cannot count the tenant's usage, and the tenant has a quota on what "
                            "this command adds")
-    counted = await services.usage.count(state.tenant_id, now)
+    counted = await services.usage.count(state.tenant_id, now, bounds)
     # From here to add(): no await, so no other command of this process counts or reserves in between.
     ledger = services.quota_ledger
     usage = counted.usage + ledger.pending(state.tenant_id, counted, reservation.day)
-    tenant.check_quotas(state.quotas, usage, adding, now)
+    tenant.check_quotas(bounds, usage, adding, now)
     ledger.add(state.tenant_id, reservation)
     try:
         yield reservation

@@ -152,11 +152,11 @@ def day_start(now: datetime) -> datetime:
     return datetime.combine(now.astimezone(UTC).date(), time(), UTC)
 
 
-def limited(quotas: Quotas, adding: Usage) -> bool:
-    """Whether any quota bounds what ``adding`` adds (if none does, nothing needs counting)."""
-    return ((adding.cas > 0 and quotas.max_cas is not None)
-            or (adding.certificates > 0 and quotas.max_certificates is not None)
-            or (adding.issuances_today > 0 and quotas.max_issuances_per_day is not None))
+def bounding(quotas: Quotas, adding: Usage) -> Quotas:
+    """The quotas that bound what ``adding`` adds; the others are None (unlimited): nothing to count for them."""
+    return Quotas(max_cas=quotas.max_cas if adding.cas > 0 else None,
+                  max_certificates=quotas.max_certificates if adding.certificates > 0 else None,
+                  max_issuances_per_day=quotas.max_issuances_per_day if adding.issuances_today > 0 else None)
 
 
 def check_quotas(quotas: Quotas, usage: Usage, adding: Usage, now: datetime) -> None:

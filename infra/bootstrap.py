@@ -70,6 +70,7 @@ class Runtime:
         if self.role == "worker":
             await self.store.link.start()
             self.runner.position = self.store.link.progress.projected if self.store.link.progress else 0
+            self.runner.following = True  # its position moves with the primary's pushes: wait, never catch up here
             self.tasks = [asyncio.create_task(self._follow_primary(), name="projected")]
             if isinstance(self.services.crypto, CryptographyPki) and self.services.crypto.rsa_pool is not None:
                 self.services.crypto.rsa_pool.arm()

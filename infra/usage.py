@@ -15,7 +15,7 @@ from datetime import datetime
 
 from commands.ports import CountedUsage, EventStore
 from domain.errors import UsageUnknown
-from domain.tenant import Usage, day_start
+from domain.tenant import Quotas, Usage, day_start
 from projections import cas as ca_views
 from projections import certificates as certificate_views
 from projections.runner import ProjectionRunner
@@ -30,7 +30,7 @@ class ReadModelUsage:
         self._opened: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
 
-    async def count(self, tenant_id: str, now: datetime) -> CountedUsage:
+    async def count(self, tenant_id: str, now: datetime, bounds: Quotas | None = None) -> CountedUsage:
         head = await self.store.head_position()
         if self.runner.following:
             caught_up = await self.runner.wait_for(head, self.timeout)
@@ -39,7 +39,7 @@ class ReadModelUsage:
         if not caught_up:
             raise UsageUnknown(f"the read models have not reached position {head} yet, so the tenant's usage "
                                "against its quotas is not known; retry shortly")
-        return await asyncio.to_thread(self._count, tenant_id, now)
+        return await asyncio.to_thread(self._count, tenant_id, now, bounds)
 
     def _catch_up(self, head: int) -> bool:
         while self.runner.position < head:
@@ -61,16 +61,28 @@ class ReadModelUsage:
         for conn in opened:
             conn.close()
 
-    def _count(self, tenant_id: str, now: datetime) -> CountedUsage:
+    def _count(self, tenant_id: str, now: datetime, bounds: Quotas | None) -> CountedUsage:
         conn = self._connection()
         conn.execute("BEGIN")  # one snapshot: the counts and the checkpoints they stand for
         try:
             positions = dict(conn.execute("SELECT name, position FROM projection_checkpoints "
                                           "WHERE name IN ('cas', 'certificates')").fetchall())
-            usage = Usage(cas=ca_views.held_count(conn, tenant_id),
-                          certificates=certificate_views.live_count(conn, tenant_id, now),
-                          issuances_today=certificate_views.issued_since(conn, tenant_id, day_start(now)))
+            if bounds is None:
+                usage = Usage(cas=ca_views.held_count(conn, tenant_id),
+                              certificates=certificate_views.live_count(conn, tenant_id, now),
+                              issuances_today=certificate_views.issued_since(conn, tenant_id, day_start(now)))
+            else:
+                usage = Usage(
+                    cas=_capped(bounds.max_cas, ca_views.held_count, conn, tenant_id),
+                    certificates=_capped(bounds.max_certificates, certificate_views.live_count, conn, tenant_id, now),
+                    issuances_today=_capped(bounds.max_issuances_per_day, certificate_views.issued_since, conn,
+                                            tenant_id, day_start(now)))
         finally:
             conn.execute("COMMIT")
         return CountedUsage(usage=usage, cas_position=positions.get("cas", 0),
                             certificates_position=positions.get("certificates", 0))
+
+
+def _capped(quota: int | None, count, conn: sqlite3.Connection, *args) -> int:
+    """``count`` stopped one past ``quota`` (None: not counted at all)."""
+    return 0 if quota is None else count(conn, *args, cap=quota + 1)

@@ -347,13 +347,14 @@ def expiring_counts(conn: sqlite3.Connection, now: datetime, windows: tuple[int,
     return [(tenant, ca, days, count) for tenant, ca, *counts in rows for days, count in zip(windows, counts)]
 
 
-def live_count(conn: sqlite3.Connection, tenant_id: str, now: datetime) -> int:
-    """The tenant's live certificates: issued, not revoked (nor under a revoked CA), not expired, not renewed."""
-    return conn.execute(f"SELECT count(*) FROM certificates WHERE tenant_id = ? AND not_after > ? AND {_LIVE}",
-                        (tenant_id, rfc3339(now))).fetchone()[0]
+def live_count(conn: sqlite3.Connection, tenant_id: str, now: datetime, cap: int = -1) -> int:
+    """The tenant's live certificates: issued, not revoked (nor under a revoked CA), not expired, not renewed.
+    Counting stops at ``cap`` (-1: never)."""
+    return conn.execute(f"SELECT count(*) FROM (SELECT 1 FROM certificates WHERE tenant_id = ? AND not_after > ? "
+                        f"AND {_LIVE} LIMIT ?)", (tenant_id, rfc3339(now), cap)).fetchone()[0]
 
 
-def issued_since(conn: sqlite3.Connection, tenant_id: str, since: datetime) -> int:
-    """Certificates the tenant was issued from ``since`` on (renewals included)."""
-    return conn.execute("SELECT count(*) FROM certificates WHERE tenant_id = ? AND issued_at >= ?",
-                        (tenant_id, rfc3339(since))).fetchone()[0]
+def issued_since(conn: sqlite3.Connection, tenant_id: str, since: datetime, cap: int = -1) -> int:
+    """Certificates the tenant was issued from ``since`` on (renewals included). Counting stops at ``cap``."""
+    return conn.execute("SELECT count(*) FROM (SELECT 1 FROM certificates WHERE tenant_id = ? AND issued_at >= ? "
+                        "LIMIT ?)", (tenant_id, rfc3339(since), cap)).fetchone()[0]

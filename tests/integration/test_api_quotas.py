@@ -51,6 +51,10 @@ async def test_live_certificates_stop_at_the_quota_and_a_revocation_frees_one(pk
     await revoke(api, admin, issued[0]["certificate_id"], reason="superseded")
     assert (await issue(api, admin, inter, "n3.acme.internal")).status_code == 201
     assert (await usage(api, admin))["usage"]["certificates"] == 3
+    # lowered below what it holds: nothing is taken away, nothing more is issued; the usage stays exact
+    await set_quotas(api, admin, max_certificates=1)
+    assert_problem(await issue(api, admin, inter, "n4.acme.internal"), 409, "quota_exceeded")
+    assert (await usage(api, admin))["usage"]["certificates"] == 3
 
 
 async def test_a_renewal_at_the_quota_replaces_its_certificate_and_counts_as_an_issuance(pki_api):

@@ -35,8 +35,15 @@ def test_a_command_is_refused_exactly_when_it_would_pass_a_quota_on_what_it_adds
         assert over and refusal.field == f"quotas.{over[0]}" and refusal.code == "quota_exceeded"
     else:
         assert not over
-    if not tenant.limited(quotas, adding):  # nothing to count: nothing can be refused
+    if tenant.bounding(quotas, adding) == Quotas():  # nothing to count: nothing can be refused
         assert not over
+    else:  # checked against the bounding quotas alone, the answer is the same
+        try:
+            tenant.check_quotas(tenant.bounding(quotas, adding), usage, adding, NOON)
+        except QuotaExceeded as refusal:
+            assert over and refusal.field == f"quotas.{over[0]}"
+        else:
+            assert not over
 
 
 def test_holding_more_than_a_lowered_quota_refuses_only_what_would_add_to_it():
