@@ -227,6 +227,30 @@ def http_reads_table(runs: list[dict]) -> list[str]:
     return lines
 
 
+def quota_issuance_section(run: dict) -> list[str]:
+    """The same CSR issuance for a tenant with quotas, beside the tenant without (same server, same run)."""
+    quota = run.get("quota_issuance")
+    if not quota:
+        return []
+    free = next((row["csm"] for row in run.get("issuance", []) if row["connections"] == quota["connections"]), None)
+    bounds = ", ".join(f"`{k}` {v:,}" for k, v in quota["quotas"].items())
+    out = ["### A tenant with quotas", "",
+           f"Then the same issuance, {quota['connections']} connections, for a second tenant whose quotas are set "
+           f"({bounds}; none is reached): before signing, every issuance waits for the read models to reach the "
+           "log's head and counts the tenant's live certificates and today's issuances, each count stopping one "
+           "past its quota (commands/quotas.py, infra/usage.py). Over the run the counts grow from 0 to the "
+           "run's issuances, so this is what a tenant pays on its way up to that many certificates.", "",
+           "| tenant | requests | **requests/s** | p50 ms | p95 ms | p99 ms | non-2xx / errors | "
+           "server CPU ms per request | load before |",
+           "|---|--:|--:|--:|--:|--:|---|--:|--:|"]
+    for label, r in (("without quotas (above)", free), ("with quotas", quota)):
+        if r is not None:
+            out.append(f"| {label} | {_n(r['ok'])} | **{_n(r['requests_per_second'])}** | {_ms(r, 'p50')} | "
+                       f"{_ms(r, 'p95')} | {_ms(r, 'p99')} | {_errors(r)} | {_server_cpu(r)} | "
+                       f"{r['load_before']:.2f} |")
+    return [*out, ""]
+
+
 def http_section(run: dict) -> list[str]:
     info = run["machine"]
     first = run["issuance"][0]["csm"] if run.get("issuance") else None
@@ -255,10 +279,12 @@ def http_section(run: dict) -> list[str]:
            "of cfssl 1.2, go-sqlite3's defaults: rollback journal, `synchronous=FULL`), so every certificate "
            "is INSERTed, each in its own transaction, before the answer; no hash chain, no policy beyond the "
            "signing profile.", "",
-           *http_issuance_table(run.get("issuance", [])), ""]
+           *http_issuance_table(run.get("issuance", [])), "", *quota_issuance_section(run)]
     if run.get("verify") is not None:
         events, answered = run.get("certificate_issued_events") or 0, run.get("ok_201") or 0
         bound = sum(r["connections"] + r["csm"]["errors"]["timeout"] for r in run.get("issuance", []))
+        if run.get("quota_issuance"):
+            bound += run["quota_issuance"]["connections"] + run["quota_issuance"]["errors"]["timeout"]
         consistent = answered <= events <= answered + bound
         out += [f"After the runs `GET /v1/audit/verify` answered ok = {run.get('verify_ok')} "
                 f"({_n(run['verify'].get('events'))} events checked), and the log held {_n(events)} "
@@ -294,6 +320,8 @@ def http_section(run: dict) -> list[str]:
             "Commands:", "",
             *(f"- issuance x {r['connections']}: `{r['csm']['command']}` against each server" for r in
               run.get("issuance", [])),
+            *([f"- issuance for the tenant with quotas: `{run['quota_issuance']['command']}`"]
+              if run.get("quota_issuance") else []),
             *(f"- `{r['label']}`: `{r['command']}`" for r in run.get("reads", [])),
             *(f"- `{r['label']}`, paced: `{r['command']}`" for r in run.get("paced_reads", [])), ""]
     return out

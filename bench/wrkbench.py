@@ -41,6 +41,8 @@ ROOT = Path(__file__).resolve().parent.parent
 LUA = ROOT / "bench" / "wrk_cycle.lua"
 GNU_TIME = Path("/usr/bin/time")
 TENANT = "acme"
+QUOTA_TENANT = "quota-bound"
+QUOTAS = {"max_certificates": 1_000_000, "max_issuances_per_day": 1_000_000}
 PROFILE = "cassandra-node"
 CA_ALGORITHM = "ecdsa-p384"  # both CAs sign with ECDSA P-384 (SHA-384)
 ISSUE_CONNECTIONS = (32, 256)
@@ -292,12 +294,12 @@ def start_csm(data_dir: Path, port: int, work: Path) -> tuple[Server, str, dict]
     return server, token, env
 
 
-def setup_hierarchy(base: str, token: str) -> str:
-    http("POST", f"{base}/v1/tenants", {"tenant_id": TENANT, "name": "Acme"}, token)
-    root = http("POST", f"{base}/v1/cas", {"kind": "root", "tenant_id": TENANT, "name": "Acme root",
+def setup_hierarchy(base: str, token: str, tenant: str = TENANT, quotas: dict | None = None) -> str:
+    http("POST", f"{base}/v1/tenants", {"tenant_id": tenant, "name": "Acme", "quotas": quotas or {}}, token)
+    root = http("POST", f"{base}/v1/cas", {"kind": "root", "tenant_id": tenant, "name": "Acme root",
                                            "subject": {"common_name": "Acme Root CA", "organization": "Acme"},
                                            "algorithm": CA_ALGORITHM, "path_length": 1}, token)["ca_id"]
-    return http("POST", f"{base}/v1/cas", {"kind": "intermediate", "tenant_id": TENANT, "parent_id": root,
+    return http("POST", f"{base}/v1/cas", {"kind": "intermediate", "tenant_id": tenant, "parent_id": root,
                                            "name": "Acme nodes", "algorithm": CA_ALGORITHM,
                                            "subject": {"common_name": "Acme Cassandra Nodes CA",
                                                        "organization": "Acme"}}, token)["ca_id"]
@@ -396,6 +398,21 @@ def run_loads(args, result: dict, csr_file: Path, work: Path, base: str, token: 
                            if row["cfssl_db"]["requests_per_second"] else None)
         result["issuance"].append(row)
 
+    # the same issuance for a tenant with quotas: every issuance counts what they bound (commands/quotas.py)
+    quota_ca = setup_hierarchy(base, token, QUOTA_TENANT, QUOTAS)
+    quota_env = {**ours_env, "BENCH_PREFIX": json.dumps({"tenant_id": QUOTA_TENANT, "ca_id": quota_ca,
+                                                          "profile": PROFILE})[:-1] + ', "csr": '}
+    csm.settle()
+    cpu = csm.cpu_seconds()
+    connections = args.connections[0]
+    print(f"  wrk POST csm (tenant with quotas) x {connections} ...", end="", flush=True, file=sys.stderr)
+    run_ = wrk(f"{base}/v1/certificates", csr_file, "post", offsets["csm"], connections, args.duration, quota_env)
+    run_["server_cpu_seconds"] = csm.cpu_seconds() - cpu
+    run_["quotas"] = QUOTAS
+    offsets["csm"] += run_["sent"]
+    print(f" {run_['requests_per_second']:,.0f}/s", file=sys.stderr)
+    result["quota_issuance"] = run_
+
     # reads, at 1,000 connections
     certs = issued_certificates(base, token)
     result["certificates_listed"] = len(certs)
@@ -435,7 +452,8 @@ def run_loads(args, result: dict, csr_file: Path, work: Path, base: str, token: 
     verify = http("GET", f"{base}/v1/audit/verify", token=token, timeout=600)
     result["verify_ok"] = bool(verify.get("ok"))
     result["verify"] = {k: verify.get(k) for k in ("ok", "events", "streams", "checkpoints") if k in verify}
-    result["ok_201"] = 1 + sum(r["csm"]["ok"] for r in result["issuance"])  # with the warm-up
+    result["ok_201"] = (1 + sum(r["csm"]["ok"] for r in result["issuance"])  # with the warm-up
+                        + result["quota_issuance"]["ok"])
     return result
 
 

@@ -55,3 +55,16 @@ def test_http_section_reports_ratio_reads_and_the_log_check(report):
 def test_more_events_than_answers_plus_connections_is_flagged(report):
     text = report.render(synthetic(events=2001 + 32 + 256 + 1), baseline=None)
     assert "**inconsistent**" in text
+
+
+def test_the_tenant_with_quotas_is_shown_beside_the_one_without_and_counts_in_the_log_check(report):
+    result = synthetic(events=2001 + 500 + 100)
+    http = result["http"]
+    http["quota_issuance"] = {**wrk_run(150, 400, 32, 500), "quotas": {"max_certificates": 1_000_000}}
+    http["ok_201"] += 500
+    text = report.render(result, baseline=None)
+    assert "### A tenant with quotas" in text and "`max_certificates` 1,000,000" in text
+    assert "| without quotas (above) | 1,000 | **200** |" in text and "| with quotas | 500 | **150** |" in text
+    assert ": consistent." in text and "- issuance for the tenant with quotas: `wrk -t 2 …`" in text
+    http["ok_201"] -= 500  # its answers are not in the count: the log holds 500 more than answers plus bound
+    assert "**inconsistent**" in report.render(result, baseline=None)
