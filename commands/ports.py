@@ -217,9 +217,7 @@ class CountedUsage(msgspec.Struct, frozen=True, kw_only=True):
 class TenantUsage(Protocol):
     """What a tenant holds, counted on the read models once they have reached the log's head (infra/usage.py).
 
-    With ``bounds``, only what a quota there bounds is counted (the rest reads 0), and each count stops one past
-    its quota: enough to tell whether it is passed, at a cost that does not grow with the tenant's history.
-    Without, every count is exact. Raises a ``DomainError`` (503, "usage_unknown") when the read models cannot
+    With ``bounds``, only what a quota there bounds is counted (the rest reads 0); without, everything. Raises a ``DomainError`` (503, "usage_unknown") when the read models cannot
     reach the head in time: a quota is never checked against counts known to be behind.
     """
 

@@ -67,22 +67,15 @@ class ReadModelUsage:
         try:
             positions = dict(conn.execute("SELECT name, position FROM projection_checkpoints "
                                           "WHERE name IN ('cas', 'certificates')").fetchall())
-            if bounds is None:
-                usage = Usage(cas=ca_views.held_count(conn, tenant_id),
-                              certificates=certificate_views.live_count(conn, tenant_id, now),
-                              issuances_today=certificate_views.issued_since(conn, tenant_id, day_start(now)))
-            else:
-                usage = Usage(
-                    cas=_capped(bounds.max_cas, ca_views.held_count, conn, tenant_id),
-                    certificates=_capped(bounds.max_certificates, certificate_views.live_count, conn, tenant_id, now),
-                    issuances_today=_capped(bounds.max_issuances_per_day, certificate_views.issued_since, conn,
-                                            tenant_id, day_start(now)))
+            every = bounds is None
+            usage = Usage(
+                cas=ca_views.held_count(conn, tenant_id) if every or bounds.max_cas is not None else 0,
+                certificates=(certificate_views.live_count(conn, tenant_id, now)
+                              if every or bounds.max_certificates is not None else 0),
+                issuances_today=(certificate_views.issued_on(conn, tenant_id, day_start(now).date())
+                                 if every or bounds.max_issuances_per_day is not None else 0))
         finally:
             conn.execute("COMMIT")
         return CountedUsage(usage=usage, cas_position=positions.get("cas", 0),
                             certificates_position=positions.get("certificates", 0))
 
-
-def _capped(quota: int | None, count, conn: sqlite3.Connection, *args) -> int:
-    """``count`` stopped one past ``quota`` (None: not counted at all)."""
-    return 0 if quota is None else count(conn, *args, cap=quota + 1)

@@ -131,10 +131,10 @@ def search(conn: sqlite3.Connection, scope: str | None, *, tenant_id: str | None
     return [_ca_row(row) for row in rows]
 
 
-def held_count(conn: sqlite3.Connection, tenant_id: str, cap: int = -1) -> int:
-    """The tenant's CAs that are not revoked: pending, active or disabled. Counting stops at ``cap`` (-1: never)."""
-    return conn.execute("SELECT count(*) FROM (SELECT 1 FROM cas WHERE tenant_id = ? AND status != 'revoked' "
-                        "LIMIT ?)", (tenant_id, cap)).fetchone()[0]
+def held_count(conn: sqlite3.Connection, tenant_id: str) -> int:
+    """The tenant's CAs that are not revoked: pending, active or disabled."""
+    return conn.execute("SELECT count(*) FROM cas WHERE tenant_id = ? AND status != 'revoked'",
+                        (tenant_id,)).fetchone()[0]
 
 
 def certificates_of(conn: sqlite3.Connection, tenant_id: str, ca_id: str) -> list[dict]:

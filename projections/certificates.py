@@ -16,7 +16,7 @@ from __future__ import annotations
 import base64
 import json
 import sqlite3
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import msgspec
 
@@ -36,9 +36,10 @@ SORTS = {"issued": "position", "expiry": "not_after"}
 
 class CertificatesProjector(Projector):
     name = "certificates"
-    # 2: revocation columns and the CA tree; 3: renewal links, renew_at, expiry warnings; 4: indexes for quotas
+    # 2: revocation columns and the CA tree; 3: renewal links, renew_at, expiry warnings; 4: counts for quotas
     version = 4
-    tables = ("certificates", "certificate_names", "certificate_tags", "certificate_cas", "certificate_policies")
+    tables = ("certificates", "certificate_names", "certificate_tags", "certificate_cas", "certificate_policies",
+              "certificate_counts")
     ddl = (
         """CREATE TABLE IF NOT EXISTS {certificates} (
             tenant_id TEXT NOT NULL, certificate_id TEXT NOT NULL, ca_id TEXT NOT NULL, profile TEXT NOT NULL,
@@ -59,8 +60,7 @@ class CertificatesProjector(Projector):
         "CREATE UNIQUE INDEX IF NOT EXISTS {ix}_serial ON {certificates} (tenant_id, ca_id, serial_hex)",
         "CREATE INDEX IF NOT EXISTS {ix}_position ON {certificates} (tenant_id, position)",
         "CREATE INDEX IF NOT EXISTS {ix}_expiry ON {certificates} (tenant_id, not_after)",
-        # tenant quotas: issuances per day, and live certificates counted from the index alone
-        "CREATE INDEX IF NOT EXISTS {ix}_issued ON {certificates} (tenant_id, issued_at)",
+        # a tenant's live certificates that expire today, counted from the index alone (see live_count)
         "CREATE INDEX IF NOT EXISTS {ix}_live ON {certificates} (tenant_id, not_after) WHERE status = 'issued' "
         "AND superseded_by IS NULL",
         "CREATE INDEX IF NOT EXISTS {ix}_fingerprint ON {certificates} (fingerprint)",
@@ -76,6 +76,11 @@ class CertificatesProjector(Projector):
         """CREATE TABLE IF NOT EXISTS {certificate_cas} (
             tenant_id TEXT NOT NULL, ca_id TEXT NOT NULL, parent_id TEXT, revoked_at TEXT,
             PRIMARY KEY (tenant_id, ca_id)) WITHOUT ROWID""",
+        # Per tenant, what its quotas are checked against, kept as events arrive: ``issued`` by UTC day of
+        # issuance; ``live`` (issued, not revoked, not renewed) by UTC day of expiry (see live_count).
+        """CREATE TABLE IF NOT EXISTS {certificate_counts} (
+            tenant_id TEXT NOT NULL, kind TEXT NOT NULL, day TEXT NOT NULL, n INTEGER NOT NULL,
+            PRIMARY KEY (tenant_id, kind, day)) WITHOUT ROWID""",
         """CREATE TABLE IF NOT EXISTS {certificate_policies} (
             tenant_id TEXT NOT NULL, profile TEXT NOT NULL, renewal TEXT NOT NULL,
             PRIMARY KEY (tenant_id, profile)) WITHOUT ROWID""",
@@ -95,6 +100,9 @@ class CertificatesProjector(Projector):
             facts, sans = p["facts"], p["sans"]
             policy = self._policy(conn, event.tenant_id, p["profile"])
             names = sorted({v.lower() for kind in ("dns", "ip", "email", "uri") for v in sans.get(kind, ())})
+            self._unlive(conn, "tenant_id = ?1 AND certificate_id = ?2", (event.tenant_id, p["certificate_id"]))
+            self._count(conn, event.tenant_id, "issued", event.occurred_at[:10], 1)
+            self._count(conn, event.tenant_id, "live", facts["not_after"][:10], 1)
             conn.execute(
                 f"INSERT OR REPLACE INTO {self.t('certificates')} ({', '.join(COLUMNS)}) "
                 f"VALUES ({', '.join('?' * len(COLUMNS))})",
@@ -112,6 +120,8 @@ class CertificatesProjector(Projector):
             # Issued in a race with its CA's revocation (or a CA above it): untrusted from the start.
             self._untrust(conn, event.tenant_id, p["ca_id"], certificate_id=p["certificate_id"])
         elif event.type == "certificate.revoked":
+            self._unlive(conn, "tenant_id = ?1 AND certificate_id = ?2",
+                         (event.tenant_id, event.stream_id.removeprefix("certificate-")))
             conn.execute(f"UPDATE {self.t('certificates')} SET status = 'revoked', revocation_reason = ?, "
                          "revoked_at = ?, invalidity_date = ?, revoked_ca_id = NULL, version = ? "
                          "WHERE tenant_id = ? AND certificate_id = ?",
@@ -133,6 +143,9 @@ class CertificatesProjector(Projector):
                    "certificate.renewal_started": {}}.get(event.type)
         if changes is None:
             return
+        if event.type == "certificate.renewed":
+            self._unlive(conn, "tenant_id = ?1 AND certificate_id = ?2",
+                         (event.tenant_id, event.stream_id.removeprefix("certificate-")))
         assignments = "".join(f"{column} = ?, " for column in changes)
         conn.execute(f"UPDATE {certificates} SET {assignments}version = ? WHERE tenant_id = ? AND certificate_id = ?",
                      (*changes.values(), event.version, event.tenant_id, event.stream_id.removeprefix("certificate-")))
@@ -187,15 +200,27 @@ class CertificatesProjector(Projector):
         if revoked is None:
             return
         # Every CA below (and including) ca_id; for one new certificate, only that row.
-        conn.execute(
-            f"""WITH RECURSIVE below(ca_id, depth) AS (
+        below = f"""WITH RECURSIVE below(ca_id, depth) AS (
                     SELECT ?2, 0 UNION ALL SELECT t.ca_id, below.depth + 1 FROM {tree} t
-                    JOIN below ON t.parent_id = below.ca_id WHERE t.tenant_id = ?1 AND below.depth < 64)
-                UPDATE {certificates} SET status = 'revoked', revocation_reason = 'ca_revoked', revoked_at = ?3,
-                    revoked_ca_id = ?4
-                WHERE tenant_id = ?1 AND status != 'revoked' AND ca_id IN (SELECT ca_id FROM below)
-                  AND (?5 IS NULL OR certificate_id = ?5)""",
-            (tenant_id, ca_id, revoked[1], revoked[0], certificate_id))
+                    JOIN below ON t.parent_id = below.ca_id WHERE t.tenant_id = ?1 AND below.depth < 64)"""
+        untrusted = ("tenant_id = ?1 AND status != 'revoked' AND ca_id IN (SELECT ca_id FROM below) "
+                     "AND (?3 IS NULL OR certificate_id = ?3)")
+        self._unlive(conn, untrusted, (tenant_id, ca_id, certificate_id), below)
+        conn.execute(
+            f"""{below} UPDATE {certificates} SET status = 'revoked', revocation_reason = 'ca_revoked',
+                    revoked_at = ?4, revoked_ca_id = ?5 WHERE {untrusted}""",
+            (tenant_id, ca_id, certificate_id, revoked[1], revoked[0]))
+
+    def _count(self, conn: sqlite3.Connection, tenant_id: str, kind: str, day: str, n: int) -> None:
+        conn.execute(f"INSERT INTO {self.t('certificate_counts')} VALUES (?, ?, ?, ?) "
+                     "ON CONFLICT (tenant_id, kind, day) DO UPDATE SET n = n + excluded.n", (tenant_id, kind, day, n))
+
+    def _unlive(self, conn: sqlite3.Connection, where: str, params: tuple, with_: str = "") -> None:
+        """Take the live rows ``where`` selects (they are about to stop being live) out of the ``live`` counts."""
+        rows = conn.execute(f"{with_} SELECT tenant_id, substr(not_after, 1, 10), count(*) FROM "
+                            f"{self.t('certificates')} WHERE {where} AND {_LIVE} GROUP BY 1, 2", params).fetchall()
+        for tenant_id, day, n in rows:
+            self._count(conn, tenant_id, "live", day, -n)
 
 
 def _renew_at(policy: RenewalPolicy, not_before: str, not_after: str) -> str:
@@ -347,14 +372,23 @@ def expiring_counts(conn: sqlite3.Connection, now: datetime, windows: tuple[int,
     return [(tenant, ca, days, count) for tenant, ca, *counts in rows for days, count in zip(windows, counts)]
 
 
-def live_count(conn: sqlite3.Connection, tenant_id: str, now: datetime, cap: int = -1) -> int:
+def live_count(conn: sqlite3.Connection, tenant_id: str, now: datetime) -> int:
     """The tenant's live certificates: issued, not revoked (nor under a revoked CA), not expired, not renewed.
-    Counting stops at ``cap`` (-1: never)."""
-    return conn.execute(f"SELECT count(*) FROM (SELECT 1 FROM certificates WHERE tenant_id = ? AND not_after > ? "
-                        f"AND {_LIVE} LIMIT ?)", (tenant_id, rfc3339(now), cap)).fetchone()[0]
+
+    Those expiring after today come from the per-day counts, today's from the rows themselves: a few dozen
+    rows read, however many certificates the tenant holds.
+    """
+    today, tomorrow = now.astimezone(UTC).date(), now.astimezone(UTC).date() + timedelta(days=1)
+    later = conn.execute("SELECT coalesce(sum(n), 0) FROM certificate_counts WHERE tenant_id = ? AND kind = 'live' "
+                         "AND day > ?", (tenant_id, today.isoformat())).fetchone()[0]
+    expiring = conn.execute(f"SELECT count(*) FROM certificates WHERE tenant_id = ? AND not_after > ? "
+                            f"AND not_after < ? AND {_LIVE}",
+                            (tenant_id, rfc3339(now), tomorrow.isoformat())).fetchone()[0]
+    return later + expiring
 
 
-def issued_since(conn: sqlite3.Connection, tenant_id: str, since: datetime, cap: int = -1) -> int:
-    """Certificates the tenant was issued from ``since`` on (renewals included). Counting stops at ``cap``."""
-    return conn.execute("SELECT count(*) FROM (SELECT 1 FROM certificates WHERE tenant_id = ? AND issued_at >= ? "
-                        "LIMIT ?)", (tenant_id, rfc3339(since), cap)).fetchone()[0]
+def issued_on(conn: sqlite3.Connection, tenant_id: str, day: date) -> int:
+    """Certificates the tenant was issued on ``day`` (UTC; renewals included)."""
+    row = conn.execute("SELECT n FROM certificate_counts WHERE tenant_id = ? AND kind = 'issued' AND day = ?",
+                       (tenant_id, day.isoformat())).fetchone()
+    return row[0] if row else 0

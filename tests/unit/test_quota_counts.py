@@ -1,0 +1,94 @@
+"""The certificates read model's counts for quotas: after any history, they equal counting the rows themselves.
+
+Hypothesis writes histories of issuances (any day, any lifetime), revocations, renewals and CA revocations
+(a CA above revokes everything below it, even certificates issued after it); ``live_count`` and
+``issued_on`` must then equal a plain count over the certificate rows, at any moment.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime, timedelta
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from commands.runtime import rfc3339
+from domain.events import Actor, EventEnvelope
+from projections.certificates import CertificatesProjector, issued_on, live_count
+
+T0 = datetime(2026, 12, 6, 0, 0, tzinfo=UTC)
+CAS = {"root": None, "mid": "root", "leaf": "mid"}  # a chain: revoking one untrusts everything below it
+ACTOR = Actor(principal="test", auth_method="internal")
+
+
+class History:
+    def __init__(self) -> None:
+        self.conn = sqlite3.connect(":memory:", isolation_level=None)
+        self.projector = CertificatesProjector("", "t")
+        self.projector.create(self.conn)
+        self.position = 0
+        self.issued: list[str] = []
+        for ca_id, parent in CAS.items():
+            self.event(f"ca-{ca_id}", "ca", "ca.created", {"parent_id": parent}, T0)
+
+    def event(self, stream_id: str, stream_type: str, type_: str, payload: dict, at: datetime) -> None:
+        self.position += 1
+        self.projector.apply(self.conn, EventEnvelope(
+            event_id=f"e{self.position}", stream_id=stream_id, stream_type=stream_type, version=1,
+            global_position=self.position, tenant_id="acme", type=type_, schema_version=1, occurred_at=rfc3339(at),
+            actor=ACTOR, correlation_id=None, causation_id=None, payload=payload, prev_hash=""))
+
+    def issue(self, ca_id: str, at: datetime, lifetime: timedelta) -> str:
+        certificate_id = f"{len(self.issued) + 1:040x}"
+        fmt = "%Y-%m-%dT%H:%M:%SZ"
+        facts = {"serial_hex": certificate_id, "fingerprint_sha256": certificate_id, "subject_dn": "CN=n",
+                 "issuer_dn": "CN=ca", "algorithm": "ecdsa-p256", "not_before": (at - timedelta(hours=2)).strftime(fmt),
+                 "not_after": (at + lifetime).strftime(fmt)}
+        self.event(f"certificate-{certificate_id}", "certificate", "certificate.issued", {
+            "certificate_id": certificate_id, "ca_id": ca_id, "issuer_fingerprint": "f", "profile": "cassandra-node",
+            "subject": {"common_name": "n"}, "sans": {"dns": ["n.acme.internal"]}, "key_source": "csr",
+            "key_ref": None, "certificate_pem": "", "tags": [], "facts": facts}, at)
+        self.issued.append(certificate_id)
+        return certificate_id
+
+    def counted_live(self, now: datetime) -> int:
+        return self.conn.execute("SELECT count(*) FROM certificates WHERE tenant_id = 'acme' AND not_after > ? AND "
+                                 "status = 'issued' AND superseded_by IS NULL", (rfc3339(now),)).fetchone()[0]
+
+    def counted_issued(self, day) -> int:
+        return self.conn.execute("SELECT count(*) FROM certificates WHERE tenant_id = 'acme' AND "
+                                 "substr(issued_at, 1, 10) = ?", (day.isoformat(),)).fetchone()[0]
+
+
+steps = st.lists(st.one_of(
+    st.tuples(st.just("issue"), st.sampled_from(sorted(CAS)), st.integers(0, 72), st.integers(1, 24 * 400)),
+    st.tuples(st.just("revoke"), st.integers(0, 40)),
+    st.tuples(st.just("renew"), st.integers(0, 40), st.integers(1, 24 * 400)),
+    st.tuples(st.just("revoke_ca"), st.sampled_from(sorted(CAS)))), max_size=40)
+
+
+@settings(max_examples=150, deadline=None)
+@given(steps, st.lists(st.integers(0, 24 * 500), min_size=1, max_size=6))
+def test_the_counts_equal_counting_the_rows(history_steps, moments):
+    history = History()
+    for step in history_steps:
+        match step:
+            case ("issue", ca_id, hour, lifetime_hours):
+                history.issue(ca_id, T0 + timedelta(hours=hour, minutes=7), timedelta(hours=lifetime_hours))
+            case ("revoke", index) if history.issued:
+                certificate_id = history.issued[index % len(history.issued)]
+                history.event(f"certificate-{certificate_id}", "certificate", "certificate.revoked",
+                              {"reason": "superseded", "revoked_at": rfc3339(T0)}, T0)
+            case ("renew", index, lifetime_hours) if history.issued:
+                old = history.issued[index % len(history.issued)]
+                new = history.issue("leaf", T0 + timedelta(hours=1), timedelta(hours=lifetime_hours))
+                history.event(f"certificate-{old}", "certificate", "certificate.renewed",
+                              {"new_certificate_id": new}, T0)
+            case ("revoke_ca", ca_id):
+                history.event(f"ca-{ca_id}", "ca", "ca.revoked", {"revoked_at": rfc3339(T0)}, T0)
+    for hours in moments:
+        now = T0 + timedelta(hours=hours, seconds=30)
+        assert live_count(history.conn, "acme", now) == history.counted_live(now)
+        assert issued_on(history.conn, "acme", now.date()) == history.counted_issued(now.date())
+    assert live_count(history.conn, "globex", T0) == 0 and issued_on(history.conn, "globex", T0.date()) == 0
