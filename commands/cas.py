@@ -17,7 +17,7 @@ from commands.tenants import TenantId, active_tenant
 from domain import ca, policy
 from domain.certspec import CertificateSpec, DistinguishedName, NameConstraints
 from domain.errors import DomainError
-from domain.tenant import NEW_CA
+from domain.tenant import NEW_CA, Tenant
 
 CaId = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[0-9a-z-]+$")]
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
@@ -161,6 +161,27 @@ async def _sign(services: Services, spec: CertificateSpec, subject_keys: PublicK
     return der
 
 
+async def _create_online(services: Services, ctx: CommandContext, cmd: CreateRootCa | CreateIntermediateCa,
+                         tenant_state: Tenant, spec: CertificateSpec,
+                         parent: ca.CertificateAuthority | None) -> CommandResult:
+    """Within the tenant's quota: make the new CA's key, have it signed (by itself for a root, else by ``parent``),
+    keep the key in the vault and record the CA."""
+    async with quotas.reserve(services, tenant_state, NEW_CA) as reservation:
+        crypto = pki.crypto_of(services)
+        key = await _new_key(services, cmd.algorithm)
+        der = await _sign(services, spec, crypto.public_keys(key), cmd.tenant_id, parent,
+                          self_key=key if parent is None else None)
+        key_ref = await _keep_key(services, cmd.tenant_id, key, cmd.algorithm)
+        ca_id, parent_id = uuid7(), parent.ca_id if parent is not None else None
+        created = ca.CaCreated(ca_id=ca_id, name=cmd.name, kind="root" if parent is None else "intermediate",
+                               origin="online", algorithm=cmd.algorithm, subject=cmd.subject, parent_id=parent_id,
+                               path_length=cmd.path_length, name_constraints=cmd.name_constraints,
+                               certificate=_ca_certificate(services, der, parent_id, key_ref))
+        result = await _run(services, ctx, cmd, cmd.tenant_id, ca_id, lambda s: ca.decide_create(s, created))
+        reservation.landed(result)
+    return result
+
+
 async def create_root_ca(cmd: CreateRootCa, ctx: CommandContext, services: Services) -> CommandResult:
     authorize(ctx.principal, "ca:create", cmd.tenant_id)
     if prior := await replayed(services, ctx, cmd, cmd.tenant_id):
@@ -168,19 +189,7 @@ async def create_root_ca(cmd: CreateRootCa, ctx: CommandContext, services: Servi
     tenant_state = await active_tenant(services, cmd.tenant_id)
     spec = _spec(services, subject=cmd.subject, validity_days=cmd.validity_days, path_length=cmd.path_length,
                  name_constraints=cmd.name_constraints, issuer=None, algorithm=cmd.algorithm)
-    async with quotas.reserve(services, tenant_state, NEW_CA) as reservation:
-        crypto = pki.crypto_of(services)
-        key = await _new_key(services, cmd.algorithm)
-        der = await _sign(services, spec, crypto.public_keys(key), cmd.tenant_id, None, self_key=key)
-        key_ref = await _keep_key(services, cmd.tenant_id, key, cmd.algorithm)
-        ca_id = uuid7()
-        created = ca.CaCreated(ca_id=ca_id, name=cmd.name, kind="root", origin="online", algorithm=cmd.algorithm,
-                               subject=cmd.subject, parent_id=None, path_length=cmd.path_length,
-                               name_constraints=cmd.name_constraints,
-                               certificate=_ca_certificate(services, der, None, key_ref))
-        result = await _run(services, ctx, cmd, cmd.tenant_id, ca_id, lambda s: ca.decide_create(s, created))
-        reservation.landed(result)
-    return result
+    return await _create_online(services, ctx, cmd, tenant_state, spec, parent=None)
 
 
 async def create_intermediate_ca(cmd: CreateIntermediateCa, ctx: CommandContext, services: Services) -> CommandResult:
@@ -193,19 +202,7 @@ async def create_intermediate_ca(cmd: CreateIntermediateCa, ctx: CommandContext,
     await pki.require_trusted_chain(services, cmd.tenant_id, parent, "parent_id")
     spec = _spec(services, subject=cmd.subject, validity_days=cmd.validity_days, path_length=cmd.path_length,
                  name_constraints=cmd.name_constraints, issuer=parent, algorithm=cmd.algorithm)
-    async with quotas.reserve(services, tenant_state, NEW_CA) as reservation:
-        crypto = pki.crypto_of(services)
-        key = await _new_key(services, cmd.algorithm)
-        der = await _sign(services, spec, crypto.public_keys(key), cmd.tenant_id, parent)
-        key_ref = await _keep_key(services, cmd.tenant_id, key, cmd.algorithm)
-        ca_id = uuid7()
-        created = ca.CaCreated(ca_id=ca_id, name=cmd.name, kind="intermediate", origin="online",
-                               algorithm=cmd.algorithm, subject=cmd.subject, parent_id=parent.ca_id,
-                               path_length=cmd.path_length, name_constraints=cmd.name_constraints,
-                               certificate=_ca_certificate(services, der, parent.ca_id, key_ref))
-        result = await _run(services, ctx, cmd, cmd.tenant_id, ca_id, lambda s: ca.decide_create(s, created))
-        reservation.landed(result)
-    return result
+    return await _create_online(services, ctx, cmd, tenant_state, spec, parent=parent)
 
 
 async def import_offline_root(cmd: ImportOfflineRoot, ctx: CommandContext, services: Services) -> CommandResult:
