@@ -237,9 +237,9 @@ def quota_issuance_section(run: dict) -> list[str]:
     out = ["### A tenant with quotas", "",
            f"Then the same issuance, {quota['connections']} connections, for a second tenant whose quotas are set "
            f"({bounds}; none is reached): before signing, every issuance waits for the read models to reach the "
-           "log's head and counts the tenant's live certificates and today's issuances, each count stopping one "
-           "past its quota (commands/quotas.py, infra/usage.py). Over the run the counts grow from 0 to the "
-           "run's issuances, so this is what a tenant pays on its way up to that many certificates.", "",
+           "log's head and reads the tenant's live certificates and today's issuances from the counts they keep "
+           "per day (a few dozen rows, however many certificates the tenant holds), plus what its own process "
+           "has in flight (commands/quotas.py, infra/usage.py).", "",
            "| tenant | requests | **requests/s** | p50 ms | p95 ms | p99 ms | non-2xx / errors | "
            "server CPU ms per request | load before |",
            "|---|--:|--:|--:|--:|--:|---|--:|--:|"]
