@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import threading
 from datetime import datetime
 
 from commands.ports import CountedUsage, EventStore
@@ -27,9 +26,7 @@ class ReadModelUsage:
         self.store = store
         self.runner = runner
         self.timeout = timeout
-        self._local = threading.local()
-        self._opened: list[sqlite3.Connection] = []
-        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None  # opened on first use; counts run on the event loop
 
     async def count(self, tenant_id: str, now: datetime, bounds: Quotas | None = None) -> CountedUsage:
         head = await self.store.head_position()
@@ -48,22 +45,15 @@ class ReadModelUsage:
                 break
         return self.runner.position >= head
 
-    def _connection(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._local.conn = self.runner.connection()
-            with self._lock:
-                self._opened.append(conn)
-        return conn
-
     def close(self) -> None:
-        with self._lock:
-            opened, self._opened = self._opened, []
-        for conn in opened:
-            conn.close()
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
     def _count(self, tenant_id: str, now: datetime, bounds: Quotas | None) -> CountedUsage:
-        conn = self._connection()
+        if self._conn is None:
+            self._conn = self.runner.connection()
+        conn = self._conn
         conn.execute("BEGIN")  # one snapshot: the counts and the checkpoints they stand for
         try:
             positions = dict(conn.execute("SELECT name, position FROM projection_checkpoints "
