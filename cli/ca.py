@@ -173,13 +173,7 @@ def request_intermediate(settings: Settings, tenant_id, parent_id, name, algorit
                       cmd.RequestOfflineIntermediate)
     result = execute(settings, cmd.request_offline_intermediate, command)
     ca_id = _ca_id(result)
-    with runtime_for(settings) as runtime:
-        catch_up(runtime)
-        conn = runtime.runner.connection()
-        try:
-            row = read_model.get(conn, ca_id, None)
-        finally:
-            conn.close()
+    row = query_views(settings, read_model.get, ca_id, None)
     csr_out.write_text(row["csr_pem"])
     click.echo(f"intermediate CA {ca_id} is pending; CSR written to {csr_out}")
 

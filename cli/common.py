@@ -132,12 +132,17 @@ def runtime_for(settings: Settings) -> Iterator[Runtime]:
 def query_views(settings: Settings, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """``fn(conn, *args, **kwargs)`` over the read models, caught up to the head of the log first."""
     with runtime_for(settings) as runtime:
-        catch_up(runtime)
-        conn = runtime.runner.connection()
-        try:
-            return fn(conn, *args, **kwargs)
-        finally:
-            conn.close()
+        return query_runtime_views(runtime, fn, *args, **kwargs)
+
+
+def query_runtime_views(runtime: Runtime, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """The same, with a runtime already open."""
+    catch_up(runtime)
+    conn = runtime.runner.connection()
+    try:
+        return fn(conn, *args, **kwargs)
+    finally:
+        conn.close()
 
 
 def catch_up(runtime: Runtime, *, strict: bool = True) -> int:

@@ -6,7 +6,8 @@ import click
 import msgspec
 from rich.table import Table
 
-from cli.common import CliError, catch_up, command_context, echo_json, run_async, runtime_for, stdout_console
+from cli.common import (CliError, catch_up, command_context, echo_json, query_runtime_views, run_async, runtime_for,
+                        stdout_console)
 from commands import tenants as cmd
 from commands.runtime import CommandResult
 from infra.config import Settings
@@ -77,12 +78,7 @@ def resume(settings: Settings, tenant_id: str, reason: str) -> None:
 
 def _tenant_row(runtime, tenant_id: str) -> dict:
     """The tenant's read-model row, caught up first; a CLI error if there is no such tenant."""
-    catch_up(runtime)
-    conn = runtime.runner.connection()
-    try:
-        row = read_model.get(conn, tenant_id, None)
-    finally:
-        conn.close()
+    row = query_runtime_views(runtime, read_model.get, tenant_id, None)
     if row is None:
         raise CliError(f"tenant_not_found: tenant {tenant_id} does not exist (field: tenant_id)")
     return row

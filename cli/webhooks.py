@@ -6,7 +6,7 @@ import click
 import msgspec
 from rich.table import Table
 
-from cli.common import catch_up, command_context, echo_json, run_async, runtime_for, stdout_console
+from cli.common import catch_up, command_context, echo_json, query_views, run_async, runtime_for, stdout_console
 from commands import webhooks as cmd
 from domain.webhook import NOTIFIABLE
 from infra.config import Settings
@@ -42,13 +42,7 @@ def create(settings: Settings, tenant_id: str, url: str, events: tuple[str, ...]
 @click.pass_obj
 def list_(settings: Settings, tenant_id: str, as_json: bool) -> None:
     """List a tenant's webhooks."""
-    with runtime_for(settings) as runtime:
-        catch_up(runtime)
-        conn = runtime.runner.connection()
-        try:
-            rows = read_model.of_tenant(conn, tenant_id)
-        finally:
-            conn.close()
+    rows = query_views(settings, read_model.of_tenant, tenant_id)
     if as_json:
         echo_json(rows)
         return
