@@ -14,6 +14,8 @@ from test_api_revocation import ca, leaf, revoke, setup
 from test_api_support import assert_problem, pki_api  # noqa: F401
 from test_crl_schedule import Clock, caught_up
 
+from domain.events import decode_payload
+
 
 async def set_quotas(api, headers, tenant_id="acme", **quotas) -> None:
     response = await api.client.put(f"/v1/tenants/{tenant_id}/quotas", headers=headers, json=quotas)
@@ -164,3 +166,25 @@ async def test_a_tenant_without_quotas_is_never_counted(pki_api, monkeypatch):
     await leaf(api, admin, inter, "counted.acme.internal")
     await ca(api, admin, "intermediate", "Yet another", parent=_root)  # no quota on CAs: not counted
     assert len(counts) == 1
+
+
+async def test_a_scheduled_renewal_refused_by_the_day_quota_is_recorded_and_done_the_next_day(pki_api):
+    api = pki_api
+    clock = api.runtime.services.clock = Clock()
+    clock.moment = datetime.now(UTC).replace(hour=1, minute=0, second=0, microsecond=0)
+    admin, _root, inter = await setup(api)
+    old = await leaf(api, admin, inter, "node.acme.internal")  # 365 days; cassandra-node renews at 67%
+    await set_quotas(api, admin, max_issuances_per_day=1)
+    scheduler = api.runtime.renewal_scheduler()
+    clock.advance(timedelta(days=250))  # due, on a new day
+    admin = await api.admin()  # API keys live 90 days: one made on the moved clock
+    await leaf(api, admin, inter, "other.acme.internal")  # today's one issuance
+    await caught_up(api)
+    report = await scheduler.run_once()
+    assert (report.renewed, report.failed) == ([], [old["certificate_id"]])
+    stream = await api.runtime.store.read_stream("acme", f"certificate-{old['certificate_id']}")
+    failure = decode_payload(stream[-1])
+    assert type(failure).event_type == "certificate.renewal_failed" and failure.reason == "quota_exceeded"
+    clock.advance(timedelta(days=1, hours=1))  # the next UTC day, past the retry window
+    await caught_up(api)
+    assert (await scheduler.run_once()).renewed == [old["certificate_id"]]
