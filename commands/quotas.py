@@ -4,6 +4,9 @@ A command that adds a CA or a certificate to a tenant with a quota on it asks ``
 from the read models once they have reached the log's head (``TenantUsage``); to it are added this process's
 reservations still in flight and those already appended past the position the count includes. Counting and
 reserving happen with no ``await`` between them, so in one process no two commands can both take the last unit.
+A command this would refuse while others of this process are in flight first waits for those to land or fail
+(bounded), then counts again: an in-flight command whose event the read models have already counted, but which
+has not yet learnt where it landed, would otherwise be counted twice, and its unit refused to the next command.
 Commands in other processes (the other HTTP worker, the CLI) are seen once they have appended, so at most the
 ones in flight there at the same moment can pass a quota together: an overshoot bounded by that concurrency.
 
@@ -12,6 +15,7 @@ Tenants without a quota on what a command adds pay nothing: no count, no reserva
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -19,10 +23,12 @@ from typing import TYPE_CHECKING
 
 from commands.ports import CountedUsage
 from domain import tenant
-from domain.errors import UsageUnknown
+from domain.errors import QuotaExceeded, UsageUnknown
 
 if TYPE_CHECKING:  # commands.runtime keeps a QuotaLedger in Services
     from commands.runtime import CommandResult, Services
+
+SETTLE_SECONDS = 5.0  # at most this long, a command that would be refused waits for this process's in-flight ones
 
 
 @dataclass(eq=False, slots=True)
@@ -36,10 +42,12 @@ class Reservation:
     adding: tenant.Usage
     day: str  # the UTC date its issuance counts on
     position: int | None = None
+    settled: asyncio.Event = field(default_factory=asyncio.Event)  # set once it landed or was released
 
     def landed(self, result: CommandResult) -> None:
         """The command's result: where its event was appended (a replay, or no change, appended nothing)."""
         self.position = 0 if result.replayed or result.global_position is None else result.global_position
+        self.settled.set()
 
 
 @dataclass(slots=True)
@@ -64,11 +72,16 @@ class QuotaLedger:
                 today += r.adding.issuances_today if r.day == day else 0
         return tenant.Usage(cas=cas, certificates=certificates, issuances_today=today)
 
+    def in_flight(self, tenant_id: str) -> list[Reservation]:
+        """The tenant's reservations whose command has not yet landed nor been released."""
+        return [r for r in self._held.get(tenant_id, ()) if r.position is None]
+
     def add(self, tenant_id: str, reservation: Reservation) -> None:
         self._held.setdefault(tenant_id, []).append(reservation)
 
     def release(self, tenant_id: str, reservation: Reservation) -> None:
         """Forget a reservation whose command appended nothing (refused, failed, or a replay)."""
+        reservation.settled.set()
         held = self._held.get(tenant_id)
         if held is not None:
             with contextlib.suppress(ValueError):
@@ -93,14 +106,37 @@ async def reserve(services: Services, state: tenant.Tenant, adding: tenant.Usage
     if services.usage is None:
         raise UsageUnknown("this process cannot count the tenant's usage, and the tenant has a quota on what "
                            "this command adds")
-    counted = await services.usage.count(state.tenant_id, now, bounds)
-    # From here to add(): no await, so no other command of this process counts or reserves in between.
     ledger = services.quota_ledger
-    usage = counted.usage + ledger.pending(state.tenant_id, counted, reservation.day)
-    tenant.check_quotas(bounds, usage, adding, now)
+    deadline = asyncio.get_running_loop().time() + SETTLE_SECONDS
+    while True:
+        counted = await services.usage.count(state.tenant_id, now, bounds)
+        # From here to add(): no await, so no other command of this process counts or reserves in between.
+        usage = counted.usage + ledger.pending(state.tenant_id, counted, reservation.day)
+        try:
+            tenant.check_quotas(bounds, usage, adding, now)
+            break
+        except QuotaExceeded:
+            # Those in flight may be counted twice (the read models counted them, they do not know it yet), or
+            # may fail and free their unit: once they settle, the next count is exact for this process.
+            if not await _settled(ledger.in_flight(state.tenant_id), deadline):
+                raise
     ledger.add(state.tenant_id, reservation)
     try:
         yield reservation
     finally:
         if not reservation.position:  # in flight still (it raised) or appended nothing
             ledger.release(state.tenant_id, reservation)
+
+
+async def _settled(reservations: list[Reservation], deadline: float) -> bool:
+    """Wait (until the loop's clock reads ``deadline``) for these reservations to land or be released; False if
+    there are none, or they did not."""
+    if not reservations:
+        return False
+    try:
+        async with asyncio.timeout_at(deadline):
+            for reservation in reservations:
+                await reservation.settled.wait()
+    except TimeoutError:
+        return False
+    return True

@@ -14,6 +14,7 @@ from test_api_revocation import ca, leaf, revoke, setup
 from test_api_support import assert_problem, pki_api  # noqa: F401
 from test_crl_schedule import Clock, caught_up
 
+from commands import quotas
 from domain.events import decode_payload
 
 
@@ -134,6 +135,61 @@ async def test_a_burst_in_flight_at_once_cannot_pass_the_quota_together(pki_api)
     await set_quotas(api, admin, max_certificates=6)
     answers = await asyncio.gather(*(issue(api, admin, inter, f"c{i}.acme.internal") for i in range(8)))
     assert sorted(answer.status_code for answer in answers) == [201] + [409] * 7
+
+
+async def test_a_command_the_read_models_already_count_is_not_counted_again_while_in_flight(pki_api, monkeypatch):
+    """The first issuance's event is appended and projected, but its command has not yet learnt where it landed:
+    the second, at the quota's last unit, waits for it to settle instead of counting it twice and refusing."""
+    api = pki_api
+    admin, _root, inter = await setup(api)
+    await set_quotas(api, admin, max_certificates=2)
+    store = api.runtime.services.store
+    append = store.append
+    appended, resume = asyncio.Event(), asyncio.Event()
+
+    async def append_then_pause(request):
+        result = await append(request)
+        if request.stream_type == "certificate" and not appended.is_set():
+            appended.set()
+            await resume.wait()
+        return result
+
+    monkeypatch.setattr(store, "append", append_then_pause)
+    first = asyncio.ensure_future(issue(api, admin, inter, "first.acme.internal"))
+    await asyncio.wait_for(appended.wait(), 10)
+    await caught_up(api)
+    assert (await usage(api, admin))["usage"]["certificates"] == 1  # counted by the read models, still in flight
+    second = asyncio.ensure_future(issue(api, admin, inter, "second.acme.internal"))
+    await asyncio.sleep(0.3)  # counting the first twice, the second would be refused meanwhile (1 + 1 + 1 > 2)
+    assert not second.done(), second.result().text
+    resume.set()
+    assert (await first).status_code == 201
+    assert (await second).status_code == 201, (await second).text
+    assert_problem(await issue(api, admin, inter, "third.acme.internal"), 409, "quota_exceeded",
+                   field="quotas.max_certificates")
+
+
+async def test_a_command_in_flight_that_does_not_settle_in_time_still_counts(pki_api, monkeypatch):
+    api = pki_api
+    admin, _root, inter = await setup(api)
+    await set_quotas(api, admin, max_certificates=1)
+    monkeypatch.setattr(quotas, "SETTLE_SECONDS", 0.2)
+    store = api.runtime.services.store
+    append, appended, resume = store.append, asyncio.Event(), asyncio.Event()
+
+    async def append_then_pause(request):
+        result = await append(request)
+        appended.set()
+        await resume.wait()
+        return result
+
+    monkeypatch.setattr(store, "append", append_then_pause)
+    first = asyncio.ensure_future(issue(api, admin, inter, "first.acme.internal"))
+    await asyncio.wait_for(appended.wait(), 10)
+    refused = await issue(api, admin, inter, "second.acme.internal")  # waits 0.2 s for the first, then refuses
+    resume.set()
+    assert_problem(refused, 409, "quota_exceeded", field="quotas.max_certificates")
+    assert (await first).status_code == 201
 
 
 async def test_a_tenant_reads_its_own_usage_and_cannot_raise_its_quotas(pki_api):

@@ -102,7 +102,10 @@ def test_the_ledger_counts_in_flight_and_unprojected_reservations_once():
     # once both counts include position 12, only the one in flight is left
     assert ledger.pending("acme", counted(Usage(), 12, 12), "2026-12-06") == Usage(certificates=1,
                                                                                    issuances_today=1)
+    assert ledger.in_flight("acme") == [in_flight]
+    assert appended.settled.is_set() and not in_flight.settled.is_set()
     ledger.release("acme", in_flight)
+    assert in_flight.settled.is_set() and ledger.in_flight("acme") == []
     assert ledger.pending("acme", counted(Usage(), 12, 12), "2026-12-06") == Usage()
     assert ledger.pending("globex", counted(Usage(), 0, 0), "2026-12-06") == Usage()
 
