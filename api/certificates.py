@@ -18,7 +18,6 @@ from commands import certificates as cmd
 from commands import renewal
 from commands.authz import Principal, authorize, visible_tenants
 from commands.cas import AlgorithmName, CaId
-from commands.runtime import rfc3339
 from commands.tenants import TenantId
 from domain.certspec import DistinguishedName, SubjectAltNames
 from domain.renewal import parse_duration
@@ -170,7 +169,6 @@ class CertificateController(Controller):
         except ValueError as exc:
             raise ApiProblem(400, "validation_failed", str(exc), field="cursor", rule="format") from None
         moment = runtime_of(request.app.state).services.clock.now()
-        now = rfc3339(moment)
         if expiring_within is not None:
             try:
                 window = parse_duration(expiring_within)
@@ -186,8 +184,8 @@ class CertificateController(Controller):
             read_model.search, visible_tenants(principal), tenant_id=tenant_id, ca_id=ca_id, common_name=common_name,
             san=san, serial=serial.removeprefix("0x").replace(":", "") if serial else None, fingerprint=fingerprint,
             issuer=issuer, status=status, algorithm=algorithm, profile=profile, tag=tag,
-            expires_after=expires_after and rfc3339(_aware(expires_after)),
-            expires_before=expires_before and rfc3339(_aware(expires_before)), now=now, sort=sort, cursor=after,
+            expires_after=expires_after and _aware(expires_after),
+            expires_before=expires_before and _aware(expires_before), now=moment, sort=sort, cursor=after,
             limit=limit + 1)
         items = [msgspec.convert(row, CertificateOut) for row in rows[:limit]]
         more = len(rows) > limit

@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass, field
 
 from commands import renewal
-from commands.runtime import Services, rfc3339
+from commands.runtime import Services
 from infra.periodic import repeat
 from projections import certificates as read_model
 from projections.runner import ProjectionRunner
@@ -42,8 +42,7 @@ class RenewalScheduler:
         now = self.services.clock.now()
         conn = self.runner.connection()
         try:
-            due = read_model.renewal_candidates(conn, rfc3339(now), rfc3339(now - self.schedule.retry_window),
-                                                _BATCH)
+            due = read_model.renewal_candidates(conn, now, now - self.schedule.retry_window, _BATCH)
             expiring = read_model.warning_candidates(conn, now, self.schedule.warning_days, _BATCH)
             return due, expiring
         finally:

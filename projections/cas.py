@@ -160,15 +160,14 @@ def _self_signed(row: dict) -> bool:
     return row["subject_dn"] == row["issuer_dn"] and row["authority_key_id"] in (None, row["subject_key_id"])
 
 
-def chain_from(conn: sqlite3.Connection, tenant_id: str, start: dict, *, via: str | None = None,
-               at: str | None = None) -> list[dict]:
+def chain_from(conn: sqlite3.Connection, tenant_id: str, start: dict, *, via: str | None = None) -> list[dict]:
     """``start`` (a CA certificate row) and its issuers up to a self-signed root, leaf first.
 
     Each step takes the certificate whose subject key identifier is the previous one's
     authority key identifier and whose subject is its issuer. ``via`` prefers the path through
     that issuing CA (cross-certification); otherwise, and at every other step, the CA's own
     hierarchy is preferred over cross paths, then the certificate that expires last (rollover
-    overlap). ``at`` (RFC 3339) keeps only certificates valid at that moment.
+    overlap).
     """
     chain, seen = [start], {start["fingerprint"]}
     current = start
@@ -177,8 +176,7 @@ def chain_from(conn: sqlite3.Connection, tenant_id: str, start: dict, *, via: st
                             "AND subject_key_id = ? AND subject_dn = ?",
                             (tenant_id, current["authority_key_id"], current["issuer_dn"])).fetchall()
         candidates = [dict(zip(CERT_COLUMNS, row)) for row in rows]
-        candidates = [c for c in candidates if c["fingerprint"] not in seen and (at is None or
-                      c["not_before"] <= at <= c["not_after"])]
+        candidates = [c for c in candidates if c["fingerprint"] not in seen]
         if not candidates:
             break
         # ``via`` decides only the step it names; every other step still prefers the CA's own hierarchy.

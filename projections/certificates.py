@@ -9,6 +9,10 @@ Revocation shows here in two ways. A certificate revoked itself has ``status`` "
 its own reason. A certificate under a revoked CA (the CA, or any CA above it) is untrusted
 without an event of its own: ``status`` "revoked", ``revocation_reason`` "ca_revoked",
 ``revoked_ca_id`` the revoked CA, ``revoked_at`` that CA's revocation time.
+
+``not_before`` and ``not_after`` hold X.509 times as the events carry them: whole seconds, ``Z``
+("2027-01-01T00:00:00Z"). Every other time here is ``rfc3339`` (microseconds). The two formats do not
+compare as their instants do, so a moment compared with a validity column goes through ``validity_time``.
 """
 
 from __future__ import annotations
@@ -267,7 +271,8 @@ def search(conn: sqlite3.Connection, scope: str | None, *, tenant_id: str | None
            common_name: str | None = None, san: str | None = None, serial: str | None = None,
            fingerprint: str | None = None, issuer: str | None = None, status: str | None = None,
            algorithm: str | None = None, profile: str | None = None, tag: str | None = None,
-           expires_after: str | None = None, expires_before: str | None = None, now: str | None = None,
+           expires_after: datetime | None = None, expires_before: datetime | None = None,
+           now: datetime | None = None,
            sort: str = "issued", cursor: tuple | None = None, limit: int = 100) -> list[dict]:
     """Certificates matching every given filter, keyset-paginated by ``sort``; confined to ``scope`` if set.
 
@@ -300,16 +305,19 @@ def search(conn: sqlite3.Connection, scope: str | None, *, tenant_id: str | None
               "AND t.certificate_id = c.certificate_id AND t.tag = ?)", tag)
     if issuer:
         where("(c.ca_id = ? OR c.issuer_dn = ?)", issuer, issuer)
-    if status == "expired":
-        where("c.not_after < ?", now)
-    elif status == "valid":
-        where("c.not_after >= ? AND c.status = 'issued'", now)
+    if status in ("expired", "valid"):
+        if now is None:
+            raise ValueError(f"status {status!r} needs now")
+        if status == "expired":
+            where("c.not_after < ?", validity_time(now, up=True))
+        else:
+            where("c.not_after >= ? AND c.status = 'issued'", validity_time(now, up=True))
     elif status:
         where("c.status = ?", status)
     if expires_after:
-        where("c.not_after >= ?", expires_after)
+        where("c.not_after >= ?", validity_time(expires_after, up=True))
     if expires_before:
-        where("c.not_after < ?", expires_before)
+        where("c.not_after < ?", validity_time(expires_before, up=True))
     order = SORTS[sort]
     if cursor is not None:
         where(f"(c.{order}, c.certificate_id) > (?, ?)", *cursor)
@@ -339,12 +347,25 @@ def _text_match(column: str, pattern: str) -> tuple[str, str]:
 _LIVE = "status = 'issued' AND superseded_by IS NULL"
 
 
-def renewal_candidates(conn: sqlite3.Connection, now: str, failed_before: str, limit: int = 500) -> list[tuple]:
+def validity_time(moment: datetime, *, up: bool = False) -> str:
+    """``moment`` in the validity columns' format (whole seconds, ``Z``), rounded down, or up with ``up``.
+
+    A validity time ``s`` is a whole second, so against a moment ``t``: ``s > t`` and ``s <= t`` hold exactly
+    when they do against ``t`` rounded down; ``s >= t`` and ``s < t``, rounded up.
+    """
+    utc = moment.astimezone(UTC)
+    if up and utc.microsecond:
+        utc += timedelta(seconds=1)
+    return utc.replace(microsecond=0, tzinfo=None).isoformat() + "Z"
+
+
+def renewal_candidates(conn: sqlite3.Connection, now: datetime, failed_before: datetime,
+                       limit: int = 500) -> list[tuple]:
     """(tenant, certificate) pairs the scheduler renews: live, due by ``renew_at``, not failed since ``failed_before``."""
     return conn.execute(
         f"SELECT tenant_id, certificate_id FROM certificates WHERE {_LIVE} AND auto_renew = 1 AND renew_at <= ? "
         "AND not_after > ? AND (renewal_failed_at IS NULL OR renewal_failed_at <= ?) ORDER BY renew_at LIMIT ?",
-        (now, now, failed_before, limit)).fetchall()
+        (rfc3339(now), validity_time(now), rfc3339(failed_before), limit)).fetchall()
 
 
 def warning_candidates(conn: sqlite3.Connection, now: datetime, thresholds: tuple[int, ...],
@@ -352,11 +373,11 @@ def warning_candidates(conn: sqlite3.Connection, now: datetime, thresholds: tupl
     """(tenant, certificate) pairs that crossed an expiry threshold (days) not yet warned of."""
     found: dict[tuple, None] = {}
     for days in sorted(thresholds):
-        horizon = rfc3339(now + timedelta(days=days))
+        horizon = validity_time(now + timedelta(days=days))
         rows = conn.execute(
             f"SELECT tenant_id, certificate_id FROM certificates WHERE {_LIVE} AND not_after > ? AND not_after <= ? "
             "AND (expiry_warned_days IS NULL OR expiry_warned_days > ?) ORDER BY not_after LIMIT ?",
-            (rfc3339(now), horizon, days, limit)).fetchall()
+            (validity_time(now), horizon, days, limit)).fetchall()
         found.update(dict.fromkeys(map(tuple, rows)))
     return list(found)[:limit]
 
@@ -367,8 +388,8 @@ def expiring_counts(conn: sqlite3.Connection, now: datetime, windows: tuple[int,
     rows = conn.execute(
         f"SELECT tenant_id, ca_id, {sums} FROM certificates WHERE {_LIVE} AND not_after > ? AND not_after <= ? "
         "GROUP BY tenant_id, ca_id",
-        (*(rfc3339(now + timedelta(days=d)) for d in windows), rfc3339(now),
-         rfc3339(now + timedelta(days=max(windows))))).fetchall()
+        (*(validity_time(now + timedelta(days=d)) for d in windows), validity_time(now),
+         validity_time(now + timedelta(days=max(windows))))).fetchall()
     return [(tenant, ca, days, count) for tenant, ca, *counts in rows for days, count in zip(windows, counts)]
 
 
@@ -383,7 +404,7 @@ def live_count(conn: sqlite3.Connection, tenant_id: str, now: datetime) -> int:
                          "AND day > ?", (tenant_id, today.isoformat())).fetchone()[0]
     expiring = conn.execute(f"SELECT count(*) FROM certificates WHERE tenant_id = ? AND not_after > ? "
                             f"AND not_after < ? AND {_LIVE}",
-                            (tenant_id, rfc3339(now), tomorrow.isoformat())).fetchone()[0]
+                            (tenant_id, validity_time(now), tomorrow.isoformat())).fetchone()[0]
     return later + expiring
 
 

@@ -231,6 +231,27 @@ async def test_expiring_within_and_the_expiry_gauges(pki_api):
     assert series == {("acme", inter, "7d"): 1, ("acme", inter, "30d"): 2, ("acme", inter, "90d"): 3}
 
 
+async def test_a_certificate_is_valid_through_its_not_after_second_and_expired_just_after(pki_api):
+    """X.509 validity includes notAfter itself; the read model keeps it in whole seconds and ``now`` has microseconds."""
+    api = pki_api
+    admin, _root, inter = await setup(api)
+    issued = await issue(api, admin, inter, "edge.acme.internal", algorithm="ecdsa-p256", validity_days=5)
+    not_after = x509.load_pem_x509_certificate(issued["certificate_pem"].encode()).not_valid_after_utc
+    clock = api.runtime.services.clock = Clock()
+
+    async def listed(status: str) -> bool:
+        response = await api.client.get("/v1/certificates", headers=admin, params={"status": status})
+        assert response.status_code == 200, response.text
+        return issued["certificate_id"] in {item["certificate_id"] for item in response.json()["items"]}
+
+    for offset_us, valid in ((-500_000, True), (0, True), (1, False), (500_000, False), (1_000_000, False)):
+        clock.moment = not_after + timedelta(microseconds=offset_us)
+        assert (await listed("valid"), await listed("expired")) == (valid, not valid), offset_us
+    clock.moment = not_after - timedelta(milliseconds=500)
+    window = await api.client.get("/v1/certificates", headers=admin, params={"expiring_within": "1h"})
+    assert [item["certificate_id"] for item in window.json()["items"]] == [issued["certificate_id"]]
+
+
 async def exported_chain(api, headers, certificate_id: str) -> list[str]:
     """The leaf's PEM export with its chain, as served: leaf first, root last."""
     await caught_up(api)
