@@ -5,15 +5,16 @@ from __future__ import annotations
 import click
 import msgspec
 
-from cli.common import catch_up, command_context, run_async, runtime_for
+from cli.common import catch_up, command_context, echo_json, run_async, runtime_for
 from commands.authz import ROLES
 from commands.tokens import IssueApiToken, issue_api_token
+from commands.vault import SweepOrphanKeys, sweep_orphan_keys
 from infra.config import Settings
 
 
 @click.group()
 def admin() -> None:
-    """Operator tasks: service-account API keys."""
+    """Operator tasks: service-account API keys, orphaned vault keys."""
 
 
 @admin.command("create-token")
@@ -40,3 +41,29 @@ def create_token(settings: Settings, name: str, roles: tuple[str, ...], tenant_i
                + f"; expires: {issued.expires_at or 'never'}", err=True)
     click.echo("this token is shown once and only its hash is kept: store it now", err=True)
     click.echo(issued.token)
+
+
+@admin.command("sweep-keys")
+@click.option("--older-than-hours", type=click.IntRange(1, None), default=24, show_default=True,
+              help="Only keys stored at least this long ago (a younger one may belong to a command still running).")
+@click.option("--dry-run", is_flag=True, help="List the orphaned keys; delete nothing.")
+@click.option("--json", "as_json", is_flag=True, help="JSON on stdout instead of a list.")
+@click.pass_obj
+def sweep_keys(settings: Settings, older_than_hours: int, dry_run: bool, as_json: bool) -> None:
+    """Delete vault keys that no event names: keys of commands that failed after storing them.
+
+    The whole log is read; a key stays if any event names it. The deletion is recorded in the log
+    (vault.orphans_deleted) before it is done.
+    """
+    command = SweepOrphanKeys(older_than_hours=older_than_hours, dry_run=dry_run)
+    with runtime_for(settings) as runtime:
+        swept = run_async(sweep_orphan_keys(command, command_context(), runtime.services))
+    if as_json:
+        echo_json(swept)
+        return
+    for key in swept.orphans:
+        click.echo(f"{key.key_id}  tenant {key.tenant_id}  {key.purpose}  stored {key.created_at.isoformat()}")
+    verb = "would delete" if dry_run else "deleted"
+    click.echo(f"{len(swept.orphans)} orphaned keys stored before {swept.stored_before.isoformat()} "
+               f"({swept.events_read:,} events read); {verb} {len(swept.orphans) if dry_run else swept.deleted}",
+               err=True)

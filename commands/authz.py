@@ -31,6 +31,7 @@ PERMISSIONS: dict[str, str] = {
     "serviceaccount:manage": "create service accounts, issue and revoke their API keys",
     "webhook:read": "list webhook subscriptions and their delivery logs",
     "webhook:manage": "subscribe, update and delete webhooks, rotate their signing secrets",
+    "vault:sweep": "delete vault keys that no event names (orphans of commands that failed)",
 }
 
 # Who holds what. Least privilege: a role gets a permission only when its job needs it, and the

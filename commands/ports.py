@@ -11,6 +11,7 @@ import msgspec
 from domain.certspec import CaCertificateInfo, CertificateFacts, CertificateSpec, CsrFacts, DistinguishedName
 from domain.events import Actor, EventEnvelope
 from domain.tenant import Quotas, Usage
+from domain.vault import StoredKey
 
 
 class NewEvent(msgspec.Struct, frozen=True, kw_only=True):
@@ -126,6 +127,14 @@ class KeyVault(Protocol):
     async def put(self, tenant_id: str, material: bytes, *, algorithm: str, purpose: str) -> str: ...
 
     async def get(self, tenant_id: str, key_id: str) -> bytes: ...
+
+    async def stored_before(self, cutoff: datetime) -> list[StoredKey]:
+        """Every key stored before ``cutoff``, of every tenant: ids and purposes, never the material."""
+        ...
+
+    async def delete(self, key_ids: Sequence[str]) -> int:
+        """Delete these keys (of any tenant); returns how many there were."""
+        ...
 
 
 class DirectoryIdentity(msgspec.Struct, frozen=True, kw_only=True):

@@ -10,7 +10,7 @@ import secrets
 import sqlite3
 import stat
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -18,6 +18,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from domain.errors import DomainError, NotFound
+from domain.vault import StoredKey
 from infra.keystore.kek import (BUILTIN, KEY_BYTES, NONCE_BYTES, KekProvider, KekUnavailable, UnwrapFailed, bind,
                                 wipe)
 from projections.sqlite_wal import use_wal
@@ -186,6 +187,36 @@ class SQLiteKeyVault:
                                      "(corrupted or tampered with)") from None
         finally:
             wipe(dek)
+
+    async def stored_before(self, cutoff: datetime) -> list[StoredKey]:
+        return await asyncio.to_thread(self.stored_before_sync, cutoff)
+
+    async def delete(self, key_ids: Sequence[str]) -> int:
+        return await asyncio.to_thread(self.delete_sync, key_ids)
+
+    def stored_before_sync(self, cutoff: datetime) -> list[StoredKey]:
+        """Every key stored before ``cutoff`` (any tenant), oldest first: ids, tenants and purposes only."""
+        bound = cutoff.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")  # the format put_sync writes
+        with self._lock:
+            rows = self._connection().execute("SELECT key_id, tenant_id, purpose, created_at FROM private_keys "
+                                              "WHERE created_at < ? ORDER BY created_at, key_id", (bound,)).fetchall()
+        return [StoredKey(key_id=key_id, tenant_id=tenant_id, purpose=purpose,
+                          created_at=datetime.fromisoformat(created_at)) for key_id, tenant_id, purpose, created_at in rows]
+
+    def delete_sync(self, key_ids: Sequence[str]) -> int:
+        """Delete these keys, in one transaction; returns how many there were."""
+        with self._lock:
+            conn = self._connection()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                deleted = sum(conn.execute("DELETE FROM private_keys WHERE key_id = ?", (key_id,)).rowcount
+                              for key_id in key_ids)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        log.info("deleted %d keys from the vault", deleted)
+        return deleted
 
     def key_ids(self, tenant_id: str) -> list[str]:
         """The tenant's key ids, oldest first (for inventory and tests; never the material)."""

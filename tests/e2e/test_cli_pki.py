@@ -111,3 +111,25 @@ def test_quotas_are_set_counted_and_enforced_from_the_cli(hierarchy):
     assert "certificates:     2 of unlimited" in shown and "cas:              2 of 5" in shown
     bad = csm(data, "tenant", "quotas", "acme", "--max-cas", "many", expect=None)
     assert bad.returncode != 0 and "--max-cas" in bad.stderr
+
+
+def test_sweep_keys_lists_then_deletes_a_key_no_event_names_and_keeps_the_rest(hierarchy):
+    import sqlite3
+
+    from infra.keystore import SQLiteKeyVault
+    data, _root, _inter = hierarchy
+    vault = SQLiteKeyVault(data)  # as a command that stored a key and then failed would leave it
+    orphan = vault.put_sync("acme", b"material of a key no event names", algorithm="ecdsa-p256",
+                            purpose="end-entity")
+    vault.close()
+    with sqlite3.connect(data / "keys.db") as conn:  # stored two days ago; the CA keys too
+        conn.execute("UPDATE private_keys SET created_at = '2020-01-01T00:00:00.000000Z'")
+        named = {key_id for (key_id,) in conn.execute("SELECT key_id FROM private_keys") if key_id != orphan}
+    listed = json.loads(csm(data, "admin", "sweep-keys", "--dry-run", "--json").stdout)
+    assert [key["key_id"] for key in listed["orphans"]] == [orphan] and listed["deleted"] == 0
+    swept = csm(data, "admin", "sweep-keys")
+    assert orphan in swept.stdout and "deleted 1" in swept.stderr
+    with sqlite3.connect(data / "keys.db") as conn:
+        assert {key_id for (key_id,) in conn.execute("SELECT key_id FROM private_keys")} == named and named
+    assert "deleted 0" in csm(data, "admin", "sweep-keys").stderr
+    assert "OK" in csm(data, "audit", "verify", "--quiet").stdout
