@@ -137,24 +137,30 @@ async def test_a_burst_in_flight_at_once_cannot_pass_the_quota_together(pki_api)
     assert sorted(answer.status_code for answer in answers) == [201] + [409] * 7
 
 
-async def test_a_command_the_read_models_already_count_is_not_counted_again_while_in_flight(pki_api, monkeypatch):
-    """The first issuance's event is appended and projected, but its command has not yet learnt where it landed:
-    the second, at the quota's last unit, waits for it to settle instead of counting it twice and refusing."""
-    api = pki_api
-    admin, _root, inter = await setup(api)
-    await set_quotas(api, admin, max_certificates=2)
+def hold_first_certificate_append(api, monkeypatch) -> tuple[asyncio.Event, asyncio.Event]:
+    """The first certificate's event is appended, then its command held until ``resume`` is set: in flight, with its
+    event already in the log. Returns (appended, resume)."""
     store = api.runtime.services.store
-    append = store.append
-    appended, resume = asyncio.Event(), asyncio.Event()
+    append, appended, resume = store.append, asyncio.Event(), asyncio.Event()
 
-    async def append_then_pause(request):
+    async def append_then_hold(request):
         result = await append(request)
         if request.stream_type == "certificate" and not appended.is_set():
             appended.set()
             await resume.wait()
         return result
 
-    monkeypatch.setattr(store, "append", append_then_pause)
+    monkeypatch.setattr(store, "append", append_then_hold)
+    return appended, resume
+
+
+async def test_a_command_the_read_models_already_count_is_not_counted_again_while_in_flight(pki_api, monkeypatch):
+    """The first issuance's event is appended and projected, but its command has not yet learnt where it landed:
+    the second, at the quota's last unit, waits for it to settle instead of counting it twice and refusing."""
+    api = pki_api
+    admin, _root, inter = await setup(api)
+    await set_quotas(api, admin, max_certificates=2)
+    appended, resume = hold_first_certificate_append(api, monkeypatch)
     first = asyncio.ensure_future(issue(api, admin, inter, "first.acme.internal"))
     await asyncio.wait_for(appended.wait(), 10)
     await caught_up(api)
@@ -174,16 +180,7 @@ async def test_a_command_in_flight_that_does_not_settle_in_time_still_counts(pki
     admin, _root, inter = await setup(api)
     await set_quotas(api, admin, max_certificates=1)
     monkeypatch.setattr(quotas, "SETTLE_SECONDS", 0.2)
-    store = api.runtime.services.store
-    append, appended, resume = store.append, asyncio.Event(), asyncio.Event()
-
-    async def append_then_pause(request):
-        result = await append(request)
-        appended.set()
-        await resume.wait()
-        return result
-
-    monkeypatch.setattr(store, "append", append_then_pause)
+    appended, resume = hold_first_certificate_append(api, monkeypatch)
     first = asyncio.ensure_future(issue(api, admin, inter, "first.acme.internal"))
     await asyncio.wait_for(appended.wait(), 10)
     refused = await issue(api, admin, inter, "second.acme.internal")  # waits 0.2 s for the first, then refuses
