@@ -28,11 +28,26 @@ RESULTS = ROOT / "bench" / "results"
 BASELINE = ROOT / "bench" / "baseline.json"
 DOC = ROOT / "docs" / "benchmarks.md"
 GNU_TIME = Path("/usr/bin/time")
+# the data directories that phases share (plan's "dir"), and the machine field their events.db's size goes in
+DATASETS = {"dataset": "dataset_bytes", "certificate-dataset": "certificate_dataset_bytes"}
+
+
+def short_count(n: int) -> str:
+    """1M, 200k, 2,000: how a label names a size."""
+    for size, suffix in ((1_000_000, "M"), (1_000, "k")):
+        if n >= size and n % size == 0:
+            return f"{n // size:,}{suffix}"
+    return f"{n:,}"
 
 
 def plan(events: int) -> list[dict]:
-    """(label, phase arguments, which data directory) in the order they run."""
+    """(label, phase arguments, which data directory) in the order they run.
+
+    "dataset" and "certificate-dataset" are data directories that one phase writes and later phases read;
+    every "scratch" phase gets a fresh one.
+    """
     contended = max(1_000, events // 100)
+    certificates = f"{short_count(events)} certificate events"
     return [
         {"label": "append: 1 event x 256 writers", "args": ["append-single", "--writers", "256",
                                                              "--events", str(events)], "dir": "scratch"},
@@ -48,6 +63,12 @@ def plan(events: int) -> list[dict]:
         {"label": "audit verify: verify_store", "args": ["verify"], "dir": "dataset"},
         {"label": "rebuild projection audit_log", "args": ["rebuild", "--projection", "audit_log"], "dir": "dataset"},
         {"label": "rebuild projection tenants", "args": ["rebuild", "--projection", "tenants"], "dir": "dataset"},
+        {"label": f"append: certificate history x 256 writers (the certificate dataset, {certificates})",
+         "args": ["certificate-dataset", "--writers", "256", "--events", str(events)], "dir": "certificate-dataset"},
+        {"label": f"rebuild projection certificates ({certificates})",
+         "args": ["rebuild", "--projection", "certificates"], "dir": "certificate-dataset"},
+        {"label": f"rebuild projection cas ({certificates})", "args": ["rebuild", "--projection", "cas"],
+         "dir": "certificate-dataset"},
     ]
 
 
@@ -157,7 +178,6 @@ def main(argv: list[str] | None = None) -> None:
         print("warning: /usr/bin/time is missing (apt-get install time); peak RSS is not measured", file=sys.stderr)
     shutil.rmtree(args.work_dir, ignore_errors=True)
     args.work_dir.mkdir(parents=True)
-    dataset = args.work_dir / "dataset"
     info = machine.describe(ROOT, args.work_dir)
     print(f"benchmarking {args.events:,} events on {info['nproc']} x {info['cpu_model']}, "
           f"Python {info['python']}, SQLite {info['sqlite']}")
@@ -166,22 +186,24 @@ def main(argv: list[str] | None = None) -> None:
         for index, step in enumerate(plan(args.events) + issuance.plan() + wrkbench.PLAN):
             if args.only and not any(o in step["args"][0] or o in step["label"] for o in args.only):
                 continue
-            data_dir = dataset if step["dir"] == "dataset" else args.work_dir / f"scratch-{index}"
+            data_dir = args.work_dir / (step["dir"] if step["dir"] in DATASETS else f"scratch-{index}")
             if step.get("module") == "bench.issuance":
                 issued.append(run_phase(step, data_dir, args.work_dir))
             elif step.get("module") == "bench.wrkbench":
                 served.append(run_phase(step, data_dir, args.work_dir))
             else:
                 phases.append(run_phase(step, data_dir, args.work_dir))
-            if phases and "seal" in phases[-1]:  # the dataset run sealed a checkpoint every 50k events: its own row
+            if phases and "seal" in phases[-1]:  # a dataset run sealed a checkpoint every 50k events: its own row
                 seal = phases[-1].pop("seal")
-                phases.append({"phase": "seal", "label": "seal checkpoints every 50k events (in the run above)",
+                run = "certificate run" if phases[-1]["phase"] == "certificate-dataset" else "run"
+                phases.append({"phase": "seal", "label": f"seal checkpoints every 50k events (in the {run} above)",
                                "command": phases[-1]["command"], **seal})
             if step["dir"] == "scratch" and not args.keep:
                 shutil.rmtree(data_dir, ignore_errors=True)
         micro = [] if args.no_micro or not phases else run_micro(args.work_dir)
-        db = dataset / "events.db"
-        info["dataset_bytes"] = db.stat().st_size if db.exists() else None
+        for name, key in DATASETS.items():
+            db = args.work_dir / name / "events.db"
+            info[key] = db.stat().st_size if db.exists() else None
     finally:
         if not args.keep:
             shutil.rmtree(args.work_dir, ignore_errors=True)

@@ -13,9 +13,16 @@ Phases and what they measure (all through the store's public API, durably: WAL,
 ``append-batch``    the same with 10-event appends.
 ``append-contended``  W tasks on ONE stream: read the version, append, retry on
                     WrongExpectedVersion (optimistic concurrency under contention).
+``certificate-dataset``  a second dataset, in an initialised data directory sealed every 50k
+                    events: ``--tenants`` tenants, each with a root and an intermediate CA, then
+                    W writers issuing certificates, revoking about 10 % and renewing about 10 %
+                    of them, event for event as the commands record them
+                    (``CertificateHistory``, bench/certificate_history.py).
 ``replay``          read_all over the whole log (decoding every envelope).
 ``verify``          infra.bootstrap.verify_store (every chain, every checkpoint and signature).
-``rebuild``         ProjectionRunner.rebuild(NAME) into a fresh views database.
+``rebuild``         ProjectionRunner.rebuild(NAME) into a fresh views database; the certificates
+                    and cas read models are then checked against the log's event counts, and the
+                    phase fails if they disagree.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sqlite3
 import sys
 import time
 from array import array
@@ -35,7 +43,7 @@ from commands.ids import uuid7
 from commands.ports import AppendRequest, NewEvent
 from commands.runtime import rfc3339
 from domain.errors import WrongExpectedVersion
-from domain.events import Actor, to_payload_dict
+from domain.events import Actor, Payload, to_payload_dict
 from domain.tenant import Quotas, TenantCreated, TenantRenamed
 from infra.config import Settings
 
@@ -47,15 +55,21 @@ def tenant_stream(i: int) -> tuple[str, str]:
     return tenant_id, f"tenant-{tenant_id}"
 
 
+def new_event(payload: Payload, correlation_id: str, *, actor: Actor = ACTOR,
+              occurred_at: datetime | None = None) -> NewEvent:
+    """The envelope a handler appends (commands/runtime.py run): ``payload`` as the store keeps it."""
+    return NewEvent(event_id=uuid7(), type=payload.event_type, schema_version=payload.schema_version,
+                    occurred_at=rfc3339(occurred_at or datetime.now(UTC)), actor=actor, correlation_id=correlation_id,
+                    causation_id=None, payload=to_payload_dict(payload))
+
+
 def tenant_event(tenant_id: str, version: int, correlation_id: str) -> NewEvent:
     """A realistic event: the tenant's creation, then renames (as the tenants projector expects)."""
     if version == 0:
         payload = TenantCreated(tenant_id=tenant_id, name=f"Tenant {tenant_id}", quotas=Quotas(max_cas=10))
     else:
         payload = TenantRenamed(old_name=f"Tenant {tenant_id} r{version - 1}", new_name=f"Tenant {tenant_id} r{version}")
-    return NewEvent(event_id=uuid7(), type=payload.event_type, schema_version=payload.schema_version,
-                    occurred_at=rfc3339(datetime.now(UTC)), actor=ACTOR, correlation_id=correlation_id,
-                    causation_id=None, payload=to_payload_dict(payload))
+    return new_event(payload, correlation_id)
 
 
 def percentile(sorted_values, q: float) -> float:
@@ -85,43 +99,57 @@ def open_dataset(data_dir: Path):
 
 # appends ----------------------------------------------------------------------------------
 
-async def _appenders(store, writers: int, events: int, per_append: int, *, seal_every: int = 0,
-                     seal=None) -> dict:
-    """``writers`` tasks, one stream each, append ``events`` in all, ``per_append`` at a time.
+async def timed_append(store, latencies: array, tenant_id: str, stream_id: str, stream_type: str,
+                       expected_version: int, events: list[NewEvent]) -> int:
+    """One append, its latency recorded; returns the stream's new version."""
+    request = AppendRequest(tenant_id=tenant_id, stream_id=stream_id, stream_type=stream_type,
+                            expected_version=expected_version, events=events)
+    started = time.perf_counter()
+    result = await store.append(request)
+    latencies.append(time.perf_counter() - started)
+    return result.version
+
+
+class TenantRenames:
+    """The tenant dataset's writes: writer i owns tenant i's stream (creation, then renames), ``per_append`` a time."""
+
+    def __init__(self, writers: int, per_append: int) -> None:
+        self.unit = per_append  # a writer's share of events is a multiple of this
+        self.versions = [0] * writers
+        self.correlations = [uuid7() for _ in range(writers)]
+
+    async def write(self, store, index: int, events: int, latencies: array) -> None:
+        tenant_id, stream_id = tenant_stream(index)
+        version, correlation = self.versions[index], self.correlations[index]
+        for _ in range(events // self.unit):
+            batch = [tenant_event(tenant_id, version + k, correlation) for k in range(self.unit)]
+            version = await timed_append(store, latencies, tenant_id, stream_id, "tenant", version, batch)
+        self.versions[index] = version
+
+
+async def _appenders(store, workload, writers: int, events: int, *, seal_every: int = 0, seal=None) -> dict:
+    """``writers`` tasks append ``events`` in all, each ``workload.write``-ing its share (``TenantRenames``,
+    ``CertificateHistory`` in bench/certificate_history.py).
 
     With ``seal_every``, the writers pause after every that many events while ``seal()`` writes the
     checkpoints (untimed): the dataset then has a checkpoint every ``seal_every`` events.
     """
-    appends_total = events // per_append
+    unit = workload.unit
+    units_total = events // unit
     latencies = array("d")
-    versions = [0] * writers
-    correlations = [uuid7() for _ in range(writers)]
     commits0, committed0 = commit_stats()
-
-    async def writer(index: int, appends: int) -> None:
-        tenant_id, stream_id = tenant_stream(index)
-        version, correlation = versions[index], correlations[index]
-        for _ in range(appends):
-            batch = [tenant_event(tenant_id, version + k, correlation) for k in range(per_append)]
-            request = AppendRequest(tenant_id=tenant_id, stream_id=stream_id, stream_type="tenant",
-                                    expected_version=version, events=batch)
-            started = time.perf_counter()
-            result = await store.append(request)
-            latencies.append(time.perf_counter() - started)
-            version = result.version
-        versions[index] = version
-
     seconds = seal_seconds = 0.0
     sealed = checkpoints = 0
-    chunk = max(1, seal_every // per_append) if seal_every else appends_total
-    remaining = appends_total
+    chunk = max(1, seal_every // unit) if seal_every else units_total
+    remaining = units_total
     while remaining:
-        appends = min(chunk, remaining)
-        share, extra = divmod(appends, writers)
+        units = min(chunk, remaining)
+        share, extra = divmod(units, writers)
         started = time.perf_counter()
-        await asyncio.gather(*(writer(i, share + (1 if i < extra else 0)) for i in range(writers)))
+        await asyncio.gather(*(workload.write(store, i, (share + (1 if i < extra else 0)) * unit, latencies)
+                               for i in range(writers)))
         seconds += time.perf_counter() - started
-        remaining -= appends
+        remaining -= units
         if seal is not None:
             started = time.perf_counter()
             written, covered = seal()
@@ -130,9 +158,10 @@ async def _appenders(store, writers: int, events: int, per_append: int, *, seal_
             sealed += covered
     commits1, committed1 = commit_stats()
     commits, committed = commits1 - commits0, committed1 - committed0
-    done = appends_total * per_append
-    result = {"events": done, "appends": appends_total, "writers": writers, "events_per_append": per_append,
-              "seconds": seconds, "events_per_second": done / seconds, "commits": int(commits),
+    done, appends = units_total * unit, len(latencies)
+    per_append = done / appends if appends else 0.0
+    result = {"events": done, "appends": appends, "writers": writers, "events_per_append": per_append,
+              "seconds": seconds, "events_per_second": done / seconds if seconds else 0.0, "commits": int(commits),
               "mean_events_per_commit": committed / commits if commits else 0.0,
               "mean_appends_per_commit": committed / commits / per_append if commits else 0.0,
               **latency_summary(latencies)}
@@ -188,26 +217,61 @@ def phase_append(args) -> dict:
         if args.name == "append-contended":
             result = asyncio.run(_contended(store, args.writers, args.events))
         else:
-            def seal() -> tuple[int, int]:
-                before = _sealed_to(store)
-                written = runtime.checkpointer.seal_all()
-                return written, _sealed_to(store) - before
-
-            result = asyncio.run(_appenders(store, args.writers, args.events,
-                                            10 if args.name == "append-batch" else 1,
+            workload = TenantRenames(args.writers, 10 if args.name == "append-batch" else 1)
+            result = asyncio.run(_appenders(store, workload, args.writers, args.events,
                                             seal_every=args.seal_every if runtime else 0,
-                                            seal=seal if runtime else None))
+                                            seal=_sealer(runtime) if runtime else None))
     finally:
         runtime.close() if runtime else store.close()
     return result
 
 
+def _sealer(runtime):
+    """Seal the dataset's checkpoints now: (checkpoints written, events they cover)."""
+    def seal() -> tuple[int, int]:
+        before = _sealed_to(runtime.store)
+        written = runtime.checkpointer.seal_all()
+        return written, _sealed_to(runtime.store) - before
+    return seal
+
+
+# the certificate dataset (bench/certificate_history.py) ------------------------------------
+
+async def _write_history(store, history, writers: int, seal_every: int, seal) -> dict:
+    setup = await history.prepare(store)
+    result = await _appenders(store, history, writers, history.events - setup, seal_every=seal_every, seal=seal)
+    return {**result, "setup_events": setup, "certificates": history.tally}
+
+
+def phase_certificate_dataset(args) -> dict:
+    if args.events <= 3 * args.tenants:
+        raise SystemExit(f"--events must exceed the {3 * args.tenants} events that create the tenants and their CAs")
+    runtime = open_dataset(args.dir)
+    try:
+        started = time.perf_counter()
+        from bench.certificate_history import CertificateHistory
+        history = CertificateHistory(args.tenants, args.events, args.pem_pool, args.seed)
+        signed = time.perf_counter() - started
+        result = asyncio.run(_write_history(runtime.store, history, args.writers, args.seal_every, _sealer(runtime)))
+    finally:
+        runtime.close()
+    return {**result, "pem_pool": sum(len(a.pems) for a in history.authorities), "pem_pool_seconds": signed}
+
+
 # reads, verification, projections ---------------------------------------------------------
 
 def _sealed_to(store) -> int:
+    """Where the ledger's last checkpoint ends (0 before the first). Read from the ledger's end: a checkpoint lists
+    every stream head it sealed, so in a dataset of a stream per certificate each one is megabytes."""
+    from domain.audit import LEDGER_STREAM, LEDGER_TENANT
     from domain.events import decode_payload
-    checkpoints = [e for e in store.read_stream_sync("_system", "audit-ledger") if e.type == "audit.checkpoint"]
-    return decode_payload(checkpoints[-1]).to_position if checkpoints else 0
+    version = store.stream_version_sync(LEDGER_TENANT, LEDGER_STREAM)
+    for start in (max(1, version - 3), 1):  # the checkpointer appends little else, so the last few hold it
+        checkpoints = [e for e in store.read_stream_sync(LEDGER_TENANT, LEDGER_STREAM, start)
+                       if e.type == "audit.checkpoint"]
+        if checkpoints:
+            return decode_payload(checkpoints[-1]).to_position
+    return 0
 
 
 
@@ -243,6 +307,46 @@ def phase_verify(args) -> dict:
             "ok": report.ok, "seconds": seconds, "events_per_second": report.events / seconds}
 
 
+def _event_counts(events_db: Path) -> dict[str, int]:
+    """How many events of each type the log holds: what a rebuilt read model is checked against."""
+    conn = sqlite3.connect(f"file:{events_db}?mode=ro", uri=True)
+    try:
+        return dict(conn.execute("SELECT type, count(*) FROM events GROUP BY type").fetchall())
+    finally:
+        conn.close()
+
+
+def _check_certificates(views: sqlite3.Connection, counts: dict[str, int]) -> tuple[dict, dict]:
+    """(found, expected): a row per issued certificate; revoked and renewed ones as their events say; the
+    per-day counts summing to the certificates issued and to those still live."""
+    rows, revoked, renewed, live = views.execute(
+        "SELECT count(*), coalesce(sum(status = 'revoked' AND revoked_ca_id IS NULL), 0), "
+        "coalesce(sum(superseded_by IS NOT NULL), 0), coalesce(sum(status = 'issued' AND superseded_by IS NULL), 0) "
+        "FROM certificates").fetchone()
+    counted = dict(views.execute("SELECT kind, sum(n) FROM certificate_counts GROUP BY kind").fetchall())
+    found = {"certificates": rows, "revoked": revoked, "renewed": renewed, "live": live,
+             "issued_counted": counted.get("issued", 0), "live_counted": counted.get("live", 0),
+             "count_rows": views.execute("SELECT count(*) FROM certificate_counts").fetchone()[0]}
+    issued = counts.get("certificate.issued", 0)
+    expected = {"certificates": issued, "revoked": counts.get("certificate.revoked", 0),
+                "renewed": counts.get("certificate.renewed", 0), "issued_counted": issued, "live_counted": live}
+    return found, expected
+
+
+def _check_cas(views: sqlite3.Connection, counts: dict[str, int]) -> tuple[dict, dict]:
+    found = {"cas": views.execute("SELECT count(*) FROM cas").fetchone()[0],
+             "ca_certificates": views.execute("SELECT count(*) FROM ca_certificates").fetchone()[0]}
+    created = counts.get("ca.created", 0)
+    expected = {"cas": created + counts.get("ca.intermediate_requested", 0)}
+    if not counts.get("ca.intermediate_requested"):
+        expected["ca_certificates"] = (created + counts.get("ca.cross_certified", 0)
+                                       + counts.get("ca.key_rolled_over", 0))
+    return found, expected
+
+
+REBUILD_CHECKS = {"certificates": _check_certificates, "cas": _check_cas}
+
+
 def phase_rebuild(args) -> dict:
     from infra.eventstore.sqlite import SQLiteEventStore
     from projections.registry import all_projectors
@@ -256,15 +360,26 @@ def phase_rebuild(args) -> dict:
             result = runner.rebuild(args.projection)
         finally:
             runner.close()
+    checked = None
+    if check := REBUILD_CHECKS.get(args.projection):
+        conn = sqlite3.connect(views)
+        try:
+            checked, expected = check(conn, _event_counts(args.dir / "events.db"))
+        finally:
+            conn.close()
+        wrong = {k: f"{checked[k]:,} rows, the log says {v:,}" for k, v in expected.items() if checked[k] != v}
+        if wrong:
+            raise SystemExit(f"the rebuilt {args.projection} read model disagrees with the log: {wrong}")
     for suffix in ("", "-wal", "-shm"):
         Path(f"{views}{suffix}").unlink(missing_ok=True)
     return {"projection": args.projection, "events": result["events"], "seconds": result["seconds"],
-            "events_per_second": result["events_per_second"]}
+            "events_per_second": result["events_per_second"], **({"checked": checked} if checked else {})}
 
 
 PHASES = {
     "append-single": phase_append, "append-batch": phase_append, "append-contended": phase_append,
-    "replay": phase_replay, "verify": phase_verify, "rebuild": phase_rebuild,
+    "certificate-dataset": phase_certificate_dataset, "replay": phase_replay, "verify": phase_verify,
+    "rebuild": phase_rebuild,
 }
 
 
@@ -279,6 +394,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seal-every", type=int, default=50_000, help="events between checkpoints (--dataset)")
     parser.add_argument("--page", type=int, default=1000, help="read_all page size (replay)")
     parser.add_argument("--projection", default="audit_log")
+    parser.add_argument("--tenants", type=int, default=8, help="tenants, each a root and an intermediate CA "
+                        "(certificate-dataset)")
+    parser.add_argument("--pem-pool", type=int, default=200,
+                        help="real certificates signed once, whose PEM text the events reuse (certificate-dataset)")
+    parser.add_argument("--seed", type=int, default=1, help="of the certificate history's choices")
     args = parser.parse_args(argv)
     result = {"phase": args.name, **PHASES[args.name](args)}
     json.dump(result, sys.stdout)

@@ -39,6 +39,15 @@ def _extra(phase: dict) -> str:
         bits.append(f"{phase['checkpoints']} checkpoints")
     if "streams" in phase:
         bits.append(f"{phase['streams']:,} streams")
+    if "certificates" in phase:  # the certificate dataset: what its history holds
+        t = phase["certificates"]
+        bits.append(f"{t['tenants']} tenants, {t['cas']} CAs, {t['issued']:,} certificates issued "
+                    f"({t['renewed']:,} of them renewals), {t['revoked']:,} revoked, {t['crls']:,} CRLs")
+    if "checked" in phase:  # a rebuilt read model checked against the log's event counts
+        c = phase["checked"]
+        bits.append(f"checked: {c['certificates']:,} certificates ({c['revoked']:,} revoked, {c['renewed']:,} "
+                    f"renewed, {c['live']:,} live), {c['count_rows']:,} per-day count rows"
+                    if "certificates" in c else "checked: " + ", ".join(f"{v:,} {k}" for k, v in c.items()))
     if phase.get("cpu_percent") is not None:
         bits.append(f"CPU {phase['cpu_percent']}%")
     if phase.get("load_before") is not None:
@@ -56,6 +65,30 @@ def results_table(phases: list[dict]) -> list[str]:
             f"{_goal(p)} | {_n(p.get('mean_events_per_commit'), 1)} | {_n(p.get('latency_ms_p50'), 1)} | "
             f"{_n(p.get('latency_ms_p99'), 1)} | {_rss(p)} | {_extra(p)} |")
     return lines
+
+
+def certificate_dataset_text(phases: list[dict]) -> list[str]:
+    """What the certificate dataset holds, if this run wrote one (runs before it did not)."""
+    written = next((p for p in phases if p["phase"] == "certificate-dataset"), None)
+    if written is None:
+        return []
+    t = written["certificates"]
+
+    def share(n: int) -> str:
+        return f"{100 * n / t['issued']:.1f} %" if t["issued"] else "–"
+
+    return ["",
+            "The certificate-history phase writes a second dataset, the history the certificates and cas",
+            f"projectors see in production: {t['tenants']} tenants of different sizes, each with a root and an",
+            "intermediate CA (`tenant.created`, two `ca.created`), then `certificate.issued` events (each at",
+            "version 0 of its own stream; payloads of the real domain structs, a real PEM from a pool of",
+            f"{written.get('pem_pool', 0):,} signed once, distinct serials and fingerprints, validity dated by a clock",
+            f"that runs over a year as the events are written). {share(t['revoked'])} of the certificates are revoked",
+            "as `revoke` records it (the CA's `ca.certificate_revoked`, the certificate's `certificate.revoked`,",
+            f"the CA's next `ca.crl_published` unless one already lists it) and {share(t['renewed'])} renewed as the",
+            "renewal records it (`certificate.renewal_started`, the successor's `certificate.issued`,",
+            "`certificate.renewed`). Each rebuild over it is checked: the read model's rows and per-day counts",
+            "against the log's events."]
 
 
 def _met(ok: bool) -> str:
@@ -361,7 +394,9 @@ def machine_table(info: dict) -> list[str]:
             ("code", info.get("git_commit")),
             ("load average (1/5/15 min) at the start", info.get("load_average")),
             ("dataset size (events.db)", f"{info['dataset_bytes'] / 2**20:,.0f} MiB" if info.get("dataset_bytes")
-             else None)]
+             else None),
+            ("certificate dataset size (events.db)", f"{info['certificate_dataset_bytes'] / 2**20:,.0f} MiB"
+             if info.get("certificate_dataset_bytes") else None)]
     return ["| | |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows if v is not None)]
 
 
@@ -464,6 +499,7 @@ def render(results: dict, baseline: dict | None, extra_runs: list[dict] | None =
         ".venv/bin/python -m bench --events 200000   # the store phases at 200k events instead of 1M",
         ".venv/bin/python -m bench --only http       # the wrk runs against csm serve and cfssl serve alone",
         ".venv/bin/python -m bench --only verify     # one phase (needs the dataset phase too: --only 1024 --only verify)",
+        ".venv/bin/python -m bench --only 'certificate events'   # the certificate dataset and its rebuilds",
         ".venv/bin/python -m bench --only issuance   # the issuance phases alone (the store figures stay)",
         ".venv/bin/python -m bench --only rsa-4096   # one issuance phase",
         ".venv/bin/pytest bench/test_micro.py --benchmark-only   # the micro-benchmarks alone",
@@ -496,6 +532,7 @@ def render(results: dict, baseline: dict | None, extra_runs: list[dict] | None =
             "The 1024-writer append phase builds the dataset (one tenant stream per writer: `tenant.created`,",
             "then `tenant.renamed` events, realistic envelopes with actor and correlation id) that the",
             "seal, replay, verify and rebuild phases then read. The other append phases use fresh stores.",
+            *certificate_dataset_text(results["phases"]),
             "",
             *results_table(results["phases"]),
             "",
