@@ -22,6 +22,8 @@ class AuditLogProjector(Projector):
             event_id TEXT NOT NULL, tenant_id TEXT NOT NULL, stream_id TEXT NOT NULL, stream_type TEXT NOT NULL,
             version INTEGER NOT NULL, type TEXT NOT NULL, actor TEXT NOT NULL, auth_method TEXT NOT NULL,
             correlation_id TEXT)""",
+    )
+    deferred = (  # apply only inserts: every index is for the audit queries
         "CREATE INDEX IF NOT EXISTS {ix}_day ON {audit_log} (day_bucket, occurred_at)",
         "CREATE INDEX IF NOT EXISTS {ix}_tenant ON {audit_log} (tenant_id, position)",
         "CREATE INDEX IF NOT EXISTS {ix}_stream ON {audit_log} (stream_id, version)",

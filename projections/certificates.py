@@ -56,21 +56,9 @@ class CertificatesProjector(Projector):
             revoked_ca_id TEXT, superseded_by TEXT, supersedes TEXT, renew_at TEXT NOT NULL,
             auto_renew INTEGER NOT NULL, expiry_warned_days INTEGER, renewal_failed_at TEXT, renewal_failure TEXT,
             PRIMARY KEY (tenant_id, certificate_id))""",
-        "CREATE INDEX IF NOT EXISTS {ix}_renew_at ON {certificates} (renew_at) WHERE status = 'issued' "
-        "AND superseded_by IS NULL",
-        "CREATE INDEX IF NOT EXISTS {ix}_not_after ON {certificates} (not_after) WHERE status = 'issued' "
-        "AND superseded_by IS NULL",
+        # _untrust finds a CA's certificates through (tenant_id, ca_id); _serial is also a constraint
         "CREATE INDEX IF NOT EXISTS {ix}_ca ON {certificates} (tenant_id, ca_id)",
         "CREATE UNIQUE INDEX IF NOT EXISTS {ix}_serial ON {certificates} (tenant_id, ca_id, serial_hex)",
-        "CREATE INDEX IF NOT EXISTS {ix}_position ON {certificates} (tenant_id, position)",
-        "CREATE INDEX IF NOT EXISTS {ix}_expiry ON {certificates} (tenant_id, not_after)",
-        # a tenant's live certificates that expire today, counted from the index alone (see live_count)
-        "CREATE INDEX IF NOT EXISTS {ix}_live ON {certificates} (tenant_id, not_after) WHERE status = 'issued' "
-        "AND superseded_by IS NULL",
-        "CREATE INDEX IF NOT EXISTS {ix}_fingerprint ON {certificates} (fingerprint)",
-        "CREATE INDEX IF NOT EXISTS {ix}_cn ON {certificates} (tenant_id, common_name)",
-        # get() by id alone (a platform-wide caller has no tenant scope): without it, a full scan per read
-        "CREATE INDEX IF NOT EXISTS {ix}_id ON {certificates} (certificate_id)",
         """CREATE TABLE IF NOT EXISTS {certificate_names} (
             tenant_id TEXT NOT NULL, value TEXT NOT NULL, certificate_id TEXT NOT NULL,
             PRIMARY KEY (tenant_id, value, certificate_id)) WITHOUT ROWID""",
@@ -88,6 +76,22 @@ class CertificatesProjector(Projector):
         """CREATE TABLE IF NOT EXISTS {certificate_policies} (
             tenant_id TEXT NOT NULL, profile TEXT NOT NULL, renewal TEXT NOT NULL,
             PRIMARY KEY (tenant_id, profile)) WITHOUT ROWID""",
+    )
+    # only queries read through these (search, expiry, renewal and quota counts): a rebuild makes them last
+    deferred = (
+        "CREATE INDEX IF NOT EXISTS {ix}_renew_at ON {certificates} (renew_at) WHERE status = 'issued' "
+        "AND superseded_by IS NULL",
+        "CREATE INDEX IF NOT EXISTS {ix}_not_after ON {certificates} (not_after) WHERE status = 'issued' "
+        "AND superseded_by IS NULL",
+        "CREATE INDEX IF NOT EXISTS {ix}_position ON {certificates} (tenant_id, position)",
+        "CREATE INDEX IF NOT EXISTS {ix}_expiry ON {certificates} (tenant_id, not_after)",
+        # a tenant's live certificates that expire today, counted from the index alone (see live_count)
+        "CREATE INDEX IF NOT EXISTS {ix}_live ON {certificates} (tenant_id, not_after) WHERE status = 'issued' "
+        "AND superseded_by IS NULL",
+        "CREATE INDEX IF NOT EXISTS {ix}_fingerprint ON {certificates} (fingerprint)",
+        "CREATE INDEX IF NOT EXISTS {ix}_cn ON {certificates} (tenant_id, common_name)",
+        # get() by id alone (a platform-wide caller has no tenant scope): without it, a full scan per read
+        "CREATE INDEX IF NOT EXISTS {ix}_id ON {certificates} (certificate_id)",
     )
 
     def apply(self, conn: sqlite3.Connection, event: EventEnvelope) -> None:

@@ -360,7 +360,7 @@ class ProjectionRunner:
         try:
             conn.execute("BEGIN IMMEDIATE")
             shadow.drop(conn)
-            shadow.create(conn)
+            shadow.create(conn, deferred=False)  # the query-only indexes are built once the rows are in
             conn.execute("COMMIT")
             head = self.source.head_position_sync()
             position = 0
@@ -376,6 +376,8 @@ class ProjectionRunner:
                 applied += len(events)
                 if progress:
                     progress(position, max(head, position))
+            for statement in shadow.deferred_statements():  # one transaction each: the live tail gets in between
+                conn.execute(statement)
             conn.execute("BEGIN IMMEDIATE")  # swap phase: catch the tail up and swap atomically
             try:
                 while events := self.source.read_all_sync(position, self.batch * 5):
