@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from types import SimpleNamespace
+
 import pytest
 
 from infra.bootstrap import Runtime, initialise
@@ -20,3 +23,13 @@ def runtime(settings) -> Runtime:
     rt = initialise(settings)
     yield rt
     rt.close()
+
+
+@pytest.fixture(scope="module")
+def bench() -> SimpleNamespace:
+    """The bench package's modules (a directory of the repository, not an installed package)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.syspath_prepend(str(Path(__file__).resolve().parents[1]))
+        from bench import __main__ as cli
+        from bench import issuance, phases, report, wrkbench
+        yield SimpleNamespace(cli=cli, issuance=issuance, phases=phases, report=report, wrkbench=wrkbench)

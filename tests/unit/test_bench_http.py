@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def report():
-    with pytest.MonkeyPatch.context() as patch:
-        patch.syspath_prepend(str(ROOT))
-        from bench import report, wrkbench
-        assert wrkbench.PLAN[0]["args"] == ["http"]
-        yield report
+def report(bench):
+    assert bench.wrkbench.PLAN[0]["args"] == ["http"]
+    return bench.report
 
 
 def wrk_run(rps: float, p95: float, connections: int, ok: int) -> dict:

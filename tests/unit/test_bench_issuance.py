@@ -3,25 +3,12 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
-
-import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
-def bench():
-    """The bench package (a directory of the repository, not an installed package)."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.syspath_prepend(str(ROOT))
-        from bench import __main__ as cli
-        from bench import issuance, report
-        yield {"issuance": issuance, "report": report, "cli": cli}
 
 
 def run_phase(bench, capsys, argv: list[str]) -> dict:
-    bench["issuance"].main(argv)
+    bench.issuance.main(argv)
     return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
 
 
@@ -55,11 +42,11 @@ def test_csr_phase_issues_distinct_csrs(bench, capsys, tmp_path):
     assert result["n"] == 4 and result["issued"] == 5
     assert result["certificate_issued_events"] == 5
     assert result["vault_keys"] == 2  # the CAs' keys only: a CSR's key stays with its requester
-    assert len(set(bench["issuance"].make_csrs(0, 3))) == 3
+    assert len(set(bench.issuance.make_csrs(0, 3))) == 3
 
 
 def test_plan_covers_every_family_and_the_csr_concurrencies(bench):
-    steps = bench["issuance"].plan()
+    steps = bench.issuance.plan()
     algorithms = [s["args"][2] for s in steps if s["args"][0] == "issue-server"]
     assert algorithms[0] == "rsa-4096" and len(algorithms) == 10
     assert [s["args"][-1] for s in steps if s["args"][0] == "issue-csr"] == ["1", "32", "256"]
@@ -78,11 +65,11 @@ def test_revocation_phase_revokes_every_certificate_and_reports_each_block(bench
     result.update(label="r", command="python -m bench.issuance revoke …")
     step = {"label": "revocation", "module": "bench.issuance", "dir": "scratch",
             "args": ["revoke", "--requests", "3", "--block", "2"]}
-    ran = bench["cli"].run_phase(step, tmp_path / "e", tmp_path)  # as `python -m bench` runs it, in a process
+    ran = bench.cli.run_phase(step, tmp_path / "e", tmp_path)  # as `python -m bench` runs it, in a process
     assert ran["revoked"] == 3 and "ms each up to 3" in capsys.readouterr().out
-    text = "\n".join(bench["report"].revocation_section(result))
+    text = "\n".join(bench.report.revocation_section(result))
     assert "### Revocation as a CA's revoked list grows" in text and "| 4 | 2 |" in text
-    headline = "\n".join(bench["report"].headline({"issuance": {"phases": [result]}}))
+    headline = "\n".join(bench.report.headline({"issuance": {"phases": [result]}}))
     assert "Revoking 5 certificates of one CA one at a time" in headline and "over the last 1" in headline
 
 
@@ -103,10 +90,10 @@ def test_report_renders_goals_and_keeps_the_store_section(bench, capsys, tmp_pat
     now = {"events": 200_000, "command": "python -m bench --only issuance", "machine": machine, "phases": [],
            "micro": [], "issuance": {"command": "python -m bench --only issuance", "machine": machine,
                                      "phases": [server, rsa, csr]}}
-    merged = bench["cli"].carry_over(now, previous)
+    merged = bench.cli.carry_over(now, previous)
     assert merged["phases"] == store["phases"] and merged["machine"]["date"] == "D1"
     assert merged["issuance"]["phases"] == [server, rsa, csr]
-    text = bench["report"].render(merged, None)
+    text = bench.report.render(merged, None)
     assert "## Results (1,000 events)" in text and "## Issuance" in text
     assert "p95 < 2,000 ms" in text and "> 100/min" in text
     assert "issuance figures by `python -m bench --only issuance` on D2" in text

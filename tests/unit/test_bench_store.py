@@ -9,22 +9,11 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
 EVENTS, TENANTS = 2_000, 3
 
 
-@pytest.fixture(scope="module")
-def bench():
-    """The bench package (a directory of the repository, not an installed package)."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.syspath_prepend(str(ROOT))
-        from bench import __main__ as cli
-        from bench import phases, report
-        yield {"phases": phases, "report": report, "cli": cli}
-
-
 def run_phase(bench, capsys, argv: list[str]) -> dict:
-    bench["phases"].main(argv)
+    bench.phases.main(argv)
     return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
 
 
@@ -33,7 +22,7 @@ def dataset(bench, tmp_path_factory) -> tuple[Path, dict]:
     """A certificate dataset of EVENTS events, sealed every 1,000, and what its phase reported."""
     data, out = tmp_path_factory.mktemp("certificates"), io.StringIO()
     with contextlib.redirect_stdout(out):  # capsys is per test; this fixture serves the module
-        bench["phases"].main(["certificate-dataset", "--dir", str(data), "--events", str(EVENTS), "--writers", "32",
+        bench.phases.main(["certificate-dataset", "--dir", str(data), "--events", str(EVENTS), "--writers", "32",
                               "--tenants", str(TENANTS), "--pem-pool", "12", "--seal-every", "1000"])
     return data, json.loads(out.getvalue().strip().splitlines()[-1])
 
@@ -57,7 +46,7 @@ def test_dataset_is_a_sound_log(bench, capsys, dataset):
     data, result = dataset
     verified = run_phase(bench, capsys, ["verify", "--dir", str(data)])
     assert verified["ok"] is True and verified["events"] >= EVENTS and verified["checkpoints"] == 2
-    counts = bench["phases"]._event_counts(data / "events.db")
+    counts = bench.phases._event_counts(data / "events.db")
     assert counts["certificate.issued"] == result["certificates"]["issued"]
     assert counts["ca.certificate_revoked"] == counts["certificate.revoked"] == result["certificates"]["revoked"]
     assert counts["certificate.renewal_started"] == counts["certificate.renewed"] == result["certificates"]["renewed"]
@@ -88,19 +77,19 @@ def test_a_broken_rebuild_fails_the_phase(bench, capsys, dataset, monkeypatch):
 
     monkeypatch.setattr(CertificatesProjector, "apply", forgets_revocations)
     with pytest.raises(SystemExit, match="the rebuilt certificates read model disagrees with the log.*revoked"):
-        bench["phases"].main(["rebuild", "--projection", "certificates", "--dir", str(dataset[0])])
+        bench.phases.main(["rebuild", "--projection", "certificates", "--dir", str(dataset[0])])
 
 
 def test_plan_rebuilds_certificates_over_their_own_dataset(bench):
-    steps = bench["cli"].plan(1_000_000)
+    steps = bench.cli.plan(1_000_000)
     names = [(s["args"][0], s["dir"]) for s in steps]
     first = names.index(("certificate-dataset", "certificate-dataset"))
     assert names[first - 1] == ("rebuild", "dataset") and all(d == "certificate-dataset" for _, d in names[first:])
     labels = [s["label"] for s in steps[first + 1:]]
     assert labels == ["rebuild projection certificates (1M certificate events)",
                       "rebuild projection cas (1M certificate events)"]
-    assert bench["cli"].short_count(200_000) == "200k" and bench["cli"].short_count(2_500) == "2,500"
-    cli = bench["cli"]
+    assert bench.cli.short_count(200_000) == "200k" and bench.cli.short_count(2_500) == "2,500"
+    cli = bench.cli
     chosen = [s["args"][0] for s in steps + cli.issuance.plan() + cli.wrkbench.PLAN if "certificate events" in s["label"]]
     assert chosen == ["certificate-dataset", "rebuild", "rebuild"]  # what --only 'certificate events' runs
 
@@ -112,13 +101,13 @@ def test_report_renders_the_new_rows_and_older_runs(bench, capsys, dataset):
     old = {"events": 1000, "command": "python -m bench", "machine": {"date": "D0"}, "micro": [], "issuance": None,
            "phases": [{"phase": "rebuild", "label": "rebuild projection tenants", "projection": "tenants",
                        "events": 1000, "seconds": 1.0, "events_per_second": 1000.0, "command": "x"}]}
-    text = bench["report"].render(old, None)
+    text = bench.report.render(old, None)
     assert "rebuild projection tenants" in text and "certificate-history" not in text
-    steps = {s["args"][0] + s["args"][-1]: s for s in bench["cli"].plan(EVENTS)}
+    steps = {s["args"][0] + s["args"][-1]: s for s in bench.cli.plan(EVENTS)}
     written = {**written, "label": steps["certificate-dataset" + str(EVENTS)]["label"], "command": "c"}
     rebuilt = {**rebuilt, "label": steps["rebuildcertificates"]["label"], "command": "r"}
     new = {**old, "machine": machine, "phases": [*old["phases"], written, rebuilt]}
-    text = bench["report"].render(new, None)
+    text = bench.report.render(new, None)
     assert "| rebuild projection certificates (2k certificate events) |" in text
     assert f"checked: {written['certificates']['issued']:,} certificates" in text
     assert "certificate-history phase writes a second dataset" in text

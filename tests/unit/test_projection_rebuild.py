@@ -19,19 +19,15 @@ from infra.eventstore.sqlite import SQLiteEventStore
 from projections.registry import all_projectors
 from projections.runner import ProjectionRunner
 
-ROOT = Path(__file__).resolve().parents[2]
 REBUILT = ("certificates", "audit_log")
 
 
 @pytest.fixture(scope="module")
-def history(tmp_path_factory) -> Path:
+def history(bench, tmp_path_factory) -> Path:
     data = tmp_path_factory.mktemp("history")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.syspath_prepend(str(ROOT))
-        from bench import phases
-        with contextlib.redirect_stdout(io.StringIO()):
-            phases.main(["certificate-dataset", "--dir", str(data), "--events", "1500", "--writers", "16",
-                         "--tenants", "2", "--pem-pool", "6", "--seal-every", "1000"])
+    with contextlib.redirect_stdout(io.StringIO()):
+        bench.phases.main(["certificate-dataset", "--dir", str(data), "--events", "1500", "--writers", "16",
+                           "--tenants", "2", "--pem-pool", "6", "--seal-every", "1000"])
     return data
 
 
