@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 
 
-
 @pytest.fixture(scope="module")
 def report(bench):
     assert bench.wrkbench.PLAN[0]["args"] == ["http"]

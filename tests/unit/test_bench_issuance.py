@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 
 
-
-
 def run_phase(bench, capsys, argv: list[str]) -> dict:
     bench.issuance.main(argv)
     return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
