@@ -48,7 +48,7 @@ async def sweep_orphan_keys(cmd: SweepOrphanKeys, ctx: CommandContext, services:
     while candidates and (events := await services.store.read_all(position, PAGE)):
         vault.drop_named(candidates, (event.payload for event in events))
         position, read = events[-1].global_position or position, read + len(events)
-    found = sorted(candidates.values(), key=lambda key: (key.created_at, key.key_id))
+    found = vault.oldest_first(candidates.values())
     if cmd.dry_run or not found:
         return SweptKeys(orphans=found, stored_before=stored_before, events_read=read, deleted=0)
     recorded = vault.OrphanKeysDeleted(key_ids=[key.key_id for key in found], stored_before=stored_before,

@@ -62,8 +62,12 @@ def drop_named(candidates: dict[str, StoredKey], payloads: Iterable[Any]) -> Non
             candidates.pop(text, None)
 
 
+def oldest_first(keys: Iterable[StoredKey]) -> list[StoredKey]:
+    return sorted(keys, key=lambda key: (key.created_at, key.key_id))
+
+
 def orphans(stored: Iterable[StoredKey], payloads: Iterable[Any], stored_before: datetime) -> list[StoredKey]:
     """The keys stored before ``stored_before`` that no payload names, oldest first."""
     candidates = {key.key_id: key for key in stored if key.created_at < stored_before}
     drop_named(candidates, payloads)
-    return sorted(candidates.values(), key=lambda key: (key.created_at, key.key_id))
+    return oldest_first(candidates.values())
