@@ -22,7 +22,7 @@ from domain.errors import Contention, NotFound
 
 log = logging.getLogger(__name__)
 CRL_MEDIA_TYPE = "application/pkix-crl"
-MAX_ATTEMPTS = 8
+MAX_ATTEMPTS = 8  # each attempt signs a whole CRL: fewer than a command's (runtime.MAX_ATTEMPTS), then 409
 
 
 class PublishedCrl(msgspec.Struct, frozen=True, kw_only=True):
