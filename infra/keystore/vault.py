@@ -17,6 +17,7 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from commands.runtime import rfc3339
 from domain.errors import DomainError, NotFound
 from domain.vault import StoredKey
 from infra.keystore.kek import (BUILTIN, KEY_BYTES, NONCE_BYTES, KekProvider, KekUnavailable, UnwrapFailed, bind,
@@ -151,7 +152,7 @@ class SQLiteKeyVault:
             ciphertext = AESGCM(dek).encrypt(nonce, bytes(material), content_aad(tenant_id, key_id, algorithm, purpose))
         finally:
             wipe(dek)
-        created_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        created_at = rfc3339(datetime.now(UTC))
         with self._lock:
             self._connection().execute(
                 "INSERT INTO private_keys VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -196,7 +197,7 @@ class SQLiteKeyVault:
 
     def stored_before_sync(self, cutoff: datetime) -> list[StoredKey]:
         """Every key stored before ``cutoff`` (any tenant), oldest first: ids, tenants and purposes only."""
-        bound = cutoff.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")  # the format put_sync writes
+        bound = rfc3339(cutoff)  # as put_sync writes created_at: fixed width, so the strings compare as instants
         with self._lock:
             rows = self._connection().execute("SELECT key_id, tenant_id, purpose, created_at FROM private_keys "
                                               "WHERE created_at < ? ORDER BY created_at, key_id", (bound,)).fetchall()
