@@ -42,7 +42,7 @@ def _lifespan(settings: Settings, link: LinkClient | None):
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         if link is None:
-            runtime = await asyncio.to_thread(initialise, settings)
+            runtime = await asyncio.to_thread(initialise, settings, rebuild="background")
         else:  # a worker of a multi-worker server: the primary has initialised the data directory
             runtime = await asyncio.to_thread(open_runtime, settings, link)
         app.state.runtime = runtime

@@ -20,7 +20,6 @@ from commands.authz import Principal
 from commands.runtime import CommandContext, CommandResult
 from infra import telemetry
 from infra.bootstrap import Runtime
-from projections.runner import connect_views
 
 T = TypeVar("T")
 IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e][\x20-\x7e]{0,254}")  # 1-255 printable ASCII, not starting blank
@@ -44,7 +43,7 @@ class ReadModels:
     def _mine(self) -> tuple[sqlite3.Connection, threading.Lock]:
         mine = getattr(self._local, "conn", None)
         if mine is None:
-            mine = self._local.conn = (connect_views(self.runtime.settings.views_db), threading.Lock())
+            mine = self._local.conn = (self.runtime.runner.connection(), threading.Lock())
             with self._lock:
                 self._all.append(mine)
         return mine

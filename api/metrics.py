@@ -19,6 +19,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from api.deps import read_models_of, runtime_of
 from infra import telemetry
 from projections import certificates as certificates_model
+from projections.runner import ProjectionRebuilding
 
 TEXT_FORMAT = "text/plain; version=0.0.4"  # Litestar appends "; charset=utf-8"
 
@@ -26,17 +27,23 @@ TEXT_FORMAT = "text/plain; version=0.0.4"  # Litestar appends "; charset=utf-8"
 def _projection_gauges(request: Request) -> list[Metric]:
     position = GaugeMetricFamily("csm_projection_position", "Last global position applied", labels=["projection"])
     lag = GaugeMetricFamily("csm_projection_lag_events", "Events not yet applied", labels=["projection"])
+    rebuilding = GaugeMetricFamily("csm_projection_rebuilding", "1 while the read model is rebuilt from the log "
+                                   "(its projector's version changed); reads of it answer 503", labels=["projection"])
     for row in runtime_of(request.app.state).runner.status():
         position.add_metric([row["name"]], row["position"])
         lag.add_metric([row["name"]], row["lag"])
-    return [position, lag]
+        rebuilding.add_metric([row["name"]], int(row["rebuilding"]))
+    return [position, lag, rebuilding]
 
 
 async def _expiry_gauges(request: Request) -> list[Metric]:
     """Counts per tenant x CA, recomputed on every scrape; a pair with nothing expiring any more disappears."""
     now = runtime_of(request.app.state).services.clock.now()
-    rows = await read_models_of(request.app.state).query(certificates_model.expiring_counts, now,
-                                                         telemetry.EXPIRY_WINDOWS_DAYS)
+    try:
+        rows = await read_models_of(request.app.state).query(certificates_model.expiring_counts, now,
+                                                             telemetry.EXPIRY_WINDOWS_DAYS)
+    except ProjectionRebuilding:  # no counts until it is rebuilt; the scrape goes on (csm_projection_rebuilding)
+        rows = []
     gauge = GaugeMetricFamily("csm_certificates_expiring", "Issued, not renewed certificates expiring within the "
                               "window", labels=["tenant", "ca", "within"])
     for tenant_id, ca_id, days, count in rows:

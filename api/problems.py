@@ -18,6 +18,7 @@ from api.middleware import request_path_var
 from domain.errors import DomainError
 from infra.eventstore.sqlite import StoreUnavailable
 from infra.telemetry import request_id_var
+from projections.runner import ProjectionRebuilding
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +148,12 @@ def handle_store_unavailable(request: Request, exc: StoreUnavailable) -> Respons
                             headers={"Retry-After": "5"})
 
 
+def handle_projection_rebuilding(request: Request, exc: ProjectionRebuilding) -> Response:
+    """A read of a read model being rebuilt from the log (its code version changed; projections/runner.py)."""
+    return problem_response(request, 503, "projection-rebuilding", str(exc), headers={"Retry-After": "5"},
+                            projections=list(exc.names))
+
+
 def handle_unexpected(request: Request, exc: Exception) -> Response:
     log.error("unhandled error", exc_info=exc, extra={"path": request.url.path})
     detail = "an unexpected error occurred; quote the request id when reporting it"
@@ -158,6 +165,7 @@ EXCEPTION_HANDLERS = {
     DomainError: handle_domain_error,
     HTTPException: handle_http_exception,
     StoreUnavailable: handle_store_unavailable,
+    ProjectionRebuilding: handle_projection_rebuilding,
     Exception: handle_unexpected,
 }
 

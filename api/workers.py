@@ -35,7 +35,7 @@ from infra.config import Settings
 
 log = logging.getLogger(__name__)
 
-STARTUP_SECONDS = 300.0  # the primary may rebuild a read model whose version changed before it listens
+STARTUP_SECONDS = 300.0  # opening the store and read models (a changed read model is rebuilt after, while serving)
 STOP_SECONDS = 30.0  # after SIGTERM, before a process that has not stopped is killed
 RESTART_BACKOFF_MAX = 10.0
 
@@ -97,7 +97,7 @@ async def _primary(settings: Settings, path: Path) -> None:
         decision = await limiter.hit(key, Rate(limit, period))
         return decision.allowed, decision.remaining, decision.reset_after, decision.retry_after
 
-    runtime = await asyncio.to_thread(initialise, settings)
+    runtime = await asyncio.to_thread(initialise, settings, rebuild="background")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)

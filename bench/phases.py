@@ -370,7 +370,7 @@ def phase_rebuild(args) -> dict:
         wrong = {k: f"{checked[k]:,} rows, the log says {v:,}" for k, v in expected.items() if checked[k] != v}
         if wrong:
             raise SystemExit(f"the rebuilt {args.projection} read model disagrees with the log: {wrong}")
-    for suffix in ("", "-wal", "-shm"):
+    for suffix in ("", "-wal", "-shm", ".rebuild-lock"):
         Path(f"{views}{suffix}").unlink(missing_ok=True)
     return {"projection": args.projection, "events": result["events"], "seconds": result["seconds"],
             "events_per_second": result["events_per_second"], **({"checked": checked} if checked else {})}

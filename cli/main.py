@@ -79,7 +79,7 @@ def serve(settings: Settings, host: str | None, port: int | None, workers: int |
                                    port=settings.port if port is None else port,
                                    workers=settings.workers if workers is None else workers)
     require_keys_if_events(settings)
-    initialise(settings).close()
+    initialise(settings, rebuild="background").close()  # a changed read model is rebuilt while the server serves
     from api import server  # lazily: the API is the only part of csm that needs the web stack
 
     settings, sock = server.listen(settings)  # port 0: the port chosen, before anything names it

@@ -10,7 +10,7 @@ from cli.common import (EXIT_USAGE, CliError, echo_json, position_progress, prog
 from infra.config import Settings
 from infra.distributed import close_store, read_only_store
 from projections.registry import all_projectors
-from projections.runner import ProjectionRunner
+from projections.runner import EMPTIED, ProjectionRunner
 
 
 def known_projections() -> list[str]:
@@ -37,7 +37,7 @@ def status(settings: Settings, as_json: bool) -> None:
     finally:
         close_store(store)
     for row in rows:
-        row["stale"] = row["code_version"] is not None and row["version"] != row["code_version"]
+        row["stale"] = row["rebuilding"]  # built by other code: a server rebuilds it as it starts, while it serves
     if as_json:
         echo_json(rows)
         return
@@ -46,8 +46,10 @@ def status(settings: Settings, as_json: bool) -> None:
         version = str(row["version"])
         if row["stale"]:
             version += f" (code {row['code_version']})"
-        state = "stale" if row["stale"] else ("unknown" if row["code_version"] is None else
-                                              ("behind" if row["lag"] else "current"))
+        if row["stale"]:
+            state = "rebuilding" if row["version"] == EMPTIED else "stale"
+        else:
+            state = "unknown" if row["code_version"] is None else ("behind" if row["lag"] else "current")
         table.add_row(row["name"], f"{row['position']:,}", f"{row['head']:,}", f"{row['lag']:,}", version, state)
     stdout_console().print(table)
 

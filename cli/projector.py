@@ -38,7 +38,7 @@ def projector(settings: Settings, heartbeat_max_age: float | None) -> None:
         raise SystemExit(0 if fresh else 1)
     settings = dataclasses.replace(settings, projector="inline")
     try:
-        runtime = initialise(settings)
+        runtime = initialise(settings, rebuild="background")
     except ValueError as exc:
         raise CliError(str(exc)) from None
     click.echo(f"projector: store {settings.store}, bus {settings.bus} (data {settings.data_dir})", err=True)
@@ -54,14 +54,13 @@ async def _run(runtime, heartbeat: Path) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    tasks = [asyncio.create_task(work) for work in projection_tasks(runtime.settings, runtime.store, runtime.runner)]
+    tasks = [asyncio.create_task(work, name=name)
+             for name, work in projection_tasks(runtime.settings, runtime.store, runtime.runner)]
     try:
         while not stop.is_set():
-            if any(task.done() for task in tasks):  # a projection task ended: surface its error, stop
-                for task in tasks:
-                    if task.done() and task.exception():
-                        raise task.exception()
-                break
+            for task in tasks:  # a tail runs for ever: one that ended failed, so surface its error and stop
+                if task.done() and task.exception():  # (rebuild_pending ends, without one, when it has rebuilt)
+                    raise task.exception()
             heartbeat.touch()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(runtime.settings.poll_interval * 4):

@@ -88,8 +88,8 @@ class Runtime:
 
     def start_background(self) -> None:
         """Start the projection tail, the checkpoint timer and the CRL/OCSP scheduler on the running loop."""
-        self.tasks = [*(asyncio.create_task(work, name="projections")
-                        for work in projection_tasks(self.settings, self.store, self.runner)),
+        self.tasks = [*(asyncio.create_task(work, name=name)
+                        for name, work in projection_tasks(self.settings, self.store, self.runner)),
                       asyncio.create_task(self.checkpointer.run(), name="checkpoints"),
                       asyncio.create_task(self.revocation_scheduler().run(), name="revocation"),
                       asyncio.create_task(self.renewal_scheduler().run(), name="renewal")]
@@ -158,11 +158,13 @@ class Runtime:
         return verify_store(self.settings, self.store, progress)
 
 
-def open_runtime(settings: Settings, link: LinkClient | None = None) -> Runtime:
+def open_runtime(settings: Settings, link: LinkClient | None = None, *, rebuild: str = "now") -> Runtime:
     """Open an initialised data directory (run ``initialise`` first).
 
     With ``link``, the runtime of an HTTP worker process (api/workers.py): the store appends through
     the primary process, which alone runs the projections, checkpoints, schedules and jobs.
+    ``rebuild``: what to do with a read model whose projector's version changed (ProjectionRunner.open): "now"
+    for a CLI command, "background" for the process that runs the projections; a worker only observes.
     """
     if link is not None:
         store = LinkedEventStore(settings.events_db, link, poll_interval=settings.poll_interval,
@@ -172,7 +174,8 @@ def open_runtime(settings: Settings, link: LinkClient | None = None) -> Runtime:
     clock = SystemClock()
     signer = AuditSigner.create_or_load(settings.keys_dir)
     checkpointer = Checkpointer(store, signer, clock, interval=settings.checkpoint_interval)
-    runner = ProjectionRunner(store, settings.views_db, all_projectors(), poll_interval=settings.poll_interval).open()
+    runner = ProjectionRunner(store, settings.views_db, all_projectors(), poll_interval=settings.poll_interval).open(
+        rebuild="observe" if link is not None else rebuild)
     vault = SQLiteCredentialVault(settings.events_db)
     keys = SQLiteKeyVault(settings.data_dir, kek_provider=settings.kek_provider)
     # Ready RSA keys for server-side issuance; kept ready only by a server (start_background) and per size asked for.
@@ -228,10 +231,10 @@ def freeze_startup_heap() -> None:
     gc.freeze()
 
 
-def initialise(settings: Settings) -> Runtime:
+def initialise(settings: Settings, *, rebuild: str = "now") -> Runtime:
     """Create the data directory, audit keys, ledger and read models if missing; return them open."""
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    runtime = open_runtime(settings)
+    runtime = open_runtime(settings, rebuild=rebuild)
     runtime.checkpointer.register_keys()
     return runtime
 

@@ -55,13 +55,15 @@ def relay_checkpoint(settings: Settings, store: Any):
     return own("outbox") if own is not None else SQLiteRelayCheckpoint(settings.outbox_db, "outbox")
 
 
-def projection_tasks(settings: Settings, store: Any, runner: ProjectionRunner) -> list[Coroutine]:
-    """The coroutines that keep this process's read models current, per ``CSM_PROJECTOR`` and ``CSM_BUS``."""
+def projection_tasks(settings: Settings, store: Any, runner: ProjectionRunner) -> list[tuple[str, Coroutine]]:
+    """The coroutines, named, that keep this process's read models current, per ``CSM_PROJECTOR`` and ``CSM_BUS``:
+    the tail ("projections"), the outbox relay, and the rebuild of any read model whose projector changed."""
     if settings.projector == "external":
-        return [runner.follow_checkpoints()]
+        return [("projections", runner.follow_checkpoints())]
     if settings.bus == "kafka":
-        return [run_kafka_projections(settings, runner), run_outbox_relay(settings, store)]
-    return [runner.run()]
+        return [("projections", run_kafka_projections(settings, runner)), ("outbox", run_outbox_relay(settings, store)),
+                ("rebuild", runner.rebuild_pending())]
+    return [("projections", runner.run()), ("rebuild", runner.rebuild_pending())]
 
 
 async def run_outbox_relay(settings: Settings, store: Any) -> None:

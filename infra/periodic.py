@@ -6,6 +6,8 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
+from projections.runner import ProjectionRebuilding
+
 log = logging.getLogger(__name__)
 
 
@@ -16,6 +18,8 @@ async def repeat(one_pass: Callable[[], Awaitable[object]], interval: float, wha
             await one_pass()
         except asyncio.CancelledError:
             raise
+        except ProjectionRebuilding as exc:  # the read model it reads has no answer yet: the next pass will
+            log.info("%s pass skipped: %s", what, exc)
         except Exception:
             log.exception("%s pass failed; will retry", what)
         await asyncio.sleep(interval)

@@ -18,7 +18,7 @@ from domain.errors import UsageUnknown
 from domain.tenant import Quotas, Usage, day_start
 from projections import cas as ca_views
 from projections import certificates as certificate_views
-from projections.runner import ProjectionRunner
+from projections.runner import ProjectionRebuilding, ProjectionRunner
 
 
 class ReadModelUsage:
@@ -37,7 +37,10 @@ class ReadModelUsage:
         if not caught_up:
             raise UsageUnknown(f"the read models have not reached position {head} yet, so the tenant's usage "
                                "against its quotas is not known; retry shortly")
-        return self._count(tenant_id, now, bounds)  # a few index lookups: on the loop, cheaper than a thread hop
+        try:
+            return self._count(tenant_id, now, bounds)  # a few index lookups: on the loop, cheaper than a thread hop
+        except ProjectionRebuilding as exc:
+            raise UsageUnknown(f"{exc}, so the tenant's usage against its quotas is not known") from None
 
     def _catch_up(self, head: int) -> bool:
         while self.runner.position < head:

@@ -3,12 +3,19 @@
 Each batch of events and every projector's checkpoint commit in one SQLite transaction, so a
 read model is never ahead of or behind its checkpoint. ``rebuild`` replays the whole log
 into shadow tables and swaps them in atomically, while the live tail keeps running.
+
+A projector whose code version differs from the version its tables were built by is *rebuilding*
+until a rebuild swaps it in. A server does not wait for that (``open(rebuild="background")`` and
+``rebuild_pending``): it serves at once, the tail keeps the other read models current, and a read of
+a rebuilding one is refused with ``ProjectionRebuilding`` by the views connection itself
+(``ViewsConnection``), whoever reads: the API, quota counts, schedulers, webhook deliveries.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import functools
 import logging
 import os
@@ -16,7 +23,7 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -39,6 +46,87 @@ MIN_BATCH_INTERVAL = 0.005
 CHECKPOINTS = """CREATE TABLE IF NOT EXISTS projection_checkpoints (
     name TEXT PRIMARY KEY, position INTEGER NOT NULL, version INTEGER NOT NULL,
     index_tag TEXT NOT NULL, updated_at REAL NOT NULL)"""
+# A checkpoint's version while its tables are emptied for a background rebuild: no projector's (they start at 1),
+# so any code, this version's or an older one, sees the tables as not built by it and rebuilds them.
+EMPTIED = 0
+REBUILD_MODES = ("now", "background", "observe")
+LOCK_POLL_SECONDS = 0.2  # how often a rebuild waiting for another's lock looks again
+
+
+class ProjectionRebuilding(Exception):
+    """A read of a read model that is being rebuilt from the log: it has no answer until the rebuild swaps it in."""
+
+    def __init__(self, names: Iterable[str]) -> None:
+        self.names = tuple(sorted(names))
+        super().__init__(f"the read model{'s' if len(self.names) != 1 else ''} {', '.join(self.names)} "
+                         f"{'is' if len(self.names) == 1 else 'are'} being rebuilt from the event log; retry shortly")
+
+
+class RebuildGuard:
+    """Which projectors are rebuilding, told from their checkpoints: those whose stored version is not the code's."""
+
+    def __init__(self, projectors: Iterable[Projector]) -> None:
+        projectors = list(projectors)
+        self.versions = {p.name: p.version for p in projectors}
+        self.owners = {table: p.name for p in projectors for table in p.tables}  # live table -> projector
+        self.rebuilding: frozenset[str] = frozenset()
+
+    def note(self, rows: Iterable[tuple]) -> frozenset[str]:
+        """Take ``(name, position, version)`` checkpoint rows as they now stand; returns the rebuilding names."""
+        self.rebuilding = frozenset(name for name, _, version in rows
+                                    if name in self.versions and version != self.versions[name])
+        return self.rebuilding
+
+    def look(self, conn: sqlite3.Connection) -> frozenset[str]:
+        return self.note(conn.execute("SELECT name, position, version FROM projection_checkpoints").fetchall())
+
+    def connect(self, path: Path) -> sqlite3.Connection:
+        """A read connection that refuses, with ProjectionRebuilding, to read a rebuilding read model."""
+        conn = connect_views(path, factory=ViewsConnection)
+        conn.guard = self
+        try:
+            rebuilding = self.look(conn)
+        except sqlite3.OperationalError:  # no checkpoints table yet: nothing was ever built, nothing rebuilds
+            rebuilding = frozenset()
+        if rebuilding:  # only then: the set only shrinks while this code runs, and an authorizer costs each compile
+            conn.set_authorizer(conn.authorize)
+        return conn
+
+
+class ViewsConnection(sqlite3.Connection):
+    """A views connection whose statements may not read a rebuilding read model's tables.
+
+    SQLite asks the authorizer about every table a statement reads while it compiles it (a cached
+    statement is not compiled again, and a swap, being a schema change, recompiles them all). A table
+    of a rebuilding projector is denied; ``execute`` then looks at the checkpoints again and, if the
+    rebuild has meanwhile swapped it in, runs the statement, else raises ProjectionRebuilding instead
+    of SQLite's "not authorized". (SQLite 3.40 reports no read of a table joined ``USING (column)`` whose
+    columns are otherwise unread, as in ``count(*)`` over such a join: the read models' queries join with ``ON``.)
+    """
+
+    guard: RebuildGuard
+    denied: str | None = None
+
+    def authorize(self, action: int, table: str | None, column: str | None, database: str | None,
+                  trigger: str | None) -> int:
+        if action == sqlite3.SQLITE_READ and self.guard.rebuilding:
+            owner = self.guard.owners.get(table or "")
+            if owner is not None and owner in self.guard.rebuilding:
+                self.denied = owner
+                return sqlite3.SQLITE_DENY
+        return sqlite3.SQLITE_OK
+
+    def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
+        self.denied = None
+        try:
+            return super().execute(sql, parameters)
+        except sqlite3.DatabaseError:
+            denied = self.denied
+            if denied is None:
+                raise
+        if denied in self.guard.look(self):
+            raise ProjectionRebuilding(self.guard.rebuilding) from None
+        return super().execute(sql, parameters)
 
 
 class EventSource(Protocol):
@@ -70,11 +158,11 @@ def _intact(event: EventEnvelope) -> bool:
     return event.hash == chain_hash(event.prev_hash, envelope_body(event))
 
 
-def connect_views(path: Path) -> sqlite3.Connection:
+def connect_views(path: Path, factory: type[sqlite3.Connection] = sqlite3.Connection) -> sqlite3.Connection:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     if not path.exists():
         os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, factory=factory)
     conn.execute("PRAGMA busy_timeout = 30000")
     use_wal(conn)
     conn.execute("PRAGMA synchronous = NORMAL")  # read models are rebuildable from the store
@@ -87,23 +175,40 @@ class ProjectionRunner:
         self.source = source
         self.views_path = Path(views_path)
         self.projectors = {p.name: p for p in projectors}
+        self.guard = RebuildGuard(projectors)
         self.batch = batch
         self.poll_interval = poll_interval
         self.position = 0
+        self.rebuilt_to: dict[str, tuple[int, int]] = {}  # a background rebuild's progress: (position, head)
         self._conn: sqlite3.Connection | None = None
         self._advanced: asyncio.Condition | None = None
         self._advanced_loop: asyncio.AbstractEventLoop | None = None
         self._batch_lock = threading.Lock()  # close() waits for a batch still running in a worker thread
+        self._closing = threading.Event()  # a rebuild running in a thread stops at its next batch
         self._thread: ThreadPoolExecutor | None = None  # the tail's own thread (see ``_off_loop``)
         self._last_batch = 0.0  # time.monotonic() when ``run`` last started a batch
         self._listeners: set[asyncio.Event] = set()  # set whenever the position moves (see ``listening``)
         self.following = False  # a tail (run, run_delivered, follow_checkpoints) moves ``position`` on its own
 
+    @property
+    def rebuilding(self) -> frozenset[str]:
+        """Projections whose tables were not built by this code: read models with no answer until rebuilt."""
+        return self.guard.rebuilding
+
     # setup --------------------------------------------------------------------------
-    def open(self) -> ProjectionRunner:
+    def open(self, rebuild: str = "now") -> ProjectionRunner:
+        """Open the views database, creating any projection's tables it lacks.
+
+        ``rebuild`` says what this process does with a rebuilding projection (one whose code version changed):
+        "now" rebuilds it before returning (CLI commands, which run no tail); "background" empties it at once
+        and leaves the rebuild to ``rebuild_pending`` (the process that runs the projections: a server, or
+        `csm projector`), so it serves meanwhile; "observe" leaves it alone to whichever process runs them (an
+        HTTP worker of a multi-worker server, an API process whose projections `csm projector` runs).
+        """
+        if rebuild not in REBUILD_MODES:
+            raise ValueError(f"rebuild must be one of {', '.join(REBUILD_MODES)}, not {rebuild!r}")
         conn = self._conn = connect_views(self.views_path)
         conn.execute(CHECKPOINTS)
-        stale = []
         for name, projector in self.projectors.items():
             row = conn.execute("SELECT version, index_tag FROM projection_checkpoints WHERE name = ?",
                                (name,)).fetchone()
@@ -114,15 +219,63 @@ class ProjectionRunner:
                 conn.execute("INSERT INTO projection_checkpoints VALUES (?, 0, ?, ?, ?)",
                              (name, projector.version, tag, time.time()))
                 conn.execute("COMMIT")
-            elif row[0] != projector.version:
-                stale.append(name)
-        for name in stale:
-            log.info("projection version changed: rebuilding", extra={"projection": name})
-            self.rebuild(name)
-        self.position = self._min_checkpoint(conn)
+        for name in sorted(self.guard.look(conn)):
+            if rebuild == "now":
+                log.info("projection version changed: rebuilding", extra={"projection": name})
+                self._rebuild(name, only_if_rebuilding=True)
+            elif rebuild == "background":
+                self._empty(conn, name)
+        self.position = self._checkpoints(conn)
         return self
 
+    def _empty(self, conn: sqlite3.Connection, name: str) -> None:
+        """Replace a rebuilding projection's tables, built by other code, with empty ones of this code's shape, marked
+        EMPTIED: until ``rebuild_pending`` swaps the rebuilt ones in, reads are refused, never answered from them."""
+        projector = self.projectors[name]
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = conn.execute("SELECT version FROM projection_checkpoints WHERE name = ?", (name,)).fetchone()[0]
+            if version not in (EMPTIED, projector.version):  # another process may have emptied or rebuilt it
+                log.info("projection version changed: serving without it until it is rebuilt",
+                         extra={"projection": name, "version": version, "code_version": projector.version})
+                tag = secrets.token_hex(4)
+                live = projector.bound("", tag)
+                live.drop(conn)
+                live.create(conn)
+                conn.execute("UPDATE projection_checkpoints SET position = 0, version = ?, index_tag = ?, "
+                             "updated_at = ? WHERE name = ?", (EMPTIED, tag, time.time(), name))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    async def rebuild_pending(self) -> None:
+        """Rebuild the rebuilding projections one after another, then return; the tail serves the others meanwhile.
+
+        Each rebuild runs on a thread of its own (``rebuild``: the live tail gets in between its batches). One that
+        fails is logged and tried again a little later; ``close`` stops one in progress at its next batch.
+        """
+        while pending := sorted(self.rebuilding):
+            name = pending[0]
+            try:
+                await asyncio.to_thread(self._rebuild, name, only_if_rebuilding=True,
+                                        progress=functools.partial(self._note_progress, name))
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                if self._closing.is_set():
+                    return
+                log.exception("rebuilding projection %s failed; will retry", name)
+                await asyncio.sleep(5.0)
+                continue
+            self.rebuilt_to.pop(name, None)
+            await self._announce()
+
+    def _note_progress(self, name: str, position: int, head: int) -> None:
+        self.rebuilt_to[name] = (position, head)
+
     def close(self) -> None:
+        self._closing.set()
         with self._batch_lock:  # a cancelled run() leaves its batch running in its thread; never close under it
             if self._conn is not None:
                 self._conn.close()
@@ -140,12 +293,15 @@ class ProjectionRunner:
         return await asyncio.get_running_loop().run_in_executor(self._thread, functools.partial(fn, *args))
 
     def connection(self) -> sqlite3.Connection:
-        """A read connection to the views database for this thread's queries."""
-        return connect_views(self.views_path)
+        """A read connection to the views database for this thread's queries; it refuses to read a rebuilding read
+        model (ProjectionRebuilding)."""
+        return self.guard.connect(self.views_path)
 
-    @staticmethod
-    def _min_checkpoint(conn: sqlite3.Connection) -> int:
-        return conn.execute("SELECT coalesce(min(position), 0) FROM projection_checkpoints").fetchone()[0]
+    def _checkpoints(self, conn: sqlite3.Connection) -> int:
+        """Where the read models stand: the lowest checkpoint but a rebuilding projection's (noting which those are)."""
+        rows = conn.execute("SELECT name, position, version FROM projection_checkpoints").fetchall()
+        rebuilding = self.guard.note(rows)
+        return min((position for name, position, _ in rows if name not in rebuilding), default=0)
 
     # tailing ------------------------------------------------------------------------
     def catch_up_once(self) -> int:
@@ -156,7 +312,7 @@ class ProjectionRunner:
     def _catch_up_once(self) -> int:
         conn = self._conn
         assert conn is not None, "runner not open"
-        start = self._min_checkpoint(conn)
+        start = self._checkpoints(conn)
         events = self.source.read_all_sync(start, self.batch)
         if not events:
             self.position = start  # another process (the CLI) may have applied them
@@ -167,9 +323,12 @@ class ProjectionRunner:
         """Fold ``events`` (contiguous, in log order) into every projector behind them, checkpoints included."""
         conn.execute("BEGIN IMMEDIATE")
         try:
-            checkpoints = dict(conn.execute("SELECT name, position FROM projection_checkpoints").fetchall())
+            checkpoints = {name: (position, version) for name, position, version in
+                           conn.execute("SELECT name, position, version FROM projection_checkpoints")}
             for name, projector in self.projectors.items():
-                done = checkpoints.get(name, 0)
+                done, version = checkpoints.get(name, (0, projector.version))
+                if version != projector.version:
+                    continue  # rebuilding: its rebuild swaps it in, and its checkpoint with it
                 for event in events:
                     if event.global_position > done:
                         projector.apply(conn, event)
@@ -180,7 +339,7 @@ class ProjectionRunner:
         except BaseException:
             conn.execute("ROLLBACK")
             raise
-        self.position = self._min_checkpoint(conn)
+        self.position = self._checkpoints(conn)
         return len(events)
 
     def apply_delivered(self, events: list[EventEnvelope]) -> int:
@@ -195,7 +354,7 @@ class ProjectionRunner:
         with self._batch_lock:
             conn = self._conn
             assert conn is not None, "runner not open"
-            start = self._min_checkpoint(conn)
+            start = self._checkpoints(conn)
             fresh = sorted({e.global_position: e for e in events if (e.global_position or 0) > start}.values(),
                            key=lambda e: e.global_position)
             if not fresh:
@@ -246,7 +405,7 @@ class ProjectionRunner:
         conn = connect_views(self.views_path)
         try:
             while True:
-                position = await self._off_loop(self._min_checkpoint, conn)
+                position = await self._off_loop(self._checkpoints, conn)
                 if position != self.position:
                     await self.advance(position)
                 await self.source.wait_for_append(self.poll_interval)
@@ -342,8 +501,10 @@ class ProjectionRunner:
         rows = conn.execute("SELECT name, position, version, updated_at FROM projection_checkpoints"
                             " ORDER BY name").fetchall()
         conn.close()
+        rebuilding = self.guard.note((name, position, version) for name, position, version, _ in rows)
         return [{"name": name, "position": position, "head": head, "lag": max(head - position, 0),
                  "version": version, "code_version": self.projectors[name].version if name in self.projectors else None,
+                 "rebuilding": name in rebuilding, "rebuilt_to": self.rebuilt_to.get(name, (None, None))[0],
                  "updated_at": updated_at} for name, position, version, updated_at in rows]
 
     # rebuild ------------------------------------------------------------------------
@@ -351,54 +512,85 @@ class ProjectionRunner:
         """Replay the whole log into shadow tables, then swap them in, in one transaction."""
         if name not in self.projectors:
             raise KeyError(f"unknown projection {name!r}; known: {', '.join(sorted(self.projectors))}")
+        return self._rebuild(name, progress=progress)
+
+    @contextlib.contextmanager
+    def _rebuild_lock(self) -> Iterator[None]:
+        """One rebuild at a time across processes (they share the shadow tables' names): a server's background
+        rebuild, `csm projections rebuild`, a CLI command rebuilding before it reads."""
+        with open(self.views_path.with_name(self.views_path.name + ".rebuild-lock"), "a") as lock:
+            while True:  # polled, not blocking: a server stopping while its rebuild waits here must not wait on
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if self._closing.wait(LOCK_POLL_SECONDS):
+                        raise RuntimeError("the runner closed while its rebuild waited for another") from None
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _rebuild(self, name: str, *, only_if_rebuilding: bool = False,
+                 progress: Callable[[int, int], None] | None = None) -> dict | None:
         tag = secrets.token_hex(4)
         shadow = self.projectors[name].bound(SHADOW, tag)
-        conn = connect_views(self.views_path)
-        conn.execute(CHECKPOINTS)
+        with self._rebuild_lock():
+            conn = connect_views(self.views_path)
+            try:
+                conn.execute(CHECKPOINTS)
+                if only_if_rebuilding and name not in self.guard.look(conn):
+                    return None  # another process rebuilt it while this one waited for the lock
+                return self._replay_and_swap(conn, name, shadow, tag, progress)
+            finally:
+                conn.close()
+
+    def _replay_and_swap(self, conn: sqlite3.Connection, name: str, shadow: Projector, tag: str,
+                         progress: Callable[[int, int], None] | None) -> dict:
         started = time.perf_counter()
         applied = 0
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            shadow.drop(conn)
-            shadow.create(conn, deferred=False)  # the query-only indexes are built once the rows are in
+        conn.execute("BEGIN IMMEDIATE")
+        shadow.drop(conn)
+        shadow.create(conn, deferred=False)  # the query-only indexes are built once the rows are in
+        conn.execute("COMMIT")
+        head = self.source.head_position_sync()
+        position = 0
+        while True:  # bulk phase: batches in their own transactions, the live tail unaffected
+            if self._closing.is_set():
+                raise RuntimeError(f"rebuild of {name} stopped: the runner is closing")
+            events = self.source.read_all_sync(position, self.batch * 5)
+            if not events or position >= head:
+                break
+            conn.execute("BEGIN")
+            for event in events:
+                shadow.apply(conn, event)
             conn.execute("COMMIT")
-            head = self.source.head_position_sync()
-            position = 0
-            while True:  # bulk phase: batches in their own transactions, the live tail unaffected
-                events = self.source.read_all_sync(position, self.batch * 5)
-                if not events or position >= head:
-                    break
-                conn.execute("BEGIN")
+            position = events[-1].global_position
+            applied += len(events)
+            if progress:
+                progress(position, max(head, position))
+        for statement in shadow.deferred_statements():  # one transaction each: the live tail gets in between
+            conn.execute(statement)
+        conn.execute("BEGIN IMMEDIATE")  # swap phase: catch the tail up and swap atomically
+        try:
+            while events := self.source.read_all_sync(position, self.batch * 5):
                 for event in events:
                     shadow.apply(conn, event)
-                conn.execute("COMMIT")
                 position = events[-1].global_position
                 applied += len(events)
-                if progress:
-                    progress(position, max(head, position))
-            for statement in shadow.deferred_statements():  # one transaction each: the live tail gets in between
-                conn.execute(statement)
-            conn.execute("BEGIN IMMEDIATE")  # swap phase: catch the tail up and swap atomically
-            try:
-                while events := self.source.read_all_sync(position, self.batch * 5):
-                    for event in events:
-                        shadow.apply(conn, event)
-                    position = events[-1].global_position
-                    applied += len(events)
-                live = self.projectors[name].bound("", "")
-                live.drop(conn)
-                for table in shadow.tables:
-                    conn.execute(f"ALTER TABLE {shadow.t(table)} RENAME TO {live.t(table)}")
-                conn.execute("INSERT OR REPLACE INTO projection_checkpoints VALUES (?, ?, ?, ?, ?)",
-                             (name, position, shadow.version, tag, time.time()))
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            if progress:
-                progress(position, position)
-        finally:
-            conn.close()
+            live = self.projectors[name].bound("", "")
+            live.drop(conn)
+            for table in shadow.tables:
+                conn.execute(f"ALTER TABLE {shadow.t(table)} RENAME TO {live.t(table)}")
+            conn.execute("INSERT OR REPLACE INTO projection_checkpoints VALUES (?, ?, ?, ?, ?)",
+                         (name, position, shadow.version, tag, time.time()))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        self.guard.look(conn)
+        if progress:
+            progress(position, position)
         seconds = time.perf_counter() - started
         return {"name": name, "events": applied, "position": position, "seconds": seconds,
                 "events_per_second": applied / seconds if seconds else 0.0}

@@ -22,12 +22,14 @@ from domain import webhook
 from infra.jobs import Jobs
 from infra.webhooks.log import FINAL, DeliveryLog
 from projections import webhooks as read_model
-from projections.runner import connect_views
+from projections.runner import RebuildGuard
 
 log = logging.getLogger(__name__)
 ACTOR = "webhooks.deliver"
 QUEUE = "webhooks"
 USER_AGENT = "csm-webhooks/1"
+# a delivery is retried, not cancelled, while the subscriptions read model is being rebuilt (ProjectionRebuilding)
+SUBSCRIPTIONS = RebuildGuard([read_model.WebhooksProjector()])
 
 
 class DeliveryFailed(dramatiq.Retry):
@@ -46,7 +48,7 @@ class Deliverer:
     timeout: float = 10.0
 
     def _subscription(self, tenant_id: str, webhook_id: str) -> dict | None:
-        conn = connect_views(self.views_path)
+        conn = SUBSCRIPTIONS.connect(self.views_path)  # refuses while the read model is rebuilt
         try:
             return read_model.for_delivery(conn, tenant_id, webhook_id)
         finally:

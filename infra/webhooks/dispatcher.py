@@ -28,7 +28,7 @@ from infra.jobs import Jobs
 from infra.webhooks.delivery import ACTOR
 from infra.webhooks.log import DeliveryLog
 from projections import webhooks as read_model
-from projections.runner import ProjectionRunner, connect_views
+from projections.runner import ProjectionRebuilding, ProjectionRunner
 
 log = logging.getLogger(__name__)
 BATCH = 500
@@ -55,7 +55,7 @@ class WebhookDispatcher:
 
     def _views_conn(self) -> sqlite3.Connection:
         if self._views is None:
-            self._views = connect_views(self.runner.views_path)
+            self._views = self.runner.connection()
         return self._views
 
     def close(self) -> None:
@@ -162,6 +162,9 @@ class WebhookDispatcher:
                 await self.report_failures()
             except asyncio.CancelledError:
                 raise
+            except ProjectionRebuilding:  # the subscriptions are being rebuilt: nothing is passed over meanwhile
+                consumed = 0
+                await asyncio.sleep(1.0)
             except Exception:
                 log.exception("webhook dispatch failed; will retry")
                 consumed = 0

@@ -291,9 +291,13 @@ def test_projections_status_and_an_unknown_rebuild(data_dir):
         assert word in table
 
     with closing(sqlite3.connect(data_dir / "views.db")) as conn:  # as if the code's projector moved on
-        conn.execute("UPDATE projection_checkpoints SET version = 0 WHERE name = 'tenants'")
+        conn.execute("UPDATE projection_checkpoints SET version = 7 WHERE name = 'tenants'")
         conn.commit()
     assert "stale" in csm(data_dir, "projections", "status").stdout
+    with closing(sqlite3.connect(data_dir / "views.db")) as conn:  # as a server leaves it while it rebuilds it
+        conn.execute("UPDATE projection_checkpoints SET version = 0 WHERE name = 'tenants'")
+        conn.commit()
+    assert "rebuilding" in csm(data_dir, "projections", "status").stdout
 
     run = csm(data_dir, "projections", "rebuild", "nonesuch", expect=2)
     assert "unknown projection 'nonesuch'" in run.stderr

@@ -161,3 +161,61 @@ def test_port_0_serves_on_the_port_chosen_and_certificates_name_that_port(tmp_pa
         except subprocess.TimeoutExpired:
             server.kill()
     assert server.returncode == 0
+
+
+@pytest.mark.slow
+def test_a_multi_worker_server_serves_while_a_changed_read_model_rebuilds(tmp_path):
+    """The primary rebuilds it in the background; the HTTP workers refuse reads of it until it is swapped in,
+    then each of them answers (they learn of the swap from the checkpoints, not from the primary)."""
+    pytest.importorskip("api.server", reason="api.server is not importable: csm serve has nothing to run")
+    import fcntl
+    import sqlite3
+    from contextlib import closing
+
+    from projections.certificates import CertificatesProjector
+
+    data = tmp_path / "data"
+    csm(data, "init")
+    token = csm(data, "admin", "create-token", "--name", "e2e").stdout.strip().splitlines()[-1]
+    headers = {"Authorization": f"Bearer {token}"}
+    views = data / "views.db"
+    with closing(sqlite3.connect(views)) as conn:  # as if the certificates projector's version had changed
+        conn.execute("UPDATE projection_checkpoints SET version = ? WHERE name = 'certificates'",
+                     (CertificatesProjector.version - 1,))
+        conn.commit()
+    lock = open(views.with_name(views.name + ".rebuild-lock"), "a")  # noqa: SIM115 (released by closing it)
+    fcntl.flock(lock, fcntl.LOCK_EX)  # the primary's rebuild waits for it
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen([*CSM, "--data-dir", str(data), "serve", "--port", str(port)],
+                              env={**env(), "CSM_WORKERS": "2"},
+                              cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until_live(server, base)
+        assert httpx.get(f"{base}/health/ready", timeout=10).json()["rebuilding"] == ["certificates"]
+        created = httpx.post(f"{base}/v1/tenants", json={"tenant_id": "acme", "name": "Acme"}, headers=headers,
+                             timeout=10)
+        assert created.status_code == 201, created.text
+        for _ in range(6):  # new connections, spread over both workers
+            refused = httpx.get(f"{base}/v1/certificates", headers=headers, timeout=10)
+            assert refused.status_code == 503 and refused.json()["type"].endswith("/projection-rebuilding")
+        lock.close()
+        deadline = time.monotonic() + 60
+        while httpx.get(f"{base}/health/ready", timeout=10).json()["rebuilding"]:
+            assert time.monotonic() < deadline, "the rebuild did not finish"
+            time.sleep(0.1)
+        for _ in range(6):
+            listed = httpx.get(f"{base}/v1/certificates", headers=headers, timeout=10)
+            assert listed.status_code == 200, listed.text
+    finally:
+        lock.close()
+        server.send_signal(signal.SIGTERM)
+        try:
+            _, stderr = server.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            raise
+    assert server.returncode == 0 and "Traceback" not in stderr, stderr
+    with closing(sqlite3.connect(views)) as conn:
+        assert conn.execute("SELECT version FROM projection_checkpoints WHERE name = 'certificates'"
+                            ).fetchone()[0] == CertificatesProjector.version

@@ -1,5 +1,6 @@
 """A rebuild (shadow tables, query-only indexes built after the load, then the swap) leaves exactly what following
-the log event by event leaves: the same rows, and the same indexes.
+the log event by event leaves: the same rows, and the same indexes. A read model whose projector's version changed
+is rebuilt in the background while the others serve, and refused to readers until it is swapped in.
 
 The log is the store benchmark's certificate history (bench/certificate_history.py): tenants, CAs, certificates
 issued, revoked and renewed as the commands record them.
@@ -7,17 +8,24 @@ issued, revoked and renewed as the commands record them.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import fcntl
 import io
 import re
+import shutil
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
 
+from commands.ports import AppendRequest
 from infra.eventstore.sqlite import SQLiteEventStore
+from projections import certificates
+from projections.certificates import CertificatesProjector
 from projections.registry import all_projectors
-from projections.runner import ProjectionRunner
+from projections.runner import EMPTIED, ProjectionRebuilding, ProjectionRunner
 
 REBUILT = ("certificates", "audit_log")
 
@@ -61,3 +69,144 @@ def test_a_rebuild_equals_following_the_log(history, tmp_path):
     assert rows["certificates"] and rows["certificate_counts"] and rows["audit_log"]
     assert rows == expected_rows
     assert indexes == expected_indexes and any("_renew_at" in sql for sql in indexes)
+
+
+# A projector whose version changed: served around, rebuilt in the background, swapped in -----------------
+
+class CertificatesNext(CertificatesProjector):
+    """The certificates projector as the next release would ship it: same tables, a new version."""
+
+    version = CertificatesProjector.version + 1
+
+
+def projectors(*, bumped: bool) -> list:
+    return [CertificatesNext() if bumped and p.name == "certificates" else p for p in all_projectors()]
+
+
+def checkpoint(views: Path, name: str) -> tuple[int, int]:
+    with contextlib.closing(sqlite3.connect(views)) as conn:
+        return conn.execute("SELECT position, version FROM projection_checkpoints WHERE name = ?", (name,)).fetchone()
+
+
+@contextlib.contextmanager
+def rebuild_lock_held(views: Path):
+    """Holds the lock every rebuild takes (ProjectionRunner._rebuild_lock): a rebuild waits until the block ends."""
+    with open(views.with_name(views.name + ".rebuild-lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+@pytest.fixture
+def followed(history, tmp_path) -> Path:
+    """A copy of the history's data directory, with views built by following its log (this code's versions)."""
+    data = tmp_path / "data"
+    shutil.copytree(history, data)
+    with SQLiteEventStore(data / "events.db") as store:
+        runner = ProjectionRunner(store, data / "views.db", all_projectors()).open()
+        try:
+            while runner.catch_up_once():
+                pass
+        finally:
+            runner.close()
+    return data
+
+
+def append_tenants(bench, store, count: int, first: int = 0) -> None:
+    for i in range(first, first + count):
+        tenant_id, stream_id = f"late-{i:04d}", f"tenant-late-{i:04d}"
+        store.append_blocking(AppendRequest(tenant_id=tenant_id, stream_id=stream_id, stream_type="tenant",
+                                            expected_version=0, events=[bench.phases.tenant_event(tenant_id, 0, "late")]))
+
+
+async def test_a_server_serves_while_a_changed_read_model_rebuilds_and_then_swaps_it_in(bench, followed):
+    views = followed / "views.db"
+    expected_rows, expected_indexes = snapshot(views)
+    with SQLiteEventStore(followed / "events.db") as store:
+        head = store.head_position_sync()
+        runner = ProjectionRunner(store, views, projectors(bumped=True), poll_interval=0.05)
+        with rebuild_lock_held(views):
+            runner.open(rebuild="background")  # returns at once: nothing is rebuilt here
+            assert runner.rebuilding == {"certificates"}
+            assert checkpoint(views, "certificates") == (0, EMPTIED)  # emptied, so no code reads the old tables
+            assert runner.position == head  # the others stand at the head: read-your-writes is not held back
+            reader = runner.connection()
+            with pytest.raises(ProjectionRebuilding) as refused:
+                certificates.search(reader, None)
+            assert refused.value.names == ("certificates",) and "being rebuilt" in str(refused.value)
+            for sql in ("SELECT count(*) FROM certificate_counts",  # any table it owns, counted or joined
+                        "SELECT count(*) FROM audit_log a JOIN certificate_names n ON n.tenant_id = a.tenant_id"):
+                with pytest.raises(ProjectionRebuilding):
+                    reader.execute(sql)
+            assert reader.execute("SELECT count(*) FROM audit_log").fetchone()[0] > 0  # the others answer
+            # an HTTP worker's runner only observes; the same refusal
+            observer = ProjectionRunner(store, views, projectors(bumped=True)).open(rebuild="observe")
+            assert observer.rebuilding == {"certificates"}
+
+            tail = asyncio.create_task(runner.run())
+            rebuild = asyncio.create_task(runner.rebuild_pending())
+            append_tenants(bench, store, 20)  # the tail keeps the others current while the rebuild waits
+            assert await runner.wait_for(head + 20, 10)
+            assert reader.execute("SELECT count(*) FROM tenants WHERE tenant_id LIKE 'late-%'").fetchone()[0] == 20
+            assert not rebuild.done() and checkpoint(views, "certificates") == (0, EMPTIED)
+        await asyncio.wait_for(rebuild, 60)  # the lock is free: the rebuild runs, then swaps
+        append_tenants(bench, store, 5, first=20)
+        assert await runner.wait_for(head + 25, 10)
+        tail.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await tail
+        assert runner.rebuilding == frozenset()
+        assert checkpoint(views, "certificates") == (head + 25, CertificatesNext.version)
+        # the connection made during the rebuild reads it now, and so does the observer's
+        assert certificates.search(reader, None)
+        assert observer.connection().execute("SELECT count(*) FROM certificates").fetchone()[0] > 0
+        assert observer.rebuilding == frozenset()
+        reader.close()
+        observer.close()
+        runner.close()
+    rows, indexes = snapshot(views)
+    assert rows["certificates"] == expected_rows["certificates"]
+    assert rows == {**expected_rows, "audit_log": rows["audit_log"]}  # audit_log also has the 25 late events
+    assert indexes == expected_indexes
+
+
+def test_older_code_after_an_interrupted_background_rebuild_rebuilds_for_itself(followed):
+    views = followed / "views.db"
+    expected_rows, _ = snapshot(views)
+    with SQLiteEventStore(followed / "events.db") as store:
+        emptied = ProjectionRunner(store, views, projectors(bumped=True)).open(rebuild="background")
+        emptied.close()  # stopped before its rebuild: the tables are empty, marked EMPTIED
+        assert checkpoint(views, "certificates")[1] == EMPTIED
+        with sqlite3.connect(views) as conn:
+            assert conn.execute("SELECT count(*) FROM certificates").fetchone()[0] == 0
+        # the previous release (a rollback) does not take the empty tables for its own: it rebuilds them first
+        older = ProjectionRunner(store, views, all_projectors()).open(rebuild="now")
+        assert older.rebuilding == frozenset()
+        older.close()
+        assert checkpoint(views, "certificates") == (store.head_position_sync(), CertificatesProjector.version)
+    assert snapshot(views)[0] == expected_rows
+
+
+def test_a_command_line_waits_for_a_rebuild_in_progress_instead_of_racing_it(followed):
+    """Two rebuilds would share the shadow tables' names: the second waits for the lock, then finds nothing to do."""
+    views = followed / "views.db"
+    with SQLiteEventStore(followed / "events.db") as store:
+        ProjectionRunner(store, views, projectors(bumped=True)).open(rebuild="background").close()
+        opened = []
+        with rebuild_lock_held(views):
+            cli = threading.Thread(target=lambda: opened.append(
+                ProjectionRunner(store, views, projectors(bumped=True)).open(rebuild="now")))
+            cli.start()
+            cli.join(0.5)
+            assert cli.is_alive() and checkpoint(views, "certificates")[1] == EMPTIED  # waiting for the lock
+        cli.join(60)
+        assert opened and opened[0].rebuilding == frozenset()
+        opened[0].close()
+        assert checkpoint(views, "certificates") == (store.head_position_sync(), CertificatesNext.version)
+
+
+def test_open_refuses_an_unknown_rebuild_mode(tmp_path):
+    with SQLiteEventStore(tmp_path / "events.db") as store, pytest.raises(ValueError, match="rebuild must be one of"):
+        ProjectionRunner(store, tmp_path / "views.db", all_projectors()).open(rebuild="later")
