@@ -22,6 +22,9 @@ class Projector:
     tables: ClassVar[tuple[str, ...]]
     ddl: ClassVar[tuple[str, ...]]
     deferred: ClassVar[tuple[str, ...]] = ()  # CREATE INDEX statements that ``apply`` never reads through
+    # DROP INDEX IF EXISTS statements for indexes an earlier release made and this one does not: run on opening tables
+    # built by this version, so removing an index needs no rebuild (tables built by another version are rebuilt)
+    retired: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, suffix: str = "", index_tag: str = "") -> None:
         self.suffix = suffix
@@ -37,6 +40,10 @@ class Projector:
     def create(self, conn: sqlite3.Connection, *, deferred: bool = True) -> None:
         """The tables and their indexes; without ``deferred``, only those ``apply`` needs (a rebuild's load)."""
         for statement in self.ddl + (self.deferred if deferred else ()):
+            conn.execute(self._bind(statement))
+
+    def retire(self, conn: sqlite3.Connection) -> None:
+        for statement in self.retired:
             conn.execute(self._bind(statement))
 
     def deferred_statements(self) -> list[str]:

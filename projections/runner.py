@@ -219,6 +219,8 @@ class ProjectionRunner:
                 conn.execute("INSERT INTO projection_checkpoints VALUES (?, 0, ?, ?, ?)",
                              (name, projector.version, tag, time.time()))
                 conn.execute("COMMIT")
+            elif row[0] == projector.version and projector.retired:
+                projector.bound("", row[1]).retire(conn)
         for name in sorted(self.guard.look(conn)):
             if rebuild == "now":
                 log.info("projection version changed: rebuilding", extra={"projection": name})

@@ -210,3 +210,24 @@ def test_a_command_line_waits_for_a_rebuild_in_progress_instead_of_racing_it(fol
 def test_open_refuses_an_unknown_rebuild_mode(tmp_path):
     with SQLiteEventStore(tmp_path / "events.db") as store, pytest.raises(ValueError, match="rebuild must be one of"):
         ProjectionRunner(store, tmp_path / "views.db", all_projectors()).open(rebuild="later")
+
+
+def test_an_index_retired_since_the_tables_were_built_is_dropped_on_opening_them(followed):
+    """(tenant_id, ca_id) was indexed on its own up to this release; the unique serial index has it as its prefix."""
+    views = followed / "views.db"
+    with contextlib.closing(sqlite3.connect(views)) as conn:
+        tag = conn.execute("SELECT index_tag FROM projection_checkpoints WHERE name = 'certificates'").fetchone()[0]
+        conn.execute(f"CREATE INDEX ix_certificates_{tag}_ca ON certificates (tenant_id, ca_id)")  # as 4 made it
+        conn.commit()
+    with SQLiteEventStore(followed / "events.db") as store:
+        ProjectionRunner(store, views, all_projectors()).open().close()
+    with contextlib.closing(sqlite3.connect(views)) as conn:
+        names = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE tbl_name = 'certificates' "
+                                                  "AND type = 'index'")}
+        assert f"ix_certificates_{tag}_ca" not in names and f"ix_certificates_{tag}_serial" in names
+        tenant_id, ca_id = conn.execute("SELECT tenant_id, ca_id FROM certificates LIMIT 1").fetchone()
+        # a CA's certificates (what _untrust updates) are still found through an index, not a scan
+        plan = " ".join(row[-1] for row in conn.execute(
+            "EXPLAIN QUERY PLAN SELECT count(*) FROM certificates WHERE tenant_id = ? AND status != 'revoked' "
+            "AND ca_id IN (SELECT ?)", (tenant_id, ca_id)))
+        assert f"INDEX ix_certificates_{tag}_serial" in plan, plan
