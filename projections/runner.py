@@ -51,6 +51,7 @@ CHECKPOINTS = """CREATE TABLE IF NOT EXISTS projection_checkpoints (
 EMPTIED = 0
 REBUILD_MODES = ("now", "background", "observe")
 LOCK_POLL_SECONDS = 0.2  # how often a rebuild waiting for another's lock looks again
+PROGRESS_LOG_SECONDS = 10.0  # a background rebuild logs where it is this often
 
 
 class ProjectionRebuilding(Exception):
@@ -179,7 +180,7 @@ class ProjectionRunner:
         self.batch = batch
         self.poll_interval = poll_interval
         self.position = 0
-        self.rebuilt_to: dict[str, tuple[int, int]] = {}  # a background rebuild's progress: (position, head)
+        self._progress_logged: dict[str, float] = {}  # when a background rebuild last logged its progress
         self._conn: sqlite3.Connection | None = None
         self._advanced: asyncio.Condition | None = None
         self._advanced_loop: asyncio.AbstractEventLoop | None = None
@@ -259,9 +260,10 @@ class ProjectionRunner:
         """
         while pending := sorted(self.rebuilding):
             name = pending[0]
+            log.info("rebuilding projection in the background", extra={"projection": name})
             try:
-                await asyncio.to_thread(self._rebuild, name, only_if_rebuilding=True,
-                                        progress=functools.partial(self._note_progress, name))
+                result = await asyncio.to_thread(self._rebuild, name, only_if_rebuilding=True,
+                                                 progress=functools.partial(self._note_progress, name))
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -270,11 +272,20 @@ class ProjectionRunner:
                 log.exception("rebuilding projection %s failed; will retry", name)
                 await asyncio.sleep(5.0)
                 continue
-            self.rebuilt_to.pop(name, None)
+            finally:
+                self._progress_logged.pop(name, None)
+            if result is not None:
+                log.info("projection rebuilt and swapped in", extra={
+                    "projection": name, "events": result["events"], "position": result["position"],
+                    "seconds": round(result["seconds"], 1), "events_per_second": round(result["events_per_second"])})
             await self._announce()
 
     def _note_progress(self, name: str, position: int, head: int) -> None:
-        self.rebuilt_to[name] = (position, head)
+        """A rebuild's progress (a rebuild thread calls it after each batch), logged about every PROGRESS_LOG_SECONDS."""
+        now = time.monotonic()
+        if now - self._progress_logged.get(name, 0.0) >= PROGRESS_LOG_SECONDS:
+            log.info("rebuilding projection", extra={"projection": name, "position": position, "head": head})
+            self._progress_logged[name] = now
 
     def close(self) -> None:
         self._closing.set()
@@ -506,7 +517,7 @@ class ProjectionRunner:
         rebuilding = self.guard.note((name, position, version) for name, position, version, _ in rows)
         return [{"name": name, "position": position, "head": head, "lag": max(head - position, 0),
                  "version": version, "code_version": self.projectors[name].version if name in self.projectors else None,
-                 "rebuilding": name in rebuilding, "rebuilt_to": self.rebuilt_to.get(name, (None, None))[0],
+                 "rebuilding": name in rebuilding,
                  "updated_at": updated_at} for name, position, version, updated_at in rows]
 
     # rebuild ------------------------------------------------------------------------

@@ -219,3 +219,55 @@ def test_a_multi_worker_server_serves_while_a_changed_read_model_rebuilds(tmp_pa
     with closing(sqlite3.connect(views)) as conn:
         assert conn.execute("SELECT version FROM projection_checkpoints WHERE name = 'certificates'"
                             ).fetchone()[0] == CertificatesProjector.version
+
+
+@pytest.mark.slow
+def test_a_burst_of_issuances_across_http_workers_stops_exactly_at_the_quota(tmp_path):
+    """Two HTTP workers issue for one tenant at once: together they stop at its max_certificates, not past it."""
+    pytest.importorskip("api.server", reason="api.server is not importable: csm serve has nothing to run")
+    import asyncio
+
+    data = tmp_path / "data"
+    csm(data, "init")
+    token = csm(data, "admin", "create-token", "--name", "e2e").stdout.strip().splitlines()[-1]
+    headers = {"Authorization": f"Bearer {token}"}
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen([*CSM, "--data-dir", str(data), "serve", "--port", str(port)],
+                              env={**env(), "CSM_WORKERS": "2", "CSM_RATE_LIMIT_PER_PRINCIPAL": "",
+                                   "CSM_RATE_LIMIT_PER_ADDRESS": ""},
+                              cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    limit, burst = 12, 80
+    try:
+        wait_until_live(server, base)
+        assert httpx.post(f"{base}/v1/tenants", json={"tenant_id": "acme", "name": "Acme",
+                                                      "quotas": {"max_certificates": limit}},
+                          headers=headers, timeout=10).status_code == 201
+        root = httpx.post(f"{base}/v1/cas", json={"kind": "root", "tenant_id": "acme", "name": "Root",
+                                                  "subject": {"common_name": "Acme Root"},
+                                                  "algorithm": "ecdsa-p256"}, headers=headers, timeout=30)
+        assert root.status_code == 201, root.text
+
+        async def burst_of(n: int) -> list[int]:
+            limits = httpx.Limits(max_connections=n, max_keepalive_connections=0)  # a connection each: both workers
+            async with httpx.AsyncClient(base_url=base, headers=headers, timeout=60, limits=limits) as client:
+                async def one(i: int) -> int:
+                    response = await client.post("/v1/certificates", json={
+                        "tenant_id": "acme", "ca_id": root.json()["ca_id"], "algorithm": "ecdsa-p256",
+                        "subject": {"common_name": f"n{i}.acme.internal"}})
+                    assert response.status_code in (201, 409), response.text
+                    return response.status_code
+                return await asyncio.gather(*(one(i) for i in range(n)))
+
+        statuses = asyncio.run(burst_of(burst))
+        assert statuses.count(201) == limit, statuses
+        usage = httpx.get(f"{base}/v1/tenants/acme/usage", headers=headers, timeout=10).json()
+        assert usage["usage"]["certificates"] == limit, usage
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            _, stderr = server.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            raise
+    assert server.returncode == 0 and "Traceback" not in stderr, stderr
