@@ -105,7 +105,7 @@ async def _primary(settings: Settings, path: Path) -> None:
     # so it stops only when the supervisor sends SIGTERM, after the workers have stopped.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     runtime.start_background()
-    server = LinkServer(path, runtime.store, runtime.runner, rate_hit=rate_hit)
+    server = LinkServer(path, runtime.store, runtime.runner, rate_hit=rate_hit, quotas=runtime.services.quota_ledger)
     await server.start()
     freeze_startup_heap()
     pid_file = path.with_name("primary.pid")

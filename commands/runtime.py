@@ -19,7 +19,7 @@ from commands.authz import Principal
 from commands.ids import uuid7
 from commands.ports import AppendRequest, Directory, EventStore, KeyVault, NewEvent, PkiCrypto
 from commands.ports import ArtifactStore, RevocationCrypto, TenantUsage
-from commands.quotas import QuotaLedger
+from commands.quotas import Ledger, QuotaLedger
 from domain.chain import canonical_bytes
 from domain.errors import Contention, DomainError, WrongExpectedVersion
 from domain.events import Payload, decode_payload, to_payload_dict
@@ -154,7 +154,7 @@ class Services:
     streams: StreamCache = field(default_factory=StreamCache)  # folded states, resumed from where they were
     locks: StreamLocks = field(default_factory=StreamLocks)  # this process's writers of one stream take turns
     usage: TenantUsage | None = None  # counts what a tenant holds, for its quotas (commands/quotas.py)
-    quota_ledger: QuotaLedger = field(default_factory=QuotaLedger)  # this process's reservations against quotas
+    quota_ledger: Ledger = field(default_factory=QuotaLedger)  # reservations against quotas (commands/quotas.py)
 
 
 def rfc3339(moment: datetime) -> str:

@@ -33,7 +33,7 @@ from infra.identity import build_identity
 from infra.jobs import Jobs
 from infra.keystore.vault import SQLiteKeyVault
 from infra.ldap import LdapDirectory
-from infra.primary_link import LinkClient
+from infra.primary_link import LinkClient, LinkedQuotaLedger
 from infra.renewal_scheduler import RenewalScheduler
 from infra.revocation_scheduler import RevocationScheduler
 from infra.usage import ReadModelUsage
@@ -189,6 +189,7 @@ def open_runtime(settings: Settings, link: LinkClient | None = None, *, rebuild:
     services.allow_loopback_webhooks = settings.webhook_allow_loopback_http
     services.usage = ReadModelUsage(store, runner, timeout=settings.read_your_writes_timeout)
     if link is not None:
+        services.quota_ledger = LinkedQuotaLedger(link)  # reservations are held in the primary, with every worker's
         return Runtime(settings, store, runner, checkpointer, vault, services, keys,
                        identity=build_identity(settings, vault), role="worker",
                        webhooks=Webhooks(DeliveryLog(settings.webhooks_db), None))

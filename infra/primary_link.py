@@ -11,7 +11,9 @@ an event's payload means the same on both sides). A worker sends calls, each wit
 primary answers each, in any order, and pushes ``Progress`` (the log's head, the read
 models' position, whether the store can commit) whenever either moves, so workers learn of
 appends and projections at once instead of polling. The in-memory rate limiter runs in the
-primary too (one set of buckets for every worker), unless Redis shares them.
+primary too (one set of buckets for every worker), unless Redis shares them, and so does the
+ledger of quota reservations (commands/quotas.py): a worker's command takes, lands and releases its
+reservation there, so every worker's commands count against each other's.
 """
 
 from __future__ import annotations
@@ -23,14 +25,18 @@ import logging
 import os
 import struct
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
-from commands.ports import AppendRequest, AppendResult
+from commands.ports import AppendRequest, AppendResult, CountedUsage
+from commands.quotas import QuotaLedger, Reservation, StaleCount
+from commands.runtime import rfc3339
 from commands.waits import wait_set
-from domain.errors import IdempotencyKeyReused, WrongExpectedVersion
+from domain.errors import IdempotencyKeyReused, QuotaExceeded, WrongExpectedVersion
+from domain.tenant import Quotas, Usage
 from infra.eventstore.sqlite import StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -52,12 +58,45 @@ class RateCall(msgspec.Struct, tag="rate", kw_only=True):
     period: float
 
 
+class QuotaTake(msgspec.Struct, tag="quota_take", kw_only=True):
+    """QuotaLedger.take in the primary's ledger; ``key`` names the reservation in later frames."""
+
+    id: int
+    key: str
+    tenant_id: str
+    adding: Usage
+    day: str
+    counted: CountedUsage
+    bounds: Quotas
+    now: str
+
+
+class QuotaSettle(msgspec.Struct, tag="quota_settle", kw_only=True):
+    id: int
+    tenant_id: str
+    seconds: float
+
+
+class QuotaLanded(msgspec.Struct, tag="quota_landed", kw_only=True):
+    """Where the reservation's event was appended (0: nowhere). Not answered."""
+
+    key: str
+    position: int
+
+
+class QuotaRelease(msgspec.Struct, tag="quota_release", kw_only=True):
+    """The reservation's command appended nothing. Not answered."""
+
+    key: str
+
+
 class Answer(msgspec.Struct, tag="answer", kw_only=True, omit_defaults=True):
     """The answer to call ``id``: a result, or the error the primary raised (by kind, with its arguments)."""
 
     id: int
     result: Any = None
-    error: str | None = None  # wrong_expected_version | idempotency_key_reused | unavailable | invalid
+    # wrong_expected_version | idempotency_key_reused | unavailable | invalid | quota_exceeded | stale_count
+    error: str | None = None
     args: list[Any] = []
 
 
@@ -67,7 +106,7 @@ class Progress(msgspec.Struct, tag="progress", kw_only=True):
     writable: bool  # the store's last commit succeeded
 
 
-Frame = AppendCall | RateCall | Answer | Progress
+Frame = AppendCall | RateCall | QuotaTake | QuotaSettle | QuotaLanded | QuotaRelease | Answer | Progress
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder(Frame).decode
 _append_result = msgspec.json.Decoder(AppendResult)
@@ -86,7 +125,12 @@ async def read_frame(reader: asyncio.StreamReader) -> Frame:
 
 
 def error_of(exc: BaseException) -> tuple[str, list[Any]]:
-    """How an append's failure crosses the link (the worker raises the same exception again)."""
+    """How a call's failure crosses the link (the worker raises the same exception again)."""
+    if isinstance(exc, QuotaExceeded):
+        return "quota_exceeded", [exc.field.removeprefix("quotas."), exc.detail, exc.status,
+                                  getattr(exc, "retry_after_seconds", None)]
+    if isinstance(exc, StaleCount):
+        return "stale_count", list(exc.args)
     if isinstance(exc, WrongExpectedVersion):
         return "wrong_expected_version", [exc.stream_id, exc.expected, exc.actual]
     if isinstance(exc, IdempotencyKeyReused):
@@ -97,6 +141,11 @@ def error_of(exc: BaseException) -> tuple[str, list[Any]]:
 
 
 def raise_answer(answer: Answer) -> None:
+    if answer.error == "quota_exceeded":
+        quota, detail, status, retry_after = answer.args
+        raise QuotaExceeded(quota, detail, status=status, retry_after_seconds=retry_after)
+    if answer.error == "stale_count":
+        raise StaleCount(*answer.args)
     if answer.error == "wrong_expected_version":
         raise WrongExpectedVersion(*answer.args)
     if answer.error == "idempotency_key_reused":
@@ -107,14 +156,17 @@ def raise_answer(answer: Answer) -> None:
 
 
 class LinkServer:
-    """In the primary: answers appends and rate-limit hits, and pushes progress to every worker."""
+    """In the primary: answers appends, rate-limit hits and quota reservations, and pushes progress to every worker."""
 
-    def __init__(self, path: Path, store: Any, runner: Any, rate_hit: Callable | None = None) -> None:
+    def __init__(self, path: Path, store: Any, runner: Any, rate_hit: Callable | None = None,
+                 quotas: QuotaLedger | None = None) -> None:
         self.path = path
         self.store = store
         self.runner = runner
         # async (key, limit, period) -> (allowed, remaining, reset_after, retry_after): the primary's limiter
         self.rate_hit = rate_hit
+        self.quotas = quotas  # the primary's own ledger: its commands and every worker's hold reservations there
+        self._reservations: dict[asyncio.StreamWriter, dict[str, tuple[str, Reservation]]] = {}  # per worker, by key
         self._clients: set[asyncio.StreamWriter] = set()
         self._calls: set[asyncio.Task] = set()  # appends and hits being answered
         self._server: asyncio.AbstractServer | None = None
@@ -179,6 +231,7 @@ class LinkServer:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._clients.add(writer)
+        self._reservations[writer] = {}
         writer.write(frame(self._last or self._progress()))
         calls = self._calls
         try:
@@ -187,6 +240,9 @@ class LinkServer:
                     message = await read_frame(reader)
                 except (asyncio.IncompleteReadError, ConnectionError):
                     return
+                if isinstance(message, QuotaLanded | QuotaRelease):  # in order, before any later call of its
+                    self._settle(writer, message)
+                    continue
                 task = asyncio.create_task(self._answer(message, writer))
                 calls.add(task)
                 task.add_done_callback(calls.discard)
@@ -194,10 +250,45 @@ class LinkServer:
             log.error("dropping a worker link that sent a bad frame", extra={"error": repr(exc)})
         finally:
             self._clients.discard(writer)
+            # a worker gone with commands in flight: their units are free again (it appends nothing more)
+            for tenant_id, reservation in self._reservations.pop(writer, {}).values():
+                if self.quotas is not None:
+                    self.quotas.release(tenant_id, reservation)
             writer.close()
 
+    def _settle(self, writer: asyncio.StreamWriter, message: QuotaLanded | QuotaRelease) -> None:
+        held = self._reservations.get(writer, {}).pop(message.key, None)
+        if held is None or self.quotas is None:
+            return
+        tenant_id, reservation = held
+        if isinstance(message, QuotaLanded) and message.position:
+            reservation.land(message.position)  # held until a count includes it
+        else:
+            self.quotas.release(tenant_id, reservation)
+
+    async def _take(self, message: QuotaTake, writer: asyncio.StreamWriter) -> bool:
+        if self.quotas is None:
+            raise StoreUnavailable("the primary process keeps no quota ledger")
+        reservation = Reservation(adding=message.adding, day=message.day)
+        await self.quotas.take(message.tenant_id, reservation, message.counted, message.bounds,
+                               datetime.fromisoformat(message.now))
+        self._reservations.setdefault(writer, {})[message.key] = (message.tenant_id, reservation)
+        return True
+
     async def _answer(self, message: Frame, writer: asyncio.StreamWriter) -> None:
-        if isinstance(message, AppendCall):
+        if isinstance(message, QuotaTake | QuotaSettle):
+            try:
+                if isinstance(message, QuotaTake):
+                    result = await self._take(message, writer)
+                elif self.quotas is None:
+                    result = False
+                else:
+                    result = await self.quotas.settle(message.tenant_id, message.seconds)
+                answer = Answer(id=message.id, result=result)
+            except Exception as exc:
+                kind, args = error_of(exc)
+                answer = Answer(id=message.id, error=kind, args=args)
+        elif isinstance(message, AppendCall):
             try:
                 answer = Answer(id=message.id, result=await self.store.append(message.request))
             except Exception as exc:
@@ -287,8 +378,45 @@ class LinkClient:
             raise_answer(answer)
         return msgspec.convert(answer.result, AppendResult)
 
+    def send(self, message: msgspec.Struct) -> None:
+        """A frame that is not answered; dropped if the primary is not reachable (it has forgotten everything then)."""
+        writer = self._writer
+        if writer is not None and not writer.is_closing():
+            writer.write(frame(message))
+
     async def rate_hit(self, key: str, limit: int, period: float) -> list:
         answer = await self.call(lambda call_id: RateCall(id=call_id, key=key, limit=limit, period=period))
         if answer.error is not None or not isinstance(answer.result, list):
             raise RuntimeError("the primary process has no rate limiter")
         return answer.result
+
+
+class LinkedQuotaLedger:
+    """In a worker: the ``commands.quotas.Ledger`` whose reservations the primary holds, with every other worker's."""
+
+    def __init__(self, link: LinkClient) -> None:
+        self.link = link
+        self._keys = itertools.count(1)
+        self._prefix = f"{os.getpid()}-"
+
+    async def take(self, tenant_id: str, reservation: Reservation, counted: CountedUsage, bounds: Quotas,
+                   now: datetime) -> None:
+        key = f"{self._prefix}{next(self._keys)}"
+        answer = await self.link.call(lambda call_id: QuotaTake(
+            id=call_id, key=key, tenant_id=tenant_id, adding=reservation.adding, day=reservation.day,
+            counted=counted, bounds=bounds, now=rfc3339(now)))
+        if answer.error is not None:
+            raise_answer(answer)
+        reservation.key = key
+        reservation.on_landed = lambda r: self.link.send(QuotaLanded(key=key, position=r.position or 0))
+
+    async def settle(self, tenant_id: str, seconds: float) -> bool:
+        answer = await self.link.call(lambda call_id: QuotaSettle(id=call_id, tenant_id=tenant_id, seconds=seconds))
+        if answer.error is not None:
+            raise_answer(answer)
+        return bool(answer.result)
+
+    def release(self, tenant_id: str, reservation: Reservation) -> None:
+        reservation.settled.set()
+        if reservation.key is not None and reservation.position is None:  # landed at 0: the primary knows already
+            self.link.send(QuotaRelease(key=reservation.key))

@@ -164,3 +164,80 @@ def test_a_payload_hashes_the_same_after_crossing_the_link(payload):
     genesis = genesis_hash("acme", "thing-1")
     assert chained_rows(received.request, 0, 0, genesis) == chained_rows(sent, 0, 0, genesis)
     assert msgspec.json.encode(received.request) == msgspec.json.encode(sent)
+
+
+# quota reservations, held in the primary's ledger ----------------------------------------------------------
+
+def counted_at(certificates: int, position: int):
+    from commands.ports import CountedUsage
+    from domain.tenant import Usage
+    return CountedUsage(usage=Usage(certificates=certificates), cas_position=position, certificates_position=position)
+
+
+async def test_workers_take_quota_reservations_in_the_primarys_ledger_against_each_other(tmp_path):
+    from datetime import UTC, datetime
+
+    from commands.quotas import QuotaLedger, Reservation, StaleCount
+    from domain.errors import QuotaExceeded
+    from domain.tenant import NEW_CERTIFICATE, Quotas
+    from infra.primary_link import LinkedQuotaLedger
+
+    now, bounds = datetime(2026, 12, 6, 12, tzinfo=UTC), Quotas(max_certificates=3, max_issuances_per_day=10)
+    ledger = QuotaLedger()
+    primary = SQLiteEventStore(tmp_path / "events.db", poll_interval=0.05).open()
+    runner = ProjectionRunner(primary, tmp_path / "views.db", all_projectors(), poll_interval=0.05).open()
+    server = LinkServer(tmp_path / "run" / "primary.sock", primary, runner, quotas=ledger)
+    await server.start()
+    workers = [LinkClient(server.path, lambda progress: None) for _ in range(2)]
+    for link in workers:
+        await link.start()
+    one, two = (LinkedQuotaLedger(link) for link in workers)
+
+    def reservation() -> Reservation:
+        return Reservation(adding=NEW_CERTIFICATE, day="2026-12-06")
+
+    async def until(condition) -> None:
+        async with asyncio.timeout(5):
+            while not condition():
+                await asyncio.sleep(0.01)
+    try:
+        # one unit counted, two taken by two workers at once: the third worker-side take is refused
+        a, b = reservation(), reservation()
+        await asyncio.gather(one.take("acme", a, counted_at(1, 5), bounds, now),
+                             two.take("acme", b, counted_at(1, 5), bounds, now))
+        with pytest.raises(QuotaExceeded) as refused:
+            await one.take("acme", reservation(), counted_at(1, 5), bounds, now)
+        assert refused.value.field == "quotas.max_certificates" and refused.value.status == 409
+        assert "holds 3 of its 3" in refused.value.detail
+        # a release frees a unit; a landing holds it until a count includes it
+        two.release("acme", b)
+        await until(lambda: len(ledger.in_flight("acme")) == 1)
+        a.land(9)  # the worker's command appended at 9
+        await until(lambda: not ledger.in_flight("acme"))
+        c = reservation()
+        await two.take("acme", c, counted_at(1, 8), bounds, now)  # 1 counted + a (at 9, not counted) + c
+        with pytest.raises(QuotaExceeded):
+            await one.take("acme", reservation(), counted_at(1, 8), bounds, now)
+        # a count that includes 9 lets a go; a count made before it may no longer be checked: stale
+        await one.take("acme", reservation(), counted_at(2, 9), Quotas(max_certificates=4), now)
+        with pytest.raises(StaleCount):
+            await two.take("acme", reservation(), counted_at(1, 8), bounds, now)
+        # a per-day quota's refusal crosses with its status and Retry-After
+        with pytest.raises(QuotaExceeded) as daily:
+            await one.take("globex", reservation(), counted_at(0, 9), Quotas(max_issuances_per_day=0), now)
+        assert daily.value.status == 429 and daily.value.retry_after_seconds == 12 * 3600 + 1
+        # a worker gone with commands in flight: its units are free again
+        assert len(ledger.in_flight("acme")) == 2  # c (worker two) and the last one taken (worker one)
+        await workers[1].stop()
+        await until(lambda: len(ledger.in_flight("acme")) == 1)
+        # the settle wait runs in the primary, over every worker's reservations
+        assert await one.settle("acme", 0.05) is False  # still in flight after 50 ms
+        [held] = ledger.in_flight("acme")
+        asyncio.get_running_loop().call_later(0.05, held.land, 11)
+        assert await one.settle("acme", 5) is True
+    finally:
+        for link in workers:
+            await link.stop()
+        await server.stop()
+        runner.close()
+        primary.close()

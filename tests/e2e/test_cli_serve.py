@@ -254,7 +254,7 @@ def test_a_burst_of_issuances_across_http_workers_stops_exactly_at_the_quota(tmp
                 async def one(i: int) -> int:
                     response = await client.post("/v1/certificates", json={
                         "tenant_id": "acme", "ca_id": root.json()["ca_id"], "algorithm": "ecdsa-p256",
-                        "subject": {"common_name": f"n{i}.acme.internal"}})
+                        "subject": {"common_name": f"n{i}.acme.internal"}, "sans": {"dns": [f"n{i}.acme.internal"]}})
                     assert response.status_code in (201, 409), response.text
                     return response.status_code
                 return await asyncio.gather(*(one(i) for i in range(n)))

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from commands.ports import CountedUsage
-from commands.quotas import QuotaLedger, Reservation
+from commands.quotas import QuotaLedger, Reservation, StaleCount
 from commands.runtime import CommandResult
 from domain import tenant
 from domain.errors import QuotaExceeded
@@ -77,6 +77,9 @@ def test_the_day_starts_at_utc_midnight_whatever_the_offset_of_now(moment, offse
     assert (start.hour, start.minute, start.second, start.microsecond) == (0, 0, 0, 0)
 
 
+NOW = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
+
+
 def counted(usage: Usage, cas_position: int, certificates_position: int) -> CountedUsage:
     return CountedUsage(usage=usage, cas_position=cas_position, certificates_position=certificates_position)
 
@@ -85,14 +88,14 @@ def landed(reservation: Reservation, position: int) -> None:
     reservation.landed(CommandResult(stream_id="s", version=1, global_position=position))
 
 
-def test_the_ledger_counts_in_flight_and_unprojected_reservations_once():
+async def test_the_ledger_counts_in_flight_and_unprojected_reservations_once():
     ledger = QuotaLedger()
     in_flight = Reservation(adding=NEW_CERTIFICATE, day="2026-12-06")
     appended = Reservation(adding=NEW_CERTIFICATE, day="2026-12-06")
     yesterday = Reservation(adding=NEW_CERTIFICATE, day="2026-12-05")
     new_ca = Reservation(adding=NEW_CA, day="2026-12-06")
     for reservation in (in_flight, appended, yesterday, new_ca):
-        ledger.add("acme", reservation)
+        await ledger.take("acme", reservation, counted(Usage(), 0, 0), Quotas(), NOW)
     landed(appended, 10)
     landed(yesterday, 11)
     landed(new_ca, 12)
@@ -108,6 +111,27 @@ def test_the_ledger_counts_in_flight_and_unprojected_reservations_once():
     assert in_flight.settled.is_set() and ledger.in_flight("acme") == []
     assert ledger.pending("acme", counted(Usage(), 12, 12), "2026-12-06") == Usage()
     assert ledger.pending("globex", counted(Usage(), 0, 0), "2026-12-06") == Usage()
+
+
+async def test_a_count_behind_reservations_already_dropped_is_refused_as_stale():
+    """Counts from HTTP workers reach the primary's ledger late: one that misses what another count let go of
+    would undercount, so the command counts again."""
+    ledger = QuotaLedger()
+    first = Reservation(adding=NEW_CERTIFICATE, day="2026-12-06")
+    await ledger.take("acme", first, counted(Usage(), 5, 5), Quotas(max_certificates=2), NOW)
+    landed(first, 8)
+    # a count that includes position 8 lets the reservation go...
+    await ledger.take("acme", Reservation(adding=NEW_CERTIFICATE, day="2026-12-06"),
+                      counted(Usage(certificates=1), 9, 9), Quotas(max_certificates=3), NOW)
+    # ...so a count made before it, which does not include it, cannot be checked against what is left
+    late = Reservation(adding=NEW_CERTIFICATE, day="2026-12-06")
+    with pytest.raises(StaleCount):
+        await ledger.take("acme", late, counted(Usage(), 7, 7), Quotas(max_certificates=2), NOW)
+    assert len(ledger.in_flight("acme")) == 1  # only the second one is held
+    # counted again, at or past 9: checked, and refused, against the quota of 2 (1 counted + 1 in flight)
+    with pytest.raises(QuotaExceeded):
+        await ledger.take("acme", late, counted(Usage(certificates=1), 9, 9), Quotas(max_certificates=2), NOW)
+    await ledger.take("globex", late, counted(Usage(), 0, 0), Quotas(max_certificates=1), NOW)  # per tenant
 
 
 def test_a_replay_or_a_no_op_lands_nowhere():
