@@ -350,7 +350,7 @@ REBUILD_CHECKS = {"certificates": _check_certificates, "cas": _check_cas}
 def phase_rebuild(args) -> dict:
     from infra.eventstore.sqlite import SQLiteEventStore
     from projections.registry import all_projectors
-    from projections.runner import ProjectionRunner
+    from projections.runner import ProjectionRunner, rebuild_lock_path
     views = args.dir / f"bench-views-{args.projection}.db"
     for suffix in ("", "-wal", "-shm"):
         Path(f"{views}{suffix}").unlink(missing_ok=True)
@@ -370,8 +370,9 @@ def phase_rebuild(args) -> dict:
         wrong = {k: f"{checked[k]:,} rows, the log says {v:,}" for k, v in expected.items() if checked[k] != v}
         if wrong:
             raise SystemExit(f"the rebuilt {args.projection} read model disagrees with the log: {wrong}")
-    for suffix in ("", "-wal", "-shm", ".rebuild-lock"):
+    for suffix in ("", "-wal", "-shm"):
         Path(f"{views}{suffix}").unlink(missing_ok=True)
+    rebuild_lock_path(views).unlink(missing_ok=True)
     return {"projection": args.projection, "events": result["events"], "seconds": result["seconds"],
             "events_per_second": result["events_per_second"], **({"checked": checked} if checked else {})}
 

@@ -159,6 +159,11 @@ def _intact(event: EventEnvelope) -> bool:
     return event.hash == chain_hash(event.prev_hash, envelope_body(event))
 
 
+def rebuild_lock_path(views: Path) -> Path:
+    """The file whose lock one rebuild at a time holds, beside the views database."""
+    return views.with_name(views.name + ".rebuild-lock")
+
+
 def connect_views(path: Path, factory: type[sqlite3.Connection] = sqlite3.Connection) -> sqlite3.Connection:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     if not path.exists():
@@ -531,7 +536,7 @@ class ProjectionRunner:
     def _rebuild_lock(self) -> Iterator[None]:
         """One rebuild at a time across processes (they share the shadow tables' names): a server's background
         rebuild, `csm projections rebuild`, a CLI command rebuilding before it reads."""
-        with open(self.views_path.with_name(self.views_path.name + ".rebuild-lock"), "a") as lock:
+        with open(rebuild_lock_path(self.views_path), "a") as lock:
             while True:  # polled, not blocking: a server stopping while its rebuild waits here must not wait on
                 try:
                     fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -43,6 +43,16 @@ def wait_until_live(server: subprocess.Popen, base: str, seconds: float = 60) ->
         time.sleep(0.2)
 
 
+def stopped(server: subprocess.Popen, signum: int = signal.SIGTERM) -> str:
+    """Signal the server, wait for it to exit (killed after 60 s, and the test fails), and return its stderr."""
+    server.send_signal(signum)
+    try:
+        return server.communicate(timeout=60)[1]
+    except subprocess.TimeoutExpired:
+        server.kill()
+        raise
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -77,12 +87,7 @@ def test_serve_initialises_serves_shares_the_store_with_the_cli_and_stops_cleanl
                          timeout=10)
         assert seen.status_code == 200, seen.text
     finally:
-        server.send_signal(stop)
-        try:
-            _, stderr = server.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            raise
+        stderr = stopped(server, stop)
     assert server.returncode == 0 and stderr.rstrip().endswith("stopped"), stderr  # a clean stop is a success
     assert "Traceback" not in stderr, stderr
     report = json.loads(csm(data, "audit", "verify", "--json").stdout)
@@ -173,6 +178,7 @@ def test_a_multi_worker_server_serves_while_a_changed_read_model_rebuilds(tmp_pa
     from contextlib import closing
 
     from projections.certificates import CertificatesProjector
+    from projections.runner import rebuild_lock_path
 
     data = tmp_path / "data"
     csm(data, "init")
@@ -183,7 +189,7 @@ def test_a_multi_worker_server_serves_while_a_changed_read_model_rebuilds(tmp_pa
         conn.execute("UPDATE projection_checkpoints SET version = ? WHERE name = 'certificates'",
                      (CertificatesProjector.version - 1,))
         conn.commit()
-    lock = open(views.with_name(views.name + ".rebuild-lock"), "a")  # noqa: SIM115 (released by closing it)
+    lock = open(rebuild_lock_path(views), "a")  # noqa: SIM115 (released by closing it)
     fcntl.flock(lock, fcntl.LOCK_EX)  # the primary's rebuild waits for it
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -209,12 +215,7 @@ def test_a_multi_worker_server_serves_while_a_changed_read_model_rebuilds(tmp_pa
             assert listed.status_code == 200, listed.text
     finally:
         lock.close()
-        server.send_signal(signal.SIGTERM)
-        try:
-            _, stderr = server.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            raise
+        stderr = stopped(server)
     assert server.returncode == 0 and "Traceback" not in stderr, stderr
     with closing(sqlite3.connect(views)) as conn:
         assert conn.execute("SELECT version FROM projection_checkpoints WHERE name = 'certificates'"
@@ -264,10 +265,5 @@ def test_a_burst_of_issuances_across_http_workers_stops_exactly_at_the_quota(tmp
         usage = httpx.get(f"{base}/v1/tenants/acme/usage", headers=headers, timeout=10).json()
         assert usage["usage"]["certificates"] == limit, usage
     finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            _, stderr = server.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            raise
+        stderr = stopped(server)
     assert server.returncode == 0 and "Traceback" not in stderr, stderr

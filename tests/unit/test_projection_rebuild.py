@@ -25,7 +25,7 @@ from infra.eventstore.sqlite import SQLiteEventStore
 from projections import certificates
 from projections.certificates import CertificatesProjector
 from projections.registry import all_projectors
-from projections.runner import EMPTIED, ProjectionRebuilding, ProjectionRunner
+from projections.runner import EMPTIED, ProjectionRebuilding, ProjectionRunner, rebuild_lock_path
 
 REBUILT = ("certificates", "audit_log")
 
@@ -50,14 +50,19 @@ def snapshot(views: Path) -> tuple[dict, set]:
     return rows, indexes
 
 
+def follow(store, views: Path) -> None:
+    """Build ``views`` by following the log event by event, as a server's tail does."""
+    runner = ProjectionRunner(store, views, all_projectors()).open()
+    try:
+        while runner.catch_up_once():
+            pass
+    finally:
+        runner.close()
+
+
 def test_a_rebuild_equals_following_the_log(history, tmp_path):
     with SQLiteEventStore(history / "events.db") as store:
-        followed = ProjectionRunner(store, tmp_path / "followed.db", all_projectors()).open()
-        try:
-            while followed.catch_up_once():
-                pass
-        finally:
-            followed.close()
+        follow(store, tmp_path / "followed.db")
         rebuilt = ProjectionRunner(store, tmp_path / "rebuilt.db", all_projectors()).open()
         try:
             for name in REBUILT:
@@ -91,7 +96,7 @@ def checkpoint(views: Path, name: str) -> tuple[int, int]:
 @contextlib.contextmanager
 def rebuild_lock_held(views: Path):
     """Holds the lock every rebuild takes (ProjectionRunner._rebuild_lock): a rebuild waits until the block ends."""
-    with open(views.with_name(views.name + ".rebuild-lock"), "a") as lock:
+    with open(rebuild_lock_path(views), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield
@@ -105,12 +110,7 @@ def followed(history, tmp_path) -> Path:
     data = tmp_path / "data"
     shutil.copytree(history, data)
     with SQLiteEventStore(data / "events.db") as store:
-        runner = ProjectionRunner(store, data / "views.db", all_projectors()).open()
-        try:
-            while runner.catch_up_once():
-                pass
-        finally:
-            runner.close()
+        follow(store, data / "views.db")
     return data
 
 
