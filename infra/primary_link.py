@@ -269,10 +269,13 @@ class LinkServer:
     async def _take(self, message: QuotaTake, writer: asyncio.StreamWriter) -> bool:
         if self.quotas is None:
             raise StoreUnavailable("the primary process keeps no quota ledger")
+        held = self._reservations.get(writer)
+        if held is None:  # the worker hung up before this call was answered: nobody would ever release it
+            raise StoreUnavailable("the worker's link is closed")
         reservation = Reservation(adding=message.adding, day=message.day)
         await self.quotas.take(message.tenant_id, reservation, message.counted, message.bounds,
-                               datetime.fromisoformat(message.now))
-        self._reservations.setdefault(writer, {})[message.key] = (message.tenant_id, reservation)
+                               datetime.fromisoformat(message.now))  # no await inside: held at once
+        held[message.key] = (message.tenant_id, reservation)
         return True
 
     async def _answer(self, message: Frame, writer: asyncio.StreamWriter) -> None:
