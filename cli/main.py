@@ -51,10 +51,13 @@ def version() -> None:
 @csm.command()
 @click.pass_obj
 def init(settings: Settings) -> None:
-    """Create the data directory, audit keys, ledger and read models (idempotent)."""
+    """Create the data directory, audit keys, ledger and read models (idempotent).
+
+    A read model whose projector changed since it was built is emptied, not rebuilt: the server rebuilds it in
+    the background once it serves (a CLI command that reads it first rebuilds it itself)."""
     existed = settings.events_db.exists()
     require_keys_if_events(settings)
-    initialise(settings).close()
+    initialise(settings, rebuild="background").close()
     click.echo(f"{'data directory ready' if existed else 'initialised'}: {settings.data_dir}")
     click.echo(f"  event log:          {settings.events_db}")
     click.echo(f"  read models:        {settings.views_db}")
