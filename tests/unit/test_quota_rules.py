@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from commands.ports import CountedUsage
@@ -77,9 +77,6 @@ def test_the_day_starts_at_utc_midnight_whatever_the_offset_of_now(moment, offse
     assert (start.hour, start.minute, start.second, start.microsecond) == (0, 0, 0, 0)
 
 
-NOW = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
-
-
 def counted(usage: Usage, cas_position: int, certificates_position: int) -> CountedUsage:
     return CountedUsage(usage=usage, cas_position=cas_position, certificates_position=certificates_position)
 
@@ -95,7 +92,7 @@ async def test_the_ledger_counts_in_flight_and_unprojected_reservations_once():
     yesterday = Reservation(adding=NEW_CERTIFICATE, day="2026-12-05")
     new_ca = Reservation(adding=NEW_CA, day="2026-12-06")
     for reservation in (in_flight, appended, yesterday, new_ca):
-        await ledger.take("acme", reservation, counted(Usage(), 0, 0), Quotas(), NOW)
+        await ledger.take("acme", reservation, counted(Usage(), 0, 0), Quotas(), NOON)
     landed(appended, 10)
     landed(yesterday, 11)
     landed(new_ca, 12)
@@ -118,20 +115,20 @@ async def test_a_count_behind_reservations_already_dropped_is_refused_as_stale()
     would undercount, so the command counts again."""
     ledger = QuotaLedger()
     first = Reservation(adding=NEW_CERTIFICATE, day="2026-12-06")
-    await ledger.take("acme", first, counted(Usage(), 5, 5), Quotas(max_certificates=2), NOW)
+    await ledger.take("acme", first, counted(Usage(), 5, 5), Quotas(max_certificates=2), NOON)
     landed(first, 8)
     # a count that includes position 8 lets the reservation go...
     await ledger.take("acme", Reservation(adding=NEW_CERTIFICATE, day="2026-12-06"),
-                      counted(Usage(certificates=1), 9, 9), Quotas(max_certificates=3), NOW)
+                      counted(Usage(certificates=1), 9, 9), Quotas(max_certificates=3), NOON)
     # ...so a count made before it, which does not include it, cannot be checked against what is left
     late = Reservation(adding=NEW_CERTIFICATE, day="2026-12-06")
     with pytest.raises(StaleCount):
-        await ledger.take("acme", late, counted(Usage(), 7, 7), Quotas(max_certificates=2), NOW)
+        await ledger.take("acme", late, counted(Usage(), 7, 7), Quotas(max_certificates=2), NOON)
     assert len(ledger.in_flight("acme")) == 1  # only the second one is held
     # counted again, at or past 9: checked, and refused, against the quota of 2 (1 counted + 1 in flight)
     with pytest.raises(QuotaExceeded):
-        await ledger.take("acme", late, counted(Usage(certificates=1), 9, 9), Quotas(max_certificates=2), NOW)
-    await ledger.take("globex", late, counted(Usage(), 0, 0), Quotas(max_certificates=1), NOW)  # per tenant
+        await ledger.take("acme", late, counted(Usage(certificates=1), 9, 9), Quotas(max_certificates=2), NOON)
+    await ledger.take("globex", late, counted(Usage(), 0, 0), Quotas(max_certificates=1), NOON)  # per tenant
 
 
 def test_a_replay_or_a_no_op_lands_nowhere():
@@ -140,3 +137,48 @@ def test_a_replay_or_a_no_op_lands_nowhere():
     assert reservation.position == 0
     reservation.landed(CommandResult(stream_id="s", version=1, global_position=None, changed=False))
     assert reservation.position == 0
+
+
+@given(st.integers(1, 6), st.lists(st.tuples(st.sampled_from(["count", "deliver", "land", "fail", "project"]),
+                                             st.integers(0, 2), st.integers(0, 30)), max_size=120))
+# worker 1 counts before the first certificate lands; worker 2 counts after, and its take lets the certificate's
+# reservation go; worker 1's take arrives last, with its count from before: refused as stale, or one too many
+@example(1, [("count", 1, 0), ("count", 0, 0), ("deliver", 0, 0), ("land", 0, 0), ("project", 0, 0),
+             ("count", 2, 0), ("deliver", 2, 0), ("deliver", 1, 0), ("land", 0, 0)])
+@settings(max_examples=300)
+def test_workers_whose_counts_and_messages_arrive_late_never_pass_a_quota_together(limit, schedule):
+    """The primary's ledger, driven as HTTP workers drive it over their links: each worker counts on the read models
+    at their position, its take reaches the ledger later (in order per worker), and its landings and failures
+    later still. Whatever the interleaving, the certificates appended never exceed the quota."""
+    import asyncio
+
+    async def play() -> None:
+        ledger, bounds = QuotaLedger(), Quotas(max_certificates=limit)
+        landed: list[int] = []  # positions of appended certificates: the log
+        projected = 0  # where the read models stand
+        queued: dict[int, list] = {0: [], 1: [], 2: []}  # per worker: counts made, takes not yet delivered
+        held: list[Reservation] = []  # taken, in flight
+        for op, worker, pick in schedule:
+            if op == "count":
+                at = projected
+                queued[worker].append(CountedUsage(usage=Usage(certificates=sum(1 for p in landed if p <= at)),
+                                                   cas_position=at, certificates_position=at))
+            elif op == "deliver" and queued[worker]:
+                reservation = Reservation(adding=NEW_CERTIFICATE, day="2026-12-06")
+                try:
+                    await ledger.take("acme", reservation, queued[worker].pop(0), bounds, NOON)
+                except (QuotaExceeded, StaleCount):
+                    continue
+                held.append(reservation)
+            elif op in ("land", "fail") and held:
+                reservation = held.pop(pick % len(held))
+                if op == "land":
+                    landed.append(len(landed) + 1)  # the log holds these certificates only: positions 1, 2, ...
+                    reservation.land(landed[-1])
+                else:
+                    ledger.release("acme", reservation)
+            elif op == "project":
+                projected = len(landed)
+            assert len(landed) <= limit, (len(landed), limit)
+
+    asyncio.run(play())
