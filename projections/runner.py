@@ -582,8 +582,12 @@ class ProjectionRunner:
             conn.execute("BEGIN")
             for event in events:
                 shadow.apply(conn, event)
-            conn.execute("COMMIT")
             position = events[-1].global_position
+            # an emptied read model's checkpoint shows how far its rebuild has come, to every process (status,
+            # metrics); nothing reads it as the read model's position while it is EMPTIED
+            conn.execute("UPDATE projection_checkpoints SET position = ?, updated_at = ? WHERE name = ? AND version = ?",
+                         (position, time.time(), name, EMPTIED))
+            conn.execute("COMMIT")
             applied += len(events)
             if progress:
                 progress(position, max(head, position))

@@ -231,3 +231,20 @@ def test_an_index_retired_since_the_tables_were_built_is_dropped_on_opening_them
             "EXPLAIN QUERY PLAN SELECT count(*) FROM certificates WHERE tenant_id = ? AND status != 'revoked' "
             "AND ca_id IN (SELECT ?)", (tenant_id, ca_id)))
         assert f"INDEX ix_certificates_{tag}_serial" in plan, plan
+
+
+def test_an_emptied_read_models_checkpoint_shows_its_rebuilds_progress_to_every_process(followed):
+    views = followed / "views.db"
+    seen = []
+    with SQLiteEventStore(followed / "events.db") as store:
+        runner = ProjectionRunner(store, views, projectors(bumped=True), batch=100).open(rebuild="background")
+        try:
+            runner._rebuild("certificates", only_if_rebuilding=True,
+                            progress=lambda position, head: seen.append((position, *checkpoint(views, "certificates"))))
+        finally:
+            runner.close()
+        head = store.head_position_sync()
+    # after each batch (500 events here), another connection reads where the rebuild stands, still EMPTIED
+    assert len(seen) > 2 and all(at == position and version == EMPTIED for position, at, version in seen[:-1])
+    assert [position for position, _, _ in seen] == sorted(position for position, _, _ in seen)
+    assert seen[-1][0] == head and checkpoint(views, "certificates") == (head, CertificatesNext.version)
