@@ -46,6 +46,7 @@ MIN_BATCH_INTERVAL = 0.005
 CHECKPOINTS = """CREATE TABLE IF NOT EXISTS projection_checkpoints (
     name TEXT PRIMARY KEY, position INTEGER NOT NULL, version INTEGER NOT NULL,
     index_tag TEXT NOT NULL, updated_at REAL NOT NULL)"""
+CHECKPOINT_ROWS = "SELECT name, position, version FROM projection_checkpoints"  # what RebuildGuard.note takes
 # A checkpoint's version while its tables are emptied for a background rebuild: no projector's (they start at 1),
 # so any code, this version's or an older one, sees the tables as not built by it and rebuilds them.
 EMPTIED = 0
@@ -79,7 +80,7 @@ class RebuildGuard:
         return self.rebuilding
 
     def look(self, conn: sqlite3.Connection) -> frozenset[str]:
-        return self.note(conn.execute("SELECT name, position, version FROM projection_checkpoints").fetchall())
+        return self.note(conn.execute(CHECKPOINT_ROWS).fetchall())
 
     def connect(self, path: Path) -> sqlite3.Connection:
         """A read connection that refuses, with ProjectionRebuilding, to read a rebuilding read model."""
@@ -317,7 +318,7 @@ class ProjectionRunner:
 
     def _checkpoints(self, conn: sqlite3.Connection) -> int:
         """Where the read models stand: the lowest checkpoint but a rebuilding projection's (noting which those are)."""
-        rows = conn.execute("SELECT name, position, version FROM projection_checkpoints").fetchall()
+        rows = conn.execute(CHECKPOINT_ROWS).fetchall()
         rebuilding = self.guard.note(rows)
         return min((position for name, position, _ in rows if name not in rebuilding), default=0)
 
@@ -341,8 +342,7 @@ class ProjectionRunner:
         """Fold ``events`` (contiguous, in log order) into every projector behind them, checkpoints included."""
         conn.execute("BEGIN IMMEDIATE")
         try:
-            checkpoints = {name: (position, version) for name, position, version in
-                           conn.execute("SELECT name, position, version FROM projection_checkpoints")}
+            checkpoints = {name: (position, version) for name, position, version in conn.execute(CHECKPOINT_ROWS)}
             for name, projector in self.projectors.items():
                 done, version = checkpoints.get(name, (0, projector.version))
                 if version != projector.version:
