@@ -234,7 +234,10 @@ def phase_revoke(args) -> dict:
                    **summary(latencies[start:start + args.block], sum(latencies[start:start + args.block]), 0.0)}
                   for start in range(0, len(latencies), args.block)]
         after = await run_requests(commands[args.requests:], 1, services)
-        return {"revocations": revoked, "blocks": blocks, "issuance_after": after}
+        stored, size = services.artifacts.stored_bytes()
+        return {"revocations": revoked, "blocks": blocks, "issuance_after": after,
+                "artifacts": {"stored": stored, "bytes": size,
+                              "file_bytes": sum(p.stat().st_size for p in args.dir.glob("artifacts.db*"))}}
 
     return {"ca_algorithm": CA_FOR_FAMILY["ecdsa"], "profile": PROFILE, "revoked": args.requests,
             **on_fresh_store(args.dir, body)}

@@ -63,6 +63,7 @@ async def publish(services: Services, tenant_id: str, ca_id: str, *, covering: i
     The CA stream's turn is held from reading it to appending ``ca.crl_published``: this process's revocations
     wait (they would make the CRL outdated), and those that waited mostly find a CRL that already lists them.
     """
+    lost: list[str] = []  # CRLs this call stored whose event lost the race: kept as deltas once one wins
     async with services.locks(tenant_id, ca.stream_id(ca_id)):
         for _ in range(MAX_ATTEMPTS):
             state = await load_registry(services, tenant_id, ca_id)
@@ -71,16 +72,19 @@ async def publish(services: Services, tenant_id: str, ca_id: str, *, covering: i
             now = services.clock.now()
             if state.crl is not None and ((covering is not None and revocation.covers(state, covering))
                                           or (only_if_due and not revocation.publication_due(state, now))):
+                if lost:  # another process's CRL, published meanwhile, replaces this call's attempts
+                    await _supersede(artifacts_of(services), state.crl.sha256, lost)
                 return PublishedCrl(ca_id=ca_id, crl_number=state.crl.crl_number, sha256=state.crl.sha256,
                                     published=False)
             try:
-                return await _publish_from(services, tenant_id, state, now)
+                return await _publish_from(services, tenant_id, state, now, lost)
             except revocation.CrlOutdated:
                 continue  # another process wrote meanwhile: it may now be covered, or need the new revocation
     raise Contention(ca.stream_id(ca_id))  # 409 with Retry-After, as every other lost race
 
 
-async def _publish_from(services: Services, tenant_id: str, state: revocation.Registry, now) -> PublishedCrl:
+async def _publish_from(services: Services, tenant_id: str, state: revocation.Registry, now,
+                        lost: list[str]) -> PublishedCrl:
     current = state.ca.current
     assert current is not None
     number = (state.crl.crl_number if state.crl else 0) + 1
@@ -90,16 +94,31 @@ async def _publish_from(services: Services, tenant_id: str, state: revocation.Re
     der = await blocking.in_thread(revocation_of(services).sign_crl, entries, issuer_key=key,
                                   issuer_certificate=pki.ca_der(current.certificate_pem), number=number,
                                   this_update=now, next_update=now + period)
-    digest = await artifacts_of(services).put(der, CRL_MEDIA_TYPE)
+    artifacts = artifacts_of(services)
+    digest = await artifacts.put(der, CRL_MEDIA_TYPE)
     published = revocation.CrlPublished(crl_number=number, this_update=now, next_update=now + period,
                                         revoked_count=len(entries), sha256=digest,
                                         signer_fingerprint=current.facts.fingerprint_sha256)
     built_from = state.version
-    await run(services, system_context(), published, tenant_id=tenant_id, stream_id=ca.stream_id(state.ca.ca_id),
-              stream_type=ca.STREAM_TYPE, fold=revocation.fold,
-              decide=lambda s: revocation.decide_publish(s, built_from, published), locked=True)
+    try:
+        await run(services, system_context(), published, tenant_id=tenant_id, stream_id=ca.stream_id(state.ca.ca_id),
+                  stream_type=ca.STREAM_TYPE, fold=revocation.fold,
+                  decide=lambda s: revocation.decide_publish(s, built_from, published), locked=True)
+    except revocation.CrlOutdated:
+        lost.append(digest)
+        raise
     log.info("published CRL %d of CA %s (%d entries)", number, state.ca.ca_id, len(entries))
+    await _supersede(artifacts, digest, [*([state.crl.sha256] if state.crl else []), *lost])
     return PublishedCrl(ca_id=state.ca.ca_id, crl_number=number, sha256=digest, published=True)
+
+
+async def _supersede(artifacts: ArtifactStore, newer: str, older: list[str]) -> None:
+    """The CRLs this one replaces (the CA's previous one, and lost attempts) are kept as deltas from it: a CA's
+    CRLs then take space in proportion to its revocations, not to their square. Best effort: the CRL is out."""
+    try:
+        await artifacts.supersede(newer, older)
+    except Exception:
+        log.exception("keeping superseded CRLs as deltas failed; they stay whole")
 
 
 async def current_crl(services: Services, tenant_id: str, ca_id: str) -> tuple[revocation.CrlPublished, bytes]:

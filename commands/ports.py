@@ -164,10 +164,14 @@ class ArtifactStore(Protocol):
     """Content-addressed storage of published documents (CRLs), named by the SHA-256 their events carry.
 
     ``put`` is idempotent (the same bytes have the same name) and durable before it returns,
-    so an event never names an artifact that a crash could lose.
+    so an event never names an artifact that a crash could lose. ``supersede`` tells the store that the artifact
+    ``newer`` replaces the artifacts ``older`` (a CA's previous CRL): it may keep those as their difference from it,
+    and ``get`` still returns them whole.
     """
 
     async def put(self, data: bytes, media_type: str) -> str: ...
+
+    async def supersede(self, newer: str, older: Sequence[str]) -> int: ...
 
     async def get(self, sha256: str) -> bytes | None: ...
 

@@ -58,6 +58,12 @@ def _check_tag(tag: int) -> None:
 
 def read_tlv(data: bytes, offset: int = 0) -> tuple[TLV, int]:
     """Read one element at ``offset``; return it and the offset just past it."""
+    tag, start, end = read_header(data, offset)
+    return TLV(tag, bytes(data[start:end])), end
+
+
+def read_header(data: bytes, offset: int = 0) -> tuple[int, int, int]:
+    """The tag of the element at ``offset``, where its content starts, and the offset just past it (no copy)."""
     if offset >= len(data):
         raise ValueError("truncated: no tag")
     tag = data[offset]
@@ -66,7 +72,7 @@ def read_tlv(data: bytes, offset: int = 0) -> tuple[TLV, int]:
     end = start + length
     if end > len(data):
         raise ValueError("truncated: content shorter than its length")
-    return TLV(tag, bytes(data[start:end])), end
+    return tag, start, end
 
 
 def _read_length(data: bytes, offset: int) -> tuple[int, int]:
