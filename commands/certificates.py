@@ -17,7 +17,7 @@ from commands.tenants import TenantId, active_tenant
 from domain import ca, certificate, policy
 from domain.certspec import DistinguishedName, SubjectAltNames
 from domain.errors import DomainError
-from domain.profile import Profile
+from domain.profile import Profile, require_issuable
 from domain.tenant import NEW_CERTIFICATE, RENEWAL
 
 CertificateId = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{40}$", description="the serial number, 40 hex digits")]
@@ -125,6 +125,7 @@ async def issuing_context(services: Services, tenant_id: str, ca_id: str, profil
     ca.require_active(issuer, ca_id)
     await pki.require_trusted_chain(services, tenant_id, issuer)
     profile = await resolve_profile(services, tenant_id, profile_name)
+    require_issuable(profile)  # issuance and renewal on request; OCSP responders are issued apart
     return IssuingContext(tenant_id=tenant_id, tenant=tenant, issuer=issuer, profile_name=profile_name,
                           profile=profile)
 

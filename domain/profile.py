@@ -201,6 +201,25 @@ def validate_profile(p: Profile) -> list[Violation]:
             *check_policy(p.renewal, p.max_validity_days)]
 
 
+# Extended key usages only the service's own certificates carry: a delegated OCSP responder certificate (RFC 6960
+# 4.2.2.2) signs answers relying parties trust as the CA's own, so one held by a requester could answer "good"
+# for a revoked certificate. The service issues them to itself (commands/ocsp.py), never on request.
+RESERVED_EKUS = frozenset({"ocsp_signing"})
+
+
+def _reserved_usages(p: Profile) -> list[Violation]:
+    return [Violation(f"extended_key_usage[{i}]", "eku_reserved",
+                      f"{eku} is reserved: the service issues its OCSP responders' certificates itself")
+            for i, eku in enumerate(p.extended_key_usage) if eku in RESERVED_EKUS]
+
+
+def require_issuable(p: Profile) -> None:
+    """Refuse a request for a certificate under a profile whose usages are the service's own (``RESERVED_EKUS``)."""
+    if set(p.extended_key_usage) & RESERVED_EKUS:
+        raise DomainError("profile_reserved", f"profile {p.name} is for the service's own OCSP responders; "
+                          "certificates under it are never issued on request", field="profile")
+
+
 def _require(state: ProfileState, name: str) -> None:
     if state.status == "absent":
         raise NotFound("profile_not_found", f"profile {name} does not exist", field="name")
@@ -209,7 +228,7 @@ def _require(state: ProfileState, name: str) -> None:
 
 
 def decide_create(state: ProfileState, profile: Profile) -> list[Payload]:
-    violations = validate_profile(profile)
+    violations = validate_profile(profile) + _reserved_usages(profile)
     if profile.name in BUILTIN_PROFILES:
         violations.insert(0, Violation("name", "profile_name_reserved",
                                        f"{profile.name} is a built-in profile's name"))
@@ -224,7 +243,7 @@ def decide_update(state: ProfileState, profile: Profile) -> list[Payload]:
     _require(state, profile.name)
     if profile.name != state.name:
         raise DomainError("profile_name_immutable", f"profile {state.name} cannot be renamed", field="name")
-    raise_for(validate_profile(profile))
+    raise_for(validate_profile(profile) + _reserved_usages(profile))
     if profile == state.profile:
         return []
     return [ProfileUpdated(profile=profile)]

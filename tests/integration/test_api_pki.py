@@ -288,3 +288,26 @@ async def test_a_burst_of_server_side_key_generations_does_not_hold_up_csr_issua
         release.set()
         answers = await asyncio.gather(*burst)
     assert [a.status_code for a in answers] == [201] * len(burst), [a.text for a in answers if a.status_code != 201]
+
+
+async def test_nobody_gets_an_ocsp_responder_certificate_on_request(pki_api):
+    """A delegated OCSP responder's certificate signs answers relying parties take as the CA's own: held by a
+    requester, it would answer "good" for a revoked certificate. Only the service issues them, to itself."""
+    api = pki_api
+    admin = await api.admin()
+    _, inter = await hierarchy(api, admin)
+    issuer = await api.token("issuer", tenant_id="acme")
+    csr, _ = csr_pem("evil", [])
+    for headers in (issuer, admin):
+        for body in ({"csr": csr}, {"algorithm": "ecdsa-p256", "subject": {"common_name": "evil"}}):
+            refused = await api.client.post("/v1/certificates", headers=headers, json={
+                "tenant_id": "acme", "ca_id": inter["ca_id"], "profile": "ocsp-signing", **body})
+            assert_problem(refused, 422, "profile_reserved", field="profile")
+    profile = {"name": "my-responder", "description": "a responder of my own", "key_usage": ["digital_signature"],
+               "extended_key_usage": ["client_auth", "ocsp_signing"], "allowed_san_types": [], "require_san": False,
+               "require_common_name": True, "max_validity_days": 30, "default_validity_days": 30,
+               "allowed_algorithms": None, "default_algorithm": "ecdsa-p256", "ocsp_no_check": True}
+    created = await api.client.post("/v1/profiles", headers=admin, json={"tenant_id": "acme", "profile": profile})
+    assert {(e["field"], e["rule"]) for e in assert_problem(created, 422)["errors"]} \
+        == {("extended_key_usage[1]", "eku_reserved")}
+    assert not [e for e in await api.runtime.store.read_all(0, 100_000) if e.type == "certificate.issued"]
