@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import sqlite3
 import threading
@@ -134,8 +135,14 @@ async def execute(request: Request, handler, command: msgspec.Struct, principal:
     """Run one command handler with the request's context, counting the outcome."""
     ctx = command_context(principal, idempotency_key)
     name = type(command).__name__
+    services = runtime_of(request.app.state).services
+    # Retries of one request (same principal and Idempotency-Key) arriving together take turns here, so the later
+    # ones find the first's result instead of each making a key and a certificate that cannot land.
+    turn = services.locks(principal.id, f"idempotency-key:{idempotency_key}") if idempotency_key \
+        else contextlib.nullcontext()
     try:
-        result = await handler(command, ctx, runtime_of(request.app.state).services)
+        async with turn:
+            result = await handler(command, ctx, services)
     except Exception:
         telemetry.COMMANDS.labels(name, "refused").inc()
         raise

@@ -175,6 +175,10 @@ async def issue(services: Services, ctx: CommandContext, command: msgspec.Struct
                            fold=certificate.fold, decide=lambda s: certificate.decide_issue(s, issued),
                            presume_new=True)
         reservation.landed(result)
+    if result.replayed:  # a retry of this request (same Idempotency-Key) landed first: its certificate is the one
+        certificate_id = result.stream_id.removeprefix("certificate-")
+        if key is not None and key_ref is not None:  # this attempt's own key, which no event names
+            await pki.vault_of(services).delete([key_ref])
     return IssuedCertificate(result=result, certificate_id=certificate_id)
 
 

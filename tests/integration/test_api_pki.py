@@ -311,3 +311,39 @@ async def test_nobody_gets_an_ocsp_responder_certificate_on_request(pki_api):
     assert {(e["field"], e["rule"]) for e in assert_problem(created, 422)["errors"]} \
         == {("extended_key_usage[1]", "eku_reserved")}
     assert not [e for e in await api.runtime.store.read_all(0, 100_000) if e.type == "certificate.issued"]
+
+
+async def test_retries_arriving_together_all_answer_the_one_certificate_that_was_issued(pki_api):
+    """Concurrent retries under one Idempotency-Key: every answer names the stored certificate, and no retry
+    leaves a key of its own behind (through HTTP they take turns; handlers racing anyway, as two worker
+    processes do, each delete the key that could not land)."""
+    from datetime import timedelta
+
+    from commands import certificates
+    from commands.authz import Principal
+    from commands.runtime import CommandContext
+
+    api = pki_api
+    admin = await api.admin()
+    _, inter = await hierarchy(api, admin)
+    body = {"tenant_id": "acme", "ca_id": inter["ca_id"], "subject": {"common_name": "p.acme.internal"},
+            "sans": {"dns": ["p.acme.internal"]}, "algorithm": "ecdsa-p256"}
+    answers = await asyncio.gather(*(api.client.post("/v1/certificates", json=body,
+                                                      headers={**admin, "Idempotency-Key": "burst-1"})
+                                     for _ in range(12)))
+    assert {a.status_code for a in answers} == {201}
+    assert len({a.json()["certificate_id"] for a in answers}) == 1
+    assert sum(not a.json()["replayed"] for a in answers) == 1
+    command = certificates.IssueCertificate(tenant_id="acme", ca_id=inter["ca_id"], algorithm="ecdsa-p256",
+                                            subject=certificates.DistinguishedName(common_name="q.acme.internal"),
+                                            sans=certificates.SubjectAltNames(dns=("q.acme.internal",)))
+    operator = Principal(id="operator", auth_method="local-cli", roles=frozenset({"platform-admin"}))
+    ctx = CommandContext(principal=operator, idempotency_key="burst-2")  # the handlers, without HTTP's turn
+    issued = await asyncio.gather(*(certificates.issue_certificate(command, ctx, api.runtime.services)
+                                    for _ in range(6)))
+    assert len({i.certificate_id for i in issued}) == 1
+    ids = {a.json()["certificate_id"] for a in answers} | {issued[0].certificate_id}
+    for certificate_id in ids:
+        await fetch(api, admin, f"/v1/certificates/{certificate_id}", min_position=issued[0].result.global_position)
+    stored = await api.runtime.keys.stored_before(api.runtime.services.clock.now() + timedelta(days=1))
+    assert len([k for k in stored if k.purpose == "end-entity"]) == 2  # one per certificate, none per retry
