@@ -39,7 +39,7 @@ def version_string() -> str:
 @click.pass_context
 def csm(ctx: click.Context, data_dir: str) -> None:
     """Cassandra Security Manager: certificate authority with an event-sourced, verifiable audit trail."""
-    ctx.obj = Settings.from_env(data_dir)
+    ctx.obj = Settings.from_env(data_dir).with_recorded_public_url()
 
 
 @csm.command()
@@ -80,12 +80,16 @@ def serve(settings: Settings, host: str | None, port: int | None, workers: int |
     """Initialise if needed, then run the HTTP API until interrupted."""
     settings = dataclasses.replace(settings, host=host or settings.host,
                                    port=settings.port if port is None else port,
-                                   workers=settings.workers if workers is None else workers)
+                                   workers=settings.workers if workers is None else workers,
+                                   # the server's own address, not what an earlier run recorded
+                                   public_url=None if settings.public_url_recorded else settings.public_url,
+                                   public_url_recorded=False)
     require_keys_if_events(settings)
     initialise(settings, rebuild="background").close()  # a changed read model is rebuilt while the server serves
     from api import server  # lazily: the API is the only part of csm that needs the web stack
 
     settings, sock = server.listen(settings)  # port 0: the port chosen, before anything names it
+    settings.record_public_url()  # the CLI's certificates name the URLs this server's do
     processes = f", {settings.workers} HTTP workers and a primary" if settings.workers > 1 else ""
     click.echo(f"serving http://{settings.host}:{settings.port} from {settings.data_dir}{processes}", err=True)
     if settings.public_url is None and settings.host in WILDCARD_HOSTS:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass, field
@@ -12,6 +13,7 @@ def _env(name: str, default: str) -> str:
     return os.environ.get(f"CSM_{name}", default)
 
 
+PUBLIC_URL_FILE = "public-url"  # in the data directory: the base URL `csm serve` last put into certificates
 LDAP_USER_FILTER = "(&(objectClass=inetOrgPerson)(uid={username}))"  # AD: (sAMAccountName={username})
 LDAP_GROUP_FILTER = "(member={dn})"  # AD with nested groups: (member:1.2.840.113556.1.4.1941:={dn})
 
@@ -259,6 +261,7 @@ class Settings:
     poll_interval: float = 0.5
     kek_provider: str = "local"  # local | hybrid: who wraps the data keys of new private keys
     public_url: str | None = None  # base of CRL/OCSP/CA-issuer URLs in certificates; default http://host:port
+    public_url_recorded: bool = False  # public_url is what `csm serve` recorded (PUBLIC_URL_FILE), not the env's
     # Rate limits, "<count>/<second|minute|hour>" ("" turns one off); shared through Redis when redis_url is set.
     redis_url: str | None = None
     rate_limit_per_principal: str = "600/minute"
@@ -307,6 +310,24 @@ class Settings:
     @property
     def base_url(self) -> str:
         return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    def with_recorded_public_url(self) -> Settings:
+        """Without CSM_PUBLIC_URL, the base URL the last `csm serve` of this data directory put into certificates,
+        so that certificates and CAs made by the CLI name the same CRL, OCSP and CA-issuer URLs as the server's."""
+        if self.public_url is not None:
+            return self
+        try:
+            recorded = (self.data_dir / PUBLIC_URL_FILE).read_text().strip()
+        except OSError:
+            return self
+        return dataclasses.replace(self, public_url=recorded, public_url_recorded=True) if recorded else self
+
+    def record_public_url(self) -> None:
+        """What `csm serve` does once it listens: note its base URL for the CLI (``with_recorded_public_url``)."""
+        path = self.data_dir / PUBLIC_URL_FILE
+        temporary = path.with_name(path.name + ".tmp")
+        temporary.write_text(self.base_url + "\n")
+        temporary.replace(path)
 
     @property
     def events_db(self) -> Path:

@@ -159,6 +159,13 @@ def test_port_0_serves_on_the_port_chosen_and_certificates_name_that_port(tmp_pa
         crl = leaf.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
         urls = [name.value for point in crl for name in point.full_name]
         assert urls and all(url.startswith(f"http://{host}:{port}/") for url in urls), urls
+        # the CLI beside it issues certificates naming the same URLs (the server recorded its base URL)
+        by_cli = json.loads(csm(data, "cert", "issue", "--tenant", "acme", "--ca", root.json()["ca_id"], "--cn",
+                                "node2.acme.internal", "--dns", "node2.acme.internal", "--json").stdout)
+        pem = csm(data, "cert", "show", by_cli["certificate_id"], "--pem").stdout
+        crl = x509.load_pem_x509_certificate(pem.encode()).extensions.get_extension_for_class(
+            x509.CRLDistributionPoints).value
+        assert [name.value for point in crl for name in point.full_name] == urls
     finally:
         server.send_signal(signal.SIGTERM)
         try:
