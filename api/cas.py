@@ -55,7 +55,7 @@ class CertificateBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
 
 class CrossSignBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     issuer_id: cmd.CaId
-    validity_days: cmd.Days = 1825
+    validity_days: cmd.Days | None = None  # None: 1825 days, or what the issuer has left if that is less
     path_length: cmd.PathLength | None = None
 
 
@@ -159,7 +159,7 @@ class CaController(Controller):
         if data.parent_id is None:
             raise ApiProblem(400, "validation_failed", "an intermediate CA needs parent_id", field="parent_id",
                              rule="required")
-        command = cmd.CreateIntermediateCa(**common, parent_id=data.parent_id, validity_days=data.validity_days or 1825,
+        command = cmd.CreateIntermediateCa(**common, parent_id=data.parent_id, validity_days=data.validity_days,
                                            path_length=0 if data.path_length is None else data.path_length)
         return _created(await execute(request, cmd.create_intermediate_ca, command, principal, idempotency_key))
 

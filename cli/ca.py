@@ -132,7 +132,8 @@ def _required_subject(*parts) -> DistinguishedName:
 @click.argument("ca_id")
 @click.option("--tenant", "tenant_id", required=True)
 @click.option("--issuer", "issuer_id", required=True, help="The CA that certifies CA_ID's key.")
-@click.option("--validity-days", type=int, default=1825, show_default=True)
+@click.option("--validity-days", type=int, default=None,
+              help="Validity in days  [default: 1825, or what the issuer has left if that is less]")
 @click.option("--path-length", type=int, default=None)
 @click.pass_obj
 def cross_sign(settings: Settings, ca_id, tenant_id, issuer_id, validity_days, path_length) -> None:

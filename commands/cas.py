@@ -33,6 +33,9 @@ class _Strict(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
     pass
 
 
+INTERMEDIATE_DAYS = 1825  # an intermediate's or a cross-certificate's validity when the request names none
+
+
 class CreateRootCa(_Strict):
     tenant_id: TenantId
     name: Name
@@ -49,7 +52,7 @@ class CreateIntermediateCa(_Strict):
     name: Name
     subject: DistinguishedName
     algorithm: AlgorithmName = DEFAULT_CA_ALGORITHM
-    validity_days: Days = 1825
+    validity_days: Days | None = None  # None: INTERMEDIATE_DAYS, or what the parent has left if that is less
     path_length: PathLength | None = 0
     name_constraints: NameConstraints = NameConstraints()
 
@@ -82,7 +85,7 @@ class CrossCertify(_Strict):
     tenant_id: TenantId
     ca_id: CaId
     issuer_id: CaId
-    validity_days: Days = 1825
+    validity_days: Days | None = None  # None: INTERMEDIATE_DAYS, or what the issuer has left if that is less
     path_length: PathLength | None = None  # None: the CA's own path length (a cross-certificate never widens it)
 
 
@@ -133,12 +136,16 @@ def _ca_certificate(services: Services, der: bytes, issuer_ca_id: str | None, ke
                             key_ref=key_ref)
 
 
-def _spec(services: Services, *, subject: DistinguishedName, validity_days: int, path_length: int | None,
+def _spec(services: Services, *, subject: DistinguishedName, validity_days: int | None, path_length: int | None,
           name_constraints: NameConstraints, issuer: ca.CertificateAuthority | None,
           algorithm: str) -> CertificateSpec:
-    """A CA certificate's content, checked against policy: signed by ``issuer``, or self-signed (root)."""
+    """A CA certificate's content, checked against policy: signed by ``issuer``, or self-signed (root).
+    ``validity_days`` None (a CA under ``issuer``): ``INTERMEDIATE_DAYS``, within what the issuer has left."""
     urls = pki.relying_party_urls(services, issuer.ca_id) if issuer else {}
     now = services.clock.now()
+    if validity_days is None:
+        validity_days = policy.default_validity_days(
+            INTERMEDIATE_DAYS, now=now, issuer_not_after=issuer.current.facts.not_after if issuer else None)
     spec = policy.ca_spec(subject=subject, validity_days=validity_days, path_length=path_length,
                           name_constraints=name_constraints, issuer_algorithm=issuer.algorithm if issuer else algorithm,
                           serial=pki.new_serial(), now=now, **urls)
@@ -333,7 +340,9 @@ async def rollover_ca_key(cmd: RolloverCaKey, ctx: CommandContext, services: Ser
         ca.require_active(parent, parent.ca_id, "parent_id")
     algorithm = cmd.algorithm or state.algorithm
     current = state.current.facts
-    days = cmd.validity_days or max(1, (current.not_after - current.not_before).days)
+    days = cmd.validity_days or policy.default_validity_days(
+        max(1, (current.not_after - current.not_before).days), now=services.clock.now(),
+        issuer_not_after=parent.current.facts.not_after if parent else None)  # as long as the last, within the parent
     spec = _spec(services, subject=state.subject, validity_days=days, path_length=state.path_length,
                  name_constraints=state.name_constraints, issuer=parent, algorithm=algorithm)
     crypto = pki.crypto_of(services)

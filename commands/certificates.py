@@ -142,6 +142,10 @@ async def issue(services: Services, ctx: CommandContext, command: msgspec.Struct
     tenant_id, tenant, issuer, profile = where.tenant_id, where.tenant, where.issuer, where.profile
     crypto = pki.crypto_of(services)
     now = services.clock.now()
+    if validity_days is None:
+        validity_days = policy.default_validity_days(profile.default_validity_days, now=now,
+                                                     limit=tenant.policy.max_validity_days,
+                                                     issuer_not_after=issuer.current.facts.not_after)
     spec = policy.leaf_spec(profile, subject=request.subject, sans=request.sans, validity_days=validity_days,
                             subject_algorithm=request.algorithm, issuer_algorithm=issuer.algorithm, serial=serial,
                             now=now, **pki.relying_party_urls(services, issuer.ca_id))

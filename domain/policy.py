@@ -403,6 +403,17 @@ def _window(now: datetime, days: int) -> tuple[datetime, datetime]:
     return not_before, not_before + timedelta(days=days)
 
 
+def default_validity_days(default: int, *, now: datetime, issuer_not_after: datetime | None = None,
+                          limit: int | None = None) -> int:
+    """The validity a request that names none gets: ``default`` (the profile's, or a CA kind's), shortened to a
+    tenant's maximum (``limit``) and to what the issuer has left, so that a default is never itself refused. Given
+    explicitly, a validity is checked as it is and refused when too long (the caller asked for it)."""
+    days = default if limit is None else min(default, limit)
+    if issuer_not_after is not None:  # whole days from the certificate's start (now - CLOCK_SKEW) to the issuer's end
+        days = min(days, (issuer_not_after - (now - CLOCK_SKEW)) // timedelta(days=1))
+    return max(days, 1)  # an issuer ending within a day: refused by the issuer rule, with its dates
+
+
 def leaf_spec(profile: Profile, *, subject: DistinguishedName, sans: SubjectAltNames, validity_days: int | None,
               subject_algorithm: str, issuer_algorithm: str, serial: int, now: datetime,
               crl_urls: tuple[str, ...], ocsp_urls: tuple[str, ...],

@@ -347,3 +347,39 @@ async def test_retries_arriving_together_all_answer_the_one_certificate_that_was
         await fetch(api, admin, f"/v1/certificates/{certificate_id}", min_position=issued[0].result.global_position)
     stored = await api.runtime.keys.stored_before(api.runtime.services.clock.now() + timedelta(days=1))
     assert len([k for k in stored if k.purpose == "end-entity"]) == 2  # one per certificate, none per retry
+
+
+async def test_a_request_that_names_no_validity_gets_one_its_issuer_and_tenant_allow(pki_api):
+    """Defaults are never refused on their own: 1,825 days under a 5-year intermediate, or a profile's 365 days
+    under a tenant's 90-day maximum, are shortened to what is allowed; a validity asked for is still checked."""
+    from datetime import datetime
+
+    api = pki_api
+    admin = await api.admin()
+    await api.create_tenant(admin, "acme")
+    root = (await api.client.post("/v1/cas", headers=admin, json={
+        "kind": "root", "tenant_id": "acme", "name": "Root", "algorithm": "ecdsa-p384", "path_length": 2,
+        "subject": {"common_name": "acme root"}})).json()
+    upper = (await api.client.post("/v1/cas", headers=admin, json={
+        "kind": "intermediate", "tenant_id": "acme", "parent_id": root["ca_id"], "name": "Upper", "path_length": 1,
+        "algorithm": "ecdsa-p384", "subject": {"common_name": "acme upper"}})).json()
+    lower = await api.client.post("/v1/cas", headers=admin, json={
+        "kind": "intermediate", "tenant_id": "acme", "parent_id": upper["ca_id"], "name": "Lower",
+        "algorithm": "ecdsa-p384", "subject": {"common_name": "acme lower"}})
+    assert lower.status_code == 201, lower.text  # was 422 validity_beyond_issuer: 1825 days from a second later
+
+    rows = {ca["name"]: ca for ca in (await fetch(api, admin, "/v1/cas", tenant_id="acme",
+                                                  min_position=lower.json()["global_position"])).json()["items"]}
+    ends = {name: datetime.fromisoformat(rows[name]["not_after"].replace("Z", "+00:00")) for name in rows}
+    assert ends["Lower"] <= ends["Upper"] < ends["Root"]
+    policy = await api.client.put("/v1/tenants/acme/policy", headers=admin, json={"max_validity_days": 90})
+    assert policy.status_code == 200, policy.text
+    body = {"tenant_id": "acme", "ca_id": lower.json()["ca_id"], "algorithm": "ecdsa-p256",
+            "subject": {"common_name": "n.acme.internal"}, "sans": {"dns": ["n.acme.internal"]}}
+    issued = await issue(api, admin, **body)
+    row = (await fetch(api, admin, f"/v1/certificates/{issued['certificate_id']}",
+                       min_position=issued["global_position"])).json()
+    leaf = x509.load_pem_x509_certificate(row["certificate_pem"].encode())
+    assert (leaf.not_valid_after_utc - leaf.not_valid_before_utc).days == 90
+    asked = await api.client.post("/v1/certificates", headers=admin, json={**body, "validity_days": 365})
+    assert "validity_too_long" in {e["rule"] for e in assert_problem(asked, 422)["errors"]}

@@ -167,3 +167,14 @@ def test_any_validity_is_either_built_and_judged_or_refused_never_a_crash(days):
                                    subject_algorithm="ecdsa-p256", key_bits=None, csr_signature_hash=None,
                                    available=AVAILABLE, now=NOW)
     assert (violations == []) is (1 <= days <= NODE.max_validity_days)
+
+
+@given(default=st.integers(1, 3650), limit=st.none() | st.integers(1, 3650),
+       left=st.none() | st.timedeltas(min_value=timedelta(hours=1), max_value=timedelta(days=4000)))
+def test_a_default_validity_fits_the_tenants_maximum_and_the_issuer(default, limit, left):
+    from domain.policy import CLOCK_SKEW, default_validity_days
+
+    days = default_validity_days(default, now=NOW, limit=limit, issuer_not_after=None if left is None else NOW + left)
+    assert 1 <= days <= default and (limit is None or days <= limit)
+    if left is not None and left >= timedelta(days=1) - CLOCK_SKEW + timedelta(seconds=1):
+        assert NOW - CLOCK_SKEW + timedelta(days=days) <= NOW + left  # within the issuer: never refused for it
