@@ -11,7 +11,7 @@ from api.deps import read_models_of, runtime_of
 from api.problems import ApiProblem
 from commands.authz import Principal
 from commands.runtime import load
-from commands.sessions import ENROLL_SCOPE
+from commands.sessions import ENROLL_SCOPE, EPOCH_CLAIM
 from commands.tokens import parse_token, secret_matches
 from domain import user
 from projections import api_tokens
@@ -76,20 +76,26 @@ async def _principal_from_jwt(request: Request, token: str) -> Principal | None:
         return None
     subject, tenant_id = claims["sub"], claims.get("tenant")
     roles = frozenset(claims.get("roles", []))
-    if claims.get("scope") == ENROLL_SCOPE:
-        roles = frozenset()  # good for /v1/auth/totp only
-    elif subject.startswith("user:"):  # disabled users and revoked or lapsed grants stop at once
+    if subject.startswith("user:"):  # disabled users, ended sessions, revoked or lapsed grants stop at once
         _, scope, username = subject.split(":", 2)
         account = await load(runtime.services, scope, user.stream_id(username), user.fold)  # the log: no lag
-        if account.status != "active":
+        if account.status != "active" or _epoch(claims) < account.sessions_epoch:
             return None
         roles &= user.active_roles(account, now)
+    if claims.get("scope") == ENROLL_SCOPE:
+        roles = frozenset()  # good for /v1/auth/totp only
     elif "key" in claims:  # a service account's token ends with its key
         record = await read_models_of(request.app.state).query(api_tokens.get, str(claims["key"]))
         if record is None or record["status"] != "active" or _expired(record["expires_at"], now):
             return None
     amr = "+".join(str(method) for method in claims.get("amr", [])) or "jwt"
     return Principal(id=subject, auth_method=f"jwt:{amr}", roles=roles, tenant_id=tenant_id)
+
+
+def _epoch(claims: dict) -> int:
+    """The sessions epoch the token was issued in: tokens from before epochs existed were issued in epoch 0."""
+    epoch = claims.get(EPOCH_CLAIM, 0)
+    return epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else -1  # a malformed one is refused
 
 
 def _expired(expires_at: str | None, now: datetime) -> bool:

@@ -143,7 +143,7 @@ def unlock(settings: Settings, username: str, tenant_id: str | None) -> None:
 @click.option("--password-file", default=None, help="Read the new password from FILE's first line ('-': stdin).")
 @click.pass_obj
 def reset_password(settings: Settings, username: str, tenant_id: str | None, password_file: str | None) -> None:
-    """Set USERNAME's password."""
+    """Set USERNAME's password; every session of USERNAME ends (its tokens are refused)."""
     password = _password(password_file, sys.stdin.isatty())
     command = cmd.ResetPassword(username=username, password=password, tenant_id=tenant_id)
     _report(f"reset the password of {username}",
@@ -156,7 +156,7 @@ def reset_password(settings: Settings, username: str, tenant_id: str | None, pas
 @click.option("--reason", required=True, help="Why (recorded in the audit log).")
 @click.pass_obj
 def disable(settings: Settings, username: str, tenant_id: str | None, reason: str) -> None:
-    """Disable USERNAME: sign-in and its tokens stop at once."""
+    """Disable USERNAME: sign-in stops, and its sessions end for good (enabling it brings none back)."""
     command = cmd.SetUserStatus(username=username, enabled=False, tenant_id=tenant_id, reason=reason)
     _report(f"disabled {username}", _run(settings, lambda rt: cmd.set_user_status(command, command_context(),
                                                                                    rt.services)))
@@ -179,7 +179,8 @@ def enable(settings: Settings, username: str, tenant_id: str | None, reason: str
 @_TENANT
 @click.pass_obj
 def reset_totp(settings: Settings, username: str, tenant_id: str | None) -> None:
-    """Turn USERNAME's TOTP off (lost device); a privileged user enrolls again at the next sign-in."""
+    """Turn USERNAME's TOTP off (lost device) and end its sessions; a privileged user enrolls again at the next
+    sign-in."""
     command = mfa.ResetTotp(username=username, tenant_id=tenant_id)
     _report(f"reset TOTP of {username}", _run(settings, lambda rt: mfa.reset_totp(command, command_context(),
                                                                                    rt.services)))

@@ -1,4 +1,6 @@
-"""Local users: create, grant and revoke roles (optionally until a time), reset passwords, disable, enable."""
+"""Local users: create, grant and revoke roles (optionally until a time), reset passwords, disable, enable.
+
+Resetting a password and disabling an account end every session of the user (``commands/session_end.py``)."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import msgspec
 from commands import blocking
 from commands.authz import ROLES, Forbidden, Principal, authorize
 from commands.runtime import CommandContext, CommandResult, Services, load, rfc3339, run
+from commands.session_end import revoke_families
 from commands.tokens import CredentialVault
 from domain import tenant as tenant_domain
 from domain import login, user
@@ -190,8 +193,10 @@ async def reset_password(cmd: ResetPassword, ctx: CommandContext, services: Serv
         check_grantable(ctx.principal, role)
     ref = await _store_password(identity, cmd.password)
     print_ = _Fingerprint(action="reset", username=cmd.username, tenant_id=cmd.tenant_id)
-    return await _run_user(services, ctx, print_, cmd.tenant_id, cmd.username,
-                           lambda s: user.decide_reset_password(s, ref))
+    result = await _run_user(services, ctx, print_, cmd.tenant_id, cmd.username,
+                             lambda s: user.decide_reset_password(s, ref))
+    await revoke_families(services, ctx, user.subject(cmd.tenant_id, cmd.username), "password_reset")
+    return result
 
 
 async def set_user_status(cmd: SetUserStatus, ctx: CommandContext, services: Services) -> CommandResult:
@@ -200,7 +205,10 @@ async def set_user_status(cmd: SetUserStatus, ctx: CommandContext, services: Ser
         raise DomainError("cannot_disable_self", "an account cannot disable itself", field="username")
     decide = ((lambda s: user.decide_enable(s, cmd.reason)) if cmd.enabled
               else (lambda s: user.decide_disable(s, cmd.reason)))
-    return await _run_user(services, ctx, cmd, cmd.tenant_id, cmd.username, decide)
+    result = await _run_user(services, ctx, cmd, cmd.tenant_id, cmd.username, decide)
+    if not cmd.enabled:  # enabling brings no session back: the epoch moved on when it was disabled
+        await revoke_families(services, ctx, user.subject(cmd.tenant_id, cmd.username), "user_disabled")
+    return result
 
 
 async def unlock_account(cmd: UnlockAccount, ctx: CommandContext, services: Services) -> CommandResult:

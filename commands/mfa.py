@@ -10,6 +10,7 @@ import msgspec
 
 from commands.authz import authorize
 from commands.runtime import CommandContext, CommandResult, Services, load, run
+from commands.session_end import end_sessions
 from domain import totp, user
 from domain.errors import DomainError
 from domain.events import SYSTEM_TENANT
@@ -111,9 +112,16 @@ async def confirm_enrollment(cmd: ConfirmTotp, ctx: CommandContext, services: Se
 
 
 async def reset_totp(cmd: ResetTotp, ctx: CommandContext, services: Services) -> CommandResult:
-    """An administrator turns a user's TOTP off (lost device); the user enrolls again at the next sign-in."""
+    """An administrator turns a user's TOTP off (lost device); the user enrolls again at the next sign-in.
+
+    Every session of the user ends first (whoever holds the lost device may hold a session too): if the reset
+    then fails, the user signs in again, never the other way round. A reset with no TOTP to remove ends nothing.
+    """
     authorize(ctx.principal, "user:manage", cmd.tenant_id)
     subject = user.subject(cmd.tenant_id, cmd.username)
+    state = await load(services, _scope(cmd.tenant_id), totp.stream_id(subject), totp.fold)
+    if totp.decide_remove(state, subject, cmd.reason):
+        await end_sessions(services, ctx, cmd.tenant_id, cmd.username, "totp_reset")
     return await run(services, ctx, cmd, tenant_id=_scope(cmd.tenant_id), stream_id=totp.stream_id(subject),
                      stream_type=totp.STREAM_TYPE, fold=totp.fold,
                      decide=lambda s: totp.decide_remove(s, subject, cmd.reason))

@@ -235,3 +235,13 @@ class TenantUsage(Protocol):
     """
 
     async def count(self, tenant_id: str, now: datetime, bounds: Quotas | None = None) -> CountedUsage: ...
+
+
+class SessionIndex(Protocol):
+    """A subject's refresh-token families that are still open, from the sessions read model (infra/sessions.py).
+
+    Best effort: the read model may miss a family that started a moment ago; the user's sessions epoch
+    (domain/user.py) ends that one too, so this only decides which families get a recorded revocation.
+    """
+
+    async def open_sessions(self, subject: str, now: datetime) -> list[tuple[str, str]]: ...  # (tenant, session id)

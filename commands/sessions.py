@@ -21,6 +21,7 @@ from domain.tenant import TENANT_ID_RE
 
 REFRESH_PREFIX = "csmr"
 ENROLL_SCOPE = "mfa:enroll"  # a privileged account without TOTP yet may only enroll it
+EPOCH_CLAIM = "sep"  # a local user's sessions epoch when the token's session began (domain/user.py)
 
 
 class PasswordGrant(msgspec.Struct, frozen=True, kw_only=True):
@@ -87,9 +88,19 @@ async def _record_failure(services: Services, identity: Identity, tenant_id: str
               decide=lambda s: login.decide_failure(s, failed, now, identity.policy, until))
 
 
-async def _check_password(services: Services, identity: Identity, cmd: PasswordGrant
-                          ) -> tuple[str, frozenset[str], list[str], str, str | None] | None:
-    """(subject, roles, amr, method, earliest grant expiry) for good credentials; None otherwise, same work."""
+class Checked(msgspec.Struct, frozen=True, kw_only=True):
+    """Who good credentials belong to: ``sessions_epoch`` is a local user's as its password was checked."""
+
+    subject: str
+    roles: frozenset[str]
+    amr: list[str]
+    method: str
+    grant_expiry: str | None  # the earliest expiry of the grants carried
+    sessions_epoch: int | None  # None: not a local user (no epoch to carry)
+
+
+async def _check_password(services: Services, identity: Identity, cmd: PasswordGrant) -> Checked | None:
+    """Who the credentials belong to when they are good; None otherwise, after the same work."""
     scope = user.stream_tenant(cmd.tenant_id)
     state = user.User()
     if user.USERNAME_RE.fullmatch(cmd.username):
@@ -102,12 +113,14 @@ async def _check_password(services: Services, identity: Identity, cmd: PasswordG
         now = services.clock.now()
         roles = user.active_roles(state, now)
         expiries = sorted(e for r, e in state.grants.items() if r in roles and e is not None)
-        return user.subject(cmd.tenant_id, cmd.username), roles, ["pwd"], "password", (expiries or [None])[0]
+        return Checked(subject=user.subject(cmd.tenant_id, cmd.username), roles=roles, amr=["pwd"],
+                       method="password", grant_expiry=(expiries or [None])[0], sessions_epoch=state.sessions_epoch)
     if services.directory is not None:
         found = await services.directory.authenticate(cmd.username, cmd.password)
         if found is None or found.tenant_id != cmd.tenant_id:
             return None
-        return f"ldap:{scope}:{found.username}", frozenset(found.roles), ["ldap"], "ldap", None
+        return Checked(subject=f"ldap:{scope}:{found.username}", roles=frozenset(found.roles), amr=["ldap"],
+                       method="ldap", grant_expiry=None, sessions_epoch=None)
     await blocking.slow(identity.passwords.verify, None, cmd.password)  # an unknown name costs the same
     return None
 
@@ -124,7 +137,7 @@ async def password_login(cmd: PasswordGrant, services: Services, identity: Ident
         await _record_failure(services, identity, cmd.tenant_id, cmd.username, "password", "invalid_credentials",
                               correlation_id)
         raise LoginRefused()
-    subject, roles, amr, method, grant_expiry = checked
+    subject, roles, amr, method = checked.subject, checked.roles, checked.amr, checked.method
     enrolled = await mfa.enrolled_secret(services, scope, subject)
     otp_step = None
     if enrolled is not None:
@@ -144,12 +157,12 @@ async def password_login(cmd: PasswordGrant, services: Services, identity: Ident
     if enrolled is None and roles & identity.mfa_roles:
         return await _start(services, identity, subject=subject, tenant_id=cmd.tenant_id, roles=frozenset(),
                             amr=amr, method=method, refresh=False, correlation_id=correlation_id,
-                            scope=ENROLL_SCOPE)
+                            scope=ENROLL_SCOPE, sessions_epoch=checked.sessions_epoch)
     # No refresh token for directory users: the port cannot re-check an account without its password,
     # so they sign in again when the access token expires (a directory lockout then applies at once).
     return await _start(services, identity, subject=subject, tenant_id=cmd.tenant_id, roles=roles, amr=amr,
                         method=method, refresh=method != "ldap", correlation_id=correlation_id,
-                        not_after=grant_expiry)
+                        not_after=checked.grant_expiry, sessions_epoch=checked.sessions_epoch)
 
 
 async def _check_totp(services: Services, identity: Identity, cmd: PasswordGrant, enrolled: mfa.Enrolled,
@@ -168,8 +181,8 @@ async def _check_totp(services: Services, identity: Identity, cmd: PasswordGrant
 
 async def _start(services: Services, identity: Identity, *, subject: str, tenant_id: str | None,
                  roles: frozenset[str], amr: list[str], method: str, refresh: bool, correlation_id: str | None,
-                 scope: str | None = None, not_after: str | None = None, key_id: str | None = None
-                 ) -> TokenResponse:
+                 scope: str | None = None, not_after: str | None = None, key_id: str | None = None,
+                 sessions_epoch: int | None = None) -> TokenResponse:
     """Record ``session.started`` and sign the access token (and a refresh token, when ``refresh``)."""
     now = services.clock.now()
     session_id = secrets.token_hex(8)
@@ -181,7 +194,7 @@ async def _start(services: Services, identity: Identity, *, subject: str, tenant
     started = session.SessionStarted(session_id=session_id, subject=subject, tenant_id=tenant_id,
                                      roles=sorted(roles), amr=amr, method=method, access_jti=jti,
                                      access_expires_at=rfc3339(access_exp), refresh_token_id=refresh_id,
-                                     refresh_expires_at=refresh_expires)
+                                     refresh_expires_at=refresh_expires, sessions_epoch=sessions_epoch or 0)
     if refresh_id:
         identity.vault.put_verifier(f"session:{session_id}", (tenant_id or SYSTEM_TENANT).encode())
         identity.vault.put_verifier(_refresh_key(session_id, refresh_id), verifier(refresh_secret))
@@ -189,7 +202,7 @@ async def _start(services: Services, identity: Identity, *, subject: str, tenant
               tenant_id=tenant_id or SYSTEM_TENANT, stream_id=session.stream_id(session_id),
               stream_type=session.STREAM_TYPE, fold=session.fold, decide=lambda s: [started])
     token = _sign(identity, now, access_exp, subject=subject, tenant_id=tenant_id, roles=roles, amr=amr, jti=jti,
-                  session_id=session_id, scope=scope, key_id=key_id)
+                  session_id=session_id, scope=scope, key_id=key_id, sessions_epoch=sessions_epoch)
     return TokenResponse(access_token=token, token_type="Bearer", expires_in=int((access_exp - now).total_seconds()),
                          refresh_token=f"{REFRESH_PREFIX}_{session_id}_{refresh_id}_{refresh_secret}"
                          if refresh_id else None,
@@ -206,13 +219,15 @@ def _access_expiry(now: datetime, ttl: int, not_after: str | None) -> datetime:
 
 def _sign(identity: Identity, now: datetime, exp: datetime, *, subject: str, tenant_id: str | None,
           roles: frozenset[str], amr: list[str], jti: str, session_id: str, scope: str | None,
-          key_id: str | None) -> str:
+          key_id: str | None, sessions_epoch: int | None) -> str:
     claims = {"sub": subject, "tenant": tenant_id, "roles": sorted(roles), "amr": amr, "iat": int(now.timestamp()),
               "nbf": int(now.timestamp()), "exp": int(exp.timestamp()), "jti": jti, "sid": session_id}
     if scope:
         claims["scope"] = scope
     if key_id:
         claims["key"] = key_id
+    if sessions_epoch is not None:  # a local user's: api/auth.py refuses the token once the user's epoch moves on
+        claims[EPOCH_CLAIM] = sessions_epoch
     return identity.tokens.sign(claims, now)
 
 
@@ -239,7 +254,7 @@ async def refresh(refresh_token: str, services: Services, identity: Identity,
     session_id, presented, _ = parsed
     state = await _find_session(services, identity, session_id)
     now = services.clock.now()
-    roles, not_after = await _current_roles(services, state, now)
+    roles, not_after, epoch = await _current_roles(services, identity, state, now)
     new_id, new_secret, jti = secrets.token_hex(8), secrets.token_urlsafe(32), uuid7()
     access_exp = _access_expiry(now, identity.access_ttl, not_after)
     refreshed = session.SessionRefreshed(refresh_token_id=new_id, access_jti=jti,
@@ -258,7 +273,8 @@ async def refresh(refresh_token: str, services: Services, identity: Identity,
     if outcome != ["SessionRefreshed"]:
         raise session.RefreshRefused("reuse")
     token = _sign(identity, now, access_exp, subject=state.subject, tenant_id=state.tenant_id, roles=roles,
-                  amr=list(state.amr), jti=jti, session_id=session_id, scope=None, key_id=None)
+                  amr=list(state.amr), jti=jti, session_id=session_id, scope=None, key_id=None,
+                  sessions_epoch=epoch)
     return TokenResponse(access_token=token, token_type="Bearer", expires_in=int((access_exp - now).total_seconds()),
                          refresh_token=f"{REFRESH_PREFIX}_{session_id}_{new_id}_{new_secret}")
 
@@ -273,18 +289,28 @@ async def _find_session(services: Services, identity: Identity, session_id: str)
     return state
 
 
-async def _current_roles(services: Services, state: session.Session, now: datetime
-                         ) -> tuple[frozenset[str], str | None]:
-    """A local user's roles are re-read at every refresh (revoked or lapsed grants drop out); others keep theirs."""
+async def _current_roles(services: Services, identity: Identity, state: session.Session, now: datetime
+                         ) -> tuple[frozenset[str], str | None, int | None]:
+    """A local user's roles are re-read at every refresh (revoked or lapsed grants drop out, new ones count);
+    others keep theirs. Returns the roles, the earliest expiry among them and the user's sessions epoch.
+
+    Refused: a disabled user; a session its user's sessions have ended since (password or TOTP reset, disable:
+    the epoch moved on, and an enable does not move it back); and a session signed in without a TOTP code whose
+    roles now need one (a grant since): a refresh must not carry what a sign-in would only give after the code.
+    """
     if not state.subject.startswith("user:"):
-        return frozenset(state.roles), None
+        return frozenset(state.roles), None, None
     _, scope, username = state.subject.split(":", 2)
     current = await load(services, scope, user.stream_id(username), user.fold)
     if current.status != "active":
         raise session.RefreshRefused("user_disabled")
+    if state.sessions_epoch < current.sessions_epoch:
+        raise session.RefreshRefused("sessions_ended")
     roles = user.active_roles(current, now)
+    if roles & identity.mfa_roles and "otp" not in state.amr:
+        raise session.RefreshRefused("mfa_required")
     expiries = sorted(e for r, e in current.grants.items() if r in roles and e is not None)
-    return roles, (expiries or [None])[0]
+    return roles, (expiries or [None])[0], current.sessions_epoch
 
 
 async def client_credentials_failed(services: Services, identity: Identity, token_id: str | None,

@@ -8,14 +8,18 @@ from datetime import datetime
 import msgspec
 
 from domain.errors import DomainError, NotFound
-from domain.events import Payload, event, resumable
+from domain.events import Payload, event, resumable, upcaster
 
 STREAM_TYPE = "session"
 
 
-@event("session.started")
+@event("session.started", schema_version=2)
 class SessionStarted(Payload, frozen=True, kw_only=True):
-    """A token issue: the login's outcome. Ids only; the tokens themselves are never here."""
+    """A token issue: the login's outcome. Ids only; the tokens themselves are never here.
+
+    ``sessions_epoch``: the subject's (a local user's) sessions epoch when it signed in; once the user's epoch has
+    moved past it (``user.sessions_ended``), the session's tokens are refused. 0 for other subjects.
+    """
 
     session_id: str
     subject: str
@@ -27,6 +31,12 @@ class SessionStarted(Payload, frozen=True, kw_only=True):
     access_expires_at: str
     refresh_token_id: str | None
     refresh_expires_at: str | None
+    sessions_epoch: int
+
+
+@upcaster("session.started", 1)
+def _v1_had_no_epoch(data: dict) -> dict:
+    return {**data, "sessions_epoch": 0}  # every user's epoch was 0 before epochs existed
 
 
 @event("session.refreshed")
@@ -39,7 +49,7 @@ class SessionRefreshed(Payload, frozen=True, kw_only=True):
 
 @event("session.revoked")
 class SessionRevoked(Payload, frozen=True, kw_only=True):
-    reason: str  # refresh_token_reuse | logout | user_disabled
+    reason: str  # refresh_token_reuse | password_reset | totp_reset | user_disabled
 
 
 class Session(msgspec.Struct, frozen=True, kw_only=True):
@@ -52,6 +62,7 @@ class Session(msgspec.Struct, frozen=True, kw_only=True):
     refresh_token_id: str | None = None
     refresh_expires_at: str | None = None
     generation: int = 0
+    sessions_epoch: int = 0
     spent: frozenset[str] = frozenset()  # refresh token ids already rotated away
     version: int = 0
 
@@ -77,7 +88,8 @@ def fold(payloads: Iterable[Payload], start: Session | None = None) -> Session:
                 state = Session(session_id=payload.session_id, status="active", subject=payload.subject,
                                 tenant_id=payload.tenant_id, roles=tuple(payload.roles), amr=tuple(payload.amr),
                                 refresh_token_id=payload.refresh_token_id,
-                                refresh_expires_at=payload.refresh_expires_at, version=state.version)
+                                refresh_expires_at=payload.refresh_expires_at,
+                                sessions_epoch=payload.sessions_epoch, version=state.version)
             case SessionRefreshed():
                 spent = state.spent | ({state.refresh_token_id} if state.refresh_token_id else set())
                 state = msgspec.structs.replace(state, refresh_token_id=payload.refresh_token_id,

@@ -1,4 +1,5 @@
-"""The User aggregate: a local account, its password reference, status and (optionally expiring) role grants."""
+"""The User aggregate: a local account, its password reference, status, (optionally expiring) role grants, and the
+sessions epoch that ends every session issued before it."""
 
 from __future__ import annotations
 
@@ -43,6 +44,13 @@ class PasswordReset(Payload, frozen=True, kw_only=True):
     password_ref: str
 
 
+@event("user.sessions_ended")
+class SessionsEnded(Payload, frozen=True, kw_only=True):
+    """Every session issued before this ends: the user's sessions epoch goes up by one (see ``User``)."""
+
+    reason: str  # password_reset | totp_reset | user_disabled
+
+
 @event("user.disabled")
 class UserDisabled(Payload, frozen=True, kw_only=True):
     reason: str
@@ -59,6 +67,10 @@ class User(msgspec.Struct, frozen=True, kw_only=True):
     status: str = "absent"  # absent | active | disabled
     password_ref: str | None = None
     grants: dict[str, str | None] = {}  # role -> expires_at (None: permanent)
+    # How many times every session was ended: tokens and refresh families carry the epoch they were issued in,
+    # and one from an earlier epoch is refused (a counter, not a time: a token minted in the same second after
+    # the end still works, one minted before it never does, whatever the clocks say).
+    sessions_epoch: int = 0
     version: int = 0
 
 
@@ -96,6 +108,8 @@ def fold(payloads: Iterable[Payload], start: User | None = None) -> User:
                                                                if r != payload.role})
             case PasswordReset():
                 state = msgspec.structs.replace(state, password_ref=payload.password_ref)
+            case SessionsEnded():
+                state = msgspec.structs.replace(state, sessions_epoch=state.sessions_epoch + 1)
             case UserDisabled():
                 state = msgspec.structs.replace(state, status="disabled")
             case UserEnabled():
@@ -160,13 +174,22 @@ def decide_revoke(state: User, role: str, reason: str) -> list[Payload]:
 
 
 def decide_reset_password(state: User, password_ref: str) -> list[Payload]:
+    """A new password ends every session that the old one opened (OWASP ASVS 3.3)."""
     _require(state)
-    return [PasswordReset(password_ref=password_ref)]
+    return [PasswordReset(password_ref=password_ref), SessionsEnded(reason="password_reset")]
+
+
+def decide_end_sessions(state: User, reason: str) -> list[Payload]:
+    _require(state)
+    return [SessionsEnded(reason=reason)]
 
 
 def decide_disable(state: User, reason: str) -> list[Payload]:
+    """A disabled account's sessions end for good: enabling it again does not bring them back."""
     _require(state)
-    return [] if state.status == "disabled" else [UserDisabled(reason=reason[:500] or "disabled")]
+    if state.status == "disabled":
+        return []
+    return [UserDisabled(reason=reason[:500] or "disabled"), SessionsEnded(reason="user_disabled")]
 
 
 def decide_enable(state: User, reason: str) -> list[Payload]:

@@ -36,6 +36,7 @@ from infra.ldap import LdapDirectory
 from infra.primary_link import LinkClient, LinkedQuotaLedger
 from infra.renewal_scheduler import RenewalScheduler
 from infra.revocation_scheduler import RevocationScheduler
+from infra.sessions import ReadModelSessions
 from infra.usage import ReadModelUsage
 from infra.webhooks import Webhooks
 from infra.webhooks import wire as wire_webhooks
@@ -188,6 +189,7 @@ def open_runtime(settings: Settings, link: LinkClient | None = None, *, rebuild:
         services.directory = LdapDirectory(settings.ldap)
     services.allow_loopback_webhooks = settings.webhook_allow_loopback_http
     services.usage = ReadModelUsage(store, runner, timeout=settings.read_your_writes_timeout)
+    services.sessions = ReadModelSessions(store, runner, timeout=settings.read_your_writes_timeout)
     if link is not None:
         services.quota_ledger = LinkedQuotaLedger(link)  # reservations are held in the primary, with every worker's
         return Runtime(settings, store, runner, checkpointer, vault, services, keys,

@@ -9,6 +9,7 @@ from projections.cas import CasProjector
 from projections.certificates import CertificatesProjector
 from projections.profiles import ProfilesProjector
 from projections.service_accounts import ServiceAccountsProjector
+from projections.sessions import SessionsProjector
 from projections.tenants import TenantsProjector
 from projections.users import UsersProjector
 from projections.webhooks import WebhooksProjector
@@ -16,4 +17,5 @@ from projections.webhooks import WebhooksProjector
 
 def all_projectors() -> list[Projector]:
     return [TenantsProjector(), AuditLogProjector(), ApiTokensProjector(), CasProjector(), CertificatesProjector(),
-            ProfilesProjector(), UsersProjector(), ServiceAccountsProjector(), WebhooksProjector()]
+            ProfilesProjector(), UsersProjector(), ServiceAccountsProjector(), WebhooksProjector(),
+            SessionsProjector()]

@@ -138,7 +138,7 @@ def test_login_streams_are_per_tenant_and_name_and_reveal_neither():
 def started(expires: str) -> session.SessionStarted:
     return session.SessionStarted(session_id="s1", subject="user:_system:alice", tenant_id=None, roles=["viewer"],
                                   amr=["pwd"], method="password", access_jti="j0", access_expires_at=expires,
-                                  refresh_token_id="r0", refresh_expires_at=expires)
+                                  refresh_token_id="r0", refresh_expires_at=expires, sessions_epoch=0)
 
 
 def refreshed(new: str, generation: int) -> session.SessionRefreshed:
@@ -184,3 +184,32 @@ def test_well_formed_credentials_parse():
     secret = "a_b-" * 11
     assert parse_refresh(f"csmr_0123456789abcdef_fedcba9876543210_{secret}") == (
         "0123456789abcdef", "fedcba9876543210", secret)
+
+
+# ending every session -----------------------------------------------------------------------------
+
+def test_a_password_reset_and_a_disable_move_the_sessions_epoch_and_an_enable_does_not():
+    state = user.fold([user.UserCreated(username="alice", tenant_id=None, display_name=None, password_ref="pw0")])
+    assert state.sessions_epoch == 0
+    reset = user.decide_reset_password(state, "pw1")
+    assert reset == [user.PasswordReset(password_ref="pw1"), user.SessionsEnded(reason="password_reset")]
+    state = user.fold(reset, start=state)
+    disabled = user.decide_disable(state, "left")
+    assert disabled[-1] == user.SessionsEnded(reason="user_disabled")
+    state = user.fold(disabled + user.decide_enable(user.fold(disabled, start=state), "back"), start=state)
+    assert (state.status, state.sessions_epoch) == ("active", 2)
+    assert user.decide_disable(user.fold([user.UserDisabled(reason="x")], start=state), "again") == []
+    assert user.fold(user.decide_end_sessions(state, "totp_reset"), start=state).sessions_epoch == 3
+
+
+def test_sessions_started_before_epochs_existed_were_started_in_epoch_0():
+    from domain.events import Actor, EventEnvelope, decode_payload
+
+    body = {"session_id": "s1", "subject": "user:_system:alice", "tenant_id": None, "roles": ["viewer"],
+            "amr": ["pwd"], "method": "password", "access_jti": "j0", "access_expires_at": at(900),
+            "refresh_token_id": "r0", "refresh_expires_at": at(3600)}
+    envelope = EventEnvelope(event_id="e", stream_id="session-s1", stream_type="session", version=1,
+                             global_position=1, tenant_id="_system", type="session.started", schema_version=1,
+                             occurred_at=at(0), actor=Actor(auth_method="password", principal="user:_system:alice"),
+                             correlation_id=None, causation_id=None, payload=body, prev_hash="")
+    assert session.fold([decode_payload(envelope)]).sessions_epoch == 0
