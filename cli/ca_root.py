@@ -135,7 +135,8 @@ def sign_intermediate(root_dir: Path, csr_file: Path, out_file: Path, validity_d
                               crl_urls=tuple(crl_url))
         algorithm = algorithm_of(keys) or facts.algorithm
         policy.raise_for(policy.check_ca(spec, issuer=issuer, subject_algorithm=algorithm,
-                                         key_bits=facts.key_bits, available=crypto.available_algorithms(), now=now))
+                                         key_bits=facts.key_bits, available=crypto.available_algorithms(), now=now,
+                                         rsa_exponent=facts.rsa_exponent, key_field="csr"))
         der = crypto.sign_certificate(spec, keys, root_key, root_der)
         crypto.verify_issued(der, root_der)
     except DomainError as exc:

@@ -222,7 +222,7 @@ async def import_offline_root(cmd: ImportOfflineRoot, ctx: CommandContext, servi
     der = _certificate_der(cmd.certificate_pem)
     crypto.verify_issued(der, der)  # self-signed, and the signature holds
     info = _require_ca_certificate(crypto.describe_ca(der))
-    policy.raise_for(policy.check_key(info.algorithm, info.key_bits, for_ca=True,
+    policy.raise_for(policy.check_key(info.algorithm, info.key_bits, for_ca=True, rsa_exponent=info.rsa_exponent,
                                       available=crypto.available_algorithms(), field="certificate_pem"))
     async with quotas.reserve(services, tenant_state, NEW_CA) as reservation:
         ca_id = uuid7()

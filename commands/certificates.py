@@ -66,6 +66,8 @@ class _Request(msgspec.Struct, frozen=True, kw_only=True):
     """The subject's side of an issuance: from a CSR, a server-side key to make, or (renewal) a key already held.
 
     ``public_keys`` None means a key is generated here; ``key_ref`` names a vault key being reused.
+    ``rsa_exponent`` is a CSR's RSA exponent (a key made here always has 65537); ``key_field`` names where the key
+    came from, for refusals.
     """
 
     subject: DistinguishedName
@@ -76,6 +78,8 @@ class _Request(msgspec.Struct, frozen=True, kw_only=True):
     public_keys: PublicKeys | None
     csr_sha256: str | None
     key_ref: str | None = None
+    rsa_exponent: int | None = None
+    key_field: str = "algorithm"
 
 
 def _from_csr(services: Services, cmd: IssueCertificate) -> _Request:
@@ -87,7 +91,8 @@ def _from_csr(services: Services, cmd: IssueCertificate) -> _Request:
         raise DomainError("subject_required", "the CSR has an empty subject: give one in subject", field="subject")
     return _Request(subject=subject, sans=cmd.sans if cmd.sans is not None else facts.sans,
                     algorithm=facts.algorithm, key_bits=facts.key_bits, csr_hash=facts.signature_hash,
-                    public_keys=keys, csr_sha256=hashlib.sha256(cmd.csr.encode()).hexdigest())
+                    public_keys=keys, csr_sha256=hashlib.sha256(cmd.csr.encode()).hexdigest(),
+                    rsa_exponent=facts.rsa_exponent, key_field="csr")
 
 
 async def issue_certificate(cmd: IssueCertificate, ctx: CommandContext, services: Services) -> IssuedCertificate:
@@ -152,7 +157,8 @@ async def issue(services: Services, ctx: CommandContext, command: msgspec.Struct
     policy.raise_for(policy.check_certificate(
         spec, profile=profile, tenant_policy=tenant.policy, issuer=pki.issuer_facts(issuer),
         subject_algorithm=request.algorithm, key_bits=request.key_bits, csr_signature_hash=request.csr_hash,
-        available=crypto.available_algorithms(), now=now))
+        available=crypto.available_algorithms(), now=now, rsa_exponent=request.rsa_exponent,
+        key_field=request.key_field))
     async with quotas.reserve(services, tenant, RENEWAL if renewal else NEW_CERTIFICATE) as reservation:
         key = None
         if request.public_keys is None:  # every rule passed: only now spend the time on a key

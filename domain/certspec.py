@@ -104,7 +104,8 @@ class CsrFacts(msgspec.Struct, frozen=True, kw_only=True):
     ``algorithm`` is a name from ``domain.algorithms.ALGORITHMS`` (the CSR's key), or the
     closest description of an unsupported key ("rsa-2048", "dsa-2048", "ecdsa-secp256k1")
     so policy can name it in its refusal. ``signature_hash`` is the CSR signature's hash
-    ("sha1" is reported, then refused by policy).
+    ("sha1" is reported, then refused by policy). ``rsa_exponent`` is an RSA key's public exponent (policy
+    refuses an even one, or one below 65537), None for other keys.
     """
 
     subject: DistinguishedName | None
@@ -114,6 +115,7 @@ class CsrFacts(msgspec.Struct, frozen=True, kw_only=True):
     signature_hash: str | None
     public_key_der: bytes  # SubjectPublicKeyInfo, DER
     public_key_sha256: str  # hex, of the SubjectPublicKeyInfo DER
+    rsa_exponent: int | None = None
     requested_extensions: tuple[str, ...] = ()  # OIDs of extensions the CSR asked for (ignored: profile decides)
 
 
@@ -138,6 +140,7 @@ class CaCertificateInfo(msgspec.Struct, frozen=True, kw_only=True):
     subject: DistinguishedName
     algorithm: str
     key_bits: int | None
+    rsa_exponent: int | None  # an RSA key's public exponent (policy checks it), None for other keys
     is_ca: bool
     path_length: int | None
     name_constraints: NameConstraints

@@ -25,6 +25,10 @@ CLOCK_SKEW = timedelta(minutes=5)
 MAX_BACKDATE = timedelta(hours=1)
 MAX_SERIAL = 2**159  # RFC 5280 4.1.2.2: at most 20 octets, positive
 MIN_RSA_BITS_LEAF, MIN_RSA_BITS_CA = 3072, 4096
+# NIST SP 800-56B Rev. 2 (6.2.1) and the CA/Browser Forum Baseline Requirements (6.1.6): an RSA public exponent is
+# odd and 2**16 + 1 <= e < 2**256. With e = 3, a verifier that checks PKCS#1 v1.5 padding loosely accepts forged
+# signatures (Bleichenbacher 2006), and a message sent unpadded to three keys can be recovered (Hastad).
+MIN_RSA_EXPONENT, MAX_RSA_EXPONENT = 2**16 + 1, 2**256
 MAX_ROOT_DAYS, MAX_INTERMEDIATE_DAYS = 7305, 3653  # 20 and 10 years, leap days included
 MAX_SPEC_DAYS = 36600  # beyond any rule; guards datetime arithmetic against absurd input
 MAX_SANS = 100
@@ -124,12 +128,28 @@ def _weakness(algorithm: str, key_bits: int | None, known: Algorithm | None, for
     return None
 
 
+def _exponent_weakness(algorithm: str, rsa_exponent: int | None) -> str | None:
+    if rsa_exponent is None or family_of(algorithm) != "rsa":
+        return None
+    if rsa_exponent % 2 == 1 and MIN_RSA_EXPONENT <= rsa_exponent < MAX_RSA_EXPONENT:
+        return None
+    # a huge exponent is named by its size: its decimal digits could pass Python's int-to-text limit
+    shown = rsa_exponent if rsa_exponent < MAX_RSA_EXPONENT else f"a {rsa_exponent.bit_length()}-bit number"
+    return f"an RSA public exponent must be odd, at least 65537 and below 2**256, not {shown}"
+
+
 def check_key(algorithm: str, key_bits: int | None, *, for_ca: bool, available: frozenset[str],
-              field: str = "algorithm") -> list[Violation]:
-    """Whether a subject key is known, strong enough, and can be used on this installation."""
+              field: str = "algorithm", rsa_exponent: int | None = None) -> list[Violation]:
+    """Whether a subject key is known, strong enough, and can be used on this installation.
+
+    ``rsa_exponent`` is the public exponent of an RSA key made elsewhere (a CSR, an imported CA certificate);
+    None for keys this service generates (always 65537).
+    """
     known = ALGORITHMS.get(algorithm)
     weak = _weakness(algorithm, key_bits, known, for_ca)
     out = [Violation(field, "weak_key", weak)] if weak else []
+    if exponent := _exponent_weakness(algorithm, rsa_exponent):
+        out.append(Violation(field, "weak_key", exponent))
     if known is None and not weak:
         out.append(Violation(field, "algorithm_unknown", f"{algorithm!r} is not a supported algorithm"))
     if known is not None and algorithm not in available:
@@ -330,8 +350,12 @@ def _check_ca_constraints(spec: CertificateSpec, issuer: IssuerFacts | None) -> 
 
 def check_certificate(spec: CertificateSpec, *, profile: Profile, tenant_policy: TenantPolicy,
                       issuer: IssuerFacts | None, subject_algorithm: str, key_bits: int | None,
-                      csr_signature_hash: str | None, available: frozenset[str], now: datetime) -> list[Violation]:
-    """Every rule a certificate built from ``profile`` breaks; ``issuer`` None means self-signed."""
+                      csr_signature_hash: str | None, available: frozenset[str], now: datetime,
+                      rsa_exponent: int | None = None, key_field: str = "algorithm") -> list[Violation]:
+    """Every rule a certificate built from ``profile`` breaks; ``issuer`` None means self-signed.
+
+    ``key_field`` names where the subject key came from: "algorithm" (made here), or "csr".
+    """
     signer = issuer.algorithm if issuer else subject_algorithm
     limits = [(profile.max_validity_days, f"profile {profile.name}"),
               (tenant_policy.max_validity_days, "tenant policy")]
@@ -342,7 +366,8 @@ def check_certificate(spec: CertificateSpec, *, profile: Profile, tenant_policy:
         *_check_name_constraints(spec, issuer),
         *_check_validity(spec, now, limits),
         *_check_issuer(spec, issuer),
-        *check_key(subject_algorithm, key_bits, for_ca=spec.is_ca, available=available),
+        *check_key(subject_algorithm, key_bits, for_ca=spec.is_ca, available=available, field=key_field,
+                   rsa_exponent=rsa_exponent),
         *_check_allowed(subject_algorithm, profile.allowed_algorithms, f"profile {profile.name}"),
         *_check_allowed(subject_algorithm, tenant_policy.allowed_algorithms, "tenant policy"),
         *_check_hashes(spec, signer, csr_signature_hash, "issuer_id"),
@@ -353,7 +378,8 @@ def check_certificate(spec: CertificateSpec, *, profile: Profile, tenant_policy:
 
 
 def check_ca(spec: CertificateSpec, *, issuer: IssuerFacts | None, subject_algorithm: str, key_bits: int | None,
-             available: frozenset[str], now: datetime, tenant_policy: TenantPolicy = TenantPolicy()) -> list[Violation]:
+             available: frozenset[str], now: datetime, tenant_policy: TenantPolicy = TenantPolicy(),
+             rsa_exponent: int | None = None, key_field: str = "algorithm") -> list[Violation]:
     """Every rule a CA certificate breaks: a root when ``issuer`` is None, else an intermediate under it."""
     limit = (MAX_INTERMEDIATE_DAYS, "an intermediate CA") if issuer else (MAX_ROOT_DAYS, "a root CA")
     return [
@@ -361,7 +387,8 @@ def check_ca(spec: CertificateSpec, *, issuer: IssuerFacts | None, subject_algor
         *_check_name_constraints(spec, issuer),
         *_check_validity(spec, now, [limit]),
         *_check_issuer(spec, issuer),
-        *check_key(subject_algorithm, key_bits, for_ca=True, available=available),
+        *check_key(subject_algorithm, key_bits, for_ca=True, available=available, field=key_field,
+                   rsa_exponent=rsa_exponent),
         *_check_allowed(subject_algorithm, tenant_policy.allowed_algorithms, "tenant policy"),
         *_check_hashes(spec, issuer.algorithm if issuer else subject_algorithm, None,
                        "issuer_id" if issuer else "algorithm"),

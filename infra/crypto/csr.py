@@ -39,6 +39,7 @@ def parse(data: bytes) -> tuple[CsrFacts, PublicKeys]:
         sans=_sans(request),
         algorithm=algorithm,
         key_bits=bits,
+        rsa_exponent=keys.rsa_exponent(public_key),
         signature_hash=_signature_hash(request),
         public_key_der=spki,
         public_key_sha256=hashlib.sha256(spki).hexdigest(),

@@ -154,9 +154,11 @@ class CryptographyPki:
                               field="certificate_pem") from None
         if subject is None:
             raise DomainError("invalid_certificate", "a CA certificate needs a subject", field="certificate_pem")
-        described = keys.describe_public_key(cert.public_key())
+        public_key = cert.public_key()
+        described = keys.describe_public_key(public_key)
         constraints = _extension(cert, x509.BasicConstraints)
         return CaCertificateInfo(subject=subject, algorithm=facts.algorithm, key_bits=described[1] if described else None,
+                                 rsa_exponent=keys.rsa_exponent(public_key),
                                  is_ca=bool(constraints and constraints.ca),
                                  path_length=constraints.path_length if constraints else None,
                                  name_constraints=name_constraints)

@@ -88,6 +88,11 @@ def describe_public_key(key: Any) -> tuple[str, int | None] | None:
     return (name, None) if name else None
 
 
+def rsa_exponent(key: Any) -> int | None:
+    """An RSA public key's exponent, None for any other key (policy refuses e < 65537 and even e)."""
+    return key.public_numbers().e if isinstance(key, rsa.RSAPublicKey) else None
+
+
 def hybrid_name(classical: str, alternative: str) -> str | None:
     for spec in ALGORITHMS.values():
         if spec.classical == classical and spec.alternative == alternative:

@@ -8,6 +8,7 @@ sign-intermediate`, install), and the problem+json a malformed CA request gets.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import os
 import re
 import shutil
@@ -17,7 +18,9 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
 from test_api_support import assert_problem, pki_api  # noqa: F401
 
 OPENSSL = shutil.which("openssl")
@@ -344,3 +347,28 @@ async def test_malformed_ca_requests_are_problems_that_name_the_field(pki_api):
     assert_problem(await create(kind="root", colour="blue"), 400, field="colour")
     listed = (await ok(await api.client.get("/v1/cas", headers=admin, params={"tenant_id": "acme"}))).json()
     assert [item["ca_id"] for item in listed["items"]] == [root]  # nothing refused was created
+
+
+def _self_signed_root(key) -> str:
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Outside Root")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+                   .serial_number(x509.random_serial_number()).not_valid_before(now)
+                   .not_valid_after(now + datetime.timedelta(days=3650))
+                   .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+                   .sign(key, hashes.SHA384()))
+    return certificate.public_bytes(serialization.Encoding.PEM).decode()
+
+
+async def test_an_offline_root_whose_rsa_exponent_is_3_is_not_imported(pki_api):
+    api = pki_api
+    admin = await api.admin()
+    await api.create_tenant(admin, "acme")
+    weak = await api.client.post("/v1/cas/import", headers=admin, json={
+        "tenant_id": "acme", "name": "e3", "certificate_pem": _self_signed_root(rsa.generate_private_key(3, 4096))})
+    problem = assert_problem(weak, 422, "policy_violation", field="certificate_pem")
+    assert [(e["field"], e["rule"]) for e in problem["errors"]] == [("certificate_pem", "weak_key")], problem
+    assert "exponent" in problem["detail"]
+    await ok(await api.client.post("/v1/cas/import", headers=admin, json={
+        "tenant_id": "acme", "name": "e65537",
+        "certificate_pem": _self_signed_root(rsa.generate_private_key(65537, 4096))}), 201)

@@ -107,6 +107,20 @@ async def test_refusals_name_every_rule_and_leave_the_store_unchanged(pki_api):
     assert await tenant_events(api, "acme") == before
 
 
+async def test_an_rsa_csr_with_public_exponent_3_is_refused_as_a_weak_key(pki_api):
+    api = pki_api
+    admin = await api.admin()
+    _, inter = await hierarchy(api, admin)
+    before = await tenant_events(api, "acme")
+    csr, _ = csr_pem("x.acme.internal", ["x.acme.internal"], key=rsa.generate_private_key(3, 3072))
+    response = await api.client.post("/v1/certificates", headers=admin, json={
+        "tenant_id": "acme", "ca_id": inter["ca_id"], "csr": csr})
+    problem = assert_problem(response, 422, "policy_violation", field="csr")
+    assert [(e["field"], e["rule"]) for e in problem["errors"]] == [("csr", "weak_key")], problem
+    assert "exponent" in problem["errors"][0]["message"]
+    assert await tenant_events(api, "acme") == before
+
+
 async def test_a_serial_already_taken_is_refused_and_the_first_certificate_stays_as_it_was(pki_api, monkeypatch):
     # Issuance decides on a certificate stream it presumes new (runtime.run presume_new): the append at
     # version 0 must catch a serial that is taken, and the retry that reads the stream must refuse it.

@@ -67,6 +67,7 @@ def test_good_csrs_parse(algorithm, encoding):
     assert facts.public_key_der == keys.primary == pki.public_keys(key(algorithm)).primary
     assert facts.public_key_sha256 == hashlib.sha256(keys.primary).hexdigest()
     assert facts.requested_extensions == ("2.5.29.17", "2.5.29.19")
+    assert facts.rsa_exponent == (65537 if algorithm.startswith("rsa") else None)
     assert keys.alternative is None
 
 
@@ -85,6 +86,11 @@ def test_weak_but_recognisable_csrs_are_described_not_refused():
     assert (facts.algorithm, facts.key_bits) == ("ecdsa-secp256k1", 256)
     facts, _ = pki.parse_csr(csr(dsa.generate_private_key(2048)).public_bytes(serialization.Encoding.DER))
     assert (facts.algorithm, facts.key_bits) == ("dsa-2048", 2048)
+
+
+def test_an_rsa_csr_reports_its_public_exponent_for_policy():
+    facts, _ = pki.parse_csr(csr(rsa.generate_private_key(3, 3072)).public_bytes(serialization.Encoding.DER))
+    assert (facts.algorithm, facts.key_bits, facts.rsa_exponent) == ("rsa-3072", 3072, 3)
 
 
 @pytest.mark.parametrize("algorithm", ["ecdsa-p384", "ed25519", "ml-dsa-65"])

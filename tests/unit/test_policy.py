@@ -34,10 +34,10 @@ def leaf(profile=NODE, cn="node1.db.example.com", sans=None, algorithm="ecdsa-p2
 
 
 def check(spec=None, *, profile=NODE, tenant=TenantPolicy(), issuer=ISSUER, algorithm="ecdsa-p256", key_bits=None,
-          csr_hash="sha256"):
+          csr_hash="sha256", **key):
     return check_certificate(spec or leaf(profile), profile=profile, tenant_policy=tenant, issuer=issuer,
                              subject_algorithm=algorithm, key_bits=key_bits, csr_signature_hash=csr_hash,
-                             available=AVAILABLE, now=NOW)
+                             available=AVAILABLE, now=NOW, **key)
 
 
 def found(violations: list[Violation]) -> list[tuple[str, str]]:
@@ -69,6 +69,8 @@ CERTIFICATE_RULES = [
     ("rsa-3072 catalogued but 2048 bits", dict(spec=RSA_LEAF, algorithm="rsa-3072", key_bits=2048),
      ("weak_key", "algorithm")),
     ("dsa", dict(spec=leaf(algorithm="dsa-3072"), algorithm="dsa-3072"), ("weak_key", "algorithm")),
+    ("csr with RSA exponent 3", dict(spec=leaf(algorithm="rsa-3072"), algorithm="rsa-3072", key_bits=3072,
+                                     rsa_exponent=3, key_field="csr"), ("weak_key", "csr")),
     ("secp256k1", dict(algorithm="ecdsa-secp256k1"), ("weak_key", "algorithm")),
     ("unknown algorithm", dict(spec=leaf(algorithm="rsa-8192"), algorithm="rsa-8192"),
      ("algorithm_unknown", "algorithm")),
@@ -203,9 +205,9 @@ def intermediate(days=3650, path_length=0, nc=NameConstraints(), cn="Acme Interm
     return replace(spec, **changes)
 
 
-def check_a_ca(spec=None, *, issuer=ROOT, algorithm="ecdsa-p384", key_bits=None, tenant=TenantPolicy()):
+def check_a_ca(spec=None, *, issuer=ROOT, algorithm="ecdsa-p384", key_bits=None, tenant=TenantPolicy(), **key):
     return check_ca(spec or intermediate(), issuer=issuer, subject_algorithm=algorithm, key_bits=key_bits,
-                    available=AVAILABLE, now=NOW, tenant_policy=tenant)
+                    available=AVAILABLE, now=NOW, tenant_policy=tenant, **key)
 
 
 def root_spec(days=7300, algorithm="ml-dsa-65", **changes):
@@ -221,6 +223,8 @@ CA_RULES = [
     ("root over 20 years", dict(spec=root_spec(days=7306), issuer=None, algorithm="ml-dsa-65"),
      ("validity_too_long", "validity_days")),
     ("rsa-3072 CA", dict(algorithm="rsa-3072"), ("weak_key", "algorithm")),
+    ("CA CSR with an even RSA exponent", dict(algorithm="rsa-4096", rsa_exponent=65538, key_field="csr"),
+     ("weak_key", "csr")),
     ("root signing with sha256", dict(spec=root_spec(algorithm="rsa-4096", signature_hash="sha256"), issuer=None,
                                       algorithm="rsa-4096"), ("weak_hash", "algorithm")),
     ("tenant allow-list", dict(tenant=TenantPolicy(allowed_algorithms=("ml-dsa-65",))),
@@ -298,6 +302,23 @@ def test_check_key(algorithm, bits, for_ca, expected):
     violations = check_key(algorithm, bits, for_ca=for_ca, available=AVAILABLE, field="csr.algorithm")
     assert [v.rule for v in violations] == expected
     assert all(v.field == "csr.algorithm" for v in violations)
+
+
+@pytest.mark.parametrize("exponent, ok", [
+    (None, True), (3, False), (17, False), (65535, False), (65536, False), (65537, True), (65538, False),
+    (2**255 + 1, True), (2**256 - 1, True), (2**256 + 1, False), (2**4000 + 1, False),
+], ids=lambda value: f"{value.bit_length()}-bit" if isinstance(value, int) and value > 2**64 else None)
+def test_rsa_public_exponents_follow_sp_800_56b(exponent, ok):
+    violations = check_key("rsa-3072", 3072, for_ca=False, available=AVAILABLE, field="csr", rsa_exponent=exponent)
+    assert found(violations) == ([] if ok else [("weak_key", "csr")])
+    assert all("exponent" in v.message and len(v.message) < 200 for v in violations)
+
+
+def test_a_small_rsa_key_with_exponent_3_reports_both_weaknesses_and_other_families_have_no_exponent():
+    violations = check_key("rsa-2048", 2048, for_ca=False, available=AVAILABLE, rsa_exponent=3)
+    assert [v.rule for v in violations] == ["weak_key", "weak_key"]
+    assert "2048" in violations[0].message and "exponent" in violations[1].message
+    assert check_key("ecdsa-p256", 256, for_ca=False, available=AVAILABLE, rsa_exponent=3) == []
 
 
 def test_a_weak_key_that_is_also_unavailable_reports_both():

@@ -10,8 +10,8 @@ from hypothesis import given, strategies as st
 from domain import names
 from domain.algorithms import ALGORITHMS
 from domain.certspec import DistinguishedName, NameConstraints, SubjectAltNames
-from domain.policy import (MAX_SERIAL, IssuerFacts, PolicyViolation, TenantPolicy, check_certificate, leaf_spec,
-                           serial_from_random)
+from domain.policy import (MAX_SERIAL, IssuerFacts, PolicyViolation, TenantPolicy, check_certificate, check_key,
+                           leaf_spec, serial_from_random)
 from domain.profile import BUILTIN_PROFILES
 
 NOW = datetime(2030, 1, 1, tzinfo=UTC)
@@ -152,6 +152,13 @@ def test_serial_from_random_is_the_draw_without_its_top_bit(draw):
 @given(st.integers(1, MAX_SERIAL - 1))
 def test_every_serial_in_range_can_be_drawn(serial):
     assert serial_from_random(serial.to_bytes(20, "big")) == serial
+
+
+@given(st.integers(-(2**300), 2**300) | st.integers(0, 2**17) | st.integers(2**256 - 2**10, 2**256 + 2**10))
+def test_an_rsa_exponent_is_accepted_exactly_when_odd_and_from_65537_below_2_to_the_256(exponent):
+    violations = check_key("rsa-4096", 4096, for_ca=True, available=AVAILABLE, rsa_exponent=exponent)
+    assert (violations == []) is (exponent % 2 == 1 and 65537 <= exponent < 2**256)
+    assert all(v.rule == "weak_key" for v in violations)
 
 
 @given(st.integers(-(10**12), 10**12))
