@@ -164,11 +164,16 @@ def _check_allowed(algorithm: str, allowed: tuple[str, ...] | None, source: str)
                       f"{source} does not allow {algorithm}; it allows {', '.join(allowed) or 'none'}")]
 
 
+def check_csr_hash(csr_hash: str | None) -> list[Violation]:
+    """A CSR signed over a broken hash (MD2, MD4, MD5, SHA-1) is refused by name, whatever its key."""
+    if csr_hash is None or csr_hash.lower() not in BROKEN_HASHES:
+        return []
+    return [Violation("csr", "weak_hash", f"the CSR is signed with {csr_hash}, which is broken; "
+                      "sign it with SHA-256 or stronger")]
+
+
 def _check_hashes(spec: CertificateSpec, signer_algorithm: str, csr_hash: str | None, field: str) -> list[Violation]:
-    out = []
-    if csr_hash is not None and csr_hash.lower() in BROKEN_HASHES:
-        out.append(Violation("csr", "weak_hash", f"the CSR is signed with {csr_hash}, which is broken; "
-                             "sign it with SHA-256 or stronger"))
+    out = check_csr_hash(csr_hash)
     if family_of(signer_algorithm) in _CLASSICAL_SIGNERS and spec.signature_hash not in STRONG_HASHES:
         out.append(Violation(field, "weak_hash", "classical CA signatures use SHA-384 or SHA-512, "
                              f"not {spec.signature_hash}"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import shutil
 import subprocess
 import threading
@@ -10,9 +11,11 @@ import threading
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import NameOID
 from test_api_support import assert_problem, pki_api  # noqa: F401
+
+from infra.crypto import der
 
 OPENSSL = shutil.which("openssl")
 
@@ -118,6 +121,35 @@ async def test_an_rsa_csr_with_public_exponent_3_is_refused_as_a_weak_key(pki_ap
     problem = assert_problem(response, 422, "policy_violation", field="csr")
     assert [(e["field"], e["rule"]) for e in problem["errors"]] == [("csr", "weak_key")], problem
     assert "exponent" in problem["errors"][0]["message"]
+    assert await tenant_events(api, "acme") == before
+
+
+def weak_hash_csr_pem(kind: str) -> str:
+    """A correctly self-signed CSR over SHA-1 or MD5 (as `openssl req -sha1`, `-md5` make them; cryptography won't)."""
+    if kind == "ecdsa-with-SHA1":
+        key, oid, null = ec.generate_private_key(ec.SECP256R1()), "1.2.840.10045.4.1", False
+        sign = lambda info: key.sign(info, ec.ECDSA(hashes.SHA1()))  # noqa: E731
+    else:
+        key, oid, null = rsa.generate_private_key(65537, 3072), "1.2.840.113549.1.1.4", True
+        sign = lambda info: key.sign(info, padding.PKCS1v15(), hashes.MD5())  # noqa: E731
+    info = x509.load_pem_x509_csr(csr_pem("x.acme.internal", ["x.acme.internal"], key=key)[0].encode())
+    algorithm = der.sequence(der.encode_oid(oid), *([der.encode_tlv(der.NULL, b"")] if null else []))
+    body = der.sequence(info.tbs_certrequest_bytes, algorithm, der.encode_bit_string(sign(info.tbs_certrequest_bytes)))
+    return "-----BEGIN CERTIFICATE REQUEST-----\n" + base64.encodebytes(body).decode() + \
+        "-----END CERTIFICATE REQUEST-----\n"
+
+
+@pytest.mark.parametrize("kind", ["ecdsa-with-SHA1", "md5WithRSAEncryption"])
+async def test_csrs_signed_over_sha1_or_md5_are_refused_as_weak_hash_without_library_text(pki_api, kind):
+    api = pki_api
+    admin = await api.admin()
+    _, inter = await hierarchy(api, admin)
+    before = await tenant_events(api, "acme")
+    response = await api.client.post("/v1/certificates", headers=admin, json={
+        "tenant_id": "acme", "ca_id": inter["ca_id"], "csr": weak_hash_csr_pem(kind)})
+    problem = assert_problem(response, 422, "policy_violation", field="csr")
+    assert [(e["field"], e["rule"]) for e in problem["errors"]] == [("csr", "weak_hash")], problem
+    assert "SHA-256 or stronger" in problem["detail"] and "Unsupported" not in problem["detail"]
     assert await tenant_events(api, "acme") == before
 
 

@@ -161,6 +161,8 @@ def test_openssl_parses_the_pre_tbs_certificate_as_der():
     (["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-384"], "-sha384", "ecdsa-p384", 384, "sha384"),
     (["-newkey", "ed25519"], None, "ed25519", 256, None),
     (["-newkey", "rsa:2048"], "-sha1", "rsa-2048", 2048, "sha1"),
+    (["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"], "-sha1", "ecdsa-p256", 256, "sha1"),
+    (["-newkey", "rsa:2048"], "-md5", "rsa-2048", 2048, "md5"),
 ])
 def test_csrs_made_by_openssl_parse(newkey, digest, algorithm, bits, hash_name, tmp_path):
     args = ["req", "-new", *newkey, "-nodes", "-keyout", str(tmp_path / "k.pem"),

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import binascii
 import contextlib
 import functools
 import hashlib
 import ipaddress
+import traceback
 from datetime import datetime, timezone
 
 import pytest
@@ -17,6 +19,7 @@ from hypothesis import HealthCheck, given, settings as hsettings, strategies as 
 
 from domain.certspec import CertificateSpec, DistinguishedName, SubjectAltNames
 from domain.errors import DomainError
+from domain.policy import PolicyViolation
 from infra.crypto import CryptographyPki, KeyPair, der
 
 pki = CryptographyPki()
@@ -71,12 +74,32 @@ def test_good_csrs_parse(algorithm, encoding):
     assert keys.alternative is None
 
 
+def _hand_signed_csr(private_key, oid: str, sign, *, null_parameters: bool, info: bytes | None = None) -> bytes:
+    # cryptography 50 no longer signs with SHA-1 or MD5, so sign the CertificationRequestInfo by hand.
+    info = info if info is not None else csr(private_key).tbs_certrequest_bytes
+    parameters = [der.encode_tlv(der.NULL, b"")] if null_parameters else []
+    return der.sequence(info, der.sequence(der.encode_oid(oid), *parameters), der.encode_bit_string(sign(info)))
+
+
 def _sha1_rsa_csr(private_key: rsa.RSAPrivateKey) -> bytes:
-    # cryptography 50 no longer signs with SHA-1, so sign the CertificationRequestInfo by hand.
-    info = csr(private_key).tbs_certrequest_bytes
-    signature = private_key.sign(info, padding.PKCS1v15(), hashes.SHA1())
-    sha1_with_rsa = der.sequence(der.encode_oid("1.2.840.113549.1.1.5"), der.encode_tlv(der.NULL, b""))
-    return der.sequence(info, sha1_with_rsa, der.encode_bit_string(signature))
+    return _hand_signed_csr(private_key, "1.2.840.113549.1.1.5",
+                            lambda info: private_key.sign(info, padding.PKCS1v15(), hashes.SHA1()),
+                            null_parameters=True)
+
+
+def _weak_csr(kind: str) -> bytes:
+    """A correctly self-signed request over a broken hash, as `openssl req -sha1` / `-md5` makes them."""
+    if kind == "ecdsa-with-SHA1":
+        private = key("ecdsa-p256").primary
+        return _hand_signed_csr(private, "1.2.840.10045.4.1", lambda info: private.sign(info, ec.ECDSA(hashes.SHA1())),
+                                null_parameters=False)
+    if kind == "md5WithRSAEncryption":
+        private = key("rsa-3072").primary
+        return _hand_signed_csr(private, "1.2.840.113549.1.1.4",
+                                lambda info: private.sign(info, padding.PKCS1v15(), hashes.MD5()), null_parameters=True)
+    private = dsa.generate_private_key(2048)
+    return _hand_signed_csr(private, "1.2.840.10040.4.3", lambda info: private.sign(info, hashes.SHA1()),
+                            null_parameters=False)
 
 
 def test_weak_but_recognisable_csrs_are_described_not_refused():
@@ -86,6 +109,37 @@ def test_weak_but_recognisable_csrs_are_described_not_refused():
     assert (facts.algorithm, facts.key_bits) == ("ecdsa-secp256k1", 256)
     facts, _ = pki.parse_csr(csr(dsa.generate_private_key(2048)).public_bytes(serialization.Encoding.DER))
     assert (facts.algorithm, facts.key_bits) == ("dsa-2048", 2048)
+
+
+@pytest.mark.parametrize("kind, algorithm, hash_name", [("ecdsa-with-SHA1", "ecdsa-p256", "sha1"),
+                                                        ("md5WithRSAEncryption", "rsa-3072", "md5"),
+                                                        ("dsa-with-sha1", "dsa-2048", "sha1")])
+def test_weak_hash_csrs_of_every_family_are_checked_and_reported_for_policy_to_refuse(kind, algorithm, hash_name):
+    data = _weak_csr(kind)
+    facts, _ = pki.parse_csr(data)
+    assert (facts.algorithm, facts.signature_hash) == (algorithm, hash_name)
+    tampered = data.replace(b"node1.example", b"node2.example")  # still proof of possession, or nothing
+    with refused("csr_signature_invalid", "csr") as info:
+        pki.parse_csr(tampered)
+    assert "does not verify" in info.value.detail
+
+
+@pytest.mark.parametrize("oid, hash_name", [("1.2.840.113549.1.1.2", "md2"), ("1.2.840.113549.1.1.3", "md4")])
+def test_hashes_too_broken_to_check_are_refused_as_weak_hash(oid, hash_name):
+    data = _hand_signed_csr(key("rsa-3072").primary, oid, lambda info: b"\x01" * 384, null_parameters=True)
+    with pytest.raises(PolicyViolation) as info:
+        pki.parse_csr(data)
+    assert [(v.field, v.rule) for v in info.value.violations] == [("csr", "weak_hash")]
+    assert hash_name in info.value.detail
+
+
+def test_a_signature_algorithm_of_another_key_family_is_refused_in_the_services_words():
+    private = key("ecdsa-p256").primary  # an ECDSA signature labelled sha256WithRSAEncryption
+    data = _hand_signed_csr(private, "1.2.840.113549.1.1.11",
+                            lambda info: private.sign(info, ec.ECDSA(hashes.SHA256())), null_parameters=True)
+    with refused("csr_signature_invalid", "csr") as info:
+        pki.parse_csr(data)
+    assert "does not fit its key" in info.value.detail and "Padding" not in info.value.detail
 
 
 def test_an_rsa_csr_reports_its_public_exponent_for_policy():
@@ -167,11 +221,51 @@ def test_a_certificate_is_not_a_csr():
         pki.parse_csr(root)
 
 
+def _repeated_extension_csr() -> bytes:
+    private = key("ed25519").primary
+    twins = [x509.UnrecognizedExtension(x509.ObjectIdentifier(f"1.2.3.{i}"), b"\x05\x00") for i in (4, 5)]
+    info = csr(private, extra=twins).tbs_certrequest_bytes
+    info = info.replace(der.encode_oid("1.2.3.5"), der.encode_oid("1.2.3.4"))
+    return _hand_signed_csr(private, "1.3.101.112", private.sign, null_parameters=False, info=info)
+
+
+_OWN_MESSAGES = ("infra/crypto/der.py", "infra/crypto/names.py")  # their ValueErrors describe the request
+
+
+def _no_library_text(exc: DomainError) -> None:
+    """A refusal's detail never carries the text of a library exception behind it (binascii, cryptography)."""
+    cause = exc.__cause__
+    while cause is not None:
+        raised_in = traceback.extract_tb(cause.__traceback__)[-1].filename if cause.__traceback__ else ""
+        text = str(cause)
+        if len(text) > 3 and not raised_in.endswith(_OWN_MESSAGES):
+            assert text not in exc.detail, (type(cause), raised_in, exc.detail)
+        cause = cause.__cause__
+
+
 def _only_csr_refusals(data: bytes) -> None:
     try:
         pki.parse_csr(data)
+    except PolicyViolation as exc:
+        assert [(v.field, v.rule) for v in exc.violations] == [("csr", "weak_hash")]
     except DomainError as exc:
         assert exc.field == "csr" and exc.code in {"invalid_csr", "csr_signature_invalid"}
+        _no_library_text(exc)
+
+
+@pytest.mark.parametrize("data", [
+    b"-----BEGIN CERTIFICATE REQUEST-----\nAAA=A\n-----END CERTIFICATE REQUEST-----\n",  # binascii: padding
+    der.sequence(der.encode_tlv(0x02, b"\x01")),  # DER, but not a CertificationRequest
+    _hand_signed_csr(key("ecdsa-p256").primary, "1.2.840.113549.1.1.4", lambda info: b"\x00" * 64,
+                     null_parameters=True),  # an EC key under md5WithRSAEncryption
+    _hand_signed_csr(key("ecdsa-p256").primary, "1.2.3.4", lambda info: b"\x00" * 64, null_parameters=False),
+    _repeated_extension_csr(),
+], ids=["bad-base64", "not-a-csr", "ec-key-md5-rsa", "unknown-signature-oid", "repeated-extension"])
+def test_refusals_of_what_the_library_cannot_read_carry_no_library_text(data):
+    with pytest.raises(DomainError) as info:
+        pki.parse_csr(data)
+    assert info.value.field == "csr"
+    _no_library_text(info.value)
 
 
 @hsettings(max_examples=400)
