@@ -14,6 +14,7 @@ _URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:[^\s]+")
 _EMAIL_LOCAL = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64}")
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+_BROADCAST = ipaddress.IPv4Address("255.255.255.255")
 
 
 def _is_a_label(encoded: str) -> bool:
@@ -75,6 +76,36 @@ def ip_problem(text: str) -> str | None:
     if "%" in text:  # a zone id has no encoding in an iPAddress SAN
         return f"{text!r} carries a zone id, which a certificate cannot hold"
     return None
+
+
+def ip_host_problem(text: str) -> str | None:
+    """Why a valid address (``ip_problem`` None) names no single host: unspecified, multicast, or the IPv4 limited
+    broadcast, also written as IPv4-mapped IPv6. Loopback and private addresses are hosts (Cassandra nodes use them)."""
+    address = ipaddress.ip_address(text)
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    if address.is_unspecified:
+        return f"{text} is the unspecified address: no host has it"
+    if address.is_multicast:
+        return f"{text} is a multicast address: it names a group, not a host"
+    if address == _BROADCAST:
+        return f"{text} is the broadcast address: it names every host on a link, not one"
+    return None
+
+
+def comparable(kind: str, value: str) -> str:
+    """A SAN as certificate users compare it: DNS names and email domains case-insensitively, addresses by value."""
+    if kind == "dns":
+        return value.lower()
+    if kind == "email":
+        local, at, domain = value.rpartition("@")
+        return f"{local}{at}{domain.lower()}"
+    if kind == "ip":
+        try:
+            return str(ipaddress.ip_address(value))
+        except ValueError:
+            return value
+    return value
 
 
 def email_problem(text: str) -> str | None:

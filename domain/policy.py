@@ -264,6 +264,21 @@ def _check_sans(sans: SubjectAltNames, profile: Profile) -> list[Violation]:
                                  f"{kind} names; it allows {', '.join(sorted(profile.allowed_san_types)) or 'none'}"))
         out += [Violation(f"sans.{kind}[{i}]", "san_invalid", problem)
                 for i, problem in enumerate(map(syntax, values)) if problem]
+    out += [Violation(field, "san_ip_not_a_host", problem)
+            for field, ip in _valid_sans(sans, "ip") if (problem := names.ip_host_problem(ip))]
+    return out + _duplicates(sans)
+
+
+def _duplicates(sans: SubjectAltNames) -> list[Violation]:
+    """Each SAN that repeats an earlier one of its type (refused, not silently dropped: the request is wrong)."""
+    out = []
+    for kind in _SAN_SYNTAX:
+        first: dict[str, int] = {}
+        for i, value in enumerate(getattr(sans, kind)):
+            earlier = first.setdefault(names.comparable(kind, value), i)
+            if earlier != i:
+                out.append(Violation(f"sans.{kind}[{i}]", "san_duplicate",
+                                     f"{value!r} repeats sans.{kind}[{earlier}]"))
     return out
 
 

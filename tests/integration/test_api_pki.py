@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import ipaddress
 import shutil
 import subprocess
 import threading
@@ -151,6 +152,35 @@ async def test_csrs_signed_over_sha1_or_md5_are_refused_as_weak_hash_without_lib
     assert [(e["field"], e["rule"]) for e in problem["errors"]] == [("csr", "weak_hash")], problem
     assert "SHA-256 or stronger" in problem["detail"] and "Unsupported" not in problem["detail"]
     assert await tenant_events(api, "acme") == before
+
+
+async def test_ip_sans_that_name_no_host_and_repeated_sans_are_refused_by_rule(pki_api):
+    api = pki_api
+    admin = await api.admin()
+    _, inter = await hierarchy(api, admin)
+    before = await tenant_events(api, "acme")
+
+    async def refused(**body) -> list[tuple[str, str]]:
+        response = await api.client.post("/v1/certificates", headers=admin, json={
+            "tenant_id": "acme", "ca_id": inter["ca_id"], **body})
+        return [(e["field"], e["rule"]) for e in assert_problem(response, 422, "policy_violation")["errors"]]
+
+    server_key = {"algorithm": "ecdsa-p256", "subject": {"common_name": "x.acme.internal"}}
+    for ip in ("0.0.0.0", "::", "255.255.255.255", "224.0.0.1"):
+        assert await refused(**server_key, sans={"dns": ["x.acme.internal"], "ip": [ip]}) == [
+            ("sans.ip[0]", "san_ip_not_a_host")], ip
+    assert await refused(**server_key, sans={"dns": ["x.acme.internal"] * 100}) == [
+        (f"sans.dns[{i}]", "san_duplicate") for i in range(1, 100)]
+    key = ec.generate_private_key(ec.SECP256R1())
+    builder = x509.CertificateSigningRequestBuilder().subject_name(
+        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "x.acme.internal")])).add_extension(
+        x509.SubjectAlternativeName([x509.DNSName("x.acme.internal"), x509.DNSName("X.Acme.Internal"),
+                                     x509.IPAddress(ipaddress.ip_address("0.0.0.0"))]), critical=False)
+    csr = builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM).decode()
+    assert sorted(await refused(csr=csr)) == [("sans.dns[1]", "san_duplicate"), ("sans.ip[0]", "san_ip_not_a_host")]
+    assert await tenant_events(api, "acme") == before
+    await issue(api, admin, tenant_id="acme", ca_id=inter["ca_id"], **server_key,
+                sans={"dns": ["x.acme.internal"], "ip": ["127.0.0.1", "10.0.0.7", "::1"]})  # loopback, private: hosts
 
 
 async def test_a_serial_already_taken_is_refused_and_the_first_certificate_stays_as_it_was(pki_api, monkeypatch):

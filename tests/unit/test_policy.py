@@ -111,6 +111,24 @@ CERTIFICATE_RULES = [
     ("malformed IP", dict(spec=leaf(sans=SubjectAltNames(ip=("10.0.0.256",)))), ("san_invalid", "sans.ip[0]")),
     ("email without @", dict(spec=leaf(USER, cn="Ann", sans=SubjectAltNames(email=("ann.example.com",))), profile=USER),
      ("san_invalid", "sans.email[0]")),
+    ("unspecified IPv4 address", dict(spec=leaf(sans=SubjectAltNames(ip=("0.0.0.0",)))),
+     ("san_ip_not_a_host", "sans.ip[0]")),
+    ("unspecified IPv6 address", dict(spec=leaf(sans=SubjectAltNames(ip=("10.0.0.1", "::")))),
+     ("san_ip_not_a_host", "sans.ip[1]")),
+    ("IPv4 multicast", dict(spec=leaf(sans=SubjectAltNames(ip=("224.0.0.1",)))), ("san_ip_not_a_host", "sans.ip[0]")),
+    ("IPv6 multicast", dict(spec=leaf(sans=SubjectAltNames(ip=("ff02::1",)))), ("san_ip_not_a_host", "sans.ip[0]")),
+    ("limited broadcast", dict(spec=leaf(sans=SubjectAltNames(ip=("255.255.255.255",)))),
+     ("san_ip_not_a_host", "sans.ip[0]")),
+    ("unspecified as IPv4-mapped IPv6", dict(spec=leaf(sans=SubjectAltNames(ip=("::ffff:0.0.0.0",)))),
+     ("san_ip_not_a_host", "sans.ip[0]")),
+    ("DNS name repeated in another case", dict(spec=leaf(sans=SubjectAltNames(dns=("a.example.com", "b.example.com",
+                                                                                  "A.Example.COM")))),
+     ("san_duplicate", "sans.dns[2]")),
+    ("IP repeated in another spelling", dict(spec=leaf(sans=SubjectAltNames(ip=("fd00::1", "fd00:0::1")))),
+     ("san_duplicate", "sans.ip[1]")),
+    ("email repeated with its domain in capitals", dict(
+        spec=leaf(USER, cn="Ann", sans=SubjectAltNames(email=("ann@example.com", "ann@EXAMPLE.com"))), profile=USER),
+     ("san_duplicate", "sans.email[1]")),
     ("too many SANs", dict(spec=leaf(sans=SubjectAltNames(ip=tuple(f"10.0.0.{i}" for i in range(101))))),
      ("san_invalid", "sans")),
     ("dns outside permitted subtree", dict(spec=leaf(**HOSTLESS, sans=SubjectAltNames(dns=("node1.example.org",))),
@@ -169,6 +187,18 @@ def test_a_request_with_three_problems_reports_all_three():
     assert (err.code, err.status, err.field) == ("policy_violation", 422, violations[0].field)
     assert err.violations == violations and isinstance(err, DomainError)
     assert all(v.message in err.detail for v in violations)
+
+
+def test_loopback_private_and_link_local_addresses_are_hosts():
+    hosts = ("127.0.0.1", "10.1.2.3", "192.168.0.10", "172.16.5.4", "::1", "fd00::7", "fe80::1", "8.8.8.8",
+             "255.255.255.254", "::ffff:10.0.0.1")
+    assert check(leaf(sans=SubjectAltNames(dns=("node1.db.example.com",), ip=hosts))) == []
+
+
+def test_a_hundred_copies_of_one_name_report_each_copy():
+    violations = check(leaf(sans=SubjectAltNames(dns=("x.example.com",) * 100)))
+    assert found(violations) == [("san_duplicate", f"sans.dns[{i}]") for i in range(1, 100)]
+    assert violations[0].message == "'x.example.com' repeats sans.dns[0]"
 
 
 def test_raise_for_nothing_is_silent_and_an_empty_violation_is_a_bug():
@@ -454,6 +484,15 @@ def test_rfc5280_dns_subtrees(name, subtree, within, touches):
                                       ("010.0.0.1", False), ("host", False)])
 def test_ip_syntax(text, ok):
     assert (names.ip_problem(text) is None) is ok
+
+
+@pytest.mark.parametrize("text, host", [("0.0.0.0", False), ("::", False), ("0:0::0", False), ("224.0.0.251", False),
+                                        ("239.255.255.250", False), ("ff05::1:3", False), ("255.255.255.255", False),
+                                        ("::ffff:224.0.0.1", False), ("::ffff:255.255.255.255", False),
+                                        ("0.0.0.1", True), ("223.255.255.255", True), ("127.0.0.1", True),
+                                        ("::1", True), ("fe00::1", True)])
+def test_ip_host(text, host):
+    assert (names.ip_host_problem(text) is None) is host
 
 
 @pytest.mark.parametrize("text, ok", [("ann@example.com", True), ("a.b+c@db.example.com", True), ("ann@", False),

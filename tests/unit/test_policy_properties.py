@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import ipaddress
+
 import pytest
 from hypothesis import given, strategies as st
 
@@ -21,7 +23,8 @@ RULES = {"weak_hash", "weak_key", "algorithm_unknown", "algorithm_unavailable", 
          "validity_too_long", "validity_beyond_issuer", "validity_invalid", "issuer_disabled", "issuer_path_length",
          "san_required", "san_type_not_allowed", "san_not_allowed", "san_invalid", "name_constraint_violation",
          "common_name_required", "common_name_invalid", "subject_invalid", "serial_invalid", "key_usage_invalid",
-         "path_length_invalid", "name_constraints_invalid", "ca_name_constraints_widen"}
+         "path_length_invalid", "name_constraints_invalid", "ca_name_constraints_widen", "san_duplicate",
+         "san_ip_not_a_host"}
 
 # A small label pool makes matches likely; FRESH is in no generated name, so it stands for "any other label".
 POOL = ["a", "b", "db", "node1", "xn--bcher-kva"]
@@ -128,6 +131,29 @@ def test_name_constraints_agree_with_rfc5280(dns, data):
         if outside or any(ref_in_subtree(n, t) for n in names_ for t in excluded):
             expected.add(f"sans.dns[{i}]")
     assert fields_breaking(violations, "name_constraint_violation") == expected
+
+
+NOT_HOSTS = [ipaddress.ip_network(n) for n in (
+    "0.0.0.0/32", "224.0.0.0/4", "255.255.255.255/32", "::/128", "ff00::/8",  # unspecified, multicast, broadcast
+    "::ffff:0.0.0.0/128", "::ffff:224.0.0.0/100", "::ffff:255.255.255.255/128")]  # the same, IPv4-mapped
+addresses = st.ip_addresses() | st.sampled_from(["0.0.0.0", "::", "255.255.255.255", "::ffff:0.0.0.0"]).map(
+    ipaddress.ip_address) | st.ip_addresses(network="224.0.0.0/4") | st.ip_addresses(network="ff00::/8")
+
+
+@given(st.lists(addresses, min_size=1, max_size=6))
+def test_ip_sans_are_refused_exactly_when_they_name_no_single_host(ips):
+    texts = tuple(dict.fromkeys(str(ip) for ip in ips))  # distinct: duplicates are another rule
+    violations = run(SubjectAltNames(dns=("a.b",), ip=texts))
+    expected = {f"sans.ip[{i}]" for i, ip in enumerate(map(ipaddress.ip_address, texts))
+                if any(ip.version == net.version and ip in net for net in NOT_HOSTS)}
+    assert fields_breaking(violations, "san_ip_not_a_host") == expected
+
+
+@given(st.lists(dns_names, min_size=1, max_size=8))
+def test_san_duplicate_names_each_later_copy_of_a_name_compared_without_case(dns):
+    violations = run(SubjectAltNames(dns=tuple(dns)))
+    expected = {f"sans.dns[{i}]" for i, name in enumerate(dns) if name.lower() in [n.lower() for n in dns[:i]]}
+    assert fields_breaking(violations, "san_duplicate") == expected
 
 
 @given(subtrees, subtrees)
