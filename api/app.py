@@ -23,6 +23,7 @@ from api.events import EventStreamController
 from api.hardening import StrictStructSchemaPlugin, correct_options_allow, cors_config, tighten_parameters
 from api.health import HealthController
 from api.identity import ServiceAccountController, UserController
+from api.json_body import JsonRequest
 from api.metrics import MetricsController
 from api.middleware import RequestContext
 from api.pki_public import public_pki
@@ -96,6 +97,7 @@ def create_app(settings: Settings | None = None, link: LinkClient | None = None)
         lifespan=[_lifespan(settings, link)],
         on_shutdown=[limits.close],
         exception_handlers=EXCEPTION_HANDLERS,
+        request_class=JsonRequest,  # a body nested too deeply is malformed JSON, not a RecursionError
         after_request=_html_not_found_as_problem,
         openapi_config=_openapi(),
         request_max_body_size=settings.max_body_bytes,

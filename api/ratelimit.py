@@ -22,8 +22,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import msgspec
+
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.json_body import decode as decode_json
 from api.problems import PROBLEM_BASE, PROBLEM_MEDIA_TYPE, ApiProblem
 from infra.config import Settings
 from infra.telemetry import request_id_var
@@ -336,10 +339,10 @@ async def _peek_username(scope: Scope, receive: Receive) -> tuple[Receive, str |
 def _username_of(body: bytes, content_type: str) -> str | None:
     try:
         if "json" in content_type:
-            data = json.loads(body)
+            data = decode_json(body)
             value = data.get("username") if isinstance(data, dict) else None
         else:
             value = (urllib.parse.parse_qs(body.decode("utf-8", "replace")).get("username") or [None])[0]
-    except ValueError:
+    except (msgspec.DecodeError, ValueError):  # not JSON, or nested too deeply: the app answers it, not the peek
         return None
     return value.strip().casefold()[:256] if isinstance(value, str) and value.strip() else None

@@ -15,6 +15,7 @@ from litestar.params import JSONBody
 from api.auth import api_key_record
 from api.deps import Caller, command_context, runtime_of
 from api.identity import identity_of
+from api.json_body import decode as decode_json
 from api.problems import COMMAND_ERRORS, ApiProblem, documented
 from commands import mfa, sessions
 from commands.runtime import CommandResult
@@ -52,7 +53,7 @@ async def _token_request(request: Request) -> TokenRequest:
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     try:
         if media == "application/json":
-            raw: Any = msgspec.json.decode(body)
+            raw: Any = decode_json(body)
         elif media in ("application/x-www-form-urlencoded", ""):
             raw = dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=bool(body),
                                  max_num_fields=20))

@@ -114,6 +114,9 @@ def test_decision_headers():
     (b"not json", "application/json", None),
     (b"grant_type=refresh_token", "application/x-www-form-urlencoded", None),
     (b'{"username": "   "}', "application/json", None),
+    (b"[" * 100_000 + b"]" * 100_000, "application/json", None),  # was a RecursionError outside every handler
+    (b'{"username": ' * 5_000 + b'"x"' + b"}" * 5_000, "application/json; charset=utf-8", None),
+    (b"\xff\xfe{", "application/json", None),
 ])
 def test_the_sign_in_username_is_found_in_json_and_forms(body, content_type, username):
     assert _username_of(body, content_type) == username
@@ -128,3 +131,15 @@ def test_a_full_burst_is_allowed_and_the_next_request_refused_at_any_clock(now, 
         assert decision.allowed and decision.remaining == limit - 1 - n, (n, decision)
     refused, _ = gcra(tat, now, rate)
     assert not refused.allowed and refused.retry_after > 0
+
+
+_JSON_BITS = st.sampled_from([b"[", b"]", b"{", b"}", b'"username"', b":", b",", b'"a"', b"1", b"\\", b"\xff"])
+
+
+@given(body=st.one_of(st.binary(max_size=64), st.lists(_JSON_BITS, max_size=64).map(b"".join),
+                      st.integers(0, 50_000).map(lambda depth: b"[" * depth + b"]" * depth)),
+       content_type=st.sampled_from(["application/json", "application/x-www-form-urlencoded", "", "text/plain"]))
+def test_peeking_at_a_sign_in_body_never_raises(body, content_type):
+    """The peek runs in the rate limiter, before (and outside) the app's problem handlers: it must not raise."""
+    username = _username_of(body, content_type)
+    assert username is None or (isinstance(username, str) and 0 < len(username) <= 256)
