@@ -40,8 +40,23 @@ class TokenRequest(msgspec.Struct, frozen=True, kw_only=True):
     scope: Annotated[str, msgspec.Meta(max_length=512)] | None = None
 
 
+class Jwk(msgspec.Struct, frozen=True, omit_defaults=True):
+    """A public key that verifies access tokens (RFC 7517; RSA: n and e, EC: crv, x and y)."""
+
+    kty: str
+    kid: str
+    alg: str
+    use: str
+    key_ops: list[str]
+    n: str | None = None
+    e: str | None = None
+    crv: str | None = None
+    x: str | None = None
+    y: str | None = None
+
+
 class Jwks(msgspec.Struct, frozen=True):
-    keys: list[dict[str, str]]
+    keys: list[Jwk]
 
 
 def _bad(detail: str, field: str, code: str = "invalid_request") -> ApiProblem:
@@ -137,7 +152,8 @@ class JwksController(Controller):
         runtime = runtime_of(request.app.state)
         now = runtime.services.clock.now()
         keys = await asyncio.to_thread(identity_of(request).tokens.jwks, now)
-        return Response(Jwks(keys=keys["keys"]), headers={"Cache-Control": "public, max-age=60"})
+        jwks = Jwks(keys=[msgspec.convert(key, Jwk) for key in keys["keys"]])  # each member's JSON type checked
+        return Response(jwks, headers={"Cache-Control": "public, max-age=60"})
 
 
 class TotpController(Controller):

@@ -43,7 +43,7 @@ class TokenSigner(Protocol):
 
     def verify(self, token: str, now: datetime) -> dict[str, Any] | None: ...
 
-    def jwks(self, now: datetime) -> dict[str, list[dict[str, str]]]: ...  # the keys that verify, public halves
+    def jwks(self, now: datetime) -> dict[str, list[dict[str, str | list[str]]]]: ...  # the keys that verify, public halves
 
 
 @dataclass(slots=True)

@@ -21,12 +21,15 @@ class AccessDenied(Payload, frozen=True, kw_only=True):
 
 @event("auth.signing_key_rotated")
 class SigningKeyRotated(Payload, frozen=True, kw_only=True):
-    """A new token-signing key signs from now on; ``public_jwk`` is its public half."""
+    """A new token-signing key signs from now on; ``public_jwk`` is its public half.
+
+    ``key_ops`` is a JSON array; events recorded before that was fixed hold its Python repr as a string.
+    """
 
     kid: str
     algorithm: str
     previous_kid: str | None
-    public_jwk: dict[str, str]
+    public_jwk: dict[str, str | list[str]]
 
 
 def denial_stream_id(event_id: str) -> str:

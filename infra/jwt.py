@@ -25,6 +25,8 @@ TOKEN_TYPE = "at+jwt"  # RFC 9068: an access token, not some other JWT signed by
 INDEX = "index.json"
 REQUIRED_CLAIMS = ("iss", "aud", "sub", "iat", "nbf", "exp", "jti")
 MAX_TOKEN_CHARS = 16_384
+JWK_KEY_MEMBERS = ("kty", "n", "e", "crv", "x", "y")  # the public parameters of RSA and EC keys (RFC 7518 6)
+Jwk = dict[str, str | list[str]]
 
 
 class SigningKeyError(Exception):
@@ -43,9 +45,11 @@ class SigningKey:
     def private(self) -> Any:
         return serialization.load_pem_private_key(self.path.read_bytes(), password=None)
 
-    def jwk(self) -> dict[str, str]:
+    def jwk(self) -> Jwk:
+        """The public key as a JWK (RFC 7517): every member a string but ``key_ops``, an array (section 4.3)."""
         base = (RSAAlgorithm if self.algorithm == "RS256" else ECAlgorithm).to_jwk(self.public, as_dict=True)
-        return {**{k: str(v) for k, v in base.items()}, "kid": self.kid, "alg": self.algorithm, "use": "sig"}
+        public = {member: str(base[member]) for member in JWK_KEY_MEMBERS if member in base}
+        return {**public, "key_ops": ["verify"], "kid": self.kid, "alg": self.algorithm, "use": "sig"}
 
 
 def _b64(data: bytes) -> str:
@@ -132,7 +136,7 @@ class SigningKeys:
     def verification_key(self, kid: str, now: float) -> SigningKey | None:
         return next((key for key in self.published(now) if key.kid == kid), None)
 
-    def jwks(self, now: float) -> dict[str, list[dict[str, str]]]:
+    def jwks(self, now: float) -> dict[str, list[Jwk]]:
         return {"keys": [key.jwk() for key in self.published(now)]}
 
     # writing ----------------------------------------------------------------------------------
@@ -190,7 +194,7 @@ class JwtTokens:
         body = {**claims, "iss": self.issuer, "aud": self.audience}
         return jwt.encode(body, cached[1], algorithm=key.algorithm, headers={"kid": key.kid, "typ": TOKEN_TYPE})
 
-    def jwks(self, now: datetime) -> dict[str, list[dict[str, str]]]:
+    def jwks(self, now: datetime) -> dict[str, list[Jwk]]:
         return self.keys.jwks(now.timestamp())
 
     def verify(self, token: str, now: datetime) -> dict[str, Any] | None:

@@ -79,6 +79,8 @@ async def test_password_sign_in_gives_a_verifiable_rs256_token(api):
     header = jwt.get_unverified_header(body["access_token"])
     assert header["alg"] == "RS256" and header["typ"] == "at+jwt"
     key = next(k for k in jwks["keys"] if k["kid"] == header["kid"])
+    assert key["key_ops"] == ["verify"] and all(isinstance(v, str) for m, v in key.items() if m != "key_ops"), key
+    assert set(key) == {"kty", "use", "alg", "kid", "key_ops", "n", "e"}, key
     claims = jwt.decode(body["access_token"], jwt.PyJWK(key).key, algorithms=["RS256"], audience="csm-api")
     assert claims["sub"] == "user:_system:alice" and claims["roles"] == ["viewer"] and claims["amr"] == ["pwd"]
     assert {"iat", "nbf", "exp", "jti", "iss", "aud"} <= claims.keys() and claims["tenant"] is None

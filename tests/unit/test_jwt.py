@@ -148,6 +148,16 @@ def test_jwks_entries_are_public_jwks_with_rfc7638_kids(tmp_path):
         (entry,) = keys.jwks(NOW.timestamp())["keys"]
         assert entry["alg"] == algorithm and entry["use"] == "sig" and "d" not in entry
         assert jwt.PyJWK(entry).key is not None
+        assert_json_types(json.loads(json.dumps(entry)), algorithm)
+
+
+def assert_json_types(jwk: dict, algorithm: str) -> None:
+    """RFC 7517: key_ops is an array of strings (section 4.3), every other member a string (it was the Python
+    repr "['verify']", which a JOSE library either rejects or reads as one unknown operation)."""
+    assert jwk["key_ops"] == ["verify"], jwk
+    members = {"kty", "use", "alg", "kid", "key_ops"} | ({"n", "e"} if algorithm == "RS256" else {"crv", "x", "y"})
+    assert set(jwk) == members, jwk
+    assert all(isinstance(jwk[m], str) and jwk[m] for m in members - {"key_ops"}), jwk
 
 
 def test_an_unknown_algorithm_setting_is_refused(tmp_path):
