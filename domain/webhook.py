@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import re
 from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
@@ -17,6 +18,7 @@ import msgspec
 
 from domain.errors import AlreadyExists, DomainError, NotFound
 from domain.events import Payload, event, resumable
+from domain.names import dns_name_problem
 
 STREAM_TYPE = "webhook"
 MAX_URL = 2048
@@ -25,6 +27,8 @@ MAX_DESCRIPTION = 200
 NOTIFIABLE = ("certificate.expiry_warned", "certificate.renewed", "certificate.renewal_failed",
               "certificate.revoked", "ca.revoked")
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+_NUMERIC_LABEL = re.compile(r"[0-9]+|0x[0-9a-f]*")  # what resolvers read as a part of an IPv4 address
+_THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")  # Linux connects 0.x.y.z to this host
 SIGNATURE_HEADER = "X-CSM-Signature"
 DEFAULT_TOLERANCE_SECONDS = 300
 # Payload fields a receiver has no use for (vault references), dropped from notification data.
@@ -115,7 +119,12 @@ def fold(payloads: Iterable[Payload], start: Webhook | None = None) -> Webhook:
 
 # rules ------------------------------------------------------------------------------------
 def check_url(url: str, *, allow_loopback_http: bool = False) -> str:
-    """``url`` if a notification may be sent there: https (http only to loopback, when allowed), no credentials."""
+    """``url`` if a notification may be sent there: https (http only to loopback, when allowed), no credentials,
+    a valid DNS name or an IP address that is not loopback (unless allowed), link-local, unspecified or multicast.
+
+    Private (RFC 1918, unique local) addresses are allowed: internal receivers are normal. Names are not
+    resolved here.
+    """
     if not isinstance(url, str) or not url or len(url) > MAX_URL or not url.isprintable() or " " in url:
         raise InvalidWebhook("invalid_url", f"url must be 1-{MAX_URL} printable characters without spaces",
                              field="url")
@@ -133,19 +142,55 @@ def check_url(url: str, *, allow_loopback_http: bool = False) -> str:
         raise InvalidWebhook("url_credentials", "url must not carry credentials (user:password@)", field="url")
     if parts.fragment:
         raise InvalidWebhook("invalid_url", "url must not have a fragment", field="url")
+    address = _address(host)
+    if address is None:
+        _check_dns_name(host)
     if parts.scheme == "http" and not (allow_loopback_http and _loopback(host)):
         raise InvalidWebhook("url_scheme", "url must use https (plain http only to a loopback address, and only "
                              "where the service allows it)", field="url")
+    if _loopback(host) and not allow_loopback_http:
+        raise InvalidWebhook("url_host", "url must not name a loopback address (allowed only where the service "
+                             "allows loopback webhooks, for tests and development)", field="url")
+    if address is not None and (address.is_link_local or address.is_unspecified or address.is_multicast
+                                or address in _THIS_NETWORK):
+        raise InvalidWebhook("url_host", f"url must not name a link-local, unspecified or multicast address "
+                             f"({address})", field="url")
     return url
 
 
-def _loopback(host: str) -> bool:
-    if host in LOOPBACK_HOSTS:
-        return True
+def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The IP address ``host`` is written as (an IPv4-mapped IPv6 address as its IPv4 one), or None for a name."""
     try:
-        return ipaddress.ip_address(host).is_loopback
+        address = ipaddress.ip_address(host)
     except ValueError:
-        return False
+        return None
+    return getattr(address, "ipv4_mapped", None) or address
+
+
+def _check_dns_name(host: str) -> None:
+    """``host`` (not an IP address) must be a DNS name a resolver accepts: IDNA-encodable, labels of 1-63
+    letters, digits and hyphens, 253 characters at most (one trailing dot allowed). Checked here because the
+    delivery job cannot send to anything else (a 64-character label failed every attempt in the idna codec)."""
+    name = host[:-1] if host.endswith(".") else host
+    try:
+        name = name.encode("idna").decode("ascii")  # IDNA 2003 (stdlib): U-labels to A-labels
+    except UnicodeError:
+        raise InvalidWebhook("invalid_url", "url host is not a valid DNS name: its labels must be 1-63 characters "
+                             "and IDNA-encodable", field="url") from None
+    if _NUMERIC_LABEL.fullmatch(name.rsplit(".", 1)[-1].lower()):
+        # 127.1, 2130706433, 0x7f.0.0.1: resolvers read these as IPv4 addresses, which the rules below must see
+        raise InvalidWebhook("invalid_url", "url host is neither a DNS name nor an IP address in its usual form "
+                             "(dotted decimal IPv4, or IPv6 in brackets)", field="url")
+    problem = dns_name_problem(name, wildcard=False)
+    if problem:
+        raise InvalidWebhook("invalid_url", f"url host is not a valid DNS name: {problem}", field="url")
+
+
+def _loopback(host: str) -> bool:
+    if host in LOOPBACK_HOSTS or host.rstrip(".").endswith(".localhost") or host.rstrip(".") == "localhost":
+        return True  # RFC 6761: every name under localhost. is the loopback interface
+    address = _address(host)
+    return address is not None and address.is_loopback
 
 
 def check_event_types(event_types: list[str] | None) -> list[str]:

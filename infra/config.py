@@ -305,7 +305,7 @@ class Settings:
     webhook_min_backoff: float = 5.0  # seconds before the second attempt; doubling (with jitter) after that
     webhook_max_backoff: float = 3600.0  # seconds: the longest wait between two attempts
     webhook_timeout: float = 10.0  # seconds per request (connect + response)
-    webhook_allow_loopback_http: bool = False  # http://127.0.0.1 / localhost receivers: tests and development only
+    webhook_allow_loopback_http: bool = False  # loopback receivers (http or https): tests and development only
 
     @property
     def base_url(self) -> str:

@@ -1,9 +1,11 @@
 """The delivery job: sign one notification with its subscription's current secret and POST it, once per attempt.
 
 A 2xx answer delivers it. Anything else (another status, a redirect, a timeout, a refused
-connection) counts an attempt and raises, so dramatiq's Retries middleware sends the message
-again after an exponential backoff, until ``max_attempts`` have been made; the last failure is
-final (the dispatcher then appends ``webhook.delivery_failed``). Redirects are never followed.
+connection, a URL the HTTP client cannot send to) counts an attempt and raises, so dramatiq's
+Retries middleware sends the message again after an exponential backoff, until ``max_attempts``
+have been made; the last failure is final (the dispatcher then appends
+``webhook.delivery_failed``). Redirects are never followed. A URL the subscription rules refuse
+(saved before the rule existed) fails the delivery at once, without a request.
 The job's message carries only the delivery id: body, tenant and subscription are read here.
 """
 
@@ -62,6 +64,15 @@ class Deliverer:
         if hook is None or hook["status"] != "active" or not hook["enabled"]:
             self.deliveries.finish(delivery_id, "cancelled", "the subscription was deleted or disabled")
             return
+        try:  # a subscription saved before the URL rules refused its URL: no attempt can ever be sent there
+            # (loopback is left to the subscription's check: whether it is allowed is the API process's setting)
+            webhook.check_url(hook["url"], allow_loopback_http=True)
+        except webhook.InvalidWebhook as refused:
+            self.deliveries.record_attempt(delivery_id, status="failed", status_code=None,
+                                           error=f"{refused.code}: {refused.detail}")
+            log.warning("webhook url refused; delivery failed", extra={"delivery_id": delivery_id,
+                                                                       "error": refused.detail})
+            return
         body = bytes(row["body"])
         status_code, error = self._post(hook["url"], body, row, self.secret(row["tenant_id"], hook["secret_ref"]))
         if status_code is not None and 200 <= status_code < 300:
@@ -86,7 +97,9 @@ class Deliverer:
             # trust_env off: no proxy or .netrc from the environment decides where notifications go
             with httpx.Client(timeout=self.timeout, follow_redirects=False, trust_env=False) as client:
                 response = client.post(url, content=body, headers=headers)
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpx.InvalidURL, ValueError) as exc:
+            # ValueError: the URL itself cannot be sent to (the idna codec's UnicodeError on a bad host name); an
+            # attempt that failed like any other, never an exception out of the job
             return None, f"{type(exc).__name__}: {str(exc)[:200]}"
         if 300 <= response.status_code < 400:
             return response.status_code, f"HTTP {response.status_code}: redirects are not followed"

@@ -238,6 +238,9 @@ async def test_rotated_secret_signs_later_deliveries(tmp_path):
     ("https://user:secret@hooks.example.com/x", "url_credentials"),
     ("https:///no-host", "invalid_url"),
     ("not a url", "invalid_url"),
+    ("https://" + "a" * 2030, "invalid_url"),  # was 201, then every delivery raised in the idna codec
+    ("https://169.254.169.254/latest/meta-data/", "url_host"),  # the cloud metadata service
+    ("https://127.0.0.1:9/x", "url_host"),
 ])
 async def test_bad_url_is_a_problem_naming_url(tmp_path, url, rule):
     async with running_api(tmp_path) as api:  # loopback http not allowed here
@@ -251,6 +254,20 @@ async def test_bad_url_is_a_problem_naming_url(tmp_path, url, rule):
         unknown = await api.client.post("/v1/webhooks", headers=admin, json={
             "tenant_id": "acme", "url": "https://hooks.example.com/x", "event_types": ["tenant.created"]})
         assert_problem(unknown, 400, "unknown_event_type", field="event_types")
+
+
+async def test_internal_receivers_are_accepted_but_link_local_addresses_never(tmp_path):
+    async with running_api(tmp_path, **FAST) as api:  # loopback webhooks allowed, as in tests and development
+        admin = await api.admin()
+        await api.create_tenant(admin, "acme")
+        private = await subscribe(api, admin, "acme", "https://10.1.2.3:8443/hooks")
+        await subscribe(api, admin, "acme", "https://127.0.0.1:9/hooks")
+        for url in ("https://169.254.169.254/latest/meta-data/", "https://[fe80::1]/x", "https://[::ffff:a9fe:a9fe]/"):
+            created = await api.client.post("/v1/webhooks", headers=admin, json={"tenant_id": "acme", "url": url})
+            assert_problem(created, 400, "url_host", field="url")
+            changed = await api.client.patch(f"/v1/webhooks/{private['webhook_id']}", headers=admin,
+                                             params={"tenant_id": "acme"}, json={"url": url})
+            assert_problem(changed, 400, "url_host", field="url")
 
 
 async def test_tenants_never_see_or_receive_each_others_webhooks(tmp_path):

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
+from urllib.parse import urlsplit
+
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from domain import webhook
 from domain.errors import AlreadyExists, NotFound
@@ -47,6 +52,76 @@ def test_http_to_other_hosts_is_refused_even_when_loopback_is_allowed():
     for url in ("http://10.0.0.1/x", "http://localhost.example.com/x", "http://127.0.0.1.nip.io/x"):
         with pytest.raises(webhook.InvalidWebhook):
             webhook.check_url(url, allow_loopback_http=True)
+
+
+@pytest.mark.parametrize("url", [
+    "https://" + "a" * 2030,  # a 2030-character label: accepted, then every delivery failed in the idna codec
+    "https://" + "a" * 64 + ".example.com/x",
+    "https://" + ".".join(["a" * 63] * 4) + "/x",  # 255 characters
+    "https://a..example.com/x", "https://-a.example.com/x", "https://a_b.example.com/x",
+    "https://xn--zz.example.com/x",  # not a valid A-label
+    "https://2852039166/x", "https://127.1/x", "https://0x7f.0.0.1/x", "https://0177.0.0.1/x",  # IPv4 in disguise
+])
+def test_hosts_that_are_not_dns_names_or_ip_addresses_are_refused(url):
+    with pytest.raises(webhook.InvalidWebhook) as refused:
+        webhook.check_url(url, allow_loopback_http=True)
+    assert refused.value.code == "invalid_url" and refused.value.field == "url"
+
+
+@pytest.mark.parametrize("url", [
+    "https://169.254.169.254/latest/meta-data/", "https://[fe80::1]/x", "https://[fe80::1%25eth0]/x",
+    "https://[::ffff:169.254.169.254]/x", "https://0.0.0.0/x", "https://[::]/x", "https://0.1.2.3/x",
+    "https://224.0.0.1/x", "https://[ff02::1]/x",
+])
+def test_link_local_unspecified_and_multicast_addresses_are_refused_even_with_loopback_allowed(url):
+    for allow in (False, True):
+        with pytest.raises(webhook.InvalidWebhook) as refused:
+            webhook.check_url(url, allow_loopback_http=allow)
+        assert refused.value.code == "url_host" and refused.value.field == "url"
+
+
+@pytest.mark.parametrize("url", ["https://127.0.0.1/x", "https://127.9.9.9:8443/x", "https://[::1]/x",
+                                 "https://localhost/x", "https://hooks.localhost./x", "https://[::ffff:127.0.0.1]/x"])
+def test_loopback_is_refused_unless_the_service_allows_loopback_webhooks(url):
+    with pytest.raises(webhook.InvalidWebhook) as refused:
+        webhook.check_url(url)
+    assert refused.value.code == "url_host" and refused.value.field == "url"
+    assert webhook.check_url(url, allow_loopback_http=True) == url
+
+
+@pytest.mark.parametrize("url", ["https://10.0.0.1/x", "https://172.16.5.4:8443/x", "https://192.168.1.5/x",
+                                 "https://[fd00::1]/x", "https://hooks.internal/x", "https://bücher.example/x",
+                                 "https://example.com./x", "https://" + ".".join(["a" * 63] * 3) + "/x"])
+def test_private_addresses_and_ordinary_names_are_accepted(url):
+    assert webhook.check_url(url) == url
+
+
+_HOST_CHARS = st.sampled_from(list("ab0-._:%[]@x9") + ["xn--", "0x", "ü", "☃", "a" * 63, "a" * 64, "::", "%25"])
+
+
+@given(host=st.one_of(st.lists(_HOST_CHARS, max_size=30).map("".join), st.text(max_size=80),
+                      st.ip_addresses().map(lambda ip: f"[{ip}]" if ip.version == 6 else str(ip))),
+       allow=st.booleans())
+@example(host="a" * 2030, allow=False)
+def test_a_url_is_accepted_only_if_its_host_can_be_sent_to(host, allow):
+    """check_url raises nothing but InvalidWebhook, and an accepted host is an allowed IP address or a name the
+    idna codec (which the delivery resolves it with) encodes."""
+    url = f"https://{host}/x"
+    try:
+        webhook.check_url(url, allow_loopback_http=allow)
+    except webhook.InvalidWebhook as refused:
+        assert refused.field == "url"
+        return
+    name = urlsplit(url).hostname
+    try:
+        address = ipaddress.ip_address(name)
+    except ValueError:
+        encoded = name.rstrip(".").encode("idna")
+        assert len(encoded) <= 253 and all(1 <= len(label) <= 63 for label in encoded.split(b"."))
+    else:
+        address = getattr(address, "ipv4_mapped", None) or address
+        assert not (address.is_link_local or address.is_unspecified or address.is_multicast)
+        assert allow or not address.is_loopback
 
 
 def test_event_filter():
