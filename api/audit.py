@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Annotated, Any
 
 import msgspec
@@ -41,7 +41,8 @@ class AuditController(Controller):
 
     @get("/events", summary="Search the audit log (cursor: the global position)", responses=QUERY_ERRORS)
     async def events(self, request: Request, principal: Caller, min_position: MinPosition = None,
-                     day: Annotated[str | None, QueryParameter(pattern=r"^\d{4}-\d{2}-\d{2}$")] = None,
+                     day: Annotated[date | None, QueryParameter(
+                         description="a UTC day, YYYY-MM-DD (a calendar date: 2020-02-30 is refused)")] = None,
                      since: FromQuery[datetime | None] = None, until: FromQuery[datetime | None] = None,
                      stream_id: Text = None, actor: Text = None,
                      event_type: Annotated[str | None, QueryParameter(name="type", max_length=255)] = None,
@@ -50,7 +51,7 @@ class AuditController(Controller):
                      limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100) -> AuditPage:
         authorize(principal, "audit:read", tenant_id or principal.tenant_id)
         await read_your_writes(request, min_position)
-        filters: dict[str, Any] = {"day": day, "since": _moment(since), "until": _moment(until),
+        filters: dict[str, Any] = {"day": day.isoformat() if day else None, "since": _moment(since), "until": _moment(until),
                                    "stream_id": stream_id, "actor": actor, "type_": event_type,
                                    "tenant_id": tenant_id, "correlation_id": correlation_id}
         rows = await read_models_of(request.app.state).query(

@@ -32,7 +32,7 @@ _FIELD_NAME = re.compile(r"(?:unknown|missing required) field `([^`]+)`")
 _RULES = (("unknown field", "unknown_field"), ("missing required field", "required"), ("matching regex", "pattern"),
           ("of length >=", "min_length"), ("of length <=", "max_length"), ("length >=", "min_length"),
           ("length <=", "max_length"), (">=", "minimum"), ("<=", "maximum"), (">", "minimum"), ("<", "maximum"),
-          ("Expected", "type"))
+          ("Expected", "type"), ("Invalid RFC3339", "format"))  # a date or time that is no such moment: 2020-02-30
 
 
 class FieldError(msgspec.Struct, frozen=True):

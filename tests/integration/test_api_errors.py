@@ -84,6 +84,23 @@ async def test_invalid_query_parameters_name_the_parameter(api, admin, path, par
     assert_problem(await api.client.get(path, params=params, headers=admin), 400, "validation_failed", field=field)
 
 
+@pytest.mark.parametrize("day", ["2020-02-30", "2021-02-29", "2020-04-31", "2020-13-01", "2020-00-10", "2020-1-01"])
+async def test_an_impossible_day_names_the_parameter(api, admin, day):
+    """The pattern YYYY-MM-DD let 2020-02-30 through (an empty page, 200): the day is now a calendar date."""
+    response = await api.client.get("/v1/audit/events", params={"day": day}, headers=admin)
+    problem = assert_problem(response, 400, "validation_failed", field="day")
+    assert problem["errors"][0]["rule"] == "format"
+
+
+async def test_a_real_day_still_filters_the_audit_log(api, admin):
+    await api.create_tenant(admin, "acme")
+    day = (await api.client.get("/v1/audit/events", headers=admin)).json()["items"][-1]["occurred_at"][:10]
+    items = (await api.client.get("/v1/audit/events", params={"day": day}, headers=admin)).json()["items"]
+    assert items and all(item["occurred_at"].startswith(day) for item in items)
+    assert (await api.client.get("/v1/audit/events", params={"day": "2000-02-29"}, headers=admin)).json() == {
+        "items": [], "next_cursor": None}
+
+
 async def test_an_invalid_last_event_id_names_the_header(api, admin):
     response = await api.client.get("/v1/events/stream", headers={**admin, "Last-Event-ID": "yesterday"})
     assert_problem(response, 400, "invalid_header", field="Last-Event-ID")
