@@ -26,6 +26,7 @@ _FAILURES = {"malformed_request": ocsp.OCSPResponseStatus.MALFORMED_REQUEST,
              "internal_error": ocsp.OCSPResponseStatus.INTERNAL_ERROR,
              "try_later": ocsp.OCSPResponseStatus.TRY_LATER,
              "unauthorized": ocsp.OCSPResponseStatus.UNAUTHORIZED}
+NONCE_OCTETS = (1, 32)  # RFC 8954 2.1: Nonce ::= OCTET STRING(SIZE(1..32)); longer or empty is malformedRequest
 _STATUS = {"good": ocsp.OCSPCertStatus.GOOD, "revoked": ocsp.OCSPCertStatus.REVOKED,
            "unknown": ocsp.OCSPCertStatus.UNKNOWN}
 
@@ -68,6 +69,10 @@ class CryptographyRevocation:
             raise _malformed(str(exc) or type(exc).__name__) from exc
         if algorithm not in _HASHES:
             raise _malformed(f"CertID hash {algorithm} is not supported")
+        if question.nonce is not None and not NONCE_OCTETS[0] <= len(question.nonce) <= NONCE_OCTETS[1]:
+            # echoed into a signed response: a long one would have the responder sign what the client chose
+            raise _malformed(f"the nonce is {len(question.nonce)} octets; RFC 8954 allows {NONCE_OCTETS[0]} to "
+                             f"{NONCE_OCTETS[1]}")
         return question
 
     def issuer_hashes(self, issuer_certificate: bytes, hash_algorithm: str) -> tuple[bytes, bytes]:

@@ -223,6 +223,17 @@ async def test_ocsp_echoes_the_nonce_and_answers_unknown_malformed_and_unauthori
     wrong_issuer = await ask(api, inter, ocsp_request(certificate, root_cert))  # the root's name and key hashes
     assert wrong_issuer.response_status == ocsp.OCSPResponseStatus.UNAUTHORIZED
 
+    # RFC 8954: a nonce is 1-32 octets; a 200-octet one was echoed into the signed answer
+    longest = await ask(api, inter, ocsp_request(certificate, issuer, nonce=b"\x01" * 32))
+    assert longest.extensions.get_extension_for_class(x509.OCSPNonce).value.nonce == b"\x01" * 32
+    for nonce in (b"\x01" * 33, b"\x01" * 200, b""):
+        refused = await ask(api, inter, ocsp_request(certificate, issuer, nonce=nonce))
+        assert refused.response_status == ocsp.OCSPResponseStatus.MALFORMED_REQUEST, len(nonce)
+        encoded = quote(base64.b64encode(ocsp_request(certificate, issuer, nonce=nonce)).decode(), safe="")
+        got = await api.client.get(f"/ocsp/{inter}/{encoded}")
+        assert got.status_code == 200 and got.headers["content-type"] == "application/ocsp-response"
+        assert ocsp.load_der_ocsp_response(got.content).response_status == ocsp.OCSPResponseStatus.MALFORMED_REQUEST
+
 
 async def test_ocsp_get_is_cacheable_until_a_revocation_drops_the_cached_answer(pki_api):
     api = pki_api
