@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 from infra.config import Settings
+from infra.data_lock import PRIMARY_SOCKET, RUN_DIR, hold_while_running
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +42,11 @@ RESTART_BACKOFF_MAX = 10.0
 
 
 def run_dir(settings: Settings) -> Path:
-    return settings.data_dir / "run"
+    return settings.data_dir / RUN_DIR
 
 
 def link_path(settings: Settings) -> Path:
-    return run_dir(settings) / "primary.sock"
+    return run_dir(settings) / PRIMARY_SOCKET
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -77,6 +78,7 @@ def primary_main(settings: Settings, path: Path, parent: int) -> None:
     from infra.telemetry import configure_logging
 
     _die_with_parent(parent)
+    hold_while_running(settings.data_dir)  # its own hold: it may outlive a supervisor killed by SIGKILL
     configure_logging(settings.log_level)
     try:  # uvloop here only: the primary serves its few long-lived worker links, not clients (api/server.py)
         import uvloop
@@ -132,6 +134,7 @@ def worker_main(settings: Settings, sock: socket.socket, path: Path, parent: int
     from infra.telemetry import configure_logging
 
     _die_with_parent(parent)
+    hold_while_running(settings.data_dir)  # it writes keys.db and artifacts.db itself, until its last request ends
     configure_logging(settings.log_level)
     link = LinkClient(path, on_progress=lambda progress: None)
     server = build_server(settings, create_app(settings, link))

@@ -29,8 +29,10 @@ import click
 
 from cli.audit import print_report, verify_data_dir
 from cli.common import EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, CliError, require_initialised
+from domain.verification import VerifyReport
 from infra.audit.keys import PUBLIC_FILE
 from infra.config import Settings
+from infra.data_lock import DataDirBusy, exclusive, hold_while_running
 
 MANIFEST = "manifest.json"
 FORMAT = "csm-backup"
@@ -109,6 +111,10 @@ def backup(settings: Settings, dest_dir: Path) -> None:
         raise CliError(f"{dest_dir} is not empty; back up into a new directory", EXIT_USAGE)
     if dest_dir.resolve() == settings.data_dir or settings.data_dir in dest_dir.resolve().parents:
         raise CliError("the backup directory must be outside the data directory", EXIT_USAGE)
+    try:  # shared with a running server; a restore into the data directory cannot start meanwhile
+        hold_while_running(settings.data_dir)
+    except DataDirBusy as exc:
+        raise CliError(str(exc)) from None
     _private_dir(dest_dir)
     started = time.perf_counter()
     written: list[str] = []
@@ -218,21 +224,9 @@ def _replaced_names(settings: Settings) -> list[str]:
     return [*names, settings.witness_file.name, settings.keys_dir.name]
 
 
-@click.command()
-@click.argument("src_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--force", is_flag=True, help="Replace a data directory that already holds events "
-              "(its files are moved aside into .pre-restore-<time>/, not deleted).")
-@click.pass_obj
-def restore(settings: Settings, src_dir: Path, force: bool) -> None:
-    """Restore a backup from SRC_DIR into the data directory, then verify the audit trail.
-
-    Stop the server first. Exit status 0: restored and verified; 1: the backup fails its
-    manifest or the restored trail does not verify; 2: refused (the data directory holds
-    events and --force was not given) or unreadable.
-    """
-    manifest = _load_manifest(src_dir)
+def _restore_into(settings: Settings, src_dir: Path, manifest: dict, force: bool) -> VerifyReport:
+    """Copy the backup into a staging directory, move the current files aside, put the copies in place, verify."""
     files: dict = manifest["files"]
-    _check_manifest(src_dir, files)
     reason = ""
     try:
         existing = _events_in(settings.events_db)
@@ -242,7 +236,6 @@ def restore(settings: Settings, src_dir: Path, force: bool) -> None:
         held = f"{existing:,} events" if existing > 0 else f"an unreadable events.db ({reason})"
         raise CliError(f"{settings.data_dir} already holds {held}; restoring would replace them. Use --force "
                        "(the current files are moved aside, not deleted)", EXIT_USAGE)
-    _private_dir(settings.data_dir)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     staging = settings.data_dir / f".restore-{stamp}"
     _private_dir(staging)
@@ -267,6 +260,30 @@ def restore(settings: Settings, src_dir: Path, force: bool) -> None:
                f"into {settings.data_dir}")
     if moved:
         click.echo(f"the previous files were moved to {aside}")
-    report = verify_data_dir(settings)
+    return verify_data_dir(settings)
+
+
+@click.command()
+@click.argument("src_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--force", is_flag=True, help="Replace a data directory that already holds events "
+              "(its files are moved aside into .pre-restore-<time>/, not deleted).")
+@click.pass_obj
+def restore(settings: Settings, src_dir: Path, force: bool) -> None:
+    """Restore a backup from SRC_DIR into the data directory, then verify the audit trail.
+
+    Stop the server first: restore refuses while csm serve, csm projector, csm worker or csm backup
+    runs on the data directory. Exit status 0: restored and verified; 1: the backup fails its
+    manifest or the restored trail does not verify; 2: refused (the data directory holds
+    events and --force was not given, or a running process uses it) or unreadable.
+    """
+    manifest = _load_manifest(src_dir)
+    files: dict = manifest["files"]
+    _check_manifest(src_dir, files)
+    _private_dir(settings.data_dir)
+    try:
+        with exclusive(settings.data_dir):  # refused while a server, projector, job worker or backup uses it
+            report = _restore_into(settings, src_dir, manifest, force)
+    except DataDirBusy as exc:
+        raise CliError(f"{exc}; nothing was restored", EXIT_USAGE) from None
     print_report(report)
     raise click.exceptions.Exit(EXIT_OK if report.ok else EXIT_PROBLEM)

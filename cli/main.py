@@ -15,11 +15,12 @@ from cli.worker import worker
 from cli.projector import projector
 from cli.cluster import cluster
 from cli.db import db
-from cli.common import CsmGroup, require_keys_if_events
+from cli.common import CliError, CsmGroup, require_keys_if_events
 from cli.auth import first_login_hints
 from infra.audit.keys import PUBLIC_FILE
 from infra.bootstrap import initialise
 from infra.config import Settings
+from infra.data_lock import DataDirBusy, hold_while_running
 
 DISTRIBUTION = "cassandra-security-manager"
 
@@ -85,6 +86,10 @@ def serve(settings: Settings, host: str | None, port: int | None, workers: int |
                                    public_url=None if settings.public_url_recorded else settings.public_url,
                                    public_url_recorded=False)
     require_keys_if_events(settings)
+    try:  # held until this process ends: `csm restore` refuses to replace files a running server has open
+        hold_while_running(settings.data_dir)
+    except DataDirBusy as exc:
+        raise CliError(str(exc)) from None
     initialise(settings, rebuild="background").close()  # a changed read model is rebuilt while the server serves
     from api import server  # lazily: the API is the only part of csm that needs the web stack
 

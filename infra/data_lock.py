@@ -1,0 +1,103 @@
+"""Who is using a data directory: the lock every serving process holds while it runs, and the one restore needs.
+
+``csm serve`` (its supervisor, primary and HTTP workers, or its one process), ``csm projector``,
+``csm worker`` and ``csm backup`` each hold a shared ``flock`` on ``<data>/run/data-dir.lock``
+for their lifetime; ``csm restore`` takes it exclusively, without waiting, before it moves a
+file. An flock belongs to an open file, so the kernel drops it when its process ends, however
+it ends: a crashed server leaves no stale lock behind, and a live one cannot be missed. A
+multi-worker server of a version before this lock is still seen by its primary's socket.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+RUN_DIR = "run"
+LOCK_FILE = "data-dir.lock"
+PRIMARY_SOCKET = "primary.sock"
+_held: list[int] = []  # this process's shared locks: never closed, the kernel releases them at exit
+
+
+class DataDirBusy(Exception):
+    """The lock is held the other way: a restore is running (for a server), or a server runs (for a restore)."""
+
+
+def lock_path(data_dir: Path) -> Path:
+    return Path(data_dir) / RUN_DIR / LOCK_FILE
+
+
+def _open(data_dir: Path) -> int:
+    Path(data_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
+    (Path(data_dir) / RUN_DIR).mkdir(exist_ok=True, mode=0o700)
+    return os.open(lock_path(data_dir), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+
+
+def _try_lock(fd: int, operation: int) -> bool:
+    try:
+        fcntl.flock(fd, operation | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            return False
+        raise
+    return True
+
+
+def hold_while_running(data_dir: Path) -> None:
+    """Hold a shared lock on ``data_dir`` until this process ends; DataDirBusy while a restore replaces its files."""
+    fd = _open(data_dir)
+    if not _try_lock(fd, fcntl.LOCK_SH):
+        os.close(fd)
+        raise DataDirBusy(f"a restore into {data_dir} is running; start again once it has finished")
+    _held.append(fd)
+
+
+@contextlib.contextmanager
+def exclusive(data_dir: Path) -> Iterator[None]:
+    """Hold ``data_dir`` alone (restore); DataDirBusy at once if any process named above is using it."""
+    fd = _open(data_dir)
+    try:
+        if not _try_lock(fd, fcntl.LOCK_EX) or primary_answers(data_dir):
+            pids = holders(lock_path(data_dir))
+            held_by = f" (pid {', '.join(map(str, pids))})" if pids else ""
+            raise DataDirBusy(f"{data_dir} is in use by a running csm process{held_by}: csm serve, csm projector, "
+                              "csm worker and csm backup hold it while they run. Stop them first")
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def primary_answers(data_dir: Path) -> bool:
+    """Whether a multi-worker server's primary answers on its socket (a stale socket file refuses the connection)."""
+    path = Path(data_dir) / RUN_DIR / PRIMARY_SOCKET
+    if not path.exists():
+        return False
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(2)
+        try:
+            probe.connect(str(path))
+        except OSError:
+            return False
+    return True
+
+
+def holders(path: Path) -> list[int]:
+    """The processes holding an flock on ``path``, from Linux's /proc/locks; [] where it cannot be read."""
+    try:
+        st = os.stat(path)
+        lines = Path("/proc/locks").read_text().splitlines()
+    except OSError:
+        return []
+    device = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    pids = set()
+    for line in lines:
+        fields = line.split()
+        if "FLOCK" in fields and device in fields:
+            with contextlib.suppress(ValueError, IndexError):
+                pids.add(int(fields[fields.index(device) - 1]))
+    return sorted(pids - {os.getpid()})
