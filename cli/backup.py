@@ -1,16 +1,18 @@
 """`csm backup` and `csm restore`: a consistent online copy of a data directory, with a hashed manifest.
 
 The databases are copied with SQLite's online backup API (one consistent snapshot each,
-while the server keeps writing). The order matters: the read models first, then the audit
-witness, then the event log, so that neither the read models nor the witness are ever ahead
-of the log they describe (a witness ahead of the log would read as a truncated tail). The
-private-key vault (``keys.db``) follows the log, because a key is stored before the event
-that names it: copied later, it holds every key the copied log refers to (and perhaps a few
-orphans). The artifact store (``artifacts.db``: published CRLs) follows the log for the same
-reason: a CRL is stored before the ``ca.crl_published`` event that names it. The key files
-come last: a vault row is written only under a KEK already on disk, and KEK files are never
-replaced. Every file is written 0600, every directory 0700, and
-``manifest.json`` holds their SHA-256.
+while the server keeps writing). The order matters: the read models first, then the webhook
+delivery log (``webhooks.db``), then the audit witness, then the event log, so that none of
+them is ever ahead of the log it describes. A witness ahead of the log would read as a
+truncated tail; a dispatcher checkpoint ahead of it would skip the notifications of events
+written after the restore up to that position (one behind it only dispatches again, and the
+delivery log ignores a delivery it already holds). The private-key vault (``keys.db``)
+follows the log, because a key is stored before the event that names it: copied later, it
+holds every key the copied log refers to (and perhaps a few orphans). The artifact store
+(``artifacts.db``: published CRLs) follows the log for the same reason: a CRL is stored
+before the ``ca.crl_published`` event that names it. The key files come last: a vault row is
+written only under a KEK already on disk, and KEK files are never replaced. Every file is
+written 0600, every directory 0700, and ``manifest.json`` holds their SHA-256.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ FORMAT_VERSION = 1
 REQUIRED = ("events.db", f"keys/{PUBLIC_FILE}")
 KEY_VAULT_DB = "keys.db"  # optional: data directories from before the key vault have none
 ARTIFACTS_DB = "artifacts.db"  # optional: data directories from before CRL publication have none
+WEBHOOKS_DB = "webhooks.db"  # optional: the delivery log and dispatcher checkpoint, absent from older backups
 CHUNK = 1 << 20
 
 
@@ -121,6 +124,9 @@ def backup(settings: Settings, dest_dir: Path) -> None:
     if settings.views_db.exists():  # 1. read models: never ahead of the log copied after them
         _sqlite_backup(settings.views_db, dest_dir / "views.db")
         written.append("views.db")
+    if settings.webhooks_db.exists():  # 1b. the webhook dispatcher's checkpoint: never ahead of the log either
+        _sqlite_backup(settings.webhooks_db, dest_dir / WEBHOOKS_DB)
+        written.append(WEBHOOKS_DB)
     if settings.witness_file.exists():  # 2. the witness: never ahead of the log copied after it
         _copy_private(settings.witness_file, dest_dir / settings.witness_file.name)
         written.append(settings.witness_file.name)
@@ -219,7 +225,7 @@ def _events_in(events_db: Path) -> int:
 
 def _replaced_names(settings: Settings) -> list[str]:
     names = []
-    for db in ("events.db", "views.db", KEY_VAULT_DB, ARTIFACTS_DB):
+    for db in ("events.db", "views.db", KEY_VAULT_DB, ARTIFACTS_DB, WEBHOOKS_DB):
         names += [db, f"{db}-wal", f"{db}-shm", f"{db}-journal"]
     return [*names, settings.witness_file.name, settings.keys_dir.name]
 
@@ -260,6 +266,10 @@ def _restore_into(settings: Settings, src_dir: Path, manifest: dict, force: bool
                f"into {settings.data_dir}")
     if moved:
         click.echo(f"the previous files were moved to {aside}")
+    if WEBHOOKS_DB not in files:
+        click.echo(f"note: this backup has no {WEBHOOKS_DB} (made by an older csm): the webhook dispatcher starts "
+                   "again from the beginning of the log and sends past notifications again (receivers "
+                   "deduplicate on the event id)")
     return verify_data_dir(settings)
 
 

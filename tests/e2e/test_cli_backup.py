@@ -21,6 +21,7 @@ from commands.runtime import CommandContext
 from commands.tenants import CreateTenant, create_tenant
 from infra.bootstrap import open_runtime
 from infra.config import Settings
+from infra.webhooks.log import DeliveryLog
 
 CONSOLE_SCRIPT = Path(sys.executable).parent / "csm"
 CSM = [str(CONSOLE_SCRIPT)] if CONSOLE_SCRIPT.exists() else [sys.executable, "-m", "cli.main"]
@@ -185,3 +186,77 @@ def test_an_online_backup_taken_while_the_service_writes_restores_to_a_verified_
             positions = [row[0] for row in conn.execute("SELECT position FROM projection_checkpoints")]
         assert max(positions) <= head, "a read model in the backup is ahead of its event log"
         assert len(tenants(target)) == created  # the read model catches up from where it was
+
+
+def _dispatch(data_dir: Path) -> int:
+    """Run the webhook dispatcher over the whole log, as a server does, and return its saved checkpoint."""
+    runtime = open_runtime(Settings(data_dir=data_dir))
+    try:
+        runtime.runner.catch_up_once()
+        dispatcher = runtime.webhook_dispatcher()
+        try:
+            while dispatcher.dispatch_once():
+                pass
+            dispatcher.save()
+        finally:
+            dispatcher.close()
+        return runtime.webhooks.deliveries.checkpoint()
+    finally:
+        runtime.close()
+
+
+def test_the_webhook_delivery_log_and_its_checkpoint_travel_with_the_backup(source, tmp_path):
+    created = csm(source, "webhook", "create", "--tenant", "acme", "--url", "https://hooks.example.com/csm")
+    webhook_id = created.stderr.split()[1]
+    csm(source, "tenant", "create", "hooli", "--name", "Hooli")  # an event after the subscription
+    checkpoint = _dispatch(source)
+    with closing(sqlite3.connect(source / "events.db")) as conn:
+        assert checkpoint == conn.execute("SELECT max(position) FROM events").fetchone()[0] > 0
+    log = DeliveryLog(source / "webhooks.db")  # a delivery, as the dispatcher records one for a revocation
+    log.record_dispatch([("delivery-1", "acme", webhook_id, "event-1", "certificate.revoked", checkpoint, b"{}")],
+                        checkpoint)
+    log.close()
+
+    backup = tmp_path / "backup"
+    csm(source, "backup", str(backup))
+    manifest = json.loads((backup / "manifest.json").read_text())
+    copied = hashlib.sha256((backup / "webhooks.db").read_bytes()).hexdigest()
+    assert manifest["files"]["webhooks.db"]["sha256"] == copied
+    assert not (backup / "webhooks.db-wal").exists()
+
+    target = tmp_path / "other"  # a data directory with a delivery log of its own
+    csm(target, "init")
+    csm(target, "tenant", "create", "other", "--name", "Other")
+    own = DeliveryLog(target / "webhooks.db")
+    own.record_dispatch([("theirs", "other", "hook", "event-9", "certificate.revoked", 2, b"{}")], 2)
+    own.close()
+    restored = csm(target, "restore", "--force", str(backup))
+    assert "OK" in restored.stdout and "webhooks.db" not in restored.stdout
+    aside = next(p for p in target.iterdir() if p.name.startswith(".pre-restore-"))
+    moved = DeliveryLog(aside / "webhooks.db")
+    assert moved.get("theirs") is not None and moved.checkpoint() == 2  # kept, not deleted
+    moved.close()
+    log = DeliveryLog(target / "webhooks.db")
+    try:
+        assert log.checkpoint() == checkpoint and log.get("theirs") is None
+        assert log.get("delivery-1")["webhook_id"] == webhook_id
+    finally:
+        log.close()
+    assert _dispatch(target) == checkpoint  # the dispatcher resumes where it was: nothing is sent again
+
+
+def test_a_backup_without_a_delivery_log_still_restores(source, tmp_path):
+    backup = tmp_path / "backup"
+    csm(source, "backup", str(backup))
+    (backup / "webhooks.db").unlink()  # as csm backup wrote it before it copied the delivery log
+    manifest = json.loads((backup / "manifest.json").read_text())
+    del manifest["files"]["webhooks.db"]
+    (backup / "manifest.json").write_text(json.dumps(manifest))
+    target = tmp_path / "other"
+    csm(target, "init")
+    assert (target / "webhooks.db").exists()
+    restored = csm(target, "restore", "--force", str(backup))
+    assert "OK" in restored.stdout and "has no webhooks.db" in restored.stdout
+    assert not (target / "webhooks.db").exists()
+    aside = next(p for p in target.iterdir() if p.name.startswith(".pre-restore-"))
+    assert (aside / "webhooks.db").exists()
