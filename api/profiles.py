@@ -15,7 +15,6 @@ from commands import profiles as cmd
 from commands.authz import authorize
 from commands.runtime import CommandResult
 from commands.tenants import TenantId
-from domain.algorithms import ALGORITHMS
 from domain.profile import BUILTIN_PROFILES, Profile
 from projections import profiles as read_model
 
@@ -94,7 +93,4 @@ class AlgorithmController(Controller):
     async def list_(self, request: Request, principal: Caller) -> list[AlgorithmOut]:
         authorize(principal, "profile:read", principal.tenant_id)
         available = runtime_of(request.app.state).services.crypto.available_algorithms()
-        return [AlgorithmOut(name=a.name, family=a.family, security_bits=a.security_bits,
-                             post_quantum=a.post_quantum, available=a.name in available,
-                             allowed_for_ca=not (a.family == "rsa" and (a.key_bits or 0) < 4096),
-                             provider=a.provider) for a in ALGORITHMS.values()]
+        return [AlgorithmOut(**msgspec.structs.asdict(offer)) for offer in cmd.algorithm_offers(available)]

@@ -12,11 +12,13 @@ from rich.table import Table
 from cli.common import (CliError, catch_up, command_context, echo_json, query_views, run_async, runtime_for,
                         stdout_console)
 from commands import cas as cmd
+from commands import profiles
 from commands import revoke as revocation
 from commands.runtime import CommandResult
 from domain.certspec import DistinguishedName, NameConstraints
 from domain.revocation import REASONS
 from infra.config import Settings
+from infra.crypto.engine import CryptographyPki
 from projections import cas as read_model
 
 
@@ -234,6 +236,24 @@ def list_(settings: Settings, tenant_id, as_json: bool) -> None:
         table.add_row(row["ca_id"], row["tenant_id"], row["name"], row["kind"], row["origin"], row["status"],
                       row["algorithm"], row["parent_id"] or "", row["not_after"] or "")
     stdout_console().print(table)
+
+
+@ca.command("algorithms")
+@click.option("--json", "as_json", is_flag=True, help="JSON on stdout instead of a table.")
+def algorithms(as_json: bool) -> None:
+    """The key algorithms this installation offers, and which a CA may use (as GET /v1/algorithms)."""
+    offers = profiles.algorithm_offers(CryptographyPki().available_algorithms())
+    if as_json:
+        echo_json(offers)
+        return
+    table = Table("name", "family", "available", "allowed for CA")
+    for offer in offers:
+        table.add_row(offer.name, offer.family, _yes(offer.available), _yes(offer.allowed_for_ca))
+    stdout_console().print(table)
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"
 
 
 @ca.command("show")

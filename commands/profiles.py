@@ -1,4 +1,5 @@
-"""Certificate profiles: the built-in templates, and a tenant's own profiles (create, update, retire)."""
+"""Certificate profiles: the built-in templates, a tenant's own profiles (create, update, retire), and the key
+algorithms on offer."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import msgspec
 from commands.authz import authorize
 from commands.runtime import CommandContext, CommandResult, Services, load, run
 from commands.tenants import TenantId, active_tenant
+from domain import policy
 from domain import profile as profiles
+from domain.algorithms import ALGORITHMS
 from domain.errors import DomainError, NotFound
 
 
@@ -63,3 +66,20 @@ async def retire_profile(cmd: RetireProfile, ctx: CommandContext, services: Serv
     authorize(ctx.principal, "profile:manage", cmd.tenant_id)
     return await _run(services, ctx, cmd, cmd.tenant_id, cmd.name,
                       lambda s: profiles.decide_retire(s, cmd.name, cmd.reason))
+
+
+class AlgorithmOffer(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    family: str
+    security_bits: int
+    post_quantum: bool
+    available: bool  # this installation can make and use such keys
+    allowed_for_ca: bool  # a CA may hold such a key
+    provider: str
+
+
+def algorithm_offers(available: frozenset[str]) -> list[AlgorithmOffer]:
+    """Every catalogued key algorithm, given the names this installation's crypto offers (GET /v1/algorithms)."""
+    return [AlgorithmOffer(name=a.name, family=a.family, security_bits=a.security_bits, post_quantum=a.post_quantum,
+                           available=a.name in available, allowed_for_ca=policy.allowed_for_ca(a.name),
+                           provider=a.provider) for a in ALGORITHMS.values()]

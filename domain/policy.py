@@ -101,6 +101,12 @@ def family_of(algorithm: str) -> str:
     return known.family if known else algorithm.partition("-")[0]
 
 
+def allowed_for_ca(algorithm: str) -> bool:
+    """Whether a CA may hold a key of this catalogued algorithm (smaller RSA keys are refused as ``weak_key``)."""
+    known = ALGORITHMS.get(algorithm)
+    return known is not None and _weakness(algorithm, None, known, for_ca=True) is None
+
+
 def key_usages_for(algorithm: str, usages: Iterable[str]) -> frozenset[str]:
     """``usages`` less what the subject key cannot do: only RSA encrypts, only EC keys agree keys."""
     family, drop = family_of(algorithm), set()

@@ -133,3 +133,15 @@ def test_sweep_keys_lists_then_deletes_a_key_no_event_names_and_keeps_the_rest(h
         assert {key_id for (key_id,) in conn.execute("SELECT key_id FROM private_keys")} == named and named
     assert "deleted 0" in csm(data, "admin", "sweep-keys").stderr
     assert "OK" in csm(data, "audit", "verify", "--quiet").stdout
+
+
+def test_ca_algorithms_lists_what_the_api_lists_and_create_root_help_names_it(tmp_path):
+    data = tmp_path / "data"  # no `csm init`: what this installation offers needs no data directory
+    listed = {a["name"]: a for a in json.loads(csm(data, "ca", "algorithms", "--json").stdout)}
+    assert listed["ml-dsa-65"]["available"] and listed["rsa-4096"]["allowed_for_ca"]
+    assert not listed["rsa-3072"]["allowed_for_ca"] and listed["falcon-512"]["available"] is False
+    table = csm(data, "ca", "algorithms").stdout
+    assert all(header in table for header in ("name", "family", "available", "allowed for CA"))
+    assert "rsa-3072" in table and "hybrid-p384-ml-dsa-65" in table
+    assert "csm ca algorithms" in csm(data, "ca", "create-root", "--help").stdout
+
