@@ -58,7 +58,8 @@ def root() -> None:
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="A new or empty directory for root.pem and root.key.enc.")
 @click.option("--algorithm", default="hybrid-p384-ml-dsa-65", show_default=True,
-              type=click.Choice(sorted(a for a, v in ALGORITHMS.items() if v.provider == "cryptography")))
+              type=click.Choice(sorted(a for a, v in ALGORITHMS.items()
+                                       if v.provider == "cryptography" and policy.allowed_for_ca(a))))
 @click.option("--validity-days", type=int, default=7300, show_default=True)
 @click.option("--path-length", type=int, default=None)
 @click.option("--passphrase-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,

@@ -145,3 +145,10 @@ def test_ca_algorithms_lists_what_the_api_lists_and_create_root_help_names_it(tm
     assert "rsa-3072" in table and "hybrid-p384-ml-dsa-65" in table
     assert "csm ca algorithms" in csm(data, "ca", "create-root", "--help").stdout
 
+
+def test_root_init_offers_only_algorithms_a_ca_may_hold(tmp_path):
+    help_text = csm(tmp_path / "data", "ca", "root", "init", "--help").stdout
+    assert "rsa-4096" in help_text and "rsa-3072" not in help_text
+    refused = csm(tmp_path / "data", "ca", "root", "init", "--offline", "--out", str(tmp_path / "root"),
+                  "--algorithm", "rsa-3072", "--cn", "Root", expect=2)
+    assert "Invalid value for '--algorithm'" in refused.stderr and not (tmp_path / "root").exists()
