@@ -108,6 +108,7 @@ class CertificatePage(msgspec.Struct, frozen=True, kw_only=True):
 
 Text = Annotated[str | None, QueryParameter(max_length=255)]
 Timestamp = Annotated[datetime | None, QueryParameter(description="RFC 3339")]
+STATUS_PATTERN = f"^({'|'.join(read_model.SEARCH_STATUSES)})$"
 ExportPassword = Annotated[str | None, HeaderParameter(
     name="X-Export-Password", required=False,
     description="password of a PKCS#12 or JKS store, or to encrypt an exported PEM key (not in the URL: URLs "
@@ -152,7 +153,7 @@ class CertificateController(Controller):
                      serial: Annotated[str | None, QueryParameter(pattern=r"^(0x)?[0-9a-fA-F:]{1,64}$")] = None,
                      fingerprint: Annotated[str | None, QueryParameter(pattern=r"^[0-9a-fA-F:]{64,95}$")] = None,
                      issuer: Text = None,
-                     status: Annotated[str | None, QueryParameter(pattern="^(issued|valid|expired|revoked)$")] = None,
+                     status: Annotated[str | None, QueryParameter(pattern=STATUS_PATTERN)] = None,
                      algorithm: Text = None, profile: Text = None, tag: Text = None,
                      expires_after: Timestamp = None, expires_before: Timestamp = None,
                      expiring_within: Annotated[str | None, QueryParameter(

@@ -90,7 +90,8 @@ def show(settings: Settings, certificate_id: str, as_json: bool, as_pem: bool) -
 @click.option("--ca", "ca_id", default=None)
 @click.option("--cn", "common_name", default=None, help="Common name (trailing * for a prefix).")
 @click.option("--san", default=None, help="Any SAN value (trailing * for a prefix).")
-@click.option("--status", type=click.Choice(["issued", "valid", "expired"]), default=None)
+@click.option("--status", type=click.Choice(read_model.SEARCH_STATUSES), default=None,
+              help="issued, valid (issued and not expired), expired, or revoked.")
 @click.option("--profile", default=None)
 @click.option("--algorithm", default=None)
 @click.option("--tag", default=None)
@@ -102,7 +103,7 @@ def list_(settings: Settings, tenant_id, ca_id, common_name, san, status, profil
     """Search certificates."""
     rows = query_views(settings, read_model.search, None, tenant_id=tenant_id, ca_id=ca_id, common_name=common_name,
                   san=san, status=status, profile=profile, algorithm=algorithm, tag=tag,
-                  now=rfc3339(SystemClock().now()), limit=limit)
+                  now=SystemClock().now(), limit=limit)
     if as_json:
         echo_json(rows)
         return

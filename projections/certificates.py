@@ -36,6 +36,8 @@ COLUMNS = ("tenant_id", "certificate_id", "ca_id", "profile", "serial_hex", "fin
            "position", "revocation_reason", "revoked_at", "invalidity_date", "revoked_ca_id", "superseded_by",
            "supersedes", "renew_at", "auto_renew", "expiry_warned_days", "renewal_failed_at", "renewal_failure")
 SORTS = {"issued": "position", "expiry": "not_after"}
+# The ``status`` filters of :func:`search` (GET /v1/certificates?status=, `csm cert list --status`).
+SEARCH_STATUSES = ("issued", "valid", "expired", "revoked")
 
 
 class CertificatesProjector(Projector):

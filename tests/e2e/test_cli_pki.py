@@ -152,3 +152,20 @@ def test_root_init_offers_only_algorithms_a_ca_may_hold(tmp_path):
     refused = csm(tmp_path / "data", "ca", "root", "init", "--offline", "--out", str(tmp_path / "root"),
                   "--algorithm", "rsa-3072", "--cn", "Root", expect=2)
     assert "Invalid value for '--algorithm'" in refused.stderr and not (tmp_path / "root").exists()
+
+
+def test_cert_list_filters_by_every_status_the_api_accepts(hierarchy):
+    data, _, inter = hierarchy
+    issued = [json.loads(csm(data, "cert", "issue", "--tenant", "acme", "--ca", inter, "--cn", f"n{i}.acme.internal",
+                             "--dns", f"n{i}.acme.internal", "--algorithm", "ecdsa-p256", "--json").stdout)
+              ["certificate_id"] for i in (1, 2)]
+    csm(data, "cert", "revoke", issued[0], "--reason", "key_compromise")
+
+    def listed(status: str) -> set[str]:
+        return {row["certificate_id"] for row in json.loads(csm(data, "cert", "list", "--status", status,
+                                                                "--json").stdout)}
+
+    assert listed("revoked") == {issued[0]}
+    assert listed("issued") == listed("valid") == {issued[1]}
+    assert listed("expired") == set()
+    assert "revoked" in csm(data, "cert", "list", "--help").stdout
