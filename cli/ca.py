@@ -7,10 +7,9 @@ from pathlib import Path
 
 import click
 import msgspec
-from rich.table import Table
 
-from cli.common import (CliError, catch_up, command_context, echo_json, query_views, run_async, runtime_for,
-                        stdout_console)
+from cli.common import (CliError, catch_up, command_context, echo_json, id_table, print_table, query_views, run_async,
+                        runtime_for)
 from commands import cas as cmd
 from commands import profiles
 from commands import revoke as revocation
@@ -231,11 +230,12 @@ def list_(settings: Settings, tenant_id, as_json: bool) -> None:
     if as_json:
         echo_json(rows)
         return
-    table = Table("ca id", "tenant", "name", "kind", "origin", "status", "algorithm", "parent", "not after")
+    table = id_table("ca id", "tenant", "name", "kind", "origin", "status", "algorithm", "parent", "not after",
+                     ids={"ca id", "tenant", "parent"})
     for row in rows:
         table.add_row(row["ca_id"], row["tenant_id"], row["name"], row["kind"], row["origin"], row["status"],
                       row["algorithm"], row["parent_id"] or "", row["not_after"] or "")
-    stdout_console().print(table)
+    print_table(table)
 
 
 @ca.command("algorithms")
@@ -246,10 +246,10 @@ def algorithms(as_json: bool) -> None:
     if as_json:
         echo_json(offers)
         return
-    table = Table("name", "family", "available", "allowed for CA")
+    table = id_table("name", "family", "available", "allowed for CA", ids={"name"})
     for offer in offers:
         table.add_row(offer.name, offer.family, _yes(offer.available), _yes(offer.allowed_for_ca))
-    stdout_console().print(table)
+    print_table(table)
 
 
 def _yes(flag: bool) -> str:

@@ -6,11 +6,9 @@ import os
 from pathlib import Path
 
 import click
-from rich.table import Table
 
 from cli.ca import convert, execute, subject_of, subject_options
-from cli.common import (CliError, command_context, echo_json, query_views, run_async, runtime_for,
-                        stdout_console)
+from cli.common import CliError, command_context, echo_json, id_table, print_table, query_views, run_async, runtime_for
 from commands import certificates as cmd
 from commands import renewal
 from commands import revoke as revocation
@@ -107,11 +105,12 @@ def list_(settings: Settings, tenant_id, ca_id, common_name, san, status, profil
     if as_json:
         echo_json(rows)
         return
-    table = Table("certificate id", "tenant", "common name", "profile", "algorithm", "not after", "key")
+    table = id_table("certificate id", "tenant", "common name", "profile", "algorithm", "not after", "key",
+                     ids={"certificate id", "tenant"})
     for row in rows:
         table.add_row(row["certificate_id"], row["tenant_id"], row["common_name"] or "", row["profile"],
                       row["algorithm"], row["not_after"], row["key_source"])
-    stdout_console().print(table)
+    print_table(table)
 
 
 def _chain(conn, row: dict) -> list[dict]:

@@ -14,14 +14,16 @@ import os
 import sqlite3
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from typing import Any
 
 import click
 import msgspec
 from rich.console import Console
+from rich.measure import Measurement
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn,
                            TimeElapsedColumn)
+from rich.table import Table
 from rich.text import Text
 
 from commands.authz import Principal
@@ -191,6 +193,31 @@ def run_async(coroutine) -> Any:
 def stdout_console() -> Console:
     """Tables on stdout; wide enough not to fold columns when piped."""
     return Console(width=None if sys.stdout.isatty() else 160, soft_wrap=False)
+
+
+def id_table(*headers: str, ids: Collection[str]) -> Table:
+    """A table whose ``ids`` columns print whole on one line (never wrapped or cut short), so ids can be copied."""
+    table = Table()
+    for header in headers:
+        table.add_column(header, no_wrap=header in ids, overflow="fold" if header in ids else "ellipsis")
+    return table
+
+
+def print_table(table: Table, footer: str | None = None) -> None:
+    """``table`` on stdout, its id columns always whole: never wrapped or cut short, so ids can be copied.
+
+    Rich narrows a table to its console, cutting even no_wrap columns as a last resort, so the console
+    grows as needed: on a terminal to the table's minimum width (other columns wrap), piped to its full
+    width (nothing wraps, one line per row for grep and awk).
+    """
+    console = stdout_console()
+    measured = Measurement.get(console, console.options.update_width(100_000), table)
+    needed = measured.minimum if console.is_terminal else measured.maximum
+    if needed > console.width:
+        console = Console(width=needed, soft_wrap=False)
+    console.print(table)
+    if footer is not None:
+        console.print(footer)
 
 
 def stderr_console() -> Console:

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import click
-from rich.table import Table
-
-from cli.common import (EXIT_USAGE, CliError, echo_json, position_progress, progress_bar, require_initialised,
-                        runtime_for, stdout_console)
+from cli.common import (EXIT_USAGE, CliError, echo_json, id_table, position_progress, print_table, progress_bar,
+                        require_initialised, runtime_for)
 from infra.config import Settings
 from infra.distributed import close_store, read_only_store
 from projections.registry import all_projectors
@@ -41,7 +39,7 @@ def status(settings: Settings, as_json: bool) -> None:
     if as_json:
         echo_json(rows)
         return
-    table = Table("name", "position", "head", "lag", "version", "state")
+    table = id_table("name", "position", "head", "lag", "version", "state", ids={"name"})
     for row in rows:
         version = str(row["version"])
         if row["stale"]:
@@ -51,7 +49,7 @@ def status(settings: Settings, as_json: bool) -> None:
         else:
             state = "unknown" if row["code_version"] is None else ("behind" if row["lag"] else "current")
         table.add_row(row["name"], f"{row['position']:,}", f"{row['head']:,}", f"{row['lag']:,}", version, state)
-    stdout_console().print(table)
+    print_table(table)
 
 
 @projections.command()

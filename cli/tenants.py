@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import click
 import msgspec
-from rich.table import Table
-
-from cli.common import (CliError, catch_up, command_context, echo_json, query_runtime_views, run_async, runtime_for,
-                        stdout_console)
+from cli.common import (CliError, catch_up, command_context, echo_json, id_table, print_table, query_runtime_views,
+                        run_async, runtime_for)
 from commands import tenants as cmd
 from commands.runtime import CommandResult
 from infra.config import Settings
@@ -161,13 +159,11 @@ def list_(settings: Settings, status: str | None, as_json: bool) -> None:
     if as_json:
         echo_json(rows)
         return
-    table = Table("tenant", "name", "status", "version", "created", "updated")
+    table = id_table("tenant", "name", "status", "version", "created", "updated", ids={"tenant"})
     for row in rows:
         table.add_row(row["tenant_id"], row["name"], row["status"], str(row["version"]), row["created_at"],
                       row["updated_at"])
-    console = stdout_console()
-    console.print(table)
-    console.print(f"{len(rows)} tenant(s)")
+    print_table(table, f"{len(rows)} tenant(s)")
 
 
 @tenant.command("show")

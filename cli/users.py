@@ -7,9 +7,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import click
-from rich.table import Table
-
-from cli.common import CliError, catch_up, command_context, echo_json, run_async, runtime_for, stdout_console
+from cli.common import CliError, catch_up, command_context, echo_json, id_table, print_table, run_async, runtime_for
 from commands import identity as cmd
 from commands import mfa
 from commands.authz import ROLES
@@ -209,12 +207,10 @@ def list_(settings: Settings, tenant_id: str | None, as_json: bool) -> None:
     if as_json:
         echo_json(rows)
         return
-    table = Table("user", "status", "roles", "totp", "locked until", "last sign-in")
+    table = id_table("user", "status", "roles", "totp", "locked until", "last sign-in", ids={"user"})
     for row in rows:
         roles = ", ".join(g["role"] + (f" (until {g['expires_at']})" if g["expires_at"] else "")
                           for g in row["grants"])
         table.add_row(row["username"], row["status"], roles, "yes" if row["totp_enabled"] else "no",
                       row["locked_until"] or "", row["last_login_at"] or "")
-    console = stdout_console()
-    console.print(table)
-    console.print(f"{len(rows)} user(s)")
+    print_table(table, f"{len(rows)} user(s)")

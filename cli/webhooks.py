@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import click
 import msgspec
-from rich.table import Table
-
-from cli.common import catch_up, command_context, echo_json, query_views, run_async, runtime_for, stdout_console
+from cli.common import catch_up, command_context, echo_json, id_table, print_table, query_views, run_async, runtime_for
 from commands import webhooks as cmd
 from domain.webhook import NOTIFIABLE
 from infra.config import Settings
@@ -46,13 +44,11 @@ def list_(settings: Settings, tenant_id: str, as_json: bool) -> None:
     if as_json:
         echo_json(rows)
         return
-    table = Table("webhook", "url", "events", "enabled", "updated")
+    table = id_table("webhook", "url", "events", "enabled", "updated", ids={"webhook"})
     for row in rows:
         table.add_row(row["webhook_id"], row["url"], ", ".join(row["event_types"]), str(row["enabled"]).lower(),
                       row["updated_at"])
-    console = stdout_console()
-    console.print(table)
-    console.print(f"{len(rows)} webhook(s)")
+    print_table(table, f"{len(rows)} webhook(s)")
 
 
 @webhook.command("delete")

@@ -169,3 +169,22 @@ def test_cert_list_filters_by_every_status_the_api_accepts(hierarchy):
     assert listed("issued") == listed("valid") == {issued[1]}
     assert listed("expired") == set()
     assert "revoked" in csm(data, "cert", "list", "--help").stdout
+
+
+def test_tables_print_ids_whole_when_piped(tmp_path):
+    data = tmp_path / "data"
+    tenant = "acme-industries-production-europe-west"
+    csm(data, "init")
+    csm(data, "tenant", "create", tenant, "--name", "Acme Industries Production, Europe West")
+    root = csm(data, "ca", "create-root", "--tenant", tenant, "--name", "Acme Industries Production Root",
+               "--cn", "Acme Root", "--algorithm", "ecdsa-p384").stdout.split()[3]
+    inter = csm(data, "ca", "create-intermediate", "--tenant", tenant, "--parent", root, "--name",
+                "Acme Industries Production Issuing", "--cn", "Acme Issuing", "--algorithm",
+                "ecdsa-p384").stdout.split()[3]
+    leaf = json.loads(csm(data, "cert", "issue", "--tenant", tenant, "--ca", inter, "--cn", "n1.acme.internal",
+                          "--dns", "n1.acme.internal", "--algorithm", "ecdsa-p256", "--json").stdout)["certificate_id"]
+    cas, certs, tenants = (csm(data, *args).stdout for args in (("ca", "list"), ("cert", "list"), ("tenant", "list")))
+    assert cas.count(root) == 2 and inter in cas and tenant in cas  # the root: its own row and the parent column
+    assert leaf in certs and tenant in certs and tenant in tenants
+    assert "…" not in cas + certs + tenants
+    assert sum(line.startswith("│") for line in cas.splitlines()) == 2  # piped: one line per row, nothing wrapped
