@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import re
 import sys
 import time
 from collections.abc import Iterator
@@ -66,17 +67,26 @@ def span(name: str, **attributes: object) -> Iterator[trace.Span]:
 _encode_log = msgspec.json.Encoder(enc_hook=str).encode
 
 
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line with the request id and any ``extra`` fields."""
+# Terminal colour and cursor sequences (CSI), which have no place in a structured record
+_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]")
 
-    _reserved = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+
+def _plain(value: object) -> object:
+    return _ANSI.sub("", value) if isinstance(value, str) and "\x1b" in value else value
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line with the request id and any ``extra`` fields, free of ANSI escape codes."""
+
+    # uvicorn adds ``color_message``, a copy of the message coloured for a terminal
+    _reserved = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "color_message"}
 
     def format(self, record: logging.LogRecord) -> str:
         entry = {
             "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": _plain(record.getMessage()),
         }
         request_id = request_id_var.get()
         if request_id:
@@ -86,7 +96,7 @@ class JsonFormatter(logging.Formatter):
             entry["trace_id"] = format(span_context.trace_id, "032x")
         for key, value in vars(record).items():
             if key not in self._reserved and not key.startswith("_"):
-                entry[key] = value
+                entry[key] = _plain(value)
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         try:
