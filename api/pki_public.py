@@ -46,14 +46,19 @@ class CrlController(Controller):
     path = "/v1/cas"
     tags = ["relying parties"]
 
-    @get("/{ca_id:str}/crl", summary="The CA's current CRL (DER, or PEM with format=pem); no token needed",
+    @get("/{ca_id:str}/crl", summary="A CA key's current CRL (DER, or PEM with format=pem); no token needed",
+         description="`key`: the CA key's identifier (hex), as the CRL distribution point of the certificates it "
+         "signed names it; without it, the CRL of the CA's oldest key that still publishes (its first key's, "
+         "until that key's certificates have expired), which certificates with the plain URL need.",
          responses=QUERY_ERRORS, media_type="application/pkix-crl", security=[])
     async def crl(self, request: Request, ca_id: FromPath[str],
-                  format: Annotated[str, QueryParameter(pattern="^(der|pem)$")] = "der") -> Response[bytes]:
+                  format: Annotated[str, QueryParameter(pattern="^(der|pem)$")] = "der",
+                  key: Annotated[str | None, QueryParameter(pattern="^[0-9a-fA-F]{2,128}$")] = None,
+                  ) -> Response[bytes]:
         tenant_id = await _tenant_of(request, ca_id)
         if tenant_id is None:
             raise ApiProblem(404, "ca_not_found", f"CA {ca_id} does not exist", field="ca_id")
-        published, der = await crl.current_crl(runtime_of(request.app.state).services, tenant_id, ca_id)
+        published, der = await crl.current_crl(runtime_of(request.app.state).services, tenant_id, ca_id, key)
         headers = {"ETag": f'"{published.sha256}"', "Last-Modified": _http_date(published.this_update),
                    "Expires": _http_date(published.next_update)}
         if format == "pem":

@@ -35,6 +35,7 @@ class CrlOut(msgspec.Struct, frozen=True, kw_only=True):
     ca_id: str
     crl_number: int
     sha256: str
+    key_id: str  # the signing CA key's identifier (hex): GET /v1/cas/{ca_id}/crl?key={key_id}
 
 
 class Revoked(msgspec.Struct, frozen=True, kw_only=True):
@@ -54,7 +55,8 @@ class Revoked(msgspec.Struct, frozen=True, kw_only=True):
 def _revoked(subject_id: str, outcome: cmd.Revocation) -> Revoked:
     return Revoked(id=subject_id, status="revoked", reason=outcome.reason, revoked_at=outcome.revoked_at,
                    invalidity_date=outcome.invalidity_date,
-                   crls=[CrlOut(ca_id=c.ca_id, crl_number=c.crl_number, sha256=c.sha256) for c in outcome.crls],
+                   crls=[CrlOut(ca_id=c.ca_id, crl_number=c.crl_number, sha256=c.sha256, key_id=c.key_id)
+                         for c in outcome.crls],
                    version=outcome.result.version, global_position=outcome.result.global_position,
                    replayed=outcome.result.replayed)
 

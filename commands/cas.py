@@ -141,7 +141,7 @@ def _spec(services: Services, *, subject: DistinguishedName, validity_days: int 
           algorithm: str) -> CertificateSpec:
     """A CA certificate's content, checked against policy: signed by ``issuer``, or self-signed (root).
     ``validity_days`` None (a CA under ``issuer``): ``INTERMEDIATE_DAYS``, within what the issuer has left."""
-    urls = pki.relying_party_urls(services, issuer.ca_id) if issuer else {}
+    urls = pki.relying_party_urls(services, issuer) if issuer else {}
     now = services.clock.now()
     if validity_days is None:
         validity_days = policy.default_validity_days(

@@ -153,7 +153,7 @@ async def issue(services: Services, ctx: CommandContext, command: msgspec.Struct
                                                      issuer_not_after=issuer.current.facts.not_after)
     spec = policy.leaf_spec(profile, subject=request.subject, sans=request.sans, validity_days=validity_days,
                             subject_algorithm=request.algorithm, issuer_algorithm=issuer.algorithm, serial=serial,
-                            now=now, **pki.relying_party_urls(services, issuer.ca_id))
+                            now=now, **pki.relying_party_urls(services, issuer))
     policy.raise_for(policy.check_certificate(
         spec, profile=profile, tenant_policy=tenant.policy, issuer=pki.issuer_facts(issuer),
         subject_algorithm=request.algorithm, key_bits=request.key_bits, csr_signature_hash=request.csr_hash,

@@ -222,7 +222,7 @@ async def _issue_signer(services: Services, tenant_id: str, state: revocation.Re
     spec = policy.leaf_spec(profile, subject=subject, sans=SubjectAltNames(), validity_days=days,
                             subject_algorithm=algorithm, issuer_algorithm=issuer.facts.algorithm,
                             serial=pki.new_serial(), now=now, crl_urls=(), ocsp_urls=(),
-                            ca_issuer_urls=pki.relying_party_urls(services, state.ca.ca_id)["ca_issuer_urls"])
+                            ca_issuer_urls=pki.relying_party_urls(services, state.ca)["ca_issuer_urls"])
     facts = policy.IssuerFacts(ca_id=state.ca.ca_id, algorithm=issuer.facts.algorithm,
                                not_before=issuer.facts.not_before, not_after=issuer.facts.not_after,
                                path_length=state.ca.path_length, name_constraints=state.ca.name_constraints,

@@ -11,7 +11,7 @@ from typing import Any
 
 from commands.ports import KeyVault, PkiCrypto
 from commands.runtime import Services, load
-from domain import ca
+from domain import ca, revocation
 from domain.algorithms import ALGORITHMS
 from domain.errors import DomainError
 from domain.policy import IssuerFacts, serial_from_random
@@ -63,10 +63,20 @@ def ca_der(certificate_pem: str) -> bytes:
     return der_of_pem(certificate_pem)
 
 
-def relying_party_urls(services: Services, ca_id: str) -> dict[str, tuple[str, ...]]:
-    """CRL distribution point, OCSP responder and CA-issuer URLs for certificates ``ca_id`` signs."""
+def relying_party_urls(services: Services, issuer: ca.CertificateAuthority) -> dict[str, tuple[str, ...]]:
+    """CRL distribution point, OCSP responder and CA-issuer URLs for certificates ``issuer``'s current key signs.
+
+    The distribution point names the key: each key of a rolled-over CA publishes its own CRL, and a relying party
+    needs the one its certificate's issuer key signed. The CA's first key keeps the plain URL, as certificates
+    signed before keys were named carry it (``revocation.crl_of_key`` serves it that key's CRL first).
+    """
     base = services.public_url.rstrip("/")
-    return {"crl_urls": (f"{base}/v1/cas/{ca_id}/crl",),
+    ca_id = issuer.ca_id
+    crl_url = f"{base}/v1/cas/{ca_id}/crl"
+    current = issuer.current
+    if current is not None and current.facts.public_key_sha256 != revocation.first_key(issuer):
+        crl_url += f"?key={revocation.key_id(current)}"
+    return {"crl_urls": (crl_url,),
             "ocsp_urls": (f"{base}/ocsp/{ca_id}",),
             "ca_issuer_urls": (f"{base}/v1/cas/{ca_id}/certificate",)}
 

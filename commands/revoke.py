@@ -77,18 +77,19 @@ async def _record(services: Services, ctx: CommandContext, command: msgspec.Stru
 
 
 async def _publish(services: Services, tenant_id: str, registry: revocation.Registry,
-                   serials: list[str]) -> crl.PublishedCrl | None:
-    """Publish the issuer's next CRL now, unless one published since already lists ``serials``.
+                   serials: list[str]) -> list[crl.PublishedCrl]:
+    """Publish the issuer's next CRLs (one per key that publishes) now, unless those published since already list
+    ``serials``.
 
-    None if other processes kept changing the CA's stream meanwhile: the revocation is recorded (OCSP answers
+    Empty if other processes kept changing the CA's stream meanwhile: the revocation is recorded (OCSP answers
     it now), and the revocation scheduler publishes the CRL that lacks it on its next pass (a minute at most)."""
     covering = max(registry.recorded_at[serial] for serial in serials)
     try:
-        return await crl.publish(services, tenant_id, registry.ca.ca_id, covering=covering)
+        return await crl.publish(services, tenant_id, registry.ca.ca_id, covering=covering) or []
     except Contention:
         log.warning("CRL of CA %s not published now: its stream kept changing; the scheduler will",
                     registry.ca.ca_id)
-        return None
+        return []
 
 
 async def revoke_certificate(cmd: RevokeCertificate, ctx: CommandContext, services: Services) -> Revocation:
@@ -119,7 +120,7 @@ async def revoke_certificate(cmd: RevokeCertificate, ctx: CommandContext, servic
     ocsp.RESPONSES.invalidate(issued.ca_id)
     return Revocation(result=msgspec.structs.replace(result, replayed=True) if prior else result,
                       reason=recorded.reason, revoked_at=recorded.revoked_at,
-                      invalidity_date=recorded.invalidity_date, crls=(published,) if published else ())
+                      invalidity_date=recorded.invalidity_date, crls=tuple(published))
 
 
 async def revoke_ca(cmd: RevokeCa, ctx: CommandContext, services: Services) -> Revocation:
@@ -154,8 +155,7 @@ async def revoke_ca(cmd: RevokeCa, ctx: CommandContext, services: Services) -> R
                        stream_type=ca.STREAM_TYPE, fold=ca.fold, decide=lambda s: ca.decide_revoke(s, cmd.ca_id, draft))
     published = []
     for registry, serials in registries:
-        if (crl_ := await _publish(services, cmd.tenant_id, registry, serials)) is not None:
-            published.append(crl_)
+        published += await _publish(services, cmd.tenant_id, registry, serials)
     ocsp.RESPONSES.invalidate_all()  # every certificate below this CA now answers "revoked"
     return Revocation(result=result, reason=draft.reason, revoked_at=draft.revoked_at,
                       invalidity_date=draft.invalidity_date, crls=tuple(published))

@@ -1,15 +1,21 @@
-"""Revocation on the CA stream: RFC 5280 reasons, the authoritative revoked list, CRL numbers and OCSP signers.
+"""Revocation on the CA stream: RFC 5280 reasons, the authoritative revoked list, CRLs per key and OCSP signers.
 
 A CA's stream is the single place its revocations are decided: ``ca.certificate_revoked``
 lands there *before* anything else records the revocation, and ``ca.crl_published`` is
 appended with the stream version the CRL was built from. Optimistic concurrency on that one
 stream therefore guarantees the invariant every CRL and OCSP answer rests on: a
 ``ca.crl_published`` at version v lists every ``ca.certificate_revoked`` below v.
+
+After a key rollover the previous key's certificates stay valid, and a relying party checks each
+against a CRL its own issuer key signed (RFC 5280 6.3.3: the CRL's key must be the certificate's
+issuer key). So every key that may still have valid certificates publishes a CRL, all of them
+built from the same stream version and listing every revocation of the CA; their numbers come
+from the CA's one sequence, so they increase for each key, and never repeat under the CA's name.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 
 import msgspec
@@ -76,14 +82,22 @@ class CrlOutdated(DomainError):
         super().__init__("crl_outdated", f"CA {ca_id} changed while its CRL was being built")
 
 
+class KeyCrl(msgspec.Struct, frozen=True, kw_only=True):
+    """The last CRL one CA key signed, and the stream version of its ``ca.crl_published``."""
+
+    published: CrlPublished
+    version: int
+
+
 class Registry(msgspec.Struct, frozen=True, kw_only=True):
-    """A CA stream folded for revocation: the CA, its revoked serials, its last CRL and its OCSP signers."""
+    """A CA stream folded for revocation: the CA, its revoked serials, its CRLs and its OCSP signers."""
 
     ca: ca.CertificateAuthority = ca.CertificateAuthority()
     revoked: dict[str, RevocationRecorded] = {}  # by serial_hex; read-only once folded
     recorded_at: dict[str, int] = {}  # serial_hex -> the stream version of its ``ca.certificate_revoked``
-    crl: CrlPublished | None = None
+    crl: CrlPublished | None = None  # the last CRL published, by whichever key: it holds the last CRL number
     crl_version: int = 0  # the stream version of the last ``ca.crl_published``
+    crls: dict[str, KeyCrl] = {}  # by the signing key (``public_key_sha256``): each key's last CRL; read-only
     signers: dict[str, ca.CaCertificate] = {}  # by issuer fingerprint: the newest signer for that key
     ca_revoked: ca.CaRevoked | None = None  # this CA's own revocation
 
@@ -104,8 +118,8 @@ def fold(payloads: Iterable[Payload], start: Registry | None = None) -> Registry
     dicts are copies of its own (a folded Registry is read-only), made only if the new events add to them."""
     start = Registry() if start is None else start
     state, crl, crl_version, ca_revoked = start.ca, start.crl, start.crl_version, start.ca_revoked
-    revoked, recorded_at, signers = start.revoked, start.recorded_at, start.signers
-    copied = False
+    revoked, recorded_at, signers, crls = start.revoked, start.recorded_at, start.signers, start.crls
+    copied = crls_copied = False  # a CRL alone copies only ``crls``: the revoked list may be long
     for payload in payloads:
         state = ca.evolve(state, payload)
         if not copied and isinstance(payload, (RevocationRecorded, OcspSignerIssued)):
@@ -118,10 +132,76 @@ def fold(payloads: Iterable[Payload], start: Registry | None = None) -> Registry
                 ca_revoked = payload
             case CrlPublished():
                 crl, crl_version = payload, state.version
+                if not crls_copied:
+                    crls, crls_copied = dict(crls), True
+                crls[_key_of(state, payload.signer_fingerprint)] = KeyCrl(published=payload, version=state.version)
             case OcspSignerIssued():
                 signers[payload.issuer_fingerprint] = payload.certificate
     return Registry(ca=state, revoked=revoked, recorded_at=recorded_at, crl=crl, crl_version=crl_version,
-                    signers=signers, ca_revoked=ca_revoked)
+                    signers=signers, ca_revoked=ca_revoked, crls=crls)
+
+
+def _certificates(state: ca.CertificateAuthority) -> list[ca.CaCertificate]:
+    """Every certificate of the CA's keys, oldest first: previous ones, the current one, cross-certificates."""
+    return [c for c in (*state.previous, state.current, *state.cross) if c is not None]
+
+
+def _key_of(state: ca.CertificateAuthority, fingerprint: str) -> str:
+    """The key (``public_key_sha256``) of the CA certificate ``fingerprint`` names (itself if none does)."""
+    return next((c.facts.public_key_sha256 for c in _certificates(state) if c.facts.fingerprint_sha256 == fingerprint),
+                fingerprint)
+
+
+def key_id(certificate: ca.CaCertificate) -> str:
+    """What relying parties call a CA key: its subject key identifier (hex), which certificates it signed and its
+    CRLs carry as their authority key identifier."""
+    return certificate.facts.subject_key_identifier
+
+
+def first_key(state: ca.CertificateAuthority) -> str | None:
+    """The CA's first key (``public_key_sha256``): the one the plain CRL distribution point was written for."""
+    first = next(iter(_certificates(state)), None)
+    return first.facts.public_key_sha256 if first is not None else None
+
+
+def publishing_keys(state: Registry, now: datetime) -> list[ca.CaCertificate]:
+    """The certificate to sign each key's CRL with, oldest key first; the current key's is last.
+
+    A previous key publishes while it is held here and one of its CA certificates (its own, or a
+    cross-certificate) is unexpired: until then certificates it signed may be valid, and a relying party
+    checks them only against a CRL that key signed. A key whose certificates have all expired signs no
+    more CRLs: nothing it signed can validate any more.
+    """
+    current = state.ca.current
+    if current is None:
+        return []
+    expiry: dict[str, datetime] = {}
+    for held in _certificates(state.ca):
+        key = held.facts.public_key_sha256
+        expiry[key] = max(expiry.get(key, held.facts.not_after), held.facts.not_after)
+    signers: dict[str, ca.CaCertificate] = {}
+    for held in state.ca.previous:  # the last certificate of a key is the one it signed under
+        key = held.facts.public_key_sha256
+        if key != current.facts.public_key_sha256 and held.key_ref is not None and expiry[key] > now:
+            signers.pop(key, None)
+            signers[key] = held
+    return [*signers.values(), current]
+
+
+def crl_of_key(state: Registry, key_identifier: str | None, now: datetime) -> KeyCrl | None:
+    """The last CRL of the key ``key_identifier`` names (``key_id``, hex); None: the oldest key that still
+    publishes, which the plain distribution point of the CA's earlier certificates means. None if it has none."""
+    if key_identifier is None:
+        signers = publishing_keys(state, now)
+        return state.crls.get(signers[0].facts.public_key_sha256) if signers else None
+    key = key_named(state.ca, key_identifier)
+    return state.crls.get(key) if key is not None else None
+
+
+def key_named(state: ca.CertificateAuthority, key_identifier: str) -> str | None:
+    """The CA key (``public_key_sha256``) whose identifier (``key_id``, hex, any case) is ``key_identifier``."""
+    wanted = key_identifier.lower()
+    return next((c.facts.public_key_sha256 for c in _certificates(state) if key_id(c).lower() == wanted), None)
 
 
 def check_reason(reason: str) -> str:
@@ -159,17 +239,41 @@ def can_publish(state: Registry) -> bool:
     return state.ca.status in ("active", "disabled") and state.ca.signing_key_ref is not None
 
 
-def publication_due(state: Registry, now: datetime) -> bool:
-    """No CRL yet, a revocation it lacks (its publication failed), or less than a third of its period left."""
-    if state.crl is None or max(state.recorded_at.values(), default=0) > state.crl_version:
+def stale(state: Registry, last: KeyCrl | None, now: datetime) -> bool:
+    """Whether to publish before serving ``last``: there is none yet, or its key still publishes and it has lapsed
+    or lacks a revocation. A key that no longer publishes keeps its last CRL: nothing it signed is valid."""
+    if last is None:
         return True
-    period = state.crl.next_update - state.crl.this_update
-    return state.crl.next_update - now < period / RENEW_FRACTION
+    if not any(state.crls.get(signer.facts.public_key_sha256) is last for signer in publishing_keys(state, now)):
+        return False
+    return last.published.next_update <= now or max(state.recorded_at.values(), default=0) > last.version
 
 
-def covers(state: Registry, version: int) -> bool:
-    """Whether the last CRL includes every revocation recorded at or below stream ``version``."""
-    return state.crl_version > version
+def publication_due(state: Registry, now: datetime) -> bool:
+    """A key that publishes has no CRL yet, a revocation its CRL lacks (its publication failed), or less than a
+    third of its CRL's period left. Every key's CRL is published at once, so any one of them makes all due."""
+    last_revocation = max(state.recorded_at.values(), default=0)
+    for signer in publishing_keys(state, now):
+        last = state.crls.get(signer.facts.public_key_sha256)
+        if last is None or last_revocation > last.version:
+            return True
+        period = last.published.next_update - last.published.this_update
+        if last.published.next_update - now < period / RENEW_FRACTION:
+            return True
+    return False
+
+
+def covers(state: Registry, version: int, now: datetime) -> bool:
+    """Whether every key that publishes has a CRL including every revocation recorded at or below ``version``."""
+    signers = publishing_keys(state, now)
+    return bool(signers) and all((last := state.crls.get(signer.facts.public_key_sha256)) is not None
+                                 and last.version > version for signer in signers)
+
+
+def current_crls(state: Registry, now: datetime) -> list[CrlPublished]:
+    """The last CRL of every key that publishes (those that have one), oldest key first."""
+    return [last.published for signer in publishing_keys(state, now)
+            if (last := state.crls.get(signer.facts.public_key_sha256)) is not None]
 
 
 def crl_entries(state: Registry, this_update: datetime, period: timedelta) -> list[RevocationRecorded]:
@@ -183,13 +287,21 @@ def crl_entries(state: Registry, this_update: datetime, period: timedelta) -> li
     return [entry for entry in state.revoked.values() if entry.not_after + period > this_update]
 
 
-def decide_publish(state: Registry, built_from: int, published: CrlPublished) -> list[Payload]:
+def next_crl_number(state: Registry) -> int:
+    """One sequence per CA, whichever key signs: a key's CRL numbers increase (with gaps while several keys
+    publish, as RFC 5280 5.2.3 allows), and no two CRLs under the CA's name ever carry the same number."""
+    return (state.crl.crl_number if state.crl else 0) + 1
+
+
+def decide_publish(state: Registry, built_from: int, published: Sequence[CrlPublished]) -> list[Payload]:
+    """The CRLs of one publication (one per key), built from stream version ``built_from``, numbered in turn."""
     if state.version != built_from:  # a revocation (or another publisher) came in between
         raise CrlOutdated(state.ca.ca_id)
-    expected = (state.crl.crl_number if state.crl else 0) + 1
-    if published.crl_number != expected:
-        raise DomainError("crl_number_invalid", f"the next CRL number is {expected}", field="crl_number")
-    return [published]
+    expected = next_crl_number(state)
+    for offset, crl in enumerate(published):
+        if crl.crl_number != expected + offset:
+            raise DomainError("crl_number_invalid", f"the next CRL number is {expected + offset}", field="crl_number")
+    return list(published)
 
 
 def signer_due(signer: ca.CaCertificate | None, now: datetime) -> bool:

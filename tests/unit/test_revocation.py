@@ -18,15 +18,16 @@ NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 WEEK = timedelta(days=7)
 
 
-def facts(serial: str, not_before: datetime = NOW - timedelta(days=30), days: int = 365) -> CertificateFacts:
+def facts(serial: str, not_before: datetime = NOW - timedelta(days=30), days: int = 365,
+          key: str = "ab") -> CertificateFacts:
     return CertificateFacts(serial_hex=serial, fingerprint_sha256=serial.rjust(64, "0"), subject_dn="CN=x",
                             issuer_dn="CN=ca", not_before=not_before, not_after=not_before + timedelta(days=days),
-                            algorithm="ecdsa-p384", public_key_sha256="ab" * 32, subject_key_identifier="01",
+                            algorithm="ecdsa-p384", public_key_sha256=key * 32, subject_key_identifier=f"{key}01",
                             authority_key_identifier="02")
 
 
-def held(serial: str, **kwargs) -> ca.CaCertificate:
-    return ca.CaCertificate(certificate_pem="", facts=facts(serial, **kwargs), issuer_ca_id=None, key_ref="key_1")
+def held(serial: str, key_ref: str | None = "key_1", **kwargs) -> ca.CaCertificate:
+    return ca.CaCertificate(certificate_pem="", facts=facts(serial, **kwargs), issuer_ca_id=None, key_ref=key_ref)
 
 
 CREATED = ca.CaCreated(ca_id="c1", name="Issuing", kind="intermediate", origin="online", algorithm="ecdsa-p384",
@@ -39,9 +40,11 @@ def entry(serial: str, *, not_after: datetime = NOW + timedelta(days=300), reaso
                               reason=reason, revoked_at=NOW, invalidity_date=None, not_after=not_after)
 
 
-def published(number: int, this_update: datetime = NOW) -> CrlPublished:
+def published(number: int, this_update: datetime = NOW,
+              signer: ca.CaCertificate = CREATED.certificate) -> CrlPublished:
     return CrlPublished(crl_number=number, this_update=this_update, next_update=this_update + WEEK,
-                        revoked_count=0, sha256="0" * 64, signer_fingerprint="f")
+                        revoked_count=0, sha256=format(number, "064x"),
+                        signer_fingerprint=signer.facts.fingerprint_sha256)
 
 
 @pytest.mark.parametrize("reason, code", [
@@ -92,7 +95,7 @@ def test_the_fold_keeps_revocations_with_their_stream_versions_the_last_crl_and_
     assert state.recorded_at == {"1": 2, "2": 4}
     assert (state.crl.crl_number, state.crl_version) == (1, 3)
     assert state.signers == {"fp": signer.certificate} and state.ca_revoked.reason == "superseded"
-    assert revocation.covers(state, 2) and not revocation.covers(state, 4)
+    assert revocation.covers(state, 2, NOW) and not revocation.covers(state, 4, NOW)
     assert not revocation.can_publish(state)  # a revoked CA signs no more CRLs
 
 
@@ -105,11 +108,15 @@ def test_recording_adds_only_what_the_ca_does_not_list_yet():
 def test_a_crl_built_from_an_older_stream_version_is_refused_and_numbers_follow_on():
     state = revocation.fold([CREATED, entry("1"), published(1)])
     with pytest.raises(revocation.CrlOutdated):
-        revocation.decide_publish(state, state.version - 1, published(2))
+        revocation.decide_publish(state, state.version - 1, [published(2)])
     with pytest.raises(DomainError) as caught:
-        revocation.decide_publish(state, state.version, published(3))
+        revocation.decide_publish(state, state.version, [published(3)])
     assert caught.value.code == "crl_number_invalid"
-    assert revocation.decide_publish(state, state.version, published(2)) == [published(2)]
+    assert revocation.decide_publish(state, state.version, [published(2)]) == [published(2)]
+    with pytest.raises(DomainError):  # one publication's CRLs (one per key) take the numbers in turn
+        revocation.decide_publish(state, state.version, [published(2), published(2)])
+    assert revocation.decide_publish(state, state.version, [published(2), published(3)]) == [published(2),
+                                                                                              published(3)]
 
 
 @pytest.mark.parametrize("events, now, due", [
@@ -122,6 +129,48 @@ def test_a_crl_built_from_an_older_stream_version_is_refused_and_numbers_follow_
 def test_publication_is_due_without_a_crl_with_an_unlisted_revocation_or_a_third_before_next_update(
         events, now, due):
     assert revocation.publication_due(revocation.fold(events), now) is due
+
+
+NEW_KEY = held("bb", not_before=NOW - timedelta(days=1), key="cd", key_ref="key_2")
+
+
+def test_after_a_rollover_each_key_publishes_its_own_crl_until_its_certificates_have_expired():
+    old = CREATED.certificate  # expires NOW + 335 days
+    rolled = [CREATED, entry("1"), published(1), ca.CaKeyRolledOver(certificate=NEW_KEY, reason="scheduled")]
+    state = revocation.fold(rolled)
+    assert revocation.publishing_keys(state, NOW) == [old, NEW_KEY]  # oldest key first, the current one last
+    assert revocation.publication_due(state, NOW) and not revocation.covers(state, 2, NOW)  # the new key has none
+    assert revocation.next_crl_number(state) == 2
+
+    state = revocation.fold([*rolled, published(2, signer=old), published(3, signer=NEW_KEY)])
+    assert not revocation.publication_due(state, NOW) and revocation.covers(state, 2, NOW)
+    assert {key: last.published.crl_number for key, last in state.crls.items()} == {"ab" * 32: 2, "cd" * 32: 3}
+    assert [c.crl_number for c in revocation.current_crls(state, NOW)] == [2, 3]
+    assert revocation.crl_of_key(state, "CD01", NOW).published.crl_number == 3  # by key identifier, any case
+    assert revocation.crl_of_key(state, "ab01", NOW).published.crl_number == 2
+    assert revocation.crl_of_key(state, "ef01", NOW) is None
+    assert revocation.crl_of_key(state, None, NOW).published.crl_number == 2  # the plain URL: the oldest key's
+    assert revocation.next_crl_number(state) == 4  # one sequence per CA: each key's numbers still increase
+    assert revocation.publication_due(revocation.fold([*rolled, published(2, signer=old), published(3, signer=NEW_KEY),
+                                                       entry("2")]), NOW)  # a revocation neither CRL lists
+
+    later = NOW + timedelta(days=336)  # the old CA certificate has expired: nothing it signed is valid
+    assert revocation.publishing_keys(state, later) == [NEW_KEY]
+    assert revocation.crl_of_key(state, None, later).published.crl_number == 3
+    assert revocation.crl_of_key(state, "ab01", later).published.crl_number == 2  # its last CRL stays readable
+    assert not revocation.stale(state, revocation.crl_of_key(state, "ab01", later), later)  # and is not renewed
+    assert revocation.stale(state, revocation.crl_of_key(state, "cd01", later), later)  # the new key's has lapsed
+    assert revocation.stale(state, None, NOW) and not revocation.stale(state, state.crls["ab" * 32], NOW)
+
+
+def test_a_cross_certificate_keeps_a_previous_key_publishing_and_a_key_not_held_here_publishes_nothing():
+    cross = ca.CaCrossCertified(certificate=held("cc", days=800))  # the first key, certified until NOW + 770 days
+    rolled = ca.CaKeyRolledOver(certificate=NEW_KEY, reason="scheduled")
+    state = revocation.fold([CREATED, cross, rolled])
+    assert revocation.publishing_keys(state, NOW + timedelta(days=400)) == [CREATED.certificate, NEW_KEY]
+    offline = msgspec.structs.replace(CREATED, certificate=held("aa", key_ref=None))
+    assert revocation.publishing_keys(revocation.fold([offline, rolled]), NOW) == [NEW_KEY]
+    assert revocation.first_key(state.ca) == "ab" * 32
 
 
 def test_entries_leave_the_crl_one_period_after_their_certificate_expired():
@@ -182,10 +231,12 @@ def test_a_certificate_stream_records_its_revocation_once():
 _SERIALS = st.sampled_from(["1", "2", "3", "a", "ff"])
 _CA_STREAM_EVENT = st.one_of(
     st.builds(lambda serial, reason: entry(serial, reason=reason), _SERIALS, st.sampled_from(list(revocation.REASONS))),
-    st.builds(published, st.integers(1, 9)),
+    st.builds(lambda number, serial: published(number, signer=held(serial)), st.integers(1, 9),
+              st.sampled_from(["aa", "1", "2"])),  # signed by the first key, or by a key it rolled over to
     st.builds(lambda fp, serial: OcspSignerIssued(issuer_fingerprint=fp, certificate=held(serial)),
               st.sampled_from(["f1", "f2"]), _SERIALS),
-    st.builds(lambda serial: ca.CaKeyRolledOver(certificate=held(serial), reason="scheduled"), _SERIALS),
+    st.builds(lambda serial, key: ca.CaKeyRolledOver(certificate=held(serial, key=key), reason="scheduled"), _SERIALS,
+              st.sampled_from(["ab", "cd", "ef"])),
     st.builds(lambda serial: ca.CaCrossCertified(certificate=held(serial)), _SERIALS),
     st.just(ca.CaDisabled(reason="audit")), st.just(ca.CaEnabled(reason="audit")),
     st.just(ca.CaRevoked(reason="key_compromise", revoked_at=NOW, invalidity_date=None)),
