@@ -270,12 +270,6 @@ def covers(state: Registry, version: int, now: datetime) -> bool:
                                  and last.version > version for signer in signers)
 
 
-def current_crls(state: Registry, now: datetime) -> list[CrlPublished]:
-    """The last CRL of every key that publishes (those that have one), oldest key first."""
-    return [last.published for signer in publishing_keys(state, now)
-            if (last := state.crls.get(signer.facts.public_key_sha256)) is not None]
-
-
 def crl_entries(state: Registry, this_update: datetime, period: timedelta) -> list[RevocationRecorded]:
     """The entries of the next CRL, in the order they were revoked.
 
