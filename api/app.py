@@ -20,7 +20,8 @@ from api.sign_in import JwksController, TokenController, TotpController
 from api.auth import authenticate
 from api.deps import ReadModels
 from api.events import EventStreamController
-from api.hardening import StrictStructSchemaPlugin, correct_options_allow, cors_config, tighten_parameters
+from api.hardening import (StrictStructSchemaPlugin, correct_options_allow, cors_config,
+                           refuse_unknown_query_parameters, tighten_parameters)
 from api.health import HealthController
 from api.identity import ServiceAccountController, UserController
 from api.json_body import JsonRequest
@@ -98,6 +99,7 @@ def create_app(settings: Settings | None = None, link: LinkClient | None = None)
         on_shutdown=[limits.close],
         exception_handlers=EXCEPTION_HANDLERS,
         request_class=JsonRequest,  # a body nested too deeply is malformed JSON, not a RecursionError
+        before_request=refuse_unknown_query_parameters,  # a misspelt filter or cursor is a 400, not ignored
         after_request=_html_not_found_as_problem,
         openapi_config=_openapi(),
         request_max_body_size=settings.max_body_bytes,

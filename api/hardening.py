@@ -1,18 +1,19 @@
 """Hardening wired into the app: CORS only for listed origins, an OpenAPI schema as strict as the decoding,
-and OPTIONS answers that name every method a path serves."""
+OPTIONS answers that name every method a path serves, and no query parameter that no handler reads."""
 
 from __future__ import annotations
 
 import re
 
 import msgspec
-from litestar import Litestar
+from litestar import Litestar, Request
 from litestar._openapi.schema_generation.plugins.struct import StructSchemaPlugin
 from litestar.config.cors import CORSConfig
 from litestar.openapi.spec import OpenAPIType, Schema
 from litestar.routes import HTTPRoute
 
 from api.deps import IDEMPOTENCY_KEY
+from api.problems import ApiProblem
 from infra.config import Settings
 
 _ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(:\d{1,5})?")
@@ -143,3 +144,31 @@ def correct_options_allow(app: Litestar) -> None:
         for cell in getattr(entry[0].fn, "__closure__", None) or ():
             if isinstance(cell.cell_contents, HTTPRoute):
                 cell.cell_contents = route
+
+
+CHECKED_PREFIXES = ("/v1/", "/ocsp/")  # the API; health, metrics and the schema take what probes send
+
+
+def _read_by_handlers(app: Litestar) -> dict[object, frozenset[str]]:
+    return {handler: frozenset(p.field_alias for p in model.expected_query_params)
+            for route in app.routes for handler, model in getattr(route, "route_handler_map", {}).values()}
+
+
+async def refuse_unknown_query_parameters(request: Request) -> None:
+    """A ``before_request`` hook: 400 for a query parameter the route's handler does not read.
+
+    Ignored, a misspelt filter (``?stauts=revoked``) answers every row, and a list paged with the wrong name
+    (``?cursor=`` where it pages by ``after``) answers its first page again and again: a client loops for ever.
+    The names come from each handler's own signature (Litestar's kwargs model), so they cannot drift."""
+    if not request.scope["path"].startswith(CHECKED_PREFIXES):
+        return
+    state = request.app.state
+    known = state.get("query_parameters") or state.setdefault("query_parameters", _read_by_handlers(request.app))
+    allowed = known.get(request.scope["route_handler"])
+    if allowed is None:
+        return
+    for name in request.query_params:
+        if name not in allowed:
+            reads = ", ".join(sorted(allowed)) or "none"
+            raise ApiProblem(400, "validation_failed", f"unknown query parameter {name!r}; this route reads {reads}",
+                             field=name, rule="unknown_parameter")

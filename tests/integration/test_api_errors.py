@@ -115,3 +115,16 @@ async def test_unexpected_failures_are_a_500_problem_without_internals(api, admi
     body = assert_problem(response, 500, "internal_error")
     assert "secret internal detail" not in response.text and "Traceback" not in response.text
     assert body["request_id"] in body["detail"] or "request id" in body["detail"]
+
+
+async def test_a_query_parameter_no_handler_reads_is_refused_by_name(api, admin):
+    """A misspelt filter would answer every row; a list paged with the wrong name would answer its first page
+    for ever (a client looping on next_cursor). Both are 400s naming the parameter."""
+    misspelt = await api.client.get("/v1/certificates", params={"stauts": "revoked"}, headers=admin)
+    body = assert_problem(misspelt, 400, field="stauts")
+    assert body["errors"][0]["rule"] == "unknown_parameter" and "status" in body["detail"]
+    wrong_cursor = await api.client.get("/v1/audit/events", params={"limit": 2, "cursor": "2"}, headers=admin)
+    assert "after" in assert_problem(wrong_cursor, 400, field="cursor")["detail"]
+    fine = await api.client.get("/v1/audit/events", params={"limit": 2, "after": 2}, headers=admin)
+    assert fine.status_code == 200, fine.text
+    assert (await api.client.get("/health/live", params={"probe": "1"})).status_code == 200  # probes may add any
