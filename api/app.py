@@ -17,7 +17,7 @@ from api.cas import CaController
 from api.certificates import CertificateController
 from api.profiles import AlgorithmController, ProfileController
 from api.sign_in import JwksController, TokenController, TotpController
-from api.auth import authenticate
+from api.auth import authenticate, bearer_guard, caller
 from api.deps import ReadModels
 from api.events import EventStreamController
 from api.hardening import (StrictStructSchemaPlugin, correct_options_allow, cors_config,
@@ -91,7 +91,8 @@ def create_app(settings: Settings | None = None, link: LinkClient | None = None)
                                       CertificateController, ProfileController, AlgorithmController,
                                       UserController, ServiceAccountController, TotpController,
                                       RevocationController, WebhookController],
-                dependencies={"principal": Provide(limits.principal(authenticate))}, security=[{"bearer": []}])
+                guards=[bearer_guard(limits.principal(authenticate))],  # before any body is read
+                dependencies={"principal": Provide(caller, sync_to_thread=False)}, security=[{"bearer": []}])
     app = Litestar(
         # public_pki (CRLs, OCSP) is outside v1 on purpose: relying parties have no token.
         route_handlers=[HealthController, MetricsController, TokenController, JwksController, v1, public_pki],

@@ -11,7 +11,7 @@ from commands.access_log import record_denial
 from infra import telemetry
 
 log = logging.getLogger(__name__)
-PRINCIPAL_KEY = "csm.principal"  # set in the request scope by api.auth.authenticate
+PRINCIPAL_KEY = "csm.principal"  # set in the request scope by api.auth.authenticate (the /v1 guard)
 _pending: set[asyncio.Task] = set()
 
 

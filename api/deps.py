@@ -29,7 +29,7 @@ IdempotencyKey = Annotated[str | None, HeaderParameter(name="Idempotency-Key", r
                                                        description="makes a retried request return the first result")]
 MinPosition = Annotated[int | None, QueryParameter(ge=0, required=False,
                                                    description="wait until the read models include this position")]
-Caller = NamedDependency[Principal]  # provided by api.auth.authenticate on every /v1 route
+Caller = NamedDependency[Principal]  # authenticated by api.auth.bearer_guard on every /v1 route
 
 
 class ReadModels:

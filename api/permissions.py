@@ -1,8 +1,11 @@
 """The HTTP API's authorization contract: the permission every /v1 route and method needs, and its tenant scope.
 
-Handlers never read this table (they call ``commands.authz.authorize`` themselves); it is the
-documented contract that tests/integration/test_authz_matrix.py checks against the running app
-for every role, and that docs/security.md prints (``python -m api.permissions`` rewrites it).
+It is the documented contract that tests/integration/test_authz_matrix.py checks against the
+running app for every role, and that docs/security.md prints (``python -m api.permissions``
+rewrites it). The /v1 guard (api/auth.py) reads it for one thing: ``refuse_early`` refuses, before
+the body is read, what a route's rule refuses from the caller's roles alone. Handlers still call
+``commands.authz.authorize`` themselves and stay the authority (the CLI has no guard); the matrix
+runs every route with the early refusal and without it, so neither can drift from this table.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from typing import Literal
 
 from litestar import Litestar
 
-from commands.authz import PERMISSIONS, ROLES
+from commands.authz import PERMISSIONS, ROLES, Principal, authorize, holds
 
 Scope = Literal["public", "platform", "tenant", "object", "confined", "self"]
 SCOPES: dict[str, str] = {
@@ -120,6 +123,22 @@ ROUTE_PERMISSIONS: dict[tuple[str, str], Rule] = {
                                                               note="the new secret is shown once"),
     ("GET", "/v1/webhooks/{webhook_id}/deliveries"): Rule(("webhook:read",), "tenant"),
 }
+
+
+def refuse_early(principal: Principal, method: str, path: str | None) -> None:
+    """403 (Forbidden) for a caller whose roles alone rule the route out, whatever the request says.
+
+    Every permission the route needs must be held; a platform route also refuses a tenant-scoped
+    caller. Tenants and objects named by the request are left to the handler (that needs the body).
+    """
+    rule = ROUTE_PERMISSIONS.get((method, path or ""))
+    if rule is None:
+        return
+    for permission in rule.permissions:
+        if rule.scope == "platform":
+            authorize(principal, permission)  # no tenant: a tenant-scoped caller is refused
+        else:
+            holds(principal, permission)
 
 
 def operations(app: Litestar, prefix: str = "/v1") -> set[tuple[str, str]]:

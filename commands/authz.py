@@ -87,12 +87,17 @@ class Principal:
 SYSTEM = Principal(id="system", auth_method="internal", roles=frozenset({"platform-admin"}))
 
 
-def authorize(principal: Principal, permission: str, tenant_id: str | None = None) -> None:
-    """Raise Forbidden unless ``principal`` holds ``permission`` for ``tenant_id``."""
+def holds(principal: Principal, permission: str) -> None:
+    """Raise Forbidden unless one of ``principal``'s roles grants ``permission`` (in whatever tenant)."""
     if permission not in PERMISSIONS:
         raise ValueError(f"unknown permission {permission!r}")
     if permission not in principal.permissions:
         raise Forbidden(permission, f"this principal lacks the permission {permission}")
+
+
+def authorize(principal: Principal, permission: str, tenant_id: str | None = None) -> None:
+    """Raise Forbidden unless ``principal`` holds ``permission`` for ``tenant_id``."""
+    holds(principal, permission)
     if principal.tenant_id is not None and tenant_id != principal.tenant_id:
         raise Forbidden(permission, "this principal may act only within its own tenant")
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 
 from test_api_support import api, assert_problem  # noqa: F401
 
 from api.auth import _expired
+from api.permissions import ROUTE_PERMISSIONS
 from commands.authz import SYSTEM
 from commands.runtime import CommandContext
 from commands.tokens import RevokeApiToken, revoke_api_token
@@ -78,3 +80,35 @@ async def test_a_tenant_scoped_token_sees_only_its_tenant(api):
     other = await api.client.get("/v1/audit/events", params={"tenant_id": "globex"}, headers=scoped)
     assert_problem(other, 403, "forbidden")
     assert_problem(await api.client.get("/v1/audit/verify", headers=scoped), 403, "forbidden")
+
+
+def _concrete(path: str) -> str:
+    return re.sub(r"\{[^}]+\}", "x", path)
+
+
+async def test_every_v1_route_refuses_a_missing_or_bad_credential_before_reading_the_body(api):
+    """401 before the body is decoded or validated: a malformed body says nothing to a caller without a token."""
+    broken = {"content-type": "application/json"}
+    for (method, path), rule in sorted(ROUTE_PERMISSIONS.items()):
+        if rule.scope == "public":
+            continue
+        for headers in (broken, {**broken, "Authorization": "Bearer not-a-token"}):
+            response = await api.client.request(method, _concrete(path), content=b"{x", headers=headers)
+            assert_problem(response, 401, "unauthorized", field="Authorization")
+
+
+async def test_roles_that_rule_a_route_out_are_refused_before_the_body_is_read(api):
+    viewer = await api.token("viewer", tenant_id="acme")
+    scoped_admin = await api.token("platform-admin", tenant_id="acme")
+    for headers, method, path, body in ((viewer, "POST", "/v1/profiles", {"profile": {}}),
+                                         (viewer, "POST", "/v1/tenants/acme/suspend", {}),
+                                         (viewer, "POST", "/v1/certificates", {"validity_days": "x"}),
+                                         (scoped_admin, "POST", "/v1/tenants", {})):  # a platform route
+        assert_problem(await api.client.request(method, path, json=body, headers=headers), 403, "forbidden")
+        response = await api.client.request(method, path, content=b"{x",
+                                            headers={**headers, "content-type": "application/json"})
+        assert_problem(response, 403, "forbidden")
+    # a caller the route admits still has its body checked
+    admin = await api.admin()
+    assert_problem(await api.client.post("/v1/profiles", json={"profile": {}}, headers=admin), 400,
+                   "validation_failed", field="profile.name")

@@ -2,7 +2,9 @@
 
 The expectation is derived from two tables only: ``commands.authz.ROLES`` and
 ``api.permissions.ROUTE_PERMISSIONS``. A route the app serves without an entry in the table (or
-without a request below) fails the suite by name.
+without a request below) fails the suite by name. Every case runs twice: as served (the /v1 guard
+refuses early what the table rules out from the roles alone) and with that early refusal off, so
+the handlers' own ``authorize`` calls (which the CLI relies on) are held to the same table.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import pytest_asyncio
 from authz_support import OTHER, OWN, World, build_world, caught_up, fresh, profile_body
 from test_api_support import PROBLEM, running_api
 
+from api import permissions
 from api.permissions import ROUTE_PERMISSIONS, Rule, operations, unlisted
 from commands.authz import ROLES
 
@@ -157,8 +160,10 @@ WITH_KEY: dict[tuple[str, str], Build] = {
 }
 # Suspending the platform-scope target would make the calls after it refuse for another reason: last.
 LAST = [("POST", "/v1/tenants/{tenant_id}/suspend"), ("POST", "/v1/tenants/{tenant_id}/resume")]
-CASES = ([(key, False) for key in sorted(ROUTE_PERMISSIONS) if key not in LAST] + [(key, True) for key in WITH_KEY]
-         + [(key, False) for key in LAST])
+MODES = ("early", "handlers")  # the guard's early refusal on; off (the command handlers' checks alone)
+CASES = ([(key, False, mode) for mode in MODES for key in sorted(ROUTE_PERMISSIONS) if key not in LAST]
+         + [(key, True, mode) for mode in MODES for key in WITH_KEY]
+         + [(key, False, mode) for mode in MODES for key in LAST])
 
 
 def expected(rule: Rule, role: str, scope: str, with_key: bool) -> str:
@@ -227,8 +232,11 @@ async def test_every_route_is_in_the_permission_table_and_has_a_request(world):
     assert keyed == WITH_KEY.keys(), "every route with key_permissions needs a WITH_KEY request"
 
 
-@pytest.mark.parametrize("key, with_key", CASES, ids=[f"{m} {p}{' +key' if k else ''}" for (m, p), k in CASES])
-async def test_route_allows_exactly_what_the_tables_say(world, key, with_key):
+@pytest.mark.parametrize("key, with_key, mode", CASES,
+                         ids=[f"{m} {p}{' +key' if k else ''} ({mode})" for (m, p), k, mode in CASES])
+async def test_route_allows_exactly_what_the_tables_say(world, key, with_key, mode, monkeypatch):
+    if mode == "handlers":
+        monkeypatch.setattr(permissions, "refuse_early", lambda principal, method, path: None)
     rule = ROUTE_PERMISSIONS[key]
     build = (WITH_KEY if with_key else REQUESTS)[key]
     wrong = []
