@@ -13,7 +13,7 @@ from litestar.params import FromQuery, QueryParameter
 from api.deps import Caller, MinPosition, read_models_of, read_your_writes, runtime_of
 from api.problems import QUERY_ERRORS, ApiProblem
 from api.schemas import AuditEntry, AuditPage
-from commands.authz import authorize, visible_tenants
+from commands.authz import authorize, authorize_search, visible_tenants
 from commands.runtime import rfc3339
 from domain.verification import Problem, VerifyReport
 from projections import audit_log
@@ -49,7 +49,7 @@ class AuditController(Controller):
                      tenant_id: Text = None, correlation_id: Text = None,
                      after: Annotated[int, QueryParameter(ge=0)] = 0,
                      limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100) -> AuditPage:
-        authorize(principal, "audit:read", tenant_id or principal.tenant_id)
+        authorize_search(principal, "audit:read", tenant_id)
         await read_your_writes(request, min_position)
         filters: dict[str, Any] = {"day": day.isoformat() if day else None, "since": _moment(since), "until": _moment(until),
                                    "stream_id": stream_id, "actor": actor, "type_": event_type,

@@ -11,7 +11,7 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 from api.deps import Caller, IdempotencyKey, MinPosition, execute, find_row, read_models_of, read_your_writes
 from api.problems import COMMAND_ERRORS, QUERY_ERRORS, ApiProblem
 from commands import cas as cmd
-from commands.authz import Principal, authorize, visible_tenants
+from commands.authz import Principal, authorize, authorize_search, visible_tenants
 from commands.pki import der_of_pem
 from commands.runtime import CommandResult
 from commands.tenants import TenantId
@@ -240,7 +240,7 @@ class CaController(Controller):
                      kind: Annotated[str | None, QueryParameter(pattern="^(root|intermediate)$")] = None,
                      after: Annotated[str | None, QueryParameter(max_length=64)] = None,
                      limit: Annotated[int, QueryParameter(ge=1, le=500)] = 100) -> CaPage:
-        authorize(principal, "ca:read", principal.tenant_id or tenant_id)
+        authorize_search(principal, "ca:read", tenant_id)
         await read_your_writes(request, min_position)
         rows = await read_models_of(request.app.state).query(
             read_model.search, visible_tenants(principal), tenant_id=tenant_id, status=status, kind=kind,

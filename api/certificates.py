@@ -16,7 +16,7 @@ from api.deps import (Caller, IdempotencyKey, MinPosition, command_context, exec
 from api.problems import COMMAND_ERRORS, QUERY_ERRORS, ApiProblem
 from commands import certificates as cmd
 from commands import renewal
-from commands.authz import Principal, authorize, visible_tenants
+from commands.authz import Principal, authorize, authorize_search, visible_tenants
 from commands.cas import AlgorithmName, CaId
 from commands.tenants import TenantId
 from domain.certspec import DistinguishedName, SubjectAltNames
@@ -163,7 +163,7 @@ class CertificateController(Controller):
                      sort: Annotated[str, QueryParameter(pattern="^(issued|expiry)$")] = "issued",
                      cursor: Annotated[str | None, QueryParameter(max_length=512)] = None,
                      limit: Annotated[int, QueryParameter(ge=1, le=500)] = 100) -> CertificatePage:
-        authorize(principal, "cert:read", principal.tenant_id or tenant_id)
+        authorize_search(principal, "cert:read", tenant_id)
         await read_your_writes(request, min_position)
         try:
             after = read_model.decode_cursor(cursor) if cursor else None

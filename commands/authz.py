@@ -61,8 +61,8 @@ ROLES: dict[str, frozenset[str]] = {
 class Forbidden(DomainError):
     status = 403
 
-    def __init__(self, permission: str, detail: str) -> None:
-        super().__init__("forbidden", detail, field=None)
+    def __init__(self, permission: str, detail: str, field: str | None = None) -> None:
+        super().__init__("forbidden", detail, field=field)
         self.permission = permission
 
 
@@ -99,7 +99,14 @@ def authorize(principal: Principal, permission: str, tenant_id: str | None = Non
     """Raise Forbidden unless ``principal`` holds ``permission`` for ``tenant_id``."""
     holds(principal, permission)
     if principal.tenant_id is not None and tenant_id != principal.tenant_id:
-        raise Forbidden(permission, "this principal may act only within its own tenant")
+        raise Forbidden(permission, "this principal may act only within its own tenant", field="tenant_id")
+
+
+def authorize_search(principal: Principal, permission: str, tenant_id: str | None) -> None:
+    """For a list or search of ``tenant_id``'s items (None: every tenant the principal sees): Forbidden unless
+    ``principal`` holds ``permission`` there. A tenant-scoped principal naming another tenant is refused, not
+    answered with an empty list: the store layer's confinement (``visible_tenants``) stays the guarantee."""
+    authorize(principal, permission, tenant_id or principal.tenant_id)
 
 
 def visible_tenants(principal: Principal) -> str | None:

@@ -66,7 +66,8 @@ async def test_tenants(world, mine):
 
 async def test_cas_lists_reads_chains_and_certificates(world, mine):
     assert tenants_of(await pages(world, "/v1/cas", mine)) == {OWN}
-    assert await pages(world, "/v1/cas", mine, {"tenant_id": OTHER}) == []
+    assert_problem(await world.api.client.get("/v1/cas", params={"tenant_id": OTHER}, headers=mine), 403,
+                   "forbidden", field="tenant_id")
     assert len(await pages(world, "/v1/cas", world.admin, {"tenant_id": OTHER})) >= 3
     other = world.tenants[OTHER]
     for suffix in ("", "/certificates", "/certificate", "/certificate?format=pem", "/chain"):
@@ -81,7 +82,9 @@ async def test_certificates_search_read_and_export(world, mine, admin_of_mine):
     assert tenants_of(await pages(world, "/v1/certificates", mine, cursor="cursor")) == {OWN}
     other_id = world.tenants[OTHER].certificate
     theirs = (await world.api.client.get(f"/v1/certificates/{other_id}", headers=world.admin)).json()
-    probes = [{"tenant_id": OTHER}, {"serial": theirs["serial_hex"]}, {"fingerprint": theirs["fingerprint"]},
+    asked = await world.api.client.get("/v1/certificates", params={"tenant_id": OTHER}, headers=mine)
+    assert_problem(asked, 403, "forbidden", field="tenant_id")
+    probes = [{"serial": theirs["serial_hex"]}, {"fingerprint": theirs["fingerprint"]},
               {"common_name": theirs["common_name"]}, {"san": f"node1.{OTHER}.internal"}, {"ca_id": theirs["ca_id"]},
               {"issuer": theirs["issuer_dn"]}, {"tag": "matrix"}]
     for params in probes:
@@ -97,6 +100,21 @@ async def test_certificates_search_read_and_export(world, mine, admin_of_mine):
         assert_problem(response, 404)
     events = await world.api.runtime.store.read_all(before, 1000)
     assert not [e for e in events if e.tenant_id == OTHER], "a refused export left a trace in the other tenant"
+
+
+# Every list or search that takes ?tenant_id (api/permissions.py: the confined and tenant-scoped GETs).
+TENANT_LISTS = ("/v1/certificates", "/v1/cas", "/v1/audit/events", "/v1/users", "/v1/profiles", "/v1/webhooks",
+                "/v1/service-accounts")
+
+
+@pytest.mark.parametrize("path", TENANT_LISTS)
+async def test_a_list_of_another_tenant_is_refused_not_empty(world, mine, path):
+    """403 naming tenant_id, as docs/security.md says; not a 200 with nothing in it (which reads as "none there")."""
+    asked = await world.api.client.get(path, params={"tenant_id": OTHER}, headers=mine)
+    body = assert_problem(asked, 403, "forbidden", field="tenant_id")
+    assert body["errors"][0]["field"] == "tenant_id"
+    assert (await world.api.client.get(path, params={"tenant_id": OWN}, headers=mine)).status_code == 200
+    assert (await world.api.client.get(path, params={"tenant_id": OTHER}, headers=world.admin)).status_code == 200
 
 
 async def test_profiles(world, mine):
