@@ -28,7 +28,7 @@ from api.json_body import JsonRequest
 from api.metrics import MetricsController
 from api.middleware import RequestContext
 from api.pki_public import public_pki
-from api.problems import EXCEPTION_HANDLERS, problem_response
+from api.problems import EXCEPTION_HANDLERS, FieldError, problem_response
 from api.ratelimit import LinkedBackend, RateLimits
 from api.revocations import RevocationController
 from api.tenants import TenantController
@@ -74,7 +74,8 @@ async def _html_not_found_as_problem(response: Response) -> Response:
     Async on purpose: Litestar runs a synchronous after_request hook on a thread, a hop on every request.
     """
     if response.status_code == 404 and response.media_type == MediaType.HTML:
-        return problem_response(None, 404, "not_found", "no such resource")
+        return problem_response(None, 404, "not_found", "no such resource", field="path",
+                                errors=[FieldError("path", "not_found", "no such resource")])
     return response
 
 

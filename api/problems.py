@@ -28,6 +28,8 @@ PROBLEM_BASE = "https://csm.dev/problems/"
 _STATUS_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
                  405: "method_not_allowed", 406: "not_acceptable", 413: "body_too_large",
                  415: "unsupported_media_type", 429: "too_many_requests", 503: "unavailable"}
+# What the request got wrong when Litestar itself refuses it: no route at this path, not this method, ...
+_HTTP_FIELDS = {404: "path", 405: "method", 406: "Accept", 413: "body", 415: "content-type"}
 _FIELD_NAME = re.compile(r"(?:unknown|missing required) field `([^`]+)`")
 _RULES = (("unknown field", "unknown_field"), ("missing required field", "required"), ("matching regex", "pattern"),
           ("of length >=", "min_length"), ("of length <=", "max_length"), ("length >=", "min_length"),
@@ -110,13 +112,17 @@ def handle_api_problem(request: Request, exc: ApiProblem) -> Response:
 
 
 def handle_domain_error(request: Request, exc: DomainError) -> Response:
+    field, rule = exc.field, exc.code
     if exc.status == 403:
         note_denial(request, exc)  # access.denied, in the background; never fails this response
+        # the rule is the permission refused; the field the tenant or input at fault, else the credential lacking it
+        rule = getattr(exc, "permission", None) or rule
+        field = field or "Authorization"
     retry_after = getattr(exc, "retry_after_seconds", None)
     violations = getattr(exc, "violations", None)  # a policy refusal names every rule broken, not just one
     errors = ([FieldError(v.field, v.rule, v.message) for v in violations] if violations
-              else _single(exc.field, exc.code, exc.detail))
-    return problem_response(request, exc.status, exc.code, exc.detail, field=exc.field, errors=errors,
+              else _single(field, rule, exc.detail))
+    return problem_response(request, exc.status, exc.code, exc.detail, field=field, errors=errors,
                             headers={"Retry-After": str(retry_after)} if retry_after else None)
 
 
@@ -139,7 +145,10 @@ def handle_http_exception(request: Request, exc: HTTPException) -> Response:
     if status >= 500:
         return handle_unexpected(request, exc)
     code = _STATUS_CODES.get(status, "http_error")
-    return problem_response(request, status, code, _http_detail(status, exc), headers=dict(exc.headers or {}))
+    detail = _http_detail(status, exc)
+    field = _HTTP_FIELDS.get(status, "request")
+    return problem_response(request, status, code, detail, field=field, errors=[FieldError(field, code, detail)],
+                            headers=dict(exc.headers or {}))
 
 
 def handle_store_unavailable(request: Request, exc: StoreUnavailable) -> Response:

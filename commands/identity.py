@@ -110,10 +110,11 @@ class _Fingerprint(msgspec.Struct, frozen=True, kw_only=True):
     extra: list[str] = []
 
 
-def check_grantable(principal: Principal, role: str) -> None:
-    """No escalation: a principal grants only roles whose permissions it holds itself."""
+def check_grantable(principal: Principal, role: str, field: str = "roles") -> None:
+    """No escalation: a principal grants only roles whose permissions it holds itself (``field``: the input naming
+    the role, for the refusal)."""
     if role in ROLES and not ROLES[role] <= principal.permissions:
-        raise Forbidden("user:manage", f"granting {role} needs every permission that role carries")
+        raise Forbidden("user:manage", f"granting {role} needs every permission that role carries", field=field)
 
 
 async def require_tenant(services: Services, tenant_id: str | None) -> None:
@@ -167,7 +168,7 @@ async def create_user(cmd: CreateUser, ctx: CommandContext, services: Services, 
 
 async def grant_role(cmd: GrantRole, ctx: CommandContext, services: Services) -> CommandResult:
     authorize(ctx.principal, "user:manage", cmd.tenant_id)
-    check_grantable(ctx.principal, cmd.role)
+    check_grantable(ctx.principal, cmd.role, field="role")
     now = services.clock.now()
     if cmd.expires_at is not None and cmd.expires_at.tzinfo is None:
         raise DomainError("naive_time", "expires_at needs a time zone (e.g. Z)", field="expires_at")
@@ -179,7 +180,7 @@ async def grant_role(cmd: GrantRole, ctx: CommandContext, services: Services) ->
 
 async def revoke_role(cmd: RevokeRole, ctx: CommandContext, services: Services) -> CommandResult:
     authorize(ctx.principal, "user:manage", cmd.tenant_id)
-    check_grantable(ctx.principal, cmd.role)
+    check_grantable(ctx.principal, cmd.role, field="role")
     return await _run_user(services, ctx, cmd, cmd.tenant_id, cmd.username,
                            lambda s: user.decide_revoke(s, cmd.role, cmd.reason))
 
@@ -190,7 +191,7 @@ async def reset_password(cmd: ResetPassword, ctx: CommandContext, services: Serv
     existing = await load(services, user.stream_tenant(cmd.tenant_id), user.stream_id(cmd.username), user.fold)
     user.decide_reset_password(existing, "")  # unknown user: refuse before the slow hash
     for role in existing.grants:  # resetting an admin's password is taking over the admin
-        check_grantable(ctx.principal, role)
+        check_grantable(ctx.principal, role, field="username")
     ref = await _store_password(identity, cmd.password)
     print_ = _Fingerprint(action="reset", username=cmd.username, tenant_id=cmd.tenant_id)
     result = await _run_user(services, ctx, print_, cmd.tenant_id, cmd.username,

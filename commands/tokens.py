@@ -79,7 +79,7 @@ def secret_matches(secret: str, stored: bytes | None) -> bool:
 def _check_roles(principal: Principal, roles: list[str], permission: str) -> None:
     for role in roles:
         if role in ROLES and not ROLES[role] <= principal.permissions:
-            raise Forbidden(permission, f"a key with {role} needs every permission that role carries")
+            raise Forbidden(permission, f"a key with {role} needs every permission that role carries", field="roles")
 
 
 async def create_service_account(cmd: CreateServiceAccount, ctx: CommandContext, services: Services,

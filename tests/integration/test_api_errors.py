@@ -128,3 +128,33 @@ async def test_a_query_parameter_no_handler_reads_is_refused_by_name(api, admin)
     fine = await api.client.get("/v1/audit/events", params={"limit": 2, "after": 2}, headers=admin)
     assert fine.status_code == 200, fine.text
     assert (await api.client.get("/health/live", params={"probe": "1"})).status_code == 200  # probes may add any
+
+
+async def test_a_refused_permission_names_the_permission_as_the_rule(api):
+    viewer = await api.token("viewer")
+    body = assert_problem(await api.client.post("/v1/tenants", json={"tenant_id": "acme", "name": "A"},
+                                                headers=viewer), 403, "forbidden", field="Authorization")
+    assert body["errors"][0]["rule"] == "tenant:create"
+
+
+async def test_another_tenant_is_refused_naming_tenant_id_and_the_permission(api, admin):
+    await api.create_tenant(admin, "acme")
+    await api.create_tenant(admin, "globex")
+    scoped = await api.token("tenant-admin", tenant_id="acme")
+    body = assert_problem(await api.client.post("/v1/tenants/globex/rename", json={"name": "Mine"}, headers=scoped),
+                          403, "forbidden", field="tenant_id")
+    assert body["errors"][0]["rule"] == "tenant:update"
+    granted = await api.client.post("/v1/users", json={"username": "eve", "password": "long enough password",
+                                                       "roles": ["platform-admin"]}, headers=scoped)
+    assert assert_problem(granted, 403, "forbidden", field="roles")["errors"][0]["rule"] == "user:manage"
+
+
+@pytest.mark.parametrize(("method", "path", "status", "field"), [
+    ("GET", "/v1/no-such-route", 404, "path"),
+    ("GET", "/nowhere", 404, "path"),
+    ("GET", "/schema/nowhere", 404, "path"),
+    ("DELETE", "/v1/tenants", 405, "method"),
+    ("PATCH", "/health/live", 405, "method"),
+])
+async def test_unrouted_requests_name_the_path_or_method(api, admin, method, path, status, field):
+    assert_problem(await api.client.request(method, path, headers=admin), status, field=field)
