@@ -13,6 +13,7 @@ from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
 from api.audit import AuditController
+from api.bodies import JsonBodyRequest
 from api.cas import CaController
 from api.certificates import CertificateController
 from api.profiles import AlgorithmController, ProfileController
@@ -24,7 +25,6 @@ from api.hardening import (StrictStructSchemaPlugin, correct_options_allow, cors
                            refuse_unknown_query_parameters, tighten_parameters)
 from api.health import HealthController
 from api.identity import ServiceAccountController, UserController
-from api.json_body import JsonRequest
 from api.metrics import MetricsController
 from api.middleware import RequestContext
 from api.pki_public import public_pki
@@ -100,11 +100,11 @@ def create_app(settings: Settings | None = None, link: LinkClient | None = None)
         lifespan=[_lifespan(settings, link)],
         on_shutdown=[limits.close],
         exception_handlers=EXCEPTION_HANDLERS,
-        request_class=JsonRequest,  # a body nested too deeply is malformed JSON, not a RecursionError
         before_request=refuse_unknown_query_parameters,  # a misspelt filter or cursor is a 400, not ignored
         after_request=_html_not_found_as_problem,
         openapi_config=_openapi(),
         request_max_body_size=settings.max_body_bytes,
+        request_class=JsonBodyRequest,  # bodies decoded strictly ("30" is not a number); too deep is malformed
         logging_config=None,
         cors_config=cors_config(settings),  # off unless CSM_CORS_ORIGINS lists origins
         plugins=[StrictStructSchemaPlugin()],

@@ -158,3 +158,23 @@ async def test_another_tenant_is_refused_naming_tenant_id_and_the_permission(api
 ])
 async def test_unrouted_requests_name_the_path_or_method(api, admin, method, path, status, field):
     assert_problem(await api.client.request(method, path, headers=admin), status, field=field)
+
+
+@pytest.mark.parametrize(("path", "body", "field"), [
+    ("/v1/tenants/acme/quotas", {"max_cas": "1"}, "max_cas"),
+    ("/v1/tenants/acme/quotas", {"max_cas": 1.5}, "max_cas"),
+    ("/v1/tenants/acme/quotas", {"max_cas": True}, "max_cas"),
+    ("/v1/tenants/acme/quotas", {"max_issuances_per_day": "10"}, "max_issuances_per_day"),
+    ("/v1/tenants", {"tenant_id": "acme2", "name": "A", "quotas": {"max_cas": "1"}}, "quotas.max_cas"),
+    ("/v1/certificates", {"tenant_id": "acme", "ca_id": "x", "subject": {"common_name": "n.acme.internal"},
+                          "validity_days": "30"}, "validity_days"),
+    ("/v1/certificates/x/renew", {"reuse_key": "true"}, "reuse_key"),
+])
+async def test_json_bodies_keep_json_types(api, admin, path, body, field):
+    """A string is not a number nor a boolean in a JSON body (only query parameters, strings on the wire, convert)."""
+    await api.create_tenant(admin, "acme")
+    problem = assert_problem(await api.client.post(path, json=body, headers=admin), 400, "validation_failed",
+                             field=field)
+    assert problem["errors"][0]["rule"] == "type"
+    assert (await api.client.post("/v1/tenants/acme/quotas", json={"max_cas": 1}, headers=admin)).status_code == 200
+    assert (await api.client.get("/v1/tenants", params={"limit": "5"}, headers=admin)).status_code == 200

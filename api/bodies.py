@@ -1,0 +1,52 @@
+"""Request bodies: a route's JSON body is decoded straight into its declared type, with JSON's own types.
+
+Litestar decodes a body to Python values and then converts every handler argument at once with
+msgspec's lax rules (``strict=False``), which query parameters need (they are strings on the wire)
+but which also turn a JSON ``"30"`` into ``30`` and ``"true"`` into ``True`` in a body. Here the
+request class decodes a body into the handler's ``data`` type strictly instead; Litestar's later
+conversion finds an instance of that type and keeps it as it is, and query parameters are converted
+as before.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import msgspec
+from litestar.exceptions import SerializationException, ValidationException
+from litestar.types import Empty
+
+from api.json_body import TOO_DEEP, JsonRequest
+
+_AT = re.compile(r"^(?P<message>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
+
+
+class JsonBodyRequest(JsonRequest):
+    """The app's request class (``Litestar(request_class=...)``); a body with no declared type is decoded as
+    ``JsonRequest`` decodes it (a body nested too deeply is malformed JSON)."""
+
+    async def json(self) -> Any:
+        data_field = self.route_handler.parsed_data_field
+        if data_field is None:  # no declared body (the token endpoint reads its own): Litestar's decoding
+            return await super().json()
+        if self._json is Empty:
+            body = await self.body()
+            self._json = decode_strictly(body or b"null", data_field.annotation)
+        return self._json
+
+
+def decode_strictly(body: bytes, annotation: Any) -> Any:
+    """``body`` decoded into ``annotation`` with no coercion; a type error is a 400 naming the field, rule type."""
+    try:
+        return msgspec.json.decode(body, type=annotation, strict=True)
+    except msgspec.ValidationError as exc:
+        match = _AT.match(str(exc))
+        message, path = (match.group("message"), match.group("path") or "") if match else (str(exc), "")
+        # the same shape as Litestar's own validation errors, which api/problems.py turns into field and rule
+        raise ValidationException(detail="Validation failed", extra=[
+            {"key": path.removeprefix("."), "message": message, "source": "body"}]) from None
+    except msgspec.DecodeError as exc:  # not JSON at all: Litestar's 400 for a malformed body
+        raise SerializationException(str(exc)) from exc
+    except RecursionError:  # nested too deeply for the decoder: malformed too, never a 500
+        raise SerializationException(TOO_DEEP) from None
