@@ -1,11 +1,13 @@
-"""Request bodies: a route's JSON body is decoded straight into its declared type, with JSON's own types.
+"""Request bodies: a route's JSON body must say it is JSON, and is decoded straight into its declared type.
 
 Litestar decodes a body to Python values and then converts every handler argument at once with
 msgspec's lax rules (``strict=False``), which query parameters need (they are strings on the wire)
 but which also turn a JSON ``"30"`` into ``30`` and ``"true"`` into ``True`` in a body. Here the
 request class decodes a body into the handler's ``data`` type strictly instead; Litestar's later
 conversion finds an instance of that type and keeps it as it is, and query parameters are converted
-as before.
+as before. A body sent with another media type than ``application/json`` or ``application/*+json``
+(a ``charset`` parameter allowed) is a 415 before it is read; one sent without a Content-Type is taken
+as JSON.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from litestar.exceptions import SerializationException, ValidationException
 from litestar.types import Empty
 
 from api.json_body import TOO_DEEP, JsonRequest
+from api.problems import ApiProblem
 
+_JSON_MEDIA = re.compile(r"application/(?:[!#$&^_.+\w-]+\+)?json")
 _AT = re.compile(r"^(?P<message>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
 
 
@@ -31,9 +35,20 @@ class JsonBodyRequest(JsonRequest):
         if data_field is None:  # no declared body (the token endpoint reads its own): Litestar's decoding
             return await super().json()
         if self._json is Empty:
+            require_json(self.headers.get("content-type"))
             body = await self.body()
             self._json = decode_strictly(body or b"null", data_field.annotation)
         return self._json
+
+
+def require_json(content_type: str | None) -> None:
+    """415 unless ``content_type`` (when given) is JSON: ``application/json`` or ``application/*+json``."""
+    if content_type is None:
+        return
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    if not _JSON_MEDIA.fullmatch(media_type):
+        raise ApiProblem(415, "unsupported_media_type", f"this route takes a JSON body (application/json), not "
+                         f"{media_type or 'an empty media type'}", field="content-type", rule="media_type")
 
 
 def decode_strictly(body: bytes, annotation: Any) -> Any:

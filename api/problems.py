@@ -69,7 +69,7 @@ def documented(*statuses: int) -> dict[int, ResponseSpec]:
                                  generate_examples=False) for status in statuses}
 
 
-COMMAND_ERRORS = documented(400, 401, 403, 404, 409, 413, 422, 503)
+COMMAND_ERRORS = documented(400, 401, 403, 404, 409, 413, 415, 422, 503)
 QUERY_ERRORS = documented(400, 401, 403, 404, 503)
 
 

@@ -74,7 +74,7 @@ async def _token_request(request: Request) -> TokenRequest:
                                  max_num_fields=20))
         else:
             raise ApiProblem(415, "unsupported_media_type", "send the token request as a form or as JSON",
-                             field="Content-Type")
+                             field="content-type", rule="media_type")
         return msgspec.convert(raw, TokenRequest)
     except (msgspec.DecodeError, UnicodeDecodeError, ValueError) as exc:
         if isinstance(exc, msgspec.ValidationError):

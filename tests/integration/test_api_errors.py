@@ -178,3 +178,31 @@ async def test_json_bodies_keep_json_types(api, admin, path, body, field):
     assert problem["errors"][0]["rule"] == "type"
     assert (await api.client.post("/v1/tenants/acme/quotas", json={"max_cas": 1}, headers=admin)).status_code == 200
     assert (await api.client.get("/v1/tenants", params={"limit": "5"}, headers=admin)).status_code == 200
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data",
+                                          "application/xml", "application/jsonx", "json"])
+async def test_a_json_route_refuses_another_media_type(api, admin, content_type):
+    await api.create_tenant(admin, "acme")
+    response = await api.client.put("/v1/tenants/acme/policy", content=b"{}",
+                                    headers={**admin, "Content-Type": content_type})
+    problem = assert_problem(response, 415, "unsupported_media_type", field="content-type")
+    assert problem["errors"][0]["rule"] == "media_type"
+
+
+@pytest.mark.parametrize("content_type", ["application/json", "application/json; charset=utf-8",
+                                          "Application/JSON;charset=UTF-8", "application/merge-patch+json", None])
+async def test_a_json_route_takes_json_media_types(api, admin, content_type):
+    await api.create_tenant(admin, "acme")
+    headers = {**admin, **({"Content-Type": content_type} if content_type else {})}
+    response = await api.client.put("/v1/tenants/acme/policy", content=b"{}", headers=headers)
+    assert response.status_code == 200, response.text
+
+
+async def test_sign_in_still_takes_a_form_and_refuses_other_media_types(api):
+    form = await api.client.post("/v1/auth/token", data={"grant_type": "password", "username": "nobody",
+                                                         "password": "wrong password here"})
+    assert_problem(form, 401)
+    refused = await api.client.post("/v1/auth/token", content=b"grant_type=password",
+                                    headers={"Content-Type": "text/plain"})
+    assert_problem(refused, 415, "unsupported_media_type", field="content-type")
