@@ -112,7 +112,7 @@ STATUS_PATTERN = f"^({'|'.join(read_model.SEARCH_STATUSES)})$"
 ExportPassword = Annotated[str | None, HeaderParameter(
     name="X-Export-Password", required=False,
     description="password of a PKCS#12 or JKS store, or to encrypt an exported PEM key (not in the URL: URLs "
-                "end up in logs)")]
+                "end up in logs); at least 8 characters")]
 
 
 async def certificate_row(request: Request, principal: Principal, certificate_id: str) -> dict:
@@ -227,13 +227,14 @@ class CertificateController(Controller):
                      format: Annotated[str, QueryParameter(
                          pattern="^(pem|der|pkcs12|jks|pkcs12-truststore|jks-truststore)$")] = "pem",
                      include_key: Annotated[bool, QueryParameter(
-                         description="pem: add the private key (audited; needs key:export). pkcs12 and jks "
-                                     "keystores always hold the key")] = False,
+                         description="pem: add the private key (audited; needs key:export), encrypted when "
+                                     "X-Export-Password is given. pkcs12 and jks keystores always hold the key; "
+                                     "der and truststores never do (422)")] = False,
                      include_chain: Annotated[bool, QueryParameter()] = True, password: ExportPassword = None,
                      min_position: MinPosition = None) -> Response[bytes]:
         await read_your_writes(request, min_position)
         row = await certificate_row(request, principal, certificate_id)
-        preflight(format, password)
+        preflight(format, password, include_key, password_field="X-Export-Password")
         chain = await read_models_of(request.app.state).query(_chain_of, row) if include_chain or format.endswith(
             "truststore") else []
         wants_key = format in ("pkcs12", "jks") or (format == "pem" and include_key)

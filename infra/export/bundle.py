@@ -46,22 +46,43 @@ def _alias(row: dict) -> str:
     return re.sub(r"[^a-z0-9._-]+", "-", (row.get("common_name") or row["certificate_id"]).lower()).strip("-") or "key"
 
 
-def _password(password: str | None, format_: str) -> str:
+STORES = ("pkcs12", "jks", "pkcs12-truststore", "jks-truststore")  # these need a password
+# Every export password, whatever the format: a store's, or the passphrase of a PEM key. One rule, above
+# keytool's own minimum (jks.MIN_PASSWORD): a store that leaves here is attacked offline, at leisure.
+MIN_PASSWORD = 8
+assert MIN_PASSWORD >= jks.MIN_PASSWORD
+
+
+def _password(password: str | None, format_: str, field: str = "password") -> str:
     if not password:
         raise DomainError("password_required", f"a {format_} store needs a password (X-Export-Password header, "
-                          "or --password-file)", field="password")
+                          "or --password-file)", field=field)
     return password
 
 
-def preflight(format_: str, password: str | None) -> None:
-    """Refuse an export that cannot succeed before any key leaves the vault (and before its audit event)."""
+def preflight(format_: str, password: str | None, include_key: bool = False, *, password_field: str = "password",
+              include_key_field: str = "include_key") -> None:
+    """Refuse an export that cannot succeed before any key leaves the vault (and before its audit event).
+
+    ``password_field`` and ``include_key_field`` name the inputs as the caller knows them (an HTTP header, a
+    CLI option). A PEM key without a password is exported unencrypted, as asked (an audited, separately
+    permitted action); a password that is given is held to ``MIN_PASSWORD`` whatever the format.
+    """
     if format_ not in EXPORT_FORMATS:
         raise DomainError("unknown_format", f"unknown export format {format_}", field="format")
-    if format_ in ("pkcs12", "jks", "pkcs12-truststore", "jks-truststore"):
-        _password(password, format_)
-    if format_.startswith("jks") and len(password) < jks.MIN_PASSWORD:
-        raise DomainError("password_too_short", f"Java keystores need a password of at least {jks.MIN_PASSWORD} "
-                          "characters", field="password")
+    if include_key and format_ != "pem":
+        if format_ == "der":
+            raise DomainError("key_not_in_der", "DER carries one certificate and no key: export pem with the key, "
+                              "or a pkcs12 or jks keystore", field=include_key_field)
+        # pkcs12 and jks keystores always hold the key; truststores never do
+        if format_.endswith("truststore"):
+            raise DomainError("key_not_in_truststore", "a truststore holds CA certificates only: export pkcs12 or "
+                              "jks for the key", field=include_key_field)
+    if format_ in STORES:
+        _password(password, format_, password_field)
+    if password and len(password) < MIN_PASSWORD:
+        raise DomainError("password_too_short", f"an export password has at least {MIN_PASSWORD} characters",
+                          field=password_field)
 
 
 def render(format_: str, row: dict, chain: list[dict], material: bytes | None, password: str | None) -> bytes:

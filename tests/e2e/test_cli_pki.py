@@ -62,6 +62,14 @@ def test_a_csr_and_a_server_side_key_are_issued_listed_and_exported(hierarchy, t
     refused = csm(data, "cert", "export", from_csr, "--format", "jks", "--out", str(tmp_path / "x.jks"),
                   "--password-file", str(tmp_path / "pw"), expect=None)
     assert refused.returncode != 0 and "no_private_key" in refused.stderr
+    (tmp_path / "short").write_text("seven77\n")  # the API's minimum too: 8 characters for every export password
+    for format_ in ("pkcs12", "jks", "jks-truststore"):
+        short = csm(data, "cert", "export", server_side, "--format", format_, "--out", str(tmp_path / "x.p12"),
+                    "--password-file", str(tmp_path / "short"), expect=None)
+        assert short.returncode != 0 and "password_too_short" in short.stderr, short.stderr
+    der = csm(data, "cert", "export", server_side, "--format", "der", "--include-key", "--out",
+              str(tmp_path / "x.der"), expect=None)
+    assert der.returncode != 0 and "key_not_in_der" in der.stderr, der.stderr
     if KEYTOOL:
         listing = subprocess.run([KEYTOOL, "-list", "-v", "-keystore", tmp_path / "node2.jks", "-storepass",
                                   "changeit-please"], capture_output=True, text=True)

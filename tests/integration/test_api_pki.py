@@ -212,7 +212,7 @@ async def test_server_side_keys_export_as_pkcs12_and_jks_and_the_key_export_is_a
     cid = issued["certificate_id"]
     await fetch(api, admin, f"/v1/certificates/{cid}", min_position=issued["global_position"])
     missing = await api.client.get(f"/v1/certificates/{cid}/export", headers=admin, params={"format": "pkcs12"})
-    assert_problem(missing, 422, "password_required", field="password")
+    assert_problem(missing, 422, "password_required", field="X-Export-Password")
     secret = {**admin, "X-Export-Password": "changeit-please"}
     p12 = await api.client.get(f"/v1/certificates/{cid}/export", headers=secret, params={"format": "pkcs12"})
     assert p12.status_code == 200, p12.text
@@ -246,6 +246,35 @@ async def test_server_side_keys_export_as_pkcs12_and_jks_and_the_key_export_is_a
     assert_problem(denied, 403)
     public = await api.client.get(f"/v1/certificates/{cid}/export", headers=viewer, params={"format": "pem"})
     assert public.status_code == 200 and b"PRIVATE KEY" not in public.content
+
+
+async def test_every_export_password_has_one_minimum_and_der_carries_no_key(pki_api):
+    """8 characters for every store and PEM key password (a pkcs12 store took "a"); der refuses include_key (it
+    dropped the key silently). Refused before the key leaves the vault: no export is recorded."""
+    api = pki_api
+    admin = await api.admin()
+    _, inter = await hierarchy(api, admin)
+    issued = await issue(api, admin, tenant_id="acme", ca_id=inter["ca_id"], algorithm="ecdsa-p256",
+                         subject={"common_name": "node3.acme.internal"}, sans={"dns": ["node3.acme.internal"]})
+    cid = issued["certificate_id"]
+    await fetch(api, admin, f"/v1/certificates/{cid}", min_position=issued["global_position"])
+    export = f"/v1/certificates/{cid}/export"
+    short = {**admin, "X-Export-Password": "a" * 7}
+    for params in ({"format": "pkcs12"}, {"format": "jks"}, {"format": "pkcs12-truststore"},
+                   {"format": "jks-truststore"}, {"format": "pem", "include_key": "true"}, {"format": "pem"}):
+        refused = await api.client.get(export, headers=short, params=params)
+        problem = assert_problem(refused, 422, "password_too_short", field="X-Export-Password")
+        assert problem["errors"][0]["rule"] == "password_too_short", params
+    der = await api.client.get(export, headers=admin, params={"format": "der", "include_key": "true"})
+    assert_problem(der, 422, "key_not_in_der", field="include_key")
+    assert [e.type for e in await api.runtime.store.read_stream("acme", f"certificate-{cid}")] \
+        == ["certificate.issued"]
+    enough = {**admin, "X-Export-Password": "a" * 8}
+    for params in ({"format": "pkcs12"}, {"format": "jks-truststore"}, {"format": "pem", "include_key": "true"}):
+        assert (await api.client.get(export, headers=enough, params=params)).status_code == 200, params
+    plain = await api.client.get(export, headers=admin, params={"format": "pem", "include_key": "true"})
+    assert plain.status_code == 200 and b"-----BEGIN PRIVATE KEY-----" in plain.content  # as asked, and audited
+    assert (await api.client.get(export, headers=admin, params={"format": "der"})).status_code == 200
 
 
 @pytest.mark.parametrize("algorithm", ["hybrid-p384-ml-dsa-65", "ml-dsa-65", "ed25519"])

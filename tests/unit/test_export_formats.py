@@ -15,8 +15,10 @@ from cryptography.x509.oid import NameOID
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from domain.errors import DomainError
 from infra.export import der_certificate, jks_keystore, jks_truststore, pem_bundle, pkcs12, pkcs12_truststore
 from infra.export.formats import der_integer, der_oid
+from infra.export.bundle import MIN_PASSWORD, preflight
 from infra.export.jks import modified_utf8
 
 DER = serialization.Encoding.DER
@@ -301,3 +303,21 @@ def test_any_password_and_alias_round_trip(pki, password, alias):
     data = jks_truststore([(alias, pki["chain"][1])], password, timestamp_ms=0)
     [entry] = read_jks(data, password)
     assert entry["alias"] == alias.lower() and entry["certificate"] == pki["chain"][1]
+
+
+@pytest.mark.parametrize("format_, include_key", [("pem", False), ("pem", True), ("pkcs12", False), ("jks", False),
+                                                  ("pkcs12-truststore", False), ("jks-truststore", False)])
+def test_every_export_password_has_the_same_minimum(format_, include_key):
+    with pytest.raises(DomainError) as refused:
+        preflight(format_, "x" * (MIN_PASSWORD - 1), include_key, password_field="--password-file")
+    assert (refused.value.code, refused.value.field) == ("password_too_short", "--password-file")
+    preflight(format_, "x" * MIN_PASSWORD, include_key)
+
+
+def test_a_key_is_exported_only_by_formats_that_carry_one():
+    for format_ in ("der", "pkcs12-truststore", "jks-truststore"):
+        with pytest.raises(DomainError) as refused:
+            preflight(format_, "long enough", True, include_key_field="--include-key")
+        assert refused.value.field == "--include-key"
+    preflight("pem", None, True)  # an unencrypted PEM key, as asked (audited; key:export)
+    preflight("der", None, False)
