@@ -234,7 +234,7 @@ class CertificateController(Controller):
                      min_position: MinPosition = None) -> Response[bytes]:
         await read_your_writes(request, min_position)
         row = await certificate_row(request, principal, certificate_id)
-        preflight(format, password, include_key, password_field="X-Export-Password")
+        preflight(format, password, include_key, password_field="X-Export-Password", key_algorithm=row["algorithm"])
         chain = await read_models_of(request.app.state).query(_chain_of, row) if include_chain or format.endswith(
             "truststore") else []
         wants_key = format in ("pkcs12", "jks") or (format == "pem" and include_key)

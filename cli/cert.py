@@ -133,7 +133,8 @@ def export(settings: Settings, certificate_id: str, format_: str, out_file: Path
     password = password_file.read_text().rstrip("\n") if password_file else os.environ.get("CSM_EXPORT_PASSWORD")
     row = _row(settings, certificate_id)
     try:
-        preflight(format_, password, include_key, password_field="--password-file", include_key_field="--include-key")
+        preflight(format_, password, include_key, password_field="--password-file", include_key_field="--include-key",
+                  key_algorithm=row["algorithm"])
     except DomainError as exc:
         raise CliError(f"{exc.code}: {exc.detail} (field: {exc.field})") from None
     wants_key = format_ in ("pkcs12", "jks") or (format_ == "pem" and include_key)

@@ -14,6 +14,7 @@ import re
 from cryptography.hazmat.primitives import serialization
 
 from commands.pki import pem
+from domain import algorithms
 from domain.errors import DomainError
 from infra.crypto import keys
 from infra.export import formats, jks
@@ -60,12 +61,15 @@ def _password(password: str | None, format_: str, field: str = "password") -> st
     return password
 
 
+KEYSTORE_FAMILIES = ("rsa", "ecdsa", "eddsa", "hybrid")  # a hybrid's keystore entry is its EC key
+
+
 def preflight(format_: str, password: str | None, include_key: bool = False, *, password_field: str = "password",
-              include_key_field: str = "include_key") -> None:
+              include_key_field: str = "include_key", key_algorithm: str | None = None) -> None:
     """Refuse an export that cannot succeed before any key leaves the vault (and before its audit event).
 
     ``password_field`` and ``include_key_field`` name the inputs as the caller knows them (an HTTP header, a
-    CLI option). A PEM key without a password is exported unencrypted, as asked (an audited, separately
+    CLI option); ``key_algorithm`` is the certificate's (a keystore refuses keys it cannot carry). A PEM key without a password is exported unencrypted, as asked (an audited, separately
     permitted action); a password that is given is held to ``MIN_PASSWORD`` whatever the format.
     """
     if format_ not in EXPORT_FORMATS:
@@ -78,6 +82,11 @@ def preflight(format_: str, password: str | None, include_key: bool = False, *, 
         if format_.endswith("truststore"):
             raise DomainError("key_not_in_truststore", "a truststore holds CA certificates only: export pkcs12 or "
                               "jks for the key", field=include_key_field)
+    if format_ in ("pkcs12", "jks") and key_algorithm is not None:
+        family = getattr(algorithms.get(key_algorithm), "family", key_algorithm)
+        if family not in KEYSTORE_FAMILIES:  # refused here, not after the key left the vault and was audited
+            raise DomainError("export_refused", f"a {format_} keystore cannot carry a {key_algorithm} key (Java and "
+                              "PKCS#12 know classical keys only): export it as pem", field="format")
     if format_ in STORES:
         _password(password, format_, password_field)
     if password and len(password) < MIN_PASSWORD:

@@ -488,3 +488,23 @@ async def test_a_request_that_names_no_validity_gets_one_its_issuer_and_tenant_a
     assert (leaf.not_valid_after_utc - leaf.not_valid_before_utc).days == 90
     asked = await api.client.post("/v1/certificates", headers=admin, json={**body, "validity_days": 365})
     assert "validity_too_long" in {e["rule"] for e in assert_problem(asked, 422)["errors"]}
+
+
+async def test_a_keystore_that_cannot_carry_the_key_is_refused_before_the_key_leaves_the_vault(pki_api):
+    """PKCS#12 and JKS carry classical keys only: an ML-DSA key's keystore export is refused before its audit
+    event (the log said the key was exported three times when it never was); PEM still carries it."""
+    api = pki_api
+    admin = await api.admin()
+    _, inter = await hierarchy(api, admin, algorithm="ml-dsa-65")
+    issued = await issue(api, admin, tenant_id="acme", ca_id=inter["ca_id"], algorithm="ml-dsa-65",
+                         subject={"common_name": "pq.acme.internal"}, sans={"dns": ["pq.acme.internal"]})
+    path = f"/v1/certificates/{issued['certificate_id']}/export"
+    headers = {**admin, "X-Export-Password": "changeit-please"}
+    for format_ in ("pkcs12", "jks"):
+        refused = await api.client.get(path, params={"format": format_, "min_position": issued["global_position"]},
+                                       headers=headers)
+        assert_problem(refused, 422, "export_refused", field="format")
+    pem = await api.client.get(path, params={"format": "pem", "include_key": "true"}, headers=headers)
+    assert pem.status_code == 200 and b"ENCRYPTED PRIVATE KEY" in pem.content, pem.text
+    exports = [e for e in await api.runtime.store.read_all(0, 100_000) if e.type == "certificate.private_key_exported"]
+    assert [e.payload["format"] for e in exports] == ["pem"]
