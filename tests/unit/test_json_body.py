@@ -31,3 +31,13 @@ def test_any_body_decodes_or_is_a_decode_error(depth, body):
         decode(b"[" * depth + body + b"]" * depth)
     except msgspec.DecodeError:
         pass
+
+
+def test_strict_decoding_of_a_body_nested_too_deeply_is_malformed_not_a_recursion_error():
+    import pytest
+    from litestar.exceptions import SerializationException
+
+    from api.bodies import decode_strictly
+
+    with pytest.raises(SerializationException, match="nested too deeply"):
+        decode_strictly(b"[" * 5_000 + b"]" * 5_000, list)
