@@ -35,8 +35,8 @@ def bearer_guard(authenticate_caller: Callable[[Request], Awaitable[Principal]])
     """
 
     async def bearer(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
-        if handler.handler_name == "options_handler":  # Litestar's automatic OPTIONS: no data, no token
-            return
+        if handler.handler_name == "options_handler" or handler.opt.get("public"):  # automatic OPTIONS; a route
+            return  # relying parties fetch (a CA's certificate, the caIssuers URL): no data, no token
         principal = await authenticate_caller(connection)  # type: ignore[arg-type]  # an HTTP route: a Request
         permissions.refuse_early(principal, connection.scope["method"], connection.scope.get("path_template"))
 

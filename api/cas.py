@@ -263,20 +263,33 @@ class CaController(Controller):
         rows = await read_models_of(request.app.state).query(read_model.certificates_of, row["tenant_id"], ca_id)
         return [msgspec.convert(r, CaCertificateOut, from_attributes=False, strict=False) for r in rows]
 
-    @get("/{ca_id:str}/certificate", summary="The CA's current certificate (DER, or PEM with format=pem); "
-         "the caIssuers URL in issued certificates", responses=QUERY_ERRORS, media_type="application/pkix-cert")
-    async def certificate(self, request: Request, principal: Caller, ca_id: FromPath[str],
+    @get("/{ca_id:str}/certificate", summary="A CA certificate (DER, or PEM with format=pem): the caIssuers URL of "
+         "the certificates it signed; no token needed",
+         description="`key`: the CA key's identifier (hex), as the caIssuers URL of the certificates it signed names "
+         "it after a key rollover; without it, the CA's current certificate.",
+         responses=QUERY_ERRORS, media_type="application/pkix-cert", security=[],
+         opt={"public": True})  # on the /v1 router, whose bearer guard lets it through
+    async def certificate(self, request: Request, ca_id: FromPath[str],
                           format: Annotated[str, QueryParameter(pattern="^(der|pem)$")] = "der",
+                          key: Annotated[str | None, QueryParameter(pattern="^[0-9a-fA-F]{2,128}$")] = None,
                           min_position: MinPosition = None) -> Response[bytes]:
         await read_your_writes(request, min_position)
-        row = await ca_row(request, principal, ca_id)
-        current = await read_models_of(request.app.state).query(read_model.certificate_by_fingerprint,
-                                                                row["tenant_id"], row["fingerprint"] or "")
-        if current is None:
+        row = await find_row(request, read_model.get, ca_id, None)
+        if row is None:
+            raise ApiProblem(404, "ca_not_found", f"CA {ca_id} does not exist", field="ca_id")
+        views = read_models_of(request.app.state)
+        if key is None:
+            found = await views.query(read_model.certificate_by_fingerprint, row["tenant_id"], row["fingerprint"] or "")
+        else:  # the key's own certificate first: cross-certificates of the same key come after it
+            found = next((c for c in await views.query(read_model.certificates_of, row["tenant_id"], ca_id)
+                          if (c["subject_key_id"] or "").lower() == key.lower()), None)
+            if found is None:
+                raise ApiProblem(404, "ca_key_not_found", f"CA {ca_id} has no key {key}", field="key")
+        if found is None:
             raise ApiProblem(404, "ca_pending", f"CA {ca_id} has no certificate yet", field="ca_id")
         if format == "pem":
-            return Response(current["certificate_pem"].encode(), media_type="application/x-pem-file")
-        return Response(der_of_pem(current["certificate_pem"]), media_type="application/pkix-cert")
+            return Response(found["certificate_pem"].encode(), media_type="application/x-pem-file")
+        return Response(der_of_pem(found["certificate_pem"]), media_type="application/pkix-cert")
 
     @get("/{ca_id:str}/chain", summary="The CA's chain to its root, PEM, CA first", responses=QUERY_ERRORS,
          media_type=PEM)

@@ -72,13 +72,14 @@ def relying_party_urls(services: Services, issuer: ca.CertificateAuthority) -> d
     """
     base = services.public_url.rstrip("/")
     ca_id = issuer.ca_id
-    crl_url = f"{base}/v1/cas/{ca_id}/crl"
+    crl_url, issuer_url = f"{base}/v1/cas/{ca_id}/crl", f"{base}/v1/cas/{ca_id}/certificate"
     current = issuer.current
     if current is not None and current.facts.public_key_sha256 != revocation.first_key(issuer):
         crl_url += f"?key={revocation.key_id(current)}"
+        issuer_url += f"?key={revocation.key_id(current)}"  # the certificate of the key that signs, not the latest
     return {"crl_urls": (crl_url,),
             "ocsp_urls": (f"{base}/ocsp/{ca_id}",),
-            "ca_issuer_urls": (f"{base}/v1/cas/{ca_id}/certificate",)}
+            "ca_issuer_urls": (issuer_url,)}
 
 
 def issuer_facts(state: ca.CertificateAuthority) -> IssuerFacts:

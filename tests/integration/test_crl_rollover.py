@@ -163,3 +163,36 @@ async def test_the_scheduler_republishes_the_crl_of_every_key_and_each_supersede
     pairs = [(newer, older) for newer, olders in superseded for older in olders if newer in signer]
     assert pairs and all(signer[newer] == signer.get(older) for newer, older in pairs), pairs
     assert {signer[newer] for newer, _ in pairs} == {key_identifier(old_ca), key_identifier(new_ca)}
+
+
+async def test_the_ca_issuer_url_of_a_certificate_answers_without_a_token_with_the_key_that_signed_it(pki_api):
+    """AIA caIssuers is for relying parties, who have no token: it used to answer 401. After a rollover the
+    certificates of the new key name it, so an AIA-chasing client builds its path with the right certificate."""
+    api = pki_api
+    admin = await api.admin()
+    await api.create_tenant(admin, "acme")
+    root = (await api.client.post("/v1/cas", headers=admin, json={
+        "kind": "root", "tenant_id": "acme", "name": "Root", "algorithm": "ecdsa-p384",
+        "subject": {"common_name": "acme root"}})).json()
+    body = {"tenant_id": "acme", "ca_id": root["ca_id"], "algorithm": "ecdsa-p256",
+            "subject": {"common_name": "n.acme.internal"}, "sans": {"dns": ["n.acme.internal"]}}
+
+    async def issuer_of(issued: dict) -> x509.Certificate:
+        row = (await api.client.get(f"/v1/certificates/{issued['certificate_id']}", headers=admin,
+                                    params={"min_position": issued["global_position"]})).json()
+        leaf = x509.load_pem_x509_certificate(row["certificate_pem"].encode())
+        url = next(d.access_location.value for d in leaf.extensions.get_extension_for_class(
+            x509.AuthorityInformationAccess).value if d.access_method == x509.AuthorityInformationAccessOID.CA_ISSUERS)
+        parts = urlsplit(url)
+        fetched = await api.client.get(parts.path, params=dict(parse_qsl(parts.query)))  # no token
+        assert fetched.status_code == 200 and fetched.headers["content-type"].startswith("application/pkix-cert")
+        issuer = x509.load_der_x509_certificate(fetched.content)
+        leaf.verify_directly_issued_by(issuer)
+        return issuer
+
+    first = await issuer_of((await api.client.post("/v1/certificates", headers=admin, json=body)).json())
+    rolled = await api.client.post(f"/v1/cas/{root['ca_id']}/rollover", headers=admin, json={"reason": "yearly"})
+    assert rolled.status_code in (200, 201), rolled.text
+    second = await issuer_of((await api.client.post("/v1/certificates", headers=admin, json=body)).json())
+    assert first.public_key() != second.public_key()
+    assert (await api.client.get(f"/v1/cas/{root['ca_id']}/certificate", params={"key": "00ff"})).status_code == 404

@@ -70,9 +70,11 @@ async def test_cas_lists_reads_chains_and_certificates(world, mine):
                    "forbidden", field="tenant_id")
     assert len(await pages(world, "/v1/cas", world.admin, {"tenant_id": OTHER})) >= 3
     other = world.tenants[OTHER]
-    for suffix in ("", "/certificates", "/certificate", "/certificate?format=pem", "/chain"):
+    for suffix in ("", "/certificates", "/chain"):
         assert_problem(await world.api.client.get(f"/v1/cas/{other.issuing}{suffix}", headers=mine), 404)
         assert (await world.api.client.get(f"/v1/cas/{other.issuing}{suffix}", headers=world.admin)).status_code == 200
+    for suffix in ("/certificate", "/certificate?format=pem", "/crl"):  # what relying parties fetch: no token at all
+        assert (await world.api.client.get(f"/v1/cas/{other.issuing}{suffix}")).status_code == 200
     own = world.tenants[OWN]
     via = await world.api.client.get(f"/v1/cas/{own.issuing}/chain", params={"via": other.root}, headers=mine)
     assert_problem(via, 404)
