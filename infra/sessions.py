@@ -28,10 +28,7 @@ class ReadModelSessions:
 
     async def open_sessions(self, subject: str, now: datetime) -> list[tuple[str, str]]:
         head = await self.store.head_position()
-        if self.runner.following:
-            caught_up = await self.runner.wait_for(head, self.timeout)
-        else:
-            caught_up = await asyncio.to_thread(self._catch_up, head)
+        caught_up = await self.runner.reach(head, self.timeout)
         if not caught_up:
             log.warning("the sessions read model has not reached position %s; families it has not seen yet are "
                         "ended by the sessions epoch alone, without a session.revoked", head)
@@ -40,12 +37,6 @@ class ReadModelSessions:
         except ProjectionRebuilding:
             log.warning("the sessions read model is rebuilding; %s's families are ended by the epoch alone", subject)
             return []
-
-    def _catch_up(self, head: int) -> bool:
-        while self.runner.position < head:
-            if not self.runner.catch_up_once():
-                break
-        return self.runner.position >= head
 
     def _open(self, subject: str, now: str) -> list[tuple[str, str]]:
         conn = self.runner.connection()

@@ -9,7 +9,6 @@ counts are kept per day by the read model (projections/certificates.py), so a co
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 from datetime import datetime
 
@@ -30,10 +29,7 @@ class ReadModelUsage:
 
     async def count(self, tenant_id: str, now: datetime, bounds: Quotas | None = None) -> CountedUsage:
         head = await self.store.head_position()
-        if self.runner.following:
-            caught_up = await self.runner.wait_for(head, self.timeout)
-        else:
-            caught_up = await asyncio.to_thread(self._catch_up, head)
+        caught_up = await self.runner.reach(head, self.timeout)
         if not caught_up:
             raise UsageUnknown(f"the read models have not reached position {head} yet, so the tenant's usage "
                                "against its quotas is not known; retry shortly")
@@ -41,12 +37,6 @@ class ReadModelUsage:
             return self._count(tenant_id, now, bounds)  # a few index lookups: on the loop, cheaper than a thread hop
         except ProjectionRebuilding as exc:
             raise UsageUnknown(f"{exc}, so the tenant's usage against its quotas is not known") from None
-
-    def _catch_up(self, head: int) -> bool:
-        while self.runner.position < head:
-            if not self.runner.catch_up_once():
-                break
-        return self.runner.position >= head
 
     def close(self) -> None:
         if self._conn is not None:

@@ -490,6 +490,19 @@ class ProjectionRunner:
                     return self.position >= position
         return True
 
+    async def reach(self, position: int, timeout: float) -> bool:
+        """Whether every read model has applied ``position``: a runner another process moves (``following``) waits
+        for it (bounded); one that applies the events itself catches up to it, on a thread."""
+        if self.following:
+            return await self.wait_for(position, timeout)
+        return await asyncio.to_thread(self._catch_up_to, position)
+
+    def _catch_up_to(self, position: int) -> bool:
+        while self.position < position:
+            if not self.catch_up_once():
+                break
+        return self.position >= position
+
     async def advance(self, position: int) -> None:
         """Take ``position`` as where the read models stand (another process applies them) and announce it."""
         if position != self.position:
