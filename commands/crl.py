@@ -109,16 +109,28 @@ async def _publish_from(services: Services, tenant_id: str, state: revocation.Re
     period = services.crl_validity
     entries = revocation.crl_entries(state, now, period)  # every revocation of the CA, on every key's CRL
     artifacts = artifacts_of(services)
-    publications = []
-    for number, signer in enumerate(signers, start=first):
-        key = await pki.SIGNING_KEYS.get(services, tenant_id, signer.key_ref or "")
-        der = await blocking.in_thread(revocation_of(services).sign_crl, entries, issuer_key=key,
-                                      issuer_certificate=pki.ca_der(signer.certificate_pem), number=number,
-                                      this_update=now, next_update=now + period)
+    publications, signed, number = [], [], first
+    for signer in signers:
+        try:
+            key = await pki.SIGNING_KEYS.get(services, tenant_id, signer.key_ref or "")
+            der = await blocking.in_thread(revocation_of(services).sign_crl, entries, issuer_key=key,
+                                          issuer_certificate=pki.ca_der(signer.certificate_pem), number=number,
+                                          this_update=now, next_update=now + period)
+        except Exception:
+            if signer is signers[-1]:
+                raise  # the current key: no CRL at all is published, and the caller hears why
+            # a previous key that cannot sign (gone from the vault, an algorithm no longer here) must not keep the
+            # current key's CRL from relying parties; its own CRL lapses, and the log says so
+            log.exception("CRL of CA %s for its previous key %s not signed; the current key's CRL is published",
+                          state.ca.ca_id, revocation.key_id(signer))
+            continue
         digest = await artifacts.put(der, CRL_MEDIA_TYPE)  # stored before any event names it
+        signed.append(signer)
         publications.append(revocation.CrlPublished(
             crl_number=number, this_update=now, next_update=now + period, revoked_count=len(entries), sha256=digest,
             signer_fingerprint=signer.facts.fingerprint_sha256))
+        number += 1  # the numbers of one publication follow each other (decide_publish checks)
+    signers = signed
     built_from = state.version
     try:
         await run(services, system_context(), publications[0], tenant_id=tenant_id,

@@ -196,3 +196,33 @@ async def test_the_ca_issuer_url_of_a_certificate_answers_without_a_token_with_t
     second = await issuer_of((await api.client.post("/v1/certificates", headers=admin, json=body)).json())
     assert first.public_key() != second.public_key()
     assert (await api.client.get(f"/v1/cas/{root['ca_id']}/certificate", params={"key": "00ff"})).status_code == 404
+
+
+async def test_a_previous_key_that_cannot_sign_does_not_keep_the_current_keys_crl_from_relying_parties(
+        pki_api, tmp_path, monkeypatch, caplog):
+    """A previous key gone from the vault (or of an algorithm no longer here) used to fail the whole publication:
+    the revocation was recorded and no CRL listed it. Now the current key's CRL is published, and the log says
+    which key's CRL was not."""
+    from commands import pki
+    from commands.runtime import load
+    from domain import ca as authority
+
+    api = pki_api
+    admin, inter, a, b = await rolled_over(api, tmp_path)
+    new_ca = x509.load_pem_x509_certificate((tmp_path / "new-ca.pem").read_bytes())
+    old_ca = x509.load_pem_x509_certificate((tmp_path / "old-ca.pem").read_bytes())
+    state = await load(api.runtime.services, "acme", authority.stream_id(inter), authority.fold)
+    old_ref = next(c.key_ref for c in state.previous if c.facts.subject_key_identifier == key_identifier(old_ca).hex())
+    real = pki.SIGNING_KEYS.get
+
+    async def without_the_old_key(services, tenant_id, key_ref):
+        if key_ref == old_ref:
+            raise RuntimeError("the previous key is gone from the vault")
+        return await real(services, tenant_id, key_ref)
+
+    monkeypatch.setattr(pki.SIGNING_KEYS, "get", without_the_old_key)
+    done = await revoke(api, admin, b["certificate_id"], reason="superseded")
+    assert [c["key_id"] for c in done["crls"]] == [key_identifier(new_ca).hex()]
+    b_crl = await fetch(api, crl_url(b["certificate_pem"]), tmp_path / "b-crl.pem")
+    assert b_crl.get_revoked_certificate_by_serial_number(int(b["certificate_id"], 16)) is not None
+    assert "previous key" in caplog.text and key_identifier(old_ca).hex() in caplog.text
