@@ -97,8 +97,9 @@ run: setup ## initialise the data dir and serve the API on 127.0.0.1:8000
 	@echo
 	$(BIN)/csm --data-dir "$(CSM_DATA_DIR)" serve --host "$(CSM_HOST)" --port "$(CSM_PORT)"
 
-test: setup ## check the import layers, then run the whole test suite
+test: setup ## check the import layers and ruff's checks, then run the whole test suite
 	$(BIN)/lint-imports
+	$(BIN)/ruff check .
 	$(BIN)/pytest -p no:cacheprovider $(if $(PYTEST_WORKERS),-n $(PYTEST_WORKERS)) $(PYTEST_ARGS)
 
 bench-sysdeps: # the Debian packages only the benchmarks need (cfssl, wrk), through the sysdeps recipe
@@ -107,11 +108,9 @@ bench-sysdeps: # the Debian packages only the benchmarks need (cfssl, wrk), thro
 bench: setup bench-sysdeps ## run the benchmarks (1M-event store, issuance, wrk vs cfssl) into docs/benchmarks.md
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
-lint: setup ## import layers (and ruff, if installed)
+lint: setup ## import layers and ruff (pyproject.toml's [tool.ruff])
 	$(BIN)/lint-imports
-	@if [ -x "$(BIN)/ruff" ]; then $(BIN)/ruff check .; \
-	elif command -v ruff >/dev/null 2>&1; then ruff check .; \
-	else echo "ruff is not installed; skipped"; fi
+	$(BIN)/ruff check .
 
 clean: ## remove the install stamp and caches (never the data dir)
 	rm -f $(STAMP)
