@@ -10,7 +10,7 @@ import msgspec
 from litestar import Controller, Request, get
 from litestar.params import FromQuery, QueryParameter
 
-from api.deps import Caller, MinPosition, read_models_of, read_your_writes, runtime_of
+from api.deps import Caller, MinPosition, page_position, read_models_of, read_your_writes, runtime_of
 from api.problems import QUERY_ERRORS, ApiProblem
 from api.schemas import AuditEntry, AuditPage
 from commands.authz import authorize, authorize_search, visible_tenants
@@ -47,7 +47,9 @@ class AuditController(Controller):
                      stream_id: Text = None, actor: Text = None,
                      event_type: Annotated[str | None, QueryParameter(name="type", max_length=255)] = None,
                      tenant_id: Text = None, correlation_id: Text = None,
-                     after: Annotated[int, QueryParameter(ge=0)] = 0,
+                     cursor: Annotated[int | None, QueryParameter(ge=0, description="the previous page's "
+                                                                  "next_cursor")] = None,
+                     after: Annotated[int | None, QueryParameter(ge=0, description="cursor's older name")] = None,
                      limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100) -> AuditPage:
         authorize_search(principal, "audit:read", tenant_id)
         await read_your_writes(request, min_position)
@@ -55,7 +57,8 @@ class AuditController(Controller):
                                    "stream_id": stream_id, "actor": actor, "type_": event_type,
                                    "tenant_id": tenant_id, "correlation_id": correlation_id}
         rows = await read_models_of(request.app.state).query(
-            audit_log.search, visible_tenants(principal), after_position=after, limit=limit + 1, **filters)
+            audit_log.search, visible_tenants(principal), after_position=page_position(after, cursor) or 0,
+            limit=limit + 1, **filters)
         items = await asyncio.to_thread(_entries, request, rows[:limit])
         return AuditPage(items=items, next_cursor=items[-1].position if len(rows) > limit else None)
 

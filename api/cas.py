@@ -8,7 +8,8 @@ import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.params import FromPath, JSONBody, QueryParameter
 
-from api.deps import Caller, IdempotencyKey, MinPosition, execute, find_row, read_models_of, read_your_writes
+from api.deps import (Caller, IdempotencyKey, MinPosition, execute, find_row, page_position, read_models_of,
+                      read_your_writes)
 from api.problems import COMMAND_ERRORS, QUERY_ERRORS, ApiProblem
 from commands import cas as cmd
 from commands.authz import Principal, authorize, authorize_search, visible_tenants
@@ -238,13 +239,15 @@ class CaController(Controller):
                      status: Annotated[str | None, QueryParameter(
                          pattern="^(active|pending|disabled|revoked)$")] = None,
                      kind: Annotated[str | None, QueryParameter(pattern="^(root|intermediate)$")] = None,
-                     after: Annotated[str | None, QueryParameter(max_length=64)] = None,
+                     cursor: Annotated[str | None, QueryParameter(max_length=64, description="the previous page's "
+                                                                  "next_cursor")] = None,
+                     after: Annotated[str | None, QueryParameter(max_length=64, description="cursor's older name")] = None,
                      limit: Annotated[int, QueryParameter(ge=1, le=500)] = 100) -> CaPage:
         authorize_search(principal, "ca:read", tenant_id)
         await read_your_writes(request, min_position)
         rows = await read_models_of(request.app.state).query(
             read_model.search, visible_tenants(principal), tenant_id=tenant_id, status=status, kind=kind,
-            after=after, limit=limit + 1)
+            after=page_position(after, cursor), limit=limit + 1)
         items = [msgspec.convert(row, CaOut) for row in rows[:limit]]
         return CaPage(items=items, next_cursor=items[-1].ca_id if len(rows) > limit else None)
 

@@ -148,3 +148,12 @@ async def execute(request: Request, handler, command: msgspec.Struct, principal:
         raise
     telemetry.COMMANDS.labels(name, "replayed" if result.replayed else "ok").inc()
     return result
+
+
+def page_position(after, cursor):
+    """Where a list resumes: ``cursor``, the previous page's ``next_cursor`` (every list answers one, and takes it
+    back under that name), or ``after``, the older name some lists had; both only when they agree."""
+    if cursor is not None and after is not None and after != cursor:
+        raise ApiProblem(400, "validation_failed", "give cursor (the previous page's next_cursor) or after, not both",
+                         field="cursor", rule="conflict")
+    return cursor if cursor is not None else after

@@ -9,7 +9,8 @@ import msgspec
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.params import FromPath, JSONBody, QueryParameter
 
-from api.deps import Caller, IdempotencyKey, MinPosition, command_context, read_models_of, read_your_writes, runtime_of
+from api.deps import (Caller, IdempotencyKey, MinPosition, command_context, page_position, read_models_of,
+                      read_your_writes, runtime_of)
 from api.problems import COMMAND_ERRORS, QUERY_ERRORS, ApiProblem
 from commands import identity as cmd
 from commands import mfa
@@ -22,7 +23,8 @@ from projections import api_tokens, service_accounts, users
 TenantQuery = Annotated[str | None, QueryParameter(max_length=63, required=False,
                                                     description="the tenant (default: the caller's; none: platform)")]
 Limit = Annotated[int, QueryParameter(ge=1, le=500)]
-After = Annotated[str | None, QueryParameter(max_length=64, required=False)]
+After = Annotated[str | None, QueryParameter(max_length=64, required=False, description="cursor's older name")]
+Cursor = Annotated[str | None, QueryParameter(max_length=64, required=False, description="the previous page's next_cursor")]
 
 
 RoleName = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]  # field limits (api/hardening tests)
@@ -154,12 +156,13 @@ class UserController(Controller):
 
     @get("/", summary="List users of a tenant (keyset pagination by username)", responses=QUERY_ERRORS)
     async def search(self, request: Request, principal: Caller, tenant_id: TenantQuery = None,
-                     min_position: MinPosition = None, after: After = None, limit: Limit = 100) -> UserPage:
+                     min_position: MinPosition = None, cursor: Cursor = None, after: After = None,
+                     limit: Limit = 100) -> UserPage:
         tenant = tenant_of(principal, tenant_id)
         authorize(principal, "user:read", tenant)
         await read_your_writes(request, min_position)
         rows = await read_models_of(request.app.state).query(
-            users.search, visible_tenants(principal), tenant_id=tenant, now=_now(request), after=after,
+            users.search, visible_tenants(principal), tenant_id=tenant, now=_now(request), after=page_position(after, cursor),
             limit=limit + 1, platform=tenant is None)
         items = [msgspec.convert(row, UserOut) for row in rows[:limit]]
         return UserPage(items=items, next_cursor=items[-1].username if len(rows) > limit else None)
@@ -243,13 +246,13 @@ class ServiceAccountController(Controller):
 
     @get("/", summary="List service accounts and their keys", responses=QUERY_ERRORS)
     async def search(self, request: Request, principal: Caller, tenant_id: TenantQuery = None,
-                     min_position: MinPosition = None, after: After = None,
+                     min_position: MinPosition = None, cursor: Cursor = None, after: After = None,
                      limit: Limit = 100) -> ServiceAccountPage:
         tenant = tenant_of(principal, tenant_id)
         authorize(principal, "user:read", tenant)
         await read_your_writes(request, min_position)
         rows = await read_models_of(request.app.state).query(service_accounts.search, visible_tenants(principal),
-                                                            tenant_id=tenant, after=after, limit=limit + 1)
+                                                            tenant_id=tenant, after=page_position(after, cursor), limit=limit + 1)
         items = [msgspec.convert(row, ServiceAccountOut) for row in rows[:limit]]
         return ServiceAccountPage(items=items, next_cursor=items[-1].name if len(rows) > limit else None)
 

@@ -9,8 +9,8 @@ import msgspec
 from litestar import Controller, Request, Response, get, post, route
 from litestar.params import FromPath, JSONBody, QueryParameter
 
-from api.deps import (Caller, IdempotencyKey, MinPosition, execute, find_row, read_models_of, read_your_writes,
-                      runtime_of)
+from api.deps import (Caller, IdempotencyKey, MinPosition, execute, find_row, page_position, read_models_of,
+                      read_your_writes, runtime_of)
 from api.problems import COMMAND_ERRORS, QUERY_ERRORS, ApiProblem
 from api.schemas import ReasonBody, RenameBody, TenantOut, TenantPage, TenantUsageOut
 from commands import tenants as cmd
@@ -38,12 +38,14 @@ class TenantController(Controller):
     @get("/", summary="Search tenants (keyset pagination by tenant id)", responses=QUERY_ERRORS)
     async def search(self, request: Request, principal: Caller, min_position: MinPosition = None,
                      status: Annotated[str | None, QueryParameter(pattern="^(active|suspended)$")] = None,
-                     after: Annotated[str | None, QueryParameter(max_length=63)] = None,
+                     cursor: Annotated[str | None, QueryParameter(max_length=63, description="the previous page's "
+                                                                  "next_cursor")] = None,
+                     after: Annotated[str | None, QueryParameter(max_length=63, description="cursor's older name")] = None,
                      limit: Annotated[int, QueryParameter(ge=1, le=500)] = 100) -> TenantPage:
         authorize(principal, "tenant:read", principal.tenant_id)
         await read_your_writes(request, min_position)
         rows = await read_models_of(request.app.state).query(
-            read_model.search, visible_tenants(principal), status=status, after=after, limit=limit + 1)
+            read_model.search, visible_tenants(principal), status=status, after=page_position(after, cursor), limit=limit + 1)
         more = len(rows) > limit
         items = [_tenant_out(row) for row in rows[:limit]]
         return TenantPage(items=items, next_cursor=items[-1].tenant_id if more else None)

@@ -128,10 +128,8 @@ async def test_a_query_parameter_no_handler_reads_is_refused_by_name(api, admin)
     misspelt = await api.client.get("/v1/certificates", params={"stauts": "revoked"}, headers=admin)
     body = assert_problem(misspelt, 400, field="stauts")
     assert body["errors"][0]["rule"] == "unknown_parameter" and "status" in body["detail"]
-    wrong_cursor = await api.client.get("/v1/audit/events", params={"limit": 2, "cursor": "2"}, headers=admin)
-    assert "after" in assert_problem(wrong_cursor, 400, field="cursor")["detail"]
-    fine = await api.client.get("/v1/audit/events", params={"limit": 2, "after": 2}, headers=admin)
-    assert fine.status_code == 200, fine.text
+    wrong_name = await api.client.get("/v1/audit/events", params={"limit": 2, "next_cursor": "2"}, headers=admin)
+    assert "cursor" in assert_problem(wrong_name, 400, field="next_cursor")["detail"]
     assert (await api.client.get("/health/live", params={"probe": "1"})).status_code == 200  # probes may add any
 
 
@@ -211,3 +209,38 @@ async def test_sign_in_still_takes_a_form_and_refuses_other_media_types(api):
     refused = await api.client.post("/v1/auth/token", content=b"grant_type=password",
                                     headers={"Content-Type": "text/plain"})
     assert_problem(refused, 415, "unsupported_media_type", field="content-type")
+
+
+
+@pytest.mark.parametrize(("path", "scope"), [("/v1/audit/events", {}), ("/v1/tenants", {}), ("/v1/cas", {}),
+                                           ("/v1/users", {"tenant_id": "acme"}), ("/v1/service-accounts", {})])
+async def test_every_list_takes_its_next_cursor_back_as_cursor_and_pages_to_the_end(api, admin, path, scope):
+    """Every list answers next_cursor; each takes it back as ``cursor`` (``after`` is its older name on these):
+    following it visits every item once and ends. A client that sent ``cursor`` to a list paging by ``after``
+    used to get the first page for ever."""
+    for name in ("acme", "globex", "initech"):
+        await api.create_tenant(admin, name)
+    for n in range(3):
+        created = await api.client.post("/v1/cas", headers=admin, json={
+            "kind": "root", "tenant_id": "acme", "name": f"Root {n}", "algorithm": "ecdsa-p256",
+            "subject": {"common_name": f"acme root {n}"}})
+        assert created.status_code == 201, created.text
+        user = await api.client.post("/v1/users", headers=admin, json={
+            "username": f"user{n}", "tenant_id": "acme", "password": "a long enough password", "roles": ["viewer"]})
+        assert user.status_code == 201, user.text
+    seen, cursor, pages, position = [], None, 0, user.json().get("global_position") or created.json()["global_position"]
+    while True:
+        params = {"limit": 1, "min_position": position, **scope} | ({"cursor": cursor} if cursor is not None else {})
+        page = await api.client.get(path, params=params, headers=admin)
+        assert page.status_code == 200, page.text
+        body = page.json()
+        seen += [str(item) for item in body["items"]]
+        cursor, pages = body["next_cursor"], pages + 1
+        if cursor is None:
+            break
+        assert pages < 100, "next_cursor never ends"
+    assert len(seen) == len(set(seen)) and seen
+    everything = (await api.client.get(path, params={"limit": 500, **scope}, headers=admin)).json()["items"]
+    assert len(seen) == len(everything)
+    both = await api.client.get(path, params={"cursor": "1", "after": "2", **scope}, headers=admin)
+    assert_problem(both, 400, field="cursor")
