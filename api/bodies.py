@@ -8,6 +8,11 @@ conversion finds an instance of that type and keeps it as it is, and query param
 as before. A body sent with another media type than ``application/json`` or ``application/*+json``
 (a ``charset`` parameter allowed) is a 415 before it is read; one sent without a Content-Type is taken
 as JSON.
+
+msgspec (like the stdlib) decodes nested arrays and objects recursively, so ``[[[[…]]]]`` a thousand levels
+deep raises RecursionError, which no exception handler reads as the client's fault: every decoder here (the
+request class, ``decode`` for the sign-in route and the rate limiter's peek at it) turns it into the error of
+any other malformed body.
 """
 
 from __future__ import annotations
@@ -16,24 +21,38 @@ import re
 from typing import Any
 
 import msgspec
+from litestar import Request
 from litestar.exceptions import SerializationException, ValidationException
 from litestar.types import Empty
 
-from api.json_body import TOO_DEEP, JsonRequest
 from api.problems import ApiProblem
+
+TOO_DEEP = "JSON nested too deeply"
 
 _JSON_MEDIA = re.compile(r"application/(?:[!#$&^_.+\w-]+\+)?json")
 _AT = re.compile(r"^(?P<message>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
 
 
-class JsonBodyRequest(JsonRequest):
-    """The app's request class (``Litestar(request_class=...)``); a body with no declared type is decoded as
-    ``JsonRequest`` decodes it (a body nested too deeply is malformed JSON)."""
+def decode(body: bytes | str) -> Any:
+    """The JSON value of ``body``; msgspec.DecodeError when it is not JSON or is nested too deeply."""
+    try:
+        return msgspec.json.decode(body)
+    except RecursionError:
+        raise msgspec.DecodeError(TOO_DEEP) from None
+
+
+class JsonBodyRequest(Request):
+    """The app's request class (``Litestar(request_class=...)``)."""
 
     async def json(self) -> Any:
         data_field = self.route_handler.parsed_data_field
         if data_field is None:  # no declared body (the token endpoint reads its own): Litestar's decoding
-            return await super().json()
+            try:
+                return await super().json()
+            except RecursionError:
+                # Litestar's decoder raises a SerializationException for any malformed body: the route turns it
+                # into a 400 ClientException, and api/problems.py answers that as malformed_json
+                raise SerializationException(TOO_DEEP) from None
         if self._json is Empty:
             require_json(self.headers.get("content-type"))
             body = await self.body()

@@ -26,7 +26,7 @@ import msgspec
 
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.json_body import decode as decode_json
+from api.bodies import decode as decode_json
 from api.problems import PROBLEM_BASE, PROBLEM_MEDIA_TYPE, ApiProblem
 from infra.config import Settings
 from infra.telemetry import request_id_var

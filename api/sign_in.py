@@ -15,7 +15,7 @@ from litestar.params import JSONBody
 from api.auth import api_key_record
 from api.deps import Caller, command_context, runtime_of
 from api.identity import identity_of
-from api.json_body import decode as decode_json
+from api.bodies import decode as decode_json
 from api.problems import COMMAND_ERRORS, ApiProblem, documented
 from commands import mfa, sessions
 from commands.runtime import CommandResult

@@ -1,4 +1,4 @@
-"""api/json_body.py: any bytes decode to a JSON value or raise msgspec.DecodeError, however deeply nested."""
+"""api/bodies.py decode: any bytes decode to a JSON value or raise msgspec.DecodeError, however deeply nested."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from api.json_body import TOO_DEEP, decode
+from api.bodies import TOO_DEEP, decode
 
 
 @pytest.mark.parametrize("depth", [1_000, 100_000])
