@@ -1,4 +1,5 @@
-"""The /v1/cas resource: CA commands (create, import, cross-sign, rollover, disable) and CA queries and chains."""
+"""The /v1/cas resource: CA commands (create, import, cross-sign, rollover, disable), CA queries and chains, and
+an offline key's CRL ceremony (its request, and installing what it signed)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.params import FromPath, JSONBody, QueryParameter
 
-from api.deps import (Caller, IdempotencyKey, MinPosition, execute, find_row, page_position, read_models_of,
-                      read_your_writes)
+from api.deps import (Caller, IdempotencyKey, MinPosition, command_context, execute, find_row, page_position,
+                      read_models_of, read_your_writes, runtime_of)
 from api.problems import COMMAND_ERRORS, QUERY_ERRORS, ApiProblem
 from commands import cas as cmd
+from commands import crl
 from commands.authz import Principal, authorize, authorize_search, visible_tenants
 from commands.pki import der_of_pem
 from commands.runtime import CommandResult
@@ -52,6 +54,10 @@ class OfflineIntermediateBody(msgspec.Struct, frozen=True, kw_only=True, forbid_
 
 class CertificateBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     certificate_pem: cmd.PemText
+
+
+class CrlBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    crl_pem: crl.CrlPem
 
 
 class CrossSignBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -193,6 +199,28 @@ class CaController(Controller):
         command = cmd.InstallCaCertificate(tenant_id=row["tenant_id"], ca_id=ca_id,
                                            certificate_pem=data.certificate_pem)
         return await execute(request, cmd.install_ca_certificate, command, principal, idempotency_key)
+
+    @get("/{ca_id:str}/crl-request", summary="What the offline ceremony needs to sign this CA's next CRL",
+         description="For a CA whose key is offline (an imported root): every revocation its stream records, the "
+         "next CRL number and the certificate that must sign; `csm ca root sign-crl --request` reads it.",
+         responses=QUERY_ERRORS)
+    async def crl_request(self, request: Request, principal: Caller, ca_id: FromPath[str],
+                          min_position: MinPosition = None) -> crl.CrlRequest:
+        await read_your_writes(request, min_position)
+        row = await ca_row(request, principal, ca_id)
+        return await crl.request_crl(crl.RequestCrl(tenant_id=row["tenant_id"], ca_id=ca_id),
+                                     command_context(principal), runtime_of(request.app.state).services)
+
+    @post("/{ca_id:str}/crls", status_code=200, summary="Install the CRL this CA's offline key signed",
+          description="Refused unless it verifies with the CA's key, carries a CRL number above the last, is current, "
+          "and lists exactly the revocations the CA's stream records (with their reasons). From then on "
+          "`GET /v1/cas/{ca_id}/crl` serves it.", responses=COMMAND_ERRORS)
+    async def install_crl(self, request: Request, principal: Caller, ca_id: FromPath[str], data: JSONBody[CrlBody],
+                          idempotency_key: IdempotencyKey = None, min_position: MinPosition = None) -> CommandResult:
+        await read_your_writes(request, min_position)
+        row = await ca_row(request, principal, ca_id)
+        command = crl.InstallCrl(tenant_id=row["tenant_id"], ca_id=ca_id, crl_pem=data.crl_pem)
+        return await execute(request, crl.install_crl, command, principal, idempotency_key)
 
     @post("/{ca_id:str}/cross-sign", status_code=200, summary="Have another CA certify this CA's key",
           responses=COMMAND_ERRORS)

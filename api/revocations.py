@@ -47,6 +47,8 @@ class Revoked(msgspec.Struct, frozen=True, kw_only=True):
     revoked_at: datetime
     invalidity_date: datetime | None
     crls: list[CrlOut]
+    # issuer CAs whose key is offline: their CRL lists this once a ceremony signs one (GET /v1/cas/{id}/crl-request)
+    crls_awaiting_ceremony: list[str]
     version: int
     global_position: int | None
     replayed: bool
@@ -57,7 +59,7 @@ def _revoked(subject_id: str, outcome: cmd.Revocation) -> Revoked:
                    invalidity_date=outcome.invalidity_date,
                    crls=[CrlOut(ca_id=c.ca_id, crl_number=c.crl_number, sha256=c.sha256, key_id=c.key_id)
                          for c in outcome.crls],
-                   version=outcome.result.version, global_position=outcome.result.global_position,
+                   crls_awaiting_ceremony=list(outcome.awaiting_ceremony), version=outcome.result.version, global_position=outcome.result.global_position,
                    replayed=outcome.result.replayed)
 
 

@@ -11,8 +11,10 @@ import msgspec
 from cli.common import (CliError, catch_up, command_context, echo_json, id_table, print_table, query_views, run_async,
                         runtime_for)
 from commands import cas as cmd
+from commands import crl
 from commands import profiles
 from commands import revoke as revocation
+from commands.pki import pem
 from commands.runtime import CommandResult
 from domain.certspec import DistinguishedName, NameConstraints
 from domain.revocation import REASONS
@@ -193,6 +195,40 @@ def install(settings: Settings, ca_id, tenant_id, cert_file: Path) -> None:
     click.echo(f"intermediate CA {ca_id} is active")
 
 
+@ca.command("crl-request")
+@click.argument("ca_id")
+@click.option("--tenant", "tenant_id", required=True)
+@click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Where to write the request to carry to the offline ceremony (JSON).")
+@click.pass_obj
+def crl_request(settings: Settings, ca_id, tenant_id, out_file: Path) -> None:
+    """Write what the offline ceremony needs to sign CA_ID's next CRL (CA_ID's key is offline)."""
+    command = convert({"tenant_id": tenant_id, "ca_id": ca_id}, crl.RequestCrl)
+    request = execute(settings, crl.request_crl, command)
+    out_file.write_bytes(msgspec.json.format(msgspec.json.encode(request)) + b"\n")
+    state = "due" if request.due else "not due"
+    last = (f"CRL {request.last_crl_number}, next update {request.last_next_update.isoformat()}"
+            if request.last_crl_number is not None else "none installed")
+    click.echo(f"CRL request for CA {ca_id} written to {out_file}: CRL {request.crl_number}, "
+               f"{len(request.entries)} revocation(s) recorded; a new CRL is {state} (last: {last})\n"
+               f"sign it offline: csm ca root sign-crl --root-dir DIR --request {out_file} --out root.crl")
+
+
+@ca.command("install-crl")
+@click.argument("ca_id")
+@click.option("--tenant", "tenant_id", required=True)
+@click.option("--crl", "crl_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
+              help="The CRL `csm ca root sign-crl` wrote (PEM or DER).")
+@click.pass_obj
+def install_crl(settings: Settings, ca_id, tenant_id, crl_file: Path) -> None:
+    """Install the CRL the offline ceremony signed for CA_ID: its CRL URL serves it from then on."""
+    data = crl_file.read_bytes()
+    text = data.decode("ascii", "replace") if b"-----BEGIN" in data else pem("X509 CRL", data)
+    command = convert({"tenant_id": tenant_id, "ca_id": ca_id, "crl_pem": text}, crl.InstallCrl)
+    result = execute(settings, crl.install_crl, command)
+    click.echo(f"CRL installed for CA {ca_id}" if result.changed else f"that CRL was already installed for CA {ca_id}")
+
+
 @ca.command("disable")
 @click.argument("ca_id")
 @click.option("--tenant", "tenant_id", required=True)
@@ -296,3 +332,8 @@ def revoke(settings: Settings, ca_id, tenant_id, reason, invalidity_date) -> Non
     outcome = execute(settings, revocation.revoke_ca, command)
     listed = ", ".join(f"CRL {c.crl_number} of CA {c.ca_id}" for c in outcome.crls) or "no CRL signed here"
     click.echo(f"revoked CA {ca_id} ({outcome.reason}); listed on {listed}")
+    for issuer in outcome.awaiting_ceremony:
+        click.echo(f"CA {issuer}'s key is offline: its CRL lists this once the ceremony signs one:\n"
+                   f"  csm ca crl-request {issuer} --tenant {tenant_id} --out crl-request.json   (here)\n"
+                   "  csm ca root sign-crl --root-dir DIR --request crl-request.json --out root.crl   (offline)\n"
+                   f"  csm ca install-crl {issuer} --tenant {tenant_id} --crl root.crl   (here)")

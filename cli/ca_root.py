@@ -2,13 +2,16 @@
 
 `init --offline` writes the root certificate and its key encrypted under a passphrase;
 `sign-intermediate` signs an intermediate's CSR with that key, under the same policy the
-online service applies. Only the certificate ever goes online (`csm ca import-root`).
+online service applies; `sign-crl` signs the root's CRL from what the service records
+(`csm ca crl-request`). Only certificates and CRLs ever go online (`csm ca import-root`,
+`csm ca install`, `csm ca install-crl`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import click
@@ -16,13 +19,15 @@ import msgspec
 
 from cli.ca import constraint_options, constraints, subject_of, subject_options
 from cli.common import CliError
+from commands.crl import CrlRequest
 from commands.pki import der_of_pem, new_serial, pem
-from domain import policy
+from domain import policy, revocation
 from domain.algorithms import ALGORITHMS
 from domain.errors import DomainError
 from infra.audit.keys import write_private
 from infra.crypto import keys as key_files
 from infra.crypto.engine import CryptographyPki, algorithm_of, csr_alternative_key
+from infra.crypto.revocation import CryptographyRevocation
 
 ROOT_CERT = "root.pem"
 ROOT_KEY = "root.key.enc"
@@ -39,6 +44,13 @@ def _passphrase(passphrase_file: Path | None, *, confirm: bool) -> bytes:
     if len(value) < MIN_PASSPHRASE:
         raise CliError(f"the passphrase must be at least {MIN_PASSPHRASE} characters")
     return value.encode()
+
+
+def _root_key(root_dir: Path, passphrase_file: Path | None):
+    try:
+        return key_files.unprotect((root_dir / ROOT_KEY).read_bytes(), _passphrase(passphrase_file, confirm=False))
+    except DomainError:
+        raise CliError("the passphrase does not open root.key.enc") from None
 
 
 def _refuse(exc: DomainError) -> CliError:
@@ -112,11 +124,7 @@ def sign_intermediate(root_dir: Path, csr_file: Path, out_file: Path, validity_d
     """Sign an intermediate CA's CSR with the offline root key."""
     crypto, now = CryptographyPki(), datetime.now(UTC)
     root_der = der_of_pem((root_dir / ROOT_CERT).read_text())
-    try:
-        root_key = key_files.unprotect((root_dir / ROOT_KEY).read_bytes(), _passphrase(passphrase_file,
-                                                                                          confirm=False))
-    except DomainError:
-        raise CliError("the passphrase does not open root.key.enc") from None
+    root_key = _root_key(root_dir, passphrase_file)
     try:
         root_info = crypto.describe_ca(root_der)
         root_facts = crypto.describe(root_der)
@@ -145,3 +153,42 @@ def sign_intermediate(root_dir: Path, csr_file: Path, out_file: Path, validity_d
     out_file.write_text(pem("CERTIFICATE", der))
     click.echo(f"signed {crypto.describe(der).subject_dn}; certificate written to {out_file}\n"
                f"install it online: csm ca install CA_ID --tenant T --cert {out_file}")
+
+
+@root.command("sign-crl")
+@click.option("--root-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True)
+@click.option("--request", "request_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              required=True, help="The request from `csm ca crl-request` (JSON).")
+@click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("--next-update-days", type=click.IntRange(1, revocation.OFFLINE_CRL_MAX_DAYS), default=180,
+              show_default=True, help="When relying parties should expect the next CRL; sign one before then.")
+@click.option("--passphrase-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None)
+def sign_crl(root_dir: Path, request_file: Path, out_file: Path, next_update_days: int, passphrase_file) -> None:
+    """Sign the root's next CRL: every revocation the request lists, under the number it names."""
+    root_der = der_of_pem((root_dir / ROOT_CERT).read_text())
+    try:
+        request = msgspec.json.decode(request_file.read_bytes(), type=CrlRequest)
+    except msgspec.DecodeError as exc:  # ValidationError included: it names the field
+        raise CliError(f"{request_file} is not a CRL request from `csm ca crl-request`: {exc}") from None
+    fingerprint = hashlib.sha256(root_der).hexdigest()
+    if request.issuer_fingerprint != fingerprint:
+        raise CliError(f"the request is for CA certificate {request.issuer_fingerprint}, not this root "
+                       f"({fingerprint}): sign it with the root it names")
+    if out_file.exists():
+        raise CliError(f"{out_file} exists: a ceremony never overwrites a CRL")
+    now = datetime.now(UTC).replace(microsecond=0)
+    period = timedelta(days=next_update_days)
+    entries = revocation.listed(request.entries, now, period)
+    root_key = _root_key(root_dir, passphrase_file)
+    try:
+        der = CryptographyRevocation().sign_crl(entries, issuer_key=root_key, issuer_certificate=root_der,
+                                                number=request.crl_number, this_update=now, next_update=now + period)
+    except DomainError as exc:
+        raise _refuse(exc) from None
+    out_file.write_text(pem("X509 CRL", der))
+    listing = "".join(f"\n  {entry.serial_hex}  {entry.reason}  revoked {entry.revoked_at.isoformat()}"
+                      f"{f'  (CA {entry.subject_ca_id})' if entry.subject_ca_id else ''}" for entry in entries)
+    click.echo(f"signed CRL {request.crl_number} of CA {request.ca_id}: {len(entries)} revoked{listing}\n"
+               f"this update {now.isoformat()}, next update {(now + period).isoformat()}\n"
+               f"CRL written to {out_file}\n"
+               f"install it online: csm ca install-crl {request.ca_id} --tenant {request.tenant_id} --crl {out_file}")

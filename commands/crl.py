@@ -6,21 +6,29 @@ lists every revocation recorded before it, and two racing instances publish one 
 number. The DER goes to the artifact store before the event, so no event names a lost CRL.
 After a key rollover each key that may still have valid certificates signs its own CRL
 (``revocation.publishing_keys``): one publication signs them all and appends them together.
+
+A CA whose key is offline (an imported root) has its CRL signed in the ceremony instead:
+``request_crl`` gives the ceremony what the stream records (``csm ca crl-request``), and
+``install_crl`` records what it signed once ``revocation.decide_install`` finds it complete.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from datetime import datetime
+from typing import Annotated
 
 import msgspec
 
 from commands import blocking, pki
-from commands.authz import SYSTEM
+from commands.authz import SYSTEM, authorize
+from commands.cas import CaId
 from commands.ports import ArtifactStore, RevocationCrypto
-from commands.runtime import CommandContext, Services, load, run
+from commands.runtime import CommandContext, CommandResult, Services, load, replayed, run
+from commands.tenants import TenantId
 from domain import ca, revocation
-from domain.errors import Contention, NotFound
+from domain.errors import Contention, DomainError, NotFound
 
 log = logging.getLogger(__name__)
 CRL_MEDIA_TYPE = "application/pkix-crl"
@@ -35,6 +43,42 @@ class PublishedCrl(msgspec.Struct, frozen=True, kw_only=True):
     sha256: str
     published: bool
     key_id: str = ""  # the signing key's identifier (hex): the CRL's AKI, and ``?key=`` of its URL
+
+
+# An offline root's CRL lists its revoked intermediates: a few hundred bytes each; 1 MiB (the API's default body
+# limit, CSM_MAX_BODY_BYTES) is some 20,000 of them.
+CrlPem = Annotated[str, msgspec.Meta(min_length=1, max_length=1_048_576)]
+
+
+class RequestCrl(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Ask what the ceremony needs to sign the next CRL of ``ca_id``, whose key is offline."""
+
+    tenant_id: TenantId
+    ca_id: CaId
+
+
+class CrlRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """What an offline key's ceremony signs the CA's next CRL from (``csm ca root sign-crl``): every revocation
+    the CA's stream records, the next CRL number, and the CA certificate whose key must sign it."""
+
+    ca_id: str
+    tenant_id: str
+    issuer_fingerprint: str  # SHA-256 of the CA certificate: the ceremony refuses to sign for another root
+    crl_number: int  # the next one
+    built_from: int  # the CA stream's version: a revocation after it makes a CRL signed from this one incomplete
+    requested_at: datetime
+    due: bool  # no CRL yet, one that lacks a revocation, or less than a third of its period left
+    last_crl_number: int | None
+    last_next_update: datetime | None
+    entries: list[revocation.RevocationRecorded]  # the ceremony lists those not expired a whole period before
+
+
+class InstallCrl(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Record the CRL an offline key signed for ``ca_id``: served at the CA's CRL URL from then on."""
+
+    tenant_id: TenantId
+    ca_id: CaId
+    crl_pem: CrlPem
 
 
 def artifacts_of(services: Services) -> ArtifactStore:
@@ -177,8 +221,10 @@ async def current_crl(services: Services, tenant_id: str, ca_id: str,
         state = await load_registry(services, tenant_id, ca_id)
         last = revocation.crl_of_key(state, key, services.clock.now())
     if last is None:
-        raise NotFound("crl_not_found", f"CA {ca_id} has no CRL{f' of key {key}' if key else ''}: its key is not "
-                       "held here", field="ca_id")
+        why = ("its key is offline, and no CRL its ceremony signed is installed yet (csm ca crl-request, csm ca root "
+               "sign-crl, csm ca install-crl)" if revocation.key_offline(state) else "its key is not held here")
+        raise NotFound("crl_not_found", f"CA {ca_id} has no CRL{f' of key {key}' if key else ''}: {why}",
+                       field="ca_id")
     der = await artifacts_of(services).get(last.published.sha256)
     if der is None:
         raise RuntimeError(f"CRL {last.published.sha256} of CA {ca_id} is missing from the artifact store")
@@ -200,3 +246,59 @@ async def republish_due(services: Services, cas: Iterable[tuple[str, str]]) -> l
             continue
         done += [published for published in outcome or () if published.published]
     return done
+
+
+async def request_crl(cmd: RequestCrl, ctx: CommandContext, services: Services) -> CrlRequest:
+    """What the offline ceremony needs to sign ``cmd.ca_id``'s next CRL; only for a CA whose key is offline."""
+    authorize(ctx.principal, "ca:read", cmd.tenant_id)
+    state = await load_registry(services, cmd.tenant_id, cmd.ca_id)
+    ca.require(state.ca, cmd.ca_id)
+    revocation.require_key_offline(state)
+    current = state.ca.current
+    assert current is not None  # require_key_offline
+    now = services.clock.now()
+    last = state.crls.get(current.facts.public_key_sha256)
+    return CrlRequest(ca_id=cmd.ca_id, tenant_id=cmd.tenant_id, issuer_fingerprint=current.facts.fingerprint_sha256,
+                      crl_number=revocation.next_crl_number(state), built_from=state.version, requested_at=now,
+                      due=revocation.publication_due(state, now),
+                      last_crl_number=last.published.crl_number if last else None,
+                      last_next_update=last.published.next_update if last else None,
+                      entries=list(state.revoked.values()))
+
+
+def _crl_der(text: str) -> bytes:
+    marker = "-----BEGIN X509 CRL-----"
+    if marker not in text:
+        raise DomainError("crl_invalid", "expected a PEM CRL (-----BEGIN X509 CRL-----)", field="crl_pem")
+    try:
+        return pki.der_of_pem(text[text.index(marker):])
+    except ValueError:
+        raise DomainError("crl_invalid", "the PEM CRL's base64 does not decode", field="crl_pem") from None
+
+
+async def install_crl(cmd: InstallCrl, ctx: CommandContext, services: Services) -> CommandResult:
+    """Check the CRL the CA's offline key signed (signature, number, dates, every recorded revocation and nothing
+    else), store it, and record ``ca.crl_published``: the CA's CRL URL serves it from then on."""
+    authorize(ctx.principal, "ca:manage", cmd.tenant_id)
+    if prior := await replayed(services, ctx, cmd, cmd.tenant_id):
+        return prior
+    state = await load_registry(services, cmd.tenant_id, cmd.ca_id)
+    ca.require(state.ca, cmd.ca_id)
+    revocation.require_key_offline(state)  # before the CRL is even read
+    der = _crl_der(cmd.crl_pem)
+    current = state.ca.current
+    assert current is not None  # require_key_offline
+    signed = await blocking.in_thread(revocation_of(services).read_crl, der, pki.ca_der(current.certificate_pem))
+    now = services.clock.now()
+    revocation.decide_install(state, signed, now)  # refused before anything is stored
+    artifacts = artifacts_of(services)
+    await artifacts.put(der, CRL_MEDIA_TYPE)  # stored before any event names it
+    result = await run(services, ctx, cmd, tenant_id=cmd.tenant_id, stream_id=ca.stream_id(cmd.ca_id),
+                       stream_type=ca.STREAM_TYPE, fold=revocation.fold,
+                       decide=lambda s: revocation.decide_install(s, signed, now))
+    previous = state.crls.get(current.facts.public_key_sha256)
+    if result.changed and previous is not None and previous.published.sha256 != signed.sha256:
+        await _supersede(artifacts, signed.sha256, [previous.published.sha256])
+    log.info("installed CRL %d of CA %s, signed offline (%d entries)", signed.crl_number, cmd.ca_id,
+             len(signed.reasons))
+    return result

@@ -10,6 +10,7 @@ import msgspec
 
 from domain.certspec import CaCertificateInfo, CertificateFacts, CertificateSpec, CsrFacts, DistinguishedName
 from domain.events import Actor, EventEnvelope
+from domain.revocation import SignedCrl
 from domain.tenant import Quotas, Usage
 from domain.vault import StoredKey
 
@@ -199,11 +200,14 @@ class RevocationCrypto(Protocol):
 
     Keys are the opaque handles of ``PkiCrypto``; a hybrid CA signs CRLs with its classical
     key, the signature every relying party checks. ``parse_ocsp_request`` raises a
-    ``DomainError`` "malformed_ocsp_request" for anything it cannot answer.
+    ``DomainError`` "malformed_ocsp_request" for anything it cannot answer; ``read_crl`` (a CRL an
+    offline key signed) one naming ``crl_pem`` for a CRL that does not decode or verify.
     """
 
     def sign_crl(self, entries: Sequence[Any], *, issuer_key: Any, issuer_certificate: bytes, number: int,
                  this_update: datetime, next_update: datetime) -> bytes: ...
+
+    def read_crl(self, data: bytes, issuer_certificate: bytes) -> SignedCrl: ...
 
     def parse_ocsp_request(self, data: bytes) -> OcspQuestion: ...
 

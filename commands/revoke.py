@@ -56,6 +56,8 @@ class Revocation(msgspec.Struct, frozen=True, kw_only=True):
     revoked_at: datetime
     invalidity_date: datetime | None
     crls: tuple[crl.PublishedCrl, ...]
+    # issuers whose key is offline: their CRL lists the revocation once the ceremony signs one (csm ca crl-request)
+    awaiting_ceremony: tuple[str, ...] = ()
 
     @property
     def replayed(self) -> bool:
@@ -153,9 +155,12 @@ async def revoke_ca(cmd: RevokeCa, ctx: CommandContext, services: Services) -> R
         draft = ca.CaRevoked(reason=first.reason, revoked_at=first.revoked_at, invalidity_date=first.invalidity_date)
     result = await run(services, ctx, cmd, tenant_id=cmd.tenant_id, stream_id=ca.stream_id(cmd.ca_id),
                        stream_type=ca.STREAM_TYPE, fold=ca.fold, decide=lambda s: ca.decide_revoke(s, cmd.ca_id, draft))
-    published = []
+    published, offline = [], []
     for registry, serials in registries:
-        published += await _publish(services, cmd.tenant_id, registry, serials)
+        if revocation.key_offline(registry):
+            offline.append(registry.ca.ca_id)
+        else:
+            published += await _publish(services, cmd.tenant_id, registry, serials)
     ocsp.RESPONSES.invalidate_all()  # every certificate below this CA now answers "revoked"
     return Revocation(result=result, reason=draft.reason, revoked_at=draft.revoked_at,
-                      invalidity_date=draft.invalidity_date, crls=tuple(published))
+                      invalidity_date=draft.invalidity_date, crls=tuple(published), awaiting_ceremony=tuple(offline))

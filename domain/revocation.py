@@ -11,6 +11,10 @@ against a CRL its own issuer key signed (RFC 5280 6.3.3: the CRL's key must be t
 issuer key). So every key that may still have valid certificates publishes a CRL, all of them
 built from the same stream version and listing every revocation of the CA; their numbers come
 from the CA's one sequence, so they increase for each key, and never repeat under the CA's name.
+
+A CA whose key is offline (an imported root) cannot publish here: its CRL is signed in the
+ceremony from what the stream records (``csm ca crl-request``, then ``csm ca root sign-crl``),
+and installing it (``decide_install``) checks that it keeps the same invariant.
 """
 
 from __future__ import annotations
@@ -33,6 +37,10 @@ REASONS: dict[str, int] = {
 REFUSED_REASONS = ("certificate_hold", "remove_from_crl")
 # An OCSP signer is renewed when less than this share of its validity remains (and so is a CRL).
 RENEW_FRACTION = 3
+# An offline key's CRL is signed in a ceremony: CA/Browser Forum BR 4.9.7 has a CA certificate's CRL reissued at
+# least every 12 months, so a CRL signed offline may cover at most that long.
+OFFLINE_CRL_MAX_DAYS = 365
+CLOCK_SKEW = timedelta(minutes=5)  # how far ahead of this service's clock an offline CRL's thisUpdate may be
 
 
 @event("ca.certificate_revoked")
@@ -80,6 +88,17 @@ class CrlOutdated(DomainError):
 
     def __init__(self, ca_id: str) -> None:
         super().__init__("crl_outdated", f"CA {ca_id} changed while its CRL was being built")
+
+
+class SignedCrl(msgspec.Struct, frozen=True, kw_only=True):
+    """A CRL signed elsewhere (an offline key's ceremony), as read from its DER; its signature already checked."""
+
+    crl_number: int
+    this_update: datetime
+    next_update: datetime | None
+    reasons: dict[str, str]  # by serial_hex: each entry's reason, "unspecified" where it carries none
+    signer_fingerprint: str  # the CA certificate whose public key verified the signature
+    sha256: str  # of its DER: the artifact's name
 
 
 class KeyCrl(msgspec.Struct, frozen=True, kw_only=True):
@@ -239,6 +258,24 @@ def can_publish(state: Registry) -> bool:
     return state.ca.status in ("active", "disabled") and state.ca.signing_key_ref is not None
 
 
+def key_offline(state: Registry) -> bool:
+    """The CA is in service but its key is not held here (an imported root): its CRL comes from the ceremony."""
+    return state.ca.status in ("active", "disabled") and state.ca.current is not None \
+        and state.ca.signing_key_ref is None
+
+
+def require_key_offline(state: Registry) -> None:
+    """Refuse a ceremony's CRL (or a request for one) for a CA that signs its own CRLs here, or is not in service."""
+    ca.require(state.ca, state.ca.ca_id)
+    if can_publish(state):
+        raise DomainError("ca_key_online", f"CA {state.ca.ca_id} signs its own CRLs here (GET /v1/cas/"
+                          f"{state.ca.ca_id}/crl): a CRL from a ceremony is for a CA whose key is offline",
+                          field="ca_id")
+    if not key_offline(state):
+        raise DomainError("ca_not_active", f"CA {state.ca.ca_id} is {state.ca.status}: it has no CRL to sign",
+                          field="ca_id")
+
+
 def stale(state: Registry, last: KeyCrl | None, now: datetime) -> bool:
     """Whether to publish before serving ``last``: there is none yet, or its key still publishes and it has lapsed
     or lacks a revocation. A key that no longer publishes keeps its last CRL: nothing it signed is valid."""
@@ -278,7 +315,13 @@ def crl_entries(state: Registry, this_update: datetime, period: timedelta) -> li
     RFC 5280 sets no order on revokedCertificates (OpenSSL sorts them as it loads a CRL), and the stream's order
     is as deterministic as the serials': sorting by serial value cost 1.5 ms of every revocation at 2,000.
     """
-    return [entry for entry in state.revoked.values() if entry.not_after + period > this_update]
+    return listed(state.revoked.values(), this_update, period)
+
+
+def listed(entries: Iterable[RevocationRecorded], this_update: datetime,
+           period: timedelta) -> list[RevocationRecorded]:
+    """The entries a CRL of ``period`` from ``this_update`` lists: those not expired a whole period before it."""
+    return [entry for entry in entries if entry.not_after + period > this_update]
 
 
 def next_crl_number(state: Registry) -> int:
@@ -316,3 +359,56 @@ def decide_signer(state: Registry, issued: OcspSignerIssued, now: datetime) -> l
 def ca_reason_for_subordinates(reason: str) -> str:
     """What OCSP says of certificates under a revoked CA: a compromised CA key compromises what it signed."""
     return "ca_compromise" if reason in ("key_compromise", "ca_compromise") else reason
+
+
+def decide_install(state: Registry, signed: SignedCrl, now: datetime) -> list[Payload]:
+    """Record a CRL the CA's offline key signed in a ceremony, as if it had been published here.
+
+    It must keep the invariant every published CRL keeps: list every revocation recorded on the stream it is
+    appended to, and nothing the stream does not record (the audit trail is the one record of revocations), with
+    each entry's reason as recorded. It carries a CRL number above every earlier one, is current, and covers no
+    more than OFFLINE_CRL_MAX_DAYS. Installing the same CRL again adds nothing.
+    """
+    require_key_offline(state)
+    current = state.ca.current
+    assert current is not None  # require_key_offline
+    last = state.crls.get(current.facts.public_key_sha256)
+    if last is not None and last.published.sha256 == signed.sha256:
+        return []
+    if signed.signer_fingerprint != current.facts.fingerprint_sha256:
+        raise DomainError("crl_signer_not_current", f"the CRL is not signed by CA {state.ca.ca_id}'s current key",
+                          field="crl_pem")
+
+    def refuse(rule: str, message: str) -> DomainError:
+        return DomainError(rule, message, field="crl_pem")
+
+    if signed.crl_number < next_crl_number(state):
+        raise refuse("crl_number_not_increasing", f"CRL number {signed.crl_number} is not above the last CRL's "
+                     f"({next_crl_number(state) - 1}): sign a new CRL from a fresh crl-request")
+    if signed.next_update is None:
+        raise refuse("crl_next_update_missing", "the CRL has no nextUpdate (RFC 5280 5.1.2.5 requires one)")
+    if signed.this_update > now + CLOCK_SKEW:
+        raise refuse("crl_not_yet_valid", f"the CRL's thisUpdate {signed.this_update.isoformat()} is in the future: "
+                     "check the ceremony machine's clock")
+    if signed.next_update <= now:
+        raise refuse("crl_lapsed", f"the CRL's nextUpdate {signed.next_update.isoformat()} has passed")
+    period = signed.next_update - signed.this_update
+    if period > timedelta(days=OFFLINE_CRL_MAX_DAYS):
+        raise refuse("crl_period_too_long", f"the CRL covers {period.days} days; at most {OFFLINE_CRL_MAX_DAYS}")
+    required = [entry.serial_hex for entry in listed(state.revoked.values(), signed.this_update, period)]
+    if missing := [serial for serial in required if serial not in signed.reasons]:
+        raise refuse("crl_incomplete", f"the CRL lacks {len(missing)} revocation(s) recorded here ({_some(missing)}): "
+                     "sign a CRL from a fresh crl-request")
+    if unrecorded := [serial for serial in signed.reasons if serial not in state.revoked]:
+        raise refuse("crl_lists_unrecorded", f"the CRL lists {len(unrecorded)} serial(s) this CA's audit trail does "
+                     f"not record as revoked ({_some(unrecorded)}): revoke them here first")
+    if differing := [serial for serial, reason in signed.reasons.items() if state.revoked[serial].reason != reason]:
+        raise refuse("crl_reason_mismatch", f"the CRL gives {len(differing)} revocation(s) another reason than the "
+                     f"one recorded ({_some(differing)})")
+    return [CrlPublished(crl_number=signed.crl_number, this_update=signed.this_update, next_update=signed.next_update,
+                         revoked_count=len(signed.reasons), sha256=signed.sha256,
+                         signer_fingerprint=signed.signer_fingerprint)]
+
+
+def _some(serials: Sequence[str], shown: int = 5) -> str:
+    return ", ".join(serials[:shown]) + (f" and {len(serials) - shown} more" if len(serials) > shown else "")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -16,7 +17,7 @@ from cryptography.x509 import ocsp
 from commands.ports import OcspAnswer, OcspQuestion
 from domain.algorithms import SIGNATURE_HASH
 from domain.errors import DomainError
-from domain.revocation import REASONS, RevocationRecorded
+from domain.revocation import REASONS, RevocationRecorded, SignedCrl
 from infra.crypto import der, keys, oqs
 from infra.crypto.keys import KeyPair
 
@@ -57,6 +58,41 @@ class CryptographyRevocation:
         if not spliced:
             return signed.public_bytes(serialization.Encoding.DER)
         return with_entries(signed, [_entry_der(entry) for entry in entries], pair.primary, issuer.public_key())
+
+    def read_crl(self, data: bytes, issuer_certificate: bytes) -> SignedCrl:
+        """A CRL signed elsewhere (an offline key's ceremony), checked: it decodes, names the CA certificate's
+        subject as its issuer, and verifies with that certificate's key. Refusals name ``crl_pem`` and the rule."""
+        issuer = x509.load_der_x509_certificate(issuer_certificate)
+        try:
+            crl = x509.load_der_x509_crl(data)
+            reasons: dict[str, str] = {}
+            for entry in crl:
+                serial_hex = format(entry.serial_number, "x")
+                if serial_hex in reasons:
+                    raise _bad_crl("crl_invalid", f"the CRL lists serial {serial_hex} twice")
+                try:
+                    reasons[serial_hex] = entry.extensions.get_extension_for_class(x509.CRLReason).value.reason.name
+                except x509.ExtensionNotFound:
+                    reasons[serial_hex] = "unspecified"  # RFC 5280 5.3.1: unspecified SHOULD be absent
+            number = crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+            this_update, next_update = crl.last_update_utc, crl.next_update_utc
+        except x509.ExtensionNotFound:
+            raise _bad_crl("crl_number_missing", "the CRL has no CRL number (RFC 5280 5.2.3 requires one)") from None
+        except ValueError:
+            raise _bad_crl("crl_invalid", "not a DER CRL (RFC 5280 5.1), or one with a malformed entry or "
+                           "extension") from None
+        if crl.issuer != issuer.subject:
+            raise _bad_crl("crl_issuer_mismatch", f"the CRL's issuer is {crl.issuer.rfc4514_string()}, not the CA's "
+                           f"subject {issuer.subject.rfc4514_string()}")
+        try:
+            valid = crl.is_signature_valid(issuer.public_key())  # type: ignore[arg-type]
+        except (TypeError, ValueError, UnsupportedAlgorithm):
+            valid = False
+        if not valid:
+            raise _bad_crl("crl_signature_invalid", "the CRL's signature does not verify with the CA's key")
+        return SignedCrl(crl_number=number, this_update=this_update, next_update=next_update, reasons=reasons,
+                         signer_fingerprint=hashlib.sha256(issuer_certificate).hexdigest(),
+                         sha256=hashlib.sha256(data).hexdigest())
 
     def parse_ocsp_request(self, data: bytes) -> OcspQuestion:
         try:
@@ -106,6 +142,10 @@ class CryptographyRevocation:
     def ocsp_failure(self, status: str) -> bytes:
         return ocsp.OCSPResponseBuilder.build_unsuccessful(_FAILURES[status]).public_bytes(
             serialization.Encoding.DER)
+
+
+def _bad_crl(rule: str, why: str) -> DomainError:
+    return DomainError(rule, why, field="crl_pem")
 
 
 def _digest(algorithm: str, data: bytes) -> bytes:

@@ -85,6 +85,10 @@ REQUESTS: dict[tuple[str, str], Build] = {
     # Both revocations are refused after authorization (a root; an invalidity date to come): nothing changes.
     ("POST", "/v1/cas/{ca_id}/revoke"): lambda w, t: Call("POST", f"/v1/cas/{_t(w, t).root}/revoke", json={}),
     ("GET", "/v1/cas/{ca_id}/crl"): lambda w, t: Call("GET", f"/v1/cas/{_t(w, t).issuing}/crl"),
+    # Both refused after authorization: the root's key is online, so its CRLs are signed here.
+    ("GET", "/v1/cas/{ca_id}/crl-request"): lambda w, t: Call("GET", f"/v1/cas/{_t(w, t).root}/crl-request"),
+    ("POST", "/v1/cas/{ca_id}/crls"): lambda w, t: Call("POST", f"/v1/cas/{_t(w, t).root}/crls",
+                                                        json={"crl_pem": "-----BEGIN X509 CRL-----"}),
     # Refused after authorization: the built-in profile's renewal policy does not allow keeping the key.
     ("POST", "/v1/certificates/{certificate_id}/renew"): lambda w, t: Call(
         "POST", f"/v1/certificates/{_t(w, t).certificate}/renew", json={"reuse_key": True}),

@@ -252,3 +252,77 @@ def test_a_fold_resumed_from_an_earlier_state_equals_the_whole_fold_and_leaves_t
         kept = copy.deepcopy(earlier)
         assert fold(events[split:], start=earlier) == fold(events)
         assert earlier == kept  # a kept state is shared by every later load: resuming must not change it
+
+
+OFFLINE_ROOT = ca.CaCreated(ca_id="r1", name="Offline", kind="root", origin="offline", algorithm="ecdsa-p384",
+                            subject=DistinguishedName(common_name="Offline"), parent_id=None, path_length=None,
+                            name_constraints=NameConstraints(), certificate=held("ee", key_ref=None, key="ee"))
+
+
+def signed_crl(number: int = 5, reasons: dict[str, str] | None = None, *, this_update: datetime = NOW,
+               period: timedelta = timedelta(days=90), signer: ca.CaCertificate = OFFLINE_ROOT.certificate,
+               sha256: str = "ab" * 32, next_update: datetime | None | bool = True) -> revocation.SignedCrl:
+    return revocation.SignedCrl(crl_number=number, this_update=this_update,
+                                next_update=this_update + period if next_update is True else next_update,
+                                reasons=reasons or {}, signer_fingerprint=signer.facts.fingerprint_sha256,
+                                sha256=sha256)
+
+
+@pytest.mark.parametrize("signed, code", [
+    (signed_crl(reasons={}), "crl_incomplete"),
+    (signed_crl(reasons={"a1": "key_compromise", "a2": "key_compromise", "ff": "key_compromise"}),
+     "crl_lists_unrecorded"),
+    (signed_crl(reasons={"a1": "key_compromise", "a2": "unspecified"}), "crl_reason_mismatch"),
+    (signed_crl(3, {"a1": "key_compromise", "a2": "key_compromise"}), "crl_number_not_increasing"),
+    (signed_crl(reasons={"a1": "key_compromise", "a2": "key_compromise"}, next_update=None), "crl_next_update_missing"),
+    (signed_crl(reasons={"a1": "key_compromise", "a2": "key_compromise"}, this_update=NOW + timedelta(minutes=6)),
+     "crl_not_yet_valid"),
+    (signed_crl(reasons={"a1": "key_compromise", "a2": "key_compromise"}, this_update=NOW - timedelta(days=91)),
+     "crl_lapsed"),
+    (signed_crl(reasons={"a1": "key_compromise", "a2": "key_compromise"}, period=timedelta(days=366)),
+     "crl_period_too_long"),
+    (signed_crl(reasons={"a1": "key_compromise", "a2": "key_compromise"}, signer=held("dd", key_ref=None)),
+     "crl_signer_not_current"),
+])
+def test_an_offline_crl_is_installed_only_if_it_lists_exactly_what_the_stream_records(signed, code):
+    state = revocation.fold([OFFLINE_ROOT, entry("a1"), entry("a2"), published(3, signer=OFFLINE_ROOT.certificate)])
+    with pytest.raises(DomainError) as caught:
+        revocation.decide_install(state, signed, NOW)
+    assert caught.value.code == code
+    assert caught.value.field == ("ca_id" if code.startswith("ca_") else "crl_pem")
+
+
+def test_an_offline_crl_that_lists_every_recorded_revocation_is_published_once_and_drops_long_expired_ones():
+    expired = entry("a0", not_after=NOW - timedelta(days=200))  # expired more than a 90-day period ago: may go
+    state = revocation.fold([OFFLINE_ROOT, expired, published(3, signer=OFFLINE_ROOT.certificate), entry("a1")])
+    assert revocation.publication_due(state, NOW)  # the last CRL lacks a1
+    good = signed_crl(7, {"a1": "key_compromise"}, this_update=NOW + timedelta(minutes=4))  # a gap, a skewed clock
+    [event] = revocation.decide_install(state, good, NOW)
+    assert (event.crl_number, event.revoked_count, event.sha256) == (7, 1, good.sha256)
+    state = revocation.fold([event], state)
+    assert revocation.decide_install(state, good, NOW) == []  # the same CRL again: nothing new
+    assert not revocation.publication_due(state, NOW)
+    assert revocation.crl_of_key(state, None, NOW).published == event
+    also_expired = signed_crl(8, {"a0": "key_compromise", "a1": "key_compromise"}, sha256="cd" * 32)
+    assert revocation.decide_install(state, also_expired, NOW)[0].crl_number == 8  # listing it still is fine
+
+
+def test_a_ca_that_signs_its_own_crls_takes_none_from_a_ceremony():
+    with pytest.raises(DomainError) as caught:
+        revocation.decide_install(revocation.fold([CREATED]), signed_crl(signer=CREATED.certificate), NOW)
+    assert (caught.value.code, caught.value.field) == ("ca_key_online", "ca_id")
+    assert revocation.key_offline(revocation.fold([OFFLINE_ROOT]))
+    assert not revocation.key_offline(revocation.fold([CREATED]))
+
+
+@given(recorded=st.sets(st.sampled_from(["a1", "a2", "a3", "b4", "c5"])),
+       listed=st.dictionaries(st.sampled_from(["a1", "a2", "a3", "b4", "c5", "ff"]),
+                              st.sampled_from(["key_compromise", "superseded"])))
+def test_an_installed_offline_crl_never_disagrees_with_the_audit_trail(recorded, listed):
+    state = revocation.fold([OFFLINE_ROOT, *(entry(serial) for serial in sorted(recorded))])
+    try:
+        [event] = revocation.decide_install(state, signed_crl(reasons=listed), NOW)
+    except DomainError:
+        return
+    assert event.revoked_count == len(recorded)
+    assert listed == {serial: "key_compromise" for serial in recorded}

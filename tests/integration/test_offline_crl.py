@@ -1,0 +1,163 @@
+"""An offline root's CRL: the ceremony signs it from what the service records, the service installs and serves it.
+
+`csm ca crl-request` (here: the API's GET /v1/cas/{id}/crl-request) → `csm ca root sign-crl`
+(offline, the root key) → POST /v1/cas/{id}/crls. Checked with `openssl crl` and `openssl verify
+-crl_check`: a revoked intermediate under an offline root fails, its sibling passes; and every
+CRL that would not list exactly what the audit trail records is refused, naming the rule.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from test_api_ca_lifecycle import CSM, OPENSSL, create_ca, csm, needs_openssl, ok, request_offline_intermediate
+from test_api_support import assert_problem, pki_api  # noqa: F401
+
+pytestmark = [needs_openssl,
+              pytest.mark.skipif(not CSM.exists(), reason=f"the csm console script is not installed at {CSM}")]
+
+
+def openssl(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([OPENSSL, *args], capture_output=True, text=True)
+
+
+async def sign_crl(ceremony: Path, request: dict, out: str, *extra: str) -> subprocess.CompletedProcess:
+    (ceremony / f"{out}.json").write_text(json.dumps(request))
+    return await asyncio.to_thread(csm, ceremony, "ca", "root", "sign-crl", "--root-dir", "root", "--request",
+                                   f"{out}.json", "--out", f"{out}.crl", *extra)
+
+
+@pytest.mark.parametrize("algorithm", ["ecdsa-p384", "hybrid-p384-ml-dsa-65"])
+async def test_an_offline_roots_crl_is_signed_in_the_ceremony_and_served_once_complete(pki_api, tmp_path, algorithm):
+    api = pki_api
+    admin = await api.admin()
+    await api.create_tenant(admin, "acme")
+    ceremony = tmp_path / "ceremony"
+    ceremony.mkdir()
+    init = await asyncio.to_thread(csm, ceremony, "ca", "root", "init", "--offline", "--out", "root",
+                                   "--cn", "Acme Offline Root", "--org", "acme", "--algorithm", algorithm)
+    assert init.returncode == 0, init.stdout + init.stderr
+    root_pem = (ceremony / "root" / "root.pem").read_text()
+    root_id = (await ok(await api.client.post("/v1/cas/import", headers=admin, json={
+        "tenant_id": "acme", "name": "Offline root", "certificate_pem": root_pem}), 201)).json()["ca_id"]
+    signed = {}
+    for name in ("Acme Issuing", "Acme Spare"):
+        ca_id, row = await request_offline_intermediate(api, admin, root_id, name, algorithm)
+        (ceremony / f"{ca_id}.csr").write_text(row["csr_pem"])
+        run = await asyncio.to_thread(csm, ceremony, "ca", "root", "sign-intermediate", "--root-dir", "root",
+                                      "--csr", f"{ca_id}.csr", "--out", f"{ca_id}.pem")
+        assert run.returncode == 0, run.stdout + run.stderr
+        signed[ca_id] = (ceremony / f"{ca_id}.pem").read_text()
+        await ok(await api.client.post(f"/v1/cas/{ca_id}/certificate", headers=admin,
+                                       json={"certificate_pem": signed[ca_id]}))
+    revoked_ca, spare = list(signed)
+
+    missing = assert_problem(await api.client.get(f"/v1/cas/{root_id}/crl"), 404, "crl_not_found", field="ca_id")
+    assert "csm ca crl-request" in missing["detail"]
+    first = (await ok(await api.client.get(f"/v1/cas/{root_id}/crl-request", headers=admin))).json()
+    assert (first["crl_number"], first["due"], first["entries"], first["last_crl_number"]) == (1, True, [], None)
+    run = await sign_crl(ceremony, first, "first")
+    assert run.returncode == 0, run.stdout + run.stderr
+    installed = (await ok(await api.client.post(f"/v1/cas/{root_id}/crls", headers=admin,
+                                                json={"crl_pem": (ceremony / "first.crl").read_text()}))).json()
+    again = (await ok(await api.client.post(f"/v1/cas/{root_id}/crls", headers=admin,
+                                            json={"crl_pem": (ceremony / "first.crl").read_text()}))).json()
+    assert again["version"] == installed["version"]  # the same CRL again adds nothing
+    served = (await ok(await api.client.get(f"/v1/cas/{root_id}/crl", params={"format": "pem"}))).text
+    assert served == (ceremony / "first.crl").read_text()
+
+    revoked = (await ok(await api.client.post(f"/v1/cas/{revoked_ca}/revoke", headers=admin,
+                                              json={"reason": "key_compromise"}))).json()
+    assert (revoked["crls"], revoked["crls_awaiting_ceremony"]) == ([], [root_id])
+    request = (await ok(await api.client.get(f"/v1/cas/{root_id}/crl-request", headers=admin))).json()
+    assert (request["crl_number"], request["due"], request["last_crl_number"]) == (2, True, 1)
+    serial = format(x509.load_pem_x509_certificate(signed[revoked_ca].encode()).serial_number, "x")
+    assert [(e["serial_hex"], e["reason"], e["subject_ca_id"]) for e in request["entries"]] == [
+        (serial, "key_compromise", revoked_ca)]
+
+    async def install(name: str, body: dict) -> dict:
+        run = await sign_crl(ceremony, body, name)
+        assert run.returncode == 0, run.stdout + run.stderr
+        return await api.client.post(f"/v1/cas/{root_id}/crls", headers=admin,
+                                      json={"crl_pem": (ceremony / f"{name}.crl").read_text()})
+
+    # What would make the served CRL say something the audit trail does not: each refused, naming the rule.
+    assert_problem(await install("stale", first), 422, "crl_number_not_increasing", field="crl_pem")
+    assert_problem(await install("short", {**request, "entries": []}), 422, "crl_incomplete", field="crl_pem")
+    made_up = {**request["entries"][0], "serial_hex": "abc123", "subject_ca_id": None}
+    assert_problem(await install("extra", {**request, "entries": [*request["entries"], made_up]}), 422,
+                   "crl_lists_unrecorded", field="crl_pem")
+    softened = [{**request["entries"][0], "reason": "superseded"}]
+    assert_problem(await install("softened", {**request, "entries": softened}), 422, "crl_reason_mismatch",
+                   field="crl_pem")
+    still = (await ok(await api.client.get(f"/v1/cas/{root_id}/crl", params={"format": "pem"}))).text
+    assert still == served  # nothing refused was served
+
+    assert (await install("second", request)).status_code == 200
+    crl_pem = (await ok(await api.client.get(f"/v1/cas/{root_id}/crl", params={"format": "pem"}))).text
+    assert crl_pem == (ceremony / "second.crl").read_text()
+    (tmp_path / "root.pem").write_text(root_pem)
+    (tmp_path / "root.crl").write_text(crl_pem)
+    shown = openssl("crl", "-in", str(tmp_path / "root.crl"), "-CAfile", str(tmp_path / "root.pem"), "-noout")
+    assert shown.returncode == 0 and "verify OK" in shown.stderr + shown.stdout, shown.stdout + shown.stderr
+    crl = x509.load_pem_x509_crl(crl_pem.encode())
+    assert crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number == 2
+    assert [(format(e.serial_number, "x"), e.extensions.get_extension_for_class(x509.CRLReason).value.reason.name)
+            for e in crl] == [(serial, "key_compromise")]
+    for ca_id, expected in ((revoked_ca, "certificate revoked"), (spare, "OK")):
+        (tmp_path / f"{ca_id}.pem").write_text(signed[ca_id])
+        check = openssl("verify", "-crl_check", "-CAfile", str(tmp_path / "root.pem"), "-CRLfile",
+                        str(tmp_path / "root.crl"), str(tmp_path / f"{ca_id}.pem"))
+        assert expected in check.stdout + check.stderr, check.stdout + check.stderr
+
+
+async def test_a_crl_the_root_did_not_sign_or_a_ca_that_signs_its_own_is_refused(pki_api, tmp_path):
+    api = pki_api
+    admin = await api.admin()
+    await api.create_tenant(admin, "acme")
+    ceremony = tmp_path / "ceremony"
+    ceremony.mkdir()
+    init = await asyncio.to_thread(csm, ceremony, "ca", "root", "init", "--offline", "--out", "root",
+                                   "--cn", "Acme Offline Root", "--algorithm", "ecdsa-p384")
+    assert init.returncode == 0, init.stdout + init.stderr
+    root_pem = (ceremony / "root" / "root.pem").read_text()
+    root_id = (await ok(await api.client.post("/v1/cas/import", headers=admin, json={
+        "tenant_id": "acme", "name": "Offline root", "certificate_pem": root_pem}), 201)).json()["ca_id"]
+    root = x509.load_pem_x509_certificate(root_pem.encode())
+    now = datetime.datetime.now(datetime.UTC)
+    impostor = (x509.CertificateRevocationListBuilder().issuer_name(root.subject).last_update(now)
+                .next_update(now + datetime.timedelta(days=30)).add_extension(x509.CRLNumber(1), critical=False)
+                .sign(ec.generate_private_key(ec.SECP384R1()), hashes.SHA384()))
+    forged = impostor.public_bytes(serialization.Encoding.PEM).decode()
+    assert_problem(await api.client.post(f"/v1/cas/{root_id}/crls", headers=admin, json={"crl_pem": forged}), 422,
+                   "crl_signature_invalid", field="crl_pem")
+    assert_problem(await api.client.post(f"/v1/cas/{root_id}/crls", headers=admin, json={"crl_pem": "not a CRL"}),
+                   422, "crl_invalid", field="crl_pem")
+
+    other = tmp_path / "other"
+    other.mkdir()
+    init = await asyncio.to_thread(csm, other, "ca", "root", "init", "--offline", "--out", "root",
+                                   "--cn", "Acme Offline Root", "--algorithm", "ecdsa-p384")
+    assert init.returncode == 0, init.stdout + init.stderr
+    request = (await ok(await api.client.get(f"/v1/cas/{root_id}/crl-request", headers=admin))).json()
+    wrong_root = await sign_crl(other, request, "crl")
+    assert wrong_root.returncode != 0 and "not this root" in wrong_root.stderr, wrong_root.stdout + wrong_root.stderr
+    assert "Traceback" not in wrong_root.stderr and not (other / "crl.crl").exists()
+
+    online = await create_ca(api, admin, name="Acme Online Root")
+    assert_problem(await api.client.get(f"/v1/cas/{online}/crl-request", headers=admin), 422, "ca_key_online",
+                   field="ca_id")
+    run = await sign_crl(ceremony, request, "crl")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert_problem(await api.client.post(f"/v1/cas/{online}/crls", headers=admin,
+                                         json={"crl_pem": (ceremony / "crl.crl").read_text()}), 422, "ca_key_online",
+                   field="ca_id")
+
