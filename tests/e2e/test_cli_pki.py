@@ -196,3 +196,44 @@ def test_tables_print_ids_whole_when_piped(tmp_path):
     assert leaf in certs and tenant in certs and tenant in tenants
     assert "…" not in cas + certs + tenants
     assert sum(line.startswith("│") for line in cas.splitlines()) == 2  # piped: one line per row, nothing wrapped
+
+
+def test_an_offline_roots_crl_ceremony_from_the_cli(tmp_path):
+    data, ceremony = tmp_path / "data", tmp_path / "ceremony"
+    ceremony.mkdir()
+    secret = ceremony / "passphrase"
+    secret.write_text("correct horse battery staple\n")
+    csm(data, "init")
+    csm(data, "tenant", "create", "acme", "--name", "Acme")
+    csm(data, "ca", "root", "init", "--offline", "--out", str(ceremony / "root"), "--cn", "Acme Offline Root",
+        "--algorithm", "ecdsa-p384", "--passphrase-file", str(secret))
+    root = csm(data, "ca", "import-root", "--tenant", "acme", "--name", "Offline",
+               "--cert", str(ceremony / "root" / "root.pem")).stdout.split()[-1]
+    requested = csm(data, "ca", "request-intermediate", "--tenant", "acme", "--parent", root, "--name", "Issuing",
+                    "--cn", "Acme Issuing", "--algorithm", "ecdsa-p384", "--csr-out", str(tmp_path / "inter.csr"))
+    inter = requested.stdout.split()[2]
+    csm(data, "ca", "root", "sign-intermediate", "--root-dir", str(ceremony / "root"), "--csr",
+        str(tmp_path / "inter.csr"), "--out", str(tmp_path / "inter.pem"), "--passphrase-file", str(secret))
+    csm(data, "ca", "install", inter, "--tenant", "acme", "--cert", str(tmp_path / "inter.pem"))
+
+    revoked = csm(data, "ca", "revoke", inter, "--tenant", "acme", "--reason", "ca_compromise").stdout
+    assert "no CRL signed here" in revoked and f"csm ca crl-request {root}" in revoked
+    asked = csm(data, "ca", "crl-request", root, "--tenant", "acme", "--out", str(tmp_path / "request.json")).stdout
+    assert "CRL 1, 1 revocation(s) recorded; a new CRL is due" in asked
+    signed = csm(data, "ca", "root", "sign-crl", "--root-dir", str(ceremony / "root"), "--request",
+                 str(tmp_path / "request.json"), "--out", str(tmp_path / "root.crl"), "--next-update-days", "30",
+                 "--passphrase-file", str(secret)).stdout
+    serial = format(x509.load_pem_x509_certificate((tmp_path / "inter.pem").read_bytes()).serial_number, "x")
+    assert f"signed CRL 1 of CA {root}: 1 revoked" in signed and f"{serial}  ca_compromise" in signed
+    crl = x509.load_pem_x509_crl((tmp_path / "root.crl").read_bytes())
+    (tmp_path / "root.der").write_bytes(crl.public_bytes(serialization.Encoding.DER))  # install takes DER too
+    assert f"CRL installed for CA {root}" in csm(data, "ca", "install-crl", root, "--tenant", "acme", "--crl",
+                                                 str(tmp_path / "root.der")).stdout
+    assert "already installed" in csm(data, "ca", "install-crl", root, "--tenant", "acme", "--crl",
+                                      str(tmp_path / "root.crl")).stdout
+    again = csm(data, "ca", "crl-request", root, "--tenant", "acme", "--out", str(tmp_path / "again.json")).stdout
+    assert "CRL 2, 1 revocation(s) recorded; a new CRL is not due (last: CRL 1, next update" in again
+    again_signed = csm(data, "ca", "root", "sign-crl", "--root-dir", str(ceremony / "root"), "--request",
+                       str(tmp_path / "request.json"), "--out", str(tmp_path / "root.crl"),
+                       "--passphrase-file", str(secret), expect=1)
+    assert "exists" in again_signed.stderr  # a ceremony never overwrites a CRL
