@@ -297,7 +297,8 @@ class CaController(Controller):
     @get("/{ca_id:str}/certificate", summary="A CA certificate (DER, or PEM with format=pem): the caIssuers URL of "
          "the certificates it signed; no token needed",
          description="`key`: the CA key's identifier (hex), as the caIssuers URL of the certificates it signed names "
-         "it after a key rollover; without it, the CA's current certificate.",
+         "it after a key rollover; without it, the certificate of the CA's oldest key that may still have valid "
+         "certificates (the key whose certificates carry the plain URL): before any rollover, the current one.",
          responses=QUERY_ERRORS, media_type="application/pkix-cert", security=[],
          opt={"public": True})  # on the /v1 router, whose bearer guard lets it through
     async def certificate(self, request: Request, ca_id: FromPath[str],
@@ -309,8 +310,9 @@ class CaController(Controller):
         if row is None:
             raise ApiProblem(404, "ca_not_found", f"CA {ca_id} does not exist", field="ca_id")
         views = read_models_of(request.app.state)
-        if key is None:
-            found = await views.query(read_model.certificate_by_fingerprint, row["tenant_id"], row["fingerprint"] or "")
+        if key is None:  # what certificates of the CA's first key carry: that key's, while any of them may be valid
+            found = await views.query(read_model.plain_issuer_certificate, row["tenant_id"], ca_id,
+                                      runtime_of(request.app.state).services.clock.now())
         else:  # the key's own certificate first: cross-certificates of the same key come after it
             found = next((c for c in await views.query(read_model.certificates_of, row["tenant_id"], ca_id)
                           if (c["subject_key_id"] or "").lower() == key.lower()), None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from datetime import datetime
 
 from domain.events import EventEnvelope
 from projections.base import Projector
@@ -141,6 +142,22 @@ def certificates_of(conn: sqlite3.Connection, tenant_id: str, ca_id: str) -> lis
     rows = conn.execute(f"SELECT {', '.join(CERT_COLUMNS)} FROM ca_certificates WHERE tenant_id = ? AND ca_id = ? "
                         "ORDER BY position", (tenant_id, ca_id)).fetchall()
     return [dict(zip(CERT_COLUMNS, row)) for row in rows]
+
+
+def plain_issuer_certificate(conn: sqlite3.Connection, tenant_id: str, ca_id: str, now: datetime) -> dict | None:
+    """What the CA's plain caIssuers URL (no ``key``) answers. The CA's first key wrote that URL into every
+    certificate it signed (after a rollover, each later key's certificates name theirs with ``?key=``), so: the
+    own certificate of the oldest key that still has an unexpired certificate (its own or a cross-certificate),
+    as the plain CRL URL serves that key's CRL; the current certificate once no such key is left."""
+    rows = certificates_of(conn, tenant_id, ca_id)
+    by_key: dict[str, list[dict]] = {}
+    for row in rows:
+        by_key.setdefault(row["subject_key_id"], []).append(row)
+    for held in by_key.values():
+        own = [row for row in held if row["role"] != "cross"]
+        if own and max(datetime.fromisoformat(row["not_after"]) for row in held) > now:
+            return own[-1]
+    return next((row for row in rows if row["role"] == "current"), None)
 
 
 def certificates_issued_by(conn: sqlite3.Connection, tenant_id: str, ca_id: str) -> list[dict]:

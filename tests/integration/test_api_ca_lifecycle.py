@@ -188,8 +188,10 @@ async def test_after_a_key_rollover_old_and_new_leaves_both_verify_with_the_chai
     rolled = (await ok(await api.client.post(f"/v1/cas/{inter}/rollover", headers=admin,
                                              json={"reason": "scheduled key rollover"}))).json()
     l2 = await issue_leaf(api, admin, inter, "new.acme.internal")
-    new = await ca_pem(api, admin, inter, l2["global_position"])
+    new = (await chain(api, admin, inter, l2["global_position"]))[0]  # the chain starts at the current certificate
     assert new != old and load(new).subject == load(old).subject
+    # The plain caIssuers URL, which the first key's certificates carry, still answers the first key's certificate
+    assert await ca_pem(api, admin, inter) == old
     assert load(new).public_key() != load(old).public_key()
 
     chain1, chain2 = await leaf_with_chain(api, admin, l1), await leaf_with_chain(api, admin, l2)

@@ -190,11 +190,15 @@ async def test_the_ca_issuer_url_of_a_certificate_answers_without_a_token_with_t
         leaf.verify_directly_issued_by(issuer)
         return issuer
 
-    first = await issuer_of((await api.client.post("/v1/certificates", headers=admin, json=body)).json())
+    old_key = (await api.client.post("/v1/certificates", headers=admin, json=body)).json()
+    first = await issuer_of(old_key)
     rolled = await api.client.post(f"/v1/cas/{root['ca_id']}/rollover", headers=admin, json={"reason": "yearly"})
     assert rolled.status_code in (200, 201), rolled.text
     second = await issuer_of((await api.client.post("/v1/certificates", headers=admin, json=body)).json())
     assert first.public_key() != second.public_key()
+    # The first key's certificates carry the plain URL: after the rollover it still answers their issuer (it used
+    # to answer the new key's certificate, and an AIA-chasing client could not build their path).
+    assert (await issuer_of(old_key)).public_key() == first.public_key()
     assert (await api.client.get(f"/v1/cas/{root['ca_id']}/certificate", params={"key": "00ff"})).status_code == 404
 
 
