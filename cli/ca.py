@@ -179,7 +179,9 @@ def request_intermediate(settings: Settings, tenant_id, parent_id, name, algorit
     ca_id = _ca_id(result)
     row = query_views(settings, read_model.get, ca_id, None)
     csr_out.write_text(row["csr_pem"])
-    click.echo(f"intermediate CA {ca_id} is pending; CSR written to {csr_out}")
+    click.echo(f"intermediate CA {ca_id} is pending; CSR written to {csr_out}\n"
+               f"sign it offline: csm ca root sign-intermediate --root-dir DIR --csr {csr_out} --out CERT "
+               f"--crl-url {settings.base_url}/v1/cas/{parent_id}/crl")
 
 
 @ca.command("install")

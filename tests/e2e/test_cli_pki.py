@@ -212,6 +212,7 @@ def test_an_offline_roots_crl_ceremony_from_the_cli(tmp_path):
     requested = csm(data, "ca", "request-intermediate", "--tenant", "acme", "--parent", root, "--name", "Issuing",
                     "--cn", "Acme Issuing", "--algorithm", "ecdsa-p384", "--csr-out", str(tmp_path / "inter.csr"))
     inter = requested.stdout.split()[2]
+    assert f"--crl-url http://127.0.0.1:8000/v1/cas/{root}/crl" in requested.stdout  # the root's CRL URL here
     csm(data, "ca", "root", "sign-intermediate", "--root-dir", str(ceremony / "root"), "--csr",
         str(tmp_path / "inter.csr"), "--out", str(tmp_path / "inter.pem"), "--passphrase-file", str(secret))
     csm(data, "ca", "install", inter, "--tenant", "acme", "--cert", str(tmp_path / "inter.pem"))
