@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from cli.common import (EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, CliError, echo_json, position_progress, progress_bar,
@@ -14,18 +16,22 @@ from infra.distributed import close_store, read_only_store
 SHOWN = 20  # further problems listed after the first broken link
 
 
-def verify_data_dir(settings: Settings, *, show_progress: bool = True) -> VerifyReport:
+def verify_data_dir(settings: Settings, *, show_progress: bool = True, witness_file: Path | None = None,
+                    anchor_file: Path | None = None) -> VerifyReport:
     """Verify the store read-only: no writer, no key generation, no read-model changes."""
     if not settings.events_db.exists():
         raise CliError(f"{settings.data_dir} is not initialised (no events.db); nothing to verify", EXIT_USAGE)
     store = read_only_store(settings)  # reads only: SQLite not opened for writing
+    outside = {"witness_file": witness_file, "anchor_file": anchor_file}
     try:
         if not show_progress:
-            return verify_store(settings, store)
+            return verify_store(settings, store, **outside)
         head = store.head_position_sync()  # fails (unreadable file) before the bar is drawn
         with progress_bar() as progress:
             task = progress.add_task("verifying", total=head)
-            return verify_store(settings, store, position_progress(progress, task))
+            return verify_store(settings, store, position_progress(progress, task), **outside)
+    except ValueError as exc:  # an anchor file that is not one
+        raise CliError(str(exc), EXIT_USAGE) from None
     finally:
         close_store(store)
 
@@ -34,7 +40,7 @@ def print_report(report: VerifyReport) -> None:
     rows = [("events", f"{report.events:,}"), ("streams", f"{report.streams:,}"),
             ("checkpoints", f"{report.checkpoints:,}"), ("last position", f"{report.last_position:,}"),
             ("sealed position", f"{report.sealed_position:,}"), ("unsealed events", f"{report.unsealed_events:,}"),
-            ("trust anchor", report.trust_anchor)]
+            ("trust anchor", report.trust_anchor), ("witness", report.witness or "-")]
     for label, value in rows:
         click.echo(f"{label + ':':<17} {value}")
     if report.ok:
@@ -73,14 +79,23 @@ def audit() -> None:
 @audit.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON on stdout.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.option("--witness", "witness_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="A copy of audit-witness.json kept outside the data directory (default: its own).")
+@click.option("--anchor", "anchor_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="A copy of keys/audit-keys.pub.json kept outside the data directory (default: its "
+              "own): every checkpoint must be signed by each key it names.")
 @click.pass_obj
-def verify(settings: Settings, as_json: bool, quiet: bool) -> None:
-    """Re-verify every hash chain and signed checkpoint against the audit keys.
+def verify(settings: Settings, as_json: bool, quiet: bool, witness_file: Path | None,
+           anchor_file: Path | None) -> None:
+    """Re-verify every hash chain and signed checkpoint against the audit keys, and the log's length against
+    the witness.
 
+    Whoever can edit the data directory can also replace its witness and keys: give copies kept elsewhere with
+    --witness and --anchor. A store with events and no witness is a problem (a cut tail cannot be seen).
     Exit status 0: everything verifies; 1: a problem was found (the first broken link is
     named); 2: the data directory cannot be read.
     """
-    report = verify_data_dir(settings, show_progress=not quiet)
+    report = verify_data_dir(settings, show_progress=not quiet, witness_file=witness_file, anchor_file=anchor_file)
     if as_json:
         echo_json(report)
     else:

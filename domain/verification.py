@@ -38,6 +38,7 @@ class VerifyReport(msgspec.Struct, kw_only=True):
     sealed_position: int
     unsealed_events: int
     trust_anchor: str
+    witness: str = ""  # where the witness came from ("" for a verifier given none to say)
     first_problem: Problem | None
     problems: list[Problem]
 
@@ -75,14 +76,18 @@ class ChainVerifier:
     ``trusted_keys`` maps key id to a cryptography public key; every checkpoint must carry a
     valid signature by each. Without it the keys registered in the ledger are used and the
     report says so. ``witness`` is what was recorded outside the store (high-water position,
-    last checkpoint) to detect a truncated tail.
+    last checkpoint) to detect a truncated tail; None: no witness was found, which a store with events
+    reports as a problem (whoever can cut the log's tail can delete the witness beside it).
     """
 
     def __init__(self, trusted_keys: dict[str, Any] | None = None, witness: dict | None = None,
-                 load_public_key=None) -> None:
+                 load_public_key=None, *, trust_anchor: str | None = None, witness_source: str = "") -> None:
         self.trusted = trusted_keys
-        self.trust_anchor = "configured audit keys" if trusted_keys else "keys registered in the ledger (no anchor)"
+        self.trust_anchor = trust_anchor or ("configured audit keys" if trusted_keys
+                                             else "keys registered in the ledger (no anchor)")
+        self.witness_found = witness is not None
         self.witness = witness or {}
+        self.witness_source = witness_source
         self._load_public_key = load_public_key
         self.heads: dict[tuple[str, str], tuple[int, str]] = {}
         self.pending: list[tuple[int, tuple[str, str], int, str]] = []
@@ -235,8 +240,11 @@ class ChainVerifier:
                           "which the store no longer has", position=witness_cp["position"])
         if self.events and not self.keys_seen:
             self._problem("ledger_missing", "the audit ledger's key registration is missing")
+        if self.events and not self.witness_found:
+            self._problem("witness_missing", "no audit witness was found, so a removed tail of the log cannot be "
+                          "detected: verify against a copy of the witness kept outside the data directory")
         return VerifyReport(
             ok=not self.problems, events=self.events, streams=len(self.heads), checkpoints=self.checkpoints,
             last_position=self.last_position, sealed_position=self.sealed_to, unsealed_events=len(self.pending),
-            trust_anchor=self.trust_anchor, first_problem=self.problems[0] if self.problems else None,
+            trust_anchor=self.trust_anchor, witness=self.witness_source, first_problem=self.problems[0] if self.problems else None,
             problems=self.problems)

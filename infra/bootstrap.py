@@ -12,6 +12,7 @@ import gc
 import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 
 from commands import renewal
 from commands.identity import Identity
@@ -19,8 +20,8 @@ from commands.runtime import Services, SystemClock
 from domain.verification import ChainVerifier, VerifyReport
 from infra.artifacts import SQLiteArtifactStore
 from infra.audit.checkpointer import Checkpointer
-from infra.audit.keys import AuditSigner, load_public_key, trusted_keys
-from infra.audit.witness import read_witness
+from infra.audit.keys import AuditSigner, anchor_keys, load_public_key, trusted_keys
+from infra.audit.witness import find_witness
 from infra.config import Settings
 from infra.credentials import SQLiteCredentialVault
 from infra.crypto.engine import CryptographyPki
@@ -242,10 +243,16 @@ def initialise(settings: Settings, *, rebuild: str = "now") -> Runtime:
     return runtime
 
 
-def verify_store(settings: Settings, store: SQLiteEventStore, progress=None) -> VerifyReport:
-    """Walk every row of the store through the verifier against the configured trust anchor."""
-    verifier = ChainVerifier(trusted_keys(settings.keys_dir), read_witness(settings.witness_file),
-                             load_public_key=load_public_key)
+def verify_store(settings: Settings, store: SQLiteEventStore, progress=None, *, witness_file: Path | None = None,
+                 anchor_file: Path | None = None) -> VerifyReport:
+    """Walk every row of the store through the verifier against the trust anchor and the witness: the data
+    directory's own, or copies kept elsewhere (``anchor_file``, ``witness_file``), which whoever can edit the data
+    directory cannot change. Raises ValueError for an anchor file that is not one."""
+    witness_path = witness_file or settings.witness_file
+    anchor = anchor_keys(anchor_file) if anchor_file is not None else trusted_keys(settings.keys_dir)
+    verifier = ChainVerifier(anchor, find_witness(witness_path), load_public_key=load_public_key,
+                             trust_anchor=f"anchor file {anchor_file}" if anchor_file is not None else None,
+                             witness_source=str(witness_path))
     head = store.head_position_sync()
     position = 0
     while rows := store.read_raw(position, 20_000):

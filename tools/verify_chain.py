@@ -84,8 +84,9 @@ def spki_key_id(algorithm: str, pem: str) -> str:
 # section 7: verification ---------------------------------------------------------------------------
 
 class Verifier:
-    def __init__(self, witness: dict, anchor: list[dict] | None) -> None:
-        self.witness = witness
+    def __init__(self, witness: dict | None, anchor: list[dict] | None) -> None:
+        self.witness = witness or {}
+        self.witness_found = witness is not None
         self.anchor_ids = {entry["key_id"] for entry in anchor} if anchor is not None else None
         self.key_ids: set[str] | None = set(self.anchor_ids) if self.anchor_ids is not None else None
         self.heads: dict[tuple[str, str], tuple[int, str]] = {}
@@ -230,6 +231,8 @@ class Verifier:
                          position=recorded["position"])
         if self.events and not self.keys_seen:
             self.problem("ledger_missing", "the ledger's key registration is missing")
+        if self.events and not self.witness_found:
+            self.problem("witness_missing", "no witness file: a removed tail cannot be detected (--witness FILE)")
         return {"ok": not self.problems, "events": self.events, "streams": len(self.heads),
                 "checkpoints": self.checkpoints, "last_position": self.last_position,
                 "sealed_position": self.sealed_to, "unsealed_events": len(self.unsealed),
@@ -247,11 +250,12 @@ def read_json(path: Path | None, default):
 WITNESS_SLOT = 512
 
 
-def read_witness(path: Path) -> dict:
+def read_witness(path: Path) -> dict | None:
     """The valid slot with the highest ``seq`` (its ``sha256`` is over its canonical JSON without that
-    member), or a file of the earlier format (one object). {} without a file; ValueError if nothing in it is valid."""
+    member), or a file of the earlier format (one object). None without a file; ValueError if nothing in it is
+    valid."""
     if not path.exists():
-        return {}
+        return None
     data = path.read_bytes()
     best_seq, best = -1, None
     for start in (0, WITNESS_SLOT):

@@ -78,4 +78,17 @@ def trusted_keys(directory: Path) -> dict[str, object] | None:
     path = directory / PUBLIC_FILE
     if not path.exists():
         return None
-    return {entry["key_id"]: load_public_key(entry["public_key_pem"]) for entry in json.loads(path.read_text())}
+    return anchor_keys(path)
+
+
+def anchor_keys(path: Path) -> dict[str, object]:
+    """A trust anchor file (``PUBLIC_FILE``'s format: ``[{"key_id", "public_key_pem"}]``): key id -> public key.
+    Raises ValueError for a file that is not one."""
+    try:
+        entries = json.loads(path.read_text())
+        keys = {entry["key_id"]: load_public_key(entry["public_key_pem"]) for entry in entries}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{path} is not an audit trust anchor ({PUBLIC_FILE}): {exc}") from None
+    if not keys:
+        raise ValueError(f"{path} is not an audit trust anchor ({PUBLIC_FILE}): it names no key")
+    return keys

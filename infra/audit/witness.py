@@ -71,10 +71,16 @@ def parse(data: bytes) -> tuple[int, dict]:
 
 def read_witness(path: Path) -> dict:
     """The witness ({} if there is none, or nothing in the file is valid)."""
+    return find_witness(path) or {}
+
+
+def find_witness(path: Path) -> dict | None:
+    """The witness; None if the file is missing, unreadable, or holds no valid slot."""
     try:
-        return parse(path.read_bytes())[1]
+        seq, witness = parse(path.read_bytes())
     except OSError:
-        return {}
+        return None
+    return witness if seq >= 0 else None
 
 
 def _descriptor(path: Path) -> int:

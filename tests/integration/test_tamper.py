@@ -289,6 +289,49 @@ def test_a_truncated_unsealed_tail_is_caught_by_the_witness(store):
     assert_cli_flags(store, "truncated")
 
 
+def test_a_truncated_tail_with_its_witness_deleted_is_reported_and_a_kept_copy_shows_the_cut(store, tmp_path):
+    """Whoever can cut the log can delete the witness beside it: that is a problem in itself, and a copy of the
+    witness (and of the trust anchor) kept elsewhere still shows the cut."""
+    kept_witness, kept_anchor = tmp_path / "witness-copy.json", tmp_path / "anchor-copy.json"
+    shutil.copy(store.settings.witness_file, kept_witness)
+    shutil.copy(store.settings.keys_dir / "audit-keys.pub.json", kept_anchor)
+    last_checkpoint = store.checkpoints()[-1]
+    store.execute("DELETE FROM events WHERE position > ?", last_checkpoint.position)
+    store.settings.witness_file.unlink()
+    report = store.verify()
+    assert_detected(report, "witness_missing")
+    assert not has_problem(report, "truncated")  # nothing left here to show it
+    assert_cli_flags(store, "witness_missing")
+    if CLI_MISSING:
+        return
+    run = subprocess.run([str(CSM), "--data-dir", str(store.settings.data_dir), "audit", "verify", "--json", "-q",
+                          "--witness", str(kept_witness), "--anchor", str(kept_anchor)],
+                         capture_output=True, text=True, timeout=60)
+    found = json.loads(run.stdout)
+    assert run.returncode == 1 and [p["kind"] for p in found["problems"]] == ["truncated"], run.stdout + run.stderr
+    assert (found["witness"], found["trust_anchor"]) == (str(kept_witness), f"anchor file {kept_anchor}")
+
+
+def test_an_anchor_kept_elsewhere_catches_audit_keys_replaced_in_the_data_directory(store, tmp_path):
+    kept_anchor = tmp_path / "anchor-copy.json"
+    shutil.copy(store.settings.keys_dir / "audit-keys.pub.json", kept_anchor)
+    other = json.loads(kept_anchor.read_text())
+    other[0]["key_id"] = "someone-elses-key"
+    forged_anchor = tmp_path / "forged.json"
+    forged_anchor.write_text(json.dumps(other))
+    if CLI_MISSING:
+        return
+    def verify(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(CSM), "--data-dir", str(store.settings.data_dir), "audit", "verify", "-q", *args],
+                              capture_output=True, text=True, timeout=60)
+    assert verify("--anchor", str(kept_anchor)).returncode == 0
+    assert "checkpoint_signature" in verify("--anchor", str(forged_anchor)).stdout
+    (tmp_path / "not-an-anchor.json").write_text("{}")
+    refused = verify("--anchor", str(tmp_path / "not-an-anchor.json"))
+    assert refused.returncode == 2 and "is not an audit trust anchor" in refused.stderr, refused.stderr
+    assert "Traceback" not in refused.stderr
+
+
 def test_a_deleted_whole_stream_is_caught_by_the_checkpoint_that_sealed_it(store):
     initech = store.stream("tenant-initech")
     store.execute("DELETE FROM events WHERE stream_id = ?", "tenant-initech")

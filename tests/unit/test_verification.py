@@ -33,7 +33,7 @@ async def history(runtime):
 
 def verify_in_batches(runtime, size: int):
     verifier = ChainVerifier(trusted_keys(runtime.settings.keys_dir), read_witness(runtime.settings.witness_file),
-                             load_public_key=load_public_key)
+                             load_public_key=load_public_key, witness_source=str(runtime.settings.witness_file))
     rows = runtime.store.read_raw(0)
     for start in range(0, len(rows), size):
         verifier.feed(rows[start:start + size])
