@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from cli.common import (EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, CliError, echo_json, position_progress, progress_bar,
-                        runtime_for)
+from cli.common import (EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, CliError, echo_json, hold_data_dir, position_progress,
+                        progress_bar, runtime_for)
 from domain.verification import Problem, VerifyReport
 from infra.bootstrap import verify_store
 from infra.config import Settings
@@ -95,6 +95,8 @@ def verify(settings: Settings, as_json: bool, quiet: bool, witness_file: Path | 
     Exit status 0: everything verifies; 1: a problem was found (the first broken link is
     named); 2: the data directory cannot be read.
     """
+    if settings.events_db.exists():  # not in verify_data_dir: restore calls it holding the lock exclusively
+        hold_data_dir(settings)
     report = verify_data_dir(settings, show_progress=not quiet, witness_file=witness_file, anchor_file=anchor_file)
     if as_json:
         echo_json(report)

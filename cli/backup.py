@@ -34,7 +34,7 @@ from cli.common import EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, CliError, require_init
 from domain.verification import VerifyReport
 from infra.audit.keys import PUBLIC_FILE
 from infra.config import Settings
-from infra.data_lock import DataDirBusy, exclusive, hold_while_running
+from infra.data_lock import DataDirBusy, exclusive
 
 MANIFEST = "manifest.json"
 FORMAT = "csm-backup"
@@ -114,10 +114,6 @@ def backup(settings: Settings, dest_dir: Path) -> None:
         raise CliError(f"{dest_dir} is not empty; back up into a new directory", EXIT_USAGE)
     if dest_dir.resolve() == settings.data_dir or settings.data_dir in dest_dir.resolve().parents:
         raise CliError("the backup directory must be outside the data directory", EXIT_USAGE)
-    try:  # shared with a running server; a restore into the data directory cannot start meanwhile
-        hold_while_running(settings.data_dir)
-    except DataDirBusy as exc:
-        raise CliError(str(exc)) from None
     _private_dir(dest_dir)
     started = time.perf_counter()
     written: list[str] = []
@@ -281,17 +277,17 @@ def _restore_into(settings: Settings, src_dir: Path, manifest: dict, force: bool
 def restore(settings: Settings, src_dir: Path, force: bool) -> None:
     """Restore a backup from SRC_DIR into the data directory, then verify the audit trail.
 
-    Stop the server first: restore refuses while csm serve, csm projector, csm worker or csm backup
-    runs on the data directory. Exit status 0: restored and verified; 1: the backup fails its
-    manifest or the restored trail does not verify; 2: refused (the data directory holds
-    events and --force was not given, or a running process uses it) or unreadable.
+    Stop the server first: restore refuses while csm serve, csm projector, csm worker, csm backup or
+    any other csm command runs on the data directory. Exit status 0: restored and verified; 1: the
+    backup fails its manifest or the restored trail does not verify; 2: refused (the data directory
+    holds events and --force was not given, or a running process uses it) or unreadable.
     """
     manifest = _load_manifest(src_dir)
     files: dict = manifest["files"]
     _check_manifest(src_dir, files)
     _private_dir(settings.data_dir)
     try:
-        with exclusive(settings.data_dir):  # refused while a server, projector, job worker or backup uses it
+        with exclusive(settings.data_dir):  # refused while a server, projector, job worker or any csm command uses it
             report = _restore_into(settings, src_dir, manifest, force)
     except DataDirBusy as exc:
         raise CliError(f"{exc}; nothing was restored", EXIT_USAGE) from None

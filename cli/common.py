@@ -34,6 +34,7 @@ from infra.keystore.kek import KekError
 from infra.audit.keys import PUBLIC_FILE
 from infra.bootstrap import Runtime, open_runtime
 from infra.config import Settings
+from infra.data_lock import DataDirBusy, shared
 from infra.eventstore.sqlite import StoreUnavailable
 
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
@@ -106,11 +107,33 @@ class CsmGroup(click.Group):
 # settings and the runtime -------------------------------------------------------------
 
 def require_initialised(settings: Settings) -> None:
-    """Refuse (exit 2) unless ``csm init`` has run here; never create keys behind the operator's back."""
+    """Refuse (exit 2) unless ``csm init`` has run here; never create keys behind the operator's back.
+
+    Then hold the data directory's shared lock until the command ends (``hold_data_dir``): every
+    command that opens the directory's stores passes here first.
+    """
     if not settings.events_db.exists():
         raise CliError(f"{settings.data_dir} is not initialised (no events.db); run "
                        f"`csm --data-dir {settings.data_dir} init` first", EXIT_USAGE)
     require_keys_if_events(settings)
+    hold_data_dir(settings)
+
+
+def hold_data_dir(settings: Settings) -> None:
+    """Share ``<data>/run/data-dir.lock`` until the command ends (infra/data_lock.py), refusing during a restore.
+
+    Held by the root click context, once per directory, and released when it closes: a restore cannot
+    start under a running command, nor a command write into files a restore is moving.
+    """
+    ctx = click.get_current_context().find_root()
+    key = f"csm.data-dir-lock:{settings.data_dir.resolve()}"
+    if key in ctx.meta:
+        return
+    try:
+        ctx.with_resource(shared(settings.data_dir))
+    except DataDirBusy as exc:
+        raise CliError(f"{exc}; nothing was done") from None
+    ctx.meta[key] = True
 
 
 def require_keys_if_events(settings: Settings) -> None:

@@ -15,7 +15,7 @@ from cli.worker import worker
 from cli.projector import projector
 from cli.cluster import cluster
 from cli.db import db
-from cli.common import CliError, CsmGroup, require_keys_if_events
+from cli.common import CliError, CsmGroup, hold_data_dir, require_keys_if_events
 from cli.auth import first_login_hints
 from infra.audit.keys import PUBLIC_FILE
 from infra.bootstrap import initialise
@@ -58,6 +58,7 @@ def init(settings: Settings) -> None:
     the background once it serves (a CLI command that reads it first rebuilds it itself)."""
     existed = settings.events_db.exists()
     require_keys_if_events(settings)
+    hold_data_dir(settings)  # refused during a restore, which refuses while this writes
     initialise(settings, rebuild="background").close()
     click.echo(f"{'data directory ready' if existed else 'initialised'}: {settings.data_dir}")
     click.echo(f"  event log:          {settings.events_db}")

@@ -2,7 +2,8 @@
 
 ``csm serve`` (its supervisor, primary and HTTP workers, or its one process), ``csm projector``,
 ``csm worker`` and ``csm backup`` each hold a shared ``flock`` on ``<data>/run/data-dir.lock``
-for their lifetime; ``csm restore`` takes it exclusively, without waiting, before it moves a
+for their lifetime, and every other CLI command that opens the data directory for as long as it
+runs (``shared``); ``csm restore`` takes it exclusively, without waiting, before it moves a
 file. An flock belongs to an open file, so the kernel drops it when its process ends, however
 it ends: a crashed server leaves no stale lock behind, and a live one cannot be missed. A
 multi-worker server of a version before this lock is still seen by its primary's socket.
@@ -48,13 +49,28 @@ def _try_lock(fd: int, operation: int) -> bool:
     return True
 
 
-def hold_while_running(data_dir: Path) -> None:
-    """Hold a shared lock on ``data_dir`` until this process ends; DataDirBusy while a restore replaces its files."""
+def _share(data_dir: Path) -> int:
+    """An open file holding a shared lock on ``data_dir``; DataDirBusy while a restore replaces its files."""
     fd = _open(data_dir)
     if not _try_lock(fd, fcntl.LOCK_SH):
         os.close(fd)
         raise DataDirBusy(f"a restore into {data_dir} is running; start again once it has finished")
-    _held.append(fd)
+    return fd
+
+
+def hold_while_running(data_dir: Path) -> None:
+    """Hold a shared lock on ``data_dir`` until this process ends; DataDirBusy while a restore replaces its files."""
+    _held.append(_share(data_dir))
+
+
+@contextlib.contextmanager
+def shared(data_dir: Path) -> Iterator[None]:
+    """Hold a shared lock on ``data_dir`` for a block (a one-off CLI command); DataDirBusy at once during a restore."""
+    fd = _share(data_dir)
+    try:
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 @contextlib.contextmanager
@@ -66,7 +82,8 @@ def exclusive(data_dir: Path) -> Iterator[None]:
             pids = holders(lock_path(data_dir))
             held_by = f" (pid {', '.join(map(str, pids))})" if pids else ""
             raise DataDirBusy(f"{data_dir} is in use by a running csm process{held_by}: csm serve, csm projector, "
-                              "csm worker and csm backup hold it while they run. Stop them first")
+                              "csm worker, csm backup and every other csm command using it hold it while they run. "
+                              "Stop them first")
         yield
     finally:
         os.close(fd)  # releases the lock

@@ -1,16 +1,21 @@
-"""`csm restore` refuses a data directory that a running `csm serve`, `csm projector` or backup uses."""
+"""`csm restore` refuses a data directory that a running `csm serve`, `csm projector`, backup or one-off command uses."""
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
+import os
+import struct
 import subprocess
+import termios
 import time
 from pathlib import Path
 
 import pytest
 from test_cli_serve import CSM, csm, env, free_port, stopped, wait_until_live
 
-from infra.data_lock import exclusive
+from infra.data_lock import RUN_DIR, exclusive
 
 httpx = pytest.importorskip("httpx")
 
@@ -101,3 +106,62 @@ def test_serve_projector_and_backup_refuse_to_start_during_a_restore(tmp_path):
                                  timeout=120, env=env(), cwd=tmp_path)
             assert run.returncode != 0 and "a restore into" in run.stderr, (args, run.stderr)
     assert not (tmp_path / "b").exists()
+
+
+def _files(data: Path) -> dict[str, str]:
+    """Every file of the data directory but the lock's, by content."""
+    return {p.relative_to(data).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(data.rglob("*")) if p.is_file() and p.parent.name != RUN_DIR}
+
+
+ONE_OFF = (("init",), ("admin", "create-token", "--name", "late"), ("admin", "sweep-keys", "--dry-run"),
+           ("tenant", "create", "acme", "--name", "Acme"), ("cert", "list"), ("auth", "rotate-signing-key"),
+           ("audit", "verify"), ("events", "export"), ("projections", "rebuild", "tenants"))
+
+
+def test_one_off_commands_refuse_during_a_restore_and_write_nothing(tmp_path):
+    data = tmp_path / "data"
+    csm(data, "init")
+    before = _files(data)
+    with exclusive(data):  # as `csm restore` holds it while it replaces the files
+        for args in ONE_OFF:
+            run = subprocess.run([*CSM, "--data-dir", str(data), *args], capture_output=True, text=True,
+                                 timeout=120, env=env(), cwd=tmp_path)
+            assert run.returncode == 1 and run.stdout == "", (args, run.stdout, run.stderr)
+            assert run.stderr.startswith(f"error: a restore into {data} is running"), (args, run.stderr)
+            assert len(run.stderr.strip().splitlines()) == 1 and "nothing was done" in run.stderr, (args, run.stderr)
+    assert _files(data) == before
+    assert "created" in csm(data, "tenant", "create", "acme", "--name", "Acme").stdout  # once the restore has ended
+
+
+def _pending(pipe) -> int:
+    """Bytes written into ``pipe`` and not yet read."""
+    return struct.unpack("i", fcntl.ioctl(pipe.fileno(), termios.FIONREAD, b"\0" * 4))[0]
+
+
+def test_restore_refuses_while_a_one_off_command_runs(tmp_path, backup):
+    data = tmp_path / "data"
+    csm(data, "init")
+    csm(data, "tenant", "create", "acme", "--name", "Acme")
+    csm(data, "audit", "checkpoint")  # with its signatures, the log's export is now longer than a page
+    read, write = os.pipe()
+    capacity = fcntl.fcntl(write, fcntl.F_SETPIPE_SZ, 4096)  # a page: the export below writes more
+    with os.fdopen(read, "rb") as out:
+        export = subprocess.Popen([*CSM, "--data-dir", str(data), "events", "export"], env=env(), cwd=tmp_path,
+                                  stdout=write, stderr=subprocess.PIPE, text=True)
+        os.close(write)
+        try:  # the export blocks on its full stdout, in the middle of the command
+            deadline = time.monotonic() + 60
+            while _pending(out) < capacity:
+                assert export.poll() is None, export.communicate()[1]
+                assert time.monotonic() < deadline, "the export never filled its stdout"
+                time.sleep(0.1)
+            assert f"pid {export.pid}" in _refused(data, backup)
+            exported = out.read()
+            stderr = export.communicate(timeout=60)[1]
+        finally:
+            if export.poll() is None:
+                export.kill()
+                export.wait(30)
+    assert export.returncode == 0 and b'"stream_id":"tenant-acme"' in exported, stderr
+    assert "OK" in csm(data, "restore", "--force", str(backup)).stdout  # once it has ended, the restore goes ahead
