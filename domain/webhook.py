@@ -27,6 +27,7 @@ MAX_DESCRIPTION = 200
 NOTIFIABLE = ("certificate.expiry_warned", "certificate.renewed", "certificate.renewal_failed",
               "certificate.revoked", "ca.revoked")
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+_LOOPBACK_ONLY = "(allowed only where the service allows loopback webhooks, for tests and development)"
 _NUMERIC_LABEL = re.compile(r"[0-9]+|0x[0-9a-f]*")  # what resolvers read as a part of an IPv4 address
 _THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")  # Linux connects 0.x.y.z to this host
 SIGNATURE_HEADER = "X-CSM-Signature"
@@ -123,7 +124,7 @@ def check_url(url: str, *, allow_loopback_http: bool = False) -> str:
     a valid DNS name or an IP address that is not loopback (unless allowed), link-local, unspecified or multicast.
 
     Private (RFC 1918, unique local) addresses are allowed: internal receivers are normal. Names are not
-    resolved here.
+    resolved here: the delivery job applies ``address_problem`` to every address a name resolves to.
     """
     if not isinstance(url, str) or not url or len(url) > MAX_URL or not url.isprintable() or " " in url:
         raise InvalidWebhook("invalid_url", f"url must be 1-{MAX_URL} printable characters without spaces",
@@ -148,14 +149,24 @@ def check_url(url: str, *, allow_loopback_http: bool = False) -> str:
     if parts.scheme == "http" and not (allow_loopback_http and _loopback(host)):
         raise InvalidWebhook("url_scheme", "url must use https (plain http only to a loopback address, and only "
                              "where the service allows it)", field="url")
-    if _loopback(host) and not allow_loopback_http:
-        raise InvalidWebhook("url_host", "url must not name a loopback address (allowed only where the service "
-                             "allows loopback webhooks, for tests and development)", field="url")
-    if address is not None and (address.is_link_local or address.is_unspecified or address.is_multicast
-                                or address in _THIS_NETWORK):
-        raise InvalidWebhook("url_host", f"url must not name a link-local, unspecified or multicast address "
-                             f"({address})", field="url")
+    if address is None and _loopback(host) and not allow_loopback_http:
+        raise InvalidWebhook("url_host", f"url must not name a loopback host ({host}) {_LOOPBACK_ONLY}",
+                             field="url")
+    problem = address_problem(address, allow_loopback=allow_loopback_http) if address is not None else None
+    if problem:
+        raise InvalidWebhook("url_host", f"url must not name {problem}", field="url")
     return url
+
+
+def address_problem(address: ipaddress.IPv4Address | ipaddress.IPv6Address, *, allow_loopback: bool) -> str | None:
+    """Why no notification may go to ``address``, or None: the one rule for a URL's literal address and for
+    every address its name resolves to when a notification is sent (infra/webhooks/delivery.py)."""
+    address = getattr(address, "ipv4_mapped", None) or address
+    if address.is_loopback and not allow_loopback:
+        return f"a loopback address ({address}) {_LOOPBACK_ONLY}"
+    if address.is_link_local or address.is_unspecified or address.is_multicast or address in _THIS_NETWORK:
+        return f"a link-local, unspecified or multicast address ({address})"
+    return None
 
 
 def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

@@ -28,6 +28,7 @@ def wire(settings: Settings, jobs: Jobs, keys: SQLiteKeyVault) -> Webhooks:
     """Open the delivery log and declare the delivery actor on ``jobs``' broker."""
     deliveries = DeliveryLog(settings.webhooks_db)
     deliverer = Deliverer(deliveries=deliveries, views_path=settings.views_db, secret=keys.get_sync,
-                          max_attempts=max(settings.webhook_max_attempts, 1), timeout=settings.webhook_timeout)
+                          max_attempts=max(settings.webhook_max_attempts, 1), timeout=settings.webhook_timeout,
+                          allow_loopback=settings.webhook_allow_loopback_http)
     declare(jobs, deliverer, min_backoff=settings.webhook_min_backoff, max_backoff=settings.webhook_max_backoff)
     return Webhooks(deliveries, deliverer)

@@ -5,13 +5,22 @@ connection, a URL the HTTP client cannot send to) counts an attempt and raises, 
 Retries middleware sends the message again after an exponential backoff, until ``max_attempts``
 have been made; the last failure is final (the dispatcher then appends
 ``webhook.delivery_failed``). Redirects are never followed. A URL the subscription rules refuse
-(saved before the rule existed) fails the delivery at once, without a request.
-The job's message carries only the delivery id: body, tenant and subscription are read here.
+(saved before the rule existed, or to loopback where this process does not allow it) fails the
+delivery at once, without a request. A host name is resolved here, on each attempt: if any
+address it resolves to is one the rules refuse (``domain.webhook.address_problem``: loopback
+unless allowed, link-local, unspecified, multicast) the attempt fails without a connection, and
+otherwise the request goes to a vetted address, so a DNS answer that changes between the check
+and the connection (rebinding) cannot redirect it; the Host header, TLS SNI and certificate
+verification stay with the name. The job's message carries only the delivery id: body, tenant
+and subscription are read here.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
+import socket
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,6 +43,10 @@ USER_AGENT = "csm-webhooks/1"
 SUBSCRIPTIONS = RebuildGuard([read_model.WebhooksProjector()])
 
 
+class HostRefused(Exception):
+    """The URL's host name resolves to an address no notification may go to."""
+
+
 class DeliveryFailed(dramatiq.Retry):
     """This attempt failed; dramatiq retries the message after its exponential backoff (logged by us, not as an
     unhandled error)."""
@@ -48,6 +61,8 @@ class Deliverer:
     secret: Callable[[str, str], bytes]  # (tenant, secret_ref) -> the secret, from the key vault
     max_attempts: int = 8
     timeout: float = 10.0
+    allow_loopback: bool = False  # CSM_WEBHOOK_ALLOW_LOOPBACK_HTTP: loopback receivers, for tests and development
+    verify: ssl.SSLContext | bool = True  # the receivers' TLS trust: the HTTP client's default CAs
 
     def _subscription(self, tenant_id: str, webhook_id: str) -> dict | None:
         conn = SUBSCRIPTIONS.connect(self.views_path)  # refuses while the read model is rebuilt
@@ -65,8 +80,7 @@ class Deliverer:
             self.deliveries.finish(delivery_id, "cancelled", "the subscription was deleted or disabled")
             return
         try:  # a subscription saved before the URL rules refused its URL: no attempt can ever be sent there
-            # (loopback is left to the subscription's check: whether it is allowed is the API process's setting)
-            webhook.check_url(hook["url"], allow_loopback_http=True)
+            webhook.check_url(hook["url"], allow_loopback_http=self.allow_loopback)
         except webhook.InvalidWebhook as refused:
             self.deliveries.record_attempt(delivery_id, status="failed", status_code=None,
                                            error=f"{refused.code}: {refused.detail}")
@@ -94,9 +108,16 @@ class Deliverer:
                    "X-CSM-Delivery": row["delivery_id"], "X-CSM-Event": row["event_type"],
                    "X-CSM-Attempt": str(row["attempts"] + 1)}
         try:
+            target = httpx.URL(url)
+            addresses = self.vetted_addresses(target)
             # trust_env off: no proxy or .netrc from the environment decides where notifications go
-            with httpx.Client(timeout=self.timeout, follow_redirects=False, trust_env=False) as client:
-                response = client.post(url, content=body, headers=headers)
+            with httpx.Client(timeout=self.timeout, follow_redirects=False, trust_env=False,
+                              verify=self.verify) as client:
+                response = _send(client, target, addresses, body, headers)
+        except HostRefused as exc:
+            log.warning("webhook host refused; attempt failed", extra={"delivery_id": row["delivery_id"],
+                                                                       "error": str(exc)})
+            return None, str(exc)
         except (httpx.HTTPError, httpx.InvalidURL, ValueError) as exc:
             # ValueError: the URL itself cannot be sent to (the idna codec's UnicodeError on a bad host name); an
             # attempt that failed like any other, never an exception out of the job
@@ -104,6 +125,40 @@ class Deliverer:
         if 300 <= response.status_code < 400:
             return response.status_code, f"HTTP {response.status_code}: redirects are not followed"
         return response.status_code, None if response.is_success else f"HTTP {response.status_code}"
+
+    def vetted_addresses(self, url: httpx.URL) -> list[str]:
+        """Every address ``url``'s host resolves to (an address stands for itself), in the resolver's order;
+        HostRefused if any of them is one the subscription rules refuse (ConnectError if there is none)."""
+        host = url.raw_host.decode("ascii")
+        try:
+            found = socket.getaddrinfo(host, url.port or (443 if url.scheme == "https" else 80),
+                                       type=socket.SOCK_STREAM)
+        except socket.gaierror as exc:  # as the HTTP client would have failed to connect
+            raise httpx.ConnectError(f"{host} does not resolve: {exc}") from None
+        addresses = list(dict.fromkeys(str(info[4][0]) for info in found))
+        for address in addresses:
+            problem = webhook.address_problem(ipaddress.ip_address(address), allow_loopback=self.allow_loopback)
+            if problem:
+                raise HostRefused(f"url_host: {host} resolves to {problem}; no request was sent")
+        return addresses
+
+
+def _send(client: httpx.Client, url: httpx.URL, addresses: list[str], body: bytes,
+          headers: dict[str, str]) -> httpx.Response:
+    """POST to the first of ``addresses`` that accepts a connection, as if to ``url``'s host: its Host header,
+    and for https its name in SNI and in the certificate check (for an address, itself, as the client does)."""
+
+    def to(address: str) -> httpx.Request:
+        return client.build_request("POST", url.copy_with(host=address), content=body,
+                                    headers={**headers, "Host": url.netloc.decode("ascii")},
+                                    extensions={"sni_hostname": url.raw_host.decode("ascii")})
+
+    for address in addresses[:-1]:
+        try:
+            return client.send(to(address))
+        except httpx.ConnectError:
+            continue  # the next address, as the client would have tried the name's
+    return client.send(to(addresses[-1]))
 
 
 def declare(jobs: Jobs, deliverer: Deliverer, *, min_backoff: float, max_backoff: float) -> None:
