@@ -151,6 +151,8 @@ class Services:
     crl_validity: timedelta = timedelta(days=7)
     directory: Directory | None = None  # LDAP / AD sign-in, when configured
     allow_loopback_webhooks: bool = False  # webhook URLs to 127.0.0.1/localhost, http too (tests, development)
+    # how webhook delivery's HTTP client writes a URL's host (domain.webhook.HostEncoder); None: IDNA 2003
+    webhook_host_encoder: Callable[[str], str] | None = None
     streams: StreamCache = field(default_factory=StreamCache)  # folded states, resumed from where they were
     locks: StreamLocks = field(default_factory=StreamLocks)  # this process's writers of one stream take turns
     usage: TenantUsage | None = None  # counts what a tenant holds, for its quotas (commands/quotas.py)

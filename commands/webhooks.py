@@ -93,8 +93,8 @@ async def create_webhook(cmd: CreateWebhook, ctx: CommandContext, services: Serv
     if prior := await replayed(services, ctx, cmd, cmd.tenant_id):
         return WithSecret(webhook_id=_id_of(prior), secret=None, result=prior)
     await active_tenant(services, cmd.tenant_id)
-    loopback = services.allow_loopback_webhooks
-    webhook.check_url(cmd.url, allow_loopback_http=loopback)  # refuse before a secret is stored
+    rules = {"allow_loopback_http": services.allow_loopback_webhooks, "encode_host": services.webhook_host_encoder}
+    webhook.check_url(cmd.url, **rules)  # refuse before a secret is stored
     webhook.check_event_types(cmd.event_types)
     secret = new_secret()
     secret_ref = await _store_secret(services, cmd.tenant_id, secret)
@@ -102,7 +102,7 @@ async def create_webhook(cmd: CreateWebhook, ctx: CommandContext, services: Serv
     subscribed = webhook.WebhookSubscribed(webhook_id=webhook_id, url=cmd.url, event_types=cmd.event_types or [],
                                            enabled=cmd.enabled, description=cmd.description, secret_ref=secret_ref)
     result = await _run(services, ctx, cmd, cmd.tenant_id, webhook_id,
-                        lambda s: webhook.decide_subscribe(s, subscribed, allow_loopback_http=loopback))
+                        lambda s: webhook.decide_subscribe(s, subscribed, **rules))
     return WithSecret(webhook_id=_id_of(result), secret=None if result.replayed else secret, result=result)
 
 
@@ -110,7 +110,7 @@ async def update_webhook(cmd: UpdateWebhook, ctx: CommandContext, services: Serv
     authorize(ctx.principal, "webhook:manage", cmd.tenant_id)
     return await _run(services, ctx, cmd, cmd.tenant_id, cmd.webhook_id, lambda s: webhook.decide_update(
         s, url=cmd.url, event_types=cmd.event_types, enabled=cmd.enabled, description=cmd.description,
-        allow_loopback_http=services.allow_loopback_webhooks))
+        allow_loopback_http=services.allow_loopback_webhooks, encode_host=services.webhook_host_encoder))
 
 
 async def rotate_webhook_secret(cmd: RotateWebhookSecret, ctx: CommandContext, services: Services) -> WithSecret:

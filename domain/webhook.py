@@ -10,7 +10,7 @@ import hashlib
 import hmac
 import ipaddress
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -32,6 +32,9 @@ _NUMERIC_LABEL = re.compile(r"[0-9]+|0x[0-9a-f]*")  # what resolvers read as a p
 _THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")  # Linux connects 0.x.y.z to this host
 SIGNATURE_HEADER = "X-CSM-Signature"
 DEFAULT_TOLERANCE_SECONDS = 300
+# How the delivery's HTTP client writes a host name into its requests (ASCII: A-labels), raising ValueError (or
+# UnicodeError) for a name it cannot send to; infra supplies its own (infra/webhooks/delivery.encode_host).
+HostEncoder = Callable[[str], str]
 # Payload fields a receiver has no use for (vault references), dropped from notification data.
 _INTERNAL_FIELDS = frozenset({"key_ref", "secret_ref", "password_ref"})
 
@@ -119,9 +122,12 @@ def fold(payloads: Iterable[Payload], start: Webhook | None = None) -> Webhook:
 
 
 # rules ------------------------------------------------------------------------------------
-def check_url(url: str, *, allow_loopback_http: bool = False) -> str:
+def check_url(url: str, *, allow_loopback_http: bool = False, encode_host: HostEncoder | None = None) -> str:
     """``url`` if a notification may be sent there: https (http only to loopback, when allowed), no credentials,
     a valid DNS name or an IP address that is not loopback (unless allowed), link-local, unspecified or multicast.
+
+    A name must be one ``encode_host``, the delivery's HTTP client, can send to (httpx: IDNA 2008), so that what
+    is saved can be delivered; None: the standard library's IDNA 2003 codec, a structural check only.
 
     Private (RFC 1918, unique local) addresses are allowed: internal receivers are normal. Names are not
     resolved here: the delivery job applies ``address_problem`` to every address a name resolves to.
@@ -145,7 +151,7 @@ def check_url(url: str, *, allow_loopback_http: bool = False) -> str:
         raise InvalidWebhook("invalid_url", "url must not have a fragment", field="url")
     address = _address(host)
     if address is None:
-        _check_dns_name(host)
+        _check_dns_name(host, encode_host or _idna_2003)
     if parts.scheme == "http" and not (allow_loopback_http and _loopback(host)):
         raise InvalidWebhook("url_scheme", "url must use https (plain http only to a loopback address, and only "
                              "where the service allows it)", field="url")
@@ -178,16 +184,21 @@ def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     return getattr(address, "ipv4_mapped", None) or address
 
 
-def _check_dns_name(host: str) -> None:
-    """``host`` (not an IP address) must be a DNS name a resolver accepts: IDNA-encodable, labels of 1-63
-    letters, digits and hyphens, 253 characters at most (one trailing dot allowed). Checked here because the
-    delivery job cannot send to anything else (a 64-character label failed every attempt in the idna codec)."""
+def _idna_2003(name: str) -> str:
+    return name.encode("idna").decode("ascii")  # the standard library's codec: U-labels to A-labels
+
+
+def _check_dns_name(host: str, encode_host: HostEncoder) -> None:
+    """``host`` (not an IP address) must be a DNS name the delivery can send to: encodable by its HTTP client,
+    labels of 1-63 letters, digits and hyphens, 253 characters at most (one trailing dot allowed). Checked here
+    because the delivery job cannot send to anything else (a 64-character label failed every attempt in the idna
+    codec, a symbol IDNA 2003 maps but IDNA 2008 refuses every attempt in the HTTP client)."""
     name = host[:-1] if host.endswith(".") else host
     try:
-        name = name.encode("idna").decode("ascii")  # IDNA 2003 (stdlib): U-labels to A-labels
-    except UnicodeError:
-        raise InvalidWebhook("invalid_url", "url host is not a valid DNS name: its labels must be 1-63 characters "
-                             "and IDNA-encodable", field="url") from None
+        name = encode_host(name)
+    except ValueError as exc:  # UnicodeError too
+        raise InvalidWebhook("invalid_url", f"url host is not a name the delivery can send to (an internationalised "
+                             f"name must be valid IDNA 2008): {exc}", field="url") from None
     if _NUMERIC_LABEL.fullmatch(name.rsplit(".", 1)[-1].lower()):
         # 127.1, 2130706433, 0x7f.0.0.1: resolvers read these as IPv4 addresses, which the rules below must see
         raise InvalidWebhook("invalid_url", "url host is neither a DNS name nor an IP address in its usual form "
@@ -222,10 +233,11 @@ def _check_description(description: str) -> str:
     return description
 
 
-def decide_subscribe(state: Webhook, subscribed: WebhookSubscribed, *, allow_loopback_http: bool) -> list[Payload]:
+def decide_subscribe(state: Webhook, subscribed: WebhookSubscribed, *, allow_loopback_http: bool,
+                     encode_host: HostEncoder | None = None) -> list[Payload]:
     if state.status != "absent":
         raise AlreadyExists("webhook_exists", "a webhook with this id exists", field="webhook_id")
-    check_url(subscribed.url, allow_loopback_http=allow_loopback_http)
+    check_url(subscribed.url, allow_loopback_http=allow_loopback_http, encode_host=encode_host)
     _check_description(subscribed.description)
     return [msgspec.structs.replace(subscribed, event_types=check_event_types(subscribed.event_types))]
 
@@ -237,10 +249,12 @@ def _existing(state: Webhook) -> Webhook:
 
 
 def decide_update(state: Webhook, *, url: str | None, event_types: list[str] | None, enabled: bool | None,
-                  description: str | None, allow_loopback_http: bool) -> list[Payload]:
+                  description: str | None, allow_loopback_http: bool,
+                  encode_host: HostEncoder | None = None) -> list[Payload]:
     current = _existing(state)
     new = WebhookUpdated(
-        url=check_url(url, allow_loopback_http=allow_loopback_http) if url is not None else current.url,
+        url=(check_url(url, allow_loopback_http=allow_loopback_http, encode_host=encode_host) if url is not None
+             else current.url),
         event_types=check_event_types(event_types) if event_types is not None else list(current.event_types),
         enabled=current.enabled if enabled is None else enabled,
         description=_check_description(description) if description is not None else current.description)

@@ -41,6 +41,7 @@ from infra.sessions import ReadModelSessions
 from infra.usage import ReadModelUsage
 from infra.webhooks import Webhooks
 from infra.webhooks import wire as wire_webhooks
+from infra.webhooks.delivery import encode_host
 from infra.webhooks.dispatcher import WebhookDispatcher
 from infra.webhooks.log import DeliveryLog
 from projections.registry import all_projectors
@@ -189,6 +190,7 @@ def open_runtime(settings: Settings, link: LinkClient | None = None, *, rebuild:
         # Built here so a bad URL, CA file or password file stops startup instead of the first sign-in.
         services.directory = LdapDirectory(settings.ldap)
     services.allow_loopback_webhooks = settings.webhook_allow_loopback_http
+    services.webhook_host_encoder = encode_host  # URLs are saved only if the delivery can send to them
     services.usage = ReadModelUsage(store, runner, timeout=settings.read_your_writes_timeout)
     services.sessions = ReadModelSessions(store, runner, timeout=settings.read_your_writes_timeout)
     if link is not None:

@@ -80,7 +80,7 @@ class Deliverer:
             self.deliveries.finish(delivery_id, "cancelled", "the subscription was deleted or disabled")
             return
         try:  # a subscription saved before the URL rules refused its URL: no attempt can ever be sent there
-            webhook.check_url(hook["url"], allow_loopback_http=self.allow_loopback)
+            webhook.check_url(hook["url"], allow_loopback_http=self.allow_loopback, encode_host=encode_host)
         except webhook.InvalidWebhook as refused:
             self.deliveries.record_attempt(delivery_id, status="failed", status_code=None,
                                            error=f"{refused.code}: {refused.detail}")
@@ -141,6 +141,15 @@ class Deliverer:
             if problem:
                 raise HostRefused(f"url_host: {host} resolves to {problem}; no request was sent")
         return addresses
+
+
+def encode_host(host: str) -> str:
+    """``host`` as the HTTP client writes it into a request (httpx: lower-cased, a non-ASCII name through IDNA 2008,
+    the idna package); ValueError for a name it cannot send to. The URL rules use it when a URL is saved."""
+    try:
+        return httpx.URL(scheme="https", host=host, path="/").raw_host.decode("ascii")
+    except httpx.InvalidURL as exc:
+        raise ValueError(str(exc)) from None
 
 
 def _send(client: httpx.Client, url: httpx.URL, addresses: list[str], body: bytes,

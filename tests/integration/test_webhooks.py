@@ -270,6 +270,22 @@ async def test_internal_receivers_are_accepted_but_link_local_addresses_never(tm
             assert_problem(changed, 400, "url_host", field="url")
 
 
+async def test_a_host_the_delivery_cannot_encode_is_refused_when_saved(tmp_path):
+    """IDNA 2003 (the standard library) maps ☃ to xn--n3h, IDNA 2008 (the HTTP client) refuses it: was 201, then
+    every delivery attempt failed in the client. Checked as the delivery encodes, on create and on update."""
+    async with running_api(tmp_path) as api:
+        admin = await api.admin()
+        await api.create_tenant(admin, "acme")
+        created = await api.client.post("/v1/webhooks", headers=admin,
+                                        json={"tenant_id": "acme", "url": "https://☃.example/hooks"})
+        problem = assert_problem(created, 400, "invalid_url", field="url")
+        assert "IDNA 2008" in problem["detail"]
+        accepted = await subscribe(api, admin, "acme", "https://bücher.example/hooks")  # valid in IDNA 2008
+        changed = await api.client.patch(f"/v1/webhooks/{accepted['webhook_id']}", headers=admin,
+                                         params={"tenant_id": "acme"}, json={"url": "https://ｆｕｌｌ.example/"})
+        assert_problem(changed, 400, "invalid_url", field="url")
+
+
 async def test_tenants_never_see_or_receive_each_others_webhooks(tmp_path):
     async with running_api(tmp_path, **FAST) as api:
         admin = await api.admin()

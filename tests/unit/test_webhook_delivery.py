@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from domain import webhook
-from infra.webhooks.delivery import Deliverer, DeliveryFailed, HostRefused
+from infra.webhooks.delivery import Deliverer, DeliveryFailed, HostRefused, encode_host
 from infra.webhooks.log import DeliveryLog
 
 BAD_HOST = "https://" + "a" * 2030  # the idna codec refuses it: "label too long"
@@ -39,7 +39,8 @@ def deliverer(tmp_path, url: str, monkeypatch, **options) -> tuple[Deliverer, st
     return job, "d1"
 
 
-@pytest.mark.parametrize("url", [BAD_HOST, "https://169.254.169.254/latest", "https://[fe80::1]/x"])
+@pytest.mark.parametrize("url", [BAD_HOST, "https://169.254.169.254/latest", "https://[fe80::1]/x",
+                                 "https://☃.example/x"])  # IDNA 2003 maps the symbol, IDNA 2008 refuses it
 def test_a_url_the_rules_refuse_fails_the_delivery_at_once(tmp_path, monkeypatch, url):
     """A subscription saved before these rules existed: no request is made, the delivery fails (and is reported)."""
     job, delivery_id = deliverer(tmp_path, url, monkeypatch)
@@ -50,13 +51,29 @@ def test_a_url_the_rules_refuse_fails_the_delivery_at_once(tmp_path, monkeypatch
     assert [r["delivery_id"] for r in job.deliveries.unreported_failures()] == [delivery_id]
 
 
-def test_an_error_sending_to_the_url_is_a_failed_attempt(tmp_path, monkeypatch):
-    """A host the rules accept but the HTTP client cannot encode (IDNA 2008 refuses symbols) counts an attempt."""
-    job, delivery_id = deliverer(tmp_path, "https://☃.example/x", monkeypatch)
-    with pytest.raises(DeliveryFailed):
-        job(delivery_id)
-    row = job.deliveries.get(delivery_id)
-    assert row["status"] == "pending" and row["attempts"] == 1 and "InvalidURL" in row["last_error"]
+HOSTS = ["hooks.example.com", "Hooks.Example.COM", "bücher.example", "straße.de", "ÄÖÜ.de", "例え.テスト",
+         "xn--n3h.example", "☃.example", "♥.example", "a\u200db.example", "ǅ.example", "⒈.example", "ｆｕｌｌ.example",
+         "a" * 64 + ".example", "-lead.example", "a_b.example"]
+
+
+@pytest.mark.parametrize("host", HOSTS)
+def test_the_url_rules_accept_only_hosts_the_http_client_can_send_to(host):
+    """Saved URLs are checked with the delivery's own encoder: a host accepted when saved is one httpx sends to."""
+    url = f"https://{host}/hooks"
+    try:
+        webhook.check_url(url, encode_host=encode_host)
+    except webhook.InvalidWebhook as refused:
+        assert refused.code == "invalid_url" and refused.field == "url"
+        return
+    assert httpx.URL(url).raw_host.decode("ascii") == encode_host(host)
+
+
+def test_a_symbol_idna_2003_maps_but_idna_2008_refuses_is_refused_with_the_delivery_encoder():
+    assert webhook.check_url("https://☃.example/x")  # the standard library's IDNA 2003 codec maps it
+    with pytest.raises(webhook.InvalidWebhook, match="IDNA 2008") as refused:
+        webhook.check_url("https://☃.example/x", encode_host=encode_host)
+    assert refused.value.code == "invalid_url" and refused.value.field == "url"
+    assert webhook.check_url("https://straße.de/x", encode_host=encode_host)  # IDNA 2008 keeps ß (xn--strae-oqa)
 
 
 def test_posting_to_a_host_the_idna_codec_refuses_returns_an_error(tmp_path, monkeypatch):
