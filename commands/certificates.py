@@ -18,6 +18,7 @@ from domain import ca, certificate, policy
 from domain.certspec import DistinguishedName, SubjectAltNames
 from domain.errors import DomainError
 from domain.profile import Profile, require_issuable
+from domain.renewal import check_reused_key
 from domain.tenant import NEW_CERTIFICATE, RENEWAL
 
 CertificateId = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{40}$", description="the serial number, 40 hex digits")]
@@ -198,10 +199,12 @@ def renewal_request(services: Services, issued: certificate.CertificateIssued, r
         return _Request(subject=issued.subject, sans=issued.sans, algorithm=issued.facts.algorithm,
                         key_bits=pki.key_bits(issued.facts.algorithm), csr_hash=None, public_keys=None,
                         csr_sha256=None)
-    keys = pki.crypto_of(services).certificate_public_keys(pki.der_of_pem(issued.certificate_pem))
-    return _Request(subject=issued.subject, sans=issued.sans, algorithm=issued.facts.algorithm,
-                    key_bits=pki.key_bits(issued.facts.algorithm), csr_hash=None, public_keys=keys,
-                    csr_sha256=issued.csr_sha256, key_ref=issued.key_ref)
+    crypto = pki.crypto_of(services)
+    key, keys = crypto.certificate_public_keys(pki.der_of_pem(issued.certificate_pem))
+    policy.raise_for(check_reused_key(key, issued.key_source, crypto.available_algorithms()))
+    return _Request(subject=issued.subject, sans=issued.sans, algorithm=key.algorithm, key_bits=key.key_bits,
+                    csr_hash=None, public_keys=keys, csr_sha256=issued.csr_sha256, key_ref=issued.key_ref,
+                    rsa_exponent=key.rsa_exponent, key_field="reuse_key")
 
 
 class ExportedKey(msgspec.Struct, frozen=True, kw_only=True):

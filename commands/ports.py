@@ -8,7 +8,8 @@ from typing import Any, Protocol
 
 import msgspec
 
-from domain.certspec import CaCertificateInfo, CertificateFacts, CertificateSpec, CsrFacts, DistinguishedName
+from domain.certspec import (CaCertificateInfo, CertificateFacts, CertificateSpec, CsrFacts, DistinguishedName,
+                             SubjectKeyFacts)
 from domain.events import Actor, EventEnvelope
 from domain.revocation import SignedCrl
 from domain.tenant import Quotas, Usage
@@ -108,7 +109,9 @@ class PkiCrypto(Protocol):
 
     def describe(self, certificate: bytes) -> CertificateFacts: ...
 
-    def certificate_public_keys(self, certificate: bytes) -> PublicKeys: ...
+    def certificate_public_keys(self, certificate: bytes) -> tuple[SubjectKeyFacts, PublicKeys]:
+        """The subject key(s) a DER certificate certifies, and what policy needs to judge them."""
+        ...
 
     def verify_issued(self, certificate: bytes, issuer_certificate: bytes) -> None: ...
 

@@ -119,6 +119,17 @@ class CsrFacts(msgspec.Struct, frozen=True, kw_only=True):
     requested_extensions: tuple[str, ...] = ()  # OIDs of extensions the CSR asked for (ignored: profile decides)
 
 
+class SubjectKeyFacts(msgspec.Struct, frozen=True, kw_only=True):
+    """What key policy judges of a key a certificate already certifies (a same-key renewal certifies it again).
+
+    ``algorithm`` as in ``CsrFacts``; ``key_bits`` the key's own size; ``rsa_exponent`` None for other keys.
+    """
+
+    algorithm: str
+    key_bits: int | None
+    rsa_exponent: int | None = None
+
+
 class CertificateFacts(msgspec.Struct, frozen=True, kw_only=True):
     """What the read models and events record about an issued certificate (all public)."""
 

@@ -9,6 +9,8 @@ from typing import Annotated
 
 import msgspec
 
+from domain import policy
+from domain.certspec import SubjectKeyFacts
 from domain.errors import DomainError
 from domain.policy import Violation
 
@@ -63,6 +65,21 @@ def rotate_key(policy: RenewalPolicy, key_source: str, requested_reuse: bool | N
                           "needs a new CSR (issue a new certificate), or a profile that allows key reuse",
                           field="reuse_key")
     return not reuse
+
+
+def check_reused_key(key: SubjectKeyFacts, key_source: str, available: frozenset[str]) -> list[Violation]:
+    """The key rules issuance applies, applied to the key a same-key renewal would certify again.
+
+    A key issued under an older, laxer policy (RSA exponent 3, a short modulus, a weak curve) is refused here as it
+    would be in a new request, with the way out: a new key (the vault's keys rotate on ``reuse_key`` false), or, for
+    a key its holder keeps, a new CSR.
+    """
+    remedy = ("renew with reuse_key false to get a new key" if key_source == "server" else
+              "the holder's key is not in this service: send a new CSR with an acceptable key (POST /v1/certificates)")
+    return [Violation("reuse_key", found.rule, f"the certificate's own key cannot be certified again: {found.message}; "
+                      f"{remedy}")
+            for found in policy.check_key(key.algorithm, key.key_bits, for_ca=False, available=available,
+                                          rsa_exponent=key.rsa_exponent)]
 
 
 def warning_due(not_after: datetime, now: datetime, thresholds: Iterable[int], warned_days: int | None) -> int | None:

@@ -16,7 +16,7 @@ from cryptography.x509.oid import AuthorityInformationAccessOID
 from commands.ports import PublicKeys
 from domain.algorithms import ALGORITHMS
 from domain.certspec import (EXTENDED_KEY_USAGES, KEY_USAGES, CaCertificateInfo, CertificateFacts, CertificateSpec,
-                             CsrFacts, DistinguishedName)
+                             CsrFacts, DistinguishedName, SubjectKeyFacts)
 from domain.errors import DomainError
 from infra.crypto import csr, hybrid, keys, names, oqs
 from infra.crypto.keypool import RsaKeyPool
@@ -110,12 +110,18 @@ class CryptographyPki:
         self._issuers[certificate] = (weakref.ref(issuer), cert, authority)
         return cert, authority
 
-    def certificate_public_keys(self, certificate: bytes) -> PublicKeys:
-        """The subject's key(s) a DER certificate certifies (a renewal with the same key certifies them again)."""
+    def certificate_public_keys(self, certificate: bytes) -> tuple[SubjectKeyFacts, PublicKeys]:
+        """The subject's key(s) a DER certificate certifies (a renewal with the same key certifies them again), and
+        the key's own size and RSA exponent: policy judges the key, not the name its certificate's facts give it."""
         cert = _load_certificate(certificate, "certificate")
-        primary = cert.public_key().public_bytes(serialization.Encoding.DER,
-                                                 serialization.PublicFormat.SubjectPublicKeyInfo)
-        return PublicKeys(primary=primary, alternative=hybrid.unrecognized(cert, hybrid.SUBJECT_ALT_PUBLIC_KEY_INFO))
+        public_key = cert.public_key()
+        described = keys.describe_public_key(public_key)
+        facts = SubjectKeyFacts(algorithm=_certificate_algorithm(cert, public_key),
+                                key_bits=described[1] if described else None,
+                                rsa_exponent=keys.rsa_exponent(public_key))
+        primary = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        return facts, PublicKeys(primary=primary,
+                                 alternative=hybrid.unrecognized(cert, hybrid.SUBJECT_ALT_PUBLIC_KEY_INFO))
 
     def describe(self, certificate: bytes) -> CertificateFacts:
         cert = _load_certificate(certificate, "certificate")

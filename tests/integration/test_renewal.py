@@ -322,3 +322,72 @@ async def test_an_intermediate_rolled_over_before_expiry_serves_both_chains_duri
     assert run.returncode == 0, run.stdout + run.stderr
     run = await verify_at(tmp_path, "old-after-overlap", chains["old-leaf"], clock.now())
     assert run.returncode != 0
+
+
+async def issued_before_the_exponent_rule(api, ca_id: str, name: str, key, key_source: str) -> dict:
+    """A certificate for an RSA key with exponent 3, as a release before the exponent rule issued it: signed with
+    the CA's key by the engine and recorded as ``certificate.issued``, with no policy run (issuance refuses it now)."""
+    from commands import pki
+    from commands.authz import SYSTEM
+    from commands.ports import PublicKeys
+    from commands.profiles import resolve_profile
+    from commands.runtime import CommandContext, load, run
+    from domain import ca, certificate, policy
+    from domain.certspec import DistinguishedName, SubjectAltNames
+
+    services = api.runtime.services
+    crypto = pki.crypto_of(services)
+    issuer = await load(services, "acme", ca.stream_id(ca_id), ca.fold)
+    subject, sans, serial = DistinguishedName(common_name=name), SubjectAltNames(dns=(name,)), pki.new_serial()
+    spec = policy.leaf_spec(await resolve_profile(services, "acme", "keep-key"), subject=subject, sans=sans,
+                            validity_days=365, subject_algorithm="rsa-3072", issuer_algorithm=issuer.algorithm,
+                            serial=serial, now=services.clock.now(), **pki.relying_party_urls(services, issuer))
+    spki = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    der, facts = crypto.sign_described(spec, PublicKeys(primary=spki), await pki.signing_key(services, issuer, "acme"),
+                                       pki.ca_der(issuer.current.certificate_pem))
+    key_ref = None
+    if key_source == "server":
+        material = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                                     serialization.NoEncryption())
+        key_ref = await api.runtime.keys.put("acme", material, algorithm="rsa-3072", purpose="end-entity")
+    issued = certificate.CertificateIssued(
+        certificate_id=certificate.certificate_id(serial), ca_id=ca_id,
+        issuer_fingerprint=issuer.current.facts.fingerprint_sha256, profile="keep-key", subject=subject, sans=sans,
+        key_source=key_source, key_ref=key_ref, csr_sha256=None, certificate_pem=pki.pem("CERTIFICATE", der),
+        facts=facts)
+    await run(services, CommandContext(principal=SYSTEM), issued, tenant_id="acme",
+              stream_id=certificate.stream_id(issued.certificate_id), stream_type=certificate.STREAM_TYPE,
+              fold=certificate.fold, decide=lambda s: certificate.decide_issue(s, issued), presume_new=True)
+    return {"certificate_id": issued.certificate_id, "certificate_pem": issued.certificate_pem}
+
+
+async def test_a_same_key_renewal_refuses_a_key_todays_issuance_would_refuse(pki_api):
+    """RSA exponent 3 was accepted before the exponent rule; renewing with that key again is refused as issuance
+    refuses it (422 weak_key, field reuse_key), naming the way out; a vault key renews with a new key instead."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    api = pki_api
+    admin, _root, inter = await setup(api)
+    await create_profile(api, admin, "keep-key", {"renew_before_days": 30, "reuse_key": True})
+    weak = rsa.generate_private_key(3, 3072)
+    held = await issued_before_the_exponent_rule(api, inter, "e3.acme.internal", weak, "csr")
+    vaulted = await issued_before_the_exponent_rule(api, inter, "v3.acme.internal", weak, "server")
+
+    refused = await api.client.post(f"/v1/certificates/{held['certificate_id']}/renew", headers=admin, json={})
+    problem = assert_problem(refused, 422, "policy_violation", field="reuse_key")
+    assert [(e["field"], e["rule"]) for e in problem["errors"]] == [("reuse_key", "weak_key")], problem
+    assert "exponent" in problem["detail"] and "new CSR" in problem["detail"]
+    assert (await types_of(api, held["certificate_id"]))[-1] == "certificate.renewal_failed"
+
+    refused = await api.client.post(f"/v1/certificates/{vaulted['certificate_id']}/renew", headers=admin,
+                                    json={"reuse_key": True})
+    problem = assert_problem(refused, 422, "policy_violation", field="reuse_key")
+    assert "reuse_key false" in problem["detail"]
+    rekeyed = await api.client.post(f"/v1/certificates/{vaulted['certificate_id']}/renew", headers=admin,
+                                    json={"reuse_key": False})
+    assert rekeyed.status_code == 201, rekeyed.text
+    assert rekeyed.json()["rotated"] is True
+    new = await row(api, admin, rekeyed.json()["certificate_id"])
+    assert x509.load_pem_x509_certificate(new["certificate_pem"].encode()).public_key().public_numbers().e == 65537
+    issued = [e for e in await api.runtime.store.read_all(0, 100_000) if e.type == "certificate.issued"]
+    assert len(issued) == 3  # the two old certificates and the rekeyed one: no same-key successor

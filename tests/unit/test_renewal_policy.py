@@ -11,11 +11,11 @@ import pytest
 
 from domain import certificate
 from domain.certificate import CertificateRenewed, ExpiryWarned, RenewalFailed, RenewalRefused, RenewalStarted
-from domain.certspec import CertificateFacts, DistinguishedName, SubjectAltNames
+from domain.certspec import CertificateFacts, DistinguishedName, SubjectAltNames, SubjectKeyFacts
 from domain.errors import DomainError
 from domain.events import known_event_types
 from domain.profile import BUILTIN_PROFILES, validate_profile
-from domain.renewal import RenewalPolicy, parse_duration, renew_at, rotate_key, warning_due
+from domain.renewal import RenewalPolicy, check_reused_key, parse_duration, renew_at, rotate_key, warning_due
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -63,6 +63,23 @@ def test_key_reuse_only_where_the_policy_allows_it(policy, key_source, requested
         assert (caught.value.code, caught.value.field) == (refused, "reuse_key")
     else:
         assert rotate_key(policy, key_source, requested) is rotated
+
+
+AVAILABLE = frozenset({"rsa-3072", "rsa-4096", "ecdsa-p256"})
+
+
+@pytest.mark.parametrize("key, refused", [
+    (SubjectKeyFacts(algorithm="rsa-3072", key_bits=3072, rsa_exponent=65537), False),
+    (SubjectKeyFacts(algorithm="ecdsa-p256", key_bits=256), False),
+    (SubjectKeyFacts(algorithm="rsa-3072", key_bits=3072, rsa_exponent=3), True),  # before the exponent rule
+    (SubjectKeyFacts(algorithm="rsa-2048", key_bits=2048, rsa_exponent=65537), True),  # before the 3072-bit floor
+    (SubjectKeyFacts(algorithm="ecdsa-secp256k1", key_bits=256), True),
+])
+def test_a_reused_key_meets_the_key_rules_of_issuance_and_the_refusal_names_the_way_out(key, refused):
+    for key_source, way_out in (("server", "reuse_key false"), ("csr", "new CSR")):
+        found = check_reused_key(key, key_source, AVAILABLE)
+        assert [(v.field, v.rule) for v in found] == ([("reuse_key", "weak_key")] if refused else [])
+        assert all(way_out in v.message for v in found)
 
 
 def test_the_tightest_threshold_crossed_is_warned_once_and_covers_the_wider_ones():
