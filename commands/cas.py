@@ -247,8 +247,8 @@ def _certificate_der(text: str) -> bytes:
         raise DomainError("invalid_certificate", "expected a PEM certificate", field="certificate_pem")
     try:
         return pki.der_of_pem(text[text.index("-----BEGIN CERTIFICATE-----"):])
-    except ValueError as exc:
-        raise DomainError("invalid_certificate", f"the PEM certificate does not decode: {exc}",
+    except ValueError:  # binascii's text ("Incorrect padding") describes the decoder, not the request
+        raise DomainError("invalid_certificate", "the PEM certificate's body is not base64",
                           field="certificate_pem") from None
 
 

@@ -1,8 +1,13 @@
-"""CryptographyPki: the PkiCrypto port on pyca/cryptography, with hybrid alternative signatures."""
+"""CryptographyPki: the PkiCrypto port on pyca/cryptography, with hybrid alternative signatures.
+
+Refusals say what is wrong in this service's words, naming the field: a library's exception text describes its
+parser (``ParseError { kind: ShortData ... }``), not the input, and is logged at debug, never put in a problem.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import weakref
 from datetime import datetime, timezone
 from typing import Any
@@ -27,6 +32,7 @@ _HASHES: dict[str, type[hashes.HashAlgorithm]] = {"sha256": hashes.SHA256, "sha3
 _ALL_KEY_USAGES = ("digital_signature", "content_commitment", "key_encipherment", "data_encipherment",
                    "key_agreement", "key_cert_sign", "crl_sign", "encipher_only", "decipher_only")
 _BUILD_ERRORS = (ValueError, TypeError, UnsupportedAlgorithm, x509.InvalidVersion)
+log = logging.getLogger(__name__)
 
 
 class CryptographyPki:
@@ -142,9 +148,14 @@ class CryptographyPki:
         _check_chaining(cert, issuer, self_signed=certificate == issuer_certificate)
         try:
             cert.verify_directly_issued_by(issuer)
-        except (InvalidSignature, *_BUILD_ERRORS) as exc:
-            raise DomainError("signature_invalid", "the certificate's signature does not verify: "
-                              f"{str(exc) or 'mismatch'}", field="certificate") from exc
+        except InvalidSignature as exc:
+            raise DomainError("signature_invalid", "the certificate's signature does not verify with its issuer's "
+                              "key", field="certificate") from exc
+        except _BUILD_ERRORS as exc:
+            log.debug("certificate signature not checkable: %s", exc)
+            raise DomainError("signature_invalid", "the certificate's signature cannot be checked: its signature "
+                              "algorithm does not fit its issuer's key, or is not supported",
+                              field="certificate") from exc
         hybrid.verify_alternative(cert, issuer)
 
 
@@ -152,10 +163,16 @@ class CryptographyPki:
         """What an outside CA certificate says (offline roots, offline-signed intermediates)."""
         cert = _load_certificate(certificate, "certificate_pem")
         facts = self.describe(certificate)
+        try:
+            subject_name, constraints_value = cert.subject, _extension(cert, x509.NameConstraints)
+        except _BUILD_ERRORS as exc:
+            log.debug("CA certificate names do not decode: %s", exc)
+            raise DomainError("invalid_certificate", "the CA certificate cannot be used: its subject or name "
+                              "constraints do not decode", field="certificate_pem") from None
         try:  # a name this service cannot model, or larger than a request may be, is refused, not a crash
-            subject = names.from_name(cert.subject)
-            name_constraints = names.from_name_constraints(_extension(cert, x509.NameConstraints))
-        except ValueError as exc:
+            subject = names.from_name(subject_name)
+            name_constraints = names.from_name_constraints(constraints_value)
+        except ValueError as exc:  # names' own account of what it cannot model
             raise DomainError("invalid_certificate", f"the CA certificate cannot be used: {exc}",
                               field="certificate_pem") from None
         if subject is None:
@@ -198,8 +215,9 @@ class _Issuance:
         try:
             return self._run()
         except _BUILD_ERRORS as exc:
-            raise DomainError("invalid_certificate_spec", f"the certificate cannot be built: {exc}",
-                              field="spec") from exc
+            log.debug("certificate not built: %s", exc)
+            raise DomainError("invalid_certificate_spec", "the certificate cannot be built: a name, key or extension "
+                              "it would carry cannot be encoded", field="spec") from exc
 
     def facts(self, certificate: bytes) -> CertificateFacts | None:
         """``describe(certificate)`` for the certificate ``run`` made, from the objects it encoded: the names,
@@ -412,14 +430,18 @@ def _load_certificate(data: bytes, field: str) -> x509.Certificate:
         cert.extensions  # noqa: B018 - decoded lazily; surface a malformed extension here, as invalid input
         return cert
     except _BUILD_ERRORS as exc:
-        raise DomainError("invalid_certificate", f"not a DER X.509 certificate: {exc}", field=field) from exc
+        log.debug("%s does not decode: %s", field, exc)
+        raise DomainError("invalid_certificate", "not an X.509 certificate: its DER encoding does not decode",
+                          field=field) from exc
 
 
 def _load_public(spki: bytes, field: str) -> Any:
     try:
         return serialization.load_der_public_key(spki)
     except _BUILD_ERRORS as exc:
-        raise DomainError("invalid_key_material", f"public key cannot be loaded: {exc}", field=field) from exc
+        log.debug("%s does not load: %s", field, exc)
+        raise DomainError("invalid_key_material", f"{field} is not a DER SubjectPublicKeyInfo of a supported key type",
+                          field=field) from exc
 
 
 def _require_ml_dsa(spki: bytes, field: str) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -25,6 +27,7 @@ ML_DSA_PUBLIC_TYPES: dict[str, type] = {
     "ml-dsa-65": mldsa.MLDSA65PublicKey,
     "ml-dsa-87": mldsa.MLDSA87PublicKey,
 }
+log = logging.getLogger(__name__)
 _EXTENSIONS_TAG = 0xA3  # [3] EXPLICIT Extensions in TBSCertificate
 _VERSION_TAG = 0xA0  # [0] EXPLICIT Version
 
@@ -114,9 +117,10 @@ def alternative_public_key(certificate: x509.Certificate) -> object | None:
         return None
     try:
         return serialization.load_der_public_key(spki)
-    except (ValueError, TypeError) as exc:
-        raise DomainError("alt_signature_invalid", f"subjectAltPublicKeyInfo does not load: {exc}",
-                          field="certificate") from exc
+    except (ValueError, TypeError) as exc:  # cryptography's text describes its parser: logged, not passed on
+        log.debug("subjectAltPublicKeyInfo does not load: %s", exc)
+        raise DomainError("alt_signature_invalid", "subjectAltPublicKeyInfo is not a public key this service can "
+                          "load", field="certificate") from exc
 
 
 def verify_alternative(certificate: x509.Certificate, issuer: x509.Certificate) -> None:
@@ -134,10 +138,15 @@ def verify_alternative(certificate: x509.Certificate, issuer: x509.Certificate) 
         key = _issuer_alternative_key(issuer)
         if ml_dsa_name(key) != name:
             raise ValueError(f"issuer's alternative key is not {name}")
+    except ValueError as exc:  # this module's and der's own account of the extensions
+        raise DomainError("alt_signature_invalid", f"alternative signature does not verify: {exc}",
+                          field="certificate") from exc
+    try:
         key.verify(signature, message)  # type: ignore[attr-defined]
     except (ValueError, InvalidSignature) as exc:
-        raise DomainError("alt_signature_invalid", "alternative signature does not verify: "
-                          f"{str(exc) or 'mismatch'}", field="certificate") from exc
+        log.debug("alternative signature refused: %r", exc)
+        raise DomainError("alt_signature_invalid", "alternative signature does not verify with the issuer's "
+                          f"{name} key", field="certificate") from exc
 
 
 def _issuer_alternative_key(issuer: x509.Certificate) -> object:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +26,8 @@ _VERSION = 1
 _ALTERNATIVE_TAG = 0x80  # [0] IMPLICIT OCTET STRING
 _PEM_BLOCK = re.compile(rb"-----BEGIN ENCRYPTED PRIVATE KEY-----\r?\n.+?-----END ENCRYPTED PRIVATE KEY-----\r?\n?",
                         re.DOTALL)
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -146,12 +149,17 @@ def from_bytes(material: bytes) -> KeyPair:
         if outer.tag != der.SEQUENCE:
             raise ValueError("not a SEQUENCE")
         name, primary, alternative = _fields(der.children(outer))
+    except ValueError as exc:  # der's and _fields' own account of the structure
+        raise invalid_material(str(exc)) from exc
+    try:
         spec = ALGORITHMS.get(name)
         if spec is not None and spec.provider == "liboqs":
             return KeyPair(name, oqs.from_bytes(name, primary))
         key = KeyPair(name, _load_pkcs8(primary), _load_pkcs8(alternative) if alternative else None)
-    except (ValueError, TypeError, UnsupportedAlgorithm, InternalError) as exc:  # UnicodeDecodeError: a ValueError
-        raise invalid_material(str(exc)) from exc
+    except (ValueError, TypeError, UnsupportedAlgorithm, InternalError) as exc:
+        log.debug("a %s key does not load: %s", type(exc).__name__, exc)  # the library's words, never the material
+        raise invalid_material("the private key inside does not load (damaged, or of a kind this engine cannot "
+                               "read)") from exc
     _check_algorithm(key)
     return key
 
@@ -163,7 +171,11 @@ def _fields(fields: list[der.TLV]) -> tuple[str, bytes, bytes | None]:
         raise ValueError("not a csm-private-key structure")
     if fields[0].value != _FORMAT.encode() or fields[1].value != bytes([_VERSION]):
         raise ValueError("unknown format or version")
-    return fields[2].value.decode(), fields[3].value, fields[4].value if len(fields) == 5 else None
+    try:
+        name = fields[2].value.decode()
+    except UnicodeDecodeError:
+        raise ValueError("the algorithm name is not UTF-8") from None
+    return name, fields[3].value, fields[4].value if len(fields) == 5 else None
 
 
 def _load_pkcs8(data: bytes) -> Any:
@@ -198,7 +210,8 @@ def unprotect(data: bytes, passphrase: bytes) -> KeyPair:
     try:
         keys = [serialization.load_pem_private_key(block, password=passphrase) for block in blocks]
     except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
-        raise invalid_material(f"wrong passphrase or damaged file ({exc})") from exc
+        log.debug("a protected key file does not open: %s", type(exc).__name__)
+        raise invalid_material("wrong passphrase or damaged file") from exc
     name = algorithm_of(*keys)
     if name is None:
         raise invalid_material("the keys are of an unknown kind")

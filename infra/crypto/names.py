@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 
 import msgspec
 from cryptography import x509
@@ -48,11 +49,20 @@ def from_name(name: x509.Name) -> DistinguishedName | None:
 
 
 def within_limits(value, what: str):
-    """``value`` if it fits its struct's field limits (as a request would be held to), else ValueError."""
+    """``value`` if it fits its struct's field limits (as a request would be held to), else ValueError.
+
+    The refusal names the part that is too large in our words; msgspec's own ("Expected `str` of length <= 256")
+    describes its types, not the certificate.
+    """
     try:
         return msgspec.convert(msgspec.to_builtins(value), type(value))
     except msgspec.ValidationError as exc:
-        raise ValueError(f"{what} is too large: {exc}") from None
+        where = _AT.search(str(exc))
+        part = f" ({where['path']})" if where and where["path"] else ""
+        raise ValueError(f"{what}{part} is larger than a request may carry") from None
+
+
+_AT = re.compile(r" - at `\$\.?(?P<path>[^`]*)`$")  # where msgspec says the value failed: "$.common_name"
 
 
 def _oid_label(oid: x509.ObjectIdentifier) -> str:

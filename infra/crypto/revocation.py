@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -21,6 +22,7 @@ from domain.revocation import REASONS, RevocationRecorded, SignedCrl
 from infra.crypto import der, keys, oqs
 from infra.crypto.keys import KeyPair
 
+log = logging.getLogger(__name__)
 _HASHES: dict[str, type[hashes.HashAlgorithm]] = {"sha1": hashes.SHA1, "sha256": hashes.SHA256,
                                                   "sha384": hashes.SHA384, "sha512": hashes.SHA512}
 _FAILURES = {"malformed_request": ocsp.OCSPResponseStatus.MALFORMED_REQUEST,
@@ -102,7 +104,8 @@ class CryptographyRevocation:
                                     issuer_key_hash=request.issuer_key_hash, serial=request.serial_number,
                                     nonce=_nonce(request))
         except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
-            raise _malformed(str(exc) or type(exc).__name__) from exc
+            log.debug("OCSP request does not decode: %s", exc)
+            raise _malformed("it does not decode as a DER OCSPRequest with one CertID") from exc
         if algorithm not in _HASHES:
             raise _malformed(f"CertID hash {algorithm} is not supported")
         if question.nonce is not None and not NONCE_OCTETS[0] <= len(question.nonce) <= NONCE_OCTETS[1]:

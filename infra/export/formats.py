@@ -77,8 +77,8 @@ def der_oid(dotted: str) -> bytes:
 def load_certificate(data: bytes, name: str = "certificate_der") -> x509.Certificate:
     try:
         return x509.load_der_x509_certificate(data)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name} is not a DER X.509 certificate: {exc}") from None
+    except (TypeError, ValueError):  # cryptography's parser text is no description of the input
+        raise ValueError(f"{name} is not a DER X.509 certificate") from None
 
 
 def load_chain(chain_der: Sequence[bytes]) -> list[x509.Certificate]:
@@ -88,8 +88,8 @@ def load_chain(chain_der: Sequence[bytes]) -> list[x509.Certificate]:
 def load_private_key(private_key_pkcs8_der: bytes):
     try:
         return serialization.load_der_private_key(private_key_pkcs8_der, password=None)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"private_key_pkcs8_der is not an unencrypted PKCS#8 private key: {exc}") from None
+    except (TypeError, ValueError):
+        raise ValueError("private_key_pkcs8_der is not an unencrypted PKCS#8 private key") from None
 
 
 def require_matching_key(certificate: x509.Certificate, key) -> None:

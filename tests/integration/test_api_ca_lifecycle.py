@@ -374,3 +374,25 @@ async def test_an_offline_root_whose_rsa_exponent_is_3_is_not_imported(pki_api):
     await ok(await api.client.post("/v1/cas/import", headers=admin, json={
         "tenant_id": "acme", "name": "e65537",
         "certificate_pem": _self_signed_root(rsa.generate_private_key(65537, 4096))}), 201)
+
+
+async def test_a_ca_certificate_that_does_not_decode_is_refused_in_our_words(pki_api):
+    """The problem names certificate_pem and says what is wrong; cryptography's parser text ("error parsing asn1
+    value: ParseError { kind: ShortData ...") and binascii's ("Incorrect padding") stay out of it."""
+    from authz_support import self_signed_ca_pem
+
+    api = pki_api
+    admin = await api.admin()
+    await api.create_tenant(admin, "acme")
+
+    async def imported(pem: str) -> str:
+        response = await api.client.post("/v1/cas/import", headers=admin,
+                                         json={"tenant_id": "acme", "name": "outside", "certificate_pem": pem})
+        return assert_problem(response, 422, "invalid_certificate")["detail"]
+
+    not_der = await imported("-----BEGIN CERTIFICATE-----\nMAMCAQE=\n-----END CERTIFICATE-----\n")
+    assert "DER encoding does not decode" in not_der and "ParseError" not in not_der and "asn1" not in not_der
+    not_base64 = await imported("-----BEGIN CERTIFICATE-----\nMAMCA\n-----END CERTIFICATE-----\n")
+    assert "not base64" in not_base64 and "padding" not in not_base64 and "Invalid base64" not in not_base64
+    too_large = await imported(self_signed_ca_pem(organization="x" * 300))
+    assert "organization" in too_large and "Expected `" not in too_large

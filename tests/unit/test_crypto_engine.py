@@ -499,3 +499,66 @@ def test_garbage_certificates_are_refused(data):
         pki.describe(data)
     with refused("invalid_certificate"):
         pki.verify_issued(data, data)
+
+
+# --- refusals in our words -------------------------------------------------------------------------------
+
+# Phrases of cryptography's, msgspec's and binascii's own exception text: they describe a parser, not the input.
+LIBRARY_PHRASES = ("ParseError", "asn1", "ASN.1", "Could not deserialize", "Expected `", "Country name must",
+                   "Incorrect password", "codec can't")
+
+
+def _csm_key_with(pkcs8: bytes) -> bytes:
+    """The vault's plaintext form (keys.to_bytes) around PKCS#8 bytes that do not load."""
+    return der.sequence(der.encode_tlv(der.UTF8_STRING, b"csm-private-key"), der.encode_tlv(der.INTEGER, b"\x01"),
+                        der.encode_tlv(der.UTF8_STRING, b"ecdsa-p256"), der.encode_tlv(der.OCTET_STRING, pkcs8))
+
+
+def _large_subject_ca() -> bytes:
+    issuer_key = key("ecdsa-p256")
+    certificate = x509.load_der_x509_certificate(pki.sign_certificate(spec("r", "ecdsa-p256", ca=True),
+                                                                      pki.public_keys(issuer_key), issuer_key, None))
+    name = x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, "big"),
+                      x509.NameAttribute(x509.oid.NameOID.ORGANIZATION_NAME, "x" * 300)])
+    return (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(certificate.public_key())
+            .serial_number(7).not_valid_before(NOW).not_valid_after(NOW + timedelta(days=9))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(issuer_key.primary, hashes.SHA256()).public_bytes(serialization.Encoding.DER))
+
+
+def _refusal_cases():
+    from infra.crypto import keys
+    from infra.crypto.revocation import CryptographyRevocation
+
+    ed = key("ed25519")
+    country = spec("x", "ed25519", ca=False)
+    country = CertificateSpec(**{**{f: getattr(country, f) for f in country.__struct_fields__},
+                                 "subject": DistinguishedName(common_name="x", country="Germany")})
+    return [
+        ("a certificate that is not DER", lambda: pki.describe(b"\x30\x03\x02\x01\x01"),
+         "invalid_certificate", "certificate", "DER encoding does not decode"),
+        ("a subject key that is not SPKI", lambda: pki.sign_certificate(
+            spec("x", "ed25519", ca=False), type(pki.public_keys(ed))(primary=b"\x30\x00"), ed,
+            pki.sign_certificate(spec("r", "ed25519", ca=True), pki.public_keys(ed), ed, None)),
+         "invalid_key_material", "subject.primary", "not a DER SubjectPublicKeyInfo"),
+        ("a name cryptography cannot encode", lambda: pki.sign_certificate(country, pki.public_keys(ed), ed, None),
+         "invalid_certificate_spec", "spec", "cannot be encoded"),
+        ("a CA subject larger than a request may be", lambda: pki.describe_ca(_large_subject_ca()),
+         "invalid_certificate", "certificate_pem", "subject (organization) is larger than a request may carry"),
+        ("vault material whose PKCS#8 does not load", lambda: keys.from_bytes(_csm_key_with(b"\x30\x03\x02\x01\x00")),
+         "invalid_key_material", "key", "the private key inside does not load"),
+        ("a protected key under the wrong passphrase", lambda: unprotect(protect(key("ecdsa-p256"), b"right"), b"wrong"),
+         "invalid_key_material", "key", "wrong passphrase or damaged file"),
+        ("an OCSP request that is not DER", lambda: CryptographyRevocation().parse_ocsp_request(b"\x30\x00"),
+         "malformed_ocsp_request", "request", "does not decode as a DER OCSPRequest"),
+    ]
+
+
+@pytest.mark.parametrize("case", range(7), ids=lambda i: _refusal_cases()[i][0])
+def test_refusals_of_bad_input_are_in_our_words_not_the_librarys(case):
+    what, call, code, field, ours = _refusal_cases()[case]
+    with refused(code, field) as caught:
+        call()
+    detail = caught.value.detail
+    assert ours in detail, (what, detail)
+    assert not [p for p in LIBRARY_PHRASES if p in detail], (what, detail)
