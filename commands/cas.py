@@ -220,7 +220,7 @@ async def import_offline_root(cmd: ImportOfflineRoot, ctx: CommandContext, servi
     tenant_state = await active_tenant(services, cmd.tenant_id)
     crypto = pki.crypto_of(services)
     der = _certificate_der(cmd.certificate_pem)
-    crypto.verify_issued(der, der)  # self-signed, and the signature holds
+    crypto.verify_issued(der, der, "certificate_pem")  # self-signed, and the signature holds
     info = _require_ca_certificate(crypto.describe_ca(der))
     policy.raise_for(policy.check_key(info.algorithm, info.key_bits, for_ca=True, rsa_exponent=info.rsa_exponent,
                                       available=crypto.available_algorithms(), field="certificate_pem"))
@@ -290,7 +290,7 @@ async def install_ca_certificate(cmd: InstallCaCertificate, ctx: CommandContext,
     parent = await _load_ca(services, cmd.tenant_id, state.parent_id, "parent_id")
     crypto = pki.crypto_of(services)
     der = _certificate_der(cmd.certificate_pem)
-    crypto.verify_issued(der, pki.ca_der(parent.current.certificate_pem))
+    crypto.verify_issued(der, pki.ca_der(parent.current.certificate_pem), "certificate_pem")
     info = _require_ca_certificate(crypto.describe_ca(der))
     material = await pki.vault_of(services).get(cmd.tenant_id, state.pending_key_ref)
     expected = hashlib.sha256(crypto.public_keys(crypto.load_private_key(material)).primary).hexdigest()

@@ -142,21 +142,21 @@ class CryptographyPki:
                       algorithm=_certificate_algorithm(cert, public_key), public_key=public_key, ski=ski,
                       aki=_extension(cert, x509.AuthorityKeyIdentifier))
 
-    def verify_issued(self, certificate: bytes, issuer_certificate: bytes) -> None:
-        cert = _load_certificate(certificate, "certificate")
-        issuer = _load_certificate(issuer_certificate, "certificate")
-        _check_chaining(cert, issuer, self_signed=certificate == issuer_certificate)
+    def verify_issued(self, certificate: bytes, issuer_certificate: bytes, field: str = "certificate") -> None:
+        cert = _load_certificate(certificate, field)
+        issuer = _load_certificate(issuer_certificate, "issuer_certificate")
+        _check_chaining(cert, issuer, self_signed=certificate == issuer_certificate, field=field)
         try:
             cert.verify_directly_issued_by(issuer)
         except InvalidSignature as exc:
             raise DomainError("signature_invalid", "the certificate's signature does not verify with its issuer's "
-                              "key", field="certificate") from exc
+                              "key", field=field) from exc
         except _BUILD_ERRORS as exc:
             log.debug("certificate signature not checkable: %s", exc)
             raise DomainError("signature_invalid", "the certificate's signature cannot be checked: its signature "
                               "algorithm does not fit its issuer's key, or is not supported",
-                              field="certificate") from exc
-        hybrid.verify_alternative(cert, issuer)
+                              field=field) from exc
+        hybrid.verify_alternative(cert, issuer, field)
 
 
     def describe_ca(self, certificate: bytes) -> CaCertificateInfo:
@@ -361,9 +361,9 @@ def _check_issuer(issuer: KeyPair, issuer_cert: x509.Certificate | None, subject
                           field="issuer_certificate")
 
 
-def _check_chaining(cert: x509.Certificate, issuer: x509.Certificate, *, self_signed: bool) -> None:
+def _check_chaining(cert: x509.Certificate, issuer: x509.Certificate, *, self_signed: bool, field: str) -> None:
     def refuse(detail: str) -> DomainError:
-        return DomainError("issuer_mismatch", detail, field="certificate")
+        return DomainError("issuer_mismatch", detail, field=field)
 
     if cert.issuer != issuer.subject:
         raise refuse("the certificate's issuer is not the issuer certificate's subject")

@@ -123,8 +123,9 @@ def alternative_public_key(certificate: x509.Certificate) -> object | None:
                           "load", field="certificate") from exc
 
 
-def verify_alternative(certificate: x509.Certificate, issuer: x509.Certificate) -> None:
-    """Check 2.5.29.73/74 against the issuer's ML-DSA key; a certificate carrying neither passes."""
+def verify_alternative(certificate: x509.Certificate, issuer: x509.Certificate, field: str = "certificate") -> None:
+    """Check 2.5.29.73/74 against the issuer's ML-DSA key; a certificate carrying neither passes. ``field`` names
+    where the certificate came from, for refusals."""
     algorithm = unrecognized(certificate, ALT_SIGNATURE_ALGORITHM)
     value = unrecognized(certificate, ALT_SIGNATURE_VALUE)
     if algorithm is None and value is None:
@@ -140,13 +141,13 @@ def verify_alternative(certificate: x509.Certificate, issuer: x509.Certificate) 
             raise ValueError(f"issuer's alternative key is not {name}")
     except ValueError as exc:  # this module's and der's own account of the extensions
         raise DomainError("alt_signature_invalid", f"alternative signature does not verify: {exc}",
-                          field="certificate") from exc
+                          field=field) from exc
     try:
         key.verify(signature, message)  # type: ignore[attr-defined]
     except (ValueError, InvalidSignature) as exc:
         log.debug("alternative signature refused: %r", exc)
         raise DomainError("alt_signature_invalid", "alternative signature does not verify with the issuer's "
-                          f"{name} key", field="certificate") from exc
+                          f"{name} key", field=field) from exc
 
 
 def _issuer_alternative_key(issuer: x509.Certificate) -> object:

@@ -388,7 +388,7 @@ async def test_a_ca_certificate_that_does_not_decode_is_refused_in_our_words(pki
     async def imported(pem: str) -> str:
         response = await api.client.post("/v1/cas/import", headers=admin,
                                          json={"tenant_id": "acme", "name": "outside", "certificate_pem": pem})
-        return assert_problem(response, 422, "invalid_certificate")["detail"]
+        return assert_problem(response, 422, "invalid_certificate", field="certificate_pem")["detail"]
 
     not_der = await imported("-----BEGIN CERTIFICATE-----\nMAMCAQE=\n-----END CERTIFICATE-----\n")
     assert "DER encoding does not decode" in not_der and "ParseError" not in not_der and "asn1" not in not_der
@@ -396,3 +396,22 @@ async def test_a_ca_certificate_that_does_not_decode_is_refused_in_our_words(pki
     assert "not base64" in not_base64 and "padding" not in not_base64 and "Invalid base64" not in not_base64
     too_large = await imported(self_signed_ca_pem(organization="x" * 300))
     assert "organization" in too_large and "Expected `" not in too_large
+
+
+async def test_an_offline_root_that_is_not_self_signed_is_refused_naming_certificate_pem(pki_api):
+    """The body's field is certificate_pem: a refusal of its chaining or signature names it, not "certificate"."""
+    api = pki_api
+    admin = await api.admin()
+    await api.create_tenant(admin, "acme")
+    key = ec.generate_private_key(ec.SECP384R1())
+    now = datetime.datetime.now(datetime.UTC)
+    other = (x509.CertificateBuilder()
+             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Outside Root")]))
+             .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Someone Else")]))
+             .public_key(key.public_key()).serial_number(x509.random_serial_number()).not_valid_before(now)
+             .not_valid_after(now + datetime.timedelta(days=3650))
+             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+             .sign(key, hashes.SHA384()).public_bytes(serialization.Encoding.PEM).decode())
+    response = await api.client.post("/v1/cas/import", headers=admin,
+                                     json={"tenant_id": "acme", "name": "outside", "certificate_pem": other})
+    assert_problem(response, 422, "issuer_mismatch", field="certificate_pem")
