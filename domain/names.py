@@ -15,6 +15,19 @@ _EMAIL_LOCAL = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64}")
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 _BROADCAST = ipaddress.IPv4Address("255.255.255.255")
+# Special-purpose blocks (RFC 6890 and the IANA registries it set up) that no server can be reached at: each is
+# "Destination: False" there, or, for 100::/64, set aside only to discard what is sent to it. Private (RFC 1918,
+# fc00::/7), loopback and link-local blocks are not here: they are forwarded to hosts, and Cassandra nodes use them.
+_NO_HOST_BLOCKS = tuple((ipaddress.ip_network(block), why) for block, why in (
+    ("0.0.0.0/8", "'this network' (RFC 1122): a source while a host starts up, never a destination"),
+    ("240.0.0.0/4", "reserved for future use (RFC 1112): no host is numbered there"),
+    ("192.0.2.0/24", "kept for documentation (RFC 5737): no host is numbered there"),
+    ("198.51.100.0/24", "kept for documentation (RFC 5737): no host is numbered there"),
+    ("203.0.113.0/24", "kept for documentation (RFC 5737): no host is numbered there"),
+    ("2001:db8::/32", "kept for documentation (RFC 3849): no host is numbered there"),
+    ("3fff::/20", "kept for documentation (RFC 9637): no host is numbered there"),
+    ("100::/64", "discard-only (RFC 6666): what is sent there is dropped, by design"),
+))
 
 
 def _is_a_label(encoded: str) -> bool:
@@ -79,8 +92,9 @@ def ip_problem(text: str) -> str | None:
 
 
 def ip_host_problem(text: str) -> str | None:
-    """Why a valid address (``ip_problem`` None) names no single host: unspecified, multicast, or the IPv4 limited
-    broadcast, also written as IPv4-mapped IPv6. Loopback and private addresses are hosts (Cassandra nodes use them)."""
+    """Why a valid address (``ip_problem`` None) names no single host: unspecified, multicast, the IPv4 limited
+    broadcast, or in a special-purpose block no server is reached at (reserved, documentation, discard-only), also
+    written as IPv4-mapped IPv6. Loopback, private and link-local addresses are hosts (Cassandra nodes use them)."""
     address = ipaddress.ip_address(text)
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
@@ -90,6 +104,9 @@ def ip_host_problem(text: str) -> str | None:
         return f"{text} is a multicast address: it names a group, not a host"
     if address == _BROADCAST:
         return f"{text} is the broadcast address: it names every host on a link, not one"
+    for block, why in _NO_HOST_BLOCKS:
+        if address.version == block.version and address in block:
+            return f"{text} is in {block}, {why}"
     return None
 
 

@@ -166,7 +166,7 @@ async def test_ip_sans_that_name_no_host_and_repeated_sans_are_refused_by_rule(p
         return [(e["field"], e["rule"]) for e in assert_problem(response, 422, "policy_violation")["errors"]]
 
     server_key = {"algorithm": "ecdsa-p256", "subject": {"common_name": "x.acme.internal"}}
-    for ip in ("0.0.0.0", "::", "255.255.255.255", "224.0.0.1"):
+    for ip in ("0.0.0.0", "::", "255.255.255.255", "224.0.0.1", "240.0.0.1", "0.1.2.3", "2001:db8::7", "100::1"):
         assert await refused(**server_key, sans={"dns": ["x.acme.internal"], "ip": [ip]}) == [
             ("sans.ip[0]", "san_ip_not_a_host")], ip
     assert await refused(**server_key, sans={"dns": ["x.acme.internal"] * 100}) == [
@@ -180,7 +180,8 @@ async def test_ip_sans_that_name_no_host_and_repeated_sans_are_refused_by_rule(p
     assert sorted(await refused(csr=csr)) == [("sans.dns[1]", "san_duplicate"), ("sans.ip[0]", "san_ip_not_a_host")]
     assert await tenant_events(api, "acme") == before
     await issue(api, admin, tenant_id="acme", ca_id=inter["ca_id"], **server_key,
-                sans={"dns": ["x.acme.internal"], "ip": ["127.0.0.1", "10.0.0.7", "::1"]})  # loopback, private: hosts
+                sans={"dns": ["x.acme.internal"], "ip": ["127.0.0.1", "10.0.0.7", "::1", "169.254.0.9", "fd00::9"]})
+    # loopback, private and link-local: hosts
 
 
 async def test_a_serial_already_taken_is_refused_and_the_first_certificate_stays_as_it_was(pki_api, monkeypatch):

@@ -191,7 +191,7 @@ def test_a_request_with_three_problems_reports_all_three():
 
 def test_loopback_private_and_link_local_addresses_are_hosts():
     hosts = ("127.0.0.1", "10.1.2.3", "192.168.0.10", "172.16.5.4", "::1", "fd00::7", "fe80::1", "8.8.8.8",
-             "255.255.255.254", "::ffff:10.0.0.1")
+             "223.255.255.254", "::ffff:10.0.0.1", "169.254.10.20", "100.64.0.1", "64:ff9b::a00:1")
     assert check(leaf(sans=SubjectAltNames(dns=("node1.db.example.com",), ip=hosts))) == []
 
 
@@ -489,7 +489,13 @@ def test_ip_syntax(text, ok):
 @pytest.mark.parametrize("text, host", [("0.0.0.0", False), ("::", False), ("0:0::0", False), ("224.0.0.251", False),
                                         ("239.255.255.250", False), ("ff05::1:3", False), ("255.255.255.255", False),
                                         ("::ffff:224.0.0.1", False), ("::ffff:255.255.255.255", False),
-                                        ("0.0.0.1", True), ("223.255.255.255", True), ("127.0.0.1", True),
+                                        ("0.0.0.1", False), ("0.255.255.255", False),  # 'this network'
+                                        ("240.0.0.1", False), ("255.255.255.254", False),  # reserved
+                                        ("::ffff:240.0.0.1", False), ("192.0.2.1", False), ("198.51.100.7", False),
+                                        ("203.0.113.255", False), ("2001:db8::1", False), ("3fff:fff::1", False),
+                                        ("100::1", False),  # documentation, discard-only
+                                        ("1.0.0.1", True), ("223.255.255.255", True), ("127.0.0.1", True),
+                                        ("192.0.3.1", True), ("2001:db9::1", True), ("100:0:0:1::1", True),
                                         ("::1", True), ("fe00::1", True)])
 def test_ip_host(text, host):
     assert (names.ip_host_problem(text) is None) is host

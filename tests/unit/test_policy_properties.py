@@ -133,11 +133,15 @@ def test_name_constraints_agree_with_rfc5280(dns, data):
     assert fields_breaking(violations, "name_constraint_violation") == expected
 
 
+SPECIAL = ("0.0.0.0/8", "240.0.0.0/4", "192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24",  # no destination,
+           "2001:db8::/32", "3fff::/20", "100::/64")  # documentation, discard-only
 NOT_HOSTS = [ipaddress.ip_network(n) for n in (
-    "0.0.0.0/32", "224.0.0.0/4", "255.255.255.255/32", "::/128", "ff00::/8",  # unspecified, multicast, broadcast
-    "::ffff:0.0.0.0/128", "::ffff:224.0.0.0/100", "::ffff:255.255.255.255/128")]  # the same, IPv4-mapped
+    "0.0.0.0/32", "224.0.0.0/4", "255.255.255.255/32", "::/128", "ff00::/8", *SPECIAL,  # unspecified, multicast, ...
+    "::ffff:0.0.0.0/104", "::ffff:224.0.0.0/100", "::ffff:240.0.0.0/100", "::ffff:192.0.2.0/120",  # IPv4-mapped
+    "::ffff:198.51.100.0/120", "::ffff:203.0.113.0/120")]
 addresses = st.ip_addresses() | st.sampled_from(["0.0.0.0", "::", "255.255.255.255", "::ffff:0.0.0.0"]).map(
-    ipaddress.ip_address) | st.ip_addresses(network="224.0.0.0/4") | st.ip_addresses(network="ff00::/8")
+    ipaddress.ip_address) | st.ip_addresses(network="224.0.0.0/4") | st.ip_addresses(network="ff00::/8") | \
+    st.one_of(*(st.ip_addresses(network=n) for n in SPECIAL))
 
 
 @given(st.lists(addresses, min_size=1, max_size=6))
