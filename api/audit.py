@@ -69,5 +69,6 @@ class AuditController(Controller):
         if report.ok:
             return report
         first = report.first_problem or Problem(kind="unknown", detail="verification failed")
-        raise ApiProblem(409, "audit_chain_broken", first.detail, kind=first.kind, stream_id=first.stream_id,
+        raise ApiProblem(409, "audit_chain_broken", first.detail, field="stream_id",
+                         kind=first.kind, stream_id=first.stream_id,
                          version=first.version, position=first.position, report=msgspec.to_builtins(report))

@@ -31,6 +31,7 @@ class HealthController(Controller):
                            max_lag=runtime.settings.ready_max_lag, rebuilding=sorted(rebuilding))
         if not report.store_writable or report.lag > report.max_lag:
             reason = "the event store is not writable" if not report.store_writable else "the read models lag"
-            raise ApiProblem(503, "not_ready", reason, headers={"Retry-After": "5"},
+            raise ApiProblem(503, "not_ready", reason, field="store_writable" if not report.store_writable else "lag",
+                             headers={"Retry-After": "5"},
                              store_writable=report.store_writable, lag=report.lag, max_lag=report.max_lag)
         return report

@@ -136,7 +136,8 @@ def _now(request: Request) -> str:
 def identity_of(request: Request) -> cmd.Identity:
     identity = runtime_of(request.app.state).identity
     if identity is None:
-        raise ApiProblem(503, "identity_unavailable", "identity services are not configured")
+        raise ApiProblem(503, "identity_unavailable", "identity services are not configured",
+                         field="identity")
     return identity
 
 

@@ -153,13 +153,16 @@ def handle_http_exception(request: Request, exc: HTTPException) -> Response:
 
 def handle_store_unavailable(request: Request, exc: StoreUnavailable) -> Response:
     log.error("event store unavailable", extra={"error": str(exc)})
-    return problem_response(request, 503, "store_unavailable", "the event store cannot accept writes right now",
-                            headers={"Retry-After": "5"})
+    detail = "the event store cannot accept writes right now"
+    # nothing in the request is wrong: the field names what cannot take it
+    return problem_response(request, 503, "store_unavailable", detail, field="event_store",
+                            errors=_single("event_store", "store_unavailable", detail), headers={"Retry-After": "5"})
 
 
 def handle_projection_rebuilding(request: Request, exc: ProjectionRebuilding) -> Response:
     """A read of a read model being rebuilt from the log (its code version changed; projections/runner.py)."""
-    return problem_response(request, 503, "projection-rebuilding", str(exc), headers={"Retry-After": "5"},
+    return problem_response(request, 503, "projection-rebuilding", str(exc), field="read_model",
+                            errors=_single("read_model", "projection-rebuilding", str(exc)), headers={"Retry-After": "5"},
                             projections=list(exc.names))
 
 

@@ -34,6 +34,7 @@ from infra.telemetry import request_id_var
 log = logging.getLogger(__name__)
 
 LOGIN_PATHS = frozenset({"/v1/auth/token"})  # password sign-in: the stricter limits apply
+CLIENT_ADDRESS = "client_address"  # a refusal's field when the client's address is what is limited (TCP peer)
 UNLIMITED_PREFIXES = ("/health/",)  # probes must never be throttled
 _UNITS = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600, "hour": 3600, "d": 86400,
           "day": 86400}
@@ -238,8 +239,8 @@ class RateLimits:
             caller = await authenticate(*args, **kwargs)
             decision = await self.check(f"principal:{caller.id}", self.per_principal)
             if decision is not None and not decision.allowed:
-                raise ApiProblem(429, "rate_limited", _detail("this principal", decision), headers=decision.headers(),
-                                 retry_after=max(1, math.ceil(decision.retry_after)))
+                raise ApiProblem(429, "rate_limited", _detail("this principal", decision), field="Authorization",
+                                 headers=decision.headers(), retry_after=max(1, math.ceil(decision.retry_after)))
             return caller
 
         return principal
@@ -266,20 +267,24 @@ class RateLimits:
 
         return rate_limited
 
-    async def _refusal(self, scope: Scope, receive: Receive) -> tuple[Receive, tuple[str, Decision] | None]:
+    async def _refusal(self, scope: Scope, receive: Receive) -> tuple[Receive, tuple[str, str, Decision] | None]:
+        """The first bucket that refuses the request: who it counts (for the detail), the problem's field (what is
+        limited: the client's address, which no header gives here, or the sign-in body's username), the decision."""
         address = (scope.get("client") or ("unknown", 0))[0]
-        checks = [(f"address:{address}", self.per_address, "this client address")]
+        checks = [(f"address:{address}", self.per_address, "this client address", CLIENT_ADDRESS)]
         if scope["method"] == "POST" and scope["path"] in LOGIN_PATHS:
-            checks.append((f"login-address:{address}", self.login_per_address, "sign-in from this client address"))
+            checks.append((f"login-address:{address}", self.login_per_address, "sign-in from this client address",
+                           CLIENT_ADDRESS))
             if self.login_per_username is not None:
                 receive, username = await _peek_username(scope, receive)
                 if username:
                     digest = hashlib.sha256(username.encode()).hexdigest()[:32]  # any bytes, bounded key
-                    checks.append((f"login-user:{digest}", self.login_per_username, "sign-in as this user"))
-        for key, rate, who in checks:
+                    checks.append((f"login-user:{digest}", self.login_per_username, "sign-in as this user",
+                                   "username"))
+        for key, rate, who, field in checks:
             decision = await self.check(key, rate)
             if decision is not None and not decision.allowed:
-                return receive, (who, decision)
+                return receive, (who, field, decision)
         return receive, None
 
 
@@ -303,10 +308,11 @@ def _with_headers(send: Send, path: str) -> Send:
     return wrapped
 
 
-async def _send_problem(scope: Scope, send: Send, who: str, decision: Decision) -> None:
+async def _send_problem(scope: Scope, send: Send, who: str, field: str, decision: Decision) -> None:
     detail = _detail(who, decision)
     body = {"type": PROBLEM_BASE + "rate_limited", "title": "Too Many Requests", "status": 429, "detail": detail,
-            "instance": scope["path"], "request_id": request_id_var.get(),
+            "instance": scope["path"], "request_id": request_id_var.get(), "field": field,
+            "errors": [{"field": field, "rule": "rate_limited", "message": detail}],
             "retry_after": max(1, math.ceil(decision.retry_after))}
     payload = json.dumps(body).encode()
     headers = [(b"content-type", PROBLEM_MEDIA_TYPE.encode()), (b"content-length", str(len(payload)).encode())]

@@ -169,7 +169,8 @@ class WebhookController(Controller):
         await _existing(request, tenant, webhook_id)
         hooks = runtime_of(request.app.state).webhooks
         if hooks is None:
-            raise ApiProblem(503, "webhooks_unavailable", "webhook delivery is not configured")
+            raise ApiProblem(503, "webhooks_unavailable", "webhook delivery is not configured",
+                             field="webhooks")
         rows = await asyncio.to_thread(hooks.deliveries.deliveries, tenant, webhook_id, limit=limit + 1, before=before)
         items = [msgspec.convert(row, DeliveryOut) for row in rows[:limit]]
         return DeliveryPage(items=items, next_cursor=items[-1].position if len(rows) > limit else None)

@@ -129,7 +129,7 @@ async def publish(services: Services, tenant_id: str, ca_id: str, *, covering: i
                 return await _publish_from(services, tenant_id, state, now, lost)
             except revocation.CrlOutdated:
                 continue  # another process wrote meanwhile: it may now be covered, or need the new revocation
-    raise Contention(ca.stream_id(ca_id))  # 409 with Retry-After, as every other lost race
+    raise Contention(ca.stream_id(ca_id), "ca_id")  # 409 with Retry-After, as every other lost race
 
 
 def _current(state: revocation.Registry, now) -> dict[str, tuple[ca.CaCertificate, revocation.CrlPublished]]:

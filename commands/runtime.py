@@ -29,6 +29,11 @@ log = logging.getLogger(__name__)
 # writers take turns, and the two race for every append. With 8 attempts, 2 of 1,000 revocations at 256 in flight
 # lost 8 in a row (409 contention); with 16, 2 in 7,000 over seven such bursts. Only a lost race costs a retry.
 MAX_ATTEMPTS = 16
+# How requests name the resource each kind of stream holds (as its not-found and already-exists problems do): the
+# field of a 409 contention problem. Streams no request names (the audit ledger, the vault's) fall back to "id".
+CONTENDED_FIELDS = {"certificate": "id", "ca": "ca_id", "tenant": "tenant_id", "profile": "name", "user": "username",
+                    "service_account": "name", "webhook": "webhook_id", "api_token": "token_id", "login": "username",
+                    "mfa": "username", "session": "refresh_token"}
 
 
 class Clock(Protocol):
@@ -237,7 +242,7 @@ async def run(
                 continue
             return CommandResult(stream_id=result.stream_id, version=result.version,
                                  global_position=result.global_position, replayed=result.replayed)
-        raise Contention(stream_id)
+        raise Contention(stream_id, CONTENDED_FIELDS.get(stream_type, "id"))
 
 
 async def load(services: Services, tenant_id: str, stream_id: str, fold: Callable[[Iterable[Payload]], Any]) -> Any:

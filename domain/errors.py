@@ -53,13 +53,17 @@ class UsageUnknown(DomainError):
 
 
 class Contention(DomainError):
-    """A command lost the race for its stream too many times in a row; the caller may retry."""
+    """A command lost the race for its stream too many times in a row; the caller may retry.
+
+    ``field`` names the resource the stream holds as the request names it (``id``, ``ca_id``, ``tenant_id``, ...).
+    """
 
     status = 409
     retry_after_seconds = 1
 
-    def __init__(self, stream_id: str) -> None:
-        super().__init__("contention", f"stream {stream_id} kept changing while this command ran; try again")
+    def __init__(self, stream_id: str, field: str) -> None:
+        super().__init__("contention", f"stream {stream_id} kept changing while this command ran; try again",
+                         field=field)
 
 
 class WrongExpectedVersion(DomainError):
@@ -72,7 +76,7 @@ class WrongExpectedVersion(DomainError):
         super().__init__(
             "wrong_expected_version",
             f"stream {stream_id} is at version {actual}, not {expected}",
-            field=None,
+            field="expected_version",
         )
         self.stream_id = stream_id
         self.expected = expected
@@ -100,4 +104,4 @@ class DirectoryUnavailable(DomainError):
     retry_after_seconds = 5
 
     def __init__(self, detail: str) -> None:
-        super().__init__("directory_unavailable", detail)
+        super().__init__("directory_unavailable", detail, field="directory")  # what is unavailable: no input is wrong

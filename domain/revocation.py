@@ -87,7 +87,7 @@ class CrlOutdated(DomainError):
     status = 409
 
     def __init__(self, ca_id: str) -> None:
-        super().__init__("crl_outdated", f"CA {ca_id} changed while its CRL was being built")
+        super().__init__("crl_outdated", f"CA {ca_id} changed while its CRL was being built", field="ca_id")
 
 
 class SignedCrl(msgspec.Struct, frozen=True, kw_only=True):

@@ -70,7 +70,7 @@ async def test_verify_names_the_first_broken_link(api, admin):
         conn.execute("UPDATE events SET body = ? WHERE position = ?",
                      (body.replace(b'"Acme"', b'"Evil"'), created["global_position"]))
     response = await api.client.get("/v1/audit/verify", headers=admin)
-    problem = assert_problem(response, 409, "audit_chain_broken")
+    problem = assert_problem(response, 409, "audit_chain_broken", field="stream_id")
     assert problem["stream_id"] == "tenant-acme" and problem["position"] == created["global_position"]
     assert problem["version"] == 1 and problem["kind"]
     assert problem["report"]["ok"] is False

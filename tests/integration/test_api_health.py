@@ -33,10 +33,19 @@ async def test_liveness_and_readiness(api):
 async def test_readiness_fails_as_a_problem_when_the_store_cannot_write(api):
     api.runtime.store.last_commit_error = "OSError('disk full')"  # what a failed group commit leaves behind
     try:
-        body = assert_problem(await api.client.get("/health/ready"), 503, "not_ready")
+        body = assert_problem(await api.client.get("/health/ready"), 503, "not_ready", field="store_writable")
         assert body["store_writable"] is False
     finally:
         api.runtime.store.last_commit_error = None
+
+
+async def test_a_write_the_store_cannot_take_is_a_503_naming_the_event_store(api):
+    """Nothing in the request is wrong: the problem names what cannot take it, with the rule and a retry hint."""
+    admin = await api.admin()
+    api.runtime.store.close()  # the writer is gone, as at shutdown: reads go on, appends are refused
+    response = await api.client.post("/v1/tenants", headers=admin, json={"tenant_id": "acme", "name": "Acme"})
+    body = assert_problem(response, 503, "store_unavailable", field="event_store")
+    assert body["errors"][0]["rule"] == "store_unavailable" and response.headers["retry-after"] == "5"
 
 
 async def test_metrics_are_prometheus_text_labelled_by_route_template(api):

@@ -56,7 +56,7 @@ async def test_a_changed_read_model_is_rebuilt_while_the_server_serves(tmp_path)
             for path, params in ((f"/v1/certificates/{before['certificate_id']}", {}),
                                  ("/v1/certificates", {"tenant_id": "acme"})):
                 refused = await api.client.get(path, headers=token, params=params)
-                body = assert_problem(refused, 503, "projection-rebuilding")
+                body = assert_problem(refused, 503, "projection-rebuilding", field="read_model")
                 assert body["projections"] == ["certificates"] and "being rebuilt" in body["detail"]
                 assert refused.headers["retry-after"] == "5"
             # the CA read model answers; a command is accepted and written

@@ -22,8 +22,9 @@ from infra.bootstrap import Runtime
 from infra.config import Settings
 
 PROBLEM = "application/problem+json"
-# Refusals of something in the request (not of the state it meets: 409, 429, 503), which name it as their field.
-REQUEST_REFUSALS = (400, 401, 403, 404, 405, 406, 413, 415, 422)
+# Every refusal names its field and rule: what in the request was refused (400-422), the resource it conflicts
+# with (409), what is limited (429), or what is unavailable (503). Only a 500 has none: nothing was refused.
+NAMED_REFUSALS = (400, 401, 403, 404, 405, 406, 409, 413, 415, 422, 429, 503)
 
 
 @dataclass
@@ -64,7 +65,7 @@ def assert_problem(response: httpx.Response, status: int, code: str | None = Non
     assert body["instance"] == response.request.url.path
     if code is not None:
         assert body["type"].endswith("/" + code), body["type"]
-    if status in REQUEST_REFUSALS:  # a refusal of the request names what in it was refused, and the rule
+    if status in NAMED_REFUSALS:  # a refusal names what it refused, and the rule
         assert body.get("field") and body.get("errors"), body
         assert any(error["field"] == body["field"] and error["rule"] for error in body["errors"]), body
     if field is not None:

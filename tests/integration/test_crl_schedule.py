@@ -96,7 +96,7 @@ async def test_a_crl_publication_lost_to_other_processes_leaves_the_revocation_d
     before = crl_number(await crl_of(api, inter))
 
     async def lost(services, tenant_id, ca_id, **_):  # other processes kept appending to the CA's stream
-        raise Contention(f"ca-{ca_id}")
+        raise Contention(f"ca-{ca_id}", "ca_id")
 
     monkeypatch.setattr(crl, "publish", lost)
     done = await revoke(api, admin, row["certificate_id"], reason="key_compromise")

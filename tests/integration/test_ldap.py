@@ -136,7 +136,7 @@ async def test_server_down_is_unavailable(slapd):  # noqa: F811
     with pytest.raises(DirectoryUnavailable) as caught:
         await sign_in(settings_for(slapd, url=f"ldaps://127.0.0.1:{free_port('127.0.0.1')}"), "alice",
                       PASSWORDS["alice"])
-    assert caught.value.status == 503
+    assert (caught.value.status, caught.value.field) == (503, "directory")
     assert "127.0.0.1" not in caught.value.detail  # details go to the log, not to whoever asked
 
 

@@ -12,8 +12,11 @@ OFF = {"rate_limit_per_address": "", "rate_limit_per_principal": "", "rate_limit
        "rate_limit_login_per_username": ""}
 
 
-def assert_limited(response, limit: int) -> dict:
-    body = assert_problem(response, 429, "rate_limited")
+def assert_limited(response, limit: int, field: str = "client_address") -> dict:
+    """A 429 rate_limited problem naming what is limited: the client address, the principal (Authorization) or the
+    sign-in's username."""
+    body = assert_problem(response, 429, "rate_limited", field=field)
+    assert body["errors"] == [{"field": field, "rule": "rate_limited", "message": body["detail"]}]
     assert int(response.headers["retry-after"]) >= 1 and body["retry_after"] >= 1
     assert response.headers["ratelimit-limit"] == str(limit)
     assert response.headers["ratelimit-remaining"] == "0"
@@ -50,7 +53,7 @@ async def test_per_principal_counts_only_authenticated_requests(tmp_path):
         assert [r.status_code for r in answers] == [200, 200]
         assert [r.headers["ratelimit-remaining"] for r in answers] == ["1", "0"]
         assert answers[0].headers["ratelimit-policy"] == "2;w=3600"
-        assert_limited(await api.client.get("/v1/tenants", headers=first), 2)
+        assert_limited(await api.client.get("/v1/tenants", headers=first), 2, "Authorization")
         assert (await api.client.get("/v1/tenants", headers=second)).status_code == 200
 
 
@@ -64,8 +67,8 @@ async def test_sign_in_per_username_and_per_address(tmp_path):
             return await api.client.post("/v1/auth/token", json=body)
 
         assert [limited(await sign_in("alice")) for _ in range(2)] == [False, False]
-        assert_limited(await sign_in("alice"), 2)
-        assert_limited(await sign_in(" ALICE ", form=True), 2)  # the same account however it is spelled
+        assert_limited(await sign_in("alice"), 2, "username")
+        assert_limited(await sign_in(" ALICE ", form=True), 2, "username")  # the same account however it is spelled
         assert not limited(await sign_in("bob"))
         assert_limited(await sign_in("carol"), 5)  # the sixth sign-in from this address, whoever it names
         assert (await api.client.get("/v1/tenants")).status_code == 401  # other routes keep their own limits

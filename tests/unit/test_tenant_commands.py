@@ -129,7 +129,7 @@ async def test_beyond_the_retry_bound_losers_are_told_of_contention_and_nothing_
                                       for i in range(3 * MAX_ATTEMPTS)), return_exceptions=True)
     landed = [o for o in outcomes if not isinstance(o, BaseException)]
     assert len(landed) < len(outcomes)  # 24 processes racing: some lose eight times in a row
-    assert all(isinstance(o, Contention) and o.code == "contention" and o.status == 409
+    assert all(isinstance(o, Contention) and (o.code, o.status, o.field) == ("contention", 409, "tenant_id")
                for o in outcomes if o not in landed)
     assert sorted(r.version for r in landed) == list(range(2, len(landed) + 2))
     events = await services.store.read_stream("acme", "tenant-acme")
