@@ -222,7 +222,9 @@ async def current_crl(services: Services, tenant_id: str, ca_id: str,
         last = revocation.crl_of_key(state, key, services.clock.now())
     if last is None:
         why = ("its key is offline, and no CRL its ceremony signed is installed yet (csm ca crl-request, csm ca root "
-               "sign-crl, csm ca install-crl)" if revocation.key_offline(state) else "its key is not held here")
+               "sign-crl, csm ca install-crl)" if revocation.key_offline(state)
+               else "it awaits its offline-signed certificate" if state.ca.status == "pending"
+               else "its key is not held here")
         raise NotFound("crl_not_found", f"CA {ca_id} has no CRL{f' of key {key}' if key else ''}: {why}",
                        field="ca_id")
     der = await artifacts_of(services).get(last.published.sha256)

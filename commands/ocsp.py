@@ -1,8 +1,9 @@
 """The OCSP responder (RFC 6960, RFC 5019 profile): answers from the CA stream, signed by a delegated responder.
 
 Each CA key gets its own responder certificate (profile ``ocsp-signing``: EKU OCSPSigning,
-id-pkix-ocsp-nocheck, 30 days), issued on first use and renewed when a third of its life is
-left; its key lives in the key vault. Status comes from the CA stream (authoritative), never
+id-pkix-ocsp-nocheck, 30 days), issued on first use (or as the CA is revoked) and renewed when a
+third of its life is left; its key lives in the key vault. A revoked CA gets no new one: its
+last responder signs while it outlives an answer, then the CA's own key does. Status comes from the CA stream (authoritative), never
 from a read model: revoked if the CA lists the serial, good if the serial's certificate
 stream says this CA key signed it (or the caller's ``subordinates`` lookup knows it as a
 sub-CA certificate), unknown otherwise; everything below a revoked CA answers revoked.
@@ -193,17 +194,17 @@ async def _signed_here(services: Services, tenant_id: str, state: revocation.Reg
 
 async def signer_for(services: Services, tenant_id: str, state: revocation.Registry,
                      issuer: ca.CaCertificate) -> ca.CaCertificate | None:
-    """The responder certificate for ``issuer``'s key: renewed here when due and the key may still sign."""
-    fingerprint = issuer.facts.fingerprint_sha256
-    signer = state.signers.get(fingerprint)
+    """The certificate whose key signs answers about ``issuer``'s certificates: the key's responder, issued or
+    renewed here when due while the CA is in service and its key may still sign; otherwise the last responder, or
+    for a revoked CA the CA itself (``revocation.answering_signer``). None: nothing may sign."""
+    signer = state.signers.get(issuer.facts.fingerprint_sha256)
     now = services.clock.now()
     if not revocation.signer_due(signer, now):
         return signer
     if state.ca.status in ("active", "disabled") and issuer.key_ref is not None and issuer.facts.not_after > now:
         await _issue_signer(services, tenant_id, state, issuer, now)
-        signer = (await crl.load_registry(services, tenant_id, state.ca.ca_id)).signers.get(fingerprint)
-    # A revoked CA issues no new responder; the last one answers until it expires.
-    return signer if signer is not None and signer.facts.not_after > now else None
+        state = await crl.load_registry(services, tenant_id, state.ca.ca_id)
+    return revocation.answering_signer(state, issuer, now, RESPONSE_VALIDITY)
 
 
 async def _issue_signer(services: Services, tenant_id: str, state: revocation.Registry, issuer: ca.CaCertificate,
@@ -251,6 +252,8 @@ async def renew_signers(services: Services, tenant_id: str, ca_id: str) -> bool:
     """Scheduler pass for one CA: renew its current key's responder before it is due. True if one was issued."""
     state = await crl.load_registry(services, tenant_id, ca_id)
     current = state.ca.current
+    if state.ca.status == "revoked":
+        return False  # it certifies nothing more: its last responder, then its own key, sign its answers
     if current is None or current.facts.fingerprint_sha256 not in state.signers:
         return False  # never used: the first OCSP request issues it
     if not revocation.signer_due(state.signers[current.facts.fingerprint_sha256], services.clock.now()):

@@ -4,7 +4,10 @@ Order is what keeps revocation fail-safe without a transaction across streams: o
 issuing CA's stream holds ``ca.certificate_revoked`` the certificate *is* revoked for every
 relying party; a crash before the subject's own event leaves a certificate that reads as
 issued in the inventory but is revoked on the CRL and in OCSP, never the other way round,
-and retrying the revocation completes it.
+and retrying the revocation completes it. A CA about to be revoked first gets what its own
+relying parties need to hear about its subtree (a current OCSP responder and CRL), which a
+revoked CA could no longer certify: that step changes no answer, so it comes before the
+commit point, and a retry redoes only what it lacks.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ class RevokeCertificate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknow
 
 
 class RevokeCa(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Revoke an intermediate: its issuers' CRLs list its certificates, and it signs nothing more."""
+    """Revoke an intermediate: its issuers' CRLs list its certificates, and it certifies nothing more."""
 
     tenant_id: TenantId
     ca_id: CaId
@@ -94,6 +97,29 @@ async def _publish(services: Services, tenant_id: str, registry: revocation.Regi
         return []
 
 
+async def _keep_answering(services: Services, tenant_id: str, ca_id: str) -> None:
+    """Before a CA is revoked, while it may still certify: a current OCSP responder for each of its keys that may
+    have valid certificates, and a CRL, so its own OCSP and CRL URLs answer from the first question after it.
+
+    A revoked CA certifies no responder, and one never asked before had none. Best effort: the revocation must not
+    wait on them, and what fails here is made good later (its key signs its OCSP answers once no responder may, and
+    its CRL is published on demand or by the scheduler). Both steps are idempotent, so a retry redoes only what is
+    missing."""
+    state = await crl.load_registry(services, tenant_id, ca_id)
+    if state.ca.status not in ("active", "disabled"):
+        return  # pending (nothing to answer), or revoked already (a retry)
+    for issuer in revocation.publishing_keys(state, services.clock.now()):
+        try:
+            await ocsp.signer_for(services, tenant_id, state, issuer)
+        except Exception:
+            log.exception("CA %s: no OCSP responder for key %s before its revocation; its key signs its answers",
+                          ca_id, revocation.key_id(issuer))
+    try:
+        await crl.publish(services, tenant_id, ca_id, only_if_due=True)
+    except Exception:
+        log.exception("CA %s: no CRL published before its revocation; it is published on demand", ca_id)
+
+
 async def revoke_certificate(cmd: RevokeCertificate, ctx: CommandContext, services: Services) -> Revocation:
     authorize(ctx.principal, "cert:revoke", cmd.tenant_id)
     revocation.check_reason(cmd.reason)
@@ -126,7 +152,8 @@ async def revoke_certificate(cmd: RevokeCertificate, ctx: CommandContext, servic
 
 
 async def revoke_ca(cmd: RevokeCa, ctx: CommandContext, services: Services) -> Revocation:
-    """Every certificate of the CA's keys goes onto the CRL of the CA that signed it, then ``ca.revoked``."""
+    """The CA's own OCSP responder and CRL are made ready (``_keep_answering``); every certificate of its keys goes
+    onto the CRL of the CA that signed it; then ``ca.revoked``."""
     authorize(ctx.principal, "ca:manage", cmd.tenant_id)
     revocation.check_reason(cmd.reason)
     prior = await replayed(services, ctx, cmd, cmd.tenant_id)
@@ -139,6 +166,7 @@ async def revoke_ca(cmd: RevokeCa, ctx: CommandContext, services: Services) -> R
     if certificates:
         earliest = min(c.facts.not_before for c in certificates)
         revocation.check_invalidity_date(cmd.invalidity_date, now=now, not_before=earliest)
+    await _keep_answering(services, cmd.tenant_id, cmd.ca_id)
     by_issuer: dict[str, list[RevocationRecorded]] = {}
     for held in certificates:
         if held.issuer_ca_id is not None and held.issuer_ca_id != cmd.ca_id:

@@ -101,7 +101,8 @@ class CaEnabled(Payload, frozen=True, kw_only=True):
 
 @event("ca.revoked")
 class CaRevoked(Payload, frozen=True, kw_only=True):
-    """The CA's certificates are revoked (its issuers' CRLs list them): it signs nothing more, ever."""
+    """The CA's certificates are revoked (its issuers' CRLs list them): it certifies nothing more, ever (its key
+    still signs its CRLs and, once its last OCSP responder runs out, its OCSP answers: domain/revocation.py)."""
 
     reason: str  # an RFC 5280 reason name (domain.revocation.REASONS)
     revoked_at: datetime

@@ -15,6 +15,11 @@ from the CA's one sequence, so they increase for each key, and never repeat unde
 A CA whose key is offline (an imported root) cannot publish here: its CRL is signed in the
 ceremony from what the stream records (``csm ca crl-request``, then ``csm ca root sign-crl``),
 and installing it (``decide_install``) checks that it keeps the same invariant.
+
+A revoked CA certifies nothing more, an OCSP responder included, yet relying parties keep asking
+it about what it signed: its key keeps signing its CRLs (``can_publish``), and its OCSP answers
+come from the responder it was given just before the revocation, then from its own key
+(``answering_signer``).
 """
 
 from __future__ import annotations
@@ -254,8 +259,10 @@ def decide_record(state: Registry, issuer_id: str, entries: Iterable[RevocationR
 
 
 def can_publish(state: Registry) -> bool:
-    """A CRL needs the CA's key here; a disabled CA still publishes (its certificates stay revocable)."""
-    return state.ca.status in ("active", "disabled") and state.ca.signing_key_ref is not None
+    """A CRL needs the CA's key here. A disabled CA still publishes (its certificates stay revocable), and so does a
+    revoked one: it certifies nothing more, but relying parties that check only a leaf's own CRL keep needing a
+    current one, listing revocations recorded after its own too (an expired CRL reads as no answer)."""
+    return state.ca.status in ("active", "disabled", "revoked") and state.ca.signing_key_ref is not None
 
 
 def key_offline(state: Registry) -> bool:
@@ -347,6 +354,25 @@ def signer_due(signer: ca.CaCertificate | None, now: datetime) -> bool:
         return True
     facts = signer.facts
     return facts.not_after - now < (facts.not_after - facts.not_before) / RENEW_FRACTION
+
+
+def answering_signer(state: Registry, issuer: ca.CaCertificate, now: datetime,
+                     answer_validity: timedelta) -> ca.CaCertificate | None:
+    """What signs OCSP answers about the certificates ``issuer``'s key signed when no new responder can be issued
+    for it; None: nothing may (the answer is ``unauthorized``).
+
+    A CA in service whose key cannot certify one (offline, or its certificate expired): its last responder, until
+    that expires. A revoked CA certifies nothing more, yet everything below it must keep answering "revoked" (a
+    client that soft-fails on an error would accept it): its last responder while it outlives an answer, then the
+    CA's own key (RFC 6960 4.2.2.2: the CA that issued the certificate may sign), until the CA certificate expires.
+    Even a compromised key signs nothing there that its thief could not sign already.
+    """
+    signer = state.signers.get(issuer.facts.fingerprint_sha256)
+    if state.ca.status != "revoked":
+        return signer if signer is not None and signer.facts.not_after > now else None
+    if signer is not None and signer.facts.not_after >= now + answer_validity:
+        return signer
+    return issuer if issuer.key_ref is not None and issuer.facts.not_after > now else None
 
 
 def decide_signer(state: Registry, issued: OcspSignerIssued, now: datetime) -> list[Payload]:

@@ -29,11 +29,11 @@ class RevocationScheduler:
         self.interval = interval
 
     def _cas(self) -> list[tuple[str, str]]:
-        """Every CA that may sign a CRL here (active or disabled), as (tenant, CA id)."""
+        """Every CA that may sign a CRL here (active, disabled or revoked), as (tenant, CA id)."""
         conn = self.runner.connection()
         try:
             found = []
-            for status in ("active", "disabled"):
+            for status in ("active", "disabled", "revoked"):
                 after = None
                 while rows := ca_model.search(conn, None, status=status, after=after, limit=_PAGE):
                     found += [(row["tenant_id"], row["ca_id"]) for row in rows]

@@ -96,7 +96,7 @@ def test_the_fold_keeps_revocations_with_their_stream_versions_the_last_crl_and_
     assert (state.crl.crl_number, state.crl_version) == (1, 3)
     assert state.signers == {"fp": signer.certificate} and state.ca_revoked.reason == "superseded"
     assert revocation.covers(state, 2, NOW) and not revocation.covers(state, 4, NOW)
-    assert not revocation.can_publish(state)  # a revoked CA signs no more CRLs
+    assert revocation.can_publish(state)  # a revoked CA certifies nothing, but keeps its CRL current
 
 
 def test_recording_adds_only_what_the_ca_does_not_list_yet():
@@ -188,6 +188,27 @@ def test_a_responder_certificate_is_renewed_with_a_third_of_its_life_left():
     fresh = OcspSignerIssued(issuer_fingerprint="fp", certificate=held("6", not_before=NOW, days=30))
     assert revocation.decide_signer(state, fresh, NOW) == []  # another instance renewed it already
     assert revocation.decide_signer(state, fresh, NOW + timedelta(days=25)) == [fresh]
+
+
+def test_a_revoked_ca_answers_with_its_last_responder_while_it_outlives_an_answer_then_with_its_own_key():
+    answer = timedelta(hours=1)
+    issuer = CREATED.certificate  # expires NOW + 335 days
+    signer = held("5", not_before=NOW, days=30)
+    issued = OcspSignerIssued(issuer_fingerprint=issuer.facts.fingerprint_sha256, certificate=signer)
+    revoked = ca.CaRevoked(reason="key_compromise", revoked_at=NOW, invalidity_date=None)
+    in_service = revocation.fold([CREATED, issued])
+    gone = revocation.fold([CREATED, issued, revoked])
+    last_hour = signer.facts.not_after - timedelta(minutes=30)
+    assert revocation.answering_signer(gone, issuer, NOW + timedelta(days=25), answer) == signer
+    assert revocation.answering_signer(gone, issuer, last_hour, answer) == issuer  # RFC 6960 4.2.2.2
+    assert revocation.answering_signer(gone, issuer, NOW + timedelta(days=334), answer) == issuer
+    assert revocation.answering_signer(gone, issuer, NOW + timedelta(days=336), answer) is None  # CA expired
+    assert revocation.answering_signer(revocation.fold([CREATED, revoked]), issuer, NOW, answer) == issuer
+    offline = msgspec.structs.replace(issuer, key_ref=None)
+    assert revocation.answering_signer(gone, offline, last_hour, answer) is None
+    # in service, a CA that cannot certify a responder keeps its last one to the end, and never signs itself
+    assert revocation.answering_signer(in_service, issuer, last_hour, answer) == signer
+    assert revocation.answering_signer(in_service, issuer, signer.facts.not_after, answer) is None
 
 
 @pytest.mark.parametrize("reason, subordinates", [
