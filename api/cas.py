@@ -103,6 +103,10 @@ class CaOut(msgspec.Struct, frozen=True, kw_only=True):
     updated_at: str
     version: int
     position: int
+    # "revoked" status: its own RFC 5280 reason, or "ca_revoked" for a CA below a revoked CA (``revoked_ca_id``)
+    revocation_reason: str | None = None
+    revoked_at: str | None = None
+    revoked_ca_id: str | None = None
 
 
 class CaPage(msgspec.Struct, frozen=True, kw_only=True):

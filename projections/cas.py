@@ -1,4 +1,11 @@
-"""The CA read model: one row per CA, every certificate any CA holds, and chain building over them."""
+"""The CA read model: one row per CA, every certificate any CA holds, and chain building over them.
+
+A revoked CA reads ``status`` "revoked" with its own ``revocation_reason``. A CA below it (at any depth) is as
+untrusted: its issuers refuse to sign under it and everything under it answers OCSP "revoked", yet its own stream
+has no event. It reads ``status`` "revoked" too, ``revocation_reason`` "ca_revoked", ``revoked_ca_id`` the revoked
+CA above it and ``revoked_at`` that CA's time, as a certificate below a revoked CA does in the certificates read
+model; its own later events (disable, enable, install) keep it so.
+"""
 
 from __future__ import annotations
 
@@ -11,14 +18,14 @@ from projections.base import Projector
 
 CA_COLUMNS = ("tenant_id", "ca_id", "name", "kind", "origin", "status", "algorithm", "parent_id", "subject_dn",
               "not_before", "not_after", "fingerprint", "path_length", "name_constraints", "csr_pem", "created_at",
-              "updated_at", "version", "position")
+              "updated_at", "version", "position", "revocation_reason", "revoked_at", "revoked_ca_id")
 CERT_COLUMNS = ("fingerprint", "tenant_id", "ca_id", "role", "issuer_ca_id", "subject_dn", "issuer_dn",
                 "subject_key_id", "authority_key_id", "not_before", "not_after", "certificate_pem", "position")
 
 
 class CasProjector(Projector):
     name = "cas"
-    version = 2  # 2: a rollover updates the CA's algorithm
+    version = 3  # 2: a rollover updates the CA's algorithm; 3: revocation columns, a CA below a revoked one
     tables = ("cas", "ca_certificates")
     ddl = (
         """CREATE TABLE IF NOT EXISTS {cas} (
@@ -26,7 +33,8 @@ class CasProjector(Projector):
             origin TEXT NOT NULL, status TEXT NOT NULL, algorithm TEXT NOT NULL, parent_id TEXT,
             subject_dn TEXT, not_before TEXT, not_after TEXT, fingerprint TEXT, path_length INTEGER,
             name_constraints TEXT NOT NULL, csr_pem TEXT, created_at TEXT NOT NULL, updated_at TEXT NOT NULL,
-            version INTEGER NOT NULL, position INTEGER NOT NULL, PRIMARY KEY (tenant_id, ca_id)) WITHOUT ROWID""",
+            version INTEGER NOT NULL, position INTEGER NOT NULL, revocation_reason TEXT, revoked_at TEXT,
+            revoked_ca_id TEXT, PRIMARY KEY (tenant_id, ca_id)) WITHOUT ROWID""",
         """CREATE TABLE IF NOT EXISTS {ca_certificates} (
             fingerprint TEXT NOT NULL, tenant_id TEXT NOT NULL, ca_id TEXT NOT NULL, role TEXT NOT NULL,
             issuer_ca_id TEXT, subject_dn TEXT NOT NULL, issuer_dn TEXT NOT NULL, subject_key_id TEXT NOT NULL,
@@ -43,10 +51,12 @@ class CasProjector(Projector):
         if event.type == "ca.created":
             self._insert_ca(conn, event, ca_id, p, status="active", csr_pem=None)
             self._certificate(conn, event, ca_id, p["certificate"], "current")
+            self._inherit(conn, event.tenant_id, ca_id, p.get("parent_id"))
         elif event.type == "ca.intermediate_requested":
             self._insert_ca(conn, event, ca_id, {**p, "kind": "intermediate", "origin": "offline", "path_length": None,
                                                   "name_constraints": {}, "certificate": None},
                             status="pending", csr_pem=p["csr_pem"])
+            self._inherit(conn, event.tenant_id, ca_id, p.get("parent_id"))
         elif event.type == "ca.certificate_installed":
             self._update(conn, event, ca_id, status="active", csr_pem=None, path_length=p["path_length"],
                          name_constraints=json.dumps(p["name_constraints"], sort_keys=True))
@@ -64,7 +74,35 @@ class CasProjector(Projector):
         elif event.type in ("ca.disabled", "ca.enabled"):
             self._update(conn, event, ca_id, status="disabled" if event.type == "ca.disabled" else "active")
         elif event.type == "ca.revoked":  # its subtree's certificates: see projections/certificates.py
-            self._update(conn, event, ca_id, status="revoked")
+            self._update(conn, event, ca_id, status="revoked", revocation_reason=p["reason"],
+                         revoked_at=p["revoked_at"], revoked_ca_id=None)
+            self._untrust_below(conn, event.tenant_id, ca_id, p["revoked_at"])
+
+    def _untrust_below(self, conn, tenant_id: str, ca_id: str, revoked_at: str) -> None:
+        """Every CA below ``ca_id`` not revoked yet (one revoked earlier keeps its own, or nearer, revocation)."""
+        cas = self.t("cas")
+        conn.execute(
+            f"""WITH RECURSIVE below(ca_id, depth) AS (
+                    SELECT ca_id, 1 FROM {cas} WHERE tenant_id = ?1 AND parent_id = ?2
+                    UNION ALL SELECT c.ca_id, below.depth + 1 FROM {cas} c
+                    JOIN below ON c.parent_id = below.ca_id WHERE c.tenant_id = ?1 AND below.depth < 64)
+                UPDATE {cas} SET status = 'revoked', revocation_reason = 'ca_revoked', revoked_at = ?3,
+                    revoked_ca_id = ?2
+                WHERE tenant_id = ?1 AND status != 'revoked' AND ca_id IN (SELECT ca_id FROM below)""",
+            (tenant_id, ca_id, revoked_at))
+
+    def _inherit(self, conn, tenant_id: str, ca_id: str, parent_id: str | None) -> None:
+        """A CA recorded after a CA above it was revoked (its creation raced the revocation) is below it too."""
+        if parent_id is None:
+            return
+        parent = conn.execute(f"SELECT status, revocation_reason, revoked_at, revoked_ca_id FROM {self.t('cas')} "
+                              "WHERE tenant_id = ? AND ca_id = ?", (tenant_id, parent_id)).fetchone()
+        if parent is None or parent[0] != "revoked":
+            return
+        above = parent[3] if parent[1] == "ca_revoked" else parent_id
+        conn.execute(f"UPDATE {self.t('cas')} SET status = 'revoked', revocation_reason = 'ca_revoked', "
+                     "revoked_at = ?, revoked_ca_id = ? WHERE tenant_id = ? AND ca_id = ?",
+                     (parent[2], above, tenant_id, ca_id))
 
     def _insert_ca(self, conn, event, ca_id, p, *, status, csr_pem) -> None:
         facts = (p.get("certificate") or {}).get("facts") or {}
@@ -75,11 +113,15 @@ class CasProjector(Projector):
              facts.get("subject_dn"), facts.get("not_before"), facts.get("not_after"),
              facts.get("fingerprint_sha256"), p.get("path_length"),
              json.dumps(p.get("name_constraints") or {}, sort_keys=True), csr_pem, event.occurred_at,
-             event.occurred_at, event.version, event.global_position))
+             event.occurred_at, event.version, event.global_position, None, None, None))
 
     def _update(self, conn, event, ca_id, **columns) -> None:
+        """Set ``columns`` from the CA's own event; a revoked CA's ``status`` stays "revoked" (a CA below a revoked
+        one may still be disabled, enabled or installed on its own stream)."""
         columns.update(updated_at=event.occurred_at, version=event.version, position=event.global_position)
-        assignments = ", ".join(f"{column} = ?" for column in columns)
+        assignments = ", ".join("status = CASE WHEN status = 'revoked' THEN status ELSE ? END"
+                                if column == "status" and value != "revoked" else f"{column} = ?"
+                                for column, value in columns.items())
         conn.execute(f"UPDATE {self.t('cas')} SET {assignments} WHERE tenant_id = ? AND ca_id = ?",
                      (*columns.values(), event.tenant_id, ca_id))
 
@@ -133,7 +175,7 @@ def search(conn: sqlite3.Connection, scope: str | None, *, tenant_id: str | None
 
 
 def held_count(conn: sqlite3.Connection, tenant_id: str) -> int:
-    """The tenant's CAs that are not revoked: pending, active or disabled."""
+    """The tenant's CAs that are not revoked (nor below a revoked CA): pending, active or disabled."""
     return conn.execute("SELECT count(*) FROM cas WHERE tenant_id = ? AND status != 'revoked'",
                         (tenant_id,)).fetchone()[0]
 

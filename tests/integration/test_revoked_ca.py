@@ -3,7 +3,7 @@
 A revoked CA certifies nothing more, yet its own OCSP and CRL URLs must keep answering: its
 responder and a CRL are made as it is revoked (even if nobody had asked it anything before),
 its last responder signs until it runs out and then the CA's own key does, and its CRL stays
-current.
+current. A CA below it reads as revoked by it.
 """
 
 from __future__ import annotations
@@ -187,3 +187,25 @@ async def test_a_ca_revocation_retried_after_a_crash_completes_once_and_one_with
         assert delegated(answer) == (ca_id == crashed)  # without a responder the CA's own key signs
         assert (await crl_of(api, ca_id)).is_signature_valid(issuer.public_key())
 
+
+async def test_a_ca_below_a_revoked_ca_reads_as_revoked_by_it(pki_api):
+    api = pki_api
+    admin, root, inter, sub = await three_levels(api)
+    revoked = await revoke_ca(api, admin, inter, reason="superseded")
+    position = {"min_position": revoked["global_position"]}
+
+    async def read(ca_id: str) -> tuple:
+        row = (await api.client.get(f"/v1/cas/{ca_id}", headers=admin, params=position)).json()
+        return row["status"], row["revocation_reason"], row["revoked_ca_id"], row["revoked_at"]
+
+    assert await read(root) == ("active", None, None, None)
+    assert await read(inter) == ("revoked", "superseded", None, revoked["revoked_at"])
+    assert await read(sub) == ("revoked", "ca_revoked", inter, revoked["revoked_at"])
+    for status, expected in (("active", {root}), ("revoked", {inter, sub})):
+        listed = (await api.client.get("/v1/cas", headers=admin, params={"status": status})).json()["items"]
+        assert {item["ca_id"] for item in listed} == expected, status
+    # its own stream still says active: disabling it is recorded, and it still reads as revoked
+    disabled = await api.client.post(f"/v1/cas/{sub}/disable", headers=admin, json={"reason": "tidy up"})
+    assert disabled.status_code == 200, disabled.text
+    position = {"min_position": disabled.json()["global_position"]}
+    assert await read(sub) == ("revoked", "ca_revoked", inter, revoked["revoked_at"])
