@@ -100,6 +100,12 @@ async def ca_pem(api, headers, ca_id: str, position: int | None = None) -> str:
     return (await ok(await api.client.get(f"/v1/cas/{ca_id}/certificate", headers=headers, params=params))).text
 
 
+async def current_ca_pem(api, headers, ca_id: str, position: int | None = None) -> str:
+    """The CA's current certificate: its chain's first (the plain certificate URL answers the first key's while that
+    key's certificates may be valid, as the caIssuers URL in them means)."""
+    return (await chain(api, headers, ca_id, position))[0]
+
+
 async def chain(api, headers, ca_id: str, position: int | None = None, **params) -> list[str]:
     params |= {"min_position": position} if position else {}
     return certificates((await ok(await api.client.get(f"/v1/cas/{ca_id}/chain", headers=headers,
@@ -188,7 +194,7 @@ async def test_after_a_key_rollover_old_and_new_leaves_both_verify_with_the_chai
     rolled = (await ok(await api.client.post(f"/v1/cas/{inter}/rollover", headers=admin,
                                              json={"reason": "scheduled key rollover"}))).json()
     l2 = await issue_leaf(api, admin, inter, "new.acme.internal")
-    new = (await chain(api, admin, inter, l2["global_position"]))[0]  # the chain starts at the current certificate
+    new = await current_ca_pem(api, admin, inter, l2["global_position"])
     assert new != old and load(new).subject == load(old).subject
     # The plain caIssuers URL, which the first key's certificates carry, still answers the first key's certificate
     assert await ca_pem(api, admin, inter) == old

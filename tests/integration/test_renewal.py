@@ -17,7 +17,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from test_api_ca_lifecycle import OPENSSL, ca_pem, certificates, create_ca, load, needs_openssl
+from test_api_ca_lifecycle import OPENSSL, ca_pem, certificates, create_ca, current_ca_pem, load, needs_openssl
 from test_api_revocation import leaf, revoke, setup
 from test_api_support import assert_problem, pki_api  # noqa: F401
 from test_crl_schedule import Clock, caught_up
@@ -291,7 +291,7 @@ async def test_an_intermediate_rolled_over_before_expiry_serves_both_chains_duri
     response = await api.client.post(f"/v1/cas/{inter}/rollover", headers=admin, json={"reason": "expiring soon"})
     assert response.status_code == 200, response.text
     await caught_up(api)
-    new = await ca_pem(api, admin, inter)
+    new = await current_ca_pem(api, admin, inter)
     old_ca, new_ca = load(old), load(new)
     assert new_ca.subject == old_ca.subject and new_ca.public_key() != old_ca.public_key()
     assert new_ca.not_valid_before_utc <= clock.now() < old_ca.not_valid_after_utc < new_ca.not_valid_after_utc
