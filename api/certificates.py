@@ -123,12 +123,6 @@ async def certificate_row(request: Request, principal: Principal, certificate_id
     return row
 
 
-def _chain_of(conn, row: dict) -> list[dict]:
-    """The issuing CA's certificate and its issuers, leaf-side first (the leaf itself excluded)."""
-    issuer = ca_model.certificate_by_fingerprint(conn, row["tenant_id"], row["issuer_fingerprint"])
-    return ca_model.chain_from(conn, row["tenant_id"], issuer) if issuer else []
-
-
 class CertificateController(Controller):
     path = "/certificates"
     tags = ["certificates"]
@@ -235,8 +229,13 @@ class CertificateController(Controller):
         await read_your_writes(request, min_position)
         row = await certificate_row(request, principal, certificate_id)
         preflight(format, password, include_key, password_field="X-Export-Password", key_algorithm=row["algorithm"])
-        chain = await read_models_of(request.app.state).query(_chain_of, row) if include_chain or format.endswith(
-            "truststore") else []
+        views = read_models_of(request.app.state)
+        if format.endswith("truststore"):
+            chain = await views.query(ca_model.truststore_chain, row["tenant_id"], row["issuer_fingerprint"],
+                                      runtime_of(request.app.state).services.clock.now())
+        else:
+            chain = await views.query(ca_model.issuer_chain, row["tenant_id"], row["issuer_fingerprint"]) \
+                if include_chain else []
         wants_key = format in ("pkcs12", "jks") or (format == "pem" and include_key)
         material = None
         if wants_key:

@@ -113,11 +113,6 @@ def list_(settings: Settings, tenant_id, ca_id, common_name, san, status, profil
     print_table(table)
 
 
-def _chain(conn, row: dict) -> list[dict]:
-    issuer = ca_model.certificate_by_fingerprint(conn, row["tenant_id"], row["issuer_fingerprint"])
-    return ca_model.chain_from(conn, row["tenant_id"], issuer) if issuer else []
-
-
 @cert.command("export")
 @click.argument("certificate_id")
 @click.option("--format", "format_", type=click.Choice(EXPORT_FORMATS), default="pem", show_default=True)
@@ -141,7 +136,11 @@ def export(settings: Settings, certificate_id: str, format_: str, out_file: Path
     with runtime_for(settings) as runtime:
         conn = runtime.runner.connection()
         try:
-            chain = _chain(conn, row) if (not no_chain or format_.endswith("truststore")) else []
+            if format_.endswith("truststore"):
+                chain = ca_model.truststore_chain(conn, row["tenant_id"], row["issuer_fingerprint"],
+                                                  runtime.services.clock.now())
+            else:
+                chain = [] if no_chain else ca_model.issuer_chain(conn, row["tenant_id"], row["issuer_fingerprint"])
         finally:
             conn.close()
         material = None

@@ -16,7 +16,6 @@ from pathlib import Path
 import click
 
 from cli.ca import convert
-from cli.cert import _chain
 from cli.common import CliError, catch_up, command_context, run_async, runtime_for
 from commands import cas as ca_commands
 from commands import certificates as cert_commands
@@ -24,6 +23,7 @@ from commands import tenants as tenant_commands
 from domain.errors import AlreadyExists
 from infra.config import Settings
 from infra.export.bundle import render
+from projections import cas as ca_model
 from projections import certificates as read_model
 
 DEFAULT_NODES = ("cassandra-1=172.28.0.11", "cassandra-2=172.28.0.12", "cassandra-3=172.28.0.13")
@@ -103,14 +103,16 @@ def bootstrap_tls(settings: Settings, out_dir: Path, tenant_id: str, ca_id: str 
                 row = read_model.get(conn, certificate_id, None)
                 if row is None:
                     raise CliError(f"certificate {certificate_id} is not in the read model yet; re-run")
-                chain = _chain(conn, row)
+                chain = ca_model.issuer_chain(conn, row["tenant_id"], row["issuer_fingerprint"])
+                trust = ca_model.truststore_chain(conn, row["tenant_id"], row["issuer_fingerprint"],
+                                                  services.clock.now())
                 exported = run_async(cert_commands.export_private_key(convert({
                     "tenant_id": tenant_id, "certificate_id": certificate_id, "format": "jks" if kind == "node"
                     else "pem", "encrypted": kind == "node"}, cert_commands.ExportPrivateKey), ctx, services))
                 target = out_dir / directory
                 if kind == "node":
                     _write(target / "keystore.jks", render("jks", row, chain, exported.material, password), True)
-                    _write(target / "truststore.jks", render("jks-truststore", row, chain, None, password), False)
+                    _write(target / "truststore.jks", render("jks-truststore", row, trust, None, password), False)
                 else:
                     _write(target / "client.pem", render("pem", row, chain, None, None), False)
                     _write(target / "client.key", render("pem", row, [], exported.material, None)

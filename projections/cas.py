@@ -202,6 +202,25 @@ def plain_issuer_certificate(conn: sqlite3.Connection, tenant_id: str, ca_id: st
     return next((row for row in rows if row["role"] == "current"), None)
 
 
+def issuer_chain(conn: sqlite3.Connection, tenant_id: str, issuer_fingerprint: str) -> list[dict]:
+    """A certificate's chain as exports serve it: its issuing CA certificate, then its issuers up to the root."""
+    issuer = certificate_by_fingerprint(conn, tenant_id, issuer_fingerprint)
+    return chain_from(conn, tenant_id, issuer) if issuer else []
+
+
+def truststore_chain(conn: sqlite3.Connection, tenant_id: str, issuer_fingerprint: str, now: datetime) -> list[dict]:
+    """What a truststore for a certificate holds: ``issuer_chain``, then its root CA's other unexpired self-signed
+    certificates (its keys before and after a rollover), so that nodes trusting it accept peers whose certificates
+    chain to either key, through a rolling restart."""
+    chain = issuer_chain(conn, tenant_id, issuer_fingerprint)
+    if not chain:
+        return []
+    root = chain[-1]
+    return chain + [row for row in certificates_of(conn, tenant_id, root["ca_id"])
+                    if row["fingerprint"] != root["fingerprint"] and row["role"] != "cross" and _self_signed(row)
+                    and datetime.fromisoformat(row["not_after"]) > now]
+
+
 def certificates_issued_by(conn: sqlite3.Connection, tenant_id: str, ca_id: str) -> list[dict]:
     """The certificates ``ca_id`` signed for other CAs (sub-CAs and cross-certificates)."""
     rows = conn.execute(f"SELECT {', '.join(CERT_COLUMNS)} FROM ca_certificates WHERE tenant_id = ? "

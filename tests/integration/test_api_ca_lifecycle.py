@@ -20,6 +20,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
 from test_api_support import assert_problem, pki_api  # noqa: F401
 
@@ -324,6 +325,39 @@ async def test_offline_root_ceremony_signs_an_intermediate_that_then_issues_onli
     assert await chain(api, admin, inter) == [signed[inter], root_pem]
     assert isinstance(load(served[0]).public_key(), ec.EllipticCurvePublicKey)
     assert_verifies(tmp_path, "offline", served[0], root_pem, [signed[inter]])
+
+
+@needs_openssl
+async def test_after_a_root_rollover_every_truststore_trusts_chains_to_either_root_key(pki_api, tmp_path):
+    """Nodes keyed before and after a root's rollover must trust each other through a rolling restart: a
+    truststore holds the root's every unexpired self-signed certificate, not only the one its chain ends at."""
+    api = pki_api
+    admin = await api.admin()
+    await api.create_tenant(admin, "acme")
+    root = await create_ca(api, admin, name="Acme Root")
+    before = await create_ca(api, admin, name="Acme Issuing 1", parent_id=root)
+    l1 = await issue_leaf(api, admin, before, "old.acme.internal")
+    await ok(await api.client.post(f"/v1/cas/{root}/rollover", headers=admin, json={"reason": "root rollover"}))
+    after = await create_ca(api, admin, name="Acme Issuing 2", parent_id=root)
+    l2 = await issue_leaf(api, admin, after, "new.acme.internal")
+    chain1, chain2 = await leaf_with_chain(api, admin, l1), await leaf_with_chain(api, admin, l2)
+    assert load(chain1[-1]).public_key() != load(chain2[-1]).public_key()  # two root keys
+
+    def trusted(issued: dict) -> set[bytes]:
+        return {load(pem).fingerprint(hashes.SHA256()) for pem in stores[issued["certificate_id"]]}
+
+    stores = {}
+    for issued in (l1, l2):
+        response = await ok(await api.client.get(f"/v1/certificates/{issued['certificate_id']}/export",
+                                                 headers={**admin, "X-Export-Password": "changeit-changeit"},
+                                                 params={"format": "pkcs12-truststore"}))
+        bundle = pkcs12.load_pkcs12(response.content, b"changeit-changeit")
+        stores[issued["certificate_id"]] = [c.certificate.public_bytes(serialization.Encoding.PEM).decode()
+                                            for c in bundle.additional_certs]
+    roots = {load(chain1[-1]).fingerprint(hashes.SHA256()), load(chain2[-1]).fingerprint(hashes.SHA256())}
+    assert roots <= trusted(l1) and roots <= trusted(l2)
+    assert_verifies(tmp_path, "new-by-old-store", chain2[0], "".join(stores[l1["certificate_id"]]), chain2[1:-1])
+    assert_verifies(tmp_path, "old-by-new-store", chain1[0], "".join(stores[l2["certificate_id"]]), chain1[1:-1])
 
 
 async def test_malformed_ca_requests_are_problems_that_name_the_field(pki_api):
