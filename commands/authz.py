@@ -57,6 +57,11 @@ ROLES: dict[str, frozenset[str]] = {
     "viewer": _READ,
 }
 
+# Permissions no tenant-scoped principal can ever use: every check of them is at platform scope (a tenant-scoped
+# token is refused whatever its roles). Granting a role to a tenant's user or key therefore grants none of them,
+# and the no-escalation rule (``check_grantable``) leaves them out: a tenant-admin may make a tenant auditor.
+PLATFORM_ONLY = frozenset({"tenant:create", "tenant:suspend", "audit:verify", "projection:admin", "vault:sweep"})
+
 
 class Forbidden(DomainError):
     status = 403
@@ -93,6 +98,16 @@ def holds(principal: Principal, permission: str) -> None:
         raise ValueError(f"unknown permission {permission!r}")
     if permission not in principal.permissions:
         raise Forbidden(permission, f"this principal lacks the permission {permission}")
+
+
+def check_grantable(principal: Principal, role: str, *, tenant_id: str | None, permission: str,
+                    field: str = "roles") -> None:
+    """No escalation: a principal grants only roles whose permissions it holds itself, counting only those the
+    grantee can use (``tenant_id``: the grantee's tenant; None: platform-wide). ``permission`` and ``field`` name the
+    refusal: the permission being exercised and the input naming the role."""
+    usable = ROLES.get(role, frozenset()) - (PLATFORM_ONLY if tenant_id is not None else frozenset())
+    if not usable <= principal.permissions:
+        raise Forbidden(permission, f"granting {role} needs every permission that role carries", field=field)
 
 
 def authorize(principal: Principal, permission: str, tenant_id: str | None = None) -> None:

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Protocol
 import msgspec
 
 from commands import blocking
-from commands.authz import ROLES, Forbidden, Principal, authorize
+from commands.authz import ROLES, authorize, check_grantable
 from commands.runtime import CommandContext, CommandResult, Services, load, rfc3339, run
 from commands.session_end import revoke_families
 from commands.tokens import CredentialVault
@@ -110,13 +110,6 @@ class _Fingerprint(msgspec.Struct, frozen=True, kw_only=True):
     extra: list[str] = []
 
 
-def check_grantable(principal: Principal, role: str, field: str = "roles") -> None:
-    """No escalation: a principal grants only roles whose permissions it holds itself (``field``: the input naming
-    the role, for the refusal)."""
-    if role in ROLES and not ROLES[role] <= principal.permissions:
-        raise Forbidden("user:manage", f"granting {role} needs every permission that role carries", field=field)
-
-
 async def require_tenant(services: Services, tenant_id: str | None) -> None:
     if tenant_id is None:
         return
@@ -149,7 +142,7 @@ async def _store_password(identity: Identity, password: str) -> str:
 async def create_user(cmd: CreateUser, ctx: CommandContext, services: Services, identity: Identity) -> CommandResult:
     authorize(ctx.principal, "user:manage", cmd.tenant_id)
     for role in cmd.roles:
-        check_grantable(ctx.principal, role)
+        check_grantable(ctx.principal, role, tenant_id=cmd.tenant_id, permission="user:manage")
     user.validate_username(cmd.username)
     await require_tenant(services, cmd.tenant_id)
     print_ = _Fingerprint(action="create", username=cmd.username, tenant_id=cmd.tenant_id,
@@ -168,7 +161,7 @@ async def create_user(cmd: CreateUser, ctx: CommandContext, services: Services, 
 
 async def grant_role(cmd: GrantRole, ctx: CommandContext, services: Services) -> CommandResult:
     authorize(ctx.principal, "user:manage", cmd.tenant_id)
-    check_grantable(ctx.principal, cmd.role, field="role")
+    check_grantable(ctx.principal, cmd.role, tenant_id=cmd.tenant_id, permission="user:manage", field="role")
     now = services.clock.now()
     if cmd.expires_at is not None and cmd.expires_at.tzinfo is None:
         raise DomainError("naive_time", "expires_at needs a time zone (e.g. Z)", field="expires_at")
@@ -180,7 +173,7 @@ async def grant_role(cmd: GrantRole, ctx: CommandContext, services: Services) ->
 
 async def revoke_role(cmd: RevokeRole, ctx: CommandContext, services: Services) -> CommandResult:
     authorize(ctx.principal, "user:manage", cmd.tenant_id)
-    check_grantable(ctx.principal, cmd.role, field="role")
+    check_grantable(ctx.principal, cmd.role, tenant_id=cmd.tenant_id, permission="user:manage", field="role")
     return await _run_user(services, ctx, cmd, cmd.tenant_id, cmd.username,
                            lambda s: user.decide_revoke(s, cmd.role, cmd.reason))
 
@@ -191,7 +184,7 @@ async def reset_password(cmd: ResetPassword, ctx: CommandContext, services: Serv
     existing = await load(services, user.stream_tenant(cmd.tenant_id), user.stream_id(cmd.username), user.fold)
     user.decide_reset_password(existing, "")  # unknown user: refuse before the slow hash
     for role in existing.grants:  # resetting an admin's password is taking over the admin
-        check_grantable(ctx.principal, role, field="username")
+        check_grantable(ctx.principal, role, tenant_id=cmd.tenant_id, permission="user:manage", field="username")
     ref = await _store_password(identity, cmd.password)
     print_ = _Fingerprint(action="reset", username=cmd.username, tenant_id=cmd.tenant_id)
     result = await _run_user(services, ctx, print_, cmd.tenant_id, cmd.username,

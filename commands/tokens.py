@@ -11,7 +11,7 @@ from typing import Annotated, Protocol
 
 import msgspec
 
-from commands.authz import ROLES, Forbidden, Principal, authorize
+from commands.authz import ROLES, authorize, check_grantable
 from commands.runtime import CommandContext, CommandResult, Services, load, rfc3339, run
 from domain import api_token, service_account
 from domain.events import SYSTEM_TENANT
@@ -76,12 +76,6 @@ def secret_matches(secret: str, stored: bytes | None) -> bool:
     return hmac.compare_digest(candidate, stored if stored is not None else b"\x00" * len(candidate))
 
 
-def _check_roles(principal: Principal, roles: list[str], permission: str) -> None:
-    for role in roles:
-        if role in ROLES and not ROLES[role] <= principal.permissions:
-            raise Forbidden(permission, f"a key with {role} needs every permission that role carries", field="roles")
-
-
 async def create_service_account(cmd: CreateServiceAccount, ctx: CommandContext, services: Services,
                                  *, reuse: bool = False) -> CommandResult:
     authorize(ctx.principal, "serviceaccount:manage", cmd.tenant_id)
@@ -96,7 +90,8 @@ async def issue_api_token(cmd: IssueApiToken, ctx: CommandContext, services: Ser
                           vault: CredentialVault, *, permission: str = "token:issue") -> IssuedToken:
     """Issue a key; ``csm admin create-token`` and the tests use it with the account created on the fly."""
     authorize(ctx.principal, permission, cmd.tenant_id)
-    _check_roles(ctx.principal, cmd.roles, permission)
+    for role in cmd.roles:
+        check_grantable(ctx.principal, role, tenant_id=cmd.tenant_id, permission=permission)
     account = cmd.service_account or service_account.slug(cmd.name)
     token_id = secrets.token_hex(8)
     secret = secrets.token_urlsafe(32)

@@ -133,6 +133,35 @@ async def test_no_escalation_through_grants_keys_or_password_resets(runtime, ide
                                  identity)
 
 
+async def test_a_tenant_admin_makes_tenant_auditors_but_grants_no_platform_power(runtime, identity, clock):
+    """The auditor role carries audit:verify, which only a platform-wide principal can use: granting it to a
+    tenant's user or key hands over nothing the tenant-admin lacks, so it is allowed there, and nowhere else."""
+    await create_tenant(CreateTenant(tenant_id="acme", name="Acme"), ADMIN, runtime.services)
+    admin = CommandContext(principal=Principal(id="ta", auth_method="t", roles=frozenset({"tenant-admin"}),
+                                               tenant_id="acme"))
+    await cmd.create_user(cmd.CreateUser(username="aud", password=PASSWORD, roles=["auditor"], tenant_id="acme"),
+                          admin, runtime.services, identity)
+    issued = await issue_api_token(IssueApiToken(name="siem", roles=["auditor"], tenant_id="acme"), admin,
+                                   runtime.services, runtime.vault, permission="serviceaccount:manage")
+    assert issued.token
+    platform_manager = CommandContext(principal=Principal(id="pm", auth_method="t", roles=frozenset({"tenant-admin"})))
+    with pytest.raises(Forbidden, match="auditor"):  # a platform-wide auditor could verify every tenant's chains
+        await cmd.create_user(cmd.CreateUser(username="paud", password=PASSWORD, roles=["auditor"]),
+                              platform_manager, runtime.services, identity)
+    with pytest.raises(Forbidden, match="platform-admin"):
+        await cmd.grant_role(cmd.GrantRole(username="aud", role="platform-admin", tenant_id="acme"), admin,
+                             runtime.services)
+
+
+def test_platform_only_permissions_are_used_on_platform_routes_alone():
+    from api.permissions import ROUTE_PERMISSIONS
+    from commands.authz import PERMISSIONS, PLATFORM_ONLY
+    assert PLATFORM_ONLY <= PERMISSIONS.keys()
+    for route, rule in ROUTE_PERMISSIONS.items():
+        if PLATFORM_ONLY & set(rule.permissions):
+            assert rule.scope == "platform", route
+
+
 async def test_users_live_in_existing_tenants_and_passwords_are_checked(runtime, identity, clock):
     with pytest.raises(NotFound, match="tenant nowhere"):
         await make_user(runtime, identity, "x", tenant_id="nowhere")
