@@ -219,6 +219,46 @@ def _events_in(events_db: Path) -> int:
         conn.close()
 
 
+def _lost_since_backup(aside_db: Path, restored_db: Path) -> list[tuple[str, dict]]:
+    """The events the moved-aside log holds after the restored log's head, as (type, payload), when it continues
+    the same log (it holds the restored head's hash at that position); [] when it does not, or cannot be read."""
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{restored_db}?mode=ro", uri=True)) as restored, \
+                contextlib.closing(sqlite3.connect(f"file:{aside_db}?mode=ro", uri=True)) as before:
+            head = restored.execute("SELECT position, hash FROM events ORDER BY position DESC LIMIT 1").fetchone()
+            same = head and before.execute("SELECT hash FROM events WHERE position = ?", (head[0],)).fetchone()
+            if not same or same[0] != head[1]:
+                return []
+            rows = before.execute("SELECT type, body FROM events WHERE position > ? ORDER BY position", (head[0],))
+            return [(kind, json.loads(body).get("payload") or {}) for kind, body in rows]
+    except (sqlite3.Error, ValueError):
+        return []
+
+
+def _report_lost(lost: list[tuple[str, dict]], aside: Path) -> None:
+    """Say what the restore left behind in the moved-aside log: above all revocations, which relying parties must
+    keep seeing (they are listed in ``lost-revocations.jsonl`` there), and CRL numbers that will be used again."""
+    revoked = [payload for kind, payload in lost if kind == "ca.certificate_revoked"]
+    crl_numbers = [payload.get("crl_number", 0) for kind, payload in lost if kind == "ca.crl_published"]
+    click.echo(f"warning: the log moved aside holds {len(lost):,} event(s) written after this backup, which the "
+               f"restored data directory does not have ({len(revoked)} revocation(s), "
+               f"{sum(kind == 'certificate.issued' for kind, _ in lost)} issuance(s))")
+    if revoked:
+        listing = aside / "lost-revocations.jsonl"
+        listing.write_text("".join(json.dumps(payload, sort_keys=True) + "\n" for payload in revoked))
+        click.echo(f"  revoke these again (they are in {listing}); certificates issued after the backup are unknown "
+                   "here, and OCSP answers them unknown:")
+        for payload in revoked[:20]:
+            what = (f"csm cert revoke {payload['certificate_id']} --reason {payload.get('reason', 'unspecified')}"
+                    if payload.get("certificate_id") else f"csm ca revoke {payload.get('subject_ca_id')} --tenant T")
+            click.echo(f"    {what}")
+        if len(revoked) > 20:
+            click.echo(f"    … {len(revoked) - 20} more in {listing.name}")
+    if crl_numbers:
+        click.echo(f"  CRLs up to number {max(crl_numbers)} were published after the backup: the next CRLs of those "
+                   "CAs repeat numbers relying parties may have seen (RFC 5280 5.2.3); fetch each CA's CRL anew")
+
+
 def _replaced_names(settings: Settings) -> list[str]:
     names = []
     for db in ("events.db", "views.db", KEY_VAULT_DB, ARTIFACTS_DB, WEBHOOKS_DB):
@@ -262,6 +302,8 @@ def _restore_into(settings: Settings, src_dir: Path, manifest: dict, force: bool
                f"into {settings.data_dir}")
     if moved:
         click.echo(f"the previous files were moved to {aside}")
+        if lost := _lost_since_backup(aside / settings.events_db.name, settings.events_db):
+            _report_lost(lost, aside)
     if WEBHOOKS_DB not in files:
         click.echo(f"note: this backup has no {WEBHOOKS_DB} (made by an older csm): the webhook dispatcher starts "
                    "again from the beginning of the log and sends past notifications again (receivers "

@@ -260,3 +260,24 @@ def test_a_backup_without_a_delivery_log_still_restores(source, tmp_path):
     assert not (target / "webhooks.db").exists()
     aside = next(p for p in target.iterdir() if p.name.startswith(".pre-restore-"))
     assert (aside / "webhooks.db").exists()
+
+
+def test_a_restore_names_the_revocations_written_after_the_backup_so_none_is_silently_undone(source, tmp_path):
+    csm(source, "tenant", "resume", "globex", "--reason", "paid")
+    root = csm(source, "ca", "create-root", "--tenant", "acme", "--name", "Root", "--cn", "Acme Root",
+               "--algorithm", "ecdsa-p384").stdout.split()[3]
+    issued = csm(source, "cert", "issue", "--tenant", "acme", "--ca", root, "--cn", "n1.acme.internal",
+                 "--dns", "n1.acme.internal", "--json")
+    certificate_id = json.loads(issued.stdout)["certificate_id"]
+    backup = tmp_path / "backup"
+    csm(source, "backup", str(backup))
+    csm(source, "cert", "revoke", certificate_id, "--reason", "key_compromise")
+    restored = csm(source, "restore", "--force", str(backup))
+    assert "OK" in restored.stdout and "1 revocation(s)" in restored.stdout, restored.stdout
+    assert f"csm cert revoke {certificate_id} --reason key_compromise" in restored.stdout
+    assert "CRLs up to number" in restored.stdout
+    aside = next(p for p in source.iterdir() if p.name.startswith(".pre-restore-"))
+    [lost] = [json.loads(line) for line in (aside / "lost-revocations.jsonl").read_text().splitlines()]
+    assert (lost["certificate_id"], lost["reason"]) == (certificate_id, "key_compromise")
+    again = csm(source, "restore", "--force", str(backup))  # the log moved aside now is the backup's own
+    assert "warning" not in again.stdout
