@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import UTC, datetime
 
 from litestar import Request
 from litestar.connection import ASGIConnection
@@ -76,7 +76,7 @@ def _principal_for_key(request: Request, token: str) -> Principal | None:
     if record is None:
         return None
     return Principal(id=f"token:{record['token_id']}", auth_method="api_token", roles=frozenset(record["roles"]),
-                     tenant_id=record["tenant_id"])
+                     tenant_id=record["tenant_id"], expires_at=_instant(record["expires_at"]))
 
 
 def api_key_record(request: Request, parsed: tuple[str, str]) -> dict | None:
@@ -109,14 +109,16 @@ async def _principal_from_jwt(request: Request, token: str) -> Principal | None:
         if account.status != "active" or _epoch(claims) < account.sessions_epoch:
             return None
         roles &= user.active_roles(account, now)
+    expires_at = datetime.fromtimestamp(claims["exp"], UTC)
     if claims.get("scope") == ENROLL_SCOPE:
         roles = frozenset()  # good for /v1/auth/totp only
     elif "key" in claims:  # a service account's token ends with its key
         record = await read_models_of(request.app.state).query(api_tokens.get, str(claims["key"]))
         if record is None or record["status"] != "active" or _expired(record["expires_at"], now):
             return None
+        expires_at = min(expires_at, _instant(record["expires_at"]) or expires_at)
     amr = "+".join(str(method) for method in claims.get("amr", [])) or "jwt"
-    return Principal(id=subject, auth_method=f"jwt:{amr}", roles=roles, tenant_id=tenant_id)
+    return Principal(id=subject, auth_method=f"jwt:{amr}", roles=roles, tenant_id=tenant_id, expires_at=expires_at)
 
 
 def _epoch(claims: dict) -> int:
@@ -132,3 +134,8 @@ def _expired(expires_at: str | None, now: datetime) -> bool:
         return datetime.fromisoformat(expires_at) <= now
     except ValueError:
         return True  # an unreadable expiry grants nothing
+
+
+def _instant(expires_at: str | None) -> datetime | None:
+    """A read model's expiry as a time (the key was accepted, so it is readable or empty)."""
+    return datetime.fromisoformat(expires_at) if expires_at else None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from domain.errors import DomainError
 from domain.events import Actor
@@ -73,12 +74,14 @@ class Forbidden(DomainError):
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """An authenticated caller. ``tenant_id`` None means platform-wide scope."""
+    """An authenticated caller. ``tenant_id`` None means platform-wide scope; ``expires_at``, when its credential
+    stops being valid (None: it has no expiry of its own)."""
 
     id: str
     auth_method: str
     roles: frozenset[str]
     tenant_id: str | None = None
+    expires_at: datetime | None = None
     permissions: frozenset[str] = field(init=False)
 
     def __post_init__(self) -> None:

@@ -1,14 +1,16 @@
-"""The SSE event stream over real HTTP: from a position, resumed with Last-Event-ID, live, scoped, kept alive."""
+"""The SSE event stream over real HTTP: from a position, resumed with Last-Event-ID, live, scoped, kept alive, and
+ended once the caller's credential no longer holds."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
 
 import httpx
 import pytest
-from test_api_support import api  # noqa: F401
+from test_api_support import Clock, api  # noqa: F401
 
 READ_TIMEOUT = 20
 
@@ -18,12 +20,14 @@ async def admin(api):
     return await api.admin()
 
 
-async def read_sse(response: httpx.Response, stop: Callable[[list[dict]], bool]) -> list[dict]:
-    """Parse SSE blocks (``{"id", "event", "data", "comment"}``) until ``stop(blocks)`` holds."""
+async def read_sse(response: httpx.Response | AsyncIterator[str], stop: Callable[[list[dict]], bool]) -> list[dict]:
+    """Parse SSE blocks (``{"id", "event", "data", "comment"}``) until ``stop(blocks)`` holds (from a response, or
+    from its lines when a test reads on after stopping)."""
+    lines = response.aiter_lines() if isinstance(response, httpx.Response) else response
     blocks: list[dict] = []
     block: dict = {}
     async with asyncio.timeout(READ_TIMEOUT):
-        async for line in response.aiter_lines():
+        async for line in lines:
             if line:
                 name, _, value = line.partition(":")
                 block[name or "comment"] = value.removeprefix(" ")
@@ -100,3 +104,126 @@ async def test_an_idle_stream_sends_keep_alive_comments(api, admin):
         blocks = await read_sse(response, lambda blocks: any(b.get("comment") == "keep-alive" for b in blocks))
     # Nothing but the ledger's own checkpoints (sealed on a timer) may arrive while the store is idle.
     assert all(b.get("event") == "audit.checkpoint" for b in events_only(blocks)), blocks
+
+
+# -- the credential is checked again while the stream is open ------------------------------------------------------
+
+PASSWORD = "correct horse battery staple"
+
+
+def ended(blocks: list[dict]) -> bool:
+    return blocks[-1].get("event") == "end"
+
+
+async def settled(api) -> int:
+    head = await api.runtime.store.head_position()
+    assert await api.runtime.runner.wait_for(head, 10)
+    return head
+
+
+async def signed_in(api, admin, username: str, *roles: str) -> dict[str, str]:
+    """Authorization headers with an access token (a JWT) of a new local user."""
+    created = await api.client.post("/v1/users", json={"username": username, "password": PASSWORD,
+                                                       "roles": list(roles)}, headers=admin)
+    assert created.status_code == 201, created.text
+    token = await api.client.post("/v1/auth/token", data={"grant_type": "password", "username": username,
+                                                           "password": PASSWORD})
+    assert token.status_code == 200, token.text
+    return {"Authorization": f"Bearer {token.json()['access_token']}"}
+
+
+async def stream_until_cut(api, headers: dict[str, str], cut, write) -> tuple[list[dict], int]:
+    """Open a stream, see it carry a first event, ``cut`` the credential, then ``write`` an event (its position is
+    returned); the blocks read until the stream's ``end``, whose connection must then close."""
+    api.app.state.sse_recheck = 0.0  # check before every event: the test needs no interval to pass
+    async with api.client.stream("GET", "/v1/events/stream", headers=headers) as response:
+        assert response.status_code == 200, await response.aread()
+        lines = response.aiter_lines()
+        live = await write("before")
+        blocks = await read_sse(lines, reached(live))
+        await cut()
+        after = await write("after")
+        blocks += await read_sse(lines, ended)
+        async with asyncio.timeout(READ_TIMEOUT):
+            assert [line async for line in lines if line] == []  # nothing after the end: the stream closed
+    return blocks, after
+
+
+def tenant_writer(api, admin):
+    """Writes an event (a new tenant named after its argument) and returns its position."""
+    async def write(name: str) -> int:
+        return (await api.create_tenant(admin, f"t-{name}"))["global_position"]
+    return write
+
+
+def assert_ended(blocks: list[dict], reason: str, unseen: int) -> None:
+    assert blocks[-1]["data"]["reason"] == reason and blocks[-1]["data"]["detail"], blocks[-1]
+    assert "id" not in blocks[-1]  # a reconnect resumes after the last event delivered
+    assert all(int(b["id"]) < unseen for b in events_only(blocks)), blocks
+
+
+async def test_a_revoked_api_key_ends_its_stream(api, admin):
+    await api.create_tenant(admin, "acme")
+    auditor = await api.token("auditor", tenant_id="acme")
+    key_id = auditor["Authorization"].split("_")[1]
+
+    async def rename(name):
+        renamed = await api.client.post("/v1/tenants/acme/rename", json={"name": name}, headers=admin)
+        assert renamed.status_code == 200, renamed.text
+        return renamed.json()["global_position"]
+
+    async def revoke():
+        revoked = await api.client.delete(f"/v1/service-accounts/test/keys/{key_id}",
+                                          params={"tenant_id": "acme"}, headers=admin)
+        assert revoked.status_code == 200, revoked.text
+        await settled(api)  # API keys are read from the read model; every later request is refused from here
+
+    blocks, after = await stream_until_cut(api, auditor, revoke, rename)
+    assert_ended(blocks, "credential_revoked", after)
+
+
+async def test_disabling_the_user_ends_its_stream(api, admin):
+    headers = await signed_in(api, admin, "siem", "auditor")
+
+    async def disable():
+        disabled = await api.client.post("/v1/users/siem/disable", json={"reason": "left"}, headers=admin)
+        assert disabled.status_code == 200, disabled.text
+
+    blocks, after = await stream_until_cut(api, headers, disable, tenant_writer(api, admin))
+    assert_ended(blocks, "credential_revoked", after)
+
+
+async def test_the_stream_ends_when_the_access_token_expires(api, admin):
+    api.runtime.services.clock = clock = Clock()
+    headers = await signed_in(api, admin, "siem", "auditor")
+
+    async def expire():
+        clock.offset = timedelta(seconds=api.runtime.settings.access_token_ttl + 1)
+
+    blocks, after = await stream_until_cut(api, headers, expire, tenant_writer(api, admin))
+    assert_ended(blocks, "token_expired", after)
+
+
+async def test_a_revoked_role_ends_the_stream_its_token_still_opens(api, admin):
+    headers = await signed_in(api, admin, "siem", "viewer", "auditor")
+
+    async def revoke_role():
+        revoked = await api.client.delete("/v1/users/siem/roles/auditor", headers=admin)
+        assert revoked.status_code == 200, revoked.text
+        assert (await api.client.get("/v1/tenants", headers=headers)).status_code == 200  # a viewer still
+
+    blocks, after = await stream_until_cut(api, headers, revoke_role, tenant_writer(api, admin))
+    assert_ended(blocks, "permission_revoked", after)
+
+
+async def test_an_idle_stream_ends_by_itself_at_expiry(api, admin):
+    api.runtime.services.clock = clock = Clock()
+    headers = await signed_in(api, admin, "siem", "auditor")
+    api.app.state.sse_keepalive = 0.05  # idle wakes come often; nothing is written
+    async with api.client.stream("GET", "/v1/events/stream", headers=headers) as response:
+        assert response.status_code == 200
+        lines = response.aiter_lines()
+        await read_sse(lines, lambda blocks: any(b.get("comment") == "keep-alive" for b in blocks))  # it is up
+        clock.offset = timedelta(seconds=api.runtime.settings.access_token_ttl + 1)
+        blocks = await read_sse(lines, ended)
+    assert blocks[-1]["data"]["reason"] == "token_expired"

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import jwt
 import pytest
 from ldap_fixture import BASE, PASSWORDS, READER_DN, slapd  # noqa: F401 - slapd is a fixture
-from test_api_support import assert_problem, running_api
+from test_api_support import Clock, assert_problem, running_api
 
 from domain import totp
 from infra.config import LdapSettings
@@ -17,16 +17,6 @@ from infra.config import LdapSettings
 PASSWORD = "correct horse battery staple"
 LIMITS = {"rate_limit_per_principal": "100000/minute", "rate_limit_per_address": "100000/minute",
           "rate_limit_login_per_address": "100000/minute", "rate_limit_login_per_username": "100000/minute"}
-
-
-class Clock:
-    """A clock the test moves; the app reads it through ``services.clock``."""
-
-    def __init__(self) -> None:
-        self.offset = timedelta()
-
-    def now(self) -> datetime:
-        return datetime.now(UTC) + self.offset
 
 
 @pytest.fixture

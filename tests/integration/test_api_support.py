@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -25,6 +26,16 @@ PROBLEM = "application/problem+json"
 # Every refusal names its field and rule: what in the request was refused (400-422), the resource it conflicts
 # with (409), what is limited (429), or what is unavailable (503). Only a 500 has none: nothing was refused.
 NAMED_REFUSALS = (400, 401, 403, 404, 405, 406, 409, 413, 415, 422, 429, 503)
+
+
+class Clock:
+    """A clock the test moves (``offset``); the app reads it through ``services.clock``."""
+
+    def __init__(self) -> None:
+        self.offset = timedelta()
+
+    def now(self) -> datetime:
+        return datetime.now(UTC) + self.offset
 
 
 @dataclass
