@@ -25,7 +25,7 @@ from api.hardening import (StrictStructSchemaPlugin, correct_options_allow, cors
                            refuse_unknown_query_parameters, tighten_parameters)
 from api.health import HealthController
 from api.identity import ServiceAccountController, UserController
-from api.metrics import MetricsController
+from api.metrics import MetricsController, scrape_token_digest
 from api.middleware import RequestContext
 from api.pki_public import public_pki
 from api.problems import EXCEPTION_HANDLERS, FieldError, problem_response
@@ -114,6 +114,7 @@ def create_app(settings: Settings | None = None, link: LinkClient | None = None)
     # 404s and 405s the same request id, headers, span, metrics and access log.
     app.asgi_handler = RequestContext(limits.middleware(app.asgi_handler))
     app.state.settings = settings
+    app.state.metrics_token_digest = scrape_token_digest(settings)  # a missing or weak token file stops startup
     correct_options_allow(app)
     tighten_parameters(app)
     return app

@@ -50,24 +50,35 @@ def caller(request: Request) -> Principal:
 
 async def authenticate(request: Request) -> Principal:
     """The caller of a /v1 route, or a 401 problem (run by ``bearer_guard``)."""
+    token = bearer_token(request)
+    if token.startswith("csm_"):
+        # two primary-key lookups: on the event loop (a thread hop cost more than both)
+        principal = _principal_for_key(request, token)
+    else:
+        principal = await _principal_from_jwt(request, token)
+    if principal is None:
+        raise invalid_token()
+    request.scope[PRINCIPAL_KEY] = principal  # for the access-denied audit hook (api/denials.py)
+    return principal
+
+
+def bearer_token(request: Request) -> str:
+    """The request's ``Authorization: Bearer`` token, or a 401 problem (none; another scheme; empty or too long)."""
     header = request.headers.get("authorization")
     if not header:
         raise ApiProblem(401, "unauthorized", "this resource needs an Authorization: Bearer token",
                          field="Authorization", rule="required", headers=_CHALLENGE)
     scheme, _, token = header.partition(" ")
     token = token.strip()
-    principal = None
-    if scheme.lower() == "bearer" and 0 < len(token) <= MAX_HEADER:
-        if token.startswith("csm_"):
-            # two primary-key lookups: on the event loop (a thread hop cost more than both)
-            principal = _principal_for_key(request, token)
-        else:
-            principal = await _principal_from_jwt(request, token)
-    if principal is None:
-        raise ApiProblem(401, "unauthorized", "the bearer token is invalid, expired or revoked",
-                         field="Authorization", rule="invalid_token", headers=_INVALID)
-    request.scope[PRINCIPAL_KEY] = principal  # for the access-denied audit hook (api/denials.py)
-    return principal
+    if scheme.lower() != "bearer" or not 0 < len(token) <= MAX_HEADER:
+        raise invalid_token()
+    return token
+
+
+def invalid_token() -> ApiProblem:
+    """The one 401 for a token that is not accepted, whatever the reason (an unknown id reads as a wrong secret)."""
+    return ApiProblem(401, "unauthorized", "the bearer token is invalid, expired or revoked",
+                      field="Authorization", rule="invalid_token", headers=_INVALID)
 
 
 def _principal_for_key(request: Request, token: str) -> Principal | None:

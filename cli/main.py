@@ -19,7 +19,7 @@ from cli.common import CliError, CsmGroup, hold_data_dir, require_keys_if_events
 from cli.auth import first_login_hints
 from infra.audit.keys import PUBLIC_FILE
 from infra.bootstrap import initialise
-from infra.config import Settings
+from infra.config import Settings, read_metrics_token
 from infra.data_lock import DataDirBusy, hold_while_running
 
 DISTRIBUTION = "cassandra-security-manager"
@@ -87,6 +87,10 @@ def serve(settings: Settings, host: str | None, port: int | None, workers: int |
                                    public_url=None if settings.public_url_recorded else settings.public_url,
                                    public_url_recorded=False)
     require_keys_if_events(settings)
+    try:  # the workers read it too; a missing or weak scrape token is refused here, before anything starts
+        read_metrics_token(settings)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
     try:  # held until this process ends: `csm restore` refuses to replace files a running server has open
         hold_while_running(settings.data_dir)
     except DataDirBusy as exc:

@@ -235,6 +235,27 @@ def validate_distributed(settings: Settings) -> None:
             raise ValueError("CSM_CASSANDRA_SSL_CERT_FILE and CSM_CASSANDRA_SSL_KEY_FILE go together")
 
 
+MIN_METRICS_TOKEN = 32
+
+
+def read_metrics_token(settings: Settings) -> str | None:
+    """The /metrics scrape token, from ``CSM_METRICS_TOKEN_FILE`` (None when unset); ``ValueError`` names the setting.
+
+    A file, as Prometheus keeps its side (``authorization.credentials_file``), so the token is in no environment.
+    """
+    path = settings.metrics_token_file
+    if path is None:
+        return None
+    try:
+        token = path.read_text().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"CSM_METRICS_TOKEN_FILE: cannot read {path} ({exc})") from None
+    if len(token) < MIN_METRICS_TOKEN or not all("\x21" <= c <= "\x7e" for c in token):
+        raise ValueError(f"CSM_METRICS_TOKEN_FILE: {path} must hold one token of at least {MIN_METRICS_TOKEN} "
+                         "printable characters, no spaces (e.g. `openssl rand -hex 32`)")
+    return token
+
+
 def parse_workers(text: str) -> int:
     """``CSM_WORKERS``: "auto" is one per CPU (at most 16); otherwise a whole number from 1 to 64."""
     if text.strip().lower() == "auto":
@@ -306,6 +327,9 @@ class Settings:
     webhook_max_backoff: float = 3600.0  # seconds: the longest wait between two attempts
     webhook_timeout: float = 10.0  # seconds per request (connect + response)
     webhook_allow_loopback_http: bool = False  # loopback receivers (http or https): tests and development only
+    # /metrics (api/metrics.py): with a scrape token file, scrapes must present the token and see per-tenant and
+    # per-CA series; without one, /metrics stays open and names no tenant or CA.
+    metrics_token_file: Path | None = None
 
     @property
     def base_url(self) -> str:
@@ -408,4 +432,5 @@ class Settings:
             webhook_timeout=float(_env("WEBHOOK_TIMEOUT", "10")),
             webhook_allow_loopback_http=_env("WEBHOOK_ALLOW_LOOPBACK_HTTP", "false").strip().lower()
             in {"1", "true", "yes", "on"},
+            metrics_token_file=_optional_path("METRICS_TOKEN_FILE"),
         )

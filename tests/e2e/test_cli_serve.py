@@ -274,3 +274,29 @@ def test_a_burst_of_issuances_across_http_workers_stops_exactly_at_the_quota(tmp
     finally:
         stderr = stopped(server)
     assert server.returncode == 0 and "Traceback" not in stderr, stderr
+
+
+@pytest.mark.slow
+def test_a_scrape_token_guards_metrics_in_every_worker_and_a_weak_one_stops_serve(tmp_path):
+    pytest.importorskip("api.server", reason="api.server is not importable: csm serve has nothing to run")
+    data, token_file = tmp_path / "data", tmp_path / "scrape-token"
+    token_file.write_text("short\n")
+    weak = subprocess.run([*CSM, "--data-dir", str(data), "serve", "--port", "0"], capture_output=True, text=True,
+                          timeout=120, env={**env(), "CSM_METRICS_TOKEN_FILE": str(token_file)}, cwd=tmp_path)
+    assert weak.returncode != 0 and "CSM_METRICS_TOKEN_FILE" in weak.stderr, weak.stderr
+    token = "f" * 64
+    token_file.write_text(token + "\n")
+    port = free_port()
+    server = subprocess.Popen([*CSM, "--data-dir", str(data), "serve", "--port", str(port), "--workers", "2"],
+                              env={**env(), "CSM_METRICS_TOKEN_FILE": str(token_file)},
+                              cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_live(server, base)
+        for _ in range(4):  # new connections: the workers take turns
+            assert httpx.get(f"{base}/metrics", timeout=10).status_code == 401
+            scraped = httpx.get(f"{base}/metrics", headers={"Authorization": f"Bearer {token}"}, timeout=10)
+            assert scraped.status_code == 200 and "csm_http_requests_total" in scraped.text
+    finally:
+        stderr = stopped(server)
+    assert "Traceback" not in stderr, stderr

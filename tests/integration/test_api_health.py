@@ -5,7 +5,11 @@ from __future__ import annotations
 import json
 import logging
 
-from test_api_support import PROBLEM, api, assert_problem  # noqa: F401
+import pytest
+from test_api_support import PROBLEM, api, assert_problem, running_api  # noqa: F401
+
+from api.app import create_app
+from infra.config import Settings
 
 SECURITY_HEADERS = {
     "x-content-type-options": "nosniff",
@@ -58,6 +62,29 @@ async def test_metrics_are_prometheus_text_labelled_by_route_template(api):
     assert 'csm_http_requests_total{method="GET",route="/v1/tenants/{tenant_id}",status="404"}' in text
     assert "/v1/tenants/acme" not in text
     assert "csm_events_appended_total" in text and "csm_projection_position" in text
+
+
+async def test_a_scrape_token_closes_metrics_to_anyone_without_it(tmp_path):
+    token = "0123456789abcdef" * 4
+    (tmp_path / "scrape-token").write_text(token + "\n")
+    async with running_api(tmp_path, metrics_token_file=tmp_path / "scrape-token") as api:
+        assert_problem(await api.client.get("/metrics"), 401, "unauthorized", field="Authorization")
+        for wrong in ("Bearer " + token[:-1] + "x", "Bearer " + token[:-1], "Basic " + token, "Bearer"):
+            refused = await api.client.get("/metrics", headers={"Authorization": wrong})
+            body = assert_problem(refused, 401, "unauthorized", field="Authorization")
+            assert body["errors"][0]["rule"] == "invalid_token" and refused.headers["www-authenticate"]
+        scraped = await api.client.get("/metrics", headers={"Authorization": f"Bearer {token}"})
+        assert scraped.status_code == 200 and "csm_projection_position" in scraped.text
+        assert token not in scraped.text
+
+
+@pytest.mark.parametrize("content", [None, "short", "has a space in it and is long enough to pass", ""])
+def test_a_missing_or_weak_scrape_token_stops_the_app_from_starting(tmp_path, content):
+    path = tmp_path / "scrape-token"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(ValueError, match="CSM_METRICS_TOKEN_FILE"):
+        create_app(Settings(data_dir=tmp_path / "data", metrics_token_file=path))
 
 
 async def test_schema_is_an_openapi_31_document_listing_every_v1_route(api):

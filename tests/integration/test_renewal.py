@@ -10,6 +10,7 @@ over before it expires serves both chains during the overlap, checked by `openss
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import subprocess
 from datetime import timedelta
 
@@ -221,14 +222,22 @@ async def test_expiring_within_and_the_expiry_gauges(pki_api):
         response = await api.client.get("/v1/certificates", headers=admin, params={"expiring_within": bad})
         assert_problem(response, 400, "validation_failed", field="expiring_within")
 
-    metrics = (await api.client.get("/metrics")).text
-    series = {}
-    for line in metrics.splitlines():
-        if line.startswith("csm_certificates_expiring{"):
-            labels, value = line.removeprefix("csm_certificates_expiring{").split("} ")
-            parsed = dict(item.split("=") for item in labels.split(","))
-            series[(parsed["tenant"].strip('"'), parsed["ca"].strip('"'), parsed["within"].strip('"'))] = float(value)
-    assert series == {("acme", inter, "7d"): 1, ("acme", inter, "30d"): 2, ("acme", inter, "90d"): 3}
+    def series(metrics: str) -> dict[tuple[str, ...], float]:
+        found = {}
+        for line in metrics.splitlines():
+            if line.startswith("csm_certificates_expiring{"):
+                labels, value = line.removeprefix("csm_certificates_expiring{").split("} ")
+                parsed = dict(item.split("=") for item in labels.split(","))
+                found[tuple(parsed.get(name, "").strip('"') for name in ("tenant", "ca", "within"))] = float(value)
+        return found
+
+    anonymous = (await api.client.get("/metrics")).text  # no scrape token configured: totals, no tenant or CA
+    assert series(anonymous) == {("", "", "7d"): 1, ("", "", "30d"): 2, ("", "", "90d"): 3}
+    assert "acme" not in anonymous and inter not in anonymous
+    api.app.state.metrics_token_digest = hashlib.sha256(b"s" * 32).digest()  # as CSM_METRICS_TOKEN_FILE sets it
+    assert_problem(await api.client.get("/metrics"), 401, "unauthorized", field="Authorization")
+    scraped = await api.client.get("/metrics", headers={"Authorization": "Bearer " + "s" * 32})
+    assert series(scraped.text) == {("acme", inter, "7d"): 1, ("acme", inter, "30d"): 2, ("acme", inter, "90d"): 3}
 
 
 async def test_a_certificate_is_valid_through_its_not_after_second_and_expired_just_after(pki_api):
