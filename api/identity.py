@@ -92,7 +92,7 @@ class NewKey(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
 
 class IssuedKey(msgspec.Struct, frozen=True, kw_only=True):
     key_id: str
-    api_key: str | None  # shown once (null when an Idempotency-Key replays the first issue)
+    api_key: str | None  # shown once: null when an Idempotency-Key replays the first issue (the rest is the first's)
     service_account: str
     expires_at: str | None
     result: CommandResult

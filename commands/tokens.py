@@ -105,9 +105,11 @@ async def issue_api_token(cmd: IssueApiToken, ctx: CommandContext, services: Ser
     result = await run(services, ctx, cmd, tenant_id=cmd.tenant_id or SYSTEM_TENANT,
                        stream_id=api_token.stream_id(token_id), stream_type=api_token.STREAM_TYPE,
                        fold=api_token.fold, decide=lambda s: api_token.decide_issue(s, issued, frozenset(ROLES)))
-    if result.replayed:  # a retry of a request that already issued a key: its secret was shown then, not again
-        first = result.stream_id.removeprefix("apitoken-")
-        return IssuedToken(token_id=first, token="", expires_at=None, service_account=account, result=result)
+    if result.replayed:  # a retry of a request that already issued a key: its secret was shown then, not again;
+        # the rest is the first key's, from its stream (not this retry's token_id and expiry, never recorded)
+        first = await load(services, cmd.tenant_id or SYSTEM_TENANT, result.stream_id, api_token.fold)
+        return IssuedToken(token_id=first.token_id, token="", expires_at=first.expires_at,
+                           service_account=first.service_account or account, result=result)
     return IssuedToken(token_id=token_id, token=f"{TOKEN_PREFIX}_{token_id}_{secret}", expires_at=expires_at,
                        service_account=account, result=result)
 

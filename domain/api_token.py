@@ -37,6 +37,8 @@ class ApiTokenRevoked(Payload, frozen=True, kw_only=True):
 class ApiToken(msgspec.Struct, frozen=True, kw_only=True):
     token_id: str = ""
     status: str = "absent"  # absent | active | revoked
+    expires_at: str | None = None  # as issued (RFC 3339); None: it does not expire
+    service_account: str | None = None
     version: int = 0
 
 
@@ -50,7 +52,8 @@ def fold(payloads: Iterable[Payload], start: ApiToken | None = None) -> ApiToken
     for payload in payloads:
         match payload:
             case ApiTokenIssued():
-                state = ApiToken(token_id=payload.token_id, status="active", version=state.version)
+                state = ApiToken(token_id=payload.token_id, status="active", expires_at=payload.expires_at,
+                                 service_account=payload.service_account, version=state.version)
             case ApiTokenRevoked():
                 state = msgspec.structs.replace(state, status="revoked")
         state = msgspec.structs.replace(state, version=state.version + 1)

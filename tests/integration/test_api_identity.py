@@ -140,6 +140,26 @@ async def test_client_credentials_for_a_service_account(api):
     assert_problem(bad, 401, "invalid_client")
 
 
+async def test_a_replayed_key_issue_answers_the_first_keys_expiry_without_its_secret(api):
+    admin = await api.admin()
+    created = await api.client.post("/v1/service-accounts", json={"name": "ci"}, headers=admin)
+    assert created.status_code == 201, created.text
+    once = {**admin, "Idempotency-Key": "issue-ci-key-1"}
+    body = {"roles": ["viewer"], "expires_in_days": 30}
+    first = await api.client.post("/v1/service-accounts/ci/keys", json=body, headers=once)
+    assert first.status_code == 201, first.text
+    assert first.json()["api_key"].startswith("csm_") and first.json()["expires_at"] is not None
+    again = await api.client.post("/v1/service-accounts/ci/keys", json=body, headers=once)
+    assert again.status_code == 201, again.text
+    replay, original = again.json(), first.json()
+    assert replay["api_key"] is None and replay["result"]["replayed"] is True  # the secret was shown once
+    assert {k: replay[k] for k in ("key_id", "service_account", "expires_at")} == \
+        {k: original[k] for k in ("key_id", "service_account", "expires_at")}
+    await settled(api)
+    listed = (await api.client.get("/v1/service-accounts/ci", headers=admin)).json()["keys"]
+    assert [(k["key_id"], k["expires_at"]) for k in listed] == [(original["key_id"], original["expires_at"])]
+
+
 async def test_privileged_users_enroll_totp_then_need_it(api):
     await create_user(api, await api.admin(), "root", "platform-admin")
     first = await login(api, "root")
