@@ -10,7 +10,7 @@ import msgspec
 from litestar import Controller, Request, get
 from litestar.params import FromQuery, QueryParameter
 
-from api.deps import Caller, MinPosition, page_position, read_models_of, read_your_writes, runtime_of
+from api.deps import Caller, MinPosition, TenantQuery, page_position, read_models_of, read_your_writes, runtime_of
 from api.problems import QUERY_ERRORS, ApiProblem
 from api.schemas import AuditEntry, AuditPage
 from commands.authz import authorize, authorize_search, visible_tenants
@@ -46,7 +46,7 @@ class AuditController(Controller):
                      since: FromQuery[datetime | None] = None, until: FromQuery[datetime | None] = None,
                      stream_id: Text = None, actor: Text = None,
                      event_type: Annotated[str | None, QueryParameter(name="type", max_length=255)] = None,
-                     tenant_id: Text = None, correlation_id: Text = None,
+                     tenant_id: TenantQuery = None, correlation_id: Text = None,
                      cursor: Annotated[int | None, QueryParameter(ge=0, description="the previous page's "
                                                                   "next_cursor")] = None,
                      after: Annotated[int | None, QueryParameter(ge=0, description="cursor's older name")] = None,

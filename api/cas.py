@@ -9,8 +9,8 @@ import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.params import FromPath, JSONBody, QueryParameter
 
-from api.deps import (Caller, IdempotencyKey, MinPosition, command_context, execute, find_row, page_position,
-                      read_models_of, read_your_writes, runtime_of)
+from api.deps import (Caller, IdempotencyKey, MinPosition, TenantQuery, command_context, execute, find_row,
+                      page_position, read_models_of, read_your_writes, runtime_of)
 from api.problems import COMMAND_ERRORS, QUERY_ERRORS, ApiProblem
 from commands import cas as cmd
 from commands import crl
@@ -267,7 +267,7 @@ class CaController(Controller):
 
     @get("/", summary="List CAs (keyset pagination by CA id)", responses=QUERY_ERRORS)
     async def search(self, request: Request, principal: Caller, min_position: MinPosition = None,
-                     tenant_id: Annotated[str | None, QueryParameter(max_length=63)] = None,
+                     tenant_id: TenantQuery = None,
                      status: Annotated[str | None, QueryParameter(
                          pattern="^(active|pending|disabled|revoked)$")] = None,
                      kind: Annotated[str | None, QueryParameter(pattern="^(root|intermediate)$")] = None,

@@ -11,8 +11,8 @@ from litestar import Controller, Request, Response, get, post
 from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 
 from api.cas import tenant_for
-from api.deps import (Caller, IdempotencyKey, MinPosition, command_context, execute, find_row, read_models_of,
-                      read_your_writes, runtime_of)
+from api.deps import (Caller, IdempotencyKey, MinPosition, TenantQuery, command_context, execute, find_row,
+                      read_models_of, read_your_writes, runtime_of)
 from api.problems import COMMAND_ERRORS, QUERY_ERRORS, ApiProblem
 from commands import certificates as cmd
 from commands import renewal
@@ -143,7 +143,7 @@ class CertificateController(Controller):
 
     @get("/", summary="Search certificates (cursor pagination)", responses=QUERY_ERRORS)
     async def search(self, request: Request, principal: Caller, min_position: MinPosition = None,
-                     tenant_id: Text = None, ca_id: Text = None, common_name: Text = None, san: Text = None,
+                     tenant_id: TenantQuery = None, ca_id: Text = None, common_name: Text = None, san: Text = None,
                      serial: Annotated[str | None, QueryParameter(pattern=r"^(0x)?[0-9a-fA-F:]{1,64}$")] = None,
                      fingerprint: Annotated[str | None, QueryParameter(pattern=r"^[0-9a-fA-F:]{64,95}$")] = None,
                      issuer: Text = None,

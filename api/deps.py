@@ -30,6 +30,12 @@ IdempotencyKey = Annotated[str | None, HeaderParameter(name="Idempotency-Key", r
 MinPosition = Annotated[int | None, QueryParameter(ge=0, required=False,
                                                    description="wait until the read models include this position")]
 Caller = NamedDependency[Principal]  # authenticated by api.auth.bearer_guard on every /v1 route
+# Every ?tenant_id of every route: one declaration, so that an empty one is a 400 (rule min_length) everywhere,
+# never an empty list (a filter on no tenant) on one route and the caller's own tenant on another.
+TenantQuery = Annotated[str | None, QueryParameter(
+    min_length=1, max_length=63, required=False,
+    description="a tenant id, never empty (default: the caller's own tenant; for a platform-wide caller, "
+                "every tenant on a list or search, the platform's own users, service accounts and webhooks)")]
 
 
 class ReadModels:

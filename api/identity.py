@@ -9,8 +9,8 @@ import msgspec
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.params import FromPath, JSONBody, QueryParameter
 
-from api.deps import (Caller, IdempotencyKey, MinPosition, command_context, page_position, read_models_of,
-                      read_your_writes, runtime_of)
+from api.deps import (Caller, IdempotencyKey, MinPosition, TenantQuery, command_context, page_position,
+                      read_models_of, read_your_writes, runtime_of)
 from api.problems import COMMAND_ERRORS, QUERY_ERRORS, ApiProblem
 from commands import identity as cmd
 from commands import mfa
@@ -20,8 +20,6 @@ from commands.runtime import CommandResult, rfc3339
 from commands.tenants import TenantId
 from projections import api_tokens, service_accounts, users
 
-TenantQuery = Annotated[str | None, QueryParameter(max_length=63, required=False,
-                                                    description="the tenant (default: the caller's; none: platform)")]
 Limit = Annotated[int, QueryParameter(ge=1, le=500)]
 After = Annotated[str | None, QueryParameter(max_length=64, required=False, description="cursor's older name")]
 Cursor = Annotated[str | None, QueryParameter(max_length=64, required=False, description="the previous page's next_cursor")]

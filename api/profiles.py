@@ -6,10 +6,11 @@ from typing import Annotated
 
 import msgspec
 from litestar import Controller, Request, Response, get, post, put
-from litestar.params import FromPath, JSONBody, QueryParameter
+from litestar.params import FromPath, JSONBody
 
 from api.cas import tenant_for
-from api.deps import Caller, IdempotencyKey, MinPosition, execute, read_models_of, read_your_writes, runtime_of
+from api.deps import (Caller, IdempotencyKey, MinPosition, TenantQuery, execute, read_models_of, read_your_writes,
+                      runtime_of)
 from api.problems import COMMAND_ERRORS, QUERY_ERRORS, ApiProblem
 from commands import profiles as cmd
 from commands.authz import authorize
@@ -52,7 +53,7 @@ class ProfileController(Controller):
 
     @get("/", summary="Built-in profiles and the tenant's own", responses=QUERY_ERRORS)
     async def list_(self, request: Request, principal: Caller, min_position: MinPosition = None,
-                    tenant_id: Annotated[str | None, QueryParameter(max_length=63)] = None) -> list[ProfileOut]:
+                    tenant_id: TenantQuery = None) -> list[ProfileOut]:
         tenant = tenant_for(principal, tenant_id)
         authorize(principal, "profile:read", tenant)
         await read_your_writes(request, min_position)

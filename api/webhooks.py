@@ -10,7 +10,8 @@ from litestar import Controller, Request, Response, delete, get, patch, post
 from litestar.params import FromPath, JSONBody, QueryParameter
 
 from api.cas import tenant_for
-from api.deps import Caller, IdempotencyKey, MinPosition, command_context, read_models_of, read_your_writes, runtime_of
+from api.deps import (Caller, IdempotencyKey, MinPosition, TenantQuery, command_context, read_models_of,
+                      read_your_writes, runtime_of)
 from api.problems import COMMAND_ERRORS, QUERY_ERRORS, ApiProblem
 from commands import webhooks as cmd
 from commands.authz import authorize
@@ -19,8 +20,6 @@ from commands.tenants import TenantId
 from domain.errors import NotFound
 from projections import webhooks as read_model
 
-TenantQuery = Annotated[str | None, QueryParameter(max_length=63, required=False,
-                                                   description="the tenant (default: the caller's)")]
 
 
 class NewWebhook(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -124,7 +124,7 @@ def authorize_search(principal: Principal, permission: str, tenant_id: str | Non
     """For a list or search of ``tenant_id``'s items (None: every tenant the principal sees): Forbidden unless
     ``principal`` holds ``permission`` there. A tenant-scoped principal naming another tenant is refused, not
     answered with an empty list: the store layer's confinement (``visible_tenants``) stays the guarantee."""
-    authorize(principal, permission, tenant_id or principal.tenant_id)
+    authorize(principal, permission, tenant_id if tenant_id is not None else principal.tenant_id)
 
 
 def visible_tenants(principal: Principal) -> str | None:

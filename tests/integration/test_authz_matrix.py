@@ -257,3 +257,29 @@ async def test_route_allows_exactly_what_the_tables_say(world, key, with_key, mo
                 wrong.append(f"{role:>15} {scope:>8}: {why} ({str(body)[:160]})")
     await caught_up(world.api)  # the next route's requests see this one's writes
     assert not wrong, f"{key[0]} {key[1]} (needs {rule.permissions}, scope {rule.scope}):\n" + "\n".join(wrong)
+
+
+def _reads_tenant_query(app) -> set[tuple[str, str]]:
+    """Every (method, path) whose handler reads ``?tenant_id``, from the handlers' own signatures."""
+    return {(method, route.path_format) for route in app.routes
+            for method, (_handler, model) in getattr(route, "route_handler_map", {}).items()
+            if any(p.field_alias == "tenant_id" for p in model.expected_query_params)}
+
+
+async def test_an_empty_tenant_id_is_refused_alike_on_every_route_that_reads_one(world):
+    """``?tenant_id=`` names no tenant: a 400 naming the field, never an empty list (a filter on no tenant) on some
+    routes and the caller's own tenant or a 403 on others."""
+    routes = _reads_tenant_query(world.api.app)
+    assert {("GET", "/v1/certificates"), ("GET", "/v1/audit/events"), ("GET", "/v1/users"), ("GET", "/v1/cas"),
+            ("GET", "/v1/service-accounts"), ("GET", "/v1/webhooks"), ("GET", "/v1/profiles")} <= routes
+    wrong = []
+    for key in sorted(routes):
+        call = REQUESTS[key](world, OWN)
+        call = Call(call.method, call.path, params={**call.params, "tenant_id": ""}, json=call.json,
+                    headers=call.headers)
+        for scope in (OWN, None):  # a tenant-scoped caller, and a platform-wide one
+            status, body, kind = await send(world, call, world.headers("platform-admin", scope))
+            rules = [(e.get("field"), e.get("rule")) for e in body.get("errors", [])] if isinstance(body, dict) else []
+            if status != 400 or not kind.startswith(PROBLEM) or ("tenant_id", "min_length") not in rules:
+                wrong.append(f"{key[0]} {key[1]} ({scope or 'platform'}): {status} {str(body)[:160]}")
+    assert not wrong, "\n".join(wrong)

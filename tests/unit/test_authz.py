@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from commands.authz import PERMISSIONS, ROLES, SYSTEM, Forbidden, Principal, authorize, visible_tenants
+from commands.authz import (PERMISSIONS, ROLES, SYSTEM, Forbidden, Principal, authorize, authorize_search,
+                            visible_tenants)
 from domain.events import Actor
 
 
@@ -62,6 +63,15 @@ def test_a_tenant_scoped_principal_acts_only_within_its_tenant():
     assert "own tenant" in forbidden(p, "tenant:update", "globex").detail
     forbidden(p, "tenant:read", None)  # platform-wide scope is not its tenant
     forbidden(p, "tenant:create", "acme")  # confinement never adds permissions
+
+
+def test_a_search_naming_no_tenant_by_an_empty_id_is_not_the_callers_own():
+    p = principal("auditor", tenant_id="acme")
+    authorize_search(p, "audit:read", None)  # not naming one: its own
+    authorize_search(p, "audit:read", "acme")
+    for named in ("", "globex"):
+        with pytest.raises(Forbidden):
+            authorize_search(p, "audit:read", named)
 
 
 def test_a_platform_principal_may_act_in_any_tenant():
