@@ -49,9 +49,9 @@ async def _pump(source: AsyncIterator[EventEnvelope], queue: asyncio.Queue) -> N
 class _Credential:
     """The stream's caller, held to the same rules as a request for as long as the stream is open.
 
-    The bearer token is authenticated again (``api.auth.authenticate``, the guard's own check) before an event is
-    sent when the last check is ``sse_recheck`` seconds old, and on every idle wake; the stream ends at the
-    credential's expiry. A revoked or expired key, a disabled user or ended sessions, a role taken away: each ends
+    The bearer token is authenticated again (``api.auth.authenticate``, the guard's own check) as events pass when
+    the last check is ``sse_recheck`` seconds old, and on every idle wake; the stream ends at the credential's
+    expiry. A revoked or expired key, a disabled user or ended sessions, a role taken away: each ends
     the stream with the reason, as the next request would be refused.
     """
 
@@ -113,15 +113,14 @@ async def _messages(request: Request, after: int, caller: Principal) -> AsyncIte
                 envelope = None
             if envelope is _STOP:
                 return
-            if envelope is not None and scope is not None and envelope.tenant_id != scope:
-                continue  # not the caller's to see: nothing is sent, nothing to check
+            # Checked for other tenants' events too: a stream they keep busy still ends at once when it should.
             reason = await credential.lapsed(due=envelope is None)
             if reason is not None:
                 yield _end(reason)
                 return
             if envelope is None:
                 yield ServerSentEventMessage(data=None, comment="keep-alive")
-            else:
+            elif scope is None or envelope.tenant_id == scope:
                 yield ServerSentEventMessage(id=envelope.global_position, event=envelope.type,
                                              data=_encoder.encode(envelope).decode())
     finally:

@@ -182,6 +182,28 @@ async def test_a_revoked_api_key_ends_its_stream(api, admin):
     assert_ended(blocks, "credential_revoked", after)
 
 
+async def test_a_stream_only_other_tenants_keep_busy_still_ends(api, admin):
+    await api.create_tenant(admin, "acme")
+    auditor = await api.token("auditor", tenant_id="acme")
+    key_id = auditor["Authorization"].split("_")[1]
+
+    async def write(name):  # acme's event first (the stream is live), then only other tenants'
+        if name == "before":
+            renamed = await api.client.post("/v1/tenants/acme/rename", json={"name": name}, headers=admin)
+            return renamed.json()["global_position"]
+        return await tenant_writer(api, admin)(name)
+
+    async def revoke():
+        revoked = await api.client.delete(f"/v1/service-accounts/test/keys/{key_id}",
+                                          params={"tenant_id": "acme"}, headers=admin)
+        assert revoked.status_code == 200, revoked.text
+        await settled(api)
+
+    api.app.state.sse_keepalive = 3 * READ_TIMEOUT  # no idle wake comes to the rescue within the test
+    blocks, after = await stream_until_cut(api, auditor, revoke, write)
+    assert_ended(blocks, "credential_revoked", after)
+
+
 async def test_disabling_the_user_ends_its_stream(api, admin):
     headers = await signed_in(api, admin, "siem", "auditor")
 
