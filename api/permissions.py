@@ -10,6 +10,8 @@ runs every route with the early refusal and without it, so neither can drift fro
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +19,9 @@ from typing import Literal
 
 from litestar import Litestar
 
+import commands
 from commands.authz import PERMISSIONS, ROLES, Principal, authorize, holds
+from commands.tenants import WHILE_SUSPENDED, WhileSuspended
 
 Scope = Literal["public", "platform", "tenant", "object", "confined", "self"]
 SCOPES: dict[str, str] = {
@@ -169,8 +173,15 @@ DOC = Path(__file__).resolve().parent.parent / "docs" / "security.md"
 BEGIN, END = "<!-- BEGIN GENERATED: python -m api.permissions -->", "<!-- END GENERATED -->"
 
 
+def while_suspended() -> dict[str, WhileSuspended]:
+    """Every command handler's rule in a suspended tenant (each module declares its own when imported)."""
+    for info in pkgutil.iter_modules(commands.__path__):
+        importlib.import_module(f"commands.{info.name}")
+    return dict(sorted(WHILE_SUSPENDED.items(), key=lambda item: (not item[1].refused, item[0])))
+
+
 def render() -> str:
-    """The role matrix and the route table, as Markdown."""
+    """The role matrix, the route table and what a suspended tenant may do, as Markdown."""
     roles = list(ROLES)
     lines = ["### Roles and permissions", "", "| permission | " + " | ".join(roles) + " |",
              "|---|" + "---|" * len(roles)]
@@ -184,6 +195,10 @@ def render() -> str:
             needs += " (+ " + ", ".join(f"`{p}`" for p in rule.key_permissions) + " with a private key)"
         lines.append(f"| {method} | `{path}` | {needs} | {rule.scope} | {rule.note} |")
     lines += ["", "Scopes:", ""] + [f"- **{name}**: {meaning}" for name, meaning in SCOPES.items()]
+    lines += ["", "### Command handlers in a suspended tenant", "", "(`commands/tenants.py`: see \"Suspended tenants\" "
+              "below)", "", "| handler (`commands/`) | while suspended | why |", "|---|---|---|"]
+    for name, rule in while_suspended().items():
+        lines.append(f"| `{name}` | {'refused' if rule.refused else 'allowed'} | {rule.reason} |")
     return "\n".join(lines)
 
 

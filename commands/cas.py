@@ -13,7 +13,7 @@ from commands.authz import authorize
 from commands.ids import uuid7
 from commands.ports import PublicKeys
 from commands.runtime import CommandContext, CommandResult, Services, load, replayed, run
-from commands.tenants import TenantId, active_tenant
+from commands.tenants import TenantId, active_tenant, allowed_while_suspended, refused_while_suspended
 from domain import ca, policy
 from domain.certspec import CertificateSpec, DistinguishedName, NameConstraints
 from domain.errors import DomainError
@@ -189,6 +189,7 @@ async def _create_online(services: Services, ctx: CommandContext, cmd: CreateRoo
     return result
 
 
+@refused_while_suspended("makes a CA key and signs with it")
 async def create_root_ca(cmd: CreateRootCa, ctx: CommandContext, services: Services) -> CommandResult:
     authorize(ctx.principal, "ca:create", cmd.tenant_id)
     if prior := await replayed(services, ctx, cmd, cmd.tenant_id):
@@ -199,6 +200,7 @@ async def create_root_ca(cmd: CreateRootCa, ctx: CommandContext, services: Servi
     return await _create_online(services, ctx, cmd, tenant_state, spec, parent=None)
 
 
+@refused_while_suspended("makes a CA key; its parent signs")
 async def create_intermediate_ca(cmd: CreateIntermediateCa, ctx: CommandContext, services: Services) -> CommandResult:
     authorize(ctx.principal, "ca:create", cmd.tenant_id)
     if prior := await replayed(services, ctx, cmd, cmd.tenant_id):
@@ -212,6 +214,7 @@ async def create_intermediate_ca(cmd: CreateIntermediateCa, ctx: CommandContext,
     return await _create_online(services, ctx, cmd, tenant_state, spec, parent=parent)
 
 
+@refused_while_suspended("adds a CA the tenant's certificates may chain to")
 async def import_offline_root(cmd: ImportOfflineRoot, ctx: CommandContext, services: Services) -> CommandResult:
     """Register a root whose key never touches this service: only its self-signed certificate."""
     authorize(ctx.principal, "ca:create", cmd.tenant_id)
@@ -252,6 +255,7 @@ def _certificate_der(text: str) -> bytes:
                           field="certificate_pem") from None
 
 
+@refused_while_suspended("makes a CA key")
 async def request_offline_intermediate(cmd: RequestOfflineIntermediate, ctx: CommandContext,
                                        services: Services) -> CommandResult:
     authorize(ctx.principal, "ca:create", cmd.tenant_id)
@@ -279,6 +283,7 @@ async def request_offline_intermediate(cmd: RequestOfflineIntermediate, ctx: Com
     return result
 
 
+@refused_while_suspended("activates a CA: from then on it signs")
 async def install_ca_certificate(cmd: InstallCaCertificate, ctx: CommandContext, services: Services) -> CommandResult:
     """Activate a requested intermediate with the certificate the offline root signed for it."""
     authorize(ctx.principal, "ca:create", cmd.tenant_id)
@@ -301,6 +306,7 @@ async def install_ca_certificate(cmd: InstallCaCertificate, ctx: CommandContext,
                       lambda s: ca.decide_install(s, cmd.ca_id, installed, expected))
 
 
+@refused_while_suspended("signs a CA certificate")
 async def cross_certify(cmd: CrossCertify, ctx: CommandContext, services: Services) -> CommandResult:
     authorize(ctx.principal, "ca:manage", cmd.tenant_id)
     if prior := await replayed(services, ctx, cmd, cmd.tenant_id):
@@ -327,6 +333,7 @@ async def cross_certify(cmd: CrossCertify, ctx: CommandContext, services: Servic
                       lambda s: ca.decide_cross_certify(s, cmd.ca_id, crossed))
 
 
+@refused_while_suspended("makes a CA key and signs its certificate")
 async def rollover_ca_key(cmd: RolloverCaKey, ctx: CommandContext, services: Services) -> CommandResult:
     """A new key and certificate for a CA; the old certificate stays valid (overlap) until it expires."""
     authorize(ctx.principal, "ca:manage", cmd.tenant_id)
@@ -354,12 +361,14 @@ async def rollover_ca_key(cmd: RolloverCaKey, ctx: CommandContext, services: Ser
     return await _run(services, ctx, cmd, cmd.tenant_id, cmd.ca_id, lambda s: ca.decide_rollover(s, cmd.ca_id, rolled))
 
 
+@allowed_while_suspended("stops a CA issuing: it contains an incident, and its CRL and OCSP go on")
 async def disable_ca(cmd: DisableCa, ctx: CommandContext, services: Services) -> CommandResult:
     authorize(ctx.principal, "ca:manage", cmd.tenant_id)
     return await _run(services, ctx, cmd, cmd.tenant_id, cmd.ca_id,
                       lambda s: ca.decide_disable(s, cmd.ca_id, cmd.reason))
 
 
+@refused_while_suspended("lets a disabled CA sign again")
 async def enable_ca(cmd: EnableCa, ctx: CommandContext, services: Services) -> CommandResult:
     authorize(ctx.principal, "ca:manage", cmd.tenant_id)
     return await _run(services, ctx, cmd, cmd.tenant_id, cmd.ca_id,

@@ -13,7 +13,7 @@ from commands.cas import AlgorithmName, CaId
 from commands.ports import PublicKeys
 from commands.profiles import resolve_profile
 from commands.runtime import CommandContext, CommandResult, Services, load, replayed, run
-from commands.tenants import TenantId, active_tenant
+from commands.tenants import TenantId, active_tenant, refused_while_suspended
 from domain import ca, certificate, policy
 from domain.certspec import DistinguishedName, SubjectAltNames
 from domain.errors import DomainError
@@ -96,6 +96,7 @@ def _from_csr(services: Services, cmd: IssueCertificate) -> _Request:
                     rsa_exponent=facts.rsa_exponent, key_field="csr")
 
 
+@refused_while_suspended("signs a certificate")
 async def issue_certificate(cmd: IssueCertificate, ctx: CommandContext, services: Services) -> IssuedCertificate:
     authorize(ctx.principal, "cert:issue", cmd.tenant_id)
     if prior := await replayed(services, ctx, cmd, cmd.tenant_id):
@@ -212,6 +213,8 @@ class ExportedKey(msgspec.Struct, frozen=True, kw_only=True):
     material: bytes  # the vault's plaintext: hand it to the crypto engine, never to a log
 
 
+@refused_while_suspended("hands out a private key (PKCS#12, JKS, PEM with the key); certificates and truststores, "
+                         "which hold none, are reads and stay open")
 async def export_private_key(cmd: ExportPrivateKey, ctx: CommandContext, services: Services) -> ExportedKey:
     """Record that the key is being exported, then hand it over: no export without its audit event."""
     authorize(ctx.principal, "key:export", cmd.tenant_id)

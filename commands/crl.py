@@ -26,7 +26,7 @@ from commands.authz import SYSTEM, authorize
 from commands.cas import CaId
 from commands.ports import ArtifactStore, RevocationCrypto
 from commands.runtime import CommandContext, CommandResult, Services, load, replayed, run
-from commands.tenants import TenantId
+from commands.tenants import TenantId, allowed_while_suspended
 from domain import ca, revocation
 from domain.errors import Contention, DomainError, NotFound
 
@@ -250,6 +250,7 @@ async def republish_due(services: Services, cas: Iterable[tuple[str, str]]) -> l
     return done
 
 
+@allowed_while_suspended("a read: what an offline key's CRL ceremony signs (CRL publication goes on)")
 async def request_crl(cmd: RequestCrl, ctx: CommandContext, services: Services) -> CrlRequest:
     """What the offline ceremony needs to sign ``cmd.ca_id``'s next CRL; only for a CA whose key is offline."""
     authorize(ctx.principal, "ca:read", cmd.tenant_id)
@@ -278,6 +279,7 @@ def _crl_der(text: str) -> bytes:
         raise DomainError("crl_invalid", "the PEM CRL's base64 does not decode", field="crl_pem") from None
 
 
+@allowed_while_suspended("publishes a CRL the offline key signed: CRL publication goes on")
 async def install_crl(cmd: InstallCrl, ctx: CommandContext, services: Services) -> CommandResult:
     """Check the CRL the CA's offline key signed (signature, number, dates, every recorded revocation and nothing
     else), store it, and record ``ca.crl_published``: the CA's CRL URL serves it from then on."""

@@ -15,6 +15,7 @@ from commands import blocking
 from commands.authz import ROLES, authorize, check_grantable
 from commands.runtime import CommandContext, CommandResult, Services, load, rfc3339, run
 from commands.session_end import revoke_families
+from commands.tenants import allowed_while_suspended, refused_while_suspended
 from commands.tokens import CredentialVault
 from domain import tenant as tenant_domain
 from domain import login, user
@@ -139,6 +140,7 @@ async def _store_password(identity: Identity, password: str) -> str:
     return ref
 
 
+@refused_while_suspended("adds an account and its password")
 async def create_user(cmd: CreateUser, ctx: CommandContext, services: Services, identity: Identity) -> CommandResult:
     authorize(ctx.principal, "user:manage", cmd.tenant_id)
     for role in cmd.roles:
@@ -159,6 +161,7 @@ async def create_user(cmd: CreateUser, ctx: CommandContext, services: Services, 
                            lambda s: user.decide_create(s, created, grants, frozenset(ROLES)))
 
 
+@refused_while_suspended("adds a privilege")
 async def grant_role(cmd: GrantRole, ctx: CommandContext, services: Services) -> CommandResult:
     authorize(ctx.principal, "user:manage", cmd.tenant_id)
     check_grantable(ctx.principal, cmd.role, tenant_id=cmd.tenant_id, permission="user:manage", field="role")
@@ -171,6 +174,7 @@ async def grant_role(cmd: GrantRole, ctx: CommandContext, services: Services) ->
                            lambda s: user.decide_grant(s, granted, frozenset(ROLES), now))
 
 
+@allowed_while_suspended("takes a privilege away")
 async def revoke_role(cmd: RevokeRole, ctx: CommandContext, services: Services) -> CommandResult:
     authorize(ctx.principal, "user:manage", cmd.tenant_id)
     check_grantable(ctx.principal, cmd.role, tenant_id=cmd.tenant_id, permission="user:manage", field="role")
@@ -178,6 +182,7 @@ async def revoke_role(cmd: RevokeRole, ctx: CommandContext, services: Services) 
                            lambda s: user.decide_revoke(s, cmd.role, cmd.reason))
 
 
+@refused_while_suspended("sets a new credential (disable the account to shut someone out: that stays open)")
 async def reset_password(cmd: ResetPassword, ctx: CommandContext, services: Services,
                          identity: Identity) -> CommandResult:
     authorize(ctx.principal, "user:manage", cmd.tenant_id)
@@ -193,6 +198,8 @@ async def reset_password(cmd: ResetPassword, ctx: CommandContext, services: Serv
     return result
 
 
+@refused_while_suspended("enabling lets a disabled account sign in again; disabling stays open (it ends the sessions)",
+                         when=lambda cmd: cmd.enabled)
 async def set_user_status(cmd: SetUserStatus, ctx: CommandContext, services: Services) -> CommandResult:
     authorize(ctx.principal, "user:manage", cmd.tenant_id)
     if ctx.principal.id == user.subject(cmd.tenant_id, cmd.username) and not cmd.enabled:
@@ -205,6 +212,7 @@ async def set_user_status(cmd: SetUserStatus, ctx: CommandContext, services: Ser
     return result
 
 
+@allowed_while_suspended("lifts a sign-in lockout: adds no credential, and sign-in stays open for reads and revocation")
 async def unlock_account(cmd: UnlockAccount, ctx: CommandContext, services: Services) -> CommandResult:
     """Lift a lockout (and the back-off) before it lapses by itself."""
     authorize(ctx.principal, "user:manage", cmd.tenant_id)

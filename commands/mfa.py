@@ -11,6 +11,7 @@ import msgspec
 from commands.authz import authorize
 from commands.runtime import CommandContext, CommandResult, Services, load, run
 from commands.session_end import end_sessions
+from commands.tenants import allowed_while_suspended, refused_while_suspended
 from domain import totp, user
 from domain.errors import DomainError
 from domain.events import SYSTEM_TENANT
@@ -72,6 +73,8 @@ def match(enrolled: Enrolled, code: str, now: datetime) -> int | None:
     return totp.matching_step(enrolled.secret, code.strip(), now.timestamp())
 
 
+@allowed_while_suspended("a second factor for the caller's own account: it strengthens sign-in, and a privileged "
+                         "account must enroll before it can sign in to revoke")
 async def start_enrollment(ctx: CommandContext, services: Services, issuer: str) -> TotpEnrollment:
     """A fresh secret, stored encrypted (purpose "totp"); TOTP is on only once a code confirms it."""
     subject = ctx.principal.id
@@ -90,6 +93,7 @@ async def start_enrollment(ctx: CommandContext, services: Services, issuer: str)
                           result=result)
 
 
+@allowed_while_suspended("completes the enrollment above")
 async def confirm_enrollment(cmd: ConfirmTotp, ctx: CommandContext, services: Services) -> CommandResult:
     subject = ctx.principal.id
     _account(subject)
@@ -111,6 +115,7 @@ async def confirm_enrollment(cmd: ConfirmTotp, ctx: CommandContext, services: Se
                      decide=lambda s: totp.decide_confirm(s, subject, pending, step))
 
 
+@refused_while_suspended("removes a second factor: the password alone would then sign in")
 async def reset_totp(cmd: ResetTotp, ctx: CommandContext, services: Services) -> CommandResult:
     """An administrator turns a user's TOTP off (lost device); the user enrolls again at the next sign-in.
 

@@ -9,7 +9,7 @@ import msgspec
 
 from commands.authz import authorize
 from commands.runtime import CommandContext, CommandResult, Services, load, run
-from commands.tenants import TenantId, active_tenant
+from commands.tenants import TenantId, allowed_while_suspended, refused_while_suspended
 from domain import policy
 from domain import profile as profiles
 from domain.algorithms import ALGORITHMS
@@ -49,19 +49,21 @@ def _run(services: Services, ctx: CommandContext, cmd: msgspec.Struct, tenant_id
                stream_type=profiles.STREAM_TYPE, fold=profiles.fold, decide=decide)
 
 
+@refused_while_suspended("adds a template of what the tenant signs")
 async def create_profile(cmd: CreateProfile, ctx: CommandContext, services: Services) -> CommandResult:
     authorize(ctx.principal, "profile:manage", cmd.tenant_id)
-    await active_tenant(services, cmd.tenant_id)
     return await _run(services, ctx, cmd, cmd.tenant_id, cmd.profile.name,
                       lambda s: profiles.decide_create(s, cmd.profile))
 
 
+@refused_while_suspended("changes a template of what the tenant signs")
 async def update_profile(cmd: UpdateProfile, ctx: CommandContext, services: Services) -> CommandResult:
     authorize(ctx.principal, "profile:manage", cmd.tenant_id)
     return await _run(services, ctx, cmd, cmd.tenant_id, cmd.profile.name,
                       lambda s: profiles.decide_update(s, cmd.profile))
 
 
+@allowed_while_suspended("takes a template away")
 async def retire_profile(cmd: RetireProfile, ctx: CommandContext, services: Services) -> CommandResult:
     authorize(ctx.principal, "profile:manage", cmd.tenant_id)
     return await _run(services, ctx, cmd, cmd.tenant_id, cmd.name,

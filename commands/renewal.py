@@ -28,7 +28,7 @@ from commands.authz import SYSTEM, authorize
 from commands.certificates import CertificateId, issue, issuing_context, renewal_request
 from commands.profiles import resolve_profile
 from commands.runtime import CommandContext, CommandResult, Services, load, replayed, run
-from commands.tenants import TenantId
+from commands.tenants import TenantId, is_suspended, refused_while_suspended
 from domain import certificate, renewal
 from domain.certificate import RenewalFailed, RenewalRefused, RenewalStarted
 from domain.errors import AlreadyExists, DomainError
@@ -83,6 +83,8 @@ def _without_key(ctx: CommandContext) -> CommandContext:
     return dataclasses.replace(ctx, idempotency_key=None)
 
 
+@refused_while_suspended("signs a successor (refused before the claim: nothing is recorded); the scheduler skips a "
+                         "suspended tenant's certificates")
 async def renew_certificate(cmd: RenewCertificate, ctx: CommandContext, services: Services) -> Renewal:
     """Manual renewal (POST /v1/certificates/{id}/renew, ``csm cert renew``): refusals are raised, not recorded."""
     authorize(ctx.principal, "cert:issue", cmd.tenant_id)
@@ -177,6 +179,8 @@ async def renew_if_due(services: Services, tenant_id: str, certificate_id: str, 
     issued = state.issued
     if state.status != "issued" or issued is None or state.renewed is not None:
         return "skipped"
+    if await is_suspended(services, tenant_id):  # nothing is signed for it, and nothing recorded: no failure to retry
+        return "skipped"  # a claim it holds (taken before the suspension) goes stale, and is completed once resumed
     now = services.clock.now()
     cmd = RenewCertificate(tenant_id=tenant_id, certificate_id=certificate_id)
     ctx = CommandContext(principal=SYSTEM)

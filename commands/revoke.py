@@ -24,7 +24,7 @@ from commands.authz import authorize
 from commands.cas import CaId
 from commands.certificates import CertificateId
 from commands.runtime import CommandContext, CommandResult, Services, load, replayed, run
-from commands.tenants import TenantId
+from commands.tenants import TenantId, allowed_while_suspended
 from domain import ca, certificate, revocation
 from domain.errors import Contention
 from domain.revocation import RevocationRecorded
@@ -120,6 +120,7 @@ async def _keep_answering(services: Services, tenant_id: str, ca_id: str) -> Non
         log.exception("CA %s: no CRL published before its revocation; it is published on demand", ca_id)
 
 
+@allowed_while_suspended("revocation must always work: a suspended tenant still revokes a compromised certificate")
 async def revoke_certificate(cmd: RevokeCertificate, ctx: CommandContext, services: Services) -> Revocation:
     authorize(ctx.principal, "cert:revoke", cmd.tenant_id)
     revocation.check_reason(cmd.reason)
@@ -151,6 +152,7 @@ async def revoke_certificate(cmd: RevokeCertificate, ctx: CommandContext, servic
                       invalidity_date=recorded.invalidity_date, crls=tuple(published))
 
 
+@allowed_while_suspended("revocation must always work, of a CA too")
 async def revoke_ca(cmd: RevokeCa, ctx: CommandContext, services: Services) -> Revocation:
     """The CA's own OCSP responder and CRL are made ready (``_keep_answering``); every certificate of its keys goes
     onto the CRL of the CA that signed it; then ``ca.revoked``."""

@@ -13,6 +13,7 @@ from commands.authz import Principal
 from commands.identity import Identity
 from commands.ids import uuid7
 from commands.runtime import CommandContext, Services, load, rfc3339, run
+from commands.tenants import allowed_while_suspended
 from commands.tokens import secret_matches, verifier
 from domain import login, session, user
 from domain.errors import DomainError
@@ -125,6 +126,7 @@ async def _check_password(services: Services, identity: Identity, cmd: PasswordG
     return None
 
 
+@allowed_while_suspended("sign-in: a suspended tenant's people still read and revoke")
 async def password_login(cmd: PasswordGrant, services: Services, identity: Identity,
                          correlation_id: str | None = None) -> TokenResponse:
     if cmd.tenant_id is not None and not TENANT_ID_RE.fullmatch(cmd.tenant_id):
@@ -244,6 +246,7 @@ def parse_refresh(token: str) -> tuple[str, str, str] | None:
     return parts[1], parts[2], parts[3]
 
 
+@allowed_while_suspended("sign-in (refresh_token grant)")
 async def refresh(refresh_token: str, services: Services, identity: Identity,
                   correlation_id: str | None = None) -> TokenResponse:
     """Rotate: the presented token is spent; presenting a spent one revokes the whole family."""
@@ -327,6 +330,7 @@ async def client_credentials_failed(services: Services, identity: Identity, toke
               fold=login.fold, decide=lambda s: [failed])
 
 
+@allowed_while_suspended("sign-in (client_credentials grant) with an API key issued before the suspension")
 async def client_credentials(key: KeyFacts, services: Services, identity: Identity,
                              correlation_id: str | None = None) -> TokenResponse:
     """An access token for a service account, from its (already verified) API key."""

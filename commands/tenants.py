@@ -1,8 +1,11 @@
-"""Tenant commands and their handlers."""
+"""Tenant commands and their handlers, and what a suspended tenant may still do (every handler declares it)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any
 
 import msgspec
 
@@ -50,37 +53,94 @@ class ResumeTenant(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     reason: Reason
 
 
+@dataclass(frozen=True, slots=True)
+class WhileSuspended:
+    """What a command handler does in a suspended tenant: refused (``tenant_suspended``) or allowed, and why."""
+
+    refused: bool
+    reason: str
+
+
+# Every command handler in commands/ (a public coroutine taking ``cmd`` or ``ctx`` first) declares its rule with
+# one of the two decorators below; tests/unit/test_suspension.py fails by name for one that does not, and
+# docs/security.md prints this table. Keyed "module.handler".
+WHILE_SUSPENDED: dict[str, WhileSuspended] = {}
+
+
+def _declare(handler: Callable, rule: WhileSuspended) -> None:
+    handler.while_suspended = rule  # type: ignore[attr-defined]
+    WHILE_SUSPENDED[f"{handler.__module__.removeprefix('commands.')}.{handler.__name__}"] = rule
+
+
+def allowed_while_suspended(reason: str) -> Callable[[Callable], Callable]:
+    """The handler runs in a suspended tenant as in an active one: ``reason`` says why that is safe."""
+    def mark(handler: Callable) -> Callable:
+        _declare(handler, WhileSuspended(refused=False, reason=reason))
+        return handler
+    return mark
+
+
+def refused_while_suspended(reason: str, *,
+                            when: Callable[[Any], bool] | None = None) -> Callable[[Callable], Callable]:
+    """The handler signs, adds or re-enables a key, CA, credential, account or subscription, or hands out a private
+    key or secret: refused with ``tenant_suspended`` (field ``tenant_id``) before it does anything, for a command
+    whose ``tenant_id`` names a suspended tenant (``when``: only for the commands it selects).
+
+    A caller scoped to another tenant is left to the handler's own ``authorize`` (403), so the refusal tells no one
+    outside the tenant that it is suspended. A retry of a request that succeeded before the suspension is refused
+    too: its first answer stands (read it back), and a key export must not be handed out again."""
+    def wrap(handler: Callable) -> Callable:
+        @functools.wraps(handler)
+        async def checked(cmd: Any, ctx: CommandContext, services: Services, *args: Any, **kwargs: Any) -> Any:
+            tenant_id = getattr(cmd, "tenant_id", None)
+            if (tenant_id is not None and ctx.principal.tenant_id in (None, tenant_id)
+                    and (when is None or when(cmd))):
+                await active_tenant(services, tenant_id)
+            return await handler(cmd, ctx, services, *args, **kwargs)
+        _declare(checked, WhileSuspended(refused=True, reason=reason))
+        return checked
+    return wrap
+
+
 async def _run(services: Services, ctx: CommandContext, cmd, decide) -> CommandResult:
     return await run(services, ctx, cmd, tenant_id=cmd.tenant_id, stream_id=tenant.stream_id(cmd.tenant_id),
                      stream_type=tenant.STREAM_TYPE, fold=tenant.fold, decide=decide)
 
 
+@allowed_while_suspended("makes a new tenant (platform only): there is none to be suspended yet")
 async def create_tenant(cmd: CreateTenant, ctx: CommandContext, services: Services) -> CommandResult:
     authorize(ctx.principal, "tenant:create")
     tenant.validate_tenant_id(cmd.tenant_id)
     return await _run(services, ctx, cmd, lambda s: tenant.decide_create(s, cmd.tenant_id, cmd.name, cmd.quotas))
 
 
+@allowed_while_suspended("the tenant's display name: no key, credential or CA")
 async def rename_tenant(cmd: RenameTenant, ctx: CommandContext, services: Services) -> CommandResult:
     authorize(ctx.principal, "tenant:update", cmd.tenant_id)
     return await _run(services, ctx, cmd, lambda s: tenant.decide_rename(s, cmd.tenant_id, cmd.name))
 
 
+@allowed_while_suspended("platform only: bounds what the tenant may hold once it is resumed")
 async def set_tenant_quotas(cmd: SetTenantQuotas, ctx: CommandContext, services: Services) -> CommandResult:
     authorize(ctx.principal, "tenant:create")  # quotas bound what a tenant may consume: platform decision
     return await _run(services, ctx, cmd, lambda s: tenant.decide_set_quotas(s, cmd.tenant_id, cmd.quotas))
 
 
+@allowed_while_suspended("says what the tenant's certificates may say: it signs nothing, and issuance waits for the "
+                         "resumption")
 async def set_tenant_policy(cmd: SetTenantPolicy, ctx: CommandContext, services: Services) -> CommandResult:
     authorize(ctx.principal, "tenant:update", cmd.tenant_id)  # a tenant may narrow what its certificates say
     return await _run(services, ctx, cmd, lambda s: tenant.decide_set_policy(s, cmd.tenant_id, cmd.policy))
 
 
+@allowed_while_suspended("platform only: refused by the domain when already suspended")
 async def suspend_tenant(cmd: SuspendTenant, ctx: CommandContext, services: Services) -> CommandResult:
     authorize(ctx.principal, "tenant:suspend")
     return await _run(services, ctx, cmd, lambda s: tenant.decide_suspend(s, cmd.tenant_id, cmd.reason))
 
 
+@allowed_while_suspended("the way out, platform only (`tenant:suspend` in platform scope): no principal of the tenant "
+                         "can resume it")
 async def resume_tenant(cmd: ResumeTenant, ctx: CommandContext, services: Services) -> CommandResult:
     authorize(ctx.principal, "tenant:suspend")
     return await _run(services, ctx, cmd, lambda s: tenant.decide_resume(s, cmd.tenant_id, cmd.reason))
@@ -88,9 +148,15 @@ async def resume_tenant(cmd: ResumeTenant, ctx: CommandContext, services: Servic
 
 async def active_tenant(services: Services, tenant_id: str) -> tenant.Tenant:
     """The tenant a command acts in: it must exist and not be suspended."""
+    tenant.validate_tenant_id(tenant_id)
     state = await load(services, tenant_id, tenant.stream_id(tenant_id), tenant.fold)
     if state.status == "absent":
         raise NotFound("tenant_not_found", f"tenant {tenant_id} does not exist", field="tenant_id")
     if state.status == "suspended":
         raise DomainError("tenant_suspended", f"tenant {tenant_id} is suspended", field="tenant_id")
     return state
+
+
+async def is_suspended(services: Services, tenant_id: str) -> bool:
+    """For the background jobs that sign for a tenant (renewal): they skip a suspended one rather than fail."""
+    return (await load(services, tenant_id, tenant.stream_id(tenant_id), tenant.fold)).status == "suspended"

@@ -13,6 +13,7 @@ import msgspec
 
 from commands.authz import ROLES, authorize, check_grantable
 from commands.runtime import CommandContext, CommandResult, Services, load, rfc3339, run
+from commands.tenants import allowed_while_suspended, refused_while_suspended
 from domain import api_token, service_account
 from domain.events import SYSTEM_TENANT
 
@@ -76,6 +77,7 @@ def secret_matches(secret: str, stored: bytes | None) -> bool:
     return hmac.compare_digest(candidate, stored if stored is not None else b"\x00" * len(candidate))
 
 
+@refused_while_suspended("adds an account")
 async def create_service_account(cmd: CreateServiceAccount, ctx: CommandContext, services: Services,
                                  *, reuse: bool = False) -> CommandResult:
     authorize(ctx.principal, "serviceaccount:manage", cmd.tenant_id)
@@ -86,6 +88,7 @@ async def create_service_account(cmd: CreateServiceAccount, ctx: CommandContext,
                      fold=service_account.fold, decide=lambda s: service_account.decide_create(s, created, reuse=reuse))
 
 
+@refused_while_suspended("adds a credential (an API key)")
 async def issue_api_token(cmd: IssueApiToken, ctx: CommandContext, services: Services,
                           vault: CredentialVault, *, permission: str = "token:issue") -> IssuedToken:
     """Issue a key; ``csm admin create-token`` and the tests use it with the account created on the fly."""
@@ -130,6 +133,7 @@ async def _account_for_key(services: Services, ctx: CommandContext, account: str
     service_account.require_active(state)
 
 
+@allowed_while_suspended("takes a credential away")
 async def revoke_api_token(cmd: RevokeApiToken, ctx: CommandContext, services: Services,
                            scope_tenant_id: str | None, *, permission: str = "token:issue") -> CommandResult:
     authorize(ctx.principal, permission, scope_tenant_id)

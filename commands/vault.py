@@ -15,6 +15,7 @@ import msgspec
 from commands import pki
 from commands.authz import authorize
 from commands.runtime import CommandContext, Services, run
+from commands.tenants import allowed_while_suspended
 from domain import vault
 from domain.errors import DomainError
 
@@ -34,6 +35,7 @@ class SweptKeys(msgspec.Struct, frozen=True, kw_only=True):
     deleted: int  # 0 on a dry run
 
 
+@allowed_while_suspended("platform housekeeping in the system tenant: deletes only keys no event names")
 async def sweep_orphan_keys(cmd: SweepOrphanKeys, ctx: CommandContext, services: Services) -> SweptKeys:
     """Find the vault keys stored before the cutoff that no event names; unless ``dry_run``, record and delete them."""
     authorize(ctx.principal, "vault:sweep", None)

@@ -16,7 +16,7 @@ from commands.authz import SYSTEM, authorize
 from commands.ids import uuid7
 from commands.pki import vault_of
 from commands.runtime import CommandContext, CommandResult, Services, load, replayed, run
-from commands.tenants import TenantId, active_tenant
+from commands.tenants import TenantId, allowed_while_suspended, refused_while_suspended
 from domain import webhook
 from domain.errors import NotFound
 
@@ -88,11 +88,11 @@ def _id_of(result: CommandResult) -> str:
     return result.stream_id.removeprefix("webhook-")
 
 
+@refused_while_suspended("adds a subscription and hands out its signing secret")
 async def create_webhook(cmd: CreateWebhook, ctx: CommandContext, services: Services) -> WithSecret:
     authorize(ctx.principal, "webhook:manage", cmd.tenant_id)
     if prior := await replayed(services, ctx, cmd, cmd.tenant_id):
         return WithSecret(webhook_id=_id_of(prior), secret=None, result=prior)
-    await active_tenant(services, cmd.tenant_id)
     rules = {"allow_loopback_http": services.allow_loopback_webhooks, "encode_host": services.webhook_host_encoder}
     webhook.check_url(cmd.url, **rules)  # refuse before a secret is stored
     webhook.check_event_types(cmd.event_types)
@@ -106,6 +106,7 @@ async def create_webhook(cmd: CreateWebhook, ctx: CommandContext, services: Serv
     return WithSecret(webhook_id=_id_of(result), secret=None if result.replayed else secret, result=result)
 
 
+@refused_while_suspended("can point deliveries elsewhere or enable them again; deleting stays open")
 async def update_webhook(cmd: UpdateWebhook, ctx: CommandContext, services: Services) -> CommandResult:
     authorize(ctx.principal, "webhook:manage", cmd.tenant_id)
     return await _run(services, ctx, cmd, cmd.tenant_id, cmd.webhook_id, lambda s: webhook.decide_update(
@@ -113,6 +114,7 @@ async def update_webhook(cmd: UpdateWebhook, ctx: CommandContext, services: Serv
         allow_loopback_http=services.allow_loopback_webhooks, encode_host=services.webhook_host_encoder))
 
 
+@refused_while_suspended("hands out a new signing secret")
 async def rotate_webhook_secret(cmd: RotateWebhookSecret, ctx: CommandContext, services: Services) -> WithSecret:
     """A new secret signs every delivery attempt from now on (retries of earlier notifications too)."""
     authorize(ctx.principal, "webhook:manage", cmd.tenant_id)
@@ -126,12 +128,14 @@ async def rotate_webhook_secret(cmd: RotateWebhookSecret, ctx: CommandContext, s
     return WithSecret(webhook_id=cmd.webhook_id, secret=secret, result=result)
 
 
+@allowed_while_suspended("takes a subscription away")
 async def delete_webhook(cmd: DeleteWebhook, ctx: CommandContext, services: Services) -> CommandResult:
     authorize(ctx.principal, "webhook:manage", cmd.tenant_id)
     return await _run(services, ctx, cmd, cmd.tenant_id, cmd.webhook_id,
                       lambda s: webhook.decide_delete(s, cmd.reason))
 
 
+@allowed_while_suspended("the system records what happened to a delivery")
 async def record_delivery_failure(cmd: RecordDeliveryFailure, services: Services) -> CommandResult:
     """Append ``webhook.delivery_failed`` once per delivery (its id is the idempotency key)."""
     ctx = CommandContext(principal=SYSTEM, idempotency_key=f"webhook-delivery-{cmd.failure.delivery_id}")

@@ -19,9 +19,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from test_api_ca_lifecycle import OPENSSL, ca_pem, certificates, create_ca, current_ca_pem, load, needs_openssl
-from test_api_revocation import leaf, revoke, setup
+from test_api_revocation import crl_of, leaf, revoke, setup
 from test_api_support import assert_problem, pki_api  # noqa: F401
-from test_crl_schedule import Clock, caught_up
+from test_crl_schedule import Clock, caught_up, crl_number
 
 from domain.events import decode_payload
 
@@ -400,3 +400,28 @@ async def test_a_same_key_renewal_refuses_a_key_todays_issuance_would_refuse(pki
     assert x509.load_pem_x509_certificate(new["certificate_pem"].encode()).public_key().public_numbers().e == 65537
     issued = [e for e in await api.runtime.store.read_all(0, 100_000) if e.type == "certificate.issued"]
     assert len(issued) == 3  # the two old certificates and the rekeyed one: no same-key successor
+
+
+async def test_a_suspended_tenants_due_certificates_wait_for_its_resumption_while_its_crls_go_on(pki_api):
+    """The renewal scheduler signs nothing for a suspended tenant and records nothing (no claim, no failure to wait
+    out); the revocation scheduler republishes its CRLs as usual; once resumed, the next pass renews."""
+    api = pki_api
+    clock = api.runtime.services.clock = Clock()
+    admin, _root, inter = await setup(api)
+    old = await leaf(api, admin, inter, "node.acme.internal")  # 365 days; cassandra-node renews at 67%
+    first_crl = await crl_of(api, inter)
+    suspended = await api.client.post("/v1/tenants/acme/suspend", json={"reason": "unpaid"}, headers=admin)
+    assert suspended.status_code == 200, suspended.text
+    await caught_up(api)
+    renewals, revocations = api.runtime.renewal_scheduler(), api.runtime.revocation_scheduler()
+    clock.advance(250 * DAY)  # 68.5%: due
+    assert (await renewals.run_once()).renewed == []
+    assert await types_of(api, old["certificate_id"]) == ["certificate.issued"]
+    assert inter in {p.ca_id for p in await revocations.run_once()}
+    assert crl_number(await crl_of(api, inter)) > crl_number(first_crl)
+
+    admin = await api.admin()  # API keys live 90 days: one made on the moved clock
+    resumed = await api.client.post("/v1/tenants/acme/resume", json={"reason": "paid"}, headers=admin)
+    assert resumed.status_code == 200, resumed.text
+    await caught_up(api)
+    assert (await renewals.run_once()).renewed == [old["certificate_id"]]
