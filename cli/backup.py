@@ -35,6 +35,7 @@ from domain.verification import VerifyReport
 from infra.audit.keys import PUBLIC_FILE
 from infra.config import Settings
 from infra.data_lock import DataDirBusy, exclusive
+from infra.private_files import sync_directory
 
 MANIFEST = "manifest.json"
 FORMAT = "csm-backup"
@@ -57,15 +58,6 @@ def sha256_file(path: Path) -> str:
 def _private_dir(path: Path) -> None:
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(path, 0o700)
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def _copy_private(src: Path, dst: Path) -> str:
@@ -159,7 +151,7 @@ def backup(settings: Settings, dest_dir: Path) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     for directory in {dest_dir, *((dest_dir / name).parent for name in written)}:
-        _fsync_dir(directory)
+        sync_directory(directory)
     click.echo(f"backed up {count:,} events (head position {head:,}) and {len(written)} files to {dest_dir} "
                f"in {time.perf_counter() - started:.2f} s")
     if settings.store == "cassandra":
@@ -294,7 +286,7 @@ def _restore_into(settings: Settings, src_dir: Path, manifest: dict, force: bool
                 moved.append(name)
         for entry in sorted(staging.iterdir()):
             os.replace(entry, settings.data_dir / entry.name)
-        _fsync_dir(settings.data_dir)
+        sync_directory(settings.data_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     click.echo(f"restored {len(files)} files ({manifest.get('events', '?')} events, head position "

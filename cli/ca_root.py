@@ -24,10 +24,10 @@ from commands.pki import der_of_pem, new_serial, pem
 from domain import policy, revocation
 from domain.algorithms import ALGORITHMS
 from domain.errors import DomainError
-from infra.audit.keys import write_private
 from infra.crypto import keys as key_files
 from infra.crypto.engine import CryptographyPki, algorithm_of, csr_alternative_key
 from infra.crypto.revocation import CryptographyRevocation
+from infra.private_files import write_file
 
 ROOT_CERT = "root.pem"
 ROOT_KEY = "root.key.enc"
@@ -100,7 +100,7 @@ def init(offline, out_dir: Path, algorithm, validity_days, path_length, passphra
     except DomainError as exc:
         raise _refuse(exc) from None
     out_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    write_private(out_dir / ROOT_KEY, key_files.protect(key, passphrase))
+    write_file(out_dir / ROOT_KEY, key_files.protect(key, passphrase), replace=False)
     (out_dir / ROOT_CERT).write_text(pem("CERTIFICATE", der))
     facts = crypto.describe(der)
     click.echo(f"root certificate: {out_dir / ROOT_CERT}\nencrypted key:    {out_dir / ROOT_KEY} (mode 0600)\n"

@@ -18,6 +18,7 @@ from infra.config import Settings
 from domain.errors import DomainError
 from domain.revocation import REASONS
 from infra.export.bundle import EXPORT_FORMATS, preflight, render
+from infra.private_files import write_file
 from projections import cas as ca_model
 from projections import certificates as read_model
 
@@ -151,9 +152,7 @@ def export(settings: Settings, certificate_id: str, format_: str, out_file: Path
                 command_context(), runtime.services))
             material = exported.material
         body = render(format_, row, chain, material, password)
-    fd = os.open(out_file, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o600 if wants_key else 0o644)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(body)
+    write_file(out_file, body, mode=0o600 if wants_key else 0o644)  # 0600 even over an existing, wider file
     click.echo(f"wrote {format_} to {out_file}" + (" (includes the private key; export recorded)" if wants_key
                                                     else ""))
 

@@ -9,7 +9,6 @@ export is in the audit trail.
 
 from __future__ import annotations
 
-import os
 import secrets
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from commands import tenants as tenant_commands
 from domain.errors import AlreadyExists
 from infra.config import Settings
 from infra.export.bundle import render
+from infra.private_files import write_file
 from projections import cas as ca_model
 from projections import certificates as read_model
 
@@ -42,10 +42,9 @@ def _node(text: str) -> tuple[str, str | None]:
 
 
 def _write(path: Path, data: bytes, private: bool) -> None:
+    """0600 for keys, keystores and the password, also over a file a rotation finds there with a wider mode."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
-    fd = os.open(path, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o600 if private else 0o644)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
+    write_file(path, data, mode=0o600 if private else 0o644)
 
 
 @cluster.command("bootstrap-tls")
@@ -68,8 +67,8 @@ def bootstrap_tls(settings: Settings, out_dir: Path, tenant_id: str, ca_id: str 
     """
     password_file = out_dir / "keystore.password"
     password = password_file.read_text().strip() if password_file.exists() else secrets.token_urlsafe(24)
-    _write(password_file, password.encode() + b"\n", private=True)
-    with runtime_for(settings) as runtime:
+    with runtime_for(settings) as runtime:  # refuses an uninitialised data directory before anything is written
+        _write(password_file, password.encode() + b"\n", private=True)
         services, ctx = runtime.services, command_context()
         try:
             run_async(tenant_commands.create_tenant(convert({"tenant_id": tenant_id, "name": "Platform"},

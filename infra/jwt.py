@@ -20,6 +20,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
+from infra.private_files import write_file
+
 ALGORITHMS = ("RS256", "ES384")  # the allow-list: never "none", never HS*
 TOKEN_TYPE = "at+jwt"  # RFC 9068: an access token, not some other JWT signed by the same key
 INDEX = "index.json"
@@ -70,16 +72,6 @@ def _generate(algorithm: str) -> Any:
     if algorithm == "ES384":
         return ec.generate_private_key(ec.SECP384R1())
     raise ValueError(f"token signing algorithm must be one of {', '.join(ALGORITHMS)}, not {algorithm!r}")
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    fd = os.open(tmp, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 class SigningKeys:
@@ -170,8 +162,8 @@ class SigningKeys:
             entries = [{"kid": k.kid, "alg": k.algorithm, "created_at": k.created_at,
                         "retired_at": now if k.retired_at is None else k.retired_at} for k in kept]
             entries.append({"kid": kid, "alg": algorithm, "created_at": now, "retired_at": None})
-            _write_private(self.directory / f"{kid}.pem", pem)
-            _write_private(self.directory / INDEX, json.dumps({"current": kid, "keys": entries}, indent=2).encode())
+            write_file(self.directory / f"{kid}.pem", pem)
+            write_file(self.directory / INDEX, json.dumps({"current": kid, "keys": entries}, indent=2).encode())
             for gone in set(self._keys) - {k.kid for k in kept}:  # no token it signed can still be valid
                 (self.directory / f"{gone}.pem").unlink(missing_ok=True)
             self._seen = None

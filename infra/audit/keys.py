@@ -9,13 +9,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, mldsa
 
 from domain.audit import AuditKey
+from infra.private_files import write_file
 
 ALGORITHMS = {
     "ed25519": ed25519.Ed25519PrivateKey,
@@ -33,15 +33,6 @@ def load_public_key(pem: str):
     return serialization.load_pem_public_key(pem.encode())
 
 
-def write_private(path: Path, data: bytes) -> None:
-    """Create ``path`` (it must not exist) with mode 0600 and ``data``, fsynced."""
-    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
 class AuditSigner:
     def __init__(self, keys: list[tuple[str, str, object]]) -> None:
         self.keys = keys  # (key_id, algorithm, private key)
@@ -54,8 +45,8 @@ class AuditSigner:
             path = directory / f"audit-{algorithm}.pem"
             if not path.exists():
                 private = key_type.generate()
-                write_private(path, private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                           serialization.NoEncryption()))
+                write_file(path, private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                       serialization.NoEncryption()), replace=False)
             private = serialization.load_pem_private_key(path.read_bytes(), password=None)
             keys.append((key_id(algorithm, private.public_key()), algorithm, private))
         signer = cls(keys)

@@ -14,7 +14,6 @@ where we own them, wipe those after use, and hold no plaintext beyond the call t
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import secrets
@@ -27,6 +26,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import mlkem, x25519
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from infra.private_files import write_file
 
 NONCE_BYTES = 12
 KEY_BYTES = 32
@@ -102,32 +103,15 @@ def _read_private_file(path: Path, size: int) -> bytearray:
 def _create_private_file(path: Path, data: bytes | bytearray) -> bool:
     """Publish ``data`` at ``path`` mode 0600 unless it exists; return whether we created it.
 
-    The bytes go to an O_EXCL temporary file, fsynced, then ``link`` publishes it: two
-    processes starting at once agree on one key, and no reader ever sees a half-written one.
+    ``write_file`` links a whole, fsynced temporary file into place: two processes starting at once agree
+    on one key, and no reader ever sees a half-written one.
     """
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
-    fd = os.open(temporary, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
     try:
-        os.fchmod(fd, 0o600)  # umask can only remove bits, but a umask like 0277 would leave it unwritable
-        with os.fdopen(os.dup(fd), "wb", buffering=0) as handle:
-            handle.write(data)
-            os.fsync(handle.fileno())
-        try:
-            os.link(temporary, path)
-        except FileExistsError:
-            return False
-        with contextlib.suppress(OSError):
-            dir_fd = os.open(path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
-        return True
-    finally:
-        os.close(fd)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
+        write_file(path, data, replace=False)
+    except FileExistsError:
+        return False
+    return True
 
 
 def _load_or_create(path: Path, size: int, create: bool) -> bytearray:

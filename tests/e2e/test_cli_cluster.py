@@ -54,6 +54,27 @@ def test_bootstrap_tls_issues_node_keystores_a_truststore_and_a_client_certifica
     assert "ok" in exported.lower() or "verified" in exported.lower()
 
 
+def test_a_rotation_over_existing_files_leaves_every_secret_owner_only(tmp_path):
+    data, out = str(tmp_path / "data"), tmp_path / "tls"
+    invoke("--data-dir", data, "init")
+    invoke("--data-dir", data, "cluster", "bootstrap-tls", "--out", str(out), "--node", "db-1=10.1.0.1")
+    secrets_ = [out / "keystore.password", out / "db-1" / "keystore.jks", out / "client" / "client.key"]
+    for path in secrets_:
+        path.chmod(0o644)  # as a copy, a restore or an operator may leave them
+    invoke("--data-dir", data, "cluster", "bootstrap-tls", "--out", str(out), "--node", "db-1=10.1.0.1")
+    assert {path.name: stat.S_IMODE(path.stat().st_mode) for path in secrets_} == {
+        "keystore.password": 0o600, "keystore.jks": 0o600, "client.key": 0o600}
+    assert stat.S_IMODE((out / "ca.pem").stat().st_mode) == 0o644
+
+
+def test_bootstrap_tls_against_an_uninitialised_data_dir_writes_nothing(tmp_path):
+    out = tmp_path / "tls"
+    result = CliRunner().invoke(csm, ["--data-dir", str(tmp_path / "data"), "cluster", "bootstrap-tls", "--out",
+                                      str(out)])
+    assert result.exit_code != 0 and "not initialised" in result.output
+    assert not out.exists()
+
+
 def test_db_migrate_on_the_sqlite_store_has_nothing_to_do(tmp_path):
     assert "nothing to migrate" in invoke("--data-dir", str(tmp_path), "db", "migrate")
 

@@ -56,9 +56,12 @@ def test_a_csr_and_a_server_side_key_are_issued_listed_and_exported(hierarchy, t
         "--password-file", str(tmp_path / "pw"))
     csm(data, "cert", "export", server_side, "--format", "jks-truststore", "--out", str(tmp_path / "trust.jks"),
         "--password-file", str(tmp_path / "pw"))
+    (tmp_path / "node2.pem").write_text("an earlier export\n")
+    (tmp_path / "node2.pem").chmod(0o644)  # written over: the unencrypted key must not keep the old, wider mode
     csm(data, "cert", "export", server_side, "--format", "pem", "--include-key", "--out",
         str(tmp_path / "node2.pem"))
     assert oct((tmp_path / "node2.pem").stat().st_mode & 0o777) == "0o600"
+    assert "PRIVATE KEY" in (tmp_path / "node2.pem").read_text()
     refused = csm(data, "cert", "export", from_csr, "--format", "jks", "--out", str(tmp_path / "x.jks"),
                   "--password-file", str(tmp_path / "pw"), expect=None)
     assert refused.returncode != 0 and "no_private_key" in refused.stderr
