@@ -13,6 +13,14 @@ transaction across streams:
 
 A refusal after the claim appends ``certificate.renewal_failed`` (closing it, the reason code
 only); the scheduler then leaves the certificate alone for the retry window.
+
+A revocation races a renewal on other streams: it appends to the issuing CA's stream first (the
+authority), then to the certificate's. So a renewal asks the CA's stream before claiming, again
+once the successor is issued, and once more after the link (3), which is refused if the
+certificate's stream says revoked. A renewal that finds the certificate revoked after issuing
+answers 409 ``certificate_revoked`` and revokes its successor (the revocation does too, if it
+sees the claim open or the link land while in flight: commands/revoke.py), so the race leaves
+no valid successor of a revoked certificate.
 """
 
 from __future__ import annotations
@@ -20,10 +28,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 from datetime import datetime, timedelta
+from typing import NoReturn
 
 import msgspec
 
-from commands import pki
+from commands import pki, revoke
 from commands.authz import SYSTEM, authorize
 from commands.certificates import CertificateId, issue, issuing_context, renewal_request
 from commands.profiles import resolve_profile
@@ -98,6 +107,7 @@ async def renew_certificate(cmd: RenewCertificate, ctx: CommandContext, services
     if certificate.claim_stale(state, services.clock.now(), CLAIM_TIMEOUT):
         claim = state.pending  # its holder died: finish that renewal rather than start a second one
     else:
+        await _refuse_if_revoked(services, ctx, cmd.tenant_id, issued)
         profile = await resolve_profile(services, cmd.tenant_id, issued.profile)
         rotate = renewal.rotate_key(profile.renewal, issued.key_source, cmd.reuse_key)
         claim = await _claim(services, _without_key(ctx), cmd, rotate, "manual")
@@ -120,6 +130,33 @@ async def _claim(services: Services, ctx: CommandContext, cmd: RenewCertificate,
     return claimed[0]
 
 
+def _system(ctx: CommandContext) -> CommandContext:
+    """What a renewal does on its own account (completing or undoing a revocation), traced to the request."""
+    return CommandContext(principal=SYSTEM, correlation_id=ctx.correlation_id, causation_id=ctx.causation_id)
+
+
+async def _refuse_if_revoked(services: Services, ctx: CommandContext, tenant_id: str,
+                             issued: certificate.CertificateIssued) -> None:
+    """Refuse a certificate its CA recorded revoked, whatever its own stream says yet (which is then completed)."""
+    if await revoke.complete_revocation(services, _system(ctx), tenant_id, issued) is not None:
+        raise RenewalRefused("certificate_revoked", f"certificate {issued.certificate_id} is revoked", field="id")
+
+
+async def _withdraw(services: Services, ctx: CommandContext, cmd: RenewCertificate,
+                    issued: certificate.CertificateIssued, claim: RenewalStarted) -> bool:
+    """The certificate was revoked while this claim was open: revoke the claim's successor too, if it was issued
+    (whether it was). Its CA's entry is there: a revocation appends to the CA's stream before the certificate's."""
+    recorded = await revoke.revoked_by_issuer(services, cmd.tenant_id, issued)
+    if recorded is None:
+        revoked = (await _state(services, cmd.tenant_id, cmd.certificate_id)).revoked
+        assert revoked is not None, "refused as revoked, yet revoked on neither stream"
+        reason, invalidity_date = revoked.reason, revoked.invalidity_date
+    else:
+        reason, invalidity_date = recorded.reason, recorded.invalidity_date
+    return await revoke.revoke_successor(services, _system(ctx), cmd.tenant_id, claim.new_certificate_id,
+                                         reason=reason, invalidity_date=invalidity_date, rotated=claim.rotate_key)
+
+
 def _validity_days(issued: certificate.CertificateIssued, profile_max: int, tenant_max: int | None) -> int:
     """The old certificate's lifetime in whole days, within what profile and tenant allow today."""
     lifetime = (issued.facts.not_after - issued.facts.not_before + timedelta(hours=12)).days
@@ -128,8 +165,10 @@ def _validity_days(issued: certificate.CertificateIssued, profile_max: int, tena
 
 async def _complete(services: Services, ctx: CommandContext, cmd: RenewCertificate,
                     issued: certificate.CertificateIssued, claim: RenewalStarted, window: timedelta) -> Renewal:
-    """Issue the claim's successor (at most once: its serial is fixed), then link it to the old certificate."""
+    """Issue the claim's successor (at most once: its serial is fixed), then link it to the old certificate, unless
+    the certificate was revoked meanwhile: then the successor is revoked too, and the renewal refused."""
     try:
+        await _refuse_if_revoked(services, ctx, cmd.tenant_id, issued)  # a stale claim's, revoked since
         where = await issuing_context(services, cmd.tenant_id, issued.ca_id, issued.profile)
         validity = _validity_days(issued, where.profile.max_validity_days, where.tenant.policy.max_validity_days)
         await issue(services, _without_key(ctx), cmd, where, request=renewal_request(services, issued,
@@ -140,19 +179,40 @@ async def _complete(services: Services, ctx: CommandContext, cmd: RenewCertifica
             await _fail(services, ctx, cmd, exc.code, claim.attempt, window)
             raise
         # The successor exists: this claim was completed by a racing instance (or an earlier try of this one).
+    except RenewalRefused as exc:
+        await _refused(services, ctx, cmd, issued, claim, window, exc)
     except DomainError as exc:
         await _fail(services, ctx, cmd, exc.code, claim.attempt, window)
         raise
     except Exception:
         await _fail(services, ctx, cmd, "internal_error", claim.attempt, window)
         raise
-    result = await run(services, ctx, cmd, tenant_id=cmd.tenant_id, stream_id=_stream(cmd.certificate_id),
-                       stream_type=certificate.STREAM_TYPE, fold=certificate.fold,
-                       decide=lambda s: certificate.decide_renewed(s, claim))
+    try:
+        await _refuse_if_revoked(services, ctx, cmd.tenant_id, issued)  # revoked while the successor was issued
+        result = await run(services, ctx, cmd, tenant_id=cmd.tenant_id, stream_id=_stream(cmd.certificate_id),
+                           stream_type=certificate.STREAM_TYPE, fold=certificate.fold,
+                           decide=lambda s: certificate.decide_renewed(s, claim))
+        # Revoked on the CA just before the link landed: the renewal did not finish before the revocation.
+        await _refuse_if_revoked(services, ctx, cmd.tenant_id, issued)
+    except RenewalRefused as exc:
+        await _refused(services, ctx, cmd, issued, claim, window, exc)
     log.info("renewed certificate %s as %s (rotated: %s)", cmd.certificate_id, claim.new_certificate_id,
              claim.rotate_key)
     return Renewal(result=result, certificate_id=cmd.certificate_id, new_certificate_id=claim.new_certificate_id,
                    rotated=claim.rotate_key)
+
+
+async def _refused(services: Services, ctx: CommandContext, cmd: RenewCertificate,
+                   issued: certificate.CertificateIssued, claim: RenewalStarted, window: timedelta,
+                   exc: RenewalRefused) -> NoReturn:
+    """A claimed renewal refused: a revoked certificate's successor is revoked first, then the claim closed."""
+    if exc.code != "certificate_revoked":
+        raise exc
+    if await _withdraw(services, ctx, cmd, issued, claim):
+        exc = RenewalRefused("certificate_revoked", f"certificate {cmd.certificate_id} was revoked while it was "
+                             f"being renewed: its successor {claim.new_certificate_id} is revoked too", field="id")
+    await _fail(services, ctx, cmd, exc.code, claim.attempt, window)
+    raise exc
 
 
 async def _fail(services: Services, ctx: CommandContext, cmd: RenewCertificate, reason: str, attempt: int,
@@ -199,14 +259,16 @@ async def renew_if_due(services: Services, tenant_id: str, certificate_id: str, 
         except DomainError as exc:
             await _fail(services, ctx, cmd, exc.code, 0, schedule.retry_window)
             return "failed"
+        if await revoke.complete_revocation(services, ctx, tenant_id, issued) is not None:
+            return "skipped"  # revoked on its CA, now on its own stream too: the read model drops it
         try:
             claim = await _claim(services, ctx, cmd, rotate, "scheduled")
         except RenewalRefused:
             return "skipped"  # lost the race for the claim: the winner renews it
     try:
         await _complete(services, ctx, cmd, issued, claim, schedule.retry_window)
-    except RenewalRefused:
-        return "skipped"
+    except RenewalRefused as exc:
+        return "failed" if exc.code == "certificate_revoked" else "skipped"  # recorded by _complete, or lost
     except DomainError:
         return "failed"  # recorded by _complete
     return "renewed"

@@ -4,10 +4,15 @@ Order is what keeps revocation fail-safe without a transaction across streams: o
 issuing CA's stream holds ``ca.certificate_revoked`` the certificate *is* revoked for every
 relying party; a crash before the subject's own event leaves a certificate that reads as
 issued in the inventory but is revoked on the CRL and in OCSP, never the other way round,
-and retrying the revocation completes it. A CA about to be revoked first gets what its own
-relying parties need to hear about its subtree (a current OCSP responder and CRL), which a
-revoked CA could no longer certify: that step changes no answer, so it comes before the
-commit point, and a retry redoes only what it lacks.
+and retrying the revocation completes it (so does a renewal that finds it revoked on the CA). A
+CA about to be revoked first gets what its own relying parties need to hear about its subtree (a
+current OCSP responder and CRL), which a revoked CA could no longer certify: that step changes no
+answer, so it comes before the commit point, and a retry redoes only what it lacks.
+
+A renewal of the certificate may be in flight (commands/renewal.py): it refuses once it finds the
+revocation on either stream, and revokes the successor it issued. The revocation, in turn, revokes
+the successor of a renewal whose claim it finds open, or whose link landed while it was in flight,
+so neither order of the race leaves a valid successor of a revoked certificate.
 """
 
 from __future__ import annotations
@@ -73,12 +78,86 @@ def _without_key(ctx: CommandContext) -> CommandContext:
 
 
 async def _record(services: Services, ctx: CommandContext, command: msgspec.Struct, tenant_id: str, issuer_id: str,
-                  entries: list[RevocationRecorded]) -> revocation.Registry:
-    """Append the entries the issuer lacks; return its registry, whose entries are the authoritative ones."""
-    await run(services, ctx, command, tenant_id=tenant_id, stream_id=ca.stream_id(issuer_id),
-              stream_type=ca.STREAM_TYPE, fold=revocation.fold,
-              decide=lambda s: revocation.decide_record(s, issuer_id, entries))
-    return await crl.load_registry(services, tenant_id, issuer_id)
+                  entries: list[RevocationRecorded]) -> tuple[bool, revocation.Registry]:
+    """Append the entries the issuer lacks; whether this call appended any, and the issuer's registry, whose
+    entries are the authoritative ones."""
+    result = await run(services, ctx, command, tenant_id=tenant_id, stream_id=ca.stream_id(issuer_id),
+                       stream_type=ca.STREAM_TYPE, fold=revocation.fold,
+                       decide=lambda s: revocation.decide_record(s, issuer_id, entries))
+    return result.changed, await crl.load_registry(services, tenant_id, issuer_id)
+
+
+async def _mirror(services: Services, ctx: CommandContext, tenant_id: str, certificate_id: str,
+                  recorded: RevocationRecorded) -> tuple[CommandResult, certificate.Certificate]:
+    """Copy the issuer's entry onto the certificate's own stream (nothing if it is there); the result, and the
+    certificate's state as the append found it."""
+    command = RevokeCertificate(tenant_id=tenant_id, certificate_id=certificate_id, reason=recorded.reason,
+                                invalidity_date=recorded.invalidity_date)
+    revoked = certificate.CertificateRevoked(reason=recorded.reason, revoked_at=recorded.revoked_at,
+                                             invalidity_date=recorded.invalidity_date)
+    seen: list[certificate.Certificate] = []
+
+    def decide(state: certificate.Certificate) -> list:
+        seen[:] = [state]
+        return certificate.decide_revoke(state, certificate_id, revoked)
+
+    result = await run(services, ctx, command, tenant_id=tenant_id, stream_id=certificate.stream_id(certificate_id),
+                       stream_type=certificate.STREAM_TYPE, fold=certificate.fold, decide=decide)
+    return result, seen[0]
+
+
+async def revoked_by_issuer(services: Services, tenant_id: str,
+                            issued: certificate.CertificateIssued) -> RevocationRecorded | None:
+    """The issuing CA's entry for this certificate if it is revoked: the authority, whatever the certificate's own
+    stream says yet (a revocation in flight, or one that stopped between the two appends)."""
+    return (await crl.load_registry(services, tenant_id, issued.ca_id)).revoked.get(issued.facts.serial_hex)
+
+
+async def complete_revocation(services: Services, ctx: CommandContext, tenant_id: str,
+                              issued: certificate.CertificateIssued) -> RevocationRecorded | None:
+    """The issuer's entry if the certificate is revoked, copied onto its own stream first if a revocation stopped
+    short of it (what retrying that revocation would do); None if it is not revoked."""
+    recorded = await revoked_by_issuer(services, tenant_id, issued)
+    if recorded is not None:
+        await _mirror(services, _without_key(ctx), tenant_id, issued.certificate_id, recorded)
+    return recorded
+
+
+async def revoke_successor(services: Services, ctx: CommandContext, tenant_id: str, successor_id: str, *,
+                           reason: str, invalidity_date: datetime | None, rotated: bool) -> bool:
+    """Revoke the successor a renewal issued for a certificate revoked (``reason``) while it was being renewed,
+    through the normal path (its CA's stream, its own, the CRL): the race leaves no valid certificate. Whether
+    that successor was issued (it is revoked now, by this call or by the other side of the race); False if not."""
+    state = await load(services, tenant_id, certificate.stream_id(successor_id), certificate.fold)
+    if state.issued is None or state.status == "revoked":
+        return state.issued is not None
+    reason, invalidity_date = revocation.carried_revocation(reason, invalidity_date, same_key=not rotated,
+                                                            not_before=state.issued.facts.not_before)
+    try:
+        await revoke_certificate(RevokeCertificate(tenant_id=tenant_id, certificate_id=successor_id, reason=reason,
+                                                   invalidity_date=invalidity_date), _without_key(ctx), services)
+    except revocation.AlreadyRevoked:
+        return True
+    log.warning("revoked certificate %s (%s): the renewal that issued it raced its predecessor's revocation",
+                successor_id, reason)
+    return True
+
+
+async def _revoke_racing_successor(services: Services, ctx: CommandContext, tenant_id: str,
+                                   recorded: RevocationRecorded, before: certificate.Certificate,
+                                   after: certificate.Certificate) -> None:
+    """A renewal still open when the revocation reached the certificate's stream (``after``), or one that linked
+    its successor while this revocation was in flight (not yet in ``before``, read before the issuer's append):
+    its successor is revoked too. A renewal finished before the revocation began stands: revoking a superseded
+    certificate leaves its successor alone."""
+    if after.pending is not None:
+        successor, rotated = after.pending.new_certificate_id, after.pending.rotate_key
+    elif after.renewed is not None and before.renewed is None:
+        successor, rotated = after.renewed.new_certificate_id, after.renewed.rotated
+    else:
+        return
+    await revoke_successor(services, ctx, tenant_id, successor, reason=recorded.reason,
+                           invalidity_date=recorded.invalidity_date, rotated=rotated)
 
 
 async def _publish(services: Services, tenant_id: str, registry: revocation.Registry,
@@ -135,16 +214,14 @@ async def revoke_certificate(cmd: RevokeCertificate, ctx: CommandContext, servic
     entry = RevocationRecorded(serial_hex=serial, certificate_id=cmd.certificate_id, subject_ca_id=None,
                                reason=cmd.reason, revoked_at=now, invalidity_date=cmd.invalidity_date,
                                not_after=issued.facts.not_after)
-    registry = await _record(services, ctx, cmd, cmd.tenant_id, issued.ca_id, [entry])
+    recorded_here, registry = await _record(services, ctx, cmd, cmd.tenant_id, issued.ca_id, [entry])
     recorded = registry.revoked[serial]  # a concurrent or earlier attempt's entry wins over this one's
-    result = await run(services, _without_key(ctx), cmd, tenant_id=cmd.tenant_id,
-                       stream_id=certificate.stream_id(cmd.certificate_id), stream_type=certificate.STREAM_TYPE,
-                       fold=certificate.fold,
-                       decide=lambda s: certificate.decide_revoke(s, cmd.certificate_id, certificate.CertificateRevoked(
-                           reason=recorded.reason, revoked_at=recorded.revoked_at,
-                           invalidity_date=recorded.invalidity_date)))
-    if not result.changed and prior is None:  # a concurrent request revoked it first
+    result, found = await _mirror(services, _without_key(ctx), cmd.tenant_id, cmd.certificate_id, recorded)
+    # Another request revoked it first; not so if this one's entry on the issuer is the revocation (a renewal
+    # that found it there may have copied it onto the certificate's stream meanwhile: complete_revocation).
+    if not (recorded_here or result.changed) and prior is None:
         raise revocation.AlreadyRevoked(f"certificate {cmd.certificate_id}")
+    await _revoke_racing_successor(services, ctx, cmd.tenant_id, recorded, state, found)
     published = await _publish(services, cmd.tenant_id, registry, [serial])
     ocsp.RESPONSES.invalidate(issued.ca_id)
     return Revocation(result=msgspec.structs.replace(result, replayed=True) if prior else result,
@@ -177,7 +254,7 @@ async def revoke_ca(cmd: RevokeCa, ctx: CommandContext, services: Services) -> R
                 revoked_at=now, invalidity_date=cmd.invalidity_date, not_after=held.facts.not_after))
     registries = []
     for issuer_id, entries in by_issuer.items():
-        registries.append((await _record(services, _without_key(ctx), cmd, cmd.tenant_id, issuer_id, entries),
+        registries.append(((await _record(services, _without_key(ctx), cmd, cmd.tenant_id, issuer_id, entries))[1],
                            [e.serial_hex for e in entries]))
     if registries:  # what the parent recorded first is the revocation's time and reason
         registry, serials = registries[0]

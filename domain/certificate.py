@@ -209,9 +209,15 @@ def claim_stale(state: Certificate, now: datetime, timeout: timedelta) -> bool:
 
 
 def decide_renewed(state: Certificate, claim: RenewalStarted) -> list[Payload]:
-    """Link the successor; nothing if this claim's renewal is already recorded (a retry, or a racing completer)."""
+    """Link the successor; nothing if this claim's renewal is already recorded (a retry, or a racing completer).
+
+    Refused once the certificate is revoked: a revocation that reached this stream first wins, and the renewal
+    then revokes the successor it issued (commands/renewal.py)."""
     if state.renewed is not None and state.renewed.new_certificate_id == claim.new_certificate_id:
         return []
+    if state.status == "revoked":
+        raise RenewalRefused("certificate_revoked", f"certificate {state.certificate_id} was revoked while it "
+                             "was being renewed", field="id")
     if state.pending is None or state.pending.new_certificate_id != claim.new_certificate_id:
         raise RenewalRefused("renewal_claim_lost", f"the renewal of {state.certificate_id} as "
                              f"{claim.new_certificate_id} is no longer claimed", field="id")

@@ -252,6 +252,24 @@ def check_invalidity_date(invalidity_date: datetime | None, *, now: datetime, no
                           "notBefore", field="invalidity_date")
 
 
+def carried_revocation(reason: str, invalidity_date: datetime | None, *, same_key: bool,
+                       not_before: datetime) -> tuple[str, datetime | None]:
+    """The reason and invalidity date a revocation carries to another certificate of the same subject or key: the
+    successor of a renewal that lost the race to it (commands/revoke.py), or, for a key_compromise, every other
+    certificate of the compromised key.
+
+    The same key certified again carries the reason, and the invalidity date no earlier than that certificate's
+    notBefore (RFC 5280 5.3.2): a compromised key is as compromised there, from its first second. A new key keeps
+    the reason where it is about the subject or its CA (affiliation changed, cessation of operation, privilege
+    withdrawn, superseded, ...), which the successor names again. key_compromise says nothing of the new key:
+    that successor is revoked ``unspecified``, as RFC 5280 has no reason for "issued by a renewal that lost the
+    race", and ``superseded`` would tell relying parties that a replacement exists.
+    """
+    if same_key:
+        return reason, None if invalidity_date is None else max(invalidity_date, not_before)
+    return ("unspecified" if reason == "key_compromise" else reason), None
+
+
 def decide_record(state: Registry, issuer_id: str, entries: Iterable[RevocationRecorded]) -> list[Payload]:
     """Add the entries this CA does not list yet (a retried revocation adds nothing)."""
     ca.require(state.ca, issuer_id)

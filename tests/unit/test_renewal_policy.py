@@ -16,6 +16,7 @@ from domain.errors import DomainError
 from domain.events import known_event_types
 from domain.profile import BUILTIN_PROFILES, validate_profile
 from domain.renewal import RenewalPolicy, check_reused_key, parse_duration, renew_at, rotate_key, warning_due
+from domain.revocation import carried_revocation
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -133,6 +134,31 @@ def test_a_renewal_is_claimed_once_then_linked_once():
         certificate.decide_start_renewal(state, state.certificate_id, claim("4"))
     assert caught.value.code == "already_renewed"
     assert certificate.decide_expiry_warning(state, T0 + 299 * DAY, (30, 7, 1)) == []  # superseded: no warning
+
+
+def test_a_claim_is_not_linked_once_the_certificate_is_revoked():
+    """The revocation reached the certificate's stream between claim and link: the renewal is refused there."""
+    started = certificate.decide_start_renewal(certificate.fold([issued()]), "1".rjust(40, "0"), claim())
+    revoked = certificate.CertificateRevoked(reason="key_compromise", revoked_at=T0, invalidity_date=None)
+    state = certificate.fold([issued(), *started, revoked])
+    with pytest.raises(RenewalRefused) as caught:
+        certificate.decide_renewed(state, started[0])
+    assert (caught.value.code, caught.value.field) == ("certificate_revoked", "id")
+    linked = certificate.decide_renewed(certificate.fold([issued(), *started]), started[0])
+    state = certificate.fold([issued(), *started, *linked, revoked])
+    assert certificate.decide_renewed(state, started[0]) == []  # linked before the revocation: a retry is a no-op
+
+
+@pytest.mark.parametrize("reason, same_key, invalidity, expected", [
+    ("key_compromise", True, T0 - DAY, ("key_compromise", T0)),  # the same key: from the certificate's first second
+    ("key_compromise", True, T0 + DAY, ("key_compromise", T0 + DAY)),
+    ("key_compromise", True, None, ("key_compromise", None)),
+    ("key_compromise", False, T0 + DAY, ("unspecified", None)),  # nothing is known against a new key
+    ("affiliation_changed", False, None, ("affiliation_changed", None)),  # about the subject, which it names again
+    ("cessation_of_operation", True, None, ("cessation_of_operation", None)),
+])
+def test_a_revocation_carries_to_another_certificate_what_applies_to_it(reason, same_key, invalidity, expected):
+    assert carried_revocation(reason, invalidity, same_key=same_key, not_before=T0) == expected
 
 
 def test_a_claim_goes_stale_and_failures_are_recorded_once_per_window():
