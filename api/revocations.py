@@ -49,6 +49,9 @@ class Revoked(msgspec.Struct, frozen=True, kw_only=True):
     crls: list[CrlOut]
     # issuer CAs whose key is offline: their CRL lists this once a ceremony signs one (GET /v1/cas/{id}/crl-request)
     crls_awaiting_ceremony: list[str]
+    # certificates revoked with it: a renewal's successor that raced the revocation, and for key_compromise the
+    # tenant's other certificates of the same key
+    also_revoked: list[str]
     version: int
     global_position: int | None
     replayed: bool
@@ -59,7 +62,8 @@ def _revoked(subject_id: str, outcome: cmd.Revocation) -> Revoked:
                    invalidity_date=outcome.invalidity_date,
                    crls=[CrlOut(ca_id=c.ca_id, crl_number=c.crl_number, sha256=c.sha256, key_id=c.key_id)
                          for c in outcome.crls],
-                   crls_awaiting_ceremony=list(outcome.awaiting_ceremony), version=outcome.result.version, global_position=outcome.result.global_position,
+                   crls_awaiting_ceremony=list(outcome.awaiting_ceremony), also_revoked=list(outcome.also_revoked),
+                   version=outcome.result.version, global_position=outcome.result.global_position,
                    replayed=outcome.result.replayed)
 
 

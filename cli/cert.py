@@ -159,7 +159,8 @@ def export(settings: Settings, certificate_id: str, format_: str, out_file: Path
 
 def revoked_message(subject: str, outcome: revocation.Revocation) -> str:
     listed = ", ".join(f"CRL {c.crl_number} of CA {c.ca_id}" for c in outcome.crls) or "no CRL signed here"
-    return f"revoked {subject} ({outcome.reason}, {rfc3339(outcome.revoked_at)}); listed on {listed}"
+    also = f"; also revoked: {', '.join(outcome.also_revoked)}" if outcome.also_revoked else ""
+    return f"revoked {subject} ({outcome.reason}, {rfc3339(outcome.revoked_at)}); listed on {listed}{also}"
 
 
 @cert.command("revoke")

@@ -255,3 +255,14 @@ class SessionIndex(Protocol):
     """
 
     async def open_sessions(self, subject: str, now: datetime) -> list[tuple[str, str]]: ...  # (tenant, session id)
+
+
+class KeyHolders(Protocol):
+    """The tenant's certificates of one public key that are still trusted (not revoked, not expired), from the
+    certificates read model once it has reached the log's head (infra/key_holders.py).
+
+    Best effort, like ``SessionIndex``: a certificate issued in the same instant may be missed; a revocation never
+    waits on it for its own certificate, only for the others of a compromised key.
+    """
+
+    async def holding_key(self, tenant_id: str, public_key_sha256: str, now: datetime) -> list[str]: ...

@@ -13,6 +13,10 @@ A renewal of the certificate may be in flight (commands/renewal.py): it refuses 
 revocation on either stream, and revokes the successor it issued. The revocation, in turn, revokes
 the successor of a renewal whose claim it finds open, or whose link landed while it was in flight,
 so neither order of the race leaves a valid successor of a revoked certificate.
+
+A key_compromise revocation revokes the tenant's other certificates of the same public key that
+are still trusted (a renewal that kept the key, another CSR of it): a compromised key is
+compromised in each of them. The read model finds them (``Services.key_holders``).
 """
 
 from __future__ import annotations
@@ -66,6 +70,8 @@ class Revocation(msgspec.Struct, frozen=True, kw_only=True):
     crls: tuple[crl.PublishedCrl, ...]
     # issuers whose key is offline: their CRL lists the revocation once the ceremony signs one (csm ca crl-request)
     awaiting_ceremony: tuple[str, ...] = ()
+    # certificates revoked with it: a racing renewal's successor, and (key_compromise) the others of its key
+    also_revoked: tuple[str, ...] = ()
 
     @property
     def replayed(self) -> bool:
@@ -145,7 +151,7 @@ async def revoke_successor(services: Services, ctx: CommandContext, tenant_id: s
 
 async def _revoke_racing_successor(services: Services, ctx: CommandContext, tenant_id: str,
                                    recorded: RevocationRecorded, before: certificate.Certificate,
-                                   after: certificate.Certificate) -> None:
+                                   after: certificate.Certificate) -> tuple[str, ...]:
     """A renewal still open when the revocation reached the certificate's stream (``after``), or one that linked
     its successor while this revocation was in flight (not yet in ``before``, read before the issuer's append):
     its successor is revoked too. A renewal finished before the revocation began stands: revoking a superseded
@@ -155,9 +161,40 @@ async def _revoke_racing_successor(services: Services, ctx: CommandContext, tena
     elif after.renewed is not None and before.renewed is None:
         successor, rotated = after.renewed.new_certificate_id, after.renewed.rotated
     else:
-        return
-    await revoke_successor(services, ctx, tenant_id, successor, reason=recorded.reason,
-                           invalidity_date=recorded.invalidity_date, rotated=rotated)
+        return ()
+    issued = await revoke_successor(services, ctx, tenant_id, successor, reason=recorded.reason,
+                                    invalidity_date=recorded.invalidity_date, rotated=rotated)
+    return (successor,) if issued else ()
+
+
+async def _revoke_same_key(services: Services, ctx: CommandContext, tenant_id: str,
+                           issued: certificate.CertificateIssued, recorded: RevocationRecorded) -> tuple[str, ...]:
+    """A compromised key is compromised in every certificate of it: the tenant's others that are still trusted
+    (another CSR of the same key, a renewal that kept it) are revoked key_compromise too, each from the same
+    invalidity date or its own notBefore. Found by the read model (``Services.key_holders``), each checked on its
+    own stream; their revocations do not look for the key again."""
+    if recorded.reason != "key_compromise" or services.key_holders is None:
+        return ()
+    key = issued.facts.public_key_sha256
+    revoked = []
+    for other_id in await services.key_holders.holding_key(tenant_id, key, services.clock.now()):
+        other = await load(services, tenant_id, certificate.stream_id(other_id), certificate.fold)
+        if other_id == issued.certificate_id or other.status != "issued" or other.issued is None \
+                or other.issued.facts.public_key_sha256 != key:
+            continue
+        reason, invalidity_date = revocation.carried_revocation(recorded.reason, recorded.invalidity_date,
+                                                                same_key=True, not_before=other.issued.facts.not_before)
+        try:
+            await _revoke(RevokeCertificate(tenant_id=tenant_id, certificate_id=other_id, reason=reason,
+                                            invalidity_date=invalidity_date), _without_key(ctx), services,
+                          same_key=False)
+        except revocation.AlreadyRevoked:
+            continue
+        revoked.append(other_id)
+    if revoked:
+        log.warning("key compromise of certificate %s: revoked %d other certificate(s) of key %s: %s",
+                    issued.certificate_id, len(revoked), key, ", ".join(revoked))
+    return tuple(revoked)
 
 
 async def _publish(services: Services, tenant_id: str, registry: revocation.Registry,
@@ -201,6 +238,11 @@ async def _keep_answering(services: Services, tenant_id: str, ca_id: str) -> Non
 
 @allowed_while_suspended("revocation must always work: a suspended tenant still revokes a compromised certificate")
 async def revoke_certificate(cmd: RevokeCertificate, ctx: CommandContext, services: Services) -> Revocation:
+    """Revoke a certificate; with it, a racing renewal's successor and, for key_compromise, the key's others."""
+    return await _revoke(cmd, ctx, services, same_key=True)
+
+
+async def _revoke(cmd: RevokeCertificate, ctx: CommandContext, services: Services, *, same_key: bool) -> Revocation:
     authorize(ctx.principal, "cert:revoke", cmd.tenant_id)
     revocation.check_reason(cmd.reason)
     prior = await replayed(services, ctx, cmd, cmd.tenant_id)
@@ -221,12 +263,15 @@ async def revoke_certificate(cmd: RevokeCertificate, ctx: CommandContext, servic
     # that found it there may have copied it onto the certificate's stream meanwhile: complete_revocation).
     if not (recorded_here or result.changed) and prior is None:
         raise revocation.AlreadyRevoked(f"certificate {cmd.certificate_id}")
-    await _revoke_racing_successor(services, ctx, cmd.tenant_id, recorded, state, found)
+    also = await _revoke_racing_successor(services, ctx, cmd.tenant_id, recorded, state, found)
     published = await _publish(services, cmd.tenant_id, registry, [serial])
     ocsp.RESPONSES.invalidate(issued.ca_id)
+    if same_key:
+        also += tuple(c for c in await _revoke_same_key(services, ctx, cmd.tenant_id, issued, recorded)
+                      if c not in also)
     return Revocation(result=msgspec.structs.replace(result, replayed=True) if prior else result,
                       reason=recorded.reason, revoked_at=recorded.revoked_at,
-                      invalidity_date=recorded.invalidity_date, crls=tuple(published))
+                      invalidity_date=recorded.invalidity_date, crls=tuple(published), also_revoked=also)
 
 
 @allowed_while_suspended("revocation must always work, of a CA too")

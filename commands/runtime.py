@@ -18,7 +18,7 @@ import msgspec
 from commands.authz import Principal
 from commands.ids import uuid7
 from commands.ports import AppendRequest, Directory, EventStore, KeyVault, NewEvent, PkiCrypto
-from commands.ports import ArtifactStore, RevocationCrypto, SessionIndex, TenantUsage
+from commands.ports import ArtifactStore, KeyHolders, RevocationCrypto, SessionIndex, TenantUsage
 from commands.quotas import Ledger, QuotaLedger
 from domain.chain import canonical_bytes
 from domain.errors import Contention, DomainError, WrongExpectedVersion
@@ -163,6 +163,7 @@ class Services:
     usage: TenantUsage | None = None  # counts what a tenant holds, for its quotas (commands/quotas.py)
     quota_ledger: Ledger = field(default_factory=QuotaLedger)  # reservations against quotas (commands/quotas.py)
     sessions: SessionIndex | None = None  # open refresh-token families, revoked when a user's sessions end
+    key_holders: KeyHolders | None = None  # a compromised key's other certificates, revoked with it
 
 
 def rfc3339(moment: datetime) -> str:

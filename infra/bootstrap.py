@@ -32,6 +32,7 @@ from infra.eventstore.linked import LinkedEventStore
 from infra.eventstore.sqlite import SQLiteEventStore
 from infra.identity import build_identity
 from infra.jobs import Jobs
+from infra.key_holders import ReadModelKeyHolders
 from infra.keystore.vault import SQLiteKeyVault
 from infra.ldap import LdapDirectory
 from infra.primary_link import LinkClient, LinkedQuotaLedger
@@ -193,6 +194,7 @@ def open_runtime(settings: Settings, link: LinkClient | None = None, *, rebuild:
     services.webhook_host_encoder = encode_host  # URLs are saved only if the delivery can send to them
     services.usage = ReadModelUsage(store, runner, timeout=settings.read_your_writes_timeout)
     services.sessions = ReadModelSessions(store, runner, timeout=settings.read_your_writes_timeout)
+    services.key_holders = ReadModelKeyHolders(store, runner, timeout=settings.read_your_writes_timeout)
     if link is not None:
         services.quota_ledger = LinkedQuotaLedger(link)  # reservations are held in the primary, with every worker's
         return Runtime(settings, store, runner, checkpointer, vault, services, keys,

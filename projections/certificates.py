@@ -34,7 +34,8 @@ COLUMNS = ("tenant_id", "certificate_id", "ca_id", "profile", "serial_hex", "fin
            "common_name", "issuer_dn", "issuer_fingerprint", "algorithm", "status", "key_source", "has_key",
            "not_before", "not_after", "sans", "tags", "certificate_pem", "issued_at", "key_exports", "version",
            "position", "revocation_reason", "revoked_at", "invalidity_date", "revoked_ca_id", "superseded_by",
-           "supersedes", "renew_at", "auto_renew", "expiry_warned_days", "renewal_failed_at", "renewal_failure")
+           "supersedes", "renew_at", "auto_renew", "expiry_warned_days", "renewal_failed_at", "renewal_failure",
+           "public_key_sha256")
 SORTS = {"issued": "position", "expiry": "not_after"}
 # The ``status`` filters of :func:`search` (GET /v1/certificates?status=, `csm cert list --status`).
 SEARCH_STATUSES = ("issued", "valid", "expired", "revoked")
@@ -42,8 +43,9 @@ SEARCH_STATUSES = ("issued", "valid", "expired", "revoked")
 
 class CertificatesProjector(Projector):
     name = "certificates"
-    # 2: revocation columns and the CA tree; 3: renewal links, renew_at, expiry warnings; 4: counts for quotas
-    version = 4
+    # 2: revocation columns and the CA tree; 3: renewal links, renew_at, expiry warnings; 4: counts for quotas;
+    # 5: the subject's public key, so a key_compromise revocation finds every certificate of that key
+    version = 5
     tables = ("certificates", "certificate_names", "certificate_tags", "certificate_cas", "certificate_policies",
               "certificate_counts")
     ddl = (
@@ -57,7 +59,7 @@ class CertificatesProjector(Projector):
             position INTEGER NOT NULL, revocation_reason TEXT, revoked_at TEXT, invalidity_date TEXT,
             revoked_ca_id TEXT, superseded_by TEXT, supersedes TEXT, renew_at TEXT NOT NULL,
             auto_renew INTEGER NOT NULL, expiry_warned_days INTEGER, renewal_failed_at TEXT, renewal_failure TEXT,
-            PRIMARY KEY (tenant_id, certificate_id))""",
+            public_key_sha256 TEXT NOT NULL, PRIMARY KEY (tenant_id, certificate_id))""",
         # a constraint, and how _untrust finds a CA's certificates: (tenant_id, ca_id) is its prefix
         "CREATE UNIQUE INDEX IF NOT EXISTS {ix}_serial ON {certificates} (tenant_id, ca_id, serial_hex)",
         """CREATE TABLE IF NOT EXISTS {certificate_names} (
@@ -95,6 +97,9 @@ class CertificatesProjector(Projector):
         "CREATE INDEX IF NOT EXISTS {ix}_cn ON {certificates} (tenant_id, common_name)",
         # get() by id alone (a platform-wide caller has no tenant scope): without it, a full scan per read
         "CREATE INDEX IF NOT EXISTS {ix}_id ON {certificates} (certificate_id)",
+        # a compromised key's certificates that are still trusted (holding_key)
+        "CREATE INDEX IF NOT EXISTS {ix}_key ON {certificates} (tenant_id, public_key_sha256) "
+        "WHERE status = 'issued'",
     )
 
     def apply(self, conn: sqlite3.Connection, event: EventEnvelope) -> None:
@@ -123,7 +128,8 @@ class CertificatesProjector(Projector):
                  int(p.get("key_ref") is not None), facts["not_before"], facts["not_after"],
                  json.dumps(sans, sort_keys=True), json.dumps(p.get("tags", [])), p["certificate_pem"],
                  event.occurred_at, 0, event.version, event.global_position, None, None, None, None, None, None,
-                 _renew_at(policy, facts["not_before"], facts["not_after"]), int(policy.auto), None, None, None))
+                 _renew_at(policy, facts["not_before"], facts["not_after"]), int(policy.auto), None, None, None,
+                 facts["public_key_sha256"]))
             conn.executemany(f"INSERT OR IGNORE INTO {self.t('certificate_names')} VALUES (?,?,?)",
                              [(event.tenant_id, name, p["certificate_id"]) for name in names])
             conn.executemany(f"INSERT OR IGNORE INTO {self.t('certificate_tags')} VALUES (?,?,?)",
@@ -387,6 +393,14 @@ def warning_candidates(conn: sqlite3.Connection, now: datetime, thresholds: tupl
             (validity_time(now), horizon, days, limit)).fetchall()
         found.update(dict.fromkeys(map(tuple, rows)))
     return list(found)[:limit]
+
+
+def holding_key(conn: sqlite3.Connection, tenant_id: str, public_key_sha256: str, now: datetime) -> list[str]:
+    """The tenant's certificates of that public key that relying parties still trust: not revoked (nor under a
+    revoked CA), not expired; superseded ones too, as a renewal does not end a certificate's validity."""
+    return [certificate_id for (certificate_id,) in conn.execute(
+        "SELECT certificate_id FROM certificates WHERE tenant_id = ? AND public_key_sha256 = ? AND status = 'issued' "
+        "AND not_after > ? ORDER BY position", (tenant_id, public_key_sha256, validity_time(now))).fetchall()]
 
 
 def expiring_counts(conn: sqlite3.Connection, now: datetime, windows: tuple[int, ...]) -> list[tuple]:

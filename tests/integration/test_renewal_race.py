@@ -1,4 +1,5 @@
-"""A renewal racing a revocation of the same certificate: no order of their steps leaves a valid successor.
+"""A renewal racing a revocation of the same certificate: no order of their steps leaves a valid successor; and a
+key_compromise revocation reaches every trusted certificate of the key in the tenant.
 
 Each interleaving is pinned with a gate on the real store's append: one command is held at a chosen
 step (an asyncio event, never a sleep) while the other runs, then released. The revocation appends
@@ -11,9 +12,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from datetime import datetime
 
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import ocsp
+from cryptography.x509.oid import NameOID
+from test_api_ca_lifecycle import create_ca
 from test_api_revocation import ask, leaf, ocsp_request, pem_certs, revoke, setup
 from test_api_support import assert_problem, pki_api  # noqa: F401
 from test_crl_schedule import Clock, caught_up
@@ -219,3 +225,54 @@ async def test_revoking_a_certificate_renewed_before_leaves_its_successor_alone(
     assert renewed.status_code == 201, renewed.text
     await revoke(api, admin, old["certificate_id"], reason="superseded")
     assert (await row(api, admin, renewed.json()["certificate_id"]))["status"] == "issued"
+
+
+def csr_of(key: ec.EllipticCurvePrivateKey, name: str) -> str:
+    request = (x509.CertificateSigningRequestBuilder()
+               .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+               .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+               .sign(key, hashes.SHA256()))
+    return request.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def moment(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+async def test_a_key_compromise_revokes_every_trusted_certificate_of_that_key_in_the_tenant(pki_api):
+    """A renewal kept the key (its predecessor stays valid until it expires), and the holder sent the same key in a
+    second CSR: revoking one for key_compromise revokes the others, not another key, nor another tenant's."""
+    api = pki_api
+    admin, _root, inter = await setup(api)
+    await create_profile(api, admin, "keep-key", {"reuse_key": True})
+    key = ec.generate_private_key(ec.SECP256R1())
+    first = await issue(api, admin, inter, "k1.acme.internal", profile="keep-key", csr=csr_of(key, "k1.acme.internal"))
+    renewed = await api.client.post(f"/v1/certificates/{first['certificate_id']}/renew", headers=admin,
+                                    json={"reuse_key": True})
+    assert renewed.status_code == 201, renewed.text
+    successor = renewed.json()["certificate_id"]
+    twin = await issue(api, admin, inter, "k2.acme.internal", csr=csr_of(key, "k2.acme.internal"))
+    other = await leaf(api, admin, inter, "k3.acme.internal")
+    await api.create_tenant(admin, "globex")
+    globex_root = await create_ca(api, admin, name="Globex Root", tenant="globex")
+    globex_ca = await create_ca(api, admin, name="Globex Issuing", tenant="globex", parent_id=globex_root)
+    elsewhere = await api.client.post("/v1/certificates", headers=admin, json={
+        "tenant_id": "globex", "ca_id": globex_ca, "csr": csr_of(key, "k.globex.internal")})
+    assert elsewhere.status_code == 201, elsewhere.text
+
+    compromised_at = first["not_before"]
+    answer = await revoke(api, admin, successor, reason="key_compromise", invalidity_date=compromised_at)
+    assert sorted(answer["also_revoked"]) == sorted([first["certificate_id"], twin["certificate_id"]])
+    for certificate_id in (successor, first["certificate_id"], twin["certificate_id"]):
+        revoked = await row(api, admin, certificate_id)
+        assert (revoked["status"], revoked["revocation_reason"]) == ("revoked", "key_compromise"), certificate_id
+        assert moment(revoked["invalidity_date"]) == max(moment(compromised_at), moment(revoked["not_before"]))
+        answer_ = await ocsp_status(api, admin, inter, revoked["certificate_pem"])
+        assert answer_.certificate_status == ocsp.OCSPCertStatus.REVOKED, certificate_id
+    assert (await row(api, admin, other["certificate_id"]))["status"] == "issued"
+    assert (await row(api, admin, elsewhere.json()["certificate_id"]))["status"] == "issued"
+
+    plain = await leaf(api, admin, inter, "k4.acme.internal")
+    assert (await revoke(api, admin, plain["certificate_id"], reason="key_compromise"))["also_revoked"] == []
+    assert (await revoke(api, admin, other["certificate_id"], reason="superseded"))["also_revoked"] == []
+

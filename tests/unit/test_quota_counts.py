@@ -42,8 +42,9 @@ class History:
     def issue(self, ca_id: str, at: datetime, lifetime: timedelta) -> str:
         certificate_id = f"{len(self.issued) + 1:040x}"
         fmt = "%Y-%m-%dT%H:%M:%SZ"
-        facts = {"serial_hex": certificate_id, "fingerprint_sha256": certificate_id, "subject_dn": "CN=n",
-                 "issuer_dn": "CN=ca", "algorithm": "ecdsa-p256", "not_before": (at - timedelta(hours=2)).strftime(fmt),
+        facts = {"serial_hex": certificate_id, "fingerprint_sha256": certificate_id, "public_key_sha256": certificate_id,
+                 "subject_dn": "CN=n", "issuer_dn": "CN=ca", "algorithm": "ecdsa-p256",
+                 "not_before": (at - timedelta(hours=2)).strftime(fmt),
                  "not_after": (at + lifetime).strftime(fmt)}
         self.event(f"certificate-{certificate_id}", "certificate", "certificate.issued", {
             "certificate_id": certificate_id, "ca_id": ca_id, "issuer_fingerprint": "f", "profile": "cassandra-node",
