@@ -198,7 +198,7 @@ def _check_algorithms(p: Profile) -> list[Violation]:
 def validate_profile(p: Profile) -> list[Violation]:
     """Every way ``p`` is malformed (empty when it is sound); does not check reserved names."""
     return [*_check_identity(p), *_check_usages(p), *_check_sans(p), *_check_validity(p), *_check_algorithms(p),
-            *check_policy(p.renewal, p.max_validity_days)]
+            *check_policy(p.renewal, p.max_validity_days, p.default_validity_days)]
 
 
 # Extended key usages only the service's own certificates carry: a delegated OCSP responder certificate (RFC 6960

@@ -22,7 +22,8 @@ class RenewalPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     """How a profile's certificates are renewed.
 
     The scheduler renews once ``renew_at_percent`` of the lifetime has passed (67: at two
-    thirds), or ``renew_before_days`` before expiry when that is set (it wins). ``reuse_key``
+    thirds), or ``renew_before_days`` before expiry when that is set (it wins, unless it is not
+    shorter than the certificate's lifetime: see ``renew_at``). ``reuse_key``
     keeps the subject's key: a server-side key stays in the vault, a CSR's public key is
     certified again; without it a server-side key is rotated and a CSR certificate cannot be
     renewed automatically (its holder sends a new CSR).
@@ -37,21 +38,36 @@ class RenewalPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
 DEFAULT_POLICY = RenewalPolicy()
 
 
-def check_policy(policy: RenewalPolicy, max_validity_days: int) -> list[Violation]:
+def check_policy(policy: RenewalPolicy, max_validity_days: int, default_validity_days: int) -> list[Violation]:
+    """A lead time must be shorter than the profile's default lifetime: one as long would have its certificates due
+    the moment they are issued, and each renewal's successor too (``renew_at`` falls back to the share then)."""
     out = []
     if not 1 <= policy.renew_at_percent <= 99:
         out.append(Violation("renewal.renew_at_percent", "renewal_invalid", "renew_at_percent is 1-99"))
     if policy.renew_before_days is not None and not 1 <= policy.renew_before_days < max_validity_days:
         out.append(Violation("renewal.renew_before_days", "renewal_invalid",
                              f"renew_before_days is at least 1 and less than max_validity_days ({max_validity_days})"))
+    elif policy.renew_before_days is not None and policy.renew_before_days >= default_validity_days:
+        out.append(Violation("renewal.renew_before_days", "renewal_invalid",
+                             f"renew_before_days must be less than default_validity_days ({default_validity_days}): "
+                             f"with {policy.renew_before_days}, its certificates would be due for renewal as soon as "
+                             "they are issued"))
     return out
 
 
 def renew_at(policy: RenewalPolicy, not_before: datetime, not_after: datetime) -> datetime:
-    """The moment a certificate valid from ``not_before`` to ``not_after`` is due for renewal."""
-    if policy.renew_before_days is not None:
-        return max(not_before, not_after - timedelta(days=policy.renew_before_days))
-    return not_before + (not_after - not_before) * policy.renew_at_percent / 100
+    """The moment a certificate valid from ``not_before`` to ``not_after`` is due for renewal.
+
+    A lead time (``renew_before_days``) not shorter than the lifetime would make the certificate due from its first
+    second, and its successor (no longer-lived: the same validity, capped by profile and tenant) too: a renewal
+    on every scheduler pass. Such a certificate (a short ``validity_days``, a tenant's ``max_validity_days``
+    below the lead time) renews at ``renew_at_percent`` of its lifetime instead, as cert-manager does with a
+    ``renewBefore`` not shorter than the duration.
+    """
+    lifetime = not_after - not_before
+    if policy.renew_before_days is not None and timedelta(days=policy.renew_before_days) < lifetime:
+        return not_after - timedelta(days=policy.renew_before_days)
+    return not_before + lifetime * policy.renew_at_percent / 100
 
 
 def rotate_key(policy: RenewalPolicy, key_source: str, requested_reuse: bool | None) -> bool:

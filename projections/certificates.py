@@ -44,8 +44,9 @@ SEARCH_STATUSES = ("issued", "valid", "expired", "revoked")
 class CertificatesProjector(Projector):
     name = "certificates"
     # 2: revocation columns and the CA tree; 3: renewal links, renew_at, expiry warnings; 4: counts for quotas;
-    # 5: the subject's public key, so a key_compromise revocation finds every certificate of that key
-    version = 5
+    # 5: the subject's public key, so a key_compromise revocation finds every certificate of that key;
+    # 6: renew_at of a certificate whose profile's lead time is not shorter than its lifetime (domain.renewal.renew_at)
+    version = 6
     tables = ("certificates", "certificate_names", "certificate_tags", "certificate_cas", "certificate_policies",
               "certificate_counts")
     ddl = (

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import subprocess
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -152,6 +152,46 @@ async def test_same_key_renewal_keeps_the_key_only_where_the_profile_allows_it(p
     clock.advance(timedelta(hours=25))
     await caught_up(api)
     assert (await scheduler.run_once()).failed == [plain["certificate_id"]]  # the next window: one more
+
+
+async def test_a_certificate_shorter_lived_than_the_lead_time_is_renewed_once_per_lifetime(pki_api):
+    """The tester's M1: a 30-day lead time and certificates that live 7 days (asked so) or 30 (the tenant's cap)
+    were due from their first second, and so was every successor: a new certificate on every scheduler pass.
+    They renew at the profile's share of their lifetime instead; a profile whose default lifetime is not longer
+    than its lead time is refused."""
+    api = pki_api
+    clock = api.runtime.services.clock = Clock()
+    admin, _root, inter = await setup(api)
+    await create_profile(api, admin, "node30", {"renew_before_days": 30})
+    refused = await api.client.post("/v1/profiles", headers=admin, json={"tenant_id": "acme", "profile": {
+        "name": "storm", "description": "due as soon as issued", "key_usage": ["digital_signature"],
+        "extended_key_usage": ["server_auth"], "allowed_san_types": ["dns"], "require_san": False,
+        "require_common_name": True, "max_validity_days": 397, "default_validity_days": 30,
+        "allowed_algorithms": None, "default_algorithm": "ecdsa-p256", "renewal": {"renew_before_days": 30}}})
+    assert_problem(refused, 422, "policy_violation", field="renewal.renew_before_days")
+    capped = await api.client.put("/v1/tenants/acme/policy", headers=admin, json={"max_validity_days": 30})
+    assert capped.status_code == 200, capped.text
+    month = await issue(api, admin, inter, "month.acme.internal", profile="node30", algorithm="ecdsa-p256")
+    week = await issue(api, admin, inter, "week.acme.internal", profile="node30", algorithm="ecdsa-p256",
+                       validity_days=7)
+    scheduler = api.runtime.renewal_scheduler()
+
+    async def renewed_by_two_passes() -> list[list[str]]:
+        await caught_up(api)
+        first = (await scheduler.run_once()).renewed
+        await caught_up(api)
+        return [first, (await scheduler.run_once()).renewed]
+
+    assert await renewed_by_two_passes() == [[], []]
+    clock.advance(5 * DAY)  # the week's certificate is 71% through its life (67%: due); the month's, 17%
+    assert await renewed_by_two_passes() == [[week["certificate_id"]], []]
+    clock.advance(16 * DAY)  # the month's is 70% through; the week's successor has expired unrenewed
+    assert await renewed_by_two_passes() == [[month["certificate_id"]], []]
+    admin = await api.admin()  # API keys live 90 days: one made on the moved clock
+    successor = await row(api, admin, (await events_of(api, month["certificate_id"]))[-1].new_certificate_id)
+    lifetime = datetime.fromisoformat(successor["not_after"]) - datetime.fromisoformat(successor["not_before"])
+    assert datetime.fromisoformat(successor["renew_at"]) == datetime.fromisoformat(successor["not_before"]) \
+        + lifetime * 67 / 100  # what the scheduler reads: the share, not its first second
 
 
 async def test_manual_renewal_rotates_links_and_refuses_twice_or_when_revoked(pki_api):

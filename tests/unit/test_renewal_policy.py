@@ -42,7 +42,10 @@ def claim(new: str = "2", at: datetime = T0) -> RenewalStarted:
     (RenewalPolicy(), 201),  # 67% of 300 days
     (RenewalPolicy(renew_at_percent=50), 150),
     (RenewalPolicy(renew_before_days=30), 270),  # a fixed lead time wins over the share
-    (RenewalPolicy(renew_before_days=400), 0),  # never before the certificate begins
+    (RenewalPolicy(renew_before_days=299), 1),
+    # a lead time not shorter than the lifetime would be due from the start, and so would every successor: the share
+    (RenewalPolicy(renew_before_days=300), 201),
+    (RenewalPolicy(renew_before_days=400, renew_at_percent=50), 150),
 ])
 def test_renew_at_is_a_share_of_the_lifetime_or_a_lead_time(policy, due_after_days):
     assert renew_at(policy, T0, T0 + 300 * DAY) == T0 + due_after_days * DAY
@@ -113,6 +116,13 @@ def test_profiles_validate_their_renewal_policy():
                                                                        "renewal_invalid")]
     with pytest.raises(msgspec.ValidationError):
         msgspec.convert({"renew_at_percent": 100}, RenewalPolicy)
+    for days in (profile.default_validity_days, profile.default_validity_days + 1):  # due as soon as issued
+        storm = msgspec.structs.replace(profile, renewal=RenewalPolicy(renew_before_days=days))
+        violations = validate_profile(storm)
+        assert [(v.field, v.rule) for v in violations] == [("renewal.renew_before_days", "renewal_invalid")]
+        assert "default_validity_days" in violations[0].message
+    fine = msgspec.structs.replace(profile, renewal=RenewalPolicy(renew_before_days=profile.default_validity_days - 1))
+    assert validate_profile(fine) == []
 
 
 def test_a_renewal_is_claimed_once_then_linked_once():
