@@ -98,6 +98,7 @@ async def test_every_v1_route_refuses_a_missing_or_bad_credential_before_reading
 
 
 async def test_roles_that_rule_a_route_out_are_refused_before_the_body_is_read(api):
+    await api.create_tenant(await api.admin(), "acme")  # API keys are issued in tenants that exist
     viewer = await api.token("viewer", tenant_id="acme")
     scoped_admin = await api.token("platform-admin", tenant_id="acme")
     for headers, method, path, body in ((viewer, "POST", "/v1/profiles", {"profile": {}}),
