@@ -29,6 +29,21 @@ def openssl(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([OPENSSL, *args], capture_output=True, text=True)
 
 
+async def imported_offline_root(api, admin, tmp_path: Path, algorithm: str) -> tuple[Path, str, str]:
+    """A tenant acme, a root made by the offline ceremony in ``tmp_path/ceremony``, and its certificate imported:
+    (ceremony directory, root PEM, root CA id)."""
+    await api.create_tenant(admin, "acme")
+    ceremony = tmp_path / "ceremony"
+    ceremony.mkdir()
+    init = await asyncio.to_thread(csm, ceremony, "ca", "root", "init", "--offline", "--out", "root",
+                                   "--cn", "Acme Offline Root", "--org", "acme", "--algorithm", algorithm)
+    assert init.returncode == 0, init.stdout + init.stderr
+    root_pem = (ceremony / "root" / "root.pem").read_text()
+    root_id = (await ok(await api.client.post("/v1/cas/import", headers=admin, json={
+        "tenant_id": "acme", "name": "Offline root", "certificate_pem": root_pem}), 201)).json()["ca_id"]
+    return ceremony, root_pem, root_id
+
+
 async def sign_crl(ceremony: Path, request: dict, out: str, *extra: str) -> subprocess.CompletedProcess:
     (ceremony / f"{out}.json").write_text(json.dumps(request))
     return await asyncio.to_thread(csm, ceremony, "ca", "root", "sign-crl", "--root-dir", "root", "--request",
@@ -39,15 +54,7 @@ async def sign_crl(ceremony: Path, request: dict, out: str, *extra: str) -> subp
 async def test_an_offline_roots_crl_is_signed_in_the_ceremony_and_served_once_complete(pki_api, tmp_path, algorithm):
     api = pki_api
     admin = await api.admin()
-    await api.create_tenant(admin, "acme")
-    ceremony = tmp_path / "ceremony"
-    ceremony.mkdir()
-    init = await asyncio.to_thread(csm, ceremony, "ca", "root", "init", "--offline", "--out", "root",
-                                   "--cn", "Acme Offline Root", "--org", "acme", "--algorithm", algorithm)
-    assert init.returncode == 0, init.stdout + init.stderr
-    root_pem = (ceremony / "root" / "root.pem").read_text()
-    root_id = (await ok(await api.client.post("/v1/cas/import", headers=admin, json={
-        "tenant_id": "acme", "name": "Offline root", "certificate_pem": root_pem}), 201)).json()["ca_id"]
+    ceremony, root_pem, root_id = await imported_offline_root(api, admin, tmp_path, algorithm)
     signed = {}
     for name in ("Acme Issuing", "Acme Spare"):
         ca_id, row = await request_offline_intermediate(api, admin, root_id, name, algorithm)
@@ -122,15 +129,7 @@ async def test_an_offline_roots_crl_is_signed_in_the_ceremony_and_served_once_co
 async def test_a_crl_the_root_did_not_sign_or_a_ca_that_signs_its_own_is_refused(pki_api, tmp_path):
     api = pki_api
     admin = await api.admin()
-    await api.create_tenant(admin, "acme")
-    ceremony = tmp_path / "ceremony"
-    ceremony.mkdir()
-    init = await asyncio.to_thread(csm, ceremony, "ca", "root", "init", "--offline", "--out", "root",
-                                   "--cn", "Acme Offline Root", "--algorithm", "ecdsa-p384")
-    assert init.returncode == 0, init.stdout + init.stderr
-    root_pem = (ceremony / "root" / "root.pem").read_text()
-    root_id = (await ok(await api.client.post("/v1/cas/import", headers=admin, json={
-        "tenant_id": "acme", "name": "Offline root", "certificate_pem": root_pem}), 201)).json()["ca_id"]
+    ceremony, root_pem, root_id = await imported_offline_root(api, admin, tmp_path, "ecdsa-p384")
     root = x509.load_pem_x509_certificate(root_pem.encode())
     now = datetime.datetime.now(datetime.UTC)
     impostor = (x509.CertificateRevocationListBuilder().issuer_name(root.subject).last_update(now)
