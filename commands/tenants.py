@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -95,7 +96,11 @@ def refused_while_suspended(reason: str, *,
             tenant_id = getattr(cmd, "tenant_id", None)
             if (tenant_id is not None and ctx.principal.tenant_id in (None, tenant_id)
                     and (when is None or when(cmd))):
-                await active_tenant(services, tenant_id)
+                checked = _checked_tenant.set((services, tenant_id, await active_tenant(services, tenant_id)))
+                try:
+                    return await handler(cmd, ctx, services, *args, **kwargs)
+                finally:
+                    _checked_tenant.reset(checked)
             return await handler(cmd, ctx, services, *args, **kwargs)
         _declare(checked, WhileSuspended(refused=True, reason=reason))
         return checked
@@ -146,8 +151,17 @@ async def resume_tenant(cmd: ResumeTenant, ctx: CommandContext, services: Servic
     return await _run(services, ctx, cmd, lambda s: tenant.decide_resume(s, cmd.tenant_id, cmd.reason))
 
 
+# The tenant state @refused_while_suspended loaded for the handler it is running, so that the handler's own
+# active_tenant (issuance, CA creation) does not read the tenant's stream a second time in the same command.
+_checked_tenant: ContextVar[tuple[Services, str, tenant.Tenant] | None] = ContextVar("checked_tenant", default=None)
+
+
 async def active_tenant(services: Services, tenant_id: str) -> tenant.Tenant:
-    """The tenant a command acts in: it must exist and not be suspended."""
+    """The tenant a command acts in: it must exist and not be suspended (read once per command: a handler under
+    @refused_while_suspended gets the state its check loaded)."""
+    checked = _checked_tenant.get()
+    if checked is not None and checked[0] is services and checked[1] == tenant_id:
+        return checked[2]
     tenant.validate_tenant_id(tenant_id)
     state = await load(services, tenant_id, tenant.stream_id(tenant_id), tenant.fold)
     if state.status == "absent":

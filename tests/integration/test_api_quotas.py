@@ -242,3 +242,21 @@ async def test_a_scheduled_renewal_refused_by_the_day_quota_is_recorded_and_done
     clock.advance(timedelta(days=1, hours=1))  # the next UTC day, past the retry window
     await caught_up(api)
     assert (await scheduler.run_once()).renewed == [old["certificate_id"]]
+
+
+async def test_an_issuance_reads_its_tenant_once(pki_api, monkeypatch):
+    """The suspension check and the issuance's own tenant rules share one read of the tenant's stream."""
+    api = pki_api
+    admin, _root, inter = await setup(api)
+    store, reads = api.runtime.store, []
+    read_stream = store.read_stream
+
+    async def counted(tenant_id, stream_id, *args, **kwargs):
+        reads.append(stream_id)
+        return await read_stream(tenant_id, stream_id, *args, **kwargs)
+
+    monkeypatch.setattr(store, "read_stream", counted)
+    assert (await issue(api, admin, inter, "once.acme.internal")).status_code == 201
+    assert reads.count("tenant-acme") == 1
+    await api.client.post("/v1/tenants/acme/suspend", headers=admin, json={"reason": "unpaid"})
+    assert_problem(await issue(api, admin, inter, "twice.acme.internal"), 422, "tenant_suspended", field="tenant_id")
