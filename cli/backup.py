@@ -229,7 +229,7 @@ def _lost_since_backup(aside_db: Path, restored_db: Path) -> list[tuple[str, dic
 
 def _report_lost(lost: list[tuple[str, dict]], aside: Path) -> None:
     """Say what the restore left behind in the moved-aside log: above all revocations, which relying parties must
-    keep seeing (they are listed in ``lost-revocations.jsonl`` there), and CRL numbers that will be used again."""
+    keep seeing (they are listed in ``lost-revocations.jsonl`` there), and the CRLs published since."""
     revoked = [payload for kind, payload in lost if kind == "ca.certificate_revoked"]
     crl_numbers = [payload.get("crl_number", 0) for kind, payload in lost if kind == "ca.crl_published"]
     click.echo(f"warning: the log moved aside holds {len(lost):,} event(s) written after this backup, which the "
@@ -247,8 +247,9 @@ def _report_lost(lost: list[tuple[str, dict]], aside: Path) -> None:
         if len(revoked) > 20:
             click.echo(f"    … {len(revoked) - 20} more in {listing.name}")
     if crl_numbers:
-        click.echo(f"  CRLs up to number {max(crl_numbers)} were published after the backup: the next CRLs of those "
-                   "CAs repeat numbers relying parties may have seen (RFC 5280 5.2.3); fetch each CA's CRL anew")
+        click.echo(f"  CRLs up to number {max(crl_numbers)} were published after the backup; the next CRLs are "
+                   "numbered above them (CRL numbers follow the clock), and list only the revocations above until "
+                   "they are revoked again")
 
 
 def _replaced_names(settings: Settings) -> list[str]:

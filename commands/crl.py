@@ -149,7 +149,7 @@ async def _publish_from(services: Services, tenant_id: str, state: revocation.Re
                         lost: dict[str, list[str]]) -> list[PublishedCrl]:
     """One CRL per publishing key, all from this state, numbered in turn; stored, then recorded in one append."""
     signers = revocation.publishing_keys(state, now)
-    first = revocation.next_crl_number(state)
+    first = revocation.next_crl_number(state, now)
     period = services.crl_validity
     entries = revocation.crl_entries(state, now, period)  # every revocation of the CA, on every key's CRL
     artifacts = artifacts_of(services)
@@ -262,7 +262,7 @@ async def request_crl(cmd: RequestCrl, ctx: CommandContext, services: Services) 
     now = services.clock.now()
     last = state.crls.get(current.facts.public_key_sha256)
     return CrlRequest(ca_id=cmd.ca_id, tenant_id=cmd.tenant_id, issuer_fingerprint=current.facts.fingerprint_sha256,
-                      crl_number=revocation.next_crl_number(state), built_from=state.version, requested_at=now,
+                      crl_number=revocation.next_crl_number(state, now), built_from=state.version, requested_at=now,
                       due=revocation.publication_due(state, now),
                       last_crl_number=last.published.crl_number if last else None,
                       last_next_update=last.published.next_update if last else None,

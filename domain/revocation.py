@@ -349,17 +349,26 @@ def listed(entries: Iterable[RevocationRecorded], this_update: datetime,
     return [entry for entry in entries if entry.not_after + period > this_update]
 
 
-def next_crl_number(state: Registry) -> int:
-    """One sequence per CA, whichever key signs: a key's CRL numbers increase (with gaps while several keys
-    publish, as RFC 5280 5.2.3 allows), and no two CRLs under the CA's name ever carry the same number."""
-    return (state.crl.crl_number if state.crl else 0) + 1
+def crl_number_floor(now: datetime) -> int:
+    """The least CRL number a CRL signed at ``now`` may carry: milliseconds since the Unix epoch (6 octets; RFC
+    5280 5.2.3 allows 20). Why: a data directory restored from a backup has not seen the CRLs published after the
+    backup, so a count from its last CRL would repeat numbers relying parties already hold; the clock has moved
+    past them (unless a CA once published faster than a CRL a millisecond, which then only delays the floor)."""
+    return int(now.timestamp() * 1000)
+
+
+def next_crl_number(state: Registry, now: datetime) -> int:
+    """One sequence per CA, whichever key signs: above the CA's last CRL number and not below the clock's floor,
+    so a key's CRL numbers increase (with gaps, as RFC 5280 5.2.3 allows), and no two CRLs under the CA's name
+    ever carry the same number, even across a restore from backup."""
+    return max((state.crl.crl_number if state.crl else 0) + 1, crl_number_floor(now))
 
 
 def decide_publish(state: Registry, built_from: int, published: Sequence[CrlPublished]) -> list[Payload]:
     """The CRLs of one publication (one per key), built from stream version ``built_from``, numbered in turn."""
     if state.version != built_from:  # a revocation (or another publisher) came in between
         raise CrlOutdated(state.ca.ca_id)
-    expected = next_crl_number(state)
+    expected = next_crl_number(state, published[0].this_update) if published else 0
     for offset, crl in enumerate(published):
         if crl.crl_number != expected + offset:
             raise DomainError("crl_number_invalid", f"the next CRL number is {expected + offset}", field="crl_number")
@@ -426,9 +435,9 @@ def decide_install(state: Registry, signed: SignedCrl, now: datetime) -> list[Pa
     def refuse(rule: str, message: str) -> DomainError:
         return DomainError(rule, message, field="crl_pem")
 
-    if signed.crl_number < next_crl_number(state):
+    if state.crl is not None and signed.crl_number <= state.crl.crl_number:
         raise refuse("crl_number_not_increasing", f"CRL number {signed.crl_number} is not above the last CRL's "
-                     f"({next_crl_number(state) - 1}): sign a new CRL from a fresh crl-request")
+                     f"({state.crl.crl_number}): sign a new CRL from a fresh crl-request")
     if signed.next_update is None:
         raise refuse("crl_next_update_missing", "the CRL has no nextUpdate (RFC 5280 5.1.2.5 requires one)")
     if signed.this_update > now + CLOCK_SKEW:

@@ -223,12 +223,13 @@ def test_an_offline_roots_crl_ceremony_from_the_cli(tmp_path):
     revoked = csm(data, "ca", "revoke", inter, "--tenant", "acme", "--reason", "ca_compromise").stdout
     assert "no CRL signed here" in revoked and f"csm ca crl-request {root}" in revoked
     asked = csm(data, "ca", "crl-request", root, "--tenant", "acme", "--out", str(tmp_path / "request.json")).stdout
-    assert "CRL 1, 1 revocation(s) recorded; a new CRL is due" in asked
+    first = json.loads((tmp_path / "request.json").read_text())["crl_number"]
+    assert f"CRL {first}, 1 revocation(s) recorded; a new CRL is due" in asked
     signed = csm(data, "ca", "root", "sign-crl", "--root-dir", str(ceremony / "root"), "--request",
                  str(tmp_path / "request.json"), "--out", str(tmp_path / "root.crl"), "--next-update-days", "30",
                  "--passphrase-file", str(secret)).stdout
     serial = format(x509.load_pem_x509_certificate((tmp_path / "inter.pem").read_bytes()).serial_number, "x")
-    assert f"signed CRL 1 of CA {root}: 1 revoked" in signed and f"{serial}  ca_compromise" in signed
+    assert f"signed CRL {first} of CA {root}: 1 revoked" in signed and f"{serial}  ca_compromise" in signed
     crl = x509.load_pem_x509_crl((tmp_path / "root.crl").read_bytes())
     (tmp_path / "root.der").write_bytes(crl.public_bytes(serialization.Encoding.DER))  # install takes DER too
     assert f"CRL installed for CA {root}" in csm(data, "ca", "install-crl", root, "--tenant", "acme", "--crl",
@@ -236,7 +237,9 @@ def test_an_offline_roots_crl_ceremony_from_the_cli(tmp_path):
     assert "already installed" in csm(data, "ca", "install-crl", root, "--tenant", "acme", "--crl",
                                       str(tmp_path / "root.crl")).stdout
     again = csm(data, "ca", "crl-request", root, "--tenant", "acme", "--out", str(tmp_path / "again.json")).stdout
-    assert "CRL 2, 1 revocation(s) recorded; a new CRL is not due (last: CRL 1, next update" in again
+    second = json.loads((tmp_path / "again.json").read_text())["crl_number"]
+    assert second > first
+    assert f"CRL {second}, 1 revocation(s) recorded; a new CRL is not due (last: CRL {first}, next update" in again
     again_signed = csm(data, "ca", "root", "sign-crl", "--root-dir", str(ceremony / "root"), "--request",
                        str(tmp_path / "request.json"), "--out", str(tmp_path / "root.crl"),
                        "--passphrase-file", str(secret), expect=1)

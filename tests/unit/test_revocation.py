@@ -105,18 +105,41 @@ def test_recording_adds_only_what_the_ca_does_not_list_yet():
     assert revocation.decide_record(state, "c1", [entry("1", reason="superseded")]) == []  # the first one stands
 
 
+FLOOR = revocation.crl_number_floor(NOW)  # the least number a CRL signed at NOW may carry
+
+
 def test_a_crl_built_from_an_older_stream_version_is_refused_and_numbers_follow_on():
     state = revocation.fold([CREATED, entry("1"), published(1)])
     with pytest.raises(revocation.CrlOutdated):
-        revocation.decide_publish(state, state.version - 1, [published(2)])
-    with pytest.raises(DomainError) as caught:
-        revocation.decide_publish(state, state.version, [published(3)])
-    assert caught.value.code == "crl_number_invalid"
-    assert revocation.decide_publish(state, state.version, [published(2)]) == [published(2)]
+        revocation.decide_publish(state, state.version - 1, [published(FLOOR)])
+    for wrong in (2, FLOOR + 1):  # the count from the last CRL is below the clock's floor; and no skipping above it
+        with pytest.raises(DomainError) as caught:
+            revocation.decide_publish(state, state.version, [published(wrong)])
+        assert caught.value.code == "crl_number_invalid"
+    assert revocation.decide_publish(state, state.version, [published(FLOOR)]) == [published(FLOOR)]
     with pytest.raises(DomainError):  # one publication's CRLs (one per key) take the numbers in turn
-        revocation.decide_publish(state, state.version, [published(2), published(2)])
-    assert revocation.decide_publish(state, state.version, [published(2), published(3)]) == [published(2),
-                                                                                              published(3)]
+        revocation.decide_publish(state, state.version, [published(FLOOR), published(FLOOR)])
+    assert revocation.decide_publish(state, state.version, [published(FLOOR), published(FLOOR + 1)]) == [
+        published(FLOOR), published(FLOOR + 1)]
+    ahead = revocation.fold([CREATED, entry("1"), published(FLOOR + 40)])  # published faster than the clock
+    assert revocation.next_crl_number(ahead, NOW) == FLOOR + 41
+
+
+@hsettings(max_examples=200)
+@given(last=st.integers(min_value=1, max_value=FLOOR), gaps=st.lists(st.integers(1, 10**8), min_size=1, max_size=20),
+       restored_after=st.integers(min_value=1, max_value=10**8))
+def test_crl_numbers_after_a_restore_never_repeat_those_published_since_the_backup(last, gaps, restored_after):
+    """The backup's last CRL is ``last`` (at NOW); CRLs go on being published ``gaps`` ms apart (at most one a
+    millisecond); the backup is restored ``restored_after`` ms after the last of them: its next CRL number is
+    above every number published since the backup."""
+    backup = revocation.fold([CREATED, published(last)])
+    state, at, since = backup, NOW, []
+    for gap in gaps:
+        at += timedelta(milliseconds=gap)
+        since.append(revocation.next_crl_number(state, at))
+        state = revocation.fold([published(since[-1], this_update=at)], state)
+    assert since == sorted(set(since)) and since[0] > last
+    assert revocation.next_crl_number(backup, at + timedelta(milliseconds=restored_after)) > since[-1]
 
 
 @pytest.mark.parametrize("events, now, due", [
@@ -140,7 +163,7 @@ def test_after_a_rollover_each_key_publishes_its_own_crl_until_its_certificates_
     state = revocation.fold(rolled)
     assert revocation.publishing_keys(state, NOW) == [old, NEW_KEY]  # oldest key first, the current one last
     assert revocation.publication_due(state, NOW) and not revocation.covers(state, 2, NOW)  # the new key has none
-    assert revocation.next_crl_number(state) == 2
+    assert revocation.next_crl_number(state, NOW) == FLOOR
 
     state = revocation.fold([*rolled, published(2, signer=old), published(3, signer=NEW_KEY)])
     assert not revocation.publication_due(state, NOW) and revocation.covers(state, 2, NOW)
@@ -149,7 +172,7 @@ def test_after_a_rollover_each_key_publishes_its_own_crl_until_its_certificates_
     assert revocation.crl_of_key(state, "ab01", NOW).published.crl_number == 2
     assert revocation.crl_of_key(state, "ef01", NOW) is None
     assert revocation.crl_of_key(state, None, NOW).published.crl_number == 2  # the plain URL: the oldest key's
-    assert revocation.next_crl_number(state) == 4  # one sequence per CA: each key's numbers still increase
+    assert revocation.next_crl_number(state, NOW) == FLOOR  # one sequence per CA: each key's numbers still increase
     assert revocation.publication_due(revocation.fold([*rolled, published(2, signer=old), published(3, signer=NEW_KEY),
                                                        entry("2")]), NOW)  # a revocation neither CRL lists
 
