@@ -152,7 +152,10 @@ class CertificateController(Controller):
                      expires_after: Timestamp = None, expires_before: Timestamp = None,
                      expiring_within: Annotated[str | None, QueryParameter(
                          pattern=r"^[1-9][0-9]{0,5}[dh]$",
-                         description="not yet expired, and expiring within this many days (30d) or hours (12h)")]
+                         description="not yet expired, and expiring within this many days (30d) or hours (12h). "
+                         "Without `status`, only live certificates (issued, not revoked nor under a revoked CA, not "
+                         "superseded by a renewal): what still needs action, as the csm_certificates_expiring gauge "
+                         "counts them. With `status` (e.g. `status=revoked`), that filter instead, as given.")]
                      = None,
                      sort: Annotated[str, QueryParameter(pattern="^(issued|expiry)$")] = "issued",
                      cursor: Annotated[str | None, QueryParameter(max_length=512)] = None,
@@ -180,7 +183,8 @@ class CertificateController(Controller):
             san=san, serial=serial.removeprefix("0x").replace(":", "") if serial else None, fingerprint=fingerprint,
             issuer=issuer, status=status, algorithm=algorithm, profile=profile, tag=tag,
             expires_after=expires_after and _aware(expires_after),
-            expires_before=expires_before and _aware(expires_before), now=moment, sort=sort, cursor=after,
+            expires_before=expires_before and _aware(expires_before), now=moment,
+            live_only=expiring_within is not None and status is None, sort=sort, cursor=after,
             limit=limit + 1)
         items = [msgspec.convert(row, CertificateOut) for row in rows[:limit]]
         more = len(rows) > limit

@@ -286,12 +286,13 @@ def search(conn: sqlite3.Connection, scope: str | None, *, tenant_id: str | None
            fingerprint: str | None = None, issuer: str | None = None, status: str | None = None,
            algorithm: str | None = None, profile: str | None = None, tag: str | None = None,
            expires_after: datetime | None = None, expires_before: datetime | None = None,
-           now: datetime | None = None,
+           now: datetime | None = None, live_only: bool = False,
            sort: str = "issued", cursor: tuple | None = None, limit: int = 100) -> list[dict]:
     """Certificates matching every given filter, keyset-paginated by ``sort``; confined to ``scope`` if set.
 
     ``status`` "expired" and "valid" compare ``not_after`` with ``now``; ``issuer`` is a CA id
-    or an issuer DN; ``common_name`` and ``san`` accept a trailing ``*`` as a prefix match.
+    or an issuer DN; ``common_name`` and ``san`` accept a trailing ``*`` as a prefix match. ``live_only`` keeps the
+    live certificates (:func:`live`: what ``expiring_counts`` counts).
     """
     clauses, args = [], []
 
@@ -328,6 +329,8 @@ def search(conn: sqlite3.Connection, scope: str | None, *, tenant_id: str | None
             where("c.not_after >= ? AND c.status = 'issued'", validity_time(now, up=True))
     elif status:
         where("c.status = ?", status)
+    if live_only:
+        where(live("c"))
     if expires_after:
         where("c.not_after >= ?", validity_time(expires_after, up=True))
     if expires_before:
@@ -358,7 +361,16 @@ def _text_match(column: str, pattern: str) -> tuple[str, str]:
     return f"{column} = ?", pattern
 
 
-_LIVE = "status = 'issued' AND superseded_by IS NULL"
+def live(alias: str = "") -> str:
+    """The SQL condition of a live certificate, the one definition for the expiry list, the expiry gauges, renewal,
+    warnings and the quota counts: issued, not revoked (nor under a revoked CA: its ``status`` says so too), not
+    superseded by a renewal. The partial indexes above spell the same condition, so that these queries use them.
+    ``alias`` qualifies the columns ("c" for ``c.status``)."""
+    prefix = f"{alias}." if alias else ""
+    return f"{prefix}status = 'issued' AND {prefix}superseded_by IS NULL"
+
+
+_LIVE = live()
 
 
 def validity_time(moment: datetime, *, up: bool = False) -> str:

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from test_api_ca_lifecycle import OPENSSL, ca_pem, certificates, create_ca, current_ca_pem, load, needs_openssl
 from test_api_revocation import crl_of, leaf, revoke, setup
-from test_api_support import assert_problem, pki_api  # noqa: F401
+from test_api_support import assert_problem, pki_api, running_api  # noqa: F401
 from test_crl_schedule import Clock, caught_up, crl_number
 
 from domain.events import decode_payload
@@ -262,15 +262,7 @@ async def test_expiring_within_and_the_expiry_gauges(pki_api):
         response = await api.client.get("/v1/certificates", headers=admin, params={"expiring_within": bad})
         assert_problem(response, 400, "validation_failed", field="expiring_within")
 
-    def series(metrics: str) -> dict[tuple[str, ...], float]:
-        found = {}
-        for line in metrics.splitlines():
-            if line.startswith("csm_certificates_expiring{"):
-                labels, value = line.removeprefix("csm_certificates_expiring{").split("} ")
-                parsed = dict(item.split("=") for item in labels.split(","))
-                found[tuple(parsed.get(name, "").strip('"') for name in ("tenant", "ca", "within"))] = float(value)
-        return found
-
+    series = expiring_series
     anonymous = (await api.client.get("/metrics")).text  # no scrape token configured: totals, no tenant or CA
     assert series(anonymous) == {("", "", "7d"): 1, ("", "", "30d"): 2, ("", "", "90d"): 3}
     assert "acme" not in anonymous and inter not in anonymous
@@ -278,6 +270,49 @@ async def test_expiring_within_and_the_expiry_gauges(pki_api):
     assert_problem(await api.client.get("/metrics"), 401, "unauthorized", field="Authorization")
     scraped = await api.client.get("/metrics", headers={"Authorization": "Bearer " + "s" * 32})
     assert series(scraped.text) == {("acme", inter, "7d"): 1, ("acme", inter, "30d"): 2, ("acme", inter, "90d"): 3}
+
+
+def expiring_series(metrics: str) -> dict[tuple[str, ...], float]:
+    """``csm_certificates_expiring`` of a scrape, by its (tenant, ca, within) labels ("" where absent)."""
+    found = {}
+    for line in metrics.splitlines():
+        if line.startswith("csm_certificates_expiring{"):
+            labels, value = line.removeprefix("csm_certificates_expiring{").split("} ")
+            parsed = dict(item.split("=") for item in labels.split(","))
+            found[tuple(parsed.get(name, "").strip('"') for name in ("tenant", "ca", "within"))] = float(value)
+    return found
+
+
+async def test_expiring_within_lists_what_the_expiry_gauge_counts_and_a_status_filter_overrides_it(tmp_path):
+    """Of a revoked, a renewed (superseded) and a live certificate expiring within 30 days, the list and the
+    tenant's gauge (scraped with the CSM_METRICS_TOKEN_FILE token) both hold the live one and the renewal's
+    successor (same lifetime, so in the window too), and nothing else; ``status`` still selects what it names."""
+    token = "0123456789abcdef" * 4
+    (tmp_path / "scrape-token").write_text(token + "\n")
+    async with running_api(tmp_path, max_body_bytes=1 << 20, metrics_token_file=tmp_path / "scrape-token") as api:
+        admin, _root, inter = await setup(api)
+        live, revoked, renewed = [(await issue(api, admin, inter, f"{name}.acme.internal", algorithm="ecdsa-p256",
+                                               validity_days=20))["certificate_id"]
+                                  for name in ("live", "revoked", "renewed")]
+        await revoke(api, admin, revoked, reason="cessation_of_operation")
+        response = await api.client.post(f"/v1/certificates/{renewed}/renew", headers=admin, json={})
+        assert response.status_code == 201, response.text
+        successor = response.json()["certificate_id"]
+        await caught_up(api)
+
+        async def within(**params) -> set[str]:
+            response = await api.client.get("/v1/certificates", headers=admin,
+                                            params={"expiring_within": "30d", **params})
+            assert response.status_code == 200, response.text
+            return {item["certificate_id"] for item in response.json()["items"]}
+
+        listed = await within()
+        assert listed == {live, successor}
+        scraped = await api.client.get("/metrics", headers={"Authorization": f"Bearer {token}"})
+        assert scraped.status_code == 200, scraped.text
+        assert expiring_series(scraped.text)[("acme", inter, "30d")] == len(listed)
+        assert await within(status="revoked") == {revoked}
+        assert await within(status="issued") == {live, renewed, successor}  # "issued" keeps the superseded one
 
 
 async def test_a_certificate_is_valid_through_its_not_after_second_and_expired_just_after(pki_api):
