@@ -4,11 +4,16 @@ The key arrives as the key vault's plaintext (the crypto engine's serialisation)
 becomes PKCS#8 for the format writers. For a hybrid key, PEM carries both halves (the
 classical key first, then the ML-DSA key); PKCS#12 and JKS carry the classical half, which
 is all Java and Cassandra's TLS can use.
+
+A refusal says what is wrong in this service's words, naming the field: the format writers' ValueError text
+names their own arguments (``private_key_pkcs8_der``) or a library's classes, not the request, and is logged at
+debug, never put in a problem.
 """
 
 from __future__ import annotations
 
 import base64
+import logging
 import re
 
 from cryptography.hazmat.primitives import serialization
@@ -28,6 +33,7 @@ EXPORT_MEDIA_TYPES = {
     "jks": ("jks", "application/x-java-keystore"),
     "jks-truststore": ("truststore.jks", "application/x-java-keystore"),
 }
+log = logging.getLogger(__name__)
 _PEM_BODY = re.compile(r"-----BEGIN CERTIFICATE-----(.+?)-----END CERTIFICATE-----", re.DOTALL)
 
 
@@ -119,8 +125,11 @@ def render(format_: str, row: dict, chain: list[dict], material: bytes | None, p
             return formats.pkcs12_truststore(chain_der, _password(password, format_), aliases)
         if format_ == "jks-truststore":
             return jks.jks_truststore(list(zip(aliases, chain_der)), _password(password, format_))
-    except ValueError as exc:  # the writers name the problem (password too short, key type, ...)
-        raise DomainError("export_refused", str(exc), field="format") from None
+    except ValueError as exc:  # preflight refused what a request can get wrong; this is what the format cannot hold
+        log.debug("%s export not written: %s", format_, exc)  # the writers' texts carry no key material
+        raise DomainError("export_refused", f"a {format_} export of this certificate cannot be written: its stored "
+                          f"key does not match it, or {format_} cannot hold that kind of key (pem holds any)",
+                          field="format") from None
     raise DomainError("unknown_format", f"unknown export format {format_}", field="format")
 
 

@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 from domain.errors import DomainError
 from infra.export import der_certificate, jks_keystore, jks_truststore, pem_bundle, pkcs12, pkcs12_truststore
 from infra.export.formats import der_integer, der_oid
-from infra.export.bundle import MIN_PASSWORD, preflight
+from infra.crypto import keys
+from infra.export.bundle import MIN_PASSWORD, preflight, render
 from infra.export.jks import modified_utf8
 
 DER = serialization.Encoding.DER
@@ -321,3 +322,31 @@ def test_a_key_is_exported_only_by_formats_that_carry_one():
         assert refused.value.field == "--include-key"
     preflight("pem", None, True)  # an unencrypted PEM key, as asked (audited; key:export)
     preflight("der", None, False)
+
+
+def _rows(chain: dict) -> tuple[dict, list[dict]]:
+    """A certificate read-model row and its chain's rows, as bundle.render takes them."""
+    def pem_of(der: bytes) -> str:
+        return x509.load_der_x509_certificate(der).public_bytes(serialization.Encoding.PEM).decode()
+
+    row = {"certificate_pem": pem_of(chain["leaf"]), "common_name": "node1.example", "certificate_id": "01"}
+    return row, [{"certificate_pem": pem_of(der), "fingerprint": hashlib.sha256(der).hexdigest()}
+                 for der in chain["chain"]]
+
+
+@pytest.mark.parametrize("format_, kind, foreign", [("pkcs12", "ec", True), ("jks", "ec", True),
+                                                    ("pem", "ec", True), ("pkcs12", "ml-dsa-65", False),
+                                                    ("jks", "ml-dsa-65", False)])
+def test_an_export_the_format_cannot_hold_is_refused_in_our_words(format_, kind, foreign):
+    """What preflight cannot see (a key that is not the certificate's, a key type a keystore cannot carry when a
+    caller skips preflight) is export_refused on field format with our sentence, not the writers' ValueError text
+    (which names their arguments, private_key_pkcs8_der, or a library class, MLDSA65PrivateKey)."""
+    chain = make_chain(kind)
+    key = KEYS[kind]() if foreign else chain["key_object"]
+    material = keys.to_bytes(keys.KeyPair("ecdsa-p256" if kind == "ec" else kind, key))
+    row, chain_rows = _rows(chain)
+    with pytest.raises(DomainError) as refused:
+        render(format_, row, chain_rows, material, "long enough")
+    assert (refused.value.code, refused.value.field) == ("export_refused", "format")
+    assert refused.value.detail == (f"a {format_} export of this certificate cannot be written: its stored key "
+                                    f"does not match it, or {format_} cannot hold that kind of key (pem holds any)")
