@@ -11,16 +11,20 @@ address it resolves to is one the rules refuse (``domain.webhook.address_problem
 unless allowed, link-local, unspecified, multicast) the attempt fails without a connection, and
 otherwise the request goes to a vetted address, so a DNS answer that changes between the check
 and the connection (rebinding) cannot redirect it; the Host header, TLS SNI and certificate
-verification stay with the name. The job's message carries only the delivery id: body, tenant
-and subscription are read here.
+verification stay with the name. The lookup is bounded by the delivery timeout, as the connection
+is: a resolver slower than that (its own timeout and retries can take tens of seconds) fails the
+attempt as a connect timeout (retried like one), and does not hold the worker. The job's message
+carries only the delivery id: body, tenant and subscription are read here.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import ipaddress
 import logging
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -131,8 +135,7 @@ class Deliverer:
         HostRefused if any of them is one the subscription rules refuse (ConnectError if there is none)."""
         host = url.raw_host.decode("ascii")
         try:
-            found = socket.getaddrinfo(host, url.port or (443 if url.scheme == "https" else 80),
-                                       type=socket.SOCK_STREAM)
+            found = _lookup(host, url.port or (443 if url.scheme == "https" else 80), self.timeout)
         except socket.gaierror as exc:  # as the HTTP client would have failed to connect
             raise httpx.ConnectError(f"{host} does not resolve: {exc}") from None
         addresses = list(dict.fromkeys(str(info[4][0]) for info in found))
@@ -141,6 +144,28 @@ class Deliverer:
             if problem:
                 raise HostRefused(f"url_host: {host} resolves to {problem}; no request was sent")
         return addresses
+
+
+def _lookup(host: str, port: int, timeout: float) -> list:
+    """``socket.getaddrinfo(host, port)`` for TCP, waited for ``timeout`` seconds at most (httpx.ConnectTimeout).
+
+    A blocking lookup cannot be cancelled: it runs on a daemon thread of its own, which the resolver ends (its
+    answer, when late, is dropped). Not a shared pool: lookups stuck on one receiver's slow name server would
+    queue the other receivers' behind them.
+    """
+    answer: concurrent.futures.Future[list] = concurrent.futures.Future()
+
+    def resolve() -> None:
+        try:
+            answer.set_result(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting caller, which re-raises it
+            answer.set_exception(exc)
+
+    threading.Thread(target=resolve, name=f"webhook-dns-{host}"[:60], daemon=True).start()
+    try:
+        return answer.result(timeout=timeout)
+    except concurrent.futures.TimeoutError:
+        raise httpx.ConnectTimeout(f"{host} did not resolve within {timeout:g} s") from None
 
 
 def encode_host(host: str) -> str:

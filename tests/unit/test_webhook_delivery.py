@@ -223,3 +223,37 @@ def test_a_vetted_name_is_sent_to_its_address_with_its_host_header_sni_and_certi
     row = job.deliveries.get(delivery_id)
     assert row["status"] == "delivered" and row["last_status_code"] == 204, row["last_error"]
     assert names == ["localhost"] and hosts == [f"localhost:{port}"]
+
+
+def test_a_lookup_slower_than_the_delivery_timeout_is_a_failed_attempt_retried_like_a_connect_timeout(
+        tmp_path, monkeypatch):
+    """A slow resolver cannot hold a delivery worker beyond the delivery timeout.
+
+    The resolver is the one thing stood in for: a slow DNS server is not cheap to run here, so ``socket.getaddrinfo``
+    blocks (on an event the test sets afterwards) for the receiver's name only; every other lookup is the real one.
+    The attempt fails, is recorded as pending with a ConnectTimeout like a connection that timed out, and is
+    retried (DeliveryFailed); no connection was made, and the resolver was still answering when the job gave up.
+    """
+    real, release, asked, answered = socket.getaddrinfo, threading.Event(), threading.Event(), threading.Event()
+
+    def slow_for_one_name(host, *args, **kwargs):
+        if host == "slow-dns.example":
+            asked.set()
+            release.wait(30)
+            answered.set()
+            raise socket.gaierror(socket.EAI_AGAIN, "the test's resolver was released")
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", slow_for_one_name)
+    job, delivery_id = deliverer(tmp_path, "https://slow-dns.example/hooks", monkeypatch)
+    job.timeout = 0.2
+    try:
+        with pytest.raises(DeliveryFailed):
+            job(delivery_id)
+        still_resolving = asked.is_set() and not answered.is_set()  # the job returned while the lookup went on
+    finally:
+        release.set()
+    assert still_resolving
+    row = job.deliveries.get(delivery_id)
+    assert row["status"] == "pending" and row["attempts"] == 1 and row["last_status_code"] is None
+    assert row["last_error"] == "ConnectTimeout: slow-dns.example did not resolve within 0.2 s"
