@@ -34,7 +34,7 @@ from cli.common import EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, CliError, require_init
 from domain.verification import VerifyReport
 from infra.audit.keys import PUBLIC_FILE
 from infra.config import Settings
-from infra.data_lock import DataDirBusy, exclusive
+from infra.data_lock import DataDirUnavailable, exclusive
 from infra.private_files import sync_directory
 
 MANIFEST = "manifest.json"
@@ -324,7 +324,7 @@ def restore(settings: Settings, src_dir: Path, force: bool) -> None:
     try:
         with exclusive(settings.data_dir):  # refused while a server, projector, job worker or any csm command uses it
             report = _restore_into(settings, src_dir, manifest, force)
-    except DataDirBusy as exc:
+    except DataDirUnavailable as exc:
         raise CliError(f"{exc}; nothing was restored", EXIT_USAGE) from None
     print_report(report)
     raise click.exceptions.Exit(EXIT_OK if report.ok else EXIT_PROBLEM)

@@ -34,7 +34,7 @@ from infra.keystore.kek import KekError
 from infra.audit.keys import PUBLIC_FILE
 from infra.bootstrap import Runtime, open_runtime
 from infra.config import Settings
-from infra.data_lock import DataDirBusy, shared
+from infra.data_lock import DataDirUnavailable, DataDirUnwritable, shared
 from infra.eventstore.sqlite import StoreUnavailable
 
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
@@ -120,7 +120,8 @@ def require_initialised(settings: Settings) -> None:
 
 
 def hold_data_dir(settings: Settings) -> None:
-    """Share ``<data>/run/data-dir.lock`` until the command ends (infra/data_lock.py), refusing during a restore.
+    """Share ``<data>/run/data-dir.lock`` until the command ends (infra/data_lock.py), refusing during a restore
+    and where the lock file cannot be written.
 
     Held by the root click context, once per directory, and released when it closes: a restore cannot
     start under a running command, nor a command write into files a restore is moving.
@@ -131,8 +132,9 @@ def hold_data_dir(settings: Settings) -> None:
         return
     try:
         ctx.with_resource(shared(settings.data_dir))
-    except DataDirBusy as exc:
-        raise CliError(f"{exc}; nothing was done") from None
+    except DataDirUnavailable as exc:  # busy: exit 1, as a refused command; unwritable: 2, as a directory not set up
+        raise CliError(f"{exc}; nothing was done", EXIT_USAGE if isinstance(exc, DataDirUnwritable)
+                       else EXIT_PROBLEM) from None
     ctx.meta[key] = True
 
 

@@ -20,7 +20,7 @@ from cli.auth import first_login_hints
 from infra.audit.keys import PUBLIC_FILE
 from infra.bootstrap import initialise
 from infra.config import Settings, read_metrics_token
-from infra.data_lock import DataDirBusy, hold_while_running
+from infra.data_lock import DataDirUnavailable, hold_while_running
 
 DISTRIBUTION = "cassandra-security-manager"
 
@@ -93,7 +93,7 @@ def serve(settings: Settings, host: str | None, port: int | None, workers: int |
         raise CliError(str(exc)) from None
     try:  # held until this process ends: `csm restore` refuses to replace files a running server has open
         hold_while_running(settings.data_dir)
-    except DataDirBusy as exc:
+    except DataDirUnavailable as exc:
         raise CliError(str(exc)) from None
     initialise(settings, rebuild="background").close()  # a changed read model is rebuilt while the server serves
     from api import server  # lazily: the API is the only part of csm that needs the web stack

@@ -14,7 +14,7 @@ import click
 from cli.common import CliError
 from infra.bootstrap import initialise
 from infra.config import Settings
-from infra.data_lock import DataDirBusy, hold_while_running
+from infra.data_lock import DataDirUnavailable, hold_while_running
 from infra.distributed import projection_tasks
 
 HEARTBEAT_FILE = "projector.alive"  # touched every poll interval: the container's health check reads its age
@@ -41,7 +41,7 @@ def projector(settings: Settings, heartbeat_max_age: float | None) -> None:
     try:
         hold_while_running(settings.data_dir)  # until this process ends: `csm restore` refuses meanwhile
         runtime = initialise(settings, rebuild="background")
-    except (ValueError, DataDirBusy) as exc:
+    except (ValueError, DataDirUnavailable) as exc:
         raise CliError(str(exc)) from None
     click.echo(f"projector: store {settings.store}, bus {settings.bus} (data {settings.data_dir})", err=True)
     try:

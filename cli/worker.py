@@ -10,7 +10,7 @@ import click
 from cli.common import CliError
 from infra.bootstrap import open_job_worker
 from infra.config import Settings
-from infra.data_lock import DataDirBusy, hold_while_running
+from infra.data_lock import DataDirUnavailable, hold_while_running
 from infra.jobs import run_worker
 
 
@@ -29,7 +29,7 @@ def worker(settings: Settings, threads: int) -> None:
     try:
         hold_while_running(settings.data_dir)  # it writes webhooks.db: `csm restore` refuses while it runs
         job_worker = open_job_worker(settings)
-    except (ValueError, DataDirBusy) as exc:
+    except (ValueError, DataDirUnavailable) as exc:
         raise CliError(str(exc)) from None
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -7,6 +7,12 @@ runs (``shared``); ``csm restore`` takes it exclusively, without waiting, before
 file. An flock belongs to an open file, so the kernel drops it when its process ends, however
 it ends: a crashed server leaves no stale lock behind, and a live one cannot be missed. A
 multi-worker server of a version before this lock is still seen by its primary's socket.
+
+Taking the lock means creating and opening the lock file for writing. Where this process cannot
+(a read-only directory, another user's files), every command is refused with DataDirUnwritable,
+which names the lock, the directory and what to do, ``csm audit verify`` included: it writes
+nothing, but SQLite cannot read a WAL-mode database in a directory it cannot write either (it must
+create ``events.db-shm``), so a read-only copy is verified by copying it somewhere writable.
 """
 
 from __future__ import annotations
@@ -25,8 +31,16 @@ PRIMARY_SOCKET = "primary.sock"
 _held: list[int] = []  # this process's shared locks: never closed, the kernel releases them at exit
 
 
-class DataDirBusy(Exception):
+class DataDirUnavailable(Exception):
+    """The data directory's lock cannot be taken; the message says why and what to do."""
+
+
+class DataDirBusy(DataDirUnavailable):
     """The lock is held the other way: a restore is running (for a server), or a server runs (for a restore)."""
+
+
+class DataDirUnwritable(DataDirUnavailable):
+    """The lock file cannot be created or opened for writing: the directory is read-only to this process."""
 
 
 def lock_path(data_dir: Path) -> Path:
@@ -34,9 +48,15 @@ def lock_path(data_dir: Path) -> Path:
 
 
 def _open(data_dir: Path) -> int:
-    Path(data_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
-    (Path(data_dir) / RUN_DIR).mkdir(exist_ok=True, mode=0o700)
-    return os.open(lock_path(data_dir), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        Path(data_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
+        (Path(data_dir) / RUN_DIR).mkdir(exist_ok=True, mode=0o700)
+        return os.open(lock_path(data_dir), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:  # read-only (EACCES, EROFS), or the path is not a file: the OS text alone names neither
+        raise DataDirUnwritable(
+            f"cannot write the data-directory lock {lock_path(data_dir)} ({exc.strerror or exc}): csm commands "
+            f"hold it while they use {data_dir}. Run csm as a user who may write there, or make it writable (to "
+            "verify a read-only copy, copy it to a writable directory first)") from None
 
 
 def _try_lock(fd: int, operation: int) -> bool:
@@ -65,7 +85,8 @@ def hold_while_running(data_dir: Path) -> None:
 
 @contextlib.contextmanager
 def shared(data_dir: Path) -> Iterator[None]:
-    """Hold a shared lock on ``data_dir`` for a block (a one-off CLI command); DataDirBusy at once during a restore."""
+    """Hold a shared lock on ``data_dir`` for a block (a one-off CLI command); DataDirBusy at once during a restore,
+    DataDirUnwritable where the lock file cannot be written."""
     fd = _share(data_dir)
     try:
         yield

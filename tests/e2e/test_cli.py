@@ -108,6 +108,41 @@ def test_a_store_without_its_keys_is_refused_rather_than_given_new_ones(initiali
     assert not list((initialised / "keys").iterdir())
 
 
+def lock_unwritable(data_dir: Path) -> str:
+    """Make ``data_dir``'s lock file impossible to open for writing: by permissions (0444, its directory 0555) for an
+    ordinary user; as root, whom permissions do not stop (and no read-only mount is available here), by putting a
+    directory where the lock file goes, which no process can open for writing either. The OS's words for it."""
+    lock = data_dir / "run" / "data-dir.lock"
+    if os.geteuid() != 0:
+        lock.chmod(0o444)
+        lock.parent.chmod(0o555)
+        return "Permission denied"
+    lock.unlink()
+    lock.mkdir()
+    return "Is a directory"
+
+
+def test_a_data_dir_whose_lock_cannot_be_written_is_one_clear_line_naming_it(initialised):
+    """Every command that uses the directory holds its lock, so one that cannot write it says so in one line, naming
+    the lock, the directory and what to do, and does nothing. `csm audit verify` too: it writes nothing, but SQLite
+    cannot read a WAL database in a directory it cannot write either, so skipping the lock would not help it."""
+    lock, why = initialised / "run" / "data-dir.lock", lock_unwritable(initialised)
+    try:
+        for args in (("tenant", "create", "acme", "--name", "Acme"), ("tenant", "list"), ("audit", "verify")):
+            run = csm(initialised, *args, expect=2)
+            assert run.stderr.strip().splitlines() == [
+                f"error: cannot write the data-directory lock {lock} ({why}): csm commands hold it while they use "
+                f"{initialised}. Run csm as a user who may write there, or make it writable (to verify a read-only "
+                "copy, copy it to a writable directory first); nothing was done"], args
+    finally:
+        lock.parent.chmod(0o700)
+        if lock.is_dir():
+            lock.rmdir()
+        else:
+            lock.chmod(0o600)
+    assert "acme" not in csm(initialised, "tenant", "list").stdout  # the refused create wrote nothing
+
+
 # tokens -----------------------------------------------------------------------------------------
 
 def test_create_token_prints_only_the_token_on_stdout(initialised):
