@@ -51,6 +51,8 @@ ROUTE_PERMISSIONS: dict[tuple[str, str], Rule] = {
     ("GET", "/v1/tenants/{tenant_id}"): Rule(("tenant:read",), "tenant"),
     ("GET", "/v1/tenants/{tenant_id}/usage"): Rule(("tenant:read",), "tenant",
                                                    note="what the tenant holds against its quotas"),
+    ("GET", "/v1/tenants/{tenant_id}/compromised-keys"): Rule(
+        ("cert:read",), "tenant", note="hashes of keys reported compromised: never certified again in the tenant"),
     ("POST", "/v1/tenants/{tenant_id}/rename"): Rule(("tenant:update",), "tenant"),
     ("PUT", "/v1/tenants/{tenant_id}/quotas"): Rule(("tenant:create",), "platform",
                                                     note="bounds on what a tenant may hold and issue (Quotas below)"),

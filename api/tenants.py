@@ -1,4 +1,5 @@
-"""The /v1/tenants resource: tenant commands (create, rename, quotas, suspend, resume) and queries."""
+"""The /v1/tenants resource: tenant commands (create, rename, quotas, suspend, resume) and queries (usage, compromised
+keys)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ import msgspec
 from litestar import Controller, Request, Response, get, post, route
 from litestar.params import FromPath, JSONBody, QueryParameter
 
-from api.deps import (Caller, IdempotencyKey, MinPosition, execute, find_row, page_position, read_models_of,
-                      read_your_writes, runtime_of)
+from api.deps import (Caller, IdempotencyKey, MinPosition, command_context, execute, find_row, page_position,
+                      read_models_of, read_your_writes, runtime_of)
 from api.problems import COMMAND_ERRORS, QUERY_ERRORS, ApiProblem
 from api.schemas import ReasonBody, RenameBody, TenantOut, TenantPage, TenantUsageOut
+from commands import compromised_keys
 from commands import tenants as cmd
 from commands.authz import authorize, visible_tenants
 from commands.runtime import CommandResult, rfc3339
@@ -75,6 +77,21 @@ class TenantController(Controller):
                               usage=counted.usage, day_started_at=rfc3339(day),
                               day_ends_at=rfc3339(day + timedelta(days=1)),
                               position=min(counted.cas_position, counted.certificates_position))
+
+    @get("/{tenant_id:str}/compromised-keys", summary="Keys reported compromised in a tenant: never certified again in it",
+         description="Each key (SHA-256 of its SubjectPublicKeyInfo DER) that a `key_compromise` revocation of a "
+         "certificate, or a `key_compromise` or `ca_compromise` revocation of a CA, reported: when, and through "
+         "which certificate or CA. Read from the tenant's own stream, so it is current without `min_position`.",
+         responses=QUERY_ERRORS)
+    async def compromised(self, request: Request, principal: Caller,
+                          tenant_id: FromPath[str]) -> compromised_keys.CompromisedKeyList:
+        authorize(principal, "cert:read", tenant_id)
+        row = await find_row(request, read_model.get, tenant_id, visible_tenants(principal), field="tenant_id")
+        if row is None:
+            raise ApiProblem(404, "tenant_not_found", f"tenant {tenant_id} does not exist", field="tenant_id")
+        return await compromised_keys.list_compromised_keys(
+            compromised_keys.ListCompromisedKeys(tenant_id=tenant_id), command_context(principal),
+            runtime_of(request.app.state).services)
 
     @post("/{tenant_id:str}/rename", status_code=200, summary="Rename a tenant", responses=COMMAND_ERRORS)
     async def rename(self, request: Request, principal: Caller, tenant_id: FromPath[str],

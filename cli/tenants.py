@@ -6,6 +6,7 @@ import click
 import msgspec
 from cli.common import (CliError, catch_up, command_context, echo_json, id_table, print_table, query_runtime_views,
                         run_async, runtime_for)
+from commands import compromised_keys
 from commands import tenants as cmd
 from commands.runtime import CommandResult
 from infra.config import Settings
@@ -130,6 +131,26 @@ def usage(settings: Settings, tenant_id: str, as_json: bool) -> None:
                         ("issuances_today", "max_issuances_per_day")):
         limit = row["quotas"][quota]
         click.echo(f"{name + ':':<17} {held[name]} of {'unlimited' if limit is None else limit}")
+
+
+@tenant.command("compromised-keys")
+@click.argument("tenant_id")
+@click.option("--json", "as_json", is_flag=True, help="JSON on stdout.")
+@click.pass_obj
+def compromised(settings: Settings, tenant_id: str, as_json: bool) -> None:
+    """Keys reported compromised in tenant TENANT_ID (SHA-256 of the SubjectPublicKeyInfo): none of them is certified
+    again in it. Read from the tenant's own stream."""
+    query = compromised_keys.ListCompromisedKeys(tenant_id=tenant_id)
+    with runtime_for(settings) as runtime:
+        listed = run_async(compromised_keys.list_compromised_keys(query, command_context(), runtime.services))
+    if as_json:
+        echo_json(listed.items)
+        return
+    table = id_table("public key sha256", "reason", "reported at", "reported by", ids={"public key sha256"})
+    for item in listed.items:
+        by = f"certificate {item.certificate_id}" if item.certificate_id else f"CA {item.subject_ca_id}"
+        table.add_row(item.public_key_sha256, item.reason, item.reported_at.isoformat(), by)
+    print_table(table, footer=f"{len(listed.items)} compromised key(s) in tenant {tenant_id}")
 
 
 def _all_tenants(conn, status: str | None) -> list[dict]:

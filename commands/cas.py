@@ -8,7 +8,7 @@ from typing import Annotated
 
 import msgspec
 
-from commands import blocking, pki, quotas
+from commands import blocking, compromised_keys, pki, quotas
 from commands.authz import authorize
 from commands.ids import uuid7
 from commands.ports import PublicKeys
@@ -227,12 +227,14 @@ async def import_offline_root(cmd: ImportOfflineRoot, ctx: CommandContext, servi
     info = _require_ca_certificate(crypto.describe_ca(der))
     policy.raise_for(policy.check_key(info.algorithm, info.key_bits, for_ca=True, rsa_exponent=info.rsa_exponent,
                                       available=crypto.available_algorithms(), field="certificate_pem"))
+    certificate = _ca_certificate(services, der, None, None)
+    await compromised_keys.refuse_if_compromised(services, cmd.tenant_id, certificate.facts.public_key_sha256,
+                                                 "certificate_pem")
     async with quotas.reserve(services, tenant_state, NEW_CA) as reservation:
         ca_id = uuid7()
         created = ca.CaCreated(ca_id=ca_id, name=cmd.name, kind="root", origin="offline", algorithm=info.algorithm,
                                subject=info.subject, parent_id=None, path_length=info.path_length,
-                               name_constraints=info.name_constraints,
-                               certificate=_ca_certificate(services, der, None, None))
+                               name_constraints=info.name_constraints, certificate=certificate)
         result = await _run(services, ctx, cmd, cmd.tenant_id, ca_id, lambda s: ca.decide_create(s, created))
         reservation.landed(result)
     return result
@@ -302,6 +304,9 @@ async def install_ca_certificate(cmd: InstallCaCertificate, ctx: CommandContext,
     installed = ca.CaCertificateInstalled(path_length=info.path_length, name_constraints=info.name_constraints,
                                           certificate=_ca_certificate(services, der, parent.ca_id,
                                                                       state.pending_key_ref))
+    # The key was made here for this CA, so only a report since (through another CA holding it) blocks it.
+    await compromised_keys.refuse_if_compromised(services, cmd.tenant_id, installed.certificate.facts.public_key_sha256,
+                                                 "certificate_pem")
     return await _run(services, ctx, cmd, cmd.tenant_id, cmd.ca_id,
                       lambda s: ca.decide_install(s, cmd.ca_id, installed, expected))
 

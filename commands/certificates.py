@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-from commands import blocking, pki, quotas
+from commands import blocking, compromised_keys, pki, quotas
 from commands.authz import authorize
 from commands.cas import AlgorithmName, CaId
 from commands.ports import PublicKeys
@@ -68,7 +68,8 @@ class _Request(msgspec.Struct, frozen=True, kw_only=True):
 
     ``public_keys`` None means a key is generated here; ``key_ref`` names a vault key being reused.
     ``rsa_exponent`` is a CSR's RSA exponent (a key made here always has 65537); ``key_field`` names where the key
-    came from, for refusals.
+    came from, for refusals. ``public_key_sha256`` (of a key not made here) is checked against the tenant's
+    compromised keys.
     """
 
     subject: DistinguishedName
@@ -81,6 +82,7 @@ class _Request(msgspec.Struct, frozen=True, kw_only=True):
     key_ref: str | None = None
     rsa_exponent: int | None = None
     key_field: str = "algorithm"
+    public_key_sha256: str | None = None
 
 
 def _from_csr(services: Services, cmd: IssueCertificate) -> _Request:
@@ -93,7 +95,7 @@ def _from_csr(services: Services, cmd: IssueCertificate) -> _Request:
     return _Request(subject=subject, sans=cmd.sans if cmd.sans is not None else facts.sans,
                     algorithm=facts.algorithm, key_bits=facts.key_bits, csr_hash=facts.signature_hash,
                     public_keys=keys, csr_sha256=hashlib.sha256(cmd.csr.encode()).hexdigest(),
-                    rsa_exponent=facts.rsa_exponent, key_field="csr")
+                    rsa_exponent=facts.rsa_exponent, key_field="csr", public_key_sha256=facts.public_key_sha256)
 
 
 @refused_while_suspended("signs a certificate")
@@ -143,7 +145,8 @@ async def issue(services: Services, ctx: CommandContext, command: msgspec.Struct
     """Check every rule and the tenant's quotas, then make (or take) the key, sign, and append ``certificate.issued``
     at version 0.
 
-    The caller has authorised. A taken ``serial`` fails with AlreadyExists and writes nothing. A ``renewal``
+    The caller has authorised. A key reported compromised in the tenant is refused (``key_compromised``, naming
+    ``request.key_field``). A taken ``serial`` fails with AlreadyExists and writes nothing. A ``renewal``
     counts against the tenant's issuances per day, not its live certificates (its successor replaces one).
     """
     tenant_id, tenant, issuer, profile = where.tenant_id, where.tenant, where.issuer, where.profile
@@ -153,6 +156,9 @@ async def issue(services: Services, ctx: CommandContext, command: msgspec.Struct
         validity_days = policy.default_validity_days(profile.default_validity_days, now=now,
                                                      limit=tenant.policy.max_validity_days,
                                                      issuer_not_after=issuer.current.facts.not_after)
+    if request.public_key_sha256 is not None:  # a key from outside, or kept: never one reported compromised
+        await compromised_keys.refuse_if_compromised(services, tenant_id, request.public_key_sha256,
+                                                     request.key_field)
     spec = policy.leaf_spec(profile, subject=request.subject, sans=request.sans, validity_days=validity_days,
                             subject_algorithm=request.algorithm, issuer_algorithm=issuer.algorithm, serial=serial,
                             now=now, **pki.relying_party_urls(services, issuer))
@@ -205,7 +211,8 @@ def renewal_request(services: Services, issued: certificate.CertificateIssued, r
     policy.raise_for(check_reused_key(key, issued.key_source, crypto.available_algorithms()))
     return _Request(subject=issued.subject, sans=issued.sans, algorithm=key.algorithm, key_bits=key.key_bits,
                     csr_hash=None, public_keys=keys, csr_sha256=issued.csr_sha256, key_ref=issued.key_ref,
-                    rsa_exponent=key.rsa_exponent, key_field="reuse_key")
+                    rsa_exponent=key.rsa_exponent, key_field="reuse_key",
+                    public_key_sha256=issued.facts.public_key_sha256)
 
 
 class ExportedKey(msgspec.Struct, frozen=True, kw_only=True):

@@ -32,7 +32,7 @@ from typing import NoReturn
 
 import msgspec
 
-from commands import pki, revoke
+from commands import compromised_keys, pki, revoke
 from commands.authz import SYSTEM, authorize
 from commands.certificates import CertificateId, issue, issuing_context, renewal_request
 from commands.profiles import resolve_profile
@@ -110,6 +110,7 @@ async def renew_certificate(cmd: RenewCertificate, ctx: CommandContext, services
         await _refuse_if_revoked(services, ctx, cmd.tenant_id, issued)
         profile = await resolve_profile(services, cmd.tenant_id, issued.profile)
         rotate = renewal.rotate_key(profile.renewal, issued.key_source, cmd.reuse_key)
+        await _refuse_compromised(services, cmd.tenant_id, issued, rotate)  # before the claim: nothing written
         claim = await _claim(services, _without_key(ctx), cmd, rotate, "manual")
     return await _complete(services, ctx, cmd, issued, claim, RETRY_WINDOW)
 
@@ -128,6 +129,15 @@ async def _claim(services: Services, ctx: CommandContext, cmd: RenewCertificate,
     await run(services, ctx, cmd, tenant_id=cmd.tenant_id, stream_id=_stream(cmd.certificate_id),
               stream_type=certificate.STREAM_TYPE, fold=certificate.fold, decide=decide)
     return claimed[0]
+
+
+async def _refuse_compromised(services: Services, tenant_id: str, issued: certificate.CertificateIssued,
+                              rotate: bool) -> None:
+    """A renewal that would keep a key reported compromised in the tenant is refused before it claims anything
+    (the issuance refuses it too: a stale claim completed later)."""
+    if not rotate:
+        await compromised_keys.refuse_if_compromised(services, tenant_id, issued.facts.public_key_sha256,
+                                                     "reuse_key")
 
 
 def _system(ctx: CommandContext) -> CommandContext:
@@ -256,6 +266,7 @@ async def renew_if_due(services: Services, tenant_id: str, certificate_id: str, 
             if not _due(issued, profile.renewal, now):
                 return "skipped"
             rotate = renewal.rotate_key(profile.renewal, issued.key_source, None)
+            await _refuse_compromised(services, tenant_id, issued, rotate)
         except DomainError as exc:
             await _fail(services, ctx, cmd, exc.code, 0, schedule.retry_window)
             return "failed"

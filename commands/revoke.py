@@ -16,7 +16,12 @@ so neither order of the race leaves a valid successor of a revoked certificate.
 
 A key_compromise revocation revokes the tenant's other certificates of the same public key that
 are still trusted (a renewal that kept the key, another CSR of it): a compromised key is
-compromised in each of them. The read model finds them (``Services.key_holders``).
+compromised in each of them. The read model finds them (``Services.key_holders``). Before anything
+else is recorded, it records the key on the tenant's ``compromised-keys`` stream (as does a CA's
+key_compromise or ca_compromise revocation, for each key the CA held): no command certifies it
+again in the tenant (commands/compromised_keys.py). That stream has no transaction with the others,
+so it comes first: a crash after it leaves a key blocked whose revocation a retry completes, never
+a revoked key that can be certified again.
 """
 
 from __future__ import annotations
@@ -28,13 +33,14 @@ from typing import Annotated
 
 import msgspec
 
-from commands import crl, ocsp
+from commands import compromised_keys, crl, ocsp
 from commands.authz import authorize
 from commands.cas import CaId
 from commands.certificates import CertificateId
 from commands.runtime import CommandContext, CommandResult, Services, load, replayed, run
 from commands.tenants import TenantId, allowed_while_suspended
 from domain import ca, certificate, revocation
+from domain.compromised_keys import CA_REASONS, CERTIFICATE_REASONS, KeyCompromiseRecorded
 from domain.errors import Contention
 from domain.revocation import RevocationRecorded
 
@@ -252,6 +258,10 @@ async def _revoke(cmd: RevokeCertificate, ctx: CommandContext, services: Service
         raise revocation.AlreadyRevoked(f"certificate {cmd.certificate_id}")
     now = services.clock.now()
     revocation.check_invalidity_date(cmd.invalidity_date, now=now, not_before=issued.facts.not_before)
+    if cmd.reason in CERTIFICATE_REASONS:  # before the commit point: a crash after it leaves the key blocked
+        await compromised_keys.record(services, _without_key(ctx), cmd, cmd.tenant_id, [KeyCompromiseRecorded(
+            public_key_sha256=issued.facts.public_key_sha256, reason=cmd.reason, reported_at=now,
+            invalidity_date=cmd.invalidity_date, certificate_id=cmd.certificate_id, ca_id=issued.ca_id)])
     serial = issued.facts.serial_hex
     entry = RevocationRecorded(serial_hex=serial, certificate_id=cmd.certificate_id, subject_ca_id=None,
                                reason=cmd.reason, revoked_at=now, invalidity_date=cmd.invalidity_date,
@@ -290,6 +300,10 @@ async def revoke_ca(cmd: RevokeCa, ctx: CommandContext, services: Services) -> R
     if certificates:
         earliest = min(c.facts.not_before for c in certificates)
         revocation.check_invalidity_date(cmd.invalidity_date, now=now, not_before=earliest)
+    if cmd.reason in CA_REASONS and certificates:  # first, as for a certificate: every key the CA has held
+        await compromised_keys.record(services, _without_key(ctx), cmd, cmd.tenant_id, [KeyCompromiseRecorded(
+            public_key_sha256=held.facts.public_key_sha256, reason=cmd.reason, reported_at=now,
+            invalidity_date=cmd.invalidity_date, subject_ca_id=cmd.ca_id) for held in certificates])
     await _keep_answering(services, cmd.tenant_id, cmd.ca_id)
     by_issuer: dict[str, list[RevocationRecorded]] = {}
     for held in certificates:

@@ -180,6 +180,11 @@ def test_cert_list_filters_by_every_status_the_api_accepts(hierarchy):
     assert listed("issued") == listed("valid") == {issued[1]}
     assert listed("expired") == set()
     assert "revoked" in csm(data, "cert", "list", "--help").stdout
+    shown = json.loads(csm(data, "cert", "show", issued[0], "--json").stdout)
+    blocked = json.loads(csm(data, "tenant", "compromised-keys", "acme", "--json").stdout)
+    assert [(k["certificate_id"], k["reason"]) for k in blocked] == [(issued[0], "key_compromise")]
+    assert blocked[0]["public_key_sha256"] == shown["public_key_sha256"]
+    assert issued[0] in csm(data, "tenant", "compromised-keys", "acme").stdout
 
 
 def test_tables_print_ids_whole_when_piped(tmp_path):

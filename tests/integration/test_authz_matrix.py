@@ -50,6 +50,7 @@ REQUESTS: dict[tuple[str, str], Build] = {
     ("GET", "/v1/tenants"): lambda w, t: Call("GET", "/v1/tenants"),
     ("GET", "/v1/tenants/{tenant_id}"): lambda w, t: Call("GET", f"/v1/tenants/{t}"),
     ("GET", "/v1/tenants/{tenant_id}/usage"): lambda w, t: Call("GET", f"/v1/tenants/{t}/usage"),
+    ("GET", "/v1/tenants/{tenant_id}/compromised-keys"): lambda w, t: Call("GET", f"/v1/tenants/{t}/compromised-keys"),
     ("POST", "/v1/tenants/{tenant_id}/rename"): lambda w, t: Call("POST", f"/v1/tenants/{t}/rename",
                                                                   json={"name": fresh("Renamed")}),
     ("PUT", "/v1/tenants/{tenant_id}/quotas"): lambda w, t: Call("PUT", f"/v1/tenants/{t}/quotas", json={}),

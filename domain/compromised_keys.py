@@ -1,0 +1,88 @@
+"""A tenant's compromised public keys: recorded by key_compromise revocations, never certified again in the tenant.
+
+One stream per tenant (``compromised-keys``, in the tenant's own scope), so the decision at issuance is made
+against the authority itself, never a lagging read model. A key is named by the SHA-256 of its
+SubjectPublicKeyInfo DER (``CertificateFacts.public_key_sha256``): no key material beyond that hash is recorded.
+The first report of a key is the one kept; reporting it again records nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+import msgspec
+
+from domain.errors import DomainError
+from domain.events import Payload, event, resumable
+
+STREAM_TYPE = "compromised_keys"
+STREAM_ID = "compromised-keys"  # one per tenant: streams are scoped by tenant, as every query of them is
+# The revocation reasons that report the subject's key compromised: a certificate's key_compromise; for a CA
+# certificate, ca_compromise says the same of the CA's key (RFC 5280 5.3.1 cACompromise).
+CERTIFICATE_REASONS = frozenset({"key_compromise"})
+CA_REASONS = frozenset({"key_compromise", "ca_compromise"})
+
+
+def stream_id() -> str:
+    return STREAM_ID
+
+
+@event("key.compromise_recorded")
+class KeyCompromiseRecorded(Payload, frozen=True, kw_only=True):
+    """``public_key_sha256`` was reported compromised by revoking a certificate of it (``certificate_id``, under
+    ``ca_id``) or a CA holding it (``subject_ca_id``): from then on no command certifies it in this tenant."""
+
+    public_key_sha256: str  # hex SHA-256 of the SubjectPublicKeyInfo DER; never the key itself
+    reason: str  # the revocation's reason: key_compromise, or ca_compromise for a CA
+    reported_at: datetime
+    invalidity_date: datetime | None  # when it was (suspected) compromised, as the revocation said
+    certificate_id: str | None = None  # the certificate whose revocation reported it
+    ca_id: str | None = None  # that certificate's issuing CA
+    subject_ca_id: str | None = None  # or the CA whose revocation reported it (its key, any of them)
+
+
+class CompromisedKeys(msgspec.Struct, frozen=True, kw_only=True):
+    """Every compromised key of the tenant, by its hash, with its first report; read-only once folded."""
+
+    keys: dict[str, KeyCompromiseRecorded] = {}  # read-only: a fold copies it before adding
+    version: int = 0
+
+
+@resumable
+def fold(payloads: Iterable[Payload], start: CompromisedKeys | None = None) -> CompromisedKeys:
+    state = CompromisedKeys() if start is None else start
+    keys, version = None, state.version
+    for payload in payloads:
+        version += 1
+        if isinstance(payload, KeyCompromiseRecorded) and payload.public_key_sha256 not in state.keys:
+            if keys is None:
+                keys = dict(state.keys)  # copied once per fold: a kept state is never changed
+            keys.setdefault(payload.public_key_sha256, payload)
+    if keys is None:
+        return msgspec.structs.replace(state, version=version) if version != state.version else state
+    return CompromisedKeys(keys=keys, version=version)
+
+
+def decide_record(state: CompromisedKeys, reports: Iterable[KeyCompromiseRecorded]) -> list[Payload]:
+    """The reports of keys not yet recorded, the first of each key; nothing if all are (a retry, the cascade)."""
+    seen, new = set(state.keys), []
+    for report in reports:
+        if report.public_key_sha256 not in seen:
+            seen.add(report.public_key_sha256)
+            new.append(report)
+    return new
+
+
+def _reported_through(report: KeyCompromiseRecorded) -> str:
+    if report.certificate_id is not None:
+        return f"the revocation of certificate {report.certificate_id}"
+    return f"the revocation of CA {report.subject_ca_id}"
+
+
+def check_not_compromised(state: CompromisedKeys, public_key_sha256: str, field: str) -> None:
+    """Refuse to certify a key reported compromised in this tenant (422 ``key_compromised``, naming ``field``)."""
+    report = state.keys.get(public_key_sha256)
+    if report is not None:
+        raise DomainError("key_compromised", f"this public key (SHA-256 {public_key_sha256}) was reported compromised "
+                          f"on {report.reported_at.isoformat()} by {_reported_through(report)} ({report.reason}): "
+                          "it is never certified again in this tenant; make a new key", field=field)

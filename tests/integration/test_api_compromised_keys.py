@@ -1,0 +1,174 @@
+"""A key revoked for compromise is never certified again in its tenant: a new CSR, a renewal that keeps it, an imported
+root of it are refused (422 key_compromised) before anything is written; another tenant, another reason, are not."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime, timedelta
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from test_api_ca_lifecycle import create_ca
+from test_api_revocation import ca, revoke, setup
+from test_api_support import assert_problem, pki_api  # noqa: F401
+from test_renewal import create_profile, issue, row
+
+from commands.ports import AppendRequest
+
+
+def csr_of(key, name: str) -> str:
+    request = (x509.CertificateSigningRequestBuilder()
+               .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+               .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+               .sign(key, hashes.SHA256()))
+    return request.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def key_sha256(key) -> str:
+    spki = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return hashlib.sha256(spki).hexdigest()
+
+
+def new_csr(api, headers, tenant: str, ca_id: str, key, name: str):
+    return api.client.post("/v1/certificates", headers=headers, json={
+        "tenant_id": tenant, "ca_id": ca_id, "csr": csr_of(key, name)})
+
+
+async def written_since(api, head: int) -> set[str]:
+    return {e.type for e in await api.runtime.store.read_all(head)}
+
+
+async def compromised(api, headers, tenant: str = "acme") -> list[dict]:
+    response = await api.client.get(f"/v1/tenants/{tenant}/compromised-keys", headers=headers)
+    assert response.status_code == 200, response.text
+    return response.json()["items"]
+
+
+async def test_a_new_csr_with_a_key_revoked_for_compromise_is_refused_and_writes_nothing(pki_api):
+    api = pki_api
+    admin, _root, inter = await setup(api)
+    key = ec.generate_private_key(ec.SECP256R1())
+    first = await issue(api, admin, inter, "k1.acme.internal", csr=csr_of(key, "k1.acme.internal"))
+    assert (await new_csr(api, admin, "acme", inter, key, "k2.acme.internal")).status_code == 201  # before: certified again
+    await api.create_tenant(admin, "globex")
+    globex_root = await create_ca(api, admin, name="Globex Root", tenant="globex")
+    globex_ca = await create_ca(api, admin, name="Globex Issuing", tenant="globex", parent_id=globex_root)
+
+    compromised_at = datetime.now(UTC) - timedelta(minutes=1)
+    await revoke(api, admin, first["certificate_id"], reason="key_compromise", invalidity_date=compromised_at.isoformat())
+    head = await api.runtime.store.head_position()
+    refused = await new_csr(api, admin, "acme", inter, key, "k3.acme.internal")
+    body = assert_problem(refused, 422, "key_compromised", field="csr")
+    assert key_sha256(key) in body["detail"] and first["certificate_id"] in body["detail"]
+    # nothing written, not even a key: the only events since are the revocation scheduler's CRLs
+    assert await written_since(api, head) <= {"ca.crl_published"}
+
+    listed = await compromised(api, admin)
+    assert [(k["public_key_sha256"], k["certificate_id"], k["ca_id"], k["reason"], k["subject_ca_id"])
+            for k in listed] == [(key_sha256(key), first["certificate_id"], inter, "key_compromise", None)]
+    assert datetime.fromisoformat(listed[0]["invalidity_date"]) == compromised_at
+    # tenant-scoped: the same key in another tenant is that tenant's to report
+    assert (await new_csr(api, admin, "globex", globex_ca, key, "k.globex.internal")).status_code == 201
+    assert await compromised(api, admin, "globex") == []
+    # and only that key is blocked
+    assert (await new_csr(api, admin, "acme", inter, ec.generate_private_key(ec.SECP256R1()), "k4.acme.internal")
+            ).status_code == 201
+
+
+async def test_another_revocation_reason_blocks_nothing(pki_api):
+    api = pki_api
+    admin, _root, inter = await setup(api)
+    key = ec.generate_private_key(ec.SECP256R1())
+    first = await issue(api, admin, inter, "s1.acme.internal", csr=csr_of(key, "s1.acme.internal"))
+    for reason in ("superseded", "ca_compromise"):  # ca_compromise of a certificate says its issuer, not its key
+        await revoke(api, admin, first["certificate_id"], reason=reason)
+        name = f"s-{reason.replace('_', '-')}.acme.internal"
+        first = await issue(api, admin, inter, name, csr=csr_of(key, name))
+    assert await compromised(api, admin) == []
+
+
+async def test_a_renewal_keeping_a_compromised_key_is_refused_before_it_claims(pki_api, monkeypatch):
+    """The holder's second certificate of the key escaped the revocation's sweep (the read model that finds them was
+    unavailable): renewing it with the same key is still refused, and nothing is claimed."""
+    api = pki_api
+    admin, _root, inter = await setup(api)
+    await create_profile(api, admin, "keep-key", {"reuse_key": True})
+    key = ec.generate_private_key(ec.SECP256R1())
+    first = await issue(api, admin, inter, "r1.acme.internal", profile="keep-key", csr=csr_of(key, "r1.acme.internal"))
+    twin = await issue(api, admin, inter, "r2.acme.internal", profile="keep-key", csr=csr_of(key, "r2.acme.internal"))
+    with monkeypatch.context() as patch:
+        patch.setattr(api.runtime.services, "key_holders", None)  # no sweep of the key's other certificates
+        assert (await revoke(api, admin, first["certificate_id"], reason="key_compromise"))["also_revoked"] == []
+    assert (await row(api, admin, twin["certificate_id"]))["status"] == "issued"
+
+    head = await api.runtime.store.head_position()
+    refused = await api.client.post(f"/v1/certificates/{twin['certificate_id']}/renew", headers=admin,
+                                    json={"reuse_key": True})
+    assert_problem(refused, 422, "key_compromised", field="reuse_key")
+    assert await written_since(api, head) <= {"ca.crl_published"}  # no claim, no failure, no key
+    # its holder's way out is a new key, in a new CSR
+    assert (await new_csr(api, admin, "acme", inter, ec.generate_private_key(ec.SECP256R1()), "r2.acme.internal")
+            ).status_code == 201
+
+
+async def test_the_key_is_recorded_before_the_revocation_commits_so_a_crash_leaves_it_blocked(pki_api, monkeypatch):
+    api = pki_api
+    admin, _root, inter = await setup(api)
+    key = ec.generate_private_key(ec.SECP256R1())
+    first = await issue(api, admin, inter, "c1.acme.internal", csr=csr_of(key, "c1.acme.internal"))
+    store = api.runtime.services.store
+    append = store.append
+
+    async def crash_at_the_commit_point(request: AppendRequest):
+        if request.events[0].type == "ca.certificate_revoked":
+            raise ConnectionError("the process died before the issuer's append")
+        return await append(request)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(store, "append", crash_at_the_commit_point)
+        died = await api.client.post(f"/v1/certificates/{first['certificate_id']}/revoke", headers=admin,
+                                     json={"reason": "key_compromise"})
+        assert died.status_code == 500, died.text
+    assert_problem(await new_csr(api, admin, "acme", inter, key, "c2.acme.internal"), 422, "key_compromised", field="csr")
+    await revoke(api, admin, first["certificate_id"], reason="key_compromise")  # the retry completes it
+    stream = await store.read_stream("acme", "compromised-keys")
+    assert [e.type for e in stream] == ["key.compromise_recorded"]  # recorded once
+
+
+async def test_a_ca_revoked_for_compromise_records_its_key_and_an_import_of_a_compromised_key_is_refused(pki_api):
+    api = pki_api
+    admin, root, inter = await setup(api)
+    sub = await ca(api, admin, "intermediate", "Doomed", parent=root)
+    revoked = await api.client.post(f"/v1/cas/{sub}/revoke", headers=admin, json={"reason": "key_compromise"})
+    assert revoked.status_code == 200, revoked.text
+    chain = (await api.client.get(f"/v1/cas/{sub}/chain", headers=admin)).text
+    sub_cert = x509.load_pem_x509_certificates(chain.encode())[0]
+    sub_key = hashlib.sha256(sub_cert.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)).hexdigest()
+    listed = await compromised(api, admin)
+    assert [(k["public_key_sha256"], k["subject_ca_id"], k["certificate_id"]) for k in listed] == [
+        (sub_key, sub, None)]
+
+    # a key reported through a leaf: a root made with it is refused at import, naming the certificate
+    key = ec.generate_private_key(ec.SECP384R1())
+    leaf_ = await issue(api, admin, inter, "ca-key.acme.internal", csr=csr_of(key, "ca-key.acme.internal"))
+    await revoke(api, admin, leaf_["certificate_id"], reason="key_compromise")
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Stolen Root")])
+    now = datetime.now(UTC)
+    root_pem = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+                .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(minutes=1))
+                .not_valid_after(now + timedelta(days=365))
+                .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+                .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False,
+                                             key_encipherment=False, data_encipherment=False, key_agreement=False,
+                                             key_cert_sign=True, crl_sign=True, encipher_only=False,
+                                             decipher_only=False), critical=True)
+                .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+                .sign(key, hashes.SHA384())).public_bytes(serialization.Encoding.PEM).decode()
+    head = await api.runtime.store.head_position()
+    refused = await api.client.post("/v1/cas/import", headers=admin, json={
+        "tenant_id": "acme", "name": "stolen", "certificate_pem": root_pem})
+    assert_problem(refused, 422, "key_compromised", field="certificate_pem")
+    assert await written_since(api, head) <= {"ca.crl_published"}

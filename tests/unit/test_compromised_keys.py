@@ -1,0 +1,117 @@
+"""domain/compromised_keys.py and its command side: a tenant's record of compromised keys, and the refusal it makes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import msgspec
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from commands import compromised_keys as commands
+from commands.authz import SYSTEM, Forbidden, Principal
+from commands.runtime import CommandContext
+from commands.tenants import CreateTenant, create_tenant
+from domain import compromised_keys
+from domain.compromised_keys import KeyCompromiseRecorded
+from domain.errors import DomainError
+
+T0 = datetime(2026, 12, 1, tzinfo=UTC)
+ADMIN = CommandContext(principal=SYSTEM)
+
+keys = st.sampled_from([f"{n:064x}" for n in range(6)])  # few keys: reports of the same key are common
+reports = st.builds(lambda key, n, by_ca: KeyCompromiseRecorded(
+    public_key_sha256=key, reason="ca_compromise" if by_ca else "key_compromise", reported_at=T0 + timedelta(minutes=n),
+    invalidity_date=None, certificate_id=None if by_ca else f"{n:040x}", ca_id=None if by_ca else "issuing",
+    subject_ca_id="sub" if by_ca else None), keys, st.integers(0, 10_000), st.booleans())
+report_lists = st.lists(reports, max_size=12)
+
+
+def first_of_each(items: list[KeyCompromiseRecorded]) -> dict[str, KeyCompromiseRecorded]:
+    found: dict[str, KeyCompromiseRecorded] = {}
+    for item in items:
+        found.setdefault(item.public_key_sha256, item)
+    return found
+
+
+@given(report_lists)
+def test_the_fold_keeps_the_first_report_of_every_key(items):
+    state = compromised_keys.fold(items)
+    assert state.keys == first_of_each(items)
+    assert state.version == len(items)
+
+
+@given(report_lists, report_lists)
+def test_the_fold_resumes_from_a_kept_state_without_changing_it(earlier, later):
+    kept = compromised_keys.fold(earlier)
+    before = dict(kept.keys)
+    assert compromised_keys.fold(later, start=kept) == compromised_keys.fold(earlier + later)
+    assert kept.keys == before and kept.version == len(earlier)
+
+
+@given(report_lists, report_lists)
+def test_a_decision_records_exactly_the_keys_not_yet_recorded_and_is_idempotent(recorded, asked):
+    state = compromised_keys.fold(recorded)
+    decided = compromised_keys.decide_record(state, asked)
+    new_keys = [r.public_key_sha256 for r in decided]
+    assert len(new_keys) == len(set(new_keys))  # one event per key, however often the key was asked
+    assert set(new_keys) == {r.public_key_sha256 for r in asked} - state.keys.keys()
+    assert all(r is first_of_each(asked)[r.public_key_sha256] for r in decided)  # the first report of each
+    after = compromised_keys.fold(decided, start=state)
+    assert compromised_keys.decide_record(after, asked) == []  # a retry records nothing
+    assert after.keys.keys() == state.keys.keys() | {r.public_key_sha256 for r in asked}
+
+
+@given(report_lists, keys, st.sampled_from(["csr", "reuse_key", "certificate_pem"]))
+def test_only_a_recorded_key_is_refused_and_the_refusal_names_the_field(items, key, field):
+    state = compromised_keys.fold(items)
+    if key not in state.keys:
+        compromised_keys.check_not_compromised(state, key, field)
+        return
+    with pytest.raises(DomainError) as refused:
+        compromised_keys.check_not_compromised(state, key, field)
+    assert (refused.value.code, refused.value.field, refused.value.status) == ("key_compromised", field, 422)
+    assert key in refused.value.detail
+
+
+def test_the_event_carries_the_hash_and_where_it_was_reported_never_more():
+    names = {f.name for f in msgspec.structs.fields(KeyCompromiseRecorded)}
+    assert names == {"public_key_sha256", "reason", "reported_at", "invalidity_date", "certificate_id", "ca_id",
+                     "subject_ca_id"}
+
+
+@pytest.fixture
+async def services(runtime):
+    for tenant_id in ("acme", "globex"):
+        await create_tenant(CreateTenant(tenant_id=tenant_id, name=tenant_id.title()), ADMIN, runtime.services)
+    return runtime.services
+
+
+async def test_a_recorded_key_is_refused_in_its_tenant_only_and_recording_again_appends_nothing(services):
+    key = "ab" * 32
+    report = KeyCompromiseRecorded(public_key_sha256=key, reason="key_compromise", reported_at=T0,
+                                   invalidity_date=None, certificate_id="01" * 20, ca_id="issuing")
+    command = commands.ListCompromisedKeys(tenant_id="acme")  # any struct: it only fingerprints the request
+    first = await commands.record(services, ADMIN, command, "acme", [report])
+    assert (first.changed, first.version) == (True, 1)
+    again = await commands.record(services, ADMIN, command, "acme", [report, report])
+    assert (again.changed, again.version) == (False, 1)
+    with pytest.raises(DomainError) as refused:
+        await commands.refuse_if_compromised(services, "acme", key, "csr")
+    assert (refused.value.code, refused.value.field) == ("key_compromised", "csr")
+    await commands.refuse_if_compromised(services, "globex", key, "csr")  # another tenant's key: its own to report
+    await commands.refuse_if_compromised(services, "acme", "cd" * 32, "csr")
+    listed = await commands.list_compromised_keys(command, ADMIN, services)
+    assert [(item.public_key_sha256, item.certificate_id) for item in listed.items] == [(key, "01" * 20)]
+    assert (await commands.list_compromised_keys(commands.ListCompromisedKeys(tenant_id="globex"), ADMIN,
+                                                 services)).items == []
+
+
+async def test_listing_needs_cert_read_in_the_tenant(services):
+    viewer = CommandContext(principal=Principal(id="v", auth_method="api_key", roles=frozenset({"viewer"}),
+                                                tenant_id="globex"))
+    with pytest.raises(Forbidden):
+        await commands.list_compromised_keys(commands.ListCompromisedKeys(tenant_id="acme"), viewer, services)
+    assert (await commands.list_compromised_keys(commands.ListCompromisedKeys(tenant_id="globex"), viewer,
+                                                 services)).items == []
