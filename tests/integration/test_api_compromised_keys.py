@@ -13,7 +13,8 @@ from cryptography.x509.oid import NameOID
 from test_api_ca_lifecycle import create_ca
 from test_api_revocation import ca, revoke, setup
 from test_api_support import assert_problem, pki_api  # noqa: F401
-from test_renewal import create_profile, issue, row
+from test_crl_schedule import Clock, caught_up
+from test_renewal import DAY, create_profile, events_of, issue, row
 
 from commands.ports import AppendRequest
 
@@ -91,8 +92,10 @@ async def test_another_revocation_reason_blocks_nothing(pki_api):
 
 async def test_a_renewal_keeping_a_compromised_key_is_refused_before_it_claims(pki_api, monkeypatch):
     """The holder's second certificate of the key escaped the revocation's sweep (the read model that finds them was
-    unavailable): renewing it with the same key is still refused, and nothing is claimed."""
+    unavailable): renewing it with the same key is still refused, and nothing is claimed, by request or by the
+    scheduler (which records the failure)."""
     api = pki_api
+    clock = api.runtime.services.clock = Clock()
     admin, _root, inter = await setup(api)
     await create_profile(api, admin, "keep-key", {"reuse_key": True})
     key = ec.generate_private_key(ec.SECP256R1())
@@ -108,6 +111,14 @@ async def test_a_renewal_keeping_a_compromised_key_is_refused_before_it_claims(p
                                     json={"reuse_key": True})
     assert_problem(refused, 422, "key_compromised", field="reuse_key")
     assert await written_since(api, head) <= {"ca.crl_published"}  # no claim, no failure, no key
+    clock.advance(250 * DAY)  # 68% of its life: due, and its profile keeps the key
+    await caught_up(api)
+    report = await api.runtime.renewal_scheduler().run_once()
+    assert (report.renewed, report.failed) == ([], [twin["certificate_id"]])
+    failures = [p for p in await events_of(api, twin["certificate_id"]) if type(p).event_type != "certificate.issued"]
+    assert [(type(p).event_type, p.reason, p.attempt) for p in failures] == [
+        ("certificate.renewal_failed", "key_compromised", 0)]  # refused before a claim
+    admin = await api.admin()  # API keys live 90 days: one made on the moved clock
     # its holder's way out is a new key, in a new CSR
     assert (await new_csr(api, admin, "acme", inter, ec.generate_private_key(ec.SECP256R1()), "r2.acme.internal")
             ).status_code == 201
