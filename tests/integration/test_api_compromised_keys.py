@@ -16,7 +16,11 @@ from test_api_support import assert_problem, pki_api  # noqa: F401
 from test_crl_schedule import Clock, caught_up
 from test_renewal import DAY, create_profile, events_of, issue, row
 
+from commands import compromised_keys
+from commands.authz import SYSTEM
 from commands.ports import AppendRequest
+from commands.runtime import CommandContext
+from domain.compromised_keys import KeyCompromiseRecorded
 
 
 def csr_of(key, name: str) -> str:
@@ -183,3 +187,58 @@ async def test_a_ca_revoked_for_compromise_records_its_key_and_an_import_of_a_co
         "tenant_id": "acme", "name": "stolen", "certificate_pem": root_pem})
     assert_problem(refused, 422, "key_compromised", field="certificate_pem")
     assert await written_since(api, head) <= {"ca.crl_published"}
+
+
+def ca_certificate(subject: str, public_key, issuer: str, signer) -> x509.Certificate:
+    now = datetime.now(UTC)
+    builder = (x509.CertificateBuilder()
+               .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+               .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)])).public_key(public_key)
+               .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(minutes=1))
+               .not_valid_after(now + timedelta(days=365))
+               .add_extension(x509.BasicConstraints(ca=True, path_length=0 if subject != issuer else None),
+                              critical=True)
+               .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False,
+                                            key_encipherment=False, data_encipherment=False, key_agreement=False,
+                                            key_cert_sign=True, crl_sign=True, encipher_only=False,
+                                            decipher_only=False), critical=True)
+               .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+               .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(signer.public_key()),
+                              critical=False))
+    return builder.sign(signer, hashes.SHA384())
+
+
+def pem(certificate: x509.Certificate) -> str:
+    return certificate.public_bytes(serialization.Encoding.PEM).decode()
+
+
+async def test_an_offline_signed_intermediate_certificate_of_a_compromised_key_is_not_installed(pki_api):
+    """The pending intermediate's key was made here, yet a report of it (by whatever revocation) blocks it too."""
+    api = pki_api
+    admin = await api.admin()
+    await api.create_tenant(admin, "acme")
+    root_key = ec.generate_private_key(ec.SECP384R1())
+    imported = await api.client.post("/v1/cas/import", headers=admin, json={
+        "tenant_id": "acme", "name": "Offline", "certificate_pem": pem(ca_certificate("Offline", root_key.public_key(),
+                                                                                       "Offline", root_key))})
+    assert imported.status_code == 201, imported.text
+    root_id = imported.json()["ca_id"]
+    await caught_up(api)
+    pending = await api.client.post("/v1/cas/offline-intermediate", headers=admin, json={
+        "tenant_id": "acme", "parent_id": root_id, "name": "Pending", "algorithm": "ecdsa-p384",
+        "subject": {"common_name": "Pending"}})
+    assert pending.status_code == 201, pending.text
+    ca_id = pending.json()["ca_id"]
+    await caught_up(api)
+    csr = x509.load_pem_x509_csr((await api.client.get(f"/v1/cas/{ca_id}", headers=admin)).json()["csr_pem"].encode())
+    signed = pem(ca_certificate("Pending", csr.public_key(), "Offline", root_key))
+    spki = csr.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    report = KeyCompromiseRecorded(public_key_sha256=hashlib.sha256(spki).hexdigest(), reason="ca_compromise",
+                                   reported_at=datetime.now(UTC), invalidity_date=None, subject_ca_id="elsewhere")
+    await compromised_keys.record(api.runtime.services, CommandContext(principal=SYSTEM),
+                                  compromised_keys.ListCompromisedKeys(tenant_id="acme"), "acme", [report])
+    head = await api.runtime.store.head_position()
+    refused = await api.client.post(f"/v1/cas/{ca_id}/certificate", headers=admin, json={"certificate_pem": signed})
+    assert_problem(refused, 422, "key_compromised", field="certificate_pem")
+    assert await written_since(api, head) <= {"ca.crl_published"}
+    assert (await api.client.get(f"/v1/cas/{ca_id}", headers=admin)).json()["status"] == "pending"
