@@ -3,6 +3,7 @@ an offline key's CRL ceremony (its request, and installing what it signed)."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Literal
 
 import msgspec
@@ -109,6 +110,13 @@ class CaOut(msgspec.Struct, frozen=True, kw_only=True):
     revoked_ca_id: str | None = None
 
 
+class CaDetailOut(CaOut, frozen=True, kw_only=True):
+    """One CA, with a root's link certificates (RFC 4210 4.4), oldest rollover first: at each rollover the old key
+    certified the new one (role new_with_old) and the new key the old one (old_with_new)."""
+
+    link_certificates: list[CaCertificateOut] = []
+
+
 class CaPage(msgspec.Struct, frozen=True, kw_only=True):
     items: list[CaOut]
     next_cursor: str | None
@@ -116,7 +124,7 @@ class CaPage(msgspec.Struct, frozen=True, kw_only=True):
 
 class CaCertificateOut(msgspec.Struct, frozen=True, kw_only=True):
     fingerprint: str
-    role: str  # current | previous | cross
+    role: str  # current | previous | cross | new_with_old | old_with_new (a root's link certificates)
     issuer_ca_id: str | None
     subject_dn: str
     issuer_dn: str
@@ -283,13 +291,17 @@ class CaController(Controller):
         items = [msgspec.convert(row, CaOut) for row in rows[:limit]]
         return CaPage(items=items, next_cursor=items[-1].ca_id if len(rows) > limit else None)
 
-    @get("/{ca_id:str}", summary="Read one CA", responses=QUERY_ERRORS)
+    @get("/{ca_id:str}", summary="Read one CA, with a root's link certificates", responses=QUERY_ERRORS)
     async def read(self, request: Request, principal: Caller, ca_id: FromPath[str],
-                   min_position: MinPosition = None) -> CaOut:
+                   min_position: MinPosition = None) -> CaDetailOut:
         await read_your_writes(request, min_position)
-        return msgspec.convert(await ca_row(request, principal, ca_id), CaOut)
+        row = await ca_row(request, principal, ca_id)
+        rows = await read_models_of(request.app.state).query(read_model.certificates_of, row["tenant_id"], ca_id)
+        links = [msgspec.convert(r, CaCertificateOut, strict=False) for r in rows if r["role"] in read_model.LINK_ROLES]
+        return msgspec.convert({**row, "link_certificates": links}, CaDetailOut)
 
-    @get("/{ca_id:str}/certificates", summary="Every certificate of this CA's keys (current, previous, cross)",
+    @get("/{ca_id:str}/certificates", summary="Every certificate of this CA's keys (current, previous, cross, "
+         "a root's link certificates)",
          responses=QUERY_ERRORS)
     async def certificates(self, request: Request, principal: Caller, ca_id: FromPath[str],
                            min_position: MinPosition = None) -> list[CaCertificateOut]:
@@ -319,7 +331,8 @@ class CaController(Controller):
                                       runtime_of(request.app.state).services.clock.now())
         else:  # the key's own certificate first: cross-certificates of the same key come after it
             found = next((c for c in await views.query(read_model.certificates_of, row["tenant_id"], ca_id)
-                          if (c["subject_key_id"] or "").lower() == key.lower()), None)
+                          if (c["subject_key_id"] or "").lower() == key.lower()
+                          and c["role"] not in read_model.LINK_ROLES), None)
             if found is None:
                 raise ApiProblem(404, "ca_key_not_found", f"CA {ca_id} has no key {key}", field="key")
         if found is None:
@@ -329,7 +342,9 @@ class CaController(Controller):
         return Response(der_of_pem(found["certificate_pem"]), media_type="application/pkix-cert")
 
     @get("/{ca_id:str}/chain", summary="The CA's chain to its root, PEM, CA first", responses=QUERY_ERRORS,
-         media_type=PEM)
+         description="After a root's key rollover, the root's link certificates for the key the chain ends at come "
+         "before the root certificate (and stay with `include_root=false`): a relying party that trusts only the "
+         "root's other key accepts the chain through them.", media_type=PEM)
     async def chain(self, request: Request, principal: Caller, ca_id: FromPath[str],
                     via: Annotated[str | None, QueryParameter(max_length=64,
                                                               description="prefer the path through this issuing CA "
@@ -338,13 +353,14 @@ class CaController(Controller):
                     min_position: MinPosition = None) -> Response[bytes]:
         await read_your_writes(request, min_position)
         row = await ca_row(request, principal, ca_id)
-        chain = await read_models_of(request.app.state).query(_chain_of, row, via)
+        chain = await read_models_of(request.app.state).query(_chain_of, row, via,
+                                                              runtime_of(request.app.state).services.clock.now())
         if not include_root and len(chain) > 1:
             chain = chain[:-1]
         return Response("".join(c["certificate_pem"] for c in chain).encode(), media_type=PEM)
 
 
-def _chain_of(conn, row: dict, via: str | None) -> list[dict]:
+def _chain_of(conn, row: dict, via: str | None, now: datetime) -> list[dict]:
     start = read_model.certificate_by_fingerprint(conn, row["tenant_id"], row["fingerprint"] or "")
     if start is None:
         raise ApiProblem(404, "ca_pending", f"CA {row['ca_id']} has no certificate yet", field="ca_id")
@@ -354,4 +370,5 @@ def _chain_of(conn, row: dict, via: str | None) -> list[dict]:
         if not crossed:
             raise ApiProblem(404, "no_such_path", f"CA {row['ca_id']} is not cross-certified by {via}", field="via")
         start = crossed[-1]
-    return read_model.chain_from(conn, row["tenant_id"], start, via=via)
+    return read_model.with_links(conn, row["tenant_id"], read_model.chain_from(conn, row["tenant_id"], start, via=via),
+                                 now)

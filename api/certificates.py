@@ -238,8 +238,8 @@ class CertificateController(Controller):
             chain = await views.query(ca_model.truststore_chain, row["tenant_id"], row["issuer_fingerprint"],
                                       runtime_of(request.app.state).services.clock.now())
         else:
-            chain = await views.query(ca_model.issuer_chain, row["tenant_id"], row["issuer_fingerprint"]) \
-                if include_chain else []
+            chain = await views.query(ca_model.issuer_chain, row["tenant_id"], row["issuer_fingerprint"],
+                                      runtime_of(request.app.state).services.clock.now()) if include_chain else []
         wants_key = format in ("pkcs12", "jks") or (format == "pem" and include_key)
         material = None
         if wants_key:

@@ -317,7 +317,8 @@ def show(settings: Settings, ca_id: str, chain: bool, as_json: bool) -> None:
 
 def _chain(conn, row: dict) -> list[dict]:
     start = read_model.certificate_by_fingerprint(conn, row["tenant_id"], row["fingerprint"] or "")
-    return read_model.chain_from(conn, row["tenant_id"], start) if start else []
+    return read_model.with_links(conn, row["tenant_id"], read_model.chain_from(conn, row["tenant_id"], start)) \
+        if start else []
 
 
 @ca.command("revoke")

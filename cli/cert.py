@@ -141,7 +141,8 @@ def export(settings: Settings, certificate_id: str, format_: str, out_file: Path
                 chain = ca_model.truststore_chain(conn, row["tenant_id"], row["issuer_fingerprint"],
                                                   runtime.services.clock.now())
             else:
-                chain = [] if no_chain else ca_model.issuer_chain(conn, row["tenant_id"], row["issuer_fingerprint"])
+                chain = [] if no_chain else ca_model.issuer_chain(conn, row["tenant_id"], row["issuer_fingerprint"],
+                                                                  runtime.services.clock.now())
         finally:
             conn.close()
         material = None

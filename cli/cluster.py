@@ -102,7 +102,7 @@ def bootstrap_tls(settings: Settings, out_dir: Path, tenant_id: str, ca_id: str 
                 row = read_model.get(conn, certificate_id, None)
                 if row is None:
                     raise CliError(f"certificate {certificate_id} is not in the read model yet; re-run")
-                chain = ca_model.issuer_chain(conn, row["tenant_id"], row["issuer_fingerprint"])
+                chain = ca_model.issuer_chain(conn, row["tenant_id"], row["issuer_fingerprint"], services.clock.now())
                 trust = ca_model.truststore_chain(conn, row["tenant_id"], row["issuer_fingerprint"],
                                                   services.clock.now())
                 exported = run_async(cert_commands.export_private_key(convert({

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import msgspec
 
-from commands import blocking, compromised_keys, pki, quotas
+from commands import blocking, ca_links, compromised_keys, pki, quotas
 from commands.authz import authorize
 from commands.ids import uuid7
 from commands.ports import PublicKeys
@@ -340,7 +340,9 @@ async def cross_certify(cmd: CrossCertify, ctx: CommandContext, services: Servic
 
 @refused_while_suspended("makes a CA key and signs its certificate")
 async def rollover_ca_key(cmd: RolloverCaKey, ctx: CommandContext, services: Services) -> CommandResult:
-    """A new key and certificate for a CA; the old certificate stays valid (overlap) until it expires."""
+    """A new key and certificate for a CA; the old certificate stays valid (overlap) until it expires. A root's
+    rollover also signs its link certificates (``commands.ca_links``); an offline root cannot roll over here (its
+    key is not held: ``require_active``), and an intermediate's parent signs its new certificate."""
     authorize(ctx.principal, "ca:manage", cmd.tenant_id)
     if prior := await replayed(services, ctx, cmd, cmd.tenant_id):
         return prior
@@ -361,8 +363,14 @@ async def rollover_ca_key(cmd: RolloverCaKey, ctx: CommandContext, services: Ser
     key = await _new_key(services, algorithm)
     der = await _sign(services, spec, crypto.public_keys(key), cmd.tenant_id, parent, self_key=key)
     key_ref = await _keep_key(services, cmd.tenant_id, key, algorithm)
-    rolled = ca.CaKeyRolledOver(certificate=_ca_certificate(services, der, parent.ca_id if parent else None, key_ref),
-                                reason=cmd.reason)
+    certificate = _ca_certificate(services, der, parent.ca_id if parent else None, key_ref)
+    # A root's relying parties hold its certificate itself: link its old and new keys (an intermediate's parent
+    # certifies each of its keys, so chains to either key already end at a root they trust).
+    links = await ca_links.link_certificates(services, cmd.tenant_id, state, key, certificate) if parent is None \
+        else None
+    new_with_old, old_with_new = links or (None, None)
+    rolled = ca.CaKeyRolledOver(certificate=certificate, reason=cmd.reason, new_with_old=new_with_old,
+                                old_with_new=old_with_new)
     return await _run(services, ctx, cmd, cmd.tenant_id, cmd.ca_id, lambda s: ca.decide_rollover(s, cmd.ca_id, rolled))
 
 

@@ -4,7 +4,8 @@ A CA's events carry its certificates (public) and a reference to its private key
 vault, never the key. A CA holds one *current* certificate and key (which signs) and keeps
 every earlier one (key rollover: the old certificate stays valid until it expires, so chains
 built on it keep verifying during the overlap), plus cross-certificates that other CAs issued
-for its key.
+for its key, and a root's link certificates (RFC 4210 4.4: at each rollover its old key
+certifies the new one, and the new key the old one).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import msgspec
 
 from domain.certspec import CertificateFacts, DistinguishedName, NameConstraints
 from domain.errors import AlreadyExists, DomainError, NotFound
-from domain.events import Payload, event, resumable
+from domain.events import Payload, event, resumable, upcaster
 
 STREAM_TYPE = "ca"
 KINDS = ("root", "intermediate")
@@ -81,12 +82,26 @@ class CaCrossCertified(Payload, frozen=True, kw_only=True):
     certificate: CaCertificate
 
 
-@event("ca.key_rolled_over")
+@event("ca.key_rolled_over", schema_version=2)
 class CaKeyRolledOver(Payload, frozen=True, kw_only=True):
-    """A new key and certificate take over signing; the previous ones stay valid until they expire."""
+    """A new key and certificate take over signing; the previous ones stay valid until they expire.
+
+    Schema 2: a root's rollover also records its link certificates (RFC 4210 4.4 root CA key update), each for
+    the root's own subject: ``new_with_old``, the new key certified by the old one (a relying party that trusts
+    only the old root certificate accepts chains to the new key), and ``old_with_new``, the old key certified by
+    the new one (the reverse); neither outlives the old certificate. An intermediate's rollover has none (its
+    parent certifies each of its keys), nor had any schema 1 event (upcast to null).
+    """
 
     certificate: CaCertificate
     reason: str
+    new_with_old: CaCertificate | None = None
+    old_with_new: CaCertificate | None = None
+
+
+@upcaster("ca.key_rolled_over", 1)
+def _v1_had_no_link_certificates(data: dict) -> dict:
+    return {**data, "new_with_old": None, "old_with_new": None}
 
 
 @event("ca.disabled")
@@ -125,6 +140,7 @@ class CertificateAuthority(msgspec.Struct, frozen=True, kw_only=True):
     current: CaCertificate | None = None
     previous: tuple[CaCertificate, ...] = ()
     cross: tuple[CaCertificate, ...] = ()
+    links: tuple[CaCertificate, ...] = ()  # a root's link certificates, NewWithOld then OldWithNew per rollover
     pending_key_ref: str | None = None
     csr_pem: str | None = None
     version: int = 0
@@ -155,7 +171,8 @@ def evolve(state: CertificateAuthority, payload: Payload) -> CertificateAuthorit
             state = replace(state, cross=(*state.cross, payload.certificate))
         case CaKeyRolledOver():
             previous = (*state.previous, state.current) if state.current else state.previous
-            state = replace(state, current=payload.certificate, previous=previous,
+            links = tuple(c for c in (payload.new_with_old, payload.old_with_new) if c is not None)
+            state = replace(state, current=payload.certificate, previous=previous, links=(*state.links, *links),
                             algorithm=payload.certificate.facts.algorithm)  # a rollover may change algorithm
         case CaDisabled():
             state = replace(state, status="disabled")
@@ -237,7 +254,24 @@ def decide_cross_certify(state: CertificateAuthority, ca_id: str, crossed: CaCro
 
 def decide_rollover(state: CertificateAuthority, ca_id: str, rolled: CaKeyRolledOver) -> list[Payload]:
     require_active(state, ca_id)
+    _require_links(state, rolled)
     return [msgspec.structs.replace(rolled, reason=validate_name(rolled.reason, "reason"))]
+
+
+def _require_links(state: CertificateAuthority, rolled: CaKeyRolledOver) -> None:
+    """Link certificates belong to a root's rollover, both or neither, each certifying the key it names."""
+    links = (rolled.new_with_old, rolled.old_with_new)
+    if links == (None, None):
+        return
+    old, new = state.current, rolled.certificate
+    if state.kind != "root" or None in links or old is None:
+        raise DomainError("link_certificates_invalid", "only a root's rollover has link certificates, and both",
+                          field="certificate")
+    for link, certified in zip(links, (new, old), strict=True):
+        assert link is not None
+        if link.facts.public_key_sha256 != certified.facts.public_key_sha256:
+            raise DomainError("link_certificates_invalid", "a link certificate must certify the root's other key",
+                              field="certificate")
 
 
 def _require_not_revoked(state: CertificateAuthority, ca_id: str) -> None:

@@ -5,6 +5,10 @@ untrusted: its issuers refuse to sign under it and everything under it answers O
 has no event. It reads ``status`` "revoked" too, ``revocation_reason`` "ca_revoked", ``revoked_ca_id`` the revoked
 CA above it and ``revoked_at`` that CA's time, as a certificate below a revoked CA does in the certificates read
 model; its own later events (disable, enable, install) keep it so.
+
+A root's link certificates (``new_with_old``, ``old_with_new`` roles: see ``domain.ca.CaKeyRolledOver``) are
+rows of its certificates too, but never a step of ``chain_from``: ``with_links`` adds them to a chain that ends
+at one of the root's keys, before that root certificate.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from projections.base import Projector
 CA_COLUMNS = ("tenant_id", "ca_id", "name", "kind", "origin", "status", "algorithm", "parent_id", "subject_dn",
               "not_before", "not_after", "fingerprint", "path_length", "name_constraints", "csr_pem", "created_at",
               "updated_at", "version", "position", "revocation_reason", "revoked_at", "revoked_ca_id")
+LINK_ROLES = ("new_with_old", "old_with_new")
 CERT_COLUMNS = ("fingerprint", "tenant_id", "ca_id", "role", "issuer_ca_id", "subject_dn", "issuer_dn",
                 "subject_key_id", "authority_key_id", "not_before", "not_after", "certificate_pem", "position")
 
@@ -70,6 +75,9 @@ class CasProjector(Projector):
                          "WHERE tenant_id = ? AND ca_id = ? AND role = 'current'", (event.tenant_id, ca_id))
             self._certificate(conn, event, ca_id, p["certificate"], "current")
             self._current(conn, event, ca_id, p["certificate"])
+            for role in LINK_ROLES:  # schema 2, a root's rollover
+                if p.get(role):
+                    self._certificate(conn, event, ca_id, p[role], role)
             self._update(conn, event, ca_id, algorithm=p["certificate"]["facts"]["algorithm"])
         elif event.type in ("ca.disabled", "ca.enabled"):
             self._update(conn, event, ca_id, status="disabled" if event.type == "ca.disabled" else "active")
@@ -181,8 +189,10 @@ def held_count(conn: sqlite3.Connection, tenant_id: str) -> int:
 
 
 def certificates_of(conn: sqlite3.Connection, tenant_id: str, ca_id: str) -> list[dict]:
+    """The CA's certificates in the order it got them; a rollover's link certificates after its new certificate."""
     rows = conn.execute(f"SELECT {', '.join(CERT_COLUMNS)} FROM ca_certificates WHERE tenant_id = ? AND ca_id = ? "
-                        "ORDER BY position", (tenant_id, ca_id)).fetchall()
+                        "ORDER BY position, CASE role WHEN 'new_with_old' THEN 1 WHEN 'old_with_new' THEN 2 "
+                        "ELSE 0 END", (tenant_id, ca_id)).fetchall()
     return [dict(zip(CERT_COLUMNS, row)) for row in rows]
 
 
@@ -191,7 +201,7 @@ def plain_issuer_certificate(conn: sqlite3.Connection, tenant_id: str, ca_id: st
     certificate it signed (after a rollover, each later key's certificates name theirs with ``?key=``), so: the
     own certificate of the oldest key that still has an unexpired certificate (its own or a cross-certificate),
     as the plain CRL URL serves that key's CRL; the current certificate once no such key is left."""
-    rows = certificates_of(conn, tenant_id, ca_id)
+    rows = [row for row in certificates_of(conn, tenant_id, ca_id) if row["role"] not in LINK_ROLES]
     by_key: dict[str, list[dict]] = {}
     for row in rows:
         by_key.setdefault(row["subject_key_id"], []).append(row)
@@ -202,17 +212,48 @@ def plain_issuer_certificate(conn: sqlite3.Connection, tenant_id: str, ca_id: st
     return next((row for row in rows if row["role"] == "current"), None)
 
 
-def issuer_chain(conn: sqlite3.Connection, tenant_id: str, issuer_fingerprint: str) -> list[dict]:
-    """A certificate's chain as exports serve it: its issuing CA certificate, then its issuers up to the root."""
+def issuer_chain(conn: sqlite3.Connection, tenant_id: str, issuer_fingerprint: str,
+                 now: datetime | None = None) -> list[dict]:
+    """A certificate's chain as exports serve it: its issuing CA certificate, then its issuers up to the root, with
+    the root's link certificates for that key before the root (``with_links``: unexpired at ``now``, if given)."""
+    return with_links(conn, tenant_id, _issuer_path(conn, tenant_id, issuer_fingerprint), now)
+
+
+def _issuer_path(conn: sqlite3.Connection, tenant_id: str, issuer_fingerprint: str) -> list[dict]:
     issuer = certificate_by_fingerprint(conn, tenant_id, issuer_fingerprint)
     return chain_from(conn, tenant_id, issuer) if issuer else []
 
 
+def with_links(conn: sqlite3.Connection, tenant_id: str, chain: list[dict], now: datetime | None = None) -> list[dict]:
+    """``chain`` (ending at a root certificate) with the link certificates that certify that root's key by the
+    root's other keys, and transitively theirs (two rollovers: a path back to the first key), inserted before the
+    root certificate: a relying party that trusts only another key of the root then finds a link, not the root
+    certificate it does not trust, as the issuer of the certificate below (OpenSSL takes the first untrusted
+    candidate that matches and does not backtrack). Where two links certify one key, the one the later key
+    signed comes first. Links expired at ``now`` are left out."""
+    if not chain or not _self_signed(chain[-1]):
+        return chain
+    root = chain[-1]
+    by_key: dict[str, list[dict]] = {}
+    for row in reversed(certificates_of(conn, tenant_id, root["ca_id"])):  # the later rollover's first
+        if row["role"] in LINK_ROLES and (now is None or datetime.fromisoformat(row["not_after"]) > now):
+            by_key.setdefault(row["subject_key_id"], []).append(row)
+    links, reached, keys = [], {root["subject_key_id"]}, [root["subject_key_id"]]
+    while keys:
+        for row in by_key.get(keys.pop(0), []):
+            if row["authority_key_id"] not in reached:
+                reached.add(row["authority_key_id"])
+                keys.append(row["authority_key_id"])
+                links.append(row)
+    return [*chain[:-1], *links, root]
+
+
 def truststore_chain(conn: sqlite3.Connection, tenant_id: str, issuer_fingerprint: str, now: datetime) -> list[dict]:
-    """What a truststore for a certificate holds: ``issuer_chain``, then its root CA's other unexpired self-signed
-    certificates (its keys before and after a rollover), so that nodes trusting it accept peers whose certificates
-    chain to either key, through a rolling restart."""
-    chain = issuer_chain(conn, tenant_id, issuer_fingerprint)
+    """What a truststore for a certificate holds: its issuer path up to the root, then its root CA's other
+    unexpired self-signed certificates (its keys before and after a rollover), so that nodes trusting it accept
+    peers whose certificates chain to either key, through a rolling restart. No link certificates: a truststore
+    holds the roots themselves."""
+    chain = _issuer_path(conn, tenant_id, issuer_fingerprint)
     if not chain:
         return []
     root = chain[-1]
@@ -254,7 +295,7 @@ def chain_from(conn: sqlite3.Connection, tenant_id: str, start: dict, *, via: st
                             "AND subject_key_id = ? AND subject_dn = ?",
                             (tenant_id, current["authority_key_id"], current["issuer_dn"])).fetchall()
         candidates = [dict(zip(CERT_COLUMNS, row)) for row in rows]
-        candidates = [c for c in candidates if c["fingerprint"] not in seen]
+        candidates = [c for c in candidates if c["fingerprint"] not in seen and c["role"] not in LINK_ROLES]
         if not candidates:
             break
         # ``via`` decides only the step it names; every other step still prefers the CA's own hierarchy.
