@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import stat
 import subprocess
@@ -65,6 +66,42 @@ def test_a_rotation_over_existing_files_leaves_every_secret_owner_only(tmp_path)
     assert {path.name: stat.S_IMODE(path.stat().st_mode) for path in secrets_} == {
         "keystore.password": 0o600, "keystore.jks": 0o600, "client.key": 0o600}
     assert stat.S_IMODE((out / "ca.pem").stat().st_mode) == 0o644
+
+
+def _pem_blocks(text: str) -> list[str]:
+    return re.findall(r"-----BEGIN CERTIFICATE-----\r?\n.*?-----END CERTIFICATE-----\r?\n?", text, re.DOTALL)
+
+
+@pytest.mark.skipif(OPENSSL is None or KEYTOOL is None, reason="needs the openssl command and Java's keytool")
+def test_after_a_root_rollover_the_nodes_keystores_chain_to_the_truststores_exported_before_it(tmp_path):
+    """A node keyed under the rolled-over root presents NewWithOld (its JKS keystore's chain, and the client's PEM
+    chain), so a peer still holding the ca.pem and truststore from before the rollover accepts it."""
+    data, out = str(tmp_path / "data"), tmp_path / "tls"
+    invoke("--data-dir", data, "init")
+    made = invoke("--data-dir", data, "cluster", "bootstrap-tls", "--out", str(out), "--node", "db-1=10.1.0.1")
+    ca_id = re.search(r"cluster CA (\S+):", made).group(1)
+    old_ca = (out / "ca.pem").read_text()
+    invoke("--data-dir", data, "ca", "rollover", ca_id, "--tenant", "platform", "--reason", "root key update")
+    invoke("--data-dir", data, "cluster", "bootstrap-tls", "--out", str(out), "--ca", ca_id, "--node",
+           "db-1=10.1.0.1")
+    new_ca = (out / "ca.pem").read_text()
+    assert new_ca != old_ca
+    (tmp_path / "old-ca.pem").write_text(old_ca)
+    password = (out / "keystore.password").read_text().strip()
+    listing = subprocess.run([KEYTOOL, "-list", "-rfc", "-keystore", out / "db-1" / "keystore.jks", "-storepass",
+                              password], capture_output=True, text=True)
+    assert listing.returncode == 0 and "Certificate chain length: 3" in listing.stdout, listing.stdout
+    node_chain = _pem_blocks(listing.stdout)
+    assert node_chain[-1].strip() == new_ca.strip()
+    for name, chain in (("node", node_chain), ("client", _pem_blocks((out / "client" / "client.pem").read_text()))):
+        (tmp_path / f"{name}-leaf.pem").write_text(chain[0])
+        (tmp_path / f"{name}-chain.pem").write_text("".join(chain[1:]))
+        (tmp_path / f"{name}-unlinked.pem").write_text(new_ca)
+        for untrusted, accepted in (("chain", True), ("unlinked", False)):
+            verified = subprocess.run([OPENSSL, "verify", "-x509_strict", "-CAfile", tmp_path / "old-ca.pem",
+                                       "-untrusted", tmp_path / f"{name}-{untrusted}.pem",
+                                       tmp_path / f"{name}-leaf.pem"], capture_output=True, text=True)
+            assert (verified.returncode == 0) is accepted, (name, untrusted, verified.stdout + verified.stderr)
 
 
 def test_bootstrap_tls_against_an_uninitialised_data_dir_writes_nothing(tmp_path):
