@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from datetime import UTC, datetime
 from pathlib import Path
 
 import click
@@ -317,8 +318,8 @@ def show(settings: Settings, ca_id: str, chain: bool, as_json: bool) -> None:
 
 def _chain(conn, row: dict) -> list[dict]:
     start = read_model.certificate_by_fingerprint(conn, row["tenant_id"], row["fingerprint"] or "")
-    return read_model.with_links(conn, row["tenant_id"], read_model.chain_from(conn, row["tenant_id"], start)) \
-        if start else []
+    chain = read_model.chain_from(conn, row["tenant_id"], start) if start else []
+    return read_model.with_links(conn, row["tenant_id"], chain, datetime.now(UTC))  # a root's unexpired links
 
 
 @ca.command("revoke")

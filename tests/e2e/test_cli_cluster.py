@@ -86,13 +86,15 @@ def test_after_a_root_rollover_the_nodes_keystores_chain_to_the_truststores_expo
            "db-1=10.1.0.1")
     new_ca = (out / "ca.pem").read_text()
     assert new_ca != old_ca
+    shown = _pem_blocks(invoke("--data-dir", data, "ca", "show", ca_id, "--chain"))  # NewWithOld, then the root
+    assert len(shown) == 2 and shown[1].strip() == new_ca.strip()
     (tmp_path / "old-ca.pem").write_text(old_ca)
     password = (out / "keystore.password").read_text().strip()
     listing = subprocess.run([KEYTOOL, "-list", "-rfc", "-keystore", out / "db-1" / "keystore.jks", "-storepass",
                               password], capture_output=True, text=True)
     assert listing.returncode == 0 and "Certificate chain length: 3" in listing.stdout, listing.stdout
     node_chain = _pem_blocks(listing.stdout)
-    assert node_chain[-1].strip() == new_ca.strip()
+    assert node_chain[-1].strip() == new_ca.strip() and node_chain[1].strip() == shown[0].strip()
     for name, chain in (("node", node_chain), ("client", _pem_blocks((out / "client" / "client.pem").read_text()))):
         (tmp_path / f"{name}-leaf.pem").write_text(chain[0])
         (tmp_path / f"{name}-chain.pem").write_text("".join(chain[1:]))
