@@ -156,13 +156,16 @@ async def test_a_root_rollover_links_old_and_new_keys_for_truststores_that_hold_
     assert path[-2:] == [old_with_new, new]
 
 
-async def test_a_root_rollover_records_its_link_certificates_and_old_events_still_decode(pki_api):
-    """The link certificates are in the rollover's event (schema 2; certificates and key references, never a key);
-    a schema 1 ``ca.key_rolled_over`` (before link certificates) still decodes, upcast to none."""
+@pytest.mark.parametrize("algorithm", ["hybrid-p384-ml-dsa-65", "ml-dsa-65"])
+async def test_a_root_rollover_records_its_link_certificates_and_old_events_still_decode(pki_api, algorithm):
+    """The link certificates are in the rollover's event (schema 2; certificates and key references, never a key),
+    for post-quantum and hybrid roots too (a hybrid link's alternative signature is checked as it is signed); a
+    schema 1 ``ca.key_rolled_over`` (before link certificates) still decodes, upcast to none."""
     api = pki_api
     admin = await api.admin()
     await api.create_tenant(admin, "acme")
-    root = await create_ca(api, admin, name="Acme Root")
+    root = await create_ca(api, admin, name="Acme Root", algorithm=algorithm)
+    old_root = load(await ca_pem(api, admin, root))
     rolled = (await ok(await api.client.post(f"/v1/cas/{root}/rollover", headers=admin,
                                              json={"reason": "root key update"}))).json()
     last = (await api.runtime.services.store.read_stream("acme", f"ca-{root}"))[-1]
@@ -171,6 +174,10 @@ async def test_a_root_rollover_records_its_link_certificates_and_old_events_stil
     current = decode_payload(last)
     assert isinstance(current, CaKeyRolledOver) and current.new_with_old and current.old_with_new
     assert current.new_with_old.key_ref == current.certificate.key_ref  # the key it certifies, by reference
+    assert current.new_with_old.facts.algorithm == current.old_with_new.facts.algorithm == algorithm
+    new_root = load(current.certificate.certificate_pem)
+    load(current.new_with_old.certificate_pem).verify_directly_issued_by(old_root)
+    load(current.old_with_new.certificate_pem).verify_directly_issued_by(new_root)
     assert len(certificates(current.old_with_new.certificate_pem)) == 1
 
     v1 = {k: v for k, v in last.payload.items() if k not in ("new_with_old", "old_with_new")}
