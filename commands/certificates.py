@@ -7,9 +7,10 @@ from typing import Annotated, Any
 
 import msgspec
 
-from commands import blocking, compromised_keys, pki, quotas
+from commands import blocking, compromised_keys, pki, quotas, revoke
 from commands.authz import authorize
 from commands.cas import AlgorithmName, CaId
+from commands.ids import CertificateId
 from commands.ports import PublicKeys
 from commands.profiles import resolve_profile
 from commands.runtime import CommandContext, CommandResult, Services, load, replayed, run
@@ -21,7 +22,6 @@ from domain.profile import Profile, require_issuable
 from domain.renewal import check_reused_key
 from domain.tenant import NEW_CERTIFICATE, RENEWAL
 
-CertificateId = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{40}$", description="the serial number, 40 hex digits")]
 CsrText = Annotated[str, msgspec.Meta(min_length=1, max_length=65536, description="PKCS#10, PEM")]
 ProfileName = Annotated[str, msgspec.Meta(min_length=1, max_length=63)]
 Tag = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
@@ -197,7 +197,27 @@ async def issue(services: Services, ctx: CommandContext, command: msgspec.Struct
         certificate_id = result.stream_id.removeprefix("certificate-")
         if key is not None and key_ref is not None:  # this attempt's own key, which no event names
             await pki.vault_of(services).delete([key_ref])
+    elif request.public_key_sha256 is not None and not renewal:  # a renewal checks its predecessor's revocation
+        await _withdraw_if_compromised(services, ctx, tenant_id, certificate_id, request)
     return IssuedCertificate(result=result, certificate_id=certificate_id)
+
+
+async def _withdraw_if_compromised(services: Services, ctx: CommandContext, tenant_id: str, certificate_id: str,
+                                   request: _Request) -> None:
+    """The key was reported compromised while this certificate was being signed: it passed the check above before
+    the report was recorded, and landed after the revocation's sweep of the key's certificates (commands/revoke.py
+    reads them once the read model has reached the log's head as it stood after the report). Revoke it through the
+    normal path, as that sweep would have, and refuse: no valid certificate of the key is left by the race."""
+    assert request.public_key_sha256 is not None
+    report = (await compromised_keys.load_keys(services, tenant_id)).keys.get(request.public_key_sha256)
+    if report is None:
+        return
+    await revoke.revoke_raced(services, revoke.on_own_account(ctx), tenant_id, certificate_id, reason=report.reason,
+                              invalidity_date=report.invalidity_date, same_key=True,
+                              raced="the key was reported compromised while it was being signed")
+    raise DomainError("key_compromised", f"the key of {request.key_field} was reported compromised in tenant "
+                      f"{tenant_id} while this certificate was being signed; certificate {certificate_id} is revoked",
+                      field=request.key_field)
 
 
 def renewal_request(services: Services, issued: certificate.CertificateIssued, rotate_key: bool) -> _Request:

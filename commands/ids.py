@@ -1,10 +1,15 @@
-"""Identifier generation: UUIDv7 (time-ordered) for events and objects."""
+"""Identifiers: UUIDv7 (time-ordered) generation for events and objects, and the certificate id's format."""
 
 from __future__ import annotations
 
 import os
 import time
 import uuid
+from typing import Annotated
+
+import msgspec
+
+CertificateId = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{40}$", description="the serial number, 40 hex digits")]
 
 
 def uuid7() -> str:

@@ -33,8 +33,10 @@ from typing import NoReturn
 import msgspec
 
 from commands import compromised_keys, pki, revoke
+from commands.revoke import RENEWAL_RACED
 from commands.authz import SYSTEM, authorize
-from commands.certificates import CertificateId, issue, issuing_context, renewal_request
+from commands.certificates import issue, issuing_context, renewal_request
+from commands.ids import CertificateId
 from commands.profiles import resolve_profile
 from commands.runtime import CommandContext, CommandResult, Services, load, replayed, run
 from commands.tenants import TenantId, is_suspended, refused_while_suspended
@@ -140,15 +142,10 @@ async def _refuse_compromised(services: Services, tenant_id: str, issued: certif
                                                      "reuse_key")
 
 
-def _system(ctx: CommandContext) -> CommandContext:
-    """What a renewal does on its own account (completing or undoing a revocation), traced to the request."""
-    return CommandContext(principal=SYSTEM, correlation_id=ctx.correlation_id, causation_id=ctx.causation_id)
-
-
 async def _refuse_if_revoked(services: Services, ctx: CommandContext, tenant_id: str,
                              issued: certificate.CertificateIssued) -> None:
     """Refuse a certificate its CA recorded revoked, whatever its own stream says yet (which is then completed)."""
-    if await revoke.complete_revocation(services, _system(ctx), tenant_id, issued) is not None:
+    if await revoke.complete_revocation(services, revoke.on_own_account(ctx), tenant_id, issued) is not None:
         raise RenewalRefused("certificate_revoked", f"certificate {issued.certificate_id} is revoked", field="id")
 
 
@@ -163,8 +160,9 @@ async def _withdraw(services: Services, ctx: CommandContext, cmd: RenewCertifica
         reason, invalidity_date = revoked.reason, revoked.invalidity_date
     else:
         reason, invalidity_date = recorded.reason, recorded.invalidity_date
-    return await revoke.revoke_successor(services, _system(ctx), cmd.tenant_id, claim.new_certificate_id,
-                                         reason=reason, invalidity_date=invalidity_date, rotated=claim.rotate_key)
+    return await revoke.revoke_raced(services, revoke.on_own_account(ctx), cmd.tenant_id, claim.new_certificate_id, reason=reason,
+                                     invalidity_date=invalidity_date, same_key=not claim.rotate_key,
+                                     raced=RENEWAL_RACED)
 
 
 def _validity_days(issued: certificate.CertificateIssued, profile_max: int, tenant_max: int | None) -> int:

@@ -34,9 +34,9 @@ from typing import Annotated
 import msgspec
 
 from commands import compromised_keys, crl, ocsp
-from commands.authz import authorize
+from commands.authz import SYSTEM, authorize
 from commands.cas import CaId
-from commands.certificates import CertificateId
+from commands.ids import CertificateId
 from commands.runtime import CommandContext, CommandResult, Services, load, replayed, run
 from commands.tenants import TenantId, allowed_while_suspended
 from domain import ca, certificate, revocation
@@ -135,23 +135,33 @@ async def complete_revocation(services: Services, ctx: CommandContext, tenant_id
     return recorded
 
 
-async def revoke_successor(services: Services, ctx: CommandContext, tenant_id: str, successor_id: str, *,
-                           reason: str, invalidity_date: datetime | None, rotated: bool) -> bool:
-    """Revoke the successor a renewal issued for a certificate revoked (``reason``) while it was being renewed,
-    through the normal path (its CA's stream, its own, the CRL): the race leaves no valid certificate. Whether
-    that successor was issued (it is revoked now, by this call or by the other side of the race); False if not."""
-    state = await load(services, tenant_id, certificate.stream_id(successor_id), certificate.fold)
+def on_own_account(ctx: CommandContext) -> CommandContext:
+    """What the service does on its own account to finish a request (completing or undoing a revocation that raced
+    it), whatever the caller may do itself, traced to the request."""
+    return CommandContext(principal=SYSTEM, correlation_id=ctx.correlation_id, causation_id=ctx.causation_id)
+
+
+RENEWAL_RACED = "the renewal that issued it raced its predecessor's revocation"
+
+
+async def revoke_raced(services: Services, ctx: CommandContext, tenant_id: str, certificate_id: str, *,
+                      reason: str, invalidity_date: datetime | None, same_key: bool, raced: str) -> bool:
+    """Revoke a certificate issued while a revocation it must share was in flight (``raced`` says which: the
+    successor of a certificate revoked while it was renewed, a certificate of a key reported compromised while it
+    was signed), through the normal path (its CA's stream, its own, the CRL), carrying ``reason``: the race leaves
+    no valid certificate. Whether that certificate was issued (it is revoked now, by this call or by the other
+    side of the race); False if not."""
+    state = await load(services, tenant_id, certificate.stream_id(certificate_id), certificate.fold)
     if state.issued is None or state.status == "revoked":
         return state.issued is not None
-    reason, invalidity_date = revocation.carried_revocation(reason, invalidity_date, same_key=not rotated,
+    reason, invalidity_date = revocation.carried_revocation(reason, invalidity_date, same_key=same_key,
                                                             not_before=state.issued.facts.not_before)
     try:
-        await revoke_certificate(RevokeCertificate(tenant_id=tenant_id, certificate_id=successor_id, reason=reason,
+        await revoke_certificate(RevokeCertificate(tenant_id=tenant_id, certificate_id=certificate_id, reason=reason,
                                                    invalidity_date=invalidity_date), _without_key(ctx), services)
     except revocation.AlreadyRevoked:
         return True
-    log.warning("revoked certificate %s (%s): the renewal that issued it raced its predecessor's revocation",
-                successor_id, reason)
+    log.warning("revoked certificate %s (%s): %s", certificate_id, reason, raced)
     return True
 
 
@@ -168,8 +178,8 @@ async def _revoke_racing_successor(services: Services, ctx: CommandContext, tena
         successor, rotated = after.renewed.new_certificate_id, after.renewed.rotated
     else:
         return ()
-    issued = await revoke_successor(services, ctx, tenant_id, successor, reason=recorded.reason,
-                                    invalidity_date=recorded.invalidity_date, rotated=rotated)
+    issued = await revoke_raced(services, ctx, tenant_id, successor, reason=recorded.reason,
+                                invalidity_date=recorded.invalidity_date, same_key=not rotated, raced=RENEWAL_RACED)
     return (successor,) if issued else ()
 
 

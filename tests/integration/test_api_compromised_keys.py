@@ -242,3 +242,31 @@ async def test_an_offline_signed_intermediate_certificate_of_a_compromised_key_i
     assert_problem(refused, 422, "key_compromised", field="certificate_pem")
     assert await written_since(api, head) <= {"ca.crl_published"}
     assert (await api.client.get(f"/v1/cas/{ca_id}", headers=admin)).json()["status"] == "pending"
+
+
+async def test_a_csr_whose_key_is_reported_compromised_while_it_is_signed_is_revoked_and_refused(pki_api, monkeypatch):
+    """The race the check before signing cannot see: the issuance passed it, and the report landed (with its sweep of
+    the key's certificates) before the certificate did. Simulated by letting the first check pass for a key already
+    reported; the check after the append finds the report."""
+    api = pki_api
+    admin, _root, inter = await setup(api)
+    key = ec.generate_private_key(ec.SECP256R1())
+    first = await issue(api, admin, inter, "k1.acme.internal", csr=csr_of(key, "k1.acme.internal"))
+    compromised_at = datetime.now(UTC) - timedelta(minutes=1)
+    await revoke(api, admin, first["certificate_id"], reason="key_compromise", invalidity_date=compromised_at.isoformat())
+
+    async def passed_before_the_report(*_args, **_kwargs) -> None:
+        return None
+
+    monkeypatch.setattr(compromised_keys, "refuse_if_compromised", passed_before_the_report)
+    raced = await new_csr(api, admin, "acme", inter, key, "k2.acme.internal")
+    body = assert_problem(raced, 422, "key_compromised", field="csr")
+    certificate_id = body["detail"].split("certificate ")[-1].split()[0]
+    await caught_up(api)
+    shown = (await api.client.get(f"/v1/certificates/{certificate_id}", headers=admin)).json()
+    assert (shown["status"], shown["revocation_reason"]) == ("revoked", "key_compromise")
+    # from its own notBefore, the compromise predating it (RFC 5280 5.3.2)
+    assert datetime.fromisoformat(shown["invalidity_date"]) >= datetime.fromisoformat(shown["not_before"])
+    listed = {int(entry.serial_number) for entry in x509.load_der_x509_crl(
+        (await api.client.get(f"/v1/cas/{inter}/crl")).content)}
+    assert int(certificate_id, 16) in listed
