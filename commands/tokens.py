@@ -12,7 +12,7 @@ from typing import Annotated, Protocol
 import msgspec
 
 from commands.authz import ROLES, authorize, check_grantable
-from commands.runtime import CommandContext, CommandResult, Services, load, rfc3339, run
+from commands.runtime import CommandContext, CommandResult, Services, load, replayed, rfc3339, run
 from commands.tenants import allowed_while_suspended, refused_while_suspended
 from domain import api_token, service_account
 from domain.events import SYSTEM_TENANT
@@ -26,6 +26,8 @@ class CredentialVault(Protocol):
     def put_verifier(self, token_id: str, verifier: bytes) -> None: ...
 
     def get_verifier(self, token_id: str) -> bytes | None: ...
+
+    def delete_verifier(self, token_id: str) -> None: ...
 
 
 class IssueApiToken(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -103,18 +105,27 @@ async def issue_api_token(cmd: IssueApiToken, ctx: CommandContext, services: Ser
     issued = api_token.ApiTokenIssued(token_id=token_id, name=cmd.name.strip(), roles=sorted(set(cmd.roles)),
                                       scope_tenant_id=cmd.tenant_id, expires_at=expires_at, service_account=account)
     api_token.decide_issue(api_token.ApiToken(), issued, frozenset(ROLES))  # refuse before storing anything
+    scope = cmd.tenant_id or SYSTEM_TENANT
+    if prior := await replayed(services, ctx, cmd, scope):
+        return await _first_key(services, scope, prior, account)
     await _account_for_key(services, ctx, account, cmd, create=cmd.service_account is None)
     vault.put_verifier(token_id, verifier(secret))  # an orphan verifier (if the append fails) grants nothing
-    result = await run(services, ctx, cmd, tenant_id=cmd.tenant_id or SYSTEM_TENANT,
-                       stream_id=api_token.stream_id(token_id), stream_type=api_token.STREAM_TYPE,
-                       fold=api_token.fold, decide=lambda s: api_token.decide_issue(s, issued, frozenset(ROLES)))
-    if result.replayed:  # a retry of a request that already issued a key: its secret was shown then, not again;
-        # the rest is the first key's, from its stream (not this retry's token_id and expiry, never recorded)
-        first = await load(services, cmd.tenant_id or SYSTEM_TENANT, result.stream_id, api_token.fold)
-        return IssuedToken(token_id=first.token_id, token="", expires_at=first.expires_at,
-                           service_account=first.service_account or account, result=result)
+    result = await run(services, ctx, cmd, tenant_id=scope, stream_id=api_token.stream_id(token_id),
+                       stream_type=api_token.STREAM_TYPE, fold=api_token.fold,
+                       decide=lambda s: api_token.decide_issue(s, issued, frozenset(ROLES)))
+    if result.replayed:  # a duplicate of this request landed first: this attempt's verifier names no key
+        vault.delete_verifier(token_id)
+        return await _first_key(services, scope, result, account)
     return IssuedToken(token_id=token_id, token=f"{TOKEN_PREFIX}_{token_id}_{secret}", expires_at=expires_at,
                        service_account=account, result=result)
+
+
+async def _first_key(services: Services, scope: str, result: CommandResult, account: str) -> IssuedToken:
+    """A retry of a request that already issued a key: its secret was shown then, not again; the rest is the first
+    key's, from its stream (not this retry's token_id and expiry, never recorded)."""
+    first = await load(services, scope, result.stream_id, api_token.fold)
+    return IssuedToken(token_id=first.token_id, token="", expires_at=first.expires_at,
+                       service_account=first.service_account or account, result=result)
 
 
 async def _account_for_key(services: Services, ctx: CommandContext, account: str, cmd: IssueApiToken,

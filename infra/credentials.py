@@ -39,6 +39,10 @@ class SQLiteCredentialVault:
     def put_verifier(self, token_id: str, verifier: bytes) -> None:
         self._conn().execute("INSERT INTO credential_verifiers VALUES (?, ?, ?)", (token_id, verifier, time.time()))
 
+    def delete_verifier(self, token_id: str) -> None:
+        self._known.pop(token_id, None)
+        self._conn().execute("DELETE FROM credential_verifiers WHERE token_id = ?", (token_id,))
+
     def get_verifier(self, token_id: str) -> bytes | None:
         known = self._known.get(token_id)
         if known is not None:

@@ -158,6 +158,10 @@ async def test_a_replayed_key_issue_answers_the_first_keys_expiry_without_its_se
     await settled(api)
     listed = (await api.client.get("/v1/service-accounts/ci", headers=admin)).json()["keys"]
     assert [(k["key_id"], k["expires_at"]) for k in listed] == [(original["key_id"], original["expires_at"])]
+    verifiers = api.runtime.vault._conn().execute("SELECT token_id FROM credential_verifiers").fetchall()
+    assert original["key_id"] in {row[0] for row in verifiers}
+    admin_keys = 1  # the test's own platform-admin key
+    assert len(verifiers) == admin_keys + 1  # the retry stored no verifier of a key that was never recorded
 
 
 async def test_privileged_users_enroll_totp_then_need_it(api):
