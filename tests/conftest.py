@@ -33,3 +33,16 @@ def bench() -> SimpleNamespace:
         from bench import __main__ as cli
         from bench import issuance, phases, report, wrkbench
         yield SimpleNamespace(cli=cli, issuance=issuance, phases=phases, report=report, wrkbench=wrkbench)
+
+
+@pytest.fixture
+async def services(runtime):
+    """The runtime's command services with two tenants, acme and globex, made by the platform (SYSTEM)."""
+    from commands.authz import SYSTEM
+    from commands.runtime import CommandContext
+    from commands.tenants import CreateTenant, create_tenant
+
+    for tenant_id in ("acme", "globex"):
+        await create_tenant(CreateTenant(tenant_id=tenant_id, name=tenant_id.title()),
+                            CommandContext(principal=SYSTEM), runtime.services)
+    return runtime.services

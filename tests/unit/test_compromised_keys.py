@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 from commands import compromised_keys as commands
 from commands.authz import SYSTEM, Forbidden, Principal
 from commands.runtime import CommandContext
-from commands.tenants import CreateTenant, create_tenant
 from domain import compromised_keys
 from domain.compromised_keys import KeyCompromiseRecorded
 from domain.errors import DomainError
@@ -79,13 +78,6 @@ def test_the_event_carries_the_hash_and_where_it_was_reported_never_more():
     names = {f.name for f in msgspec.structs.fields(KeyCompromiseRecorded)}
     assert names == {"public_key_sha256", "reason", "reported_at", "invalidity_date", "certificate_id", "ca_id",
                      "subject_ca_id"}
-
-
-@pytest.fixture
-async def services(runtime):
-    for tenant_id in ("acme", "globex"):
-        await create_tenant(CreateTenant(tenant_id=tenant_id, name=tenant_id.title()), ADMIN, runtime.services)
-    return runtime.services
 
 
 async def test_a_recorded_key_is_refused_in_its_tenant_only_and_recording_again_appends_nothing(services):

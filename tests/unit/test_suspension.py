@@ -14,7 +14,7 @@ from commands import tenants
 from commands.authz import SYSTEM, Forbidden, Principal
 from commands.identity import SetUserStatus, set_user_status
 from commands.runtime import CommandContext
-from commands.tenants import (WHILE_SUSPENDED, CreateTenant, SuspendTenant, create_tenant, refused_while_suspended,
+from commands.tenants import (WHILE_SUSPENDED, SuspendTenant, refused_while_suspended,
                               suspend_tenant)
 from commands.tokens import IssueApiToken, issue_api_token
 from domain.errors import DomainError
@@ -60,11 +60,10 @@ def test_what_must_go_on_is_allowed_and_what_signs_or_adds_credentials_is_refuse
 
 
 @pytest.fixture
-async def services(runtime):
-    for tenant_id in ("acme", "globex"):
-        await create_tenant(CreateTenant(tenant_id=tenant_id, name=tenant_id.title()), ADMIN, runtime.services)
-    await suspend_tenant(SuspendTenant(tenant_id="acme", reason="unpaid"), ADMIN, runtime.services)
-    return runtime.services
+async def services(services):
+    """acme suspended, globex active."""
+    await suspend_tenant(SuspendTenant(tenant_id="acme", reason="unpaid"), ADMIN, services)
+    return services
 
 
 def ctx(*roles: str, tenant_id: str | None = None) -> CommandContext:

@@ -22,13 +22,6 @@ def ctx(*roles: str, tenant_id: str | None = None, key: str | None = None) -> Co
                                               tenant_id=tenant_id), idempotency_key=key)
 
 
-@pytest.fixture
-async def services(runtime):
-    for tenant_id in ("acme", "globex"):
-        await create_tenant(CreateTenant(tenant_id=tenant_id, name=tenant_id.title()), ADMIN, runtime.services)
-    return runtime.services
-
-
 async def test_refusals_are_decided_before_anything_is_written(services):
     head = await services.store.head_position()
     attempts = [
