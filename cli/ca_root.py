@@ -176,6 +176,10 @@ def sign_crl(root_dir: Path, request_file: Path, out_file: Path, next_update_day
                        f"({fingerprint}): sign it with the root it names")
     if out_file.exists():
         raise CliError(f"{out_file} exists: a ceremony never overwrites a CRL")
+    try:
+        revocation.check_crl_number(request.crl_number, "crl_number")
+    except DomainError as exc:
+        raise _refuse(exc) from None
     now = datetime.now(UTC).replace(microsecond=0)
     period = timedelta(days=next_update_days)
     entries = revocation.listed(request.entries, now, period)

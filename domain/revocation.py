@@ -46,6 +46,9 @@ RENEW_FRACTION = 3
 # least every 12 months, so a CRL signed offline may cover at most that long.
 OFFLINE_CRL_MAX_DAYS = 365
 CLOCK_SKEW = timedelta(minutes=5)  # how far ahead of this service's clock an offline CRL's thisUpdate may be
+# RFC 5280 5.2.3: a CRL number is a non-negative INTEGER of at most 20 octets, so below 2**159 (the top bit of a
+# 20-octet positive INTEGER is its sign); relying parties need not handle a longer one.
+CRL_NUMBER_LIMIT = 1 << 159
 
 
 @event("ca.certificate_revoked")
@@ -357,6 +360,14 @@ def crl_number_floor(now: datetime) -> int:
     return int(now.timestamp() * 1000)
 
 
+def check_crl_number(number: int, field: str) -> None:
+    """Refuse a CRL number RFC 5280 5.2.3 does not allow (negative, or longer than 20 octets): the CA's numbers
+    after it would follow it, and stay out of range."""
+    if not 0 <= number < CRL_NUMBER_LIMIT:
+        raise DomainError("crl_number_out_of_range", f"CRL number {number} is not a non-negative integer of at most "
+                          "20 octets (RFC 5280 5.2.3): sign a CRL from a fresh crl-request", field=field)
+
+
 def next_crl_number(state: Registry, now: datetime) -> int:
     """One sequence per CA, whichever key signs: above the CA's last CRL number and not below the clock's floor,
     so a key's CRL numbers increase (with gaps, as RFC 5280 5.2.3 allows), and no two CRLs under the CA's name
@@ -435,6 +446,7 @@ def decide_install(state: Registry, signed: SignedCrl, now: datetime) -> list[Pa
     def refuse(rule: str, message: str) -> DomainError:
         return DomainError(rule, message, field="crl_pem")
 
+    check_crl_number(signed.crl_number, "crl_pem")
     if state.crl is not None and signed.crl_number <= state.crl.crl_number:
         raise refuse("crl_number_not_increasing", f"CRL number {signed.crl_number} is not above the last CRL's "
                      f"({state.crl.crl_number}): sign a new CRL from a fresh crl-request")

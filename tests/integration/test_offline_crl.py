@@ -18,10 +18,14 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from test_api_ca_lifecycle import CSM, OPENSSL, create_ca, csm, needs_openssl, ok, request_offline_intermediate
+from test_api_ca_lifecycle import (CSM, OPENSSL, PASSPHRASE, create_ca, csm, needs_openssl, ok,
+                                   request_offline_intermediate)
 from test_api_support import assert_problem, pki_api  # noqa: F401
 
+from commands.pki import der_of_pem, pem
 from domain.revocation import crl_number_floor
+from infra.crypto import keys as key_files
+from infra.crypto.revocation import CryptographyRevocation
 
 pytestmark = [needs_openssl,
               pytest.mark.skipif(not CSM.exists(), reason=f"the csm console script is not installed at {CSM}")]
@@ -164,3 +168,32 @@ async def test_a_crl_the_root_did_not_sign_or_a_ca_that_signs_its_own_is_refused
                                          json={"crl_pem": (ceremony / "crl.crl").read_text()}), 422, "ca_key_online",
                    field="ca_id")
 
+
+
+@pytest.mark.parametrize("number", [-1, 1 << 159, 1 << 200])
+async def test_a_crl_number_relying_parties_need_not_accept_is_refused_by_the_ceremony_and_the_service(
+        pki_api, tmp_path, number):
+    """RFC 5280 5.2.3: a CRL number is a non-negative integer of at most 20 octets (below 2**159). A request file
+    edited to another number is refused by sign-crl, and a CRL signed with one anyway is not installed: the CA's
+    next number would follow it, out of range for good."""
+    api = pki_api
+    admin = await api.admin()
+    ceremony, root_pem, root_id = await imported_offline_root(api, admin, tmp_path, "ecdsa-p384")
+    request = (await ok(await api.client.get(f"/v1/cas/{root_id}/crl-request", headers=admin))).json()
+    run = await sign_crl(ceremony, {**request, "crl_number": number}, "edited")
+    assert run.returncode != 0 and "crl_number_out_of_range" in run.stderr, run.stdout + run.stderr
+    assert "Traceback" not in run.stderr and not (ceremony / "edited.crl").exists()
+
+    if number >= 0:  # cryptography signs no negative number; a CRL of one is refused by the same rule
+        key = key_files.unprotect((ceremony / "root" / "root.key.enc").read_bytes(), PASSPHRASE.encode())
+        now = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+        der = CryptographyRevocation().sign_crl([], issuer_key=key, issuer_certificate=der_of_pem(root_pem),
+                                                number=number, this_update=now,
+                                                next_update=now + datetime.timedelta(days=30))
+        refused = await api.client.post(f"/v1/cas/{root_id}/crls", headers=admin,
+                                        json={"crl_pem": pem("X509 CRL", der)})
+        assert_problem(refused, 422, "crl_number_out_of_range", field="crl_pem")
+    run = await sign_crl(ceremony, request, "good")  # the request as served still signs and installs
+    assert run.returncode == 0, run.stdout + run.stderr
+    await ok(await api.client.post(f"/v1/cas/{root_id}/crls", headers=admin,
+                                   json={"crl_pem": (ceremony / "good.crl").read_text()}))
