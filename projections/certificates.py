@@ -331,7 +331,7 @@ def search(conn: sqlite3.Connection, scope: str | None, *, tenant_id: str | None
         where("c.status = ?", status)
     if live_only:
         where(live("c"))
-    if expires_after:
+    if expires_after:  # with expires_before: the bounds of expiring_bounds, so the list and the gauge agree
         where("c.not_after >= ?", validity_time(expires_after, up=True))
     if expires_before:
         where("c.not_after < ?", validity_time(expires_before, up=True))
@@ -416,14 +416,23 @@ def holding_key(conn: sqlite3.Connection, tenant_id: str, public_key_sha256: str
         "AND not_after > ? ORDER BY position", (tenant_id, public_key_sha256, validity_time(now))).fetchall()]
 
 
+def expiring_bounds(now: datetime, window: timedelta) -> tuple[str, str]:
+    """The one definition of "expiring within ``window``", for the list (``?expiring_within=``, through
+    ``search``'s ``expires_after``/``expires_before``) and the gauges (``expiring_counts``): not expired at ``now``
+    (valid through its notAfter second, as ``status=valid`` says) and expiring before ``now + window``. Returned as
+    the bounds of ``not_after >= lower AND not_after < upper``, in the validity columns' format."""
+    return validity_time(now, up=True), validity_time(now + window, up=True)
+
+
 def expiring_counts(conn: sqlite3.Connection, now: datetime, windows: tuple[int, ...]) -> list[tuple]:
-    """(tenant, CA, window days, count) of live certificates expiring within each window; one row per tenant×CA."""
-    sums = ", ".join("SUM(not_after <= ?)" for _ in windows)
+    """(tenant, CA, window days, count) of live certificates expiring within each window (``expiring_bounds``);
+    one row per tenant×CA."""
+    bounds = [expiring_bounds(now, timedelta(days=days)) for days in windows]
+    sums = ", ".join("SUM(not_after < ?)" for _ in windows)
     rows = conn.execute(
-        f"SELECT tenant_id, ca_id, {sums} FROM certificates WHERE {_LIVE} AND not_after > ? AND not_after <= ? "
+        f"SELECT tenant_id, ca_id, {sums} FROM certificates WHERE {_LIVE} AND not_after >= ? AND not_after < ? "
         "GROUP BY tenant_id, ca_id",
-        (*(validity_time(now + timedelta(days=d)) for d in windows), validity_time(now),
-         validity_time(now + timedelta(days=max(windows))))).fetchall()
+        (*(upper for _lower, upper in bounds), bounds[0][0], max(upper for _lower, upper in bounds))).fetchall()
     return [(tenant, ca, days, count) for tenant, ca, *counts in rows for days, count in zip(windows, counts)]
 
 

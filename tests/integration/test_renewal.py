@@ -336,6 +336,32 @@ async def test_a_certificate_is_valid_through_its_not_after_second_and_expired_j
     assert [item["certificate_id"] for item in window.json()["items"]] == [issued["certificate_id"]]
 
 
+async def test_expiring_within_and_the_gauge_count_the_same_certificate_at_both_edges_of_the_window(pki_api):
+    """One window for the list and the gauge: not expired now (valid through its notAfter second, as status=valid
+    says) and notAfter before now + 7 days. The clock is set on whole seconds, where ">=" and ">", "<" and "<="
+    differ (with microseconds, the rounding of ``validity_time`` hid the difference)."""
+    api = pki_api
+    admin, _root, inter = await setup(api)
+    issued = await issue(api, admin, inter, "window.acme.internal", algorithm="ecdsa-p256", validity_days=5)
+    not_after = x509.load_pem_x509_certificate(issued["certificate_pem"].encode()).not_valid_after_utc
+    clock = api.runtime.services.clock = Clock()
+    second = timedelta(seconds=1)
+
+    async def seen() -> tuple[bool, float]:
+        response = await api.client.get("/v1/certificates", headers=admin, params={"expiring_within": "7d"})
+        assert response.status_code == 200, response.text
+        scraped = await api.client.get("/metrics")  # no scrape token configured: one series per window
+        assert scraped.status_code == 200, scraped.text
+        return (issued["certificate_id"] in {item["certificate_id"] for item in response.json()["items"]},
+                expiring_series(scraped.text).get(("", "", "7d"), 0))
+
+    for moment, inside in ((not_after - 7 * DAY - second, False), (not_after - 7 * DAY, False),
+                           (not_after - 7 * DAY + second, True), (not_after - second, True), (not_after, True),
+                           (not_after + second, False)):
+        clock.moment = moment
+        assert await seen() == (inside, int(inside)), moment - not_after
+
+
 async def exported_chain(api, headers, certificate_id: str) -> list[str]:
     """The leaf's PEM export with its chain, as served: leaf first, root last."""
     await caught_up(api)
