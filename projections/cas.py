@@ -263,9 +263,11 @@ def truststore_chain(conn: sqlite3.Connection, tenant_id: str, issuer_fingerprin
 
 
 def certificates_issued_by(conn: sqlite3.Connection, tenant_id: str, ca_id: str) -> list[dict]:
-    """The certificates ``ca_id`` signed for other CAs (sub-CAs and cross-certificates)."""
+    """The certificates ``ca_id`` signed for other CAs (sub-CAs and cross-certificates), and a root's link
+    certificates (its keys certifying each other at a rollover): what its OCSP responder knows as signed by it."""
     rows = conn.execute(f"SELECT {', '.join(CERT_COLUMNS)} FROM ca_certificates WHERE tenant_id = ? "
-                        "AND issuer_ca_id = ? AND ca_id != ?", (tenant_id, ca_id, ca_id)).fetchall()
+                        f"AND issuer_ca_id = ? AND (ca_id != ? OR role IN {LINK_ROLES!r})",
+                        (tenant_id, ca_id, ca_id)).fetchall()
     return [dict(zip(CERT_COLUMNS, row)) for row in rows]
 
 

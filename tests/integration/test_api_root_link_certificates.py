@@ -14,10 +14,12 @@ import json
 import msgspec
 import pytest
 from cryptography import x509
+from cryptography.x509 import ocsp
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 from test_api_ca_lifecycle import (assert_does_not_verify, assert_verifies, ca_pem, certificates, chain, create_ca,
                                    issue_leaf, leaf_with_chain, load, needs_openssl, ok)
+from test_api_revocation import ask, ocsp_request
 from test_api_support import pki_api  # noqa: F401
 
 from domain.ca import CaKeyRolledOver
@@ -184,3 +186,28 @@ async def test_a_root_rollover_records_its_link_certificates_and_old_events_stil
     old = decode_payload(msgspec.structs.replace(last, schema_version=1, payload=v1))
     assert isinstance(old, CaKeyRolledOver) and (old.new_with_old, old.old_with_new) == (None, None)
     assert old.certificate == current.certificate
+
+
+async def test_the_roots_ocsp_responder_answers_good_for_its_link_certificates(pki_api):
+    """Each link certificate names its signing key's OCSP responder (the root's): that responder knows it as a
+    certificate the key signed and answers good, as for an intermediate's certificate, not unknown (which an
+    OCSP-checking client such as Java's PKIX with revocation enabled refuses)."""
+    api = pki_api
+    admin = await api.admin()
+    await api.create_tenant(admin, "acme")
+    root = await create_ca(api, admin, name="Acme Root", path_length=2)
+    old = load(await ca_pem(api, admin, root))
+    rolled = (await ok(await api.client.post(f"/v1/cas/{root}/rollover", headers=admin,
+                                             json={"reason": "root key update"}))).json()
+    read = (await ok(await api.client.get(f"/v1/cas/{root}", headers=admin,
+                                          params={"min_position": rolled["global_position"]}))).json()
+    links = {c["role"]: load(c["certificate_pem"]) for c in read["link_certificates"]}
+    new = load((await chain(api, admin, root))[-1])
+    for role, signer in (("new_with_old", old), ("old_with_new", new)):
+        link = links[role]
+        urls = link.extensions.get_extension_for_class(x509.AuthorityInformationAccess).value
+        assert any(d.access_location.value.endswith(f"/ocsp/{root}") for d in urls
+                   if d.access_method == x509.oid.AuthorityInformationAccessOID.OCSP), role
+        answer = await ask(api, root, ocsp_request(link, signer))
+        assert answer.response_status == ocsp.OCSPResponseStatus.SUCCESSFUL, role
+        assert answer.certificate_status == ocsp.OCSPCertStatus.GOOD, role
