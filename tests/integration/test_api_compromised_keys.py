@@ -3,12 +3,13 @@ root of it are refused (422 key_compromised) before anything is written; another
 
 from __future__ import annotations
 
+import base64
 import hashlib
 from datetime import UTC, datetime, timedelta
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import NameOID
 from test_api_ca_lifecycle import create_ca
 from test_api_revocation import ca, revoke, setup
@@ -270,3 +271,90 @@ async def test_a_csr_whose_key_is_reported_compromised_while_it_is_signed_is_rev
     listed = {int(entry.serial_number) for entry in x509.load_der_x509_crl(
         (await api.client.get(f"/v1/cas/{inter}/crl")).content)}
     assert int(certificate_id, 16) in listed
+
+
+def _der(tag: int, content: bytes) -> bytes:
+    size = len(content)
+    length = bytes([size]) if size < 0x80 else bytes([0x80 | (size.bit_length() + 7) // 8]) + size.to_bytes(
+        (size.bit_length() + 7) // 8, "big")
+    return bytes([tag]) + length + content
+
+
+def _children(element: bytes) -> list[bytes]:
+    """The TLVs inside a constructed DER ``element``."""
+    size, start = element[1], 2
+    if size & 0x80:
+        start += size & 0x7F
+    data, found, i = element[start:], [], 0
+    while i < len(data):
+        size, j = data[i + 1], i + 2
+        if size & 0x80:
+            size, j = int.from_bytes(data[j:j + (size & 0x7F)], "big"), j + (size & 0x7F)
+        found.append(data[i:j + size])
+        i = j + size
+    return found
+
+
+def csr_with_spki(key, name: str, spki: bytes, sign) -> str:
+    """A CSR of ``key`` whose SubjectPublicKeyInfo is ``spki`` (another encoding of the same key), signed by it."""
+    normal = x509.load_pem_x509_csr(csr_of(key, name).encode())
+    canonical = key.public_key().public_bytes(serialization.Encoding.DER,
+                                              serialization.PublicFormat.SubjectPublicKeyInfo)
+    info = b"".join(_children(normal.tbs_certrequest_bytes))
+    assert info.count(canonical) == 1
+    info = _der(0x30, info.replace(canonical, spki))
+    _info, algorithm, _signature = _children(normal.public_bytes(serialization.Encoding.DER))
+    der = _der(0x30, info + algorithm + _der(0x03, b"\x00" + sign(info)))
+    return f"-----BEGIN CERTIFICATE REQUEST-----\n{base64.encodebytes(der).decode()}-----END CERTIFICATE REQUEST-----\n"
+
+
+def compressed_point_csr(key: ec.EllipticCurvePrivateKey, name: str) -> str:
+    canonical = key.public_key().public_bytes(serialization.Encoding.DER,
+                                              serialization.PublicFormat.SubjectPublicKeyInfo)
+    point = key.public_key().public_bytes(serialization.Encoding.X962, serialization.PublicFormat.CompressedPoint)
+    spki = _der(0x30, _children(canonical)[0] + _der(0x03, b"\x00" + point))
+    return csr_with_spki(key, name, spki, lambda info: key.sign(info, ec.ECDSA(hashes.SHA256())))
+
+
+def rsa_parameters_absent_csr(key: rsa.RSAPrivateKey, name: str) -> str:
+    """rsaEncryption with its parameters absent, where the canonical form has NULL (RFC 3279 2.3.1)."""
+    canonical = key.public_key().public_bytes(serialization.Encoding.DER,
+                                              serialization.PublicFormat.SubjectPublicKeyInfo)
+    algorithm, bits = _children(canonical)
+    oid, null = _children(algorithm)
+    assert null == b"\x05\x00"
+    spki = _der(0x30, _der(0x30, oid) + bits)
+    return csr_with_spki(key, name, spki, lambda info: key.sign(info, padding.PKCS1v15(), hashes.SHA256()))
+
+
+async def test_a_compromised_key_in_another_encoding_of_its_public_key_is_still_refused(pki_api):
+    """The hash names the key, not its bytes: a CSR carrying the same key as a compressed EC point, or as an RSA
+    key whose algorithm parameters are absent instead of NULL, is refused as the canonical one is."""
+    api = pki_api
+    admin, _root, inter = await setup(api)
+    for key, other_encoding in ((ec.generate_private_key(ec.SECP256R1()), compressed_point_csr),
+                                (rsa.generate_private_key(public_exponent=65537, key_size=3072),
+                                 rsa_parameters_absent_csr)):
+        name = f"enc-{type(key).__name__.lower()[:3]}.acme.internal"
+        first = await issue(api, admin, inter, name, csr=csr_of(key, name))
+        await revoke(api, admin, first["certificate_id"], reason="key_compromise")
+        refused = await api.client.post("/v1/certificates", headers=admin, json={
+            "tenant_id": "acme", "ca_id": inter, "csr": other_encoding(key, "again-" + name)})
+        body = assert_problem(refused, 422, "key_compromised", field="csr")
+        assert key_sha256(key) in body["detail"]
+
+
+async def test_only_the_tenants_own_principals_read_its_compromised_keys(pki_api):
+    api = pki_api
+    admin, _root, inter = await setup(api)
+    await api.create_tenant(admin, "globex")
+    key = ec.generate_private_key(ec.SECP256R1())
+    first = await issue(api, admin, inter, "x.acme.internal", csr=csr_of(key, "x.acme.internal"))
+    await revoke(api, admin, first["certificate_id"], reason="key_compromise")
+    for roles, tenant in ((("viewer",), "globex"), (("tenant-admin",), "globex")):
+        other = await api.token(*roles, tenant_id=tenant)
+        refused = await api.client.get("/v1/tenants/acme/compromised-keys", headers=other)
+        assert refused.status_code in (403, 404), refused.text
+        assert key_sha256(key) not in refused.text
+    own = await api.token("viewer", tenant_id="acme")
+    assert [k["public_key_sha256"] for k in await compromised(api, own)] == [key_sha256(key)]
