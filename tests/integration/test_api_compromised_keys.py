@@ -358,3 +358,21 @@ async def test_only_the_tenants_own_principals_read_its_compromised_keys(pki_api
         assert key_sha256(key) not in refused.text
     own = await api.token("viewer", tenant_id="acme")
     assert [k["public_key_sha256"] for k in await compromised(api, own)] == [key_sha256(key)]
+
+
+async def test_a_suspended_tenant_still_reports_a_compromised_key_and_sees_it_listed(pki_api):
+    """Revocation goes on while a tenant is suspended, and so does the blocklist it feeds."""
+    api = pki_api
+    admin, _root, inter = await setup(api)
+    key = ec.generate_private_key(ec.SECP256R1())
+    first = await issue(api, admin, inter, "susp.acme.internal", csr=csr_of(key, "susp.acme.internal"))
+    suspended = await api.client.post("/v1/tenants/acme/suspend", headers=admin, json={"reason": "unpaid"})
+    assert suspended.status_code == 200, suspended.text
+    await caught_up(api)
+    await revoke(api, admin, first["certificate_id"], reason="key_compromise")
+    assert [k["public_key_sha256"] for k in await compromised(api, admin)] == [key_sha256(key)]
+    resumed = await api.client.post("/v1/tenants/acme/resume", headers=admin, json={"reason": "paid"})
+    assert resumed.status_code == 200, resumed.text
+    await caught_up(api)
+    assert_problem(await new_csr(api, admin, "acme", inter, key, "susp2.acme.internal"), 422, "key_compromised",
+                   field="csr")

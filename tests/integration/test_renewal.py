@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import subprocess
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -360,6 +360,39 @@ async def test_expiring_within_and_the_gauge_count_the_same_certificate_at_both_
                            (not_after + second, False)):
         clock.moment = moment
         assert await seen() == (inside, int(inside)), moment - not_after
+
+
+async def test_expiring_within_pages_through_every_live_certificate_once_with_other_filters(pki_api):
+    """Cursor pagination under ``expiring_within`` (both sorts, one item a page) returns each live certificate in
+    the window exactly once, and combines with another filter (``common_name``) and with ``expires_before``."""
+    api = pki_api
+    admin, _root, inter = await setup(api)
+    ids = {}
+    for name, days in (("a", 3), ("b", 4), ("c", 5), ("far", 60)):
+        ids[name] = (await issue(api, admin, inter, f"{name}.page.acme.internal", algorithm="ecdsa-p256",
+                                 validity_days=days))["certificate_id"]
+    revoked = (await issue(api, admin, inter, "r.page.acme.internal", algorithm="ecdsa-p256",
+                           validity_days=3))["certificate_id"]
+    await revoke(api, admin, revoked, reason="superseded")
+    await caught_up(api)
+
+    async def pages(**params) -> list[str]:
+        found, cursor = [], None
+        while True:
+            response = await api.client.get("/v1/certificates", headers=admin, params={
+                "expiring_within": "30d", "limit": 1, **params, **({"cursor": cursor} if cursor else {})})
+            assert response.status_code == 200, response.text
+            found += [item["certificate_id"] for item in response.json()["items"]]
+            cursor = response.json()["next_cursor"]
+            if cursor is None:
+                return found
+
+    for sort in ("issued", "expiry"):
+        assert sorted(await pages(sort=sort)) == sorted([ids["a"], ids["b"], ids["c"]]), sort
+    assert await pages(sort="expiry") == [ids["a"], ids["b"], ids["c"]]
+    assert await pages(common_name="b.page.acme.internal") == [ids["b"]]
+    before = (datetime.now(UTC) + timedelta(days=4, hours=12)).isoformat()
+    assert sorted(await pages(expires_before=before)) == sorted([ids["a"], ids["b"]])
 
 
 async def exported_chain(api, headers, certificate_id: str) -> list[str]:
