@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import click
@@ -11,17 +12,23 @@ from cli.common import (EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, CliError, echo_json, 
 from domain.verification import Problem, VerifyReport
 from infra.bootstrap import verify_store
 from infra.config import Settings
+from infra.data_lock import DataDirUnavailable, unused, writable
 from infra.distributed import close_store, read_only_store
+from infra.eventstore.sqlite import ImmutableUnsafe
 
 SHOWN = 20  # further problems listed after the first broken link
 
 
 def verify_data_dir(settings: Settings, *, show_progress: bool = True, witness_file: Path | None = None,
-                    anchor_file: Path | None = None) -> VerifyReport:
-    """Verify the store read-only: no writer, no key generation, no read-model changes."""
+                    anchor_file: Path | None = None, immutable: bool = False) -> VerifyReport:
+    """Verify the store read-only: no writer, no key generation, no read-model changes, no file changed.
+    ``immutable``: the directory cannot be written by this process, and no process writes it (``unused``)."""
     if not settings.events_db.exists():
         raise CliError(f"{settings.data_dir} is not initialised (no events.db); nothing to verify", EXIT_USAGE)
-    store = read_only_store(settings)  # reads only: SQLite not opened for writing
+    try:
+        store = read_only_store(settings, immutable=immutable)  # reads only: SQLite opened with mode=ro
+    except ImmutableUnsafe as exc:
+        raise CliError(f"{exc}; nothing was verified", EXIT_USAGE) from None
     outside = {"witness_file": witness_file, "anchor_file": anchor_file}
     try:
         if not show_progress:
@@ -92,12 +99,24 @@ def verify(settings: Settings, as_json: bool, quiet: bool, witness_file: Path | 
 
     Whoever can edit the data directory can also replace its witness and keys: give copies kept elsewhere with
     --witness and --anchor. A store with events and no witness is a problem (a cut tail cannot be seen).
+
+    A directory this process cannot write (a `csm backup` copy on read-only media) is verified read-only, without
+    the data-directory lock, with SQLite's immutable mode: refused while a csm process uses the directory, or
+    while events.db-wal holds data (copy the directory somewhere writable and verify the copy).
     Exit status 0: everything verifies; 1: a problem was found (the first broken link is
-    named); 2: the data directory cannot be read.
+    named); 2: the data directory cannot be read or verified.
     """
-    if settings.events_db.exists():  # not in verify_data_dir: restore calls it holding the lock exclusively
-        hold_data_dir(settings)
-    report = verify_data_dir(settings, show_progress=not quiet, witness_file=witness_file, anchor_file=anchor_file)
+    immutable = settings.events_db.exists() and not writable(settings.data_dir)
+    with contextlib.ExitStack() as held:
+        if immutable:  # no shared lock (nothing can restore into it either): make sure nothing writes it instead
+            try:
+                held.enter_context(unused(settings.data_dir))
+            except DataDirUnavailable as exc:
+                raise CliError(f"{exc}; nothing was verified", EXIT_USAGE) from None
+        elif settings.events_db.exists():  # not in verify_data_dir: restore calls it holding the lock exclusively
+            hold_data_dir(settings)
+        report = verify_data_dir(settings, show_progress=not quiet, witness_file=witness_file,
+                                 anchor_file=anchor_file, immutable=immutable)
     if as_json:
         echo_json(report)
     else:

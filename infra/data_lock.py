@@ -10,9 +10,11 @@ multi-worker server of a version before this lock is still seen by its primary's
 
 Taking the lock means creating and opening the lock file for writing. Where this process cannot
 (a read-only directory, another user's files), every command is refused with DataDirUnwritable,
-which names the lock, the directory and what to do, ``csm audit verify`` included: it writes
-nothing, but SQLite cannot read a WAL-mode database in a directory it cannot write either (it must
-create ``events.db-shm``), so a read-only copy is verified by copying it somewhere writable.
+which names the lock, the directory and what to do. Except ``csm audit verify`` on a directory this
+process cannot write at all (``writable``: a backup on read-only media): nothing can restore into it
+either, so it takes no shared lock; it reads the store with SQLite's immutable mode instead, which is
+only correct while nothing writes the file, so ``unused`` first makes sure that no csm process holds
+the lock (and holds it exclusively, through a read-only descriptor, while it reads).
 """
 
 from __future__ import annotations
@@ -55,8 +57,8 @@ def _open(data_dir: Path) -> int:
     except OSError as exc:  # read-only (EACCES, EROFS), or the path is not a file: the OS text alone names neither
         raise DataDirUnwritable(
             f"cannot write the data-directory lock {lock_path(data_dir)} ({exc.strerror or exc}): csm commands "
-            f"hold it while they use {data_dir}. Run csm as a user who may write there, or make it writable (to "
-            "verify a read-only copy, copy it to a writable directory first)") from None
+            f"hold it while they use {data_dir}. Run csm as a user who may write there, or make it writable (csm "
+            "audit verify needs neither where it cannot write the directory itself)") from None
 
 
 def _try_lock(fd: int, operation: int) -> bool:
@@ -74,7 +76,8 @@ def _share(data_dir: Path) -> int:
     fd = _open(data_dir)
     if not _try_lock(fd, fcntl.LOCK_SH):
         os.close(fd)
-        raise DataDirBusy(f"a restore into {data_dir} is running; start again once it has finished")
+        raise DataDirBusy(f"a restore into {data_dir} is running (or a read-only csm audit verify of it); start "
+                          "again once it has finished")
     return fd
 
 
@@ -108,6 +111,49 @@ def exclusive(data_dir: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # releases the lock
+
+
+def writable(data_dir: Path) -> bool:
+    """Whether this process may create files in ``data_dir``, by its effective ids and capabilities (root without
+    CAP_DAC_OVERRIDE may not write another's 0555 directory; nobody may write on a read-only mount)."""
+    return os.access(data_dir, os.W_OK, effective_ids=os.access in os.supports_effective_ids)
+
+
+@contextlib.contextmanager
+def unused(data_dir: Path) -> Iterator[None]:
+    """Make sure no csm process uses ``data_dir`` (which this process cannot write), and keep it so for a block.
+
+    DataDirBusy at once if one holds the lock or a primary answers. Where the lock file can be read, it is held
+    exclusively for the block (flock needs no write access), so no csm process starts on it meanwhile. Where it is
+    missing (a ``csm backup`` copy has none), no csm process has it open: each creates it first. Where it exists
+    but cannot be opened, /proc/locks says who holds it.
+    """
+    path = lock_path(data_dir)
+    try:
+        fd: int | None = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:  # missing (no holder), or not readable by this process
+        fd = None
+    try:
+        in_use = not _locked_alone(fd, path) if fd is not None else bool(holders(path))
+        if in_use or primary_answers(data_dir):
+            pids = holders(path)
+            held_by = f" (pid {', '.join(map(str, pids))})" if pids else ""
+            raise DataDirBusy(f"{data_dir} is in use by a running csm process{held_by}, and this process cannot "
+                              "write it: reading it read-only (SQLite's immutable mode) is only correct while "
+                              "nothing writes it. Verify a `csm backup` copy, or run as a user who may write there")
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)  # releases the lock
+
+
+def _locked_alone(fd: int, path: Path) -> bool:
+    """Take the exclusive lock on ``fd``; where flock is not supported there (some network file systems), whether
+    /proc/locks names no holder."""
+    try:
+        return _try_lock(fd, fcntl.LOCK_EX)
+    except OSError:
+        return not holders(path)
 
 
 def primary_answers(data_dir: Path) -> bool:

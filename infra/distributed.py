@@ -15,7 +15,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 from infra.config import Settings, validate_distributed
-from infra.eventstore.sqlite import SQLiteEventStore
+from infra.eventstore.sqlite import SQLiteEventStore, check_immutable
 from projections.runner import ProjectionRunner
 
 log = logging.getLogger(__name__)
@@ -34,12 +34,18 @@ def open_store(settings: Settings) -> Any:
                             witness_path=settings.witness_file).open()
 
 
-def read_only_store(settings: Settings) -> Any:
-    """A store to read from (verify, export, status) without appending: SQLite unopened, Cassandra connected."""
+def read_only_store(settings: Settings, *, immutable: bool = False) -> Any:
+    """A store to read from (verify, export, status) without appending: SQLite unopened and read with ``mode=ro``
+    (the file is never changed, not even its journal mode), Cassandra connected. ``immutable``: a file nothing
+    writes, in a directory this process cannot write (a backup on read-only media); ImmutableUnsafe if a journal
+    beside it has content."""
     validate_distributed(settings)
     if settings.store == "cassandra":
         return open_store(settings)
-    return SQLiteEventStore(settings.events_db, witness_path=settings.witness_file)
+    if immutable:
+        check_immutable(settings.events_db)
+    return SQLiteEventStore(settings.events_db, witness_path=settings.witness_file, read_only=True,
+                            immutable=immutable)
 
 
 def close_store(store: Any) -> None:

@@ -12,6 +12,12 @@ standard library has no Ed25519 or ML-DSA; it checks that each checkpoint carrie
 signature for every audit key, and that each key id matches its public key. Use
 ``csm audit verify`` for the signatures.
 
+A database in a directory this process cannot write (a backup on read-only media) is read with
+SQLite's immutable mode (``mode=ro&immutable=1``: no locks, no ``-shm``), which a WAL-mode file
+there needs. That is only correct while nothing writes the file, so it is refused, in one line, while
+a ``-wal`` or ``-journal`` beside it holds data or a csm process holds ``run/data-dir.lock``; the
+lock is held exclusively (read-only descriptor) while the file is read.
+
 Exit status: 0 the store verifies, 1 problems were found, 2 the store cannot be read.
 """
 
@@ -19,11 +25,18 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import hashlib
 import json
+import os
 import sqlite3
 import sys
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: no flock, so no lock to look at
+    fcntl = None
 
 LEDGER = ("_system", "audit-ledger")
 ENVELOPE_FIELDS = {
@@ -278,6 +291,67 @@ def read_witness(path: Path) -> dict | None:
     return best
 
 
+# reading a store this process cannot write ------------------------------------------------------
+
+def writable(directory: Path) -> bool:
+    return os.access(directory, os.W_OK, effective_ids=os.access in os.supports_effective_ids)
+
+
+def journal_with_data(events_db: Path) -> str | None:
+    """Why ``events_db`` cannot be read as immutable because of a journal beside it, or None."""
+    for suffix in ("-wal", "-journal"):
+        side = events_db.with_name(events_db.name + suffix)
+        size = side.stat().st_size if side.exists() else 0
+        if size:
+            return (f"{side} holds {size:,} bytes not yet in {events_db.name}: immutable mode (this process cannot "
+                    f"write {events_db.parent}) would ignore them, and a process may still be writing there. Copy the "
+                    "directory somewhere writable and verify the copy")
+    return None
+
+
+@contextlib.contextmanager
+def unused(data_dir: Path):
+    """Hold ``run/data-dir.lock`` exclusively while the block reads; ValueError if a csm process holds it."""
+    lock = data_dir / "run" / "data-dir.lock"
+    try:
+        fd = os.open(lock, os.O_RDONLY)
+    except OSError:  # none: no csm process has used this directory (each creates it first)
+        fd = None
+    try:
+        if fd is not None and fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                raise ValueError(f"{data_dir} is in use by a running csm process (it holds {lock}): immutable mode "
+                                 "is only correct while nothing writes the file. Verify a `csm backup` copy") from None
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+def open_events(events_db: Path, immutable: bool) -> sqlite3.Connection:
+    uri = f"{events_db.resolve().as_uri()}?mode=ro{'&immutable=1' if immutable else ''}"
+    return sqlite3.connect(uri, uri=True)
+
+
+def verify_file(events_db: Path, witness: dict | None, anchor: list[dict] | None) -> Verifier:
+    data_dir = events_db.resolve().parent
+    immutable = not writable(data_dir)
+    if immutable and (refusal := journal_with_data(events_db)):
+        raise ValueError(refusal)
+    with unused(data_dir) if immutable else contextlib.nullcontext():
+        conn = open_events(events_db, immutable)
+        try:
+            verifier = Verifier(witness, anchor)
+            for row in conn.execute("SELECT position, tenant_id, stream_id, version, body, hash FROM events "
+                                    "ORDER BY position"):
+                verifier.row(*row)
+        finally:
+            conn.close()
+    return verifier
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("events_db", type=Path)
@@ -292,12 +366,7 @@ def main(argv: list[str] | None = None) -> int:
         anchor = read_json(args.anchor or data_dir / "keys" / "audit-keys.pub.json", None)
         if not args.events_db.exists():
             raise OSError(f"{args.events_db} does not exist")
-        conn = sqlite3.connect(f"file:{args.events_db}?mode=ro", uri=True)
-        rows = conn.execute("SELECT position, tenant_id, stream_id, version, body, hash FROM events ORDER BY position")
-        verifier = Verifier(witness, anchor)
-        for row in rows:
-            verifier.row(*row)
-        conn.close()
+        verifier = verify_file(args.events_db, witness, anchor)
     except (OSError, ValueError, sqlite3.Error) as exc:
         print(f"cannot verify {args.events_db}: {exc}", file=sys.stderr)
         return 2

@@ -98,17 +98,45 @@ class _Pending:
             loop.create_future() if loop is not None else concurrent.futures.Future())
 
 
-def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
-    """A connection with the pragmas every user of the store's file must share."""
-    if readonly:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
+def connect(path: Path, *, readonly: bool = False, immutable: bool = False) -> sqlite3.Connection:
+    """A connection with the pragmas every user of the store's file must share.
+
+    ``readonly`` opens the file without write access and leaves its journal mode alone (a backup's stays
+    ``delete``, so its manifest's SHA-256 still matches). ``immutable`` also tells SQLite that nothing changes the
+    file while it is open, so it takes no locks and needs no ``-shm`` beside it: the one way to read a WAL-mode
+    file in a directory this process cannot write. Call ``check_immutable`` first.
+    """
+    if readonly or immutable:
+        uri = f"{Path(path).absolute().as_uri()}?mode=ro{'&immutable=1' if immutable else ''}"
+        conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
     else:
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA busy_timeout = 30000")
-    if not readonly:
+    if not (readonly or immutable):
         use_wal(conn)
     conn.execute("PRAGMA synchronous = FULL")
     return conn
+
+
+class ImmutableUnsafe(Exception):
+    """The file cannot be read as immutable: a journal beside it holds changes that reading would ignore."""
+
+
+def check_immutable(path: Path) -> None:
+    """Refuse (ImmutableUnsafe) to read ``path`` as immutable while a ``-wal`` or ``-journal`` beside it has
+    content: SQLite would ignore those pages (committed events, or half a transaction), and a process may still
+    be writing them. An empty one (left by a reader) holds nothing."""
+    for suffix, what in (("-wal", "write-ahead log"), ("-journal", "rollback journal")):
+        side = path.with_name(path.name + suffix)
+        try:
+            size = side.stat().st_size
+        except FileNotFoundError:
+            continue
+        if size:
+            raise ImmutableUnsafe(
+                f"{side} holds {size:,} bytes of {what} that are not in {path.name} yet: a read-only verification "
+                f"(SQLite's immutable mode, as {path.parent} cannot be written by this process) would ignore them, "
+                "and a process may still be writing there. Copy the directory somewhere writable and verify the copy")
 
 
 def _create_private_file(path: Path) -> None:
@@ -124,8 +152,11 @@ class SQLiteEventStore:
     WAL_AUTOCHECKPOINT = 4096  # pages (16 MiB at SQLite's default 4 KiB page size)
 
     def __init__(self, path: Path | str, *, max_batch_events: int = 8192, poll_interval: float = 0.5,
-                 witness_path: Path | str | None = None) -> None:
+                 witness_path: Path | str | None = None, read_only: bool = False, immutable: bool = False) -> None:
+        """``read_only``: a store to read, never opened (no writer): its connections are ``mode=ro``;
+        ``immutable``: read-only too, for a file nothing writes (see ``connect``)."""
         self.path = Path(path)
+        self.read_only, self.immutable = read_only or immutable, immutable
         self.max_batch_events = max_batch_events
         self.poll_interval = poll_interval
         self.witness_path = Path(witness_path) if witness_path else None
@@ -142,6 +173,8 @@ class SQLiteEventStore:
 
     # lifecycle ----------------------------------------------------------------------
     def open(self) -> SQLiteEventStore:
+        if self.read_only:
+            raise RuntimeError("a read-only event store is not opened for appends: read from it directly")
         if self._writer is not None or self._closed:
             # a second writer thread on the one queue: close() would stop one and wait for ever on the other
             raise RuntimeError("this event store was opened before; make a new SQLiteEventStore to open it again")
@@ -501,7 +534,7 @@ class SQLiteEventStore:
     def _reader(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = self._local.conn = connect(self.path)
+            conn = self._local.conn = connect(self.path, readonly=self.read_only, immutable=self.immutable)
         return conn
 
     @staticmethod

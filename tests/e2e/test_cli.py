@@ -124,16 +124,17 @@ def lock_unwritable(data_dir: Path) -> str:
 
 def test_a_data_dir_whose_lock_cannot_be_written_is_one_clear_line_naming_it(initialised):
     """Every command that uses the directory holds its lock, so one that cannot write it says so in one line, naming
-    the lock, the directory and what to do, and does nothing. `csm audit verify` too: it writes nothing, but SQLite
-    cannot read a WAL database in a directory it cannot write either, so skipping the lock would not help it."""
+    the lock, the directory and what to do, and does nothing. `csm audit verify` too, in a directory it may write
+    (only the lock cannot be): a server may write there, so it verifies under the lock. A directory it cannot write
+    at all is verified read-only (tests/e2e/test_cli_verify_readonly.py)."""
     lock, why = initialised / "run" / "data-dir.lock", lock_unwritable(initialised)
     try:
         for args in (("tenant", "create", "acme", "--name", "Acme"), ("tenant", "list"), ("audit", "verify")):
             run = csm(initialised, *args, expect=2)
             assert run.stderr.strip().splitlines() == [
                 f"error: cannot write the data-directory lock {lock} ({why}): csm commands hold it while they use "
-                f"{initialised}. Run csm as a user who may write there, or make it writable (to verify a read-only "
-                "copy, copy it to a writable directory first); nothing was done"], args
+                f"{initialised}. Run csm as a user who may write there, or make it writable (csm audit verify needs "
+                "neither where it cannot write the directory itself); nothing was done"], args
     finally:
         lock.parent.chmod(0o700)
         if lock.is_dir():
