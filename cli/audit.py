@@ -103,6 +103,7 @@ def verify(settings: Settings, as_json: bool, quiet: bool, witness_file: Path | 
     A directory this process cannot write (a `csm backup` copy on read-only media) is verified read-only, without
     the data-directory lock, with SQLite's immutable mode: refused while a csm process uses the directory, or
     while events.db-wal holds data (copy the directory somewhere writable and verify the copy).
+
     Exit status 0: everything verifies; 1: a problem was found (the first broken link is
     named); 2: the data directory cannot be read or verified.
     """
