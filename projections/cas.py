@@ -229,13 +229,16 @@ def with_links(conn: sqlite3.Connection, tenant_id: str, chain: list[dict], now:
     root's other keys, and transitively theirs (two rollovers: a path back to the first key), inserted before the
     root certificate: a relying party that trusts only another key of the root then finds a link, not the root
     certificate it does not trust, as the issuer of the certificate below (OpenSSL takes the first untrusted
-    candidate that matches and does not backtrack). Where two links certify one key, the one the later key
-    signed comes first. Links expired at ``now`` are left out."""
+    candidate that matches and does not backtrack). Where two links certify one key (a middle key, after two
+    rollovers), the one the earlier key signed comes first: the relying parties a link is for are those whose
+    truststores were exported before a rollover and hold the older keys only (a truststore exported later holds
+    every generation, and finds the chain's root itself); one that trusts only a later key does not accept the
+    middle key's chains. Links expired at ``now`` are left out."""
     if not chain or not _self_signed(chain[-1]):
         return chain
     root = chain[-1]
     by_key: dict[str, list[dict]] = {}
-    for row in reversed(certificates_of(conn, tenant_id, root["ca_id"])):  # the later rollover's first
+    for row in certificates_of(conn, tenant_id, root["ca_id"]):  # the earlier rollover's first
         if row["role"] in LINK_ROLES and (now is None or datetime.fromisoformat(row["not_after"]) > now):
             by_key.setdefault(row["subject_key_id"], []).append(row)
     links, reached, keys = [], {root["subject_key_id"]}, [root["subject_key_id"]]

@@ -18,7 +18,7 @@ from cryptography.x509 import ocsp
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 from test_api_ca_lifecycle import (assert_does_not_verify, assert_verifies, ca_pem, certificates, chain, create_ca,
-                                   issue_leaf, leaf_with_chain, load, needs_openssl, ok)
+                                   issue_leaf, leaf_with_chain, load, needs_openssl, ok, openssl_verify)
 from test_api_revocation import ask, ocsp_request
 from test_api_support import pki_api  # noqa: F401
 
@@ -211,3 +211,39 @@ async def test_the_roots_ocsp_responder_answers_good_for_its_link_certificates(p
         answer = await ask(api, root, ocsp_request(link, signer))
         assert answer.response_status == ocsp.OCSPResponseStatus.SUCCESSFUL, role
         assert answer.certificate_status == ocsp.OCSPCertStatus.GOOD, role
+
+
+@needs_openssl
+async def test_after_two_root_rollovers_each_generations_leaf_verifies_against_the_roots_before_it(pki_api, tmp_path):
+    """Three keys of one root (two rollovers), a leaf under each: with its chain as served, `openssl verify` accepts
+    it against each root certificate alone, older or newer, but one: the middle key's leaf against the newest root
+    alone. Its chain carries two links of the middle key, and the one the first key signed comes first (for
+    truststores exported before the first rollover); OpenSSL does not backtrack to the other. A truststore exported
+    after a rollover holds every generation, and no link."""
+    api = pki_api
+    admin = await api.admin()
+    await api.create_tenant(admin, "acme")
+    root = await create_ca(api, admin, name="Acme Root", path_length=2)
+    roots, leaves = [], []
+    for generation in range(3):
+        if generation:
+            rolled = (await ok(await api.client.post(f"/v1/cas/{root}/rollover", headers=admin,
+                                                     json={"reason": f"root key update {generation}"}))).json()
+            await ok(await api.client.get(f"/v1/cas/{root}", headers=admin,
+                                          params={"min_position": rolled["global_position"]}))
+        issuing = await create_ca(api, admin, name=f"Acme Issuing {generation}", parent_id=root)
+        leaves.append(await issue_leaf(api, admin, issuing, f"g{generation}.acme.internal"))
+        roots.append((await chain(api, admin, issuing))[-1])
+    assert len(set(roots)) == 3 and all(load(r).subject == load(r).issuer for r in roots)
+    read = (await ok(await api.client.get(f"/v1/cas/{root}", headers=admin))).json()
+    assert len(read["link_certificates"]) == 4
+    refused = []
+    for generation, issued in enumerate(leaves):
+        served = await leaf_with_chain(api, admin, issued)
+        for anchor_generation, anchor in enumerate(roots):
+            run = openssl_verify(tmp_path, f"leaf{generation}-root{anchor_generation}", served[0], anchor, served[1:])
+            if run.returncode != 0:
+                refused.append((generation, anchor_generation))
+        store = await truststore(api, admin, issued)
+        assert set(roots) <= set(store) and not {c["certificate_pem"] for c in read["link_certificates"]} & set(store)
+    assert refused == [(1, 2)]
