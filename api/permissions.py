@@ -53,6 +53,9 @@ ROUTE_PERMISSIONS: dict[tuple[str, str], Rule] = {
                                                    note="what the tenant holds against its quotas"),
     ("GET", "/v1/tenants/{tenant_id}/compromised-keys"): Rule(
         ("cert:read",), "tenant", note="hashes of keys reported compromised: never certified again in the tenant"),
+    ("POST", "/v1/tenants/{tenant_id}/compromised-keys"): Rule(
+        ("cert:revoke",), "tenant", note="report a key found compromised (certificate_id; ca_id needs ca:manage "
+        "too): never certified again in the tenant, its trusted certificates revoked"),
     ("POST", "/v1/tenants/{tenant_id}/rename"): Rule(("tenant:update",), "tenant"),
     ("PUT", "/v1/tenants/{tenant_id}/quotas"): Rule(("tenant:create",), "platform",
                                                     note="bounds on what a tenant may hold and issue (Quotas below)"),

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import msgspec
 
+from commands.cas import CaId
+from commands.ids import CertificateId
 from commands.tenants import Name, Reason
 from domain.events import EventEnvelope
 from domain.tenant import Quotas, Usage
@@ -15,6 +19,15 @@ class RenameBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
 
 class ReasonBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     reason: Reason
+
+
+class KeyCompromiseBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One of ``certificate_id`` (its key) and ``ca_id`` (every key the CA has held); ``invalidity_date``: when the
+    key was, or may have been, compromised."""
+
+    certificate_id: CertificateId | None = None
+    ca_id: CaId | None = None
+    invalidity_date: datetime | None = None
 
 
 class TenantOut(msgspec.Struct, frozen=True, kw_only=True):

@@ -13,8 +13,8 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 from api.deps import (Caller, IdempotencyKey, MinPosition, command_context, execute, find_row, page_position,
                       read_models_of, read_your_writes, runtime_of)
 from api.problems import COMMAND_ERRORS, QUERY_ERRORS, ApiProblem
-from api.schemas import ReasonBody, RenameBody, TenantOut, TenantPage, TenantUsageOut
-from commands import compromised_keys
+from api.schemas import KeyCompromiseBody, ReasonBody, RenameBody, TenantOut, TenantPage, TenantUsageOut
+from commands import compromised_keys, revoke
 from commands import tenants as cmd
 from commands.authz import authorize, visible_tenants
 from commands.runtime import CommandResult, rfc3339
@@ -92,6 +92,22 @@ class TenantController(Controller):
         return await compromised_keys.list_compromised_keys(
             compromised_keys.ListCompromisedKeys(tenant_id=tenant_id), command_context(principal),
             runtime_of(request.app.state).services)
+
+    @post("/{tenant_id:str}/compromised-keys", status_code=200,
+          summary="Report a key compromised: the key of a certificate revoked for another reason, or a root's keys",
+          description="For a key found compromised after its certificate was revoked for another reason (a "
+          "revocation is final, its reason stands) or a root's keys (a root is never revoked): give "
+          "`certificate_id` (permission cert:revoke) or `ca_id` (ca:manage). The key is never certified again in the "
+          "tenant, and the tenant's still trusted certificates of a certificate's key are revoked `key_compromise` "
+          "(`revoked`). A live certificate named here is revoked too; revoking it with reason `key_compromise` "
+          "does the same. Reporting a key again records nothing (`result.changed` false).",
+          responses=COMMAND_ERRORS)
+    async def report_compromised(self, request: Request, principal: Caller, tenant_id: FromPath[str],
+                                 data: JSONBody[KeyCompromiseBody],
+                                 idempotency_key: IdempotencyKey = None) -> revoke.KeyCompromiseReported:
+        command = revoke.ReportKeyCompromise(tenant_id=tenant_id, certificate_id=data.certificate_id,
+                                             ca_id=data.ca_id, invalidity_date=data.invalidity_date)
+        return await execute(request, revoke.report_key_compromise, command, principal, idempotency_key)
 
     @post("/{tenant_id:str}/rename", status_code=200, summary="Rename a tenant", responses=COMMAND_ERRORS)
     async def rename(self, request: Request, principal: Caller, tenant_id: FromPath[str],

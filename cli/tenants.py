@@ -6,7 +6,8 @@ import click
 import msgspec
 from cli.common import (CliError, catch_up, command_context, echo_json, id_table, print_table, query_runtime_views,
                         run_async, runtime_for)
-from commands import compromised_keys
+from cli.ca import convert, execute
+from commands import compromised_keys, revoke
 from commands import tenants as cmd
 from commands.runtime import CommandResult
 from infra.config import Settings
@@ -149,8 +150,28 @@ def compromised(settings: Settings, tenant_id: str, as_json: bool) -> None:
     table = id_table("public key sha256", "reason", "reported at", "reported by", ids={"public key sha256"})
     for item in listed.items:
         by = f"certificate {item.certificate_id}" if item.certificate_id else f"CA {item.subject_ca_id}"
-        table.add_row(item.public_key_sha256, item.reason, item.reported_at.isoformat(), by)
+        table.add_row(item.public_key_sha256, item.reason, item.reported_at.isoformat(),
+                      f"{by} ({item.through})")
     print_table(table, footer=f"{len(listed.items)} compromised key(s) in tenant {tenant_id}")
+
+
+@tenant.command("report-compromised-key")
+@click.argument("tenant_id")
+@click.option("--certificate", "certificate_id", default=None, help="The certificate whose key was compromised.")
+@click.option("--ca", "ca_id", default=None, help="Or the CA (a root) whose every key was compromised.")
+@click.option("--invalidity-date", default=None, metavar="RFC3339", help="When the key was (suspected) compromised.")
+@click.pass_obj
+def report_compromised(settings: Settings, tenant_id: str, certificate_id: str | None, ca_id: str | None,
+                       invalidity_date: str | None) -> None:
+    """Report a key compromised when revoking will not: its certificate was revoked for another reason already (a
+    revocation is final), or it is a root's (a root is never revoked). The key is never certified again in the
+    tenant, and its certificates still trusted are revoked key_compromise."""
+    command = convert({"tenant_id": tenant_id, "certificate_id": certificate_id, "ca_id": ca_id,
+                       "invalidity_date": invalidity_date}, revoke.ReportKeyCompromise)
+    outcome = execute(settings, revoke.report_key_compromise, command)
+    keys = ", ".join(outcome.public_keys_sha256)
+    click.echo(f"{'reported' if outcome.result.changed else 'already reported'} compromised in tenant {tenant_id}: "
+               f"{keys}" + (f"; revoked: {', '.join(outcome.revoked)}" if outcome.revoked else ""))
 
 
 def _all_tenants(conn, status: str | None) -> list[dict]:

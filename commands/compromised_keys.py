@@ -33,6 +33,7 @@ class CompromisedKey(msgspec.Struct, frozen=True, kw_only=True):
     certificate_id: str | None  # reported by revoking this certificate (issued by ``ca_id``)
     ca_id: str | None
     subject_ca_id: str | None  # or by revoking this CA
+    through: str  # "revocation" (of that certificate or CA), or "report" (POST /v1/tenants/{id}/compromised-keys)
 
 
 class CompromisedKeyList(msgspec.Struct, frozen=True, kw_only=True):

@@ -41,7 +41,7 @@ from commands.runtime import CommandContext, CommandResult, Services, load, repl
 from commands.tenants import TenantId, allowed_while_suspended
 from domain import ca, certificate, revocation
 from domain.compromised_keys import CA_REASONS, CERTIFICATE_REASONS, KeyCompromiseRecorded
-from domain.errors import Contention
+from domain.errors import Contention, DomainError
 from domain.revocation import RevocationRecorded
 
 log = logging.getLogger(__name__)
@@ -64,6 +64,29 @@ class RevokeCa(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     ca_id: CaId
     reason: ReasonName = "unspecified"
     invalidity_date: datetime | None = None
+
+
+class ReportKeyCompromise(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The key of ``certificate_id``, or every key of CA ``ca_id``, was found compromised: for a certificate revoked
+    for another reason already, or a root (which is never revoked). One of the two."""
+
+    tenant_id: TenantId
+    certificate_id: CertificateId | None = None
+    ca_id: CaId | None = None
+    invalidity_date: datetime | None = None  # when the key was (suspected) compromised
+
+
+class KeyCompromiseReported(msgspec.Struct, frozen=True, kw_only=True):
+    """The keys the report named (SHA-256 of each SubjectPublicKeyInfo), whether the report recorded any not known
+    before, and the certificates of them it revoked (key_compromise)."""
+
+    result: CommandResult  # of the tenant's compromised-keys stream (unchanged if every key was known)
+    public_keys_sha256: tuple[str, ...]
+    revoked: tuple[str, ...] = ()
+
+    @property
+    def replayed(self) -> bool:
+        return self.result.replayed
 
 
 class Revocation(msgspec.Struct, frozen=True, kw_only=True):
@@ -189,13 +212,22 @@ async def _revoke_same_key(services: Services, ctx: CommandContext, tenant_id: s
     (another CSR of the same key, a renewal that kept it) are revoked key_compromise too, each from the same
     invalidity date or its own notBefore. Found by the read model (``Services.key_holders``), each checked on its
     own stream; their revocations do not look for the key again."""
-    if recorded.reason != "key_compromise" or services.key_holders is None:
+    if recorded.reason != "key_compromise":
         return ()
-    key = issued.facts.public_key_sha256
+    return await _revoke_holders(services, ctx, tenant_id, issued.facts.public_key_sha256, recorded,
+                                 named=issued.certificate_id)
+
+
+async def _revoke_holders(services: Services, ctx: CommandContext, tenant_id: str, key: str,
+                          recorded: RevocationRecorded, *, named: str) -> tuple[str, ...]:
+    """Revoke the tenant's still trusted certificates of ``key`` (the compromise ``recorded`` says), but ``named``
+    (revoked by the caller itself, or, named by a report, one of them)."""
+    if services.key_holders is None:
+        return ()
     revoked = []
     for other_id in await services.key_holders.holding_key(tenant_id, key, services.clock.now()):
         other = await load(services, tenant_id, certificate.stream_id(other_id), certificate.fold)
-        if other_id == issued.certificate_id or other.status != "issued" or other.issued is None \
+        if other_id == named or other.status != "issued" or other.issued is None \
                 or other.issued.facts.public_key_sha256 != key:
             continue
         reason, invalidity_date = revocation.carried_revocation(recorded.reason, recorded.invalidity_date,
@@ -209,7 +241,7 @@ async def _revoke_same_key(services: Services, ctx: CommandContext, tenant_id: s
         revoked.append(other_id)
     if revoked:
         log.warning("key compromise of certificate %s: revoked %d other certificate(s) of key %s: %s",
-                    issued.certificate_id, len(revoked), key, ", ".join(revoked))
+                    named, len(revoked), key, ", ".join(revoked))
     return tuple(revoked)
 
 
@@ -292,6 +324,44 @@ async def _revoke(cmd: RevokeCertificate, ctx: CommandContext, services: Service
     return Revocation(result=msgspec.structs.replace(result, replayed=True) if prior else result,
                       reason=recorded.reason, revoked_at=recorded.revoked_at,
                       invalidity_date=recorded.invalidity_date, crls=tuple(published), also_revoked=also)
+
+
+@allowed_while_suspended("it only takes trust away: a suspended tenant still reports a stolen key")
+async def report_key_compromise(cmd: ReportKeyCompromise, ctx: CommandContext,
+                                services: Services) -> KeyCompromiseReported:
+    """Record a key found compromised after what holds it was revoked for another reason (a revocation is final: its
+    reason stands), or a root's keys (a root is never revoked: replace it): never certified again in the tenant,
+    and the tenant's certificates of it that are still trusted are revoked key_compromise."""
+    if (cmd.certificate_id is None) == (cmd.ca_id is None):
+        raise DomainError("one_of_required", "name the certificate or the CA whose key was compromised (one of them)",
+                          field="certificate_id")
+    now = services.clock.now()
+    if cmd.ca_id is not None:
+        authorize(ctx.principal, "ca:manage", cmd.tenant_id)
+        state = await load(services, cmd.tenant_id, ca.stream_id(cmd.ca_id), ca.fold)
+        ca.require(state, cmd.ca_id)
+        held = [c for c in (state.current, *state.previous, *state.cross) if c is not None]
+        reports = [KeyCompromiseRecorded(public_key_sha256=c.facts.public_key_sha256, reason="key_compromise",
+                                         reported_at=now, invalidity_date=cmd.invalidity_date,
+                                         subject_ca_id=cmd.ca_id, through="report") for c in held]
+        result = await compromised_keys.record(services, ctx, cmd, cmd.tenant_id, reports)
+        return KeyCompromiseReported(result=result,
+                                     public_keys_sha256=tuple(dict.fromkeys(r.public_key_sha256 for r in reports)))
+    authorize(ctx.principal, "cert:revoke", cmd.tenant_id)
+    assert cmd.certificate_id is not None
+    state = await load(services, cmd.tenant_id, certificate.stream_id(cmd.certificate_id), certificate.fold)
+    issued = certificate.require_exists(state, cmd.certificate_id)
+    revocation.check_invalidity_date(cmd.invalidity_date, now=now, not_before=issued.facts.not_before)
+    key = issued.facts.public_key_sha256
+    result = await compromised_keys.record(services, ctx, cmd, cmd.tenant_id, [KeyCompromiseRecorded(
+        public_key_sha256=key, reason="key_compromise", reported_at=now, invalidity_date=cmd.invalidity_date,
+        certificate_id=cmd.certificate_id, ca_id=issued.ca_id, through="report")])
+    # the named certificate, if it is still trusted, is one of its key's holders: revoked as the others are
+    sweep = RevocationRecorded(serial_hex=issued.facts.serial_hex, certificate_id=None, subject_ca_id=None,
+                               reason="key_compromise", revoked_at=now, invalidity_date=cmd.invalidity_date,
+                               not_after=issued.facts.not_after)
+    revoked = await _revoke_holders(services, ctx, cmd.tenant_id, key, sweep, named="")
+    return KeyCompromiseReported(result=result, public_keys_sha256=(key,), revoked=revoked)
 
 
 @allowed_while_suspended("revocation must always work, of a CA too")

@@ -39,6 +39,9 @@ class KeyCompromiseRecorded(Payload, frozen=True, kw_only=True):
     certificate_id: str | None = None  # the certificate whose revocation reported it
     ca_id: str | None = None  # that certificate's issuing CA
     subject_ca_id: str | None = None  # or the CA whose revocation reported it (its key, any of them)
+    # "revocation": by revoking that certificate or CA; "report": named in a report of a key found compromised
+    # after what holds it was revoked for another reason, or of a root (which is not revoked)
+    through: str = "revocation"
 
 
 class CompromisedKeys(msgspec.Struct, frozen=True, kw_only=True):
@@ -74,9 +77,10 @@ def decide_record(state: CompromisedKeys, reports: Iterable[KeyCompromiseRecorde
 
 
 def _reported_through(report: KeyCompromiseRecorded) -> str:
+    how = "a report naming" if report.through == "report" else "the revocation of"
     if report.certificate_id is not None:
-        return f"the revocation of certificate {report.certificate_id}"
-    return f"the revocation of CA {report.subject_ca_id}"
+        return f"{how} certificate {report.certificate_id}"
+    return f"{how} CA {report.subject_ca_id}"
 
 
 def check_not_compromised(state: CompromisedKeys, public_key_sha256: str, field: str) -> None:

@@ -185,6 +185,15 @@ def test_cert_list_filters_by_every_status_the_api_accepts(hierarchy):
     assert [(k["certificate_id"], k["reason"]) for k in blocked] == [(issued[0], "key_compromise")]
     assert blocked[0]["public_key_sha256"] == shown["public_key_sha256"]
     assert issued[0] in csm(data, "tenant", "compromised-keys", "acme").stdout
+    # the other certificate, revoked for another reason, turns out to have a stolen key: reported apart
+    csm(data, "cert", "revoke", issued[1], "--reason", "superseded")
+    reported = csm(data, "tenant", "report-compromised-key", "acme", "--certificate", issued[1]).stdout
+    assert reported.startswith("reported compromised in tenant acme: ")
+    again = csm(data, "tenant", "report-compromised-key", "acme", "--certificate", issued[1]).stdout
+    assert again.startswith("already reported")
+    refused = csm(data, "tenant", "report-compromised-key", "acme", expect=1).stderr
+    assert "one_of_required" in refused and "field: certificate_id" in refused
+    assert f"certificate {issued[1]} (report)" in csm(data, "tenant", "compromised-keys", "acme").stdout
 
 
 def test_tables_print_ids_whole_when_piped(tmp_path):

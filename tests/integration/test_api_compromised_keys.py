@@ -376,3 +376,64 @@ async def test_a_suspended_tenant_still_reports_a_compromised_key_and_sees_it_li
     await caught_up(api)
     assert_problem(await new_csr(api, admin, "acme", inter, key, "susp2.acme.internal"), 422, "key_compromised",
                    field="csr")
+
+
+async def report(api, headers, tenant: str = "acme", **body):
+    return await api.client.post(f"/v1/tenants/{tenant}/compromised-keys", headers=headers, json=body)
+
+
+async def test_a_key_found_compromised_after_its_certificate_was_revoked_for_another_reason_is_reported(pki_api):
+    """A revocation is final (its reason stands), so the key is reported apart: blocked, its other trusted
+    certificates revoked key_compromise; a second report records nothing."""
+    api = pki_api
+    admin, _root, inter = await setup(api)
+    key = ec.generate_private_key(ec.SECP256R1())
+    first = await issue(api, admin, inter, "late1.acme.internal", csr=csr_of(key, "late1.acme.internal"))
+    other = await issue(api, admin, inter, "late2.acme.internal", csr=csr_of(key, "late2.acme.internal"))
+    await revoke(api, admin, first["certificate_id"], reason="superseded")
+    assert (await api.client.post(f"/v1/certificates/{first['certificate_id']}/revoke", headers=admin,
+                                  json={"reason": "key_compromise"})).status_code == 409  # final
+    assert_problem(await report(api, admin), 422, "one_of_required", field="certificate_id")
+    assert_problem(await report(api, admin, certificate_id=first["certificate_id"], ca_id=inter), 422,
+                   "one_of_required", field="certificate_id")
+
+    reported = await report(api, admin, certificate_id=first["certificate_id"])
+    assert reported.status_code == 200, reported.text
+    body = reported.json()
+    assert body["public_keys_sha256"] == [key_sha256(key)] and body["revoked"] == [other["certificate_id"]]
+    assert body["result"]["changed"] is True
+    await caught_up(api)
+    shown = (await api.client.get(f"/v1/certificates/{other['certificate_id']}", headers=admin)).json()
+    assert (shown["status"], shown["revocation_reason"]) == ("revoked", "key_compromise")
+    kept = (await api.client.get(f"/v1/certificates/{first['certificate_id']}", headers=admin)).json()
+    assert kept["revocation_reason"] == "superseded"  # its revocation stands as it was
+    refused = assert_problem(await new_csr(api, admin, "acme", inter, key, "late3.acme.internal"), 422,
+                             "key_compromised", field="csr")
+    assert f"a report naming certificate {first['certificate_id']}" in refused["detail"]
+    [listed] = await compromised(api, admin)
+    assert (listed["through"], listed["certificate_id"], listed["reason"]) == (
+        "report", first["certificate_id"], "key_compromise")
+    again = (await report(api, admin, certificate_id=first["certificate_id"])).json()
+    assert again["result"]["changed"] is False and again["revoked"] == []
+
+
+async def test_a_roots_keys_are_reported_compromised_and_its_certificate_is_never_imported_again(pki_api):
+    """A root is never revoked: its keys are reported (ca:manage), then blocked like any other key."""
+    api = pki_api
+    admin, root, _inter = await setup(api)
+    root_pem = (await api.client.get(f"/v1/cas/{root}/certificate", params={"format": "pem"})).text
+    root_key = key_sha256_of_certificate(x509.load_pem_x509_certificate(root_pem.encode()))
+    reported = await report(api, admin, ca_id=root)
+    assert reported.status_code == 200, reported.text
+    assert reported.json()["public_keys_sha256"] == [root_key]
+    assert [(k["public_key_sha256"], k["subject_ca_id"], k["through"]) for k in await compromised(api, admin)] == [
+        (root_key, root, "report")]
+    refused = await api.client.post("/v1/cas/import", headers=admin, json={
+        "tenant_id": "acme", "name": "again", "certificate_pem": root_pem})
+    assert_problem(refused, 422, "key_compromised", field="certificate_pem")
+    assert_problem(await report(api, admin, ca_id="01a24ed1-bfc5-71d2-ad0c-408612e6125b"), 404, field="ca_id")
+
+
+def key_sha256_of_certificate(certificate: x509.Certificate) -> str:
+    return hashlib.sha256(certificate.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)).hexdigest()

@@ -51,6 +51,9 @@ REQUESTS: dict[tuple[str, str], Build] = {
     ("GET", "/v1/tenants/{tenant_id}"): lambda w, t: Call("GET", f"/v1/tenants/{t}"),
     ("GET", "/v1/tenants/{tenant_id}/usage"): lambda w, t: Call("GET", f"/v1/tenants/{t}/usage"),
     ("GET", "/v1/tenants/{tenant_id}/compromised-keys"): lambda w, t: Call("GET", f"/v1/tenants/{t}/compromised-keys"),
+    ("POST", "/v1/tenants/{tenant_id}/compromised-keys"): lambda w, t: Call(  # refused after authorization: nothing
+        "POST", f"/v1/tenants/{t}/compromised-keys",  # is recorded (an invalidity date in the future)
+        json={"certificate_id": _t(w, t).certificate, "invalidity_date": "2999-01-01T00:00:00Z"}),
     ("POST", "/v1/tenants/{tenant_id}/rename"): lambda w, t: Call("POST", f"/v1/tenants/{t}/rename",
                                                                   json={"name": fresh("Renamed")}),
     ("PUT", "/v1/tenants/{tenant_id}/quotas"): lambda w, t: Call("PUT", f"/v1/tenants/{t}/quotas", json={}),

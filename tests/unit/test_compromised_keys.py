@@ -77,7 +77,7 @@ def test_only_a_recorded_key_is_refused_and_the_refusal_names_the_field(items, k
 def test_the_event_carries_the_hash_and_where_it_was_reported_never_more():
     names = {f.name for f in msgspec.structs.fields(KeyCompromiseRecorded)}
     assert names == {"public_key_sha256", "reason", "reported_at", "invalidity_date", "certificate_id", "ca_id",
-                     "subject_ca_id"}
+                     "subject_ca_id", "through"}
 
 
 async def test_a_recorded_key_is_refused_in_its_tenant_only_and_recording_again_appends_nothing(services):
