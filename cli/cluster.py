@@ -9,6 +9,7 @@ export is in the audit trail.
 
 from __future__ import annotations
 
+import ipaddress
 import secrets
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from projections import cas as ca_model
 from projections import certificates as read_model
 
 DEFAULT_NODES = ("cassandra-1=172.28.0.11", "cassandra-2=172.28.0.12", "cassandra-3=172.28.0.13")
+CLUSTER_CA_NAME = "cassandra-cluster"
 
 
 @click.group()
@@ -38,7 +40,26 @@ def _node(text: str) -> tuple[str, str | None]:
     name, _, address = text.partition("=")
     if not name:
         raise click.BadParameter(f"{text!r}: NAME or NAME=IP expected", param_hint="--node")
+    if address:
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            raise click.BadParameter(f"{text!r}: {address!r} is not an IPv4 or IPv6 address",
+                                     param_hint="--node") from None
     return name, address or None
+
+
+def _cluster_ca(conn, tenant_id: str) -> str | None:
+    """The tenant's active root made by an earlier run, so that re-running rotates under it; None if there is none.
+
+    Several of them (left by runs before re-running reused it) are ambiguous: the operator names one with --ca.
+    """
+    roots = [row["ca_id"] for row in ca_model.search(conn, tenant_id, status="active", kind="root", limit=1000)
+             if row["name"] == CLUSTER_CA_NAME]
+    if len(roots) > 1:
+        raise CliError(f"{len(roots)} active {CLUSTER_CA_NAME} roots in tenant {tenant_id} ({', '.join(roots)}): "
+                       "pass the one the nodes trust as --ca")
+    return roots[0] if roots else None
 
 
 def _write(path: Path, data: bytes, private: bool) -> None:
@@ -52,7 +73,8 @@ def _write(path: Path, data: bytes, private: bool) -> None:
               help="Directory for the keystores, truststore, client certificate and password file.")
 @click.option("--tenant", "tenant_id", default="platform", show_default=True,
               help="The tenant that owns the cluster CA (created if missing).")
-@click.option("--ca", "ca_id", default=None, help="Issue under this existing CA instead of creating a root.")
+@click.option("--ca", "ca_id", default=None, help="Issue under this existing CA instead of the tenant's cassandra-cluster root "
+                   "(created by the first run, reused by the next).")
 @click.option("--node", "nodes", multiple=True, default=DEFAULT_NODES, show_default=True,
               help="NAME=IP of a node (repeatable): the certificate names both, as Java and the driver check them.")
 @click.option("--client-name", default="csm", show_default=True, help="Common name of the service's client cert.")
@@ -62,9 +84,12 @@ def bootstrap_tls(settings: Settings, out_dir: Path, tenant_id: str, ca_id: str 
                   client_name: str, validity_days: int) -> None:
     """Issue node keystores (JKS), the truststore and the service's client certificate into --out.
 
-    Re-running issues fresh certificates (the rotation procedure in docs/operations.md); the
-    keystore password is kept in --out/keystore.password (0600) and reused.
+    The first run creates the root CA cassandra-cluster in --tenant; re-running issues fresh
+    certificates under that same CA (the rotation procedure in docs/operations.md), never a
+    second root the nodes do not trust. The keystore password is kept in
+    --out/keystore.password (0600) and reused.
     """
+    parsed = [_node(text) for text in nodes]  # every --node checked before anything is written or issued
     password_file = out_dir / "keystore.password"
     password = password_file.read_text().strip() if password_file.exists() else secrets.token_urlsafe(24)
     with runtime_for(settings) as runtime:  # refuses an uninitialised data directory before anything is written
@@ -76,14 +101,20 @@ def bootstrap_tls(settings: Settings, out_dir: Path, tenant_id: str, ca_id: str 
         except AlreadyExists:
             pass
         if ca_id is None:
+            catch_up(runtime)
+            conn = runtime.runner.connection()
+            try:
+                ca_id = _cluster_ca(conn, tenant_id)
+            finally:
+                conn.close()
+        if ca_id is None:
             result = run_async(ca_commands.create_root_ca(convert({
-                "tenant_id": tenant_id, "name": "cassandra-cluster", "algorithm": "ecdsa-p384",
+                "tenant_id": tenant_id, "name": CLUSTER_CA_NAME, "algorithm": "ecdsa-p384",
                 "subject": {"common_name": "Cassandra cluster CA", "organization": "Cassandra Security Manager"}},
                 ca_commands.CreateRootCa), ctx, services))
             ca_id = result.stream_id.removeprefix("ca-")
         issued: list[tuple[str, str, str]] = []  # (directory, certificate id, kind)
-        for text in nodes:
-            name, address = _node(text)
+        for name, address in parsed:
             outcome = run_async(cert_commands.issue_certificate(convert({
                 "tenant_id": tenant_id, "ca_id": ca_id, "profile": "cassandra-node", "algorithm": "ecdsa-p256",
                 "subject": {"common_name": name}, "validity_days": validity_days,

@@ -106,6 +106,48 @@ def test_after_a_root_rollover_the_nodes_keystores_chain_to_the_truststores_expo
             assert (verified.returncode == 0) is accepted, (name, untrusted, verified.stdout + verified.stderr)
 
 
+def _trusted(out) -> str | None:
+    """The fingerprints in db-1's truststore as keytool lists them (the file's bytes change with its timestamp)."""
+    if not KEYTOOL:
+        return None
+    password = (out / "keystore.password").read_text().strip()
+    listing = subprocess.run([KEYTOOL, "-list", "-keystore", out / "db-1" / "truststore.jks", "-storepass", password],
+                             capture_output=True, text=True, check=True).stdout
+    return "\n".join(sorted(re.findall(r"SHA-256\): (\S+)", listing)))
+
+
+def test_re_running_without_ca_rotates_under_the_same_cluster_ca(tmp_path):
+    """A rotation run without --ca made a second root: ca.pem and the truststores changed under the nodes, and a
+    rolling restart split the cluster (nodes on the old truststore refuse the new keystores)."""
+    data, out = str(tmp_path / "data"), tmp_path / "tls"
+    invoke("--data-dir", data, "init")
+    invoke("--data-dir", data, "cluster", "bootstrap-tls", "--out", str(out), "--node", "db-1=10.1.0.1")
+    ca_pem, trusted = (out / "ca.pem").read_bytes(), _trusted(out)
+    client = (out / "client" / "client.pem").read_bytes()
+    invoke("--data-dir", data, "cluster", "bootstrap-tls", "--out", str(out), "--node", "db-1=10.1.0.1")
+    assert (out / "ca.pem").read_bytes() == ca_pem
+    assert _trusted(out) == trusted
+    assert (out / "client" / "client.pem").read_bytes() != client
+    listed = invoke("--data-dir", data, "ca", "list", "--tenant", "platform", "--json")
+    assert listed.count("cassandra-cluster") == 1, listed
+    if OPENSSL:
+        (tmp_path / "old-ca.pem").write_bytes(ca_pem)
+        verified = subprocess.run([OPENSSL, "verify", "-CAfile", tmp_path / "old-ca.pem",
+                                   out / "client" / "client.pem"], capture_output=True, text=True)
+        assert verified.returncode == 0, verified.stderr
+
+
+@pytest.mark.parametrize("node", ["db-1=not-an-ip", "db-1=10.1.0.1=x"])
+def test_a_bad_node_address_is_refused_before_any_ca_is_created(tmp_path, node):
+    data, out = str(tmp_path / "data"), tmp_path / "tls"
+    invoke("--data-dir", data, "init")
+    result = CliRunner().invoke(csm, ["--data-dir", data, "cluster", "bootstrap-tls", "--out", str(out),
+                                      "--node", node])
+    assert result.exit_code == 2 and "--node" in result.output and "IPv4 or IPv6" in result.output, result.output
+    assert "cassandra-cluster" not in invoke("--data-dir", data, "ca", "list", "--tenant", "platform", "--json")
+    assert not out.exists()
+
+
 def test_bootstrap_tls_against_an_uninitialised_data_dir_writes_nothing(tmp_path):
     out = tmp_path / "tls"
     result = CliRunner().invoke(csm, ["--data-dir", str(tmp_path / "data"), "cluster", "bootstrap-tls", "--out",
