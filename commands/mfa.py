@@ -13,7 +13,7 @@ from commands.runtime import CommandContext, CommandResult, Services, load, run
 from commands.session_end import end_sessions
 from commands.tenants import allowed_while_suspended, refused_while_suspended
 from domain import totp, user
-from domain.errors import DomainError
+from domain.errors import DomainError, NotFound
 from domain.events import SYSTEM_TENANT
 
 PURPOSE = "totp"
@@ -123,6 +123,9 @@ async def reset_totp(cmd: ResetTotp, ctx: CommandContext, services: Services) ->
     then fails, the user signs in again, never the other way round. A reset with no TOTP to remove ends nothing.
     """
     authorize(ctx.principal, "user:manage", cmd.tenant_id)
+    account = await load(services, user.stream_tenant(cmd.tenant_id), user.stream_id(cmd.username), user.fold)
+    if account.status == "absent":  # a mistyped name is not "nothing to change": the operator would think it done
+        raise NotFound("user_not_found", "no such user", field="username")
     subject = user.subject(cmd.tenant_id, cmd.username)
     state = await load(services, _scope(cmd.tenant_id), totp.stream_id(subject), totp.fold)
     if totp.decide_remove(state, subject, cmd.reason):

@@ -340,3 +340,10 @@ async def test_directory_users_sign_in_through_the_directory_port(tmp_path, slap
         assert_problem(await login(api, "bob", PASSWORDS["bob"]), 401, "invalid_grant")  # the directory's tenant only
         failed = {e["payload"]["username"] for e in await events_of(api, "auth.login_failed")}
         assert {"bob", "nobody", "dave"} <= failed
+
+
+async def test_resetting_the_totp_of_a_user_who_does_not_exist_is_a_404_naming_the_username(api):
+    """It answered 200 "changed": false, as for a user without TOTP: a mistyped name looked like a reset done."""
+    admin = await api.admin()
+    response = await api.client.delete("/v1/users/no-such-user/totp", headers=admin)
+    assert_problem(response, 404, "user_not_found", field="username")
