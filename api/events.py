@@ -29,13 +29,24 @@ _encoder = msgspec.json.Encoder()
 
 
 def _resume_from(after: int | None, last_event_id: str | None, head: int) -> int:
-    """``Last-Event-ID`` (a reconnecting client) wins over ``?after``; neither means live events only."""
+    """``Last-Event-ID`` (a reconnecting client) wins over ``?after``; neither means live events only.
+
+    A position past the head is refused: no stream ever sent it (the log was restored from a backup, or it is another
+    service's), and streaming after it would skip, silently, every event written until the log reached it.
+    """
     if last_event_id is not None:
         if not last_event_id.strip().isdigit():
             raise ApiProblem(400, "invalid_header", "Last-Event-ID must be a global position (a whole number)",
                              field="Last-Event-ID", rule="format")
-        return int(last_event_id)
-    return head if after is None else after
+        start, field = int(last_event_id), "Last-Event-ID"
+    elif after is None:
+        return head
+    else:
+        start, field = after, "after"
+    if start > head:
+        raise ApiProblem(400, "validation_failed", f"position {start} has not been written (the last is {head}); "
+                         "read again from a position at or below it", field=field, rule="maximum")
+    return start
 
 
 async def _pump(source: AsyncIterator[EventEnvelope], queue: asyncio.Queue) -> None:

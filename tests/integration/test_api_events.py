@@ -10,7 +10,7 @@ from datetime import timedelta
 
 import httpx
 import pytest
-from test_api_support import Clock, api  # noqa: F401
+from test_api_support import Clock, api, assert_problem  # noqa: F401
 
 READ_TIMEOUT = 20
 
@@ -249,3 +249,19 @@ async def test_an_idle_stream_ends_by_itself_at_expiry(api, admin):
         clock.offset = timedelta(seconds=api.runtime.settings.access_token_ttl + 1)
         blocks = await read_sse(lines, ended)
     assert blocks[-1]["data"]["reason"] == "token_expired"
+
+
+@pytest.mark.parametrize(("params", "extra", "field"), [
+    ({"after": 10_000}, {}, "after"),
+    ({"after": 99_999_999_999_999_999_999}, {}, "after"),
+    ({}, {"Last-Event-ID": "10000"}, "Last-Event-ID"),
+])
+async def test_a_position_past_the_head_is_refused_not_streamed_after(api, admin, params, extra, field):
+    """A client resuming past the head (the log was restored from a backup) was streamed after it: every event
+    written until the log reached that position again was skipped without a word."""
+    await api.create_tenant(admin, "acme")
+    async with api.client.stream("GET", "/v1/events/stream", params=params, headers={**admin, **extra}) as response:
+        assert response.status_code == 400, response.status_code  # before: 200 and a stream that waited for it
+        await response.aread()
+    problem = assert_problem(response, 400, "validation_failed", field=field)
+    assert problem["errors"][0]["rule"] == "maximum"
