@@ -221,6 +221,9 @@ def require_issuable(p: Profile) -> None:
 
 
 def _require(state: ProfileState, name: str) -> None:
+    if state.status == "absent" and name in BUILTIN_PROFILES:  # listed by GET /v1/profiles: "does not exist" misled
+        raise DomainError("profile_name_reserved", f"{name} is a built-in profile: it cannot be changed or retired; "
+                          "create a profile of another name", field="name")
     if state.status == "absent":
         raise NotFound("profile_not_found", f"profile {name} does not exist", field="name")
     if state.status == "retired":

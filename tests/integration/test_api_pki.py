@@ -509,3 +509,18 @@ async def test_a_keystore_that_cannot_carry_the_key_is_refused_before_the_key_le
     assert pem.status_code == 200 and b"ENCRYPTED PRIVATE KEY" in pem.content, pem.text
     exports = [e for e in await api.runtime.store.read_all(0, 100_000) if e.type == "certificate.private_key_exported"]
     assert [e.payload["format"] for e in exports] == ["pem"]
+
+
+async def test_changing_or_retiring_a_builtin_profile_names_it_reserved_not_missing(pki_api):
+    """GET /v1/profiles lists cassandra-node, yet PUT and retire answered 404 "profile cassandra-node does not exist"."""
+    admin = await pki_api.admin()
+    await pki_api.create_tenant(admin, "acme")
+    listed = (await pki_api.client.get("/v1/profiles", params={"tenant_id": "acme"}, headers=admin)).json()
+    builtin = next(item["profile"] for item in listed if item["name"] == "cassandra-node")
+    replaced = await pki_api.client.put("/v1/profiles/cassandra-node", headers=admin,
+                                        json={"tenant_id": "acme", "profile": {**builtin, "description": "mine"}})
+    problem = assert_problem(replaced, 422, "profile_name_reserved", field="name")
+    assert "built-in" in problem["detail"]
+    retired = await pki_api.client.post("/v1/profiles/cassandra-node/retire", headers=admin,
+                                        json={"tenant_id": "acme", "reason": "ours instead"})
+    assert_problem(retired, 422, "profile_name_reserved", field="name")
