@@ -62,6 +62,18 @@ def _cluster_ca(conn, tenant_id: str) -> str | None:
     return roots[0] if roots else None
 
 
+def _also_trusted(conn, tenant_id: str, ca_ids: tuple[str, ...], now) -> list[dict]:
+    """The root certificates (every unexpired one of each root's keys) of the tenant's CAs ``ca_ids``, for
+    truststores that must accept a second cluster CA; an unknown or pending CA is refused by name."""
+    rows: list[dict] = []
+    for extra in ca_ids:
+        ca_row = ca_model.get(conn, extra, tenant_id)
+        if ca_row is None or not ca_row["fingerprint"]:
+            raise CliError(f"--also-trust {extra}: no CA with a certificate of that id in tenant {tenant_id}")
+        rows += ca_model.trust_anchors(conn, tenant_id, ca_row["fingerprint"], now)
+    return rows
+
+
 def _write(path: Path, data: bytes, private: bool) -> None:
     """0600 for keys, keystores and the password, also over a file a rotation finds there with a wider mode."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
@@ -77,11 +89,14 @@ def _write(path: Path, data: bytes, private: bool) -> None:
                    "(created by the first run, reused by the next).")
 @click.option("--node", "nodes", multiple=True, default=DEFAULT_NODES, show_default=True,
               help="NAME=IP of a node (repeatable): the certificate names both, as Java and the driver check them.")
+@click.option("--also-trust", "also_trust", multiple=True, metavar="CA_ID",
+              help="Put this CA's root certificates in the truststores and ca.pem too (repeatable): replacing the "
+                   "cluster CA, nodes must trust the old and the new one through the rolling restarts.")
 @click.option("--client-name", default="csm", show_default=True, help="Common name of the service's client cert.")
 @click.option("--validity-days", type=click.IntRange(1, 825), default=365, show_default=True)
 @click.pass_obj
 def bootstrap_tls(settings: Settings, out_dir: Path, tenant_id: str, ca_id: str | None, nodes: tuple[str, ...],
-                  client_name: str, validity_days: int) -> None:
+                  also_trust: tuple[str, ...], client_name: str, validity_days: int) -> None:
     """Issue node keystores (JKS), the truststore and the service's client certificate into --out.
 
     The first run creates the root CA cassandra-cluster in --tenant; re-running issues fresh
@@ -100,13 +115,14 @@ def bootstrap_tls(settings: Settings, out_dir: Path, tenant_id: str, ca_id: str 
                                                             tenant_commands.CreateTenant), ctx, services))
         except AlreadyExists:
             pass
-        if ca_id is None:
-            catch_up(runtime)
-            conn = runtime.runner.connection()
-            try:
+        catch_up(runtime)
+        conn = runtime.runner.connection()
+        try:
+            if ca_id is None:
                 ca_id = _cluster_ca(conn, tenant_id)
-            finally:
-                conn.close()
+            extra = _also_trusted(conn, tenant_id, also_trust, services.clock.now())  # refused before any issuance
+        finally:
+            conn.close()
         if ca_id is None:
             result = run_async(ca_commands.create_root_ca(convert({
                 "tenant_id": tenant_id, "name": CLUSTER_CA_NAME, "algorithm": "ecdsa-p384",
@@ -136,6 +152,7 @@ def bootstrap_tls(settings: Settings, out_dir: Path, tenant_id: str, ca_id: str 
                 chain = ca_model.issuer_chain(conn, row["tenant_id"], row["issuer_fingerprint"], services.clock.now())
                 trust = ca_model.truststore_chain(conn, row["tenant_id"], row["issuer_fingerprint"],
                                                   services.clock.now())
+                trust += [r for r in extra if r["fingerprint"] not in {t["fingerprint"] for t in trust}]
                 exported = run_async(cert_commands.export_private_key(convert({
                     "tenant_id": tenant_id, "certificate_id": certificate_id, "format": "jks" if kind == "node"
                     else "pem", "encrypted": kind == "node"}, cert_commands.ExportPrivateKey), ctx, services))
@@ -147,7 +164,8 @@ def bootstrap_tls(settings: Settings, out_dir: Path, tenant_id: str, ca_id: str 
                     _write(target / "client.pem", render("pem", row, chain, None, None), False)
                     _write(target / "client.key", render("pem", row, [], exported.material, None)
                            .split(b"-----END CERTIFICATE-----\n", 1)[-1], True)
-                _write(out_dir / "ca.pem", chain[-1]["certificate_pem"].encode(), False)
+                _write(out_dir / "ca.pem", "".join(dict.fromkeys(
+                    [chain[-1]["certificate_pem"], *(r["certificate_pem"] for r in extra)])).encode(), False)
         finally:
             conn.close()
     click.echo(f"cluster CA {ca_id}: {len(issued) - 1} node keystores and a client certificate in {out_dir}")

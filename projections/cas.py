@@ -265,6 +265,12 @@ def truststore_chain(conn: sqlite3.Connection, tenant_id: str, issuer_fingerprin
                     and datetime.fromisoformat(row["not_after"]) > now]
 
 
+def trust_anchors(conn: sqlite3.Connection, tenant_id: str, issuer_fingerprint: str, now: datetime) -> list[dict]:
+    """The root certificates of ``truststore_chain``: what a truststore that must also accept another CA's
+    certificates adds (``csm cluster bootstrap-tls --also-trust``)."""
+    return [row for row in truststore_chain(conn, tenant_id, issuer_fingerprint, now) if _self_signed(row)]
+
+
 def certificates_issued_by(conn: sqlite3.Connection, tenant_id: str, ca_id: str) -> list[dict]:
     """The certificates ``ca_id`` signed for other CAs (sub-CAs and cross-certificates), and a root's link
     certificates (its keys certifying each other at a rollover): what its OCSP responder knows as signed by it."""

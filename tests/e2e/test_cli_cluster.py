@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import stat
@@ -164,3 +165,40 @@ def test_db_migrate_names_a_bad_setting(tmp_path):
     result = CliRunner().invoke(csm, ["--data-dir", str(tmp_path), "db", "migrate"],
                                 env={"CSM_STORE": "cassandra", "CSM_CASSANDRA_CONSISTENCY": "ONE"})
     assert result.exit_code != 0 and "CSM_CASSANDRA_CONSISTENCY" in result.output
+
+
+@pytest.mark.skipif(OPENSSL is None or KEYTOOL is None, reason="needs the openssl command and Java's keytool")
+def test_replacing_the_cluster_ca_trusts_both_through_the_rolling_restarts(tmp_path):
+    """docs/operations.md: to replace the CA, build truststores with both, then switch keystores, then drop the
+    old one. --also-trust puts the other CA's root into every truststore and ca.pem; each step's truststore
+    accepts both steps' keystores, so no restart order splits the cluster."""
+    data, out = str(tmp_path / "data"), tmp_path / "tls"
+    invoke("--data-dir", data, "init")
+    invoke("--data-dir", data, "cluster", "bootstrap-tls", "--out", str(out), "--node", "db-1=10.1.0.1")
+    old_ca = (out / "ca.pem").read_text()
+    old = json.loads(invoke("--data-dir", data, "ca", "list", "--tenant", "platform", "--json"))[0]["ca_id"]
+    created = invoke("--data-dir", data, "ca", "create-root", "--tenant", "platform", "--name", "cassandra-next",
+                     "--cn", "Cassandra cluster CA 2", "--algorithm", "ecdsa-p384")
+    new = created.split()[3]
+    refused = CliRunner().invoke(csm, ["--data-dir", data, "cluster", "bootstrap-tls", "--out", str(out), "--ca",
+                                       old, "--also-trust", "no-such-ca", "--node", "db-1=10.1.0.1"])
+    assert refused.exit_code != 0 and "--also-trust no-such-ca" in refused.output, refused.output
+    # 1: keystores still under the old CA, truststores with both
+    invoke("--data-dir", data, "cluster", "bootstrap-tls", "--out", str(out), "--ca", old, "--also-trust", new,
+           "--node", "db-1=10.1.0.1")
+    both = _trusted(out)
+    assert both.count("\n") == 1  # two roots
+    assert old_ca in (out / "ca.pem").read_text() and (out / "ca.pem").read_text().count("BEGIN CERTIFICATE") == 2
+    step1_client = (out / "client" / "client.pem").read_text()
+    # 2: keystores under the new CA, truststores with both
+    invoke("--data-dir", data, "cluster", "bootstrap-tls", "--out", str(out), "--ca", new, "--also-trust", old,
+           "--node", "db-1=10.1.0.1")
+    assert _trusted(out) == both
+    for client in (step1_client, (out / "client" / "client.pem").read_text()):
+        (tmp_path / "client.pem").write_text(client)
+        verified = subprocess.run([OPENSSL, "verify", "-CAfile", out / "ca.pem", tmp_path / "client.pem"],
+                                  capture_output=True, text=True)
+        assert verified.returncode == 0, verified.stdout + verified.stderr
+    # 3: the old CA dropped
+    invoke("--data-dir", data, "cluster", "bootstrap-tls", "--out", str(out), "--ca", new, "--node", "db-1=10.1.0.1")
+    assert _trusted(out).count("\n") == 0 and old_ca not in (out / "ca.pem").read_text()
