@@ -135,3 +135,32 @@ async def _stopped(task: asyncio.Task) -> None:
             t.print_stack(file=sys.stderr)
         faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
         raise
+
+
+@contextlib.contextmanager
+def dying_at(store, event_type: str, why: str):
+    """Within it, the store refuses any append whose first event is ``event_type`` with a ConnectionError (the API
+    answers 500), as a process that died at that commit point leaves things; the real append afterwards."""
+    append = store.append
+
+    async def dies(request):
+        if request.events[0].type == event_type:
+            raise ConnectionError(why)
+        return await append(request)
+
+    store.append = dies
+    try:
+        yield
+    finally:
+        store.append = append
+
+
+# What the server's background jobs append on their own at any time: the revocation scheduler's CRLs and the audit
+# checkpointer's seals (every CSM_CHECKPOINT_INTERVAL).
+BACKGROUND_EVENTS = frozenset({"ca.crl_published", "audit.checkpoint"})
+
+
+async def written_since(api, head: int) -> set[str]:
+    """The types of the events appended after ``head`` other than the background jobs' (``BACKGROUND_EVENTS``): what
+    a request wrote, for tests that a refused one wrote nothing."""
+    return {e.type for e in await api.runtime.store.read_all(head, 100_000)} - BACKGROUND_EVENTS

@@ -21,7 +21,7 @@ from cryptography.x509 import ocsp
 from cryptography.x509.oid import NameOID
 from test_api_ca_lifecycle import create_ca
 from test_api_revocation import ask, leaf, ocsp_request, pem_certs, revoke, setup
-from test_api_support import assert_problem, pki_api  # noqa: F401
+from test_api_support import assert_problem, dying_at, pki_api  # noqa: F401
 from test_crl_schedule import Clock, caught_up
 from test_renewal import DAY, create_profile, events_of, issue, public_key_of, row, types_of
 
@@ -176,7 +176,7 @@ async def test_a_link_that_lands_after_the_revocation_reached_the_ca_is_undone(p
     assert (await revoked_on_ca(api, inter))[new["serial_hex"]].reason == "unspecified"
 
 
-async def test_a_revocation_that_stopped_after_the_ca_is_never_renewed(pki_api, monkeypatch):
+async def test_a_revocation_that_stopped_after_the_ca_is_never_renewed(pki_api):
     """The documented crash window: ``ca.certificate_revoked`` is committed, ``certificate.revoked`` never came.
     The scheduler must not renew it (it completes the revocation instead), nor may the renew API."""
     api = pki_api
@@ -184,20 +184,11 @@ async def test_a_revocation_that_stopped_after_the_ca_is_never_renewed(pki_api, 
     admin, _root, inter = await setup(api)
     due = await leaf(api, admin, inter, "crashed.acme.internal")  # cassandra-node: renewed at 67% of 365 days
     asked = await leaf(api, admin, inter, "asked.acme.internal")
-    store = api.runtime.services.store
-    append = store.append
-
-    async def crash_on_the_certificate_stream(request: AppendRequest):
-        if request.events[0].type == "certificate.revoked":
-            raise ConnectionError("the process died between the two appends")
-        return await append(request)
-
-    monkeypatch.setattr(store, "append", crash_on_the_certificate_stream)
-    for victim in (due, asked):
-        died = await api.client.post(f"/v1/certificates/{victim['certificate_id']}/revoke", headers=admin,
-                                     json={"reason": "key_compromise"})
-        assert died.status_code == 500, died.text
-    monkeypatch.setattr(store, "append", append)
+    with dying_at(api.runtime.services.store, "certificate.revoked", "the process died between the two appends"):
+        for victim in (due, asked):
+            died = await api.client.post(f"/v1/certificates/{victim['certificate_id']}/revoke", headers=admin,
+                                         json={"reason": "key_compromise"})
+            assert died.status_code == 500, died.text
     on_ca = await revoked_on_ca(api, inter)
     assert {due["serial_hex"], asked["serial_hex"]} <= on_ca.keys()
     assert await types_of(api, due["certificate_id"]) == ["certificate.issued"]  # "issued" in the inventory
