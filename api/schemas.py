@@ -8,6 +8,7 @@ import msgspec
 
 from commands.cas import CaId
 from commands.ids import CertificateId
+from commands.revoke import KeyHash
 from commands.tenants import Name, Reason
 from domain.events import EventEnvelope
 from domain.tenant import Quotas, Usage
@@ -27,6 +28,7 @@ class KeyCompromiseBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknow
 
     certificate_id: CertificateId | None = None
     ca_id: CaId | None = None
+    public_key_sha256: KeyHash | None = None  # with ca_id: only this one of its keys (a root's old key)
     invalidity_date: datetime | None = None
 
 

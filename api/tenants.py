@@ -97,7 +97,8 @@ class TenantController(Controller):
           summary="Report a key compromised: the key of a certificate revoked for another reason, or a root's keys",
           description="For a key found compromised after its certificate was revoked for another reason (a "
           "revocation is final, its reason stands) or a root's keys (a root is never revoked): give "
-          "`certificate_id` (permission cert:revoke) or `ca_id` (ca:manage). The key is never certified again in the "
+          "`certificate_id` (permission cert:revoke) or `ca_id` (ca:manage; with `public_key_sha256`, only that one of "
+          "its keys, e.g. a root's old key after a rollover). The key is never certified again in the "
           "tenant, and the tenant's still trusted certificates of a certificate's key are revoked `key_compromise` "
           "(`revoked`). A live certificate named here is revoked too; revoking it with reason `key_compromise` "
           "does the same. Reporting a key again records nothing (`result.changed` false).",
@@ -106,7 +107,8 @@ class TenantController(Controller):
                                  data: JSONBody[KeyCompromiseBody],
                                  idempotency_key: IdempotencyKey = None) -> revoke.KeyCompromiseReported:
         command = revoke.ReportKeyCompromise(tenant_id=tenant_id, certificate_id=data.certificate_id,
-                                             ca_id=data.ca_id, invalidity_date=data.invalidity_date)
+                                             ca_id=data.ca_id, public_key_sha256=data.public_key_sha256,
+                                             invalidity_date=data.invalidity_date)
         return await execute(request, revoke.report_key_compromise, command, principal, idempotency_key)
 
     @post("/{tenant_id:str}/rename", status_code=200, summary="Rename a tenant", responses=COMMAND_ERRORS)

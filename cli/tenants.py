@@ -159,15 +159,18 @@ def compromised(settings: Settings, tenant_id: str, as_json: bool) -> None:
 @click.argument("tenant_id")
 @click.option("--certificate", "certificate_id", default=None, help="The certificate whose key was compromised.")
 @click.option("--ca", "ca_id", default=None, help="Or the CA (a root) whose every key was compromised.")
+@click.option("--key", "public_key_sha256", default=None, metavar="SHA256",
+              help="With --ca: only this one of its keys (a root's old key after a rollover).")
 @click.option("--invalidity-date", default=None, metavar="RFC3339", help="When the key was (suspected) compromised.")
 @click.pass_obj
 def report_compromised(settings: Settings, tenant_id: str, certificate_id: str | None, ca_id: str | None,
-                       invalidity_date: str | None) -> None:
+                       public_key_sha256: str | None, invalidity_date: str | None) -> None:
     """Report a key compromised when revoking will not: its certificate was revoked for another reason already (a
     revocation is final), or it is a root's (a root is never revoked). The key is never certified again in the
     tenant, and its certificates still trusted are revoked key_compromise."""
     command = convert({"tenant_id": tenant_id, "certificate_id": certificate_id, "ca_id": ca_id,
-                       "invalidity_date": invalidity_date}, revoke.ReportKeyCompromise)
+                       "public_key_sha256": public_key_sha256, "invalidity_date": invalidity_date},
+                      revoke.ReportKeyCompromise)
     outcome = execute(settings, revoke.report_key_compromise, command)
     keys = ", ".join(outcome.public_keys_sha256)
     click.echo(f"{'reported' if outcome.result.changed else 'already reported'} compromised in tenant {tenant_id}: "

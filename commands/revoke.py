@@ -66,13 +66,18 @@ class RevokeCa(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     invalidity_date: datetime | None = None
 
 
+KeyHash = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}$", description="SHA-256 of a SubjectPublicKeyInfo, hex")]
+
+
 class ReportKeyCompromise(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """The key of ``certificate_id``, or every key of CA ``ca_id``, was found compromised: for a certificate revoked
-    for another reason already, or a root (which is never revoked). One of the two."""
+    """The key of ``certificate_id``, or every key of CA ``ca_id`` (only ``public_key_sha256``, one of them, if
+    given: a root's old key after a rollover), was found compromised: for a certificate revoked for another reason
+    already, or a root (which is never revoked). One of ``certificate_id`` and ``ca_id``."""
 
     tenant_id: TenantId
     certificate_id: CertificateId | None = None
     ca_id: CaId | None = None
+    public_key_sha256: KeyHash | None = None
     invalidity_date: datetime | None = None  # when the key was (suspected) compromised
 
 
@@ -341,6 +346,11 @@ async def report_key_compromise(cmd: ReportKeyCompromise, ctx: CommandContext,
         state = await load(services, cmd.tenant_id, ca.stream_id(cmd.ca_id), ca.fold)
         ca.require(state, cmd.ca_id)
         held = [c for c in (state.current, *state.previous, *state.cross) if c is not None]
+        if cmd.public_key_sha256 is not None:
+            held = [c for c in held if c.facts.public_key_sha256 == cmd.public_key_sha256]
+            if not held:
+                raise DomainError("key_not_held", f"CA {cmd.ca_id} has held no key of SHA-256 {cmd.public_key_sha256} "
+                                  "(GET /v1/cas/{id} lists its certificates)", field="public_key_sha256")
         reports = [KeyCompromiseRecorded(public_key_sha256=c.facts.public_key_sha256, reason="key_compromise",
                                          reported_at=now, invalidity_date=cmd.invalidity_date,
                                          subject_ca_id=cmd.ca_id, through="report") for c in held]
@@ -349,6 +359,9 @@ async def report_key_compromise(cmd: ReportKeyCompromise, ctx: CommandContext,
                                      public_keys_sha256=tuple(dict.fromkeys(r.public_key_sha256 for r in reports)))
     authorize(ctx.principal, "cert:revoke", cmd.tenant_id)
     assert cmd.certificate_id is not None
+    if cmd.public_key_sha256 is not None:
+        raise DomainError("key_with_ca_only", "a certificate has one key: give public_key_sha256 only with ca_id",
+                          field="public_key_sha256")
     state = await load(services, cmd.tenant_id, certificate.stream_id(cmd.certificate_id), certificate.fold)
     issued = certificate.require_exists(state, cmd.certificate_id)
     revocation.check_invalidity_date(cmd.invalidity_date, now=now, not_before=issued.facts.not_before)

@@ -424,3 +424,26 @@ async def test_a_roots_keys_are_reported_compromised_and_its_certificate_is_neve
 def key_sha256_of_certificate(certificate: x509.Certificate) -> str:
     return hashlib.sha256(certificate.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)).hexdigest()
+
+
+async def test_after_a_rollover_only_the_roots_old_key_is_reported(pki_api):
+    """A root rolled over because its old key leaked: ``public_key_sha256`` names that key alone, so the new key
+    goes on certifying; a key the CA never held, or a key with a certificate_id, is refused naming the field."""
+    api = pki_api
+    admin, root, _inter = await setup(api)
+    old_pem = (await api.client.get(f"/v1/cas/{root}/certificate", params={"format": "pem"})).text
+    old_key = key_sha256_of_certificate(x509.load_pem_x509_certificate(old_pem.encode()))
+    rolled = await api.client.post(f"/v1/cas/{root}/rollover", headers=admin, json={"reason": "old key leaked"})
+    assert rolled.status_code in (200, 201), rolled.text
+    assert_problem(await report(api, admin, ca_id=root, public_key_sha256="ab" * 32), 422, "key_not_held",
+                   field="public_key_sha256")
+    leaf_ = await issue(api, admin, root, "x.acme.internal")
+    assert_problem(await report(api, admin, certificate_id=leaf_["certificate_id"], public_key_sha256=old_key), 422,
+                   "key_with_ca_only", field="public_key_sha256")
+    reported = await report(api, admin, ca_id=root, public_key_sha256=old_key)
+    assert reported.status_code == 200, reported.text
+    assert reported.json()["public_keys_sha256"] == [old_key]
+    assert [k["public_key_sha256"] for k in await compromised(api, admin)] == [old_key]
+    assert (await api.client.post("/v1/certificates", headers=admin, json={
+        "tenant_id": "acme", "ca_id": root, "algorithm": "ecdsa-p256", "subject": {"common_name": "y.acme.internal"},
+        "sans": {"dns": ["y.acme.internal"]}})).status_code == 201  # the new key signs on
