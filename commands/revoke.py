@@ -82,8 +82,8 @@ class ReportKeyCompromise(msgspec.Struct, frozen=True, kw_only=True, forbid_unkn
 
 
 class KeyCompromiseReported(msgspec.Struct, frozen=True, kw_only=True):
-    """The keys the report named (SHA-256 of each SubjectPublicKeyInfo), whether the report recorded any not known
-    before, and the certificates of them it revoked (key_compromise)."""
+    """The keys the report named (SHA-256 of each SubjectPublicKeyInfo), the append's result (``changed``: it recorded
+    a key not known before), and the certificates of them it revoked (key_compromise)."""
 
     result: CommandResult  # of the tenant's compromised-keys stream (unchanged if every key was known)
     public_keys_sha256: tuple[str, ...]
@@ -224,9 +224,9 @@ async def _revoke_same_key(services: Services, ctx: CommandContext, tenant_id: s
 
 
 async def _revoke_holders(services: Services, ctx: CommandContext, tenant_id: str, key: str,
-                          recorded: RevocationRecorded, *, named: str) -> tuple[str, ...]:
+                          recorded: RevocationRecorded, *, named: str | None) -> tuple[str, ...]:
     """Revoke the tenant's still trusted certificates of ``key`` (the compromise ``recorded`` says), but ``named``
-    (revoked by the caller itself, or, named by a report, one of them)."""
+    (the one the caller revokes itself; None: every one, a report's named certificate too)."""
     if services.key_holders is None:
         return ()
     revoked = []
@@ -245,8 +245,8 @@ async def _revoke_holders(services: Services, ctx: CommandContext, tenant_id: st
             continue
         revoked.append(other_id)
     if revoked:
-        log.warning("key compromise of certificate %s: revoked %d other certificate(s) of key %s: %s",
-                    named, len(revoked), key, ", ".join(revoked))
+        log.warning("key %s compromised (%s): revoked %d more certificate(s) of it: %s", key,
+                    f"certificate {named}" if named else "reported", len(revoked), ", ".join(revoked))
     return tuple(revoked)
 
 
@@ -345,7 +345,7 @@ async def report_key_compromise(cmd: ReportKeyCompromise, ctx: CommandContext,
         authorize(ctx.principal, "ca:manage", cmd.tenant_id)
         state = await load(services, cmd.tenant_id, ca.stream_id(cmd.ca_id), ca.fold)
         ca.require(state, cmd.ca_id)
-        held = [c for c in (state.current, *state.previous, *state.cross) if c is not None]
+        held = state.held
         if cmd.public_key_sha256 is not None:
             held = [c for c in held if c.facts.public_key_sha256 == cmd.public_key_sha256]
             if not held:
@@ -373,7 +373,7 @@ async def report_key_compromise(cmd: ReportKeyCompromise, ctx: CommandContext,
     sweep = RevocationRecorded(serial_hex=issued.facts.serial_hex, certificate_id=None, subject_ca_id=None,
                                reason="key_compromise", revoked_at=now, invalidity_date=cmd.invalidity_date,
                                not_after=issued.facts.not_after)
-    revoked = await _revoke_holders(services, ctx, cmd.tenant_id, key, sweep, named="")
+    revoked = await _revoke_holders(services, ctx, cmd.tenant_id, key, sweep, named=None)
     return KeyCompromiseReported(result=result, public_keys_sha256=(key,), revoked=revoked)
 
 
@@ -389,7 +389,7 @@ async def revoke_ca(cmd: RevokeCa, ctx: CommandContext, services: Services) -> R
     draft = ca.CaRevoked(reason=cmd.reason, revoked_at=now, invalidity_date=cmd.invalidity_date)
     if prior is None:
         ca.decide_revoke(state, cmd.ca_id, draft)  # refuse (root, pending, revoked) before touching an issuer
-    certificates = [c for c in (state.current, *state.previous, *state.cross) if c is not None]
+    certificates = state.held
     if certificates:
         earliest = min(c.facts.not_before for c in certificates)
         revocation.check_invalidity_date(cmd.invalidity_date, now=now, not_before=earliest)

@@ -149,6 +149,11 @@ class CertificateAuthority(msgspec.Struct, frozen=True, kw_only=True):
     def signing_key_ref(self) -> str | None:
         return self.current.key_ref if self.current else None
 
+    @property
+    def held(self) -> list[CaCertificate]:
+        """Every certificate of the CA's keys: the current one, those before a rollover, its cross-certificates."""
+        return [c for c in (self.current, *self.previous, *self.cross) if c is not None]
+
 
 def evolve(state: CertificateAuthority, payload: Payload) -> CertificateAuthority:
     replace = msgspec.structs.replace
