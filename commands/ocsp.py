@@ -180,8 +180,7 @@ async def _signed_here(services: Services, tenant_id: str, state: revocation.Reg
                        serial: int, subordinates: Subordinates | None) -> bool:
     serial_hex = format(serial, "x")
     key_sha = issuer.facts.public_key_sha256
-    same_key = {c.facts.fingerprint_sha256 for c in (state.ca.current, *state.ca.previous, *state.ca.cross)
-                if c is not None and c.facts.public_key_sha256 == key_sha}
+    same_key = {c.facts.fingerprint_sha256 for c in state.ca.held if c.facts.public_key_sha256 == key_sha}
     if any(s.facts.serial_hex == serial_hex for s in state.signers.values()):
         return True
     if 0 < serial < 1 << 160:
