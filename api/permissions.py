@@ -22,6 +22,7 @@ from litestar import Litestar
 import commands
 from commands.authz import PERMISSIONS, ROLES, Principal, authorize, holds
 from commands.tenants import WHILE_SUSPENDED, WhileSuspended
+from domain.compliance import RULES as COMPLIANCE_RULES
 
 Scope = Literal["public", "platform", "tenant", "object", "confined", "self"]
 SCOPES: dict[str, str] = {
@@ -56,6 +57,11 @@ ROUTE_PERMISSIONS: dict[tuple[str, str], Rule] = {
     ("POST", "/v1/tenants/{tenant_id}/compromised-keys"): Rule(
         ("cert:revoke",), "tenant", note="report a key found compromised (certificate_id; ca_id needs ca:manage "
         "too): never certified again in the tenant, its trusted certificates revoked"),
+    ("GET", "/v1/tenants/{tenant_id}/compliance"): Rule(
+        ("cert:read", "ca:read"), "tenant", note="findings of the compliance rules (below) over its certificates and "
+        "CAs"),
+    ("GET", "/v1/tenants/{tenant_id}/analytics"): Rule(
+        ("audit:read",), "tenant", note="daily counts of security-relevant events, access denials among them"),
     ("POST", "/v1/tenants/{tenant_id}/rename"): Rule(("tenant:update",), "tenant"),
     ("PUT", "/v1/tenants/{tenant_id}/quotas"): Rule(("tenant:create",), "platform",
                                                     note="bounds on what a tenant may hold and issue (Quotas below)"),
@@ -186,7 +192,7 @@ def while_suspended() -> dict[str, WhileSuspended]:
 
 
 def render() -> str:
-    """The role matrix, the route table and what a suspended tenant may do, as Markdown."""
+    """The role matrix, the route table, what a suspended tenant may do and the compliance rules, as Markdown."""
     roles = list(ROLES)
     lines = ["### Roles and permissions", "", "| permission | " + " | ".join(roles) + " |",
              "|---|" + "---|" * len(roles)]
@@ -204,6 +210,10 @@ def render() -> str:
               "below)", "", "| handler (`commands/`) | while suspended | why |", "|---|---|---|"]
     for name, rule in while_suspended().items():
         lines.append(f"| `{name}` | {'refused' if rule.refused else 'allowed'} | {rule.reason} |")
+    lines += ["", "### Compliance rules", "", "(`domain/compliance.py`: `GET /v1/tenants/{id}/compliance`, "
+              "`csm tenant compliance`)", "", "| rule | severity | finding | remedy |", "|---|---|---|---|"]
+    for name, rule in COMPLIANCE_RULES.items():
+        lines.append(f"| `{name}` | {rule.severity} | {rule.title} | {rule.remedy} |")
     return "\n".join(lines)
 
 

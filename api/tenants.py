@@ -3,7 +3,7 @@ keys)."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import date, timedelta
 from typing import Annotated
 
 import msgspec
@@ -20,6 +20,7 @@ from commands.authz import authorize, visible_tenants
 from commands.runtime import CommandResult, rfc3339
 from domain.policy import TenantPolicy
 from domain.tenant import Quotas, day_start
+from projections import analytics, compliance
 from projections import tenants as read_model
 
 
@@ -77,6 +78,46 @@ class TenantController(Controller):
                               usage=counted.usage, day_started_at=rfc3339(day),
                               day_ends_at=rfc3339(day + timedelta(days=1)),
                               position=min(counted.cas_position, counted.certificates_position))
+
+    @get("/{tenant_id:str}/compliance", summary="A tenant's compliance report: findings by rule, most severe first",
+         description="The rules of docs/security.md (\"Compliance rules\") evaluated now: live certificates (and "
+         "those expired in the last 30 days that nothing replaced) from the certificates read model, as of "
+         "`position` (`min_position` waits for a write); CAs, CRLs, the tenant's policy and compromised keys from "
+         "their streams. `counts` counts every finding, `findings` lists at most `limit`. Needs cert:read and ca:read.",
+         responses=QUERY_ERRORS)
+    async def compliance(self, request: Request, principal: Caller, tenant_id: FromPath[str],
+                         min_position: MinPosition = None,
+                         limit: Annotated[int, QueryParameter(ge=1, le=10_000)] = 1000) -> compliance.ComplianceReport:
+        await read_your_writes(request, min_position)
+        services = runtime_of(request.app.state).services
+        return await compliance.report(read_models_of(request.app.state).query, services, principal, tenant_id,
+                                       services.clock.now(), limit)
+
+    @get("/{tenant_id:str}/analytics", summary="Daily counts of a tenant's security-relevant events",
+         description="Per UTC day from `since` to `until` (both included, at most 366 days; by default the last 30), "
+         "how many issuances (by profile, algorithm and key source), revocations (by reason), renewals, renewal "
+         "failures, key exports (by format), CA creations, rollovers and revocations, compromised keys, CRL "
+         "publications and access denials (by permission). Needs audit:read.", responses=QUERY_ERRORS)
+    async def analytics(self, request: Request, principal: Caller, tenant_id: FromPath[str],
+                        min_position: MinPosition = None,
+                        since: Annotated[date | None, QueryParameter(description="first UTC day, YYYY-MM-DD")] = None,
+                        until: Annotated[date | None, QueryParameter(description="last UTC day (default: today)")] = None,
+                        ) -> analytics.AnalyticsReport:
+        authorize(principal, "audit:read", tenant_id)
+        await read_your_writes(request, min_position)
+        today = runtime_of(request.app.state).services.clock.now().date()
+        until = until or today
+        since = since or until - timedelta(days=analytics.DEFAULT_DAYS - 1)
+        if since > until:
+            raise ApiProblem(400, "validation_failed", f"since ({since}) is after until ({until})", field="since",
+                             rule="range")
+        if (until - since).days >= analytics.MAX_DAYS:
+            raise ApiProblem(400, "validation_failed", f"at most {analytics.MAX_DAYS} days at once", field="since",
+                             rule="range")
+        row = await find_row(request, read_model.get, tenant_id, visible_tenants(principal), field="tenant_id")
+        if row is None:
+            raise ApiProblem(404, "tenant_not_found", f"tenant {tenant_id} does not exist", field="tenant_id")
+        return await read_models_of(request.app.state).query(analytics.report, tenant_id, since, until)
 
     @get("/{tenant_id:str}/compromised-keys", summary="Keys reported compromised in a tenant: never certified again in it",
          description="Each key (SHA-256 of its SubjectPublicKeyInfo DER) that a `key_compromise` revocation of a "

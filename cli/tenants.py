@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from datetime import date, timedelta
+
 import click
 import msgspec
-from cli.common import (CliError, catch_up, command_context, echo_json, id_table, print_table, query_runtime_views,
+from cli.common import (CliError, catch_up, cli_principal, command_context, echo_json, id_table, print_table, query_runtime_views,
                         run_async, runtime_for)
 from cli.ca import convert, execute
 from commands import compromised_keys, revoke
 from commands import tenants as cmd
 from commands.runtime import CommandResult
 from infra.config import Settings
+from domain.compliance import SEVERITIES, at_least
+from projections import analytics, compliance
 from projections import tenants as read_model
 
 PAGE = 500
@@ -132,6 +136,73 @@ def usage(settings: Settings, tenant_id: str, as_json: bool) -> None:
                         ("issuances_today", "max_issuances_per_day")):
         limit = row["quotas"][quota]
         click.echo(f"{name + ':':<17} {held[name]} of {'unlimited' if limit is None else limit}")
+
+
+@tenant.command("compliance")
+@click.argument("tenant_id")
+@click.option("--json", "as_json", is_flag=True, help="The whole report as JSON on stdout.")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=1000, show_default=True,
+              help="Findings listed at most (all are counted).")
+@click.option("--fail-on", type=click.Choice(SEVERITIES), default=None,
+              help="Exit with status 3 when a finding this severe or more is found (a CI gate).")
+@click.pass_obj
+def compliance_report(settings: Settings, tenant_id: str, as_json: bool, limit: int, fail_on: str | None) -> None:
+    """Tenant TENANT_ID's compliance report: what is wrong with its certificates and CAs now, most severe first (the
+    rules are in docs/security.md, "Compliance rules")."""
+    with runtime_for(settings) as runtime:
+        catch_up(runtime)
+        conn = runtime.runner.connection()
+
+        async def query(fn, *args):
+            return fn(conn, *args)
+        try:
+            report = run_async(compliance.report(query, runtime.services, cli_principal(), tenant_id,
+                                                 runtime.services.clock.now(), limit))
+        finally:
+            conn.close()
+    if as_json:
+        echo_json(report)
+    else:
+        table = id_table("severity", "rule", "subject", "detail", ids={"subject"})
+        for finding in report.findings:
+            table.add_row(finding.severity, finding.rule, f"{finding.subject_type} {finding.subject_id}",
+                          finding.detail)
+        counts = ", ".join(f"{n} {severity}" for severity, n in report.counts.items())
+        more = f" (first {limit} listed)" if report.truncated else ""
+        s = report.summary
+        print_table(table, footer=f"tenant {tenant_id}: {counts}{more}; {s.live_certificates} live certificate(s), "
+                                  f"{s.cas_in_service} CA(s) in service, {s.compromised_keys} compromised key(s)")
+    if fail_on is not None and at_least(report.findings, fail_on):
+        raise click.exceptions.Exit(3)
+
+
+@tenant.command("analytics")
+@click.argument("tenant_id")
+@click.option("--since", type=click.DateTime(["%Y-%m-%d"]), default=None, help="First UTC day (default: 29 days "
+              "before --until).")
+@click.option("--until", type=click.DateTime(["%Y-%m-%d"]), default=None, help="Last UTC day (default: today).")
+@click.option("--json", "as_json", is_flag=True, help="JSON on stdout.")
+@click.pass_obj
+def analytics_report(settings: Settings, tenant_id: str, since, until, as_json: bool) -> None:
+    """Daily counts of tenant TENANT_ID's issuances, revocations, renewals, key exports, CA events, compromised keys,
+    CRL publications and access denials."""
+    with runtime_for(settings) as runtime:
+        _tenant_row(runtime, tenant_id)
+        last: date = until.date() if until else runtime.services.clock.now().date()
+        first: date = since.date() if since else last - timedelta(days=analytics.DEFAULT_DAYS - 1)
+        if first > last or (last - first).days >= analytics.MAX_DAYS:
+            raise click.BadParameter(f"from {first} to {last}: --since must not be after --until, and the range at "
+                                     f"most {analytics.MAX_DAYS} days", param_hint="--since")
+        counted = query_runtime_views(runtime, analytics.report, tenant_id, first, last)
+    if as_json:
+        echo_json(counted)
+        return
+    table = id_table("event", "by", "count", ids=())
+    for metric, by in sorted(counted.totals.items()):
+        for dimension, n in sorted(by.items()):
+            table.add_row(metric, dimension or "-", str(n))
+    print_table(table, footer=f"tenant {tenant_id}, {first} to {last} (UTC days), {len(counted.days)} day(s) "
+                              "with events")
 
 
 @tenant.command("compromised-keys")

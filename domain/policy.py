@@ -288,28 +288,35 @@ def _duplicates(sans: SubjectAltNames) -> list[Violation]:
     return out
 
 
-def _dns_identities(spec: CertificateSpec) -> list[tuple[str, str]]:
+def _dns_identities(sans: SubjectAltNames, common_name: str | None) -> list[tuple[str, str]]:
     """DNS SANs, and a host-name-like common name: TLS clients may still match on it."""
-    found = list(_valid_sans(spec.sans, "dns"))
-    if names.looks_like_hostname(spec.subject.common_name):
-        found.append(("subject.common_name", spec.subject.common_name))
+    found = list(_valid_sans(sans, "dns"))
+    if common_name and names.looks_like_hostname(common_name):
+        found.append(("subject.common_name", common_name))
     return found
 
 
-def _check_tenant_names(spec: CertificateSpec, policy: TenantPolicy) -> list[Violation]:
+def tenant_name_violations(sans: SubjectAltNames, common_name: str | None, policy: TenantPolicy) -> list[Violation]:
+    """The names a certificate carries that the tenant's policy does not allow: at issuance, and for the names of
+    certificates issued before the policy changed (``domain.compliance``)."""
     out = []
     if policy.allowed_dns:
         out += [Violation(field, "san_not_allowed", f"{name!r} matches none of the tenant's allowed DNS names")
-                for field, name in _dns_identities(spec) if not names.matches_any_pattern(name, policy.allowed_dns)]
+                for field, name in _dns_identities(sans, common_name)
+                if not names.matches_any_pattern(name, policy.allowed_dns)]
     if policy.allowed_ip_networks:
         out += [Violation(field, "san_not_allowed", f"{ip} is in none of the tenant's allowed networks")
-                for field, ip in _valid_sans(spec.sans, "ip")
+                for field, ip in _valid_sans(sans, "ip")
                 if not names.ip_in_networks(ip, policy.allowed_ip_networks)]
     if policy.allowed_email_domains:
         out += [Violation(field, "san_not_allowed", f"{email!r} is not in one of the tenant's email domains")
-                for field, email in _valid_sans(spec.sans, "email")
+                for field, email in _valid_sans(sans, "email")
                 if not names.matches_any_pattern(names.email_domain(email), policy.allowed_email_domains)]
     return out
+
+
+def _check_tenant_names(spec: CertificateSpec, policy: TenantPolicy) -> list[Violation]:
+    return tenant_name_violations(spec.sans, spec.subject.common_name, policy)
 
 
 def _check_name_constraints(spec: CertificateSpec, issuer: IssuerFacts | None) -> list[Violation]:
@@ -317,7 +324,7 @@ def _check_name_constraints(spec: CertificateSpec, issuer: IssuerFacts | None) -
     if issuer is None or issuer.name_constraints.is_empty():
         return []
     nc, out = issuer.name_constraints, []
-    for field, name in _dns_identities(spec):
+    for field, name in _dns_identities(spec.sans, spec.subject.common_name):
         if nc.permitted_dns and not any(names.dns_within(name, tree) for tree in nc.permitted_dns):
             out.append(Violation(field, "name_constraint_violation",
                                  f"{name!r} is outside CA {issuer.ca_id}'s permitted DNS subtrees"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from projections.analytics import AnalyticsProjector
 from projections.api_tokens import ApiTokensProjector
 from projections.audit_log import AuditLogProjector
 from projections.base import Projector
@@ -18,4 +19,4 @@ from projections.webhooks import WebhooksProjector
 def all_projectors() -> list[Projector]:
     return [TenantsProjector(), AuditLogProjector(), ApiTokensProjector(), CasProjector(), CertificatesProjector(),
             ProfilesProjector(), UsersProjector(), ServiceAccountsProjector(), WebhooksProjector(),
-            SessionsProjector()]
+            SessionsProjector(), AnalyticsProjector()]

@@ -258,3 +258,26 @@ def test_an_offline_roots_crl_ceremony_from_the_cli(tmp_path):
                        str(tmp_path / "request.json"), "--out", str(tmp_path / "root.crl"),
                        "--passphrase-file", str(secret), expect=1)
     assert "exists" in again_signed.stderr  # a ceremony never overwrites a CRL
+
+
+def test_compliance_report_gates_ci_by_severity_and_analytics_count_the_days(hierarchy):
+    data, root, inter = hierarchy
+    issued = json.loads(csm(data, "cert", "issue", "--tenant", "acme", "--ca", inter, "--cn", "*.acme.internal",
+                            "--dns", "*.acme.internal", "--json").stdout)["certificate_id"]
+    report = json.loads(csm(data, "tenant", "compliance", "acme", "--json").stdout)
+    assert [(f["rule"], f["subject_id"]) for f in report["findings"]] == [
+        ("certificate_wildcard_name", issued), ("tenant_policy_unrestricted", "acme")]
+    assert report["counts"] == {"critical": 0, "high": 0, "medium": 1, "low": 1}
+    table = csm(data, "tenant", "compliance", "acme").stdout
+    assert "certificate_wildcard_name" in table and "0 critical, 0 high, 1 medium, 1 low" in table
+    csm(data, "tenant", "compliance", "acme", "--fail-on", "high")  # exit 0: nothing that severe
+    csm(data, "tenant", "compliance", "acme", "--fail-on", "medium", expect=3)
+    assert "tenant_not_found" in csm(data, "tenant", "compliance", "nobody", expect=1).stderr
+
+    counted = json.loads(csm(data, "tenant", "analytics", "acme", "--json").stdout)
+    assert counted["totals"]["certificate.issued"] == {"cassandra-node": 1}
+    assert counted["totals"]["ca.created"] == {"root": 1, "intermediate": 1}
+    assert "certificate.issued" in csm(data, "tenant", "analytics", "acme").stdout
+    refused = csm(data, "tenant", "analytics", "acme", "--since", "2026-12-02", "--until", "2026-12-01",
+                  expect=2).stderr
+    assert "--since" in refused

@@ -51,6 +51,8 @@ REQUESTS: dict[tuple[str, str], Build] = {
     ("GET", "/v1/tenants/{tenant_id}"): lambda w, t: Call("GET", f"/v1/tenants/{t}"),
     ("GET", "/v1/tenants/{tenant_id}/usage"): lambda w, t: Call("GET", f"/v1/tenants/{t}/usage"),
     ("GET", "/v1/tenants/{tenant_id}/compromised-keys"): lambda w, t: Call("GET", f"/v1/tenants/{t}/compromised-keys"),
+    ("GET", "/v1/tenants/{tenant_id}/compliance"): lambda w, t: Call("GET", f"/v1/tenants/{t}/compliance"),
+    ("GET", "/v1/tenants/{tenant_id}/analytics"): lambda w, t: Call("GET", f"/v1/tenants/{t}/analytics"),
     ("POST", "/v1/tenants/{tenant_id}/compromised-keys"): lambda w, t: Call(  # refused after authorization: nothing
         "POST", f"/v1/tenants/{t}/compromised-keys",  # is recorded (an invalidity date in the future)
         json={"certificate_id": _t(w, t).certificate, "invalidity_date": "2999-01-01T00:00:00Z"}),

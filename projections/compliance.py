@@ -1,0 +1,138 @@
+"""A tenant's compliance report: the rules of ``domain.compliance`` evaluated now over its read models and streams.
+
+Certificates come from the certificates read model (live ones, and those expired in the last 30 days that nothing
+replaced); CAs from their own streams, folded as the revocation scheduler folds them (``commands.crl``), so that
+CRL lapses and compromised keys are judged by the same rules that publish and refuse; the tenant's policy and its
+compromised keys from their streams. The report says up to which log position its read-model part is current.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+import msgspec
+
+from commands import crl
+from commands.authz import Principal, authorize
+from commands.compromised_keys import load_keys
+from commands.runtime import Services, load, rfc3339
+from domain import compliance, tenant
+from domain.errors import NotFound
+from domain.certspec import SubjectAltNames
+from domain.compliance import CertificateRecord, Finding
+from projections.certificates import live, validity_time
+
+CERTIFICATE_COLUMNS = ("certificate_id", "ca_id", "profile", "common_name", "algorithm", "key_source", "not_before",
+                       "not_after", "sans", "key_exports", "auto_renew", "renew_at", "renewal_failed_at",
+                       "renewal_failure")
+EXPIRY_WINDOWS = (7, 30, 90)
+REVOKED_WINDOW = timedelta(days=30)
+
+Query = Callable[..., Awaitable[Any]]  # ReadModels.query: fn(conn, *args) on a thread with a views connection
+
+
+class ComplianceSummary(msgspec.Struct, frozen=True, kw_only=True):
+    live_certificates: int
+    by_algorithm: dict[str, int]
+    by_profile: dict[str, int]
+    by_key_source: dict[str, int]
+    expiring_within_days: dict[str, int]  # "7", "30", "90": live certificates expiring within that many days
+    revoked_last_30_days: dict[str, int]  # by reason
+    cas_by_status: dict[str, int]
+    post_quantum_cas: int  # CAs in service signing with ML-DSA, a hybrid or another post-quantum algorithm
+    cas_in_service: int
+    post_quantum_certificates: int  # live certificates with a post-quantum key
+    compromised_keys: int
+
+
+class ComplianceReport(msgspec.Struct, frozen=True, kw_only=True):
+    tenant_id: str
+    generated_at: str
+    position: int  # the read models' position the certificates were read at
+    counts: dict[str, int]  # findings by severity (all of them, however many are listed)
+    findings: list[Finding]  # most severe first
+    truncated: bool  # more findings than ``limit`` were found
+    summary: ComplianceSummary
+
+
+def _time(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text) if text else None
+
+
+def _record(row: tuple) -> CertificateRecord:
+    item = dict(zip(CERTIFICATE_COLUMNS, row))
+    return CertificateRecord(
+        certificate_id=item["certificate_id"], ca_id=item["ca_id"], profile=item["profile"],
+        common_name=item["common_name"], algorithm=item["algorithm"], key_source=item["key_source"],
+        not_before=datetime.fromisoformat(item["not_before"]), not_after=datetime.fromisoformat(item["not_after"]),
+        sans=msgspec.convert(json.loads(item["sans"]), SubjectAltNames), key_exports=item["key_exports"] or 0,
+        auto_renew=bool(item["auto_renew"]), renew_at=_time(item["renew_at"]),
+        renewal_failed_at=_time(item["renewal_failed_at"]), renewal_failure=item["renewal_failure"])
+
+
+def _grouped(conn: sqlite3.Connection, sql: str, args: tuple) -> dict[str, int]:
+    return {str(key): n for key, n in conn.execute(sql, args).fetchall()}
+
+
+def facts(conn: sqlite3.Connection, tenant_id: str, now: datetime) -> tuple[list[CertificateRecord], list[str], dict, int]:
+    """The tenant's certificates the rules read (live, or expired in the lookback and not replaced), its CAs in
+    service, the summary's counts, and the certificates read model's position."""
+    position = conn.execute("SELECT position FROM projection_checkpoints WHERE name = 'certificates'").fetchone()
+    rows = conn.execute(
+        f"SELECT {', '.join(CERTIFICATE_COLUMNS)} FROM certificates WHERE tenant_id = ? AND {live()} "
+        "AND not_after > ? ORDER BY not_after", (tenant_id, validity_time(now - compliance.EXPIRED_LOOKBACK))).fetchall()
+    current = (tenant_id, validity_time(now))
+    where = f"WHERE tenant_id = ? AND {live()} AND not_after > ?"
+    counts: dict[str, Any] = {
+        "live_certificates": conn.execute(f"SELECT count(*) FROM certificates {where}", current).fetchone()[0],
+        "by_algorithm": _grouped(conn, f"SELECT algorithm, count(*) FROM certificates {where} GROUP BY 1", current),
+        "by_profile": _grouped(conn, f"SELECT profile, count(*) FROM certificates {where} GROUP BY 1", current),
+        "by_key_source": _grouped(conn, f"SELECT key_source, count(*) FROM certificates {where} GROUP BY 1", current),
+        "expiring_within_days": {
+            str(days): conn.execute(f"SELECT count(*) FROM certificates {where} AND not_after < ?",
+                                    (*current, validity_time(now + timedelta(days=days), up=True))).fetchone()[0]
+            for days in EXPIRY_WINDOWS},
+        "revoked_last_30_days": _grouped(
+            conn, "SELECT revocation_reason, count(*) FROM certificates WHERE tenant_id = ? AND status = 'revoked' "
+                  "AND revoked_at >= ? GROUP BY 1", (tenant_id, rfc3339(now - REVOKED_WINDOW))),
+        "cas_by_status": _grouped(conn, "SELECT status, count(*) FROM cas WHERE tenant_id = ? GROUP BY 1",
+                                  (tenant_id,)),
+        "ca_algorithms": conn.execute("SELECT algorithm FROM cas WHERE tenant_id = ? AND status IN ('active', "
+                                      "'disabled')", (tenant_id,)).fetchall(),
+    }
+    cas = [ca_id for (ca_id,) in conn.execute(
+        "SELECT ca_id FROM cas WHERE tenant_id = ? AND status IN ('active', 'disabled') ORDER BY ca_id",
+        (tenant_id,)).fetchall()]
+    return [_record(row) for row in rows], cas, counts, position[0] if position else 0
+
+
+async def report(query: Query, services: Services, principal: Principal, tenant_id: str, now: datetime,
+                 limit: int = 1000) -> ComplianceReport:
+    """The tenant's compliance report as of ``now``; at most ``limit`` findings listed, every one counted. Its
+    reader needs what reading the certificates and the CAs needs (cert:read, ca:read)."""
+    authorize(principal, "cert:read", tenant_id)
+    authorize(principal, "ca:read", tenant_id)
+    state = await load(services, tenant_id, tenant.stream_id(tenant_id), tenant.fold)
+    if state.status == "absent":
+        raise NotFound("tenant_not_found", f"tenant {tenant_id} does not exist", field="tenant_id")
+    compromised = await load_keys(services, tenant_id)
+    records, cas, counts, position = await query(facts, tenant_id, now)
+    findings: list[Finding] = compliance.tenant_findings(tenant_id, state.policy)
+    for record in records:
+        findings += compliance.certificate_findings(record, state.policy, now)
+    for ca_id in cas:
+        findings += compliance.ca_findings(await crl.load_registry(services, tenant_id, ca_id), compromised, now)
+    findings = compliance.ordered(findings)
+    ca_algorithms = [algorithm for (algorithm,) in counts.pop("ca_algorithms")]
+    summary = ComplianceSummary(
+        **counts, cas_in_service=len(ca_algorithms),
+        post_quantum_cas=sum(compliance.post_quantum(a) for a in ca_algorithms),
+        post_quantum_certificates=sum(n for a, n in counts["by_algorithm"].items() if compliance.post_quantum(a)),
+        compromised_keys=len(compromised.keys))
+    return ComplianceReport(tenant_id=tenant_id, generated_at=rfc3339(now), position=position,
+                            counts=compliance.severity_counts(findings), findings=findings[:limit],
+                            truncated=len(findings) > limit, summary=summary)
