@@ -22,6 +22,7 @@ from commands.tenants import TenantId
 from domain.certspec import DistinguishedName, SubjectAltNames
 from domain.renewal import parse_duration
 from infra.export.bundle import EXPORT_MEDIA_TYPES, preflight, render
+from infra.export import connection
 from projections import cas as ca_model
 from projections import certificates as read_model
 
@@ -219,28 +220,41 @@ class CertificateController(Controller):
         await read_your_writes(request, min_position)
         return msgspec.convert(await certificate_row(request, principal, certificate_id), CertificateOut)
 
-    @get("/{certificate_id:str}/export", summary="Export as PEM, DER, PKCS#12 or JKS (keystore or truststore)",
-         responses={**QUERY_ERRORS, **COMMAND_ERRORS}, media_type="application/octet-stream")
+    @get("/{certificate_id:str}/export", summary="Export as PEM, DER, PKCS#12 or JKS (keystore or truststore), or a "
+         "secure connection bundle (zip)", responses={**QUERY_ERRORS, **COMMAND_ERRORS},
+         media_type="application/octet-stream")
     async def export(self, request: Request, principal: Caller, certificate_id: FromPath[str],
                      format: Annotated[str, QueryParameter(
-                         pattern="^(pem|der|pkcs12|jks|pkcs12-truststore|jks-truststore)$")] = "pem",
+                         pattern="^(pem|der|pkcs12|jks|pkcs12-truststore|jks-truststore|bundle)$",
+                         description="bundle: a zip with the certificate, chain, truststores, the key and keystores "
+                                     "when the key is held here (audited; needs key:export), and cqlsh, Java and "
+                                     "Python driver configurations")] = "pem",
                      include_key: Annotated[bool, QueryParameter(
                          description="pem: add the private key (audited; needs key:export), encrypted when "
                                      "X-Export-Password is given. pkcs12 and jks keystores always hold the key; "
                                      "der and truststores never do (422)")] = False,
                      include_chain: Annotated[bool, QueryParameter()] = True, password: ExportPassword = None,
+                     contact_points: Annotated[str | None, QueryParameter(
+                         max_length=2000, description="bundle: the cluster's contact points for the driver "
+                                                      "configurations, comma-separated host[:port] (port 9042 when "
+                                                      "none is given)")] = None,
                      min_position: MinPosition = None) -> Response[bytes]:
         await read_your_writes(request, min_position)
         row = await certificate_row(request, principal, certificate_id)
         preflight(format, password, include_key, password_field="X-Export-Password", key_algorithm=row["algorithm"])
+        points = connection.contact_points(contact_points) if format == "bundle" else []
         views = read_models_of(request.app.state)
+        now = runtime_of(request.app.state).services.clock.now()
+        trust = []
+        if format.endswith("truststore") or format == "bundle":
+            trust = await views.query(ca_model.truststore_chain, row["tenant_id"], row["issuer_fingerprint"], now)
         if format.endswith("truststore"):
-            chain = await views.query(ca_model.truststore_chain, row["tenant_id"], row["issuer_fingerprint"],
-                                      runtime_of(request.app.state).services.clock.now())
+            chain = trust
         else:
             chain = await views.query(ca_model.issuer_chain, row["tenant_id"], row["issuer_fingerprint"],
-                                      runtime_of(request.app.state).services.clock.now()) if include_chain else []
-        wants_key = format in ("pkcs12", "jks") or (format == "pem" and include_key)
+                                      now) if include_chain or format == "bundle" else []
+        wants_key = format in ("pkcs12", "jks") or (format == "pem" and include_key) or (format == "bundle"
+                                                                                        and row["has_key"])
         material = None
         if wants_key:
             exported = await cmd.export_private_key(
@@ -248,7 +262,10 @@ class CertificateController(Controller):
                                      format=format, encrypted=bool(password)),
                 command_context(principal), runtime_of(request.app.state).services)
             material = exported.material
-        body = await asyncio.to_thread(render, format, row, chain, material, password)
+        if format == "bundle":
+            body = await asyncio.to_thread(connection.bundle, row, chain, trust, material, password, points, now)
+        else:
+            body = await asyncio.to_thread(render, format, row, chain, material, password)
         extension, media_type = EXPORT_MEDIA_TYPES[format]
         filename = f"{row['common_name'] or row['certificate_id']}.{extension}".replace('"', "")
         return Response(body, media_type=media_type,

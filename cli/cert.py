@@ -17,6 +17,7 @@ from domain.certspec import SubjectAltNames
 from infra.config import Settings
 from domain.errors import DomainError
 from domain.revocation import REASONS
+from infra.export import connection
 from infra.export.bundle import EXPORT_FORMATS, preflight, render
 from infra.private_files import write_file
 from projections import cas as ca_model
@@ -122,27 +123,34 @@ def list_(settings: Settings, tenant_id, ca_id, common_name, san, status, profil
 @click.option("--no-chain", is_flag=True, help="Leave the CA chain out.")
 @click.option("--password-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="Store password / key passphrase (else CSM_EXPORT_PASSWORD).")
+@click.option("--contact-point", "contact_points", multiple=True, metavar="HOST[:PORT]",
+              help="bundle: a contact point of the cluster for the driver configurations (repeatable; port 9042).")
 @click.pass_obj
 def export(settings: Settings, certificate_id: str, format_: str, out_file: Path, include_key: bool, no_chain: bool,
-           password_file: Path | None) -> None:
-    """Export a certificate (and, for keystores or --include-key, its private key: an audited event)."""
+           password_file: Path | None, contact_points: tuple[str, ...]) -> None:
+    """Export a certificate (and, for keystores, bundles of a key held here or --include-key, its private key: an
+    audited event). A bundle is a zip: certificate, chain, truststores, key and keystores, cqlsh and driver
+    configurations."""
     password = password_file.read_text().rstrip("\n") if password_file else os.environ.get("CSM_EXPORT_PASSWORD")
     row = _row(settings, certificate_id)
     try:
         preflight(format_, password, include_key, password_field="--password-file", include_key_field="--include-key",
                   key_algorithm=row["algorithm"])
+        points = connection.contact_points(",".join(contact_points), field="--contact-point")
     except DomainError as exc:
         raise CliError(f"{exc.code}: {exc.detail} (field: {exc.field})") from None
-    wants_key = format_ in ("pkcs12", "jks") or (format_ == "pem" and include_key)
+    wants_key = format_ in ("pkcs12", "jks") or (format_ == "pem" and include_key) or (format_ == "bundle"
+                                                                                      and row["has_key"])
     with runtime_for(settings) as runtime:
+        now = runtime.services.clock.now()
         conn = runtime.runner.connection()
         try:
+            trust = ca_model.truststore_chain(conn, row["tenant_id"], row["issuer_fingerprint"], now)
             if format_.endswith("truststore"):
-                chain = ca_model.truststore_chain(conn, row["tenant_id"], row["issuer_fingerprint"],
-                                                  runtime.services.clock.now())
+                chain = trust
             else:
-                chain = [] if no_chain else ca_model.issuer_chain(conn, row["tenant_id"], row["issuer_fingerprint"],
-                                                                  runtime.services.clock.now())
+                chain = [] if no_chain and format_ != "bundle" else ca_model.issuer_chain(
+                    conn, row["tenant_id"], row["issuer_fingerprint"], now)
         finally:
             conn.close()
         material = None
@@ -152,7 +160,8 @@ def export(settings: Settings, certificate_id: str, format_: str, out_file: Path
                          "encrypted": bool(password)}, cmd.ExportPrivateKey),
                 command_context(), runtime.services))
             material = exported.material
-        body = render(format_, row, chain, material, password)
+        body = (connection.bundle(row, chain, trust, material, password, points, now) if format_ == "bundle"
+                else render(format_, row, chain, material, password))
     write_file(out_file, body, mode=0o600 if wants_key else 0o644)  # 0600 even over an existing, wider file
     click.echo(f"wrote {format_} to {out_file}" + (" (includes the private key; export recorded)" if wants_key
                                                     else ""))

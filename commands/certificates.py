@@ -25,7 +25,7 @@ from domain.tenant import NEW_CERTIFICATE, RENEWAL
 CsrText = Annotated[str, msgspec.Meta(min_length=1, max_length=65536, description="PKCS#10, PEM")]
 ProfileName = Annotated[str, msgspec.Meta(min_length=1, max_length=63)]
 Tag = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
-ExportFormat = Annotated[str, msgspec.Meta(pattern="^(pem|der|pkcs12|jks)$")]
+ExportFormat = Annotated[str, msgspec.Meta(pattern="^(pem|der|pkcs12|jks|bundle)$")]
 
 
 class IssueCertificate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

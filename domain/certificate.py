@@ -19,7 +19,6 @@ from domain.renewal import warning_due
 
 STREAM_TYPE = "certificate"
 KEY_SOURCES = ("csr", "server")
-EXPORT_FORMATS = ("pem", "der", "pkcs12", "jks", "jks-truststore", "pkcs12-truststore")
 MAX_TAGS = 32
 
 

@@ -24,7 +24,7 @@ from domain.errors import DomainError
 from infra.crypto import keys
 from infra.export import formats, jks
 
-EXPORT_FORMATS = ("pem", "der", "pkcs12", "jks", "pkcs12-truststore", "jks-truststore")
+EXPORT_FORMATS = ("pem", "der", "pkcs12", "jks", "pkcs12-truststore", "jks-truststore", "bundle")
 EXPORT_MEDIA_TYPES = {
     "pem": ("pem", "application/x-pem-file"),
     "der": ("der", "application/pkix-cert"),
@@ -32,6 +32,7 @@ EXPORT_MEDIA_TYPES = {
     "pkcs12-truststore": ("truststore.p12", "application/x-pkcs12"),
     "jks": ("jks", "application/x-java-keystore"),
     "jks-truststore": ("truststore.jks", "application/x-java-keystore"),
+    "bundle": ("connection-bundle.zip", "application/zip"),  # infra/export/connection.py
 }
 log = logging.getLogger(__name__)
 _PEM_BODY = re.compile(r"-----BEGIN CERTIFICATE-----(.+?)-----END CERTIFICATE-----", re.DOTALL)
@@ -53,7 +54,7 @@ def _alias(row: dict) -> str:
     return re.sub(r"[^a-z0-9._-]+", "-", (row.get("common_name") or row["certificate_id"]).lower()).strip("-") or "key"
 
 
-STORES = ("pkcs12", "jks", "pkcs12-truststore", "jks-truststore")  # these need a password
+STORES = ("pkcs12", "jks", "pkcs12-truststore", "jks-truststore", "bundle")  # these need a password
 # Every export password, whatever the format: a store's, or the passphrase of a PEM key. One rule, above
 # keytool's own minimum (jks.MIN_PASSWORD): a store that leaves here is attacked offline, at leisure.
 MIN_PASSWORD = 8

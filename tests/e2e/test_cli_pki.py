@@ -281,3 +281,23 @@ def test_compliance_report_gates_ci_by_severity_and_analytics_count_the_days(hie
     refused = csm(data, "tenant", "analytics", "acme", "--since", "2026-12-02", "--until", "2026-12-01",
                   expect=2).stderr
     assert "--since" in refused
+
+
+def test_a_connection_bundle_is_written_private_and_names_its_contact_points(hierarchy, tmp_path):
+    import zipfile
+    data, root, inter = hierarchy
+    issued = json.loads(csm(data, "cert", "issue", "--tenant", "acme", "--ca", inter, "--cn", "node7.acme.internal",
+                            "--dns", "node7.acme.internal", "--json").stdout)["certificate_id"]
+    (tmp_path / "pw").write_text("bundle-password\n")
+    out = tmp_path / "node7.zip"
+    wrote = csm(data, "cert", "export", issued, "--format", "bundle", "--out", str(out), "--password-file",
+                str(tmp_path / "pw"), "--contact-point", "10.0.0.7", "--contact-point", "node8.acme.internal:9142")
+    assert "includes the private key" in wrote.stdout and out.stat().st_mode & 0o777 == 0o600
+    with zipfile.ZipFile(out) as archive:
+        names = {info.filename.split("/", 1)[1] for info in archive.infolist()}
+        manifest = json.loads(archive.read("node7.acme.internal-connection-bundle/manifest.json"))
+    assert {"keystore.jks", "truststore.jks", "private-key.pem", "cqlshrc", "application.conf"} <= names
+    assert manifest["contact_points"] == ["10.0.0.7:9042", "node8.acme.internal:9142"]
+    refused = csm(data, "cert", "export", issued, "--format", "bundle", "--out", str(tmp_path / "x.zip"),
+                  "--password-file", str(tmp_path / "pw"), "--contact-point", "no such host", expect=1).stderr
+    assert "invalid_contact_point" in refused and "--contact-point" in refused
