@@ -31,15 +31,18 @@ APT_PACKAGES := \
 	time:/usr/bin/time \
 	slapd:slapd \
 	ldap-utils:ldapadd \
-	redis-server:redis-server
+	redis-server:redis-server \
+	openssh-server:sshd \
+	openssh-client:ssh
 # Only `make bench` needs these (the HTTP comparison against cfssl, driven by wrk); installed when missing.
 BENCH_APT_PACKAGES := \
 	golang-cfssl:cfssl \
 	wrk:wrk \
 	time:/usr/bin/time
-# Packages whose install starts a system daemon (slapd on :389 of every interface, redis on :6379). The fixtures
-# start their own on loopback with random ports, so sysdeps stops and disables the ones it has just installed.
-APT_DAEMONS := slapd redis-server
+# Packages whose install starts a system daemon, as package:service pairs (slapd on :389 of every interface, redis
+# on :6379, sshd on :22). The fixtures start their own on loopback with random ports, so sysdeps stops and disables
+# the ones it has just installed (and only those: an sshd that was there before is left alone).
+APT_DAEMONS := slapd:slapd redis-server:redis-server openssh-server:ssh
 # `python3 -m venv` needs ensurepip, which Debian ships separately.
 VENV_PACKAGE := $(notdir $(PYTHON))-venv
 
@@ -70,8 +73,10 @@ sysdeps: ## install missing Debian packages (apt-get; sudo only when not root)
 	echo "installing Debian packages:$$missing"; \
 	$$sudo apt-get update -q && \
 	$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing && \
-	for daemon in $(APT_DAEMONS); do \
-	  case " $$missing " in *" $$daemon "*) \
+	for entry in $(APT_DAEMONS); do \
+	  package="$${entry%%:*}"; daemon="$${entry#*:}"; \
+	  case " $$missing " in *" $$package "*) \
+	    $$sudo systemctl disable --now "$$daemon.socket" >/dev/null 2>&1; \
 	    $$sudo systemctl disable --now "$$daemon" >/dev/null 2>&1 \
 	      || $$sudo service "$$daemon" stop >/dev/null 2>&1 || true;; \
 	  esac; \

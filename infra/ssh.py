@@ -1,0 +1,249 @@
+"""Pushing files to a node over SSH with the OpenSSH client (`ssh`), a fixed option set and atomic installs.
+
+Why the ``ssh`` binary and not a Python library: it is on every operator's machine, honours their
+ssh-agent, and its host key checking is the one operators already trust; no new dependency. Every
+call runs ``ssh -F /dev/null`` (the operator's ssh_config cannot loosen anything) with
+``BatchMode=yes`` (never a password or passphrase prompt), ``StrictHostKeyChecking=yes`` against
+the known_hosts file given and no other (``accept-new`` only when asked: trust on first use), no
+forwarding, no multiplexing, and ``-v -E LOG``: the debug log, kept in a private temporary
+directory, is where the server's host key fingerprint is read from.
+
+The files travel on the ssh process's standard input (``cat >`` on the node): they never touch
+the local disk, and no secret is in any argv or in the child's environment (which is reduced to
+what ssh needs: PATH, HOME, the user's names and SSH_AUTH_SOCK). Nothing here sees a password;
+keystores arrive already encrypted.
+
+On the node (a POSIX shell with mktemp, sha256sum, chmod, ln, mv): each file is written to a new
+temporary name in the destination directory, born under umask 077, set to 0600 (or 0640 and
+chgrp'ed), its SHA-256 compared with ours; only when every file is staged are they renamed over
+their targets, each old file kept first as ``NAME.previous`` (a hard link) for a rollback.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shlex
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+SSH = "ssh"
+TRANSFER_TIMEOUT = 300.0  # seconds per ssh call that moves or renames files
+PREVIOUS_SUFFIX = ".previous"
+_USER = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
+_HOST = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?$")
+_IPV6 = re.compile(r"^[0-9A-Fa-f:.]+$")
+_GROUP = _USER
+_FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_HOST_KEY_LINE = re.compile(r"Server host key: (\S+) (SHA256:\S+)")
+_ENVIRONMENT = ("PATH", "HOME", "USER", "LOGNAME", "SSH_AUTH_SOCK")
+
+
+class SshError(Exception):
+    """A step on a node failed: ``stage`` says which (connect, stage, commit, reload), the message what ssh said."""
+
+    def __init__(self, stage: str, message: str) -> None:
+        super().__init__(f"{stage}: {message}")
+        self.stage = stage
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    user: str
+    host: str
+    port: int = 22
+
+    @classmethod
+    def parse(cls, text: str) -> Endpoint:
+        """``user@host[:port]``, an IPv6 address in brackets (``user@[::1]:2222``); ValueError naming what is wrong."""
+        user, at, rest = text.rpartition("@")
+        if not at or not _USER.match(user):
+            raise ValueError(f"{text!r}: user@host[:port] expected (a user name is required)")
+        port = "22"
+        if rest.startswith("["):
+            host, bracket, tail = rest[1:].partition("]")
+            if not bracket or not _IPV6.match(host) or (tail and not tail.startswith(":")):
+                raise ValueError(f"{text!r}: an IPv6 address is written [addr] or [addr]:port")
+            port = tail[1:] or port
+        else:
+            host, colon, given = rest.partition(":")
+            port = given if colon else port
+            if not _HOST.match(host):
+                raise ValueError(f"{text!r}: {host!r} is not a host name or IPv4 address")
+        if not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"{text!r}: port {port!r} is not 1-65535")
+        return cls(user=user, host=host, port=int(port))
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.user}@{host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class SshOptions:
+    """How to reach nodes: the known_hosts file (the only trust), an identity file or else the ssh-agent."""
+
+    known_hosts: Path
+    identity: Path | None = None
+    accept_new_host_key: bool = False
+    connect_timeout: int = 10
+
+
+@dataclass(frozen=True, slots=True)
+class HostKey:
+    key_type: str  # as ssh names it: ssh-ed25519, ecdsa-sha2-nistp256, rsa-sha2-512, ...
+    fingerprint: str  # SHA256:base64, as ssh-keygen -l prints it
+    first_use: bool  # added to known_hosts by this connection (accept_new_host_key)
+
+
+@dataclass(frozen=True, slots=True)
+class Completed:
+    returncode: int
+    stdout: bytes
+    stderr: str  # the remote command's (ssh's own messages are in the log, below)
+    log: str  # ssh's own messages, debug lines left out
+    host_key: HostKey | None
+
+
+@dataclass(frozen=True, slots=True)
+class InstalledFile:
+    path: str
+    sha256: str
+
+
+def argv(endpoint: Endpoint, options: SshOptions, log_file: Path, remote_command: str) -> list[str]:
+    """The whole ssh command line: fixed options, the destination after ``--``, and the remote command."""
+    checking = "accept-new" if options.accept_new_host_key else "yes"
+    settings = {
+        "BatchMode": "yes", "StrictHostKeyChecking": checking, "UserKnownHostsFile": str(options.known_hosts),
+        "GlobalKnownHostsFile": "/dev/null", "CheckHostIP": "no", "UpdateHostKeys": "no",
+        "IdentitiesOnly": "yes" if options.identity is not None else "no",
+        "PasswordAuthentication": "no", "KbdInteractiveAuthentication": "no", "PubkeyAuthentication": "yes",
+        "ConnectTimeout": str(options.connect_timeout), "ServerAliveInterval": "15", "ServerAliveCountMax": "3",
+        "ControlMaster": "no", "ControlPath": "none", "ForwardAgent": "no", "ForwardX11": "no",
+        "ClearAllForwardings": "yes", "PermitLocalCommand": "no", "RequestTTY": "no", "LogLevel": "DEBUG1",
+    }
+    command = [SSH, "-F", "/dev/null", "-v", "-E", str(log_file)]
+    for name, value in settings.items():
+        command += ["-o", f"{name}={value}"]
+    if options.identity is not None:
+        command += ["-i", str(options.identity)]
+    return [*command, "-l", endpoint.user, "-p", str(endpoint.port), "--", endpoint.host, remote_command]
+
+
+def child_environment() -> dict[str, str]:
+    """What ssh needs of ours and nothing else: no export password (CSM_EXPORT_PASSWORD) reaches a child."""
+    return {name: os.environ[name] for name in _ENVIRONMENT if name in os.environ}
+
+
+def run(endpoint: Endpoint, options: SshOptions, remote_command: str, stdin: bytes = b"", *,
+        timeout: float = TRANSFER_TIMEOUT) -> Completed:
+    """Run ``remote_command`` (a shell command line on the node) with ``stdin``; raise SshError if ssh could not
+    connect or authenticate (exit 255), else return what the command did."""
+    with tempfile.TemporaryDirectory(prefix="csm-ssh-") as private:  # 0700: the debug log names hosts and users
+        log_file = Path(private) / "ssh.log"
+        try:
+            done = subprocess.run(argv(endpoint, options, log_file, remote_command), input=stdin,
+                                  capture_output=True, timeout=timeout, env=child_environment(), check=False)
+        except subprocess.TimeoutExpired:
+            raise SshError("connect", f"{endpoint}: no answer within {timeout:.0f} s") from None
+        except FileNotFoundError:
+            raise SshError("connect", "the OpenSSH client (ssh) is not installed") from None
+        log = log_file.read_text(errors="replace") if log_file.exists() else ""
+    messages = "\n".join(line for line in log.splitlines() if not line.startswith(("debug1:", "OpenSSH_")))
+    found = _HOST_KEY_LINE.search(log)
+    host_key = HostKey(found.group(1), found.group(2), "Permanently added" in log) if found else None
+    stderr = done.stderr.decode(errors="replace").strip()
+    if done.returncode == 255:
+        raise SshError("connect", _last_lines(messages or stderr) or f"ssh to {endpoint} failed (exit 255)")
+    return Completed(done.returncode, done.stdout, stderr, messages, host_key)
+
+
+def _last_lines(text: str, count: int = 3) -> str:
+    return " ".join(line.strip() for line in text.strip().splitlines()[-count:])
+
+
+def _stage_script(directory: str, name: str, group: str | None) -> str:
+    mode = "0640" if group else "0600"
+    chgrp = f'chgrp -- {shlex.quote(group)} "$tmp"\n' if group else ""
+    return (f"set -eu\numask 077\ndir={shlex.quote(directory)}\n"
+            'mkdir -p -- "$dir"\n'
+            f'tmp=$(mktemp "$dir/.{name}.csm-XXXXXX")\n'
+            "trap 'rm -f -- \"$tmp\"' EXIT\n"
+            'cat > "$tmp"\n'
+            f"{chgrp}chmod {mode} \"$tmp\"\n"
+            'sync "$tmp" 2>/dev/null || true\n'
+            'printf "%s\\n" "$tmp"\n'
+            'sha256sum < "$tmp"\n'
+            "trap - EXIT\n")
+
+
+def _commit_script(moves: list[tuple[str, str]]) -> str:
+    lines = ["set -eu"]
+    for staged, target in moves:
+        quoted, previous = shlex.quote(target), shlex.quote(target + PREVIOUS_SUFFIX)
+        lines.append(f"if [ -f {quoted} ]; then ln -f -- {quoted} {previous}; fi")
+        lines.append(f"mv -f -- {shlex.quote(staged)} {quoted}")
+    return "\n".join(lines) + "\n"
+
+
+def _same_key(seen: HostKey | None, now: HostKey | None, endpoint: Endpoint) -> HostKey:
+    if now is None:
+        raise SshError("connect", f"{endpoint}: ssh did not report the server's host key")
+    if seen is not None and (seen.key_type, seen.fingerprint) != (now.key_type, now.fingerprint):
+        raise SshError("connect", f"{endpoint}: the host key changed between connections "
+                                  f"({seen.fingerprint}, then {now.fingerprint})")
+    return seen or now
+
+
+def install(endpoint: Endpoint, options: SshOptions, directory: str, files: list[tuple[str, bytes]],
+            group: str | None = None) -> tuple[list[InstalledFile], HostKey]:
+    """Put every ``(name, data)`` into ``directory`` on the node, all staged before any is renamed in place.
+
+    Returns each file's remote path and SHA-256 (the node's, equal to ours) and the host key the connections
+    were checked against. A failure before the renames leaves the node's files as they were (staged files are
+    removed); SshError says which step failed.
+    """
+    if not directory.startswith("/"):
+        raise ValueError(f"{directory!r}: the remote directory must be an absolute path")
+    if group is not None and not _GROUP.match(group):
+        raise ValueError(f"{group!r} is not a group name")
+    host_key: HostKey | None = None
+    staged: list[tuple[str, str]] = []  # (temporary path, target path)
+    installed: list[InstalledFile] = []
+    try:
+        for name, data in files:
+            if not _FILE_NAME.match(name):
+                raise ValueError(f"{name!r} is not a plain file name")
+            done = run(endpoint, options, _remote(_stage_script(directory, name, group)), data)
+            host_key = _same_key(host_key, done.host_key, endpoint)
+            if done.returncode != 0:
+                raise SshError("stage", _last_lines(done.stderr) or f"exit status {done.returncode}")
+            temporary, _, digest = done.stdout.decode(errors="replace").partition("\n")
+            expected = hashlib.sha256(data).hexdigest()
+            target = f"{directory.rstrip('/')}/{name}"
+            staged.append((temporary, target))
+            if digest.split(" ")[0].strip() != expected:
+                raise SshError("stage", f"{target}: the node's copy does not match what was sent (SHA-256)")
+            installed.append(InstalledFile(path=target, sha256=expected))
+        done = run(endpoint, options, _remote(_commit_script(staged)))
+        host_key = _same_key(host_key, done.host_key, endpoint)
+        if done.returncode != 0:
+            raise SshError("commit", _last_lines(done.stderr) or f"exit status {done.returncode}")
+        staged = []
+    finally:
+        if staged:  # best effort: a staged file left behind is a dot-file the node never reads
+            try:
+                run(endpoint, options, _remote("rm -f -- " + " ".join(shlex.quote(t) for t, _ in staged)))
+            except SshError:
+                pass
+    assert host_key is not None
+    return installed, host_key
+
+
+def _remote(script: str) -> str:
+    """Run ``script`` under sh whatever the user's login shell is (csh, fish...)."""
+    return f"sh -c {shlex.quote(script)}"
