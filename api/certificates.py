@@ -84,6 +84,8 @@ class CertificateOut(msgspec.Struct, frozen=True, kw_only=True):
     expiry_warned_days: int | None = None  # the tightest expiry warning sent (certificate.expiry_warned)
     renewal_failed_at: str | None = None
     renewal_failure: str | None = None  # the last failed renewal's reason code
+    last_deployed_at: str | None = None  # the last certificate.deployed (csm cluster deploy): when
+    last_deployed_node: str | None = None  # and to which node
 
 
 class RenewBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

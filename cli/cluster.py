@@ -22,7 +22,7 @@ from commands import certificates as cert_commands
 from commands import tenants as tenant_commands
 from domain.errors import AlreadyExists
 from infra.config import Settings
-from infra.export.bundle import render
+from infra.export.bundle import node_keystores, render
 from infra.private_files import write_file
 from projections import cas as ca_model
 from projections import certificates as read_model
@@ -62,7 +62,7 @@ def _cluster_ca(conn, tenant_id: str) -> str | None:
     return roots[0] if roots else None
 
 
-def _also_trusted(conn, tenant_id: str, ca_ids: tuple[str, ...], now) -> list[dict]:
+def also_trusted(conn, tenant_id: str, ca_ids: tuple[str, ...], now) -> list[dict]:
     """The root certificates (every unexpired one of each root's keys) of the tenant's CAs ``ca_ids``, for
     truststores that must accept a second cluster CA; an unknown or pending CA is refused by name."""
     rows: list[dict] = []
@@ -120,7 +120,7 @@ def bootstrap_tls(settings: Settings, out_dir: Path, tenant_id: str, ca_id: str 
         try:
             if ca_id is None:
                 ca_id = _cluster_ca(conn, tenant_id)
-            extra = _also_trusted(conn, tenant_id, also_trust, services.clock.now())  # refused before any issuance
+            extra = also_trusted(conn, tenant_id, also_trust, services.clock.now())  # refused before any issuance
         finally:
             conn.close()
         if ca_id is None:
@@ -158,8 +158,8 @@ def bootstrap_tls(settings: Settings, out_dir: Path, tenant_id: str, ca_id: str 
                     else "pem", "encrypted": kind == "node"}, cert_commands.ExportPrivateKey), ctx, services))
                 target = out_dir / directory
                 if kind == "node":
-                    _write(target / "keystore.jks", render("jks", row, chain, exported.material, password), True)
-                    _write(target / "truststore.jks", render("jks-truststore", row, trust, None, password), False)
+                    for name, body in node_keystores("jks", row, chain, trust, exported.material, password):
+                        _write(target / name, body, private=name.startswith("keystore"))
                 else:
                     _write(target / "client.pem", render("pem", row, chain, None, None), False)
                     _write(target / "client.key", render("pem", row, [], exported.material, None)

@@ -14,6 +14,7 @@ from cli.webhooks import webhook
 from cli.worker import worker
 from cli.projector import projector
 from cli.cluster import cluster
+from cli.cluster_deploy import deploy
 from cli.db import db
 from cli.common import CliError, CsmGroup, hold_data_dir, require_keys_if_events
 from cli.auth import first_login_hints
@@ -131,6 +132,7 @@ csm.add_command(webhook)
 csm.add_command(worker)
 csm.add_command(projector)
 csm.add_command(cluster)
+cluster.add_command(deploy)
 csm.add_command(db)
 
 

@@ -27,6 +27,7 @@ PERMISSIONS: dict[str, str] = {
     "cert:read": "search and read certificates, export them without keys",
     "cert:revoke": "revoke certificates (on the CRL and in OCSP answers at once)",
     "key:export": "export a certificate's private key (audited)",
+    "cert:deploy": "install a certificate and its private key on a node over SSH (with key:export; audited)",
     "user:manage": "create users, grant and revoke their roles, reset passwords, disable them",
     "user:read": "list and read users and service accounts",
     "serviceaccount:manage": "create service accounts, issue and revoke their API keys",
@@ -43,9 +44,9 @@ ROLES: dict[str, frozenset[str]] = {
     # everything, platform-wide: tenant lifecycle, quotas, projections, tokens
     "platform-admin": frozenset(PERMISSIONS),
     # runs one tenant: its policy, users and service accounts (granting no more than it holds), CAs,
-    # profiles, certificates, audit trail; exports keys (audited)
+    # profiles, certificates, audit trail; exports keys and deploys them to nodes (audited)
     "tenant-admin": _READ | {"tenant:update", "audit:read", "events:stream", "ca:create", "ca:manage",
-                             "profile:manage", "cert:issue", "cert:revoke", "key:export", "user:read",
+                             "profile:manage", "cert:issue", "cert:revoke", "key:export", "cert:deploy", "user:read",
                              "user:manage", "serviceaccount:manage", "webhook:read", "webhook:manage"},
     # runs a tenant's CAs and issuance; no policy, no users or tokens, no private-key export
     "ca-operator": _READ | {"ca:create", "ca:manage", "profile:manage", "cert:issue", "cert:revoke"},

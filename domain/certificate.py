@@ -104,6 +104,35 @@ class ExpiryWarned(Payload, frozen=True, kw_only=True):
     not_after: datetime
 
 
+class DeployedFile(msgspec.Struct, frozen=True, kw_only=True):
+    path: str  # absolute, on the node
+    sha256: str  # hex, of the file as the node holds it (checked there against what was sent)
+
+
+@event("certificate.deployed")
+class CertificateDeployed(Payload, frozen=True, kw_only=True):
+    """The certificate, its chain and its key, as ``format`` files, were installed on a node over SSH.
+
+    Where (``node``, ``user``@``host``:``port``, each file's path), what (each file's SHA-256), and whom the
+    connection trusted: the node's host key as ssh checked it against the operator's known_hosts
+    (``host_key_first_use``: not checked but trusted on first use, as asked, and added there). Who deployed is
+    the envelope's actor. ``reload_exit_status``: of the operator's reload command run after the install
+    (None: none was run; its text is not recorded, as it may carry credentials). Never a password.
+    """
+
+    certificate_id: str
+    node: str
+    user: str
+    host: str
+    port: int
+    format: str  # jks | pkcs12 | pem
+    files: tuple[DeployedFile, ...]
+    host_key_type: str
+    host_key_fingerprint: str  # SHA256:<base64>, as ssh-keygen -l prints it
+    host_key_first_use: bool
+    reload_exit_status: int | None
+
+
 class Certificate(msgspec.Struct, frozen=True, kw_only=True):
     certificate_id: str = ""
     status: str = "absent"  # absent | issued | revoked
@@ -176,6 +205,27 @@ def require_exists(state: Certificate, certificate_id: str) -> CertificateIssued
     if state.status == "absent" or state.issued is None:
         raise NotFound("certificate_not_found", f"certificate {certificate_id} does not exist", field="id")
     return state.issued
+
+
+def require_deployable(state: Certificate, certificate_id: str, now: datetime) -> CertificateIssued:
+    """Before any key leaves the vault for a node: the certificate exists, is not revoked and has not expired."""
+    issued = require_exists(state, certificate_id)
+    if state.status == "revoked":
+        raise DomainError("certificate_revoked", f"certificate {certificate_id} is revoked: deploy its successor",
+                          field="id")
+    if issued.facts.not_after <= now:
+        raise DomainError("certificate_expired", f"certificate {certificate_id} expired at "
+                          f"{issued.facts.not_after.isoformat()}", field="id")
+    if issued.key_ref is None:
+        raise DomainError("no_private_key", "this certificate was issued from a CSR: its key never reached the "
+                          "service, so there is no keystore to deploy", field="id")
+    return issued
+
+
+def decide_deployed(state: Certificate, deployed: CertificateDeployed) -> list[Payload]:
+    """Record a deployment that happened: the files are on the node whatever happened to the certificate since."""
+    require_exists(state, deployed.certificate_id)
+    return [deployed]
 
 
 def decide_revoke(state: Certificate, certificate_id: str, revoked: CertificateRevoked) -> list[Payload]:

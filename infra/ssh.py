@@ -36,7 +36,7 @@ PREVIOUS_SUFFIX = ".previous"
 _USER = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
 _HOST = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?$")
 _IPV6 = re.compile(r"^[0-9A-Fa-f:.]+$")
-_GROUP = _USER
+GROUP_NAME = _USER  # a POSIX group name, as --group gives it
 _FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _HOST_KEY_LINE = re.compile(r"Server host key: (\S+) (SHA256:\S+)")
 _ENVIRONMENT = ("PATH", "HOME", "USER", "LOGNAME", "SSH_AUTH_SOCK")
@@ -199,19 +199,28 @@ def _same_key(seen: HostKey | None, now: HostKey | None, endpoint: Endpoint) -> 
     return seen or now
 
 
+def probe(endpoint: Endpoint, options: SshOptions) -> HostKey:
+    """Connect and run nothing: the node's host key, checked (or, if asked, trusted on first use) before anything
+    is sent to it or exported for it. SshError if the key is unknown or changed, or the login fails."""
+    done = run(endpoint, options, "true")
+    if done.returncode != 0:
+        raise SshError("connect", _last_lines(done.stderr) or f"exit status {done.returncode}")
+    return _same_key(None, done.host_key, endpoint)
+
+
 def install(endpoint: Endpoint, options: SshOptions, directory: str, files: list[tuple[str, bytes]],
-            group: str | None = None) -> tuple[list[InstalledFile], HostKey]:
+            group: str | None = None, host_key: HostKey | None = None) -> tuple[list[InstalledFile], HostKey]:
     """Put every ``(name, data)`` into ``directory`` on the node, all staged before any is renamed in place.
 
     Returns each file's remote path and SHA-256 (the node's, equal to ours) and the host key the connections
-    were checked against. A failure before the renames leaves the node's files as they were (staged files are
-    removed); SshError says which step failed.
+    were checked against (every one the same, and ``host_key``'s if given: the one :func:`probe` saw). A failure
+    before the renames leaves the node's files as they were (staged files are removed); SshError says which step
+    failed.
     """
     if not directory.startswith("/"):
         raise ValueError(f"{directory!r}: the remote directory must be an absolute path")
-    if group is not None and not _GROUP.match(group):
+    if group is not None and not GROUP_NAME.match(group):
         raise ValueError(f"{group!r} is not a group name")
-    host_key: HostKey | None = None
     staged: list[tuple[str, str]] = []  # (temporary path, target path)
     installed: list[InstalledFile] = []
     try:
@@ -219,13 +228,14 @@ def install(endpoint: Endpoint, options: SshOptions, directory: str, files: list
             if not _FILE_NAME.match(name):
                 raise ValueError(f"{name!r} is not a plain file name")
             done = run(endpoint, options, _remote(_stage_script(directory, name, group)), data)
+            target = f"{directory.rstrip('/')}/{name}"
+            temporary, _, digest = done.stdout.decode(errors="replace").partition("\n")
+            if done.returncode == 0:
+                staged.append((temporary, target))  # first, so that any refusal below removes it
             host_key = _same_key(host_key, done.host_key, endpoint)
             if done.returncode != 0:
                 raise SshError("stage", _last_lines(done.stderr) or f"exit status {done.returncode}")
-            temporary, _, digest = done.stdout.decode(errors="replace").partition("\n")
             expected = hashlib.sha256(data).hexdigest()
-            target = f"{directory.rstrip('/')}/{name}"
-            staged.append((temporary, target))
             if digest.split(" ")[0].strip() != expected:
                 raise SshError("stage", f"{target}: the node's copy does not match what was sent (SHA-256)")
             installed.append(InstalledFile(path=target, sha256=expected))

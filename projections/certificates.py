@@ -35,7 +35,7 @@ COLUMNS = ("tenant_id", "certificate_id", "ca_id", "profile", "serial_hex", "fin
            "not_before", "not_after", "sans", "tags", "certificate_pem", "issued_at", "key_exports", "version",
            "position", "revocation_reason", "revoked_at", "invalidity_date", "revoked_ca_id", "superseded_by",
            "supersedes", "renew_at", "auto_renew", "expiry_warned_days", "renewal_failed_at", "renewal_failure",
-           "public_key_sha256")
+           "public_key_sha256", "last_deployed_at", "last_deployed_node")
 SORTS = {"issued": "position", "expiry": "not_after"}
 # The ``status`` filters of :func:`search` (GET /v1/certificates?status=, `csm cert list --status`).
 SEARCH_STATUSES = ("issued", "valid", "expired", "revoked")
@@ -45,8 +45,9 @@ class CertificatesProjector(Projector):
     name = "certificates"
     # 2: revocation columns and the CA tree; 3: renewal links, renew_at, expiry warnings; 4: counts for quotas;
     # 5: the subject's public key, so a key_compromise revocation finds every certificate of that key;
-    # 6: renew_at of a certificate whose profile's lead time is not shorter than its lifetime (domain.renewal.renew_at)
-    version = 6
+    # 6: renew_at of a certificate whose profile's lead time is not shorter than its lifetime
+    # (domain.renewal.renew_at); 7: when and to which node it was last deployed (certificate.deployed)
+    version = 7
     tables = ("certificates", "certificate_names", "certificate_tags", "certificate_cas", "certificate_policies",
               "certificate_counts")
     ddl = (
@@ -60,7 +61,8 @@ class CertificatesProjector(Projector):
             position INTEGER NOT NULL, revocation_reason TEXT, revoked_at TEXT, invalidity_date TEXT,
             revoked_ca_id TEXT, superseded_by TEXT, supersedes TEXT, renew_at TEXT NOT NULL,
             auto_renew INTEGER NOT NULL, expiry_warned_days INTEGER, renewal_failed_at TEXT, renewal_failure TEXT,
-            public_key_sha256 TEXT NOT NULL, PRIMARY KEY (tenant_id, certificate_id))""",
+            public_key_sha256 TEXT NOT NULL, last_deployed_at TEXT, last_deployed_node TEXT,
+            PRIMARY KEY (tenant_id, certificate_id))""",
         # a constraint, and how _untrust finds a CA's certificates: (tenant_id, ca_id) is its prefix
         "CREATE UNIQUE INDEX IF NOT EXISTS {ix}_serial ON {certificates} (tenant_id, ca_id, serial_hex)",
         """CREATE TABLE IF NOT EXISTS {certificate_names} (
@@ -130,7 +132,7 @@ class CertificatesProjector(Projector):
                  json.dumps(sans, sort_keys=True), json.dumps(p.get("tags", [])), p["certificate_pem"],
                  event.occurred_at, 0, event.version, event.global_position, None, None, None, None, None, None,
                  _renew_at(policy, facts["not_before"], facts["not_after"]), int(policy.auto), None, None, None,
-                 facts["public_key_sha256"]))
+                 facts["public_key_sha256"], None, None))
             conn.executemany(f"INSERT OR IGNORE INTO {self.t('certificate_names')} VALUES (?,?,?)",
                              [(event.tenant_id, name, p["certificate_id"]) for name in names])
             conn.executemany(f"INSERT OR IGNORE INTO {self.t('certificate_tags')} VALUES (?,?,?)",
@@ -144,6 +146,11 @@ class CertificatesProjector(Projector):
                          "revoked_at = ?, invalidity_date = ?, revoked_ca_id = NULL, version = ? "
                          "WHERE tenant_id = ? AND certificate_id = ?",
                          (p["reason"], p["revoked_at"], p.get("invalidity_date"), event.version, event.tenant_id,
+                          event.stream_id.removeprefix("certificate-")))
+        elif event.type == "certificate.deployed":
+            conn.execute(f"UPDATE {self.t('certificates')} SET last_deployed_at = ?, last_deployed_node = ?, "
+                         "version = ? WHERE tenant_id = ? AND certificate_id = ?",
+                         (event.occurred_at, p["node"], event.version, event.tenant_id,
                           event.stream_id.removeprefix("certificate-")))
         elif event.type == "certificate.private_key_exported":
             conn.execute(f"UPDATE {self.t('certificates')} SET key_exports = key_exports + 1, version = ? "

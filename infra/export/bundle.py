@@ -145,3 +145,23 @@ def _pem(certificate: bytes, chain_der: list[bytes], pair, password: str | None)
         else:
             body += pem("PRIVATE KEY", alternative).encode()
     return body
+
+
+NODE_FORMATS = ("jks", "pkcs12", "pem")
+_NODE_SUFFIXES = {"jks": "jks", "pkcs12": "p12", "pem": "pem"}
+
+
+def node_keystores(format_: str, row: dict, chain: list[dict], trust: list[dict], material: bytes,
+                   password: str) -> list[tuple[str, bytes]]:
+    """A Cassandra node's two files, ``keystore.<ext>`` (certificate, ``chain``, the key) and ``truststore.<ext>``
+    (the ``trust`` CA certificates), as ``server_encryption_options`` and ``client_encryption_options`` load them:
+    JKS, PKCS#12, or PEM (PEMBasedSslContextFactory: the key encrypted with ``password``, the keystore password)."""
+    suffix = _NODE_SUFFIXES[format_]
+    if format_ == "pem":
+        if not trust:
+            raise DomainError("no_chain", "no CA certificates to put in a truststore", field="format")
+        truststore = "".join(dict.fromkeys(r["certificate_pem"] for r in trust)).encode()
+    else:
+        truststore = render(f"{format_}-truststore", row, trust, None, password)
+    return [(f"keystore.{suffix}", render(format_, row, chain, material, password)),
+            (f"truststore.{suffix}", truststore)]

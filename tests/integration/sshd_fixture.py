@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from ldap_fixture import free_port
+from redis_fixture import stop
 
 SKIP_SSHD = "sshd is not installed (Debian package openssh-server; `make sysdeps` installs it)"
 SKIP_CLIENT = "the OpenSSH client (ssh, ssh-keygen) is not installed (Debian package openssh-client)"
@@ -61,12 +63,6 @@ def known_hosts_line(port: int, public_key: Path) -> str:
     return f"[127.0.0.1]:{port} {key_type} {key}\n"
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def _answers(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.5) as conn:
@@ -100,7 +96,7 @@ def start_sshd(workdir: Path) -> tuple[subprocess.Popen, SshNode]:
     identity = keygen(workdir / "client_key")
     (workdir / "authorized_keys").write_text(Path(f"{identity}.pub").read_text())
     for _ in range(3):  # the free port may be taken between probing and binding: try another
-        port = _free_port()
+        port = free_port("127.0.0.1")
         log = open(workdir / "sshd.log", "ab")
         process = subprocess.Popen([binary, "-D", "-e", "-f", str(_config(workdir, port, user))],
                                    stdout=log, stderr=log)
@@ -116,16 +112,6 @@ def start_sshd(workdir: Path) -> tuple[subprocess.Popen, SshNode]:
             time.sleep(0.05)
         stop(process)
     raise RuntimeError(f"sshd did not start; see {workdir / 'sshd.log'}")
-
-
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @pytest.fixture

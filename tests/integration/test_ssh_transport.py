@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from infra.ssh import Endpoint, SshError, SshOptions, child_environment, install, run
+from infra.ssh import Endpoint, HostKey, SshError, SshOptions, child_environment, install, probe, run
 from sshd_fixture import keygen, known_hosts_line, ssh_node  # noqa: F401 - ssh_node is a fixture
 
 
@@ -130,3 +130,13 @@ def test_no_password_variable_reaches_the_ssh_process(monkeypatch):
     environment = child_environment()
     assert "CSM_EXPORT_PASSWORD" not in environment and "a-secret-password" not in environment.values()
     assert environment["SSH_AUTH_SOCK"] == "/tmp/agent.sock"
+
+
+def test_a_host_key_other_than_the_probed_one_stops_the_install_before_any_rename(ssh_node):
+    remote = ssh_node.workdir / "remote"
+    probed = probe(_endpoint(ssh_node), _options(ssh_node))
+    assert probed == HostKey("ssh-ed25519", ssh_node.fingerprint, False)
+    with pytest.raises(SshError, match="host key changed between connections"):
+        install(_endpoint(ssh_node), _options(ssh_node), str(remote), [("keystore.jks", b"k")],
+                host_key=HostKey("ssh-ed25519", "SHA256:someone-else", False))
+    assert list(remote.iterdir()) == []  # the staged file was removed, nothing renamed

@@ -25,6 +25,7 @@ def test_least_privilege_roles():
     for role, granted in ROLES.items():
         if role not in admins:
             assert "key:export" not in granted and "token:issue" not in granted, role
+            assert "cert:deploy" not in granted, role  # it hands a private key to a node
             assert not {"tenant:create", "tenant:update", "tenant:suspend"} & granted, role
     assert ROLES["issuer"] == {"cert:issue", "cert:read"}
     assert all(not p.endswith((":issue", ":create", ":manage", ":update", ":revoke", ":export"))

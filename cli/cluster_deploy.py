@@ -1,0 +1,204 @@
+"""`csm cluster deploy`: install each node's keystore and truststore over SSH, recorded as ``certificate.deployed``.
+
+The files are exported fresh from the store for each node (the key export is the ordinary, audited
+``certificate.private_key_exported``), rendered in memory and sent on ssh's standard input: no
+keystore is written on this machine, and the deployment records the SHA-256 of exactly what the
+node holds. The password is the one the nodes' cassandra.yaml already names (bootstrap-tls's
+``keystore.password``); it is read from a file, only ever used here to encrypt the stores, and
+appears in no argv, environment of a child process, log line or event. Nodes are done one at a
+time, in the order given, so a bad keystore shows at the first node's reload rather than on all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from pathlib import Path
+
+import click
+import msgspec
+
+from cli.ca import convert
+from cli.cluster import also_trusted
+from cli.common import CliError, catch_up, command_context, run_async, runtime_for
+from commands import certificates as cert_commands
+from commands import deployments
+from domain.certificate import DeployedFile
+from domain.errors import DomainError
+from infra import ssh
+from infra.config import Settings
+from infra.export.bundle import NODE_FORMATS, node_keystores, preflight
+from projections import cas as ca_model
+from projections import certificates as read_model
+
+DEFAULT_REMOTE_DIR = "/etc/cassandra/tls"
+
+
+class Target(msgspec.Struct, frozen=True):
+    name: str
+    endpoint: ssh.Endpoint
+
+
+def _target(text: str) -> Target:
+    name, _, destination = text.partition("=")
+    try:
+        msgspec.convert(name, deployments.NodeName)
+        return Target(name, ssh.Endpoint.parse(destination))
+    except (msgspec.ValidationError, ValueError) as exc:
+        raise click.BadParameter(f"{text!r}: NAME=user@host[:port] expected ({exc})", param_hint="--node") from None
+
+
+def _certificate(conn, tenant_id: str, node: str, ca_id: str | None, now) -> dict:
+    """The node's newest valid cassandra-node certificate (common name = node name, as bootstrap-tls issues it)."""
+    rows = read_model.search(conn, None, tenant_id=tenant_id, ca_id=ca_id, common_name=node, status="valid",
+                             profile="cassandra-node", now=now, limit=10_000)
+    rows = [row for row in rows if row["common_name"] == node and row["has_key"]]
+    if not rows:
+        raise CliError(f"no valid cassandra-node certificate with common name {node} and a key held here in tenant "
+                       f"{tenant_id}" + (f" under CA {ca_id}" if ca_id else "") + " (csm cluster bootstrap-tls)")
+    return max(rows, key=lambda row: row["position"])
+
+
+def _read_password(password_file: Path | None) -> str:
+    password = password_file.read_text().rstrip("\n") if password_file else os.environ.get("CSM_EXPORT_PASSWORD")
+    if not password:
+        raise CliError("a keystore password is needed: --password-file (bootstrap-tls's keystore.password) or "
+                       "CSM_EXPORT_PASSWORD", 2)
+    return password
+
+
+@click.command("deploy")
+@click.option("--node", "nodes", multiple=True, required=True, metavar="NAME=USER@HOST[:PORT]",
+              help="A node (repeatable): its certificate is the newest valid cassandra-node one named NAME.")
+@click.option("--known-hosts", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="The nodes' SSH host keys (known_hosts format); the only trust: a node not in it is refused.")
+@click.option("--accept-new-host-key", is_flag=True,
+              help="Trust on first use: a node with no key in --known-hosts is accepted, its key added there, "
+                   "printed and recorded. A changed key is still refused.")
+@click.option("--identity", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="SSH private key file (else the keys of the running ssh-agent, SSH_AUTH_SOCK).")
+@click.option("--password-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="The keystore password the nodes use (else CSM_EXPORT_PASSWORD).")
+@click.option("--tenant", "tenant_id", default="platform", show_default=True)
+@click.option("--ca", "ca_id", default=None, help="Only certificates issued by this CA.")
+@click.option("--also-trust", multiple=True, metavar="CA_ID", help="Put this CA's roots in the truststore too "
+              "(repeatable; as bootstrap-tls --also-trust, while the cluster CA is replaced).")
+@click.option("--format", "format_", type=click.Choice(NODE_FORMATS), default="jks", show_default=True)
+@click.option("--remote-dir", default=DEFAULT_REMOTE_DIR, show_default=True, help="Directory on the node.")
+@click.option("--group", default=None, help="Make the files 0640 and owned by this group (default: 0600).")
+@click.option("--reload-command", default=None,
+              help="Run on the node after the files are in place, e.g. 'nodetool reloadssl'; its exit status is "
+                   "reported and recorded (its text is not). Keep credentials out of it.")
+@click.option("--reload-timeout", type=click.IntRange(1, 3600), default=300, show_default=True)
+@click.option("--connect-timeout", type=click.IntRange(1, 300), default=10, show_default=True)
+@click.option("--stop-on-error", is_flag=True, help="Leave the remaining nodes alone after a failure.")
+@click.pass_obj
+def deploy(settings: Settings, nodes: tuple[str, ...], known_hosts: Path, accept_new_host_key: bool,
+           identity: Path | None, password_file: Path | None, tenant_id: str, ca_id: str | None,
+           also_trust: tuple[str, ...], format_: str, remote_dir: str, group: str | None, reload_command: str | None,
+           reload_timeout: int, connect_timeout: int, stop_on_error: bool) -> None:
+    """Install each --node's keystore and truststore over SSH (atomically, keeping NAME.previous), audited.
+
+    Exit status 1 if any node failed (a reload that failed included); the summary lists every node.
+    """
+    targets = [_target(text) for text in nodes]
+    if len({t.name for t in targets}) != len(targets):
+        raise click.BadParameter("a node is named twice", param_hint="--node")
+    if not remote_dir.startswith("/"):
+        raise click.BadParameter(f"{remote_dir!r} is not an absolute path", param_hint="--remote-dir")
+    if group is not None and not ssh.GROUP_NAME.match(group):
+        raise click.BadParameter(f"{group!r} is not a group name", param_hint="--group")
+    if not known_hosts.exists() and not accept_new_host_key:
+        raise click.BadParameter(f"{known_hosts} does not exist (or pass --accept-new-host-key)",
+                                 param_hint="--known-hosts")
+    if identity is None and not os.environ.get("SSH_AUTH_SOCK"):
+        raise CliError("no --identity and no ssh-agent (SSH_AUTH_SOCK is not set)", 2)
+    if shutil.which(ssh.SSH) is None:
+        raise CliError("the OpenSSH client (ssh) is not installed (Debian package openssh-client)", 2)
+    password = _read_password(password_file)
+    options = ssh.SshOptions(known_hosts=known_hosts, identity=identity, accept_new_host_key=accept_new_host_key,
+                             connect_timeout=connect_timeout)
+    failed = 0
+    with runtime_for(settings) as runtime:
+        catch_up(runtime)
+        for index, target in enumerate(targets):
+            try:
+                line, ok = _deploy_one(runtime, target, options, password, tenant_id=tenant_id, ca_id=ca_id,
+                                   also_trust=also_trust, format_=format_, remote_dir=remote_dir, group=group,
+                                   reload_command=reload_command, reload_timeout=reload_timeout)
+            except (CliError, DomainError, ssh.SshError, ValueError) as exc:
+                text = exc.format_message() if isinstance(exc, CliError) else (
+                    f"{exc.code}: {exc.detail}" if isinstance(exc, DomainError) else str(exc))
+                line, ok = f"{target.name}: FAILED ({target.endpoint}): {text}", False
+            click.echo(line)
+            failed += not ok
+            if not ok and stop_on_error:
+                for skipped in targets[index + 1:]:
+                    click.echo(f"{skipped.name}: SKIPPED (--stop-on-error)")
+                break
+    click.echo(f"{len(targets)} node(s): {len(targets) - failed} deployed, {failed} failed")
+    if failed:
+        raise SystemExit(1)
+
+
+def _deploy_one(runtime, target: Target, options: ssh.SshOptions, password: str, *, tenant_id: str,
+                ca_id: str | None, also_trust: tuple[str, ...], format_: str, remote_dir: str, group: str | None,
+                reload_command: str | None, reload_timeout: int) -> tuple[str, bool]:
+    """Deploy one node through the command handler: its summary lines, and whether all went well (the reload
+    too)."""
+    services, ctx, now = runtime.services, command_context(), runtime.services.clock.now()
+    conn = runtime.runner.connection()
+    try:
+        row = _certificate(conn, tenant_id, target.name, ca_id, now)
+        chain = ca_model.issuer_chain(conn, tenant_id, row["issuer_fingerprint"], now)
+        trust = ca_model.truststore_chain(conn, tenant_id, row["issuer_fingerprint"], now)
+        trust += [r for r in also_trusted(conn, tenant_id, also_trust, now)
+                  if r["fingerprint"] not in {t["fingerprint"] for t in trust}]
+    finally:
+        conn.close()
+    preflight(format_, password, format_ == "pem", password_field="--password-file", key_algorithm=row["algorithm"])
+    reload_detail: list[str] = []
+
+    async def deliver() -> deployments.Delivered:
+        # the node's host key is checked before its key leaves the vault: a refused node has nothing exported for it
+        seen = await asyncio.to_thread(ssh.probe, target.endpoint, options)
+        exported = await cert_commands.export_private_key(convert({
+            "tenant_id": tenant_id, "certificate_id": row["certificate_id"], "format": format_, "encrypted": True},
+            cert_commands.ExportPrivateKey), ctx, services)
+        files = node_keystores(format_, row, chain, trust, exported.material, password)
+        installed, host_key = await asyncio.to_thread(ssh.install, target.endpoint, options, remote_dir, files,
+                                                      group, seen)
+        status = None
+        if reload_command:
+            status, detail = await asyncio.to_thread(_reload, target.endpoint, options, reload_command,
+                                                     reload_timeout)
+            reload_detail.append(detail)
+        return deployments.Delivered(
+            files=tuple(DeployedFile(path=f.path, sha256=f.sha256) for f in installed),
+            host_key_type=host_key.key_type, host_key_fingerprint=host_key.fingerprint,
+            host_key_first_use=host_key.first_use, reload_exit_status=status)
+
+    command = convert({"tenant_id": tenant_id, "certificate_id": row["certificate_id"], "node": target.name,
+                       "user": target.endpoint.user, "host": target.endpoint.host, "port": target.endpoint.port,
+                       "format": format_}, deployments.DeployCertificate)
+    outcome = run_async(deployments.deploy_certificate(command, ctx, services, deliver))
+    done = outcome.delivered
+    lines = [f"{target.name}: deployed certificate {row['certificate_id']} to {target.endpoint} "
+             f"(host key {done.host_key_type} {done.host_key_fingerprint}"
+             + (f", trusted on first use and added to {options.known_hosts}" if done.host_key_first_use else "")
+             + f"; position {outcome.result.global_position})"]
+    lines += [f"  {f.path} sha256:{f.sha256}" for f in done.files]
+    if done.reload_exit_status is not None:
+        lines.append(f"  reload: exit {done.reload_exit_status}" + (f": {reload_detail[0]}" if reload_detail
+                                                                      and reload_detail[0] else ""))
+    return "\n".join(lines), done.reload_exit_status in (None, 0)
+
+
+def _reload(endpoint: ssh.Endpoint, options: ssh.SshOptions, command: str, timeout: int) -> tuple[int, str]:
+    """The reload command's exit status and last words; 255 if ssh itself failed (the files are in place)."""
+    try:
+        done = ssh.run(endpoint, options, command, timeout=timeout)
+    except ssh.SshError as exc:
+        return 255, str(exc)
+    return done.returncode, " ".join(done.stderr.splitlines()[-2:])
