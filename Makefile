@@ -33,7 +33,8 @@ APT_PACKAGES := \
 	ldap-utils:ldapadd \
 	redis-server:redis-server \
 	openssh-server:sshd \
-	openssh-client:ssh
+	openssh-client:ssh \
+	softhsm2:softhsm2-util
 # Only `make bench` needs these (the HTTP comparison against cfssl, driven by wrk); installed when missing.
 BENCH_APT_PACKAGES := \
 	golang-cfssl:cfssl \

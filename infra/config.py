@@ -107,6 +107,32 @@ def _optional_path(name: str) -> Path | None:
     return Path(value) if value else None
 
 
+KEK_PROVIDERS = ("local", "hybrid", "pkcs11")
+
+
+@dataclass(frozen=True, slots=True)
+class Pkcs11Settings:
+    """The PKCS#11 token that holds the tenants' key-encryption keys (infra/keystore/pkcs11.py).
+
+    Read when ``CSM_PKCS11_MODULE`` or ``CSM_PKCS11_TOKEN_LABEL`` is set; needed by ``CSM_KEK_PROVIDER=pkcs11``
+    and by any data directory holding rows a token wrapped. The user PIN comes from ``pin_file`` (mode 0600,
+    first line) or, failing that, ``CSM_PKCS11_PIN``; it never appears in a repr or a message.
+    """
+
+    module: Path | None  # the vendor's PKCS#11 library, e.g. /usr/lib/softhsm/libsofthsm2.so
+    token_label: str
+    pin_file: Path | None = None
+    pin: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_env(cls) -> Pkcs11Settings | None:
+        module, label = _env("PKCS11_MODULE", "").strip(), _env("PKCS11_TOKEN_LABEL", "").strip()
+        if not module and not label:
+            return None
+        return cls(module=Path(module) if module else None, token_label=label,
+                   pin_file=_optional_path("PKCS11_PIN_FILE"), pin=_env("PKCS11_PIN", "") or None)
+
+
 STORES = ("sqlite", "cassandra")
 BUSES = ("local", "kafka")
 PROJECTORS = ("inline", "external")
@@ -280,7 +306,8 @@ class Settings:
     ready_max_lag: int = 10_000
     read_your_writes_timeout: float = 5.0
     poll_interval: float = 0.5
-    kek_provider: str = "local"  # local | hybrid: who wraps the data keys of new private keys
+    kek_provider: str = "local"  # local | hybrid | pkcs11: who wraps the data keys of new private keys
+    pkcs11: Pkcs11Settings | None = None  # CSM_PKCS11_*: the token of CSM_KEK_PROVIDER=pkcs11
     public_url: str | None = None  # base of CRL/OCSP/CA-issuer URLs in certificates; default http://host:port
     public_url_recorded: bool = False  # public_url is what `csm serve` recorded (PUBLIC_URL_FILE), not the env's
     # Rate limits, "<count>/<second|minute|hour>" ("" turns one off); shared through Redis when redis_url is set.
@@ -393,7 +420,8 @@ class Settings:
             ready_max_lag=int(_env("READY_MAX_LAG", "10000")),
             read_your_writes_timeout=float(_env("READ_YOUR_WRITES_TIMEOUT", "5")),
             poll_interval=float(_env("POLL_INTERVAL", "0.5")),
-            kek_provider=_env("KEK_PROVIDER", "local"),
+            kek_provider=_env("KEK_PROVIDER", "local").strip().lower(),
+            pkcs11=Pkcs11Settings.from_env(),
             public_url=_env("PUBLIC_URL", "") or None,
             redis_url=_env("REDIS_URL", "") or None,
             rate_limit_per_principal=_env("RATE_LIMIT_PER_PRINCIPAL", "600/minute"),

@@ -1,11 +1,9 @@
 """Key-encryption-key providers: wrap a data key for a tenant (local master key, hybrid ML-KEM-768 + X25519).
 
 A provider is named in every row it wraps (``provider``, ``kek_id``), so rows written under
-one provider stay readable after the default changes. A PKCS#11 provider (python-pkcs11,
-SoftHSM2 in tests) slots in by implementing ``KekProvider``: wrap on the token with a
-tenant-scoped key (e.g. CKM_AES_KEY_WRAP_KWP, or AES-GCM with the tenant id as AAD) and
-report its own ``provider`` name and ``kek_id`` (token serial + key label); nothing else in
-the vault changes.
+one provider stay readable after the default changes. The PKCS#11 token provider
+(infra/keystore/pkcs11.py: a tenant key on the token, AES-GCM with the tenant as associated
+data, ``kek_id`` = token serial + key id + label) implements the same ``KekProvider``.
 
 Python cannot promise erasure: ``bytes`` are immutable, cryptography returns plaintext as
 ``bytes``, and the allocator may have copied buffers. We keep data keys in ``bytearray``
@@ -73,8 +71,8 @@ def wipe(buffer: bytearray | None) -> None:
 
 # key files ---------------------------------------------------------------------------------
 
-def _read_private_file(path: Path, size: int) -> bytearray:
-    """Read a key file, refusing one that others could read or that is not what we wrote."""
+def _open_private_file(path: Path) -> int:
+    """An open descriptor on a regular file only this process's uid owns and can read, or KekUnavailable."""
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
     except OSError as exc:
@@ -88,6 +86,16 @@ def _read_private_file(path: Path, size: int) -> bytearray:
                                  f"access it; refusing to use it (chmod 600 {path} after checking who read it)")
         if info.st_uid != os.getuid():
             raise KekUnavailable(f"key file {path} is owned by uid {info.st_uid}, not by this process's uid")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _read_private_file(path: Path, size: int) -> bytearray:
+    """Read a key file, refusing one that others could read or that is not what we wrote."""
+    fd = _open_private_file(path)
+    try:
         data = bytearray(size + 1)
         with os.fdopen(os.dup(fd), "rb", buffering=0) as handle:
             read = handle.readinto(data)
@@ -98,6 +106,23 @@ def _read_private_file(path: Path, size: int) -> bytearray:
         return data
     finally:
         os.close(fd)
+
+
+def read_secret_line(path: Path, limit: int = 256) -> str:
+    """The first line of a secret file (a token PIN), with the key files' checks: 0600, ours, a regular file."""
+    fd = _open_private_file(path)
+    try:
+        with os.fdopen(os.dup(fd), "rb", buffering=0) as handle:
+            raw = handle.read(limit + 1)
+    finally:
+        os.close(fd)
+    line = raw.split(b"\n", 1)[0].rstrip(b"\r")
+    if not line or len(raw) > limit:
+        raise KekUnavailable(f"secret file {path} must hold one non-empty line of at most {limit} bytes")
+    try:
+        return line.decode()
+    except UnicodeDecodeError:
+        raise KekUnavailable(f"secret file {path} is not UTF-8 text") from None
 
 
 def _create_private_file(path: Path, data: bytes | bytearray) -> bool:

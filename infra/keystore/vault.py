@@ -10,7 +10,7 @@ import secrets
 import sqlite3
 import stat
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -88,21 +88,24 @@ def _prepare_db_file(path: Path) -> None:
 class SQLiteKeyVault:
     """The ``KeyVault`` port on a separate SQLite file (WAL, synchronous=FULL, mode 0600).
 
-    ``kek_provider`` chooses who wraps new data keys ("local" or "hybrid"); rows record
-    their provider and KEK id, and are unwrapped by whichever provider wrote them, so
-    switching the default keeps old rows readable. ``providers`` adds providers of our own
-    (a PKCS#11 token) by their ``provider`` name. One connection, guarded by a lock, used
-    from worker threads: the event loop never waits on SQLite or on a KEM.
+    ``kek_provider`` chooses who wraps new data keys ("local", "hybrid" or "pkcs11"); rows
+    record their provider and KEK id, and are unwrapped by whichever provider wrote them, so
+    switching the default keeps old rows readable. ``providers`` adds open providers by their
+    ``provider`` name; ``factories`` adds providers opened on first use (a PKCS#11 token, which
+    only the default must reach at startup). One connection, guarded by a lock, used from
+    worker threads: the event loop never waits on SQLite or on a KEM.
     """
 
     def __init__(self, data_dir: Path | str, *, kek_provider: str = "local",
-                 providers: Iterable[KekProvider] = ()) -> None:
+                 providers: Iterable[KekProvider] = (),
+                 factories: Mapping[str, Callable[[], KekProvider]] | None = None) -> None:
         self.data_dir = Path(data_dir)
         self.keys_dir = self.data_dir / "keys"
         self.path = self.data_dir / DB_FILE
         self._providers: dict[str, KekProvider] = {p.provider: p for p in providers}
-        if kek_provider not in self._providers and kek_provider not in BUILTIN:
-            raise ValueError(f"kek_provider must be one of {sorted({*BUILTIN, *self._providers})}, "
+        self._factories = dict(factories or {})
+        if kek_provider not in {*self._providers, *self._factories, *BUILTIN}:
+            raise ValueError(f"kek_provider must be one of {sorted({*BUILTIN, *self._providers, *self._factories})}, "
                              f"not {kek_provider!r}")
         self.kek_provider = kek_provider
         self._lock = threading.Lock()
@@ -121,11 +124,21 @@ class SQLiteKeyVault:
         with self._providers_lock:
             provider = self._providers.get(name)
             if provider is None:
+                if name in self._factories:
+                    provider = self._providers[name] = self._factories[name]()
+                    return provider
                 factory = BUILTIN.get(name)
                 if factory is None:
                     raise KekUnavailable(f"no KEK provider {name!r} is configured")
                 provider = self._providers[name] = factory(self.keys_dir, create=create)
             return provider
+
+    def check(self) -> None:
+        """Readiness of the default provider's key material (a token answers); KekUnavailable otherwise."""
+        self._connection()
+        check = getattr(self._default, "check", None)
+        if check is not None:
+            check()
 
     # the port ----------------------------------------------------------------------------
 

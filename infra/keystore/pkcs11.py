@@ -1,0 +1,306 @@
+"""Pkcs11KekProvider: tenants' key-encryption keys as AES-256 keys on a PKCS#11 token (python-pkcs11).
+
+Each tenant has its own AES-256 secret key on the token, label ``csm-kek:<tenant>``, a random
+16-byte CKA_ID, generated on first use: a token object, private, sensitive, never extractable,
+not modifiable, usable only to encrypt and decrypt. A data key is wrapped on the token with
+CKM_AES_GCM (SoftHSM2 2.6 and most HSMs have it; CKM_AES_KEY_WRAP_PAD cannot bind associated
+data) under a random 96-bit nonce, with associated data binding the provider, the ``kek_id`` and
+the tenant id, as the other providers do. Wrapped = 0x01 || nonce (12) || ciphertext+tag (48).
+Random nonces keep a tenant key within GCM's bound for 2^32 wraps.
+
+``kek_id`` = ``pkcs11:<token serial>:<CKA_ID hex>:<label>``: a row names exactly the object that
+wraps it. A row's label must be this tenant's (else UnwrapFailed), and the tenant is in the
+associated data too. Two processes creating a tenant's key at once may leave two; rows name
+theirs by CKA_ID, and new wraps use the smallest, so both stay readable and they converge.
+
+PKCS#11 logs in per application, not per session, and closing a logged-in session logs out
+every session: so one ``_Token`` per (module, serial) is shared by all providers of a process
+and holds the login. The vault calls from worker threads; python-pkcs11 sessions are not
+thread-safe and the module is initialised without locking, so calls take the module's lock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from infra.config import Pkcs11Settings, Settings
+from infra.keystore.kek import (KEY_BYTES, NONCE_BYTES, KekProvider, KekUnavailable, UnwrapFailed, bind,
+                                read_secret_line)
+
+VERSION = b"\x01"
+LABEL_PREFIX = "csm-kek:"
+WRAPPED_BYTES = 1 + NONCE_BYTES + KEY_BYTES + 16
+_SALT = secrets.token_bytes(32)  # keys the PIN digests a shared login compares, for this process only
+
+
+def _pkcs11() -> Any:
+    try:
+        import pkcs11
+    except ImportError:
+        raise KekUnavailable("CSM_KEK_PROVIDER=pkcs11 needs python-pkcs11 "
+                             "(pip install 'cassandra-security-manager[hsm]')") from None
+    return pkcs11
+
+
+def _text(value: str | bytes) -> str:
+    """Token fields (python-pkcs11 gives the serial as bytes, the label as str), blank-padded by PKCS#11."""
+    return (value.decode(errors="replace") if isinstance(value, bytes) else str(value)).strip()
+
+
+def _pin_digest(pin: str) -> bytes:
+    return hmac.new(_SALT, pin.encode(), hashlib.sha256).digest()
+
+
+def read_pin(settings: Pkcs11Settings) -> str:
+    """The user PIN: CSM_PKCS11_PIN_FILE (0600, first line) or CSM_PKCS11_PIN, never both."""
+    if settings.pin_file is not None and settings.pin is not None:
+        raise KekUnavailable("set CSM_PKCS11_PIN_FILE or CSM_PKCS11_PIN, not both")
+    if settings.pin_file is not None:
+        return read_secret_line(settings.pin_file)
+    if settings.pin:
+        return settings.pin
+    raise KekUnavailable("CSM_KEK_PROVIDER=pkcs11 needs the token's user PIN: CSM_PKCS11_PIN_FILE (mode 0600)")
+
+
+class _Session:
+    """The logged-in session and the key objects found through it."""
+
+    def __init__(self, session: Any) -> None:
+        self.session = session
+        self.keys: dict[tuple[str, bytes], Any] = {}
+
+
+_MODULE_LOCKS: dict[str, threading.RLock] = {}
+_MODULE_LOCKS_LOCK = threading.Lock()
+
+
+def _module_lock(module: str) -> threading.RLock:
+    with _MODULE_LOCKS_LOCK:
+        return _MODULE_LOCKS.setdefault(module, threading.RLock())
+
+
+class _Token:
+    """A logged-in token shared by a process's providers: the login session and a reference count.
+
+    python-pkcs11 initialises the module with ``C_Initialize(NULL)``, which tells it the
+    application makes no concurrent calls (SoftHSM2 then runs without its mutexes, and two
+    threads encrypting at once fail with CKR_GENERAL_ERROR): so every call into a module holds
+    that module's lock, and one session per token is all a pool could use.
+    """
+
+    registry: dict[tuple[str, str], _Token] = {}
+    registry_lock = threading.Lock()
+
+    def __init__(self, key: tuple[str, str], token: Any, login: Any, pin: str) -> None:
+        self.key, self.token = key, token
+        self.serial, self.label = _text(token.serial), _text(token.label)
+        self.lock = _module_lock(key[0])  # the one acquire holds: the same object
+        self._pin = _pin_digest(pin)
+        self._held: _Session | None = _Session(login)
+        self._users = 0
+
+    @classmethod
+    def acquire(cls, settings: Pkcs11Settings, pin: str) -> _Token:
+        pkcs11, module = _pkcs11(), str(settings.module)
+        where = f"PKCS#11 token {settings.token_label!r} (module {settings.module})"
+        lock = _module_lock(module)
+        with cls.registry_lock, lock:
+            try:
+                token = pkcs11.lib(module).get_token(token_label=settings.token_label)
+            except pkcs11.NoSuchToken:
+                raise KekUnavailable(f"{where} is not present: check CSM_PKCS11_TOKEN_LABEL and the module's "
+                                     "configuration (SoftHSM2: SOFTHSM2_CONF)") from None
+            except pkcs11.PKCS11Error as exc:
+                raise KekUnavailable(f"{where}: cannot reach it ({type(exc).__name__}: {exc})") from None
+            key = (module, _text(token.serial))
+            shared = cls.registry.get(key)
+            if shared is None:
+                shared = cls.registry[key] = cls(key, token, _login(token, pin, where), pin)
+            elif not hmac.compare_digest(shared._pin, _pin_digest(pin)):
+                raise KekUnavailable(f"{where}: the user PIN is not the one this process logged in with")
+            shared._users += 1
+            return shared
+
+    def release(self) -> None:
+        with self.registry_lock, self.lock:
+            self._users -= 1
+            if self._users > 0:
+                return
+            self.registry.pop(self.key, None)
+            held, self._held = self._held, None
+            if held is not None:
+                _close_quietly(held.session)  # logs the application out of the token
+
+    @contextmanager
+    def session(self) -> Iterator[_Session]:
+        with self.lock:
+            if self._held is None:
+                raise KekUnavailable(f"PKCS#11 token {self.label!r}: the session is closed")
+            yield self._held
+
+
+def _login(token: Any, pin: str, where: str) -> Any:
+    pkcs11 = _pkcs11()
+    try:
+        return token.open(rw=True, user_pin=pin)
+    except (pkcs11.PinIncorrect, pkcs11.PinInvalid, pkcs11.PinLenRange):
+        raise KekUnavailable(f"{where}: the user PIN is incorrect") from None
+    except pkcs11.PinLocked:
+        raise KekUnavailable(f"{where}: the user PIN is locked (the security officer must reset it)") from None
+    except pkcs11.PKCS11Error as exc:
+        raise KekUnavailable(f"{where}: cannot log in ({type(exc).__name__})") from None
+
+
+def _close_quietly(session: Any) -> None:
+    try:
+        session.close()
+    except Exception:  # noqa: BLE001 - closing a session of a removed token: nothing left to release
+        pass
+
+
+class Pkcs11KekProvider:
+    """The ``KekProvider`` on a PKCS#11 token; see the module docstring for the key and wrap format."""
+
+    provider = "pkcs11"
+
+    def __init__(self, settings: Pkcs11Settings) -> None:
+        if settings.module is None or not settings.token_label:
+            raise KekUnavailable("CSM_KEK_PROVIDER=pkcs11 needs CSM_PKCS11_MODULE (the token's PKCS#11 library) "
+                                 "and CSM_PKCS11_TOKEN_LABEL")
+        if not settings.module.is_file():
+            raise KekUnavailable(f"PKCS#11 module {settings.module} does not exist (CSM_PKCS11_MODULE)")
+        self._pkcs11 = _pkcs11()
+        self._token: _Token | None = _Token.acquire(settings, read_pin(settings))
+        self.serial = self._token.serial
+
+    # keys on the token -------------------------------------------------------------------
+
+    def _shared(self) -> _Token:
+        if self._token is None:
+            raise KekUnavailable("the PKCS#11 provider is closed")
+        return self._token
+
+    def _find(self, held: _Session, label: str, key_id: bytes | None = None) -> Any | None:
+        """The tenant's key (by CKA_ID, or the one with the smallest CKA_ID), cached per session."""
+        cached = held.keys.get((label, key_id or b""))
+        if cached is not None:
+            return cached
+        attribute, object_class = self._pkcs11.Attribute, self._pkcs11.ObjectClass
+        template = {attribute.CLASS: object_class.SECRET_KEY, attribute.LABEL: label}
+        if key_id is not None:
+            template[attribute.ID] = key_id
+        found = sorted(held.session.get_objects(template), key=lambda key: key[attribute.ID])
+        if not found:
+            return None
+        held.keys[(label, key_id or b"")] = found[0]
+        return found[0]
+
+    def _create(self, held: _Session, label: str) -> Any:
+        pkcs11 = self._pkcs11
+        attribute = pkcs11.Attribute
+        template = {attribute.TOKEN: True, attribute.PRIVATE: True, attribute.SENSITIVE: True,
+                    attribute.EXTRACTABLE: False, attribute.MODIFIABLE: False, attribute.WRAP: False,
+                    attribute.UNWRAP: False, attribute.DERIVE: False, attribute.SIGN: False, attribute.VERIFY: False}
+        held.session.generate_key(pkcs11.KeyType.AES, KEY_BYTES * 8, label=label, id=secrets.token_bytes(16),
+                                  store=True, template=template,
+                                  capabilities=pkcs11.MechanismFlag.ENCRYPT | pkcs11.MechanismFlag.DECRYPT)
+        return self._find(held, label)  # the smallest CKA_ID: another process may have made one too
+
+    def _kek_id(self, key: Any, label: str) -> str:
+        return f"{self.provider}:{self.serial}:{bytes(key[self._pkcs11.Attribute.ID]).hex()}:{label}"
+
+    def _aad(self, tenant_id: str, kek_id: str) -> bytes:
+        return bind("csm/v1/wrap", self.provider, kek_id, tenant_id)
+
+    def _gcm(self, nonce: bytes, aad: bytes) -> Any:
+        return self._pkcs11.GCMParams(nonce, aad, 128)
+
+    # the provider ------------------------------------------------------------------------
+
+    def wrap(self, tenant_id: str, dek: bytes | bytearray) -> tuple[str, bytes]:
+        token, label = self._shared(), LABEL_PREFIX + tenant_id
+        try:
+            with token.session() as held:
+                key = self._find(held, label)
+                if key is None:  # first use: the module lock makes this process's creator the only one
+                    key = self._create(held, label)
+                kek_id = self._kek_id(key, label)
+                nonce = secrets.token_bytes(NONCE_BYTES)
+                sealed = key.encrypt(bytes(dek), mechanism=self._pkcs11.Mechanism.AES_GCM,
+                                     mechanism_param=self._gcm(nonce, self._aad(tenant_id, kek_id)))
+        except self._pkcs11.PKCS11Error as exc:
+            raise KekUnavailable(f"PKCS#11 token {token.label!r}: cannot wrap with {label} "
+                                 f"({type(exc).__name__})") from None
+        return kek_id, VERSION + nonce + bytes(sealed)
+
+    def unwrap(self, tenant_id: str, kek_id: str, wrapped: bytes) -> bytearray:
+        token = self._shared()
+        name, serial, key_hex, label = (kek_id.split(":", 3) + ["", "", "", ""])[:4]
+        if name != self.provider or not label:
+            raise KekUnavailable(f"{kek_id!r} does not name a key on a PKCS#11 token")
+        if serial != self.serial:
+            raise KekUnavailable(f"this data key was wrapped on token serial {serial}; the configured token "
+                                 f"{token.label!r} is serial {self.serial}")
+        if label != LABEL_PREFIX + tenant_id:
+            raise UnwrapFailed("the wrapped data key belongs to another tenant's key")
+        if len(wrapped) != WRAPPED_BYTES or wrapped[:1] != VERSION:
+            raise UnwrapFailed("the wrapped data key has the wrong length or version")
+        try:
+            key_id = bytes.fromhex(key_hex)
+        except ValueError:
+            raise KekUnavailable(f"{kek_id!r} names no valid key id") from None
+        nonce = wrapped[1:1 + NONCE_BYTES]
+        errors = self._pkcs11
+        try:
+            with token.session() as held:
+                key = self._find(held, label, key_id)
+                if key is None:
+                    raise KekUnavailable(f"key {label} (id {key_hex}) is not on PKCS#11 token {token.label!r} "
+                                         f"(serial {self.serial}): deleted, or another token's")
+                try:
+                    return bytearray(key.decrypt(wrapped[1 + NONCE_BYTES:], mechanism=errors.Mechanism.AES_GCM,
+                                                 mechanism_param=self._gcm(nonce, self._aad(tenant_id, kek_id))))
+                except (errors.EncryptedDataInvalid, errors.EncryptedDataLenRange, errors.GeneralError):
+                    # SoftHSM2 reports a failed tag as CKR_GENERAL_ERROR: it is a forgery only if the token
+                    # still answers; otherwise the token failed, and the row may well be sound.
+                    self._probe(held, label)
+                    raise UnwrapFailed("the wrapped data key fails authentication") from None
+        except errors.PKCS11Error as exc:
+            raise KekUnavailable(f"PKCS#11 token {token.label!r}: cannot unwrap with {label} "
+                                 f"({type(exc).__name__})") from None
+
+    def _probe(self, held: _Session, label: str) -> None:
+        held.keys.clear()
+        self._find(held, label)
+
+    def check(self) -> None:
+        """Readiness: the token answers through a pooled session (KekUnavailable otherwise)."""
+        token = self._shared()
+        try:
+            with token.session() as held:
+                list(held.session.get_objects({self._pkcs11.Attribute.LABEL: "csm-readiness-probe"}))
+        except self._pkcs11.PKCS11Error as exc:
+            raise KekUnavailable(f"PKCS#11 token {token.label!r} does not answer ({type(exc).__name__})") from None
+
+    def close(self) -> None:
+        token, self._token = self._token, None
+        if token is not None:
+            token.release()
+
+
+def kek_factories(settings: Settings) -> dict[str, Callable[[], KekProvider]]:
+    """The vault's providers opened on first use: the token, whether or not it is the default."""
+
+    def open_token() -> KekProvider:
+        if settings.pkcs11 is None:
+            raise KekUnavailable("the PKCS#11 KEK provider needs CSM_PKCS11_MODULE and CSM_PKCS11_TOKEN_LABEL "
+                                 "(and CSM_PKCS11_PIN_FILE)")
+        return Pkcs11KekProvider(settings.pkcs11)
+
+    return {Pkcs11KekProvider.provider: open_token}
