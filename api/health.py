@@ -1,12 +1,30 @@
-"""The /health resource: liveness, and readiness (store writable, read models not too far behind, any rebuilding)."""
+"""The /health resource: liveness, and readiness (store writable, KEK reachable, read models not too far behind)."""
 
 from __future__ import annotations
+
+import asyncio
+import logging
 
 from litestar import Controller, Request, get
 
 from api.deps import read_models_of, runtime_of
 from api.problems import ApiProblem, documented
 from api.schemas import Liveness, Readiness
+from infra.keystore.kek import KekError
+
+log = logging.getLogger(__name__)
+
+
+async def kek_available(keys) -> bool:
+    """Whether the vault's default KEK provider answers (a PKCS#11 token); the reason goes to the log only."""
+    if keys is None:
+        return True
+    try:
+        await asyncio.to_thread(keys.check)
+    except KekError as exc:
+        log.error("readiness: the key-encryption key provider is unavailable: %s", exc)
+        return False
+    return True
 
 
 class HealthController(Controller):
@@ -17,7 +35,7 @@ class HealthController(Controller):
     async def live(self) -> Liveness:
         return Liveness(status="live")
 
-    @get("/ready", summary="The store accepts writes and the read models are within the lag bound",
+    @get("/ready", summary="The store accepts writes, the KEK answers and the read models are within the lag bound",
          responses=documented(503))
     async def ready(self, request: Request) -> Readiness:
         runtime = runtime_of(request.app.state)
@@ -28,10 +46,15 @@ class HealthController(Controller):
             rebuilding = await read_models_of(request.app.state).inline(runtime.runner.guard.look)
         report = Readiness(status="ready", store_writable=runtime.store.writable(), head_position=head,
                            projection_position=position, lag=max(head - position, 0),
-                           max_lag=runtime.settings.ready_max_lag, rebuilding=sorted(rebuilding))
-        if not report.store_writable or report.lag > report.max_lag:
-            reason = "the event store is not writable" if not report.store_writable else "the read models lag"
-            raise ApiProblem(503, "not_ready", reason, field="store_writable" if not report.store_writable else "lag",
-                             headers={"Retry-After": "5"},
-                             store_writable=report.store_writable, lag=report.lag, max_lag=report.max_lag)
+                           max_lag=runtime.settings.ready_max_lag, kek_available=await kek_available(runtime.keys),
+                           rebuilding=sorted(rebuilding))
+        failed = next(((field, reason) for field, reason, ok in (
+            ("store_writable", "the event store is not writable", report.store_writable),
+            ("kek_available", "the key-encryption key provider (CSM_KEK_PROVIDER) does not answer",
+             report.kek_available),
+            ("lag", "the read models lag", report.lag <= report.max_lag)) if not ok), None)
+        if failed is not None:
+            raise ApiProblem(503, "not_ready", failed[1], field=failed[0], headers={"Retry-After": "5"},
+                             store_writable=report.store_writable, kek_available=report.kek_available,
+                             lag=report.lag, max_lag=report.max_lag)
         return report

@@ -22,7 +22,7 @@ from infra.artifacts import SQLiteArtifactStore
 from infra.audit.checkpointer import Checkpointer
 from infra.audit.keys import AuditSigner, anchor_keys, load_public_key, trusted_keys
 from infra.audit.witness import find_witness
-from infra.config import Settings
+from infra.config import KEK_PROVIDERS, Settings
 from infra.credentials import SQLiteCredentialVault
 from infra.crypto.engine import CryptographyPki
 from infra.crypto.keypool import RsaKeyPool
@@ -33,6 +33,8 @@ from infra.eventstore.sqlite import SQLiteEventStore
 from infra.identity import build_identity
 from infra.jobs import Jobs
 from infra.key_holders import ReadModelKeyHolders
+from infra.keystore.kek import KekError
+from infra.keystore.pkcs11 import kek_factories
 from infra.keystore.vault import SQLiteKeyVault
 from infra.ldap import LdapDirectory
 from infra.primary_link import LinkClient, LinkedQuotaLedger
@@ -162,6 +164,13 @@ class Runtime:
         return verify_store(self.settings, self.store, progress)
 
 
+def open_key_vault(settings: Settings) -> SQLiteKeyVault:
+    """keys.db with CSM_KEK_PROVIDER wrapping new keys; a PKCS#11 token opens at once when it is the default."""
+    if settings.kek_provider not in KEK_PROVIDERS:
+        raise KekError(f"CSM_KEK_PROVIDER must be one of {', '.join(KEK_PROVIDERS)}, not {settings.kek_provider!r}")
+    return SQLiteKeyVault(settings.data_dir, kek_provider=settings.kek_provider, factories=kek_factories(settings))
+
+
 def open_runtime(settings: Settings, link: LinkClient | None = None, *, rebuild: str = "now") -> Runtime:
     """Open an initialised data directory (run ``initialise`` first).
 
@@ -181,7 +190,7 @@ def open_runtime(settings: Settings, link: LinkClient | None = None, *, rebuild:
     runner = ProjectionRunner(store, settings.views_db, all_projectors(), poll_interval=settings.poll_interval).open(
         rebuild="observe" if link is not None else rebuild)
     vault = SQLiteCredentialVault(settings.events_db)
-    keys = SQLiteKeyVault(settings.data_dir, kek_provider=settings.kek_provider)
+    keys = open_key_vault(settings)
     # Ready RSA keys for server-side issuance; kept ready only by a server (start_background) and per size asked for.
     rsa_pool = RsaKeyPool(sizes=(3072, 4096), target=settings.rsa_key_pool)
     services = Services(store=store, clock=clock, crypto=CryptographyPki(rsa_pool), keys=keys, public_url=settings.base_url,
@@ -225,7 +234,7 @@ def open_job_worker(settings: Settings) -> JobWorker:
         raise ValueError("a separate job worker consumes the Redis broker: set CSM_JOBS=redis and CSM_REDIS_URL "
                          "(with the in-process default, the API process runs its own worker)")
     jobs = Jobs.from_settings(settings)
-    keys = SQLiteKeyVault(settings.data_dir, kek_provider=settings.kek_provider)
+    keys = open_key_vault(settings)
     return JobWorker(jobs, keys, wire_webhooks(settings, jobs, keys))
 
 

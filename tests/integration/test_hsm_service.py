@@ -1,0 +1,93 @@
+"""CSM_KEK_PROVIDER=pkcs11 end to end on a SoftHSM2 token: API issuance and export, readiness, the CLI's refusals."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+from softhsm_fixture import PIN, softhsm  # noqa: F401 - softhsm is a fixture
+from test_api_pki import fetch, hierarchy, issue
+from test_api_support import assert_problem, running_api
+
+pytestmark = pytest.mark.timeout(300)
+OPENSSL = shutil.which("openssl")
+CONSOLE_SCRIPT = Path(sys.executable).parent / "csm"
+CSM = [str(CONSOLE_SCRIPT)] if CONSOLE_SCRIPT.exists() else [sys.executable, "-m", "cli.main"]
+
+
+def _providers(data_dir: Path) -> dict[str, str]:
+    with closing(sqlite3.connect(data_dir / "keys.db")) as conn:
+        return dict(conn.execute("SELECT purpose || ':' || key_id, kek_provider FROM private_keys").fetchall())
+
+
+async def test_server_side_keys_are_wrapped_on_the_token_and_export_as_pkcs12(softhsm, tmp_path):  # noqa: F811
+    async with running_api(tmp_path, kek_provider="pkcs11", pkcs11=softhsm.settings, max_body_bytes=1 << 20) as api:
+        admin = await api.admin()
+        _, inter = await hierarchy(api, admin)
+        issued = await issue(api, admin, tenant_id="acme", ca_id=inter["ca_id"], algorithm="ecdsa-p256",
+                             subject={"common_name": "node1.acme.internal"}, sans={"dns": ["node1.acme.internal"]})
+        cid = issued["certificate_id"]
+        await fetch(api, admin, f"/v1/certificates/{cid}", min_position=issued["global_position"])
+        p12 = await api.client.get(f"/v1/certificates/{cid}/export", params={"format": "pkcs12"},
+                                   headers={**admin, "X-Export-Password": "changeit-please"})
+        assert p12.status_code == 200, p12.text
+        ready = await api.client.get("/health/ready")
+        assert ready.status_code == 200 and ready.json()["kek_available"] is True
+        providers = _providers(tmp_path / "data")
+        assert len(providers) == 3 and set(providers.values()) == {"pkcs11"}, providers  # the CAs' keys, the node's
+        api.runtime.keys._default.close()  # as if the token had gone: readiness says so, without details
+        body = assert_problem(await api.client.get("/health/ready"), 503, "not_ready", field="kek_available")
+        assert body["kek_available"] is False and softhsm.label not in body["detail"]
+    if OPENSSL:
+        (tmp_path / "node.p12").write_bytes(p12.content)
+        run = subprocess.run([OPENSSL, "pkcs12", "-in", tmp_path / "node.p12", "-passin", "pass:changeit-please",
+                              "-nodes"], capture_output=True, text=True)
+        assert run.returncode == 0 and "PRIVATE KEY" in run.stdout and "node1.acme.internal" in run.stdout, run.stderr
+
+
+async def test_keys_stored_under_local_stay_usable_after_switching_to_the_token(softhsm, tmp_path):  # noqa: F811
+    async with running_api(tmp_path, max_body_bytes=1 << 20) as api:
+        admin = await api.admin()
+        _, inter = await hierarchy(api, admin)
+    assert set(_providers(tmp_path / "data").values()) == {"local"}
+    async with running_api(tmp_path, kek_provider="pkcs11", pkcs11=softhsm.settings, max_body_bytes=1 << 20) as api:
+        admin = await api.admin()
+        # the intermediate's key (local) signs; the node's key is wrapped on the token
+        issued = await issue(api, admin, tenant_id="acme", ca_id=inter["ca_id"], algorithm="ecdsa-p256",
+                             subject={"common_name": "node2.acme.internal"}, sans={"dns": ["node2.acme.internal"]})
+        await fetch(api, admin, f"/v1/certificates/{issued['certificate_id']}",
+                    min_position=issued["global_position"])
+        p12 = await api.client.get(f"/v1/certificates/{issued['certificate_id']}/export", params={"format": "pkcs12"},
+                                   headers={**admin, "X-Export-Password": "changeit-please"})
+        assert p12.status_code == 200, p12.text
+    assert sorted(set(_providers(tmp_path / "data").values())) == ["local", "pkcs11"]
+
+
+def _csm(data_dir: Path, env: dict[str, str], *args: str, expect: int) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("CSM_")}
+    run = subprocess.run([*CSM, "--data-dir", str(data_dir), *args], capture_output=True, text=True, timeout=120,
+                         env={**clean, **env}, cwd=data_dir.parent)
+    assert run.returncode == expect, f"exit {run.returncode}\nstdout:\n{run.stdout}\nstderr:\n{run.stderr}"
+    assert "Traceback" not in run.stderr and PIN not in run.stderr + run.stdout, run.stderr
+    return run
+
+
+def test_csm_init_and_serve_refuse_an_unreachable_token_in_one_line(softhsm, tmp_path):  # noqa: F811
+    data = tmp_path / "data"
+    token = {**softhsm.env, "CSM_KEK_PROVIDER": "pkcs11"}
+    _csm(data, token, "init", expect=0)
+    for missing, says in (({**token, "CSM_PKCS11_TOKEN_LABEL": "gone"}, "PKCS#11 token 'gone'"),
+                          ({"CSM_KEK_PROVIDER": "pkcs11"}, "needs CSM_PKCS11_MODULE and CSM_PKCS11_TOKEN_LABEL"),
+                          ({**token, "CSM_PKCS11_PIN_FILE": str(tmp_path / "nope")}, "cannot open key file")):
+        for command in (["init"], ["serve", "--port", "0", "--workers", "1"]):
+            run = _csm(data, missing, *command, expect=2)
+            assert run.stderr.count("\n") == 1 and run.stderr.startswith("error: key vault: "), run.stderr
+            assert says in run.stderr, run.stderr
+    run = _csm(data, {"CSM_KEK_PROVIDER": "rot13"}, "init", expect=2)
+    assert run.stderr.strip().endswith("CSM_KEK_PROVIDER must be one of local, hybrid, pkcs11, not 'rot13'")
