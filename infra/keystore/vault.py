@@ -60,8 +60,8 @@ class KekUnavailableError(DomainError):
 
     status = 503
 
-    def __init__(self, key_id: str, why: str) -> None:
-        super().__init__("kek_unavailable", f"key {key_id} cannot be unwrapped: {why}", field="key_id")
+    def __init__(self, key_id: str, why: str, *, action: str = "unwrapped") -> None:
+        super().__init__("kek_unavailable", f"key {key_id} cannot be {action}: {why}", field="key_id")
 
 
 def content_aad(tenant_id: str, key_id: str, algorithm: str, purpose: str) -> bytes:
@@ -160,7 +160,11 @@ class SQLiteKeyVault:
         key_id = f"key_{secrets.token_hex(16)}"
         dek = bytearray(secrets.token_bytes(KEY_BYTES))
         try:
-            kek_id, wrapped = self._default.wrap(tenant_id, dek)
+            try:
+                kek_id, wrapped = self._default.wrap(tenant_id, dek)
+            except KekUnavailable as exc:  # a token that stopped answering: the request may be retried
+                log.error("key %s: KEK unavailable: %s", key_id, exc)
+                raise KekUnavailableError(key_id, str(exc), action="stored") from None
             nonce = secrets.token_bytes(NONCE_BYTES)
             ciphertext = AESGCM(dek).encrypt(nonce, bytes(material), content_aad(tenant_id, key_id, algorithm, purpose))
         finally:

@@ -44,6 +44,10 @@ async def test_server_side_keys_are_wrapped_on_the_token_and_export_as_pkcs12(so
         api.runtime.keys._default.close()  # as if the token had gone: readiness says so, without details
         body = assert_problem(await api.client.get("/health/ready"), 503, "not_ready", field="kek_available")
         assert body["kek_available"] is False and softhsm.label not in body["detail"]
+        refused = await api.client.post("/v1/certificates", headers=admin, json={
+            "tenant_id": "acme", "ca_id": inter["ca_id"], "algorithm": "ecdsa-p256",
+            "subject": {"common_name": "node3.acme.internal"}, "sans": {"dns": ["node3.acme.internal"]}})
+        assert_problem(refused, 503, "kek_unavailable", field="key_id")
     if OPENSSL:
         (tmp_path / "node.p12").write_bytes(p12.content)
         run = subprocess.run([OPENSSL, "pkcs12", "-in", tmp_path / "node.p12", "-passin", "pass:changeit-please",

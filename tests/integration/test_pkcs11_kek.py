@@ -284,3 +284,20 @@ def test_a_token_row_without_the_token_configured_is_unavailable_not_corrupt(sof
         assert "needs CSM_PKCS11_MODULE and CSM_PKCS11_TOKEN_LABEL" in caught.value.detail
     finally:
         bare.close()
+
+
+async def test_the_vaults_worker_threads_use_the_token_at_once(softhsm, tmp_path):  # noqa: F811
+    import asyncio
+
+    vault = _vault(tmp_path, softhsm, "pkcs11")
+    tenants = [_tenant() for _ in range(3)]
+    try:
+        async def one(n: int) -> None:
+            tenant, material = tenants[n % 3], f"key material {n}".encode()
+            key_id = await vault.put(tenant, material, algorithm="ec-p256", purpose="leaf")
+            assert await vault.get(tenant, key_id) == material
+
+        await asyncio.gather(*(one(n) for n in range(48)))  # asyncio.to_thread: the default executor's threads
+        assert [len(vault.key_ids(tenant)) for tenant in tenants] == [16, 16, 16]
+    finally:
+        vault.close()
