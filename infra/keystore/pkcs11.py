@@ -15,24 +15,27 @@ theirs by CKA_ID, and new wraps use the smallest, so both stay readable and they
 
 PKCS#11 logs in per application, not per session, and closing a logged-in session logs out
 every session: so one ``_Token`` per (module, serial) is shared by all providers of a process
-and holds the login. The vault calls from worker threads; python-pkcs11 sessions are not
-thread-safe and the module is initialised without locking, so calls take the module's lock.
+and holds the login; a session the token dropped is replaced by logging in again. The vault
+calls from worker threads; python-pkcs11 sessions are not thread-safe and the module is
+initialised without locking, so calls take the module's lock.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import secrets
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from infra.config import Pkcs11Settings, Settings
 from infra.keystore.kek import (KEY_BYTES, NONCE_BYTES, KekProvider, KekUnavailable, UnwrapFailed, bind,
                                 read_secret_line)
 
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 VERSION = b"\x01"
 LABEL_PREFIX = "csm-kek:"
 WRAPPED_BYTES = 1 + NONCE_BYTES + KEY_BYTES + 16
@@ -97,11 +100,12 @@ class _Token:
     registry: dict[tuple[str, str], _Token] = {}
     registry_lock = threading.Lock()
 
-    def __init__(self, key: tuple[str, str], token: Any, login: Any, pin: str) -> None:
-        self.key, self.token = key, token
+    def __init__(self, key: tuple[str, str], token: Any, login: Any, pin: str, where: str) -> None:
+        self.key, self.token, self.where = key, token, where
         self.serial, self.label = _text(token.serial), _text(token.label)
         self.lock = _module_lock(key[0])  # the one acquire holds: the same object
         self._pin = _pin_digest(pin)
+        self._secret = pin  # to log in again after the token dropped the session
         self._held: _Session | None = _Session(login)
         self._users = 0
 
@@ -121,7 +125,7 @@ class _Token:
             key = (module, _text(token.serial))
             shared = cls.registry.get(key)
             if shared is None:
-                shared = cls.registry[key] = cls(key, token, _login(token, pin, where), pin)
+                shared = cls.registry[key] = cls(key, token, _login(token, pin, where), pin, where)
             elif not hmac.compare_digest(shared._pin, _pin_digest(pin)):
                 raise KekUnavailable(f"{where}: the user PIN is not the one this process logged in with")
             shared._users += 1
@@ -137,18 +141,44 @@ class _Token:
             if held is not None:
                 _close_quietly(held.session)  # logs the application out of the token
 
-    @contextmanager
-    def session(self) -> Iterator[_Session]:
+    def run(self, operation: Callable[[_Session], T]) -> T:
+        """``operation`` on the session, under the module's lock; once more after logging in again if the
+        token dropped the session (restarted, reinserted, or its login timed out)."""
+        errors = _pkcs11()
+        lost = (errors.SessionHandleInvalid, errors.SessionClosed, errors.UserNotLoggedIn, errors.DeviceRemoved,
+                errors.TokenNotPresent, errors.DeviceError, errors.ObjectHandleInvalid, errors.KeyHandleInvalid)
         with self.lock:
             if self._held is None:
                 raise KekUnavailable(f"PKCS#11 token {self.label!r}: the session is closed")
-            yield self._held
+            try:
+                return operation(self._held)
+            except lost as exc:
+                log.warning("PKCS#11 token %r: %s; logging in again", self.label, type(exc).__name__)
+            self._relogin()
+            return operation(self._held)
+
+    def _relogin(self) -> None:
+        stale, self._held = self._held, None
+        if stale is not None:
+            _close_quietly(stale.session)
+        try:  # the token may be back in another slot: look it up again, and insist on the same serial
+            token = _pkcs11().lib(self.key[0]).get_token(token_label=self.label)
+        except _pkcs11().PKCS11Error as exc:
+            raise KekUnavailable(f"{self.where}: cannot reach it again ({type(exc).__name__})") from None
+        if _text(token.serial) != self.serial:
+            raise KekUnavailable(f"{self.where}: now has serial {_text(token.serial)}, not {self.serial}")
+        self.token = token
+        self._held = _Session(_login(token, self._secret, self.where, relogin=True))
 
 
-def _login(token: Any, pin: str, where: str) -> Any:
+def _login(token: Any, pin: str, where: str, *, relogin: bool = False) -> Any:
     pkcs11 = _pkcs11()
     try:
         return token.open(rw=True, user_pin=pin)
+    except pkcs11.UserAlreadyLoggedIn:
+        if not relogin:  # something else in this process logged in: the PIN would go unchecked
+            raise KekUnavailable(f"{where}: another part of this process is logged in to it") from None
+        return token.open(rw=True)  # our PIN was checked when we first logged in
     except (pkcs11.PinIncorrect, pkcs11.PinInvalid, pkcs11.PinLenRange):
         raise KekUnavailable(f"{where}: the user PIN is incorrect") from None
     except pkcs11.PinLocked:
@@ -225,19 +255,22 @@ class Pkcs11KekProvider:
 
     def wrap(self, tenant_id: str, dek: bytes | bytearray) -> tuple[str, bytes]:
         token, label = self._shared(), LABEL_PREFIX + tenant_id
+
+        def seal(held: _Session) -> tuple[str, bytes]:
+            key = self._find(held, label)
+            if key is None:  # first use: the module lock makes this process's creator the only one
+                key = self._create(held, label)
+            kek_id = self._kek_id(key, label)
+            nonce = secrets.token_bytes(NONCE_BYTES)
+            sealed = key.encrypt(bytes(dek), mechanism=self._pkcs11.Mechanism.AES_GCM,
+                                 mechanism_param=self._gcm(nonce, self._aad(tenant_id, kek_id)))
+            return kek_id, VERSION + nonce + bytes(sealed)
+
         try:
-            with token.session() as held:
-                key = self._find(held, label)
-                if key is None:  # first use: the module lock makes this process's creator the only one
-                    key = self._create(held, label)
-                kek_id = self._kek_id(key, label)
-                nonce = secrets.token_bytes(NONCE_BYTES)
-                sealed = key.encrypt(bytes(dek), mechanism=self._pkcs11.Mechanism.AES_GCM,
-                                     mechanism_param=self._gcm(nonce, self._aad(tenant_id, kek_id)))
+            return token.run(seal)
         except self._pkcs11.PKCS11Error as exc:
             raise KekUnavailable(f"PKCS#11 token {token.label!r}: cannot wrap with {label} "
                                  f"({type(exc).__name__})") from None
-        return kek_id, VERSION + nonce + bytes(sealed)
 
     def unwrap(self, tenant_id: str, kek_id: str, wrapped: bytes) -> bytearray:
         token = self._shared()
@@ -257,20 +290,23 @@ class Pkcs11KekProvider:
             raise KekUnavailable(f"{kek_id!r} names no valid key id") from None
         nonce = wrapped[1:1 + NONCE_BYTES]
         errors = self._pkcs11
+
+        def open_(held: _Session) -> bytearray:
+            key = self._find(held, label, key_id)
+            if key is None:
+                raise KekUnavailable(f"key {label} (id {key_hex}) is not on PKCS#11 token {token.label!r} "
+                                     f"(serial {self.serial}): deleted, or another token's")
+            try:
+                return bytearray(key.decrypt(wrapped[1 + NONCE_BYTES:], mechanism=errors.Mechanism.AES_GCM,
+                                             mechanism_param=self._gcm(nonce, self._aad(tenant_id, kek_id))))
+            except (errors.EncryptedDataInvalid, errors.EncryptedDataLenRange, errors.GeneralError):
+                # SoftHSM2 reports a failed tag as CKR_GENERAL_ERROR: it is a forgery only if the token
+                # still answers; otherwise the token failed, and the row may well be sound.
+                self._probe(held, label)
+                raise UnwrapFailed("the wrapped data key fails authentication") from None
+
         try:
-            with token.session() as held:
-                key = self._find(held, label, key_id)
-                if key is None:
-                    raise KekUnavailable(f"key {label} (id {key_hex}) is not on PKCS#11 token {token.label!r} "
-                                         f"(serial {self.serial}): deleted, or another token's")
-                try:
-                    return bytearray(key.decrypt(wrapped[1 + NONCE_BYTES:], mechanism=errors.Mechanism.AES_GCM,
-                                                 mechanism_param=self._gcm(nonce, self._aad(tenant_id, kek_id))))
-                except (errors.EncryptedDataInvalid, errors.EncryptedDataLenRange, errors.GeneralError):
-                    # SoftHSM2 reports a failed tag as CKR_GENERAL_ERROR: it is a forgery only if the token
-                    # still answers; otherwise the token failed, and the row may well be sound.
-                    self._probe(held, label)
-                    raise UnwrapFailed("the wrapped data key fails authentication") from None
+            return token.run(open_)
         except errors.PKCS11Error as exc:
             raise KekUnavailable(f"PKCS#11 token {token.label!r}: cannot unwrap with {label} "
                                  f"({type(exc).__name__})") from None
@@ -280,11 +316,11 @@ class Pkcs11KekProvider:
         self._find(held, label)
 
     def check(self) -> None:
-        """Readiness: the token answers through a pooled session (KekUnavailable otherwise)."""
+        """Readiness: the token answers (logged in again if it had dropped the session); KekUnavailable otherwise."""
         token = self._shared()
+        probe = {self._pkcs11.Attribute.LABEL: "csm-readiness-probe"}
         try:
-            with token.session() as held:
-                list(held.session.get_objects({self._pkcs11.Attribute.LABEL: "csm-readiness-probe"}))
+            token.run(lambda held: list(held.session.get_objects(probe)))
         except self._pkcs11.PKCS11Error as exc:
             raise KekUnavailable(f"PKCS#11 token {token.label!r} does not answer ({type(exc).__name__})") from None
 

@@ -301,3 +301,17 @@ async def test_the_vaults_worker_threads_use_the_token_at_once(softhsm, tmp_path
         assert [len(vault.key_ids(tenant)) for tenant in tenants] == [16, 16, 16]
     finally:
         vault.close()
+
+
+# python-pkcs11's search finaliser re-raises SessionHandleInvalid from __del__ on the dropped session
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_session_the_token_dropped_is_replaced_by_logging_in_again(provider, caplog):
+    tenant = _tenant()
+    kek_id, wrapped = provider.wrap(tenant, bytes(range(32)))
+    provider._shared()._held.session.close()  # as a token restart does: the handle is gone, the user logged out
+    assert provider.unwrap(tenant, kek_id, wrapped) == bytes(range(32))
+    assert "logging in again" in caplog.text and PIN not in caplog.text
+    provider._shared()._held.session.close()
+    provider.check()  # readiness logs in again too
+    again_id, again = provider.wrap(tenant, bytes(32))
+    assert again_id == kek_id and provider.unwrap(tenant, again_id, again) == bytes(32)
