@@ -12,7 +12,7 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 
 from api.deps import (Caller, IdempotencyKey, MinPosition, TenantQuery, command_context, execute, find_row,
                       page_position, read_models_of, read_your_writes, runtime_of)
-from api.problems import COMMAND_ERRORS, QUERY_ERRORS, ApiProblem
+from api.problems import COMMAND_ERRORS, QUERY_ERRORS, ApiProblem, documented
 from commands import cas as cmd
 from commands import crl
 from commands.authz import Principal, authorize, authorize_search, visible_tenants
@@ -71,6 +71,8 @@ class RolloverBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     reason: cmd.Reason
     algorithm: cmd.AlgorithmName | None = None
     validity_days: cmd.Days | None = None
+    compromised: bool = False  # a root's key was stolen: no link certificates, the old keys leave every truststore
+    invalidity_date: datetime | None = None  # with compromised: since when the key was (suspected) compromised
 
 
 class ReasonBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -131,6 +133,7 @@ class CaCertificateOut(msgspec.Struct, frozen=True, kw_only=True):
     not_before: str
     not_after: str
     certificate_pem: str
+    distrusted_at: str | None = None  # withdrawn from trust by a compromise rollover of the root: in no chain
 
 
 def tenant_for(principal: Principal, requested: str | None) -> str:
@@ -246,14 +249,19 @@ class CaController(Controller):
         return await execute(request, cmd.cross_certify, command, principal, idempotency_key)
 
     @post("/{ca_id:str}/rollover", status_code=200, summary="Roll the CA over to a new key (overlapping validity)",
+          description="`compromised: true` (a root only): the old key was stolen. No link certificate is signed, "
+          "the old key is recorded compromised in the tenant, and from then on no chain, truststore or caIssuers "
+          "answer holds a certificate of the root's keys until now; `reissue` lists the CAs and certificates still "
+          "signed under them, to issue again (nothing is revoked). See docs/operations.md, \"A stolen root key\".",
           responses=COMMAND_ERRORS)
     async def rollover(self, request: Request, principal: Caller, ca_id: FromPath[str],
                        data: JSONBody[RolloverBody], idempotency_key: IdempotencyKey = None,
-                       min_position: MinPosition = None) -> CommandResult:
+                       min_position: MinPosition = None) -> cmd.RolledOver:
         await read_your_writes(request, min_position)  # the CA may be newer than the read model
         row = await ca_row(request, principal, ca_id)
         command = cmd.RolloverCaKey(tenant_id=row["tenant_id"], ca_id=ca_id, reason=data.reason,
-                                    algorithm=data.algorithm, validity_days=data.validity_days)
+                                    algorithm=data.algorithm, validity_days=data.validity_days,
+                                    compromised=data.compromised, invalidity_date=data.invalidity_date)
         return await execute(request, cmd.rollover_ca_key, command, principal, idempotency_key)
 
     @post("/{ca_id:str}/disable", status_code=200, summary="Disable a CA (it signs nothing more)",
@@ -314,8 +322,9 @@ class CaController(Controller):
          "the certificates it signed; no token needed",
          description="`key`: the CA key's identifier (hex), as the caIssuers URL of the certificates it signed names "
          "it after a key rollover; without it, the certificate of the CA's oldest key that may still have valid "
-         "certificates (the key whose certificates carry the plain URL): before any rollover, the current one.",
-         responses=QUERY_ERRORS, media_type="application/pkix-cert", security=[],
+         "certificates (the key whose certificates carry the plain URL): before any rollover, the current one. "
+         "After a compromise rollover, the oldest key still trusted; a withdrawn `key` answers 410.",
+         responses={**QUERY_ERRORS, **documented(410)}, media_type="application/pkix-cert", security=[],
          opt={"public": True})  # on the /v1 router, whose bearer guard lets it through
     async def certificate(self, request: Request, ca_id: FromPath[str],
                           format: Annotated[str, QueryParameter(pattern="^(der|pem)$")] = "der",
@@ -335,6 +344,9 @@ class CaController(Controller):
                           and c["role"] not in read_model.LINK_ROLES), None)
             if found is None:
                 raise ApiProblem(404, "ca_key_not_found", f"CA {ca_id} has no key {key}", field="key")
+            if found["distrusted_at"] is not None:
+                raise ApiProblem(410, "ca_key_withdrawn", f"CA {ca_id}'s key {key} was withdrawn from trust by a "
+                                 f"compromise rollover at {found['distrusted_at']}", field="key")
         if found is None:
             raise ApiProblem(404, "ca_pending", f"CA {ca_id} has no certificate yet", field="ca_id")
         if format == "pem":
@@ -344,7 +356,9 @@ class CaController(Controller):
     @get("/{ca_id:str}/chain", summary="The CA's chain to its root, PEM, CA first", responses=QUERY_ERRORS,
          description="After a root's key rollover, the root's link certificates for the key the chain ends at come "
          "before the root certificate (and stay with `include_root=false`): a relying party that trusts only the "
-         "root's other key accepts the chain through them.", media_type=PEM)
+         "root's other key accepts the chain through them. After a compromise rollover a chain ends before the "
+         "first certificate it withdrew: a CA still certified only under the root's withdrawn key gets a chain "
+         "without a root.", media_type=PEM)
     async def chain(self, request: Request, principal: Caller, ca_id: FromPath[str],
                     via: Annotated[str | None, QueryParameter(max_length=64,
                                                               description="prefer the path through this issuing CA "

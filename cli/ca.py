@@ -250,13 +250,47 @@ def disable(settings: Settings, ca_id, tenant_id, reason) -> None:
 @click.option("--reason", required=True)
 @click.option("--algorithm", default=None)
 @click.option("--validity-days", type=int, default=None)
+@click.option("--compromised", is_flag=True, help="The root's key was stolen: no link certificates, the old key is "
+              "recorded compromised, and chains and truststores drop the root's keys until now.")
+@click.option("--invalidity-date", default=None, metavar="RFC3339", help="With --compromised: since when.")
+@click.option("--json", "as_json", is_flag=True, help="The result as JSON (every CA and certificate to issue again).")
 @click.pass_obj
-def rollover(settings: Settings, ca_id, tenant_id, reason, algorithm, validity_days) -> None:
-    """Give CA_ID a new key and certificate; the old certificate stays valid until it expires."""
+def rollover(settings: Settings, ca_id, tenant_id, reason, algorithm, validity_days, compromised,
+             invalidity_date, as_json: bool) -> None:
+    """Give CA_ID a new key and certificate; the old certificate stays valid until it expires (unless
+    --compromised: then nothing the old keys signed is trusted by truststores exported from now on)."""
     command = convert({"tenant_id": tenant_id, "ca_id": ca_id, "reason": reason, "algorithm": algorithm,
-                       "validity_days": validity_days}, cmd.RolloverCaKey)
+                       "validity_days": validity_days, "compromised": compromised,
+                       "invalidity_date": invalidity_date}, cmd.RolloverCaKey)
     result = execute(settings, cmd.rollover_ca_key, command)
-    click.echo(f"CA {ca_id} rolled over to a new key (version {result.version})")
+    if as_json:
+        echo_json(result)
+        return
+    if not compromised:
+        click.echo(f"CA {ca_id} rolled over to a new key (version {result.version})")
+        return
+    click.echo(f"CA {ca_id} rolled over away from its compromised key (version {result.version}): no link "
+               "certificate signed; the old key is recorded compromised, and no chain or truststore exported from now "
+               "on holds the root's earlier keys. Re-export and deploy every truststore.")
+    _echo_reissue(result.reissue, tenant_id)
+
+
+def _echo_reissue(reissue, tenant_id: str) -> None:
+    """How many CAs and certificates are still signed only under the withdrawn keys, and what to do with each."""
+    if reissue is None:
+        return
+    click.echo(f"{reissue.count} to issue again under the new key: {len(reissue.cas)} CA(s), "
+               f"{len(reissue.certificates)} certificate(s) (nothing was revoked)"
+               + ("" if reissue.complete else "; the read models lagged, so there may be more"))
+    steps = [f"  csm ca rollover {ca_id} --tenant {tenant_id} --reason 'root key compromised'" for ca_id in reissue.cas]
+    steps += [f"  csm cert renew {certificate_id}" for certificate_id in reissue.certificates]  # after their CAs
+    for step in steps[:LISTED]:
+        click.echo(step)
+    if len(steps) > LISTED:
+        click.echo(f"  ... and {len(steps) - LISTED} more (--json lists them all)")
+
+
+LISTED = 20  # re-issuance steps printed after a compromise rollover; --json has every one
 
 
 @ca.command("list")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from datetime import datetime
 from typing import Annotated
 
 import msgspec
@@ -11,11 +12,12 @@ import msgspec
 from commands import blocking, ca_links, compromised_keys, pki, quotas
 from commands.authz import authorize
 from commands.ids import uuid7
-from commands.ports import PublicKeys
+from commands.ports import PublicKeys, Reissue
 from commands.runtime import CommandContext, CommandResult, Services, load, replayed, run
 from commands.tenants import TenantId, active_tenant, allowed_while_suspended, refused_while_suspended
-from domain import ca, policy
+from domain import ca, policy, revocation
 from domain.certspec import CertificateSpec, DistinguishedName, NameConstraints
+from domain.compromised_keys import KeyCompromiseRecorded
 from domain.errors import DomainError
 from domain.tenant import NEW_CA, Tenant
 
@@ -90,11 +92,23 @@ class CrossCertify(_Strict):
 
 
 class RolloverCaKey(_Strict):
+    """``compromised``: a root's key was stolen (``rollover_ca_key``); ``invalidity_date``, only then: since when."""
+
     tenant_id: TenantId
     ca_id: CaId
     reason: Reason
     algorithm: AlgorithmName | None = None  # None: the CA's current algorithm
     validity_days: Days | None = None
+    compromised: bool = False
+    invalidity_date: datetime | None = None
+
+
+class RolledOver(CommandResult, frozen=True, kw_only=True):
+    """A rollover's result; after a compromise rollover also what is left to issue again under a trusted key (None
+    where nothing could count it, and for a routine rollover)."""
+
+    compromised: bool = False
+    reissue: Reissue | None = None
 
 
 class DisableCa(_Strict):
@@ -339,21 +353,59 @@ async def cross_certify(cmd: CrossCertify, ctx: CommandContext, services: Servic
 
 
 @refused_while_suspended("makes a CA key and signs its certificate")
-async def rollover_ca_key(cmd: RolloverCaKey, ctx: CommandContext, services: Services) -> CommandResult:
+async def rollover_ca_key(cmd: RolloverCaKey, ctx: CommandContext, services: Services) -> RolledOver:
     """A new key and certificate for a CA; the old certificate stays valid (overlap) until it expires. A root's
     rollover also signs its link certificates (``commands.ca_links``); an offline root cannot roll over here (its
-    key is not held: ``require_active``), and an intermediate's parent signs its new certificate."""
+    key is not held: ``require_active``), and an intermediate's parent signs its new certificate.
+
+    ``compromised`` (a root only): the old key was stolen. No link certificate is signed, and the old key is
+    recorded on the tenant's compromised-keys stream first, as a key_compromise revocation records its key
+    (commands/revoke.py): no transaction spans the two streams, and a crash between them leaves the key blocked and
+    the CA on it, which a retry rolls over; the other order could leave a rolled-over CA whose stolen key may be
+    certified again. Chains and truststores drop the CA's keys until then (``domain.ca.CaKeyRolledOver``); what
+    they signed is counted for re-issuance, and nothing is revoked."""
     authorize(ctx.principal, "ca:manage", cmd.tenant_id)
+    if cmd.invalidity_date is not None and not cmd.compromised:
+        raise DomainError("compromised_only", "invalidity_date says since when a key was compromised: give it with "
+                          "compromised true", field="invalidity_date")
     if prior := await replayed(services, ctx, cmd, cmd.tenant_id):
-        return prior
+        return await _rolled_over(services, cmd, prior)
+    state = await _may_roll_over(services, cmd)
+    rolled = await _new_key_certified(services, cmd, state)
+    if cmd.compromised:  # before the commit point: a crash after it leaves the key blocked
+        assert state.current is not None
+        await compromised_keys.record(services, ctx.without_key(), cmd, cmd.tenant_id, [KeyCompromiseRecorded(
+            public_key_sha256=state.current.facts.public_key_sha256, reason="key_compromise",
+            reported_at=services.clock.now(), invalidity_date=cmd.invalidity_date, subject_ca_id=cmd.ca_id,
+            through="rollover")])
+    result = await _run(services, ctx, cmd, cmd.tenant_id, cmd.ca_id,
+                        lambda s: ca.decide_rollover(s, cmd.ca_id, rolled))
+    return await _rolled_over(services, cmd, result)
+
+
+async def _may_roll_over(services: Services, cmd: RolloverCaKey) -> ca.CertificateAuthority:
+    """The CA, if it may roll over in the mode asked (``ca.check_rollover``), before anything is made or recorded."""
     state = await _load_ca(services, cmd.tenant_id, cmd.ca_id)
-    ca.require_active(state, cmd.ca_id)
+    current = state.current.facts if state.current else None
+    reported = current is not None and current.public_key_sha256 in (
+        await compromised_keys.load_keys(services, cmd.tenant_id)).keys
+    ca.check_rollover(state, cmd.ca_id, compromised=cmd.compromised, key_reported=reported)
+    if cmd.invalidity_date is not None and current is not None:
+        revocation.check_invalidity_date(cmd.invalidity_date, now=services.clock.now(), not_before=current.not_before)
+    return state
+
+
+async def _new_key_certified(services: Services, cmd: RolloverCaKey,
+                             state: ca.CertificateAuthority) -> ca.CaKeyRolledOver:
+    """The CA's new key, kept in the vault, and its certificate (self-signed, or by the parent's current key); a
+    root's link certificates with them."""
+    assert state.current is not None
+    current = state.current.facts
     parent = None
     if state.kind == "intermediate":
         parent = await _load_ca(services, cmd.tenant_id, state.parent_id or "", "parent_id")
         ca.require_active(parent, parent.ca_id, "parent_id")
     algorithm = cmd.algorithm or state.algorithm
-    current = state.current.facts
     days = cmd.validity_days or policy.default_validity_days(
         max(1, (current.not_after - current.not_before).days), now=services.clock.now(),
         issuer_not_after=parent.current.facts.not_after if parent else None)  # as long as the last, within the parent
@@ -365,13 +417,21 @@ async def rollover_ca_key(cmd: RolloverCaKey, ctx: CommandContext, services: Ser
     key_ref = await _keep_key(services, cmd.tenant_id, key, algorithm)
     certificate = _ca_certificate(services, der, parent.ca_id if parent else None, key_ref)
     # A root's relying parties hold its certificate itself: link its old and new keys (an intermediate's parent
-    # certifies each of its keys, so chains to either key already end at a root they trust).
-    links = await ca_links.link_certificates(services, cmd.tenant_id, state, key, certificate) if parent is None \
-        else None
+    # certifies each of its keys, so chains to either key already end at a root they trust). Not away from a
+    # stolen key: NewWithOld is the thief's signature as much as ours, and OldWithNew would vouch for the thief.
+    links = await ca_links.link_certificates(services, cmd.tenant_id, state, key, certificate) \
+        if parent is None and not cmd.compromised else None
     new_with_old, old_with_new = links or (None, None)
-    rolled = ca.CaKeyRolledOver(certificate=certificate, reason=cmd.reason, new_with_old=new_with_old,
-                                old_with_new=old_with_new)
-    return await _run(services, ctx, cmd, cmd.tenant_id, cmd.ca_id, lambda s: ca.decide_rollover(s, cmd.ca_id, rolled))
+    return ca.CaKeyRolledOver(certificate=certificate, reason=cmd.reason, new_with_old=new_with_old,
+                              old_with_new=old_with_new, compromised=cmd.compromised)
+
+
+async def _rolled_over(services: Services, cmd: RolloverCaKey, result: CommandResult) -> RolledOver:
+    """``result`` as a rollover's; after a compromise rollover (or a retry of one) with what is left to issue again."""
+    reissue = None
+    if cmd.compromised and services.untrusted_chains is not None:
+        reissue = await services.untrusted_chains.below(cmd.tenant_id, cmd.ca_id, services.clock.now())
+    return RolledOver(**msgspec.structs.asdict(result), compromised=cmd.compromised, reissue=reissue)
 
 
 @allowed_while_suspended("stops a CA issuing: it contains an incident, and its CRL and OCSP go on")

@@ -33,7 +33,9 @@ class CompromisedKey(msgspec.Struct, frozen=True, kw_only=True):
     certificate_id: str | None  # reported by revoking this certificate (issued by ``ca_id``)
     ca_id: str | None
     subject_ca_id: str | None  # or by revoking this CA
-    through: str  # "revocation" (of that certificate or CA), or "report" (POST /v1/tenants/{id}/compromised-keys)
+    # "revocation" (of that certificate or CA), "report" (POST /v1/tenants/{id}/compromised-keys), or "rollover" (a
+    # compromise rollover of the root ``subject_ca_id``: POST /v1/cas/{id}/rollover with compromised true)
+    through: str
 
 
 class CompromisedKeyList(msgspec.Struct, frozen=True, kw_only=True):

@@ -266,3 +266,22 @@ class KeyHolders(Protocol):
     """
 
     async def holding_key(self, tenant_id: str, public_key_sha256: str, now: datetime) -> list[str]: ...
+
+
+class Reissue(msgspec.Struct, frozen=True, kw_only=True):
+    """What still chains to a root only through a key a compromise rollover withdrew from trust: nothing it signed
+    validates against a truststore exported since, so each must be issued again under a trusted key
+    (docs/operations.md, "A stolen root key"). Nothing here is revoked by the rollover itself."""
+
+    count: int  # len(cas) + len(certificates)
+    cas: tuple[str, ...]  # intermediates: roll each over (its parent signs with its trusted key), nearest the root first
+    certificates: tuple[str, ...]  # live certificates: renew each, once its CA chains to a trusted key
+    complete: bool = True  # False: the read models had not reached the log's head (or were rebuilding): more may exist
+
+
+class UntrustedChains(Protocol):
+    """What a root's compromise rollover left chained to it only through a withdrawn key, from the CA and certificate
+    read models once they have reached the log's head (infra/untrusted_chains.py). Best effort, like ``KeyHolders``:
+    it informs the operator's re-issuance, and never decides anything."""
+
+    async def below(self, tenant_id: str, root_id: str, now: datetime) -> Reissue: ...

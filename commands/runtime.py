@@ -9,7 +9,7 @@ import logging
 import weakref
 from collections.abc import Callable, Iterable
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -18,7 +18,7 @@ import msgspec
 from commands.authz import Principal
 from commands.ids import uuid7
 from commands.ports import AppendRequest, Directory, EventStore, KeyVault, NewEvent, PkiCrypto
-from commands.ports import ArtifactStore, KeyHolders, RevocationCrypto, SessionIndex, TenantUsage
+from commands.ports import ArtifactStore, KeyHolders, RevocationCrypto, SessionIndex, TenantUsage, UntrustedChains
 from commands.quotas import Ledger, QuotaLedger
 from domain.chain import canonical_bytes
 from domain.errors import Contention, DomainError, WrongExpectedVersion
@@ -53,6 +53,11 @@ class CommandContext:
     correlation_id: str | None = None
     causation_id: str | None = None
     idempotency_key: str | None = None
+
+    def without_key(self) -> CommandContext:
+        """For the streams a request writes beside its main one: the Idempotency-Key guards that one append, and
+        the steps around it are idempotent themselves."""
+        return replace(self, idempotency_key=None)
 
 
 class CommandResult(msgspec.Struct, frozen=True, kw_only=True):
@@ -164,6 +169,7 @@ class Services:
     quota_ledger: Ledger = field(default_factory=QuotaLedger)  # reservations against quotas (commands/quotas.py)
     sessions: SessionIndex | None = None  # open refresh-token families, revoked when a user's sessions end
     key_holders: KeyHolders | None = None  # a compromised key's other certificates, revoked with it
+    untrusted_chains: UntrustedChains | None = None  # what a compromise rollover left to issue again
 
 
 def rfc3339(moment: datetime) -> str:

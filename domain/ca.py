@@ -82,7 +82,7 @@ class CaCrossCertified(Payload, frozen=True, kw_only=True):
     certificate: CaCertificate
 
 
-@event("ca.key_rolled_over", schema_version=2)
+@event("ca.key_rolled_over", schema_version=3)
 class CaKeyRolledOver(Payload, frozen=True, kw_only=True):
     """A new key and certificate take over signing; the previous ones stay valid until they expire.
 
@@ -91,17 +91,30 @@ class CaKeyRolledOver(Payload, frozen=True, kw_only=True):
     only the old root certificate accepts chains to the new key), and ``old_with_new``, the old key certified by
     the new one (the reverse); neither outlives the old certificate. An intermediate's rollover has none (its
     parent certifies each of its keys), nor had any schema 1 event (upcast to null).
+
+    Schema 3: ``compromised``, a root's rollover away from a stolen key. It has no link certificates (the old key
+    certifying the new one proves nothing, since the thief can sign the same; the new key certifying the old one
+    would vouch for the thief), and from then on the CA's keys before it are withdrawn from trust: no chain,
+    truststore or caIssuers answer holds a certificate of them, nor a link (projections/cas.py). Every earlier key
+    goes, not only the stolen one: each earlier key signed a link certifying the next, up to the stolen one, so a
+    truststore holding any of them trusts the thief's chains. Schema 2 events were routine (upcast to false).
     """
 
     certificate: CaCertificate
     reason: str
     new_with_old: CaCertificate | None = None
     old_with_new: CaCertificate | None = None
+    compromised: bool = False
 
 
 @upcaster("ca.key_rolled_over", 1)
 def _v1_had_no_link_certificates(data: dict) -> dict:
     return {**data, "new_with_old": None, "old_with_new": None}
+
+
+@upcaster("ca.key_rolled_over", 2)
+def _v2_was_routine(data: dict) -> dict:
+    return {**data, "compromised": False}
 
 
 @event("ca.disabled")
@@ -257,10 +270,31 @@ def decide_cross_certify(state: CertificateAuthority, ca_id: str, crossed: CaCro
     return [crossed]
 
 
+def check_rollover(state: CertificateAuthority, ca_id: str, *, compromised: bool, key_reported: bool) -> None:
+    """Whether the CA may roll over in this mode, before a key is made: it is active; a compromise rollover is a
+    root's (an intermediate's stolen key is revoked instead: its parent's CRL lists it, which nothing can do for a
+    root); and a routine one is not of a key reported compromised (``key_reported``: its current key is on the
+    tenant's compromised-keys stream), whose link certificates would vouch for the thief."""
+    require_active(state, ca_id)
+    if compromised and state.kind != "root":
+        raise DomainError("compromise_rollover_root_only", f"CA {ca_id} is an intermediate: revoke it with reason "
+                          "key_compromise (POST /v1/cas/{id}/revoke), its parent's CRL then lists it, and create "
+                          "another", field="compromised")
+    if key_reported and not compromised:
+        raise DomainError("key_compromised", f"CA {ca_id}'s current key was reported compromised: roll over with "
+                          "compromised true, so that no link certificate vouches for it", field="compromised")
+
+
 def decide_rollover(state: CertificateAuthority, ca_id: str, rolled: CaKeyRolledOver) -> list[Payload]:
     require_active(state, ca_id)
+    if rolled.compromised:
+        check_rollover(state, ca_id, compromised=True, key_reported=False)
+        if (rolled.new_with_old, rolled.old_with_new) != (None, None):
+            raise DomainError("link_certificates_invalid", "a compromise rollover signs no link certificate: "
+                              "each would tie the stolen key to the new one", field="certificate")
     _require_links(state, rolled)
     return [msgspec.structs.replace(rolled, reason=validate_name(rolled.reason, "reason"))]
+
 
 
 def _require_links(state: CertificateAuthority, rolled: CaKeyRolledOver) -> None:

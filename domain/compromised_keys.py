@@ -40,7 +40,8 @@ class KeyCompromiseRecorded(Payload, frozen=True, kw_only=True):
     ca_id: str | None = None  # that certificate's issuing CA
     subject_ca_id: str | None = None  # or the CA whose revocation reported it (its key, any of them)
     # "revocation": by revoking that certificate or CA; "report": named in a report of a key found compromised
-    # after what holds it was revoked for another reason, or of a root (which is not revoked)
+    # after what holds it was revoked for another reason, or of a root (which is not revoked); "rollover": the
+    # root ``subject_ca_id`` rolled over away from it, in compromise mode
     through: str = "revocation"
 
 
@@ -77,6 +78,8 @@ def decide_record(state: CompromisedKeys, reports: Iterable[KeyCompromiseRecorde
 
 
 def _reported_through(report: KeyCompromiseRecorded) -> str:
+    if report.through == "rollover":
+        return f"the compromise rollover of CA {report.subject_ca_id}"
     how = "a report naming" if report.through == "report" else "the revocation of"
     if report.certificate_id is not None:
         return f"{how} certificate {report.certificate_id}"

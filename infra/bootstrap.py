@@ -35,6 +35,7 @@ from infra.jobs import Jobs
 from infra.key_holders import ReadModelKeyHolders
 from infra.keystore.kek import KekError
 from infra.keystore.pkcs11 import kek_factories
+from infra.untrusted_chains import ReadModelUntrustedChains
 from infra.keystore.vault import SQLiteKeyVault
 from infra.ldap import LdapDirectory
 from infra.primary_link import LinkClient, LinkedQuotaLedger
@@ -204,6 +205,7 @@ def open_runtime(settings: Settings, link: LinkClient | None = None, *, rebuild:
     services.usage = ReadModelUsage(store, runner, timeout=settings.read_your_writes_timeout)
     services.sessions = ReadModelSessions(store, runner, timeout=settings.read_your_writes_timeout)
     services.key_holders = ReadModelKeyHolders(store, runner, timeout=settings.read_your_writes_timeout)
+    services.untrusted_chains = ReadModelUntrustedChains(store, runner, timeout=settings.read_your_writes_timeout)
     if link is not None:
         services.quota_ledger = LinkedQuotaLedger(link)  # reservations are held in the primary, with every worker's
         return Runtime(settings, store, runner, checkpointer, vault, services, keys,

@@ -9,6 +9,12 @@ model; its own later events (disable, enable, install) keep it so.
 A root's link certificates (``new_with_old``, ``old_with_new`` roles: see ``domain.ca.CaKeyRolledOver``) are
 rows of its certificates too, but never a step of ``chain_from``: ``with_links`` adds them to a chain that ends
 at one of the root's keys, before that root certificate.
+
+A compromise rollover (``compromised`` in ``ca.key_rolled_over``) withdraws every certificate the root held until
+then, its links too, from trust: their rows keep their role and get ``distrusted_at``, and from then on no chain
+(``chain_from``, ``with_links``), truststore (``truststore_chain``, ``trust_anchors``) or plain caIssuers answer
+(``plain_issuer_certificate``) holds one. A chain stops before such a certificate: what was signed under the
+withdrawn keys (``untrusted_below``) no longer reaches a root anyone trusts, and must be issued again.
 """
 
 from __future__ import annotations
@@ -25,12 +31,14 @@ CA_COLUMNS = ("tenant_id", "ca_id", "name", "kind", "origin", "status", "algorit
               "updated_at", "version", "position", "revocation_reason", "revoked_at", "revoked_ca_id")
 LINK_ROLES = ("new_with_old", "old_with_new")
 CERT_COLUMNS = ("fingerprint", "tenant_id", "ca_id", "role", "issuer_ca_id", "subject_dn", "issuer_dn",
-                "subject_key_id", "authority_key_id", "not_before", "not_after", "certificate_pem", "position")
+                "subject_key_id", "authority_key_id", "not_before", "not_after", "certificate_pem", "position",
+                "distrusted_at")
 
 
 class CasProjector(Projector):
     name = "cas"
-    version = 3  # 2: a rollover updates the CA's algorithm; 3: revocation columns, a CA below a revoked one
+    # 2: a rollover updates the CA's algorithm; 3: revocation columns, a CA below a revoked one; 4: distrusted_at
+    version = 4
     tables = ("cas", "ca_certificates")
     ddl = (
         """CREATE TABLE IF NOT EXISTS {cas} (
@@ -44,7 +52,7 @@ class CasProjector(Projector):
             fingerprint TEXT NOT NULL, tenant_id TEXT NOT NULL, ca_id TEXT NOT NULL, role TEXT NOT NULL,
             issuer_ca_id TEXT, subject_dn TEXT NOT NULL, issuer_dn TEXT NOT NULL, subject_key_id TEXT NOT NULL,
             authority_key_id TEXT, not_before TEXT NOT NULL, not_after TEXT NOT NULL, certificate_pem TEXT NOT NULL,
-            position INTEGER NOT NULL, PRIMARY KEY (tenant_id, fingerprint)) WITHOUT ROWID""",
+            position INTEGER NOT NULL, distrusted_at TEXT, PRIMARY KEY (tenant_id, fingerprint)) WITHOUT ROWID""",
         "CREATE INDEX IF NOT EXISTS {ix}_ski ON {ca_certificates} (tenant_id, subject_key_id)",
         "CREATE INDEX IF NOT EXISTS {ix}_ca ON {ca_certificates} (tenant_id, ca_id)",
     )
@@ -71,6 +79,9 @@ class CasProjector(Projector):
             self._certificate(conn, event, ca_id, p["certificate"], "cross")
             self._update(conn, event, ca_id)
         elif event.type == "ca.key_rolled_over":
+            if p.get("compromised"):  # schema 3: every certificate held so far, and every link, leaves trust
+                conn.execute(f"UPDATE {self.t('ca_certificates')} SET distrusted_at = ? WHERE tenant_id = ? "
+                             "AND ca_id = ? AND distrusted_at IS NULL", (event.occurred_at, event.tenant_id, ca_id))
             conn.execute(f"UPDATE {self.t('ca_certificates')} SET role = 'previous' "
                          "WHERE tenant_id = ? AND ca_id = ? AND role = 'current'", (event.tenant_id, ca_id))
             self._certificate(conn, event, ca_id, p["certificate"], "current")
@@ -146,7 +157,7 @@ class CasProjector(Projector):
             (facts["fingerprint_sha256"], event.tenant_id, ca_id, role, certificate.get("issuer_ca_id"),
              facts["subject_dn"], facts["issuer_dn"], facts["subject_key_identifier"],
              facts.get("authority_key_identifier"), facts["not_before"], facts["not_after"],
-             certificate["certificate_pem"], event.global_position))
+             certificate["certificate_pem"], event.global_position, None))
 
 
 def _ca_row(row: tuple) -> dict:
@@ -200,8 +211,10 @@ def plain_issuer_certificate(conn: sqlite3.Connection, tenant_id: str, ca_id: st
     """What the CA's plain caIssuers URL (no ``key``) answers. The CA's first key wrote that URL into every
     certificate it signed (after a rollover, each later key's certificates name theirs with ``?key=``), so: the
     own certificate of the oldest key that still has an unexpired certificate (its own or a cross-certificate),
-    as the plain CRL URL serves that key's CRL; the current certificate once no such key is left."""
-    rows = [row for row in certificates_of(conn, tenant_id, ca_id) if row["role"] not in LINK_ROLES]
+    as the plain CRL URL serves that key's CRL; the current certificate once no such key is left. Never one a
+    compromise rollover withdrew: after one, the oldest key still trusted (at first the new, current one)."""
+    rows = [row for row in certificates_of(conn, tenant_id, ca_id)
+            if row["role"] not in LINK_ROLES and row["distrusted_at"] is None]
     by_key: dict[str, list[dict]] = {}
     for row in rows:
         by_key.setdefault(row["subject_key_id"], []).append(row)
@@ -233,13 +246,14 @@ def with_links(conn: sqlite3.Connection, tenant_id: str, chain: list[dict], now:
     rollovers), the one the earlier key signed comes first: the relying parties a link is for are those whose
     truststores were exported before a rollover and hold the older keys only (a truststore exported later holds
     every generation, and finds the chain's root itself); one that trusts only a later key does not accept the
-    middle key's chains. Links expired at ``now`` are left out."""
+    middle key's chains. Links expired at ``now``, or withdrawn by a compromise rollover, are left out."""
     if not chain or not _self_signed(chain[-1]):
         return chain
     root = chain[-1]
     by_key: dict[str, list[dict]] = {}
     for row in certificates_of(conn, tenant_id, root["ca_id"]):  # the earlier rollover's first
-        if row["role"] in LINK_ROLES and (now is None or datetime.fromisoformat(row["not_after"]) > now):
+        if row["role"] in LINK_ROLES and row["distrusted_at"] is None \
+                and (now is None or datetime.fromisoformat(row["not_after"]) > now):
             by_key.setdefault(row["subject_key_id"], []).append(row)
     links, reached, keys = [], {root["subject_key_id"]}, [root["subject_key_id"]]
     while keys:
@@ -255,14 +269,18 @@ def truststore_chain(conn: sqlite3.Connection, tenant_id: str, issuer_fingerprin
     """What a truststore for a certificate holds: its issuer path up to the root, then its root CA's other
     unexpired self-signed certificates (its keys before and after a rollover), so that nodes trusting it accept
     peers whose certificates chain to either key, through a rolling restart. No link certificates: a truststore
-    holds the roots themselves."""
-    chain = _issuer_path(conn, tenant_id, issuer_fingerprint)
-    if not chain:
+    holds the roots themselves, and none a compromise rollover withdrew. A certificate signed under a withdrawn
+    key gets the root CA's trusted roots alone, without its own issuer path: Java takes every certificate of a
+    truststore as an anchor, and would accept what that path's CAs signed without a trusted root above them."""
+    issuer = certificate_by_fingerprint(conn, tenant_id, issuer_fingerprint)
+    if issuer is None:
         return []
-    root = chain[-1]
+    path = _walk(conn, tenant_id, issuer)
+    root = path[-1]
+    chain = path if _trusted(path) == path else []
     return chain + [row for row in certificates_of(conn, tenant_id, root["ca_id"])
                     if row["fingerprint"] != root["fingerprint"] and row["role"] != "cross" and _self_signed(row)
-                    and datetime.fromisoformat(row["not_after"]) > now]
+                    and row["distrusted_at"] is None and datetime.fromisoformat(row["not_after"]) > now]
 
 
 def trust_anchors(conn: sqlite3.Connection, tenant_id: str, issuer_fingerprint: str, now: datetime) -> list[dict]:
@@ -291,13 +309,25 @@ def _self_signed(row: dict) -> bool:
 
 
 def chain_from(conn: sqlite3.Connection, tenant_id: str, start: dict, *, via: str | None = None) -> list[dict]:
-    """``start`` (a CA certificate row) and its issuers up to a self-signed root, leaf first.
+    """``start`` (a CA certificate row) and its issuers up to a self-signed root, leaf first (``_walk``), cut before
+    the first certificate a compromise rollover withdrew: a chain signed under a withdrawn key ends without a root
+    (empty, if ``start`` is itself withdrawn), and nothing a relying party trusts completes it."""
+    return _trusted(_walk(conn, tenant_id, start, via=via))
+
+
+def _trusted(chain: list[dict]) -> list[dict]:
+    """``chain`` up to, not including, its first certificate withdrawn from trust (``distrusted_at``)."""
+    return next((chain[:i] for i, row in enumerate(chain) if row["distrusted_at"] is not None), chain)
+
+
+def _walk(conn: sqlite3.Connection, tenant_id: str, start: dict, *, via: str | None = None) -> list[dict]:
+    """``start`` and its issuers up to a self-signed root, withdrawn certificates included.
 
     Each step takes the certificate whose subject key identifier is the previous one's
     authority key identifier and whose subject is its issuer. ``via`` prefers the path through
     that issuing CA (cross-certification); otherwise, and at every other step, the CA's own
     hierarchy is preferred over cross paths, then the certificate that expires last (rollover
-    overlap).
+    overlap); a certificate still trusted before all of them.
     """
     chain, seen = [start], {start["fingerprint"]}
     current = start
@@ -310,9 +340,34 @@ def chain_from(conn: sqlite3.Connection, tenant_id: str, start: dict, *, via: st
         if not candidates:
             break
         # ``via`` decides only the step it names; every other step still prefers the CA's own hierarchy.
-        candidates.sort(key=lambda c: (bool(via) and c["issuer_ca_id"] == via, c["role"] != "cross", c["not_after"]),
-                        reverse=True)
+        candidates.sort(key=lambda c: (c["distrusted_at"] is None, bool(via) and c["issuer_ca_id"] == via,
+                                       c["role"] != "cross", c["not_after"]), reverse=True)
         current = candidates[0]
         chain.append(current)
         seen.add(current["fingerprint"])
     return chain
+
+
+def untrusted_cas(conn: sqlite3.Connection, tenant_id: str, root_id: str, now: datetime) -> list[str]:
+    """The CAs whose current certificate chains to root ``root_id`` only through a certificate a compromise rollover
+    withdrew (``withdrawn_path``): not revoked, not expired, those nearest the root first (each is rolled over under
+    its parent's trusted key before its own children are)."""
+    found = []
+    for ca_id, fingerprint, not_after in conn.execute(
+            "SELECT ca_id, fingerprint, not_after FROM cas WHERE tenant_id = ? AND status != 'revoked' "
+            "AND fingerprint IS NOT NULL AND ca_id != ? ORDER BY ca_id", (tenant_id, root_id)).fetchall():
+        depth = withdrawn_path(conn, tenant_id, fingerprint, root_id)
+        if depth is not None and datetime.fromisoformat(not_after) > now:
+            found.append((depth, ca_id))
+    return [ca_id for _depth, ca_id in sorted(found)]
+
+
+def withdrawn_path(conn: sqlite3.Connection, tenant_id: str, fingerprint: str, root_id: str) -> int | None:
+    """How many certificates the CA certificate ``fingerprint`` and its issuers up to root ``root_id`` are, if one of
+    them was withdrawn from trust by a compromise rollover: what it signed validates nowhere any more; None if its
+    path is trusted, or ends at another root."""
+    start = certificate_by_fingerprint(conn, tenant_id, fingerprint)
+    if start is None:
+        return None
+    path = _walk(conn, tenant_id, start)
+    return len(path) if path[-1]["ca_id"] == root_id and _trusted(path) != path else None

@@ -423,6 +423,17 @@ def holding_key(conn: sqlite3.Connection, tenant_id: str, public_key_sha256: str
         "AND not_after > ? ORDER BY position", (tenant_id, public_key_sha256, validity_time(now))).fetchall()]
 
 
+def live_by_issuer(conn: sqlite3.Connection, tenant_id: str, now: datetime) -> dict[str, list[str]]:
+    """The tenant's live, unexpired certificates by the fingerprint of the CA certificate they were signed under,
+    oldest first: what a compromise rollover asks to find those signed under a key it withdrew from trust."""
+    found: dict[str, list[str]] = {}
+    for issuer, certificate_id in conn.execute(
+            f"SELECT issuer_fingerprint, certificate_id FROM certificates WHERE tenant_id = ? AND not_after > ? "
+            f"AND {_LIVE} ORDER BY position", (tenant_id, validity_time(now))).fetchall():
+        found.setdefault(issuer, []).append(certificate_id)
+    return found
+
+
 def expiring_bounds(now: datetime, window: timedelta) -> tuple[str, str]:
     """The one definition of "expiring within ``window``", for the list (``?expiring_within=``, through
     ``search``'s ``expires_after``/``expires_before``) and the gauges (``expiring_counts``): not expired at ``now``

@@ -160,9 +160,10 @@ async def test_a_root_rollover_links_old_and_new_keys_for_truststores_that_hold_
 
 @pytest.mark.parametrize("algorithm", ["hybrid-p384-ml-dsa-65", "ml-dsa-65"])
 async def test_a_root_rollover_records_its_link_certificates_and_old_events_still_decode(pki_api, algorithm):
-    """The link certificates are in the rollover's event (schema 2; certificates and key references, never a key),
-    for post-quantum and hybrid roots too (a hybrid link's alternative signature is checked as it is signed); a
-    schema 1 ``ca.key_rolled_over`` (before link certificates) still decodes, upcast to none."""
+    """The link certificates are in the rollover's event (schema 2, now 3; certificates and key references, never a
+    key), for post-quantum and hybrid roots too (a hybrid link's alternative signature is checked as it is signed);
+    a schema 1 ``ca.key_rolled_over`` (before link certificates) still decodes, upcast to none, and a schema 2 one
+    (before compromise rollovers) as routine."""
     api = pki_api
     admin = await api.admin()
     await api.create_tenant(admin, "acme")
@@ -171,7 +172,8 @@ async def test_a_root_rollover_records_its_link_certificates_and_old_events_stil
     rolled = (await ok(await api.client.post(f"/v1/cas/{root}/rollover", headers=admin,
                                              json={"reason": "root key update"}))).json()
     last = (await api.runtime.services.store.read_stream("acme", f"ca-{root}"))[-1]
-    assert (last.type, last.schema_version, last.version) == ("ca.key_rolled_over", 2, rolled["version"])
+    assert (last.type, last.schema_version, last.version) == ("ca.key_rolled_over", 3, rolled["version"])
+    assert last.payload["compromised"] is False
     assert "PRIVATE KEY" not in json.dumps(last.payload)
     current = decode_payload(last)
     assert isinstance(current, CaKeyRolledOver) and current.new_with_old and current.old_with_new
@@ -182,10 +184,12 @@ async def test_a_root_rollover_records_its_link_certificates_and_old_events_stil
     load(current.old_with_new.certificate_pem).verify_directly_issued_by(new_root)
     assert len(certificates(current.old_with_new.certificate_pem)) == 1
 
-    v1 = {k: v for k, v in last.payload.items() if k not in ("new_with_old", "old_with_new")}
+    v2 = {k: v for k, v in last.payload.items() if k != "compromised"}
+    assert decode_payload(msgspec.structs.replace(last, schema_version=2, payload=v2)) == current
+    v1 = {k: v for k, v in v2.items() if k not in ("new_with_old", "old_with_new")}
     old = decode_payload(msgspec.structs.replace(last, schema_version=1, payload=v1))
     assert isinstance(old, CaKeyRolledOver) and (old.new_with_old, old.old_with_new) == (None, None)
-    assert old.certificate == current.certificate
+    assert old.certificate == current.certificate and old.compromised is False
 
 
 async def test_the_roots_ocsp_responder_answers_good_for_its_link_certificates(pki_api):

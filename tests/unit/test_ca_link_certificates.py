@@ -72,6 +72,8 @@ def test_a_schema_1_rollover_decodes_with_no_link_certificates():
                              causation_id=None, payload=v1, prev_hash="0")
     decoded = decode_payload(envelope)
     assert decoded == rolled(None, None)
-    current = msgspec.structs.replace(envelope, schema_version=2, payload=to_payload_dict(rolled()))
+    v2 = {k: v for k, v in to_payload_dict(rolled()).items() if k != "compromised"}
+    assert decode_payload(msgspec.structs.replace(envelope, schema_version=2, payload=v2)) == rolled()
+    current = msgspec.structs.replace(envelope, schema_version=3, payload=to_payload_dict(rolled()))
     assert decode_payload(current) == rolled()
-    assert ca.CaKeyRolledOver.schema_version == 2
+    assert ca.CaKeyRolledOver.schema_version == 3
