@@ -202,3 +202,35 @@ def test_replacing_the_cluster_ca_trusts_both_through_the_rolling_restarts(tmp_p
     # 3: the old CA dropped
     invoke("--data-dir", data, "cluster", "bootstrap-tls", "--out", str(out), "--ca", new, "--node", "db-1=10.1.0.1")
     assert _trusted(out).count("\n") == 0 and old_ca not in (out / "ca.pem").read_text()
+
+
+@pytest.mark.skipif(OPENSSL is None or KEYTOOL is None, reason="needs the openssl command and Java's keytool")
+def test_after_a_compromise_rollover_the_cluster_trusts_the_new_root_key_alone(tmp_path):
+    """`csm ca rollover --compromised`: it says what to issue again (the node and the client certificate, signed by the
+    stolen key), and the next bootstrap-tls run hands out a truststore and ca.pem of the new root alone, and
+    keystores without a link: the old client certificate no longer verifies against them, the new one does."""
+    data, out = str(tmp_path / "data"), tmp_path / "tls"
+    invoke("--data-dir", data, "init")
+    made = invoke("--data-dir", data, "cluster", "bootstrap-tls", "--out", str(out), "--node", "db-1=10.1.0.1")
+    ca_id = re.search(r"cluster CA (\S+):", made).group(1)
+    old_ca, old_client = (out / "ca.pem").read_text(), (out / "client" / "client.pem").read_text()
+    said = invoke("--data-dir", data, "ca", "rollover", ca_id, "--tenant", "platform", "--reason", "root key stolen",
+                  "--compromised")
+    assert "no link certificate" in said and "2 to issue again under the new key: 0 CA(s), 2 certificate(s)" in said
+    assert len(re.findall(r"csm cert renew \S+", said)) == 2
+    invoke("--data-dir", data, "cluster", "bootstrap-tls", "--out", str(out), "--ca", ca_id, "--node",
+           "db-1=10.1.0.1")
+    new_ca = (out / "ca.pem").read_text()
+    assert new_ca != old_ca and len(_pem_blocks(new_ca)) == 1
+    password = (out / "keystore.password").read_text().strip()
+    trusted = subprocess.run([KEYTOOL, "-list", "-rfc", "-keystore", out / "db-1" / "truststore.jks", "-storepass",
+                              password], capture_output=True, text=True, check=True).stdout
+    assert [block.strip() for block in _pem_blocks(trusted)] == [new_ca.strip()]
+    keystore = subprocess.run([KEYTOOL, "-list", "-rfc", "-keystore", out / "db-1" / "keystore.jks", "-storepass",
+                               password], capture_output=True, text=True, check=True).stdout
+    assert "Certificate chain length: 2" in keystore  # the node's certificate and the new root: no link
+    for name, client in (("old", old_client), ("new", (out / "client" / "client.pem").read_text())):
+        (tmp_path / f"{name}-client.pem").write_text(_pem_blocks(client)[0])
+        verified = subprocess.run([OPENSSL, "verify", "-x509_strict", "-CAfile", out / "ca.pem",
+                                   tmp_path / f"{name}-client.pem"], capture_output=True, text=True)
+        assert (verified.returncode == 0) is (name == "new"), (name, verified.stdout + verified.stderr)
