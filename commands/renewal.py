@@ -90,10 +90,6 @@ async def _state(services: Services, tenant_id: str, certificate_id: str) -> cer
     return await load(services, tenant_id, _stream(certificate_id), certificate.fold)
 
 
-def _without_key(ctx: CommandContext) -> CommandContext:
-    return dataclasses.replace(ctx, idempotency_key=None)
-
-
 @refused_while_suspended("signs a successor (refused before the claim: nothing is recorded); the scheduler skips a "
                          "suspended tenant's certificates")
 async def renew_certificate(cmd: RenewCertificate, ctx: CommandContext, services: Services) -> Renewal:
@@ -113,7 +109,7 @@ async def renew_certificate(cmd: RenewCertificate, ctx: CommandContext, services
         profile = await resolve_profile(services, cmd.tenant_id, issued.profile)
         rotate = renewal.rotate_key(profile.renewal, issued.key_source, cmd.reuse_key)
         await _refuse_compromised(services, cmd.tenant_id, issued, rotate)  # before the claim: nothing written
-        claim = await _claim(services, _without_key(ctx), cmd, rotate, "manual")
+        claim = await _claim(services, ctx.without_key(), cmd, rotate, "manual")
     return await _complete(services, ctx, cmd, issued, claim, RETRY_WINDOW)
 
 
@@ -179,7 +175,7 @@ async def _complete(services: Services, ctx: CommandContext, cmd: RenewCertifica
         await _refuse_if_revoked(services, ctx, cmd.tenant_id, issued)  # a stale claim's, revoked since
         where = await issuing_context(services, cmd.tenant_id, issued.ca_id, issued.profile)
         validity = _validity_days(issued, where.profile.max_validity_days, where.tenant.policy.max_validity_days)
-        await issue(services, _without_key(ctx), cmd, where, request=renewal_request(services, issued,
+        await issue(services, ctx.without_key(), cmd, where, request=renewal_request(services, issued,
                                                                                       claim.rotate_key),
                     validity_days=validity, tags=issued.tags, serial=int(claim.new_certificate_id, 16), renewal=True)
     except AlreadyExists as exc:
@@ -229,7 +225,7 @@ async def _fail(services: Services, ctx: CommandContext, cmd: RenewCertificate, 
                             failed_at=services.clock.now())
     log.warning("renewal of certificate %s failed: %s", cmd.certificate_id, reason)
     try:
-        await run(services, _without_key(ctx), failure, tenant_id=cmd.tenant_id, stream_id=_stream(cmd.certificate_id),
+        await run(services, ctx.without_key(), failure, tenant_id=cmd.tenant_id, stream_id=_stream(cmd.certificate_id),
                   stream_type=certificate.STREAM_TYPE, fold=certificate.fold,
                   decide=lambda s: certificate.decide_renewal_failed(s, failure, window))
     except Exception:  # the original refusal matters more; an open claim goes stale and is completed later

@@ -26,7 +26,6 @@ a revoked key that can be certified again.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from datetime import datetime
 from typing import Annotated
@@ -112,11 +111,6 @@ class Revocation(msgspec.Struct, frozen=True, kw_only=True):
         return self.result.replayed
 
 
-def _without_key(ctx: CommandContext) -> CommandContext:
-    """The Idempotency-Key guards one append per request; the steps that follow it are idempotent themselves."""
-    return dataclasses.replace(ctx, idempotency_key=None)
-
-
 async def _record(services: Services, ctx: CommandContext, command: msgspec.Struct, tenant_id: str, issuer_id: str,
                   entries: list[RevocationRecorded]) -> tuple[bool, revocation.Registry]:
     """Append the entries the issuer lacks; whether this call appended any, and the issuer's registry, whose
@@ -159,7 +153,7 @@ async def complete_revocation(services: Services, ctx: CommandContext, tenant_id
     short of it (what retrying that revocation would do); None if it is not revoked."""
     recorded = await revoked_by_issuer(services, tenant_id, issued)
     if recorded is not None:
-        await _mirror(services, _without_key(ctx), tenant_id, issued.certificate_id, recorded)
+        await _mirror(services, ctx.without_key(), tenant_id, issued.certificate_id, recorded)
     return recorded
 
 
@@ -186,7 +180,7 @@ async def revoke_raced(services: Services, ctx: CommandContext, tenant_id: str, 
                                                             not_before=state.issued.facts.not_before)
     try:
         await revoke_certificate(RevokeCertificate(tenant_id=tenant_id, certificate_id=certificate_id, reason=reason,
-                                                   invalidity_date=invalidity_date), _without_key(ctx), services)
+                                                   invalidity_date=invalidity_date), ctx.without_key(), services)
     except revocation.AlreadyRevoked:
         return True
     log.warning("revoked certificate %s (%s): %s", certificate_id, reason, raced)
@@ -239,7 +233,7 @@ async def _revoke_holders(services: Services, ctx: CommandContext, tenant_id: st
                                                                 same_key=True, not_before=other.issued.facts.not_before)
         try:
             await _revoke(RevokeCertificate(tenant_id=tenant_id, certificate_id=other_id, reason=reason,
-                                            invalidity_date=invalidity_date), _without_key(ctx), services,
+                                            invalidity_date=invalidity_date), ctx.without_key(), services,
                           same_key=False)
         except revocation.AlreadyRevoked:
             continue
@@ -306,7 +300,7 @@ async def _revoke(cmd: RevokeCertificate, ctx: CommandContext, services: Service
     now = services.clock.now()
     revocation.check_invalidity_date(cmd.invalidity_date, now=now, not_before=issued.facts.not_before)
     if cmd.reason in CERTIFICATE_REASONS:  # before the commit point: a crash after it leaves the key blocked
-        await compromised_keys.record(services, _without_key(ctx), cmd, cmd.tenant_id, [KeyCompromiseRecorded(
+        await compromised_keys.record(services, ctx.without_key(), cmd, cmd.tenant_id, [KeyCompromiseRecorded(
             public_key_sha256=issued.facts.public_key_sha256, reason=cmd.reason, reported_at=now,
             invalidity_date=cmd.invalidity_date, certificate_id=cmd.certificate_id, ca_id=issued.ca_id)])
     serial = issued.facts.serial_hex
@@ -315,7 +309,7 @@ async def _revoke(cmd: RevokeCertificate, ctx: CommandContext, services: Service
                                not_after=issued.facts.not_after)
     recorded_here, registry = await _record(services, ctx, cmd, cmd.tenant_id, issued.ca_id, [entry])
     recorded = registry.revoked[serial]  # a concurrent or earlier attempt's entry wins over this one's
-    result, found = await _mirror(services, _without_key(ctx), cmd.tenant_id, cmd.certificate_id, recorded)
+    result, found = await _mirror(services, ctx.without_key(), cmd.tenant_id, cmd.certificate_id, recorded)
     # Another request revoked it first; not so if this one's entry on the issuer is the revocation (a renewal
     # that found it there may have copied it onto the certificate's stream meanwhile: complete_revocation).
     if not (recorded_here or result.changed) and prior is None:
@@ -394,7 +388,7 @@ async def revoke_ca(cmd: RevokeCa, ctx: CommandContext, services: Services) -> R
         earliest = min(c.facts.not_before for c in certificates)
         revocation.check_invalidity_date(cmd.invalidity_date, now=now, not_before=earliest)
     if cmd.reason in CA_REASONS and certificates:  # first, as for a certificate: every key the CA has held
-        await compromised_keys.record(services, _without_key(ctx), cmd, cmd.tenant_id, [KeyCompromiseRecorded(
+        await compromised_keys.record(services, ctx.without_key(), cmd, cmd.tenant_id, [KeyCompromiseRecorded(
             public_key_sha256=held.facts.public_key_sha256, reason=cmd.reason, reported_at=now,
             invalidity_date=cmd.invalidity_date, subject_ca_id=cmd.ca_id) for held in certificates])
     await _keep_answering(services, cmd.tenant_id, cmd.ca_id)
@@ -406,7 +400,7 @@ async def revoke_ca(cmd: RevokeCa, ctx: CommandContext, services: Services) -> R
                 revoked_at=now, invalidity_date=cmd.invalidity_date, not_after=held.facts.not_after))
     registries = []
     for issuer_id, entries in by_issuer.items():
-        registries.append(((await _record(services, _without_key(ctx), cmd, cmd.tenant_id, issuer_id, entries))[1],
+        registries.append(((await _record(services, ctx.without_key(), cmd, cmd.tenant_id, issuer_id, entries))[1],
                            [e.serial_hex for e in entries]))
     if registries:  # what the parent recorded first is the revocation's time and reason
         registry, serials = registries[0]

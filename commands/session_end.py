@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 
 import msgspec
@@ -30,7 +29,7 @@ async def end_sessions(services: Services, ctx: CommandContext, tenant_id: str |
     """Record ``user.sessions_ended`` (for a command whose own event is in another stream), then revoke families."""
     user.validate_username(username)
     command = EndSessions(username=username, tenant_id=tenant_id, reason=reason)
-    result = await run(services, _own_stream(ctx), command, tenant_id=user.stream_tenant(tenant_id),
+    result = await run(services, ctx.without_key(), command, tenant_id=user.stream_tenant(tenant_id),
                        stream_id=user.stream_id(username), stream_type=user.STREAM_TYPE, fold=user.fold,
                        decide=lambda s: user.decide_end_sessions(s, reason))
     await revoke_families(services, ctx, user.subject(tenant_id, username), reason)
@@ -48,7 +47,7 @@ async def revoke_families(services: Services, ctx: CommandContext, subject: str,
     revoked = 0
     for scope, session_id in await services.sessions.open_sessions(subject, services.clock.now()):
         try:
-            result = await run(services, _own_stream(ctx), RevokeFamily(session_id=session_id, reason=reason),
+            result = await run(services, ctx.without_key(), RevokeFamily(session_id=session_id, reason=reason),
                                tenant_id=scope, stream_id=session.stream_id(session_id),
                                stream_type=session.STREAM_TYPE, fold=session.fold,
                                decide=lambda s: session.decide_revoke(s, reason))
@@ -59,7 +58,3 @@ async def revoke_families(services: Services, ctx: CommandContext, subject: str,
         revoked += result.changed
     return revoked
 
-
-def _own_stream(ctx: CommandContext) -> CommandContext:
-    """The request's Idempotency-Key belongs to its main command's stream, not to the streams written beside it."""
-    return dataclasses.replace(ctx, idempotency_key=None)

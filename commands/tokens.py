@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from dataclasses import replace
 from datetime import timedelta
 from typing import Annotated, Protocol
 
@@ -136,7 +135,7 @@ async def _account_for_key(services: Services, ctx: CommandContext, account: str
     if create and state.status == "absent":
         created = service_account.ServiceAccountCreated(name=account, tenant_id=cmd.tenant_id,
                                                         description=f"created for the key {cmd.name}"[:500])
-        await run(services, replace(ctx, idempotency_key=None), CreateServiceAccount(name=account,
+        await run(services, ctx.without_key(), CreateServiceAccount(name=account,
                   tenant_id=cmd.tenant_id), tenant_id=scope, stream_id=service_account.stream_id(account),
                   stream_type=service_account.STREAM_TYPE, fold=service_account.fold,
                   decide=lambda s: service_account.decide_create(s, created, reuse=True))
