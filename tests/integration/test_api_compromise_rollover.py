@@ -104,6 +104,34 @@ async def test_a_compromise_rollover_leaves_the_stolen_key_out_of_every_chain_an
         (key_sha256_of_certificate(load(old_root)), root, "rollover", "key_compromise")]
 
 
+@needs_openssl
+async def test_the_runbooks_re_issuance_brings_everything_listed_under_the_new_key(pki_api, tmp_path):
+    """docs/operations.md 6.1: roll each listed CA over (its parent signs with the new root key), then renew each
+    listed certificate (its CA's current key signs the successor): each then verifies against the truststore
+    exported after the compromise rollover, and a second compromise rollover's list would be empty of them."""
+    api = pki_api
+    admin, root, _old = await tenant_with_root(api)
+    issuing = await create_ca(api, admin, name="Acme Issuing", parent_id=root)
+    direct = await issue_leaf(api, admin, root, "direct.acme.internal")
+    node = await issue_leaf(api, admin, issuing, "node.acme.internal")
+    reissue = (await ok(await rollover(api, admin, root, compromised=True))).json()["reissue"]
+    for ca_id in reissue["cas"]:
+        await ok(await rollover(api, admin, ca_id, reason="root key compromised"))
+    renewed = []
+    for certificate_id in reissue["certificates"]:
+        renewed.append((await ok(await api.client.post(f"/v1/certificates/{certificate_id}/renew", headers=admin,
+                                                       json={}), 201)).json())
+    assert [r["renewed_from"] for r in renewed] == [direct["certificate_id"], node["certificate_id"]]
+    store = "".join(await truststore(api, admin, renewed[-1]))
+    for successor in renewed:
+        served = await leaf_with_chain(api, admin, successor)
+        assert_verifies(tmp_path, successor["certificate_id"], served[0], store, served[1:])
+    [issuing_now, new_root] = await chain(api, admin, issuing, renewed[-1]["global_position"])
+    assert store == issuing_now + new_root
+    left = await api.runtime.services.untrusted_chains.below("acme", root, datetime.datetime.now(datetime.UTC))
+    assert (left.count, left.cas, left.certificates) == (0, (), ())  # the predecessors are superseded
+
+
 async def test_after_routine_rollovers_a_compromise_rollover_withdraws_every_earlier_key_and_link(pki_api):
     """The first key signed a link certifying the second: a truststore holding the first would trust the thief's
     chains through it. So every earlier key leaves, and every link; only the stolen key is recorded compromised.
