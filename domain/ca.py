@@ -296,7 +296,6 @@ def decide_rollover(state: CertificateAuthority, ca_id: str, rolled: CaKeyRolled
     return [msgspec.structs.replace(rolled, reason=validate_name(rolled.reason, "reason"))]
 
 
-
 def _require_links(state: CertificateAuthority, rolled: CaKeyRolledOver) -> None:
     """Link certificates belong to a root's rollover, both or neither, each certifying the key it names."""
     links = (rolled.new_with_old, rolled.old_with_new)

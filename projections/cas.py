@@ -14,7 +14,7 @@ A compromise rollover (``compromised`` in ``ca.key_rolled_over``) withdraws ever
 then, its links too, from trust: their rows keep their role and get ``distrusted_at``, and from then on no chain
 (``chain_from``, ``with_links``), truststore (``truststore_chain``, ``trust_anchors``) or plain caIssuers answer
 (``plain_issuer_certificate``) holds one. A chain stops before such a certificate: what was signed under the
-withdrawn keys (``untrusted_below``) no longer reaches a root anyone trusts, and must be issued again.
+withdrawn keys (``untrusted_cas``, ``withdrawn_path``) no longer reaches a root anyone trusts, and must be issued again.
 """
 
 from __future__ import annotations
