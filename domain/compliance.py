@@ -39,7 +39,9 @@ class Rule(msgspec.Struct, frozen=True, kw_only=True):
 RULES: dict[str, Rule] = {
     "ca_key_compromised": Rule(
         severity="critical", title="An active CA signs with a key reported compromised",
-        remedy="Roll the CA over to a new key, or create a new CA and re-issue what it signed; then revoke it."),
+        remedy="A root: roll it over with `compromised` true (`csm ca rollover --compromised`: no link certificate, "
+               "its keys leave every truststore) and re-issue what it lists. An intermediate: revoke it "
+               "`key_compromise`, create another and re-issue what it signed."),
     "ca_expired": Rule(
         severity="critical", title="An active CA's certificate has expired: nothing it signed validates",
         remedy="Create a new CA (or re-certify an intermediate under its parent) and re-issue its certificates."),

@@ -31,6 +31,12 @@ async def read_ca(api, headers, ca_id: str, position: int) -> dict:
                                           params={"min_position": position}))).json()
 
 
+async def compliance_findings(api, headers, position: int | None = None) -> set[tuple[str, str]]:
+    params = {"min_position": position} if position else {}
+    report = (await ok(await api.client.get("/v1/tenants/acme/compliance", headers=headers, params=params))).json()
+    return {(finding["rule"], finding["subject_id"]) for finding in report["findings"]}
+
+
 async def tenant_with_root(api) -> tuple[dict, str, str]:
     admin = await api.admin()
     await api.create_tenant(admin, "acme")
@@ -210,8 +216,10 @@ async def test_a_crash_between_the_two_appends_leaves_the_old_key_blocked_and_a_
         field="certificate_pem")
     assert_problem(await rollover(api, admin, root, reason="root key update"), 422, "key_compromised",
                    field="compromised")  # nor can a routine retry link the stolen key
+    assert ("ca_key_compromised", root) in await compliance_findings(api, admin)  # the half-done state is flagged
     rolled = (await ok(await rollover(api, admin, root, compromised=True))).json()
     assert rolled["compromised"] is True
+    assert ("ca_key_compromised", root) not in await compliance_findings(api, admin, rolled["global_position"])
     assert old_root not in await chain(api, admin, root, rolled["global_position"])
     assert [e.type for e in await store.read_stream("acme", "compromised-keys")] == ["key.compromise_recorded"]
 
