@@ -143,6 +143,16 @@ def test_a_node_whose_host_key_is_not_known_gets_nothing_and_nothing_is_recorded
     assert [e["type"] for e in _events(data)] == [e["type"] for e in before]  # not even the key's export
 
 
+def test_a_suspended_tenant_deploys_nothing_and_records_nothing(cluster, ssh_node, tmp_path):
+    data, out = cluster
+    csm_run("--data-dir", str(data), "tenant", "suspend", "platform", "--reason", "audit")
+    before = _events(data)
+    output = _deploy(data, out, ssh_node, tmp_path / "node", code=1)
+    assert "db-1: FAILED" in output and "tenant_suspended" in output
+    assert not (tmp_path / "node").exists()
+    assert [e["type"] for e in _events(data)] == [e["type"] for e in before]  # not even the key's export
+
+
 def test_trust_on_first_use_only_with_the_flag_prints_and_records_the_key(cluster, ssh_node, tmp_path):
     data, out = cluster
     known_hosts = tmp_path / "new_known_hosts"
