@@ -60,6 +60,11 @@ ROUTE_PERMISSIONS: dict[tuple[str, str], Rule] = {
     ("GET", "/v1/tenants/{tenant_id}/compliance"): Rule(
         ("cert:read", "ca:read"), "tenant", note="findings of the compliance rules (below) over its certificates and "
         "CAs"),
+    ("GET", "/v1/tenants/{tenant_id}/discovered"): Rule(
+        ("cert:read",), "tenant", note="endpoints scanned, what each served last, and the certificate it matches"),
+    ("POST", "/v1/tenants/{tenant_id}/discovered"): Rule(
+        ("discovery:record",), "tenant", note="observations a scanner made elsewhere; the server connects to "
+        "nothing a request names"),
     ("GET", "/v1/tenants/{tenant_id}/analytics"): Rule(
         ("audit:read",), "tenant", note="daily counts of security-relevant events, access denials among them"),
     ("POST", "/v1/tenants/{tenant_id}/rename"): Rule(("tenant:update",), "tenant"),

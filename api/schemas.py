@@ -100,3 +100,58 @@ class Readiness(msgspec.Struct, frozen=True, kw_only=True):
     # read models being rebuilt from the log after their projector's version changed: commands are accepted and
     # the other read models answer; reads of these answer 503 projection-rebuilding until they are swapped in
     rebuilding: list[str] = []
+
+
+class ObservationIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One endpoint as a scanner elsewhere observed it: the certificate it served (PEM; the server reads its
+    fingerprint, names, serial and validity from it), or ``error`` (refused, timeout, unreachable, not_tls,
+    handshake_failed) and ``reason``."""
+
+    host: str
+    port: int
+    observed_at: datetime
+    certificate_pem: str | None = None
+    tls_version: str | None = None
+    cipher: str | None = None
+    error: str | None = None
+    reason: str | None = None
+
+
+class DiscoveredBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A scan's observations; ``scan_id`` (default: a new one) makes a retry record nothing."""
+
+    observations: list[ObservationIn]
+    scan_id: str | None = None
+
+
+class DiscoveredEndpointOut(msgspec.Struct, frozen=True, kw_only=True):
+    """An endpoint's latest observation, and the tenant's certificate it serves (null: not one of this tenant's)."""
+
+    endpoint: str
+    host: str
+    port: int
+    observed_at: str
+    scan_id: str
+    error: str | None
+    reason: str | None
+    fingerprint_sha256: str | None
+    subject_dn: str | None
+    issuer_dn: str | None
+    serial_hex: str | None
+    not_before: str | None
+    not_after: str | None
+    tls_version: str | None
+    cipher: str | None
+    first_seen: str
+    last_served_at: str | None
+    served_since: str | None  # since when it has served this certificate (scans seen)
+    certificate_id: str | None
+    ca_id: str | None
+    certificate_status: str | None  # issued | revoked
+    revocation_reason: str | None
+    superseded_by: str | None
+
+
+class DiscoveredPage(msgspec.Struct, frozen=True, kw_only=True):
+    items: list[DiscoveredEndpointOut]
+    next_cursor: str | None

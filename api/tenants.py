@@ -1,5 +1,5 @@
 """The /v1/tenants resource: tenant commands (create, rename, quotas, suspend, resume) and queries (usage, compromised
-keys)."""
+keys, compliance, analytics, discovered endpoints)."""
 
 from __future__ import annotations
 
@@ -13,14 +13,20 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 from api.deps import (Caller, IdempotencyKey, MinPosition, command_context, execute, find_row, page_position,
                       read_models_of, read_your_writes, runtime_of)
 from api.problems import COMMAND_ERRORS, QUERY_ERRORS, ApiProblem
-from api.schemas import KeyCompromiseBody, ReasonBody, RenameBody, TenantOut, TenantPage, TenantUsageOut
-from commands import compromised_keys, revoke
+from api.schemas import (DiscoveredBody, DiscoveredEndpointOut, DiscoveredPage, KeyCompromiseBody, ReasonBody,
+                         RenameBody, TenantOut, TenantPage, TenantUsageOut)
+from commands import compromised_keys, discovery as discovered, revoke
 from commands import tenants as cmd
 from commands.authz import authorize, visible_tenants
+from commands.ids import uuid7
 from commands.runtime import CommandResult, rfc3339
+from domain.discovery import Observation
+from domain.errors import DomainError
 from domain.policy import TenantPolicy
 from domain.tenant import Quotas, day_start
+from infra.discovery import facts_of_pem
 from projections import analytics, compliance
+from projections import discovery as discovery_model
 from projections import tenants as read_model
 
 
@@ -152,6 +158,48 @@ class TenantController(Controller):
                                              invalidity_date=data.invalidity_date)
         return await execute(request, revoke.report_key_compromise, command, principal, idempotency_key)
 
+    @get("/{tenant_id:str}/discovered", summary="Endpoints scanned for the certificates they serve, with their latest "
+         "observation", description="One item per endpoint (host, port) a scan recorded: what it served when last "
+         "observed (fingerprint, subject, issuer, serial, validity, TLS version) or why it served nothing, and the "
+         "tenant's certificate of that fingerprint (`certificate_id`, its status and successor; null: not issued "
+         "here). Ordered by host and port. Needs cert:read.", responses=QUERY_ERRORS)
+    async def discovered(self, request: Request, principal: Caller, tenant_id: FromPath[str],
+                         min_position: MinPosition = None,
+                         cursor: Annotated[str | None, QueryParameter(max_length=600, description="the previous "
+                                                                      "page's next_cursor")] = None,
+                         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100) -> DiscoveredPage:
+        authorize(principal, "cert:read", tenant_id)
+        await read_your_writes(request, min_position)
+        try:
+            after = discovery_model.decode_cursor(cursor) if cursor else None
+        except ValueError as exc:
+            raise ApiProblem(400, "validation_failed", str(exc), field="cursor", rule="format") from None
+        row = await find_row(request, read_model.get, tenant_id, visible_tenants(principal), field="tenant_id")
+        if row is None:
+            raise ApiProblem(404, "tenant_not_found", f"tenant {tenant_id} does not exist", field="tenant_id")
+        rows = await read_models_of(request.app.state).query(discovery_model.of_tenant, tenant_id, after=after,
+                                                            limit=limit + 1)
+        items = [_endpoint_out(r) for r in rows[:limit]]
+        return DiscoveredPage(items=items, next_cursor=discovery_model.encode_cursor(rows[limit - 1])
+                              if len(rows) > limit else None)
+
+    @post("/{tenant_id:str}/discovered", status_code=200,
+          summary="Record what endpoints served when a scanner elsewhere scanned them",
+          description="Observations made elsewhere (`csm discover scan` records its own): per endpoint, the PEM "
+          "certificate it served (the server reads its fingerprint and facts from it) or the `error` met. The "
+          "server never connects to the hosts named here. A retry with the same `scan_id` records nothing; "
+          "another scan under a used `scan_id` is 422 `scan_exists`. Needs discovery:record.",
+          responses=COMMAND_ERRORS)
+    async def record_discovered(self, request: Request, principal: Caller, tenant_id: FromPath[str],
+                                data: JSONBody[DiscoveredBody],
+                                idempotency_key: IdempotencyKey = None) -> discovered.ObservationsRecordedResult:
+        authorize(principal, "discovery:record", tenant_id)  # before the certificates are parsed
+        observations = [_observation(i, o) for i, o in enumerate(data.observations)]
+        command = msgspec.convert({"tenant_id": tenant_id, "scan_id": data.scan_id or uuid7(),
+                                   "observations": msgspec.to_builtins(observations)},
+                                  discovered.RecordObservations)
+        return await execute(request, discovered.record_observations, command, principal, idempotency_key)
+
     @post("/{tenant_id:str}/rename", status_code=200, summary="Rename a tenant", responses=COMMAND_ERRORS)
     async def rename(self, request: Request, principal: Caller, tenant_id: FromPath[str],
                      data: JSONBody[RenameBody], idempotency_key: IdempotencyKey = None) -> CommandResult:
@@ -184,3 +232,28 @@ class TenantController(Controller):
                      data: JSONBody[ReasonBody], idempotency_key: IdempotencyKey = None) -> CommandResult:
         command = cmd.ResumeTenant(tenant_id=tenant_id, reason=data.reason)
         return await execute(request, cmd.resume_tenant, command, principal, idempotency_key)
+
+
+def _observation(i: int, o) -> Observation:
+    """An observation posted by a scanner, with its certificate's facts read here from its PEM."""
+    facts: dict = {}
+    if o.certificate_pem is not None:
+        try:
+            facts = facts_of_pem(o.certificate_pem)
+        except ValueError as exc:
+            raise DomainError("invalid_observation", f"not a PEM certificate: {exc}",
+                              field=f"observations[{i}].certificate_pem") from None
+    return Observation(host=o.host, port=o.port, observed_at=o.observed_at, tls_version=o.tls_version,
+                       cipher=o.cipher, error=o.error, reason=o.reason, **facts)
+
+
+def _endpoint_out(row: dict) -> DiscoveredEndpointOut:
+    return DiscoveredEndpointOut(
+        endpoint=row["endpoint"], host=row["host"], port=row["port"], observed_at=row["observed_at"],
+        scan_id=row["scan_id"], error=row["error"], reason=row["reason"], fingerprint_sha256=row["fingerprint"],
+        subject_dn=row["subject_dn"], issuer_dn=row["issuer_dn"], serial_hex=row["serial_hex"],
+        not_before=row["not_before"], not_after=row["not_after"], tls_version=row["tls_version"],
+        cipher=row["cipher"], first_seen=row["first_seen"], last_served_at=row["last_served_at"],
+        served_since=row["served_since"], certificate_id=row["certificate_id"], ca_id=row["ca_id"],
+        certificate_status=row["status"], revocation_reason=row["revocation_reason"],
+        superseded_by=row["superseded_by"])

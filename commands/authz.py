@@ -34,6 +34,7 @@ PERMISSIONS: dict[str, str] = {
     "webhook:read": "list webhook subscriptions and their delivery logs",
     "webhook:manage": "subscribe, update and delete webhooks, rotate their signing secrets",
     "vault:sweep": "delete vault keys that no event names (orphans of commands that failed)",
+    "discovery:record": "record certificates found on the network (what endpoints served when scanned)",
 }
 
 # Who holds what. Least privilege: a role gets a permission only when its job needs it, and the
@@ -47,9 +48,12 @@ ROLES: dict[str, frozenset[str]] = {
     # profiles, certificates, audit trail; exports keys and deploys them to nodes (audited)
     "tenant-admin": _READ | {"tenant:update", "audit:read", "events:stream", "ca:create", "ca:manage",
                              "profile:manage", "cert:issue", "cert:revoke", "key:export", "cert:deploy", "user:read",
-                             "user:manage", "serviceaccount:manage", "webhook:read", "webhook:manage"},
-    # runs a tenant's CAs and issuance; no policy, no users or tokens, no private-key export
-    "ca-operator": _READ | {"ca:create", "ca:manage", "profile:manage", "cert:issue", "cert:revoke"},
+                             "user:manage", "serviceaccount:manage", "webhook:read", "webhook:manage",
+                             "discovery:record"},
+    # runs a tenant's CAs and issuance, and checks that what it renewed was deployed (discovery); no policy, no
+    # users or tokens, no private-key export
+    "ca-operator": _READ | {"ca:create", "ca:manage", "profile:manage", "cert:issue", "cert:revoke",
+                            "discovery:record"},
     # service accounts (CI/CD, ACME-like automation): issue and read certificates, nothing else
     "issuer": frozenset({"cert:issue", "cert:read"}),
     # self-service: issue (within the tenant policy's allowed names) and read; keys stay with the developer (CSR)

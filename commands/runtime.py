@@ -33,7 +33,8 @@ MAX_ATTEMPTS = 16
 # field of a 409 contention problem. Streams no request names (the audit ledger, the vault's) fall back to "id".
 CONTENDED_FIELDS = {"certificate": "id", "ca": "ca_id", "tenant": "tenant_id", "profile": "name", "user": "username",
                     "service_account": "name", "webhook": "webhook_id", "api_token": "token_id", "login": "username",
-                    "mfa": "username", "session": "refresh_token", "compromised_keys": "tenant_id"}
+                    "mfa": "username", "session": "refresh_token", "compromised_keys": "tenant_id",
+                    "discovery": "scan_id"}
 
 
 class Clock(Protocol):

@@ -95,6 +95,25 @@ RULES: dict[str, Rule] = {
     "certificate_key_exported": Rule(
         severity="low", title="A live certificate's server-generated private key has been exported",
         remedy="Confirm the exports in the audit log (`certificate.private_key_exported`) were expected."),
+    "discovered_revoked": Rule(
+        severity="critical", title="A node serves a certificate this service revoked",
+        remedy="Deploy a live certificate to the node (`csm cert issue`, then its keystore export) and restart its "
+               "TLS listener; relying parties that check revocation refuse it, those that do not trust it still."),
+    "discovered_expired": Rule(
+        severity="high", title="A node serves an expired certificate",
+        remedy="Deploy the certificate's renewal (or a new one) to the node; clients refuse the expired one."),
+    "discovered_superseded": Rule(
+        severity="high", title="A node serves a certificate this service has renewed: the renewal was never deployed",
+        remedy="Export the successor (`superseded_by`) into the node's keystore and reload it; the old one expires "
+               "or is revoked while the node still serves it."),
+    "discovered_unmanaged": Rule(
+        severity="medium", title="A node serves a certificate this service did not issue (in this tenant)",
+        remedy="Issue the node a certificate here and deploy it, so that it is renewed, revoked and audited; or "
+               "record why the node is managed elsewhere."),
+    "discovered_unreachable": Rule(
+        severity="low", title="An endpoint that served a certificate no longer completes a TLS handshake",
+        remedy="Check the node is meant to be down (then it drops out after 14 days unseen) or that its TLS "
+               "listener still runs; the reason says what the scan met."),
     "tenant_policy_unrestricted": Rule(
         severity="low", title="The tenant's policy restricts no names and no validity",
         remedy="Set allowed DNS names, networks and a maximum validity (`PUT /v1/tenants/{id}/policy`)."),
@@ -127,6 +146,24 @@ class CertificateRecord(msgspec.Struct, frozen=True, kw_only=True):
     renew_at: datetime | None = None
     renewal_failed_at: datetime | None = None
     renewal_failure: str | None = None
+
+
+class DiscoveredRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """What the rules read of one endpoint's latest observation (the discovery read model's row), joined to the
+    certificate of this tenant it served, if this service issued it."""
+
+    endpoint: str  # host:port, [v6]:port
+    observed_at: datetime
+    last_served_at: datetime | None  # when it last served a certificate (None: never)
+    error: str | None = None
+    reason: str | None = None
+    fingerprint_sha256: str | None = None
+    not_after: datetime | None = None  # the served certificate's
+    certificate_id: str | None = None  # the tenant's certificate of that fingerprint
+    ca_id: str | None = None
+    status: str | None = None  # its read-model status: issued | revoked
+    revocation_reason: str | None = None
+    superseded_by: str | None = None
 
 
 def _finding(rule: str, subject_type: str, subject_id: str, detail: str, ca_id: str | None = None) -> Finding:
@@ -225,6 +262,37 @@ def _crl_findings(state: revocation.Registry, offline: bool, now: datetime, foun
         if missing:
             found("ca_crl_behind", f"key {key}'s CRL {last.published.crl_number} lacks {len(missing)} "
                   f"revocation{'s' if len(missing) > 1 else ''}")
+
+
+DISCOVERY_STALE = timedelta(days=14)  # an endpoint not scanned for this long drops out of the report
+
+
+def discovered_findings(record: DiscoveredRecord, now: datetime) -> list[Finding]:
+    """The findings of one endpoint's latest observation; none once it is ``DISCOVERY_STALE``."""
+    if now - record.observed_at > DISCOVERY_STALE:
+        return []
+    out: list[Finding] = []
+
+    def found(rule: str, detail: str) -> None:
+        out.append(_finding(rule, "endpoint", record.endpoint, detail, record.ca_id))
+
+    seen = f"seen {_when(record.observed_at)}"
+    if record.error is not None:
+        if record.last_served_at is not None:
+            found("discovered_unreachable", f"{record.error}: {record.reason or 'no reason given'} ({seen}); it "
+                  f"last served a certificate at {_when(record.last_served_at)}")
+        return out
+    served = f"certificate {record.certificate_id or record.fingerprint_sha256}"
+    if record.certificate_id is None:
+        found("discovered_unmanaged", f"SHA-256 {record.fingerprint_sha256} is no certificate of this tenant ({seen})")
+    elif record.status == "revoked":
+        found("discovered_revoked", f"{served} was revoked ({record.revocation_reason}) ({seen})")
+    elif record.superseded_by is not None:
+        found("discovered_superseded", f"{served} was renewed as {record.superseded_by}, which the endpoint does not "
+              f"serve ({seen})")
+    if record.not_after is not None and record.not_after <= now:
+        found("discovered_expired", f"{served} expired at {_when(record.not_after)} ({seen})")
+    return out
 
 
 def tenant_findings(tenant_id: str, policy: TenantPolicy) -> list[Finding]:

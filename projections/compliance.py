@@ -3,7 +3,8 @@
 Certificates come from the certificates read model (live ones, and those expired in the last 30 days that nothing
 replaced); CAs from their own streams, folded as the revocation scheduler folds them (``commands.crl``), so that
 CRL lapses and compromised keys are judged by the same rules that publish and refuse; the tenant's policy and its
-compromised keys from their streams. The report says up to which log position its read-model part is current.
+compromised keys from their streams; what endpoints served when last scanned from the discovery read model, joined to
+the certificates read model by fingerprint. The report says up to which log position its read-model part is current.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from domain import compliance, tenant
 from domain.errors import NotFound
 from domain.certspec import SubjectAltNames
 from domain.compliance import CertificateRecord, Finding
+from projections import discovery
 from projections.certificates import live, validity_time
 
 CERTIFICATE_COLUMNS = ("certificate_id", "ca_id", "profile", "common_name", "algorithm", "key_source", "not_before",
@@ -47,6 +49,7 @@ class ComplianceSummary(msgspec.Struct, frozen=True, kw_only=True):
     cas_in_service: int
     post_quantum_certificates: int  # live certificates with a post-quantum key
     compromised_keys: int
+    endpoints_observed: int = 0  # endpoints scanned in the last 14 days (discovery; csm discover scan)
 
 
 class ComplianceReport(msgspec.Struct, frozen=True, kw_only=True):
@@ -126,13 +129,16 @@ async def report(query: Query, services: Services, principal: Principal, tenant_
         findings += compliance.certificate_findings(record, state.policy, now)
     for ca_id in cas:
         findings += compliance.ca_findings(await crl.load_registry(services, tenant_id, ca_id), compromised, now)
+    endpoints = await query(discovery.records, tenant_id, now - compliance.DISCOVERY_STALE)
+    for endpoint in endpoints:
+        findings += compliance.discovered_findings(endpoint, now)
     findings = compliance.ordered(findings)
     ca_algorithms = [algorithm for (algorithm,) in counts.pop("ca_algorithms")]
     summary = ComplianceSummary(
         **counts, cas_in_service=len(ca_algorithms),
         post_quantum_cas=sum(compliance.post_quantum(a) for a in ca_algorithms),
         post_quantum_certificates=sum(n for a, n in counts["by_algorithm"].items() if compliance.post_quantum(a)),
-        compromised_keys=len(compromised.keys))
+        compromised_keys=len(compromised.keys), endpoints_observed=len(endpoints))
     return ComplianceReport(tenant_id=tenant_id, generated_at=rfc3339(now), position=position,
                             counts=compliance.severity_counts(findings), findings=findings[:limit],
                             truncated=len(findings) > limit, summary=summary)

@@ -8,6 +8,7 @@ from projections.audit_log import AuditLogProjector
 from projections.base import Projector
 from projections.cas import CasProjector
 from projections.certificates import CertificatesProjector
+from projections.discovery import DiscoveryProjector
 from projections.profiles import ProfilesProjector
 from projections.service_accounts import ServiceAccountsProjector
 from projections.sessions import SessionsProjector
@@ -19,4 +20,4 @@ from projections.webhooks import WebhooksProjector
 def all_projectors() -> list[Projector]:
     return [TenantsProjector(), AuditLogProjector(), ApiTokensProjector(), CasProjector(), CertificatesProjector(),
             ProfilesProjector(), UsersProjector(), ServiceAccountsProjector(), WebhooksProjector(),
-            SessionsProjector(), AnalyticsProjector()]
+            SessionsProjector(), AnalyticsProjector(), DiscoveryProjector()]

@@ -53,6 +53,10 @@ REQUESTS: dict[tuple[str, str], Build] = {
     ("GET", "/v1/tenants/{tenant_id}/compromised-keys"): lambda w, t: Call("GET", f"/v1/tenants/{t}/compromised-keys"),
     ("GET", "/v1/tenants/{tenant_id}/compliance"): lambda w, t: Call("GET", f"/v1/tenants/{t}/compliance"),
     ("GET", "/v1/tenants/{tenant_id}/analytics"): lambda w, t: Call("GET", f"/v1/tenants/{t}/analytics"),
+    ("GET", "/v1/tenants/{tenant_id}/discovered"): lambda w, t: Call("GET", f"/v1/tenants/{t}/discovered"),
+    ("POST", "/v1/tenants/{tenant_id}/discovered"): lambda w, t: Call(  # the same scan again records nothing
+        "POST", f"/v1/tenants/{t}/discovered", json={"scan_id": "matrix", "observations": [
+            {"host": "192.0.2.1", "port": 9042, "observed_at": "2026-01-01T00:00:00Z", "error": "refused"}]}),
     ("POST", "/v1/tenants/{tenant_id}/compromised-keys"): lambda w, t: Call(  # refused after authorization: nothing
         "POST", f"/v1/tenants/{t}/compromised-keys",  # is recorded (an invalidity date in the future)
         json={"certificate_id": _t(w, t).certificate, "invalidity_date": "2999-01-01T00:00:00Z"}),

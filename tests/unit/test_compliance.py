@@ -135,3 +135,53 @@ def test_any_certificate_at_any_moment_gets_well_formed_findings(not_before, lif
                     "certificate_renewal_failed"} & set(rules)) <= 1
         assert ("certificate_renewal_failed" in rules) == failed
     assert compliance.ordered(findings) == compliance.ordered(list(reversed(findings)))
+
+
+# discovery: what an endpoint served when last scanned -------------------------------------------------------------
+
+def endpoint(**changes) -> compliance.DiscoveredRecord:
+    fields = dict(endpoint="10.0.0.1:9042", observed_at=NOW - timedelta(hours=1), last_served_at=NOW - timedelta(hours=1),
+                  fingerprint_sha256="ab" * 32, not_after=NOW + timedelta(days=100), certificate_id="c1", ca_id="ca1",
+                  status="issued")
+    return compliance.DiscoveredRecord(**{**fields, **changes})
+
+
+def seen(record: compliance.DiscoveredRecord, now: datetime = NOW) -> list[str]:
+    return [f.rule for f in compliance.discovered_findings(record, now)]
+
+
+def test_an_endpoint_serving_a_live_certificate_of_the_tenant_has_no_finding():
+    assert seen(endpoint()) == []
+
+
+def test_what_an_endpoint_serves_revoked_superseded_expired_or_unmanaged_is_found_by_rule():
+    assert seen(endpoint(status="revoked", revocation_reason="key_compromise")) == ["discovered_revoked"]
+    # a revoked certificate's renewal is no matter: revoked says more
+    assert seen(endpoint(status="revoked", revocation_reason="superseded", superseded_by="c2")) == \
+        ["discovered_revoked"]
+    assert seen(endpoint(superseded_by="c2")) == ["discovered_superseded"]
+    assert seen(endpoint(not_after=NOW)) == ["discovered_expired"]
+    assert seen(endpoint(not_after=NOW + timedelta(seconds=1))) == []
+    assert seen(endpoint(certificate_id=None, ca_id=None, status=None)) == ["discovered_unmanaged"]
+    assert seen(endpoint(certificate_id=None, ca_id=None, status=None, not_after=NOW - timedelta(days=1))) == \
+        ["discovered_unmanaged", "discovered_expired"]
+    assert seen(endpoint(certificate_id=None, not_after=None)) == ["discovered_unmanaged"]  # unparsed certificate
+    finding = compliance.discovered_findings(endpoint(status="revoked", revocation_reason="superseded"), NOW)[0]
+    assert (finding.severity, finding.subject_type, finding.subject_id, finding.ca_id) == \
+        ("critical", "endpoint", "10.0.0.1:9042", "ca1")
+    assert "c1 was revoked (superseded)" in finding.detail
+
+
+def test_an_endpoint_that_stopped_answering_is_found_only_if_it_served_before_and_stale_ones_drop_out():
+    failing = dict(error="refused", reason="connection refused", fingerprint_sha256=None, not_after=None,
+                   certificate_id=None, status=None)
+    assert seen(endpoint(**failing)) == ["discovered_unreachable"]
+    assert seen(endpoint(**failing, last_served_at=None)) == []  # never a node: an empty address of a sweep
+    assert seen(endpoint(observed_at=NOW - compliance.DISCOVERY_STALE, status="revoked")) == ["discovered_revoked"]
+    assert seen(endpoint(observed_at=NOW - compliance.DISCOVERY_STALE - timedelta(seconds=1), status="revoked")) == []
+
+
+def test_every_discovery_rule_is_documented_with_a_severity():
+    for rule in ("discovered_revoked", "discovered_expired", "discovered_superseded", "discovered_unmanaged",
+                 "discovered_unreachable"):
+        assert RULES[rule].severity in SEVERITIES and RULES[rule].remedy

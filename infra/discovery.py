@@ -1,0 +1,205 @@
+"""Scanning endpoints for the certificates they serve: TCP, then a TLS handshake that verifies nothing.
+
+Each endpoint gets one connection (``timeout`` seconds for all of it) and a TLS 1.2+ handshake with verification
+off (``CERT_NONE``, no host name check): the point is to see whatever is served, trusted or not. The handshake runs
+over memory BIOs so that the bytes the peer sent are at hand when it fails. Only the leaf certificate is kept:
+Python 3.11's ``ssl`` gives no peer chain (``get_unverified_chain`` is 3.13's), and no compliance rule needs one;
+the leaf's fingerprint is what matches this service's records.
+
+A server that requires a client certificate (Cassandra's ``require_client_auth``) still shows its own: under TLS 1.3
+the client's handshake completes before the server judges the (empty) client certificate; under TLS 1.2 the
+server's Certificate message travels in the clear before it aborts, and is read from the bytes received
+(``_tls12_leaf``). Connection refused, timeouts, no route, a peer that does not speak TLS and other handshake
+failures become an observation's ``error`` and ``reason`` instead.
+
+Scans run from wherever the operator runs ``csm discover scan``; the API never connects to hosts a request names.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import ipaddress
+import socket
+import ssl
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from domain.discovery import Observation, Target
+
+MAX_RECEIVED = 256 * 1024  # bytes of handshake kept to find a TLS 1.2 Certificate message in
+DEFAULT_TIMEOUT = 5.0
+DEFAULT_CONCURRENCY = 64
+_NOT_TLS = ("WRONG_VERSION_NUMBER", "wrong version number", "record layer failure", "packet length too long",
+            "unknown protocol", "http request", "RECORD_LAYER_FAILURE", "UNEXPECTED_RECORD")
+
+
+def client_context() -> ssl.SSLContext:
+    """TLS 1.2 or later, any certificate accepted, no host name checked: to see what is served, not to trust it."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
+def certificate_facts(der: bytes) -> dict:
+    """The public facts of a DER certificate as an observation records them (fingerprint, names, serial, validity,
+    PEM); a certificate ``cryptography`` cannot parse keeps only its fingerprint and PEM."""
+    pem = "-----BEGIN CERTIFICATE-----\n" + "\n".join(
+        _b64_lines(der)) + "\n-----END CERTIFICATE-----\n"
+    facts: dict = {"fingerprint_sha256": hashlib.sha256(der).hexdigest(), "certificate_pem": pem}
+    try:
+        cert = x509.load_der_x509_certificate(der)
+        facts.update(subject_dn=cert.subject.rfc4514_string(), issuer_dn=cert.issuer.rfc4514_string(),
+                     serial_hex=format(cert.serial_number, "x"), not_before=cert.not_valid_before_utc,
+                     not_after=cert.not_valid_after_utc)
+        facts["certificate_pem"] = cert.public_bytes(serialization.Encoding.PEM).decode()
+    except ValueError:
+        pass  # not X.509 as cryptography reads it: the fingerprint still tells whether it is one of ours
+    return facts
+
+
+def _b64_lines(der: bytes) -> list[str]:
+    text = base64.b64encode(der).decode()
+    return [text[i:i + 64] for i in range(0, len(text), 64)]
+
+
+def facts_of_pem(pem: str) -> dict:
+    """``certificate_facts`` of a PEM certificate (an observation posted by a scanner elsewhere); ValueError if it is
+    not one."""
+    cert = x509.load_pem_x509_certificate(pem.encode())
+    return certificate_facts(cert.public_bytes(serialization.Encoding.DER))
+
+
+def _tls12_leaf(received: bytes) -> bytes | None:
+    """The first certificate of a TLS 1.2 Certificate handshake message in ``received`` (the server's first flight,
+    plaintext before ChangeCipherSpec), or None."""
+    handshake, i = bytearray(), 0
+    while i + 5 <= len(received):
+        kind, length = received[i], int.from_bytes(received[i + 3:i + 5], "big")
+        if kind == 20:  # ChangeCipherSpec: what follows is encrypted
+            break
+        if kind == 22:
+            handshake += received[i + 5:i + 5 + length]
+        i += 5 + length
+    j = 0
+    while j + 4 <= len(handshake):
+        kind, length = handshake[j], int.from_bytes(handshake[j + 1:j + 4], "big")
+        body = handshake[j + 4:j + 4 + length]
+        if kind == 11 and len(body) >= 6:  # Certificate: list length (3), then each certificate's length (3) + DER
+            first = int.from_bytes(body[3:6], "big")
+            der = bytes(body[6:6 + first])
+            return der if len(der) == first and first else None
+        j += 4 + length
+    return None
+
+
+def _error(target: Target, at: datetime, error: str, reason: str) -> Observation:
+    return Observation(host=target.host, port=target.port, observed_at=at, error=error, reason=reason[:500])
+
+
+async def observe(target: Target, *, timeout: float = DEFAULT_TIMEOUT, context: ssl.SSLContext | None = None,
+                  now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> Observation:
+    """What ``target`` serves: its leaf certificate with the TLS version and cipher, or the error met."""
+    context = context or client_context()
+    at = now()
+    try:
+        async with asyncio.timeout(timeout):
+            return await _handshake(target, context, at)
+    except TimeoutError:
+        return _error(target, at, "timeout", f"no TLS handshake within {timeout:g} s")
+    except ConnectionRefusedError as exc:
+        return _error(target, at, "refused", exc.strerror or str(exc))
+    except socket.gaierror as exc:
+        return _error(target, at, "unreachable", f"name resolution: {exc.strerror or exc}")
+    except OSError as exc:
+        return _error(target, at, "unreachable", exc.strerror or str(exc) or type(exc).__name__)
+
+
+async def _handshake(target: Target, context: ssl.SSLContext, at: datetime) -> Observation:
+    reader, writer = await asyncio.open_connection(target.host, target.port)
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    sni = None if _is_address(target.host) else target.host
+    tls = context.wrap_bio(incoming, outgoing, server_hostname=sni)
+    received = bytearray()
+    try:
+        while True:
+            try:
+                tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                pass
+            except ssl.SSLError as exc:
+                return _failed(target, at, exc, received)
+            await _flush(outgoing, writer)
+            data = await reader.read(65536)
+            if not data:
+                reason = "the peer closed the connection during the handshake"
+                return _failed(target, at, ConnectionResetError(reason), received)
+            if len(received) < MAX_RECEIVED:
+                received += data
+            incoming.write(data)
+        await _flush(outgoing, writer)  # our Finished: a polite end to the handshake
+        der = tls.getpeercert(binary_form=True)
+        if not der:
+            return _error(target, at, "handshake_failed", "the server sent no certificate")
+        cipher = tls.cipher()
+        return Observation(host=target.host, port=target.port, observed_at=at, tls_version=tls.version(),
+                           cipher=cipher[0] if cipher else None, **certificate_facts(der))
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError, ssl.SSLError):
+            await writer.wait_closed()
+
+
+async def _flush(outgoing: ssl.MemoryBIO, writer: asyncio.StreamWriter) -> None:
+    data = outgoing.read()
+    if data:
+        writer.write(data)
+        await writer.drain()
+
+
+def _failed(target: Target, at: datetime, exc: Exception, received: bytes) -> Observation:
+    """A handshake that failed: the certificate if the server had sent it in the clear (TLS 1.2 mutual TLS), else
+    the error; a peer that answered with something other than TLS is ``not_tls``."""
+    reason = getattr(exc, "reason", None) or str(exc)
+    text = f"{reason}: {exc}" if getattr(exc, "reason", None) else str(exc)
+    der = _tls12_leaf(bytes(received))
+    if der is not None:
+        return Observation(host=target.host, port=target.port, observed_at=at, tls_version="TLSv1.2",
+                           reason=f"handshake aborted after the server's certificate: {text}"[:500],
+                           **certificate_facts(der))
+    not_tls = received[:1] and received[0] not in (21, 22)  # neither an alert nor a handshake record
+    if not_tls or any(marker in text for marker in _NOT_TLS):
+        return _error(target, at, "not_tls", f"the peer does not speak TLS here ({text})")
+    return _error(target, at, "handshake_failed", text)
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+async def scan(targets: Sequence[Target], *, timeout: float = DEFAULT_TIMEOUT, concurrency: int = DEFAULT_CONCURRENCY,
+               progress: Callable[[Observation], None] | None = None) -> list[Observation]:
+    """Observe every target, at most ``concurrency`` at once; results in the targets' order."""
+    gate = asyncio.Semaphore(max(1, concurrency))
+    context = client_context()
+
+    async def one(target: Target) -> Observation:
+        async with gate:
+            observed = await observe(target, timeout=timeout, context=context)
+        if progress is not None:
+            progress(observed)
+        return observed
+
+    return list(await asyncio.gather(*(one(target) for target in targets)))
