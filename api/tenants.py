@@ -30,6 +30,14 @@ from projections import discovery as discovery_model
 from projections import tenants as read_model
 
 
+async def _tenant_row(request: Request, principal, tenant_id: str) -> dict:
+    """The tenant's row as the caller may see it; 404 ``tenant_not_found`` if there is none."""
+    row = await find_row(request, read_model.get, tenant_id, visible_tenants(principal), field="tenant_id")
+    if row is None:
+        raise ApiProblem(404, "tenant_not_found", f"tenant {tenant_id} does not exist", field="tenant_id")
+    return row
+
+
 def _tenant_out(row: dict) -> TenantOut:
     return msgspec.convert(row, TenantOut)
 
@@ -64,18 +72,14 @@ class TenantController(Controller):
                    min_position: MinPosition = None) -> TenantOut:
         authorize(principal, "tenant:read", tenant_id)
         await read_your_writes(request, min_position)
-        row = await find_row(request, read_model.get, tenant_id, visible_tenants(principal), field="tenant_id")
-        if row is None:
-            raise ApiProblem(404, "tenant_not_found", f"tenant {tenant_id} does not exist", field="tenant_id")
+        row = await _tenant_row(request, principal, tenant_id)
         return _tenant_out(row)
 
     @get("/{tenant_id:str}/usage", summary="What a tenant holds against its quotas", responses=QUERY_ERRORS)
     async def usage(self, request: Request, principal: Caller, tenant_id: FromPath[str]) -> TenantUsageOut:
         """Counted once the read models have reached the log's head (503 usage_unknown if they cannot in time)."""
         authorize(principal, "tenant:read", tenant_id)
-        row = await find_row(request, read_model.get, tenant_id, visible_tenants(principal), field="tenant_id")
-        if row is None:
-            raise ApiProblem(404, "tenant_not_found", f"tenant {tenant_id} does not exist", field="tenant_id")
+        row = await _tenant_row(request, principal, tenant_id)
         services = runtime_of(request.app.state).services
         now = services.clock.now()
         counted = await services.usage.count(tenant_id, now)
@@ -120,9 +124,7 @@ class TenantController(Controller):
         if (until - since).days >= analytics.MAX_DAYS:
             raise ApiProblem(400, "validation_failed", f"at most {analytics.MAX_DAYS} days at once", field="since",
                              rule="range")
-        row = await find_row(request, read_model.get, tenant_id, visible_tenants(principal), field="tenant_id")
-        if row is None:
-            raise ApiProblem(404, "tenant_not_found", f"tenant {tenant_id} does not exist", field="tenant_id")
+        await _tenant_row(request, principal, tenant_id)
         return await read_models_of(request.app.state).query(analytics.report, tenant_id, since, until)
 
     @get("/{tenant_id:str}/compromised-keys", summary="Keys reported compromised in a tenant: never certified again in it",
@@ -133,9 +135,7 @@ class TenantController(Controller):
     async def compromised(self, request: Request, principal: Caller,
                           tenant_id: FromPath[str]) -> compromised_keys.CompromisedKeyList:
         authorize(principal, "cert:read", tenant_id)
-        row = await find_row(request, read_model.get, tenant_id, visible_tenants(principal), field="tenant_id")
-        if row is None:
-            raise ApiProblem(404, "tenant_not_found", f"tenant {tenant_id} does not exist", field="tenant_id")
+        await _tenant_row(request, principal, tenant_id)
         return await compromised_keys.list_compromised_keys(
             compromised_keys.ListCompromisedKeys(tenant_id=tenant_id), command_context(principal),
             runtime_of(request.app.state).services)
@@ -174,9 +174,7 @@ class TenantController(Controller):
             after = discovery_model.decode_cursor(cursor) if cursor else None
         except ValueError as exc:
             raise ApiProblem(400, "validation_failed", str(exc), field="cursor", rule="format") from None
-        row = await find_row(request, read_model.get, tenant_id, visible_tenants(principal), field="tenant_id")
-        if row is None:
-            raise ApiProblem(404, "tenant_not_found", f"tenant {tenant_id} does not exist", field="tenant_id")
+        await _tenant_row(request, principal, tenant_id)
         rows = await read_models_of(request.app.state).query(discovery_model.of_tenant, tenant_id, after=after,
                                                             limit=limit + 1)
         items = [_endpoint_out(r) for r in rows[:limit]]

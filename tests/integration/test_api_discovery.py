@@ -63,8 +63,10 @@ async def listing(api, headers, position, **params) -> dict[str, dict]:
     return {item["endpoint"]: item for item in response.json()["items"]}
 
 
-async def findings(api, headers) -> dict[str, list[tuple[str, str]]]:
-    response = await api.client.get("/v1/tenants/acme/compliance", headers=headers)
+async def findings(api, headers, position: int = 0) -> dict[str, list[tuple[str, str]]]:
+    """The report's findings of endpoints, once the read models have reached ``position``."""
+    response = await api.client.get("/v1/tenants/acme/compliance", headers=headers,
+                                    params={"min_position": position})
     assert response.status_code == 200, response.text
     out: dict[str, list] = {}
     for f in response.json()["findings"]:
@@ -153,8 +155,9 @@ async def test_served_certificates_are_matched_and_judged_as_they_are_revoked_re
     assert found[at["gone"]] == [("discovered_unreachable", "low")]
     assert at["closed"] not in found  # it never served a certificate: no node there
     # an observation recorded late never hides a newer one
-    await record(api, admin, [o for o in observed if o.port == p_gone], scan_id="late-copy")
-    assert (await findings(api, admin))[at["gone"]] == [("discovered_unreachable", "low")]
+    late = await record(api, admin, [o for o in observed if o.port == p_gone], scan_id="late-copy")
+    assert (await findings(api, admin, late["result"]["global_position"]))[at["gone"]] == \
+        [("discovered_unreachable", "low")]
 
     # a fortnight unscanned, the endpoints drop out of the report (the listing keeps them)
     clock.offset = timedelta(days=15)
