@@ -9,7 +9,7 @@ from importlib import metadata
 import click
 
 from cli import admin, audit, backup, ca, ca_root, cert, events, projections, tenants
-from cli import auth, users
+from cli import auth, discover, users
 from cli.webhooks import webhook
 from cli.worker import worker
 from cli.projector import projector
@@ -128,6 +128,7 @@ csm.add_command(backup.restore)
 ca.ca.add_command(ca_root.root)
 csm.add_command(ca.ca)
 csm.add_command(cert.cert)
+csm.add_command(discover.discover)
 csm.add_command(webhook)
 csm.add_command(worker)
 csm.add_command(projector)
