@@ -7,6 +7,7 @@ from datetime import datetime
 import msgspec
 
 from commands.cas import CaId
+from commands.discovery import ScanId
 from commands.ids import CertificateId
 from commands.revoke import KeyHash
 from commands.tenants import Name, Reason
@@ -121,7 +122,7 @@ class DiscoveredBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     """A scan's observations; ``scan_id`` (default: a new one) makes a retry record nothing."""
 
     observations: list[ObservationIn]
-    scan_id: str | None = None
+    scan_id: ScanId | None = None
 
 
 class DiscoveredEndpointOut(msgspec.Struct, frozen=True, kw_only=True):

@@ -193,9 +193,8 @@ class TenantController(Controller):
                                 idempotency_key: IdempotencyKey = None) -> discovered.ObservationsRecordedResult:
         authorize(principal, "discovery:record", tenant_id)  # before the certificates are parsed
         observations = [_observation(i, o) for i, o in enumerate(data.observations)]
-        command = msgspec.convert({"tenant_id": tenant_id, "scan_id": data.scan_id or uuid7(),
-                                   "observations": msgspec.to_builtins(observations)},
-                                  discovered.RecordObservations)
+        command = discovered.RecordObservations(tenant_id=tenant_id, scan_id=data.scan_id or uuid7(),
+                                                observations=observations)
         return await execute(request, discovered.record_observations, command, principal, idempotency_key)
 
     @post("/{tenant_id:str}/rename", status_code=200, summary="Rename a tenant", responses=COMMAND_ERRORS)

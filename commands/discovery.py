@@ -17,7 +17,7 @@ from domain import discovery, tenant
 from domain.discovery import Observation
 from domain.errors import NotFound
 
-ScanId = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+ScanId = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=discovery.SCAN_ID.pattern,
                                      description="the scanner's id for this scan: recording it again records nothing")]
 
 

@@ -40,6 +40,7 @@ ERRORS = ("refused", "timeout", "unreachable", "not_tls", "handshake_failed")
 CONNECTION_ERRORS = frozenset({"refused", "timeout", "unreachable"})  # nothing answered at all
 _HOST = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}"
                    r"[A-Za-z0-9])?)*\.?$")
+SCAN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _PEM = re.compile(r"-----BEGIN CERTIFICATE-----\s*([A-Za-z0-9+/=\s]+?)\s*-----END CERTIFICATE-----")
 
@@ -271,6 +272,9 @@ def batches(observations: Sequence[Observation]) -> list[list[Observation]]:
 
 def decide_record(state: Scan, scan_id: str, observations: Sequence[Observation], now: datetime) -> list[Payload]:
     """The scan's events; none if this scan was recorded already with the same observations (a retry)."""
+    if not SCAN_ID.match(scan_id):
+        raise DomainError("invalid_scan_id", f"{scan_id!r}: up to 64 letters, digits, '.', '_' and '-', starting with "
+                          "a letter or digit", field="scan_id")
     validate(observations, now)
     scanned = digest(observations)
     if state.digest is not None:

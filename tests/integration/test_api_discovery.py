@@ -187,6 +187,12 @@ async def test_posted_observations_are_checked_and_listed_page_by_page(pki_api, 
     missing = await api.client.post("/v1/tenants/nobody/discovered", headers=admin, json={"observations": [
         {"host": "10.0.0.1", "port": 9042, "observed_at": now, "error": "refused"}]})
     assert_problem(missing, 404, "tenant_not_found", "tenant_id")
+    short = await api.client.post("/v1/tenants/ab/discovered", headers=admin, json={"observations": [
+        {"host": "10.0.0.1", "port": 9042, "observed_at": now, "error": "refused"}]})
+    assert_problem(short, 404, "tenant_not_found", "tenant_id")  # no tenant has so short an id
+    bad_id = await api.client.post(url, headers=admin, json={"scan_id": "../x", "observations": [
+        {"host": "10.0.0.1", "port": 9042, "observed_at": now, "error": "refused"}]})
+    assert_problem(bad_id, 400, None, "scan_id")
 
     stray_cert, _key, _ = self_signed(tmp_path)
     observations = [{"host": f"10.0.0.{i}", "port": 9042, "observed_at": now,

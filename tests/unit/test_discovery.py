@@ -148,3 +148,10 @@ def test_a_scan_with_no_observations_is_refused_and_one_a_little_ahead_of_the_cl
         discovery.decide_record(discovery.Scan(), "s1", [], NOW)
     assert discovery.decide_record(discovery.Scan(), "s1", [served(observed_at=NOW + timedelta(minutes=4)),
                                                            refused()], NOW)
+
+
+@pytest.mark.parametrize("scan_id", ["", "-x", "a b", "x" * 65, "a/b"])
+def test_a_scan_id_that_names_no_stream_cleanly_is_refused(scan_id):
+    with pytest.raises(DomainError) as exc:
+        discovery.decide_record(discovery.Scan(), scan_id, [refused()], NOW)
+    assert (exc.value.code, exc.value.field) == ("invalid_scan_id", "scan_id")
