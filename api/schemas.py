@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
 import msgspec
 
 from commands.cas import CaId
 from commands.discovery import ScanId
+from domain import discovery
 from commands.ids import CertificateId
 from commands.revoke import KeyHash
 from commands.tenants import Name, Reason
@@ -108,20 +110,20 @@ class ObservationIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     fingerprint, names, serial and validity from it), or ``error`` (refused, timeout, unreachable, not_tls,
     handshake_failed) and ``reason``."""
 
-    host: str
-    port: int
+    host: Annotated[str, msgspec.Meta(min_length=1, max_length=253)]
+    port: Annotated[int, msgspec.Meta(ge=1, le=65535)]
     observed_at: datetime
-    certificate_pem: str | None = None
-    tls_version: str | None = None
-    cipher: str | None = None
-    error: str | None = None
-    reason: str | None = None
+    certificate_pem: Annotated[str, msgspec.Meta(max_length=discovery.MAX_PEM_BYTES)] | None = None
+    tls_version: Annotated[str, msgspec.Meta(max_length=32)] | None = None
+    cipher: Annotated[str, msgspec.Meta(max_length=200)] | None = None
+    error: Annotated[str, msgspec.Meta(max_length=32, description=", ".join(discovery.ERRORS))] | None = None
+    reason: Annotated[str, msgspec.Meta(max_length=2000)] | None = None
 
 
 class DiscoveredBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """A scan's observations; ``scan_id`` (default: a new one) makes a retry record nothing."""
 
-    observations: list[ObservationIn]
+    observations: Annotated[list[ObservationIn], msgspec.Meta(min_length=1, max_length=discovery.MAX_OBSERVATIONS)]
     scan_id: ScanId | None = None
 
 
