@@ -37,6 +37,7 @@ class CreateCaBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     validity_days: cmd.Days | None = None
     path_length: cmd.PathLength | None = None
     name_constraints: NameConstraints = NameConstraints()
+    key_storage: cmd.KeyStorage = "vault"
 
 
 class ImportRootBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -51,6 +52,7 @@ class OfflineIntermediateBody(msgspec.Struct, frozen=True, kw_only=True, forbid_
     subject: DistinguishedName
     algorithm: cmd.AlgorithmName = cmd.DEFAULT_CA_ALGORITHM
     tenant_id: TenantId | None = None
+    key_storage: cmd.KeyStorage = "vault"
 
 
 class CertificateBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -170,7 +172,7 @@ class CaController(Controller):
                      idempotency_key: IdempotencyKey = None) -> Response[CaCreated]:
         tenant_id = tenant_for(principal, data.tenant_id)
         common = {"tenant_id": tenant_id, "name": data.name, "subject": data.subject, "algorithm": data.algorithm,
-                  "name_constraints": data.name_constraints}
+                  "name_constraints": data.name_constraints, "key_storage": data.key_storage}
         if data.kind == "root":
             if data.parent_id is not None:
                 raise ApiProblem(400, "validation_failed", "a root CA has no parent", field="parent_id",
@@ -200,7 +202,7 @@ class CaController(Controller):
                                    idempotency_key: IdempotencyKey = None) -> Response[CaCreated]:
         command = cmd.RequestOfflineIntermediate(tenant_id=tenant_for(principal, data.tenant_id),
                                                  parent_id=data.parent_id, name=data.name, subject=data.subject,
-                                                 algorithm=data.algorithm)
+                                                 algorithm=data.algorithm, key_storage=data.key_storage)
         return _created(await execute(request, cmd.request_offline_intermediate, command, principal,
                                       idempotency_key))
 

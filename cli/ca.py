@@ -78,6 +78,12 @@ def ca() -> None:
     """Create and manage certificate authorities."""
 
 
+key_storage_option = click.option(
+    "--key-storage", type=click.Choice(["vault", "hsm"]), default="vault", show_default=True,
+    help="vault: the key is kept encrypted in the key vault; hsm: generated on the PKCS#11 token (CSM_PKCS11_*) "
+         "and never leaves it (ecdsa-p256 or ecdsa-p384).")
+
+
 def _creation(fn):
     @click.option("--tenant", "tenant_id", required=True, help="The tenant the CA belongs to.")
     @click.option("--name", required=True, help="Display name.")
@@ -85,6 +91,7 @@ def _creation(fn):
                   help="Key algorithm (see `csm ca algorithms`).")
     @click.option("--validity-days", type=int, default=None, help="Validity in days.")
     @click.option("--path-length", type=int, default=None, help="basicConstraints pathLenConstraint.")
+    @key_storage_option
     @subject_options
     @constraint_options
     @functools.wraps(fn)
@@ -97,11 +104,11 @@ def _creation(fn):
 @ca.command("create-root")
 @_creation
 @click.pass_obj
-def create_root(settings: Settings, tenant_id, name, algorithm, validity_days, path_length, cn, org, ou, locality,
-                state, country, permit_dns, exclude_dns, permit_ip, exclude_ip) -> None:
-    """Create an online root CA (its key is generated and kept, encrypted, in the key vault)."""
+def create_root(settings: Settings, tenant_id, name, algorithm, validity_days, path_length, key_storage, cn, org, ou,
+                locality, state, country, permit_dns, exclude_dns, permit_ip, exclude_ip) -> None:
+    """Create an online root CA (its key is generated and kept, encrypted, in the key vault, or on the token)."""
     command = convert({"tenant_id": tenant_id, "name": name, "algorithm": algorithm, "validity_days": validity_days,
-                       "path_length": path_length,
+                       "path_length": path_length, "key_storage": key_storage,
                        "subject": _required_subject(cn, org, ou, locality, state, country),
                        "name_constraints": constraints(permit_dns, exclude_dns, permit_ip, exclude_ip)},
                       cmd.CreateRootCa)
@@ -113,11 +120,12 @@ def create_root(settings: Settings, tenant_id, name, algorithm, validity_days, p
 @_creation
 @click.option("--parent", "parent_id", required=True, help="The issuing CA's id.")
 @click.pass_obj
-def create_intermediate(settings: Settings, tenant_id, name, algorithm, validity_days, path_length, cn, org, ou,
-                        locality, state, country, permit_dns, exclude_dns, permit_ip, exclude_ip, parent_id) -> None:
+def create_intermediate(settings: Settings, tenant_id, name, algorithm, validity_days, path_length, key_storage, cn, org,
+                        ou, locality, state, country, permit_dns, exclude_dns, permit_ip, exclude_ip,
+                        parent_id) -> None:
     """Create an intermediate CA signed by --parent."""
     command = convert({"tenant_id": tenant_id, "name": name, "algorithm": algorithm, "validity_days": validity_days,
-                       "path_length": path_length, "parent_id": parent_id,
+                       "path_length": path_length, "parent_id": parent_id, "key_storage": key_storage,
                        "subject": _required_subject(cn, org, ou, locality, state, country),
                        "name_constraints": constraints(permit_dns, exclude_dns, permit_ip, exclude_ip)},
                       cmd.CreateIntermediateCa)
@@ -168,13 +176,14 @@ def import_root(settings: Settings, tenant_id, name, cert_file: Path) -> None:
 @click.option("--algorithm", default=cmd.DEFAULT_CA_ALGORITHM, show_default=True)
 @click.option("--csr-out", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Where to write the CSR to carry to the offline root.")
+@key_storage_option
 @subject_options
 @click.pass_obj
-def request_intermediate(settings: Settings, tenant_id, parent_id, name, algorithm, csr_out: Path, cn, org, ou,
-                         locality, state, country) -> None:
-    """Make an intermediate's key here and write its CSR for the offline root to sign."""
+def request_intermediate(settings: Settings, tenant_id, parent_id, name, algorithm, csr_out: Path, key_storage, cn, org,
+                         ou, locality, state, country) -> None:
+    """Make an intermediate's key here (or on the token) and write its CSR for the offline root to sign."""
     command = convert({"tenant_id": tenant_id, "parent_id": parent_id, "name": name, "algorithm": algorithm,
-                       "subject": _required_subject(cn, org, ou, locality, state, country)},
+                       "key_storage": key_storage, "subject": _required_subject(cn, org, ou, locality, state, country)},
                       cmd.RequestOfflineIntermediate)
     result = execute(settings, cmd.request_offline_intermediate, command)
     ca_id = _ca_id(result)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -29,6 +29,9 @@ Days = Annotated[int, msgspec.Meta(ge=1, le=36500)]
 PathLength = Annotated[int, msgspec.Meta(ge=0, le=16)]
 PemText = Annotated[str, msgspec.Meta(min_length=1, max_length=65536)]
 DEFAULT_CA_ALGORITHM = "hybrid-p384-ml-dsa-65"
+KeyStorage = Annotated[Literal["vault", "hsm"], msgspec.Meta(
+    description="vault: the key is kept envelope-encrypted in the key vault; hsm: generated on the PKCS#11 token "
+                "and never leaves it (ecdsa-p256 or ecdsa-p384)")]
 
 
 class _Strict(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -46,6 +49,7 @@ class CreateRootCa(_Strict):
     validity_days: Days = 3650
     path_length: PathLength | None = None
     name_constraints: NameConstraints = NameConstraints()
+    key_storage: KeyStorage = "vault"
 
 
 class CreateIntermediateCa(_Strict):
@@ -57,6 +61,7 @@ class CreateIntermediateCa(_Strict):
     validity_days: Days | None = None  # None: INTERMEDIATE_DAYS, or what the parent has left if that is less
     path_length: PathLength | None = 0
     name_constraints: NameConstraints = NameConstraints()
+    key_storage: KeyStorage = "vault"
 
 
 class ImportOfflineRoot(_Strict):
@@ -73,6 +78,7 @@ class RequestOfflineIntermediate(_Strict):
     name: Name
     subject: DistinguishedName
     algorithm: AlgorithmName = DEFAULT_CA_ALGORITHM
+    key_storage: KeyStorage = "vault"
 
 
 class InstallCaCertificate(_Strict):
@@ -140,8 +146,13 @@ async def _keep_key(services: Services, tenant_id: str, key, algorithm: str) -> 
     return await pki.vault_of(services).put(tenant_id, crypto.private_key_bytes(key), algorithm=algorithm, purpose="ca")
 
 
-async def _new_key(services: Services, algorithm: str):
-    return await blocking.slow(pki.crypto_of(services).generate_key, algorithm)  # RSA takes seconds
+async def _new_key(services: Services, algorithm: str, *, key_storage: str = "vault", tenant_id: str = "",
+                   ca_id: str = ""):
+    """A new CA key: in memory until the vault keeps it, or made on the PKCS#11 token (``key_storage`` hsm)."""
+    crypto = pki.crypto_of(services)
+    if key_storage == "hsm":
+        return await blocking.slow(crypto.generate_token_key, algorithm, f"csm-ca:{tenant_id}:{ca_id}")
+    return await blocking.slow(crypto.generate_key, algorithm)  # RSA takes seconds
 
 
 def _ca_certificate(services: Services, der: bytes, issuer_ca_id: str | None, key_ref: str | None) -> ca.CaCertificate:
@@ -189,15 +200,17 @@ async def _create_online(services: Services, ctx: CommandContext, cmd: CreateRoo
     keep the key in the vault and record the CA."""
     async with quotas.reserve(services, tenant_state, NEW_CA) as reservation:
         crypto = pki.crypto_of(services)
-        key = await _new_key(services, cmd.algorithm)
+        ca_id, parent_id = uuid7(), parent.ca_id if parent is not None else None
+        key = await _new_key(services, cmd.algorithm, key_storage=cmd.key_storage, tenant_id=cmd.tenant_id,
+                             ca_id=ca_id)
         der = await _sign(services, spec, crypto.public_keys(key), cmd.tenant_id, parent,
                           self_key=key if parent is None else None)
         key_ref = await _keep_key(services, cmd.tenant_id, key, cmd.algorithm)
-        ca_id, parent_id = uuid7(), parent.ca_id if parent is not None else None
         created = ca.CaCreated(ca_id=ca_id, name=cmd.name, kind="root" if parent is None else "intermediate",
                                origin="online", algorithm=cmd.algorithm, subject=cmd.subject, parent_id=parent_id,
                                path_length=cmd.path_length, name_constraints=cmd.name_constraints,
-                               certificate=_ca_certificate(services, der, parent_id, key_ref))
+                               certificate=_ca_certificate(services, der, parent_id, key_ref),
+                               key_storage=cmd.key_storage)
         result = await _run(services, ctx, cmd, cmd.tenant_id, ca_id, lambda s: ca.decide_create(s, created))
         reservation.landed(result)
     return result
@@ -209,6 +222,7 @@ async def create_root_ca(cmd: CreateRootCa, ctx: CommandContext, services: Servi
     if prior := await replayed(services, ctx, cmd, cmd.tenant_id):
         return prior
     tenant_state = await active_tenant(services, cmd.tenant_id)
+    ca.require_token_algorithm(cmd.key_storage, cmd.algorithm)
     spec = _spec(services, subject=cmd.subject, validity_days=cmd.validity_days, path_length=cmd.path_length,
                  name_constraints=cmd.name_constraints, issuer=None, algorithm=cmd.algorithm)
     return await _create_online(services, ctx, cmd, tenant_state, spec, parent=None)
@@ -223,6 +237,7 @@ async def create_intermediate_ca(cmd: CreateIntermediateCa, ctx: CommandContext,
     parent = await _load_ca(services, cmd.tenant_id, cmd.parent_id, "parent_id")
     ca.require_active(parent, cmd.parent_id, "parent_id")
     await pki.require_trusted_chain(services, cmd.tenant_id, parent, "parent_id")
+    ca.require_token_algorithm(cmd.key_storage, cmd.algorithm)
     spec = _spec(services, subject=cmd.subject, validity_days=cmd.validity_days, path_length=cmd.path_length,
                  name_constraints=cmd.name_constraints, issuer=parent, algorithm=cmd.algorithm)
     return await _create_online(services, ctx, cmd, tenant_state, spec, parent=parent)
@@ -284,15 +299,17 @@ async def request_offline_intermediate(cmd: RequestOfflineIntermediate, ctx: Com
                           field="parent_id")
     policy.raise_for(policy.check_key(cmd.algorithm, pki.key_bits(cmd.algorithm), for_ca=True,
                                       available=pki.crypto_of(services).available_algorithms()))
+    ca.require_token_algorithm(cmd.key_storage, cmd.algorithm)
     async with quotas.reserve(services, tenant_state, NEW_CA) as reservation:
         crypto = pki.crypto_of(services)
-        key = await _new_key(services, cmd.algorithm)
+        ca_id = uuid7()
+        key = await _new_key(services, cmd.algorithm, key_storage=cmd.key_storage, tenant_id=cmd.tenant_id,
+                             ca_id=ca_id)
         csr_der = await asyncio.to_thread(crypto.create_csr, cmd.subject, key)
         key_ref = await _keep_key(services, cmd.tenant_id, key, cmd.algorithm)
-        ca_id = uuid7()
         requested = ca.CaIntermediateRequested(ca_id=ca_id, name=cmd.name, algorithm=cmd.algorithm, subject=cmd.subject,
                                                key_ref=key_ref, csr_pem=pki.pem("CERTIFICATE REQUEST", csr_der),
-                                               parent_id=parent.ca_id)
+                                               parent_id=parent.ca_id, key_storage=cmd.key_storage)
         result = await _run(services, ctx, cmd, cmd.tenant_id, ca_id,
                             lambda s: ca.decide_request_intermediate(s, requested))
         reservation.landed(result)
@@ -406,13 +423,15 @@ async def _new_key_certified(services: Services, cmd: RolloverCaKey,
         parent = await _load_ca(services, cmd.tenant_id, state.parent_id or "", "parent_id")
         ca.require_active(parent, parent.ca_id, "parent_id")
     algorithm = cmd.algorithm or state.algorithm
+    ca.require_token_algorithm(state.key_storage, algorithm, "algorithm")  # a CA on the token stays there
     days = cmd.validity_days or policy.default_validity_days(
         max(1, (current.not_after - current.not_before).days), now=services.clock.now(),
         issuer_not_after=parent.current.facts.not_after if parent else None)  # as long as the last, within the parent
     spec = _spec(services, subject=state.subject, validity_days=days, path_length=state.path_length,
                  name_constraints=state.name_constraints, issuer=parent, algorithm=algorithm)
     crypto = pki.crypto_of(services)
-    key = await _new_key(services, algorithm)
+    key = await _new_key(services, algorithm, key_storage=state.key_storage, tenant_id=cmd.tenant_id,
+                         ca_id=state.ca_id)
     der = await _sign(services, spec, crypto.public_keys(key), cmd.tenant_id, parent, self_key=key)
     key_ref = await _keep_key(services, cmd.tenant_id, key, algorithm)
     certificate = _ca_certificate(services, der, parent.ca_id if parent else None, key_ref)

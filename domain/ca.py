@@ -22,6 +22,8 @@ from domain.events import Payload, event, resumable, upcaster
 STREAM_TYPE = "ca"
 KINDS = ("root", "intermediate")
 MAX_NAME = 200
+KEY_STORAGES = ("vault", "hsm")  # the key vault (envelope-encrypted), or generated on the PKCS#11 token and kept there
+TOKEN_ALGORITHMS = ("ecdsa-p256", "ecdsa-p384")  # what a CA key on the token may be: every HSM signs ECDSA on these
 
 
 def stream_id(ca_id: str) -> str:
@@ -51,6 +53,7 @@ class CaCreated(Payload, frozen=True, kw_only=True):
     path_length: int | None
     name_constraints: NameConstraints
     certificate: CaCertificate
+    key_storage: str = "vault"  # vault | hsm (events before token keys: vault)
 
 
 @event("ca.intermediate_requested")
@@ -64,6 +67,7 @@ class CaIntermediateRequested(Payload, frozen=True, kw_only=True):
     key_ref: str
     csr_pem: str
     parent_id: str | None  # the offline root's CA id, when it was imported
+    key_storage: str = "vault"  # vault | hsm
 
 
 @event("ca.certificate_installed")
@@ -156,6 +160,7 @@ class CertificateAuthority(msgspec.Struct, frozen=True, kw_only=True):
     links: tuple[CaCertificate, ...] = ()  # a root's link certificates, NewWithOld then OldWithNew per rollover
     pending_key_ref: str | None = None
     csr_pem: str | None = None
+    key_storage: str = "vault"  # where its keys are made and kept: every rollover keeps them there
     version: int = 0
 
     @property
@@ -176,12 +181,12 @@ def evolve(state: CertificateAuthority, payload: Payload) -> CertificateAuthorit
                 ca_id=payload.ca_id, name=payload.name, kind=payload.kind, origin=payload.origin, status="active",
                 algorithm=payload.algorithm, subject=payload.subject, parent_id=payload.parent_id,
                 path_length=payload.path_length, name_constraints=payload.name_constraints,
-                current=payload.certificate)
+                current=payload.certificate, key_storage=payload.key_storage)
         case CaIntermediateRequested():
             state = CertificateAuthority(
                 ca_id=payload.ca_id, name=payload.name, kind="intermediate", origin="offline", status="pending",
                 algorithm=payload.algorithm, subject=payload.subject, parent_id=payload.parent_id,
-                pending_key_ref=payload.key_ref, csr_pem=payload.csr_pem)
+                pending_key_ref=payload.key_ref, csr_pem=payload.csr_pem, key_storage=payload.key_storage)
         case CaCertificateInstalled():
             state = replace(state, status="active", current=payload.certificate, path_length=payload.path_length,
                             name_constraints=payload.name_constraints, pending_key_ref=None)
@@ -219,6 +224,13 @@ def validate_name(name: str, field: str = "name") -> str:
 def require(state: CertificateAuthority, ca_id: str, field: str = "ca_id") -> None:
     if state.status == "absent":
         raise NotFound("ca_not_found", f"CA {ca_id} does not exist", field=field)
+
+
+def require_token_algorithm(key_storage: str, algorithm: str, field: str = "key_storage") -> None:
+    """A key on the token is ECDSA P-256 or P-384; the vault holds any algorithm."""
+    if key_storage == "hsm" and algorithm not in TOKEN_ALGORITHMS:
+        raise DomainError("algorithm_not_on_token", f"a CA key on the PKCS#11 token is one of "
+                          f"{', '.join(TOKEN_ALGORITHMS)}, not {algorithm}", field=field)
 
 
 def require_active(state: CertificateAuthority, ca_id: str, field: str = "ca_id") -> None:

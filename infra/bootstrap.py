@@ -27,6 +27,7 @@ from infra.credentials import SQLiteCredentialVault
 from infra.crypto.engine import CryptographyPki
 from infra.crypto.keypool import RsaKeyPool
 from infra.crypto.revocation import CryptographyRevocation
+from infra.crypto.token_keys import TokenKeys
 from infra.distributed import close_store, open_store, projection_tasks
 from infra.eventstore.linked import LinkedEventStore
 from infra.eventstore.sqlite import SQLiteEventStore
@@ -156,6 +157,8 @@ class Runtime:
         close_store(self.store)
         if self.keys is not None:
             self.keys.close()
+        if isinstance(self.services.crypto, CryptographyPki):
+            self.services.crypto.close()  # logs out of the token of CA keys, if it logged in
         if isinstance(self.services.artifacts, SQLiteArtifactStore):
             self.services.artifacts.close()
         if isinstance(self.services.directory, LdapDirectory):
@@ -194,7 +197,8 @@ def open_runtime(settings: Settings, link: LinkClient | None = None, *, rebuild:
     keys = open_key_vault(settings)
     # Ready RSA keys for server-side issuance; kept ready only by a server (start_background) and per size asked for.
     rsa_pool = RsaKeyPool(sizes=(3072, 4096), target=settings.rsa_key_pool)
-    services = Services(store=store, clock=clock, crypto=CryptographyPki(rsa_pool), keys=keys, public_url=settings.base_url,
+    services = Services(store=store, clock=clock, crypto=CryptographyPki(rsa_pool, TokenKeys(settings.pkcs11)),
+                        keys=keys, public_url=settings.base_url,
                         artifacts=SQLiteArtifactStore(settings.data_dir), revocation=CryptographyRevocation(),
                         crl_validity=timedelta(hours=settings.crl_validity_hours))
     if settings.ldap is not None:

@@ -23,9 +23,10 @@ from domain.algorithms import ALGORITHMS
 from domain.certspec import (EXTENDED_KEY_USAGES, KEY_USAGES, CaCertificateInfo, CertificateFacts, CertificateSpec,
                              CsrFacts, DistinguishedName, SubjectKeyFacts)
 from domain.errors import DomainError
-from infra.crypto import csr, hybrid, keys, names, oqs
+from infra.crypto import csr, hybrid, keys, names, oqs, token_keys
 from infra.crypto.keypool import RsaKeyPool
 from infra.crypto.keys import KeyPair
+from infra.crypto.token_keys import TokenEcKey, TokenKeys
 
 _HASHES: dict[str, type[hashes.HashAlgorithm]] = {"sha256": hashes.SHA256, "sha384": hashes.SHA384,
                                                   "sha512": hashes.SHA512}
@@ -36,13 +37,14 @@ log = logging.getLogger(__name__)
 
 
 class CryptographyPki:
-    """Implements ``commands.ports.PkiCrypto``; stateless but for the optional pool of ready RSA keys, so one
-    instance serves every thread."""
+    """Implements ``commands.ports.PkiCrypto``; stateless but for the optional pool of ready RSA keys and the
+    PKCS#11 token of CA keys (``tokens``: none, unless CSM_PKCS11_* name one), so one instance serves every thread."""
 
     ISSUERS_CACHED = 64
 
-    def __init__(self, rsa_pool: RsaKeyPool | None = None) -> None:
+    def __init__(self, rsa_pool: RsaKeyPool | None = None, tokens: TokenKeys | None = None) -> None:
         self.rsa_pool = rsa_pool
+        self.tokens = tokens or TokenKeys(None)
         # issuer certificate DER -> (the key checked against it, weakly held, the parsed certificate, its AKI):
         # an online CA signs all day with one key and certificate, and reading and checking them cost 60 µs
         self._issuers: dict[bytes, tuple[weakref.ref, x509.Certificate, x509.AuthorityKeyIdentifier]] = {}
@@ -59,11 +61,29 @@ class CryptographyPki:
                 return KeyPair(algorithm, ready)
         return keys.generate(algorithm)
 
+    def generate_token_key(self, algorithm: str, label: str) -> KeyPair:
+        """A CA key generated on the PKCS#11 token (ECDSA P-256/P-384), which never leaves it."""
+        return KeyPair(algorithm, self.tokens.generate(algorithm, label))
+
     def private_key_bytes(self, key: Any) -> bytes:
-        return keys.to_bytes(_key_pair(key))
+        """What the vault keeps: the key's plaintext form, or, for a key on the token, only its reference."""
+        pair = _key_pair(key)
+        if isinstance(pair.primary, TokenEcKey):
+            return pair.primary.ref.to_bytes()
+        return keys.to_bytes(pair)
 
     def load_private_key(self, material: bytes) -> KeyPair:
+        if token_keys.is_reference(material):
+            key = self.tokens.load(material)
+            return KeyPair(key.ref.algorithm, key)
         return keys.from_bytes(material)
+
+    def key_storage(self, key: Any) -> str:
+        """"hsm" for a key on the PKCS#11 token, "vault" for any other."""
+        return "hsm" if isinstance(_key_pair(key).primary, TokenEcKey) else "vault"
+
+    def close(self) -> None:
+        self.tokens.close()
 
     def public_keys(self, key: Any) -> PublicKeys:
         pair = _key_pair(key)

@@ -194,19 +194,25 @@ def _close_quietly(session: Any) -> None:
         pass
 
 
+def open_token(settings: Pkcs11Settings, *, needed_by: str = "CSM_KEK_PROVIDER=pkcs11") -> _Token:
+    """The process's logged-in session of the configured token (shared; ``release`` it when done)."""
+    if settings.module is None or not settings.token_label:
+        raise KekUnavailable(f"{needed_by} needs CSM_PKCS11_MODULE (the token's PKCS#11 library) "
+                             "and CSM_PKCS11_TOKEN_LABEL")
+    if not settings.module.is_file():
+        raise KekUnavailable(f"PKCS#11 module {settings.module} does not exist (CSM_PKCS11_MODULE)")
+    _pkcs11()
+    return _Token.acquire(settings, read_pin(settings))
+
+
 class Pkcs11KekProvider:
     """The ``KekProvider`` on a PKCS#11 token; see the module docstring for the key and wrap format."""
 
     provider = "pkcs11"
 
     def __init__(self, settings: Pkcs11Settings) -> None:
-        if settings.module is None or not settings.token_label:
-            raise KekUnavailable("CSM_KEK_PROVIDER=pkcs11 needs CSM_PKCS11_MODULE (the token's PKCS#11 library) "
-                                 "and CSM_PKCS11_TOKEN_LABEL")
-        if not settings.module.is_file():
-            raise KekUnavailable(f"PKCS#11 module {settings.module} does not exist (CSM_PKCS11_MODULE)")
         self._pkcs11 = _pkcs11()
-        self._token: _Token | None = _Token.acquire(settings, read_pin(settings))
+        self._token: _Token | None = open_token(settings)
         self.serial = self._token.serial
 
     # keys on the token -------------------------------------------------------------------
@@ -333,10 +339,10 @@ class Pkcs11KekProvider:
 def kek_factories(settings: Settings) -> dict[str, Callable[[], KekProvider]]:
     """The vault's providers opened on first use: the token, whether or not it is the default."""
 
-    def open_token() -> KekProvider:
+    def open_provider() -> KekProvider:
         if settings.pkcs11 is None:
             raise KekUnavailable("the PKCS#11 KEK provider needs CSM_PKCS11_MODULE and CSM_PKCS11_TOKEN_LABEL "
                                  "(and CSM_PKCS11_PIN_FILE)")
         return Pkcs11KekProvider(settings.pkcs11)
 
-    return {Pkcs11KekProvider.provider: open_token}
+    return {Pkcs11KekProvider.provider: open_provider}
