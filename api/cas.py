@@ -112,6 +112,7 @@ class CaOut(msgspec.Struct, frozen=True, kw_only=True):
     revocation_reason: str | None = None
     revoked_at: str | None = None
     revoked_ca_id: str | None = None
+    key_storage: str = "vault"  # vault: its keys are in the key vault; hsm: on the PKCS#11 token, never leaving it
 
 
 class CaDetailOut(CaOut, frozen=True, kw_only=True):

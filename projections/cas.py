@@ -28,7 +28,7 @@ from projections.base import Projector
 
 CA_COLUMNS = ("tenant_id", "ca_id", "name", "kind", "origin", "status", "algorithm", "parent_id", "subject_dn",
               "not_before", "not_after", "fingerprint", "path_length", "name_constraints", "csr_pem", "created_at",
-              "updated_at", "version", "position", "revocation_reason", "revoked_at", "revoked_ca_id")
+              "updated_at", "version", "position", "revocation_reason", "revoked_at", "revoked_ca_id", "key_storage")
 LINK_ROLES = ("new_with_old", "old_with_new")
 CERT_COLUMNS = ("fingerprint", "tenant_id", "ca_id", "role", "issuer_ca_id", "subject_dn", "issuer_dn",
                 "subject_key_id", "authority_key_id", "not_before", "not_after", "certificate_pem", "position",
@@ -37,8 +37,9 @@ CERT_COLUMNS = ("fingerprint", "tenant_id", "ca_id", "role", "issuer_ca_id", "su
 
 class CasProjector(Projector):
     name = "cas"
-    # 2: a rollover updates the CA's algorithm; 3: revocation columns, a CA below a revoked one; 4: distrusted_at
-    version = 4
+    # 2: a rollover updates the CA's algorithm; 3: revocation columns, a CA below a revoked one; 4: distrusted_at;
+    # 5: key_storage (vault | hsm: where the CA's keys are made and kept)
+    version = 5
     tables = ("cas", "ca_certificates")
     ddl = (
         """CREATE TABLE IF NOT EXISTS {cas} (
@@ -47,7 +48,7 @@ class CasProjector(Projector):
             subject_dn TEXT, not_before TEXT, not_after TEXT, fingerprint TEXT, path_length INTEGER,
             name_constraints TEXT NOT NULL, csr_pem TEXT, created_at TEXT NOT NULL, updated_at TEXT NOT NULL,
             version INTEGER NOT NULL, position INTEGER NOT NULL, revocation_reason TEXT, revoked_at TEXT,
-            revoked_ca_id TEXT, PRIMARY KEY (tenant_id, ca_id)) WITHOUT ROWID""",
+            revoked_ca_id TEXT, key_storage TEXT NOT NULL, PRIMARY KEY (tenant_id, ca_id)) WITHOUT ROWID""",
         """CREATE TABLE IF NOT EXISTS {ca_certificates} (
             fingerprint TEXT NOT NULL, tenant_id TEXT NOT NULL, ca_id TEXT NOT NULL, role TEXT NOT NULL,
             issuer_ca_id TEXT, subject_dn TEXT NOT NULL, issuer_dn TEXT NOT NULL, subject_key_id TEXT NOT NULL,
@@ -132,7 +133,8 @@ class CasProjector(Projector):
              facts.get("subject_dn"), facts.get("not_before"), facts.get("not_after"),
              facts.get("fingerprint_sha256"), p.get("path_length"),
              json.dumps(p.get("name_constraints") or {}, sort_keys=True), csr_pem, event.occurred_at,
-             event.occurred_at, event.version, event.global_position, None, None, None))
+             event.occurred_at, event.version, event.global_position, None, None, None,
+             p.get("key_storage", "vault")))
 
     def _update(self, conn, event, ca_id, **columns) -> None:
         """Set ``columns`` from the CA's own event; a revoked CA's ``status`` stays "revoked" (a CA below a revoked

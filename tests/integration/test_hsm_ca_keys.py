@@ -269,6 +269,7 @@ async def test_a_hierarchy_on_the_token_issues_revokes_and_answers_ocsp(softhsm,
         assert rolled.status_code == 200, rolled.text
         read = (await fetch(api, admin, f"/v1/cas/{root['ca_id']}",
                             min_position=rolled.json()["global_position"])).json()
+        assert read["key_storage"] == "hsm"
         links = {c["role"]: x509.load_pem_x509_certificate(c["certificate_pem"].encode())
                  for c in read["link_certificates"]}
         new_root = x509.load_pem_x509_certificate(_pems((await fetch(
@@ -342,3 +343,64 @@ def test_csm_ca_create_root_and_intermediate_with_key_storage_hsm(engine, sofths
         classes = [o[pkcs11.Attribute.CLASS] for o in _objects(softhsm, f"csm-ca:clitenant:{ca_id}")]
         assert sorted(classes) == [pkcs11.ObjectClass.PUBLIC_KEY, pkcs11.ObjectClass.PRIVATE_KEY]
     assert "--key-storage [vault|hsm]" in _csm(data, softhsm.env, "ca", "create-root", "--help").stdout
+
+
+def _offline_root() -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    key = ec.generate_private_key(ec.SECP384R1())
+    name = x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, "Acme Offline Root")])
+    now = datetime.now(UTC)
+    certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+                   .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(hours=1))
+                   .not_valid_after(now + timedelta(days=3650))
+                   .add_extension(x509.BasicConstraints(ca=True, path_length=1), critical=True)
+                   .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+                                  critical=True)
+                   .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+                   .sign(key, hashes.SHA384()))
+    return key, certificate
+
+
+def _sign_csr(csr: x509.CertificateSigningRequest, key, root: x509.Certificate) -> str:
+    now = datetime.now(UTC)
+    ski = root.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    certificate = (x509.CertificateBuilder().subject_name(csr.subject).issuer_name(root.subject)
+                   .public_key(csr.public_key()).serial_number(x509.random_serial_number())
+                   .not_valid_before(now - timedelta(minutes=5)).not_valid_after(now + timedelta(days=365))
+                   .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+                   .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+                                  critical=True)
+                   .add_extension(x509.SubjectKeyIdentifier.from_public_key(csr.public_key()), critical=False)
+                   .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False)
+                   .sign(key, hashes.SHA384()))
+    return certificate.public_bytes(serialization.Encoding.PEM).decode()
+
+
+async def test_an_intermediate_of_an_offline_root_keeps_its_key_on_the_token(softhsm, tmp_path):  # noqa: F811
+    root_key, root = _offline_root()
+    root_pem = root.public_bytes(serialization.Encoding.PEM).decode()
+    async with running_api(tmp_path, pkcs11=softhsm.settings, max_body_bytes=1 << 20) as api:
+        admin = await api.admin()
+        await api.create_tenant(admin, "acme")
+        imported = await api.client.post("/v1/cas/import", headers=admin, json={
+            "tenant_id": "acme", "name": "Offline root", "certificate_pem": root_pem})
+        assert imported.status_code == 201, imported.text
+        requested = await api.client.post("/v1/cas/offline-intermediate", headers=admin, json={
+            "tenant_id": "acme", "parent_id": imported.json()["ca_id"], "name": "Issuing", "algorithm": "ecdsa-p384",
+            "key_storage": "hsm", "subject": {"common_name": "Acme Token Issuing"}})
+        assert requested.status_code == 201, requested.text
+        ca_id = requested.json()["ca_id"]
+        row = (await fetch(api, admin, f"/v1/cas/{ca_id}", min_position=requested.json()["global_position"])).json()
+        assert (row["status"], row["key_storage"]) == ("pending", "hsm")
+        csr = x509.load_pem_x509_csr(row["csr_pem"].encode())  # signed on the token
+        assert csr.is_signature_valid and isinstance(csr.signature_hash_algorithm, hashes.SHA384)
+        installed = await api.client.post(f"/v1/cas/{ca_id}/certificate", headers=admin,
+                                          json={"certificate_pem": _sign_csr(csr, root_key, root)})
+        assert installed.status_code == 200, installed.text
+        issued = await issue(api, admin, tenant_id="acme", ca_id=ca_id, algorithm="ecdsa-p256",
+                             subject={"common_name": "node1.acme.internal"}, sans={"dns": ["node1.acme.internal"]})
+        leaf = (await fetch(api, admin, f"/v1/certificates/{issued['certificate_id']}",
+                            min_position=issued["global_position"])).json()["certificate_pem"]
+        issuing = x509.load_pem_x509_certificate(_pems((await fetch(api, admin, f"/v1/cas/{ca_id}/chain")).text)[0]
+                                                 .encode())
+        assert issuing.public_key() == csr.public_key()
+        x509.load_pem_x509_certificate(leaf.encode()).verify_directly_issued_by(issuing)

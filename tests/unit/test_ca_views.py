@@ -70,3 +70,17 @@ def test_a_ca_below_a_revoked_ca_reads_revoked_by_the_nearest_revoked_ca_and_sta
     assert views.read("late") == ("revoked", "ca_revoked", "sub", "T1")
     assert cas.held_count(views.conn, "acme") == 2  # root and other
     assert {row["ca_id"] for row in cas.search(views.conn, None, status="active")} == {"root", "other"}
+
+
+def test_where_a_cas_keys_live_reads_from_its_creation_and_older_events_read_vault():
+    views = Views()
+    views.created("old", None)  # recorded before key_storage existed
+    views.event("token", "ca.created", {"name": "t", "kind": "root", "origin": "online", "algorithm": "ecdsa-p384",
+                                        "parent_id": None, "path_length": None, "name_constraints": {},
+                                        "key_storage": "hsm", "certificate": {
+                                            "certificate_pem": "", "issuer_ca_id": None,
+                                            "facts": {**FACTS, "fingerprint_sha256": "token"}}})
+    views.event("pending", "ca.intermediate_requested", {"name": "p", "algorithm": "ecdsa-p256", "parent_id": "old",
+                                                         "csr_pem": "CSR", "key_ref": "k", "key_storage": "hsm"})
+    assert [cas.get(views.conn, ca_id, None)["key_storage"] for ca_id in ("old", "token", "pending")] == \
+        ["vault", "hsm", "hsm"]
