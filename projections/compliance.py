@@ -81,9 +81,10 @@ def _grouped(conn: sqlite3.Connection, sql: str, args: tuple) -> dict[str, int]:
     return {str(key): n for key, n in conn.execute(sql, args).fetchall()}
 
 
-def facts(conn: sqlite3.Connection, tenant_id: str, now: datetime) -> tuple[list[CertificateRecord], list[str], dict, int]:
+def facts(conn: sqlite3.Connection, tenant_id: str, now: datetime) -> tuple[list[CertificateRecord], list[tuple],
+                                                                           dict, int]:
     """The tenant's certificates the rules read (live, or expired in the lookback and not replaced), its CAs in
-    service, the summary's counts, and the certificates read model's position."""
+    service (id, algorithm), the summary's counts, and the certificates read model's position."""
     position = conn.execute("SELECT position FROM projection_checkpoints WHERE name = 'certificates'").fetchone()
     rows = conn.execute(
         f"SELECT {', '.join(CERTIFICATE_COLUMNS)} FROM certificates WHERE tenant_id = ? AND {live()} "
@@ -104,12 +105,9 @@ def facts(conn: sqlite3.Connection, tenant_id: str, now: datetime) -> tuple[list
                   "AND revoked_at >= ? GROUP BY 1", (tenant_id, rfc3339(now - REVOKED_WINDOW))),
         "cas_by_status": _grouped(conn, "SELECT status, count(*) FROM cas WHERE tenant_id = ? GROUP BY 1",
                                   (tenant_id,)),
-        "ca_algorithms": conn.execute("SELECT algorithm FROM cas WHERE tenant_id = ? AND status IN ('active', "
-                                      "'disabled')", (tenant_id,)).fetchall(),
     }
-    cas = [ca_id for (ca_id,) in conn.execute(
-        "SELECT ca_id FROM cas WHERE tenant_id = ? AND status IN ('active', 'disabled') ORDER BY ca_id",
-        (tenant_id,)).fetchall()]
+    cas = conn.execute("SELECT ca_id, algorithm FROM cas WHERE tenant_id = ? AND status IN ('active', 'disabled') "
+                       "ORDER BY ca_id", (tenant_id,)).fetchall()
     return [_record(row) for row in rows], cas, counts, position[0] if position else 0
 
 
@@ -127,16 +125,14 @@ async def report(query: Query, services: Services, principal: Principal, tenant_
     findings: list[Finding] = compliance.tenant_findings(tenant_id, state.policy)
     for record in records:
         findings += compliance.certificate_findings(record, state.policy, now)
-    for ca_id in cas:
+    for ca_id, _algorithm in cas:
         findings += compliance.ca_findings(await crl.load_registry(services, tenant_id, ca_id), compromised, now)
     endpoints = await query(discovery.records, tenant_id, now - compliance.DISCOVERY_STALE)
     for endpoint in endpoints:
         findings += compliance.discovered_findings(endpoint, now)
     findings = compliance.ordered(findings)
-    ca_algorithms = [algorithm for (algorithm,) in counts.pop("ca_algorithms")]
     summary = ComplianceSummary(
-        **counts, cas_in_service=len(ca_algorithms),
-        post_quantum_cas=sum(compliance.post_quantum(a) for a in ca_algorithms),
+        **counts, cas_in_service=len(cas), post_quantum_cas=sum(compliance.post_quantum(a) for _, a in cas),
         post_quantum_certificates=sum(n for a, n in counts["by_algorithm"].items() if compliance.post_quantum(a)),
         compromised_keys=len(compromised.keys), endpoints_observed=len(endpoints))
     return ComplianceReport(tenant_id=tenant_id, generated_at=rfc3339(now), position=position,
