@@ -11,8 +11,8 @@ from litestar import Controller, Request, Response, get, post
 from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 
 from api.cas import tenant_for
-from api.deps import (Caller, IdempotencyKey, MinPosition, TenantQuery, command_context, execute, find_row,
-                      read_models_of, read_your_writes, runtime_of)
+from api.deps import (Caller, IdempotencyKey, MinPosition, TenantQuery, command_context, decoded_cursor, execute,
+                      find_row, read_models_of, read_your_writes, runtime_of)
 from api.problems import COMMAND_ERRORS, QUERY_ERRORS, ApiProblem
 from commands import certificates as cmd
 from commands import renewal
@@ -165,10 +165,7 @@ class CertificateController(Controller):
                      limit: Annotated[int, QueryParameter(ge=1, le=500)] = 100) -> CertificatePage:
         authorize_search(principal, "cert:read", tenant_id)
         await read_your_writes(request, min_position)
-        try:
-            after = read_model.decode_cursor(cursor) if cursor else None
-        except ValueError as exc:
-            raise ApiProblem(400, "validation_failed", str(exc), field="cursor", rule="format") from None
+        after = decoded_cursor(read_model.decode_cursor, cursor)
         moment = runtime_of(request.app.state).services.clock.now()
         if expiring_within is not None:
             try:

@@ -156,6 +156,14 @@ async def execute(request: Request, handler, command: msgspec.Struct, principal:
     return result
 
 
+def decoded_cursor(decode: Callable[[str], T], cursor: str | None) -> T | None:
+    """A list's opaque ``cursor`` decoded by its read model's ``decode``; 400 naming ``cursor`` if it is not one."""
+    try:
+        return decode(cursor) if cursor else None
+    except ValueError as exc:
+        raise ApiProblem(400, "validation_failed", str(exc), field="cursor", rule="format") from None
+
+
 def page_position(after, cursor):
     """Where a list resumes: ``cursor``, the previous page's ``next_cursor`` (every list answers one, and takes it
     back under that name), or ``after``, the older name some lists had; both only when they agree."""

@@ -10,8 +10,8 @@ import msgspec
 from litestar import Controller, Request, Response, get, post, route
 from litestar.params import FromPath, JSONBody, QueryParameter
 
-from api.deps import (Caller, IdempotencyKey, MinPosition, command_context, execute, find_row, page_position,
-                      read_models_of, read_your_writes, runtime_of)
+from api.deps import (Caller, IdempotencyKey, MinPosition, command_context, decoded_cursor, execute, find_row,
+                      page_position, read_models_of, read_your_writes, runtime_of)
 from api.problems import COMMAND_ERRORS, QUERY_ERRORS, ApiProblem
 from api.schemas import (DiscoveredBody, DiscoveredEndpointOut, DiscoveredPage, KeyCompromiseBody, ReasonBody,
                          RenameBody, TenantOut, TenantPage, TenantUsageOut)
@@ -170,10 +170,7 @@ class TenantController(Controller):
                          limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100) -> DiscoveredPage:
         authorize(principal, "cert:read", tenant_id)
         await read_your_writes(request, min_position)
-        try:
-            after = discovery_model.decode_cursor(cursor) if cursor else None
-        except ValueError as exc:
-            raise ApiProblem(400, "validation_failed", str(exc), field="cursor", rule="format") from None
+        after = decoded_cursor(discovery_model.decode_cursor, cursor)
         await _tenant_row(request, principal, tenant_id)
         rows = await read_models_of(request.app.state).query(discovery_model.of_tenant, tenant_id, after=after,
                                                             limit=limit + 1)
