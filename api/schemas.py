@@ -100,6 +100,8 @@ class Readiness(msgspec.Struct, frozen=True, kw_only=True):
     max_lag: int
     # the key-encryption keys of new private keys can be reached (a PKCS#11 token answers; file providers: always)
     kek_available: bool = True
+    # the PKCS#11 token answers, when a CA in service keeps its signing key there (key_storage hsm); else true
+    hsm_available: bool = True
     # read models being rebuilt from the log after their projector's version changed: commands are accepted and
     # the other read models answer; reads of these answer 503 projection-rebuilding until they are swapped in
     rebuilding: list[str] = []

@@ -373,3 +373,9 @@ def withdrawn_path(conn: sqlite3.Connection, tenant_id: str, fingerprint: str, r
         return None
     path = _walk(conn, tenant_id, start)
     return len(path) if path[-1]["ca_id"] == root_id and _trusted(path) != path else None
+
+
+def any_on_token(conn: sqlite3.Connection) -> bool:
+    """Whether a CA in service (any tenant) keeps its key on the PKCS#11 token: then readiness asks the token too."""
+    return conn.execute("SELECT 1 FROM cas WHERE key_storage = 'hsm' AND status IN ('active', 'disabled') "
+                        "LIMIT 1").fetchone() is not None

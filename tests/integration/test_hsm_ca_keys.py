@@ -296,7 +296,11 @@ async def test_a_hierarchy_on_the_token_issues_revokes_and_answers_ocsp(softhsm,
             "subject": {"common_name": "node2.acme.internal"}, "sans": {"dns": ["node2.acme.internal"]}})
         body = assert_problem(refused, 503, "hsm_unavailable", field="key_storage")
         assert PIN not in refused.text and "unplugged" in body["detail"]
+        unready = assert_problem(await api.client.get("/health/ready"), 503, "not_ready", field="hsm_available")
+        assert unready["hsm_available"] is False and unready["kek_available"] is True and PIN not in str(unready)
         tokens.settings = softhsm.settings  # back: it signs again
+        ready = await api.client.get("/health/ready")
+        assert ready.status_code == 200 and ready.json()["hsm_available"] is True
         await issue(api, admin, tenant_id="acme", ca_id=inter["ca_id"], algorithm="ecdsa-p256",
                     subject={"common_name": "node3.acme.internal"}, sans={"dns": ["node3.acme.internal"]})
 
