@@ -40,7 +40,7 @@ from commands.runtime import CommandContext, CommandResult, Services, load, repl
 from commands.tenants import TenantId, allowed_while_suspended
 from domain import ca, certificate, revocation
 from domain.compromised_keys import CA_REASONS, CERTIFICATE_REASONS, KeyCompromiseRecorded
-from domain.errors import Contention, DomainError
+from domain.errors import Contention, DomainError, KeyUnavailable
 from domain.revocation import RevocationRecorded
 
 log = logging.getLogger(__name__)
@@ -249,14 +249,20 @@ async def _publish(services: Services, tenant_id: str, registry: revocation.Regi
     """Publish the issuer's next CRLs (one per key that publishes) now, unless those published since already list
     ``serials``.
 
-    Empty if other processes kept changing the CA's stream meanwhile: the revocation is recorded (OCSP answers
-    it now), and the revocation scheduler publishes the CRL that lacks it on its next pass (a minute at most)."""
+    Empty if other processes kept changing the CA's stream meanwhile, or the CA's key cannot sign now (its token or
+    KEK does not answer): the revocation is recorded (OCSP answers it now), and the revocation scheduler, or the
+    CRL URL when it is fetched, publishes the CRL that lacks it once it can. A revocation that happened is never
+    answered as a failure."""
     covering = max(registry.recorded_at[serial] for serial in serials)
     try:
         return await crl.publish(services, tenant_id, registry.ca.ca_id, covering=covering) or []
     except Contention:
         log.warning("CRL of CA %s not published now: its stream kept changing; the scheduler will",
                     registry.ca.ca_id)
+        return []
+    except KeyUnavailable as exc:
+        log.warning("CRL of CA %s not published now: %s; the scheduler will once the key can sign",
+                    registry.ca.ca_id, exc.detail)
         return []
 
 

@@ -97,6 +97,13 @@ class IdempotencyKeyReused(DomainError):
         self.key = key
 
 
+class KeyUnavailable(DomainError):
+    """A private key cannot be used right now: the key-encryption key it is wrapped under, or the PKCS#11 token that
+    holds it, does not answer. 503: retry once it is back. What was already recorded stands."""
+
+    status = 503
+
+
 class DirectoryUnavailable(DomainError):
     """The external directory (LDAP) could not be reached or answered with an error."""
 

@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, utils
 
 from domain.ca import TOKEN_ALGORITHMS
-from domain.errors import DomainError
+from domain.errors import DomainError, KeyUnavailable
 from infra.config import Pkcs11Settings
 from infra.crypto import der
 from infra.keystore.kek import KekUnavailable
@@ -41,10 +41,8 @@ _FORMAT = b"csm-token-key"  # first field of a reference, so it is never mistake
 _VERSION = 1
 
 
-class TokenUnavailable(DomainError):
+class TokenUnavailable(KeyUnavailable):
     """The token that holds a CA's key cannot sign now (gone, not logged in, the key missing): 503, retry later."""
-
-    status = 503
 
     def __init__(self, why: str) -> None:
         super().__init__("hsm_unavailable", f"the CA key on the PKCS#11 token cannot be used: {why}",

@@ -18,7 +18,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from commands.runtime import rfc3339
-from domain.errors import DomainError, NotFound
+from domain.errors import DomainError, KeyUnavailable, NotFound
 from domain.vault import StoredKey
 from infra.keystore.kek import (BUILTIN, KEY_BYTES, NONCE_BYTES, KekProvider, KekUnavailable, UnwrapFailed, bind,
                                 wipe)
@@ -55,10 +55,8 @@ class KeyMaterialCorrupt(DomainError):
         super().__init__("key_material_corrupt", f"key {key_id} cannot be decrypted: {why}", field="key_id")
 
 
-class KekUnavailableError(DomainError):
+class KekUnavailableError(KeyUnavailable):
     """The KEK a key was wrapped under is not configured or not readable here."""
-
-    status = 503
 
     def __init__(self, key_id: str, why: str, *, action: str = "unwrapped") -> None:
         super().__init__("kek_unavailable", f"key {key_id} cannot be {action}: {why}", field="key_id")

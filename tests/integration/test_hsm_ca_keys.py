@@ -288,6 +288,8 @@ async def test_a_hierarchy_on_the_token_issues_revokes_and_answers_ocsp(softhsm,
         second.verify_directly_issued_by(new_root)
 
         # The token goes away: issuance under its CA is 503 hsm_unavailable, not a 500.
+        victim = await issue(api, admin, tenant_id="acme", ca_id=inter["ca_id"], algorithm="ecdsa-p256",
+                             subject={"common_name": "victim.acme.internal"}, sans={"dns": ["victim.acme.internal"]})
         tokens = api.runtime.services.crypto.tokens
         tokens.close()
         tokens.settings = dataclasses.replace(softhsm.settings, token_label="unplugged")
@@ -296,11 +298,19 @@ async def test_a_hierarchy_on_the_token_issues_revokes_and_answers_ocsp(softhsm,
             "subject": {"common_name": "node2.acme.internal"}, "sans": {"dns": ["node2.acme.internal"]}})
         body = assert_problem(refused, 503, "hsm_unavailable", field="key_storage")
         assert PIN not in refused.text and "unplugged" in body["detail"]
+        # a revocation is recorded and answered as done; its CRL waits for the token (a 503 here was a lie)
+        gone = await api.client.post(f"/v1/certificates/{victim['certificate_id']}/revoke", headers=admin,
+                                     json={"reason": "key_compromise"})
+        assert gone.status_code == 200, gone.text
+        assert gone.json()["crls"] == [] and gone.json()["reason"] == "key_compromise"
         unready = assert_problem(await api.client.get("/health/ready"), 503, "not_ready", field="hsm_available")
         assert unready["hsm_available"] is False and unready["kek_available"] is True and PIN not in str(unready)
         tokens.settings = softhsm.settings  # back: it signs again
         ready = await api.client.get("/health/ready")
         assert ready.status_code == 200 and ready.json()["hsm_available"] is True
+        late = x509.load_pem_x509_crl((await api.client.get(f"/v1/cas/{inter['ca_id']}/crl",
+                                                            params={"format": "pem"})).text.encode())
+        assert late.get_revoked_certificate_by_serial_number(int(victim["certificate_id"], 16)) is not None
         await issue(api, admin, tenant_id="acme", ca_id=inter["ca_id"], algorithm="ecdsa-p256",
                     subject={"common_name": "node3.acme.internal"}, sans={"dns": ["node3.acme.internal"]})
 
