@@ -16,7 +16,7 @@ from litestar.serialization import encode_json
 from api.denials import note_denial
 from api.middleware import request_path_var
 from domain.errors import DomainError
-from infra.eventstore.sqlite import StoreUnavailable
+from infra.eventstore.group_commit import StoreUnavailable
 from infra.telemetry import request_id_var
 from projections.runner import ProjectionRebuilding
 

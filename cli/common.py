@@ -35,7 +35,7 @@ from infra.audit.keys import PUBLIC_FILE
 from infra.bootstrap import Runtime, open_runtime
 from infra.config import Settings
 from infra.data_lock import DataDirUnavailable, DataDirUnwritable, shared
-from infra.eventstore.sqlite import StoreUnavailable
+from infra.eventstore.group_commit import StoreUnavailable
 
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
 

@@ -37,7 +37,7 @@ from commands.runtime import rfc3339
 from commands.waits import wait_set
 from domain.errors import IdempotencyKeyReused, QuotaExceeded, WrongExpectedVersion
 from domain.tenant import Quotas, Usage
-from infra.eventstore.sqlite import StoreUnavailable
+from infra.eventstore.group_commit import StoreUnavailable
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ assigned before hashing, contiguously, and never twice. One row, ``log_head``, i
 point: an append reads it with SERIAL consistency, writes out the previous append's rows if
 they are not yet written (``pending``), checks expected versions and idempotency keys
 against the now complete tables, builds its rows after the head's position (hashes chained
-by ``chained_rows``, the SQLite store's own), and commits with one lightweight transaction
+by ``group_commit.chained_rows``, as the SQLite store does), and commits with one lightweight transaction
 ``UPDATE log_head … IF position = <read>``. Then it writes its rows out: each stream's rows in
 one conditional batch ``INSERT … IF NOT EXISTS`` (a second guard: two different events can
 never hold one version), then the global log and the audit time series. A writer that
@@ -25,10 +25,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import queue
 import random
 import ssl
-import threading
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -46,17 +44,17 @@ from commands.ids import uuid7
 from commands.ports import AppendRequest, AppendResult
 from commands.waits import wait_set
 from domain.chain import genesis_hash
-from domain.errors import IdempotencyKeyReused, WrongExpectedVersion
+from domain.errors import IdempotencyKeyReused
 from domain.events import EventEnvelope
 from infra.audit.witness import release_witness, write_witness
 from infra.config import CassandraSettings
 from infra.eventstore import cassandra_schema as schema
 from infra.eventstore.cassandra_schema import IdempotencyRow, Row
-from infra.eventstore.sqlite import RawRecord, StoreUnavailable, _Pending, _set_all, chained_rows
+from infra.eventstore.group_commit import (GroupCommitWriter, Pending, Prepared, RawRecord, StoreUnavailable, answer,
+                                           prepare)
 from infra.eventstore.wakeups import AppendWakeups
 
 log = logging.getLogger(__name__)
-_STOP = object()
 
 
 class _EventId(msgspec.Struct):
@@ -119,8 +117,8 @@ class CassandraEventStore:
         self._cluster: Cluster | None = None
         self._session = None
         self._prepared: dict[str, object] = {}
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._writer: threading.Thread | None = None
+        self._writer = GroupCommitWriter(self._commit_batch, max_batch_events=max_batch_events,
+                                         name="csm-cassandra-writer")
         self._wakeups = AppendWakeups()
         self._materialised: str | None = None  # the append id whose rows this process wrote out last
         self._closed = False
@@ -166,7 +164,6 @@ class CassandraEventStore:
         return self._start_writer()
 
     def _start_writer(self) -> CassandraEventStore:
-        self._writer = threading.Thread(target=self._run_writer, name="csm-cassandra-writer", daemon=True)
         self._writer.start()
         return self
 
@@ -192,9 +189,7 @@ class CassandraEventStore:
         if self._closed:
             return
         self._closed = True
-        if self._writer is not None:
-            self._queue.put(_STOP)
-            self._writer.join()
+        self._writer.stop()
         if self._cluster is not None:
             self._cluster.shutdown()
         if self.witness_path is not None:
@@ -230,41 +225,13 @@ class CassandraEventStore:
         return [future.result().was_applied for future in futures]
 
     # writes -------------------------------------------------------------------------
-    def _submit(self, request: AppendRequest, loop: asyncio.AbstractEventLoop | None) -> _Pending:
-        if self._closed or self._writer is None:
-            raise StoreUnavailable("event store is not open")
-        if not request.events:
-            raise ValueError("an append needs at least one event")
-        pending = _Pending(request, loop)
-        self._queue.put(pending)
-        return pending
-
     async def append(self, request: AppendRequest) -> AppendResult:
-        return await self._submit(request, asyncio.get_running_loop()).future
+        return await self._writer.submit(request, asyncio.get_running_loop()).future
 
     def append_blocking(self, request: AppendRequest) -> AppendResult:
-        return self._submit(request, None).future.result()
+        return self._writer.submit(request, None).future.result()
 
-    def _run_writer(self) -> None:
-        stop = False
-        while not stop:
-            item = self._queue.get()
-            if item is _STOP:
-                break
-            batch, size = [item], len(item.request.events)
-            while size < self.max_batch_events:  # group commit: everything queued shares one commit
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is _STOP:
-                    stop = True
-                    break
-                batch.append(item)
-                size += len(item.request.events)
-            self._commit_batch(batch)
-
-    def _commit_batch(self, batch: list[_Pending]) -> None:
+    def _commit_batch(self, batch: list[Pending]) -> None:
         outcomes: list = [StoreUnavailable("too many concurrent writers: the append was not committed")] * len(batch)
         rows: list[Row] = []
         for attempt in range(self.MAX_ATTEMPTS):
@@ -287,22 +254,11 @@ class CassandraEventStore:
                 break
         if rows and self.witness_path is not None:
             write_witness(self.witness_path, rows)
-        by_loop: dict = {}
-        for pending, outcome in zip(batch, outcomes):
-            if pending.loop is None:
-                (pending.future.set_exception if isinstance(outcome, BaseException) else pending.future.set_result)(
-                    outcome)
-            else:
-                by_loop.setdefault(pending.loop, []).append((pending.future, outcome))
-        for loop, answers in by_loop.items():
-            try:
-                loop.call_soon_threadsafe(_set_all, answers)
-            except RuntimeError:  # the caller's loop is gone; the events are stored regardless
-                pass
+        answer(batch, outcomes)
         if rows:
             self._notify()
 
-    def _try_commit(self, batch: list[_Pending]) -> tuple[list, list[Row]]:
+    def _try_commit(self, batch: list[Pending]) -> tuple[list, list[Row]]:
         head = self._run("read_head", serial=True).one()
         position = head.position if head else 0
         if head and head.append_id != self._materialised:
@@ -313,13 +269,17 @@ class CassandraEventStore:
         rows: list[Row] = []
         idempotency: list[IdempotencyRow] = []
         for pending in batch:
-            outcome = self._prepare(pending.request, position, heads, claimed)
-            if isinstance(outcome, tuple):
-                result, new_rows, idem_row = outcome
+            outcome = prepare(pending.request, position, heads, claimed, lambda key: self._stored_head(*key),
+                              self._stored_idempotency)
+            if isinstance(outcome, Prepared):
+                new_rows = [Row(*row) for row in outcome.rows]
                 rows.extend(new_rows)
-                idempotency.extend([idem_row] if idem_row else [])
-                position = result.global_position
-            outcomes.append(outcome[0] if isinstance(outcome, tuple) else outcome)
+                if outcome.claim:
+                    idempotency.append(IdempotencyRow(*outcome.claim, schema.encode_result(outcome.result),
+                                                      new_rows[0].occurred_at))
+                position = outcome.result.global_position
+                outcome = outcome.result
+            outcomes.append(outcome)
         if not rows:  # every append refused or replayed, against a complete log at the head read
             return outcomes, rows
         if len(batch) > 1 and sum(len(r.body) for r in rows) > self.MAX_COMMIT_BYTES:
@@ -346,35 +306,6 @@ class CassandraEventStore:
             log.warning("cassandra: committed rows not yet written out; the next commit will",
                         extra={"error": repr(exc)})
         return outcomes, rows
-
-    def _prepare(self, request: AppendRequest, position: int, heads: dict, claimed: dict):
-        """Validate one request against the complete tables and build its rows (as the SQLite store does)."""
-        try:
-            idem = None
-            if request.idempotency_key is not None:
-                idem = (request.idempotency_scope or "", request.idempotency_key)
-                prior = claimed.get(idem) or self._stored_idempotency(*idem)
-                if prior is not None:
-                    fingerprint, result = prior
-                    if fingerprint != (request.fingerprint or ""):
-                        return IdempotencyKeyReused(request.idempotency_key)
-                    return msgspec.structs.replace(result, replayed=True)
-            key = (request.tenant_id, request.stream_id)
-            version, prev = heads.get(key) or self._stored_head(*key)
-            if version != request.expected_version:
-                return WrongExpectedVersion(request.stream_id, request.expected_version, version)
-            new_rows = [Row(*row) for row in chained_rows(request, position, version, prev)]
-            heads[key] = (new_rows[-1].version, new_rows[-1].hash)
-            result = AppendResult(stream_id=request.stream_id, version=new_rows[-1].version,
-                                  first_position=new_rows[0].position, global_position=new_rows[-1].position)
-            idem_row = None
-            if idem is not None:
-                claimed[idem] = (request.fingerprint or "", result)
-                idem_row = IdempotencyRow(*idem, request.fingerprint or "", schema.encode_result(result),
-                                          new_rows[0].occurred_at)
-            return result, new_rows, idem_row
-        except Exception as exc:  # a bad request fails alone, the batch goes on
-            return exc
 
     def _write_out_head(self, append_id: str) -> None:
         """Write out the last committed append's rows (idempotent), e.g. after its writer crashed."""
@@ -511,7 +442,7 @@ class CassandraEventStore:
                 await wait_set(appended, self.poll_interval)
 
     def writable(self) -> bool:
-        return bool(self._writer and self._writer.is_alive() and self.last_commit_error is None)
+        return self._writer.alive() and self.last_commit_error is None
 
     def relay_checkpoint(self, name: str) -> CassandraRelayCheckpoint:
         return CassandraRelayCheckpoint(self, name)

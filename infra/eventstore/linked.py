@@ -45,6 +45,6 @@ class LinkedEventStore(SQLiteEventStore):
         return self.link.connected and progress is not None and progress.writable
 
     def _on_progress(self, progress: Progress) -> None:
-        self._notify()
+        self._wakeups.notify()
         for hook in self.progress_hooks:
             hook(progress)

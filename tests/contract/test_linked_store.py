@@ -21,7 +21,8 @@ from hypothesis import strategies as st
 from domain.chain import genesis_hash
 from domain.errors import IdempotencyKeyReused, WrongExpectedVersion
 from infra.eventstore.linked import LinkedEventStore
-from infra.eventstore.sqlite import SQLiteEventStore, StoreUnavailable, chained_rows
+from infra.eventstore.group_commit import StoreUnavailable, chained_rows
+from infra.eventstore.sqlite import SQLiteEventStore
 from infra.primary_link import AppendCall, LinkClient, LinkServer, frame, read_frame
 from projections.registry import all_projectors
 from projections.runner import ProjectionRunner

@@ -10,7 +10,8 @@ from eventstore_contract import EventStoreContract, assert_chain, fresh_stream, 
 
 from domain.errors import WrongExpectedVersion
 from infra.audit.witness import read_witness
-from infra.eventstore.sqlite import SQLiteEventStore, StoreUnavailable
+from infra.eventstore.group_commit import StoreUnavailable
+from infra.eventstore.sqlite import SQLiteEventStore
 
 
 class TestSQLiteEventStore(EventStoreContract):

@@ -20,7 +20,7 @@ from domain.events import Actor  # noqa: E402
 from infra.config import CassandraSettings, KafkaSettings, Settings, validate_distributed  # noqa: E402
 from infra.eventstore import cassandra_schema as schema  # noqa: E402
 from infra.eventstore.cassandra import CassandraEventStore, ssl_context_for  # noqa: E402
-from infra.eventstore.sqlite import chained_rows  # noqa: E402
+from infra.eventstore.group_commit import chained_rows  # noqa: E402
 
 
 def request(events: int = 3) -> AppendRequest:
