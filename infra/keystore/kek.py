@@ -1,9 +1,10 @@
-"""Key-encryption-key providers: wrap a data key for a tenant (local master key, hybrid ML-KEM-768 + X25519).
+"""Key-encryption-key providers: wrap a data key for a tenant (the local master key here; the hybrid
+ML-KEM-768 + X25519 recipient in infra/keystore/hybrid.py, a PKCS#11 token in infra/keystore/pkcs11.py).
 
 A provider is named in every row it wraps (``provider``, ``kek_id``), so rows written under
-one provider stay readable after the default changes. The PKCS#11 token provider
-(infra/keystore/pkcs11.py: a tenant key on the token, AES-GCM with the tenant as associated
-data, ``kek_id`` = token serial + key id + label) implements the same ``KekProvider``.
+one provider stay readable after the default changes. A provider keeps every KEK version it
+made until it is retired (``create_kek``, ``retire_kek``: ``RotatingKekProvider``); which
+version wraps a tenant's new keys is the vault's KEK registry's to say (infra/keystore/keks.py).
 
 Python cannot promise erasure: ``bytes`` are immutable, cryptography returns plaintext as
 ``bytes``, and the allocator may have copied buffers. We keep data keys in ``bytearray``
@@ -12,25 +13,27 @@ where we own them, wipe those after use, and hold no plaintext beyond the call t
 
 from __future__ import annotations
 
-import hashlib
 import os
+import re
 import secrets
 import stat
+import threading
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import mlkem, x25519
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from infra.private_files import write_file
+from infra.private_files import sync_directory, write_file
 
 NONCE_BYTES = 12
 KEY_BYTES = 32
 MASTER_KEY_FILE = "master.key"
 HYBRID_KEY_FILE = "kek-hybrid-mlkem768-x25519.key"
+VERSIONS_DIR = "kek"  # <keys_dir>/kek/<provider>-<hex>.key: the versions rotation made
+_SUFFIX = re.compile(r"[0-9a-f]{32}")
 
 
 class KekError(Exception):
@@ -53,6 +56,23 @@ class KekProvider(Protocol):
     def wrap(self, tenant_id: str, dek: bytes | bytearray) -> tuple[str, bytes]: ...
 
     def unwrap(self, tenant_id: str, kek_id: str, wrapped: bytes) -> bytearray: ...
+
+
+class RotatingKekProvider(KekProvider, Protocol):
+    """A provider that keeps KEK versions: wraps under a named one, makes new ones, destroys retired ones.
+
+    ``wrap(tenant, dek, kek_id=None)`` wraps under ``kek_id``, or under the provider's own default for the
+    tenant (``current_kek_id``) when the registry names none. ``base_scope`` says for whom a KEK is that
+    default: "" (every tenant: a key file), a tenant id (its key on a token), or None (a rotated version).
+    """
+
+    def current_kek_id(self, tenant_id: str) -> str: ...
+
+    def create_kek(self, tenant_id: str | None) -> str: ...
+
+    def retire_kek(self, kek_id: str) -> None: ...
+
+    def base_scope(self, kek_id: str) -> str | None: ...
 
 
 def bind(*fields: str | bytes) -> bytes:
@@ -149,47 +169,160 @@ def _load_or_create(path: Path, size: int, create: bool) -> bytearray:
     return _read_private_file(path, size)
 
 
-def _hkdf(ikm: bytes | bytearray, info: bytes) -> bytearray:
+def hkdf(ikm: bytes | bytearray, info: bytes) -> bytearray:
     return bytearray(HKDF(algorithm=hashes.SHA384(), length=KEY_BYTES, salt=None, info=info).derive(bytes(ikm)))
+
+
+# key files with versions ----------------------------------------------------------------------
+
+class VersionedKeyFiles:
+    """A file provider's KEKs: the first in ``<keys_dir>/<BASE_FILE>``, rotated ones in ``<keys_dir>/kek/``.
+
+    A version's file is named after its ``kek_id`` (``<provider>-<32 hex>.key``), read on first use
+    and checked to be that key. The base file is created only where no key of this provider exists
+    yet: once it is retired (deleted), the versions that replaced it are the provider's keys.
+    Subclasses say how a secret becomes a key object (``SIZE``, ``_open``) with ``kek_id``, ``wrap``
+    and ``unwrap``, and ``close``.
+    """
+
+    provider: str
+    BASE_FILE: str
+    SIZE: int
+
+    def __init__(self, keys_dir: Path, *, create: bool = True) -> None:
+        self.keys_dir = Path(keys_dir)
+        self.path = self.keys_dir / self.BASE_FILE
+        self._lock = threading.Lock()
+        self._keys: dict[str, Any] = {}
+        self.kek_id: str | None = None
+        if self.path.exists() or not self._versions():
+            secret = _load_or_create(self.path, self.SIZE, create)
+            try:
+                key = self._open(secret)
+            finally:
+                wipe(secret)
+            self.kek_id, self._keys[key.kek_id] = key.kek_id, key
+
+    def _open(self, secret: bytearray) -> Any:
+        raise NotImplementedError
+
+    def _versions(self) -> list[Path]:
+        return sorted((self.keys_dir / VERSIONS_DIR).glob(f"{self.provider}-*.key"))
+
+    def version_path(self, kek_id: str) -> Path:
+        """Where a rotated version's file is; KekUnavailable for an id this provider never makes."""
+        prefix, _, suffix = kek_id.partition(":")
+        if prefix != self.provider or not _SUFFIX.fullmatch(suffix):
+            raise KekUnavailable(f"{kek_id!r} does not name a {self.provider} KEK")
+        return self.keys_dir / VERSIONS_DIR / f"{self.provider}-{suffix}.key"
+
+    def kek_path(self, kek_id: str) -> Path:
+        return self.path if kek_id == self.kek_id else self.version_path(kek_id)
+
+    def _key(self, kek_id: str | None) -> Any:
+        if kek_id is None:
+            kek_id = self.kek_id
+            if kek_id is None:
+                raise KekUnavailable(f"{self.path} was retired and no {self.provider} KEK replaces it here")
+        with self._lock:
+            key = self._keys.get(kek_id)
+            if key is not None:
+                return key
+            path = self.version_path(kek_id)
+            if not path.exists():
+                raise KekUnavailable(f"this data key was wrapped under {self.provider} KEK {kek_id}, which is "
+                                     f"neither {self.path} ({self.kek_id or 'retired'}) nor in {path.parent} "
+                                     "(retired, or another installation's)")
+            secret = _read_private_file(path, self.SIZE)
+            try:
+                key = self._open(secret)
+            finally:
+                wipe(secret)
+            if key.kek_id != kek_id:
+                key.close()
+                raise KekUnavailable(f"key file {path} holds {key.kek_id}, not {kek_id}: renamed or damaged")
+            self._keys[kek_id] = key
+            return key
+
+    def wrap(self, tenant_id: str, dek: bytes | bytearray, kek_id: str | None = None) -> tuple[str, bytes]:
+        key = self._key(kek_id)
+        return key.kek_id, key.wrap(tenant_id, dek)
+
+    def unwrap(self, tenant_id: str, kek_id: str, wrapped: bytes) -> bytearray:
+        return self._key(kek_id).unwrap(tenant_id, wrapped)
+
+    def current_kek_id(self, tenant_id: str) -> str:
+        return self._key(None).kek_id
+
+    def base_scope(self, kek_id: str) -> str | None:
+        return "" if kek_id == self.kek_id else None
+
+    def create_kek(self, tenant_id: str | None = None) -> str:
+        """A new version (fresh random key material) in ``<keys_dir>/kek/``, mode 0600; returns its id.
+
+        The file is named after the key and written whole before it is linked into place, so a crash
+        leaves either no version or a complete one, which no row uses until the registry names it.
+        """
+        secret = bytearray(secrets.token_bytes(self.SIZE))
+        try:
+            key = self._open(secret)
+            _create_private_file(self.version_path(key.kek_id), secret)
+        finally:
+            wipe(secret)
+        with self._lock:
+            self._keys[key.kek_id] = key
+        return key.kek_id
+
+    def retire_kek(self, kek_id: str) -> None:
+        """Destroy a KEK: forget it and delete its file (the vault checked that no row names it)."""
+        path = self.kek_path(kek_id)
+        with self._lock:
+            key = self._keys.pop(kek_id, None)
+            if kek_id == self.kek_id:
+                self.kek_id = None
+        if key is not None:
+            key.close()
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return
+        sync_directory(path.parent)
+
+    def close(self) -> None:
+        with self._lock:
+            for key in self._keys.values():
+                key.close()
+            self._keys.clear()
 
 
 # local master key ----------------------------------------------------------------------------
 
-class LocalMasterKeyProvider:
-    """The embedded default: one 256-bit master key in ``<keys_dir>/master.key`` (mode 0600).
-
-    Tenant KEK = HKDF-SHA-384(master, salt=None, info="csm/v1/kek\\0" + tenant_id), 32 bytes.
-    The DEK is wrapped with AES-256-GCM (not AES-KW: GCM lets us bind the tenant and the
-    KEK id as associated data), under a random 96-bit nonce. Wrapped = nonce || ciphertext || tag
-    (60 bytes). ``kek_id`` is "local:" + a 128-bit HKDF fingerprint of the master key.
-    """
+class _MasterKey:
+    """One 256-bit master key: tenant KEKs derive from it."""
 
     provider = "local"
 
-    def __init__(self, keys_dir: Path, *, create: bool = True) -> None:
-        self.path = Path(keys_dir) / MASTER_KEY_FILE
-        self._master = _load_or_create(self.path, KEY_BYTES, create)
-        fingerprint = _hkdf(self._master, b"csm/v1/kek-id")
+    def __init__(self, secret: bytearray) -> None:
+        self._master = bytearray(secret)
+        fingerprint = hkdf(self._master, b"csm/v1/kek-id")
         self.kek_id = f"local:{bytes(fingerprint[:16]).hex()}"
         wipe(fingerprint)
 
     def _kek(self, tenant_id: str) -> bytearray:
-        return _hkdf(self._master, b"csm/v1/kek\0" + tenant_id.encode())
+        return hkdf(self._master, b"csm/v1/kek\0" + tenant_id.encode())
 
     def _aad(self, tenant_id: str) -> bytes:
         return bind("csm/v1/wrap", self.provider, self.kek_id, tenant_id)
 
-    def wrap(self, tenant_id: str, dek: bytes | bytearray) -> tuple[str, bytes]:
+    def wrap(self, tenant_id: str, dek: bytes | bytearray) -> bytes:
         kek = self._kek(tenant_id)
         try:
             nonce = secrets.token_bytes(NONCE_BYTES)
-            return self.kek_id, nonce + AESGCM(kek).encrypt(nonce, bytes(dek), self._aad(tenant_id))
+            return nonce + AESGCM(kek).encrypt(nonce, bytes(dek), self._aad(tenant_id))
         finally:
             wipe(kek)
 
-    def unwrap(self, tenant_id: str, kek_id: str, wrapped: bytes) -> bytearray:
-        if kek_id != self.kek_id:
-            raise KekUnavailable(f"this data key was wrapped by master key {kek_id}; {self.path} is {self.kek_id}")
+    def unwrap(self, tenant_id: str, wrapped: bytes) -> bytearray:
         if len(wrapped) != NONCE_BYTES + KEY_BYTES + 16:
             raise UnwrapFailed("the wrapped data key has the wrong length")
         kek = self._kek(tenant_id)
@@ -204,92 +337,19 @@ class LocalMasterKeyProvider:
         wipe(self._master)
 
 
-# hybrid ML-KEM-768 + X25519 ------------------------------------------------------------------
+class LocalMasterKeyProvider(VersionedKeyFiles):
+    """The embedded default: a 256-bit master key in ``<keys_dir>/master.key`` (mode 0600), and the
+    versions rotation made in ``<keys_dir>/kek/local-<hex>.key``.
 
-class HybridKemProvider:
-    """Post-quantum hybrid wrap to a static recipient: ML-KEM-768 + X25519, X-Wing-style combiner.
-
-    The recipient key pair lives in one 0600 file ``<keys_dir>/kek-hybrid-mlkem768-x25519.key``:
-    the 64-byte ML-KEM-768 seed followed by the 32-byte X25519 private key. To wrap:
-
-    1. ``(ss_M, ct_M) = ML-KEM-768.Encaps(pk_M)``;
-    2. a fresh X25519 key ``e``; ``ss_X = X25519(e, pk_X)``; ``ct_X = e.public``;
-    3. ``k = HKDF-SHA-384(ikm = ss_M || ss_X, salt = none, info = bind("csm/v1/hybrid-kek",
-       ct_M, ct_X, pk_X, pk_M, tenant_id))``. Like X-Wing, the combiner hashes the X25519
-       ciphertext and recipient key alongside both secrets (so the classical half cannot be
-       swapped or re-randomised); unlike X-Wing it also hashes ct_M and pk_M, which costs
-       nothing and does not rely on ML-KEM's ciphertext binding. Either shared secret alone,
-       if unbroken, keeps ``k`` secret;
-    4. ``AES-256-GCM(k, nonce, dek, aad = bind("csm/v1/wrap", "hybrid", kek_id, tenant_id))``.
-
-    Wrapped = 0x01 || ct_M (1088) || ct_X (32) || nonce (12) || ciphertext+tag (48).
-    ``kek_id`` is "hybrid:" + the first 128 bits of SHA-256(pk_M || pk_X).
+    Tenant KEK = HKDF-SHA-384(master, salt=None, info="csm/v1/kek\\0" + tenant_id), 32 bytes.
+    The DEK is wrapped with AES-256-GCM (not AES-KW: GCM lets us bind the tenant and the
+    KEK id as associated data), under a random 96-bit nonce. Wrapped = nonce || ciphertext || tag
+    (60 bytes). ``kek_id`` is "local:" + a 128-bit HKDF fingerprint of the master key.
     """
 
-    provider = "hybrid"
-    VERSION = b"\x01"
-    CT_M, CT_X = 1088, 32
+    provider = "local"
+    BASE_FILE = MASTER_KEY_FILE
+    SIZE = KEY_BYTES
 
-    def __init__(self, keys_dir: Path, *, create: bool = True) -> None:
-        self.path = Path(keys_dir) / HYBRID_KEY_FILE
-        secret = _load_or_create(self.path, 64 + 32, create)
-        try:
-            self._kem = mlkem.MLKEM768PrivateKey.from_seed_bytes(bytes(secret[:64]))
-            self._dh = x25519.X25519PrivateKey.from_private_bytes(bytes(secret[64:]))
-        finally:
-            wipe(secret)
-        self._pk_m = self._kem.public_key().public_bytes_raw()
-        self._pk_x = self._dh.public_key().public_bytes_raw()
-        self.kek_id = f"hybrid:{hashlib.sha256(self._pk_m + self._pk_x).hexdigest()[:32]}"
-        self._length = 1 + self.CT_M + self.CT_X + NONCE_BYTES + KEY_BYTES + 16
-
-    def _combine(self, ss_m: bytes, ss_x: bytes, ct_m: bytes, ct_x: bytes, tenant_id: str) -> bytearray:
-        ikm = bytearray(ss_m + ss_x)
-        try:
-            return _hkdf(ikm, bind("csm/v1/hybrid-kek", ct_m, ct_x, self._pk_x, self._pk_m, tenant_id))
-        finally:
-            wipe(ikm)
-
-    def _aad(self, tenant_id: str) -> bytes:
-        return bind("csm/v1/wrap", self.provider, self.kek_id, tenant_id)
-
-    def wrap(self, tenant_id: str, dek: bytes | bytearray) -> tuple[str, bytes]:
-        ss_m, ct_m = self._kem.public_key().encapsulate()
-        ephemeral = x25519.X25519PrivateKey.generate()
-        ct_x = ephemeral.public_key().public_bytes_raw()
-        key = self._combine(ss_m, ephemeral.exchange(self._dh.public_key()), ct_m, ct_x, tenant_id)
-        try:
-            nonce = secrets.token_bytes(NONCE_BYTES)
-            sealed = AESGCM(key).encrypt(nonce, bytes(dek), self._aad(tenant_id))
-        finally:
-            wipe(key)
-        return self.kek_id, self.VERSION + ct_m + ct_x + nonce + sealed
-
-    def unwrap(self, tenant_id: str, kek_id: str, wrapped: bytes) -> bytearray:
-        if kek_id != self.kek_id:
-            raise KekUnavailable(f"this data key was wrapped to recipient {kek_id}; {self.path} is {self.kek_id}")
-        if len(wrapped) != self._length or wrapped[:1] != self.VERSION:
-            raise UnwrapFailed("the wrapped data key has the wrong length or version")
-        ct_m = wrapped[1:1 + self.CT_M]
-        ct_x = wrapped[1 + self.CT_M:1 + self.CT_M + self.CT_X]
-        nonce = wrapped[1 + self.CT_M + self.CT_X:1 + self.CT_M + self.CT_X + NONCE_BYTES]
-        try:
-            # ML-KEM decapsulation never fails on a well-sized ciphertext (implicit rejection):
-            # a tampered ct_M yields a pseudo-random secret, which GCM then refuses.
-            ss_m = self._kem.decapsulate(ct_m)
-            ss_x = self._dh.exchange(x25519.X25519PublicKey.from_public_bytes(ct_x))
-        except ValueError as exc:  # e.g. a low-order X25519 point: the exchange yields all zeroes
-            raise UnwrapFailed(f"the wrapped data key's KEM ciphertext is invalid: {exc}") from exc
-        key = self._combine(ss_m, ss_x, ct_m, ct_x, tenant_id)
-        try:
-            return bytearray(AESGCM(key).decrypt(nonce, wrapped[-(KEY_BYTES + 16):], self._aad(tenant_id)))
-        except InvalidTag as exc:
-            raise UnwrapFailed("the wrapped data key fails authentication") from exc
-        finally:
-            wipe(key)
-
-    def close(self) -> None:
-        """Nothing to wipe that we own: cryptography holds the private keys in OpenSSL memory."""
-
-
-BUILTIN = {"local": LocalMasterKeyProvider, "hybrid": HybridKemProvider}
+    def _open(self, secret: bytearray) -> _MasterKey:
+        return _MasterKey(secret)

@@ -238,15 +238,18 @@ class Pkcs11KekProvider:
         return found[0]
 
     def _create(self, held: _Session, label: str) -> Any:
+        self._generate(held, label)
+        return self._find(held, label)  # the smallest CKA_ID: another process may have made one too
+
+    def _generate(self, held: _Session, label: str) -> Any:
         pkcs11 = self._pkcs11
         attribute = pkcs11.Attribute
         template = {attribute.TOKEN: True, attribute.PRIVATE: True, attribute.SENSITIVE: True,
                     attribute.EXTRACTABLE: False, attribute.MODIFIABLE: False, attribute.WRAP: False,
                     attribute.UNWRAP: False, attribute.DERIVE: False, attribute.SIGN: False, attribute.VERIFY: False}
-        held.session.generate_key(pkcs11.KeyType.AES, KEY_BYTES * 8, label=label, id=secrets.token_bytes(16),
-                                  store=True, template=template,
-                                  capabilities=pkcs11.MechanismFlag.ENCRYPT | pkcs11.MechanismFlag.DECRYPT)
-        return self._find(held, label)  # the smallest CKA_ID: another process may have made one too
+        return held.session.generate_key(pkcs11.KeyType.AES, KEY_BYTES * 8, label=label, id=secrets.token_bytes(16),
+                                         store=True, template=template,
+                                         capabilities=pkcs11.MechanismFlag.ENCRYPT | pkcs11.MechanismFlag.DECRYPT)
 
     def _kek_id(self, key: Any, label: str) -> str:
         return f"{self.provider}:{self.serial}:{bytes(key[self._pkcs11.Attribute.ID]).hex()}:{label}"
@@ -259,49 +262,69 @@ class Pkcs11KekProvider:
 
     # the provider ------------------------------------------------------------------------
 
-    def wrap(self, tenant_id: str, dek: bytes | bytearray) -> tuple[str, bytes]:
-        token, label = self._shared(), LABEL_PREFIX + tenant_id
+    def _parse(self, kek_id: str) -> tuple[str, bytes]:
+        """The label and CKA_ID a ``kek_id`` of this token names; KekUnavailable for another token's or none."""
+        name, serial, key_hex, label = (kek_id.split(":", 3) + ["", "", "", ""])[:4]
+        if name != self.provider or not label.startswith(LABEL_PREFIX):
+            raise KekUnavailable(f"{kek_id!r} does not name a key on a PKCS#11 token")
+        if serial != self.serial:
+            raise KekUnavailable(f"this data key was wrapped on token serial {serial}; the configured token "
+                                 f"{self._shared().label!r} is serial {self.serial}")
+        try:
+            key_id = bytes.fromhex(key_hex)
+        except ValueError:
+            raise KekUnavailable(f"{kek_id!r} names no valid key id") from None
+        return label, key_id
+
+    def _named(self, held: _Session, label: str, key_id: bytes) -> Any:
+        key = self._find(held, label, key_id)
+        if key is None:
+            raise KekUnavailable(f"key {label} (id {key_id.hex()}) is not on PKCS#11 token "
+                                 f"{self._shared().label!r} (serial {self.serial}): deleted, or another token's")
+        return key
+
+    def _on_token(self, what: str, label: str, operation: Callable[[_Session], T]) -> T:
+        token = self._shared()
+        try:
+            return token.run(operation)
+        except self._pkcs11.PKCS11Error as exc:
+            raise KekUnavailable(f"PKCS#11 token {token.label!r}: cannot {what} with {label} "
+                                 f"({type(exc).__name__})") from None
+
+    def _tenant_key(self, held: _Session, label: str) -> Any:
+        key = self._find(held, label)
+        if key is None:  # first use: the module lock makes this process's creator the only one
+            key = self._create(held, label)
+        return key
+
+    def wrap(self, tenant_id: str, dek: bytes | bytearray, kek_id: str | None = None) -> tuple[str, bytes]:
+        """Wrap under ``kek_id`` (a version rotation made), or under the tenant's first key (made on first use)."""
+        label = LABEL_PREFIX + tenant_id
+        named = self._parse(kek_id) if kek_id is not None else None
+        if named is not None and named[0] != label:
+            raise KekUnavailable(f"{kek_id!r} is another tenant's key")
 
         def seal(held: _Session) -> tuple[str, bytes]:
-            key = self._find(held, label)
-            if key is None:  # first use: the module lock makes this process's creator the only one
-                key = self._create(held, label)
+            key = self._named(held, label, named[1]) if named else self._tenant_key(held, label)
             kek_id = self._kek_id(key, label)
             nonce = secrets.token_bytes(NONCE_BYTES)
             sealed = key.encrypt(bytes(dek), mechanism=self._pkcs11.Mechanism.AES_GCM,
                                  mechanism_param=self._gcm(nonce, self._aad(tenant_id, kek_id)))
             return kek_id, VERSION + nonce + bytes(sealed)
 
-        try:
-            return token.run(seal)
-        except self._pkcs11.PKCS11Error as exc:
-            raise KekUnavailable(f"PKCS#11 token {token.label!r}: cannot wrap with {label} "
-                                 f"({type(exc).__name__})") from None
+        return self._on_token("wrap", label, seal)
 
     def unwrap(self, tenant_id: str, kek_id: str, wrapped: bytes) -> bytearray:
-        token = self._shared()
-        name, serial, key_hex, label = (kek_id.split(":", 3) + ["", "", "", ""])[:4]
-        if name != self.provider or not label:
-            raise KekUnavailable(f"{kek_id!r} does not name a key on a PKCS#11 token")
-        if serial != self.serial:
-            raise KekUnavailable(f"this data key was wrapped on token serial {serial}; the configured token "
-                                 f"{token.label!r} is serial {self.serial}")
+        label, key_id = self._parse(kek_id)
         if label != LABEL_PREFIX + tenant_id:
             raise UnwrapFailed("the wrapped data key belongs to another tenant's key")
         if len(wrapped) != WRAPPED_BYTES or wrapped[:1] != VERSION:
             raise UnwrapFailed("the wrapped data key has the wrong length or version")
-        try:
-            key_id = bytes.fromhex(key_hex)
-        except ValueError:
-            raise KekUnavailable(f"{kek_id!r} names no valid key id") from None
         nonce = wrapped[1:1 + NONCE_BYTES]
         errors = self._pkcs11
 
         def open_(held: _Session) -> bytearray:
-            key = self._find(held, label, key_id)
-            if key is None:
-                raise KekUnavailable(f"key {label} (id {key_hex}) is not on PKCS#11 token {token.label!r} "
-                                     f"(serial {self.serial}): deleted, or another token's")
+            key = self._named(held, label, key_id)
             try:
                 return bytearray(key.decrypt(wrapped[1 + NONCE_BYTES:], mechanism=errors.Mechanism.AES_GCM,
                                              mechanism_param=self._gcm(nonce, self._aad(tenant_id, kek_id))))
@@ -311,11 +334,44 @@ class Pkcs11KekProvider:
                 self._probe(held, label)
                 raise UnwrapFailed("the wrapped data key fails authentication") from None
 
-        try:
-            return token.run(open_)
-        except errors.PKCS11Error as exc:
-            raise KekUnavailable(f"PKCS#11 token {token.label!r}: cannot unwrap with {label} "
-                                 f"({type(exc).__name__})") from None
+        return self._on_token("unwrap", label, open_)
+
+    # versions: rotation and retirement ---------------------------------------------------
+
+    def current_kek_id(self, tenant_id: str) -> str:
+        """The tenant's first key (the smallest CKA_ID of its label), made now if it has none."""
+        label = LABEL_PREFIX + tenant_id
+        return self._on_token("find", label, lambda held: self._kek_id(self._tenant_key(held, label), label))
+
+    def base_scope(self, kek_id: str) -> str | None:
+        """Every key on the token is some tenant's: the tenant its label names."""
+        label, _ = self._parse(kek_id)
+        return label.removeprefix(LABEL_PREFIX)
+
+    def create_kek(self, tenant_id: str | None) -> str:
+        """A new AES-256 key for the tenant (same label, a new random CKA_ID, the same attributes)."""
+        if tenant_id is None:
+            raise ValueError("a key on the token is one tenant's: name the tenant")
+        label = LABEL_PREFIX + tenant_id
+
+        def make(held: _Session) -> str:
+            key = self._generate(held, label)
+            held.keys.clear()
+            return self._kek_id(key, label)
+
+        return self._on_token("create a key", label, make)
+
+    def retire_kek(self, kek_id: str) -> None:
+        """Destroy the key on the token (the vault checked that no row names it); gone already is fine."""
+        label, key_id = self._parse(kek_id)
+
+        def destroy(held: _Session) -> None:
+            key = self._find(held, label, key_id)
+            held.keys.clear()
+            if key is not None:
+                key.destroy()
+
+        self._on_token("destroy", label, destroy)
 
     def _probe(self, held: _Session, label: str) -> None:
         held.keys.clear()

@@ -20,11 +20,15 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from commands.runtime import rfc3339
 from domain.errors import DomainError, KeyUnavailable, NotFound
 from domain.vault import StoredKey
-from infra.keystore.kek import (BUILTIN, KEY_BYTES, NONCE_BYTES, KekProvider, KekUnavailable, UnwrapFailed, bind,
-                                wipe)
+from infra.keystore.hybrid import HybridKemProvider
+from infra.keystore.kek import (KEY_BYTES, NONCE_BYTES, KekProvider, KekUnavailable, LocalMasterKeyProvider,
+                                UnwrapFailed, bind, wipe)
+from infra.keystore.keks import NOT_RETIRED, KekAdministration, assigned_kek
+from infra.keystore.keks import SCHEMA as KEK_SCHEMA
 from projections.sqlite_wal import use_wal
 
 log = logging.getLogger(__name__)
+BUILTIN: dict[str, Callable[..., KekProvider]] = {"local": LocalMasterKeyProvider, "hybrid": HybridKemProvider}
 
 DB_FILE = "keys.db"
 FORMAT_VERSION = "1"  # bound into every ciphertext's associated data
@@ -83,10 +87,11 @@ def _prepare_db_file(path: Path) -> None:
                              f"(chmod 600 {path})")
 
 
-class SQLiteKeyVault:
+class SQLiteKeyVault(KekAdministration):
     """The ``KeyVault`` port on a separate SQLite file (WAL, synchronous=FULL, mode 0600).
 
-    ``kek_provider`` chooses who wraps new data keys ("local", "hybrid" or "pkcs11"); rows
+    ``kek_provider`` chooses who wraps new data keys ("local", "hybrid" or "pkcs11"), under the
+    KEK the registry assigns the tenant (infra/keystore/keks.py: rotation, re-wrap, retirement); rows
     record their provider and KEK id, and are unwrapped by whichever provider wrote them, so
     switching the default keeps old rows readable. ``providers`` adds open providers by their
     ``provider`` name; ``factories`` adds providers opened on first use (a PKCS#11 token, which
@@ -115,7 +120,7 @@ class SQLiteKeyVault:
         self._conn.execute("PRAGMA busy_timeout = 30000")
         use_wal(self._conn)
         self._conn.execute("PRAGMA synchronous = FULL")
-        self._conn.executescript(SCHEMA)
+        self._conn.executescript(SCHEMA + KEK_SCHEMA)
 
     def _provider(self, name: str, *, create: bool = False) -> KekProvider:
         """The provider named by a row; built-ins open lazily, and only the default may create keys."""
@@ -158,23 +163,35 @@ class SQLiteKeyVault:
         key_id = f"key_{secrets.token_hex(16)}"
         dek = bytearray(secrets.token_bytes(KEY_BYTES))
         try:
-            try:
-                kek_id, wrapped = self._default.wrap(tenant_id, dek)
-            except KekUnavailable as exc:  # a token that stopped answering: the request may be retried
-                log.error("key %s: KEK unavailable: %s", key_id, exc)
-                raise KekUnavailableError(key_id, str(exc), action="stored") from None
             nonce = secrets.token_bytes(NONCE_BYTES)
             ciphertext = AESGCM(dek).encrypt(nonce, bytes(material), content_aad(tenant_id, key_id, algorithm, purpose))
+            for _ in range(2):  # once more if the KEK the registry named was retired before the row was written
+                kek_id, wrapped = self._wrap_new(key_id, tenant_id, dek)
+                row = (key_id, tenant_id, algorithm, purpose, self._default.provider, kek_id, wrapped, nonce,
+                       ciphertext, rfc3339(datetime.now(UTC)), kek_id)
+                with self._lock:
+                    if self._connection().execute(f"INSERT INTO private_keys SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ? "
+                                                  f"WHERE {NOT_RETIRED}", row).rowcount:
+                        break
+            else:
+                raise KekUnavailableError(key_id, f"{kek_id} was retired while the key was being stored",
+                                          action="stored")
         finally:
             wipe(dek)
-        created_at = rfc3339(datetime.now(UTC))
-        with self._lock:
-            self._connection().execute(
-                "INSERT INTO private_keys VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (key_id, tenant_id, algorithm, purpose, self._default.provider, kek_id, wrapped, nonce, ciphertext,
-                 created_at))
         log.debug("stored key %s for tenant %s (%s, %s) under %s", key_id, tenant_id, algorithm, purpose, kek_id)
         return key_id
+
+    def _wrap_new(self, key_id: str, tenant_id: str, dek: bytearray) -> tuple[str, bytes]:
+        """Wrap a new key's data key under the KEK the registry assigns the tenant, else the provider's own."""
+        with self._lock:
+            assigned = assigned_kek(self._connection(), self._default.provider, tenant_id)
+        try:
+            if assigned is None:
+                return self._default.wrap(tenant_id, dek)
+            return self._default.wrap(tenant_id, dek, assigned)  # type: ignore[call-arg]
+        except KekUnavailable as exc:  # a token that stopped answering: the request may be retried
+            log.error("key %s: KEK unavailable: %s", key_id, exc)
+            raise KekUnavailableError(key_id, str(exc), action="stored") from None
 
     def get_sync(self, tenant_id: str, key_id: str) -> bytes:
         if not isinstance(key_id, str) or not KEY_ID_RE.fullmatch(key_id):
