@@ -8,7 +8,7 @@ from importlib import metadata
 
 import click
 
-from cli import admin, audit, backup, ca, ca_root, cert, events, projections, tenants
+from cli import admin, audit, backup, ca, ca_root, cert, events, keys, projections, tenants
 from cli import auth, discover, users
 from cli.webhooks import webhook
 from cli.worker import worker
@@ -135,6 +135,7 @@ csm.add_command(projector)
 csm.add_command(cluster)
 cluster.add_command(deploy)
 csm.add_command(db)
+csm.add_command(keys.keys)
 
 
 def main() -> None:

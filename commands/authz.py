@@ -34,6 +34,7 @@ PERMISSIONS: dict[str, str] = {
     "webhook:read": "list webhook subscriptions and their delivery logs",
     "webhook:manage": "subscribe, update and delete webhooks, rotate their signing secrets",
     "vault:sweep": "delete vault keys that no event names (orphans of commands that failed)",
+    "vault:kek": "rotate key-encryption keys, re-wrap data keys under them, list and retire them",
     "discovery:record": "record certificates found on the network (what endpoints served when scanned)",
 }
 
@@ -66,7 +67,8 @@ ROLES: dict[str, frozenset[str]] = {
 # Permissions no tenant-scoped principal can ever use: every check of them is at platform scope (a tenant-scoped
 # token is refused whatever its roles). Granting a role to a tenant's user or key therefore grants none of them,
 # and the no-escalation rule (``check_grantable``) leaves them out: a tenant-admin may make a tenant auditor.
-PLATFORM_ONLY = frozenset({"tenant:create", "tenant:suspend", "audit:verify", "projection:admin", "vault:sweep"})
+PLATFORM_ONLY = frozenset({"tenant:create", "tenant:suspend", "audit:verify", "projection:admin", "vault:sweep",
+                           "vault:kek"})
 
 
 class Forbidden(DomainError):

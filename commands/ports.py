@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -13,7 +13,7 @@ from domain.certspec import (CaCertificateInfo, CertificateFacts, CertificateSpe
 from domain.events import Actor, EventEnvelope
 from domain.revocation import SignedCrl
 from domain.tenant import Quotas, Usage
-from domain.vault import StoredKey
+from domain.vault import KekUsage, NewKek, RewrapCounts, StoredKey
 
 
 class NewEvent(msgspec.Struct, frozen=True, kw_only=True):
@@ -147,6 +147,34 @@ class KeyVault(Protocol):
     async def delete(self, key_ids: Sequence[str]) -> int:
         """Delete these keys (of any tenant); returns how many there were."""
         ...
+
+
+class KekAdmin(Protocol):
+    """Rotating, re-wrapping and retiring key-encryption keys (the key vault, infra/keystore/keks.py).
+
+    Two steps each, so that the record comes between them: ``create_keks`` makes inert key material and
+    ``assign_keks`` puts it in service; ``mark_kek_retired`` stops a KEK from ever wrapping again (refused,
+    ``KekInUse``, while it wraps new keys or any row names it) and ``destroy_kek`` destroys it.
+    """
+
+    kek_provider: str  # who wraps new data keys here
+
+    async def create_keks(self, provider: str, tenant_id: str | None) -> list[NewKek]: ...
+
+    async def assign_keks(self, created: list[NewKek]) -> None: ...
+
+    async def rewrap_plan(self, provider: str, tenant_id: str | None) -> tuple[dict[str, str], RewrapCounts, int]:
+        """Each tenant's target KEK, the KEKs its rows are under, and how many rows are not under the target."""
+        ...
+
+    async def rewrap(self, provider: str, targets: dict[str, str], total: int,
+                     progress: Callable[[int, int], None] | None = None) -> RewrapCounts: ...
+
+    async def kek_usage(self) -> list[KekUsage]: ...
+
+    async def mark_kek_retired(self, kek_id: str) -> str: ...
+
+    async def destroy_kek(self, kek_id: str) -> None: ...
 
 
 class DirectoryIdentity(msgspec.Struct, frozen=True, kw_only=True):

@@ -230,14 +230,17 @@ class KekAdministration:
         for provider, kek_id, tenant, count in self._read(
                 "SELECT kek_provider, kek_id, tenant_id, COUNT(*) FROM private_keys GROUP BY 1, 2, 3"):
             entry(provider, kek_id)["rows"][tenant] = count
+        for provider, kek_id in self._read("SELECT DISTINCT provider, kek_id FROM kek_assignments"):
+            entry(provider, kek_id)
         for provider, scope, kek_id in self._read(
                 "SELECT provider, scope, kek_id FROM kek_assignments a WHERE seq = (SELECT MAX(seq) FROM "
                 "kek_assignments b WHERE b.provider = a.provider AND b.scope = a.scope) ORDER BY scope"):
             entry(provider, kek_id)["current_for"].append(_scope_name(scope))
         base = getattr(self._provider(self.kek_provider), "kek_id", None)
-        if base and not self._read("SELECT 1 FROM kek_assignments WHERE provider = ? AND scope = ''",
-                                   self.kek_provider):
-            entry(self.kek_provider, base)["current_for"].append("*")
+        if base:  # master.key or the hybrid key file: every tenant's until a rotation for every tenant
+            fallback = not self._read("SELECT 1 FROM kek_assignments WHERE provider = ? AND scope = ''",
+                                      self.kek_provider)
+            entry(self.kek_provider, base)["current_for"][:0] = ["*"] if fallback else []
         for kek_id, provider, retired_at in self._read("SELECT kek_id, provider, retired_at FROM retired_keks"):
             entry(provider, kek_id)["retired_at"] = datetime.fromisoformat(retired_at)
         return [KekUsage(**fields) for _, fields in sorted(usage.items(), key=lambda item: (item[1]["provider"],
