@@ -55,8 +55,9 @@ Progress = Callable[[int, int], None]
 
 def assigned_kek(conn: sqlite3.Connection, provider: str, tenant_id: str) -> str | None:
     """The KEK the registry names for the tenant's new keys under ``provider``, or None (the provider's own)."""
-    row = conn.execute("SELECT kek_id FROM kek_assignments WHERE provider = ? AND scope IN (?, '') "
-                       "ORDER BY scope = '', seq DESC LIMIT 1", (provider, tenant_id)).fetchone()
+    row = conn.execute("SELECT kek_id FROM kek_assignments WHERE provider = ? AND scope IN (?, '') AND kek_id NOT IN "
+                       "(SELECT kek_id FROM retired_keks) ORDER BY scope = '', seq DESC LIMIT 1",
+                       (provider, tenant_id)).fetchone()
     return row[0] if row else None
 
 
@@ -247,6 +248,10 @@ class KekAdministration:
                                                                                             item[0]))]
 
     def _in_use_for(self, conn: sqlite3.Connection, provider: RotatingKekProvider, kek_id: str) -> list[str]:
+        """Whose new keys ``kek_id`` wraps here: none unless its provider is CSM_KEK_PROVIDER (a process configured
+        otherwise that tries to write under a retired KEK is refused by the insert's check)."""
+        if provider.provider != self.kek_provider:
+            return []
         scopes = [_scope_name(scope) for (scope,) in conn.execute(
             "SELECT scope FROM kek_assignments a WHERE provider = ? AND kek_id = ? AND seq = (SELECT MAX(seq) "
             "FROM kek_assignments b WHERE b.provider = a.provider AND b.scope = a.scope)", (provider.provider, kek_id))]
