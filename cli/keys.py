@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 import msgspec
 
-from cli.common import (EXIT_PROBLEM, CliError, command_context, echo_json, id_table, position_progress, print_table,
+from cli.common import (EXIT_PROBLEM, EXIT_USAGE, CliError, command_context, echo_json, id_table, position_progress, print_table,
                         progress_bar, run_async, runtime_for)
 from commands.keks import (RetireKek, RewrapKeys, RotateKek, kek_status, retire_kek, rewrap_keys, rotate_kek)
 from domain.vault import PROVIDERS, RewrapCounts
@@ -71,7 +71,7 @@ def rotate(settings: Settings, tenant_id: str | None, all_tenants: bool, provide
            as_json: bool) -> None:
     """Make a new KEK version; new keys are wrapped under it at once, old KEKs still unwrap until retired."""
     if (tenant_id is None) == (not all_tenants):
-        raise CliError("name --tenant T or --all-tenants", 2)
+        raise CliError("name --tenant T or --all-tenants", EXIT_USAGE)
     command = msgspec.convert({"tenant_id": tenant_id, "provider": provider, "rewrap": rewrap}, RotateKek)
     with runtime_for(settings) as runtime:
         if rewrap:

@@ -68,6 +68,10 @@ class RotatingKekProvider(KekProvider, Protocol):
 
     def current_kek_id(self, tenant_id: str) -> str: ...
 
+    def existing_kek_id(self, tenant_id: str) -> str | None:
+        """``current_kek_id`` without making a key where the tenant has none yet (None then)."""
+        ...
+
     def create_kek(self, tenant_id: str | None) -> str: ...
 
     def retire_kek(self, kek_id: str) -> None: ...
@@ -253,6 +257,9 @@ class VersionedKeyFiles:
 
     def current_kek_id(self, tenant_id: str) -> str:
         return self._key(None).kek_id
+
+    def existing_kek_id(self, tenant_id: str) -> str | None:
+        return self.kek_id
 
     def base_scope(self, kek_id: str) -> str | None:
         return "" if kek_id == self.kek_id else None

@@ -97,9 +97,20 @@ class KekAdministration:
             "WHERE provider = ? AND scope != '' ORDER BY 1", provider)]
 
     def _target(self, provider: RotatingKekProvider, tenant_id: str) -> str:
+        """The KEK that wraps the tenant's new keys under ``provider`` (the tenant's first key on a token is made
+        now if it has none)."""
         with self._lock:
             assigned = assigned_kek(self._connection(), provider.provider, tenant_id)
         return assigned or provider.current_kek_id(tenant_id)
+
+    def _replaced(self, provider: RotatingKekProvider, scopes: list[str]) -> list[str]:
+        """The KEKs that wrapped these scopes' new keys until a rotation (none made to find out)."""
+        found = set()
+        for scope in scopes:
+            with self._lock:
+                assigned = assigned_kek(self._connection(), provider.provider, scope)
+            found.add(assigned or provider.existing_kek_id(scope))
+        return sorted(kek_id for kek_id in found if kek_id)
 
     # rotation ----------------------------------------------------------------------------
 
@@ -108,12 +119,12 @@ class KekAdministration:
         provider = self._rotating(name)
         if tenant_id is not None or getattr(provider, "per_tenant", False):
             tenants = [tenant_id] if tenant_id is not None else self._tenants(name)
-            return [NewKek(provider=name, kek_id=provider.create_kek(tenant), tenant=tenant,
-                           replaces=[self._target(provider, tenant)]) for tenant in tenants]
+            return [NewKek(provider=name, replaces=self._replaced(provider, [tenant]), tenant=tenant,
+                           kek_id=provider.create_kek(tenant)) for tenant in tenants]
         scopes = [scope for (scope,) in self._read("SELECT DISTINCT scope FROM kek_assignments WHERE provider = ? "
                                                    "AND scope != ''", name)]
-        replaced = {self._target(provider, scope) for scope in [*scopes, ""]}
-        return [NewKek(provider=name, kek_id=provider.create_kek(None), tenant=None, replaces=sorted(replaced))]
+        return [NewKek(provider=name, replaces=self._replaced(provider, [*scopes, ""]), tenant=None,
+                       kek_id=provider.create_kek(None))]
 
     def assign_keks_sync(self, created: list[NewKek]) -> None:
         """From now on new keys of each scope are wrapped under its new KEK (every tenant: its own KEKs of the
@@ -242,6 +253,12 @@ class KekAdministration:
             fallback = not self._read("SELECT 1 FROM kek_assignments WHERE provider = ? AND scope = ''",
                                       self.kek_provider)
             entry(self.kek_provider, base)["current_for"][:0] = ["*"] if fallback else []
+        if getattr(self._provider(self.kek_provider), "per_tenant", False):  # a tenant's first key on the token
+            assigned = {scope for (scope,) in self._read("SELECT DISTINCT scope FROM kek_assignments WHERE "
+                                                         "provider = ?", self.kek_provider)}
+            for fields in usage.values():
+                if fields["provider"] == self.kek_provider and not fields["current_for"]:
+                    fields["current_for"] = sorted(set(fields["rows"]) - assigned)
         for kek_id, provider, retired_at in self._read("SELECT kek_id, provider, retired_at FROM retired_keks"):
             entry(provider, kek_id)["retired_at"] = datetime.fromisoformat(retired_at)
         return [KekUsage(**fields) for _, fields in sorted(usage.items(), key=lambda item: (item[1]["provider"],

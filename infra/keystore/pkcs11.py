@@ -209,6 +209,7 @@ class Pkcs11KekProvider:
     """The ``KekProvider`` on a PKCS#11 token; see the module docstring for the key and wrap format."""
 
     provider = "pkcs11"
+    per_tenant = True  # a key on the token is one tenant's: a rotation for every tenant makes one each
 
     def __init__(self, settings: Pkcs11Settings) -> None:
         self._pkcs11 = _pkcs11()
@@ -342,6 +343,16 @@ class Pkcs11KekProvider:
         """The tenant's first key (the smallest CKA_ID of its label), made now if it has none."""
         label = LABEL_PREFIX + tenant_id
         return self._on_token("find", label, lambda held: self._kek_id(self._tenant_key(held, label), label))
+
+    def existing_kek_id(self, tenant_id: str) -> str | None:
+        """The tenant's first key, if it has one (none is made)."""
+        label = LABEL_PREFIX + tenant_id
+
+        def first(held: _Session) -> str | None:
+            key = self._find(held, label)
+            return None if key is None else self._kek_id(key, label)
+
+        return self._on_token("find", label, first)
 
     def base_scope(self, kek_id: str) -> str | None:
         """Every key on the token is some tenant's: the tenant its label names."""

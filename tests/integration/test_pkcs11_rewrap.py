@@ -116,6 +116,7 @@ def test_rotation_makes_a_new_key_on_the_token_and_retires_the_old_one_once_noth
         with pytest.raises(KekInUse) as in_use:  # it wraps the tenant's new keys
             vault.mark_kek_retired_sync(old)
         assert in_use.value.code == "kek_in_use"
+        assert {kek.kek_id: kek.current_for for kek in vault.kek_usage_sync()}[old] == [tenant]
 
         (new,) = vault.create_keks_sync("pkcs11", tenant)
         vault.assign_keks_sync([new])
@@ -225,3 +226,17 @@ def test_a_migration_to_the_token_killed_part_way_is_finished_by_the_next_run(so
         _decrypt_and_sign(again, tenant, keys)
     finally:
         again.close()
+
+
+def test_rotating_a_tenant_that_has_no_key_on_the_token_yet_makes_just_one(softhsm, tmp_path):  # noqa: F811
+    tenant = _tenant()
+    vault = _vault(tmp_path, softhsm, "pkcs11")
+    try:
+        (new,) = vault.create_keks_sync("pkcs11", tenant)
+        assert new.replaces == [] and _token_keys(softhsm, tenant) == [new.kek_id.split(":")[2]]
+        vault.assign_keks_sync([new])
+        key_id = vault.put_sync(tenant, b"k", algorithm="ed25519", purpose="leaf")
+        assert _wraps(vault)[key_id][1] == new.kek_id and vault.get_sync(tenant, key_id) == b"k"
+        assert {kek.kek_id: kek.current_for for kek in vault.kek_usage_sync()}[new.kek_id] == [tenant]
+    finally:
+        vault.close()
