@@ -1,0 +1,54 @@
+"""`csm keys`: status, rotate-kek, rewrap and retire-kek as an operator runs them (the console script, a subprocess):
+exit statuses, refusals in one line, the records in the log, and CAs that still sign afterwards."""
+
+from __future__ import annotations
+
+import json
+
+from test_cli import csm
+from test_cli_pki import hierarchy  # noqa: F401 - a fixture
+
+
+def _status(data) -> dict[str, dict]:
+    return {kek["kek_id"]: kek for kek in json.loads(csm(data, "keys", "status", "--json").stdout)}
+
+
+def _issue(data, inter: str, name: str) -> str:
+    return json.loads(csm(data, "cert", "issue", "--tenant", "acme", "--ca", inter, "--cn", name, "--dns", name,
+                          "--json").stdout)["certificate_id"]
+
+
+def test_rotate_rewrap_and_retire_from_the_command_line(hierarchy):  # noqa: F811
+    data, _root, inter = hierarchy
+    _issue(data, inter, "one.acme.internal")
+    (master,) = _status(data)
+    assert _status(data)[master]["current_for"] == ["*"] and _status(data)[master]["rows"]["acme"] >= 3
+    assert "kek_in_use" in csm(data, "keys", "retire-kek", master, "--yes", expect=1).stderr
+    assert "--tenant T or --all-tenants" in csm(data, "keys", "rotate-kek", expect=2).stderr
+
+    rotated = csm(data, "keys", "rotate-kek", "--tenant", "acme", "--json")
+    own = json.loads(rotated.stdout)["rotated"][0]["kek_id"]
+    assert "re-wrapped" in rotated.stderr and "remaining 0" in rotated.stderr and "re-wrapping" in rotated.stderr
+    status = _status(data)
+    assert status[own]["current_for"] == ["acme"] and master not in {k for k, v in status.items() if v["rows"]}
+
+    every = json.loads(csm(data, "keys", "rotate-kek", "--all-tenants", "--no-rewrap", "--json").stdout)
+    (new,) = every["rotated"]
+    assert every["rewrap"] is None and sorted(new["replaces"]) == sorted([master, own])
+    assert "kek_referenced" in csm(data, "keys", "retire-kek", own, "--yes", expect=1).stderr
+    moved = csm(data, "keys", "rewrap", "--json")
+    assert json.loads(moved.stdout)["remaining"] == 0
+    for old in (master, own):
+        assert "destroyed" in csm(data, "keys", "retire-kek", old, "--yes").stderr
+    status = _status(data)
+    assert status[new["kek_id"]]["current_for"] == ["*", "acme"]
+    assert all(status[old]["retired_at"] for old in (master, own))
+    assert not (data / "keys" / "master.key").exists()
+
+    _issue(data, inter, "two.acme.internal")  # the issuing CA's re-wrapped key still signs, after a restart
+    assert "invalid_kek_id" in csm(data, "keys", "retire-kek", "nonsense", "--yes", expect=1).stderr
+    exported = [json.loads(line) for line in csm(data, "events", "export").stdout.splitlines()]
+    recorded = [event["type"] for event in exported if event["stream_id"] == "vault-keks"]
+    assert recorded == ["vault.kek_rotated", "vault.rewrap_started", "vault.rewrap_completed", "vault.kek_rotated",
+                        "vault.rewrap_started", "vault.rewrap_completed", "vault.kek_retired", "vault.kek_retired"]
+    assert csm(data, "audit", "verify").returncode == 0
