@@ -18,7 +18,7 @@ def _issue(data, inter: str, name: str) -> str:
                           "--json").stdout)["certificate_id"]
 
 
-def test_rotate_rewrap_and_retire_from_the_command_line(hierarchy):  # noqa: F811
+def test_rotate_rewrap_and_retire_from_the_command_line(hierarchy, tmp_path):  # noqa: F811
     data, _root, inter = hierarchy
     _issue(data, inter, "one.acme.internal")
     (master,) = _status(data)
@@ -52,3 +52,11 @@ def test_rotate_rewrap_and_retire_from_the_command_line(hierarchy):  # noqa: F81
     assert recorded == ["vault.kek_rotated", "vault.rewrap_started", "vault.rewrap_completed", "vault.kek_rotated",
                         "vault.rewrap_started", "vault.rewrap_completed", "vault.kek_retired", "vault.kek_retired"]
     assert csm(data, "audit", "verify").returncode == 0
+
+    csm(data, "backup", str(tmp_path / "after"))  # the rotated key file travels with the backup
+    manifest = json.loads((tmp_path / "after" / "manifest.json").read_text())
+    assert f"keys/kek/local-{new['kek_id'].split(':')[1]}.key" in manifest["files"]
+    restored = tmp_path / "restored"
+    csm(restored, "restore", str(tmp_path / "after"))
+    assert _status(restored)[new["kek_id"]]["rows"] == _status(data)[new["kek_id"]]["rows"]
+    _issue(restored, inter, "three.acme.internal")
