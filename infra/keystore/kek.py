@@ -66,6 +66,8 @@ class RotatingKekProvider(KekProvider, Protocol):
     default: "" (every tenant: a key file), a tenant id (its key on a token), or None (a rotated version).
     """
 
+    def wrap(self, tenant_id: str, dek: bytes | bytearray, kek_id: str | None = None) -> tuple[str, bytes]: ...
+
     def current_kek_id(self, tenant_id: str) -> str: ...
 
     def existing_kek_id(self, tenant_id: str) -> str | None:
@@ -219,6 +221,12 @@ class VersionedKeyFiles:
         if prefix != self.provider or not _SUFFIX.fullmatch(suffix):
             raise KekUnavailable(f"{kek_id!r} does not name a {self.provider} KEK")
         return self.keys_dir / VERSIONS_DIR / f"{self.provider}-{suffix}.key"
+
+    def kek_ids_on_disk(self) -> list[str]:
+        """The base file's KEK and every version file's (by its name), whether or not anything uses them."""
+        named = [f"{self.provider}:{path.stem.removeprefix(self.provider + '-')}" for path in self._versions()]
+        return ([self.kek_id] if self.kek_id else []) + [kek_id for kek_id in named if _SUFFIX.fullmatch(
+            kek_id.partition(":")[2])]
 
     def kek_path(self, kek_id: str) -> Path:
         return self.path if kek_id == self.kek_id else self.version_path(kek_id)

@@ -248,7 +248,10 @@ class KekAdministration:
                 "SELECT provider, scope, kek_id FROM kek_assignments a WHERE seq = (SELECT MAX(seq) FROM "
                 "kek_assignments b WHERE b.provider = a.provider AND b.scope = a.scope) ORDER BY scope"):
             entry(provider, kek_id)["current_for"].append(_scope_name(scope))
-        base = getattr(self._provider(self.kek_provider), "kek_id", None)
+        default = self._provider(self.kek_provider)
+        for kek_id in getattr(default, "kek_ids_on_disk", list)():  # a rotation that died before it was assigned
+            entry(self.kek_provider, kek_id)
+        base = getattr(default, "kek_id", None)
         if base:  # master.key or the hybrid key file: every tenant's until a rotation for every tenant
             fallback = not self._read("SELECT 1 FROM kek_assignments WHERE provider = ? AND scope = ''",
                                       self.kek_provider)
@@ -275,7 +278,7 @@ class KekAdministration:
         base = provider.base_scope(kek_id)
         assigned = conn.execute("SELECT 1 FROM kek_assignments WHERE provider = ? AND scope = ? LIMIT 1",
                                 (provider.provider, base)).fetchone() if base is not None else True
-        if not assigned:  # the provider's own KEK for the scope, and no rotation replaced it there
+        if not assigned and provider.existing_kek_id(base or "") == kek_id:  # the provider's own KEK for the scope
             scopes.append(_scope_name(base or ""))
         return scopes
 

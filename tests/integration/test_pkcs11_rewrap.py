@@ -240,3 +240,22 @@ def test_rotating_a_tenant_that_has_no_key_on_the_token_yet_makes_just_one(softh
         assert {kek.kek_id: kek.current_for for kek in vault.kek_usage_sync()}[new.kek_id] == [tenant]
     finally:
         vault.close()
+
+
+def test_a_token_key_a_rotation_made_but_never_assigned_can_be_retired(softhsm, tmp_path):  # noqa: F811
+    tenant = _tenant()
+    vault = _vault(tmp_path, softhsm, "pkcs11")
+    try:
+        vault.put_sync(tenant, b"k", algorithm="ed25519", purpose="leaf")
+        (first,) = _token_keys(softhsm, tenant)
+        (made,) = vault.create_keks_sync("pkcs11", tenant)  # and then the process died: never assigned
+        current = vault._default.existing_kek_id(tenant)
+        if current == made.kek_id:  # its random CKA_ID sorts first: it is the tenant's first key now
+            with pytest.raises(KekInUse):
+                vault.mark_kek_retired_sync(made.kek_id)
+            return
+        vault.mark_kek_retired_sync(made.kek_id)
+        vault.destroy_kek_sync(made.kek_id)
+        assert _token_keys(softhsm, tenant) == [first]
+    finally:
+        vault.close()

@@ -265,20 +265,25 @@ def test_any_other_text_is_refused_by_name_never_with_another_error(text):
         assert parsed.kek_id == text and format_kek_id(parsed) == text
 
 
+@pytest.fixture(scope="module")
+def local_provider(tmp_path_factory):
+    return LocalMasterKeyProvider(tmp_path_factory.mktemp("keys"))
+
+
 @given(st.text(max_size=80))
-def test_a_version_file_is_named_only_by_a_kek_id_of_its_provider(tmp_path_factory, suffix):
-    provider = _provider_once(tmp_path_factory)
+def test_a_version_file_is_named_only_by_a_kek_id_of_its_provider(local_provider, suffix):
     try:
-        path = provider.version_path(f"local:{suffix}")
+        path = local_provider.version_path(f"local:{suffix}")
     except KekUnavailable:
         return
-    assert path.parent == provider.keys_dir / "kek" and path.name == f"local-{suffix}.key" and len(suffix) == 32
+    assert path.parent == local_provider.keys_dir / "kek" and path.name == f"local-{suffix}.key" and len(suffix) == 32
 
 
-_PROVIDER: list = []
-
-
-def _provider_once(factory):
-    if not _PROVIDER:
-        _PROVIDER.append(LocalMasterKeyProvider(factory.mktemp("keys")))
-    return _PROVIDER[0]
+def test_a_key_file_made_by_a_rotation_that_died_before_assigning_it_is_listed_and_can_be_retired(vault):
+    orphan = vault._default.create_kek(None)  # made, never recorded nor assigned
+    usage = {kek.kek_id: kek for kek in vault.kek_usage_sync()}
+    assert usage[orphan].rows == {} and usage[orphan].current_for == []
+    vault.mark_kek_retired_sync(orphan)
+    vault.destroy_kek_sync(orphan)
+    assert not vault._default.version_path(orphan).exists()
+    assert [kek.kek_id for kek in vault.kek_usage_sync() if kek.retired_at] == [orphan]
