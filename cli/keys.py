@@ -73,6 +73,9 @@ def rotate(settings: Settings, tenant_id: str | None, all_tenants: bool, provide
     if (tenant_id is None) == (not all_tenants):
         raise CliError("name --tenant T or --all-tenants", EXIT_USAGE)
     command = msgspec.convert({"tenant_id": tenant_id, "provider": provider, "rewrap": rewrap}, RotateKek)
+    if provider and provider != settings.kek_provider:
+        click.echo(f"note: new keys are wrapped by {settings.kek_provider} (CSM_KEK_PROVIDER) until it names "
+                   f"{provider}", err=True)
     with runtime_for(settings) as runtime:
         if rewrap:
             done = _run_with_bar("re-wrapping", lambda bar: rotate_kek(command, command_context(),

@@ -81,8 +81,10 @@ class KekAdministration:
     def _provider(self, name: str, *, create: bool = False) -> KekProvider:
         raise NotImplementedError
 
-    def _rotating(self, name: str) -> RotatingKekProvider:
-        provider = self._provider(name, create=True)
+    def _rotating(self, name: str, *, create: bool = False) -> RotatingKekProvider:
+        """The provider ``name``, able to rotate; ``create``: a key-file provider used for the first time (a
+        re-wrap to ``hybrid``) makes its key file (the default provider has made its own already)."""
+        provider = self._provider(name, create=create)
         if not hasattr(provider, "create_kek"):
             raise KekUnavailable(f"KEK provider {name!r} keeps no versions: it cannot rotate or re-wrap")
         return cast(RotatingKekProvider, provider)
@@ -116,7 +118,7 @@ class KekAdministration:
 
     def create_keks_sync(self, name: str, tenant_id: str | None) -> list[NewKek]:
         """New KEK material for the tenant (None: every tenant), not yet assigned (``assign_keks_sync``)."""
-        provider = self._rotating(name)
+        provider = self._rotating(name, create=True)
         if tenant_id is not None or getattr(provider, "per_tenant", False):
             tenants = [tenant_id] if tenant_id is not None else self._tenants(name)
             return [NewKek(provider=name, replaces=self._replaced(provider, [tenant]), tenant=tenant,
@@ -148,7 +150,7 @@ class KekAdministration:
 
     def rewrap_plan_sync(self, name: str, tenant_id: str | None) -> tuple[dict[str, str], RewrapCounts, int]:
         """Each tenant's target KEK, the KEKs its rows are under now, and how many rows are not under the target."""
-        provider = self._rotating(name)
+        provider = self._rotating(name, create=True)
         targets = {tenant: self._target(provider, tenant)
                    for tenant in ([tenant_id] if tenant_id is not None else self._tenants(name))}
         sources: set[str] = set()

@@ -12,10 +12,13 @@ from hypothesis import strategies as st
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
 from domain.errors import DomainError
 from domain.vault import KekInUse, KekRef, format_kek_id, parse_kek_id
 from infra.keystore import SQLiteKeyVault
 from infra.keystore.kek import KekUnavailable, LocalMasterKeyProvider
+from infra.keystore.vault import content_aad
 
 PROVIDERS = ["local", "hybrid"]
 
@@ -287,3 +290,41 @@ def test_a_key_file_made_by_a_rotation_that_died_before_assigning_it_is_listed_a
     vault.destroy_kek_sync(orphan)
     assert not vault._default.version_path(orphan).exists()
     assert [kek.kek_id for kek in vault.kek_usage_sync() if kek.retired_at] == [orphan]
+
+
+def test_a_key_stored_under_the_old_kek_during_the_rewrap_is_moved_by_its_next_pass(tmp_path):
+    """A process that chose the KEK just before the rotation stores its key after the run's cursor passed."""
+    vault = SQLiteKeyVault(tmp_path)
+    keys = _stored(vault, tenants=("acme",), each=3)
+    old = vault._default.kek_id
+    (new,) = _rotate(vault, None)
+    inner, late = vault._default, "key_" + "0" * 31 + "1"  # sorts before every other key id: behind the cursor
+
+    def store_late() -> None:
+        dek = AESGCM.generate_key(256)
+        kek_id, wrapped = inner.wrap("acme", dek, old)
+        aad = content_aad("acme", late, "ed25519", "leaf")
+        with closing(sqlite3.connect(vault.path)) as conn:
+            conn.execute("INSERT INTO private_keys VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                         (late, "acme", "ed25519", "leaf", "local", kek_id, wrapped, bytes(12),
+                          AESGCM(dek).encrypt(bytes(12), b"late key", aad), "2026-01-01T00:00:00.000000Z"))
+            conn.commit()
+
+    class Concurrent:
+        provider, calls = inner.provider, 0
+
+        def wrap(self, tenant_id, dek, kek_id=None):
+            Concurrent.calls += 1
+            if Concurrent.calls == 2:
+                store_late()
+            return inner.wrap(tenant_id, dek, kek_id)
+
+        def __getattr__(self, name):
+            return getattr(inner, name)
+
+    vault._providers["local"] = vault._default = Concurrent()
+    counts = _rewrap(vault)
+    assert (counts.rewrapped, counts.remaining) == (4, 0)
+    assert _rows(vault)[late][2] == new.kek_id and vault.get_sync("acme", late) == b"late key"
+    _all_decrypt_and_sign(vault, keys)
+    vault.close()
