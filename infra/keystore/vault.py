@@ -123,7 +123,8 @@ class SQLiteKeyVault(KekAdministration):
         self._conn.executescript(SCHEMA + KEK_SCHEMA)
 
     def _provider(self, name: str, *, create: bool = False) -> KekProvider:
-        """The provider named by a row; built-ins open lazily, and only the default may create keys."""
+        """The provider named by a row; built-ins open lazily, and only the default (or a rotation or re-wrap
+        to one, ``KekAdministration._rotating``) may create key files."""
         with self._providers_lock:
             provider = self._providers.get(name)
             if provider is None:
