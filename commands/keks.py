@@ -131,7 +131,8 @@ async def rewrap_keys(cmd: RewrapKeys, ctx: CommandContext, services: Services,
     return await _rewrap(services, ctx, cmd, admin, provider, cmd.tenant_id, progress)
 
 
-@allowed_while_suspended(REASON)
+@allowed_while_suspended("platform key-vault housekeeping in the system tenant: destroys only a KEK no stored key "
+                         "names")
 async def retire_kek(cmd: RetireKek, ctx: CommandContext, services: Services) -> KekRetirement:
     """Destroy a KEK that wraps no new key and that no row names (refused otherwise: 409 ``kek_in_use`` or
     ``kek_referenced``)."""
