@@ -34,9 +34,18 @@ def init_token(util: str, label: str, env: dict[str, str]) -> None:
                    check=True, capture_output=True, env=env, timeout=60)
 
 
+_MADE: SimpleNamespace | None = None  # this process's tokens: see ``softhsm``
+
+
 @pytest.fixture(scope="session")
 def softhsm(tmp_path_factory) -> SimpleNamespace:
-    """Two initialised SoftHSM2 tokens; ``settings`` names the first, with the PIN in a 0600 file."""
+    """Two initialised SoftHSM2 tokens; ``settings`` names the first, with the PIN in a 0600 file.
+
+    Made once per process, whichever test module asks first: each module that imports this fixture holds a
+    session fixture of its own, and a second set of tokens under a second ``SOFTHSM2_CONF`` would be invisible
+    to this process (the library read the first), while the ``csm`` processes a test starts would use it.
+    """
+    global _MADE
     util = shutil.which("softhsm2-util")
     if util is None:
         pytest.skip(SKIP_UTIL)
@@ -47,7 +56,12 @@ def softhsm(tmp_path_factory) -> SimpleNamespace:
     module = softhsm_module()
     if module is None:
         pytest.skip(f"softhsm2-util is installed but libsofthsm2.so is in none of {', '.join(MODULES)}")
-    root = tmp_path_factory.mktemp("softhsm")
+    if _MADE is None:
+        _MADE = _make_tokens(util, module, tmp_path_factory.mktemp("softhsm"))
+    return _MADE
+
+
+def _make_tokens(util: str, module: str, root: Path) -> SimpleNamespace:
     (root / "tokens").mkdir(mode=0o700)
     conf = root / "softhsm2.conf"
     conf.write_text(f"directories.tokendir = {root / 'tokens'}\nobjectstore.backend = file\n"
@@ -58,17 +72,12 @@ def softhsm(tmp_path_factory) -> SimpleNamespace:
     pin_file = root / "pin"
     pin_file.write_text(PIN + "\n")
     pin_file.chmod(0o600)
-    previous = os.environ.get("SOFTHSM2_CONF")
-    os.environ["SOFTHSM2_CONF"] = str(conf)  # before this process first loads the library
+    os.environ["SOFTHSM2_CONF"] = str(conf)  # before this process first loads the library; for the process's life
     settings = Pkcs11Settings(module=Path(module), token_label=LABEL, pin_file=pin_file)
-    yield SimpleNamespace(module=Path(module), conf=conf, label=LABEL, spare=SPARE, pin=PIN, pin_file=pin_file,
-                          settings=settings, env={"SOFTHSM2_CONF": str(conf), "CSM_PKCS11_MODULE": module,
-                                                  "CSM_PKCS11_TOKEN_LABEL": LABEL,
-                                                  "CSM_PKCS11_PIN_FILE": str(pin_file)})
-    if previous is None:
-        os.environ.pop("SOFTHSM2_CONF", None)
-    else:
-        os.environ["SOFTHSM2_CONF"] = previous
+    return SimpleNamespace(module=Path(module), conf=conf, label=LABEL, spare=SPARE, pin=PIN, pin_file=pin_file,
+                           settings=settings, env={"SOFTHSM2_CONF": str(conf), "CSM_PKCS11_MODULE": module,
+                                                   "CSM_PKCS11_TOKEN_LABEL": LABEL,
+                                                   "CSM_PKCS11_PIN_FILE": str(pin_file)})
 
 
 def token_session(softhsm: SimpleNamespace, label: str | None = None):
