@@ -33,6 +33,7 @@ from api.ratelimit import LinkedBackend, RateLimits
 from api.revocations import RevocationController
 from api.tenants import TenantController
 from api.webhooks import WebhookController
+from api.webui import ui_routes
 from infra.bootstrap import initialise, open_runtime
 from infra.config import Settings
 from infra.primary_link import LinkClient
@@ -96,7 +97,8 @@ def create_app(settings: Settings | None = None, link: LinkClient | None = None)
                 dependencies={"principal": Provide(caller, sync_to_thread=False)}, security=[{"bearer": []}])
     app = Litestar(
         # public_pki (CRLs, OCSP) is outside v1 on purpose: relying parties have no token.
-        route_handlers=[HealthController, MetricsController, TokenController, JwksController, v1, public_pki],
+        route_handlers=[HealthController, MetricsController, TokenController, JwksController, v1, public_pki,
+                        *ui_routes()],  # the browser UI: static files, a client of v1
         lifespan=[_lifespan(settings, link)],
         on_shutdown=[limits.close],
         exception_handlers=EXCEPTION_HANDLERS,

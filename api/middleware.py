@@ -31,6 +31,11 @@ SECURITY_HEADERS = (
     (b"strict-transport-security", b"max-age=63072000; includeSubDomains"),
     (b"cross-origin-opener-policy", b"same-origin"),
 )
+# The browser UI (api/webui.py) loads its own scripts, styles and API calls and nothing else: no inline script or
+# style, no other origin, no framing, no <base>, forms posting only here.
+UI_PREFIX = "/ui"
+UI_CSP = (b"default-src 'self'; script-src 'self'; style-src 'self'; connect-src 'self'; object-src 'none'; "
+          b"frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
 
 
 def request_id_from(scope: Scope) -> str:
@@ -51,7 +56,10 @@ _ids = random.Random()
 
 def _response_headers(headers: list, request_id: str, path: str) -> list:
     names = {name.lower() for name, _ in headers}
-    extra = [(name, value) for name, value in SECURITY_HEADERS if name not in names]
+    policy = SECURITY_HEADERS
+    if path == UI_PREFIX or path.startswith(UI_PREFIX + "/"):
+        policy = tuple((name, UI_CSP if name == b"content-security-policy" else value) for name, value in policy)
+    extra = [(name, value) for name, value in policy if name not in names]
     extra.append((b"x-request-id", request_id.encode()))
     if path.startswith("/v1"):
         headers = [(name, value) for name, value in headers if name.lower() != b"cache-control"]

@@ -1,0 +1,139 @@
+// The shell: hash routes, the navigation the caller's roles allow, the tenant in view, and live updates.
+
+import {api, current, onSession, permissions, signOut} from "./api.js";
+import {fill, h} from "./dom.js";
+import {subscribe} from "./events.js";
+import {enrollView, signInView} from "./signin.js";
+import {overviewView} from "./overview.js";
+import {caView, casView} from "./cas.js";
+import {certificateView, certificatesView} from "./certs.js";
+import {portalView} from "./portal.js";
+import {auditView} from "./audit.js";
+
+const TENANT = "csm.tenant";
+const main = document.getElementById("main");
+let stopStream = null;
+let eventHandler = null;
+
+/** What every view gets: the session, its permissions, the tenant in view, and hooks into the shell. */
+export const context = {
+  session: null, can: new Set(), tenant: null,
+  go: path => { location.hash = `#${path}`; },
+  onEvent: fn => { eventHandler = fn; },
+  home: () => home(),
+};
+
+const ROUTES = [
+  [/^\/signin$/, () => signInView],
+  [/^\/enroll$/, () => enrollView],
+  [/^\/overview$/, () => overviewView],
+  [/^\/cas$/, () => casView],
+  [/^\/cas\/([^/?]+)$/, () => caView],
+  [/^\/certs$/, () => certificatesView],
+  [/^\/certs\/([^/?]+)$/, () => certificateView],
+  [/^\/portal$/, () => portalView],
+  [/^\/audit$/, () => auditView],
+];
+
+function home() {
+  const {can} = context;
+  if (!context.session) return "/signin";
+  if (context.session.enroll_only) return "/enroll";
+  const developer = can.has("cert:issue") && !can.has("cert:revoke");
+  return developer ? "/portal" : "/overview";
+}
+
+function nav() {
+  const {can, session} = context;
+  const links = !session || session.enroll_only ? [] : [
+    can.has("cert:read") && ["/overview", "Overview"], can.has("ca:read") && ["/cas", "CAs"],
+    can.has("cert:read") && ["/certs", "Certificates"], can.has("cert:issue") && ["/portal", "Request a certificate"],
+    (can.has("audit:verify") || can.has("audit:read")) && ["/audit", "Audit"],
+  ].filter(Boolean);
+  const here = location.hash.slice(1).split("?")[0];
+  fill(document.getElementById("nav"), h("ul", {}, links.map(([path, label]) =>
+    h("li", {}, h("a", {href: `#${path}`, "aria-current": here.startsWith(path) ? "page" : null}, label)))));
+}
+
+async function tenantPicker() {
+  const who = document.getElementById("who");
+  const {session} = context;
+  if (!session) return fill(who);
+  const out = h("button.link", {type: "button", on: {click: () => { signOut(); context.go("/signin"); }}}, "Sign out");
+  const name = h("span.subject", {title: session.roles.join(", ")}, session.subject);
+  if (session.tenant_id || session.enroll_only || !context.can.has("tenant:read")) return fill(who, name, out);
+  const {items} = await api("/v1/tenants", {query: {limit: 500}});
+  context.tenant ||= items[0]?.tenant_id || null;
+  const select = h("select", {id: "tenant", name: "tenant", on: {change: e => {
+    context.tenant = e.target.value;
+    sessionStorage.setItem(TENANT, context.tenant);
+    route();
+  }}}, items.map(t => h("option", {value: t.tenant_id, selected: t.tenant_id === context.tenant}, t.tenant_id)));
+  fill(who, h("label.tenant", {for: "tenant"}, "Tenant "), select, name, out);
+}
+
+function live(state) {
+  const banner = document.getElementById("live");
+  banner.hidden = state === "stopped";
+  banner.dataset.state = state;
+  banner.textContent = state === "live" ? "Live updates on" : "Live updates reconnecting…";
+}
+
+function streamEvents() {
+  stopStream?.();
+  stopStream = null;
+  if (!context.can.has("events:stream")) return live("stopped");
+  let timer = null;
+  let latest = null;
+  stopStream = subscribe(message => {
+    latest = message;
+    clearTimeout(timer);  // a burst of events refreshes once
+    timer = setTimeout(() => eventHandler?.(latest), 250);
+  }, live);
+}
+
+async function sessionChanged(session) {
+  context.session = session;
+  context.can = await permissions();
+  context.tenant = session?.tenant_id || sessionStorage.getItem(TENANT) || null;
+  streamEvents();
+  await tenantPicker().catch(() => {});
+}
+
+async function route() {
+  const [path, query = ""] = location.hash.slice(1).split("?");
+  const open = ["/signin"];
+  if (!context.session && !open.includes(path)) return context.go("/signin");
+  const match = ROUTES.map(([pattern, view]) => [path.match(pattern), view]).find(([m]) => m);
+  if (!match) return context.go(home());
+  nav();
+  document.getElementById("nav").classList.remove("open");
+  eventHandler = null;
+  const [found, view] = match;
+  fill(main, h("p", {}, "Loading…"));
+  try {
+    await view()(main, context, {params: found.slice(1).map(decodeURIComponent), query: new URLSearchParams(query)});
+  } catch (error) {
+    fill(main, h("h1", {}, "Something went wrong"), h("p.error", {role: "alert"}, error.message));
+  }
+  main.focus({preventScroll: true});
+}
+
+function menu() {
+  const button = document.getElementById("menu");
+  button.addEventListener("click", () => {
+    const open = document.getElementById("nav").classList.toggle("open");
+    button.setAttribute("aria-expanded", String(open));
+  });
+}
+
+onSession(async session => {
+  await sessionChanged(session);
+  if (!session) context.go("/signin");
+});
+window.addEventListener("hashchange", route);
+menu();
+await sessionChanged(current());
+if (!location.hash || location.hash === "#/") context.go(home());
+else await route();
+

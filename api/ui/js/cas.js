@@ -1,0 +1,46 @@
+// Certificate authorities: the tenant's list, and one CA with its chain (PEM download).
+
+import {api} from "./api.js";
+import {day, download, fill, h, table} from "./dom.js";
+
+function tenantQuery(context) {
+  return context.session.tenant_id ? {} : {tenant_id: context.tenant};
+}
+
+export async function casView(main, context, {query}) {
+  const render = async position => {
+    const page = await api("/v1/cas", {query: {...tenantQuery(context), cursor: query.get("cursor"), limit: 50,
+                                               min_position: position}});
+    fill(main, h("h1", {}, "Certificate authorities"),
+      page.items.length ? table([
+        ["Name", ca => h("a", {href: `#/cas/${encodeURIComponent(ca.ca_id)}`}, ca.name)],
+        ["Kind", ca => ca.kind], ["Status", ca => h(`span.badge.st-${ca.status}`, {}, ca.status)],
+        ["Algorithm", ca => ca.algorithm], ["Subject", ca => ca.subject_dn || ""],
+        ["Expires", ca => day(ca.not_after)]], page.items) : h("p.muted", {}, "No CAs in this tenant."),
+      page.next_cursor ? h("a.button", {href: `#/cas?cursor=${encodeURIComponent(page.next_cursor)}`}, "Next page")
+        : null);
+  };
+  await render();
+  context.onEvent(message => render(message.id).catch(() => {}));
+}
+
+export async function caView(main, context, {params: [caId]}) {
+  const ca = await api(`/v1/cas/${encodeURIComponent(caId)}`);
+  const chainButton = h("button.primary", {type: "button", on: {click: async () => {
+    const chain = await api(`/v1/cas/${encodeURIComponent(caId)}/chain`, {accept: "application/pem-certificate-chain, */*"});
+    download(`${ca.name.replace(/[^A-Za-z0-9._-]+/g, "_") || caId}-chain.pem`, chain);
+  }}}, "Download chain (PEM)");
+  const facts = [["Id", ca.ca_id], ["Kind", ca.kind], ["Status", ca.status], ["Origin", ca.origin],
+    ["Algorithm", ca.algorithm], ["Key storage", ca.key_storage], ["Subject", ca.subject_dn], ["Parent", ca.parent_id],
+    ["Valid", `${day(ca.not_before)} – ${day(ca.not_after)}`], ["Fingerprint (SHA-256)", ca.fingerprint],
+    ["Path length", ca.path_length], ["Revoked", ca.revoked_at ? `${ca.revoked_at} (${ca.revocation_reason})` : null]];
+  fill(main, h("p", {}, h("a", {href: "#/cas"}, "← All CAs")),
+    h("h1", {}, ca.name),
+    h("dl.facts.card", {}, facts.filter(([, v]) => v !== null && v !== undefined && v !== "")
+      .map(([k, v]) => [h("dt", {}, k), h("dd", {}, String(v))])),
+    h("div.actions", {}, chainButton,
+      h("a.button", {href: `#/certs?ca_id=${encodeURIComponent(ca.ca_id)}`}, "Its certificates")),
+    ca.link_certificates?.length ? table([["Role", c => c.role], ["Subject", c => c.subject_dn],
+      ["Issuer", c => c.issuer_dn], ["Expires", c => day(c.not_after)]], ca.link_certificates, "Link certificates")
+      : null);
+}

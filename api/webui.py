@@ -1,0 +1,34 @@
+"""The browser UI (admin dashboard, developer portal): static files under /ui/, a client of the /v1 API only.
+
+Plain HTML, CSS and ES modules from the package's ``ui`` folder, no build step and nothing fetched from elsewhere;
+the strict Content-Security-Policy they are served with is set in api/middleware.py (``UI_CSP``). The one dynamic
+file is ``/ui/roles.json``, the role table of commands/authz.py, so that the UI hides what a role cannot use
+without a copy of the table that could drift (the API still decides).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from litestar import Router, get
+from litestar.datastructures import CacheControlHeader
+from litestar.static_files import create_static_files_router
+
+from commands.authz import PERMISSIONS, PLATFORM_ONLY, ROLES
+
+UI_DIRECTORY = Path(__file__).resolve().parent / "ui"
+
+
+@get("/ui/roles.json", include_in_schema=False, cache=False, sync_to_thread=False)
+def roles() -> dict:
+    """Each role's permissions, and those only a platform-wide principal can use (no secret: docs/security.md)."""
+    return {"roles": {role: sorted(granted) for role, granted in ROLES.items()},
+            "platform_only": sorted(PLATFORM_ONLY), "permissions": sorted(PERMISSIONS)}
+
+
+def ui_routes() -> list:
+    """The static files (``/ui/`` answers index.html) and the role table; revalidated on every load (ETag)."""
+    files: Router = create_static_files_router(
+        "/ui", [UI_DIRECTORY], html_mode=True, name="ui", include_in_schema=False,
+        cache_control=CacheControlHeader(no_cache=True))
+    return [files, roles]
