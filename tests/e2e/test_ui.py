@@ -1,0 +1,313 @@
+"""The browser UI (api/webui.py, api/ui/) in real Chromium against `csm serve`: sign-in, the admin dashboard with
+live updates, the developer portal's in-browser keys and CSRs, role-based hiding, XSS, CSP and a phone's viewport."""
+
+from __future__ import annotations
+
+import base64
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from ui_support import (TENANT, UI_CSP, Browser, launch, page_problems, sign_in, start_service,
+                        sync_playwright)
+
+from commands.authz import PLATFORM_ONLY, ROLES
+from domain import totp
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def playwright():
+    starter = sync_playwright()
+    with starter() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory):
+    yield from start_service(tmp_path_factory.mktemp("ui"))
+
+
+@pytest.fixture(scope="module")
+def chromium(playwright):
+    browser = launch(playwright)
+    yield browser
+    browser.close()
+
+
+@pytest.fixture
+def browser(chromium, service):
+    opened = Browser(chromium, service.base)
+    yield opened
+    opened.close_pages()
+
+
+def no_problems(page, console: bool = True) -> None:
+    found = page_problems(page)
+    assert found["csp"] == [] and found["errors"] == [], found
+    if console:
+        assert found["console"] == [], found
+
+
+def test_the_ui_is_served_with_a_strict_policy_and_the_api_keeps_its_own(service):
+    page = httpx.get(f"{service.base}/ui/", timeout=10)
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert page.headers["content-security-policy"] == UI_CSP
+    assert page.headers["x-content-type-options"] == "nosniff"
+    assert page.headers["referrer-policy"] == "no-referrer"
+    assert page.headers["x-frame-options"] == "DENY"
+    assert "<script>" not in page.text and "style=" not in page.text  # nothing inline for the policy to allow
+    script = httpx.get(f"{service.base}/ui/js/app.js", timeout=10)
+    assert script.status_code == 200 and "javascript" in script.headers["content-type"]
+    assert script.headers["content-security-policy"] == UI_CSP
+    roles = httpx.get(f"{service.base}/ui/roles.json", timeout=10).json()
+    assert roles["roles"] == {role: sorted(granted) for role, granted in ROLES.items()}
+    assert roles["platform_only"] == sorted(PLATFORM_ONLY)
+    api = service.get("/v1/cas")
+    assert api.headers["content-security-policy"] == "default-src 'none'; frame-ancestors 'none'"
+    missing = httpx.get(f"{service.base}/ui/no-such-file.js", timeout=10)
+    assert missing.status_code == 404 and missing.headers["content-type"].startswith("application/problem+json")
+
+
+def test_a_wrong_password_is_shown_next_to_the_field_then_sign_in_and_out(service, browser):
+    password = service.user("vera", "viewer")
+    page = browser.page()
+    sign_in(page, service.base, "vera", "not-" + password)
+    error = page.locator("#f-password-error")
+    error.wait_for()
+    assert "username or password is wrong" in error.inner_text()
+    assert page.evaluate("document.activeElement.name") == "password"  # focus goes to the field refused
+    assert page.get_by_label("Password").get_attribute("aria-invalid") == "true"
+    page.get_by_label("Password").fill(password)
+    page.keyboard.press("Enter")  # the form submits from the keyboard
+    page.get_by_role("heading", name=re.compile("^Overview")).wait_for()
+    stored = page.evaluate("sessionStorage.getItem('csm.session')")
+    assert "access_token" in stored and page.evaluate("localStorage.length") == 0
+    page.get_by_role("button", name="Sign out").click()
+    page.get_by_role("heading", name="Sign in").wait_for()
+    assert page.evaluate("sessionStorage.getItem('csm.session')") is None
+    assert page_problems(page)["csp"] == [] and page_problems(page)["errors"] == []
+
+
+def test_a_privileged_user_enrolls_totp_then_signs_in_with_a_code(service, browser):
+    password = service.user("tara", "tenant-admin")
+    page = browser.page()
+    sign_in(page, service.base, "tara", password)
+    page.get_by_role("heading", name="Set up two-factor sign-in").wait_for()
+    page.get_by_role("button", name="Show my TOTP key").click()
+    secret = base64.b32decode(page.locator("#totp-secret").inner_text())
+    page.get_by_label("Code").fill(totp.totp(secret, time.time() - 30))  # the previous step: the next sign-in's is later
+    page.get_by_role("button", name="Confirm").click()
+    page.get_by_text("Two-factor sign-in is on").wait_for()
+    page.get_by_label("Username").fill("tara")
+    page.get_by_label("Password").fill(password)
+    page.get_by_label("Tenant").fill(TENANT)
+    page.get_by_role("button", name="Sign in").click()  # without a code: the field is named
+    page.locator("#f-totp-error").wait_for()
+    page.get_by_label("TOTP code").fill(totp.totp(secret, time.time()))
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("heading", name=re.compile("^Overview")).wait_for()
+    assert page.get_by_role("link", name="Certificates").is_visible()
+
+
+def _row(page, common_name: str):
+    return page.locator("#results tr", has=page.get_by_role("link", name=common_name, exact=True))
+
+
+def test_an_admin_searches_revokes_and_the_list_updates_live(service, browser):
+    first = service.issue("live-one.acme.internal")
+    page = browser.page()
+    sign_in(page, service.base, api_key=service.key("ui-admin", "platform-admin", tenant=None))
+    page.get_by_role("heading", name=re.compile("^Overview")).wait_for()
+    page.get_by_text("Live updates on").wait_for()
+    page.get_by_role("link", name="Certificates").click()
+    page.get_by_label("Common name").fill("live-*")
+    page.get_by_role("button", name="Search").click()
+    _row(page, "live-one.acme.internal").wait_for()
+
+    service.issue("live-two.acme.internal")  # another client issues: the list shows it without a reload
+    _row(page, "live-two.acme.internal").wait_for()
+    service.post(f"/v1/certificates/{first['certificate_id']}/revoke", {"reason": "superseded"})
+    _row(page, "live-one.acme.internal").locator(".st-revoked").wait_for()
+
+    page.get_by_role("link", name="live-two.acme.internal").click()
+    page.get_by_label("Reason").select_option("key_compromise")
+    page.get_by_role("button", name="Revoke certificate").click()
+    page.locator("h1 .st-revoked").wait_for()
+    assert page.get_by_role("button", name="Revoke certificate").count() == 0
+    page.go_back()
+    _row(page, "live-two.acme.internal").locator(".st-revoked").wait_for()
+    no_problems(page)
+
+
+def _downloaded(page, button: str, folder: Path) -> Path:
+    with page.expect_download() as info:
+        page.get_by_role("button", name=button).click()
+    target = folder / info.value.suggested_filename
+    info.value.save_as(target)
+    return target
+
+
+def _verify(folder: Path, service, certificate: Path) -> None:
+    root = folder / "root.pem"
+    root.write_text(service.get(f"/v1/cas/{service.root_id}/chain").text.split("-----END CERTIFICATE-----")[-2]
+                    + "-----END CERTIFICATE-----\n")
+    chain = folder / "issuing.pem"
+    chain.write_text(service.get(f"/v1/cas/{service.ca_id}/chain", include_root="false").text)
+    run = subprocess.run(["openssl", "verify", "-CAfile", str(root), "-untrusted", str(chain), str(certificate)],
+                         capture_output=True, text=True)
+    assert run.returncode == 0 and ": OK" in run.stdout, run.stdout + run.stderr
+
+
+def test_a_developer_makes_the_key_in_the_browser_and_gets_a_certificate_openssl_verifies(service, browser,
+                                                                                          tmp_path):
+    password = service.user("dev", "developer")
+    page = browser.page()
+    sent = []
+    page.on("request", lambda r: sent.append(r.post_data or "") if r.method == "POST" else None)
+    sign_in(page, service.base, "dev", password)
+    page.get_by_role("heading", name="Request a certificate").wait_for()  # a developer's home
+    assert page.get_by_role("link", name="Audit").count() == 0
+    page.get_by_label("Common name").fill("app1.acme.internal")
+    page.get_by_label("DNS names").fill("app1.acme.internal, app1-alt.acme.internal")
+    page.get_by_role("button", name="Request certificate").click()
+    page.locator("#issued").wait_for()
+    key_file = _downloaded(page, "Download private key (PKCS#8 PEM)", tmp_path)
+    cert_file = _downloaded(page, "Download certificate", tmp_path)
+    chain_file = _downloaded(page, "Download CA chain", tmp_path)
+
+    assert not any("PRIVATE KEY" in body for body in sent), "the private key left the browser"
+    key = serialization.load_pem_private_key(key_file.read_bytes(), password=None)
+    certificate = x509.load_pem_x509_certificate(cert_file.read_bytes())
+    assert certificate.public_key().public_numbers() == key.public_key().public_numbers()
+    assert certificate.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value == "app1.acme.internal"
+    sans = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert sans.get_values_for_type(x509.DNSName) == ["app1.acme.internal", "app1-alt.acme.internal"]
+    assert "BEGIN CERTIFICATE" in chain_file.read_text()
+    _verify(tmp_path, service, cert_file)
+    no_problems(page)
+
+
+def test_a_developer_pastes_a_csr_made_with_the_openssl_command_shown(service, browser, tmp_path):
+    password = service.passwords.get("dev") or service.user("dev", "developer")
+    page = browser.page()
+    sign_in(page, service.base, "dev", password)
+    page.get_by_label("I have a CSR").check()
+    page.get_by_label("Common name").fill("app2.acme.internal")
+    page.get_by_label("Email addresses").fill("team@acme.example")
+    command = page.locator("#openssl-command").inner_text()
+    assert "/CN=app2.acme.internal" in command and "email:team@acme.example" in command
+    subprocess.run(["bash", "-c", command], cwd=tmp_path, check=True, capture_output=True)
+    page.get_by_label("CSR (PEM)").fill((tmp_path / "client.csr").read_text())
+    page.get_by_role("button", name="Request certificate").click()
+    page.locator("#issued").wait_for()
+    assert page.get_by_role("button", name="Download private key (PKCS#8 PEM)").count() == 0  # the key is yours
+    cert_file = _downloaded(page, "Download certificate", tmp_path)
+    _verify(tmp_path, service, cert_file)
+    run = subprocess.run(["openssl", "x509", "-noout", "-pubkey", "-in", str(cert_file)], capture_output=True,
+                         text=True, check=True)
+    mine = subprocess.run(["openssl", "pkey", "-pubout", "-in", str(tmp_path / "client.key")], capture_output=True,
+                          text=True, check=True)
+    assert run.stdout == mine.stdout
+
+
+def test_a_developers_refused_request_names_the_field(service, browser):
+    password = service.passwords.get("dev") or service.user("dev", "developer")
+    page = browser.page()
+    sign_in(page, service.base, "dev", password)
+    page.get_by_label("I have a CSR").check()
+    page.get_by_label("CSR (PEM)").fill("-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n")
+    page.get_by_role("button", name="Request certificate").click()
+    error = page.locator("#f-csr-error")
+    error.wait_for()
+    assert error.inner_text()
+
+
+def test_a_viewer_sees_no_revoke_button_and_a_forced_call_is_refused(service, browser):
+    target = service.issue("viewer-target.acme.internal")
+    password = service.passwords.get("vera") or service.user("vera", "viewer")
+    page = browser.page()
+    sign_in(page, service.base, "vera", password)
+    page.get_by_role("heading", name=re.compile("^Overview")).wait_for()
+    page.goto(f"{service.base}/ui/#/certs/{target['certificate_id']}")
+    page.get_by_role("heading", name=re.compile("viewer-target")).wait_for()
+    assert page.get_by_role("button", name="Revoke certificate").count() == 0
+    assert page.get_by_role("button", name="Renew now").count() == 0
+    assert page.get_by_role("link", name="Request a certificate").count() == 0
+    status = page.evaluate("""async id => {
+        const token = JSON.parse(sessionStorage.getItem('csm.session')).access_token;
+        const r = await fetch(`/v1/certificates/${id}/revoke`, {method: 'POST', body: '{}',
+            headers: {Authorization: `Bearer ${token}`, 'Content-Type': 'application/json'}});
+        return [r.status, (await r.json()).type];
+    }""", target["certificate_id"])
+    assert status[0] == 403 and status[1].endswith("/forbidden")
+    assert service.get(f"/v1/certificates/{target['certificate_id']}").json()["status"] == "valid"
+
+
+XSS = '<img src=x onerror="window.__xss=1">'
+
+
+def test_markup_in_certificate_fields_is_shown_as_text(service, browser):
+    issued = service.issue(XSS, tags=['<script>window.__xss=2</script>'])
+    page = browser.page()
+    sign_in(page, service.base, api_key=service.key("ui-xss", "tenant-admin"))
+    page.get_by_role("heading", name=re.compile("^Overview")).wait_for()
+    page.goto(f"{service.base}/ui/#/certs?common_name={XSS[:6]}*")
+    page.get_by_role("link", name=XSS).wait_for()
+    page.get_by_role("link", name=XSS).click()
+    page.get_by_role("heading", name=re.compile(re.escape(XSS))).wait_for()
+    assert page.get_by_text("<script>window.__xss=2</script>").is_visible()
+    assert page.evaluate("window.__xss") is None
+    assert page.locator("main img").count() == 0 and page.locator("main script").count() == 0
+    assert page.url.endswith(issued["certificate_id"])
+    no_problems(page)
+
+
+def test_every_view_loads_with_no_console_error_or_policy_violation(service, browser):
+    page = browser.page()
+    response = page.goto(f"{service.base}/ui/")
+    assert response.headers["content-security-policy"] == UI_CSP
+    sign_in(page, service.base, api_key=service.key("ui-tour", "platform-admin", tenant=None))
+    page.get_by_role("heading", name=re.compile("^Overview")).wait_for()
+    page.get_by_role("heading", name="Compliance findings").wait_for()
+    for link, heading in [("CAs", "Certificate authorities"), ("Certificates", "Certificates"),
+                          ("Request a certificate", "Request a certificate"), ("Audit", "Audit")]:
+        page.get_by_role("link", name=link, exact=True).click()
+        page.get_by_role("heading", name=heading, exact=True).wait_for()
+    page.locator("#verify-status").wait_for()
+    assert "Verified" in page.locator("#verify-status").inner_text()
+    page.get_by_role("link", name="CAs", exact=True).click()
+    page.get_by_role("link", name="Acme clients").click()
+    with page.expect_download() as chain:
+        page.get_by_role("button", name="Download chain (PEM)").click()
+    assert chain.value.suggested_filename.endswith("-chain.pem")
+    no_problems(page)
+
+
+def test_a_phone_sized_viewport_has_no_horizontal_scroll(service, browser):
+    target = service.issue("a-rather-long-common-name-for-a-narrow-screen.applications.acme.internal")
+    password = service.passwords.get("dev") or service.user("dev", "developer")
+    page = browser.page(width=390, height=844)
+    sign_in(page, service.base, "dev", password)
+    page.get_by_role("heading", name="Request a certificate").wait_for()
+    overflow = "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+    assert page.evaluate(overflow) <= 0
+    assert not page.get_by_role("link", name="Certificates").is_visible()  # behind the menu button
+    page.get_by_role("button", name="Menu").click()
+    page.get_by_role("link", name="Certificates").click()
+    page.get_by_role("heading", name="Certificates", exact=True).wait_for()
+    page.locator("#results tr").first.wait_for()
+    assert page.evaluate(overflow) <= 0
+    page.goto(f"{service.base}/ui/#/certs/{target['certificate_id']}")
+    page.get_by_role("heading", name=re.compile("a-rather-long")).wait_for()
+    assert page.evaluate(overflow) <= 0
+    page.goto(f"{service.base}/ui/#/overview")
+    page.get_by_role("heading", name="Compliance findings").wait_for()
+    assert page.evaluate(overflow) <= 0
+    no_problems(page)

@@ -1,0 +1,151 @@
+"""Shared fixtures for the browser UI tests: `csm serve` on a random loopback port with a tenant, CAs and users,
+and Debian's Chromium driven by Playwright (its own browser download is never used).
+
+Imported by test_ui*.py (``from ui_support import ...``); it holds no tests.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+from test_cli_serve import CSM, csm, env, free_port, stopped, wait_until_live
+
+CHROMIUM = os.environ.get("CSM_TEST_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+UI_CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; connect-src 'self'; object-src 'none'; "
+          "frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
+TENANT = "acme"
+# Records what the page's Content-Security-Policy refused; Playwright's init scripts run whatever the policy says.
+CSP_WATCH = ("window.__csp = []; document.addEventListener('securitypolicyviolation', e => "
+             "window.__csp.push(e.violatedDirective + ' ' + e.blockedURI));")
+
+
+def sync_playwright():
+    """Playwright's sync API, or a skip naming what is missing."""
+    if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
+        pytest.skip(f"chromium is not installed ({CHROMIUM}; make sysdeps installs Debian's chromium)")
+    api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed "
+                                                              "(pip install -e '.[test]')")
+    return api.sync_playwright
+
+
+@dataclass
+class Service:
+    base: str
+    data_dir: Path
+    admin_key: str
+    ca_id: str  # the issuing (intermediate) CA
+    root_id: str
+    passwords: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def admin(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.admin_key}"}
+
+    def post(self, path: str, body: dict, headers: dict | None = None) -> dict:
+        response = httpx.post(f"{self.base}{path}", json=body, headers=headers or self.admin, timeout=60)
+        assert response.status_code in (200, 201), response.text
+        return response.json()
+
+    def get(self, path: str, headers: dict | None = None, **params) -> httpx.Response:
+        return httpx.get(f"{self.base}{path}", params=params, headers=headers or self.admin, timeout=60)
+
+    def user(self, username: str, *roles: str) -> str:
+        """A local user of the tenant with ``roles``; returns the password."""
+        password = secrets.token_urlsafe(18)
+        self.post("/v1/users", {"username": username, "password": password, "tenant_id": TENANT, "roles": list(roles)})
+        self.passwords[username] = password
+        return password
+
+    def key(self, name: str, *roles: str, tenant: str | None = TENANT) -> str:
+        """An API key of a new service account (no TOTP: keys sign in with the client_credentials grant)."""
+        args = ["admin", "create-token", "--name", name, *[a for r in roles for a in ("--role", r)]]
+        return csm(self.data_dir, *args, *(["--tenant", tenant] if tenant else [])).stdout.strip()
+
+    def issue(self, common_name: str, **extra) -> dict:
+        body = {"ca_id": self.ca_id, "tenant_id": TENANT, "profile": "cassandra-client", "algorithm": "ecdsa-p256",
+                "subject": {"common_name": common_name}, **extra}
+        return self.post("/v1/certificates", body)
+
+
+def start_service(tmp_path: Path):
+    """`csm serve` (one process) on a free port: a tenant, a root and an issuing CA (ECDSA), stopped afterwards."""
+    data = tmp_path / "data"
+    port = free_port()
+    server = subprocess.Popen([*CSM, "--data-dir", str(data), "serve", "--port", str(port)],
+                              env={**env(), "CSM_WORKERS": "1", "CSM_LOGIN_BACKOFF_BASE": "0"}, cwd=tmp_path,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_live(server, base)
+        admin_key = csm(data, "admin", "create-token", "--name", "ui-setup").stdout.strip()
+        service = Service(base=base, data_dir=data, admin_key=admin_key, ca_id="", root_id="")
+        service.post("/v1/tenants", {"tenant_id": TENANT, "name": "Acme <Corp>"})
+        root = service.post("/v1/cas", {"kind": "root", "tenant_id": TENANT, "name": "Acme root",
+                                        "algorithm": "ecdsa-p384", "subject": {"common_name": "Acme Root CA"}})
+        issuing = service.post("/v1/cas", {"kind": "intermediate", "tenant_id": TENANT, "parent_id": root["ca_id"],
+                                           "name": "Acme clients", "algorithm": "ecdsa-p384",
+                                           "subject": {"common_name": "Acme Client CA"}})
+        service.root_id, service.ca_id = root["ca_id"], issuing["ca_id"]
+        yield service
+    finally:
+        stopped(server)
+
+
+class Browser:
+    """A Chromium instance; ``page()`` opens a fresh context (own sessionStorage) and records its errors."""
+
+    def __init__(self, browser, base: str) -> None:
+        self.browser, self.base = browser, base
+        self.pages: list = []
+
+    def page(self, width: int = 1280, height: int = 900):
+        context = self.browser.new_context(viewport={"width": width, "height": height}, accept_downloads=True)
+        context.add_init_script(CSP_WATCH)
+        page = context.new_page()
+        page.console_errors, page.page_errors = [], []
+        page.on("console", lambda m: page.console_errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: page.page_errors.append(str(e)))
+        page.on("dialog", lambda d: d.accept())  # the revoke confirmation
+        page.set_default_timeout(20_000)
+        self.pages.append(page)
+        return page
+
+    def close_pages(self) -> None:
+        for page in self.pages:
+            page.context.close()
+        self.pages.clear()
+
+
+def launch(playwright):
+    return playwright.chromium.launch(executable_path=CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium"),
+                                      headless=True, args=CHROMIUM_ARGS)
+
+
+def sign_in(page, base: str, username: str = "", password: str = "", *, api_key: str | None = None,
+            totp: str | None = None) -> None:
+    page.goto(f"{base}/ui/")
+    page.get_by_role("heading", name="Sign in").wait_for()
+    if api_key:
+        page.get_by_label("Sign in with a service account's API key").check()
+        page.get_by_label("API key").fill(api_key)
+    else:
+        page.get_by_label("Username").fill(username)
+        page.get_by_label("Password").fill(password)
+        page.get_by_label("Tenant").fill(TENANT)
+        if totp:
+            page.get_by_label("TOTP code").fill(totp)
+    page.get_by_role("button", name="Sign in").click()
+
+
+def page_problems(page) -> dict:
+    """CSP violations, uncaught errors and console errors the page has had so far."""
+    return {"csp": page.evaluate("window.__csp"), "errors": page.page_errors, "console": page.console_errors}
