@@ -80,9 +80,10 @@ def start_service(tmp_path: Path):
     """`csm serve` (one process) on a free port: a tenant, a root and an issuing CA (ECDSA), stopped afterwards."""
     data = tmp_path / "data"
     port = free_port()
+    log = (tmp_path / "serve.log").open("w")  # a file, not a pipe: the access log would fill a pipe and stall it
     server = subprocess.Popen([*CSM, "--data-dir", str(data), "serve", "--port", str(port)],
                               env={**env(), "CSM_WORKERS": "1", "CSM_LOGIN_BACKOFF_BASE": "0"}, cwd=tmp_path,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                              stdout=log, stderr=log, text=True)
     base = f"http://127.0.0.1:{port}"
     try:
         wait_until_live(server, base)
@@ -98,6 +99,7 @@ def start_service(tmp_path: Path):
         yield service
     finally:
         stopped(server)
+        log.close()
 
 
 class Browser:
@@ -136,7 +138,7 @@ def sign_in(page, base: str, username: str = "", password: str = "", *, api_key:
     page.get_by_role("heading", name="Sign in").wait_for()
     if api_key:
         page.get_by_label("Sign in with a service account's API key").check()
-        page.get_by_label("API key").fill(api_key)
+        page.get_by_label("API key", exact=True).fill(api_key)
     else:
         page.get_by_label("Username").fill(username)
         page.get_by_label("Password").fill(password)

@@ -22,11 +22,12 @@ function load() {
   }
 }
 
+/** Store the session; resolves once every listener (the shell: permissions, tenant, event stream) has run. */
 function save(next) {
   session = next;
   if (next) sessionStorage.setItem(STORE, JSON.stringify(next));
   else sessionStorage.removeItem(STORE);
-  for (const fn of listeners) fn(session);
+  return Promise.all([...listeners].map(fn => fn(session)));
 }
 
 export function onSession(fn) {
@@ -81,12 +82,12 @@ export async function signIn({username, password, totp, tenant_id, api_key}) {
   const tokens = api_key
     ? await tokenRequest({grant_type: "client_credentials", client_secret: api_key})
     : await tokenRequest({grant_type: "password", username, password, totp, tenant_id});
-  save(fromTokens(tokens, {username: username || "", login_tenant: tenant_id || null}));
+  await save(fromTokens(tokens, {username: username || "", login_tenant: tenant_id || null}));
   return session;
 }
 
 export function signOut() {
-  save(null);
+  return save(null);
 }
 
 let refreshing = null;

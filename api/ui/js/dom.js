@@ -55,11 +55,11 @@ export function showProblem(form, banner, problem) {
     const control = name && form ? form.querySelector(`[name="${CSS.escape(name)}"]`) : null;
     const slot = control ? form.querySelector(`#${CSS.escape(control.id)}-error`) : null;
     if (slot) {
-      slot.textContent = error.detail || problem.detail;
+      slot.textContent = error.message || error.detail || problem.detail;
       slot.hidden = false;
       control.setAttribute("aria-invalid", "true");
     } else {
-      unplaced.push(error.detail || problem.detail);
+      unplaced.push(error.message || error.detail || problem.detail);
     }
   }
   if (banner) {
