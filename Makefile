@@ -23,7 +23,8 @@ BENCH_ARGS ?=
 # Debian packages the suite's fixtures need, as package:command pairs; a package is installed only when its
 # command is missing. Append here as fixtures appear, e.g. redis-server:redis-server slapd:slapd
 # softhsm2:softhsm2-util openssh-server:sshd default-jre-headless:keytool golang-cfssl:cfssl wrk:wrk
-# chromium:chromium
+# chromium: the browser UI's tests (tests/e2e/test_ui*.py) drive Debian's Chromium through the playwright package,
+# never a browser Playwright downloads.
 APT_PACKAGES := \
 	openssl:openssl \
 	sqlite3:sqlite3 \
@@ -34,7 +35,8 @@ APT_PACKAGES := \
 	redis-server:redis-server \
 	openssh-server:sshd \
 	openssh-client:ssh \
-	softhsm2:softhsm2-util
+	softhsm2:softhsm2-util \
+	chromium:chromium
 # Only `make bench` needs these (the HTTP comparison against cfssl, driven by wrk); installed when missing.
 BENCH_APT_PACKAGES := \
 	golang-cfssl:cfssl \

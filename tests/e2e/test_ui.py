@@ -13,39 +13,13 @@ import httpx
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from ui_support import (TENANT, UI_CSP, Browser, launch, page_problems, sign_in, start_service,
-                        sync_playwright)
+from ui_support import (TENANT, UI_CSP, browser, chromium, page_problems, playwright, service,  # noqa: F401
+                        sign_in)
 
 from commands.authz import PLATFORM_ONLY, ROLES
 from domain import totp
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def playwright():
-    starter = sync_playwright()
-    with starter() as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def service(tmp_path_factory):
-    yield from start_service(tmp_path_factory.mktemp("ui"))
-
-
-@pytest.fixture(scope="module")
-def chromium(playwright):
-    browser = launch(playwright)
-    yield browser
-    browser.close()
-
-
-@pytest.fixture
-def browser(chromium, service):
-    opened = Browser(chromium, service.base)
-    yield opened
-    opened.close_pages()
 
 
 def no_problems(page, console: bool = True) -> None:

@@ -151,3 +151,29 @@ def sign_in(page, base: str, username: str = "", password: str = "", *, api_key:
 def page_problems(page) -> dict:
     """CSP violations, uncaught errors and console errors the page has had so far."""
     return {"csp": page.evaluate("window.__csp"), "errors": page.page_errors, "console": page.console_errors}
+
+
+@pytest.fixture(scope="module")
+def playwright():
+    starter = sync_playwright()
+    with starter() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory):
+    yield from start_service(tmp_path_factory.mktemp("ui"))
+
+
+@pytest.fixture(scope="module")
+def chromium(playwright):
+    browser = launch(playwright)
+    yield browser
+    browser.close()
+
+
+@pytest.fixture
+def browser(chromium, service):
+    opened = Browser(chromium, service.base)
+    yield opened
+    opened.close_pages()
