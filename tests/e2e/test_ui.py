@@ -243,7 +243,8 @@ def test_markup_in_certificate_fields_is_shown_as_text(service, browser):
     no_problems(page)
 
 
-def test_every_view_loads_with_no_console_error_or_policy_violation(service, browser):
+def test_every_view_loads_with_no_console_error_or_policy_violation(service, browser, tmp_path):
+    renewable = service.issue("renew-me.acme.internal")
     page = browser.page()
     response = page.goto(f"{service.base}/ui/")
     assert response.headers["content-security-policy"] == UI_CSP
@@ -261,6 +262,25 @@ def test_every_view_loads_with_no_console_error_or_policy_violation(service, bro
     with page.expect_download() as chain:
         page.get_by_role("button", name="Download chain (PEM)").click()
     assert chain.value.suggested_filename.endswith("-chain.pem")
+
+    page.goto(f"{service.base}/ui/#/certs?common_name=renew-me.acme.internal&limit=1")
+    page.get_by_role("link", name="renew-me.acme.internal").click()
+    with page.expect_download() as exported:
+        page.get_by_role("button", name="Download certificate and chain (PEM)").click()
+    exported.value.save_as(tmp_path / "exported.pem")
+    assert (tmp_path / "exported.pem").read_text().count("BEGIN CERTIFICATE") == 3  # leaf, issuing CA, root
+    page.get_by_role("button", name="Renew now").click()
+    page.wait_for_url(lambda url: "/certs/" in url and renewable["certificate_id"] not in url)
+    page.locator("dt", has_text="Renews").wait_for()  # the new certificate's page names the one it renewed
+    assert page.locator("dt:text-is('Renews') + dd").inner_text() == renewable["certificate_id"]
+    page.goto(f"{service.base}/ui/#/certs?common_name=renew-me.acme.internal&limit=1")
+    first = page.locator("#results tbody tr").first.inner_text()
+    page.get_by_role("link", name="Next page").click()
+    page.locator("#results tbody tr").first.wait_for()
+    page.wait_for_function("t => (document.querySelector('#results tbody tr')?.innerText ?? t) !== t", arg=first)
+    assert page.get_by_role("link", name="Next page").count() == 0  # two certificates, one a page
+    page.get_by_role("button", name="Previous page").click()
+    page.wait_for_function("t => document.querySelector('#results tbody tr')?.innerText === t", arg=first)
     no_problems(page)
 
 

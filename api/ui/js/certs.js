@@ -48,7 +48,7 @@ export async function certificatesView(main, context, {query}) {
     let page;
     try {
       page = await api("/v1/certificates", {query: {...filters, tenant_id: tenant, cursor: query.get("cursor"),
-                                                    limit: 25, min_position: position}});
+                                                    limit: query.get("limit") || 25, min_position: position}});
     } catch (error) {
       if (!(error instanceof ApiError)) throw error;
       return showProblem(form, banner, error.problem);
