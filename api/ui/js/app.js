@@ -35,19 +35,23 @@ const ROUTES = [
   [/^\/audit$/, () => auditView],
 ];
 
+function portal(can) {
+  return can.has("cert:issue") && can.has("ca:read") && can.has("profile:read");
+}
+
 function home() {
   const {can} = context;
   if (!context.session) return "/signin";
   if (context.session.enroll_only) return "/enroll";
-  const developer = can.has("cert:issue") && !can.has("cert:revoke");
-  return developer ? "/portal" : "/overview";
+  if (portal(can) && !can.has("cert:revoke")) return "/portal";  // a developer's
+  return can.has("ca:read") ? "/overview" : "/certs";
 }
 
 function nav() {
   const {can, session} = context;
   const links = !session || session.enroll_only ? [] : [
-    can.has("cert:read") && ["/overview", "Overview"], can.has("ca:read") && ["/cas", "CAs"],
-    can.has("cert:read") && ["/certs", "Certificates"], can.has("cert:issue") && ["/portal", "Request a certificate"],
+    can.has("cert:read") && can.has("ca:read") && ["/overview", "Overview"], can.has("ca:read") && ["/cas", "CAs"],
+    can.has("cert:read") && ["/certs", "Certificates"], portal(can) && ["/portal", "Request a certificate"],
     (can.has("audit:verify") || can.has("audit:read")) && ["/audit", "Audit"],
   ].filter(Boolean);
   const here = location.hash.slice(1).split("?")[0];
