@@ -83,6 +83,15 @@ function live(state) {
   banner.textContent = state === "live" ? "Live updates on" : "Live updates reconnecting…";
 }
 
+function inView(message) {
+  if (context.session?.tenant_id) return true;  // the server sends a tenant's principals only their own events
+  try {
+    return JSON.parse(message.data).tenant_id === context.tenant;
+  } catch {
+    return true;
+  }
+}
+
 function streamEvents() {
   stopStream?.();
   stopStream = null;
@@ -90,9 +99,13 @@ function streamEvents() {
   let timer = null;
   let latest = null;
   stopStream = subscribe(message => {
+    if (!inView(message)) return;
     latest = message;
-    clearTimeout(timer);  // a burst of events refreshes once
-    timer = setTimeout(() => eventHandler?.(latest), 250);
+    // at most one refresh per half second however fast events come, with the latest position to read at
+    timer ??= setTimeout(() => {
+      timer = null;
+      eventHandler?.(latest);
+    }, 500);
   }, live);
 }
 
