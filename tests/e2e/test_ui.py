@@ -170,6 +170,7 @@ def test_a_developer_makes_the_key_in_the_browser_and_gets_a_certificate_openssl
     certificate = x509.load_pem_x509_certificate(cert_file.read_bytes())
     assert certificate.public_key().public_numbers() == key.public_key().public_numbers()
     assert certificate.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value == "app1.acme.internal"
+    assert certificate.issuer.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value == "Acme Client CA"
     sans = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert sans.get_values_for_type(x509.DNSName) == ["app1.acme.internal", "app1-alt.acme.internal"]
     assert "BEGIN CERTIFICATE" in chain_file.read_text()

@@ -22,7 +22,9 @@ async function choices(context) {
     api("/v1/cas", {query: {tenant_id: tenant, status: "active", limit: 500}}),
   ]);
   return {tenant, profiles: profiles.filter(p => p.status === "active" && !p.profile.extended_key_usage
-                                              .includes("ocsp_signing")), cas: cas.items};
+                                              .includes("ocsp_signing")),
+          // issuing CAs first: leaf certificates usually come from an intermediate, not from the root
+          cas: [...cas.items].sort((a, b) => (a.kind === "root") - (b.kind === "root"))};
 }
 
 function requestForm(found) {
