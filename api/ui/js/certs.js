@@ -22,7 +22,7 @@ function searchForm(query, context) {
     field("Status", select("status", STATUSES.map(s => [s, s || "any"]), query.get("status"))),
     field("Expiring within", select("expiring_within", WINDOWS, query.get("expiring_within"))),
     text("profile", "Profile"), text("ca_id", "CA id"), text("serial", "Serial (hex)"),
-    field("Sort by", select("sort", [["issued", "newest issued"], ["expiry", "soonest expiry"]], query.get("sort"))),
+    field("Sort by", select("sort", [["issued", "issued (oldest first)"], ["expiry", "expiry (soonest first)"]], query.get("sort"))),
     h("div.actions", {}, h("button.primary", {type: "submit"}, "Search"), h("a.button", {href: "#/certs"}, "Clear")));
   form.addEventListener("submit", event => {
     event.preventDefault();
