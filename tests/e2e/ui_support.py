@@ -17,7 +17,6 @@ import httpx
 import pytest
 from test_cli_serve import CSM, csm, env, free_port, stopped, wait_until_live
 
-CHROMIUM = os.environ.get("CSM_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 UI_CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; connect-src 'self'; object-src 'none'; "
@@ -28,10 +27,19 @@ CSP_WATCH = ("window.__csp = []; document.addEventListener('securitypolicyviolat
              "window.__csp.push(e.violatedDirective + ' ' + e.blockedURI));")
 
 
+def chromium_path() -> str | None:
+    """``CSM_TEST_CHROMIUM`` if set, else Debian's chromium on the PATH (or /usr/bin); None when there is none."""
+    named = os.environ.get("CSM_TEST_CHROMIUM")
+    if named:
+        return named if Path(named).exists() else None
+    return shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
+
+
 def sync_playwright():
     """Playwright's sync API, or a skip naming what is missing."""
-    if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
-        pytest.skip(f"chromium is not installed ({CHROMIUM}; make sysdeps installs Debian's chromium)")
+    if chromium_path() is None:
+        pytest.skip(f"chromium is not installed ({os.environ.get('CSM_TEST_CHROMIUM') or 'not on the PATH'}; "
+                    "make sysdeps installs Debian's chromium)")
     api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed "
                                                               "(pip install -e '.[test]')")
     return api.sync_playwright
@@ -128,8 +136,7 @@ class Browser:
 
 
 def launch(playwright):
-    return playwright.chromium.launch(executable_path=CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium"),
-                                      headless=True, args=CHROMIUM_ARGS)
+    return playwright.chromium.launch(executable_path=chromium_path(), headless=True, args=CHROMIUM_ARGS)
 
 
 def sign_in(page, base: str, username: str = "", password: str = "", *, api_key: str | None = None,

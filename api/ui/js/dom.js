@@ -53,7 +53,8 @@ export function showProblem(form, banner, problem) {
   for (const error of errors) {
     const name = String(error.field || "").split(".").pop();
     const control = name && form ? form.querySelector(`[name="${CSS.escape(name)}"]`) : null;
-    const slot = control ? form.querySelector(`#${CSS.escape(control.id)}-error`) : null;
+    const shown = control && !control.closest("[hidden]");  // a hidden field's error goes to the banner
+    const slot = shown ? form.querySelector(`#${CSS.escape(control.id)}-error`) : null;
     if (slot) {
       slot.textContent = error.message || error.detail || problem.detail;
       slot.hidden = false;
