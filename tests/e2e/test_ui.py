@@ -205,12 +205,20 @@ def test_a_developers_refused_request_names_the_field(service, browser):
     password = service.passwords.get("dev") or service.user("dev", "developer")
     page = browser.page()
     sign_in(page, service.base, "dev", password)
+    page.get_by_label("Common name").fill("app3.acme.internal")
+    page.get_by_label("Validity (days)").fill("5000")  # beyond the profile's maximum: the server refuses it
+    page.get_by_role("button", name="Request certificate").click()
+    page.locator("#f-validity_days-error").wait_for()
+    assert "validity" in page.locator("#f-validity_days-error").inner_text().lower()
+    assert page.locator("#issued").count() == 0
     page.get_by_label("I have a CSR").check()
+    page.get_by_label("Validity (days)").fill("")
     page.get_by_label("CSR (PEM)").fill("-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n")
     page.get_by_role("button", name="Request certificate").click()
     error = page.locator("#f-csr-error")
     error.wait_for()
     assert error.inner_text()
+    assert page.locator("#f-validity_days-error").is_hidden()  # the earlier refusal is cleared
 
 
 def test_a_viewer_sees_no_revoke_button_and_a_forced_call_is_refused(service, browser):
