@@ -36,6 +36,7 @@ def test_the_ui_is_served_with_a_strict_policy_and_the_api_keeps_its_own(service
     assert page.headers["x-content-type-options"] == "nosniff"
     assert page.headers["referrer-policy"] == "no-referrer"
     assert page.headers["x-frame-options"] == "DENY"
+    assert page.headers["cache-control"] == "no-cache" and page.headers["etag"]  # revalidated: a new release shows
     assert "<script>" not in page.text and "style=" not in page.text  # nothing inline for the policy to allow
     script = httpx.get(f"{service.base}/ui/js/app.js", timeout=10)
     assert script.status_code == 200 and "javascript" in script.headers["content-type"]
