@@ -4,6 +4,7 @@ live updates, the developer portal's in-browser keys and CSRs, role-based hiding
 from __future__ import annotations
 
 import base64
+import json
 import re
 import subprocess
 import time
@@ -62,8 +63,19 @@ def test_a_wrong_password_is_shown_next_to_the_field_then_sign_in_and_out(servic
     page.get_by_label("Password").fill(password)
     page.keyboard.press("Enter")  # the form submits from the keyboard
     page.get_by_role("heading", name=re.compile("^Overview")).wait_for()
-    stored = page.evaluate("sessionStorage.getItem('csm.session')")
-    assert "access_token" in stored and page.evaluate("localStorage.length") == 0
+    stored = json.loads(page.evaluate("sessionStorage.getItem('csm.session')"))
+    assert stored["access_token"] and stored["refresh_token"] and page.evaluate("localStorage.length") == 0
+
+    # an access token about to expire is refreshed (the refresh token rotated) before the next call
+    page.evaluate("""() => {
+        const s = JSON.parse(sessionStorage.getItem('csm.session'));
+        sessionStorage.setItem('csm.session', JSON.stringify({...s, expires_at: Date.now()}));
+    }""")
+    page.reload()
+    page.get_by_role("heading", name="Compliance findings").wait_for()
+    renewed = json.loads(page.evaluate("sessionStorage.getItem('csm.session')"))
+    assert renewed["access_token"] != stored["access_token"] and renewed["refresh_token"] != stored["refresh_token"]
+    assert renewed["expires_at"] > stored["expires_at"]
     page.get_by_role("button", name="Sign out").click()
     page.get_by_role("heading", name="Sign in").wait_for()
     assert page.evaluate("sessionStorage.getItem('csm.session')") is None
