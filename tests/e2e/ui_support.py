@@ -22,6 +22,9 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 UI_CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; connect-src 'self'; object-src 'none'; "
           "frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
 TENANT = "acme"
+# One process; no back-off after the wrong-password test's failure; every test signs in from 127.0.0.1, more than the
+# default 20 sign-ins a minute from one address allows when the module runs quickly.
+SERVE_ENV = {"CSM_WORKERS": "1", "CSM_LOGIN_BACKOFF_BASE": "0", "CSM_RATE_LIMIT_LOGIN_PER_ADDRESS": "300/minute"}
 # Records what the page's Content-Security-Policy refused; Playwright's init scripts run whatever the policy says.
 CSP_WATCH = ("window.__csp = []; document.addEventListener('securitypolicyviolation', e => "
              "window.__csp.push(e.violatedDirective + ' ' + e.blockedURI));")
@@ -90,7 +93,7 @@ def start_service(tmp_path: Path):
     port = free_port()
     log = (tmp_path / "serve.log").open("w")  # a file, not a pipe: the access log would fill a pipe and stall it
     server = subprocess.Popen([*CSM, "--data-dir", str(data), "serve", "--port", str(port)],
-                              env={**env(), "CSM_WORKERS": "1", "CSM_LOGIN_BACKOFF_BASE": "0"}, cwd=tmp_path,
+                              env={**env(), **SERVE_ENV}, cwd=tmp_path,
                               stdout=log, stderr=log, text=True)
     base = f"http://127.0.0.1:{port}"
     try:
