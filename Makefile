@@ -103,6 +103,8 @@ run: setup ## initialise the data dir and serve the API on 127.0.0.1:8000
 	@echo "  $(BIN)/csm $(if $(filter ./.csm-data,$(CSM_DATA_DIR)),,--data-dir $(CSM_DATA_DIR) )user create admin --role platform-admin --password-file F"
 	@echo "  curl -d grant_type=password -d username=admin --data-urlencode \"password=\$$(head -n1 F)\" http://$(CSM_HOST):$(CSM_PORT)/v1/auth/token"
 	@echo
+	@echo "or open the browser UI (admin dashboard, developer portal): http://$(CSM_HOST):$(CSM_PORT)/ui/"
+	@echo
 	$(BIN)/csm --data-dir "$(CSM_DATA_DIR)" serve --host "$(CSM_HOST)" --port "$(CSM_PORT)"
 
 test: setup ## check the import layers and ruff's checks, then run the whole test suite
