@@ -325,9 +325,14 @@ def test_a_phone_sized_viewport_has_no_horizontal_scroll(service, browser):
     overflow = "document.documentElement.scrollWidth - document.documentElement.clientWidth"
     assert page.evaluate(overflow) <= 0
     assert not page.get_by_role("link", name="Certificates", exact=True).is_visible()  # behind the menu button
-    page.get_by_role("button", name="Menu").click()
-    page.get_by_role("link", name="Certificates", exact=True).click()
+    menu = page.get_by_role("button", name="Menu")
+    menu.focus()
+    page.keyboard.press("Enter")  # from the keyboard
+    assert menu.get_attribute("aria-expanded") == "true"
+    page.get_by_role("link", name="Certificates", exact=True).focus()
+    page.keyboard.press("Enter")
     page.get_by_role("heading", name="Certificates", exact=True).wait_for()
+    assert menu.get_attribute("aria-expanded") == "false"
     page.locator("#results tr").first.wait_for()
     assert page.evaluate(overflow) <= 0
     page.goto(f"{service.base}/ui/#/certs/{target['certificate_id']}")

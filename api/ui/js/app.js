@@ -124,7 +124,8 @@ async function route() {
   const match = ROUTES.map(([pattern, view]) => [path.match(pattern), view]).find(([m]) => m);
   if (!match) return context.go(home());
   nav();
-  document.getElementById("nav").classList.remove("open");
+  document.getElementById("nav").classList.remove("open");  // a phone's menu folds after a choice
+  document.getElementById("menu").setAttribute("aria-expanded", "false");
   eventHandler = null;
   const [found, view] = match;
   fill(main, h("p", {}, "Loading…"));
