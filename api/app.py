@@ -12,6 +12,8 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
+from api.acme import acme_router
+from api.acme_eab import EabKeyController
 from api.audit import AuditController
 from api.bodies import JsonBodyRequest
 from api.cas import CaController
@@ -92,12 +94,13 @@ def create_app(settings: Settings | None = None, link: LinkClient | None = None)
     v1 = Router("/v1", route_handlers=[TenantController, AuditController, EventStreamController, CaController,
                                       CertificateController, ProfileController, AlgorithmController,
                                       UserController, ServiceAccountController, TotpController,
-                                      RevocationController, WebhookController],
+                                      RevocationController, WebhookController, EabKeyController],
                 guards=[bearer_guard(limits.principal(authenticate))],  # before any body is read
                 dependencies={"principal": Provide(caller, sync_to_thread=False)}, security=[{"bearer": []}])
     app = Litestar(
         # public_pki (CRLs, OCSP) is outside v1 on purpose: relying parties have no token.
         route_handlers=[HealthController, MetricsController, TokenController, JwksController, v1, public_pki,
+                        acme_router,  # ACME: signed by account keys (JWS), no token
                         *ui_routes()],  # the browser UI: static files, a client of v1
         lifespan=[_lifespan(settings, link)],
         on_shutdown=[limits.close],

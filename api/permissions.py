@@ -138,6 +138,12 @@ ROUTE_PERMISSIONS: dict[tuple[str, str], Rule] = {
     ("GET", "/v1/service-accounts/{name}"): Rule(("user:read",), "tenant"),
     ("POST", "/v1/service-accounts/{name}/keys"): Rule(("serviceaccount:manage",), "tenant", note="no escalation"),
     ("DELETE", "/v1/service-accounts/{name}/keys/{key_id}"): Rule(("serviceaccount:manage",), "tenant"),
+    # ACME external account binding keys (api/acme_eab.py); the ACME protocol itself (/acme/{tenant_id}/...) is signed
+    # by account keys (JWS), outside /v1 and its tokens
+    ("POST", "/v1/tenants/{tenant_id}/acme/eab-keys"): Rule(("acme:manage",), "tenant",
+                                                            note="the HMAC key is shown once"),
+    ("GET", "/v1/tenants/{tenant_id}/acme/eab-keys"): Rule(("acme:manage",), "tenant"),
+    ("DELETE", "/v1/tenants/{tenant_id}/acme/eab-keys/{key_id}"): Rule(("acme:manage",), "tenant"),
     # webhooks (api/webhooks.py): another tenant's webhook id reads as not found
     ("POST", "/v1/webhooks"): Rule(("webhook:manage",), "tenant", note="the signing secret is shown once"),
     ("GET", "/v1/webhooks"): Rule(("webhook:read",), "tenant"),

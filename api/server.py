@@ -49,6 +49,8 @@ def build_server(settings: Settings, app=None) -> uvicorn.Server:
         access_log=False,  # the app writes its own access log, without headers or bodies
         log_config=None,  # keep the JSON logging configured by configure_logging
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,  # open SSE streams must not block shutdown
+        ssl_certfile=str(settings.tls_cert_file) if settings.tls_cert_file else None,
+        ssl_keyfile=str(settings.tls_key_file) if settings.tls_key_file else None,
     )
     return uvicorn.Server(config)
 

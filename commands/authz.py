@@ -36,6 +36,7 @@ PERMISSIONS: dict[str, str] = {
     "vault:sweep": "delete vault keys that no event names (orphans of commands that failed)",
     "vault:kek": "rotate key-encryption keys, re-wrap data keys under them, list and retire them",
     "discovery:record": "record certificates found on the network (what endpoints served when scanned)",
+    "acme:manage": "create, list and revoke ACME external account binding keys (the HMAC key shown once)",
 }
 
 # Who holds what. Least privilege: a role gets a permission only when its job needs it, and the
@@ -50,7 +51,7 @@ ROLES: dict[str, frozenset[str]] = {
     "tenant-admin": _READ | {"tenant:update", "audit:read", "events:stream", "ca:create", "ca:manage",
                              "profile:manage", "cert:issue", "cert:revoke", "key:export", "cert:deploy", "user:read",
                              "user:manage", "serviceaccount:manage", "webhook:read", "webhook:manage",
-                             "discovery:record"},
+                             "discovery:record", "acme:manage"},
     # runs a tenant's CAs and issuance, and checks that what it renewed was deployed (discovery); no policy, no
     # users or tokens, no private-key export
     "ca-operator": _READ | {"ca:create", "ca:manage", "profile:manage", "cert:issue", "cert:revoke",
@@ -63,6 +64,11 @@ ROLES: dict[str, frozenset[str]] = {
     "auditor": _READ | {"audit:read", "audit:verify", "events:stream", "user:read", "webhook:read"},
     "viewer": _READ,
 }
+
+# Roles no one can be granted: they are given to principals the service authenticates itself. An ACME account
+# (its requests signed with its key, api/acme.py) issues and revokes within its tenant; commands/acme.py checks first
+# that the order or certificate is the account's own.
+INTERNAL_ROLES: dict[str, frozenset[str]] = {"acme-account": frozenset({"cert:issue", "cert:revoke"})}
 
 # Permissions no tenant-scoped principal can ever use: every check of them is at platform scope (a tenant-scoped
 # token is refused whatever its roles). Granting a role to a tenant's user or key therefore grants none of them,
@@ -92,7 +98,8 @@ class Principal:
     permissions: frozenset[str] = field(init=False)
 
     def __post_init__(self) -> None:
-        granted = frozenset().union(*(ROLES.get(role, frozenset()) for role in self.roles))
+        granted = frozenset().union(*(ROLES.get(role) or INTERNAL_ROLES.get(role, frozenset())
+                                       for role in self.roles))
         object.__setattr__(self, "permissions", granted)
 
     def actor(self) -> Actor:

@@ -18,6 +18,8 @@ from commands import renewal
 from commands.identity import Identity
 from commands.runtime import Services, SystemClock
 from domain.verification import ChainVerifier, VerifyReport
+from infra.acme.nonces import NonceStore
+from infra.acme.validator import AcmeValidator, http01_of
 from infra.artifacts import SQLiteArtifactStore
 from infra.audit.checkpointer import Checkpointer
 from infra.audit.keys import AuditSigner, anchor_keys, load_public_key, trusted_keys
@@ -72,6 +74,8 @@ class Runtime:
     # "single": this process does everything; "worker": an HTTP worker of a multi-worker server, whose
     # appends, projections, checkpoints and schedules happen in the primary process (api/workers.py).
     role: str = "single"
+    nonces: NonceStore | None = None  # ACME nonces, shared by every process of the server (infra/acme/nonces.py)
+    acme_validator: AcmeValidator | None = None  # http-01 validation jobs; None in an HTTP worker process
 
     async def start(self) -> None:
         """Start the background work; a worker first waits for its link to the primary."""
@@ -103,6 +107,8 @@ class Runtime:
                       asyncio.create_task(self.renewal_scheduler().run(), name="renewal")]
         if isinstance(self.services.crypto, CryptographyPki) and self.services.crypto.rsa_pool is not None:
             self.services.crypto.rsa_pool.arm()
+        if self.acme_validator is not None:
+            self.tasks.append(asyncio.create_task(self.acme_validator.run(), name="acme-validator"))
         if self.jobs is not None and self.webhooks is not None:
             self.jobs.start()
             self.dispatcher = self.webhook_dispatcher()
@@ -149,6 +155,10 @@ class Runtime:
     def close(self) -> None:
         if self.jobs is not None:
             self.jobs.close()
+        if self.acme_validator is not None:
+            self.acme_validator.close()
+        if self.nonces is not None:
+            self.nonces.close()
         if self.webhooks is not None:
             self.webhooks.close()
         if isinstance(self.services.usage, ReadModelUsage):
@@ -214,10 +224,13 @@ def open_runtime(settings: Settings, link: LinkClient | None = None, *, rebuild:
         services.quota_ledger = LinkedQuotaLedger(link)  # reservations are held in the primary, with every worker's
         return Runtime(settings, store, runner, checkpointer, vault, services, keys,
                        identity=build_identity(settings, vault), role="worker",
-                       webhooks=Webhooks(DeliveryLog(settings.webhooks_db), None))
+                       webhooks=Webhooks(DeliveryLog(settings.webhooks_db), None),
+                       nonces=NonceStore(settings.acme_nonces_db))
     jobs = Jobs.from_settings(settings)
+    validator = AcmeValidator(services, runner, jobs, http01_of(settings), poll_interval=settings.poll_interval)
     return Runtime(settings, store, runner, checkpointer, vault, services, keys,
-                   identity=build_identity(settings, vault), jobs=jobs, webhooks=wire_webhooks(settings, jobs, keys))
+                   identity=build_identity(settings, vault), jobs=jobs, webhooks=wire_webhooks(settings, jobs, keys),
+                   nonces=NonceStore(settings.acme_nonces_db), acme_validator=validator)
 
 
 @dataclass

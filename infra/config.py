@@ -134,6 +134,9 @@ class Pkcs11Settings:
 
 
 STORES = ("sqlite", "cassandra")
+# Where http-01 validation may connect by default: the private ranges (RFC 1918, RFC 4193), as a CA inside the
+# operator's network validates its own nodes. Never link-local (cloud metadata at 169.254.169.254), whatever is set.
+ACME_DEFAULT_NETWORKS = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7")
 BUSES = ("local", "kafka")
 PROJECTORS = ("inline", "external")
 
@@ -357,6 +360,21 @@ class Settings:
     # /metrics (api/metrics.py): with a scrape token file, scrapes must present the token and see per-tenant and
     # per-CA series; without one, /metrics stays open and names no tenant or CA.
     metrics_token_file: Path | None = None
+    # ACME (api/acme.py, infra/acme): the port http-01 validation connects to, the networks it may connect into
+    # (never link-local; loopback only when listed), an optional hosts file read before the system resolver, the
+    # per-validation timeout, and the base URL the directory names (default: the URL the request came in on).
+    acme_http01_port: int = 80
+    acme_validation_networks: tuple[str, ...] = ACME_DEFAULT_NETWORKS
+    acme_hosts_file: Path | None = None
+    acme_validation_timeout: float = 5.0
+    acme_base_url: str | None = None
+    # TLS for `csm serve` (uvicorn's own): both files or neither. ACME clients want the directory over HTTPS.
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+
+    @property
+    def acme_nonces_db(self) -> Path:
+        return self.data_dir / "acme-nonces.db"
 
     @property
     def base_url(self) -> str:
@@ -461,4 +479,12 @@ class Settings:
             webhook_allow_loopback_http=_env("WEBHOOK_ALLOW_LOOPBACK_HTTP", "false").strip().lower()
             in {"1", "true", "yes", "on"},
             metrics_token_file=_optional_path("METRICS_TOKEN_FILE"),
+            acme_http01_port=int(_env("ACME_HTTP01_PORT", "80")),
+            acme_validation_networks=tuple(n.strip() for n in _env(
+                "ACME_VALIDATION_NETWORKS", ",".join(ACME_DEFAULT_NETWORKS)).split(",") if n.strip()),
+            acme_hosts_file=_optional_path("ACME_HOSTS_FILE"),
+            acme_validation_timeout=float(_env("ACME_VALIDATION_TIMEOUT", "5")),
+            acme_base_url=_env("ACME_BASE_URL", "").strip().rstrip("/") or None,
+            tls_cert_file=_optional_path("TLS_CERT_FILE"),
+            tls_key_file=_optional_path("TLS_KEY_FILE"),
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from projections.acme import AcmeProjector
 from projections.analytics import AnalyticsProjector
 from projections.api_tokens import ApiTokensProjector
 from projections.audit_log import AuditLogProjector
@@ -20,4 +21,4 @@ from projections.webhooks import WebhooksProjector
 def all_projectors() -> list[Projector]:
     return [TenantsProjector(), AuditLogProjector(), ApiTokensProjector(), CasProjector(), CertificatesProjector(),
             ProfilesProjector(), UsersProjector(), ServiceAccountsProjector(), WebhooksProjector(),
-            SessionsProjector(), AnalyticsProjector(), DiscoveryProjector()]
+            SessionsProjector(), AnalyticsProjector(), DiscoveryProjector(), AcmeProjector()]

@@ -59,6 +59,7 @@ REFUSED: dict[str, list] = {
     "tokens.create_service_account": [R[("POST", "/v1/service-accounts")]],
     "tokens.issue_api_token": [R[("POST", "/v1/service-accounts/{name}/keys")]],
     "webhooks.create_webhook": [R[("POST", "/v1/webhooks")]],
+    "acme_eab.create_eab_key": [R[("POST", "/v1/tenants/{tenant_id}/acme/eab-keys")]],
     "webhooks.update_webhook": [R[("PATCH", "/v1/webhooks/{webhook_id}")]],
     "webhooks.rotate_webhook_secret": [R[("POST", "/v1/webhooks/{webhook_id}/rotate-secret")]],
 }
@@ -89,6 +90,10 @@ async def send(world: World, call, headers: dict):
 # refused handlers no HTTP request reaches -> the test that holds them to it
 CLI_ONLY: dict[str, str] = {
     "deployments.deploy_certificate": "test_cluster_deploy.py::test_a_suspended_tenant_deploys_nothing_and_records_nothing",
+    # ACME requests are signed by account keys, not tokens: test_acme_api.py sends them to a suspended tenant
+    "acme.new_account": "test_acme_api.py::test_a_suspended_tenant_opens_no_account_and_issues_nothing",
+    "acme.new_order": "test_acme_api.py::test_a_suspended_tenant_opens_no_account_and_issues_nothing",
+    "acme.finalize_order": "test_acme_api.py::test_a_suspended_tenant_opens_no_account_and_issues_nothing",
 }
 
 

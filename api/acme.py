@@ -1,0 +1,173 @@
+"""/acme/{tenant_id}/…: the RFC 8555 ACME server of one tenant (directory, nonces, accounts, orders, http-01).
+
+Outside /v1: ACME clients authenticate every POST with a JWS signed by their account key, not a bearer token;
+accounts need an external account binding (an EAB key from ``POST /v1/tenants/{id}/acme/eab-keys``). keyChange,
+account orders lists, pre-authorization, dns-01 and tls-alpn-01 are not offered (docs/operations.md, "ACME").
+"""
+
+from __future__ import annotations
+
+from litestar import Request, Response, Router, get, head, post
+from litestar.exceptions import HTTPException
+
+from api.acme_support import (PEM_CHAIN, _account_json, _authz_json, _challenge_json, _headers, _order_json,
+                              _payload, _reply, _signed, _url, acme_error)
+from api.deps import read_models_of, runtime_of
+from commands import acme as cmd
+from commands.runtime import load
+from domain import acme, jose
+from domain.errors import DomainError
+from projections import cas as ca_model
+
+
+def _services(request: Request):
+    return runtime_of(request.app.state).services
+
+
+@get("/directory", summary="ACME directory (RFC 8555 7.1.1)", include_in_schema=True)
+async def directory(request: Request, tenant_id: str) -> Response:
+    await cmd.require_tenant(_services(request), tenant_id)
+    return await _reply(request, tenant_id, {
+        "newNonce": _url(request, tenant_id, "new-nonce"), "newAccount": _url(request, tenant_id, "new-account"),
+        "newOrder": _url(request, tenant_id, "new-order"), "revokeCert": _url(request, tenant_id, "revoke-cert"),
+        "meta": {"externalAccountRequired": True}})
+
+
+@head("/new-nonce", summary="A fresh nonce in Replay-Nonce")
+async def nonce_head(request: Request, tenant_id: str) -> Response:
+    return Response(content=b"", status_code=200, headers=await _headers(request, tenant_id))
+
+
+@get("/new-nonce", summary="A fresh nonce in Replay-Nonce", status_code=204)
+async def nonce_get(request: Request, tenant_id: str) -> Response:
+    return Response(content=b"", status_code=204, headers=await _headers(request, tenant_id))
+
+
+@post("/new-account", summary="Create (with EAB) or find the account of the signing key")
+async def new_account(request: Request, tenant_id: str) -> Response:
+    signed = await _signed(request, tenant_id, by="jwk")
+    payload = _payload(signed)
+    contact = payload.get("contact", [])
+    if not isinstance(contact, list) or not all(isinstance(c, str) and c.startswith("mailto:") and len(c) < 256
+                                                for c in contact) or len(contact) > 4:
+        raise acme.AcmeProblem("invalidContact", "contact is a list of at most 4 mailto: URLs", field="contact")
+    services = _services(request)
+    account = await cmd.new_account(cmd.NewAccount(
+        tenant_id=tenant_id, jwk=signed.jws.jwk, contact=contact, eab=payload.get("externalAccountBinding"),
+        url=signed.jws.url, only_return_existing=payload.get("onlyReturnExisting") is True),
+        signed.context, services)
+    state = await cmd.load_account(services, tenant_id, account.id)
+    return await _reply(request, tenant_id, _account_json(request, tenant_id, state),
+                        201 if account.created else 200, location=_url(request, tenant_id, "acct", account.id))
+
+
+@post("/acct/{account_id:str}", summary="Read or deactivate the signing account")
+async def account(request: Request, tenant_id: str, account_id: str) -> Response:
+    signed = await _signed(request, tenant_id)
+    if signed.account_id != account_id:
+        raise acme.AcmeProblem("unauthorized", "an account reads and changes only itself", field="account_id",
+                               status=403)
+    services = _services(request)
+    if not signed.jws.post_as_get:
+        payload = signed.jws.payload_json()
+        if payload.get("status") == "deactivated":
+            await cmd.deactivate_account(cmd.DeactivateAccount(tenant_id=tenant_id, account_id=account_id),
+                                         signed.context, services)
+            state = await load(services, tenant_id, acme.account_stream_id(account_id), acme.fold_account)
+            return await _reply(request, tenant_id, _account_json(request, tenant_id, state))
+        if set(payload) - {"contact", "termsOfServiceAgreed"}:
+            raise acme.AcmeProblem("malformed", "only status: deactivated changes an account here", field="payload")
+    state = await cmd.load_account(services, tenant_id, account_id)
+    return await _reply(request, tenant_id, _account_json(request, tenant_id, state))
+
+
+@post("/new-order", summary="Order a certificate for DNS names")
+async def new_order(request: Request, tenant_id: str) -> Response:
+    signed = await _signed(request, tenant_id)
+    payload = _payload(signed)
+    if "notBefore" in payload or "notAfter" in payload:
+        raise acme.AcmeProblem("malformed", "notBefore and notAfter are not supported: the profile sets validity",
+                               field="notBefore")
+    services = _services(request)
+    order_id = await cmd.new_order(cmd.NewOrder(tenant_id=tenant_id, account_id=signed.account_id,
+                                                identifiers=payload.get("identifiers")), signed.context, services)
+    order = await cmd.owned_order(services, tenant_id, signed.account_id, order_id)
+    return await _reply(request, tenant_id, await _order_json(request, tenant_id, order), 201,
+                        location=_url(request, tenant_id, "order", order_id))
+
+
+@post("/order/{order_id:str}", summary="Read an order (POST-as-GET)")
+async def order(request: Request, tenant_id: str, order_id: str) -> Response:
+    signed = await _signed(request, tenant_id)
+    state = await cmd.owned_order(_services(request), tenant_id, signed.account_id, order_id)
+    return await _reply(request, tenant_id, await _order_json(request, tenant_id, state))
+
+
+@post("/order/{order_id:str}/finalize", summary="Submit the CSR of a ready order; the certificate is issued at once")
+async def finalize(request: Request, tenant_id: str, order_id: str) -> Response:
+    signed = await _signed(request, tenant_id)
+    csr = jose.b64url_decode(_payload(signed).get("csr"), "csr")
+    services = _services(request)
+    state = await cmd.finalize_order(cmd.FinalizeOrder(tenant_id=tenant_id, account_id=signed.account_id,
+                                                       order_id=order_id, csr_der=csr), signed.context, services)
+    return await _reply(request, tenant_id, await _order_json(request, tenant_id, state),
+                        location=_url(request, tenant_id, "order", order_id))
+
+
+@post("/authz/{authz_id:str}", summary="Read an authorization (POST-as-GET)")
+async def authorization(request: Request, tenant_id: str, authz_id: str) -> Response:
+    signed = await _signed(request, tenant_id)
+    services = _services(request)
+    state = await cmd.owned_authz(services, tenant_id, signed.account_id, authz_id)
+    return await _reply(request, tenant_id, _authz_json(request, tenant_id, state, services.clock.now()))
+
+
+@post("/chall/{authz_id:str}/{challenge_id:str}", summary="Start (payload {}) or read (POST-as-GET) a challenge")
+async def challenge(request: Request, tenant_id: str, authz_id: str, challenge_id: str) -> Response:
+    signed = await _signed(request, tenant_id)
+    services = _services(request)
+    if signed.jws.post_as_get:
+        state = await cmd.owned_authz(services, tenant_id, signed.account_id, authz_id)
+    else:
+        signed.jws.payload_json()  # {} (RFC 8555 7.5.1); its members are ignored
+        state = await cmd.start_challenge(cmd.StartChallenge(tenant_id=tenant_id, account_id=signed.account_id,
+                                                             authz_id=authz_id, challenge_id=challenge_id),
+                                          signed.context, services)
+    return await _reply(request, tenant_id, _challenge_json(request, tenant_id, state),
+                        links=(f'<{_url(request, tenant_id, "authz", authz_id)}>;rel="up"',))
+
+
+@post("/cert/{order_id:str}", summary="Download the certificate chain (POST-as-GET), PEM")
+async def certificate(request: Request, tenant_id: str, order_id: str) -> Response:
+    signed = await _signed(request, tenant_id)
+    services = _services(request)
+    state = await cmd.owned_order(services, tenant_id, signed.account_id, order_id)
+    if state.certificate_id is None:
+        raise acme.AcmeProblem("malformed", "the order has no certificate yet", field="order_id", status=404)
+    issued = await cmd.issued_certificate(services, tenant_id, state.certificate_id)
+    chain = await read_models_of(request.app.state).query(ca_model.issuer_chain, tenant_id,
+                                                          issued.issuer_fingerprint, services.clock.now())
+    pems = [issued.certificate_pem, *(row["certificate_pem"] for row in chain)]
+    body = "".join(p if p.endswith("\n") else p + "\n" for p in pems)
+    return Response(content=body.encode("ascii"), media_type=PEM_CHAIN, headers=await _headers(request, tenant_id))
+
+
+@post("/revoke-cert", summary="Revoke a certificate (signed by its account or by its key)")
+async def revoke_cert(request: Request, tenant_id: str) -> Response:
+    signed = await _signed(request, tenant_id, by="either")
+    payload = _payload(signed)
+    der = jose.b64url_decode(payload.get("certificate"), "certificate")
+    reason = payload.get("reason", 0)
+    if not isinstance(reason, int) or isinstance(reason, bool):
+        raise acme.AcmeProblem("badRevocationReason", "reason is an RFC 5280 reason code", field="reason")
+    await cmd.revoke(cmd.RevokeByAcme(tenant_id=tenant_id, certificate_der=der, reason=reason,
+                                      account_id=signed.account_id,
+                                      jwk=signed.jws.jwk if signed.account_id is None else None),
+                     signed.context, _services(request))
+    return Response(content=b"", status_code=200, headers=await _headers(request, tenant_id))
+
+
+acme_router = Router("/acme/{tenant_id:str}", route_handlers=[
+    directory, nonce_head, nonce_get, new_account, account, new_order, order, finalize, authorization, challenge,
+    certificate, revoke_cert], exception_handlers={DomainError: acme_error, HTTPException: acme_error,
+                                                   Exception: acme_error}, tags=["acme"])

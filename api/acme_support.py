@@ -1,0 +1,165 @@
+"""The ACME server's plumbing: URLs, nonces on every answer, RFC 8555 problem documents, the JWS check, JSON views.
+
+Every answer carries a fresh ``Replay-Nonce`` and a ``Link: rel="index"`` to the directory; errors are problem
+documents of type ``urn:ietf:params:acme:error:*`` that still name the field and the rule at fault.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+from litestar import Request, Response
+from litestar.serialization import encode_json
+
+from api.deps import command_context, runtime_of
+from api.problems import PROBLEM_MEDIA_TYPE, handle_unexpected
+from commands import acme as cmd
+from commands.authz import Principal
+from commands.runtime import CommandContext
+from domain import acme, jose
+from domain.errors import DomainError
+from infra import telemetry
+
+ACME_ERROR = "urn:ietf:params:acme:error:"
+JOSE_JSON = "application/jose+json"
+PEM_CHAIN = "application/pem-certificate-chain"
+# A DomainError from the ordinary commands (issuance's policy, quotas, suspension) as an ACME error type.
+_TYPES = {400: "malformed", 401: "unauthorized", 403: "unauthorized", 404: "malformed", 409: "malformed",
+          422: "rejectedIdentifier", 429: "rateLimited", 503: "serverInternal"}
+
+
+def _base(request: Request) -> str:
+    return runtime_of(request.app.state).settings.acme_base_url or str(request.base_url).rstrip("/")
+
+
+def _url(request: Request, tenant_id: str, *parts: str) -> str:
+    return "/".join((_base(request), "acme", tenant_id, *parts))
+
+
+async def _headers(request: Request, tenant_id: str | None) -> dict[str, str]:
+    nonce = await asyncio.to_thread(runtime_of(request.app.state).nonces.issue)
+    headers = {"Replay-Nonce": nonce, "Cache-Control": "no-store"}
+    if tenant_id:
+        headers["Link"] = f'<{_url(request, tenant_id, "directory")}>;rel="index"'
+    return headers
+
+
+async def _reply(request: Request, tenant_id: str, body: Any, status: int = 200, *, location: str | None = None,
+                 links: tuple[str, ...] = ()) -> Response:
+    headers = await _headers(request, tenant_id)
+    if location:
+        headers["Location"] = location
+    if links:
+        headers["Link"] = ", ".join((headers["Link"], *links))
+    return Response(content=encode_json(body), status_code=status, media_type="application/json", headers=headers)
+
+
+async def acme_error(request: Request, exc: Exception) -> Response:
+    """Every refusal of an ACME route, as an RFC 8555 problem document with a fresh nonce."""
+    if not isinstance(exc, DomainError):
+        from litestar.exceptions import HTTPException  # a route the router has not (404, 405)
+
+        if isinstance(exc, HTTPException) and exc.status_code < 500:
+            exc = acme.AcmeProblem("malformed", str(exc.detail), field="path", status=exc.status_code)
+        else:
+            return handle_unexpected(request, exc)
+    kind = getattr(exc, "acme_type", None) or _TYPES.get(exc.status, "malformed")
+    status = exc.status if exc.status != 422 else 400
+    tenant_id = request.path_params.get("tenant_id") if request.scope.get("path_params") else None
+    field = exc.field or "request"
+    body = {"type": ACME_ERROR + kind, "title": exc.code, "status": status,
+            "detail": f"{exc.detail} (field {field}, rule {exc.code})", "instance": request.url.path,
+            "request_id": telemetry.request_id_var.get(), "field": field,
+            "errors": [{"field": field, "rule": exc.code, "message": exc.detail}]}
+    headers = await _headers(request, tenant_id)
+    return Response(content=encode_json(body), status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
+
+
+@dataclass(frozen=True)
+class Signed:
+    jws: jose.Jws
+    account_id: str | None  # the kid's account; None for a jwk-signed request
+    principal: Principal
+
+    @property
+    def context(self) -> CommandContext:
+        return command_context(self.principal)
+
+
+async def _signed(request: Request, tenant_id: str, *, by: str = "kid") -> Signed:
+    """Check the request's JWS: media type, url, nonce (consumed once, by any process), key, signature.
+
+    ``by``: "kid" (an account), "jwk" (newAccount) or "either" (revokeCert).
+    """
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type != JOSE_JSON:
+        raise acme.AcmeProblem("malformed", f"Content-Type must be {JOSE_JSON}", field="Content-Type", status=415)
+    jws = jose.parse_jws(await request.body())
+    expected = _base(request) + request.url.path
+    if jws.url != expected:
+        raise acme.AcmeProblem("unauthorized", f"the JWS url {jws.url!r} is not this request's URL {expected!r}",
+                               field="protected.url", status=403)
+    runtime = runtime_of(request.app.state)
+    if not await asyncio.to_thread(runtime.nonces.consume, jws.nonce or ""):
+        raise acme.AcmeProblem("badNonce", "the nonce is unknown, expired or used: take the fresh one from this "
+                               "answer's Replay-Nonce", field="protected.nonce")
+    if jws.jwk is not None:
+        if by == "kid":
+            raise acme.AcmeProblem("malformed", "sign with your account's kid, not a jwk", field="protected.jwk")
+        jose.verify(jws, jose.public_key(jws.jwk))
+        principal = cmd.account_principal(tenant_id, jose.thumbprint(jws.jwk))
+        return Signed(jws=jws, account_id=None, principal=principal)
+    if by == "jwk":
+        raise acme.AcmeProblem("malformed", "newAccount is signed with a jwk, not a kid", field="protected.kid")
+    prefix = _url(request, tenant_id, "acct") + "/"
+    account_id = jws.kid.removeprefix(prefix) if jws.kid.startswith(prefix) else ""
+    if not account_id or "/" in account_id:
+        raise acme.AcmeProblem("accountDoesNotExist", f"kid must be an account URL of this directory ({prefix}…)",
+                               field="protected.kid")
+    account = await cmd.load_account(runtime.services, tenant_id, account_id)
+    jose.verify(jws, jose.public_key(account.created.jwk))
+    return Signed(jws=jws, account_id=account_id, principal=cmd.account_principal(tenant_id, account_id))
+
+
+def _payload(signed: Signed) -> dict[str, Any]:
+    if signed.jws.post_as_get:
+        raise acme.AcmeProblem("malformed", "this request needs a JSON payload", field="payload")
+    return signed.jws.payload_json()
+
+
+def _account_json(request: Request, tenant_id: str, account: acme.Account) -> dict[str, Any]:
+    created = account.created
+    return {"status": account.status, "contact": created.contact, "key": created.jwk,
+            "externalAccountBinding": {"kid": created.eab_key_id}}
+
+
+def _challenge_json(request: Request, tenant_id: str, authz: acme.Authorization) -> dict[str, Any]:
+    c = authz.created
+    body: dict[str, Any] = {"type": c.challenge_type, "status": authz.challenge_status, "token": c.token,
+                            "url": _url(request, tenant_id, "chall", c.authz_id, c.challenge_id)}
+    if authz.error is not None:
+        body["error"] = {"type": ACME_ERROR + authz.error.error_type, "detail": authz.error.detail, "status": 403}
+    return body
+
+
+def _authz_json(request: Request, tenant_id: str, authz: acme.Authorization, now) -> dict[str, Any]:
+    c = authz.created
+    return {"status": acme.authz_status(authz, now), "expires": c.expires,
+            "identifier": {"type": "dns", "value": c.identifier},
+            "challenges": [_challenge_json(request, tenant_id, authz)]}
+
+
+async def _order_json(request: Request, tenant_id: str, order: acme.Order) -> dict[str, Any]:
+    services = runtime_of(request.app.state).services
+    c = order.created
+    authzs = await cmd.order_authorizations(services, tenant_id, order)
+    body: dict[str, Any] = {
+        "status": acme.order_status(order, authzs, services.clock.now()), "expires": c.expires,
+        "identifiers": [{"type": "dns", "value": name} for name in c.identifiers],
+        "authorizations": [_url(request, tenant_id, "authz", a) for a in c.authorization_ids],
+        "finalize": _url(request, tenant_id, "order", c.order_id, "finalize")}
+    if order.certificate_id is not None:
+        body["certificate"] = _url(request, tenant_id, "cert", c.order_id)
+    return body

@@ -1,0 +1,365 @@
+"""The ACME aggregates (RFC 8555): external account binding keys, accounts, orders, authorizations with challenges.
+
+Each is a hash-chained stream. An account's id is its key's RFC 7638 thumbprint, so the store refuses a second
+account for one key (its stream is created at version 0). An authorization holds its challenges (http-01 only):
+a challenge has no life apart from its authorization. The EAB key's HMAC secret is in the key vault, named here
+by ``secret_ref`` only.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+from datetime import datetime
+
+import msgspec
+
+from domain.errors import DomainError, NotFound
+from domain.events import Payload, event, resumable
+from domain.names import dns_name_problem, matches_any_pattern, pattern_problem
+
+EAB_STREAM_TYPE = "acme_eab_key"
+ACCOUNT_STREAM_TYPE = "acme_account"
+ORDER_STREAM_TYPE = "acme_order"
+AUTHZ_STREAM_TYPE = "acme_authorization"
+HTTP_01 = "http-01"
+MAX_IDENTIFIERS = 100
+MAX_PATTERNS = 64
+
+
+class AcmeProblem(DomainError):
+    """A refusal that ACME clients read: ``acme_type`` is its ``urn:ietf:params:acme:error:`` type."""
+
+    def __init__(self, acme_type: str, detail: str, *, field: str, status: int = 400) -> None:
+        super().__init__(acme_type, detail, field=field)
+        self.acme_type = acme_type
+        self.status = status
+
+
+# events ------------------------------------------------------------------------------------
+@event("acme.eab_key_created")
+class EabKeyCreated(Payload, frozen=True, kw_only=True):
+    key_id: str
+    ca_id: str
+    profile: str
+    allowed_names: list[str]  # patterns ("node1.example", "*.example", ".example"); empty: the tenant policy's
+    description: str
+    secret_ref: str  # the HMAC key's id in the key vault (purpose "acme-eab"); never the key
+
+
+@event("acme.eab_key_bound")
+class EabKeyBound(Payload, frozen=True, kw_only=True):
+    account_id: str
+
+
+@event("acme.eab_key_revoked")
+class EabKeyRevoked(Payload, frozen=True, kw_only=True):
+    reason: str
+
+
+@event("acme.account_created")
+class AccountCreated(Payload, frozen=True, kw_only=True):
+    account_id: str  # the RFC 7638 thumbprint of jwk
+    jwk: dict[str, str]  # the public key only
+    contact: list[str]
+    eab_key_id: str
+
+
+@event("acme.account_deactivated")
+class AccountDeactivated(Payload, frozen=True, kw_only=True):
+    pass
+
+
+@event("acme.order_created")
+class OrderCreated(Payload, frozen=True, kw_only=True):
+    order_id: str
+    account_id: str
+    identifiers: list[str]  # DNS names
+    authorization_ids: list[str]
+    expires: str
+
+
+@event("acme.order_issued")
+class OrderIssued(Payload, frozen=True, kw_only=True):
+    certificate_id: str
+    csr_sha256: str
+
+
+@event("acme.authorization_created")
+class AuthorizationCreated(Payload, frozen=True, kw_only=True):
+    authz_id: str
+    order_id: str
+    account_id: str
+    identifier: str
+    expires: str
+    challenge_id: str
+    challenge_type: str
+    token: str  # public: the client serves it
+
+
+@event("acme.challenge_started")
+class ChallengeStarted(Payload, frozen=True, kw_only=True):
+    challenge_id: str
+
+
+@event("acme.challenge_validated")
+class ChallengeValidated(Payload, frozen=True, kw_only=True):
+    challenge_id: str
+    address: str  # the address the key authorization was fetched from
+
+
+@event("acme.challenge_failed")
+class ChallengeFailed(Payload, frozen=True, kw_only=True):
+    challenge_id: str
+    error_type: str  # an ACME error type: connection, unauthorized, dns, rejectedIdentifier, incorrectResponse
+    detail: str
+
+
+# states -------------------------------------------------------------------------------------
+class EabKey(msgspec.Struct, frozen=True, kw_only=True):
+    status: str = "absent"  # absent | active | bound | revoked
+    created: EabKeyCreated | None = None
+    account_id: str | None = None
+
+
+class Account(msgspec.Struct, frozen=True, kw_only=True):
+    status: str = "absent"  # absent | valid | deactivated
+    created: AccountCreated | None = None
+
+
+class Order(msgspec.Struct, frozen=True, kw_only=True):
+    created: OrderCreated | None = None
+    certificate_id: str | None = None
+
+
+class Authorization(msgspec.Struct, frozen=True, kw_only=True):
+    created: AuthorizationCreated | None = None
+    challenge_status: str = "pending"  # pending | processing | valid | invalid
+    validated_at: str | None = None
+    error: ChallengeFailed | None = None
+
+
+def eab_stream_id(key_id: str) -> str:
+    return f"acme-eab-{key_id}"
+
+
+def account_stream_id(account_id: str) -> str:
+    return f"acme-account-{account_id}"
+
+
+def order_stream_id(order_id: str) -> str:
+    return f"acme-order-{order_id}"
+
+
+def authz_stream_id(authz_id: str) -> str:
+    return f"acme-authz-{authz_id}"
+
+
+@resumable
+def fold_eab(payloads: Iterable[Payload], start: EabKey | None = None) -> EabKey:
+    state = start or EabKey()
+    for payload in payloads:
+        match payload:
+            case EabKeyCreated():
+                state = EabKey(status="active", created=payload)
+            case EabKeyBound():
+                state = msgspec.structs.replace(state, status="bound", account_id=payload.account_id)
+            case EabKeyRevoked():
+                state = msgspec.structs.replace(state, status="revoked")
+    return state
+
+
+@resumable
+def fold_account(payloads: Iterable[Payload], start: Account | None = None) -> Account:
+    state = start or Account()
+    for payload in payloads:
+        match payload:
+            case AccountCreated():
+                state = Account(status="valid", created=payload)
+            case AccountDeactivated():
+                state = msgspec.structs.replace(state, status="deactivated")
+    return state
+
+
+@resumable
+def fold_order(payloads: Iterable[Payload], start: Order | None = None) -> Order:
+    state = start or Order()
+    for payload in payloads:
+        match payload:
+            case OrderCreated():
+                state = Order(created=payload)
+            case OrderIssued():
+                state = msgspec.structs.replace(state, certificate_id=payload.certificate_id)
+    return state
+
+
+@resumable
+def fold_authz(payloads: Iterable[Payload], start: Authorization | None = None) -> Authorization:
+    state = start or Authorization()
+    for payload in payloads:
+        match payload:
+            case AuthorizationCreated():
+                state = Authorization(created=payload)
+            case ChallengeStarted():
+                state = msgspec.structs.replace(state, challenge_status="processing")
+            case ChallengeValidated():
+                state = msgspec.structs.replace(state, challenge_status="valid")
+            case ChallengeFailed():
+                state = msgspec.structs.replace(state, challenge_status="invalid", error=payload)
+    return state
+
+
+# rules ----------------------------------------------------------------------------------------
+def check_allowed_names(patterns: Iterable[str]) -> list[str]:
+    """An EAB key's name patterns, each a DNS name, ``*.suffix`` or ``.suffix`` (as the tenant policy's)."""
+    cleaned = list(dict.fromkeys(p.strip().lower() for p in patterns))
+    if len(cleaned) > MAX_PATTERNS:
+        raise DomainError("too_many_patterns", f"at most {MAX_PATTERNS} name patterns", field="allowed_names")
+    for index, pattern in enumerate(cleaned):
+        if problem := pattern_problem(pattern):
+            raise DomainError("invalid_pattern", f"{pattern!r}: {problem}", field=f"allowed_names[{index}]")
+    return cleaned
+
+
+def decide_create_eab(state: EabKey, created: EabKeyCreated) -> list[Payload]:
+    if state.status != "absent":
+        return []
+    return [created]
+
+
+def decide_revoke_eab(state: EabKey, key_id: str, reason: str) -> list[Payload]:
+    if state.status == "absent":
+        raise NotFound("eab_key_not_found", f"no EAB key {key_id}", field="key_id")
+    if state.status == "revoked":
+        return []
+    return [EabKeyRevoked(reason=reason)]
+
+
+def usable_eab(state: EabKey, key_id: str) -> EabKeyCreated:
+    """The EAB key behind a newAccount: it must exist, not be revoked, and not be bound to an account yet."""
+    if state.created is None:
+        raise AcmeProblem("unauthorized", f"no external account key {key_id}", field="externalAccountBinding.kid",
+                          status=403)
+    if state.status == "revoked":
+        raise AcmeProblem("unauthorized", f"external account key {key_id} is revoked",
+                          field="externalAccountBinding.kid", status=403)
+    if state.status == "bound":
+        raise AcmeProblem("unauthorized", f"external account key {key_id} is already bound to an account",
+                          field="externalAccountBinding.kid", status=403)
+    return state.created
+
+
+def decide_bind_eab(state: EabKey, key_id: str, account_id: str) -> list[Payload]:
+    if state.status == "bound" and state.account_id == account_id:
+        return []
+    usable_eab(state, key_id)
+    return [EabKeyBound(account_id=account_id)]
+
+
+def check_identifiers(identifiers: object, allowed: Iterable[str]) -> list[str]:
+    """A newOrder's identifiers: DNS names only, no wildcard (http-01 cannot prove one), within ``allowed``."""
+    if not isinstance(identifiers, list) or not identifiers:
+        raise AcmeProblem("malformed", "identifiers must be a non-empty list", field="identifiers")
+    if len(identifiers) > MAX_IDENTIFIERS:
+        raise AcmeProblem("rejectedIdentifier", f"at most {MAX_IDENTIFIERS} identifiers", field="identifiers")
+    patterns, names = tuple(allowed), []
+    for index, item in enumerate(identifiers):
+        where = f"identifiers[{index}]"
+        if not isinstance(item, dict) or not isinstance(item.get("value"), str):
+            raise AcmeProblem("malformed", "an identifier is {type, value}", field=where)
+        if item.get("type") != "dns":
+            raise AcmeProblem("unsupportedIdentifier", f"identifier type {item.get('type')!r}: only dns is supported",
+                              field=f"{where}.type")
+        name = item["value"].strip().lower().rstrip(".")
+        if name.startswith("*."):
+            raise AcmeProblem("rejectedIdentifier", f"{name}: wildcards need dns-01, which is not offered",
+                              field=f"{where}.value")
+        if problem := dns_name_problem(name, wildcard=False):
+            raise AcmeProblem("rejectedIdentifier", f"{name}: {problem}", field=f"{where}.value")
+        if patterns and not matches_any_pattern(name, patterns):
+            raise AcmeProblem("rejectedIdentifier", f"{name} is outside the names this account may request "
+                              f"({', '.join(patterns)})", field=f"{where}.value")
+        names.append(name)
+    return sorted(set(names))
+
+
+def order_status(order: Order, authorizations: Iterable[Authorization], now: datetime) -> str:
+    """RFC 8555 7.1.6: valid once issued; invalid if an authorization failed or the order expired; ready when every
+    authorization is valid; pending otherwise (finalizing happens within one request: no "processing")."""
+    if order.certificate_id is not None:
+        return "valid"
+    statuses = [authz.challenge_status for authz in authorizations]
+    if "invalid" in statuses or datetime.fromisoformat(order.created.expires) <= now:
+        return "invalid"
+    return "ready" if all(s == "valid" for s in statuses) else "pending"
+
+
+def authz_status(authz: Authorization, now: datetime) -> str:
+    if authz.challenge_status == "valid":
+        return "valid"
+    if authz.challenge_status == "invalid":
+        return "invalid"
+    return "expired" if datetime.fromisoformat(authz.created.expires) <= now else "pending"
+
+
+def decide_start_challenge(state: Authorization, now: datetime) -> list[Payload]:
+    """A client's POST to the challenge: pending becomes processing (once); anything else is left as it is."""
+    if state.challenge_status != "pending":
+        return []
+    if authz_status(state, now) == "expired":
+        raise AcmeProblem("malformed", "the authorization has expired", field="challenge", status=400)
+    return [ChallengeStarted(challenge_id=state.created.challenge_id)]
+
+
+def decide_challenge_result(state: Authorization, result: ChallengeValidated | ChallengeFailed) -> list[Payload]:
+    """The validator's answer, recorded only for a challenge still processing (a retried job records nothing)."""
+    if state.challenge_status != "processing":
+        return []
+    return [result]
+
+
+def decide_issued(state: Order, issued: OrderIssued) -> list[Payload]:
+    if state.certificate_id is not None:
+        return []
+    return [issued]
+
+
+def check_csr_names(order_names: Iterable[str], csr_dns: Iterable[str], common_name: str | None) -> None:
+    """RFC 8555 7.4: the CSR asks for exactly the order's names (its CN, if any, one of them)."""
+    wanted = {n.lower() for n in order_names}
+    asked = {n.lower().rstrip(".") for n in csr_dns}
+    if common_name:
+        asked.add(common_name.lower().rstrip("."))
+    if asked != wanted:
+        raise AcmeProblem("badCSR", f"the CSR names {sorted(asked)}, the order {sorted(wanted)}: they must be the same",
+                          field="csr")
+
+
+# http-01 validation connects where the server is: only into the networks the operator lists.
+_NEVER = tuple(ipaddress.ip_network(n) for n in ("0.0.0.0/8", "169.254.0.0/16", "fe80::/10", "224.0.0.0/4",
+                                                 "ff00::/8", "255.255.255.255/32"))
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(texts: Iterable[str]) -> tuple[IpNetwork, ...]:
+    """The validation networks setting; ValueError names a network that is not one."""
+    networks = []
+    for text in texts:
+        try:
+            networks.append(ipaddress.ip_network(text.strip(), strict=False))
+        except ValueError:
+            raise ValueError(f"CSM_ACME_VALIDATION_NETWORKS: {text!r} is not a network (address/prefix)") from None
+    return tuple(networks)
+
+
+def validation_address_problem(address: ipaddress.IPv4Address | ipaddress.IPv6Address,
+                               networks: tuple[IpNetwork, ...]) -> str | None:
+    """Why http-01 validation may not connect to ``address``, or None. Link-local (cloud metadata), unspecified,
+    multicast and broadcast addresses never; loopback only inside a listed loopback network; anything else only
+    inside a listed network."""
+    address = getattr(address, "ipv4_mapped", None) or address
+    if address.is_unspecified or any(address in n for n in _NEVER if n.version == address.version):
+        return f"{address} is link-local, unspecified, multicast or broadcast: never validated"
+    if not any(address.version == n.version and address in n for n in networks):
+        return f"{address} is outside the validation networks (CSM_ACME_VALIDATION_NETWORKS)"
+    return None

@@ -1,0 +1,126 @@
+"""http-01 validation (RFC 8555 8.3): fetch ``http://NAME:PORT/.well-known/acme-challenge/TOKEN``, guarded.
+
+Server-side fetching of a client-chosen name is an SSRF risk, so: the name resolves through the operator's hosts
+file (if set) and then the system resolver; every address is checked against the validation networks
+(``domain.acme.validation_address_problem``) and the connection goes to the checked address itself (the name is
+only the Host header), so a second resolution cannot point it elsewhere; one connect-and-read timeout bounds it;
+at most ``MAX_BODY`` bytes are read; redirects are not followed (a 3xx fails the challenge).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import http.client
+import ipaddress
+import socket
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from domain import acme
+
+MAX_BODY = 8192
+USER_AGENT = "csm-acme-validator"
+
+
+class ValidationFailed(Exception):
+    def __init__(self, error_type: str, detail: str) -> None:
+        super().__init__(detail)
+        self.error_type, self.detail = error_type, detail
+
+
+def read_hosts(path: Path | None) -> dict[str, list[str]]:
+    """An /etc/hosts-style file: ``address name [name...]`` per line, ``#`` comments. Missing: no overrides."""
+    if path is None:
+        return {}
+    try:
+        text = path.read_text()
+    except OSError:
+        return {}
+    hosts: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        fields = line.split("#", 1)[0].split()
+        if len(fields) < 2:
+            continue
+        try:
+            ipaddress.ip_address(fields[0])
+        except ValueError:
+            continue
+        for name in fields[1:]:
+            hosts.setdefault(name.lower().rstrip("."), []).append(fields[0])
+    return hosts
+
+
+def _resolve_system(name: str, port: int, timeout: float) -> list[str]:
+    """``getaddrinfo`` on a thread of its own, waited for ``timeout`` at most (a blocking lookup cannot be
+    cancelled: a late answer is dropped)."""
+    answer: concurrent.futures.Future[list] = concurrent.futures.Future()
+
+    def resolve() -> None:
+        try:
+            answer.set_result(socket.getaddrinfo(name, port, type=socket.SOCK_STREAM))
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting caller
+            answer.set_exception(exc)
+
+    threading.Thread(target=resolve, name=f"acme-dns-{name}"[:60], daemon=True).start()
+    try:
+        infos = answer.result(timeout=timeout)
+    except concurrent.futures.TimeoutError:
+        raise ValidationFailed("dns", f"{name} did not resolve within {timeout:g} s") from None
+    except OSError as exc:
+        raise ValidationFailed("dns", f"{name} does not resolve: {exc.strerror or exc}") from None
+    return list(dict.fromkeys(info[4][0] for info in infos))
+
+
+@dataclass(frozen=True)
+class Http01:
+    port: int
+    networks: tuple[acme.IpNetwork, ...]
+    hosts_file: Path | None
+    timeout: float
+
+    def addresses(self, name: str) -> list[str]:
+        """The addresses of ``name`` validation may connect to; ValidationFailed when there are none."""
+        found = read_hosts(self.hosts_file).get(name.lower()) or _resolve_system(name, self.port, self.timeout)
+        allowed, refused = [], []
+        for text in found:
+            problem = acme.validation_address_problem(ipaddress.ip_address(text), self.networks)
+            (refused if problem else allowed).append(problem or text)
+        if not allowed:
+            raise ValidationFailed("rejectedIdentifier", f"{name}: no address validation may connect to ("
+                                   + "; ".join(refused or ["none found"]) + ")")
+        return allowed
+
+    def fetch(self, name: str, token: str) -> tuple[str, bytes]:
+        """(address, body) of the first address that answers 200; ValidationFailed otherwise."""
+        path = f"/.well-known/acme-challenge/{token}"
+        failure: ValidationFailed | None = None
+        for address in self.addresses(name):
+            try:
+                return address, self._get(address, name, path)
+            except ValidationFailed as exc:
+                if exc.error_type != "connection":
+                    raise
+                failure = exc  # the name's next address, as a client would
+        assert failure is not None
+        raise failure
+
+    def _get(self, address: str, name: str, path: str) -> bytes:
+        host = name if self.port == 80 else f"{name}:{self.port}"
+        conn = http.client.HTTPConnection(address, self.port, timeout=self.timeout)
+        try:
+            conn.request("GET", path, headers={"Host": host, "User-Agent": USER_AGENT, "Accept": "*/*",
+                                               "Connection": "close"})
+            response = conn.getresponse()
+            if response.status != 200:
+                raise ValidationFailed("unauthorized", f"http://{host}{path} answered {response.status}"
+                                       + (" (redirects are not followed)" if 300 <= response.status < 400 else ""))
+            body = response.read(MAX_BODY + 1)
+        except (OSError, http.client.HTTPException) as exc:
+            raise ValidationFailed("connection", f"fetching http://{host}{path} from {address} failed: "
+                                   f"{type(exc).__name__}: {exc}") from None
+        finally:
+            conn.close()
+        if len(body) > MAX_BODY:
+            raise ValidationFailed("unauthorized", f"http://{host}{path} answered more than {MAX_BODY} bytes")
+        return body
