@@ -36,7 +36,9 @@ APT_PACKAGES := \
 	openssh-server:sshd \
 	openssh-client:ssh \
 	softhsm2:softhsm2-util \
-	chromium:chromium
+	chromium:chromium \
+	certbot:certbot \
+	lego:lego
 # Only `make bench` needs these (the HTTP comparison against cfssl, driven by wrk); installed when missing.
 BENCH_APT_PACKAGES := \
 	golang-cfssl:cfssl \

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from litestar import Request, Response, Router, get, head, post
 from litestar.exceptions import HTTPException
+from litestar.params import FromPath
 
 from api.acme_support import (PEM_CHAIN, _account_json, _authz_json, _challenge_json, _headers, _order_json,
                               _payload, _reply, _signed, _url, acme_error)
@@ -25,7 +26,7 @@ def _services(request: Request):
 
 
 @get("/directory", summary="ACME directory (RFC 8555 7.1.1)", include_in_schema=True)
-async def directory(request: Request, tenant_id: str) -> Response:
+async def directory(request: Request, tenant_id: FromPath[str]) -> Response:
     await cmd.require_tenant(_services(request), tenant_id)
     return await _reply(request, tenant_id, {
         "newNonce": _url(request, tenant_id, "new-nonce"), "newAccount": _url(request, tenant_id, "new-account"),
@@ -34,17 +35,17 @@ async def directory(request: Request, tenant_id: str) -> Response:
 
 
 @head("/new-nonce", summary="A fresh nonce in Replay-Nonce")
-async def nonce_head(request: Request, tenant_id: str) -> Response:
-    return Response(content=b"", status_code=200, headers=await _headers(request, tenant_id))
+async def nonce_head(request: Request, tenant_id: FromPath[str]) -> Response[None]:
+    return Response(content=None, status_code=200, headers=await _headers(request, tenant_id))
 
 
 @get("/new-nonce", summary="A fresh nonce in Replay-Nonce", status_code=204)
-async def nonce_get(request: Request, tenant_id: str) -> Response:
-    return Response(content=b"", status_code=204, headers=await _headers(request, tenant_id))
+async def nonce_get(request: Request, tenant_id: FromPath[str]) -> Response[None]:
+    return Response(content=None, status_code=204, headers=await _headers(request, tenant_id))
 
 
 @post("/new-account", summary="Create (with EAB) or find the account of the signing key")
-async def new_account(request: Request, tenant_id: str) -> Response:
+async def new_account(request: Request, tenant_id: FromPath[str]) -> Response:
     signed = await _signed(request, tenant_id, by="jwk")
     payload = _payload(signed)
     contact = payload.get("contact", [])
@@ -62,7 +63,7 @@ async def new_account(request: Request, tenant_id: str) -> Response:
 
 
 @post("/acct/{account_id:str}", summary="Read or deactivate the signing account")
-async def account(request: Request, tenant_id: str, account_id: str) -> Response:
+async def account(request: Request, tenant_id: FromPath[str], account_id: FromPath[str]) -> Response:
     signed = await _signed(request, tenant_id)
     if signed.account_id != account_id:
         raise acme.AcmeProblem("unauthorized", "an account reads and changes only itself", field="account_id",
@@ -82,7 +83,7 @@ async def account(request: Request, tenant_id: str, account_id: str) -> Response
 
 
 @post("/new-order", summary="Order a certificate for DNS names")
-async def new_order(request: Request, tenant_id: str) -> Response:
+async def new_order(request: Request, tenant_id: FromPath[str]) -> Response:
     signed = await _signed(request, tenant_id)
     payload = _payload(signed)
     if "notBefore" in payload or "notAfter" in payload:
@@ -97,14 +98,14 @@ async def new_order(request: Request, tenant_id: str) -> Response:
 
 
 @post("/order/{order_id:str}", summary="Read an order (POST-as-GET)")
-async def order(request: Request, tenant_id: str, order_id: str) -> Response:
+async def order(request: Request, tenant_id: FromPath[str], order_id: FromPath[str]) -> Response:
     signed = await _signed(request, tenant_id)
     state = await cmd.owned_order(_services(request), tenant_id, signed.account_id, order_id)
     return await _reply(request, tenant_id, await _order_json(request, tenant_id, state))
 
 
 @post("/order/{order_id:str}/finalize", summary="Submit the CSR of a ready order; the certificate is issued at once")
-async def finalize(request: Request, tenant_id: str, order_id: str) -> Response:
+async def finalize(request: Request, tenant_id: FromPath[str], order_id: FromPath[str]) -> Response:
     signed = await _signed(request, tenant_id)
     csr = jose.b64url_decode(_payload(signed).get("csr"), "csr")
     services = _services(request)
@@ -115,7 +116,7 @@ async def finalize(request: Request, tenant_id: str, order_id: str) -> Response:
 
 
 @post("/authz/{authz_id:str}", summary="Read an authorization (POST-as-GET)")
-async def authorization(request: Request, tenant_id: str, authz_id: str) -> Response:
+async def authorization(request: Request, tenant_id: FromPath[str], authz_id: FromPath[str]) -> Response:
     signed = await _signed(request, tenant_id)
     services = _services(request)
     state = await cmd.owned_authz(services, tenant_id, signed.account_id, authz_id)
@@ -123,7 +124,7 @@ async def authorization(request: Request, tenant_id: str, authz_id: str) -> Resp
 
 
 @post("/chall/{authz_id:str}/{challenge_id:str}", summary="Start (payload {}) or read (POST-as-GET) a challenge")
-async def challenge(request: Request, tenant_id: str, authz_id: str, challenge_id: str) -> Response:
+async def challenge(request: Request, tenant_id: FromPath[str], authz_id: FromPath[str], challenge_id: FromPath[str]) -> Response:
     signed = await _signed(request, tenant_id)
     services = _services(request)
     if signed.jws.post_as_get:
@@ -138,7 +139,7 @@ async def challenge(request: Request, tenant_id: str, authz_id: str, challenge_i
 
 
 @post("/cert/{order_id:str}", summary="Download the certificate chain (POST-as-GET), PEM")
-async def certificate(request: Request, tenant_id: str, order_id: str) -> Response:
+async def certificate(request: Request, tenant_id: FromPath[str], order_id: FromPath[str]) -> Response:
     signed = await _signed(request, tenant_id)
     services = _services(request)
     state = await cmd.owned_order(services, tenant_id, signed.account_id, order_id)
@@ -153,7 +154,7 @@ async def certificate(request: Request, tenant_id: str, order_id: str) -> Respon
 
 
 @post("/revoke-cert", summary="Revoke a certificate (signed by its account or by its key)")
-async def revoke_cert(request: Request, tenant_id: str) -> Response:
+async def revoke_cert(request: Request, tenant_id: FromPath[str]) -> Response:
     signed = await _signed(request, tenant_id, by="either")
     payload = _payload(signed)
     der = jose.b64url_decode(payload.get("certificate"), "certificate")

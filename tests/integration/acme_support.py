@@ -1,0 +1,184 @@
+"""Shared fixtures for the ACME tests: the app over HTTPS (uvicorn's TLS) on a random port, a tenant with a CA
+hierarchy and EAB keys, a hosts file pointing test names at 127.0.0.1, and a small JWS-signing ACME client.
+
+Imported by the test_acme_*.py modules; it holds no tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import ipaddress
+import json
+import socket
+import ssl
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+from cryptography.x509.oid import NameOID
+
+from api.app import create_app
+from api.server import build_server
+from domain import jose
+from infra.config import Settings
+from test_api_support import Api, _stopped
+
+NAMES = ("node1.acme.test", "node2.acme.test", "node3.acme.test", "node4.acme.test", "evil.acme.test")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def server_tls(directory: Path) -> tuple[Path, Path, Path]:
+    """A throwaway CA and a certificate for 127.0.0.1/localhost: (CA file, certificate file, key file)."""
+    now = dt.datetime.now(dt.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "acme test TLS CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
+          .not_valid_after(now + dt.timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    leaf = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
+                                                        x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+            .sign(ca_key, hashes.SHA256()))
+    paths = directory / "tls-ca.pem", directory / "tls-cert.pem", directory / "tls-key.pem"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return paths
+
+
+@dataclass
+class AcmeWorld:
+    api: Api
+    admin: dict
+    tenant: str
+    tls_ca: Path
+    http01_port: int
+    root_pem: str = ""
+    issuing: str = ""
+    directory: str = ""
+
+    async def eab_key(self, **body) -> dict:
+        response = await self.api.client.post(f"/v1/tenants/{self.tenant}/acme/eab-keys", headers=self.admin,
+                                              json={"ca_id": self.issuing, **body})
+        assert response.status_code == 201, response.text
+        return response.json()
+
+
+@contextlib.asynccontextmanager
+async def acme_world(tmp_path: Path, tenant: str = "acme-t", **overrides):
+    """The app over HTTPS with ACME validation into 127.0.0.0/8 on a random port, names from a hosts file."""
+    tls_ca, cert, key = server_tls(tmp_path)
+    hosts = tmp_path / "hosts"
+    hosts.write_text("".join(f"127.0.0.1 {name}\n" for name in NAMES))
+    port = free_port()
+    settings = Settings(data_dir=tmp_path / "data", port=0, checkpoint_interval=0.2, poll_interval=0.05,
+                        max_body_bytes=1 << 20, read_your_writes_timeout=10.0, tls_cert_file=cert, tls_key_file=key,
+                        acme_http01_port=port, acme_validation_networks=("127.0.0.0/8",), acme_hosts_file=hosts,
+                        acme_validation_timeout=3.0, **overrides)
+    app = create_app(settings)
+    server = build_server(settings, app)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.01)
+    base_url = f"https://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+    try:
+        async with httpx.AsyncClient(base_url=base_url, timeout=60, verify=ssl.create_default_context(cafile=str(tls_ca))) as client:
+            api = Api(app=app, client=client, base_url=base_url)
+            world = AcmeWorld(api=api, admin=await api.admin(), tenant=tenant, tls_ca=tls_ca, http01_port=port)
+            await _hierarchy(world)
+            yield world
+    finally:
+        server.should_exit = True
+        await _stopped(task)
+
+
+async def _hierarchy(world: AcmeWorld) -> None:
+    api, headers, tenant = world.api, world.admin, world.tenant
+    await api.create_tenant(headers, tenant)
+    root = (await api.client.post("/v1/cas", headers=headers, json={
+        "kind": "root", "tenant_id": tenant, "name": "Root", "algorithm": "ecdsa-p384",
+        "subject": {"common_name": f"{tenant} root"}})).json()
+    inter = (await api.client.post("/v1/cas", headers=headers, json={
+        "kind": "intermediate", "tenant_id": tenant, "parent_id": root["ca_id"], "name": "Issuing",
+        "algorithm": "ecdsa-p384", "subject": {"common_name": f"{tenant} issuing"}})).json()
+    chain = await api.client.get(f"/v1/cas/{root['ca_id']}/chain", headers=headers,
+                                 params={"min_position": inter["global_position"]})
+    assert chain.status_code == 200, chain.text
+    world.root_pem, world.issuing = chain.text, inter["ca_id"]
+    world.directory = f"{api.base_url}/acme/{tenant}/directory"
+
+
+def _b64(data: bytes) -> str:
+    return jose.b64url_encode(data)
+
+
+@dataclass
+class Client:
+    """A minimal ACME client over httpx: ES256 account key, flattened JWS, nonces from Replay-Nonce."""
+
+    http: httpx.AsyncClient
+    directory_url: str
+    key: ec.EllipticCurvePrivateKey = field(default_factory=lambda: ec.generate_private_key(ec.SECP256R1()))
+    kid: str | None = None
+    nonce: str | None = None
+    directory: dict = field(default_factory=dict)
+
+    @property
+    def jwk(self) -> dict:
+        numbers = self.key.public_key().public_numbers()
+        return {"kty": "EC", "crv": "P-256", "x": _b64(numbers.x.to_bytes(32, "big")),
+                "y": _b64(numbers.y.to_bytes(32, "big"))}
+
+    def sign(self, protected: dict, payload: bytes | None) -> dict:
+        head = _b64(json.dumps(protected).encode())
+        body = "" if payload is None else _b64(payload)
+        r, s = decode_dss_signature(self.key.sign(f"{head}.{body}".encode(), ec.ECDSA(hashes.SHA256())))
+        return {"protected": head, "payload": body, "signature": _b64(r.to_bytes(32, "big") + s.to_bytes(32, "big"))}
+
+    async def start(self) -> None:
+        self.directory = (await self.http.get(self.directory_url)).json()
+        self.nonce = (await self.http.head(self.directory["newNonce"])).headers["Replay-Nonce"]
+
+    async def post(self, url: str, payload: dict | None, *, use_jwk: bool = False, nonce: str | None = None,
+                   protected: dict | None = None) -> httpx.Response:
+        header = {"alg": "ES256", "nonce": nonce or self.nonce, "url": url,
+                  **({"jwk": self.jwk} if use_jwk or not self.kid else {"kid": self.kid}), **(protected or {})}
+        body = self.sign(header, None if payload is None else json.dumps(payload).encode())
+        response = await self.http.post(url, content=json.dumps(body),
+                                        headers={"Content-Type": "application/jose+json"})
+        self.nonce = response.headers.get("Replay-Nonce", self.nonce)
+        return response
+
+    def eab(self, key_id: str, hmac_key: str) -> dict:
+        import hmac as hmac_module
+
+        head = _b64(json.dumps({"alg": "HS256", "kid": key_id, "url": self.directory["newAccount"]}).encode())
+        payload = _b64(json.dumps(self.jwk).encode())
+        mac = hmac_module.new(jose.b64url_decode(hmac_key, "k"), f"{head}.{payload}".encode(), "sha256").digest()
+        return {"protected": head, "payload": payload, "signature": _b64(mac)}
+
+    async def register(self, key_id: str, hmac_key: str) -> httpx.Response:
+        response = await self.post(self.directory["newAccount"], {
+            "termsOfServiceAgreed": True, "externalAccountBinding": self.eab(key_id, hmac_key)}, use_jwk=True)
+        if response.status_code in (200, 201):
+            self.kid = response.headers["Location"]
+        return response
