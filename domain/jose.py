@@ -158,10 +158,11 @@ def public_key(jwk: dict[str, Any]) -> PublicKey:
         raise JoseError("malformed", "jwk must be a JSON object", field="jwk")
     if _PRIVATE_MEMBERS & set(jwk):
         raise JoseError("badPublicKey", "the JWK holds private key members: send the public key only", field="jwk")
-    kty = jwk.get("kty")
+    kty, crv = jwk.get("kty"), jwk.get("crv")
+    crv = crv if isinstance(crv, str) else None
     try:
         if kty == "EC":
-            curve = _CURVES.get(jwk.get("crv"))  # type: ignore[arg-type]
+            curve = _CURVES.get(crv) if crv else None
             if curve is None:
                 raise JoseError("badPublicKey", "jwk.crv must be P-256, P-384 or P-521", field="jwk.crv")
             cls, size, _ = curve
@@ -177,7 +178,7 @@ def public_key(jwk: dict[str, Any]) -> PublicKey:
                 raise JoseError("badPublicKey", "jwk.e must be an odd exponent of at most 32 bits", field="jwk.e")
             return rsa.RSAPublicNumbers(e, n).public_key()
         if kty == "OKP":
-            okp = _OKP.get(jwk.get("crv"))  # type: ignore[arg-type]
+            okp = _OKP.get(crv) if crv else None
             if okp is None:
                 raise JoseError("badPublicKey", "jwk.crv must be Ed25519 or Ed448", field="jwk.crv")
             cls, size = okp

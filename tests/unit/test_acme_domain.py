@@ -1,0 +1,131 @@
+"""domain/acme.py: identifiers, the order and authorization state machine, CSR names, the validation address rule."""
+
+from __future__ import annotations
+
+import ipaddress
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from domain import acme
+from domain.acme import AcmeProblem
+from domain.errors import DomainError
+
+NOW = datetime(2026, 12, 7, 10, 0, tzinfo=UTC)
+LATER = (NOW + timedelta(days=1)).isoformat()
+
+
+def dns(*names: str) -> list[dict]:
+    return [{"type": "dns", "value": name} for name in names]
+
+
+def test_identifiers_are_dns_names_within_the_patterns_lower_cased_and_sorted():
+    assert acme.check_identifiers(dns("B.example", "a.example."), ["*.example"]) == ["a.example", "b.example"]
+    assert acme.check_identifiers(dns("deep.x.example"), []) == ["deep.x.example"]  # no patterns: tenant policy's
+
+
+@pytest.mark.parametrize("identifiers, kind, field", [
+    (dns("*.example"), "rejectedIdentifier", "identifiers[0].value"),  # http-01 cannot prove a wildcard
+    (dns("a.other"), "rejectedIdentifier", "identifiers[0].value"),
+    (dns("a.example", "bad_name!.example"), "rejectedIdentifier", "identifiers[1].value"),
+    ([{"type": "ip", "value": "10.0.0.1"}], "unsupportedIdentifier", "identifiers[0].type"),
+    ([], "malformed", "identifiers"),
+    ("a.example", "malformed", "identifiers"),
+    ([{"value": 3}], "malformed", "identifiers[0]"),
+])
+def test_identifier_refusals_name_the_identifier(identifiers, kind, field):
+    with pytest.raises(AcmeProblem) as refused:
+        acme.check_identifiers(identifiers, [".example"])
+    assert refused.value.acme_type == kind and refused.value.field == field
+
+
+def test_name_patterns_are_checked_when_a_key_is_made():
+    assert acme.check_allowed_names([" Node1.Example ", "*.example", ".example"]) == ["node1.example", "*.example",
+                                                                                        ".example"]
+    with pytest.raises(DomainError) as refused:
+        acme.check_allowed_names(["ok.example", "not a name"])
+    assert refused.value.field == "allowed_names[1]"
+
+
+def _authz(status: str = "pending") -> acme.Authorization:
+    created = acme.AuthorizationCreated(authz_id="a", order_id="o", account_id="acct", identifier="n.example",
+                                        expires=LATER, challenge_id="c", challenge_type=acme.HTTP_01, token="t")
+    return acme.Authorization(created=created, challenge_status=status)
+
+
+def test_the_challenge_state_machine():
+    state = acme.fold_authz([_authz().created])
+    assert acme.authz_status(state, NOW) == "pending"
+    started = acme.decide_start_challenge(state, NOW)
+    assert [type(e) for e in started] == [acme.ChallengeStarted]
+    state = acme.fold_authz(started, start=state)
+    assert state.challenge_status == "processing" and acme.decide_start_challenge(state, NOW) == []
+    ok = acme.ChallengeValidated(challenge_id="c", address="10.0.0.1")
+    assert acme.decide_challenge_result(state, ok) == [ok]
+    state = acme.fold_authz([ok], start=state)
+    assert acme.authz_status(state, NOW) == "valid"
+    assert acme.decide_challenge_result(state, acme.ChallengeFailed(challenge_id="c", error_type="x", detail="")) == []
+    assert acme.authz_status(_authz(), NOW + timedelta(days=2)) == "expired"
+    with pytest.raises(AcmeProblem):
+        acme.decide_start_challenge(_authz(), NOW + timedelta(days=2))
+
+
+def test_order_status_follows_its_authorizations():
+    order = acme.Order(created=acme.OrderCreated(order_id="o", account_id="acct", identifiers=["n.example"],
+                                                 authorization_ids=["a", "b"], expires=LATER))
+    assert acme.order_status(order, [_authz("valid"), _authz("processing")], NOW) == "pending"
+    assert acme.order_status(order, [_authz("valid"), _authz("valid")], NOW) == "ready"
+    assert acme.order_status(order, [_authz("valid"), _authz("invalid")], NOW) == "invalid"
+    assert acme.order_status(order, [_authz("valid"), _authz("valid")], NOW + timedelta(days=2)) == "invalid"
+    issued = acme.fold_order([acme.OrderIssued(certificate_id="c1", csr_sha256="00")], start=order)
+    assert acme.order_status(issued, [], NOW) == "valid"
+    assert acme.decide_issued(issued, acme.OrderIssued(certificate_id="c2", csr_sha256="00")) == []
+
+
+def test_the_csr_must_name_exactly_the_order():
+    acme.check_csr_names(["a.example", "b.example"], ["B.example", "a.example"], None)
+    acme.check_csr_names(["a.example"], ["a.example"], "a.example")
+    for sans, cn in ((["a.example"], None), (["a.example", "b.example", "c.example"], None),
+                     (["a.example", "b.example"], "other.example")):
+        with pytest.raises(AcmeProblem) as refused:
+            acme.check_csr_names(["a.example", "b.example"], sans, cn)
+        assert refused.value.acme_type == "badCSR" and refused.value.field == "csr"
+
+
+def test_an_eab_key_binds_one_account_once_and_not_after_revocation():
+    created = acme.EabKeyCreated(key_id="k", ca_id="ca", profile="p", allowed_names=[], description="",
+                                 secret_ref="ref")
+    state = acme.fold_eab([created])
+    bound = acme.decide_bind_eab(state, "k", "acct1")
+    state = acme.fold_eab(bound, start=state)
+    assert acme.decide_bind_eab(state, "k", "acct1") == []  # a retry of the same account's creation
+    with pytest.raises(AcmeProblem, match="already bound"):
+        acme.decide_bind_eab(state, "k", "acct2")
+    revoked = acme.fold_eab([created, acme.EabKeyRevoked(reason="x")])
+    with pytest.raises(AcmeProblem, match="revoked"):
+        acme.usable_eab(revoked, "k")
+
+
+PRIVATE = acme.parse_networks(("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"))
+
+
+@pytest.mark.parametrize("address, networks, allowed", [
+    ("10.1.2.3", PRIVATE, True),
+    ("fd00::1", PRIVATE, True),
+    ("8.8.8.8", PRIVATE, False),
+    ("127.0.0.1", PRIVATE, False),  # loopback only when listed
+    ("127.0.0.1", acme.parse_networks(["127.0.0.0/8"]), True),
+    ("169.254.169.254", acme.parse_networks(["0.0.0.0/0"]), False),  # cloud metadata: never, whatever is listed
+    ("::ffff:169.254.169.254", acme.parse_networks(["0.0.0.0/0", "::/0"]), False),
+    ("fe80::1", acme.parse_networks(["::/0"]), False),
+    ("0.0.0.0", acme.parse_networks(["0.0.0.0/0"]), False),
+    ("224.0.0.1", acme.parse_networks(["0.0.0.0/0"]), False),
+])
+def test_validation_connects_only_into_the_listed_networks(address, networks, allowed):
+    problem = acme.validation_address_problem(ipaddress.ip_address(address), networks)
+    assert (problem is None) == allowed, problem
+
+
+def test_a_bad_network_setting_names_the_setting():
+    with pytest.raises(ValueError, match="CSM_ACME_VALIDATION_NETWORKS"):
+        acme.parse_networks(["10.0.0.0/8", "nonsense"])
