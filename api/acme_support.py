@@ -39,7 +39,13 @@ def _url(request: Request, tenant_id: str, *parts: str) -> str:
 
 
 async def _headers(request: Request, tenant_id: str | None) -> dict[str, str]:
-    nonce = await asyncio.to_thread(runtime_of(request.app.state).nonces.issue)
+    return await asyncio.to_thread(_headers_now, request, tenant_id)
+
+
+def _headers_now(request: Request, tenant_id: str | None) -> dict[str, str]:
+    """The headers of every answer (a fresh nonce: one insert); the exception handlers, which Litestar calls
+    synchronously, use this directly."""
+    nonce = runtime_of(request.app.state).nonces.issue()
     headers = {"Replay-Nonce": nonce, "Cache-Control": "no-store"}
     if tenant_id:
         headers["Link"] = f'<{_url(request, tenant_id, "directory")}>;rel="index"'
@@ -56,7 +62,20 @@ async def _reply(request: Request, tenant_id: str, body: Any, status: int = 200,
     return Response(content=encode_json(body), status_code=status, media_type="application/json", headers=headers)
 
 
-async def acme_error(request: Request, exc: Exception) -> Response:
+def _kind(exc: DomainError) -> tuple[str, int]:
+    """The ACME error type and status of a refusal; the ordinary commands' refusals (policy, quotas, suspension)
+    are translated (422 is not an ACME status: a policy refusal is the CSR's or the names')."""
+    kind = getattr(exc, "acme_type", None)
+    if kind is not None:
+        return kind, exc.status
+    if exc.code == "tenant_suspended":
+        return "unauthorized", 403
+    if exc.status == 422:
+        return ("badCSR" if (exc.field or "").startswith("csr") else "rejectedIdentifier"), 400
+    return _TYPES.get(exc.status, "malformed"), exc.status
+
+
+def acme_error(request: Request, exc: Exception) -> Response:
     """Every refusal of an ACME route, as an RFC 8555 problem document with a fresh nonce."""
     if not isinstance(exc, DomainError):
         from litestar.exceptions import HTTPException  # a route the router has not (404, 405)
@@ -65,16 +84,15 @@ async def acme_error(request: Request, exc: Exception) -> Response:
             exc = acme.AcmeProblem("malformed", str(exc.detail), field="path", status=exc.status_code)
         else:
             return handle_unexpected(request, exc)
-    kind = getattr(exc, "acme_type", None) or _TYPES.get(exc.status, "malformed")
-    status = exc.status if exc.status != 422 else 400
+    kind, status = _kind(exc)
     tenant_id = request.path_params.get("tenant_id") if request.scope.get("path_params") else None
     field = exc.field or "request"
     body = {"type": ACME_ERROR + kind, "title": exc.code, "status": status,
             "detail": f"{exc.detail} (field {field}, rule {exc.code})", "instance": request.url.path,
             "request_id": telemetry.request_id_var.get(), "field": field,
             "errors": [{"field": field, "rule": exc.code, "message": exc.detail}]}
-    headers = await _headers(request, tenant_id)
-    return Response(content=encode_json(body), status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
+    return Response(content=encode_json(body), status_code=status, media_type=PROBLEM_MEDIA_TYPE,
+                    headers=_headers_now(request, tenant_id))
 
 
 @dataclass(frozen=True)

@@ -82,12 +82,15 @@ class AcmeWorld:
 
 
 @contextlib.asynccontextmanager
-async def acme_world(tmp_path: Path, tenant: str = "acme-t", **overrides):
-    """The app over HTTPS with ACME validation into 127.0.0.0/8 on a random port, names from a hosts file."""
+async def acme_world(tmp_path: Path, tenant: str = "acme-t", *, http01_port: int | None = None, reuse: bool = False,
+                     **overrides):
+    """The app over HTTPS with ACME validation into 127.0.0.0/8 on a random port, names from a hosts file.
+
+    ``reuse``: the data directory holds the tenant and its CAs already (a restart)."""
     tls_ca, cert, key = server_tls(tmp_path)
     hosts = tmp_path / "hosts"
     hosts.write_text("".join(f"127.0.0.1 {name}\n" for name in NAMES))
-    port = free_port()
+    port = http01_port or free_port()
     settings = Settings(data_dir=tmp_path / "data", port=0, checkpoint_interval=0.2, poll_interval=0.05,
                         max_body_bytes=1 << 20, read_your_writes_timeout=10.0, tls_cert_file=cert, tls_key_file=key,
                         acme_http01_port=port, acme_validation_networks=("127.0.0.0/8",), acme_hosts_file=hosts,
@@ -104,7 +107,10 @@ async def acme_world(tmp_path: Path, tenant: str = "acme-t", **overrides):
         async with httpx.AsyncClient(base_url=base_url, timeout=60, verify=ssl.create_default_context(cafile=str(tls_ca))) as client:
             api = Api(app=app, client=client, base_url=base_url)
             world = AcmeWorld(api=api, admin=await api.admin(), tenant=tenant, tls_ca=tls_ca, http01_port=port)
-            await _hierarchy(world)
+            if not reuse:
+                await _hierarchy(world)
+            else:
+                world.directory = f"{base_url}/acme/{tenant}/directory"
             yield world
     finally:
         server.should_exit = True
@@ -182,3 +188,69 @@ class Client:
         if response.status_code in (200, 201):
             self.kid = response.headers["Location"]
         return response
+
+
+class Responder:
+    """An http-01 responder on 127.0.0.1:port (what certbot --standalone runs): serves the key authorizations."""
+
+    def __init__(self, port: int) -> None:
+        import http.server
+        import threading
+
+        answers: dict[str, str] = {}
+        self.answers, self.requests = answers, []
+        requests = self.requests
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - the standard library's name
+                requests.append((self.path, self.headers.get("Host")))
+                token = self.path.rsplit("/", 1)[-1]
+                body = answers.get(token, "").encode()
+                self.send_response(200 if body else 404)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+async def poll(client: Client, url: str, done=("valid", "invalid"), seconds: float = 20) -> dict:
+    """POST-as-GET ``url`` until its status is one of ``done``."""
+    for _ in range(int(seconds / 0.1)):
+        body = (await client.post(url, None)).json()
+        if body.get("status") in done:
+            return body
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{url} stayed {body}")
+
+
+def csr_der(*names: str, key=None) -> tuple[bytes, ec.EllipticCurvePrivateKey]:
+    key = key or ec.generate_private_key(ec.SECP256R1())
+    csr = (x509.CertificateSigningRequestBuilder().subject_name(x509.Name([]))
+           .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False)
+           .sign(key, hashes.SHA256()))
+    return csr.public_bytes(serialization.Encoding.DER), key
+
+
+async def validated_order(client: Client, responder: Responder, *names: str) -> dict:
+    """A new order for ``names``, each challenge answered and validated: the ready order (with its URL)."""
+    created = await client.post(client.directory["newOrder"], {"identifiers": [{"type": "dns", "value": n}
+                                                                                 for n in names]})
+    assert created.status_code == 201, created.text
+    order, order_url = created.json(), created.headers["Location"]
+    for authz_url in order["authorizations"]:
+        challenge = (await client.post(authz_url, None)).json()["challenges"][0]
+        responder.answers[challenge["token"]] = jose.key_authorization(challenge["token"], jose.thumbprint(client.jwk))
+        started = await client.post(challenge["url"], {})
+        assert started.status_code == 200, started.text
+        assert (await poll(client, authz_url))["status"] == "valid"
+    return {**(await poll(client, order_url, done=("ready", "invalid"))), "url": order_url}
