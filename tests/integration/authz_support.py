@@ -68,6 +68,7 @@ class Tenant:
     key: str = ""  # an API key of service_account (revoked by the matrix)
     webhook: str = ""  # a webhook subscription (updated and its secret rotated by the matrix)
     webhook_deleting: str = ""  # deleted by the matrix
+    eab_key: str = ""  # an ACME EAB key (revoked by the matrix; revoking again answers 200, unchanged)
 
 
 @dataclass
@@ -119,6 +120,7 @@ async def build_tenant(api: Api, admin: dict, tenant_id: str) -> Tenant:
         hook = await _post(api, admin, "/v1/webhooks", {"tenant_id": tenant_id, "url": "https://hooks.invalid/mx",
                                                         "event_types": ["certificate.expiry_warned"]})
         setattr(t, attribute, hook["webhook_id"])
+    t.eab_key = (await _post(api, admin, f"/v1/tenants/{tenant_id}/acme/eab-keys", {"ca_id": t.issuing}))["key_id"]
     return t
 
 

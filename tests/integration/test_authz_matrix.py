@@ -156,8 +156,8 @@ REQUESTS: dict[tuple[str, str], Build] = {
     ("POST", "/v1/tenants/{tenant_id}/acme/eab-keys"): lambda w, t: Call(
         "POST", f"/v1/tenants/{t}/acme/eab-keys", json={"ca_id": _t(w, t).issuing}),
     ("GET", "/v1/tenants/{tenant_id}/acme/eab-keys"): lambda w, t: Call("GET", f"/v1/tenants/{t}/acme/eab-keys"),
-    ("DELETE", "/v1/tenants/{tenant_id}/acme/eab-keys/{key_id}"): lambda w, t: Call(  # none: 404 after authorization
-        "DELETE", f"/v1/tenants/{t}/acme/eab-keys/matrix-missing"),
+    ("DELETE", "/v1/tenants/{tenant_id}/acme/eab-keys/{key_id}"): lambda w, t: Call(
+        "DELETE", f"/v1/tenants/{t}/acme/eab-keys/{_t(w, t).eab_key}"),
     ("POST", "/v1/webhooks"): lambda w, t: Call("POST", "/v1/webhooks", json={
         "tenant_id": t, "url": "https://hooks.invalid/matrix", "event_types": ["certificate.expiry_warned"]}),
     ("GET", "/v1/webhooks"): lambda w, t: Call("GET", "/v1/webhooks", params={"tenant_id": t}),
