@@ -31,7 +31,10 @@ def _http_protocol() -> type | str:
 
 
 def build_server(settings: Settings, app=None) -> uvicorn.Server:
-    """A uvicorn server for ``app`` (default: ``create_app(settings)``) bound to settings.host:port."""
+    """A uvicorn server for ``app`` (default: ``create_app(settings)``) bound to settings.host:port; HTTPS with
+    ``CSM_TLS_CERT_FILE`` and ``CSM_TLS_KEY_FILE``."""
+    if bool(settings.tls_cert_file) != bool(settings.tls_key_file):
+        raise ValueError("CSM_TLS_CERT_FILE and CSM_TLS_KEY_FILE go together")
     config = uvicorn.Config(
         app or create_app(settings),
         host=settings.host,
