@@ -11,7 +11,7 @@ from litestar import Request, Response, Router, get, head, post
 from litestar.exceptions import HTTPException
 from litestar.params import FromPath
 
-from api.acme_support import (PEM_CHAIN, _account_json, _authz_json, _challenge_json, _headers, _order_json,
+from api.acme_support import (ACME_ERRORS, CREATED, PEM_CHAIN, _account_json, _authz_json, _challenge_json, _headers, _order_json,
                               _payload, _reply, _signed, _url, acme_error)
 from api.deps import read_models_of, runtime_of
 from commands import acme as cmd
@@ -25,7 +25,7 @@ def _services(request: Request):
     return runtime_of(request.app.state).services
 
 
-@get("/directory", summary="ACME directory (RFC 8555 7.1.1)", include_in_schema=True)
+@get("/directory", summary="ACME directory (RFC 8555 7.1.1)", responses=ACME_ERRORS)
 async def directory(request: Request, tenant_id: FromPath[str]) -> Response:
     await cmd.require_tenant(_services(request), tenant_id)
     return await _reply(request, tenant_id, {
@@ -34,17 +34,20 @@ async def directory(request: Request, tenant_id: FromPath[str]) -> Response:
         "meta": {"externalAccountRequired": True}})
 
 
-@head("/new-nonce", summary="A fresh nonce in Replay-Nonce")
+@head("/new-nonce", summary="A fresh nonce in Replay-Nonce", responses=ACME_ERRORS)
 async def nonce_head(request: Request, tenant_id: FromPath[str]) -> Response[None]:
+    await cmd.require_tenant(_services(request), tenant_id)
     return Response(content=None, status_code=200, headers=await _headers(request, tenant_id))
 
 
-@get("/new-nonce", summary="A fresh nonce in Replay-Nonce", status_code=204)
+@get("/new-nonce", summary="A fresh nonce in Replay-Nonce", status_code=204, responses=ACME_ERRORS)
 async def nonce_get(request: Request, tenant_id: FromPath[str]) -> Response[None]:
+    await cmd.require_tenant(_services(request), tenant_id)
     return Response(content=None, status_code=204, headers=await _headers(request, tenant_id))
 
 
-@post("/new-account", summary="Create (with EAB) or find the account of the signing key")
+@post("/new-account", summary="Create (with EAB) or find the account of the signing key", status_code=200,
+      responses={**ACME_ERRORS, **CREATED})
 async def new_account(request: Request, tenant_id: FromPath[str]) -> Response:
     signed = await _signed(request, tenant_id, by="jwk")
     payload = _payload(signed)
@@ -62,7 +65,8 @@ async def new_account(request: Request, tenant_id: FromPath[str]) -> Response:
                         201 if account.created else 200, location=_url(request, tenant_id, "acct", account.id))
 
 
-@post("/acct/{account_id:str}", summary="Read or deactivate the signing account")
+@post("/acct/{account_id:str}", summary="Read or deactivate the signing account",
+      status_code=200, responses=ACME_ERRORS)
 async def account(request: Request, tenant_id: FromPath[str], account_id: FromPath[str]) -> Response:
     signed = await _signed(request, tenant_id)
     if signed.account_id != account_id:
@@ -82,7 +86,7 @@ async def account(request: Request, tenant_id: FromPath[str], account_id: FromPa
     return await _reply(request, tenant_id, _account_json(request, tenant_id, state))
 
 
-@post("/new-order", summary="Order a certificate for DNS names")
+@post("/new-order", summary="Order a certificate for DNS names", status_code=201, responses=ACME_ERRORS)
 async def new_order(request: Request, tenant_id: FromPath[str]) -> Response:
     signed = await _signed(request, tenant_id)
     payload = _payload(signed)
@@ -97,14 +101,16 @@ async def new_order(request: Request, tenant_id: FromPath[str]) -> Response:
                         location=_url(request, tenant_id, "order", order_id))
 
 
-@post("/order/{order_id:str}", summary="Read an order (POST-as-GET)")
+@post("/order/{order_id:str}", summary="Read an order (POST-as-GET)",
+      status_code=200, responses=ACME_ERRORS)
 async def order(request: Request, tenant_id: FromPath[str], order_id: FromPath[str]) -> Response:
     signed = await _signed(request, tenant_id)
     state = await cmd.owned_order(_services(request), tenant_id, signed.account_id, order_id)
     return await _reply(request, tenant_id, await _order_json(request, tenant_id, state))
 
 
-@post("/order/{order_id:str}/finalize", summary="Submit the CSR of a ready order; the certificate is issued at once")
+@post("/order/{order_id:str}/finalize", summary="Submit the CSR of a ready order; the certificate is issued at once",
+      status_code=200, responses=ACME_ERRORS)
 async def finalize(request: Request, tenant_id: FromPath[str], order_id: FromPath[str]) -> Response:
     signed = await _signed(request, tenant_id)
     csr = jose.b64url_decode(_payload(signed).get("csr"), "csr")
@@ -115,7 +121,8 @@ async def finalize(request: Request, tenant_id: FromPath[str], order_id: FromPat
                         location=_url(request, tenant_id, "order", order_id))
 
 
-@post("/authz/{authz_id:str}", summary="Read an authorization (POST-as-GET)")
+@post("/authz/{authz_id:str}", summary="Read an authorization (POST-as-GET)",
+      status_code=200, responses=ACME_ERRORS)
 async def authorization(request: Request, tenant_id: FromPath[str], authz_id: FromPath[str]) -> Response:
     signed = await _signed(request, tenant_id)
     services = _services(request)
@@ -123,7 +130,8 @@ async def authorization(request: Request, tenant_id: FromPath[str], authz_id: Fr
     return await _reply(request, tenant_id, _authz_json(request, tenant_id, state, services.clock.now()))
 
 
-@post("/chall/{authz_id:str}/{challenge_id:str}", summary="Start (payload {}) or read (POST-as-GET) a challenge")
+@post("/chall/{authz_id:str}/{challenge_id:str}", summary="Start (payload {}) or read (POST-as-GET) a challenge",
+      status_code=200, responses=ACME_ERRORS)
 async def challenge(request: Request, tenant_id: FromPath[str], authz_id: FromPath[str], challenge_id: FromPath[str]) -> Response:
     signed = await _signed(request, tenant_id)
     services = _services(request)
@@ -138,7 +146,8 @@ async def challenge(request: Request, tenant_id: FromPath[str], authz_id: FromPa
                         links=(f'<{_url(request, tenant_id, "authz", authz_id)}>;rel="up"',))
 
 
-@post("/cert/{order_id:str}", summary="Download the certificate chain (POST-as-GET), PEM")
+@post("/cert/{order_id:str}", summary="Download the certificate chain (POST-as-GET), PEM",
+      status_code=200, responses=ACME_ERRORS)
 async def certificate(request: Request, tenant_id: FromPath[str], order_id: FromPath[str]) -> Response:
     signed = await _signed(request, tenant_id)
     services = _services(request)
@@ -153,7 +162,8 @@ async def certificate(request: Request, tenant_id: FromPath[str], order_id: From
     return Response(content=body.encode("ascii"), media_type=PEM_CHAIN, headers=await _headers(request, tenant_id))
 
 
-@post("/revoke-cert", summary="Revoke a certificate (signed by its account or by its key)")
+@post("/revoke-cert", summary="Revoke a certificate (signed by its account or by its key)",
+      status_code=200, responses=ACME_ERRORS)
 async def revoke_cert(request: Request, tenant_id: FromPath[str]) -> Response:
     signed = await _signed(request, tenant_id, by="either")
     payload = _payload(signed)

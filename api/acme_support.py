@@ -7,14 +7,16 @@ documents of type ``urn:ietf:params:acme:error:*`` that still name the field and
 from __future__ import annotations
 
 import asyncio
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from litestar import Request, Response
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.serialization import encode_json
 
 from api.deps import command_context, runtime_of
-from api.problems import PROBLEM_MEDIA_TYPE, handle_unexpected
+from api.problems import PROBLEM_MEDIA_TYPE, documented, handle_unexpected
 from commands import acme as cmd
 from commands.authz import Principal
 from commands.runtime import CommandContext
@@ -23,6 +25,10 @@ from domain.errors import DomainError
 from infra import telemetry
 
 ACME_ERROR = "urn:ietf:params:acme:error:"
+TENANT_IN_URL = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+ACME_ERRORS = documented(400, 403, 404, 405, 413, 415, 429, 503)
+CREATED = {201: ResponseSpec(dict, description="Created: the new resource, its URL in Location",
+                             media_type="application/json", generate_examples=False)}
 JOSE_JSON = "application/jose+json"
 PEM_CHAIN = "application/pem-certificate-chain"
 # A DomainError from the ordinary commands (issuance's policy, quotas, suspension) as an ACME error type.
@@ -47,7 +53,7 @@ def _headers_now(request: Request, tenant_id: str | None) -> dict[str, str]:
     synchronously, use this directly."""
     nonce = runtime_of(request.app.state).nonces.issue()
     headers = {"Replay-Nonce": nonce, "Cache-Control": "no-store"}
-    if tenant_id:
+    if tenant_id and TENANT_IN_URL.fullmatch(tenant_id):  # never echo a path that is no tenant id into a header
         headers["Link"] = f'<{_url(request, tenant_id, "directory")}>;rel="index"'
     return headers
 
