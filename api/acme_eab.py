@@ -20,8 +20,8 @@ from projections import acme as read_model
 class NewEabKeyBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     ca_id: CaId
     profile: ProfileName = "cassandra-node"
-    allowed_names: list[cmd.Pattern] = []
-    description: str = ""
+    allowed_names: cmd.Patterns = []
+    description: cmd.Description = ""
 
 
 class EabKeyCreatedOut(msgspec.Struct, frozen=True, kw_only=True):
@@ -62,7 +62,7 @@ class EabKeyController(Controller):
     async def create(self, request: Request, principal: Caller, tenant_id: FromPath[str],
                      data: JSONBody[NewEabKeyBody], idempotency_key: IdempotencyKey = None) -> Response:
         command = cmd.CreateEabKey(tenant_id=tenant_id, ca_id=data.ca_id, profile=data.profile,
-                                   allowed_names=data.allowed_names, description=data.description[:200])
+                                   allowed_names=data.allowed_names, description=data.description)
         made = await cmd.create_eab_key(command, command_context(principal, idempotency_key),
                                         runtime_of(request.app.state).services)
         settings = runtime_of(request.app.state).settings

@@ -29,14 +29,16 @@ SECRET_ALGORITHM = "hmac-sha256"
 KEY_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 KeyId = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
 Pattern = Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
+Patterns = Annotated[list[Pattern], msgspec.Meta(max_length=acme.MAX_PATTERNS)]
+Description = Annotated[str, msgspec.Meta(max_length=200)]
 
 
 class CreateEabKey(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     tenant_id: TenantId
     ca_id: CaId
     profile: ProfileName = "cassandra-node"
-    allowed_names: Annotated[list[Pattern], msgspec.Meta(max_length=acme.MAX_PATTERNS)] = []
-    description: Annotated[str, msgspec.Meta(max_length=200)] = ""
+    allowed_names: Patterns = []
+    description: Description = ""
 
 
 class RevokeEabKey(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
