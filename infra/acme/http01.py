@@ -3,7 +3,8 @@
 Server-side fetching of a client-chosen name is an SSRF risk, so: the name resolves through the operator's hosts
 file (if set) and then the system resolver; every address is checked against the validation networks
 (``domain.acme.validation_address_problem``) and the connection goes to the checked address itself (the name is
-only the Host header), so a second resolution cannot point it elsewhere; one connect-and-read timeout bounds it;
+only the Host header), so a second resolution cannot point it elsewhere; a timeout bounds the lookup, the
+connection, and the whole read;
 at most ``MAX_BODY`` bytes are read; redirects are not followed (a 3xx fails the challenge).
 """
 
@@ -14,6 +15,7 @@ import http.client
 import ipaddress
 import socket
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -115,7 +117,7 @@ class Http01:
             if response.status != 200:
                 raise ValidationFailed("unauthorized", f"http://{host}{path} answered {response.status}"
                                        + (" (redirects are not followed)" if 300 <= response.status < 400 else ""))
-            body = response.read(MAX_BODY + 1)
+            body = self._read(response, host, path)
         except (OSError, http.client.HTTPException) as exc:
             raise ValidationFailed("connection", f"fetching http://{host}{path} from {address} failed: "
                                    f"{type(exc).__name__}: {exc}") from None
@@ -123,4 +125,19 @@ class Http01:
             conn.close()
         if len(body) > MAX_BODY:
             raise ValidationFailed("unauthorized", f"http://{host}{path} answered more than {MAX_BODY} bytes")
+        return body
+
+    def _read(self, response: http.client.HTTPResponse, host: str, path: str) -> bytes:
+        """At most MAX_BODY + 1 bytes, within one timeout in all: a server dripping a byte at a time (each read
+        within the socket's timeout) cannot hold a validation longer."""
+        deadline = time.monotonic() + self.timeout
+        body = b""
+        while len(body) <= MAX_BODY:
+            chunk = response.read1(MAX_BODY + 1 - len(body))
+            if not chunk:
+                break
+            body += chunk
+            if time.monotonic() > deadline:
+                raise ValidationFailed("connection", f"http://{host}{path} did not answer within "
+                                       f"{self.timeout:g} s")
         return body
