@@ -2,7 +2,7 @@
 
 Outside /v1: ACME clients authenticate every POST with a JWS signed by their account key, not a bearer token;
 accounts need an external account binding (an EAB key from ``POST /v1/tenants/{id}/acme/eab-keys``). keyChange,
-account orders lists, pre-authorization, dns-01 and tls-alpn-01 are not offered (docs/operations.md, "ACME").
+pre-authorization, dns-01 and tls-alpn-01 are not offered (docs/operations.md, "ACME").
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from commands import acme as cmd
 from commands.runtime import load
 from domain import acme, jose
 from domain.errors import DomainError
+from projections import acme as acme_model
 from projections import cas as ca_model
 
 
@@ -84,6 +85,19 @@ async def account(request: Request, tenant_id: FromPath[str], account_id: FromPa
             raise acme.AcmeProblem("malformed", "only status: deactivated changes an account here", field="payload")
     state = await cmd.load_account(services, tenant_id, account_id)
     return await _reply(request, tenant_id, _account_json(request, tenant_id, state))
+
+
+@post("/acct/{account_id:str}/orders", summary="The account's orders (POST-as-GET), newest first",
+      status_code=200, responses=ACME_ERRORS)
+async def account_orders(request: Request, tenant_id: FromPath[str], account_id: FromPath[str]) -> Response:
+    signed = await _signed(request, tenant_id)
+    if signed.account_id != account_id:
+        raise acme.AcmeProblem("unauthorized", "an account lists only its own orders", field="account_id",
+                               status=403)
+    runtime = runtime_of(request.app.state)
+    await runtime.runner.wait_for(await runtime.store.head_position(), runtime.settings.read_your_writes_timeout)
+    ids = await read_models_of(request.app.state).query(acme_model.orders_of, tenant_id, account_id)
+    return await _reply(request, tenant_id, {"orders": [_url(request, tenant_id, "order", i) for i in ids]})
 
 
 @post("/new-order", summary="Order a certificate for DNS names", status_code=201, responses=ACME_ERRORS)
@@ -179,6 +193,6 @@ async def revoke_cert(request: Request, tenant_id: FromPath[str]) -> Response:
 
 
 acme_router = Router("/acme/{tenant_id:str}", route_handlers=[
-    directory, nonce_head, nonce_get, new_account, account, new_order, order, finalize, authorization, challenge,
+    directory, nonce_head, nonce_get, new_account, account, account_orders, new_order, order, finalize, authorization, challenge,
     certificate, revoke_cert], exception_handlers={DomainError: acme_error, HTTPException: acme_error,
                                                    Exception: acme_error}, tags=["acme"])

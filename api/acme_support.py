@@ -156,6 +156,7 @@ def _payload(signed: Signed) -> dict[str, Any]:
 def _account_json(request: Request, tenant_id: str, account: acme.Account) -> dict[str, Any]:
     created = account.created
     return {"status": account.status, "contact": created.contact, "key": created.jwk,
+            "orders": _url(request, tenant_id, "acct", created.account_id, "orders"),
             "externalAccountBinding": {"kid": created.eab_key_id}}
 
 

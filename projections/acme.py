@@ -1,5 +1,5 @@
-"""The ACME read model: each tenant's EAB keys (for listing, never their HMAC key) and the challenges awaiting
-validation (what the validator picks up, again after a crash)."""
+"""The ACME read model: each tenant's EAB keys (for listing, never their HMAC key), the challenges awaiting
+validation (what the validator picks up, again after a crash), and each account's orders."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ EAB_COLUMNS = ("tenant_id", "key_id", "ca_id", "profile", "allowed_names", "desc
 class AcmeProjector(Projector):
     name = "acme"
     version = 1
-    tables = ("acme_eab_keys", "acme_pending_challenges")
+    tables = ("acme_eab_keys", "acme_pending_challenges", "acme_orders")
     ddl = (
         """CREATE TABLE IF NOT EXISTS {acme_eab_keys} (
             tenant_id TEXT NOT NULL, key_id TEXT NOT NULL, ca_id TEXT NOT NULL, profile TEXT NOT NULL,
@@ -26,11 +26,18 @@ class AcmeProjector(Projector):
         """CREATE TABLE IF NOT EXISTS {acme_pending_challenges} (
             tenant_id TEXT NOT NULL, authz_id TEXT NOT NULL, started_position INTEGER NOT NULL,
             PRIMARY KEY (tenant_id, authz_id)) WITHOUT ROWID""",
+        """CREATE TABLE IF NOT EXISTS {acme_orders} (
+            tenant_id TEXT NOT NULL, account_id TEXT NOT NULL, order_id TEXT NOT NULL, position INTEGER NOT NULL,
+            PRIMARY KEY (tenant_id, account_id, order_id)) WITHOUT ROWID""",
     )
 
     def apply(self, conn: sqlite3.Connection, event: EventEnvelope) -> None:
         if event.stream_type == "acme_eab_key":
             self._eab(conn, event)
+        elif event.type == "acme.order_created":
+            conn.execute(f"INSERT OR REPLACE INTO {self.t('acme_orders')} VALUES (?,?,?,?)",
+                         (event.tenant_id, event.payload["account_id"], event.payload["order_id"],
+                          event.global_position))
         elif event.stream_type == "acme_authorization":
             table, authz_id = self.t("acme_pending_challenges"), event.stream_id.removeprefix("acme-authz-")
             if event.type == "acme.challenge_started":
@@ -79,3 +86,10 @@ def pending_challenges(conn: sqlite3.Connection, limit: int = 100) -> list[tuple
     For the validator only: it answers across tenants."""
     return conn.execute("SELECT tenant_id, authz_id FROM acme_pending_challenges ORDER BY started_position LIMIT ?",
                         (limit,)).fetchall()
+
+
+def orders_of(conn: sqlite3.Connection, tenant_id: str, account_id: str, limit: int = 1000) -> list[str]:
+    """An account's order ids, newest first (at most ``limit``)."""
+    rows = conn.execute("SELECT order_id FROM acme_orders WHERE tenant_id = ? AND account_id = ? "
+                        "ORDER BY position DESC LIMIT ?", (tenant_id, account_id, limit)).fetchall()
+    return [order_id for (order_id,) in rows]

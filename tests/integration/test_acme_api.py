@@ -156,6 +156,10 @@ async def test_http01_finalize_download_and_revoke(tmp_path):
             assert done.status_code == 200 and done.json()["status"] == "valid", done.text
             again = await client.post(order["finalize"], {"csr": jose.b64url_encode(der)})
             assert again.json()["certificate"] == done.json()["certificate"]  # one certificate per order
+            account = (await client.post(client.kid, None)).json()
+            listed = (await client.post(account["orders"], None)).json()["orders"]
+            assert order["url"] in listed and len(listed) == 1  # the refused order was never created
+            assert_acme_problem(await stranger.post(account["orders"], None), 403, "unauthorized", "account_id")
 
             chain = await client.post(done.json()["certificate"], None)
             assert chain.headers["content-type"].startswith("application/pem-certificate-chain")
