@@ -11,8 +11,8 @@ from litestar import Request, Response, Router, get, head, post
 from litestar.exceptions import HTTPException
 from litestar.params import FromPath
 
-from api.acme_support import (ACME_ERRORS, CREATED, PEM_CHAIN, _account_json, _authz_json, _challenge_json, _headers, _order_json,
-                              _payload, _reply, _signed, _url, acme_error)
+from api.acme_support import (ACME_ERRORS, CREATED, PEM_CHAIN, account_json, acme_error, authz_json, challenge_json,
+                              nonce_headers, order_json, payload_of, reply, url_of, verified)
 from api.deps import read_models_of, runtime_of
 from commands import acme as cmd
 from commands.runtime import load
@@ -29,29 +29,29 @@ def _services(request: Request):
 @get("/directory", summary="ACME directory (RFC 8555 7.1.1)", responses=ACME_ERRORS)
 async def directory(request: Request, tenant_id: FromPath[str]) -> Response:
     await cmd.require_tenant(_services(request), tenant_id)
-    return await _reply(request, tenant_id, {
-        "newNonce": _url(request, tenant_id, "new-nonce"), "newAccount": _url(request, tenant_id, "new-account"),
-        "newOrder": _url(request, tenant_id, "new-order"), "revokeCert": _url(request, tenant_id, "revoke-cert"),
+    return await reply(request, tenant_id, {
+        "newNonce": url_of(request, tenant_id, "new-nonce"), "newAccount": url_of(request, tenant_id, "new-account"),
+        "newOrder": url_of(request, tenant_id, "new-order"), "revokeCert": url_of(request, tenant_id, "revoke-cert"),
         "meta": {"externalAccountRequired": True}})
 
 
 @head("/new-nonce", summary="A fresh nonce in Replay-Nonce", responses=ACME_ERRORS)
 async def nonce_head(request: Request, tenant_id: FromPath[str]) -> Response[None]:
     await cmd.require_tenant(_services(request), tenant_id)
-    return Response(content=None, status_code=200, headers=await _headers(request, tenant_id))
+    return Response(content=None, status_code=200, headers=await nonce_headers(request, tenant_id))
 
 
 @get("/new-nonce", summary="A fresh nonce in Replay-Nonce", status_code=204, responses=ACME_ERRORS)
 async def nonce_get(request: Request, tenant_id: FromPath[str]) -> Response[None]:
     await cmd.require_tenant(_services(request), tenant_id)
-    return Response(content=None, status_code=204, headers=await _headers(request, tenant_id))
+    return Response(content=None, status_code=204, headers=await nonce_headers(request, tenant_id))
 
 
 @post("/new-account", summary="Create (with EAB) or find the account of the signing key", status_code=200,
       responses={**ACME_ERRORS, **CREATED})
 async def new_account(request: Request, tenant_id: FromPath[str]) -> Response:
-    signed = await _signed(request, tenant_id, by="jwk")
-    payload = _payload(signed)
+    signed = await verified(request, tenant_id, by="jwk")
+    payload = payload_of(signed)
     contact = payload.get("contact", [])
     if not isinstance(contact, list) or not all(isinstance(c, str) and c.startswith("mailto:") and len(c) < 256
                                                 for c in contact) or len(contact) > 4:
@@ -62,14 +62,14 @@ async def new_account(request: Request, tenant_id: FromPath[str]) -> Response:
         url=signed.jws.url, only_return_existing=payload.get("onlyReturnExisting") is True),
         signed.context, services)
     state = await cmd.load_account(services, tenant_id, account.id)
-    return await _reply(request, tenant_id, _account_json(request, tenant_id, state),
-                        201 if account.created else 200, location=_url(request, tenant_id, "acct", account.id))
+    return await reply(request, tenant_id, account_json(request, tenant_id, state),
+                        201 if account.created else 200, location=url_of(request, tenant_id, "acct", account.id))
 
 
 @post("/acct/{account_id:str}", summary="Read or deactivate the signing account",
       status_code=200, responses=ACME_ERRORS)
 async def account(request: Request, tenant_id: FromPath[str], account_id: FromPath[str]) -> Response:
-    signed = await _signed(request, tenant_id)
+    signed = await verified(request, tenant_id)
     if signed.account_id != account_id:
         raise acme.AcmeProblem("unauthorized", "an account reads and changes only itself", field="account_id",
                                status=403)
@@ -80,30 +80,30 @@ async def account(request: Request, tenant_id: FromPath[str], account_id: FromPa
             await cmd.deactivate_account(cmd.DeactivateAccount(tenant_id=tenant_id, account_id=account_id),
                                          signed.context, services)
             state = await load(services, tenant_id, acme.account_stream_id(account_id), acme.fold_account)
-            return await _reply(request, tenant_id, _account_json(request, tenant_id, state))
+            return await reply(request, tenant_id, account_json(request, tenant_id, state))
         if set(payload) - {"contact", "termsOfServiceAgreed"}:
             raise acme.AcmeProblem("malformed", "only status: deactivated changes an account here", field="payload")
     state = await cmd.load_account(services, tenant_id, account_id)
-    return await _reply(request, tenant_id, _account_json(request, tenant_id, state))
+    return await reply(request, tenant_id, account_json(request, tenant_id, state))
 
 
 @post("/acct/{account_id:str}/orders", summary="The account's orders (POST-as-GET), newest first",
       status_code=200, responses=ACME_ERRORS)
 async def account_orders(request: Request, tenant_id: FromPath[str], account_id: FromPath[str]) -> Response:
-    signed = await _signed(request, tenant_id)
+    signed = await verified(request, tenant_id)
     if signed.account_id != account_id:
         raise acme.AcmeProblem("unauthorized", "an account lists only its own orders", field="account_id",
                                status=403)
     runtime = runtime_of(request.app.state)
     await runtime.runner.wait_for(await runtime.store.head_position(), runtime.settings.read_your_writes_timeout)
     ids = await read_models_of(request.app.state).query(acme_model.orders_of, tenant_id, account_id)
-    return await _reply(request, tenant_id, {"orders": [_url(request, tenant_id, "order", i) for i in ids]})
+    return await reply(request, tenant_id, {"orders": [url_of(request, tenant_id, "order", i) for i in ids]})
 
 
 @post("/new-order", summary="Order a certificate for DNS names", status_code=201, responses=ACME_ERRORS)
 async def new_order(request: Request, tenant_id: FromPath[str]) -> Response:
-    signed = await _signed(request, tenant_id)
-    payload = _payload(signed)
+    signed = await verified(request, tenant_id)
+    payload = payload_of(signed)
     if "notBefore" in payload or "notAfter" in payload:
         raise acme.AcmeProblem("malformed", "notBefore and notAfter are not supported: the profile sets validity",
                                field="notBefore")
@@ -111,43 +111,43 @@ async def new_order(request: Request, tenant_id: FromPath[str]) -> Response:
     order_id = await cmd.new_order(cmd.NewOrder(tenant_id=tenant_id, account_id=signed.account_id,
                                                 identifiers=payload.get("identifiers")), signed.context, services)
     order = await cmd.owned_order(services, tenant_id, signed.account_id, order_id)
-    return await _reply(request, tenant_id, await _order_json(request, tenant_id, order), 201,
-                        location=_url(request, tenant_id, "order", order_id))
+    return await reply(request, tenant_id, await order_json(request, tenant_id, order), 201,
+                        location=url_of(request, tenant_id, "order", order_id))
 
 
 @post("/order/{order_id:str}", summary="Read an order (POST-as-GET)",
       status_code=200, responses=ACME_ERRORS)
 async def order(request: Request, tenant_id: FromPath[str], order_id: FromPath[str]) -> Response:
-    signed = await _signed(request, tenant_id)
+    signed = await verified(request, tenant_id)
     state = await cmd.owned_order(_services(request), tenant_id, signed.account_id, order_id)
-    return await _reply(request, tenant_id, await _order_json(request, tenant_id, state))
+    return await reply(request, tenant_id, await order_json(request, tenant_id, state))
 
 
 @post("/order/{order_id:str}/finalize", summary="Submit the CSR of a ready order; the certificate is issued at once",
       status_code=200, responses=ACME_ERRORS)
 async def finalize(request: Request, tenant_id: FromPath[str], order_id: FromPath[str]) -> Response:
-    signed = await _signed(request, tenant_id)
-    csr = jose.b64url_decode(_payload(signed).get("csr"), "csr")
+    signed = await verified(request, tenant_id)
+    csr = jose.b64url_decode(payload_of(signed).get("csr"), "csr")
     services = _services(request)
     state = await cmd.finalize_order(cmd.FinalizeOrder(tenant_id=tenant_id, account_id=signed.account_id,
                                                        order_id=order_id, csr_der=csr), signed.context, services)
-    return await _reply(request, tenant_id, await _order_json(request, tenant_id, state),
-                        location=_url(request, tenant_id, "order", order_id))
+    return await reply(request, tenant_id, await order_json(request, tenant_id, state),
+                        location=url_of(request, tenant_id, "order", order_id))
 
 
 @post("/authz/{authz_id:str}", summary="Read an authorization (POST-as-GET)",
       status_code=200, responses=ACME_ERRORS)
 async def authorization(request: Request, tenant_id: FromPath[str], authz_id: FromPath[str]) -> Response:
-    signed = await _signed(request, tenant_id)
+    signed = await verified(request, tenant_id)
     services = _services(request)
     state = await cmd.owned_authz(services, tenant_id, signed.account_id, authz_id)
-    return await _reply(request, tenant_id, _authz_json(request, tenant_id, state, services.clock.now()))
+    return await reply(request, tenant_id, authz_json(request, tenant_id, state, services.clock.now()))
 
 
 @post("/chall/{authz_id:str}/{challenge_id:str}", summary="Start (payload {}) or read (POST-as-GET) a challenge",
       status_code=200, responses=ACME_ERRORS)
 async def challenge(request: Request, tenant_id: FromPath[str], authz_id: FromPath[str], challenge_id: FromPath[str]) -> Response:
-    signed = await _signed(request, tenant_id)
+    signed = await verified(request, tenant_id)
     services = _services(request)
     if signed.jws.post_as_get:
         state = await cmd.owned_authz(services, tenant_id, signed.account_id, authz_id)
@@ -156,14 +156,14 @@ async def challenge(request: Request, tenant_id: FromPath[str], authz_id: FromPa
         state = await cmd.start_challenge(cmd.StartChallenge(tenant_id=tenant_id, account_id=signed.account_id,
                                                              authz_id=authz_id, challenge_id=challenge_id),
                                           signed.context, services)
-    return await _reply(request, tenant_id, _challenge_json(request, tenant_id, state),
-                        links=(f'<{_url(request, tenant_id, "authz", authz_id)}>;rel="up"',))
+    return await reply(request, tenant_id, challenge_json(request, tenant_id, state),
+                        links=(f'<{url_of(request, tenant_id, "authz", authz_id)}>;rel="up"',))
 
 
 @post("/cert/{order_id:str}", summary="Download the certificate chain (POST-as-GET), PEM",
       status_code=200, responses=ACME_ERRORS)
 async def certificate(request: Request, tenant_id: FromPath[str], order_id: FromPath[str]) -> Response:
-    signed = await _signed(request, tenant_id)
+    signed = await verified(request, tenant_id)
     services = _services(request)
     state = await cmd.owned_order(services, tenant_id, signed.account_id, order_id)
     if state.certificate_id is None:
@@ -173,14 +173,14 @@ async def certificate(request: Request, tenant_id: FromPath[str], order_id: From
                                                           issued.issuer_fingerprint, services.clock.now())
     pems = [issued.certificate_pem, *(row["certificate_pem"] for row in chain)]
     body = "".join(p if p.endswith("\n") else p + "\n" for p in pems)
-    return Response(content=body.encode("ascii"), media_type=PEM_CHAIN, headers=await _headers(request, tenant_id))
+    return Response(content=body.encode("ascii"), media_type=PEM_CHAIN, headers=await nonce_headers(request, tenant_id))
 
 
 @post("/revoke-cert", summary="Revoke a certificate (signed by its account or by its key)",
       status_code=200, responses=ACME_ERRORS)
 async def revoke_cert(request: Request, tenant_id: FromPath[str]) -> Response:
-    signed = await _signed(request, tenant_id, by="either")
-    payload = _payload(signed)
+    signed = await verified(request, tenant_id, by="either")
+    payload = payload_of(signed)
     der = jose.b64url_decode(payload.get("certificate"), "certificate")
     reason = payload.get("reason", 0)
     if not isinstance(reason, int) or isinstance(reason, bool):
@@ -189,7 +189,7 @@ async def revoke_cert(request: Request, tenant_id: FromPath[str]) -> Response:
                                       account_id=signed.account_id,
                                       jwk=signed.jws.jwk if signed.account_id is None else None),
                      signed.context, _services(request))
-    return Response(content=b"", status_code=200, headers=await _headers(request, tenant_id))
+    return Response(content=b"", status_code=200, headers=await nonce_headers(request, tenant_id))
 
 
 acme_router = Router("/acme/{tenant_id:str}", route_handlers=[

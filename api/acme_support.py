@@ -7,7 +7,6 @@ documents of type ``urn:ietf:params:acme:error:*`` that still name the field and
 from __future__ import annotations
 
 import asyncio
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,12 +19,11 @@ from api.problems import PROBLEM_MEDIA_TYPE, documented, handle_unexpected
 from commands import acme as cmd
 from commands.authz import Principal
 from commands.runtime import CommandContext
-from domain import acme, jose
+from domain import acme, jose, tenant
 from domain.errors import DomainError
 from infra import telemetry
 
 ACME_ERROR = "urn:ietf:params:acme:error:"
-TENANT_IN_URL = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 ACME_ERRORS = documented(400, 403, 404, 405, 413, 415, 429, 503)
 CREATED = {201: ResponseSpec(dict, description="Created: the new resource, its URL in Location",
                              media_type="application/json", generate_examples=False)}
@@ -36,31 +34,31 @@ _TYPES = {400: "malformed", 401: "unauthorized", 403: "unauthorized", 404: "malf
           422: "rejectedIdentifier", 429: "rateLimited", 503: "serverInternal"}
 
 
-def _base(request: Request) -> str:
+def base_url(request: Request) -> str:
     return runtime_of(request.app.state).settings.acme_base_url or str(request.base_url).rstrip("/")
 
 
-def _url(request: Request, tenant_id: str, *parts: str) -> str:
-    return "/".join((_base(request), "acme", tenant_id, *parts))
+def url_of(request: Request, tenant_id: str, *parts: str) -> str:
+    return "/".join((base_url(request), "acme", tenant_id, *parts))
 
 
-async def _headers(request: Request, tenant_id: str | None) -> dict[str, str]:
-    return await asyncio.to_thread(_headers_now, request, tenant_id)
+async def nonce_headers(request: Request, tenant_id: str | None) -> dict[str, str]:
+    return await asyncio.to_thread(headers_now, request, tenant_id)
 
 
-def _headers_now(request: Request, tenant_id: str | None) -> dict[str, str]:
+def headers_now(request: Request, tenant_id: str | None) -> dict[str, str]:
     """The headers of every answer (a fresh nonce: one insert); the exception handlers, which Litestar calls
     synchronously, use this directly."""
     nonce = runtime_of(request.app.state).nonces.issue()
     headers = {"Replay-Nonce": nonce, "Cache-Control": "no-store"}
-    if tenant_id and TENANT_IN_URL.fullmatch(tenant_id):  # never echo a path that is no tenant id into a header
-        headers["Link"] = f'<{_url(request, tenant_id, "directory")}>;rel="index"'
+    if tenant_id and tenant.TENANT_ID_RE.fullmatch(tenant_id):  # never echo a path that is no tenant id into a header
+        headers["Link"] = f'<{url_of(request, tenant_id, "directory")}>;rel="index"'
     return headers
 
 
-async def _reply(request: Request, tenant_id: str, body: Any, status: int = 200, *, location: str | None = None,
+async def reply(request: Request, tenant_id: str, body: Any, status: int = 200, *, location: str | None = None,
                  links: tuple[str, ...] = ()) -> Response:
-    headers = await _headers(request, tenant_id)
+    headers = await nonce_headers(request, tenant_id)
     if location:
         headers["Location"] = location
     if links:
@@ -98,7 +96,7 @@ def acme_error(request: Request, exc: Exception) -> Response:
             "request_id": telemetry.request_id_var.get(), "field": field,
             "errors": [{"field": field, "rule": exc.code, "message": exc.detail}]}
     return Response(content=encode_json(body), status_code=status, media_type=PROBLEM_MEDIA_TYPE,
-                    headers=_headers_now(request, tenant_id))
+                    headers=headers_now(request, tenant_id))
 
 
 @dataclass(frozen=True)
@@ -112,7 +110,7 @@ class Signed:
         return command_context(self.principal)
 
 
-async def _signed(request: Request, tenant_id: str, *, by: str = "kid") -> Signed:
+async def verified(request: Request, tenant_id: str, *, by: str = "kid") -> Signed:
     """Check the request's JWS: media type, url, nonce (consumed once, by any process), key, signature.
 
     ``by``: "kid" (an account), "jwk" (newAccount) or "either" (revokeCert).
@@ -121,7 +119,7 @@ async def _signed(request: Request, tenant_id: str, *, by: str = "kid") -> Signe
     if media_type != JOSE_JSON:
         raise acme.AcmeProblem("malformed", f"Content-Type must be {JOSE_JSON}", field="Content-Type", status=415)
     jws = jose.parse_jws(await request.body())
-    expected = _base(request) + request.url.path
+    expected = base_url(request) + request.url.path
     if jws.url != expected:
         raise acme.AcmeProblem("unauthorized", f"the JWS url {jws.url!r} is not this request's URL {expected!r}",
                                field="protected.url", status=403)
@@ -137,7 +135,7 @@ async def _signed(request: Request, tenant_id: str, *, by: str = "kid") -> Signe
         return Signed(jws=jws, account_id=None, principal=principal)
     if by == "jwk":
         raise acme.AcmeProblem("malformed", "newAccount is signed with a jwk, not a kid", field="protected.kid")
-    prefix = _url(request, tenant_id, "acct") + "/"
+    prefix = url_of(request, tenant_id, "acct") + "/"
     account_id = jws.kid.removeprefix(prefix) if jws.kid.startswith(prefix) else ""
     if not account_id or "/" in account_id:
         raise acme.AcmeProblem("accountDoesNotExist", f"kid must be an account URL of this directory ({prefix}…)",
@@ -147,44 +145,44 @@ async def _signed(request: Request, tenant_id: str, *, by: str = "kid") -> Signe
     return Signed(jws=jws, account_id=account_id, principal=cmd.account_principal(tenant_id, account_id))
 
 
-def _payload(signed: Signed) -> dict[str, Any]:
+def payload_of(signed: Signed) -> dict[str, Any]:
     if signed.jws.post_as_get:
         raise acme.AcmeProblem("malformed", "this request needs a JSON payload", field="payload")
     return signed.jws.payload_json()
 
 
-def _account_json(request: Request, tenant_id: str, account: acme.Account) -> dict[str, Any]:
+def account_json(request: Request, tenant_id: str, account: acme.Account) -> dict[str, Any]:
     created = account.created
     return {"status": account.status, "contact": created.contact, "key": created.jwk,
-            "orders": _url(request, tenant_id, "acct", created.account_id, "orders"),
+            "orders": url_of(request, tenant_id, "acct", created.account_id, "orders"),
             "externalAccountBinding": {"kid": created.eab_key_id}}
 
 
-def _challenge_json(request: Request, tenant_id: str, authz: acme.Authorization) -> dict[str, Any]:
+def challenge_json(request: Request, tenant_id: str, authz: acme.Authorization) -> dict[str, Any]:
     c = authz.created
     body: dict[str, Any] = {"type": c.challenge_type, "status": authz.challenge_status, "token": c.token,
-                            "url": _url(request, tenant_id, "chall", c.authz_id, c.challenge_id)}
+                            "url": url_of(request, tenant_id, "chall", c.authz_id, c.challenge_id)}
     if authz.error is not None:
         body["error"] = {"type": ACME_ERROR + authz.error.error_type, "detail": authz.error.detail, "status": 403}
     return body
 
 
-def _authz_json(request: Request, tenant_id: str, authz: acme.Authorization, now) -> dict[str, Any]:
+def authz_json(request: Request, tenant_id: str, authz: acme.Authorization, now) -> dict[str, Any]:
     c = authz.created
     return {"status": acme.authz_status(authz, now), "expires": c.expires,
             "identifier": {"type": "dns", "value": c.identifier},
-            "challenges": [_challenge_json(request, tenant_id, authz)]}
+            "challenges": [challenge_json(request, tenant_id, authz)]}
 
 
-async def _order_json(request: Request, tenant_id: str, order: acme.Order) -> dict[str, Any]:
+async def order_json(request: Request, tenant_id: str, order: acme.Order) -> dict[str, Any]:
     services = runtime_of(request.app.state).services
     c = order.created
     authzs = await cmd.order_authorizations(services, tenant_id, order)
     body: dict[str, Any] = {
         "status": acme.order_status(order, authzs, services.clock.now()), "expires": c.expires,
         "identifiers": [{"type": "dns", "value": name} for name in c.identifiers],
-        "authorizations": [_url(request, tenant_id, "authz", a) for a in c.authorization_ids],
-        "finalize": _url(request, tenant_id, "order", c.order_id, "finalize")}
+        "authorizations": [url_of(request, tenant_id, "authz", a) for a in c.authorization_ids],
+        "finalize": url_of(request, tenant_id, "order", c.order_id, "finalize")}
     if order.certificate_id is not None:
-        body["certificate"] = _url(request, tenant_id, "cert", c.order_id)
+        body["certificate"] = url_of(request, tenant_id, "cert", c.order_id)
     return body
