@@ -1,8 +1,8 @@
-"""/acme/{tenant_id}/…: the RFC 8555 ACME server of one tenant (directory, nonces, accounts, orders, http-01).
+"""/acme/{tenant_id}/…: the RFC 8555 ACME server of one tenant (directory, nonces, accounts, orders, challenges).
 
 Outside /v1: ACME clients authenticate every POST with a JWS signed by their account key, not a bearer token;
 accounts need an external account binding (an EAB key from ``POST /v1/tenants/{id}/acme/eab-keys``). keyChange,
-pre-authorization, dns-01 and tls-alpn-01 are not offered (docs/operations.md, "ACME").
+pre-authorization and dns-01 are not offered (docs/operations.md, "ACME").
 """
 
 from __future__ import annotations
@@ -156,7 +156,10 @@ async def challenge(request: Request, tenant_id: FromPath[str], authz_id: FromPa
         state = await cmd.start_challenge(cmd.StartChallenge(tenant_id=tenant_id, account_id=signed.account_id,
                                                              authz_id=authz_id, challenge_id=challenge_id),
                                           signed.context, services)
-    return await reply(request, tenant_id, challenge_json(request, tenant_id, state),
+    answered = state.challenge(challenge_id)
+    if answered is None:
+        raise acme.AcmeProblem("malformed", f"no challenge {challenge_id} here", field="challenge_id", status=404)
+    return await reply(request, tenant_id, challenge_json(request, tenant_id, state, answered),
                         links=(f'<{url_of(request, tenant_id, "authz", authz_id)}>;rel="up"',))
 
 

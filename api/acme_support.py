@@ -158,11 +158,12 @@ def account_json(request: Request, tenant_id: str, account: acme.Account) -> dic
             "externalAccountBinding": {"kid": created.eab_key_id}}
 
 
-def challenge_json(request: Request, tenant_id: str, authz: acme.Authorization) -> dict[str, Any]:
-    c = authz.created
-    body: dict[str, Any] = {"type": c.challenge_type, "status": authz.challenge_status, "token": c.token,
-                            "url": url_of(request, tenant_id, "chall", c.authz_id, c.challenge_id)}
-    if authz.error is not None:
+def challenge_json(request: Request, tenant_id: str, authz: acme.Authorization,
+                   challenge: acme.Challenge) -> dict[str, Any]:
+    body: dict[str, Any] = {"type": challenge.challenge_type, "status": authz.status_of(challenge.challenge_id),
+                            "token": challenge.token,
+                            "url": url_of(request, tenant_id, "chall", authz.created.authz_id, challenge.challenge_id)}
+    if authz.error is not None and challenge.challenge_id == authz.started:
         body["error"] = {"type": ACME_ERROR + authz.error.error_type, "detail": authz.error.detail, "status": 403}
     return body
 
@@ -171,7 +172,7 @@ def authz_json(request: Request, tenant_id: str, authz: acme.Authorization, now)
     c = authz.created
     return {"status": acme.authz_status(authz, now), "expires": c.expires,
             "identifier": {"type": "dns", "value": c.identifier},
-            "challenges": [challenge_json(request, tenant_id, authz)]}
+            "challenges": [challenge_json(request, tenant_id, authz, one) for one in c.challenges]}
 
 
 async def order_json(request: Request, tenant_id: str, order: acme.Order) -> dict[str, Any]:

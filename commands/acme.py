@@ -156,9 +156,10 @@ async def new_order(cmd: NewOrder, ctx: CommandContext, services: Services) -> s
     order_id, authz_ids = uuid7().replace("-", ""), []
     for name in names:
         authz_id = uuid7().replace("-", "")
+        challenges = [acme.Challenge(challenge_id=uuid7().replace("-", ""), challenge_type=kind,
+                                     token=secrets.token_urlsafe(32)) for kind in acme.CHALLENGE_TYPES]
         created = acme.AuthorizationCreated(authz_id=authz_id, order_id=order_id, account_id=cmd.account_id,
-                                            identifier=name, expires=expires, challenge_id=uuid7().replace("-", ""),
-                                            challenge_type=acme.HTTP_01, token=secrets.token_urlsafe(32))
+                                            identifier=name, expires=expires, challenges=challenges)
         await run(services, ctx.without_key(), cmd, tenant_id=cmd.tenant_id, stream_id=acme.authz_stream_id(authz_id),
                   stream_type=acme.AUTHZ_STREAM_TYPE, fold=acme.fold_authz, decide=lambda s, c=created: [c],
                   presume_new=True)
@@ -200,13 +201,11 @@ class StartChallenge(msgspec.Struct, frozen=True, kw_only=True):
 @allowed_while_suspended("proves control of a name; issuance itself is refused while suspended")
 async def start_challenge(cmd: StartChallenge, ctx: CommandContext, services: Services) -> acme.Authorization:
     """RFC 8555 7.5.1: the client is ready; the validator (infra/acme) fetches the response in the background."""
-    state = await owned_authz(services, cmd.tenant_id, cmd.account_id, cmd.authz_id)
-    if state.created.challenge_id != cmd.challenge_id:
-        raise AcmeProblem("malformed", f"no challenge {cmd.challenge_id} here", field="challenge_id", status=404)
+    await owned_authz(services, cmd.tenant_id, cmd.account_id, cmd.authz_id)
     now = services.clock.now()
     await run(services, ctx.without_key(), cmd, tenant_id=cmd.tenant_id, stream_id=acme.authz_stream_id(cmd.authz_id),
               stream_type=acme.AUTHZ_STREAM_TYPE, fold=acme.fold_authz,
-              decide=lambda s: acme.decide_start_challenge(s, now))
+              decide=lambda s: acme.decide_start_challenge(s, cmd.challenge_id, now))
     return await load(services, cmd.tenant_id, acme.authz_stream_id(cmd.authz_id), acme.fold_authz)
 
 

@@ -1,7 +1,7 @@
 """The ACME aggregates (RFC 8555): external account binding keys, accounts, orders, authorizations with challenges.
 
 Each is a hash-chained stream. An account's id is its key's RFC 7638 thumbprint, so the store refuses a second
-account for one key (its stream is created at version 0). An authorization holds its challenges (http-01 only):
+account for one key (its stream is created at version 0). An authorization holds its challenges (http-01, tls-alpn-01):
 a challenge has no life apart from its authorization. The EAB key's HMAC secret is in the key vault, named here
 by ``secret_ref`` only.
 """
@@ -23,6 +23,8 @@ ACCOUNT_STREAM_TYPE = "acme_account"
 ORDER_STREAM_TYPE = "acme_order"
 AUTHZ_STREAM_TYPE = "acme_authorization"
 HTTP_01 = "http-01"
+TLS_ALPN_01 = "tls-alpn-01"
+CHALLENGE_TYPES = (HTTP_01, TLS_ALPN_01)
 MAX_IDENTIFIERS = 100
 MAX_PATTERNS = 64
 
@@ -85,6 +87,12 @@ class OrderIssued(Payload, frozen=True, kw_only=True):
     csr_sha256: str
 
 
+class Challenge(msgspec.Struct, frozen=True, kw_only=True):
+    challenge_id: str
+    challenge_type: str  # http-01 | tls-alpn-01
+    token: str  # public: the client serves it
+
+
 @event("acme.authorization_created")
 class AuthorizationCreated(Payload, frozen=True, kw_only=True):
     authz_id: str
@@ -92,9 +100,7 @@ class AuthorizationCreated(Payload, frozen=True, kw_only=True):
     account_id: str
     identifier: str
     expires: str
-    challenge_id: str
-    challenge_type: str
-    token: str  # public: the client serves it
+    challenges: list[Challenge]  # the client answers one of them
 
 
 @event("acme.challenge_started")
@@ -133,10 +139,19 @@ class Order(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Authorization(msgspec.Struct, frozen=True, kw_only=True):
+    """One authorization and its challenges: the first the client starts decides it (``started``)."""
+
     created: AuthorizationCreated | None = None
-    challenge_status: str = "pending"  # pending | processing | valid | invalid
-    validated_at: str | None = None
+    challenge_status: str = "pending"  # of the started challenge: pending | processing | valid | invalid
+    started: str | None = None  # the challenge id the client answered
     error: ChallengeFailed | None = None
+
+    def challenge(self, challenge_id: str) -> Challenge | None:
+        return next((c for c in self.created.challenges if c.challenge_id == challenge_id), None)
+
+    def status_of(self, challenge_id: str) -> str:
+        """A challenge's status: the started one's is the authorization's; the others stay pending."""
+        return self.challenge_status if challenge_id == self.started else "pending"
 
 
 def eab_stream_id(key_id: str) -> str:
@@ -201,7 +216,7 @@ def fold_authz(payloads: Iterable[Payload], start: Authorization | None = None) 
             case AuthorizationCreated():
                 state = Authorization(created=payload)
             case ChallengeStarted():
-                state = msgspec.structs.replace(state, challenge_status="processing")
+                state = msgspec.structs.replace(state, challenge_status="processing", started=payload.challenge_id)
             case ChallengeValidated():
                 state = msgspec.structs.replace(state, challenge_status="valid")
             case ChallengeFailed():
@@ -257,7 +272,7 @@ def decide_bind_eab(state: EabKey, key_id: str, account_id: str) -> list[Payload
 
 
 def check_identifiers(identifiers: object, allowed: Iterable[str]) -> list[str]:
-    """A newOrder's identifiers: DNS names only, no wildcard (http-01 cannot prove one), within ``allowed``."""
+    """A newOrder's identifiers: DNS names only, no wildcard (neither challenge offered proves one), within ``allowed``."""
     if not isinstance(identifiers, list) or not identifiers:
         raise AcmeProblem("malformed", "identifiers must be a non-empty list", field="identifiers")
     if len(identifiers) > MAX_IDENTIFIERS:
@@ -302,18 +317,21 @@ def authz_status(authz: Authorization, now: datetime) -> str:
     return "expired" if datetime.fromisoformat(authz.created.expires) <= now else "pending"
 
 
-def decide_start_challenge(state: Authorization, now: datetime) -> list[Payload]:
-    """A client's POST to the challenge: pending becomes processing (once); anything else is left as it is."""
+def decide_start_challenge(state: Authorization, challenge_id: str, now: datetime) -> list[Payload]:
+    """A client's POST to a challenge: the first one started makes the authorization processing (once); a POST
+    to it or to another afterwards changes nothing."""
+    if state.challenge(challenge_id) is None:
+        raise AcmeProblem("malformed", f"no challenge {challenge_id} here", field="challenge_id", status=404)
     if state.challenge_status != "pending":
         return []
     if authz_status(state, now) == "expired":
-        raise AcmeProblem("malformed", "the authorization has expired", field="challenge", status=400)
-    return [ChallengeStarted(challenge_id=state.created.challenge_id)]
+        raise AcmeProblem("malformed", "the authorization has expired", field="challenge_id", status=400)
+    return [ChallengeStarted(challenge_id=challenge_id)]
 
 
 def decide_challenge_result(state: Authorization, result: ChallengeValidated | ChallengeFailed) -> list[Payload]:
     """The validator's answer, recorded only for a challenge still processing (a retried job records nothing)."""
-    if state.challenge_status != "processing":
+    if state.challenge_status != "processing" or result.challenge_id != state.started:
         return []
     return [result]
 
@@ -335,7 +353,7 @@ def check_csr_names(order_names: Iterable[str], csr_dns: Iterable[str], common_n
                           field="csr")
 
 
-# http-01 validation connects where the server is: only into the networks the operator lists.
+# Validation connects where the server is: only into the networks the operator lists.
 _NEVER = tuple(ipaddress.ip_network(n) for n in ("0.0.0.0/8", "169.254.0.0/16", "fe80::/10", "224.0.0.0/4",
                                                  "ff00::/8", "255.255.255.255/32"))
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -354,7 +372,7 @@ def parse_networks(texts: Iterable[str]) -> tuple[IpNetwork, ...]:
 
 def validation_address_problem(address: ipaddress.IPv4Address | ipaddress.IPv6Address,
                                networks: tuple[IpNetwork, ...]) -> str | None:
-    """Why http-01 validation may not connect to ``address``, or None. Link-local (cloud metadata), unspecified,
+    """Why validation may not connect to ``address``, or None. Link-local (cloud metadata), unspecified,
     multicast and broadcast addresses never; loopback only inside a listed loopback network; anything else only
     inside a listed network."""
     address = getattr(address, "ipv4_mapped", None) or address

@@ -19,7 +19,7 @@ from commands.identity import Identity
 from commands.runtime import Services, SystemClock
 from domain.verification import ChainVerifier, VerifyReport
 from infra.acme.nonces import NonceStore
-from infra.acme.validator import AcmeValidator, http01_of
+from infra.acme.validator import AcmeValidator, http01_of, tls_alpn01_of
 from infra.artifacts import SQLiteArtifactStore
 from infra.audit.checkpointer import Checkpointer
 from infra.audit.keys import AuditSigner, anchor_keys, load_public_key, trusted_keys
@@ -227,7 +227,8 @@ def open_runtime(settings: Settings, link: LinkClient | None = None, *, rebuild:
                        webhooks=Webhooks(DeliveryLog(settings.webhooks_db), None),
                        nonces=NonceStore(settings.acme_nonces_db))
     jobs = Jobs.from_settings(settings)
-    validator = AcmeValidator(services, runner, jobs, http01_of(settings), poll_interval=settings.poll_interval)
+    validator = AcmeValidator(services, runner, jobs, http01_of(settings), tls_alpn01_of(settings),
+                              poll_interval=settings.poll_interval)
     return Runtime(settings, store, runner, checkpointer, vault, services, keys,
                    identity=build_identity(settings, vault), jobs=jobs, webhooks=wire_webhooks(settings, jobs, keys),
                    nonces=NonceStore(settings.acme_nonces_db), acme_validator=validator)

@@ -360,10 +360,11 @@ class Settings:
     # /metrics (api/metrics.py): with a scrape token file, scrapes must present the token and see per-tenant and
     # per-CA series; without one, /metrics stays open and names no tenant or CA.
     metrics_token_file: Path | None = None
-    # ACME (api/acme.py, infra/acme): the port http-01 validation connects to, the networks it may connect into
+    # ACME (api/acme.py, infra/acme): the ports http-01 and tls-alpn-01 validation connect to, the networks it may connect into
     # (never link-local; loopback only when listed), an optional hosts file read before the system resolver, the
     # per-validation timeout, and the base URL the directory names (default: the URL the request came in on).
     acme_http01_port: int = 80
+    acme_tls_alpn_port: int = 443  # where tls-alpn-01 validation connects
     acme_validation_networks: tuple[str, ...] = ACME_DEFAULT_NETWORKS
     acme_hosts_file: Path | None = None
     acme_validation_timeout: float = 5.0
@@ -480,6 +481,7 @@ class Settings:
             in {"1", "true", "yes", "on"},
             metrics_token_file=_optional_path("METRICS_TOKEN_FILE"),
             acme_http01_port=int(_env("ACME_HTTP01_PORT", "80")),
+            acme_tls_alpn_port=int(_env("ACME_TLS_ALPN_PORT", "443")),
             acme_validation_networks=tuple(n.strip() for n in _env(
                 "ACME_VALIDATION_NETWORKS", ",".join(ACME_DEFAULT_NETWORKS)).split(",") if n.strip()),
             acme_hosts_file=_optional_path("ACME_HOSTS_FILE"),

@@ -74,6 +74,21 @@ def _resolve_system(name: str, port: int, timeout: float) -> list[str]:
     return list(dict.fromkeys(info[4][0] for info in infos))
 
 
+def allowed_addresses(name: str, port: int, networks: tuple[acme.IpNetwork, ...], hosts_file: Path | None,
+                      timeout: float) -> list[str]:
+    """The addresses of ``name`` (hosts file first, then the system resolver) that validation may connect to;
+    ValidationFailed (``rejectedIdentifier``) naming why when there are none: nothing is connected to then."""
+    found = read_hosts(hosts_file).get(name.lower()) or _resolve_system(name, port, timeout)
+    allowed, refused = [], []
+    for text in found:
+        problem = acme.validation_address_problem(ipaddress.ip_address(text), networks)
+        (refused if problem else allowed).append(problem or text)
+    if not allowed:
+        raise ValidationFailed("rejectedIdentifier", f"{name}: no address validation may connect to ("
+                               + "; ".join(refused or ["none found"]) + ")")
+    return allowed
+
+
 @dataclass(frozen=True)
 class Http01:
     port: int
@@ -83,15 +98,7 @@ class Http01:
 
     def addresses(self, name: str) -> list[str]:
         """The addresses of ``name`` validation may connect to; ValidationFailed when there are none."""
-        found = read_hosts(self.hosts_file).get(name.lower()) or _resolve_system(name, self.port, self.timeout)
-        allowed, refused = [], []
-        for text in found:
-            problem = acme.validation_address_problem(ipaddress.ip_address(text), self.networks)
-            (refused if problem else allowed).append(problem or text)
-        if not allowed:
-            raise ValidationFailed("rejectedIdentifier", f"{name}: no address validation may connect to ("
-                                   + "; ".join(refused or ["none found"]) + ")")
-        return allowed
+        return allowed_addresses(name, self.port, self.networks, self.hosts_file, self.timeout)
 
     def fetch(self, name: str, token: str) -> tuple[str, bytes]:
         """(address, body) of the first address that answers 200; ValidationFailed otherwise."""

@@ -1,4 +1,5 @@
-"""The ACME validator: challenges a client started are validated by a background job, also after a crash.
+"""The ACME validator: challenges a client started (http-01, tls-alpn-01) are validated by a background job, also
+after a crash.
 
 A started challenge is a row of the ACME read model until its result is recorded. The validator (in the process
 that owns the event store: the single process, or a multi-worker server's primary) polls those rows and sends each
@@ -19,6 +20,7 @@ from commands.authz import SYSTEM
 from commands.runtime import CommandContext, Services, load
 from domain import acme, jose
 from infra.acme.http01 import Http01, ValidationFailed
+from infra.acme.tlsalpn import TlsAlpn01
 from infra.config import Settings
 from infra.jobs import Jobs
 from projections import acme as read_model
@@ -35,10 +37,15 @@ def http01_of(settings: Settings) -> Http01:
                   hosts_file=settings.acme_hosts_file, timeout=settings.acme_validation_timeout)
 
 
+def tls_alpn01_of(settings: Settings) -> TlsAlpn01:
+    return TlsAlpn01(port=settings.acme_tls_alpn_port, networks=acme.parse_networks(settings.acme_validation_networks),
+                     hosts_file=settings.acme_hosts_file, timeout=settings.acme_validation_timeout)
+
+
 class AcmeValidator:
-    def __init__(self, services: Services, runner: ProjectionRunner, jobs: Jobs, http01: Http01, *,
-                 poll_interval: float = 0.5) -> None:
-        self.services, self.runner, self.jobs, self.http01 = services, runner, jobs, http01
+    def __init__(self, services: Services, runner: ProjectionRunner, jobs: Jobs, http01: Http01,
+                 tls_alpn01: TlsAlpn01, *, poll_interval: float = 0.5) -> None:
+        self.services, self.runner, self.jobs, self.http01, self.tls_alpn01 = services, runner, jobs, http01, tls_alpn01
         self.poll_interval = poll_interval
         self._in_flight: set[tuple[str, str]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -75,27 +82,31 @@ class AcmeValidator:
             state = await load(self.services, tenant_id, acme.authz_stream_id(authz_id), acme.fold_authz)
             if state.created is None or state.challenge_status != "processing":
                 return
-            created = state.created
-            expected = jose.key_authorization(created.token, created.account_id)  # the account id is its thumbprint
-            result = await self._check(created, expected)
+            created, challenge = state.created, state.challenge(state.started)
+            # the account id is its key's thumbprint
+            expected = jose.key_authorization(challenge.token, created.account_id)
+            result = await self._check(created.identifier, challenge, expected)
             await commands.record_challenge(commands.RecordChallenge(tenant_id=tenant_id, authz_id=authz_id,
                                                                      result=result),
                                             CommandContext(principal=SYSTEM), self.services)
         finally:
             self._in_flight.discard((tenant_id, authz_id))
 
-    async def _check(self, created: acme.AuthorizationCreated,
+    async def _check(self, name: str, challenge: acme.Challenge,
                      expected: str) -> acme.ChallengeValidated | acme.ChallengeFailed:
         try:
-            address, body = await asyncio.to_thread(self.http01.fetch, created.identifier, created.token)
+            if challenge.challenge_type == acme.TLS_ALPN_01:
+                address = await asyncio.to_thread(self.tls_alpn01.check, name, expected)
+            else:
+                address, body = await asyncio.to_thread(self.http01.fetch, name, challenge.token)
+                if body.strip() != expected.encode("ascii"):
+                    shown = body[:100].decode("ascii", "replace")
+                    raise ValidationFailed("incorrectResponse", f"the response from {address} is {shown!r}, not "
+                                           "the key authorization")
         except ValidationFailed as exc:
-            return acme.ChallengeFailed(challenge_id=created.challenge_id, error_type=exc.error_type,
+            return acme.ChallengeFailed(challenge_id=challenge.challenge_id, error_type=exc.error_type,
                                         detail=exc.detail[:500])
-        if body.strip() != expected.encode("ascii"):
-            shown = body[:100].decode("ascii", "replace")
-            return acme.ChallengeFailed(challenge_id=created.challenge_id, error_type="incorrectResponse",
-                                        detail=f"the response from {address} is {shown!r}, not the key authorization")
-        return acme.ChallengeValidated(challenge_id=created.challenge_id, address=address)
+        return acme.ChallengeValidated(challenge_id=challenge.challenge_id, address=address)
 
     def close(self) -> None:
         if self._views is not None:

@@ -196,6 +196,11 @@ class Responder:
         self.server.server_close()
 
 
+def http01(authz_response) -> dict:
+    """The http-01 challenge of an authorization answer."""
+    return next(c for c in authz_response.json()["challenges"] if c["type"] == "http-01")
+
+
 async def poll(client: Client, url: str, done=("valid", "invalid"), seconds: float = 20) -> dict:
     """POST-as-GET ``url`` until its status is one of ``done``."""
     for _ in range(int(seconds / 0.1)):
@@ -221,7 +226,7 @@ async def validated_order(client: Client, responder: Responder, *names: str) -> 
     assert created.status_code == 201, created.text
     order, order_url = created.json(), created.headers["Location"]
     for authz_url in order["authorizations"]:
-        challenge = (await client.post(authz_url, None)).json()["challenges"][0]
+        challenge = http01(await client.post(authz_url, None))
         responder.answers[challenge["token"]] = jose.key_authorization(challenge["token"], jose.thumbprint(client.jwk))
         started = await client.post(challenge["url"], {})
         assert started.status_code == 200, started.text

@@ -8,7 +8,7 @@ import logging
 import subprocess
 import sys
 
-from acme_support import Client, Responder, acme_world, csr_der, poll, validated_order
+from acme_support import Client, Responder, acme_world, csr_der, http01, poll, validated_order
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
@@ -205,7 +205,7 @@ async def test_validation_never_connects_outside_the_networks(tmp_path):
             created = (await client.post(client.directory["newOrder"], {"identifiers": [
                 {"type": "dns", "value": name}]})).json()
             authz_url = created["authorizations"][0]
-            challenge = (await client.post(authz_url, None)).json()["challenges"][0]
+            challenge = http01(await client.post(authz_url, None))
             await client.post(challenge["url"], {})
             assert (await poll(client, authz_url))["status"] == "invalid"
             failed = (await client.post(challenge["url"], None)).json()
@@ -219,7 +219,7 @@ async def test_a_started_challenge_is_validated_after_a_restart(tmp_path):
         created = (await client.post(client.directory["newOrder"], {"identifiers": [
             {"type": "dns", "value": "node3.acme.test"}]})).json()
         authz_url = created["authorizations"][0]
-        challenge = (await client.post(authz_url, None)).json()["challenges"][0]
+        challenge = http01(await client.post(authz_url, None))
         assert (await client.post(challenge["url"], {})).json()["status"] == "processing"
     responder = Responder(world.http01_port)
     try:

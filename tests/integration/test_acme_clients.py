@@ -14,7 +14,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from acme_support import acme_world
+from acme_support import acme_world, free_port
 from cryptography import x509
 
 CERTBOT, LEGO, OPENSSL = shutil.which("certbot"), shutil.which("lego"), shutil.which("openssl")
@@ -90,3 +90,22 @@ async def test_lego_obtains_verifies_and_revokes_a_node_certificate(tmp_path):
         await _run(LEGO, *common, "revoke", env=env)
         row = await _certificate_status(world, leaf)
         assert row["status"] == "revoked", row
+
+
+@pytest.mark.skipif(LEGO is None, reason="lego is not installed (Debian package lego)")
+@pytest.mark.skipif(OPENSSL is None, reason="openssl is not installed")
+async def test_lego_proves_a_name_with_tls_alpn_01(tmp_path):
+    tls_port = free_port()
+    async with acme_world(tmp_path, acme_tls_alpn_port=tls_port) as world:
+        key = await world.eab_key(allowed_names=["node3.acme.test"], description="lego tls-alpn-01")
+        path = tmp_path / "lego"
+        await _run(LEGO, "--server", world.directory, "--path", str(path), "--email", "ops@acme.test",
+                   "--accept-tos", "--eab", "--kid", key["key_id"], "--hmac", key["hmac_key"],
+                   "--domains", "node3.acme.test", "--tls", "--tls.port", f"127.0.0.1:{tls_port}", "run",
+                   env={"LEGO_CA_CERTIFICATES": str(world.tls_ca)})
+        await _verify(world, tmp_path, path / "certificates" / "node3.acme.test.crt", "node3.acme.test")
+        started = [e for e in await world.api.runtime.store.read_all(0, 100_000) if e.type == "acme.challenge_started"]
+        authz = [e for e in await world.api.runtime.store.read_all(0, 100_000)
+                 if e.type == "acme.authorization_created" and e.stream_id == started[-1].stream_id][0]
+        kinds = {c["challenge_id"]: c["challenge_type"] for c in authz.payload["challenges"]}
+        assert kinds[started[-1].payload["challenge_id"]] == "tls-alpn-01"

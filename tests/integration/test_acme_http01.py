@@ -1,15 +1,21 @@
-"""infra/acme/http01.py against a real HTTP server on loopback: redirects, sizes, status codes, names, addresses."""
+"""infra/acme/http01.py and tlsalpn.py against real servers on loopback: redirects, sizes, status codes, names,
+addresses, ALPN and the acmeIdentifier certificate."""
 
 from __future__ import annotations
 
+import contextlib
 import http.server
+import socket
+import ssl
 import threading
 
 import pytest
-
 from acme_support import free_port
+from acme_tls import server_tls
+
 from domain import acme
 from infra.acme.http01 import MAX_BODY, Http01, ValidationFailed
+from infra.acme.tlsalpn import TlsAlpn01
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -80,3 +86,34 @@ def test_a_name_that_does_not_resolve_and_a_closed_port(tmp_path, server):
     with pytest.raises(ValidationFailed) as failed:
         fetcher(tmp_path, free_port()).fetch("node.test", "ok")
     assert failed.value.error_type == "connection"
+
+
+@pytest.mark.parametrize("alpn, words", [(None, "did not negotiate ALPN"), (["acme-tls/1"], "is not one")])
+def test_tls_alpn_01_needs_the_protocol_and_the_certificate(tmp_path, alpn, words):
+    """A TLS server that is no tls-alpn-01 responder: without acme-tls/1, or with an ordinary certificate."""
+    _, cert, key = server_tls(tmp_path)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    if alpn:
+        context.set_alpn_protocols(alpn)
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            conn, _ = listener.accept()
+            with contextlib.suppress(OSError, ssl.SSLError), context.wrap_socket(conn, server_side=True) as tls:
+                tls.recv(1)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    hosts = tmp_path / "hosts"
+    hosts.write_text("127.0.0.1 node.test\n")
+    checker = TlsAlpn01(port=port, networks=acme.parse_networks(["127.0.0.0/8"]), hosts_file=hosts, timeout=2.0)
+    try:
+        with pytest.raises(ValidationFailed) as failed:
+            checker.check("node.test", "token.thumbprint")
+        assert failed.value.error_type == "unauthorized" and words in failed.value.detail, failed.value.detail
+    finally:
+        listener.close()
+        thread.join(5)

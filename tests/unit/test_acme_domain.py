@@ -48,26 +48,34 @@ def test_name_patterns_are_checked_when_a_key_is_made():
 
 
 def _authz(status: str = "pending") -> acme.Authorization:
+    challenges = [acme.Challenge(challenge_id="c", challenge_type=acme.HTTP_01, token="t"),
+                  acme.Challenge(challenge_id="d", challenge_type=acme.TLS_ALPN_01, token="u")]
     created = acme.AuthorizationCreated(authz_id="a", order_id="o", account_id="acct", identifier="n.example",
-                                        expires=LATER, challenge_id="c", challenge_type=acme.HTTP_01, token="t")
+                                        expires=LATER, challenges=challenges)
     return acme.Authorization(created=created, challenge_status=status)
 
 
 def test_the_challenge_state_machine():
     state = acme.fold_authz([_authz().created])
     assert acme.authz_status(state, NOW) == "pending"
-    started = acme.decide_start_challenge(state, NOW)
+    with pytest.raises(AcmeProblem) as unknown:
+        acme.decide_start_challenge(state, "nope", NOW)
+    assert unknown.value.status == 404 and unknown.value.field == "challenge_id"
+    started = acme.decide_start_challenge(state, "d", NOW)
     assert [type(e) for e in started] == [acme.ChallengeStarted]
     state = acme.fold_authz(started, start=state)
-    assert state.challenge_status == "processing" and acme.decide_start_challenge(state, NOW) == []
-    ok = acme.ChallengeValidated(challenge_id="c", address="10.0.0.1")
+    assert state.challenge_status == "processing" and state.started == "d"
+    assert acme.decide_start_challenge(state, "c", NOW) == []  # the first one started decides
+    assert state.status_of("d") == "processing" and state.status_of("c") == "pending"
+    assert acme.decide_challenge_result(state, acme.ChallengeValidated(challenge_id="c", address="10.0.0.1")) == []
+    ok = acme.ChallengeValidated(challenge_id="d", address="10.0.0.1")
     assert acme.decide_challenge_result(state, ok) == [ok]
     state = acme.fold_authz([ok], start=state)
     assert acme.authz_status(state, NOW) == "valid"
-    assert acme.decide_challenge_result(state, acme.ChallengeFailed(challenge_id="c", error_type="x", detail="")) == []
+    assert acme.decide_challenge_result(state, acme.ChallengeFailed(challenge_id="d", error_type="x", detail="")) == []
     assert acme.authz_status(_authz(), NOW + timedelta(days=2)) == "expired"
     with pytest.raises(AcmeProblem):
-        acme.decide_start_challenge(_authz(), NOW + timedelta(days=2))
+        acme.decide_start_challenge(_authz(), "c", NOW + timedelta(days=2))
 
 
 def test_order_status_follows_its_authorizations():
