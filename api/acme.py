@@ -146,7 +146,8 @@ async def authorization(request: Request, tenant_id: FromPath[str], authz_id: Fr
 
 @post("/chall/{authz_id:str}/{challenge_id:str}", summary="Start (payload {}) or read (POST-as-GET) a challenge",
       status_code=200, responses=ACME_ERRORS)
-async def challenge(request: Request, tenant_id: FromPath[str], authz_id: FromPath[str], challenge_id: FromPath[str]) -> Response:
+async def challenge(request: Request, tenant_id: FromPath[str], authz_id: FromPath[str],
+                    challenge_id: FromPath[str]) -> Response:
     signed = await verified(request, tenant_id)
     services = _services(request)
     if signed.jws.post_as_get:
@@ -196,6 +197,7 @@ async def revoke_cert(request: Request, tenant_id: FromPath[str]) -> Response:
 
 
 acme_router = Router("/acme/{tenant_id:str}", route_handlers=[
-    directory, nonce_head, nonce_get, new_account, account, account_orders, new_order, order, finalize, authorization, challenge,
+    directory, nonce_head, nonce_get, new_account, account, account_orders, new_order, order, finalize, authorization,
+    challenge,
     certificate, revoke_cert], exception_handlers={DomainError: acme_error, HTTPException: acme_error,
                                                    Exception: acme_error}, tags=["acme"])

@@ -272,7 +272,8 @@ def decide_bind_eab(state: EabKey, key_id: str, account_id: str) -> list[Payload
 
 
 def check_identifiers(identifiers: object, allowed: Iterable[str]) -> list[str]:
-    """A newOrder's identifiers: DNS names only, no wildcard (neither challenge offered proves one), within ``allowed``."""
+    """A newOrder's identifiers: DNS names only, no wildcard (neither challenge offered proves one), within
+    ``allowed``."""
     if not isinstance(identifiers, list) or not identifiers:
         raise AcmeProblem("malformed", "identifiers must be a non-empty list", field="identifiers")
     if len(identifiers) > MAX_IDENTIFIERS:

@@ -193,17 +193,17 @@ def public_key(jwk: dict[str, Any]) -> PublicKey:
 
 def thumbprint(jwk: dict[str, Any]) -> str:
     """RFC 7638: SHA-256 over the required members, sorted, no whitespace; base64url. Validates the key first."""
-    public_key(jwk)
-    required = {"EC": ("crv", "kty", "x", "y"), "RSA": ("e", "kty", "n"), "OKP": ("crv", "kty", "x")}[jwk["kty"]]
-    canonical = json.dumps({name: jwk[name] for name in required}, separators=(",", ":"), sort_keys=True)
+    canonical = json.dumps(public_jwk(jwk), separators=(",", ":"), sort_keys=True)
     return b64url_encode(hashlib.sha256(canonical.encode("utf-8")).digest())
 
 
+_REQUIRED = {"EC": ("crv", "kty", "x", "y"), "RSA": ("e", "kty", "n"), "OKP": ("crv", "kty", "x")}
+
+
 def public_jwk(jwk: dict[str, Any]) -> dict[str, str]:
-    """Only the members that define the public key (what an account records)."""
+    """Only the members that define the public key (what an account records, what a thumbprint hashes)."""
     public_key(jwk)
-    required = {"EC": ("crv", "kty", "x", "y"), "RSA": ("e", "kty", "n"), "OKP": ("crv", "kty", "x")}[jwk["kty"]]
-    return {name: jwk[name] for name in required}
+    return {name: jwk[name] for name in _REQUIRED[jwk["kty"]]}
 
 
 def spki_sha256(jwk: dict[str, Any]) -> str:
@@ -262,7 +262,8 @@ def verify_eab(eab: dict[str, Any], *, account_jwk: dict[str, Any], url: str, hm
     """RFC 8555 7.3.4: an HS* JWS by the EAB key, ``url`` the newAccount URL, no nonce, payload the account's JWK."""
     inner = parse_jws_object(eab, nonce_required=False, field="externalAccountBinding")
     if inner.alg not in EAB_ALGORITHMS:
-        raise JoseError("badSignatureAlgorithm", f"the external account binding is signed with {', '.join(EAB_ALGORITHMS)}",
+        raise JoseError("badSignatureAlgorithm",
+                        f"the external account binding is signed with {', '.join(EAB_ALGORITHMS)}",
                         field="externalAccountBinding.alg")
     if inner.nonce is not None:
         raise JoseError("malformed", "the external account binding carries no nonce",

@@ -77,7 +77,8 @@ async def acme_world(tmp_path: Path, tenant: str = "acme-t", *, http01_port: int
         await asyncio.sleep(0.01)
     base_url = f"https://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
     try:
-        async with httpx.AsyncClient(base_url=base_url, timeout=60, verify=ssl.create_default_context(cafile=str(tls_ca))) as client:
+        verify = ssl.create_default_context(cafile=str(tls_ca))
+        async with httpx.AsyncClient(base_url=base_url, timeout=60, verify=verify) as client:
             api = Api(app=app, client=client, base_url=base_url)
             world = AcmeWorld(api=api, admin=await api.admin(), tenant=tenant, tls_ca=tls_ca, http01_port=port)
             if not reuse:

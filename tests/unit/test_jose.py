@@ -51,7 +51,8 @@ def sign(key, alg: str, protected: dict, payload: bytes) -> bytes:
     return json.dumps({"protected": head, "payload": body, "signature": b64url_encode(signature)}).encode()
 
 
-KEYS = {"ES256": lambda: ec.generate_private_key(ec.SECP256R1()), "ES384": lambda: ec.generate_private_key(ec.SECP384R1()),
+KEYS = {"ES256": lambda: ec.generate_private_key(ec.SECP256R1()),
+        "ES384": lambda: ec.generate_private_key(ec.SECP384R1()),
         "RS256": lambda: rsa.generate_private_key(65537, 2048), "EdDSA": ed25519.Ed25519PrivateKey.generate}
 
 
