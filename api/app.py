@@ -19,7 +19,7 @@ from api.bodies import JsonBodyRequest
 from api.cas import CaController
 from api.certificates import CertificateController
 from api.profiles import AlgorithmController, ProfileController
-from api.sign_in import JwksController, TokenController, TotpController
+from api.sign_in import JwksController, TokenController, TokenRevocationController, TotpController
 from api.auth import authenticate, bearer_guard, caller
 from api.deps import ReadModels
 from api.events import EventStreamController
@@ -99,7 +99,8 @@ def create_app(settings: Settings | None = None, link: LinkClient | None = None)
                 dependencies={"principal": Provide(caller, sync_to_thread=False)}, security=[{"bearer": []}])
     app = Litestar(
         # public_pki (CRLs, OCSP) is outside v1 on purpose: relying parties have no token.
-        route_handlers=[HealthController, MetricsController, TokenController, JwksController, v1, public_pki,
+        route_handlers=[HealthController, MetricsController, TokenController, TokenRevocationController, JwksController,
+                        v1, public_pki,
                         acme_router,  # ACME: signed by account keys (JWS), no token
                         *ui_routes()],  # the browser UI: static files, a client of v1
         lifespan=[_lifespan(settings, link)],

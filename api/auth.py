@@ -18,7 +18,8 @@ from commands.authz import Principal
 from commands.runtime import load
 from commands.sessions import ENROLL_SCOPE, EPOCH_CLAIM
 from commands.tokens import parse_token, secret_matches
-from domain import user
+from domain import session, user
+from domain.events import SYSTEM_TENANT
 from projections import api_tokens
 
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="csm"'}
@@ -114,6 +115,8 @@ async def _principal_from_jwt(request: Request, token: str) -> Principal | None:
         return None
     subject, tenant_id = claims["sub"], claims.get("tenant")
     roles = frozenset(claims.get("roles", []))
+    if not await _session_open(runtime.services, claims):  # signed out (RFC 7009), or its refresh token reused
+        return None
     if subject.startswith("user:"):  # disabled users, ended sessions, revoked or lapsed grants stop at once
         _, scope, username = subject.split(":", 2)
         account = await load(runtime.services, scope, user.stream_id(username), user.fold)  # the log: no lag
@@ -130,6 +133,16 @@ async def _principal_from_jwt(request: Request, token: str) -> Principal | None:
         expires_at = min(expires_at, _instant(record["expires_at"]) or expires_at)
     amr = "+".join(str(method) for method in claims.get("amr", [])) or "jwt"
     return Principal(id=subject, auth_method=f"jwt:{amr}", roles=roles, tenant_id=tenant_id, expires_at=expires_at)
+
+
+async def _session_open(services, claims: dict) -> bool:
+    """Whether the session the token belongs to is still open: from the log (no lag), as a user's account is. A
+    session ends by sign-out or when its refresh token is presented twice; its access tokens end with it."""
+    session_id, tenant_id = claims.get("sid"), claims.get("tenant")
+    if not isinstance(session_id, str) or not (tenant_id is None or isinstance(tenant_id, str)):
+        return False
+    state = await load(services, tenant_id or SYSTEM_TENANT, session.stream_id(session_id), session.fold)
+    return state.status == "active"
 
 
 def _epoch(claims: dict) -> int:

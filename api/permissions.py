@@ -120,6 +120,7 @@ ROUTE_PERMISSIONS: dict[tuple[str, str], Rule] = {
     # identity (api/identity.py, api/sign_in.py); granting never escalates: a caller grants only roles
     # (and issues only keys) whose permissions it holds itself
     ("POST", "/v1/auth/token"): Rule((), "public", note="sign-in: password, refresh_token, client_credentials"),
+    ("POST", "/v1/auth/revoke"): Rule((), "public", note="sign-out (RFC 7009): holding the token is the authority"),
     ("POST", "/v1/auth/totp"): Rule((), "self", note="user accounts only"),
     ("POST", "/v1/auth/totp/confirm"): Rule((), "self", note="user accounts only"),
     ("POST", "/v1/users"): Rule(("user:manage",), "tenant", note="no escalation"),

@@ -1,11 +1,12 @@
-"""Sign-in routes: POST /v1/auth/token (public), GET /.well-known/jwks.json (public), and TOTP enrollment."""
+"""Sign-in routes: POST /v1/auth/token and POST /v1/auth/revoke (sign-out), GET /.well-known/jwks.json (all public),
+and TOTP enrollment."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import binascii
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 from urllib.parse import parse_qsl
 
 import msgspec
@@ -23,6 +24,7 @@ from commands.tokens import parse_token
 from infra import telemetry
 
 GRANT_TYPES = ("password", "refresh_token", "client_credentials")
+T = TypeVar("T")
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
@@ -63,7 +65,19 @@ def _bad(detail: str, field: str, code: str = "invalid_request") -> ApiProblem:
     return ApiProblem(400, code, detail, field=field)
 
 
+class RevocationRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """RFC 7009 revocation request: the token to end (a refresh token or an access token), as a form or JSON."""
+
+    token: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
+    token_type_hint: Annotated[str, msgspec.Meta(max_length=64)] | None = None  # a hint only (RFC 7009 2.1)
+
+
 async def _token_request(request: Request) -> TokenRequest:
+    return await _form(request, TokenRequest, "token request")
+
+
+async def _form(request: Request, kind: type[T], what: str) -> T:
+    """The body as ``kind``, from a form (application/x-www-form-urlencoded, as OAuth clients send) or JSON."""
     body = await request.body()
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     try:
@@ -73,14 +87,22 @@ async def _token_request(request: Request) -> TokenRequest:
             raw = dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=bool(body),
                                  max_num_fields=20))
         else:
-            raise ApiProblem(415, "unsupported_media_type", "send the token request as a form or as JSON",
+            raise ApiProblem(415, "unsupported_media_type", f"send the {what} as a form or as JSON",
                              field="content-type", rule="media_type")
-        return msgspec.convert(raw, TokenRequest)
+        return msgspec.convert(raw, kind)
     except (msgspec.DecodeError, UnicodeDecodeError, ValueError) as exc:
         if isinstance(exc, msgspec.ValidationError):
-            where = str(exc).rsplit("`$.", 1)[-1].rstrip("`") if "`$." in str(exc) else "body"
-            raise _bad(f"the token request is invalid: {exc}", where) from None
-        raise _bad("the token request is not a valid form or JSON object", "body") from None
+            raise _bad(f"the {what} is invalid: {exc}", _field_of(str(exc))) from None
+        raise _bad(f"the {what} is not a valid form or JSON object", "body") from None
+
+
+def _field_of(message: str) -> str:
+    """The member a msgspec validation message names (``… - at `$.token``, ``missing required field `token```)."""
+    if "`$." in message:
+        return message.rsplit("`$.", 1)[-1].rstrip("`")
+    if "missing required field `" in message:
+        return message.split("missing required field `", 1)[1].split("`", 1)[0]
+    return "body"
 
 
 def _basic_secret(request: Request) -> str | None:
@@ -141,6 +163,23 @@ class TokenController(Controller):
         key = sessions.KeyFacts(token_id=record["token_id"], tenant_id=record["tenant_id"], roles=record["roles"],
                                 service_account=record.get("service_account"))
         return await sessions.client_credentials(key, runtime.services, identity_of(request), correlation)
+
+
+class TokenRevocationController(Controller):
+    """Sign-out (RFC 7009), outside the bearer-protected router: possession of the token is the authority."""
+
+    path = "/v1/auth/revoke"
+    tags = ["auth"]
+
+    @post("/", status_code=200, summary="Revoke a refresh or access token: its session ends, every token of it is "
+          "refused from then on (RFC 7009)", responses=documented(400, 415, 429, 503))
+    async def revoke(self, request: Request) -> Response[bytes]:
+        """Answers 200 whether or not the token was one of ours or still active (RFC 7009 2.2): the answer says
+        nothing about a token to whoever presents it."""
+        form = await _form(request, RevocationRequest, "revocation request")
+        runtime = runtime_of(request.app.state)
+        await sessions.sign_out(form.token, runtime.services, identity_of(request), telemetry.request_id_var.get())
+        return Response(b"", status_code=200, headers=_NO_STORE, media_type="text/plain")
 
 
 class JwksController(Controller):

@@ -282,6 +282,46 @@ async def refresh(refresh_token: str, services: Services, identity: Identity,
                          refresh_token=f"{REFRESH_PREFIX}_{session_id}_{new_id}_{new_secret}")
 
 
+class SignOut(msgspec.Struct, frozen=True, kw_only=True):
+    session_id: str
+
+
+def _session_of(token: str, identity: Identity, now: datetime) -> tuple[str, str] | None:
+    """(scope, session id) of a refresh token whose secret matches (spent or current: either is the family's), or
+    of a genuine, unexpired access token; None for anything else. The refresh secret is always compared."""
+    parsed = parse_refresh(token)
+    if parsed is not None or token.startswith(f"{REFRESH_PREFIX}_"):
+        stored = identity.vault.get_verifier(_refresh_key(parsed[0], parsed[1])) if parsed else None
+        if parsed is None or not secret_matches(parsed[2], stored) or stored is None:
+            return None
+        scope = identity.vault.get_verifier(f"session:{parsed[0]}")
+        return (scope.decode() if scope else SYSTEM_TENANT), parsed[0]
+    claims = identity.tokens.verify(token, now)
+    if claims is None or not isinstance(claims.get("sid"), str):
+        return None
+    tenant_id = claims.get("tenant")
+    return (tenant_id if isinstance(tenant_id, str) else SYSTEM_TENANT), claims["sid"]
+
+
+@allowed_while_suspended("sign-out (token revocation): it only takes a credential away")
+async def sign_out(token: str, services: Services, identity: Identity, correlation_id: str | None = None) -> bool:
+    """RFC 7009: end the session ``token`` (a refresh or an access token) belongs to, so that neither its refresh
+    family nor its access tokens are accepted again. Possession of the token is the authority, as for a refresh.
+    True when this call ended it; False for a token that is not ours, or a session already ended."""
+    found = _session_of(token, identity, services.clock.now())
+    if found is None:
+        return False
+    scope, session_id = found
+    state = await load(services, scope, session.stream_id(session_id), session.fold)
+    if state.status != "active":
+        return False
+    result = await run(services, _context(state.subject, "token_revocation", correlation_id),
+                       SignOut(session_id=session_id), tenant_id=scope, stream_id=session.stream_id(session_id),
+                       stream_type=session.STREAM_TYPE, fold=session.fold,
+                       decide=lambda current: session.decide_revoke(current, "signed_out"))
+    return bool(result.changed)
+
+
 async def _find_session(services: Services, identity: Identity, session_id: str) -> session.Session:
     """A session's stream lives in its subject's tenant, which the vault remembers beside the verifiers."""
     scope = identity.vault.get_verifier(f"session:{session_id}")

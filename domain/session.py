@@ -49,7 +49,7 @@ class SessionRefreshed(Payload, frozen=True, kw_only=True):
 
 @event("session.revoked")
 class SessionRevoked(Payload, frozen=True, kw_only=True):
-    reason: str  # refresh_token_reuse | password_reset | totp_reset | user_disabled
+    reason: str  # refresh_token_reuse | password_reset | totp_reset | user_disabled | signed_out (RFC 7009)
 
 
 class Session(msgspec.Struct, frozen=True, kw_only=True):

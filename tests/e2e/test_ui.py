@@ -79,6 +79,14 @@ def test_a_wrong_password_is_shown_next_to_the_field_then_sign_in_and_out(servic
     page.get_by_role("button", name="Sign out").click()
     page.get_by_role("heading", name="Sign in").wait_for()
     assert page.evaluate("sessionStorage.getItem('csm.session')") is None
+    # signing out ended the session on the server (RFC 7009): neither of its tokens works any more
+    ended = page.evaluate("""async ([access, refresh]) => {
+        const read = await fetch('/v1/tenants', {headers: {Authorization: `Bearer ${access}`}});
+        const again = await fetch('/v1/auth/token', {method: 'POST', body: new URLSearchParams(
+            {grant_type: 'refresh_token', refresh_token: refresh})});
+        return [read.status, again.status];
+    }""", [renewed["access_token"], renewed["refresh_token"]])
+    assert ended == [401, 401]
     assert page_problems(page)["csp"] == [] and page_problems(page)["errors"] == []
 
 

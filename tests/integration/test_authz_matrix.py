@@ -123,6 +123,7 @@ REQUESTS: dict[tuple[str, str], Build] = {
     # identity: every tenant has the user, service account and key that build_tenant made
     ("POST", "/v1/auth/token"): lambda w, t: Call("POST", "/v1/auth/token", json={
         "grant_type": "client_credentials", "client_secret": w.admin["Authorization"].split()[1]}),
+    ("POST", "/v1/auth/revoke"): lambda w, t: Call("POST", "/v1/auth/revoke", json={"token": fresh("not-a-token")}),
     ("POST", "/v1/auth/totp"): lambda w, t: Call("POST", "/v1/auth/totp"),  # API keys: 422, TOTP is for people
     ("POST", "/v1/auth/totp/confirm"): lambda w, t: Call("POST", "/v1/auth/totp/confirm", json={"code": "123456"}),
     ("POST", "/v1/users"): lambda w, t: Call("POST", "/v1/users", json={

@@ -86,8 +86,19 @@ export async function signIn({username, password, totp, tenant_id, api_key}) {
   return session;
 }
 
-export function signOut() {
-  return save(null);
+/** End the session on the server too (RFC 7009: its refresh family and its access tokens stop working at
+ * once), then forget it here. Best effort: a server that cannot be reached still leaves the tab signed out. */
+export async function signOut() {
+  const ending = session;
+  await save(null);
+  const token = ending?.refresh_token || ending?.access_token;
+  if (!token) return;
+  try {
+    await fetch("/v1/auth/revoke", {
+      method: "POST", headers: {"Content-Type": "application/x-www-form-urlencoded"},
+      body: new URLSearchParams({token}),
+    });
+  } catch { /* offline: the tokens expire on their own */ }
 }
 
 let refreshing = null;
