@@ -85,7 +85,10 @@ class CertificateOut(msgspec.Struct, frozen=True, kw_only=True):
     renewal_failed_at: str | None = None
     renewal_failure: str | None = None  # the last failed renewal's reason code
     last_deployed_at: str | None = None  # the last certificate.deployed (csm cluster deploy): when
-    last_deployed_node: str | None = None  # and to which node
+    last_deployed_node: str | None = None  # and to which node (a rollback that restored it: since then)
+    last_verified_at: str | None = None  # the last certificate.deployment_verified: when
+    last_verified: bool | None = None  # and whether every TLS port checked served this certificate
+    last_rolled_back_at: str | None = None  # its last deployment was undone (certificate.deployment_rolled_back)
 
 
 class RenewBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

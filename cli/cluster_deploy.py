@@ -21,6 +21,7 @@ import msgspec
 
 from cli.ca import convert
 from cli.cluster import also_trusted
+from cli.cluster_verify import check, verify_options
 from cli.common import CliError, catch_up, command_context, run_async, runtime_for
 from commands import certificates as cert_commands
 from commands import deployments
@@ -40,7 +41,7 @@ class Target(msgspec.Struct, frozen=True):
     endpoint: ssh.Endpoint
 
 
-def _target(text: str) -> Target:
+def node_target(text: str) -> Target:
     name, _, destination = text.partition("=")
     try:
         msgspec.convert(name, deployments.NodeName)
@@ -93,16 +94,19 @@ def _read_password(password_file: Path | None) -> str:
 @click.option("--reload-timeout", type=click.IntRange(1, 3600), default=300, show_default=True)
 @click.option("--connect-timeout", type=click.IntRange(1, 300), default=10, show_default=True)
 @click.option("--stop-on-error", is_flag=True, help="Leave the remaining nodes alone after a failure.")
+@verify_options
 @click.pass_obj
 def deploy(settings: Settings, nodes: tuple[str, ...], known_hosts: Path, accept_new_host_key: bool,
            identity: Path | None, password_file: Path | None, tenant_id: str, ca_id: str | None,
            also_trust: tuple[str, ...], format_: str, remote_dir: str, group: str | None, reload_command: str | None,
-           reload_timeout: int, connect_timeout: int, stop_on_error: bool) -> None:
+           reload_timeout: int, connect_timeout: int, stop_on_error: bool, verify_ports: tuple[int, ...],
+           verify_within: int) -> None:
     """Install each --node's keystore and truststore over SSH (atomically, keeping NAME.previous), audited.
 
-    Exit status 1 if any node failed (a reload that failed included); the summary lists every node.
+    With --verify-port, then check that the node serves the certificate (recorded too). Exit status 1 if any node
+    failed (a reload that failed, or a verification, included); the summary lists every node.
     """
-    targets = [_target(text) for text in nodes]
+    targets = [node_target(text) for text in nodes]
     if len({t.name for t in targets}) != len(targets):
         raise click.BadParameter("a node is named twice", param_hint="--node")
     if not remote_dir.startswith("/"):
@@ -126,7 +130,8 @@ def deploy(settings: Settings, nodes: tuple[str, ...], known_hosts: Path, accept
             try:
                 line, ok = _deploy_one(runtime, target, options, password, tenant_id=tenant_id, ca_id=ca_id,
                                    also_trust=also_trust, format_=format_, remote_dir=remote_dir, group=group,
-                                   reload_command=reload_command, reload_timeout=reload_timeout)
+                                   reload_command=reload_command, reload_timeout=reload_timeout,
+                                   verify=(verify_ports, verify_within))
             except (CliError, DomainError, ssh.SshError, ValueError) as exc:
                 text = exc.format_message() if isinstance(exc, CliError) else (
                     f"{exc.code}: {exc.detail}" if isinstance(exc, DomainError) else str(exc))
@@ -144,9 +149,10 @@ def deploy(settings: Settings, nodes: tuple[str, ...], known_hosts: Path, accept
 
 def _deploy_one(runtime, target: Target, options: ssh.SshOptions, password: str, *, tenant_id: str,
                 ca_id: str | None, also_trust: tuple[str, ...], format_: str, remote_dir: str, group: str | None,
-                reload_command: str | None, reload_timeout: int) -> tuple[str, bool]:
-    """Deploy one node through the command handler: its summary lines, and whether all went well (the reload
-    too)."""
+                reload_command: str | None, reload_timeout: int,
+                verify: tuple[tuple[int, ...], int]) -> tuple[str, bool]:
+    """Deploy one node through the command handler: its summary lines, and whether all went well (the reload and
+    the verification too)."""
     services, ctx, now = runtime.services, command_context(), runtime.services.clock.now()
     conn = runtime.runner.connection()
     try:
@@ -171,7 +177,7 @@ def _deploy_one(runtime, target: Target, options: ssh.SshOptions, password: str,
                                                       group, seen)
         status = None
         if reload_command:
-            status, detail = await asyncio.to_thread(_reload, target.endpoint, options, reload_command,
+            status, detail = await asyncio.to_thread(run_reload, target.endpoint, options, reload_command,
                                                      reload_timeout)
             reload_detail.append(detail)
         return deployments.Delivered(
@@ -192,10 +198,21 @@ def _deploy_one(runtime, target: Target, options: ssh.SshOptions, password: str,
     if done.reload_exit_status is not None:
         lines.append(f"  reload: exit {done.reload_exit_status}" + (f": {reload_detail[0]}" if reload_detail
                                                                       and reload_detail[0] else ""))
-    return "\n".join(lines), done.reload_exit_status in (None, 0)
+    ok = done.reload_exit_status in (None, 0)
+    ports, within = verify
+    if ports and ok:
+        checked, ok = check(runtime, tenant_id=tenant_id, node=target.name, host=target.endpoint.host, ports=ports,
+                            certificate_id=row["certificate_id"], fingerprint=row["fingerprint"], within=within,
+                            after="deploy")
+        lines += checked
+        if not ok:  # the files are in place and recorded, but the node does not serve them
+            lines[0] = lines[0].replace(f"{target.name}: ", f"{target.name}: NOT VERIFIED: ", 1)
+    elif ports:
+        lines.append("  verify: skipped (the reload failed)")
+    return "\n".join(lines), ok
 
 
-def _reload(endpoint: ssh.Endpoint, options: ssh.SshOptions, command: str, timeout: int) -> tuple[int, str]:
+def run_reload(endpoint: ssh.Endpoint, options: ssh.SshOptions, command: str, timeout: int) -> tuple[int, str]:
     """The reload command's exit status and last words; 255 if ssh itself failed (the files are in place)."""
     try:
         done = ssh.run(endpoint, options, command, timeout=timeout)

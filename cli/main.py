@@ -15,6 +15,8 @@ from cli.worker import worker
 from cli.projector import projector
 from cli.cluster import cluster
 from cli.cluster_deploy import deploy
+from cli.cluster_rollback import rollback
+from cli.cluster_verify import verify
 from cli.db import db
 from cli.common import CliError, CsmGroup, hold_data_dir, require_keys_if_events
 from cli.auth import first_login_hints
@@ -134,6 +136,8 @@ csm.add_command(worker)
 csm.add_command(projector)
 csm.add_command(cluster)
 cluster.add_command(deploy)
+cluster.add_command(rollback)
+cluster.add_command(verify)
 csm.add_command(db)
 csm.add_command(keys.keys)
 

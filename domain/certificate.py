@@ -133,6 +133,57 @@ class CertificateDeployed(Payload, frozen=True, kw_only=True):
     reload_exit_status: int | None
 
 
+class VerifiedPort(msgspec.Struct, frozen=True, kw_only=True):
+    """What one TLS port of a node served when it was checked (the last of ``attempts`` handshakes)."""
+
+    port: int
+    served_fingerprint: str | None  # SHA-256 hex of the leaf certificate served; None: none was seen
+    matched: bool  # served_fingerprint is this certificate's
+    error: str | None = None  # why none was seen: refused, timeout, unreachable, not_tls, handshake_failed
+    attempts: int
+
+
+@event("certificate.deployment_verified")
+class DeploymentVerified(Payload, frozen=True, kw_only=True):
+    """``host``'s TLS ports were checked for this certificate (the one deployed to ``node`` last): ``verified`` if
+    every port served it. ``after``: deploy, rollback (just done, reload included), or check (csm cluster verify)."""
+
+    certificate_id: str
+    node: str
+    host: str
+    ports: tuple[VerifiedPort, ...]
+    verified: bool
+    after: str  # deploy | rollback | check
+
+
+class RestoredFile(msgspec.Struct, frozen=True, kw_only=True):
+    path: str  # absolute, on the node
+    sha256: str  # of the file now in place (it was PATH.previous)
+    rolled_back_sha256: str | None  # of the file it replaced, kept as PATH.rolled-back (None: there was none)
+
+
+@event("certificate.deployment_rolled_back")
+class DeploymentRolledBack(Payload, frozen=True, kw_only=True):
+    """This certificate's last deployment to ``node`` was undone over SSH: each file's ``.previous`` is back in place.
+
+    ``restored_certificate_id``: the certificate whose recorded deployment to the node the restored files are
+    (their SHA-256 match it), None if they match none (files put there by other means). ``forced``: the node's
+    files were not those the deployment recorded (changed by hand) and the operator rolled back anyway (--force).
+    Host key and reload status as in ``certificate.deployed``."""
+
+    certificate_id: str
+    node: str
+    user: str
+    host: str
+    port: int
+    files: tuple[RestoredFile, ...]
+    restored_certificate_id: str | None
+    forced: bool
+    host_key_type: str
+    host_key_fingerprint: str
+    reload_exit_status: int | None
+
+
 class Certificate(msgspec.Struct, frozen=True, kw_only=True):
     certificate_id: str = ""
     status: str = "absent"  # absent | issued | revoked
@@ -144,6 +195,8 @@ class Certificate(msgspec.Struct, frozen=True, kw_only=True):
     attempts: int = 0
     last_failure_at: datetime | None = None
     warned_days: int | None = None  # the tightest expiry threshold warned of
+    # per node, its last two deployments of this certificate (oldest first): what a rollback undoes, and restores
+    deployments: tuple[CertificateDeployed, ...] = ()
     version: int = 0
 
 
@@ -164,7 +217,20 @@ def evolve(state: Certificate, payload: Payload) -> Certificate:
             state = replace(state, pending=None, last_failure_at=payload.failed_at)
         case ExpiryWarned():
             state = replace(state, warned_days=payload.threshold_days)
+        case CertificateDeployed() | DeploymentRolledBack():
+            state = replace(state, deployments=_deployments(state, payload))
     return replace(state, version=state.version + 1)
+
+
+def _deployments(state: Certificate, payload: CertificateDeployed | DeploymentRolledBack) -> tuple:
+    """A deployment becomes the node's last (the one before it kept); a rollback drops the node's last, and keeps
+    the one before only if that is what the node got back."""
+    mine = [d for d in state.deployments if d.node == payload.node]
+    others = tuple(d for d in state.deployments if d.node != payload.node)
+    if isinstance(payload, CertificateDeployed):
+        return (*others, *mine[-1:], payload)
+    kept = mine[:-1] if payload.restored_certificate_id == state.certificate_id else []
+    return (*others, *kept[-1:])
 
 
 @resumable

@@ -203,3 +203,18 @@ async def scan(targets: Sequence[Target], *, timeout: float = DEFAULT_TIMEOUT, c
         return observed
 
     return list(await asyncio.gather(*(one(target) for target in targets)))
+
+
+async def await_served(target: Target, fingerprint: str, *, within: float, interval: float = 1.0,
+                       timeout: float = DEFAULT_TIMEOUT) -> tuple[Observation, int]:
+    """Observe ``target`` until it serves the certificate of SHA-256 ``fingerprint`` or ``within`` seconds have
+    passed (a reloading node takes a moment): the last observation and the number of handshakes tried."""
+    loop, context = asyncio.get_running_loop(), client_context()
+    deadline, attempts = loop.time() + within, 0
+    while True:
+        attempts += 1
+        left = deadline - loop.time()
+        observed = await observe(target, timeout=max(0.1, min(timeout, left)), context=context)
+        if observed.fingerprint_sha256 == fingerprint or loop.time() + interval >= deadline:
+            return observed, attempts
+        await asyncio.sleep(interval)

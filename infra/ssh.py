@@ -17,6 +17,11 @@ On the node (a POSIX shell with mktemp, sha256sum, chmod, ln, mv): each file is 
 temporary name in the destination directory, born under umask 077, set to 0600 (or 0640 and
 chgrp'ed), its SHA-256 compared with ours; only when every file is staged are they renamed over
 their targets, each old file kept first as ``NAME.previous`` (a hard link) for a rollback.
+
+A rollback (:func:`inspect`, then :func:`restore_previous`) reads the SHA-256 of each file and of its
+``.previous``, and then, in one script that checks those hashes again first (a file changed in between
+stops it before anything moves), keeps each file as ``NAME.rolled-back`` (a hard link) and renames
+``NAME.previous`` over it. Nothing is read back from the node but hashes.
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ from pathlib import Path
 SSH = "ssh"
 TRANSFER_TIMEOUT = 300.0  # seconds per ssh call that moves or renames files
 PREVIOUS_SUFFIX = ".previous"
+ROLLED_BACK_SUFFIX = ".rolled-back"
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _USER = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
 _HOST = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?$")
 _IPV6 = re.compile(r"^[0-9A-Fa-f:.]+$")
@@ -257,3 +264,52 @@ def install(endpoint: Endpoint, options: SshOptions, directory: str, files: list
 def _remote(script: str) -> str:
     """Run ``script`` under sh whatever the user's login shell is (csh, fish...)."""
     return f"sh -c {shlex.quote(script)}"
+
+
+def _hash_of(path: str) -> str:
+    quoted = shlex.quote(path)
+    return f'if [ -f {quoted} ]; then sha256sum < {quoted}; else echo -; fi'
+
+
+def inspect(endpoint: Endpoint, options: SshOptions, paths: list[str],
+            host_key: HostKey | None = None) -> tuple[list[tuple[str, str | None, str | None]], HostKey]:
+    """Each path's SHA-256 on the node and its ``.previous``'s, None where the file is absent; and the host key."""
+    for path in paths:
+        _check_path(path)
+    lines = ["set -eu"] + [_hash_of(p + suffix) for p in paths for suffix in ("", PREVIOUS_SUFFIX)]
+    done = run(endpoint, options, _remote("\n".join(lines) + "\n"))
+    host_key = _same_key(host_key, done.host_key, endpoint)
+    words = [line.split(" ")[0] for line in done.stdout.decode(errors="replace").splitlines()]
+    if done.returncode != 0 or len(words) != 2 * len(paths):
+        raise SshError("inspect", _last_lines(done.stderr) or f"exit status {done.returncode}")
+    digests = [w if _SHA256.match(w) else None for w in words]
+    return [(p, digests[2 * i], digests[2 * i + 1]) for i, p in enumerate(paths)], host_key
+
+
+def restore_previous(endpoint: Endpoint, options: SshOptions, seen: list[tuple[str, str | None, str]],
+                     host_key: HostKey | None = None) -> HostKey:
+    """Put each ``PATH.previous`` back as PATH, keeping PATH as ``PATH.rolled-back``; ``seen``: (path, its SHA-256
+    and its ``.previous``'s as :func:`inspect` found them), checked again on the node before anything is renamed."""
+    checks, moves = ["set -eu"], []
+    for path, current, previous in seen:
+        _check_path(path)
+        quoted, old = shlex.quote(path), shlex.quote(path + PREVIOUS_SUFFIX)
+        expected = shlex.quote(current or "-")
+        checks.append(f'[ "$({_hash_of(path)} | cut -d" " -f1)" = {expected} ] || exit 3')
+        checks.append(f'[ "$({_hash_of(path + PREVIOUS_SUFFIX)} | cut -d" " -f1)" = {shlex.quote(previous)} ] '
+                      "|| exit 3")
+        moves.append(f"if [ -f {quoted} ]; then ln -f -- {quoted} {shlex.quote(path + ROLLED_BACK_SUFFIX)}; fi")
+        moves.append(f"mv -f -- {old} {quoted}")
+    done = run(endpoint, options, _remote("\n".join(checks + moves) + "\n"))
+    host_key = _same_key(host_key, done.host_key, endpoint)
+    if done.returncode == 3:
+        raise SshError("commit", "the node's files changed since they were inspected; nothing was moved")
+    if done.returncode != 0:
+        raise SshError("commit", _last_lines(done.stderr) or f"exit status {done.returncode}")
+    return host_key
+
+
+def _check_path(path: str) -> None:
+    directory, _, name = path.rpartition("/")
+    if not path.startswith("/") or not _FILE_NAME.match(name):
+        raise ValueError(f"{path!r} is not an absolute path to a plain file name")

@@ -35,7 +35,8 @@ COLUMNS = ("tenant_id", "certificate_id", "ca_id", "profile", "serial_hex", "fin
            "not_before", "not_after", "sans", "tags", "certificate_pem", "issued_at", "key_exports", "version",
            "position", "revocation_reason", "revoked_at", "invalidity_date", "revoked_ca_id", "superseded_by",
            "supersedes", "renew_at", "auto_renew", "expiry_warned_days", "renewal_failed_at", "renewal_failure",
-           "public_key_sha256", "last_deployed_at", "last_deployed_node")
+           "public_key_sha256", "last_deployed_at", "last_deployed_node", "last_verified_at", "last_verified",
+           "last_rolled_back_at")
 SORTS = {"issued": "position", "expiry": "not_after"}
 # The ``status`` filters of :func:`search` (GET /v1/certificates?status=, `csm cert list --status`).
 SEARCH_STATUSES = ("issued", "valid", "expired", "revoked")
@@ -46,8 +47,9 @@ class CertificatesProjector(Projector):
     # 2: revocation columns and the CA tree; 3: renewal links, renew_at, expiry warnings; 4: counts for quotas;
     # 5: the subject's public key, so a key_compromise revocation finds every certificate of that key;
     # 6: renew_at of a certificate whose profile's lead time is not shorter than its lifetime
-    # (domain.renewal.renew_at); 7: when and to which node it was last deployed (certificate.deployed)
-    version = 7
+    # (domain.renewal.renew_at); 7: when and to which node it was last deployed (certificate.deployed);
+    # 8: its last verification (certificate.deployment_verified) and rollback (certificate.deployment_rolled_back)
+    version = 8
     tables = ("certificates", "certificate_names", "certificate_tags", "certificate_cas", "certificate_policies",
               "certificate_counts")
     ddl = (
@@ -62,6 +64,7 @@ class CertificatesProjector(Projector):
             revoked_ca_id TEXT, superseded_by TEXT, supersedes TEXT, renew_at TEXT NOT NULL,
             auto_renew INTEGER NOT NULL, expiry_warned_days INTEGER, renewal_failed_at TEXT, renewal_failure TEXT,
             public_key_sha256 TEXT NOT NULL, last_deployed_at TEXT, last_deployed_node TEXT,
+            last_verified_at TEXT, last_verified INTEGER, last_rolled_back_at TEXT,
             PRIMARY KEY (tenant_id, certificate_id))""",
         # a constraint, and how _untrust finds a CA's certificates: (tenant_id, ca_id) is its prefix
         "CREATE UNIQUE INDEX IF NOT EXISTS {ix}_serial ON {certificates} (tenant_id, ca_id, serial_hex)",
@@ -132,7 +135,7 @@ class CertificatesProjector(Projector):
                  json.dumps(sans, sort_keys=True), json.dumps(p.get("tags", [])), p["certificate_pem"],
                  event.occurred_at, 0, event.version, event.global_position, None, None, None, None, None, None,
                  _renew_at(policy, facts["not_before"], facts["not_after"]), int(policy.auto), None, None, None,
-                 facts["public_key_sha256"], None, None))
+                 facts["public_key_sha256"], None, None, None, None, None))
             conn.executemany(f"INSERT OR IGNORE INTO {self.t('certificate_names')} VALUES (?,?,?)",
                              [(event.tenant_id, name, p["certificate_id"]) for name in names])
             conn.executemany(f"INSERT OR IGNORE INTO {self.t('certificate_tags')} VALUES (?,?,?)",
@@ -147,17 +150,38 @@ class CertificatesProjector(Projector):
                          "WHERE tenant_id = ? AND certificate_id = ?",
                          (p["reason"], p["revoked_at"], p.get("invalidity_date"), event.version, event.tenant_id,
                           event.stream_id.removeprefix("certificate-")))
-        elif event.type == "certificate.deployed":
-            conn.execute(f"UPDATE {self.t('certificates')} SET last_deployed_at = ?, last_deployed_node = ?, "
-                         "version = ? WHERE tenant_id = ? AND certificate_id = ?",
-                         (event.occurred_at, p["node"], event.version, event.tenant_id,
-                          event.stream_id.removeprefix("certificate-")))
+        elif event.type in ("certificate.deployed", "certificate.deployment_verified",
+                            "certificate.deployment_rolled_back"):
+            self._apply_deployment(conn, event)
         elif event.type == "certificate.private_key_exported":
             conn.execute(f"UPDATE {self.t('certificates')} SET key_exports = key_exports + 1, version = ? "
                          "WHERE tenant_id = ? AND certificate_id = ?",
                          (event.version, event.tenant_id, event.stream_id.removeprefix("certificate-")))
         else:
             self._apply_renewal(conn, event)
+
+    def _apply_deployment(self, conn: sqlite3.Connection, event: EventEnvelope) -> None:
+        """A deployment (it clears an earlier rollback), a verification, or a rollback: the rolled-back certificate is
+        no longer on the node, and the one restored (if known) is, since the rollback."""
+        p, certificates = event.payload, self.t("certificates")
+        key = (event.tenant_id, event.stream_id.removeprefix("certificate-"))
+        if event.type == "certificate.deployment_verified":
+            conn.execute(f"UPDATE {certificates} SET last_verified_at = ?, last_verified = ?, version = ? "
+                         "WHERE tenant_id = ? AND certificate_id = ?",
+                         (event.occurred_at, int(p["verified"]), event.version, *key))
+            return
+        restored = p.get("restored_certificate_id") if event.type == "certificate.deployment_rolled_back" else None
+        if event.type == "certificate.deployment_rolled_back":
+            conn.execute(f"UPDATE {certificates} SET last_rolled_back_at = ?, version = ? "
+                         "WHERE tenant_id = ? AND certificate_id = ?", (event.occurred_at, event.version, *key))
+        else:
+            conn.execute(f"UPDATE {certificates} SET last_deployed_at = ?, last_deployed_node = ?, "
+                         "last_rolled_back_at = NULL, version = ? WHERE tenant_id = ? AND certificate_id = ?",
+                         (event.occurred_at, p["node"], event.version, *key))
+        if restored is not None:  # its version is its own stream's: left alone
+            conn.execute(f"UPDATE {certificates} SET last_deployed_at = ?, last_deployed_node = ?, "
+                         "last_rolled_back_at = NULL WHERE tenant_id = ? AND certificate_id = ?",
+                         (event.occurred_at, p["node"], event.tenant_id, restored))
 
     def _apply_renewal(self, conn: sqlite3.Connection, event: EventEnvelope) -> None:
         p, certificates = event.payload, self.t("certificates")
@@ -258,6 +282,7 @@ def _row(row: tuple) -> dict:
     item["tags"] = json.loads(item["tags"])
     item["has_key"] = bool(item["has_key"])
     item["auto_renew"] = bool(item["auto_renew"])
+    item["last_verified"] = None if item["last_verified"] is None else bool(item["last_verified"])
     return item
 
 
@@ -269,6 +294,15 @@ def get(conn: sqlite3.Connection, certificate_id: str, scope: str | None) -> dic
         sql, args = sql + " AND tenant_id = ?", (certificate_id, scope)
     row = conn.execute(sql, args).fetchone()
     return _row(row) if row else None
+
+
+def deployed_to(conn: sqlite3.Connection, tenant_id: str, node: str) -> list[dict]:
+    """The certificates whose last deployment went to ``node`` and was not rolled back, the newest first: the first
+    is what the node holds as far as the store knows."""
+    rows = conn.execute(f"SELECT {', '.join(COLUMNS)} FROM certificates WHERE tenant_id = ? AND last_deployed_node = ? "
+                        "AND last_rolled_back_at IS NULL ORDER BY last_deployed_at DESC, position DESC LIMIT 32",
+                        (tenant_id, node)).fetchall()
+    return [_row(row) for row in rows]
 
 
 def encode_cursor(row: dict, sort: str) -> str:

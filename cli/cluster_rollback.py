@@ -1,0 +1,153 @@
+"""`csm cluster rollback`: put each node's ``NAME.previous`` files back in place over SSH, recorded and optionally verified.
+
+What is undone is the last deployment the store records for the node (``csm cluster deploy``; the certificates read
+model says which certificate that was, its stream which files). The SSH transport is deploy's (known_hosts only, no
+trust on first use: the node was deployed to before; no secret in any argv); nothing but SHA-256 hashes is read back
+from the node, no key is exported, and the files moved are the ones the node already had.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from pathlib import Path
+
+import click
+
+from cli.ca import convert
+from cli.cluster_deploy import Target, node_target, run_reload
+from cli.cluster_verify import check, verify_options
+from cli.common import CliError, catch_up, command_context, run_async, runtime_for
+from commands import deployments
+from domain.deployment import NodeFile
+from domain.errors import DomainError
+from infra import ssh
+from infra.config import Settings
+from projections import certificates as read_model
+
+
+class SshNode:
+    """The rollback port over ssh: inspect the files' hashes, then move them back and run the reload command."""
+
+    def __init__(self, endpoint: ssh.Endpoint, options: ssh.SshOptions, reload_command: str | None,
+                 reload_timeout: int) -> None:
+        self.endpoint, self.options = endpoint, options
+        self.reload_command, self.reload_timeout = reload_command, reload_timeout
+        self.host_key: ssh.HostKey | None = None
+        self.reload_detail = ""
+
+    async def inspect(self, paths) -> list[NodeFile]:
+        seen, self.host_key = await asyncio.to_thread(ssh.inspect, self.endpoint, self.options, list(paths))
+        return [NodeFile(path=path, sha256=current, previous_sha256=previous) for path, current, previous in seen]
+
+    async def restore(self, files) -> deployments.Restored:
+        moves = [(f.path, f.sha256, f.previous_sha256 or "") for f in files]
+        key = await asyncio.to_thread(ssh.restore_previous, self.endpoint, self.options, moves, self.host_key)
+        status = None
+        if self.reload_command:
+            status, self.reload_detail = await asyncio.to_thread(run_reload, self.endpoint, self.options,
+                                                                 self.reload_command, self.reload_timeout)
+        return deployments.Restored(host_key_type=key.key_type, host_key_fingerprint=key.fingerprint,
+                                    reload_exit_status=status)
+
+
+@click.command("rollback")
+@click.option("--node", "nodes", multiple=True, required=True, metavar="NAME=USER@HOST[:PORT]",
+              help="A node (repeatable) whose last recorded deployment is undone.")
+@click.option("--known-hosts", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
+              help="The nodes' SSH host keys (known_hosts format); the only trust: a node not in it is refused.")
+@click.option("--identity", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="SSH private key file (else the keys of the running ssh-agent, SSH_AUTH_SOCK).")
+@click.option("--tenant", "tenant_id", default="platform", show_default=True)
+@click.option("--force", is_flag=True, help="Roll back even if the node's files are not the ones the last deployment "
+              "installed (changed by hand since): those are kept as NAME.rolled-back too.")
+@click.option("--reload-command", default=None, help="Run on the node after the files are back, as deploy's.")
+@click.option("--reload-timeout", type=click.IntRange(1, 3600), default=300, show_default=True)
+@click.option("--connect-timeout", type=click.IntRange(1, 300), default=10, show_default=True)
+@click.option("--stop-on-error", is_flag=True, help="Leave the remaining nodes alone after a failure.")
+@verify_options
+@click.pass_obj
+def rollback(settings: Settings, nodes: tuple[str, ...], known_hosts: Path, identity: Path | None, tenant_id: str,
+             force: bool, reload_command: str | None, reload_timeout: int, connect_timeout: int, stop_on_error: bool,
+             verify_ports: tuple[int, ...], verify_within: int) -> None:
+    """Undo each --node's last deployment: every NAME.previous back in place (the undone file kept as
+    NAME.rolled-back), audited; then reload and verify if asked.
+
+    Refused for a node without NAME.previous, or whose files were changed since the deployment (unless --force).
+    Exit status 1 if any node failed.
+    """
+    targets = [node_target(text) for text in nodes]
+    if len({t.name for t in targets}) != len(targets):
+        raise click.BadParameter("a node is named twice", param_hint="--node")
+    if identity is None and not os.environ.get("SSH_AUTH_SOCK"):
+        raise CliError("no --identity and no ssh-agent (SSH_AUTH_SOCK is not set)", 2)
+    if shutil.which(ssh.SSH) is None:
+        raise CliError("the OpenSSH client (ssh) is not installed (Debian package openssh-client)", 2)
+    options = ssh.SshOptions(known_hosts=known_hosts, identity=identity, connect_timeout=connect_timeout)
+    failed = 0
+    with runtime_for(settings) as runtime:
+        catch_up(runtime)
+        for index, target in enumerate(targets):
+            try:
+                line, ok = _rollback_one(runtime, target, SshNode(target.endpoint, options, reload_command,
+                                                                  reload_timeout), tenant_id=tenant_id, force=force,
+                                         verify=(verify_ports, verify_within))
+            except (CliError, DomainError, ssh.SshError, ValueError) as exc:
+                text = exc.format_message() if isinstance(exc, CliError) else (
+                    f"{exc.code}: {exc.detail}" if isinstance(exc, DomainError) else str(exc))
+                line, ok = f"{target.name}: FAILED ({target.endpoint}): {text}", False
+            click.echo(line)
+            failed += not ok
+            if not ok and stop_on_error:
+                for skipped in targets[index + 1:]:
+                    click.echo(f"{skipped.name}: SKIPPED (--stop-on-error)")
+                break
+    click.echo(f"{len(targets)} node(s): {len(targets) - failed} rolled back, {failed} failed")
+    if failed:
+        raise SystemExit(1)
+
+
+def _rollback_one(runtime, target: Target, node: SshNode, *, tenant_id: str, force: bool,
+                  verify: tuple[tuple[int, ...], int]) -> tuple[str, bool]:
+    conn = runtime.runner.connection()
+    try:
+        rows = read_model.deployed_to(conn, tenant_id, target.name)
+    finally:
+        conn.close()
+    if not rows:
+        raise CliError(f"no certificate is recorded as deployed to {target.name} in tenant {tenant_id}")
+    command = convert({"tenant_id": tenant_id, "certificate_id": rows[0]["certificate_id"], "node": target.name,
+                       "user": target.endpoint.user, "host": target.endpoint.host, "port": target.endpoint.port,
+                       "candidates": [r["certificate_id"] for r in rows[1:]], "force": force},
+                      deployments.RollbackDeployment)
+    outcome = run_async(deployments.rollback_deployment(command, command_context(), runtime.services, node))
+    done = outcome.event
+    restored = done.restored_certificate_id
+    lines = [f"{target.name}: rolled back certificate {done.certificate_id} on {target.endpoint} (host key "
+             f"{done.host_key_type} {done.host_key_fingerprint}; position {outcome.result.global_position})"
+             + (" FORCED over files changed on the node" if done.forced else "")]
+    lines += [f"  {f.path} sha256:{f.sha256} (was sha256:{f.rolled_back_sha256}, kept as {f.path}.rolled-back)"
+              for f in done.files]
+    lines.append(f"  restored: certificate {restored}" if restored else
+                 "  restored: files no recorded deployment installed (their certificate is not known here)")
+    if done.reload_exit_status is not None:
+        lines.append(f"  reload: exit {done.reload_exit_status}" + (f": {node.reload_detail}" if node.reload_detail
+                                                                      else ""))
+    ok = done.reload_exit_status in (None, 0)
+    ports, within = verify
+    if ports and ok and restored:
+        catch_up(runtime)
+        conn = runtime.runner.connection()
+        try:
+            row = read_model.get(conn, restored, tenant_id)
+        finally:
+            conn.close()
+        checked, ok = check(runtime, tenant_id=tenant_id, node=target.name, host=target.endpoint.host, ports=ports,
+                            certificate_id=restored, fingerprint=row["fingerprint"], within=within, after="rollback")
+        lines += checked
+    elif ports:
+        lines.append("  verify: NOT VERIFIED: " + ("the reload failed" if not ok else
+                                                   "which certificate the restored files hold is not known"))
+        ok = False
+    return "\n".join(lines), ok
