@@ -120,6 +120,9 @@ def test_a_node_that_keeps_serving_the_old_certificate_fails_and_a_rollback_rest
     assert {f["path"]: f["sha256"] for f in payload["files"]} == {
         str(remote / name): hashlib.sha256(body).hexdigest() for name, body in old_files.items()}
     assert _show(data, new_id)["last_rolled_back_at"] == event["occurred_at"]
+    after_rollback = _events(data, "certificate.deployment_verified")[-1]
+    assert after_rollback["payload"]["after"] == "rollback" and after_rollback["payload"]["verified"] is True
+    assert after_rollback["stream_id"] == f"certificate-{old_id}"  # the restored certificate's
     assert _show(data, old_id)["last_deployed_node"] == "db-1"
     # the store now says db-1 holds the old certificate again; a second rollback has no .previous to go back to
     output = _rollback(data, ssh_node, code=1)

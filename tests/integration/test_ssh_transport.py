@@ -7,10 +7,12 @@ import os
 import stat
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
-from infra.ssh import Endpoint, HostKey, SshError, SshOptions, child_environment, install, probe, run
+from infra.ssh import (Endpoint, HostKey, SshError, SshOptions, child_environment, inspect, install, probe,
+                       restore_previous, run)
 from sshd_fixture import keygen, known_hosts_line, ssh_node  # noqa: F401 - ssh_node is a fixture
 
 
@@ -140,3 +142,55 @@ def test_a_host_key_other_than_the_probed_one_stops_the_install_before_any_renam
         install(_endpoint(ssh_node), _options(ssh_node), str(remote), [("keystore.jks", b"k")],
                 host_key=HostKey("ssh-ed25519", "SHA256:someone-else", False))
     assert list(remote.iterdir()) == []  # the staged file was removed, nothing renamed
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_inspect_reports_each_file_and_its_previous_hash_or_none(ssh_node):
+    remote = ssh_node.workdir / "remote"
+    install(_endpoint(ssh_node), _options(ssh_node), str(remote), [("keystore.jks", b"first")])
+    install(_endpoint(ssh_node), _options(ssh_node), str(remote), [("keystore.jks", b"second"),
+                                                                    ("truststore.jks", b"trust")])
+    seen, key = inspect(_endpoint(ssh_node), _options(ssh_node), [str(remote / "keystore.jks"),
+                                                                  str(remote / "truststore.jks"),
+                                                                  str(remote / "absent.jks")])
+    assert seen == [(str(remote / "keystore.jks"), _sha(b"second"), _sha(b"first")),
+                    (str(remote / "truststore.jks"), _sha(b"trust"), None),
+                    (str(remote / "absent.jks"), None, None)]
+    assert key.fingerprint == ssh_node.fingerprint
+
+
+def test_restore_puts_previous_back_and_keeps_the_undone_file(ssh_node):
+    remote = ssh_node.workdir / "remote"
+    for data in (b"first", b"second"):
+        install(_endpoint(ssh_node), _options(ssh_node), str(remote), [("keystore.jks", data)])
+    path = str(remote / "keystore.jks")
+    restore_previous(_endpoint(ssh_node), _options(ssh_node), [(path, _sha(b"second"), _sha(b"first"))])
+    assert (remote / "keystore.jks").read_bytes() == b"first"
+    assert (remote / "keystore.jks.rolled-back").read_bytes() == b"second"
+    assert sorted(p.name for p in remote.iterdir()) == ["keystore.jks", "keystore.jks.rolled-back"]
+
+
+def test_a_file_changed_after_the_inspection_stops_the_restore_before_anything_moves(ssh_node):
+    remote = ssh_node.workdir / "remote"
+    for name in ("keystore.jks", "truststore.jks"):
+        for data in (b"first", b"second"):
+            install(_endpoint(ssh_node), _options(ssh_node), str(remote), [(name, data)])
+    (remote / "truststore.jks").write_bytes(b"changed meanwhile")
+    seen = [(str(remote / name), _sha(b"second"), _sha(b"first")) for name in ("keystore.jks", "truststore.jks")]
+    with pytest.raises(SshError, match="changed since they were inspected"):
+        restore_previous(_endpoint(ssh_node), _options(ssh_node), seen)
+    assert (remote / "keystore.jks").read_bytes() == b"second"  # the first file, unchanged, was not moved either
+    assert (remote / "keystore.jks.previous").read_bytes() == b"first"
+    assert not list(remote.glob("*.rolled-back"))
+
+
+@pytest.mark.parametrize("path", ["relative/keystore.jks", "/etc/tls/key store.jks", "/etc/tls/$(reboot)"])
+def test_paths_that_are_not_plain_absolute_file_names_are_refused_before_connecting(path):
+    options = SshOptions(known_hosts=Path("/nonexistent"))
+    with pytest.raises(ValueError, match="not an absolute path"):
+        inspect(Endpoint("u", "127.0.0.1", 1), options, [path])
+    with pytest.raises(ValueError, match="not an absolute path"):
+        restore_previous(Endpoint("u", "127.0.0.1", 1), options, [(path, None, "0" * 64)])
