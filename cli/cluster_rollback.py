@@ -135,19 +135,26 @@ def _rollback_one(runtime, target: Target, node: SshNode, *, tenant_id: str, for
         lines.append(f"  reload: exit {done.reload_exit_status}" + (f": {node.reload_detail}" if node.reload_detail
                                                                       else ""))
     ok = done.reload_exit_status in (None, 0)
-    ports, within = verify
-    if ports and ok and restored:
-        catch_up(runtime)
-        conn = runtime.runner.connection()
-        try:
-            row = read_model.get(conn, restored, tenant_id)
-        finally:
-            conn.close()
-        checked, ok = check(runtime, tenant_id=tenant_id, node=target.name, host=target.endpoint.host, ports=ports,
-                            certificate_id=restored, fingerprint=row["fingerprint"], within=within, after="rollback")
+    if verify[0]:
+        checked, ok = _verify_restored(runtime, tenant_id, target, restored, verify, reloaded=ok)
         lines += checked
-    elif ports:
-        lines.append("  verify: NOT VERIFIED: " + ("the reload failed" if not ok else
-                                                   "which certificate the restored files hold is not known"))
-        ok = False
     return "\n".join(lines), ok
+
+
+def _verify_restored(runtime, tenant_id: str, target: Target, restored: str | None,
+                     verify: tuple[tuple[int, ...], int], *, reloaded: bool) -> tuple[list[str], bool]:
+    """Check that the node serves the restored certificate; not verified if the reload failed or it is unknown."""
+    if not reloaded or restored is None:
+        return ["  verify: NOT VERIFIED: " + ("the reload failed" if not reloaded else
+                                              "which certificate the restored files hold is not known")], False
+    catch_up(runtime)
+    conn = runtime.runner.connection()
+    try:
+        row = read_model.get(conn, restored, tenant_id)
+    finally:
+        conn.close()
+    if row is None:
+        raise CliError(f"certificate {restored} is not in the read model yet; run csm cluster verify")
+    ports, within = verify
+    return check(runtime, tenant_id=tenant_id, node=target.name, host=target.endpoint.host, ports=ports,
+                 certificate_id=restored, fingerprint=row["fingerprint"], within=within, after="rollback")

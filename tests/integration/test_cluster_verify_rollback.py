@@ -250,3 +250,20 @@ def test_verify_needs_a_deployment_on_record_and_a_port(cluster, tmp_path):
     output = csm_run("--data-dir", str(data), "cluster", "verify", "--node", "db-1=127.0.0.1", code=2)
     assert "NAME=host:port expected" in output
     assert not _events(data, "certificate.deployment_verified")
+
+
+def test_rolling_back_to_files_no_deployment_installed_restores_them_but_verifies_nothing(cluster, ssh_node, tmp_path):
+    data, out = cluster
+    remote = tmp_path / "node"
+    remote.mkdir()
+    for name in ("keystore.jks", "truststore.jks"):  # copied there by hand before the first deployment
+        (remote / name).write_bytes(f"by hand: {name}".encode())
+    _deploy(data, out, ssh_node, remote)
+    output = _rollback(data, ssh_node, "--verify-port", "9", code=1)
+    assert "restored: files no recorded deployment installed" in output
+    assert "verify: NOT VERIFIED: which certificate the restored files hold is not known" in output
+    assert (remote / "keystore.jks").read_bytes() == b"by hand: keystore.jks"
+    [event] = _events(data, "certificate.deployment_rolled_back")
+    assert event["payload"]["restored_certificate_id"] is None
+    output = csm_run("--data-dir", str(data), "cluster", "verify", "--node", "db-1=127.0.0.1:9", code=1)
+    assert "no certificate is recorded as deployed to db-1" in output
