@@ -106,6 +106,9 @@ class CertificatesProjector(Projector):
         # a compromised key's certificates that are still trusted (holding_key)
         "CREATE INDEX IF NOT EXISTS {ix}_key ON {certificates} (tenant_id, public_key_sha256) "
         "WHERE status = 'issued'",
+        # what a node holds, as far as the store knows (deployed_to: csm cluster verify and rollback)
+        "CREATE INDEX IF NOT EXISTS {ix}_node ON {certificates} (tenant_id, last_deployed_node, last_deployed_at) "
+        "WHERE last_deployed_node IS NOT NULL",
     )
 
     def apply(self, conn: sqlite3.Connection, event: EventEnvelope) -> None:
