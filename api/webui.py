@@ -2,8 +2,9 @@
 
 Plain HTML, CSS and ES modules from the package's ``ui`` folder, no build step and nothing fetched from elsewhere;
 the strict Content-Security-Policy they are served with is set in api/middleware.py (``UI_CSP``). The one dynamic
-file is ``/ui/roles.json``, the role table of commands/authz.py, so that the UI hides what a role cannot use
-without a copy of the table that could drift (the API still decides).
+files are ``/ui/roles.json``, the role table of commands/authz.py, so that the UI hides what a role cannot use
+without a copy of the table that could drift (the API still decides), and ``/ui/catalog.json``, the domain's fixed
+lists the admin views offer (the webhook event types one can subscribe to, each compliance rule's remedy).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from litestar.datastructures import CacheControlHeader
 from litestar.static_files import create_static_files_router
 
 from commands.authz import PERMISSIONS, PLATFORM_ONLY, ROLES
+from domain.compliance import RULES
+from domain.webhook import NOTIFIABLE
 
 UI_DIRECTORY = Path(__file__).resolve().parent / "ui"
 
@@ -26,9 +29,17 @@ def roles() -> dict:
             "platform_only": sorted(PLATFORM_ONLY), "permissions": sorted(PERMISSIONS)}
 
 
+@get("/ui/catalog.json", include_in_schema=False, cache=False, sync_to_thread=False)
+def catalog() -> dict:
+    """Fixed lists of the domain the forms offer: webhook event types, compliance rules with their remedies."""
+    return {"webhook_event_types": sorted(NOTIFIABLE),
+            "compliance_rules": {name: {"severity": rule.severity, "title": rule.title, "remedy": rule.remedy}
+                                 for name, rule in RULES.items()}}
+
+
 def ui_routes() -> list:
     """The static files (``/ui/`` answers index.html) and the role table; revalidated on every load (ETag)."""
     files: Router = create_static_files_router(
         "/ui", [UI_DIRECTORY], html_mode=True, name="ui", include_in_schema=False,
         cache_control=CacheControlHeader(no_cache=True))
-    return [files, roles]
+    return [files, roles, catalog]

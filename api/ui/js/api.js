@@ -120,13 +120,15 @@ export async function bearer() {
   return token ? `Bearer ${token}` : null;
 }
 
-/** A /v1 request: JSON in, JSON (or text) out; a problem becomes ApiError; 401 ends the session. */
-export async function api(path, {method = "GET", body, query, accept = "application/json", idempotent} = {}) {
+/** A /v1 request: JSON in, JSON (or text, or with ``blob`` a Blob) out; a problem becomes ApiError; 401 ends the
+ * session. ``headers`` adds request headers (an export password goes in one, never in the URL). */
+export async function api(path, {method = "GET", body, query, accept = "application/json", idempotent, headers: extra,
+                                 blob} = {}) {
   const url = new URL(path, location.origin);
   for (const [name, value] of Object.entries(query || {})) {
     if (value !== undefined && value !== null && value !== "") url.searchParams.set(name, value);
   }
-  const headers = {Accept: accept};
+  const headers = {...extra, Accept: accept};
   const auth = await bearer();
   if (auth) headers.Authorization = auth;
   if (body !== undefined) headers["Content-Type"] = "application/json";
@@ -137,6 +139,7 @@ export async function api(path, {method = "GET", body, query, accept = "applicat
     if (response.status === 401 && session) save(null);
     throw new ApiError(response.status, problem);
   }
+  if (blob) return response.blob();
   return accept === "application/json" ? response.json() : response.text();
 }
 
@@ -147,4 +150,18 @@ export async function permissions() {
   const granted = new Set(session.roles.flatMap(role => roleTable.roles[role] || []));
   if (session.tenant_id) for (const p of roleTable.platform_only) granted.delete(p);
   return granted;
+}
+
+let catalogue = null;
+
+/** The domain's fixed lists (/ui/catalog.json): webhook event types, compliance rules and their remedies. */
+export async function catalog() {
+  catalogue ??= await fetch("/ui/catalog.json").then(r => r.json());
+  return catalogue;
+}
+
+/** Every role name (/ui/roles.json), for the forms that grant them. */
+export async function roleNames() {
+  roleTable ??= await fetch("/ui/roles.json").then(r => r.json());
+  return Object.keys(roleTable.roles);
 }

@@ -9,6 +9,11 @@ import {caView, casView} from "./cas.js";
 import {certificateView, certificatesView} from "./certs.js";
 import {portalView} from "./portal.js";
 import {auditView} from "./audit.js";
+import {tenantView, tenantsView} from "./tenants.js";
+import {issueView} from "./issue.js";
+import {serviceAccountView, userView, usersView} from "./users.js";
+import {webhooksView} from "./webhooks.js";
+import {complianceView} from "./compliance.js";
 
 const TENANT = "csm.tenant";
 const main = document.getElementById("main");
@@ -21,6 +26,7 @@ export const context = {
   go: path => { location.hash = `#${path}`; },
   onEvent: fn => { eventHandler = fn; },
   home: () => home(),
+  refreshTenants: () => tenantPicker(),
 };
 
 const ROUTES = [
@@ -33,6 +39,14 @@ const ROUTES = [
   [/^\/certs\/([^/?]+)$/, () => certificateView],
   [/^\/portal$/, () => portalView],
   [/^\/audit$/, () => auditView],
+  [/^\/tenants$/, () => tenantsView],
+  [/^\/tenants\/([^/?]+)$/, () => tenantView],
+  [/^\/issue$/, () => issueView],
+  [/^\/users$/, () => usersView],
+  [/^\/users\/([^/?]+)$/, () => userView],
+  [/^\/service-accounts\/([^/?]+)$/, () => serviceAccountView],
+  [/^\/webhooks$/, () => webhooksView],
+  [/^\/compliance$/, () => complianceView],
 ];
 
 function portal(can) {
@@ -52,7 +66,10 @@ function nav() {
   const links = !session || session.enroll_only ? [] : [
     can.has("cert:read") && can.has("ca:read") && ["/overview", "Overview"], can.has("ca:read") && ["/cas", "CAs"],
     can.has("cert:read") && ["/certs", "Certificates"], portal(can) && ["/portal", "Request a certificate"],
+    can.has("cert:read") && can.has("ca:read") && ["/compliance", "Compliance"],
     (can.has("audit:verify") || can.has("audit:read")) && ["/audit", "Audit"],
+    !session.tenant_id && can.has("tenant:create") && ["/tenants", "Tenants"],
+    can.has("user:read") && ["/users", "Users"], can.has("webhook:read") && ["/webhooks", "Webhooks"],
   ].filter(Boolean);
   const here = location.hash.slice(1).split("?")[0];
   fill(document.getElementById("nav"), h("ul", {}, links.map(([path, label]) =>

@@ -1,17 +1,23 @@
-// Certificate authorities: the tenant's list, and one CA with its chain (PEM download).
+// Certificate authorities: the tenant's list (and creating one), and one CA with its chain (PEM download) and, for
+// ca:manage, its administration (ca_admin.js).
 
 import {api} from "./api.js";
 import {day, download, fill, h, table} from "./dom.js";
+import {caActions, caCreateForm} from "./ca_admin.js";
 
 function tenantQuery(context) {
   return context.session.tenant_id ? {} : {tenant_id: context.tenant};
 }
 
 export async function casView(main, context, {query}) {
+  const list = h("section", {"aria-label": "CAs", id: "ca-list"});
+  const create = context.can.has("ca:create") && (context.session.tenant_id || context.tenant)
+    ? await caCreateForm(context) : null;
+  fill(main, h("h1", {}, "Certificate authorities"), list, create);
   const render = async position => {
     const page = await api("/v1/cas", {query: {...tenantQuery(context), cursor: query.get("cursor"), limit: 50,
                                                min_position: position}});
-    fill(main, h("h1", {}, "Certificate authorities"),
+    fill(list,
       page.items.length ? table([
         ["Name", ca => h("a", {href: `#/cas/${encodeURIComponent(ca.ca_id)}`}, ca.name)],
         ["Kind", ca => ca.kind], ["Status", ca => h(`span.badge.st-${ca.status}`, {}, ca.status)],
@@ -25,7 +31,13 @@ export async function casView(main, context, {query}) {
 }
 
 export async function caView(main, context, {params: [caId]}) {
-  const ca = await api(`/v1/cas/${encodeURIComponent(caId)}`);
+  // no live reload here: it would empty the forms being filled in; an action reloads the page itself
+  const render = async position => caPage(main, context, caId, render, position);
+  await render();
+}
+
+async function caPage(main, context, caId, render, position) {
+  const ca = await api(`/v1/cas/${encodeURIComponent(caId)}`, {query: {min_position: position}});
   const chainButton = h("button.primary", {type: "button", on: {click: async () => {
     const chain = await api(`/v1/cas/${encodeURIComponent(caId)}/chain`, {accept: "application/pem-certificate-chain, */*"});
     download(`${ca.name.replace(/[^A-Za-z0-9._-]+/g, "_") || caId}-chain.pem`, chain);
@@ -40,6 +52,7 @@ export async function caView(main, context, {params: [caId]}) {
       .map(([k, v]) => [h("dt", {}, k), h("dd", {}, String(v))])),
     h("div.actions", {}, chainButton,
       h("a.button", {href: `#/certs?ca_id=${encodeURIComponent(ca.ca_id)}`}, "Its certificates")),
+    await caActions(ca, context, render),
     ca.link_certificates?.length ? table([["Role", c => c.role], ["Subject", c => c.subject_dn],
       ["Issuer", c => c.issuer_dn], ["Expires", c => day(c.not_after)]], ca.link_certificates, "Link certificates")
       : null);

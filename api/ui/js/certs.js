@@ -2,6 +2,7 @@
 
 import {ApiError, api} from "./api.js";
 import {clearProblems, day, download, field, fill, h, showProblem, table} from "./dom.js";
+import {exportForm} from "./issue.js";
 
 const FILTERS = ["common_name", "san", "status", "profile", "ca_id", "expiring_within", "sort", "serial"];
 const STATUSES = ["", "valid", "issued", "expired", "revoked"];
@@ -41,7 +42,9 @@ export async function certificatesView(main, context, {query}) {
   const banner = h("p.banner.error", {role: "alert", hidden: true});
   const form = searchForm(query, context);
   const results = h("section", {"aria-label": "Results", "aria-live": "polite", id: "results"});
-  fill(main, h("h1", {}, "Certificates"), form, banner, results);
+  const issue = context.can.has("cert:issue") && context.can.has("ca:read") && context.can.has("profile:read")
+    ? h("div.actions", {}, h("a.button", {href: "#/issue"}, "Issue with a key held here")) : null;
+  fill(main, h("h1", {}, "Certificates"), issue, form, banner, results);
   const render = async position => {
     const filters = Object.fromEntries(FILTERS.map(name => [name, query.get(name)]));
     const tenant = context.session.tenant_id ? null : context.tenant;
@@ -104,8 +107,10 @@ function renewButton(cert, context, banner) {
 }
 
 export async function certificateView(main, context, {params: [id]}) {
+  let exporter = null;  // kept across live reloads: what is typed into it (a password) is not lost
   const render = async position => {
     const cert = await api(`/v1/certificates/${encodeURIComponent(id)}`, {query: {min_position: position}});
+    exporter ??= exportForm(cert, context);
     const banner = h("p.banner.error", {role: "alert", hidden: true});
     const live = cert.status === "valid" || cert.status === "issued";
     const sans = Object.entries(cert.sans || {}).flatMap(([kind, values]) => values.map(v => `${kind}: ${v}`));
@@ -126,6 +131,7 @@ export async function certificateView(main, context, {params: [id]}) {
         h("button.primary", {type: "button", on: {click: pem}}, "Download certificate and chain (PEM)"),
         live && context.can.has("cert:issue") ? renewButton(cert, context, banner) : null,
         h("a.button", {href: `#/cas/${encodeURIComponent(cert.ca_id)}`}, "Issuing CA")),
+      exporter,
       live && context.can.has("cert:revoke") ? revokeForm(cert, context, render) : null,
       h("details", {}, h("summary", {}, "Certificate (PEM)"), h("pre.pem", {}, cert.certificate_pem)));
   };

@@ -1,0 +1,112 @@
+// What the admin views share: a form that shows the API's refusal next to its fields, an in-page confirmation step
+// before anything destructive, a secret shown once with a copy button, and the tenant a request concerns.
+
+import {ApiError} from "./api.js";
+import {clearProblems, fill, h, showProblem} from "./dom.js";
+
+/** The tenant_id a platform-wide principal names (the one in view); a tenant's principals name none. */
+export function scope(context) {
+  return context.session.tenant_id ? {} : {tenant_id: context.tenant};
+}
+
+/** A <select name=...> of [value, label] pairs (or plain values). */
+export function choice(name, options, value, attrs = {}) {
+  return h("select", {name, ...attrs}, options.map(o => Array.isArray(o) ? o : [o, o]).map(([v, label]) =>
+    h("option", {value: v, selected: v === value}, label)));
+}
+
+/** A form (its children given) whose submit runs ``action(form)``; a problem is shown next to the fields it names,
+ * focus going to the first refused one. The submit button is disabled while the request runs. */
+export function form(label, children, action, attrs = {}) {
+  const banner = h("p.banner.error", {role: "alert", hidden: true});
+  const el = h("form.card", {"aria-label": label, ...attrs}, banner, children);
+  el.addEventListener("submit", async event => {
+    event.preventDefault();
+    clearProblems(el, banner);
+    const buttons = [...el.querySelectorAll("button[type=submit]")];
+    buttons.forEach(b => { b.disabled = true; });
+    try {
+      await action(el);
+    } catch (error) {
+      if (!(error instanceof ApiError)) throw error;
+      showProblem(el, banner, error.problem);
+      (el.querySelector("[aria-invalid=true]") || banner).focus?.();
+    } finally {
+      buttons.forEach(b => { b.disabled = false; });
+    }
+  });
+  return el;
+}
+
+/** Run ``action``, showing a refusal in ``banner`` (for buttons outside a form). */
+export async function attempt(banner, action) {
+  clearProblems(null, banner);
+  try {
+    return await action();
+  } catch (error) {
+    if (!(error instanceof ApiError)) throw error;
+    showProblem(null, banner, error.problem);
+    return undefined;
+  }
+}
+
+/** Ask before a destructive action: a panel after ``place`` saying what ``yes`` will do; resolves true or false.
+ * The confirm button takes focus; Escape or Cancel answers no. */
+export function confirmStep(place, {question, explain = [], yes}) {
+  place.parentElement.querySelector(":scope > .confirm")?.remove();
+  return new Promise(resolve => {
+    const done = answer => {
+      panel.remove();
+      resolve(answer);
+    };
+    const panel = h("div.confirm.card", {role: "alertdialog", "aria-label": question, "aria-modal": "false",
+                                         on: {keydown: e => { if (e.key === "Escape") done(false); }}},
+      h("p", {}, h("strong", {}, question)), [explain].flat().map(text => h("p", {}, text)),
+      h("div.actions", {}, h("button.danger", {type: "button", on: {click: () => done(true)}}, yes),
+        h("button", {type: "button", on: {click: () => done(false)}}, "Cancel")));
+    place.after(panel);
+    panel.querySelector("button.danger").focus();
+  });
+}
+
+/** A secret the API returns once: shown in ``slot`` with a copy button and a warning; kept nowhere else. */
+export function showSecret(slot, label, secret, note) {
+  const code = h("code.secret.wrap", {id: "one-time-secret"}, secret);
+  const status = h("span.hint", {role: "status"});
+  const copy = h("button", {type: "button", on: {click: async () => {
+    try {
+      await navigator.clipboard.writeText(secret);
+      status.textContent = "Copied.";
+    } catch {
+      getSelection().selectAllChildren(code);  // no clipboard permission: select it for Ctrl+C
+      status.textContent = "Selected: press Ctrl+C (⌘C) to copy.";
+    }
+  }}}, "Copy");
+  fill(slot, h("div.banner.warn", {role: "status"},
+    h("p", {}, h("strong", {}, label), " — shown this once: it is not stored in the browser and the API cannot show it",
+      " again. ", note || ""),
+    h("p", {}, code), h("div.actions", {}, copy, status,
+      h("button", {type: "button", on: {click: () => fill(slot)}}, "I have saved it"))));
+  slot.hidden = false;
+  copy.focus();
+}
+
+/** A random password for a new user (the API takes the password; the admin hands it over once). */
+export function randomPassword() {
+  const alphabet = "ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
+  let out = "";
+  while (out.length < 20) {  // 20 of 56 letters: 116 bits; bytes from 224 up are dropped, so each letter is as likely
+    for (const b of crypto.getRandomValues(new Uint8Array(32))) if (b < 224 && out.length < 20) out += alphabet[b % 56];
+  }
+  return out;
+}
+
+/** Comma- or space-separated text as a list. */
+export function words(text) {
+  return String(text || "").split(/[\s,]+/).filter(Boolean);
+}
+
+/** A (possibly empty) number input's value: null when empty. */
+export function number(input) {
+  return input.value === "" ? null : Number(input.value);
+}
