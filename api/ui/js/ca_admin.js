@@ -73,7 +73,7 @@ function statusForm(ca, render) {
   return form(disabling ? "Disable" : "Enable", [h("h2", {}, disabling ? "Disable" : "Enable"),
     h("p.hint", {}, disabling ? "A disabled CA signs nothing more until it is enabled again; what it signed stays valid."
       : "The CA signs again."),
-    field("Reason", h("input", {name: "reason", required: true})),
+    field("Reason", h("input", {name: "reason", id: "status-reason", required: true})),
     h(disabling ? "button.danger" : "button", {type: "submit"}, disabling ? "Disable CA" : "Enable CA")], async el => {
     if (disabling && !await confirmStep(el.querySelector("button[type=submit]"), {
       question: `Disable ${ca.name}?`, yes: "Yes, disable", explain: "Issuance and renewals under it stop."})) return;
@@ -92,9 +92,10 @@ function rolloverForm(ca, algorithms, render) {
   const el = form("Roll over the key", [h("h2", {}, "Roll over the key"),
     h("p.hint", {}, "A new key with overlapping validity; the old key's certificates stay valid" +
       (ca.kind === "root" ? " and link certificates chain the old key to the new." : ".")),
-    field("Reason", h("input", {name: "reason", required: true})),
+    field("Reason", h("input", {name: "reason", id: "rollover-reason", required: true})),
     field("Algorithm", algorithmSelect(algorithms, ca.algorithm, `keep ${ca.algorithm}`)),
-    field("Validity (days)", h("input", {name: "validity_days", type: "number", min: 1}), "Empty: as before."),
+    field("Validity (days)", h("input", {name: "validity_days", id: "rollover-validity", type: "number", min: 1}),
+          "Empty: as before."),
     ca.kind === "root" ? h("div.check", {}, compromised, h("label", {for: "f-compromised"},
       "The root's key was stolen (compromise rollover)")) : null,
     h("button", {type: "submit"}, "Roll over")], async form => {
@@ -122,7 +123,8 @@ function rolloverForm(ca, algorithms, render) {
 function revokeForm(ca, render) {
   return form("Revoke the CA", [h("h2", {}, "Revoke the CA"),
     h("p.hint", {}, "Its issuer's CRL lists it and everything under it is no longer trusted. Final."),
-    field("Reason", choice("reason", REASONS.map(r => [r, r.replaceAll("_", " ")]), "unspecified")),
+    field("Reason", choice("reason", REASONS.map(r => [r, r.replaceAll("_", " ")]), "unspecified",
+                           {id: "revoke-reason"})),
     h("button.danger", {type: "submit"}, "Revoke CA")], async el => {
     if (!await confirmStep(el.querySelector("button[type=submit]"), {
       question: `Revoke ${ca.name}?`, yes: "Yes, revoke the CA",
