@@ -143,6 +143,7 @@ def test_an_admin_searches_revokes_and_the_list_updates_live(service, browser):
     page.get_by_role("link", name="live-two.acme.internal").click()
     page.get_by_label("Reason").select_option("key_compromise")
     page.get_by_role("button", name="Revoke certificate").click()
+    page.get_by_role("button", name="Yes, revoke").click()  # the confirmation step
     page.locator("h1 .st-revoked").wait_for()
     assert page.get_by_role("button", name="Revoke certificate").count() == 0
     page.go_back()

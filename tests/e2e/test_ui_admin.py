@@ -9,11 +9,15 @@ import json
 import re
 import zipfile
 
+import httpx
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import pkcs12
-from ui_support import (TENANT, browser, chromium, page_problems, playwright, service,  # noqa: F401
+from ui_support import (TENANT, UI_CSP, browser, chromium, page_problems, playwright, service,  # noqa: F401
                         sign_in)
+
+from domain.compliance import RULES
+from domain.webhook import NOTIFIABLE
 
 pytestmark = pytest.mark.slow
 OVERFLOW = "document.documentElement.scrollWidth - document.documentElement.clientWidth"
@@ -42,6 +46,15 @@ def tenant_admin_page(service, browser, name: str):
     sign_in(page, service.base, api_key=service.key(name, "tenant-admin"))
     page.get_by_role("heading", name=re.compile("^Overview")).wait_for()
     return page
+
+
+def test_the_catalog_the_forms_read_is_the_domains(service):
+    answer = httpx.get(f"{service.base}/ui/catalog.json", timeout=10)
+    assert answer.status_code == 200 and answer.headers["content-security-policy"] == UI_CSP
+    catalog = answer.json()
+    assert catalog["webhook_event_types"] == sorted(NOTIFIABLE)
+    assert {name: rule["remedy"] for name, rule in catalog["compliance_rules"].items()} == {
+        name: rule.remedy for name, rule in RULES.items()}
 
 
 def test_a_platform_admin_creates_a_tenant_and_a_root_and_an_intermediate(service, browser):
@@ -334,7 +347,7 @@ def test_the_compliance_view_lists_every_finding_with_its_remedy_and_filters_by_
     page.wait_for_function("n => document.querySelectorAll('#findings tbody tr').length === n",
                            arg=report["counts"][severity])
     assert set(page.locator("#findings td[data-label=Severity]").all_inner_texts()) == {severity}
-    absent = next(s for s in ("critical", "high", "medium", "low", "info") if s not in report["counts"])
+    absent = next(s for s in ("critical", "high", "medium", "low", "info") if not report["counts"].get(s))
     page.get_by_label("Severity").select_option(absent)
     page.locator("#findings").get_by_text("No findings.").wait_for()
     no_problems(page)
@@ -397,6 +410,7 @@ def test_the_new_views_fit_a_phone_and_raise_no_console_error(service, browser):
         assert page.evaluate(OVERFLOW) <= 0, hash_
     page.goto(f"{service.base}/ui/#/users")
     page.get_by_role("heading", name="Users and service accounts").wait_for()
+    page.wait_for_function("() => document.activeElement?.id === 'main'")  # the view is done: the shell focused it
     in_form(page, "Create a user").get_by_label("Username").focus()  # the forms are reachable from the keyboard
     page.keyboard.press("Tab")
     assert page.evaluate("document.activeElement.name") == "display_name"

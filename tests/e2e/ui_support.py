@@ -127,7 +127,7 @@ class Browser:
         page.console_errors, page.page_errors = [], []
         page.on("console", lambda m: page.console_errors.append(m.text) if m.type == "error" else None)
         page.on("pageerror", lambda e: page.page_errors.append(str(e)))
-        page.on("dialog", lambda d: d.accept())  # the revoke confirmation
+        page.on("dialog", lambda d: page.page_errors.append(f"unexpected dialog: {d.message}") or d.dismiss())
         page.set_default_timeout(20_000)
         self.pages.append(page)
         return page

@@ -2,6 +2,7 @@
 
 import {ApiError, api} from "./api.js";
 import {clearProblems, day, download, field, fill, h, showProblem, table} from "./dom.js";
+import {confirmStep} from "./forms.js";
 import {exportForm} from "./issue.js";
 
 const FILTERS = ["common_name", "san", "status", "profile", "ca_id", "expiring_within", "sort", "serial"];
@@ -80,7 +81,9 @@ function revokeForm(cert, context, refresh) {
   form.addEventListener("submit", async event => {
     event.preventDefault();
     clearProblems(form, banner);
-    if (!confirm(`Revoke ${cert.common_name || cert.certificate_id}? Revocation is final.`)) return;
+    if (!await confirmStep(form.querySelector("button[type=submit]"), {
+      question: `Revoke ${cert.common_name || cert.certificate_id}?`, yes: "Yes, revoke",
+      explain: "Revocation is final: the CRL and OCSP say so before this answers."})) return;
     try {
       const revoked = await api(`/v1/certificates/${cert.certificate_id}/revoke`, {
         method: "POST", body: {reason: form.elements.reason.value}, idempotent: true});

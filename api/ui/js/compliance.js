@@ -31,11 +31,12 @@ export async function complianceView(main, context, {query}) {
     fill(results,
       h("p.severities", {}, SEVERITIES.filter(s => report.counts[s] !== undefined)
         .map(s => h(`span.badge.sev-${s}`, {}, `${s}: ${report.counts[s]}`))),
+      h("p.hint", {id: "shown"}, `${shown.length} of ${report.findings.length} findings shown.`),
       shown.length ? table([
         ["Rule", f => h("code", {}, f.rule)],
         ["Severity", f => h(`span.badge.sev-${f.severity}`, {}, f.severity)],
         ["Subject", subject], ["Detail", f => f.detail],
-        ["Remedy", f => rules[f.rule]?.remedy || ""]], shown, `${shown.length} findings`)
+        ["Remedy", f => rules[f.rule]?.remedy || ""]], shown)
         : h("p.muted", {}, "No findings."),
       report.truncated ? h("p.hint", {}, "More findings exist than the report lists (10,000).") : null,
       h("p.hint", {}, `As of position ${report.position}, ${report.generated_at}.`));

@@ -54,9 +54,11 @@ export async function attempt(banner, action) {
  * The confirm button takes focus; Escape or Cancel answers no. */
 export function confirmStep(place, {question, explain = [], yes}) {
   place.parentElement.querySelector(":scope > .confirm")?.remove();
+  const before = document.activeElement;
   return new Promise(resolve => {
     const done = answer => {
       panel.remove();
+      if (!answer) before?.focus();  // back where the keyboard was
       resolve(answer);
     };
     const panel = h("div.confirm.card", {role: "alertdialog", "aria-label": question, "aria-modal": "false",
