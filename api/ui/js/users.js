@@ -105,8 +105,8 @@ function statusForm(user, context, render) {
 function revokeRole(user, grant, context, banner, render) {
   const button = h("button", {type: "button", on: {click: async () => {
     if (!await confirmStep(button.closest("table").parentElement, {question: `Revoke ${grant.role} from ${
-      user.username}?`, yes: `Yes, revoke ${grant.role}`, explain: "It takes effect at the user's next sign-in or " +
-      "token refresh."})) return;
+      user.username}?`, yes: `Yes, revoke ${grant.role}`, explain: "The API refuses what it allowed at once; the user's UI " +
+      "shows it at their next token refresh or sign-in."})) return;
     const done = await attempt(banner, () => api(`${path("users", user.username)}/roles/${encodeURIComponent(
       grant.role)}`, {method: "DELETE", query: scope(context)}));
     if (done) await render(done.global_position);
