@@ -26,7 +26,7 @@ export const context = {
   go: path => { location.hash = `#${path}`; },
   onEvent: fn => { eventHandler = fn; },
   home: () => home(),
-  refreshTenants: () => tenantPicker(),
+  refreshTenants: position => tenantPicker(position),
 };
 
 const ROUTES = [
@@ -69,6 +69,7 @@ function nav() {
     can.has("cert:read") && can.has("ca:read") && ["/compliance", "Compliance"],
     (can.has("audit:verify") || can.has("audit:read")) && ["/audit", "Audit"],
     !session.tenant_id && can.has("tenant:create") && ["/tenants", "Tenants"],
+    session.tenant_id && can.has("tenant:update") && [`/tenants/${encodeURIComponent(session.tenant_id)}`, "Tenant"],
     can.has("user:read") && ["/users", "Users"], can.has("webhook:read") && ["/webhooks", "Webhooks"],
   ].filter(Boolean);
   const here = location.hash.slice(1).split("?")[0];
@@ -76,14 +77,14 @@ function nav() {
     h("li", {}, h("a", {href: `#${path}`, "aria-current": here.startsWith(path) ? "page" : null}, label)))));
 }
 
-async function tenantPicker() {
+async function tenantPicker(position) {
   const who = document.getElementById("who");
   const {session} = context;
   if (!session) return fill(who);
   const out = h("button.link", {type: "button", on: {click: () => { signOut(); context.go("/signin"); }}}, "Sign out");
   const name = h("span.subject", {title: session.roles.join(", ")}, session.subject);
   if (session.tenant_id || session.enroll_only || !context.can.has("tenant:read")) return fill(who, name, out);
-  const {items} = await api("/v1/tenants", {query: {limit: 500}});
+  const {items} = await api("/v1/tenants", {query: {limit: 500, min_position: position}});
   context.tenant ||= items[0]?.tenant_id || null;
   const select = h("select", {id: "tenant", name: "tenant", on: {change: e => {
     context.tenant = e.target.value;

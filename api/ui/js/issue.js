@@ -54,12 +54,12 @@ const FORMATS = [["pem", "PEM: certificate and chain", false, "pem"], ["der", "D
   ["jks", "JKS keystore (key and chain)", true, "jks"],
   ["bundle", "Connection bundle (zip: stores, key, driver settings)", true, "connection-bundle.zip"]];
 
-/** The export form of ``cert``: formats carrying its key only when the server holds it and the caller has key:export
- * (the bundle without them carries no key). The password is read from its field for the one request and the field
+/** The export form of ``cert``: formats carrying its key only when the server holds it and the caller has key:export. The password is read from its field for the one request and the field
  * is cleared afterwards; it is kept nowhere. */
 export function exportForm(cert, context) {
   const withKey = cert.has_key && context.can.has("key:export");
-  const formats = FORMATS.filter(([, , key]) => !key || withKey);
+  // a bundle carries the key when the server holds one, and then needs key:export; otherwise it is certificates only
+  const formats = FORMATS.filter(([v, , key]) => !key || withKey || (v === "bundle" && !cert.has_key));
   const password = h("input", {name: "X-Export-Password", type: "password", autocomplete: "new-password"});
   const points = field("Contact points", h("input", {name: "contact_points", autocapitalize: "none"}),
                        "The bundle's driver settings: host[:port], comma-separated; optional.");

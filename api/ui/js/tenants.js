@@ -32,7 +32,7 @@ function createForm(context, reload) {
                   quotas: quotasOf(el)};
     const created = await api("/v1/tenants", {method: "POST", body, idempotent: true});
     el.reset();
-    await context.refreshTenants();
+    await context.refreshTenants(created.global_position);
     await reload(created.global_position);
   }, {id: "create-tenant"});
 }
