@@ -151,7 +151,8 @@ function keyForm(account, context, roles, secret, render) {
 }
 
 function revokeKey(account, key, context, banner, render) {
-  const button = h("button.danger", {type: "button", on: {click: async () => {
+  const button = h("button.danger", {type: "button", "aria-label": `Revoke key ${key.name} (${key.key_id})`,
+                                     on: {click: async () => {
     if (!await confirmStep(button.closest("table").parentElement, {question: `Revoke key ${key.name} (${key.key_id})?`,
       yes: "Yes, revoke the key", explain: "Whatever signs in with it is refused from now on."})) return;
     const done = await attempt(banner, () => api(`${path("service-accounts", account.name)}/keys/${encodeURIComponent(

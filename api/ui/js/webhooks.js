@@ -36,10 +36,10 @@ async function deliveries(hook, context, slot) {
 }
 
 function actions(hook, context, banner, log, render) {
-  const show = h("button", {type: "button", on: {click: () => attempt(banner, () => deliveries(hook, context, log))}},
-                 "Deliveries");
+  const show = h("button", {type: "button", "aria-label": `Deliveries of ${hook.url}`,
+                            on: {click: () => attempt(banner, () => deliveries(hook, context, log))}}, "Deliveries");
   if (!context.can.has("webhook:manage")) return show;
-  const remove = h("button.danger", {type: "button", on: {click: async () => {
+  const remove = h("button.danger", {type: "button", "aria-label": `Delete ${hook.url}`, on: {click: async () => {
     if (!await confirmStep(remove.closest("table").parentElement, {question: `Delete the webhook to ${hook.url}?`,
       yes: "Yes, delete", explain: "Its pending deliveries are cancelled; nothing more is sent to it."})) return;
     const done = await attempt(banner, () => api(`/v1/webhooks/${encodeURIComponent(hook.webhook_id)}`, {
