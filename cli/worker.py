@@ -1,4 +1,4 @@
-"""`csm worker`: a background-job worker process for the Redis broker (webhook deliveries, and later jobs)."""
+"""`csm worker`: a background-job worker process for the Redis broker (webhook deliveries, ACME validations)."""
 
 from __future__ import annotations
 

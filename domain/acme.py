@@ -131,6 +131,7 @@ class EabKey(msgspec.Struct, frozen=True, kw_only=True):
 class Account(msgspec.Struct, frozen=True, kw_only=True):
     status: str = "absent"  # absent | valid | deactivated
     created: AccountCreated | None = None
+    key_thumbprint: str = ""  # the RFC 7638 thumbprint of the key that signs for it now
 
 
 class Order(msgspec.Struct, frozen=True, kw_only=True):
@@ -190,7 +191,7 @@ def fold_account(payloads: Iterable[Payload], start: Account | None = None) -> A
     for payload in payloads:
         match payload:
             case AccountCreated():
-                state = Account(status="valid", created=payload)
+                state = Account(status="valid", created=payload, key_thumbprint=payload.account_id)
             case AccountDeactivated():
                 state = msgspec.structs.replace(state, status="deactivated")
     return state

@@ -19,7 +19,8 @@ from commands.identity import Identity
 from commands.runtime import Services, SystemClock
 from domain.verification import ChainVerifier, VerifyReport
 from infra.acme.nonces import NonceStore
-from infra.acme.validator import AcmeValidator, http01_of, tls_alpn01_of
+from infra.acme.results import ValidationResults
+from infra.acme.validator import AcmeValidator, ValidationJob
 from infra.artifacts import SQLiteArtifactStore
 from infra.audit.checkpointer import Checkpointer
 from infra.audit.keys import AuditSigner, anchor_keys, load_public_key, trusted_keys
@@ -157,6 +158,7 @@ class Runtime:
             self.jobs.close()
         if self.acme_validator is not None:
             self.acme_validator.close()
+            self.acme_validator.results.close()
         if self.nonces is not None:
             self.nonces.close()
         if self.webhooks is not None:
@@ -227,8 +229,9 @@ def open_runtime(settings: Settings, link: LinkClient | None = None, *, rebuild:
                        webhooks=Webhooks(DeliveryLog(settings.webhooks_db), None),
                        nonces=NonceStore(settings.acme_nonces_db))
     jobs = Jobs.from_settings(settings)
-    validator = AcmeValidator(services, runner, jobs, http01_of(settings), tls_alpn01_of(settings),
-                              poll_interval=settings.poll_interval)
+    results = ValidationResults(settings.acme_results_db)
+    ValidationJob.from_settings(settings, jobs, results)
+    validator = AcmeValidator(services, runner, jobs, results, poll_interval=settings.poll_interval)
     return Runtime(settings, store, runner, checkpointer, vault, services, keys,
                    identity=build_identity(settings, vault), jobs=jobs, webhooks=wire_webhooks(settings, jobs, keys),
                    nonces=NonceStore(settings.acme_nonces_db), acme_validator=validator)
@@ -241,21 +244,26 @@ class JobWorker:
     jobs: Jobs
     keys: SQLiteKeyVault
     webhooks: Webhooks
+    acme_results: ValidationResults
 
     def close(self) -> None:
         self.jobs.close()
         self.webhooks.close()
         self.keys.close()
+        self.acme_results.close()
 
 
 def open_job_worker(settings: Settings) -> JobWorker:
-    """The broker and its actors without the API: jobs read the data directory's views, keys and delivery log."""
+    """The broker and its actors without the API: jobs read the data directory's views, keys and delivery log, and
+    ACME validations write their results for the server to record."""
     if settings.jobs != "redis":
         raise ValueError("a separate job worker consumes the Redis broker: set CSM_JOBS=redis and CSM_REDIS_URL "
                          "(with the in-process default, the API process runs its own worker)")
     jobs = Jobs.from_settings(settings)
     keys = open_key_vault(settings)
-    return JobWorker(jobs, keys, wire_webhooks(settings, jobs, keys))
+    results = ValidationResults(settings.acme_results_db)
+    ValidationJob.from_settings(settings, jobs, results)
+    return JobWorker(jobs, keys, wire_webhooks(settings, jobs, keys), results)
 
 
 def freeze_startup_heap() -> None:

@@ -378,6 +378,11 @@ class Settings:
         return self.data_dir / "acme-nonces.db"
 
     @property
+    def acme_results_db(self) -> Path:
+        """ACME validation results, from the job that validated to the process that records them."""
+        return self.data_dir / "acme-validations.db"
+
+    @property
     def base_url(self) -> str:
         return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
 

@@ -1,12 +1,14 @@
-"""The ACME validator: challenges a client started (http-01, tls-alpn-01) are validated by a background job, also
-after a crash.
+"""The ACME validator: challenges a client started (http-01, tls-alpn-01) are validated by a background job, in this
+process or in a `csm worker`, also after a crash.
 
 A started challenge is a row of the ACME read model until its result is recorded. The validator (in the process
 that owns the event store: the single process, or a multi-worker server's primary) polls those rows and sends each
-to the ``acme-validate`` job once; the job (a dramatiq worker thread) hands the validation back to the event loop,
-which fetches the response on a thread and appends ``acme.challenge_validated`` or ``acme.challenge_failed``. A
-crash leaves the row in place, and the next process validates it again; a result already recorded makes a repeated
-job a no-op (``domain.acme.decide_challenge_result``).
+to the ``acme-validate`` job (queue ``acme``) with everything the check needs: the name, the challenge and the key
+authorization (the account's current key). The job (a dramatiq worker thread here, or a `csm worker` process on
+the Redis broker) connects through the SSRF guard and writes its result to the results file
+(infra/acme/results.py); the validator appends ``acme.challenge_validated`` or ``acme.challenge_failed`` from it.
+A crash leaves the read model's row in place and the next process sends it again; a result already recorded makes
+a repeated one a no-op (``domain.acme.decide_challenge_result``).
 """
 
 from __future__ import annotations
@@ -14,12 +16,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+import time
 
 from commands import acme as commands
 from commands.authz import SYSTEM
 from commands.runtime import CommandContext, Services, load
 from domain import acme, jose
+from domain.errors import DomainError
 from infra.acme.http01 import Http01, ValidationFailed
+from infra.acme.results import Result, ValidationResults
 from infra.acme.tlsalpn import TlsAlpn01
 from infra.config import Settings
 from infra.jobs import Jobs
@@ -29,7 +34,7 @@ from projections.runner import ProjectionRebuilding, ProjectionRunner
 log = logging.getLogger(__name__)
 ACTOR = "acme-validate"
 QUEUE = "acme"
-JOB_TIMEOUT = 120.0  # seconds a job waits for its validation on the event loop
+RESEND_AFTER = 300.0  # seconds: a job sent and never answered (its worker died, its message was lost) is sent again
 
 
 def http01_of(settings: Settings) -> Http01:
@@ -42,63 +47,36 @@ def tls_alpn01_of(settings: Settings) -> TlsAlpn01:
                      hosts_file=settings.acme_hosts_file, timeout=settings.acme_validation_timeout)
 
 
-class AcmeValidator:
-    def __init__(self, services: Services, runner: ProjectionRunner, jobs: Jobs, http01: Http01,
-                 tls_alpn01: TlsAlpn01, *, poll_interval: float = 0.5) -> None:
-        self.services, self.runner, self.jobs, self.http01, self.tls_alpn01 = services, runner, jobs, http01, tls_alpn01
-        self.poll_interval = poll_interval
-        self._in_flight: set[tuple[str, str]] = set()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._views: sqlite3.Connection | None = None
-        jobs.actor(self._job, name=ACTOR, queue=QUEUE, max_retries=0)
+class ValidationJob:
+    """The ``acme-validate`` actor: one check through the SSRF guard, its result written to the results file.
 
-    def _pending(self) -> list[tuple[str, str]]:
-        if self._views is None:
-            self._views = self.runner.connection()
-        return read_model.pending_challenges(self._views)
+    Declared on every broker that may run it (the server's, `csm worker`'s); it reads no event store, so it runs in
+    any process that sees the data directory. The connection settings (CSM_ACME_*) are that process's."""
 
-    async def run(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        while True:
-            try:
-                for tenant_id, authz_id in await asyncio.to_thread(self._pending):
-                    if (tenant_id, authz_id) not in self._in_flight:
-                        self._in_flight.add((tenant_id, authz_id))
-                        self.jobs.send(ACTOR, tenant_id, authz_id)
-            except ProjectionRebuilding:
-                pass
-            except Exception:
-                log.exception("ACME validator pass failed")
-            await asyncio.sleep(self.poll_interval)
+    def __init__(self, jobs: Jobs, results: ValidationResults, http01: Http01, tls_alpn01: TlsAlpn01) -> None:
+        self.results, self.http01, self.tls_alpn01 = results, http01, tls_alpn01
+        jobs.actor(self.run, name=ACTOR, queue=QUEUE, max_retries=0)
 
-    def _job(self, tenant_id: str, authz_id: str) -> None:
-        """The dramatiq actor: run the validation on the loop and wait for it."""
-        assert self._loop is not None
-        future = asyncio.run_coroutine_threadsafe(self.validate(tenant_id, authz_id), self._loop)
-        future.result(timeout=JOB_TIMEOUT)
+    @classmethod
+    def from_settings(cls, settings: Settings, jobs: Jobs, results: ValidationResults) -> ValidationJob:
+        return cls(jobs, results, http01_of(settings), tls_alpn01_of(settings))
 
-    async def validate(self, tenant_id: str, authz_id: str) -> None:
+    def run(self, tenant_id: str, authz_id: str, name: str, challenge: dict, expected: str) -> None:
+        chosen = acme.Challenge(**challenge)
         try:
-            state = await load(self.services, tenant_id, acme.authz_stream_id(authz_id), acme.fold_authz)
-            if state.created is None or state.challenge_status != "processing":
-                return
-            created, challenge = state.created, state.challenge(state.started)
-            # the account id is its key's thumbprint
-            expected = jose.key_authorization(challenge.token, created.account_id)
-            result = await self._check(created.identifier, challenge, expected)
-            await commands.record_challenge(commands.RecordChallenge(tenant_id=tenant_id, authz_id=authz_id,
-                                                                     result=result),
-                                            CommandContext(principal=SYSTEM), self.services)
-        finally:
-            self._in_flight.discard((tenant_id, authz_id))
+            result = self.check(name, chosen, expected)
+        except Exception:  # a bug, not the client's answer: the challenge fails rather than waiting for ever
+            log.exception("ACME validation failed unexpectedly")
+            result = acme.ChallengeFailed(challenge_id=chosen.challenge_id, error_type="serverInternal",
+                                          detail="the validation failed inside the server")
+        self.results.put(tenant_id, authz_id, result)
 
-    async def _check(self, name: str, challenge: acme.Challenge,
-                     expected: str) -> acme.ChallengeValidated | acme.ChallengeFailed:
+    def check(self, name: str, challenge: acme.Challenge, expected: str) -> Result:
         try:
             if challenge.challenge_type == acme.TLS_ALPN_01:
-                address = await asyncio.to_thread(self.tls_alpn01.check, name, expected)
+                address = self.tls_alpn01.check(name, expected)
             else:
-                address, body = await asyncio.to_thread(self.http01.fetch, name, challenge.token)
+                address, body = self.http01.fetch(name, challenge.token)
                 if body.strip() != expected.encode("ascii"):
                     shown = body[:100].decode("ascii", "replace")
                     raise ValidationFailed("incorrectResponse", f"the response from {address} is {shown!r}, not "
@@ -107,6 +85,63 @@ class AcmeValidator:
             return acme.ChallengeFailed(challenge_id=challenge.challenge_id, error_type=exc.error_type,
                                         detail=exc.detail[:500])
         return acme.ChallengeValidated(challenge_id=challenge.challenge_id, address=address)
+
+
+class AcmeValidator:
+    """Sends started challenges to the job and records the results it finds (the store's process only)."""
+
+    def __init__(self, services: Services, runner: ProjectionRunner, jobs: Jobs, results: ValidationResults, *,
+                 poll_interval: float = 0.5) -> None:
+        self.services, self.runner, self.jobs, self.results = services, runner, jobs, results
+        self.poll_interval = poll_interval
+        self._sent: dict[tuple[str, str], float] = {}  # (tenant, authorization) -> when its job was sent
+        self._views: sqlite3.Connection | None = None
+
+    def _pending(self) -> list[tuple[str, str]]:
+        if self._views is None:
+            self._views = self.runner.connection()
+        return read_model.pending_challenges(self._views)
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.record_results()
+                await self.send_pending()
+            except ProjectionRebuilding:
+                pass
+            except Exception:
+                log.exception("ACME validator pass failed")
+            await asyncio.sleep(self.poll_interval)
+
+    async def send_pending(self) -> None:
+        now = time.monotonic()
+        for tenant_id, authz_id in await asyncio.to_thread(self._pending):
+            sent = self._sent.get((tenant_id, authz_id))
+            if sent is not None and now - sent < RESEND_AFTER:
+                continue
+            state = await load(self.services, tenant_id, acme.authz_stream_id(authz_id), acme.fold_authz)
+            if state.created is None or state.challenge_status != "processing":
+                continue  # recorded already: the read model has not caught up
+            account = await load(self.services, tenant_id, acme.account_stream_id(state.created.account_id),
+                                 acme.fold_account)
+            challenge = state.challenge(state.started)
+            # the key authorization of the account's current key (RFC 8555 8.1), also after a key change
+            expected = jose.key_authorization(challenge.token, account.key_thumbprint)
+            self._sent[(tenant_id, authz_id)] = now
+            self.jobs.send(ACTOR, tenant_id, authz_id, state.created.identifier,
+                           {"challenge_id": challenge.challenge_id, "challenge_type": challenge.challenge_type,
+                            "token": challenge.token}, expected)
+
+    async def record_results(self) -> None:
+        for seq, tenant_id, authz_id, result in await asyncio.to_thread(self.results.take):
+            try:
+                await commands.record_challenge(commands.RecordChallenge(tenant_id=tenant_id, authz_id=authz_id,
+                                                                         result=result),
+                                                CommandContext(principal=SYSTEM), self.services)
+            except DomainError:  # e.g. the tenant's stream refuses it: the result can never be recorded
+                log.exception("an ACME validation result was not recorded")
+            self._sent.pop((tenant_id, authz_id), None)
+            await asyncio.to_thread(self.results.done, seq)
 
     def close(self) -> None:
         if self._views is not None:
