@@ -1,8 +1,8 @@
 """/acme/{tenant_id}/…: the RFC 8555 ACME server of one tenant (directory, nonces, accounts, orders, challenges).
 
 Outside /v1: ACME clients authenticate every POST with a JWS signed by their account key, not a bearer token;
-accounts need an external account binding (an EAB key from ``POST /v1/tenants/{id}/acme/eab-keys``). keyChange,
-pre-authorization and dns-01 are not offered (docs/operations.md, "ACME").
+accounts need an external account binding (an EAB key from ``POST /v1/tenants/{id}/acme/eab-keys``).
+Pre-authorization and dns-01 are not offered (docs/operations.md, "ACME").
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ async def directory(request: Request, tenant_id: FromPath[str]) -> Response:
     return await reply(request, tenant_id, {
         "newNonce": url_of(request, tenant_id, "new-nonce"), "newAccount": url_of(request, tenant_id, "new-account"),
         "newOrder": url_of(request, tenant_id, "new-order"), "revokeCert": url_of(request, tenant_id, "revoke-cert"),
+        "keyChange": url_of(request, tenant_id, "key-change"),
         "meta": {"externalAccountRequired": True}})
 
 
@@ -85,6 +86,20 @@ async def account(request: Request, tenant_id: FromPath[str], account_id: FromPa
             raise acme.AcmeProblem("malformed", "only status: deactivated changes an account here", field="payload")
     state = await cmd.load_account(services, tenant_id, account_id)
     return await reply(request, tenant_id, account_json(request, tenant_id, state))
+
+
+@post("/key-change", summary="Replace the signing account's key (RFC 8555 7.3.5: a JWS by the new key inside)",
+      status_code=200, responses=ACME_ERRORS)
+async def key_change(request: Request, tenant_id: FromPath[str]) -> Response:
+    signed = await verified(request, tenant_id)
+    payload_of(signed)  # not POST-as-GET
+    change = jose.parse_key_change(signed.jws.payload, url=signed.jws.url, kid=signed.jws.kid)
+    services = _services(request)
+    await cmd.change_key(cmd.ChangeAccountKey(tenant_id=tenant_id, account_id=signed.account_id, key_change=change),
+                         signed.context, services)
+    state = await cmd.load_account(services, tenant_id, signed.account_id)
+    return await reply(request, tenant_id, account_json(request, tenant_id, state),
+                       location=url_of(request, tenant_id, "acct", signed.account_id))
 
 
 @post("/acct/{account_id:str}/orders", summary="The account's orders (POST-as-GET), newest first",
@@ -197,7 +212,7 @@ async def revoke_cert(request: Request, tenant_id: FromPath[str]) -> Response:
 
 
 acme_router = Router("/acme/{tenant_id:str}", route_handlers=[
-    directory, nonce_head, nonce_get, new_account, account, account_orders, new_order, order, finalize, authorization,
+    directory, nonce_head, nonce_get, new_account, account, key_change, account_orders, new_order, order, finalize, authorization,
     challenge,
     certificate, revoke_cert], exception_handlers={DomainError: acme_error, HTTPException: acme_error,
                                                    Exception: acme_error}, tags=["acme"])

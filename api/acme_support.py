@@ -95,8 +95,10 @@ def acme_error(request: Request, exc: Exception) -> Response:
             "detail": f"{exc.detail} (field {field}, rule {exc.code})", "instance": request.url.path,
             "request_id": telemetry.request_id_var.get(), "field": field,
             "errors": [{"field": field, "rule": exc.code, "message": exc.detail}]}
-    return Response(content=encode_json(body), status_code=status, media_type=PROBLEM_MEDIA_TYPE,
-                    headers=headers_now(request, tenant_id))
+    headers = headers_now(request, tenant_id)
+    if isinstance(exc, acme.KeyInUse) and tenant_id:  # RFC 8555 7.3.5: the account that has the key
+        headers["Location"] = url_of(request, tenant_id, "acct", exc.account_id)
+    return Response(content=encode_json(body), status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
 
 
 @dataclass(frozen=True)
@@ -141,7 +143,7 @@ async def verified(request: Request, tenant_id: str, *, by: str = "kid") -> Sign
         raise acme.AcmeProblem("accountDoesNotExist", f"kid must be an account URL of this directory ({prefix}…)",
                                field="protected.kid")
     account = await cmd.load_account(runtime.services, tenant_id, account_id)
-    jose.verify(jws, jose.public_key(account.created.jwk))
+    jose.verify(jws, jose.public_key(account.jwk))
     return Signed(jws=jws, account_id=account_id, principal=cmd.account_principal(tenant_id, account_id))
 
 
@@ -153,7 +155,7 @@ def payload_of(signed: Signed) -> dict[str, Any]:
 
 def account_json(request: Request, tenant_id: str, account: acme.Account) -> dict[str, Any]:
     created = account.created
-    return {"status": account.status, "contact": created.contact, "key": created.jwk,
+    return {"status": account.status, "contact": created.contact, "key": account.jwk,
             "orders": url_of(request, tenant_id, "acct", created.account_id, "orders"),
             "externalAccountBinding": {"kid": created.eab_key_id}}
 

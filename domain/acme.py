@@ -1,14 +1,15 @@
-"""The ACME aggregates (RFC 8555): external account binding keys, accounts, orders, authorizations with challenges.
+"""The ACME aggregates (RFC 8555): external account binding keys, accounts, account keys, orders, authorizations.
 
-Each is a hash-chained stream. An account's id is its key's RFC 7638 thumbprint, so the store refuses a second
-account for one key (its stream is created at version 0). An authorization holds its challenges (http-01, tls-alpn-01):
+Each is a hash-chained stream. An account's id is its first key's RFC 7638 thumbprint, and stays its id after a key
+change (RFC 8555 7.3.5), so its certificates' ownership tags stay true. Each key an account signs with is claimed by
+a stream of its own (``acme-key-<thumbprint>``, created at version 0), so the store refuses one key to two accounts;
+a key an account gave up stays claimed by it (it opens no other account). An authorization holds its challenges (http-01, tls-alpn-01):
 a challenge has no life apart from its authorization. The EAB key's HMAC secret is in the key vault, named here
 by ``secret_ref`` only.
 """
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Iterable
 from datetime import datetime
 
@@ -16,10 +17,12 @@ import msgspec
 
 from domain.errors import DomainError, NotFound
 from domain.events import Payload, event, resumable
+from domain.acme_networks import IpNetwork, parse_networks, validation_address_problem  # noqa: F401 - re-exported
 from domain.names import dns_name_problem, matches_any_pattern, pattern_problem
 
 EAB_STREAM_TYPE = "acme_eab_key"
 ACCOUNT_STREAM_TYPE = "acme_account"
+KEY_STREAM_TYPE = "acme_account_key"
 ORDER_STREAM_TYPE = "acme_order"
 AUTHZ_STREAM_TYPE = "acme_authorization"
 HTTP_01 = "http-01"
@@ -65,6 +68,18 @@ class AccountCreated(Payload, frozen=True, kw_only=True):
     jwk: dict[str, str]  # the public key only
     contact: list[str]
     eab_key_id: str
+
+
+@event("acme.account_key_changed")
+class AccountKeyChanged(Payload, frozen=True, kw_only=True):
+    old_thumbprint: str
+    new_thumbprint: str
+    jwk: dict[str, str]  # the new public key only
+
+
+@event("acme.account_key_bound")
+class AccountKeyBound(Payload, frozen=True, kw_only=True):
+    account_id: str  # the account this key signs for (in the key's own stream, acme-key-<thumbprint>)
 
 
 @event("acme.account_deactivated")
@@ -132,6 +147,16 @@ class Account(msgspec.Struct, frozen=True, kw_only=True):
     status: str = "absent"  # absent | valid | deactivated
     created: AccountCreated | None = None
     key_thumbprint: str = ""  # the RFC 7638 thumbprint of the key that signs for it now
+    jwk: dict[str, str] | None = None  # that key
+
+
+class KeyInUse(AcmeProblem):
+    """keyChange to a key another account has (RFC 8555 7.3.5: 409, Location that account)."""
+
+    def __init__(self, account_id: str) -> None:
+        super().__init__("malformed", "the new key is already the key of another account", field="payload.jwk",
+                         status=409)
+        self.account_id = account_id
 
 
 class Order(msgspec.Struct, frozen=True, kw_only=True):
@@ -163,6 +188,10 @@ def account_stream_id(account_id: str) -> str:
     return f"acme-account-{account_id}"
 
 
+def key_stream_id(thumbprint: str) -> str:
+    return f"acme-key-{thumbprint}"
+
+
 def order_stream_id(order_id: str) -> str:
     return f"acme-order-{order_id}"
 
@@ -191,9 +220,21 @@ def fold_account(payloads: Iterable[Payload], start: Account | None = None) -> A
     for payload in payloads:
         match payload:
             case AccountCreated():
-                state = Account(status="valid", created=payload, key_thumbprint=payload.account_id)
+                state = Account(status="valid", created=payload, key_thumbprint=payload.account_id, jwk=payload.jwk)
+            case AccountKeyChanged():
+                state = msgspec.structs.replace(state, key_thumbprint=payload.new_thumbprint, jwk=payload.jwk)
             case AccountDeactivated():
                 state = msgspec.structs.replace(state, status="deactivated")
+    return state
+
+
+@resumable
+def fold_key(payloads: Iterable[Payload], start: str | None = None) -> str | None:
+    """The account a key is claimed by (None: no account has claimed it)."""
+    state = start
+    for payload in payloads:
+        if isinstance(payload, AccountKeyBound):
+            state = payload.account_id
     return state
 
 
@@ -270,6 +311,27 @@ def decide_bind_eab(state: EabKey, key_id: str, account_id: str) -> list[Payload
         return []
     usable_eab(state, key_id)
     return [EabKeyBound(account_id=account_id)]
+
+
+def decide_claim_key(owner: str | None, account_id: str) -> list[Payload]:
+    """A key signs for one account: claimed once; a claim by another account is ``KeyInUse``."""
+    if owner == account_id:
+        return []
+    if owner is not None:
+        raise KeyInUse(owner)
+    return [AccountKeyBound(account_id=account_id)]
+
+
+def decide_change_key(state: Account, old_thumbprint: str | None, new_thumbprint: str,
+                      new_jwk: dict[str, str]) -> list[Payload]:
+    """RFC 8555 7.3.5: ``oldKey`` is the account's key now, and the new key is another one."""
+    if state.status != "valid":
+        raise AcmeProblem("unauthorized", f"the account is {state.status}", field="protected.kid", status=403)
+    if state.key_thumbprint == new_thumbprint:
+        raise AcmeProblem("malformed", "the new key is the account's key already", field="payload.jwk")
+    if old_thumbprint != state.key_thumbprint:
+        raise AcmeProblem("malformed", "oldKey is not the account's key", field="payload.oldKey")
+    return [AccountKeyChanged(old_thumbprint=old_thumbprint, new_thumbprint=new_thumbprint, jwk=new_jwk)]
 
 
 def check_identifiers(identifiers: object, allowed: Iterable[str]) -> list[str]:
@@ -353,33 +415,3 @@ def check_csr_names(order_names: Iterable[str], csr_dns: Iterable[str], common_n
     if asked != wanted:
         raise AcmeProblem("badCSR", f"the CSR names {sorted(asked)}, the order {sorted(wanted)}: they must be the same",
                           field="csr")
-
-
-# Validation connects where the server is: only into the networks the operator lists.
-_NEVER = tuple(ipaddress.ip_network(n) for n in ("0.0.0.0/8", "169.254.0.0/16", "fe80::/10", "224.0.0.0/4",
-                                                 "ff00::/8", "255.255.255.255/32"))
-IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-def parse_networks(texts: Iterable[str]) -> tuple[IpNetwork, ...]:
-    """The validation networks setting; ValueError names a network that is not one."""
-    networks = []
-    for text in texts:
-        try:
-            networks.append(ipaddress.ip_network(text.strip(), strict=False))
-        except ValueError:
-            raise ValueError(f"CSM_ACME_VALIDATION_NETWORKS: {text!r} is not a network (address/prefix)") from None
-    return tuple(networks)
-
-
-def validation_address_problem(address: ipaddress.IPv4Address | ipaddress.IPv6Address,
-                               networks: tuple[IpNetwork, ...]) -> str | None:
-    """Why validation may not connect to ``address``, or None. Link-local (cloud metadata), unspecified,
-    multicast and broadcast addresses never; loopback only inside a listed loopback network; anything else only
-    inside a listed network."""
-    address = getattr(address, "ipv4_mapped", None) or address
-    if address.is_unspecified or any(address in n for n in _NEVER if n.version == address.version):
-        return f"{address} is link-local, unspecified, multicast or broadcast: never validated"
-    if not any(address.version == n.version and address in n for n in networks):
-        return f"{address} is outside the validation networks (CSM_ACME_VALIDATION_NETWORKS)"
-    return None

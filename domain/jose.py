@@ -281,6 +281,35 @@ def verify_eab(eab: dict[str, Any], *, account_jwk: dict[str, Any], url: str, hm
                         field="externalAccountBinding.payload", status=403)
 
 
+@dataclass(frozen=True, slots=True)
+class KeyChange:
+    """What a keyChange's inner JWS (RFC 8555 7.3.5) says, once its signature by the new key has verified."""
+
+    new_jwk: dict[str, str]  # public members only
+    old_jwk: Any  # as sent: the command compares its thumbprint with the account's key
+
+
+def parse_key_change(payload: bytes, *, url: str, kid: str) -> KeyChange:
+    """The outer JWS's payload, a flattened JWS signed by the new key (``jwk``, no ``kid``), whose ``url`` is the
+    outer one and whose payload is ``{"account": kid, "oldKey": jwk}``. Its ``nonce``, if any, is ignored."""
+    inner_object = _json_object(payload, "payload")
+    inner = parse_jws_object(inner_object, nonce_required=False, field="payload")
+    if inner.jwk is None:
+        raise JoseError("malformed", "the inner JWS names the new key by jwk, not kid", field="payload.protected.kid")
+    if inner.url != url:
+        raise JoseError("malformed", "the inner JWS's url is not the outer one", field="payload.protected.url")
+    try:
+        verify(inner, public_key(inner.jwk))
+    except JoseError as exc:
+        raise JoseError(exc.acme_type, f"inner JWS: {exc.detail}", field=f"payload.{exc.field}") from None
+    body = _json_object(inner.payload, "payload.payload")
+    if body.get("account") != kid:
+        raise JoseError("malformed", "the inner payload's account is not the outer kid", field="payload.account")
+    if "oldKey" not in body:
+        raise JoseError("malformed", "the inner payload names oldKey", field="payload.oldKey")
+    return KeyChange(new_jwk=public_jwk(inner.jwk), old_jwk=body["oldKey"])
+
+
 def thumbprint_or_none(jwk: Any) -> str | None:
     try:
         return thumbprint(jwk)

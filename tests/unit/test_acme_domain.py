@@ -137,3 +137,34 @@ def test_validation_connects_only_into_the_listed_networks(address, networks, al
 def test_a_bad_network_setting_names_the_setting():
     with pytest.raises(ValueError, match="CSM_ACME_VALIDATION_NETWORKS"):
         acme.parse_networks(["10.0.0.0/8", "nonsense"])
+
+
+def _account(thumbprint: str = "old") -> acme.Account:
+    created = acme.AccountCreated(account_id=thumbprint, jwk={"kty": "OKP"}, contact=[], eab_key_id="k")
+    return acme.fold_account([created])
+
+
+def test_a_key_change_moves_the_account_to_the_new_key_and_keeps_its_id():
+    state = _account()
+    [changed] = acme.decide_change_key(state, "old", "new", {"kty": "EC"})
+    after = acme.fold_account([changed], state)
+    assert after.key_thumbprint == "new" and after.jwk == {"kty": "EC"} and after.created.account_id == "old"
+    with pytest.raises(AcmeProblem) as refused:  # the old key is no longer the account's
+        acme.decide_change_key(after, "old", "newer", {})
+    assert refused.value.field == "payload.oldKey"
+    with pytest.raises(AcmeProblem) as same:
+        acme.decide_change_key(after, "new", "new", {})
+    assert same.value.field == "payload.jwk"
+    deactivated = acme.fold_account([acme.AccountDeactivated()], after)
+    with pytest.raises(AcmeProblem) as gone:
+        acme.decide_change_key(deactivated, "new", "newer", {})
+    assert gone.value.acme_type == "unauthorized"
+
+
+def test_a_key_is_claimed_by_one_account():
+    assert acme.decide_claim_key(None, "a") == [acme.AccountKeyBound(account_id="a")]
+    assert acme.decide_claim_key("a", "a") == []  # a retry
+    with pytest.raises(acme.KeyInUse) as taken:
+        acme.decide_claim_key("b", "a")
+    assert taken.value.account_id == "b" and taken.value.status == 409
+    assert acme.fold_key([acme.AccountKeyBound(account_id="a")]) == "a" and acme.fold_key([]) is None

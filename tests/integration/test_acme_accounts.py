@@ -1,0 +1,84 @@
+"""ACME accounts over HTTP with the JWS client: key rollover (RFC 8555 7.3.5) keeps the account, its orders and its
+certificates; the old key signs for nothing after it; a key another account has is 409 with that account's URL."""
+
+from __future__ import annotations
+
+import json
+
+from acme_support import Client, Responder, acme_world, csr_der, validated_order
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from test_acme_api import assert_acme_problem, client_for
+
+from domain import jose
+
+
+def key_change_body(client: Client, new: Client, *, old_jwk: dict | None = None) -> dict:
+    """The inner JWS: signed by the new key (jwk), the keyChange URL, {account, oldKey}."""
+    url = client.directory["keyChange"]
+    payload = {"account": client.kid, "oldKey": old_jwk or client.jwk}
+    return new.sign({"alg": "ES256", "jwk": new.jwk, "url": url}, json.dumps(payload).encode())
+
+
+async def _issue(world, client: Client, responder: Responder, name: str) -> x509.Certificate:
+    order = await validated_order(client, responder, name)
+    der, _ = csr_der(name)
+    done = await client.post(order["finalize"], {"csr": jose.b64url_encode(der)})
+    assert done.status_code == 200 and done.json()["status"] == "valid", done.text
+    chain = await client.post(done.json()["certificate"], None)
+    return x509.load_pem_x509_certificates(chain.content)[0]
+
+
+async def test_key_rollover_keeps_the_account_and_its_certificates(tmp_path):
+    async with acme_world(tmp_path) as world:
+        responder = Responder(world.http01_port)
+        try:
+            client = await client_for(world)
+            account_id = jose.thumbprint(client.jwk)
+            earlier = await _issue(world, client, responder, "node1.acme.test")
+            new = Client(world.api.client, world.directory, key=ec.generate_private_key(ec.SECP256R1()),
+                         kid=client.kid)
+            await new.start()
+
+            url = client.directory["keyChange"]
+            assert_acme_problem(await client.post(url, key_change_body(client, new, old_jwk=new.jwk)), 400,
+                                "malformed", "payload.oldKey")
+            wrong_url = new.sign({"alg": "ES256", "jwk": new.jwk, "url": client.directory["newOrder"]},
+                                 json.dumps({"account": client.kid, "oldKey": client.jwk}).encode())
+            assert_acme_problem(await client.post(url, wrong_url), 400, "malformed", "payload.protected.url")
+            assert_acme_problem(await client.post(url, key_change_body(client, client)), 400, "malformed",
+                                "payload.jwk")  # the same key
+
+            changed = await client.post(url, key_change_body(client, new))
+            assert changed.status_code == 200, changed.text
+            assert changed.json()["key"] == new.jwk and changed.headers["Location"] == client.kid
+
+            # the old key signs for nothing: not by kid, not as a jwk
+            assert_acme_problem(await client.post(client.kid, None), 400, "malformed", "signature")
+            assert_acme_problem(await client.post(client.directory["newAccount"], {"onlyReturnExisting": True},
+                                                  use_jwk=True), 403, "unauthorized", "protected.jwk")
+            found = await new.post(new.directory["newAccount"], {"onlyReturnExisting": True}, use_jwk=True)
+            assert found.status_code == 200 and found.headers["Location"] == client.kid
+
+            # the new key validates (its key authorization), finalizes and revokes what the old key obtained
+            later = await _issue(world, new, responder, "node2.acme.test")
+            for leaf in (earlier, later):
+                cert = jose.b64url_encode(leaf.public_bytes(serialization.Encoding.DER))
+                revoked = await new.post(new.directory["revokeCert"], {"certificate": cert})
+                assert revoked.status_code == 200, revoked.text
+            events = [e for e in await world.api.runtime.store.read_all(0, 100_000)
+                      if e.stream_id == f"acme-account-{account_id}"]
+            assert [e.type for e in events] == ["acme.account_created", "acme.account_key_changed"]
+            assert events[1].payload["new_thumbprint"] == jose.thumbprint(new.jwk)
+            assert events[1].actor.principal == f"acme-account:{account_id}"
+
+            # a key another account has, or had, is 409 with that account's URL
+            other = await client_for(world)
+            for taken in (new, client):
+                conflict = await other.post(url, key_change_body(other, taken))
+                assert_acme_problem(conflict, 409, "malformed", "payload.jwk")
+                assert conflict.headers["Location"] == client.kid
+            assert (await other.post(other.kid, None)).json()["key"] == other.jwk
+        finally:
+            responder.close()
