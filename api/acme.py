@@ -150,12 +150,19 @@ async def finalize(request: Request, tenant_id: FromPath[str], order_id: FromPat
                         location=url_of(request, tenant_id, "order", order_id))
 
 
-@post("/authz/{authz_id:str}", summary="Read an authorization (POST-as-GET)",
+@post("/authz/{authz_id:str}", summary="Read (POST-as-GET) or deactivate ({status: deactivated}) an authorization",
       status_code=200, responses=ACME_ERRORS)
 async def authorization(request: Request, tenant_id: FromPath[str], authz_id: FromPath[str]) -> Response:
     signed = await verified(request, tenant_id)
     services = _services(request)
-    state = await cmd.owned_authz(services, tenant_id, signed.account_id, authz_id)
+    if signed.jws.post_as_get:
+        state = await cmd.owned_authz(services, tenant_id, signed.account_id, authz_id)
+    else:
+        if signed.jws.payload_json().get("status") != "deactivated":
+            raise acme.AcmeProblem("malformed", "an authorization changes only by {\"status\": \"deactivated\"}",
+                                   field="status")
+        state = await cmd.deactivate_authorization(cmd.DeactivateAuthorization(
+            tenant_id=tenant_id, account_id=signed.account_id, authz_id=authz_id), signed.context, services)
     return await reply(request, tenant_id, authz_json(request, tenant_id, state, services.clock.now()))
 
 

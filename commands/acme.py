@@ -189,10 +189,39 @@ class DeactivateAccount(msgspec.Struct, frozen=True, kw_only=True):
 
 @allowed_while_suspended("an account gives itself up")
 async def deactivate_account(cmd: DeactivateAccount, ctx: CommandContext, services: Services) -> None:
+    """RFC 8555 7.3.6: its pending authorizations first (so a retry after a crash finishes them), then the account:
+    every later request signed for it is ``unauthorized``."""
     await load_account(services, cmd.tenant_id, cmd.account_id)
+    if services.acme_authorizations is not None:
+        now = services.clock.now()
+        for authz_id in await services.acme_authorizations.open_authorizations(cmd.tenant_id, cmd.account_id, now):
+            await _deactivate_authz(services, ctx, cmd, cmd.tenant_id, authz_id, "account_deactivated")
     await run(services, ctx, cmd, tenant_id=cmd.tenant_id, stream_id=acme.account_stream_id(cmd.account_id),
               stream_type=acme.ACCOUNT_STREAM_TYPE, fold=acme.fold_account,
               decide=lambda s: [] if s.status != "valid" else [acme.AccountDeactivated()])
+
+
+def _deactivate_authz(services: Services, ctx: CommandContext, cmd: msgspec.Struct, tenant_id: str, authz_id: str,
+                      reason: str):
+    now = services.clock.now()
+    return run(services, ctx.without_key(), cmd, tenant_id=tenant_id, stream_id=acme.authz_stream_id(authz_id),
+               stream_type=acme.AUTHZ_STREAM_TYPE, fold=acme.fold_authz,
+               decide=lambda s: acme.decide_deactivate_authz(s, now, reason))
+
+
+class DeactivateAuthorization(msgspec.Struct, frozen=True, kw_only=True):
+    tenant_id: str
+    account_id: str
+    authz_id: str
+
+
+@allowed_while_suspended("an account gives up an authorization")
+async def deactivate_authorization(cmd: DeactivateAuthorization, ctx: CommandContext,
+                                   services: Services) -> acme.Authorization:
+    """RFC 8555 7.5.2: the account's pending or valid authorization is deactivated; its orders become invalid."""
+    await owned_authz(services, cmd.tenant_id, cmd.account_id, cmd.authz_id)
+    await _deactivate_authz(services, ctx, cmd, cmd.tenant_id, cmd.authz_id, "client")
+    return await load(services, cmd.tenant_id, acme.authz_stream_id(cmd.authz_id), acme.fold_authz)
 
 
 class NewOrder(msgspec.Struct, frozen=True, kw_only=True):

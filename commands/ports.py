@@ -301,6 +301,16 @@ class KeyHolders(Protocol):
     async def holding_key(self, tenant_id: str, public_key_sha256: str, now: datetime) -> list[str]: ...
 
 
+class AcmeAuthorizations(Protocol):
+    """An ACME account's authorizations not yet validated, failed, deactivated or expired, from the ACME read model
+    once it has reached the log's head (infra/acme/authorizations.py): what deactivating the account deactivates.
+
+    Best effort, like ``KeyHolders``: one created in the same instant may be missed; the account, deactivated, can
+    no longer answer it, and its validation records nothing."""
+
+    async def open_authorizations(self, tenant_id: str, account_id: str, now: datetime) -> list[str]: ...
+
+
 class Reissue(msgspec.Struct, frozen=True, kw_only=True):
     """What still chains to a root only through a key a compromise rollover withdrew from trust: nothing it signed
     validates against a truststore exported since, so each must be issued again under a trusted key

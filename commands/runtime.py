@@ -18,7 +18,7 @@ import msgspec
 from commands.authz import Principal
 from commands.ids import uuid7
 from commands.ports import AppendRequest, Directory, EventStore, KeyVault, NewEvent, PkiCrypto
-from commands.ports import ArtifactStore, KeyHolders, RevocationCrypto, SessionIndex, TenantUsage, UntrustedChains
+from commands.ports import AcmeAuthorizations, ArtifactStore, KeyHolders, RevocationCrypto, SessionIndex, TenantUsage, UntrustedChains
 from commands.quotas import Ledger, QuotaLedger
 from domain.chain import canonical_bytes
 from domain.errors import Contention, DomainError, WrongExpectedVersion
@@ -171,6 +171,7 @@ class Services:
     sessions: SessionIndex | None = None  # open refresh-token families, revoked when a user's sessions end
     key_holders: KeyHolders | None = None  # a compromised key's other certificates, revoked with it
     untrusted_chains: UntrustedChains | None = None  # what a compromise rollover left to issue again
+    acme_authorizations: AcmeAuthorizations | None = None  # an ACME account's open authorizations
 
 
 def rfc3339(moment: datetime) -> str:

@@ -118,6 +118,11 @@ class AuthorizationCreated(Payload, frozen=True, kw_only=True):
     challenges: list[Challenge]  # the client answers one of them
 
 
+@event("acme.authorization_deactivated")
+class AuthorizationDeactivated(Payload, frozen=True, kw_only=True):
+    reason: str  # "client": its account asked (RFC 8555 7.5.2); "account_deactivated": its account was (7.3.6)
+
+
 @event("acme.challenge_started")
 class ChallengeStarted(Payload, frozen=True, kw_only=True):
     challenge_id: str
@@ -171,6 +176,7 @@ class Authorization(msgspec.Struct, frozen=True, kw_only=True):
     challenge_status: str = "pending"  # of the started challenge: pending | processing | valid | invalid
     started: str | None = None  # the challenge id the client answered
     error: ChallengeFailed | None = None
+    deactivated: bool = False
 
     def challenge(self, challenge_id: str) -> Challenge | None:
         return next((c for c in self.created.challenges if c.challenge_id == challenge_id), None)
@@ -263,6 +269,8 @@ def fold_authz(payloads: Iterable[Payload], start: Authorization | None = None) 
                 state = msgspec.structs.replace(state, challenge_status="valid")
             case ChallengeFailed():
                 state = msgspec.structs.replace(state, challenge_status="invalid", error=payload)
+            case AuthorizationDeactivated():
+                state = msgspec.structs.replace(state, deactivated=True)
     return state
 
 
@@ -363,17 +371,19 @@ def check_identifiers(identifiers: object, allowed: Iterable[str]) -> list[str]:
 
 
 def order_status(order: Order, authorizations: Iterable[Authorization], now: datetime) -> str:
-    """RFC 8555 7.1.6: valid once issued; invalid if an authorization failed or the order expired; ready when every
+    """RFC 8555 7.1.6: valid once issued; invalid if an authorization failed or was deactivated, or the order expired; ready when every
     authorization is valid; pending otherwise (finalizing happens within one request: no "processing")."""
     if order.certificate_id is not None:
         return "valid"
-    statuses = [authz.challenge_status for authz in authorizations]
-    if "invalid" in statuses or datetime.fromisoformat(order.created.expires) <= now:
+    statuses = [("deactivated" if authz.deactivated else authz.challenge_status) for authz in authorizations]
+    if "invalid" in statuses or "deactivated" in statuses or datetime.fromisoformat(order.created.expires) <= now:
         return "invalid"
     return "ready" if all(s == "valid" for s in statuses) else "pending"
 
 
 def authz_status(authz: Authorization, now: datetime) -> str:
+    if authz.deactivated:
+        return "deactivated"
     if authz.challenge_status == "valid":
         return "valid"
     if authz.challenge_status == "invalid":
@@ -386,6 +396,8 @@ def decide_start_challenge(state: Authorization, challenge_id: str, now: datetim
     to it or to another afterwards changes nothing."""
     if state.challenge(challenge_id) is None:
         raise AcmeProblem("malformed", f"no challenge {challenge_id} here", field="challenge_id", status=404)
+    if state.deactivated:
+        raise AcmeProblem("malformed", "the authorization is deactivated", field="challenge_id", status=400)
     if state.challenge_status != "pending":
         return []
     if authz_status(state, now) == "expired":
@@ -395,9 +407,24 @@ def decide_start_challenge(state: Authorization, challenge_id: str, now: datetim
 
 def decide_challenge_result(state: Authorization, result: ChallengeValidated | ChallengeFailed) -> list[Payload]:
     """The validator's answer, recorded only for a challenge still processing (a retried job records nothing)."""
-    if state.challenge_status != "processing" or result.challenge_id != state.started:
+    if state.challenge_status != "processing" or result.challenge_id != state.started or state.deactivated:
         return []
     return [result]
+
+
+def decide_deactivate_authz(state: Authorization, now: datetime, reason: str) -> list[Payload]:
+    """RFC 8555 7.5.2: a pending or valid authorization becomes deactivated (once). When its account is deactivated
+    (``reason`` "account_deactivated") only a pending one is, and nothing is refused."""
+    status = authz_status(state, now)
+    if status == "deactivated":
+        return []
+    allowed = ("pending",) if reason == "account_deactivated" else ("pending", "valid")
+    if status not in allowed:
+        if reason == "account_deactivated":
+            return []
+        raise AcmeProblem("malformed", f"the authorization is {status}: only a pending or valid one is deactivated",
+                          field="status")
+    return [AuthorizationDeactivated(reason=reason)]
 
 
 def decide_issued(state: Order, issued: OrderIssued) -> list[Payload]:

@@ -18,6 +18,7 @@ from commands import renewal
 from commands.identity import Identity
 from commands.runtime import Services, SystemClock
 from domain.verification import ChainVerifier, VerifyReport
+from infra.acme.authorizations import ReadModelAcmeAuthorizations
 from infra.acme.nonces import NonceStore
 from infra.acme.results import ValidationResults
 from infra.acme.validator import AcmeValidator, ValidationJob
@@ -222,6 +223,8 @@ def open_runtime(settings: Settings, link: LinkClient | None = None, *, rebuild:
     services.sessions = ReadModelSessions(store, runner, timeout=settings.read_your_writes_timeout)
     services.key_holders = ReadModelKeyHolders(store, runner, timeout=settings.read_your_writes_timeout)
     services.untrusted_chains = ReadModelUntrustedChains(store, runner, timeout=settings.read_your_writes_timeout)
+    services.acme_authorizations = ReadModelAcmeAuthorizations(store, runner,
+                                                               timeout=settings.read_your_writes_timeout)
     if link is not None:
         services.quota_ledger = LinkedQuotaLedger(link)  # reservations are held in the primary, with every worker's
         return Runtime(settings, store, runner, checkpointer, vault, services, keys,

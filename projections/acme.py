@@ -1,5 +1,6 @@
 """The ACME read model: each tenant's EAB keys (for listing, never their HMAC key), the challenges awaiting
-validation (what the validator picks up, again after a crash), and each account's orders."""
+validation (what the validator picks up, again after a crash), each account's orders, and its authorizations not
+yet decided (what deactivating the account deactivates)."""
 
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ EAB_COLUMNS = ("tenant_id", "key_id", "ca_id", "profile", "allowed_names", "desc
 
 class AcmeProjector(Projector):
     name = "acme"
-    version = 1
-    tables = ("acme_eab_keys", "acme_pending_challenges", "acme_orders")
+    version = 2
+    tables = ("acme_eab_keys", "acme_pending_challenges", "acme_orders", "acme_open_authorizations")
     ddl = (
         """CREATE TABLE IF NOT EXISTS {acme_eab_keys} (
             tenant_id TEXT NOT NULL, key_id TEXT NOT NULL, ca_id TEXT NOT NULL, profile TEXT NOT NULL,
@@ -29,6 +30,10 @@ class AcmeProjector(Projector):
         """CREATE TABLE IF NOT EXISTS {acme_orders} (
             tenant_id TEXT NOT NULL, account_id TEXT NOT NULL, order_id TEXT NOT NULL, position INTEGER NOT NULL,
             PRIMARY KEY (tenant_id, account_id, order_id)) WITHOUT ROWID""",
+        """CREATE TABLE IF NOT EXISTS {acme_open_authorizations} (
+            tenant_id TEXT NOT NULL, account_id TEXT NOT NULL, authz_id TEXT NOT NULL, expires TEXT NOT NULL,
+            PRIMARY KEY (tenant_id, authz_id)) WITHOUT ROWID""",
+        "CREATE INDEX IF NOT EXISTS {ix}_open_account ON {acme_open_authorizations} (tenant_id, account_id)",
     )
 
     def apply(self, conn: sqlite3.Connection, event: EventEnvelope) -> None:
@@ -39,12 +44,20 @@ class AcmeProjector(Projector):
                          (event.tenant_id, event.payload["account_id"], event.payload["order_id"],
                           event.global_position))
         elif event.stream_type == "acme_authorization":
-            table, authz_id = self.t("acme_pending_challenges"), event.stream_id.removeprefix("acme-authz-")
-            if event.type == "acme.challenge_started":
-                conn.execute(f"INSERT OR REPLACE INTO {table} VALUES (?,?,?)",
-                             (event.tenant_id, authz_id, event.global_position))
-            elif event.type in ("acme.challenge_validated", "acme.challenge_failed"):
-                conn.execute(f"DELETE FROM {table} WHERE tenant_id = ? AND authz_id = ?", (event.tenant_id, authz_id))
+            self._authorization(conn, event)
+
+    def _authorization(self, conn: sqlite3.Connection, event: EventEnvelope) -> None:
+        pending, open_, authz_id = (self.t("acme_pending_challenges"), self.t("acme_open_authorizations"),
+                                    event.stream_id.removeprefix("acme-authz-"))
+        if event.type == "acme.authorization_created":
+            conn.execute(f"INSERT OR REPLACE INTO {open_} VALUES (?,?,?,?)",
+                         (event.tenant_id, event.payload["account_id"], authz_id, event.payload["expires"]))
+        elif event.type == "acme.challenge_started":
+            conn.execute(f"INSERT OR REPLACE INTO {pending} VALUES (?,?,?)",
+                         (event.tenant_id, authz_id, event.global_position))
+        elif event.type in ("acme.challenge_validated", "acme.challenge_failed", "acme.authorization_deactivated"):
+            conn.execute(f"DELETE FROM {pending} WHERE tenant_id = ? AND authz_id = ?", (event.tenant_id, authz_id))
+            conn.execute(f"DELETE FROM {open_} WHERE tenant_id = ? AND authz_id = ?", (event.tenant_id, authz_id))
 
     def _eab(self, conn: sqlite3.Connection, event: EventEnvelope) -> None:
         table, p = self.t("acme_eab_keys"), event.payload
@@ -93,3 +106,10 @@ def orders_of(conn: sqlite3.Connection, tenant_id: str, account_id: str, limit: 
     rows = conn.execute("SELECT order_id FROM acme_orders WHERE tenant_id = ? AND account_id = ? "
                         "ORDER BY position DESC LIMIT ?", (tenant_id, account_id, limit)).fetchall()
     return [order_id for (order_id,) in rows]
+
+
+def open_authorizations(conn: sqlite3.Connection, tenant_id: str, account_id: str, now: str) -> list[str]:
+    """An account's authorizations neither validated, failed, deactivated nor expired (``now``: RFC 3339 UTC)."""
+    rows = conn.execute("SELECT authz_id FROM acme_open_authorizations WHERE tenant_id = ? AND account_id = ? "
+                        "AND expires > ?", (tenant_id, account_id, now)).fetchall()
+    return [authz_id for (authz_id,) in rows]

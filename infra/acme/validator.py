@@ -120,7 +120,7 @@ class AcmeValidator:
             if sent is not None and now - sent < RESEND_AFTER:
                 continue
             state = await load(self.services, tenant_id, acme.authz_stream_id(authz_id), acme.fold_authz)
-            if state.created is None or state.challenge_status != "processing":
+            if state.created is None or state.challenge_status != "processing" or state.deactivated:
                 continue  # recorded already: the read model has not caught up
             account = await load(self.services, tenant_id, acme.account_stream_id(state.created.account_id),
                                  acme.fold_account)

@@ -82,3 +82,48 @@ async def test_key_rollover_keeps_the_account_and_its_certificates(tmp_path):
             assert (await other.post(other.kid, None)).json()["key"] == other.jwk
         finally:
             responder.close()
+
+
+async def test_authorization_and_account_deactivation(tmp_path):
+    async with acme_world(tmp_path) as world:
+        responder = Responder(world.http01_port)
+        try:
+            client = await client_for(world)
+            ready = await validated_order(client, responder, "node1.acme.test")
+            [valid_authz] = ready["authorizations"]
+            assert_acme_problem(await client.post(valid_authz, {"status": "valid"}), 400, "malformed", "status")
+            stranger = await client_for(world)
+            assert_acme_problem(await stranger.post(valid_authz, {"status": "deactivated"}), 404, "malformed",
+                                "authz_id")
+            gone = await client.post(valid_authz, {"status": "deactivated"})
+            assert gone.status_code == 200 and gone.json()["status"] == "deactivated", gone.text
+            assert (await client.post(valid_authz, {"status": "deactivated"})).json()["status"] == "deactivated"
+            assert (await client.post(ready["url"], None)).json()["status"] == "invalid"
+            der, _ = csr_der("node1.acme.test")
+            assert_acme_problem(await client.post(ready["finalize"], {"csr": jose.b64url_encode(der)}), 403,
+                                "orderNotReady", "order_id")
+
+            pending = await client.post(client.directory["newOrder"], {"identifiers": [
+                {"type": "dns", "value": "node2.acme.test"}, {"type": "dns", "value": "node3.acme.test"}]})
+            authz_urls = pending.json()["authorizations"]
+            challenge = next(c for c in (await client.post(authz_urls[0], None)).json()["challenges"]
+                             if c["type"] == "http-01")
+            deactivated = await client.post(client.kid, {"status": "deactivated"})
+            assert deactivated.status_code == 200 and deactivated.json()["status"] == "deactivated", deactivated.text
+
+            # every request signed for it is refused, whatever it asks
+            for url, payload in ((client.kid, None), (client.directory["newOrder"], {"identifiers": []}),
+                                 (authz_urls[0], None), (challenge["url"], {})):
+                assert_acme_problem(await client.post(url, payload), 403, "unauthorized", "protected.kid")
+            assert_acme_problem(await client.post(client.directory["newAccount"], {"onlyReturnExisting": True},
+                                                  use_jwk=True), 403, "unauthorized", "protected.kid")
+            events = await world.api.runtime.store.read_all(0, 100_000)
+            ended = {e.stream_id.removeprefix("acme-authz-"): e.payload["reason"] for e in events
+                     if e.type == "acme.authorization_deactivated"}
+            ids = [url.rsplit("/", 1)[1] for url in (valid_authz, *authz_urls)]
+            assert ended == {ids[0]: "client", ids[1]: "account_deactivated", ids[2]: "account_deactivated"}
+            account_id = jose.thumbprint(client.jwk)
+            assert [e.type for e in events if e.stream_id == f"acme-account-{account_id}"][-1] == \
+                "acme.account_deactivated"
+        finally:
+            responder.close()

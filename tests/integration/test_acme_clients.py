@@ -109,3 +109,21 @@ async def test_lego_proves_a_name_with_tls_alpn_01(tmp_path):
                  if e.type == "acme.authorization_created" and e.stream_id == started[-1].stream_id][0]
         kinds = {c["challenge_id"]: c["challenge_type"] for c in authz.payload["challenges"]}
         assert kinds[started[-1].payload["challenge_id"]] == "tls-alpn-01"
+
+
+@pytest.mark.skipif(CERTBOT is None, reason="certbot is not installed (Debian package certbot)")
+async def test_certbot_unregister_deactivates_the_account(tmp_path):
+    async with acme_world(tmp_path) as world:
+        key = await world.eab_key(description="certbot unregister")
+        config = tmp_path / "certbot"
+        common = ["--config-dir", str(config), "--work-dir", str(config / "work"), "--logs-dir", str(config / "logs"),
+                  "--server", world.directory, "--non-interactive"]
+        env = {"REQUESTS_CA_BUNDLE": str(world.tls_ca)}
+        await _run(CERTBOT, "register", *common, "--agree-tos", "--register-unsafely-without-email",
+                   "--eab-kid", key["key_id"], "--eab-hmac-key", key["hmac_key"], env=env)
+        await _run(CERTBOT, "unregister", *common, env=env)
+        events = await world.api.runtime.store.read_all(0, 100_000)
+        [created] = [e for e in events if e.type == "acme.account_created"]
+        ended = [e for e in events if e.type == "acme.account_deactivated"]
+        assert [e.stream_id for e in ended] == [created.stream_id]
+        assert ended[0].actor.principal == f"acme-account:{created.payload['account_id']}"

@@ -168,3 +168,37 @@ def test_a_key_is_claimed_by_one_account():
         acme.decide_claim_key("b", "a")
     assert taken.value.account_id == "b" and taken.value.status == 409
     assert acme.fold_key([acme.AccountKeyBound(account_id="a")]) == "a" and acme.fold_key([]) is None
+
+
+def _one_authz(*events) -> acme.Authorization:
+    challenge = acme.Challenge(challenge_id="c1", challenge_type=acme.HTTP_01, token="t")
+    created = acme.AuthorizationCreated(authz_id="a", order_id="o", account_id="acc", identifier="n.example",
+                                        expires=LATER, challenges=[challenge])
+    return acme.fold_authz([created, *events])
+
+
+def test_deactivating_an_authorization():
+    pending, valid = _one_authz(), _one_authz(acme.ChallengeStarted(challenge_id="c1"),
+                                      acme.ChallengeValidated(challenge_id="c1", address="10.0.0.1"))
+    invalid = _one_authz(acme.ChallengeStarted(challenge_id="c1"),
+                     acme.ChallengeFailed(challenge_id="c1", error_type="connection", detail="x"))
+    for state in (pending, valid):
+        [done] = acme.decide_deactivate_authz(state, NOW, "client")
+        after = acme.fold_authz([done], state)
+        assert acme.authz_status(after, NOW) == "deactivated"
+        assert acme.decide_deactivate_authz(after, NOW, "client") == []  # once
+        with pytest.raises(AcmeProblem):
+            acme.decide_start_challenge(after, "c1", NOW)
+    with pytest.raises(AcmeProblem) as refused:
+        acme.decide_deactivate_authz(invalid, NOW, "client")
+    assert refused.value.field == "status"
+    # an account's deactivation takes its pending authorizations only, and refuses nothing
+    assert acme.decide_deactivate_authz(valid, NOW, "account_deactivated") == []
+    assert acme.decide_deactivate_authz(invalid, NOW, "account_deactivated") == []
+    processing = _one_authz(acme.ChallengeStarted(challenge_id="c1"))
+    [done] = acme.decide_deactivate_authz(processing, NOW, "account_deactivated")
+    after = acme.fold_authz([done], processing)
+    assert acme.decide_challenge_result(after, acme.ChallengeValidated(challenge_id="c1", address="x")) == []
+    order = acme.fold_order([acme.OrderCreated(order_id="o", account_id="acc", identifiers=["n.example"],
+                                               authorization_ids=["a"], expires=LATER)])
+    assert acme.order_status(order, [after], NOW) == "invalid"
