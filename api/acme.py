@@ -15,6 +15,7 @@ from api.acme_support import (ACME_ERRORS, CREATED, PEM_CHAIN, account_json, acm
                               nonce_headers, order_json, payload_of, reply, url_of, verified)
 from api.deps import read_models_of, runtime_of
 from commands import acme as cmd
+from commands import acme_accounts as accounts
 from commands.runtime import load
 from domain import acme, jose
 from domain.errors import DomainError
@@ -58,7 +59,7 @@ async def new_account(request: Request, tenant_id: FromPath[str]) -> Response:
                                                 for c in contact) or len(contact) > 4:
         raise acme.AcmeProblem("invalidContact", "contact is a list of at most 4 mailto: URLs", field="contact")
     services = _services(request)
-    account = await cmd.new_account(cmd.NewAccount(
+    account = await accounts.new_account(accounts.NewAccount(
         tenant_id=tenant_id, jwk=signed.jws.jwk, contact=contact, eab=payload.get("externalAccountBinding"),
         url=signed.jws.url, only_return_existing=payload.get("onlyReturnExisting") is True),
         signed.context, services)
@@ -78,7 +79,7 @@ async def account(request: Request, tenant_id: FromPath[str], account_id: FromPa
     if not signed.jws.post_as_get:
         payload = signed.jws.payload_json()
         if payload.get("status") == "deactivated":
-            await cmd.deactivate_account(cmd.DeactivateAccount(tenant_id=tenant_id, account_id=account_id),
+            await accounts.deactivate_account(accounts.DeactivateAccount(tenant_id=tenant_id, account_id=account_id),
                                          signed.context, services)
             state = await load(services, tenant_id, acme.account_stream_id(account_id), acme.fold_account)
             return await reply(request, tenant_id, account_json(request, tenant_id, state))
@@ -95,7 +96,7 @@ async def key_change(request: Request, tenant_id: FromPath[str]) -> Response:
     payload_of(signed)  # not POST-as-GET
     change = jose.parse_key_change(signed.jws.payload, url=signed.jws.url, kid=signed.jws.kid)
     services = _services(request)
-    await cmd.change_key(cmd.ChangeAccountKey(tenant_id=tenant_id, account_id=signed.account_id, key_change=change),
+    await accounts.change_key(accounts.ChangeAccountKey(tenant_id=tenant_id, account_id=signed.account_id, key_change=change),
                          signed.context, services)
     state = await cmd.load_account(services, tenant_id, signed.account_id)
     return await reply(request, tenant_id, account_json(request, tenant_id, state),
@@ -119,12 +120,11 @@ async def account_orders(request: Request, tenant_id: FromPath[str], account_id:
 async def new_order(request: Request, tenant_id: FromPath[str]) -> Response:
     signed = await verified(request, tenant_id)
     payload = payload_of(signed)
-    if "notBefore" in payload or "notAfter" in payload:
-        raise acme.AcmeProblem("malformed", "notBefore and notAfter are not supported: the profile sets validity",
-                               field="notBefore")
     services = _services(request)
     order_id = await cmd.new_order(cmd.NewOrder(tenant_id=tenant_id, account_id=signed.account_id,
-                                                identifiers=payload.get("identifiers")), signed.context, services)
+                                                identifiers=payload.get("identifiers"),
+                                                not_before=payload.get("notBefore"), not_after=payload.get("notAfter")),
+                                   signed.context, services)
     order = await cmd.owned_order(services, tenant_id, signed.account_id, order_id)
     return await reply(request, tenant_id, await order_json(request, tenant_id, order), 201,
                         location=url_of(request, tenant_id, "order", order_id))

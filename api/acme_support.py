@@ -186,6 +186,8 @@ async def order_json(request: Request, tenant_id: str, order: acme.Order) -> dic
         "identifiers": [{"type": "dns", "value": name} for name in c.identifiers],
         "authorizations": [url_of(request, tenant_id, "authz", a) for a in c.authorization_ids],
         "finalize": url_of(request, tenant_id, "order", c.order_id, "finalize")}
+    if c.not_after is not None:
+        body["notAfter"] = c.not_after
     if order.certificate_id is not None:
         body["certificate"] = url_of(request, tenant_id, "cert", c.order_id)
     return body

@@ -1,4 +1,5 @@
-"""ACME protocol commands (RFC 8555): accounts bound by EAB, orders, http-01 challenges, finalize, revokeCert.
+"""ACME protocol commands (RFC 8555): orders, authorizations and their challenges, finalize, revokeCert; what
+every ACME command checks of the signing account (accounts themselves: commands/acme_accounts.py).
 
 The API has checked the request's JWS (domain/jose.py) and passes the account it names; these handlers check that
 the order, authorization or certificate is that account's, then act. Issuance and revocation go through the
@@ -10,19 +11,19 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import msgspec
 
-from commands import acme_eab, pki
+from commands import pki
 from commands.authz import Principal, authorize
-from commands.certificates import IssueCertificate, issue_certificate
+from commands.certificates import IssueCertificate, issue_certificate, issuing_context
 from commands.ids import uuid7
 from commands.revoke import RevokeCertificate, revoke_certificate
 from commands.runtime import CommandContext, Services, load, rfc3339, run
-from commands.tenants import active_tenant, allowed_while_suspended, refused_while_suspended
-from domain import acme, certificate, jose, tenant
+from commands.tenants import allowed_while_suspended, refused_while_suspended
+from domain import acme, acme_requests, certificate, jose, tenant
 from domain.acme import AcmeProblem
 from domain.certspec import DistinguishedName, SubjectAltNames
 from domain.errors import DomainError
@@ -60,20 +61,6 @@ async def issued_certificate(services: Services, tenant_id: str, certificate_id:
                                                  certificate.fold), certificate_id)
 
 
-class NewAccount(msgspec.Struct, frozen=True, kw_only=True):
-    tenant_id: str
-    jwk: dict[str, Any]
-    contact: list[str]
-    eab: Any
-    url: str  # the newAccount URL, which the binding must name
-    only_return_existing: bool = False
-
-
-class Created(msgspec.Struct, frozen=True, kw_only=True):
-    id: str
-    created: bool
-
-
 async def load_account(services: Services, tenant_id: str, account_id: str) -> acme.Account:
     state = await load(services, tenant_id, acme.account_stream_id(account_id), acme.fold_account)
     if state.created is None:
@@ -94,140 +81,12 @@ async def _account_key(services: Services, tenant_id: str, account: acme.Account
     return state.created
 
 
-async def key_owner(services: Services, tenant_id: str, key_thumbprint: str) -> str | None:
-    """The account a key belongs (or belonged) to: its claim, or, for an account opened before keys were claimed,
-    the account whose id is the key's thumbprint."""
-    owner = await load(services, tenant_id, acme.key_stream_id(key_thumbprint), acme.fold_key)
-    if owner is not None:
-        return owner
-    first = await load(services, tenant_id, acme.account_stream_id(key_thumbprint), acme.fold_account)
-    return key_thumbprint if first.created is not None else None
-
-
-async def account_of_key(services: Services, tenant_id: str, key_thumbprint: str) -> acme.Account | None:
-    """The account that signs with this key now; a key it replaced is ``unauthorized`` (it opens nothing)."""
-    owner = await key_owner(services, tenant_id, key_thumbprint)
-    if owner is None:
-        return None
-    state = await load(services, tenant_id, acme.account_stream_id(owner), acme.fold_account)
-    if state.created is None:
-        return None  # a claim whose account was never written (a crash between the two): opened again
-    if state.key_thumbprint != key_thumbprint:
-        raise AcmeProblem("unauthorized", "this key was replaced by its account's key change and signs for nothing",
-                          field="protected.jwk", status=403)
-    return state
-
-
-def _claim_key(services: Services, ctx: CommandContext, cmd: msgspec.Struct, tenant_id: str, key_thumbprint: str,
-               account_id: str):
-    return run(services, ctx, cmd, tenant_id=tenant_id, stream_id=acme.key_stream_id(key_thumbprint),
-               stream_type=acme.KEY_STREAM_TYPE, fold=acme.fold_key,
-               decide=lambda owner: acme.decide_claim_key(owner, account_id))
-
-
-@refused_while_suspended("opens an account that can obtain certificates")
-async def new_account(cmd: NewAccount, ctx: CommandContext, services: Services) -> Created:
-    """RFC 8555 7.3: the account of ``jwk`` (200), or a new one bound to a usable EAB key (201)."""
-    await active_tenant(services, cmd.tenant_id)
-    key_thumbprint = jose.thumbprint(cmd.jwk)
-    existing = await account_of_key(services, cmd.tenant_id, key_thumbprint)
-    if existing is not None:
-        await load_account(services, cmd.tenant_id, existing.created.account_id)
-        return Created(id=existing.created.account_id, created=False)
-    if cmd.only_return_existing:
-        raise AcmeProblem("accountDoesNotExist", "no account has this key", field="protected.jwk")
-    if cmd.eab is None:
-        raise AcmeProblem("externalAccountRequired", "this server requires an external account binding: ask the "
-                          "tenant's admin for an EAB key", field="externalAccountBinding")
-    key_id = jose.eab_key_id(cmd.eab)
-    if not acme_eab.KEY_ID.fullmatch(key_id):
-        raise AcmeProblem("unauthorized", "no such external account key", field="externalAccountBinding.kid",
-                          status=403)
-    created, material = await acme_eab.hmac_key(services, cmd.tenant_id, key_id)
-    jose.verify_eab(cmd.eab, account_jwk=cmd.jwk, url=cmd.url, hmac_key=material)
-    system, account_id = ctx.without_key(), key_thumbprint
-    await run(services, system, cmd, tenant_id=cmd.tenant_id, stream_id=acme.eab_stream_id(key_id),
-              stream_type=acme.EAB_STREAM_TYPE, fold=acme.fold_eab,
-              decide=lambda s: acme.decide_bind_eab(s, key_id, account_id))
-    await _claim_key(services, system, cmd, cmd.tenant_id, key_thumbprint, account_id)
-    opened = acme.AccountCreated(account_id=account_id, jwk=jose.public_jwk(cmd.jwk), contact=cmd.contact,
-                                 eab_key_id=created.key_id)
-    await run(services, system, cmd, tenant_id=cmd.tenant_id, stream_id=acme.account_stream_id(account_id),
-              stream_type=acme.ACCOUNT_STREAM_TYPE, fold=acme.fold_account,
-              decide=lambda s: [] if s.created is not None else [opened])
-    return Created(id=account_id, created=True)
-
-
-class ChangeAccountKey(msgspec.Struct, frozen=True, kw_only=True):
-    tenant_id: str
-    account_id: str
-    key_change: jose.KeyChange  # the inner JWS, verified with the new key
-
-
-@allowed_while_suspended("an account replaces a key it may have lost control of")
-async def change_key(cmd: ChangeAccountKey, ctx: CommandContext, services: Services) -> None:
-    """RFC 8555 7.3.5: the account signs with the new key from now on; the old one signs for nothing. The account
-    keeps its id, so its orders and certificates (tagged with the id) stay its own."""
-    account = await load_account(services, cmd.tenant_id, cmd.account_id)
-    new_jwk = cmd.key_change.new_jwk
-    new_thumbprint, old_thumbprint = jose.thumbprint(new_jwk), jose.thumbprint_or_none(cmd.key_change.old_jwk)
-    acme.decide_change_key(account, old_thumbprint, new_thumbprint, new_jwk)  # refuse before claiming anything
-    owner = await key_owner(services, cmd.tenant_id, new_thumbprint)
-    if owner is not None and owner != cmd.account_id:
-        raise acme.KeyInUse(owner)
-    system = ctx.without_key()
-    await _claim_key(services, system, cmd, cmd.tenant_id, new_thumbprint, cmd.account_id)
-    await run(services, system, cmd, tenant_id=cmd.tenant_id, stream_id=acme.account_stream_id(cmd.account_id),
-              stream_type=acme.ACCOUNT_STREAM_TYPE, fold=acme.fold_account,
-              decide=lambda s: acme.decide_change_key(s, old_thumbprint, new_thumbprint, new_jwk))
-
-
-class DeactivateAccount(msgspec.Struct, frozen=True, kw_only=True):
-    tenant_id: str
-    account_id: str
-
-
-@allowed_while_suspended("an account gives itself up")
-async def deactivate_account(cmd: DeactivateAccount, ctx: CommandContext, services: Services) -> None:
-    """RFC 8555 7.3.6: its pending authorizations first (so a retry after a crash finishes them), then the account:
-    every later request signed for it is ``unauthorized``."""
-    await load_account(services, cmd.tenant_id, cmd.account_id)
-    if services.acme_authorizations is not None:
-        now = services.clock.now()
-        for authz_id in await services.acme_authorizations.open_authorizations(cmd.tenant_id, cmd.account_id, now):
-            await _deactivate_authz(services, ctx, cmd, cmd.tenant_id, authz_id, "account_deactivated")
-    await run(services, ctx, cmd, tenant_id=cmd.tenant_id, stream_id=acme.account_stream_id(cmd.account_id),
-              stream_type=acme.ACCOUNT_STREAM_TYPE, fold=acme.fold_account,
-              decide=lambda s: [] if s.status != "valid" else [acme.AccountDeactivated()])
-
-
-def _deactivate_authz(services: Services, ctx: CommandContext, cmd: msgspec.Struct, tenant_id: str, authz_id: str,
-                      reason: str):
-    now = services.clock.now()
-    return run(services, ctx.without_key(), cmd, tenant_id=tenant_id, stream_id=acme.authz_stream_id(authz_id),
-               stream_type=acme.AUTHZ_STREAM_TYPE, fold=acme.fold_authz,
-               decide=lambda s: acme.decide_deactivate_authz(s, now, reason))
-
-
-class DeactivateAuthorization(msgspec.Struct, frozen=True, kw_only=True):
-    tenant_id: str
-    account_id: str
-    authz_id: str
-
-
-@allowed_while_suspended("an account gives up an authorization")
-async def deactivate_authorization(cmd: DeactivateAuthorization, ctx: CommandContext,
-                                   services: Services) -> acme.Authorization:
-    """RFC 8555 7.5.2: the account's pending or valid authorization is deactivated; its orders become invalid."""
-    await owned_authz(services, cmd.tenant_id, cmd.account_id, cmd.authz_id)
-    await _deactivate_authz(services, ctx, cmd, cmd.tenant_id, cmd.authz_id, "client")
-    return await load(services, cmd.tenant_id, acme.authz_stream_id(cmd.authz_id), acme.fold_authz)
-
-
 class NewOrder(msgspec.Struct, frozen=True, kw_only=True):
     tenant_id: str
     account_id: str
     identifiers: Any
+    not_before: Any = None
+    not_after: Any = None
 
 
 @refused_while_suspended("starts an issuance")
@@ -236,7 +95,8 @@ async def new_order(cmd: NewOrder, ctx: CommandContext, services: Services) -> s
     authorize(ctx.principal, "cert:issue", cmd.tenant_id)
     account = await load_account(services, cmd.tenant_id, cmd.account_id)
     key = await _account_key(services, cmd.tenant_id, account)
-    names = acme.check_identifiers(cmd.identifiers, key.allowed_names)
+    names = acme_requests.check_identifiers(cmd.identifiers, key.allowed_names)
+    not_after = await _not_after(services, cmd, key)
     expires = rfc3339(services.clock.now() + LIFETIME)
     order_id, authz_ids = uuid7().replace("-", ""), []
     for name in names:
@@ -250,10 +110,20 @@ async def new_order(cmd: NewOrder, ctx: CommandContext, services: Services) -> s
                   presume_new=True)
         authz_ids.append(authz_id)
     order = acme.OrderCreated(order_id=order_id, account_id=cmd.account_id, identifiers=names,
-                              authorization_ids=authz_ids, expires=expires)
+                              authorization_ids=authz_ids, expires=expires, not_after=not_after)
     await run(services, ctx.without_key(), cmd, tenant_id=cmd.tenant_id, stream_id=acme.order_stream_id(order_id),
               stream_type=acme.ORDER_STREAM_TYPE, fold=acme.fold_order, decide=lambda s: [order], presume_new=True)
     return order_id
+
+
+async def _not_after(services: Services, cmd: NewOrder, key: acme.EabKeyCreated) -> str | None:
+    """The order's notAfter, checked against the longest validity the key's profile and the tenant policy allow."""
+    if cmd.not_before is None and cmd.not_after is None:
+        return None
+    where = await issuing_context(services, cmd.tenant_id, key.ca_id, key.profile)
+    limits = [where.profile.max_validity_days, where.tenant.policy.max_validity_days]
+    return acme_requests.check_validity(cmd.not_before, cmd.not_after, services.clock.now(),
+                                        min(limit for limit in limits if limit is not None))
 
 
 async def owned_order(services: Services, tenant_id: str, account_id: str, order_id: str) -> acme.Order:
@@ -274,6 +144,29 @@ async def owned_authz(services: Services, tenant_id: str, account_id: str, authz
 async def order_authorizations(services: Services, tenant_id: str, order: acme.Order) -> list[acme.Authorization]:
     return [await load(services, tenant_id, acme.authz_stream_id(a), acme.fold_authz)
             for a in order.created.authorization_ids]
+
+
+def deactivate_authz_stream(services: Services, ctx: CommandContext, cmd: msgspec.Struct, tenant_id: str, authz_id: str,
+                      reason: str):
+    now = services.clock.now()
+    return run(services, ctx.without_key(), cmd, tenant_id=tenant_id, stream_id=acme.authz_stream_id(authz_id),
+               stream_type=acme.AUTHZ_STREAM_TYPE, fold=acme.fold_authz,
+               decide=lambda s: acme.decide_deactivate_authz(s, now, reason))
+
+
+class DeactivateAuthorization(msgspec.Struct, frozen=True, kw_only=True):
+    tenant_id: str
+    account_id: str
+    authz_id: str
+
+
+@allowed_while_suspended("an account gives up an authorization")
+async def deactivate_authorization(cmd: DeactivateAuthorization, ctx: CommandContext,
+                                   services: Services) -> acme.Authorization:
+    """RFC 8555 7.5.2: the account's pending or valid authorization is deactivated; its orders become invalid."""
+    await owned_authz(services, cmd.tenant_id, cmd.account_id, cmd.authz_id)
+    await deactivate_authz_stream(services, ctx, cmd, cmd.tenant_id, cmd.authz_id, "client")
+    return await load(services, cmd.tenant_id, acme.authz_stream_id(cmd.authz_id), acme.fold_authz)
 
 
 class StartChallenge(msgspec.Struct, frozen=True, kw_only=True):
@@ -333,10 +226,16 @@ async def finalize_order(cmd: FinalizeOrder, ctx: CommandContext, services: Serv
     except DomainError as exc:
         raise AcmeProblem("badCSR", exc.detail, field="csr") from None
     names = order.created.identifiers
-    acme.check_csr_names(names, facts.sans.dns, facts.subject.common_name if facts.subject else None)
+    acme_requests.check_csr_names(names, facts.sans.dns, facts.subject.common_name if facts.subject else None)
     if facts.sans.ip or facts.sans.email or facts.sans.uri:
         raise AcmeProblem("badCSR", "the CSR may name DNS names only", field="csr")
+    validity_days = None
+    if order.created.not_after is not None:
+        validity_days = acme_requests.validity_days_until(datetime.fromisoformat(order.created.not_after), now)
+        if validity_days < 1:
+            raise AcmeProblem("malformed", "the order's notAfter is less than a day away now", field="notAfter")
     issue = IssueCertificate(tenant_id=cmd.tenant_id, ca_id=key.ca_id, profile=key.profile, csr=csr_pem,
+                             validity_days=validity_days,
                              subject=facts.subject or DistinguishedName(common_name=names[0]),
                              sans=SubjectAltNames(dns=tuple(names)), tags=["acme", owner_tag(cmd.account_id)])
     # The order's id as the Idempotency-Key: a finalize retried after a crash between the two appends gets the

@@ -18,7 +18,7 @@ import msgspec
 from domain.errors import DomainError, NotFound
 from domain.events import Payload, event, resumable
 from domain.acme_networks import IpNetwork, parse_networks, validation_address_problem  # noqa: F401 - re-exported
-from domain.names import dns_name_problem, matches_any_pattern, pattern_problem
+from domain.names import pattern_problem
 
 EAB_STREAM_TYPE = "acme_eab_key"
 ACCOUNT_STREAM_TYPE = "acme_account"
@@ -28,7 +28,6 @@ AUTHZ_STREAM_TYPE = "acme_authorization"
 HTTP_01 = "http-01"
 TLS_ALPN_01 = "tls-alpn-01"
 CHALLENGE_TYPES = (HTTP_01, TLS_ALPN_01)
-MAX_IDENTIFIERS = 100
 MAX_PATTERNS = 64
 
 
@@ -94,6 +93,7 @@ class OrderCreated(Payload, frozen=True, kw_only=True):
     identifiers: list[str]  # DNS names
     authorization_ids: list[str]
     expires: str
+    not_after: str | None = None  # the certificate's requested end (RFC 3339 UTC), within the profile's maximum
 
 
 @event("acme.order_issued")
@@ -342,34 +342,6 @@ def decide_change_key(state: Account, old_thumbprint: str | None, new_thumbprint
     return [AccountKeyChanged(old_thumbprint=old_thumbprint, new_thumbprint=new_thumbprint, jwk=new_jwk)]
 
 
-def check_identifiers(identifiers: object, allowed: Iterable[str]) -> list[str]:
-    """A newOrder's identifiers: DNS names only, no wildcard (neither challenge offered proves one), within
-    ``allowed``."""
-    if not isinstance(identifiers, list) or not identifiers:
-        raise AcmeProblem("malformed", "identifiers must be a non-empty list", field="identifiers")
-    if len(identifiers) > MAX_IDENTIFIERS:
-        raise AcmeProblem("rejectedIdentifier", f"at most {MAX_IDENTIFIERS} identifiers", field="identifiers")
-    patterns, names = tuple(allowed), []
-    for index, item in enumerate(identifiers):
-        where = f"identifiers[{index}]"
-        if not isinstance(item, dict) or not isinstance(item.get("value"), str):
-            raise AcmeProblem("malformed", "an identifier is {type, value}", field=where)
-        if item.get("type") != "dns":
-            raise AcmeProblem("unsupportedIdentifier", f"identifier type {item.get('type')!r}: only dns is supported",
-                              field=f"{where}.type")
-        name = item["value"].strip().lower().rstrip(".")
-        if name.startswith("*."):
-            raise AcmeProblem("rejectedIdentifier", f"{name}: wildcards need dns-01, which is not offered",
-                              field=f"{where}.value")
-        if problem := dns_name_problem(name, wildcard=False):
-            raise AcmeProblem("rejectedIdentifier", f"{name}: {problem}", field=f"{where}.value")
-        if patterns and not matches_any_pattern(name, patterns):
-            raise AcmeProblem("rejectedIdentifier", f"{name} is outside the names this account may request "
-                              f"({', '.join(patterns)})", field=f"{where}.value")
-        names.append(name)
-    return sorted(set(names))
-
-
 def order_status(order: Order, authorizations: Iterable[Authorization], now: datetime) -> str:
     """RFC 8555 7.1.6: valid once issued; invalid if an authorization failed or was deactivated, or the order expired; ready when every
     authorization is valid; pending otherwise (finalizing happens within one request: no "processing")."""
@@ -431,14 +403,3 @@ def decide_issued(state: Order, issued: OrderIssued) -> list[Payload]:
     if state.certificate_id is not None:
         return []
     return [issued]
-
-
-def check_csr_names(order_names: Iterable[str], csr_dns: Iterable[str], common_name: str | None) -> None:
-    """RFC 8555 7.4: the CSR asks for exactly the order's names (its CN, if any, one of them)."""
-    wanted = {n.lower() for n in order_names}
-    asked = {n.lower().rstrip(".") for n in csr_dns}
-    if common_name:
-        asked.add(common_name.lower().rstrip("."))
-    if asked != wanted:
-        raise AcmeProblem("badCSR", f"the CSR names {sorted(asked)}, the order {sorted(wanted)}: they must be the same",
-                          field="csr")

@@ -1,11 +1,13 @@
 """ACME accounts over HTTP with the JWS client: key rollover (RFC 8555 7.3.5) keeps the account, its orders and its
-certificates; the old key signs for nothing after it; a key another account has is 409 with that account's URL."""
+certificates; the old key signs for nothing after it; a key another account has is 409 with that account's URL.
+Deactivation of an authorization and of an account, and an order's notAfter."""
 
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 
-from acme_support import Client, Responder, acme_world, csr_der, validated_order
+from acme_support import Client, Responder, acme_world, csr_der, poll, validated_order
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -125,5 +127,37 @@ async def test_authorization_and_account_deactivation(tmp_path):
             account_id = jose.thumbprint(client.jwk)
             assert [e.type for e in events if e.stream_id == f"acme-account-{account_id}"][-1] == \
                 "acme.account_deactivated"
+        finally:
+            responder.close()
+
+
+async def test_an_order_s_not_after_is_honoured_within_the_profile(tmp_path):
+    async with acme_world(tmp_path) as world:
+        responder = Responder(world.http01_port)
+        try:
+            client = await client_for(world)
+            names = [{"type": "dns", "value": "node1.acme.test"}]
+            soon = datetime.now(UTC) + timedelta(days=30)
+            for extra, field in (({"notBefore": soon.isoformat()}, "notBefore"), ({"notAfter": "tomorrow"}, "notAfter"),
+                                 ({"notAfter": (soon + timedelta(days=400)).isoformat()}, "notAfter")):
+                refused = await client.post(client.directory["newOrder"], {"identifiers": names, **extra})
+                assert_acme_problem(refused, 400, "malformed", field)
+            created = await client.post(client.directory["newOrder"], {"identifiers": names,
+                                                                       "notAfter": soon.isoformat()})
+            assert created.status_code == 201, created.text
+            assert created.json()["notAfter"] == soon.strftime("%Y-%m-%dT%H:%M:%SZ")
+            order_url = created.headers["Location"]
+            for authz_url in created.json()["authorizations"]:
+                challenge = next(c for c in (await client.post(authz_url, None)).json()["challenges"]
+                                 if c["type"] == "http-01")
+                responder.answers[challenge["token"]] = jose.key_authorization(challenge["token"],
+                                                                               jose.thumbprint(client.jwk))
+                await client.post(challenge["url"], {})
+            order = await poll(client, order_url, done=("ready", "invalid"))
+            der, _ = csr_der("node1.acme.test")
+            done = await client.post(order["finalize"], {"csr": jose.b64url_encode(der)})
+            assert done.status_code == 200, done.text
+            leaf = x509.load_pem_x509_certificates((await client.post(done.json()["certificate"], None)).content)[0]
+            assert soon - timedelta(days=1) < leaf.not_valid_after_utc <= soon
         finally:
             responder.close()

@@ -91,7 +91,7 @@ async def send(world: World, call, headers: dict):
 CLI_ONLY: dict[str, str] = {
     "deployments.deploy_certificate": "test_cluster_deploy.py::test_a_suspended_tenant_deploys_nothing_and_records_nothing",
     # ACME requests are signed by account keys, not tokens: test_acme_api.py sends them to a suspended tenant
-    "acme.new_account": "test_acme_api.py::test_a_suspended_tenant_opens_no_account_and_issues_nothing",
+    "acme_accounts.new_account": "test_acme_api.py::test_a_suspended_tenant_opens_no_account_and_issues_nothing",
     "acme.new_order": "test_acme_api.py::test_a_suspended_tenant_opens_no_account_and_issues_nothing",
     "acme.finalize_order": "test_acme_api.py::test_a_suspended_tenant_opens_no_account_and_issues_nothing",
 }

@@ -6,8 +6,10 @@ import ipaddress
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from domain import acme
+from domain import acme, acme_requests
 from domain.acme import AcmeProblem
 from domain.errors import DomainError
 
@@ -20,8 +22,8 @@ def dns(*names: str) -> list[dict]:
 
 
 def test_identifiers_are_dns_names_within_the_patterns_lower_cased_and_sorted():
-    assert acme.check_identifiers(dns("B.example", "a.example."), ["*.example"]) == ["a.example", "b.example"]
-    assert acme.check_identifiers(dns("deep.x.example"), []) == ["deep.x.example"]  # no patterns: tenant policy's
+    assert acme_requests.check_identifiers(dns("B.example", "a.example."), ["*.example"]) == ["a.example", "b.example"]
+    assert acme_requests.check_identifiers(dns("deep.x.example"), []) == ["deep.x.example"]  # no patterns: tenant policy's
 
 
 @pytest.mark.parametrize("identifiers, kind, field", [
@@ -35,7 +37,7 @@ def test_identifiers_are_dns_names_within_the_patterns_lower_cased_and_sorted():
 ])
 def test_identifier_refusals_name_the_identifier(identifiers, kind, field):
     with pytest.raises(AcmeProblem) as refused:
-        acme.check_identifiers(identifiers, [".example"])
+        acme_requests.check_identifiers(identifiers, [".example"])
     assert refused.value.acme_type == kind and refused.value.field == field
 
 
@@ -91,12 +93,12 @@ def test_order_status_follows_its_authorizations():
 
 
 def test_the_csr_must_name_exactly_the_order():
-    acme.check_csr_names(["a.example", "b.example"], ["B.example", "a.example"], None)
-    acme.check_csr_names(["a.example"], ["a.example"], "a.example")
+    acme_requests.check_csr_names(["a.example", "b.example"], ["B.example", "a.example"], None)
+    acme_requests.check_csr_names(["a.example"], ["a.example"], "a.example")
     for sans, cn in ((["a.example"], None), (["a.example", "b.example", "c.example"], None),
                      (["a.example", "b.example"], "other.example")):
         with pytest.raises(AcmeProblem) as refused:
-            acme.check_csr_names(["a.example", "b.example"], sans, cn)
+            acme_requests.check_csr_names(["a.example", "b.example"], sans, cn)
         assert refused.value.acme_type == "badCSR" and refused.value.field == "csr"
 
 
@@ -202,3 +204,30 @@ def test_deactivating_an_authorization():
     order = acme.fold_order([acme.OrderCreated(order_id="o", account_id="acc", identifiers=["n.example"],
                                                authorization_ids=["a"], expires=LATER)])
     assert acme.order_status(order, [after], NOW) == "invalid"
+
+
+def test_not_after_is_honoured_in_whole_days_within_the_maximum():
+    assert acme_requests.check_validity(None, None, NOW, 397) is None
+    asked = "2027-01-06T10:00:00+01:00"  # 29 days 23 hours away
+    assert acme_requests.check_validity(None, asked, NOW, 397) == "2027-01-06T09:00:00Z"
+    assert acme_requests.validity_days_until(datetime.fromisoformat(asked), NOW) == 29
+    for not_before, not_after, field in ((NOW.isoformat(), None, "notBefore"), (None, "2027-01-06", "notAfter"),
+                                         (None, "2027-01-06T10:00:00", "notAfter"), (None, 5, "notAfter"),
+                                         (None, (NOW + timedelta(hours=20)).isoformat(), "notAfter"),
+                                         (None, (NOW + timedelta(days=500)).isoformat(), "notAfter")):
+        with pytest.raises(AcmeProblem) as refused:
+            acme_requests.check_validity(not_before, not_after, NOW, 397)
+        assert refused.value.field == field and refused.value.acme_type == "malformed"
+
+
+@given(st.text(max_size=80) | st.datetimes(timezones=st.timezones()).map(lambda d: d.isoformat()))
+@settings(max_examples=300)
+def test_not_after_parsing_answers_or_refuses_cleanly(text):
+    try:
+        parsed = acme_requests.check_validity(None, text, NOW, 397)
+    except AcmeProblem as refused:
+        assert refused.field == "notAfter"
+        return
+    moment = datetime.fromisoformat(parsed)
+    assert 1 <= acme_requests.validity_days_until(moment, NOW) <= 397
+    assert moment <= datetime.fromisoformat(text)  # never later than asked (seconds are cut)
