@@ -83,9 +83,13 @@ async def test_lego_obtains_verifies_and_revokes_a_node_certificate(tmp_path):
         common = ["--server", world.directory, "--path", str(path), "--email", "ops@acme.test", "--accept-tos",
                   "--eab", "--kid", key["key_id"], "--hmac", key["hmac_key"], "--domains", "node2.acme.test"]
         env = {"LEGO_CA_CERTIFICATES": str(world.tls_ca)}
-        await _run(LEGO, *common, "--http", "--http.port", f"127.0.0.1:{world.http01_port}", "run", env=env)
+        await _run(LEGO, *common, "--http", "--http.port", f"127.0.0.1:{world.http01_port}", "run",
+                   "--always-deactivate-authorizations", "true", env=env)
         leaf = await _verify(world, tmp_path, path / "certificates" / "node2.acme.test.crt", "node2.acme.test")
         assert (await _certificate_status(world, leaf))["status"] == "issued"
+        events = await world.api.runtime.store.read_all(0, 100_000)
+        # lego gave up its valid authorization once it had the certificate (RFC 8555 7.5.2)
+        assert [e.payload["reason"] for e in events if e.type == "acme.authorization_deactivated"] == ["client"]
 
         await _run(LEGO, *common, "revoke", env=env)
         row = await _certificate_status(world, leaf)
