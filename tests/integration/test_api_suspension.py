@@ -90,6 +90,8 @@ async def send(world: World, call, headers: dict):
 # refused handlers no HTTP request reaches -> the test that holds them to it
 CLI_ONLY: dict[str, str] = {
     "deployments.deploy_certificate": "test_cluster_deploy.py::test_a_suspended_tenant_deploys_nothing_and_records_nothing",
+    "deployments.rollback_deployment":
+        "test_cluster_verify_rollback.py::test_a_suspended_tenant_rolls_nothing_back_and_records_nothing",
     # ACME requests are signed by account keys, not tokens: test_acme_api.py sends them to a suspended tenant
     "acme_accounts.new_account": "test_acme_api.py::test_a_suspended_tenant_opens_no_account_and_issues_nothing",
     "acme.new_order": "test_acme_api.py::test_a_suspended_tenant_opens_no_account_and_issues_nothing",
