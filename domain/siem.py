@@ -82,12 +82,17 @@ def cut(text: str, limit: int) -> str:
     return text if len(data) <= limit else data[:limit].decode("utf-8", "ignore")
 
 
-def bound(text: Any, limit: int = FIELD_BYTES) -> str:
-    """A field as clean text of at most ``limit`` bytes (TRUNCATED appended when it was cut)."""
-    text = clean("" if text is None else str(text))
+def trim(text: Any, limit: int = FIELD_BYTES) -> str:
+    """A field as text of at most ``limit`` bytes (TRUNCATED appended when it was cut); None is empty."""
+    text = "" if text is None else str(text)
     if len(text.encode("utf-8", "replace")) <= limit:
         return text
     return cut(text, limit - len(TRUNCATED)) + TRUNCATED
+
+
+def bound(text: Any, limit: int = FIELD_BYTES) -> str:
+    """A field as clean text (see ``clean``) of at most ``limit`` bytes."""
+    return clean(trim(text, limit))
 
 
 def canonical_json(value: Any) -> str:
@@ -142,7 +147,7 @@ def cef_header(text: str) -> str:
 def cef_value(text: Any) -> str:
     """A CEF extension value: backslash, equals sign and line breaks escaped (pipes need none)."""
     text = "" if text is None else str(text)
-    text = text.replace("\\", "\\\\").replace("=", "\\=").replace("\r\n", "\\n")
+    text = text.replace("\\", "\\\\").replace("=", "\\=")
     return clean(text.replace("\n", "\\n").replace("\r", "\\r"))
 
 
@@ -152,14 +157,14 @@ def _cef_fields(envelope: EventEnvelope, hostname: str | None) -> list[tuple[str
     if when is not None:
         fields.append(("rt", int(when.timestamp() * 1000)))
     if hostname:
-        fields.append(("dvchost", bound(hostname)))
-    fields += [("externalId", bound(envelope.event_id)), ("cat", bound(category(envelope.type))),
-               ("act", bound(envelope.type)), ("suser", bound(envelope.actor.principal)),
-               ("cs1Label", "tenant"), ("cs1", bound(envelope.tenant_id)),
-               ("cs2Label", "stream"), ("cs2", bound(envelope.stream_id)),
-               ("cs3Label", "hash"), ("cs3", bound(envelope.hash)),
-               ("cs4Label", "correlationId"), ("cs4", bound(envelope.correlation_id)),
-               ("cs5Label", "authMethod"), ("cs5", bound(envelope.actor.auth_method)),
+        fields.append(("dvchost", trim(hostname)))
+    fields += [("externalId", trim(envelope.event_id)), ("cat", trim(category(envelope.type))),
+               ("act", trim(envelope.type)), ("suser", trim(envelope.actor.principal)),
+               ("cs1Label", "tenant"), ("cs1", trim(envelope.tenant_id)),
+               ("cs2Label", "stream"), ("cs2", trim(envelope.stream_id)),
+               ("cs3Label", "hash"), ("cs3", trim(envelope.hash)),
+               ("cs4Label", "correlationId"), ("cs4", trim(envelope.correlation_id)),
+               ("cs5Label", "authMethod"), ("cs5", trim(envelope.actor.auth_method)),
                ("cn1Label", "globalPosition"), ("cn1", envelope.global_position or 0),
                ("cn2Label", "streamVersion"), ("cn2", envelope.version)]
     return fields
