@@ -1,0 +1,235 @@
+"""A real syslog collector: Debian's rsyslogd on a random loopback port, with its own config and work dir.
+
+It listens with imtcp, plain or TLS (the gtls stream driver of rsyslog-gnutls; its certificate from a CA the test
+makes; ``client_auth`` requires a client certificate from that CA), reads octet-counted frames (RFC 6587) and writes
+each message as received (``%rawmsg%``) to a file. Skips when rsyslogd or its TLS driver is missing.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+SKIP_REASON = "rsyslogd is not installed (Debian package rsyslog; `make sysdeps` installs it)"
+GTLS_SKIP_REASON = "rsyslog's TLS driver lmnsd_gtls is not installed (Debian package rsyslog-gnutls)"
+MODULE_DIRS = [Path("/usr/lib/x86_64-linux-gnu/rsyslog"), Path("/usr/lib/aarch64-linux-gnu/rsyslog"),
+               Path("/usr/lib/rsyslog")]
+
+
+def rsyslogd_binary() -> str | None:
+    found = shutil.which("rsyslogd")
+    if found:
+        return found
+    return "/usr/sbin/rsyslogd" if os.access("/usr/sbin/rsyslogd", os.X_OK) else None
+
+
+def has_gtls() -> bool:
+    return any((d / "lmnsd_gtls.so").exists() for d in MODULE_DIRS)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+# a CA and certificates -------------------------------------------------------------------------------------
+@dataclass
+class Pki:
+    """Files: ``ca`` (PEM), the collector's ``server_cert``/``server_key`` (SAN IP 127.0.0.1 and collector.test),
+    a client's ``client_cert``/``client_key``, and ``other_ca``: a CA that signed none of them."""
+
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+    other_ca: Path
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+def _ca(common_name: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.now(UTC)
+    cert = (x509.CertificateBuilder().subject_name(_name(common_name)).issuer_name(_name(common_name))
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(minutes=5)).not_valid_after(now + timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+            .sign(key, hashes.SHA256()))
+    return key, cert
+
+
+def _leaf(ca_key, ca_cert, common_name: str, usage, sans) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.now(UTC)
+    builder = (x509.CertificateBuilder().subject_name(_name(common_name)).issuer_name(ca_cert.subject)
+               .public_key(key.public_key()).serial_number(x509.random_serial_number())
+               .not_valid_before(now - timedelta(minutes=5)).not_valid_after(now + timedelta(days=1))
+               .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+               .add_extension(x509.ExtendedKeyUsage([usage]), critical=False))
+    if sans:
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    return key, builder.sign(ca_key, hashes.SHA256())
+
+
+def _write(path: Path, cert: x509.Certificate, key=None, key_path: Path | None = None) -> None:
+    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    if key is not None:
+        key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                               serialization.NoEncryption()))
+        key_path.chmod(0o600)
+
+
+def make_pki(directory: Path) -> Pki:
+    directory.mkdir(parents=True, exist_ok=True)
+    ca_key, ca_cert = _ca("Test syslog CA")
+    server_key, server_cert = _leaf(ca_key, ca_cert, "collector.test", ExtendedKeyUsageOID.SERVER_AUTH,
+                                    [x509.DNSName("collector.test"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
+    client_key, client_cert = _leaf(ca_key, ca_cert, "csm-forwarder", ExtendedKeyUsageOID.CLIENT_AUTH, [])
+    _, other_cert = _ca("Some other CA")
+    pki = Pki(*(directory / n for n in ("ca.pem", "server.pem", "server.key", "client.pem", "client.key",
+                                        "other-ca.pem")))
+    _write(pki.ca, ca_cert)
+    _write(pki.server_cert, server_cert, server_key, pki.server_key)
+    _write(pki.client_cert, client_cert, client_key, pki.client_key)
+    _write(pki.other_ca, other_cert)
+    return pki
+
+
+# the collector ---------------------------------------------------------------------------------------------
+class Collector:
+    """One rsyslogd; ``stop`` and ``start`` again keep its port, config and output file."""
+
+    def __init__(self, workdir: Path, pki: Pki | None, *, client_auth: bool = False) -> None:
+        self.binary = rsyslogd_binary()
+        if self.binary is None:
+            pytest.skip(SKIP_REASON)
+        if pki is not None and not has_gtls():
+            pytest.skip(GTLS_SKIP_REASON)
+        self.workdir, self.pki, self.client_auth = workdir, pki, client_auth
+        (workdir / "spool").mkdir(parents=True, exist_ok=True)
+        self.out = workdir / "received.log"
+        self.port = _free_port()
+        self.process: subprocess.Popen | None = None
+
+    def _config(self) -> str:
+        tls = ""
+        driver = ""
+        if self.pki is not None:
+            tls = (f' defaultNetstreamDriverCAFile="{self.pki.ca}" defaultNetstreamDriverCertFile='
+                   f'"{self.pki.server_cert}" defaultNetstreamDriverKeyFile="{self.pki.server_key}"')
+            mode = "x509/certvalid" if self.client_auth else "anon"
+            driver = f' streamDriver.name="gtls" streamDriver.mode="1" streamDriver.authMode="{mode}"'
+        return "\n".join([
+            f'global(workDirectory="{self.workdir / "spool"}" maxMessageSize="64k"'
+            f' parser.escapeControlCharactersOnReceive="off"{tls})',
+            f'module(load="imtcp"{driver})',
+            f'input(type="imtcp" address="127.0.0.1" port="{self.port}")',
+            'template(name="raw" type="string" string="%rawmsg%\\n")',
+            f'action(type="omfile" file="{self.out}" template="raw" flushOnTXEnd="on" asyncWriting="off")',
+            ""])
+
+    def start(self) -> None:
+        conf = self.workdir / "rsyslog.conf"
+        conf.write_text(self._config())
+        log = open(self.workdir / "rsyslogd.log", "ab")  # noqa: SIM115 (the child holds it)
+        self.process = subprocess.Popen([self.binary, "-n", "-f", str(conf), "-i", str(self.workdir / "pid")],
+                                        stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"rsyslogd exited: {(self.workdir / 'rsyslogd.log').read_text()[-2000:]}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"rsyslogd did not listen; see {self.workdir / 'rsyslogd.log'}")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def lines(self) -> list[str]:
+        try:
+            data = self.out.read_bytes()
+        except FileNotFoundError:
+            return []
+        return [line for line in data.decode("utf-8").split("\n") if line]
+
+    def wait_for(self, predicate, timeout: float = 30.0) -> list[str]:
+        """The received lines once ``predicate(lines)`` holds (AssertionError after ``timeout``)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            lines = self.lines()
+            if predicate(lines):
+                return lines
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the collector has {len(lines)} line(s); the condition never held; "
+                                     f"log: {(self.workdir / 'rsyslogd.log').read_text()[-2000:]}")
+            time.sleep(0.05)
+
+
+@pytest.fixture
+def syslog_pki(tmp_path) -> Pki:
+    return make_pki(tmp_path / "pki")
+
+
+def _collector(tmp_path, name: str, pki: Pki | None, client_auth: bool = False):
+    collector = Collector(tmp_path / name, pki, client_auth=client_auth)
+    collector.start()
+    return collector
+
+
+@pytest.fixture
+def tls_collector(tmp_path, syslog_pki):
+    """rsyslogd with TLS (server authentication only)."""
+    collector = _collector(tmp_path, "rsyslog-tls", syslog_pki)
+    try:
+        yield collector
+    finally:
+        collector.stop()
+
+
+@pytest.fixture
+def mtls_collector(tmp_path, syslog_pki):
+    """rsyslogd with TLS that requires a client certificate from the test CA."""
+    collector = _collector(tmp_path, "rsyslog-mtls", syslog_pki, client_auth=True)
+    try:
+        yield collector
+    finally:
+        collector.stop()
+
+
+@pytest.fixture
+def tcp_collector(tmp_path):
+    """rsyslogd on plaintext TCP."""
+    collector = _collector(tmp_path, "rsyslog-tcp", None)
+    try:
+        yield collector
+    finally:
+        collector.stop()
