@@ -23,6 +23,7 @@ BENCH_ARGS ?=
 # Debian packages the suite's fixtures need, as package:command pairs; a package is installed only when its
 # command is missing. Append here as fixtures appear, e.g. redis-server:redis-server slapd:slapd
 # softhsm2:softhsm2-util openssh-server:sshd default-jre-headless:keytool golang-cfssl:cfssl wrk:wrk
+# A name ending in .so is a loadable module, looked for under /usr/lib (rsyslog-gnutls: rsyslogd's TLS driver).
 # chromium: the browser UI's tests (tests/e2e/test_ui*.py) drive Debian's Chromium through the playwright package,
 # never a browser Playwright downloads.
 APT_PACKAGES := \
@@ -38,7 +39,9 @@ APT_PACKAGES := \
 	softhsm2:softhsm2-util \
 	chromium:chromium \
 	certbot:certbot \
-	lego:lego
+	lego:lego \
+	rsyslog:rsyslogd \
+	rsyslog-gnutls:lmnsd_gtls.so
 # Only `make bench` needs these (the HTTP comparison against cfssl, driven by wrk); installed when missing.
 BENCH_APT_PACKAGES := \
 	golang-cfssl:cfssl \
@@ -46,8 +49,9 @@ BENCH_APT_PACKAGES := \
 	time:/usr/bin/time
 # Packages whose install starts a system daemon, as package:service pairs (slapd on :389 of every interface, redis
 # on :6379, sshd on :22). The fixtures start their own on loopback with random ports, so sysdeps stops and disables
-# the ones it has just installed (and only those: an sshd that was there before is left alone).
-APT_DAEMONS := slapd:slapd redis-server:redis-server openssh-server:ssh
+# the ones it has just installed (and only those: an sshd that was there before is left alone). rsyslog: the system
+# logger on /dev/log (the syslog tests start their own rsyslogd on loopback).
+APT_DAEMONS := slapd:slapd redis-server:redis-server openssh-server:ssh rsyslog:rsyslog
 # `python3 -m venv` needs ensurepip, which Debian ships separately.
 VENV_PACKAGE := $(notdir $(PYTHON))-venv
 
@@ -60,8 +64,11 @@ sysdeps: ## install missing Debian packages (apt-get; sudo only when not root)
 	@missing=""; \
 	for entry in $(APT_PACKAGES); do \
 	  package="$${entry%%:*}"; cmd="$${entry#*:}"; \
-	  command -v "$$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$$cmd" ] || [ -x "/sbin/$$cmd" ] \
-	    || missing="$$missing $$package"; \
+	  case "$$cmd" in \
+	    *.so) [ -n "$$(find /usr/lib -name "$$cmd" -print -quit 2>/dev/null)" ] || missing="$$missing $$package";; \
+	    *) command -v "$$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$$cmd" ] || [ -x "/sbin/$$cmd" ] \
+	         || missing="$$missing $$package";; \
+	  esac; \
 	done; \
 	if [ ! -x "$(BIN)/python" ] && ! $(PYTHON) -c 'import ensurepip, venv' >/dev/null 2>&1; then \
 	  missing="$$missing $(VENV_PACKAGE)"; \

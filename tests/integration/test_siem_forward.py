@@ -106,6 +106,9 @@ async def test_collector_restart_loses_nothing_and_forwarder_restart_resumes(run
     url = tls_url(tls_collector)
     forwarder = start_forwarder(settings, url, "--ca-file", str(syslog_pki.ca))
     try:
+        early = [e.global_position for e in stored(runtime)]
+        tls_collector.wait_for(lambda got: set(positions(got)) >= set(early))
+        await add_tenants(runtime, "late")  # a batch of its own: the last one acknowledged before the restart
         first = [e.global_position for e in stored(runtime)]
         tls_collector.wait_for(lambda got: set(positions(got)) >= set(first))
         tls_collector.stop()
@@ -122,6 +125,7 @@ async def test_collector_restart_loses_nothing_and_forwarder_restart_resumes(run
     assert all(counts[p] == 1 for p in second), counts  # none of what was appended meanwhile is duplicated
     repeated = [p for p in first if counts[p] > 1]
     assert repeated == first[len(first) - len(repeated):]  # duplicates: only the tail sent just before the restart
+    assert not set(repeated) & set(early)
     assert "will resend from the last acknowledged batch" in err and "connected (TLS" in err
     assert checkpoint(settings, url) == second[-1]
 
