@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from cli.common import EXIT_USAGE, CliError, require_initialised
-from domain.siem import FACILITIES, FORMATS, MIN_MESSAGE_BYTES
+from domain.siem import FACILITIES, FORMATS, FRAMINGS, MIN_MESSAGE_BYTES
 from infra.config import Settings
 from infra.distributed import close_store, read_only_store
 from infra.siem.forwarder import Checkpoints, CheckpointBusy, ForwardOptions, connector_for, forward
@@ -36,7 +36,7 @@ def report(line: str) -> None:
 
 
 def destinations(urls: tuple[str, ...], ca_file: Path | None, cert_file: Path | None,
-                 key_file: Path | None) -> list[tuple[Destination, object]]:
+                 key_file: Path | None, framing: str) -> list[tuple[Destination, object]]:
     """Each ``--to`` parsed, with a function that connects to it; plaintext ones warned about."""
     try:
         parsed = [Destination.parse(url) for url in urls]
@@ -59,7 +59,7 @@ def destinations(urls: tuple[str, ...], ca_file: Path | None, cert_file: Path | 
             report(f"WARNING {d.url}: plaintext {d.scheme.upper()}: events cross the network unencrypted and "
                    f"unauthenticated{' and may be lost (UDP acknowledges nothing)' if d.scheme == 'udp' else ''}; "
                    "use tcp+tls:// in production")
-    return [(d, connector_for(d, context)) for d in parsed]
+    return [(d, connector_for(d, context, framing)) for d in parsed]
 
 
 @click.command("forward")
@@ -72,6 +72,8 @@ def destinations(urls: tuple[str, ...], ca_file: Path | None, cert_file: Path | 
                                            "(default: the system's trust store).")
 @click.option("--cert-file", type=FILE, help="PEM client certificate (and chain), for mutual TLS.")
 @click.option("--key-file", type=FILE, help="PEM private key of --cert-file, if not in it.")
+@click.option("--framing", type=click.Choice(list(FRAMINGS)), default="octet-counting", show_default=True,
+              help="TCP framing (RFC 6587): octet-counting (RFC 5425's), or newline for collectors that split on LF.")
 @click.option("--tenant", help="Send only this tenant's events (_system: the platform's).")
 @click.option("--types", "type_prefixes", multiple=True, metavar="PREFIX",
               help="Send only event types starting with PREFIX (e.g. certificate. or access.denied); repeatable, "
@@ -88,7 +90,7 @@ def destinations(urls: tuple[str, ...], ca_file: Path | None, cert_file: Path | 
               help="Seconds between status lines (position, lag, sent, failures) on stderr.")
 @click.option("--once", is_flag=True, help="Send what the log holds now and exit; the first failure exits 1.")
 @click.pass_obj
-def forward_command(settings: Settings, urls, fmt, ca_file, cert_file, key_file, tenant, type_prefixes, checkpoint,
+def forward_command(settings: Settings, urls, fmt, ca_file, cert_file, key_file, framing, tenant, type_prefixes, checkpoint,
                     start, hostname, facility, max_message_bytes, status_interval, once) -> None:
     """Forward the event log to syslog collectors until SIGTERM or SIGINT: each event once its turn comes, in log
     order, at least once (duplicates are possible around a reconnection or restart: de-duplicate on the event id).
@@ -96,7 +98,7 @@ def forward_command(settings: Settings, urls, fmt, ca_file, cert_file, key_file,
     Each destination's position is checkpointed after its collector acknowledged a batch; a restart resumes there.
     """
     require_initialised(settings)
-    targets = destinations(urls, ca_file, cert_file, key_file)
+    targets = destinations(urls, ca_file, cert_file, key_file, framing)
     prefixes = tuple(p.strip() for value in type_prefixes for p in value.split(",") if p.strip())
     options = ForwardOptions(fmt=fmt, tenant=tenant, type_prefixes=prefixes,
                              hostname=hostname or socket.gethostname(), facility=FACILITIES[facility],

@@ -299,3 +299,11 @@ def octet_counted(message_text: str) -> bytes:
     """RFC 6587 octet-counting framing (the framing RFC 5425 requires over TLS): ``LEN SP MSG``."""
     data = message_text.encode("utf-8")
     return str(len(data)).encode() + b" " + data
+
+
+def newline_terminated(message_text: str) -> bytes:
+    """RFC 6587 non-transparent framing: the message and LF (safe: no message here holds a line break)."""
+    return message_text.encode("utf-8") + b"\n"
+
+
+FRAMINGS = {"octet-counting": octet_counted, "newline": newline_terminated}

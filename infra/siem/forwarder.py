@@ -242,6 +242,6 @@ def forward(store: LogSource, destinations: Iterable[tuple[Destination, Callable
     return forwarders
 
 
-def connector_for(destination: Destination, context: Any) -> Callable[[], Any]:
+def connector_for(destination: Destination, context: Any, framing: str = "octet-counting") -> Callable[[], Any]:
     """A function that opens a new connection to ``destination``."""
-    return lambda: connect(destination, context)
+    return lambda: connect(destination, context, framing=framing)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from domain.siem import octet_counted
+from domain.siem import FRAMINGS
 
 SCHEMES = {"tcp+tls": 6514, "tcp": 514, "udp": 514}
 CONNECT_TIMEOUT = 10.0
@@ -82,10 +82,11 @@ def unacknowledged(sock: socket.socket) -> int | None:
 
 
 class StreamConnection:
-    """A TCP or TLS connection; frames are octet-counted (RFC 6587), the framing RFC 5425 requires."""
+    """A TCP or TLS connection; frames octet-counted (RFC 6587, the framing RFC 5425 requires), or LF-terminated
+    for collectors that know only that."""
 
-    def __init__(self, sock: socket.socket, ack_timeout: float) -> None:
-        self.sock, self.ack_timeout = sock, ack_timeout
+    def __init__(self, sock: socket.socket, ack_timeout: float, framing: str = "octet-counting") -> None:
+        self.sock, self.ack_timeout, self.frame = sock, ack_timeout, FRAMINGS[framing]
         self.description = "TCP"
         if isinstance(sock, ssl.SSLSocket):
             self.description = f"{sock.version()} {(sock.cipher() or ('?',))[0]}"
@@ -111,7 +112,7 @@ class StreamConnection:
         if self._peer_closed():
             raise DeliveryError("the collector closed the connection")
         try:
-            self.sock.sendall(b"".join(octet_counted(message) for message in messages))
+            self.sock.sendall(b"".join(self.frame(message) for message in messages))
         except OSError as exc:
             raise DeliveryError(f"sending failed: {exc}") from exc
         self._wait_acknowledged(time.monotonic() + self.ack_timeout)
@@ -156,8 +157,8 @@ class DatagramConnection:
         self.sock.close()
 
 
-def connect(destination: Destination, context: ssl.SSLContext | None, *, timeout: float = CONNECT_TIMEOUT,
-            ack_timeout: float = ACK_TIMEOUT) -> StreamConnection | DatagramConnection:
+def connect(destination: Destination, context: ssl.SSLContext | None, *, framing: str = "octet-counting",
+            timeout: float = CONNECT_TIMEOUT, ack_timeout: float = ACK_TIMEOUT) -> StreamConnection | DatagramConnection:
     """A connection to ``destination`` (TLS with ``context``; its handshake verifies the collector)."""
     where = f"{destination.host}:{destination.port}"
     if destination.scheme == "udp":
@@ -176,7 +177,7 @@ def connect(destination: Destination, context: ssl.SSLContext | None, *, timeout
     raw.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
     if not destination.encrypted:
         raw.settimeout(ack_timeout)
-        return StreamConnection(raw, ack_timeout)
+        return StreamConnection(raw, ack_timeout, framing)
     if context is None:
         raise ValueError("a tcp+tls destination needs a TLS context")
     sock = context.wrap_socket(raw, server_hostname=destination.host, do_handshake_on_connect=False)
@@ -190,4 +191,4 @@ def connect(destination: Destination, context: ssl.SSLContext | None, *, timeout
         sock.close()
         raise DeliveryError(f"TLS handshake with {where} failed, nothing was sent: {exc}") from exc
     sock.settimeout(ack_timeout)
-    return StreamConnection(sock, ack_timeout)
+    return StreamConnection(sock, ack_timeout, framing)

@@ -178,7 +178,8 @@ async def test_cef_and_leef_over_plain_tcp_parse_back(runtime, tcp_collector, se
         assert (fields["externalId"], fields["cs1"], fields["cn1"], fields["cs3"], fields["dvchost"]) == \
             (event.event_id, event.tenant_id, str(event.global_position), event.hash, "ca1.example.net")
         assert json.loads(fields["cs6"]) == event.payload
-    leef = forward_once(settings, url, "--format", "leef", "--checkpoint", str(settings.data_dir / "leef.json"))
+    leef = forward_once(settings, url, "--format", "leef", "--framing", "newline",
+                        "--checkpoint", str(settings.data_dir / "leef.json"))
     assert leef.returncode == 0, leef.stderr
     lines = tcp_collector.wait_for(lambda got: len(got) >= 2 * len(events))[len(events):]
     for line, event in zip(lines, events, strict=True):

@@ -128,6 +128,7 @@ def test_octet_counting():
     framed = siem.octet_counted("héllo") + siem.octet_counted("") + siem.octet_counted("a b")
     assert framed == "6 héllo".encode() + b"0 " + b"3 a b"
     assert split_octet_counted(framed) == ["héllo", "", "a b"]
+    assert siem.FRAMINGS["newline"]("héllo") == "héllo\n".encode()
 
 
 def test_unknown_format_refused():
