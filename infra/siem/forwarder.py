@@ -43,6 +43,10 @@ class CheckpointBusy(Exception):
     """Another forwarder holds this checkpoint file."""
 
 
+class CheckpointAhead(Exception):
+    """A destination's checkpoint is past the log's head."""
+
+
 class Checkpoints:
     """Each destination's last acknowledged position, in one JSON file (mode 0600), held by one process at a time
     (an exclusive lock on ``<file>.lock``)."""
@@ -159,10 +163,14 @@ class Forwarder:
             self.stop.set()
 
     def _start_position(self) -> int:
-        saved = self.checkpoints.load(self.destination.url)
-        if saved is not None:
-            return saved
-        return self.store.head_position_sync() if self.options.start == "head" else 0
+        saved, head = self.checkpoints.load(self.destination.url), self.store.head_position_sync()
+        if saved is None:
+            return head if self.options.start == "head" else 0
+        if saved > head:  # waiting there would skip, silently, every event written until the log reached it
+            raise CheckpointAhead(f"the checkpoint is at position {saved} but the log ends at {head} (restored from "
+                                  "a backup, or another data directory's checkpoint?); remove this destination "
+                                  "from the checkpoint file to send from --start again")
+        return saved
 
     def run(self) -> None:
         position = replay_from = self.stats.position = self._start_position()

@@ -103,3 +103,19 @@ async def test_forward_once_sends_filtered_events_and_checkpoints_the_head(runti
     assert [m.sd[SD_ID]["event_id"] for m in messages] == [e.event_id for e in acme] and acme
     assert json.loads((tmp_path / "cp.json").read_text())["destinations"][destination.url]["position"] == head
     assert any(f"position {head} of {head} (lag 0), sent {len(acme)}" in line for line in lines), lines
+
+
+def test_start_at_the_head_and_a_checkpoint_past_the_head(runtime, tmp_path):
+    destination = Destination.parse("udp://127.0.0.1:9")
+    checkpoints = fw.Checkpoints(tmp_path / "cp.json")
+    head = runtime.store.head_position_sync()
+    lines: list[str] = []
+    options = fw.ForwardOptions(start="head", once=True, status_interval=3600)
+    forwarders = fw.forward(runtime.store, [(destination, fw.connector_for(destination, None))], checkpoints,
+                            options, threading.Event(), lines.append)
+    assert forwarders[0].error is None and f"after position {head}" in lines[0]
+    checkpoints.save(destination.url, head + 5)
+    forwarders = fw.forward(runtime.store, [(destination, fw.connector_for(destination, None))], checkpoints,
+                            options, threading.Event(), lines.append)
+    assert isinstance(forwarders[0].error, fw.CheckpointAhead) and "restored from a backup" in lines[-1]
+    checkpoints.close()
