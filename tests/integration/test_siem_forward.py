@@ -48,14 +48,26 @@ def forward_once(settings, url: str, *args: str) -> subprocess.CompletedProcess:
 
 
 def start_forwarder(settings, url: str, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([*CSM, "--data-dir", str(settings.data_dir), "events", "forward", "--to", url,
-                             "--status-interval", "1", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    """A long-running forwarder; its log lines go to ``process.log`` (a file, read while it runs)."""
+    log = settings.data_dir.parent / f"forwarder-{time.monotonic_ns()}.log"
+    with open(log, "wb") as handle:
+        process = subprocess.Popen([*CSM, "--data-dir", str(settings.data_dir), "events", "forward", "--to", url,
+                                    "--status-interval", "1", *args], stdout=handle, stderr=subprocess.STDOUT)
+    process.log = log
+    return process
+
+
+def wait_for_log(process: subprocess.Popen, text: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in process.log.read_text():
+        assert process.poll() is None and time.monotonic() < deadline, process.log.read_text()
+        time.sleep(0.05)
 
 
 def stop_forwarder(process: subprocess.Popen) -> str:
     process.send_signal(signal.SIGTERM)
-    _, err = process.communicate(timeout=20)
+    process.wait(timeout=20)
+    err = process.log.read_text()
     assert process.returncode == 0, err
     assert err.rstrip().endswith("stopped"), err
     return err
@@ -113,7 +125,7 @@ async def test_collector_restart_loses_nothing_and_forwarder_restart_resumes(run
         tls_collector.wait_for(lambda got: set(positions(got)) >= set(first))
         tls_collector.stop()
         await add_tenants(runtime, *(f"during{n}" for n in range(5)))
-        time.sleep(1.5)  # the forwarder sends into the dead connection, fails, and backs off
+        wait_for_log(forwarder, "will resend from the last acknowledged batch")  # it noticed, and backs off
         tls_collector.start()
         second = [e.global_position for e in stored(runtime)][len(first):]
         lines = tls_collector.wait_for(lambda got: set(positions(got)) >= set(first + second), timeout=60)
