@@ -25,6 +25,7 @@ from domain.siem import FRAMINGS
 SCHEMES = {"tcp+tls": 6514, "tcp": 514, "udp": 514}
 CONNECT_TIMEOUT = 10.0
 ACK_TIMEOUT = 30.0  # a collector that acknowledges nothing for this long is taken for gone: reconnect, resend
+SETTLE_SECONDS = 1.0  # how long a TLS 1.3 connection waits for the collector's verdict on our certificate
 
 
 class DeliveryError(Exception):
@@ -190,5 +191,30 @@ def connect(destination: Destination, context: ssl.SSLContext | None, *, framing
     except (ssl.SSLError, OSError) as exc:
         sock.close()
         raise DeliveryError(f"TLS handshake with {where} failed, nothing was sent: {exc}") from exc
+    _settle(sock, where)
     sock.settimeout(ack_timeout)
     return StreamConnection(sock, ack_timeout, framing)
+
+
+def _settle(sock: ssl.SSLSocket, where: str) -> None:
+    """TLS 1.3 ends the client's handshake before the collector has checked the client's certificate: wait (at most
+    SETTLE_SECONDS) for its verdict, session tickets or an alert, so that a refused client sends nothing."""
+    if sock.version() != "TLSv1.3":
+        return
+    deadline = time.monotonic() + SETTLE_SECONDS
+    sock.setblocking(False)
+    try:
+        while (left := deadline - time.monotonic()) > 0 and select.select([sock], [], [], left)[0]:
+            try:
+                if sock.recv(4096) == b"":
+                    raise DeliveryError(f"TLS: {where} closed the connection after the handshake, nothing was sent "
+                                        "(does it require a client certificate: --cert-file?)")
+            except ssl.SSLWantReadError:
+                return  # session tickets: it took our certificate (or asked for none)
+            except (ssl.SSLError, OSError) as exc:
+                sock.close()
+                raise DeliveryError(f"TLS: {where} refused this client, nothing was sent: {exc} "
+                                    "(does it require a client certificate: --cert-file?)") from exc
+    except DeliveryError:
+        sock.close()
+        raise

@@ -15,11 +15,13 @@ from pathlib import Path
 import pytest
 from rsyslog_fixture import mtls_collector, syslog_pki, tcp_collector, tls_collector  # noqa: F401
 from siem_parsers import parse_cef, parse_leef, parse_syslog
+from tls_servers import tls_server
 
 from commands.authz import SYSTEM
 from commands.runtime import CommandContext
 from commands.tenants import CreateTenant, RenameTenant, create_tenant, rename_tenant
 from domain.siem import SD_ID
+from infra.siem.transport import DeliveryError, Destination, connect, tls_context
 
 CONSOLE_SCRIPT = Path(sys.executable).with_name("csm")
 CSM = [str(CONSOLE_SCRIPT)] if CONSOLE_SCRIPT.exists() else [sys.executable, "-m", "cli.main"]
@@ -234,3 +236,16 @@ def test_usage_errors(settings, runtime):
     assert missing_cert.returncode == 2 and "--key-file needs --cert-file" in missing_cert.stderr
     plain_with_ca = forward_once(settings, "tcp://127.0.0.1:1", "--ca-file", __file__)
     assert plain_with_ca.returncode == 2 and "tcp+tls:// destinations only" in plain_with_ca.stderr
+
+
+def test_a_tls13_collector_that_refuses_the_client_certificate_gets_nothing(syslog_pki):
+    """Under TLS 1.3 the client's handshake ends before the server checked its certificate: the connection waits
+    for the verdict (here Python's ssl server, which requires a client certificate from the test CA)."""
+    client_ca = syslog_pki.ca.read_text()
+    with tls_server(syslog_pki.server_cert, syslog_pki.server_key, client_ca=client_ca) as port:
+        destination = Destination.parse(f"tcp+tls://127.0.0.1:{port}")
+        with pytest.raises(DeliveryError, match="refused this client, nothing was sent"):
+            connect(destination, tls_context(syslog_pki.ca))
+        connection = connect(destination, tls_context(syslog_pki.ca, syslog_pki.client_cert, syslog_pki.client_key))
+        assert connection.description.startswith("TLSv1.3")
+        connection.close()
