@@ -26,11 +26,11 @@ _decoder = msgspec.json.Decoder(EventEnvelope)
 _encoder = msgspec.json.Encoder(order="sorted")
 
 
-def siem_encoder(fmt: str, max_bytes: int) -> Callable[[EventEnvelope], bytes]:
+def siem_encoder(fmt: str, max_bytes: int, cef_version: int = 0) -> Callable[[EventEnvelope], bytes]:
     """One event as a line in a SIEM format (domain/siem.py ``record``)."""
     version, hostname = product_version(), socket.gethostname()
-    return lambda envelope: record(envelope, fmt, product_version=version, hostname=hostname,
-                                   max_bytes=max_bytes).encode("utf-8")
+    return lambda envelope: record(envelope, fmt, product_version=version, hostname=hostname, max_bytes=max_bytes,
+                                   cef_version=cef_version).encode("utf-8")
 
 
 def export_lines(store: SQLiteEventStore, after: int, out, progress=None,
@@ -70,11 +70,13 @@ def events() -> None:
                    "syslog message a line (as `csm events forward` sends them).")
 @click.option("--max-message-bytes", type=click.IntRange(min=MIN_MESSAGE_BYTES), default=8192, show_default=True,
               help="cef, leef, rfc5424-json: the longest line; a longer event's payload is cut, with a marker.")
+@click.option("--cef-version", type=click.Choice(["0", "1"]), default="0", show_default=True,
+              help="cef: the header's version (CEF:0 or CEF:1).")
 @click.pass_obj
-def export(settings: Settings, after: int, out: str, fmt: str, max_message_bytes: int) -> None:
+def export(settings: Settings, after: int, out: str, fmt: str, max_message_bytes: int, cef_version: str) -> None:
     """Every event (the full envelope with hash and global_position) as JSON Lines, or in a SIEM format."""
     require_initialised(settings)
-    encode = _encoder.encode if fmt == "jsonl" else siem_encoder(fmt, max_message_bytes)
+    encode = _encoder.encode if fmt == "jsonl" else siem_encoder(fmt, max_message_bytes, int(cef_version))
     store = read_only_store(settings)  # reads only: SQLite not opened for writing
     try:
         if out == "-":

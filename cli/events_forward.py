@@ -68,6 +68,8 @@ def destinations(urls: tuple[str, ...], ca_file: Path | None, cert_file: Path | 
                    "Repeat for several.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="rfc5424-json", show_default=True,
               help="The message: CEF, LEEF 2.0, or the envelope as JSON; always in an RFC 5424 syslog header.")
+@click.option("--cef-version", type=click.Choice(["0", "1"]), default="0", show_default=True,
+              help="The CEF header's version (CEF:0 or CEF:1), for --format cef.")
 @click.option("--ca-file", type=FILE, help="PEM CA certificates the collector's certificate must chain to "
                                            "(default: the system's trust store).")
 @click.option("--cert-file", type=FILE, help="PEM client certificate (and chain), for mutual TLS.")
@@ -90,7 +92,7 @@ def destinations(urls: tuple[str, ...], ca_file: Path | None, cert_file: Path | 
               help="Seconds between status lines (position, lag, sent, failures) on stderr.")
 @click.option("--once", is_flag=True, help="Send what the log holds now and exit; the first failure exits 1.")
 @click.pass_obj
-def forward_command(settings: Settings, urls, fmt, ca_file, cert_file, key_file, framing, tenant, type_prefixes, checkpoint,
+def forward_command(settings: Settings, urls, fmt, cef_version, ca_file, cert_file, key_file, framing, tenant, type_prefixes, checkpoint,
                     start, hostname, facility, max_message_bytes, status_interval, once) -> None:
     """Forward the event log to syslog collectors until SIGTERM or SIGINT: each event once its turn comes, in log
     order, at least once (duplicates are possible around a reconnection or restart: de-duplicate on the event id).
@@ -100,7 +102,7 @@ def forward_command(settings: Settings, urls, fmt, ca_file, cert_file, key_file,
     require_initialised(settings)
     targets = destinations(urls, ca_file, cert_file, key_file, framing)
     prefixes = tuple(p.strip() for value in type_prefixes for p in value.split(",") if p.strip())
-    options = ForwardOptions(fmt=fmt, tenant=tenant, type_prefixes=prefixes,
+    options = ForwardOptions(fmt=fmt, cef_version=int(cef_version), tenant=tenant, type_prefixes=prefixes,
                              hostname=hostname or socket.gethostname(), facility=FACILITIES[facility],
                              max_bytes=max_message_bytes, product_version=product_version(), start=start,
                              poll_interval=settings.poll_interval, status_interval=status_interval, once=once)

@@ -264,10 +264,11 @@ def syslog(envelope: EventEnvelope, message: str, *, facility: int = FACILITIES[
 
 
 def record(envelope: EventEnvelope, fmt: str, *, product_version: str = "", hostname: str | None = None,
-           max_bytes: int = 8192) -> str:
+           max_bytes: int = 8192, cef_version: int = 0) -> str:
     """The event in ``fmt`` as it is written to a file: a CEF or LEEF record, or a whole RFC 5424 message."""
     if fmt == "cef":
-        return cef(envelope, product_version=product_version, hostname=hostname, max_bytes=max_bytes)
+        return cef(envelope, version=cef_version, product_version=product_version, hostname=hostname,
+                   max_bytes=max_bytes)
     if fmt == "leef":
         return leef(envelope, product_version=product_version, max_bytes=max_bytes)
     if fmt == "rfc5424-json":
@@ -277,15 +278,15 @@ def record(envelope: EventEnvelope, fmt: str, *, product_version: str = "", host
 
 def message(envelope: EventEnvelope, fmt: str, *, product_version: str = "", hostname: str = "-",
             facility: int = FACILITIES["authpriv"], procid: str = "-", sd_id: str = SD_ID,
-            max_bytes: int = 8192) -> str:
+            max_bytes: int = 8192, cef_version: int = 0) -> str:
     """The event as one RFC 5424 syslog message whose MSG is the event in ``fmt`` (CEF, LEEF, or the JSON
     envelope), at most ``max_bytes`` bytes (at least MIN_MESSAGE_BYTES)."""
     max_bytes = max(max_bytes, MIN_MESSAGE_BYTES)
     empty = syslog(envelope, "", facility=facility, hostname=hostname, procid=procid, sd_id=sd_id)
     room = max(max_bytes - len(empty.encode("utf-8")), MIN_MESSAGE_BYTES // 2)
     if fmt == "cef":
-        body = cef(envelope, product_version=product_version, hostname=None if hostname == "-" else hostname,
-                   max_bytes=room)
+        body = cef(envelope, version=cef_version, product_version=product_version,
+                   hostname=None if hostname == "-" else hostname, max_bytes=room)
     elif fmt == "leef":
         body = leef(envelope, product_version=product_version, max_bytes=room)
     elif fmt == "rfc5424-json":

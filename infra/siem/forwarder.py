@@ -93,6 +93,7 @@ class ForwardOptions:
     """What is sent, and how: format, filters, syslog header fields, batching."""
 
     fmt: str = "rfc5424-json"
+    cef_version: int = 0
     tenant: str | None = None
     type_prefixes: tuple[str, ...] = ()
     hostname: str = "-"
@@ -113,7 +114,8 @@ class ForwardOptions:
 
     def encode(self, envelope: EventEnvelope) -> str:
         return message(envelope, self.fmt, product_version=self.product_version, hostname=self.hostname,
-                       facility=self.facility, procid=str(os.getpid()), max_bytes=self.max_bytes)
+                       facility=self.facility, procid=str(os.getpid()), max_bytes=self.max_bytes,
+                       cef_version=self.cef_version)
 
 
 @dataclass

@@ -220,10 +220,11 @@ async def test_tenant_and_type_filters(runtime, tcp_collector, settings):
 async def test_export_formats(runtime, settings):
     await add_tenants(runtime, "acme")
     events = stored(runtime)
-    cef = csm(settings, "events", "export", "--format", "cef")
+    cef = csm(settings, "events", "export", "--format", "cef", "--cef-version", "1")
     assert cef.returncode == 0, cef.stderr
-    lines = cef.stdout.splitlines()
-    assert [parse_cef(line)[1]["externalId"] for line in lines] == [e.event_id for e in events]
+    records = [parse_cef(line) for line in cef.stdout.splitlines()]
+    assert [fields["externalId"] for _, fields in records] == [e.event_id for e in events]
+    assert {header[0] for header, _ in records} == {"CEF:1"}
     syslog = csm(settings, "events", "export", "--format", "rfc5424-json")
     assert positions(syslog.stdout.splitlines()) == [e.global_position for e in events]
     leef = csm(settings, "events", "export", "--format", "leef")

@@ -74,6 +74,8 @@ def test_syslog_header_fields_and_pri():
                                      "version": "3"}
     assert json.loads(parsed.msg)["type"] == "access.denied"
     low = parse_syslog(siem.message(envelope(), "cef", facility=siem.FACILITIES["local4"]))
+    assert low.msg.startswith("CEF:0|") and \
+        parse_syslog(siem.message(envelope(), "cef", cef_version=1)).msg.startswith("CEF:1|")
     assert (low.facility, low.severity, low.hostname) == (20, 6, "-")
 
 
