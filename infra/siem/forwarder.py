@@ -18,7 +18,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -126,7 +126,6 @@ class Stats:
     failures: int = 0
     connections: int = 0
     position: int = 0
-    since: float = field(default_factory=time.monotonic)
 
 
 class Backoff:
