@@ -24,7 +24,7 @@ from domain.renewal import parse_duration
 from infra.export.bundle import EXPORT_MEDIA_TYPES, preflight, render
 from infra.export import connection
 from projections import cas as ca_model
-from projections import certificates as read_model
+from projections import certificate_queries as read_model
 
 
 class IssueBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

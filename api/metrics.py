@@ -28,7 +28,7 @@ from api.auth import bearer_token, invalid_token
 from api.deps import read_models_of, runtime_of
 from infra import telemetry
 from infra.config import Settings, read_metrics_token
-from projections import certificates as certificates_model
+from projections import certificate_queries as certificates_model
 from projections.runner import ProjectionRebuilding
 
 TEXT_FORMAT = "text/plain; version=0.0.4"  # Litestar appends "; charset=utf-8"

@@ -15,7 +15,7 @@ from api.problems import COMMAND_ERRORS, ApiProblem
 from commands import revoke as cmd
 from commands.authz import Principal, visible_tenants
 from commands.tenants import TenantId
-from projections import certificates as read_model
+from projections import certificate_queries as read_model
 
 CERTIFICATE_ID = re.compile(r"[0-9a-f]{40}")
 

@@ -21,7 +21,7 @@ from infra.export import connection
 from infra.export.bundle import EXPORT_FORMATS, preflight, render
 from infra.private_files import write_file
 from projections import cas as ca_model
-from projections import certificates as read_model
+from projections import certificate_queries as read_model
 
 
 @click.group()

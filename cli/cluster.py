@@ -25,7 +25,7 @@ from infra.config import Settings
 from infra.export.bundle import node_keystores, render
 from infra.private_files import write_file
 from projections import cas as ca_model
-from projections import certificates as read_model
+from projections import certificate_queries as read_model
 
 DEFAULT_NODES = ("cassandra-1=172.28.0.11", "cassandra-2=172.28.0.12", "cassandra-3=172.28.0.13")
 CLUSTER_CA_NAME = "cassandra-cluster"

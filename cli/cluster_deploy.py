@@ -31,7 +31,7 @@ from infra import ssh
 from infra.config import Settings
 from infra.export.bundle import NODE_FORMATS, node_keystores, preflight
 from projections import cas as ca_model
-from projections import certificates as read_model
+from projections import certificate_queries as read_model
 
 DEFAULT_REMOTE_DIR = "/etc/cassandra/tls"
 

@@ -24,7 +24,7 @@ from domain.deployment import NodeFile
 from domain.errors import DomainError
 from infra import ssh
 from infra.config import Settings
-from projections import certificates as read_model
+from projections import certificate_queries as read_model
 
 
 class SshNode:

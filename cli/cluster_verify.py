@@ -22,7 +22,7 @@ from domain.discovery import Target, TargetError, parse_target
 from domain.errors import DomainError
 from infra import discovery
 from infra.config import Settings
-from projections import certificates as read_model
+from projections import certificate_queries as read_model
 
 DEFAULT_WITHIN = 60
 

@@ -12,7 +12,7 @@ import logging
 from datetime import datetime
 
 from commands.ports import EventStore
-from projections import certificates as certificate_views
+from projections import certificate_queries as certificate_views
 from projections.runner import ProjectionRebuilding, ProjectionRunner
 
 log = logging.getLogger(__name__)

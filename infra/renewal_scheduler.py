@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from commands import renewal
 from commands.runtime import Services
 from infra.periodic import repeat
-from projections import certificates as read_model
+from projections import certificate_queries as read_model
 from projections.runner import ProjectionRunner
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ from datetime import datetime
 
 from commands.ports import EventStore, Reissue
 from projections import cas as ca_views
-from projections import certificates as certificate_views
+from projections import certificate_queries as certificate_views
 from projections.runner import ProjectionRebuilding, ProjectionRunner
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ from commands.ports import CountedUsage, EventStore
 from domain.errors import UsageUnknown
 from domain.tenant import Quotas, Usage, day_start
 from projections import cas as ca_views
-from projections import certificates as certificate_views
+from projections import certificate_queries as certificate_views
 from projections.runner import ProjectionRebuilding, ProjectionRunner
 
 

@@ -1,4 +1,4 @@
-"""The certificate search read model: one row per certificate, its SANs and tags, and the search query.
+"""The certificate search read model: one row per certificate, its SANs and tags (its queries: certificate_queries).
 
 Renewal links a certificate to its successor (``superseded_by``) and back (``supersedes``);
 ``renew_at`` is when its profile's renewal policy (built-in, or the tenant's own profile as
@@ -17,10 +17,9 @@ compare as their instants do, so a moment compared with a validity column goes t
 
 from __future__ import annotations
 
-import base64
 import json
 import sqlite3
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import msgspec
 
@@ -37,11 +36,6 @@ COLUMNS = ("tenant_id", "certificate_id", "ca_id", "profile", "serial_hex", "fin
            "supersedes", "renew_at", "auto_renew", "expiry_warned_days", "renewal_failed_at", "renewal_failure",
            "public_key_sha256", "last_deployed_at", "last_deployed_node", "last_verified_at", "last_verified",
            "last_rolled_back_at")
-SORTS = {"issued": "position", "expiry": "not_after"}
-# The ``status`` filters of :func:`search` (GET /v1/certificates?status=, `csm cert list --status`).
-SEARCH_STATUSES = ("issued", "valid", "expired", "revoked")
-
-
 class CertificatesProjector(Projector):
     name = "certificates"
     # 2: revocation columns and the CA tree; 3: renewal links, renew_at, expiry warnings; 4: counts for quotas;
@@ -279,132 +273,6 @@ def _renew_at(policy: RenewalPolicy, not_before: str, not_after: str) -> str:
     return rfc3339(renew_at(policy, datetime.fromisoformat(not_before), datetime.fromisoformat(not_after)))
 
 
-def _row(row: tuple) -> dict:
-    item = dict(zip(COLUMNS, row))
-    item["sans"] = json.loads(item["sans"])
-    item["tags"] = json.loads(item["tags"])
-    item["has_key"] = bool(item["has_key"])
-    item["auto_renew"] = bool(item["auto_renew"])
-    item["last_verified"] = None if item["last_verified"] is None else bool(item["last_verified"])
-    return item
-
-
-def get(conn: sqlite3.Connection, certificate_id: str, scope: str | None) -> dict | None:
-    """One certificate, or None if absent or outside ``scope``."""
-    sql = f"SELECT {', '.join(COLUMNS)} FROM certificates WHERE certificate_id = ?"
-    args: tuple = (certificate_id,)
-    if scope is not None:
-        sql, args = sql + " AND tenant_id = ?", (certificate_id, scope)
-    row = conn.execute(sql, args).fetchone()
-    return _row(row) if row else None
-
-
-def deployed_to(conn: sqlite3.Connection, tenant_id: str, node: str) -> list[dict]:
-    """The certificates whose last deployment went to ``node`` and was not rolled back, the newest first: the first
-    is what the node holds as far as the store knows."""
-    rows = conn.execute(f"SELECT {', '.join(COLUMNS)} FROM certificates WHERE tenant_id = ? AND last_deployed_node = ? "
-                        "AND last_rolled_back_at IS NULL ORDER BY last_deployed_at DESC, position DESC LIMIT 32",
-                        (tenant_id, node)).fetchall()
-    return [_row(row) for row in rows]
-
-
-def encode_cursor(row: dict, sort: str) -> str:
-    raw = json.dumps([row[SORTS[sort]], row["certificate_id"]]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple:
-    """The (sort key, certificate id) a cursor points after; ValueError if it is not one of ours."""
-    try:
-        value = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ValueError("not a cursor from this API") from exc
-    if not (isinstance(value, list) and len(value) == 2 and isinstance(value[1], str)
-            and isinstance(value[0], (int, str))):
-        raise ValueError("not a cursor from this API")
-    return tuple(value)
-
-
-def search(conn: sqlite3.Connection, scope: str | None, *, tenant_id: str | None = None, ca_id: str | None = None,
-           common_name: str | None = None, san: str | None = None, serial: str | None = None,
-           fingerprint: str | None = None, issuer: str | None = None, status: str | None = None,
-           algorithm: str | None = None, profile: str | None = None, tag: str | None = None,
-           expires_after: datetime | None = None, expires_before: datetime | None = None,
-           now: datetime | None = None, live_only: bool = False,
-           sort: str = "issued", cursor: tuple | None = None, limit: int = 100) -> list[dict]:
-    """Certificates matching every given filter, keyset-paginated by ``sort``; confined to ``scope`` if set.
-
-    ``status`` "expired" and "valid" compare ``not_after`` with ``now``; ``issuer`` is a CA id
-    or an issuer DN; ``common_name`` and ``san`` accept a trailing ``*`` as a prefix match. ``live_only`` keeps the
-    live certificates (:func:`live`: what ``expiring_counts`` counts).
-    """
-    clauses, args = [], []
-
-    def where(clause: str, *values) -> None:
-        clauses.append(clause)
-        args.extend(values)
-
-    if scope is not None:
-        where("c.tenant_id = ?", scope)
-    if tenant_id is not None:
-        where("c.tenant_id = ?", tenant_id)
-    for column, value in (("ca_id", ca_id), ("serial_hex", serial and serial.lower().lstrip("0").rjust(40, "0")),
-                          ("fingerprint", fingerprint and fingerprint.lower().replace(":", "")),
-                          ("algorithm", algorithm), ("profile", profile)):
-        if value:
-            where(f"c.{column} = ?", value)
-    if common_name:
-        where(*_text_match("c.common_name", common_name))
-    if san:
-        column, value = _text_match("n.value", san.lower())
-        where(f"EXISTS (SELECT 1 FROM certificate_names n WHERE n.tenant_id = c.tenant_id "
-              f"AND n.certificate_id = c.certificate_id AND {column})", value)
-    if tag:
-        where("EXISTS (SELECT 1 FROM certificate_tags t WHERE t.tenant_id = c.tenant_id "
-              "AND t.certificate_id = c.certificate_id AND t.tag = ?)", tag)
-    if issuer:
-        where("(c.ca_id = ? OR c.issuer_dn = ?)", issuer, issuer)
-    if status in ("expired", "valid"):
-        if now is None:
-            raise ValueError(f"status {status!r} needs now")
-        if status == "expired":
-            where("c.not_after < ?", validity_time(now, up=True))
-        else:
-            where("c.not_after >= ? AND c.status = 'issued'", validity_time(now, up=True))
-    elif status:
-        where("c.status = ?", status)
-    if live_only:
-        where(live("c"))
-    if expires_after:  # with expires_before: the bounds of expiring_bounds, so the list and the gauge agree
-        where("c.not_after >= ?", validity_time(expires_after, up=True))
-    if expires_before:
-        where("c.not_after < ?", validity_time(expires_before, up=True))
-    order = SORTS[sort]
-    if cursor is not None:
-        where(f"(c.{order}, c.certificate_id) > (?, ?)", *cursor)
-    # An exact common name, serial or fingerprint picks a few rows through its own index. Given a plain column
-    # to order by, SQLite walks the tenant's whole position (or expiry) index instead and tests every row; the
-    # "+" (same order, same rows) keeps it on the selective index.
-    selective = is_selective(common_name=common_name, serial=serial, fingerprint=fingerprint)
-    sql = (f"SELECT {', '.join('c.' + c for c in COLUMNS)} FROM certificates c "
-           f"{'WHERE ' + ' AND '.join(clauses) if clauses else ''} "
-           f"ORDER BY {'+' if selective else ''}c.{order}, c.certificate_id LIMIT ?")
-    return [_row(row) for row in conn.execute(sql, (*args, limit)).fetchall()]
-
-
-def is_selective(*, common_name: str | None = None, serial: str | None = None, fingerprint: str | None = None) -> bool:
-    """True when ``search`` finds its rows through an exact name's, serial's or fingerprint's own index: a few
-    index lookups, whatever the size of the table."""
-    return bool(serial or fingerprint or (common_name and not common_name.endswith("*")))
-
-
-def _text_match(column: str, pattern: str) -> tuple[str, str]:
-    if pattern.endswith("*"):
-        prefix = pattern[:-1].replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        return f"{column} LIKE ? ESCAPE '\\'", prefix + "%"
-    return f"{column} = ?", pattern
-
-
 def live(alias: str = "") -> str:
     """The SQL condition of a live certificate, the one definition for the expiry list, the expiry gauges, renewal,
     warnings and the quota counts: issued, not revoked (nor under a revoked CA: its ``status`` says so too), not
@@ -427,87 +295,3 @@ def validity_time(moment: datetime, *, up: bool = False) -> str:
     if up and utc.microsecond:
         utc += timedelta(seconds=1)
     return utc.replace(microsecond=0, tzinfo=None).isoformat() + "Z"
-
-
-def renewal_candidates(conn: sqlite3.Connection, now: datetime, failed_before: datetime,
-                       limit: int = 500) -> list[tuple]:
-    """(tenant, certificate) pairs the scheduler renews: live, due by ``renew_at``, not failed since ``failed_before``."""
-    return conn.execute(
-        f"SELECT tenant_id, certificate_id FROM certificates WHERE {_LIVE} AND auto_renew = 1 AND renew_at <= ? "
-        "AND not_after > ? AND (renewal_failed_at IS NULL OR renewal_failed_at <= ?) ORDER BY renew_at LIMIT ?",
-        (rfc3339(now), validity_time(now), rfc3339(failed_before), limit)).fetchall()
-
-
-def warning_candidates(conn: sqlite3.Connection, now: datetime, thresholds: tuple[int, ...],
-                       limit: int = 500) -> list[tuple]:
-    """(tenant, certificate) pairs that crossed an expiry threshold (days) not yet warned of."""
-    found: dict[tuple, None] = {}
-    for days in sorted(thresholds):
-        horizon = validity_time(now + timedelta(days=days))
-        rows = conn.execute(
-            f"SELECT tenant_id, certificate_id FROM certificates WHERE {_LIVE} AND not_after > ? AND not_after <= ? "
-            "AND (expiry_warned_days IS NULL OR expiry_warned_days > ?) ORDER BY not_after LIMIT ?",
-            (validity_time(now), horizon, days, limit)).fetchall()
-        found.update(dict.fromkeys(map(tuple, rows)))
-    return list(found)[:limit]
-
-
-def holding_key(conn: sqlite3.Connection, tenant_id: str, public_key_sha256: str, now: datetime) -> list[str]:
-    """The tenant's certificates of that public key that relying parties still trust: not revoked (nor under a
-    revoked CA), not expired; superseded ones too, as a renewal does not end a certificate's validity."""
-    return [certificate_id for (certificate_id,) in conn.execute(
-        "SELECT certificate_id FROM certificates WHERE tenant_id = ? AND public_key_sha256 = ? AND status = 'issued' "
-        "AND not_after > ? ORDER BY position", (tenant_id, public_key_sha256, validity_time(now))).fetchall()]
-
-
-def live_by_issuer(conn: sqlite3.Connection, tenant_id: str, now: datetime) -> dict[str, list[str]]:
-    """The tenant's live, unexpired certificates by the fingerprint of the CA certificate they were signed under,
-    oldest first: what a compromise rollover asks to find those signed under a key it withdrew from trust."""
-    found: dict[str, list[str]] = {}
-    for issuer, certificate_id in conn.execute(
-            f"SELECT issuer_fingerprint, certificate_id FROM certificates WHERE tenant_id = ? AND not_after > ? "
-            f"AND {_LIVE} ORDER BY position", (tenant_id, validity_time(now))).fetchall():
-        found.setdefault(issuer, []).append(certificate_id)
-    return found
-
-
-def expiring_bounds(now: datetime, window: timedelta) -> tuple[str, str]:
-    """The one definition of "expiring within ``window``", for the list (``?expiring_within=``, through
-    ``search``'s ``expires_after``/``expires_before``) and the gauges (``expiring_counts``): not expired at ``now``
-    (valid through its notAfter second, as ``status=valid`` says) and expiring before ``now + window``. Returned as
-    the bounds of ``not_after >= lower AND not_after < upper``, in the validity columns' format."""
-    return validity_time(now, up=True), validity_time(now + window, up=True)
-
-
-def expiring_counts(conn: sqlite3.Connection, now: datetime, windows: tuple[int, ...]) -> list[tuple]:
-    """(tenant, CA, window days, count) of live certificates expiring within each window (``expiring_bounds``);
-    one row per tenant×CA."""
-    bounds = [expiring_bounds(now, timedelta(days=days)) for days in windows]
-    sums = ", ".join("SUM(not_after < ?)" for _ in windows)
-    rows = conn.execute(
-        f"SELECT tenant_id, ca_id, {sums} FROM certificates WHERE {_LIVE} AND not_after >= ? AND not_after < ? "
-        "GROUP BY tenant_id, ca_id",
-        (*(upper for _lower, upper in bounds), bounds[0][0], max(upper for _lower, upper in bounds))).fetchall()
-    return [(tenant, ca, days, count) for tenant, ca, *counts in rows for days, count in zip(windows, counts)]
-
-
-def live_count(conn: sqlite3.Connection, tenant_id: str, now: datetime) -> int:
-    """The tenant's live certificates: issued, not revoked (nor under a revoked CA), not expired, not renewed.
-
-    Those expiring after today come from the per-day counts, today's from the rows themselves: a few dozen
-    rows read, however many certificates the tenant holds.
-    """
-    today, tomorrow = now.astimezone(UTC).date(), now.astimezone(UTC).date() + timedelta(days=1)
-    later = conn.execute("SELECT coalesce(sum(n), 0) FROM certificate_counts WHERE tenant_id = ? AND kind = 'live' "
-                         "AND day > ?", (tenant_id, today.isoformat())).fetchone()[0]
-    expiring = conn.execute(f"SELECT count(*) FROM certificates WHERE tenant_id = ? AND not_after > ? "
-                            f"AND not_after < ? AND {_LIVE}",
-                            (tenant_id, validity_time(now), tomorrow.isoformat())).fetchone()[0]
-    return later + expiring
-
-
-def issued_on(conn: sqlite3.Connection, tenant_id: str, day: date) -> int:
-    """Certificates the tenant was issued on ``day`` (UTC; renewals included)."""
-    row = conn.execute("SELECT n FROM certificate_counts WHERE tenant_id = ? AND kind = 'issued' AND day = ?",
-                       (tenant_id, day.isoformat())).fetchone()
-    return row[0] if row else 0

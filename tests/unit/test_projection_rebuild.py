@@ -22,7 +22,7 @@ import pytest
 
 from commands.ports import AppendRequest
 from infra.eventstore.sqlite import SQLiteEventStore
-from projections import certificates
+from projections import certificate_queries as certificates
 from projections.certificates import CertificatesProjector
 from projections.registry import all_projectors
 from projections.runner import EMPTIED, ProjectionRebuilding, ProjectionRunner, rebuild_lock_path

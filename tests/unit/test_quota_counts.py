@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 
 from commands.runtime import rfc3339
 from domain.events import Actor, EventEnvelope
-from projections.certificates import CertificatesProjector, issued_on, live_count
+from projections.certificate_queries import issued_on, live_count
+from projections.certificates import CertificatesProjector
 
 T0 = datetime(2026, 12, 6, 0, 0, tzinfo=UTC)
 CAS = {"root": None, "mid": "root", "leaf": "mid"}  # a chain: revoking one untrusts everything below it
