@@ -22,6 +22,7 @@ def note_denial(request: Request, exc: Exception) -> None:
         runtime = getattr(request.app.state, "runtime", None)
         if principal is None or runtime is None:
             return
+        telemetry.ACCESS_DENIED.labels(str(getattr(exc, "permission", None) or "none")).inc()
         tenant_id = (getattr(exc, "tenant_id", None) or request.path_params.get("tenant_id")
                      or request.query_params.get("tenant_id"))
         route = f"{request.method} {request.url.path}"

@@ -3,12 +3,12 @@
 Counters and histograms are kept by each process; in a multi-worker server
 (``PROMETHEUS_MULTIPROC_DIR`` set by api/workers.py) they are summed across the primary and
 every worker. The read-model gauges (projection position and lag, certificates expiring per
-window, and per tenant x CA when the scrape presents the token) are computed from the views on every scrape,
-whichever process answers.
+window, and per tenant x CA when the scrape presents the token) and the readiness checks are computed on every
+scrape, whichever process answers.
 
 Who may scrape: without ``CSM_METRICS_TOKEN_FILE`` anyone who reaches the port, and nothing names a tenant or a
-CA (route labels are templates; the expiry gauge is summed per window). With it, a scrape must present the token
-as a bearer token (401 otherwise), and the expiry gauge is per tenant and CA.
+CA (route labels are templates; the expiry gauge is summed per window, the CRL gauge is the earliest lapse of all).
+With it, a scrape must present the token as a bearer token (401 otherwise), and those two are per tenant and CA.
 """
 
 from __future__ import annotations
@@ -26,12 +26,14 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 from api.auth import bearer_token, invalid_token
 from api.deps import read_models_of, runtime_of
+from api.health import hsm_available, kek_available
 from infra import telemetry
 from infra.config import Settings, read_metrics_token
 from projections import certificate_queries as certificates_model
 from projections.runner import ProjectionRebuilding
 
 TEXT_FORMAT = "text/plain; version=0.0.4"  # Litestar appends "; charset=utf-8"
+CRL_GAUGE = "csm_crl_next_update_timestamp_seconds"
 
 
 def _projection_gauges(request: Request) -> list[Metric]:
@@ -70,6 +72,26 @@ async def _expiry_gauges(request: Request, per_tenant: bool) -> list[Metric]:
     return [gauge]
 
 
+async def _readiness_gauge(request: Request) -> list[Metric]:
+    """What /health/ready checks, one series each (1 passes): the alerts name the failing part."""
+    runtime = runtime_of(request.app.state)
+    gauge = GaugeMetricFamily("csm_readiness_check", "1 while this readiness check of /health/ready passes",
+                              labels=["check"])
+    for check, ok in (("store_writable", runtime.store.writable()), ("kek_available", await kek_available(runtime.keys)),
+                      ("hsm_available", await hsm_available(request))):
+        gauge.add_metric([check], int(ok))
+    return [gauge]
+
+
+def _earliest_crl_lapse(metric: Metric) -> Metric:
+    """``csm_crl_next_update_timestamp_seconds`` for a scrape without the token: one series, no tenant or CA."""
+    earliest = GaugeMetricFamily(metric.name, metric.documentation)
+    values = [sample.value for sample in metric.samples]
+    if values:
+        earliest.add_metric([], min(values))
+    return earliest
+
+
 def scrape_token_digest(settings: Settings) -> bytes | None:
     """What ``create_app`` keeps of the scrape token: its SHA-256, compared in constant time (None: no token)."""
     token = read_metrics_token(settings)
@@ -91,16 +113,21 @@ def _per_tenant(request: Request) -> bool:
 class _Scrape:
     """What one scrape exposes: the kept metrics (this process's, or every process's) and the computed ones."""
 
-    def __init__(self, computed: list[Metric]) -> None:
+    def __init__(self, computed: list[Metric], per_tenant: bool) -> None:
         self.computed = computed
+        self.per_tenant = per_tenant
 
     def collect(self) -> Iterator[Metric]:
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             from prometheus_client.multiprocess import MultiProcessCollector
 
-            yield from MultiProcessCollector(None).collect()
+            kept = MultiProcessCollector(None).collect()
         else:
-            yield from REGISTRY.collect()
+            kept = REGISTRY.collect()
+        for metric in kept:
+            if metric.name == CRL_GAUGE and not self.per_tenant:
+                metric = _earliest_crl_lapse(metric)
+            yield metric
         yield from self.computed
 
 
@@ -114,4 +141,5 @@ class MetricsController(Controller):
         per_tenant = _per_tenant(request)
         computed = await asyncio.to_thread(_projection_gauges, request)
         computed += await _expiry_gauges(request, per_tenant)
-        return Response(generate_latest(_Scrape(computed)), media_type=TEXT_FORMAT)
+        computed += await _readiness_gauge(request)
+        return Response(generate_latest(_Scrape(computed, per_tenant)), media_type=TEXT_FORMAT)

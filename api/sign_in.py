@@ -21,6 +21,7 @@ from api.problems import COMMAND_ERRORS, ApiProblem, documented
 from commands import mfa, sessions
 from commands.runtime import CommandResult
 from commands.tokens import parse_token
+from domain.errors import DomainError
 from infra import telemetry
 
 GRANT_TYPES = ("password", "refresh_token", "client_credentials")
@@ -132,6 +133,16 @@ class TokenController(Controller):
           "client_credentials)", responses=documented(400, 401, 415, 429, 503))
     async def token(self, request: Request) -> Response[sessions.TokenResponse]:
         form = await _token_request(request)
+        grant = form.grant_type if form.grant_type in GRANT_TYPES else "other"
+        try:
+            issued = await self._issue(request, form)
+        except (DomainError, ApiProblem) as refused:  # csm_logins_total: the alerts on failure spikes and lockouts
+            telemetry.LOGINS.labels(grant, refused.code).inc()
+            raise
+        telemetry.LOGINS.labels(grant, "ok").inc()
+        return Response(issued, status_code=200, headers=_NO_STORE)
+
+    async def _issue(self, request: Request, form: TokenRequest) -> sessions.TokenResponse:
         runtime = runtime_of(request.app.state)
         identity, services = identity_of(request), runtime.services
         correlation = telemetry.request_id_var.get()
@@ -147,7 +158,7 @@ class TokenController(Controller):
             issued = await self._client_credentials(request, form, correlation)
         else:
             raise _bad(f"grant_type must be one of {', '.join(GRANT_TYPES)}", "grant_type", "unsupported_grant_type")
-        return Response(issued, status_code=200, headers=_NO_STORE)
+        return issued
 
     @staticmethod
     async def _client_credentials(request: Request, form: TokenRequest, correlation: str | None):

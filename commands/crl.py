@@ -233,7 +233,8 @@ async def current_crl(services: Services, tenant_id: str, ca_id: str,
     return last.published, der
 
 
-async def republish_due(services: Services, cas: Iterable[tuple[str, str]]) -> list[PublishedCrl]:
+async def republish_due(services: Services, cas: Iterable[tuple[str, str]],
+                        failed: list[str] | None = None) -> list[PublishedCrl]:
     """One scheduler pass over ``(tenant_id, ca_id)`` pairs: publish where a key's last CRL is a third from lapsing
     (or it has none); every key that publishes gets its CRL then.
 
@@ -245,9 +246,16 @@ async def republish_due(services: Services, cas: Iterable[tuple[str, str]]) -> l
             outcome = await publish(services, tenant_id, ca_id, only_if_due=True)
         except Exception:  # one CA's failure must not starve the others of their CRLs
             log.exception("CRL publication for CA %s failed", ca_id)
+            if failed is not None:
+                failed.append(ca_id)
             continue
         done += [published for published in outcome or () if published.published]
     return done
+
+
+async def lapses_at(services: Services, tenant_id: str, ca_id: str) -> datetime | None:
+    """When the CA's CRLs first go stale (``revocation.lapses_at``); None when it has none to lapse."""
+    return revocation.lapses_at(await load_registry(services, tenant_id, ca_id), services.clock.now())
 
 
 @allowed_while_suspended("a read: what an offline key's CRL ceremony signs (CRL publication goes on)")

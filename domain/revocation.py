@@ -215,6 +215,14 @@ def publishing_keys(state: Registry, now: datetime) -> list[ca.CaCertificate]:
     return [*signers.values(), current]
 
 
+def lapses_at(state: Registry, now: datetime) -> datetime | None:
+    """The earliest nextUpdate of the last CRLs of the keys that publish: when a relying party first finds one of
+    the CA's CRLs stale. None while no publishing key has a CRL (the first is published on demand)."""
+    dates = [last.published.next_update for signer in publishing_keys(state, now)
+             if (last := state.crls.get(signer.facts.public_key_sha256)) is not None]
+    return min(dates, default=None)
+
+
 def crl_of_key(state: Registry, key_identifier: str | None, now: datetime) -> KeyCrl | None:
     """The last CRL of the key ``key_identifier`` names (``key_id``, hex); None: the oldest key that still
     publishes, which the plain distribution point of the CA's earlier certificates means. None if it has none."""

@@ -121,7 +121,7 @@ class Runtime:
                                  source=self.settings.base_url, poll_interval=self.settings.poll_interval)
 
     def revocation_scheduler(self) -> RevocationScheduler:
-        return RevocationScheduler(self.services, self.runner)
+        return RevocationScheduler(self.services, self.runner, self.settings.revocation_interval)
 
     def renewal_scheduler(self) -> RenewalScheduler:
         """Renewals and expiry warnings (commands/renewal.py), every ``renewal_interval`` seconds."""

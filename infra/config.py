@@ -324,6 +324,9 @@ class Settings:
     # Renewal scheduler (infra/renewal_scheduler.py): seconds between passes, expiry warning thresholds (days),
     # and how long it leaves a certificate alone after a failed renewal.
     renewal_interval: float = 300.0
+    # Revocation scheduler (infra/revocation_scheduler.py): seconds between passes (CRLs due, OCSP responders, and
+    # csm_crl_next_update_timestamp_seconds)
+    revocation_interval: float = 60.0
     # HTTP worker processes of `csm serve` (api/workers.py); 1: one process does everything (the tests' default);
     # CSM_WORKERS: a number, or "auto" (the default) for one per CPU.
     workers: int = 1
@@ -455,6 +458,7 @@ class Settings:
             cors_origins=tuple(o.strip() for o in _env("CORS_ORIGINS", "").split(",") if o.strip()),
             crl_validity_hours=int(_env("CRL_VALIDITY_HOURS", "168")),
             renewal_interval=float(_env("RENEWAL_INTERVAL", "300")),
+            revocation_interval=float(_env("REVOCATION_INTERVAL", "60")),
             workers=parse_workers(_env("WORKERS", "auto")),
             rsa_key_pool=int(_env("RSA_KEY_POOL", "4")),
             expiry_warning_days=tuple(sorted({int(d) for d in _env("EXPIRY_WARNING_DAYS", "30,7,1").split(",")

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from commands import renewal
 from commands.runtime import Services
+from infra import telemetry
 from infra.periodic import repeat
 from projections import certificate_queries as read_model
 from projections.runner import ProjectionRunner
@@ -60,6 +61,7 @@ class RenewalScheduler:
                 outcome = "failed"
             if outcome in ("renewed", "failed"):
                 getattr(report, outcome).append(certificate_id)
+                telemetry.RENEWALS.labels(outcome).inc()
         for tenant_id, certificate_id in expiring:
             try:
                 days = await renewal.warn_if_expiring(self.services, tenant_id, certificate_id,

@@ -13,6 +13,7 @@ import logging
 from commands import crl, ocsp
 from commands.crl import PublishedCrl
 from commands.runtime import Services
+from infra import telemetry
 from infra.periodic import repeat
 from projections import cas as ca_model
 from projections.runner import ProjectionRunner
@@ -45,7 +46,10 @@ class RevocationScheduler:
     async def run_once(self) -> list[PublishedCrl]:
         """One pass: the CRLs it published (renewed OCSP responders are logged)."""
         cas = await asyncio.to_thread(self._cas)
-        published = await crl.republish_due(self.services, cas)
+        failed: list[str] = []
+        published = await crl.republish_due(self.services, cas, failed)
+        telemetry.CRL_PUBLICATION_FAILURES.inc(len(failed))
+        await self._export_lapses(cas)
         for tenant_id, ca_id in cas:
             try:
                 if await ocsp.renew_signers(self.services, tenant_id, ca_id):
@@ -53,6 +57,17 @@ class RevocationScheduler:
             except Exception:  # one CA's failure must not stop the others' renewals
                 log.exception("OCSP responder renewal for CA %s failed", ca_id)
         return published
+
+    async def _export_lapses(self, cas: list[tuple[str, str]]) -> None:
+        """Set ``csm_crl_next_update_timestamp_seconds`` of every CA with a CRL (after this pass's publications)."""
+        for tenant_id, ca_id in cas:
+            try:
+                lapses = await crl.lapses_at(self.services, tenant_id, ca_id)
+            except Exception:  # the gauge keeps its last value: it goes on approaching the lapse the alert watches
+                log.exception("reading the CRLs of CA %s failed", ca_id)
+                continue
+            if lapses is not None:
+                telemetry.CRL_NEXT_UPDATE.labels(tenant_id, ca_id).set(lapses.timestamp())
 
     async def run(self) -> None:
         await repeat(self.run_once, self.interval, "revocation scheduler")

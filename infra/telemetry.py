@@ -13,7 +13,7 @@ from contextlib import contextmanager
 
 import msgspec
 from opentelemetry import trace
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 _tracer = trace.get_tracer("csm")
@@ -30,6 +30,25 @@ EXPIRY_WINDOWS_DAYS = (7, 30, 90)
 HTTP_REQUESTS = Counter("csm_http_requests_total", "HTTP requests", ["method", "route", "status"])
 HTTP_SECONDS = Histogram("csm_http_request_seconds", "HTTP request latency", ["method", "route"],
                          buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5))
+# What the alerting rules in deploy/prometheus/ watch (docs/operations.md, "Alerts and what to do"). Labels are
+# small fixed sets (outcomes, error codes, permissions); a tenant or CA is named only by the CRL gauge, and
+# api/metrics.py shows that one per tenant and CA only to a scrape that presents the token.
+RENEWALS = Counter("csm_renewals_total", "Scheduled renewals by outcome (renewed, failed)", ["outcome"])
+LOGINS = Counter("csm_logins_total", "Token requests by grant type and outcome (ok, or the refusal's code)",
+                 ["grant", "outcome"])
+ACCESS_DENIED = Counter("csm_access_denied_total", "403s to authenticated callers, by the permission refused",
+                        ["permission"])
+ACME_VALIDATIONS = Counter("csm_acme_validations_total", "ACME challenge results recorded (valid, invalid)",
+                           ["outcome"])
+WEBHOOK_FAILURES = Counter("csm_webhook_deliveries_failed_total",
+                           "Webhook deliveries whose last attempt failed (reported once each)")
+CHECKPOINTS = Counter("csm_audit_checkpoints_total", "Audit checkpoint runs by outcome (sealed, failed)", ["outcome"])
+CRL_PUBLICATION_FAILURES = Counter("csm_crl_publication_failures_total",
+                                   "CRL publications of the revocation scheduler that failed (one per CA and pass)")
+# Set by the revocation scheduler in the process that runs it (the primary); per tenant x CA, collapsed to the
+# earliest one by api/metrics.py for a scrape without the token. "livemin": a stopped process's values are dropped.
+CRL_NEXT_UPDATE = Gauge("csm_crl_next_update_timestamp_seconds", "nextUpdate of the CA's current CRL (Unix time)",
+                        ["tenant", "ca"], multiprocess_mode="livemin")
 
 
 def tracing_configured() -> bool:

@@ -23,6 +23,7 @@ from commands.authz import SYSTEM
 from commands.runtime import CommandContext, Services, load
 from domain import acme, jose
 from domain.errors import DomainError
+from infra import telemetry
 from infra.acme.http01 import Http01, ValidationFailed
 from infra.acme.results import Result, ValidationResults
 from infra.acme.tlsalpn import TlsAlpn01
@@ -138,6 +139,8 @@ class AcmeValidator:
                 await commands.record_challenge(commands.RecordChallenge(tenant_id=tenant_id, authz_id=authz_id,
                                                                          result=result),
                                                 CommandContext(principal=SYSTEM), self.services)
+                telemetry.ACME_VALIDATIONS.labels(
+                    "valid" if isinstance(result, acme.ChallengeValidated) else "invalid").inc()
             except DomainError:  # e.g. the tenant's stream refuses it: the result can never be recorded
                 log.exception("an ACME validation result was not recorded")
             self._sent.pop((tenant_id, authz_id), None)

@@ -13,6 +13,7 @@ from domain.audit import (LEDGER_STREAM, LEDGER_STREAM_TYPE, LEDGER_TENANT, Audi
 from domain.chain import heads_root
 from domain.errors import WrongExpectedVersion
 from domain.events import Actor, Payload, decode_payload, to_payload_dict
+from infra import telemetry
 from infra.audit.keys import AuditSigner
 from infra.eventstore.sqlite import SQLiteEventStore
 
@@ -110,8 +111,10 @@ class Checkpointer:
         while True:
             await asyncio.sleep(self.interval)
             try:
-                await asyncio.to_thread(self.seal_all)
+                if await asyncio.to_thread(self.seal_all):
+                    telemetry.CHECKPOINTS.labels("sealed").inc()
             except asyncio.CancelledError:
                 raise
             except Exception:
+                telemetry.CHECKPOINTS.labels("failed").inc()
                 log.exception("checkpoint failed; will retry")

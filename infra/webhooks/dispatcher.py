@@ -24,6 +24,7 @@ from commands.ids import uuid7
 from commands.runtime import Services
 from domain import webhook
 from domain.events import EventEnvelope
+from infra import telemetry
 from infra.jobs import Jobs
 from infra.webhooks.delivery import ACTOR
 from infra.webhooks.log import DeliveryLog
@@ -140,6 +141,7 @@ class WebhookDispatcher:
             await commands.record_delivery_failure(commands.RecordDeliveryFailure(
                 tenant_id=row["tenant_id"], webhook_id=row["webhook_id"], failure=failure), self.services)
             await asyncio.to_thread(self.deliveries.mark_reported, row["delivery_id"])
+            telemetry.WEBHOOK_FAILURES.inc()
         return len(failures)
 
     # the loop ------------------------------------------------------------------------------
