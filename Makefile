@@ -26,6 +26,8 @@ BENCH_ARGS ?=
 # A name ending in .so is a loadable module, looked for under /usr/lib (rsyslog-gnutls: rsyslogd's TLS driver).
 # chromium: the browser UI's tests (tests/e2e/test_ui*.py) drive Debian's Chromium through the playwright package,
 # never a browser Playwright downloads.
+# prometheus: promtool checks and unit-tests deploy/prometheus/csm-rules.yml, and the server scrapes a real csm serve
+# in tests/e2e/test_monitoring.py (installed without its recommended node exporter: --no-install-recommends).
 APT_PACKAGES := \
 	openssl:openssl \
 	sqlite3:sqlite3 \
@@ -41,17 +43,18 @@ APT_PACKAGES := \
 	certbot:certbot \
 	lego:lego \
 	rsyslog:rsyslogd \
-	rsyslog-gnutls:lmnsd_gtls.so
+	rsyslog-gnutls:lmnsd_gtls.so \
+	prometheus:promtool
 # Only `make bench` needs these (the HTTP comparison against cfssl, driven by wrk); installed when missing.
 BENCH_APT_PACKAGES := \
 	golang-cfssl:cfssl \
 	wrk:wrk \
 	time:/usr/bin/time
 # Packages whose install starts a system daemon, as package:service pairs (slapd on :389 of every interface, redis
-# on :6379, sshd on :22). The fixtures start their own on loopback with random ports, so sysdeps stops and disables
-# the ones it has just installed (and only those: an sshd that was there before is left alone). rsyslog: the system
-# logger on /dev/log (the syslog tests start their own rsyslogd on loopback).
-APT_DAEMONS := slapd:slapd redis-server:redis-server openssh-server:ssh rsyslog:rsyslog
+# on :6379, sshd on :22, prometheus on :9090). The fixtures start their own on loopback with random ports, so sysdeps
+# stops and disables the ones it has just installed (and only those: an sshd that was there before is left alone).
+# rsyslog: the system logger on /dev/log (the syslog tests start their own rsyslogd on loopback).
+APT_DAEMONS := slapd:slapd redis-server:redis-server openssh-server:ssh rsyslog:rsyslog prometheus:prometheus
 # `python3 -m venv` needs ensurepip, which Debian ships separately.
 VENV_PACKAGE := $(notdir $(PYTHON))-venv
 

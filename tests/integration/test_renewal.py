@@ -18,6 +18,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from prometheus_client import REGISTRY
 from test_api_ca_lifecycle import OPENSSL, ca_pem, certificates, create_ca, current_ca_pem, load, needs_openssl
 from test_api_revocation import crl_of, leaf, revoke, setup
 from test_api_support import assert_problem, pki_api, running_api  # noqa: F401
@@ -127,9 +128,13 @@ async def test_same_key_renewal_keeps_the_key_only_where_the_profile_allows_it(p
     clock.advance(340 * DAY)  # keep-key: 30 days before expiry; cassandra-node: past 67%
     admin = await api.admin()  # API keys live 90 days: one made on the moved clock
     scheduler = api.runtime.renewal_scheduler()
+    counted = {outcome: REGISTRY.get_sample_value("csm_renewals_total", {"outcome": outcome}) or 0
+               for outcome in ("renewed", "failed")}
     report = await scheduler.run_once()
     assert sorted(report.renewed) == sorted([server["certificate_id"], held["certificate_id"]])
     assert report.failed == [plain["certificate_id"]]
+    assert {outcome: REGISTRY.get_sample_value("csm_renewals_total", {"outcome": outcome}) - before
+            for outcome, before in counted.items()} == {"renewed": 2, "failed": 1}  # what CsmRenewalsFailing reads
     for before in (server, held):
         link = (await events_of(api, before["certificate_id"]))[-1]
         after = await row(api, admin, link.new_certificate_id)

@@ -22,6 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from prometheus_client import REGISTRY
 from redis_fixture import start_redis, stop
 from test_api_support import assert_problem, running_api
 
@@ -195,6 +196,7 @@ async def test_final_failure_is_recorded_and_becomes_an_event(tmp_path):
     async with running_api(tmp_path, **{**FAST, "webhook_max_attempts": 2}) as api:
         admin = await api.admin()
         issuing = await setup_tenant(api, admin, "acme")
+        reported = REGISTRY.get_sample_value("csm_webhook_deliveries_failed_total") or 0
         with receiver(fail_first=100) as hook:
             created = await subscribe(api, admin, "acme", hook.url)
             hook.secrets.append(created["secret"].encode())
@@ -209,6 +211,7 @@ async def test_final_failure_is_recorded_and_becomes_an_event(tmp_path):
                 await asyncio.sleep(0.05)
             assert failed[0]["payload"]["delivery_id"] == delivery["delivery_id"]
             assert failed[0]["payload"]["attempts"] == 2 and failed[0]["payload"]["status_code"] == 500
+            assert REGISTRY.get_sample_value("csm_webhook_deliveries_failed_total") == reported + 1
 
 
 async def test_rotated_secret_signs_later_deliveries(tmp_path):
