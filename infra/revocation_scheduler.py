@@ -67,7 +67,8 @@ class RevocationScheduler:
                 log.exception("reading the CRLs of CA %s failed", ca_id)
                 continue
             if lapses is not None:
-                telemetry.CRL_NEXT_UPDATE.labels(tenant_id, ca_id).set(lapses.timestamp())
+                # whole seconds, as the CRL's nextUpdate (X.509 time) says it
+                telemetry.CRL_NEXT_UPDATE.labels(tenant_id, ca_id).set(int(lapses.timestamp()))
 
     async def run(self) -> None:
         await repeat(self.run_once, self.interval, "revocation scheduler")

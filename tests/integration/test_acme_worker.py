@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from acme_support import Client, Responder, acme_world, csr_der, http01, poll
+from prometheus_client import REGISTRY
 from redis_fixture import start_redis, stop
 
 from domain import jose
@@ -22,6 +23,7 @@ async def test_csm_worker_validates_challenges_from_redis(tmp_path):
     try:
         async with acme_world(tmp_path, jobs="redis", redis_url=url, job_worker_threads=0) as world:
             settings = world.api.runtime.settings
+            counted = REGISTRY.get_sample_value("csm_acme_validations_total", {"outcome": "valid"}) or 0
             responder = Responder(world.http01_port)
             try:
                 client = Client(world.api.client, world.directory)
@@ -54,6 +56,8 @@ async def test_csm_worker_validates_challenges_from_redis(tmp_path):
                 validated = [e for e in await world.api.runtime.store.read_all(0, 100_000)
                              if e.type == "acme.challenge_validated"]
                 assert validated[0].payload["address"] == "127.0.0.1"
+                # recorded by the server's validator (whoever validated): what CsmAcmeValidationsFailing reads
+                assert REGISTRY.get_sample_value("csm_acme_validations_total", {"outcome": "valid"}) == counted + 1
             finally:
                 responder.close()
     finally:
