@@ -211,7 +211,10 @@ async def test_final_failure_is_recorded_and_becomes_an_event(tmp_path):
                 await asyncio.sleep(0.05)
             assert failed[0]["payload"]["delivery_id"] == delivery["delivery_id"]
             assert failed[0]["payload"]["attempts"] == 2 and failed[0]["payload"]["status_code"] == 500
-            assert REGISTRY.get_sample_value("csm_webhook_deliveries_failed_total") == reported + 1
+            # counted once the dispatcher has marked the failure reported, just after its event is appended
+        while REGISTRY.get_sample_value("csm_webhook_deliveries_failed_total") != reported + 1:
+            assert time.monotonic() < deadline, "the failed delivery was not counted"
+            await asyncio.sleep(0.02)
 
 
 async def test_rotated_secret_signs_later_deliveries(tmp_path):
