@@ -14,7 +14,7 @@ from api.schemas import Liveness, Readiness
 from domain.errors import DomainError
 from infra.keystore.kek import KekError
 from projections import cas as ca_model
-from projections.runner import ProjectionRebuilding
+from projections.views_db import ProjectionRebuilding
 
 log = logging.getLogger(__name__)
 

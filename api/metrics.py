@@ -30,7 +30,7 @@ from api.health import hsm_available, kek_available
 from infra import telemetry
 from infra.config import Settings, read_metrics_token
 from projections import certificate_queries as certificates_model
-from projections.runner import ProjectionRebuilding
+from projections.views_db import ProjectionRebuilding
 
 TEXT_FORMAT = "text/plain; version=0.0.4"  # Litestar appends "; charset=utf-8"
 CRL_GAUGE = "csm_crl_next_update_timestamp_seconds"

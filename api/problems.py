@@ -18,7 +18,7 @@ from api.middleware import request_path_var
 from domain.errors import DomainError
 from infra.eventstore.group_commit import StoreUnavailable
 from infra.telemetry import request_id_var
-from projections.runner import ProjectionRebuilding
+from projections.views_db import ProjectionRebuilding
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +160,7 @@ def handle_store_unavailable(request: Request, exc: StoreUnavailable) -> Respons
 
 
 def handle_projection_rebuilding(request: Request, exc: ProjectionRebuilding) -> Response:
-    """A read of a read model being rebuilt from the log (its code version changed; projections/runner.py)."""
+    """A read of a read model being rebuilt from the log (its code version changed; projections/views_db.py)."""
     return problem_response(request, 503, "projection-rebuilding", str(exc), field="read_model",
                             errors=_single("read_model", "projection-rebuilding", str(exc)), headers={"Retry-After": "5"},
                             projections=list(exc.names))

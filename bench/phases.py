@@ -350,7 +350,8 @@ REBUILD_CHECKS = {"certificates": _check_certificates, "cas": _check_cas}
 def phase_rebuild(args) -> dict:
     from infra.eventstore.sqlite import SQLiteEventStore
     from projections.registry import all_projectors
-    from projections.runner import ProjectionRunner, rebuild_lock_path
+    from projections.runner import ProjectionRunner
+    from projections.views_db import rebuild_lock_path
     views = args.dir / f"bench-views-{args.projection}.db"
     for suffix in ("", "-wal", "-shm"):
         Path(f"{views}{suffix}").unlink(missing_ok=True)

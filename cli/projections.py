@@ -8,7 +8,8 @@ from cli.common import (EXIT_USAGE, CliError, echo_json, id_table, position_prog
 from infra.config import Settings
 from infra.distributed import close_store, read_only_store
 from projections.registry import all_projectors
-from projections.runner import EMPTIED, ProjectionRunner
+from projections.runner import ProjectionRunner
+from projections.views_db import EMPTIED
 
 
 def known_projections() -> list[str]:

@@ -13,7 +13,8 @@ from datetime import datetime
 
 from commands.ports import EventStore
 from projections import certificate_queries as certificate_views
-from projections.runner import ProjectionRebuilding, ProjectionRunner
+from projections.runner import ProjectionRunner
+from projections.views_db import ProjectionRebuilding
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from projections.runner import ProjectionRebuilding
+from projections.views_db import ProjectionRebuilding
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,8 @@ from datetime import datetime
 from commands.ports import EventStore
 from commands.runtime import rfc3339
 from projections import sessions as session_views
-from projections.runner import ProjectionRebuilding, ProjectionRunner
+from projections.runner import ProjectionRunner
+from projections.views_db import ProjectionRebuilding
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,8 @@ from domain.errors import UsageUnknown
 from domain.tenant import Quotas, Usage, day_start
 from projections import cas as ca_views
 from projections import certificate_queries as certificate_views
-from projections.runner import ProjectionRebuilding, ProjectionRunner
+from projections.runner import ProjectionRunner
+from projections.views_db import ProjectionRebuilding
 
 
 class ReadModelUsage:

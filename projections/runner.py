@@ -15,15 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import functools
 import logging
-import os
 import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -32,103 +30,19 @@ from commands.waits import wait_set
 from domain.chain import chain_hash, envelope_body
 from domain.events import EventEnvelope
 from projections.base import Projector
-from projections.sqlite_wal import use_wal
+from projections import rebuild
+from projections.views_db import CHECKPOINT_ROWS, CHECKPOINTS, EMPTIED, RebuildGuard, connect_views
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-SHADOW = "__shadow"
 # The tail starts a batch at most this often. An idle log's next append is folded in at once; under a steady
 # stream of group commits (hundreds a second) a batch gathers several, and the views commit, its checkpoints
 # and the hot index pages it rewrites are paid once for them: about a quarter of the tail's CPU, for at most
 # this much more read-your-writes wait while the log is that busy.
 MIN_BATCH_INTERVAL = 0.005
 
-CHECKPOINTS = """CREATE TABLE IF NOT EXISTS projection_checkpoints (
-    name TEXT PRIMARY KEY, position INTEGER NOT NULL, version INTEGER NOT NULL,
-    index_tag TEXT NOT NULL, updated_at REAL NOT NULL)"""
-CHECKPOINT_ROWS = "SELECT name, position, version FROM projection_checkpoints"  # what RebuildGuard.note takes
-# A checkpoint's version while its tables are emptied for a background rebuild: no projector's (they start at 1),
-# so any code, this version's or an older one, sees the tables as not built by it and rebuilds them.
-EMPTIED = 0
 REBUILD_MODES = ("now", "background", "observe")
-LOCK_POLL_SECONDS = 0.2  # how often a rebuild waiting for another's lock looks again
 PROGRESS_LOG_SECONDS = 10.0  # a background rebuild logs where it is this often
-
-
-class ProjectionRebuilding(Exception):
-    """A read of a read model that is being rebuilt from the log: it has no answer until the rebuild swaps it in."""
-
-    def __init__(self, names: Iterable[str]) -> None:
-        self.names = tuple(sorted(names))
-        super().__init__(f"the read model{'s' if len(self.names) != 1 else ''} {', '.join(self.names)} "
-                         f"{'is' if len(self.names) == 1 else 'are'} being rebuilt from the event log; retry shortly")
-
-
-class RebuildGuard:
-    """Which projectors are rebuilding, told from their checkpoints: those whose stored version is not the code's."""
-
-    def __init__(self, projectors: Iterable[Projector]) -> None:
-        projectors = list(projectors)
-        self.versions = {p.name: p.version for p in projectors}
-        self.owners = {table: p.name for p in projectors for table in p.tables}  # live table -> projector
-        self.rebuilding: frozenset[str] = frozenset()
-
-    def note(self, rows: Iterable[tuple]) -> frozenset[str]:
-        """Take ``(name, position, version)`` checkpoint rows as they now stand; returns the rebuilding names."""
-        self.rebuilding = frozenset(name for name, _, version in rows
-                                    if name in self.versions and version != self.versions[name])
-        return self.rebuilding
-
-    def look(self, conn: sqlite3.Connection) -> frozenset[str]:
-        return self.note(conn.execute(CHECKPOINT_ROWS).fetchall())
-
-    def connect(self, path: Path) -> sqlite3.Connection:
-        """A read connection that refuses, with ProjectionRebuilding, to read a rebuilding read model."""
-        conn = connect_views(path, factory=ViewsConnection)
-        conn.guard = self
-        try:
-            rebuilding = self.look(conn)
-        except sqlite3.OperationalError:  # no checkpoints table yet: nothing was ever built, nothing rebuilds
-            rebuilding = frozenset()
-        if rebuilding:  # only then: the set only shrinks while this code runs, and an authorizer costs each compile
-            conn.set_authorizer(conn.authorize)
-        return conn
-
-
-class ViewsConnection(sqlite3.Connection):
-    """A views connection whose statements may not read a rebuilding read model's tables.
-
-    SQLite asks the authorizer about every table a statement reads while it compiles it (a cached
-    statement is not compiled again, and a swap, being a schema change, recompiles them all). A table
-    of a rebuilding projector is denied; ``execute`` then looks at the checkpoints again and, if the
-    rebuild has meanwhile swapped it in, runs the statement, else raises ProjectionRebuilding instead
-    of SQLite's "not authorized". (SQLite 3.40 reports no read of a table joined ``USING (column)`` whose
-    columns are otherwise unread, as in ``count(*)`` over such a join: the read models' queries join with ``ON``.)
-    """
-
-    guard: RebuildGuard
-    denied: str | None = None
-
-    def authorize(self, action: int, table: str | None, column: str | None, database: str | None,
-                  trigger: str | None) -> int:
-        if action == sqlite3.SQLITE_READ and self.guard.rebuilding:
-            owner = self.guard.owners.get(table or "")
-            if owner is not None and owner in self.guard.rebuilding:
-                self.denied = owner
-                return sqlite3.SQLITE_DENY
-        return sqlite3.SQLITE_OK
-
-    def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
-        self.denied = None
-        try:
-            return super().execute(sql, parameters)
-        except sqlite3.DatabaseError:
-            denied = self.denied
-            if denied is None:
-                raise
-        if denied in self.guard.look(self):
-            raise ProjectionRebuilding(self.guard.rebuilding) from None
-        return super().execute(sql, parameters)
 
 
 class EventSource(Protocol):
@@ -158,22 +72,6 @@ class DeliveredFeed(Protocol):
 def _intact(event: EventEnvelope) -> bool:
     """True when the event's hash recomputes from its body: a bus message is a copy, not the record."""
     return event.hash == chain_hash(event.prev_hash, envelope_body(event))
-
-
-def rebuild_lock_path(views: Path) -> Path:
-    """The file whose lock one rebuild at a time holds, beside the views database."""
-    return views.with_name(views.name + ".rebuild-lock")
-
-
-def connect_views(path: Path, factory: type[sqlite3.Connection] = sqlite3.Connection) -> sqlite3.Connection:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    if not path.exists():
-        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, factory=factory)
-    conn.execute("PRAGMA busy_timeout = 30000")
-    use_wal(conn)
-    conn.execute("PRAGMA synchronous = NORMAL")  # read models are rebuildable from the store
-    return conn
 
 
 class ProjectionRunner:
@@ -545,87 +443,7 @@ class ProjectionRunner:
             raise KeyError(f"unknown projection {name!r}; known: {', '.join(sorted(self.projectors))}")
         return self._rebuild(name, progress=progress)
 
-    @contextlib.contextmanager
-    def _rebuild_lock(self) -> Iterator[None]:
-        """One rebuild at a time across processes (they share the shadow tables' names): a server's background
-        rebuild, `csm projections rebuild`, a CLI command rebuilding before it reads."""
-        with open(rebuild_lock_path(self.views_path), "a") as lock:
-            while True:  # polled, not blocking: a server stopping while its rebuild waits here must not wait on
-                try:
-                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if self._closing.wait(LOCK_POLL_SECONDS):
-                        raise RuntimeError("the runner closed while its rebuild waited for another") from None
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
-
     def _rebuild(self, name: str, *, only_if_rebuilding: bool = False,
                  progress: Callable[[int, int], None] | None = None) -> dict | None:
-        tag = secrets.token_hex(4)
-        shadow = self.projectors[name].bound(SHADOW, tag)
-        with self._rebuild_lock():
-            conn = connect_views(self.views_path)
-            try:
-                conn.execute(CHECKPOINTS)
-                if only_if_rebuilding and name not in self.guard.look(conn):
-                    return None  # another process rebuilt it while this one waited for the lock
-                return self._replay_and_swap(conn, name, shadow, tag, progress)
-            finally:
-                conn.close()
-
-    def _replay_and_swap(self, conn: sqlite3.Connection, name: str, shadow: Projector, tag: str,
-                         progress: Callable[[int, int], None] | None) -> dict:
-        started = time.perf_counter()
-        applied = 0
-        conn.execute("BEGIN IMMEDIATE")
-        shadow.drop(conn)
-        shadow.create(conn, deferred=False)  # the query-only indexes are built once the rows are in
-        conn.execute("COMMIT")
-        head = self.source.head_position_sync()
-        position = 0
-        while True:  # bulk phase: batches in their own transactions, the live tail unaffected
-            if self._closing.is_set():
-                raise RuntimeError(f"rebuild of {name} stopped: the runner is closing")
-            events = self.source.read_all_sync(position, self.batch * 5)
-            if not events or position >= head:
-                break
-            conn.execute("BEGIN")
-            for event in events:
-                shadow.apply(conn, event)
-            position = events[-1].global_position
-            # an emptied read model's checkpoint shows how far its rebuild has come, to every process (status,
-            # metrics); nothing reads it as the read model's position while it is EMPTIED
-            conn.execute("UPDATE projection_checkpoints SET position = ?, updated_at = ? WHERE name = ? AND version = ?",
-                         (position, time.time(), name, EMPTIED))
-            conn.execute("COMMIT")
-            applied += len(events)
-            if progress:
-                progress(position, max(head, position))
-        for statement in shadow.deferred_statements():  # one transaction each: the live tail gets in between
-            conn.execute(statement)
-        conn.execute("BEGIN IMMEDIATE")  # swap phase: catch the tail up and swap atomically
-        try:
-            while events := self.source.read_all_sync(position, self.batch * 5):
-                for event in events:
-                    shadow.apply(conn, event)
-                position = events[-1].global_position
-                applied += len(events)
-            live = self.projectors[name].bound("", "")
-            live.drop(conn)
-            for table in shadow.tables:
-                conn.execute(f"ALTER TABLE {shadow.t(table)} RENAME TO {live.t(table)}")
-            conn.execute("INSERT OR REPLACE INTO projection_checkpoints VALUES (?, ?, ?, ?, ?)",
-                         (name, position, shadow.version, tag, time.time()))
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        self.guard.look(conn)
-        if progress:
-            progress(position, position)
-        seconds = time.perf_counter() - started
-        return {"name": name, "events": applied, "position": position, "seconds": seconds,
-                "events_per_second": applied / seconds if seconds else 0.0}
+        return rebuild.rebuild(self.views_path, self.projectors[name], self.source, self.guard, batch=self.batch,
+                               closing=self._closing, only_if_rebuilding=only_if_rebuilding, progress=progress)

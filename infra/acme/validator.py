@@ -30,7 +30,8 @@ from infra.acme.tlsalpn import TlsAlpn01
 from infra.config import Settings
 from infra.jobs import Jobs
 from projections import acme as read_model
-from projections.runner import ProjectionRebuilding, ProjectionRunner
+from projections.runner import ProjectionRunner
+from projections.views_db import ProjectionRebuilding
 
 log = logging.getLogger(__name__)
 ACTOR = "acme-validate"

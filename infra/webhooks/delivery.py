@@ -37,7 +37,7 @@ from domain import webhook
 from infra.jobs import Jobs
 from infra.webhooks.log import FINAL, DeliveryLog
 from projections import webhooks as read_model
-from projections.runner import RebuildGuard
+from projections.views_db import RebuildGuard
 
 log = logging.getLogger(__name__)
 ACTOR = "webhooks.deliver"

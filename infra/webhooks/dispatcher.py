@@ -29,7 +29,8 @@ from infra.jobs import Jobs
 from infra.webhooks.delivery import ACTOR
 from infra.webhooks.log import DeliveryLog
 from projections import webhooks as read_model
-from projections.runner import ProjectionRebuilding, ProjectionRunner
+from projections.runner import ProjectionRunner
+from projections.views_db import ProjectionRebuilding
 
 log = logging.getLogger(__name__)
 BATCH = 500

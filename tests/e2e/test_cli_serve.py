@@ -185,7 +185,7 @@ def test_a_multi_worker_server_serves_while_a_changed_read_model_rebuilds(tmp_pa
     from contextlib import closing
 
     from projections.certificates import CertificatesProjector
-    from projections.runner import rebuild_lock_path
+    from projections.views_db import rebuild_lock_path
 
     data = tmp_path / "data"
     csm(data, "init")

@@ -17,11 +17,11 @@ from test_api_revocation import leaf, setup
 from test_api_support import assert_problem, running_api
 
 from projections.certificates import CertificatesProjector
-from projections.runner import EMPTIED, rebuild_lock_path
+from projections.views_db import EMPTIED, rebuild_lock_path
 
 
 def take_rebuild_lock(views):
-    """The lock every rebuild takes (ProjectionRunner._rebuild_lock), held until the returned file is closed."""
+    """The lock every rebuild takes (projections.rebuild._rebuild_lock), held until the returned file is closed."""
     lock = open(rebuild_lock_path(views), "a")  # noqa: SIM115 (released by closing it)
     fcntl.flock(lock, fcntl.LOCK_EX)
     return lock

@@ -25,7 +25,8 @@ from infra.eventstore.sqlite import SQLiteEventStore
 from projections import certificate_queries as certificates
 from projections.certificates import CertificatesProjector
 from projections.registry import all_projectors
-from projections.runner import EMPTIED, ProjectionRebuilding, ProjectionRunner, rebuild_lock_path
+from projections.runner import ProjectionRunner
+from projections.views_db import EMPTIED, ProjectionRebuilding, rebuild_lock_path
 
 REBUILT = ("certificates", "audit_log")
 
@@ -95,7 +96,7 @@ def checkpoint(views: Path, name: str) -> tuple[int, int]:
 
 @contextlib.contextmanager
 def rebuild_lock_held(views: Path):
-    """Holds the lock every rebuild takes (ProjectionRunner._rebuild_lock): a rebuild waits until the block ends."""
+    """Holds the lock every rebuild takes (projections.rebuild._rebuild_lock): a rebuild waits until the block ends."""
     with open(rebuild_lock_path(views), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
