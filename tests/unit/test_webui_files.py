@@ -39,5 +39,7 @@ def test_scripts_use_no_html_sink_and_fetch_nothing_from_elsewhere():
     for path in UI_DIRECTORY.rglob("*.js"):
         text = path.read_text()
         assert not SINKS.search(text), f"{path.name}: {SINKS.search(text).group(0)}"
-        assert not re.search(r"https?://", text), f"{path.name} names another origin"
+        # the SVG namespace is a name that createElementNS takes, never fetched
+        assert not re.search(r"https?://", text.replace('"http://www.w3.org/2000/svg"', "")), \
+            f"{path.name} names another origin"
         assert not re.search(r"\blocalStorage\.", text), f"{path.name}: tokens stay in memory and sessionStorage"

@@ -14,6 +14,12 @@ import {issueView} from "./issue.js";
 import {serviceAccountView, userView, usersView} from "./users.js";
 import {webhooksView} from "./webhooks.js";
 import {complianceView} from "./compliance.js";
+import {profileView, profilesView} from "./profiles.js";
+import {policyView} from "./policy.js";
+import {acmeView} from "./acme.js";
+import {compromisedView} from "./compromised.js";
+import {discoveryView} from "./discovery.js";
+import {analyticsView} from "./analytics.js";
 
 const TENANT = "csm.tenant";
 const main = document.getElementById("main");
@@ -47,6 +53,13 @@ const ROUTES = [
   [/^\/service-accounts\/([^/?]+)$/, () => serviceAccountView],
   [/^\/webhooks$/, () => webhooksView],
   [/^\/compliance$/, () => complianceView],
+  [/^\/profiles$/, () => profilesView],
+  [/^\/profiles\/([^/?]+)$/, () => profileView],
+  [/^\/policy$/, () => policyView],
+  [/^\/acme$/, () => acmeView],
+  [/^\/compromised$/, () => compromisedView],
+  [/^\/discovery$/, () => discoveryView],
+  [/^\/analytics$/, () => analyticsView],
 ];
 
 function portal(can) {
@@ -71,6 +84,9 @@ function nav() {
     !session.tenant_id && can.has("tenant:create") && ["/tenants", "Tenants"],
     session.tenant_id && can.has("tenant:update") && [`/tenants/${encodeURIComponent(session.tenant_id)}`, "Tenant"],
     can.has("user:read") && ["/users", "Users"], can.has("webhook:read") && ["/webhooks", "Webhooks"],
+    can.has("profile:read") && ["/profiles", "Profiles"], can.has("tenant:update") && ["/policy", "Policy"],
+    can.has("acme:manage") && ["/acme", "ACME"], can.has("cert:read") && ["/compromised", "Compromised keys"],
+    can.has("cert:read") && ["/discovery", "Discovery"], can.has("audit:read") && ["/analytics", "Analytics"],
   ].filter(Boolean);
   const here = location.hash.slice(1).split("?")[0];
   fill(document.getElementById("nav"), h("ul", {}, links.map(([path, label]) =>

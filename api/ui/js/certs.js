@@ -133,7 +133,9 @@ export async function certificateView(main, context, {params: [id]}) {
       h("div.actions", {},
         h("button.primary", {type: "button", on: {click: pem}}, "Download certificate and chain (PEM)"),
         live && context.can.has("cert:issue") ? renewButton(cert, context, banner) : null,
-        h("a.button", {href: `#/cas/${encodeURIComponent(cert.ca_id)}`}, "Issuing CA")),
+        h("a.button", {href: `#/cas/${encodeURIComponent(cert.ca_id)}`}, "Issuing CA"),
+        context.can.has("cert:revoke") ? h("a.button", {href: `#/compromised?certificate_id=${encodeURIComponent(
+          cert.certificate_id)}`}, "Report its key compromised") : null),
       exporter,
       live && context.can.has("cert:revoke") ? revokeForm(cert, context, render) : null,
       h("details", {}, h("summary", {}, "Certificate (PEM)"), h("pre.pem", {}, cert.certificate_pem)));

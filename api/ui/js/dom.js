@@ -1,5 +1,7 @@
 // DOM helpers: every value from the server goes in as text (textContent, attributes), never as HTML.
 
+const SVG_NS = "http://www.w3.org/2000/svg";  // a namespace name, not fetched
+
 /** h("tag.class", {attr: value, on: {click: fn}}, ...children): an element; strings become text nodes. */
 export function h(spec, attrs = {}, ...children) {
   const [tag, ...classes] = spec.split(".");
@@ -51,7 +53,7 @@ export function showProblem(form, banner, problem) {
   const errors = problem.errors?.length ? problem.errors : [{field: problem.field, detail: problem.detail}];
   const unplaced = [];
   for (const error of errors) {
-    const name = String(error.field || "").split(".").pop();
+    const name = String(error.field || "").split(".").pop().replace(/\[\d+\]$/, "");  // "allowed_dns[2]": its list
     const control = name && form ? form.querySelector(`[name="${CSS.escape(name)}"]`) : null;
     const shown = control && !control.closest("[hidden]");  // a hidden field's error goes to the banner
     const slot = shown ? form.querySelector(`#${CSS.escape(control.id)}-error`) : null;
@@ -100,6 +102,14 @@ export function table(columns, rows, caption) {
       h("thead", {}, h("tr", {}, columns.map(([heading]) => h("th", {scope: "col"}, heading)))),
       h("tbody", {}, rows.map(row => h("tr", {}, columns.map(([heading, cell]) =>
         h("td", {dataset: {label: heading}}, cell(row))))))));
+}
+
+/** An SVG element (``svg("rect", {x: 1})``): attributes set as text, children appended; no markup is parsed. */
+export function svg(tag, attrs = {}, ...children) {
+  const el = document.createElementNS(SVG_NS, tag);
+  for (const [name, value] of Object.entries(attrs)) if (value !== null && value !== undefined) el.setAttribute(name, String(value));
+  append(el, children);
+  return el;
 }
 
 /** "2026-12-07" from an RFC 3339 time. */

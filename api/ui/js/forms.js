@@ -2,7 +2,7 @@
 // before anything destructive, a secret shown once with a copy button, and the tenant a request concerns.
 
 import {ApiError} from "./api.js";
-import {clearProblems, fill, h, showProblem} from "./dom.js";
+import {clearProblems, field, fill, h, showProblem} from "./dom.js";
 
 /** The tenant_id a platform-wide principal names (the one in view); a tenant's principals name none. */
 export function scope(context) {
@@ -52,7 +52,7 @@ export async function attempt(banner, action) {
 
 /** Ask before a destructive action: a panel after ``place`` saying what ``yes`` will do; resolves true or false.
  * The confirm button takes focus; Escape or Cancel answers no. */
-export function confirmStep(place, {question, explain = [], yes}) {
+export function confirmStep(place, {question, explain = [], yes, typed}) {
   place.parentElement.querySelector(":scope > .confirm")?.remove();
   const before = document.activeElement;
   return new Promise(resolve => {
@@ -61,18 +61,44 @@ export function confirmStep(place, {question, explain = [], yes}) {
       if (!answer) before?.focus();  // back where the keyboard was
       resolve(answer);
     };
+    const button = h("button.danger", {type: "button", disabled: Boolean(typed), on: {click: () => done(true)}}, yes);
+    // a strong confirmation: the button stays off until ``typed`` is typed exactly
+    const echo = typed ? field(`Type ${typed} to confirm`, h("input", {name: "confirm-text", autocomplete: "off",
+      autocapitalize: "none", spellcheck: "false", on: {input: e => { button.disabled = e.target.value !== typed; }}}))
+      : null;
     const panel = h("div.confirm.card", {role: "alertdialog", "aria-label": question, "aria-modal": "false",
                                          on: {keydown: e => { if (e.key === "Escape") done(false); }}},
-      h("p", {}, h("strong", {}, question)), [explain].flat().map(text => h("p", {}, text)),
-      h("div.actions", {}, h("button.danger", {type: "button", on: {click: () => done(true)}}, yes),
-        h("button", {type: "button", on: {click: () => done(false)}}, "Cancel")));
+      h("p", {}, h("strong", {}, question)), [explain].flat().map(text => h("p", {}, text)), echo,
+      h("div.actions", {}, button, h("button", {type: "button", on: {click: () => done(false)}}, "Cancel")));
     place.after(panel);
-    panel.querySelector("button.danger").focus();
+    (panel.querySelector("input") || button).focus();
   });
 }
 
-/** A secret the API returns once: shown in ``slot`` with a copy button and a warning; kept nowhere else. */
-export function showSecret(slot, label, secret, note) {
+/** A group of checkboxes named ``name`` (values ``options``, those in ``selected`` ticked) with one error slot, which
+ * problem+json errors naming ``name`` (or ``name[i]``) fill. */
+export function checks(legend, name, options, selected = [], prefix = name) {
+  const pairs = options.map(o => Array.isArray(o) ? o : [o, o]);
+  const slot = `${prefix}-${pairs[0]?.[0]}-error`;  // the first box's: where showProblem looks
+  return h("fieldset", {}, h("legend", {}, legend), pairs.map(([value, label]) => h("div.check", {},
+    h("input", {type: "checkbox", name, value, id: `${prefix}-${value}`, checked: selected.includes(value),
+                "aria-describedby": slot}),
+    h("label", {for: `${prefix}-${value}`}, label))), h("p.field-error", {id: slot, role: "alert", hidden: true}));
+}
+
+/** The values of the ticked checkboxes named ``name`` in ``el``. */
+export function ticked(el, name) {
+  return [...el.querySelectorAll(`input[name="${CSS.escape(name)}"]:checked`)].map(box => box.value);
+}
+
+/** One entry a line (or comma-separated) in a textarea, as a list. */
+export function lines(text) {
+  return String(text || "").split(/[\n,]+/).map(line => line.trim()).filter(Boolean);
+}
+
+/** A secret the API returns once: shown in ``slot`` with a copy button and a warning (and ``extra`` nodes that
+ * carry it, such as command lines); kept nowhere else. */
+export function showSecret(slot, label, secret, note, extra = []) {
   const code = h("code.secret.wrap", {id: "one-time-secret"}, secret);
   const status = h("span.hint", {role: "status"});
   const copy = h("button", {type: "button", on: {click: async () => {
@@ -87,7 +113,7 @@ export function showSecret(slot, label, secret, note) {
   fill(slot, h("div.banner.warn", {role: "status"},
     h("p", {}, h("strong", {}, label), " — shown this once: it is not stored in the browser and the API cannot show it",
       " again. ", note || ""),
-    h("p", {}, code), h("div.actions", {}, copy, status,
+    h("p", {}, code), extra, h("div.actions", {}, copy, status,
       h("button", {type: "button", on: {click: () => fill(slot)}}, "I have saved it"))));
   slot.hidden = false;
   copy.focus();

@@ -102,6 +102,38 @@ function statusForm(user, context, render) {
   });
 }
 
+/** Password reset, unlock and TOTP reset: each asks first, since the first and the last end the user's sessions. */
+function accessForm(user, context, secret, render) {
+  const banner = h("p.banner.error", {role: "alert", hidden: true});
+  const run = (button, ask, action) => async () => {
+    if (ask && !await confirmStep(button, ask)) return;
+    const done = await attempt(banner, action);
+    if (done) await render(done.global_position);
+  };
+  const base = path("users", user.username);
+  const reset = h("button.danger", {type: "button"}, "Reset password");
+  reset.addEventListener("click", run(reset, {question: `Reset the password of ${user.username}?`,
+    yes: "Yes, reset the password", explain: ["A new password is generated here and shown once: hand it over safely.",
+      "Every session of the user ends at once: their browser tabs and refresh tokens are refused from now on."]},
+  async () => {
+    const password = randomPassword();
+    const done = await api(`${base}/password`, {method: "POST", body: {password}, query: scope(context)});
+    showSecret(secret, `New password of ${user.username}`, password);
+    return done;
+  }));
+  const unlock = h("button", {type: "button", disabled: !user.locked_until}, "Unlock");
+  unlock.addEventListener("click", run(unlock, null, () => api(`${base}/unlock`, {method: "POST",
+                                                                                   query: scope(context)})));
+  const totp = h("button.danger", {type: "button", disabled: !user.totp_enabled}, "Reset TOTP");
+  totp.addEventListener("click", run(totp, {question: `Turn off two-factor sign-in for ${user.username}?`,
+    yes: "Yes, reset TOTP", explain: ["For a lost device. Every session of the user ends first; a privileged user sets " +
+      "up a new key at their next sign-in."]},
+  () => api(`${base}/totp`, {method: "DELETE", query: scope(context)})));
+  return h("section.card", {"aria-label": "Sign-in", id: "access"}, h("h2", {}, "Sign-in"), banner,
+    h("p.hint", {}, user.locked_until ? `Locked after failed sign-ins until ${user.locked_until}.`
+      : "Not locked out."), h("div.actions", {}, reset, unlock, totp));
+}
+
 function revokeRole(user, grant, context, banner, render) {
   const button = h("button", {type: "button", on: {click: async () => {
     if (!await confirmStep(button.closest("table").parentElement, {question: `Revoke ${grant.role} from ${
@@ -116,12 +148,13 @@ function revokeRole(user, grant, context, banner, render) {
 
 export async function userView(main, context, {params: [username]}) {
   const roles = await roleNames();
+  const secret = h("section", {id: "secret", "aria-label": "One-time secret", hidden: true});
   const render = async position => {
     const user = await api(path("users", username), {query: {...scope(context), min_position: position}});
     const banner = h("p.banner.error", {role: "alert", hidden: true});
     const manage = context.can.has("user:manage");
     fill(main, h("p", {}, h("a", {href: "#/users"}, "← Users")),
-      h("h1", {}, user.username, " ", h(`span.badge.st-${user.status}`, {}, user.status)), banner,
+      h("h1", {}, user.username, " ", h(`span.badge.st-${user.status}`, {}, user.status)), banner, secret,
       h("dl.facts.card", {}, [["Name", user.display_name], ["TOTP", user.totp_enabled ? "on" : "off"],
         ["Locked until", user.locked_until], ["Last sign-in", user.last_login_at],
         ["Created", `${user.created_at} by ${user.created_by}`]].filter(([, v]) => v)
@@ -130,6 +163,7 @@ export async function userView(main, context, {params: [username]}) {
         ["Role", g => g.role], ["Until", g => g.expires_at || "no end"], ["Granted", g => `${day(g.granted_at)} by ${
           g.granted_by}`], ...(manage ? [["", g => revokeRole(user, g, context, banner, render)]] : [])],
       user.grants) : h("p.muted", {}, "No roles.")),
+      manage ? accessForm(user, context, secret, render) : null,
       manage ? h("div.grid", {}, grantForm(user, context, roles, render), statusForm(user, context, render)) : null);
   };
   await render();

@@ -1,0 +1,69 @@
+// The tenant policy in view: what its certificates may say (algorithms, names, validity), read and replaced.
+
+import {api} from "./api.js";
+import {field, fill, h} from "./dom.js";
+import {checks, form, lines, number, ticked} from "./forms.js";
+
+const LISTS = [["allowed_dns", "DNS names allowed", "One pattern a line: a.example.com exactly, *.example.com one " +
+                "label below, .example.com any depth below. Empty: any."],
+               ["allowed_ip_networks", "IP networks allowed", "One network a line, e.g. 10.0.0.0/8. Empty: any."],
+               ["allowed_email_domains", "Email domains allowed", "One domain pattern a line. Empty: any."]];
+
+/** The policy in force: no /v1 route reads it, so it is the last ``tenant.policy_set`` event of the tenant's stream
+ * in the audit log (audit:read); null when the caller cannot read the log, {} when none was ever set. */
+async function currentPolicy(tenant) {
+  let cursor = null;
+  let last = null;
+  do {
+    const page = await api("/v1/audit/events", {query: {type: "tenant.policy_set", stream_id: `tenant-${tenant}`,
+                                                        tenant_id: tenant, limit: 1000, cursor}});
+    last = page.items.at(-1) || last;
+    cursor = page.next_cursor;
+  } while (cursor !== null && cursor !== undefined);
+  return last?.event?.payload?.policy || {};
+}
+
+function policyOf(el) {
+  const algorithms = ticked(el, "allowed_algorithms");
+  return {allowed_algorithms: algorithms.length ? algorithms : null,
+          ...Object.fromEntries(LISTS.map(([name]) => [name, lines(el.elements[name].value)])),
+          max_validity_days: number(el.elements.max_validity_days)};
+}
+
+function describe(policy) {
+  if (!policy) return h("p.hint", {}, "The policy in force is read from the audit log, which this sign-in cannot " +
+                        "read (audit:read): saving replaces it whole with what is below.");
+  const shown = [["Algorithms", policy.allowed_algorithms?.join(", ") || "any the service allows"],
+    ...LISTS.map(([name, label]) => [label, (policy[name] || []).join(", ") || "any"]),
+    ["Maximum validity", policy.max_validity_days ? `${policy.max_validity_days} days` : "the profile's"]];
+  return h("dl.facts.card", {id: "policy-now"}, shown.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]));
+}
+
+export async function policyView(main, context) {
+  const tenant = context.tenant;
+  if (!tenant) return fill(main, h("h1", {}, "Tenant policy"), h("p", {}, "No tenant in view."));
+  const [algorithms, policy] = await Promise.all([api("/v1/algorithms"),
+    context.can.has("audit:read") ? currentPolicy(tenant) : null]);
+  const now = policy || {};
+  const saved = h("p.banner.ok", {role: "status", hidden: true});
+  const edit = context.can.has("tenant:update") ? form("Change the policy", [h("h2", {}, "Change the policy"),
+    checks("Algorithms allowed (none ticked: any the service allows)", "allowed_algorithms",
+           algorithms.map(a => [a.name, `${a.name}${a.post_quantum ? " (post-quantum)" : ""}`]),
+           now.allowed_algorithms || [], "policy-alg"),
+    LISTS.map(([name, label, hint]) => field(label, h("textarea", {name, rows: 3, autocapitalize: "none",
+      spellcheck: "false", value: (now[name] || []).join("\n")}), hint)),
+    field("Maximum validity (days)", h("input", {name: "max_validity_days", type: "number", inputmode: "numeric",
+      value: now.max_validity_days ?? ""}), "Empty: no tenant limit (each profile's applies)."),
+    h("button.primary", {type: "submit"}, "Save policy")], async el => {
+    saved.hidden = true;
+    const done = await api(`/v1/tenants/${encodeURIComponent(tenant)}/policy`, {method: "PUT", body: policyOf(el),
+                                                                                idempotent: true});
+    fill(saved, done.changed === false ? "The policy was already this." : "Policy saved.");
+    saved.hidden = false;
+    const current = main.querySelector("#policy-now");
+    if (current) current.replaceWith(describe(policyOf(el)));
+  }, {id: "edit-policy"}) : null;
+  fill(main, h("h1", {}, "Tenant policy: ", h("span.tenant-name", {}, tenant)),
+    h("p.hint", {}, "What every certificate of the tenant must keep to, on top of its profile and the service's own " +
+      "rules."), describe(policy), saved, edit);
+}
