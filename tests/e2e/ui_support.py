@@ -66,6 +66,15 @@ class Service:
         assert response.status_code in (200, 201), response.text
         return response.json()
 
+    def post_raw(self, path: str, body: dict) -> httpx.Response:
+        """The answer to a POST as the admin, whatever its status."""
+        return httpx.post(f"{self.base}{path}", json=body, headers=self.admin, timeout=60)
+
+    def put(self, path: str, body: dict) -> dict:
+        response = httpx.put(f"{self.base}{path}", json=body, headers=self.admin, timeout=60)
+        assert response.status_code == 200, response.text
+        return response.json()
+
     def get(self, path: str, headers: dict | None = None, **params) -> httpx.Response:
         return httpx.get(f"{self.base}{path}", params=params, headers=headers or self.admin, timeout=60)
 
@@ -87,13 +96,14 @@ class Service:
         return self.post("/v1/certificates", body)
 
 
-def start_service(tmp_path: Path):
-    """`csm serve` (one process) on a free port: a tenant, a root and an issuing CA (ECDSA), stopped afterwards."""
+def start_service(tmp_path: Path, extra_env: dict[str, str] | None = None):
+    """`csm serve` (one process) on a free port: a tenant, a root and an issuing CA (ECDSA), stopped afterwards.
+    ``extra_env``: more settings for the server (CSM_...)."""
     data = tmp_path / "data"
     port = free_port()
     log = (tmp_path / "serve.log").open("w")  # a file, not a pipe: the access log would fill a pipe and stall it
     server = subprocess.Popen([*CSM, "--data-dir", str(data), "serve", "--port", str(port)],
-                              env={**env(), **SERVE_ENV}, cwd=tmp_path,
+                              env={**env(), **SERVE_ENV, **(extra_env or {})}, cwd=tmp_path,
                               stdout=log, stderr=log, text=True)
     base = f"http://127.0.0.1:{port}"
     try:

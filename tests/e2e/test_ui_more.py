@@ -1,0 +1,406 @@
+"""The browser UI's later views (api/ui/js/profiles.js, policy.js, acme.js, compromised.js, discovery.js, analytics.js,
+and the user and webhook actions of users.js and webhooks.js) in real Chromium against `csm serve`: what each changes
+is checked through the API, refusals land next to their field, secrets are shown once, the printed lego command
+obtains a certificate, and a phone's viewport fits."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import shlex
+import shutil
+import subprocess
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from test_cli_serve import free_port
+from ui_support import TENANT, browser, chromium, page_problems, playwright, sign_in, start_service  # noqa: F401
+
+pytestmark = pytest.mark.slow
+OVERFLOW = "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+LEGO = shutil.which("lego")
+ACME_NAMES = ("node7.acme.test", "node8.acme.test")
+
+
+@pytest.fixture(scope="module")
+def http01_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory, http01_port):
+    """The UI's server, its ACME validating http-01 on 127.0.0.1 at ``http01_port`` (names from a hosts file)."""
+    tmp = tmp_path_factory.mktemp("ui-more")
+    hosts = tmp / "hosts"
+    hosts.write_text("".join(f"127.0.0.1 {name}\n" for name in ACME_NAMES))
+    yield from start_service(tmp, {"CSM_ACME_HTTP01_PORT": str(http01_port), "CSM_ACME_HOSTS_FILE": str(hosts),
+                                   "CSM_ACME_VALIDATION_NETWORKS": "127.0.0.0/8", "CSM_ACME_VALIDATION_TIMEOUT": "5"})
+
+
+def no_problems(page, console: bool = True) -> None:
+    found = page_problems(page)
+    assert found["csp"] == [] and found["errors"] == [], found
+    if console:  # a refused request (4xx) is a console error in Chromium: tests that provoke one pass False
+        assert found["console"] == [], found
+
+
+def in_form(page, label: str):
+    return page.locator(f"form[aria-label='{label}']")
+
+
+def tenant_admin_page(service, browser, name: str, **size):
+    page = browser.page(**size)
+    sign_in(page, service.base, api_key=service.key(name, "tenant-admin"))
+    page.get_by_role("heading", name=re.compile("^Overview")).wait_for()
+    return page
+
+
+def head(service) -> int:
+    """A position at or past every write so far (for min_position)."""
+    events = service.get("/v1/audit/events", tenant_id=TENANT, limit=1000).json()
+    cursor = events["next_cursor"]
+    while cursor is not None:
+        more = service.get("/v1/audit/events", tenant_id=TENANT, limit=1000, cursor=cursor).json()
+        events["items"] += more["items"]
+        cursor = more["next_cursor"]
+    return max(item["position"] for item in events["items"])
+
+
+def own_profile(service, name: str, position: int = 0) -> dict | None:
+    answer = service.get("/v1/profiles", tenant_id=TENANT, min_position=position).json()
+    return next((p for p in answer if p["name"] == name), None)
+
+
+def test_the_catalog_names_what_a_profile_may_say_and_the_analytics_metrics(service):
+    from domain.certspec import EXTENDED_KEY_USAGES
+    from projections.analytics import DIMENSIONS
+
+    catalog = service.get("/ui/catalog.json").json()
+    assert "key_cert_sign" not in catalog["key_usages"] and "digital_signature" in catalog["key_usages"]
+    assert catalog["extended_key_usages"] == sorted(EXTENDED_KEY_USAGES)
+    assert set(DIMENSIONS) < set(catalog["analytics_metrics"])
+    assert catalog["analytics_metrics"]["certificate.issued.algorithm"] == "algorithm"
+
+
+def test_a_profile_is_created_refused_then_changed_and_retired(service, browser):
+    page = tenant_admin_page(service, browser, "ui-profiles")
+    page.get_by_role("link", name="Profiles", exact=True).click()
+    page.locator("#profiles table").wait_for()
+    assert page.get_by_role("link", name="cassandra-node", exact=True).is_visible()  # the built-in ones are listed
+    form = in_form(page, "Create a profile")
+    form.get_by_label("Name").fill("edge-client")
+    form.get_by_label("Description").fill("Edge proxies <as clients>")
+    form.get_by_label("client_auth").check()
+    form.get_by_label("Maximum validity (days)").fill("200")
+    form.get_by_label("Default validity (days)").fill("90")
+    form.get_by_role("button", name="Create profile").click()
+    page.get_by_role("heading", name=re.compile("^edge-client")).wait_for()
+    made = own_profile(service, "edge-client")
+    assert made and made["source"] == "tenant" and made["status"] == "active"
+    assert made["profile"]["description"] == "Edge proxies <as clients>"
+    assert made["profile"]["extended_key_usage"] == ["client_auth"]
+    assert (made["profile"]["max_validity_days"], made["profile"]["default_validity_days"]) == (200, 90)
+
+    change = in_form(page, "Change the profile")
+    change.get_by_label("Default validity (days)").fill("300")  # above the maximum: refused, next to the field
+    change.get_by_role("button", name="Save profile").click()
+    default = change.get_by_label("Default validity (days)")
+    page.wait_for_function("() => document.querySelector('#update-profile [name=default_validity_days]')"
+                           ".getAttribute('aria-invalid') === 'true'")
+    assert "exceeds the maximum" in page.locator("#update-profile [id$='default_validity_days-error']").inner_text()
+    default.fill("60")
+    change.get_by_label("Description").fill("Edge proxies")
+    change.get_by_label("server_auth").check()
+    change.get_by_role("button", name="Save profile").click()
+    page.wait_for_function("() => !document.querySelector('#update-profile [aria-invalid=true]')")
+    page.get_by_text("60 days by default, at most 200").wait_for()
+    changed = own_profile(service, "edge-client", head(service))["profile"]
+    assert changed["description"] == "Edge proxies" and changed["default_validity_days"] == 60
+    assert changed["extended_key_usage"] == ["client_auth", "server_auth"]
+
+    retire = in_form(page, "Retire")
+    retire.get_by_label("Reason").fill("replaced by edge-v2")
+    retire.get_by_role("button", name="Retire profile").click()
+    page.get_by_role("button", name="Yes, retire").click()
+    page.locator("h1 .st-retired").wait_for()
+    assert own_profile(service, "edge-client", head(service))["status"] == "retired"
+    assert in_form(page, "Change the profile").count() == 0
+    no_problems(page, console=False)  # the refused save is a 422 in the console
+
+
+def test_a_policy_edit_is_refused_next_to_its_field_then_accepted(service, browser):
+    page = tenant_admin_page(service, browser, "ui-policy")
+    page.get_by_role("link", name="Policy", exact=True).click()
+    form = in_form(page, "Change the policy")
+    dns = form.get_by_label("DNS names allowed")
+    dns.fill(".acme.internal\nbad_name!.example.com")
+    form.get_by_label("Maximum validity (days)").fill("120")
+    form.get_by_role("button", name="Save policy").click()
+    page.wait_for_function("() => document.querySelector('#edit-policy [name=allowed_dns]')"
+                           ".getAttribute('aria-invalid') === 'true'")
+    assert "bad_name!.example.com" in page.locator("#edit-policy [id$='allowed_dns-error']").inner_text()
+    assert page.evaluate("document.activeElement.name") == "allowed_dns"  # focus went to the refused field
+    dns.fill(".acme.internal\n.acme.test\n*.example.org")
+    form.get_by_role("button", name="Save policy").click()
+    page.get_by_text("Policy saved.").wait_for()
+    assert dns.get_attribute("aria-invalid") is None
+
+    page.reload()  # the policy in force is read back (from the audit log: no /v1 route reads it)
+    page.locator("#policy-now").get_by_text(".acme.internal, .acme.test, *.example.org").wait_for()
+    assert page.locator("#policy-now").get_by_text("120 days").is_visible()
+    refused = service.post_raw("/v1/certificates", {
+        "ca_id": service.ca_id, "tenant_id": TENANT, "profile": "cassandra-node", "algorithm": "ecdsa-p256",
+        "subject": {"common_name": "db.elsewhere.org"}, "sans": {"dns": ["db.elsewhere.org"]}})
+    assert refused.status_code == 422, refused.text  # the API applies what the browser set
+    service.put("/v1/tenants/acme/policy", {})  # the other tests issue names of their own
+    no_problems(page, console=False)
+
+
+def test_a_password_reset_ends_the_users_other_session(service, browser):
+    password = service.user("rosa", "viewer")
+    other = browser.page()
+    sign_in(other, service.base, "rosa", password)
+    other.get_by_role("heading", name=re.compile("^Overview")).wait_for()
+
+    page = tenant_admin_page(service, browser, "ui-reset")
+    page.goto(f"{service.base}/ui/#/users/rosa")
+    access = page.locator("#access")
+    assert access.get_by_role("button", name="Unlock").is_disabled()  # not locked out
+    assert access.get_by_role("button", name="Reset TOTP").is_disabled()  # no TOTP to reset
+    access.get_by_role("button", name="Reset password").click()
+    page.get_by_text("Every session of the user ends at once").wait_for()
+    page.get_by_role("button", name="Cancel").click()  # nothing sent
+    assert page.locator("#one-time-secret").count() == 0
+    access.get_by_role("button", name="Reset password").click()
+    page.get_by_role("button", name="Yes, reset the password").click()
+    page.locator("#one-time-secret").wait_for()
+    fresh = page.locator("#one-time-secret").inner_text()
+    assert len(fresh) == 20 and fresh != password
+    assert fresh not in page.evaluate("JSON.stringify(Object.entries(sessionStorage))")
+
+    other.get_by_role("link", name="Certificates", exact=True).click()  # its next call is refused: signed out
+    other.get_by_role("heading", name="Sign in").wait_for()
+    sign_in(other, service.base, "rosa", password)
+    other.locator("#f-password-error").wait_for()  # the old password is refused
+    sign_in(other, service.base, "rosa", fresh)
+    other.get_by_role("heading", name=re.compile("^Overview")).wait_for()
+    page.get_by_role("button", name="I have saved it").click()
+    assert page.locator("#one-time-secret").count() == 0
+    no_problems(page)
+
+
+def test_a_webhook_is_changed_and_its_secret_rotated_and_shown_once(service, browser):
+    made = service.post("/v1/webhooks", {"tenant_id": TENANT, "url": "https://hooks.example.com/old",
+                                         "event_types": ["certificate.revoked"]})
+    page = tenant_admin_page(service, browser, "ui-hooks")
+    page.get_by_role("link", name="Webhooks", exact=True).click()
+    page.get_by_role("button", name="Change https://hooks.example.com/old").click()
+    edit = in_form(page, "Change the webhook to https://hooks.example.com/old")
+    edit.get_by_label("URL").fill("https://hooks.example.com/new")
+    edit.get_by_label("certificate.issued").check()
+    edit.get_by_label("Enabled (deliveries are sent)").uncheck()
+    edit.get_by_role("button", name="Save webhook").click()
+    page.get_by_role("button", name="Change https://hooks.example.com/new").wait_for()
+    hook = service.get(f"/v1/webhooks/{made['webhook_id']}", tenant_id=TENANT, min_position=head(service)).json()
+    assert (hook["url"], hook["enabled"]) == ("https://hooks.example.com/new", False)
+    assert hook["event_types"] == ["certificate.issued", "certificate.revoked"]
+
+    page.get_by_role("button", name="Rotate the secret of https://hooks.example.com/new").click()
+    page.get_by_role("button", name="Yes, rotate").click()
+    page.locator("#one-time-secret").wait_for()
+    secret = page.locator("#one-time-secret").inner_text()
+    assert secret and secret != made["secret"]
+    assert secret not in page.evaluate("JSON.stringify(Object.entries(sessionStorage))")
+    hook = service.get(f"/v1/webhooks/{made['webhook_id']}", tenant_id=TENANT, min_position=head(service)).json()
+    assert hook["secret_rotated_at"]
+    page.get_by_role("button", name="I have saved it").click()
+    assert secret not in page.content()
+    no_problems(page)
+
+
+def _lego(command: str, port: int, path) -> subprocess.CompletedProcess:
+    """The printed lego command, told where to keep its files and which port its http-01 server binds."""
+    argv = shlex.split(command)
+    assert argv[0] == "lego" and argv[-2:] == ["--http", "run"], argv
+    argv = [LEGO, *argv[1:-1], "--http.port", f"127.0.0.1:{port}", "--path", str(path), "run"]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=180, env=os.environ.copy())
+
+
+def test_an_eab_key_is_shown_once_with_a_lego_command_that_obtains_a_certificate(service, browser, http01_port,
+                                                                                   tmp_path):
+    page = tenant_admin_page(service, browser, "ui-acme")
+    page.get_by_role("link", name="ACME", exact=True).click()
+    directory = f"{service.base}/acme/{TENANT}/directory"
+    assert page.locator("#acme-directory").inner_text() == directory
+    form = in_form(page, "Create an EAB key")
+    form.get_by_label("CA").select_option(service.ca_id)
+    form.get_by_label("Profile").select_option("cassandra-node")
+    form.get_by_label("Names allowed").fill("node7.acme.test")
+    form.get_by_label("Description").fill("lego on node7")
+    form.get_by_role("button", name="Create key").click()
+    page.locator("#one-time-secret").wait_for()
+    hmac = page.locator("#one-time-secret").inner_text()
+    kid = page.locator("#eab-kid").inner_text()
+    lego = page.locator("pre[data-client=lego]").inner_text()
+    certbot = page.locator("pre[data-client=certbot]").inner_text()
+    for command in (lego, certbot):
+        assert directory in command and kid in command and hmac in command and "node7.acme.test" in command
+    assert shlex.split(certbot)[:2] == ["certbot", "certonly"] and "--standalone" in certbot
+    assert hmac not in page.evaluate("JSON.stringify(Object.entries(sessionStorage))")
+    page.locator("#eab-keys").get_by_text(kid).wait_for()
+    [key] = [k for k in service.get(f"/v1/tenants/{TENANT}/acme/eab-keys").json()["items"] if k["key_id"] == kid]
+    assert (key["status"], key["allowed_names"], key["ca_id"]) == ("active", ["node7.acme.test"], service.ca_id)
+    page.get_by_role("button", name="I have saved it").click()
+    assert hmac not in page.content()
+
+    if LEGO is None:
+        pytest.skip("lego is not installed (Debian package lego): the command's shape was checked, not run")
+    ran = _lego(lego, http01_port, tmp_path / "lego")
+    assert ran.returncode == 0, f"{ran.stdout}\n{ran.stderr}"
+    leaf = x509.load_pem_x509_certificate((tmp_path / "lego" / "certificates" / "node7.acme.test.crt").read_bytes())
+    sans = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert sans.get_values_for_type(x509.DNSName) == ["node7.acme.test"]
+    page.reload()
+    page.locator("#eab-keys .st-bound").wait_for()  # the key now belongs to lego's account
+    page.get_by_role("button", name=f"Revoke EAB key {kid}").click()
+    page.get_by_role("button", name="Yes, revoke the key").click()
+    page.locator("#eab-keys .st-revoked").wait_for()
+    [key] = [k for k in service.get(f"/v1/tenants/{TENANT}/acme/eab-keys").json()["items"] if k["key_id"] == kid]
+    assert key["status"] == "revoked"
+    no_problems(page)
+
+
+def test_a_compromised_key_report_waits_for_the_typed_confirmation(service, browser):
+    cert = service.issue("leaked.acme.internal")
+    service.post(f"/v1/certificates/{cert['certificate_id']}/revoke", {"reason": "superseded"})
+    page = tenant_admin_page(service, browser, "ui-compromise")
+    page.goto(f"{service.base}/ui/#/certs/{cert['certificate_id']}")
+    page.get_by_role("link", name="Report its key compromised").click()
+    form = in_form(page, "Report a compromised key")
+    assert form.get_by_label("Certificate id").input_value() == cert["certificate_id"]
+    form.get_by_role("button", name="Report key compromised").click()
+    yes = page.get_by_role("button", name="Yes, report it compromised")
+    assert yes.is_disabled()
+    confirm = page.get_by_label(f"Type {cert['certificate_id']} to confirm")
+    confirm.fill(cert["certificate_id"][:-1])
+    assert yes.is_disabled()
+    assert service.get(f"/v1/tenants/{TENANT}/compromised-keys").json()["items"] == []  # nothing sent yet
+    confirm.fill(cert["certificate_id"])
+    yes.click()
+    page.get_by_text("Recorded 1 key(s).").wait_for()
+    [item] = service.get(f"/v1/tenants/{TENANT}/compromised-keys").json()["items"]
+    assert (item["certificate_id"], item["through"], item["reason"]) == (cert["certificate_id"], "report",
+                                                                         "key_compromise")
+    page.locator("#compromised-keys").get_by_text(item["public_key_sha256"]).wait_for()
+    no_problems(page)
+
+
+def _foreign_pem() -> str:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "legacy.acme.internal")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(days=1))
+            .not_valid_after(now + dt.timedelta(days=30)).sign(key, hashes.SHA256()))
+    return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def _pem(service, certificate_id: str) -> str:
+    return service.get(f"/v1/certificates/{certificate_id}", min_position=head(service)).json()["certificate_pem"]
+
+
+def test_discovered_endpoints_are_listed_with_their_status_and_paged(service, browser):
+    live = service.issue("db1.acme.internal")
+    gone = service.issue("db2.acme.internal")
+    old = service.issue("db3.acme.internal")
+    service.post(f"/v1/certificates/{gone['certificate_id']}/revoke", {"reason": "superseded"})
+    renewed = service.post(f"/v1/certificates/{old['certificate_id']}/renew", {})
+    now = dt.datetime.now(dt.UTC).isoformat()
+    seen = {"observed_at": now, "tls_version": "TLSv1.3"}
+    service.post(f"/v1/tenants/{TENANT}/discovered", {"observations": [
+        {"host": "db1.acme.internal", "port": 9142, "certificate_pem": _pem(service, live["certificate_id"]), **seen},
+        {"host": "db2.acme.internal", "port": 9142, "certificate_pem": _pem(service, gone["certificate_id"]), **seen},
+        {"host": "db3.acme.internal", "port": 9142, "certificate_pem": _pem(service, old["certificate_id"]), **seen},
+        {"host": "db4.acme.internal", "port": 9142, "certificate_pem": _foreign_pem(), **seen},
+        {"host": "db5.acme.internal", "port": 9142, "observed_at": now, "error": "refused",
+         "reason": "connection refused"}]})
+    expected = {"db1": "matched", "db2": "revoked", "db3": "superseded", "db4": "unmanaged", "db5": "unreachable"}
+    page = tenant_admin_page(service, browser, "ui-discovery")
+    page.goto(f"{service.base}/ui/#/discovery?limit=2")
+    found: dict[str, str] = {}
+    for _ in range(3):  # 5 endpoints, 2 a page
+        page.locator("#endpoints table").wait_for()
+        rows = page.locator("#endpoints tbody tr")
+        for i in range(rows.count()):
+            endpoint = rows.nth(i).locator("td").first.inner_text()
+            found[endpoint.split(".")[0]] = rows.nth(i).locator("[data-status]").get_attribute("data-status")
+        link = page.get_by_role("link", name="Next page")
+        if link.count() == 0:
+            break
+        first = rows.first.inner_text()
+        link.click()
+        page.wait_for_function("first => document.querySelector('#endpoints tbody tr')?.innerText !== first", arg=first)
+    assert found == expected
+    assert page.get_by_role("link", name="Next page").count() == 0
+    page.goto(f"{service.base}/ui/#/discovery")
+    page.locator("#endpoints table").wait_for()
+    row = page.locator("#endpoints tbody tr", has_text="db3.acme.internal")
+    assert row.get_by_role("link", name=f"{renewed['certificate_id'][:12]}…").is_visible()  # its successor
+    no_problems(page)
+
+
+def test_the_analytics_chart_has_a_bar_a_day_with_the_apis_counts(service, browser):
+    for n in range(3):
+        service.issue(f"chart{n}.acme.internal")
+    today = dt.datetime.now(dt.UTC).date()
+    since = today - dt.timedelta(days=6)
+    report = service.get(f"/v1/tenants/{TENANT}/analytics", since=since.isoformat(), until=today.isoformat(),
+                         min_position=head(service)).json()
+    issued = {d["day"]: sum(d["counts"].get("certificate.issued", {}).values()) for d in report["days"]}
+    assert issued.get(today.isoformat(), 0) >= 3
+    page = tenant_admin_page(service, browser, "ui-analytics")
+    page.get_by_role("link", name="Analytics", exact=True).click()
+    page.locator("svg.chart").wait_for()
+    assert page.locator("svg.chart rect.bar").count() == 30  # the last 30 days by default
+    form = page.locator("form[aria-label=Range]")
+    form.get_by_label("From (UTC day)").fill(since.isoformat())
+    form.get_by_label("To (UTC day)").fill(today.isoformat())
+    form.get_by_role("button", name="Show").click()
+    page.wait_for_function("() => document.querySelectorAll('svg.chart rect.bar').length === 7")
+    bars = page.locator("svg.chart rect.bar")
+    drawn = {bars.nth(i).get_attribute("data-day"): int(bars.nth(i).get_attribute("data-count")) for i in range(7)}
+    assert drawn == {(since + dt.timedelta(days=i)).isoformat(): issued.get((since + dt.timedelta(days=i)).isoformat(), 0)
+                     for i in range(7)}
+    assert float(page.locator(f"svg.chart rect.bar[data-day='{today.isoformat()}']").get_attribute("height")) > 0
+    page.locator("#analytics table").get_by_text(today.isoformat()).wait_for()
+
+    form.get_by_label("From (UTC day)").fill(today.isoformat())
+    form.get_by_label("To (UTC day)").fill(since.isoformat())  # backwards: refused, next to the field it names
+    form.get_by_role("button", name="Show").click()
+    page.wait_for_function("() => document.querySelector('form[aria-label=Range] [name=since]')"
+                           ".getAttribute('aria-invalid') === 'true'")
+    no_problems(page, console=False)
+
+
+def test_the_new_views_fit_a_phone_and_raise_no_console_error(service, browser):
+    page = browser.page(width=390, height=844)
+    sign_in(page, service.base, api_key=service.key("ui-phone", "platform-admin", tenant=None))
+    page.get_by_role("heading", name=re.compile("^Overview")).wait_for()
+    views = [("#/profiles", "Certificate profiles", "#create-profile"),
+             ("#/profiles/cassandra-node", "cassandra-node", "dl.facts"),
+             ("#/policy", "Tenant policy", "#edit-policy"), ("#/acme", "ACME", "#create-eab-key"),
+             ("#/compromised", "Compromised keys", "#report-compromised"),
+             ("#/discovery", "Discovered endpoints", "#endpoints :is(p, table)"),
+             ("#/analytics", "Analytics", "svg.chart")]
+    for hash_, heading, last in views:
+        page.goto(f"{service.base}/ui/{hash_}")
+        page.get_by_role("heading", name=re.compile("^" + re.escape(heading))).first.wait_for()
+        page.locator(last).first.wait_for()
+        assert page.evaluate(OVERFLOW) <= 0, hash_
+    page.goto(f"{service.base}/ui/#/users/rosa" if service.passwords.get("rosa") else f"{service.base}/ui/#/users")
+    page.locator("#main h1").wait_for()
+    assert page.evaluate(OVERFLOW) <= 0
+    no_problems(page)
