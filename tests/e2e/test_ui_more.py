@@ -93,7 +93,7 @@ def test_a_profile_is_created_refused_then_changed_and_retired(service, browser)
     form = in_form(page, "Create a profile")
     form.get_by_label("Name").fill("edge-client")
     form.get_by_label("Description").fill("Edge proxies <as clients>")
-    form.get_by_label("client_auth").check()
+    form.get_by_label("client_auth", exact=True).check()
     form.get_by_label("Maximum validity (days)").fill("200")
     form.get_by_label("Default validity (days)").fill("90")
     form.get_by_role("button", name="Create profile").click()
@@ -113,7 +113,7 @@ def test_a_profile_is_created_refused_then_changed_and_retired(service, browser)
     assert "exceeds the maximum" in page.locator("#update-profile [id$='default_validity_days-error']").inner_text()
     default.fill("60")
     change.get_by_label("Description").fill("Edge proxies")
-    change.get_by_label("server_auth").check()
+    change.get_by_label("server_auth", exact=True).check()
     change.get_by_role("button", name="Save profile").click()
     page.wait_for_function("() => !document.querySelector('#update-profile [aria-invalid=true]')")
     page.get_by_text("60 days by default, at most 200").wait_for()
@@ -200,7 +200,7 @@ def test_a_webhook_is_changed_and_its_secret_rotated_and_shown_once(service, bro
     page.get_by_role("button", name="Change https://hooks.example.com/old").click()
     edit = in_form(page, "Change the webhook to https://hooks.example.com/old")
     edit.get_by_label("URL").fill("https://hooks.example.com/new")
-    edit.get_by_label("certificate.issued").check()
+    edit.get_by_label("certificate.issued", exact=True).check()
     edit.get_by_label("Enabled (deliveries are sent)").uncheck()
     edit.get_by_role("button", name="Save webhook").click()
     page.get_by_role("button", name="Change https://hooks.example.com/new").wait_for()
@@ -236,7 +236,7 @@ def test_an_eab_key_is_shown_once_with_a_lego_command_that_obtains_a_certificate
     directory = f"{service.base}/acme/{TENANT}/directory"
     assert page.locator("#acme-directory").inner_text() == directory
     form = in_form(page, "Create an EAB key")
-    form.get_by_label("CA").select_option(service.ca_id)
+    form.get_by_label("CA", exact=True).select_option(service.ca_id)
     form.get_by_label("Profile").select_option("cassandra-node")
     form.get_by_label("Names allowed").fill("node7.acme.test")
     form.get_by_label("Description").fill("lego on node7")
@@ -308,8 +308,9 @@ def _foreign_pem() -> str:
     return cert.public_bytes(serialization.Encoding.PEM).decode()
 
 
-def _pem(service, certificate_id: str) -> str:
-    return service.get(f"/v1/certificates/{certificate_id}", min_position=head(service)).json()["certificate_pem"]
+def _pem(service, made: dict) -> str:
+    return service.get(f"/v1/certificates/{made['certificate_id']}",
+                       min_position=made["global_position"]).json()["certificate_pem"]
 
 
 def test_discovered_endpoints_are_listed_with_their_status_and_paged(service, browser):
@@ -321,9 +322,9 @@ def test_discovered_endpoints_are_listed_with_their_status_and_paged(service, br
     now = dt.datetime.now(dt.UTC).isoformat()
     seen = {"observed_at": now, "tls_version": "TLSv1.3"}
     service.post(f"/v1/tenants/{TENANT}/discovered", {"observations": [
-        {"host": "db1.acme.internal", "port": 9142, "certificate_pem": _pem(service, live["certificate_id"]), **seen},
-        {"host": "db2.acme.internal", "port": 9142, "certificate_pem": _pem(service, gone["certificate_id"]), **seen},
-        {"host": "db3.acme.internal", "port": 9142, "certificate_pem": _pem(service, old["certificate_id"]), **seen},
+        {"host": "db1.acme.internal", "port": 9142, "certificate_pem": _pem(service, live), **seen},
+        {"host": "db2.acme.internal", "port": 9142, "certificate_pem": _pem(service, gone), **seen},
+        {"host": "db3.acme.internal", "port": 9142, "certificate_pem": _pem(service, old), **seen},
         {"host": "db4.acme.internal", "port": 9142, "certificate_pem": _foreign_pem(), **seen},
         {"host": "db5.acme.internal", "port": 9142, "observed_at": now, "error": "refused",
          "reason": "connection refused"}]})

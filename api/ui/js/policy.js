@@ -51,7 +51,7 @@ export async function policyView(main, context) {
            algorithms.map(a => [a.name, `${a.name}${a.post_quantum ? " (post-quantum)" : ""}`]),
            now.allowed_algorithms || [], "policy-alg"),
     LISTS.map(([name, label, hint]) => field(label, h("textarea", {name, rows: 3, autocapitalize: "none",
-      spellcheck: "false", value: (now[name] || []).join("\n")}), hint)),
+      spellcheck: "false"}, (now[name] || []).join("\n")), hint)),
     field("Maximum validity (days)", h("input", {name: "max_validity_days", type: "number", inputmode: "numeric",
       value: now.max_validity_days ?? ""}), "Empty: no tenant limit (each profile's applies)."),
     h("button.primary", {type: "submit"}, "Save policy")], async el => {

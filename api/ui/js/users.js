@@ -106,7 +106,7 @@ function statusForm(user, context, render) {
 function accessForm(user, context, secret, render) {
   const banner = h("p.banner.error", {role: "alert", hidden: true});
   const run = (button, ask, action) => async () => {
-    if (ask && !await confirmStep(button, ask)) return;
+    if (ask && !await confirmStep(button.parentElement, ask)) return;
     const done = await attempt(banner, action);
     if (done) await render(done.global_position);
   };

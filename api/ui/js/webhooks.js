@@ -47,10 +47,10 @@ function editForm(hook, context, types, slot, render) {
     h("div.check", {}, h("input", {type: "checkbox", name: "enabled", id: "edit-enabled", checked: hook.enabled}),
       h("label", {for: "edit-enabled"}, "Enabled (deliveries are sent)")),
     h("div.actions", {}, h("button.primary", {type: "submit"}, "Save webhook"),
-      h("button", {type: "button", on: {click: () => { slot.hidden = true; fill(slot); }}}, "Cancel"))], async form => {
-    const events = ticked(form, "event_types");
-    const body = {url: form.elements.url.value.trim(), description: form.elements.description.value,
-                  enabled: form.elements.enabled.checked, event_types: events};  // none ticked: every type
+      h("button", {type: "button", on: {click: () => { slot.hidden = true; fill(slot); }}}, "Cancel"))], async f => {
+    const events = ticked(f, "event_types");
+    const body = {url: f.elements.url.value.trim(), description: f.elements.description.value,
+                  enabled: f.elements.enabled.checked, event_types: events};  // none ticked: every type
     const done = await api(`/v1/webhooks/${encodeURIComponent(hook.webhook_id)}`, {method: "PATCH", body,
                                                                                    query: scope(context)});
     slot.hidden = true;
