@@ -37,7 +37,7 @@ def roles() -> dict:
 def catalog() -> dict:
     """Fixed lists of the domain the forms offer: webhook event types, compliance rules with their remedies, what a
     profile may name (key usages, extended key usages, SAN types) and the analytics metrics with their dimension."""
-    metrics = {name: field for name, field in DIMENSIONS.items()}
+    metrics = dict(DIMENSIONS)
     metrics |= {f"{name}.{path[-1]}": path[-1] for name, paths in MORE_DIMENSIONS.items() for path in paths}
     return {"webhook_event_types": sorted(NOTIFIABLE),
             "key_usages": sorted(KEY_USAGES - {"key_cert_sign", "crl_sign"}),  # a profile describes a leaf

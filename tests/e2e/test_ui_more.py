@@ -5,19 +5,24 @@ obtains a certificate, and a phone's viewport fits."""
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import os
 import re
 import shlex
 import shutil
 import subprocess
+import time
 
+import httpx
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from test_cli_serve import free_port
 from ui_support import TENANT, browser, chromium, page_problems, playwright, sign_in, start_service  # noqa: F401
+
+from domain import totp
 
 pytestmark = pytest.mark.slow
 OVERFLOW = "document.documentElement.scrollWidth - document.documentElement.clientWidth"
@@ -189,6 +194,33 @@ def test_a_password_reset_ends_the_users_other_session(service, browser):
     other.get_by_role("heading", name=re.compile("^Overview")).wait_for()
     page.get_by_role("button", name="I have saved it").click()
     assert page.locator("#one-time-secret").count() == 0
+    no_problems(page)
+
+
+def _enroll_totp(service, username: str, password: str) -> None:
+    """The user sets up TOTP through the API (as the sign-in view's enrollment does)."""
+    tokens = httpx.post(f"{service.base}/v1/auth/token", data={"grant_type": "password", "username": username,
+                                                                "password": password, "tenant_id": TENANT}, timeout=30)
+    assert tokens.status_code == 200, tokens.text
+    own = {"Authorization": f"Bearer {tokens.json()['access_token']}"}
+    enrollment = service.post("/v1/auth/totp", {}, headers=own)
+    code = totp.totp(base64.b32decode(enrollment["secret"]), time.time())
+    service.post("/v1/auth/totp/confirm", {"code": code}, headers=own)
+
+
+def test_a_lost_totp_device_is_reset_after_a_confirmation(service, browser):
+    password = service.user("tomas", "viewer")
+    _enroll_totp(service, "tomas", password)
+    assert service.get("/v1/users/tomas", tenant_id=TENANT).json()["totp_enabled"] is True
+    page = tenant_admin_page(service, browser, "ui-totp")
+    page.goto(f"{service.base}/ui/#/users/tomas")
+    page.locator("#access").get_by_role("button", name="Reset TOTP").click()
+    page.get_by_role("button", name="Yes, reset TOTP").click()
+    page.locator("#access button:disabled", has_text="Reset TOTP").wait_for()
+    assert service.get("/v1/users/tomas", tenant_id=TENANT).json()["totp_enabled"] is False
+    other = browser.page()
+    sign_in(other, service.base, "tomas", password)  # no code asked any more
+    other.get_by_role("heading", name=re.compile("^Overview")).wait_for()
     no_problems(page)
 
 
