@@ -96,7 +96,7 @@ def test_a_profile_is_created_refused_then_changed_and_retired(service, browser)
     page.locator("#profiles table").wait_for()
     assert page.get_by_role("link", name="cassandra-node", exact=True).is_visible()  # the built-in ones are listed
     form = in_form(page, "Create a profile")
-    form.get_by_label("Name").fill("edge-client")
+    form.get_by_label("Name", exact=True).fill("edge-client")
     form.get_by_label("Description").fill("Edge proxies <as clients>")
     form.get_by_label("client_auth", exact=True).check()
     form.get_by_label("Maximum validity (days)").fill("200")
@@ -232,13 +232,13 @@ def test_a_webhook_is_changed_and_its_secret_rotated_and_shown_once(service, bro
     page.get_by_role("button", name="Change https://hooks.example.com/old").click()
     edit = in_form(page, "Change the webhook to https://hooks.example.com/old")
     edit.get_by_label("URL").fill("https://hooks.example.com/new")
-    edit.get_by_label("certificate.issued", exact=True).check()
+    edit.get_by_label("certificate.renewed", exact=True).check()
     edit.get_by_label("Enabled (deliveries are sent)").uncheck()
     edit.get_by_role("button", name="Save webhook").click()
     page.get_by_role("button", name="Change https://hooks.example.com/new").wait_for()
     hook = service.get(f"/v1/webhooks/{made['webhook_id']}", tenant_id=TENANT, min_position=head(service)).json()
     assert (hook["url"], hook["enabled"]) == ("https://hooks.example.com/new", False)
-    assert hook["event_types"] == ["certificate.issued", "certificate.revoked"]
+    assert hook["event_types"] == ["certificate.renewed", "certificate.revoked"]
 
     page.get_by_role("button", name="Rotate the secret of https://hooks.example.com/new").click()
     page.get_by_role("button", name="Yes, rotate").click()
