@@ -330,6 +330,31 @@ def test_a_compromised_key_report_waits_for_the_typed_confirmation(service, brow
     no_problems(page)
 
 
+def test_a_ca_is_cross_signed_by_another_root_after_a_confirmation(service, browser):
+    other = service.post("/v1/cas", {"kind": "root", "tenant_id": TENANT, "name": "Acme new root",
+                                     "algorithm": "ecdsa-p384", "subject": {"common_name": "Acme Root CA 2"}})
+    page = tenant_admin_page(service, browser, "ui-cross")
+    page.goto(f"{service.base}/ui/#/cas/{service.ca_id}")
+    form = in_form(page, "Cross-sign")
+    form.get_by_label("Signed by").select_option(other["ca_id"])
+    form.get_by_label("Validity (days)").fill("400")
+    form.get_by_role("button", name="Cross-sign").click()
+    page.get_by_role("button", name="Cancel").click()  # nothing sent
+    form.get_by_role("button", name="Cross-sign").click()
+    page.get_by_role("button", name="Yes, cross-sign").click()
+    page.locator("#ca-certificates").get_by_text("cross-certificate").wait_for()
+    certs = service.get(f"/v1/cas/{service.ca_id}/certificates", min_position=head(service)).json()
+    [cross] = [c for c in certs if c["role"] == "cross"]
+    [own] = [c for c in certs if c["role"] == "current"]
+    assert cross["issuer_ca_id"] == other["ca_id"]
+    crossed = x509.load_pem_x509_certificate(cross["certificate_pem"].encode())
+    current = x509.load_pem_x509_certificate(own["certificate_pem"].encode())
+    assert crossed.public_key() == current.public_key() and crossed.subject == current.subject
+    assert crossed.issuer.rfc4514_string() == "CN=Acme Root CA 2"
+    assert (crossed.not_valid_after_utc - crossed.not_valid_before_utc).days == 400
+    no_problems(page)
+
+
 def _foreign_pem() -> str:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "legacy.acme.internal")])
@@ -427,7 +452,7 @@ def test_the_new_views_fit_a_phone_and_raise_no_console_error(service, browser):
              ("#/policy", "Tenant policy", "#edit-policy"), ("#/acme", "ACME", "#create-eab-key"),
              ("#/compromised", "Compromised keys", "#report-compromised"),
              ("#/discovery", "Discovered endpoints", "#endpoints :is(p, table)"),
-             ("#/analytics", "Analytics", "svg.chart")]
+             ("#/analytics", "Analytics", "svg.chart"), (f"#/cas/{service.ca_id}", "Acme clients", "#cross-sign")]
     for hash_, heading, last in views:
         page.goto(f"{service.base}/ui/{hash_}")
         page.get_by_role("heading", name=re.compile("^" + re.escape(heading))).first.wait_for()

@@ -1,5 +1,5 @@
 // CA administration: creating a root or an intermediate, and on one CA disable/enable, key rollover (routine, or
-// after a root key's compromise behind its own confirmation), revocation and the CRL link.
+// after a root key's compromise behind its own confirmation), revocation, cross-signing and the CRL link.
 
 import {api} from "./api.js";
 import {field, h} from "./dom.js";
@@ -133,12 +133,40 @@ function revokeForm(ca, render) {
   });
 }
 
+/** Cross-certification: another active CA of the tenant certifies this CA's key (a second path of trust). */
+function crossForm(ca, issuers, render) {
+  return form("Cross-sign", [h("h2", {}, "Cross-sign"),
+    h("p.hint", {}, "Another CA signs a certificate for this CA's key, so that clients trusting that CA's root trust " +
+      "what this CA signs too (e.g. while moving to a new root)."),
+    field("Signed by", choice("issuer_id", issuers.map(c => [c.ca_id, `${c.name} (${c.kind}, ${c.algorithm})`]),
+                              issuers[0]?.ca_id, {id: "cross-issuer"})),
+    field("Validity (days)", h("input", {name: "validity_days", id: "cross-validity", type: "number", min: 1}),
+          "Empty: 1825 days, or what the signing CA has left."),
+    field("Path length", h("input", {name: "path_length", id: "cross-path", type: "number", min: 0}),
+          "Empty: this CA's own; it may be narrowed, never widened."),
+    h("button", {type: "submit"}, "Cross-sign")], async el => {
+    const issuer = issuers.find(c => c.ca_id === el.elements.issuer_id.value);
+    if (!await confirmStep(el.querySelector("button[type=submit]"), {
+      question: `Have ${issuer?.name || el.elements.issuer_id.value} certify ${ca.name}?`, yes: "Yes, cross-sign",
+      explain: "Everything this CA signs becomes trusted, too, wherever the signing CA's root is trusted, until the " +
+        "cross-certificate expires (it cannot be withdrawn on its own: revoking this CA ends both paths)."})) return;
+    const body = {issuer_id: el.elements.issuer_id.value};
+    for (const key of ["validity_days", "path_length"]) if (number(el.elements[key]) !== null) {
+      body[key] = number(el.elements[key]);
+    }
+    await render((await post(ca, "cross-sign", body)).global_position);
+  }, {id: "cross-sign"});
+}
+
 /** What ``ca`` offers the caller: the CRL link always, the rest with ca:manage while the CA is not revoked. */
 export async function caActions(ca, context, render) {
   const crl = h("div.actions", {}, h("a.button", {href: `/v1/cas/${encodeURIComponent(ca.ca_id)}/crl?format=pem`,
                                                   download: `${ca.ca_id}.crl.pem`}, "Download CRL (PEM)"));
   if (!context.can.has("ca:manage") || ca.status === "revoked" || ca.status === "pending") return [crl];
-  const algorithms = await caAlgorithms().catch(() => []);
+  const [algorithms, active] = await Promise.all([caAlgorithms().catch(() => []),
+    api("/v1/cas", {query: {tenant_id: ca.tenant_id, status: "active", limit: 500}}).catch(() => ({items: []}))]);
+  const issuers = active.items.filter(c => c.ca_id !== ca.ca_id);
   return [crl, h("div.grid", {id: "ca-admin"}, statusForm(ca, render), rolloverForm(ca, algorithms, render),
-    ca.kind === "intermediate" ? revokeForm(ca, render) : null)];
+    ca.kind === "intermediate" ? revokeForm(ca, render) : null,
+    ca.status === "active" && issuers.length ? crossForm(ca, issuers, render) : null)];
 }
