@@ -53,15 +53,19 @@ async function caPage(main, context, caId, render, position) {
     h("div.actions", {}, chainButton,
       h("a.button", {href: `#/certs?ca_id=${encodeURIComponent(ca.ca_id)}`}, "Its certificates")),
     await caActions(ca, context, render),
-    await keyCertificates(ca, position));
+    await keyCertificates(ca, position),
+    ca.link_certificates?.length ? table([["Role", c => c.role], ["Subject", c => c.subject_dn],
+      ["Issuer", c => c.issuer_dn], ["Expires", c => day(c.not_after)]], ca.link_certificates, "Link certificates")
+      : null);
 }
 
-const ROLES = {current: "current key", previous: "previous key", cross: "cross-certificate",
-               new_with_old: "link: new key, old root", old_with_new: "link: old key, new root"};
+const ROLES = {current: "current key", previous: "previous key", cross: "cross-certificate"};
 
-/** Every certificate of the CA's keys (its own, earlier keys', cross-certificates, a root's link certificates). */
+/** The certificates of the CA's keys: its own, its earlier keys', cross-certificates (a root's link certificates
+ * have their own table). */
 async function keyCertificates(ca, position) {
-  const certs = await api(`/v1/cas/${encodeURIComponent(ca.ca_id)}/certificates`, {query: {min_position: position}});
+  const certs = (await api(`/v1/cas/${encodeURIComponent(ca.ca_id)}/certificates`, {
+    query: {min_position: position}})).filter(c => c.role in ROLES);
   if (certs.length < 2) return null;  // the CA's own certificate only: the facts above say it all
   const pem = c => h("button", {type: "button", "aria-label": `Download the ${ROLES[c.role] || c.role} (PEM)`,
     on: {click: () => download(`${ca.ca_id}-${c.role}-${c.fingerprint.slice(0, 8)}.pem`, c.certificate_pem)}}, "PEM");
