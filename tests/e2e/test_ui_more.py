@@ -42,7 +42,9 @@ def service(tmp_path_factory, http01_port):
     hosts = tmp / "hosts"
     hosts.write_text("".join(f"127.0.0.1 {name}\n" for name in ACME_NAMES))
     yield from start_service(tmp, {"CSM_ACME_HTTP01_PORT": str(http01_port), "CSM_ACME_HOSTS_FILE": str(hosts),
-                                   "CSM_ACME_VALIDATION_NETWORKS": "127.0.0.0/8", "CSM_ACME_VALIDATION_TIMEOUT": "5"})
+                                   "CSM_ACME_VALIDATION_NETWORKS": "127.0.0.0/8", "CSM_ACME_VALIDATION_TIMEOUT": "5",
+                                   # the lockout test fails five sign-ins of one user, then signs in twice
+                                   "CSM_RATE_LIMIT_LOGIN_PER_USERNAME": "20/minute"})
 
 
 def no_problems(page, console: bool = True) -> None:
@@ -220,6 +222,27 @@ def test_a_lost_totp_device_is_reset_after_a_confirmation(service, browser):
     assert service.get("/v1/users/tomas", tenant_id=TENANT).json()["totp_enabled"] is False
     other = browser.page()
     sign_in(other, service.base, "tomas", password)  # no code asked any more
+    other.get_by_role("heading", name=re.compile("^Overview")).wait_for()
+    no_problems(page)
+
+
+def test_a_locked_out_user_is_unlocked(service, browser):
+    password = service.user("ulrich", "viewer")
+    for _ in range(5):  # CSM_LOGIN_MAX_FAILURES: five wrong passwords lock the account
+        wrong = httpx.post(f"{service.base}/v1/auth/token", data={"grant_type": "password", "username": "ulrich",
+                                                                   "password": "wrong-" + password, "tenant_id": TENANT})
+        assert wrong.status_code in (401, 423, 429), wrong.text
+    page = tenant_admin_page(service, browser, "ui-unlock")
+    page.goto(f"{service.base}/ui/#/users/ulrich")
+    page.locator("#access").get_by_text("Locked after failed sign-ins until").wait_for()
+    page.locator("#access").get_by_role("button", name="Unlock").click()  # no session to end: no confirmation
+    page.locator("#access").get_by_text("Not locked out.").wait_for()
+    assert service.get("/v1/users/ulrich", tenant_id=TENANT).json()["locked_until"] is None
+    right = httpx.post(f"{service.base}/v1/auth/token", data={"grant_type": "password", "username": "ulrich",
+                                                               "password": password, "tenant_id": TENANT})
+    assert right.status_code == 200, right.text
+    other = browser.page()
+    sign_in(other, service.base, "ulrich", password)
     other.get_by_role("heading", name=re.compile("^Overview")).wait_for()
     no_problems(page)
 
