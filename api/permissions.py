@@ -72,6 +72,7 @@ ROUTE_PERMISSIONS: dict[tuple[str, str], Rule] = {
                                                     note="bounds on what a tenant may hold and issue (Quotas below)"),
     ("POST", "/v1/tenants/{tenant_id}/quotas"): Rule(("tenant:create",), "platform",
                                                      note="bounds on what a tenant may hold and issue (Quotas below)"),
+    ("GET", "/v1/tenants/{tenant_id}/policy"): Rule(("tenant:read",), "tenant"),
     ("PUT", "/v1/tenants/{tenant_id}/policy"): Rule(("tenant:update",), "tenant",
                                                     note="a tenant narrows what its certificates may say"),
     ("POST", "/v1/tenants/{tenant_id}/policy"): Rule(("tenant:update",), "tenant",

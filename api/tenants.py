@@ -207,6 +207,13 @@ class TenantController(Controller):
         command = cmd.SetTenantQuotas(tenant_id=tenant_id, quotas=data)
         return await execute(request, cmd.set_tenant_quotas, command, principal, idempotency_key)
 
+    @get("/{tenant_id:str}/policy", summary="Read a tenant's certificate policy (what issuance checks against)",
+         description="From the tenant's stream, so a policy set a moment ago is the one answered. Needs tenant:read.",
+         responses=QUERY_ERRORS)
+    async def read_policy(self, request: Request, principal: Caller,
+                          tenant_id: FromPath[str]) -> cmd.TenantPolicyOut:
+        return await cmd.read_policy(principal, runtime_of(request.app.state).services, tenant_id)
+
     @route("/{tenant_id:str}/policy", http_method=["PUT", "POST"], status_code=200,
            summary="Set a tenant's certificate policy (algorithms, allowed names, maximum validity)",
            responses=COMMAND_ERRORS)

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-from commands.authz import authorize
+from commands.authz import Principal, authorize
 from commands.runtime import CommandContext, CommandResult, Services, load, run
 from domain import tenant
 from domain.errors import DomainError, NotFound
@@ -169,6 +169,22 @@ async def active_tenant(services: Services, tenant_id: str) -> tenant.Tenant:
     if state.status == "suspended":
         raise DomainError("tenant_suspended", f"tenant {tenant_id} is suspended", field="tenant_id")
     return state
+
+
+class TenantPolicyOut(msgspec.Struct, frozen=True, kw_only=True):
+    tenant_id: str
+    policy: TenantPolicy
+    version: int  # the tenant stream's version it was read at
+
+
+async def read_policy(principal: Principal, services: Services, tenant_id: str) -> TenantPolicyOut:
+    """The policy in force (from the tenant's stream, no lag): what issuance checks against. Needs tenant:read."""
+    authorize(principal, "tenant:read", tenant_id)
+    tenant.validate_tenant_id(tenant_id)
+    state = await load(services, tenant_id, tenant.stream_id(tenant_id), tenant.fold)
+    if state.status == "absent":
+        raise NotFound("tenant_not_found", f"tenant {tenant_id} does not exist", field="tenant_id")
+    return TenantPolicyOut(tenant_id=tenant_id, policy=state.policy, version=state.version)
 
 
 async def is_suspended(services: Services, tenant_id: str) -> bool:

@@ -155,7 +155,7 @@ def test_a_policy_edit_is_refused_next_to_its_field_then_accepted(service, brows
     page.get_by_text("Policy saved.").wait_for()
     assert dns.get_attribute("aria-invalid") is None
 
-    page.reload()  # the policy in force is read back (from the audit log: no /v1 route reads it)
+    page.reload()  # the policy in force is read back (GET /v1/tenants/{id}/policy)
     page.locator("#policy-now").get_by_text(".acme.internal, .acme.test, *.example.org").wait_for()
     assert page.locator("#policy-now").get_by_text("120 days").is_visible()
     refused = service.post_raw("/v1/certificates", {

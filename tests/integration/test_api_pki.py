@@ -478,8 +478,14 @@ async def test_a_request_that_names_no_validity_gets_one_its_issuer_and_tenant_a
                                                   min_position=lower.json()["global_position"])).json()["items"]}
     ends = {name: datetime.fromisoformat(rows[name]["not_after"].replace("Z", "+00:00")) for name in rows}
     assert ends["Lower"] <= ends["Upper"] < ends["Root"]
+    before = await api.client.get("/v1/tenants/acme/policy", headers=admin)
+    assert before.status_code == 200 and before.json()["policy"]["max_validity_days"] is None, before.text
     policy = await api.client.put("/v1/tenants/acme/policy", headers=admin, json={"max_validity_days": 90})
     assert policy.status_code == 200, policy.text
+    after = (await api.client.get("/v1/tenants/acme/policy", headers=admin)).json()  # the stream: no lag
+    assert after["policy"]["max_validity_days"] == 90 and after["version"] == policy.json()["version"]
+    assert_problem(await api.client.get("/v1/tenants/nobody/policy", headers=admin), 404, "tenant_not_found",
+                   field="tenant_id")
     body = {"tenant_id": "acme", "ca_id": lower.json()["ca_id"], "algorithm": "ecdsa-p256",
             "subject": {"common_name": "n.acme.internal"}, "sans": {"dns": ["n.acme.internal"]}}
     issued = await issue(api, admin, **body)

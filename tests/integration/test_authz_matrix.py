@@ -64,6 +64,7 @@ REQUESTS: dict[tuple[str, str], Build] = {
                                                                   json={"name": fresh("Renamed")}),
     ("PUT", "/v1/tenants/{tenant_id}/quotas"): lambda w, t: Call("PUT", f"/v1/tenants/{t}/quotas", json={}),
     ("POST", "/v1/tenants/{tenant_id}/quotas"): lambda w, t: Call("POST", f"/v1/tenants/{t}/quotas", json={}),
+    ("GET", "/v1/tenants/{tenant_id}/policy"): lambda w, t: Call("GET", f"/v1/tenants/{t}/policy"),
     ("PUT", "/v1/tenants/{tenant_id}/policy"): lambda w, t: Call("PUT", f"/v1/tenants/{t}/policy", json={}),
     ("POST", "/v1/tenants/{tenant_id}/policy"): lambda w, t: Call("POST", f"/v1/tenants/{t}/policy", json={}),
     ("POST", "/v1/tenants/{tenant_id}/suspend"): lambda w, t: Call("POST", f"/v1/tenants/{t}/suspend", json=REASON),

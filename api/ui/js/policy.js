@@ -9,18 +9,9 @@ const LISTS = [["allowed_dns", "DNS names allowed", "One pattern a line: a.examp
                ["allowed_ip_networks", "IP networks allowed", "One network a line, e.g. 10.0.0.0/8. Empty: any."],
                ["allowed_email_domains", "Email domains allowed", "One domain pattern a line. Empty: any."]];
 
-/** The policy in force: no /v1 route reads it, so it is the last ``tenant.policy_set`` event of the tenant's stream
- * in the audit log (audit:read); null when the caller cannot read the log, {} when none was ever set. */
+/** The policy in force (GET /v1/tenants/{id}/policy, read from the tenant's stream: tenant:read). */
 async function currentPolicy(tenant) {
-  let cursor = null;
-  let last = null;
-  do {
-    const page = await api("/v1/audit/events", {query: {type: "tenant.policy_set", stream_id: `tenant-${tenant}`,
-                                                        tenant_id: tenant, limit: 1000, cursor}});
-    last = page.items.at(-1) || last;
-    cursor = page.next_cursor;
-  } while (cursor !== null && cursor !== undefined);
-  return last?.event?.payload?.policy || {};
+  return (await api(`/v1/tenants/${encodeURIComponent(tenant)}/policy`)).policy;
 }
 
 function policyOf(el) {
@@ -31,8 +22,8 @@ function policyOf(el) {
 }
 
 function describe(policy) {
-  if (!policy) return h("p.hint", {}, "The policy in force is read from the audit log, which this sign-in cannot " +
-                        "read (audit:read): saving replaces it whole with what is below.");
+  if (!policy) return h("p.hint", {}, "This sign-in cannot read the tenant (tenant:read): saving replaces the policy " +
+                        "whole with what is below.");
   const shown = [["Algorithms", policy.allowed_algorithms?.join(", ") || "any the service allows"],
     ...LISTS.map(([name, label]) => [label, (policy[name] || []).join(", ") || "any"]),
     ["Maximum validity", policy.max_validity_days ? `${policy.max_validity_days} days` : "the profile's"]];
@@ -43,7 +34,7 @@ export async function policyView(main, context) {
   const tenant = context.tenant;
   if (!tenant) return fill(main, h("h1", {}, "Tenant policy"), h("p", {}, "No tenant in view."));
   const [algorithms, policy] = await Promise.all([api("/v1/algorithms"),
-    context.can.has("audit:read") ? currentPolicy(tenant) : null]);
+    context.can.has("tenant:read") ? currentPolicy(tenant) : null]);
   const now = policy || {};
   const saved = h("p.banner.ok", {role: "status", hidden: true});
   const edit = context.can.has("tenant:update") ? form("Change the policy", [h("h2", {}, "Change the policy"),
