@@ -180,7 +180,8 @@ class TenantPolicyOut(msgspec.Struct, frozen=True, kw_only=True):
 async def read_policy(principal: Principal, services: Services, tenant_id: str) -> TenantPolicyOut:
     """The policy in force (from the tenant's stream, no lag): what issuance checks against. Needs tenant:read."""
     authorize(principal, "tenant:read", tenant_id)
-    tenant.validate_tenant_id(tenant_id)
+    if not tenant.TENANT_ID_RE.fullmatch(tenant_id):  # a query: an id no tenant can have is one that does not exist
+        raise NotFound("tenant_not_found", f"tenant {tenant_id} does not exist", field="tenant_id")
     state = await load(services, tenant_id, tenant.stream_id(tenant_id), tenant.fold)
     if state.status == "absent":
         raise NotFound("tenant_not_found", f"tenant {tenant_id} does not exist", field="tenant_id")
