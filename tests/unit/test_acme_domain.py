@@ -130,6 +130,20 @@ PRIVATE = acme.parse_networks(("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", 
     ("fe80::1", acme.parse_networks(["::/0"]), False),
     ("0.0.0.0", acme.parse_networks(["0.0.0.0/0"]), False),
     ("224.0.0.1", acme.parse_networks(["0.0.0.0/0"]), False),
+    # Security review: a wide network does not list loopback, and an IPv6 address carrying an IPv4 one (NAT64,
+    # 6to4, Teredo, IPv4-compatible) is judged by that IPv4 address too.
+    ("127.0.0.1", acme.parse_networks(["0.0.0.0/0"]), False),
+    ("::1", acme.parse_networks(["::/0"]), False),
+    ("::1", acme.parse_networks(["::1/128"]), True),
+    ("::ffff:127.0.0.1", acme.parse_networks(["0.0.0.0/0", "::/0"]), False),
+    ("64:ff9b::a9fe:a9fe", acme.parse_networks(["0.0.0.0/0", "::/0"]), False),
+    ("64:ff9b::7f00:1", acme.parse_networks(["0.0.0.0/0", "::/0"]), False),
+    ("64:ff9b::a00:5", acme.parse_networks(["10.0.0.0/8", "::/0"]), True),
+    ("64:ff9b::a00:5", acme.parse_networks(["::/0"]), False),  # its IPv4 address is outside the networks
+    ("2002:a9fe:a9fe::1", acme.parse_networks(["0.0.0.0/0", "::/0"]), False),
+    ("::a9fe:a9fe", acme.parse_networks(["0.0.0.0/0", "::/0"]), False),
+    ("2001:0:4136:e378:8000:63bf:5601:5601", acme.parse_networks(["0.0.0.0/0", "::/0"]), False),  # Teredo
+    ("2001:db8::1", acme.parse_networks(["::/0"]), True),
 ])
 def test_validation_connects_only_into_the_listed_networks(address, networks, allowed):
     problem = acme.validation_address_problem(ipaddress.ip_address(address), networks)
