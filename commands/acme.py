@@ -236,7 +236,10 @@ async def finalize_order(cmd: FinalizeOrder, ctx: CommandContext, services: Serv
             raise AcmeProblem("malformed", "the order's notAfter is less than a day away now", field="notAfter")
     issue = IssueCertificate(tenant_id=cmd.tenant_id, ca_id=key.ca_id, profile=key.profile, csr=csr_pem,
                              validity_days=validity_days,
-                             subject=facts.subject or DistinguishedName(common_name=names[0]),
+                             # only what validation proved: the CSR's CN (one of the order's names), never its O,
+                             # OU, C, L, ST or emailAddress
+                             subject=DistinguishedName(common_name=facts.subject.common_name.lower().rstrip(".")
+                                                       if facts.subject and facts.subject.common_name else names[0]),
                              sans=SubjectAltNames(dns=tuple(names)), tags=["acme", owner_tag(cmd.account_id)])
     # The order's id as the Idempotency-Key: a finalize retried after a crash between the two appends gets the
     # certificate the first attempt issued, not a second one.
