@@ -229,6 +229,8 @@ async def finalize_order(cmd: FinalizeOrder, ctx: CommandContext, services: Serv
     acme_requests.check_csr_names(names, facts.sans.dns, facts.subject.common_name if facts.subject else None)
     if facts.sans.ip or facts.sans.email or facts.sans.uri:
         raise AcmeProblem("badCSR", "the CSR may name DNS names only", field="csr")
+    if facts.public_key_sha256 == jose.spki_sha256(account.jwk):
+        raise AcmeProblem("badCSR", "the CSR's key is the account key: certify another key", field="csr")
     validity_days = None
     if order.created.not_after is not None:
         validity_days = acme_requests.validity_days_until(datetime.fromisoformat(order.created.not_after), now)

@@ -25,7 +25,8 @@ def _csr(key, subject: list[x509.NameAttribute], sans: list[x509.GeneralName], *
 
 async def test_a_csr_smuggles_neither_identity_attributes_nor_ca_powers_nor_other_names(tmp_path):
     """The ACME account proved control of DNS names only: the certificate names those and nothing else (no O, OU,
-    C, emailAddress from the CSR), is no CA whatever the CSR asks, and a CSR with an IP or weak key is badCSR."""
+    C, emailAddress from the CSR), is no CA whatever the CSR asks, and a CSR with an IP, a weak key or the account's
+    own key is badCSR."""
     async with acme_world(tmp_path) as world:
         responder = Responder(world.http01_port)
         try:
@@ -35,6 +36,8 @@ async def test_a_csr_smuggles_neither_identity_attributes_nor_ca_powers_nor_othe
             dns = [x509.DNSName("node1.acme.test")]
             with_ip = _csr(key, [], [*dns, x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
             assert_acme_problem(await client.post(order["finalize"], {"csr": with_ip}), 400, "badCSR", "csr")
+            own = _csr(client.key, [], dns)  # the account key itself (RFC 8555 11.1: keep them apart)
+            assert_acme_problem(await client.post(order["finalize"], {"csr": own}), 400, "badCSR", "csr")
             weak = _csr(rsa.generate_private_key(public_exponent=65537, key_size=1024), [], dns)
             assert_acme_problem(await client.post(order["finalize"], {"csr": weak}), 400, "badCSR")
             subject = [x509.NameAttribute(NameOID.COUNTRY_NAME, "US"),
