@@ -52,13 +52,17 @@ class JoseError(DomainError):
 
 
 def b64url_decode(text: Any, field: str) -> bytes:
-    """Unpadded base64url (RFC 7515 2), strictly: any other character, padding or a bad length is ``malformed``."""
+    """Unpadded base64url (RFC 7515 2), strictly: any other character, padding, a bad length or a non-canonical
+    spelling (unused trailing bits set: another spelling of the same octets) is ``malformed``."""
     if not isinstance(text, str) or not _B64URL.fullmatch(text) or len(text) % 4 == 1:
         raise JoseError("malformed", f"{field} is not unpadded base64url", field=field)
     try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        decoded = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
     except (binascii.Error, ValueError):
         raise JoseError("malformed", f"{field} is not unpadded base64url", field=field) from None
+    if b64url_encode(decoded) != text:
+        raise JoseError("malformed", f"{field} is not canonical base64url (unused bits set)", field=field)
+    return decoded
 
 
 def b64url_encode(data: bytes) -> str:

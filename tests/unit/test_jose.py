@@ -187,3 +187,25 @@ def test_any_jwk_is_a_key_or_refused_clearly(jwk):
         jose.thumbprint(jwk)
     except JoseError as refused:
         assert refused.acme_type in ("badPublicKey", "malformed") and refused.field.startswith("jwk")
+
+
+@given(st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_", max_size=40))
+def test_base64url_has_one_spelling_per_value(text):
+    """Security review: only the canonical spelling decodes (no set trailing bits), so a signature or payload
+    cannot be re-spelled into another accepted request."""
+    try:
+        decoded = jose.b64url_decode(text, "field")
+    except JoseError as exc:
+        assert exc.acme_type == "malformed" and exc.field == "field"
+        return
+    assert b64url_encode(decoded) == text
+
+
+def test_a_respelled_signature_is_refused():
+    key = ec.generate_private_key(ec.SECP256R1())
+    outer = json.loads(sign(key, "ES256", {"alg": "ES256", "nonce": "n", "url": URL, "jwk": jwk_of(key)}, b"{}"))
+    assert outer["signature"][-1] in "AQgw"  # 64 octets: the last character carries 4 unused bits, all 0
+    outer["signature"] = outer["signature"][:-1] + chr(ord(outer["signature"][-1]) + 1)
+    with pytest.raises(JoseError) as refused:
+        jose.parse_jws(json.dumps(outer).encode())
+    assert refused.value.field == "signature"
