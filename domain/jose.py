@@ -156,6 +156,16 @@ def _coordinate(jwk: dict[str, Any], name: str, size: int) -> int:
     return int.from_bytes(raw, "big")
 
 
+def _unsigned(jwk: dict[str, Any], name: str) -> int:
+    """An RSA member in its fewest octets (RFC 7518 6.3.1): a zero octet in front would spell the same key with
+    another thumbprint."""
+    raw = b64url_decode(jwk.get(name), f"jwk.{name}")
+    if not raw or raw[0] == 0:
+        raise JoseError("badPublicKey", f"jwk.{name} must be in its fewest octets (no leading zero)",
+                        field=f"jwk.{name}")
+    return int.from_bytes(raw, "big")
+
+
 def public_key(jwk: dict[str, Any]) -> PublicKey:
     """The public key a JWK describes; a private JWK, an unknown type or curve, or a weak RSA key is refused."""
     if not isinstance(jwk, dict):
@@ -173,8 +183,7 @@ def public_key(jwk: dict[str, Any]) -> PublicKey:
             x, y = _coordinate(jwk, "x", size), _coordinate(jwk, "y", size)
             return ec.EllipticCurvePublicNumbers(x, y, cls()).public_key()
         if kty == "RSA":
-            n = int.from_bytes(b64url_decode(jwk.get("n"), "jwk.n"), "big")
-            e = int.from_bytes(b64url_decode(jwk.get("e"), "jwk.e"), "big")
+            n, e = _unsigned(jwk, "n"), _unsigned(jwk, "e")
             if not MIN_RSA_BITS <= n.bit_length() <= MAX_RSA_BITS:
                 raise JoseError("badPublicKey", f"an RSA account key has {MIN_RSA_BITS}-{MAX_RSA_BITS} bits, "
                                 f"not {n.bit_length()}", field="jwk.n")

@@ -100,6 +100,17 @@ def test_weak_private_and_unknown_keys_are_refused():
                          "y": b64url_encode(b"\x02" * 32)})
 
 
+def test_an_rsa_key_has_one_spelling_so_one_thumbprint():
+    """Security review: RFC 7518 6.3.1 wants n and e in their fewest octets; a zero octet in front spelled the same
+    key with another thumbprint, and a thumbprint is what claims a key for one account."""
+    jwk = jwk_of(KEYS["RS256"]())
+    n, e = jose.b64url_decode(jwk["n"], "n"), jose.b64url_decode(jwk["e"], "e")
+    for member, padded in (("n", b"\x00" + n), ("e", b"\x00" + e)):
+        with pytest.raises(JoseError) as refused:
+            jose.thumbprint({**jwk, member: b64url_encode(padded)})
+        assert refused.value.acme_type == "badPublicKey" and refused.value.field == f"jwk.{member}"
+
+
 @pytest.mark.parametrize("header, field", [
     ({"alg": "ES256", "url": URL, "nonce": "n"}, "protected.jwk"),  # neither jwk nor kid
     ({"alg": "ES256", "url": URL, "nonce": "n", "jwk": {}, "kid": "k"}, "protected.jwk"),  # both
