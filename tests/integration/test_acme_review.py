@@ -4,6 +4,7 @@ certificate, JWS keys with private members, and an account of one tenant signing
 from __future__ import annotations
 
 import ipaddress
+import json
 
 from acme_support import AcmeWorld, Client, Responder, _hierarchy, acme_world, validated_order
 from cryptography import x509
@@ -93,3 +94,25 @@ async def test_private_jwks_and_accounts_of_another_tenant_are_refused(tmp_path)
         # tenant A's URL signed, sent to tenant B's endpoint
         assert_acme_problem(await client.post(client.directory["newOrder"], {}, protected={
             "url": there.directory["newOrder"]}), 403, "unauthorized", "protected.url")
+
+
+def _respelled(jwk: dict) -> dict:
+    """The same EC key with ``x``'s two unused trailing bits set: another spelling, formerly another thumbprint."""
+    last = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_".index(jwk["x"][-1])
+    return {**jwk, "x": jwk["x"][:-1] + "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"[last | 3]}
+
+
+async def test_one_key_never_signs_for_two_accounts_whatever_its_spelling(tmp_path):
+    """A key change onto another account's key, its JWK re-spelled, is refused: a key has one thumbprint."""
+    async with acme_world(tmp_path) as world:
+        first, second = await client_for(world), await client_for(world)
+        url = second.directory["keyChange"]
+        spelled = _respelled(first.jwk)
+        payload = {"account": second.kid, "oldKey": second.jwk}
+        inner = first.sign({"alg": "ES256", "jwk": spelled, "url": url}, json.dumps(payload).encode())
+        refused = await second.post(url, inner)
+        assert_acme_problem(refused, 400, "malformed", "payload.jwk.x")
+        assert (await second.post(second.kid, None)).json()["key"] == second.jwk
+        again = await first.post(first.directory["newAccount"], {"onlyReturnExisting": True}, use_jwk=True,
+                                 protected={"jwk": spelled})
+        assert_acme_problem(again, 400, "malformed", "jwk.x")
