@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -123,26 +124,34 @@ def deploy(settings: Settings, nodes: tuple[str, ...], known_hosts: Path, accept
     password = _read_password(password_file)
     options = ssh.SshOptions(known_hosts=known_hosts, identity=identity, accept_new_host_key=accept_new_host_key,
                              connect_timeout=connect_timeout)
-    failed = 0
     with runtime_for(settings) as runtime:
         catch_up(runtime)
-        for index, target in enumerate(targets):
-            try:
-                line, ok = _deploy_one(runtime, target, options, password, tenant_id=tenant_id, ca_id=ca_id,
-                                   also_trust=also_trust, format_=format_, remote_dir=remote_dir, group=group,
-                                   reload_command=reload_command, reload_timeout=reload_timeout,
-                                   verify=(verify_ports, verify_within))
-            except (CliError, DomainError, ssh.SshError, ValueError) as exc:
-                text = exc.format_message() if isinstance(exc, CliError) else (
-                    f"{exc.code}: {exc.detail}" if isinstance(exc, DomainError) else str(exc))
-                line, ok = f"{target.name}: FAILED ({target.endpoint}): {text}", False
-            click.echo(line)
-            failed += not ok
-            if not ok and stop_on_error:
-                for skipped in targets[index + 1:]:
-                    click.echo(f"{skipped.name}: SKIPPED (--stop-on-error)")
-                break
-    click.echo(f"{len(targets)} node(s): {len(targets) - failed} deployed, {failed} failed")
+        each_node(targets, lambda target: _deploy_one(
+            runtime, target, options, password, tenant_id=tenant_id, ca_id=ca_id, also_trust=also_trust,
+            format_=format_, remote_dir=remote_dir, group=group, reload_command=reload_command,
+            reload_timeout=reload_timeout, verify=(verify_ports, verify_within)), stop_on_error=stop_on_error,
+            done="deployed")
+
+
+def each_node(targets: list[Target], act: Callable[[Target], tuple[str, bool]], *, stop_on_error: bool,
+              done: str) -> None:
+    """``act`` on each node in turn, printing its line (a refusal or SSH failure is that node's FAILED line, not
+    the end of the run unless ``stop_on_error``), then the count; exit status 1 when any node failed."""
+    failed = 0
+    for index, target in enumerate(targets):
+        try:
+            line, ok = act(target)
+        except (CliError, DomainError, ssh.SshError, ValueError) as exc:
+            text = exc.format_message() if isinstance(exc, CliError) else (
+                f"{exc.code}: {exc.detail}" if isinstance(exc, DomainError) else str(exc))
+            line, ok = f"{target.name}: FAILED ({target.endpoint}): {text}", False
+        click.echo(line)
+        failed += not ok
+        if not ok and stop_on_error:
+            for skipped in targets[index + 1:]:
+                click.echo(f"{skipped.name}: SKIPPED (--stop-on-error)")
+            break
+    click.echo(f"{len(targets)} node(s): {len(targets) - failed} {done}, {failed} failed")
     if failed:
         raise SystemExit(1)
 

@@ -16,12 +16,11 @@ from pathlib import Path
 import click
 
 from cli.ca import convert
-from cli.cluster_deploy import Target, node_target, run_reload
+from cli.cluster_deploy import Target, each_node, node_target, run_reload
 from cli.cluster_verify import check, verify_options
 from cli.common import CliError, catch_up, command_context, run_async, runtime_for
 from commands import deployments
 from domain.deployment import NodeFile
-from domain.errors import DomainError
 from infra import ssh
 from infra.config import Settings
 from projections import certificate_queries as read_model
@@ -85,27 +84,11 @@ def rollback(settings: Settings, nodes: tuple[str, ...], known_hosts: Path, iden
     if shutil.which(ssh.SSH) is None:
         raise CliError("the OpenSSH client (ssh) is not installed (Debian package openssh-client)", 2)
     options = ssh.SshOptions(known_hosts=known_hosts, identity=identity, connect_timeout=connect_timeout)
-    failed = 0
     with runtime_for(settings) as runtime:
         catch_up(runtime)
-        for index, target in enumerate(targets):
-            try:
-                line, ok = _rollback_one(runtime, target, SshNode(target.endpoint, options, reload_command,
-                                                                  reload_timeout), tenant_id=tenant_id, force=force,
-                                         verify=(verify_ports, verify_within))
-            except (CliError, DomainError, ssh.SshError, ValueError) as exc:
-                text = exc.format_message() if isinstance(exc, CliError) else (
-                    f"{exc.code}: {exc.detail}" if isinstance(exc, DomainError) else str(exc))
-                line, ok = f"{target.name}: FAILED ({target.endpoint}): {text}", False
-            click.echo(line)
-            failed += not ok
-            if not ok and stop_on_error:
-                for skipped in targets[index + 1:]:
-                    click.echo(f"{skipped.name}: SKIPPED (--stop-on-error)")
-                break
-    click.echo(f"{len(targets)} node(s): {len(targets) - failed} rolled back, {failed} failed")
-    if failed:
-        raise SystemExit(1)
+        each_node(targets, lambda target: _rollback_one(
+            runtime, target, SshNode(target.endpoint, options, reload_command, reload_timeout), tenant_id=tenant_id,
+            force=force, verify=(verify_ports, verify_within)), stop_on_error=stop_on_error, done="rolled back")
 
 
 def _rollback_one(runtime, target: Target, node: SshNode, *, tenant_id: str, force: bool,
