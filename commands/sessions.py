@@ -246,13 +246,29 @@ def parse_refresh(token: str) -> tuple[str, str, str] | None:
     return parts[1], parts[2], parts[3]
 
 
+def _genuine_refresh(token: str, identity: Identity) -> tuple[str, str, str] | None:
+    """(session id, token id, secret) of a refresh token whose secret matches its stored verifier (always compared,
+    so an unknown id costs the same time); None for anything else."""
+    parsed = parse_refresh(token)
+    stored = identity.vault.get_verifier(_refresh_key(parsed[0], parsed[1])) if parsed else None
+    if parsed is None or not secret_matches(parsed[2], stored) or stored is None:
+        return None
+    return parsed
+
+
+def _session_scope(identity: Identity, session_id: str) -> str:
+    """The tenant whose log holds a refresh family's session stream, as the vault remembers it beside the
+    verifiers (the system tenant when it remembers none)."""
+    scope = identity.vault.get_verifier(f"session:{session_id}")
+    return scope.decode() if scope else SYSTEM_TENANT
+
+
 @allowed_while_suspended("sign-in (refresh_token grant)")
 async def refresh(refresh_token: str, services: Services, identity: Identity,
                   correlation_id: str | None = None) -> TokenResponse:
     """Rotate: the presented token is spent; presenting a spent one revokes the whole family."""
-    parsed = parse_refresh(refresh_token)
-    stored = identity.vault.get_verifier(_refresh_key(parsed[0], parsed[1])) if parsed else None
-    if parsed is None or not secret_matches(parsed[2], stored) or stored is None:
+    parsed = _genuine_refresh(refresh_token, identity)
+    if parsed is None:
         raise session.RefreshRefused("unknown_token")
     session_id, presented, _ = parsed
     state = await _find_session(services, identity, session_id)
@@ -289,13 +305,9 @@ class SignOut(msgspec.Struct, frozen=True, kw_only=True):
 def _session_of(token: str, identity: Identity, now: datetime) -> tuple[str, str] | None:
     """(scope, session id) of a refresh token whose secret matches (spent or current: either is the family's), or
     of a genuine, unexpired access token; None for anything else. The refresh secret is always compared."""
-    parsed = parse_refresh(token)
-    if parsed is not None or token.startswith(f"{REFRESH_PREFIX}_"):
-        stored = identity.vault.get_verifier(_refresh_key(parsed[0], parsed[1])) if parsed else None
-        if parsed is None or not secret_matches(parsed[2], stored) or stored is None:
-            return None
-        scope = identity.vault.get_verifier(f"session:{parsed[0]}")
-        return (scope.decode() if scope else SYSTEM_TENANT), parsed[0]
+    if token.startswith(f"{REFRESH_PREFIX}_"):
+        parsed = _genuine_refresh(token, identity)
+        return (_session_scope(identity, parsed[0]), parsed[0]) if parsed else None
     claims = identity.tokens.verify(token, now)
     if claims is None or not isinstance(claims.get("sid"), str):
         return None
@@ -324,9 +336,7 @@ async def sign_out(token: str, services: Services, identity: Identity, correlati
 
 async def _find_session(services: Services, identity: Identity, session_id: str) -> session.Session:
     """A session's stream lives in its subject's tenant, which the vault remembers beside the verifiers."""
-    scope = identity.vault.get_verifier(f"session:{session_id}")
-    state = await load(services, scope.decode() if scope else SYSTEM_TENANT, session.stream_id(session_id),
-                       session.fold)
+    state = await load(services, _session_scope(identity, session_id), session.stream_id(session_id), session.fold)
     if state.status == "absent":
         raise session.RefreshRefused("unknown_session")
     return state
