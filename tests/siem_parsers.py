@@ -85,11 +85,11 @@ def _unescape_cef(value: str) -> str:
     return re.sub(r"\\(.)", lambda m: {"n": "\n", "r": "\r"}.get(m[1], m[1]), value)
 
 
-def parse_cef(record: str) -> tuple[list[str], dict[str, str]]:
-    """A CEF record: its seven header fields (unescaped) and its extension's key/value pairs (unescaped)."""
-    assert record.startswith("CEF:"), record[:50]
+def _header(record: str, count: int) -> tuple[list[str], int]:
+    """The first ``count`` |-separated fields of a CEF or LEEF record (\\| and \\\\ unescaped), and where the rest
+    starts."""
     header, field, i = [], [], 0
-    while len(header) < 7:
+    while len(header) < count:
         ch = record[i]
         if ch == "\\" and record[i + 1] in "\\|":
             field.append(record[i + 1])
@@ -101,6 +101,13 @@ def parse_cef(record: str) -> tuple[list[str], dict[str, str]]:
         else:
             field.append(ch)
         i += 1
+    return header, i
+
+
+def parse_cef(record: str) -> tuple[list[str], dict[str, str]]:
+    """A CEF record: its seven header fields (unescaped) and its extension's key/value pairs (unescaped)."""
+    assert record.startswith("CEF:"), record[:50]
+    header, i = _header(record, 7)
     extension = record[i:]
     keys = list(CEF_KEY.finditer(extension))
     pairs = {}
@@ -113,19 +120,7 @@ def parse_cef(record: str) -> tuple[list[str], dict[str, str]]:
 def parse_leef(record: str) -> tuple[list[str], dict[str, str]]:
     """A LEEF 2.0 record: its six header fields and its attributes (split at the declared delimiter)."""
     assert record.startswith("LEEF:2.0|"), record[:50]
-    header, field, i = [], [], 0
-    while len(header) < 6:
-        ch = record[i]
-        if ch == "\\" and record[i + 1] in "\\|":
-            field.append(record[i + 1])
-            i += 2
-            continue
-        if ch == "|":
-            header.append("".join(field))
-            field = []
-        else:
-            field.append(ch)
-        i += 1
+    header, i = _header(record, 6)
     delimiter = chr(int(header[5][1:], 16)) if header[5].startswith("x") else header[5]
     attributes = dict(pair.split("=", 1) for pair in record[i:].split(delimiter))
     return header, attributes
