@@ -95,7 +95,7 @@ def test_nonces_cross_workers_and_certbot_gets_a_certificate(tmp_path):
                               "--logs-dir", str(config / "l"), "--server", directory, "--non-interactive",
                               "--standalone", "--http-01-port", str(http01), "--http-01-address", "127.0.0.1",
                               "--agree-tos", "--register-unsafely-without-email", "--eab-kid", eab["key_id"],
-                              "--eab-hmac-key", eab["hmac_key"], "-d", "node1.workers.test", "--cert-name", "n1"],
+                              f"--eab-hmac-key={eab['hmac_key']}", "-d", "node1.workers.test", "--cert-name", "n1"],
                              env={**os.environ, "REQUESTS_CA_BUNDLE": str(tls_ca)}, capture_output=True, text=True,
                              timeout=180)
         assert run.returncode == 0, run.stdout + run.stderr

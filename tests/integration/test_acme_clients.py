@@ -61,7 +61,7 @@ async def test_certbot_obtains_verifies_and_revokes_a_node_certificate(tmp_path)
         env = {"REQUESTS_CA_BUNDLE": str(world.tls_ca)}
         await _run(CERTBOT, "certonly", *common, "--standalone", "--http-01-port", str(world.http01_port),
                    "--http-01-address", "127.0.0.1", "--agree-tos", "--register-unsafely-without-email",
-                   "--eab-kid", key["key_id"], "--eab-hmac-key", key["hmac_key"], "-d", "node1.acme.test",
+                   "--eab-kid", key["key_id"], f"--eab-hmac-key={key['hmac_key']}", "-d", "node1.acme.test",
                    "--cert-name", "node1", env=env)
         live = config / "live" / "node1"
         leaf = await _verify(world, tmp_path, live / "fullchain.pem", "node1.acme.test")
@@ -81,7 +81,7 @@ async def test_lego_obtains_verifies_and_revokes_a_node_certificate(tmp_path):
         key = await world.eab_key(allowed_names=["node2.acme.test"], description="lego")
         path = tmp_path / "lego"
         common = ["--server", world.directory, "--path", str(path), "--email", "ops@acme.test", "--accept-tos",
-                  "--eab", "--kid", key["key_id"], "--hmac", key["hmac_key"], "--domains", "node2.acme.test"]
+                  "--eab", "--kid", key["key_id"], f"--hmac={key['hmac_key']}", "--domains", "node2.acme.test"]
         env = {"LEGO_CA_CERTIFICATES": str(world.tls_ca)}
         await _run(LEGO, *common, "--http", "--http.port", f"127.0.0.1:{world.http01_port}", "run",
                    "--always-deactivate-authorizations", "true", env=env)
@@ -104,7 +104,7 @@ async def test_lego_proves_a_name_with_tls_alpn_01(tmp_path):
         key = await world.eab_key(allowed_names=["node3.acme.test"], description="lego tls-alpn-01")
         path = tmp_path / "lego"
         await _run(LEGO, "--server", world.directory, "--path", str(path), "--email", "ops@acme.test",
-                   "--accept-tos", "--eab", "--kid", key["key_id"], "--hmac", key["hmac_key"],
+                   "--accept-tos", "--eab", "--kid", key["key_id"], f"--hmac={key['hmac_key']}",
                    "--domains", "node3.acme.test", "--tls", "--tls.port", f"127.0.0.1:{tls_port}", "run",
                    env={"LEGO_CA_CERTIFICATES": str(world.tls_ca)})
         await _verify(world, tmp_path, path / "certificates" / "node3.acme.test.crt", "node3.acme.test")
@@ -124,7 +124,7 @@ async def test_certbot_unregister_deactivates_the_account(tmp_path):
                   "--server", world.directory, "--non-interactive"]
         env = {"REQUESTS_CA_BUNDLE": str(world.tls_ca)}
         await _run(CERTBOT, "register", *common, "--agree-tos", "--register-unsafely-without-email",
-                   "--eab-kid", key["key_id"], "--eab-hmac-key", key["hmac_key"], env=env)
+                   "--eab-kid", key["key_id"], f"--eab-hmac-key={key['hmac_key']}", env=env)
         await _run(CERTBOT, "unregister", *common, env=env)
         events = await world.api.runtime.store.read_all(0, 100_000)
         [created] = [e for e in events if e.type == "acme.account_created"]

@@ -16,9 +16,9 @@ export function shellQuote(value) {
 export function clientCommands(directory, kid, hmac, name) {
   const q = shellQuote;
   return {
-    certbot: `certbot certonly --server ${q(directory)} --eab-kid ${q(kid)} --eab-hmac-key ${q(hmac)} ` +
+    certbot: `certbot certonly --server ${q(directory)} --eab-kid ${q(kid)} --eab-hmac-key=${q(hmac)} ` +
       `--agree-tos --register-unsafely-without-email --standalone -d ${q(name)}`,
-    lego: `lego --server ${q(directory)} --eab --kid ${q(kid)} --hmac ${q(hmac)} ` +
+    lego: `lego --server ${q(directory)} --eab --kid ${q(kid)} --hmac=${q(hmac)} ` +
       `--email ${q(`admin@${name.split(".").slice(1).join(".") || "example.com"}`)} --accept-tos --domains ${q(name)} ` +
       "--http run",
   };
