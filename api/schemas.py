@@ -120,6 +120,11 @@ class ObservationIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     cipher: Annotated[str, msgspec.Meta(max_length=200)] | None = None
     error: Annotated[str, msgspec.Meta(max_length=32, description=", ".join(discovery.ERRORS))] | None = None
     reason: Annotated[str, msgspec.Meta(max_length=2000)] | None = None
+    # the certificates it sent after the leaf, in order, PEM each ([]: the leaf alone; absent: not recorded)
+    chain_pem: Annotated[list[Annotated[str, msgspec.Meta(max_length=discovery.MAX_PEM_BYTES)]],
+                         msgspec.Meta(max_length=discovery.MAX_CHAIN)] | None = None
+    client_certificate: Annotated[str, msgspec.Meta(
+        max_length=32, description=", ".join(discovery.CLIENT_CERTIFICATE))] | None = None
 
 
 class DiscoveredBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -147,6 +152,9 @@ class DiscoveredEndpointOut(msgspec.Struct, frozen=True, kw_only=True):
     not_after: str | None
     tls_version: str | None
     cipher: str | None
+    chain: list[discovery.ChainCertificate] | None  # sent after the leaf, in order (null: not recorded)
+    client_certificate: str | None  # required | not_required | null (not judged)
+    chain_complete: bool | None  # whether the leaf's issuer is among them (null: not recorded, or a root issued it)
     first_seen: str
     last_served_at: str | None
     served_since: str | None  # since when it has served this certificate (scans seen)

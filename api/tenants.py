@@ -20,11 +20,11 @@ from commands import tenants as cmd
 from commands.authz import authorize, visible_tenants
 from commands.ids import uuid7
 from commands.runtime import CommandResult, rfc3339
-from domain.discovery import Observation
+from domain.discovery import ChainCertificate, Observation, der_of, path_incomplete
 from domain.errors import DomainError
 from domain.policy import TenantPolicy
 from domain.tenant import Quotas, day_start
-from infra.discovery import facts_of_pem
+from infra.discovery import chain_entry, facts_of_pem
 from projections import analytics, compliance
 from projections import discovery as discovery_model
 from projections import tenants as read_model
@@ -244,17 +244,31 @@ def _observation(i: int, o) -> Observation:
         except ValueError as exc:
             raise DomainError("invalid_observation", f"not a PEM certificate: {exc}",
                               field=f"observations[{i}].certificate_pem") from None
+    chain = None
+    if o.chain_pem is not None:
+        chain = []
+        for j, pem in enumerate(o.chain_pem):
+            try:
+                chain.append(chain_entry(der_of(pem)))
+            except ValueError as exc:
+                raise DomainError("invalid_observation", f"not a PEM certificate: {exc}",
+                                  field=f"observations[{i}].chain_pem[{j}]") from None
     return Observation(host=o.host, port=o.port, observed_at=o.observed_at, tls_version=o.tls_version,
-                       cipher=o.cipher, error=o.error, reason=o.reason, **facts)
+                       cipher=o.cipher, error=o.error, reason=o.reason, chain=chain,
+                       client_certificate=o.client_certificate, **facts)
 
 
 def _endpoint_out(row: dict) -> DiscoveredEndpointOut:
+    chain = None if row["chain"] is None else msgspec.convert(row["chain"], list[ChainCertificate])
     return DiscoveredEndpointOut(
         endpoint=row["endpoint"], host=row["host"], port=row["port"], observed_at=row["observed_at"],
         scan_id=row["scan_id"], error=row["error"], reason=row["reason"], fingerprint_sha256=row["fingerprint"],
         subject_dn=row["subject_dn"], issuer_dn=row["issuer_dn"], serial_hex=row["serial_hex"],
         not_before=row["not_before"], not_after=row["not_after"], tls_version=row["tls_version"],
-        cipher=row["cipher"], first_seen=row["first_seen"], last_served_at=row["last_served_at"],
+        cipher=row["cipher"], chain=chain, client_certificate=row["client_certificate"],
+        chain_complete=None if chain is None or row["ca_kind"] in (None, "root") else not path_incomplete(
+            row["issuer_dn"], chain),
+        first_seen=row["first_seen"], last_served_at=row["last_served_at"],
         served_since=row["served_since"], certificate_id=row["certificate_id"], ca_id=row["ca_id"],
         certificate_status=row["status"], revocation_reason=row["revocation_reason"],
         superseded_by=row["superseded_by"])

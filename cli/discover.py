@@ -82,28 +82,51 @@ def scan(settings: Settings, tenant_id: str, targets: tuple[str, ...], ports: tu
                               f"{tenant_id}` judges them")
 
 
+def _chain_cell(row: dict) -> str:
+    """How many certificates the endpoint sent after its leaf, and whether its issuer was among them."""
+    if row["chain"] is None:
+        return ""
+    sent = str(len(row["chain"]))
+    if row["ca_kind"] not in (None, "root"):
+        chain = [discovery.ChainCertificate(**c) for c in row["chain"]]
+        sent += " (issuer missing)" if discovery.path_incomplete(row["issuer_dn"], chain) else " (complete)"
+    return sent
+
+
 @discover.command("list")
 @click.option("--tenant", "tenant_id", required=True)
 @click.option("--limit", type=click.IntRange(1, 100_000), default=1000, show_default=True)
+@click.option("--cursor", default=None, help="Go on after the page that printed it (its footer gives it).")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
-def list_(settings: Settings, tenant_id: str, limit: int, as_json: bool) -> None:
-    """The tenant's scanned endpoints: what each served when last observed, and the certificate it matches."""
-    rows = query_views(settings, read_model.of_tenant, tenant_id, limit=limit)
+def list_(settings: Settings, tenant_id: str, limit: int, cursor: str | None, as_json: bool) -> None:
+    """The tenant's scanned endpoints: what each served when last observed (its chain, and whether it requires a
+    client certificate), and the certificate it matches."""
+    try:
+        after = read_model.decode_cursor(cursor) if cursor else None
+    except ValueError as exc:
+        raise CliError(f"invalid_cursor: {exc} (field: cursor)", 2) from None
+    rows = query_views(settings, read_model.of_tenant, tenant_id, after=after, limit=limit + 1)
+    more = read_model.encode_cursor(rows[limit - 1]) if len(rows) > limit else None
+    rows = rows[:limit]
     if as_json:
         for row in rows:
             row.pop("certificate_pem", None)
         echo_json(rows)
+        if more:
+            click.echo(f"more endpoints: --cursor {more}", err=True)
         return
-    table = id_table("endpoint", "observed", "certificate", "status", "subject / reason", "not after",
-                     ids={"endpoint", "certificate"})
+    table = id_table("endpoint", "observed", "certificate", "status", "subject / reason", "not after", "chain",
+                     "client cert", ids={"endpoint", "certificate"})
     for row in rows:
         if row["error"]:
-            table.add_row(row["endpoint"], row["observed_at"], row["error"], "", row["reason"] or "", "")
+            table.add_row(row["endpoint"], row["observed_at"], row["error"], "", row["reason"] or "", "", "", "")
             continue
         status = row["status"] or ""
         if row["superseded_by"]:
             status = f"superseded by {row['superseded_by']}"
         table.add_row(row["endpoint"], row["observed_at"], row["certificate_id"] or "not issued here", status,
-                      row["subject_dn"] or "", row["not_after"] or "")
-    print_table(table, footer=f"{len(rows)} endpoint(s) in tenant {tenant_id}")
+                      row["subject_dn"] or "", row["not_after"] or "", _chain_cell(row),
+                      (row["client_certificate"] or "").replace("_", " "))
+    footer = f"{len(rows)} endpoint(s) in tenant {tenant_id}"
+    print_table(table, footer=footer + (f"; more with --cursor {more}" if more else ""))

@@ -19,6 +19,7 @@ from domain import revocation
 from domain.algorithms import ALGORITHMS
 from domain.certspec import SubjectAltNames
 from domain.compromised_keys import CompromisedKeys
+from domain.discovery import ChainCertificate, path_incomplete
 from domain.policy import TenantPolicy, tenant_name_violations
 
 SEVERITIES = ("critical", "high", "medium", "low")  # most severe first
@@ -110,6 +111,11 @@ RULES: dict[str, Rule] = {
         severity="medium", title="A node serves a certificate this service did not issue (in this tenant)",
         remedy="Issue the node a certificate here and deploy it, so that it is renewed, revoked and audited; or "
                "record why the node is managed elsewhere."),
+    "discovered_incomplete_chain": Rule(
+        severity="medium", title="A node serves this service's certificate without its intermediate CA's certificate",
+        remedy="Deploy a keystore that holds the chain (`csm cluster deploy`, or the PKCS#12/JKS export, both carry "
+               "it): a client that trusts only the root, as Cassandra's drivers and peers do with the truststore "
+               "bundle, cannot build the path and refuses the node."),
     "discovered_unreachable": Rule(
         severity="low", title="An endpoint that served a certificate no longer completes a TLS handshake",
         remedy="Check the node is meant to be down (then it drops out after 14 days unseen) or that its TLS "
@@ -164,6 +170,9 @@ class DiscoveredRecord(msgspec.Struct, frozen=True, kw_only=True):
     status: str | None = None  # its read-model status: issued | revoked
     revocation_reason: str | None = None
     superseded_by: str | None = None
+    issuer_dn: str | None = None  # the served leaf's
+    ca_kind: str | None = None  # root | intermediate: the kind of the tenant's CA that issued it
+    chain: list[ChainCertificate] | None = None  # what the endpoint sent after its leaf (None: not recorded)
 
 
 def _finding(rule: str, subject_type: str, subject_id: str, detail: str, ca_id: str | None = None) -> Finding:
@@ -292,6 +301,11 @@ def discovered_findings(record: DiscoveredRecord, now: datetime) -> list[Finding
               f"serve ({seen})")
     if record.not_after is not None and record.not_after <= now:
         found("discovered_expired", f"{served} expired at {_when(record.not_after)} ({seen})")
+    if record.certificate_id is not None and record.ca_kind not in (None, "root") and path_incomplete(
+            record.issuer_dn, record.chain):
+        sent = f"{len(record.chain or [])} certificate{'s' if len(record.chain or []) != 1 else ''} after it"
+        found("discovered_incomplete_chain", f"{served} was served with {sent}, none of them its issuer "
+              f"{record.issuer_dn} ({seen})")
     return out
 
 

@@ -133,9 +133,27 @@ def parse_targets(values: Iterable[str], ports: Sequence[int] = DEFAULT_PORTS,
     return list(seen.values())
 
 
+CLIENT_CERTIFICATE = ("required", "not_required")  # whether the endpoint refused a handshake without a client one
+MAX_CHAIN = 10  # certificates an endpoint sent after its leaf, as recorded
+
+
+class ChainCertificate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One certificate an endpoint sent after its leaf (an intermediate, or a root it need not send): enough to tell
+    whether the chain it serves lets a client that trusts only the root build the path."""
+
+    fingerprint_sha256: str
+    subject_dn: str | None = None  # RFC 4514; None when cryptography could not read the certificate
+    issuer_dn: str | None = None
+
+
 class Observation(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """What one endpoint served when it was scanned: a certificate (``fingerprint_sha256`` and its facts), or
-    ``error`` and why. The certificate's PEM is public; nothing private is ever observed."""
+    ``error`` and why. The certificate's PEM is public; nothing private is ever observed.
+
+    ``chain`` is what it sent after the leaf, in order (``[]``: the leaf alone; None: not recorded, as by scanners
+    older than the field). ``client_certificate`` says whether it refused to go on without a client certificate
+    (``required``: mutual TLS is enforced, as Cassandra's ``require_client_auth: true`` does), went on without one
+    (``not_required``), or was not judged (None)."""
 
     host: str
     port: int
@@ -151,6 +169,8 @@ class Observation(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     cipher: str | None = None
     error: str | None = None  # one of ERRORS
     reason: str | None = None  # what the connection or the peer said
+    chain: list[ChainCertificate] | None = None
+    client_certificate: str | None = None  # one of CLIENT_CERTIFICATE, or None
 
     @property
     def endpoint(self) -> str:
@@ -199,7 +219,12 @@ def validate(observations: Sequence[Observation], now: datetime) -> None:
             value = getattr(o, name)
             if value is not None and len(value) > 2000:
                 raise _refuse(f"{where}.{name}", "longer than 2000 characters")
+        if o.client_certificate is not None and o.client_certificate not in CLIENT_CERTIFICATE:
+            raise _refuse(f"{where}.client_certificate", f"{o.client_certificate!r} is not one of "
+                          f"{', '.join(CLIENT_CERTIFICATE)}")
         if o.error is not None:
+            if o.chain:
+                raise _refuse(f"{where}.chain", "an observation with an error served no chain")
             if o.error not in ERRORS:
                 raise _refuse(f"{where}.error", f"{o.error!r} is not one of {', '.join(ERRORS)}")
             if o.fingerprint_sha256 is not None or o.certificate_pem is not None:
@@ -207,6 +232,7 @@ def validate(observations: Sequence[Observation], now: datetime) -> None:
             continue
         if o.fingerprint_sha256 is None or not _HEX64.match(o.fingerprint_sha256):
             raise _refuse(f"{where}.fingerprint_sha256", "64 lower-case hex digits, or an error")
+        _validate_chain(o.chain or [], f"{where}.chain")
         if o.certificate_pem is not None:
             if len(o.certificate_pem) > MAX_PEM_BYTES:
                 raise _refuse(f"{where}.certificate_pem", f"longer than {MAX_PEM_BYTES} characters")
@@ -216,6 +242,27 @@ def validate(observations: Sequence[Observation], now: datetime) -> None:
                 raise _refuse(f"{where}.certificate_pem", str(exc)) from None
             if hashlib.sha256(der).hexdigest() != o.fingerprint_sha256:
                 raise _refuse(f"{where}.fingerprint_sha256", "is not the SHA-256 of certificate_pem's DER")
+
+
+def _validate_chain(chain: Sequence[ChainCertificate], where: str) -> None:
+    if len(chain) > MAX_CHAIN:
+        raise _refuse(where, f"{len(chain)} certificates; at most {MAX_CHAIN} after the leaf")
+    for j, c in enumerate(chain):
+        if not _HEX64.match(c.fingerprint_sha256):
+            raise _refuse(f"{where}[{j}].fingerprint_sha256", "64 lower-case hex digits")
+        for name in ("subject_dn", "issuer_dn"):
+            value = getattr(c, name)
+            if value is not None and len(value) > 2000:
+                raise _refuse(f"{where}[{j}].{name}", "longer than 2000 characters")
+
+
+def path_incomplete(issuer_dn: str | None, chain: Sequence[ChainCertificate] | None) -> bool:
+    """Whether a leaf issued by an intermediate under ``issuer_dn`` was served without its issuer's certificate: a
+    client that trusts only the root cannot build the path (Java's default trust manager does not fetch missing
+    intermediates). False when the chain was not recorded or the issuer is not known."""
+    if chain is None or issuer_dn is None:
+        return False
+    return not any(c.subject_dn == issuer_dn for c in chain)
 
 
 @event("discovery.observed")

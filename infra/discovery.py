@@ -2,15 +2,17 @@
 
 Each endpoint gets one connection (``timeout`` seconds for all of it) and a TLS 1.2+ handshake with verification
 off (``CERT_NONE``, no host name check): the point is to see whatever is served, trusted or not. The handshake runs
-over memory BIOs so that the bytes the peer sent are at hand when it fails. Only the leaf certificate is kept:
-Python 3.11's ``ssl`` gives no peer chain (``get_unverified_chain`` is 3.13's), and no compliance rule needs one;
-the leaf's fingerprint is what matches this service's records.
+over memory BIOs so that the bytes the peer sent are at hand when it fails. The leaf certificate is kept whole (PEM);
+of the certificates sent after it (the chain) their fingerprints and names, enough to judge whether a client that
+trusts only the root can build the path. Python 3.11's ``ssl`` has the peer chain only privately
+(``_sslobj.get_unverified_chain``, public from 3.13); without it the chain is not recorded (None).
 
-A server that requires a client certificate (Cassandra's ``require_client_auth``) still shows its own: under TLS 1.3
-the client's handshake completes before the server judges the (empty) client certificate; under TLS 1.2 the
-server's Certificate message travels in the clear before it aborts, and is read from the bytes received
-(``_tls12_leaf``). Connection refused, timeouts, no route, a peer that does not speak TLS and other handshake
-failures become an observation's ``error`` and ``reason`` instead.
+Whether the endpoint requires a client certificate (Cassandra's ``require_client_auth``) is judged too. Under TLS 1.2
+the server's Certificate and CertificateRequest messages travel in the clear before it aborts, and are read from the
+bytes received (``_tls12_messages``): asked and aborted is ``required``. Under TLS 1.3 the client's handshake
+completes before the server judges the (empty) client certificate, so the scan waits briefly (``CLIENT_AUTH_WAIT``)
+for the alert a requiring server sends; none is ``not_required``. Connection refused, timeouts, no route, a peer that
+does not speak TLS and other handshake failures become an observation's ``error`` and ``reason`` instead.
 
 Scans run from wherever the operator runs ``csm discover scan``; the API never connects to hosts a request names.
 """
@@ -30,11 +32,17 @@ from datetime import UTC, datetime
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from domain.discovery import Observation, Target
+from domain.discovery import ChainCertificate, Observation, Target
 
 MAX_RECEIVED = 256 * 1024  # bytes of handshake kept to find a TLS 1.2 Certificate message in
 DEFAULT_TIMEOUT = 5.0
 DEFAULT_CONCURRENCY = 64
+CLIENT_AUTH_WAIT = 0.5  # seconds a TLS 1.3 scan waits after its handshake for a requiring server's alert
+# alerts a server sends when it wants a client certificate it did not get (TLS 1.3's certificate_required; what Java
+# and older servers send instead)
+_CLIENT_CERT_ALERTS = ("CERTIFICATE_REQUIRED", "certificate required", "BAD_CERTIFICATE", "bad certificate",
+                       "HANDSHAKE_FAILURE", "handshake failure")
+_DER = getattr(ssl._ssl, "ENCODING_DER", 2)  # noqa: SLF001 - the encoding constant of the private chain API
 _NOT_TLS = ("WRONG_VERSION_NUMBER", "wrong version number", "record layer failure", "packet length too long",
             "unknown protocol", "http request", "RECORD_LAYER_FAILURE", "UNEXPECTED_RECORD")
 
@@ -77,9 +85,19 @@ def facts_of_pem(pem: str) -> dict:
     return certificate_facts(cert.public_bytes(serialization.Encoding.DER))
 
 
-def _tls12_leaf(received: bytes) -> bytes | None:
-    """The first certificate of a TLS 1.2 Certificate handshake message in ``received`` (the server's first flight,
-    plaintext before ChangeCipherSpec), or None."""
+def chain_entry(der: bytes) -> ChainCertificate:
+    """What an observation keeps of a certificate sent after the leaf."""
+    try:
+        cert = x509.load_der_x509_certificate(der)
+    except ValueError:
+        return ChainCertificate(fingerprint_sha256=hashlib.sha256(der).hexdigest())
+    return ChainCertificate(fingerprint_sha256=hashlib.sha256(der).hexdigest(),
+                            subject_dn=cert.subject.rfc4514_string(), issuer_dn=cert.issuer.rfc4514_string())
+
+
+def _tls12_messages(received: bytes) -> tuple[list[bytes], bool]:
+    """From a TLS 1.2 server's first flight in ``received`` (plaintext before ChangeCipherSpec): the certificates of
+    its Certificate message, leaf first ([] if none arrived whole), and whether it sent a CertificateRequest."""
     handshake, i = bytearray(), 0
     while i + 5 <= len(received):
         kind, length = received[i], int.from_bytes(received[i + 3:i + 5], "big")
@@ -88,16 +106,39 @@ def _tls12_leaf(received: bytes) -> bytes | None:
         if kind == 22:
             handshake += received[i + 5:i + 5 + length]
         i += 5 + length
-    j = 0
+    certificates: list[bytes] = []
+    asked, j = False, 0
     while j + 4 <= len(handshake):
         kind, length = handshake[j], int.from_bytes(handshake[j + 1:j + 4], "big")
-        body = handshake[j + 4:j + 4 + length]
-        if kind == 11 and len(body) >= 6:  # Certificate: list length (3), then each certificate's length (3) + DER
-            first = int.from_bytes(body[3:6], "big")
-            der = bytes(body[6:6 + first])
-            return der if len(der) == first and first else None
+        body = bytes(handshake[j + 4:j + 4 + length])
+        if len(body) < length:
+            break  # a message cut short: nothing in it is whole
+        if kind == 11 and not certificates:  # Certificate: list length (3), then each certificate's length (3) + DER
+            k, end = 3, min(len(body), 3 + int.from_bytes(body[:3], "big"))
+            while k + 3 <= end:
+                size = int.from_bytes(body[k:k + 3], "big")
+                der = body[k + 3:k + 3 + size]
+                if not size or len(der) != size:
+                    break
+                certificates.append(der)
+                k += 3 + size
+        elif kind == 13:  # CertificateRequest
+            asked = True
         j += 4 + length
-    return None
+    return certificates, asked
+
+
+def _peer_chain(tls: ssl.SSLObject) -> list[ChainCertificate] | None:
+    """The certificates the peer sent after its leaf; None where this Python cannot tell."""
+    chain = getattr(tls, "get_unverified_chain", None) or getattr(getattr(tls, "_sslobj", None),
+                                                                  "get_unverified_chain", None)
+    if chain is None:
+        return None
+    try:
+        sent = chain() or []
+        return [chain_entry(c if isinstance(c, bytes) else c.public_bytes(_DER)) for c in sent[1:]]
+    except (ssl.SSLError, ValueError, TypeError):
+        return None
 
 
 def _error(target: Target, at: datetime, error: str, reason: str) -> Observation:
@@ -105,13 +146,15 @@ def _error(target: Target, at: datetime, error: str, reason: str) -> Observation
 
 
 async def observe(target: Target, *, timeout: float = DEFAULT_TIMEOUT, context: ssl.SSLContext | None = None,
-                  now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> Observation:
-    """What ``target`` serves: its leaf certificate with the TLS version and cipher, or the error met."""
+                  now: Callable[[], datetime] = lambda: datetime.now(UTC), client_auth: bool = True) -> Observation:
+    """What ``target`` serves: its leaf certificate and chain with the TLS version and cipher, or the error met;
+    with ``client_auth``, whether it requires a client certificate (under TLS 1.3 that costs a short wait)."""
     context = context or client_context()
     at = now()
+    deadline = asyncio.get_running_loop().time() + timeout
     try:
         async with asyncio.timeout(timeout):
-            return await _handshake(target, context, at)
+            return await _handshake(target, context, at, deadline if client_auth else None)
     except TimeoutError:
         return _error(target, at, "timeout", f"no TLS handshake within {timeout:g} s")
     except ConnectionRefusedError as exc:
@@ -122,7 +165,11 @@ async def observe(target: Target, *, timeout: float = DEFAULT_TIMEOUT, context: 
         return _error(target, at, "unreachable", exc.strerror or str(exc) or type(exc).__name__)
 
 
-async def _handshake(target: Target, context: ssl.SSLContext, at: datetime) -> Observation:
+async def _handshake(target: Target, context: ssl.SSLContext, at: datetime, deadline: float | None) -> Observation:
+    """One connection and handshake; ``deadline`` (loop time) bounds the wait for a TLS 1.3 server's verdict on
+    the missing client certificate (None: not judged)."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
     reader, writer = await asyncio.open_connection(target.host, target.port)
     incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
     sni = None if _is_address(target.host) else target.host
@@ -149,13 +196,50 @@ async def _handshake(target: Target, context: ssl.SSLContext, at: datetime) -> O
         der = tls.getpeercert(binary_form=True)
         if not der:
             return _error(target, at, "handshake_failed", "the server sent no certificate")
-        cipher = tls.cipher()
-        return Observation(host=target.host, port=target.port, observed_at=at, tls_version=tls.version(),
-                           cipher=cipher[0] if cipher else None, **certificate_facts(der))
+        cipher, version = tls.cipher(), tls.version()
+        client_certificate: str | None = "not_required"  # TLS 1.2: a requiring server would have aborted
+        if deadline is None:
+            client_certificate = None
+        elif version == "TLSv1.3":  # wait a little longer on a slow link: twice what the handshake took
+            wait = min(max(CLIENT_AUTH_WAIT, 2 * (loop.time() - started)), deadline - loop.time() - 0.05)
+            client_certificate = await _client_auth_alert(tls, incoming, reader, wait) if wait > 0 else None
+        return Observation(host=target.host, port=target.port, observed_at=at, tls_version=version,
+                           cipher=cipher[0] if cipher else None, chain=_peer_chain(tls),
+                           client_certificate=client_certificate, **certificate_facts(der))
     finally:
         writer.close()
         with contextlib.suppress(OSError, ssl.SSLError):
             await writer.wait_closed()
+
+
+async def _client_auth_alert(tls: ssl.SSLObject, incoming: ssl.MemoryBIO, reader: asyncio.StreamReader,
+                             wait: float) -> str | None:
+    """After a TLS 1.3 handshake: ``required`` if the server then refused the connection for want of a client
+    certificate, ``not_required`` if it said nothing of the kind within ``wait`` seconds (session tickets are read
+    and ignored), None if it said something else."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    while True:
+        try:
+            tls.read(1)
+            return "not_required"  # it sent application data: it went on without a client certificate
+        except ssl.SSLWantReadError:
+            pass
+        except ssl.SSLZeroReturnError:
+            return None  # a clean close: nothing said about a client certificate
+        except ssl.SSLError as exc:
+            text = f"{getattr(exc, 'reason', '')} {exc}"
+            return "required" if any(alert in text for alert in _CLIENT_CERT_ALERTS) else None
+        left = deadline - loop.time()
+        if left <= 0:
+            return "not_required"
+        try:
+            data = await asyncio.wait_for(reader.read(65536), left)
+        except TimeoutError:
+            return "not_required"
+        if not data:
+            return None  # closed without an alert
+        incoming.write(data)
 
 
 async def _flush(outgoing: ssl.MemoryBIO, writer: asyncio.StreamWriter) -> None:
@@ -170,11 +254,12 @@ def _failed(target: Target, at: datetime, exc: Exception, received: bytes) -> Ob
     the error; a peer that answered with something other than TLS is ``not_tls``."""
     reason = getattr(exc, "reason", None) or str(exc)
     text = f"{reason}: {exc}" if getattr(exc, "reason", None) else str(exc)
-    der = _tls12_leaf(bytes(received))
-    if der is not None:
+    certificates, asked = _tls12_messages(bytes(received))
+    if certificates:
         return Observation(host=target.host, port=target.port, observed_at=at, tls_version="TLSv1.2",
                            reason=f"handshake aborted after the server's certificate: {text}"[:500],
-                           **certificate_facts(der))
+                           chain=[chain_entry(der) for der in certificates[1:]],
+                           client_certificate="required" if asked else None, **certificate_facts(certificates[0]))
     not_tls = received[:1] and received[0] not in (21, 22)  # neither an alert nor a handshake record
     if not_tls or any(marker in text for marker in _NOT_TLS):
         return _error(target, at, "not_tls", f"the peer does not speak TLS here ({text})")
@@ -214,7 +299,7 @@ async def await_served(target: Target, fingerprint: str, *, within: float, inter
     while True:
         attempts += 1
         left = deadline - loop.time()
-        observed = await observe(target, timeout=max(0.1, min(timeout, left)), context=context)
+        observed = await observe(target, timeout=max(0.1, min(timeout, left)), context=context, client_auth=False)
         if observed.fingerprint_sha256 == fingerprint or loop.time() + interval >= deadline:
             return observed, attempts
         await asyncio.sleep(interval)

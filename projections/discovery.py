@@ -1,6 +1,7 @@
 """The discovery read model: the latest observation of each endpoint a tenant scanned, and what it matches.
 
-One row per (tenant, host, port): what the endpoint served when last observed (or why it served nothing), when it was
+One row per (tenant, host, port): what the endpoint served when last observed (or why it served nothing; the chain it
+sent after its leaf, and whether it required a client certificate, when the scan recorded them), when it was
 first observed, when it last served a certificate, and since when it has served the one it serves. Observations are
 applied by their own time, not their arrival: a scan recorded late never hides a newer one. Which certificate of the
 tenant an endpoint serves (by SHA-256 fingerprint) is joined at query time from the certificates read model, so that a
@@ -14,16 +15,19 @@ import json
 import sqlite3
 from datetime import datetime
 
+import msgspec
+
 from commands.runtime import rfc3339
 from domain.compliance import DiscoveredRecord
-from domain.discovery import endpoint_name
+from domain.discovery import ChainCertificate, endpoint_name
 from domain.events import EventEnvelope
 from projections.base import Projector
 
 COLUMNS = ("tenant_id", "host", "port", "observed_at", "scan_id", "error", "reason", "fingerprint", "subject_dn",
            "issuer_dn", "serial_hex", "not_before", "not_after", "tls_version", "cipher", "certificate_pem",
-           "first_seen", "last_served_at", "served_since", "position")
-# what a listing shows of the certificate the endpoint serves, when this tenant's (certificates read model)
+           "first_seen", "last_served_at", "served_since", "position", "chain", "client_certificate")
+# what a listing shows of the certificate the endpoint serves, when this tenant's (certificates read model), and
+# the kind of CA that issued it (cas read model)
 MATCH = ("certificate_id", "ca_id", "status", "revocation_reason", "superseded_by")
 
 
@@ -33,7 +37,7 @@ def _time(text: str | None) -> str | None:
 
 class DiscoveryProjector(Projector):
     name = "discovery"
-    version = 1
+    version = 2  # 2: the chain an endpoint sent after its leaf, and whether it requires a client certificate
     tables = ("discovered_endpoints",)
     ddl = (
         """CREATE TABLE IF NOT EXISTS {discovered_endpoints} (
@@ -41,7 +45,7 @@ class DiscoveryProjector(Projector):
             scan_id TEXT NOT NULL, error TEXT, reason TEXT, fingerprint TEXT, subject_dn TEXT, issuer_dn TEXT,
             serial_hex TEXT, not_before TEXT, not_after TEXT, tls_version TEXT, cipher TEXT, certificate_pem TEXT,
             first_seen TEXT NOT NULL, last_served_at TEXT, served_since TEXT, position INTEGER NOT NULL,
-            PRIMARY KEY (tenant_id, host, port)) WITHOUT ROWID""",
+            chain TEXT, client_certificate TEXT, PRIMARY KEY (tenant_id, host, port)) WITHOUT ROWID""",
     )
     deferred = ("CREATE INDEX IF NOT EXISTS {ix}_observed ON {discovered_endpoints} (tenant_id, observed_at)",)
 
@@ -73,17 +77,19 @@ class DiscoveryProjector(Projector):
             (*key, at, event.payload["scan_id"], o.get("error"), o.get("reason"), fingerprint, o.get("subject_dn"),
              o.get("issuer_dn"), o.get("serial_hex"), _time(o.get("not_before")), _time(o.get("not_after")),
              o.get("tls_version"), o.get("cipher"), o.get("certificate_pem"), first_seen, last_served, served_since,
-             event.global_position))
+             event.global_position, None if o.get("chain") is None else json.dumps(o["chain"]),
+             o.get("client_certificate")))
 
 
-_SELECT = (f"SELECT {', '.join('d.' + c for c in COLUMNS)}, {', '.join('c.' + c for c in MATCH)} "
+_SELECT = (f"SELECT {', '.join('d.' + c for c in COLUMNS)}, {', '.join('c.' + c for c in MATCH)}, a.kind "
            "FROM discovered_endpoints d LEFT JOIN certificates c ON c.tenant_id = d.tenant_id "
-           "AND c.fingerprint = d.fingerprint")
+           "AND c.fingerprint = d.fingerprint LEFT JOIN cas a ON a.tenant_id = c.tenant_id AND a.ca_id = c.ca_id")
 
 
 def _row(row: tuple) -> dict:
-    item = dict(zip(COLUMNS + MATCH, row))
+    item = dict(zip((*COLUMNS, *MATCH, "ca_kind"), row))
     item["endpoint"] = endpoint_name(item["host"], item["port"])
+    item["chain"] = None if item["chain"] is None else json.loads(item["chain"])
     return item
 
 
@@ -130,5 +136,7 @@ def records(conn: sqlite3.Connection, tenant_id: str, since: datetime) -> list[D
             last_served_at=_moment(item["last_served_at"]), error=item["error"], reason=item["reason"],
             fingerprint_sha256=item["fingerprint"], not_after=_moment(item["not_after"]),
             certificate_id=item["certificate_id"], ca_id=item["ca_id"], status=item["status"],
-            revocation_reason=item["revocation_reason"], superseded_by=item["superseded_by"]))
+            revocation_reason=item["revocation_reason"], superseded_by=item["superseded_by"],
+            issuer_dn=item["issuer_dn"], ca_kind=item["ca_kind"],
+            chain=None if item["chain"] is None else msgspec.convert(item["chain"], list[ChainCertificate])))
     return out

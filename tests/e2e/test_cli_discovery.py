@@ -42,6 +42,15 @@ def test_scan_list_and_compliance_of_what_nodes_serve(hierarchy, tmp_path):
     listed = {row["endpoint"]: row for row in json.loads(csm(data, "discover", "list", "--tenant", "acme",
                                                              "--json").stdout)}
     assert listed[f"127.0.0.1:{served}"]["certificate_id"] == node
+    # the export carries the chain, so the node sent its intermediate after its leaf
+    assert listed[f"127.0.0.1:{served}"]["chain"][0]["subject_dn"] == listed[f"127.0.0.1:{served}"]["issuer_dn"]
+    assert listed[f"127.0.0.1:{served}"]["client_certificate"] == "not_required"
+    assert "(complete)" in csm(data, "discover", "list", "--tenant", "acme").stdout
+    first = csm(data, "discover", "list", "--tenant", "acme", "--limit", "2", "--json")
+    cursor = first.stderr.split("--cursor ")[1].split()[0]
+    rest = json.loads(csm(data, "discover", "list", "--tenant", "acme", "--cursor", cursor, "--json").stdout)
+    assert [r["endpoint"] for r in json.loads(first.stdout) + rest] == sorted(
+        listed, key=lambda e: (listed[e]["host"], listed[e]["port"]))
     assert listed[f"127.0.0.1:{stray}"]["certificate_id"] is None
     assert listed[f"127.0.0.1:{closed}"]["error"] == "refused"
     assert "not issued here" in csm(data, "discover", "list", "--tenant", "acme").stdout

@@ -402,7 +402,8 @@ def test_discovered_endpoints_are_listed_with_their_status_and_paged(service, br
     now = dt.datetime.now(dt.UTC).isoformat()
     seen = {"observed_at": now, "tls_version": "TLSv1.3"}
     service.post(f"/v1/tenants/{TENANT}/discovered", {"observations": [
-        {"host": "db1.acme.internal", "port": 9142, "certificate_pem": _pem(service, live), **seen},
+        {"host": "db1.acme.internal", "port": 9142, "certificate_pem": _pem(service, live), "chain_pem": [],
+         "client_certificate": "required", **seen},
         {"host": "db2.acme.internal", "port": 9142, "certificate_pem": _pem(service, gone), **seen},
         {"host": "db3.acme.internal", "port": 9142, "certificate_pem": _pem(service, old), **seen},
         {"host": "db4.acme.internal", "port": 9142, "certificate_pem": _foreign_pem(), **seen},
@@ -430,6 +431,8 @@ def test_discovered_endpoints_are_listed_with_their_status_and_paged(service, br
     page.locator("#endpoints table").wait_for()
     row = page.locator("#endpoints tbody tr", has_text="db3.acme.internal")
     assert row.get_by_role("link", name=f"{renewed['certificate_id'][:12]}…").is_visible()  # its successor
+    cells = page.locator("#endpoints tbody tr", has_text="db1.acme.internal").locator("td").all_inner_texts()
+    assert "required" in cells and any(cell.startswith("0 sent") for cell in cells), cells
     no_problems(page)
 
 

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from domain import compliance
 from domain.certspec import SubjectAltNames
 from domain.compliance import RULES, SEVERITIES, CertificateRecord, certificate_findings
+from domain.discovery import ChainCertificate
 from domain.policy import TenantPolicy
 
 NOW = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
@@ -181,7 +182,23 @@ def test_an_endpoint_that_stopped_answering_is_found_only_if_it_served_before_an
     assert seen(endpoint(observed_at=NOW - compliance.DISCOVERY_STALE - timedelta(seconds=1), status="revoked")) == []
 
 
+def test_a_leaf_of_an_intermediate_served_without_its_issuer_is_an_incomplete_chain():
+    issuer = "CN=Acme Nodes CA,O=Acme"
+    inter = ChainCertificate(fingerprint_sha256="cd" * 32, subject_dn=issuer, issuer_dn="CN=Acme Root")
+    root = ChainCertificate(fingerprint_sha256="ef" * 32, subject_dn="CN=Acme Root", issuer_dn="CN=Acme Root")
+    ours = dict(issuer_dn=issuer, ca_kind="intermediate")
+    assert seen(endpoint(**ours, chain=[inter])) == [] and seen(endpoint(**ours, chain=[inter, root])) == []
+    assert seen(endpoint(**ours, chain=[])) == ["discovered_incomplete_chain"]
+    assert seen(endpoint(**ours, chain=[root])) == ["discovered_incomplete_chain"]  # the root alone builds no path
+    assert seen(endpoint(**ours, chain=None)) == []  # not recorded: nothing to judge
+    assert seen(endpoint(issuer_dn="CN=Acme Root", ca_kind="root", chain=[])) == []  # a root's leaf needs none
+    assert seen(endpoint(**ours, chain=[], certificate_id=None, status=None)) == ["discovered_unmanaged"]
+    finding = compliance.discovered_findings(endpoint(**ours, chain=[root]), NOW)[0]
+    assert "1 certificate after it, none of them its issuer CN=Acme Nodes CA,O=Acme" in finding.detail
+    assert seen(endpoint(**ours, chain=[], status="revoked")) == ["discovered_revoked", "discovered_incomplete_chain"]
+
+
 def test_every_discovery_rule_is_documented_with_a_severity():
     for rule in ("discovered_revoked", "discovered_expired", "discovered_superseded", "discovered_unmanaged",
-                 "discovered_unreachable"):
+                 "discovered_unreachable", "discovered_incomplete_chain"):
         assert RULES[rule].severity in SEVERITIES and RULES[rule].remedy

@@ -7,6 +7,7 @@ import hashlib
 import ipaddress
 from datetime import UTC, datetime, timedelta
 
+import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -14,6 +15,7 @@ from hypothesis import strategies as st
 from domain import discovery
 from domain.discovery import Observation, Target, TargetError, parse_target, parse_targets
 from domain.errors import DomainError
+from infra import discovery as scanner
 
 NOW = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
 ports = st.integers(1, 65535)
@@ -155,3 +157,75 @@ def test_a_scan_id_that_names_no_stream_cleanly_is_refused(scan_id):
     with pytest.raises(DomainError) as exc:
         discovery.decide_record(discovery.Scan(), scan_id, [refused()], NOW)
     assert (exc.value.code, exc.value.field) == ("invalid_scan_id", "scan_id")
+
+
+# the chain an endpoint sent, and what a TLS 1.2 first flight says ---------------------------------------------------
+
+def link(subject: str = "CN=Acme Nodes CA", fingerprint: str = "cd" * 32) -> discovery.ChainCertificate:
+    return discovery.ChainCertificate(fingerprint_sha256=fingerprint, subject_dn=subject, issuer_dn="CN=Acme Root")
+
+
+@pytest.mark.parametrize("observation, field, says", [
+    (served(chain=[link(fingerprint="XY")]), "observations[0].chain[0].fingerprint_sha256", "64 lower-case hex"),
+    (served(chain=[link(subject="x" * 2001)]), "observations[0].chain[0].subject_dn", "longer than 2000"),
+    (served(chain=[link()] * (discovery.MAX_CHAIN + 1)), "observations[0].chain", "at most"),
+    (served(client_certificate="maybe"), "observations[0].client_certificate", "not one of"),
+    (Observation(host="h", port=1, observed_at=NOW, error="refused", chain=[link()]), "observations[0].chain",
+     "served no chain"),
+])
+def test_a_chain_or_client_certificate_no_scan_could_see_is_refused_naming_the_field(observation, field, says):
+    with pytest.raises(DomainError) as exc:
+        discovery.decide_record(discovery.Scan(), "s1", [observation], NOW)
+    assert (exc.value.code, exc.value.field) == ("invalid_observation", field) and says in exc.value.detail
+
+
+def test_a_path_is_incomplete_only_when_a_recorded_chain_lacks_the_issuer():
+    assert not discovery.path_incomplete("CN=Acme Nodes CA", [link()])
+    assert discovery.path_incomplete("CN=Acme Nodes CA", [])
+    assert discovery.path_incomplete("CN=Acme Nodes CA", [link(subject="CN=Other CA")])
+    assert not discovery.path_incomplete("CN=Acme Nodes CA", None)  # not recorded
+    assert not discovery.path_incomplete(None, [])  # issuer unknown (an unparsed certificate)
+
+
+def test_observations_recorded_before_the_chain_field_still_decode_and_fold():
+    old = {"host": "10.0.0.1", "port": 9042, "observed_at": NOW.isoformat(), "fingerprint_sha256": "ab" * 32}
+    decoded = msgspec.convert(old, Observation)
+    assert decoded.chain is None and decoded.client_certificate is None
+    assert discovery.decide_record(discovery.Scan(), "s1", [served(chain=[link()], client_certificate="required")],
+                                   NOW)
+
+
+def _record(kind: int, body: bytes) -> bytes:
+    return bytes([kind, 3, 3]) + len(body).to_bytes(2, "big") + body
+
+
+def _message(kind: int, body: bytes) -> bytes:
+    return bytes([kind]) + len(body).to_bytes(3, "big") + body
+
+
+def _certificate_message(ders: list[bytes]) -> bytes:
+    listed = b"".join(len(d).to_bytes(3, "big") + d for d in ders)
+    return _message(11, len(listed).to_bytes(3, "big") + listed)
+
+
+@given(st.lists(st.binary(min_size=1, max_size=300), min_size=1, max_size=5), st.booleans(),
+       st.integers(1, 700))
+def test_a_tls12_first_flight_gives_its_certificates_and_whether_one_was_asked_for(ders, asked, split):
+    flight = _message(2, b"\x03\x03" + bytes(34)) + _certificate_message(ders)
+    if asked:
+        flight += _message(13, b"\x01\x40\x00\x00\x00\x00")
+    flight += _message(14, b"")
+    # handshake messages may be split over records anywhere
+    records = b"".join(_record(22, flight[i:i + split]) for i in range(0, len(flight), split))
+    assert scanner._tls12_messages(records + _record(20, b"\x01") + _record(22, b"encrypted")) == (ders, asked)
+
+
+@given(st.binary(max_size=2000))
+def test_any_bytes_received_give_whole_certificates_or_none_and_never_raise(received):
+    certificates, asked = scanner._tls12_messages(received)
+    assert isinstance(asked, bool) and all(isinstance(d, bytes) and d for d in certificates)
+
+
+def test_a_certificate_message_cut_short_gives_no_certificate():
+    flight = _certificate_message([b"x" * 100])
+    assert scanner._tls12_messages(_record(22, flight[:-10])) == ([], False)

@@ -20,6 +20,19 @@ function served(e) {
   return e.subject_dn || "";
 }
 
+/** The chain the endpoint sent after its leaf: how many, and whether its issuer was among them (null: not known). */
+function chain(e) {
+  if (!e.chain) return "";
+  const sent = `${e.chain.length} sent`;
+  if (e.chain_complete === false) return h("span.badge.st-incomplete", {title: "the issuing CA's certificate is " +
+    "missing: a client trusting only the root cannot build the path"}, `${sent}, issuer missing`);
+  return e.chain_complete ? `${sent}, complete` : sent;
+}
+
+function clientCertificate(e) {
+  return {required: "required", not_required: "not required"}[e.client_certificate] || "";
+}
+
 function certificate(e) {
   if (!e.certificate_id) return e.fingerprint_sha256 ? h("code.wrap", {}, `SHA-256 ${e.fingerprint_sha256.slice(0, 16)}…`)
     : "";
@@ -44,6 +57,7 @@ export async function discoveryView(main, context, {query}) {
       ["Endpoint", e => h("code.wrap", {}, e.endpoint)],
       ["Status", e => { const s = endpointStatus(e); return h(`span.badge.st-${s}`, {dataset: {status: s}}, s); }],
       ["Served", served], ["Certificate", certificate], ["Expires", e => day(e.not_after)],
+      ["Chain", chain], ["Client cert", clientCertificate],
       ["TLS", e => e.tls_version || ""], ["Observed", e => e.observed_at]], page.items)
       : h("p.muted", {}, "No endpoint scanned yet."),
     h("div.actions", {},
