@@ -23,7 +23,9 @@ STREAM_TYPE = "ca"
 KINDS = ("root", "intermediate")
 MAX_NAME = 200
 KEY_STORAGES = ("vault", "hsm")  # the key vault (envelope-encrypted), or generated on the PKCS#11 token and kept there
-TOKEN_ALGORITHMS = ("ecdsa-p256", "ecdsa-p384")  # what a CA key on the token may be: every HSM signs ECDSA on these
+# what a CA key on the token may be: every HSM generates and signs with these (ECDSA, RSA PKCS #1 v1.5; a CA's RSA key
+# is 4096 bits, as the policy requires)
+TOKEN_ALGORITHMS = ("ecdsa-p256", "ecdsa-p384", "rsa-4096")
 
 
 def stream_id(ca_id: str) -> str:

@@ -26,7 +26,7 @@ from domain.errors import DomainError
 from infra.crypto import csr, hybrid, keys, names, oqs, token_keys
 from infra.crypto.keypool import RsaKeyPool
 from infra.crypto.keys import KeyPair
-from infra.crypto.token_keys import TokenEcKey, TokenKeys
+from infra.crypto.token_keys import TOKEN_KEY_TYPES, TokenKeys
 
 _HASHES: dict[str, type[hashes.HashAlgorithm]] = {"sha256": hashes.SHA256, "sha384": hashes.SHA384,
                                                   "sha512": hashes.SHA512}
@@ -62,13 +62,13 @@ class CryptographyPki:
         return keys.generate(algorithm)
 
     def generate_token_key(self, algorithm: str, label: str) -> KeyPair:
-        """A CA key generated on the PKCS#11 token (ECDSA P-256/P-384), which never leaves it."""
+        """A CA key generated on the PKCS#11 token (ECDSA P-256/P-384, RSA-4096), which never leaves it."""
         return KeyPair(algorithm, self.tokens.generate(algorithm, label))
 
     def private_key_bytes(self, key: Any) -> bytes:
         """What the vault keeps: the key's plaintext form, or, for a key on the token, only its reference."""
         pair = _key_pair(key)
-        if isinstance(pair.primary, TokenEcKey):
+        if isinstance(pair.primary, TOKEN_KEY_TYPES):
             return pair.primary.ref.to_bytes()
         return keys.to_bytes(pair)
 
@@ -80,7 +80,7 @@ class CryptographyPki:
 
     def key_storage(self, key: Any) -> str:
         """"hsm" for a key on the PKCS#11 token, "vault" for any other."""
-        return "hsm" if isinstance(_key_pair(key).primary, TokenEcKey) else "vault"
+        return "hsm" if isinstance(_key_pair(key).primary, TOKEN_KEY_TYPES) else "vault"
 
     def close(self) -> None:
         self.tokens.close()

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, padding
 from cryptography.x509 import ocsp
 from softhsm_fixture import PIN, softhsm, token_session  # noqa: F401 - softhsm is a fixture
 from test_api_pki import fetch, issue
@@ -75,7 +75,7 @@ def _spec(common_name: str, *, ca: bool = True, days: int = 30) -> CertificateSp
                            else frozenset({"digital_signature"}))
 
 
-@pytest.mark.parametrize("algorithm", ["ecdsa-p384", "ecdsa-p256"])
+@pytest.mark.parametrize("algorithm", ["ecdsa-p384", "ecdsa-p256", "rsa-4096"])
 def test_a_token_key_signs_certificates_csrs_and_ocsp_and_never_leaves_the_token(engine, softhsm, algorithm):  # noqa: F811
     import pkcs11
 
@@ -101,19 +101,30 @@ def test_a_token_key_signs_certificates_csrs_and_ocsp_and_never_leaves_the_token
     answer = ocsp.load_der_ocsp_response(CryptographyRevocation().ocsp_response(
         question, OcspAnswer(status="good"), signer_key=key, signer_certificate=root, this_update=now,
         next_update=now + timedelta(hours=1)))
-    certificate.public_key().verify(answer.signature, answer.tbs_response_bytes,
-                                    ec.ECDSA(answer.signature_hash_algorithm))
+    if algorithm.startswith("rsa"):
+        certificate.public_key().verify(answer.signature, answer.tbs_response_bytes, padding.PKCS1v15(),
+                                        answer.signature_hash_algorithm)
+        assert certificate.public_key().key_size == 4096 and certificate.public_key().public_numbers().e == 65537
+    else:
+        certificate.public_key().verify(answer.signature, answer.tbs_response_bytes,
+                                        ec.ECDSA(answer.signature_hash_algorithm))
 
     # The vault keeps a reference, never key material; it loads back as the same key, from the token.
     reference = engine.private_key_bytes(key)
-    assert token_keys.is_reference(reference) and len(reference) < 300
     ref = TokenKeyRef.from_bytes(reference)
+    assert token_keys.is_reference(reference) and len(reference) - len(ref.spki) < 150  # names and the public key
     assert (ref.algorithm, ref.label, ref.serial) == (algorithm, label, engine.tokens._shared().serial)
     loaded = engine.load_private_key(reference)
     assert engine.public_keys(loaded) == public
     engine.verify_issued(engine.sign_certificate(_spec("leaf 2", ca=False), subject, loaded, root), root)
 
     # Export, in any form, is refused by name.
+    if algorithm.startswith("rsa"):
+        with pytest.raises(DomainError) as refused:
+            key.primary.decrypt(b"x" * 512, padding.PKCS1v15())
+        assert refused.value.code == "key_sign_only"
+        with pytest.raises(TypeError, match="PKCS #1 v1.5 only"):
+            key.primary.sign(b"data", padding.PSS(padding.MGF1(hashes.SHA256()), 32), hashes.SHA256())
     for attempt in (lambda: keys.to_bytes(key), lambda: keys.protect(key, b"passphrase-123"),
                     lambda: key.primary.private_numbers(),
                     lambda: key.primary.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
@@ -130,8 +141,9 @@ def test_a_token_key_signs_certificates_csrs_and_ocsp_and_never_leaves_the_token
     assert not any(private[flag] for flag in (a.EXTRACTABLE, a.MODIFIABLE, a.DECRYPT, a.UNWRAP, a.DERIVE))
     session = token_session(softhsm)
     try:
+        secret = a.PRIVATE_EXPONENT if algorithm.startswith("rsa") else a.VALUE
         with pytest.raises(pkcs11.AttributeSensitive):
-            session.get_key(object_class=pkcs11.ObjectClass.PRIVATE_KEY, label=label)[a.VALUE]
+            session.get_key(object_class=pkcs11.ObjectClass.PRIVATE_KEY, label=label)[secret]
     finally:
         session.close()
 
@@ -139,7 +151,7 @@ def test_a_token_key_signs_certificates_csrs_and_ocsp_and_never_leaves_the_token
 def test_refusals_name_the_algorithm_the_missing_token_and_a_key_that_is_not_there(engine, softhsm):  # noqa: F811
     import pkcs11
 
-    for algorithm in ("rsa-4096", "ecdsa-p521", "ml-dsa-65"):
+    for algorithm in ("rsa-3072", "ecdsa-p521", "ml-dsa-65"):
         with pytest.raises(DomainError) as refused:
             engine.generate_token_key(algorithm, "csm-ca:x:y")
         assert (refused.value.code, refused.value.field, refused.value.status) == ("algorithm_not_on_token",
@@ -260,7 +272,7 @@ async def test_a_hierarchy_on_the_token_issues_revokes_and_answers_ocsp(softhsm,
             "subject": {"common_name": "x"}})
         assert_problem(refused, 400, "validation_failed", field="key_storage")
         refused = await api.client.post(f"/v1/cas/{root['ca_id']}/rollover", headers=admin,
-                                        json={"reason": "bigger", "algorithm": "rsa-4096"})
+                                        json={"reason": "bigger", "algorithm": "ecdsa-p521"})
         assert_problem(refused, 422, "algorithm_not_on_token", field="algorithm")
 
         # A root's rollover makes its new key on the token too; the link certificates verify.
@@ -349,13 +361,18 @@ def test_csm_ca_create_root_and_intermediate_with_key_storage_hsm(engine, sofths
     _csm(data, softhsm.env, "init")
     _csm(data, softhsm.env, "tenant", "create", "clitenant", "--name", "CLI")
     root = _csm(data, softhsm.env, "ca", "create-root", "--tenant", "clitenant", "--name", "Root", "--cn", "CLI Root",
-                "--algorithm", "ecdsa-p384", "--key-storage", "hsm").stdout.split()[3]
+                "--algorithm", "rsa-4096", "--key-storage", "hsm").stdout.split()[3]  # an RSA root signs on the token
     inter = _csm(data, softhsm.env, "ca", "create-intermediate", "--tenant", "clitenant", "--parent", root, "--name",
                  "Issuing", "--cn", "CLI Issuing", "--algorithm", "ecdsa-p384",
                  "--key-storage", "hsm").stdout.split()[3]
     for ca_id in (root, inter):
         classes = [o[pkcs11.Attribute.CLASS] for o in _objects(softhsm, f"csm-ca:clitenant:{ca_id}")]
         assert sorted(classes) == [pkcs11.ObjectClass.PUBLIC_KEY, pkcs11.ObjectClass.PRIVATE_KEY]
+    (tmp_path / "root.pem").write_text(_csm(data, softhsm.env, "ca", "show", root, "--chain").stdout)
+    (tmp_path / "inter.pem").write_text(_pems(_csm(data, softhsm.env, "ca", "show", inter, "--chain").stdout)[0])
+    done = _openssl("verify", "-CAfile", tmp_path / "root.pem", tmp_path / "inter.pem")
+    assert done.returncode == 0 and "OK" in done.stdout, done.stdout + done.stderr
+    assert "sha384WithRSAEncryption" in _openssl("x509", "-in", tmp_path / "inter.pem", "-noout", "-text").stdout
     assert "--key-storage [vault|hsm]" in _csm(data, softhsm.env, "ca", "create-root", "--help").stdout
 
 

@@ -26,11 +26,12 @@ def test_a_ca_on_the_token_stays_there_through_a_rollover():
     assert ca.fold([requested]).key_storage == "hsm"
 
 
-@pytest.mark.parametrize("algorithm", ["rsa-4096", "ecdsa-p521", "ed25519", "ml-dsa-65", "hybrid-p384-ml-dsa-65"])
-def test_only_ecdsa_p256_and_p384_keys_go_on_the_token(algorithm):
+@pytest.mark.parametrize("algorithm", ["rsa-3072", "ecdsa-p521", "ed25519", "ml-dsa-65", "hybrid-p384-ml-dsa-65"])
+def test_only_ecdsa_p256_p384_and_rsa_4096_keys_go_on_the_token(algorithm):
     with pytest.raises(DomainError) as refused:
         ca.require_token_algorithm("hsm", algorithm, "algorithm")
     assert (refused.value.code, refused.value.field) == ("algorithm_not_on_token", "algorithm")
     ca.require_token_algorithm("vault", algorithm)  # the vault holds any algorithm
     for allowed in ca.TOKEN_ALGORITHMS:
         ca.require_token_algorithm("hsm", allowed)
+    assert set(ca.TOKEN_ALGORITHMS) == {"ecdsa-p256", "ecdsa-p384", "rsa-4096"}

@@ -46,7 +46,7 @@ export async function caCreateForm(context, reload) {
     field("Algorithm", algorithmSelect(algorithms, DEFAULT_ALGORITHM),
           "ML-DSA and hybrid (classical + ML-DSA) keys are post-quantum."),
     field("Key storage", choice("key_storage", [["vault", "Key vault (envelope-encrypted)"],
-                                                ["hsm", "HSM (PKCS#11; ECDSA only; the key never leaves it)"]], "vault")),
+                                                ["hsm", "HSM (PKCS#11; ECDSA P-256/P-384 or RSA-4096; the key never leaves it)"]], "vault")),
     field("Validity (days)", h("input", {name: "validity_days", type: "number", min: 1}),
           "Empty: 10 years for a root; an intermediate's default below its parent's."),
     field("Path length", h("input", {name: "path_length", type: "number", min: 0}),
