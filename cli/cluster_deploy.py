@@ -7,6 +7,10 @@ node holds. The password is the one the nodes' cassandra.yaml already names (boo
 ``keystore.password``); it is read from a file, only ever used here to encrypt the stores, and
 appears in no argv, environment of a child process, log line or event. Nodes are done one at a
 time, in the order given, so a bad keystore shows at the first node's reload rather than on all.
+
+Once the files are staged on the node, ``certificate.deployment_started`` is recorded, then the renames run, then
+``certificate.deployed``: a failure between the two leaves the start on record, and the next deploy of the node
+(as verify and rollback) reports what the node holds of it, file by file (``report_unfinished``).
 """
 
 from __future__ import annotations
@@ -26,13 +30,16 @@ from cli.cluster_verify import check, verify_options
 from cli.common import CliError, catch_up, command_context, run_async, runtime_for
 from commands import certificates as cert_commands
 from commands import deployments
+from domain import deployment
 from domain.certificate import DeployedFile
+from domain.deployment import DEFAULT_KEEP, MAX_KEEP, NodeFile
 from domain.errors import DomainError
 from infra import ssh
 from infra.config import Settings
 from infra.export.bundle import NODE_FORMATS, node_keystores, preflight
 from projections import cas as ca_model
 from projections import certificate_queries as read_model
+from projections import deployments as deployments_model
 
 DEFAULT_REMOTE_DIR = "/etc/cassandra/tls"
 
@@ -62,6 +69,35 @@ def _certificate(conn, tenant_id: str, node: str, ca_id: str | None, now) -> dic
     return max(rows, key=lambda row: row["position"])
 
 
+def _named(conn, tenant_id: str, certificate_id: str) -> dict:
+    """``--certificate``: that certificate of the tenant, whatever its common name (one deployed to several nodes)."""
+    row = read_model.get(conn, certificate_id.lower(), tenant_id)
+    if row is None:
+        raise CliError(f"--certificate {certificate_id}: no such certificate in tenant {tenant_id}", 2)
+    return row
+
+
+def report_unfinished(node_row: dict | None, observed: list[NodeFile]) -> list[str]:
+    """Lines saying that a deployment to the node was started and never recorded as done, and what each of its files
+    is on the node now (``observed``); none if there is no such deployment on record."""
+    if not node_row or not node_row["started_certificate_id"]:
+        return []
+    started = {f["path"]: f["sha256"] for f in node_row["started_files"]}
+    states = deployment.half_done(started, {f["path"]: f["sha256"] for f in node_row["files"]}, observed)
+    return [f"  unfinished: a deployment of certificate {node_row['started_certificate_id']} started at "
+            f"{node_row['started_at']} by {node_row['started_actor']} (position {node_row['started_position']}) was "
+            f"never recorded as done; the node holds: {deployment.describe(states)}"]
+
+
+def inspect_started(endpoint: ssh.Endpoint, options: ssh.SshOptions, node_row: dict | None,
+                    host_key: ssh.HostKey | None = None) -> list[NodeFile]:
+    """The node's hashes of the files of a deployment started there and never recorded as done (none: no such)."""
+    if not node_row or not node_row["started_certificate_id"]:
+        return []
+    seen, _ = ssh.inspect(endpoint, options, [f["path"] for f in node_row["started_files"]], host_key)
+    return [NodeFile(path=path, sha256=current, generations=generations) for path, current, generations in seen]
+
+
 def _read_password(password_file: Path | None) -> str:
     password = password_file.read_text().rstrip("\n") if password_file else os.environ.get("CSM_EXPORT_PASSWORD")
     if not password:
@@ -86,6 +122,12 @@ def _read_password(password_file: Path | None) -> str:
 @click.option("--ca", "ca_id", default=None, help="Only certificates issued by this CA.")
 @click.option("--also-trust", multiple=True, metavar="CA_ID", help="Put this CA's roots in the truststore too "
               "(repeatable; as bootstrap-tls --also-trust, while the cluster CA is replaced).")
+@click.option("--certificate", "certificate_id", default=None, metavar="ID",
+              help="Deploy this certificate to every --node, instead of each node's own (the newest valid "
+                   "cassandra-node certificate named NAME): one certificate on several nodes.")
+@click.option("--keep", type=click.IntRange(1, MAX_KEEP), default=DEFAULT_KEEP, show_default=True,
+              help="Generations of the replaced files each node keeps for a rollback: NAME.previous (the last), "
+                   "NAME.previous.2 ... NAME.previous.KEEP; older ones are removed.")
 @click.option("--format", "format_", type=click.Choice(NODE_FORMATS), default="jks", show_default=True)
 @click.option("--remote-dir", default=DEFAULT_REMOTE_DIR, show_default=True, help="Directory on the node.")
 @click.option("--group", default=None, help="Make the files 0640 and owned by this group (default: 0600).")
@@ -99,13 +141,17 @@ def _read_password(password_file: Path | None) -> str:
 @click.pass_obj
 def deploy(settings: Settings, nodes: tuple[str, ...], known_hosts: Path, accept_new_host_key: bool,
            identity: Path | None, password_file: Path | None, tenant_id: str, ca_id: str | None,
-           also_trust: tuple[str, ...], format_: str, remote_dir: str, group: str | None, reload_command: str | None,
-           reload_timeout: int, connect_timeout: int, stop_on_error: bool, verify_ports: tuple[int, ...],
-           verify_within: int) -> None:
-    """Install each --node's keystore and truststore over SSH (atomically, keeping NAME.previous), audited.
+           also_trust: tuple[str, ...], certificate_id: str | None, keep: int, format_: str, remote_dir: str,
+           group: str | None, reload_command: str | None, reload_timeout: int, connect_timeout: int,
+           stop_on_error: bool, verify_ports: tuple[int, ...], verify_within: int) -> None:
+    """Install each --node's keystore and truststore over SSH (atomically, keeping --keep generations of the
+    replaced files: NAME.previous, NAME.previous.2 ...), audited.
 
-    With --verify-port, then check that the node serves the certificate (recorded too). Exit status 1 if any node
-    failed (a reload that failed, or a verification, included); the summary lists every node.
+    The start is recorded once the files are staged, before the renames, and the deployment once they are done: a
+    deployment started and never recorded as done (the renames failed halfway) is reported, file by file, by the
+    next deploy, verify or rollback of the node. With --verify-port, then check that the node serves the
+    certificate (recorded too). Exit status 1 if any node failed (a reload that failed, or a verification,
+    included); the summary lists every node.
     """
     targets = [node_target(text) for text in nodes]
     if len({t.name for t in targets}) != len(targets):
@@ -128,7 +174,7 @@ def deploy(settings: Settings, nodes: tuple[str, ...], known_hosts: Path, accept
         catch_up(runtime)
         each_node(targets, lambda target: _deploy_one(
             runtime, target, options, password, tenant_id=tenant_id, ca_id=ca_id, also_trust=also_trust,
-            format_=format_, remote_dir=remote_dir, group=group, reload_command=reload_command,
+            certificate_id=certificate_id, keep=keep, format_=format_, remote_dir=remote_dir, group=group, reload_command=reload_command,
             reload_timeout=reload_timeout, verify=(verify_ports, verify_within)), stop_on_error=stop_on_error,
             done="deployed")
 
@@ -157,15 +203,17 @@ def each_node(targets: list[Target], act: Callable[[Target], tuple[str, bool]], 
 
 
 def _deploy_one(runtime, target: Target, options: ssh.SshOptions, password: str, *, tenant_id: str,
-                ca_id: str | None, also_trust: tuple[str, ...], format_: str, remote_dir: str, group: str | None,
-                reload_command: str | None, reload_timeout: int,
+                ca_id: str | None, also_trust: tuple[str, ...], certificate_id: str | None, keep: int, format_: str,
+                remote_dir: str, group: str | None, reload_command: str | None, reload_timeout: int,
                 verify: tuple[tuple[int, ...], int]) -> tuple[str, bool]:
     """Deploy one node through the command handler: its summary lines, and whether all went well (the reload and
     the verification too)."""
     services, ctx, now = runtime.services, command_context(), runtime.services.clock.now()
     conn = runtime.runner.connection()
     try:
-        row = _certificate(conn, tenant_id, target.name, ca_id, now)
+        row = _named(conn, tenant_id, certificate_id) if certificate_id else _certificate(
+            conn, tenant_id, target.name, ca_id, now)
+        node_row = deployments_model.node(conn, tenant_id, target.name)
         chain = ca_model.issuer_chain(conn, tenant_id, row["issuer_fingerprint"], now)
         trust = ca_model.truststore_chain(conn, tenant_id, row["issuer_fingerprint"], now)
         trust += [r for r in also_trusted(conn, tenant_id, also_trust, now)
@@ -174,16 +222,29 @@ def _deploy_one(runtime, target: Target, options: ssh.SshOptions, password: str,
         conn.close()
     preflight(format_, password, format_ == "pem", password_field="--password-file", key_algorithm=row["algorithm"])
     reload_detail: list[str] = []
+    notes: list[str] = []
+    started: list[int | None] = []  # the position of certificate.deployment_started, once recorded
 
-    async def deliver() -> deployments.Delivered:
+    async def deliver(record_start: deployments.RecordStart) -> deployments.Delivered:
         # the node's host key is checked before its key leaves the vault: a refused node has nothing exported for it
         seen = await asyncio.to_thread(ssh.probe, target.endpoint, options)
+        notes.extend(report_unfinished(node_row, await asyncio.to_thread(inspect_started, target.endpoint, options,
+                                                                         node_row, seen)))
         exported = await cert_commands.export_private_key(convert({
             "tenant_id": tenant_id, "certificate_id": row["certificate_id"], "format": format_, "encrypted": True},
             cert_commands.ExportPrivateKey), ctx, services)
         files = node_keystores(format_, row, chain, trust, exported.material, password)
-        installed, host_key = await asyncio.to_thread(ssh.install, target.endpoint, options, remote_dir, files,
-                                                      group, seen)
+        staged = await asyncio.to_thread(ssh.stage, target.endpoint, options, remote_dir, files, group, seen)
+        try:
+            begun = await record_start(deployments.Staging(
+                files=tuple(DeployedFile(path=f.path, sha256=f.sha256) for f in staged.files),
+                host_key_type=staged.host_key.key_type, host_key_fingerprint=staged.host_key.fingerprint))
+        except BaseException:
+            await asyncio.to_thread(ssh.discard, target.endpoint, options, staged.moves)
+            raise
+        started.append(begun.global_position)
+        host_key = await asyncio.to_thread(ssh.commit, target.endpoint, options, staged, keep)
+        installed = staged.files
         status = None
         if reload_command:
             status, detail = await asyncio.to_thread(run_reload, target.endpoint, options, reload_command,
@@ -196,13 +257,21 @@ def _deploy_one(runtime, target: Target, options: ssh.SshOptions, password: str,
 
     command = convert({"tenant_id": tenant_id, "certificate_id": row["certificate_id"], "node": target.name,
                        "user": target.endpoint.user, "host": target.endpoint.host, "port": target.endpoint.port,
-                       "format": format_}, deployments.DeployCertificate)
-    outcome = run_async(deployments.deploy_certificate(command, ctx, services, deliver))
+                       "format": format_, "keep": keep}, deployments.DeployCertificate)
+    try:
+        outcome = run_async(deployments.deploy_certificate(command, ctx, services, deliver))
+    except ssh.SshError as exc:
+        if not started:
+            raise
+        raise CliError("\n".join([f"{exc}; the start of this deployment is recorded (position {started[0]}), not "
+                                  "its completion: some files may be new and some old. The next deploy, verify or "
+                                  "rollback of the node reports which", *notes])) from None
     done = outcome.delivered
     lines = [f"{target.name}: deployed certificate {row['certificate_id']} to {target.endpoint} "
              f"(host key {done.host_key_type} {done.host_key_fingerprint}"
              + (f", trusted on first use and added to {options.known_hosts}" if done.host_key_first_use else "")
-             + f"; position {outcome.result.global_position})"]
+             + f"; position {outcome.result.global_position}; keeping {keep} generation{'s' * (keep > 1)})"]
+    lines += notes
     lines += [f"  {f.path} sha256:{f.sha256}" for f in done.files]
     if done.reload_exit_status is not None:
         lines.append(f"  reload: exit {done.reload_exit_status}" + (f": {reload_detail[0]}" if reload_detail

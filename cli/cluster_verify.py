@@ -23,6 +23,7 @@ from domain.errors import DomainError
 from infra import discovery
 from infra.config import Settings
 from projections import certificate_queries as read_model
+from projections import deployments as deployments_model
 
 DEFAULT_WITHIN = 60
 
@@ -107,17 +108,29 @@ def verify(settings: Settings, nodes: tuple[str, ...], tenant_id: str, within: i
 
 
 def _verify_one(runtime, tenant_id: str, name: str, targets: list[Target], within: int) -> tuple[str, bool]:
+    """Check the certificate the node's record (the deployments read model) says it holds."""
     conn = runtime.runner.connection()
     try:
-        rows = read_model.deployed_to(conn, tenant_id, name)
+        node = deployments_model.node(conn, tenant_id, name)
+        row = read_model.get(conn, node["certificate_id"], tenant_id) if node and node["certificate_id"] else None
+        started = read_model.get(conn, node["started_certificate_id"], tenant_id) \
+            if node and node["started_certificate_id"] else None
     finally:
         conn.close()
-    if not rows:
+    if node is None or node["state"] == "none":
         raise CliError(f"no certificate is recorded as deployed to {name} in tenant {tenant_id} (csm cluster deploy)")
-    row = rows[0]
+    if row is None:
+        raise CliError(f"{name} holds files no recorded deployment installed (a rollback put them back at "
+                       f"{node['since']}): there is no certificate to check; deploy one")
     lines, ok = check(runtime, tenant_id=tenant_id, node=name, host=targets[0].host,
                       ports=tuple(t.port for t in targets), certificate_id=row["certificate_id"],
                       fingerprint=row["fingerprint"], within=within, after="check")
-    head = f"{name}: {'verified' if ok else 'NOT VERIFIED'}: certificate {row['certificate_id']} (deployed " \
-           f"{row['last_deployed_at']})"
+    how = "deployed" if node["state"] == "deployed" else "restored by a rollback"
+    head = f"{name}: {'verified' if ok else 'NOT VERIFIED'}: certificate {row['certificate_id']} ({how} " \
+           f"{node['since']} by {node['actor']})"
+    if started is not None:
+        lines.append(f"  unfinished: a deployment of certificate {started['certificate_id']} started at "
+                     f"{node['started_at']} by {node['started_actor']} was never recorded as done"
+                     + ("; the node serves that certificate (its renames were done): deploy again to record it"
+                        if any(started["fingerprint"] in line for line in lines) else ""))
     return "\n".join([head, *lines]), ok

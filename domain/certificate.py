@@ -14,12 +14,13 @@ import msgspec
 
 from domain.certspec import CertificateFacts, DistinguishedName, SubjectAltNames
 from domain.errors import AlreadyExists, DomainError, NotFound
-from domain.events import Payload, event, resumable
+from domain.events import Payload, event, resumable, upcaster
 from domain.renewal import warning_due
 
 STREAM_TYPE = "certificate"
 KEY_SOURCES = ("csr", "server")
 MAX_TAGS = 32
+KEPT_DEPLOYMENTS = 11  # per node: the last deployment and as many as a node may keep generations of (MAX_KEEP 10)
 
 
 def stream_id(certificate_id: str) -> str:
@@ -109,7 +110,27 @@ class DeployedFile(msgspec.Struct, frozen=True, kw_only=True):
     sha256: str  # hex, of the file as the node holds it (checked there against what was sent)
 
 
-@event("certificate.deployed")
+@event("certificate.deployment_started")
+class DeploymentStarted(Payload, frozen=True, kw_only=True):
+    """The files are staged on the node (checked by SHA-256) and about to be renamed into place: the intent, recorded
+    before the renames. ``certificate.deployed`` follows once they are done; a deployment started and never
+    completed (the renames failed, or the process died) may have left the node with some new files and some old,
+    which the next deploy, verify or rollback of the node reports (docs/operations.md 6.1). ``keep``: how many
+    generations of the replaced files the node is to keep."""
+
+    certificate_id: str
+    node: str
+    user: str
+    host: str
+    port: int
+    format: str
+    files: tuple[DeployedFile, ...]  # what the node will hold once the renames are done
+    keep: int
+    host_key_type: str
+    host_key_fingerprint: str
+
+
+@event("certificate.deployed", schema_version=2)
 class CertificateDeployed(Payload, frozen=True, kw_only=True):
     """The certificate, its chain and its key, as ``format`` files, were installed on a node over SSH.
 
@@ -131,6 +152,12 @@ class CertificateDeployed(Payload, frozen=True, kw_only=True):
     host_key_fingerprint: str  # SHA256:<base64>, as ssh-keygen -l prints it
     host_key_first_use: bool
     reload_exit_status: int | None
+    keep: int = 1  # generations of the replaced files kept on the node (NAME.previous, NAME.previous.2, ...)
+
+
+@upcaster("certificate.deployed", 1)
+def _v1_kept_one_generation(data: dict) -> dict:
+    return {**data, "keep": 1}
 
 
 class VerifiedPort(msgspec.Struct, frozen=True, kw_only=True):
@@ -162,9 +189,10 @@ class RestoredFile(msgspec.Struct, frozen=True, kw_only=True):
     rolled_back_sha256: str | None  # of the file it replaced, kept as PATH.rolled-back (None: there was none)
 
 
-@event("certificate.deployment_rolled_back")
+@event("certificate.deployment_rolled_back", schema_version=2)
 class DeploymentRolledBack(Payload, frozen=True, kw_only=True):
-    """This certificate's last deployment to ``node`` was undone over SSH: each file's ``.previous`` is back in place.
+    """This certificate's last deployment to ``node`` was undone over SSH: each file's ``generation`` (1: its
+    ``.previous``; 2: ``.previous.2``, the one before, ...) is back in place, and the newer generations with it.
 
     ``restored_certificate_id``: the certificate whose recorded deployment to the node the restored files are
     (their SHA-256 match it), None if they match none (files put there by other means). ``forced``: the node's
@@ -182,6 +210,12 @@ class DeploymentRolledBack(Payload, frozen=True, kw_only=True):
     host_key_type: str
     host_key_fingerprint: str
     reload_exit_status: int | None
+    generation: int = 1
+
+
+@upcaster("certificate.deployment_rolled_back", 1)
+def _v1_went_back_one_generation(data: dict) -> dict:
+    return {**data, "generation": 1}
 
 
 class Certificate(msgspec.Struct, frozen=True, kw_only=True):
@@ -195,8 +229,11 @@ class Certificate(msgspec.Struct, frozen=True, kw_only=True):
     attempts: int = 0
     last_failure_at: datetime | None = None
     warned_days: int | None = None  # the tightest expiry threshold warned of
-    # per node, its last two deployments of this certificate (oldest first): what a rollback undoes, and restores
+    # per node, its last KEPT_DEPLOYMENTS deployments of this certificate (oldest first): what a rollback undoes,
+    # and which of them the files it restores are
     deployments: tuple[CertificateDeployed, ...] = ()
+    # per node, a deployment of this certificate started and not (yet) recorded as done
+    started: tuple[DeploymentStarted, ...] = ()
     version: int = 0
 
 
@@ -217,20 +254,29 @@ def evolve(state: Certificate, payload: Payload) -> Certificate:
             state = replace(state, pending=None, last_failure_at=payload.failed_at)
         case ExpiryWarned():
             state = replace(state, warned_days=payload.threshold_days)
-        case CertificateDeployed() | DeploymentRolledBack():
+        case DeploymentStarted():
+            state = replace(state, started=(*(d for d in state.started if d.node != payload.node), payload))
+        case CertificateDeployed():
+            state = replace(state, deployments=_deployments(state, payload),
+                            started=tuple(d for d in state.started if d.node != payload.node))
+        case DeploymentRolledBack():
             state = replace(state, deployments=_deployments(state, payload))
     return replace(state, version=state.version + 1)
 
 
 def _deployments(state: Certificate, payload: CertificateDeployed | DeploymentRolledBack) -> tuple:
-    """A deployment becomes the node's last (the one before it kept); a rollback drops the node's last, and keeps
-    the one before only if that is what the node got back."""
+    """A deployment becomes the node's last (the earlier ones kept, up to KEPT_DEPLOYMENTS); a rollback drops the
+    node's last, and of the earlier ones keeps those up to the one the node got back (by SHA-256), if it is one of
+    this certificate's, else none."""
     mine = [d for d in state.deployments if d.node == payload.node]
     others = tuple(d for d in state.deployments if d.node != payload.node)
     if isinstance(payload, CertificateDeployed):
-        return (*others, *mine[-1:], payload)
+        return (*others, *mine[-(KEPT_DEPLOYMENTS - 1):], payload)
     kept = mine[:-1] if payload.restored_certificate_id == state.certificate_id else []
-    return (*others, *kept[-1:])
+    restored = {(f.path, f.sha256) for f in payload.files}
+    while kept and not {(f.path, f.sha256) for f in kept[-1].files} <= restored:
+        kept.pop()
+    return (*others, *kept)
 
 
 @resumable

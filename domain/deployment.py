@@ -1,22 +1,28 @@
 """The rules of checking and undoing a deployment: whether a node serves it, and whether its files may be rolled back.
 
-A rollback undoes a certificate's last recorded deployment to a node by putting each file's ``NAME.previous`` (the
-file that deployment replaced) back in place. It is refused when a file has no ``.previous`` on the node (nothing to
-go back to), and when the node's files are not, byte for byte (SHA-256), the ones the deployment recorded: someone
-changed them since, and rolling back would throw their change away unseen (unless the operator forces it). What the
-restored files are is found by their SHA-256 too: the recorded deployment to that node that they match, if any.
+A rollback undoes a certificate's last recorded deployment to a node by putting back each file's generation
+``g`` (1: ``NAME.previous``, the file that deployment replaced; 2: ``NAME.previous.2``, the one before; ...; a
+node keeps as many as the deployments' ``--keep`` said). It is refused when a file has no such generation on the
+node (nothing to go back to), and when the node's files are not, byte for byte (SHA-256), the ones the deployment
+recorded: someone changed them since, and rolling back would throw their change away unseen (unless the operator
+forces it); and when a deployment to the node was started and never recorded as completed (it may have left some
+files new and some old: ``half_done``), unless forced. What the restored files are is found by their SHA-256 too:
+the recorded deployment to that node that they match, if any.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import msgspec
 
-from domain.certificate import Certificate, CertificateDeployed, VerifiedPort, require_exists
+from domain.certificate import (Certificate, CertificateDeployed, DeploymentStarted, VerifiedPort,
+                                require_exists)
 from domain.errors import DomainError, NotFound
 
 AFTER = ("deploy", "rollback", "check")
+DEFAULT_KEEP = 3  # generations of the replaced files a node keeps unless told otherwise (deploy --keep)
+MAX_KEEP = 10
 ROLLED_BACK_SUFFIX = ".rolled-back"
 
 
@@ -25,11 +31,19 @@ class RollbackRefused(DomainError):
 
 
 class NodeFile(msgspec.Struct, frozen=True, kw_only=True):
-    """A deployed file as the node holds it now: its SHA-256 and its ``.previous``'s (None: the file is absent)."""
+    """A deployed file as the node holds it now: its SHA-256 and its generations' (``generations[0]``: its
+    ``.previous``, ``[1]``: ``.previous.2``, ...; None: that file is absent)."""
 
     path: str
     sha256: str | None
-    previous_sha256: str | None
+    generations: tuple[str | None, ...] = ()
+
+    def generation(self, number: int) -> str | None:
+        return self.generations[number - 1] if 0 < number <= len(self.generations) else None
+
+
+def _generation_name(path: str, generation: int) -> str:
+    return f"{path}.previous" + (f".{generation}" if generation > 1 else "")
 
 
 def last_deployment(state: Certificate, node: str) -> CertificateDeployed | None:
@@ -37,10 +51,19 @@ def last_deployment(state: Certificate, node: str) -> CertificateDeployed | None
     return mine[-1] if mine else None
 
 
-def earlier_deployment(state: Certificate, node: str) -> CertificateDeployed | None:
-    """The deployment to ``node`` before the last one, of this same certificate (a re-deployment)."""
-    mine = [d for d in state.deployments if d.node == node]
-    return mine[-2] if len(mine) > 1 else None
+def deployments_to(state: Certificate, node: str) -> list[CertificateDeployed]:
+    """This certificate's deployments to ``node`` the state keeps, newest first."""
+    return [d for d in state.deployments if d.node == node][::-1]
+
+
+def earlier_deployments(state: Certificate, node: str) -> list[CertificateDeployed]:
+    """The deployments to ``node`` before the last one, of this same certificate (re-deployments), newest first."""
+    return [d for d in state.deployments if d.node == node][-2::-1]
+
+
+def unfinished(state: Certificate, node: str) -> DeploymentStarted | None:
+    """This certificate's deployment to ``node`` started and never recorded as done, if there is one."""
+    return next((d for d in state.started if d.node == node), None)
 
 
 def require_deployed(state: Certificate, certificate_id: str, node: str) -> CertificateDeployed:
@@ -53,30 +76,63 @@ def require_deployed(state: Certificate, certificate_id: str, node: str) -> Cert
     return deployed
 
 
-def check_rollback(deployed: CertificateDeployed, observed: Sequence[NodeFile], force: bool) -> bool:
+def check_rollback(deployed: CertificateDeployed, observed: Sequence[NodeFile], force: bool, generation: int = 1,
+                   unfinished: DeploymentStarted | None = None) -> bool:
     """Refuse a rollback the node's files do not allow; True if it goes ahead only because it is forced (the node's
-    files differ from the recorded ones)."""
+    files differ from the recorded ones, or a deployment to the node was started and never recorded as done)."""
     seen = {f.path: f for f in observed}
-    missing = [f.path for f in deployed.files if f.path not in seen or seen[f.path].previous_sha256 is None]
+    missing = [f.path for f in deployed.files if f.path not in seen or seen[f.path].generation(generation) is None]
     if missing:
-        raise RollbackRefused("no_previous", f"node {deployed.node} has no {missing[0]}.previous: there is nothing to "
-                              "roll back to (a first deployment, or a rollback already done)", field="node")
+        raise RollbackRefused("no_previous", f"node {deployed.node} has no {_generation_name(missing[0], generation)}: "
+                              "there is nothing to roll back to at that generation (a first deployment, fewer "
+                              "deployments kept, or a rollback already done)", field="generation")
+    if unfinished is not None and not force:
+        raise RollbackRefused("deployment_unfinished", f"a deployment of certificate {unfinished.certificate_id} to "
+                              f"node {deployed.node} was started and never recorded as done: "
+                              f"{describe(half_done(_hashes(unfinished.files), _hashes(deployed.files), observed))}; "
+                              "deploy again (which records "
+                              "what the node holds) or --force", field="force")
     changed = [f.path for f in deployed.files if seen[f.path].sha256 != f.sha256]
     if changed and not force:
         raise RollbackRefused("files_changed", f"{changed[0]} on node {deployed.node} is not the file the last "
                               f"deployment installed (SHA-256 differs: changed by hand?); --force rolls back anyway",
                               field="force")
-    return bool(changed)
+    return bool(changed) or unfinished is not None
 
 
-def restored_by(candidates: Iterable[CertificateDeployed | None], observed: Sequence[NodeFile]) -> str | None:
-    """The certificate of the first candidate deployment whose every file is what a ``.previous`` holds, or None."""
-    previous = {f.path: f.previous_sha256 for f in observed}
+def restored_by(candidates: Iterable[CertificateDeployed | None], observed: Sequence[NodeFile],
+                generation: int = 1) -> str | None:
+    """The certificate of the first candidate deployment whose every file is what that generation holds, or None."""
+    restored = {f.path: f.generation(generation) for f in observed}
     for deployed in candidates:
         if deployed is not None and deployed.files and all(
-                previous.get(f.path) == f.sha256 for f in deployed.files):
+                restored.get(f.path) == f.sha256 for f in deployed.files):
             return deployed.certificate_id
     return None
+
+
+def _hashes(files: Iterable) -> dict[str, str]:
+    return {f.path: f.sha256 for f in files}
+
+
+def half_done(started: Mapping[str, str], recorded: Mapping[str, str],
+              observed: Sequence[NodeFile]) -> dict[str, str]:
+    """What each file (path: SHA-256) of a deployment started and never recorded as done is on the node: ``new``
+    (the started deployment's), ``old`` (the last recorded deployment's, ``recorded``), ``absent`` or ``other``."""
+    seen = {f.path: f.sha256 for f in observed}
+    out = {}
+    for path, digest in started.items():
+        now = seen.get(path)
+        out[path] = ("new" if now == digest else "old" if now is not None and now == recorded.get(path)
+                     else "absent" if now is None else "other")
+    return out
+
+
+def describe(states: dict[str, str]) -> str:
+    """``half_done``'s answer in words: which files are new, which old."""
+    if states and all(state == "new" for state in states.values()):
+        return "every file is the new one (the renames were done; the record of it is missing)"
+    return ", ".join(f"{path}: {state}" for path, state in states.items())
 
 
 def is_verified(ports: Sequence[VerifiedPort]) -> bool:

@@ -15,13 +15,21 @@ keystores arrive already encrypted.
 
 On the node (a POSIX shell with mktemp, sha256sum, chmod, ln, mv): each file is written to a new
 temporary name in the destination directory, born under umask 077, set to 0600 (or 0640 and
-chgrp'ed), its SHA-256 compared with ours; only when every file is staged are they renamed over
-their targets, each old file kept first as ``NAME.previous`` (a hard link) for a rollback.
+chgrp'ed), its SHA-256 compared with ours (:func:`stage`); only when every file is staged are they
+renamed over their targets (:func:`commit`). The files replaced are kept for a rollback, ``keep``
+generations of them: ``NAME.previous`` (the last one), ``NAME.previous.2`` (the one before) up to
+``NAME.previous.KEEP``; older ones are removed. The commit does that in two phases: first, for every file,
+the older generations are shifted up one and the current file hard-linked as ``NAME.previous`` (nothing
+the node reads has changed yet), then the staged files are renamed over their targets, one ``mv`` each.
+Only a failure in that second phase (a few renames) can leave some files new and some old; the caller
+records its intent before the commit for that reason (``commands.deployments``).
 
-A rollback (:func:`inspect`, then :func:`restore_previous`) reads the SHA-256 of each file and of its
-``.previous``, and then, in one script that checks those hashes again first (a file changed in between
-stops it before anything moves), keeps each file as ``NAME.rolled-back`` (a hard link) and renames
-``NAME.previous`` over it. Nothing is read back from the node but hashes.
+A rollback (:func:`inspect`, then :func:`restore_generation`) reads the SHA-256 of each file and of its
+generations, and then, in one script that checks those hashes again first (a file changed in between
+stops it before anything moves), keeps each file as ``NAME.rolled-back`` (a hard link), renames the
+chosen generation over it, removes the generations newer than the chosen one (they are undone too) and
+shifts the older ones down, so that ``NAME.previous`` is again the one before. Nothing is read back from
+the node but hashes.
 """
 
 from __future__ import annotations
@@ -34,6 +42,8 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from domain.deployment import MAX_KEEP  # generations a node may keep of each file; the scripts look no further
 
 SSH = "ssh"
 TRANSFER_TIMEOUT = 300.0  # seconds per ssh call that moves or renames files
@@ -188,12 +198,28 @@ def _stage_script(directory: str, name: str, group: str | None) -> str:
             "trap - EXIT\n")
 
 
-def _commit_script(moves: list[tuple[str, str]]) -> str:
+def generation_path(path: str, generation: int) -> str:
+    """Where a file's ``generation``-th previous version is kept: ``PATH.previous``, ``PATH.previous.2``, ..."""
+    if not 1 <= generation <= MAX_KEEP:
+        raise ValueError(f"generation {generation} is not 1-{MAX_KEEP}")
+    return path + PREVIOUS_SUFFIX + (f".{generation}" if generation > 1 else "")
+
+
+def _move_if_present(source: str, target: str) -> str:
+    return f"if [ -f {shlex.quote(source)} ]; then mv -f -- {shlex.quote(source)} {shlex.quote(target)}; fi"
+
+
+def _commit_script(moves: list[tuple[str, str]], keep: int) -> str:
+    """Phase 1 (nothing the node serves changes): per target, drop generations beyond ``keep``, shift the others up
+    one, hard-link the current file as generation 1. Phase 2: the staged files renamed over their targets."""
     lines = ["set -eu"]
-    for staged, target in moves:
-        quoted, previous = shlex.quote(target), shlex.quote(target + PREVIOUS_SUFFIX)
-        lines.append(f"if [ -f {quoted} ]; then ln -f -- {quoted} {previous}; fi")
-        lines.append(f"mv -f -- {shlex.quote(staged)} {quoted}")
+    for _, target in moves:
+        lines += [f"rm -f -- {shlex.quote(generation_path(target, k))}" for k in range(keep, MAX_KEEP + 1)]
+        lines += [_move_if_present(generation_path(target, k), generation_path(target, k + 1))
+                  for k in range(keep - 1, 0, -1)]
+        quoted = shlex.quote(target)
+        lines.append(f"if [ -f {quoted} ]; then ln -f -- {quoted} {shlex.quote(generation_path(target, 1))}; fi")
+    lines += [f"mv -f -- {shlex.quote(staged)} {shlex.quote(target)}" for staged, target in moves]
     return "\n".join(lines) + "\n"
 
 
@@ -215,14 +241,25 @@ def probe(endpoint: Endpoint, options: SshOptions) -> HostKey:
     return _same_key(None, done.host_key, endpoint)
 
 
-def install(endpoint: Endpoint, options: SshOptions, directory: str, files: list[tuple[str, bytes]],
-            group: str | None = None, host_key: HostKey | None = None) -> tuple[list[InstalledFile], HostKey]:
-    """Put every ``(name, data)`` into ``directory`` on the node, all staged before any is renamed in place.
+def _check_keep(keep: int) -> None:
+    if not 1 <= keep <= MAX_KEEP:
+        raise ValueError(f"keep {keep} is not 1-{MAX_KEEP}")
 
-    Returns each file's remote path and SHA-256 (the node's, equal to ours) and the host key the connections
-    were checked against (every one the same, and ``host_key``'s if given: the one :func:`probe` saw). A failure
-    before the renames leaves the node's files as they were (staged files are removed); SshError says which step
-    failed.
+
+@dataclass(frozen=True, slots=True)
+class Staged:
+    """Files written to temporary names beside their targets, checked, not yet in place."""
+
+    moves: tuple[tuple[str, str], ...]  # (temporary path, target path)
+    files: tuple[InstalledFile, ...]
+    host_key: HostKey
+
+
+def stage(endpoint: Endpoint, options: SshOptions, directory: str, files: list[tuple[str, bytes]],
+          group: str | None = None, host_key: HostKey | None = None) -> Staged:
+    """Write every ``(name, data)`` to a temporary name in ``directory`` on the node and check its SHA-256 there.
+
+    A failure removes what was staged (the node's files are as they were) and raises SshError naming the step.
     """
     if not directory.startswith("/"):
         raise ValueError(f"{directory!r}: the remote directory must be an absolute path")
@@ -246,19 +283,49 @@ def install(endpoint: Endpoint, options: SshOptions, directory: str, files: list
             if digest.split(" ")[0].strip() != expected:
                 raise SshError("stage", f"{target}: the node's copy does not match what was sent (SHA-256)")
             installed.append(InstalledFile(path=target, sha256=expected))
-        done = run(endpoint, options, _remote(_commit_script(staged)))
-        host_key = _same_key(host_key, done.host_key, endpoint)
-        if done.returncode != 0:
-            raise SshError("commit", _last_lines(done.stderr) or f"exit status {done.returncode}")
-        staged = []
-    finally:
-        if staged:  # best effort: a staged file left behind is a dot-file the node never reads
-            try:
-                run(endpoint, options, _remote("rm -f -- " + " ".join(shlex.quote(t) for t, _ in staged)))
-            except SshError:
-                pass
+    except BaseException:
+        discard(endpoint, options, staged)
+        raise
     assert host_key is not None
-    return installed, host_key
+    return Staged(moves=tuple(staged), files=tuple(installed), host_key=host_key)
+
+
+def commit(endpoint: Endpoint, options: SshOptions, staged: Staged, keep: int = 1) -> HostKey:
+    """Rename the staged files over their targets, keeping ``keep`` generations of the files replaced.
+
+    SshError("commit") if the script failed: before its renames the node serves what it did; during them, some
+    files may be new and some old (the caller recorded its intent first). Staged files left are removed.
+    """
+    _check_keep(keep)
+    try:
+        done = run(endpoint, options, _remote(_commit_script(list(staged.moves), keep)))
+    except BaseException:
+        discard(endpoint, options, staged.moves)
+        raise
+    host_key = _same_key(staged.host_key, done.host_key, endpoint)
+    if done.returncode != 0:
+        discard(endpoint, options, staged.moves)
+        raise SshError("commit", _last_lines(done.stderr) or f"exit status {done.returncode}")
+    return host_key
+
+
+def discard(endpoint: Endpoint, options: SshOptions, moves) -> None:
+    """Best effort: a staged file left behind is a dot-file the node never reads."""
+    if moves:
+        try:
+            run(endpoint, options, _remote("rm -f -- " + " ".join(shlex.quote(t) for t, _ in moves)))
+        except SshError:
+            pass
+
+
+def install(endpoint: Endpoint, options: SshOptions, directory: str, files: list[tuple[str, bytes]],
+            group: str | None = None, host_key: HostKey | None = None,
+            keep: int = 1) -> tuple[list[InstalledFile], HostKey]:
+    """:func:`stage` then :func:`commit`: each file's remote path and SHA-256 (the node's, equal to ours) and the
+    host key every connection was checked against (``host_key``'s if given: the one :func:`probe` saw)."""
+    _check_keep(keep)
+    staged = stage(endpoint, options, directory, files, group, host_key)
+    return list(staged.files), commit(endpoint, options, staged, keep)
 
 
 def _remote(script: str) -> str:
@@ -271,35 +338,45 @@ def _hash_of(path: str) -> str:
     return f'if [ -f {quoted} ]; then sha256sum < {quoted}; else echo -; fi'
 
 
-def inspect(endpoint: Endpoint, options: SshOptions, paths: list[str],
-            host_key: HostKey | None = None) -> tuple[list[tuple[str, str | None, str | None]], HostKey]:
-    """Each path's SHA-256 on the node and its ``.previous``'s, None where the file is absent; and the host key."""
+def inspect(endpoint: Endpoint, options: SshOptions, paths: list[str], host_key: HostKey | None = None
+            ) -> tuple[list[tuple[str, str | None, tuple[str | None, ...]]], HostKey]:
+    """Each path's SHA-256 on the node and its generations' (``PATH.previous``, ``.previous.2`` ... up to
+    MAX_KEEP), None where a file is absent; and the host key."""
     for path in paths:
         _check_path(path)
-    lines = ["set -eu"] + [_hash_of(p + suffix) for p in paths for suffix in ("", PREVIOUS_SUFFIX)]
+    per_path = 1 + MAX_KEEP
+    lines = ["set -eu"] + [_hash_of(name) for p in paths
+                           for name in (p, *(generation_path(p, k) for k in range(1, MAX_KEEP + 1)))]
     done = run(endpoint, options, _remote("\n".join(lines) + "\n"))
     host_key = _same_key(host_key, done.host_key, endpoint)
     words = [line.split(" ")[0] for line in done.stdout.decode(errors="replace").splitlines()]
-    if done.returncode != 0 or len(words) != 2 * len(paths):
+    if done.returncode != 0 or len(words) != per_path * len(paths):
         raise SshError("inspect", _last_lines(done.stderr) or f"exit status {done.returncode}")
     digests = [w if _SHA256.match(w) else None for w in words]
-    return [(p, digests[2 * i], digests[2 * i + 1]) for i, p in enumerate(paths)], host_key
+    return [(p, digests[per_path * i], tuple(digests[per_path * i + 1:per_path * (i + 1)]))
+            for i, p in enumerate(paths)], host_key
 
 
-def restore_previous(endpoint: Endpoint, options: SshOptions, seen: list[tuple[str, str | None, str]],
-                     host_key: HostKey | None = None) -> HostKey:
-    """Put each ``PATH.previous`` back as PATH, keeping PATH as ``PATH.rolled-back``; ``seen``: (path, its SHA-256
-    and its ``.previous``'s as :func:`inspect` found them), checked again on the node before anything is renamed."""
+def _same_hash(path: str, expected: str | None) -> str:
+    return f'[ "$({_hash_of(path)} | cut -d" " -f1)" = {shlex.quote(expected or "-")} ] || exit 3'
+
+
+def restore_generation(endpoint: Endpoint, options: SshOptions, seen: list[tuple[str, str | None, str]],
+                       generation: int = 1, host_key: HostKey | None = None) -> HostKey:
+    """Put each file's ``generation`` back as PATH, keeping PATH as ``PATH.rolled-back``; remove the newer
+    generations and shift the older ones down. ``seen``: (path, its SHA-256 and the generation's, as
+    :func:`inspect` found them), checked again on the node before anything is renamed."""
+    generation_path("", generation)  # refuses a generation out of range before connecting
     checks, moves = ["set -eu"], []
-    for path, current, previous in seen:
+    for path, current, restored in seen:
         _check_path(path)
-        quoted, old = shlex.quote(path), shlex.quote(path + PREVIOUS_SUFFIX)
-        expected = shlex.quote(current or "-")
-        checks.append(f'[ "$({_hash_of(path)} | cut -d" " -f1)" = {expected} ] || exit 3')
-        checks.append(f'[ "$({_hash_of(path + PREVIOUS_SUFFIX)} | cut -d" " -f1)" = {shlex.quote(previous)} ] '
-                      "|| exit 3")
+        quoted = shlex.quote(path)
+        checks += [_same_hash(path, current), _same_hash(generation_path(path, generation), restored)]
         moves.append(f"if [ -f {quoted} ]; then ln -f -- {quoted} {shlex.quote(path + ROLLED_BACK_SUFFIX)}; fi")
-        moves.append(f"mv -f -- {old} {quoted}")
+        moves.append(f"mv -f -- {shlex.quote(generation_path(path, generation))} {quoted}")
+        moves += [f"rm -f -- {shlex.quote(generation_path(path, k))}" for k in range(1, generation)]
+        moves += [_move_if_present(generation_path(path, k), generation_path(path, k - generation))
+                  for k in range(generation + 1, MAX_KEEP + 1)]
     done = run(endpoint, options, _remote("\n".join(checks + moves) + "\n"))
     host_key = _same_key(host_key, done.host_key, endpoint)
     if done.returncode == 3:

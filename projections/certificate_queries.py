@@ -1,5 +1,5 @@
 """Queries of the certificate read model (projections/certificates.py): one certificate, the search with its
-cursor, what a node holds, and what the renewal scheduler, the expiry gauges, quotas and key holders count.
+cursor, and what the renewal scheduler, the expiry gauges, quotas and key holders count.
 
 Times: ``not_before`` and ``not_after`` are X.509 times, compared through ``validity_time``; "live" is ``live()``.
 """
@@ -40,15 +40,6 @@ def get(conn: sqlite3.Connection, certificate_id: str, scope: str | None) -> dic
         sql, args = sql + " AND tenant_id = ?", (certificate_id, scope)
     row = conn.execute(sql, args).fetchone()
     return _row(row) if row else None
-
-
-def deployed_to(conn: sqlite3.Connection, tenant_id: str, node: str) -> list[dict]:
-    """The certificates whose last deployment went to ``node`` and was not rolled back, the newest first: the first
-    is what the node holds as far as the store knows."""
-    rows = conn.execute(f"SELECT {', '.join(COLUMNS)} FROM certificates WHERE tenant_id = ? AND last_deployed_node = ? "
-                        "AND last_rolled_back_at IS NULL ORDER BY last_deployed_at DESC, position DESC LIMIT 32",
-                        (tenant_id, node)).fetchall()
-    return [_row(row) for row in rows]
 
 
 def encode_cursor(row: dict, sort: str) -> str:

@@ -81,7 +81,8 @@ class CertificatesProjector(Projector):
             PRIMARY KEY (tenant_id, profile)) WITHOUT ROWID""",
     )
     # (tenant_id, ca_id) alone, up to version 4: the prefix of _serial, so one more b-tree written per issuance for nothing
-    retired = ("DROP INDEX IF EXISTS {ix}_ca",)
+    # and (tenant_id, last_deployed_node), up to version 8: what a node holds is the deployments read model's now
+    retired = ("DROP INDEX IF EXISTS {ix}_ca", "DROP INDEX IF EXISTS {ix}_node")
     # only queries read through these (search, expiry, renewal and quota counts): a rebuild makes them last
     deferred = (
         "CREATE INDEX IF NOT EXISTS {ix}_renew_at ON {certificates} (renew_at) WHERE status = 'issued' "
@@ -100,9 +101,6 @@ class CertificatesProjector(Projector):
         # a compromised key's certificates that are still trusted (holding_key)
         "CREATE INDEX IF NOT EXISTS {ix}_key ON {certificates} (tenant_id, public_key_sha256) "
         "WHERE status = 'issued'",
-        # what a node holds, as far as the store knows (deployed_to: csm cluster verify and rollback)
-        "CREATE INDEX IF NOT EXISTS {ix}_node ON {certificates} (tenant_id, last_deployed_node, last_deployed_at) "
-        "WHERE last_deployed_node IS NOT NULL",
     )
 
     def apply(self, conn: sqlite3.Connection, event: EventEnvelope) -> None:

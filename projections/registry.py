@@ -9,6 +9,7 @@ from projections.audit_log import AuditLogProjector
 from projections.base import Projector
 from projections.cas import CasProjector
 from projections.certificates import CertificatesProjector
+from projections.deployments import DeploymentsProjector
 from projections.discovery import DiscoveryProjector
 from projections.profiles import ProfilesProjector
 from projections.service_accounts import ServiceAccountsProjector
@@ -21,4 +22,5 @@ from projections.webhooks import WebhooksProjector
 def all_projectors() -> list[Projector]:
     return [TenantsProjector(), AuditLogProjector(), ApiTokensProjector(), CasProjector(), CertificatesProjector(),
             ProfilesProjector(), UsersProjector(), ServiceAccountsProjector(), WebhooksProjector(),
-            SessionsProjector(), AnalyticsProjector(), DiscoveryProjector(), AcmeProjector()]
+            SessionsProjector(), AnalyticsProjector(), DiscoveryProjector(), AcmeProjector(),
+            DeploymentsProjector()]

@@ -221,7 +221,7 @@ def test_a_caller_without_cert_deploy_is_refused_before_any_export_or_connection
     before = _events(data)
     runtime = open_runtime(Settings.from_env(str(data)))
     try:
-        async def deliver() -> deployments.Delivered:  # the real delivery: reaching it would write on the node
+        async def deliver(record_start) -> deployments.Delivered:  # the real delivery: it writes on the node
             installed, key = ssh.install(ssh.Endpoint.parse(ssh_node.destination),
                                          ssh.SshOptions(known_hosts=ssh_node.known_hosts, identity=ssh_node.identity),
                                          str(remote), [("keystore.jks", b"not for you")])

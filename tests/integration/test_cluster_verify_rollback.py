@@ -266,4 +266,6 @@ def test_rolling_back_to_files_no_deployment_installed_restores_them_but_verifie
     [event] = _events(data, "certificate.deployment_rolled_back")
     assert event["payload"]["restored_certificate_id"] is None
     output = csm_run("--data-dir", str(data), "cluster", "verify", "--node", "db-1=127.0.0.1:9", code=1)
-    assert "no certificate is recorded as deployed to db-1" in output
+    assert "db-1 holds files no recorded deployment installed (a rollback put them back" in output
+    output = _rollback(data, ssh_node, code=1)
+    assert "there is no recorded deployment to undo" in output

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from domain.deployment import MAX_KEEP
 from infra.ssh import (Endpoint, HostKey, SshError, SshOptions, child_environment, inspect, install, probe,
-                       restore_previous, run)
+                       restore_generation, run)
 from sshd_fixture import keygen, known_hosts_line, ssh_node  # noqa: F401 - ssh_node is a fixture
 
 
@@ -156,9 +157,10 @@ def test_inspect_reports_each_file_and_its_previous_hash_or_none(ssh_node):
     seen, key = inspect(_endpoint(ssh_node), _options(ssh_node), [str(remote / "keystore.jks"),
                                                                   str(remote / "truststore.jks"),
                                                                   str(remote / "absent.jks")])
-    assert seen == [(str(remote / "keystore.jks"), _sha(b"second"), _sha(b"first")),
-                    (str(remote / "truststore.jks"), _sha(b"trust"), None),
-                    (str(remote / "absent.jks"), None, None)]
+    none = (None,) * (MAX_KEEP - 1)
+    assert seen == [(str(remote / "keystore.jks"), _sha(b"second"), (_sha(b"first"), *none)),
+                    (str(remote / "truststore.jks"), _sha(b"trust"), (None, *none)),
+                    (str(remote / "absent.jks"), None, (None, *none))]
     assert key.fingerprint == ssh_node.fingerprint
 
 
@@ -167,7 +169,7 @@ def test_restore_puts_previous_back_and_keeps_the_undone_file(ssh_node):
     for data in (b"first", b"second"):
         install(_endpoint(ssh_node), _options(ssh_node), str(remote), [("keystore.jks", data)])
     path = str(remote / "keystore.jks")
-    restore_previous(_endpoint(ssh_node), _options(ssh_node), [(path, _sha(b"second"), _sha(b"first"))])
+    restore_generation(_endpoint(ssh_node), _options(ssh_node), [(path, _sha(b"second"), _sha(b"first"))])
     assert (remote / "keystore.jks").read_bytes() == b"first"
     assert (remote / "keystore.jks.rolled-back").read_bytes() == b"second"
     assert sorted(p.name for p in remote.iterdir()) == ["keystore.jks", "keystore.jks.rolled-back"]
@@ -181,7 +183,7 @@ def test_a_file_changed_after_the_inspection_stops_the_restore_before_anything_m
     (remote / "truststore.jks").write_bytes(b"changed meanwhile")
     seen = [(str(remote / name), _sha(b"second"), _sha(b"first")) for name in ("keystore.jks", "truststore.jks")]
     with pytest.raises(SshError, match="changed since they were inspected"):
-        restore_previous(_endpoint(ssh_node), _options(ssh_node), seen)
+        restore_generation(_endpoint(ssh_node), _options(ssh_node), seen)
     assert (remote / "keystore.jks").read_bytes() == b"second"  # the first file, unchanged, was not moved either
     assert (remote / "keystore.jks.previous").read_bytes() == b"first"
     assert not list(remote.glob("*.rolled-back"))
@@ -193,4 +195,4 @@ def test_paths_that_are_not_plain_absolute_file_names_are_refused_before_connect
     with pytest.raises(ValueError, match="not an absolute path"):
         inspect(Endpoint("u", "127.0.0.1", 1), options, [path])
     with pytest.raises(ValueError, match="not an absolute path"):
-        restore_previous(Endpoint("u", "127.0.0.1", 1), options, [(path, None, "0" * 64)])
+        restore_generation(Endpoint("u", "127.0.0.1", 1), options, [(path, None, "0" * 64)])

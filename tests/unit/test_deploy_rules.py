@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import msgspec
 import pytest
 
 from domain import certificate, deployment
@@ -71,25 +72,27 @@ def _deployed(certificate_id: str = "c", node: str = "db-1", digest: str = "a") 
         reload_exit_status=None)
 
 
-def _rolled_back(restored: str | None, node: str = "db-1") -> certificate.DeploymentRolledBack:
+def _rolled_back(restored: str | None, node: str = "db-1", digest: str = "b") -> certificate.DeploymentRolledBack:
     return certificate.DeploymentRolledBack(
-        certificate_id="c", node=node, user="cassandra", host="10.0.0.1", port=22, files=(),
+        certificate_id="c", node=node, user="cassandra", host="10.0.0.1", port=22,
+        files=(certificate.RestoredFile(path=KEYSTORE, sha256=digest * 64, rolled_back_sha256=None),
+               certificate.RestoredFile(path=TRUSTSTORE, sha256="t" * 64, rolled_back_sha256=None)),
         restored_certificate_id=restored, forced=False, host_key_type="ssh-ed25519", host_key_fingerprint="SHA256:x",
         reload_exit_status=None)
 
 
 def _node(current: str | None = "a", previous: str | None = "b") -> list[deployment.NodeFile]:
     return [deployment.NodeFile(path=KEYSTORE, sha256=current and current * 64,
-                                previous_sha256=previous and previous * 64),
-            deployment.NodeFile(path=TRUSTSTORE, sha256="t" * 64, previous_sha256="t" * 64)]
+                                generations=(previous and previous * 64,)),
+            deployment.NodeFile(path=TRUSTSTORE, sha256="t" * 64, generations=("t" * 64,))]
 
 
-def test_the_state_keeps_each_nodes_last_two_deployments_and_a_rollback_drops_the_last():
+def test_the_state_keeps_each_nodes_deployments_and_a_rollback_drops_the_last():
     state = certificate.fold([_deployed(digest=d) for d in "abc"] + [_deployed(node="db-2")],
                              start=_state())
     assert deployment.last_deployment(state, "db-1").files[0].sha256 == "c" * 64
-    assert deployment.earlier_deployment(state, "db-1").files[0].sha256 == "b" * 64
-    assert deployment.earlier_deployment(state, "db-2") is None
+    assert [d.files[0].sha256 for d in deployment.earlier_deployments(state, "db-1")] == ["b" * 64, "a" * 64]
+    assert deployment.earlier_deployments(state, "db-2") == []
     back = certificate.fold([_rolled_back(restored="c")], start=state)  # the earlier one is back on the node
     assert deployment.last_deployment(back, "db-1").files[0].sha256 == "b" * 64
     elsewhere = certificate.fold([_rolled_back(restored="other")], start=state)
@@ -127,3 +130,69 @@ def test_a_node_is_verified_only_if_every_port_checked_served_the_certificate():
     other = certificate.VerifiedPort(port=7001, served_fingerprint="g", matched=False, attempts=3)
     assert deployment.is_verified([served]) and not deployment.is_verified([served, other])
     assert not deployment.is_verified([])
+
+
+def _generations(*digests: str | None) -> list[deployment.NodeFile]:
+    """A node whose keystore is "c" now and whose generations 1, 2 ... hold ``digests``."""
+    return [deployment.NodeFile(path=KEYSTORE, sha256="c" * 64,
+                                generations=tuple(d and d * 64 for d in digests)),
+            deployment.NodeFile(path=TRUSTSTORE, sha256="t" * 64, generations=("t" * 64,) * len(digests))]
+
+
+def test_a_rollback_of_several_generations_needs_that_generation_and_finds_what_it_holds():
+    observed = _generations("b", "a")
+    assert deployment.check_rollback(_deployed(digest="c"), observed, force=False, generation=2) is False
+    with pytest.raises(DomainError) as refused:
+        deployment.check_rollback(_deployed(digest="c"), observed, force=True, generation=3)
+    assert refused.value.code == "no_previous" and "keystore.jks.previous.3" in refused.value.detail
+    candidates = [_deployed("y", digest="b"), _deployed("x", digest="a")]
+    assert deployment.restored_by(candidates, observed, generation=2) == "x"
+    assert deployment.restored_by(candidates, observed, generation=1) == "y"
+
+
+def test_the_state_drops_to_the_deployment_a_rollback_of_several_generations_restored():
+    state = certificate.fold([_deployed(digest=d) for d in "abc"], start=_state())
+    back = certificate.fold([_rolled_back(restored="c", digest="a")], start=state)
+    assert deployment.last_deployment(back, "db-1").files[0].sha256 == "a" * 64
+    assert deployment.earlier_deployments(back, "db-1") == []
+
+
+def _started(digest: str = "n") -> certificate.DeploymentStarted:
+    return certificate.DeploymentStarted(
+        certificate_id="n", node="db-1", user="cassandra", host="10.0.0.1", port=22, format="jks",
+        files=(certificate.DeployedFile(path=KEYSTORE, sha256=digest * 64),
+               certificate.DeployedFile(path=TRUSTSTORE, sha256="u" * 64)),
+        keep=3, host_key_type="ssh-ed25519", host_key_fingerprint="SHA256:x")
+
+
+def test_a_deployment_started_and_not_completed_is_unfinished_until_a_deployment_to_the_node():
+    state = certificate.fold([_started()], start=_state())
+    assert deployment.unfinished(state, "db-1") == _started()
+    assert deployment.unfinished(state, "db-2") is None
+    assert deployment.unfinished(certificate.fold([_deployed()], start=state), "db-1") is None
+
+
+def test_a_half_done_deployment_says_file_by_file_what_the_node_holds_and_stops_a_rollback_unless_forced():
+    half = [deployment.NodeFile(path=KEYSTORE, sha256="n" * 64, generations=("b" * 64,)),
+            deployment.NodeFile(path=TRUSTSTORE, sha256="t" * 64, generations=("t" * 64,))]
+    states = deployment.half_done({f.path: f.sha256 for f in _started().files},
+                                  {f.path: f.sha256 for f in _deployed().files}, half)
+    assert states == {KEYSTORE: "new", TRUSTSTORE: "old"}
+    assert deployment.describe(states) == f"{KEYSTORE}: new, {TRUSTSTORE}: old"
+    assert deployment.describe({KEYSTORE: "new"}).startswith("every file is the new one")
+    with pytest.raises(DomainError) as refused:
+        deployment.check_rollback(_deployed(), _node(), force=False, unfinished=_started())
+    assert refused.value.code == "deployment_unfinished" and f"{KEYSTORE}: absent" not in refused.value.detail
+    assert deployment.check_rollback(_deployed(), _node(), force=True, unfinished=_started()) is True
+
+
+def test_old_deployment_events_read_as_keeping_one_generation_and_rolling_back_one():
+    from domain.events import Actor, EventEnvelope, decode_payload
+    common = dict(event_id="e", stream_id="certificate-c", stream_type="certificate", version=2, global_position=2,
+                  tenant_id="t", occurred_at="2027-01-01T00:00:00Z", actor=Actor(principal="p", auth_method="cli"),
+                  correlation_id=None, causation_id=None, prev_hash="", schema_version=1)
+    deployed = {k: v for k, v in msgspec.to_builtins(_deployed()).items() if k != "keep"}
+    assert decode_payload(EventEnvelope(type="certificate.deployed", payload=deployed, **common)).keep == 1
+    rolled = {k: v for k, v in msgspec.to_builtins(_rolled_back("c")).items() if k != "generation"}
+    assert decode_payload(EventEnvelope(type="certificate.deployment_rolled_back", payload=rolled,
+                                        **common)).generation == 1
