@@ -18,6 +18,7 @@ from api.audit import AuditController
 from api.bodies import JsonBodyRequest
 from api.cas import CaController
 from api.certificates import CertificateController
+from api.deployments import DeploymentController
 from api.profiles import AlgorithmController, ProfileController
 from api.sign_in import JwksController, TokenController, TokenRevocationController, TotpController
 from api.auth import authenticate, bearer_guard, caller
@@ -94,7 +95,8 @@ def create_app(settings: Settings | None = None, link: LinkClient | None = None)
     v1 = Router("/v1", route_handlers=[TenantController, AuditController, EventStreamController, CaController,
                                       CertificateController, ProfileController, AlgorithmController,
                                       UserController, ServiceAccountController, TotpController,
-                                      RevocationController, WebhookController, EabKeyController],
+                                      RevocationController, WebhookController, EabKeyController,
+                                      DeploymentController],
                 guards=[bearer_guard(limits.principal(authenticate))],  # before any body is read
                 dependencies={"principal": Provide(caller, sync_to_thread=False)}, security=[{"bearer": []}])
     app = Litestar(

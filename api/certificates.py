@@ -25,6 +25,7 @@ from infra.export.bundle import EXPORT_MEDIA_TYPES, preflight, render
 from infra.export import connection
 from projections import cas as ca_model
 from projections import certificate_queries as read_model
+from projections import deployments as deployments_model
 
 
 class IssueBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -110,6 +111,31 @@ class Renewed(msgspec.Struct, frozen=True, kw_only=True):
 class CertificatePage(msgspec.Struct, frozen=True, kw_only=True):
     items: list[CertificateOut]
     next_cursor: str | None
+
+
+class DeploymentOut(msgspec.Struct, frozen=True, kw_only=True):
+    """The certificate on one node (``csm cluster deploy``): ``current`` (the node holds it, as far as the store
+    knows), ``replaced`` (another deployment followed), ``rolled_back``, or ``started`` (never recorded as done)."""
+
+    tenant_id: str
+    certificate_id: str
+    node: str
+    state: str
+    first_deployed_at: str | None
+    last_deployed_at: str | None
+    last_actor: str | None  # who deployed it last (the event's principal)
+    deployments: int
+    host: str | None
+    port: int | None
+    verified: bool | None  # its last check on this node; null: not checked since it was deployed or restored
+    verified_at: str | None
+    rolled_back_at: str | None
+    started_at: str | None  # a deployment of it to the node started and not recorded as done
+
+
+class DeploymentList(msgspec.Struct, frozen=True, kw_only=True):
+    items: list[DeploymentOut]
+    next_cursor: str | None = None  # one page: a certificate is on few nodes
 
 
 Text = Annotated[str | None, QueryParameter(max_length=255)]
@@ -221,6 +247,18 @@ class CertificateController(Controller):
                    min_position: MinPosition = None) -> CertificateOut:
         await read_your_writes(request, min_position)
         return msgspec.convert(await certificate_row(request, principal, certificate_id), CertificateOut)
+
+    @get("/{certificate_id:str}/deployments", summary="The nodes this certificate was deployed to, and its state on "
+         "each", description="One item per node (`csm cluster deploy`), by node: whether the node holds it now "
+         "(`current`), when and by whom it was deployed there, its last verification there, a rollback. Needs "
+         "cert:read.", responses=QUERY_ERRORS)
+    async def deployments(self, request: Request, principal: Caller, certificate_id: FromPath[str],
+                          min_position: MinPosition = None) -> DeploymentList:
+        await read_your_writes(request, min_position)
+        row = await certificate_row(request, principal, certificate_id)
+        rows = await read_models_of(request.app.state).query(deployments_model.of_certificate, row["certificate_id"],
+                                                            row["tenant_id"])
+        return DeploymentList(items=[msgspec.convert(r, DeploymentOut) for r in rows])
 
     @get("/{certificate_id:str}/export", summary="Export as PEM, DER, PKCS#12 or JKS (keystore or truststore), or a "
          "secure connection bundle (zip)", responses={**QUERY_ERRORS, **COMMAND_ERRORS},

@@ -110,6 +110,10 @@ ROUTE_PERMISSIONS: dict[tuple[str, str], Rule] = {
                                                                note="on the CRL and in OCSP before it returns"),
     ("POST", "/v1/certificates/{certificate_id}/renew"): Rule(("cert:issue",), "object",
                                                               note="same CA and profile; checked like an issuance"),
+    ("GET", "/v1/certificates/{certificate_id}/deployments"): Rule(
+        ("cert:read",), "object", note="the nodes it was deployed to (csm cluster deploy) and its state on each"),
+    ("GET", "/v1/deployments"): Rule(("cert:read",), "confined",
+                                     note="what each node holds as far as the store knows, its generations kept"),
     ("GET", "/v1/certificates/{certificate_id}/export"): Rule(
         ("cert:read",), "object", key_permissions=("key:export",),
         note="pkcs12, jks and pem with include_key carry the private key: key:export too (audited)"),

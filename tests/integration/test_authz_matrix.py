@@ -111,6 +111,9 @@ REQUESTS: dict[tuple[str, str], Build] = {
     ("GET", "/v1/certificates"): lambda w, t: Call("GET", "/v1/certificates", params={"tenant_id": t}),
     ("GET", "/v1/certificates/{certificate_id}"): lambda w, t: Call(
         "GET", f"/v1/certificates/{_t(w, t).certificate}"),
+    ("GET", "/v1/certificates/{certificate_id}/deployments"): lambda w, t: Call(
+        "GET", f"/v1/certificates/{_t(w, t).certificate}/deployments"),
+    ("GET", "/v1/deployments"): lambda w, t: Call("GET", "/v1/deployments", params={"tenant_id": t}),
     ("GET", "/v1/certificates/{certificate_id}/export"): lambda w, t: Call(
         "GET", f"/v1/certificates/{_t(w, t).certificate}/export", params={"format": "pem"}),
     ("GET", "/v1/profiles"): lambda w, t: Call("GET", "/v1/profiles", params={"tenant_id": t}),

@@ -1,0 +1,154 @@
+"""Deployments tracked per (certificate, node), rollbacks of several generations, and a deployment that stopped
+halfway through its renames: against a real sshd on loopback, the "node" a local directory."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from test_cluster_deploy import _deploy, _events, _password, cluster, csm_run  # noqa: F401 - cluster is a fixture
+from test_cluster_verify_rollback import _rollback, node_tls
+
+from cli.common import catch_up, command_context
+from commands import deployments
+from domain.certificate import DeployedFile
+from infra import ssh
+from infra.bootstrap import open_runtime
+from infra.config import Settings
+from projections import deployments as deployments_model
+from sshd_fixture import ssh_node  # noqa: F401 - a fixture
+
+
+def _model(data, query, *args):
+    runtime = open_runtime(Settings.from_env(str(data)))
+    try:
+        catch_up(runtime)
+        conn = runtime.runner.connection()
+        try:
+            return query(conn, *args)
+        finally:
+            conn.close()
+    finally:
+        runtime.close()
+
+
+def _node_certificate(data) -> str:
+    return next(e["payload"]["certificate_id"] for e in _events(data, "certificate.issued")
+                if e["payload"]["profile"] == "cassandra-node")
+
+
+def test_one_certificate_on_two_nodes_is_verified_and_rolled_back_on_each_by_its_own_record(cluster, ssh_node,
+                                                                                            tmp_path):
+    data, out = cluster
+    certificate_id = _node_certificate(data)
+    first, second = tmp_path / "db-1", tmp_path / "db-2"
+    _deploy(data, out, ssh_node, first, "--format", "pem", "--certificate", certificate_id)
+    _deploy(data, out, ssh_node, second, "--format", "pem", "--certificate", certificate_id, name="db-2")
+    _deploy(data, out, ssh_node, first, "--format", "pem", "--certificate", certificate_id)
+    rows = {r["node"]: r for r in _model(data, deployments_model.of_certificate, certificate_id, "platform")}
+    assert {n: (r["state"], r["deployments"]) for n, r in rows.items()} == {"db-1": ("current", 2),
+                                                                           "db-2": ("current", 1)}
+    # db-2 was deployed to after db-1's first deployment: db-1 is still known to hold the certificate
+    with node_tls(first / "keystore.pem", _password(out), reloads=True) as port:
+        checked = csm_run("--data-dir", str(data), "cluster", "verify", "--node", f"db-1=127.0.0.1:{port}")
+    assert f"db-1: verified: certificate {certificate_id} (deployed" in checked
+    output = _rollback(data, ssh_node)
+    assert f"rolled back certificate {certificate_id}" in output and f"restored: certificate {certificate_id}" in output
+    db1, db2 = (_model(data, deployments_model.node, "platform", n) for n in ("db-1", "db-2"))
+    assert (db1["state"], db1["certificate_id"], db1["verified"]) == ("rolled_back", certificate_id, None)
+    assert (db2["state"], db2["certificate_id"]) == ("deployed", certificate_id)
+    assert db2["files"] == [{"path": str(second / n), "sha256": f["sha256"]}
+                            for n, f in zip(("keystore.pem", "truststore.pem"), db2["files"])]
+    [verified] = [e for e in _events(data, "certificate.deployment_verified")]
+    assert verified["payload"]["node"] == "db-1" and verified["payload"]["verified"] is True
+
+
+def test_a_node_keeps_its_generations_and_a_rollback_goes_back_several(cluster, ssh_node, tmp_path):
+    data, out = cluster
+    remote = tmp_path / "node"
+    bodies = []
+    for _ in range(3):  # three certificates for db-1, each deployed in turn
+        _deploy(data, out, ssh_node, remote)
+        bodies.append((remote / "keystore.jks").read_bytes())
+        csm_run("--data-dir", str(data), "cluster", "bootstrap-tls", "--out", str(out), "--node", "db-1=127.0.0.1")
+    first, second, third = (e["payload"]["certificate_id"] for e in _events(data, "certificate.deployed"))
+    assert (remote / "keystore.jks.previous").read_bytes() == bodies[1]
+    assert (remote / "keystore.jks.previous.2").read_bytes() == bodies[0]
+    record = _model(data, deployments_model.node, "platform", "db-1")
+    assert record["certificate_id"] == third and record["keep"] == 3
+    assert [g["certificate_id"] for g in record["generations"]] == [second, first]
+    output = _rollback(data, ssh_node, "--generation", "3", code=1)  # nothing was there before the first
+    assert "no_previous" in output and "keystore.jks.previous.3" in output
+    output = _rollback(data, ssh_node, "--generation", "2")
+    assert f"rolled back certificate {third}" in output and "to generation 2" in output
+    assert f"restored: certificate {first}" in output
+    assert (remote / "keystore.jks").read_bytes() == bodies[0]
+    assert (remote / "keystore.jks.rolled-back").read_bytes() == bodies[2]
+    assert not (remote / "keystore.jks.previous").exists() and not (remote / "keystore.jks.previous.2").exists()
+    [event] = _events(data, "certificate.deployment_rolled_back")
+    assert event["payload"]["generation"] == 2 and event["payload"]["restored_certificate_id"] == first
+    assert event["schema_version"] == 2
+    record = _model(data, deployments_model.node, "platform", "db-1")
+    assert (record["certificate_id"], record["state"], record["generations"]) == (first, "rolled_back", [])
+    states = {r["certificate_id"]: r["state"] for c in (first, second, third)
+              for r in _model(data, deployments_model.of_certificate, c, "platform")}
+    assert states == {first: "current", second: "replaced", third: "rolled_back"}
+    # --keep 1 drops the older generations on the next deployment
+    for _ in range(3):
+        _deploy(data, out, ssh_node, remote, "--keep", "2")
+    assert (remote / "keystore.jks.previous.2").exists()
+    output = _deploy(data, out, ssh_node, remote, "--keep", "1")
+    assert "keeping 1 generation)" in output
+    assert (remote / "keystore.jks.previous").exists() and not (remote / "keystore.jks.previous.2").exists()
+
+
+def test_a_deployment_stopped_halfway_through_its_renames_is_reported_and_blocks_a_rollback(cluster, ssh_node,
+                                                                                           tmp_path):
+    data, out = cluster
+    remote = tmp_path / "node"
+    _deploy(data, out, ssh_node, remote)
+    _deploy(data, out, ssh_node, remote)
+    old_truststore = (remote / "truststore.jks").read_bytes()
+    certificate_id = _node_certificate(data)
+    endpoint = ssh.Endpoint.parse(ssh_node.destination)
+    options = ssh.SshOptions(known_hosts=ssh_node.known_hosts, identity=ssh_node.identity)
+
+    async def crashes_halfway(record_start) -> deployments.Delivered:
+        staged = ssh.stage(endpoint, options, str(remote), [("keystore.jks", b"new keystore"),
+                                                            ("truststore.jks", b"new truststore")])
+        await record_start(deployments.Staging(
+            files=tuple(DeployedFile(path=f.path, sha256=f.sha256) for f in staged.files),
+            host_key_type=staged.host_key.key_type, host_key_fingerprint=staged.host_key.fingerprint))
+        ssh.commit(endpoint, options, ssh.Staged(moves=staged.moves[:1], files=staged.files[:1],
+                                                 host_key=staged.host_key), keep=3)
+        raise RuntimeError("the process died between the renames")
+
+    runtime = open_runtime(Settings.from_env(str(data)))
+    try:
+        command = deployments.DeployCertificate(tenant_id="platform", certificate_id=certificate_id, node="db-1",
+                                                user=ssh_node.user, host="127.0.0.1", port=ssh_node.port)
+        with pytest.raises(RuntimeError):
+            asyncio.run(deployments.deploy_certificate(command, command_context(), runtime.services, crashes_halfway))
+    finally:
+        runtime.close()
+    assert (remote / "keystore.jks").read_bytes() == b"new keystore"
+    assert (remote / "truststore.jks").read_bytes() == old_truststore
+    started = _events(data, "certificate.deployment_started")
+    assert len(started) == 3 and len(_events(data, "certificate.deployed")) == 2
+    record = _model(data, deployments_model.node, "platform", "db-1")
+    assert record["started_position"] == started[-1]["global_position"]
+    checked = csm_run("--data-dir", str(data), "cluster", "verify", "--node", "db-1=127.0.0.1:9", "--within", "1",
+                      code=1)
+    assert f"unfinished: a deployment of certificate {certificate_id} started at" in checked
+    before = {p.name: p.read_bytes() for p in remote.iterdir()}
+    output = _rollback(data, ssh_node, code=1)
+    assert "deployment_unfinished" in output
+    assert f"{remote / 'keystore.jks'}: new, {remote / 'truststore.jks'}: old" in output
+    assert {p.name: p.read_bytes() for p in remote.iterdir()} == before
+    assert not _events(data, "certificate.deployment_rolled_back")
+    output = _deploy(data, out, ssh_node, remote)  # reports what it found, then replaces every file
+    assert f"{remote / 'keystore.jks'}: new, {remote / 'truststore.jks'}: old" in output
+    assert _model(data, deployments_model.node, "platform", "db-1")["started_certificate_id"] is None
+    output = _rollback(data, ssh_node)  # the half-done files are the generation a rollback now goes back to
+    assert "restored: files no recorded deployment installed" in output
+    assert (remote / "keystore.jks").read_bytes() == b"new keystore"
