@@ -7,6 +7,7 @@ import asyncio
 
 import pytest
 from test_cluster_deploy import _deploy, _events, _password, cluster, csm_run  # noqa: F401 - cluster is a fixture
+from test_api_support import running_api
 from test_cluster_verify_rollback import _rollback, node_tls
 
 from cli.common import catch_up, command_context
@@ -152,3 +153,43 @@ def test_a_deployment_stopped_halfway_through_its_renames_is_reported_and_blocks
     output = _rollback(data, ssh_node)  # the half-done files are the generation a rollback now goes back to
     assert "restored: files no recorded deployment installed" in output
     assert (remote / "keystore.jks").read_bytes() == b"new keystore"
+
+
+def test_the_api_lists_each_node_and_each_certificates_nodes_confined_to_the_tenant(cluster, ssh_node, tmp_path):
+    data, out = cluster
+    certificate_id = _node_certificate(data)
+    for name in ("db-1", "db-2", "db-3"):
+        _deploy(data, out, ssh_node, tmp_path / name, "--certificate", certificate_id, name=name)
+    _deploy(data, out, ssh_node, tmp_path / "db-1", "--certificate", certificate_id)
+    token = csm_run("--data-dir", str(data), "admin", "create-token", "--name", "reader").strip().splitlines()[-1]
+    csm_run("--data-dir", str(data), "tenant", "create", "other", "--name", "Other")
+    other = csm_run("--data-dir", str(data), "admin", "create-token", "--name", "other", "--tenant", "other",
+                    "--role", "tenant-admin").strip().splitlines()[-1]
+
+    async def ask() -> tuple:
+        async with running_api(tmp_path) as api:
+            mine, theirs = ({"Authorization": f"Bearer {t}"} for t in (token, other))
+            first = (await api.client.get("/v1/deployments", params={"limit": 2}, headers=mine)).json()
+            rest = (await api.client.get("/v1/deployments", params={"cursor": first["next_cursor"]},
+                                         headers=mine)).json()
+            one = (await api.client.get("/v1/deployments", params={"node": "db-1"}, headers=mine)).json()
+            of_certificate = (await api.client.get(f"/v1/certificates/{certificate_id}/deployments",
+                                                   headers=mine)).json()
+            confined = (await api.client.get("/v1/deployments", headers=theirs)).json()
+            hidden = await api.client.get(f"/v1/certificates/{certificate_id}/deployments", headers=theirs)
+            bad = await api.client.get("/v1/deployments", params={"cursor": "nope"}, headers=mine)
+            return first, rest, one, of_certificate, confined, hidden, bad
+
+    first, rest, one, of_certificate, confined, hidden, bad = asyncio.run(ask())
+    assert [n["node"] for n in first["items"]] == ["db-1", "db-2"] and first["next_cursor"]
+    assert [n["node"] for n in rest["items"]] == ["db-3"] and rest["next_cursor"] is None
+    [db1] = one["items"]
+    assert (db1["certificate_id"], db1["state"], db1["keep"], db1["started"]) == (certificate_id, "deployed", 3, None)
+    assert db1["actor"].startswith("cli:") and db1["port"] == ssh_node.port
+    assert [g["certificate_id"] for g in db1["generations"]] == [certificate_id]
+    assert [f["path"] for f in db1["files"]] == [str(tmp_path / "db-1" / n) for n in ("keystore.jks",
+                                                                                      "truststore.jks")]
+    assert {d["node"]: (d["state"], d["deployments"]) for d in of_certificate["items"]} == {
+        "db-1": ("current", 2), "db-2": ("current", 1), "db-3": ("current", 1)}
+    assert confined["items"] == [] and hidden.status_code == 404
+    assert bad.status_code == 400 and bad.json()["errors"][0]["field"] == "cursor"
