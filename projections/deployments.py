@@ -153,7 +153,10 @@ class DeploymentsProjector(Projector):
         row.update(certificate_id=restored, state="rolled_back", since=event.occurred_at,
                    actor=event.actor.principal, files=_files(p["files"]),
                    generations=json.dumps(generations[generation:]), verified=None, verified_at=None,
-                   user=p["user"], host=p["host"], port=p["port"], position=event.global_position)
+                   user=p["user"], host=p["host"], port=p["port"], position=event.global_position,
+                   # a rollback (forced over it) replaced the files of a deployment left unfinished too
+                   started_certificate_id=None, started_at=None, started_actor=None, started_files=None,
+                   started_position=None)
         self._put_node(conn, row)
         self._certificate(conn, event, certificate_id, p["node"], state="rolled_back", rolled_back_at=event.occurred_at)
         if restored is not None:
