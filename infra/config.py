@@ -364,7 +364,8 @@ class Settings:
     # per-CA series; without one, /metrics stays open and names no tenant or CA.
     metrics_token_file: Path | None = None
     # ACME (api/acme.py, infra/acme): the ports http-01 and tls-alpn-01 validation connect to, the networks it may connect into
-    # (never link-local; loopback only when listed), an optional hosts file read before the system resolver, the
+    # (never link-local, carrier-grade NAT or another special-purpose block: domain/acme_networks.py; loopback only
+    # when listed), an optional hosts file read before the system resolver, the
     # per-validation timeout, and the base URL the directory names (default: the URL the request came in on).
     acme_http01_port: int = 80
     acme_tls_alpn_port: int = 443  # where tls-alpn-01 validation connects

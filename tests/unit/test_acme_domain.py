@@ -143,11 +143,47 @@ PRIVATE = acme.parse_networks(("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", 
     ("2002:a9fe:a9fe::1", acme.parse_networks(["0.0.0.0/0", "::/0"]), False),
     ("::a9fe:a9fe", acme.parse_networks(["0.0.0.0/0", "::/0"]), False),
     ("2001:0:4136:e378:8000:63bf:5601:5601", acme.parse_networks(["0.0.0.0/0", "::/0"]), False),  # Teredo
-    ("2001:db8::1", acme.parse_networks(["::/0"]), True),
+    ("2a01:4f8::1", acme.parse_networks(["::/0"]), True),
+    # IANA special-purpose blocks: refused even when everything is listed, like link-local
+    ("100.64.0.1", acme.parse_networks(["0.0.0.0/0"]), False),  # carrier-grade NAT (RFC 6598)
+    ("100.127.255.254", acme.parse_networks(["100.64.0.0/10"]), False),  # listing it explicitly does not help
+    ("::ffff:100.64.0.1", acme.parse_networks(["0.0.0.0/0", "::/0"]), False),
+    ("64:ff9b::6440:1", acme.parse_networks(["0.0.0.0/0", "::/0"]), False),  # NAT64 to 100.64.0.1
+    ("192.0.0.9", acme.parse_networks(["0.0.0.0/0"]), False),  # PCP anycast (IETF protocol assignments)
+    ("192.0.0.170", acme.parse_networks(["0.0.0.0/0"]), False),  # NAT64 discovery
+    ("198.18.0.1", acme.parse_networks(["0.0.0.0/0"]), False),  # benchmarking
+    ("192.31.196.1", acme.parse_networks(["0.0.0.0/0"]), False),  # AS112
+    ("192.88.99.1", acme.parse_networks(["0.0.0.0/0"]), False),  # 6to4 relay anycast
+    ("192.0.2.1", acme.parse_networks(["0.0.0.0/0"]), False),  # documentation
+    ("240.0.0.1", acme.parse_networks(["0.0.0.0/0"]), False),  # reserved
+    ("2001:db8::1", acme.parse_networks(["::/0"]), False),  # documentation
+    ("2001:2::1", acme.parse_networks(["::/0"]), False),  # benchmarking (2001::/23, IETF protocol assignments)
+    ("64:ff9b:1::a00:1", acme.parse_networks(["::/0", "0.0.0.0/0"]), False),  # local-use NAT64 (RFC 8215)
+    ("fec0::1", acme.parse_networks(["::/0"]), False),  # site-local
+    ("192.0.1.1", acme.parse_networks(["0.0.0.0/0"]), True),  # just outside 192.0.0.0/24
+    ("100.128.0.1", acme.parse_networks(["0.0.0.0/0"]), True),  # just outside 100.64.0.0/10
 ])
 def test_validation_connects_only_into_the_listed_networks(address, networks, allowed):
     problem = acme.validation_address_problem(ipaddress.ip_address(address), networks)
     assert (problem is None) == allowed, problem
+
+
+SPECIAL = ["0.0.0.0/8", "100.64.0.0/10", "169.254.0.0/16", "192.0.0.0/24", "192.0.2.0/24", "192.31.196.0/24",
+           "192.52.193.0/24", "192.88.99.0/24", "192.175.48.0/24", "198.18.0.0/15", "198.51.100.0/24",
+           "203.0.113.0/24", "224.0.0.0/4", "240.0.0.0/4", "fe80::/10", "ff00::/8", "2001:2::/48", "2001:db8::/32",
+           "100::/64", "64:ff9b:1::/48", "2620:4f:8000::/48"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(SPECIAL), st.integers(min_value=0), st.booleans())
+def test_no_address_of_a_special_purpose_block_is_validated_whatever_is_listed(block, offset, mapped):
+    network = ipaddress.ip_network(block)
+    address = network[offset % network.num_addresses]
+    if mapped and address.version == 4:  # the same address as IPv4-mapped IPv6
+        address = ipaddress.IPv6Address(f"::ffff:{address}")
+    everything = acme.parse_networks(["0.0.0.0/0", "::/0", block])
+    problem = acme.validation_address_problem(address, everything)
+    assert problem is not None and "never validated" in problem, (address, problem)
 
 
 def test_a_bad_network_setting_names_the_setting():
