@@ -23,7 +23,9 @@ BENCH_ARGS ?=
 # Debian packages the suite's fixtures need, as package:command pairs; a package is installed only when its
 # command is missing. Append here as fixtures appear, e.g. redis-server:redis-server slapd:slapd
 # softhsm2:softhsm2-util openssh-server:sshd default-jre-headless:keytool golang-cfssl:cfssl wrk:wrk
-# A name ending in .so is a loadable module, looked for under /usr/lib (rsyslog-gnutls: rsyslogd's TLS driver).
+# A name ending in .so is a loadable module, and one ending in .py a Python module file, looked for under /usr/lib
+# (rsyslog-gnutls: rsyslogd's TLS driver; python3-certbot-dns-rfc2136: certbot's --dns-rfc2136 plugin).
+# knot: Knot DNS, the authoritative server (RFC 2136 updates with TSIG) that the ACME dns-01 tests start on loopback.
 # chromium: the browser UI's tests (tests/e2e/test_ui*.py) drive Debian's Chromium through the playwright package,
 # never a browser Playwright downloads.
 # prometheus: promtool checks and unit-tests deploy/prometheus/csm-rules.yml, and the server scrapes a real csm serve
@@ -41,7 +43,9 @@ APT_PACKAGES := \
 	softhsm2:softhsm2-util \
 	chromium:chromium \
 	certbot:certbot \
+	python3-certbot-dns-rfc2136:dns_rfc2136.py \
 	lego:lego \
+	knot:knotd \
 	rsyslog:rsyslogd \
 	rsyslog-gnutls:lmnsd_gtls.so \
 	prometheus:promtool
@@ -53,8 +57,9 @@ BENCH_APT_PACKAGES := \
 # Packages whose install starts a system daemon, as package:service pairs (slapd on :389 of every interface, redis
 # on :6379, sshd on :22, prometheus on :9090). The fixtures start their own on loopback with random ports, so sysdeps
 # stops and disables the ones it has just installed (and only those: an sshd that was there before is left alone).
-# rsyslog: the system logger on /dev/log (the syslog tests start their own rsyslogd on loopback).
-APT_DAEMONS := slapd:slapd redis-server:redis-server openssh-server:ssh rsyslog:rsyslog prometheus:prometheus
+# rsyslog: the system logger on /dev/log (the syslog tests start their own rsyslogd on loopback). knot: knotd on :53.
+APT_DAEMONS := slapd:slapd redis-server:redis-server openssh-server:ssh rsyslog:rsyslog prometheus:prometheus \
+	knot:knot
 # `python3 -m venv` needs ensurepip, which Debian ships separately.
 VENV_PACKAGE := $(notdir $(PYTHON))-venv
 
@@ -68,7 +73,7 @@ sysdeps: ## install missing Debian packages (apt-get; sudo only when not root)
 	for entry in $(APT_PACKAGES); do \
 	  package="$${entry%%:*}"; cmd="$${entry#*:}"; \
 	  case "$$cmd" in \
-	    *.so) [ -n "$$(find /usr/lib -name "$$cmd" -print -quit 2>/dev/null)" ] || missing="$$missing $$package";; \
+	    *.so|*.py) [ -n "$$(find /usr/lib -name "$$cmd" -print -quit 2>/dev/null)" ] || missing="$$missing $$package";; \
 	    *) command -v "$$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$$cmd" ] || [ -x "/sbin/$$cmd" ] \
 	         || missing="$$missing $$package";; \
 	  esac; \

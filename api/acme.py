@@ -2,7 +2,8 @@
 
 Outside /v1: ACME clients authenticate every POST with a JWS signed by their account key, not a bearer token;
 accounts need an external account binding (an EAB key from ``POST /v1/tenants/{id}/acme/eab-keys``).
-Pre-authorization and dns-01 are not offered (docs/operations.md, "ACME").
+Challenges: http-01, tls-alpn-01, and dns-01 when resolvers are configured (the only one a wildcard gets);
+pre-authorization is not offered (docs/operations.md, "ACME").
 """
 
 from __future__ import annotations

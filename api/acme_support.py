@@ -19,7 +19,7 @@ from api.problems import PROBLEM_MEDIA_TYPE, documented, handle_unexpected
 from commands import acme as cmd
 from commands.authz import Principal
 from commands.runtime import CommandContext
-from domain import acme, jose, tenant
+from domain import acme, acme_challenges, jose, tenant
 from domain.errors import DomainError
 from infra import telemetry
 
@@ -172,9 +172,12 @@ def challenge_json(request: Request, tenant_id: str, authz: acme.Authorization,
 
 def authz_json(request: Request, tenant_id: str, authz: acme.Authorization, now) -> dict[str, Any]:
     c = authz.created
-    return {"status": acme.authz_status(authz, now), "expires": c.expires,
-            "identifier": {"type": "dns", "value": c.identifier},
+    body = {"status": acme.authz_status(authz, now), "expires": c.expires,
+            "identifier": {"type": "dns", "value": acme_challenges.base_name(c.identifier)},
             "challenges": [challenge_json(request, tenant_id, authz, one) for one in c.challenges]}
+    if acme_challenges.is_wildcard(c.identifier):
+        body["wildcard"] = True  # RFC 8555 7.1.4: the identifier is the name below the "*."
+    return body
 
 
 async def order_json(request: Request, tenant_id: str, order: acme.Order) -> dict[str, Any]:

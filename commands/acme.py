@@ -23,7 +23,7 @@ from commands.ids import uuid7
 from commands.revoke import RevokeCertificate, revoke_certificate
 from commands.runtime import CommandContext, Services, load, rfc3339, run
 from commands.tenants import allowed_while_suspended, refused_while_suspended
-from domain import acme, acme_requests, certificate, jose, tenant
+from domain import acme, acme_challenges, acme_requests, certificate, jose, policy, tenant
 from domain.acme import AcmeProblem
 from domain.certspec import DistinguishedName, SubjectAltNames
 from domain.errors import DomainError
@@ -95,14 +95,16 @@ async def new_order(cmd: NewOrder, ctx: CommandContext, services: Services) -> s
     authorize(ctx.principal, "cert:issue", cmd.tenant_id)
     account = await load_account(services, cmd.tenant_id, cmd.account_id)
     key = await _account_key(services, cmd.tenant_id, account)
-    names = acme_requests.check_identifiers(cmd.identifiers, key.allowed_names)
+    names = acme_requests.check_identifiers(cmd.identifiers, key.allowed_names,
+                                            wildcard_problem=await _wildcard_problem(services, cmd.tenant_id))
     not_after = await _not_after(services, cmd, key)
     expires = rfc3339(services.clock.now() + LIFETIME)
     order_id, authz_ids = uuid7().replace("-", ""), []
     for name in names:
         authz_id = uuid7().replace("-", "")
         challenges = [acme.Challenge(challenge_id=uuid7().replace("-", ""), challenge_type=kind,
-                                     token=secrets.token_urlsafe(32)) for kind in acme.CHALLENGE_TYPES]
+                                     token=secrets.token_urlsafe(32))
+                      for kind in acme_challenges.offered(name, dns01=services.acme_dns01)]
         created = acme.AuthorizationCreated(authz_id=authz_id, order_id=order_id, account_id=cmd.account_id,
                                             identifier=name, expires=expires, challenges=challenges)
         await run(services, ctx.without_key(), cmd, tenant_id=cmd.tenant_id, stream_id=acme.authz_stream_id(authz_id),
@@ -114,6 +116,18 @@ async def new_order(cmd: NewOrder, ctx: CommandContext, services: Services) -> s
     await run(services, ctx.without_key(), cmd, tenant_id=cmd.tenant_id, stream_id=acme.order_stream_id(order_id),
               stream_type=acme.ORDER_STREAM_TYPE, fold=acme.fold_order, decide=lambda s: [order], presume_new=True)
     return order_id
+
+
+async def _wildcard_problem(services: Services, tenant_id: str, *, finalizing: bool = False) -> str | None:
+    """Why an ACME order may not name a wildcard now, or None: dns-01 alone proves one, and the tenant's policy
+    must allow them to ACME orders (``allow_wildcards`` true; the profile and the rest of the policy still apply
+    at issuance)."""
+    if not finalizing and not services.acme_dns01:
+        return "a wildcard is proved by dns-01 alone, which this server does not offer (no CSM_ACME_DNS_RESOLVERS)"
+    state = await load(services, tenant_id, tenant.stream_id(tenant_id), tenant.fold)
+    if not policy.wildcards_allowed(state.policy, acme=True):
+        return "the tenant policy does not allow wildcard names to ACME orders (allow_wildcards is not true)"
+    return None
 
 
 async def _not_after(services: Services, cmd: NewOrder, key: acme.EabKeyCreated) -> str | None:
@@ -226,6 +240,9 @@ async def finalize_order(cmd: FinalizeOrder, ctx: CommandContext, services: Serv
     except DomainError as exc:
         raise AcmeProblem("badCSR", exc.detail, field="csr") from None
     names = order.created.identifiers
+    if any(map(acme_challenges.is_wildcard, names)) and (
+            problem := await _wildcard_problem(services, cmd.tenant_id, finalizing=True)):
+        raise AcmeProblem("rejectedIdentifier", problem, field="identifiers")  # the policy changed since the order
     acme_requests.check_csr_names(names, facts.sans.dns, facts.subject.common_name if facts.subject else None)
     if facts.sans.ip or facts.sans.email or facts.sans.uri:
         raise AcmeProblem("badCSR", "the CSR may name DNS names only", field="csr")

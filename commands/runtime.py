@@ -172,6 +172,7 @@ class Services:
     key_holders: KeyHolders | None = None  # a compromised key's other certificates, revoked with it
     untrusted_chains: UntrustedChains | None = None  # what a compromise rollover left to issue again
     acme_authorizations: AcmeAuthorizations | None = None  # an ACME account's open authorizations
+    acme_dns01: bool = False  # ACME authorizations offer dns-01 (resolvers are configured to validate it)
 
 
 def rfc3339(moment: datetime) -> str:

@@ -3,8 +3,8 @@
 Each is a hash-chained stream. An account's id is its first key's RFC 7638 thumbprint, and stays its id after a key
 change (RFC 8555 7.3.5), so its certificates' ownership tags stay true. Each key an account signs with is claimed by
 a stream of its own (``acme-key-<thumbprint>``, created at version 0), so the store refuses one key to two accounts;
-a key an account gave up stays claimed by it (it opens no other account). An authorization holds its challenges (http-01, tls-alpn-01):
-a challenge has no life apart from its authorization. The EAB key's HMAC secret is in the key vault, named here
+a key an account gave up stays claimed by it (it opens no other account). An authorization holds its challenges
+(http-01, tls-alpn-01, dns-01: domain/acme_challenges.py): a challenge has no life apart from its authorization. The EAB key's HMAC secret is in the key vault, named here
 by ``secret_ref`` only.
 """
 
@@ -17,6 +17,7 @@ import msgspec
 
 from domain.errors import DomainError, NotFound
 from domain.events import Payload, event, resumable
+from domain.acme_challenges import CHALLENGE_TYPES, DNS_01, HTTP_01, TLS_ALPN_01  # noqa: F401 - re-exported
 from domain.acme_networks import IpNetwork, parse_networks, validation_address_problem  # noqa: F401 - re-exported
 from domain.names import pattern_problem
 
@@ -25,9 +26,6 @@ ACCOUNT_STREAM_TYPE = "acme_account"
 KEY_STREAM_TYPE = "acme_account_key"
 ORDER_STREAM_TYPE = "acme_order"
 AUTHZ_STREAM_TYPE = "acme_authorization"
-HTTP_01 = "http-01"
-TLS_ALPN_01 = "tls-alpn-01"
-CHALLENGE_TYPES = (HTTP_01, TLS_ALPN_01)
 MAX_PATTERNS = 64
 
 
@@ -104,7 +102,7 @@ class OrderIssued(Payload, frozen=True, kw_only=True):
 
 class Challenge(msgspec.Struct, frozen=True, kw_only=True):
     challenge_id: str
-    challenge_type: str  # http-01 | tls-alpn-01
+    challenge_type: str  # http-01 | tls-alpn-01 | dns-01
     token: str  # public: the client serves it
 
 
@@ -113,7 +111,7 @@ class AuthorizationCreated(Payload, frozen=True, kw_only=True):
     authz_id: str
     order_id: str
     account_id: str
-    identifier: str
+    identifier: str  # as ordered: a wildcard keeps its "*." (the authorization proves the name below it)
     expires: str
     challenges: list[Challenge]  # the client answers one of them
 
@@ -131,7 +129,7 @@ class ChallengeStarted(Payload, frozen=True, kw_only=True):
 @event("acme.challenge_validated")
 class ChallengeValidated(Payload, frozen=True, kw_only=True):
     challenge_id: str
-    address: str  # the address the key authorization was fetched from
+    address: str  # the address the key authorization was fetched from (dns-01: the resolver that answered)
 
 
 @event("acme.challenge_failed")

@@ -6,15 +6,17 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
 from domain.acme import AcmeProblem
+from domain.acme_challenges import is_wildcard
 from domain.names import dns_name_problem, matches_any_pattern
 from domain.policy import CLOCK_SKEW
 
 MAX_IDENTIFIERS = 100
 
 
-def check_identifiers(identifiers: object, allowed: Iterable[str]) -> list[str]:
-    """A newOrder's identifiers: DNS names only, no wildcard (neither challenge offered proves one), within
-    ``allowed``."""
+def check_identifiers(identifiers: object, allowed: Iterable[str], *, wildcard_problem: str | None) -> list[str]:
+    """A newOrder's identifiers: DNS names only, within ``allowed`` (a wildcard is compared as a literal label, so
+    ``*.example`` and ``.example`` allow ``*.example.internal``-like names, a plain name does not).
+    ``wildcard_problem``: why a wildcard is refused here (no dns-01, the tenant policy), or None when allowed."""
     if not isinstance(identifiers, list) or not identifiers:
         raise AcmeProblem("malformed", "identifiers must be a non-empty list", field="identifiers")
     if len(identifiers) > MAX_IDENTIFIERS:
@@ -28,10 +30,9 @@ def check_identifiers(identifiers: object, allowed: Iterable[str]) -> list[str]:
             raise AcmeProblem("unsupportedIdentifier", f"identifier type {item.get('type')!r}: only dns is supported",
                               field=f"{where}.type")
         name = item["value"].strip().lower().rstrip(".")
-        if name.startswith("*."):
-            raise AcmeProblem("rejectedIdentifier", f"{name}: wildcards need dns-01, which is not offered",
-                              field=f"{where}.value")
-        if problem := dns_name_problem(name, wildcard=False):
+        if is_wildcard(name) and wildcard_problem is not None:
+            raise AcmeProblem("rejectedIdentifier", f"{name}: {wildcard_problem}", field=f"{where}.value")
+        if problem := dns_name_problem(name, wildcard=True):
             raise AcmeProblem("rejectedIdentifier", f"{name}: {problem}", field=f"{where}.value")
         if patterns and not matches_any_pattern(name, patterns):
             raise AcmeProblem("rejectedIdentifier", f"{name} is outside the names this account may request "

@@ -92,7 +92,8 @@ RULES: dict[str, Rule] = {
     "certificate_wildcard_name": Rule(
         severity="medium", title="A live certificate carries a wildcard DNS name",
         remedy="Issue one certificate per node: with a wildcard, one stolen key impersonates every host it "
-               "covers. A tenant policy's allowed DNS names without wildcards refuses them at issuance."),
+               "covers. A tenant policy with allow_wildcards false refuses them at issuance (ACME orders get them "
+               "only when it is true)."),
     "certificate_key_exported": Rule(
         severity="low", title="A live certificate's server-generated private key has been exported",
         remedy="Confirm the exports in the audit log (`certificate.private_key_exported`) were expected."),

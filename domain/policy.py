@@ -74,13 +74,24 @@ AlgorithmText = Annotated[str, msgspec.Meta(max_length=40)]
 
 class TenantPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """A tenant's restrictions. DNS and email-domain patterns: "a.example.com" exact, "*.example.com"
-    exactly one label below, ".example.com" any depth below; an empty tuple restricts nothing."""
+    exactly one label below, ".example.com" any depth below; an empty tuple restricts nothing.
+
+    ``allow_wildcards`` decides wildcard DNS names ("*.example.com", compared with the patterns as a literal
+    label): True allows them to every request, ACME orders included; False refuses them to every request; None
+    (the default, and every policy set before the field was) refuses them to ACME orders and leaves requests
+    made through the API, CLI and UI as they were (allowed, within ``allowed_dns``)."""
 
     allowed_algorithms: Annotated[tuple[AlgorithmText, ...], msgspec.Meta(max_length=64)] | None = None
     allowed_dns: Annotated[tuple[DnsText, ...], msgspec.Meta(max_length=MAX_PATTERNS)] = ()
     allowed_ip_networks: Annotated[tuple[IpText, ...], msgspec.Meta(max_length=MAX_PATTERNS)] = ()
     allowed_email_domains: Annotated[tuple[DnsText, ...], msgspec.Meta(max_length=MAX_PATTERNS)] = ()
     max_validity_days: int | None = None
+    allow_wildcards: bool | None = None
+
+
+def wildcards_allowed(policy: TenantPolicy, *, acme: bool) -> bool:
+    """Whether the tenant's policy lets a request name a wildcard: an ACME order only when it says so."""
+    return policy.allow_wildcards is True or (policy.allow_wildcards is None and not acme)
 
 
 class IssuerFacts(msgspec.Struct, frozen=True, kw_only=True):
@@ -300,6 +311,10 @@ def tenant_name_violations(sans: SubjectAltNames, common_name: str | None, polic
     """The names a certificate carries that the tenant's policy does not allow: at issuance, and for the names of
     certificates issued before the policy changed (``domain.compliance``)."""
     out = []
+    if not wildcards_allowed(policy, acme=False):
+        out += [Violation(field, "wildcard_not_allowed", f"{name!r} is a wildcard, which the tenant's policy refuses "
+                          "(allow_wildcards false)")
+                for field, name in _dns_identities(sans, common_name) if name.startswith("*.")]
     if policy.allowed_dns:
         out += [Violation(field, "san_not_allowed", f"{name!r} matches none of the tenant's allowed DNS names")
                 for field, name in _dns_identities(sans, common_name)

@@ -21,6 +21,7 @@ from domain.verification import ChainVerifier, VerifyReport
 from infra.acme.authorizations import ReadModelAcmeAuthorizations
 from infra.acme.nonces import NonceStore
 from infra.acme.results import ValidationResults
+from infra.acme.dns01 import parse_resolvers
 from infra.acme.validator import AcmeValidator, ValidationJob
 from infra.artifacts import SQLiteArtifactStore
 from infra.audit.checkpointer import Checkpointer
@@ -225,6 +226,8 @@ def open_runtime(settings: Settings, link: LinkClient | None = None, *, rebuild:
     services.untrusted_chains = ReadModelUntrustedChains(store, runner, timeout=settings.read_your_writes_timeout)
     services.acme_authorizations = ReadModelAcmeAuthorizations(store, runner,
                                                                timeout=settings.read_your_writes_timeout)
+    # dns-01 (and so wildcard names) is offered only with resolvers to validate it; a bad entry stops startup
+    services.acme_dns01 = bool(parse_resolvers(settings.acme_dns_resolvers))
     if link is not None:
         services.quota_ledger = LinkedQuotaLedger(link)  # reservations are held in the primary, with every worker's
         return Runtime(settings, store, runner, checkpointer, vault, services, keys,

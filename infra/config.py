@@ -373,6 +373,9 @@ class Settings:
     acme_hosts_file: Path | None = None
     acme_validation_timeout: float = 5.0
     acme_base_url: str | None = None
+    # dns-01 (infra/acme/dns01.py): the resolvers its TXT queries go to, "host:port" ("[v6]:port"; port 53 if left
+    # out). None listed: dns-01 is not offered, and so no wildcard name either.
+    acme_dns_resolvers: tuple[str, ...] = ()
     # TLS for `csm serve` (uvicorn's own): both files or neither. ACME clients want the directory over HTTPS.
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
@@ -497,6 +500,7 @@ class Settings:
             acme_hosts_file=_optional_path("ACME_HOSTS_FILE"),
             acme_validation_timeout=float(_env("ACME_VALIDATION_TIMEOUT", "5")),
             acme_base_url=_env("ACME_BASE_URL", "").strip().rstrip("/") or None,
+            acme_dns_resolvers=tuple(r.strip() for r in _env("ACME_DNS_RESOLVERS", "").split(",") if r.strip()),
             tls_cert_file=_optional_path("TLS_CERT_FILE"),
             tls_key_file=_optional_path("TLS_KEY_FILE"),
         )

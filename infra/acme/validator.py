@@ -1,5 +1,5 @@
-"""The ACME validator: challenges a client started (http-01, tls-alpn-01) are validated by a background job, in this
-process or in a `csm worker`, also after a crash.
+"""The ACME validator: challenges a client started (http-01, tls-alpn-01, dns-01) are validated by a background job,
+in this process or in a `csm worker`, also after a crash.
 
 A started challenge is a row of the ACME read model until its result is recorded. The validator (in the process
 that owns the event store: the single process, or a multi-worker server's primary) polls those rows and sends each
@@ -24,6 +24,7 @@ from commands.runtime import CommandContext, Services, load
 from domain import acme, jose
 from domain.errors import DomainError
 from infra import telemetry
+from infra.acme.dns01 import Dns01, parse_resolvers
 from infra.acme.http01 import Http01, ValidationFailed
 from infra.acme.results import Result, ValidationResults
 from infra.acme.tlsalpn import TlsAlpn01
@@ -49,19 +50,24 @@ def tls_alpn01_of(settings: Settings) -> TlsAlpn01:
                      hosts_file=settings.acme_hosts_file, timeout=settings.acme_validation_timeout)
 
 
+def dns01_of(settings: Settings) -> Dns01:
+    return Dns01(resolvers=parse_resolvers(settings.acme_dns_resolvers), timeout=settings.acme_validation_timeout)
+
+
 class ValidationJob:
     """The ``acme-validate`` actor: one check through the SSRF guard, its result written to the results file.
 
     Declared on every broker that may run it (the server's, `csm worker`'s); it reads no event store, so it runs in
     any process that sees the data directory. The connection settings (CSM_ACME_*) are that process's."""
 
-    def __init__(self, jobs: Jobs, results: ValidationResults, http01: Http01, tls_alpn01: TlsAlpn01) -> None:
-        self.results, self.http01, self.tls_alpn01 = results, http01, tls_alpn01
+    def __init__(self, jobs: Jobs, results: ValidationResults, http01: Http01, tls_alpn01: TlsAlpn01,
+                 dns01: Dns01) -> None:
+        self.results, self.http01, self.tls_alpn01, self.dns01 = results, http01, tls_alpn01, dns01
         jobs.actor(self.run, name=ACTOR, queue=QUEUE, max_retries=0)
 
     @classmethod
     def from_settings(cls, settings: Settings, jobs: Jobs, results: ValidationResults) -> ValidationJob:
-        return cls(jobs, results, http01_of(settings), tls_alpn01_of(settings))
+        return cls(jobs, results, http01_of(settings), tls_alpn01_of(settings), dns01_of(settings))
 
     def run(self, tenant_id: str, authz_id: str, name: str, challenge: dict, expected: str) -> None:
         chosen = acme.Challenge(**challenge)
@@ -77,6 +83,8 @@ class ValidationJob:
         try:
             if challenge.challenge_type == acme.TLS_ALPN_01:
                 address = self.tls_alpn01.check(name, expected)
+            elif challenge.challenge_type == acme.DNS_01:
+                address = self.dns01.check(name, expected)
             else:
                 address, body = self.http01.fetch(name, challenge.token)
                 if body.strip() != expected.encode("ascii"):

@@ -151,6 +151,8 @@ def test_a_policy_edit_is_refused_next_to_its_field_then_accepted(service, brows
     assert "bad_name!.example.com" in page.locator("#edit-policy [id$='allowed_dns-error']").inner_text()
     assert page.evaluate("document.activeElement.name") == "allowed_dns"  # focus went to the refused field
     dns.fill(".acme.internal\n.acme.test\n*.example.org")
+    assert form.get_by_label("Wildcard names (*.example.com)").input_value() == ""  # the default: not to ACME
+    form.get_by_label("Wildcard names (*.example.com)").select_option("true")
     form.get_by_role("button", name="Save policy").click()
     page.get_by_text("Policy saved.").wait_for()
     assert dns.get_attribute("aria-invalid") is None
@@ -158,6 +160,8 @@ def test_a_policy_edit_is_refused_next_to_its_field_then_accepted(service, brows
     page.reload()  # the policy in force is read back (GET /v1/tenants/{id}/policy)
     page.locator("#policy-now").get_by_text(".acme.internal, .acme.test, *.example.org").wait_for()
     assert page.locator("#policy-now").get_by_text("120 days").is_visible()
+    assert page.locator("#policy-now").get_by_text("Allowed (ACME orders too)").is_visible()
+    assert service.get("/v1/tenants/acme/policy").json()["policy"]["allow_wildcards"] is True
     refused = service.post_raw("/v1/certificates", {
         "ca_id": service.ca_id, "tenant_id": TENANT, "profile": "cassandra-node", "algorithm": "ecdsa-p256",
         "subject": {"common_name": "db.elsewhere.org"}, "sans": {"dns": ["db.elsewhere.org"]}})

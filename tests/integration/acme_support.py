@@ -1,5 +1,6 @@
 """Shared fixtures for the ACME tests: the app over HTTPS (uvicorn's TLS) on a random port, a tenant with a CA
-hierarchy and EAB keys, a hosts file pointing test names at 127.0.0.1, and a small JWS-signing ACME client.
+hierarchy and EAB keys, a hosts file pointing test names at 127.0.0.1, a small JWS-signing ACME client, and the
+running and checking of real clients (certbot, lego) and openssl.
 
 Imported by the test_acme_*.py modules; it holds no tests.
 """
@@ -9,8 +10,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import shutil
 import socket
 import ssl
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -162,6 +166,30 @@ class Client:
         if response.status_code in (200, 201):
             self.kid = response.headers["Location"]
         return response
+
+
+async def run_tool(*argv: str, env: dict[str, str], timeout: float = 180) -> subprocess.CompletedProcess:
+    """Run an ACME client (certbot, lego) or openssl; it must succeed."""
+    result = await asyncio.to_thread(subprocess.run, list(argv), env={**os.environ, **env}, capture_output=True,
+                                     text=True, timeout=timeout)
+    assert result.returncode == 0, f"{argv[0]} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+async def verify_chain(world: AcmeWorld, tmp_path: Path, fullchain: Path, *names: str) -> x509.Certificate:
+    """openssl verify against the tenant's root, with the chain's intermediates as untrusted; the leaf names
+    exactly ``names`` (in the certificate's order)."""
+    root = tmp_path / "root.pem"
+    root.write_text(world.root_pem)
+    pems = fullchain.read_text()
+    leaf_pem = pems[:pems.index("-----END CERTIFICATE-----") + 25] + "\n"
+    (tmp_path / "leaf.pem").write_text(leaf_pem)
+    await run_tool(shutil.which("openssl") or "openssl", "verify", "-CAfile", str(root), "-untrusted",
+                   str(fullchain), "-purpose", "sslserver", str(tmp_path / "leaf.pem"), env={})
+    leaf = x509.load_pem_x509_certificate(leaf_pem.encode())
+    sans = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert sans.get_values_for_type(x509.DNSName) == list(names)
+    return leaf
 
 
 class Responder:

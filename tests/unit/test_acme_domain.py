@@ -21,13 +21,18 @@ def dns(*names: str) -> list[dict]:
     return [{"type": "dns", "value": name} for name in names]
 
 
+NO_WILDCARDS = "no wildcards here"
+
+
 def test_identifiers_are_dns_names_within_the_patterns_lower_cased_and_sorted():
-    assert acme_requests.check_identifiers(dns("B.example", "a.example."), ["*.example"]) == ["a.example", "b.example"]
-    assert acme_requests.check_identifiers(dns("deep.x.example"), []) == ["deep.x.example"]  # no patterns: tenant policy's
+    assert acme_requests.check_identifiers(dns("B.example", "a.example."), ["*.example"],
+                                           wildcard_problem=NO_WILDCARDS) == ["a.example", "b.example"]
+    assert acme_requests.check_identifiers(dns("deep.x.example"), [],  # no patterns: tenant policy's
+                                           wildcard_problem=NO_WILDCARDS) == ["deep.x.example"]
 
 
 @pytest.mark.parametrize("identifiers, kind, field", [
-    (dns("*.example"), "rejectedIdentifier", "identifiers[0].value"),  # http-01 cannot prove a wildcard
+    (dns("*.x.example"), "rejectedIdentifier", "identifiers[0].value"),  # wildcards refused (no dns-01, or policy)
     (dns("a.other"), "rejectedIdentifier", "identifiers[0].value"),
     (dns("a.example", "bad_name!.example"), "rejectedIdentifier", "identifiers[1].value"),
     ([{"type": "ip", "value": "10.0.0.1"}], "unsupportedIdentifier", "identifiers[0].type"),
@@ -37,8 +42,35 @@ def test_identifiers_are_dns_names_within_the_patterns_lower_cased_and_sorted():
 ])
 def test_identifier_refusals_name_the_identifier(identifiers, kind, field):
     with pytest.raises(AcmeProblem) as refused:
-        acme_requests.check_identifiers(identifiers, [".example"])
+        acme_requests.check_identifiers(identifiers, [".example"], wildcard_problem=NO_WILDCARDS)
     assert refused.value.acme_type == kind and refused.value.field == field
+
+
+def test_a_refused_wildcard_says_why():
+    with pytest.raises(AcmeProblem) as refused:
+        acme_requests.check_identifiers(dns("a.example", "*.x.example"), [], wildcard_problem=NO_WILDCARDS)
+    assert refused.value.field == "identifiers[1].value" and NO_WILDCARDS in refused.value.detail
+
+
+@pytest.mark.parametrize("name, patterns, allowed", [
+    ("*.x.example", [], True),  # the tenant policy (at issuance) decides
+    ("*.x.example", [".example"], True),  # any depth below: the wildcard's literal "*" label too
+    ("*.x.example", [".x.example"], True),
+    ("*.x.example", ["*.x.example"], True),  # one label below: "*" is that label
+    ("*.x.example", ["a.x.example"], False),  # a plain name never allows a wildcard
+    ("*.x.example", ["*.example"], False),  # two labels below
+    ("*.example", [], False),  # a wildcard stands over two labels at least
+    ("*", [], False),
+    ("a.*.example", [], False),  # only the left-most label
+    ("x*.example", [], False),  # a whole label
+])
+def test_an_allowed_wildcard_is_a_whole_left_most_label_within_the_keys_patterns(name, patterns, allowed):
+    try:
+        names = acme_requests.check_identifiers(dns(name), patterns, wildcard_problem=None)
+    except AcmeProblem as refused:
+        assert not allowed and refused.acme_type == "rejectedIdentifier", refused.detail
+    else:
+        assert allowed and names == [name]
 
 
 def test_name_patterns_are_checked_when_a_key_is_made():
