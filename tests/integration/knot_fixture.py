@@ -21,6 +21,7 @@ import dns.tsig
 import dns.tsigkeyring
 import dns.update
 import pytest
+from redis_fixture import stop
 
 SKIP_REASON = "knotd is not installed (Debian package knot; `make sysdeps` installs it)"
 ZONE = "acme.test"
@@ -132,16 +133,6 @@ def start_knot(workdir: Path) -> Knot:
             time.sleep(0.05)
         stop(process)
     raise RuntimeError(f"knotd did not start; see {log}:\n{log.read_text()[-2000:]}")
-
-
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @pytest.fixture

@@ -4,6 +4,8 @@ record failing the challenge with a clear error, dns-01 offered only when resolv
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 from cryptography import x509
 from acme_support import Client, acme_world, csr_der, free_port, poll
@@ -122,13 +124,21 @@ async def test_a_wildcard_order_needs_dns_01_and_the_tenant_policys_consent(tmp_
         assert (await _order(narrow, "*.acme.test")).json()["type"].endswith(":rejectedIdentifier")
 
 
-async def test_a_wrong_txt_record_makes_the_challenge_invalid_with_a_clear_error(tmp_path, knot):
-    async with acme_world(tmp_path, acme_dns_resolvers=(knot.nameserver,)) as world:
+@contextlib.asynccontextmanager
+async def _wildcard_order(tmp_path, knot, **overrides):
+    """A world whose tenant allows wildcards to ACME orders, validating dns-01 with ``knot``, and a registered
+    client's order for ``*.acme.test``: (world, client, order URL, authorization URL, its dns-01 challenge)."""
+    async with acme_world(tmp_path, acme_dns_resolvers=(knot.nameserver,), **overrides) as world:
         await _allow_wildcards(world, True)
         client = await _client(world)
         created = await _order(client, "*.acme.test")
         order_url, authz_url = created.headers["Location"], created.json()["authorizations"][0]
         [challenge] = (await client.post(authz_url, None)).json()["challenges"]
+        yield world, client, order_url, authz_url, challenge
+
+
+async def test_a_wrong_txt_record_makes_the_challenge_invalid_with_a_clear_error(tmp_path, knot):
+    async with _wildcard_order(tmp_path, knot) as (world, client, order_url, authz_url, challenge):
         knot.set_txt("_acme-challenge", "not-the-digest")
         assert (await client.post(challenge["url"], {})).json()["status"] == "processing"
         assert (await poll(client, authz_url))["status"] == "invalid"
@@ -141,12 +151,7 @@ async def test_a_wrong_txt_record_makes_the_challenge_invalid_with_a_clear_error
 
 
 async def test_a_wildcard_certificate_through_dns_01_and_the_policy_at_finalize(tmp_path, knot):
-    async with acme_world(tmp_path, acme_dns_resolvers=(knot.nameserver,)) as world:
-        await _allow_wildcards(world, True)
-        client = await _client(world)
-        created = await _order(client, "*.acme.test")
-        order_url, authz_url = created.headers["Location"], created.json()["authorizations"][0]
-        [challenge] = (await client.post(authz_url, None)).json()["challenges"]
+    async with _wildcard_order(tmp_path, knot) as (world, client, order_url, authz_url, challenge):
         key_authorization = jose.key_authorization(challenge["token"], jose.thumbprint(client.jwk))
         knot.set_txt("_acme-challenge", acme_challenges.digest(key_authorization))
         await client.post(challenge["url"], {})
