@@ -27,8 +27,11 @@ from domain import acme, acme_challenges, acme_requests, certificate, jose, poli
 from domain.acme import AcmeProblem
 from domain.certspec import DistinguishedName, SubjectAltNames
 from domain.errors import DomainError
+from domain.events import Payload
 
-LIFETIME = timedelta(days=1)  # of an order and its authorizations
+# Of an order and its pending authorizations (RFC 8555 "expires"): a challenge not validated by then expires, and
+# the validator stops sending it (docs/operations.md, "ACME").
+LIFETIME = timedelta(days=7)
 ACCOUNT_ROLE = "acme-account"
 # RFC 5280 reason codes an ACME client may give (RFC 8555 7.6), by the names the revocation command takes.
 REASONS = {0: "unspecified", 1: "key_compromise", 3: "affiliation_changed", 4: "superseded",
@@ -208,10 +211,32 @@ class RecordChallenge(msgspec.Struct, frozen=True, kw_only=True):
 
 
 @allowed_while_suspended("the system records what a validation found")
-async def record_challenge(cmd: RecordChallenge, ctx: CommandContext, services: Services) -> None:
+async def record_challenge(cmd: RecordChallenge, ctx: CommandContext, services: Services) -> list[Payload]:
+    """What was recorded: the result, or the authorization's expiry if it came too late, or nothing."""
+    now, recorded = services.clock.now(), []
+
+    def decide(state: acme.Authorization) -> list[Payload]:
+        recorded[:] = acme.decide_challenge_result(state, cmd.result, now)
+        return list(recorded)
+
     await run(services, ctx, cmd, tenant_id=cmd.tenant_id, stream_id=acme.authz_stream_id(cmd.authz_id),
-              stream_type=acme.AUTHZ_STREAM_TYPE, fold=acme.fold_authz,
-              decide=lambda s: acme.decide_challenge_result(s, cmd.result))
+              stream_type=acme.AUTHZ_STREAM_TYPE, fold=acme.fold_authz, decide=decide)
+    return recorded
+
+
+class ExpireAuthorization(msgspec.Struct, frozen=True, kw_only=True):
+    tenant_id: str
+    authz_id: str
+
+
+@allowed_while_suspended("the system ends an authorization whose validation never came back")
+async def expire_authorization(cmd: ExpireAuthorization, ctx: CommandContext, services: Services) -> bool:
+    """A processing challenge past its authorization's expiry ends (``acme.authorization_expired``); whether it did."""
+    now = services.clock.now()
+    result = await run(services, ctx, cmd, tenant_id=cmd.tenant_id, stream_id=acme.authz_stream_id(cmd.authz_id),
+                       stream_type=acme.AUTHZ_STREAM_TYPE, fold=acme.fold_authz,
+                       decide=lambda s: acme.decide_expire(s, now))
+    return result.changed
 
 
 class FinalizeOrder(msgspec.Struct, frozen=True, kw_only=True):

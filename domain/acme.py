@@ -116,6 +116,15 @@ class AuthorizationCreated(Payload, frozen=True, kw_only=True):
     challenges: list[Challenge]  # the client answers one of them
 
 
+@event("acme.authorization_expired")
+class AuthorizationExpired(Payload, frozen=True, kw_only=True):
+    """The authorization expired while its started challenge awaited validation: no result is recorded after it,
+    and the validator sends it no more."""
+
+    challenge_id: str
+    detail: str
+
+
 @event("acme.authorization_deactivated")
 class AuthorizationDeactivated(Payload, frozen=True, kw_only=True):
     reason: str  # "client": its account asked (RFC 8555 7.5.2); "account_deactivated": its account was (7.3.6)
@@ -175,6 +184,7 @@ class Authorization(msgspec.Struct, frozen=True, kw_only=True):
     started: str | None = None  # the challenge id the client answered
     error: ChallengeFailed | None = None
     deactivated: bool = False
+    expired: bool = False  # recorded expired while processing (acme.authorization_expired)
 
     def challenge(self, challenge_id: str) -> Challenge | None:
         return next((c for c in self.created.challenges if c.challenge_id == challenge_id), None)
@@ -269,6 +279,11 @@ def fold_authz(payloads: Iterable[Payload], start: Authorization | None = None) 
                 state = msgspec.structs.replace(state, challenge_status="invalid", error=payload)
             case AuthorizationDeactivated():
                 state = msgspec.structs.replace(state, deactivated=True)
+            case AuthorizationExpired():
+                # the started challenge is invalid: the server did not validate it in time
+                failure = ChallengeFailed(challenge_id=payload.challenge_id, error_type="serverInternal",
+                                          detail=payload.detail)
+                state = msgspec.structs.replace(state, challenge_status="invalid", error=failure, expired=True)
     return state
 
 
@@ -354,6 +369,8 @@ def order_status(order: Order, authorizations: Iterable[Authorization], now: dat
 def authz_status(authz: Authorization, now: datetime) -> str:
     if authz.deactivated:
         return "deactivated"
+    if authz.expired:
+        return "expired"
     if authz.challenge_status == "valid":
         return "valid"
     if authz.challenge_status == "invalid":
@@ -375,11 +392,30 @@ def decide_start_challenge(state: Authorization, challenge_id: str, now: datetim
     return [ChallengeStarted(challenge_id=challenge_id)]
 
 
-def decide_challenge_result(state: Authorization, result: ChallengeValidated | ChallengeFailed) -> list[Payload]:
-    """The validator's answer, recorded only for a challenge still processing (a retried job records nothing)."""
+def _past_expiry(state: Authorization, now: datetime) -> bool:
+    return datetime.fromisoformat(state.created.expires) <= now
+
+
+def _expired(state: Authorization) -> AuthorizationExpired:
+    return AuthorizationExpired(challenge_id=state.started, detail=f"the authorization expired at "
+                                f"{state.created.expires} before its {state.challenge(state.started).challenge_type} "
+                                "validation was recorded: order again")
+
+
+def decide_challenge_result(state: Authorization, result: ChallengeValidated | ChallengeFailed,
+                            now: datetime) -> list[Payload]:
+    """The validator's answer, recorded only for a challenge still processing (a retried job records nothing),
+    and only before the authorization expires: after, it expires instead (a late answer proves nothing)."""
     if state.challenge_status != "processing" or result.challenge_id != state.started or state.deactivated:
         return []
-    return [result]
+    return [_expired(state)] if _past_expiry(state, now) else [result]
+
+
+def decide_expire(state: Authorization, now: datetime) -> list[Payload]:
+    """A processing challenge whose authorization has expired (no worker answered in time): it ends, once."""
+    if state.challenge_status != "processing" or state.deactivated or not _past_expiry(state, now):
+        return []
+    return [_expired(state)]
 
 
 def decide_deactivate_authz(state: Authorization, now: datetime, reason: str) -> list[Payload]:

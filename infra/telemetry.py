@@ -38,7 +38,7 @@ LOGINS = Counter("csm_logins_total", "Token requests by grant type and outcome (
                  ["grant", "outcome"])
 ACCESS_DENIED = Counter("csm_access_denied_total", "403s to authenticated callers, by the permission refused",
                         ["permission"])
-ACME_VALIDATIONS = Counter("csm_acme_validations_total", "ACME challenge results recorded (valid, invalid)",
+ACME_VALIDATIONS = Counter("csm_acme_validations_total", "ACME challenge results recorded (valid, invalid, expired)",
                            ["outcome"])
 WEBHOOK_FAILURES = Counter("csm_webhook_deliveries_failed_total",
                            "Webhook deliveries whose last attempt failed (reported once each)")

@@ -55,7 +55,8 @@ class AcmeProjector(Projector):
         elif event.type == "acme.challenge_started":
             conn.execute(f"INSERT OR REPLACE INTO {pending} VALUES (?,?,?)",
                          (event.tenant_id, authz_id, event.global_position))
-        elif event.type in ("acme.challenge_validated", "acme.challenge_failed", "acme.authorization_deactivated"):
+        elif event.type in ("acme.challenge_validated", "acme.challenge_failed", "acme.authorization_deactivated",
+                            "acme.authorization_expired"):
             conn.execute(f"DELETE FROM {pending} WHERE tenant_id = ? AND authz_id = ?", (event.tenant_id, authz_id))
             conn.execute(f"DELETE FROM {open_} WHERE tenant_id = ? AND authz_id = ?", (event.tenant_id, authz_id))
 

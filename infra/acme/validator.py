@@ -9,6 +9,11 @@ the Redis broker) connects through the SSRF guard and writes its result to the r
 (infra/acme/results.py); the validator appends ``acme.challenge_validated`` or ``acme.challenge_failed`` from it.
 A crash leaves the read model's row in place and the next process sends it again; a result already recorded makes
 a repeated one a no-op (``domain.acme.decide_challenge_result``).
+
+A job not answered (no worker consumes the queue, its worker died, its message was lost) is sent again after
+five minutes, then after twice as long each time, at most an hour apart; once the authorization has expired it is
+sent no more: ``acme.authorization_expired`` ends it, and a result that comes later records nothing. Both are read
+from the services' clock.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-import time
+from datetime import datetime, timedelta
 
 from commands import acme as commands
 from commands.authz import SYSTEM
@@ -37,7 +42,13 @@ from projections.views_db import ProjectionRebuilding
 log = logging.getLogger(__name__)
 ACTOR = "acme-validate"
 QUEUE = "acme"
-RESEND_AFTER = 300.0  # seconds: a job sent and never answered (its worker died, its message was lost) is sent again
+RESEND_FIRST = timedelta(minutes=5)  # a job sent and not answered is sent again after this, then twice as long ...
+RESEND_MAX = timedelta(hours=1)  # ... up to this between two sends, until the authorization expires
+
+
+def resend_delay(sends: int) -> timedelta:
+    """How long after its ``sends``-th send (1, 2, ...) an unanswered validation is sent again."""
+    return min(RESEND_FIRST * 2 ** min(sends - 1, 16), RESEND_MAX)
 
 
 def http01_of(settings: Settings) -> Http01:
@@ -104,7 +115,7 @@ class AcmeValidator:
                  poll_interval: float = 0.5) -> None:
         self.services, self.runner, self.jobs, self.results = services, runner, jobs, results
         self.poll_interval = poll_interval
-        self._sent: dict[tuple[str, str], float] = {}  # (tenant, authorization) -> when its job was sent
+        self._sent: dict[tuple[str, str], tuple[int, datetime]] = {}  # (tenant, authz) -> (sends, when last sent)
         self._views: sqlite3.Connection | None = None
 
     def _pending(self) -> list[tuple[str, str]]:
@@ -124,32 +135,45 @@ class AcmeValidator:
             await asyncio.sleep(self.poll_interval)
 
     async def send_pending(self) -> None:
-        now = time.monotonic()
+        now = self.services.clock.now()
         for tenant_id, authz_id in await asyncio.to_thread(self._pending):
-            sent = self._sent.get((tenant_id, authz_id))
-            if sent is not None and now - sent < RESEND_AFTER:
+            sends, last = self._sent.get((tenant_id, authz_id), (0, None))
+            if last is not None and now - last < resend_delay(sends):
                 continue
             state = await load(self.services, tenant_id, acme.authz_stream_id(authz_id), acme.fold_authz)
             if state.created is None or state.challenge_status != "processing" or state.deactivated:
                 continue  # recorded already: the read model has not caught up
+            if datetime.fromisoformat(state.created.expires) <= now:
+                await self._expire(tenant_id, authz_id)
+                continue
             account = await load(self.services, tenant_id, acme.account_stream_id(state.created.account_id),
                                  acme.fold_account)
             challenge = state.challenge(state.started)
             # the key authorization of the account's current key (RFC 8555 8.1), also after a key change
             expected = jose.key_authorization(challenge.token, account.key_thumbprint)
-            self._sent[(tenant_id, authz_id)] = now
+            self._sent[(tenant_id, authz_id)] = (sends + 1, now)
             self.jobs.send(ACTOR, tenant_id, authz_id, state.created.identifier,
                            {"challenge_id": challenge.challenge_id, "challenge_type": challenge.challenge_type,
                             "token": challenge.token}, expected)
 
+    async def _expire(self, tenant_id: str, authz_id: str) -> None:
+        """The authorization expired before any result: it ends, and is sent no more."""
+        if await commands.expire_authorization(commands.ExpireAuthorization(tenant_id=tenant_id, authz_id=authz_id),
+                                               CommandContext(principal=SYSTEM), self.services):
+            telemetry.ACME_VALIDATIONS.labels("expired").inc()
+            log.warning("ACME authorization %s (tenant %s) expired before its validation came back: is a worker "
+                        "consuming the %r queue?", authz_id, tenant_id, QUEUE)
+        self._sent.pop((tenant_id, authz_id), None)
+
     async def record_results(self) -> None:
         for seq, tenant_id, authz_id, result in await asyncio.to_thread(self.results.take):
             try:
-                await commands.record_challenge(commands.RecordChallenge(tenant_id=tenant_id, authz_id=authz_id,
-                                                                         result=result),
-                                                CommandContext(principal=SYSTEM), self.services)
-                telemetry.ACME_VALIDATIONS.labels(
-                    "valid" if isinstance(result, acme.ChallengeValidated) else "invalid").inc()
+                recorded = await commands.record_challenge(commands.RecordChallenge(
+                    tenant_id=tenant_id, authz_id=authz_id, result=result), CommandContext(principal=SYSTEM),
+                    self.services)
+                for payload in recorded:
+                    telemetry.ACME_VALIDATIONS.labels({acme.ChallengeValidated: "valid", acme.ChallengeFailed:
+                                                       "invalid"}.get(type(payload), "expired")).inc()
             except DomainError:  # e.g. the tenant's stream refuses it: the result can never be recorded
                 log.exception("an ACME validation result was not recorded")
             self._sent.pop((tenant_id, authz_id), None)

@@ -101,15 +101,50 @@ def test_the_challenge_state_machine():
     assert state.challenge_status == "processing" and state.started == "d"
     assert acme.decide_start_challenge(state, "c", NOW) == []  # the first one started decides
     assert state.status_of("d") == "processing" and state.status_of("c") == "pending"
-    assert acme.decide_challenge_result(state, acme.ChallengeValidated(challenge_id="c", address="10.0.0.1")) == []
+    assert acme.decide_challenge_result(state, acme.ChallengeValidated(challenge_id="c", address="10.0.0.1"),
+                                        NOW) == []
     ok = acme.ChallengeValidated(challenge_id="d", address="10.0.0.1")
-    assert acme.decide_challenge_result(state, ok) == [ok]
+    assert acme.decide_challenge_result(state, ok, NOW) == [ok]
     state = acme.fold_authz([ok], start=state)
     assert acme.authz_status(state, NOW) == "valid"
-    assert acme.decide_challenge_result(state, acme.ChallengeFailed(challenge_id="d", error_type="x", detail="")) == []
+    assert acme.decide_challenge_result(state, acme.ChallengeFailed(challenge_id="d", error_type="x", detail=""),
+                                        NOW) == []
     assert acme.authz_status(_authz(), NOW + timedelta(days=2)) == "expired"
     with pytest.raises(AcmeProblem):
         acme.decide_start_challenge(_authz(), "c", NOW + timedelta(days=2))
+
+
+def _processing() -> acme.Authorization:
+    state = acme.fold_authz([_authz().created])
+    return acme.fold_authz(acme.decide_start_challenge(state, "d", NOW), start=state)
+
+
+def test_a_processing_challenge_expires_with_its_authorization_once_and_then_takes_no_result():
+    state, expiry = _processing(), datetime.fromisoformat(LATER)
+    assert acme.decide_expire(state, expiry - timedelta(seconds=1)) == []  # not yet
+    assert acme.decide_expire(acme.fold_authz([_authz().created]), expiry) == []  # never started: nothing runs
+    [expired] = acme.decide_expire(state, expiry)
+    assert isinstance(expired, acme.AuthorizationExpired) and expired.challenge_id == "d"
+    assert LATER in expired.detail and "tls-alpn-01" in expired.detail
+    state = acme.fold_authz([expired], start=state)
+    assert acme.authz_status(state, NOW) == "expired"  # recorded: expired, whatever the clock says
+    assert state.status_of("d") == "invalid" and state.error.error_type == "serverInternal"
+    assert acme.decide_expire(state, expiry + timedelta(days=1)) == []  # once
+    late = acme.ChallengeValidated(challenge_id="d", address="10.0.0.1")
+    assert acme.decide_challenge_result(state, late, expiry + timedelta(days=1)) == []
+    order = acme.Order(created=acme.OrderCreated(order_id="o", account_id="acct", identifiers=["n.example"],
+                                                 authorization_ids=["a"], expires=LATER))
+    assert acme.order_status(order, [state], NOW) == "invalid"
+
+
+def test_a_result_that_comes_after_the_expiry_is_recorded_as_the_expiry():
+    state, expiry = _processing(), datetime.fromisoformat(LATER)
+    ok = acme.ChallengeValidated(challenge_id="d", address="10.0.0.1")
+    assert acme.decide_challenge_result(state, ok, expiry - timedelta(seconds=1)) == [ok]
+    [expired] = acme.decide_challenge_result(state, ok, expiry)
+    assert isinstance(expired, acme.AuthorizationExpired)
+    failed = acme.ChallengeFailed(challenge_id="d", error_type="dns", detail="NXDOMAIN")
+    assert isinstance(acme.decide_challenge_result(state, failed, expiry)[0], acme.AuthorizationExpired)
 
 
 def test_order_status_follows_its_authorizations():
@@ -282,7 +317,7 @@ def test_deactivating_an_authorization():
     processing = _one_authz(acme.ChallengeStarted(challenge_id="c1"))
     [done] = acme.decide_deactivate_authz(processing, NOW, "account_deactivated")
     after = acme.fold_authz([done], processing)
-    assert acme.decide_challenge_result(after, acme.ChallengeValidated(challenge_id="c1", address="x")) == []
+    assert acme.decide_challenge_result(after, acme.ChallengeValidated(challenge_id="c1", address="x"), NOW) == []
     order = acme.fold_order([acme.OrderCreated(order_id="o", account_id="acc", identifiers=["n.example"],
                                                authorization_ids=["a"], expires=LATER)])
     assert acme.order_status(order, [after], NOW) == "invalid"

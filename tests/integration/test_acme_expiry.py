@@ -1,0 +1,89 @@
+"""Bounded validation: a challenge no worker answers is sent again less and less often, then ends when its
+authorization expires (seven days), and is sent no more; a result that comes later records nothing. The server's
+clock is the test's (``services.clock``), the queue dramatiq's in-memory broker with no worker consuming it, and the
+validator is driven pass by pass (its background loop is stopped), so nothing waits in real time."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta
+
+from acme_support import Client, acme_world, http01
+from test_api_support import Clock
+
+from domain import acme
+from infra.acme.validator import RESEND_FIRST, RESEND_MAX, resend_delay
+
+# minutes after the first send at which each later one is due: 5, then 10, 20, 40 more, then hourly
+DUE = (5, 15, 35, 75, 135, 195)
+
+
+def test_resends_back_off_to_at_most_an_hour():
+    delays = [resend_delay(n) for n in range(1, 40)]
+    assert delays[:5] == [timedelta(minutes=m) for m in (5, 10, 20, 40, 60)]
+    assert delays[0] == RESEND_FIRST and set(delays[4:]) == {RESEND_MAX}
+    assert delays == sorted(delays)
+
+
+async def _stopped_validator(world):
+    """The server's validator, its background loop stopped: the test runs its passes."""
+    runtime = world.api.runtime
+    [task] = [t for t in runtime.tasks if t.get_name() == "acme-validator"]
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    return runtime.acme_validator
+
+
+async def test_an_unanswered_validation_backs_off_then_expires_and_is_sent_no_more(tmp_path):
+    async with acme_world(tmp_path, job_worker_threads=0) as world:  # nothing consumes the acme queue
+        runtime = world.api.runtime
+        clock = runtime.services.clock = Clock()
+        validator = await _stopped_validator(world)
+        queue = runtime.jobs.broker.queues["acme"]
+        client = Client(world.api.client, world.directory)
+        await client.start()
+        key = await world.eab_key()
+        assert (await client.register(key["key_id"], key["hmac_key"])).status_code == 201
+        created = await client.post(client.directory["newOrder"], {"identifiers": [
+            {"type": "dns", "value": "node1.acme.test"}]})
+        order_url, authz_url = created.headers["Location"], created.json()["authorizations"][0]
+        authz = (await client.post(authz_url, None)).json()
+        expires = datetime.fromisoformat(authz["expires"])
+        assert timedelta(days=7) - timedelta(minutes=1) < expires - clock.now() <= timedelta(days=7)
+        assert (await client.post(http01(await client.post(authz_url, None))["url"], {})).status_code == 200
+        assert await runtime.runner.wait_for(await runtime.store.head_position(), 10)
+
+        async def sends_after(minutes: float) -> int:
+            clock.offset = timedelta(minutes=minutes)
+            await validator.send_pending()
+            return queue.qsize()
+
+        assert await sends_after(0) == 1
+        assert await sends_after(0) == 1
+        for count, due in enumerate(DUE, start=2):
+            assert await sends_after(due - 0.5) == count - 1, f"sent again before minute {due}"
+            assert await sends_after(due) == count, f"not sent again at minute {due}"
+
+        # past the expiry: the challenge ends, without another send
+        until_expiry = (expires - datetime.now(expires.tzinfo)) / timedelta(minutes=1)
+        assert await sends_after(until_expiry + 1) == len(DUE) + 1
+        events = await runtime.store.read_stream(world.tenant, acme.authz_stream_id(authz_url.rsplit("/", 1)[-1]))
+        assert events[-1].type == "acme.authorization_expired"
+        assert (await client.post(authz_url, None)).json()["status"] == "expired"
+        challenge = http01(await client.post(authz_url, None))
+        assert challenge["status"] == "invalid"
+        assert challenge["error"]["type"] == "urn:ietf:params:acme:error:serverInternal"
+        assert "expired" in challenge["error"]["detail"]
+        assert (await client.post(order_url, None)).json()["status"] == "invalid"
+        assert await runtime.runner.wait_for(await runtime.store.head_position(), 10)
+        for later in (1, 2, 24 * 60):  # never again, however long
+            assert await sends_after(until_expiry + later) == len(DUE) + 1
+
+        # a worker that answers now records nothing: the result is taken and dropped
+        validator.results.put(world.tenant, authz_url.rsplit("/", 1)[-1], acme.ChallengeValidated(
+            challenge_id=challenge["url"].rsplit("/", 1)[-1], address="127.0.0.1"))
+        before = await runtime.store.head_position()
+        await validator.record_results()
+        assert await runtime.store.head_position() == before
+        assert validator.results.take() == []
+        assert (await client.post(authz_url, None)).json()["status"] == "expired"
