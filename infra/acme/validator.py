@@ -135,8 +135,11 @@ class AcmeValidator:
             await asyncio.sleep(self.poll_interval)
 
     async def send_pending(self) -> None:
-        now = self.services.clock.now()
-        for tenant_id, authz_id in await asyncio.to_thread(self._pending):
+        now, pending = self.services.clock.now(), [tuple(row) for row in await asyncio.to_thread(self._pending)]
+        # what left the read model (a result, a deactivation, an expiry) needs no schedule any more
+        listed = set(pending)
+        self._sent = {key: sent for key, sent in self._sent.items() if key in listed}
+        for tenant_id, authz_id in pending:
             sends, last = self._sent.get((tenant_id, authz_id), (0, None))
             if last is not None and now - last < resend_delay(sends):
                 continue
