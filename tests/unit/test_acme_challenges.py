@@ -17,6 +17,8 @@ from domain import policy
 from domain.certspec import SubjectAltNames
 from domain.policy import TenantPolicy
 from infra.acme.dns01 import parse_resolvers
+from infra.bootstrap import initialise
+from infra.config import Settings
 
 B64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 tokens = st.text(B64URL, min_size=16, max_size=64)
@@ -113,3 +115,17 @@ def test_resolvers_are_addresses_with_an_optional_port():
     for bad in ("ns.example:53", "127.0.0.1:0", "127.0.0.1:65536", "[::1", "[::1]x", "1.2.3.4:x"):
         with pytest.raises(ValueError, match="CSM_ACME_DNS_RESOLVERS"):
             parse_resolvers([bad])
+
+
+def test_the_resolvers_setting_is_read_and_a_bad_one_stops_startup(monkeypatch, tmp_path):
+    monkeypatch.setenv("CSM_ACME_DNS_RESOLVERS", " 127.0.0.1:5353, [::1]:53 ,")
+    assert Settings.from_env().acme_dns_resolvers == ("127.0.0.1:5353", "[::1]:53")
+    monkeypatch.delenv("CSM_ACME_DNS_RESOLVERS")
+    assert Settings.from_env().acme_dns_resolvers == ()  # unset: dns-01 is not offered
+    with pytest.raises(ValueError, match="CSM_ACME_DNS_RESOLVERS: 'ns.example'"):
+        initialise(Settings(data_dir=tmp_path / "data", acme_dns_resolvers=("ns.example",)))
+    runtime = initialise(Settings(data_dir=tmp_path / "ok", acme_dns_resolvers=("127.0.0.1:5353",)))
+    try:
+        assert runtime.services.acme_dns01
+    finally:
+        runtime.close()
