@@ -192,6 +192,22 @@ async def verify_chain(world: AcmeWorld, tmp_path: Path, fullchain: Path, *names
     return leaf
 
 
+async def registered(world: AcmeWorld, **eab) -> Client:
+    """A client of the tenant's directory, registered with a new EAB key (``eab``: the key's fields)."""
+    client = Client(world.api.client, world.directory)
+    await client.start()
+    key = await world.eab_key(**eab)
+    assert (await client.register(key["key_id"], key["hmac_key"])).status_code == 201
+    return client
+
+
+async def order_one(client: Client, name: str) -> tuple[str, str]:
+    """A new order for ``name``: (its URL, its authorization's URL)."""
+    created = await client.post(client.directory["newOrder"], {"identifiers": [{"type": "dns", "value": name}]})
+    assert created.status_code == 201, created.text
+    return created.headers["Location"], created.json()["authorizations"][0]
+
+
 class Responder:
     """An http-01 responder on 127.0.0.1:port (what certbot --standalone runs): serves the key authorizations."""
 

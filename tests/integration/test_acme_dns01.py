@@ -8,7 +8,7 @@ import contextlib
 
 import pytest
 from cryptography import x509
-from acme_support import Client, acme_world, csr_der, free_port, poll
+from acme_support import Client, acme_world, csr_der, free_port, poll, registered
 from knot_fixture import knot  # noqa: F401 - a fixture
 
 from domain import acme_challenges, jose
@@ -78,14 +78,6 @@ async def _allow_wildcards(world, allow: bool | None) -> None:
     await world.api.runtime.runner.wait_for(response.json()["global_position"], 10)
 
 
-async def _client(world, **eab) -> Client:
-    client = Client(world.api.client, world.directory)
-    await client.start()
-    key = await world.eab_key(**eab)
-    assert (await client.register(key["key_id"], key["hmac_key"])).status_code == 201
-    return client
-
-
 async def _order(client: Client, *names: str):
     return await client.post(client.directory["newOrder"], {"identifiers": [{"type": "dns", "value": n}
                                                                             for n in names]})
@@ -95,7 +87,7 @@ async def test_a_wildcard_order_needs_dns_01_and_the_tenant_policys_consent(tmp_
     for sub in ("none", "dns"):
         (tmp_path / sub).mkdir()
     async with acme_world(tmp_path / "none") as world:  # no resolvers: no dns-01, so no wildcard
-        client = await _client(world)
+        client = await registered(world)
         refused = await _order(client, "*.acme.test")
         assert refused.status_code == 400 and refused.json()["type"].endswith(":rejectedIdentifier")
         assert "dns-01" in refused.json()["detail"] and refused.json()["field"] == "identifiers[0].value"
@@ -104,7 +96,7 @@ async def test_a_wildcard_order_needs_dns_01_and_the_tenant_policys_consent(tmp_
         assert sorted(c["type"] for c in authz["challenges"]) == ["http-01", "tls-alpn-01"]
 
     async with acme_world(tmp_path / "dns", acme_dns_resolvers=(knot.nameserver,)) as world:
-        client = await _client(world, allowed_names=[".acme.test"])
+        client = await registered(world, allowed_names=[".acme.test"])
         refused = await _order(client, "*.acme.test")  # the default policy refuses wildcards to ACME orders
         assert refused.status_code == 400 and "allow_wildcards" in refused.json()["detail"], refused.text
         await _allow_wildcards(world, False)
@@ -120,7 +112,7 @@ async def test_a_wildcard_order_needs_dns_01_and_the_tenant_policys_consent(tmp_
         plain = next(a for a in authzs if not a.get("wildcard"))
         assert sorted(c["type"] for c in plain["challenges"]) == ["dns-01", "http-01", "tls-alpn-01"]
         # the account's EAB key narrows wildcards like any name: a plain name's pattern does not allow one
-        narrow = await _client(world, allowed_names=["node1.acme.test"])
+        narrow = await registered(world, allowed_names=["node1.acme.test"])
         assert (await _order(narrow, "*.acme.test")).json()["type"].endswith(":rejectedIdentifier")
 
 
@@ -130,7 +122,7 @@ async def _wildcard_order(tmp_path, knot, **overrides):
     client's order for ``*.acme.test``: (world, client, order URL, authorization URL, its dns-01 challenge)."""
     async with acme_world(tmp_path, acme_dns_resolvers=(knot.nameserver,), **overrides) as world:
         await _allow_wildcards(world, True)
-        client = await _client(world)
+        client = await registered(world)
         created = await _order(client, "*.acme.test")
         order_url, authz_url = created.headers["Location"], created.json()["authorizations"][0]
         [challenge] = (await client.post(authz_url, None)).json()["challenges"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime, timedelta
 
-from acme_support import Client, acme_world, http01
+from acme_support import acme_world, http01, order_one, registered
 from test_api_support import Clock
 
 from domain import acme
@@ -40,13 +40,8 @@ async def test_an_unanswered_validation_backs_off_then_expires_and_is_sent_no_mo
         clock = runtime.services.clock = Clock()
         validator = await _stopped_validator(world)
         queue = runtime.jobs.broker.queues["acme"]
-        client = Client(world.api.client, world.directory)
-        await client.start()
-        key = await world.eab_key()
-        assert (await client.register(key["key_id"], key["hmac_key"])).status_code == 201
-        created = await client.post(client.directory["newOrder"], {"identifiers": [
-            {"type": "dns", "value": "node1.acme.test"}]})
-        order_url, authz_url = created.headers["Location"], created.json()["authorizations"][0]
+        client = await registered(world)
+        order_url, authz_url = await order_one(client, "node1.acme.test")
         authz = (await client.post(authz_url, None)).json()
         expires = datetime.fromisoformat(authz["expires"])
         assert timedelta(days=7) - timedelta(minutes=1) < expires - clock.now() <= timedelta(days=7)

@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from acme_support import Client, Responder, acme_world, csr_der, http01, poll
+from acme_support import Responder, acme_world, csr_der, http01, order_one, poll, registered
 from prometheus_client import REGISTRY
 from redis_fixture import start_redis, stop
 
@@ -26,13 +26,8 @@ async def test_csm_worker_validates_challenges_from_redis(tmp_path):
             counted = REGISTRY.get_sample_value("csm_acme_validations_total", {"outcome": "valid"}) or 0
             responder = Responder(world.http01_port)
             try:
-                client = Client(world.api.client, world.directory)
-                await client.start()
-                key = await world.eab_key()
-                assert (await client.register(key["key_id"], key["hmac_key"])).status_code == 201
-                created = await client.post(client.directory["newOrder"], {"identifiers": [
-                    {"type": "dns", "value": "node1.acme.test"}]})
-                order_url, authz_url = created.headers["Location"], created.json()["authorizations"][0]
+                client = await registered(world)
+                order_url, authz_url = await order_one(client, "node1.acme.test")
                 challenge = http01(await client.post(authz_url, None))
                 responder.answers[challenge["token"]] = jose.key_authorization(challenge["token"],
                                                                                jose.thumbprint(client.jwk))
