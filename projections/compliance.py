@@ -9,8 +9,8 @@ the certificates read model by fingerprint. The report says up to which log posi
 
 from __future__ import annotations
 
-import json
 import sqlite3
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -66,40 +66,52 @@ def _time(text: str | None) -> datetime | None:
     return datetime.fromisoformat(text) if text else None
 
 
+_SANS = msgspec.json.Decoder(SubjectAltNames)
+
+
 def _record(row: tuple) -> CertificateRecord:
-    item = dict(zip(CERTIFICATE_COLUMNS, row))
+    """A certificates read-model row (``CERTIFICATE_COLUMNS``) as the rules read it."""
+    (certificate_id, ca_id, profile, common_name, algorithm, key_source, not_before, not_after, sans, key_exports,
+     auto_renew, renew_at, renewal_failed_at, renewal_failure) = row
     return CertificateRecord(
-        certificate_id=item["certificate_id"], ca_id=item["ca_id"], profile=item["profile"],
-        common_name=item["common_name"], algorithm=item["algorithm"], key_source=item["key_source"],
-        not_before=datetime.fromisoformat(item["not_before"]), not_after=datetime.fromisoformat(item["not_after"]),
-        sans=msgspec.convert(json.loads(item["sans"]), SubjectAltNames), key_exports=item["key_exports"] or 0,
-        auto_renew=bool(item["auto_renew"]), renew_at=_time(item["renew_at"]),
-        renewal_failed_at=_time(item["renewal_failed_at"]), renewal_failure=item["renewal_failure"])
+        certificate_id=certificate_id, ca_id=ca_id, profile=profile, common_name=common_name, algorithm=algorithm,
+        key_source=key_source, not_before=datetime.fromisoformat(not_before),
+        not_after=datetime.fromisoformat(not_after), sans=_SANS.decode(sans), key_exports=key_exports or 0,
+        auto_renew=bool(auto_renew), renew_at=_time(renew_at), renewal_failed_at=_time(renewal_failed_at),
+        renewal_failure=renewal_failure)
 
 
 def _grouped(conn: sqlite3.Connection, sql: str, args: tuple) -> dict[str, int]:
     return {str(key): n for key, n in conn.execute(sql, args).fetchall()}
 
 
+def _live_counts(records: list[CertificateRecord], now: datetime) -> dict[str, Any]:
+    """The summary's counts of live certificates (not expired at ``now``), in one pass over the records the rules
+    read (which hold them all, and those expired within the lookback)."""
+    live_now = [r for r in records if r.not_after > now]
+    horizons = {str(days): now + timedelta(days=days) for days in EXPIRY_WINDOWS}
+    return {
+        "live_certificates": len(live_now),
+        "by_algorithm": dict(sorted(Counter(r.algorithm for r in live_now).items())),
+        "by_profile": dict(sorted(Counter(r.profile for r in live_now).items())),
+        "by_key_source": dict(sorted(Counter(r.key_source for r in live_now).items())),
+        "expiring_within_days": {days: sum(1 for r in live_now if r.not_after < horizon)
+                                 for days, horizon in horizons.items()},
+    }
+
+
 def facts(conn: sqlite3.Connection, tenant_id: str, now: datetime) -> tuple[list[CertificateRecord], list[tuple],
                                                                            dict, int]:
     """The tenant's certificates the rules read (live, or expired in the lookback and not replaced), its CAs in
-    service (id, algorithm), the summary's counts, and the certificates read model's position."""
+    service (id, algorithm), the summary's counts, and the certificates read model's position. One scan of the
+    tenant's live certificates: the summary counts them from the same rows."""
     position = conn.execute("SELECT position FROM projection_checkpoints WHERE name = 'certificates'").fetchone()
     rows = conn.execute(
         f"SELECT {', '.join(CERTIFICATE_COLUMNS)} FROM certificates WHERE tenant_id = ? AND {live()} "
         "AND not_after > ? ORDER BY not_after", (tenant_id, validity_time(now - compliance.EXPIRED_LOOKBACK))).fetchall()
-    current = (tenant_id, validity_time(now))
-    where = f"WHERE tenant_id = ? AND {live()} AND not_after > ?"
+    records = [_record(row) for row in rows]
     counts: dict[str, Any] = {
-        "live_certificates": conn.execute(f"SELECT count(*) FROM certificates {where}", current).fetchone()[0],
-        "by_algorithm": _grouped(conn, f"SELECT algorithm, count(*) FROM certificates {where} GROUP BY 1", current),
-        "by_profile": _grouped(conn, f"SELECT profile, count(*) FROM certificates {where} GROUP BY 1", current),
-        "by_key_source": _grouped(conn, f"SELECT key_source, count(*) FROM certificates {where} GROUP BY 1", current),
-        "expiring_within_days": {
-            str(days): conn.execute(f"SELECT count(*) FROM certificates {where} AND not_after < ?",
-                                    (*current, validity_time(now + timedelta(days=days), up=True))).fetchone()[0]
-            for days in EXPIRY_WINDOWS},
+        **_live_counts(records, now),
         "revoked_last_30_days": _grouped(
             conn, "SELECT revocation_reason, count(*) FROM certificates WHERE tenant_id = ? AND status = 'revoked' "
                   "AND revoked_at >= ? GROUP BY 1", (tenant_id, rfc3339(now - REVOKED_WINDOW))),
@@ -108,7 +120,7 @@ def facts(conn: sqlite3.Connection, tenant_id: str, now: datetime) -> tuple[list
     }
     cas = conn.execute("SELECT ca_id, algorithm FROM cas WHERE tenant_id = ? AND status IN ('active', 'disabled') "
                        "ORDER BY ca_id", (tenant_id,)).fetchall()
-    return [_record(row) for row in rows], cas, counts, position[0] if position else 0
+    return records, cas, counts, position[0] if position else 0
 
 
 async def report(query: Query, services: Services, principal: Principal, tenant_id: str, now: datetime,
