@@ -13,7 +13,7 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 from api.deps import (Caller, IdempotencyKey, MinPosition, TenantQuery, command_context, execute, find_row,
                       page_position, read_models_of, read_your_writes, runtime_of)
 from api.problems import COMMAND_ERRORS, QUERY_ERRORS, ApiProblem, documented
-from commands import cas as cmd
+from commands import ca_rollover, cas as cmd
 from commands import crl
 from commands.authz import Principal, authorize, authorize_search, visible_tenants
 from commands.pki import der_of_pem
@@ -259,13 +259,13 @@ class CaController(Controller):
           responses=COMMAND_ERRORS)
     async def rollover(self, request: Request, principal: Caller, ca_id: FromPath[str],
                        data: JSONBody[RolloverBody], idempotency_key: IdempotencyKey = None,
-                       min_position: MinPosition = None) -> cmd.RolledOver:
+                       min_position: MinPosition = None) -> ca_rollover.RolledOver:
         await read_your_writes(request, min_position)  # the CA may be newer than the read model
         row = await ca_row(request, principal, ca_id)
-        command = cmd.RolloverCaKey(tenant_id=row["tenant_id"], ca_id=ca_id, reason=data.reason,
+        command = ca_rollover.RolloverCaKey(tenant_id=row["tenant_id"], ca_id=ca_id, reason=data.reason,
                                     algorithm=data.algorithm, validity_days=data.validity_days,
                                     compromised=data.compromised, invalidity_date=data.invalidity_date)
-        return await execute(request, cmd.rollover_ca_key, command, principal, idempotency_key)
+        return await execute(request, ca_rollover.rollover_ca_key, command, principal, idempotency_key)
 
     @post("/{ca_id:str}/disable", status_code=200, summary="Disable a CA (it signs nothing more)",
           responses=COMMAND_ERRORS)

@@ -11,7 +11,7 @@ import msgspec
 
 from cli.common import (CliError, catch_up, command_context, echo_json, id_table, print_table, query_views, run_async,
                         runtime_for)
-from commands import cas as cmd
+from commands import ca_rollover, cas as cmd
 from commands import crl
 from commands import profiles
 from commands import revoke as revocation
@@ -270,8 +270,8 @@ def rollover(settings: Settings, ca_id, tenant_id, reason, algorithm, validity_d
     --compromised: then nothing the old keys signed is trusted by truststores exported from now on)."""
     command = convert({"tenant_id": tenant_id, "ca_id": ca_id, "reason": reason, "algorithm": algorithm,
                        "validity_days": validity_days, "compromised": compromised,
-                       "invalidity_date": invalidity_date}, cmd.RolloverCaKey)
-    result = execute(settings, cmd.rollover_ca_key, command)
+                       "invalidity_date": invalidity_date}, ca_rollover.RolloverCaKey)
+    result = execute(settings, ca_rollover.rollover_ca_key, command)
     if as_json:
         echo_json(result)
         return

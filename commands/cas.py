@@ -1,23 +1,21 @@
-"""CA commands: create roots and intermediates, import offline roots, cross-certify, roll keys over, disable."""
+"""CA commands: create roots and intermediates, import offline roots, cross-certify, disable (rollover: ca_rollover)."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-from datetime import datetime
 from typing import Annotated, Literal
 
 import msgspec
 
-from commands import blocking, ca_links, compromised_keys, pki, quotas
+from commands import blocking, compromised_keys, pki, quotas
 from commands.authz import authorize
 from commands.ids import uuid7
-from commands.ports import PublicKeys, Reissue
+from commands.ports import PublicKeys
 from commands.runtime import CommandContext, CommandResult, Services, load, replayed, run
 from commands.tenants import TenantId, active_tenant, allowed_while_suspended, refused_while_suspended
-from domain import ca, policy, revocation
+from domain import ca, policy
 from domain.certspec import CertificateSpec, DistinguishedName, NameConstraints
-from domain.compromised_keys import KeyCompromiseRecorded
 from domain.errors import DomainError
 from domain.tenant import NEW_CA, Tenant
 
@@ -34,14 +32,14 @@ KeyStorage = Annotated[Literal["vault", "hsm"], msgspec.Meta(
                 "and never leaves it (ecdsa-p256 or ecdsa-p384)")]
 
 
-class _Strict(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class Strict(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     pass
 
 
 INTERMEDIATE_DAYS = 1825  # an intermediate's or a cross-certificate's validity when the request names none
 
 
-class CreateRootCa(_Strict):
+class CreateRootCa(Strict):
     tenant_id: TenantId
     name: Name
     subject: DistinguishedName
@@ -52,7 +50,7 @@ class CreateRootCa(_Strict):
     key_storage: KeyStorage = "vault"
 
 
-class CreateIntermediateCa(_Strict):
+class CreateIntermediateCa(Strict):
     tenant_id: TenantId
     parent_id: CaId
     name: Name
@@ -64,13 +62,13 @@ class CreateIntermediateCa(_Strict):
     key_storage: KeyStorage = "vault"
 
 
-class ImportOfflineRoot(_Strict):
+class ImportOfflineRoot(Strict):
     tenant_id: TenantId
     name: Name
     certificate_pem: PemText
 
 
-class RequestOfflineIntermediate(_Strict):
+class RequestOfflineIntermediate(Strict):
     """An intermediate whose parent is an offline root: the key is made here, the CSR signed in the ceremony."""
 
     tenant_id: TenantId
@@ -81,13 +79,13 @@ class RequestOfflineIntermediate(_Strict):
     key_storage: KeyStorage = "vault"
 
 
-class InstallCaCertificate(_Strict):
+class InstallCaCertificate(Strict):
     tenant_id: TenantId
     ca_id: CaId
     certificate_pem: PemText
 
 
-class CrossCertify(_Strict):
+class CrossCertify(Strict):
     """``issuer_id`` certifies ``ca_id``'s current key: relying parties that trust either root accept its chain."""
 
     tenant_id: TenantId
@@ -97,33 +95,13 @@ class CrossCertify(_Strict):
     path_length: PathLength | None = None  # None: the CA's own path length (a cross-certificate never widens it)
 
 
-class RolloverCaKey(_Strict):
-    """``compromised``: a root's key was stolen (``rollover_ca_key``); ``invalidity_date``, only then: since when."""
-
-    tenant_id: TenantId
-    ca_id: CaId
-    reason: Reason
-    algorithm: AlgorithmName | None = None  # None: the CA's current algorithm
-    validity_days: Days | None = None
-    compromised: bool = False
-    invalidity_date: datetime | None = None
-
-
-class RolledOver(CommandResult, frozen=True, kw_only=True):
-    """A rollover's result; after a compromise rollover also what is left to issue again under a trusted key (None
-    where nothing could count it, and for a routine rollover)."""
-
-    compromised: bool = False
-    reissue: Reissue | None = None
-
-
-class DisableCa(_Strict):
+class DisableCa(Strict):
     tenant_id: TenantId
     ca_id: CaId
     reason: Reason
 
 
-class EnableCa(_Strict):
+class EnableCa(Strict):
     tenant_id: TenantId
     ca_id: CaId
     reason: Reason
@@ -134,19 +112,19 @@ def _run(services: Services, ctx: CommandContext, cmd: msgspec.Struct, tenant_id
                fold=ca.fold, decide=decide)
 
 
-async def _load_ca(services: Services, tenant_id: str, ca_id: str, field: str = "ca_id") -> ca.CertificateAuthority:
+async def load_ca(services: Services, tenant_id: str, ca_id: str, field: str = "ca_id") -> ca.CertificateAuthority:
     state = await load(services, tenant_id, ca.stream_id(ca_id), ca.fold)
     ca.require(state, ca_id, field)
     return state
 
 
-async def _keep_key(services: Services, tenant_id: str, key, algorithm: str) -> str:
+async def keep_key(services: Services, tenant_id: str, key, algorithm: str) -> str:
     """A new CA's private key into the tenant's vault; returns its key id."""
     crypto = pki.crypto_of(services)
     return await pki.vault_of(services).put(tenant_id, crypto.private_key_bytes(key), algorithm=algorithm, purpose="ca")
 
 
-async def _new_key(services: Services, algorithm: str, *, key_storage: str = "vault", tenant_id: str = "",
+async def new_key(services: Services, algorithm: str, *, key_storage: str = "vault", tenant_id: str = "",
                    ca_id: str = ""):
     """A new CA key: in memory until the vault keeps it, or made on the PKCS#11 token (``key_storage`` hsm)."""
     crypto = pki.crypto_of(services)
@@ -155,15 +133,15 @@ async def _new_key(services: Services, algorithm: str, *, key_storage: str = "va
     return await blocking.slow(crypto.generate_key, algorithm)  # RSA takes seconds
 
 
-def _ca_certificate(services: Services, der: bytes, issuer_ca_id: str | None, key_ref: str | None) -> ca.CaCertificate:
+def ca_certificate(services: Services, der: bytes, issuer_ca_id: str | None, key_ref: str | None) -> ca.CaCertificate:
     facts = pki.crypto_of(services).describe(der)
     return ca.CaCertificate(certificate_pem=pki.pem("CERTIFICATE", der), facts=facts, issuer_ca_id=issuer_ca_id,
                             key_ref=key_ref)
 
 
-def _spec(services: Services, *, subject: DistinguishedName, validity_days: int | None, path_length: int | None,
-          name_constraints: NameConstraints, issuer: ca.CertificateAuthority | None,
-          algorithm: str) -> CertificateSpec:
+def spec_of(services: Services, *, subject: DistinguishedName, validity_days: int | None, path_length: int | None,
+            name_constraints: NameConstraints, issuer: ca.CertificateAuthority | None,
+            algorithm: str) -> CertificateSpec:
     """A CA certificate's content, checked against policy: signed by ``issuer``, or self-signed (root).
     ``validity_days`` None (a CA under ``issuer``): ``INTERMEDIATE_DAYS``, within what the issuer has left."""
     urls = pki.relying_party_urls(services, issuer) if issuer else {}
@@ -180,8 +158,8 @@ def _spec(services: Services, *, subject: DistinguishedName, validity_days: int 
     return spec
 
 
-async def _sign(services: Services, spec: CertificateSpec, subject_keys: PublicKeys, tenant_id: str,
-                issuer: ca.CertificateAuthority | None, self_key=None) -> bytes:
+async def sign(services: Services, spec: CertificateSpec, subject_keys: PublicKeys, tenant_id: str,
+               issuer: ca.CertificateAuthority | None, self_key=None) -> bytes:
     """Sign ``spec`` with the issuer's current key (verified against its certificate), or with ``self_key``."""
     crypto = pki.crypto_of(services)
     if issuer is None:
@@ -201,15 +179,15 @@ async def _create_online(services: Services, ctx: CommandContext, cmd: CreateRoo
     async with quotas.reserve(services, tenant_state, NEW_CA) as reservation:
         crypto = pki.crypto_of(services)
         ca_id, parent_id = uuid7(), parent.ca_id if parent is not None else None
-        key = await _new_key(services, cmd.algorithm, key_storage=cmd.key_storage, tenant_id=cmd.tenant_id,
+        key = await new_key(services, cmd.algorithm, key_storage=cmd.key_storage, tenant_id=cmd.tenant_id,
                              ca_id=ca_id)
-        der = await _sign(services, spec, crypto.public_keys(key), cmd.tenant_id, parent,
+        der = await sign(services, spec, crypto.public_keys(key), cmd.tenant_id, parent,
                           self_key=key if parent is None else None)
-        key_ref = await _keep_key(services, cmd.tenant_id, key, cmd.algorithm)
+        key_ref = await keep_key(services, cmd.tenant_id, key, cmd.algorithm)
         created = ca.CaCreated(ca_id=ca_id, name=cmd.name, kind="root" if parent is None else "intermediate",
                                origin="online", algorithm=cmd.algorithm, subject=cmd.subject, parent_id=parent_id,
                                path_length=cmd.path_length, name_constraints=cmd.name_constraints,
-                               certificate=_ca_certificate(services, der, parent_id, key_ref),
+                               certificate=ca_certificate(services, der, parent_id, key_ref),
                                key_storage=cmd.key_storage)
         result = await _run(services, ctx, cmd, cmd.tenant_id, ca_id, lambda s: ca.decide_create(s, created))
         reservation.landed(result)
@@ -223,7 +201,7 @@ async def create_root_ca(cmd: CreateRootCa, ctx: CommandContext, services: Servi
         return prior
     tenant_state = await active_tenant(services, cmd.tenant_id)
     ca.require_token_algorithm(cmd.key_storage, cmd.algorithm)
-    spec = _spec(services, subject=cmd.subject, validity_days=cmd.validity_days, path_length=cmd.path_length,
+    spec = spec_of(services, subject=cmd.subject, validity_days=cmd.validity_days, path_length=cmd.path_length,
                  name_constraints=cmd.name_constraints, issuer=None, algorithm=cmd.algorithm)
     return await _create_online(services, ctx, cmd, tenant_state, spec, parent=None)
 
@@ -234,11 +212,11 @@ async def create_intermediate_ca(cmd: CreateIntermediateCa, ctx: CommandContext,
     if prior := await replayed(services, ctx, cmd, cmd.tenant_id):
         return prior
     tenant_state = await active_tenant(services, cmd.tenant_id)
-    parent = await _load_ca(services, cmd.tenant_id, cmd.parent_id, "parent_id")
+    parent = await load_ca(services, cmd.tenant_id, cmd.parent_id, "parent_id")
     ca.require_active(parent, cmd.parent_id, "parent_id")
     await pki.require_trusted_chain(services, cmd.tenant_id, parent, "parent_id")
     ca.require_token_algorithm(cmd.key_storage, cmd.algorithm)
-    spec = _spec(services, subject=cmd.subject, validity_days=cmd.validity_days, path_length=cmd.path_length,
+    spec = spec_of(services, subject=cmd.subject, validity_days=cmd.validity_days, path_length=cmd.path_length,
                  name_constraints=cmd.name_constraints, issuer=parent, algorithm=cmd.algorithm)
     return await _create_online(services, ctx, cmd, tenant_state, spec, parent=parent)
 
@@ -256,7 +234,7 @@ async def import_offline_root(cmd: ImportOfflineRoot, ctx: CommandContext, servi
     info = _require_ca_certificate(crypto.describe_ca(der))
     policy.raise_for(policy.check_key(info.algorithm, info.key_bits, for_ca=True, rsa_exponent=info.rsa_exponent,
                                       available=crypto.available_algorithms(), field="certificate_pem"))
-    certificate = _ca_certificate(services, der, None, None)
+    certificate = ca_certificate(services, der, None, None)
     await compromised_keys.refuse_if_compromised(services, cmd.tenant_id, certificate.facts.public_key_sha256,
                                                  "certificate_pem")
     async with quotas.reserve(services, tenant_state, NEW_CA) as reservation:
@@ -293,7 +271,7 @@ async def request_offline_intermediate(cmd: RequestOfflineIntermediate, ctx: Com
     if prior := await replayed(services, ctx, cmd, cmd.tenant_id):
         return prior
     tenant_state = await active_tenant(services, cmd.tenant_id)
-    parent = await _load_ca(services, cmd.tenant_id, cmd.parent_id, "parent_id")
+    parent = await load_ca(services, cmd.tenant_id, cmd.parent_id, "parent_id")
     if parent.origin != "offline" or parent.kind != "root":
         raise DomainError("parent_online", "this parent signs online: create the intermediate directly",
                           field="parent_id")
@@ -303,10 +281,10 @@ async def request_offline_intermediate(cmd: RequestOfflineIntermediate, ctx: Com
     async with quotas.reserve(services, tenant_state, NEW_CA) as reservation:
         crypto = pki.crypto_of(services)
         ca_id = uuid7()
-        key = await _new_key(services, cmd.algorithm, key_storage=cmd.key_storage, tenant_id=cmd.tenant_id,
+        key = await new_key(services, cmd.algorithm, key_storage=cmd.key_storage, tenant_id=cmd.tenant_id,
                              ca_id=ca_id)
         csr_der = await asyncio.to_thread(crypto.create_csr, cmd.subject, key)
-        key_ref = await _keep_key(services, cmd.tenant_id, key, cmd.algorithm)
+        key_ref = await keep_key(services, cmd.tenant_id, key, cmd.algorithm)
         requested = ca.CaIntermediateRequested(ca_id=ca_id, name=cmd.name, algorithm=cmd.algorithm, subject=cmd.subject,
                                                key_ref=key_ref, csr_pem=pki.pem("CERTIFICATE REQUEST", csr_der),
                                                parent_id=parent.ca_id, key_storage=cmd.key_storage)
@@ -322,10 +300,10 @@ async def install_ca_certificate(cmd: InstallCaCertificate, ctx: CommandContext,
     authorize(ctx.principal, "ca:create", cmd.tenant_id)
     if prior := await replayed(services, ctx, cmd, cmd.tenant_id):  # a retry: the CA is no longer pending
         return prior
-    state = await _load_ca(services, cmd.tenant_id, cmd.ca_id)
+    state = await load_ca(services, cmd.tenant_id, cmd.ca_id)
     if state.pending_key_ref is None or state.parent_id is None:
         raise DomainError("ca_not_pending", f"CA {cmd.ca_id} is not waiting for a certificate", field="ca_id")
-    parent = await _load_ca(services, cmd.tenant_id, state.parent_id, "parent_id")
+    parent = await load_ca(services, cmd.tenant_id, state.parent_id, "parent_id")
     crypto = pki.crypto_of(services)
     der = _certificate_der(cmd.certificate_pem)
     crypto.verify_issued(der, pki.ca_der(parent.current.certificate_pem), "certificate_pem")
@@ -333,7 +311,7 @@ async def install_ca_certificate(cmd: InstallCaCertificate, ctx: CommandContext,
     material = await pki.vault_of(services).get(cmd.tenant_id, state.pending_key_ref)
     expected = hashlib.sha256(crypto.public_keys(crypto.load_private_key(material)).primary).hexdigest()
     installed = ca.CaCertificateInstalled(path_length=info.path_length, name_constraints=info.name_constraints,
-                                          certificate=_ca_certificate(services, der, parent.ca_id,
+                                          certificate=ca_certificate(services, der, parent.ca_id,
                                                                       state.pending_key_ref))
     # The key was made here for this CA, so only a report since (through another CA holding it) blocks it.
     await compromised_keys.refuse_if_compromised(services, cmd.tenant_id, installed.certificate.facts.public_key_sha256,
@@ -349,8 +327,8 @@ async def cross_certify(cmd: CrossCertify, ctx: CommandContext, services: Servic
         return prior
     if cmd.ca_id == cmd.issuer_id:
         raise DomainError("self_cross_certification", "a CA cannot cross-certify itself", field="issuer_id")
-    subject_ca = await _load_ca(services, cmd.tenant_id, cmd.ca_id)
-    issuer = await _load_ca(services, cmd.tenant_id, cmd.issuer_id, "issuer_id")
+    subject_ca = await load_ca(services, cmd.tenant_id, cmd.ca_id)
+    issuer = await load_ca(services, cmd.tenant_id, cmd.issuer_id, "issuer_id")
     ca.require_active(subject_ca, cmd.ca_id)
     ca.require_active(issuer, cmd.issuer_id, "issuer_id")
     # A cross-certificate is a second path to the same CA: it may narrow the CA's path length, never widen it.
@@ -359,98 +337,14 @@ async def cross_certify(cmd: CrossCertify, ctx: CommandContext, services: Servic
         raise DomainError("path_length_widens", f"CA {cmd.ca_id} has path length {own}: a cross-certificate may "
                           "not allow more", field="path_length")
     path_length = own if cmd.path_length is None else cmd.path_length
-    spec = _spec(services, subject=subject_ca.subject, validity_days=cmd.validity_days, path_length=path_length,
+    spec = spec_of(services, subject=subject_ca.subject, validity_days=cmd.validity_days, path_length=path_length,
                  name_constraints=subject_ca.name_constraints, issuer=issuer, algorithm=subject_ca.algorithm)
     crypto = pki.crypto_of(services)
     subject_key = await pki.signing_key(services, subject_ca, cmd.tenant_id)
-    der = await _sign(services, spec, crypto.public_keys(subject_key), cmd.tenant_id, issuer)
-    crossed = ca.CaCrossCertified(certificate=_ca_certificate(services, der, issuer.ca_id, subject_ca.signing_key_ref))
+    der = await sign(services, spec, crypto.public_keys(subject_key), cmd.tenant_id, issuer)
+    crossed = ca.CaCrossCertified(certificate=ca_certificate(services, der, issuer.ca_id, subject_ca.signing_key_ref))
     return await _run(services, ctx, cmd, cmd.tenant_id, cmd.ca_id,
                       lambda s: ca.decide_cross_certify(s, cmd.ca_id, crossed))
-
-
-@refused_while_suspended("makes a CA key and signs its certificate")
-async def rollover_ca_key(cmd: RolloverCaKey, ctx: CommandContext, services: Services) -> RolledOver:
-    """A new key and certificate for a CA; the old certificate stays valid (overlap) until it expires. A root's
-    rollover also signs its link certificates (``commands.ca_links``); an offline root cannot roll over here (its
-    key is not held: ``require_active``), and an intermediate's parent signs its new certificate.
-
-    ``compromised`` (a root only): the old key was stolen. No link certificate is signed, and the old key is
-    recorded on the tenant's compromised-keys stream first, as a key_compromise revocation records its key
-    (commands/revoke.py): no transaction spans the two streams, and a crash between them leaves the key blocked and
-    the CA on it, which a retry rolls over; the other order could leave a rolled-over CA whose stolen key may be
-    certified again. Chains and truststores drop the CA's keys until then (``domain.ca.CaKeyRolledOver``); what
-    they signed is counted for re-issuance, and nothing is revoked."""
-    authorize(ctx.principal, "ca:manage", cmd.tenant_id)
-    if cmd.invalidity_date is not None and not cmd.compromised:
-        raise DomainError("compromised_only", "invalidity_date says since when a key was compromised: give it with "
-                          "compromised true", field="invalidity_date")
-    if prior := await replayed(services, ctx, cmd, cmd.tenant_id):
-        return await _rolled_over(services, cmd, prior)
-    state = await _may_roll_over(services, cmd)
-    rolled = await _new_key_certified(services, cmd, state)
-    if cmd.compromised:  # before the commit point: a crash after it leaves the key blocked
-        assert state.current is not None
-        await compromised_keys.record(services, ctx.without_key(), cmd, cmd.tenant_id, [KeyCompromiseRecorded(
-            public_key_sha256=state.current.facts.public_key_sha256, reason="key_compromise",
-            reported_at=services.clock.now(), invalidity_date=cmd.invalidity_date, subject_ca_id=cmd.ca_id,
-            through="rollover")])
-    result = await _run(services, ctx, cmd, cmd.tenant_id, cmd.ca_id,
-                        lambda s: ca.decide_rollover(s, cmd.ca_id, rolled))
-    return await _rolled_over(services, cmd, result)
-
-
-async def _may_roll_over(services: Services, cmd: RolloverCaKey) -> ca.CertificateAuthority:
-    """The CA, if it may roll over in the mode asked (``ca.check_rollover``), before anything is made or recorded."""
-    state = await _load_ca(services, cmd.tenant_id, cmd.ca_id)
-    current = state.current.facts if state.current else None
-    reported = current is not None and current.public_key_sha256 in (
-        await compromised_keys.load_keys(services, cmd.tenant_id)).keys
-    ca.check_rollover(state, cmd.ca_id, compromised=cmd.compromised, key_reported=reported)
-    if cmd.invalidity_date is not None and current is not None:
-        revocation.check_invalidity_date(cmd.invalidity_date, now=services.clock.now(), not_before=current.not_before)
-    return state
-
-
-async def _new_key_certified(services: Services, cmd: RolloverCaKey,
-                             state: ca.CertificateAuthority) -> ca.CaKeyRolledOver:
-    """The CA's new key, kept in the vault, and its certificate (self-signed, or by the parent's current key); a
-    root's link certificates with them."""
-    assert state.current is not None
-    current = state.current.facts
-    parent = None
-    if state.kind == "intermediate":
-        parent = await _load_ca(services, cmd.tenant_id, state.parent_id or "", "parent_id")
-        ca.require_active(parent, parent.ca_id, "parent_id")
-    algorithm = cmd.algorithm or state.algorithm
-    ca.require_token_algorithm(state.key_storage, algorithm, "algorithm")  # a CA on the token stays there
-    days = cmd.validity_days or policy.default_validity_days(
-        max(1, (current.not_after - current.not_before).days), now=services.clock.now(),
-        issuer_not_after=parent.current.facts.not_after if parent else None)  # as long as the last, within the parent
-    spec = _spec(services, subject=state.subject, validity_days=days, path_length=state.path_length,
-                 name_constraints=state.name_constraints, issuer=parent, algorithm=algorithm)
-    crypto = pki.crypto_of(services)
-    key = await _new_key(services, algorithm, key_storage=state.key_storage, tenant_id=cmd.tenant_id,
-                         ca_id=state.ca_id)
-    der = await _sign(services, spec, crypto.public_keys(key), cmd.tenant_id, parent, self_key=key)
-    key_ref = await _keep_key(services, cmd.tenant_id, key, algorithm)
-    certificate = _ca_certificate(services, der, parent.ca_id if parent else None, key_ref)
-    # A root's relying parties hold its certificate itself: link its old and new keys (an intermediate's parent
-    # certifies each of its keys, so chains to either key already end at a root they trust). Not away from a
-    # stolen key: NewWithOld is the thief's signature as much as ours, and OldWithNew would vouch for the thief.
-    links = await ca_links.link_certificates(services, cmd.tenant_id, state, key, certificate) \
-        if parent is None and not cmd.compromised else None
-    new_with_old, old_with_new = links or (None, None)
-    return ca.CaKeyRolledOver(certificate=certificate, reason=cmd.reason, new_with_old=new_with_old,
-                              old_with_new=old_with_new, compromised=cmd.compromised)
-
-
-async def _rolled_over(services: Services, cmd: RolloverCaKey, result: CommandResult) -> RolledOver:
-    """``result`` as a rollover's; after a compromise rollover (or a retry of one) with what is left to issue again."""
-    reissue = None
-    if cmd.compromised and services.untrusted_chains is not None:
-        reissue = await services.untrusted_chains.below(cmd.tenant_id, cmd.ca_id, services.clock.now())
-    return RolledOver(**msgspec.structs.asdict(result), compromised=cmd.compromised, reissue=reissue)
 
 
 @allowed_while_suspended("stops a CA issuing: it contains an incident, and its CRL and OCSP go on")

@@ -163,6 +163,8 @@ class CertificateAuthority(msgspec.Struct, frozen=True, kw_only=True):
     pending_key_ref: str | None = None
     csr_pem: str | None = None
     key_storage: str = "vault"  # where its keys are made and kept: every rollover keeps them there
+    # fingerprints of the certificates and links a compromise rollover withdrew from trust (domain/compromise.py)
+    withdrawn: frozenset[str] = frozenset()
     version: int = 0
 
     @property
@@ -197,8 +199,11 @@ def evolve(state: CertificateAuthority, payload: Payload) -> CertificateAuthorit
         case CaKeyRolledOver():
             previous = (*state.previous, state.current) if state.current else state.previous
             links = tuple(c for c in (payload.new_with_old, payload.old_with_new) if c is not None)
+            withdrawn = state.withdrawn | {c.facts.fingerprint_sha256 for c in (*state.held, *state.links)} \
+                if payload.compromised else state.withdrawn
             state = replace(state, current=payload.certificate, previous=previous, links=(*state.links, *links),
-                            algorithm=payload.certificate.facts.algorithm)  # a rollover may change algorithm
+                            algorithm=payload.certificate.facts.algorithm,  # a rollover may change algorithm
+                            withdrawn=withdrawn)
         case CaDisabled():
             state = replace(state, status="disabled")
         case CaEnabled():

@@ -41,7 +41,7 @@ REFUSED: dict[str, list] = {
     "cas.request_offline_intermediate": [R[("POST", "/v1/cas/offline-intermediate")]],
     "cas.install_ca_certificate": [R[("POST", "/v1/cas/{ca_id}/certificate")]],
     "cas.cross_certify": [R[("POST", "/v1/cas/{ca_id}/cross-sign")]],
-    "cas.rollover_ca_key": [R[("POST", "/v1/cas/{ca_id}/rollover")]],
+    "ca_rollover.rollover_ca_key": [R[("POST", "/v1/cas/{ca_id}/rollover")]],
     "cas.enable_ca": [R[("POST", "/v1/cas/{ca_id}/enable")]],
     "certificates.issue_certificate": [R[("POST", "/v1/certificates")]],
     "certificates.export_private_key": [matrix.WITH_KEY[("GET", "/v1/certificates/{certificate_id}/export")]] + [

@@ -54,7 +54,7 @@ def test_what_must_go_on_is_allowed_and_what_signs_or_adds_credentials_is_refuse
     assert {"revoke.revoke_certificate", "revoke.revoke_ca", "crl.install_crl", "tenants.resume_tenant",
             "sessions.password_login", "cas.disable_ca", "tokens.revoke_api_token"} <= allowed
     refused = WHILE_SUSPENDED.keys() - allowed
-    assert {"cas.rollover_ca_key", "cas.cross_certify", "identity.create_user", "tokens.issue_api_token",
+    assert {"ca_rollover.rollover_ca_key", "cas.cross_certify", "identity.create_user", "tokens.issue_api_token",
             "certificates.export_private_key", "certificates.issue_certificate",
             "renewal.renew_certificate"} <= refused
 
