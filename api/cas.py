@@ -267,6 +267,19 @@ class CaController(Controller):
                                     compromised=data.compromised, invalidity_date=data.invalidity_date)
         return await execute(request, ca_rollover.rollover_ca_key, command, principal, idempotency_key)
 
+    @get("/{ca_id:str}/compromise", summary="What a root's compromise rollovers did, and what is left to re-issue",
+         description="Each compromise rollover (when, why, the key rolled away from, the new certificate), the link "
+         "certificates it revoked (key_compromise), how many of the root's certificates left every chain and "
+         "truststore, and `reissue`: the CAs (roll each over) and live certificates (renew each) still chained only "
+         "to a withdrawn key, counted now; null before any compromise rollover. See docs/operations.md 6.2.",
+         responses=QUERY_ERRORS)
+    async def compromise(self, request: Request, principal: Caller, ca_id: FromPath[str],
+                         min_position: MinPosition = None) -> ca_rollover.CompromiseReport:
+        await read_your_writes(request, min_position)
+        row = await ca_row(request, principal, ca_id)
+        return await ca_rollover.read_compromise(ca_rollover.ReadCompromise(tenant_id=row["tenant_id"], ca_id=ca_id),
+                                                 command_context(principal), runtime_of(request.app.state).services)
+
     @post("/{ca_id:str}/disable", status_code=200, summary="Disable a CA (it signs nothing more)",
           responses=COMMAND_ERRORS)
     async def disable(self, request: Request, principal: Caller, ca_id: FromPath[str],

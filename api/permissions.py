@@ -93,6 +93,8 @@ ROUTE_PERMISSIONS: dict[tuple[str, str], Rule] = {
     ("GET", "/v1/cas/{ca_id}/chain"): Rule(("ca:read",), "object"),
     ("POST", "/v1/cas/{ca_id}/certificate"): Rule((*_CA_OBJECT, "ca:create"), "object"),
     ("GET", "/v1/cas/{ca_id}/crl-request"): Rule(("ca:read",), "object", note="an offline key's CRL ceremony"),
+    ("GET", "/v1/cas/{ca_id}/compromise"): Rule(("ca:read",), "object",
+                                                note="a root's compromise rollovers and what is left to re-issue"),
     ("POST", "/v1/cas/{ca_id}/crls"): Rule((*_CA_OBJECT, "ca:manage"), "object",
                                            note="a CRL the CA's offline key signed; it must list every revocation"),
     ("POST", "/v1/cas/{ca_id}/cross-sign"): Rule((*_CA_OBJECT, "ca:manage"), "object"),

@@ -15,7 +15,7 @@ from commands.cas import (AlgorithmName, CaId, Days, Reason, Strict, ca_certific
                           spec_of)
 from commands.ports import Reissue
 from commands.runtime import CommandContext, CommandResult, Services, replayed, run
-from commands.tenants import TenantId, refused_while_suspended
+from commands.tenants import TenantId, allowed_while_suspended, refused_while_suspended
 from domain import ca, compromise, policy, revocation
 from domain.compromised_keys import KeyCompromiseRecorded
 from domain.errors import DomainError
@@ -115,6 +115,7 @@ async def _new_key_certified(services: Services, cmd: RolloverCaKey,
     if state.kind == "intermediate":
         parent = await load_ca(services, cmd.tenant_id, state.parent_id or "", "parent_id")
         ca.require_active(parent, parent.ca_id, "parent_id")
+        await pki.require_trusted_chain(services, cmd.tenant_id, parent, "parent_id")  # its parent's key first
     algorithm = cmd.algorithm or state.algorithm
     ca.require_token_algorithm(state.key_storage, algorithm, "algorithm")  # a CA on the token stays there
     days = cmd.validity_days or policy.default_validity_days(
@@ -146,3 +147,65 @@ async def _rolled_over(services: Services, cmd: RolloverCaKey, result: CommandRe
     return RolledOver(**msgspec.structs.asdict(result), compromised=cmd.compromised, reissue=reissue)
 
 
+
+
+class ReadCompromise(Strict):
+    tenant_id: TenantId
+    ca_id: CaId
+
+
+class CompromiseRollover(msgspec.Struct, frozen=True, kw_only=True):
+    """One compromise rollover of the root, from its ``ca.key_rolled_over``."""
+
+    version: int  # of the CA's stream
+    rolled_over_at: datetime
+    reason: str
+    compromised_key_sha256: str  # the key rolled away from (recorded on the tenant's compromised-keys stream)
+    certificate_fingerprint: str  # the new key's certificate
+
+
+class RevokedLink(msgspec.Struct, frozen=True, kw_only=True):
+    serial_hex: str
+    role: str  # new_with_old | old_with_new
+    reason: str
+    revoked_at: datetime
+
+
+class CompromiseReport(msgspec.Struct, frozen=True, kw_only=True):
+    """What a root's compromise rollovers did, and what is still outstanding (``reissue``: None before any, or where
+    nothing could count it)."""
+
+    ca_id: str
+    tenant_id: str
+    rollovers: list[CompromiseRollover]  # oldest first; empty: the root never rolled over in compromise mode
+    withdrawn_certificates: int  # the root's certificates and links left out of every chain and truststore
+    revoked_links: list[RevokedLink]
+    reissue: Reissue | None
+
+
+@allowed_while_suspended("a read: a suspended tenant's operators still see what a compromise left to re-issue")
+async def read_compromise(cmd: ReadCompromise, ctx: CommandContext, services: Services) -> CompromiseReport:
+    """The root's compromise rollovers (from its stream), its revoked links, and what still chains only to a withdrawn
+    key (``Services.untrusted_chains``, read again now: it shrinks as the runbook's re-issuance goes on)."""
+    authorize(ctx.principal, "ca:read", cmd.tenant_id)
+    state = await crl.load_registry(services, cmd.tenant_id, cmd.ca_id)
+    ca.require(state.ca, cmd.ca_id)
+    rollovers, key = [], None
+    for envelope in await services.store.read_stream(cmd.tenant_id, ca.stream_id(cmd.ca_id)):
+        certificate = envelope.payload.get("certificate")
+        if envelope.type == "ca.key_rolled_over" and envelope.payload.get("compromised"):
+            rollovers.append(CompromiseRollover(
+                version=envelope.version, rolled_over_at=datetime.fromisoformat(envelope.occurred_at),
+                reason=envelope.payload["reason"], compromised_key_sha256=key or "",
+                certificate_fingerprint=certificate["facts"]["fingerprint_sha256"]))
+        if envelope.type in ("ca.created", "ca.certificate_installed", "ca.key_rolled_over") and certificate:
+            key = certificate["facts"]["public_key_sha256"]
+    roles = {link.facts.serial_hex: role for pair in zip(state.ca.links[::2], state.ca.links[1::2], strict=True)
+             for link, role in zip(pair, ("new_with_old", "old_with_new"), strict=True)}
+    revoked = [RevokedLink(serial_hex=serial, role=role, reason=entry.reason, revoked_at=entry.revoked_at)
+               for serial, role in roles.items() if (entry := state.revoked.get(serial)) is not None]
+    reissue = None
+    if rollovers and services.untrusted_chains is not None:
+        reissue = await services.untrusted_chains.below(cmd.tenant_id, cmd.ca_id, services.clock.now())
+    return CompromiseReport(ca_id=cmd.ca_id, tenant_id=cmd.tenant_id, rollovers=rollovers,
+                            withdrawn_certificates=len(state.ca.withdrawn), revoked_links=revoked, reissue=reissue)

@@ -331,6 +331,7 @@ async def cross_certify(cmd: CrossCertify, ctx: CommandContext, services: Servic
     issuer = await load_ca(services, cmd.tenant_id, cmd.issuer_id, "issuer_id")
     ca.require_active(subject_ca, cmd.ca_id)
     ca.require_active(issuer, cmd.issuer_id, "issuer_id")
+    await pki.require_trusted_chain(services, cmd.tenant_id, issuer, "issuer_id")
     # A cross-certificate is a second path to the same CA: it may narrow the CA's path length, never widen it.
     own = subject_ca.path_length
     if cmd.path_length is not None and own is not None and cmd.path_length > own:

@@ -11,7 +11,7 @@ from typing import Any
 
 from commands.ports import KeyVault, PkiCrypto
 from commands.runtime import Services, load
-from domain import ca, revocation
+from domain import ca, compromise, revocation
 from domain.algorithms import ALGORITHMS
 from domain.errors import DomainError
 from domain.policy import IssuerFacts, serial_from_random
@@ -123,8 +123,12 @@ async def signing_key(services: Services, state: ca.CertificateAuthority, tenant
 
 async def require_trusted_chain(services: Services, tenant_id: str, state: ca.CertificateAuthority,
                                 field: str = "ca_id") -> None:
-    """Refuse to sign under a CA one of whose issuers is revoked: its chain no longer validates anywhere."""
+    """Refuse to sign under a CA one of whose issuers is revoked (its chain no longer validates anywhere), or whose
+    certificate chains to a root only through a key that root's compromise rollover withdrew (422
+    ``ca_recertification_required``, naming the CA to roll over: its parent's trusted key certifies it then)."""
     seen = {state.ca_id}
+    below, held = state, state.current  # the certificate of ``below`` that its parent's key signed
+    stale = None  # the highest CA on the path signed by a key its parent has rolled away from: roll it over first
     parent_id = state.parent_id
     while parent_id and parent_id not in seen:  # seen: a corrupt parent loop must not spin forever
         seen.add(parent_id)
@@ -132,4 +136,20 @@ async def require_trusted_chain(services: Services, tenant_id: str, state: ca.Ce
         if parent.status == "revoked":
             raise DomainError("ca_revoked", f"CA {state.ca_id} is under CA {parent_id}, which is revoked",
                               field=field)
+        if held is not None and held.issuer_ca_id == parent_id:
+            signers = compromise.signer_of(parent, held)
+            if not signers and parent.withdrawn:
+                roll = stale or below
+                raise DomainError("ca_recertification_required", f"CA {state.ca_id}'s chain passes through a key of CA "
+                                  f"{parent_id} that a compromise rollover withdrew from trust, so nothing it signs "
+                                  f"validates for relying parties: roll CA {roll.ca_id} over first (POST /v1/cas/"
+                                  f"{roll.ca_id}/rollover; csm ca rollover {roll.ca_id}); GET /v1/cas/{{root id}}/"
+                                  "compromise lists what else is left", field=field)
+            held = signers[0] if signers else None
+            current = parent.current.facts.fingerprint_sha256 if parent.current is not None else None
+            if held is not None and held.facts.fingerprint_sha256 != current:
+                stale = below
+        else:
+            held = None  # certified by another CA (cross-certified): its own hierarchy answers for it
+        below = parent
         parent_id = parent.parent_id

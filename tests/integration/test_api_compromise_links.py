@@ -10,10 +10,12 @@ chain K1 -> NewWithOld -> a certificate K2 signed. ``GET /v1/cas/{id}/compromise
 from __future__ import annotations
 
 from cryptography import x509
-from test_api_ca_lifecycle import ca_pem, chain, create_ca, issue_leaf, load, needs_openssl, ok
+from cryptography.hazmat.primitives import hashes
+from test_api_ca_lifecycle import (assert_verifies, ca_pem, chain, create_ca, issue_leaf, leaf_with_chain, load,
+                                   needs_openssl, ok)
 from test_api_revocation import OPENSSL, run
-from test_api_root_link_certificates import ski
-from test_api_support import pki_api  # noqa: F401
+from test_api_root_link_certificates import ski, truststore
+from test_api_support import assert_problem, pki_api  # noqa: F401
 
 
 async def rolled_twice(api):
@@ -83,3 +85,75 @@ async def test_a_compromise_rollover_revokes_every_link_and_openssl_refuses_the_
     assert at == rolled["version"]
     assert [(e.type, e.payload["reason"], e.payload["subject_ca_id"]) for e in events if e.version in (at - 2, at - 1)
             ] == [("ca.certificate_revoked", "key_compromise", root)] * 2
+
+
+async def compromise_of(api, headers, root: str, position: int | None = None) -> dict:
+    params = {"min_position": position} if position else {}
+    return (await ok(await api.client.get(f"/v1/cas/{root}/compromise", headers=headers, params=params))).json()
+
+
+async def test_the_compromise_route_tells_what_was_done_and_what_is_left(pki_api):
+    api = pki_api
+    admin, root, first, second, links, signed, rolled = await rolled_twice(api)
+    report = await compromise_of(api, admin, root, rolled["global_position"])
+    [done] = report["rollovers"]
+    assert (done["version"], done["reason"]) == (rolled["version"], "root key stolen")
+    assert done["compromised_key_sha256"] == (await api.runtime.store.read_stream("acme", "compromised-keys"))[
+        0].payload["public_key_sha256"]
+    assert done["certificate_fingerprint"] == load((await chain(api, admin, root))[-1]).fingerprint(
+        hashes.SHA256()).hex()
+    assert sorted((r["role"], r["reason"]) for r in report["revoked_links"]) == [
+        ("new_with_old", "key_compromise"), ("old_with_new", "key_compromise")]
+    assert report["withdrawn_certificates"] == 4  # two root certificates, two links
+    assert report["reissue"] == rolled["reissue"] == {"count": 1, "cas": [], "certificates": [
+        signed["certificate_id"]], "complete": True}
+    renewed = (await ok(await api.client.post(f"/v1/certificates/{signed['certificate_id']}/renew", headers=admin,
+                                              json={}), 201)).json()
+    assert (await compromise_of(api, admin, root, renewed["global_position"]))["reissue"]["count"] == 0
+    other = await create_ca(api, admin, name="Never rolled")
+    assert (await compromise_of(api, admin, other)) | {"ca_id": None} == {
+        "ca_id": None, "tenant_id": "acme", "rollovers": [], "withdrawn_certificates": 0, "revoked_links": [],
+        "reissue": None}
+
+
+async def test_a_ca_the_stolen_key_certified_issues_nothing_until_it_is_rolled_over(pki_api, tmp_path):
+    """Its certificate, signed by the withdrawn key, validates for no relying party that dropped the old root: what it
+    signs would chain nowhere. Refused (422 ``ca_recertification_required``, naming the CA to roll over) until its
+    rollover has the root's new key certify it; a CA two levels down waits for the one above it first."""
+    api = pki_api
+    admin = await api.admin()
+    await api.create_tenant(admin, "acme")
+    root = await create_ca(api, admin, name="Acme Root", path_length=2)
+    upper = await create_ca(api, admin, name="Acme Upper", parent_id=root, path_length=1)
+    lower = await create_ca(api, admin, name="Acme Lower", parent_id=upper)
+    rolled = (await ok(await api.client.post(f"/v1/cas/{root}/rollover", headers=admin, json={
+        "reason": "root key stolen", "compromised": True}))).json()
+    assert rolled["reissue"]["cas"] == [upper, lower]
+
+    def names(problem: dict, ca_id: str) -> None:
+        assert f"roll CA {ca_id} over" in problem["detail"], problem
+
+    for issuer in (upper, lower):
+        refused = assert_problem(await api.client.post("/v1/certificates", headers=admin, json={
+            "tenant_id": "acme", "ca_id": issuer, "algorithm": "ecdsa-p256", "subject": {"common_name": "n.acme"},
+            "sans": {"dns": ["n.acme"]}}), 422, "ca_recertification_required", field="ca_id")
+        names(refused, upper)
+    names(assert_problem(await api.client.post("/v1/cas", headers=admin, json={
+        "kind": "intermediate", "tenant_id": "acme", "name": "Below", "parent_id": upper, "algorithm": "ecdsa-p384",
+        "subject": {"common_name": "Below"}}), 422, "ca_recertification_required", field="parent_id"), upper)
+    names(assert_problem(await api.client.post(f"/v1/cas/{lower}/rollover", headers=admin, json={
+        "reason": "root key compromised"}), 422, "ca_recertification_required", field="parent_id"), upper)
+
+    await ok(await api.client.post(f"/v1/cas/{upper}/rollover", headers=admin, json={"reason": "root key compromised"}))
+    fresh = await issue_leaf(api, admin, upper, "fresh.acme.internal")
+    names(assert_problem(await api.client.post("/v1/certificates", headers=admin, json={
+        "tenant_id": "acme", "ca_id": lower, "algorithm": "ecdsa-p256", "subject": {"common_name": "n.acme"},
+        "sans": {"dns": ["n.acme"]}}), 422, "ca_recertification_required", field="ca_id"), lower)
+    again = (await ok(await api.client.post(f"/v1/cas/{lower}/rollover", headers=admin, json={
+        "reason": "root key compromised"}))).json()
+    below = await issue_leaf(api, admin, lower, "below.acme.internal")
+    assert (await compromise_of(api, admin, root, again["global_position"]))["reissue"]["cas"] == []
+    for issued in (fresh, below):
+        served = await leaf_with_chain(api, admin, issued)
+        assert_verifies(tmp_path, issued["certificate_id"], served[0], "".join(await truststore(api, admin, issued)),
+                        served[1:])

@@ -98,6 +98,7 @@ REQUESTS: dict[tuple[str, str], Build] = {
     ("GET", "/v1/cas/{ca_id}/crl"): lambda w, t: Call("GET", f"/v1/cas/{_t(w, t).issuing}/crl"),
     # Both refused after authorization: the root's key is online, so its CRLs are signed here.
     ("GET", "/v1/cas/{ca_id}/crl-request"): lambda w, t: Call("GET", f"/v1/cas/{_t(w, t).root}/crl-request"),
+    ("GET", "/v1/cas/{ca_id}/compromise"): lambda w, t: Call("GET", f"/v1/cas/{_t(w, t).root}/compromise"),
     ("POST", "/v1/cas/{ca_id}/crls"): lambda w, t: Call("POST", f"/v1/cas/{_t(w, t).root}/crls",
                                                         json={"crl_pem": "-----BEGIN X509 CRL-----"}),
     # Refused after authorization: the built-in profile's renewal policy does not allow keeping the key.
