@@ -289,7 +289,7 @@ def _echo_reissue(reissue, tenant_id: str) -> None:
     if reissue is None:
         return
     click.echo(f"{reissue.count} to issue again under the new key: {len(reissue.cas)} CA(s), "
-               f"{len(reissue.certificates)} certificate(s) (nothing was revoked)"
+               f"{len(reissue.certificates)} certificate(s) (only the root's links were revoked)"
                + ("" if reissue.complete else "; the read models lagged, so there may be more"))
     steps = [f"  csm ca rollover {ca_id} --tenant {tenant_id} --reason 'root key compromised'" for ca_id in reissue.cas]
     steps += [f"  csm cert renew {certificate_id}" for certificate_id in reissue.certificates]  # after their CAs
@@ -300,6 +300,29 @@ def _echo_reissue(reissue, tenant_id: str) -> None:
 
 
 LISTED = 20  # re-issuance steps printed after a compromise rollover; --json has every one
+
+
+@ca.command("compromise")
+@click.argument("ca_id")
+@click.option("--tenant", "tenant_id", required=True)
+@click.option("--json", "as_json", is_flag=True, help="The whole report as JSON.")
+@click.pass_obj
+def compromise(settings: Settings, ca_id, tenant_id, as_json: bool) -> None:
+    """What root CA_ID's compromise rollovers did, and what is still left to issue again (GET /v1/cas/{id}/compromise)."""
+    command = convert({"tenant_id": tenant_id, "ca_id": ca_id}, ca_rollover.ReadCompromise)
+    report = execute(settings, ca_rollover.read_compromise, command)
+    if as_json:
+        echo_json(report)
+        return
+    if not report.rollovers:
+        click.echo(f"CA {ca_id} has had no compromise rollover")
+        return
+    for done in report.rollovers:
+        click.echo(f"{done.rolled_over_at.isoformat()}: rolled over away from key {done.compromised_key_sha256} "
+                   f"({done.reason}); new certificate {done.certificate_fingerprint}")
+    click.echo(f"{report.withdrawn_certificates} certificate(s) and link(s) withdrawn from trust; "
+               f"{len(report.revoked_links)} link certificate(s) revoked key_compromise")
+    _echo_reissue(report.reissue, tenant_id)
 
 
 @ca.command("list")

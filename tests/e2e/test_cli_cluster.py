@@ -218,6 +218,9 @@ def test_after_a_compromise_rollover_the_cluster_trusts_the_new_root_key_alone(t
                   "--compromised")
     assert "no link certificate" in said and "2 to issue again under the new key: 0 CA(s), 2 certificate(s)" in said
     assert len(re.findall(r"csm cert renew \S+", said)) == 2
+    status = invoke("--data-dir", data, "ca", "compromise", ca_id, "--tenant", "platform")  # read back later
+    assert "rolled over away from key" in status and "2 to issue again under the new key" in status
+    assert re.findall(r"csm cert renew \S+", status) == re.findall(r"csm cert renew \S+", said)
     invoke("--data-dir", data, "cluster", "bootstrap-tls", "--out", str(out), "--ca", ca_id, "--node",
            "db-1=10.1.0.1")
     new_ca = (out / "ca.pem").read_text()
