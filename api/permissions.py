@@ -57,6 +57,8 @@ ROUTE_PERMISSIONS: dict[tuple[str, str], Rule] = {
     ("POST", "/v1/tenants/{tenant_id}/compromised-keys"): Rule(
         ("cert:revoke",), "tenant", note="report a key found compromised (certificate_id; ca_id needs ca:manage "
         "too): never certified again in the tenant, its trusted certificates revoked"),
+    ("POST", "/v1/tenants/{tenant_id}/compromised-keys/{public_key_sha256}/lift"): Rule(
+        ("key:unblock",), "tenant", note="lift a block reported in error (a reason, audited): nothing is un-revoked"),
     ("GET", "/v1/tenants/{tenant_id}/compliance"): Rule(
         ("cert:read", "ca:read"), "tenant", note="findings of the compliance rules (below) over its certificates and "
         "CAs"),

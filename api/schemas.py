@@ -35,6 +35,12 @@ class KeyCompromiseBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknow
     invalidity_date: datetime | None = None
 
 
+class LiftBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Why the key's compromise report was in error: kept in the audit trail."""
+
+    reason: Annotated[str, msgspec.Meta(min_length=3, max_length=500)]
+
+
 class TenantOut(msgspec.Struct, frozen=True, kw_only=True):
     tenant_id: str
     name: str

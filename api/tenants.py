@@ -13,7 +13,8 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 from api.deps import (Caller, IdempotencyKey, MinPosition, command_context, decoded_cursor, execute, find_row,
                       page_position, read_models_of, read_your_writes, runtime_of)
 from api.problems import COMMAND_ERRORS, QUERY_ERRORS, ApiProblem
-from api.schemas import (DiscoveredBody, DiscoveredEndpointOut, DiscoveredPage, KeyCompromiseBody, ReasonBody,
+from api.schemas import (DiscoveredBody, DiscoveredEndpointOut, DiscoveredPage, KeyCompromiseBody, LiftBody,
+                         ReasonBody,
                          RenameBody, TenantOut, TenantPage, TenantUsageOut)
 from commands import compromised_keys, discovery as discovered, revoke
 from commands import tenants as cmd
@@ -157,6 +158,24 @@ class TenantController(Controller):
                                              ca_id=data.ca_id, public_key_sha256=data.public_key_sha256,
                                              invalidity_date=data.invalidity_date)
         return await execute(request, revoke.report_key_compromise, command, principal, idempotency_key)
+
+    @post("/{tenant_id:str}/compromised-keys/{public_key_sha256:str}/lift", status_code=200,
+          summary="Lift a compromised-key block that was reported in error (tenant admins; audited)",
+          description="Permission key:unblock (tenant-admin, platform-admin) and a `reason`, kept in the audit trail "
+          "(`key.compromise_lifted`). The key, and its hybrid partner if it was reported with one, may be certified "
+          "in the tenant again, until it is reported again. Nothing is un-revoked: certificates revoked with the "
+          "report stay revoked. A key a compromise rollover rolled away from cannot be lifted (409 "
+          "`compromise_rollover_final`); a key not blocked is 409 `key_not_compromised`.",
+          responses=COMMAND_ERRORS)
+    async def lift_compromised(self, request: Request, principal: Caller, tenant_id: FromPath[str],
+                               public_key_sha256: FromPath[str], data: JSONBody[LiftBody],
+                               idempotency_key: IdempotencyKey = None) -> compromised_keys.KeyCompromiseLifted:
+        try:
+            command = msgspec.convert({"tenant_id": tenant_id, "public_key_sha256": public_key_sha256,
+                                       "reason": data.reason}, compromised_keys.LiftKeyCompromise)
+        except msgspec.ValidationError as exc:
+            raise ApiProblem(400, "validation_failed", str(exc), field="public_key_sha256", rule="format") from None
+        return await execute(request, compromised_keys.lift_key_compromise, command, principal, idempotency_key)
 
     @get("/{tenant_id:str}/discovered", summary="Endpoints scanned for the certificates they serve, with their latest "
          "observation", description="One item per endpoint (host, port) a scan recorded: what it served when last "

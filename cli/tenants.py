@@ -221,8 +221,9 @@ def compromised(settings: Settings, tenant_id: str, as_json: bool) -> None:
     table = id_table("public key sha256", "reason", "reported at", "reported by", ids={"public key sha256"})
     for item in listed.items:
         by = f"certificate {item.certificate_id}" if item.certificate_id else f"CA {item.subject_ca_id}"
+        half = f", ML-DSA half of {item.alternative_of[:12]}…" if item.alternative_of else ""
         table.add_row(item.public_key_sha256, item.reason, item.reported_at.isoformat(),
-                      f"{by} ({item.through})")
+                      f"{by} ({item.through}{half})")
     print_table(table, footer=f"{len(listed.items)} compromised key(s) in tenant {tenant_id}")
 
 
@@ -246,6 +247,22 @@ def report_compromised(settings: Settings, tenant_id: str, certificate_id: str |
     keys = ", ".join(outcome.public_keys_sha256)
     click.echo(f"{'reported' if outcome.result.changed else 'already reported'} compromised in tenant {tenant_id}: "
                f"{keys}" + (f"; revoked: {', '.join(outcome.revoked)}" if outcome.revoked else ""))
+
+
+@tenant.command("lift-compromised-key")
+@click.argument("tenant_id")
+@click.option("--key", "public_key_sha256", required=True, metavar="SHA256",
+              help="The blocked key, as `csm tenant compromised-keys` lists it.")
+@click.option("--reason", required=True, help="Why the report was in error (kept in the audit trail).")
+@click.pass_obj
+def lift_compromised(settings: Settings, tenant_id: str, public_key_sha256: str, reason: str) -> None:
+    """Lift a compromised-key block reported in error (permission key:unblock): the key, and its hybrid partner, may be
+    certified in the tenant again. Nothing is un-revoked; a key a compromise rollover rolled away from stays blocked."""
+    command = convert({"tenant_id": tenant_id, "public_key_sha256": public_key_sha256, "reason": reason},
+                      compromised_keys.LiftKeyCompromise)
+    outcome = execute(settings, compromised_keys.lift_key_compromise, command)
+    click.echo(f"block lifted in tenant {tenant_id}: {', '.join(outcome.public_keys_sha256)} (nothing was "
+               "un-revoked)")
 
 
 def _all_tenants(conn, status: str | None) -> list[dict]:

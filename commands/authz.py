@@ -27,6 +27,7 @@ PERMISSIONS: dict[str, str] = {
     "cert:read": "search and read certificates, export them without keys",
     "cert:revoke": "revoke certificates (on the CRL and in OCSP answers at once)",
     "key:export": "export a certificate's private key (audited)",
+    "key:unblock": "lift a compromised-key block reported in error (audited, with a reason; revokes nothing back)",
     "cert:deploy": "install a certificate and its private key on a node over SSH (with key:export; audited)",
     "user:manage": "create users, grant and revoke their roles, reset passwords, disable them",
     "user:read": "list and read users and service accounts",
@@ -51,7 +52,7 @@ ROLES: dict[str, frozenset[str]] = {
     "tenant-admin": _READ | {"tenant:update", "audit:read", "events:stream", "ca:create", "ca:manage",
                              "profile:manage", "cert:issue", "cert:revoke", "key:export", "cert:deploy", "user:read",
                              "user:manage", "serviceaccount:manage", "webhook:read", "webhook:manage",
-                             "discovery:record", "acme:manage"},
+                             "discovery:record", "acme:manage", "key:unblock"},
     # runs a tenant's CAs and issuance, and checks that what it renewed was deployed (discovery); no policy, no
     # users or tokens, no private-key export
     "ca-operator": _READ | {"ca:create", "ca:manage", "profile:manage", "cert:issue", "cert:revoke",

@@ -69,10 +69,11 @@ async def rollover_ca_key(cmd: RolloverCaKey, ctx: CommandContext, services: Ser
     rolled = await _new_key_certified(services, cmd, state)
     if cmd.compromised:  # before the commit point: a crash after it leaves the key blocked
         assert state.current is not None
-        await compromised_keys.record(services, ctx.without_key(), cmd, cmd.tenant_id, [KeyCompromiseRecorded(
-            public_key_sha256=state.current.facts.public_key_sha256, reason="key_compromise",
-            reported_at=services.clock.now(), invalidity_date=cmd.invalidity_date, subject_ca_id=cmd.ca_id,
-            through="rollover")])
+        await compromised_keys.record(services, ctx.without_key(), cmd, cmd.tenant_id, compromised_keys.halves(
+            services, state.current.certificate_pem, KeyCompromiseRecorded(
+                public_key_sha256=state.current.facts.public_key_sha256, reason="key_compromise",
+                reported_at=services.clock.now(), invalidity_date=cmd.invalidity_date, subject_ca_id=cmd.ca_id,
+                through="rollover")))
     now = services.clock.now()
     result = await run(services, ctx, cmd, tenant_id=cmd.tenant_id, stream_id=ca.stream_id(cmd.ca_id),
                        stream_type=ca.STREAM_TYPE, fold=revocation.fold,
@@ -97,8 +98,9 @@ async def _may_roll_over(services: Services, cmd: RolloverCaKey) -> ca.Certifica
     """The CA, if it may roll over in the mode asked (``ca.check_rollover``), before anything is made or recorded."""
     state = await load_ca(services, cmd.tenant_id, cmd.ca_id)
     current = state.current.facts if state.current else None
-    reported = current is not None and current.public_key_sha256 in (
-        await compromised_keys.load_keys(services, cmd.tenant_id)).keys
+    blocked = (await compromised_keys.load_keys(services, cmd.tenant_id)).keys
+    reported = current is not None and state.current is not None and (current.public_key_sha256 in blocked or (
+        compromised_keys.alternative_key_sha256(services, state.current.certificate_pem) in blocked))
     ca.check_rollover(state, cmd.ca_id, compromised=cmd.compromised, key_reported=reported)
     if cmd.invalidity_date is not None and current is not None:
         revocation.check_invalidity_date(cmd.invalidity_date, now=services.clock.now(), not_before=current.not_before)

@@ -235,8 +235,8 @@ async def import_offline_root(cmd: ImportOfflineRoot, ctx: CommandContext, servi
     policy.raise_for(policy.check_key(info.algorithm, info.key_bits, for_ca=True, rsa_exponent=info.rsa_exponent,
                                       available=crypto.available_algorithms(), field="certificate_pem"))
     certificate = ca_certificate(services, der, None, None)
-    await compromised_keys.refuse_if_compromised(services, cmd.tenant_id, certificate.facts.public_key_sha256,
-                                                 "certificate_pem")
+    await compromised_keys.refuse_certificate_keys(services, cmd.tenant_id, certificate.facts.public_key_sha256,
+                                                   certificate.certificate_pem, "certificate_pem")
     async with quotas.reserve(services, tenant_state, NEW_CA) as reservation:
         ca_id = uuid7()
         created = ca.CaCreated(ca_id=ca_id, name=cmd.name, kind="root", origin="offline", algorithm=info.algorithm,
@@ -314,8 +314,9 @@ async def install_ca_certificate(cmd: InstallCaCertificate, ctx: CommandContext,
                                           certificate=ca_certificate(services, der, parent.ca_id,
                                                                       state.pending_key_ref))
     # The key was made here for this CA, so only a report since (through another CA holding it) blocks it.
-    await compromised_keys.refuse_if_compromised(services, cmd.tenant_id, installed.certificate.facts.public_key_sha256,
-                                                 "certificate_pem")
+    await compromised_keys.refuse_certificate_keys(services, cmd.tenant_id,
+                                                   installed.certificate.facts.public_key_sha256,
+                                                   installed.certificate.certificate_pem, "certificate_pem")
     return await _run(services, ctx, cmd, cmd.tenant_id, cmd.ca_id,
                       lambda s: ca.decide_install(s, cmd.ca_id, installed, expected))
 

@@ -134,8 +134,8 @@ async def _refuse_compromised(services: Services, tenant_id: str, issued: certif
     """A renewal that would keep a key reported compromised in the tenant is refused before it claims anything
     (the issuance refuses it too: a stale claim completed later)."""
     if not rotate:
-        await compromised_keys.refuse_if_compromised(services, tenant_id, issued.facts.public_key_sha256,
-                                                     "reuse_key")
+        await compromised_keys.refuse_certificate_keys(services, tenant_id, issued.facts.public_key_sha256,
+                                                       issued.certificate_pem, "reuse_key")
 
 
 async def _refuse_if_revoked(services: Services, ctx: CommandContext, tenant_id: str,

@@ -65,7 +65,7 @@ class RevokeCa(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     invalidity_date: datetime | None = None
 
 
-KeyHash = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}$", description="SHA-256 of a SubjectPublicKeyInfo, hex")]
+KeyHash = compromised_keys.KeyHash
 
 
 class ReportKeyCompromise(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -213,8 +213,13 @@ async def _revoke_same_key(services: Services, ctx: CommandContext, tenant_id: s
     own stream; their revocations do not look for the key again."""
     if recorded.reason != "key_compromise":
         return ()
-    return await _revoke_holders(services, ctx, tenant_id, issued.facts.public_key_sha256, recorded,
-                                 named=issued.certificate_id)
+    keys = [issued.facts.public_key_sha256]  # and a hybrid's ML-DSA half: a pure ML-DSA certificate of it
+    if (alternative := compromised_keys.alternative_key_sha256(services, issued.certificate_pem)) is not None:
+        keys.append(alternative)
+    revoked: tuple[str, ...] = ()
+    for key in keys:
+        revoked += await _revoke_holders(services, ctx, tenant_id, key, recorded, named=issued.certificate_id)
+    return revoked
 
 
 async def _revoke_holders(services: Services, ctx: CommandContext, tenant_id: str, key: str,
@@ -306,9 +311,10 @@ async def _revoke(cmd: RevokeCertificate, ctx: CommandContext, services: Service
     now = services.clock.now()
     revocation.check_invalidity_date(cmd.invalidity_date, now=now, not_before=issued.facts.not_before)
     if cmd.reason in CERTIFICATE_REASONS:  # before the commit point: a crash after it leaves the key blocked
-        await compromised_keys.record(services, ctx.without_key(), cmd, cmd.tenant_id, [KeyCompromiseRecorded(
-            public_key_sha256=issued.facts.public_key_sha256, reason=cmd.reason, reported_at=now,
-            invalidity_date=cmd.invalidity_date, certificate_id=cmd.certificate_id, ca_id=issued.ca_id)])
+        await compromised_keys.record(services, ctx.without_key(), cmd, cmd.tenant_id, compromised_keys.halves(
+            services, issued.certificate_pem, KeyCompromiseRecorded(
+                public_key_sha256=issued.facts.public_key_sha256, reason=cmd.reason, reported_at=now,
+                invalidity_date=cmd.invalidity_date, certificate_id=cmd.certificate_id, ca_id=issued.ca_id)))
     serial = issued.facts.serial_hex
     entry = RevocationRecorded(serial_hex=serial, certificate_id=cmd.certificate_id, subject_ca_id=None,
                                reason=cmd.reason, revoked_at=now, invalidity_date=cmd.invalidity_date,
@@ -351,9 +357,10 @@ async def report_key_compromise(cmd: ReportKeyCompromise, ctx: CommandContext,
             if not held:
                 raise DomainError("key_not_held", f"CA {cmd.ca_id} has held no key of SHA-256 {cmd.public_key_sha256} "
                                   "(GET /v1/cas/{id} lists its certificates)", field="public_key_sha256")
-        reports = [KeyCompromiseRecorded(public_key_sha256=c.facts.public_key_sha256, reason="key_compromise",
-                                         reported_at=now, invalidity_date=cmd.invalidity_date,
-                                         subject_ca_id=cmd.ca_id, through="report") for c in held]
+        reports = [half for c in held for half in compromised_keys.halves(
+            services, c.certificate_pem, KeyCompromiseRecorded(
+                public_key_sha256=c.facts.public_key_sha256, reason="key_compromise", reported_at=now,
+                invalidity_date=cmd.invalidity_date, subject_ca_id=cmd.ca_id, through="report"))]
         result = await compromised_keys.record(services, ctx, cmd, cmd.tenant_id, reports)
         return KeyCompromiseReported(result=result,
                                      public_keys_sha256=tuple(dict.fromkeys(r.public_key_sha256 for r in reports)))
@@ -366,15 +373,19 @@ async def report_key_compromise(cmd: ReportKeyCompromise, ctx: CommandContext,
     issued = certificate.require_exists(state, cmd.certificate_id)
     revocation.check_invalidity_date(cmd.invalidity_date, now=now, not_before=issued.facts.not_before)
     key = issued.facts.public_key_sha256
-    result = await compromised_keys.record(services, ctx, cmd, cmd.tenant_id, [KeyCompromiseRecorded(
+    reports = compromised_keys.halves(services, issued.certificate_pem, KeyCompromiseRecorded(
         public_key_sha256=key, reason="key_compromise", reported_at=now, invalidity_date=cmd.invalidity_date,
-        certificate_id=cmd.certificate_id, ca_id=issued.ca_id, through="report")])
+        certificate_id=cmd.certificate_id, ca_id=issued.ca_id, through="report"))
+    result = await compromised_keys.record(services, ctx, cmd, cmd.tenant_id, reports)
     # the named certificate, if it is still trusted, is one of its key's holders: revoked as the others are
     sweep = RevocationRecorded(serial_hex=issued.facts.serial_hex, certificate_id=None, subject_ca_id=None,
                                reason="key_compromise", revoked_at=now, invalidity_date=cmd.invalidity_date,
                                not_after=issued.facts.not_after)
-    revoked = await _revoke_holders(services, ctx, cmd.tenant_id, key, sweep, named=None)
-    return KeyCompromiseReported(result=result, public_keys_sha256=(key,), revoked=revoked)
+    revoked: tuple[str, ...] = ()
+    for report in reports:  # a hybrid's ML-DSA half too: a pure ML-DSA certificate of it
+        revoked += await _revoke_holders(services, ctx, cmd.tenant_id, report.public_key_sha256, sweep, named=None)
+    return KeyCompromiseReported(result=result, public_keys_sha256=tuple(r.public_key_sha256 for r in reports),
+                                 revoked=revoked)
 
 
 @allowed_while_suspended("revocation must always work, of a CA too")
@@ -394,9 +405,11 @@ async def revoke_ca(cmd: RevokeCa, ctx: CommandContext, services: Services) -> R
         earliest = min(c.facts.not_before for c in certificates)
         revocation.check_invalidity_date(cmd.invalidity_date, now=now, not_before=earliest)
     if cmd.reason in CA_REASONS and certificates:  # first, as for a certificate: every key the CA has held
-        await compromised_keys.record(services, ctx.without_key(), cmd, cmd.tenant_id, [KeyCompromiseRecorded(
-            public_key_sha256=held.facts.public_key_sha256, reason=cmd.reason, reported_at=now,
-            invalidity_date=cmd.invalidity_date, subject_ca_id=cmd.ca_id) for held in certificates])
+        await compromised_keys.record(services, ctx.without_key(), cmd, cmd.tenant_id, [
+            half for held in certificates for half in compromised_keys.halves(
+                services, held.certificate_pem, KeyCompromiseRecorded(
+                    public_key_sha256=held.facts.public_key_sha256, reason=cmd.reason, reported_at=now,
+                    invalidity_date=cmd.invalidity_date, subject_ca_id=cmd.ca_id))])
     await _keep_answering(services, cmd.tenant_id, cmd.ca_id)
     by_issuer: dict[str, list[RevocationRecorded]] = {}
     for held in certificates:

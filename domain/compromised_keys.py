@@ -3,7 +3,12 @@
 One stream per tenant (``compromised-keys``, in the tenant's own scope), so the decision at issuance is made
 against the authority itself, never a lagging read model. A key is named by the SHA-256 of its
 SubjectPublicKeyInfo DER (``CertificateFacts.public_key_sha256``): no key material beyond that hash is recorded.
-The first report of a key is the one kept; reporting it again records nothing.
+The first report of a key is the one kept; reporting it again records nothing. A hybrid certificate's report records
+both halves (the classical key, and its ML-DSA key as ``alternative_of`` it): either alone certifies the holder.
+
+A block reported in error is lifted by ``key.compromise_lifted`` (permission ``key:unblock``, a reason always): from
+then on the key may be certified again, until reported again. Lifting revokes nothing back (a revocation is final),
+and a key a compromise rollover rolled away from stays blocked: the rollover's withdrawals and revoked links stand.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from collections.abc import Iterable
 from datetime import datetime
 import msgspec
 
-from domain.errors import DomainError
+from domain.errors import AlreadyExists, DomainError
 from domain.events import Payload, event, resumable
 
 STREAM_TYPE = "compromised_keys"
@@ -43,28 +48,47 @@ class KeyCompromiseRecorded(Payload, frozen=True, kw_only=True):
     # after what holds it was revoked for another reason, or of a root (which is not revoked); "rollover": the
     # root ``subject_ca_id`` rolled over away from it, in compromise mode
     through: str = "revocation"
+    # a hybrid's ML-DSA half: the classical key (``public_key_sha256`` of its certificate) it was reported with
+    alternative_of: str | None = None
+
+
+@event("key.compromise_lifted")
+class KeyCompromiseLifted(Payload, frozen=True, kw_only=True):
+    """A block reported in error is lifted: ``public_key_sha256`` may be certified in this tenant again."""
+
+    public_key_sha256: str
+    reason: str  # why the report was in error: mandatory, for the audit trail
+    lifted_at: datetime
+    reported_at: datetime  # of the report it lifts
 
 
 class CompromisedKeys(msgspec.Struct, frozen=True, kw_only=True):
     """Every compromised key of the tenant, by its hash, with its first report; read-only once folded."""
 
     keys: dict[str, KeyCompromiseRecorded] = {}  # read-only: a fold copies it before adding
+    lifted: dict[str, KeyCompromiseLifted] = {}  # the last lift of each key not reported again since; read-only
     version: int = 0
 
 
 @resumable
 def fold(payloads: Iterable[Payload], start: CompromisedKeys | None = None) -> CompromisedKeys:
     state = CompromisedKeys() if start is None else start
-    keys, version = None, state.version
+    keys, lifted, version, copied = state.keys, state.lifted, state.version, False
     for payload in payloads:
         version += 1
-        if isinstance(payload, KeyCompromiseRecorded) and payload.public_key_sha256 not in state.keys:
-            if keys is None:
-                keys = dict(state.keys)  # copied once per fold: a kept state is never changed
-            keys.setdefault(payload.public_key_sha256, payload)
-    if keys is None:
+        if isinstance(payload, KeyCompromiseRecorded) and payload.public_key_sha256 not in keys \
+                or isinstance(payload, KeyCompromiseLifted) and payload.public_key_sha256 in keys:
+            if not copied:  # copied once per fold: a kept state is never changed
+                keys, lifted, copied = dict(keys), dict(lifted), True
+            if isinstance(payload, KeyCompromiseRecorded):
+                keys[payload.public_key_sha256] = payload
+                lifted.pop(payload.public_key_sha256, None)
+            else:
+                del keys[payload.public_key_sha256]
+                lifted[payload.public_key_sha256] = payload
+    if not copied:
         return msgspec.structs.replace(state, version=version) if version != state.version else state
-    return CompromisedKeys(keys=keys, version=version)
+    return CompromisedKeys(keys=keys, lifted=lifted, version=version)
 
 
 def decide_record(state: CompromisedKeys, reports: Iterable[KeyCompromiseRecorded]) -> list[Payload]:
@@ -93,3 +117,26 @@ def check_not_compromised(state: CompromisedKeys, public_key_sha256: str, field:
         raise DomainError("key_compromised", f"this public key (SHA-256 {public_key_sha256}) was reported compromised "
                           f"on {report.reported_at.isoformat()} by {_reported_through(report)} ({report.reason}): "
                           "it is never certified again in this tenant; make a new key", field=field)
+
+
+def decide_lift(state: CompromisedKeys, public_key_sha256: str, *, reason: str, now: datetime) -> list[Payload]:
+    """Lift a block reported in error, and its hybrid partner's (the other half of the same report); 409 for a key not
+    blocked (nothing to lift, or lifted already) and for one a compromise rollover rolled away from."""
+    report = state.keys.get(public_key_sha256)
+    if report is None:
+        if public_key_sha256 in state.lifted:
+            raise AlreadyExists("compromise_already_lifted", f"the block of key {public_key_sha256} was lifted on "
+                                f"{state.lifted[public_key_sha256].lifted_at.isoformat()}", field="public_key_sha256")
+        raise AlreadyExists("key_not_compromised", f"no key of SHA-256 {public_key_sha256} is blocked in this tenant (GET "
+                       "/v1/tenants/{id}/compromised-keys lists them)", field="public_key_sha256")
+    partners = {public_key_sha256,
+                *(key for key, other in state.keys.items() if other.alternative_of == public_key_sha256)}
+    if report.alternative_of is not None and report.alternative_of in state.keys:
+        partners.add(report.alternative_of)
+    for key in partners:
+        if state.keys[key].through == "rollover":
+            raise AlreadyExists("compromise_rollover_final", f"key {key} is the one CA {state.keys[key].subject_ca_id} "
+                                "rolled over away from in compromise mode: its certificates stay withdrawn and its "
+                                "links revoked, so it stays blocked", field="public_key_sha256")
+    return [KeyCompromiseLifted(public_key_sha256=key, reason=reason, lifted_at=now,
+                                reported_at=state.keys[key].reported_at) for key in sorted(partners)]

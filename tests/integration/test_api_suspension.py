@@ -43,6 +43,8 @@ REFUSED: dict[str, list] = {
     "cas.cross_certify": [R[("POST", "/v1/cas/{ca_id}/cross-sign")]],
     "ca_rollover.rollover_ca_key": [R[("POST", "/v1/cas/{ca_id}/rollover")]],
     "cas.enable_ca": [R[("POST", "/v1/cas/{ca_id}/enable")]],
+    "compromised_keys.lift_key_compromise": [
+        R[("POST", "/v1/tenants/{tenant_id}/compromised-keys/{public_key_sha256}/lift")]],
     "certificates.issue_certificate": [R[("POST", "/v1/certificates")]],
     "certificates.export_private_key": [matrix.WITH_KEY[("GET", "/v1/certificates/{certificate_id}/export")]] + [
         lambda w, t, params=params: Call("GET", f"/v1/certificates/{_t(w).certificate}/export", params=params,

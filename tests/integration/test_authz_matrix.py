@@ -60,6 +60,8 @@ REQUESTS: dict[tuple[str, str], Build] = {
     ("POST", "/v1/tenants/{tenant_id}/compromised-keys"): lambda w, t: Call(  # refused after authorization: nothing
         "POST", f"/v1/tenants/{t}/compromised-keys",  # is recorded (an invalidity date in the future)
         json={"certificate_id": _t(w, t).certificate, "invalidity_date": "2999-01-01T00:00:00Z"}),
+    ("POST", "/v1/tenants/{tenant_id}/compromised-keys/{public_key_sha256}/lift"): lambda w, t: Call(  # a key not
+        "POST", f"/v1/tenants/{t}/compromised-keys/{'0' * 64}/lift", json={"reason": "reported in error"}),  # blocked
     ("POST", "/v1/tenants/{tenant_id}/rename"): lambda w, t: Call("POST", f"/v1/tenants/{t}/rename",
                                                                   json={"name": fresh("Renamed")}),
     ("PUT", "/v1/tenants/{tenant_id}/quotas"): lambda w, t: Call("PUT", f"/v1/tenants/{t}/quotas", json={}),

@@ -13,7 +13,7 @@ from commands import compromised_keys as commands
 from commands.authz import SYSTEM, Forbidden, Principal
 from commands.runtime import CommandContext
 from domain import compromised_keys
-from domain.compromised_keys import KeyCompromiseRecorded
+from domain.compromised_keys import KeyCompromiseLifted, KeyCompromiseRecorded
 from domain.errors import DomainError
 
 T0 = datetime(2026, 12, 1, tzinfo=UTC)
@@ -77,7 +77,7 @@ def test_only_a_recorded_key_is_refused_and_the_refusal_names_the_field(items, k
 def test_the_event_carries_the_hash_and_where_it_was_reported_never_more():
     names = {f.name for f in msgspec.structs.fields(KeyCompromiseRecorded)}
     assert names == {"public_key_sha256", "reason", "reported_at", "invalidity_date", "certificate_id", "ca_id",
-                     "subject_ca_id", "through"}
+                     "subject_ca_id", "through", "alternative_of"}  # a hybrid's ML-DSA half: the classical key's hash
 
 
 async def test_a_recorded_key_is_refused_in_its_tenant_only_and_recording_again_appends_nothing(services):
@@ -107,3 +107,86 @@ async def test_listing_needs_cert_read_in_the_tenant(services):
         await commands.list_compromised_keys(commands.ListCompromisedKeys(tenant_id="acme"), viewer, services)
     assert (await commands.list_compromised_keys(commands.ListCompromisedKeys(tenant_id="globex"), viewer,
                                                  services)).items == []
+
+
+lifts = st.builds(lambda key, n: KeyCompromiseLifted(public_key_sha256=key, reason="reported in error",
+                                                     lifted_at=T0 + timedelta(minutes=n), reported_at=T0),
+                  keys, st.integers(0, 10_000))
+histories = st.lists(st.one_of(reports, lifts), max_size=16)
+
+
+def blocked_after(items) -> dict[str, KeyCompromiseRecorded]:
+    """The model: a report blocks a key not blocked (the first kept), a lift unblocks a blocked one."""
+    found: dict[str, KeyCompromiseRecorded] = {}
+    for item in items:
+        if isinstance(item, KeyCompromiseRecorded):
+            found.setdefault(item.public_key_sha256, item)
+        else:
+            found.pop(item.public_key_sha256, None)
+    return found
+
+
+@given(histories, histories)
+def test_with_lifts_the_fold_follows_the_model_and_resumes_from_a_kept_state(earlier, later):
+    kept = compromised_keys.fold(earlier)
+    assert kept.keys == blocked_after(earlier) and not kept.keys.keys() & kept.lifted.keys()
+    before = (dict(kept.keys), dict(kept.lifted))
+    assert compromised_keys.fold(later, start=kept) == compromised_keys.fold(earlier + later)
+    assert (kept.keys, kept.lifted) == before
+
+
+def test_a_lift_unblocks_the_key_and_its_hybrid_half_and_a_new_report_blocks_it_again():
+    classical, ml_dsa, other = "aa" * 32, "bb" * 32, "cc" * 32
+    report = KeyCompromiseRecorded(public_key_sha256=classical, reason="key_compromise", reported_at=T0,
+                                   invalidity_date=None, certificate_id="01" * 20, ca_id="issuing")
+    half = msgspec.structs.replace(report, public_key_sha256=ml_dsa, alternative_of=classical)
+    unrelated = msgspec.structs.replace(report, public_key_sha256=other, certificate_id="02" * 20)
+    state = compromised_keys.fold([report, half, unrelated])
+    for asked in (classical, ml_dsa):  # either half lifts both: they were one report of one certificate
+        lifted = compromised_keys.decide_lift(state, asked, reason="wrong certificate named", now=T0)
+        assert sorted(e.public_key_sha256 for e in lifted) == [classical, ml_dsa]
+        assert all(e.reason == "wrong certificate named" and e.reported_at == T0 for e in lifted)
+    after = compromised_keys.fold(lifted, start=state)
+    assert list(after.keys) == [other] and sorted(after.lifted) == [classical, ml_dsa]
+    compromised_keys.check_not_compromised(after, ml_dsa, "csr")
+    for key, code in ((classical, "compromise_already_lifted"), ("dd" * 32, "key_not_compromised")):
+        with pytest.raises(DomainError) as refused:
+            compromised_keys.decide_lift(after, key, reason="again", now=T0)
+        assert (refused.value.code, refused.value.status, refused.value.field) == (code, 409, "public_key_sha256")
+    again = compromised_keys.fold(compromised_keys.decide_record(after, [report]), start=after)
+    assert classical in again.keys and classical not in again.lifted
+
+
+def test_a_key_a_compromise_rollover_rolled_away_from_stays_blocked():
+    rolled = KeyCompromiseRecorded(public_key_sha256="aa" * 32, reason="key_compromise", reported_at=T0,
+                                   invalidity_date=None, subject_ca_id="root", through="rollover")
+    with pytest.raises(DomainError) as refused:
+        compromised_keys.decide_lift(compromised_keys.fold([rolled]), "aa" * 32, reason="oops", now=T0)
+    assert (refused.value.code, refused.value.status) == ("compromise_rollover_final", 409)
+
+
+async def test_lifting_needs_key_unblock_which_tenant_admins_hold_and_operators_do_not(services):
+    key = "ab" * 32
+    report = KeyCompromiseRecorded(public_key_sha256=key, reason="key_compromise", reported_at=T0,
+                                   invalidity_date=None, certificate_id="01" * 20, ca_id="issuing")
+    await commands.record(services, ADMIN, commands.ListCompromisedKeys(tenant_id="acme"), "acme", [report])
+    lift = msgspec.convert({"tenant_id": "acme", "public_key_sha256": key, "reason": "reported in error"},
+                           commands.LiftKeyCompromise)
+
+    def as_role(role: str, tenant: str = "acme") -> CommandContext:
+        return CommandContext(principal=Principal(id=role, auth_method="api_key", roles=frozenset({role}),
+                                                  tenant_id=tenant))
+    for refused in (as_role("ca-operator"), as_role("viewer"), as_role("tenant-admin", "globex")):
+        with pytest.raises(Forbidden):
+            await commands.lift_key_compromise(lift, refused, services)
+    done = await commands.lift_key_compromise(lift, as_role("tenant-admin"), services)
+    assert done.public_keys_sha256 == (key,) and done.result.changed
+    await commands.refuse_if_compromised(services, "acme", key, "csr")  # certifiable again
+    listed = await commands.list_compromised_keys(commands.ListCompromisedKeys(tenant_id="acme"), ADMIN, services)
+    assert listed.items == [] and [(x.public_key_sha256, x.reason) for x in listed.lifted] == [
+        (key, "reported in error")]
+    [event] = [e for e in await services.store.read_stream("acme", "compromised-keys")
+               if e.type == "key.compromise_lifted"]
+    assert (event.actor.principal, event.payload["reason"]) == ("tenant-admin", "reported in error")  # audited
+    with pytest.raises(msgspec.ValidationError):  # a reason is mandatory
+        msgspec.convert({"tenant_id": "acme", "public_key_sha256": key, "reason": ""}, commands.LiftKeyCompromise)
