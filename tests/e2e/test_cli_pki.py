@@ -194,6 +194,15 @@ def test_cert_list_filters_by_every_status_the_api_accepts(hierarchy):
     refused = csm(data, "tenant", "report-compromised-key", "acme", expect=1).stderr
     assert "one_of_required" in refused and "field: certificate_id" in refused
     assert f"certificate {issued[1]} (report)" in csm(data, "tenant", "compromised-keys", "acme").stdout
+    # the first report turns out wrong: lifted (a reason always), nothing un-revoked
+    refused = csm(data, "tenant", "lift-compromised-key", "acme", "--key", shown["public_key_sha256"], expect=2).stderr
+    assert "--reason" in refused
+    lifted = csm(data, "tenant", "lift-compromised-key", "acme", "--key", shown["public_key_sha256"], "--reason",
+                 "the wrong certificate was revoked").stdout
+    assert lifted.startswith(f"block lifted in tenant acme: {shown['public_key_sha256']}")
+    assert [k["certificate_id"] for k in json.loads(csm(data, "tenant", "compromised-keys", "acme", "--json").stdout)
+            ] == [issued[1]]
+    assert listed("revoked") == {issued[0], issued[1]}
 
 
 def test_tables_print_ids_whole_when_piped(tmp_path):

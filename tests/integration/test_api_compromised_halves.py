@@ -1,0 +1,125 @@
+"""A hybrid certificate's compromise blocks both of its keys, and a block reported in error can be lifted.
+
+A hybrid certificate certifies a classical key and an ML-DSA key (subjectAltPublicKeyInfo): whoever stole the pair
+holds each half, and a pure ML-DSA CSR of the second half is a certificate of a stolen key as much as a CSR of the
+first. Both are recorded (the ML-DSA one ``alternative_of`` the classical), and both refused. Lifting (permission
+key:unblock, a reason) makes the key certifiable again and un-revokes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import mldsa
+from cryptography.x509.oid import NameOID
+from test_api_ca_lifecycle import issue_leaf
+from test_api_compromised_keys import compromised
+from test_api_revocation import revoke, setup
+from test_api_support import assert_problem, pki_api, written_since  # noqa: F401
+
+from commands import pki
+from domain import certificate
+
+HYBRID = "hybrid-p384-ml-dsa-65"
+
+
+def ml_dsa_csr(key, name: str) -> str:
+    request = (x509.CertificateSigningRequestBuilder()
+               .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+               .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+               .sign(key, None))
+    return request.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def spki_sha256(public_key) -> str:
+    return hashlib.sha256(public_key.public_bytes(serialization.Encoding.DER,
+                                                  serialization.PublicFormat.SubjectPublicKeyInfo)).hexdigest()
+
+
+async def hybrid_key_pair(api, certificate_id: str):
+    """The server-made hybrid key of a certificate, from the vault (as its holder has it from a PKCS#12 export)."""
+    services = api.runtime.services
+    state = await api.runtime.store.read_stream("acme", certificate.stream_id(certificate_id))
+    key_ref = state[0].payload["key_ref"]
+    pair = pki.crypto_of(services).load_private_key(await pki.vault_of(services).get("acme", key_ref))
+    assert pair.alternative is not None
+    return pair
+
+
+def csr_request(tenant: str, ca_id: str, csr: str) -> dict:
+    return {"tenant_id": tenant, "ca_id": ca_id, "csr": csr}
+
+
+async def test_a_hybrid_certificates_compromise_blocks_its_ml_dsa_half_too(pki_api):
+    api = pki_api
+    admin, _root, inter = await setup(api)
+    issued = await issue_leaf(api, admin, inter, "hybrid.acme.internal", algorithm=HYBRID)
+    pair = await hybrid_key_pair(api, issued["certificate_id"])
+    classical, ml_dsa = spki_sha256(pair.primary.public_key()), spki_sha256(pair.alternative.public_key())
+    await revoke(api, admin, issued["certificate_id"], reason="key_compromise")
+    assert [(k["public_key_sha256"], k["alternative_of"], k["certificate_id"]) for k in await compromised(api, admin)
+            ] == [(classical, None, issued["certificate_id"]), (ml_dsa, classical, issued["certificate_id"])]
+    head = await api.runtime.store.head_position()
+    refused = assert_problem(await api.client.post("/v1/certificates", headers=admin, json=csr_request(
+        "acme", inter, ml_dsa_csr(pair.alternative, "again.acme.internal"))), 422, "key_compromised", field="csr")
+    assert ml_dsa in refused["detail"]
+    assert await written_since(api, head) == set()
+    # another ML-DSA key is certified as ever: the refusal is of that key, not of the algorithm
+    fresh = await api.client.post("/v1/certificates", headers=admin, json=csr_request(
+        "acme", inter, ml_dsa_csr(mldsa.MLDSA65PrivateKey.generate(), "fresh.acme.internal")))
+    assert fresh.status_code == 201, fresh.text
+
+
+async def test_a_block_reported_in_error_is_lifted_by_a_tenant_admin_with_a_reason(pki_api):
+    api = pki_api
+    admin, _root, inter = await setup(api)
+    issued = await issue_leaf(api, admin, inter, "hybrid.acme.internal", algorithm=HYBRID)
+    pair = await hybrid_key_pair(api, issued["certificate_id"])
+    classical, ml_dsa = spki_sha256(pair.primary.public_key()), spki_sha256(pair.alternative.public_key())
+    await revoke(api, admin, issued["certificate_id"], reason="key_compromise")
+    url = f"/v1/tenants/acme/compromised-keys/{classical}/lift"
+    head = await api.runtime.store.head_position()
+    operator = await api.token("ca-operator", tenant_id="acme")
+    denied = assert_problem(await api.client.post(url, headers=operator, json={"reason": "reported in error"}), 403,
+                            "forbidden")
+    assert denied["errors"][0]["rule"] == "key:unblock", denied
+    assert_problem(await api.client.post(url, headers=admin, json={}), 400, field="reason")
+    assert_problem(await api.client.post("/v1/tenants/acme/compromised-keys/not-a-hash/lift", headers=admin,
+                                         json={"reason": "reported in error"}), 400, field="public_key_sha256")
+    assert not {"key.compromise_lifted"} & await written_since(api, head)
+
+    tenant_admin = await api.token("tenant-admin", tenant_id="acme")
+    lifted = await api.client.post(url, headers=tenant_admin, json={"reason": "the wrong certificate was named"})
+    assert lifted.status_code == 200, lifted.text
+    assert sorted(lifted.json()["public_keys_sha256"]) == sorted([classical, ml_dsa])
+    listed = (await api.client.get("/v1/tenants/acme/compromised-keys", headers=admin)).json()
+    assert listed["items"] == [] and sorted(k["public_key_sha256"] for k in listed["lifted"]) == sorted(
+        [classical, ml_dsa])
+    events = [e for e in await api.runtime.store.read_stream("acme", "compromised-keys")
+              if e.type == "key.compromise_lifted"]
+    assert len(events) == 2 and {e.payload["reason"] for e in events} == {"the wrong certificate was named"}
+    revoked_by = (await api.runtime.store.read_stream("acme", "compromised-keys"))[0].actor.principal
+    assert len({e.actor.principal for e in events}) == 1 and events[0].actor.principal != revoked_by  # who lifted
+    assert_problem(await api.client.post(url, headers=tenant_admin, json={"reason": "again"}), 409,
+                   "compromise_already_lifted", field="public_key_sha256")
+    # certifiable again; the revoked certificate stays revoked
+    again = await api.client.post("/v1/certificates", headers=admin, json=csr_request(
+        "acme", inter, ml_dsa_csr(pair.alternative, "again.acme.internal")))
+    assert again.status_code == 201, again.text
+    shown = (await api.client.get(f"/v1/certificates/{issued['certificate_id']}", headers=admin,
+                                  params={"min_position": again.json()["global_position"]})).json()
+    assert shown["status"] == "revoked"
+
+
+async def test_the_key_a_compromise_rollover_rolled_away_from_cannot_be_lifted(pki_api):
+    api = pki_api
+    admin, root, _inter = await setup(api)
+    rolled = await api.client.post(f"/v1/cas/{root}/rollover", headers=admin,
+                                   json={"reason": "root key stolen", "compromised": True})
+    assert rolled.status_code == 200, rolled.text
+    [key] = [k["public_key_sha256"] for k in await compromised(api, admin)]
+    assert_problem(await api.client.post(f"/v1/tenants/acme/compromised-keys/{key}/lift", headers=admin,
+                                         json={"reason": "it was not stolen after all"}), 409,
+                   "compromise_rollover_final", field="public_key_sha256")
