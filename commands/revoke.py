@@ -249,6 +249,16 @@ async def _revoke_holders(services: Services, ctx: CommandContext, tenant_id: st
     return tuple(revoked)
 
 
+async def sweep_key(services: Services, tenant_id: str, report: KeyCompromiseRecorded) -> tuple[str, ...]:
+    """Revoke, key_compromise, the tenant's still trusted certificates of a blocked key (``commands.compromise_sweep``:
+    an issuance that raced the report and whose process died before its own second check)."""
+    sweep = RevocationRecorded(serial_hex="", certificate_id=None, subject_ca_id=None, reason="key_compromise",
+                               revoked_at=services.clock.now(), invalidity_date=report.invalidity_date,
+                               not_after=services.clock.now())
+    return await _revoke_holders(services, CommandContext(principal=SYSTEM), tenant_id, report.public_key_sha256,
+                                 sweep, named=None)
+
+
 async def _publish(services: Services, tenant_id: str, registry: revocation.Registry,
                    serials: list[str]) -> list[crl.PublishedCrl]:
     """Publish the issuer's next CRLs (one per key that publishes) now, unless those published since already list

@@ -1,4 +1,5 @@
-"""The revocation scheduler: republishes CRLs before they lapse and renews OCSP responders, on a timer.
+"""The revocation scheduler: republishes CRLs before they lapse and renews OCSP responders, on a timer; and sweeps
+blocked keys for certificates an issuance left valid by racing their report (commands/compromise_sweep.py).
 
 It finds CAs in the read model (a CA it misses this pass is caught on the next, and its first
 CRL is published on demand anyway); what to publish is decided from each CA's stream. Several
@@ -10,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from commands import crl, ocsp
+from commands import compromise_sweep, crl, ocsp
 from commands.crl import PublishedCrl
 from commands.runtime import Services
 from infra import telemetry
@@ -20,6 +21,7 @@ from projections.runner import ProjectionRunner
 
 log = logging.getLogger(__name__)
 INTERVAL_SECONDS = 60.0
+SWEEP_REACH_SECONDS = 5.0  # how long a pass waits for the read models to reach the log's head before it sweeps
 _PAGE = 500
 
 
@@ -28,6 +30,7 @@ class RevocationScheduler:
         self.services = services
         self.runner = runner
         self.interval = interval
+        self.swept: set[tuple[str, str]] = set()  # (tenant, key) this process has swept once
 
     def _cas(self) -> list[tuple[str, str]]:
         """Every CA that may sign a CRL here (active, disabled or revoked), as (tenant, CA id)."""
@@ -56,7 +59,22 @@ class RevocationScheduler:
                     log.info("renewed the OCSP responder of CA %s", ca_id)
             except Exception:  # one CA's failure must not stop the others' renewals
                 log.exception("OCSP responder renewal for CA %s failed", ca_id)
+        await self.sweep_compromised({tenant_id for tenant_id, _ in cas})
         return published
+
+    async def sweep_compromised(self, tenants: set[str]) -> tuple[str, ...]:
+        """Revoke certificates of keys blocked in ``tenants`` that raced their report (none while the read models are
+        behind the log's head: the next pass sweeps)."""
+        if not await self.runner.reach(await self.services.store.head_position(), SWEEP_REACH_SECONDS):
+            log.info("the read models lag the log: the compromised-key sweep waits for the next pass")
+            return ()
+        revoked: tuple[str, ...] = ()
+        for tenant_id in sorted(tenants):
+            try:
+                revoked += await compromise_sweep.sweep_tenant(self.services, tenant_id, self.swept)
+            except Exception:  # one tenant's failure must not stop the others'
+                log.exception("the compromised-key sweep of tenant %s failed", tenant_id)
+        return revoked
 
     async def _export_lapses(self, cas: list[tuple[str, str]]) -> None:
         """Set ``csm_crl_next_update_timestamp_seconds`` of every CA with a CRL (after this pass's publications)."""

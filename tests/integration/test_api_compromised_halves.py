@@ -1,4 +1,5 @@
-"""A hybrid certificate's compromise blocks both of its keys, and a block reported in error can be lifted.
+"""A hybrid certificate's compromise blocks both of its keys, a block reported in error can be lifted, and the sweep
+revokes a certificate that raced its key's report and lost its process.
 
 A hybrid certificate certifies a classical key and an ML-DSA key (subjectAltPublicKeyInfo): whoever stole the pair
 holds each half, and a pure ML-DSA CSR of the second half is a certificate of a stolen key as much as a CSR of the
@@ -12,14 +13,14 @@ import hashlib
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import mldsa
+from cryptography.hazmat.primitives.asymmetric import ec, mldsa
 from cryptography.x509.oid import NameOID
 from test_api_ca_lifecycle import issue_leaf
-from test_api_compromised_keys import compromised
+from test_api_compromised_keys import compromised, csr_of, new_csr
 from test_api_revocation import revoke, setup
 from test_api_support import assert_problem, pki_api, written_since  # noqa: F401
 
-from commands import pki
+from commands import certificates, compromised_keys, pki
 from domain import certificate
 
 HYBRID = "hybrid-p384-ml-dsa-65"
@@ -123,3 +124,48 @@ async def test_the_key_a_compromise_rollover_rolled_away_from_cannot_be_lifted(p
     assert_problem(await api.client.post(f"/v1/tenants/acme/compromised-keys/{key}/lift", headers=admin,
                                          json={"reason": "it was not stolen after all"}), 409,
                    "compromise_rollover_final", field="public_key_sha256")
+
+
+class ProcessDied(Exception):
+    pass
+
+
+async def test_a_certificate_that_raced_the_report_and_lost_its_process_is_revoked_by_the_sweep(pki_api, monkeypatch):
+    """The race a crash leaves open: an issuance passed its first check just before the key was reported, appended
+    after the report's own sweep, and its process died before the check after its append. Simulated by letting the
+    first check pass for a key already reported and dying at the second. The certificate is then valid; the
+    revocation scheduler's sweep of blocked keys (a restarted process sweeps every one once) revokes it."""
+    api = pki_api
+    admin, _root, inter = await setup(api)
+    key = ec.generate_private_key(ec.SECP256R1())
+    first = await issue_leaf_with_csr(api, admin, inter, key, "k1.acme.internal")
+    await revoke(api, admin, first["certificate_id"], reason="key_compromise")
+
+    async def passed_before_the_report(*_args, **_kwargs) -> None:
+        return None
+
+    async def died(*_args, **_kwargs) -> None:
+        raise ProcessDied("the process died between its append and its second check")
+
+    monkeypatch.setattr(compromised_keys, "refuse_if_compromised", passed_before_the_report)
+    monkeypatch.setattr(certificates, "_withdraw_if_compromised", died)
+    crashed = await new_csr(api, admin, "acme", inter, key, "k2.acme.internal")
+    assert crashed.status_code == 500, crashed.text
+    monkeypatch.undo()
+    [raced] = [e.payload["certificate_id"] for e in await api.runtime.store.read_all(0, 10_000)
+               if e.type == "certificate.issued" and e.payload["certificate_id"] != first["certificate_id"]]
+    state = await api.runtime.store.read_stream("acme", certificate.stream_id(raced))
+    assert [e.type for e in state] == ["certificate.issued"]  # valid: a certificate of a blocked key
+
+    scheduler = api.runtime.revocation_scheduler()  # a restarted process: it has swept nothing yet
+    assert await scheduler.sweep_compromised({"acme"}) == (raced,)
+    assert [e.type for e in await api.runtime.store.read_stream("acme", certificate.stream_id(raced))][-1] == \
+        "certificate.revoked"
+    assert await scheduler.sweep_compromised({"acme"}) == ()  # idempotent: nothing trusted is left
+
+
+async def issue_leaf_with_csr(api, headers, ca_id: str, key, name: str) -> dict:
+    response = await api.client.post("/v1/certificates", headers=headers, json=csr_request(
+        "acme", ca_id, csr_of(key, name)))
+    assert response.status_code == 201, response.text
+    return response.json()

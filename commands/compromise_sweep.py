@@ -1,0 +1,44 @@
+"""The sweep that closes the compromised-key race left by a crash: certificates of a blocked key issued as it was
+reported, by a process that died before its own second check (commands/certificates.py ``_withdraw_if_compromised``).
+
+An issuance checks the tenant's compromised keys before signing and again after its append; a report's own sweep
+revokes the key's certificates the certificates read model holds once it has reached the log's head. An issuance
+that passed its first check just before the report, appended after the report's sweep read the read model (or while
+that read model lagged or rebuilt), and whose process died before its second check, leaves a valid certificate of a
+blocked key. This sweep revokes it: each pass of the revocation scheduler sweeps every key reported within
+``RACE_WINDOW`` (an issuance in flight lands within it), and each process sweeps every blocked key once, on its first
+pass with the read models at the log's head (a restart after a crash reaches what the dead process appended).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+
+from commands import compromised_keys, revoke
+from commands.runtime import Services
+
+log = logging.getLogger(__name__)
+RACE_WINDOW = timedelta(minutes=15)  # how long after a report an issuance that passed its first check may land
+
+
+def due(state, swept: set[tuple[str, str]], tenant_id: str, now: datetime) -> list:
+    """The tenant's blocked keys to sweep now: not yet swept by this process, or reported within ``RACE_WINDOW``."""
+    return [report for key, report in state.keys.items()
+            if (tenant_id, key) not in swept or now - report.reported_at <= RACE_WINDOW]
+
+
+async def sweep_tenant(services: Services, tenant_id: str, swept: set[tuple[str, str]]) -> tuple[str, ...]:
+    """One pass over one tenant (the caller has brought the read models to the log's head): the certificates revoked.
+    ``swept`` is the process's memory of the keys it has swept once."""
+    state = await compromised_keys.load_keys(services, tenant_id)
+    revoked: tuple[str, ...] = ()
+    for report in due(state, swept, tenant_id, services.clock.now()):
+        found = await revoke.sweep_key(services, tenant_id, report)
+        if found:
+            log.warning("key %s is blocked in tenant %s, yet %d certificate(s) of it were still trusted (an issuance "
+                        "that raced its report): revoked %s", report.public_key_sha256, tenant_id, len(found),
+                        ", ".join(found))
+        revoked += found
+        swept.add((tenant_id, report.public_key_sha256))
+    return revoked
