@@ -255,7 +255,9 @@ class CaController(Controller):
           description="`compromised: true` (a root only): the old key was stolen. No link certificate is signed, "
           "the old key is recorded compromised in the tenant, and from then on no chain, truststore or caIssuers "
           "answer holds a certificate of the root's keys until now; `reissue` lists the CAs and certificates still "
-          "signed under them, to issue again (nothing is revoked). See docs/operations.md, \"A stolen root key\".",
+          "signed under them, to issue again (`GET /v1/cas/{id}/compromise` reads it back); the root's link "
+          "certificates are revoked key_compromise, and a CA the old key certified issues nothing until it is rolled "
+          "over. See docs/operations.md, \"A stolen root key\".",
           responses=COMMAND_ERRORS)
     async def rollover(self, request: Request, principal: Caller, ca_id: FromPath[str],
                        data: JSONBody[RolloverBody], idempotency_key: IdempotencyKey = None,

@@ -314,7 +314,8 @@ class AcmeAuthorizations(Protocol):
 class Reissue(msgspec.Struct, frozen=True, kw_only=True):
     """What still chains to a root only through a key a compromise rollover withdrew from trust: nothing it signed
     validates against a truststore exported since, so each must be issued again under a trusted key
-    (docs/operations.md, "A stolen root key"). Nothing here is revoked by the rollover itself."""
+    (docs/operations.md, "A stolen root key"). The rollover revokes none of them (only the root's link
+    certificates); a CA listed here issues nothing until it is rolled over."""
 
     count: int  # len(cas) + len(certificates)
     cas: tuple[str, ...]  # intermediates: roll each over (its parent signs with its trusted key), nearest the root first

@@ -31,7 +31,7 @@ LEEF_TIME_FORMAT = "yyyy-MM-dd'T'HH:mm:ss.SSSXXX"
 # CEF severity (0-10: 0-3 low, 4-6 medium, 7-8 high, 9-10 very high) of each type; others are DEFAULT_SEVERITY.
 DEFAULT_SEVERITY = 3
 SEVERITY = {
-    "key.compromise_recorded": 10, "ca.revoked": 9, "access.denied": 7, "auth.account_locked": 7,
+    "key.compromise_recorded": 10, "ca.revoked": 9, "key.compromise_lifted": 8, "access.denied": 7, "auth.account_locked": 7,
     "tenant.suspended": 6, "mfa.totp_removed": 6, "certificate.private_key_exported": 6,
     "auth.login_failed": 5, "user.role_granted": 5, "user.password_reset": 5, "user.disabled": 5,
     "user.sessions_ended": 5, "api_token.issued": 5, "ca.created": 5, "ca.disabled": 5, "ca.key_rolled_over": 5,
