@@ -1,6 +1,6 @@
 """A CA's key rollover: routine (a root's link certificates join its old and new keys), or a root's compromise
 rollover away from a stolen key (no link, the key blocked, the root's earlier certificates withdrawn from trust and
-its links revoked), and what a compromise rollover left to re-issue (``compromise_status``)."""
+its links revoked), and what a compromise rollover left to re-issue (``read_compromise``)."""
 
 from __future__ import annotations
 
@@ -41,8 +41,6 @@ class RolledOver(CommandResult, frozen=True, kw_only=True):
 
     compromised: bool = False
     reissue: Reissue | None = None
-
-
 
 
 @refused_while_suspended("makes a CA key and signs its certificate")

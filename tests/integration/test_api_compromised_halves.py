@@ -53,13 +53,20 @@ def csr_request(tenant: str, ca_id: str, csr: str) -> dict:
     return {"tenant_id": tenant, "ca_id": ca_id, "csr": csr}
 
 
-async def test_a_hybrid_certificates_compromise_blocks_its_ml_dsa_half_too(pki_api):
-    api = pki_api
+async def revoked_hybrid(api):
+    """A server-made hybrid certificate revoked key_compromise: (admin, its CA, it, its key pair, the classical and the
+    ML-DSA keys' hashes)."""
     admin, _root, inter = await setup(api)
     issued = await issue_leaf(api, admin, inter, "hybrid.acme.internal", algorithm=HYBRID)
     pair = await hybrid_key_pair(api, issued["certificate_id"])
     classical, ml_dsa = spki_sha256(pair.primary.public_key()), spki_sha256(pair.alternative.public_key())
     await revoke(api, admin, issued["certificate_id"], reason="key_compromise")
+    return admin, inter, issued, pair, classical, ml_dsa
+
+
+async def test_a_hybrid_certificates_compromise_blocks_its_ml_dsa_half_too(pki_api):
+    api = pki_api
+    admin, inter, issued, pair, classical, ml_dsa = await revoked_hybrid(api)
     assert [(k["public_key_sha256"], k["alternative_of"], k["certificate_id"]) for k in await compromised(api, admin)
             ] == [(classical, None, issued["certificate_id"]), (ml_dsa, classical, issued["certificate_id"])]
     head = await api.runtime.store.head_position()
@@ -75,11 +82,7 @@ async def test_a_hybrid_certificates_compromise_blocks_its_ml_dsa_half_too(pki_a
 
 async def test_a_block_reported_in_error_is_lifted_by_a_tenant_admin_with_a_reason(pki_api):
     api = pki_api
-    admin, _root, inter = await setup(api)
-    issued = await issue_leaf(api, admin, inter, "hybrid.acme.internal", algorithm=HYBRID)
-    pair = await hybrid_key_pair(api, issued["certificate_id"])
-    classical, ml_dsa = spki_sha256(pair.primary.public_key()), spki_sha256(pair.alternative.public_key())
-    await revoke(api, admin, issued["certificate_id"], reason="key_compromise")
+    admin, inter, issued, pair, classical, ml_dsa = await revoked_hybrid(api)
     url = f"/v1/tenants/acme/compromised-keys/{classical}/lift"
     head = await api.runtime.store.head_position()
     operator = await api.token("ca-operator", tenant_id="acme")
