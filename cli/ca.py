@@ -289,7 +289,7 @@ def _echo_reissue(reissue, tenant_id: str) -> None:
     if reissue is None:
         return
     click.echo(f"{reissue.count} to issue again under the new key: {len(reissue.cas)} CA(s), "
-               f"{len(reissue.certificates)} certificate(s) (only the root's links were revoked)"
+               f"{len(reissue.certificates)} certificate(s) (none of them revoked)"
                + ("" if reissue.complete else "; the read models lagged, so there may be more"))
     steps = [f"  csm ca rollover {ca_id} --tenant {tenant_id} --reason 'root key compromised'" for ca_id in reissue.cas]
     steps += [f"  csm cert renew {certificate_id}" for certificate_id in reissue.certificates]  # after their CAs
