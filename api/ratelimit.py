@@ -29,7 +29,7 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from api.bodies import decode as decode_json
 from api.problems import PROBLEM_BASE, PROBLEM_MEDIA_TYPE, ApiProblem
 from infra.config import Settings
-from infra.telemetry import request_id_var
+from infra.telemetry import record_login, request_id_var
 
 log = logging.getLogger(__name__)
 
@@ -257,8 +257,10 @@ class RateLimits:
                 return
             token = _counted.set({})
             try:
-                receive, refusal = await limits._refusal(scope, receive)
+                receive, refusal, sign_in = await limits._refusal(scope, receive)
                 if refusal is not None:
+                    if sign_in is not None:  # csm_logins_total counts what the limiter refuses too
+                        record_login(sign_in.get("grant_type"), "rate_limited")
                     await _send_problem(scope, send, *refusal)
                     return
                 await app(scope, receive, _with_headers(send, scope["path"]))
@@ -267,25 +269,28 @@ class RateLimits:
 
         return rate_limited
 
-    async def _refusal(self, scope: Scope, receive: Receive) -> tuple[Receive, tuple[str, str, Decision] | None]:
+    async def _refusal(self, scope: Scope, receive: Receive
+                       ) -> tuple[Receive, tuple[str, str, Decision] | None, dict[str, str] | None]:
         """The first bucket that refuses the request: who it counts (for the detail), the problem's field (what is
-        limited: the client's address, which no header gives here, or the sign-in body's username), the decision."""
+        limited: the client's address, which no header gives here, or the sign-in body's username), the decision;
+        and, for a sign-in, what its body says (grant type, username) for the sign-in counter."""
         address = (scope.get("client") or ("unknown", 0))[0]
         checks = [(f"address:{address}", self.per_address, "this client address", CLIENT_ADDRESS)]
+        sign_in = None
         if scope["method"] == "POST" and scope["path"] in LOGIN_PATHS:
             checks.append((f"login-address:{address}", self.login_per_address, "sign-in from this client address",
                            CLIENT_ADDRESS))
-            if self.login_per_username is not None:
-                receive, username = await _peek_username(scope, receive)
-                if username:
-                    digest = hashlib.sha256(username.encode()).hexdigest()[:32]  # any bytes, bounded key
-                    checks.append((f"login-user:{digest}", self.login_per_username, "sign-in as this user",
-                                   "username"))
+            receive, sign_in = await _peek_sign_in(scope, receive)
+            username = sign_in.get("username")
+            if self.login_per_username is not None and username:
+                digest = hashlib.sha256(username.encode()).hexdigest()[:32]  # any bytes, bounded key
+                checks.append((f"login-user:{digest}", self.login_per_username, "sign-in as this user",
+                               "username"))
         for key, rate, who, field in checks:
             decision = await self.check(key, rate)
             if decision is not None and not decision.allowed:
-                return receive, (who, field, decision)
-        return receive, None
+                return receive, (who, field, decision), sign_in
+        return receive, None, sign_in
 
 
 def _detail(who: str, decision: Decision) -> str:
@@ -321,8 +326,9 @@ async def _send_problem(scope: Scope, send: Send, who: str, field: str, decision
     await send({"type": "http.response.body", "body": payload})
 
 
-async def _peek_username(scope: Scope, receive: Receive) -> tuple[Receive, str | None]:
-    """Read (up to a bound) a sign-in body for its username, and hand the app a ``receive`` that replays it."""
+async def _peek_sign_in(scope: Scope, receive: Receive) -> tuple[Receive, dict[str, str]]:
+    """Read (up to a bound) a sign-in body for its username and grant type, and hand the app a ``receive`` that
+    replays it."""
     messages: list[Message] = []
     size = 0
     while size <= _BODY_PEEK:
@@ -339,16 +345,25 @@ async def _peek_username(scope: Scope, receive: Receive) -> tuple[Receive, str |
         return messages.pop(0) if messages else await receive()
 
     content_type = dict(scope.get("headers", ())).get(b"content-type", b"").decode("latin-1").lower()
-    return replay, _username_of(body, content_type) if size <= _BODY_PEEK else None
+    if size > _BODY_PEEK:
+        return replay, {}
+    found = {"username": _username_of(body, content_type), "grant_type": _member_of(body, content_type, "grant_type")}
+    return replay, {name: value for name, value in found.items() if value is not None}
 
 
-def _username_of(body: bytes, content_type: str) -> str | None:
+def _member_of(body: bytes, content_type: str, name: str) -> str | None:
+    """Member ``name`` of a JSON or form body when it is a string; None for anything else (the app answers it)."""
     try:
         if "json" in content_type:
             data = decode_json(body)
-            value = data.get("username") if isinstance(data, dict) else None
+            value = data.get(name) if isinstance(data, dict) else None
         else:
-            value = (urllib.parse.parse_qs(body.decode("utf-8", "replace")).get("username") or [None])[0]
+            value = (urllib.parse.parse_qs(body.decode("utf-8", "replace")).get(name) or [None])[0]
     except (msgspec.DecodeError, ValueError):  # not JSON, or nested too deeply: the app answers it, not the peek
         return None
-    return value.strip().casefold()[:256] if isinstance(value, str) and value.strip() else None
+    return value if isinstance(value, str) else None
+
+
+def _username_of(body: bytes, content_type: str) -> str | None:
+    value = _member_of(body, content_type, "username")
+    return value.strip().casefold()[:256] if value and value.strip() else None

@@ -36,6 +36,7 @@ HTTP_SECONDS = Histogram("csm_http_request_seconds", "HTTP request latency", ["m
 RENEWALS = Counter("csm_renewals_total", "Scheduled renewals by outcome (renewed, failed)", ["outcome"])
 LOGINS = Counter("csm_logins_total", "Token requests by grant type and outcome (ok, or the refusal's code)",
                  ["grant", "outcome"])
+LOGIN_GRANTS = ("password", "refresh_token", "client_credentials")  # the grant label's values, and "other"
 ACCESS_DENIED = Counter("csm_access_denied_total", "403s to authenticated callers, by the permission refused",
                         ["permission"])
 ACME_VALIDATIONS = Counter("csm_acme_validations_total", "ACME challenge results recorded (valid, invalid, expired)",
@@ -54,6 +55,12 @@ CRL_NEXT_UPDATE = Gauge("csm_crl_next_update_timestamp_seconds", "nextUpdate of 
 def tracing_configured() -> bool:
     """True once an SDK tracer provider is installed (the default records nothing)."""
     return not isinstance(trace.get_tracer_provider(), (trace.ProxyTracerProvider, trace.NoOpTracerProvider))
+
+
+def record_login(grant_type: str | None, outcome: str) -> None:
+    """One token request in ``csm_logins_total``: ``outcome`` is "ok" or the refusal's code ("rate_limited" when
+    the rate limiter answered it); a grant type that is not one of ours is "other" (the label set stays small)."""
+    LOGINS.labels(grant_type if grant_type in LOGIN_GRANTS else "other", outcome).inc()
 
 
 def record_commit(events: int, seconds: float) -> None:

@@ -3,6 +3,7 @@ in memory and in a real redis-server."""
 
 from __future__ import annotations
 
+from prometheus_client import REGISTRY
 from redis_fixture import redis_url  # noqa: F401
 from test_api_support import assert_problem, running_api
 
@@ -72,6 +73,29 @@ async def test_sign_in_per_username_and_per_address(tmp_path):
         assert not limited(await sign_in("bob"))
         assert_limited(await sign_in("carol"), 5)  # the sixth sign-in from this address, whoever it names
         assert (await api.client.get("/v1/tenants")).status_code == 401  # other routes keep their own limits
+
+
+def logins(grant: str, outcome: str) -> float:
+    return REGISTRY.get_sample_value("csm_logins_total", {"grant": grant, "outcome": outcome}) or 0.0
+
+
+async def test_sign_ins_the_limiter_refuses_are_counted_as_rate_limited(tmp_path):
+    """csm_logins_total: a 429 from the limiter (before the sign-in handler runs) counts, by the body's grant type."""
+    async with running_api(tmp_path, login_backoff_base=0.0, **{**OFF, "rate_limit_login_per_address": "2/hour"}) as api:
+        before = {grant: logins(grant, "rate_limited") for grant in ("password", "refresh_token", "other")}
+        wrong = {"grant_type": "password", "username": "alice", "password": "wrong-password"}
+        statuses = [(await api.client.post("/v1/auth/token", data=wrong)).status_code for _ in range(2)]
+        assert statuses == [401, 401] and logins("password", "rate_limited") == before["password"]
+        assert_limited(await api.client.post("/v1/auth/token", data=wrong), 2)
+        assert_limited(await api.client.post("/v1/auth/token", json={**wrong, "username": "bob"}), 2)
+        assert_limited(await api.client.post("/v1/auth/token", json={"grant_type": "refresh_token",
+                                                                      "refresh_token": "csmr_x"}), 2)
+        assert_limited(await api.client.post("/v1/auth/token", content=b"\xff not a form"), 2)
+        assert logins("password", "rate_limited") == before["password"] + 2
+        assert logins("refresh_token", "rate_limited") == before["refresh_token"] + 1
+        assert logins("other", "rate_limited") == before["other"] + 1
+        scraped = (await api.client.get("/metrics")).text
+        assert 'csm_logins_total{grant="password",outcome="rate_limited"}' in scraped
 
 
 async def test_redis_backend_is_shared_and_atomic(redis_url):  # noqa: F811
