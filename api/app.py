@@ -20,7 +20,8 @@ from api.cas import CaController
 from api.certificates import CertificateController
 from api.deployments import DeploymentController
 from api.profiles import AlgorithmController, ProfileController
-from api.sign_in import JwksController, TokenController, TokenRevocationController, TotpController
+from api.sign_in import (JwksController, SessionsController, TokenController, TokenRevocationController,
+                         TotpController)
 from api.auth import authenticate, bearer_guard, caller
 from api.deps import ReadModels
 from api.events import EventStreamController
@@ -94,7 +95,7 @@ def create_app(settings: Settings | None = None, link: LinkClient | None = None)
     limits = RateLimits(settings, backend)  # per address before routing; per principal once authenticated
     v1 = Router("/v1", route_handlers=[TenantController, AuditController, EventStreamController, CaController,
                                       CertificateController, ProfileController, AlgorithmController,
-                                      UserController, ServiceAccountController, TotpController,
+                                      UserController, ServiceAccountController, TotpController, SessionsController,
                                       RevocationController, WebhookController, EabKeyController,
                                       DeploymentController],
                 guards=[bearer_guard(limits.principal(authenticate))],  # before any body is read

@@ -120,7 +120,7 @@ async def _principal_from_jwt(request: Request, token: str) -> Principal | None:
     if subject.startswith("user:"):  # disabled users, ended sessions, revoked or lapsed grants stop at once
         _, scope, username = subject.split(":", 2)
         account = await load(runtime.services, scope, user.stream_id(username), user.fold)  # the log: no lag
-        if account.status != "active" or _epoch(claims) < account.sessions_epoch:
+        if account.status != "active" or user.session_ended(account, _epoch(claims), claims["sid"]):
             return None
         roles &= user.active_roles(account, now)
     expires_at = datetime.fromtimestamp(claims["exp"], UTC)
@@ -132,7 +132,8 @@ async def _principal_from_jwt(request: Request, token: str) -> Principal | None:
             return None
         expires_at = min(expires_at, _instant(record["expires_at"]) or expires_at)
     amr = "+".join(str(method) for method in claims.get("amr", [])) or "jwt"
-    return Principal(id=subject, auth_method=f"jwt:{amr}", roles=roles, tenant_id=tenant_id, expires_at=expires_at)
+    return Principal(id=subject, auth_method=f"jwt:{amr}", roles=roles, tenant_id=tenant_id, expires_at=expires_at,
+                     session_id=claims["sid"])
 
 
 async def _session_open(services, claims: dict) -> bool:

@@ -132,6 +132,7 @@ ROUTE_PERMISSIONS: dict[tuple[str, str], Rule] = {
     ("POST", "/v1/auth/revoke"): Rule((), "public", note="sign-out (RFC 7009): holding the token is the authority"),
     ("POST", "/v1/auth/totp"): Rule((), "self", note="user accounts only"),
     ("POST", "/v1/auth/totp/confirm"): Rule((), "self", note="user accounts only"),
+    ("POST", "/v1/auth/sessions/revoke-all"): Rule((), "self", note="sign out everywhere: local user accounts only"),
     ("POST", "/v1/users"): Rule(("user:manage",), "tenant", note="no escalation"),
     ("GET", "/v1/users"): Rule(("user:read",), "tenant"),
     ("GET", "/v1/users/{username}"): Rule(("user:read",), "tenant"),

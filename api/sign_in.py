@@ -1,5 +1,5 @@
 """Sign-in routes: POST /v1/auth/token and POST /v1/auth/revoke (sign-out), GET /.well-known/jwks.json (all public),
-and TOTP enrollment."""
+TOTP enrollment and signing out everywhere (the caller's own account)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from api.deps import Caller, command_context, runtime_of
 from api.identity import identity_of
 from api.bodies import decode as decode_json
 from api.problems import COMMAND_ERRORS, ApiProblem, documented
-from commands import mfa, sessions
+from commands import mfa, session_end, sessions
 from commands.runtime import CommandResult
 from commands.tokens import parse_token
 from domain.errors import DomainError
@@ -220,3 +220,17 @@ class TotpController(Controller):
           responses=COMMAND_ERRORS)
     async def confirm(self, request: Request, principal: Caller, data: JSONBody[mfa.ConfirmTotp]) -> CommandResult:
         return await mfa.confirm_enrollment(data, command_context(principal), runtime_of(request.app.state).services)
+
+
+class SessionsController(Controller):
+    path = "/auth/sessions"
+    tags = ["auth"]
+
+    @post("/revoke-all", status_code=200, summary="Sign out everywhere: end every session of the caller (a local "
+          "user), or every one but this request's with keep_current; their tokens are refused at once",
+          responses=COMMAND_ERRORS)
+    async def revoke_all(self, request: Request, principal: Caller,
+                         data: JSONBody[session_end.SignOutEverywhere]) -> Response[session_end.SignedOutEverywhere]:
+        ended = await session_end.sign_out_everywhere(data, command_context(principal),
+                                                      runtime_of(request.app.state).services)
+        return Response(ended, status_code=200, headers=_NO_STORE)

@@ -89,13 +89,15 @@ class Forbidden(DomainError):
 @dataclass(frozen=True, slots=True)
 class Principal:
     """An authenticated caller. ``tenant_id`` None means platform-wide scope; ``expires_at``, when its credential
-    stops being valid (None: it has no expiry of its own)."""
+    stops being valid (None: it has no expiry of its own); ``session_id``, the session its access token belongs
+    to (None: an API key, the CLI)."""
 
     id: str
     auth_method: str
     roles: frozenset[str]
     tenant_id: str | None = None
     expires_at: datetime | None = None
+    session_id: str | None = None
     permissions: frozenset[str] = field(init=False)
 
     def __post_init__(self) -> None:

@@ -347,8 +347,8 @@ async def _current_roles(services: Services, identity: Identity, state: session.
     """A local user's roles are re-read at every refresh (revoked or lapsed grants drop out, new ones count);
     others keep theirs. Returns the roles, the earliest expiry among them and the user's sessions epoch.
 
-    Refused: a disabled user; a session its user's sessions have ended since (password or TOTP reset, disable:
-    the epoch moved on, and an enable does not move it back); and a session signed in without a TOTP code whose
+    Refused: a disabled user; a session its user's sessions have ended since (password or TOTP reset, disable,
+    signing out everywhere: the epoch moved on, and an enable does not move it back); and a session signed in without a TOTP code whose
     roles now need one (a grant since): a refresh must not carry what a sign-in would only give after the code.
     """
     if not state.subject.startswith("user:"):
@@ -357,7 +357,7 @@ async def _current_roles(services: Services, identity: Identity, state: session.
     current = await load(services, scope, user.stream_id(username), user.fold)
     if current.status != "active":
         raise session.RefreshRefused("user_disabled")
-    if state.sessions_epoch < current.sessions_epoch:
+    if user.session_ended(current, state.sessions_epoch, state.session_id):
         raise session.RefreshRefused("sessions_ended")
     roles = user.active_roles(current, now)
     if roles & identity.mfa_roles and "otp" not in state.amr:

@@ -46,9 +46,11 @@ class PasswordReset(Payload, frozen=True, kw_only=True):
 
 @event("user.sessions_ended")
 class SessionsEnded(Payload, frozen=True, kw_only=True):
-    """Every session issued before this ends: the user's sessions epoch goes up by one (see ``User``)."""
+    """Every session issued before this ends: the user's sessions epoch goes up by one (see ``User``), except
+    ``kept_session`` (the session of a user who signed out everywhere else, keeping the one they asked from)."""
 
-    reason: str  # password_reset | totp_reset | user_disabled
+    reason: str  # password_reset | totp_reset | user_disabled | signed_out_everywhere
+    kept_session: str | None = None
 
 
 @event("user.disabled")
@@ -71,6 +73,7 @@ class User(msgspec.Struct, frozen=True, kw_only=True):
     # and one from an earlier epoch is refused (a counter, not a time: a token minted in the same second after
     # the end still works, one minted before it never does, whatever the clocks say).
     sessions_epoch: int = 0
+    kept_session: str | None = None  # a session the last end of sessions spared (until the next one)
     version: int = 0
 
 
@@ -109,7 +112,8 @@ def fold(payloads: Iterable[Payload], start: User | None = None) -> User:
             case PasswordReset():
                 state = msgspec.structs.replace(state, password_ref=payload.password_ref)
             case SessionsEnded():
-                state = msgspec.structs.replace(state, sessions_epoch=state.sessions_epoch + 1)
+                state = msgspec.structs.replace(state, sessions_epoch=state.sessions_epoch + 1,
+                                                kept_session=payload.kept_session)
             case UserDisabled():
                 state = msgspec.structs.replace(state, status="disabled")
             case UserEnabled():
@@ -179,9 +183,15 @@ def decide_reset_password(state: User, password_ref: str) -> list[Payload]:
     return [PasswordReset(password_ref=password_ref), SessionsEnded(reason="password_reset")]
 
 
-def decide_end_sessions(state: User, reason: str) -> list[Payload]:
+def decide_end_sessions(state: User, reason: str, kept_session: str | None = None) -> list[Payload]:
     _require(state)
-    return [SessionsEnded(reason=reason)]
+    return [SessionsEnded(reason=reason, kept_session=kept_session)]
+
+
+def session_ended(state: User, epoch: int, session_id: str) -> bool:
+    """Whether a session of the user that began in sessions epoch ``epoch`` has been ended since (its tokens and
+    its refresh family are refused): an earlier epoch than the user's, unless it is the session the last end kept."""
+    return epoch < state.sessions_epoch and session_id != state.kept_session
 
 
 def decide_disable(state: User, reason: str) -> list[Payload]:

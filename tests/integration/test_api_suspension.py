@@ -132,11 +132,14 @@ async def test_reads_and_certificate_only_exports_go_on(world):
         assert response.status_code == 200, (export, response.text)
 
 
-async def test_sign_in_goes_on(world):
+async def test_sign_in_and_signing_out_everywhere_go_on(world):
     password = await world.api.client.post("/v1/auth/token", data={
         "grant_type": "password", "username": _t(world).user, "password": matrix.MATRIX_PASSWORD,
         "tenant_id": SUSPENDED})
     assert password.status_code == 200, password.text
+    everywhere = await world.api.client.post("/v1/auth/sessions/revoke-all", json={"keep_current": True},
+                                             headers={"Authorization": f"Bearer {password.json()['access_token']}"})
+    assert everywhere.status_code == 200 and everywhere.json()["kept_session"] is True, everywhere.text
     key = tenant_admin(world)["Authorization"].split()[1]
     basic = base64.b64encode(f"x:{key}".encode()).decode()
     client = await world.api.client.post("/v1/auth/token", data={"grant_type": "client_credentials"},

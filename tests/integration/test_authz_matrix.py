@@ -133,6 +133,8 @@ REQUESTS: dict[tuple[str, str], Build] = {
     ("POST", "/v1/auth/revoke"): lambda w, t: Call("POST", "/v1/auth/revoke", json={"token": fresh("not-a-token")}),
     ("POST", "/v1/auth/totp"): lambda w, t: Call("POST", "/v1/auth/totp"),  # API keys: 422, TOTP is for people
     ("POST", "/v1/auth/totp/confirm"): lambda w, t: Call("POST", "/v1/auth/totp/confirm", json={"code": "123456"}),
+    ("POST", "/v1/auth/sessions/revoke-all"): lambda w, t: Call(  # API keys: 422, for local users only
+        "POST", "/v1/auth/sessions/revoke-all", json={}),
     ("POST", "/v1/users"): lambda w, t: Call("POST", "/v1/users", json={
         "username": fresh("mx-user"), "password": MATRIX_PASSWORD, "tenant_id": t}),
     ("GET", "/v1/users"): lambda w, t: Call("GET", "/v1/users", params={"tenant_id": t}),
