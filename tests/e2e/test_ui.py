@@ -76,7 +76,7 @@ def test_a_wrong_password_is_shown_next_to_the_field_then_sign_in_and_out(servic
     renewed = json.loads(page.evaluate("sessionStorage.getItem('csm.session')"))
     assert renewed["access_token"] != stored["access_token"] and renewed["refresh_token"] != stored["refresh_token"]
     assert renewed["expires_at"] > stored["expires_at"]
-    page.get_by_role("button", name="Sign out").click()
+    page.get_by_role("button", name="Sign out", exact=True).click()
     page.get_by_role("heading", name="Sign in").wait_for()
     assert page.evaluate("sessionStorage.getItem('csm.session')") is None
     # signing out ended the session on the server (RFC 7009): neither of its tokens works any more
@@ -88,6 +88,24 @@ def test_a_wrong_password_is_shown_next_to_the_field_then_sign_in_and_out(servic
     }""", [renewed["access_token"], renewed["refresh_token"]])
     assert ended == [401, 401]
     assert page_problems(page)["csp"] == [] and page_problems(page)["errors"] == []
+
+
+def test_sign_out_everywhere_ends_the_sessions_of_every_browser(service, browser):
+    password = service.user("wendy", "viewer")
+    here, there = browser.page(), browser.page()  # two contexts: two devices' sessions
+    for page in (here, there):
+        sign_in(page, service.base, "wendy", password)
+        page.get_by_role("heading", name=re.compile("^Overview")).wait_for()
+    elsewhere = json.loads(there.evaluate("sessionStorage.getItem('csm.session')"))
+    here.get_by_role("button", name="Sign out everywhere").click()
+    here.get_by_role("heading", name="Sign in").wait_for()
+    assert here.evaluate("sessionStorage.getItem('csm.session')") is None
+    read = httpx.get(f"{service.base}/v1/tenants", headers={"Authorization": f"Bearer {elsewhere['access_token']}"},
+                     timeout=10)
+    again = httpx.post(f"{service.base}/v1/auth/token", timeout=10,
+                       data={"grant_type": "refresh_token", "refresh_token": elsewhere["refresh_token"]})
+    assert (read.status_code, again.status_code) == (401, 401), again.text
+    no_problems(here)
 
 
 def _clear_of_a_step_boundary(margin: float = 4.0) -> None:

@@ -218,7 +218,7 @@ def test_a_user_is_created_with_a_one_time_password_signs_in_and_gains_a_role(se
     grant.get_by_role("button", name="Grant role").click()
     page.get_by_role("button", name="Revoke developer").wait_for()
     assert set(service.get("/v1/users/ulla", tenant_id=TENANT).json()["roles"]) == {"viewer", "developer"}
-    other.get_by_role("button", name="Sign out").click()
+    other.get_by_role("button", name="Sign out", exact=True).click()
     sign_in(other, service.base, "ulla", password)
     other.get_by_role("heading", name="Request a certificate").wait_for()  # a developer's home now
     assert other.get_by_role("link", name="Request a certificate").is_visible()

@@ -101,6 +101,14 @@ export async function signOut() {
   } catch { /* offline: the tokens expire on their own */ }
 }
 
+/** Sign out everywhere (a local user's own account): every session of it ends on the server, this one included,
+ * then this tab forgets it. Unlike ``signOut`` it throws (ApiError, or a network error) and keeps the session when
+ * the server did not confirm: the caller must not believe sessions ended that did not. */
+export async function signOutEverywhere() {
+  await api("/v1/auth/sessions/revoke-all", {method: "POST", body: {}});
+  await save(null);
+}
+
 let refreshing = null;
 
 async function fresh() {

@@ -1,6 +1,6 @@
 // The shell: hash routes, the navigation the caller's roles allow, the tenant in view, and live updates.
 
-import {api, current, onSession, permissions, signOut} from "./api.js";
+import {api, current, onSession, permissions, signOut, signOutEverywhere} from "./api.js";
 import {fill, h} from "./dom.js";
 import {subscribe} from "./events.js";
 import {enrollView, signInView} from "./signin.js";
@@ -97,7 +97,8 @@ async function tenantPicker(position) {
   const who = document.getElementById("who");
   const {session} = context;
   if (!session) return fill(who);
-  const out = h("button.link", {type: "button", on: {click: () => { signOut(); context.go("/signin"); }}}, "Sign out");
+  const out = [h("button.link", {type: "button", on: {click: () => { signOut(); context.go("/signin"); }}}, "Sign out"),
+               everywhereButton(session)];
   const name = h("span.subject", {title: session.roles.join(", ")}, session.subject);
   if (session.tenant_id || session.enroll_only || !context.can.has("tenant:read")) return fill(who, name, out);
   const {items} = await api("/v1/tenants", {query: {limit: 500, min_position: position}});
@@ -108,6 +109,26 @@ async function tenantPicker(position) {
     route();
   }}}, items.map(t => h("option", {value: t.tenant_id, selected: t.tenant_id === context.tenant}, t.tenant_id)));
   fill(who, h("label.tenant", {for: "tenant"}, "Tenant "), select, name, out);
+}
+
+/** "Sign out everywhere": a local user's sessions on every device end (API keys and directory users have none
+ * to end: no button); a refusal or an unreachable server is shown, and this tab stays signed in. */
+function everywhereButton(session) {
+  if (!session.subject.startsWith("user:") || session.enroll_only) return null;
+  const failed = h("span.error", {role: "alert", hidden: true});
+  const button = h("button.link", {type: "button", title: "End every session of this account, on every device",
+                                   on: {click: async () => {
+    button.disabled = true;
+    try {
+      await signOutEverywhere();
+      context.go("/signin");
+    } catch (error) {
+      failed.hidden = false;
+      failed.textContent = `Not signed out everywhere: ${error.message}`;
+      button.disabled = false;
+    }
+  }}}, "Sign out everywhere");
+  return [button, failed];
 }
 
 function live(state) {
