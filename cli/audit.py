@@ -9,6 +9,7 @@ import click
 
 from cli.common import (EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, CliError, echo_json, hold_data_dir, position_progress,
                         progress_bar, runtime_for)
+from cli.metrics_file import metrics_file_option, recorded_run
 from domain.verification import Problem, VerifyReport
 from infra.bootstrap import verify_store
 from infra.config import Settings
@@ -91,9 +92,10 @@ def audit() -> None:
 @click.option("--anchor", "anchor_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               default=None, help="A copy of keys/audit-keys.pub.json kept outside the data directory (default: its "
               "own): every checkpoint must be signed by each key it names.")
+@metrics_file_option
 @click.pass_obj
 def verify(settings: Settings, as_json: bool, quiet: bool, witness_file: Path | None,
-           anchor_file: Path | None) -> None:
+           anchor_file: Path | None, metrics_file: Path | None) -> None:
     """Re-verify every hash chain and signed checkpoint against the audit keys, and the log's length against
     the witness.
 
@@ -105,8 +107,21 @@ def verify(settings: Settings, as_json: bool, quiet: bool, witness_file: Path | 
     while events.db-wal holds data (copy the directory somewhere writable and verify the copy).
 
     Exit status 0: everything verifies; 1: a problem was found (the first broken link is
-    named); 2: the data directory cannot be read or verified.
+    named); 2: the data directory cannot be read or verified. With --metrics-file, the run is recorded for
+    node_exporter's textfile collector (csm_audit_verify_*: the alerts on a failed or a missed run read it).
     """
+    with recorded_run(metrics_file, "audit_verify") as run:
+        report = _verify(settings, quiet, witness_file, anchor_file)
+        run.count(events=report.events, problems=len(report.problems), unsealed_events=report.unsealed_events)
+        run.success = report.ok
+    if as_json:
+        echo_json(report)
+    else:
+        print_report(report)
+    raise click.exceptions.Exit(EXIT_OK if report.ok else EXIT_PROBLEM)
+
+
+def _verify(settings: Settings, quiet: bool, witness_file: Path | None, anchor_file: Path | None) -> VerifyReport:
     immutable = settings.events_db.exists() and not writable(settings.data_dir)
     with contextlib.ExitStack() as held:
         if immutable:  # no shared lock (nothing can restore into it either): make sure nothing writes it instead
@@ -116,13 +131,8 @@ def verify(settings: Settings, as_json: bool, quiet: bool, witness_file: Path | 
                 raise CliError(f"{exc}; nothing was verified", EXIT_USAGE) from None
         elif settings.events_db.exists():  # not in verify_data_dir: restore calls it holding the lock exclusively
             hold_data_dir(settings)
-        report = verify_data_dir(settings, show_progress=not quiet, witness_file=witness_file,
-                                 anchor_file=anchor_file, immutable=immutable)
-    if as_json:
-        echo_json(report)
-    else:
-        print_report(report)
-    raise click.exceptions.Exit(EXIT_OK if report.ok else EXIT_PROBLEM)
+        return verify_data_dir(settings, show_progress=not quiet, witness_file=witness_file,
+                               anchor_file=anchor_file, immutable=immutable)
 
 
 @audit.command()

@@ -28,6 +28,7 @@ from cli.ca import convert
 from cli.cluster import also_trusted
 from cli.cluster_verify import check, verify_options
 from cli.common import CliError, catch_up, command_context, run_async, runtime_for
+from cli.metrics_file import Run, metrics_file_option, recorded_run
 from commands import certificates as cert_commands
 from commands import deployments
 from domain import deployment
@@ -138,12 +139,13 @@ def _read_password(password_file: Path | None) -> str:
 @click.option("--connect-timeout", type=click.IntRange(1, 300), default=10, show_default=True)
 @click.option("--stop-on-error", is_flag=True, help="Leave the remaining nodes alone after a failure.")
 @verify_options
+@metrics_file_option
 @click.pass_obj
 def deploy(settings: Settings, nodes: tuple[str, ...], known_hosts: Path, accept_new_host_key: bool,
            identity: Path | None, password_file: Path | None, tenant_id: str, ca_id: str | None,
            also_trust: tuple[str, ...], certificate_id: str | None, keep: int, format_: str, remote_dir: str,
            group: str | None, reload_command: str | None, reload_timeout: int, connect_timeout: int,
-           stop_on_error: bool, verify_ports: tuple[int, ...], verify_within: int) -> None:
+           stop_on_error: bool, verify_ports: tuple[int, ...], verify_within: int, metrics_file: Path | None) -> None:
     """Install each --node's keystore and truststore over SSH (atomically, keeping --keep generations of the
     replaced files: NAME.previous, NAME.previous.2 ...), audited.
 
@@ -151,8 +153,20 @@ def deploy(settings: Settings, nodes: tuple[str, ...], known_hosts: Path, accept
     deployment started and never recorded as done (the renames failed halfway) is reported, file by file, by the
     next deploy, verify or rollback of the node. With --verify-port, then check that the node serves the
     certificate (recorded too). Exit status 1 if any node failed (a reload that failed, or a verification,
-    included); the summary lists every node.
+    included); the summary lists every node. With --metrics-file, the run is recorded for node_exporter's textfile
+    collector (csm_cluster_deploy_*).
     """
+    with recorded_run(metrics_file, "cluster_deploy") as run:
+        _deploy(settings, run, nodes, known_hosts, accept_new_host_key, identity, password_file, tenant_id, ca_id,
+                also_trust, certificate_id, keep, format_, remote_dir, group, reload_command, reload_timeout,
+                connect_timeout, stop_on_error, verify_ports, verify_within)
+
+
+def _deploy(settings: Settings, run: Run, nodes: tuple[str, ...], known_hosts: Path, accept_new_host_key: bool,
+            identity: Path | None, password_file: Path | None, tenant_id: str, ca_id: str | None,
+            also_trust: tuple[str, ...], certificate_id: str | None, keep: int, format_: str, remote_dir: str,
+            group: str | None, reload_command: str | None, reload_timeout: int, connect_timeout: int, stop_on_error: bool,
+            verify_ports: tuple[int, ...], verify_within: int) -> None:
     targets = [node_target(text) for text in nodes]
     if len({t.name for t in targets}) != len(targets):
         raise click.BadParameter("a node is named twice", param_hint="--node")
@@ -174,15 +188,16 @@ def deploy(settings: Settings, nodes: tuple[str, ...], known_hosts: Path, accept
         catch_up(runtime)
         each_node(targets, lambda target: _deploy_one(
             runtime, target, options, password, tenant_id=tenant_id, ca_id=ca_id, also_trust=also_trust,
-            certificate_id=certificate_id, keep=keep, format_=format_, remote_dir=remote_dir, group=group, reload_command=reload_command,
-            reload_timeout=reload_timeout, verify=(verify_ports, verify_within)), stop_on_error=stop_on_error,
-            done="deployed")
+            certificate_id=certificate_id, keep=keep, format_=format_, remote_dir=remote_dir, group=group,
+            reload_command=reload_command, reload_timeout=reload_timeout, verify=(verify_ports, verify_within)), stop_on_error=stop_on_error,
+            done="deployed", run=run)
 
 
 def each_node(targets: list[Target], act: Callable[[Target], tuple[str, bool]], *, stop_on_error: bool,
-              done: str) -> None:
+              done: str, run: Run | None = None) -> None:
     """``act`` on each node in turn, printing its line (a refusal or SSH failure is that node's FAILED line, not
-    the end of the run unless ``stop_on_error``), then the count; exit status 1 when any node failed."""
+    the end of the run unless ``stop_on_error``), then the count; exit status 1 when any node failed. ``run``
+    (--metrics-file) gets the counts, a node skipped by ``stop_on_error`` counted as failed."""
     failed = 0
     for index, target in enumerate(targets):
         try:
@@ -198,6 +213,9 @@ def each_node(targets: list[Target], act: Callable[[Target], tuple[str, bool]], 
                 click.echo(f"{skipped.name}: SKIPPED (--stop-on-error)")
             break
     click.echo(f"{len(targets)} node(s): {len(targets) - failed} {done}, {failed} failed")
+    if run is not None:
+        run.count(nodes=len(targets), nodes_failed=failed + len(targets) - 1 - index if failed else 0)
+        run.success = not failed
     if failed:
         raise SystemExit(1)
 

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from pathlib import Path
 
 import click
 
 from cli.ca import convert
 from cli.common import CliError, catch_up, command_context, run_async, runtime_for
+from cli.metrics_file import metrics_file_option, recorded_run
 from commands import deployments
 from domain.certificate import VerifiedPort
 from domain.discovery import Target, TargetError, parse_target
@@ -79,16 +81,29 @@ def _endpoint(text: str) -> tuple[str, Target]:
 @click.option("--tenant", "tenant_id", default="platform", show_default=True)
 @click.option("--within", type=click.IntRange(1, 3600), default=5, show_default=True,
               help="Seconds to wait for each port to serve the expected certificate.")
+@metrics_file_option
 @click.pass_obj
-def verify(settings: Settings, nodes: tuple[str, ...], tenant_id: str, within: int) -> None:
+def verify(settings: Settings, nodes: tuple[str, ...], tenant_id: str, within: int, metrics_file: Path | None) -> None:
     """Check that each node serves the certificate last deployed to it (as the store records it), audited.
 
-    Read-only for the nodes: TLS handshakes, no SSH. Exit status 1 if any node did not verify.
+    Read-only for the nodes: TLS handshakes, no SSH. Exit status 1 if any node did not verify. With
+    --metrics-file, the run is recorded for node_exporter's textfile collector (csm_cluster_verify_*).
     """
     by_node: dict[str, list[Target]] = defaultdict(list)
     for text in nodes:
         name, target = _endpoint(text)
         by_node[name].append(target)
+    with recorded_run(metrics_file, "cluster_verify") as run:
+        failed = _verify_all(settings, by_node, tenant_id, within)
+        run.count(nodes=len(by_node), nodes_failed=failed)
+        run.success = not failed
+    click.echo(f"{len(by_node)} node(s): {len(by_node) - failed} verified, {failed} not verified")
+    if failed:
+        raise SystemExit(1)
+
+
+def _verify_all(settings: Settings, by_node: dict[str, list[Target]], tenant_id: str, within: int) -> int:
+    """Each node's lines, printed as it is checked; how many did not verify."""
     failed = 0
     with runtime_for(settings) as runtime:
         catch_up(runtime)
@@ -102,9 +117,7 @@ def verify(settings: Settings, nodes: tuple[str, ...], tenant_id: str, within: i
                 line, ok = f"{name}: NOT VERIFIED: {text}", False
             click.echo(line)
             failed += not ok
-    click.echo(f"{len(by_node)} node(s): {len(by_node) - failed} verified, {failed} not verified")
-    if failed:
-        raise SystemExit(1)
+    return failed
 
 
 def _verify_one(runtime, tenant_id: str, name: str, targets: list[Target], within: int) -> tuple[str, bool]:

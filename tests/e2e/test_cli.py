@@ -20,6 +20,7 @@ from pathlib import Path
 import msgspec
 import pytest
 from click.testing import CliRunner
+from metrics_files import assert_run, read_metrics_file
 
 from commands.authz import Principal
 from commands.runtime import CommandContext
@@ -236,8 +237,12 @@ def seed(data_dir: Path) -> None:
 def test_audit_verify_passes_on_a_clean_store_and_names_the_first_broken_link_after_tampering(data_dir):
     seed(data_dir)
     assert "wrote 1 checkpoint(s)" in csm(data_dir, "audit", "checkpoint").stdout
-    clean = csm(data_dir, "audit", "verify")
+    prom = data_dir.parent / "textfile" / "csm_audit_verify.prom"  # node_exporter's textfile-collector directory
+    prom.parent.mkdir()
+    clean = csm(data_dir, "audit", "verify", "--metrics-file", str(prom))
     assert "result:" in clean.stdout and "OK" in clean.stdout
+    assert_run(read_metrics_file(prom), "audit_verify", success=True, problems=0, unsealed_events=0,
+               events=int(re.search(r"events:\s+(\d+)", clean.stdout).group(1)))
     assert re.search(r"checkpoints:\s+1", clean.stdout) and re.search(r"unsealed events:\s+0", clean.stdout)
     assert re.search(r"trust anchor:\s+configured audit keys", clean.stdout)
     report = json.loads(csm(data_dir, "audit", "verify", "--json").stdout)
@@ -248,8 +253,9 @@ def test_audit_verify_passes_on_a_clean_store_and_names_the_first_broken_link_af
         conn.execute("UPDATE events SET body = replace(body, 'x', 'y') WHERE position = 4")
         conn.commit()
 
-    broken = csm(data_dir, "audit", "verify", expect=1)
+    broken = csm(data_dir, "audit", "verify", "--metrics-file", str(prom), expect=1)
     assert "FAILED" in broken.stdout
+    assert_run(read_metrics_file(prom), "audit_verify", success=False, problems=1)  # what CsmAuditVerifyFailed reads
     first = broken.stdout.split("first broken link:")[1]
     assert re.search(r"stream:\s+tenant-acme", first) and re.search(r"tenant:\s+acme", first)
     assert re.search(r"version:\s+1", first) and re.search(r"position:\s+4", first)
@@ -285,8 +291,14 @@ def test_audit_verify_of_a_file_that_is_not_a_database_is_exit_2(initialised):
     (initialised / "events.db").write_bytes(b"this is not sqlite" * 100)
     for suffix in ("-wal", "-shm"):
         (initialised / f"events.db{suffix}").unlink(missing_ok=True)
-    run = csm(initialised, "audit", "verify", expect=2)
+    prom = initialised / "verify.prom"
+    run = csm(initialised, "audit", "verify", "--metrics-file", str(prom), expect=2)
     assert run.stderr.startswith("error: ")
+    values = read_metrics_file(prom)  # nothing was verified: a failed run, and nothing counted
+    assert_run(values, "audit_verify", success=False)
+    assert "csm_audit_verify_events" not in values
+    missing = csm(initialised, "audit", "verify", "--metrics-file", str(initialised / "no" / "such.prom"), expect=2)
+    assert "--metrics-file" in missing.stderr and "is not a directory" in missing.stderr
 
 
 # events export ----------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from metrics_files import assert_run, read_metrics_file
 from test_cluster_deploy import _deploy, _events, _password, cluster, csm_run  # noqa: F401 - cluster is a fixture
 from tls_servers import listening
 
@@ -68,12 +69,15 @@ def test_deploy_then_verify_records_that_the_node_serves_the_certificate(cluster
     remote = tmp_path / "node"
     with node_tls(remote / "keystore.pem", _password(out), reloads=True) as port:
         output = _deploy(data, out, ssh_node, remote, "--format", "pem", "--verify-port", str(port),
-                         "--verify-within", "30")
+                         "--verify-within", "30", "--metrics-file", str(tmp_path / "deploy.prom"))
         [certificate_id] = _deployed_ids(data)
         assert f"verify 127.0.0.1:{port}: serves certificate {certificate_id}" in output
         assert "1 deployed, 0 failed" in output
-        checked = csm_run("--data-dir", str(data), "cluster", "verify", "--node", f"db-1=127.0.0.1:{port}")
+        checked = csm_run("--data-dir", str(data), "cluster", "verify", "--node", f"db-1=127.0.0.1:{port}",
+                          "--metrics-file", str(tmp_path / "verify.prom"))
     assert f"db-1: verified: certificate {certificate_id}" in checked and "1 verified, 0 not verified" in checked
+    assert_run(read_metrics_file(tmp_path / "deploy.prom"), "cluster_deploy", success=True, nodes=1, nodes_failed=0)
+    assert_run(read_metrics_file(tmp_path / "verify.prom"), "cluster_verify", success=True, nodes=1, nodes_failed=0)
     after_deploy, after_check = _events(data, "certificate.deployment_verified")
     assert after_deploy["payload"]["verified"] is True and after_deploy["payload"]["after"] == "deploy"
     assert after_check["payload"]["after"] == "check" and after_check["stream_id"] == f"certificate-{certificate_id}"
@@ -92,7 +96,9 @@ def test_a_node_that_keeps_serving_the_old_certificate_fails_and_a_rollback_rest
     csm_run("--data-dir", str(data), "cluster", "bootstrap-tls", "--out", str(out), "--node", "db-1=127.0.0.1")
     with node_tls(remote / "keystore.pem", password, reloads=False) as port:  # it never reloads
         output = _deploy(data, out, ssh_node, remote, "--format", "pem", "--verify-port", str(port),
-                         "--verify-within", "2", code=1)
+                         "--verify-within", "2", "--metrics-file", str(tmp_path / "deploy.prom"), code=1)
+        assert_run(read_metrics_file(tmp_path / "deploy.prom"), "cluster_deploy", success=False, nodes=1,
+                   nodes_failed=1)
         old_id, new_id = _deployed_ids(data)
         assert old_id != new_id
         assert "db-1: NOT VERIFIED: deployed certificate" in output and "serves another certificate" in output
@@ -102,8 +108,10 @@ def test_a_node_that_keeps_serving_the_old_certificate_fails_and_a_rollback_rest
         assert failed["payload"]["ports"][0]["served_fingerprint"] == _show(data, old_id)["fingerprint"]
         assert _show(data, new_id)["last_verified"] is False
         checked = csm_run("--data-dir", str(data), "cluster", "verify", "--node", f"db-1=127.0.0.1:{port}",
-                          "--within", "1", code=1)
+                          "--within", "1", "--metrics-file", str(tmp_path / "verify.prom"), code=1)
         assert f"db-1: NOT VERIFIED: certificate {new_id}" in checked
+        assert_run(read_metrics_file(tmp_path / "verify.prom"), "cluster_verify", success=False, nodes=1,
+                   nodes_failed=1)
         new_files = {name: (remote / name).read_bytes() for name in old_files}
         output = _rollback(data, ssh_node, "--verify-port", str(port), "--verify-within", "10")
         assert f"rolled back certificate {new_id}" in output and f"restored: certificate {old_id}" in output

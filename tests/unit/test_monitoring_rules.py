@@ -48,16 +48,18 @@ def slug(heading: str) -> str:
 
 
 def exported_metrics() -> set[str]:
-    """Sample names the server can export: the kept metrics of infra.telemetry and the ones api/metrics.py computes."""
+    """Sample names the service can export: the kept metrics of infra.telemetry, the ones api/metrics.py computes,
+    and those the CLI's batch commands write to their metrics files (infra/metrics_file.py)."""
     from prometheus_client import REGISTRY
 
     import api.metrics  # noqa: F401 - registers nothing, but names the computed gauges below
     import infra.telemetry  # noqa: F401 - registers the kept metrics
+    from infra.metrics_file import metric_names
 
     suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"], "gauge": [""]}
     names = {family.name + suffix for family in REGISTRY.collect() for suffix in suffixes.get(family.type, [""])}
     computed = re.findall(r'GaugeMetricFamily\("(csm_[a-z_]+)"', (ROOT / "api" / "metrics.py").read_text())
-    return names | set(computed)
+    return names | set(computed) | metric_names()
 
 
 def test_promtool_checks_the_rules():
