@@ -37,15 +37,7 @@ CRL_GAUGE = "csm_crl_next_update_timestamp_seconds"
 
 
 def _projection_gauges(request: Request) -> list[Metric]:
-    position = GaugeMetricFamily("csm_projection_position", "Last global position applied", labels=["projection"])
-    lag = GaugeMetricFamily("csm_projection_lag_events", "Events not yet applied", labels=["projection"])
-    rebuilding = GaugeMetricFamily("csm_projection_rebuilding", "1 while the read model is rebuilt from the log "
-                                   "(its projector's version changed); reads of it answer 503", labels=["projection"])
-    for row in runtime_of(request.app.state).runner.status():
-        position.add_metric([row["name"]], row["position"])
-        lag.add_metric([row["name"]], row["lag"])
-        rebuilding.add_metric([row["name"]], int(row["rebuilding"]))
-    return [position, lag, rebuilding]
+    return telemetry.projection_gauges(runtime_of(request.app.state).runner.status())
 
 
 async def _expiry_gauges(request: Request, per_tenant: bool) -> list[Metric]:

@@ -12,10 +12,12 @@ from pathlib import Path
 import click
 
 from cli.common import CliError
+from cli.metrics_endpoint import metrics_endpoint_options, start_metrics
 from infra.bootstrap import initialise
 from infra.config import Settings
 from infra.data_lock import DataDirUnavailable, hold_while_running
 from infra.distributed import projection_tasks
+from infra.metrics_server import ProjectorMetrics
 
 HEARTBEAT_FILE = "projector.alive"  # touched every poll interval: the container's health check reads its age
 
@@ -23,12 +25,15 @@ HEARTBEAT_FILE = "projector.alive"  # touched every poll interval: the container
 @click.command()
 @click.option("--heartbeat-max-age", type=float, default=None, metavar="SECONDS",
               help="Do not run: exit 0 if a running projector's heartbeat is younger than SECONDS, else 1.")
+@metrics_endpoint_options
 @click.pass_obj
-def projector(settings: Settings, heartbeat_max_age: float | None) -> None:
+def projector(settings: Settings, heartbeat_max_age: float | None, metrics_host: str,
+              metrics_port: int | None) -> None:
     """Run the projections until SIGINT or SIGTERM: from the store's log (CSM_BUS=local) or from Kafka
     (CSM_BUS=kafka: this process also publishes the store's log to the topic through the outbox relay).
 
-    API processes started with CSM_PROJECTOR=external then only follow its checkpoints.
+    API processes started with CSM_PROJECTOR=external then only follow its checkpoints. With --metrics-port it
+    serves /metrics: position and lag per projection, batches and events applied, failures and restarts.
     """
     heartbeat = settings.data_dir / HEARTBEAT_FILE
     if heartbeat_max_age is not None:
@@ -45,8 +50,15 @@ def projector(settings: Settings, heartbeat_max_age: float | None) -> None:
         raise CliError(str(exc)) from None
     click.echo(f"projector: store {settings.store}, bus {settings.bus} (data {settings.data_dir})", err=True)
     try:
+        metrics = start_metrics(settings, metrics_host, metrics_port, [ProjectorMetrics(runtime.runner)])
+    except CliError:
+        runtime.close()
+        raise
+    try:
         asyncio.run(_run(runtime, heartbeat))
     finally:
+        if metrics is not None:
+            metrics.stop()
         runtime.close()
     click.echo("stopped", err=True)
 

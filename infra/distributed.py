@@ -14,6 +14,7 @@ import sqlite3
 from collections.abc import Coroutine
 from typing import Any
 
+from infra import telemetry
 from infra.config import Settings, validate_distributed
 from infra.eventstore.sqlite import SQLiteEventStore, check_immutable
 from projections.runner import ProjectionRunner
@@ -85,6 +86,7 @@ async def run_outbox_relay(settings: Settings, store: Any) -> None:
             await relay.start()
             await relay.run()
         except (KafkaError, OSError, sqlite3.Error) as exc:
+            telemetry.PROJECTOR_RESTARTS.labels("outbox").inc()
             log.warning("outbox relay stopped; restarting", extra={"error": repr(exc)})
         finally:
             await relay.stop()
@@ -103,6 +105,7 @@ async def run_kafka_projections(settings: Settings, runner: ProjectionRunner) ->
             await feed.start()
             await runner.run_delivered(feed)
         except (KafkaError, OSError) as exc:
+            telemetry.PROJECTOR_RESTARTS.labels("projections").inc()
             log.warning("kafka projection feed stopped; restarting", extra={"error": repr(exc)})
         finally:
             await feed.stop()

@@ -12,13 +12,17 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 import dramatiq
 from dramatiq.brokers.stub import StubBroker
-from dramatiq.middleware import AgeLimit, Callbacks, Pipelines, Retries, ShutdownNotifications, TimeLimit
+from dramatiq.common import q_name
+from dramatiq.middleware import (AgeLimit, Callbacks, Middleware, Pipelines, Retries, ShutdownNotifications,
+                                 TimeLimit)
 
+from infra import telemetry
 from infra.config import Settings
 
 log = logging.getLogger(__name__)
@@ -28,9 +32,34 @@ REDIS_NAMESPACE = "csm-jobs"
 WORKER_POLL_MS = 100
 
 
+class JobMetrics(Middleware):
+    """Counts each attempt in ``csm_jobs_total`` (and its time in ``csm_job_seconds``) in the process that runs it.
+
+    After ``Retries`` in the chain: by then a failed attempt is marked failed for good, or left to be retried."""
+
+    def __init__(self) -> None:
+        self._started: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def before_process_message(self, broker, message) -> None:
+        with self._lock:
+            self._started[message.message_id] = time.monotonic()
+
+    def after_process_message(self, broker, message, *, result=None, exception=None) -> None:
+        with self._lock:
+            started = self._started.pop(message.message_id, None)
+        if started is not None:
+            telemetry.JOB_SECONDS.labels(q_name(message.queue_name)).observe(time.monotonic() - started)
+        outcome = "ok" if exception is None else "failed" if message.failed else "retried"
+        telemetry.JOBS.labels(q_name(message.queue_name), message.actor_name, outcome).inc()
+
+    def after_skip_message(self, broker, message) -> None:  # too old to run (AgeLimit): it will not be done
+        telemetry.JOBS.labels(q_name(message.queue_name), message.actor_name, "skipped").inc()
+
+
 def _middleware() -> list:
-    # dramatiq's defaults, built here so no Prometheus exporter or other global state comes along.
-    return [AgeLimit(), TimeLimit(), ShutdownNotifications(), Callbacks(), Pipelines(), Retries()]
+    # dramatiq's defaults, built here so no Prometheus exporter or other global state comes along; our own counts.
+    return [AgeLimit(), TimeLimit(), ShutdownNotifications(), Callbacks(), Pipelines(), Retries(), JobMetrics()]
 
 
 def make_broker(settings: Settings) -> dramatiq.Broker:

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 import msgspec
 from opentelemetry import trace
 from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
 
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 _tracer = trace.get_tracer("csm")
@@ -50,6 +51,30 @@ CRL_PUBLICATION_FAILURES = Counter("csm_crl_publication_failures_total",
 # earliest one by api/metrics.py for a scrape without the token. "livemin": a stopped process's values are dropped.
 CRL_NEXT_UPDATE = Gauge("csm_crl_next_update_timestamp_seconds", "nextUpdate of the CA's current CRL (Unix time)",
                         ["tenant", "ca"], multiprocess_mode="livemin")
+# Background jobs (infra/jobs.py's middleware, in whichever process runs the worker: `csm worker`, or the API's
+# in-process one): each attempt by queue, actor and outcome (ok; retried: it failed and will run again; failed: for
+# good; skipped: its message was too old to run).
+JOBS = Counter("csm_jobs_total", "Background job attempts by queue, actor and outcome (ok, retried, failed, skipped)",
+               ["queue", "actor", "outcome"])
+JOB_SECONDS = Histogram("csm_job_seconds", "Time one background job attempt took", ["queue"],
+                        buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0))
+# `csm projector`'s feeds (infra/distributed.py): a task that stopped on a broker or store error and started again
+PROJECTOR_RESTARTS = Counter("csm_projector_restarts_total", "Projector tasks restarted after an error "
+                             "(projections: the Kafka feed; outbox: the relay)", ["task"])
+
+
+def projection_gauges(rows: list[dict]) -> list[Metric]:
+    """Position, lag and rebuilding per projection, from ``ProjectionRunner.status()`` rows: computed on every scrape
+    (by /metrics and by `csm projector --metrics-port`), never kept."""
+    position = GaugeMetricFamily("csm_projection_position", "Last global position applied", labels=["projection"])
+    lag = GaugeMetricFamily("csm_projection_lag_events", "Events not yet applied", labels=["projection"])
+    rebuilding = GaugeMetricFamily("csm_projection_rebuilding", "1 while the read model is rebuilt from the log "
+                                   "(its projector's version changed); reads of it answer 503", labels=["projection"])
+    for row in rows:
+        position.add_metric([row["name"]], row["position"])
+        lag.add_metric([row["name"]], row["lag"])
+        rebuilding.add_metric([row["name"]], int(row["rebuilding"]))
+    return [position, lag, rebuilding]
 
 
 def tracing_configured() -> bool:

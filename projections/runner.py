@@ -94,6 +94,9 @@ class ProjectionRunner:
         self._last_batch = 0.0  # time.monotonic() when ``run`` last started a batch
         self._listeners: set[asyncio.Event] = set()  # set whenever the position moves (see ``listening``)
         self.following = False  # a tail (run, run_delivered, follow_checkpoints) moves ``position`` on its own
+        # what this process's tail did: batches and events committed to the views, batches that failed (retried);
+        # `csm projector --metrics-port` exposes them (infra/metrics_server.py)
+        self.counts = {"batches": 0, "events": 0, "failed_batches": 0}
 
     @property
     def rebuilding(self) -> frozenset[str]:
@@ -255,6 +258,8 @@ class ProjectionRunner:
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+        self.counts["batches"] += 1
+        self.counts["events"] += len(events)
         self.position = self._checkpoints(conn)
         return len(events)
 
@@ -303,6 +308,7 @@ class ProjectionRunner:
             except asyncio.CancelledError:
                 raise
             except Exception:
+                self.counts["failed_batches"] += 1
                 log.exception("projection batch from the bus failed; retrying")
                 await feed.rewind()
                 await asyncio.sleep(1.0)
@@ -346,6 +352,7 @@ class ProjectionRunner:
                 except asyncio.CancelledError:
                     raise
                 except Exception:
+                    self.counts["failed_batches"] += 1
                     log.exception("projection batch failed; retrying")
                     await asyncio.sleep(1.0)
                     continue

@@ -446,3 +446,24 @@ def test_the_report_json_is_a_verify_report(data_dir):
     seed(data_dir)
     report = msgspec.json.decode(csm(data_dir, "audit", "verify", "--json").stdout, type=VerifyReport)
     assert report.ok and report.events == 6
+
+
+def test_a_metrics_port_that_cannot_be_served_stops_the_projector_and_the_worker_before_they_run(initialised):
+    """--metrics-port: a port in use, or a scrape token file that is not one, is exit 2 naming it."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        redis = {"CSM_JOBS": "redis", "CSM_REDIS_URL": "redis://127.0.0.1:1"}  # not reached: the port fails first
+        for command, env in (("projector", {}), ("worker", redis)):
+            run = subprocess.run([*CSM, "--data-dir", str(initialised), command, "--metrics-port", port], timeout=60,
+                                 capture_output=True, text=True, env={**clean_env(), **env})
+            assert run.returncode == 2, run.stderr
+            assert f"--metrics-port: cannot listen on 127.0.0.1:{port}" in run.stderr, run.stderr
+    short = initialised.parent / "short-token"
+    short.write_text("too short\n")
+    run = subprocess.run([*CSM, "--data-dir", str(initialised), "projector", "--metrics-port", "0"], timeout=60,
+                         capture_output=True, text=True, env={**clean_env(), "CSM_METRICS_TOKEN_FILE": str(short)})
+    assert run.returncode == 2 and "CSM_METRICS_TOKEN_FILE" in run.stderr, run.stderr

@@ -15,7 +15,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
+from metrics_files import lint, samples
+from test_cli_serve import free_port
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "integration"))
 from kafka_fixture import kafka_bootstrap  # noqa: E402,F401
@@ -121,14 +124,36 @@ async def test_issue_and_revoke_on_the_kafka_bus_with_redis_jobs(tmp_path, kafka
     assert set(range(1, head + 1)) <= set(positions)
 
 
+async def scraped_projector(port: int, token: str) -> dict:
+    """The projector's /metrics: refused without the scrape token, lint-free with it."""
+    url = f"http://127.0.0.1:{port}/metrics"
+    refused = await asyncio.to_thread(httpx.get, url, timeout=10)
+    assert refused.status_code == 401 and refused.headers["www-authenticate"].startswith("Bearer")
+    wrong = await asyncio.to_thread(httpx.get, url, headers={"Authorization": f"Bearer {token[:-1]}x"}, timeout=10)
+    assert wrong.status_code == 401
+    assert (await asyncio.to_thread(httpx.get, url.replace("/metrics", "/"), timeout=10)).status_code == 404
+    answer = await asyncio.to_thread(httpx.get, url, headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/plain; version=0.0.4")
+    lint(answer.text)
+    return samples(answer.text)
+
+
+def per_projection(values: dict, name: str) -> dict[str, float]:
+    return {dict(labels)["projection"]: value for (sample, labels), value in values.items() if sample == name}
+
+
 async def test_the_api_follows_a_separate_projector_process(tmp_path, kafka_bootstrap, redis_url):  # noqa: F811
     kafka = kafka_settings(kafka_bootstrap)
+    token, metrics_port = "t" * 40, free_port()
+    (tmp_path / "scrape-token").write_text(token + "\n")
     env = {**os.environ, "CSM_DATA_DIR": str(tmp_path / "data"), "CSM_BUS": "kafka", "CSM_JOBS": "redis",
            "CSM_REDIS_URL": redis_url, "CSM_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "CSM_KAFKA_TOPIC": kafka.topic,
-           "CSM_KAFKA_GROUP_ID": kafka.group_id, "CSM_KAFKA_IDEMPOTENT_PRODUCER": "false", "CSM_POLL_INTERVAL": "0.05"}
+           "CSM_KAFKA_GROUP_ID": kafka.group_id, "CSM_KAFKA_IDEMPOTENT_PRODUCER": "false", "CSM_POLL_INTERVAL": "0.05",
+           "CSM_METRICS_TOKEN_FILE": str(tmp_path / "scrape-token")}
     async with running_api(tmp_path, bus="kafka", kafka=kafka, jobs="redis", redis_url=redis_url,
                            projector="external", max_body_bytes=1 << 20) as api:
-        process = subprocess.Popen([CSM, "projector"], env=env, stdout=subprocess.DEVNULL,
+        process = subprocess.Popen([CSM, "projector", "--metrics-port", str(metrics_port)], env=env,
+                                   stdout=subprocess.DEVNULL,
                                    stderr=open(tmp_path / "projector.log", "wb"))  # noqa: SIM115
         try:
             issued, revoked = await issue_and_revoke(api)
@@ -136,7 +161,17 @@ async def test_the_api_follows_a_separate_projector_process(tmp_path, kafka_boot
             healthy = await asyncio.to_thread(subprocess.run, [CSM, "projector", "--heartbeat-max-age", "60"],
                                               env=env)
             assert healthy.returncode == 0
+            values = await scraped_projector(metrics_port, token)
+            head = await api.runtime.store.head_position()
+            positions = per_projection(values, "csm_projection_position")
+            assert "certificates" in positions and 0 < min(positions.values()) <= max(positions.values()) <= head
+            assert per_projection(values, "csm_projection_lag_events").keys() == positions.keys()
+            assert set(per_projection(values, "csm_projection_rebuilding").values()) == {0}
+            applied = values[("csm_projector_events_applied_total", frozenset())]
+            assert applied >= min(positions.values()) and values[("csm_projector_batches_total", frozenset())] >= 1
+            assert ("csm_projector_batch_failures_total", frozenset()) in values
         finally:
             process.send_signal(signal.SIGTERM)
             await asyncio.to_thread(process.wait, 30)
         assert process.returncode == 0, (tmp_path / "projector.log").read_text()
+        assert f"metrics: http://127.0.0.1:{metrics_port}/metrics (bearer token)" in (tmp_path / "projector.log").read_text()

@@ -21,10 +21,13 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import httpx
 import pytest
+from metrics_files import lint, samples
 from prometheus_client import REGISTRY
 from redis_fixture import start_redis, stop
 from test_api_support import assert_problem, running_api
+from test_crash import free_port
 
 from domain import webhook
 from infra.webhooks.log import DeliveryLog
@@ -393,11 +396,26 @@ async def test_a_renewal_is_notified(tmp_path):
             assert document["data"]["new_certificate_id"] == renewed.json()["certificate_id"]
 
 
+def _job_attempts(port: int) -> dict[str, float]:
+    """The worker's /metrics (open: no scrape token configured), as attempts per outcome of the webhooks actor."""
+    answer = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10)
+    assert answer.status_code == 200, answer.text
+    lint(answer.text)
+    values = samples(answer.text)
+    attempts = {dict(labels)["outcome"]: value for (name, labels), value in values.items()
+                if name == "csm_jobs_total" and dict(labels) | {"outcome": ""} == {
+                    "queue": "webhooks", "actor": "webhooks.deliver", "outcome": ""}}
+    assert values[("csm_job_seconds_count", frozenset({("queue", "webhooks")}))] == sum(attempts.values())
+    return attempts
+
+
 async def test_a_separate_csm_worker_process_delivers_from_redis(tmp_path):
     process, url = start_redis(tmp_path)
+    metrics_port = free_port()
     env = {**os.environ, "CSM_JOBS": "redis", "CSM_REDIS_URL": url, "CSM_WEBHOOK_MAX_ATTEMPTS": "4",
            "CSM_WEBHOOK_MIN_BACKOFF": "0.02", "CSM_WEBHOOK_MAX_BACKOFF": "0.1",
-           "CSM_WEBHOOK_ALLOW_LOOPBACK_HTTP": "true"}  # the worker delivers: to the loopback receiver only so
+           "CSM_WEBHOOK_ALLOW_LOOPBACK_HTTP": "true",  # the worker delivers: to the loopback receiver only so
+           "CSM_METRICS_PORT": str(metrics_port)}
     worker = None
     try:
         async with running_api(tmp_path, jobs="redis", redis_url=url, job_worker_threads=0, **FAST) as api:
@@ -405,6 +423,8 @@ async def test_a_separate_csm_worker_process_delivers_from_redis(tmp_path):
                                        "worker", "--threads", "2"], env=env, stdout=subprocess.DEVNULL,
                                       stderr=subprocess.PIPE)
             await _signed_retried_delivered(api)
+            attempts = await asyncio.to_thread(_job_attempts, metrics_port)
+            assert attempts == {"retried": 2, "ok": 1}  # two answers of 500, then delivered: counted by the worker
     finally:
         if worker is not None:
             worker.send_signal(signal.SIGTERM)

@@ -58,7 +58,8 @@ def exported_metrics() -> set[str]:
 
     suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"], "gauge": [""]}
     names = {family.name + suffix for family in REGISTRY.collect() for suffix in suffixes.get(family.type, [""])}
-    computed = re.findall(r'GaugeMetricFamily\("(csm_[a-z_]+)"', (ROOT / "api" / "metrics.py").read_text())
+    computed = {name for source in ("api/metrics.py", "infra/telemetry.py")
+                for name in re.findall(r'GaugeMetricFamily\("(csm_[a-z_]+)"', (ROOT / source).read_text())}
     return names | set(computed) | metric_names()
 
 
