@@ -332,6 +332,9 @@ async def test_directory_users_sign_in_through_the_directory_port(tmp_path, slap
         assert claims["roles"] == ["auditor", "viewer"] and "refresh_token" not in bob.json()
         audit = await api.client.get("/v1/audit/events", headers=bearer(bob.json()["access_token"]))
         assert audit.status_code == 200
+        everywhere = await api.client.post("/v1/auth/sessions/revoke-all", json={},  # no sessions epoch to move
+                                           headers=bearer(bob.json()["access_token"]))
+        assert_problem(everywhere, 422, "sessions_for_local_users", field="Authorization")
         alice = (await login(api, "alice", PASSWORDS["alice"], tenant_id="acme")).json()  # platform-admin: TOTP
         assert alice["mfa_enrollment_required"] is True
         refused = (("bob", "not bob's password"), ("nobody", "whatever it is"), ("dave", PASSWORDS["dave"]))

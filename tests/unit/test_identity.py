@@ -202,6 +202,20 @@ def test_a_password_reset_and_a_disable_move_the_sessions_epoch_and_an_enable_do
     assert user.fold(user.decide_end_sessions(state, "totp_reset"), start=state).sessions_epoch == 3
 
 
+def test_signing_out_everywhere_keeps_only_the_named_session_and_only_until_the_next_end():
+    state = user.fold([user.UserCreated(username="bob", tenant_id=None, display_name=None, password_ref="pw0")])
+    kept = user.fold(user.decide_end_sessions(state, "signed_out_everywhere", "aaaa"), start=state)
+    assert (kept.sessions_epoch, kept.kept_session) == (1, "aaaa")
+    assert not user.session_ended(kept, 0, "aaaa")  # the asking session, begun in the earlier epoch
+    assert user.session_ended(kept, 0, "bbbb") and not user.session_ended(kept, 1, "bbbb")
+    again = user.fold(user.decide_end_sessions(kept, "signed_out_everywhere", "cccc"), start=kept)
+    assert user.session_ended(again, 0, "aaaa") and user.session_ended(again, 1, "bbbb")
+    assert not user.session_ended(again, 1, "cccc")
+    reset = user.fold(user.decide_reset_password(again, "pw1"), start=again)
+    assert reset.kept_session is None and user.session_ended(reset, 1, "cccc")
+    assert user.SessionsEnded(reason="password_reset").kept_session is None  # events before the field: none kept
+
+
 def test_sessions_started_before_epochs_existed_were_started_in_epoch_0():
     from domain.events import Actor, EventEnvelope, decode_payload
 
