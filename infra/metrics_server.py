@@ -42,6 +42,14 @@ class _Scrape:
             yield from collector.collect()
 
 
+# name (exposed with "_total"), help, the ProjectionRunner.counts key
+PROJECTOR_COUNTERS = (
+    ("csm_projector_batches", "Batches of events this projector committed to the read models", "batches"),
+    ("csm_projector_events_applied", "Events in the batches this projector committed", "events"),
+    ("csm_projector_batch_failures", "Batches that failed (rolled back, retried)", "failed_batches"),
+)
+
+
 class ProjectorMetrics:
     """A projector's read models as /metrics shows them (position, lag, rebuilding per projection, from the views
     and the store's head), and what its tail did: batches and events committed, batches that failed."""
@@ -52,10 +60,7 @@ class ProjectorMetrics:
     def collect(self) -> Iterator[Metric]:
         yield from telemetry.projection_gauges(self.runner.status())
         counts = dict(self.runner.counts)
-        for name, documentation, key in (
-                ("csm_projector_batches", "Batches of events this projector committed to the read models", "batches"),
-                ("csm_projector_events_applied", "Events in the batches this projector committed", "events"),
-                ("csm_projector_batch_failures", "Batches that failed (rolled back, retried)", "failed_batches")):
+        for name, documentation, key in PROJECTOR_COUNTERS:
             yield CounterMetricFamily(name, documentation, value=counts[key])
 
 

@@ -49,18 +49,20 @@ def slug(heading: str) -> str:
 
 def exported_metrics() -> set[str]:
     """Sample names the service can export: the kept metrics of infra.telemetry, the ones api/metrics.py computes,
-    and those the CLI's batch commands write to their metrics files (infra/metrics_file.py)."""
+    the projector's counters (infra/metrics_server.py) and those the CLI's batch commands write to their metrics
+    files (infra/metrics_file.py)."""
     from prometheus_client import REGISTRY
 
     import api.metrics  # noqa: F401 - registers nothing, but names the computed gauges below
     import infra.telemetry  # noqa: F401 - registers the kept metrics
     from infra.metrics_file import metric_names
+    from infra.metrics_server import PROJECTOR_COUNTERS
 
     suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"], "gauge": [""]}
     names = {family.name + suffix for family in REGISTRY.collect() for suffix in suffixes.get(family.type, [""])}
     computed = {name for source in ("api/metrics.py", "infra/telemetry.py")
                 for name in re.findall(r'GaugeMetricFamily\("(csm_[a-z_]+)"', (ROOT / source).read_text())}
-    return names | set(computed) | metric_names()
+    return names | set(computed) | metric_names() | {name + "_total" for name, _, _ in PROJECTOR_COUNTERS}
 
 
 def test_promtool_checks_the_rules():
