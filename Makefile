@@ -24,7 +24,8 @@ BENCH_ARGS ?=
 # command is missing. Append here as fixtures appear, e.g. redis-server:redis-server slapd:slapd
 # softhsm2:softhsm2-util openssh-server:sshd default-jre-headless:keytool golang-cfssl:cfssl wrk:wrk
 # A name ending in .so is a loadable module, and one ending in .py a Python module file, looked for under /usr/lib
-# (rsyslog-gnutls: rsyslogd's TLS driver; python3-certbot-dns-rfc2136: certbot's --dns-rfc2136 plugin).
+# (rsyslog-gnutls: rsyslogd's TLS driver; rsyslog-relp: its RELP input imrelp, for the RELP forwarding tests;
+# python3-certbot-dns-rfc2136: certbot's --dns-rfc2136 plugin).
 # knot: Knot DNS, the authoritative server (RFC 2136 updates with TSIG) that the ACME dns-01 tests start on loopback.
 # chromium: the browser UI's tests (tests/e2e/test_ui*.py) drive Debian's Chromium through the playwright package,
 # never a browser Playwright downloads.
@@ -48,6 +49,7 @@ APT_PACKAGES := \
 	knot:knotd \
 	rsyslog:rsyslogd \
 	rsyslog-gnutls:lmnsd_gtls.so \
+	rsyslog-relp:imrelp.so \
 	prometheus:promtool
 # Only `make bench` needs these (the HTTP comparison against cfssl, driven by wrk); installed when missing.
 BENCH_APT_PACKAGES := \

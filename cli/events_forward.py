@@ -36,7 +36,7 @@ def report(line: str) -> None:
 
 
 def destinations(urls: tuple[str, ...], ca_file: Path | None, cert_file: Path | None,
-                 key_file: Path | None, framing: str) -> list[tuple[Destination, object]]:
+                 key_file: Path | None, framing: str, software: str = "csm") -> list[tuple[Destination, object]]:
     """Each ``--to`` parsed, with a function that connects to it; plaintext ones warned about."""
     try:
         parsed = [Destination.parse(url) for url in urls]
@@ -47,7 +47,8 @@ def destinations(urls: tuple[str, ...], ca_file: Path | None, cert_file: Path | 
     if key_file and not cert_file:
         raise CliError("--key-file needs --cert-file", EXIT_USAGE)
     if (ca_file or cert_file) and not any(d.encrypted for d in parsed):
-        raise CliError("--ca-file, --cert-file and --key-file apply to tcp+tls:// destinations only", EXIT_USAGE)
+        raise CliError("--ca-file, --cert-file and --key-file apply to TLS destinations only (tcp+tls://, "
+                       "relp+tls://)", EXIT_USAGE)
     context = None
     if any(d.encrypted for d in parsed):
         try:
@@ -58,14 +59,15 @@ def destinations(urls: tuple[str, ...], ca_file: Path | None, cert_file: Path | 
         if not d.encrypted:
             report(f"WARNING {d.url}: plaintext {d.scheme.upper()}: events cross the network unencrypted and "
                    f"unauthenticated{' and may be lost (UDP acknowledges nothing)' if d.scheme == 'udp' else ''}; "
-                   "use tcp+tls:// in production")
-    return [(d, connector_for(d, context, framing)) for d in parsed]
+                   f"use {'relp+tls' if d.acknowledged else 'tcp+tls'}:// in production")
+    return [(d, connector_for(d, context, framing, software)) for d in parsed]
 
 
 @click.command("forward")
 @click.option("--to", "urls", multiple=True, required=True, metavar="URL",
-              help="A collector: tcp+tls://host:6514 (verified TLS), tcp://host:514 or udp://host:514 (plaintext). "
-                   "Repeat for several.")
+              help="A collector: tcp+tls://host:6514 (verified TLS), tcp://host:514 or udp://host:514 (plaintext); "
+                   "or RELP, which confirms each message: relp+tls://host:PORT (verified TLS), relp://host:PORT "
+                   "(plaintext). Repeat for several.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="rfc5424-json", show_default=True,
               help="The message: CEF, LEEF 2.0, or the envelope as JSON; always in an RFC 5424 syslog header.")
 @click.option("--cef-version", type=click.Choice(["0", "1"]), default="0", show_default=True,
@@ -75,7 +77,8 @@ def destinations(urls: tuple[str, ...], ca_file: Path | None, cert_file: Path | 
 @click.option("--cert-file", type=FILE, help="PEM client certificate (and chain), for mutual TLS.")
 @click.option("--key-file", type=FILE, help="PEM private key of --cert-file, if not in it.")
 @click.option("--framing", type=click.Choice(list(FRAMINGS)), default="octet-counting", show_default=True,
-              help="TCP framing (RFC 6587): octet-counting (RFC 5425's), or newline for collectors that split on LF.")
+              help="TCP framing (RFC 6587): octet-counting (RFC 5425's), or newline for collectors that split on LF "
+                   "(RELP frames every message itself).")
 @click.option("--tenant", help="Send only this tenant's events (_system: the platform's).")
 @click.option("--types", "type_prefixes", multiple=True, metavar="PREFIX",
               help="Send only event types starting with PREFIX (e.g. certificate. or access.denied); repeatable, "
@@ -98,9 +101,10 @@ def forward_command(settings: Settings, urls, fmt, cef_version, ca_file, cert_fi
     order, at least once (duplicates are possible around a reconnection or restart: de-duplicate on the event id).
 
     Each destination's position is checkpointed after its collector acknowledged a batch; a restart resumes there.
+    Over RELP the collector confirms each message, and the checkpoint never passes one it did not confirm.
     """
     require_initialised(settings)
-    targets = destinations(urls, ca_file, cert_file, key_file, framing)
+    targets = destinations(urls, ca_file, cert_file, key_file, framing, f"csm,{product_version()}")
     prefixes = tuple(p.strip() for value in type_prefixes for p in value.split(",") if p.strip())
     options = ForwardOptions(fmt=fmt, cef_version=int(cef_version), tenant=tenant, type_prefixes=prefixes,
                              hostname=hostname or socket.gethostname(), facility=FACILITIES[facility],

@@ -6,6 +6,9 @@ position in the checkpoint file (private, 0600; replaced atomically). A failure 
 (exponential backoff with jitter) and sends again from the start of the last batch the collector acknowledged:
 events around a reconnection may arrive twice, never not at all; a restart resumes after the checkpoint. The
 collector de-duplicates on the event id.
+
+Over RELP (infra/siem/relp.py) the collector itself answers each message: the checkpoint moves past an event only
+once it did (also part-way through a failed batch), and a reconnection resends from there, nothing earlier.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from typing import Any, Protocol
 from domain.events import EventEnvelope
 from domain.siem import FACILITIES, message
 from infra.private_files import write_file
+from infra.siem import relp
 from infra.siem.transport import DeliveryError, Destination, connect
 
 BATCH = 500
@@ -188,9 +192,13 @@ class Forwarder:
                         return
                     self.stop.wait(self.options.poll_interval)
                     continue
+                wanted = [e for e in events if self.options.wanted(e)]
                 try:
-                    sent = self._deliver([e for e in events if self.options.wanted(e)])
+                    sent = self._deliver(wanted)
                 except DeliveryError as exc:
+                    if exc.acknowledged:  # RELP: the collector confirmed these before the failure
+                        replay_from = self._advance(wanted[exc.acknowledged - 1].global_position)
+                        self.stats.sent += exc.acknowledged
                     self._failed(exc)
                     if self.options.once:
                         self.error = exc
@@ -199,13 +207,20 @@ class Forwarder:
                     position = replay_from  # resend what the collector acknowledged last, in case it never read it
                     continue
                 backoff.reset()
-                if sent:
+                if sent and not self.destination.acknowledged:
                     replay_from = position
-                position = self.stats.position = events[-1].global_position
-                self.checkpoints.save(self.destination.url, position)
+                position = self._advance(events[-1].global_position)
+                if self.destination.acknowledged:
+                    replay_from = position  # confirmed by the collector itself: never sent again
         finally:
             self._disconnect()
             self._status()
+
+    def _advance(self, position: int) -> int:
+        """Record ``position`` as delivered (the checkpoint file) and return it."""
+        self.stats.position = position
+        self.checkpoints.save(self.destination.url, position)
+        return position
 
     def _deliver(self, events: list[EventEnvelope]) -> int:
         """Send ``events`` (connecting first if need be); how many were sent."""
@@ -221,7 +236,11 @@ class Forwarder:
 
     def _failed(self, exc: DeliveryError) -> None:
         self.stats.failures += 1
-        self.report(f"{self.destination.url}: {exc}; will resend from the last acknowledged batch")
+        if self.destination.acknowledged:
+            self.report(f"{self.destination.url}: {exc}; will resend from position {self.stats.position} "
+                        f"(what the collector confirmed: {exc.acknowledged} of this batch)")
+        else:
+            self.report(f"{self.destination.url}: {exc}; will resend from the last acknowledged batch")
         self._disconnect()
 
     def _disconnect(self) -> None:
@@ -251,6 +270,9 @@ def forward(store: LogSource, destinations: Iterable[tuple[Destination, Callable
     return forwarders
 
 
-def connector_for(destination: Destination, context: Any, framing: str = "octet-counting") -> Callable[[], Any]:
-    """A function that opens a new connection to ``destination``."""
+def connector_for(destination: Destination, context: Any, framing: str = "octet-counting",
+                  software: str = "csm") -> Callable[[], Any]:
+    """A function that opens a new connection to ``destination`` (a RELP session for relp:// and relp+tls://)."""
+    if destination.acknowledged:
+        return lambda: relp.connect(destination, context, software=software)
     return lambda: connect(destination, context, framing=framing)

@@ -4,6 +4,7 @@ A TCP send returns only once the collector's TCP stack has acknowledged every by
 send queue, ``TIOCOUTQ``, is empty and no error is pending): what the forwarder's checkpoint may then record.
 Syslog has no application-level acknowledgement: bytes a collector's kernel acknowledged but the collector never
 read (it was killed) are not detected here; the forwarder resends its last batch after every reconnection for that.
+RELP (infra/siem/relp.py) has: it opens its connections with ``open_stream`` here.
 """
 
 from __future__ import annotations
@@ -22,19 +23,27 @@ from urllib.parse import urlsplit
 
 from domain.siem import FRAMINGS
 
-SCHEMES = {"tcp+tls": 6514, "tcp": 514, "udp": 514}
+SCHEMES = {"tcp+tls": 6514, "tcp": 514, "udp": 514, "relp+tls": None, "relp": None}  # RELP has no registered port
+ENCRYPTED = ("tcp+tls", "relp+tls")
+ACKNOWLEDGED = ("relp", "relp+tls")  # RELP: the collector answers each message
 CONNECT_TIMEOUT = 10.0
 ACK_TIMEOUT = 30.0  # a collector that acknowledges nothing for this long is taken for gone: reconnect, resend
 SETTLE_SECONDS = 1.0  # how long a TLS 1.3 connection waits for the collector's verdict on our certificate
 
 
 class DeliveryError(Exception):
-    """The collector could not be reached, was not trusted, or did not take what was sent."""
+    """The collector could not be reached, was not trusted, or did not take what was sent; ``acknowledged``: how
+    many of the messages given to ``send`` the collector confirmed before that (RELP; always 0 otherwise)."""
+
+    def __init__(self, message: str, acknowledged: int = 0) -> None:
+        super().__init__(message)
+        self.acknowledged = acknowledged
 
 
 @dataclass(frozen=True)
 class Destination:
-    """Where to send: ``tcp+tls://host:6514``, ``tcp://host:514`` (plaintext) or ``udp://host:514``."""
+    """Where to send: ``tcp+tls://host:6514``, ``tcp://host:514`` (plaintext), ``udp://host:514``, or RELP:
+    ``relp+tls://host:port``, ``relp://host:port`` (plaintext; RELP has no default port)."""
 
     url: str
     scheme: str
@@ -45,18 +54,25 @@ class Destination:
     def parse(cls, url: str) -> Destination:
         parts = urlsplit(url)
         if parts.scheme not in SCHEMES:
-            raise ValueError(f"{url!r}: the scheme is tcp+tls://, tcp:// or udp://")
+            raise ValueError(f"{url!r}: the scheme is tcp+tls://, tcp://, udp://, relp+tls:// or relp://")
         if not parts.hostname or parts.path not in ("", "/") or parts.query or parts.username:
             raise ValueError(f"{url!r}: give host and port only, e.g. tcp+tls://siem.example.net:6514")
         try:
             port = parts.port or SCHEMES[parts.scheme]
         except ValueError as exc:
             raise ValueError(f"{url!r}: {exc}") from None
+        if port is None:
+            raise ValueError(f"{url!r}: give the collector's RELP port, e.g. {parts.scheme}://siem.example.net:2514")
         return cls(url=url, scheme=parts.scheme, host=parts.hostname, port=port)
 
     @property
     def encrypted(self) -> bool:
-        return self.scheme == "tcp+tls"
+        return self.scheme in ENCRYPTED
+
+    @property
+    def acknowledged(self) -> bool:
+        """The collector confirms each message it took (RELP), not only its TCP stack the bytes."""
+        return self.scheme in ACKNOWLEDGED
 
 
 def tls_context(ca_file: Path | None = None, cert_file: Path | None = None,
@@ -160,7 +176,8 @@ class DatagramConnection:
 
 def connect(destination: Destination, context: ssl.SSLContext | None, *, framing: str = "octet-counting",
             timeout: float = CONNECT_TIMEOUT, ack_timeout: float = ACK_TIMEOUT) -> StreamConnection | DatagramConnection:
-    """A connection to ``destination`` (TLS with ``context``; its handshake verifies the collector)."""
+    """A syslog connection to ``destination`` (TLS with ``context``; its handshake verifies the collector); RELP
+    destinations connect through infra/siem/relp.py."""
     where = f"{destination.host}:{destination.port}"
     if destination.scheme == "udp":
         try:
@@ -171,6 +188,15 @@ def connect(destination: Destination, context: ssl.SSLContext | None, *, framing
         except OSError as exc:
             raise DeliveryError(f"{where}: {exc}") from exc
         return DatagramConnection(sock)
+    sock = open_stream(destination, context, timeout=timeout, ack_timeout=ack_timeout)
+    return StreamConnection(sock, ack_timeout, framing)
+
+
+def open_stream(destination: Destination, context: ssl.SSLContext | None, *, timeout: float = CONNECT_TIMEOUT,
+                ack_timeout: float = ACK_TIMEOUT) -> socket.socket:
+    """A TCP connection to ``destination``, TLS when it is encrypted (the collector verified, the client's
+    certificate accepted); reads and writes time out after ``ack_timeout``."""
+    where = f"{destination.host}:{destination.port}"
     try:
         raw = socket.create_connection((destination.host, destination.port), timeout=timeout)
     except OSError as exc:
@@ -178,9 +204,10 @@ def connect(destination: Destination, context: ssl.SSLContext | None, *, framing
     raw.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
     if not destination.encrypted:
         raw.settimeout(ack_timeout)
-        return StreamConnection(raw, ack_timeout, framing)
+        return raw
     if context is None:
-        raise ValueError("a tcp+tls destination needs a TLS context")
+        raw.close()
+        raise ValueError(f"a {destination.scheme} destination needs a TLS context")
     sock = context.wrap_socket(raw, server_hostname=destination.host, do_handshake_on_connect=False)
     try:  # the TLS socket owns the descriptor now (``raw`` is detached)
         sock.do_handshake()
@@ -193,7 +220,7 @@ def connect(destination: Destination, context: ssl.SSLContext | None, *, framing
         raise DeliveryError(f"TLS handshake with {where} failed, nothing was sent: {exc}") from exc
     _settle(sock, where)
     sock.settimeout(ack_timeout)
-    return StreamConnection(sock, ack_timeout, framing)
+    return sock
 
 
 def _settle(sock: ssl.SSLSocket, where: str) -> None:

@@ -3,6 +3,10 @@
 It listens with imtcp, plain or TLS (the gtls stream driver of rsyslog-gnutls; its certificate from a CA the test
 makes; ``client_auth`` requires a client certificate from that CA), reads octet-counted frames (RFC 6587) and writes
 each message as received (``%rawmsg%``) to a file. Skips when rsyslogd or its TLS driver is missing.
+
+With ``relp=True`` it listens with imrelp instead (rsyslog-relp; TLS through librelp, ``client_auth`` then permits
+the test client's certificate by name), and its main queue is ``direct``: a message is in the file before imrelp
+answers it, so what the forwarder saw confirmed survives a SIGKILL of the collector.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -25,6 +30,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 SKIP_REASON = "rsyslogd is not installed (Debian package rsyslog; `make sysdeps` installs it)"
 GTLS_SKIP_REASON = "rsyslog's TLS driver lmnsd_gtls is not installed (Debian package rsyslog-gnutls)"
+RELP_SKIP_REASON = "rsyslog's RELP input imrelp is not installed (Debian package rsyslog-relp; `make sysdeps`)"
+RELP_TLS_SKIP_REASON = "this librelp was built without TLS (imrelp tls=\"on\" needs GnuTLS or OpenSSL in librelp)"
 MODULE_DIRS = [Path("/usr/lib/x86_64-linux-gnu/rsyslog"), Path("/usr/lib/aarch64-linux-gnu/rsyslog"),
                Path("/usr/lib/rsyslog")]
 
@@ -38,6 +45,28 @@ def rsyslogd_binary() -> str | None:
 
 def has_gtls() -> bool:
     return any((d / "lmnsd_gtls.so").exists() for d in MODULE_DIRS)
+
+
+def has_imrelp() -> bool:
+    return any((d / "imrelp.so").exists() for d in MODULE_DIRS)
+
+
+def relp_has_tls() -> bool:
+    """librelp links GnuTLS or OpenSSL (Debian's does): imrelp can then listen with tls="on"."""
+    libraries = [path for d in MODULE_DIRS for path in d.parent.glob("librelp.so*")]
+    return any(b"gnutls_" in path.read_bytes() or b"SSL_CTX_" in path.read_bytes() for path in libraries)
+
+
+def unread_bytes(port: int) -> int:
+    """Bytes the kernel took for the listener on ``port`` (its accepted connections) that no process read yet:
+    the receive queues of /proc/net/tcp (IPv4 loopback here)."""
+    total = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, state, queues = fields[1], fields[3], fields[4]
+        if int(local.rsplit(":", 1)[1], 16) == port and state == "01":  # ESTABLISHED
+            total += int(queues.split(":")[1], 16)
+    return total
 
 
 def _free_port() -> int:
@@ -117,17 +146,32 @@ def make_pki(directory: Path) -> Pki:
 class Collector:
     """One rsyslogd; ``stop`` and ``start`` again keep its port, config and output file."""
 
-    def __init__(self, workdir: Path, pki: Pki | None, *, client_auth: bool = False) -> None:
+    def __init__(self, workdir: Path, pki: Pki | None, *, client_auth: bool = False, relp: bool = False) -> None:
         self.binary = rsyslogd_binary()
         if self.binary is None:
             pytest.skip(SKIP_REASON)
-        if pki is not None and not has_gtls():
+        if relp and not has_imrelp():
+            pytest.skip(RELP_SKIP_REASON)
+        if pki is not None and not relp and not has_gtls():
             pytest.skip(GTLS_SKIP_REASON)
-        self.workdir, self.pki, self.client_auth = workdir, pki, client_auth
+        if pki is not None and relp and not relp_has_tls():
+            pytest.skip(RELP_TLS_SKIP_REASON)
+        self.workdir, self.pki, self.client_auth, self.relp = workdir, pki, client_auth, relp
         (workdir / "spool").mkdir(parents=True, exist_ok=True)
         self.out = workdir / "received.log"
         self.port = _free_port()
         self.process: subprocess.Popen | None = None
+
+    def _relp_config(self) -> list[str]:
+        tls = ""
+        if self.pki is not None:
+            tls = (f' tls="on" tls.caCert="{self.pki.ca}" tls.myCert="{self.pki.server_cert}"'
+                   f' tls.myPrivKey="{self.pki.server_key}"')
+            if self.client_auth:
+                tls += ' tls.authMode="name" tls.permittedPeer=["csm-forwarder"]'
+        return ['main_queue(queue.type="direct")',  # answered only once written (see the module's docstring)
+                'module(load="imrelp")',
+                f'input(type="imrelp" address="127.0.0.1" port="{self.port}" maxDataSize="64k"{tls})']
 
     def _config(self) -> str:
         tls = ""
@@ -137,11 +181,14 @@ class Collector:
                    f'"{self.pki.server_cert}" defaultNetstreamDriverKeyFile="{self.pki.server_key}"')
             mode = "x509/certvalid" if self.client_auth else "anon"
             driver = f' streamDriver.name="gtls" streamDriver.mode="1" streamDriver.authMode="{mode}"'
+        if self.relp:
+            tls, inputs = "", self._relp_config()
+        else:
+            inputs = [f'module(load="imtcp"{driver})', f'input(type="imtcp" address="127.0.0.1" port="{self.port}")']
         return "\n".join([
             f'global(workDirectory="{self.workdir / "spool"}" maxMessageSize="64k"'
             f' parser.escapeControlCharactersOnReceive="off"{tls})',
-            f'module(load="imtcp"{driver})',
-            f'input(type="imtcp" address="127.0.0.1" port="{self.port}")',
+            *inputs,
             'template(name="raw" type="string" string="%rawmsg%\\n")',
             f'action(type="omfile" file="{self.out}" template="raw" flushOnTXEnd="on" asyncWriting="off")',
             ""])
@@ -166,6 +213,7 @@ class Collector:
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)  # were it paused
             self.process.terminate()
             try:
                 self.process.wait(15)
@@ -173,6 +221,17 @@ class Collector:
                 self.process.kill()
                 self.process.wait()
         self.process = None
+
+    def pause(self) -> None:
+        """SIGSTOP: it reads and answers nothing (its kernel still takes bytes) until killed or continued."""
+        self.process.send_signal(signal.SIGSTOP)
+
+    def kill(self) -> None:
+        """SIGKILL: gone at once, with whatever it had not yet read or written."""
+        self.process.kill()
+        self.process.wait()
+        self.process = None
+        (self.workdir / "pid").unlink(missing_ok=True)
 
     def lines(self) -> list[str]:
         try:
@@ -199,8 +258,8 @@ def syslog_pki(tmp_path) -> Pki:
     return make_pki(tmp_path / "pki")
 
 
-def _collector(tmp_path, name: str, pki: Pki | None, client_auth: bool = False):
-    collector = Collector(tmp_path / name, pki, client_auth=client_auth)
+def _collector(tmp_path, name: str, pki: Pki | None, client_auth: bool = False, relp: bool = False):
+    collector = Collector(tmp_path / name, pki, client_auth=client_auth, relp=relp)
     collector.start()
     return collector
 
@@ -229,6 +288,36 @@ def mtls_collector(tmp_path, syslog_pki):
 def tcp_collector(tmp_path):
     """rsyslogd on plaintext TCP."""
     collector = _collector(tmp_path, "rsyslog-tcp", None)
+    try:
+        yield collector
+    finally:
+        collector.stop()
+
+
+@pytest.fixture
+def relp_collector(tmp_path):
+    """rsyslogd with imrelp, plaintext."""
+    collector = _collector(tmp_path, "rsyslog-relp", None, relp=True)
+    try:
+        yield collector
+    finally:
+        collector.stop()
+
+
+@pytest.fixture
+def relp_tls_collector(tmp_path, syslog_pki):
+    """rsyslogd with imrelp over TLS (server authentication only)."""
+    collector = _collector(tmp_path, "rsyslog-relp-tls", syslog_pki, relp=True)
+    try:
+        yield collector
+    finally:
+        collector.stop()
+
+
+@pytest.fixture
+def relp_mtls_collector(tmp_path, syslog_pki):
+    """rsyslogd with imrelp over TLS that permits only the test client's certificate (by its name)."""
+    collector = _collector(tmp_path, "rsyslog-relp-mtls", syslog_pki, client_auth=True, relp=True)
     try:
         yield collector
     finally:

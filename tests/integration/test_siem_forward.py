@@ -236,7 +236,7 @@ def test_usage_errors(settings, runtime):
     missing_cert = forward_once(settings, "tcp+tls://127.0.0.1:1", "--key-file", __file__)
     assert missing_cert.returncode == 2 and "--key-file needs --cert-file" in missing_cert.stderr
     plain_with_ca = forward_once(settings, "tcp://127.0.0.1:1", "--ca-file", __file__)
-    assert plain_with_ca.returncode == 2 and "tcp+tls:// destinations only" in plain_with_ca.stderr
+    assert plain_with_ca.returncode == 2 and "TLS destinations only" in plain_with_ca.stderr
 
 
 def test_a_tls13_collector_that_refuses_the_client_certificate_gets_nothing(syslog_pki):
