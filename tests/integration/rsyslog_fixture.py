@@ -4,9 +4,10 @@ It listens with imtcp, plain or TLS (the gtls stream driver of rsyslog-gnutls; i
 makes; ``client_auth`` requires a client certificate from that CA), reads octet-counted frames (RFC 6587) and writes
 each message as received (``%rawmsg%``) to a file. Skips when rsyslogd or its TLS driver is missing.
 
-With ``relp=True`` it listens with imrelp instead (rsyslog-relp; TLS through librelp, ``client_auth`` then permits
-the test client's certificate by name), and its main queue is ``direct``: a message is in the file before imrelp
-answers it, so what the forwarder saw confirmed survives a SIGKILL of the collector.
+With ``relp=True`` it listens with imrelp instead (rsyslog-relp), and its main queue is ``direct``: a message is
+in the file before imrelp answers it, so what the forwarder saw confirmed survives a SIGKILL of the collector. TLS
+goes through librelp: its OpenSSL driver for server authentication only (its GnuTLS driver always requires a client
+certificate), its GnuTLS driver with ``client_auth``, which permits the test client's certificate by name.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 SKIP_REASON = "rsyslogd is not installed (Debian package rsyslog; `make sysdeps` installs it)"
 GTLS_SKIP_REASON = "rsyslog's TLS driver lmnsd_gtls is not installed (Debian package rsyslog-gnutls)"
 RELP_SKIP_REASON = "rsyslog's RELP input imrelp is not installed (Debian package rsyslog-relp; `make sysdeps`)"
-RELP_TLS_SKIP_REASON = "this librelp was built without TLS (imrelp tls=\"on\" needs GnuTLS or OpenSSL in librelp)"
+RELP_TLS_SKIP_REASON = ("this librelp was built without {lib} (imrelp tls=\"on\" with a server certificate only "
+                        "needs librelp's OpenSSL driver: its GnuTLS one requires a client certificate)")
 MODULE_DIRS = [Path("/usr/lib/x86_64-linux-gnu/rsyslog"), Path("/usr/lib/aarch64-linux-gnu/rsyslog"),
                Path("/usr/lib/rsyslog")]
 
@@ -51,10 +53,13 @@ def has_imrelp() -> bool:
     return any((d / "imrelp.so").exists() for d in MODULE_DIRS)
 
 
-def relp_has_tls() -> bool:
-    """librelp links GnuTLS or OpenSSL (Debian's does): imrelp can then listen with tls="on"."""
-    libraries = [path for d in MODULE_DIRS for path in d.parent.glob("librelp.so*")]
-    return any(b"gnutls_" in path.read_bytes() or b"SSL_CTX_" in path.read_bytes() for path in libraries)
+def relp_tls_libraries() -> set[str]:
+    """The TLS libraries librelp links (Debian's: both): imrelp can listen with tls="on" through these."""
+    found = set()
+    for path in (path for d in MODULE_DIRS for path in d.parent.glob("librelp.so*")):
+        data = path.read_bytes()
+        found |= {name for name, symbol in (("gnutls", b"gnutls_init"), ("openssl", b"SSL_CTX_new")) if symbol in data}
+    return found
 
 
 def unread_bytes(port: int) -> int:
@@ -154,8 +159,9 @@ class Collector:
             pytest.skip(RELP_SKIP_REASON)
         if pki is not None and not relp and not has_gtls():
             pytest.skip(GTLS_SKIP_REASON)
-        if pki is not None and relp and not relp_has_tls():
-            pytest.skip(RELP_TLS_SKIP_REASON)
+        self.tls_library = "gnutls" if client_auth else "openssl"  # both of librelp's drivers get exercised
+        if pki is not None and relp and self.tls_library not in relp_tls_libraries():
+            pytest.skip(RELP_TLS_SKIP_REASON.format(lib=self.tls_library))
         self.workdir, self.pki, self.client_auth, self.relp = workdir, pki, client_auth, relp
         (workdir / "spool").mkdir(parents=True, exist_ok=True)
         self.out = workdir / "received.log"
@@ -169,8 +175,9 @@ class Collector:
                    f' tls.myPrivKey="{self.pki.server_key}"')
             if self.client_auth:
                 tls += ' tls.authMode="name" tls.permittedPeer=["csm-forwarder"]'
+        library = f' tls.tlslib="{self.tls_library}"' if self.pki is not None else ""
         return ['main_queue(queue.type="direct")',  # answered only once written (see the module's docstring)
-                'module(load="imrelp")',
+                f'module(load="imrelp"{library})',
                 f'input(type="imrelp" address="127.0.0.1" port="{self.port}" maxDataSize="64k"{tls})']
 
     def _config(self) -> str:
