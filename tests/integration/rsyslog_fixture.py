@@ -12,6 +12,7 @@ certificate), its GnuTLS driver with ``client_auth``, which permits the test cli
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import shutil
@@ -265,67 +266,54 @@ def syslog_pki(tmp_path) -> Pki:
     return make_pki(tmp_path / "pki")
 
 
-def _collector(tmp_path, name: str, pki: Pki | None, client_auth: bool = False, relp: bool = False):
-    collector = Collector(tmp_path / name, pki, client_auth=client_auth, relp=relp)
-    collector.start()
-    return collector
+@contextlib.contextmanager
+def _running(tmp_path, name: str, pki: Pki | None, **options):
+    """A started Collector in ``tmp_path / name``, stopped afterwards (also when it did not start)."""
+    collector = Collector(tmp_path / name, pki, **options)
+    try:
+        collector.start()
+        yield collector
+    finally:
+        collector.stop()
 
 
 @pytest.fixture
 def tls_collector(tmp_path, syslog_pki):
     """rsyslogd with TLS (server authentication only)."""
-    collector = _collector(tmp_path, "rsyslog-tls", syslog_pki)
-    try:
+    with _running(tmp_path, "rsyslog-tls", syslog_pki) as collector:
         yield collector
-    finally:
-        collector.stop()
 
 
 @pytest.fixture
 def mtls_collector(tmp_path, syslog_pki):
     """rsyslogd with TLS that requires a client certificate from the test CA."""
-    collector = _collector(tmp_path, "rsyslog-mtls", syslog_pki, client_auth=True)
-    try:
+    with _running(tmp_path, "rsyslog-mtls", syslog_pki, client_auth=True) as collector:
         yield collector
-    finally:
-        collector.stop()
 
 
 @pytest.fixture
 def tcp_collector(tmp_path):
     """rsyslogd on plaintext TCP."""
-    collector = _collector(tmp_path, "rsyslog-tcp", None)
-    try:
+    with _running(tmp_path, "rsyslog-tcp", None) as collector:
         yield collector
-    finally:
-        collector.stop()
 
 
 @pytest.fixture
 def relp_collector(tmp_path):
     """rsyslogd with imrelp, plaintext."""
-    collector = _collector(tmp_path, "rsyslog-relp", None, relp=True)
-    try:
+    with _running(tmp_path, "rsyslog-relp", None, relp=True) as collector:
         yield collector
-    finally:
-        collector.stop()
 
 
 @pytest.fixture
 def relp_tls_collector(tmp_path, syslog_pki):
     """rsyslogd with imrelp over TLS (server authentication only)."""
-    collector = _collector(tmp_path, "rsyslog-relp-tls", syslog_pki, relp=True)
-    try:
+    with _running(tmp_path, "rsyslog-relp-tls", syslog_pki, relp=True) as collector:
         yield collector
-    finally:
-        collector.stop()
 
 
 @pytest.fixture
 def relp_mtls_collector(tmp_path, syslog_pki):
     """rsyslogd with imrelp over TLS that permits only the test client's certificate (by its name)."""
-    collector = _collector(tmp_path, "rsyslog-relp-mtls", syslog_pki, client_auth=True, relp=True)
-    try:
+    with _running(tmp_path, "rsyslog-relp-mtls", syslog_pki, client_auth=True, relp=True) as collector:
         yield collector
-    finally:
-        collector.stop()
