@@ -26,7 +26,12 @@ _LONGEST_HEADER = 9 + 1 + MAX_COMMAND + 1 + 9
 
 
 class ProtocolError(Exception):
-    """Bytes that are not RELP, or a peer that broke the protocol: the connection must be dropped."""
+    """Bytes that are not RELP, or a peer that broke the protocol: the connection must be dropped. ``frames``: the
+    whole frames that came before the fault in the same bytes (their answers still count)."""
+
+    def __init__(self, message: str, frames: list[Frame] | None = None) -> None:
+        super().__init__(message)
+        self.frames = frames or []
 
 
 @dataclass(frozen=True)
@@ -71,9 +76,13 @@ class FrameDecoder:
     def feed(self, data: bytes) -> list[Frame]:
         """The frames ``data`` completes (none, one or several); ProtocolError when the stream cannot be RELP."""
         self._buffer += data
-        frames = []
-        while (frame := self._next()) is not None:
-            frames.append(frame)
+        frames: list[Frame] = []
+        try:
+            while (frame := self._next()) is not None:
+                frames.append(frame)
+        except ProtocolError as exc:
+            exc.frames = frames
+            raise
         return frames
 
     @property

@@ -93,7 +93,13 @@ class RelpConnection:
         if not data:
             raise DeliveryError(f"the collector closed the connection ({self.window.outstanding} message(s) "
                                 "unanswered)")
-        for frame in self.decoder.feed(data):
+        try:
+            frames = self.decoder.feed(data)
+        except ProtocolError as exc:
+            for frame in exc.frames:  # answers before the fault still count
+                self.window.receive(frame)
+            raise
+        for frame in frames:
             self.window.receive(frame)
 
     def close(self) -> None:

@@ -59,6 +59,12 @@ def test_malformed_frames(bad):
         FrameDecoder().feed(bad)
 
 
+def test_frames_before_a_fault_are_kept_on_the_error():
+    with pytest.raises(ProtocolError) as fault:
+        FrameDecoder().feed(b"1 rsp 6 200 OK\n2 rsp 6 200 OK\nHTTP/1.1 400\r\n")
+    assert fault.value.frames == [Frame(1, "rsp", b"200 OK"), Frame(2, "rsp", b"200 OK")]
+
+
 def test_an_oversized_frame_is_refused_before_its_data_arrives():
     with pytest.raises(ProtocolError, match="at most 10"):
         FrameDecoder(max_data=10).feed(b"1 rsp 11 ")
