@@ -58,7 +58,29 @@ def _digest(data: Any, algorithm: Any) -> tuple[bytes, hashes.HashAlgorithm]:
     return hasher.finalize(), algorithm
 
 
-class TokenEcKey(ec.EllipticCurvePrivateKey):
+class _OnToken:
+    """What every key on the token shares: its reference, and refusing to be read out. A copy is the same key."""
+
+    ref: Any
+
+    def private_numbers(self) -> Any:
+        raise not_extractable("the private numbers cannot be read")
+
+    def private_bytes(self, encoding: Any, format: Any, encryption_algorithm: Any) -> bytes:  # noqa: A002
+        raise not_extractable("the private key cannot be exported")
+
+    def __copy__(self) -> Any:
+        return self
+
+    def __deepcopy__(self, memo: dict) -> Any:
+        return self
+
+    def __repr__(self) -> str:
+        ref = self.ref
+        return f"<{type(self).__name__} {ref.algorithm} {ref.label} id={ref.key_id.hex()} serial={ref.serial}>"
+
+
+class TokenEcKey(_OnToken, ec.EllipticCurvePrivateKey):
     """An EC private key that lives on the token: it signs there, and refuses to be exported or copied out."""
 
     def __init__(self, store: _Store, ref: Any, public: ec.EllipticCurvePublicKey) -> None:
@@ -93,23 +115,8 @@ class TokenEcKey(ec.EllipticCurvePrivateKey):
     def exchange(self, algorithm: ec.ECDH, peer_public_key: ec.EllipticCurvePublicKey) -> bytes:
         raise sign_only()
 
-    def private_numbers(self) -> ec.EllipticCurvePrivateNumbers:
-        raise not_extractable("the private numbers cannot be read")
 
-    def private_bytes(self, encoding: Any, format: Any, encryption_algorithm: Any) -> bytes:  # noqa: A002
-        raise not_extractable("the private key cannot be exported")
-
-    def __copy__(self) -> TokenEcKey:
-        return self
-
-    def __deepcopy__(self, memo: dict) -> TokenEcKey:
-        return self
-
-    def __repr__(self) -> str:
-        return f"<TokenEcKey {self.ref.algorithm} {self.ref.label} id={self.ref.key_id.hex()} serial={self.ref.serial}>"
-
-
-class TokenRsaKey(rsa.RSAPrivateKey):
+class TokenRsaKey(_OnToken, rsa.RSAPrivateKey):
     """An RSA private key that lives on the token: it signs there (PKCS #1 v1.5), and refuses to be exported,
     copied out, or to decrypt."""
 
@@ -139,22 +146,6 @@ class TokenRsaKey(rsa.RSAPrivateKey):
 
     def decrypt(self, ciphertext: bytes, padding_: padding.AsymmetricPadding) -> bytes:
         raise sign_only()
-
-    def private_numbers(self) -> rsa.RSAPrivateNumbers:
-        raise not_extractable("the private numbers cannot be read")
-
-    def private_bytes(self, encoding: Any, format: Any, encryption_algorithm: Any) -> bytes:  # noqa: A002
-        raise not_extractable("the private key cannot be exported")
-
-    def __copy__(self) -> TokenRsaKey:
-        return self
-
-    def __deepcopy__(self, memo: dict) -> TokenRsaKey:
-        return self
-
-    def __repr__(self) -> str:
-        return (f"<TokenRsaKey {self.ref.algorithm} {self.ref.label} id={self.ref.key_id.hex()} "
-                f"serial={self.ref.serial}>")
 
 
 TOKEN_KEY_TYPES = (TokenEcKey, TokenRsaKey)  # isinstance: a key on the token
