@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 
-from domain.names import ip_host_problem
+from domain.names import embedded_ipv4, ip_host_problem
 
 # Validation connects where the server is: only into the networks the operator lists, and never into these
 # special-purpose blocks (the IANA IPv4 and IPv6 special-purpose registries, RFC 6890), whatever is listed (even
@@ -30,8 +30,6 @@ _NEVER = tuple((ipaddress.ip_network(block), why) for block, why in (
     *((str(block), "IETF protocol assignments (RFC 2928: anycast services, benchmarking, ORCHID, AMT, AS112)")
       for block in ipaddress.ip_network("2001::/23").address_exclude(_TEREDO)),
 ))
-_NAT64 = ipaddress.ip_network("64:ff9b::/96")  # RFC 6052's well-known prefix
-_COMPATIBLE = ipaddress.ip_network("::/96")  # RFC 4291's deprecated IPv4-compatible addresses
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -44,18 +42,6 @@ def parse_networks(texts: Iterable[str]) -> tuple[IpNetwork, ...]:
         except ValueError:
             raise ValueError(f"CSM_ACME_VALIDATION_NETWORKS: {text!r} is not a network (address/prefix)") from None
     return tuple(networks)
-
-
-def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
-    """The IPv4 address an IPv6 one reaches through a translator or tunnel (NAT64, 6to4, Teredo's client,
-    IPv4-compatible), or None."""
-    if address.sixtofour is not None:
-        return address.sixtofour
-    if address.teredo is not None:
-        return address.teredo[1]
-    if address in _NAT64 or (address in _COMPATIBLE and int(address) > 1):
-        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
-    return None
 
 
 def _special_problem(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
@@ -82,7 +68,7 @@ def validation_address_problem(address: ipaddress.IPv4Address | ipaddress.IPv6Ad
         return f"{address} is loopback: validated only when a loopback network is listed"
     if not any(address.version == n.version and address in n for n in networks):
         return f"{address} is outside the validation networks (CSM_ACME_VALIDATION_NETWORKS)"
-    embedded = _embedded_ipv4(address) if address.version == 6 else None
+    embedded = embedded_ipv4(address) if address.version == 6 else None
     if embedded is not None and (problem := validation_address_problem(embedded, networks)):
         return f"{address} reaches {embedded}: {problem}"
     return None

@@ -91,6 +91,22 @@ def ip_problem(text: str) -> str | None:
     return None
 
 
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")  # RFC 6052's well-known prefix
+_COMPATIBLE = ipaddress.ip_network("::/96")  # RFC 4291's deprecated IPv4-compatible addresses
+
+
+def embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 one reaches through a translator or tunnel (NAT64, 6to4, Teredo's client,
+    IPv4-compatible), or None: an address rule must judge that one too (the SSRF guards of webhooks and ACME)."""
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address.teredo is not None:
+        return address.teredo[1]
+    if address in _NAT64 or (address in _COMPATIBLE and int(address) > 1):
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
+
+
 def ip_host_problem(text: str) -> str | None:
     """Why a valid address (``ip_problem`` None) names no single host: unspecified, multicast, the IPv4 limited
     broadcast, or in a special-purpose block no server is reached at (reserved, documentation, discard-only), also

@@ -18,7 +18,7 @@ import msgspec
 
 from domain.errors import AlreadyExists, DomainError, NotFound
 from domain.events import Payload, event, resumable
-from domain.names import dns_name_problem
+from domain.names import dns_name_problem, embedded_ipv4
 
 STREAM_TYPE = "webhook"
 MAX_URL = 2048
@@ -166,12 +166,16 @@ def check_url(url: str, *, allow_loopback_http: bool = False, encode_host: HostE
 
 def address_problem(address: ipaddress.IPv4Address | ipaddress.IPv6Address, *, allow_loopback: bool) -> str | None:
     """Why no notification may go to ``address``, or None: the one rule for a URL's literal address and for
-    every address its name resolves to when a notification is sent (infra/webhooks/delivery.py)."""
+    every address its name resolves to when a notification is sent (infra/webhooks/delivery.py). An IPv6 address
+    that carries an IPv4 one (NAT64's ``64:ff9b::a9fe:a9fe`` is the metadata address) must pass as that one too."""
     address = getattr(address, "ipv4_mapped", None) or address
     if address.is_loopback and not allow_loopback:
         return f"a loopback address ({address}) {_LOOPBACK_ONLY}"
     if address.is_link_local or address.is_unspecified or address.is_multicast or address in _THIS_NETWORK:
         return f"a link-local, unspecified or multicast address ({address})"
+    embedded = embedded_ipv4(address) if address.version == 6 else None
+    if embedded is not None and (problem := address_problem(embedded, allow_loopback=allow_loopback)):
+        return f"{address}, which reaches {embedded} (NAT64, 6to4, Teredo or IPv4-compatible): {problem}"
     return None
 
 

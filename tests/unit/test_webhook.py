@@ -80,6 +80,27 @@ def test_link_local_unspecified_and_multicast_addresses_are_refused_even_with_lo
         assert refused.value.code == "url_host" and refused.value.field == "url"
 
 
+@pytest.mark.parametrize("url", [
+    "https://[64:ff9b::a9fe:a9fe]/latest",  # NAT64 of 169.254.169.254, the metadata address
+    "https://[2002:a9fe:a9fe::1]/x",  # 6to4 of it
+    "https://[2001:0:4136:e378:8000:63bf:5601:5601]/x",  # Teredo whose client is 169.254.169.254
+    "https://[::a9fe:a9fe]/x",  # IPv4-compatible
+    "https://[64:ff9b::e000:1]/x",  # NAT64 of a multicast address
+])
+def test_an_ipv6_address_carrying_a_refused_ipv4_one_is_refused_as_that_address(url):
+    for allow in (False, True):
+        with pytest.raises(webhook.InvalidWebhook) as refused:
+            webhook.check_url(url, allow_loopback_http=allow)
+        assert refused.value.code == "url_host" and "reaches" in refused.value.detail
+
+
+def test_an_ipv6_address_carrying_a_loopback_one_follows_the_loopback_setting():
+    with pytest.raises(webhook.InvalidWebhook):
+        webhook.check_url("https://[64:ff9b::7f00:1]/x")
+    assert webhook.check_url("https://[64:ff9b::7f00:1]/x", allow_loopback_http=True)
+    assert webhook.check_url("https://[64:ff9b::a00:1]/x") == "https://[64:ff9b::a00:1]/x"  # NAT64 of 10.0.0.1
+
+
 @pytest.mark.parametrize("url", ["https://127.0.0.1/x", "https://127.9.9.9:8443/x", "https://[::1]/x",
                                  "https://localhost/x", "https://hooks.localhost./x", "https://[::ffff:127.0.0.1]/x"])
 def test_loopback_is_refused_unless_the_service_allows_loopback_webhooks(url):
