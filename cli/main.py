@@ -16,6 +16,7 @@ from cli.projector import projector
 from cli.cluster import cluster
 from cli.cluster_deploy import deploy
 from cli.cluster_rollback import rollback
+from cli.cluster_status import status as cluster_status
 from cli.cluster_verify import verify
 from cli.db import db
 from cli.common import CliError, CsmGroup, hold_data_dir, require_keys_if_events
@@ -138,6 +139,7 @@ csm.add_command(cluster)
 cluster.add_command(deploy)
 cluster.add_command(rollback)
 cluster.add_command(verify)
+cluster.add_command(cluster_status)
 csm.add_command(db)
 csm.add_command(keys.keys)
 

@@ -4,6 +4,7 @@ halfway through its renames: against a real sshd on loopback, the "node" a local
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 from test_cluster_deploy import _deploy, _events, _password, cluster, csm_run  # noqa: F401 - cluster is a fixture
@@ -78,6 +79,13 @@ def test_a_node_keeps_its_generations_and_a_rollback_goes_back_several(cluster, 
     record = _model(data, deployments_model.node, "platform", "db-1")
     assert record["certificate_id"] == third and record["keep"] == 3
     assert [g["certificate_id"] for g in record["generations"]] == [second, first]
+    # csm cluster status shows the same record, read-only
+    [shown] = json.loads(csm_run("--data-dir", str(data), "cluster", "status", "--node", "db-1", "--json"))
+    assert (shown["certificate_id"], shown["state"], shown["keep"]) == (third, "deployed", 3)
+    table = csm_run("--data-dir", str(data), "cluster", "status")
+    assert third in table and f"{second}, {first}" in table and "1 node(s) in tenant platform" in table
+    assert "no deployment is recorded for node db-9" in csm_run("--data-dir", str(data), "cluster", "status",
+                                                                "--node", "db-9", code=1)
     output = _rollback(data, ssh_node, "--generation", "3", code=1)  # nothing was there before the first
     assert "no_previous" in output and "keystore.jks.previous.3" in output
     output = _rollback(data, ssh_node, "--generation", "2")
