@@ -95,11 +95,12 @@ def eab_key(conn: sqlite3.Connection, tenant_id: str, key_id: str) -> dict | Non
     return _row(row) if row else None
 
 
-def pending_challenges(conn: sqlite3.Connection, limit: int = 100) -> list[tuple[str, str]]:
-    """(tenant, authorization) of challenges a client started and no validation has answered yet, oldest first.
-    For the validator only: it answers across tenants."""
-    return conn.execute("SELECT tenant_id, authz_id FROM acme_pending_challenges ORDER BY started_position LIMIT ?",
-                        (limit,)).fetchall()
+def pending_challenges(conn: sqlite3.Connection, *, after: int = -1, limit: int = 1000) -> list[tuple[int, str, str]]:
+    """(started position, tenant, authorization) of challenges a client started and no validation has answered yet,
+    oldest first, after position ``after`` (a page: the validator reads them all, page by page). For the validator
+    only: it answers across tenants."""
+    return conn.execute("SELECT started_position, tenant_id, authz_id FROM acme_pending_challenges "
+                        "WHERE started_position > ? ORDER BY started_position LIMIT ?", (after, limit)).fetchall()
 
 
 def orders_of(conn: sqlite3.Connection, tenant_id: str, account_id: str, limit: int = 1000) -> list[str]:

@@ -42,6 +42,7 @@ from projections.views_db import ProjectionRebuilding
 log = logging.getLogger(__name__)
 ACTOR = "acme-validate"
 QUEUE = "acme"
+PAGE = 1000  # pending challenges read at a time
 RESEND_FIRST = timedelta(minutes=5)  # a job sent and not answered is sent again after this, then twice as long ...
 RESEND_MAX = timedelta(hours=1)  # ... up to this between two sends, until the authorization expires
 
@@ -119,9 +120,18 @@ class AcmeValidator:
         self._views: sqlite3.Connection | None = None
 
     def _pending(self) -> list[tuple[str, str]]:
+        """Every challenge awaiting validation, oldest first, read page by page: none waits behind a full page of
+        older ones whose resends are not due (they were: only the oldest 100 were ever looked at)."""
         if self._views is None:
             self._views = self.runner.connection()
-        return read_model.pending_challenges(self._views)
+        out: list[tuple[str, str]] = []
+        after = -1
+        while True:
+            page = read_model.pending_challenges(self._views, after=after, limit=PAGE)
+            out += [(tenant_id, authz_id) for _, tenant_id, authz_id in page]
+            if len(page) < PAGE:
+                return out
+            after = page[-1][0]
 
     async def run(self) -> None:
         while True:

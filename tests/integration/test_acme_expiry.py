@@ -82,3 +82,32 @@ async def test_an_unanswered_validation_backs_off_then_expires_and_is_sent_no_mo
         assert await runtime.store.head_position() == before
         assert validator.results.take() == []
         assert (await client.post(authz_url, None)).json()["status"] == "expired"
+
+
+async def test_every_pending_challenge_is_sent_whatever_waits_before_it(tmp_path, monkeypatch):
+    """The validator reads all pending challenges page by page: three newer ones are sent while two older ones,
+    sent already, wait for their resend (it used to look at the oldest 100 only, so newer ones starved)."""
+    monkeypatch.setattr("infra.acme.validator.PAGE", 2)
+    async with acme_world(tmp_path, job_worker_threads=0) as world:
+        runtime = world.api.runtime
+        runtime.services.clock = Clock()
+        validator = await _stopped_validator(world)
+        queue = runtime.jobs.broker.queues["acme"]
+        client = await registered(world)
+
+        async def start(name: str) -> None:
+            _order_url, authz_url = await order_one(client, name)
+            challenge = http01(await client.post(authz_url, None))
+            assert (await client.post(challenge["url"], {})).status_code == 200
+            assert await runtime.runner.wait_for(await runtime.store.head_position(), 10)
+
+        for n in (1, 2):
+            await start(f"old{n}.acme.test")
+        await validator.send_pending()
+        assert queue.qsize() == 2
+        for n in (1, 2, 3):
+            await start(f"new{n}.acme.test")
+        await validator.send_pending()  # the two old ones are not due again; the three new ones are sent
+        assert queue.qsize() == 5
+        await validator.send_pending()  # and nothing is sent twice within its delay, on any page
+        assert queue.qsize() == 5
