@@ -139,8 +139,12 @@ def test_compose_runs_prometheus_with_these_rules_and_grafana_with_this_dashboar
     assert any(volume.startswith("./deploy/grafana/csm-dashboard.json:") for volume in grafana["volumes"])
     config = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
     assert all((RULES.parent / name).exists() for name in config["rule_files"])
-    [job] = config["scrape_configs"]
-    assert job["job_name"] == "csm" and job["static_configs"][0]["targets"] == ["api:8000"]
+    jobs = {job["job_name"]: job["static_configs"][0]["targets"] for job in config["scrape_configs"]}
+    assert jobs == {"csm": ["api:8000"], "csm-projector": ["projector:9100"], "csm-worker": ["worker:9100"]}
+    for name in ("projector", "worker"):  # each serves /metrics on the port its job scrapes, inside the network
+        command = services[name]["command"]
+        assert command[command.index("--metrics-port") + 1] == "9100" and "--metrics-host" in command
+        assert "ports" not in services[name]
     assert any(port.endswith(":8000") for port in services["api"]["ports"])
 
 
