@@ -20,6 +20,7 @@ import {acmeView} from "./acme.js";
 import {compromisedView} from "./compromised.js";
 import {discoveryView} from "./discovery.js";
 import {analyticsView} from "./analytics.js";
+import {deploymentsView} from "./deployments.js";
 
 const TENANT = "csm.tenant";
 const main = document.getElementById("main");
@@ -60,6 +61,7 @@ const ROUTES = [
   [/^\/compromised$/, () => compromisedView],
   [/^\/discovery$/, () => discoveryView],
   [/^\/analytics$/, () => analyticsView],
+  [/^\/deployments$/, () => deploymentsView],
 ];
 
 function portal(can) {
@@ -86,7 +88,8 @@ function nav() {
     can.has("user:read") && ["/users", "Users"], can.has("webhook:read") && ["/webhooks", "Webhooks"],
     can.has("profile:read") && ["/profiles", "Profiles"], can.has("tenant:update") && ["/policy", "Policy"],
     can.has("acme:manage") && ["/acme", "ACME"], can.has("cert:read") && ["/compromised", "Compromised keys"],
-    can.has("cert:read") && ["/discovery", "Discovery"], can.has("audit:read") && ["/analytics", "Analytics"],
+    can.has("cert:read") && ["/discovery", "Discovery"], can.has("cert:read") && ["/deployments", "Deployments"],
+    can.has("audit:read") && ["/analytics", "Analytics"],
   ].filter(Boolean);
   const here = location.hash.slice(1).split("?")[0];
   fill(document.getElementById("nav"), h("ul", {}, links.map(([path, label]) =>

@@ -3,7 +3,8 @@
 
 import {api} from "./api.js";
 import {field, h} from "./dom.js";
-import {choice, confirmStep, form, number, scope} from "./forms.js";
+import {choice, confirmStep, form, number, scope, subjectOf} from "./forms.js";
+import {keyOffline} from "./offline.js";
 import {REASONS} from "./certs.js";
 
 const DEFAULT_ALGORITHM = "hybrid-p384-ml-dsa-65";  // the API's default for a CA
@@ -20,19 +21,13 @@ function algorithmSelect(options, value, blank) {
   return choice("algorithm", blank ? [["", blank], ...options] : options, blank ? "" : chosen);
 }
 
-function subjectOf(el) {
-  const subject = {common_name: el.elements.common_name.value.trim()};
-  for (const name of ["organization", "country"]) if (el.elements[name].value.trim()) {
-    subject[name] = el.elements[name].value.trim();
-  }
-  return subject;
-}
-
 /** The create form (needs ca:create): a root, or an intermediate under one of the tenant's active CAs. */
 export async function caCreateForm(context, reload) {
   const [algorithms, parents] = await Promise.all([caAlgorithms(),
     api("/v1/cas", {query: {...scope(context), status: "active", limit: 500}})]);
-  const parentField = field("Parent CA", choice("parent_id", parents.items.map(ca => [ca.ca_id,
+  // an offline root signs only at its ceremony: its intermediates are requested (offline.js)
+  const online = parents.items.filter(ca => !keyOffline(ca));
+  const parentField = field("Parent CA", choice("parent_id", online.map(ca => [ca.ca_id,
     `${ca.name} (${ca.kind}, ${ca.algorithm})`])));
   parentField.hidden = true;
   const el = form("Create a CA", [h("h2", {}, "Create a CA"),
@@ -137,7 +132,8 @@ function revokeForm(ca, render) {
 function crossForm(ca, issuers, render) {
   return form("Cross-sign", [h("h2", {}, "Cross-sign"),
     h("p.hint", {}, "Another CA signs a certificate for this CA's key, so that clients trusting that CA's root trust " +
-      "what this CA signs too (e.g. while moving to a new root)."),
+      "what this CA signs too (e.g. while moving to a new root). The signing CA is one of this tenant's whose key is " +
+      "held here: the API has no way to install a cross-certificate signed outside the tenant."),
     field("Signed by", choice("issuer_id", issuers.map(c => [c.ca_id, `${c.name} (${c.kind}, ${c.algorithm})`]),
                               issuers[0]?.ca_id, {id: "cross-issuer"})),
     field("Validity (days)", h("input", {name: "validity_days", id: "cross-validity", type: "number", min: 1}),
@@ -158,15 +154,18 @@ function crossForm(ca, issuers, render) {
   }, {id: "cross-sign"});
 }
 
-/** What ``ca`` offers the caller: the CRL link always, the rest with ca:manage while the CA is not revoked. */
+/** What ``ca`` offers the caller: the CRL link always, the rest with ca:manage while the CA is not revoked. An
+ * offline root's key is not here: it neither rolls over nor signs, nor is cross-certified (its CRL: offline.js). */
 export async function caActions(ca, context, render) {
   const crl = h("div.actions", {}, h("a.button", {href: `/v1/cas/${encodeURIComponent(ca.ca_id)}/crl?format=pem`,
                                                   download: `${ca.ca_id}.crl.pem`}, "Download CRL (PEM)"));
   if (!context.can.has("ca:manage") || ca.status === "revoked" || ca.status === "pending") return [crl];
   const [algorithms, active] = await Promise.all([caAlgorithms().catch(() => []),
     api("/v1/cas", {query: {tenant_id: ca.tenant_id, status: "active", limit: 500}}).catch(() => ({items: []}))]);
-  const issuers = active.items.filter(c => c.ca_id !== ca.ca_id);
-  return [crl, h("div.grid", {id: "ca-admin"}, statusForm(ca, render), rolloverForm(ca, algorithms, render),
+  const issuers = active.items.filter(c => c.ca_id !== ca.ca_id && !keyOffline(c));
+  const offline = keyOffline(ca);
+  return [crl, h("div.grid", {id: "ca-admin"}, statusForm(ca, render),
+    offline ? null : rolloverForm(ca, algorithms, render),
     ca.kind === "intermediate" ? revokeForm(ca, render) : null,
-    ca.status === "active" && issuers.length ? crossForm(ca, issuers, render) : null)];
+    ca.status === "active" && !offline && issuers.length ? crossForm(ca, issuers, render) : null)];
 }

@@ -1,9 +1,11 @@
-// Certificate authorities: the tenant's list (and creating one), and one CA with its chain (PEM download) and, for
-// ca:manage, its administration (ca_admin.js).
+// Certificate authorities: the tenant's list (and creating one, or starting an offline one), and one CA with its
+// chain (PEM download), its offline ceremony if it has one (offline.js) and, for ca:manage, its administration
+// (ca_admin.js).
 
 import {api} from "./api.js";
 import {day, download, fill, h, table} from "./dom.js";
-import {caActions, caCreateForm} from "./ca_admin.js";
+import {caActions, caAlgorithms, caCreateForm} from "./ca_admin.js";
+import {keyOffline, offlineForms, offlineList, offlineSection} from "./offline.js";
 
 function tenantQuery(context) {
   return context.session.tenant_id ? {} : {tenant_id: context.tenant};
@@ -11,16 +13,24 @@ function tenantQuery(context) {
 
 export async function casView(main, context, {query}) {
   const list = h("section", {"aria-label": "CAs", id: "ca-list"});
-  const create = context.can.has("ca:create") && (context.session.tenant_id || context.tenant)
-    ? await caCreateForm(context) : null;
-  fill(main, h("h1", {}, "Certificate authorities"), list, create);
+  const offline = h("section", {"aria-label": "Offline CAs", id: "offline-cas"});
+  const creating = context.can.has("ca:create") && (context.session.tenant_id || context.tenant);
+  const all = async position => (await api("/v1/cas", {query: {...tenantQuery(context), limit: 500,
+                                                                min_position: position}})).items;
+  const create = creating ? await caCreateForm(context) : null;
+  const start = creating ? offlineForms(context, await all(), await caAlgorithms().catch(() => [])) : null;
+  fill(main, h("h1", {}, "Certificate authorities"), list,
+    h("h2", {}, "Offline roots"), h("p.hint", {}, "A root whose key stays offline signs at a ceremony " +
+      "(csm ca root …): its intermediates and its CRLs are carried there and back."), offline, start, create);
   const render = async position => {
+    fill(offline, await offlineList(await all(position), position));
     const page = await api("/v1/cas", {query: {...tenantQuery(context), cursor: query.get("cursor"), limit: 50,
                                                min_position: position}});
     fill(list,
       page.items.length ? table([
         ["Name", ca => h("a", {href: `#/cas/${encodeURIComponent(ca.ca_id)}`}, ca.name)],
         ["Kind", ca => ca.kind], ["Status", ca => h(`span.badge.st-${ca.status}`, {}, ca.status)],
+        ["Key", ca => keyOffline(ca) ? h("span.badge.st-offline", {}, "offline") : ca.key_storage],
         ["Algorithm", ca => ca.algorithm], ["Subject", ca => ca.subject_dn || ""],
         ["Expires", ca => day(ca.not_after)]], page.items) : h("p.muted", {}, "No CAs in this tenant."),
       page.next_cursor ? h("a.button", {href: `#/cas?cursor=${encodeURIComponent(page.next_cursor)}`}, "Next page")
@@ -42,7 +52,8 @@ async function caPage(main, context, caId, render, position) {
     const chain = await api(`/v1/cas/${encodeURIComponent(caId)}/chain`, {accept: "application/pem-certificate-chain, */*"});
     download(`${ca.name.replace(/[^A-Za-z0-9._-]+/g, "_") || caId}-chain.pem`, chain);
   }}}, "Download chain (PEM)");
-  const facts = [["Id", ca.ca_id], ["Kind", ca.kind], ["Status", ca.status], ["Origin", ca.origin],
+  const facts = [["Id", ca.ca_id], ["Kind", ca.kind], ["Status", ca.status], ["Origin", keyOffline(ca)
+    ? "offline (its key never comes online)" : ca.origin],
     ["Algorithm", ca.algorithm], ["Key storage", ca.key_storage], ["Subject", ca.subject_dn], ["Parent", ca.parent_id],
     ["Valid", `${day(ca.not_before)} – ${day(ca.not_after)}`], ["Fingerprint (SHA-256)", ca.fingerprint],
     ["Path length", ca.path_length], ["Revoked", ca.revoked_at ? `${ca.revoked_at} (${ca.revocation_reason})` : null]];
@@ -52,6 +63,7 @@ async function caPage(main, context, caId, render, position) {
       .map(([k, v]) => [h("dt", {}, k), h("dd", {}, String(v))])),
     h("div.actions", {}, chainButton,
       h("a.button", {href: `#/certs?ca_id=${encodeURIComponent(ca.ca_id)}`}, "Its certificates")),
+    await offlineSection(ca, context, render, position),
     await caActions(ca, context, render),
     await keyCertificates(ca, position),
     ca.link_certificates?.length ? table([["Role", c => c.role], ["Subject", c => c.subject_dn],

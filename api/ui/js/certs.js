@@ -1,9 +1,11 @@
-// Certificates: search with filters and cursor paging (refreshed live), and one certificate with revoke and renew.
+// Certificates: search with filters and cursor paging (refreshed live), and one certificate with revoke and renew
+// and the nodes it was deployed to.
 
 import {ApiError, api} from "./api.js";
 import {clearProblems, day, download, field, fill, h, showProblem, table} from "./dom.js";
 import {confirmStep} from "./forms.js";
 import {exportForm} from "./issue.js";
+import {certificateDeployments} from "./deployments.js";
 
 const FILTERS = ["common_name", "san", "status", "profile", "ca_id", "expiring_within", "sort", "serial"];
 const STATUSES = ["", "valid", "issued", "expired", "revoked"];
@@ -138,6 +140,7 @@ export async function certificateView(main, context, {params: [id]}) {
           cert.certificate_id)}`}, "Report its key compromised") : null),
       exporter,
       live && context.can.has("cert:revoke") ? revokeForm(cert, context, render) : null,
+      await certificateDeployments(cert, position),
       h("details", {}, h("summary", {}, "Certificate (PEM)"), h("pre.pem", {}, cert.certificate_pem)));
   };
   await render();

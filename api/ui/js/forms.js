@@ -15,6 +15,15 @@ export function choice(name, options, value, attrs = {}) {
     h("option", {value: v, selected: v === value}, label)));
 }
 
+/** The subject a CA form's common_name, organization and country fields name (empty ones left out). */
+export function subjectOf(el) {
+  const subject = {common_name: el.elements.common_name.value.trim()};
+  for (const name of ["organization", "country"]) if (el.elements[name].value.trim()) {
+    subject[name] = el.elements[name].value.trim();
+  }
+  return subject;
+}
+
 /** A form (its children given) whose submit runs ``action(form)``; a problem is shown next to the fields it names,
  * focus going to the first refused one. The submit button is disabled while the request runs. */
 export function form(label, children, action, attrs = {}) {
