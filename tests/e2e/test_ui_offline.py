@@ -1,0 +1,269 @@
+"""The browser UI's offline CA views (api/ui/js/offline.js) and Deployments view (api/ui/js/deployments.js) in real
+Chromium against `csm serve`: an offline root's certificate is imported, an intermediate requested and its CSR
+downloaded, signed at a real ceremony (`csm ca root`, checked with openssl) and installed; the root's CRL request
+is downloaded, signed and uploaded (as DER); a reader sees the CRL's state and no button; nodes deployed to over a
+real sshd are listed with what each holds, the generations kept and where each certificate went; a phone fits."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from test_cli_serve import csm
+from ui_support import TENANT, browser, chromium, page_problems, playwright, service, sign_in  # noqa: F401
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "integration"))
+from sshd_fixture import start_sshd  # noqa: E402
+from redis_fixture import stop  # noqa: E402
+
+pytestmark = pytest.mark.slow
+OVERFLOW = "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+OPENSSL = shutil.which("openssl")
+PASSPHRASE = "correct horse battery staple"
+
+
+def no_problems(page, console: bool = True) -> None:
+    found = page_problems(page)
+    assert found["csp"] == [] and found["errors"] == [], found
+    if console:  # a refused request (4xx) is a console error in Chromium: a test that provokes one passes False
+        assert found["console"] == [], found
+
+
+def signed_in(service, browser, name: str, role: str, **size):
+    page = browser.page(**size)
+    sign_in(page, service.base, api_key=service.key(name, role))
+    page.locator("#nav a").first.wait_for()
+    return page
+
+
+def in_form(page, label: str):
+    return page.locator(f"form[aria-label='{label}']")
+
+
+def openssl(*args: str) -> str:
+    run = subprocess.run([OPENSSL, *args], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    return run.stdout + run.stderr
+
+
+def settled(read, ready, what: str):
+    """``read()`` once ``ready`` holds of it: the API's read model catches up with what another process (the CLI)
+    recorded. No timing is asserted: the deadline only bounds a hang."""
+    deadline = time.monotonic() + 60
+    while True:
+        value = read()
+        if ready(value):
+            return value
+        assert time.monotonic() < deadline, f"{what}: {value}"
+        time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def ceremony(tmp_path_factory, service):
+    """An offline root made by `csm ca root init --offline` (its key encrypted in the ceremony directory)."""
+    where = tmp_path_factory.mktemp("ceremony")
+    (where / "passphrase").write_text(PASSPHRASE + "\n")
+    csm(service.data_dir, "ca", "root", "init", "--offline", "--out", str(where / "root"), "--cn",
+        "Acme Offline Root", "--algorithm", "ecdsa-p384", "--passphrase-file", str(where / "passphrase"))
+    return where
+
+
+def root_cmd(service, ceremony: Path, *args: str) -> str:
+    return csm(service.data_dir, "ca", "root", *args, "--root-dir", str(ceremony / "root"), "--passphrase-file",
+               str(ceremony / "passphrase")).stdout
+
+
+def test_an_offline_root_is_imported_its_intermediate_signed_at_the_ceremony_and_its_crl_installed(
+        service, browser, ceremony, tmp_path):
+    if OPENSSL is None:
+        pytest.skip("openssl is not installed (Debian package openssl)")
+    page = signed_in(service, browser, "ui-offline", "tenant-admin")
+    page.goto(f"{service.base}/ui/#/cas")
+    form = in_form(page, "Import an offline root")
+    form.get_by_label("Name", exact=True).fill("Offline root")
+    form.get_by_label("Root certificate (file)").set_input_files(str(ceremony / "root" / "root.pem"))
+    form.get_by_role("button", name="Import root").click()
+    page.get_by_role("heading", name="Offline root", exact=True).wait_for()
+    root_id = page.url.rsplit("/", 1)[-1]
+    ceremony_box = page.locator("#crl-ceremony")
+    assert ceremony_box.locator("[data-crl]").get_attribute("data-crl") == "missing"
+    assert "ca_crl_missing" in ceremony_box.inner_text()
+    assert page.locator("#ca-admin form[aria-label='Roll over the key']").count() == 0  # its key is not here
+
+    page.get_by_role("link", name="← All CAs").click()
+    offline = page.locator("#offline-cas")
+    offline.get_by_role("link", name="Offline root").wait_for()
+    assert offline.locator("[data-crl]").get_attribute("data-crl") == "missing"
+    assert page.locator("#ca-list tr", has_text="Offline root").get_by_text("offline", exact=True).is_visible()
+    form = in_form(page, "Request an intermediate from an offline root")
+    form.get_by_label("Offline root").select_option(root_id)
+    form.get_by_label("Name", exact=True).fill("Offline issuing")
+    form.get_by_label("Common name").fill("Acme Offline Issuing")
+    form.get_by_label("Algorithm").select_option("ecdsa-p384")
+    form.get_by_role("button", name="Request intermediate").click()
+    page.get_by_role("heading", name="Offline issuing", exact=True).wait_for()
+    inter_id = page.url.rsplit("/", 1)[-1]
+    command = page.locator("#sign-intermediate-command").inner_text()
+    assert f"--crl-url {service.base}/v1/cas/{root_id}/crl" in command
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Download the CSR").click()
+    csr = tmp_path / download.value.suggested_filename
+    download.value.save_as(csr)
+    checked = openssl("req", "-in", str(csr), "-noout", "-verify", "-subject", "-nameopt", "RFC2253")
+    assert "subject=CN=Acme Offline Issuing" in checked and "verify OK" in checked
+
+    root_cmd(service, ceremony, "sign-intermediate", "--csr", str(csr), "--out", str(tmp_path / "inter.pem"),
+             "--crl-url", f"{service.base}/v1/cas/{root_id}/crl")
+    assert "OK" in openssl("verify", "-CAfile", str(ceremony / "root" / "root.pem"), str(tmp_path / "inter.pem"))
+    form = in_form(page, "Install the signed certificate")
+    form.get_by_label("Signed certificate (file)").set_input_files(str(tmp_path / "inter.pem"))
+    form.get_by_role("button", name="Install certificate").click()
+    page.locator("dl.facts dd", has_text="active").wait_for()
+    assert page.locator("#offline-ceremony").count() == 0
+    installed = service.get(f"/v1/cas/{inter_id}").json()
+    assert installed["status"] == "active"
+    assert installed["fingerprint"] == x509.load_pem_x509_certificate((tmp_path / "inter.pem").read_bytes()) \
+        .fingerprint(hashes.SHA256()).hex()
+
+    # the root's CRL ceremony: the request downloaded, signed offline, the CRL uploaded as DER
+    service.post(f"/v1/cas/{inter_id}/revoke", {"reason": "superseded"})
+    page.goto(f"{service.base}/ui/#/cas/{root_id}")
+    ceremony_box = page.locator("#crl-ceremony")
+    assert ceremony_box.locator("dt:text-is('Revocations recorded') + dd").inner_text() == "1"
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Download the CRL request").click()
+    request = tmp_path / download.value.suggested_filename
+    download.value.save_as(request)
+    number = json.loads(request.read_text())["crl_number"]
+    assert str(number) in page.locator("#sign-crl-command").inner_text()
+    signed = root_cmd(service, ceremony, "sign-crl", "--request", str(request), "--out", str(tmp_path / "root.crl"),
+                      "--next-update-days", "30")
+    assert f"signed CRL {number} of CA {root_id}: 1 revoked" in signed
+    openssl("crl", "-in", str(tmp_path / "root.crl"), "-outform", "DER", "-out", str(tmp_path / "root.crl.der"))
+    form = in_form(page, "Install the signed CRL")
+    form.get_by_label("Signed CRL (file)").set_input_files(str(tmp_path / "root.crl.der"))
+    form.get_by_role("button", name="Install CRL").click()
+    page.locator("#crl-ceremony [data-crl=current]").wait_for()
+    assert page.locator("#crl-ceremony dt:text-is('Last CRL number') + dd").inner_text() == str(number)
+    served = service.get(f"/v1/cas/{root_id}/crl", format="pem")
+    assert served.status_code == 200
+    (tmp_path / "served.crl").write_text(served.text)
+    assert "verify OK" in openssl("crl", "-in", str(tmp_path / "served.crl"), "-CAfile",
+                                  str(ceremony / "root" / "root.pem"), "-noout")
+    page.get_by_role("link", name="← All CAs").click()
+    page.locator("#offline-cas [data-crl=current]").wait_for()
+    no_problems(page)
+
+    # a reader sees where the CRL stands and can fetch the request; nothing to install, nothing to start
+    reader = signed_in(service, browser, "ui-offline-viewer", "viewer")
+    reader.goto(f"{service.base}/ui/#/cas/{root_id}")
+    reader.locator("#crl-ceremony [data-crl=current]").wait_for()
+    assert reader.get_by_role("button", name="Download the CRL request").is_visible()
+    assert reader.locator("#install-crl").count() == 0
+    reader.goto(f"{service.base}/ui/#/cas")
+    reader.locator("#offline-cas table").wait_for()
+    assert reader.locator("#import-root, #request-intermediate, #create-ca").count() == 0
+    no_problems(reader)
+
+    # a CRL that is not one is refused next to its field
+    page.goto(f"{service.base}/ui/#/cas/{root_id}")
+    form = in_form(page, "Install the signed CRL")
+    form.get_by_label("… or paste it (PEM)").fill("not a CRL")
+    form.get_by_role("button", name="Install CRL").click()
+    page.locator("#crl-pem[aria-invalid=true]").wait_for()
+    assert page.locator("#crl-pem-error").is_visible()
+    no_problems(page, console=False)
+
+
+@pytest.fixture
+def ssh_node(tmp_path):
+    workdir = tmp_path / "sshd"
+    workdir.mkdir()
+    process, node = start_sshd(workdir)
+    try:
+        yield node
+    finally:
+        stop(process)
+
+
+def deploy(service, node, name: str, certificate_id: str, remote: Path, password: Path) -> str:
+    return csm(service.data_dir, "cluster", "deploy", "--tenant", TENANT, "--certificate", certificate_id,
+               "--node", f"{name}={node.destination}", "--known-hosts", str(node.known_hosts), "--identity",
+               str(node.identity), "--password-file", str(password), "--remote-dir", str(remote), "--keep",
+               "2").stdout
+
+
+def test_the_deployments_view_lists_each_node_and_a_certificate_its_nodes(service, browser, ssh_node, tmp_path):
+    password = tmp_path / "keystore.password"
+    password.write_text("changeit-nodes\n")
+    first = service.issue("node.acme.internal")
+    renewed = service.post(f"/v1/certificates/{first['certificate_id']}/renew", {})
+    old, new = first["certificate_id"], renewed["certificate_id"]
+    deploy(service, ssh_node, "db-1", old, tmp_path / "db-1", password)
+    deploy(service, ssh_node, "db-2", old, tmp_path / "db-2", password)
+    out = deploy(service, ssh_node, "db-1", new, tmp_path / "db-1", password)
+    assert "1 deployed, 0 failed" in out
+    listed = settled(lambda: service.get("/v1/deployments", tenant_id=TENANT).json()["items"],
+                     lambda items: {(n["node"], n["certificate_id"]) for n in items} >= {("db-1", new), ("db-2", old)},
+                     "the deployments read model")
+    db1 = next(n for n in listed if n["node"] == "db-1")
+    assert [g["certificate_id"] for g in db1["generations"]] == [old] and db1["keep"] == 2
+
+    page = signed_in(service, browser, "ui-deployments", "viewer")
+    page.get_by_role("link", name="Deployments", exact=True).click()
+    page.locator("#nodes table").wait_for()
+    row = page.locator("#nodes tbody tr", has=page.locator("[data-node='db-1']"))
+    assert row.locator("[data-state]").get_attribute("data-state") == "deployed"
+    assert row.get_by_role("link", name=f"{new[:12]}…").first.is_visible()
+    assert row.get_by_text("1 of 2").is_visible()
+    assert row.locator("[data-verified]").get_attribute("data-verified") == "unknown"
+    row.get_by_text("2 file(s), jks").click()  # its files, unfolded
+    assert str(tmp_path / "db-1" / "keystore.jks") in row.inner_text()
+    assert row.locator("[data-unfinished]").count() == 0
+    assert page.locator("#nodes tbody tr", has=page.locator("[data-node='db-2']")).count() == 1
+
+    page.get_by_label("Node").fill("db-2")
+    page.get_by_role("button", name="Show").click()
+    page.wait_for_function("() => document.querySelectorAll('#nodes tbody tr').length === 1 && "
+                           "document.querySelector('#nodes [data-node]').dataset.node === 'db-2'")
+
+    page.goto(f"{service.base}/ui/#/certs/{old}")
+    nodes = page.locator("#certificate-deployments")
+    nodes.locator("table").wait_for()
+    states = {nodes.locator("tbody tr").nth(i).locator("[data-node]").get_attribute("data-node"):
+              nodes.locator("tbody tr").nth(i).locator("[data-state]").get_attribute("data-state")
+              for i in range(nodes.locator("tbody tr").count())}
+    assert states == {"db-1": "replaced", "db-2": "current"}
+    page.goto(f"{service.base}/ui/#/certs/{new}")
+    page.locator("#certificate-deployments [data-state=current]").wait_for()
+    nodes.get_by_role("link", name="db-1").click()
+    page.wait_for_function("() => document.querySelector('#nodes [data-node]')?.dataset.node === 'db-1'")
+    assert page.locator("#deployments-node").input_value() == "db-1"
+    no_problems(page)
+
+
+def test_the_offline_and_deployment_views_fit_a_phone(service, browser, ceremony):
+    root = service.post("/v1/cas/import", {"tenant_id": TENANT, "name": "Phone offline root",
+                                           "certificate_pem": (ceremony / "root" / "root.pem").read_text()})
+    pending = service.post("/v1/cas/offline-intermediate", {
+        "tenant_id": TENANT, "parent_id": root["ca_id"], "name": "Phone pending", "algorithm": "ecdsa-p384",
+        "subject": {"common_name": "Acme Phone Issuing"}})
+    page = browser.page(width=390, height=844)
+    sign_in(page, service.base, api_key=service.key("ui-offline-phone", "tenant-admin"))
+    page.locator("#nav a").first.wait_for()
+    views = [("#/cas", "#offline-cas table"), ("#/deployments", "#nodes :is(p, table)"),
+             (f"#/cas/{root['ca_id']}", "#install-crl"), (f"#/cas/{pending['ca_id']}", "#install-certificate")]
+    for hash_, last in views:
+        page.goto(f"{service.base}/ui/{hash_}")
+        page.locator(last).first.wait_for()
+        assert page.evaluate(OVERFLOW) <= 0, hash_
+    assert re.search("Deployments", page.locator("#nav").inner_text())
+    no_problems(page)
