@@ -7,7 +7,6 @@ real sshd are listed with what each holds, the generations kept and where each c
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import subprocess
 import sys

@@ -159,7 +159,8 @@ function crossForm(ca, issuers, render) {
 export async function caActions(ca, context, render) {
   const crl = h("div.actions", {}, h("a.button", {href: `/v1/cas/${encodeURIComponent(ca.ca_id)}/crl?format=pem`,
                                                   download: `${ca.ca_id}.crl.pem`}, "Download CRL (PEM)"));
-  if (!context.can.has("ca:manage") || ca.status === "revoked" || ca.status === "pending") return [crl];
+  if (ca.status === "pending") return [];  // no certificate yet: no CRL, nothing to manage
+  if (!context.can.has("ca:manage") || ca.status === "revoked") return [crl];
   const [algorithms, active] = await Promise.all([caAlgorithms().catch(() => []),
     api("/v1/cas", {query: {tenant_id: ca.tenant_id, status: "active", limit: 500}}).catch(() => ({items: []}))]);
   const issuers = active.items.filter(c => c.ca_id !== ca.ca_id && !keyOffline(c));

@@ -20,7 +20,7 @@ export async function casView(main, context, {query}) {
   const create = creating ? await caCreateForm(context) : null;
   const start = creating ? offlineForms(context, await all(), await caAlgorithms().catch(() => [])) : null;
   fill(main, h("h1", {}, "Certificate authorities"), list,
-    h("h2", {}, "Offline roots"), h("p.hint", {}, "A root whose key stays offline signs at a ceremony " +
+    h("h2", {}, "Offline CAs"), h("p.hint", {}, "A root whose key stays offline signs at a ceremony " +
       "(csm ca root …): its intermediates and its CRLs are carried there and back."), offline, start, create);
   const render = async position => {
     fill(offline, await offlineList(await all(position), position));
@@ -54,14 +54,16 @@ async function caPage(main, context, caId, render, position) {
   }}}, "Download chain (PEM)");
   const facts = [["Id", ca.ca_id], ["Kind", ca.kind], ["Status", ca.status], ["Origin", keyOffline(ca)
     ? "offline (its key never comes online)" : ca.origin],
-    ["Algorithm", ca.algorithm], ["Key storage", ca.key_storage], ["Subject", ca.subject_dn], ["Parent", ca.parent_id],
-    ["Valid", `${day(ca.not_before)} – ${day(ca.not_after)}`], ["Fingerprint (SHA-256)", ca.fingerprint],
+    ["Algorithm", ca.algorithm], ["Key storage", keyOffline(ca) ? "offline: not held here" : ca.key_storage],
+    ["Subject", ca.subject_dn], ["Parent", ca.parent_id],
+    ["Valid", ca.not_before ? `${day(ca.not_before)} – ${day(ca.not_after)}` : null],
+    ["Fingerprint (SHA-256)", ca.fingerprint],
     ["Path length", ca.path_length], ["Revoked", ca.revoked_at ? `${ca.revoked_at} (${ca.revocation_reason})` : null]];
   fill(main, h("p", {}, h("a", {href: "#/cas"}, "← All CAs")),
     h("h1", {}, ca.name),
     h("dl.facts.card", {}, facts.filter(([, v]) => v !== null && v !== undefined && v !== "")
       .map(([k, v]) => [h("dt", {}, k), h("dd", {}, String(v))])),
-    h("div.actions", {}, chainButton,
+    h("div.actions", {}, ca.status === "pending" ? null : chainButton,  // no certificate yet: no chain
       h("a.button", {href: `#/certs?ca_id=${encodeURIComponent(ca.ca_id)}`}, "Its certificates")),
     await offlineSection(ca, context, render, position),
     await caActions(ca, context, render),

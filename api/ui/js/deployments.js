@@ -4,15 +4,15 @@
 // page, the nodes it was deployed to.
 
 import {api} from "./api.js";
-import {fill, h, table} from "./dom.js";
+import {fill, h, minute, table} from "./dom.js";
 
 /** The last check of the node's TLS ports (csm cluster verify, or after a deploy or rollback): every port served the
  * certificate, one did not, or not checked since it was deployed or put back. */
 function verification(verified, at) {
   if (verified === null || verified === undefined) return h("span.badge", {dataset: {verified: "unknown"}},
                                                             "not checked");
-  return h(`span.badge.st-${verified ? "verified" : "mismatch"}`, {dataset: {verified: String(verified)},
-    title: at || null}, verified ? `served ${at || ""}`.trim() : `not served ${at || ""}`.trim());
+  return [h(`span.badge.st-${verified ? "verified" : "mismatch"}`, {dataset: {verified: String(verified)}},
+    verified ? "served" : "not served"), at ? h("br") : null, minute(at)];
 }
 
 function certificateLink(id) {
@@ -24,30 +24,31 @@ function where(row) {
   return row.host ? `${row.user ? `${row.user}@` : ""}${row.host}${port}` : "";
 }
 
-/** The certificate a node holds: a link, or what a rollback put back that no recorded deployment installed. */
+/** The certificate a node holds (a link, or what a rollback put back that no recorded deployment installed), and
+ * its files. */
 function holds(row) {
-  if (row.certificate_id) return certificateLink(row.certificate_id);
-  return h("span.muted", {}, row.state === "rolled_back" ? "files put back by a rollback (no recorded deployment)"
-    : "nothing recorded yet");
+  const what = row.certificate_id ? certificateLink(row.certificate_id) : h("span.muted", {},
+    row.state === "rolled_back" ? "files put back by a rollback (no recorded deployment)" : "nothing recorded yet");
+  return [what, files(row)];
 }
 
 function since(row) {
-  return row.since ? [row.since, row.actor ? h("br") : null, row.actor ? `by ${row.actor}` : null] : "";
+  return row.since ? [minute(row.since), row.actor ? h("br") : null, row.actor ? `by ${row.actor}` : null] : "";
 }
 
 function generations(row) {
   const kept = `${row.generations.length} of ${row.keep}`;
   if (!row.generations.length) return kept;
   return h("details", {}, h("summary", {}, kept), h("ol", {}, row.generations.map(g => h("li", {},
-    certificateLink(g.certificate_id) || "unrecorded files", g.since ? ` since ${g.since}` : ""))));
+    certificateLink(g.certificate_id) || "unrecorded files", g.since ? [" since ", minute(g.since)] : ""))));
 }
 
 function unfinished(row) {
   const s = row.started;
   if (!s) return "";
   return h("div", {}, h("span.badge.st-unfinished", {dataset: {unfinished: s.certificate_id}}, "unfinished"), " ",
-    certificateLink(s.certificate_id), ` started ${s.at} by ${s.actor}; ${s.files.length} file(s) staged — the node ` +
-      "may hold some of its files and not others: deploy again or roll back");
+    certificateLink(s.certificate_id), " started ", minute(s.at), ` by ${s.actor}; ${s.files.length} file(s) staged: ` +
+      "the node may hold some of its files and not others (deploy again, or roll back)");
 }
 
 function files(row) {
@@ -88,7 +89,7 @@ export async function deploymentsView(main, context, {query}) {
       ["Holds", holds],
       ["State", n => h(`span.badge.st-${n.state}`, {dataset: {state: n.state}}, n.state.replace("_", " "))],
       ["Since", since], ["Verification", n => verification(n.verified, n.verified_at)],
-      ["Generations kept", generations], ["Files", files], ["Unfinished deployment", unfinished]], page.items)
+      ["Generations kept", generations], ["Unfinished deployment", unfinished]], page.items)
       : h("p.muted", {}, query.get("node") ? "No deployment to this node." : "Nothing deployed yet."),
     h("div.actions", {},
       query.get("cursor") ? h("button", {type: "button", on: {click: () => history.back()}}, "Previous page") : null,
@@ -109,11 +110,12 @@ export async function certificateDeployments(cert, position) {
       ["Node", d => h("a", {href: `#/deployments?node=${encodeURIComponent(d.node)}`, dataset: {node: d.node}},
                       d.node)],
       ["State", d => h(`span.badge.st-${d.state}`, {dataset: {state: d.state}}, STATES[d.state] || d.state)],
-      ["Last deployed", d => d.last_deployed_at ? [d.last_deployed_at, d.last_actor ? ` by ${d.last_actor}` : ""]
-        : ""],
-      ["First deployed", d => d.first_deployed_at || ""], ["Times", d => String(d.deployments)],
+      ["Last deployed", d => d.last_deployed_at ? [minute(d.last_deployed_at), d.last_actor ? ` by ${d.last_actor}`
+        : ""] : ""],
+      ["First deployed", d => minute(d.first_deployed_at)], ["Times", d => String(d.deployments)],
       ["Verification", d => verification(d.verified, d.verified_at)],
-      ["Rolled back", d => d.rolled_back_at || ""],
-      ["Unfinished", d => d.started_at ? h("span.badge.st-unfinished", {}, `started ${d.started_at}`) : ""]], items)
+      ["Rolled back", d => minute(d.rolled_back_at)],
+      ["Unfinished", d => d.started_at ? [h("span.badge.st-unfinished", {}, "started"), " ", minute(d.started_at)]
+        : ""]], items)
       : h("p.muted", {}, "Not deployed to any node (csm cluster deploy)."));
 }

@@ -116,3 +116,9 @@ export function svg(tag, attrs = {}, ...children) {
 export function day(text) {
   return text ? String(text).slice(0, 10) : "";
 }
+
+/** "2026-12-07 13:05 UTC" from an RFC 3339 time in UTC, as the API gives them (the full time in its title). */
+export function minute(text) {
+  if (!text) return "";
+  return h("time", {datetime: String(text), title: String(text)}, `${String(text).slice(0, 16).replace("T", " ")} UTC`);
+}

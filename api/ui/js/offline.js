@@ -119,7 +119,7 @@ function pendingSection(ca, context, render) {
                                                                                  idempotent: true});
     await render(done.global_position);
   }, {id: "install-certificate"}) : null;
-  return h("section.card", {id: "offline-ceremony", "aria-label": "Offline ceremony"},
+  return h("section", {id: "offline-ceremony", "aria-label": "Offline ceremony"},
     h("h2", {}, "Waiting for the offline root's signature"),
     h("p", {}, "This intermediate's key is held here; it signs nothing until the offline root has certified it."),
     h("h3", {}, "1. Take its request to the ceremony"),
@@ -150,11 +150,11 @@ async function crlSection(ca, context, render, position) {
   const facts = [["CRL", h(`span.badge.st-crl-${found.state}`, {dataset: {crl: found.state}}, found.text)],
     ["Last CRL number", request.last_crl_number ?? "none"], ["Its next update", request.last_next_update || "—"],
     ["Next CRL number", request.crl_number], ["Revocations recorded", request.entries.length]];
-  return h("section.card", {id: "crl-ceremony", "aria-label": "CRL ceremony"},
+  return h("section", {id: "crl-ceremony", "aria-label": "CRL ceremony"},
     h("h2", {}, "CRL ceremony (offline key)"),
     h("p", {}, "This root's key is offline: relying parties get its CRL only when the ceremony signs one. " +
       (found.rule ? `The compliance report lists this as ${found.rule}.` : "")),
-    h("dl.facts", {}, facts.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v instanceof Node ? v : String(v))])),
+    h("dl.facts.card", {}, facts.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v instanceof Node ? v : String(v))])),
     h("div.actions", {}, h("button.primary", {type: "button", on: {click: () => download(file,
       JSON.stringify(request, null, 2), "application/json")}}, "Download the CRL request")),
     command("sign-crl-command", `csm ca root sign-crl --root-dir ROOT_DIR --request ${file} ` +
@@ -178,7 +178,7 @@ export async function offlineList(cas, position) {
   const link = ca => h("a", {href: `#/cas/${encodeURIComponent(ca.ca_id)}`}, ca.name);
   return rows.length ? table([["Name", ([ca]) => link(ca)], ["Kind", ([ca]) => ca.kind],
     ["Status", ([ca]) => awaitingCeremony(ca) ? h("span.badge.st-pending", {}, "awaiting ceremony")
-      : h(`span.badge.st-${ca.status}`, {}, ca.status)], ["CRL", ([, badge]) => badge]], rows, "Offline CAs")
+      : h(`span.badge.st-${ca.status}`, {}, ca.status)], ["CRL", ([, badge]) => badge]], rows)
     : h("p.muted", {}, "No offline root in this tenant.");
 }
 
