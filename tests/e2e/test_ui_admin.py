@@ -304,6 +304,7 @@ def test_a_root_rollover_after_a_compromise_needs_the_confirmation(service, brow
     assert service.get(f"/v1/cas/{middle['ca_id']}").json()["status"] == "disabled"
     in_form(page, "Enable").get_by_label("Reason").fill("back")
     in_form(page, "Enable").get_by_role("button", name="Enable CA").click()
+    in_form(page, "Disable").wait_for()  # the page drawn again: a confirmation opened before it would be lost
     revoke = in_form(page, "Revoke the CA")
     revoke.get_by_label("Reason").select_option("ca_compromise")
     revoke.get_by_role("button", name="Revoke CA").click()

@@ -20,8 +20,7 @@ from test_cli_serve import csm
 from ui_support import TENANT, browser, chromium, page_problems, playwright, service, sign_in  # noqa: F401
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "integration"))
-from sshd_fixture import start_sshd  # noqa: E402
-from redis_fixture import stop  # noqa: E402
+from sshd_fixture import ssh_node  # noqa: E402, F401 - a fixture: a fresh sshd on loopback
 
 pytestmark = pytest.mark.slow
 OVERFLOW = "document.documentElement.scrollWidth - document.documentElement.clientWidth"
@@ -180,17 +179,6 @@ def test_an_offline_root_is_imported_its_intermediate_signed_at_the_ceremony_and
     page.locator("#crl-pem[aria-invalid=true]").wait_for()
     assert page.locator("#crl-pem-error").is_visible()
     no_problems(page, console=False)
-
-
-@pytest.fixture
-def ssh_node(tmp_path):
-    workdir = tmp_path / "sshd"
-    workdir.mkdir()
-    process, node = start_sshd(workdir)
-    try:
-        yield node
-    finally:
-        stop(process)
 
 
 def deploy(service, node, name: str, certificate_id: str, remote: Path, password: Path) -> str:

@@ -8,6 +8,8 @@ import {day, download, field, fill, h, table} from "./dom.js";
 import {pem} from "./der.js";
 import {choice, form, scope, subjectOf} from "./forms.js";
 
+const DEFAULT_ALGORITHM = "hybrid-p384-ml-dsa-65";  // the API's default for a CA, as `csm ca request-intermediate`'s
+
 /** An imported root: its key never comes online, its CRLs come only from the ceremony. */
 export function keyOffline(ca) {
   return ca.origin === "offline" && ca.kind === "root";
@@ -89,8 +91,9 @@ export function requestIntermediateForm(context, roots, algorithms) {
     field("Organization", h("input", {name: "organization", id: "offline-o"})),
     field("Country", h("input", {name: "country", id: "offline-c", maxlength: 2, autocapitalize: "characters"}),
           "Two letters; optional."),
-    field("Algorithm", choice("algorithm", algorithms, algorithms.some(([a]) => a === "ecdsa-p384") ? "ecdsa-p384"
-      : algorithms[0]?.[0], {id: "offline-algorithm"}), "One the offline root's ceremony can certify."),
+    field("Algorithm", choice("algorithm", algorithms, algorithms.some(([a]) => a === DEFAULT_ALGORITHM)
+      ? DEFAULT_ALGORITHM : algorithms[0]?.[0], {id: "offline-algorithm"}),
+          "ML-DSA and hybrid (classical + ML-DSA) keys are post-quantum."),
     field("Key storage", choice("key_storage", [["vault", "Key vault (envelope-encrypted)"],
                                                 ["hsm", "HSM (PKCS#11; the key never leaves it)"]], "vault",
                                 {id: "offline-key-storage"})),
