@@ -6,13 +6,11 @@ real sshd are listed with what each holds, the generations kept and where each c
 
 from __future__ import annotations
 
-import asyncio
 import json
 import shutil
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -22,14 +20,8 @@ from test_cli_serve import csm
 from ui_support import TENANT, browser, chromium, page_problems, playwright, service, sign_in  # noqa: F401
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "integration"))
+from deploy_halfway import deploy_stopped_halfway  # noqa: E402
 from sshd_fixture import ssh_node  # noqa: E402, F401 - a fixture: a fresh sshd on loopback
-
-from cli.common import command_context  # noqa: E402
-from commands import deployments  # noqa: E402
-from domain.certificate import DeployedFile  # noqa: E402
-from infra import ssh  # noqa: E402
-from infra.bootstrap import open_runtime  # noqa: E402
-from infra.config import Settings  # noqa: E402
 
 pytestmark = pytest.mark.slow
 OVERFLOW = "document.documentElement.scrollWidth - document.documentElement.clientWidth"
@@ -197,34 +189,6 @@ def deploy(service, node, name: str, certificate_id: str, remote: Path, password
                "2").stdout
 
 
-def stopped_halfway(service, node, name: str, certificate_id: str, remote: Path) -> None:
-    """A deployment of ``certificate_id`` to ``name`` whose process dies between its two renames, as
-    tests/integration/test_cluster_generations.py makes one: its start is recorded, its completion never."""
-    endpoint = ssh.Endpoint.parse(node.destination)
-    options = ssh.SshOptions(known_hosts=node.known_hosts, identity=node.identity)
-
-    async def crashes_halfway(record_start) -> deployments.Delivered:
-        staged = ssh.stage(endpoint, options, str(remote), [("keystore.jks", b"new keystore"),
-                                                            ("truststore.jks", b"new truststore")])
-        await record_start(deployments.Staging(
-            files=tuple(DeployedFile(path=f.path, sha256=f.sha256) for f in staged.files),
-            host_key_type=staged.host_key.key_type, host_key_fingerprint=staged.host_key.fingerprint))
-        ssh.commit(endpoint, options, ssh.Staged(moves=staged.moves[:1], files=staged.files[:1],
-                                                 host_key=staged.host_key), keep=2)
-        raise RuntimeError("the process died between the renames")
-
-    runtime = open_runtime(Settings.from_env(str(service.data_dir)))
-    try:
-        command = deployments.DeployCertificate(tenant_id=TENANT, certificate_id=certificate_id, node=name,
-                                                user=node.user, host="127.0.0.1", port=node.port)
-        # in a thread of its own: Playwright's sync API keeps an event loop running in this one
-        with ThreadPoolExecutor(1) as pool, pytest.raises(RuntimeError, match="died between the renames"):
-            pool.submit(asyncio.run, deployments.deploy_certificate(command, command_context(), runtime.services,
-                                                                    crashes_halfway)).result()
-    finally:
-        runtime.close()
-
-
 def test_the_deployments_view_lists_each_node_and_a_certificate_its_nodes(service, browser, ssh_node, tmp_path):
     password = tmp_path / "keystore.password"
     password.write_text("changeit-nodes\n")
@@ -235,7 +199,8 @@ def test_the_deployments_view_lists_each_node_and_a_certificate_its_nodes(servic
     deploy(service, ssh_node, "db-2", old, tmp_path / "db-2", password)
     out = deploy(service, ssh_node, "db-1", new, tmp_path / "db-1", password)
     assert "1 deployed, 0 failed" in out
-    stopped_halfway(service, ssh_node, "db-2", new, tmp_path / "db-2")
+    deploy_stopped_halfway(service.data_dir, ssh_node, tenant_id=TENANT, name="db-2", certificate_id=new,
+                           remote=tmp_path / "db-2", keep=2)
     listed = settled(lambda: service.get("/v1/deployments", tenant_id=TENANT).json()["items"],
                      lambda items: {(n["node"], n["certificate_id"], (n["started"] or {}).get("certificate_id"))
                                     for n in items} >= {("db-1", new, None), ("db-2", old, new)},

@@ -6,19 +6,16 @@ from __future__ import annotations
 import asyncio
 import json
 
-import pytest
-from test_cluster_deploy import _deploy, _events, _password, cluster, csm_run  # noqa: F401 - cluster is a fixture
+from deploy_halfway import deploy_stopped_halfway
+from sshd_fixture import ssh_node  # noqa: F401 - a fixture
 from test_api_support import running_api
+from test_cluster_deploy import _deploy, _events, _password, cluster, csm_run  # noqa: F401 - cluster is a fixture
 from test_cluster_verify_rollback import _rollback, node_tls
 
-from cli.common import catch_up, command_context
-from commands import deployments
-from domain.certificate import DeployedFile
-from infra import ssh
+from cli.common import catch_up
 from infra.bootstrap import open_runtime
 from infra.config import Settings
 from projections import deployments as deployments_model
-from sshd_fixture import ssh_node  # noqa: F401 - a fixture
 
 
 def _model(data, query, *args):
@@ -119,27 +116,8 @@ def test_a_deployment_stopped_halfway_through_its_renames_is_reported_and_blocks
     _deploy(data, out, ssh_node, remote)
     old_truststore = (remote / "truststore.jks").read_bytes()
     certificate_id = _node_certificate(data)
-    endpoint = ssh.Endpoint.parse(ssh_node.destination)
-    options = ssh.SshOptions(known_hosts=ssh_node.known_hosts, identity=ssh_node.identity)
-
-    async def crashes_halfway(record_start) -> deployments.Delivered:
-        staged = ssh.stage(endpoint, options, str(remote), [("keystore.jks", b"new keystore"),
-                                                            ("truststore.jks", b"new truststore")])
-        await record_start(deployments.Staging(
-            files=tuple(DeployedFile(path=f.path, sha256=f.sha256) for f in staged.files),
-            host_key_type=staged.host_key.key_type, host_key_fingerprint=staged.host_key.fingerprint))
-        ssh.commit(endpoint, options, ssh.Staged(moves=staged.moves[:1], files=staged.files[:1],
-                                                 host_key=staged.host_key), keep=3)
-        raise RuntimeError("the process died between the renames")
-
-    runtime = open_runtime(Settings.from_env(str(data)))
-    try:
-        command = deployments.DeployCertificate(tenant_id="platform", certificate_id=certificate_id, node="db-1",
-                                                user=ssh_node.user, host="127.0.0.1", port=ssh_node.port)
-        with pytest.raises(RuntimeError):
-            asyncio.run(deployments.deploy_certificate(command, command_context(), runtime.services, crashes_halfway))
-    finally:
-        runtime.close()
+    deploy_stopped_halfway(data, ssh_node, tenant_id="platform", name="db-1", certificate_id=certificate_id,
+                           remote=remote, keep=3)
     assert (remote / "keystore.jks").read_bytes() == b"new keystore"
     assert (remote / "truststore.jks").read_bytes() == old_truststore
     started = _events(data, "certificate.deployment_started")
