@@ -17,7 +17,7 @@ import msgspec
 
 from commands import pki
 from commands.authz import authorize
-from commands.runtime import CommandContext, CommandResult, Services, load, run
+from commands.runtime import CommandContext, CommandResult, Services, first_append, load, run
 from commands.tenants import TenantId, allowed_while_suspended, refused_while_suspended
 from domain import compromised_keys
 from domain.compromised_keys import CompromisedKeys, KeyCompromiseRecorded
@@ -147,4 +147,19 @@ async def lift_key_compromise(cmd: LiftKeyCompromise, ctx: CommandContext, servi
         return events
     result = await run(services, ctx, cmd, tenant_id=cmd.tenant_id, stream_id=compromised_keys.stream_id(),
                        stream_type=compromised_keys.STREAM_TYPE, fold=compromised_keys.fold, decide=decide)
+    if result.replayed:  # a retry (same Idempotency-Key): what the first call lifted, as it answered
+        lifted[:] = await _lifted_by_first_call(services, ctx, cmd)
     return KeyCompromiseLifted(result=result, public_keys_sha256=tuple(lifted))
+
+
+async def _lifted_by_first_call(services: Services, ctx: CommandContext, cmd: LiftKeyCompromise) -> list[str]:
+    """The keys the first request under this retry's Idempotency-Key lifted: its append's events, read back."""
+    first = await first_append(services, ctx, cmd, cmd.tenant_id)
+    if first is None:
+        return []
+    count = first.global_position - first.first_position + 1  # one append's events are contiguous in the log
+    events = await services.store.read_stream(cmd.tenant_id, compromised_keys.stream_id(),
+                                              from_version=max(1, first.version - count + 1))
+    return [event.payload["public_key_sha256"] for event in events if event.type == "key.compromise_lifted"
+            and event.global_position is not None and first.first_position <= event.global_position
+            <= first.global_position]

@@ -17,7 +17,7 @@ import msgspec
 
 from commands.authz import Principal
 from commands.ids import uuid7
-from commands.ports import AppendRequest, Directory, EventStore, KeyVault, NewEvent, PkiCrypto
+from commands.ports import AppendRequest, AppendResult, Directory, EventStore, KeyVault, NewEvent, PkiCrypto
 from commands.ports import AcmeAuthorizations, ArtifactStore, KeyHolders, RevocationCrypto, SessionIndex, TenantUsage, UntrustedChains
 from commands.quotas import Ledger, QuotaLedger
 from domain.chain import canonical_bytes
@@ -260,13 +260,20 @@ async def load(services: Services, tenant_id: str, stream_id: str, fold: Callabl
     return (await services.streams.folded(services.store, tenant_id, stream_id, fold))[1]
 
 
+async def first_append(services: Services, ctx: CommandContext, command: msgspec.Struct,
+                       tenant_id: str) -> AppendResult | None:
+    """What the first request under a retried request's Idempotency-Key appended (its events are those of its stream
+    from ``first_position`` to ``global_position``), or None."""
+    if not ctx.idempotency_key:
+        return None
+    return await services.store.idempotent_result(f"{ctx.principal.id}|{tenant_id}", ctx.idempotency_key,
+                                                  fingerprint(command))
+
+
 async def replayed(services: Services, ctx: CommandContext, command: msgspec.Struct,
                    tenant_id: str) -> CommandResult | None:
     """The first result of a retried request (same Idempotency-Key), checked before expensive work."""
-    if not ctx.idempotency_key:
-        return None
-    prior = await services.store.idempotent_result(f"{ctx.principal.id}|{tenant_id}", ctx.idempotency_key,
-                                                   fingerprint(command))
+    prior = await first_append(services, ctx, command, tenant_id)
     if prior is None:
         return None
     return CommandResult(stream_id=prior.stream_id, version=prior.version, global_position=prior.global_position,
