@@ -7,7 +7,11 @@ that passed its first check just before the report, appended after the report's 
 that read model lagged or rebuilt), and whose process died before its second check, leaves a valid certificate of a
 blocked key. This sweep revokes it: each pass of the revocation scheduler sweeps every key reported within
 ``RACE_WINDOW`` (an issuance in flight lands within it), and each process sweeps every blocked key once, on its first
-pass with the read models at the log's head (a restart after a crash reaches what the dead process appended).
+pass with the read models at the log's head (a restart after a crash reaches what the dead process appended). A key
+counts as swept only once the certificates read model answered for it caught up and not rebuilding: a sweep while it
+rebuilds finds nothing, and would otherwise never look again. A hybrid's ML-DSA half is recorded as a key of its own
+(``alternative_of``), and its sweep finds the hybrid certificates that share only that half (the read model indexes
+both keys of each).
 """
 
 from __future__ import annotations
@@ -34,11 +38,12 @@ async def sweep_tenant(services: Services, tenant_id: str, swept: set[tuple[str,
     state = await compromised_keys.load_keys(services, tenant_id)
     revoked: tuple[str, ...] = ()
     for report in due(state, swept, tenant_id, services.clock.now()):
-        found = await revoke.sweep_key(services, tenant_id, report)
+        found, complete = await revoke.sweep_key(services, tenant_id, report)
         if found:
             log.warning("key %s is blocked in tenant %s, yet %d certificate(s) of it were still trusted (an issuance "
                         "that raced its report): revoked %s", report.public_key_sha256, tenant_id, len(found),
                         ", ".join(found))
         revoked += found
-        swept.add((tenant_id, report.public_key_sha256))
+        if complete:  # a read model that lagged or rebuilt may have missed some: swept again on the next pass
+            swept.add((tenant_id, report.public_key_sha256))
     return revoked

@@ -290,15 +290,24 @@ class SessionIndex(Protocol):
     async def open_sessions(self, subject: str, now: datetime) -> list[tuple[str, str]]: ...  # (tenant, session id)
 
 
+class KeyHolding(msgspec.Struct, frozen=True, kw_only=True):
+    """The certificates a read model found holding a key, and whether it could have missed none."""
+
+    certificate_ids: tuple[str, ...]
+    # False: the read model had not reached the log's head, or was rebuilding (then nothing is found): more may exist
+    complete: bool = True
+
+
 class KeyHolders(Protocol):
     """The tenant's certificates of one public key that are still trusted (not revoked, not expired), from the
-    certificates read model once it has reached the log's head (infra/key_holders.py).
+    certificates read model once it has reached the log's head (infra/key_holders.py): those whose subject key it is,
+    and hybrid certificates whose ML-DSA half (subjectAltPublicKeyInfo) it is.
 
     Best effort, like ``SessionIndex``: a certificate issued in the same instant may be missed; a revocation never
     waits on it for its own certificate, only for the others of a compromised key.
     """
 
-    async def holding_key(self, tenant_id: str, public_key_sha256: str, now: datetime) -> list[str]: ...
+    async def holding_key(self, tenant_id: str, public_key_sha256: str, now: datetime) -> KeyHolding: ...
 
 
 class AcmeAuthorizations(Protocol):

@@ -218,21 +218,23 @@ async def _revoke_same_key(services: Services, ctx: CommandContext, tenant_id: s
         keys.append(alternative)
     revoked: tuple[str, ...] = ()
     for key in keys:
-        revoked += await _revoke_holders(services, ctx, tenant_id, key, recorded, named=issued.certificate_id)
+        revoked += (await _revoke_holders(services, ctx, tenant_id, key, recorded, named=issued.certificate_id))[0]
     return revoked
 
 
 async def _revoke_holders(services: Services, ctx: CommandContext, tenant_id: str, key: str,
-                          recorded: RevocationRecorded, *, named: str | None) -> tuple[str, ...]:
-    """Revoke the tenant's still trusted certificates of ``key`` (the compromise ``recorded`` says), but ``named``
-    (the one the caller revokes itself; None: every one, a report's named certificate too)."""
+                          recorded: RevocationRecorded, *, named: str | None) -> tuple[tuple[str, ...], bool]:
+    """Revoke the tenant's still trusted certificates of ``key`` (the compromise ``recorded`` says), as their subject
+    key or as a hybrid's ML-DSA half, but ``named`` (the one the caller revokes itself; None: every one, a report's
+    named certificate too). The certificates revoked, and whether the read model could have missed none."""
     if services.key_holders is None:
-        return ()
+        return (), False
+    holding = await services.key_holders.holding_key(tenant_id, key, services.clock.now())
     revoked = []
-    for other_id in await services.key_holders.holding_key(tenant_id, key, services.clock.now()):
+    for other_id in holding.certificate_ids:
         other = await load(services, tenant_id, certificate.stream_id(other_id), certificate.fold)
         if other_id == named or other.status != "issued" or other.issued is None \
-                or other.issued.facts.public_key_sha256 != key:
+                or not _certifies(services, other.issued, key):
             continue
         reason, invalidity_date = revocation.carried_revocation(recorded.reason, recorded.invalidity_date,
                                                                 same_key=True, not_before=other.issued.facts.not_before)
@@ -246,12 +248,19 @@ async def _revoke_holders(services: Services, ctx: CommandContext, tenant_id: st
     if revoked:
         log.warning("key %s compromised (%s): revoked %d more certificate(s) of it: %s", key,
                     f"certificate {named}" if named else "reported", len(revoked), ", ".join(revoked))
-    return tuple(revoked)
+    return tuple(revoked), holding.complete
 
 
-async def sweep_key(services: Services, tenant_id: str, report: KeyCompromiseRecorded) -> tuple[str, ...]:
+def _certifies(services: Services, issued: certificate.CertificateIssued, key: str) -> bool:
+    """Whether ``key`` is the certificate's subject key or a hybrid's ML-DSA half (the read model found it by one)."""
+    return key == issued.facts.public_key_sha256 \
+        or key == compromised_keys.alternative_key_sha256(services, issued.certificate_pem)
+
+
+async def sweep_key(services: Services, tenant_id: str, report: KeyCompromiseRecorded) -> tuple[tuple[str, ...], bool]:
     """Revoke, key_compromise, the tenant's still trusted certificates of a blocked key (``commands.compromise_sweep``:
-    an issuance that raced the report and whose process died before its own second check)."""
+    an issuance that raced the report and whose process died before its own second check): those revoked, and whether
+    the sweep is complete (False: the read model lagged or rebuilt, and may have missed some)."""
     sweep = RevocationRecorded(serial_hex="", certificate_id=None, subject_ca_id=None, reason="key_compromise",
                                revoked_at=services.clock.now(), invalidity_date=report.invalidity_date,
                                not_after=services.clock.now())
@@ -320,7 +329,10 @@ async def _revoke(cmd: RevokeCertificate, ctx: CommandContext, services: Service
         raise revocation.AlreadyRevoked(f"certificate {cmd.certificate_id}")
     now = services.clock.now()
     revocation.check_invalidity_date(cmd.invalidity_date, now=now, not_before=issued.facts.not_before)
-    if cmd.reason in CERTIFICATE_REASONS:  # before the commit point: a crash after it leaves the key blocked
+    # Before the commit point: a crash after it leaves the key blocked. Not for a certificate revoked with another's
+    # compromised key (``same_key`` False): that key is recorded, and its other keys (a hybrid's other half) are not
+    # known to be stolen.
+    if cmd.reason in CERTIFICATE_REASONS and same_key:
         await compromised_keys.record(services, ctx.without_key(), cmd, cmd.tenant_id, compromised_keys.halves(
             services, issued.certificate_pem, KeyCompromiseRecorded(
                 public_key_sha256=issued.facts.public_key_sha256, reason=cmd.reason, reported_at=now,
@@ -393,7 +405,8 @@ async def report_key_compromise(cmd: ReportKeyCompromise, ctx: CommandContext,
                                not_after=issued.facts.not_after)
     revoked: tuple[str, ...] = ()
     for report in reports:  # a hybrid's ML-DSA half too: a pure ML-DSA certificate of it
-        revoked += await _revoke_holders(services, ctx, cmd.tenant_id, report.public_key_sha256, sweep, named=None)
+        revoked += (await _revoke_holders(services, ctx, cmd.tenant_id, report.public_key_sha256, sweep,
+                                          named=None))[0]
     return KeyCompromiseReported(result=result, public_keys_sha256=tuple(r.public_key_sha256 for r in reports),
                                  revoked=revoked)
 

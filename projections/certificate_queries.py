@@ -164,10 +164,16 @@ def warning_candidates(conn: sqlite3.Connection, now: datetime, thresholds: tupl
 
 def holding_key(conn: sqlite3.Connection, tenant_id: str, public_key_sha256: str, now: datetime) -> list[str]:
     """The tenant's certificates of that public key that relying parties still trust: not revoked (nor under a
-    revoked CA), not expired; superseded ones too, as a renewal does not end a certificate's validity."""
-    return [certificate_id for (certificate_id,) in conn.execute(
-        "SELECT certificate_id FROM certificates WHERE tenant_id = ? AND public_key_sha256 = ? AND status = 'issued' "
-        "AND not_after > ? ORDER BY position", (tenant_id, public_key_sha256, validity_time(now))).fetchall()]
+    revoked CA), not expired; superseded ones too, as a renewal does not end a certificate's validity. The key is their
+    subject key, or a hybrid's ML-DSA half (each found through its own partial index)."""
+    # sorted here, and not_after kept off the indexes (+): so each half is read through its own key index, not
+    # the tenant's whole expiry or position index
+    trusted = "tenant_id = ?1 AND status = 'issued' AND +not_after > ?3"
+    rows = conn.execute(
+        f"SELECT certificate_id, position FROM certificates WHERE {trusted} AND public_key_sha256 = ?2 UNION "
+        f"SELECT certificate_id, position FROM certificates WHERE {trusted} AND alternative_key_sha256 = ?2 "
+        "AND alternative_key_sha256 IS NOT NULL", (tenant_id, public_key_sha256, validity_time(now))).fetchall()
+    return [certificate_id for certificate_id, _position in sorted(rows, key=lambda row: row[1])]
 
 
 def live_by_issuer(conn: sqlite3.Connection, tenant_id: str, now: datetime) -> dict[str, list[str]]:

@@ -17,12 +17,15 @@ compare as their instants do, so a moment compared with a validity column goes t
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 from datetime import UTC, datetime, timedelta
 
 import msgspec
+from cryptography import x509
 
+from commands.pki import der_of_pem
 from commands.runtime import rfc3339
 from domain.events import EventEnvelope
 from domain.profile import BUILTIN_PROFILES
@@ -35,15 +38,16 @@ COLUMNS = ("tenant_id", "certificate_id", "ca_id", "profile", "serial_hex", "fin
            "position", "revocation_reason", "revoked_at", "invalidity_date", "revoked_ca_id", "superseded_by",
            "supersedes", "renew_at", "auto_renew", "expiry_warned_days", "renewal_failed_at", "renewal_failure",
            "public_key_sha256", "last_deployed_at", "last_deployed_node", "last_verified_at", "last_verified",
-           "last_rolled_back_at")
+           "last_rolled_back_at", "alternative_key_sha256")
 class CertificatesProjector(Projector):
     name = "certificates"
     # 2: revocation columns and the CA tree; 3: renewal links, renew_at, expiry warnings; 4: counts for quotas;
     # 5: the subject's public key, so a key_compromise revocation finds every certificate of that key;
     # 6: renew_at of a certificate whose profile's lead time is not shorter than its lifetime
     # (domain.renewal.renew_at); 7: when and to which node it was last deployed (certificate.deployed);
-    # 8: its last verification (certificate.deployment_verified) and rollback (certificate.deployment_rolled_back)
-    version = 8
+    # 8: its last verification (certificate.deployment_verified) and rollback (certificate.deployment_rolled_back);
+    # 9: a hybrid's ML-DSA key (alternative_key_sha256), so a compromise of that half finds every certificate of it
+    version = 9
     tables = ("certificates", "certificate_names", "certificate_tags", "certificate_cas", "certificate_policies",
               "certificate_counts")
     ddl = (
@@ -58,7 +62,7 @@ class CertificatesProjector(Projector):
             revoked_ca_id TEXT, superseded_by TEXT, supersedes TEXT, renew_at TEXT NOT NULL,
             auto_renew INTEGER NOT NULL, expiry_warned_days INTEGER, renewal_failed_at TEXT, renewal_failure TEXT,
             public_key_sha256 TEXT NOT NULL, last_deployed_at TEXT, last_deployed_node TEXT,
-            last_verified_at TEXT, last_verified INTEGER, last_rolled_back_at TEXT,
+            last_verified_at TEXT, last_verified INTEGER, last_rolled_back_at TEXT, alternative_key_sha256 TEXT,
             PRIMARY KEY (tenant_id, certificate_id))""",
         # a constraint, and how _untrust finds a CA's certificates: (tenant_id, ca_id) is its prefix
         "CREATE UNIQUE INDEX IF NOT EXISTS {ix}_serial ON {certificates} (tenant_id, ca_id, serial_hex)",
@@ -98,9 +102,12 @@ class CertificatesProjector(Projector):
         "CREATE INDEX IF NOT EXISTS {ix}_cn ON {certificates} (tenant_id, common_name)",
         # get() by id alone (a platform-wide caller has no tenant scope): without it, a full scan per read
         "CREATE INDEX IF NOT EXISTS {ix}_id ON {certificates} (certificate_id)",
-        # a compromised key's certificates that are still trusted (holding_key)
+        # a compromised key's certificates that are still trusted (holding_key): of it as their subject key, or as
+        # their ML-DSA half (a hybrid's)
         "CREATE INDEX IF NOT EXISTS {ix}_key ON {certificates} (tenant_id, public_key_sha256) "
         "WHERE status = 'issued'",
+        "CREATE INDEX IF NOT EXISTS {ix}_alternative_key ON {certificates} (tenant_id, alternative_key_sha256) "
+        "WHERE status = 'issued' AND alternative_key_sha256 IS NOT NULL",
     )
 
     def apply(self, conn: sqlite3.Connection, event: EventEnvelope) -> None:
@@ -130,7 +137,8 @@ class CertificatesProjector(Projector):
                  json.dumps(sans, sort_keys=True), json.dumps(p.get("tags", [])), p["certificate_pem"],
                  event.occurred_at, 0, event.version, event.global_position, None, None, None, None, None, None,
                  _renew_at(policy, facts["not_before"], facts["not_after"]), int(policy.auto), None, None, None,
-                 facts["public_key_sha256"], None, None, None, None, None))
+                 facts["public_key_sha256"], None, None, None, None, None,
+                 alternative_key_sha256(p["certificate_pem"])))
             conn.executemany(f"INSERT OR IGNORE INTO {self.t('certificate_names')} VALUES (?,?,?)",
                              [(event.tenant_id, name, p["certificate_id"]) for name in names])
             conn.executemany(f"INSERT OR IGNORE INTO {self.t('certificate_tags')} VALUES (?,?,?)",
@@ -265,6 +273,25 @@ class CertificatesProjector(Projector):
                             f"{self.t('certificates')} WHERE {where} AND {_LIVE} GROUP BY 1, 2", params).fetchall()
         for tenant_id, day, n in rows:
             self._count(conn, tenant_id, "live", day, -n)
+
+
+# extension 2.5.29.72 (subjectAltPublicKeyInfo) as its OID is encoded: a certificate without these bytes has none
+_ALTERNATIVE_KEY_OID = x509.ObjectIdentifier("2.5.29.72")
+_ALTERNATIVE_KEY_DER = b"\x06\x03\x55\x1d\x48"
+
+
+def alternative_key_sha256(certificate_pem: str) -> str | None:
+    """The hex SHA-256 of a hybrid certificate's ML-DSA SubjectPublicKeyInfo (the extension's value, as
+    commands/compromised_keys.py hashes it); None for a certificate without one. Only a certificate whose DER holds the
+    extension's OID is parsed: a rebuild folds every certificate ever issued."""
+    der = der_of_pem(certificate_pem)
+    if _ALTERNATIVE_KEY_DER not in der:
+        return None
+    try:
+        value = x509.load_der_x509_certificate(der).extensions.get_extension_for_oid(_ALTERNATIVE_KEY_OID).value
+    except x509.ExtensionNotFound:
+        return None
+    return hashlib.sha256(value.value).hexdigest() if isinstance(value, x509.UnrecognizedExtension) else None
 
 
 def _renew_at(policy: RenewalPolicy, not_before: str, not_after: str) -> str:
