@@ -11,7 +11,7 @@ from commands.cas import CaId
 from commands.discovery import ScanId
 from domain import discovery
 from commands.ids import CertificateId
-from commands.revoke import KeyHash
+from commands.compromised_keys import KeyHash
 from commands.tenants import Name, Reason
 from domain.events import EventEnvelope
 from domain.tenant import Quotas, Usage

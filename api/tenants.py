@@ -16,7 +16,7 @@ from api.problems import COMMAND_ERRORS, QUERY_ERRORS, ApiProblem
 from api.schemas import (DiscoveredBody, DiscoveredEndpointOut, DiscoveredPage, KeyCompromiseBody, LiftBody,
                          ReasonBody,
                          RenameBody, TenantOut, TenantPage, TenantUsageOut)
-from commands import compromised_keys, discovery as discovered, revoke
+from commands import compromise_report, compromised_keys, discovery as discovered
 from commands import tenants as cmd
 from commands.authz import authorize, visible_tenants
 from commands.ids import uuid7
@@ -153,11 +153,11 @@ class TenantController(Controller):
           responses=COMMAND_ERRORS)
     async def report_compromised(self, request: Request, principal: Caller, tenant_id: FromPath[str],
                                  data: JSONBody[KeyCompromiseBody],
-                                 idempotency_key: IdempotencyKey = None) -> revoke.KeyCompromiseReported:
-        command = revoke.ReportKeyCompromise(tenant_id=tenant_id, certificate_id=data.certificate_id,
-                                             ca_id=data.ca_id, public_key_sha256=data.public_key_sha256,
-                                             invalidity_date=data.invalidity_date)
-        return await execute(request, revoke.report_key_compromise, command, principal, idempotency_key)
+                                 idempotency_key: IdempotencyKey = None) -> compromise_report.KeyCompromiseReported:
+        command = compromise_report.ReportKeyCompromise(tenant_id=tenant_id, certificate_id=data.certificate_id,
+                                                        ca_id=data.ca_id, public_key_sha256=data.public_key_sha256,
+                                                        invalidity_date=data.invalidity_date)
+        return await execute(request, compromise_report.report_key_compromise, command, principal, idempotency_key)
 
     @post("/{tenant_id:str}/compromised-keys/{public_key_sha256:str}/lift", status_code=200,
           summary="Lift a compromised-key block that was reported in error (tenant admins; audited)",

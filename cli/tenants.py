@@ -9,7 +9,7 @@ import msgspec
 from cli.common import (CliError, catch_up, cli_principal, command_context, echo_json, id_table, print_table, query_runtime_views,
                         run_async, runtime_for)
 from cli.ca import convert, execute
-from commands import compromised_keys, revoke
+from commands import compromise_report, compromised_keys
 from commands import tenants as cmd
 from commands.runtime import CommandResult
 from infra.config import Settings
@@ -242,8 +242,8 @@ def report_compromised(settings: Settings, tenant_id: str, certificate_id: str |
     tenant, and its certificates still trusted are revoked key_compromise."""
     command = convert({"tenant_id": tenant_id, "certificate_id": certificate_id, "ca_id": ca_id,
                        "public_key_sha256": public_key_sha256, "invalidity_date": invalidity_date},
-                      revoke.ReportKeyCompromise)
-    outcome = execute(settings, revoke.report_key_compromise, command)
+                      compromise_report.ReportKeyCompromise)
+    outcome = execute(settings, compromise_report.report_key_compromise, command)
     keys = ", ".join(outcome.public_keys_sha256)
     click.echo(f"{'reported' if outcome.result.changed else 'already reported'} compromised in tenant {tenant_id}: "
                f"{keys}" + (f"; revoked: {', '.join(outcome.revoked)}" if outcome.revoked else ""))

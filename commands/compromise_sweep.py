@@ -20,10 +20,23 @@ import logging
 from datetime import datetime, timedelta
 
 from commands import compromised_keys, revoke
-from commands.runtime import Services
+from commands.authz import SYSTEM
+from commands.runtime import CommandContext, Services
+from domain.compromised_keys import KeyCompromiseRecorded
+from domain.revocation import RevocationRecorded
 
 log = logging.getLogger(__name__)
 RACE_WINDOW = timedelta(minutes=15)  # how long after a report an issuance that passed its first check may land
+
+
+async def sweep_key(services: Services, tenant_id: str, report: KeyCompromiseRecorded) -> tuple[tuple[str, ...], bool]:
+    """Revoke, key_compromise, the tenant's still trusted certificates of a blocked key: those revoked, and whether the
+    sweep is complete (False: the read model lagged or rebuilt, and may have missed some)."""
+    sweep = RevocationRecorded(serial_hex="", certificate_id=None, subject_ca_id=None, reason="key_compromise",
+                               revoked_at=services.clock.now(), invalidity_date=report.invalidity_date,
+                               not_after=services.clock.now())
+    return await revoke.revoke_holders(services, CommandContext(principal=SYSTEM), tenant_id,
+                                       report.public_key_sha256, sweep, named=None)
 
 
 def due(state, swept: set[tuple[str, str]], tenant_id: str, now: datetime) -> list:
@@ -38,7 +51,7 @@ async def sweep_tenant(services: Services, tenant_id: str, swept: set[tuple[str,
     state = await compromised_keys.load_keys(services, tenant_id)
     revoked: tuple[str, ...] = ()
     for report in due(state, swept, tenant_id, services.clock.now()):
-        found, complete = await revoke.sweep_key(services, tenant_id, report)
+        found, complete = await sweep_key(services, tenant_id, report)
         if found:
             log.warning("key %s is blocked in tenant %s, yet %d certificate(s) of it were still trusted (an issuance "
                         "that raced its report): revoked %s", report.public_key_sha256, tenant_id, len(found),

@@ -15,8 +15,10 @@ the successor of a renewal whose claim it finds open, or whose link landed while
 so neither order of the race leaves a valid successor of a revoked certificate.
 
 A key_compromise revocation revokes the tenant's other certificates of the same public key that
-are still trusted (a renewal that kept the key, another CSR of it): a compromised key is
-compromised in each of them. The read model finds them (``Services.key_holders``). Before anything
+are still trusted (a renewal that kept the key, another CSR of it, a hybrid sharing one half): a
+compromised key is compromised in each of them. The read model finds them (``Services.key_holders``;
+``revoke_holders``, which a key reported apart and the sweep of a blocked key use too:
+commands/compromise_report.py, commands/compromise_sweep.py). Before anything
 else is recorded, it records the key on the tenant's ``compromised-keys`` stream (as does a CA's
 key_compromise or ca_compromise revocation, for each key the CA held): no command certifies it
 again in the tenant (commands/compromised_keys.py). That stream has no transaction with the others,
@@ -40,7 +42,7 @@ from commands.runtime import CommandContext, CommandResult, Services, load, repl
 from commands.tenants import TenantId, allowed_while_suspended
 from domain import ca, certificate, revocation
 from domain.compromised_keys import CA_REASONS, CERTIFICATE_REASONS, KeyCompromiseRecorded
-from domain.errors import Contention, DomainError, KeyUnavailable
+from domain.errors import Contention, KeyUnavailable
 from domain.revocation import RevocationRecorded
 
 log = logging.getLogger(__name__)
@@ -63,34 +65,6 @@ class RevokeCa(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     ca_id: CaId
     reason: ReasonName = "unspecified"
     invalidity_date: datetime | None = None
-
-
-KeyHash = compromised_keys.KeyHash
-
-
-class ReportKeyCompromise(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """The key of ``certificate_id``, or every key of CA ``ca_id`` (only ``public_key_sha256``, one of them, if
-    given: a root's old key after a rollover), was found compromised: for a certificate revoked for another reason
-    already, or a root (which is never revoked). One of ``certificate_id`` and ``ca_id``."""
-
-    tenant_id: TenantId
-    certificate_id: CertificateId | None = None
-    ca_id: CaId | None = None
-    public_key_sha256: KeyHash | None = None
-    invalidity_date: datetime | None = None  # when the key was (suspected) compromised
-
-
-class KeyCompromiseReported(msgspec.Struct, frozen=True, kw_only=True):
-    """The keys the report named (SHA-256 of each SubjectPublicKeyInfo), the append's result (``changed``: it recorded
-    a key not known before), and the certificates of them it revoked (key_compromise)."""
-
-    result: CommandResult  # of the tenant's compromised-keys stream (unchanged if every key was known)
-    public_keys_sha256: tuple[str, ...]
-    revoked: tuple[str, ...] = ()
-
-    @property
-    def replayed(self) -> bool:
-        return self.result.replayed
 
 
 class Revocation(msgspec.Struct, frozen=True, kw_only=True):
@@ -218,11 +192,11 @@ async def _revoke_same_key(services: Services, ctx: CommandContext, tenant_id: s
         keys.append(alternative)
     revoked: tuple[str, ...] = ()
     for key in keys:
-        revoked += (await _revoke_holders(services, ctx, tenant_id, key, recorded, named=issued.certificate_id))[0]
+        revoked += (await revoke_holders(services, ctx, tenant_id, key, recorded, named=issued.certificate_id))[0]
     return revoked
 
 
-async def _revoke_holders(services: Services, ctx: CommandContext, tenant_id: str, key: str,
+async def revoke_holders(services: Services, ctx: CommandContext, tenant_id: str, key: str,
                           recorded: RevocationRecorded, *, named: str | None) -> tuple[tuple[str, ...], bool]:
     """Revoke the tenant's still trusted certificates of ``key`` (the compromise ``recorded`` says), as their subject
     key or as a hybrid's ML-DSA half, but ``named`` (the one the caller revokes itself; None: every one, a report's
@@ -255,17 +229,6 @@ def _certifies(services: Services, issued: certificate.CertificateIssued, key: s
     """Whether ``key`` is the certificate's subject key or a hybrid's ML-DSA half (the read model found it by one)."""
     return key == issued.facts.public_key_sha256 \
         or key == compromised_keys.alternative_key_sha256(services, issued.certificate_pem)
-
-
-async def sweep_key(services: Services, tenant_id: str, report: KeyCompromiseRecorded) -> tuple[tuple[str, ...], bool]:
-    """Revoke, key_compromise, the tenant's still trusted certificates of a blocked key (``commands.compromise_sweep``:
-    an issuance that raced the report and whose process died before its own second check): those revoked, and whether
-    the sweep is complete (False: the read model lagged or rebuilt, and may have missed some)."""
-    sweep = RevocationRecorded(serial_hex="", certificate_id=None, subject_ca_id=None, reason="key_compromise",
-                               revoked_at=services.clock.now(), invalidity_date=report.invalidity_date,
-                               not_after=services.clock.now())
-    return await _revoke_holders(services, CommandContext(principal=SYSTEM), tenant_id, report.public_key_sha256,
-                                 sweep, named=None)
 
 
 async def _publish(services: Services, tenant_id: str, registry: revocation.Registry,
@@ -357,58 +320,6 @@ async def _revoke(cmd: RevokeCertificate, ctx: CommandContext, services: Service
     return Revocation(result=msgspec.structs.replace(result, replayed=True) if prior else result,
                       reason=recorded.reason, revoked_at=recorded.revoked_at,
                       invalidity_date=recorded.invalidity_date, crls=tuple(published), also_revoked=also)
-
-
-@allowed_while_suspended("it only takes trust away: a suspended tenant still reports a stolen key")
-async def report_key_compromise(cmd: ReportKeyCompromise, ctx: CommandContext,
-                                services: Services) -> KeyCompromiseReported:
-    """Record a key found compromised after what holds it was revoked for another reason (a revocation is final: its
-    reason stands), or a root's keys (a root is never revoked: replace it): never certified again in the tenant,
-    and the tenant's certificates of it that are still trusted are revoked key_compromise."""
-    if (cmd.certificate_id is None) == (cmd.ca_id is None):
-        raise DomainError("one_of_required", "name the certificate or the CA whose key was compromised (one of them)",
-                          field="certificate_id")
-    now = services.clock.now()
-    if cmd.ca_id is not None:
-        authorize(ctx.principal, "ca:manage", cmd.tenant_id)
-        state = await load(services, cmd.tenant_id, ca.stream_id(cmd.ca_id), ca.fold)
-        ca.require(state, cmd.ca_id)
-        held = state.held
-        if cmd.public_key_sha256 is not None:
-            held = [c for c in held if c.facts.public_key_sha256 == cmd.public_key_sha256]
-            if not held:
-                raise DomainError("key_not_held", f"CA {cmd.ca_id} has held no key of SHA-256 {cmd.public_key_sha256} "
-                                  "(GET /v1/cas/{id} lists its certificates)", field="public_key_sha256")
-        reports = [half for c in held for half in compromised_keys.halves(
-            services, c.certificate_pem, KeyCompromiseRecorded(
-                public_key_sha256=c.facts.public_key_sha256, reason="key_compromise", reported_at=now,
-                invalidity_date=cmd.invalidity_date, subject_ca_id=cmd.ca_id, through="report"))]
-        result = await compromised_keys.record(services, ctx, cmd, cmd.tenant_id, reports)
-        return KeyCompromiseReported(result=result,
-                                     public_keys_sha256=tuple(dict.fromkeys(r.public_key_sha256 for r in reports)))
-    authorize(ctx.principal, "cert:revoke", cmd.tenant_id)
-    assert cmd.certificate_id is not None
-    if cmd.public_key_sha256 is not None:
-        raise DomainError("key_with_ca_only", "a certificate has one key: give public_key_sha256 only with ca_id",
-                          field="public_key_sha256")
-    state = await load(services, cmd.tenant_id, certificate.stream_id(cmd.certificate_id), certificate.fold)
-    issued = certificate.require_exists(state, cmd.certificate_id)
-    revocation.check_invalidity_date(cmd.invalidity_date, now=now, not_before=issued.facts.not_before)
-    key = issued.facts.public_key_sha256
-    reports = compromised_keys.halves(services, issued.certificate_pem, KeyCompromiseRecorded(
-        public_key_sha256=key, reason="key_compromise", reported_at=now, invalidity_date=cmd.invalidity_date,
-        certificate_id=cmd.certificate_id, ca_id=issued.ca_id, through="report"))
-    result = await compromised_keys.record(services, ctx, cmd, cmd.tenant_id, reports)
-    # the named certificate, if it is still trusted, is one of its key's holders: revoked as the others are
-    sweep = RevocationRecorded(serial_hex=issued.facts.serial_hex, certificate_id=None, subject_ca_id=None,
-                               reason="key_compromise", revoked_at=now, invalidity_date=cmd.invalidity_date,
-                               not_after=issued.facts.not_after)
-    revoked: tuple[str, ...] = ()
-    for report in reports:  # a hybrid's ML-DSA half too: a pure ML-DSA certificate of it
-        revoked += (await _revoke_holders(services, ctx, cmd.tenant_id, report.public_key_sha256, sweep,
-                                          named=None))[0]
-    return KeyCompromiseReported(result=result, public_keys_sha256=tuple(r.public_key_sha256 for r in reports),
-                                 revoked=revoked)
 
 
 @allowed_while_suspended("revocation must always work, of a CA too")
