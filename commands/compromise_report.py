@@ -50,7 +50,6 @@ class KeyCompromiseReported(msgspec.Struct, frozen=True, kw_only=True):
         return self.result.replayed
 
 
-
 @allowed_while_suspended("it only takes trust away: a suspended tenant still reports a stolen key")
 async def report_key_compromise(cmd: ReportKeyCompromise, ctx: CommandContext,
                                 services: Services) -> KeyCompromiseReported:
