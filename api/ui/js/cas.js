@@ -6,6 +6,7 @@ import {api} from "./api.js";
 import {day, download, fill, h, table} from "./dom.js";
 import {caActions, caAlgorithms, caCreateForm} from "./ca_admin.js";
 import {keyOffline, offlineForms, offlineList, offlineSection} from "./offline.js";
+import {compromiseSection} from "./compromise.js";
 
 function tenantQuery(context) {
   return context.session.tenant_id ? {} : {tenant_id: context.tenant};
@@ -59,12 +60,14 @@ async function caPage(main, context, caId, render, position) {
     ["Valid", ca.not_before ? `${day(ca.not_before)} – ${day(ca.not_after)}` : null],
     ["Fingerprint (SHA-256)", ca.fingerprint],
     ["Path length", ca.path_length], ["Revoked", ca.revoked_at ? `${ca.revoked_at} (${ca.revocation_reason})` : null]];
+  const compromise = await compromiseSection(ca, position);
   fill(main, h("p", {}, h("a", {href: "#/cas"}, "← All CAs")),
-    h("h1", {}, ca.name),
+    h("h1", {}, ca.name), compromise?.id === "recertification" ? compromise : null,
     h("dl.facts.card", {}, facts.filter(([, v]) => v !== null && v !== undefined && v !== "")
       .map(([k, v]) => [h("dt", {}, k), h("dd", {}, String(v))])),
     h("div.actions", {}, ca.status === "pending" ? null : chainButton,  // no certificate yet: no chain
       h("a.button", {href: `#/certs?ca_id=${encodeURIComponent(ca.ca_id)}`}, "Its certificates")),
+    compromise?.id === "ca-compromise" ? compromise : null,
     await offlineSection(ca, context, render, position),
     await caActions(ca, context, render),
     await keyCertificates(ca, position),

@@ -67,9 +67,24 @@ export function showProblem(form, banner, problem) {
   }
   if (banner) {
     const text = unplaced.length ? unplaced.join("; ") : problem.title || problem.detail;
-    fill(banner, text);
+    fill(banner, text, recertification(problem));
     banner.hidden = false;
   }
+}
+
+/** The CA a ``ca_recertification_required`` refusal says to roll over first (its detail names it: "roll CA {id}
+ * over first"), or null. */
+export function caToRollOver(problem) {
+  if (!String(problem?.type || "").endsWith("/ca_recertification_required")) return null;
+  return /roll CA (\S+) over first/.exec(problem.detail || "")?.[1] || null;
+}
+
+/** What a CA waiting for re-certification needs, as a link to the CA to roll over (null for any other problem). */
+function recertification(problem) {
+  const ca = caToRollOver(problem);
+  return ca ? h("p", {id: "recertify-first"}, "The CA's chain runs through a key a compromise rollover withdrew " +
+    "from trust: nothing it signs validates until it is re-certified. Roll over ",
+    h("a", {href: `#/cas/${encodeURIComponent(ca)}`}, `CA ${ca}`), " first, then try again.") : null;
 }
 
 export function clearProblems(form, banner) {
