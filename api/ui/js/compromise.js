@@ -2,7 +2,7 @@
 // rolled away from, the new certificate), the link certificates they revoked and what is still to re-issue, read
 // again each time; on a CA below such a root, whether it must be re-certified (rolled over) before it signs again.
 
-import {api} from "./api.js";
+import {api, ApiError} from "./api.js";
 import {h, minute, table} from "./dom.js";
 
 const LINKS = {new_with_old: "new key, certified by the old", old_with_new: "old key, certified by the new"};
@@ -86,5 +86,11 @@ async function recertification(ca, position) {
 /** The compromise view of ``ca``'s page: a root's report, or the re-certification a CA below one needs. */
 export async function compromiseSection(ca, position) {
   if (ca.status === "pending") return null;
-  return ca.kind === "root" ? rootReport(ca, position) : recertification(ca, position);
+  try {
+    return await (ca.kind === "root" ? rootReport(ca, position) : recertification(ca, position));
+  } catch (error) {
+    if (!(error instanceof ApiError)) throw error;
+    // the rest of the page does not depend on it: say what could not be read instead of failing the page
+    return h("p.muted", {id: "ca-compromise-unread"}, `Compromise report not read: ${error.message}`);
+  }
 }

@@ -74,7 +74,7 @@ export function showProblem(form, banner, problem) {
 
 /** The CA a ``ca_recertification_required`` refusal says to roll over first (its detail names it: "roll CA {id}
  * over first"), or null. */
-export function caToRollOver(problem) {
+function caToRollOver(problem) {
   if (!String(problem?.type || "").endsWith("/ca_recertification_required")) return null;
   return /roll CA (\S+) over first/.exec(problem.detail || "")?.[1] || null;
 }
