@@ -10,21 +10,11 @@ import re
 
 import httpx
 import pytest
-from ui_support import TENANT, browser, chromium, page_problems, playwright, service, sign_in  # noqa: F401
+from ui_support import (TENANT, browser, chromium, in_form, no_problems, playwright, service,  # noqa: F401
+                        sign_in)
 
 pytestmark = pytest.mark.slow
 OVERFLOW = "document.documentElement.scrollWidth - document.documentElement.clientWidth"
-
-
-def no_problems(page, console: bool = True) -> None:
-    found = page_problems(page)
-    assert found["csp"] == [] and found["errors"] == [], found
-    if console:  # a refused request (4xx) is a console error in Chromium: tests that provoke one pass False
-        assert found["console"] == [], found
-
-
-def in_form(page, label: str):
-    return page.locator(f"form[aria-label='{label}']")
 
 
 def signed_in(service, browser, name: str, role: str, **size):

@@ -173,6 +173,20 @@ def page_problems(page) -> dict:
     return {"csp": page.evaluate("window.__csp"), "errors": page.page_errors, "console": page.console_errors}
 
 
+def no_problems(page, console: bool = True) -> None:
+    """No CSP violation nor uncaught error so far; nor console error unless ``console`` is False (Chromium logs a
+    refused request, a 4xx, as one: tests that provoke one pass False)."""
+    found = page_problems(page)
+    assert found["csp"] == [] and found["errors"] == [], found
+    if console:
+        assert found["console"] == [], found
+
+
+def in_form(page, label: str):
+    """The form labelled ``label`` (its aria-label)."""
+    return page.locator(f"form[aria-label='{label}']")
+
+
 @pytest.fixture(scope="module")
 def playwright():
     starter = sync_playwright()

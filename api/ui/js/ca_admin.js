@@ -5,6 +5,7 @@ import {api} from "./api.js";
 import {field, h} from "./dom.js";
 import {choice, confirmStep, form, number, scope, subjectOf} from "./forms.js";
 import {keyOffline} from "./offline.js";
+import {reissueOf} from "./compromise.js";
 import {REASONS} from "./certs.js";
 
 const DEFAULT_ALGORITHM = "hybrid-p384-ml-dsa-65";  // the API's default for a CA
@@ -103,14 +104,9 @@ function rolloverForm(ca, algorithms, render) {
     if (number(form.elements.validity_days) !== null) body.validity_days = number(form.elements.validity_days);
     const done = await post(ca, "rollover", body);
     await render(done.global_position);
-    const reissue = done.reissue;
-    if (reissue) document.getElementById("main").prepend(h("div.banner.warn", {role: "status", id: "reissue"},
-      h("p", {}, `Rolled over. ${reissue.count} still chain only to the distrusted keys: issue them again` +
-        (reissue.complete ? "." : " (the count may be incomplete).")),
-      reissue.cas.length ? h("p", {}, "CAs to roll over: ", reissue.cas.map((id, i) => [i ? ", " : "",
-        h("a", {href: `#/cas/${encodeURIComponent(id)}`}, id)])) : null,
-      reissue.certificates.length ? h("p", {}, "Certificates to renew: ", reissue.certificates.map((id, i) => [
-        i ? ", " : "", h("a", {href: `#/certs/${encodeURIComponent(id)}`}, id)])) : null));
+    // the answer's count, once; the page's Compromise rollovers section reads it again from the API (compromise.js)
+    if (done.compromised) document.getElementById("main").prepend(h("div.banner.warn", {role: "status", id: "reissue"},
+      h("p", {}, "Rolled over in compromise mode."), reissueOf(done.reissue)));
   });
   return el;
 }

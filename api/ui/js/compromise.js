@@ -26,8 +26,9 @@ function list(ids, link) {
   return ids.map((id, i) => [i ? ", " : "", link(id)]);
 }
 
-/** What is still to re-issue (``reissue`` of the report), each CA and certificate linked; ``names``: CA id → name. */
-function reissueOf(reissue, names) {
+/** What is still to re-issue (``reissue`` of a compromise rollover's answer or report), each CA and certificate
+ * linked; ``names``: CA id → name. */
+export function reissueOf(reissue, names = new Map()) {
   if (!reissue) return h("p.muted", {}, "What is left to re-issue could not be counted now: reload the page.");
   if (!reissue.count) return h("p", {}, "Nothing is left to re-issue: everything chains to a trusted key again.");
   const ca = id => h("a", {href: `#/cas/${encodeURIComponent(id)}`}, names.get(id) ? `${names.get(id)} (${id})` : id);
