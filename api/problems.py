@@ -101,6 +101,10 @@ def problem_response(request: Request | None, status: int, code: str, detail: st
                     headers=headers or {})
 
 
+# what a domain error's extension members may not overwrite
+RESERVED_MEMBERS = frozenset(ProblemDetails.__struct_fields__) | {"retry_after"}
+
+
 def _single(field: str | None, rule: str, message: str) -> list[FieldError] | None:
     return [FieldError(field, rule, message)] if field else None
 
@@ -122,8 +126,9 @@ def handle_domain_error(request: Request, exc: DomainError) -> Response:
     violations = getattr(exc, "violations", None)  # a policy refusal names every rule broken, not just one
     errors = ([FieldError(v.field, v.rule, v.message) for v in violations] if violations
               else _single(field, rule, exc.detail))
+    members = {k: v for k, v in getattr(exc, "members", {}).items() if k not in RESERVED_MEMBERS}
     return problem_response(request, exc.status, exc.code, exc.detail, field=field, errors=errors,
-                            headers={"Retry-After": str(retry_after)} if retry_after else None)
+                            headers={"Retry-After": str(retry_after)} if retry_after else None, **members)
 
 
 def handle_validation(request: Request, exc: ValidationException) -> Response:

@@ -144,7 +144,8 @@ async def require_trusted_chain(services: Services, tenant_id: str, state: ca.Ce
                                   f"{parent_id} that a compromise rollover withdrew from trust, so nothing it signs "
                                   f"validates for relying parties: roll CA {roll.ca_id} over first (POST /v1/cas/"
                                   f"{roll.ca_id}/rollover; csm ca rollover {roll.ca_id}); GET /v1/cas/{{root id}}/"
-                                  "compromise lists what else is left", field=field)
+                                  "compromise lists what else is left", field=field,
+                                  members={"ca_to_roll_over": roll.ca_id})
             held = signers[0] if signers else None
             current = parent.current.facts.fingerprint_sha256 if parent.current is not None else None
             if held is not None and held.facts.fingerprint_sha256 != current:

@@ -8,16 +8,18 @@ class DomainError(Exception):
 
     ``code`` is a stable machine-readable rule name (it becomes the problem+json ``type``
     suffix), ``field`` the input that broke it (dotted path, or None), ``detail`` a sentence
-    for people.
+    for people, ``members`` extension members of the problem a client acts on (never secrets).
     """
 
     status = 422
 
-    def __init__(self, code: str, detail: str, field: str | None = None) -> None:
+    def __init__(self, code: str, detail: str, field: str | None = None,
+                 members: dict[str, str] | None = None) -> None:
         super().__init__(detail)
         self.code = code
         self.detail = detail
         self.field = field
+        self.members = members or {}
 
 
 class NotFound(DomainError):

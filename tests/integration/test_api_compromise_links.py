@@ -130,8 +130,8 @@ async def test_a_ca_the_stolen_key_certified_issues_nothing_until_it_is_rolled_o
         "reason": "root key stolen", "compromised": True}))).json()
     assert rolled["reissue"]["cas"] == [upper, lower]
 
-    def names(problem: dict, ca_id: str) -> None:
-        assert f"roll CA {ca_id} over" in problem["detail"], problem
+    def names(problem: dict, ca_id: str) -> None:  # in the sentence, and as a member a client acts on
+        assert f"roll CA {ca_id} over" in problem["detail"] and problem["ca_to_roll_over"] == ca_id, problem
 
     for issuer in (upper, lower):
         refused = assert_problem(await api.client.post("/v1/certificates", headers=admin, json={

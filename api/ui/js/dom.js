@@ -72,11 +72,11 @@ export function showProblem(form, banner, problem) {
   }
 }
 
-/** The CA a ``ca_recertification_required`` refusal says to roll over first (its detail names it: "roll CA {id}
- * over first"), or null. */
+/** The CA a ``ca_recertification_required`` refusal says to roll over first (its ``ca_to_roll_over`` member), or
+ * null. */
 function caToRollOver(problem) {
   if (!String(problem?.type || "").endsWith("/ca_recertification_required")) return null;
-  return /roll CA (\S+) over first/.exec(problem.detail || "")?.[1] || null;
+  return typeof problem.ca_to_roll_over === "string" ? problem.ca_to_roll_over : null;
 }
 
 /** What a CA waiting for re-certification needs, as a link to the CA to roll over (null for any other problem). */
