@@ -39,8 +39,7 @@ class RelpConnection:
         connection = cls(sock, ack_timeout, window)
         try:
             connection._write(connection.window.send("open", encode_offers(open_offers(software))))
-            while connection.window.outstanding:
-                connection._read(block=True)
+            connection._await(lambda: not connection.window.outstanding)
             check_open_response(connection.window.responses["open"])
         except (DeliveryError, ProtocolError) as exc:
             connection.broken = True
@@ -57,11 +56,9 @@ class RelpConnection:
         try:
             for message in messages:
                 self._read(block=False)  # take the answers already there
-                while self.window.full:
-                    self._read(block=True)
+                self._await(lambda: not self.window.full)
                 self._write(self.window.send("syslog", message.encode("utf-8")))
-            while self.window.outstanding:
-                self._read(block=True)
+            self._await(lambda: not self.window.outstanding)
         except (DeliveryError, ProtocolError) as exc:
             self.broken = True
             raise DeliveryError(str(exc), acknowledged=self.window.acknowledged - start) from exc
@@ -73,6 +70,24 @@ class RelpConnection:
             raise DeliveryError(f"the collector took nothing for {self.ack_timeout:g}s") from None
         except OSError as exc:
             raise DeliveryError(f"sending failed: {exc}") from exc
+
+    def _await(self, done) -> None:
+        """Read until ``done()``; the collector must answer a transaction within ack_timeout of its last answer
+        (bytes that answer nothing, hint frames say, do not count: a collector trickling them is not waited on
+        for ever)."""
+        deadline, outstanding = time.monotonic() + self.ack_timeout, self.window.outstanding
+        try:
+            while not done():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise DeliveryError(f"the collector answered nothing for {self.ack_timeout:g}s "
+                                        f"({self.window.outstanding} message(s) outstanding)")
+                self.sock.settimeout(remaining)
+                self._read(block=True)
+                if self.window.outstanding < outstanding:  # an answer: the next one has ack_timeout again
+                    deadline, outstanding = time.monotonic() + self.ack_timeout, self.window.outstanding
+        finally:
+            self.sock.settimeout(self.ack_timeout)
 
     def _read(self, *, block: bool) -> None:
         """Read what arrived (``block``: wait up to ack_timeout for something) and match its frames."""

@@ -153,3 +153,50 @@ async def test_the_checkpoint_passes_only_answered_events_and_a_retry_resends_no
     positions = [int(parse_syslog(m.decode()).sd[SD_ID]["position"]) for m in peer.messages]
     assert positions == [e.global_position for e in events]  # each once: the answered six were not resent
     peer.close()
+
+
+class ChattyPeer:
+    """Accepts ``open`` and then answers no syslog message: it sends a hint frame (TXNR 0, not serverclose) every
+    tenth of a second instead, for as long as the client stays connected."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.stop = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        connection, _ = self.listener.accept()
+        with connection:
+            decoder = FrameDecoder(max_data=1 << 20)
+            for frame in decoder.feed(connection.recv(65536)):
+                connection.sendall(encode_frame(frame.txnr, "rsp", OFFERS))
+            try:
+                while not self.stop.wait(0.1):
+                    connection.sendall(encode_frame(0, "nop"))
+            except OSError:
+                pass  # the client gave up and closed
+
+    def close(self) -> None:
+        self.stop.set()
+        self.listener.close()
+
+
+def test_a_collector_that_keeps_sending_hints_but_never_answers_times_out():
+    peer = ChattyPeer()
+    connection = relp.connect(Destination.parse(f"relp://127.0.0.1:{peer.port}"), None, ack_timeout=1)
+    outcome: list[BaseException] = []
+
+    def send() -> None:
+        try:
+            connection.send(["never answered"])
+        except DeliveryError as exc:
+            outcome.append(exc)
+
+    sender = threading.Thread(target=send, daemon=True)
+    sender.start()
+    sender.join(60)  # a hang, not a time measure: the answer is due within ack_timeout of the last answer
+    peer.close()
+    assert not sender.is_alive(), "send() waits for ever on a collector that sends bytes but no answer"
+    assert outcome and "answered nothing" in str(outcome[0]) and outcome[0].acknowledged == 0
+    connection.close()
