@@ -26,6 +26,8 @@ from infra import telemetry
 log = logging.getLogger(__name__)
 TEXT_FORMAT = "text/plain; version=0.0.4; charset=utf-8"
 MAX_AUTHORIZATION = 16_384
+REQUEST_TIMEOUT = 10.0  # seconds a connection may take to send its request (a scrape sends it at once)
+MAX_CONNECTIONS = 32  # connections served at once; more are closed unread (Prometheus opens one per scrape)
 
 
 class Collector(Protocol):
@@ -64,10 +66,11 @@ class ProjectorMetrics:
             yield CounterMetricFamily(name, documentation, value=counts[key])
 
 
-def _handler(scrape: _Scrape, token_digest: bytes | None) -> type[BaseHTTPRequestHandler]:
+def _handler(scrape: _Scrape, token_digest: bytes | None, request_timeout: float) -> type[BaseHTTPRequestHandler]:
     class MetricsHandler(BaseHTTPRequestHandler):
         server_version = "csm-metrics"
         sys_version = ""
+        timeout = request_timeout  # the socket's: a client sending nothing (slowloris) is dropped, its thread ends
 
         def do_GET(self) -> None:  # noqa: N802 - http.server's name
             if self.path.split("?", 1)[0] != "/metrics":
@@ -104,18 +107,46 @@ def _handler(scrape: _Scrape, token_digest: bytes | None) -> type[BaseHTTPReques
     return MetricsHandler
 
 
-class _ServerV6(ThreadingHTTPServer):
+class _Bounded(ThreadingHTTPServer):
+    """A thread per connection, at most ``max_connections`` at once: one more is closed without a thread."""
+
+    daemon_threads = True
+    max_connections = MAX_CONNECTIONS
+
+    def server_activate(self) -> None:
+        self._slots = threading.BoundedSemaphore(self.max_connections)
+        super().server_activate()
+
+    def process_request(self, request, client_address) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+
+class _ServerV6(_Bounded):
     address_family = socket.AF_INET6
 
 
 class MetricsServer:
     """Serves /metrics on ``host``:``port`` (0: any free port; ``address`` says which) until ``stop``."""
 
-    def __init__(self, host: str, port: int, *, token: str | None, collectors: list[Collector] | None = None) -> None:
+    def __init__(self, host: str, port: int, *, token: str | None, collectors: list[Collector] | None = None,
+                 request_timeout: float = REQUEST_TIMEOUT, max_connections: int = MAX_CONNECTIONS) -> None:
         digest = None if token is None else hashlib.sha256(token.encode()).digest()
-        server_class = _ServerV6 if ":" in host else ThreadingHTTPServer
-        self._server = server_class((host, port), _handler(_Scrape(collectors or []), digest))
-        self._server.daemon_threads = True
+        server_class = type("MetricsHttpServer", (_ServerV6 if ":" in host else _Bounded,),
+                            {"max_connections": max_connections})
+        self._server = server_class((host, port), _handler(_Scrape(collectors or []), digest, request_timeout))
         self._thread = threading.Thread(target=self._server.serve_forever, name="csm-metrics", daemon=True)
 
     @property
