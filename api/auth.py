@@ -133,7 +133,7 @@ async def _principal_from_jwt(request: Request, token: str) -> Principal | None:
         expires_at = min(expires_at, _instant(record["expires_at"]) or expires_at)
     amr = "+".join(str(method) for method in claims.get("amr", [])) or "jwt"
     return Principal(id=subject, auth_method=f"jwt:{amr}", roles=roles, tenant_id=tenant_id, expires_at=expires_at,
-                     session_id=claims["sid"])
+                     session_id=claims["sid"], session_epoch=_epoch(claims) if subject.startswith("user:") else None)
 
 
 async def _session_open(services, claims: dict) -> bool:

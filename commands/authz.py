@@ -98,6 +98,7 @@ class Principal:
     tenant_id: str | None = None
     expires_at: datetime | None = None
     session_id: str | None = None
+    session_epoch: int | None = None  # a local user's: the sessions epoch its session's token was issued in
     permissions: frozenset[str] = field(init=False)
 
     def __post_init__(self) -> None:

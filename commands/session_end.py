@@ -49,18 +49,18 @@ class NotALocalUser(DomainError):
 async def end_sessions(services: Services, ctx: CommandContext, tenant_id: str | None, username: str,
                        reason: str) -> CommandResult:
     """Record ``user.sessions_ended`` (for a command whose own event is in another stream), then revoke families."""
-    result, _ = await _end_sessions(services, ctx, tenant_id, username, reason, None)
+    result, _ = await _end_sessions(services, ctx, tenant_id, username, reason, None, None)
     return result
 
 
 async def _end_sessions(services: Services, ctx: CommandContext, tenant_id: str | None, username: str, reason: str,
-                        kept_session: str | None) -> tuple[CommandResult, int]:
+                        kept_session: str | None, kept_epoch: int | None) -> tuple[CommandResult, int]:
     """The user's stream, and how many families were recorded as revoked (all but ``kept_session``)."""
     user.validate_username(username)
     command = EndSessions(username=username, tenant_id=tenant_id, reason=reason)
     result = await run(services, ctx.without_key(), command, tenant_id=user.stream_tenant(tenant_id),
                        stream_id=user.stream_id(username), stream_type=user.STREAM_TYPE, fold=user.fold,
-                       decide=lambda s: user.decide_end_sessions(s, reason, kept_session))
+                       decide=lambda s: user.decide_end_sessions(s, reason, kept_session, kept_epoch))
     revoked = await revoke_families(services, ctx, user.subject(tenant_id, username), reason, keep=kept_session)
     return result, revoked
 
@@ -75,7 +75,8 @@ async def sign_out_everywhere(cmd: SignOutEverywhere, ctx: CommandContext, servi
         raise NotALocalUser()
     _, scope, username = subject.split(":", 2)
     tenant_id = None if scope == SYSTEM_TENANT else scope
-    result, revoked = await _end_sessions(services, ctx, tenant_id, username, "signed_out_everywhere", kept)
+    result, revoked = await _end_sessions(services, ctx, tenant_id, username, "signed_out_everywhere", kept,
+                                          ctx.principal.session_epoch)
     return SignedOutEverywhere(sessions_revoked=revoked, kept_session=kept is not None, result=result)
 
 

@@ -183,8 +183,22 @@ def decide_reset_password(state: User, password_ref: str) -> list[Payload]:
     return [PasswordReset(password_ref=password_ref), SessionsEnded(reason="password_reset")]
 
 
-def decide_end_sessions(state: User, reason: str, kept_session: str | None = None) -> list[Payload]:
+class SessionAlreadyEnded(DomainError):
+    status = 401
+
+    def __init__(self) -> None:
+        super().__init__("session_ended", "this session was ended while the request was on its way: it cannot be "
+                         "the one kept; sign in again", field="Authorization")
+
+
+def decide_end_sessions(state: User, reason: str, kept_session: str | None = None,
+                        kept_epoch: int | None = None) -> list[Payload]:
+    """``kept_session`` (begun in sessions epoch ``kept_epoch``) is spared, if it has not itself been ended since
+    its request was authenticated: a session ended by a racing end of sessions (the victim's sign-out everywhere
+    recorded first) must not make itself the kept one and end the others'."""
     _require(state)
+    if kept_session is not None and (kept_epoch is None or session_ended(state, kept_epoch, kept_session)):
+        raise SessionAlreadyEnded()
     return [SessionsEnded(reason=reason, kept_session=kept_session)]
 
 

@@ -4,6 +4,12 @@ every one but the session they ask from; API keys, service accounts and director
 from __future__ import annotations
 
 import pytest
+
+from commands import session_end
+from commands.authz import Principal
+from commands.runtime import CommandContext
+from commands.sessions import EPOCH_CLAIM
+from domain.user import SessionAlreadyEnded
 from test_api_support import assert_problem, running_api
 from test_session_end import (LIMITS, NEW_PASSWORD, assert_ended, bearer, create_user, login, recorded, refresh,
                               sessions_of, works)
@@ -88,3 +94,24 @@ async def test_a_bad_body_names_its_field(api, body, field):
 
 async def test_without_a_token_it_is_a_401(api):
     assert_problem(await api.client.post(PATH, json={}), 401, "unauthorized", field="Authorization")
+
+
+async def test_a_thief_racing_the_victims_sign_out_everywhere_cannot_keep_the_stolen_session(api):
+    """The thief's request (keep_current, from the stolen session) was authenticated just before the victim's
+    sign-out everywhere was recorded, and reaches the command just after: it is refused, the victim's kept session
+    goes on and the stolen one stays ended."""
+    await create_user(api, "erin", "viewer")
+    victim, stolen = await login(api, "erin"), await login(api, "erin")
+    claims = api.runtime.identity.tokens.verify(stolen["access_token"], api.runtime.services.clock.now())
+    thief = Principal(id=claims["sub"], auth_method="jwt:pwd", roles=frozenset(claims["roles"]),
+                      session_id=claims["sid"], session_epoch=claims[EPOCH_CLAIM])  # as api/auth.py made it
+    await revoke_all(api, victim["access_token"], keep_current=True)
+    head = await api.runtime.store.head_position()
+    with pytest.raises(SessionAlreadyEnded):
+        await session_end.sign_out_everywhere(session_end.SignOutEverywhere(keep_current=True),
+                                              CommandContext(principal=thief), api.runtime.services)
+    assert [e.type for e in await api.runtime.store.read_all(head, 100) if e.type.startswith("user.")] == []
+    assert await works(api, victim["access_token"]) == 200
+    await assert_ended(api, [stolen], "signed_out_everywhere")
+    response = await api.client.post(PATH, json={"keep_current": True}, headers=bearer(stolen["access_token"]))
+    assert_problem(response, 401, "unauthorized")

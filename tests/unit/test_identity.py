@@ -204,16 +204,28 @@ def test_a_password_reset_and_a_disable_move_the_sessions_epoch_and_an_enable_do
 
 def test_signing_out_everywhere_keeps_only_the_named_session_and_only_until_the_next_end():
     state = user.fold([user.UserCreated(username="bob", tenant_id=None, display_name=None, password_ref="pw0")])
-    kept = user.fold(user.decide_end_sessions(state, "signed_out_everywhere", "aaaa"), start=state)
+    kept = user.fold(user.decide_end_sessions(state, "signed_out_everywhere", "aaaa", 0), start=state)
     assert (kept.sessions_epoch, kept.kept_session) == (1, "aaaa")
     assert not user.session_ended(kept, 0, "aaaa")  # the asking session, begun in the earlier epoch
     assert user.session_ended(kept, 0, "bbbb") and not user.session_ended(kept, 1, "bbbb")
-    again = user.fold(user.decide_end_sessions(kept, "signed_out_everywhere", "cccc"), start=kept)
+    again = user.fold(user.decide_end_sessions(kept, "signed_out_everywhere", "cccc", 1), start=kept)
     assert user.session_ended(again, 0, "aaaa") and user.session_ended(again, 1, "bbbb")
     assert not user.session_ended(again, 1, "cccc")
     reset = user.fold(user.decide_reset_password(again, "pw1"), start=again)
     assert reset.kept_session is None and user.session_ended(reset, 1, "cccc")
     assert user.SessionsEnded(reason="password_reset").kept_session is None  # events before the field: none kept
+
+
+def test_a_session_ended_since_its_request_was_authenticated_cannot_keep_itself():
+    """Two sign-outs everywhere racing: the victim's (keeping V) is recorded first; the thief's request from
+    session A, authenticated a moment before, must not then record A as the kept session and end V."""
+    state = user.fold([user.UserCreated(username="bob", tenant_id=None, display_name=None, password_ref="pw0")])
+    victim = user.fold(user.decide_end_sessions(state, "signed_out_everywhere", "vvvv", 0), start=state)
+    with pytest.raises(user.SessionAlreadyEnded) as refused:
+        user.decide_end_sessions(victim, "signed_out_everywhere", "aaaa", 0)
+    assert refused.value.code == "session_ended" and refused.value.status == 401
+    assert not user.session_ended(victim, 0, "vvvv")
+    assert user.decide_end_sessions(victim, "signed_out_everywhere", "vvvv", 0)  # the kept one may again
 
 
 def test_sessions_started_before_epochs_existed_were_started_in_epoch_0():
