@@ -67,6 +67,8 @@ class CompromisedKeys(msgspec.Struct, frozen=True, kw_only=True):
 
     keys: dict[str, KeyCompromiseRecorded] = {}  # read-only: a fold copies it before adding
     lifted: dict[str, KeyCompromiseLifted] = {}  # the last lift of each key not reported again since; read-only
+    # keys a compromise rollover rolled away from (a report through "rollover", first or not): never lifted
+    rolled_away: frozenset[str] = frozenset()
     version: int = 0
 
 
@@ -74,8 +76,11 @@ class CompromisedKeys(msgspec.Struct, frozen=True, kw_only=True):
 def fold(payloads: Iterable[Payload], start: CompromisedKeys | None = None) -> CompromisedKeys:
     state = CompromisedKeys() if start is None else start
     keys, lifted, version, copied = state.keys, state.lifted, state.version, False
+    rolled_away = state.rolled_away
     for payload in payloads:
         version += 1
+        if isinstance(payload, KeyCompromiseRecorded) and payload.through == "rollover":
+            rolled_away = rolled_away | {payload.public_key_sha256}
         if isinstance(payload, KeyCompromiseRecorded) and payload.public_key_sha256 not in keys \
                 or isinstance(payload, KeyCompromiseLifted) and payload.public_key_sha256 in keys:
             if not copied:  # copied once per fold: a kept state is never changed
@@ -87,16 +92,23 @@ def fold(payloads: Iterable[Payload], start: CompromisedKeys | None = None) -> C
                 del keys[payload.public_key_sha256]
                 lifted[payload.public_key_sha256] = payload
     if not copied:
-        return msgspec.structs.replace(state, version=version) if version != state.version else state
-    return CompromisedKeys(keys=keys, lifted=lifted, version=version)
+        if version == state.version:
+            return state
+        return msgspec.structs.replace(state, version=version, rolled_away=rolled_away)
+    return CompromisedKeys(keys=keys, lifted=lifted, rolled_away=rolled_away, version=version)
 
 
 def decide_record(state: CompromisedKeys, reports: Iterable[KeyCompromiseRecorded]) -> list[Payload]:
-    """The reports of keys not yet recorded, the first of each key; nothing if all are (a retry, the cascade)."""
-    seen, new = set(state.keys), []
+    """The reports of keys not yet recorded, the first of each key; nothing if all are (a retry, the cascade). A
+    compromise rollover's report is recorded also for a key already reported otherwise (it makes the block final,
+    see ``decide_lift``), once."""
+    seen, final, new = set(state.keys), set(state.rolled_away), []
     for report in reports:
-        if report.public_key_sha256 not in seen:
-            seen.add(report.public_key_sha256)
+        key = report.public_key_sha256
+        if key not in seen or report.through == "rollover" and key not in final:
+            seen.add(key)
+            if report.through == "rollover":
+                final.add(key)
             new.append(report)
     return new
 
@@ -134,7 +146,7 @@ def decide_lift(state: CompromisedKeys, public_key_sha256: str, *, reason: str, 
     if report.alternative_of is not None and report.alternative_of in state.keys:
         partners.add(report.alternative_of)
     for key in partners:
-        if state.keys[key].through == "rollover":
+        if key in state.rolled_away or state.keys[key].through == "rollover":
             raise AlreadyExists("compromise_rollover_final", f"key {key} is the one CA {state.keys[key].subject_ca_id} "
                                 "rolled over away from in compromise mode: its certificates stay withdrawn and its "
                                 "links revoked, so it stays blocked", field="public_key_sha256")

@@ -190,3 +190,22 @@ async def test_lifting_needs_key_unblock_which_tenant_admins_hold_and_operators_
     assert (event.actor.principal, event.payload["reason"]) == ("tenant-admin", "reported in error")  # audited
     with pytest.raises(msgspec.ValidationError):  # a reason is mandatory
         msgspec.convert({"tenant_id": "acme", "public_key_sha256": key, "reason": ""}, commands.LiftKeyCompromise)
+
+
+def test_a_root_key_reported_before_its_compromise_rollover_stays_blocked_for_good():
+    """The usual order: the root's key is reported (csm ca compromise, through "report"), then the root rolls over
+    in compromise mode. The rollover's own report must still make the block final, although it is not the first."""
+    classical, ml_dsa = "aa" * 32, "bb" * 32
+    reported = KeyCompromiseRecorded(public_key_sha256=classical, reason="key_compromise", reported_at=T0,
+                                     invalidity_date=None, subject_ca_id="root", through="report")
+    state = compromised_keys.fold([reported, msgspec.structs.replace(reported, public_key_sha256=ml_dsa,
+                                                                      alternative_of=classical)])
+    rollover = msgspec.structs.replace(reported, through="rollover", reported_at=T0 + timedelta(hours=1))
+    halves = [rollover, msgspec.structs.replace(rollover, public_key_sha256=ml_dsa, alternative_of=classical)]
+    state = compromised_keys.fold(compromised_keys.decide_record(state, halves), start=state)
+    assert state.keys[classical] == reported  # the first report is still the one listed
+    for asked in (classical, ml_dsa):
+        with pytest.raises(DomainError) as refused:
+            compromised_keys.decide_lift(state, asked, reason="reported in error", now=T0)
+        assert (refused.value.code, refused.value.status) == ("compromise_rollover_final", 409)
+    assert compromised_keys.decide_record(state, halves) == []  # a retry of the rollover records nothing more
