@@ -93,6 +93,10 @@ def ip_problem(text: str) -> str | None:
 
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")  # RFC 6052's well-known prefix
 _COMPATIBLE = ipaddress.ip_network("::/96")  # RFC 4291's deprecated IPv4-compatible addresses
+_TRANSLATED = ipaddress.ip_network("::ffff:0:0:0/96")  # SIIT's IPv4-translated addresses (RFC 2765)
+_LOCAL_NAT64 = ipaddress.ip_network("64:ff9b:1::/48")  # local-use translation (RFC 8215), any prefix length
+# RFC 6052 2.2: where the IPv4 address's four bytes sit after a prefix of each length (byte 8 is always zero)
+_RFC6052_BYTES = {48: (6, 7, 9, 10), 56: (7, 9, 10, 11), 64: (9, 10, 11, 12), 96: (12, 13, 14, 15)}
 
 
 def embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
@@ -102,9 +106,20 @@ def embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | Non
         return address.sixtofour
     if address.teredo is not None:
         return address.teredo[1]
-    if address in _NAT64 or (address in _COMPATIBLE and int(address) > 1):
+    if address in _NAT64 or address in _TRANSLATED or (address in _COMPATIBLE and int(address) > 1):
         return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
     return None
+
+
+def local_nat64_ipv4s(address: ipaddress.IPv6Address) -> tuple[ipaddress.IPv4Address, ...]:
+    """The IPv4 addresses an address of the local-use NAT64 block (64:ff9b:1::/48) may reach: its prefix length
+    is the network's choice (/48 to /96), so each RFC 6052 reading; none outside the block. A guard that admits
+    such an address must admit every reading."""
+    if address not in _LOCAL_NAT64:
+        return ()
+    packed = address.packed
+    return tuple(dict.fromkeys(ipaddress.IPv4Address(bytes(packed[i] for i in where))
+                               for where in _RFC6052_BYTES.values()))
 
 
 def ip_host_problem(text: str) -> str | None:

@@ -18,7 +18,7 @@ import msgspec
 
 from domain.errors import AlreadyExists, DomainError, NotFound
 from domain.events import Payload, event, resumable
-from domain.names import dns_name_problem, embedded_ipv4
+from domain.names import dns_name_problem, embedded_ipv4, local_nat64_ipv4s
 
 STREAM_TYPE = "webhook"
 MAX_URL = 2048
@@ -173,9 +173,13 @@ def address_problem(address: ipaddress.IPv4Address | ipaddress.IPv6Address, *, a
         return f"a loopback address ({address}) {_LOOPBACK_ONLY}"
     if address.is_link_local or address.is_unspecified or address.is_multicast or address in _THIS_NETWORK:
         return f"a link-local, unspecified or multicast address ({address})"
-    embedded = embedded_ipv4(address) if address.version == 6 else None
-    if embedded is not None and (problem := address_problem(embedded, allow_loopback=allow_loopback)):
-        return f"{address}, which reaches {embedded} (NAT64, 6to4, Teredo or IPv4-compatible): {problem}"
+    if address.version == 4:
+        return None
+    embedded = embedded_ipv4(address)
+    for reached in ((embedded,) if embedded is not None else local_nat64_ipv4s(address)):
+        if problem := address_problem(reached, allow_loopback=allow_loopback):
+            return (f"{address}, which reaches {reached} (NAT64, 6to4, Teredo, SIIT or IPv4-compatible): "
+                    f"{problem}")
     return None
 
 

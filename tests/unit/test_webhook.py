@@ -86,6 +86,11 @@ def test_link_local_unspecified_and_multicast_addresses_are_refused_even_with_lo
     "https://[2001:0:4136:e378:8000:63bf:5601:5601]/x",  # Teredo whose client is 169.254.169.254
     "https://[::a9fe:a9fe]/x",  # IPv4-compatible
     "https://[64:ff9b::e000:1]/x",  # NAT64 of a multicast address
+    "https://[64:ff9b:1:a9fe:a9:fe00::]/x",  # local-use NAT64 (RFC 8215) with a /48 prefix (RFC 6052 2.2)
+    "https://[64:ff9b:1:a9:fe:a9fe::]/x",  # the same with a /56 prefix
+    "https://[64:ff9b:1:0:a9:fea9:fe00:0]/x",  # and /64
+    "https://[64:ff9b:1::a9fe:a9fe]/x",  # and /96
+    "https://[::ffff:0:a9fe:a9fe]/x",  # SIIT's IPv4-translated form (RFC 2765)
 ])
 def test_an_ipv6_address_carrying_a_refused_ipv4_one_is_refused_as_that_address(url):
     for allow in (False, True):
@@ -206,3 +211,16 @@ def test_signature_verifies_only_the_same_body_secret_and_recent_time():
     assert not webhook.verify(SECRET, "v1=" + header.rpartition("v1=")[2], body, now=1_700_000_000), "no t="
     rolled = header + ",v1=" + "0" * 64  # receivers accept any listed v1 (room for several secrets)
     assert webhook.verify(SECRET, rolled, body, now=1_700_000_000)
+
+
+@given(st.integers(0xA9FE0000, 0xA9FEFFFF), st.sampled_from([48, 56, 64, 96]), st.integers(0, 2**16 - 1))
+def test_the_local_use_nat64_form_of_a_link_local_address_is_refused_at_any_prefix_length(v4, length, suffix):
+    """RFC 6052 2.2's layouts under 64:ff9b:1::/48 (byte 8 zero, the suffix's bytes after the address)."""
+    where = {48: (6, 7, 9, 10), 56: (7, 9, 10, 11), 64: (9, 10, 11, 12), 96: (12, 13, 14, 15)}[length]
+    packed = bytearray(ipaddress.IPv6Address("64:ff9b:1::").packed)
+    for index, byte in zip(where, v4.to_bytes(4, "big"), strict=True):
+        packed[index] = byte
+    if length < 96:
+        packed[14:16] = suffix.to_bytes(2, "big")
+    address = ipaddress.IPv6Address(bytes(packed))
+    assert webhook.address_problem(address, allow_loopback=True) is not None
