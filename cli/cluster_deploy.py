@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import posixpath
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -170,8 +171,9 @@ def _deploy(settings: Settings, run: Run, nodes: tuple[str, ...], known_hosts: P
     targets = [node_target(text) for text in nodes]
     if len({t.name for t in targets}) != len(targets):
         raise click.BadParameter("a node is named twice", param_hint="--node")
-    if not remote_dir.startswith("/"):
-        raise click.BadParameter(f"{remote_dir!r} is not an absolute path", param_hint="--remote-dir")
+    if not remote_dir.startswith("/") or posixpath.normpath(remote_dir) != (remote_dir.rstrip("/") or "/"):
+        raise click.BadParameter(f"{remote_dir!r} is not an absolute path (normalised: no '.', '..' or '//')",
+                                 param_hint="--remote-dir")
     if group is not None and not ssh.GROUP_NAME.match(group):
         raise click.BadParameter(f"{group!r} is not a group name", param_hint="--group")
     if not known_hosts.exists() and not accept_new_host_key:

@@ -37,6 +37,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import posixpath
 import shlex
 import subprocess
 import tempfile
@@ -263,6 +264,8 @@ def stage(endpoint: Endpoint, options: SshOptions, directory: str, files: list[t
     """
     if not directory.startswith("/"):
         raise ValueError(f"{directory!r}: the remote directory must be an absolute path")
+    for name, _data in files:  # the paths recorded, which inspect and rollback take back: refused there too
+        _check_path(f"{directory.rstrip('/')}/{name}")
     if group is not None and not GROUP_NAME.match(group):
         raise ValueError(f"{group!r} is not a group name")
     staged: list[tuple[str, str]] = []  # (temporary path, target path)
@@ -387,6 +390,9 @@ def restore_generation(endpoint: Endpoint, options: SshOptions, seen: list[tuple
 
 
 def _check_path(path: str) -> None:
+    """A path the store recorded (a node's files): absolute, normalised (no '.', '..' or empty segment, so nothing
+    climbs out of the directory the deploy named) and ending in a plain file name."""
     directory, _, name = path.rpartition("/")
-    if not path.startswith("/") or not _FILE_NAME.match(name):
+    if not path.startswith("/") or not _FILE_NAME.match(name) or posixpath.normpath(path) != path \
+            or "\n" in path:
         raise ValueError(f"{path!r} is not an absolute path to a plain file name")

@@ -246,6 +246,7 @@ def test_a_caller_without_cert_deploy_is_refused_before_any_export_or_connection
 @pytest.mark.parametrize("extra, says", [
     (["--group", "-bad"], "is not a group name"),
     (["--remote-dir", "relative/tls"], "is not an absolute path"),
+    (["--remote-dir", "/opt/csm/../../etc"], "is not an absolute path"),  # recorded paths must not climb out
     (["--node", "db-1=10.0.0.1"], "NAME=user@host[:port] expected"),
 ])
 def test_bad_options_are_refused_before_anything_is_exported_or_sent(cluster, ssh_node, tmp_path, extra, says):

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from infra import ssh
 from infra.ssh import Endpoint, SshOptions, argv
 
 
@@ -53,3 +54,21 @@ def test_trust_on_first_use_and_the_agent_only_when_asked():
     settings = dict(command[i + 1].split("=", 1) for i, word in enumerate(command) if word == "-o")
     assert settings["StrictHostKeyChecking"] == "accept-new"
     assert settings["IdentitiesOnly"] == "no" and "-i" not in command  # any key the agent holds
+
+
+@pytest.mark.parametrize("path", ["/opt/csm/../../etc/passwd", "/opt/csm/./keystore.jks", "/opt//csm/keystore.jks",
+                                  "/opt/csm/..", "relative/keystore.jks", "/opt/csm/\nkeystore.jks"])
+def test_a_recorded_path_that_is_not_plain_is_refused_before_anything_runs_on_the_node(path):
+    """Inspect and rollback act on the paths the store recorded: one that is not a normalised absolute path (a
+    '..' climbing out of the remote directory, say) is refused before any connection (endpoint None here)."""
+    with pytest.raises(ValueError, match="not an absolute path"):
+        ssh.inspect(None, None, [path])
+    with pytest.raises(ValueError, match="not an absolute path"):
+        ssh.restore_generation(None, None, [(path, None, "")], 1)
+
+
+def test_a_remote_directory_that_is_not_normalised_is_refused_by_the_deploy_as_well():
+    with pytest.raises(ValueError, match="not an absolute path"):
+        ssh.stage(None, None, "/opt/csm/../etc", [("keystore.jks", b"x")])
+    with pytest.raises(ValueError, match="not an absolute path"):
+        ssh.stage(None, None, "/opt//csm", [("keystore.jks", b"x")])
