@@ -28,6 +28,9 @@ _DIGEST_INFO = {
 }
 
 
+_NAMES = {"sha256": "SHA-256", "sha384": "SHA-384", "sha512": "SHA-512"}
+
+
 class TokenUnavailable(KeyUnavailable):
     """The token that holds a CA's key cannot sign now (gone, not logged in, the key missing): 503, retry later."""
 
@@ -52,7 +55,11 @@ class _Store(Protocol):
 def _digest(data: Any, algorithm: Any) -> tuple[bytes, hashes.HashAlgorithm]:
     """(digest, hash algorithm) of what a builder asks to be signed, prehashed or not."""
     if isinstance(algorithm, utils.Prehashed):
-        return bytes(data), algorithm._algorithm  # noqa: SLF001 - cryptography keeps the hash here
+        hashed = algorithm._algorithm  # noqa: SLF001 - cryptography keeps the hash here
+        if len(data) != hashed.digest_size:  # before the token signs it: a DigestInfo of the wrong length is no digest
+            raise TypeError(f"{len(data)} bytes is not a {_NAMES.get(hashed.name, hashed.name)} digest "
+                            f"({hashed.digest_size} bytes)")
+        return bytes(data), hashed
     hasher = hashes.Hash(algorithm)
     hasher.update(bytes(data))
     return hasher.finalize(), algorithm

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, padding
+from cryptography.hazmat.primitives.asymmetric import ec, padding, utils
 from cryptography.x509 import ocsp
 from softhsm_fixture import PIN, softhsm, token_session  # noqa: F401 - softhsm is a fixture
 from test_api_pki import fetch, issue
@@ -125,6 +125,11 @@ def test_a_token_key_signs_certificates_csrs_and_ocsp_and_never_leaves_the_token
         assert refused.value.code == "key_sign_only"
         with pytest.raises(TypeError, match="PKCS #1 v1.5 only"):
             key.primary.sign(b"data", padding.PSS(padding.MGF1(hashes.SHA256()), 32), hashes.SHA256())
+        with pytest.raises(TypeError, match="not a SHA-256 digest"):  # refused before the token signs it
+            key.primary.sign(b"\x01" * 20, padding.PKCS1v15(), utils.Prehashed(hashes.SHA256()))
+    else:
+        with pytest.raises(TypeError, match="not a SHA-384 digest"):
+            key.primary.sign(b"\x01" * 20, ec.ECDSA(utils.Prehashed(hashes.SHA384())))
     for attempt in (lambda: keys.to_bytes(key), lambda: keys.protect(key, b"passphrase-123"),
                     lambda: key.primary.private_numbers(),
                     lambda: key.primary.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
