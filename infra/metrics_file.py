@@ -1,5 +1,7 @@
 """Metrics files of the CLI's batch commands, for node_exporter's textfile collector: one ``.prom`` file per
-command, replaced atomically (written beside it, then renamed over it) so a scrape never reads half of one.
+command, replaced atomically (written beside it, then renamed over it) so a scrape never reads half of one. The
+temporary file has a random name and is created exclusively (O_EXCL: a link planted in a shared textfile directory
+is never followed), mode 0644 whatever the umask (node_exporter reads it as another user).
 
 A batch job has no process left to scrape once it ends; the file keeps its last run: when it ran, whether it
 succeeded, how long it took and what it counted. The alerting rules (deploy/prometheus/csm-rules.yml) read them.
@@ -7,9 +9,12 @@ succeeded, how long it took and what it counted. The alerting rules (deploy/prom
 
 from __future__ import annotations
 
+import contextlib
+import os
+import tempfile
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
 # command -> what it counts (each one a gauge csm_<command>_<count>), beside the run's time, outcome and duration
 COUNTS: dict[str, dict[str, str]] = {
@@ -37,4 +42,16 @@ def write_metrics_file(path: Path, command: str, *, success: bool, ended_at: flo
     helps = {**RUN, **COUNTS[command]}
     for name, value in {**values, **counts}.items():
         Gauge(f"csm_{command}_{name}", helps[name], registry=registry).set(value)
-    write_to_textfile(str(path), registry)
+    body = generate_latest(registry)
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(descriptor, "wb") as out:
+            os.fchmod(out.fileno(), 0o644)
+            out.write(body)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
