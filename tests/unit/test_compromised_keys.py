@@ -209,3 +209,23 @@ def test_a_root_key_reported_before_its_compromise_rollover_stays_blocked_for_go
             compromised_keys.decide_lift(state, asked, reason="reported in error", now=T0)
         assert (refused.value.code, refused.value.status) == ("compromise_rollover_final", 409)
     assert compromised_keys.decide_record(state, halves) == []  # a retry of the rollover records nothing more
+
+
+async def test_a_replayed_lift_answers_the_keys_the_first_one_lifted(services):
+    classical, ml_dsa, other = "aa" * 32, "bb" * 32, "cc" * 32
+    report = KeyCompromiseRecorded(public_key_sha256=classical, reason="key_compromise", reported_at=T0,
+                                   invalidity_date=None, certificate_id="01" * 20, ca_id="issuing")
+    half = msgspec.structs.replace(report, public_key_sha256=ml_dsa, alternative_of=classical)
+    unrelated = msgspec.structs.replace(report, public_key_sha256=other, certificate_id="02" * 20)
+    await commands.record(services, ADMIN, commands.ListCompromisedKeys(tenant_id="acme"), "acme",
+                          [report, half, unrelated])
+    keyed = CommandContext(principal=SYSTEM, idempotency_key="lift-1")
+
+    def lift(key: str) -> commands.LiftKeyCompromise:
+        return msgspec.convert({"tenant_id": "acme", "public_key_sha256": key, "reason": "reported in error"},
+                               commands.LiftKeyCompromise)
+    first = await commands.lift_key_compromise(lift(ml_dsa), keyed, services)
+    await commands.lift_key_compromise(lift(other), ADMIN, services)  # another lift appended after it
+    again = await commands.lift_key_compromise(lift(ml_dsa), keyed, services)
+    assert again.replayed and not first.replayed
+    assert again.public_keys_sha256 == first.public_keys_sha256 == tuple(sorted([classical, ml_dsa]))
