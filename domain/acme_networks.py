@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 
-from domain.names import embedded_ipv4, ip_host_problem
+from domain.names import embedded_ipv4, ip_host_problem, metadata_problem
 
 # Validation connects where the server is: only into the networks the operator lists, and never into these
 # special-purpose blocks (the IANA IPv4 and IPv6 special-purpose registries, RFC 6890), whatever is listed (even
@@ -46,6 +46,8 @@ def parse_networks(texts: Iterable[str]) -> tuple[IpNetwork, ...]:
 
 def _special_problem(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
     if problem := ip_host_problem(str(address)):
+        return f"{problem}: never validated"
+    if problem := metadata_problem(address):
         return f"{problem}: never validated"
     for block, why in _NEVER:
         if address.version == block.version and address in block:

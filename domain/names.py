@@ -99,6 +99,21 @@ _LOCAL_NAT64 = ipaddress.ip_network("64:ff9b:1::/48")  # local-use translation (
 _RFC6052_BYTES = {48: (6, 7, 9, 10), 56: (7, 9, 10, 11), 64: (9, 10, 11, 12), 96: (12, 13, 14, 15)}
 
 
+# Cloud metadata endpoints that are not link-local (169.254.169.254 is, and fd00:ec2::254 is not): AWS's IMDS over
+# IPv6, Alibaba Cloud's metadata service, Azure's wireserver. No server a webhook or an ACME validation should
+# reach lives there, and a request to one is the SSRF the guards exist for.
+CLOUD_METADATA = frozenset(ipaddress.ip_address(text) for text in ("fd00:ec2::254", "100.100.100.200",
+                                                                    "168.63.129.16"))
+
+
+def metadata_problem(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
+    """Why ``address`` (IPv4-mapped read as its IPv4 address) is a cloud metadata endpoint, or None."""
+    address = getattr(address, "ipv4_mapped", None) or address
+    if address in CLOUD_METADATA:
+        return f"a cloud metadata endpoint ({address})"
+    return None
+
+
 def embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
     """The IPv4 address an IPv6 one reaches through a translator or tunnel (NAT64, 6to4, Teredo's client,
     IPv4-compatible), or None: an address rule must judge that one too (the SSRF guards of webhooks and ACME)."""

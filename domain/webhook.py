@@ -18,7 +18,7 @@ import msgspec
 
 from domain.errors import AlreadyExists, DomainError, NotFound
 from domain.events import Payload, event, resumable
-from domain.names import dns_name_problem, embedded_ipv4, local_nat64_ipv4s
+from domain.names import dns_name_problem, embedded_ipv4, local_nat64_ipv4s, metadata_problem
 
 STREAM_TYPE = "webhook"
 MAX_URL = 2048
@@ -173,6 +173,8 @@ def address_problem(address: ipaddress.IPv4Address | ipaddress.IPv6Address, *, a
         return f"a loopback address ({address}) {_LOOPBACK_ONLY}"
     if address.is_link_local or address.is_unspecified or address.is_multicast or address in _THIS_NETWORK:
         return f"a link-local, unspecified or multicast address ({address})"
+    if problem := metadata_problem(address):
+        return problem
     if address.version == 4:
         return None
     embedded = embedded_ipv4(address)

@@ -211,6 +211,10 @@ PRIVATE = acme.parse_networks(("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", 
     ("::a9fe:a9fe", acme.parse_networks(["0.0.0.0/0", "::/0"]), False),
     ("2001:0:4136:e378:8000:63bf:5601:5601", acme.parse_networks(["0.0.0.0/0", "::/0"]), False),  # Teredo
     ("2a01:4f8::1", acme.parse_networks(["::/0"]), True),
+    # cloud metadata endpoints outside link-local: never, whatever is listed (security review)
+    ("fd00:ec2::254", acme.parse_networks(["fd00::/8"]), False),  # AWS IMDS over IPv6
+    ("168.63.129.16", acme.parse_networks(["0.0.0.0/0"]), False),  # Azure's wireserver
+    ("::ffff:168.63.129.16", acme.parse_networks(["0.0.0.0/0", "::/0"]), False),
     # IANA special-purpose blocks: refused even when everything is listed, like link-local
     ("100.64.0.1", acme.parse_networks(["0.0.0.0/0"]), False),  # carrier-grade NAT (RFC 6598)
     ("100.127.255.254", acme.parse_networks(["100.64.0.0/10"]), False),  # listing it explicitly does not help

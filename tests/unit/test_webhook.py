@@ -224,3 +224,15 @@ def test_the_local_use_nat64_form_of_a_link_local_address_is_refused_at_any_pref
         packed[14:16] = suffix.to_bytes(2, "big")
     address = ipaddress.IPv6Address(bytes(packed))
     assert webhook.address_problem(address, allow_loopback=True) is not None
+
+
+@pytest.mark.parametrize("url", ["https://[fd00:ec2::254]/latest", "https://100.100.100.200/latest",
+                                 "https://168.63.129.16/machine", "https://[64:ff9b::6464:64c8]/x",
+                                 "https://[::ffff:168.63.129.16]/x"])
+def test_cloud_metadata_endpoints_outside_link_local_are_refused(url):
+    """AWS's IMDS over IPv6 (a unique local address), Alibaba Cloud's metadata (in carrier-grade NAT space) and
+    Azure's wireserver (a public address): not link-local, yet no webhook receiver lives there."""
+    for allow in (False, True):
+        with pytest.raises(webhook.InvalidWebhook) as refused:
+            webhook.check_url(url, allow_loopback_http=allow)
+        assert refused.value.code == "url_host" and "metadata" in refused.value.detail
