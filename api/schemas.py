@@ -39,6 +39,7 @@ class LiftBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     """Why the key's compromise report was in error: kept in the audit trail."""
 
     reason: Annotated[str, msgspec.Meta(min_length=3, max_length=500)]
+    every_report: bool = False  # the key was reported from several sources (the list's ``sources``): all in error
 
 
 class TenantOut(msgspec.Struct, frozen=True, kw_only=True):

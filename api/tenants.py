@@ -165,14 +165,17 @@ class TenantController(Controller):
           "(`key.compromise_lifted`). The key, and its hybrid partner if it was reported with one, may be certified "
           "in the tenant again, until it is reported again. Nothing is un-revoked: certificates revoked with the "
           "report stay revoked. A key a compromise rollover rolled away from cannot be lifted (409 "
-          "`compromise_rollover_final`); a key not blocked is 409 `key_not_compromised`.",
+          "`compromise_rollover_final`); a key not blocked is 409 `key_not_compromised`; a key reported from more "
+          "than one source since its block began (the list's `sources`) is 409 `compromise_reported_again` unless "
+          "`every_report` is true.",
           responses=COMMAND_ERRORS)
     async def lift_compromised(self, request: Request, principal: Caller, tenant_id: FromPath[str],
                                public_key_sha256: FromPath[str], data: JSONBody[LiftBody],
                                idempotency_key: IdempotencyKey = None) -> compromised_keys.KeyCompromiseLifted:
         try:
             command = msgspec.convert({"tenant_id": tenant_id, "public_key_sha256": public_key_sha256,
-                                       "reason": data.reason}, compromised_keys.LiftKeyCompromise)
+                                       "reason": data.reason, "every_report": data.every_report},
+                                      compromised_keys.LiftKeyCompromise)
         except msgspec.ValidationError as exc:
             raise ApiProblem(400, "validation_failed", str(exc), field="public_key_sha256", rule="format") from None
         return await execute(request, compromised_keys.lift_key_compromise, command, principal, idempotency_key)

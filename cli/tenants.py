@@ -254,12 +254,14 @@ def report_compromised(settings: Settings, tenant_id: str, certificate_id: str |
 @click.option("--key", "public_key_sha256", required=True, metavar="SHA256",
               help="The blocked key, as `csm tenant compromised-keys` lists it.")
 @click.option("--reason", required=True, help="Why the report was in error (kept in the audit trail).")
+@click.option("--every-report", is_flag=True, help="The key was reported from several sources: each was in error.")
 @click.pass_obj
-def lift_compromised(settings: Settings, tenant_id: str, public_key_sha256: str, reason: str) -> None:
+def lift_compromised(settings: Settings, tenant_id: str, public_key_sha256: str, reason: str,
+                     every_report: bool) -> None:
     """Lift a compromised-key block reported in error (permission key:unblock): the key, and its hybrid partner, may be
     certified in the tenant again. Nothing is un-revoked; a key a compromise rollover rolled away from stays blocked."""
-    command = convert({"tenant_id": tenant_id, "public_key_sha256": public_key_sha256, "reason": reason},
-                      compromised_keys.LiftKeyCompromise)
+    command = convert({"tenant_id": tenant_id, "public_key_sha256": public_key_sha256, "reason": reason,
+                       "every_report": every_report}, compromised_keys.LiftKeyCompromise)
     outcome = execute(settings, compromised_keys.lift_key_compromise, command)
     click.echo(f"block lifted in tenant {tenant_id}: {', '.join(outcome.public_keys_sha256)} (nothing was "
                "un-revoked)")

@@ -44,6 +44,7 @@ class CompromisedKey(msgspec.Struct, frozen=True, kw_only=True):
     # compromise rollover of the root ``subject_ca_id``: POST /v1/cas/{id}/rollover with compromised true)
     through: str
     alternative_of: str | None = None  # a hybrid's ML-DSA half: the classical key reported with it
+    sources: int = 1  # how many certificates or CAs reported it since its block began (this one listed first)
 
 
 class LiftedKey(msgspec.Struct, frozen=True, kw_only=True):
@@ -66,6 +67,7 @@ class LiftKeyCompromise(msgspec.Struct, frozen=True, kw_only=True, forbid_unknow
     tenant_id: TenantId
     public_key_sha256: KeyHash
     reason: LiftReason  # why the report was in error
+    every_report: bool = False  # a key reported from several sources: each of them was in error
 
 
 class KeyCompromiseLifted(msgspec.Struct, frozen=True, kw_only=True):
@@ -127,7 +129,8 @@ async def list_compromised_keys(cmd: ListCompromisedKeys, ctx: CommandContext,
     """The tenant's compromised keys, from its stream (the authority, not a read model)."""
     authorize(ctx.principal, "cert:read", cmd.tenant_id)
     state = await load_keys(services, cmd.tenant_id)
-    items = [CompromisedKey(**msgspec.structs.asdict(report)) for report in state.keys.values()]
+    items = [CompromisedKey(**msgspec.structs.asdict(report), sources=len(state.sources.get(key, ())) or 1)
+             for key, report in state.keys.items()]
     lifted = [LiftedKey(**msgspec.structs.asdict(lift)) for lift in state.lifted.values()]
     return CompromisedKeyList(tenant_id=cmd.tenant_id, items=items, version=state.version, lifted=lifted)
 
@@ -142,7 +145,8 @@ async def lift_key_compromise(cmd: LiftKeyCompromise, ctx: CommandContext, servi
     lifted: list[str] = []  # what the decision that landed lifted
 
     def decide(state: CompromisedKeys):
-        events = compromised_keys.decide_lift(state, cmd.public_key_sha256, reason=cmd.reason, now=now)
+        events = compromised_keys.decide_lift(state, cmd.public_key_sha256, reason=cmd.reason, now=now,
+                                              every_report=cmd.every_report)
         lifted[:] = [event.public_key_sha256 for event in events]
         return events
     result = await run(services, ctx, cmd, tenant_id=cmd.tenant_id, stream_id=compromised_keys.stream_id(),

@@ -69,46 +69,59 @@ class CompromisedKeys(msgspec.Struct, frozen=True, kw_only=True):
     lifted: dict[str, KeyCompromiseLifted] = {}  # the last lift of each key not reported again since; read-only
     # keys a compromise rollover rolled away from (a report through "rollover", first or not): never lifted
     rolled_away: frozenset[str] = frozenset()
+    # per blocked key, every source that reported it since its block began (``source``): a lift refuses a key
+    # reported again from elsewhere unless it lifts every report (a genuine report racing a lift of one in error)
+    sources: dict[str, frozenset[tuple]] = {}  # read-only
     version: int = 0
+
+
+def source(report: KeyCompromiseRecorded) -> tuple:
+    """What reported a key: the certificate or CA, and how; the same source again (a retry, the cascade) is no
+    new report."""
+    return report.certificate_id, report.ca_id, report.subject_ca_id, report.through
 
 
 @resumable
 def fold(payloads: Iterable[Payload], start: CompromisedKeys | None = None) -> CompromisedKeys:
     state = CompromisedKeys() if start is None else start
-    keys, lifted, version, copied = state.keys, state.lifted, state.version, False
+    keys, lifted, sources, version, copied = state.keys, state.lifted, state.sources, state.version, False
     rolled_away = state.rolled_away
     for payload in payloads:
         version += 1
         if isinstance(payload, KeyCompromiseRecorded) and payload.through == "rollover":
             rolled_away = rolled_away | {payload.public_key_sha256}
-        if isinstance(payload, KeyCompromiseRecorded) and payload.public_key_sha256 not in keys \
-                or isinstance(payload, KeyCompromiseLifted) and payload.public_key_sha256 in keys:
+        key = getattr(payload, "public_key_sha256", None)
+        new_report = isinstance(payload, KeyCompromiseRecorded) and (
+            key not in keys or source(payload) not in sources.get(key, frozenset()))
+        if new_report or isinstance(payload, KeyCompromiseLifted) and key in keys:
             if not copied:  # copied once per fold: a kept state is never changed
-                keys, lifted, copied = dict(keys), dict(lifted), True
+                keys, lifted, sources, copied = dict(keys), dict(lifted), dict(sources), True
             if isinstance(payload, KeyCompromiseRecorded):
-                keys[payload.public_key_sha256] = payload
-                lifted.pop(payload.public_key_sha256, None)
+                if key not in keys:
+                    keys[key] = payload  # the first report of the block is the one listed
+                    lifted.pop(key, None)
+                sources[key] = sources.get(key, frozenset()) | {source(payload)}
             else:
-                del keys[payload.public_key_sha256]
-                lifted[payload.public_key_sha256] = payload
+                del keys[key]
+                sources.pop(key, None)
+                lifted[key] = payload
     if not copied:
         if version == state.version:
             return state
         return msgspec.structs.replace(state, version=version, rolled_away=rolled_away)
-    return CompromisedKeys(keys=keys, lifted=lifted, rolled_away=rolled_away, version=version)
+    return CompromisedKeys(keys=keys, lifted=lifted, rolled_away=rolled_away, sources=sources, version=version)
 
 
 def decide_record(state: CompromisedKeys, reports: Iterable[KeyCompromiseRecorded]) -> list[Payload]:
-    """The reports of keys not yet recorded, the first of each key; nothing if all are (a retry, the cascade). A
-    compromise rollover's report is recorded also for a key already reported otherwise (it makes the block final,
-    see ``decide_lift``), once."""
-    seen, final, new = set(state.keys), set(state.rolled_away), []
+    """The reports of keys not yet recorded (the first of each key), and of keys already blocked from a source
+    that has not reported them since the block began; nothing if all are known (a retry, the cascade). A
+    compromise rollover's report is such a source too: it makes the block final (see ``decide_lift``)."""
+    known = {key: set(found) for key, found in state.sources.items()}
+    new = []
     for report in reports:
-        key = report.public_key_sha256
-        if key not in seen or report.through == "rollover" and key not in final:
-            seen.add(key)
-            if report.through == "rollover":
-                final.add(key)
+        key, where = report.public_key_sha256, source(report)
+        if where not in known.setdefault(key, set()):
+            known[key].add(where)
             new.append(report)
     return new
 
@@ -131,9 +144,11 @@ def check_not_compromised(state: CompromisedKeys, public_key_sha256: str, field:
                           "it is never certified again in this tenant; make a new key", field=field)
 
 
-def decide_lift(state: CompromisedKeys, public_key_sha256: str, *, reason: str, now: datetime) -> list[Payload]:
+def decide_lift(state: CompromisedKeys, public_key_sha256: str, *, reason: str, now: datetime,
+                every_report: bool = False) -> list[Payload]:
     """Lift a block reported in error, and its hybrid partner's (the other half of the same report); 409 for a key not
-    blocked (nothing to lift, or lifted already) and for one a compromise rollover rolled away from."""
+    blocked (nothing to lift, or lifted already), for one a compromise rollover rolled away from, and for one
+    reported from more than one source unless ``every_report`` (each of them was in error)."""
     report = state.keys.get(public_key_sha256)
     if report is None:
         if public_key_sha256 in state.lifted:
@@ -150,5 +165,11 @@ def decide_lift(state: CompromisedKeys, public_key_sha256: str, *, reason: str, 
             raise AlreadyExists("compromise_rollover_final", f"key {key} is the one CA {state.keys[key].subject_ca_id} "
                                 "rolled over away from in compromise mode: its certificates stay withdrawn and its "
                                 "links revoked, so it stays blocked", field="public_key_sha256")
+    for key in partners:
+        if len(state.sources.get(key, ())) > 1 and not every_report:
+            raise AlreadyExists("compromise_reported_again", f"key {key} was reported compromised from "
+                                f"{len(state.sources[key])} sources since its block began (the one listed, and "
+                                "others since): lift with every_report true only if every one was in error",
+                                field="every_report")
     return [KeyCompromiseLifted(public_key_sha256=key, reason=reason, lifted_at=now,
                                 reported_at=state.keys[key].reported_at) for key in sorted(partners)]

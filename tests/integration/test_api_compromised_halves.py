@@ -145,6 +145,24 @@ async def test_a_root_key_reported_before_its_compromise_rollover_cannot_be_lift
                    "compromise_rollover_final", field="public_key_sha256")
 
 
+async def test_a_key_reported_again_since_is_lifted_only_with_every_report(pki_api):
+    """The race of a lift with a genuine second report: the second report is recorded (another source) and the lift
+    of the first one alone is refused, naming every_report."""
+    api = pki_api
+    admin, _inter, issued, _pair, classical, ml_dsa = await revoked_hybrid(api)
+    again = await api.client.post("/v1/tenants/acme/compromised-keys", headers=admin,
+                                  json={"certificate_id": issued["certificate_id"]})
+    assert again.status_code in (200, 201), again.text
+    listed = {k["public_key_sha256"]: k["sources"] for k in await compromised(api, admin)}
+    assert listed == {classical: 2, ml_dsa: 2}
+    url = f"/v1/tenants/acme/compromised-keys/{classical}/lift"
+    assert_problem(await api.client.post(url, headers=admin, json={"reason": "the first report was in error"}), 409,
+                   "compromise_reported_again", field="every_report")
+    lifted = await api.client.post(url, headers=admin, json={"reason": "both were in error", "every_report": True})
+    assert lifted.status_code == 200, lifted.text
+    assert sorted(lifted.json()["public_keys_sha256"]) == sorted([classical, ml_dsa])
+
+
 class ProcessDied(Exception):
     pass
 

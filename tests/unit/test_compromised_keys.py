@@ -50,16 +50,23 @@ def test_the_fold_resumes_from_a_kept_state_without_changing_it(earlier, later):
 
 
 @given(report_lists, report_lists)
-def test_a_decision_records_exactly_the_keys_not_yet_recorded_and_is_idempotent(recorded, asked):
+def test_a_decision_records_exactly_the_reports_from_new_sources_and_is_idempotent(recorded, asked):
+    """A key not blocked is recorded with its first report; a blocked one again only from a source that has not
+    reported it since its block began (another certificate or CA), so that a lift can see it was reported again."""
     state = compromised_keys.fold(recorded)
     decided = compromised_keys.decide_record(state, asked)
-    new_keys = [r.public_key_sha256 for r in decided]
-    assert len(new_keys) == len(set(new_keys))  # one event per key, however often the key was asked
-    assert set(new_keys) == {r.public_key_sha256 for r in asked} - state.keys.keys()
-    assert all(r is first_of_each(asked)[r.public_key_sha256] for r in decided)  # the first report of each
+    known = {(k, s) for k, found in state.sources.items() for s in found}
+    expected, seen = [], set(known)
+    for report in asked:
+        where = (report.public_key_sha256, compromised_keys.source(report))
+        if where not in seen:
+            seen.add(where)
+            expected.append(report)
+    assert decided == expected
     after = compromised_keys.fold(decided, start=state)
     assert compromised_keys.decide_record(after, asked) == []  # a retry records nothing
     assert after.keys.keys() == state.keys.keys() | {r.public_key_sha256 for r in asked}
+    assert all(after.keys[k] is state.keys[k] for k in state.keys)  # the first report stays the one listed
 
 
 @given(report_lists, keys, st.sampled_from(["csr", "reuse_key", "certificate_pem"]))
@@ -229,3 +236,26 @@ async def test_a_replayed_lift_answers_the_keys_the_first_one_lifted(services):
     again = await commands.lift_key_compromise(lift(ml_dsa), keyed, services)
     assert again.replayed and not first.replayed
     assert again.public_keys_sha256 == first.public_keys_sha256 == tuple(sorted([classical, ml_dsa]))
+
+
+def test_a_lift_racing_a_second_report_of_the_key_is_refused_unless_every_report_is_lifted():
+    """The admin read one report (in error) and lifts; meanwhile another certificate of the same key was revoked
+    key_compromise for real. That report must leave a trace the lift sees, not be dropped as a repeat."""
+    key = "aa" * 32
+    wrong = KeyCompromiseRecorded(public_key_sha256=key, reason="key_compromise", reported_at=T0,
+                                  invalidity_date=None, certificate_id="01" * 20, ca_id="issuing")
+    state = compromised_keys.fold([wrong])
+    genuine = msgspec.structs.replace(wrong, certificate_id="02" * 20, reported_at=T0 + timedelta(minutes=1))
+    again = compromised_keys.decide_record(state, [genuine, wrong])
+    assert again == [genuine]  # a new source is recorded; the same source again is not
+    state = compromised_keys.fold(again, start=state)
+    assert state.keys[key] == wrong and compromised_keys.decide_record(state, [genuine, wrong]) == []
+    with pytest.raises(DomainError) as refused:
+        compromised_keys.decide_lift(state, key, reason="reported in error", now=T0)
+    assert (refused.value.code, refused.value.status) == ("compromise_reported_again", 409)
+    lifted = compromised_keys.decide_lift(state, key, reason="both in error", now=T0, every_report=True)
+    after = compromised_keys.fold(lifted, start=state)
+    assert key not in after.keys
+    blocked = compromised_keys.fold(compromised_keys.decide_record(after, [wrong]), start=after)
+    assert key in blocked.keys  # a new report after the lift blocks again, counted afresh
+    assert compromised_keys.decide_lift(blocked, key, reason="again in error", now=T0)
