@@ -106,6 +106,27 @@ def test_a_block_reported_in_error_is_lifted_after_a_confirmation_and_shown_lift
     assert [k["reason"] for k in keys(service)["lifted"] if k["public_key_sha256"] == other] == ["lifted from the API"]
     no_problems(page, console=False)
 
+    # a key reported from two sources: the lift is refused until the operator says every report was in error
+    twice_cert = service.issue("reported-twice.acme.internal")
+    service.post(f"/v1/certificates/{twice_cert['certificate_id']}/revoke", {"reason": "key_compromise"})
+    [twice] = service.post(f"/v1/tenants/{TENANT}/compromised-keys",  # the revocation reported it; now a report
+                           {"certificate_id": twice_cert["certificate_id"]})["public_keys_sha256"]
+    assert [k["sources"] for k in keys(service)["items"] if k["public_key_sha256"] == twice] == [2]
+    page.reload()
+    row = page.locator("#compromised-keys tr", has_text=twice)
+    row.get_by_role("button").click()
+    lift = in_form(page, "Lift the block")
+    lift.get_by_label("Reason").fill("both reports were mistaken")
+    lift.get_by_role("button", name="Lift block", exact=True).click()
+    page.get_by_role("button", name="Yes, lift the block").click()
+    lift.locator(".field-error, .banner.error").filter(has_text="every_report").first.wait_for()
+    assert twice in [k["public_key_sha256"] for k in keys(service)["items"]]  # still blocked
+    lift.get_by_label("All 2 reports of this key were in error").check()
+    lift.get_by_role("button", name="Lift block", exact=True).click()
+    page.get_by_role("button", name="Yes, lift the block").click()
+    page.get_by_text("Lifted the block of 1 key(s). Nothing was un-revoked.").wait_for()
+    assert twice not in [k["public_key_sha256"] for k in keys(service)["items"]]
+
 
 def test_a_roots_page_keeps_its_compromise_report_and_the_cas_below_say_what_to_roll_over(service, browser):
     made = hierarchy(service, "Stolen")

@@ -35,12 +35,17 @@ function liftForm(tenant, k, slot, result, render) {
     h("p.hint", {}, "Only for a key reported compromised in error. " + LIFT.join(" ")),
     field("Reason", h("input", {name: "reason", id: "lift-reason", required: true, minlength: 3, maxlength: 500}),
           "Why the report was in error (kept in the audit trail)."),
+    // a key reported from several sources is lifted only when the operator says every report was in error
+    (k.sources || 1) > 1 ? h("div.check", {},
+      h("input", {type: "checkbox", name: "every_report", id: "lift-every-report"}),
+      h("label", {for: "lift-every-report"}, `All ${k.sources} reports of this key were in error`)) : null,
     h("div.actions", {}, h("button.danger", {type: "submit"}, "Lift block"),
       h("button", {type: "button", on: {click: () => fill(slot)}}, "Cancel"))], async f => {
     if (!await confirmStep(f.querySelector("button[type=submit]"), {
       question: `Lift the block of key ${short}?`, yes: "Yes, lift the block", explain: LIFT})) return;
     const done = await api(`${keysPath(tenant)}/${encodeURIComponent(k.public_key_sha256)}/lift`, {
-      method: "POST", body: {reason: f.elements.reason.value.trim()}, idempotent: true});
+      method: "POST", idempotent: true, body: {reason: f.elements.reason.value.trim(),
+                                               every_report: Boolean(f.elements.every_report?.checked)}});
     fill(slot);
     fill(result, h("p", {}, `Lifted the block of ${done.public_keys_sha256.length} key(s). Nothing was un-revoked.`));
     result.hidden = false;
@@ -107,6 +112,7 @@ export async function compromisedView(main, context, {query}) {
       ["Key (SHA-256 of its public key)", k => h("code.wrap", {}, k.public_key_sha256)],
       ["Reason", k => k.reason.replaceAll("_", " ")], ["Reported", k => day(k.reported_at)],
       ["Compromised since", k => day(k.invalidity_date)], ["Through", through], ["By", k => k.through],
+      ["Sources", k => String(k.sources || 1)],
       ...unblocking ? [["", lift]] : []],
     [...keys.items].reverse()) : h("p.muted", {}, "No key is blocked as compromised."));
     fill(lifted, keys.lifted?.length ? [h("h2", {}, "Lifted blocks"),
