@@ -14,20 +14,13 @@ import httpx
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from ui_support import (TENANT, UI_CSP, browser, chromium, page_problems, playwright, service,  # noqa: F401
-                        sign_in)
+from ui_support import (TENANT, UI_CSP, browser, chromium, no_problems, page_problems, playwright,  # noqa: F401
+                        service, sign_in)
 
 from commands.authz import PLATFORM_ONLY, ROLES
 from domain import totp
 
 pytestmark = pytest.mark.slow
-
-
-def no_problems(page, console: bool = True) -> None:
-    found = page_problems(page)
-    assert found["csp"] == [] and found["errors"] == [], found
-    if console:
-        assert found["console"] == [], found
 
 
 def test_the_ui_is_served_with_a_strict_policy_and_the_api_keeps_its_own(service):

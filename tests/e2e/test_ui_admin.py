@@ -13,25 +13,14 @@ import httpx
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import pkcs12
-from ui_support import (TENANT, UI_CSP, browser, chromium, page_problems, playwright, service,  # noqa: F401
-                        sign_in)
+from ui_support import (TENANT, UI_CSP, browser, chromium, in_form, no_problems,  # noqa: F401
+                        playwright, service, sign_in)
 
 from domain.compliance import RULES
 from domain.webhook import NOTIFIABLE
 
 pytestmark = pytest.mark.slow
 OVERFLOW = "document.documentElement.scrollWidth - document.documentElement.clientWidth"
-
-
-def no_problems(page, console: bool = True) -> None:
-    found = page_problems(page)
-    assert found["csp"] == [] and found["errors"] == [], found
-    if console:  # a refused request (4xx) is a console error in Chromium: tests that provoke one pass False
-        assert found["console"] == [], found
-
-
-def in_form(page, label: str):
-    return page.locator(f"form[aria-label='{label}']")
 
 
 def admin_page(service, browser, **size):

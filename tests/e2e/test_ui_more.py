@@ -20,7 +20,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from test_cli_serve import free_port
-from ui_support import TENANT, browser, chromium, page_problems, playwright, sign_in, start_service  # noqa: F401
+from ui_support import (TENANT, browser, chromium, in_form, no_problems, playwright,  # noqa: F401
+                        sign_in, start_service)
 
 from domain import totp
 
@@ -45,17 +46,6 @@ def service(tmp_path_factory, http01_port):
                                    "CSM_ACME_VALIDATION_NETWORKS": "127.0.0.0/8", "CSM_ACME_VALIDATION_TIMEOUT": "5",
                                    # the lockout test fails five sign-ins of one user, then signs in twice
                                    "CSM_RATE_LIMIT_LOGIN_PER_USERNAME": "20/minute"})
-
-
-def no_problems(page, console: bool = True) -> None:
-    found = page_problems(page)
-    assert found["csp"] == [] and found["errors"] == [], found
-    if console:  # a refused request (4xx) is a console error in Chromium: tests that provoke one pass False
-        assert found["console"] == [], found
-
-
-def in_form(page, label: str):
-    return page.locator(f"form[aria-label='{label}']")
 
 
 def tenant_admin_page(service, browser, name: str, **size):

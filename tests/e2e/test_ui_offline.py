@@ -17,7 +17,8 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from test_cli_serve import csm
-from ui_support import TENANT, browser, chromium, page_problems, playwright, service, sign_in  # noqa: F401
+from ui_support import (TENANT, browser, chromium, in_form, no_problems, playwright,  # noqa: F401
+                        service, sign_in)
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "integration"))
 from deploy_halfway import deploy_stopped_halfway  # noqa: E402
@@ -29,22 +30,11 @@ OPENSSL = shutil.which("openssl")
 PASSPHRASE = "correct horse battery staple"
 
 
-def no_problems(page, console: bool = True) -> None:
-    found = page_problems(page)
-    assert found["csp"] == [] and found["errors"] == [], found
-    if console:  # a refused request (4xx) is a console error in Chromium: a test that provokes one passes False
-        assert found["console"] == [], found
-
-
 def signed_in(service, browser, name: str, role: str, **size):
     page = browser.page(**size)
     sign_in(page, service.base, api_key=service.key(name, role))
     page.locator("#nav a").first.wait_for(state="attached")
     return page
-
-
-def in_form(page, label: str):
-    return page.locator(f"form[aria-label='{label}']")
 
 
 def openssl(*args: str) -> str:
