@@ -37,8 +37,8 @@ def test_three_tls_cassandra_nodes_kafka_kraft_redis_and_the_three_csm_processes
         assert services[node]["entrypoint"] == ["bash", "/deploy/tls-entrypoint.sh"]
     assert "controller" in services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"]  # KRaft, no ZooKeeper
     assert services["api"]["command"] == ["csm", "serve"]
-    assert services["projector"]["command"] == ["csm", "projector"]
-    assert services["worker"]["command"] == ["csm", "worker"]
+    for name in ("projector", "worker"):  # each with its /metrics inside the compose network (test_monitoring_rules)
+        assert services[name]["command"] == ["csm", name, "--metrics-port", "9100", "--metrics-host", "0.0.0.0"]
     for name in ("api", "projector", "worker", "migrate"):
         env = services[name]["environment"]
         assert (env["CSM_STORE"], env["CSM_BUS"], env["CSM_JOBS"]) == ("cassandra", "kafka", "redis")
