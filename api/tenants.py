@@ -21,7 +21,7 @@ from commands import tenants as cmd
 from commands.authz import authorize, visible_tenants
 from commands.ids import uuid7
 from commands.runtime import CommandResult, rfc3339
-from domain.discovery import ChainCertificate, Observation, der_of, path_incomplete
+from domain.discovery import ChainCertificate, Observation, chain_complete, der_of
 from domain.errors import DomainError
 from domain.policy import TenantPolicy
 from domain.tenant import Quotas, day_start
@@ -288,8 +288,7 @@ def _endpoint_out(row: dict) -> DiscoveredEndpointOut:
         subject_dn=row["subject_dn"], issuer_dn=row["issuer_dn"], serial_hex=row["serial_hex"],
         not_before=row["not_before"], not_after=row["not_after"], tls_version=row["tls_version"],
         cipher=row["cipher"], chain=chain, client_certificate=row["client_certificate"],
-        chain_complete=None if chain is None or row["ca_kind"] in (None, "root") else not path_incomplete(
-            row["issuer_dn"], chain),
+        chain_complete=chain_complete(row["issuer_dn"], row["ca_kind"], chain),
         first_seen=row["first_seen"], last_served_at=row["last_served_at"],
         served_since=row["served_since"], certificate_id=row["certificate_id"], ca_id=row["ca_id"],
         certificate_status=row["status"], revocation_reason=row["revocation_reason"],

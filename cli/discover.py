@@ -86,11 +86,9 @@ def _chain_cell(row: dict) -> str:
     """How many certificates the endpoint sent after its leaf, and whether its issuer was among them."""
     if row["chain"] is None:
         return ""
-    sent = str(len(row["chain"]))
-    if row["ca_kind"] not in (None, "root"):
-        chain = [discovery.ChainCertificate(**c) for c in row["chain"]]
-        sent += " (issuer missing)" if discovery.path_incomplete(row["issuer_dn"], chain) else " (complete)"
-    return sent
+    complete = discovery.chain_complete(row["issuer_dn"], row["ca_kind"],
+                                        [discovery.ChainCertificate(**c) for c in row["chain"]])
+    return f"{len(row['chain'])}" + {True: " (complete)", False: " (issuer missing)", None: ""}[complete]
 
 
 @discover.command("list")

@@ -19,7 +19,7 @@ from domain import revocation
 from domain.algorithms import ALGORITHMS
 from domain.certspec import SubjectAltNames
 from domain.compromised_keys import CompromisedKeys
-from domain.discovery import ChainCertificate, path_incomplete
+from domain.discovery import ChainCertificate, chain_complete
 from domain.policy import TenantPolicy, tenant_name_violations
 
 SEVERITIES = ("critical", "high", "medium", "low")  # most severe first
@@ -302,8 +302,7 @@ def discovered_findings(record: DiscoveredRecord, now: datetime) -> list[Finding
               f"serve ({seen})")
     if record.not_after is not None and record.not_after <= now:
         found("discovered_expired", f"{served} expired at {_when(record.not_after)} ({seen})")
-    if record.certificate_id is not None and record.ca_kind not in (None, "root") and path_incomplete(
-            record.issuer_dn, record.chain):
+    if record.certificate_id is not None and chain_complete(record.issuer_dn, record.ca_kind, record.chain) is False:
         sent = f"{len(record.chain or [])} certificate{'s' if len(record.chain or []) != 1 else ''} after it"
         found("discovered_incomplete_chain", f"{served} was served with {sent}, none of them its issuer "
               f"{record.issuer_dn} ({seen})")

@@ -265,6 +265,16 @@ def path_incomplete(issuer_dn: str | None, chain: Sequence[ChainCertificate] | N
     return not any(c.subject_dn == issuer_dn for c in chain)
 
 
+def chain_complete(issuer_dn: str | None, ca_kind: str | None,
+                   chain: Sequence[ChainCertificate] | None) -> bool | None:
+    """Whether a leaf the tenant's CA of kind ``ca_kind`` issued was served with its issuer's certificate; None when
+    it is not judged: the chain was not recorded, a root issued it (its leaf needs no chain), or no CA of the tenant
+    did (``ca_kind`` None). The one rule for the listing, the CLI and the compliance finding."""
+    if chain is None or ca_kind in (None, "root"):
+        return None
+    return not path_incomplete(issuer_dn, chain)
+
+
 @event("discovery.observed")
 class ObservationsRecorded(Payload, frozen=True, kw_only=True):
     """Part ``part`` (from 1) of ``parts`` of scan ``scan_id``'s observations. ``digest`` (SHA-256 over the whole
