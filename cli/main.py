@@ -19,7 +19,7 @@ from cli.cluster_rollback import rollback
 from cli.cluster_status import status as cluster_status
 from cli.cluster_verify import verify
 from cli.db import db
-from cli.common import CliError, CsmGroup, hold_data_dir, require_keys_if_events
+from cli.common import EXIT_USAGE, CliError, CsmGroup, hold_data_dir, require_keys_if_events
 from cli.auth import first_login_hints
 from infra.audit.keys import PUBLIC_FILE
 from infra.bootstrap import initialise
@@ -44,7 +44,10 @@ def version_string() -> str:
 @click.pass_context
 def csm(ctx: click.Context, data_dir: str) -> None:
     """Cassandra Security Manager: certificate authority with an event-sourced, verifiable audit trail."""
-    ctx.obj = Settings.from_env(data_dir).with_recorded_public_url()
+    try:  # a setting out of its bounds (CSM_WORKERS, CSM_ACME_AUTHORIZATION_LIFETIME_HOURS ...) named, no traceback
+        ctx.obj = Settings.from_env(data_dir).with_recorded_public_url()
+    except ValueError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from None
 
 
 @csm.command()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -29,9 +29,6 @@ from domain.certspec import DistinguishedName, SubjectAltNames
 from domain.errors import DomainError
 from domain.events import Payload
 
-# Of an order and its pending authorizations (RFC 8555 "expires"): a challenge not validated by then expires, and
-# the validator stops sending it (docs/operations.md, "ACME").
-LIFETIME = timedelta(days=7)
 ACCOUNT_ROLE = "acme-account"
 # RFC 5280 reason codes an ACME client may give (RFC 8555 7.6), by the names the revocation command takes.
 REASONS = {0: "unspecified", 1: "key_compromise", 3: "affiliation_changed", 4: "superseded",
@@ -101,7 +98,8 @@ async def new_order(cmd: NewOrder, ctx: CommandContext, services: Services) -> s
     names = acme_requests.check_identifiers(cmd.identifiers, key.allowed_names,
                                             wildcard_problem=await _wildcard_problem(services, cmd.tenant_id))
     not_after = await _not_after(services, cmd, key)
-    expires = rfc3339(services.clock.now() + LIFETIME)
+    # a challenge not validated by then expires, and the validator stops sending it (docs/operations.md, "ACME")
+    expires = rfc3339(services.clock.now() + services.acme_authorization_lifetime)
     order_id, authz_ids = uuid7().replace("-", ""), []
     for name in names:
         authz_id = uuid7().replace("-", "")

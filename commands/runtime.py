@@ -173,6 +173,8 @@ class Services:
     untrusted_chains: UntrustedChains | None = None  # what a compromise rollover left to issue again
     acme_authorizations: AcmeAuthorizations | None = None  # an ACME account's open authorizations
     acme_dns01: bool = False  # ACME authorizations offer dns-01 (resolvers are configured to validate it)
+    # of an ACME order and its pending authorizations (RFC 8555 "expires"): CSM_ACME_AUTHORIZATION_LIFETIME_HOURS
+    acme_authorization_lifetime: timedelta = timedelta(days=7)
 
 
 def rfc3339(moment: datetime) -> str:

@@ -228,6 +228,7 @@ def open_runtime(settings: Settings, link: LinkClient | None = None, *, rebuild:
                                                                timeout=settings.read_your_writes_timeout)
     # dns-01 (and so wildcard names) is offered only with resolvers to validate it; a bad entry stops startup
     services.acme_dns01 = bool(parse_resolvers(settings.acme_dns_resolvers))
+    services.acme_authorization_lifetime = timedelta(hours=settings.acme_authorization_lifetime_hours)
     if link is not None:
         services.quota_ledger = LinkedQuotaLedger(link)  # reservations are held in the primary, with every worker's
         return Runtime(settings, store, runner, checkpointer, vault, services, keys,

@@ -285,6 +285,24 @@ def read_metrics_token(settings: Settings) -> str | None:
     return token
 
 
+ACME_AUTHORIZATION_LIFETIME_BOUNDS = (1, 720)  # hours: an hour to 30 days
+
+
+def parse_acme_authorization_lifetime(text: str) -> int:
+    """``CSM_ACME_AUTHORIZATION_LIFETIME_HOURS``: whole hours from 1 to 720 (30 days). Shorter leaves a client no
+    time to answer and a job no time to come back; longer keeps a proof of control (and an unanswered challenge)
+    valid long after it says anything about the node."""
+    low, high = ACME_AUTHORIZATION_LIFETIME_BOUNDS
+    try:
+        hours = int(text.strip())
+    except ValueError:
+        raise ValueError(f"CSM_ACME_AUTHORIZATION_LIFETIME_HOURS: {text!r} is not a whole number of hours") from None
+    if not low <= hours <= high:
+        raise ValueError(f"CSM_ACME_AUTHORIZATION_LIFETIME_HOURS: {hours} is outside {low}..{high} "
+                         "(an hour to 30 days)")
+    return hours
+
+
 def parse_workers(text: str) -> int:
     """``CSM_WORKERS``: "auto" is one per CPU (at most 16); otherwise a whole number from 1 to 64."""
     if text.strip().lower() == "auto":
@@ -376,6 +394,9 @@ class Settings:
     # dns-01 (infra/acme/dns01.py): the resolvers its TXT queries go to, "host:port" ("[v6]:port"; port 53 if left
     # out). None listed: dns-01 is not offered, and so no wildcard name either.
     acme_dns_resolvers: tuple[str, ...] = ()
+    # How long an order and its pending authorizations live (RFC 8555 "expires"), hours: a challenge not validated
+    # by then expires (commands/acme.py). Bounds: ACME_AUTHORIZATION_LIFETIME_BOUNDS.
+    acme_authorization_lifetime_hours: int = 168
     # TLS for `csm serve` (uvicorn's own): both files or neither. ACME clients want the directory over HTTPS.
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
@@ -501,6 +522,8 @@ class Settings:
             acme_validation_timeout=float(_env("ACME_VALIDATION_TIMEOUT", "5")),
             acme_base_url=_env("ACME_BASE_URL", "").strip().rstrip("/") or None,
             acme_dns_resolvers=tuple(r.strip() for r in _env("ACME_DNS_RESOLVERS", "").split(",") if r.strip()),
+            acme_authorization_lifetime_hours=parse_acme_authorization_lifetime(
+                _env("ACME_AUTHORIZATION_LIFETIME_HOURS", "168")),
             tls_cert_file=_optional_path("TLS_CERT_FILE"),
             tls_key_file=_optional_path("TLS_KEY_FILE"),
         )

@@ -1,12 +1,15 @@
 """Bounded validation: a challenge no worker answers is sent again less and less often, then ends when its
-authorization expires (seven days), and is sent no more; a result that comes later records nothing. The server's
-clock is the test's (``services.clock``), the queue dramatiq's in-memory broker with no worker consuming it, and the
-validator is driven pass by pass (its background loop is stopped), so nothing waits in real time."""
+authorization expires (CSM_ACME_AUTHORIZATION_LIFETIME_HOURS, seven days by default), and is sent no more; a result
+that comes later records nothing. The server's clock is the test's (``services.clock``), the queue dramatiq's
+in-memory broker with no worker consuming it, and the validator is driven pass by pass (its background loop is
+stopped), so nothing waits in real time."""
 
 from __future__ import annotations
 
 import asyncio
 from datetime import datetime, timedelta
+
+from prometheus_client import REGISTRY
 
 from acme_support import acme_world, http01, order_one, registered
 from test_api_support import Clock
@@ -82,6 +85,39 @@ async def test_an_unanswered_validation_backs_off_then_expires_and_is_sent_no_mo
         assert await runtime.store.head_position() == before
         assert validator.results.take() == []
         assert (await client.post(authz_url, None)).json()["status"] == "expired"
+
+
+async def test_the_authorization_lifetime_is_the_setting_and_ends_a_validation_at_its_end(tmp_path):
+    """CSM_ACME_AUTHORIZATION_LIFETIME_HOURS (here 2): the order and its authorization expire two hours after the
+    order, and a challenge no worker answered ends then, not after seven days."""
+    async with acme_world(tmp_path, job_worker_threads=0, acme_authorization_lifetime_hours=2) as world:
+        runtime = world.api.runtime
+        clock = runtime.services.clock = Clock()
+        validator = await _stopped_validator(world)
+        client = await registered(world)
+        order_url, authz_url = await order_one(client, "node1.acme.test")
+        order = (await client.post(order_url, None)).json()
+        authz = (await client.post(authz_url, None)).json()
+        assert order["expires"] == authz["expires"]
+        expires = datetime.fromisoformat(authz["expires"])
+        assert timedelta(hours=2) - timedelta(minutes=1) < expires - clock.now() <= timedelta(hours=2)
+        assert (await client.post(http01(await client.post(authz_url, None))["url"], {})).status_code == 200
+        assert await runtime.runner.wait_for(await runtime.store.head_position(), 10)
+        authz_id = authz_url.rsplit("/", 1)[-1]
+        clock.offset = timedelta(minutes=119)
+        await validator.send_pending()
+        events = await runtime.store.read_stream(world.tenant, acme.authz_stream_id(authz_id))
+        assert events[-1].type == "acme.challenge_started"
+        expired = REGISTRY.get_sample_value("csm_acme_validations_total", {"outcome": "expired"}) or 0
+        clock.offset = timedelta(hours=2, minutes=1)
+        await validator.send_pending()
+        events = await runtime.store.read_stream(world.tenant, acme.authz_stream_id(authz_id))
+        assert events[-1].type == "acme.authorization_expired"
+        # counted where CsmAcmeAuthorizationsExpired (deploy/prometheus/csm-rules.yml) looks, once
+        assert REGISTRY.get_sample_value("csm_acme_validations_total", {"outcome": "expired"}) == expired + 1
+        await validator.send_pending()
+        assert REGISTRY.get_sample_value("csm_acme_validations_total", {"outcome": "expired"}) == expired + 1
+        assert (await client.post(order_url, None)).json()["status"] == "invalid"
 
 
 async def test_every_pending_challenge_is_sent_whatever_waits_before_it(tmp_path, monkeypatch):
