@@ -2,7 +2,8 @@
 
 Outside /v1: ACME clients authenticate every POST with a JWS signed by their account key, not a bearer token;
 accounts need an external account binding (an EAB key from ``POST /v1/tenants/{id}/acme/eab-keys``).
-Challenges: http-01, tls-alpn-01, and dns-01 when resolvers are configured (the only one a wildcard gets);
+Identifiers: DNS names and IP addresses (RFC 8738). Challenges: http-01, tls-alpn-01, and dns-01 when resolvers are
+configured (the only one a wildcard gets; never an address's);
 pre-authorization is not offered (docs/operations.md, "ACME").
 """
 
@@ -117,7 +118,8 @@ async def account_orders(request: Request, tenant_id: FromPath[str], account_id:
     return await reply(request, tenant_id, {"orders": [url_of(request, tenant_id, "order", i) for i in ids]})
 
 
-@post("/new-order", summary="Order a certificate for DNS names", status_code=201, responses=ACME_ERRORS)
+@post("/new-order", summary="Order a certificate for DNS names and IP addresses (RFC 8738)", status_code=201,
+      responses=ACME_ERRORS)
 async def new_order(request: Request, tenant_id: FromPath[str]) -> Response:
     signed = await verified(request, tenant_id)
     payload = payload_of(signed)

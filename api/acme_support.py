@@ -173,7 +173,8 @@ def challenge_json(request: Request, tenant_id: str, authz: acme.Authorization,
 def authz_json(request: Request, tenant_id: str, authz: acme.Authorization, now) -> dict[str, Any]:
     c = authz.created
     body = {"status": acme.authz_status(authz, now), "expires": c.expires,
-            "identifier": {"type": "dns", "value": acme_challenges.base_name(c.identifier)},
+            "identifier": ({"type": "ip", "value": c.identifier} if c.identifier_type == "ip"
+                           else {"type": "dns", "value": acme_challenges.base_name(c.identifier)}),
             "challenges": [challenge_json(request, tenant_id, authz, one) for one in c.challenges]}
     if acme_challenges.is_wildcard(c.identifier):
         body["wildcard"] = True  # RFC 8555 7.1.4: the identifier is the name below the "*."
@@ -186,7 +187,8 @@ async def order_json(request: Request, tenant_id: str, order: acme.Order) -> dic
     authzs = await cmd.order_authorizations(services, tenant_id, order)
     body: dict[str, Any] = {
         "status": acme.order_status(order, authzs, services.clock.now()), "expires": c.expires,
-        "identifiers": [{"type": "dns", "value": name} for name in c.identifiers],
+        "identifiers": [*({"type": "dns", "value": name} for name in c.identifiers),
+                        *({"type": "ip", "value": address} for address in c.ip_identifiers)],
         "authorizations": [url_of(request, tenant_id, "authz", a) for a in c.authorization_ids],
         "finalize": url_of(request, tenant_id, "order", c.order_id, "finalize")}
     if c.not_after is not None:

@@ -13,6 +13,16 @@ holds every key the copied log refers to (and perhaps a few orphans). The artifa
 before the ``ca.crl_published`` event that names it. The key files come last: a vault row is
 written only under a KEK already on disk, and KEK files are never replaced. Every file is
 written 0600, every directory 0700, and ``manifest.json`` holds their SHA-256.
+
+The ACME server's two working files are left out, on purpose. ``acme-nonces.db`` holds the nonces handed out in
+the last hour, each deleted when used: restoring it would bring back nonces used since the backup (a replay the
+nonce exists to stop), and losing it costs a client one ``badNonce`` answer, after which it uses the fresh nonce
+that answer carries (RFC 8555 6.5). ``acme-validations.db`` holds results a validation job wrote that the
+validator has not appended yet (seconds' worth): the log copied here still has each such challenge started and
+unanswered, so after a restore the ACME read model lists it and the validator sends it to a job again; it is
+validated anew (and fails if the client stopped serving its answer: the client orders again). A restore with
+``--force`` leaves the directory's own two files in place: its nonces were never used, and a result there is
+recorded only for a challenge the restored log has started and still awaiting that same result.
 """
 
 from __future__ import annotations

@@ -91,29 +91,34 @@ class NewOrder(msgspec.Struct, frozen=True, kw_only=True):
 
 @refused_while_suspended("starts an issuance")
 async def new_order(cmd: NewOrder, ctx: CommandContext, services: Services) -> str:
-    """RFC 8555 7.4: an order for DNS names within the account's key's patterns, one authorization per name."""
+    """RFC 8555 7.4: an order for DNS names and IP addresses (RFC 8738) within the account's key's patterns and
+    networks, one authorization per identifier. An address must also be one the tenant policy and the key's profile
+    allow (as at issuance, which checks them again)."""
     authorize(ctx.principal, "cert:issue", cmd.tenant_id)
     account = await load_account(services, cmd.tenant_id, cmd.account_id)
     key = await _account_key(services, cmd.tenant_id, account)
-    names = acme_requests.check_identifiers(cmd.identifiers, key.allowed_names,
-                                            wildcard_problem=await _wildcard_problem(services, cmd.tenant_id))
+    names, ips = acme_requests.check_identifiers(cmd.identifiers, key.allowed_names,
+                                                 wildcard_problem=await _wildcard_problem(services, cmd.tenant_id))
+    if ips:
+        await _check_ips(services, cmd.tenant_id, key, ips)
     not_after = await _not_after(services, cmd, key)
     # a challenge not validated by then expires, and the validator stops sending it (docs/operations.md, "ACME")
     expires = rfc3339(services.clock.now() + services.acme_authorization_lifetime)
     order_id, authz_ids = uuid7().replace("-", ""), []
-    for name in names:
+    for name, kind in [*((n, "dns") for n in names), *((a, "ip") for a in ips)]:
         authz_id = uuid7().replace("-", "")
-        challenges = [acme.Challenge(challenge_id=uuid7().replace("-", ""), challenge_type=kind,
+        challenges = [acme.Challenge(challenge_id=uuid7().replace("-", ""), challenge_type=challenge_type,
                                      token=secrets.token_urlsafe(32))
-                      for kind in acme_challenges.offered(name, dns01=services.acme_dns01)]
+                      for challenge_type in acme_challenges.offered(name, dns01=services.acme_dns01, ip=kind == "ip")]
         created = acme.AuthorizationCreated(authz_id=authz_id, order_id=order_id, account_id=cmd.account_id,
-                                            identifier=name, expires=expires, challenges=challenges)
+                                            identifier=name, expires=expires, challenges=challenges,
+                                            identifier_type=kind)
         await run(services, ctx.without_key(), cmd, tenant_id=cmd.tenant_id, stream_id=acme.authz_stream_id(authz_id),
                   stream_type=acme.AUTHZ_STREAM_TYPE, fold=acme.fold_authz, decide=lambda s, c=created: [c],
                   presume_new=True)
         authz_ids.append(authz_id)
     order = acme.OrderCreated(order_id=order_id, account_id=cmd.account_id, identifiers=names,
-                              authorization_ids=authz_ids, expires=expires, not_after=not_after)
+                              authorization_ids=authz_ids, expires=expires, not_after=not_after, ip_identifiers=ips)
     await run(services, ctx.without_key(), cmd, tenant_id=cmd.tenant_id, stream_id=acme.order_stream_id(order_id),
               stream_type=acme.ORDER_STREAM_TYPE, fold=acme.fold_order, decide=lambda s: [order], presume_new=True)
     return order_id
@@ -129,6 +134,18 @@ async def _wildcard_problem(services: Services, tenant_id: str, *, finalizing: b
     if not policy.wildcards_allowed(state.policy, acme=True):
         return "the tenant policy does not allow wildcard names to ACME orders (allow_wildcards is not true)"
     return None
+
+
+async def _check_ips(services: Services, tenant_id: str, key: acme.EabKeyCreated, ips: list[str]) -> None:
+    """IP identifiers need a profile that allows IP SANs and addresses the tenant policy allows
+    (``allowed_ip_networks``), as API issuance does: refused when ordered, not after the client proved them."""
+    where = await issuing_context(services, tenant_id, key.ca_id, key.profile)
+    if "ip" not in where.profile.allowed_san_types:
+        raise AcmeProblem("rejectedIdentifier", f"profile {key.profile} does not allow IP addresses "
+                          f"({', '.join(sorted(where.profile.allowed_san_types))} only)", field="identifiers")
+    for violation in policy.tenant_name_violations(SubjectAltNames(ip=tuple(ips)), None, where.tenant.policy):
+        raise AcmeProblem("rejectedIdentifier", f"{violation.message} (tenant policy, rule {violation.rule})",
+                          field="identifiers")
 
 
 async def _not_after(services: Services, cmd: NewOrder, key: acme.EabKeyCreated) -> str | None:
@@ -262,13 +279,14 @@ async def finalize_order(cmd: FinalizeOrder, ctx: CommandContext, services: Serv
         facts, _ = pki.crypto_of(services).parse_csr(csr_pem.encode())
     except DomainError as exc:
         raise AcmeProblem("badCSR", exc.detail, field="csr") from None
-    names = order.created.identifiers
+    names, ips = order.created.identifiers, order.created.ip_identifiers
     if any(map(acme_challenges.is_wildcard, names)) and (
             problem := await _wildcard_problem(services, cmd.tenant_id, finalizing=True)):
         raise AcmeProblem("rejectedIdentifier", problem, field="identifiers")  # the policy changed since the order
-    acme_requests.check_csr_names(names, facts.sans.dns, facts.subject.common_name if facts.subject else None)
-    if facts.sans.ip or facts.sans.email or facts.sans.uri:
-        raise AcmeProblem("badCSR", "the CSR may name DNS names only", field="csr")
+    common_name = facts.subject.common_name if facts.subject else None
+    acme_requests.check_csr_names(names, facts.sans.dns, common_name, order_ips=ips, csr_ips=facts.sans.ip)
+    if facts.sans.email or facts.sans.uri:
+        raise AcmeProblem("badCSR", "the CSR may name DNS names and IP addresses only", field="csr")
     if facts.public_key_sha256 == jose.spki_sha256(account.jwk):
         raise AcmeProblem("badCSR", "the CSR's key is the account key: certify another key", field="csr")
     validity_days = None
@@ -278,11 +296,11 @@ async def finalize_order(cmd: FinalizeOrder, ctx: CommandContext, services: Serv
             raise AcmeProblem("malformed", "the order's notAfter is less than a day away now", field="notAfter")
     issue = IssueCertificate(tenant_id=cmd.tenant_id, ca_id=key.ca_id, profile=key.profile, csr=csr_pem,
                              validity_days=validity_days,
-                             # only what validation proved: the CSR's CN (one of the order's names), never its O,
-                             # OU, C, L, ST or emailAddress
-                             subject=DistinguishedName(common_name=facts.subject.common_name.lower().rstrip(".")
-                                                       if facts.subject and facts.subject.common_name else names[0]),
-                             sans=SubjectAltNames(dns=tuple(names)), tags=["acme", owner_tag(cmd.account_id)])
+                             # only what validation proved: the CSR's CN (one of the order's identifiers), never
+                             # its O, OU, C, L, ST or emailAddress
+                             subject=DistinguishedName(common_name=acme_requests.subject_name(common_name, names, ips)),
+                             sans=SubjectAltNames(dns=tuple(names), ip=tuple(ips)),
+                             tags=["acme", owner_tag(cmd.account_id)])
     # The order's id as the Idempotency-Key: a finalize retried after a crash between the two appends gets the
     # certificate the first attempt issued, not a second one.
     issued = await issue_certificate(issue, CommandContext(principal=ctx.principal, correlation_id=ctx.correlation_id,

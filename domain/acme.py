@@ -19,7 +19,7 @@ from domain.errors import DomainError, NotFound
 from domain.events import Payload, event, resumable
 from domain.acme_challenges import CHALLENGE_TYPES, DNS_01, HTTP_01, TLS_ALPN_01  # noqa: F401 - re-exported
 from domain.acme_networks import IpNetwork, parse_networks, validation_address_problem  # noqa: F401 - re-exported
-from domain.names import pattern_problem
+from domain.names import parse_network, pattern_problem
 
 EAB_STREAM_TYPE = "acme_eab_key"
 ACCOUNT_STREAM_TYPE = "acme_account"
@@ -89,9 +89,10 @@ class OrderCreated(Payload, frozen=True, kw_only=True):
     order_id: str
     account_id: str
     identifiers: list[str]  # DNS names
-    authorization_ids: list[str]
+    authorization_ids: list[str]  # the DNS names' (in their order), then the IP addresses'
     expires: str
     not_after: str | None = None  # the certificate's requested end (RFC 3339 UTC), within the profile's maximum
+    ip_identifiers: list[str] = []  # IP addresses (RFC 8738), compressed text form; absent from older events
 
 
 @event("acme.order_issued")
@@ -114,6 +115,7 @@ class AuthorizationCreated(Payload, frozen=True, kw_only=True):
     identifier: str  # as ordered: a wildcard keeps its "*." (the authorization proves the name below it)
     expires: str
     challenges: list[Challenge]  # the client answers one of them
+    identifier_type: str = "dns"  # "dns" or "ip" (RFC 8738: an address, compressed text form)
 
 
 @event("acme.authorization_expired")
@@ -289,14 +291,22 @@ def fold_authz(payloads: Iterable[Payload], start: Authorization | None = None) 
 
 # rules ----------------------------------------------------------------------------------------
 def check_allowed_names(patterns: Iterable[str]) -> list[str]:
-    """An EAB key's name patterns, each a DNS name, ``*.suffix`` or ``.suffix`` (as the tenant policy's)."""
+    """An EAB key's name patterns, each a DNS name, ``*.suffix`` or ``.suffix`` (as the tenant policy's), or an IP
+    network (``10.0.0.0/24``, an address alone: its /32 or /128) for IP identifiers (RFC 8738). A key that lists
+    patterns but no network orders no IP address."""
     cleaned = list(dict.fromkeys(p.strip().lower() for p in patterns))
     if len(cleaned) > MAX_PATTERNS:
         raise DomainError("too_many_patterns", f"at most {MAX_PATTERNS} name patterns", field="allowed_names")
     for index, pattern in enumerate(cleaned):
-        if problem := pattern_problem(pattern):
+        if any(c in pattern for c in ":/") or pattern.replace(".", "").isdigit():  # meant as an address or network
+            network = parse_network(pattern)
+            if network is None:
+                raise DomainError("invalid_pattern", f"{pattern!r} is not an IP network (address/prefix, host bits "
+                                  "zero)", field=f"allowed_names[{index}]")
+            cleaned[index] = str(network)
+        elif problem := pattern_problem(pattern):
             raise DomainError("invalid_pattern", f"{pattern!r}: {problem}", field=f"allowed_names[{index}]")
-    return cleaned
+    return list(dict.fromkeys(cleaned))
 
 
 def decide_create_eab(state: EabKey, created: EabKeyCreated) -> list[Payload]:

@@ -1,4 +1,6 @@
-"""http-01 validation (RFC 8555 8.3): fetch ``http://NAME:PORT/.well-known/acme-challenge/TOKEN``, guarded.
+"""http-01 validation (RFC 8555 8.3): fetch ``http://NAME:PORT/.well-known/acme-challenge/TOKEN``, guarded; for an
+IP identifier (RFC 8738 5) ``http://ADDRESS:PORT/...``, connecting to that address alone (nothing is resolved), if
+the same rule allows it.
 
 Server-side fetching of a client-chosen name is an SSRF risk, so: the name resolves through the operator's hosts
 file (if set) and then the system resolver; every address is checked against the validation networks
@@ -75,10 +77,11 @@ def _resolve_system(name: str, port: int, timeout: float) -> list[str]:
 
 
 def allowed_addresses(name: str, port: int, networks: tuple[acme.IpNetwork, ...], hosts_file: Path | None,
-                      timeout: float) -> list[str]:
-    """The addresses of ``name`` (hosts file first, then the system resolver) that validation may connect to;
-    ValidationFailed (``rejectedIdentifier``) naming why when there are none: nothing is connected to then."""
-    found = read_hosts(hosts_file).get(name.lower()) or _resolve_system(name, port, timeout)
+                      timeout: float, *, ip: bool = False) -> list[str]:
+    """The addresses of ``name`` (hosts file first, then the system resolver; an IP identifier, ``ip``: itself) that
+    validation may connect to; ValidationFailed (``rejectedIdentifier``) naming why when there are none: nothing
+    is connected to then."""
+    found = [name] if ip else read_hosts(hosts_file).get(name.lower()) or _resolve_system(name, port, timeout)
     allowed, refused = [], []
     for text in found:
         problem = acme.validation_address_problem(ipaddress.ip_address(text), networks)
@@ -96,17 +99,20 @@ class Http01:
     hosts_file: Path | None
     timeout: float
 
-    def addresses(self, name: str) -> list[str]:
+    def addresses(self, name: str, *, ip: bool = False) -> list[str]:
         """The addresses of ``name`` validation may connect to; ValidationFailed when there are none."""
-        return allowed_addresses(name, self.port, self.networks, self.hosts_file, self.timeout)
+        return allowed_addresses(name, self.port, self.networks, self.hosts_file, self.timeout, ip=ip)
 
-    def fetch(self, name: str, token: str) -> tuple[str, bytes]:
-        """(address, body) of the first address that answers 200; ValidationFailed otherwise."""
+    def fetch(self, name: str, token: str, *, ip: bool = False) -> tuple[str, bytes]:
+        """(address, body) of the first address that answers 200; ValidationFailed otherwise. ``ip``: ``name`` is
+        an IP identifier's address, the only one connected to (the Host header is the address, an IPv6 one in
+        brackets)."""
         path = f"/.well-known/acme-challenge/{token}"
         failure: ValidationFailed | None = None
-        for address in self.addresses(name):
+        host = f"[{name}]" if ip and ":" in name else name
+        for address in self.addresses(name, ip=ip):
             try:
-                return address, self._get(address, name, path)
+                return address, self._get(address, host, path)
             except ValidationFailed as exc:
                 if exc.error_type != "connection":
                     raise

@@ -3,12 +3,15 @@
 The server must answer with that protocol and a certificate for exactly NAME carrying the critical
 id-pe-acmeIdentifier extension, whose value is the SHA-256 of the key authorization. The same guard as http-01
 applies (``infra/acme/http01.allowed_addresses``): only checked addresses are connected to, with SNI the name,
-one timeout for the connection and the handshake; nothing but the handshake is exchanged.
+one timeout for the connection and the handshake; nothing but the handshake is exchanged. An IP identifier
+(RFC 8738 6): the address itself is connected to, the SNI is its reverse-DNS name (``in-addr.arpa``/``ip6.arpa``),
+and the certificate names exactly that address (one iPAddress SAN).
 """
 
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import socket
 import ssl
 from dataclasses import dataclass
@@ -18,6 +21,7 @@ from cryptography import x509
 from cryptography.x509.oid import ObjectIdentifier
 
 from domain import acme
+from domain.acme_challenges import reverse_name
 from infra.acme.http01 import ValidationFailed, allowed_addresses
 
 ACME_TLS = "acme-tls/1"
@@ -31,19 +35,19 @@ class TlsAlpn01:
     hosts_file: Path | None
     timeout: float
 
-    def check(self, name: str, key_authorization: str) -> str:
-        """The address that proved ``name``; ValidationFailed otherwise."""
+    def check(self, name: str, key_authorization: str, *, ip: bool = False) -> str:
+        """The address that proved ``name`` (``ip``: an IP identifier's address); ValidationFailed otherwise."""
         expected = b"\x04\x20" + hashlib.sha256(key_authorization.encode("ascii")).digest()  # DER OCTET STRING
         failure: ValidationFailed | None = None
-        for address in allowed_addresses(name, self.port, self.networks, self.hosts_file, self.timeout):
+        for address in allowed_addresses(name, self.port, self.networks, self.hosts_file, self.timeout, ip=ip):
             try:
-                der = self._handshake(address, name)
+                der = self._handshake(address, reverse_name(name) if ip else name)
             except ValidationFailed as exc:
                 if exc.error_type != "connection":
                     raise
                 failure = exc
                 continue
-            _check_certificate(der, name, expected)
+            _check_certificate(der, name, expected, ip=ip)
             return address
         assert failure is not None
         raise failure
@@ -69,15 +73,20 @@ class TlsAlpn01:
         return der
 
 
-def _check_certificate(der: bytes, name: str, expected: bytes) -> None:
+def _check_certificate(der: bytes, name: str, expected: bytes, *, ip: bool = False) -> None:
     try:
         certificate = x509.load_der_x509_certificate(der)
         names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         extension = certificate.extensions.get_extension_for_oid(ACME_IDENTIFIER)
     except (ValueError, x509.ExtensionNotFound) as exc:
         raise ValidationFailed("unauthorized", f"the tls-alpn-01 certificate for {name} is not one: {exc}") from None
-    if [n.lower() for n in names.get_values_for_type(x509.DNSName)] != [name.lower()] or len(list(names)) != 1:
-        raise ValidationFailed("unauthorized", f"the tls-alpn-01 certificate must name exactly {name}")
+    if ip:
+        named = names.get_values_for_type(x509.IPAddress) == [ipaddress.ip_address(name)]
+    else:
+        named = [n.lower() for n in names.get_values_for_type(x509.DNSName)] == [name.lower()]
+    if not named or len(list(names)) != 1:
+        raise ValidationFailed("unauthorized", f"the tls-alpn-01 certificate must name exactly {name}"
+                               + (" (one iPAddress)" if ip else ""))
     if not extension.critical or extension.value.value != expected:
         raise ValidationFailed("incorrectResponse", f"the acmeIdentifier of {name}'s tls-alpn-01 certificate is not "
                                "the SHA-256 of the key authorization (or is not critical)")

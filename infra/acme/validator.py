@@ -3,8 +3,8 @@ in this process or in a `csm worker`, also after a crash.
 
 A started challenge is a row of the ACME read model until its result is recorded. The validator (in the process
 that owns the event store: the single process, or a multi-worker server's primary) polls those rows and sends each
-to the ``acme-validate`` job (queue ``acme``) with everything the check needs: the name, the challenge and the key
-authorization (the account's current key). The job (a dramatiq worker thread here, or a `csm worker` process on
+to the ``acme-validate`` job (queue ``acme``) with everything the check needs: the name or IP address (RFC 8738) and
+which it is, the challenge and the key authorization (the account's current key). The job (a dramatiq worker thread here, or a `csm worker` process on
 the Redis broker) connects through the SSRF guard and writes its result to the results file
 (infra/acme/results.py); the validator appends ``acme.challenge_validated`` or ``acme.challenge_failed`` from it.
 A crash leaves the read model's row in place and the next process sends it again; a result already recorded makes
@@ -81,24 +81,29 @@ class ValidationJob:
     def from_settings(cls, settings: Settings, jobs: Jobs, results: ValidationResults) -> ValidationJob:
         return cls(jobs, results, http01_of(settings), tls_alpn01_of(settings), dns01_of(settings))
 
-    def run(self, tenant_id: str, authz_id: str, name: str, challenge: dict, expected: str) -> None:
+    def run(self, tenant_id: str, authz_id: str, name: str, challenge: dict, expected: str,
+            identifier_type: str = "dns") -> None:
         chosen = acme.Challenge(**challenge)
         try:
-            result = self.check(name, chosen, expected)
+            result = self.check(name, chosen, expected, ip=identifier_type == "ip")
         except Exception:  # a bug, not the client's answer: the challenge fails rather than waiting for ever
             log.exception("ACME validation failed unexpectedly")
             result = acme.ChallengeFailed(challenge_id=chosen.challenge_id, error_type="serverInternal",
                                           detail="the validation failed inside the server")
         self.results.put(tenant_id, authz_id, result)
 
-    def check(self, name: str, challenge: acme.Challenge, expected: str) -> Result:
+    def check(self, name: str, challenge: acme.Challenge, expected: str, *, ip: bool = False) -> Result:
+        """``ip``: ``name`` is an IP identifier's address (RFC 8738), which no dns-01 challenge proves."""
         try:
             if challenge.challenge_type == acme.TLS_ALPN_01:
-                address = self.tls_alpn01.check(name, expected)
+                address = self.tls_alpn01.check(name, expected, ip=ip)
             elif challenge.challenge_type == acme.DNS_01:
+                if ip:
+                    raise ValidationFailed("rejectedIdentifier", f"{name}: dns-01 does not prove an IP address "
+                                           "(RFC 8738 7)")
                 address = self.dns01.check(name, expected)
             else:
-                address, body = self.http01.fetch(name, challenge.token)
+                address, body = self.http01.fetch(name, challenge.token, ip=ip)
                 if body.strip() != expected.encode("ascii"):
                     shown = body[:100].decode("ascii", "replace")
                     raise ValidationFailed("incorrectResponse", f"the response from {address} is {shown!r}, not "
@@ -167,7 +172,7 @@ class AcmeValidator:
             self._sent[(tenant_id, authz_id)] = (sends + 1, now)
             self.jobs.send(ACTOR, tenant_id, authz_id, state.created.identifier,
                            {"challenge_id": challenge.challenge_id, "challenge_type": challenge.challenge_type,
-                            "token": challenge.token}, expected)
+                            "token": challenge.token}, expected, state.created.identifier_type)
 
     async def _expire(self, tenant_id: str, authz_id: str) -> None:
         """The authorization expired before any result: it ends, and is sent no more."""

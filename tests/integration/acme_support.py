@@ -241,6 +241,29 @@ class Responder:
         self.server.server_close()
 
 
+@contextlib.contextmanager
+def one_handshake(context: ssl.SSLContext):
+    """A TLS server on 127.0.0.1 that takes one connection, makes the handshake and waits for a byte: yields its
+    port (a tls-alpn-01 responder, or a server that is none)."""
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            conn, _ = listener.accept()
+            with contextlib.suppress(OSError, ssl.SSLError), context.wrap_socket(conn, server_side=True) as tls:
+                tls.recv(1)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        listener.close()
+        thread.join(5)
+
+
 def http01(authz_response) -> dict:
     """The http-01 challenge of an authorization answer."""
     return next(c for c in authz_response.json()["challenges"] if c["type"] == "http-01")

@@ -3,14 +3,12 @@ addresses, ALPN and the acmeIdentifier certificate."""
 
 from __future__ import annotations
 
-import contextlib
 import http.server
-import socket
 import ssl
 import threading
 
 import pytest
-from acme_support import free_port
+from acme_support import free_port, one_handshake
 from acme_tls import server_tls
 
 from domain import acme
@@ -96,24 +94,10 @@ def test_tls_alpn_01_needs_the_protocol_and_the_certificate(tmp_path, alpn, word
     context.load_cert_chain(cert, key)
     if alpn:
         context.set_alpn_protocols(alpn)
-    listener = socket.create_server(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
-
-    def serve() -> None:
-        with contextlib.suppress(OSError):
-            conn, _ = listener.accept()
-            with contextlib.suppress(OSError, ssl.SSLError), context.wrap_socket(conn, server_side=True) as tls:
-                tls.recv(1)
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
     hosts = tmp_path / "hosts"
     hosts.write_text("127.0.0.1 node.test\n")
-    checker = TlsAlpn01(port=port, networks=acme.parse_networks(["127.0.0.0/8"]), hosts_file=hosts, timeout=2.0)
-    try:
+    with one_handshake(context) as port:
+        checker = TlsAlpn01(port=port, networks=acme.parse_networks(["127.0.0.0/8"]), hosts_file=hosts, timeout=2.0)
         with pytest.raises(ValidationFailed) as failed:
             checker.check("node.test", "token.thumbprint")
-        assert failed.value.error_type == "unauthorized" and words in failed.value.detail, failed.value.detail
-    finally:
-        listener.close()
-        thread.join(5)
+    assert failed.value.error_type == "unauthorized" and words in failed.value.detail, failed.value.detail

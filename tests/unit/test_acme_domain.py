@@ -26,16 +26,17 @@ NO_WILDCARDS = "no wildcards here"
 
 def test_identifiers_are_dns_names_within_the_patterns_lower_cased_and_sorted():
     assert acme_requests.check_identifiers(dns("B.example", "a.example."), ["*.example"],
-                                           wildcard_problem=NO_WILDCARDS) == ["a.example", "b.example"]
+                                           wildcard_problem=NO_WILDCARDS).dns == ["a.example", "b.example"]
     assert acme_requests.check_identifiers(dns("deep.x.example"), [],  # no patterns: tenant policy's
-                                           wildcard_problem=NO_WILDCARDS) == ["deep.x.example"]
+                                           wildcard_problem=NO_WILDCARDS) == (["deep.x.example"], [])
 
 
 @pytest.mark.parametrize("identifiers, kind, field", [
     (dns("*.x.example"), "rejectedIdentifier", "identifiers[0].value"),  # wildcards refused (no dns-01, or policy)
     (dns("a.other"), "rejectedIdentifier", "identifiers[0].value"),
     (dns("a.example", "bad_name!.example"), "rejectedIdentifier", "identifiers[1].value"),
-    ([{"type": "ip", "value": "10.0.0.1"}], "unsupportedIdentifier", "identifiers[0].type"),
+    ([{"type": "ip", "value": "10.0.0.1"}], "rejectedIdentifier", "identifiers[0].value"),  # no network listed
+    ([{"type": "email", "value": "a@example"}], "unsupportedIdentifier", "identifiers[0].type"),
     ([], "malformed", "identifiers"),
     ("a.example", "malformed", "identifiers"),
     ([{"value": 3}], "malformed", "identifiers[0]"),
@@ -66,7 +67,7 @@ def test_a_refused_wildcard_says_why():
 ])
 def test_an_allowed_wildcard_is_a_whole_left_most_label_within_the_keys_patterns(name, patterns, allowed):
     try:
-        names = acme_requests.check_identifiers(dns(name), patterns, wildcard_problem=None)
+        names = acme_requests.check_identifiers(dns(name), patterns, wildcard_problem=None).dns
     except AcmeProblem as refused:
         assert not allowed and refused.acme_type == "rejectedIdentifier", refused.detail
     else:
