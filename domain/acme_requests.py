@@ -65,6 +65,9 @@ def check_identifiers(identifiers: object, allowed: Iterable[str], *,
         name = item["value"].strip().lower().rstrip(".")
         if is_wildcard(name) and wildcard_problem is not None:
             raise AcmeProblem("rejectedIdentifier", f"{name}: {wildcard_problem}", field=f"{where}.value")
+        if ip_problem(name) is None:  # as clients without RFC 8738 send one (lego before 4.2x: "dns")
+            raise AcmeProblem("rejectedIdentifier", f"{name} is an IP address: order it as an identifier of type ip "
+                              "(RFC 8738), not dns", field=f"{where}.value")
         if problem := dns_name_problem(name, wildcard=True):
             raise AcmeProblem("rejectedIdentifier", f"{name}: {problem}", field=f"{where}.value")
         if patterns and not matches_any_pattern(name, name_patterns):

@@ -121,7 +121,8 @@ class AcmeValidator:
                  poll_interval: float = 0.5) -> None:
         self.services, self.runner, self.jobs, self.results = services, runner, jobs, results
         self.poll_interval = poll_interval
-        self._sent: dict[tuple[str, str], tuple[int, datetime]] = {}  # (tenant, authz) -> (sends, when last sent)
+        # (tenant, authz) -> (sends, when last sent, when its authorization expires)
+        self._sent: dict[tuple[str, str], tuple[int, datetime, datetime]] = {}
         self._views: sqlite3.Connection | None = None
 
     def _pending(self) -> list[tuple[str, str]]:
@@ -155,9 +156,9 @@ class AcmeValidator:
         listed = set(pending)
         self._sent = {key: sent for key, sent in self._sent.items() if key in listed}
         for tenant_id, authz_id in pending:
-            sends, last = self._sent.get((tenant_id, authz_id), (0, None))
-            if last is not None and now - last < resend_delay(sends):
-                continue
+            sends, last, expires = self._sent.get((tenant_id, authz_id), (0, None, None))
+            if last is not None and now - last < resend_delay(sends) and now < expires:
+                continue  # not due again; one past its expiry ends now, not at its next resend
             state = await load(self.services, tenant_id, acme.authz_stream_id(authz_id), acme.fold_authz)
             if state.created is None or state.challenge_status != "processing" or state.deactivated:
                 continue  # recorded already: the read model has not caught up
@@ -169,7 +170,7 @@ class AcmeValidator:
             challenge = state.challenge(state.started)
             # the key authorization of the account's current key (RFC 8555 8.1), also after a key change
             expected = jose.key_authorization(challenge.token, account.key_thumbprint)
-            self._sent[(tenant_id, authz_id)] = (sends + 1, now)
+            self._sent[(tenant_id, authz_id)] = (sends + 1, now, datetime.fromisoformat(state.created.expires))
             self.jobs.send(ACTOR, tenant_id, authz_id, state.created.identifier,
                            {"challenge_id": challenge.challenge_id, "challenge_type": challenge.challenge_type,
                             "token": challenge.token}, expected, state.created.identifier_type)

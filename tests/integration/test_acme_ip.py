@@ -6,14 +6,17 @@ networks, the tenant policy's allowed networks and the profile's SAN types."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 import hashlib
 import http.server
 import ipaddress
+import os
 import shutil
 import socket
 import ssl
+import subprocess
 import threading
 
 import pytest
@@ -280,9 +283,16 @@ async def test_lego_obtains_a_certificate_for_an_ip_address(tmp_path, challenge)
         path = tmp_path / "lego"
         listen = ["--http", "--http.port", f"127.0.0.1:{world.http01_port}"] if challenge == "http" else [
             "--tls", "--tls.port", f"127.0.0.1:{tls_port}"]
-        await run_tool(LEGO, "--server", world.directory, "--path", str(path), "--email", "ops@acme.test",
-                       "--accept-tos", "--eab", "--kid", key["key_id"], f"--hmac={key['hmac_key']}",
-                       "--domains", "127.0.0.1", *listen, "run", env={"LEGO_CA_CERTIFICATES": str(world.tls_ca)})
+        argv = [LEGO, "--server", world.directory, "--path", str(path), "--email", "ops@acme.test", "--accept-tos",
+                "--eab", "--kid", key["key_id"], f"--hmac={key['hmac_key']}", "--domains", "127.0.0.1", *listen,
+                "run"]
+        ran = await asyncio.to_thread(subprocess.run, argv, capture_output=True, text=True, timeout=180,
+                                      env={**os.environ, "LEGO_CA_CERTIFICATES": str(world.tls_ca)})
+        if ran.returncode != 0 and "order it as an identifier of type ip (RFC 8738)" in ran.stdout + ran.stderr:
+            # the server said why: the client sent the address as a dns identifier
+            pytest.skip("this lego orders an IP address as a dns identifier (Debian's lego 4.9.1 does): it has no "
+                        "RFC 8738 support; the protocol is tested with the tests' client above")
+        assert ran.returncode == 0, ran.stdout + ran.stderr
         leaf = await verify_chain(world, tmp_path, path / "certificates" / "127.0.0.1.crt")
         assert ip_sans(leaf) == [LOOPBACK]
         await run_tool(OPENSSL, "verify", "-CAfile", str(tmp_path / "root.pem"), "-untrusted",

@@ -44,6 +44,15 @@ def test_what_is_not_one_address_is_refused_saying_why(text, says):
     assert refused.value.acme_type == "rejectedIdentifier" and refused.value.field == "identifiers[0].value"
 
 
+@pytest.mark.parametrize("value", ["127.0.0.1", "::1", "FD00::5"])
+def test_an_address_sent_as_a_dns_identifier_is_refused_naming_the_ip_type(value):
+    """What a client without RFC 8738 sends (Debian's lego 4.9.1 orders ``--domains 127.0.0.1`` so)."""
+    with pytest.raises(AcmeProblem) as refused:
+        acme_requests.check_identifiers([{"type": "dns", "value": value}], [], wildcard_problem=None)
+    assert refused.value.acme_type == "rejectedIdentifier"
+    assert "order it as an identifier of type ip (RFC 8738)" in refused.value.detail
+
+
 def test_an_order_splits_names_and_addresses_each_normalised_sorted_and_once():
     found = acme_requests.check_identifiers(
         [*ip("fd00::0:5", "10.0.0.10", "10.0.0.9", "FD00::5"), {"type": "dns", "value": "Node1.example"}], [],
