@@ -226,6 +226,12 @@ async def test_an_address_is_ordered_proved_by_http_01_and_certified_as_an_ip_ad
         text = (await run_tool(OPENSSL or "openssl", "x509", "-in", str(tmp_path / "leaf.pem"), "-noout", "-ext",
                                "subjectAltName", env={})).stdout
         assert "IP Address:127.0.0.1" in text and "DNS:node1.acme.test" in text
+        # a TLS client that checks the address accepts it for 127.0.0.1, and not for another address
+        await run_tool(OPENSSL or "openssl", "verify", "-CAfile", str(tmp_path / "root.pem"), "-untrusted",
+                       str(tmp_path / "chain.pem"), "-verify_ip", "127.0.0.1", str(tmp_path / "leaf.pem"), env={})
+        with pytest.raises(AssertionError, match="IP address mismatch"):
+            await run_tool(OPENSSL or "openssl", "verify", "-CAfile", str(tmp_path / "root.pem"), "-untrusted",
+                           str(tmp_path / "chain.pem"), "-verify_ip", "127.0.0.2", str(tmp_path / "leaf.pem"), env={})
 
 
 async def _refused_order(client, *identifiers: dict) -> dict:

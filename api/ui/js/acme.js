@@ -42,8 +42,9 @@ function createForm(context, tenant, cas, profiles, secret, reload) {
     field("CA", choice("ca_id", cas.map(c => [c.ca_id, `${c.name} (${c.ca_id})`]), cas[0]?.ca_id)),
     field("Profile", choice("profile", profiles, profiles.includes("cassandra-node") ? "cassandra-node" : profiles[0])),
     field("Names allowed", h("textarea", {name: "allowed_names", rows: 3, autocapitalize: "none", spellcheck: "false"}),
-          "One pattern a line: node1.example.com exactly, *.example.com one label below, .example.com any depth. " +
-          "Empty: what the tenant policy allows."),
+          "One pattern a line: node1.example.com exactly, *.example.com one label below, .example.com any depth; " +
+          "IP addresses a network a line (10.0.1.0/24, or 10.0.1.5 alone): with patterns but no network, no " +
+          "address. Empty: what the tenant policy allows."),
     field("Description", h("input", {name: "description"})),
     h("button.primary", {type: "submit"}, "Create key")], async el => {
     const names = lines(el.elements.allowed_names.value);
