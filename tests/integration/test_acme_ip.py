@@ -294,17 +294,19 @@ async def test_lego_obtains_a_certificate_for_an_ip_address(tmp_path, challenge)
                 "run"]
         ran = await asyncio.to_thread(subprocess.run, argv, capture_output=True, text=True, timeout=180,
                                       env={**os.environ, "LEGO_CA_CERTIFICATES": str(world.tls_ca)})
+        events = await world.api.runtime.store.read_all(0, 100_000)
         if ran.returncode != 0 and "order it as an identifier of type ip (RFC 8738)" in ran.stdout + ran.stderr:
-            # the server said why: the client sent the address as a dns identifier
-            pytest.skip("this lego orders an IP address as a dns identifier (Debian's lego 4.9.1 does): it has no "
-                        "RFC 8738 support; the protocol is tested with the tests' client above")
+            # A lego without RFC 8738 (Debian's 4.9.1) orders the address as a dns identifier: the server refuses it,
+            # saying why, and issues nothing; the protocol itself is tested with the tests' client above.
+            assert not [e for e in events if e.type in ("acme.order_created", "certificate.issued")], ran.stdout
+            return
         assert ran.returncode == 0, ran.stdout + ran.stderr
         leaf = await verify_chain(world, tmp_path, path / "certificates" / "127.0.0.1.crt")
         assert ip_sans(leaf) == [LOOPBACK]
         await run_tool(OPENSSL, "verify", "-CAfile", str(tmp_path / "root.pem"), "-untrusted",
                        str(path / "certificates" / "127.0.0.1.crt"), "-verify_ip", "127.0.0.1",
                        str(tmp_path / "leaf.pem"), env={})
-        events = await world.api.runtime.store.read_all(0, 100_000)
+        events = await world.api.runtime.store.read_all(0, 100_000)  # again: now with the order's events
         [authz] = [e for e in events if e.type == "acme.authorization_created"]
         assert authz.payload["identifier"] == "127.0.0.1" and authz.payload["identifier_type"] == "ip"
         [validated] = [e for e in events if e.type == "acme.challenge_validated"]
