@@ -1,223 +1,27 @@
-"""Settings, read from the environment in one place (``CSM_*``)."""
+"""The server's settings (``Settings``), read from the environment (``CSM_*``), and the checks across them.
+
+The settings of the services it connects to (LDAP, PKCS#11, Kafka, Cassandra) are in infra/service_settings.py;
+reading one variable, with the error that names it, in infra/env.py."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-
-def _env(name: str, default: str) -> str:
-    return os.environ.get(f"CSM_{name}", default)
-
+from infra.env import decimal, env, flag, optional_path, whole, wholes
+from infra.service_settings import CassandraSettings, KafkaSettings, LdapSettings, Pkcs11Settings
 
 PUBLIC_URL_FILE = "public-url"  # in the data directory: the base URL `csm serve` last put into certificates
-LDAP_USER_FILTER = "(&(objectClass=inetOrgPerson)(uid={username}))"  # AD: (sAMAccountName={username})
-LDAP_GROUP_FILTER = "(member={dn})"  # AD with nested groups: (member:1.2.840.113556.1.4.1941:={dn})
-
-
-@dataclass(frozen=True, slots=True)
-class LdapSettings:
-    """The directory (LDAP or Active Directory) users may sign in against; infra/ldap.py uses it.
-
-    ``user_filter`` and ``group_filter`` hold ``{username}`` / ``{dn}`` placeholders that the
-    adapter fills with RFC 4515-escaped values. ``group_filter`` "memberOf" (or no ``group_base``)
-    reads the user's memberOf attribute instead of searching groups. The service account's
-    password is read from ``bind_password_file`` by the adapter, so it never sits in settings.
-    """
-
-    url: str  # one or more space-separated ldaps:// (or ldap:// with starttls) URLs, tried in order
-    starttls: bool = False
-    ca_file: Path | None = None  # None: the system trust store
-    bind_dn: str | None = None  # None: anonymous search
-    bind_password_file: Path | None = None
-    user_base: str = ""
-    user_filter: str = LDAP_USER_FILTER
-    group_base: str | None = None
-    group_filter: str = LDAP_GROUP_FILTER
-    disabled_filter: str | None = None  # AD: (userAccountControl:1.2.840.113556.1.4.803:=2)
-    role_map: dict[str, tuple[str, ...]] = field(default_factory=dict)  # group DN or CN -> roles
-    tenant: str | None = None  # the tenant directory users act in; None: platform-wide
-    timeout: float = 5.0
-
-    @classmethod
-    def from_env(cls) -> LdapSettings | None:
-        url = _env("LDAP_URL", "").strip()
-        if not url:
-            return None
-
-        def optional(name: str) -> str | None:
-            return _env(name, "").strip() or None
-
-        ca_file, password_file = optional("LDAP_CA_FILE"), optional("LDAP_BIND_PASSWORD_FILE")
-        return cls(
-            url=url,
-            starttls=_env("LDAP_STARTTLS", "false").strip().lower() in {"1", "true", "yes", "on"},
-            ca_file=Path(ca_file) if ca_file else None,
-            bind_dn=optional("LDAP_BIND_DN"),
-            bind_password_file=Path(password_file) if password_file else None,
-            user_base=_env("LDAP_USER_BASE", ""),
-            user_filter=optional("LDAP_USER_FILTER") or LDAP_USER_FILTER,
-            group_base=optional("LDAP_GROUP_BASE"),
-            group_filter=optional("LDAP_GROUP_FILTER") or LDAP_GROUP_FILTER,
-            disabled_filter=optional("LDAP_DISABLED_FILTER"),
-            role_map=parse_role_map(_env("LDAP_ROLE_MAP", "")),
-            tenant=optional("LDAP_TENANT"),
-            timeout=float(_env("LDAP_TIMEOUT", "5")),
-        )
-
-
-def parse_role_map(text: str) -> dict[str, tuple[str, ...]]:
-    """``{"group": "role" | ["role", ...]}`` as JSON, or ``group=role,role;group=role``.
-
-    A group is a DN or a bare CN. DNs contain "=", so the roles follow the *last* "=".
-    """
-    text = text.strip()
-    if not text:
-        return {}
-    if text.startswith("{"):
-        raw = json.loads(text)
-        if not isinstance(raw, dict):
-            raise ValueError("CSM_LDAP_ROLE_MAP: a JSON object of group -> role(s) expected")
-        pairs = [(str(group), [roles] if isinstance(roles, str) else list(roles)) for group, roles in raw.items()]
-    else:
-        pairs = []
-        for item in filter(None, (part.strip() for part in text.split(";"))):
-            group, sep, roles = item.rpartition("=")
-            if not sep or not group.strip():
-                raise ValueError(f"CSM_LDAP_ROLE_MAP: {item!r} is not group=role[,role]")
-            pairs.append((group, roles.split(",")))
-    mapping: dict[str, tuple[str, ...]] = {}
-    for group, roles in pairs:
-        cleaned = tuple(role.strip() for role in roles if str(role).strip())
-        if not cleaned:
-            raise ValueError(f"CSM_LDAP_ROLE_MAP: group {group!r} maps to no role")
-        mapping[group.strip()] = cleaned
-    return mapping
-
-
-def _flag(name: str, default: str = "false") -> bool:
-    return _env(name, default).strip().lower() in {"1", "true", "yes", "on"}
-
-
-def _optional_path(name: str) -> Path | None:
-    value = _env(name, "").strip()
-    return Path(value) if value else None
-
-
 KEK_PROVIDERS = ("local", "hybrid", "pkcs11")
-
-
-@dataclass(frozen=True, slots=True)
-class Pkcs11Settings:
-    """The PKCS#11 token that holds the tenants' key-encryption keys (infra/keystore/pkcs11.py).
-
-    Read when ``CSM_PKCS11_MODULE`` or ``CSM_PKCS11_TOKEN_LABEL`` is set; needed by ``CSM_KEK_PROVIDER=pkcs11``
-    and by any data directory holding rows a token wrapped. The user PIN comes from ``pin_file`` (mode 0600,
-    first line) or, failing that, ``CSM_PKCS11_PIN``; it never appears in a repr or a message.
-    """
-
-    module: Path | None  # the vendor's PKCS#11 library, e.g. /usr/lib/softhsm/libsofthsm2.so
-    token_label: str
-    pin_file: Path | None = None
-    pin: str | None = field(default=None, repr=False)
-
-    @classmethod
-    def from_env(cls) -> Pkcs11Settings | None:
-        module, label = _env("PKCS11_MODULE", "").strip(), _env("PKCS11_TOKEN_LABEL", "").strip()
-        if not module and not label:
-            return None
-        return cls(module=Path(module) if module else None, token_label=label,
-                   pin_file=_optional_path("PKCS11_PIN_FILE"), pin=_env("PKCS11_PIN", "") or None)
-
-
 STORES = ("sqlite", "cassandra")
 # Where http-01 validation may connect by default: the private ranges (RFC 1918, RFC 4193), as a CA inside the
 # operator's network validates its own nodes. Never link-local (cloud metadata at 169.254.169.254), whatever is set.
 ACME_DEFAULT_NETWORKS = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7")
 BUSES = ("local", "kafka")
 PROJECTORS = ("inline", "external")
-
-
-@dataclass(frozen=True, slots=True)
-class KafkaSettings:
-    """The Kafka bus (``CSM_BUS=kafka``): the outbox relay's topic and the projectors' consumer group."""
-
-    bootstrap_servers: str = "127.0.0.1:9092"  # comma-separated host:port
-    topic: str = "csm.events"
-    partitions: int = 1  # projectors need the global order: more partitions only spread SIEM consumers
-    replication_factor: int = 1
-    group_id: str = "csm-projector"
-    client_id: str = "csm"
-    ce_source: str = "urn:csm"  # base of the CloudEvents source attribute
-    idempotent_producer: bool = True
-    ssl_ca_file: Path | None = None  # set: TLS to the brokers
-    ssl_cert_file: Path | None = None  # with ssl_key_file: a client certificate (mutual TLS)
-    ssl_key_file: Path | None = None
-
-    @classmethod
-    def from_env(cls) -> KafkaSettings:
-        return cls(
-            bootstrap_servers=_env("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
-            topic=_env("KAFKA_TOPIC", "csm.events"),
-            partitions=int(_env("KAFKA_PARTITIONS", "1")),
-            replication_factor=int(_env("KAFKA_REPLICATION_FACTOR", "1")),
-            group_id=_env("KAFKA_GROUP_ID", "csm-projector"),
-            client_id=_env("KAFKA_CLIENT_ID", "csm"),
-            ce_source=_env("KAFKA_CE_SOURCE", "urn:csm"),
-            idempotent_producer=_flag("KAFKA_IDEMPOTENT_PRODUCER", "true"),
-            ssl_ca_file=_optional_path("KAFKA_SSL_CA_FILE"),
-            ssl_cert_file=_optional_path("KAFKA_SSL_CERT_FILE"),
-            ssl_key_file=_optional_path("KAFKA_SSL_KEY_FILE"),
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class CassandraSettings:
-    """The Cassandra event store (``CSM_STORE=cassandra``): contact points, keyspace, TLS, auth, consistency.
-
-    ``replication`` is the keyspace's replication map as JSON, e.g.
-    ``{"class": "NetworkTopologyStrategy", "dc1": 3}``; the password is read from a file.
-    """
-
-    contact_points: tuple[str, ...] = ("127.0.0.1",)
-    port: int = 9042
-    keyspace: str = "csm"
-    local_dc: str | None = None
-    replication: str = '{"class": "SimpleStrategy", "replication_factor": 1}'
-    username: str | None = None
-    password_file: Path | None = None
-    ssl_ca_file: Path | None = None  # set: TLS to the cluster, the node certificates checked against it
-    ssl_cert_file: Path | None = None  # with ssl_key_file: a client certificate (require_client_auth)
-    ssl_key_file: Path | None = None
-    ssl_check_hostname: bool = True
-    consistency: str = "LOCAL_QUORUM"
-    serial_consistency: str = "LOCAL_SERIAL"  # SERIAL across data centres
-    request_timeout: float = 12.0
-    auto_migrate: bool = True  # off: only `csm db migrate` changes the schema (run it once per upgrade)
-
-    @classmethod
-    def from_env(cls) -> CassandraSettings:
-        return cls(
-            contact_points=tuple(h.strip() for h in _env("CASSANDRA_CONTACT_POINTS", "127.0.0.1").split(",")
-                                 if h.strip()),
-            port=int(_env("CASSANDRA_PORT", "9042")),
-            keyspace=_env("CASSANDRA_KEYSPACE", "csm"),
-            local_dc=_env("CASSANDRA_LOCAL_DC", "").strip() or None,
-            replication=_env("CASSANDRA_REPLICATION", '{"class": "SimpleStrategy", "replication_factor": 1}'),
-            username=_env("CASSANDRA_USERNAME", "").strip() or None,
-            password_file=_optional_path("CASSANDRA_PASSWORD_FILE"),
-            ssl_ca_file=_optional_path("CASSANDRA_SSL_CA_FILE"),
-            ssl_cert_file=_optional_path("CASSANDRA_SSL_CERT_FILE"),
-            ssl_key_file=_optional_path("CASSANDRA_SSL_KEY_FILE"),
-            ssl_check_hostname=_flag("CASSANDRA_SSL_CHECK_HOSTNAME", "true"),
-            consistency=_env("CASSANDRA_CONSISTENCY", "LOCAL_QUORUM").strip().upper(),
-            serial_consistency=_env("CASSANDRA_SERIAL_CONSISTENCY", "LOCAL_SERIAL").strip().upper(),
-            request_timeout=float(_env("CASSANDRA_REQUEST_TIMEOUT", "12")),
-            auto_migrate=_flag("CASSANDRA_AUTO_MIGRATE", "true"),
-        )
 
 
 def validate_distributed(settings: Settings) -> None:
@@ -463,67 +267,65 @@ class Settings:
     @classmethod
     def from_env(cls, data_dir: str | Path | None = None) -> Settings:
         return cls(
-            data_dir=Path(data_dir or _env("DATA_DIR", ".csm-data")).resolve(),
-            host=_env("HOST", "127.0.0.1"),
-            port=int(_env("PORT", "8000")),
-            log_level=_env("LOG_LEVEL", "INFO"),
-            checkpoint_interval=float(_env("CHECKPOINT_INTERVAL", "5")),
-            max_body_bytes=int(_env("MAX_BODY_BYTES", "1048576")),
-            ready_max_lag=int(_env("READY_MAX_LAG", "10000")),
-            read_your_writes_timeout=float(_env("READ_YOUR_WRITES_TIMEOUT", "5")),
-            poll_interval=float(_env("POLL_INTERVAL", "0.5")),
-            kek_provider=_env("KEK_PROVIDER", "local").strip().lower(),
+            data_dir=Path(data_dir or env("DATA_DIR", ".csm-data")).resolve(),
+            host=env("HOST", "127.0.0.1"),
+            port=whole("PORT", 8000, high=65535),
+            log_level=env("LOG_LEVEL", "INFO"),
+            checkpoint_interval=decimal("CHECKPOINT_INTERVAL", 5.0, above=True),
+            max_body_bytes=whole("MAX_BODY_BYTES", 1_048_576, low=1024, high=1 << 30),
+            ready_max_lag=whole("READY_MAX_LAG", 10_000),
+            read_your_writes_timeout=decimal("READ_YOUR_WRITES_TIMEOUT", 5.0, high=300),
+            poll_interval=decimal("POLL_INTERVAL", 0.5, above=True),
+            kek_provider=env("KEK_PROVIDER", "local").strip().lower(),
             pkcs11=Pkcs11Settings.from_env(),
-            public_url=_env("PUBLIC_URL", "") or None,
-            redis_url=_env("REDIS_URL", "") or None,
-            rate_limit_per_principal=_env("RATE_LIMIT_PER_PRINCIPAL", "600/minute"),
-            rate_limit_per_address=_env("RATE_LIMIT_PER_ADDRESS", "1200/minute"),
-            rate_limit_login_per_address=_env("RATE_LIMIT_LOGIN_PER_ADDRESS", "20/minute"),
-            rate_limit_login_per_username=_env("RATE_LIMIT_LOGIN_PER_USERNAME", "5/minute"),
-            cors_origins=tuple(o.strip() for o in _env("CORS_ORIGINS", "").split(",") if o.strip()),
-            crl_validity_hours=int(_env("CRL_VALIDITY_HOURS", "168")),
-            renewal_interval=float(_env("RENEWAL_INTERVAL", "300")),
-            revocation_interval=float(_env("REVOCATION_INTERVAL", "60")),
-            workers=parse_workers(_env("WORKERS", "auto")),
-            rsa_key_pool=int(_env("RSA_KEY_POOL", "4")),
-            expiry_warning_days=tuple(sorted({int(d) for d in _env("EXPIRY_WARNING_DAYS", "30,7,1").split(",")
-                                              if d.strip()}, reverse=True)),
-            renewal_retry_hours=int(_env("RENEWAL_RETRY_HOURS", "24")),
+            public_url=env("PUBLIC_URL", "") or None,
+            redis_url=env("REDIS_URL", "") or None,
+            rate_limit_per_principal=env("RATE_LIMIT_PER_PRINCIPAL", "600/minute"),
+            rate_limit_per_address=env("RATE_LIMIT_PER_ADDRESS", "1200/minute"),
+            rate_limit_login_per_address=env("RATE_LIMIT_LOGIN_PER_ADDRESS", "20/minute"),
+            rate_limit_login_per_username=env("RATE_LIMIT_LOGIN_PER_USERNAME", "5/minute"),
+            cors_origins=tuple(o.strip() for o in env("CORS_ORIGINS", "").split(",") if o.strip()),
+            crl_validity_hours=whole("CRL_VALIDITY_HOURS", 168, low=1, high=24 * 366),
+            renewal_interval=decimal("RENEWAL_INTERVAL", 300.0, above=True),
+            revocation_interval=decimal("REVOCATION_INTERVAL", 60.0, above=True),
+            workers=parse_workers(env("WORKERS", "auto")),
+            rsa_key_pool=whole("RSA_KEY_POOL", 4, high=1024),
+            expiry_warning_days=tuple(sorted(set(wholes("EXPIRY_WARNING_DAYS", "30,7,1", low=1, high=3650)), reverse=True)),
+            renewal_retry_hours=whole("RENEWAL_RETRY_HOURS", 24, low=1),
             ldap=LdapSettings.from_env(),
-            jwt_algorithm=_env("JWT_ALGORITHM", "RS256"),
-            access_token_ttl=int(_env("ACCESS_TOKEN_TTL", "900")),
-            refresh_token_ttl=int(_env("REFRESH_TOKEN_TTL", "43200")),
-            login_max_failures=int(_env("LOGIN_MAX_FAILURES", "5")),
-            login_lockout_seconds=float(_env("LOGIN_LOCKOUT_SECONDS", "900")),
-            login_backoff_base=float(_env("LOGIN_BACKOFF_BASE", "1")),
-            mfa_required_roles=tuple(r.strip() for r in _env(
+            jwt_algorithm=env("JWT_ALGORITHM", "RS256"),
+            access_token_ttl=whole("ACCESS_TOKEN_TTL", 900, low=1, high=86_400),
+            refresh_token_ttl=whole("REFRESH_TOKEN_TTL", 43_200, low=1),
+            login_max_failures=whole("LOGIN_MAX_FAILURES", 5, low=1),
+            login_lockout_seconds=decimal("LOGIN_LOCKOUT_SECONDS", 900.0),
+            login_backoff_base=decimal("LOGIN_BACKOFF_BASE", 1.0),
+            mfa_required_roles=tuple(r.strip() for r in env(
                 "MFA_REQUIRED_ROLES", "platform-admin,tenant-admin,ca-operator").split(",") if r.strip()),
-            argon2=_env("ARGON2", ""),
-            store=_env("STORE", "sqlite").strip().lower(),
-            bus=_env("BUS", "local").strip().lower(),
-            kafka=KafkaSettings.from_env() if _env("BUS", "local").strip().lower() == "kafka" else None,
-            cassandra=(CassandraSettings.from_env() if _env("STORE", "sqlite").strip().lower() == "cassandra"
+            argon2=env("ARGON2", ""),
+            store=env("STORE", "sqlite").strip().lower(),
+            bus=env("BUS", "local").strip().lower(),
+            kafka=KafkaSettings.from_env() if env("BUS", "local").strip().lower() == "kafka" else None,
+            cassandra=(CassandraSettings.from_env() if env("STORE", "sqlite").strip().lower() == "cassandra"
                        else None),
-            projector=_env("PROJECTOR", "inline").strip().lower(),
-            jobs=_env("JOBS", "in-process"),
-            job_worker_threads=int(_env("JOB_WORKER_THREADS", "2")),
-            webhook_max_attempts=int(_env("WEBHOOK_MAX_ATTEMPTS", "8")),
-            webhook_min_backoff=float(_env("WEBHOOK_MIN_BACKOFF", "5")),
-            webhook_max_backoff=float(_env("WEBHOOK_MAX_BACKOFF", "3600")),
-            webhook_timeout=float(_env("WEBHOOK_TIMEOUT", "10")),
-            webhook_allow_loopback_http=_env("WEBHOOK_ALLOW_LOOPBACK_HTTP", "false").strip().lower()
-            in {"1", "true", "yes", "on"},
-            metrics_token_file=_optional_path("METRICS_TOKEN_FILE"),
-            acme_http01_port=int(_env("ACME_HTTP01_PORT", "80")),
-            acme_tls_alpn_port=int(_env("ACME_TLS_ALPN_PORT", "443")),
-            acme_validation_networks=tuple(n.strip() for n in _env(
+            projector=env("PROJECTOR", "inline").strip().lower(),
+            jobs=env("JOBS", "in-process"),
+            job_worker_threads=whole("JOB_WORKER_THREADS", 2, high=64),
+            webhook_max_attempts=whole("WEBHOOK_MAX_ATTEMPTS", 8, low=1, high=100),
+            webhook_min_backoff=decimal("WEBHOOK_MIN_BACKOFF", 5.0),
+            webhook_max_backoff=decimal("WEBHOOK_MAX_BACKOFF", 3600.0),
+            webhook_timeout=decimal("WEBHOOK_TIMEOUT", 10.0, above=True, high=300),
+            webhook_allow_loopback_http=flag("WEBHOOK_ALLOW_LOOPBACK_HTTP"),
+            metrics_token_file=optional_path("METRICS_TOKEN_FILE"),
+            acme_http01_port=whole("ACME_HTTP01_PORT", 80, low=1, high=65535),
+            acme_tls_alpn_port=whole("ACME_TLS_ALPN_PORT", 443, low=1, high=65535),
+            acme_validation_networks=tuple(n.strip() for n in env(
                 "ACME_VALIDATION_NETWORKS", ",".join(ACME_DEFAULT_NETWORKS)).split(",") if n.strip()),
-            acme_hosts_file=_optional_path("ACME_HOSTS_FILE"),
-            acme_validation_timeout=float(_env("ACME_VALIDATION_TIMEOUT", "5")),
-            acme_base_url=_env("ACME_BASE_URL", "").strip().rstrip("/") or None,
-            acme_dns_resolvers=tuple(r.strip() for r in _env("ACME_DNS_RESOLVERS", "").split(",") if r.strip()),
+            acme_hosts_file=optional_path("ACME_HOSTS_FILE"),
+            acme_validation_timeout=decimal("ACME_VALIDATION_TIMEOUT", 5.0, above=True, high=300),
+            acme_base_url=env("ACME_BASE_URL", "").strip().rstrip("/") or None,
+            acme_dns_resolvers=tuple(r.strip() for r in env("ACME_DNS_RESOLVERS", "").split(",") if r.strip()),
             acme_authorization_lifetime_hours=parse_acme_authorization_lifetime(
-                _env("ACME_AUTHORIZATION_LIFETIME_HOURS", "168")),
-            tls_cert_file=_optional_path("TLS_CERT_FILE"),
-            tls_key_file=_optional_path("TLS_KEY_FILE"),
+                env("ACME_AUTHORIZATION_LIFETIME_HOURS", "168")),
+            tls_cert_file=optional_path("TLS_CERT_FILE"),
+            tls_key_file=optional_path("TLS_KEY_FILE"),
         )

@@ -19,7 +19,7 @@ from ldap3.utils.dn import parse_dn
 
 from commands.ports import DirectoryIdentity
 from domain.errors import DirectoryUnavailable
-from infra.config import LdapSettings
+from infra.service_settings import LdapSettings
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from aiokafka.helpers import create_ssl_context
 
 from domain.events import EventEnvelope
 from infra.bus.messages import from_record, to_record
-from infra.config import KafkaSettings
+from infra.service_settings import KafkaSettings
 
 log = logging.getLogger(__name__)
 

@@ -47,7 +47,7 @@ from domain.chain import genesis_hash
 from domain.errors import IdempotencyKeyReused
 from domain.events import EventEnvelope
 from infra.audit.witness import release_witness, write_witness
-from infra.config import CassandraSettings
+from infra.service_settings import CassandraSettings
 from infra.eventstore import cassandra_schema as schema
 from infra.eventstore.cassandra_schema import IdempotencyRow, Row
 from infra.eventstore.group_commit import (GroupCommitWriter, Pending, Prepared, RawRecord, StoreUnavailable, answer,

@@ -32,7 +32,7 @@ from aiokafka import AIOKafkaConsumer  # noqa: E402
 
 from commands.ids import uuid7  # noqa: E402
 from infra.bus.messages import from_record, header  # noqa: E402
-from infra.config import KafkaSettings  # noqa: E402
+from infra.service_settings import KafkaSettings  # noqa: E402
 
 pytestmark = pytest.mark.slow
 WAIT = 90.0  # a bound on convergence, never a timing assertion

@@ -42,7 +42,7 @@ def applied_positions(views: Path) -> list[int]:
 
 async def run_projector(events_db: str, views_db: str, servers: str, topic: str, group: str) -> None:
     from infra.bus.kafka import KafkaFeed
-    from infra.config import KafkaSettings
+    from infra.service_settings import KafkaSettings
     from infra.eventstore.sqlite import SQLiteEventStore
     from projections.runner import ProjectionRunner
 

@@ -12,7 +12,7 @@ from ldap_fixture import BASE, PASSWORDS, READER_DN, slapd  # noqa: F401 - slapd
 from test_api_support import Clock, assert_problem, running_api
 
 from domain import totp
-from infra.config import LdapSettings
+from infra.service_settings import LdapSettings
 
 PASSWORD = "correct horse battery staple"
 LIMITS = {"rate_limit_per_principal": "100000/minute", "rate_limit_per_address": "100000/minute",

@@ -23,7 +23,7 @@ from domain.chain import chain_hash, envelope_body  # noqa: E402
 from domain.events import Actor  # noqa: E402
 from infra.bus.kafka import KafkaFeed, OutboxRelay, SQLiteRelayCheckpoint  # noqa: E402
 from infra.bus.messages import from_record, header  # noqa: E402
-from infra.config import KafkaSettings  # noqa: E402
+from infra.service_settings import KafkaSettings  # noqa: E402
 from infra.eventstore.sqlite import SQLiteEventStore  # noqa: E402
 from projections.runner import ProjectionRunner  # noqa: E402
 

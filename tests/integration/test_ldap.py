@@ -12,7 +12,7 @@ import pytest
 from ldap_fixture import BASE, PASSWORDS, READER_DN, Slapd, free_port, slapd  # noqa: F401 - slapd is a fixture
 
 from domain.errors import DirectoryUnavailable
-from infra.config import LdapSettings
+from infra.service_settings import LdapSettings
 from infra.ldap import LdapDirectory
 
 ADMINS = f"cn=csm-admins,ou=groups,{BASE}"

@@ -17,7 +17,8 @@ from commands.ids import uuid7  # noqa: E402
 from commands.ports import AppendRequest, AppendResult, NewEvent  # noqa: E402
 from domain.chain import chain_hash, envelope_body, genesis_hash  # noqa: E402
 from domain.events import Actor  # noqa: E402
-from infra.config import CassandraSettings, KafkaSettings, Settings, validate_distributed  # noqa: E402
+from infra.config import Settings, validate_distributed  # noqa: E402
+from infra.service_settings import CassandraSettings, KafkaSettings  # noqa: E402
 from infra.eventstore import cassandra_schema as schema  # noqa: E402
 from infra.eventstore.cassandra import CassandraEventStore, ssl_context_for  # noqa: E402
 from infra.eventstore.group_commit import chained_rows  # noqa: E402

@@ -6,7 +6,8 @@ import ssl
 
 import pytest
 
-from infra.config import LDAP_USER_FILTER, LdapSettings, Settings, parse_role_map
+from infra.config import Settings
+from infra.service_settings import LDAP_USER_FILTER, LdapSettings, parse_role_map
 from infra.ldap import (
     LdapDirectory,
     escape_filter_value,
