@@ -115,7 +115,8 @@ class CertificatePage(msgspec.Struct, frozen=True, kw_only=True):
 
 class DeploymentOut(msgspec.Struct, frozen=True, kw_only=True):
     """The certificate on one node (``csm cluster deploy``): ``current`` (the node holds it, as far as the store
-    knows), ``replaced`` (another deployment followed), ``rolled_back``, or ``started`` (never recorded as done)."""
+    knows), ``replaced`` (another deployment followed), ``rolled_back``, ``started`` (never recorded as done) or
+    ``failed`` (its deployment there failed, and none was recorded as done)."""
 
     tenant_id: str
     certificate_id: str
@@ -131,11 +132,14 @@ class DeploymentOut(msgspec.Struct, frozen=True, kw_only=True):
     verified_at: str | None
     rolled_back_at: str | None
     started_at: str | None  # a deployment of it to the node started and not recorded as done
+    failed_at: str | None  # the last deployment of it to the node that failed (certificate.deployment_failed)
+    failed_step: str | None  # commit | record | deliver
+    failed_reason: str | None  # what the step reported: never a password or key material
 
 
 class DeploymentList(msgspec.Struct, frozen=True, kw_only=True):
     items: list[DeploymentOut]
-    next_cursor: str | None = None  # one page: a certificate is on few nodes
+    next_cursor: str | None  # pass it back as ``cursor`` for the next page (the format GET /v1/deployments uses)
 
 
 Text = Annotated[str | None, QueryParameter(max_length=255)]
@@ -249,16 +253,23 @@ class CertificateController(Controller):
         return msgspec.convert(await certificate_row(request, principal, certificate_id), CertificateOut)
 
     @get("/{certificate_id:str}/deployments", summary="The nodes this certificate was deployed to, and its state on "
-         "each", description="One item per node (`csm cluster deploy`), by node: whether the node holds it now "
-         "(`current`), when and by whom it was deployed there, its last verification there, a rollback. Needs "
-         "cert:read.", responses=QUERY_ERRORS)
+         "each (cursor pagination)", description="One item per node (`csm cluster deploy`), by tenant and node: "
+         "whether the node holds it now (`current`), when and by whom it was deployed there, its last verification "
+         "there, a rollback. Pages as GET /v1/deployments does: `limit` (default 100), then the answer's "
+         "`next_cursor` as `cursor`. Needs cert:read.", responses=QUERY_ERRORS)
     async def deployments(self, request: Request, principal: Caller, certificate_id: FromPath[str],
-                          min_position: MinPosition = None) -> DeploymentList:
+                          min_position: MinPosition = None,
+                          cursor: Annotated[str | None, QueryParameter(max_length=600, description="the previous "
+                                                                       "page's next_cursor")] = None,
+                          limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100) -> DeploymentList:
         await read_your_writes(request, min_position)
         row = await certificate_row(request, principal, certificate_id)
+        after = decoded_cursor(deployments_model.decode_cursor, cursor)
         rows = await read_models_of(request.app.state).query(deployments_model.of_certificate, row["certificate_id"],
-                                                            row["tenant_id"])
-        return DeploymentList(items=[msgspec.convert(r, DeploymentOut) for r in rows])
+                                                            row["tenant_id"], after=after, limit=limit + 1)
+        return DeploymentList(items=[msgspec.convert(r, DeploymentOut) for r in rows[:limit]],
+                              next_cursor=deployments_model.encode_cursor(rows[limit - 1]) if len(rows) > limit
+                              else None)
 
     @get("/{certificate_id:str}/export", summary="Export as PEM, DER, PKCS#12 or JKS (keystore or truststore), or a "
          "secure connection bundle (zip)", responses={**QUERY_ERRORS, **COMMAND_ERRORS},

@@ -27,15 +27,27 @@ class GenerationOut(msgspec.Struct, frozen=True, kw_only=True):
     since: str | None
 
 
+class FailureOut(msgspec.Struct, frozen=True, kw_only=True):
+    """How a started deployment failed (``certificate.deployment_failed``): when, at which step (commit: the
+    renames; record: recording them done; deliver: anything else), and why (never a password or key material)."""
+
+    at: str
+    step: str
+    reason: str
+
+
 class StartedOut(msgspec.Struct, frozen=True, kw_only=True):
     """A deployment started (its files staged on the node) and never recorded as done: the node may hold some of its
-    files and not others (docs/operations.md 6.1)."""
+    files and not others (docs/operations.md 6.1). ``state``: ``failed`` (its failure was recorded: ``failure``) or
+    ``unfinished`` (nothing more was recorded: the process died)."""
 
     certificate_id: str
     at: str
     actor: str
     files: list[NodeFileOut]
     position: int
+    state: str  # unfinished | failed
+    failure: FailureOut | None
 
 
 class NodeOut(msgspec.Struct, frozen=True, kw_only=True):
@@ -63,11 +75,14 @@ class NodePage(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def node_out(row: dict) -> NodeOut:
+    failure = None if row["failed_at"] is None else FailureOut(at=row["failed_at"], step=row["failed_step"],
+                                                               reason=row["failed_reason"])
     started = None if row["started_certificate_id"] is None else StartedOut(
         certificate_id=row["started_certificate_id"], at=row["started_at"], actor=row["started_actor"],
-        files=msgspec.convert(row["started_files"], list[NodeFileOut]), position=row["started_position"])
-    return msgspec.convert({**{k: v for k, v in row.items() if not k.startswith("started_")}, "started": started},
-                           NodeOut, from_attributes=True)
+        files=msgspec.convert(row["started_files"], list[NodeFileOut]), position=row["started_position"],
+        state="failed" if failure else "unfinished", failure=failure)
+    return msgspec.convert({**{k: v for k, v in row.items() if not k.startswith(("started_", "failed_"))},
+                            "started": started}, NodeOut, from_attributes=True)
 
 
 class DeploymentController(Controller):

@@ -9,8 +9,9 @@ appears in no argv, environment of a child process, log line or event. Nodes are
 time, in the order given, so a bad keystore shows at the first node's reload rather than on all.
 
 Once the files are staged on the node, ``certificate.deployment_started`` is recorded, then the renames run, then
-``certificate.deployed``: a failure between the two leaves the start on record, and the next deploy of the node
-(as verify and rollback) reports what the node holds of it, file by file (``report_unfinished``).
+``certificate.deployed``: a failure between the two is recorded as ``certificate.deployment_failed`` (the step, and
+ssh's words without the password), a process that dies there records nothing more; either way the next deploy of
+the node (as verify and rollback) reports what the node holds of it, file by file (``report_unfinished``).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import msgspec
 
 from cli.ca import convert
 from cli.cluster import also_trusted
-from cli.cluster_verify import check, verify_options
+from cli.cluster_verify import check, how_unfinished, verify_options
 from cli.common import CliError, catch_up, command_context, run_async, runtime_for
 from cli.metrics_file import Run, metrics_file_option, recorded_run
 from commands import certificates as cert_commands
@@ -87,8 +88,8 @@ def report_unfinished(node_row: dict | None, observed: list[NodeFile]) -> list[s
     started = {f["path"]: f["sha256"] for f in node_row["started_files"]}
     states = deployment.half_done(started, {f["path"]: f["sha256"] for f in node_row["files"]}, observed)
     return [f"  unfinished: a deployment of certificate {node_row['started_certificate_id']} started at "
-            f"{node_row['started_at']} by {node_row['started_actor']} (position {node_row['started_position']}) was "
-            f"never recorded as done; the node holds: {deployment.describe(states)}"]
+            f"{node_row['started_at']} by {node_row['started_actor']} (position {node_row['started_position']}) "
+            f"{how_unfinished(node_row)}; the node holds: {deployment.describe(states)}"]
 
 
 def inspect_started(endpoint: ssh.Endpoint, options: ssh.SshOptions, node_row: dict | None,
@@ -263,7 +264,10 @@ def _deploy_one(runtime, target: Target, options: ssh.SshOptions, password: str,
             await asyncio.to_thread(ssh.discard, target.endpoint, options, staged.moves)
             raise
         started.append(begun.global_position)
-        host_key = await asyncio.to_thread(ssh.commit, target.endpoint, options, staged, keep)
+        try:
+            host_key = await asyncio.to_thread(ssh.commit, target.endpoint, options, staged, keep)
+        except ssh.SshError as exc:  # ssh's and the node's words: paths and errors, the password removed anyway
+            raise deployments.StepFailed("commit", str(exc), secrets=(password,)) from exc
         installed = staged.files
         status = None
         if reload_command:
@@ -280,12 +284,12 @@ def _deploy_one(runtime, target: Target, options: ssh.SshOptions, password: str,
                        "format": format_, "keep": keep}, deployments.DeployCertificate)
     try:
         outcome = run_async(deployments.deploy_certificate(command, ctx, services, deliver))
-    except ssh.SshError as exc:
-        if not started:
-            raise
-        raise CliError("\n".join([f"{exc}; the start of this deployment is recorded (position {started[0]}), not "
-                                  "its completion: some files may be new and some old. The next deploy, verify or "
-                                  "rollback of the node reports which", *notes])) from None
+    except deployments.StepFailed as exc:
+        recorded = (f"and its failure (position {exc.recorded.global_position})" if exc.recorded
+                    else "(its failure could not be recorded)")
+        raise CliError("\n".join([f"{exc.reason}; the start of this deployment is recorded (position {started[0]}) "
+                                  f"{recorded}, not its completion: some files may be new and some old. The next "
+                                  "deploy, verify or rollback of the node reports which", *notes])) from None
     done = outcome.delivered
     lines = [f"{target.name}: deployed certificate {row['certificate_id']} to {target.endpoint} "
              f"(host key {done.host_key_type} {done.host_key_fingerprint}"
@@ -299,10 +303,11 @@ def _deploy_one(runtime, target: Target, options: ssh.SshOptions, password: str,
     ok = done.reload_exit_status in (None, 0)
     ports, within = verify
     if ports and ok:
-        checked, ok = check(runtime, tenant_id=tenant_id, node=target.name, host=target.endpoint.host, ports=ports,
-                            certificate_id=row["certificate_id"], fingerprint=row["fingerprint"], within=within,
-                            after="deploy")
-        lines += checked
+        checked = check(runtime, tenant_id=tenant_id, node=target.name, host=target.endpoint.host, ports=ports,
+                        certificate_id=row["certificate_id"], fingerprint=row["fingerprint"], within=within,
+                        after="deploy")
+        lines += checked.lines
+        ok = checked.verified
         if not ok:  # the files are in place and recorded, but the node does not serve them
             lines[0] = lines[0].replace(f"{target.name}: ", f"{target.name}: NOT VERIFIED: ", 1)
     elif ports:

@@ -160,5 +160,6 @@ def _verify_restored(runtime, tenant_id: str, target: Target, restored: str | No
     if row is None:
         raise CliError(f"certificate {restored} is not in the read model yet; run csm cluster verify")
     ports, within = verify
-    return check(runtime, tenant_id=tenant_id, node=target.name, host=target.endpoint.host, ports=ports,
-                 certificate_id=restored, fingerprint=row["fingerprint"], within=within, after="rollback")
+    checked = check(runtime, tenant_id=tenant_id, node=target.name, host=target.endpoint.host, ports=ports,
+                    certificate_id=restored, fingerprint=row["fingerprint"], within=within, after="rollback")
+    return checked.lines, checked.verified

@@ -2,7 +2,8 @@
 
 One line per node of the tenant: the certificate it holds and since when, how (deployed or restored by a rollback),
 its last verification, the generations it keeps for a rollback, and a deployment started there and never recorded
-as done. No SSH and no TLS: ``csm cluster verify`` asks the nodes; this asks the store.
+as done (FAILED, with the step and the reason, when its failure was recorded). No SSH and no TLS: ``csm cluster
+verify`` asks the nodes; this asks the store.
 """
 
 from __future__ import annotations
@@ -26,6 +27,16 @@ def _generations(row: dict) -> str:
     return ", ".join(held) if held else "none"
 
 
+def _unfinished(row: dict) -> str:
+    """A deployment started there and never recorded as done: FAILED (the step and the reason recorded) or not."""
+    if not row["started_certificate_id"]:
+        return ""
+    if row["failed_at"]:
+        return (f"{row['started_certificate_id']} FAILED at {row['failed_at']} ({row['failed_step']}: "
+                f"{row['failed_reason']})")
+    return f"{row['started_certificate_id']} since {row['started_at']}"
+
+
 @click.command("status")
 @click.option("--tenant", "tenant_id", default="platform", show_default=True)
 @click.option("--node", "name", default=None, help="Only this node (its NAME as deploy took it).")
@@ -34,7 +45,8 @@ def _generations(row: dict) -> str:
 @click.pass_obj
 def status(settings: Settings, tenant_id: str, name: str | None, limit: int, as_json: bool) -> None:
     """What each node of --tenant holds as recorded: certificate, since, verification, generations kept for a
-    rollback, and any deployment started and not recorded as done. Exit status 1 if --node has no record."""
+    rollback, and any deployment started and not recorded as done (FAILED, with its step and reason, when its failure
+    was recorded). Exit status 1 if --node has no record."""
     rows = query_views(settings, deployments_model.nodes, tenant_id, name=name, limit=limit)
     if name is not None and not rows:
         raise click.ClickException(f"no deployment is recorded for node {name} in tenant {tenant_id}") from None
@@ -44,8 +56,7 @@ def status(settings: Settings, tenant_id: str, name: str | None, limit: int, as_
     table = id_table("node", "certificate", "state", "since", "verification", "generations", "unfinished",
                      ids={"node", "certificate"})
     for row in rows:
-        unfinished = (f"{row['started_certificate_id']} since {row['started_at']}"
-                      if row["started_certificate_id"] else "")
+        unfinished = _unfinished(row)
         table.add_row(row["node"], row["certificate_id"] or "(files of no deployment)", row["state"],
                       row["since"] or "", _verification(row), _generations(row), unfinished)
     print_table(table, footer=f"{len(rows)} node(s) in tenant {tenant_id}; `csm cluster verify` asks the nodes")

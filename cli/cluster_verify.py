@@ -14,6 +14,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import click
+import msgspec
 
 from cli.ca import convert
 from cli.common import CliError, catch_up, command_context, run_async, runtime_for
@@ -39,9 +40,18 @@ def verify_options(command):
                         "the deployed certificate (repeatable: 9142 native, 7001 internode...). None: no check.")(command)
 
 
+class Checked(msgspec.Struct, frozen=True, kw_only=True):
+    """A check's outcome: what each port served (as recorded), whether all served the certificate, and the summary
+    lines (one per port) to print. Decisions are taken from ``ports``, never from the lines."""
+
+    ports: tuple[VerifiedPort, ...]
+    verified: bool
+    lines: list[str]
+
+
 def check(runtime, *, tenant_id: str, node: str, host: str, ports: tuple[int, ...], certificate_id: str,
-          fingerprint: str, within: int, after: str) -> tuple[list[str], bool]:
-    """Check every port, record the outcome: the summary lines (one per port) and whether all served it."""
+          fingerprint: str, within: int, after: str) -> Checked:
+    """Check every port, record the outcome."""
     async def all_ports() -> list[tuple]:
         return list(await asyncio.gather(*(discovery.await_served(Target(host=host, port=port), fingerprint,
                                                                   within=within) for port in ports)))
@@ -54,7 +64,15 @@ def check(runtime, *, tenant_id: str, node: str, host: str, ports: tuple[int, ..
     lines = [f"  verify {host}:{p.port}: " + (f"serves certificate {certificate_id}" if p.matched else "FAILED: " + (
         f"serves another certificate (sha256:{p.served_fingerprint})" if p.served_fingerprint else p.error or "?"))
         + f" ({p.attempts} handshake{'s' * (p.attempts > 1)})" for p in seen]
-    return lines, outcome.verified
+    return Checked(ports=tuple(seen), verified=outcome.verified, lines=lines)
+
+
+def how_unfinished(node_row: dict) -> str:
+    """How the node's record says its started deployment ended: failed (at which step, why), or never recorded."""
+    if node_row["failed_at"]:
+        return (f"failed at {node_row['failed_at']} ({node_row['failed_step']}: {node_row['failed_reason']}) and was "
+                "never recorded as done")
+    return "was never recorded as done"
 
 
 def _port(port: int, observed, attempts: int, fingerprint: str) -> VerifiedPort:
@@ -135,15 +153,30 @@ def _verify_one(runtime, tenant_id: str, name: str, targets: list[Target], withi
     if row is None:
         raise CliError(f"{name} holds files no recorded deployment installed (a rollback put them back at "
                        f"{node['since']}): there is no certificate to check; deploy one")
-    lines, ok = check(runtime, tenant_id=tenant_id, node=name, host=targets[0].host,
-                      ports=tuple(t.port for t in targets), certificate_id=row["certificate_id"],
-                      fingerprint=row["fingerprint"], within=within, after="check")
+    checked = check(runtime, tenant_id=tenant_id, node=name, host=targets[0].host,
+                    ports=tuple(t.port for t in targets), certificate_id=row["certificate_id"],
+                    fingerprint=row["fingerprint"], within=within, after="check")
     how = "deployed" if node["state"] == "deployed" else "restored by a rollback"
-    head = f"{name}: {'verified' if ok else 'NOT VERIFIED'}: certificate {row['certificate_id']} ({how} " \
-           f"{node['since']} by {node['actor']})"
+    head = f"{name}: {'verified' if checked.verified else 'NOT VERIFIED'}: certificate {row['certificate_id']} " \
+           f"({how} {node['since']} by {node['actor']})"
+    lines = list(checked.lines)
     if started is not None:
         lines.append(f"  unfinished: a deployment of certificate {started['certificate_id']} started at "
-                     f"{node['started_at']} by {node['started_actor']} was never recorded as done"
-                     + ("; the node serves that certificate (its renames were done): deploy again to record it"
-                        if any(started["fingerprint"] in line for line in lines) else ""))
-    return "\n".join([head, *lines]), ok
+                     f"{node['started_at']} by {node['started_actor']} {how_unfinished(node)}"
+                     + _serving_started(checked.ports, started["fingerprint"], row["fingerprint"]))
+    return "\n".join([head, *lines]), checked.verified
+
+
+def _serving_started(ports: tuple[VerifiedPort, ...], started: str, recorded: str) -> str:
+    """What the ports' served fingerprints say of an unfinished deployment: every port serves its certificate (the
+    renames were done), only some do, or none (nothing to add)."""
+    if started == recorded:  # the same certificate deployed again: what is served cannot tell new files from old
+        return ""
+    serving = [p.port for p in ports if p.served_fingerprint == started]
+    if not serving:
+        return ""
+    if len(serving) == len(ports):
+        return "; the node serves that certificate (its renames were done): deploy again to record it"
+    others = [p.port for p in ports if p.served_fingerprint != started]
+    return (f"; port {', '.join(map(str, serving))} serves that certificate and port {', '.join(map(str, others))} "
+            "does not (some of its files may be in place): deploy again")

@@ -19,6 +19,7 @@ what the caller observed a node's TLS ports serve, as a discovery scan does.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Annotated, Protocol
 
@@ -30,6 +31,9 @@ from commands.runtime import CommandContext, CommandResult, Services, load, run
 from commands.tenants import TenantId, allowed_while_suspended, refused_while_suspended
 from domain import certificate, deployment
 from domain.deployment import DEFAULT_KEEP, MAX_KEEP, NodeFile
+from domain.errors import DomainError
+
+log = logging.getLogger(__name__)
 
 NodeName = Annotated[str, msgspec.Meta(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
 DeployFormat = Annotated[str, msgspec.Meta(pattern="^(jks|pkcs12|pem)$")]
@@ -75,6 +79,17 @@ class Deployment(msgspec.Struct, frozen=True, kw_only=True):
     delivered: Delivered
 
 
+class StepFailed(Exception):
+    """What a delivery raises when a step after its start failed: ``step`` (``domain.deployment.FAILED_STEPS``) and
+    ``reason`` go into ``certificate.deployment_failed`` (bounded, PEM blocks and ``secrets`` removed); ``recorded``
+    is set to that append's result once it is made."""
+
+    def __init__(self, step: str, reason: str, secrets: tuple[str, ...] = ()) -> None:
+        super().__init__(f"{step}: {reason}")
+        self.step, self.reason, self.secrets = step, reason, secrets
+        self.recorded: CommandResult | None = None
+
+
 Deliver = Callable[[RecordStart], Awaitable[Delivered]]
 
 
@@ -86,11 +101,16 @@ async def deploy_certificate(cmd: DeployCertificate, ctx: CommandContext, servic
 
     The delivery calls ``record_start`` once its files are staged, before the renames that put them in place: that
     appends ``certificate.deployment_started``. A delivery that raises before that records nothing (the node kept
-    its files); one that raises after it leaves the start on record, without a completion."""
+    its files). An ``Exception`` after it (the renames failed; recording the completion failed) appends
+    ``certificate.deployment_failed`` (the step, and a reason with no secret: a ``StepFailed``'s own, else only
+    the exception's type) before it propagates; a process that dies (or a ``BaseException``: interrupted, cancelled)
+    leaves the start on record without either, which the next deploy, verify and rollback report as unfinished."""
     authorize(ctx.principal, "cert:deploy", cmd.tenant_id)
     authorize(ctx.principal, "key:export", cmd.tenant_id)  # the delivery exports the key: refused here, before it
     state = await load(services, cmd.tenant_id, certificate.stream_id(cmd.certificate_id), certificate.fold)
     certificate.require_deployable(state, cmd.certificate_id, services.clock.now())
+
+    begun: list[certificate.DeploymentStarted] = []
 
     async def record_start(staging: Staging) -> CommandResult:
         started = certificate.DeploymentStarted(
@@ -102,20 +122,52 @@ async def deploy_certificate(cmd: DeployCertificate, ctx: CommandContext, servic
             certificate.require_exists(state, cmd.certificate_id)
             return [started]
 
-        return await run(services, ctx.without_key(), staging, tenant_id=cmd.tenant_id,
-                         stream_id=certificate.stream_id(cmd.certificate_id), stream_type=certificate.STREAM_TYPE,
-                         fold=certificate.fold, decide=decide)
+        result = await run(services, ctx.without_key(), staging, tenant_id=cmd.tenant_id,
+                           stream_id=certificate.stream_id(cmd.certificate_id), stream_type=certificate.STREAM_TYPE,
+                           fold=certificate.fold, decide=decide)
+        begun.append(started)
+        return result
 
-    delivered = await deliver(record_start)
-    deployed = certificate.CertificateDeployed(
-        certificate_id=cmd.certificate_id, node=cmd.node, user=cmd.user, host=cmd.host, port=cmd.port,
-        format=cmd.format, files=delivered.files, host_key_type=delivered.host_key_type,
-        host_key_fingerprint=delivered.host_key_fingerprint, host_key_first_use=delivered.host_key_first_use,
-        reload_exit_status=delivered.reload_exit_status, keep=cmd.keep)
-    result = await run(services, ctx, cmd, tenant_id=cmd.tenant_id,
-                       stream_id=certificate.stream_id(cmd.certificate_id), stream_type=certificate.STREAM_TYPE,
-                       fold=certificate.fold, decide=lambda state: certificate.decide_deployed(state, deployed))
+    try:
+        delivered = await deliver(record_start)
+        deployed = certificate.CertificateDeployed(
+            certificate_id=cmd.certificate_id, node=cmd.node, user=cmd.user, host=cmd.host, port=cmd.port,
+            format=cmd.format, files=delivered.files, host_key_type=delivered.host_key_type,
+            host_key_fingerprint=delivered.host_key_fingerprint, host_key_first_use=delivered.host_key_first_use,
+            reload_exit_status=delivered.reload_exit_status, keep=cmd.keep)
+    except Exception as exc:
+        if begun:
+            await _record_failure(cmd, ctx, services, begun[0], exc, "deliver")
+        raise
+    try:
+        result = await run(services, ctx, cmd, tenant_id=cmd.tenant_id,
+                           stream_id=certificate.stream_id(cmd.certificate_id), stream_type=certificate.STREAM_TYPE,
+                           fold=certificate.fold, decide=lambda state: certificate.decide_deployed(state, deployed))
+    except Exception as exc:
+        await _record_failure(cmd, ctx, services, begun[0], exc, "record")
+        raise
     return Deployment(result=result, delivered=delivered)
+
+
+async def _record_failure(cmd: DeployCertificate, ctx: CommandContext, services: Services,
+                          started: certificate.DeploymentStarted, exc: Exception, step: str) -> None:
+    """Append ``certificate.deployment_failed`` for ``exc``, best effort: if that fails too (the store is what
+    failed), the start stays on record alone and ``exc`` is what the caller sees."""
+    if isinstance(exc, StepFailed):
+        failure = deployment.failed(started, exc.step, exc.reason, exc.secrets)
+    else:  # a message the delivery did not word for the record may quote anything: its type only
+        failure = deployment.failed(started, step, f"{type(exc).__name__}" + (
+            f": {exc.code}" if isinstance(exc, DomainError) else ""))
+    try:
+        result = await run(services, ctx.without_key(), failure, tenant_id=cmd.tenant_id,
+                           stream_id=certificate.stream_id(cmd.certificate_id), stream_type=certificate.STREAM_TYPE,
+                           fold=certificate.fold, decide=lambda state: [failure])
+    except Exception:
+        log.warning("deployment failure not recorded", extra={"certificate_id": cmd.certificate_id, "node": cmd.node,
+                                                               "step": failure.step}, exc_info=False)
+        return
+    if isinstance(exc, StepFailed):
+        exc.recorded = result
 
 
 class RecordVerification(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -155,9 +207,9 @@ async def record_verification(cmd: RecordVerification, ctx: CommandContext, serv
 
 
 class RollbackDeployment(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Undo ``certificate_id``'s last deployment to ``node``, going back ``generation`` generations (1: to the files
-    it replaced); ``candidates``: other certificates deployed to the node before (newest first), one of which the
-    restored files may be; ``unfinished_certificate_id``: a certificate whose deployment to the node was started and
+    """Undo ``certificate_id``'s deployment to ``node`` that the node holds (its last, or an earlier one a rollback
+    put back), going back ``generation`` generations (1: to the files it replaced); ``candidates``: other
+    certificates deployed to the node before (newest first), one of which the restored files may be; ``unfinished_certificate_id``: a certificate whose deployment to the node was started and
     never recorded as done (the node's record says so); ``force``: even over files changed by hand, or over such a
     half-done deployment."""
 
@@ -200,15 +252,17 @@ async def rollback_deployment(cmd: RollbackDeployment, ctx: CommandContext, serv
     ``certificate.deployment_rolled_back``. A port that raises records nothing."""
     authorize(ctx.principal, "cert:deploy", cmd.tenant_id)
     state = await load(services, cmd.tenant_id, certificate.stream_id(cmd.certificate_id), certificate.fold)
-    deployed = deployment.require_deployed(state, cmd.certificate_id, cmd.node)
-    observed = await node.inspect([f.path for f in deployed.files])
+    last = deployment.require_deployed(state, cmd.certificate_id, cmd.node)
+    observed = await node.inspect([f.path for f in last.files])
+    # the one the node holds: an earlier one than the last if a rollback (on another certificate's stream) put it back
+    deployed = deployment.in_place(state, cmd.node, observed) or last
     unfinished = None
     if cmd.unfinished_certificate_id is not None:
         started = state if cmd.unfinished_certificate_id == cmd.certificate_id else await load(
             services, cmd.tenant_id, certificate.stream_id(cmd.unfinished_certificate_id), certificate.fold)
         unfinished = deployment.unfinished(started, cmd.node)
     forced = deployment.check_rollback(deployed, observed, cmd.force, cmd.generation, unfinished)
-    candidates = deployment.earlier_deployments(state, cmd.node)
+    candidates = [d for d in deployment.deployments_to(state, cmd.node) if d is not deployed]
     for other in cmd.candidates:
         if other != cmd.certificate_id:
             other_state = await load(services, cmd.tenant_id, certificate.stream_id(other), certificate.fold)

@@ -130,6 +130,20 @@ class DeploymentStarted(Payload, frozen=True, kw_only=True):
     host_key_fingerprint: str
 
 
+@event("certificate.deployment_failed")
+class DeploymentFailed(Payload, frozen=True, kw_only=True):
+    """A deployment recorded as started (``certificate.deployment_started``) failed before it was recorded as done: at
+    ``step`` (``commit``: the renames; ``record``: recording ``certificate.deployed`` once they were done;
+    ``deliver``: anything else), for ``reason`` (what the step reported, bounded: never a password or key material).
+    The node may hold some of the started deployment's files and not others: until the next deployment to the node
+    it stays unfinished for a rollback, as one whose process died (which could record nothing)."""
+
+    certificate_id: str
+    node: str
+    step: str  # commit | record | deliver
+    reason: str
+
+
 @event("certificate.deployed", schema_version=2)
 class CertificateDeployed(Payload, frozen=True, kw_only=True):
     """The certificate, its chain and its key, as ``format`` files, were installed on a node over SSH.
@@ -229,8 +243,8 @@ class Certificate(msgspec.Struct, frozen=True, kw_only=True):
     attempts: int = 0
     last_failure_at: datetime | None = None
     warned_days: int | None = None  # the tightest expiry threshold warned of
-    # per node, its last KEPT_DEPLOYMENTS deployments of this certificate (oldest first): what a rollback undoes,
-    # and which of them the files it restores are
+    # per node, its last KEPT_DEPLOYMENTS deployments of this certificate (oldest first) that the node may still
+    # hold: which of them a rollback undoes (by SHA-256), and which of them the files it restores are
     deployments: tuple[CertificateDeployed, ...] = ()
     # per node, a deployment of this certificate started and not (yet) recorded as done
     started: tuple[DeploymentStarted, ...] = ()
@@ -265,17 +279,22 @@ def evolve(state: Certificate, payload: Payload) -> Certificate:
 
 
 def _deployments(state: Certificate, payload: CertificateDeployed | DeploymentRolledBack) -> tuple:
-    """A deployment becomes the node's last (the earlier ones kept, up to KEPT_DEPLOYMENTS); a rollback drops the
-    node's last, and of the earlier ones keeps those up to the one the node got back (by SHA-256), if it is one of
-    this certificate's, else none."""
+    """A deployment becomes the node's last (the earlier ones kept, up to KEPT_DEPLOYMENTS). A rollback drops the
+    deployment it undid (the newest whose files are those it rolled back, by SHA-256: not always the last, as a
+    rollback on another certificate's stream may have put an earlier one back; the last if none is, as when forced
+    over files changed by hand) and the later ones (no longer on the node); the earlier ones stay, as the node's
+    older generations may hold them, down to the one the node got back if it is one of this certificate's."""
     mine = [d for d in state.deployments if d.node == payload.node]
     others = tuple(d for d in state.deployments if d.node != payload.node)
     if isinstance(payload, CertificateDeployed):
         return (*others, *mine[-(KEPT_DEPLOYMENTS - 1):], payload)
-    kept = mine[:-1] if payload.restored_certificate_id == state.certificate_id else []
-    restored = {(f.path, f.sha256) for f in payload.files}
-    while kept and not {(f.path, f.sha256) for f in kept[-1].files} <= restored:
-        kept.pop()
+    undone = {(f.path, f.rolled_back_sha256) for f in payload.files}
+    matching = [i for i, d in enumerate(mine) if d.files and {(f.path, f.sha256) for f in d.files} <= undone]
+    kept = mine[:matching[-1] if matching else -1]
+    if payload.restored_certificate_id == state.certificate_id:
+        restored = {(f.path, f.sha256) for f in payload.files}
+        while kept and not {(f.path, f.sha256) for f in kept[-1].files} <= restored:
+            kept.pop()
     return (*others, *kept)
 
 

@@ -1,26 +1,31 @@
 """The rules of checking and undoing a deployment: whether a node serves it, and whether its files may be rolled back.
 
-A rollback undoes a certificate's last recorded deployment to a node by putting back each file's generation
+A rollback undoes the deployment of a certificate that a node holds now by putting back each file's generation
 ``g`` (1: ``NAME.previous``, the file that deployment replaced; 2: ``NAME.previous.2``, the one before; ...; a
 node keeps as many as the deployments' ``--keep`` said). It is refused when a file has no such generation on the
 node (nothing to go back to), and when the node's files are not, byte for byte (SHA-256), the ones the deployment
 recorded: someone changed them since, and rolling back would throw their change away unseen (unless the operator
 forces it); and when a deployment to the node was started and never recorded as completed (it may have left some
-files new and some old: ``half_done``), unless forced. What the restored files are is found by their SHA-256 too:
+files new and some old: ``half_done``), unless forced. Which of the certificate's recorded deployments to the node
+is in place is found by SHA-256 (``in_place``): not always its last one, since a rollback recorded on another
+certificate's stream may have put an earlier one back. What the restored files are is found by their SHA-256 too:
 the recorded deployment to that node that they match, if any.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 
 import msgspec
 
-from domain.certificate import (Certificate, CertificateDeployed, DeploymentStarted, VerifiedPort,
+from domain.certificate import (Certificate, CertificateDeployed, DeploymentFailed, DeploymentStarted, VerifiedPort,
                                 require_exists)
 from domain.errors import DomainError, NotFound
 
 AFTER = ("deploy", "rollback", "check")
+FAILED_STEPS = ("commit", "record", "deliver")  # where a deployment started can fail (certificate.deployment_failed)
+MAX_REASON = 300
 DEFAULT_KEEP = 3  # generations of the replaced files a node keeps unless told otherwise (deploy --keep)
 MAX_KEEP = 10
 ROLLED_BACK_SUFFIX = ".rolled-back"
@@ -64,6 +69,17 @@ def earlier_deployments(state: Certificate, node: str) -> list[CertificateDeploy
 def unfinished(state: Certificate, node: str) -> DeploymentStarted | None:
     """This certificate's deployment to ``node`` started and never recorded as done, if there is one."""
     return next((d for d in state.started if d.node == node), None)
+
+
+def in_place(state: Certificate, node: str, observed: Sequence[NodeFile]) -> CertificateDeployed | None:
+    """This certificate's newest recorded deployment to ``node`` whose every file the node holds (``observed``, by
+    SHA-256), or None: files changed since, or none of its deployments is there."""
+    seen = {(f.path, f.sha256) for f in observed}
+    return next((d for d in deployments_to(state, node) if d.files and _pairs(d.files) <= seen), None)
+
+
+def _pairs(files: Iterable) -> set[tuple[str, str | None]]:
+    return {(f.path, f.sha256) for f in files}
 
 
 def require_deployed(state: Certificate, certificate_id: str, node: str) -> CertificateDeployed:
@@ -133,6 +149,22 @@ def describe(states: dict[str, str]) -> str:
     if states and all(state == "new" for state in states.values()):
         return "every file is the new one (the renames were done; the record of it is missing)"
     return ", ".join(f"{path}: {state}" for path, state in states.items())
+
+
+_PEM = re.compile(r"-----BEGIN [A-Z0-9 ]+-----.*?(?:-----END [A-Z0-9 ]+-----|$)", re.DOTALL)
+
+
+def failed(started: DeploymentStarted, step: str, reason: str, secrets: Iterable[str] = ()) -> DeploymentFailed:
+    """The record of ``started`` failing at ``step``: ``reason`` on one line, bounded, without any PEM block (key
+    material) or any of ``secrets`` (the keystore password) it might quote."""
+    if step not in FAILED_STEPS:
+        raise DomainError("invalid_step", f"{step!r} is not one of {', '.join(FAILED_STEPS)}", field="step")
+    text = _PEM.sub("[PEM removed]", reason)
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "[redacted]")
+    text = " ".join(text.split())[:MAX_REASON] or "no reason given"
+    return DeploymentFailed(certificate_id=started.certificate_id, node=started.node, step=step, reason=text)
 
 
 def is_verified(ports: Sequence[VerifiedPort]) -> bool:

@@ -36,6 +36,7 @@ SEVERITY = {
     "auth.login_failed": 5, "user.role_granted": 5, "user.password_reset": 5, "user.disabled": 5,
     "user.sessions_ended": 5, "api_token.issued": 5, "ca.created": 5, "ca.disabled": 5, "ca.key_rolled_over": 5,
     "ca.certificate_revoked": 5, "certificate.revoked": 5, "certificate.renewal_failed": 5,
+    "certificate.deployment_failed": 5,
     "vault.kek_rotated": 5, "vault.kek_retired": 5, "audit.keys_registered": 5, "auth.signing_key_rotated": 5,
     "webhook.delivery_failed": 4, "acme.challenge_failed": 4, "user.role_revoked": 4, "api_token.revoked": 4,
     "session.revoked": 4, "tenant.policy_set": 4, "certificate.expiry_warned": 4, "acme.eab_key_revoked": 4,

@@ -6,10 +6,12 @@ Folded from the certificate streams' deployment events (``csm cluster deploy``, 
   deployment installed, put back by a rollback), since when, by whom (the event's actor), from which host and port,
   the files and their SHA-256, the last verification of that certificate there, the generations the node keeps of
   earlier files (``generations``: newest first, as ``NAME.previous``, ``NAME.previous.2`` ... hold them, up to the
-  deployment's ``keep``), and a deployment started there and never recorded as done (``started_*``), if any;
+  deployment's ``keep``), and a deployment started there and never recorded as done (``started_*``), if any, with
+  its recorded failure (``failed_*``: when, at which step, why), if one was recorded;
 - ``certificate_deployments``, one row per (tenant, certificate, node): ``current`` (the node holds it),
-  ``replaced`` (another deployment followed) or ``rolled_back``; when first and last deployed, by whom, how often,
-  its last verification there.
+  ``replaced`` (another deployment followed), ``rolled_back``, ``started`` (a first deployment there never recorded
+  as done) or ``failed`` (one recorded as failed); when first and last deployed, by whom, how often, its last
+  verification there, a deployment of it there started (``started_at``) and failed (``failed_*``).
 
 ``csm cluster verify`` and ``rollback`` read a node's row here (which certificate, which deployment started and
 never completed); ``GET /v1/certificates/{id}/deployments`` and ``GET /v1/deployments`` serve both tables.
@@ -24,14 +26,16 @@ import sqlite3
 from domain.events import EventEnvelope
 from projections.base import Projector
 
+FAILED_COLUMNS = ("failed_at", "failed_step", "failed_reason")
 NODE_COLUMNS = ("tenant_id", "node", "certificate_id", "state", "since", "actor", "user", "host", "port", "format",
                 "files", "keep", "generations", "verified", "verified_at", "started_certificate_id", "started_at",
-                "started_actor", "started_files", "started_position", "position")
+                "started_actor", "started_files", "started_position", *FAILED_COLUMNS, "position")
 CERTIFICATE_COLUMNS = ("tenant_id", "certificate_id", "node", "state", "first_deployed_at", "last_deployed_at",
                        "last_actor", "deployments", "host", "port", "verified", "verified_at", "rolled_back_at",
-                       "started_at", "position")
-EVENTS = ("certificate.deployment_started", "certificate.deployed", "certificate.deployment_verified",
-          "certificate.deployment_rolled_back")
+                       "started_at", *FAILED_COLUMNS, "position")
+EVENTS = ("certificate.deployment_started", "certificate.deployment_failed", "certificate.deployed",
+          "certificate.deployment_verified", "certificate.deployment_rolled_back")
+NOT_FAILED = dict.fromkeys(FAILED_COLUMNS)
 
 
 def _files(files: list[dict]) -> str:
@@ -40,23 +44,28 @@ def _files(files: list[dict]) -> str:
 
 class DeploymentsProjector(Projector):
     name = "deployments"
-    version = 1
+    version = 2  # 2: failed_* (certificate.deployment_failed), the certificate index
     tables = ("deployment_nodes", "certificate_deployments")
     ddl = (
         """CREATE TABLE IF NOT EXISTS {deployment_nodes} (
             tenant_id TEXT NOT NULL, node TEXT NOT NULL, certificate_id TEXT, state TEXT NOT NULL, since TEXT,
             actor TEXT, user TEXT, host TEXT, port INTEGER, format TEXT, files TEXT NOT NULL, keep INTEGER NOT NULL,
             generations TEXT NOT NULL, verified INTEGER, verified_at TEXT, started_certificate_id TEXT,
-            started_at TEXT, started_actor TEXT, started_files TEXT, started_position INTEGER,
-            position INTEGER NOT NULL, PRIMARY KEY (tenant_id, node)) WITHOUT ROWID""",
+            started_at TEXT, started_actor TEXT, started_files TEXT, started_position INTEGER, failed_at TEXT,
+            failed_step TEXT, failed_reason TEXT, position INTEGER NOT NULL, PRIMARY KEY (tenant_id, node))
+            WITHOUT ROWID""",
         """CREATE TABLE IF NOT EXISTS {certificate_deployments} (
             tenant_id TEXT NOT NULL, certificate_id TEXT NOT NULL, node TEXT NOT NULL, state TEXT NOT NULL,
             first_deployed_at TEXT, last_deployed_at TEXT, last_actor TEXT, deployments INTEGER NOT NULL,
             host TEXT, port INTEGER, verified INTEGER, verified_at TEXT, rolled_back_at TEXT, started_at TEXT,
-            position INTEGER NOT NULL, PRIMARY KEY (tenant_id, certificate_id, node)) WITHOUT ROWID""",
+            failed_at TEXT, failed_step TEXT, failed_reason TEXT, position INTEGER NOT NULL,
+            PRIMARY KEY (tenant_id, certificate_id, node)) WITHOUT ROWID""",
     )
     # deploy and rollback find the node's other certificates through this (state changes by node)
-    deferred = ("CREATE INDEX IF NOT EXISTS {ix}_node ON {certificate_deployments} (tenant_id, node)",)
+    deferred = ("CREATE INDEX IF NOT EXISTS {ix}_node ON {certificate_deployments} (tenant_id, node)",
+                # a certificate's nodes, page by page, for a caller who sees every tenant
+                "CREATE INDEX IF NOT EXISTS {ix}_certificate ON {certificate_deployments} (certificate_id, tenant_id, "
+                "node)")
 
     def apply(self, conn: sqlite3.Connection, event: EventEnvelope) -> None:
         if event.stream_type != "certificate" or event.type not in EVENTS:
@@ -66,6 +75,8 @@ class DeploymentsProjector(Projector):
         row = self._node(conn, event.tenant_id, node)
         if event.type == "certificate.deployment_started":
             self._started(conn, event, certificate_id, row)
+        elif event.type == "certificate.deployment_failed":
+            self._failed(conn, event, certificate_id, row)
         elif event.type == "certificate.deployed":
             self._deployed(conn, event, certificate_id, row)
         elif event.type == "certificate.deployment_verified":
@@ -90,8 +101,9 @@ class DeploymentsProjector(Projector):
         key = (event.tenant_id, certificate_id, node)
         found = conn.execute(f"SELECT {', '.join(CERTIFICATE_COLUMNS)} FROM {table} WHERE tenant_id = ? "
                              "AND certificate_id = ? AND node = ?", key).fetchone()
-        row = dict(zip(CERTIFICATE_COLUMNS, found)) if found else dict(
-            zip(CERTIFICATE_COLUMNS, (*key, "started", None, None, None, 0, None, None, None, None, None, None, 0)))
+        row = dict(zip(CERTIFICATE_COLUMNS, found)) if found else {
+            **dict.fromkeys(CERTIFICATE_COLUMNS), **dict(zip(("tenant_id", "certificate_id", "node"), key)),
+            "state": "started", "deployments": 0}
         row["deployments"] += changes.pop("deployments", 0)
         row.update(changes, position=event.global_position)
         conn.execute(f"INSERT OR REPLACE INTO {table} ({', '.join(CERTIFICATE_COLUMNS)}) "
@@ -103,16 +115,30 @@ class DeploymentsProjector(Projector):
                 "since": None, "actor": None, "user": p.get("user"), "host": p.get("host"), "port": p.get("port"),
                 "format": p.get("format"), "files": "[]", "keep": 1, "generations": "[]", "verified": None,
                 "verified_at": None, "started_certificate_id": None, "started_at": None, "started_actor": None,
-                "started_files": None, "started_position": None, "position": event.global_position}
+                "started_files": None, "started_position": None, **NOT_FAILED, "position": event.global_position}
 
     # one event each --------------------------------------------------------------------------------------------
     def _started(self, conn, event: EventEnvelope, certificate_id: str, row: dict | None) -> None:
         row = row or self._blank(event)
         row.update(started_certificate_id=certificate_id, started_at=event.occurred_at,
                    started_actor=event.actor.principal, started_files=_files(event.payload["files"]),
-                   started_position=event.global_position, position=event.global_position)
+                   started_position=event.global_position, **NOT_FAILED, position=event.global_position)
         self._put_node(conn, row)
-        self._certificate(conn, event, certificate_id, event.payload["node"], started_at=event.occurred_at)
+        self._certificate(conn, event, certificate_id, event.payload["node"], started_at=event.occurred_at,
+                          **NOT_FAILED)
+
+    def _failed(self, conn, event: EventEnvelope, certificate_id: str, row: dict | None) -> None:
+        """The started deployment failed: still unfinished (its files may be half in place), now with the step and
+        the reason; a certificate whose only deployment there it was is ``failed`` there."""
+        p = event.payload
+        failure = {"failed_at": event.occurred_at, "failed_step": p["step"], "failed_reason": p["reason"]}
+        if row is not None and row["started_certificate_id"] == certificate_id:
+            row.update(failure, position=event.global_position)
+            self._put_node(conn, row)
+        found = conn.execute(f"SELECT state FROM {self.t('certificate_deployments')} WHERE tenant_id = ? AND "
+                             "certificate_id = ? AND node = ?", (event.tenant_id, certificate_id, p["node"])).fetchone()
+        self._certificate(conn, event, certificate_id, p["node"], **failure,
+                          **({"state": "failed"} if found is None or found[0] == "started" else {}))
 
     def _deployed(self, conn, event: EventEnvelope, certificate_id: str, row: dict | None) -> None:
         p, keep = event.payload, event.payload.get("keep", 1)
@@ -128,14 +154,15 @@ class DeploymentsProjector(Projector):
                    generations=json.dumps(generations[:keep]))
         self._put_node(conn, new)  # the node's files are this deployment's: any deployment started before is moot
         conn.execute(f"UPDATE {self.t('certificate_deployments')} SET started_at = NULL WHERE tenant_id = ? "
-                     "AND node = ? AND started_at IS NOT NULL", (event.tenant_id, p["node"]))
+                     "AND node = ? AND started_at IS NOT NULL", (event.tenant_id, p["node"]))  # failed_*: history
         found = conn.execute(f"SELECT first_deployed_at FROM {self.t('certificate_deployments')} WHERE tenant_id = ? "
                              "AND certificate_id = ? AND node = ?", (event.tenant_id, certificate_id, p["node"])
                              ).fetchone()
         self._certificate(conn, event, certificate_id, p["node"], state="current", deployments=1,
                           first_deployed_at=found[0] if found and found[0] else event.occurred_at,
                           last_deployed_at=event.occurred_at, last_actor=event.actor.principal, host=p["host"],
-                          port=p["port"], verified=None, verified_at=None, rolled_back_at=None, started_at=None)
+                          port=p["port"], verified=None, verified_at=None, rolled_back_at=None, started_at=None,
+                          **NOT_FAILED)
 
     def _verified(self, conn, event: EventEnvelope, certificate_id: str, row: dict | None) -> None:
         verified = int(event.payload["verified"])
@@ -156,7 +183,7 @@ class DeploymentsProjector(Projector):
                    user=p["user"], host=p["host"], port=p["port"], position=event.global_position,
                    # a rollback (forced over it) replaced the files of a deployment left unfinished too
                    started_certificate_id=None, started_at=None, started_actor=None, started_files=None,
-                   started_position=None)
+                   started_position=None, **NOT_FAILED)
         self._put_node(conn, row)
         self._certificate(conn, event, certificate_id, p["node"], state="rolled_back", rolled_back_at=event.occurred_at)
         if restored is not None:
@@ -192,13 +219,17 @@ def certificates_on(conn: sqlite3.Connection, tenant_id: str, name: str) -> list
     return [r[0] for r in rows]
 
 
-def of_certificate(conn: sqlite3.Connection, certificate_id: str, scope: str | None) -> list[dict]:
-    """The certificate's deployments, one per node it was deployed to, by node; confined to ``scope``."""
+def of_certificate(conn: sqlite3.Connection, certificate_id: str, scope: str | None, *,
+                   after: tuple[str, str] | None = None, limit: int = 1000) -> list[dict]:
+    """The certificate's deployments, one per node it was deployed to, by tenant and node (after ``after``, a
+    decoded cursor as :func:`nodes` takes it); confined to ``scope``."""
     sql, args = f"SELECT {', '.join(CERTIFICATE_COLUMNS)} FROM certificate_deployments WHERE certificate_id = ?", \
         [certificate_id]
     if scope is not None:
         sql, args = sql + " AND tenant_id = ?", [*args, scope]
-    return [_certificate_row(r) for r in conn.execute(sql + " ORDER BY tenant_id, node LIMIT 1000", args)]
+    if after is not None:
+        sql, args = sql + " AND (tenant_id, node) > (?, ?)", [*args, *after]
+    return [_certificate_row(r) for r in conn.execute(sql + " ORDER BY tenant_id, node LIMIT ?", [*args, limit])]
 
 
 def nodes(conn: sqlite3.Connection, scope: str | None, *, tenant_id: str | None = None, name: str | None = None,
@@ -214,6 +245,7 @@ def nodes(conn: sqlite3.Connection, scope: str | None, *, tenant_id: str | None 
 
 
 def encode_cursor(row: dict) -> str:
+    """Where the next page starts: after this row's (tenant, node); a row of either table (nodes, of_certificate)."""
     return base64.urlsafe_b64encode(json.dumps([row["tenant_id"], row["node"]]).encode()).decode().rstrip("=")
 
 

@@ -161,12 +161,19 @@ def test_the_api_lists_each_node_and_each_certificates_nodes_confined_to_the_ten
             one = (await api.client.get("/v1/deployments", params={"node": "db-1"}, headers=mine)).json()
             of_certificate = (await api.client.get(f"/v1/certificates/{certificate_id}/deployments",
                                                    headers=mine)).json()
+            paged = [(await api.client.get(f"/v1/certificates/{certificate_id}/deployments", params={"limit": 2},
+                                           headers=mine)).json()]
+            paged.append((await api.client.get(f"/v1/certificates/{certificate_id}/deployments",
+                                               params={"limit": 2, "cursor": paged[0]["next_cursor"]},
+                                               headers=mine)).json())
+            bad_page = await api.client.get(f"/v1/certificates/{certificate_id}/deployments",
+                                            params={"cursor": "nope"}, headers=mine)
             confined = (await api.client.get("/v1/deployments", headers=theirs)).json()
             hidden = await api.client.get(f"/v1/certificates/{certificate_id}/deployments", headers=theirs)
             bad = await api.client.get("/v1/deployments", params={"cursor": "nope"}, headers=mine)
-            return first, rest, one, of_certificate, confined, hidden, bad
+            return first, rest, one, of_certificate, confined, hidden, bad, paged, bad_page
 
-    first, rest, one, of_certificate, confined, hidden, bad = asyncio.run(ask())
+    first, rest, one, of_certificate, confined, hidden, bad, paged, bad_page = asyncio.run(ask())
     assert [n["node"] for n in first["items"]] == ["db-1", "db-2"] and first["next_cursor"]
     assert [n["node"] for n in rest["items"]] == ["db-3"] and rest["next_cursor"] is None
     [db1] = one["items"]
@@ -177,5 +184,67 @@ def test_the_api_lists_each_node_and_each_certificates_nodes_confined_to_the_ten
                                                                                       "truststore.jks")]
     assert {d["node"]: (d["state"], d["deployments"]) for d in of_certificate["items"]} == {
         "db-1": ("current", 2), "db-2": ("current", 1), "db-3": ("current", 1)}
+    assert of_certificate["next_cursor"] is None
+    # a certificate's nodes page as GET /v1/deployments does: limit, then next_cursor (the same format) as cursor
+    assert [d["node"] for d in paged[0]["items"]] == ["db-1", "db-2"] and paged[0]["next_cursor"]
+    assert paged[0]["next_cursor"] == first["next_cursor"]
+    assert [d["node"] for d in paged[1]["items"]] == ["db-3"] and paged[1]["next_cursor"] is None
+    assert bad_page.status_code == 400 and bad_page.json()["errors"][0]["field"] == "cursor"
     assert confined["items"] == [] and hidden.status_code == 404
     assert bad.status_code == 400 and bad.json()["errors"][0]["field"] == "cursor"
+
+
+def test_verify_says_which_ports_serve_an_unfinished_deployments_certificate_from_what_they_served(cluster, ssh_node,
+                                                                                                  tmp_path):
+    data, out = cluster
+    first, second = tmp_path / "db-1", tmp_path / "db-2"
+    _deploy(data, out, ssh_node, first, "--format", "pem")
+    old = _node_certificate(data)
+    csm_run("--data-dir", str(data), "cluster", "bootstrap-tls", "--out", str(out), "--node", "db-1=127.0.0.1")
+    new = [e["payload"]["certificate_id"] for e in _events(data, "certificate.issued")
+           if e["payload"]["profile"] == "cassandra-node"][-1]
+    _deploy(data, out, ssh_node, second, "--format", "pem", "--certificate", new, name="db-2")  # new's keystore
+    deploy_stopped_halfway(data, ssh_node, tenant_id="platform", name="db-1", certificate_id=new, remote=first,
+                           keep=3)
+    # one port of db-1 took the new certificate, the other still serves the old one
+    with node_tls(second / "keystore.pem", _password(out), reloads=True) as took, \
+            node_tls(first / "keystore.pem", _password(out), reloads=True) as kept:
+        checked = csm_run("--data-dir", str(data), "cluster", "verify", "--node", f"db-1=127.0.0.1:{took}",
+                          "--node", f"db-1=127.0.0.1:{kept}", "--within", "1", code=1)
+        assert f"db-1: NOT VERIFIED: certificate {old}" in checked
+        assert f"unfinished: a deployment of certificate {new} started at" in checked
+        assert f"port {took} serves that certificate and port {kept} does not" in checked
+        assert "its renames were done" not in checked
+        checked = csm_run("--data-dir", str(data), "cluster", "verify", "--node", f"db-1=127.0.0.1:{took}",
+                          "--within", "1", code=1)
+        assert "the node serves that certificate (its renames were done): deploy again to record it" in checked
+
+
+def test_rollbacks_after_deploying_two_certificates_twice_each_go_back_through_every_generation(cluster, ssh_node,
+                                                                                               tmp_path):
+    data, out = cluster
+    remote = tmp_path / "node"
+    first = _node_certificate(data)
+    _deploy(data, out, ssh_node, remote)
+    bodies = [(remote / "keystore.jks").read_bytes()]
+    csm_run("--data-dir", str(data), "cluster", "bootstrap-tls", "--out", str(out), "--node", "db-1=127.0.0.1")
+    for extra in ((), (), ("--certificate", first)):  # the second certificate twice, then the first again
+        _deploy(data, out, ssh_node, remote, *extra)
+        bodies.append((remote / "keystore.jks").read_bytes())
+    second = _events(data, "certificate.deployed")[1]["payload"]["certificate_id"]
+    # back two generations: the second certificate's first deployment, not its last, is in place again
+    output = _rollback(data, ssh_node, "--generation", "2")
+    assert f"rolled back certificate {first}" in output and f"restored: certificate {second}" in output
+    assert (remote / "keystore.jks").read_bytes() == bodies[1]
+    # a change by hand is still refused, and once undone the next rollback goes ahead
+    (remote / "keystore.jks").write_bytes(b"edited on the node")
+    output = _rollback(data, ssh_node, code=1)
+    assert "files_changed" in output and f"{remote / 'keystore.jks'} on node db-1" in output
+    (remote / "keystore.jks").write_bytes(bodies[1])
+    output = _rollback(data, ssh_node)
+    assert f"rolled back certificate {second}" in output and f"restored: certificate {first}" in output
+    assert (remote / "keystore.jks").read_bytes() == bodies[0]
+    record = _model(data, deployments_model.node, "platform", "db-1")
+    assert (record["certificate_id"], record["state"], record["generations"]) == (first, "rolled_back", [])
+    assert [e["payload"]["restored_certificate_id"] for e in _events(data, "certificate.deployment_rolled_back")] \
+        == [second, first]

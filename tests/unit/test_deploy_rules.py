@@ -72,11 +72,14 @@ def _deployed(certificate_id: str = "c", node: str = "db-1", digest: str = "a") 
         reload_exit_status=None)
 
 
-def _rolled_back(restored: str | None, node: str = "db-1", digest: str = "b") -> certificate.DeploymentRolledBack:
+def _rolled_back(restored: str | None, node: str = "db-1", digest: str = "b",
+                 undone: str | None = None) -> certificate.DeploymentRolledBack:
+    """A rollback that put back keystore ``digest`` over keystore ``undone`` (None: none was there)."""
     return certificate.DeploymentRolledBack(
         certificate_id="c", node=node, user="cassandra", host="10.0.0.1", port=22,
-        files=(certificate.RestoredFile(path=KEYSTORE, sha256=digest * 64, rolled_back_sha256=None),
-               certificate.RestoredFile(path=TRUSTSTORE, sha256="t" * 64, rolled_back_sha256=None)),
+        files=(certificate.RestoredFile(path=KEYSTORE, sha256=digest * 64, rolled_back_sha256=undone and undone * 64),
+               certificate.RestoredFile(path=TRUSTSTORE, sha256="t" * 64,
+                                        rolled_back_sha256=undone and "t" * 64)),
         restored_certificate_id=restored, forced=False, host_key_type="ssh-ed25519", host_key_fingerprint="SHA256:x",
         reload_exit_status=None)
 
@@ -87,20 +90,33 @@ def _node(current: str | None = "a", previous: str | None = "b") -> list[deploym
             deployment.NodeFile(path=TRUSTSTORE, sha256="t" * 64, generations=("t" * 64,))]
 
 
-def test_the_state_keeps_each_nodes_deployments_and_a_rollback_drops_the_last():
+def test_the_state_keeps_each_nodes_deployments_and_a_rollback_drops_the_one_it_undid():
     state = certificate.fold([_deployed(digest=d) for d in "abc"] + [_deployed(node="db-2")],
                              start=_state())
     assert deployment.last_deployment(state, "db-1").files[0].sha256 == "c" * 64
     assert [d.files[0].sha256 for d in deployment.earlier_deployments(state, "db-1")] == ["b" * 64, "a" * 64]
     assert deployment.earlier_deployments(state, "db-2") == []
-    back = certificate.fold([_rolled_back(restored="c")], start=state)  # the earlier one is back on the node
+    back = certificate.fold([_rolled_back(restored="c", undone="c")], start=state)  # the earlier one is back
     assert deployment.last_deployment(back, "db-1").files[0].sha256 == "b" * 64
-    elsewhere = certificate.fold([_rolled_back(restored="other")], start=state)
-    assert deployment.last_deployment(elsewhere, "db-1") is None
+    # another certificate's files put back: the earlier deployments stay, as the node's older generations hold them
+    elsewhere = certificate.fold([_rolled_back(restored="other", undone="c")], start=state)
+    assert [d.files[0].sha256 for d in deployment.deployments_to(elsewhere, "db-1")] == ["b" * 64, "a" * 64]
     assert deployment.last_deployment(elsewhere, "db-2") is not None
+    # b was in place (a rollback on another stream had put it back) and is undone: c, newer, is gone from the node
+    undid_b = certificate.fold([_rolled_back(restored="other", undone="b")], start=state)
+    assert [d.files[0].sha256 for d in deployment.deployments_to(undid_b, "db-1")] == ["a" * 64]
+    undid_a = certificate.fold([_rolled_back(restored="other", undone="a")], start=state)
     with pytest.raises(NotFound) as refused:
-        deployment.require_deployed(elsewhere, "c", "db-1")
+        deployment.require_deployed(undid_a, "c", "db-1")
     assert refused.value.code == "not_deployed"
+
+
+def test_the_deployment_in_place_is_the_newest_whose_files_the_node_holds_not_always_the_last():
+    state = certificate.fold([_deployed(digest=d) for d in "abc"], start=_state())
+    assert deployment.in_place(state, "db-1", _node(current="c")).files[0].sha256 == "c" * 64
+    assert deployment.in_place(state, "db-1", _node(current="a")).files[0].sha256 == "a" * 64
+    assert deployment.in_place(state, "db-1", _node(current="z")) is None  # changed by hand
+    assert deployment.in_place(state, "db-2", _node(current="a")) is None
 
 
 @pytest.mark.parametrize("observed, force, code", [
@@ -196,3 +212,17 @@ def test_old_deployment_events_read_as_keeping_one_generation_and_rolling_back_o
     rolled = {k: v for k, v in msgspec.to_builtins(_rolled_back("c")).items() if k != "generation"}
     assert decode_payload(EventEnvelope(type="certificate.deployment_rolled_back", payload=rolled,
                                         **common)).generation == 1
+
+
+def test_a_failure_is_recorded_on_one_bounded_line_without_a_password_or_a_pem_block():
+    key = "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIFHDBOBgkqhkiG9w0BBQ0w\n-----END ENCRYPTED PRIVATE KEY-----"
+    failure = deployment.failed(_started(), "commit", f"mv: failed\n{key}\npassword s3cret-pw " + "x" * 500,
+                                secrets=("s3cret-pw",))
+    assert (failure.certificate_id, failure.node, failure.step) == ("n", "db-1", "commit")
+    assert failure.reason.startswith("mv: failed [PEM removed] password [redacted] x")
+    assert "MIIF" not in failure.reason and "s3cret" not in failure.reason and len(failure.reason) == 300
+    cut = deployment.failed(_started(), "deliver", "-----BEGIN PRIVATE KEY-----\nMIIE cut short")
+    assert cut.reason == "[PEM removed]"
+    with pytest.raises(DomainError) as refused:
+        deployment.failed(_started(), "reload", "no")
+    assert refused.value.field == "step"

@@ -43,12 +43,18 @@ function generations(row) {
     certificateLink(g.certificate_id) || "unrecorded files", g.since ? [" since ", minute(g.since)] : ""))));
 }
 
+/** A deployment started there and never recorded as done: failed (its failure recorded: when, the step, why) or
+ * unfinished (nothing more recorded: its process died). */
 function unfinished(row) {
   const s = row.started;
   if (!s) return "";
-  return h("div", {}, h("span.badge.st-unfinished", {dataset: {unfinished: s.certificate_id}}, "unfinished"), " ",
-    certificateLink(s.certificate_id), " started ", minute(s.at), ` by ${s.actor}; ${s.files.length} file(s) staged: ` +
-      "the node may hold some of its files and not others (deploy again, or roll back)");
+  const failure = s.failure;
+  return h("div", {}, h(`span.badge.st-${failure ? "failed" : "unfinished"}`,
+    {dataset: {unfinished: s.certificate_id, outcome: failure ? "failed" : "unfinished"}},
+    failure ? "failed" : "unfinished"), " ",
+    certificateLink(s.certificate_id), " started ", minute(s.at), ` by ${s.actor}; ${s.files.length} file(s) staged`,
+    failure ? ["; failed ", minute(failure.at), ` at ${failure.step}: `, h("code.wrap", {}, failure.reason)] : "",
+    ": the node may hold some of its files and not others (deploy again, or roll back)");
 }
 
 function files(row) {
@@ -99,23 +105,41 @@ export async function deploymentsView(main, context, {query}) {
   context.onEvent(message => render(message.id).catch(() => {}));
 }
 
-const STATES = {current: "holds it", replaced: "replaced", rolled_back: "rolled back", started: "started, not done"};
+const STATES = {current: "holds it", replaced: "replaced", rolled_back: "rolled back", started: "started, not done",
+                failed: "failed"};
 
-/** The nodes ``cert`` was deployed to (GET /v1/certificates/{id}/deployments), for its page. */
+const CERTIFICATE_COLUMNS = [
+  ["Node", d => h("a", {href: `#/deployments?node=${encodeURIComponent(d.node)}`, dataset: {node: d.node}}, d.node)],
+  ["State", d => h(`span.badge.st-${d.state}`, {dataset: {state: d.state}}, STATES[d.state] || d.state)],
+  ["Last deployed", d => d.last_deployed_at ? [minute(d.last_deployed_at), d.last_actor ? ` by ${d.last_actor}`
+    : ""] : ""],
+  ["First deployed", d => minute(d.first_deployed_at)], ["Times", d => String(d.deployments)],
+  ["Verification", d => verification(d.verified, d.verified_at)],
+  ["Rolled back", d => minute(d.rolled_back_at)],
+  ["Unfinished", d => d.started_at ? [h("span.badge.st-unfinished", {}, "started"), " ", minute(d.started_at)]
+    : ""],
+  ["Last failure", d => d.failed_at ? [minute(d.failed_at), ` at ${d.failed_step}: `,
+    h("code.wrap", {}, d.failed_reason)] : ""]];
+
+/** The nodes ``cert`` was deployed to (GET /v1/certificates/{id}/deployments), for its page: the first page, and a
+ * button that adds the next one (the list pages by cursor, as GET /v1/deployments). */
 export async function certificateDeployments(cert, position) {
-  const {items} = await api(`/v1/certificates/${encodeURIComponent(cert.certificate_id)}/deployments`, {
-    query: {min_position: position}});
-  return h("section", {id: "certificate-deployments", "aria-label": "Deployed to"}, h("h2", {}, "Deployed to"),
-    items.length ? table([
-      ["Node", d => h("a", {href: `#/deployments?node=${encodeURIComponent(d.node)}`, dataset: {node: d.node}},
-                      d.node)],
-      ["State", d => h(`span.badge.st-${d.state}`, {dataset: {state: d.state}}, STATES[d.state] || d.state)],
-      ["Last deployed", d => d.last_deployed_at ? [minute(d.last_deployed_at), d.last_actor ? ` by ${d.last_actor}`
-        : ""] : ""],
-      ["First deployed", d => minute(d.first_deployed_at)], ["Times", d => String(d.deployments)],
-      ["Verification", d => verification(d.verified, d.verified_at)],
-      ["Rolled back", d => minute(d.rolled_back_at)],
-      ["Unfinished", d => d.started_at ? [h("span.badge.st-unfinished", {}, "started"), " ", minute(d.started_at)]
-        : ""]], items)
-      : h("p.muted", {}, "Not deployed to any node (csm cluster deploy)."));
+  const url = `/v1/certificates/${encodeURIComponent(cert.certificate_id)}/deployments`;
+  const first = await api(url, {query: {min_position: position}});
+  const section = h("section", {id: "certificate-deployments", "aria-label": "Deployed to"});
+  const show = (items, cursor) => {
+    const more = cursor ? h("button", {type: "button", on: {click: async () => {
+      more.disabled = true;
+      try {
+        const page = await api(url, {query: {cursor}});
+        show([...items, ...page.items], page.next_cursor);
+      } catch {
+        more.disabled = false;  // a failed page leaves the rows shown; the button can try again
+      }
+    }}}, "More nodes") : null;
+    fill(section, h("h2", {}, "Deployed to"), items.length ? table(CERTIFICATE_COLUMNS, items)
+      : h("p.muted", {}, "Not deployed to any node (csm cluster deploy)."), more ? h("div.actions", {}, more) : null);
+  };
+  show(first.items, first.next_cursor);
+  return section;
 }
