@@ -246,9 +246,9 @@ class CountingNode(SshNode):
         SSH_CALLS.append("inspect")
         return await super().inspect(paths)
 
-    async def restore(self, files):
+    async def restore(self, files, generation):
         SSH_CALLS.append("restore")
-        return await super().restore(files)
+        return await super().restore(files, generation)
 
 
 def test_verify_needs_a_deployment_on_record_and_a_port(cluster, tmp_path):
