@@ -126,10 +126,10 @@ run: setup ## initialise the data dir and serve the API on 127.0.0.1:8000
 	@echo
 	$(BIN)/csm --data-dir "$(CSM_DATA_DIR)" serve --host "$(CSM_HOST)" --port "$(CSM_PORT)"
 
-test: setup ## check the import layers and ruff's checks, then run the whole test suite
+test: setup ## check the import layers and ruff's checks, then run the whole test suite (its 25 slowest tests listed last)
 	$(BIN)/lint-imports
 	$(BIN)/ruff check .
-	$(BIN)/pytest -p no:cacheprovider $(if $(PYTEST_WORKERS),-n $(PYTEST_WORKERS)) $(PYTEST_ARGS)
+	$(BIN)/pytest -p no:cacheprovider --durations=25 $(if $(PYTEST_WORKERS),-n $(PYTEST_WORKERS)) $(PYTEST_ARGS)
 
 bench-sysdeps: # the Debian packages only the benchmarks need (cfssl, wrk), through the sysdeps recipe
 	@$(MAKE) --no-print-directory sysdeps APT_PACKAGES="$(BENCH_APT_PACKAGES)" APT_DAEMONS=
