@@ -25,8 +25,9 @@ from domain import policy, revocation
 from domain.algorithms import ALGORITHMS
 from domain.errors import DomainError
 from infra.crypto import keys as key_files
-from infra.crypto.engine import CryptographyPki, algorithm_of, csr_alternative_key
+from infra.crypto.engine import CryptographyPki
 from infra.crypto.revocation import CryptographyRevocation
+from infra.crypto.x509_facts import algorithm_of, csr_alternative_key
 from infra.private_files import write_file
 
 ROOT_CERT = "root.pem"
