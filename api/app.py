@@ -40,7 +40,7 @@ from api.webhooks import WebhookController
 from api.webui import ui_routes
 from infra.bootstrap import initialise, open_runtime
 from infra.config import Settings
-from infra.primary_link import LinkClient
+from infra.primary_link_client import LinkClient
 
 API_VERSION = "0.1.0"
 

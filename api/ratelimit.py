@@ -176,7 +176,7 @@ class LinkedBackend:
     """The primary process's in-memory buckets, asked over the link (a multi-worker ``csm serve``)."""
 
     def __init__(self, link: Any) -> None:
-        self._link = link  # infra.primary_link.LinkClient
+        self._link = link  # infra.primary_link_client.LinkClient
 
     async def hit(self, key: str, rate: Rate) -> Decision:
         allowed, remaining, reset_after, retry_after = await self._link.rate_hit(key, rate.limit, rate.period)

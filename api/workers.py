@@ -8,7 +8,7 @@ SQLite takes one writer at a time, and one Python process uses about one core. S
 - the **primary** owns every write to ``events.db`` (the writer thread: group commit, hash chain,
   witness), runs the projection runner, the audit checkpointer, the CRL and renewal schedulers,
   the webhook dispatcher and its jobs, and the in-memory rate-limit buckets; it serves the
-  workers over ``infra/primary_link.py`` and no HTTP;
+  workers over ``infra/primary_link_server.py`` and no HTTP;
 - each **worker** runs the Litestar app under uvicorn on the shared socket (the kernel spreads
   connections): it parses, authenticates, authorises, checks policy, signs, and reads
   ``events.db`` and ``views.db`` itself; its appends go to the primary, which answers once they
@@ -91,7 +91,7 @@ def primary_main(settings: Settings, path: Path, parent: int) -> None:
 async def _primary(settings: Settings, path: Path) -> None:
     from api.ratelimit import MemoryBackend, Rate
     from infra.bootstrap import freeze_startup_heap, initialise
-    from infra.primary_link import LinkServer
+    from infra.primary_link_server import LinkServer
 
     limiter = MemoryBackend()
 
@@ -130,7 +130,7 @@ def worker_main(settings: Settings, sock: socket.socket, path: Path, parent: int
     from api.app import create_app
     from api.server import build_server
     from infra.bootstrap import freeze_startup_heap
-    from infra.primary_link import LinkClient
+    from infra.primary_link_client import LinkClient
     from infra.telemetry import configure_logging
 
     _die_with_parent(parent)

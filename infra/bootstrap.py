@@ -44,7 +44,7 @@ from infra.keystore.pkcs11 import kek_factories
 from infra.untrusted_chains import ReadModelUntrustedChains
 from infra.keystore.vault import SQLiteKeyVault
 from infra.ldap import LdapDirectory
-from infra.primary_link import LinkClient, LinkedQuotaLedger
+from infra.primary_link_client import LinkClient, LinkedQuotaLedger
 from infra.renewal_scheduler import RenewalScheduler
 from infra.revocation_scheduler import RevocationScheduler
 from infra.sessions import ReadModelSessions

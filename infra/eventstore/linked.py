@@ -13,7 +13,8 @@ from pathlib import Path
 
 from commands.ports import AppendRequest, AppendResult
 from infra.eventstore.sqlite import SQLiteEventStore
-from infra.primary_link import LinkClient, Progress
+from infra.primary_link import Progress
+from infra.primary_link_client import LinkClient
 
 
 class LinkedEventStore(SQLiteEventStore):

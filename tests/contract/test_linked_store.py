@@ -23,7 +23,9 @@ from domain.errors import IdempotencyKeyReused, WrongExpectedVersion
 from infra.eventstore.linked import LinkedEventStore
 from infra.eventstore.group_commit import StoreUnavailable, chained_rows
 from infra.eventstore.sqlite import SQLiteEventStore
-from infra.primary_link import AppendCall, LinkClient, LinkServer, frame, read_frame
+from infra.primary_link import AppendCall, frame, read_frame
+from infra.primary_link_client import LinkClient
+from infra.primary_link_server import LinkServer
 from projections.registry import all_projectors
 from projections.runner import ProjectionRunner
 
@@ -181,7 +183,7 @@ async def test_workers_take_quota_reservations_in_the_primarys_ledger_against_ea
     from commands.quotas import QuotaLedger, Reservation, StaleCount
     from domain.errors import QuotaExceeded
     from domain.tenant import NEW_CERTIFICATE, Quotas
-    from infra.primary_link import LinkedQuotaLedger
+    from infra.primary_link_client import LinkedQuotaLedger
 
     now, bounds = datetime(2026, 12, 6, 12, tzinfo=UTC), Quotas(max_certificates=3, max_issuances_per_day=10)
     ledger = QuotaLedger()
