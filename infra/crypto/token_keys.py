@@ -2,7 +2,7 @@
 
 A token key is an EC key pair (P-256 or P-384) or an RSA key pair (4096 bits, the least a CA's RSA key may have;
 public exponent 65537): what every HSM generates and signs with. It is generated on the token configured by CSM_PKCS11_* (the KEK provider's token
-and login, shared: infra/keystore/pkcs11.py), label ``csm-ca:<tenant>:<ca>`` and a random 16-byte CKA_ID. The private
+and login, shared: infra/keystore/pkcs11_token.py), label ``csm-ca:<tenant>:<ca>`` and a random 16-byte CKA_ID. The private
 half is a token object that is private, sensitive, never extractable, not modifiable, and may only sign (CKM_ECDSA,
 CKM_RSA_PKCS). What the service keeps in its key vault, in place of key material, is a ``TokenKeyRef``: the
 algorithm, the token's serial, the CKA_ID, the label and the public key (to check that the token's object is still
@@ -26,7 +26,7 @@ from infra.config import Pkcs11Settings
 from infra.crypto import der
 from infra.crypto.token_signers import TOKEN_KEY_TYPES, TokenEcKey, TokenRsaKey, TokenUnavailable
 from infra.keystore.kek import KekUnavailable
-from infra.keystore.pkcs11 import open_token
+from infra.keystore.pkcs11_token import open_token
 
 __all__ = ["TOKEN_KEY_TYPES", "TokenEcKey", "TokenKeyRef", "TokenKeys", "TokenRsaKey", "TokenUnavailable",
            "is_reference"]

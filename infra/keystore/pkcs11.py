@@ -13,196 +13,23 @@ wraps it. A row's label must be this tenant's (else UnwrapFailed), and the tenan
 associated data too. Two processes creating a tenant's key at once may leave two; rows name
 theirs by CKA_ID, and new wraps use the smallest, so both stay readable and they converge.
 
-PKCS#11 logs in per application, not per session, and closing a logged-in session logs out
-every session: so one ``_Token`` per (module, serial) is shared by all providers of a process
-and holds the login; a session the token dropped is replaced by logging in again. The vault
-calls from worker threads; python-pkcs11 sessions are not thread-safe and the module is
-initialised without locking, so calls take the module's lock.
+The token's login, shared with the CA keys on the token, is ``pkcs11_token``'s.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import logging
 import secrets
-import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from infra.config import Pkcs11Settings, Settings
-from infra.keystore.kek import (KEY_BYTES, NONCE_BYTES, KekProvider, KekUnavailable, UnwrapFailed, bind,
-                                read_secret_line)
+from infra.keystore.kek import KEY_BYTES, NONCE_BYTES, KekProvider, KekUnavailable, UnwrapFailed, bind
+from infra.keystore.pkcs11_token import SharedToken, TokenSession, open_token, pkcs11_module
 
-log = logging.getLogger(__name__)
 T = TypeVar("T")
 VERSION = b"\x01"
 LABEL_PREFIX = "csm-kek:"
 WRAPPED_BYTES = 1 + NONCE_BYTES + KEY_BYTES + 16
-_SALT = secrets.token_bytes(32)  # keys the PIN digests a shared login compares, for this process only
-
-
-def _pkcs11() -> Any:
-    try:
-        import pkcs11
-    except ImportError:
-        raise KekUnavailable("CSM_KEK_PROVIDER=pkcs11 needs python-pkcs11 "
-                             "(pip install 'cassandra-security-manager[hsm]')") from None
-    return pkcs11
-
-
-def _text(value: str | bytes) -> str:
-    """Token fields (python-pkcs11 gives the serial as bytes, the label as str), blank-padded by PKCS#11."""
-    return (value.decode(errors="replace") if isinstance(value, bytes) else str(value)).strip()
-
-
-def _pin_digest(pin: str) -> bytes:
-    return hmac.new(_SALT, pin.encode(), hashlib.sha256).digest()
-
-
-def read_pin(settings: Pkcs11Settings) -> str:
-    """The user PIN: CSM_PKCS11_PIN_FILE (0600, first line) or CSM_PKCS11_PIN, never both."""
-    if settings.pin_file is not None and settings.pin is not None:
-        raise KekUnavailable("set CSM_PKCS11_PIN_FILE or CSM_PKCS11_PIN, not both")
-    if settings.pin_file is not None:
-        return read_secret_line(settings.pin_file)
-    if settings.pin:
-        return settings.pin
-    raise KekUnavailable("CSM_KEK_PROVIDER=pkcs11 needs the token's user PIN: CSM_PKCS11_PIN_FILE (mode 0600)")
-
-
-class _Session:
-    """The logged-in session and the key objects found through it."""
-
-    def __init__(self, session: Any) -> None:
-        self.session = session
-        self.keys: dict[tuple[str, bytes], Any] = {}
-
-
-_MODULE_LOCKS: dict[str, threading.RLock] = {}
-_MODULE_LOCKS_LOCK = threading.Lock()
-
-
-def _module_lock(module: str) -> threading.RLock:
-    with _MODULE_LOCKS_LOCK:
-        return _MODULE_LOCKS.setdefault(module, threading.RLock())
-
-
-class _Token:
-    """A logged-in token shared by a process's providers: the login session and a reference count.
-
-    python-pkcs11 initialises the module with ``C_Initialize(NULL)``, which tells it the
-    application makes no concurrent calls (SoftHSM2 then runs without its mutexes, and two
-    threads encrypting at once fail with CKR_GENERAL_ERROR): so every call into a module holds
-    that module's lock, and one session per token is all a pool could use.
-    """
-
-    registry: dict[tuple[str, str], _Token] = {}
-    registry_lock = threading.Lock()
-
-    def __init__(self, key: tuple[str, str], token: Any, login: Any, pin: str, where: str) -> None:
-        self.key, self.token, self.where = key, token, where
-        self.serial, self.label = _text(token.serial), _text(token.label)
-        self.lock = _module_lock(key[0])  # the one acquire holds: the same object
-        self._pin = _pin_digest(pin)
-        self._secret = pin  # to log in again after the token dropped the session
-        self._held: _Session | None = _Session(login)
-        self._users = 0
-
-    @classmethod
-    def acquire(cls, settings: Pkcs11Settings, pin: str) -> _Token:
-        pkcs11, module = _pkcs11(), str(settings.module)
-        where = f"PKCS#11 token {settings.token_label!r} (module {settings.module})"
-        lock = _module_lock(module)
-        with cls.registry_lock, lock:
-            try:
-                token = pkcs11.lib(module).get_token(token_label=settings.token_label)
-            except pkcs11.NoSuchToken:
-                raise KekUnavailable(f"{where} is not present: check CSM_PKCS11_TOKEN_LABEL and the module's "
-                                     "configuration (SoftHSM2: SOFTHSM2_CONF)") from None
-            except pkcs11.PKCS11Error as exc:
-                raise KekUnavailable(f"{where}: cannot reach it ({type(exc).__name__}: {exc})") from None
-            key = (module, _text(token.serial))
-            shared = cls.registry.get(key)
-            if shared is None:
-                shared = cls.registry[key] = cls(key, token, _login(token, pin, where), pin, where)
-            elif not hmac.compare_digest(shared._pin, _pin_digest(pin)):
-                raise KekUnavailable(f"{where}: the user PIN is not the one this process logged in with")
-            shared._users += 1
-            return shared
-
-    def release(self) -> None:
-        with self.registry_lock, self.lock:
-            self._users -= 1
-            if self._users > 0:
-                return
-            self.registry.pop(self.key, None)
-            held, self._held = self._held, None
-            if held is not None:
-                _close_quietly(held.session)  # logs the application out of the token
-
-    def run(self, operation: Callable[[_Session], T]) -> T:
-        """``operation`` on the session, under the module's lock; once more after logging in again if the
-        token dropped the session (restarted, reinserted, or its login timed out)."""
-        errors = _pkcs11()
-        lost = (errors.SessionHandleInvalid, errors.SessionClosed, errors.UserNotLoggedIn, errors.DeviceRemoved,
-                errors.TokenNotPresent, errors.DeviceError, errors.ObjectHandleInvalid, errors.KeyHandleInvalid)
-        with self.lock:
-            if self._held is None:
-                raise KekUnavailable(f"PKCS#11 token {self.label!r}: the session is closed")
-            try:
-                return operation(self._held)
-            except lost as exc:
-                log.warning("PKCS#11 token %r: %s; logging in again", self.label, type(exc).__name__)
-            self._relogin()
-            return operation(self._held)
-
-    def _relogin(self) -> None:
-        stale, self._held = self._held, None
-        if stale is not None:
-            _close_quietly(stale.session)
-        try:  # the token may be back in another slot: look it up again, and insist on the same serial
-            token = _pkcs11().lib(self.key[0]).get_token(token_label=self.label)
-        except _pkcs11().PKCS11Error as exc:
-            raise KekUnavailable(f"{self.where}: cannot reach it again ({type(exc).__name__})") from None
-        if _text(token.serial) != self.serial:
-            raise KekUnavailable(f"{self.where}: now has serial {_text(token.serial)}, not {self.serial}")
-        self.token = token
-        self._held = _Session(_login(token, self._secret, self.where, relogin=True))
-
-
-def _login(token: Any, pin: str, where: str, *, relogin: bool = False) -> Any:
-    pkcs11 = _pkcs11()
-    try:
-        return token.open(rw=True, user_pin=pin)
-    except pkcs11.UserAlreadyLoggedIn:
-        if not relogin:  # something else in this process logged in: the PIN would go unchecked
-            raise KekUnavailable(f"{where}: another part of this process is logged in to it") from None
-        return token.open(rw=True)  # our PIN was checked when we first logged in
-    except (pkcs11.PinIncorrect, pkcs11.PinInvalid, pkcs11.PinLenRange):
-        raise KekUnavailable(f"{where}: the user PIN is incorrect") from None
-    except pkcs11.PinLocked:
-        raise KekUnavailable(f"{where}: the user PIN is locked (the security officer must reset it)") from None
-    except pkcs11.PKCS11Error as exc:
-        raise KekUnavailable(f"{where}: cannot log in ({type(exc).__name__})") from None
-
-
-def _close_quietly(session: Any) -> None:
-    try:
-        session.close()
-    except Exception:  # noqa: BLE001 - closing a session of a removed token: nothing left to release
-        pass
-
-
-def open_token(settings: Pkcs11Settings, *, needed_by: str = "CSM_KEK_PROVIDER=pkcs11") -> _Token:
-    """The process's logged-in session of the configured token (shared; ``release`` it when done)."""
-    if settings.module is None or not settings.token_label:
-        raise KekUnavailable(f"{needed_by} needs CSM_PKCS11_MODULE (the token's PKCS#11 library) "
-                             "and CSM_PKCS11_TOKEN_LABEL")
-    if not settings.module.is_file():
-        raise KekUnavailable(f"PKCS#11 module {settings.module} does not exist (CSM_PKCS11_MODULE)")
-    _pkcs11()
-    return _Token.acquire(settings, read_pin(settings))
 
 
 class Pkcs11KekProvider:
@@ -212,18 +39,18 @@ class Pkcs11KekProvider:
     per_tenant = True  # a key on the token is one tenant's: a rotation for every tenant makes one each
 
     def __init__(self, settings: Pkcs11Settings) -> None:
-        self._pkcs11 = _pkcs11()
-        self._token: _Token | None = open_token(settings)
+        self._pkcs11 = pkcs11_module()
+        self._token: SharedToken | None = open_token(settings)
         self.serial = self._token.serial
 
     # keys on the token -------------------------------------------------------------------
 
-    def _shared(self) -> _Token:
+    def _shared(self) -> SharedToken:
         if self._token is None:
             raise KekUnavailable("the PKCS#11 provider is closed")
         return self._token
 
-    def _find(self, held: _Session, label: str, key_id: bytes | None = None) -> Any | None:
+    def _find(self, held: TokenSession, label: str, key_id: bytes | None = None) -> Any | None:
         """The tenant's key (by CKA_ID, or the one with the smallest CKA_ID), cached per session."""
         cached = held.keys.get((label, key_id or b""))
         if cached is not None:
@@ -238,11 +65,11 @@ class Pkcs11KekProvider:
         held.keys[(label, key_id or b"")] = found[0]
         return found[0]
 
-    def _create(self, held: _Session, label: str) -> Any:
+    def _create(self, held: TokenSession, label: str) -> Any:
         self._generate(held, label)
         return self._find(held, label)  # the smallest CKA_ID: another process may have made one too
 
-    def _generate(self, held: _Session, label: str) -> Any:
+    def _generate(self, held: TokenSession, label: str) -> Any:
         pkcs11 = self._pkcs11
         attribute = pkcs11.Attribute
         template = {attribute.TOKEN: True, attribute.PRIVATE: True, attribute.SENSITIVE: True,
@@ -277,14 +104,14 @@ class Pkcs11KekProvider:
             raise KekUnavailable(f"{kek_id!r} names no valid key id") from None
         return label, key_id
 
-    def _named(self, held: _Session, label: str, key_id: bytes) -> Any:
+    def _named(self, held: TokenSession, label: str, key_id: bytes) -> Any:
         key = self._find(held, label, key_id)
         if key is None:
             raise KekUnavailable(f"key {label} (id {key_id.hex()}) is not on PKCS#11 token "
                                  f"{self._shared().label!r} (serial {self.serial}): deleted, or another token's")
         return key
 
-    def _on_token(self, what: str, label: str, operation: Callable[[_Session], T]) -> T:
+    def _on_token(self, what: str, label: str, operation: Callable[[TokenSession], T]) -> T:
         token = self._shared()
         try:
             return token.run(operation)
@@ -292,7 +119,7 @@ class Pkcs11KekProvider:
             raise KekUnavailable(f"PKCS#11 token {token.label!r}: cannot {what} with {label} "
                                  f"({type(exc).__name__})") from None
 
-    def _tenant_key(self, held: _Session, label: str) -> Any:
+    def _tenant_key(self, held: TokenSession, label: str) -> Any:
         key = self._find(held, label)
         if key is None:  # first use: the module lock makes this process's creator the only one
             key = self._create(held, label)
@@ -305,7 +132,7 @@ class Pkcs11KekProvider:
         if named is not None and named[0] != label:
             raise KekUnavailable(f"{kek_id!r} is another tenant's key")
 
-        def seal(held: _Session) -> tuple[str, bytes]:
+        def seal(held: TokenSession) -> tuple[str, bytes]:
             key = self._named(held, label, named[1]) if named else self._tenant_key(held, label)
             kek_id = self._kek_id(key, label)
             nonce = secrets.token_bytes(NONCE_BYTES)
@@ -324,7 +151,7 @@ class Pkcs11KekProvider:
         nonce = wrapped[1:1 + NONCE_BYTES]
         errors = self._pkcs11
 
-        def open_(held: _Session) -> bytearray:
+        def open_(held: TokenSession) -> bytearray:
             key = self._named(held, label, key_id)
             try:
                 return bytearray(key.decrypt(wrapped[1 + NONCE_BYTES:], mechanism=errors.Mechanism.AES_GCM,
@@ -348,7 +175,7 @@ class Pkcs11KekProvider:
         """The tenant's first key, if it has one (none is made)."""
         label = LABEL_PREFIX + tenant_id
 
-        def first(held: _Session) -> str | None:
+        def first(held: TokenSession) -> str | None:
             key = self._find(held, label)
             return None if key is None else self._kek_id(key, label)
 
@@ -365,7 +192,7 @@ class Pkcs11KekProvider:
             raise ValueError("a key on the token is one tenant's: name the tenant")
         label = LABEL_PREFIX + tenant_id
 
-        def make(held: _Session) -> str:
+        def make(held: TokenSession) -> str:
             key = self._generate(held, label)
             held.keys.clear()
             return self._kek_id(key, label)
@@ -376,7 +203,7 @@ class Pkcs11KekProvider:
         """Destroy the key on the token (the vault checked that no row names it); gone already is fine."""
         label, key_id = self._parse(kek_id)
 
-        def destroy(held: _Session) -> None:
+        def destroy(held: TokenSession) -> None:
             key = self._find(held, label, key_id)
             held.keys.clear()
             if key is not None:
@@ -384,7 +211,7 @@ class Pkcs11KekProvider:
 
         self._on_token("destroy", label, destroy)
 
-    def _probe(self, held: _Session, label: str) -> None:
+    def _probe(self, held: TokenSession, label: str) -> None:
         held.keys.clear()
         self._find(held, label)
 

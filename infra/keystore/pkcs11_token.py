@@ -1,0 +1,189 @@
+"""The process's logged-in session of the configured PKCS#11 token, shared by the KEK provider (``pkcs11``) and the
+CA keys on the token (``infra/crypto/token_keys.py``).
+
+PKCS#11 logs in per application, not per session, and closing a logged-in session logs out
+every session: so one ``SharedToken`` per (module, serial) is shared by all users of a process
+and holds the login; a session the token dropped is replaced by logging in again. The vault
+calls from worker threads; python-pkcs11 sessions are not thread-safe and the module is
+initialised without locking, so calls take the module's lock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import secrets
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from infra.config import Pkcs11Settings
+from infra.keystore.kek import KekUnavailable, read_secret_line
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+_SALT = secrets.token_bytes(32)  # keys the PIN digests a shared login compares, for this process only
+
+
+def pkcs11_module() -> Any:
+    try:
+        import pkcs11
+    except ImportError:
+        raise KekUnavailable("CSM_KEK_PROVIDER=pkcs11 needs python-pkcs11 "
+                             "(pip install 'cassandra-security-manager[hsm]')") from None
+    return pkcs11
+
+
+def _text(value: str | bytes) -> str:
+    """Token fields (python-pkcs11 gives the serial as bytes, the label as str), blank-padded by PKCS#11."""
+    return (value.decode(errors="replace") if isinstance(value, bytes) else str(value)).strip()
+
+
+def _pin_digest(pin: str) -> bytes:
+    return hmac.new(_SALT, pin.encode(), hashlib.sha256).digest()
+
+
+def read_pin(settings: Pkcs11Settings) -> str:
+    """The user PIN: CSM_PKCS11_PIN_FILE (0600, first line) or CSM_PKCS11_PIN, never both."""
+    if settings.pin_file is not None and settings.pin is not None:
+        raise KekUnavailable("set CSM_PKCS11_PIN_FILE or CSM_PKCS11_PIN, not both")
+    if settings.pin_file is not None:
+        return read_secret_line(settings.pin_file)
+    if settings.pin:
+        return settings.pin
+    raise KekUnavailable("CSM_KEK_PROVIDER=pkcs11 needs the token's user PIN: CSM_PKCS11_PIN_FILE (mode 0600)")
+
+
+class TokenSession:
+    """The logged-in session and the key objects found through it."""
+
+    def __init__(self, session: Any) -> None:
+        self.session = session
+        self.keys: dict[tuple[str, bytes], Any] = {}
+
+
+_MODULE_LOCKS: dict[str, threading.RLock] = {}
+_MODULE_LOCKS_LOCK = threading.Lock()
+
+
+def _module_lock(module: str) -> threading.RLock:
+    with _MODULE_LOCKS_LOCK:
+        return _MODULE_LOCKS.setdefault(module, threading.RLock())
+
+
+class SharedToken:
+    """A logged-in token shared by a process's providers: the login session and a reference count.
+
+    python-pkcs11 initialises the module with ``C_Initialize(NULL)``, which tells it the
+    application makes no concurrent calls (SoftHSM2 then runs without its mutexes, and two
+    threads encrypting at once fail with CKR_GENERAL_ERROR): so every call into a module holds
+    that module's lock, and one session per token is all a pool could use.
+    """
+
+    registry: dict[tuple[str, str], SharedToken] = {}
+    registry_lock = threading.Lock()
+
+    def __init__(self, key: tuple[str, str], token: Any, login: Any, pin: str, where: str) -> None:
+        self.key, self.token, self.where = key, token, where
+        self.serial, self.label = _text(token.serial), _text(token.label)
+        self.lock = _module_lock(key[0])  # the one acquire holds: the same object
+        self._pin = _pin_digest(pin)
+        self._secret = pin  # to log in again after the token dropped the session
+        self._held: TokenSession | None = TokenSession(login)
+        self._users = 0
+
+    @classmethod
+    def acquire(cls, settings: Pkcs11Settings, pin: str) -> SharedToken:
+        pkcs11, module = pkcs11_module(), str(settings.module)
+        where = f"PKCS#11 token {settings.token_label!r} (module {settings.module})"
+        lock = _module_lock(module)
+        with cls.registry_lock, lock:
+            try:
+                token = pkcs11.lib(module).get_token(token_label=settings.token_label)
+            except pkcs11.NoSuchToken:
+                raise KekUnavailable(f"{where} is not present: check CSM_PKCS11_TOKEN_LABEL and the module's "
+                                     "configuration (SoftHSM2: SOFTHSM2_CONF)") from None
+            except pkcs11.PKCS11Error as exc:
+                raise KekUnavailable(f"{where}: cannot reach it ({type(exc).__name__}: {exc})") from None
+            key = (module, _text(token.serial))
+            shared = cls.registry.get(key)
+            if shared is None:
+                shared = cls.registry[key] = cls(key, token, _login(token, pin, where), pin, where)
+            elif not hmac.compare_digest(shared._pin, _pin_digest(pin)):
+                raise KekUnavailable(f"{where}: the user PIN is not the one this process logged in with")
+            shared._users += 1
+            return shared
+
+    def release(self) -> None:
+        with self.registry_lock, self.lock:
+            self._users -= 1
+            if self._users > 0:
+                return
+            self.registry.pop(self.key, None)
+            held, self._held = self._held, None
+            if held is not None:
+                _close_quietly(held.session)  # logs the application out of the token
+
+    def run(self, operation: Callable[[TokenSession], T]) -> T:
+        """``operation`` on the session, under the module's lock; once more after logging in again if the
+        token dropped the session (restarted, reinserted, or its login timed out)."""
+        errors = pkcs11_module()
+        lost = (errors.SessionHandleInvalid, errors.SessionClosed, errors.UserNotLoggedIn, errors.DeviceRemoved,
+                errors.TokenNotPresent, errors.DeviceError, errors.ObjectHandleInvalid, errors.KeyHandleInvalid)
+        with self.lock:
+            if self._held is None:
+                raise KekUnavailable(f"PKCS#11 token {self.label!r}: the session is closed")
+            try:
+                return operation(self._held)
+            except lost as exc:
+                log.warning("PKCS#11 token %r: %s; logging in again", self.label, type(exc).__name__)
+            self._relogin()
+            return operation(self._held)
+
+    def _relogin(self) -> None:
+        stale, self._held = self._held, None
+        if stale is not None:
+            _close_quietly(stale.session)
+        try:  # the token may be back in another slot: look it up again, and insist on the same serial
+            token = pkcs11_module().lib(self.key[0]).get_token(token_label=self.label)
+        except pkcs11_module().PKCS11Error as exc:
+            raise KekUnavailable(f"{self.where}: cannot reach it again ({type(exc).__name__})") from None
+        if _text(token.serial) != self.serial:
+            raise KekUnavailable(f"{self.where}: now has serial {_text(token.serial)}, not {self.serial}")
+        self.token = token
+        self._held = TokenSession(_login(token, self._secret, self.where, relogin=True))
+
+
+def _login(token: Any, pin: str, where: str, *, relogin: bool = False) -> Any:
+    pkcs11 = pkcs11_module()
+    try:
+        return token.open(rw=True, user_pin=pin)
+    except pkcs11.UserAlreadyLoggedIn:
+        if not relogin:  # something else in this process logged in: the PIN would go unchecked
+            raise KekUnavailable(f"{where}: another part of this process is logged in to it") from None
+        return token.open(rw=True)  # our PIN was checked when we first logged in
+    except (pkcs11.PinIncorrect, pkcs11.PinInvalid, pkcs11.PinLenRange):
+        raise KekUnavailable(f"{where}: the user PIN is incorrect") from None
+    except pkcs11.PinLocked:
+        raise KekUnavailable(f"{where}: the user PIN is locked (the security officer must reset it)") from None
+    except pkcs11.PKCS11Error as exc:
+        raise KekUnavailable(f"{where}: cannot log in ({type(exc).__name__})") from None
+
+
+def _close_quietly(session: Any) -> None:
+    try:
+        session.close()
+    except Exception:  # noqa: BLE001 - closing a session of a removed token: nothing left to release
+        pass
+
+
+def open_token(settings: Pkcs11Settings, *, needed_by: str = "CSM_KEK_PROVIDER=pkcs11") -> SharedToken:
+    """The process's logged-in session of the configured token (shared; ``release`` it when done)."""
+    if settings.module is None or not settings.token_label:
+        raise KekUnavailable(f"{needed_by} needs CSM_PKCS11_MODULE (the token's PKCS#11 library) "
+                             "and CSM_PKCS11_TOKEN_LABEL")
+    if not settings.module.is_file():
+        raise KekUnavailable(f"PKCS#11 module {settings.module} does not exist (CSM_PKCS11_MODULE)")
+    pkcs11_module()
+    return SharedToken.acquire(settings, read_pin(settings))
