@@ -1,43 +1,23 @@
-"""`csm ca`: CA commands through their handlers, CA queries, and the offline root ceremony (`csm ca root`)."""
+"""`csm ca`: CA commands through their handlers (create, cross-sign, disable, rollover, compromise, revoke).
+
+Queries are in cli/ca_queries.py, the offline CA's exchanges in cli/ca_offline.py, the ceremony itself
+(`csm ca root`) in cli/ca_root.py.
+"""
 
 from __future__ import annotations
 
 import functools
-from datetime import UTC, datetime
-from pathlib import Path
 
 import click
 import msgspec
 
-from cli.common import (CliError, catch_up, command_context, echo_json, id_table, print_table, query_views, run_async,
-                        runtime_for)
+from cli.common import CliError, catch_up, command_context, echo_json, run_async, runtime_for
+from cli.options import constraint_options, constraints, key_storage_option, required_subject, subject_options
 from commands import ca_rollover, cas as cmd
-from commands import crl
-from commands import profiles
 from commands import revoke as revocation
-from commands.pki import pem
 from commands.runtime import CommandResult
-from domain.certspec import DistinguishedName, NameConstraints
 from domain.revocation import REASONS
 from infra.config import Settings
-from infra.crypto.engine import CryptographyPki
-from projections import cas as read_model
-
-
-def subject_options(fn):
-    """--cn/--org/--ou/--locality/--state/--country, gathered into ``subject`` by :func:`subject_of`."""
-    for name, help_ in reversed((("--cn", "Common name."), ("--org", "Organisation (O)."),
-                                 ("--ou", "Organisational unit (OU)."), ("--locality", "Locality (L)."),
-                                 ("--state", "State or province (ST)."), ("--country", "Two-letter country (C)."))):
-        fn = click.option(name, default=None, help=help_)(fn)
-    return fn
-
-
-def subject_of(cn, org, ou, locality, state, country) -> DistinguishedName | None:
-    if cn is None:
-        return None
-    return DistinguishedName(common_name=cn, organization=org, organizational_unit=ou, locality=locality,
-                             state=state, country=country)
 
 
 def execute(settings: Settings, handler, command):
@@ -55,33 +35,13 @@ def convert(fields: dict, command_type):
         raise CliError(f"invalid input: {exc}") from None
 
 
-def _ca_id(result: CommandResult) -> str:
+def ca_id_of(result: CommandResult) -> str:
     return result.stream_id.removeprefix("ca-")
-
-
-def constraints(permit_dns, exclude_dns, permit_ip, exclude_ip) -> NameConstraints:
-    return NameConstraints(permitted_dns=tuple(permit_dns), excluded_dns=tuple(exclude_dns),
-                           permitted_ip=tuple(permit_ip), excluded_ip=tuple(exclude_ip))
-
-
-def constraint_options(fn):
-    for name, help_ in reversed((("--permit-dns", "Permitted DNS subtree (repeatable)."),
-                                 ("--exclude-dns", "Excluded DNS subtree (repeatable)."),
-                                 ("--permit-ip", "Permitted IP network, CIDR (repeatable)."),
-                                 ("--exclude-ip", "Excluded IP network, CIDR (repeatable)."))):
-        fn = click.option(name, multiple=True, help=help_)(fn)
-    return fn
 
 
 @click.group()
 def ca() -> None:
     """Create and manage certificate authorities."""
-
-
-key_storage_option = click.option(
-    "--key-storage", type=click.Choice(["vault", "hsm"]), default="vault", show_default=True,
-    help="vault: the key is kept encrypted in the key vault; hsm: generated on the PKCS#11 token (CSM_PKCS11_*) "
-         "and never leaves it (ecdsa-p256 or ecdsa-p384).")
 
 
 def _creation(fn):
@@ -109,11 +69,11 @@ def create_root(settings: Settings, tenant_id, name, algorithm, validity_days, p
     """Create an online root CA (its key is generated and kept, encrypted, in the key vault, or on the token)."""
     command = convert({"tenant_id": tenant_id, "name": name, "algorithm": algorithm, "validity_days": validity_days,
                        "path_length": path_length, "key_storage": key_storage,
-                       "subject": _required_subject(cn, org, ou, locality, state, country),
+                       "subject": required_subject(cn, org, ou, locality, state, country),
                        "name_constraints": constraints(permit_dns, exclude_dns, permit_ip, exclude_ip)},
                       cmd.CreateRootCa)
     result = execute(settings, cmd.create_root_ca, command)
-    click.echo(f"created root CA {_ca_id(result)} (position {result.global_position})")
+    click.echo(f"created root CA {ca_id_of(result)} (position {result.global_position})")
 
 
 @ca.command("create-intermediate")
@@ -126,18 +86,11 @@ def create_intermediate(settings: Settings, tenant_id, name, algorithm, validity
     """Create an intermediate CA signed by --parent."""
     command = convert({"tenant_id": tenant_id, "name": name, "algorithm": algorithm, "validity_days": validity_days,
                        "path_length": path_length, "parent_id": parent_id, "key_storage": key_storage,
-                       "subject": _required_subject(cn, org, ou, locality, state, country),
+                       "subject": required_subject(cn, org, ou, locality, state, country),
                        "name_constraints": constraints(permit_dns, exclude_dns, permit_ip, exclude_ip)},
                       cmd.CreateIntermediateCa)
     result = execute(settings, cmd.create_intermediate_ca, command)
-    click.echo(f"created intermediate CA {_ca_id(result)} under {parent_id} (position {result.global_position})")
-
-
-def _required_subject(*parts) -> DistinguishedName:
-    subject = subject_of(*parts)
-    if subject is None:
-        raise CliError("--cn is required")
-    return subject
+    click.echo(f"created intermediate CA {ca_id_of(result)} under {parent_id} (position {result.global_position})")
 
 
 @ca.command("cross-sign")
@@ -154,91 +107,6 @@ def cross_sign(settings: Settings, ca_id, tenant_id, issuer_id, validity_days, p
                        "validity_days": validity_days, "path_length": path_length}, cmd.CrossCertify)
     result = execute(settings, cmd.cross_certify, command)
     click.echo(f"CA {ca_id} cross-certified by {issuer_id} (version {result.version})")
-
-
-@ca.command("import-root")
-@click.option("--tenant", "tenant_id", required=True)
-@click.option("--name", required=True)
-@click.option("--cert", "cert_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
-              help="The offline root's certificate (PEM), from `csm ca root init`.")
-@click.pass_obj
-def import_root(settings: Settings, tenant_id, name, cert_file: Path) -> None:
-    """Register an offline root: only its certificate enters the service."""
-    command = convert({"tenant_id": tenant_id, "name": name, "certificate_pem": cert_file.read_text()},
-                      cmd.ImportOfflineRoot)
-    click.echo(f"imported offline root CA {_ca_id(execute(settings, cmd.import_offline_root, command))}")
-
-
-@ca.command("request-intermediate")
-@click.option("--tenant", "tenant_id", required=True)
-@click.option("--parent", "parent_id", required=True, help="The imported offline root's CA id.")
-@click.option("--name", required=True)
-@click.option("--algorithm", default=cmd.DEFAULT_CA_ALGORITHM, show_default=True)
-@click.option("--csr-out", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="Where to write the CSR to carry to the offline root.")
-@key_storage_option
-@subject_options
-@click.pass_obj
-def request_intermediate(settings: Settings, tenant_id, parent_id, name, algorithm, csr_out: Path, key_storage, cn, org,
-                         ou, locality, state, country) -> None:
-    """Make an intermediate's key here (or on the token) and write its CSR for the offline root to sign."""
-    command = convert({"tenant_id": tenant_id, "parent_id": parent_id, "name": name, "algorithm": algorithm,
-                       "key_storage": key_storage, "subject": _required_subject(cn, org, ou, locality, state, country)},
-                      cmd.RequestOfflineIntermediate)
-    result = execute(settings, cmd.request_offline_intermediate, command)
-    ca_id = _ca_id(result)
-    row = query_views(settings, read_model.get, ca_id, None)
-    csr_out.write_text(row["csr_pem"])
-    click.echo(f"intermediate CA {ca_id} is pending; CSR written to {csr_out}\n"
-               f"sign it offline: csm ca root sign-intermediate --root-dir DIR --csr {csr_out} --out CERT "
-               f"--crl-url {settings.base_url}/v1/cas/{parent_id}/crl")
-
-
-@ca.command("install")
-@click.argument("ca_id")
-@click.option("--tenant", "tenant_id", required=True)
-@click.option("--cert", "cert_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True)
-@click.pass_obj
-def install(settings: Settings, ca_id, tenant_id, cert_file: Path) -> None:
-    """Install the certificate the offline root signed for pending intermediate CA_ID."""
-    command = convert({"tenant_id": tenant_id, "ca_id": ca_id, "certificate_pem": cert_file.read_text()},
-                      cmd.InstallCaCertificate)
-    execute(settings, cmd.install_ca_certificate, command)
-    click.echo(f"intermediate CA {ca_id} is active")
-
-
-@ca.command("crl-request")
-@click.argument("ca_id")
-@click.option("--tenant", "tenant_id", required=True)
-@click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="Where to write the request to carry to the offline ceremony (JSON).")
-@click.pass_obj
-def crl_request(settings: Settings, ca_id, tenant_id, out_file: Path) -> None:
-    """Write what the offline ceremony needs to sign CA_ID's next CRL (CA_ID's key is offline)."""
-    command = convert({"tenant_id": tenant_id, "ca_id": ca_id}, crl.RequestCrl)
-    request = execute(settings, crl.request_crl, command)
-    out_file.write_bytes(msgspec.json.format(msgspec.json.encode(request)) + b"\n")
-    state = "due" if request.due else "not due"
-    last = (f"CRL {request.last_crl_number}, next update {request.last_next_update.isoformat()}"
-            if request.last_crl_number is not None else "none installed")
-    click.echo(f"CRL request for CA {ca_id} written to {out_file}: CRL {request.crl_number}, "
-               f"{len(request.entries)} revocation(s) recorded; a new CRL is {state} (last: {last})\n"
-               f"sign it offline: csm ca root sign-crl --root-dir DIR --request {out_file} --out root.crl")
-
-
-@ca.command("install-crl")
-@click.argument("ca_id")
-@click.option("--tenant", "tenant_id", required=True)
-@click.option("--crl", "crl_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
-              help="The CRL `csm ca root sign-crl` wrote (PEM or DER).")
-@click.pass_obj
-def install_crl(settings: Settings, ca_id, tenant_id, crl_file: Path) -> None:
-    """Install the CRL the offline ceremony signed for CA_ID: its CRL URL serves it from then on."""
-    data = crl_file.read_bytes()
-    text = data.decode("ascii", "replace") if b"-----BEGIN" in data else pem("X509 CRL", data)
-    command = convert({"tenant_id": tenant_id, "ca_id": ca_id, "crl_pem": text}, crl.InstallCrl)
-    result = execute(settings, crl.install_crl, command)
-    click.echo(f"CRL installed for CA {ca_id}" if result.changed else f"that CRL was already installed for CA {ca_id}")
 
 
 @ca.command("disable")
@@ -323,69 +191,6 @@ def compromise(settings: Settings, ca_id, tenant_id, as_json: bool) -> None:
     click.echo(f"{report.withdrawn_certificates} certificate(s) and link(s) withdrawn from trust; "
                f"{len(report.revoked_links)} link certificate(s) revoked key_compromise")
     _echo_reissue(report.reissue, tenant_id)
-
-
-@ca.command("list")
-@click.option("--tenant", "tenant_id", default=None)
-@click.option("--json", "as_json", is_flag=True, help="JSON on stdout instead of a table.")
-@click.pass_obj
-def list_(settings: Settings, tenant_id, as_json: bool) -> None:
-    """List CAs."""
-    rows = query_views(settings, read_model.search, None, tenant_id=tenant_id, limit=10_000)
-    if as_json:
-        echo_json(rows)
-        return
-    table = id_table("ca id", "tenant", "name", "kind", "origin", "status", "algorithm", "parent", "not after",
-                     ids={"ca id", "tenant", "parent"})
-    for row in rows:
-        table.add_row(row["ca_id"], row["tenant_id"], row["name"], row["kind"], row["origin"], row["status"],
-                      row["algorithm"], row["parent_id"] or "", row["not_after"] or "")
-    print_table(table)
-
-
-@ca.command("algorithms")
-@click.option("--json", "as_json", is_flag=True, help="JSON on stdout instead of a table.")
-def algorithms(as_json: bool) -> None:
-    """The key algorithms this installation offers, and which a CA may use (as GET /v1/algorithms)."""
-    offers = profiles.algorithm_offers(CryptographyPki().available_algorithms())
-    if as_json:
-        echo_json(offers)
-        return
-    table = id_table("name", "family", "available", "allowed for CA", ids={"name"})
-    for offer in offers:
-        table.add_row(offer.name, offer.family, _yes(offer.available), _yes(offer.allowed_for_ca))
-    print_table(table)
-
-
-def _yes(flag: bool) -> str:
-    return "yes" if flag else "no"
-
-
-@ca.command("show")
-@click.argument("ca_id")
-@click.option("--chain", is_flag=True, help="Print the PEM chain to the root instead.")
-@click.option("--json", "as_json", is_flag=True)
-@click.pass_obj
-def show(settings: Settings, ca_id: str, chain: bool, as_json: bool) -> None:
-    """Show one CA (or its chain)."""
-    row = query_views(settings, read_model.get, ca_id, None)
-    if row is None:
-        raise CliError(f"ca_not_found: CA {ca_id} does not exist (field: ca_id)")
-    if chain:
-        certs = query_views(settings, _chain, row)
-        click.echo("".join(c["certificate_pem"] for c in certs), nl=False)
-        return
-    if as_json:
-        echo_json(row)
-        return
-    for key, value in row.items():
-        click.echo(f"{key + ':':<18} {value if value is not None else ''}")
-
-
-def _chain(conn, row: dict) -> list[dict]:
-    start = read_model.certificate_by_fingerprint(conn, row["tenant_id"], row["fingerprint"] or "")
-    chain = read_model.chain_from(conn, row["tenant_id"], start) if start else []
-    return read_model.with_links(conn, row["tenant_id"], chain, datetime.now(UTC))  # a root's unexpired links
 
 
 @ca.command("revoke")

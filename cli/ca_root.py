@@ -17,8 +17,8 @@ from pathlib import Path
 import click
 import msgspec
 
-from cli.ca import constraint_options, constraints, subject_of, subject_options
 from cli.common import CliError
+from cli.options import constraint_options, constraints, subject_of, subject_options
 from commands.crl import CrlRequest
 from commands.pki import der_of_pem, new_serial, pem
 from domain import policy, revocation

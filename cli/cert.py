@@ -7,8 +7,9 @@ from pathlib import Path
 
 import click
 
-from cli.ca import convert, execute, subject_of, subject_options
+from cli.ca import convert, execute
 from cli.common import CliError, command_context, echo_json, id_table, print_table, query_views, run_async, runtime_for
+from cli.options import subject_of, subject_options
 from commands import certificates as cmd
 from commands import renewal
 from commands import revoke as revocation

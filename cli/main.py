@@ -8,7 +8,7 @@ from importlib import metadata
 
 import click
 
-from cli import admin, audit, backup, ca, ca_root, cert, events, keys, projections, tenants
+from cli import admin, audit, backup, ca, ca_offline, ca_queries, ca_root, cert, events, keys, projections, tenants
 from cli import auth, discover, users
 from cli.webhooks import webhook
 from cli.worker import worker
@@ -132,6 +132,8 @@ csm.add_command(projections.projections)
 csm.add_command(backup.backup)
 csm.add_command(backup.restore)
 ca.ca.add_command(ca_root.root)
+for command in (*ca_offline.COMMANDS, *ca_queries.COMMANDS):
+    ca.ca.add_command(command)
 csm.add_command(ca.ca)
 csm.add_command(cert.cert)
 csm.add_command(discover.discover)
