@@ -40,8 +40,9 @@ from commands.ids import CertificateId
 from commands.profiles import resolve_profile
 from commands.runtime import CommandContext, CommandResult, Services, load, replayed, run
 from commands.tenants import TenantId, is_suspended, refused_while_suspended
-from domain import certificate, renewal
-from domain.certificate import RenewalFailed, RenewalRefused, RenewalStarted
+from domain import certificate, certificate_renewal, renewal
+from domain.certificate import RenewalFailed, RenewalStarted
+from domain.certificate_renewal import RenewalRefused
 from domain.errors import AlreadyExists, DomainError
 
 log = logging.getLogger(__name__)
@@ -102,7 +103,7 @@ async def renew_certificate(cmd: RenewCertificate, ctx: CommandContext, services
                        new_certificate_id=state.renewed.new_certificate_id, rotated=state.renewed.rotated)
     state = await _state(services, cmd.tenant_id, cmd.certificate_id)
     issued = certificate.require_exists(state, cmd.certificate_id)
-    if certificate.claim_stale(state, services.clock.now(), CLAIM_TIMEOUT):
+    if certificate_renewal.claim_stale(state, services.clock.now(), CLAIM_TIMEOUT):
         claim = state.pending  # its holder died: finish that renewal rather than start a second one
     else:
         await _refuse_if_revoked(services, ctx, cmd.tenant_id, issued)
@@ -121,7 +122,7 @@ async def _claim(services: Services, ctx: CommandContext, cmd: RenewCertificate,
     claimed: list[RenewalStarted] = []
 
     def decide(state: certificate.Certificate) -> list:
-        claimed[:] = certificate.decide_start_renewal(state, cmd.certificate_id, draft)
+        claimed[:] = certificate_renewal.decide_start_renewal(state, cmd.certificate_id, draft)
         return list(claimed)
 
     await run(services, ctx, cmd, tenant_id=cmd.tenant_id, stream_id=_stream(cmd.certificate_id),
@@ -195,7 +196,7 @@ async def _complete(services: Services, ctx: CommandContext, cmd: RenewCertifica
         await _refuse_if_revoked(services, ctx, cmd.tenant_id, issued)  # revoked while the successor was issued
         result = await run(services, ctx, cmd, tenant_id=cmd.tenant_id, stream_id=_stream(cmd.certificate_id),
                            stream_type=certificate.STREAM_TYPE, fold=certificate.fold,
-                           decide=lambda s: certificate.decide_renewed(s, claim))
+                           decide=lambda s: certificate_renewal.decide_renewed(s, claim))
         # Revoked on the CA just before the link landed: the renewal did not finish before the revocation.
         await _refuse_if_revoked(services, ctx, cmd.tenant_id, issued)
     except RenewalRefused as exc:
@@ -227,7 +228,7 @@ async def _fail(services: Services, ctx: CommandContext, cmd: RenewCertificate, 
     try:
         await run(services, ctx.without_key(), failure, tenant_id=cmd.tenant_id, stream_id=_stream(cmd.certificate_id),
                   stream_type=certificate.STREAM_TYPE, fold=certificate.fold,
-                  decide=lambda s: certificate.decide_renewal_failed(s, failure, window))
+                  decide=lambda s: certificate_renewal.decide_renewal_failed(s, failure, window))
     except Exception:  # the original refusal matters more; an open claim goes stale and is completed later
         log.exception("recording the failed renewal of certificate %s failed", cmd.certificate_id)
 
@@ -249,7 +250,7 @@ async def renew_if_due(services: Services, tenant_id: str, certificate_id: str, 
     cmd = RenewCertificate(tenant_id=tenant_id, certificate_id=certificate_id)
     ctx = CommandContext(principal=SYSTEM)
     if state.pending is not None:
-        if not certificate.claim_stale(state, now, schedule.claim_timeout):
+        if not certificate_renewal.claim_stale(state, now, schedule.claim_timeout):
             return "skipped"  # another instance is renewing it right now
         claim = state.pending
     else:
@@ -286,7 +287,7 @@ async def warn_if_expiring(services: Services, tenant_id: str, certificate_id: s
     warned: list = []
 
     def decide(state: certificate.Certificate) -> list:
-        warned[:] = certificate.decide_expiry_warning(state, now, thresholds)
+        warned[:] = certificate_renewal.decide_expiry_warning(state, now, thresholds)
         return list(warned)
 
     result = await run(services, CommandContext(principal=SYSTEM), WarnExpiry(tenant_id=tenant_id,

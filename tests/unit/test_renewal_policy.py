@@ -9,8 +9,9 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from domain import certificate
-from domain.certificate import CertificateRenewed, ExpiryWarned, RenewalFailed, RenewalRefused, RenewalStarted
+from domain import certificate, certificate_renewal
+from domain.certificate import CertificateRenewed, ExpiryWarned, RenewalFailed, RenewalStarted
+from domain.certificate_renewal import RenewalRefused
 from domain.certspec import CertificateFacts, DistinguishedName, SubjectAltNames, SubjectKeyFacts
 from domain.errors import DomainError
 from domain.events import known_event_types
@@ -127,36 +128,37 @@ def test_profiles_validate_their_renewal_policy():
 
 def test_a_renewal_is_claimed_once_then_linked_once():
     state = certificate.fold([issued()])
-    started = certificate.decide_start_renewal(state, state.certificate_id, claim())
+    started = certificate_renewal.decide_start_renewal(state, state.certificate_id, claim())
     assert [p.attempt for p in started] == [1]
     state = certificate.fold([issued(), *started])
     with pytest.raises(RenewalRefused) as caught:  # a racing scheduler re-reads and finds the claim
-        certificate.decide_start_renewal(state, state.certificate_id, claim("3"))
+        certificate_renewal.decide_start_renewal(state, state.certificate_id, claim("3"))
     assert caught.value.code == "renewal_in_progress"
     with pytest.raises(RenewalRefused):  # only the claimed successor may be linked
-        certificate.decide_renewed(state, claim("3"))
-    linked = certificate.decide_renewed(state, started[0])
+        certificate_renewal.decide_renewed(state, claim("3"))
+    linked = certificate_renewal.decide_renewed(state, started[0])
     assert linked == [CertificateRenewed(certificate_id=state.certificate_id, new_certificate_id="2".rjust(40, "0"),
                                          rotated=True, attempt=1)]
     state = certificate.fold([issued(), *started, *linked])
-    assert certificate.decide_renewed(state, started[0]) == []  # a completer that lost the race writes nothing
+    assert certificate_renewal.decide_renewed(state, started[0]) == []  # a completer that lost the race writes nothing
     with pytest.raises(RenewalRefused) as caught:
-        certificate.decide_start_renewal(state, state.certificate_id, claim("4"))
+        certificate_renewal.decide_start_renewal(state, state.certificate_id, claim("4"))
     assert caught.value.code == "already_renewed"
-    assert certificate.decide_expiry_warning(state, T0 + 299 * DAY, (30, 7, 1)) == []  # superseded: no warning
+    assert certificate_renewal.decide_expiry_warning(state, T0 + 299 * DAY, (30, 7, 1)) == []  # superseded: no warning
 
 
 def test_a_claim_is_not_linked_once_the_certificate_is_revoked():
     """The revocation reached the certificate's stream between claim and link: the renewal is refused there."""
-    started = certificate.decide_start_renewal(certificate.fold([issued()]), "1".rjust(40, "0"), claim())
+    started = certificate_renewal.decide_start_renewal(certificate.fold([issued()]), "1".rjust(40, "0"), claim())
     revoked = certificate.CertificateRevoked(reason="key_compromise", revoked_at=T0, invalidity_date=None)
     state = certificate.fold([issued(), *started, revoked])
     with pytest.raises(RenewalRefused) as caught:
-        certificate.decide_renewed(state, started[0])
+        certificate_renewal.decide_renewed(state, started[0])
     assert (caught.value.code, caught.value.field) == ("certificate_revoked", "id")
-    linked = certificate.decide_renewed(certificate.fold([issued(), *started]), started[0])
+    linked = certificate_renewal.decide_renewed(certificate.fold([issued(), *started]), started[0])
     state = certificate.fold([issued(), *started, *linked, revoked])
-    assert certificate.decide_renewed(state, started[0]) == []  # linked before the revocation: a retry is a no-op
+    # linked before the revocation: a retry is a no-op
+    assert certificate_renewal.decide_renewed(state, started[0]) == []
 
 
 @pytest.mark.parametrize("reason, same_key, invalidity, expected", [
@@ -172,33 +174,33 @@ def test_a_revocation_carries_to_another_certificate_what_applies_to_it(reason, 
 
 
 def test_a_claim_goes_stale_and_failures_are_recorded_once_per_window():
-    started = certificate.decide_start_renewal(certificate.fold([issued()]), "1".rjust(40, "0"), claim())
+    started = certificate_renewal.decide_start_renewal(certificate.fold([issued()]), "1".rjust(40, "0"), claim())
     state = certificate.fold([issued(), *started])
-    assert not certificate.claim_stale(state, T0 + timedelta(minutes=5), timedelta(minutes=10))
-    assert certificate.claim_stale(state, T0 + timedelta(minutes=10), timedelta(minutes=10))
+    assert not certificate_renewal.claim_stale(state, T0 + timedelta(minutes=5), timedelta(minutes=10))
+    assert certificate_renewal.claim_stale(state, T0 + timedelta(minutes=10), timedelta(minutes=10))
     failure = RenewalFailed(certificate_id=state.certificate_id, reason="ca_disabled", attempt=1, failed_at=T0)
-    assert certificate.decide_renewal_failed(state, failure, DAY) == [failure]  # closes the claim
+    assert certificate_renewal.decide_renewal_failed(state, failure, DAY) == [failure]  # closes the claim
     state = certificate.fold([issued(), *started, failure])
     assert state.pending is None and state.last_failure_at == T0
     early = RenewalFailed(certificate_id=state.certificate_id, reason="new_csr_required", attempt=0,
                           failed_at=T0 + 23 * timedelta(hours=1))
-    assert certificate.decide_renewal_failed(state, early, DAY) == []
+    assert certificate_renewal.decide_renewal_failed(state, early, DAY) == []
     late = msgspec.structs.replace(early, failed_at=T0 + DAY)
-    assert certificate.decide_renewal_failed(state, late, DAY) == [late]
+    assert certificate_renewal.decide_renewal_failed(state, late, DAY) == [late]
     stale = msgspec.structs.replace(failure, attempt=7)  # a claim that is not the open one
-    assert certificate.decide_renewal_failed(state, stale, DAY) == []
+    assert certificate_renewal.decide_renewal_failed(state, stale, DAY) == []
 
 
 def test_expiry_warnings_are_once_per_threshold_and_never_for_a_revoked_certificate():
     state = certificate.fold([issued(days=100)])
-    first = certificate.decide_expiry_warning(state, T0 + 80 * DAY, (30, 7, 1))
+    first = certificate_renewal.decide_expiry_warning(state, T0 + 80 * DAY, (30, 7, 1))
     assert first == [ExpiryWarned(certificate_id=state.certificate_id, ca_id="ca", threshold_days=30,
                                   not_after=T0 + 100 * DAY)]
     state = certificate.fold([issued(days=100), *first])
-    assert certificate.decide_expiry_warning(state, T0 + 81 * DAY, (30, 7, 1)) == []
+    assert certificate_renewal.decide_expiry_warning(state, T0 + 81 * DAY, (30, 7, 1)) == []
     revoked = certificate.CertificateRevoked(reason="superseded", revoked_at=T0, invalidity_date=None)
     state = certificate.fold([issued(days=100), revoked])
-    assert certificate.decide_expiry_warning(state, T0 + 95 * DAY, (30, 7, 1)) == []
+    assert certificate_renewal.decide_expiry_warning(state, T0 + 95 * DAY, (30, 7, 1)) == []
 
 
 def test_docs_events_lists_every_certificate_event_type():
