@@ -9,6 +9,9 @@ until a rebuild swaps it in. A server does not wait for that (``open(rebuild="ba
 ``rebuild_pending``): it serves at once, the tail keeps the other read models current, and a read of
 a rebuilding one is refused with ``ProjectionRebuilding`` by the views connection itself
 (``ViewsConnection``), whoever reads: the API, quota counts, schedulers, webhook deliveries.
+
+Creating and emptying the projectors' tables is ``views_db``'s; telling readers where the read models stand
+(``wait_for``, ``listening``) is ``read_position``'s; replaying one into shadow tables is ``rebuild``'s.
 """
 
 from __future__ import annotations
@@ -17,11 +20,10 @@ import asyncio
 import contextlib
 import functools
 import logging
-import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -31,7 +33,8 @@ from domain.chain import chain_hash, envelope_body
 from domain.events import EventEnvelope
 from projections.base import Projector
 from projections import rebuild
-from projections.views_db import CHECKPOINT_ROWS, CHECKPOINTS, EMPTIED, RebuildGuard, connect_views
+from projections.read_position import ReadPosition
+from projections.views_db import CHECKPOINT_ROWS, RebuildGuard, connect_views, create_missing, empty_for_rebuild
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -83,20 +86,26 @@ class ProjectionRunner:
         self.guard = RebuildGuard(projectors)
         self.batch = batch
         self.poll_interval = poll_interval
-        self.position = 0
+        self.read_position = ReadPosition()  # ``position``, and who waits for it
         self._progress_logged: dict[str, float] = {}  # when a background rebuild last logged its progress
         self._conn: sqlite3.Connection | None = None
-        self._advanced: asyncio.Condition | None = None
-        self._advanced_loop: asyncio.AbstractEventLoop | None = None
         self._batch_lock = threading.Lock()  # close() waits for a batch still running in a worker thread
         self._closing = threading.Event()  # a rebuild running in a thread stops at its next batch
         self._thread: ThreadPoolExecutor | None = None  # the tail's own thread (see ``_off_loop``)
         self._last_batch = 0.0  # time.monotonic() when ``run`` last started a batch
-        self._listeners: set[asyncio.Event] = set()  # set whenever the position moves (see ``listening``)
         self.following = False  # a tail (run, run_delivered, follow_checkpoints) moves ``position`` on its own
         # what this process's tail did: batches and events committed to the views, batches that failed (retried);
         # `csm projector --metrics-port` exposes them (infra/metrics_server.py)
         self.counts = {"batches": 0, "events": 0, "failed_batches": 0}
+
+    @property
+    def position(self) -> int:
+        """Where the read models stand: the position every one but a rebuilding one has applied."""
+        return self.read_position.value
+
+    @position.setter
+    def position(self, value: int) -> None:
+        self.read_position.value = value
 
     @property
     def rebuilding(self) -> frozenset[str]:
@@ -116,19 +125,7 @@ class ProjectionRunner:
         if rebuild not in REBUILD_MODES:
             raise ValueError(f"rebuild must be one of {', '.join(REBUILD_MODES)}, not {rebuild!r}")
         conn = self._conn = connect_views(self.views_path)
-        conn.execute(CHECKPOINTS)
-        for name, projector in self.projectors.items():
-            row = conn.execute("SELECT version, index_tag FROM projection_checkpoints WHERE name = ?",
-                               (name,)).fetchone()
-            if row is None:
-                tag = secrets.token_hex(4)
-                conn.execute("BEGIN IMMEDIATE")
-                projector.bound("", tag).create(conn)
-                conn.execute("INSERT INTO projection_checkpoints VALUES (?, 0, ?, ?, ?)",
-                             (name, projector.version, tag, time.time()))
-                conn.execute("COMMIT")
-            elif row[0] == projector.version and projector.retired:
-                projector.bound("", row[1]).retire(conn)
+        create_missing(conn, self.projectors.values())
         for name in sorted(self.guard.look(conn)):
             if rebuild == "now":
                 log.info("projection version changed: rebuilding", extra={"projection": name})
@@ -139,25 +136,13 @@ class ProjectionRunner:
         return self
 
     def _empty(self, conn: sqlite3.Connection, name: str) -> None:
-        """Replace a rebuilding projection's tables, built by other code, with empty ones of this code's shape, marked
-        EMPTIED: until ``rebuild_pending`` swaps the rebuilt ones in, reads are refused, never answered from them."""
+        """Serve without a rebuilding projection until ``rebuild_pending`` swaps the rebuilt one in: its tables are
+        emptied and its reads refused meanwhile (``views_db.empty_for_rebuild``)."""
         projector = self.projectors[name]
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            version = conn.execute("SELECT version FROM projection_checkpoints WHERE name = ?", (name,)).fetchone()[0]
-            if version not in (EMPTIED, projector.version):  # another process may have emptied or rebuilt it
-                log.info("projection version changed: serving without it until it is rebuilt",
-                         extra={"projection": name, "version": version, "code_version": projector.version})
-                tag = secrets.token_hex(4)
-                live = projector.bound("", tag)
-                live.drop(conn)
-                live.create(conn)
-                conn.execute("UPDATE projection_checkpoints SET position = 0, version = ?, index_tag = ?, "
-                             "updated_at = ? WHERE name = ?", (EMPTIED, tag, time.time(), name))
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+        version = empty_for_rebuild(conn, projector)
+        if version is not None:
+            log.info("projection version changed: serving without it until it is rebuilt",
+                     extra={"projection": name, "version": version, "code_version": projector.version})
 
     async def rebuild_pending(self) -> None:
         """Rebuild the rebuilding projections one after another, then return; the tail serves the others meanwhile.
@@ -185,7 +170,7 @@ class ProjectionRunner:
                 log.info("projection rebuilt and swapped in", extra={
                     "projection": name, "events": result["events"], "position": result["position"],
                     "seconds": round(result["seconds"], 1), "events_per_second": round(result["events_per_second"])})
-            await self._announce()
+            await self.read_position.announce()
 
     def _note_progress(self, name: str, position: int, head: int) -> None:
         """A rebuild's progress (a rebuild thread calls it after each batch), logged about every PROGRESS_LOG_SECONDS."""
@@ -315,7 +300,7 @@ class ProjectionRunner:
                 continue
             await feed.acknowledge()
             if applied or self.position != before:
-                await self._announce()
+                await self.read_position.announce()
 
     async def follow_checkpoints(self) -> None:
         """Apply nothing: follow the checkpoints another process (``csm projector``) commits.
@@ -357,7 +342,7 @@ class ProjectionRunner:
                     await asyncio.sleep(1.0)
                     continue
                 if applied or self.position != before:
-                    await self._announce()
+                    await self.read_position.announce()
                 if applied < self.batch:
                     await wait_set(appended, self.poll_interval)
                     # under a steady stream of commits, fold several into one batch (see MIN_BATCH_INTERVAL)
@@ -368,32 +353,11 @@ class ProjectionRunner:
         """A tail starts: ``position`` moves by itself from now on, and ``wait_for`` callers (some may have called
         before the tail started) are woken through the condition made here."""
         self.following = True
-        self._condition()
-
-    def _condition(self) -> asyncio.Condition:
-        """The condition that announces progress, made for the running loop (a runner may outlive a loop)."""
-        loop = asyncio.get_running_loop()
-        if self._advanced is None or self._advanced_loop is not loop:
-            self._advanced, self._advanced_loop = asyncio.Condition(), loop
-        return self._advanced
+        self.read_position.condition()
 
     async def wait_for(self, position: int, timeout: float) -> bool:
         """Wait (bounded) until every read model has applied ``position``."""
-        if self.position >= position:
-            return True
-        self._condition()  # the tail may not have started yet: it notifies this condition once it does
-        deadline = asyncio.get_running_loop().time() + timeout
-        async with self._advanced:
-            while self.position < position:
-                remaining = deadline - asyncio.get_running_loop().time()
-                if remaining <= 0:
-                    return False
-                try:  # not asyncio.wait_for: on 3.11 it can swallow a cancellation (infra/eventstore/wakeups.py)
-                    async with asyncio.timeout(remaining):
-                        await self._advanced.wait()
-                except TimeoutError:
-                    return self.position >= position
-        return True
+        return await self.read_position.wait_for(position, timeout)
 
     async def reach(self, position: int, timeout: float) -> bool:
         """Whether every read model has applied ``position``: a runner another process moves (``following``) waits
@@ -412,23 +376,11 @@ class ProjectionRunner:
         """Take ``position`` as where the read models stand (another process applies them) and announce it."""
         if position != self.position:
             self.position = position
-            await self._announce()
+            await self.read_position.announce()
 
-    async def _announce(self) -> None:
-        """Wake ``wait_for`` callers and ``listening`` events: the position moved."""
-        for event in list(self._listeners):
-            event.set()
-        async with self._condition():
-            self._advanced.notify_all()
-
-    @contextlib.contextmanager
-    def listening(self, event: asyncio.Event) -> Iterator[asyncio.Event]:
+    def listening(self, event: asyncio.Event) -> contextlib.AbstractContextManager[asyncio.Event]:
         """Set ``event`` whenever the position moves while the block runs (same event loop only)."""
-        self._listeners.add(event)
-        try:
-            yield event
-        finally:
-            self._listeners.discard(event)
+        return self.read_position.listening(event)
 
     # inspection ---------------------------------------------------------------------
     def status(self) -> list[dict]:

@@ -1,10 +1,14 @@
-"""The read-model database file (``views.db``): its connections, and the guard that refuses reads of a read model
-being rebuilt (``ProjectionRebuilding``) whoever reads: the API, quota counts, schedulers, webhook deliveries."""
+"""The read-model database file (``views.db``): its connections, the projectors' tables and checkpoints as a process
+opening it finds them (created where missing, emptied for a background rebuild), and the guard that refuses reads
+of a read model being rebuilt (``ProjectionRebuilding``) whoever reads: the API, quota counts, schedulers, webhook
+deliveries."""
 
 from __future__ import annotations
 
 import os
+import secrets
 import sqlite3
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -111,3 +115,45 @@ def connect_views(path: Path, factory: type[sqlite3.Connection] = sqlite3.Connec
     use_wal(conn)
     conn.execute("PRAGMA synchronous = NORMAL")  # read models are rebuildable from the store
     return conn
+
+
+def create_missing(conn: sqlite3.Connection, projectors: Iterable[Projector]) -> None:
+    """Create the checkpoints table, and each projector's tables and checkpoint where it has none; a retired
+    projector whose tables this code built retires them."""
+    conn.execute(CHECKPOINTS)
+    for projector in projectors:
+        name = projector.name
+        row = conn.execute("SELECT version, index_tag FROM projection_checkpoints WHERE name = ?",
+                           (name,)).fetchone()
+        if row is None:
+            tag = secrets.token_hex(4)
+            conn.execute("BEGIN IMMEDIATE")
+            projector.bound("", tag).create(conn)
+            conn.execute("INSERT INTO projection_checkpoints VALUES (?, 0, ?, ?, ?)",
+                         (name, projector.version, tag, time.time()))
+            conn.execute("COMMIT")
+        elif row[0] == projector.version and projector.retired:
+            projector.bound("", row[1]).retire(conn)
+
+
+def empty_for_rebuild(conn: sqlite3.Connection, projector: Projector) -> int | None:
+    """Replace a rebuilding projection's tables, built by other code, with empty ones of this code's shape, marked
+    EMPTIED: until its rebuild swaps the rebuilt ones in, reads are refused, never answered from them. Returns the
+    version that built the tables it replaced; None if another process had already emptied or rebuilt them."""
+    name = projector.name
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = conn.execute("SELECT version FROM projection_checkpoints WHERE name = ?", (name,)).fetchone()[0]
+        emptied = version not in (EMPTIED, projector.version)  # another process may have emptied or rebuilt it
+        if emptied:
+            tag = secrets.token_hex(4)
+            live = projector.bound("", tag)
+            live.drop(conn)
+            live.create(conn)
+            conn.execute("UPDATE projection_checkpoints SET position = 0, version = ?, index_tag = ?, "
+                         "updated_at = ? WHERE name = ?", (EMPTIED, tag, time.time(), name))
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return version if emptied else None
