@@ -2,8 +2,8 @@
 
 Cassandra cannot be installed here, so this models each statement's semantics (lightweight
 transactions included: ``IF NOT EXISTS``, ``IF position = ?``, conditional batches) over
-dicts, behind the three methods through which ``CassandraEventStore`` reaches the driver
-(``_run``, ``_run_many``, ``_insert_streams``). It checks the store's own logic (positions,
+dicts, behind the three methods through which ``CassandraEventStore`` and its commit protocol
+(``LogHeadCommitter``) reach the driver (``_run``, ``_run_many``, ``_insert_streams``). It checks the store's own logic (positions,
 chains, idempotency, retries, write-out after a crash), not the driver or the cluster:
 ``test_cassandra_store.py`` holds the real thing to the contract when ``CSM_TEST_CASSANDRA`` is set.
 """
@@ -110,6 +110,15 @@ class ModelledCassandraStore(CassandraEventStore):
         super().__init__(keyspace="modelled", **options)
         self.tables = tables or Tables()
         self.crash_after_commit = 0  # appends whose write-out "crashes" right after their commit
+        write_out = self._committer.write_out
+
+        def crashing_write_out(rows, idempotency) -> None:
+            if self.crash_after_commit and any(r.position == self.tables.head["position"] for r in rows):
+                self.crash_after_commit -= 1
+                raise ConnectionError("the writer died after its commit")
+            write_out(rows, idempotency)
+
+        self._committer.write_out = crashing_write_out
 
     def connect(self) -> ModelledCassandraStore:
         return self._start_writer()
@@ -125,9 +134,3 @@ class ModelledCassandraStore(CassandraEventStore):
 
     def _insert_streams(self, groups) -> list[bool]:
         return [self.tables.insert_stream(rows) for rows in groups]
-
-    def _write_out(self, rows, idempotency) -> None:
-        if self.crash_after_commit and any(r.position == self.tables.head["position"] for r in rows):
-            self.crash_after_commit -= 1
-            raise ConnectionError("the writer died after its commit")
-        super()._write_out(rows, idempotency)
