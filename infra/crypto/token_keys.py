@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from domain.ca import TOKEN_ALGORITHMS
 from domain.errors import DomainError
-from infra.config import Pkcs11Settings
+from infra.service_settings import Pkcs11Settings
 from infra.crypto import der
 from infra.crypto.token_signers import TOKEN_KEY_TYPES, TokenEcKey, TokenRsaKey, TokenUnavailable
 from infra.keystore.kek import KekUnavailable

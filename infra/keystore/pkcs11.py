@@ -22,7 +22,8 @@ import secrets
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from infra.config import Pkcs11Settings, Settings
+from infra.config import Settings
+from infra.service_settings import Pkcs11Settings
 from infra.keystore.kek import KEY_BYTES, NONCE_BYTES, KekProvider, KekUnavailable, UnwrapFailed, bind
 from infra.keystore.pkcs11_token import SharedToken, TokenSession, open_token, pkcs11_module
 

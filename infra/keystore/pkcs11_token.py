@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from infra.config import Pkcs11Settings
+from infra.service_settings import Pkcs11Settings
 from infra.keystore.kek import KekUnavailable, read_secret_line
 
 log = logging.getLogger(__name__)

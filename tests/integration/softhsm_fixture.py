@@ -15,7 +15,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from infra.config import Pkcs11Settings
+from infra.service_settings import Pkcs11Settings
 
 SKIP_UTIL = "softhsm2-util is not installed (Debian package softhsm2; `make sysdeps` installs it)"
 SKIP_MODULE = "python-pkcs11 is not installed (the hsm extra; `make setup` installs it)"

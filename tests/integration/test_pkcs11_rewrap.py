@@ -185,7 +185,8 @@ def test_a_rewrap_the_token_stops_part_way_is_finished_by_the_next_run(softhsm, 
 KILLED = textwrap.dedent("""
     import os, sys
     from pathlib import Path
-    from infra.config import Pkcs11Settings, Settings
+    from infra.config import Settings
+    from infra.service_settings import Pkcs11Settings
     from infra.keystore.pkcs11 import Pkcs11KekProvider, kek_factories
     from infra.keystore.vault import SQLiteKeyVault
 
