@@ -149,7 +149,11 @@ class TenantController(Controller):
           "its keys, e.g. a root's old key after a rollover). The key is never certified again in the "
           "tenant, and the tenant's still trusted certificates of a certificate's key are revoked `key_compromise` "
           "(`revoked`). A live certificate named here is revoked too; revoking it with reason `key_compromise` "
-          "does the same. Reporting a key again records nothing (`result.changed` false).",
+          "does the same. For a CA's key, the certificates of it that CAs here issued (another CA's "
+          "cross-certificate, a root's link) are revoked `key_compromise` on their issuers' CRLs "
+          "(`revoked_ca_certificates`); an intermediate still signing with the key is refused (422 "
+          "`revoke_ca_instead`: revoke it). Reporting a key again records nothing (`result.changed` false); a retry "
+          "under the same Idempotency-Key answers what the first call revoked.",
           responses=COMMAND_ERRORS)
     async def report_compromised(self, request: Request, principal: Caller, tenant_id: FromPath[str],
                                  data: JSONBody[KeyCompromiseBody],

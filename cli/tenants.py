@@ -247,6 +247,8 @@ def report_compromised(settings: Settings, tenant_id: str, certificate_id: str |
     keys = ", ".join(outcome.public_keys_sha256)
     click.echo(f"{'reported' if outcome.result.changed else 'already reported'} compromised in tenant {tenant_id}: "
                f"{keys}" + (f"; revoked: {', '.join(outcome.revoked)}" if outcome.revoked else ""))
+    for revoked in outcome.revoked_ca_certificates:  # another CA's cross-certificate of the key, a root's link
+        click.echo(f"revoked CA {revoked.issuer_ca_id}'s certificate {revoked.serial_hex} of CA {revoked.ca_id}'s key")
 
 
 @tenant.command("lift-compromised-key")

@@ -9,7 +9,7 @@ from datetime import datetime
 
 import msgspec
 
-from commands import ca_links, compromised_keys, crl, ocsp, pki
+from commands import ca_links, compromise_cascade, compromised_keys, crl, ocsp, pki
 from commands.authz import authorize
 from commands.cas import (AlgorithmName, CaId, Days, Reason, Strict, ca_certificate, keep_key, load_ca, new_key, sign,
                           spec_of)
@@ -56,7 +56,10 @@ async def rollover_ca_key(cmd: RolloverCaKey, ctx: CommandContext, services: Ser
     certified again. Chains and truststores drop the CA's keys until then (``domain.ca.CaKeyRolledOver``); what
     they signed is counted for re-issuance, and every link certificate the root signed until then is revoked
     key_compromise in the same append as the rollover (``domain.compromise``): the earlier keys' CRLs and OCSP
-    answers then tell relying parties that still trust them not to follow a link to the stolen key."""
+    answers then tell relying parties that still trust them not to follow a link to the stolen key. Before that
+    append, once the key is blocked, the cross-certificates other CAs here issued for the stolen key are revoked
+    key_compromise on their issuers' streams (``compromise_cascade``): a relying party that trusts such a CA would
+    otherwise follow one to the thief's chains. A retry revokes only what is still trusted."""
     authorize(ctx.principal, "ca:manage", cmd.tenant_id)
     if cmd.invalidity_date is not None and not cmd.compromised:
         raise DomainError("compromised_only", "invalidity_date says since when a key was compromised: give it with "
@@ -72,6 +75,10 @@ async def rollover_ca_key(cmd: RolloverCaKey, ctx: CommandContext, services: Ser
                 public_key_sha256=state.current.facts.public_key_sha256, reason="key_compromise",
                 reported_at=services.clock.now(), invalidity_date=cmd.invalidity_date, subject_ca_id=cmd.ca_id,
                 through="rollover")))
+        # Other CAs' cross-certificates of the stolen key (its own links are revoked in the rollover's append)
+        await compromise_cascade.revoke_ca_certificates(
+            services, ctx, cmd, cmd.tenant_id, cmd.ca_id, {state.current.facts.public_key_sha256},
+            invalidity_date=cmd.invalidity_date, links=False)
     now = services.clock.now()
     result = await run(services, ctx, cmd, tenant_id=cmd.tenant_id, stream_id=ca.stream_id(cmd.ca_id),
                        stream_type=ca.STREAM_TYPE, fold=revocation.fold,

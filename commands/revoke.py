@@ -85,8 +85,8 @@ class Revocation(msgspec.Struct, frozen=True, kw_only=True):
         return self.result.replayed
 
 
-async def _record(services: Services, ctx: CommandContext, command: msgspec.Struct, tenant_id: str, issuer_id: str,
-                  entries: list[RevocationRecorded]) -> tuple[bool, revocation.Registry]:
+async def record_on_issuer(services: Services, ctx: CommandContext, command: msgspec.Struct, tenant_id: str,
+                           issuer_id: str, entries: list[RevocationRecorded]) -> tuple[bool, revocation.Registry]:
     """Append the entries the issuer lacks; whether this call appended any, and the issuer's registry, whose
     entries are the authoritative ones."""
     result = await run(services, ctx, command, tenant_id=tenant_id, stream_id=ca.stream_id(issuer_id),
@@ -231,8 +231,8 @@ def _certifies(services: Services, issued: certificate.CertificateIssued, key: s
         or key == compromised_keys.alternative_key_sha256(services, issued.certificate_pem)
 
 
-async def _publish(services: Services, tenant_id: str, registry: revocation.Registry,
-                   serials: list[str]) -> list[crl.PublishedCrl]:
+async def publish_crls(services: Services, tenant_id: str, registry: revocation.Registry,
+                       serials: list[str]) -> list[crl.PublishedCrl]:
     """Publish the issuer's next CRLs (one per key that publishes) now, unless those published since already list
     ``serials``.
 
@@ -304,7 +304,7 @@ async def _revoke(cmd: RevokeCertificate, ctx: CommandContext, services: Service
     entry = RevocationRecorded(serial_hex=serial, certificate_id=cmd.certificate_id, subject_ca_id=None,
                                reason=cmd.reason, revoked_at=now, invalidity_date=cmd.invalidity_date,
                                not_after=issued.facts.not_after)
-    recorded_here, registry = await _record(services, ctx, cmd, cmd.tenant_id, issued.ca_id, [entry])
+    recorded_here, registry = await record_on_issuer(services, ctx, cmd, cmd.tenant_id, issued.ca_id, [entry])
     recorded = registry.revoked[serial]  # a concurrent or earlier attempt's entry wins over this one's
     result, found = await _mirror(services, ctx.without_key(), cmd.tenant_id, cmd.certificate_id, recorded)
     # Another request revoked it first; not so if this one's entry on the issuer is the revocation (a renewal
@@ -312,7 +312,7 @@ async def _revoke(cmd: RevokeCertificate, ctx: CommandContext, services: Service
     if not (recorded_here or result.changed) and prior is None:
         raise revocation.AlreadyRevoked(f"certificate {cmd.certificate_id}")
     also = await _revoke_racing_successor(services, ctx, cmd.tenant_id, recorded, state, found)
-    published = await _publish(services, cmd.tenant_id, registry, [serial])
+    published = await publish_crls(services, cmd.tenant_id, registry, [serial])
     ocsp.RESPONSES.invalidate(issued.ca_id)
     if same_key:
         also += tuple(c for c in await _revoke_same_key(services, ctx, cmd.tenant_id, issued, recorded)
@@ -353,8 +353,8 @@ async def revoke_ca(cmd: RevokeCa, ctx: CommandContext, services: Services) -> R
                 revoked_at=now, invalidity_date=cmd.invalidity_date, not_after=held.facts.not_after))
     registries = []
     for issuer_id, entries in by_issuer.items():
-        registries.append(((await _record(services, ctx.without_key(), cmd, cmd.tenant_id, issuer_id, entries))[1],
-                           [e.serial_hex for e in entries]))
+        registries.append(((await record_on_issuer(services, ctx.without_key(), cmd, cmd.tenant_id, issuer_id,
+                                                   entries))[1], [e.serial_hex for e in entries]))
     if registries:  # what the parent recorded first is the revocation's time and reason
         registry, serials = registries[0]
         first = registry.revoked[serials[0]]
@@ -366,7 +366,7 @@ async def revoke_ca(cmd: RevokeCa, ctx: CommandContext, services: Services) -> R
         if revocation.key_offline(registry):
             offline.append(registry.ca.ca_id)
         else:
-            published += await _publish(services, cmd.tenant_id, registry, serials)
+            published += await publish_crls(services, cmd.tenant_id, registry, serials)
     ocsp.RESPONSES.invalidate_all()  # every certificate below this CA now answers "revoked"
     return Revocation(result=result, reason=draft.reason, revoked_at=draft.revoked_at,
                       invalidity_date=draft.invalidity_date, crls=tuple(published), awaiting_ceremony=tuple(offline))

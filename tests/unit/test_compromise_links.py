@@ -60,3 +60,25 @@ def test_a_certificate_signed_by_a_withdrawn_key_has_no_trusted_signer_one_signe
     assert compromise.signer_of(parent, by_new) == [THIRD]
     before = revocation.fold([created("root"), rolled()]).ca  # no compromise rollover: nothing withdrawn
     assert compromise.signer_of(before, by_old) == [OLD]
+
+
+def test_a_stolen_keys_certificates_that_cas_here_issued_are_found_by_issuer_and_revoked_once():
+    """Another CA's cross-certificate of the key and the root's own link certifying it, not a self-signed one (no
+    CA here lists it) nor a certificate of another key; a hybrid's ML-DSA half finds its certificates too."""
+    replace = msgspec.structs.replace
+    new_with_old, old_with_new = (replace(link, issuer_ca_id="r1") for link in (NEW_WITH_OLD, OLD_WITH_NEW))
+    cross = replace(held("05", "bb", "ee"), issuer_ca_id="bridge")
+    state = ca.fold([created("root"), rolled(new_with_old, old_with_new), ca.CaCrossCertified(certificate=cross)])
+    assert compromise.certificates_of_keys(state, {"bb" * 32}, lambda _held: None) == {
+        "bridge": [cross], "r1": [new_with_old]}
+    assert compromise.certificates_of_keys(state, {"ff" * 32}, lambda held_: "ff" * 32 if held_ is cross else None
+                                           ) == {"bridge": [cross]}
+    earlier = RevocationRecorded(serial_hex="05", certificate_id=None, subject_ca_id="r1", reason="superseded",
+                                 revoked_at=NOW, invalidity_date=None, not_after=cross.facts.not_after)
+    later = NOW + timedelta(days=1)
+    [entry] = compromise.key_compromise_entries("r1", [cross, new_with_old], {"05": earlier}, now=later,
+                                                invalidity_date=NOW - timedelta(days=9))
+    assert (entry.serial_hex, entry.subject_ca_id, entry.reason, entry.invalidity_date) == (
+        "03", "r1", "key_compromise", NOW)  # not before the certificate (RFC 5280 5.3.2)
+    assert compromise.key_compromise_entries("r1", [cross], {}, now=NOW + timedelta(days=3651),
+                                             invalidity_date=None) == []  # expired

@@ -88,7 +88,10 @@ function reportForm(context, tenant, query, result, render) {
     el.reset();
     fill(result, h("p", {}, done.result.changed ? `Recorded ${done.public_keys_sha256.length} key(s).`
       : "Already reported: nothing changed."), done.revoked.length ? h("p", {}, "Revoked: ", done.revoked.map(
-      (id, i) => [i ? ", " : "", h("a", {href: `#/certs/${encodeURIComponent(id)}`}, id.slice(0, 12) + "…")])) : null);
+      (id, i) => [i ? ", " : "", h("a", {href: `#/certs/${encodeURIComponent(id)}`}, id.slice(0, 12) + "…")])) : null,
+      done.revoked_ca_certificates?.length ? h("p", {}, "Revoked CA certificates of the key: ",
+        done.revoked_ca_certificates.map((c, i) => [i ? ", " : "", `serial ${c.serial_hex} by `,
+          h("a", {href: `#/cas/${encodeURIComponent(c.issuer_ca_id)}`}, `CA ${c.issuer_ca_id.slice(0, 12)}…`)])) : null);
     result.hidden = false;
     await render();
   }, {id: "report-compromised"});

@@ -1,0 +1,96 @@
+"""A stolen CA key's cross-certificate, issued by another CA of the tenant, is revoked (keyCompromise) with it, as
+openssl sees it; and a report retried under its Idempotency-Key answers what the first call revoked.
+
+Root S is cross-certified by root B: a relying party that trusts only B accepts, through that cross-certificate,
+whatever S's key signs, the thief's certificates too. Reporting S's key (or rolling S over in compromise mode) has B
+revoke the cross-certificate: `openssl ocsp` asks B and hears `revoked` (keyCompromise), and `openssl verify
+-crl_check_all` refuses the chain B -> cross-certificate -> a certificate S's key signed.
+"""
+
+from __future__ import annotations
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+from test_api_ca_lifecycle import (assert_verifies, ca_pem, chain, create_ca, issue_leaf, leaf_with_chain, load,
+                                   needs_openssl, ok)
+from test_api_compromise_links import openssl_ocsp_status
+from test_api_compromised_keys import csr_of, report
+from test_api_revocation import OPENSSL, revoke, run, setup
+from test_api_root_link_certificates import ski
+from test_api_support import pki_api  # noqa: F401
+from test_renewal import issue
+
+
+async def cross_certified(api):
+    """Root S cross-certified by root B, and a certificate S's key signed: (admin, S, B, S's certificate, the
+    cross-certificate, B's certificate, the certificate)."""
+    admin = await api.admin()
+    await api.create_tenant(admin, "acme")
+    stolen = await create_ca(api, admin, name="Acme Root")
+    bridge = await create_ca(api, admin, name="Acme Bridge Root")
+    crossed = (await ok(await api.client.post(f"/v1/cas/{stolen}/cross-sign", headers=admin,
+                                              json={"issuer_id": bridge}))).json()
+    cross, bridge_pem = await chain(api, admin, stolen, crossed["global_position"], via=bridge)
+    signed = await issue_leaf(api, admin, stolen, "thief.acme.internal")
+    leaf = (await leaf_with_chain(api, admin, signed))[0]
+    return admin, stolen, bridge, await ca_pem(api, admin, stolen), cross, bridge_pem, leaf
+
+
+@needs_openssl
+@pytest.mark.parametrize("how", ["report", "rollover"])
+async def test_another_cas_cross_certificate_of_a_stolen_key_is_revoked_and_openssl_refuses_the_chain(
+        pki_api, tmp_path, how):
+    api = pki_api
+    admin, stolen, bridge, stolen_pem, cross, bridge_pem, leaf = await cross_certified(api)
+    assert_verifies(tmp_path, "before", leaf, bridge_pem, [cross])  # B vouches for S's key through it
+    serial = format(load(cross).serial_number, "x")
+    if how == "report":
+        done = (await ok(await api.client.post("/v1/tenants/acme/compromised-keys", headers=admin,
+                                               json={"ca_id": stolen}))).json()
+        assert done["revoked_ca_certificates"] == [{"ca_id": stolen, "issuer_ca_id": bridge, "serial_hex": serial}]
+    else:
+        await ok(await api.client.post(f"/v1/cas/{stolen}/rollover", headers=admin, json={
+            "reason": "root key stolen", "compromised": True}))
+
+    said = await openssl_ocsp_status(api, tmp_path, bridge, "cross", cross, bridge_pem)
+    assert "cross.pem: revoked" in said and "Revocation Reason: keyCompromise" in said, said
+    crls = [(await ok(await api.client.get(f"/v1/cas/{ca_id}/crl", params={
+        "key": ski(load(key_of)).hex(), "format": "pem"}))).text for ca_id, key_of in
+        ((bridge, bridge_pem), (stolen, stolen_pem))]  # B's for the cross-certificate, S's old key's for the leaf
+    for path, text in (("anchor.pem", bridge_pem), ("cross.pem", cross), ("leaf.pem", leaf),
+                       ("crls.pem", "".join(crls))):
+        (tmp_path / path).write_text(text)
+    checked = await run(OPENSSL, "verify", "-CAfile", tmp_path / "anchor.pem", "-untrusted", tmp_path / "cross.pem",
+                        "-crl_check_all", "-CRLfile", tmp_path / "crls.pem", tmp_path / "leaf.pem")
+    assert checked.returncode != 0 and "certificate revoked" in checked.stdout + checked.stderr, \
+        checked.stdout + checked.stderr
+    events = await api.runtime.store.read_stream("acme", f"ca-{bridge}")
+    [entry] = [e.payload for e in events if e.type == "ca.certificate_revoked"]
+    assert (entry["serial_hex"], entry["subject_ca_id"], entry["reason"]) == (serial, stolen, "key_compromise")
+
+
+async def test_a_report_retried_under_its_idempotency_key_answers_what_the_first_call_revoked(pki_api):
+    """The retry appends nothing and revokes nothing more, yet says what the first call revoked (it said
+    ``revoked: []`` when it recomputed the answer), for a certificate's key and for a CA's."""
+    api = pki_api
+    admin, _root, inter = await setup(api)
+    key = ec.generate_private_key(ec.SECP256R1())
+    first = await issue(api, admin, inter, "late1.acme.internal", csr=csr_of(key, "late1.acme.internal"))
+    other = await issue(api, admin, inter, "late2.acme.internal", csr=csr_of(key, "late2.acme.internal"))
+    await revoke(api, admin, first["certificate_id"], reason="superseded")
+    once = {**admin, "Idempotency-Key": "report-late1"}
+    answered = (await ok(await report(api, once, certificate_id=first["certificate_id"]))).json()
+    assert answered["revoked"] == [other["certificate_id"]] and answered["result"]["replayed"] is False
+    head = await api.runtime.store.head_position()
+    again = (await ok(await report(api, once, certificate_id=first["certificate_id"]))).json()
+    assert await api.runtime.store.head_position() == head
+    assert again["result"]["replayed"] is True
+    assert {**again, "result": None} == {**answered, "result": None}
+
+    stolen, bridge = await create_ca(api, admin, name="Acme Stolen"), await create_ca(api, admin, name="Acme Bridge")
+    await ok(await api.client.post(f"/v1/cas/{stolen}/cross-sign", headers=admin, json={"issuer_id": bridge}))
+    once = {**admin, "Idempotency-Key": "report-stolen-root"}
+    answered = (await ok(await report(api, once, ca_id=stolen))).json()
+    assert [c["issuer_ca_id"] for c in answered["revoked_ca_certificates"]] == [bridge]
+    again = (await ok(await report(api, once, ca_id=stolen))).json()
+    assert again["result"]["replayed"] is True and {**again, "result": None} == {**answered, "result": None}
