@@ -112,6 +112,14 @@ def fold(payloads: Iterable[Payload], start: CompromisedKeys | None = None) -> C
     return CompromisedKeys(keys=keys, lifted=lifted, rolled_away=rolled_away, sources=sources, version=version)
 
 
+def blocked_count(state: CompromisedKeys) -> int:
+    """How many keys are blocked, a hybrid's two halves counted once: a hybrid's ML-DSA half (``alternative_of``)
+    is not counted while the classical key it was reported with is blocked too (they are one report, and lifted
+    together); reported on its own (a pure ML-DSA certificate's key), it is a key of its own."""
+    return sum(1 for report in state.keys.values()
+               if report.alternative_of is None or report.alternative_of not in state.keys)
+
+
 def decide_record(state: CompromisedKeys, reports: Iterable[KeyCompromiseRecorded]) -> list[Payload]:
     """The reports of keys not yet recorded (the first of each key), and of keys already blocked from a source
     that has not reported them since the block began; nothing if all are known (a retry, the cascade). A

@@ -21,7 +21,7 @@ from commands import crl
 from commands.authz import Principal, authorize
 from commands.compromised_keys import load_keys
 from commands.runtime import Services, load, rfc3339
-from domain import compliance, tenant
+from domain import compliance, compromised_keys, tenant
 from domain.errors import NotFound
 from domain.certspec import SubjectAltNames
 from domain.compliance import CertificateRecord, Finding
@@ -38,6 +38,10 @@ Query = Callable[..., Awaitable[Any]]  # ReadModels.query: fn(conn, *args) on a 
 
 
 class ComplianceSummary(msgspec.Struct, frozen=True, kw_only=True):
+    """The tenant's figures beside the findings. ``compromised_keys`` counts the keys blocked now (reported and not
+    lifted), a hybrid's two halves as one key: its classical key and the ML-DSA half recorded with it
+    (``alternative_of``) were stolen together and are lifted together; an ML-DSA key reported alone counts as one."""
+
     live_certificates: int
     by_algorithm: dict[str, int]
     by_profile: dict[str, int]
@@ -48,7 +52,7 @@ class ComplianceSummary(msgspec.Struct, frozen=True, kw_only=True):
     post_quantum_cas: int  # CAs in service signing with ML-DSA, a hybrid or another post-quantum algorithm
     cas_in_service: int
     post_quantum_certificates: int  # live certificates with a post-quantum key
-    compromised_keys: int
+    compromised_keys: int  # domain.compromised_keys.blocked_count; each listed in GET /v1/tenants/{id}/compromised-keys
     endpoints_observed: int = 0  # endpoints scanned in the last 14 days (discovery; csm discover scan)
 
 
@@ -146,7 +150,7 @@ async def report(query: Query, services: Services, principal: Principal, tenant_
     summary = ComplianceSummary(
         **counts, cas_in_service=len(cas), post_quantum_cas=sum(compliance.post_quantum(a) for _, a in cas),
         post_quantum_certificates=sum(n for a, n in counts["by_algorithm"].items() if compliance.post_quantum(a)),
-        compromised_keys=len(compromised.keys), endpoints_observed=len(endpoints))
+        compromised_keys=compromised_keys.blocked_count(compromised), endpoints_observed=len(endpoints))
     return ComplianceReport(tenant_id=tenant_id, generated_at=rfc3339(now), position=position,
                             counts=compliance.severity_counts(findings), findings=findings[:limit],
                             truncated=len(findings) > limit, summary=summary)

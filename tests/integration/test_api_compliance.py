@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
+from test_api_compromised_halves import revoked_hybrid
+from test_api_compromised_keys import compromised
 from test_api_revocation import leaf, revoke, setup
 from test_api_support import Clock, assert_problem, pki_api  # noqa: F401
 from test_crl_schedule import caught_up
@@ -112,6 +114,15 @@ async def test_a_root_signing_with_a_key_reported_compromised_is_critical(pki_ap
     assert body["findings"][0]["rule"] == "ca_key_compromised" and body["findings"][0]["subject_id"] == root
     assert body["counts"]["critical"] == 1 and body["summary"]["compromised_keys"] == 1
     assert ("ca_key_compromised", inter) not in rules(body)
+
+
+async def test_a_hybrid_keys_two_halves_count_as_one_compromised_key(pki_api):
+    """A hybrid certificate's compromise blocks its classical key and its ML-DSA half (two entries, one report): the
+    summary counts the keys stolen, one."""
+    api = pki_api
+    admin, _inter, _issued, _pair, classical, ml_dsa = await revoked_hybrid(api)
+    assert sorted(k["public_key_sha256"] for k in await compromised(api, admin)) == sorted([classical, ml_dsa])
+    assert (await report(api, admin))["summary"]["compromised_keys"] == 1
 
 
 async def test_who_may_read_reports_and_counts_and_bad_ranges_are_refused_by_name(pki_api):

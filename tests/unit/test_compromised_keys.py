@@ -259,3 +259,16 @@ def test_a_lift_racing_a_second_report_of_the_key_is_refused_unless_every_report
     blocked = compromised_keys.fold(compromised_keys.decide_record(after, [wrong]), start=after)
     assert key in blocked.keys  # a new report after the lift blocks again, counted afresh
     assert compromised_keys.decide_lift(blocked, key, reason="again in error", now=T0)
+
+
+def test_a_hybrids_two_halves_count_as_one_blocked_key_and_a_lone_ml_dsa_key_as_one():
+    def report(key: str, alternative_of: str | None = None) -> KeyCompromiseRecorded:
+        return KeyCompromiseRecorded(public_key_sha256=key, reason="key_compromise", reported_at=T0,
+                                     invalidity_date=None, certificate_id="c1", ca_id="issuing",
+                                     alternative_of=alternative_of)
+
+    classical, ml_dsa, alone = "a" * 64, "b" * 64, "c" * 64
+    hybrid = compromised_keys.fold([report(classical), report(ml_dsa, alternative_of=classical)])
+    assert len(hybrid.keys) == 2 and compromised_keys.blocked_count(hybrid) == 1
+    assert compromised_keys.blocked_count(compromised_keys.fold([report(alone)], start=hybrid)) == 2
+    assert compromised_keys.blocked_count(compromised_keys.fold([])) == 0
