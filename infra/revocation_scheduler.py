@@ -1,5 +1,7 @@
 """The revocation scheduler: republishes CRLs before they lapse and renews OCSP responders, on a timer; and sweeps
-blocked keys for certificates an issuance left valid by racing their report (commands/compromise_sweep.py).
+blocked keys for certificates an issuance left valid by racing their report (commands/compromise_sweep.py): each
+pass the keys reported lately and those it has not swept yet, and a share of the others, so that every blocked key
+is swept again about once an hour.
 
 It finds CAs in the read model (a CA it misses this pass is caught on the next, and its first
 CRL is published on demand anyway); what to publish is decided from each CA's stream. Several
@@ -30,7 +32,7 @@ class RevocationScheduler:
         self.services = services
         self.runner = runner
         self.interval = interval
-        self.swept: set[tuple[str, str]] = set()  # (tenant, key) this process has swept once
+        self.swept: compromise_sweep.Swept = {}  # (tenant, key) -> when this process last swept it
 
     def _cas(self) -> list[tuple[str, str]]:
         """Every CA that may sign a CRL here (active, disabled or revoked), as (tenant, CA id)."""
@@ -69,9 +71,10 @@ class RevocationScheduler:
             log.info("the read models lag the log: the compromised-key sweep waits for the next pass")
             return ()
         revoked: tuple[str, ...] = ()
+        share = min(1.0, self.interval / compromise_sweep.FULL_PASS.total_seconds())  # a full pass per FULL_PASS
         for tenant_id in sorted(tenants):
             try:
-                revoked += await compromise_sweep.sweep_tenant(self.services, tenant_id, self.swept)
+                revoked += await compromise_sweep.sweep_tenant(self.services, tenant_id, self.swept, share)
             except Exception:  # one tenant's failure must not stop the others'
                 log.exception("the compromised-key sweep of tenant %s failed", tenant_id)
         return revoked

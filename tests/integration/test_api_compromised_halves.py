@@ -10,6 +10,7 @@ key:unblock, a reason) makes the key certifiable again and un-revokes nothing.
 from __future__ import annotations
 
 import hashlib
+from datetime import timedelta
 
 import pytest
 from cryptography import x509
@@ -19,9 +20,9 @@ from cryptography.x509.oid import NameOID
 from test_api_ca_lifecycle import issue_leaf
 from test_api_compromised_keys import compromised, csr_of, new_csr
 from test_api_revocation import revoke, setup
-from test_api_support import assert_problem, pki_api, written_since  # noqa: F401
+from test_api_support import Clock, assert_problem, pki_api, written_since  # noqa: F401
 
-from commands import certificates, compromised_keys, pki
+from commands import certificates, compromise_sweep, compromised_keys, pki
 from domain import certificate
 
 HYBRID = "hybrid-p384-ml-dsa-65"
@@ -158,38 +159,63 @@ class ProcessDied(Exception):
     pass
 
 
-async def test_a_certificate_that_raced_the_report_and_lost_its_process_is_revoked_by_the_sweep(pki_api, monkeypatch):
-    """The race a crash leaves open: an issuance passed its first check just before the key was reported, appended
-    after the report's own sweep, and its process died before the check after its append. Simulated by letting the
-    first check pass for a key already reported and dying at the second. The certificate is then valid; the
-    revocation scheduler's sweep of blocked keys (a restarted process sweeps every one once) revokes it."""
-    api = pki_api
-    admin, _root, inter = await setup(api)
-    key = ec.generate_private_key(ec.SECP256R1())
-    first = await issue_leaf_with_csr(api, admin, inter, key, "k1.acme.internal")
-    await revoke(api, admin, first["certificate_id"], reason="key_compromise")
-
+async def issued_by_a_process_that_died(api, headers, ca_id: str, key, name: str, monkeypatch) -> str:
+    """An issuance of a blocked key whose first check passed just before the report and whose process died before the
+    check after its append (simulated: the first check lets the key pass, the second dies): its certificate's id."""
     async def passed_before_the_report(*_args, **_kwargs) -> None:
         return None
 
     async def died(*_args, **_kwargs) -> None:
         raise ProcessDied("the process died between its append and its second check")
 
-    monkeypatch.setattr(compromised_keys, "refuse_if_compromised", passed_before_the_report)
-    monkeypatch.setattr(certificates, "_withdraw_if_compromised", died)
-    crashed = await new_csr(api, admin, "acme", inter, key, "k2.acme.internal")
-    assert crashed.status_code == 500, crashed.text
-    monkeypatch.undo()
-    [raced] = [e.payload["certificate_id"] for e in await api.runtime.store.read_all(0, 10_000)
-               if e.type == "certificate.issued" and e.payload["certificate_id"] != first["certificate_id"]]
+    head = await api.runtime.store.head_position()
+    with monkeypatch.context() as patch:
+        patch.setattr(compromised_keys, "refuse_if_compromised", passed_before_the_report)
+        patch.setattr(certificates, "_withdraw_if_compromised", died)
+        crashed = await new_csr(api, headers, "acme", ca_id, key, name)
+        assert crashed.status_code == 500, crashed.text
+    [raced] = [e.payload["certificate_id"] for e in await api.runtime.store.read_all(head, 10_000)
+               if e.type == "certificate.issued"]
     state = await api.runtime.store.read_stream("acme", certificate.stream_id(raced))
     assert [e.type for e in state] == ["certificate.issued"]  # valid: a certificate of a blocked key
+    return raced
+
+
+async def test_a_certificate_that_raced_the_report_and_lost_its_process_is_revoked_by_the_sweep(pki_api, monkeypatch):
+    """The race a crash leaves open: an issuance passed its first check just before the key was reported, appended
+    after the report's own sweep, and its process died before the check after its append. The certificate is then
+    valid; the revocation scheduler's sweep of blocked keys (a restarted process sweeps every one once) revokes it."""
+    api = pki_api
+    admin, _root, inter = await setup(api)
+    key = ec.generate_private_key(ec.SECP256R1())
+    first = await issue_leaf_with_csr(api, admin, inter, key, "k1.acme.internal")
+    await revoke(api, admin, first["certificate_id"], reason="key_compromise")
+    raced = await issued_by_a_process_that_died(api, admin, inter, key, "k2.acme.internal", monkeypatch)
 
     scheduler = api.runtime.revocation_scheduler()  # a restarted process: it has swept nothing yet
     assert await scheduler.sweep_compromised({"acme"}) == (raced,)
     assert [e.type for e in await api.runtime.store.read_stream("acme", certificate.stream_id(raced))][-1] == \
         "certificate.revoked"
     assert await scheduler.sweep_compromised({"acme"}) == ()  # idempotent: nothing trusted is left
+
+
+async def test_a_certificate_that_raced_the_report_later_than_the_window_is_revoked_within_the_hour(
+        pki_api, monkeypatch):
+    """The same crash landing more than 15 minutes after the report, in a process that does not restart: the sweep
+    that swept the key once already (it swept it only once per process) sweeps it again an hour later."""
+    api = pki_api
+    clock = api.runtime.services.clock = Clock()
+    admin, _root, inter = await setup(api)
+    key = ec.generate_private_key(ec.SECP256R1())
+    first = await issue_leaf_with_csr(api, admin, inter, key, "k1.acme.internal")
+    await revoke(api, admin, first["certificate_id"], reason="key_compromise")
+    scheduler = api.runtime.revocation_scheduler()
+    assert await scheduler.sweep_compromised({"acme"}) == ()  # swept once: nothing else of the key
+    clock.offset = compromise_sweep.RACE_WINDOW + timedelta(minutes=5)
+    raced = await issued_by_a_process_that_died(api, await api.admin(), inter, key, "k2.acme.internal", monkeypatch)
+    assert await scheduler.sweep_compromised({"acme"}) == ()  # swept 20 minutes ago, reported 20 minutes ago
+    clock.offset = compromise_sweep.FULL_PASS + timedelta(minutes=1)
+    assert await scheduler.sweep_compromised({"acme"}) == (raced,)
 
 
 async def issue_leaf_with_csr(api, headers, ca_id: str, key, name: str) -> dict:

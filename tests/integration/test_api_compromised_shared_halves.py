@@ -109,11 +109,11 @@ async def test_the_sweep_finds_a_hybrid_by_its_ml_dsa_half_and_a_sweep_during_a_
     scheduler = api.runtime.revocation_scheduler()
     with certificates_rebuilding(api):
         assert await scheduler.sweep_compromised({"acme"}) == ()
-        assert scheduler.swept == set()  # nothing was looked at: each key is swept again
+        assert scheduler.swept == {}  # nothing was looked at: each key is swept again
     assert await status_of(api, second["certificate_id"]) == ("issued", None)
 
     assert await scheduler.sweep_compromised({"acme"}) == (second["certificate_id"],)
-    assert scheduler.swept == {("acme", classical), ("acme", ml_dsa)}
+    assert scheduler.swept.keys() == {("acme", classical), ("acme", ml_dsa)}
     assert await status_of(api, second["certificate_id"]) == ("revoked", "key_compromise")
 
 
