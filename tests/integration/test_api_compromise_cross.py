@@ -10,15 +10,13 @@ revoke the cross-certificate: `openssl ocsp` asks B and hears `revoked` (keyComp
 from __future__ import annotations
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric import ec
 from test_api_ca_lifecycle import (assert_verifies, ca_pem, chain, create_ca, issue_leaf, leaf_with_chain, load,
                                    needs_openssl, ok)
 from test_api_compromise_links import openssl_ocsp_status
-from test_api_compromised_keys import csr_of, report
-from test_api_revocation import OPENSSL, revoke, run, setup
+from test_api_compromised_keys import report, two_of_one_key_the_first_superseded
+from test_api_revocation import OPENSSL, run
 from test_api_root_link_certificates import ski
 from test_api_support import pki_api  # noqa: F401
-from test_renewal import issue
 
 
 async def cross_certified(api):
@@ -73,11 +71,7 @@ async def test_a_report_retried_under_its_idempotency_key_answers_what_the_first
     """The retry appends nothing and revokes nothing more, yet says what the first call revoked (it said
     ``revoked: []`` when it recomputed the answer), for a certificate's key and for a CA's."""
     api = pki_api
-    admin, _root, inter = await setup(api)
-    key = ec.generate_private_key(ec.SECP256R1())
-    first = await issue(api, admin, inter, "late1.acme.internal", csr=csr_of(key, "late1.acme.internal"))
-    other = await issue(api, admin, inter, "late2.acme.internal", csr=csr_of(key, "late2.acme.internal"))
-    await revoke(api, admin, first["certificate_id"], reason="superseded")
+    admin, _inter, _key, first, other = await two_of_one_key_the_first_superseded(api)
     once = {**admin, "Idempotency-Key": "report-late1"}
     answered = (await ok(await report(api, once, certificate_id=first["certificate_id"]))).json()
     assert answered["revoked"] == [other["certificate_id"]] and answered["result"]["replayed"] is False

@@ -369,15 +369,22 @@ async def report(api, headers, tenant: str = "acme", **body):
     return await api.client.post(f"/v1/tenants/{tenant}/compromised-keys", headers=headers, json=body)
 
 
-async def test_a_key_found_compromised_after_its_certificate_was_revoked_for_another_reason_is_reported(pki_api):
-    """A revocation is final (its reason stands), so the key is reported apart: blocked, its other trusted
-    certificates revoked key_compromise; a second report records nothing."""
-    api = pki_api
+async def two_of_one_key_the_first_superseded(api):
+    """Two certificates of one key, the first revoked superseded (its key found stolen since): (admin, their CA,
+    the key, the first, the other)."""
     admin, _root, inter = await setup(api)
     key = ec.generate_private_key(ec.SECP256R1())
     first = await issue(api, admin, inter, "late1.acme.internal", csr=csr_of(key, "late1.acme.internal"))
     other = await issue(api, admin, inter, "late2.acme.internal", csr=csr_of(key, "late2.acme.internal"))
     await revoke(api, admin, first["certificate_id"], reason="superseded")
+    return admin, inter, key, first, other
+
+
+async def test_a_key_found_compromised_after_its_certificate_was_revoked_for_another_reason_is_reported(pki_api):
+    """A revocation is final (its reason stands), so the key is reported apart: blocked, its other trusted
+    certificates revoked key_compromise; a second report records nothing."""
+    api = pki_api
+    admin, inter, key, first, other = await two_of_one_key_the_first_superseded(api)
     assert (await api.client.post(f"/v1/certificates/{first['certificate_id']}/revoke", headers=admin,
                                   json={"reason": "key_compromise"})).status_code == 409  # final
     assert_problem(await report(api, admin), 422, "one_of_required", field="certificate_id")
