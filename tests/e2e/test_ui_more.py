@@ -347,6 +347,24 @@ def test_a_compromised_key_report_waits_for_the_typed_confirmation(service, brow
     no_problems(page)
 
 
+def test_a_roots_report_shows_the_cross_certificate_another_ca_revoked(service, browser):
+    def root(name: str) -> str:
+        return service.post("/v1/cas", {"kind": "root", "tenant_id": TENANT, "name": name, "algorithm": "ecdsa-p384",
+                                        "subject": {"common_name": name}})["ca_id"]
+
+    stolen, bridge = root("Acme stolen root"), root("Acme bridge root")
+    service.post(f"/v1/cas/{stolen}/cross-sign", {"issuer_id": bridge})
+    page = tenant_admin_page(service, browser, "ui-compromise-cross")
+    page.goto(f"{service.base}/ui/#/compromised?ca_id={stolen}")
+    form = in_form(page, "Report a compromised key")
+    form.get_by_role("button", name="Report key compromised").click()
+    page.get_by_label(f"Type {stolen} to confirm").fill(stolen)
+    page.get_by_role("button", name="Yes, report it compromised").click()
+    page.get_by_text("Revoked CA certificates of the key:").wait_for()
+    page.get_by_role("link", name=f"CA {bridge[:12]}…").wait_for()
+    no_problems(page)
+
+
 def test_a_ca_is_cross_signed_by_another_root_after_a_confirmation(service, browser):
     other = service.post("/v1/cas", {"kind": "root", "tenant_id": TENANT, "name": "Acme new root",
                                      "algorithm": "ecdsa-p384", "subject": {"common_name": "Acme Root CA 2"}})
