@@ -13,10 +13,10 @@ import pytest
 from test_api_ca_lifecycle import (assert_verifies, ca_pem, chain, create_ca, issue_leaf, leaf_with_chain, load,
                                    needs_openssl, ok)
 from test_api_compromise_links import openssl_ocsp_status
-from test_api_compromised_keys import report, two_of_one_key_the_first_superseded
-from test_api_revocation import OPENSSL, run
+from test_api_compromised_keys import key_sha256_of_certificate, report, two_of_one_key_the_first_superseded
+from test_api_revocation import OPENSSL, run, setup
 from test_api_root_link_certificates import ski
-from test_api_support import pki_api  # noqa: F401
+from test_api_support import assert_problem, pki_api  # noqa: F401
 
 
 async def cross_certified(api):
@@ -88,3 +88,23 @@ async def test_a_report_retried_under_its_idempotency_key_answers_what_the_first
     assert [c["issuer_ca_id"] for c in answered["revoked_ca_certificates"]] == [bridge]
     again = (await ok(await report(api, once, ca_id=stolen))).json()
     assert again["result"]["replayed"] is True and {**again, "result": None} == {**answered, "result": None}
+
+
+async def test_an_intermediates_signing_key_is_revoked_not_reported_and_its_old_key_is_reported(pki_api):
+    """Reporting the key an intermediate signs with would revoke its certificate under it while it goes on issuing:
+    refused, naming the CA revocation. Its key before a rollover is reported, and the parent's certificate of that
+    key revoked key_compromise (the CA goes on, on its new key)."""
+    api = pki_api
+    admin, root, inter = await setup(api)
+    refused = assert_problem(await report(api, admin, ca_id=inter), 422, "revoke_ca_instead", field="ca_id")
+    assert "/v1/cas/{id}/revoke" in refused["detail"]
+    old = load(await ca_pem(api, admin, inter))
+    await ok(await api.client.post(f"/v1/cas/{inter}/rollover", headers=admin, json={"reason": "old key leaked"}))
+    old_key = key_sha256_of_certificate(old)
+    done = (await ok(await report(api, admin, ca_id=inter, public_key_sha256=old_key))).json()
+    assert done["revoked_ca_certificates"] == [{"ca_id": inter, "issuer_ca_id": root,
+                                                "serial_hex": format(old.serial_number, "x")}]
+    new_key = key_sha256_of_certificate(load((await chain(api, admin, inter))[0]))
+    assert_problem(await report(api, admin, ca_id=inter, public_key_sha256=new_key), 422, "revoke_ca_instead",
+                   field="public_key_sha256")
+    await issue_leaf(api, admin, inter, "still.acme.internal")  # it signs on with its new key
