@@ -13,10 +13,13 @@ import pytest
 from test_api_ca_lifecycle import (assert_verifies, ca_pem, chain, create_ca, issue_leaf, leaf_with_chain, load,
                                    needs_openssl, ok)
 from test_api_compromise_links import openssl_ocsp_status
+from test_api_compromised_halves import ProcessDied
 from test_api_compromised_keys import key_sha256_of_certificate, report, two_of_one_key_the_first_superseded
 from test_api_revocation import OPENSSL, run, setup
 from test_api_root_link_certificates import ski
 from test_api_support import assert_problem, pki_api  # noqa: F401
+
+from commands import compromise_cascade, crl
 
 
 async def cross_certified(api):
@@ -108,3 +111,22 @@ async def test_an_intermediates_signing_key_is_revoked_not_reported_and_its_old_
     assert_problem(await report(api, admin, ca_id=inter, public_key_sha256=new_key), 422, "revoke_ca_instead",
                    field="public_key_sha256")
     await issue_leaf(api, admin, inter, "still.acme.internal")  # it signs on with its new key
+
+
+async def test_a_cross_certificate_a_crash_left_trusted_after_the_report_is_revoked_by_the_sweep(pki_api, monkeypatch):
+    """The process dies between the key's block and the revocation of the other CA's cross-certificate: the revocation
+    scheduler's sweep of the blocked key (a restarted process sweeps every one) revokes it."""
+    api = pki_api
+    admin, stolen, bridge, _stolen_pem, cross, _bridge_pem, _leaf = await cross_certified(api)
+
+    async def died(*_args, **_kwargs):
+        raise ProcessDied("the process died after blocking the key")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(compromise_cascade, "revoke_ca_certificates", died)
+        assert (await api.client.post("/v1/tenants/acme/compromised-keys", headers=admin,
+                                      json={"ca_id": stolen})).status_code == 500
+    serial = format(load(cross).serial_number, "x")
+    assert serial not in (await crl.load_registry(api.runtime.services, "acme", bridge)).revoked
+    assert await api.runtime.revocation_scheduler().sweep_compromised({"acme"}) == ()  # no leaf: CA certificates
+    assert (await crl.load_registry(api.runtime.services, "acme", bridge)).revoked[serial].reason == "key_compromise"
