@@ -401,6 +401,10 @@ def _chain_of(conn, row: dict, via: str | None, now: datetime) -> list[dict]:
                    if c["role"] == "cross" and c["issuer_ca_id"] == via]
         if not crossed:
             raise ApiProblem(404, "no_such_path", f"CA {row['ca_id']} is not cross-certified by {via}", field="via")
-        start = crossed[-1]
+        trusted = [c for c in crossed if c["distrusted_at"] is None]
+        if not trusted:
+            raise ApiProblem(404, "no_such_path", f"CA {row['ca_id']}'s cross-certificate by {via} was revoked or "
+                             "withdrawn from trust (a compromised key): no chain goes through it", field="via")
+        start = trusted[-1]
     return read_model.with_links(conn, row["tenant_id"], read_model.chain_from(conn, row["tenant_id"], start, via=via),
                                  now)

@@ -32,14 +32,15 @@ CA_COLUMNS = ("tenant_id", "ca_id", "name", "kind", "origin", "status", "algorit
 LINK_ROLES = ("new_with_old", "old_with_new")
 CERT_COLUMNS = ("fingerprint", "tenant_id", "ca_id", "role", "issuer_ca_id", "subject_dn", "issuer_dn",
                 "subject_key_id", "authority_key_id", "not_before", "not_after", "certificate_pem", "position",
-                "distrusted_at")
+                "distrusted_at", "serial_hex")
 
 
 class CasProjector(Projector):
     name = "cas"
     # 2: a rollover updates the CA's algorithm; 3: revocation columns, a CA below a revoked one; 4: distrusted_at;
-    # 5: key_storage (vault | hsm: where the CA's keys are made and kept)
-    version = 5
+    # 5: key_storage (vault | hsm: where the CA's keys are made and kept); 6: serial_hex, and a revoked cross or link
+    # certificate withdrawn from trust (distrusted_at)
+    version = 6
     tables = ("cas", "ca_certificates")
     ddl = (
         """CREATE TABLE IF NOT EXISTS {cas} (
@@ -53,7 +54,8 @@ class CasProjector(Projector):
             fingerprint TEXT NOT NULL, tenant_id TEXT NOT NULL, ca_id TEXT NOT NULL, role TEXT NOT NULL,
             issuer_ca_id TEXT, subject_dn TEXT NOT NULL, issuer_dn TEXT NOT NULL, subject_key_id TEXT NOT NULL,
             authority_key_id TEXT, not_before TEXT NOT NULL, not_after TEXT NOT NULL, certificate_pem TEXT NOT NULL,
-            position INTEGER NOT NULL, distrusted_at TEXT, PRIMARY KEY (tenant_id, fingerprint)) WITHOUT ROWID""",
+            position INTEGER NOT NULL, distrusted_at TEXT, serial_hex TEXT NOT NULL,
+            PRIMARY KEY (tenant_id, fingerprint)) WITHOUT ROWID""",
         "CREATE INDEX IF NOT EXISTS {ix}_ski ON {ca_certificates} (tenant_id, subject_key_id)",
         "CREATE INDEX IF NOT EXISTS {ix}_ca ON {ca_certificates} (tenant_id, ca_id)",
     )
@@ -93,10 +95,23 @@ class CasProjector(Projector):
             self._update(conn, event, ca_id, algorithm=p["certificate"]["facts"]["algorithm"])
         elif event.type in ("ca.disabled", "ca.enabled"):
             self._update(conn, event, ca_id, status="disabled" if event.type == "ca.disabled" else "active")
+        elif event.type == "ca.certificate_revoked" and p.get("subject_ca_id"):
+            self._withdraw_revoked(conn, event.tenant_id, ca_id, p)
         elif event.type == "ca.revoked":  # its subtree's certificates: see projections/certificates.py
             self._update(conn, event, ca_id, status="revoked", revocation_reason=p["reason"],
                          revoked_at=p["revoked_at"], revoked_ca_id=None)
             self._untrust_below(conn, event.tenant_id, ca_id, p["revoked_at"])
+
+    def _withdraw_revoked(self, conn, tenant_id: str, issuer_ca_id: str, p: dict) -> None:
+        """A CA certificate this CA signed and revoked (a reported key compromise, a compromise rollover): a
+        cross-certificate, a root's link certificate or a CA's certificate of a key it rolled away from, withdrawn
+        from trust as a compromise rollover withdraws, so no chain, bundle or truststore serves it again. A CA's
+        current certificate is left as it is: ``ca.revoked`` on the CA's own stream says what that CA is."""
+        conn.execute(
+            f"UPDATE {self.t('ca_certificates')} SET distrusted_at = ? WHERE tenant_id = ? AND ca_id = ? "
+            "AND serial_hex = ? AND role != 'current' AND distrusted_at IS NULL "
+            "AND (issuer_ca_id IS NULL OR issuer_ca_id = ?)",
+            (p["revoked_at"], tenant_id, p["subject_ca_id"], p["serial_hex"], issuer_ca_id))
 
     def _untrust_below(self, conn, tenant_id: str, ca_id: str, revoked_at: str) -> None:
         """Every CA below ``ca_id`` not revoked yet (one revoked earlier keeps its own, or nearer, revocation)."""
@@ -159,7 +174,7 @@ class CasProjector(Projector):
             (facts["fingerprint_sha256"], event.tenant_id, ca_id, role, certificate.get("issuer_ca_id"),
              facts["subject_dn"], facts["issuer_dn"], facts["subject_key_identifier"],
              facts.get("authority_key_identifier"), facts["not_before"], facts["not_after"],
-             certificate["certificate_pem"], event.global_position, None))
+             certificate["certificate_pem"], event.global_position, None, facts["serial_hex"]))
 
 
 def _ca_row(row: tuple) -> dict:

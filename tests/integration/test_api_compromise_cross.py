@@ -68,6 +68,11 @@ async def test_another_cas_cross_certificate_of_a_stolen_key_is_revoked_and_open
     events = await api.runtime.store.read_stream("acme", f"ca-{bridge}")
     [entry] = [e.payload for e in events if e.type == "ca.certificate_revoked"]
     assert (entry["serial_hex"], entry["subject_ca_id"], entry["reason"]) == (serial, stolen, "key_compromise")
+    # and the service no longer hands the cross-certificate out as a path to S
+    position = await api.runtime.store.head_position()
+    refused = assert_problem(await api.client.get(f"/v1/cas/{stolen}/chain", headers=admin, params={
+        "via": bridge, "min_position": position}), 404, "no_such_path", field="via")
+    assert "revoked" in refused["detail"]
 
 
 async def test_a_report_retried_under_its_idempotency_key_answers_what_the_first_call_revoked(pki_api):
