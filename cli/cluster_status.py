@@ -27,6 +27,14 @@ def _generations(row: dict) -> str:
     return ", ".join(held) if held else "none"
 
 
+def _holds(row: dict) -> str:
+    """The certificate the node holds; files no recorded deployment put there (a rollback to files of before the
+    store knew the node); or nothing yet, when its only deployment never finished."""
+    if row["certificate_id"]:
+        return row["certificate_id"]
+    return "(files of no deployment)" if row["since"] else "(none deployed yet)"
+
+
 def _unfinished(row: dict) -> str:
     """A deployment started there and never recorded as done: FAILED (the step and the reason recorded) or not."""
     if not row["started_certificate_id"]:
@@ -57,6 +65,6 @@ def status(settings: Settings, tenant_id: str, name: str | None, limit: int, as_
                      ids={"node", "certificate"})
     for row in rows:
         unfinished = _unfinished(row)
-        table.add_row(row["node"], row["certificate_id"] or "(files of no deployment)", row["state"],
+        table.add_row(row["node"], _holds(row), row["state"],
                       row["since"] or "", _verification(row), _generations(row), unfinished)
     print_table(table, footer=f"{len(rows)} node(s) in tenant {tenant_id}; `csm cluster verify` asks the nodes")

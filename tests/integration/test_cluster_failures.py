@@ -45,6 +45,7 @@ def test_a_deployment_whose_renames_fail_is_recorded_as_failed_without_a_secret(
     assert (row["state"], row["failed_step"]) == ("failed", "commit")
     table = csm_run("--data-dir", str(data), "cluster", "status", "--node", "db-1")
     assert f"{certificate_id} FAILED at" in table and "commit:" in table
+    assert "(none deployed yet)" in table and "files of no deployment" not in table  # its first deployment failed
 
     token = csm_run("--data-dir", str(data), "admin", "create-token", "--name", "reader").strip().splitlines()[-1]
 
