@@ -27,7 +27,7 @@ from typing import Any
 
 import msgspec
 
-from commands.ports import AppendRequest, AppendResult, CountedUsage
+from commands.ports import AppendRequest, CountedUsage
 from commands.quotas import StaleCount
 from domain.errors import IdempotencyKeyReused, QuotaExceeded, WrongExpectedVersion
 from domain.tenant import Quotas, Usage
@@ -100,7 +100,6 @@ class Progress(msgspec.Struct, tag="progress", kw_only=True):
 Frame = AppendCall | RateCall | QuotaTake | QuotaSettle | QuotaLanded | QuotaRelease | Answer | Progress
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder(Frame).decode
-_append_result = msgspec.json.Decoder(AppendResult)
 
 
 def frame(message: msgspec.Struct) -> bytes:
