@@ -23,8 +23,8 @@ from commands.ids import uuid7
 from commands.runtime import CommandResult, rfc3339
 from domain.discovery import ChainCertificate, Observation, chain_complete, der_of
 from domain.errors import DomainError
-from domain.policy import TenantPolicy
 from domain.tenant import Quotas, day_start
+from domain.tenant_policy import TenantPolicy
 from infra.discovery import chain_entry, facts_of_pem
 from projections import analytics, compliance
 from projections import discovery as discovery_model

@@ -31,7 +31,7 @@ PROFILES = ("cassandra-node", "cassandra-node", "cassandra-node", "internode", "
 VALIDITY_DAYS = {"cassandra-node": (90, 397), "internode": (90, 397), "cassandra-client": (30, 90)}
 REASONS = ("key_compromise", "superseded", "cessation_of_operation", "affiliation_changed", "unspecified")
 CRL_PERIOD = timedelta(hours=168)  # Settings.crl_validity_hours
-CLOCK_SKEW = timedelta(minutes=5)  # domain.policy backdates not_before by this much
+CLOCK_SKEW = timedelta(minutes=5)  # domain.spec_builders backdates not_before by this much
 ISSUER = Actor(principal="token:bench-issuer", auth_method="api_token")
 SYSTEM = Actor(principal="system", auth_method="internal")
 
@@ -94,7 +94,7 @@ def _tenant_pki(crypto, index: int, start: datetime, pems: int) -> Authority:
     """A tenant with a root and an intermediate CA, really signed, and ``pems`` leaf certificates the intermediate
     really signed (ECDSA: fast), as commands/cas.py and commands/certificates.py make them."""
     from commands.pki import new_serial, pem
-    from domain import policy, tenant
+    from domain import spec_builders, tenant
     from domain.certspec import DistinguishedName, NameConstraints
     from domain.profile import BUILTIN_PROFILES
     tenant_id, dns_zone = f"certs-{index:02d}", f"tenant{index}.cassandra.example"
@@ -104,9 +104,9 @@ def _tenant_pki(crypto, index: int, start: datetime, pems: int) -> Authority:
     for kind, path_length in (("root", 1), ("intermediate", 0)):
         key, ca_id = crypto.generate_key(CA_ALGORITHM), uuid7()
         subject = DistinguishedName(common_name=f"{org} {kind.title()} CA", organization=org)
-        spec = policy.ca_spec(subject=subject, validity_days=3650 if kind == "root" else 1825, path_length=path_length,
-                              name_constraints=NameConstraints(), issuer_algorithm=CA_ALGORITHM, serial=new_serial(),
-                              now=start - timedelta(days=1))
+        spec = spec_builders.ca_spec(subject=subject, validity_days=3650 if kind == "root" else 1825,
+                                     path_length=path_length, name_constraints=NameConstraints(),
+                                     issuer_algorithm=CA_ALGORITHM, serial=new_serial(), now=start - timedelta(days=1))
         der = crypto.sign_certificate(spec, crypto.public_keys(key), issuer_key or key, issuer_der)
         held = ca.CaCertificate(certificate_pem=pem("CERTIFICATE", der), facts=crypto.describe(der),
                                 issuer_ca_id=parent_id, key_ref=f"key_{_digest(kind, index)[:32]}")
@@ -122,10 +122,10 @@ def _tenant_pki(crypto, index: int, start: datetime, pems: int) -> Authority:
     for node in range(pems):
         profile = PROFILES[node % len(PROFILES)]
         subject, sans, _ = _holder(authority, profile, node)
-        spec = policy.leaf_spec(BUILTIN_PROFILES[profile], subject=subject, sans=sans,
-                                validity_days=VALIDITY_DAYS[profile][-1], subject_algorithm=LEAF_ALGORITHM,
-                                issuer_algorithm=CA_ALGORITHM, serial=new_serial(), now=start, crl_urls=(),
-                                ocsp_urls=(), ca_issuer_urls=())
+        spec = spec_builders.leaf_spec(BUILTIN_PROFILES[profile], subject=subject, sans=sans,
+                                       validity_days=VALIDITY_DAYS[profile][-1], subject_algorithm=LEAF_ALGORITHM,
+                                       issuer_algorithm=CA_ALGORITHM, serial=new_serial(), now=start, crl_urls=(),
+                                       ocsp_urls=(), ca_issuer_urls=())
         der, facts = crypto.sign_described(spec, crypto.public_keys(crypto.generate_key(LEAF_ALGORITHM)), issuer_key,
                                            issuer_der)
         if facts.subject_dn != _dn(subject):

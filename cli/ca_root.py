@@ -21,7 +21,7 @@ from cli.common import CliError
 from cli.options import constraint_options, constraints, subject_of, subject_options
 from commands.crl import CrlRequest
 from commands.pki import der_of_pem, new_serial, pem
-from domain import policy, revocation
+from domain import key_rules, policy, revocation, spec_builders, violations
 from domain.algorithms import ALGORITHMS
 from domain.errors import DomainError
 from infra.crypto import keys as key_files
@@ -72,7 +72,7 @@ def root() -> None:
               help="A new or empty directory for root.pem and root.key.enc.")
 @click.option("--algorithm", default="hybrid-p384-ml-dsa-65", show_default=True,
               type=click.Choice(sorted(a for a, v in ALGORITHMS.items()
-                                       if v.provider == "cryptography" and policy.allowed_for_ca(a))))
+                                       if v.provider == "cryptography" and key_rules.allowed_for_ca(a))))
 @click.option("--validity-days", type=int, default=7300, show_default=True)
 @click.option("--path-length", type=int, default=None)
 @click.option("--passphrase-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
@@ -90,12 +90,12 @@ def init(offline, out_dir: Path, algorithm, validity_days, path_length, passphra
     passphrase = _passphrase(passphrase_file, confirm=True)
     crypto, now = CryptographyPki(), datetime.now(UTC)
     try:
-        spec = policy.ca_spec(subject=subject, validity_days=validity_days, path_length=path_length,
-                              name_constraints=constraints(permit_dns, exclude_dns, permit_ip, exclude_ip),
-                              issuer_algorithm=algorithm, serial=new_serial(), now=now)
-        policy.raise_for(policy.check_ca(spec, issuer=None, subject_algorithm=algorithm,
-                                         key_bits=ALGORITHMS[algorithm].key_bits,
-                                         available=crypto.available_algorithms(), now=now))
+        spec = spec_builders.ca_spec(subject=subject, validity_days=validity_days, path_length=path_length,
+                                     name_constraints=constraints(permit_dns, exclude_dns, permit_ip, exclude_ip),
+                                     issuer_algorithm=algorithm, serial=new_serial(), now=now)
+        violations.raise_for(policy.check_ca(spec, issuer=None, subject_algorithm=algorithm,
+                                             key_bits=ALGORITHMS[algorithm].key_bits,
+                                             available=crypto.available_algorithms(), now=now))
         key = crypto.generate_key(algorithm)
         der = crypto.sign_certificate(spec, crypto.public_keys(key), key, None)
     except DomainError as exc:
@@ -138,15 +138,15 @@ def sign_intermediate(root_dir: Path, csr_file: Path, out_file: Path, validity_d
                                     not_before=root_facts.not_before, not_after=root_facts.not_after,
                                     path_length=root_info.path_length, name_constraints=root_info.name_constraints,
                                     status="active")
-        spec = policy.ca_spec(subject=facts.subject, validity_days=validity_days, path_length=path_length,
-                              name_constraints=constraints(permit_dns, exclude_dns, permit_ip, exclude_ip),
-                              issuer_algorithm=root_info.algorithm,
-                              serial=new_serial(), now=now,
-                              crl_urls=tuple(crl_url))
+        spec = spec_builders.ca_spec(subject=facts.subject, validity_days=validity_days, path_length=path_length,
+                                     name_constraints=constraints(permit_dns, exclude_dns, permit_ip, exclude_ip),
+                                     issuer_algorithm=root_info.algorithm,
+                                     serial=new_serial(), now=now,
+                                     crl_urls=tuple(crl_url))
         algorithm = algorithm_of(keys) or facts.algorithm
-        policy.raise_for(policy.check_ca(spec, issuer=issuer, subject_algorithm=algorithm,
-                                         key_bits=facts.key_bits, available=crypto.available_algorithms(), now=now,
-                                         rsa_exponent=facts.rsa_exponent, key_field="csr"))
+        violations.raise_for(policy.check_ca(spec, issuer=issuer, subject_algorithm=algorithm,
+                                             key_bits=facts.key_bits, available=crypto.available_algorithms(), now=now,
+                                             rsa_exponent=facts.rsa_exponent, key_field="csr"))
         der = crypto.sign_certificate(spec, keys, root_key, root_der)
         crypto.verify_issued(der, root_der)
     except DomainError as exc:

@@ -23,7 +23,7 @@ from commands.ids import uuid7
 from commands.revoke import RevokeCertificate, revoke_certificate
 from commands.runtime import CommandContext, Services, load, rfc3339, run
 from commands.tenants import allowed_while_suspended, refused_while_suspended
-from domain import acme, acme_challenges, acme_requests, certificate, jose, policy, tenant
+from domain import acme, acme_challenges, acme_requests, certificate, jose, tenant, tenant_policy
 from domain.acme import AcmeProblem
 from domain.certspec import DistinguishedName, SubjectAltNames
 from domain.errors import DomainError
@@ -131,7 +131,7 @@ async def _wildcard_problem(services: Services, tenant_id: str, *, finalizing: b
     if not finalizing and not services.acme_dns01:
         return "a wildcard is proved by dns-01 alone, which this server does not offer (no CSM_ACME_DNS_RESOLVERS)"
     state = await load(services, tenant_id, tenant.stream_id(tenant_id), tenant.fold)
-    if not policy.wildcards_allowed(state.policy, acme=True):
+    if not tenant_policy.wildcards_allowed(state.policy, acme=True):
         return "the tenant policy does not allow wildcard names to ACME orders (allow_wildcards is not true)"
     return None
 
@@ -143,7 +143,7 @@ async def _check_ips(services: Services, tenant_id: str, key: acme.EabKeyCreated
     if "ip" not in where.profile.allowed_san_types:
         raise AcmeProblem("rejectedIdentifier", f"profile {key.profile} does not allow IP addresses "
                           f"({', '.join(sorted(where.profile.allowed_san_types))} only)", field="identifiers")
-    for violation in policy.tenant_name_violations(SubjectAltNames(ip=tuple(ips)), None, where.tenant.policy):
+    for violation in tenant_policy.tenant_name_violations(SubjectAltNames(ip=tuple(ips)), None, where.tenant.policy):
         raise AcmeProblem("rejectedIdentifier", f"{violation.message} (tenant policy, rule {violation.rule})",
                           field="identifiers")
 

@@ -16,7 +16,7 @@ import msgspec
 
 from commands import blocking, pki
 from commands.runtime import Services
-from domain import ca, policy
+from domain import ca, spec_builders
 from domain.certspec import CertificateSpec
 
 
@@ -24,9 +24,9 @@ def _spec(services: Services, issuer: ca.CertificateAuthority, now: datetime, no
     """The root's own subject, path length and name constraints, signed by ``issuer``'s current key, with that
     key's relying-party URLs (its CRL, OCSP responder and caIssuers), as a certificate it signs for a CA has."""
     assert issuer.subject is not None
-    spec = policy.ca_spec(subject=issuer.subject, validity_days=1, path_length=issuer.path_length,
-                          name_constraints=issuer.name_constraints, issuer_algorithm=issuer.algorithm,
-                          serial=pki.new_serial(), now=now, **pki.relying_party_urls(services, issuer))
+    spec = spec_builders.ca_spec(subject=issuer.subject, validity_days=1, path_length=issuer.path_length,
+                                 name_constraints=issuer.name_constraints, issuer_algorithm=issuer.algorithm,
+                                 serial=pki.new_serial(), now=now, **pki.relying_party_urls(services, issuer))
     return msgspec.structs.replace(spec, not_after=not_after)
 
 

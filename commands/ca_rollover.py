@@ -16,7 +16,7 @@ from commands.cas import (AlgorithmName, CaId, Days, Reason, Strict, ca_certific
 from commands.ports import Reissue
 from commands.runtime import CommandContext, CommandResult, Services, replayed, run
 from commands.tenants import TenantId, allowed_while_suspended, refused_while_suspended
-from domain import ca, compromise, policy, revocation
+from domain import ca, compromise, revocation, spec_builders
 from domain.compromised_keys import KeyCompromiseRecorded
 from domain.errors import DomainError
 
@@ -125,7 +125,7 @@ async def _new_key_certified(services: Services, cmd: RolloverCaKey,
         await pki.require_trusted_chain(services, cmd.tenant_id, parent, "parent_id")  # its parent's key first
     algorithm = cmd.algorithm or state.algorithm
     ca.require_token_algorithm(state.key_storage, algorithm, "algorithm")  # a CA on the token stays there
-    days = cmd.validity_days or policy.default_validity_days(
+    days = cmd.validity_days or spec_builders.default_validity_days(
         max(1, (current.not_after - current.not_before).days), now=services.clock.now(),
         issuer_not_after=parent.current.facts.not_after if parent else None)  # as long as the last, within the parent
     spec = spec_of(services, subject=state.subject, validity_days=days, path_length=state.path_length,

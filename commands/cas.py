@@ -14,7 +14,7 @@ from commands.ids import uuid7
 from commands.ports import PublicKeys
 from commands.runtime import CommandContext, CommandResult, Services, load, replayed, run
 from commands.tenants import TenantId, active_tenant, allowed_while_suspended, refused_while_suspended
-from domain import ca, policy
+from domain import ca, key_rules, policy, spec_builders, violations
 from domain.certspec import CertificateSpec, DistinguishedName, NameConstraints
 from domain.errors import DomainError
 from domain.tenant import NEW_CA, Tenant
@@ -147,14 +147,15 @@ def spec_of(services: Services, *, subject: DistinguishedName, validity_days: in
     urls = pki.relying_party_urls(services, issuer) if issuer else {}
     now = services.clock.now()
     if validity_days is None:
-        validity_days = policy.default_validity_days(
+        validity_days = spec_builders.default_validity_days(
             INTERMEDIATE_DAYS, now=now, issuer_not_after=issuer.current.facts.not_after if issuer else None)
-    spec = policy.ca_spec(subject=subject, validity_days=validity_days, path_length=path_length,
-                          name_constraints=name_constraints, issuer_algorithm=issuer.algorithm if issuer else algorithm,
-                          serial=pki.new_serial(), now=now, **urls)
-    policy.raise_for(policy.check_ca(spec, issuer=pki.issuer_facts(issuer) if issuer else None,
-                                     subject_algorithm=algorithm, key_bits=pki.key_bits(algorithm),
-                                     available=pki.crypto_of(services).available_algorithms(), now=now))
+    spec = spec_builders.ca_spec(subject=subject, validity_days=validity_days, path_length=path_length,
+                                 name_constraints=name_constraints,
+                                 issuer_algorithm=issuer.algorithm if issuer else algorithm,
+                                 serial=pki.new_serial(), now=now, **urls)
+    violations.raise_for(policy.check_ca(spec, issuer=pki.issuer_facts(issuer) if issuer else None,
+                                         subject_algorithm=algorithm, key_bits=pki.key_bits(algorithm),
+                                         available=pki.crypto_of(services).available_algorithms(), now=now))
     return spec
 
 
@@ -232,8 +233,9 @@ async def import_offline_root(cmd: ImportOfflineRoot, ctx: CommandContext, servi
     der = _certificate_der(cmd.certificate_pem)
     crypto.verify_issued(der, der, "certificate_pem")  # self-signed, and the signature holds
     info = _require_ca_certificate(crypto.describe_ca(der))
-    policy.raise_for(policy.check_key(info.algorithm, info.key_bits, for_ca=True, rsa_exponent=info.rsa_exponent,
-                                      available=crypto.available_algorithms(), field="certificate_pem"))
+    violations.raise_for(key_rules.check_key(info.algorithm, info.key_bits, for_ca=True,
+                                             rsa_exponent=info.rsa_exponent, available=crypto.available_algorithms(),
+                                             field="certificate_pem"))
     certificate = ca_certificate(services, der, None, None)
     await compromised_keys.refuse_certificate_keys(services, cmd.tenant_id, certificate.facts.public_key_sha256,
                                                    certificate.certificate_pem, "certificate_pem")
@@ -275,8 +277,8 @@ async def request_offline_intermediate(cmd: RequestOfflineIntermediate, ctx: Com
     if parent.origin != "offline" or parent.kind != "root":
         raise DomainError("parent_online", "this parent signs online: create the intermediate directly",
                           field="parent_id")
-    policy.raise_for(policy.check_key(cmd.algorithm, pki.key_bits(cmd.algorithm), for_ca=True,
-                                      available=pki.crypto_of(services).available_algorithms()))
+    violations.raise_for(key_rules.check_key(cmd.algorithm, pki.key_bits(cmd.algorithm), for_ca=True,
+                                             available=pki.crypto_of(services).available_algorithms()))
     ca.require_token_algorithm(cmd.key_storage, cmd.algorithm)
     async with quotas.reserve(services, tenant_state, NEW_CA) as reservation:
         crypto = pki.crypto_of(services)

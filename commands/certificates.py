@@ -15,7 +15,7 @@ from commands.ports import PublicKeys
 from commands.profiles import resolve_profile
 from commands.runtime import CommandContext, CommandResult, Services, load, replayed, run
 from commands.tenants import TenantId, active_tenant, refused_while_suspended
-from domain import ca, certificate, policy
+from domain import ca, certificate, key_rules, policy, spec_builders, violations
 from domain.certspec import DistinguishedName, SubjectAltNames
 from domain.errors import DomainError
 from domain.profile import Profile, require_issuable
@@ -110,8 +110,8 @@ async def issue_certificate(cmd: IssueCertificate, ctx: CommandContext, services
         if cmd.subject is None:
             raise DomainError("subject_required", "without a CSR, give the subject", field="subject")
         algorithm = cmd.algorithm or where.profile.default_algorithm
-        policy.raise_for(policy.check_key(algorithm, pki.key_bits(algorithm), for_ca=False,
-                                          available=pki.crypto_of(services).available_algorithms()))
+        violations.raise_for(key_rules.check_key(algorithm, pki.key_bits(algorithm), for_ca=False,
+                                                 available=pki.crypto_of(services).available_algorithms()))
         request = _Request(subject=cmd.subject, sans=cmd.sans or SubjectAltNames(), algorithm=algorithm,
                            key_bits=pki.key_bits(algorithm), csr_hash=None, public_keys=None, csr_sha256=None)
     return await issue(services, ctx, cmd, where, request=request, validity_days=cmd.validity_days,
@@ -153,16 +153,16 @@ async def issue(services: Services, ctx: CommandContext, command: msgspec.Struct
     crypto = pki.crypto_of(services)
     now = services.clock.now()
     if validity_days is None:
-        validity_days = policy.default_validity_days(profile.default_validity_days, now=now,
-                                                     limit=tenant.policy.max_validity_days,
-                                                     issuer_not_after=issuer.current.facts.not_after)
+        validity_days = spec_builders.default_validity_days(profile.default_validity_days, now=now,
+                                                            limit=tenant.policy.max_validity_days,
+                                                            issuer_not_after=issuer.current.facts.not_after)
     if request.public_key_sha256 is not None:  # a key from outside, or kept: never one reported compromised
         await compromised_keys.refuse_if_compromised(services, tenant_id, request.public_key_sha256,
                                                      request.key_field)
-    spec = policy.leaf_spec(profile, subject=request.subject, sans=request.sans, validity_days=validity_days,
-                            subject_algorithm=request.algorithm, issuer_algorithm=issuer.algorithm, serial=serial,
-                            now=now, **pki.relying_party_urls(services, issuer))
-    policy.raise_for(policy.check_certificate(
+    spec = spec_builders.leaf_spec(profile, subject=request.subject, sans=request.sans, validity_days=validity_days,
+                                   subject_algorithm=request.algorithm, issuer_algorithm=issuer.algorithm,
+                                   serial=serial, now=now, **pki.relying_party_urls(services, issuer))
+    violations.raise_for(policy.check_certificate(
         spec, profile=profile, tenant_policy=tenant.policy, issuer=pki.issuer_facts(issuer),
         subject_algorithm=request.algorithm, key_bits=request.key_bits, csr_signature_hash=request.csr_hash,
         available=crypto.available_algorithms(), now=now, rsa_exponent=request.rsa_exponent,
@@ -228,7 +228,7 @@ def renewal_request(services: Services, issued: certificate.CertificateIssued, r
                         csr_sha256=None)
     crypto = pki.crypto_of(services)
     key, keys = crypto.certificate_public_keys(pki.der_of_pem(issued.certificate_pem))
-    policy.raise_for(check_reused_key(key, issued.key_source, crypto.available_algorithms()))
+    violations.raise_for(check_reused_key(key, issued.key_source, crypto.available_algorithms()))
     return _Request(subject=issued.subject, sans=issued.sans, algorithm=key.algorithm, key_bits=key.key_bits,
                     csr_hash=None, public_keys=keys, csr_sha256=issued.csr_sha256, key_ref=issued.key_ref,
                     rsa_exponent=key.rsa_exponent, key_field="reuse_key",

@@ -21,7 +21,7 @@ import msgspec
 from commands import blocking, crl, pki
 from commands.ports import OcspAnswer, OcspQuestion
 from commands.runtime import Services, load, run
-from domain import ca, certificate, policy, revocation, tenant
+from domain import ca, certificate, policy, revocation, spec_builders, tenant, violations
 from domain.certspec import DistinguishedName, SubjectAltNames
 from domain.errors import DomainError
 from domain.profile import BUILTIN_PROFILES
@@ -219,15 +219,15 @@ async def _issue_signer(services: Services, tenant_id: str, state: revocation.Re
                (issuer.facts.not_after - now).days)
     if days < 1:
         raise DomainError("ca_expiring", f"CA {state.ca.ca_id}'s certificate expires within a day", field="ca_id")
-    spec = policy.leaf_spec(profile, subject=subject, sans=SubjectAltNames(), validity_days=days,
-                            subject_algorithm=algorithm, issuer_algorithm=issuer.facts.algorithm,
-                            serial=pki.new_serial(), now=now, crl_urls=(), ocsp_urls=(),
-                            ca_issuer_urls=pki.relying_party_urls(services, state.ca)["ca_issuer_urls"])
+    spec = spec_builders.leaf_spec(profile, subject=subject, sans=SubjectAltNames(), validity_days=days,
+                                   subject_algorithm=algorithm, issuer_algorithm=issuer.facts.algorithm,
+                                   serial=pki.new_serial(), now=now, crl_urls=(), ocsp_urls=(),
+                                   ca_issuer_urls=pki.relying_party_urls(services, state.ca)["ca_issuer_urls"])
     facts = policy.IssuerFacts(ca_id=state.ca.ca_id, algorithm=issuer.facts.algorithm,
                                not_before=issuer.facts.not_before, not_after=issuer.facts.not_after,
                                path_length=state.ca.path_length, name_constraints=state.ca.name_constraints,
                                status="active")  # disabling stops issuance, not the revocation service
-    policy.raise_for(policy.check_certificate(
+    violations.raise_for(policy.check_certificate(
         spec, profile=profile, tenant_policy=owner.policy, issuer=facts, subject_algorithm=algorithm,
         key_bits=pki.key_bits(algorithm), csr_signature_hash=None, available=crypto.available_algorithms(),
         now=now))

@@ -14,7 +14,8 @@ from commands.runtime import Services, load
 from domain import ca, compromise, revocation
 from domain.algorithms import ALGORITHMS
 from domain.errors import DomainError
-from domain.policy import IssuerFacts, serial_from_random
+from domain.policy import IssuerFacts
+from domain.spec_builders import serial_from_random
 
 _SIGNING_KEYS_CACHED = 64
 

@@ -10,7 +10,7 @@ import msgspec
 from commands.authz import authorize
 from commands.runtime import CommandContext, CommandResult, Services, load, run
 from commands.tenants import TenantId, allowed_while_suspended, refused_while_suspended
-from domain import policy
+from domain import key_rules
 from domain import profile as profiles
 from domain.algorithms import ALGORITHMS
 from domain.errors import DomainError, NotFound
@@ -83,5 +83,5 @@ class AlgorithmOffer(msgspec.Struct, frozen=True, kw_only=True):
 def algorithm_offers(available: frozenset[str]) -> list[AlgorithmOffer]:
     """Every catalogued key algorithm, given the names this installation's crypto offers (GET /v1/algorithms)."""
     return [AlgorithmOffer(name=a.name, family=a.family, security_bits=a.security_bits, post_quantum=a.post_quantum,
-                           available=a.name in available, allowed_for_ca=policy.allowed_for_ca(a.name),
+                           available=a.name in available, allowed_for_ca=key_rules.allowed_for_ca(a.name),
                            provider=a.provider) for a in ALGORITHMS.values()]

@@ -14,8 +14,8 @@ from commands.authz import Principal, authorize
 from commands.runtime import CommandContext, CommandResult, Services, load, run
 from domain import tenant
 from domain.errors import DomainError, NotFound
-from domain.policy import TenantPolicy
 from domain.tenant import Quotas
+from domain.tenant_policy import TenantPolicy
 
 TenantId = Annotated[str, msgspec.Meta(min_length=3, max_length=63, pattern=r"^[a-z][a-z0-9-]*[a-z0-9](?!\n)$",
                                        description="lower-case letters, digits and '-'")]

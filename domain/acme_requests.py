@@ -11,7 +11,7 @@ from typing import NamedTuple
 from domain.acme import AcmeProblem
 from domain.acme_challenges import is_wildcard
 from domain.names import dns_name_problem, ip_host_problem, ip_problem, matches_any_pattern, parse_network
-from domain.policy import CLOCK_SKEW
+from domain.spec_builders import CLOCK_SKEW
 
 MAX_IDENTIFIERS = 100
 

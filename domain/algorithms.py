@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import msgspec
+
+AlgorithmText = Annotated[str, msgspec.Meta(max_length=40)]  # an algorithm's name as a field (a profile's, a policy's)
 
 
 class Algorithm(msgspec.Struct, frozen=True, kw_only=True):

@@ -20,7 +20,7 @@ from domain.algorithms import ALGORITHMS
 from domain.certspec import SubjectAltNames
 from domain.compromised_keys import CompromisedKeys
 from domain.discovery import ChainCertificate, chain_complete
-from domain.policy import TenantPolicy, tenant_name_violations
+from domain.tenant_policy import TenantPolicy, tenant_name_violations
 
 SEVERITIES = ("critical", "high", "medium", "low")  # most severe first
 EXPIRED_LOOKBACK = timedelta(days=30)  # an expired certificate nothing replaced is reported this long

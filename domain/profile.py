@@ -8,12 +8,12 @@ from typing import Annotated
 
 import msgspec
 
-from domain.algorithms import ALGORITHMS
+from domain.algorithms import ALGORITHMS, AlgorithmText
 from domain.certspec import EXTENDED_KEY_USAGES, KEY_USAGES
 from domain.errors import AlreadyExists, DomainError, NotFound
 from domain.events import Payload, event, resumable
-from domain.policy import AlgorithmText, Violation, raise_for
 from domain.renewal import RenewalPolicy, check_policy
+from domain.violations import Violation, raise_for
 
 STREAM_TYPE = "profile"
 NAME_RE = re.compile(r"[a-z][a-z0-9-]{1,62}")

@@ -9,10 +9,10 @@ from typing import Annotated
 
 import msgspec
 
-from domain import policy
+from domain import key_rules
 from domain.certspec import SubjectKeyFacts
 from domain.errors import DomainError
-from domain.policy import Violation
+from domain.violations import Violation
 
 DURATION_RE = re.compile(r"([1-9][0-9]{0,5})([dh])")
 MAX_DURATION = timedelta(days=3650)
@@ -94,8 +94,8 @@ def check_reused_key(key: SubjectKeyFacts, key_source: str, available: frozenset
               "the holder's key is not in this service: send a new CSR with an acceptable key (POST /v1/certificates)")
     return [Violation("reuse_key", found.rule, f"the certificate's own key cannot be certified again: {found.message}; "
                       f"{remedy}")
-            for found in policy.check_key(key.algorithm, key.key_bits, for_ca=False, available=available,
-                                          rsa_exponent=key.rsa_exponent)]
+            for found in key_rules.check_key(key.algorithm, key.key_bits, for_ca=False, available=available,
+                                             rsa_exponent=key.rsa_exponent)]
 
 
 def warning_due(not_after: datetime, now: datetime, thresholds: Iterable[int], warned_days: int | None) -> int | None:

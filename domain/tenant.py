@@ -10,7 +10,8 @@ import msgspec
 
 from domain.errors import AlreadyExists, DomainError, NotFound, QuotaExceeded
 from domain.events import Payload, event, resumable
-from domain.policy import TenantPolicy, raise_for, validate_tenant_policy
+from domain.tenant_policy import TenantPolicy, validate_tenant_policy
+from domain.violations import raise_for
 
 STREAM_TYPE = "tenant"
 TENANT_ID_RE = re.compile(r"^[a-z][a-z0-9-]{1,61}[a-z0-9]$")

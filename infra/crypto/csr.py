@@ -17,7 +17,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, padding, rsa
 
 from commands.ports import PublicKeys
-from domain import policy
+from domain import key_rules, violations
 from domain.certspec import CsrFacts, SubjectAltNames
 from domain.errors import DomainError
 from infra.crypto import der, keys, names
@@ -144,7 +144,7 @@ def _signature_hash(request: x509.CertificateSigningRequest) -> str | None:
     """The signature's hash; MD2 and MD4, which nothing can check any more, are refused here as weak_hash."""
     oid = request.signature_algorithm_oid.dotted_string
     if oid in _UNCHECKABLE_HASHES:
-        policy.raise_for(policy.check_csr_hash(_UNCHECKABLE_HASHES[oid]))
+        violations.raise_for(key_rules.check_csr_hash(_UNCHECKABLE_HASHES[oid]))
     try:
         algorithm = request.signature_hash_algorithm
     except _DECODE_ERRORS as exc:

@@ -480,16 +480,16 @@ async def issued_before_the_exponent_rule(api, ca_id: str, name: str, key, key_s
     from commands.ports import PublicKeys
     from commands.profiles import resolve_profile
     from commands.runtime import CommandContext, load, run
-    from domain import ca, certificate, policy
+    from domain import ca, certificate, spec_builders
     from domain.certspec import DistinguishedName, SubjectAltNames
 
     services = api.runtime.services
     crypto = pki.crypto_of(services)
     issuer = await load(services, "acme", ca.stream_id(ca_id), ca.fold)
     subject, sans, serial = DistinguishedName(common_name=name), SubjectAltNames(dns=(name,)), pki.new_serial()
-    spec = policy.leaf_spec(await resolve_profile(services, "acme", "keep-key"), subject=subject, sans=sans,
-                            validity_days=365, subject_algorithm="rsa-3072", issuer_algorithm=issuer.algorithm,
-                            serial=serial, now=services.clock.now(), **pki.relying_party_urls(services, issuer))
+    spec = spec_builders.leaf_spec(await resolve_profile(services, "acme", "keep-key"), subject=subject, sans=sans,
+                                   validity_days=365, subject_algorithm="rsa-3072", issuer_algorithm=issuer.algorithm,
+                                   serial=serial, now=services.clock.now(), **pki.relying_party_urls(services, issuer))
     spki = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     der, facts = crypto.sign_described(spec, PublicKeys(primary=spki), await pki.signing_key(services, issuer, "acme"),
                                        pki.ca_der(issuer.current.certificate_pem))

@@ -1,5 +1,5 @@
 """domain/acme_challenges.py: which challenges a name is offered, the dns-01 record name, digest and TXT matching;
-the tenant policy's wildcard rule (domain/policy.py); the resolvers setting (infra/acme/dns01.py)."""
+the tenant policy's wildcard rule (domain/tenant_policy.py); the resolvers setting (infra/acme/dns01.py)."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from domain import acme_challenges as ch
-from domain import policy
+from domain import tenant_policy
 from domain.certspec import SubjectAltNames
-from domain.policy import TenantPolicy
+from domain.tenant_policy import TenantPolicy
 from infra.acme.dns01 import parse_resolvers
 from infra.bootstrap import initialise
 from infra.config import Settings
@@ -93,20 +93,20 @@ def test_the_strings_of_one_record_are_joined_by_the_caller_not_matched_apart():
     (False, False, False), (False, True, False),
 ])
 def test_the_tenant_policy_decides_wildcards(allow, acme, allowed):
-    assert policy.wildcards_allowed(TenantPolicy(allow_wildcards=allow), acme=acme) is allowed
+    assert tenant_policy.wildcards_allowed(TenantPolicy(allow_wildcards=allow), acme=acme) is allowed
 
 
 def test_a_policy_that_refuses_wildcards_names_each_one():
     sans = SubjectAltNames(dns=("node1.db.example", "*.db.example"))
-    refused = policy.tenant_name_violations(sans, "*.db.example", TenantPolicy(allow_wildcards=False))
+    refused = tenant_policy.tenant_name_violations(sans, "*.db.example", TenantPolicy(allow_wildcards=False))
     assert [(v.field, v.rule) for v in refused] == [("sans.dns[1]", "wildcard_not_allowed"),
                                                     ("subject.common_name", "wildcard_not_allowed")]
-    assert policy.tenant_name_violations(sans, None, TenantPolicy()) == []
+    assert tenant_policy.tenant_name_violations(sans, None, TenantPolicy()) == []
     # allowed, but still only within the allowed names, where the "*" is a literal label
     allowed = TenantPolicy(allow_wildcards=True, allowed_dns=(".db.example",))
-    assert policy.tenant_name_violations(sans, None, allowed) == []
+    assert tenant_policy.tenant_name_violations(sans, None, allowed) == []
     narrow = TenantPolicy(allow_wildcards=True, allowed_dns=("node1.db.example",))
-    assert [v.rule for v in policy.tenant_name_violations(sans, None, narrow)] == ["san_not_allowed"]
+    assert [v.rule for v in tenant_policy.tenant_name_violations(sans, None, narrow)] == ["san_not_allowed"]
 
 
 def test_resolvers_are_addresses_with_an_optional_port():

@@ -11,7 +11,7 @@ from domain import compliance
 from domain.certspec import SubjectAltNames
 from domain.compliance import RULES, SEVERITIES, CertificateRecord, certificate_findings
 from domain.discovery import ChainCertificate
-from domain.policy import TenantPolicy
+from domain.tenant_policy import TenantPolicy
 
 NOW = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
 OPEN = TenantPolicy()

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings as hsettings, strategies as 
 
 from domain.certspec import CertificateSpec, DistinguishedName, SubjectAltNames
 from domain.errors import DomainError
-from domain.policy import PolicyViolation
+from domain.violations import PolicyViolation
 from infra.crypto import CryptographyPki, KeyPair, der
 
 pki = CryptographyPki()

@@ -1,4 +1,5 @@
-"""domain.policy and domain.names: one row per rule, each naming its exact rule and field; the spec builders."""
+"""The policy engine (domain.policy, key_rules, subject_rules, tenant_policy) and domain.names: one row per rule,
+each naming its exact rule and field; the spec builders (domain.spec_builders)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ from domain import names
 from domain.algorithms import ALGORITHMS
 from domain.certspec import CertificateSpec, DistinguishedName, NameConstraints, SubjectAltNames
 from domain.errors import DomainError
-from domain.policy import (CA_KEY_USAGE, CLOCK_SKEW, IssuerFacts, PolicyViolation, TenantPolicy, Violation, ca_spec,
-                           check_ca, check_certificate, check_key, leaf_spec, raise_for, serial_from_random,
-                           validate_tenant_policy)
+from domain.key_rules import check_key
+from domain.policy import IssuerFacts, check_ca, check_certificate
 from domain.profile import BUILTIN_PROFILES
+from domain.spec_builders import CA_KEY_USAGE, CLOCK_SKEW, ca_spec, leaf_spec, serial_from_random
+from domain.tenant_policy import TenantPolicy, validate_tenant_policy
+from domain.violations import PolicyViolation, Violation, raise_for
 
 NOW = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 AVAILABLE = frozenset(name for name, a in ALGORITHMS.items() if a.provider == "cryptography")

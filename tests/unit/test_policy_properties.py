@@ -12,9 +12,12 @@ from hypothesis import given, strategies as st
 from domain import names
 from domain.algorithms import ALGORITHMS
 from domain.certspec import DistinguishedName, NameConstraints, SubjectAltNames
-from domain.policy import (MAX_SERIAL, IssuerFacts, PolicyViolation, TenantPolicy, check_certificate, check_key,
-                           leaf_spec, serial_from_random)
+from domain.key_rules import check_key
+from domain.policy import IssuerFacts, check_certificate
 from domain.profile import BUILTIN_PROFILES
+from domain.spec_builders import MAX_SERIAL, leaf_spec, serial_from_random
+from domain.tenant_policy import TenantPolicy
+from domain.violations import PolicyViolation
 
 NOW = datetime(2030, 1, 1, tzinfo=UTC)
 NODE = BUILTIN_PROFILES["cassandra-node"]
@@ -209,7 +212,7 @@ def test_any_validity_is_either_built_and_judged_or_refused_never_a_crash(days):
 @given(default=st.integers(1, 3650), limit=st.none() | st.integers(1, 3650),
        left=st.none() | st.timedeltas(min_value=timedelta(hours=1), max_value=timedelta(days=4000)))
 def test_a_default_validity_fits_the_tenants_maximum_and_the_issuer(default, limit, left):
-    from domain.policy import CLOCK_SKEW, default_validity_days
+    from domain.spec_builders import CLOCK_SKEW, default_validity_days
 
     days = default_validity_days(default, now=NOW, limit=limit, issuer_not_after=None if left is None else NOW + left)
     assert 1 <= days <= default and (limit is None or days <= limit)

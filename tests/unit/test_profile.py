@@ -8,9 +8,9 @@ import pytest
 from domain import profile as profiles
 from domain.errors import AlreadyExists, DomainError, NotFound
 from domain.events import Actor, EventEnvelope, decode_payload, to_payload_dict
-from domain.policy import PolicyViolation
 from domain.profile import (BUILTIN_PROFILES, Profile, ProfileCreated, ProfileRetired, ProfileState, ProfileUpdated,
                             validate_profile)
+from domain.violations import PolicyViolation
 
 replace = msgspec.structs.replace
 DB = replace(BUILTIN_PROFILES["cassandra-node"], name="db-node", description="Nodes of the db cluster",
