@@ -19,7 +19,8 @@ from api.deps import read_models_of, runtime_of
 from commands import acme as cmd
 from commands import acme_accounts as accounts
 from commands.runtime import load
-from domain import acme, jose
+from domain import acme_account, jose
+from domain.acme_problems import AcmeProblem
 from domain.errors import DomainError
 from projections import acme as acme_model
 from projections import cas as ca_model
@@ -59,7 +60,7 @@ async def new_account(request: Request, tenant_id: FromPath[str]) -> Response:
     contact = payload.get("contact", [])
     if not isinstance(contact, list) or not all(isinstance(c, str) and c.startswith("mailto:") and len(c) < 256
                                                 for c in contact) or len(contact) > 4:
-        raise acme.AcmeProblem("invalidContact", "contact is a list of at most 4 mailto: URLs", field="contact")
+        raise AcmeProblem("invalidContact", "contact is a list of at most 4 mailto: URLs", field="contact")
     services = _services(request)
     account = await accounts.new_account(accounts.NewAccount(
         tenant_id=tenant_id, jwk=signed.jws.jwk, contact=contact, eab=payload.get("externalAccountBinding"),
@@ -75,18 +76,19 @@ async def new_account(request: Request, tenant_id: FromPath[str]) -> Response:
 async def account(request: Request, tenant_id: FromPath[str], account_id: FromPath[str]) -> Response:
     signed = await verified(request, tenant_id)
     if signed.account_id != account_id:
-        raise acme.AcmeProblem("unauthorized", "an account reads and changes only itself", field="account_id",
-                               status=403)
+        raise AcmeProblem("unauthorized", "an account reads and changes only itself", field="account_id",
+                          status=403)
     services = _services(request)
     if not signed.jws.post_as_get:
         payload = signed.jws.payload_json()
         if payload.get("status") == "deactivated":
             await accounts.deactivate_account(accounts.DeactivateAccount(tenant_id=tenant_id, account_id=account_id),
                                          signed.context, services)
-            state = await load(services, tenant_id, acme.account_stream_id(account_id), acme.fold_account)
+            state = await load(services, tenant_id, acme_account.account_stream_id(account_id),
+                               acme_account.fold_account)
             return await reply(request, tenant_id, account_json(request, tenant_id, state))
         if set(payload) - {"contact", "termsOfServiceAgreed"}:
-            raise acme.AcmeProblem("malformed", "only status: deactivated changes an account here", field="payload")
+            raise AcmeProblem("malformed", "only status: deactivated changes an account here", field="payload")
     state = await cmd.load_account(services, tenant_id, account_id)
     return await reply(request, tenant_id, account_json(request, tenant_id, state))
 
@@ -110,8 +112,8 @@ async def key_change(request: Request, tenant_id: FromPath[str]) -> Response:
 async def account_orders(request: Request, tenant_id: FromPath[str], account_id: FromPath[str]) -> Response:
     signed = await verified(request, tenant_id)
     if signed.account_id != account_id:
-        raise acme.AcmeProblem("unauthorized", "an account lists only its own orders", field="account_id",
-                               status=403)
+        raise AcmeProblem("unauthorized", "an account lists only its own orders", field="account_id",
+                          status=403)
     runtime = runtime_of(request.app.state)
     await runtime.runner.wait_for(await runtime.store.head_position(), runtime.settings.read_your_writes_timeout)
     ids = await read_models_of(request.app.state).query(acme_model.orders_of, tenant_id, account_id)
@@ -162,8 +164,8 @@ async def authorization(request: Request, tenant_id: FromPath[str], authz_id: Fr
         state = await cmd.owned_authz(services, tenant_id, signed.account_id, authz_id)
     else:
         if signed.jws.payload_json().get("status") != "deactivated":
-            raise acme.AcmeProblem("malformed", "an authorization changes only by {\"status\": \"deactivated\"}",
-                                   field="status")
+            raise AcmeProblem("malformed", "an authorization changes only by {\"status\": \"deactivated\"}",
+                              field="status")
         state = await cmd.deactivate_authorization(cmd.DeactivateAuthorization(
             tenant_id=tenant_id, account_id=signed.account_id, authz_id=authz_id), signed.context, services)
     return await reply(request, tenant_id, authz_json(request, tenant_id, state, services.clock.now()))
@@ -184,7 +186,7 @@ async def challenge(request: Request, tenant_id: FromPath[str], authz_id: FromPa
                                           signed.context, services)
     answered = state.challenge(challenge_id)
     if answered is None:
-        raise acme.AcmeProblem("malformed", f"no challenge {challenge_id} here", field="challenge_id", status=404)
+        raise AcmeProblem("malformed", f"no challenge {challenge_id} here", field="challenge_id", status=404)
     return await reply(request, tenant_id, challenge_json(request, tenant_id, state, answered),
                         links=(f'<{url_of(request, tenant_id, "authz", authz_id)}>;rel="up"',))
 
@@ -196,7 +198,7 @@ async def certificate(request: Request, tenant_id: FromPath[str], order_id: From
     services = _services(request)
     state = await cmd.owned_order(services, tenant_id, signed.account_id, order_id)
     if state.certificate_id is None:
-        raise acme.AcmeProblem("malformed", "the order has no certificate yet", field="order_id", status=404)
+        raise AcmeProblem("malformed", "the order has no certificate yet", field="order_id", status=404)
     issued = await cmd.issued_certificate(services, tenant_id, state.certificate_id)
     chain = await read_models_of(request.app.state).query(ca_model.issuer_chain, tenant_id,
                                                           issued.issuer_fingerprint, services.clock.now())
@@ -213,7 +215,7 @@ async def revoke_cert(request: Request, tenant_id: FromPath[str]) -> Response:
     der = jose.b64url_decode(payload.get("certificate"), "certificate")
     reason = payload.get("reason", 0)
     if not isinstance(reason, int) or isinstance(reason, bool):
-        raise acme.AcmeProblem("badRevocationReason", "reason is an RFC 5280 reason code", field="reason")
+        raise AcmeProblem("badRevocationReason", "reason is an RFC 5280 reason code", field="reason")
     await cmd.revoke(cmd.RevokeByAcme(tenant_id=tenant_id, certificate_der=der, reason=reason,
                                       account_id=signed.account_id,
                                       jwk=signed.jws.jwk if signed.account_id is None else None),

@@ -19,7 +19,8 @@ from api.problems import PROBLEM_MEDIA_TYPE, documented, handle_unexpected
 from commands import acme as cmd
 from commands.authz import Principal
 from commands.runtime import CommandContext
-from domain import acme, acme_challenges, jose, tenant
+from domain import acme_account, acme_authz, acme_challenges, acme_order, jose, tenant
+from domain.acme_problems import AcmeProblem
 from domain.errors import DomainError
 from infra import telemetry
 
@@ -85,7 +86,7 @@ def acme_error(request: Request, exc: Exception) -> Response:
         from litestar.exceptions import HTTPException  # a route the router has not (404, 405)
 
         if isinstance(exc, HTTPException) and exc.status_code < 500:
-            exc = acme.AcmeProblem("malformed", str(exc.detail), field="path", status=exc.status_code)
+            exc = AcmeProblem("malformed", str(exc.detail), field="path", status=exc.status_code)
         else:
             return handle_unexpected(request, exc)
     kind, status = _kind(exc)
@@ -96,7 +97,7 @@ def acme_error(request: Request, exc: Exception) -> Response:
             "request_id": telemetry.request_id_var.get(), "field": field,
             "errors": [{"field": field, "rule": exc.code, "message": exc.detail}]}
     headers = headers_now(request, tenant_id)
-    if isinstance(exc, acme.KeyInUse) and tenant_id:  # RFC 8555 7.3.5: the account that has the key
+    if isinstance(exc, acme_account.KeyInUse) and tenant_id:  # RFC 8555 7.3.5: the account that has the key
         headers["Location"] = url_of(request, tenant_id, "acct", exc.account_id)
     return Response(content=encode_json(body), status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
 
@@ -119,29 +120,29 @@ async def verified(request: Request, tenant_id: str, *, by: str = "kid") -> Sign
     """
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type != JOSE_JSON:
-        raise acme.AcmeProblem("malformed", f"Content-Type must be {JOSE_JSON}", field="Content-Type", status=415)
+        raise AcmeProblem("malformed", f"Content-Type must be {JOSE_JSON}", field="Content-Type", status=415)
     jws = jose.parse_jws(await request.body())
     expected = base_url(request) + request.url.path
     if jws.url != expected:
-        raise acme.AcmeProblem("unauthorized", f"the JWS url {jws.url!r} is not this request's URL {expected!r}",
-                               field="protected.url", status=403)
+        raise AcmeProblem("unauthorized", f"the JWS url {jws.url!r} is not this request's URL {expected!r}",
+                          field="protected.url", status=403)
     runtime = runtime_of(request.app.state)
     if not await asyncio.to_thread(runtime.nonces.consume, jws.nonce or ""):
-        raise acme.AcmeProblem("badNonce", "the nonce is unknown, expired or used: take the fresh one from this "
-                               "answer's Replay-Nonce", field="protected.nonce")
+        raise AcmeProblem("badNonce", "the nonce is unknown, expired or used: take the fresh one from this "
+                          "answer's Replay-Nonce", field="protected.nonce")
     if jws.jwk is not None:
         if by == "kid":
-            raise acme.AcmeProblem("malformed", "sign with your account's kid, not a jwk", field="protected.jwk")
+            raise AcmeProblem("malformed", "sign with your account's kid, not a jwk", field="protected.jwk")
         jose.verify(jws, jose.public_key(jws.jwk))
         principal = cmd.account_principal(tenant_id, jose.thumbprint(jws.jwk))
         return Signed(jws=jws, account_id=None, principal=principal)
     if by == "jwk":
-        raise acme.AcmeProblem("malformed", "newAccount is signed with a jwk, not a kid", field="protected.kid")
+        raise AcmeProblem("malformed", "newAccount is signed with a jwk, not a kid", field="protected.kid")
     prefix = url_of(request, tenant_id, "acct") + "/"
     account_id = jws.kid.removeprefix(prefix) if jws.kid.startswith(prefix) else ""
     if not account_id or "/" in account_id:
-        raise acme.AcmeProblem("accountDoesNotExist", f"kid must be an account URL of this directory ({prefix}…)",
-                               field="protected.kid")
+        raise AcmeProblem("accountDoesNotExist", f"kid must be an account URL of this directory ({prefix}…)",
+                          field="protected.kid")
     account = await cmd.load_account(runtime.services, tenant_id, account_id)
     jose.verify(jws, jose.public_key(account.jwk))
     return Signed(jws=jws, account_id=account_id, principal=cmd.account_principal(tenant_id, account_id))
@@ -149,19 +150,19 @@ async def verified(request: Request, tenant_id: str, *, by: str = "kid") -> Sign
 
 def payload_of(signed: Signed) -> dict[str, Any]:
     if signed.jws.post_as_get:
-        raise acme.AcmeProblem("malformed", "this request needs a JSON payload", field="payload")
+        raise AcmeProblem("malformed", "this request needs a JSON payload", field="payload")
     return signed.jws.payload_json()
 
 
-def account_json(request: Request, tenant_id: str, account: acme.Account) -> dict[str, Any]:
+def account_json(request: Request, tenant_id: str, account: acme_account.Account) -> dict[str, Any]:
     created = account.created
     return {"status": account.status, "contact": created.contact, "key": account.jwk,
             "orders": url_of(request, tenant_id, "acct", created.account_id, "orders"),
             "externalAccountBinding": {"kid": created.eab_key_id}}
 
 
-def challenge_json(request: Request, tenant_id: str, authz: acme.Authorization,
-                   challenge: acme.Challenge) -> dict[str, Any]:
+def challenge_json(request: Request, tenant_id: str, authz: acme_authz.Authorization,
+                   challenge: acme_authz.Challenge) -> dict[str, Any]:
     body: dict[str, Any] = {"type": challenge.challenge_type, "status": authz.status_of(challenge.challenge_id),
                             "token": challenge.token,
                             "url": url_of(request, tenant_id, "chall", authz.created.authz_id, challenge.challenge_id)}
@@ -170,9 +171,9 @@ def challenge_json(request: Request, tenant_id: str, authz: acme.Authorization,
     return body
 
 
-def authz_json(request: Request, tenant_id: str, authz: acme.Authorization, now) -> dict[str, Any]:
+def authz_json(request: Request, tenant_id: str, authz: acme_authz.Authorization, now) -> dict[str, Any]:
     c = authz.created
-    body = {"status": acme.authz_status(authz, now), "expires": c.expires,
+    body = {"status": acme_authz.authz_status(authz, now), "expires": c.expires,
             "identifier": ({"type": "ip", "value": c.identifier} if c.identifier_type == "ip"
                            else {"type": "dns", "value": acme_challenges.base_name(c.identifier)}),
             "challenges": [challenge_json(request, tenant_id, authz, one) for one in c.challenges]}
@@ -181,12 +182,12 @@ def authz_json(request: Request, tenant_id: str, authz: acme.Authorization, now)
     return body
 
 
-async def order_json(request: Request, tenant_id: str, order: acme.Order) -> dict[str, Any]:
+async def order_json(request: Request, tenant_id: str, order: acme_order.Order) -> dict[str, Any]:
     services = runtime_of(request.app.state).services
     c = order.created
     authzs = await cmd.order_authorizations(services, tenant_id, order)
     body: dict[str, Any] = {
-        "status": acme.order_status(order, authzs, services.clock.now()), "expires": c.expires,
+        "status": acme_order.order_status(order, authzs, services.clock.now()), "expires": c.expires,
         "identifiers": [*({"type": "dns", "value": name} for name in c.identifiers),
                         *({"type": "ip", "value": address} for address in c.ip_identifiers)],
         "authorizations": [url_of(request, tenant_id, "authz", a) for a in c.authorization_ids],

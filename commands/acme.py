@@ -23,8 +23,9 @@ from commands.ids import uuid7
 from commands.revoke import RevokeCertificate, revoke_certificate
 from commands.runtime import CommandContext, Services, load, rfc3339, run
 from commands.tenants import allowed_while_suspended, refused_while_suspended
-from domain import acme, acme_challenges, acme_requests, certificate, jose, tenant, tenant_policy
-from domain.acme import AcmeProblem
+from domain import (acme_account, acme_authz, acme_challenges, acme_eab_key, acme_order, acme_requests, certificate,
+                    jose, tenant, tenant_policy)
+from domain.acme_problems import AcmeProblem
 from domain.certspec import DistinguishedName, SubjectAltNames
 from domain.errors import DomainError
 from domain.events import Payload
@@ -61,8 +62,8 @@ async def issued_certificate(services: Services, tenant_id: str, certificate_id:
                                                  certificate.fold), certificate_id)
 
 
-async def load_account(services: Services, tenant_id: str, account_id: str) -> acme.Account:
-    state = await load(services, tenant_id, acme.account_stream_id(account_id), acme.fold_account)
+async def load_account(services: Services, tenant_id: str, account_id: str) -> acme_account.Account:
+    state = await load(services, tenant_id, acme_account.account_stream_id(account_id), acme_account.fold_account)
     if state.created is None:
         raise AcmeProblem("accountDoesNotExist", f"no account {account_id}", field="protected.kid")
     if state.status != "valid":
@@ -71,10 +72,10 @@ async def load_account(services: Services, tenant_id: str, account_id: str) -> a
     return state
 
 
-async def _account_key(services: Services, tenant_id: str, account: acme.Account) -> acme.EabKeyCreated:
+async def _account_key(services: Services, tenant_id: str, account: acme_account.Account) -> acme_eab_key.EabKeyCreated:
     """The EAB key that opened ``account``: a revoked one stops its account from ordering and finalizing."""
     key_id = account.created.eab_key_id
-    state = await load(services, tenant_id, acme.eab_stream_id(key_id), acme.fold_eab)
+    state = await load(services, tenant_id, acme_eab_key.eab_stream_id(key_id), acme_eab_key.fold_eab)
     if state.status == "revoked" or state.created is None:
         raise AcmeProblem("unauthorized", f"the external account key {key_id} of this account is revoked",
                           field="protected.kid", status=403)
@@ -107,20 +108,22 @@ async def new_order(cmd: NewOrder, ctx: CommandContext, services: Services) -> s
     order_id, authz_ids = uuid7().replace("-", ""), []
     for name, kind in [*((n, "dns") for n in names), *((a, "ip") for a in ips)]:
         authz_id = uuid7().replace("-", "")
-        challenges = [acme.Challenge(challenge_id=uuid7().replace("-", ""), challenge_type=challenge_type,
-                                     token=secrets.token_urlsafe(32))
+        challenges = [acme_authz.Challenge(challenge_id=uuid7().replace("-", ""), challenge_type=challenge_type,
+                                           token=secrets.token_urlsafe(32))
                       for challenge_type in acme_challenges.offered(name, dns01=services.acme_dns01, ip=kind == "ip")]
-        created = acme.AuthorizationCreated(authz_id=authz_id, order_id=order_id, account_id=cmd.account_id,
-                                            identifier=name, expires=expires, challenges=challenges,
-                                            identifier_type=kind)
-        await run(services, ctx.without_key(), cmd, tenant_id=cmd.tenant_id, stream_id=acme.authz_stream_id(authz_id),
-                  stream_type=acme.AUTHZ_STREAM_TYPE, fold=acme.fold_authz, decide=lambda s, c=created: [c],
-                  presume_new=True)
+        created = acme_authz.AuthorizationCreated(authz_id=authz_id, order_id=order_id, account_id=cmd.account_id,
+                                                  identifier=name, expires=expires, challenges=challenges,
+                                                  identifier_type=kind)
+        await run(services, ctx.without_key(), cmd, tenant_id=cmd.tenant_id,
+                  stream_id=acme_authz.authz_stream_id(authz_id), stream_type=acme_authz.AUTHZ_STREAM_TYPE,
+                  fold=acme_authz.fold_authz, decide=lambda s, c=created: [c], presume_new=True)
         authz_ids.append(authz_id)
-    order = acme.OrderCreated(order_id=order_id, account_id=cmd.account_id, identifiers=names,
-                              authorization_ids=authz_ids, expires=expires, not_after=not_after, ip_identifiers=ips)
-    await run(services, ctx.without_key(), cmd, tenant_id=cmd.tenant_id, stream_id=acme.order_stream_id(order_id),
-              stream_type=acme.ORDER_STREAM_TYPE, fold=acme.fold_order, decide=lambda s: [order], presume_new=True)
+    order = acme_order.OrderCreated(order_id=order_id, account_id=cmd.account_id, identifiers=names,
+                                    authorization_ids=authz_ids, expires=expires, not_after=not_after,
+                                    ip_identifiers=ips)
+    await run(services, ctx.without_key(), cmd, tenant_id=cmd.tenant_id, stream_id=acme_order.order_stream_id(order_id),
+              stream_type=acme_order.ORDER_STREAM_TYPE, fold=acme_order.fold_order, decide=lambda s: [order],
+              presume_new=True)
     return order_id
 
 
@@ -136,7 +139,7 @@ async def _wildcard_problem(services: Services, tenant_id: str, *, finalizing: b
     return None
 
 
-async def _check_ips(services: Services, tenant_id: str, key: acme.EabKeyCreated, ips: list[str]) -> None:
+async def _check_ips(services: Services, tenant_id: str, key: acme_eab_key.EabKeyCreated, ips: list[str]) -> None:
     """IP identifiers need a profile that allows IP SANs and addresses the tenant policy allows
     (``allowed_ip_networks``), as API issuance does: refused when ordered, not after the client proved them."""
     where = await issuing_context(services, tenant_id, key.ca_id, key.profile)
@@ -148,7 +151,7 @@ async def _check_ips(services: Services, tenant_id: str, key: acme.EabKeyCreated
                           field="identifiers")
 
 
-async def _not_after(services: Services, cmd: NewOrder, key: acme.EabKeyCreated) -> str | None:
+async def _not_after(services: Services, cmd: NewOrder, key: acme_eab_key.EabKeyCreated) -> str | None:
     """The order's notAfter, checked against the longest validity the key's profile and the tenant policy allow."""
     if cmd.not_before is None and cmd.not_after is None:
         return None
@@ -158,32 +161,33 @@ async def _not_after(services: Services, cmd: NewOrder, key: acme.EabKeyCreated)
                                         min(limit for limit in limits if limit is not None))
 
 
-async def owned_order(services: Services, tenant_id: str, account_id: str, order_id: str) -> acme.Order:
+async def owned_order(services: Services, tenant_id: str, account_id: str, order_id: str) -> acme_order.Order:
     """The account's order; another account's (or none) is 404, as if it did not exist."""
-    state = await load(services, tenant_id, acme.order_stream_id(order_id), acme.fold_order)
+    state = await load(services, tenant_id, acme_order.order_stream_id(order_id), acme_order.fold_order)
     if state.created is None or state.created.account_id != account_id:
         raise AcmeProblem("malformed", f"no order {order_id} of this account", field="order_id", status=404)
     return state
 
 
-async def owned_authz(services: Services, tenant_id: str, account_id: str, authz_id: str) -> acme.Authorization:
-    state = await load(services, tenant_id, acme.authz_stream_id(authz_id), acme.fold_authz)
+async def owned_authz(services: Services, tenant_id: str, account_id: str, authz_id: str) -> acme_authz.Authorization:
+    state = await load(services, tenant_id, acme_authz.authz_stream_id(authz_id), acme_authz.fold_authz)
     if state.created is None or state.created.account_id != account_id:
         raise AcmeProblem("malformed", f"no authorization {authz_id} of this account", field="authz_id", status=404)
     return state
 
 
-async def order_authorizations(services: Services, tenant_id: str, order: acme.Order) -> list[acme.Authorization]:
-    return [await load(services, tenant_id, acme.authz_stream_id(a), acme.fold_authz)
+async def order_authorizations(services: Services, tenant_id: str,
+                               order: acme_order.Order) -> list[acme_authz.Authorization]:
+    return [await load(services, tenant_id, acme_authz.authz_stream_id(a), acme_authz.fold_authz)
             for a in order.created.authorization_ids]
 
 
 def deactivate_authz_stream(services: Services, ctx: CommandContext, cmd: msgspec.Struct, tenant_id: str, authz_id: str,
                       reason: str):
     now = services.clock.now()
-    return run(services, ctx.without_key(), cmd, tenant_id=tenant_id, stream_id=acme.authz_stream_id(authz_id),
-               stream_type=acme.AUTHZ_STREAM_TYPE, fold=acme.fold_authz,
-               decide=lambda s: acme.decide_deactivate_authz(s, now, reason))
+    return run(services, ctx.without_key(), cmd, tenant_id=tenant_id, stream_id=acme_authz.authz_stream_id(authz_id),
+               stream_type=acme_authz.AUTHZ_STREAM_TYPE, fold=acme_authz.fold_authz,
+               decide=lambda s: acme_authz.decide_deactivate_authz(s, now, reason))
 
 
 class DeactivateAuthorization(msgspec.Struct, frozen=True, kw_only=True):
@@ -194,11 +198,11 @@ class DeactivateAuthorization(msgspec.Struct, frozen=True, kw_only=True):
 
 @allowed_while_suspended("an account gives up an authorization")
 async def deactivate_authorization(cmd: DeactivateAuthorization, ctx: CommandContext,
-                                   services: Services) -> acme.Authorization:
+                                   services: Services) -> acme_authz.Authorization:
     """RFC 8555 7.5.2: the account's pending or valid authorization is deactivated; its orders become invalid."""
     await owned_authz(services, cmd.tenant_id, cmd.account_id, cmd.authz_id)
     await deactivate_authz_stream(services, ctx, cmd, cmd.tenant_id, cmd.authz_id, "client")
-    return await load(services, cmd.tenant_id, acme.authz_stream_id(cmd.authz_id), acme.fold_authz)
+    return await load(services, cmd.tenant_id, acme_authz.authz_stream_id(cmd.authz_id), acme_authz.fold_authz)
 
 
 class StartChallenge(msgspec.Struct, frozen=True, kw_only=True):
@@ -209,20 +213,20 @@ class StartChallenge(msgspec.Struct, frozen=True, kw_only=True):
 
 
 @allowed_while_suspended("proves control of a name; issuance itself is refused while suspended")
-async def start_challenge(cmd: StartChallenge, ctx: CommandContext, services: Services) -> acme.Authorization:
+async def start_challenge(cmd: StartChallenge, ctx: CommandContext, services: Services) -> acme_authz.Authorization:
     """RFC 8555 7.5.1: the client is ready; the validator (infra/acme) fetches the response in the background."""
     await owned_authz(services, cmd.tenant_id, cmd.account_id, cmd.authz_id)
     now = services.clock.now()
-    await run(services, ctx.without_key(), cmd, tenant_id=cmd.tenant_id, stream_id=acme.authz_stream_id(cmd.authz_id),
-              stream_type=acme.AUTHZ_STREAM_TYPE, fold=acme.fold_authz,
-              decide=lambda s: acme.decide_start_challenge(s, cmd.challenge_id, now))
-    return await load(services, cmd.tenant_id, acme.authz_stream_id(cmd.authz_id), acme.fold_authz)
+    await run(services, ctx.without_key(), cmd, tenant_id=cmd.tenant_id,
+              stream_id=acme_authz.authz_stream_id(cmd.authz_id), stream_type=acme_authz.AUTHZ_STREAM_TYPE,
+              fold=acme_authz.fold_authz, decide=lambda s: acme_authz.decide_start_challenge(s, cmd.challenge_id, now))
+    return await load(services, cmd.tenant_id, acme_authz.authz_stream_id(cmd.authz_id), acme_authz.fold_authz)
 
 
 class RecordChallenge(msgspec.Struct, frozen=True, kw_only=True):
     tenant_id: str
     authz_id: str
-    result: acme.ChallengeValidated | acme.ChallengeFailed
+    result: acme_authz.ChallengeValidated | acme_authz.ChallengeFailed
 
 
 @allowed_while_suspended("the system records what a validation found")
@@ -230,12 +234,12 @@ async def record_challenge(cmd: RecordChallenge, ctx: CommandContext, services: 
     """What was recorded: the result, or the authorization's expiry if it came too late, or nothing."""
     now, recorded = services.clock.now(), []
 
-    def decide(state: acme.Authorization) -> list[Payload]:
-        recorded[:] = acme.decide_challenge_result(state, cmd.result, now)
+    def decide(state: acme_authz.Authorization) -> list[Payload]:
+        recorded[:] = acme_authz.decide_challenge_result(state, cmd.result, now)
         return list(recorded)
 
-    await run(services, ctx, cmd, tenant_id=cmd.tenant_id, stream_id=acme.authz_stream_id(cmd.authz_id),
-              stream_type=acme.AUTHZ_STREAM_TYPE, fold=acme.fold_authz, decide=decide)
+    await run(services, ctx, cmd, tenant_id=cmd.tenant_id, stream_id=acme_authz.authz_stream_id(cmd.authz_id),
+              stream_type=acme_authz.AUTHZ_STREAM_TYPE, fold=acme_authz.fold_authz, decide=decide)
     return recorded
 
 
@@ -248,9 +252,9 @@ class ExpireAuthorization(msgspec.Struct, frozen=True, kw_only=True):
 async def expire_authorization(cmd: ExpireAuthorization, ctx: CommandContext, services: Services) -> bool:
     """A processing challenge past its authorization's expiry ends (``acme.authorization_expired``); whether it did."""
     now = services.clock.now()
-    result = await run(services, ctx, cmd, tenant_id=cmd.tenant_id, stream_id=acme.authz_stream_id(cmd.authz_id),
-                       stream_type=acme.AUTHZ_STREAM_TYPE, fold=acme.fold_authz,
-                       decide=lambda s: acme.decide_expire(s, now))
+    result = await run(services, ctx, cmd, tenant_id=cmd.tenant_id, stream_id=acme_authz.authz_stream_id(cmd.authz_id),
+                       stream_type=acme_authz.AUTHZ_STREAM_TYPE, fold=acme_authz.fold_authz,
+                       decide=lambda s: acme_authz.decide_expire(s, now))
     return result.changed
 
 
@@ -262,7 +266,7 @@ class FinalizeOrder(msgspec.Struct, frozen=True, kw_only=True):
 
 
 @refused_while_suspended("signs a certificate")
-async def finalize_order(cmd: FinalizeOrder, ctx: CommandContext, services: Services) -> acme.Order:
+async def finalize_order(cmd: FinalizeOrder, ctx: CommandContext, services: Services) -> acme_order.Order:
     """RFC 8555 7.4: a ready order's CSR, for exactly its names, issued by the ordinary issuance command."""
     order = await owned_order(services, cmd.tenant_id, cmd.account_id, cmd.order_id)
     if order.certificate_id is not None:
@@ -270,7 +274,7 @@ async def finalize_order(cmd: FinalizeOrder, ctx: CommandContext, services: Serv
     account = await load_account(services, cmd.tenant_id, cmd.account_id)
     key = await _account_key(services, cmd.tenant_id, account)
     now = services.clock.now()
-    status = acme.order_status(order, await order_authorizations(services, cmd.tenant_id, order), now)
+    status = acme_order.order_status(order, await order_authorizations(services, cmd.tenant_id, order), now)
     if status != "ready":
         raise AcmeProblem("orderNotReady", f"the order is {status}, not ready: every authorization must be valid",
                           field="order_id", status=403)
@@ -305,9 +309,11 @@ async def finalize_order(cmd: FinalizeOrder, ctx: CommandContext, services: Serv
     # certificate the first attempt issued, not a second one.
     issued = await issue_certificate(issue, CommandContext(principal=ctx.principal, correlation_id=ctx.correlation_id,
                                                            idempotency_key=f"acme-finalize-{cmd.order_id}"), services)
-    done = acme.OrderIssued(certificate_id=issued.certificate_id, csr_sha256=hashlib.sha256(cmd.csr_der).hexdigest())
-    await run(services, ctx.without_key(), cmd, tenant_id=cmd.tenant_id, stream_id=acme.order_stream_id(cmd.order_id),
-              stream_type=acme.ORDER_STREAM_TYPE, fold=acme.fold_order, decide=lambda s: acme.decide_issued(s, done))
+    done = acme_order.OrderIssued(certificate_id=issued.certificate_id,
+                                  csr_sha256=hashlib.sha256(cmd.csr_der).hexdigest())
+    await run(services, ctx.without_key(), cmd, tenant_id=cmd.tenant_id,
+              stream_id=acme_order.order_stream_id(cmd.order_id), stream_type=acme_order.ORDER_STREAM_TYPE,
+              fold=acme_order.fold_order, decide=lambda s: acme_order.decide_issued(s, done))
     return await owned_order(services, cmd.tenant_id, cmd.account_id, cmd.order_id)
 
 

@@ -15,8 +15,8 @@ from commands import acme as acme_commands
 from commands import acme_eab
 from commands.runtime import CommandContext, Services, load, run
 from commands.tenants import active_tenant, allowed_while_suspended, refused_while_suspended
-from domain import acme, jose
-from domain.acme import AcmeProblem
+from domain import acme_account, acme_eab_key, jose
+from domain.acme_problems import AcmeProblem
 
 
 class NewAccount(msgspec.Struct, frozen=True, kw_only=True):
@@ -36,19 +36,19 @@ class Created(msgspec.Struct, frozen=True, kw_only=True):
 async def key_owner(services: Services, tenant_id: str, key_thumbprint: str) -> str | None:
     """The account a key belongs (or belonged) to: its claim, or, for an account opened before keys were claimed,
     the account whose id is the key's thumbprint."""
-    owner = await load(services, tenant_id, acme.key_stream_id(key_thumbprint), acme.fold_key)
+    owner = await load(services, tenant_id, acme_account.key_stream_id(key_thumbprint), acme_account.fold_key)
     if owner is not None:
         return owner
-    first = await load(services, tenant_id, acme.account_stream_id(key_thumbprint), acme.fold_account)
+    first = await load(services, tenant_id, acme_account.account_stream_id(key_thumbprint), acme_account.fold_account)
     return key_thumbprint if first.created is not None else None
 
 
-async def account_of_key(services: Services, tenant_id: str, key_thumbprint: str) -> acme.Account | None:
+async def account_of_key(services: Services, tenant_id: str, key_thumbprint: str) -> acme_account.Account | None:
     """The account that signs with this key now; a key it replaced is ``unauthorized`` (it opens nothing)."""
     owner = await key_owner(services, tenant_id, key_thumbprint)
     if owner is None:
         return None
-    state = await load(services, tenant_id, acme.account_stream_id(owner), acme.fold_account)
+    state = await load(services, tenant_id, acme_account.account_stream_id(owner), acme_account.fold_account)
     if state.created is None:
         return None  # a claim whose account was never written (a crash between the two): opened again
     if state.key_thumbprint != key_thumbprint:
@@ -59,9 +59,9 @@ async def account_of_key(services: Services, tenant_id: str, key_thumbprint: str
 
 def _claim_key(services: Services, ctx: CommandContext, cmd: msgspec.Struct, tenant_id: str, key_thumbprint: str,
                account_id: str):
-    return run(services, ctx, cmd, tenant_id=tenant_id, stream_id=acme.key_stream_id(key_thumbprint),
-               stream_type=acme.KEY_STREAM_TYPE, fold=acme.fold_key,
-               decide=lambda owner: acme.decide_claim_key(owner, account_id))
+    return run(services, ctx, cmd, tenant_id=tenant_id, stream_id=acme_account.key_stream_id(key_thumbprint),
+               stream_type=acme_account.KEY_STREAM_TYPE, fold=acme_account.fold_key,
+               decide=lambda owner: acme_account.decide_claim_key(owner, account_id))
 
 
 @refused_while_suspended("opens an account that can obtain certificates")
@@ -85,14 +85,14 @@ async def new_account(cmd: NewAccount, ctx: CommandContext, services: Services) 
     created, material = await acme_eab.hmac_key(services, cmd.tenant_id, key_id)
     jose.verify_eab(cmd.eab, account_jwk=cmd.jwk, url=cmd.url, hmac_key=material)
     system, account_id = ctx.without_key(), key_thumbprint
-    await run(services, system, cmd, tenant_id=cmd.tenant_id, stream_id=acme.eab_stream_id(key_id),
-              stream_type=acme.EAB_STREAM_TYPE, fold=acme.fold_eab,
-              decide=lambda s: acme.decide_bind_eab(s, key_id, account_id))
+    await run(services, system, cmd, tenant_id=cmd.tenant_id, stream_id=acme_eab_key.eab_stream_id(key_id),
+              stream_type=acme_eab_key.EAB_STREAM_TYPE, fold=acme_eab_key.fold_eab,
+              decide=lambda s: acme_eab_key.decide_bind_eab(s, key_id, account_id))
     await _claim_key(services, system, cmd, cmd.tenant_id, key_thumbprint, account_id)
-    opened = acme.AccountCreated(account_id=account_id, jwk=jose.public_jwk(cmd.jwk), contact=cmd.contact,
-                                 eab_key_id=created.key_id)
-    await run(services, system, cmd, tenant_id=cmd.tenant_id, stream_id=acme.account_stream_id(account_id),
-              stream_type=acme.ACCOUNT_STREAM_TYPE, fold=acme.fold_account,
+    opened = acme_account.AccountCreated(account_id=account_id, jwk=jose.public_jwk(cmd.jwk), contact=cmd.contact,
+                                         eab_key_id=created.key_id)
+    await run(services, system, cmd, tenant_id=cmd.tenant_id, stream_id=acme_account.account_stream_id(account_id),
+              stream_type=acme_account.ACCOUNT_STREAM_TYPE, fold=acme_account.fold_account,
               decide=lambda s: [] if s.created is not None else [opened])
     return Created(id=account_id, created=True)
 
@@ -110,15 +110,15 @@ async def change_key(cmd: ChangeAccountKey, ctx: CommandContext, services: Servi
     account = await acme_commands.load_account(services, cmd.tenant_id, cmd.account_id)
     new_jwk = cmd.key_change.new_jwk
     new_thumbprint, old_thumbprint = jose.thumbprint(new_jwk), jose.thumbprint_or_none(cmd.key_change.old_jwk)
-    acme.decide_change_key(account, old_thumbprint, new_thumbprint, new_jwk)  # refuse before claiming anything
+    acme_account.decide_change_key(account, old_thumbprint, new_thumbprint, new_jwk)  # refuse before claiming anything
     owner = await key_owner(services, cmd.tenant_id, new_thumbprint)
     if owner is not None and owner != cmd.account_id:
-        raise acme.KeyInUse(owner)
+        raise acme_account.KeyInUse(owner)
     system = ctx.without_key()
     await _claim_key(services, system, cmd, cmd.tenant_id, new_thumbprint, cmd.account_id)
-    await run(services, system, cmd, tenant_id=cmd.tenant_id, stream_id=acme.account_stream_id(cmd.account_id),
-              stream_type=acme.ACCOUNT_STREAM_TYPE, fold=acme.fold_account,
-              decide=lambda s: acme.decide_change_key(s, old_thumbprint, new_thumbprint, new_jwk))
+    await run(services, system, cmd, tenant_id=cmd.tenant_id, stream_id=acme_account.account_stream_id(cmd.account_id),
+              stream_type=acme_account.ACCOUNT_STREAM_TYPE, fold=acme_account.fold_account,
+              decide=lambda s: acme_account.decide_change_key(s, old_thumbprint, new_thumbprint, new_jwk))
 
 
 class DeactivateAccount(msgspec.Struct, frozen=True, kw_only=True):
@@ -135,6 +135,6 @@ async def deactivate_account(cmd: DeactivateAccount, ctx: CommandContext, servic
         now = services.clock.now()
         for authz_id in await services.acme_authorizations.open_authorizations(cmd.tenant_id, cmd.account_id, now):
             await acme_commands.deactivate_authz_stream(services, ctx, cmd, cmd.tenant_id, authz_id, "account_deactivated")
-    await run(services, ctx, cmd, tenant_id=cmd.tenant_id, stream_id=acme.account_stream_id(cmd.account_id),
-              stream_type=acme.ACCOUNT_STREAM_TYPE, fold=acme.fold_account,
-              decide=lambda s: [] if s.status != "valid" else [acme.AccountDeactivated()])
+    await run(services, ctx, cmd, tenant_id=cmd.tenant_id, stream_id=acme_account.account_stream_id(cmd.account_id),
+              stream_type=acme_account.ACCOUNT_STREAM_TYPE, fold=acme_account.fold_account,
+              decide=lambda s: [] if s.status != "valid" else [acme_account.AccountDeactivated()])

@@ -21,7 +21,7 @@ from commands.ids import uuid7
 from commands.pki import vault_of
 from commands.runtime import CommandContext, CommandResult, Services, load, replayed, run
 from commands.tenants import TenantId, allowed_while_suspended, refused_while_suspended
-from domain import acme
+from domain import acme_eab_key
 from domain.errors import NotFound
 
 SECRET_PURPOSE = "acme-eab"
@@ -29,7 +29,7 @@ SECRET_ALGORITHM = "hmac-sha256"
 KEY_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 KeyId = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
 Pattern = Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
-Patterns = Annotated[list[Pattern], msgspec.Meta(max_length=acme.MAX_PATTERNS)]
+Patterns = Annotated[list[Pattern], msgspec.Meta(max_length=acme_eab_key.MAX_PATTERNS)]
 Description = Annotated[str, msgspec.Meta(max_length=200)]
 
 
@@ -57,8 +57,8 @@ class NewEabKey(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def _run(services: Services, ctx: CommandContext, cmd: msgspec.Struct, tenant_id: str, key_id: str, decide):
-    return run(services, ctx, cmd, tenant_id=tenant_id, stream_id=acme.eab_stream_id(key_id),
-               stream_type=acme.EAB_STREAM_TYPE, fold=acme.fold_eab, decide=decide)
+    return run(services, ctx, cmd, tenant_id=tenant_id, stream_id=acme_eab_key.eab_stream_id(key_id),
+               stream_type=acme_eab_key.EAB_STREAM_TYPE, fold=acme_eab_key.fold_eab, decide=decide)
 
 
 @refused_while_suspended("hands out a credential that opens an ACME account")
@@ -66,15 +66,15 @@ async def create_eab_key(cmd: CreateEabKey, ctx: CommandContext, services: Servi
     authorize(ctx.principal, "acme:manage", cmd.tenant_id)
     if prior := await replayed(services, ctx, cmd, cmd.tenant_id):
         return NewEabKey(key_id=prior.stream_id.removeprefix("acme-eab-"), hmac_key=None, result=prior)
-    patterns = acme.check_allowed_names(cmd.allowed_names)
+    patterns = acme_eab_key.check_allowed_names(cmd.allowed_names)
     await issuing_context(services, cmd.tenant_id, cmd.ca_id, cmd.profile)  # the CA issues, the profile exists
     material = secrets.token_bytes(32)
     secret_ref = await vault_of(services).put(cmd.tenant_id, material, algorithm=SECRET_ALGORITHM,
                                               purpose=SECRET_PURPOSE)
     key_id = uuid7().replace("-", "")
-    created = acme.EabKeyCreated(key_id=key_id, ca_id=cmd.ca_id, profile=cmd.profile, allowed_names=patterns,
-                                 description=cmd.description, secret_ref=secret_ref)
-    result = await _run(services, ctx, cmd, cmd.tenant_id, key_id, lambda s: acme.decide_create_eab(s, created))
+    created = acme_eab_key.EabKeyCreated(key_id=key_id, ca_id=cmd.ca_id, profile=cmd.profile, allowed_names=patterns,
+                                         description=cmd.description, secret_ref=secret_ref)
+    result = await _run(services, ctx, cmd, cmd.tenant_id, key_id, lambda s: acme_eab_key.decide_create_eab(s, created))
     encoded = base64.urlsafe_b64encode(material).rstrip(b"=").decode("ascii")
     return NewEabKey(key_id=result.stream_id.removeprefix("acme-eab-"),
                      hmac_key=None if result.replayed else encoded, result=result)
@@ -87,11 +87,11 @@ async def revoke_eab_key(cmd: RevokeEabKey, ctx: CommandContext, services: Servi
     if not KEY_ID.fullmatch(cmd.key_id):
         raise NotFound("eab_key_not_found", f"no EAB key {cmd.key_id}", field="key_id")
     return await _run(services, ctx, cmd, cmd.tenant_id, cmd.key_id,
-                      lambda s: acme.decide_revoke_eab(s, cmd.key_id, cmd.reason))
+                      lambda s: acme_eab_key.decide_revoke_eab(s, cmd.key_id, cmd.reason))
 
 
-async def hmac_key(services: Services, tenant_id: str, key_id: str) -> tuple[acme.EabKeyCreated, bytes]:
+async def hmac_key(services: Services, tenant_id: str, key_id: str) -> tuple[acme_eab_key.EabKeyCreated, bytes]:
     """What a newAccount checks its binding with: the usable key's record and its HMAC key from the vault."""
-    state = await load(services, tenant_id, acme.eab_stream_id(key_id), acme.fold_eab)
-    created = acme.usable_eab(state, key_id)
+    state = await load(services, tenant_id, acme_eab_key.eab_stream_id(key_id), acme_eab_key.fold_eab)
+    created = acme_eab_key.usable_eab(state, key_id)
     return created, await vault_of(services).get(tenant_id, created.secret_ref)

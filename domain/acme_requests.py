@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
-from domain.acme import AcmeProblem
+from domain.acme_problems import AcmeProblem
 from domain.acme_challenges import is_wildcard
 from domain.names import dns_name_problem, ip_host_problem, ip_problem, matches_any_pattern, parse_network
 from domain.spec_builders import CLOCK_SKEW

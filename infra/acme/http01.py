@@ -4,8 +4,8 @@ the same rule allows it.
 
 Server-side fetching of a client-chosen name is an SSRF risk, so: the name resolves through the operator's hosts
 file (if set) and then the system resolver; every address is checked against the validation networks
-(``domain.acme.validation_address_problem``) and the connection goes to the checked address itself (the name is
-only the Host header), so a second resolution cannot point it elsewhere; a timeout bounds the lookup, the
+(``domain.acme_networks.validation_address_problem``) and the connection goes to the checked address itself (the
+name is only the Host header), so a second resolution cannot point it elsewhere; a timeout bounds the lookup, the
 connection, and the whole read;
 at most ``MAX_BODY`` bytes are read; redirects are not followed (a 3xx fails the challenge).
 """
@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from domain import acme
+from domain import acme_networks
 
 MAX_BODY = 8192
 USER_AGENT = "csm-acme-validator"
@@ -76,7 +76,7 @@ def _resolve_system(name: str, port: int, timeout: float) -> list[str]:
     return list(dict.fromkeys(info[4][0] for info in infos))
 
 
-def allowed_addresses(name: str, port: int, networks: tuple[acme.IpNetwork, ...], hosts_file: Path | None,
+def allowed_addresses(name: str, port: int, networks: tuple[acme_networks.IpNetwork, ...], hosts_file: Path | None,
                       timeout: float, *, ip: bool = False) -> list[str]:
     """The addresses of ``name`` (hosts file first, then the system resolver; an IP identifier, ``ip``: itself) that
     validation may connect to; ValidationFailed (``rejectedIdentifier``) naming why when there are none: nothing
@@ -84,7 +84,7 @@ def allowed_addresses(name: str, port: int, networks: tuple[acme.IpNetwork, ...]
     found = [name] if ip else read_hosts(hosts_file).get(name.lower()) or _resolve_system(name, port, timeout)
     allowed, refused = [], []
     for text in found:
-        problem = acme.validation_address_problem(ipaddress.ip_address(text), networks)
+        problem = acme_networks.validation_address_problem(ipaddress.ip_address(text), networks)
         (refused if problem else allowed).append(problem or text)
     if not allowed:
         raise ValidationFailed("rejectedIdentifier", f"{name}: no address validation may connect to ("
@@ -95,7 +95,7 @@ def allowed_addresses(name: str, port: int, networks: tuple[acme.IpNetwork, ...]
 @dataclass(frozen=True)
 class Http01:
     port: int
-    networks: tuple[acme.IpNetwork, ...]
+    networks: tuple[acme_networks.IpNetwork, ...]
     hosts_file: Path | None
     timeout: float
 

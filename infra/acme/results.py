@@ -14,9 +14,9 @@ from pathlib import Path
 
 import msgspec
 
-from domain import acme
+from domain.acme_authz import ChallengeFailed, ChallengeValidated
 
-Result = acme.ChallengeValidated | acme.ChallengeFailed
+Result = ChallengeValidated | ChallengeFailed
 
 
 class ValidationResults:
@@ -53,5 +53,5 @@ class ValidationResults:
 def _decode(blob: bytes) -> Result:
     raw = msgspec.json.decode(blob)
     kind = raw.pop("type")
-    cls = acme.ChallengeValidated if kind == acme.ChallengeValidated.event_type else acme.ChallengeFailed
+    cls = ChallengeValidated if kind == ChallengeValidated.event_type else ChallengeFailed
     return msgspec.convert(raw, cls)

@@ -20,7 +20,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.x509.oid import ObjectIdentifier
 
-from domain import acme
+from domain import acme_networks
 from domain.acme_challenges import reverse_name
 from infra.acme.http01 import ValidationFailed, allowed_addresses
 
@@ -31,7 +31,7 @@ ACME_IDENTIFIER = ObjectIdentifier("1.3.6.1.5.5.7.1.31")
 @dataclass(frozen=True)
 class TlsAlpn01:
     port: int
-    networks: tuple[acme.IpNetwork, ...]
+    networks: tuple[acme_networks.IpNetwork, ...]
     hosts_file: Path | None
     timeout: float
 

@@ -8,7 +8,7 @@ which it is, the challenge and the key authorization (the account's current key)
 the Redis broker) connects through the SSRF guard and writes its result to the results file
 (infra/acme/results.py); the validator appends ``acme.challenge_validated`` or ``acme.challenge_failed`` from it.
 A crash leaves the read model's row in place and the next process sends it again; a result already recorded makes
-a repeated one a no-op (``domain.acme.decide_challenge_result``).
+a repeated one a no-op (``domain.acme_authz.decide_challenge_result``).
 
 A job not answered (no worker consumes the queue, its worker died, its message was lost) is sent again after
 five minutes, then after twice as long each time, at most an hour apart; once the authorization has expired it is
@@ -26,7 +26,9 @@ from datetime import datetime, timedelta
 from commands import acme as commands
 from commands.authz import SYSTEM
 from commands.runtime import CommandContext, Services, load
-from domain import acme, jose
+from domain import acme_account, acme_authz, acme_challenges, jose
+from domain.acme_authz import ChallengeFailed, ChallengeValidated
+from domain.acme_networks import parse_networks
 from domain.errors import DomainError
 from infra import telemetry
 from infra.acme.dns01 import Dns01, parse_resolvers
@@ -53,12 +55,12 @@ def resend_delay(sends: int) -> timedelta:
 
 
 def http01_of(settings: Settings) -> Http01:
-    return Http01(port=settings.acme_http01_port, networks=acme.parse_networks(settings.acme_validation_networks),
+    return Http01(port=settings.acme_http01_port, networks=parse_networks(settings.acme_validation_networks),
                   hosts_file=settings.acme_hosts_file, timeout=settings.acme_validation_timeout)
 
 
 def tls_alpn01_of(settings: Settings) -> TlsAlpn01:
-    return TlsAlpn01(port=settings.acme_tls_alpn_port, networks=acme.parse_networks(settings.acme_validation_networks),
+    return TlsAlpn01(port=settings.acme_tls_alpn_port, networks=parse_networks(settings.acme_validation_networks),
                      hosts_file=settings.acme_hosts_file, timeout=settings.acme_validation_timeout)
 
 
@@ -83,21 +85,21 @@ class ValidationJob:
 
     def run(self, tenant_id: str, authz_id: str, name: str, challenge: dict, expected: str,
             identifier_type: str = "dns") -> None:
-        chosen = acme.Challenge(**challenge)
+        chosen = acme_authz.Challenge(**challenge)
         try:
             result = self.check(name, chosen, expected, ip=identifier_type == "ip")
         except Exception:  # a bug, not the client's answer: the challenge fails rather than waiting for ever
             log.exception("ACME validation failed unexpectedly")
-            result = acme.ChallengeFailed(challenge_id=chosen.challenge_id, error_type="serverInternal",
-                                          detail="the validation failed inside the server")
+            result = ChallengeFailed(challenge_id=chosen.challenge_id, error_type="serverInternal",
+                                     detail="the validation failed inside the server")
         self.results.put(tenant_id, authz_id, result)
 
-    def check(self, name: str, challenge: acme.Challenge, expected: str, *, ip: bool = False) -> Result:
+    def check(self, name: str, challenge: acme_authz.Challenge, expected: str, *, ip: bool = False) -> Result:
         """``ip``: ``name`` is an IP identifier's address (RFC 8738), which no dns-01 challenge proves."""
         try:
-            if challenge.challenge_type == acme.TLS_ALPN_01:
+            if challenge.challenge_type == acme_challenges.TLS_ALPN_01:
                 address = self.tls_alpn01.check(name, expected, ip=ip)
-            elif challenge.challenge_type == acme.DNS_01:
+            elif challenge.challenge_type == acme_challenges.DNS_01:
                 if ip:
                     raise ValidationFailed("rejectedIdentifier", f"{name}: dns-01 does not prove an IP address "
                                            "(RFC 8738 7)")
@@ -109,9 +111,9 @@ class ValidationJob:
                     raise ValidationFailed("incorrectResponse", f"the response from {address} is {shown!r}, not "
                                            "the key authorization")
         except ValidationFailed as exc:
-            return acme.ChallengeFailed(challenge_id=challenge.challenge_id, error_type=exc.error_type,
-                                        detail=exc.detail[:500])
-        return acme.ChallengeValidated(challenge_id=challenge.challenge_id, address=address)
+            return ChallengeFailed(challenge_id=challenge.challenge_id, error_type=exc.error_type,
+                                   detail=exc.detail[:500])
+        return ChallengeValidated(challenge_id=challenge.challenge_id, address=address)
 
 
 class AcmeValidator:
@@ -159,14 +161,14 @@ class AcmeValidator:
             sends, last, expires = self._sent.get((tenant_id, authz_id), (0, None, None))
             if last is not None and now - last < resend_delay(sends) and now < expires:
                 continue  # not due again; one past its expiry ends now, not at its next resend
-            state = await load(self.services, tenant_id, acme.authz_stream_id(authz_id), acme.fold_authz)
+            state = await load(self.services, tenant_id, acme_authz.authz_stream_id(authz_id), acme_authz.fold_authz)
             if state.created is None or state.challenge_status != "processing" or state.deactivated:
                 continue  # recorded already: the read model has not caught up
             if datetime.fromisoformat(state.created.expires) <= now:
                 await self._expire(tenant_id, authz_id)
                 continue
-            account = await load(self.services, tenant_id, acme.account_stream_id(state.created.account_id),
-                                 acme.fold_account)
+            account = await load(self.services, tenant_id, acme_account.account_stream_id(state.created.account_id),
+                                 acme_account.fold_account)
             challenge = state.challenge(state.started)
             # the key authorization of the account's current key (RFC 8555 8.1), also after a key change
             expected = jose.key_authorization(challenge.token, account.key_thumbprint)
@@ -191,7 +193,7 @@ class AcmeValidator:
                     tenant_id=tenant_id, authz_id=authz_id, result=result), CommandContext(principal=SYSTEM),
                     self.services)
                 for payload in recorded:
-                    telemetry.ACME_VALIDATIONS.labels({acme.ChallengeValidated: "valid", acme.ChallengeFailed:
+                    telemetry.ACME_VALIDATIONS.labels({ChallengeValidated: "valid", ChallengeFailed:
                                                        "invalid"}.get(type(payload), "expired")).inc()
             except DomainError:  # e.g. the tenant's stream refuses it: the result can never be recorded
                 log.exception("an ACME validation result was not recorded")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from acme_support import Client, Responder, acme_world, http01, poll, registered
 
-from domain import acme, jose
+from domain import acme_authz, jose
 
 CONSOLE_SCRIPT = Path(sys.executable).parent / "csm"
 CSM = [str(CONSOLE_SCRIPT)] if CONSOLE_SCRIPT.exists() else [sys.executable, "-m", "cli.main"]
@@ -45,7 +45,7 @@ async def test_a_restore_without_nonces_and_results_refuses_old_nonces_and_valid
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         authz_id = authz_url.rsplit("/", 1)[-1]
-        runtime.acme_validator.results.put(world.tenant, authz_id, acme.ChallengeFailed(
+        runtime.acme_validator.results.put(world.tenant, authz_id, acme_authz.ChallengeFailed(
             challenge_id=challenge["url"].rsplit("/", 1)[-1], error_type="connection", detail="pending at backup"))
         await world.api.runtime.runner.wait_for(await world.api.runtime.store.head_position(), 10)
         csm(source / "data", "backup", str(backup))

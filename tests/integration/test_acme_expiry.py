@@ -14,7 +14,7 @@ from prometheus_client import REGISTRY
 from acme_support import acme_world, http01, order_one, registered
 from test_api_support import Clock
 
-from domain import acme
+from domain import acme_authz
 from infra.acme.validator import RESEND_FIRST, RESEND_MAX, resend_delay
 
 # minutes after the first send at which each later one is due: 5, then 10, 20, 40 more, then hourly
@@ -65,7 +65,7 @@ async def test_an_unanswered_validation_backs_off_then_expires_and_is_sent_no_mo
         # past the expiry: the challenge ends, without another send
         until_expiry = (expires - datetime.now(expires.tzinfo)) / timedelta(minutes=1)
         assert await sends_after(until_expiry + 1) == len(DUE) + 1
-        events = await runtime.store.read_stream(world.tenant, acme.authz_stream_id(authz_url.rsplit("/", 1)[-1]))
+        events = await runtime.store.read_stream(world.tenant, acme_authz.authz_stream_id(authz_url.rsplit("/", 1)[-1]))
         assert events[-1].type == "acme.authorization_expired"
         assert (await client.post(authz_url, None)).json()["status"] == "expired"
         challenge = http01(await client.post(authz_url, None))
@@ -78,7 +78,7 @@ async def test_an_unanswered_validation_backs_off_then_expires_and_is_sent_no_mo
             assert await sends_after(until_expiry + later) == len(DUE) + 1
 
         # a worker that answers now records nothing: the result is taken and dropped
-        validator.results.put(world.tenant, authz_url.rsplit("/", 1)[-1], acme.ChallengeValidated(
+        validator.results.put(world.tenant, authz_url.rsplit("/", 1)[-1], acme_authz.ChallengeValidated(
             challenge_id=challenge["url"].rsplit("/", 1)[-1], address="127.0.0.1"))
         before = await runtime.store.head_position()
         await validator.record_results()
@@ -106,12 +106,12 @@ async def test_the_authorization_lifetime_is_the_setting_and_ends_a_validation_a
         authz_id = authz_url.rsplit("/", 1)[-1]
         clock.offset = timedelta(minutes=119)
         await validator.send_pending()
-        events = await runtime.store.read_stream(world.tenant, acme.authz_stream_id(authz_id))
+        events = await runtime.store.read_stream(world.tenant, acme_authz.authz_stream_id(authz_id))
         assert events[-1].type == "acme.challenge_started"
         expired = REGISTRY.get_sample_value("csm_acme_validations_total", {"outcome": "expired"}) or 0
         clock.offset = timedelta(hours=2, minutes=1)
         await validator.send_pending()
-        events = await runtime.store.read_stream(world.tenant, acme.authz_stream_id(authz_id))
+        events = await runtime.store.read_stream(world.tenant, acme_authz.authz_stream_id(authz_id))
         assert events[-1].type == "acme.authorization_expired"
         # counted where CsmAcmeAuthorizationsExpired (deploy/prometheus/csm-rules.yml) looks, once
         assert REGISTRY.get_sample_value("csm_acme_validations_total", {"outcome": "expired"}) == expired + 1

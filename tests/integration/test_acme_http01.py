@@ -11,7 +11,7 @@ import pytest
 from acme_support import free_port, one_handshake
 from acme_tls import server_tls
 
-from domain import acme
+from domain.acme_networks import parse_networks
 from infra.acme.http01 import MAX_BODY, Http01, ValidationFailed
 from infra.acme.tlsalpn import TlsAlpn01
 
@@ -49,7 +49,7 @@ def server():
 def fetcher(tmp_path, port: int, networks=("127.0.0.0/8",)) -> Http01:
     hosts = tmp_path / "hosts"
     hosts.write_text("127.0.0.1 node.test\n169.254.169.254 meta.test\n# a comment\nnot-an-address bad.test\n")
-    return Http01(port=port, networks=acme.parse_networks(networks), hosts_file=hosts, timeout=2.0)
+    return Http01(port=port, networks=parse_networks(networks), hosts_file=hosts, timeout=2.0)
 
 
 def test_the_name_is_the_host_header_and_the_checked_address_is_connected(tmp_path, server):
@@ -97,7 +97,7 @@ def test_tls_alpn_01_needs_the_protocol_and_the_certificate(tmp_path, alpn, word
     hosts = tmp_path / "hosts"
     hosts.write_text("127.0.0.1 node.test\n")
     with one_handshake(context) as port:
-        checker = TlsAlpn01(port=port, networks=acme.parse_networks(["127.0.0.0/8"]), hosts_file=hosts, timeout=2.0)
+        checker = TlsAlpn01(port=port, networks=parse_networks(["127.0.0.0/8"]), hosts_file=hosts, timeout=2.0)
         with pytest.raises(ValidationFailed) as failed:
             checker.check("node.test", "token.thumbprint")
     assert failed.value.error_type == "unauthorized" and words in failed.value.detail, failed.value.detail

@@ -26,7 +26,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from domain import acme, jose
+from domain import jose
+from domain.acme_networks import parse_networks
 from infra.acme.http01 import Http01, ValidationFailed
 from infra.acme.tlsalpn import ACME_IDENTIFIER, TlsAlpn01
 
@@ -93,14 +94,14 @@ def test_http_01_for_an_address_connects_to_it_with_the_address_as_host(tmp_path
     hosts = tmp_path / "hosts"
     hosts.write_text("10.9.9.9 127.0.0.1\n")  # a hosts file never redirects an address
     with echo_server("127.0.0.1") as port:
-        fetcher = Http01(port=port, networks=acme.parse_networks(["127.0.0.0/8"]), hosts_file=hosts, timeout=2.0)
+        fetcher = Http01(port=port, networks=parse_networks(["127.0.0.0/8"]), hosts_file=hosts, timeout=2.0)
         assert fetcher.fetch("127.0.0.1", "t", ip=True) == ("127.0.0.1", f"host 127.0.0.1:{port}".encode())
 
 
 @pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback (::1) on this machine")
 def test_http_01_for_an_ipv6_address_brackets_it_in_the_host_header(tmp_path):
     with echo_server("::1") as port:
-        fetcher = Http01(port=port, networks=acme.parse_networks(["::1/128"]), hosts_file=None, timeout=2.0)
+        fetcher = Http01(port=port, networks=parse_networks(["::1/128"]), hosts_file=None, timeout=2.0)
         assert fetcher.fetch("::1", "t", ip=True) == ("::1", f"host [::1]:{port}".encode())
 
 
@@ -116,8 +117,8 @@ def test_an_address_validation_may_not_reach_is_never_connected(address, network
     listener.settimeout(0.5)
     port = listener.getsockname()[1]
     try:
-        for checker in (Http01(port=port, networks=acme.parse_networks(networks), hosts_file=None, timeout=1.0),
-                        TlsAlpn01(port=port, networks=acme.parse_networks(networks), hosts_file=None, timeout=1.0)):
+        for checker in (Http01(port=port, networks=parse_networks(networks), hosts_file=None, timeout=1.0),
+                        TlsAlpn01(port=port, networks=parse_networks(networks), hosts_file=None, timeout=1.0)):
             with pytest.raises(ValidationFailed) as failed:
                 checker.fetch(address, "t", ip=True) if isinstance(checker, Http01) else checker.check(
                     address, "t.k", ip=True)
@@ -160,7 +161,7 @@ def alpn_responder(tmp_path, cert_pem: bytes, key_pem: bytes):
 
 def test_tls_alpn_01_for_an_address_sends_its_reverse_name_and_wants_its_ip_address(tmp_path):
     with alpn_responder(tmp_path, *alpn_certificate("t.k", x509.IPAddress(LOOPBACK))) as (port, asked):
-        checker = TlsAlpn01(port=port, networks=acme.parse_networks(["127.0.0.0/8"]), hosts_file=None, timeout=2.0)
+        checker = TlsAlpn01(port=port, networks=parse_networks(["127.0.0.0/8"]), hosts_file=None, timeout=2.0)
         assert checker.check("127.0.0.1", "t.k", ip=True) == "127.0.0.1"
     assert asked == ["1.0.0.127.in-addr.arpa"]  # RFC 8738 6
 
@@ -174,7 +175,7 @@ def test_tls_alpn_01_for_an_address_sends_its_reverse_name_and_wants_its_ip_addr
 ])
 def test_tls_alpn_01_for_an_address_refuses_a_certificate_naming_anything_else(tmp_path, names):
     with alpn_responder(tmp_path, *alpn_certificate("t.k", *names)) as (port, _):
-        checker = TlsAlpn01(port=port, networks=acme.parse_networks(["127.0.0.0/8"]), hosts_file=None, timeout=2.0)
+        checker = TlsAlpn01(port=port, networks=parse_networks(["127.0.0.0/8"]), hosts_file=None, timeout=2.0)
         with pytest.raises(ValidationFailed) as failed:
             checker.check("127.0.0.1", "t.k", ip=True)
     assert failed.value.error_type == "unauthorized" and "exactly 127.0.0.1" in failed.value.detail

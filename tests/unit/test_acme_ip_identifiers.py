@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from domain import acme, acme_challenges, acme_requests
-from domain.acme import AcmeProblem
+from domain import acme_challenges, acme_eab_key, acme_requests
+from domain.acme_problems import AcmeProblem
 from domain.errors import DomainError
 
 
@@ -70,7 +70,7 @@ def test_an_address_that_names_no_host_is_refused_as_api_issuance_refuses_it(add
 
 
 def test_a_key_with_patterns_orders_only_addresses_inside_its_networks():
-    patterns = acme.check_allowed_names([".example", "10.0.0.0/24", "fd00::5"])
+    patterns = acme_eab_key.check_allowed_names([".example", "10.0.0.0/24", "fd00::5"])
     assert patterns == [".example", "10.0.0.0/24", "fd00::5/128"]
     assert acme_requests.check_identifiers(ip("10.0.0.7", "fd00::5"), patterns, wildcard_problem=None).ip == [
         "10.0.0.7", "fd00::5"]
@@ -88,7 +88,7 @@ def test_a_key_with_patterns_orders_only_addresses_inside_its_networks():
 @pytest.mark.parametrize("pattern", ["10.0.0.1/24", "10.0.0.0/33", "fd00::/129", "10.0.0", "1.2.3.4.5"])
 def test_a_keys_network_must_be_one(pattern):
     with pytest.raises(DomainError) as refused:
-        acme.check_allowed_names([pattern])
+        acme_eab_key.check_allowed_names([pattern])
     assert refused.value.field == "allowed_names[0]"
 
 
