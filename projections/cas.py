@@ -54,7 +54,7 @@ class CasProjector(Projector):
             fingerprint TEXT NOT NULL, tenant_id TEXT NOT NULL, ca_id TEXT NOT NULL, role TEXT NOT NULL,
             issuer_ca_id TEXT, subject_dn TEXT NOT NULL, issuer_dn TEXT NOT NULL, subject_key_id TEXT NOT NULL,
             authority_key_id TEXT, not_before TEXT NOT NULL, not_after TEXT NOT NULL, certificate_pem TEXT NOT NULL,
-            position INTEGER NOT NULL, distrusted_at TEXT, serial_hex TEXT NOT NULL,
+            position INTEGER NOT NULL, distrusted_at TEXT, serial_hex TEXT,
             PRIMARY KEY (tenant_id, fingerprint)) WITHOUT ROWID""",
         "CREATE INDEX IF NOT EXISTS {ix}_ski ON {ca_certificates} (tenant_id, subject_key_id)",
         "CREATE INDEX IF NOT EXISTS {ix}_ca ON {ca_certificates} (tenant_id, ca_id)",
@@ -174,7 +174,7 @@ class CasProjector(Projector):
             (facts["fingerprint_sha256"], event.tenant_id, ca_id, role, certificate.get("issuer_ca_id"),
              facts["subject_dn"], facts["issuer_dn"], facts["subject_key_identifier"],
              facts.get("authority_key_identifier"), facts["not_before"], facts["not_after"],
-             certificate["certificate_pem"], event.global_position, None, facts["serial_hex"]))
+             certificate["certificate_pem"], event.global_position, None, facts.get("serial_hex")))
 
 
 def _ca_row(row: tuple) -> dict:
