@@ -17,7 +17,6 @@ MIN_RSA_BITS_LEAF, MIN_RSA_BITS_CA = 3072, 4096
 MIN_RSA_EXPONENT, MAX_RSA_EXPONENT = 2**16 + 1, 2**256
 STRONG_HASHES = frozenset({"sha384", "sha512"})
 BROKEN_HASHES = frozenset({"md2", "md4", "md5", "sha1"})
-DEFAULT_CA_ALGORITHM = "ml-dsa-65"
 _CLASSICAL_SIGNERS = ("rsa", "ecdsa", "hybrid")
 _RSA, _DSA, _ECDSA = re.compile(r"rsa-(\d{1,6})"), re.compile(r"dsa-\d{1,6}"), re.compile(r"ecdsa-(\w+)")
 _GOOD_CURVES = frozenset({"p256", "p384", "p521", "secp256r1", "secp384r1", "secp521r1", "prime256v1"})
