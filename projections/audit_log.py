@@ -49,8 +49,12 @@ def search(conn: sqlite3.Connection, scope: str | None, *, day: str | None = Non
            type_: str | None = None, tenant_id: str | None = None, correlation_id: str | None = None,
            after_position: int = 0, limit: int = 100) -> list[dict]:
     """Audit entries in global order after ``after_position``; confined to ``scope`` if set."""
-    clauses, args = ["position > ?"], [after_position]
-    for column, value in (("tenant_id", scope), ("tenant_id", tenant_id), ("day_bucket", day),
+    # A stream's or a day's entries are found through their own index, then sorted: "+" keeps SQLite, which
+    # without statistics takes any tenant's entries for a few, from walking the tenant's (tenant, position) index
+    # or the log's positions instead (100 ms for a tenant of 80,000 entries; docs/architecture.md, "Query plans").
+    plus = "+" if stream_id is not None or day is not None else ""
+    clauses, args = [f"{plus}position > ?"], [after_position]
+    for column, value in ((f"{plus}tenant_id", scope), (f"{plus}tenant_id", tenant_id), ("day_bucket", day),
                           ("stream_id", stream_id), ("actor", actor), ("type", type_),
                           ("correlation_id", correlation_id)):
         if value is not None:

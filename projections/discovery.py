@@ -81,8 +81,11 @@ class DiscoveryProjector(Projector):
              o.get("client_certificate")))
 
 
+# "+c.tenant_id": the certificate is found through its fingerprint's index. Without statistics SQLite took the
+# tenant's common-name index instead and read every certificate of the tenant per endpoint (11 s for a tenant of
+# 56,000 certificates and as many endpoints; docs/architecture.md, "Query plans").
 _SELECT = (f"SELECT {', '.join('d.' + c for c in COLUMNS)}, {', '.join('c.' + c for c in MATCH)}, a.kind "
-           "FROM discovered_endpoints d LEFT JOIN certificates c ON c.tenant_id = d.tenant_id "
+           "FROM discovered_endpoints d LEFT JOIN certificates c ON +c.tenant_id = d.tenant_id "
            "AND c.fingerprint = d.fingerprint LEFT JOIN cas a ON a.tenant_id = c.tenant_id AND a.ca_id = c.ca_id")
 
 

@@ -19,6 +19,7 @@ from typing import Protocol
 
 from domain.events import EventEnvelope
 from projections.base import Projector
+from projections.statistics import analyze_statements, forget_statistics
 from projections.views_db import CHECKPOINTS, EMPTIED, RebuildGuard, connect_views, rebuild_lock_path
 
 SHADOW = "__shadow"
@@ -80,6 +81,8 @@ def _replay_and_swap(conn: sqlite3.Connection, projector: Projector, shadow: Pro
     position, applied = _bulk(conn, name, shadow, source, head, batch=batch, closing=closing, progress=progress)
     for statement in shadow.deferred_statements():  # one transaction each: the live tail gets in between
         conn.execute(statement)
+    analyzing = analyze_statements(projector.bound("", "").t(table) for table in projector.tables)
+    conn.execute(analyzing[0])
     conn.execute("BEGIN IMMEDIATE")  # swap phase: catch the tail up and swap atomically
     try:
         while events := source.read_all_sync(position, batch * 5):
@@ -91,6 +94,11 @@ def _replay_and_swap(conn: sqlite3.Connection, projector: Projector, shadow: Pro
         live.drop(conn)
         for table in shadow.tables:
             conn.execute(f"ALTER TABLE {shadow.t(table)} RENAME TO {live.t(table)}")
+        # the swapped-in tables' statistics, committed with the swap, so every connection loads them with the new
+        # schema (projections/statistics.py); a rename leaves a table's earlier statistics under the old name
+        forget_statistics(conn, [shadow.t(table) for table in shadow.tables])
+        for statement in analyzing[1:]:
+            conn.execute(statement)
         conn.execute("INSERT OR REPLACE INTO projection_checkpoints VALUES (?, ?, ?, ?, ?)",
                      (name, position, shadow.version, tag, time.time()))
         conn.execute("COMMIT")

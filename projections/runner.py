@@ -34,6 +34,7 @@ from domain.events import EventEnvelope
 from projections.base import Projector
 from projections import rebuild
 from projections.read_position import ReadPosition
+from projections.statistics import Statistics
 from projections.views_db import CHECKPOINT_ROWS, RebuildGuard, connect_views, create_missing, empty_for_rebuild
 
 log = logging.getLogger(__name__)
@@ -97,6 +98,7 @@ class ProjectionRunner:
         # what this process's tail did: batches and events committed to the views, batches that failed (retried);
         # `csm projector --metrics-port` exposes them (infra/metrics_server.py)
         self.counts = {"batches": 0, "events": 0, "failed_batches": 0}
+        self.statistics = Statistics()  # the query planner's, kept by the process that writes the views
 
     @property
     def position(self) -> int:
@@ -246,6 +248,7 @@ class ProjectionRunner:
         self.counts["batches"] += 1
         self.counts["events"] += len(events)
         self.position = self._checkpoints(conn)
+        self.statistics.refresh(conn, self.position)
         return len(events)
 
     def apply_delivered(self, events: list[EventEnvelope]) -> int:

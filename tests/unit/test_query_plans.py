@@ -1,0 +1,158 @@
+"""The read models' key lookups go through the key's own index whether or not ANALYZE ever ran, and the process
+that writes views.db keeps statistics there (projections/statistics.py).
+
+Without statistics SQLite's plans depend on the schema alone (it takes any ``tenant_id = ?`` for ten rows), so a
+database of the projectors' real tables with a few rows in them gets the plan a tenant of 100,000 certificates
+gets; docs/architecture.md, "Query plans", has the measurements.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from commands.ports import AppendRequest
+from infra.eventstore.sqlite import SQLiteEventStore
+from projections import audit_log, certificate_queries, discovery
+from projections.certificates import COLUMNS
+from projections.registry import all_projectors
+from projections.runner import ProjectionRunner
+from projections.statistics import analyze, has_statistics
+
+NOW = datetime(2026, 12, 1, tzinfo=UTC)
+
+
+class Recorder:
+    """A connection that notes the statements a query function runs through it."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn, self.statements = conn, []
+
+    def execute(self, sql, parameters=()):
+        self.statements.append((sql, tuple(parameters)))
+        return self.conn.execute(sql, parameters)
+
+
+def plans(conn: sqlite3.Connection, query, *args, **kwargs) -> tuple[list, str]:
+    """(what the query returned, the plans of every statement it ran, as one text)."""
+    recorder = Recorder(conn)
+    found = query(recorder, *args, **kwargs)
+    text = " | ".join(row[-1] for sql, params in recorder.statements
+                      for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params))
+    return found, text
+
+
+def _certificate(tenant: str, n: int) -> dict:
+    row = dict.fromkeys(COLUMNS, "x")
+    row.update(tenant_id=tenant, certificate_id=f"{tenant}-cert-{n}", ca_id=f"{tenant}-ca", serial_hex=f"{n:040x}",
+               fingerprint=f"{tenant}-fp-{n}", common_name=f"node-{n}", status="issued", has_key=1,
+               not_before="2026-01-01T00:00:00Z", not_after="2027-01-01T00:00:00Z", sans="[]", tags="[]",
+               key_exports=0, version=1, position=n, renew_at="2026-11-01T00:00:00Z", auto_renew=1,
+               public_key_sha256=f"{tenant}-key-{n}", last_verified=None, alternative_key_sha256=None,
+               superseded_by=None, revoked_ca_id=None)
+    return row
+
+
+@pytest.fixture
+def views():
+    """The projectors' tables, as a fresh views.db has them (no statistics), two tenants' certificates, their CAs,
+    audit entries and a discovered endpoint serving one of the certificates."""
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    for projector in all_projectors():
+        projector.bound("", "t").create(conn)
+    for tenant in ("big", "small"):
+        conn.execute("INSERT INTO certificate_cas VALUES (?, ?, NULL, NULL)", (tenant, f"{tenant}-ca"))
+        for n in range(1, 4):
+            row = _certificate(tenant, n)
+            conn.execute(f"INSERT INTO certificates ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
+                         tuple(row.values()))
+    conn.execute("INSERT INTO discovered_endpoints (tenant_id, host, port, observed_at, scan_id, fingerprint, "
+                 "first_seen, position) VALUES ('big', 'node-2', 9142, ?, 's', 'big-fp-2', ?, 1)",
+                 (NOW.isoformat(), NOW.isoformat()))
+    for position in range(1, 7):
+        tenant = "big" if position % 2 else "small"
+        conn.execute("INSERT INTO audit_log VALUES (?, '2026-12-01', '2026-12-01T00:00:00Z', ?, ?, ?, 'certificate', "
+                     "1, 'certificate.issued', 'token:a', 'api_token', ?)",
+                     (position, f"e{position}", tenant, f"certificate-{position}", f"c{position}"))
+    yield conn
+    conn.close()
+
+
+@pytest.mark.parametrize("scope", ["big", None])
+def test_a_serial_is_found_through_the_serial_index_within_a_tenant_or_across_them(views, scope):
+    found, plan = plans(views, certificate_queries.search, scope, serial=f"{2:x}")
+    assert [r["certificate_id"] for r in found] == (["big-cert-2"] if scope else ["big-cert-2", "small-cert-2"])
+    assert "_serial (tenant_id=? AND ca_id=? AND serial_hex=?)" in plan, plan
+    assert not [step for step in plan.split(" | ") if step == "SCAN c" or step.startswith("SCAN c ")], plan
+
+
+def test_a_tenants_fingerprint_is_found_through_the_fingerprint_index(views):
+    found, plan = plans(views, certificate_queries.search, "big", fingerprint="big-fp-3")
+    assert [r["certificate_id"] for r in found] == ["big-cert-3"]
+    assert "_fingerprint (fingerprint=?)" in plan, plan
+    assert plans(views, certificate_queries.search, "small", fingerprint="big-fp-3")[0] == []
+
+
+def test_an_endpoints_certificate_is_joined_through_its_fingerprint(views):
+    found, plan = plans(views, discovery.of_tenant, "big")
+    assert [r["certificate_id"] for r in found] == ["big-cert-2"]
+    assert "_fingerprint (fingerprint=?) LEFT-JOIN" in plan, plan
+    records, plan = plans(views, discovery.records, "big", NOW - timedelta(days=1))
+    assert [r.certificate_id for r in records] == ["big-cert-2"]
+    assert "_fingerprint (fingerprint=?) LEFT-JOIN" in plan, plan
+    assert plans(views, discovery.of_tenant, "small")[0] == []
+
+
+@pytest.mark.parametrize(("filters", "index"), [({"stream_id": "certificate-3"}, "_stream (stream_id=?)"),
+                                                ({"day": "2026-12-01"}, "_day (day_bucket=?)")])
+def test_a_streams_or_a_days_audit_entries_are_found_through_their_own_index(views, filters, index):
+    found, plan = plans(views, audit_log.search, "big", **filters)
+    assert {r["tenant_id"] for r in found} == {"big"} and found
+    assert index in plan, plan
+
+
+def test_the_runner_analyzes_a_views_database_that_has_no_statistics(bench, tmp_path):
+    views = tmp_path / "views.db"
+    with SQLiteEventStore(tmp_path / "events.db") as store:
+        store.append_blocking(AppendRequest(tenant_id="acme", stream_id="tenant-acme", stream_type="tenant",
+                                            expected_version=0, events=[bench.phases.tenant_event("acme", 0, "a")]))
+        runner = ProjectionRunner(store, views, all_projectors()).open()
+        reader = runner.connection()  # opened before the statistics are written
+        try:
+            with contextlib.closing(sqlite3.connect(views)) as conn:
+                assert not has_statistics(conn)
+            runner.catch_up_once()
+            with contextlib.closing(sqlite3.connect(views)) as conn:
+                assert has_statistics(conn)
+                rows = dict(conn.execute("SELECT idx, stat FROM sqlite_stat1 WHERE tbl = 'audit_log'"))
+            assert any(name.endswith("_stream") for name in rows), rows
+            # a connection opened before reads them too: the ANALYZE committed with a schema change
+            assert reader.execute("SELECT count(*) FROM sqlite_stat1").fetchone()[0] > 0
+        finally:
+            reader.close()
+            runner.close()
+
+
+def test_analyze_makes_connections_already_open_plan_with_the_new_statistics(tmp_path):
+    """A plain ANALYZE after the first (which creates sqlite_stat1, a schema change) reaches no connection already
+    open: an HTTP worker's would plan with the old statistics until it reconnected."""
+    writer = sqlite3.connect(tmp_path / "v.db", isolation_level=None)
+    writer.execute("CREATE TABLE t (a, b)")
+    writer.execute("CREATE INDEX t_b ON t (b)")
+    writer.execute("CREATE INDEX t_a ON t (a)")
+    writer.executemany("INSERT INTO t VALUES (?, ?)", [(i, i % 2) for i in range(2000)])  # a unique
+    analyze(writer)
+    reader = sqlite3.connect(tmp_path / "v.db", isolation_level=None)
+    query = "SELECT * FROM t WHERE a = 1 AND b = 5"
+    reader.execute(query).fetchall()
+    assert "t_a" in reader.execute(f"EXPLAIN QUERY PLAN {query}").fetchone()[-1]
+    writer.execute("DELETE FROM t")
+    writer.executemany("INSERT INTO t VALUES (?, ?)", [(i % 2, i) for i in range(2000)])  # b unique now
+    analyze(writer)
+    reader.execute(query).fetchall()  # its next statement, cached or not, sees the new statistics
+    assert "t_b" in reader.execute(f"EXPLAIN QUERY PLAN {query} ").fetchone()[-1]  # (a new text: EXPLAIN is not run)
+    writer.close()
+    reader.close()
