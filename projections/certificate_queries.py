@@ -187,9 +187,11 @@ def live_by_issuer(conn: sqlite3.Connection, tenant_id: str, now: datetime) -> d
     """The tenant's live, unexpired certificates by the fingerprint of the CA certificate they were signed under,
     oldest first: what a compromise rollover asks to find those signed under a key it withdrew from trust."""
     found: dict[str, list[str]] = {}
+    # every live row is read, so through the live index, then sorted ("+"): with statistics SQLite otherwise
+    # walked the tenant's position index to save the sort, reading its expired and renewed rows too (1.4x-4x slower)
     for issuer, certificate_id in conn.execute(
             f"SELECT issuer_fingerprint, certificate_id FROM certificates WHERE tenant_id = ? AND not_after > ? "
-            f"AND {_LIVE} ORDER BY position", (tenant_id, validity_time(now))).fetchall():
+            f"AND {_LIVE} ORDER BY +position", (tenant_id, validity_time(now))).fetchall():
         found.setdefault(issuer, []).append(certificate_id)
     return found
 
