@@ -16,9 +16,12 @@ next statement.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import time
 from collections.abc import Iterable
+
+log = logging.getLogger(__name__)
 
 ANALYSIS_LIMIT = 1000  # rows sampled per index: ANALYZE of the whole views database in tens of milliseconds
 REFRESH_SECONDS = 6 * 3600.0  # how often the tail's process analyzes again: the shape of the data changes slowly
@@ -90,6 +93,10 @@ class Statistics:
                 return False
         elif now < self.next_at and position < 2 * self.position + GROWTH_FLOOR:
             return False
-        analyze(conn)
-        self.next_at, self.position = time.monotonic() + self.interval, position
+        self.next_at, self.position = now + self.interval, position
+        try:
+            analyze(conn)
+        except sqlite3.OperationalError:  # busy past the timeout: the views are written, this waits for next time
+            log.warning("ANALYZE of the views database failed; planning with the statistics it had", exc_info=True)
+            return False
         return True
