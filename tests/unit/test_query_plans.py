@@ -122,6 +122,21 @@ def test_a_serial_is_found_through_the_serial_index_within_a_tenant_or_across_th
     assert not [step for step in plan.split(" | ") if step == "SCAN c" or step.startswith("SCAN c ")], plan
 
 
+@pytest.mark.parametrize("sort", ["issued", "expiry"])
+def test_the_certificates_of_every_tenant_are_listed_through_each_tenants_index_in_order(views, sort):
+    every = ["big-cert-1", "small-cert-1", "big-cert-2", "small-cert-2", "big-cert-3", "small-cert-3"]
+    if sort == "expiry":  # one not_after for all: by id
+        every = sorted(every)
+    found, plan = plans(views, certificate_queries.search, None, sort=sort, limit=4)
+    assert [r["certificate_id"] for r in found] == every[:4]
+    assert "(tenant_id=?)" in plan and "SCAN o" not in plan.split(" | "), plan
+    after = certificate_queries.decode_cursor(certificate_queries.encode_cursor(found[1], sort))
+    found = certificate_queries.search(views, None, sort=sort, cursor=after, limit=3)
+    assert [r["certificate_id"] for r in found] == every[2:5]
+    found = certificate_queries.search(views, None, sort=sort, status="issued", ca_id="small-ca")
+    assert [r["certificate_id"] for r in found] == [c for c in every if c.startswith("small")]
+
+
 def test_a_tenants_fingerprint_is_found_through_the_fingerprint_index(views):
     found, plan = plans(views, certificate_queries.search, "big", fingerprint="big-fp-3")
     assert [r["certificate_id"] for r in found] == ["big-cert-3"]
