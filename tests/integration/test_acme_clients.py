@@ -148,7 +148,8 @@ async def test_lego_obtains_a_wildcard_certificate_through_rfc2136_and_dns_01(tm
         env = {"LEGO_CA_CERTIFICATES": str(world.tls_ca), "RFC2136_NAMESERVER": knot.nameserver,
                "RFC2136_TSIG_KEY": KEY_NAME, "RFC2136_TSIG_ALGORITHM": "hmac-sha256.",
                "RFC2136_TSIG_SECRET": knot.secret, "RFC2136_POLLING_INTERVAL": "1",
-               "RFC2136_PROPAGATION_TIMEOUT": "30", "RFC2136_TTL": "60"}
+               "RFC2136_PROPAGATION_TIMEOUT": "30", "RFC2136_TTL": "60",
+               "RFC2136_SEQUENCE_INTERVAL": "1"}  # both names prove at one TXT name, one after the other: 60 s apart by default
         # lego finds the zone by asking --dns.resolvers (the zone's own server here); the TXT record is checked
         # there, not at the NS record's address (port 53, which the test server is not on): --dns.disable-cp
         await run_tool(LEGO, "--server", world.directory, "--path", str(path), "--email", "ops@acme.test",
