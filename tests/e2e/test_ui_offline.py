@@ -172,11 +172,12 @@ def test_an_offline_root_is_imported_its_intermediate_signed_at_the_ceremony_and
     no_problems(page, console=False)
 
 
-def deploy(service, node, name: str, certificate_id: str, remote: Path, password: Path) -> str:
+def deploy(service, node, name: str, certificate_id: str, remote: Path, password: Path, keep: int = 2,
+           expect: int = 0) -> str:
     return csm(service.data_dir, "cluster", "deploy", "--tenant", TENANT, "--certificate", certificate_id,
                "--node", f"{name}={node.destination}", "--known-hosts", str(node.known_hosts), "--identity",
                str(node.identity), "--password-file", str(password), "--remote-dir", str(remote), "--keep",
-               "2").stdout
+               str(keep), expect=expect).stdout
 
 
 def test_the_deployments_view_lists_each_node_and_a_certificate_its_nodes(service, browser, ssh_node, tmp_path):
@@ -191,9 +192,12 @@ def test_the_deployments_view_lists_each_node_and_a_certificate_its_nodes(servic
     assert "1 deployed, 0 failed" in out
     deploy_stopped_halfway(service.data_dir, ssh_node, tenant_id=TENANT, name="db-2", certificate_id=new,
                            remote=tmp_path / "db-2", keep=2)
+    (tmp_path / "db-3" / "keystore.jks.previous").mkdir(parents=True)  # --keep 1 removes it first: rm fails on a
+    (tmp_path / "db-3" / "keystore.jks.previous" / "in-the-way").write_bytes(b"x")  # directory, at the commit step
+    assert "db-3: FAILED" in deploy(service, ssh_node, "db-3", new, tmp_path / "db-3", password, keep=1, expect=1)
     listed = settled(lambda: service.get("/v1/deployments", tenant_id=TENANT).json()["items"],
                      lambda items: {(n["node"], n["certificate_id"], (n["started"] or {}).get("certificate_id"))
-                                    for n in items} >= {("db-1", new, None), ("db-2", old, new)},
+                                    for n in items} >= {("db-1", new, None), ("db-2", old, new), ("db-3", None, new)},
                      "the deployments read model")
     db1 = next(n for n in listed if n["node"] == "db-1")
     assert [g["certificate_id"] for g in db1["generations"]] == [old] and db1["keep"] == 2
@@ -211,6 +215,10 @@ def test_the_deployments_view_lists_each_node_and_a_certificate_its_nodes(servic
     assert row.locator("[data-unfinished]").count() == 0
     unfinished = page.locator("#nodes tbody tr", has=page.locator("[data-node='db-2']")).locator("[data-unfinished]")
     assert unfinished.get_attribute("data-unfinished") == new
+    assert unfinished.get_attribute("data-outcome") == "unfinished"
+    failed_row = page.locator("#nodes tbody tr", has=page.locator("[data-node='db-3']"))
+    assert failed_row.locator("[data-unfinished]").get_attribute("data-outcome") == "failed"
+    assert "at commit" in failed_row.inner_text() and "Is a directory" in failed_row.inner_text()
 
     page.get_by_role("searchbox", name="Node").fill("db-2")
     page.get_by_role("button", name="Show").click()
@@ -228,8 +236,11 @@ def test_the_deployments_view_lists_each_node_and_a_certificate_its_nodes(servic
     page.locator("#certificate-deployments [data-state=current]").wait_for()
     expected = {d["node"]: d["started_at"] is not None for d in
                 service.get(f"/v1/certificates/{new}/deployments").json()["items"]}
-    assert expected == {"db-1": False, "db-2": True}
+    assert expected == {"db-1": False, "db-2": True, "db-3": True}
     assert nodes.locator("tbody tr", has=page.locator("[data-node='db-2']")).get_by_text("started").count() >= 1
+    db3 = nodes.locator("tbody tr", has=page.locator("[data-node='db-3']"))
+    assert db3.locator("[data-state]").get_attribute("data-state") == "failed"
+    assert "Is a directory" in db3.inner_text()
     nodes.get_by_role("link", name="db-1").click()
     page.wait_for_function("() => document.querySelector('#nodes [data-node]')?.dataset.node === 'db-1'")
     assert page.locator("#deployments-node").input_value() == "db-1"
