@@ -21,6 +21,7 @@ from cli.ca import convert
 from cli.cluster_deploy import Target, each_node, node_target, report_unfinished, run_reload
 from cli.cluster_verify import check, verify_options
 from cli.common import CliError, catch_up, command_context, run_async, runtime_for
+from cli.metrics_file import Run, metrics_file_option, recorded_run
 from commands import deployments
 from domain.deployment import NodeFile
 from infra import ssh
@@ -78,17 +79,27 @@ class SshNode:
 @click.option("--connect-timeout", type=click.IntRange(1, 300), default=10, show_default=True)
 @click.option("--stop-on-error", is_flag=True, help="Leave the remaining nodes alone after a failure.")
 @verify_options
+@metrics_file_option
 @click.pass_obj
 def rollback(settings: Settings, nodes: tuple[str, ...], generation: int, known_hosts: Path, identity: Path | None,
              tenant_id: str, force: bool, reload_command: str | None, reload_timeout: int, connect_timeout: int,
-             stop_on_error: bool, verify_ports: tuple[int, ...], verify_within: int) -> None:
+             stop_on_error: bool, verify_ports: tuple[int, ...], verify_within: int, metrics_file: Path | None) -> None:
     """Undo each --node's last deployment (--generation N: its last N): that generation of every file back in place
     (the undone file kept as NAME.rolled-back, the newer generations removed, the older ones shifted down), audited;
     then reload and verify if asked.
 
     Refused for a node without that generation, whose files were changed since the deployment, or to which a
-    deployment was started and never recorded as done (unless --force). Exit status 1 if any node failed.
+    deployment was started and never recorded as done (unless --force). Exit status 1 if any node failed. With
+    --metrics-file, the run is recorded for node_exporter's textfile collector (csm_cluster_rollback_*).
     """
+    with recorded_run(metrics_file, "cluster_rollback") as run:
+        _rollback(settings, run, nodes, generation, known_hosts, identity, tenant_id, force, reload_command,
+                  reload_timeout, connect_timeout, stop_on_error, verify_ports, verify_within)
+
+
+def _rollback(settings: Settings, run: Run, nodes: tuple[str, ...], generation: int, known_hosts: Path,
+              identity: Path | None, tenant_id: str, force: bool, reload_command: str | None, reload_timeout: int,
+              connect_timeout: int, stop_on_error: bool, verify_ports: tuple[int, ...], verify_within: int) -> None:
     targets = [node_target(text) for text in nodes]
     if len({t.name for t in targets}) != len(targets):
         raise click.BadParameter("a node is named twice", param_hint="--node")
@@ -101,7 +112,8 @@ def rollback(settings: Settings, nodes: tuple[str, ...], generation: int, known_
         catch_up(runtime)
         each_node(targets, lambda target: _rollback_one(
             runtime, target, SshNode(target.endpoint, options, reload_command, reload_timeout), tenant_id=tenant_id,
-            force=force, generation=generation, verify=(verify_ports, verify_within)), stop_on_error=stop_on_error, done="rolled back")
+            force=force, generation=generation, verify=(verify_ports, verify_within)), stop_on_error=stop_on_error,
+            done="rolled back", run=run)
 
 
 def _rollback_one(runtime, target: Target, node: SshNode, *, tenant_id: str, force: bool, generation: int,

@@ -1,4 +1,4 @@
-"""``--metrics-file PATH`` for batch commands (audit verify, cluster deploy and verify): the run, recorded for
+"""``--metrics-file PATH`` for batch commands (audit verify, cluster deploy, verify and rollback): the run, recorded for
 node_exporter's textfile collector however the command ends (infra/metrics_file.py writes it)."""
 
 from __future__ import annotations

@@ -23,6 +23,8 @@ COUNTS: dict[str, dict[str, str]] = {
                      "unsealed_events": "Events not yet sealed by a signed checkpoint"},
     "cluster_deploy": {"nodes": "Nodes the run was given", "nodes_failed": "Nodes that failed (or were skipped)"},
     "cluster_verify": {"nodes": "Nodes the run was given", "nodes_failed": "Nodes that did not verify"},
+    "cluster_rollback": {"nodes": "Nodes the run was given",
+                         "nodes_failed": "Nodes not rolled back (refused, failed or skipped), or not verified"},
 }
 RUN = {"last_run_timestamp_seconds": "When the last run ended (Unix time)",
        "success": "1 if the last run succeeded (exit status 0), else 0",

@@ -113,10 +113,13 @@ def test_a_node_that_keeps_serving_the_old_certificate_fails_and_a_rollback_rest
         assert_run(read_metrics_file(tmp_path / "verify.prom"), "cluster_verify", success=False, nodes=1,
                    nodes_failed=1)
         new_files = {name: (remote / name).read_bytes() for name in old_files}
-        output = _rollback(data, ssh_node, "--verify-port", str(port), "--verify-within", "10")
+        output = _rollback(data, ssh_node, "--verify-port", str(port), "--verify-within", "10", "--metrics-file",
+                           str(tmp_path / "rollback.prom"))
         assert f"rolled back certificate {new_id}" in output and f"restored: certificate {old_id}" in output
         assert f"verify 127.0.0.1:{port}: serves certificate {old_id}" in output
         assert "1 rolled back, 0 failed" in output
+        assert_run(read_metrics_file(tmp_path / "rollback.prom"), "cluster_rollback", success=True, nodes=1,
+                   nodes_failed=0)
     for name, body in old_files.items():  # byte for byte, and what was undone is kept beside
         assert (remote / name).read_bytes() == body
         assert (remote / f"{name}.rolled-back").read_bytes() == new_files[name]
@@ -133,7 +136,9 @@ def test_a_node_that_keeps_serving_the_old_certificate_fails_and_a_rollback_rest
     assert after_rollback["stream_id"] == f"certificate-{old_id}"  # the restored certificate's
     assert _show(data, old_id)["last_deployed_node"] == "db-1"
     # the store now says db-1 holds the old certificate again; a second rollback has no .previous to go back to
-    output = _rollback(data, ssh_node, code=1)
+    output = _rollback(data, ssh_node, "--metrics-file", str(tmp_path / "rollback.prom"), code=1)
+    assert_run(read_metrics_file(tmp_path / "rollback.prom"), "cluster_rollback", success=False, nodes=1,
+               nodes_failed=1)
     assert f"no_previous: node db-1 has no {remote / 'keystore.pem'}.previous" in output
     assert len(_events(data, "certificate.deployment_rolled_back")) == 1
 
