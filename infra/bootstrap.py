@@ -43,7 +43,6 @@ from infra.keystore.kek import KekError
 from infra.keystore.pkcs11 import kek_factories
 from infra.untrusted_chains import ReadModelUntrustedChains
 from infra.keystore.vault import SQLiteKeyVault
-from infra.ldap import LdapDirectory
 from infra.primary_link_client import LinkClient, LinkedQuotaLedger
 from infra.renewal_scheduler import RenewalScheduler
 from infra.revocation_scheduler import RevocationScheduler
@@ -175,8 +174,8 @@ class Runtime:
             self.services.crypto.close()  # logs out of the token of CA keys, if it logged in
         if isinstance(self.services.artifacts, SQLiteArtifactStore):
             self.services.artifacts.close()
-        if isinstance(self.services.directory, LdapDirectory):
-            self.services.directory.close()
+        if self.settings.ldap is not None and self.services.directory is not None:
+            self.services.directory.close()  # the LdapDirectory open_runtime built
 
     def verify(self, progress=None) -> VerifyReport:
         return verify_store(self.settings, self.store, progress)
@@ -217,6 +216,8 @@ def open_runtime(settings: Settings, link: LinkClient | None = None, *, rebuild:
                         crl_validity=timedelta(hours=settings.crl_validity_hours))
     if settings.ldap is not None:
         # Built here so a bad URL, CA file or password file stops startup instead of the first sign-in.
+        from infra.ldap import LdapDirectory  # ldap3 (0.1 s to import) only where a directory is configured
+
         services.directory = LdapDirectory(settings.ldap)
     services.allow_loopback_webhooks = settings.webhook_allow_loopback_http
     services.webhook_host_encoder = encode_host  # URLs are saved only if the delivery can send to them

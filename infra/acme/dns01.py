@@ -11,15 +11,13 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
-
-import dns.exception
-import dns.name
-import dns.nameserver
-import dns.rdatatype
-import dns.resolver
+from typing import TYPE_CHECKING
 
 from domain import acme_challenges
 from infra.acme.http01 import ValidationFailed
+
+if TYPE_CHECKING:
+    import dns.resolver
 
 DEFAULT_PORT = 53
 MAX_RECORDS = 100  # TXT records compared at most; more fail the challenge
@@ -78,6 +76,13 @@ class Dns01:
         return str(answer.nameserver)
 
     def _query(self, record: str) -> dns.resolver.Answer:
+        # dnspython imported here, by the validator's first dns-01 lookup: every `csm` process imports this module
+        import dns.exception
+        import dns.name
+        import dns.nameserver
+        import dns.rdatatype
+        import dns.resolver
+
         resolver = dns.resolver.Resolver(configure=False)
         resolver.nameservers = [dns.nameserver.Do53Nameserver(address, port) for address, port in self.resolvers]
         resolver.cache = None
