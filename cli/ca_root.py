@@ -21,7 +21,7 @@ from cli.common import CliError
 from cli.options import constraint_options, constraints, subject_of, subject_options
 from commands.crl import CrlRequest
 from commands.pki import der_of_pem, new_serial, pem
-from domain import key_rules, policy, revocation, spec_builders, violations
+from domain import crl_publication, key_rules, policy, spec_builders, violations
 from domain.algorithms import ALGORITHMS
 from domain.errors import DomainError
 from infra.crypto import keys as key_files
@@ -161,7 +161,7 @@ def sign_intermediate(root_dir: Path, csr_file: Path, out_file: Path, validity_d
 @click.option("--request", "request_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               required=True, help="The request from `csm ca crl-request` (JSON).")
 @click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=Path), required=True)
-@click.option("--next-update-days", type=click.IntRange(1, revocation.OFFLINE_CRL_MAX_DAYS), default=180,
+@click.option("--next-update-days", type=click.IntRange(1, crl_publication.OFFLINE_CRL_MAX_DAYS), default=180,
               show_default=True, help="When relying parties should expect the next CRL; sign one before then.")
 @click.option("--passphrase-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None)
 def sign_crl(root_dir: Path, request_file: Path, out_file: Path, next_update_days: int, passphrase_file) -> None:
@@ -178,12 +178,12 @@ def sign_crl(root_dir: Path, request_file: Path, out_file: Path, next_update_day
     if out_file.exists():
         raise CliError(f"{out_file} exists: a ceremony never overwrites a CRL")
     try:
-        revocation.check_crl_number(request.crl_number, "crl_number")
+        crl_publication.check_crl_number(request.crl_number, "crl_number")
     except DomainError as exc:
         raise _refuse(exc) from None
     now = datetime.now(UTC).replace(microsecond=0)
     period = timedelta(days=next_update_days)
-    entries = revocation.listed(request.entries, now, period)
+    entries = crl_publication.listed(request.entries, now, period)
     root_key = _root_key(root_dir, passphrase_file)
     try:
         der = CryptographyRevocation().sign_crl(entries, issuer_key=root_key, issuer_certificate=root_der,

@@ -5,11 +5,11 @@ store refuses it if a revocation (or another publisher) got in first: every publ
 lists every revocation recorded before it, and two racing instances publish one CRL per
 number. The DER goes to the artifact store before the event, so no event names a lost CRL.
 After a key rollover each key that may still have valid certificates signs its own CRL
-(``revocation.publishing_keys``): one publication signs them all and appends them together.
+(``crl_publication.publishing_keys``): one publication signs them all and appends them together.
 
 A CA whose key is offline (an imported root) has its CRL signed in the ceremony instead:
 ``request_crl`` gives the ceremony what the stream records (``csm ca crl-request``), and
-``install_crl`` records what it signed once ``revocation.decide_install`` finds it complete.
+``install_crl`` records what it signed once ``crl_publication.decide_install`` finds it complete.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from commands.cas import CaId
 from commands.ports import ArtifactStore, RevocationCrypto
 from commands.runtime import CommandContext, CommandResult, Services, load, replayed, run
 from commands.tenants import TenantId, allowed_while_suspended
-from domain import ca, revocation
+from domain import ca, crl_publication, revocation
 from domain.errors import Contention, DomainError, NotFound
 
 log = logging.getLogger(__name__)
@@ -115,11 +115,11 @@ async def publish(services: Services, tenant_id: str, ca_id: str, *, covering: i
     async with services.locks(tenant_id, ca.stream_id(ca_id)):
         for _ in range(MAX_ATTEMPTS):
             state = await load_registry(services, tenant_id, ca_id)
-            if not revocation.can_publish(state):
+            if not crl_publication.can_publish(state):
                 return None
             now = services.clock.now()
-            if ((covering is not None and revocation.covers(state, covering, now))
-                    or (only_if_due and not revocation.publication_due(state, now))):
+            if ((covering is not None and crl_publication.covers(state, covering, now))
+                    or (only_if_due and not crl_publication.publication_due(state, now))):
                 current = _current(state, now)
                 for key, (_, published) in current.items():  # other processes' CRLs replace this call's attempts
                     if lost.get(key):
@@ -127,7 +127,7 @@ async def publish(services: Services, tenant_id: str, ca_id: str, *, covering: i
                 return [_outcome(state, signer, published, False) for signer, published in current.values()]
             try:
                 return await _publish_from(services, tenant_id, state, now, lost)
-            except revocation.CrlOutdated:
+            except crl_publication.CrlOutdated:
                 continue  # another process wrote meanwhile: it may now be covered, or need the new revocation
     raise Contention(ca.stream_id(ca_id), "ca_id")  # 409 with Retry-After, as every other lost race
 
@@ -135,7 +135,7 @@ async def publish(services: Services, tenant_id: str, ca_id: str, *, covering: i
 def _current(state: revocation.Registry, now) -> dict[str, tuple[ca.CaCertificate, revocation.CrlPublished]]:
     """Each publishing key's last CRL, by key, with the certificate that signs for the key."""
     return {signer.facts.public_key_sha256: (signer, last.published)
-            for signer in revocation.publishing_keys(state, now)
+            for signer in crl_publication.publishing_keys(state, now)
             if (last := state.crls.get(signer.facts.public_key_sha256)) is not None}
 
 
@@ -148,10 +148,10 @@ def _outcome(state: revocation.Registry, signer: ca.CaCertificate, published: re
 async def _publish_from(services: Services, tenant_id: str, state: revocation.Registry, now,
                         lost: dict[str, list[str]]) -> list[PublishedCrl]:
     """One CRL per publishing key, all from this state, numbered in turn; stored, then recorded in one append."""
-    signers = revocation.publishing_keys(state, now)
-    first = revocation.next_crl_number(state, now)
+    signers = crl_publication.publishing_keys(state, now)
+    first = crl_publication.next_crl_number(state, now)
     period = services.crl_validity
-    entries = revocation.crl_entries(state, now, period)  # every revocation of the CA, on every key's CRL
+    entries = crl_publication.crl_entries(state, now, period)  # every revocation of the CA, on every key's CRL
     artifacts = artifacts_of(services)
     publications, signed, number = [], [], first
     for signer in signers:
@@ -179,8 +179,8 @@ async def _publish_from(services: Services, tenant_id: str, state: revocation.Re
     try:
         await run(services, system_context(), publications[0], tenant_id=tenant_id,
                   stream_id=ca.stream_id(state.ca.ca_id), stream_type=ca.STREAM_TYPE, fold=revocation.fold,
-                  decide=lambda s: revocation.decide_publish(s, built_from, publications), locked=True)
-    except revocation.CrlOutdated:
+                  decide=lambda s: crl_publication.decide_publish(s, built_from, publications), locked=True)
+    except crl_publication.CrlOutdated:
         for signer, published in zip(signers, publications):
             lost.setdefault(signer.facts.public_key_sha256, []).append(published.sha256)
         raise
@@ -208,21 +208,21 @@ async def _supersede(artifacts: ArtifactStore, newer: str, older: list[str]) -> 
 async def current_crl(services: Services, tenant_id: str, ca_id: str,
                       key: str | None = None) -> tuple[revocation.CrlPublished, bytes]:
     """The latest CRL of the CA key ``key`` names (its key identifier, hex) and its DER; ``key`` None: of the
-    CA's oldest key that still publishes (see ``revocation.crl_of_key``). Published now if a key that publishes
+    CA's oldest key that still publishes (see ``crl_publication.crl_of_key``). Published now if a key that publishes
     has none yet, or its last one has lapsed or lacks a revocation."""
     state = await load_registry(services, tenant_id, ca_id)
     ca.require(state.ca, ca_id)
     if key is not None and revocation.key_named(state.ca, key) is None:
         raise NotFound("crl_not_found", f"CA {ca_id} has no key {key}", field="key")
     # The scheduler normally keeps CRLs fresh; this covers a new CA or key, and a scheduler that was down.
-    last = revocation.crl_of_key(state, key, services.clock.now())
-    if revocation.stale(state, last, services.clock.now()):
+    last = crl_publication.crl_of_key(state, key, services.clock.now())
+    if crl_publication.stale(state, last, services.clock.now()):
         await publish(services, tenant_id, ca_id, only_if_due=True)
         state = await load_registry(services, tenant_id, ca_id)
-        last = revocation.crl_of_key(state, key, services.clock.now())
+        last = crl_publication.crl_of_key(state, key, services.clock.now())
     if last is None:
         why = ("its key is offline, and no CRL its ceremony signed is installed yet (csm ca crl-request, csm ca root "
-               "sign-crl, csm ca install-crl)" if revocation.key_offline(state)
+               "sign-crl, csm ca install-crl)" if crl_publication.key_offline(state)
                else "it awaits its offline-signed certificate" if state.ca.status == "pending"
                else "its key is not held here")
         raise NotFound("crl_not_found", f"CA {ca_id} has no CRL{f' of key {key}' if key else ''}: {why}",
@@ -254,8 +254,8 @@ async def republish_due(services: Services, cas: Iterable[tuple[str, str]],
 
 
 async def lapses_at(services: Services, tenant_id: str, ca_id: str) -> datetime | None:
-    """When the CA's CRLs first go stale (``revocation.lapses_at``); None when it has none to lapse."""
-    return revocation.lapses_at(await load_registry(services, tenant_id, ca_id), services.clock.now())
+    """When the CA's CRLs first go stale (``crl_publication.lapses_at``); None when it has none to lapse."""
+    return crl_publication.lapses_at(await load_registry(services, tenant_id, ca_id), services.clock.now())
 
 
 @allowed_while_suspended("a read: what an offline key's CRL ceremony signs (CRL publication goes on)")
@@ -264,14 +264,14 @@ async def request_crl(cmd: RequestCrl, ctx: CommandContext, services: Services) 
     authorize(ctx.principal, "ca:read", cmd.tenant_id)
     state = await load_registry(services, cmd.tenant_id, cmd.ca_id)
     ca.require(state.ca, cmd.ca_id)
-    revocation.require_key_offline(state)
+    crl_publication.require_key_offline(state)
     current = state.ca.current
     assert current is not None  # require_key_offline
     now = services.clock.now()
     last = state.crls.get(current.facts.public_key_sha256)
     return CrlRequest(ca_id=cmd.ca_id, tenant_id=cmd.tenant_id, issuer_fingerprint=current.facts.fingerprint_sha256,
-                      crl_number=revocation.next_crl_number(state, now), built_from=state.version, requested_at=now,
-                      due=revocation.publication_due(state, now),
+                      crl_number=crl_publication.next_crl_number(state, now), built_from=state.version, requested_at=now,
+                      due=crl_publication.publication_due(state, now),
                       last_crl_number=last.published.crl_number if last else None,
                       last_next_update=last.published.next_update if last else None,
                       entries=list(state.revoked.values()))
@@ -296,18 +296,18 @@ async def install_crl(cmd: InstallCrl, ctx: CommandContext, services: Services) 
         return prior
     state = await load_registry(services, cmd.tenant_id, cmd.ca_id)
     ca.require(state.ca, cmd.ca_id)
-    revocation.require_key_offline(state)  # before the CRL is even read
+    crl_publication.require_key_offline(state)  # before the CRL is even read
     der = _crl_der(cmd.crl_pem)
     current = state.ca.current
     assert current is not None  # require_key_offline
     signed = await blocking.in_thread(revocation_of(services).read_crl, der, pki.ca_der(current.certificate_pem))
     now = services.clock.now()
-    revocation.decide_install(state, signed, now)  # refused before anything is stored
+    crl_publication.decide_install(state, signed, now)  # refused before anything is stored
     artifacts = artifacts_of(services)
     await artifacts.put(der, CRL_MEDIA_TYPE)  # stored before any event names it
     result = await run(services, ctx, cmd, tenant_id=cmd.tenant_id, stream_id=ca.stream_id(cmd.ca_id),
                        stream_type=ca.STREAM_TYPE, fold=revocation.fold,
-                       decide=lambda s: revocation.decide_install(s, signed, now))
+                       decide=lambda s: crl_publication.decide_install(s, signed, now))
     previous = state.crls.get(current.facts.public_key_sha256)
     if result.changed and previous is not None and previous.published.sha256 != signed.sha256:
         await _supersede(artifacts, signed.sha256, [previous.published.sha256])

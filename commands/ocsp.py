@@ -21,7 +21,7 @@ import msgspec
 from commands import blocking, crl, pki
 from commands.ports import OcspAnswer, OcspQuestion
 from commands.runtime import Services, load, run
-from domain import ca, certificate, policy, revocation, spec_builders, tenant, violations
+from domain import ca, certificate, ocsp_signing, policy, revocation, spec_builders, tenant, violations
 from domain.certspec import DistinguishedName, SubjectAltNames
 from domain.errors import DomainError
 from domain.profile import BUILTIN_PROFILES
@@ -172,7 +172,7 @@ async def _status(services: Services, tenant_id: str, chain: list[revocation.Reg
     revoked_ca = next((registry.ca_revoked for registry in chain if registry.ca_revoked is not None), None)
     if revoked_ca is not None:
         return OcspAnswer(status="revoked", revoked_at=revoked_ca.revoked_at,
-                          reason=revocation.ca_reason_for_subordinates(revoked_ca.reason))
+                          reason=ocsp_signing.ca_reason_for_subordinates(revoked_ca.reason))
     return OcspAnswer(status="good")
 
 
@@ -195,15 +195,15 @@ async def signer_for(services: Services, tenant_id: str, state: revocation.Regis
                      issuer: ca.CaCertificate) -> ca.CaCertificate | None:
     """The certificate whose key signs answers about ``issuer``'s certificates: the key's responder, issued or
     renewed here when due while the CA is in service and its key may still sign; otherwise the last responder, or
-    for a revoked CA the CA itself (``revocation.answering_signer``). None: nothing may sign."""
+    for a revoked CA the CA itself (``ocsp_signing.answering_signer``). None: nothing may sign."""
     signer = state.signers.get(issuer.facts.fingerprint_sha256)
     now = services.clock.now()
-    if not revocation.signer_due(signer, now):
+    if not ocsp_signing.signer_due(signer, now):
         return signer
     if state.ca.status in ("active", "disabled") and issuer.key_ref is not None and issuer.facts.not_after > now:
         await _issue_signer(services, tenant_id, state, issuer, now)
         state = await crl.load_registry(services, tenant_id, state.ca.ca_id)
-    return revocation.answering_signer(state, issuer, now, RESPONSE_VALIDITY)
+    return ocsp_signing.answering_signer(state, issuer, now, RESPONSE_VALIDITY)
 
 
 async def _issue_signer(services: Services, tenant_id: str, state: revocation.Registry, issuer: ca.CaCertificate,
@@ -244,7 +244,7 @@ async def _issue_signer(services: Services, tenant_id: str, state: revocation.Re
     issued = revocation.OcspSignerIssued(issuer_fingerprint=issuer.facts.fingerprint_sha256, certificate=held)
     await run(services, crl.system_context(), issued, tenant_id=tenant_id, stream_id=ca.stream_id(state.ca.ca_id),
               stream_type=ca.STREAM_TYPE, fold=revocation.fold,
-              decide=lambda s: revocation.decide_signer(s, issued, now))
+              decide=lambda s: ocsp_signing.decide_signer(s, issued, now))
 
 
 async def renew_signers(services: Services, tenant_id: str, ca_id: str) -> bool:
@@ -255,6 +255,6 @@ async def renew_signers(services: Services, tenant_id: str, ca_id: str) -> bool:
         return False  # it certifies nothing more: its last responder, then its own key, sign its answers
     if current is None or current.facts.fingerprint_sha256 not in state.signers:
         return False  # never used: the first OCSP request issues it
-    if not revocation.signer_due(state.signers[current.facts.fingerprint_sha256], services.clock.now()):
+    if not ocsp_signing.signer_due(state.signers[current.facts.fingerprint_sha256], services.clock.now()):
         return False
     return await signer_for(services, tenant_id, state, current) is not None

@@ -69,7 +69,7 @@ def relying_party_urls(services: Services, issuer: ca.CertificateAuthority) -> d
 
     The distribution point names the key: each key of a rolled-over CA publishes its own CRL, and a relying party
     needs the one its certificate's issuer key signed. The CA's first key keeps the plain URL, as certificates
-    signed before keys were named carry it (``revocation.crl_of_key`` serves it that key's CRL first).
+    signed before keys were named carry it (``crl_publication.crl_of_key`` serves it that key's CRL first).
     """
     base = services.public_url.rstrip("/")
     ca_id = issuer.ca_id

@@ -10,8 +10,8 @@ import msgspec
 
 from domain.certspec import (CaCertificateInfo, CertificateFacts, CertificateSpec, CsrFacts, DistinguishedName,
                              SubjectKeyFacts)
+from domain.crl_publication import SignedCrl
 from domain.events import Actor, EventEnvelope
-from domain.revocation import SignedCrl
 from domain.tenant import Quotas, Usage
 from domain.vault import KekUsage, NewKek, RewrapCounts, StoredKey
 

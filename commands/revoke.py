@@ -40,7 +40,7 @@ from commands.cas import CaId
 from commands.ids import CertificateId
 from commands.runtime import CommandContext, CommandResult, Services, load, replayed, run
 from commands.tenants import TenantId, allowed_while_suspended
-from domain import ca, certificate, revocation
+from domain import ca, certificate, crl_publication, revocation
 from domain.compromised_keys import CA_REASONS, CERTIFICATE_REASONS, KeyCompromiseRecorded
 from domain.errors import Contention, KeyUnavailable
 from domain.revocation import RevocationRecorded
@@ -264,7 +264,7 @@ async def _keep_answering(services: Services, tenant_id: str, ca_id: str) -> Non
     state = await crl.load_registry(services, tenant_id, ca_id)
     if state.ca.status not in ("active", "disabled"):
         return  # pending (nothing to answer), or revoked already (a retry)
-    for issuer in revocation.publishing_keys(state, services.clock.now()):
+    for issuer in crl_publication.publishing_keys(state, services.clock.now()):
         try:
             await ocsp.signer_for(services, tenant_id, state, issuer)
         except Exception:
@@ -363,7 +363,7 @@ async def revoke_ca(cmd: RevokeCa, ctx: CommandContext, services: Services) -> R
                        stream_type=ca.STREAM_TYPE, fold=ca.fold, decide=lambda s: ca.decide_revoke(s, cmd.ca_id, draft))
     published, offline = [], []
     for registry, serials in registries:
-        if revocation.key_offline(registry):
+        if crl_publication.key_offline(registry):
             offline.append(registry.ca.ca_id)
         else:
             published += await publish_crls(services, cmd.tenant_id, registry, serials)

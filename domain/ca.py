@@ -136,7 +136,8 @@ class CaEnabled(Payload, frozen=True, kw_only=True):
 @event("ca.revoked")
 class CaRevoked(Payload, frozen=True, kw_only=True):
     """The CA's certificates are revoked (its issuers' CRLs list them): it certifies nothing more, ever (its key
-    still signs its CRLs and, once its last OCSP responder runs out, its OCSP answers: domain/revocation.py)."""
+    still signs its CRLs and, once its last OCSP responder runs out, its OCSP answers: domain/crl_publication.py,
+    domain/ocsp_signing.py)."""
 
     reason: str  # an RFC 5280 reason name (domain.revocation.REASONS)
     revoked_at: datetime

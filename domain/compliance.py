@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 
 import msgspec
 
-from domain import revocation
+from domain import crl_publication, revocation
 from domain.algorithms import ALGORITHMS
 from domain.certspec import SubjectAltNames
 from domain.compromised_keys import CompromisedKeys
@@ -248,8 +248,8 @@ def ca_findings(state: revocation.Registry, compromised: CompromisedKeys, now: d
     elif left <= CA_EXPIRING:
         found("ca_expiring_soon" if left <= CA_EXPIRING_SOON else "ca_expiring",
               f"expires at {_when(current.facts.not_after)}, in {_days(left)}")
-    offline = revocation.key_offline(state)
-    if revocation.can_publish(state) or offline:
+    offline = crl_publication.key_offline(state)
+    if crl_publication.can_publish(state) or offline:
         _crl_findings(state, offline, now, found)
     return out
 
@@ -258,7 +258,7 @@ def _crl_findings(state: revocation.Registry, offline: bool, now: datetime, foun
     """A CA whose key is here publishes a missing or due CRL at once when it is fetched, and at the scheduler's
     next pass: only a lapse (the scheduler has not run for two thirds of a period) or a revocation an hour old
     that no CRL lists is a finding. An offline key's CRLs come only from its ceremony: any gap is."""
-    for signer in revocation.publishing_keys(state, now):
+    for signer in crl_publication.publishing_keys(state, now):
         key, last = revocation.key_id(signer), state.crls.get(signer.facts.public_key_sha256)
         if last is None:
             if offline:

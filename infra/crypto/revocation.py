@@ -17,8 +17,9 @@ from cryptography.x509 import ocsp
 
 from commands.ports import OcspAnswer, OcspQuestion
 from domain.algorithms import SIGNATURE_HASH
+from domain.crl_publication import SignedCrl
 from domain.errors import DomainError
-from domain.revocation import REASONS, RevocationRecorded, SignedCrl
+from domain.revocation import REASONS, RevocationRecorded
 from infra.crypto import der, keys, oqs
 from infra.crypto.keys import KeyPair
 

@@ -13,9 +13,10 @@ from test_api_revocation import ask, ca, crl_of, leaf, ocsp_request, pem_certs, 
 from test_api_support import pki_api  # noqa: F401
 
 from commands import crl
+from domain.crl_publication import crl_number_floor
 from domain.errors import Contention
 from domain.events import decode_payload
-from domain.revocation import CrlPublished, RevocationRecorded, crl_number_floor
+from domain.revocation import CrlPublished, RevocationRecorded
 
 
 class Clock:

@@ -23,7 +23,7 @@ from test_api_ca_lifecycle import (CSM, OPENSSL, PASSPHRASE, create_ca, csm, nee
 from test_api_support import assert_problem, pki_api  # noqa: F401
 
 from commands.pki import der_of_pem, pem
-from domain.revocation import crl_number_floor
+from domain.crl_publication import crl_number_floor
 from infra.crypto import keys as key_files
 from infra.crypto.revocation import CryptographyRevocation
 

@@ -1,4 +1,5 @@
-"""domain.revocation: reasons, invalidity dates, the CA stream folded for CRLs, and when to publish or renew."""
+"""domain.revocation, domain.crl_publication and domain.ocsp_signing: reasons, invalidity dates, the CA stream
+folded for CRLs, and when to publish or renew."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import msgspec
 import pytest
 from hypothesis import given, settings as hsettings, strategies as st
 
-from domain import ca, certificate, revocation
+from domain import ca, certificate, crl_publication, ocsp_signing, revocation
 from domain.certspec import CertificateFacts, DistinguishedName, NameConstraints, SubjectAltNames
 from domain.errors import AlreadyExists, DomainError
 from domain.revocation import CrlPublished, OcspSignerIssued, RevocationRecorded
@@ -95,8 +96,8 @@ def test_the_fold_keeps_revocations_with_their_stream_versions_the_last_crl_and_
     assert state.recorded_at == {"1": 2, "2": 4}
     assert (state.crl.crl_number, state.crl_version) == (1, 3)
     assert state.signers == {"fp": signer.certificate} and state.ca_revoked.reason == "superseded"
-    assert revocation.covers(state, 2, NOW) and not revocation.covers(state, 4, NOW)
-    assert revocation.can_publish(state)  # a revoked CA certifies nothing, but keeps its CRL current
+    assert crl_publication.covers(state, 2, NOW) and not crl_publication.covers(state, 4, NOW)
+    assert crl_publication.can_publish(state)  # a revoked CA certifies nothing, but keeps its CRL current
 
 
 def test_recording_adds_only_what_the_ca_does_not_list_yet():
@@ -105,24 +106,24 @@ def test_recording_adds_only_what_the_ca_does_not_list_yet():
     assert revocation.decide_record(state, "c1", [entry("1", reason="superseded")]) == []  # the first one stands
 
 
-FLOOR = revocation.crl_number_floor(NOW)  # the least number a CRL signed at NOW may carry
+FLOOR = crl_publication.crl_number_floor(NOW)  # the least number a CRL signed at NOW may carry
 
 
 def test_a_crl_built_from_an_older_stream_version_is_refused_and_numbers_follow_on():
     state = revocation.fold([CREATED, entry("1"), published(1)])
-    with pytest.raises(revocation.CrlOutdated):
-        revocation.decide_publish(state, state.version - 1, [published(FLOOR)])
+    with pytest.raises(crl_publication.CrlOutdated):
+        crl_publication.decide_publish(state, state.version - 1, [published(FLOOR)])
     for wrong in (2, FLOOR + 1):  # the count from the last CRL is below the clock's floor; and no skipping above it
         with pytest.raises(DomainError) as caught:
-            revocation.decide_publish(state, state.version, [published(wrong)])
+            crl_publication.decide_publish(state, state.version, [published(wrong)])
         assert caught.value.code == "crl_number_invalid"
-    assert revocation.decide_publish(state, state.version, [published(FLOOR)]) == [published(FLOOR)]
+    assert crl_publication.decide_publish(state, state.version, [published(FLOOR)]) == [published(FLOOR)]
     with pytest.raises(DomainError):  # one publication's CRLs (one per key) take the numbers in turn
-        revocation.decide_publish(state, state.version, [published(FLOOR), published(FLOOR)])
-    assert revocation.decide_publish(state, state.version, [published(FLOOR), published(FLOOR + 1)]) == [
+        crl_publication.decide_publish(state, state.version, [published(FLOOR), published(FLOOR)])
+    assert crl_publication.decide_publish(state, state.version, [published(FLOOR), published(FLOOR + 1)]) == [
         published(FLOOR), published(FLOOR + 1)]
     ahead = revocation.fold([CREATED, entry("1"), published(FLOOR + 40)])  # published faster than the clock
-    assert revocation.next_crl_number(ahead, NOW) == FLOOR + 41
+    assert crl_publication.next_crl_number(ahead, NOW) == FLOOR + 41
 
 
 @hsettings(max_examples=200)
@@ -136,10 +137,10 @@ def test_crl_numbers_after_a_restore_never_repeat_those_published_since_the_back
     state, at, since = backup, NOW, []
     for gap in gaps:
         at += timedelta(milliseconds=gap)
-        since.append(revocation.next_crl_number(state, at))
+        since.append(crl_publication.next_crl_number(state, at))
         state = revocation.fold([published(since[-1], this_update=at)], state)
     assert since == sorted(set(since)) and since[0] > last
-    assert revocation.next_crl_number(backup, at + timedelta(milliseconds=restored_after)) > since[-1]
+    assert crl_publication.next_crl_number(backup, at + timedelta(milliseconds=restored_after)) > since[-1]
 
 
 @pytest.mark.parametrize("events, now, due", [
@@ -151,7 +152,7 @@ def test_crl_numbers_after_a_restore_never_repeat_those_published_since_the_back
 ])
 def test_publication_is_due_without_a_crl_with_an_unlisted_revocation_or_a_third_before_next_update(
         events, now, due):
-    assert revocation.publication_due(revocation.fold(events), now) is due
+    assert crl_publication.publication_due(revocation.fold(events), now) is due
 
 
 NEW_KEY = held("bb", not_before=NOW - timedelta(days=1), key="cd", key_ref="key_2")
@@ -161,37 +162,37 @@ def test_after_a_rollover_each_key_publishes_its_own_crl_until_its_certificates_
     old = CREATED.certificate  # expires NOW + 335 days
     rolled = [CREATED, entry("1"), published(1), ca.CaKeyRolledOver(certificate=NEW_KEY, reason="scheduled")]
     state = revocation.fold(rolled)
-    assert revocation.publishing_keys(state, NOW) == [old, NEW_KEY]  # oldest key first, the current one last
-    assert revocation.publication_due(state, NOW) and not revocation.covers(state, 2, NOW)  # the new key has none
-    assert revocation.next_crl_number(state, NOW) == FLOOR
+    assert crl_publication.publishing_keys(state, NOW) == [old, NEW_KEY]  # oldest key first, the current one last
+    assert crl_publication.publication_due(state, NOW) and not crl_publication.covers(state, 2, NOW)  # the new key has none
+    assert crl_publication.next_crl_number(state, NOW) == FLOOR
 
     state = revocation.fold([*rolled, published(2, signer=old), published(3, signer=NEW_KEY)])
-    assert not revocation.publication_due(state, NOW) and revocation.covers(state, 2, NOW)
+    assert not crl_publication.publication_due(state, NOW) and crl_publication.covers(state, 2, NOW)
     assert {key: last.published.crl_number for key, last in state.crls.items()} == {"ab" * 32: 2, "cd" * 32: 3}
-    assert revocation.crl_of_key(state, "CD01", NOW).published.crl_number == 3  # by key identifier, any case
-    assert revocation.crl_of_key(state, "ab01", NOW).published.crl_number == 2
-    assert revocation.crl_of_key(state, "ef01", NOW) is None
-    assert revocation.crl_of_key(state, None, NOW).published.crl_number == 2  # the plain URL: the oldest key's
-    assert revocation.next_crl_number(state, NOW) == FLOOR  # one sequence per CA: each key's numbers still increase
-    assert revocation.publication_due(revocation.fold([*rolled, published(2, signer=old), published(3, signer=NEW_KEY),
+    assert crl_publication.crl_of_key(state, "CD01", NOW).published.crl_number == 3  # by key identifier, any case
+    assert crl_publication.crl_of_key(state, "ab01", NOW).published.crl_number == 2
+    assert crl_publication.crl_of_key(state, "ef01", NOW) is None
+    assert crl_publication.crl_of_key(state, None, NOW).published.crl_number == 2  # the plain URL: the oldest key's
+    assert crl_publication.next_crl_number(state, NOW) == FLOOR  # one sequence per CA: each key's numbers still increase
+    assert crl_publication.publication_due(revocation.fold([*rolled, published(2, signer=old), published(3, signer=NEW_KEY),
                                                        entry("2")]), NOW)  # a revocation neither CRL lists
 
     later = NOW + timedelta(days=336)  # the old CA certificate has expired: nothing it signed is valid
-    assert revocation.publishing_keys(state, later) == [NEW_KEY]
-    assert revocation.crl_of_key(state, None, later).published.crl_number == 3
-    assert revocation.crl_of_key(state, "ab01", later).published.crl_number == 2  # its last CRL stays readable
-    assert not revocation.stale(state, revocation.crl_of_key(state, "ab01", later), later)  # and is not renewed
-    assert revocation.stale(state, revocation.crl_of_key(state, "cd01", later), later)  # the new key's has lapsed
-    assert revocation.stale(state, None, NOW) and not revocation.stale(state, state.crls["ab" * 32], NOW)
+    assert crl_publication.publishing_keys(state, later) == [NEW_KEY]
+    assert crl_publication.crl_of_key(state, None, later).published.crl_number == 3
+    assert crl_publication.crl_of_key(state, "ab01", later).published.crl_number == 2  # its last CRL stays readable
+    assert not crl_publication.stale(state, crl_publication.crl_of_key(state, "ab01", later), later)  # and is not renewed
+    assert crl_publication.stale(state, crl_publication.crl_of_key(state, "cd01", later), later)  # the new key's has lapsed
+    assert crl_publication.stale(state, None, NOW) and not crl_publication.stale(state, state.crls["ab" * 32], NOW)
 
 
 def test_a_cross_certificate_keeps_a_previous_key_publishing_and_a_key_not_held_here_publishes_nothing():
     cross = ca.CaCrossCertified(certificate=held("cc", days=800))  # the first key, certified until NOW + 770 days
     rolled = ca.CaKeyRolledOver(certificate=NEW_KEY, reason="scheduled")
     state = revocation.fold([CREATED, cross, rolled])
-    assert revocation.publishing_keys(state, NOW + timedelta(days=400)) == [CREATED.certificate, NEW_KEY]
+    assert crl_publication.publishing_keys(state, NOW + timedelta(days=400)) == [CREATED.certificate, NEW_KEY]
     offline = msgspec.structs.replace(CREATED, certificate=held("aa", key_ref=None))
-    assert revocation.publishing_keys(revocation.fold([offline, rolled]), NOW) == [NEW_KEY]
+    assert crl_publication.publishing_keys(revocation.fold([offline, rolled]), NOW) == [NEW_KEY]
     assert revocation.first_key(state.ca) == "ab" * 32
 
 
@@ -199,18 +200,18 @@ def test_entries_leave_the_crl_one_period_after_their_certificate_expired():
     expired = entry("1", not_after=NOW - timedelta(days=6))
     long_gone = entry("2", not_after=NOW - timedelta(days=8))
     state = revocation.fold([CREATED, entry("10"), expired, long_gone])
-    assert [e.serial_hex for e in revocation.crl_entries(state, NOW, WEEK)] == ["10", "1"]  # as revoked
+    assert [e.serial_hex for e in crl_publication.crl_entries(state, NOW, WEEK)] == ["10", "1"]  # as revoked
 
 
 def test_a_responder_certificate_is_renewed_with_a_third_of_its_life_left():
     signer = held("5", not_before=NOW, days=30)
-    assert revocation.signer_due(None, NOW)
-    assert not revocation.signer_due(signer, NOW + timedelta(days=19))
-    assert revocation.signer_due(signer, NOW + timedelta(days=21))
+    assert ocsp_signing.signer_due(None, NOW)
+    assert not ocsp_signing.signer_due(signer, NOW + timedelta(days=19))
+    assert ocsp_signing.signer_due(signer, NOW + timedelta(days=21))
     state = revocation.fold([CREATED, OcspSignerIssued(issuer_fingerprint="fp", certificate=signer)])
     fresh = OcspSignerIssued(issuer_fingerprint="fp", certificate=held("6", not_before=NOW, days=30))
-    assert revocation.decide_signer(state, fresh, NOW) == []  # another instance renewed it already
-    assert revocation.decide_signer(state, fresh, NOW + timedelta(days=25)) == [fresh]
+    assert ocsp_signing.decide_signer(state, fresh, NOW) == []  # another instance renewed it already
+    assert ocsp_signing.decide_signer(state, fresh, NOW + timedelta(days=25)) == [fresh]
 
 
 def test_a_revoked_ca_answers_with_its_last_responder_while_it_outlives_an_answer_then_with_its_own_key():
@@ -222,16 +223,16 @@ def test_a_revoked_ca_answers_with_its_last_responder_while_it_outlives_an_answe
     in_service = revocation.fold([CREATED, issued])
     gone = revocation.fold([CREATED, issued, revoked])
     last_hour = signer.facts.not_after - timedelta(minutes=30)
-    assert revocation.answering_signer(gone, issuer, NOW + timedelta(days=25), answer) == signer
-    assert revocation.answering_signer(gone, issuer, last_hour, answer) == issuer  # RFC 6960 4.2.2.2
-    assert revocation.answering_signer(gone, issuer, NOW + timedelta(days=334), answer) == issuer
-    assert revocation.answering_signer(gone, issuer, NOW + timedelta(days=336), answer) is None  # CA expired
-    assert revocation.answering_signer(revocation.fold([CREATED, revoked]), issuer, NOW, answer) == issuer
+    assert ocsp_signing.answering_signer(gone, issuer, NOW + timedelta(days=25), answer) == signer
+    assert ocsp_signing.answering_signer(gone, issuer, last_hour, answer) == issuer  # RFC 6960 4.2.2.2
+    assert ocsp_signing.answering_signer(gone, issuer, NOW + timedelta(days=334), answer) == issuer
+    assert ocsp_signing.answering_signer(gone, issuer, NOW + timedelta(days=336), answer) is None  # CA expired
+    assert ocsp_signing.answering_signer(revocation.fold([CREATED, revoked]), issuer, NOW, answer) == issuer
     offline = msgspec.structs.replace(issuer, key_ref=None)
-    assert revocation.answering_signer(gone, offline, last_hour, answer) is None
+    assert ocsp_signing.answering_signer(gone, offline, last_hour, answer) is None
     # in service, a CA that cannot certify a responder keeps its last one to the end, and never signs itself
-    assert revocation.answering_signer(in_service, issuer, last_hour, answer) == signer
-    assert revocation.answering_signer(in_service, issuer, signer.facts.not_after, answer) is None
+    assert ocsp_signing.answering_signer(in_service, issuer, last_hour, answer) == signer
+    assert ocsp_signing.answering_signer(in_service, issuer, signer.facts.not_after, answer) is None
 
 
 @pytest.mark.parametrize("reason, subordinates", [
@@ -239,7 +240,7 @@ def test_a_revoked_ca_answers_with_its_last_responder_while_it_outlives_an_answe
     ("cessation_of_operation", "cessation_of_operation")])
 def test_certificates_under_a_revoked_ca_carry_its_reason_and_a_compromised_key_becomes_ca_compromise(
         reason, subordinates):
-    assert revocation.ca_reason_for_subordinates(reason) == subordinates
+    assert ocsp_signing.ca_reason_for_subordinates(reason) == subordinates
 
 
 def test_a_revoked_ca_is_final_and_a_root_is_never_revoked():
@@ -305,8 +306,8 @@ OFFLINE_ROOT = ca.CaCreated(ca_id="r1", name="Offline", kind="root", origin="off
 
 def signed_crl(number: int = 5, reasons: dict[str, str] | None = None, *, this_update: datetime = NOW,
                period: timedelta = timedelta(days=90), signer: ca.CaCertificate = OFFLINE_ROOT.certificate,
-               sha256: str = "ab" * 32, next_update: datetime | None | bool = True) -> revocation.SignedCrl:
-    return revocation.SignedCrl(crl_number=number, this_update=this_update,
+               sha256: str = "ab" * 32, next_update: datetime | None | bool = True) -> crl_publication.SignedCrl:
+    return crl_publication.SignedCrl(crl_number=number, this_update=this_update,
                                 next_update=this_update + period if next_update is True else next_update,
                                 reasons=reasons or {}, signer_fingerprint=signer.facts.fingerprint_sha256,
                                 sha256=sha256)
@@ -331,7 +332,7 @@ def signed_crl(number: int = 5, reasons: dict[str, str] | None = None, *, this_u
 def test_an_offline_crl_is_installed_only_if_it_lists_exactly_what_the_stream_records(signed, code):
     state = revocation.fold([OFFLINE_ROOT, entry("a1"), entry("a2"), published(3, signer=OFFLINE_ROOT.certificate)])
     with pytest.raises(DomainError) as caught:
-        revocation.decide_install(state, signed, NOW)
+        crl_publication.decide_install(state, signed, NOW)
     assert caught.value.code == code
     assert caught.value.field == ("ca_id" if code.startswith("ca_") else "crl_pem")
 
@@ -339,24 +340,24 @@ def test_an_offline_crl_is_installed_only_if_it_lists_exactly_what_the_stream_re
 def test_an_offline_crl_that_lists_every_recorded_revocation_is_published_once_and_drops_long_expired_ones():
     expired = entry("a0", not_after=NOW - timedelta(days=200))  # expired more than a 90-day period ago: may go
     state = revocation.fold([OFFLINE_ROOT, expired, published(3, signer=OFFLINE_ROOT.certificate), entry("a1")])
-    assert revocation.publication_due(state, NOW)  # the last CRL lacks a1
+    assert crl_publication.publication_due(state, NOW)  # the last CRL lacks a1
     good = signed_crl(7, {"a1": "key_compromise"}, this_update=NOW + timedelta(minutes=4))  # a gap, a skewed clock
-    [event] = revocation.decide_install(state, good, NOW)
+    [event] = crl_publication.decide_install(state, good, NOW)
     assert (event.crl_number, event.revoked_count, event.sha256) == (7, 1, good.sha256)
     state = revocation.fold([event], state)
-    assert revocation.decide_install(state, good, NOW) == []  # the same CRL again: nothing new
-    assert not revocation.publication_due(state, NOW)
-    assert revocation.crl_of_key(state, None, NOW).published == event
+    assert crl_publication.decide_install(state, good, NOW) == []  # the same CRL again: nothing new
+    assert not crl_publication.publication_due(state, NOW)
+    assert crl_publication.crl_of_key(state, None, NOW).published == event
     also_expired = signed_crl(8, {"a0": "key_compromise", "a1": "key_compromise"}, sha256="cd" * 32)
-    assert revocation.decide_install(state, also_expired, NOW)[0].crl_number == 8  # listing it still is fine
+    assert crl_publication.decide_install(state, also_expired, NOW)[0].crl_number == 8  # listing it still is fine
 
 
 def test_a_ca_that_signs_its_own_crls_takes_none_from_a_ceremony():
     with pytest.raises(DomainError) as caught:
-        revocation.decide_install(revocation.fold([CREATED]), signed_crl(signer=CREATED.certificate), NOW)
+        crl_publication.decide_install(revocation.fold([CREATED]), signed_crl(signer=CREATED.certificate), NOW)
     assert (caught.value.code, caught.value.field) == ("ca_key_online", "ca_id")
-    assert revocation.key_offline(revocation.fold([OFFLINE_ROOT]))
-    assert not revocation.key_offline(revocation.fold([CREATED]))
+    assert crl_publication.key_offline(revocation.fold([OFFLINE_ROOT]))
+    assert not crl_publication.key_offline(revocation.fold([CREATED]))
 
 
 @given(recorded=st.sets(st.sampled_from(["a1", "a2", "a3", "b4", "c5"])),
@@ -365,7 +366,7 @@ def test_a_ca_that_signs_its_own_crls_takes_none_from_a_ceremony():
 def test_an_installed_offline_crl_never_disagrees_with_the_audit_trail(recorded, listed):
     state = revocation.fold([OFFLINE_ROOT, *(entry(serial) for serial in sorted(recorded))])
     try:
-        [event] = revocation.decide_install(state, signed_crl(reasons=listed), NOW)
+        [event] = crl_publication.decide_install(state, signed_crl(reasons=listed), NOW)
     except DomainError:
         return
     assert event.revoked_count == len(recorded)
