@@ -16,6 +16,7 @@ from api.acme import acme_router
 from api.acme_eab import EabKeyController
 from api.audit import AuditController
 from api.bodies import JsonBodyRequest
+from api.ca_queries import CaQueryController
 from api.cas import CaController
 from api.certificates import CertificateController
 from api.deployments import DeploymentController
@@ -94,7 +95,7 @@ def create_app(settings: Settings | None = None, link: LinkClient | None = None)
     backend = LinkedBackend(link) if link is not None and not settings.redis_url else None
     limits = RateLimits(settings, backend)  # per address before routing; per principal once authenticated
     v1 = Router("/v1", route_handlers=[TenantController, AuditController, EventStreamController, CaController,
-                                      CertificateController, ProfileController, AlgorithmController,
+                                      CaQueryController, CertificateController, ProfileController, AlgorithmController,
                                       UserController, ServiceAccountController, TotpController, SessionsController,
                                       RevocationController, WebhookController, EabKeyController,
                                       DeploymentController],
