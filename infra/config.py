@@ -89,35 +89,25 @@ def read_metrics_token(settings: Settings) -> str | None:
     return token
 
 
-ACME_AUTHORIZATION_LIFETIME_BOUNDS = (1, 720)  # hours: an hour to 30 days
+# CSM_ACME_AUTHORIZATION_LIFETIME_HOURS: an hour to 30 days. Shorter leaves a client no time to answer and a job no
+# time to come back; longer keeps a proof of control (and an unanswered challenge) valid long after it says anything
+# about the node.
+ACME_AUTHORIZATION_LIFETIME_BOUNDS = (1, 720)
 
 
-def parse_acme_authorization_lifetime(text: str) -> int:
-    """``CSM_ACME_AUTHORIZATION_LIFETIME_HOURS``: whole hours from 1 to 720 (30 days). Shorter leaves a client no
-    time to answer and a job no time to come back; longer keeps a proof of control (and an unanswered challenge)
-    valid long after it says anything about the node."""
+def read_acme_authorization_lifetime() -> int:
+    """``CSM_ACME_AUTHORIZATION_LIFETIME_HOURS``: whole hours within ACME_AUTHORIZATION_LIFETIME_BOUNDS; seven days
+    by default."""
     low, high = ACME_AUTHORIZATION_LIFETIME_BOUNDS
-    try:
-        hours = int(text.strip())
-    except ValueError:
-        raise ValueError(f"CSM_ACME_AUTHORIZATION_LIFETIME_HOURS: {text!r} is not a whole number of hours") from None
-    if not low <= hours <= high:
-        raise ValueError(f"CSM_ACME_AUTHORIZATION_LIFETIME_HOURS: {hours} is outside {low}..{high} "
-                         "(an hour to 30 days)")
-    return hours
+    return whole("ACME_AUTHORIZATION_LIFETIME_HOURS", 168, low=low, high=high)
 
 
-def parse_workers(text: str) -> int:
-    """``CSM_WORKERS``: "auto" is one per CPU (at most 16); otherwise a whole number from 1 to 64."""
-    if text.strip().lower() == "auto":
-        return max(1, min(os.cpu_count() or 1, 16))
-    try:
-        workers = int(text)
-    except ValueError:
-        raise ValueError(f"CSM_WORKERS: {text!r} is not a number of processes or 'auto'") from None
-    if not 1 <= workers <= 64:
-        raise ValueError(f"CSM_WORKERS: {workers} is outside 1..64")
-    return workers
+def read_workers() -> int:
+    """``CSM_WORKERS``: "auto" (the default) is one per CPU (at most 16); otherwise a whole number from 1 to 64."""
+    auto = max(1, min(os.cpu_count() or 1, 16))
+    if env("WORKERS", "").strip().lower() == "auto":
+        return auto
+    return whole("WORKERS", auto, low=1, high=64)
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,7 +278,7 @@ class Settings:
             crl_validity_hours=whole("CRL_VALIDITY_HOURS", 168, low=1, high=24 * 366),
             renewal_interval=decimal("RENEWAL_INTERVAL", 300.0, above=True),
             revocation_interval=decimal("REVOCATION_INTERVAL", 60.0, above=True),
-            workers=parse_workers(env("WORKERS", "auto")),
+            workers=read_workers(),
             rsa_key_pool=whole("RSA_KEY_POOL", 4, high=1024),
             expiry_warning_days=tuple(sorted(set(wholes("EXPIRY_WARNING_DAYS", "30,7,1", low=1, high=3650)), reverse=True)),
             renewal_retry_hours=whole("RENEWAL_RETRY_HOURS", 24, low=1),
@@ -324,8 +314,7 @@ class Settings:
             acme_validation_timeout=decimal("ACME_VALIDATION_TIMEOUT", 5.0, above=True, high=300),
             acme_base_url=env("ACME_BASE_URL", "").strip().rstrip("/") or None,
             acme_dns_resolvers=tuple(r.strip() for r in env("ACME_DNS_RESOLVERS", "").split(",") if r.strip()),
-            acme_authorization_lifetime_hours=parse_acme_authorization_lifetime(
-                env("ACME_AUTHORIZATION_LIFETIME_HOURS", "168")),
+            acme_authorization_lifetime_hours=read_acme_authorization_lifetime(),
             tls_cert_file=optional_path("TLS_CERT_FILE"),
             tls_key_file=optional_path("TLS_KEY_FILE"),
         )

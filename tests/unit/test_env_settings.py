@@ -59,6 +59,9 @@ def test_any_text_is_a_number_or_a_named_refusal(text):
     ("CSM_EXPIRY_WARNING_DAYS", "30,seven", "CSM_EXPIRY_WARNING_DAYS: 'seven' is not a whole number"),
     ("CSM_EXPIRY_WARNING_DAYS", "30,0", "CSM_EXPIRY_WARNING_DAYS: 0 must be at least 1"),
     ("CSM_MAX_BODY_BYTES", "1.5", "CSM_MAX_BODY_BYTES: '1.5' is not a whole number"),
+    ("CSM_WORKERS", "many", "CSM_WORKERS: 'many' is not a whole number"),
+    ("CSM_WORKERS", "0", "CSM_WORKERS: 0 must be at least 1"),
+    ("CSM_WORKERS", "65", "CSM_WORKERS: 65 must be at most 64"),
 ])
 def test_a_setting_that_cannot_be_used_is_refused_naming_it(monkeypatch, tmp_path, variable, value, says):
     monkeypatch.setenv(variable, value)
@@ -70,12 +73,19 @@ def test_a_setting_that_cannot_be_used_is_refused_naming_it(monkeypatch, tmp_pat
 def test_settings_within_their_bounds_are_read(monkeypatch, tmp_path):
     for variable, value in {"CSM_PORT": "0", "CSM_POLL_INTERVAL": "0.05", "CSM_JOB_WORKER_THREADS": "0",
                             "CSM_EXPIRY_WARNING_DAYS": "1, 30,7,30", "CSM_WEBHOOK_MIN_BACKOFF": "0.02",
-                            "CSM_LOGIN_BACKOFF_BASE": "0", "CSM_RSA_KEY_POOL": "0"}.items():
+                            "CSM_LOGIN_BACKOFF_BASE": "0", "CSM_RSA_KEY_POOL": "0", "CSM_WORKERS": "64"}.items():
         monkeypatch.setenv(variable, value)
     settings = Settings.from_env(tmp_path)
     assert (settings.port, settings.poll_interval, settings.job_worker_threads) == (0, 0.05, 0)
     assert settings.expiry_warning_days == (30, 7, 1)
     assert (settings.webhook_min_backoff, settings.login_backoff_base, settings.rsa_key_pool) == (0.02, 0.0, 0)
+    assert settings.workers == 64
+
+
+@pytest.mark.parametrize("value", ["auto", " AUTO ", ""])
+def test_workers_are_one_per_cpu_when_auto_or_unset(monkeypatch, tmp_path, value):
+    monkeypatch.setenv("CSM_WORKERS", value)
+    assert Settings.from_env(tmp_path).workers == max(1, min(os.cpu_count() or 1, 16))
 
 
 def test_the_cli_refuses_a_malformed_number_with_its_name_and_no_traceback(tmp_path):
