@@ -279,6 +279,47 @@ async def poll(client: Client, url: str, done=("valid", "invalid"), seconds: flo
     raise AssertionError(f"{url} stayed {body}")
 
 
+async def started_challenge(client: Client, name: str) -> tuple[str, dict]:
+    """A new order for ``name`` and its http-01 challenge started (``processing``): (the authorization's URL, the
+    challenge)."""
+    _, authz_url = await order_one(client, name)
+    challenge = http01(await client.post(authz_url, None))
+    started = await client.post(challenge["url"], {})
+    assert started.json()["status"] == "processing", started.text
+    return authz_url, challenge
+
+
+@dataclass
+class Restarted:
+    """The server started again on a data directory (the same, or a restored one), and an account's client there."""
+
+    world: AcmeWorld
+    client: Client
+    responder: Responder
+    before: AcmeWorld
+
+    def url(self, url: str) -> str:
+        """``url`` of the server before, at the restarted server's address."""
+        return url.replace(self.before.api.base_url, self.world.api.base_url)
+
+
+@contextlib.asynccontextmanager
+async def restarted(before: AcmeWorld, directory: Path, client: Client, challenge: dict):
+    """The app started again in ``directory`` (an ``acme_world`` directory whose data holds the tenant already) on
+    ``before``'s http-01 port, and a responder there answering ``challenge``: yields ``Restarted``, with ``client``'s
+    account (its key and kid) on the new server."""
+    responder = Responder(before.http01_port)
+    try:
+        responder.answers[challenge["token"]] = jose.key_authorization(challenge["token"], jose.thumbprint(client.jwk))
+        async with acme_world(directory, http01_port=before.http01_port, reuse=True) as world:
+            again = Client(world.api.client, world.directory, key=client.key,
+                           kid=client.kid.replace(before.api.base_url, world.api.base_url))
+            await again.start()
+            yield Restarted(world=world, client=again, responder=responder, before=before)
+    finally:
+        responder.close()
+
+
 def csr_der(*names: str, key=None) -> tuple[bytes, ec.EllipticCurvePrivateKey]:
     key = key or ec.generate_private_key(ec.SECP256R1())
     csr = (x509.CertificateSigningRequestBuilder().subject_name(x509.Name([]))

@@ -8,7 +8,8 @@ import logging
 import subprocess
 import sys
 
-from acme_support import Client, Responder, acme_world, csr_der, http01, poll, validated_order
+from acme_support import (Client, Responder, acme_world, csr_der, http01, poll, restarted, started_challenge,
+                          validated_order)
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
@@ -216,23 +217,10 @@ async def test_a_started_challenge_is_validated_after_a_restart(tmp_path):
     """The process stops before validating (no job worker); the next one on the same data finds it and validates."""
     async with acme_world(tmp_path, job_worker_threads=0) as world:
         client = await client_for(world)
-        created = (await client.post(client.directory["newOrder"], {"identifiers": [
-            {"type": "dns", "value": "node3.acme.test"}]})).json()
-        authz_url = created["authorizations"][0]
-        challenge = http01(await client.post(authz_url, None))
-        assert (await client.post(challenge["url"], {})).json()["status"] == "processing"
-    responder = Responder(world.http01_port)
-    try:
-        responder.answers[challenge["token"]] = jose.key_authorization(challenge["token"], jose.thumbprint(client.jwk))
-        async with acme_world(tmp_path, http01_port=world.http01_port, reuse=True) as again:
-            restarted = Client(again.api.client, again.directory, key=client.key,
-                               kid=client.kid.replace(world.api.base_url, again.api.base_url))
-            await restarted.start()
-            authz_url = authz_url.replace(world.api.base_url, again.api.base_url)
-            assert (await poll(restarted, authz_url))["status"] == "valid"
-            assert len(responder.requests) == 1
-    finally:
-        responder.close()
+        authz_url, challenge = await started_challenge(client, "node3.acme.test")
+    async with restarted(world, tmp_path, client, challenge) as again:
+        assert (await poll(again.client, again.url(authz_url)))["status"] == "valid"
+        assert len(again.responder.requests) == 1
 
 
 async def test_a_suspended_tenant_opens_no_account_and_issues_nothing(tmp_path):

@@ -11,9 +11,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from acme_support import Client, Responder, acme_world, http01, poll, registered
+from acme_support import acme_world, poll, registered, restarted, started_challenge
 
-from domain import acme_authz, jose
+from domain import acme_authz
 
 CONSOLE_SCRIPT = Path(sys.executable).parent / "csm"
 CSM = [str(CONSOLE_SCRIPT)] if CONSOLE_SCRIPT.exists() else [sys.executable, "-m", "cli.main"]
@@ -33,11 +33,7 @@ async def test_a_restore_without_nonces_and_results_refuses_old_nonces_and_valid
     target.mkdir()
     async with acme_world(source, job_worker_threads=0) as world:  # nothing validates here
         client = await registered(world)
-        created = await client.post(client.directory["newOrder"], {"identifiers": [
-            {"type": "dns", "value": "node1.acme.test"}]})
-        authz_url = created.json()["authorizations"][0]
-        challenge = http01(await client.post(authz_url, None))
-        assert (await client.post(challenge["url"], {})).json()["status"] == "processing"
+        authz_url, challenge = await started_challenge(client, "node1.acme.test")
         spare_nonce = (await client.http.head(client.directory["newNonce"])).headers["Replay-Nonce"]
         # a job's result not yet recorded when the backup is taken: the validator's loop stopped, it stays there
         runtime = world.api.runtime
@@ -54,19 +50,11 @@ async def test_a_restore_without_nonces_and_results_refuses_old_nonces_and_valid
     assert not (backup / "acme-nonces.db").exists() and not (backup / "acme-validations.db").exists()
     csm(target / "data", "restore", str(backup))
 
-    responder = Responder(world.http01_port)
-    try:
-        responder.answers[challenge["token"]] = jose.key_authorization(challenge["token"], jose.thumbprint(client.jwk))
-        async with acme_world(target, http01_port=world.http01_port, reuse=True) as again:
-            restored = Client(again.api.client, again.directory, key=client.key,
-                              kid=client.kid.replace(world.api.base_url, again.api.base_url))
-            await restored.start()
-            authz_url = authz_url.replace(world.api.base_url, again.api.base_url)
-            refused = await restored.post(authz_url, None, nonce=spare_nonce)
-            assert refused.status_code == 400 and refused.json()["type"].endswith(":badNonce"), refused.text
-            assert refused.headers["Replay-Nonce"] != spare_nonce  # the client retries with this one
-            # validated anew (the result pending at the backup was not restored, so it is not what decides)
-            assert (await poll(restored, authz_url))["status"] == "valid"
-            assert len(responder.requests) == 1
-    finally:
-        responder.close()
+    async with restarted(world, target, client, challenge) as again:
+        authz_url = again.url(authz_url)
+        refused = await again.client.post(authz_url, None, nonce=spare_nonce)
+        assert refused.status_code == 400 and refused.json()["type"].endswith(":badNonce"), refused.text
+        assert refused.headers["Replay-Nonce"] != spare_nonce  # the client retries with this one
+        # validated anew (the result pending at the backup was not restored, so it is not what decides)
+        assert (await poll(again.client, authz_url))["status"] == "valid"
+        assert len(again.responder.requests) == 1

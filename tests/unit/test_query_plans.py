@@ -168,26 +168,34 @@ def test_a_tenants_live_certificates_by_issuer_are_read_through_the_live_index(v
     assert "_live (tenant_id=? AND not_after>?)" in plan, plan
 
 
-def test_the_runner_analyzes_a_views_database_that_has_no_statistics(bench, tmp_path):
-    views = tmp_path / "views.db"
+@pytest.fixture
+def runner(bench, tmp_path):
+    """A projection runner, opened, on tmp_path/views.db over an event store holding one tenant's creation."""
     with SQLiteEventStore(tmp_path / "events.db") as store:
         store.append_blocking(AppendRequest(tenant_id="acme", stream_id="tenant-acme", stream_type="tenant",
                                             expected_version=0, events=[bench.phases.tenant_event("acme", 0, "a")]))
-        runner = ProjectionRunner(store, views, all_projectors()).open()
-        reader = runner.connection()  # opened before the statistics are written
+        runner = ProjectionRunner(store, tmp_path / "views.db", all_projectors()).open()
         try:
-            with contextlib.closing(sqlite3.connect(views)) as conn:
-                assert not has_statistics(conn)
-            runner.catch_up_once()
-            with contextlib.closing(sqlite3.connect(views)) as conn:
-                assert has_statistics(conn)
-                rows = dict(conn.execute("SELECT idx, stat FROM sqlite_stat1 WHERE tbl = 'audit_log'"))
-            assert any(name.endswith("_stream") for name in rows), rows
-            # a connection opened before reads them too: the ANALYZE committed with a schema change
-            assert reader.execute("SELECT count(*) FROM sqlite_stat1").fetchone()[0] > 0
+            yield runner
         finally:
-            reader.close()
             runner.close()
+
+
+def test_the_runner_analyzes_a_views_database_that_has_no_statistics(runner, tmp_path):
+    views = tmp_path / "views.db"
+    reader = runner.connection()  # opened before the statistics are written
+    try:
+        with contextlib.closing(sqlite3.connect(views)) as conn:
+            assert not has_statistics(conn)
+        runner.catch_up_once()
+        with contextlib.closing(sqlite3.connect(views)) as conn:
+            assert has_statistics(conn)
+            rows = dict(conn.execute("SELECT idx, stat FROM sqlite_stat1 WHERE tbl = 'audit_log'"))
+        assert any(name.endswith("_stream") for name in rows), rows
+        # a connection opened before reads them too: the ANALYZE committed with a schema change
+        assert reader.execute("SELECT count(*) FROM sqlite_stat1").fetchone()[0] > 0
+    finally:
+        reader.close()
 
 
 def test_analyze_makes_connections_already_open_plan_with_the_new_statistics(tmp_path):
@@ -212,17 +220,9 @@ def test_analyze_makes_connections_already_open_plan_with_the_new_statistics(tmp
     reader.close()
 
 
-def test_a_rebuild_swaps_its_tables_in_with_their_statistics(bench, tmp_path):
-    views = tmp_path / "views.db"
-    with SQLiteEventStore(tmp_path / "events.db") as store:
-        store.append_blocking(AppendRequest(tenant_id="acme", stream_id="tenant-acme", stream_type="tenant",
-                                            expected_version=0, events=[bench.phases.tenant_event("acme", 0, "a")]))
-        runner = ProjectionRunner(store, views, all_projectors()).open()
-        try:
-            runner.rebuild("audit_log")
-        finally:
-            runner.close()
-    with contextlib.closing(sqlite3.connect(views)) as conn:
+def test_a_rebuild_swaps_its_tables_in_with_their_statistics(runner, tmp_path):
+    runner.rebuild("audit_log")
+    with contextlib.closing(sqlite3.connect(tmp_path / "views.db")) as conn:
         tables = {tbl for (tbl,) in conn.execute("SELECT DISTINCT tbl FROM sqlite_stat1")}
     assert "audit_log" in tables
     assert not [t for t in tables if "shadow" in t], tables  # none left under the shadow tables' names
