@@ -197,7 +197,8 @@ async def registered(world: AcmeWorld, **eab) -> Client:
     client = Client(world.api.client, world.directory)
     await client.start()
     key = await world.eab_key(**eab)
-    assert (await client.register(key["key_id"], key["hmac_key"])).status_code == 201
+    response = await client.register(key["key_id"], key["hmac_key"])
+    assert response.status_code == 201, response.text
     return client
 
 

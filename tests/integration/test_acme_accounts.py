@@ -7,11 +7,11 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
-from acme_support import Client, Responder, acme_world, csr_der, poll, validated_order
+from acme_support import Client, Responder, acme_world, csr_der, poll, registered, validated_order
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from test_acme_api import assert_acme_problem, client_for
+from test_acme_api import assert_acme_problem
 
 from domain import jose
 
@@ -36,7 +36,7 @@ async def test_key_rollover_keeps_the_account_and_its_certificates(tmp_path):
     async with acme_world(tmp_path) as world:
         responder = Responder(world.http01_port)
         try:
-            client = await client_for(world)
+            client = await registered(world)
             account_id = jose.thumbprint(client.jwk)
             earlier = await _issue(world, client, responder, "node1.acme.test")
             new = Client(world.api.client, world.directory, key=ec.generate_private_key(ec.SECP256R1()),
@@ -76,7 +76,7 @@ async def test_key_rollover_keeps_the_account_and_its_certificates(tmp_path):
             assert events[1].actor.principal == f"acme-account:{account_id}"
 
             # a key another account has, or had, is 409 with that account's URL
-            other = await client_for(world)
+            other = await registered(world)
             for taken in (new, client):
                 conflict = await other.post(url, key_change_body(other, taken))
                 assert_acme_problem(conflict, 409, "malformed", "payload.jwk")
@@ -90,11 +90,11 @@ async def test_authorization_and_account_deactivation(tmp_path):
     async with acme_world(tmp_path) as world:
         responder = Responder(world.http01_port)
         try:
-            client = await client_for(world)
+            client = await registered(world)
             ready = await validated_order(client, responder, "node1.acme.test")
             [valid_authz] = ready["authorizations"]
             assert_acme_problem(await client.post(valid_authz, {"status": "valid"}), 400, "malformed", "status")
-            stranger = await client_for(world)
+            stranger = await registered(world)
             assert_acme_problem(await stranger.post(valid_authz, {"status": "deactivated"}), 404, "malformed",
                                 "authz_id")
             gone = await client.post(valid_authz, {"status": "deactivated"})
@@ -135,7 +135,7 @@ async def test_an_order_s_not_after_is_honoured_within_the_profile(tmp_path):
     async with acme_world(tmp_path) as world:
         responder = Responder(world.http01_port)
         try:
-            client = await client_for(world)
+            client = await registered(world)
             names = [{"type": "dns", "value": "node1.acme.test"}]
             soon = datetime.now(UTC) + timedelta(days=30)
             for extra, field in (({"notBefore": soon.isoformat()}, "notBefore"), ({"notAfter": "tomorrow"}, "notAfter"),

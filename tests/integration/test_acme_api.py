@@ -8,8 +8,8 @@ import logging
 import subprocess
 import sys
 
-from acme_support import (Client, Responder, acme_world, csr_der, http01, poll, restarted, started_challenge,
-                          validated_order)
+from acme_support import (Client, Responder, acme_world, csr_der, http01, poll, registered, restarted,
+                          started_challenge, validated_order)
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
@@ -28,15 +28,6 @@ def assert_acme_problem(response, status: int, kind: str, field: str | None = No
     if field is not None:
         assert body["field"] == field, body
     return body
-
-
-async def client_for(world, **eab) -> Client:
-    client = Client(world.api.client, world.directory)
-    await client.start()
-    key = await world.eab_key(**eab)
-    registered = await client.register(key["key_id"], key["hmac_key"])
-    assert registered.status_code == 201, registered.text
-    return client
 
 
 async def test_directory_nonces_and_jws_rules(tmp_path):
@@ -139,7 +130,7 @@ async def test_http01_finalize_download_and_revoke(tmp_path):
     async with acme_world(tmp_path) as world:
         responder = Responder(world.http01_port)
         try:
-            client = await client_for(world, allowed_names=[".acme.test"])
+            client = await registered(world, allowed_names=[".acme.test"])
             outside = await client.post(client.directory["newOrder"], {"identifiers": [
                 {"type": "dns", "value": "node1.elsewhere.test"}]})
             assert_acme_problem(outside, 400, "rejectedIdentifier", "identifiers[0].value")
@@ -147,7 +138,7 @@ async def test_http01_finalize_download_and_revoke(tmp_path):
             assert order["status"] == "ready"
             assert responder.requests[0][1] == f"node1.acme.test:{world.http01_port}"  # Host: the name, not the IP
 
-            stranger = await client_for(world)
+            stranger = await registered(world)
             assert_acme_problem(await stranger.post(order["url"], None), 404, "malformed", "order_id")
             bad, _ = csr_der("node1.acme.test")
             assert_acme_problem(await client.post(order["finalize"], {"csr": jose.b64url_encode(bad)}), 400,
@@ -201,7 +192,7 @@ async def test_validation_never_connects_outside_the_networks(tmp_path):
     async with acme_world(tmp_path) as world:
         hosts = world.api.runtime.settings.acme_hosts_file
         hosts.write_text(hosts.read_text() + "169.254.169.254 metadata.acme.test\n10.255.255.1 far.acme.test\n")
-        client = await client_for(world)
+        client = await registered(world)
         for name, expected in (("metadata.acme.test", "link-local"), ("far.acme.test", "outside the validation")):
             created = (await client.post(client.directory["newOrder"], {"identifiers": [
                 {"type": "dns", "value": name}]})).json()
@@ -216,7 +207,7 @@ async def test_validation_never_connects_outside_the_networks(tmp_path):
 async def test_a_started_challenge_is_validated_after_a_restart(tmp_path):
     """The process stops before validating (no job worker); the next one on the same data finds it and validates."""
     async with acme_world(tmp_path, job_worker_threads=0) as world:
-        client = await client_for(world)
+        client = await registered(world)
         authz_url, challenge = await started_challenge(client, "node3.acme.test")
     async with restarted(world, tmp_path, client, challenge) as again:
         assert (await poll(again.client, again.url(authz_url)))["status"] == "valid"
@@ -227,7 +218,7 @@ async def test_a_suspended_tenant_opens_no_account_and_issues_nothing(tmp_path):
     async with acme_world(tmp_path) as world:
         responder = Responder(world.http01_port)
         try:
-            client = await client_for(world)
+            client = await registered(world)
             order = await validated_order(client, responder, "node4.acme.test")
             spare = await world.eab_key()
             suspended = await world.api.client.post(f"/v1/tenants/{world.tenant}/suspend", json={"reason": "unpaid"},

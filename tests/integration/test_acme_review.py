@@ -6,12 +6,12 @@ from __future__ import annotations
 import ipaddress
 import json
 
-from acme_support import AcmeWorld, Client, Responder, _hierarchy, acme_world, validated_order
+from acme_support import AcmeWorld, Client, Responder, _hierarchy, acme_world, registered, validated_order
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
-from test_acme_api import assert_acme_problem, client_for
+from test_acme_api import assert_acme_problem
 
 from domain import jose
 
@@ -31,7 +31,7 @@ async def test_a_csr_smuggles_neither_identity_attributes_nor_ca_powers_nor_othe
     async with acme_world(tmp_path) as world:
         responder = Responder(world.http01_port)
         try:
-            client = await client_for(world)
+            client = await registered(world)
             order = await validated_order(client, responder, "node1.acme.test")
             key = ec.generate_private_key(ec.SECP256R1())
             dns = [x509.DNSName("node1.acme.test")]
@@ -69,7 +69,7 @@ async def test_a_csr_smuggles_neither_identity_attributes_nor_ca_powers_nor_othe
 
 async def test_private_jwks_and_accounts_of_another_tenant_are_refused(tmp_path):
     async with acme_world(tmp_path) as world:
-        client = await client_for(world)
+        client = await registered(world)
         numbers = client.key.private_numbers()
         private = {**client.jwk, "d": jose.b64url_encode(numbers.private_value.to_bytes(32, "big"))}
         stranger = Client(world.api.client, world.directory)
@@ -105,7 +105,7 @@ def _respelled(jwk: dict) -> dict:
 async def test_one_key_never_signs_for_two_accounts_whatever_its_spelling(tmp_path):
     """A key change onto another account's key, its JWK re-spelled, is refused: a key has one thumbprint."""
     async with acme_world(tmp_path) as world:
-        first, second = await client_for(world), await client_for(world)
+        first, second = await registered(world), await registered(world)
         url = second.directory["keyChange"]
         spelled = _respelled(first.jwk)
         payload = {"account": second.kid, "oldKey": second.jwk}
