@@ -152,8 +152,9 @@ class TenantController(Controller):
           "does the same. For a CA's key, the certificates of it that CAs here issued (another CA's "
           "cross-certificate, a root's link) are revoked `key_compromise` on their issuers' CRLs "
           "(`revoked_ca_certificates`); an intermediate still signing with the key is refused (422 "
-          "`revoke_ca_instead`: revoke it). Reporting a key again records nothing (`result.changed` false); a retry "
-          "under the same Idempotency-Key answers what the first call revoked.",
+          "`revoke_ca_instead`: revoke it). Reporting a key again blocks nothing more (`result.changed` false; "
+          "it records only that it was made, `key.compromise_report_repeated`); a retry under the same "
+          "Idempotency-Key answers what the first call answered, whatever it recorded.",
           responses=COMMAND_ERRORS)
     async def report_compromised(self, request: Request, principal: Caller, tenant_id: FromPath[str],
                                  data: JSONBody[KeyCompromiseBody],

@@ -6,7 +6,8 @@ the tenant's ``compromised-keys`` stream first, so nothing certifies it again in
 the tenant's certificates of it that are still trusted (``revoke.revoke_holders``), the named one too if it still is,
 and for a CA's key the certificates of it CAs here issued (``compromise_cascade``: a cross-certificate another CA
 signed for it, a root's link certifying it). A retry under the same Idempotency-Key answers what the first call
-revoked (read back from the log: ``_revoked_by_first_call``), and completes what a crash left.
+revoked (read back from the log: ``_first_call``), and completes what a crash left. Every report appends (a report
+of keys already recorded from its source, ``key.compromise_report_repeated``), so every retry finds its first call.
 """
 
 from __future__ import annotations
@@ -68,10 +69,11 @@ async def report_key_compromise(cmd: ReportKeyCompromise, ctx: CommandContext,
                           field="certificate_id")
     now = services.clock.now()
     reports = await (_ca_reports if cmd.ca_id is not None else _certificate_reports)(cmd, ctx, services, now)
-    result = await compromised_keys.record(services, ctx, cmd, cmd.tenant_id, reports)
+    result = await compromised_keys.record(services, ctx, cmd, cmd.tenant_id, reports, report=True)
     revoked, revoked_cas = await _revoke_certificates_of(services, ctx, cmd, reports)
-    if result.replayed:  # a retry (same Idempotency-Key): what the first call revoked, and what this one completed
-        first, first_cas = await _revoked_by_first_call(services, ctx, cmd)
+    if result.replayed:  # a retry (same Idempotency-Key): what the first call answered, and what this one completed
+        changed, first, first_cas = await _first_call(services, ctx, cmd)
+        result = msgspec.structs.replace(result, changed=changed)
         revoked = tuple(dict.fromkeys((*first, *revoked)))
         revoked_cas = tuple(dict.fromkeys((*first_cas, *revoked_cas)))
     return KeyCompromiseReported(result=result, public_keys_sha256=tuple(dict.fromkeys(
@@ -143,17 +145,22 @@ async def _revoke_certificates_of(services: Services, ctx: CommandContext, cmd: 
     return tuple(dict.fromkeys(revoked)), revoked_cas
 
 
-async def _revoked_by_first_call(services: Services, ctx: CommandContext, cmd: ReportKeyCompromise
-                                 ) -> tuple[tuple[str, ...], tuple[RevokedCaCertificate, ...]]:
-    """What the first request under this retry's Idempotency-Key revoked: the key_compromise revocations its request
-    (the correlation id of its append's events) made after that append, read from the log up to its head."""
+async def _first_call(services: Services, ctx: CommandContext, cmd: ReportKeyCompromise
+                      ) -> tuple[bool, tuple[str, ...], tuple[RevokedCaCertificate, ...]]:
+    """What the first request under this retry's Idempotency-Key answered: whether its append (every report makes
+    one) recorded a key, and the key_compromise revocations its request (the correlation id of that append's events)
+    made after it, read from the log up to its head."""
     first = await first_append(services, ctx, cmd, cmd.tenant_id)
     if first is None:
-        return (), ()
-    events = await services.store.read_stream(cmd.tenant_id, compromised_keys_stream(), from_version=first.version)
-    correlation = events[0].correlation_id if events else None  # of the first append's last event, as of all of them
+        return False, (), ()
+    count = first.global_position - first.first_position + 1  # one append's events are contiguous in its stream
+    appended = [event for event in await services.store.read_stream(
+        cmd.tenant_id, compromised_keys_stream(), from_version=max(1, first.version - count + 1))
+        if event.version <= first.version]
+    changed = any(event.type == "key.compromise_recorded" for event in appended)
+    correlation = appended[-1].correlation_id if appended else None  # the request's, on all of them
     if correlation is None:
-        return (), ()
+        return changed, (), ()
     certificates: list[str] = []
     cas: list[RevokedCaCertificate] = []
     after, head = first.global_position, await services.store.head_position()
@@ -169,4 +176,4 @@ async def _revoked_by_first_call(services: Services, ctx: CommandContext, cmd: R
                                                 issuer_ca_id=event.stream_id.removeprefix("ca-"),
                                                 serial_hex=event.payload["serial_hex"]))
         after = page[-1].global_position or head
-    return tuple(dict.fromkeys(certificates)), tuple(cas)
+    return changed, tuple(dict.fromkeys(certificates)), tuple(cas)

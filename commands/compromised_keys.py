@@ -114,13 +114,21 @@ async def refuse_certificate_keys(services: Services, tenant_id: str, public_key
 
 
 async def record(services: Services, ctx: CommandContext, command: msgspec.Struct, tenant_id: str,
-                 reports: list[KeyCompromiseRecorded]) -> CommandResult:
+                 reports: list[KeyCompromiseRecorded], *, report: bool = False) -> CommandResult:
     """Append the reports of keys the tenant has not recorded yet (idempotent: a retry, or the same key reported
     again through another certificate, appends nothing). ``ctx`` carries no Idempotency-Key: the revocation's own
-    first append holds it."""
-    return await run(services, ctx, command, tenant_id=tenant_id, stream_id=compromised_keys.stream_id(),
-                     stream_type=compromised_keys.STREAM_TYPE, fold=compromised_keys.fold,
-                     decide=lambda state: compromised_keys.decide_record(state, reports))
+    first append holds it. ``report``: a report's own append (POST /v1/tenants/{id}/compromised-keys, ``ctx`` with
+    its Idempotency-Key), which records ``key.compromise_report_repeated`` if it blocks nothing new, so that every
+    report's retry finds its first call's append; ``changed`` is still false then."""
+    blocked = [False]  # the landed decision's: it recorded a key
+
+    def decide(state: CompromisedKeys):
+        events = (compromised_keys.decide_report if report else compromised_keys.decide_record)(state, reports)
+        blocked[0] = any(isinstance(event, KeyCompromiseRecorded) for event in events)
+        return events
+    result = await run(services, ctx, command, tenant_id=tenant_id, stream_id=compromised_keys.stream_id(),
+                       stream_type=compromised_keys.STREAM_TYPE, fold=compromised_keys.fold, decide=decide)
+    return result if blocked[0] or result.replayed else msgspec.structs.replace(result, changed=False)
 
 
 @allowed_while_suspended("a read: a suspended tenant's operators still see which keys are blocked")

@@ -3,7 +3,8 @@
 One stream per tenant (``compromised-keys``, in the tenant's own scope), so the decision at issuance is made
 against the authority itself, never a lagging read model. A key is named by the SHA-256 of its
 SubjectPublicKeyInfo DER (``CertificateFacts.public_key_sha256``): no key material beyond that hash is recorded.
-The first report of a key is the one kept; reporting it again records nothing. A hybrid certificate's report records
+The first report of a key is the one kept; reporting it again blocks nothing more (a report of keys known from its
+source records only that it was made: ``key.compromise_report_repeated``). A hybrid certificate's report records
 both halves (the classical key, and its ML-DSA key as ``alternative_of`` it): either alone certifies the holder.
 
 A block reported in error is lifted by ``key.compromise_lifted`` (permission ``key:unblock``, a reason always): from
@@ -60,6 +61,20 @@ class KeyCompromiseLifted(Payload, frozen=True, kw_only=True):
     reason: str  # why the report was in error: mandatory, for the audit trail
     lifted_at: datetime
     reported_at: datetime  # of the report it lifts
+
+
+@event("key.compromise_report_repeated")
+class KeyCompromiseReportRepeated(Payload, frozen=True, kw_only=True):
+    """A report (POST /v1/tenants/{id}/compromised-keys) named only keys it had recorded already, from the same
+    certificate or CA: it blocks nothing new, and is kept as the report's own record (who reported, when; its
+    append holds the request's Idempotency-Key, so a retry answers what this report revoked)."""
+
+    public_keys_sha256: tuple[str, ...]  # hex SHA-256 of each SubjectPublicKeyInfo DER named; never a key
+    reported_at: datetime
+    invalidity_date: datetime | None  # as this report said; the block keeps its first report's
+    certificate_id: str | None = None  # the certificate the report named (issued by ``ca_id``)
+    ca_id: str | None = None
+    subject_ca_id: str | None = None  # or the CA it named
 
 
 class CompromisedKeys(msgspec.Struct, frozen=True, kw_only=True):
@@ -132,6 +147,19 @@ def decide_record(state: CompromisedKeys, reports: Iterable[KeyCompromiseRecorde
             known[key].add(where)
             new.append(report)
     return new
+
+
+def decide_report(state: CompromisedKeys, reports: list[KeyCompromiseRecorded]) -> list[Payload]:
+    """A report's events: ``decide_record``'s, or if every key is known from this source, one
+    ``key.compromise_report_repeated`` naming them (a report always leaves its own record)."""
+    new = decide_record(state, reports)
+    if new or not reports:
+        return new
+    first = reports[0]
+    return [KeyCompromiseReportRepeated(
+        public_keys_sha256=tuple(dict.fromkeys(r.public_key_sha256 for r in reports)), reported_at=first.reported_at,
+        invalidity_date=first.invalidity_date, certificate_id=first.certificate_id, ca_id=first.ca_id,
+        subject_ca_id=first.subject_ca_id)]
 
 
 def _reported_through(report: KeyCompromiseRecorded) -> str:

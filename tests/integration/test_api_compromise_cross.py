@@ -14,12 +14,13 @@ from test_api_ca_lifecycle import (assert_verifies, ca_pem, chain, create_ca, is
                                    needs_openssl, ok)
 from test_api_compromise_links import openssl_ocsp_status
 from test_api_compromised_halves import ProcessDied
-from test_api_compromised_keys import key_sha256_of_certificate, report, two_of_one_key_the_first_superseded
+from test_api_compromised_keys import (key_sha256, key_sha256_of_certificate, report,
+                                      two_of_one_key_the_first_superseded)
 from test_api_revocation import OPENSSL, run, setup
 from test_api_root_link_certificates import ski
 from test_api_support import assert_problem, pki_api  # noqa: F401
 
-from commands import compromise_cascade, crl
+from commands import compromise_cascade, crl, revoke
 
 
 async def cross_certified(api):
@@ -96,6 +97,36 @@ async def test_a_report_retried_under_its_idempotency_key_answers_what_the_first
     assert [c["issuer_ca_id"] for c in answered["revoked_ca_certificates"]] == [bridge]
     again = (await ok(await report(api, once, ca_id=stolen))).json()
     assert again["result"]["replayed"] is True and {**again, "result": None} == {**answered, "result": None}
+
+
+async def test_a_report_of_a_key_recorded_already_retried_under_its_idempotency_key_answers_what_it_revoked(
+        pki_api, monkeypatch):
+    """A first report dies after the key's block; a second, under its own Idempotency-Key, blocks nothing new (its
+    append says only that it was made: key.compromise_report_repeated) and revokes the other certificate. Its retry
+    answers that: before the report kept an append, the retry found no replay record and answered ``revoked: []``
+    and ``replayed: false``."""
+    api = pki_api
+    admin, _inter, key, first, other = await two_of_one_key_the_first_superseded(api)
+
+    async def died(*_args, **_kwargs):
+        raise ProcessDied("the process died after blocking the key")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(revoke, "revoke_holders", died)
+        assert (await report(api, admin, certificate_id=first["certificate_id"])).status_code == 500
+    once = {**admin, "Idempotency-Key": "report-late1-again"}
+    answered = (await ok(await report(api, once, certificate_id=first["certificate_id"]))).json()
+    assert answered["revoked"] == [other["certificate_id"]]
+    assert (answered["result"]["changed"], answered["result"]["replayed"]) == (False, False)
+    events = await api.runtime.store.read_stream("acme", "compromised-keys")
+    assert [e.type for e in events] == ["key.compromise_recorded", "key.compromise_report_repeated"]
+    assert (events[-1].payload["public_keys_sha256"], events[-1].payload["certificate_id"]) == (
+        [key_sha256(key)], first["certificate_id"])  # the key's hash, never the key
+    head = await api.runtime.store.head_position()
+    again = (await ok(await report(api, once, certificate_id=first["certificate_id"]))).json()
+    assert await api.runtime.store.head_position() == head
+    assert again["result"]["replayed"] is True
+    assert {**again, "result": {**again["result"], "replayed": False}} == answered
 
 
 async def test_an_intermediates_signing_key_is_revoked_not_reported_and_its_old_key_is_reported(pki_api):

@@ -13,7 +13,7 @@ from commands import compromised_keys as commands
 from commands.authz import SYSTEM, Forbidden, Principal
 from commands.runtime import CommandContext
 from domain import compromised_keys
-from domain.compromised_keys import KeyCompromiseLifted, KeyCompromiseRecorded
+from domain.compromised_keys import KeyCompromiseLifted, KeyCompromiseRecorded, KeyCompromiseReportRepeated
 from domain.errors import DomainError
 
 T0 = datetime(2026, 12, 1, tzinfo=UTC)
@@ -79,6 +79,27 @@ def test_only_a_recorded_key_is_refused_and_the_refusal_names_the_field(items, k
         compromised_keys.check_not_compromised(state, key, field)
     assert (refused.value.code, refused.value.field, refused.value.status) == ("key_compromised", field, 422)
     assert key in refused.value.detail
+
+
+@given(report_lists, report_lists, st.data())
+def test_a_report_of_keys_all_known_records_only_that_it_was_made_and_changes_no_state(recorded, asked, data):
+    """A report's decision is the record's when it blocks anything; else (every key known from its source: some of
+    those recorded, reported again) one key.compromise_report_repeated naming its keys (hashes only), which the fold
+    counts as a version and nothing more."""
+    state = compromised_keys.fold(recorded)
+    if compromised_keys.decide_record(state, asked) or not asked:  # something to block, or nothing named
+        assert compromised_keys.decide_report(state, asked) == compromised_keys.decide_record(state, asked)
+    if not recorded:
+        return
+    asked = data.draw(st.lists(st.sampled_from(recorded), min_size=1))  # every one known from its source
+    [repeated] = decided = compromised_keys.decide_report(state, asked)
+    assert isinstance(repeated, KeyCompromiseReportRepeated)
+    assert repeated.public_keys_sha256 == tuple(dict.fromkeys(r.public_key_sha256 for r in asked))
+    assert (repeated.certificate_id, repeated.subject_ca_id) == (asked[0].certificate_id, asked[0].subject_ca_id)
+    after = compromised_keys.fold(decided, start=state)
+    assert msgspec.structs.replace(after, version=state.version) == state and after.version == state.version + 1
+    assert {f.name for f in msgspec.structs.fields(KeyCompromiseReportRepeated)} == {
+        "public_keys_sha256", "reported_at", "invalidity_date", "certificate_id", "ca_id", "subject_ca_id"}
 
 
 def test_the_event_carries_the_hash_and_where_it_was_reported_never_more():
