@@ -2,15 +2,19 @@
 Chromium against `csm serve`: an offline root's certificate is imported, an intermediate requested and its CSR
 downloaded, signed at a real ceremony (`csm ca root`, checked with openssl) and installed; the root's CRL request
 is downloaded, signed and uploaded (as DER); a reader sees the CRL's state and no button; nodes deployed to over a
-real sshd are listed with what each holds, the generations kept and where each certificate went; a phone fits."""
+real sshd are listed with what each holds, the generations kept and where each certificate went; a certificate's
+nodes beyond the list's first page come with "More nodes"; a phone fits."""
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import json
 import shutil
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -244,6 +248,75 @@ def test_the_deployments_view_lists_each_node_and_a_certificate_its_nodes(servic
     nodes.get_by_role("link", name="db-1").click()
     page.wait_for_function("() => document.querySelector('#nodes [data-node]')?.dataset.node === 'db-1'")
     assert page.locator("#deployments-node").input_value() == "db-1"
+    no_problems(page)
+
+
+def record_deployments(data_dir: Path, certificate_id: str, nodes: list[str]) -> None:
+    """``certificate_id`` deployed to each of ``nodes``, recorded by the real command handler
+    (``deployments.deploy_certificate``, as `csm cluster deploy` runs it) with a delivery that stages and installs
+    nothing: what the UI lists is the record, not the nodes. Run in a thread of its own (its own event loop, beside
+    Playwright's), against the server's data directory as the CLI opens it."""
+    from cli.common import command_context
+    from commands import deployments
+    from domain.certificate import DeployedFile
+    from infra.bootstrap import open_runtime
+    from infra.config import Settings
+
+    fingerprint = "SHA256:" + "A" * 43
+
+    def delivery(node: str):
+        files = (DeployedFile(path=f"/etc/cassandra/{node}/keystore.jks", sha256=hashlib.sha256(node.encode())
+                              .hexdigest()),)
+
+        async def deliver(record_start) -> deployments.Delivered:
+            await record_start(deployments.Staging(files=files, host_key_type="ssh-ed25519",
+                                                   host_key_fingerprint=fingerprint))
+            return deployments.Delivered(files=files, host_key_type="ssh-ed25519", host_key_fingerprint=fingerprint,
+                                         host_key_first_use=False, reload_exit_status=None)
+        return deliver
+
+    async def record_all(runtime) -> None:
+        for node in nodes:
+            command = deployments.DeployCertificate(tenant_id=TENANT, certificate_id=certificate_id, node=node,
+                                                    user="cassandra", host=f"{node}.acme.internal")
+            await deployments.deploy_certificate(command, command_context(), runtime.services, delivery(node))
+
+    def record() -> None:
+        runtime = open_runtime(Settings.from_env(str(data_dir)))
+        try:
+            asyncio.run(record_all(runtime))
+        finally:
+            runtime.close()
+
+    with ThreadPoolExecutor(max_workers=1) as thread:
+        thread.submit(record).result()
+
+
+def test_more_nodes_adds_the_next_page_of_a_certificates_deployments(service, browser):
+    """A certificate deployed to 105 nodes: its page lists the first 100 (the API's page, by node name) and "More
+    nodes" adds the other 5 below them, then goes away."""
+    cert = service.issue("fleet.acme.internal")
+    names = [f"fleet-{n:03}" for n in range(105)]
+    record_deployments(service.data_dir, cert["certificate_id"], names)
+    url = f"/v1/certificates/{cert['certificate_id']}/deployments"
+    settled(lambda: service.get(url, limit=1000).json()["items"], lambda items: len(items) == len(names),
+            "the deployments read model")
+    first = service.get(url).json()
+    assert len(first["items"]) == 100 and first["next_cursor"]  # the list's default page: the button is needed
+
+    page = signed_in(service, browser, "ui-more-nodes", "viewer")
+    page.goto(f"{service.base}/ui/#/certs/{cert['certificate_id']}")
+    section = page.locator("#certificate-deployments")
+    section.locator("table").wait_for()
+    shown = "els => els.map(e => e.dataset.node)"
+    assert section.locator("tbody [data-node]").evaluate_all(shown) == names[:100]
+    more = section.get_by_role("button", name="More nodes")
+    more.click()
+    page.wait_for_function("() => document.querySelectorAll('#certificate-deployments tbody tr').length === 105")
+    assert section.locator("tbody [data-node]").evaluate_all(shown) == names  # the next page, after the first
+    assert more.count() == 0  # the last page: no button
+    assert section.locator("tbody [data-state]").evaluate_all("els => els.map(e => e.dataset.state)") == [
+        "current"] * len(names)
     no_problems(page)
 
 
