@@ -7,6 +7,7 @@ Imported by test_ui*.py (``from ui_support import ...``); it holds no tests.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -180,6 +181,25 @@ def no_problems(page, console: bool = True) -> None:
     assert found["csp"] == [] and found["errors"] == [], found
     if console:
         assert found["console"] == [], found
+
+
+def tenant_admin_page(service, browser, name: str, **size):
+    """A page signed in with a new tenant-admin API key of ``name``, at the overview."""
+    page = browser.page(**size)
+    sign_in(page, service.base, api_key=service.key(name, "tenant-admin"))
+    page.get_by_role("heading", name=re.compile("^Overview")).wait_for()
+    return page
+
+
+def head(service) -> int:
+    """A position at or past every write so far (for min_position)."""
+    events = service.get("/v1/audit/events", tenant_id=TENANT, limit=1000).json()
+    cursor = events["next_cursor"]
+    while cursor is not None:
+        more = service.get("/v1/audit/events", tenant_id=TENANT, limit=1000, cursor=cursor).json()
+        events["items"] += more["items"]
+        cursor = more["next_cursor"]
+    return max(item["position"] for item in events["items"])
 
 
 def in_form(page, label: str):
