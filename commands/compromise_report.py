@@ -70,6 +70,9 @@ async def report_key_compromise(cmd: ReportKeyCompromise, ctx: CommandContext,
     now = services.clock.now()
     reports = await (_ca_reports if cmd.ca_id is not None else _certificate_reports)(cmd, ctx, services, now)
     result = await compromised_keys.record(services, ctx, cmd, cmd.tenant_id, reports, report=True)
+    if result.replayed:  # the CA's keys are worked out again: only those blocked count (not a key rolled to since)
+        blocked = (await compromised_keys.load_keys(services, cmd.tenant_id)).keys
+        reports = [r for r in reports if r.public_key_sha256 in blocked]
     revoked, revoked_cas = await _revoke_certificates_of(services, ctx, cmd, reports)
     if result.replayed:  # a retry (same Idempotency-Key): what the first call answered, and what this one completed
         changed, first, first_cas = await _first_call(services, ctx, cmd)

@@ -170,3 +170,22 @@ async def test_a_cross_certificate_a_crash_left_trusted_after_the_report_is_revo
     assert serial not in (await crl.load_registry(api.runtime.services, "acme", bridge)).revoked
     assert await api.runtime.revocation_scheduler().sweep_compromised({"acme"}) == ()  # no leaf: CA certificates
     assert (await crl.load_registry(api.runtime.services, "acme", bridge)).revoked[serial].reason == "key_compromise"
+
+
+async def test_a_roots_report_retried_after_its_rollover_leaves_the_new_key_alone(pki_api):
+    """A root's report retried under its Idempotency-Key after the root rolled over to a new key: the retry works out
+    the root's keys again, which now include the new one, never reported. It answers the first call's keys, and
+    revokes nothing the new key certifies (it revoked a certificate of it, as if that key were stolen)."""
+    api = pki_api
+    admin = await api.admin()
+    await api.create_tenant(admin, "acme")
+    root = await create_ca(api, admin, name="Acme Root", path_length=1)
+    once = {**admin, "Idempotency-Key": "report-then-roll"}
+    answered = (await ok(await report(api, once, ca_id=root))).json()
+    await ok(await api.client.post(f"/v1/cas/{root}/rollover", headers=admin, json={
+        "reason": "root key stolen", "compromised": True}))
+    after = await issue_leaf(api, admin, root, "after.acme.internal")
+    again = (await ok(await report(api, once, ca_id=root))).json()
+    assert again["result"]["replayed"] is True and {**again, "result": None} == {**answered, "result": None}
+    events = await api.runtime.store.read_stream("acme", f"certificate-{after['certificate_id']}")
+    assert "certificate.revoked" not in [e.type for e in events]
