@@ -108,10 +108,14 @@ def search(conn: sqlite3.Connection, scope: str | None, *, tenant_id: str | None
     if status in ("expired", "valid"):
         if now is None:
             raise ValueError(f"status {status!r} needs now")
+        # In issuance order, the tenant is walked in order and each row tested, which stops at the page's end; given
+        # the plain column, SQLite read the tenant's whole expiry range and sorted it (65-95 ms for 56,000
+        # certificates). The walk reads the position index's own copy of not_after and status (DeferredSeek).
+        expiry = "c.not_after" if sort == "expiry" else "+c.not_after"
         if status == "expired":
-            where("c.not_after < ?", validity_time(now, up=True))
+            where(f"{expiry} < ?", validity_time(now, up=True))
         else:
-            where("c.not_after >= ? AND c.status = 'issued'", validity_time(now, up=True))
+            where(f"{expiry} >= ? AND c.status = 'issued'", validity_time(now, up=True))
     elif status:
         where("c.status = ?", status)
     if live_only:

@@ -46,8 +46,10 @@ class CertificatesProjector(Projector):
     # 6: renew_at of a certificate whose profile's lead time is not shorter than its lifetime
     # (domain.renewal.renew_at); 7: when and to which node it was last deployed (certificate.deployed);
     # 8: its last verification (certificate.deployment_verified) and rollback (certificate.deployment_rolled_back);
-    # 9: a hybrid's ML-DSA key (alternative_key_sha256), so a compromise of that half finds every certificate of it
-    version = 9
+    # 9: a hybrid's ML-DSA key (alternative_key_sha256), so a compromise of that half finds every certificate of it;
+    # 10: indexes for the searches and reports that read a big tenant's every row (docs/architecture.md, "Query plans"):
+    # the position index carrying not_after and status
+    version = 10
     tables = ("certificates", "certificate_names", "certificate_tags", "certificate_cas", "certificate_policies",
               "certificate_counts")
     ddl = (
@@ -93,7 +95,9 @@ class CertificatesProjector(Projector):
         "AND superseded_by IS NULL",
         "CREATE INDEX IF NOT EXISTS {ix}_not_after ON {certificates} (not_after) WHERE status = 'issued' "
         "AND superseded_by IS NULL",
-        "CREATE INDEX IF NOT EXISTS {ix}_position ON {certificates} (tenant_id, position)",
+        # not_after and status too: a search by status (valid, expired, revoked) walks it in order testing them
+        # without reading the rows it passes over
+        "CREATE INDEX IF NOT EXISTS {ix}_position ON {certificates} (tenant_id, position, not_after, status)",
         "CREATE INDEX IF NOT EXISTS {ix}_expiry ON {certificates} (tenant_id, not_after)",
         # a tenant's live certificates that expire today, counted from the index alone (see live_count)
         "CREATE INDEX IF NOT EXISTS {ix}_live ON {certificates} (tenant_id, not_after) WHERE status = 'issued' "
