@@ -48,7 +48,7 @@ class CertificatesProjector(Projector):
     # 8: its last verification (certificate.deployment_verified) and rollback (certificate.deployment_rolled_back);
     # 9: a hybrid's ML-DSA key (alternative_key_sha256), so a compromise of that half finds every certificate of it;
     # 10: indexes for the searches and reports that read a big tenant's every row (docs/architecture.md, "Query plans"):
-    # the position index carrying not_after and status
+    # the position index carrying not_after and status, the renewal candidates' index covering the scheduler's query
     version = 10
     tables = ("certificates", "certificate_names", "certificate_tags", "certificate_cas", "certificate_policies",
               "certificate_counts")
@@ -91,8 +91,11 @@ class CertificatesProjector(Projector):
     retired = ("DROP INDEX IF EXISTS {ix}_ca", "DROP INDEX IF EXISTS {ix}_node")
     # only queries read through these (search, expiry, renewal and quota counts): a rebuild makes them last
     deferred = (
-        "CREATE INDEX IF NOT EXISTS {ix}_renew_at ON {certificates} (renew_at) WHERE status = 'issued' "
-        "AND superseded_by IS NULL",
+        # the renewal scheduler's candidates (renewal_candidates), read from the index alone: expired certificates
+        # never renewed stay in it, and the scheduler walks past them without reading their rows
+        "CREATE INDEX IF NOT EXISTS {ix}_renewal ON {certificates} (renew_at, not_after, renewal_failed_at, tenant_id, "
+        "certificate_id, status, superseded_by, auto_renew) WHERE status = 'issued' AND superseded_by IS NULL "
+        "AND auto_renew = 1",
         "CREATE INDEX IF NOT EXISTS {ix}_not_after ON {certificates} (not_after) WHERE status = 'issued' "
         "AND superseded_by IS NULL",
         # not_after and status too: a search by status (valid, expired, revoked) walks it in order testing them

@@ -74,7 +74,7 @@ def test_a_rebuild_equals_following_the_log(history, tmp_path):
     expected_rows, expected_indexes = snapshot(tmp_path / "followed.db")
     assert rows["certificates"] and rows["certificate_counts"] and rows["audit_log"]
     assert rows == expected_rows
-    assert indexes == expected_indexes and any("_renew_at" in sql for sql in indexes)
+    assert indexes == expected_indexes and any("_renewal" in sql for sql in indexes)
 
 
 # A projector whose version changed: served around, rebuilt in the background, swapped in -----------------

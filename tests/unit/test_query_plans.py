@@ -184,6 +184,18 @@ def test_a_status_in_issuance_order_walks_the_tenant_in_order_not_its_expiry_ran
     assert "_expiry (tenant_id=? AND not_after" in plan, plan  # by expiry: the range, in order
 
 
+def test_renewal_candidates_are_read_from_their_index_alone(views):
+    """Expired certificates never renewed stay in the candidates' index (the scheduler skips them by not_after):
+    it walked past them reading each row (80-100 ms); the index holds what the query tests and returns."""
+    views.execute("UPDATE certificates SET not_after = '2026-06-01T00:00:00Z' WHERE certificate_id = 'big-cert-2'")
+    views.execute("UPDATE certificates SET auto_renew = 0 WHERE certificate_id = 'small-cert-1'")
+    views.execute("UPDATE certificates SET renewal_failed_at = NULL")
+    found, plan = plans(views, certificate_queries.renewal_candidates, NOW, NOW - timedelta(hours=1))
+    assert sorted(map(tuple, found)) == [("big", "big-cert-1"), ("big", "big-cert-3"), ("small", "small-cert-2"),
+                                          ("small", "small-cert-3")]
+    assert "COVERING INDEX ix_certificates_t_renewal (renew_at<?)" in plan, plan
+
+
 @pytest.fixture
 def runner(bench, tmp_path):
     """A projection runner, opened, on tmp_path/views.db over an event store holding one tenant's creation."""
