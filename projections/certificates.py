@@ -48,7 +48,8 @@ class CertificatesProjector(Projector):
     # 8: its last verification (certificate.deployment_verified) and rollback (certificate.deployment_rolled_back);
     # 9: a hybrid's ML-DSA key (alternative_key_sha256), so a compromise of that half finds every certificate of it;
     # 10: indexes for the searches and reports that read a big tenant's every row (docs/architecture.md, "Query plans"):
-    # the position index carrying not_after and status, the renewal candidates' index covering the scheduler's query
+    # the position index carrying not_after and status, the renewal candidates' index covering the scheduler's query,
+    # revocations by time
     version = 10
     tables = ("certificates", "certificate_names", "certificate_tags", "certificate_cas", "certificate_policies",
               "certificate_counts")
@@ -107,6 +108,9 @@ class CertificatesProjector(Projector):
         "AND superseded_by IS NULL",
         "CREATE INDEX IF NOT EXISTS {ix}_fingerprint ON {certificates} (fingerprint)",
         "CREATE INDEX IF NOT EXISTS {ix}_cn ON {certificates} (tenant_id, common_name)",
+        # the compliance report's revocations of the last 30 days, by reason, from the index alone
+        "CREATE INDEX IF NOT EXISTS {ix}_revoked ON {certificates} (tenant_id, revoked_at, revocation_reason, "
+        "status) WHERE status = 'revoked'",
         # get() by id alone (a platform-wide caller has no tenant scope): without it, a full scan per read
         "CREATE INDEX IF NOT EXISTS {ix}_id ON {certificates} (certificate_id)",
         # a compromised key's certificates that are still trusted (holding_key): of it as their subject key, or as

@@ -16,11 +16,12 @@ import pytest
 
 from commands.ports import AppendRequest
 from infra.eventstore.sqlite import SQLiteEventStore
-from projections import audit_log, certificate_queries, discovery
+from projections import audit_log, certificate_queries, compliance, discovery
 from projections.certificates import COLUMNS
 from projections.registry import all_projectors
 from projections.runner import ProjectionRunner
 from projections.statistics import analyze, has_statistics
+from projections.views_db import CHECKPOINTS
 
 NOW = datetime(2026, 12, 1, tzinfo=UTC)
 
@@ -194,6 +195,17 @@ def test_renewal_candidates_are_read_from_their_index_alone(views):
     assert sorted(map(tuple, found)) == [("big", "big-cert-1"), ("big", "big-cert-3"), ("small", "small-cert-2"),
                                           ("small", "small-cert-3")]
     assert "COVERING INDEX ix_certificates_t_renewal (renew_at<?)" in plan, plan
+
+
+def test_the_compliance_reports_recent_revocations_are_read_from_their_index_alone(views):
+    views.execute(CHECKPOINTS)
+    views.execute("UPDATE certificates SET sans = '{}', renewal_failed_at = NULL")
+    views.execute("UPDATE certificates SET status = 'revoked', revoked_at = ?, revocation_reason = 'superseded' "
+                  "WHERE certificate_id = 'big-cert-2'", ((NOW - timedelta(days=2)).isoformat(),))
+    (_records, _cas, counts, _position), plan = plans(views, compliance.facts, "big", NOW)
+    assert counts["revoked_last_30_days"] == {"superseded": 1}
+    assert "COVERING INDEX ix_certificates_t_revoked (tenant_id=? AND revoked_at>?)" in plan, plan
+    assert "_live (tenant_id=? AND not_after>?)" in plan, plan
 
 
 @pytest.fixture
