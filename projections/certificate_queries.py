@@ -94,12 +94,29 @@ def search(conn: sqlite3.Connection, scope: str | None, *, tenant_id: str | None
                           ("algorithm", algorithm), ("profile", profile)):
         if value:
             where(f"c.{column} = ?", value)
-    if common_name:
+    # An exact common name is found through the tenant's folded common names (the index's lower() is ASCII's, as
+    # LIKE's). A common-name prefix or a SAN that matches few of the tenant's certificates is looked up in its own index
+    # and its rows sorted; one that matches many keeps the walk in order, which stops at the page's end
+    # (docs/architecture.md, "Query plans").
+    tenant_of = scope if scope is not None else tenant_id
+    few = _few(conn, tenant_of, common_name, san) if tenant_of is not None else set()
+    if common_name and not common_name.endswith("*"):  # "+": SQLite put the value in lower() and lost the index
+        where("+c.common_name = ? AND lower(c.common_name) = ?", common_name, _fold(common_name))
+    elif common_name:
         where(*_text_match("c.common_name", common_name))
+        if "common_name" in few:
+            for clause, bound in _prefix_range("lower(c.common_name)", _fold(common_name[:-1])):
+                where(clause, bound)
     if san:
         column, value = _text_match("n.value", san.lower())
-        where(f"EXISTS (SELECT 1 FROM certificate_names n WHERE n.tenant_id = c.tenant_id "
-              f"AND n.certificate_id = c.certificate_id AND {column})", value)
+        if "san" in few:
+            ranged = _prefix_range("n.value", san.lower()[:-1]) if san.endswith("*") else [("n.value = ?", value)]
+            where(f"c.certificate_id IN (SELECT n.certificate_id FROM certificate_names n WHERE n.tenant_id = ? "
+                  f"AND {' AND '.join(clause for clause, _ in ranged)} AND {column})",
+                  tenant_of, *(bound for _, bound in ranged), value)
+        else:
+            where(f"EXISTS (SELECT 1 FROM certificate_names n WHERE n.tenant_id = c.tenant_id "
+                  f"AND n.certificate_id = c.certificate_id AND {column})", value)
     if tag:
         where("EXISTS (SELECT 1 FROM certificate_tags t WHERE t.tenant_id = c.tenant_id "
               "AND t.certificate_id = c.certificate_id AND t.tag = ?)", tag)
@@ -127,10 +144,10 @@ def search(conn: sqlite3.Connection, scope: str | None, *, tenant_id: str | None
     order = SORTS[sort]
     if cursor is not None:
         where(f"(c.{order}, c.certificate_id) > (?, ?)", *cursor)
-    # An exact common name, serial or fingerprint picks a few rows through its own index. Given a plain column
-    # to order by, SQLite walks the tenant's whole position (or expiry) index instead and tests every row; the
-    # "+" (same order, same rows) keeps it on the selective index.
-    selective = is_selective(common_name=common_name, serial=serial, fingerprint=fingerprint)
+    # An exact common name, serial or fingerprint (or a name matching few: ``_few``) picks a few rows through its
+    # own index. Given a plain column to order by, SQLite walks the tenant's whole position (or expiry) index
+    # instead and tests every row; the "+" (same order, same rows) keeps it on the selective index.
+    selective = bool(few) or is_selective(common_name=common_name, serial=serial, fingerprint=fingerprint)
     if scope is None and tenant_id is None and not selective:
         # Across tenants no index is in this order: SQLite sorted the whole table for each page (2 s for 173,000
         # certificates). Each tenant's first ``limit`` rows come in order from its (tenant, position or expiry)
@@ -150,6 +167,50 @@ def is_selective(*, common_name: str | None = None, serial: str | None = None, f
     """True when ``search`` finds its rows through an exact name's, serial's or fingerprint's own index: a few
     index lookups, whatever the size of the table."""
     return bool(serial or fingerprint or (common_name and not common_name.endswith("*")))
+
+
+FEW = 1000  # a name matching fewer of a tenant's certificates than this is looked up; more, the tenant is walked
+
+
+def _few(conn: sqlite3.Connection, tenant_id: str, common_name: str | None, san: str | None) -> set[str]:
+    """Which of a search's common-name prefix and SAN match fewer than FEW index entries of the tenant ("common_name",
+    "san"): counted from each index alone, at most FEW entries read."""
+    probes = []
+    if common_name and common_name.endswith("*"):
+        probes.append(("common_name", "certificates", "lower(common_name)", _fold(common_name[:-1]), True))
+    if san:
+        probes.append(("san", "certificate_names", "value", san.lower().removesuffix("*"), san.endswith("*")))
+    found = set()
+    for name, table, column, text, prefix in probes:
+        ranged = _prefix_range(column, text) if prefix else [(f"{column} = ?", text)]
+        n = conn.execute(f"SELECT count(*) FROM (SELECT 1 FROM {table} WHERE tenant_id = ? AND "
+                         f"{' AND '.join(clause for clause, _ in ranged)} LIMIT {FEW})",
+                         (tenant_id, *(bound for _, bound in ranged))).fetchone()[0]
+        if n < FEW:
+            found.add(name)
+    return found
+
+
+def _fold(text: str) -> str:
+    """``text`` with ASCII letters in lower case, as SQLite's lower() and LIKE fold them (and nothing else)."""
+    return text.translate(_ASCII_LOWER)
+
+
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def _prefix_range(column: str, prefix: str) -> list[tuple[str, str]]:
+    """The conditions of ``column`` starting with ``prefix``, as a range an index can seek: ``>= prefix`` and
+    ``<`` the least string above every one that starts with it (text compares by code point, as UTF-8 bytes do)."""
+    bounds = [(f"{column} >= ?", prefix)]
+    head = prefix
+    while head:
+        last = ord(head[-1]) + 1
+        if last <= 0x10FFFF:
+            bounds.append((f"{column} < ?", head[:-1] + chr(0xE000 if 0xD800 <= last < 0xE000 else last)))
+            break
+        head = head[:-1]
+    return bounds
 
 
 def _text_match(column: str, pattern: str) -> tuple[str, str]:

@@ -48,8 +48,8 @@ class CertificatesProjector(Projector):
     # 8: its last verification (certificate.deployment_verified) and rollback (certificate.deployment_rolled_back);
     # 9: a hybrid's ML-DSA key (alternative_key_sha256), so a compromise of that half finds every certificate of it;
     # 10: indexes for the searches and reports that read a big tenant's every row (docs/architecture.md, "Query plans"):
-    # the position index carrying not_after and status, the renewal candidates' index covering the scheduler's query,
-    # revocations by time, the fingerprint index covering discovery's join
+    # folded common names, the position index carrying not_after and status, the renewal candidates' index covering the
+    # scheduler's query, revocations by time, the fingerprint index covering discovery's join
     version = 10
     tables = ("certificates", "certificate_names", "certificate_tags", "certificate_cas", "certificate_policies",
               "certificate_counts")
@@ -110,7 +110,8 @@ class CertificatesProjector(Projector):
         # the index alone, not 45,000 rows of a tenant's (discovery.records: 870 -> 400 ms)
         "CREATE INDEX IF NOT EXISTS {ix}_fingerprint ON {certificates} (fingerprint, tenant_id, certificate_id, ca_id, "
         "status, revocation_reason, superseded_by)",
-        "CREATE INDEX IF NOT EXISTS {ix}_cn ON {certificates} (tenant_id, common_name)",
+        # common names as LIKE compares them (ASCII letters folded): an exact name, and a prefix's range
+        "CREATE INDEX IF NOT EXISTS {ix}_cn_folded ON {certificates} (tenant_id, lower(common_name))",
         # the compliance report's revocations of the last 30 days, by reason, from the index alone
         "CREATE INDEX IF NOT EXISTS {ix}_revoked ON {certificates} (tenant_id, revoked_at, revocation_reason, "
         "status) WHERE status = 'revoked'",
