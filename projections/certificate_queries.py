@@ -121,7 +121,8 @@ def search(conn: sqlite3.Connection, scope: str | None, *, tenant_id: str | None
                   f"AND {matching})", tenant_of, *(bound for _, bound in ranged), value)
         else:
             where(f"({plus}c.tenant_id, {plus}c.certificate_id) IN (SELECT n.tenant_id, n.certificate_id "
-                  f"FROM certificate_names n WHERE {matching})", *(bound for _, bound in ranged), value)
+                  f"FROM certificate_names n WHERE n.tenant_id IN {_TENANTS} AND {matching})",
+                  *(bound for _, bound in ranged), value)
     if tag:
         where("EXISTS (SELECT 1 FROM certificate_tags t WHERE t.tenant_id = c.tenant_id "
               "AND t.certificate_id = c.certificate_id AND t.tag = ?)", tag)
@@ -174,6 +175,9 @@ def is_selective(*, common_name: str | None = None, serial: str | None = None, f
     return bool(serial or fingerprint or (common_name and not common_name.endswith("*")))
 
 
+# every tenant, so that a name is sought in each tenant's part of a (tenant, ...) key: without statistics, a name
+# across tenants scanned the whole index (certificate_cas: every CA a certificate can be issued under)
+_TENANTS = "(SELECT DISTINCT tenant_id FROM certificate_cas)"
 FEW = 1000  # a name matching fewer of a tenant's certificates than this is looked up; more, the tenant is walked
 
 
@@ -188,7 +192,7 @@ def _few(conn: sqlite3.Connection, tenant_id: str | None, common_name: str | Non
     found = set()
     for name, table, column, text, prefix in probes:
         ranged = _prefix_range(column, text) if prefix else [(f"{column} = ?", text)]
-        tenant = ["tenant_id = ?"] if tenant_id is not None else []
+        tenant = ["tenant_id = ?"] if tenant_id is not None else [f"tenant_id IN {_TENANTS}"]
         n = conn.execute(f"SELECT count(*) FROM (SELECT 1 FROM {table} WHERE "
                          f"{' AND '.join(tenant + [clause for clause, _ in ranged])} LIMIT {FEW})",
                          (*([tenant_id] if tenant_id is not None else []), *(bound for _, bound in ranged))).fetchone()[0]
