@@ -36,10 +36,13 @@ FAST = {"webhook_allow_loopback_http": True, "webhook_min_backoff": 0.02, "webho
         "webhook_max_attempts": 4, "max_body_bytes": 1 << 20}
 
 
-def head_of(data_dir: Path) -> int:
+def head_of(data_dir: Path, *, but_checkpoints: bool = False) -> int:
+    """The log's last position; ``but_checkpoints``: of its last event that is not an audit checkpoint (the
+    checkpointer's last one, at shutdown, may land after the dispatcher's last pass: nothing to notify)."""
     import sqlite3
     with contextlib.closing(sqlite3.connect(f"file:{data_dir / 'events.db'}?mode=ro", uri=True)) as conn:
-        return conn.execute("SELECT max(position) FROM events").fetchone()[0]
+        return conn.execute("SELECT max(position) FROM events" + (
+            " WHERE type != 'audit.checkpoint'" if but_checkpoints else "")).fetchone()[0]
 
 
 @dataclass
@@ -345,7 +348,8 @@ async def test_deleted_or_disabled_webhooks_get_nothing_and_a_restart_sends_noth
             assert first["status"] == "delivered"
         assert len(hook.received) == 1
         # the stopped dispatcher has passed over every event, notified or not
-        assert DeliveryLog(tmp_path / "data" / "webhooks.db").checkpoint() == head_of(tmp_path / "data")
+        assert DeliveryLog(tmp_path / "data" / "webhooks.db").checkpoint() >= head_of(tmp_path / "data",
+                                                                                     but_checkpoints=True)
         async with running_api(tmp_path, **settings) as api:  # the same data dir: the dispatcher resumes
             admin = await api.admin()
             await revoke(api, admin, await issue(api, admin, "acme", issuing, "r2.acme.internal"))
