@@ -13,26 +13,18 @@ import httpx
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import pkcs12
-from ui_support import (TENANT, UI_CSP, browser, chromium, in_form, no_problems,  # noqa: F401
-                        playwright, service, sign_in)
+from ui_support import (OVERFLOW, TENANT, UI_CSP, browser, chromium, in_form, no_problems,  # noqa: F401
+                        playwright, service, sign_in, tenant_admin_page)
 
 from domain.compliance import RULES
 from domain.webhook import NOTIFIABLE
 
 pytestmark = pytest.mark.slow
-OVERFLOW = "document.documentElement.scrollWidth - document.documentElement.clientWidth"
 
 
 def admin_page(service, browser, **size):
     page = browser.page(**size)
     sign_in(page, service.base, api_key=service.key(f"ui-admin-{len(browser.pages)}", "platform-admin", tenant=None))
-    page.get_by_role("heading", name=re.compile("^Overview")).wait_for()
-    return page
-
-
-def tenant_admin_page(service, browser, name: str):
-    page = browser.page()
-    sign_in(page, service.base, api_key=service.key(name, "tenant-admin"))
     page.get_by_role("heading", name=re.compile("^Overview")).wait_for()
     return page
 

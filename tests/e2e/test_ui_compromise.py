@@ -10,11 +10,10 @@ import re
 
 import httpx
 import pytest
-from ui_support import (TENANT, browser, chromium, in_form, no_problems, playwright, service,  # noqa: F401
+from ui_support import (OVERFLOW, TENANT, browser, chromium, in_form, no_problems, playwright, service,  # noqa: F401
                         sign_in)
 
 pytestmark = pytest.mark.slow
-OVERFLOW = "document.documentElement.scrollWidth - document.documentElement.clientWidth"
 
 
 def signed_in(service, browser, name: str, role: str, **size):

@@ -21,7 +21,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from test_cli_serve import csm
-from ui_support import (TENANT, browser, chromium, in_form, no_problems, playwright,  # noqa: F401
+from ui_support import (OVERFLOW, TENANT, browser, chromium, in_form, no_problems, playwright,  # noqa: F401
                         service, sign_in)
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "integration"))
@@ -29,7 +29,6 @@ from deploy_halfway import deploy_stopped_halfway  # noqa: E402
 from sshd_fixture import ssh_node  # noqa: E402, F401 - a fixture: a fresh sshd on loopback
 
 pytestmark = pytest.mark.slow
-OVERFLOW = "document.documentElement.scrollWidth - document.documentElement.clientWidth"
 OPENSSL = shutil.which("openssl")
 PASSPHRASE = "correct horse battery staple"
 

@@ -16,13 +16,12 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from ui_support import (TENANT, browser, chromium, head, in_form, no_problems, playwright,  # noqa: F401
+from ui_support import (OVERFLOW, TENANT, browser, chromium, head, in_form, no_problems, playwright,  # noqa: F401
                         sign_in, start_service, tenant_admin_page)
 
 from domain import totp
 
 pytestmark = pytest.mark.slow
-OVERFLOW = "document.documentElement.scrollWidth - document.documentElement.clientWidth"
 
 
 @pytest.fixture(scope="module")

@@ -183,6 +183,10 @@ def no_problems(page, console: bool = True) -> None:
         assert found["console"] == [], found
 
 
+# How many pixels the page is wider than its viewport: 0 unless something overflows sideways.
+OVERFLOW = "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+
+
 def tenant_admin_page(service, browser, name: str, **size):
     """A page signed in with a new tenant-admin API key of ``name``, at the overview."""
     page = browser.page(**size)
