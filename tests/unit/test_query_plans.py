@@ -13,6 +13,8 @@ import sqlite3
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from commands.ports import AppendRequest
 from infra.eventstore.sqlite import SQLiteEventStore
@@ -236,6 +238,25 @@ def test_a_prefix_range_holds_every_name_that_starts_with_it_and_no_other():
     assert certificate_queries._fold("ÄbC-İ") == "Äbc-İ"  # ASCII letters only, as SQLite's lower() and LIKE
 
 
+NAME_TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=5)  # any text SQLite stores as UTF-8
+
+
+@given(prefix=NAME_TEXT, names=st.lists(NAME_TEXT, max_size=12))
+def test_in_sqlite_a_prefix_range_selects_exactly_the_names_that_start_with_it(prefix, names):
+    """The range the search adds to a prefix's LIKE must drop no name LIKE would keep: checked by SQLite itself, on
+    names that start with the prefix and on others (the code points around the range's ends included)."""
+    near = [prefix[:-1] + chr(c) for c in (ord(prefix[-1]) - 1, ord(prefix[-1]) + 1)
+            if 0 <= c <= 0x10FFFF and not 0xD800 <= c < 0xE000] if prefix else []
+    values = names + [prefix + n for n in names] + near + [prefix + "\U0010ffff", prefix]
+    with contextlib.closing(sqlite3.connect(":memory:")) as conn:
+        conn.execute("CREATE TABLE t (v TEXT)")
+        conn.executemany("INSERT INTO t VALUES (?)", [(v,) for v in values])
+        ranged = certificate_queries._prefix_range("v", prefix)
+        got = [v for (v,) in conn.execute(f"SELECT v FROM t WHERE {' AND '.join(c for c, _ in ranged)}",
+                                          [bound for _, bound in ranged])]
+    assert sorted(got) == sorted(v for v in values if v.startswith(prefix))
+
+
 @pytest.mark.parametrize("status", ["valid", "expired"])
 def test_a_status_in_issuance_order_walks_the_tenant_in_order_not_its_expiry_range_sorted(views, status):
     """The tenant's expiry range sorted by position read every valid (or expired) certificate for a page (65-95 ms
@@ -329,3 +350,20 @@ def test_a_rebuild_swaps_its_tables_in_with_their_statistics(runner, tmp_path):
         tables = {tbl for (tbl,) in conn.execute("SELECT DISTINCT tbl FROM sqlite_stat1")}
     assert "audit_log" in tables
     assert not [t for t in tables if "shadow" in t], tables  # none left under the shadow tables' names
+
+
+@given(prefix=NAME_TEXT, names=st.lists(NAME_TEXT, max_size=12))
+def test_a_common_name_prefixs_range_on_its_folded_form_keeps_every_name_its_like_keeps(prefix, names):
+    """A common-name prefix is LIKE (ASCII letters in either case) plus a range on lower(common_name) from the
+    prefix folded: the range, which lets SQLite seek, must keep every name the LIKE keeps."""
+    values = names + [prefix + n for n in names] + [prefix.swapcase() + n for n in names]
+    like, pattern = certificate_queries._text_match("v", prefix + "*")
+    ranged = certificate_queries._prefix_range("lower(v)", certificate_queries._fold(prefix))
+    with contextlib.closing(sqlite3.connect(":memory:")) as conn:
+        conn.execute("CREATE TABLE t (v TEXT)")
+        conn.executemany("INSERT INTO t VALUES (?)", [(v,) for v in values])
+        liked = sorted(v for (v,) in conn.execute(f"SELECT v FROM t WHERE {like}", [pattern]))
+        both = sorted(v for (v,) in conn.execute(
+            f"SELECT v FROM t WHERE {like} AND {' AND '.join(c for c, _ in ranged)}",
+            [pattern, *(bound for _, bound in ranged)]))
+    assert both == liked
