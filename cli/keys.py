@@ -8,7 +8,7 @@ import msgspec
 from cli.common import (EXIT_PROBLEM, EXIT_USAGE, CliError, command_context, echo_json, id_table, position_progress, print_table,
                         progress_bar, run_async, runtime_for)
 from commands.keks import (RetireKek, RewrapKeys, RotateKek, kek_status, retire_kek, rewrap_keys, rotate_kek)
-from domain.vault import PROVIDERS, RewrapCounts
+from domain.vault import PROVIDERS, KekUsage, RewrapCounts
 from infra.config import Settings
 
 PROVIDER = click.Choice(PROVIDERS)
@@ -23,19 +23,34 @@ def keys() -> None:
 @click.option("--json", "as_json", is_flag=True, help="JSON on stdout instead of a table.")
 @click.pass_obj
 def status(settings: Settings, as_json: bool) -> None:
-    """Every KEK that stored keys name, that wraps new keys, or that was retired: rows per tenant."""
+    """Every KEK that stored keys name, that wraps new keys, or that was retired: rows per tenant, and whether it
+    can be used right now (its key file present and readable; its token logs in and holds its key object).
+
+    Nothing is unwrapped. Exit 1 (after the output) when a KEK that wraps new keys or still wraps stored keys is
+    unavailable: issuing or signing with those keys would fail now. A retired KEK is not checked."""
     with runtime_for(settings) as runtime:
         usage = run_async(kek_status(command_context(), runtime.services))
     if as_json:
         echo_json(usage)
-        return
-    table = id_table("provider", "kek id", "rows", "tenants", "wraps new keys of", "retired", ids={"kek id"})
-    for kek in usage:
-        table.add_row(kek.provider, kek.kek_id, f"{sum(kek.rows.values()):,}",
-                      ", ".join(f"{tenant} {count:,}" for tenant, count in sorted(kek.rows.items())) or "-",
-                      ", ".join(kek.current_for) or "-", kek.retired_at.isoformat() if kek.retired_at else "-")
-    print_table(table, footer=f"configured provider (CSM_KEK_PROVIDER): {settings.kek_provider}; "
-                              "'*': every tenant without a KEK of its own")
+    else:
+        table = id_table("provider", "kek id", "rows", "tenants", "wraps new keys of", "retired", "usable now",
+                         ids={"kek id"})
+        for kek in usage:
+            table.add_row(kek.provider, kek.kek_id, f"{sum(kek.rows.values()):,}",
+                          ", ".join(f"{tenant} {count:,}" for tenant, count in sorted(kek.rows.items())) or "-",
+                          ", ".join(kek.current_for) or "-", kek.retired_at.isoformat() if kek.retired_at else "-",
+                          _availability(kek))
+        print_table(table, footer=f"configured provider (CSM_KEK_PROVIDER): {settings.kek_provider}; "
+                                  "'*': every tenant without a KEK of its own")
+    missing = [kek.kek_id for kek in usage if kek.needed and kek.available is False]
+    if missing:
+        raise CliError(f"{len(missing)} KEKs in use are unavailable: {', '.join(missing)}", EXIT_PROBLEM)
+
+
+def _availability(kek: KekUsage) -> str:
+    if kek.available is None:
+        return "-"
+    return "available" if kek.available else f"unavailable: {kek.unavailable_reason}"
 
 
 def _run_with_bar(label: str, start) -> object:

@@ -140,6 +140,13 @@ class KekUsage(msgspec.Struct, frozen=True, kw_only=True):
     rows: dict[str, int]  # tenant -> rows whose data key it wraps
     current_for: list[str]  # tenants ("*": every tenant without a KEK of its own) whose new keys it wraps
     retired_at: datetime | None = None
+    available: bool | None = None  # usable right now (its file, or its object on a token that logs in); None: retired
+    unavailable_reason: str | None = None  # why not, one line: never a PIN or key material
+
+    @property
+    def needed(self) -> bool:
+        """Whether it must be usable: it wraps someone's new keys or still wraps stored rows."""
+        return self.retired_at is None and bool(self.current_for or any(self.rows.values()))
 
 
 class RewrapCounts(msgspec.Struct, frozen=True, kw_only=True):

@@ -80,6 +80,10 @@ class RotatingKekProvider(KekProvider, Protocol):
 
     def base_scope(self, kek_id: str) -> str | None: ...
 
+    def check_kek(self, kek_id: str) -> None:
+        """Whether ``kek_id`` can be used right now (KekUnavailable: why not), without unwrapping anything."""
+        ...
+
 
 def bind(*fields: str | bytes) -> bytes:
     """Unambiguous associated data: each field length-prefixed, so no two field lists encode alike."""
@@ -255,6 +259,21 @@ class VersionedKeyFiles:
                 raise KekUnavailable(f"key file {path} holds {key.kek_id}, not {kek_id}: renamed or damaged")
             self._keys[kek_id] = key
             return key
+
+    def check_kek(self, kek_id: str) -> None:
+        """Status: the KEK's file is on disk now (not only cached), ours, mode 0600, and holds that very key;
+        KekUnavailable otherwise. The key is opened and closed at once: nothing is unwrapped."""
+        path = self.kek_path(kek_id)
+        secret = _read_private_file(path, self.SIZE)
+        try:
+            key = self._open(secret)
+        finally:
+            wipe(secret)
+        try:
+            if key.kek_id != kek_id:
+                raise KekUnavailable(f"key file {path} holds {key.kek_id}, not {kek_id}: replaced or damaged")
+        finally:
+            key.close()
 
     def wrap(self, tenant_id: str, dek: bytes | bytearray, kek_id: str | None = None) -> tuple[str, bytes]:
         key = self._key(kek_id)

@@ -266,8 +266,32 @@ class KekAdministration:
                     fields["current_for"] = sorted(set(fields["rows"]) - assigned)
         for kek_id, provider, retired_at in self._read("SELECT kek_id, provider, retired_at FROM retired_keks"):
             entry(provider, kek_id)["retired_at"] = datetime.fromisoformat(retired_at)
+        unopened: dict[str, str] = {}  # a provider that cannot be opened (a token absent): once per status
+        for fields in usage.values():
+            if "retired_at" not in fields:
+                reason = self._unavailable(fields["provider"], fields["kek_id"], unopened)
+                fields["available"], fields["unavailable_reason"] = reason is None, reason
         return [KekUsage(**fields) for _, fields in sorted(usage.items(), key=lambda item: (item[1]["provider"],
                                                                                             item[0]))]
+
+    def _unavailable(self, name: str, kek_id: str, unopened: dict[str, str]) -> str | None:
+        """Why ``kek_id`` cannot be used right now (one line), or None: its provider opened the way the vault opens
+        it (a token logged in), then asked for that KEK; nothing is unwrapped, and the reasons hold no secret."""
+        if name in unopened:
+            return unopened[name]
+        try:
+            provider = self._provider(name)
+        except KekUnavailable as exc:
+            unopened[name] = " ".join(str(exc).split())
+            return unopened[name]
+        try:
+            check = getattr(provider, "check_kek", None)
+            if check is None:
+                return f"KEK provider {name!r} cannot be asked whether a KEK is usable"
+            check(kek_id)
+        except KekUnavailable as exc:
+            return " ".join(str(exc).split())
+        return None
 
     def _in_use_for(self, conn: sqlite3.Connection, provider: RotatingKekProvider, kek_id: str) -> list[str]:
         """Whose new keys ``kek_id`` wraps here: none unless its provider is CSM_KEK_PROVIDER (a process configured

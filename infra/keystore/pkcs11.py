@@ -212,6 +212,17 @@ class Pkcs11KekProvider:
 
         self._on_token("destroy", label, destroy)
 
+    def check_kek(self, kek_id: str) -> None:
+        """Status: the token logs in and holds the key object ``kek_id`` names (asked again, not from the cache);
+        KekUnavailable otherwise. Nothing is encrypted or decrypted."""
+        label, key_id = self._parse(kek_id)
+
+        def find(held: TokenSession) -> None:
+            held.keys.pop((label, key_id), None)
+            self._named(held, label, key_id)
+
+        self._on_token("find", label, find)
+
     def _probe(self, held: TokenSession, label: str) -> None:
         held.keys.clear()
         self._find(held, label)

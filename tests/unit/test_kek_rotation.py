@@ -292,6 +292,29 @@ def test_a_key_file_made_by_a_rotation_that_died_before_assigning_it_is_listed_a
     assert [kek.kek_id for kek in vault.kek_usage_sync() if kek.retired_at] == [orphan]
 
 
+def test_status_says_whether_each_kek_can_be_used_now_from_its_file_on_disk(vault):
+    _stored(vault, tenants=("acme",), each=2)
+    base = vault._default.kek_id
+    (own,) = _rotate(vault, "acme")
+    fresh = vault.put_sync("acme", b"under the new KEK", algorithm="ed25519", purpose="leaf")  # own is now cached
+    orphan = vault._default.create_kek(None)
+    vault.mark_kek_retired_sync(orphan)
+    vault.destroy_kek_sync(orphan)
+    usage = {kek.kek_id: kek for kek in vault.kek_usage_sync()}
+    assert [(usage[k].available, usage[k].unavailable_reason) for k in (base, own.kek_id)] == [(True, None)] * 2
+    assert usage[orphan].available is None and not usage[orphan].needed  # retired: not checked
+
+    vault._default.version_path(own.kek_id).unlink()  # the process still holds it: status asks the disk
+    vault._default.path.chmod(0o644)
+    usage = {kek.kek_id: kek for kek in vault.kek_usage_sync()}
+    gone, loose = usage[own.kek_id], usage[base]
+    assert gone.available is False and gone.needed and "cannot open key file" in gone.unavailable_reason
+    assert str(vault._default.version_path(own.kek_id)) in gone.unavailable_reason
+    assert loose.available is False and "has mode 0644" in loose.unavailable_reason and "\n" not in loose.unavailable_reason
+    vault._default.path.chmod(0o600)
+    assert vault.get_sync("acme", fresh) == b"under the new KEK"  # nothing was dropped from the process
+
+
 def test_a_key_stored_under_the_old_kek_during_the_rewrap_is_moved_by_its_next_pass(tmp_path):
     """A process that chose the KEK just before the rotation stores its key after the run's cursor passed."""
     vault = SQLiteKeyVault(tmp_path)
