@@ -23,6 +23,8 @@ def test_rotate_rewrap_and_retire_from_the_command_line(hierarchy, tmp_path):  #
     _issue(data, inter, "one.acme.internal")
     (master,) = _status(data)
     assert _status(data)[master]["current_for"] == ["*"] and _status(data)[master]["rows"]["acme"] >= 3
+    assert (_status(data)[master]["available"], _status(data)[master]["unavailable_reason"]) == (True, None)
+    assert "usable now" in csm(data, "keys", "status").stdout
     assert "kek_in_use" in csm(data, "keys", "retire-kek", master, "--yes", expect=1).stderr
     assert "--tenant T or --all-tenants" in csm(data, "keys", "rotate-kek", expect=2).stderr
 
@@ -60,3 +62,11 @@ def test_rotate_rewrap_and_retire_from_the_command_line(hierarchy, tmp_path):  #
     csm(restored, "restore", str(tmp_path / "after"))
     assert _status(restored)[new["kek_id"]]["rows"] == _status(data)[new["kek_id"]]["rows"]
     _issue(restored, inter, "three.acme.internal")
+
+    version = restored / "keys" / "kek" / f"local-{new['kek_id'].split(':')[1]}.key"
+    version.unlink()  # the KEK that wraps every tenant's keys is gone: the status says so, and exits 1
+    gone = csm(restored, "keys", "status", "--json", expect=1)
+    kek = {k["kek_id"]: k for k in json.loads(gone.stdout)}[new["kek_id"]]
+    assert kek["available"] is False and str(version) in kek["unavailable_reason"]
+    assert new["kek_id"] in gone.stderr and "unavailable" in gone.stderr
+    assert "unavailable: cannot open key file" in csm(restored, "keys", "status", expect=1).stdout  # piped: one line a row
