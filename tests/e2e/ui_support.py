@@ -139,7 +139,8 @@ class Browser:
         page.on("console", lambda m: page.console_errors.append(m.text) if m.type == "error" else None)
         page.on("pageerror", lambda e: page.page_errors.append(str(e)))
         page.on("dialog", lambda d: page.page_errors.append(f"unexpected dialog: {d.message}") or d.dismiss())
-        page.set_default_timeout(20_000)
+        # a wait's limit, not its length: 30 s, as the suite now runs two workers per CPU beside Chromium and servers
+        page.set_default_timeout(30_000)
         self.pages.append(page)
         return page
 
