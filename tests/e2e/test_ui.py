@@ -128,7 +128,7 @@ def test_a_privileged_user_enrolls_totp_then_signs_in_with_a_code(service, brows
     page.get_by_label("TOTP code").fill(totp.totp(secret, time.time()))
     page.get_by_role("button", name="Sign in").click()
     page.get_by_role("heading", name=re.compile("^Overview")).wait_for()
-    assert page.get_by_role("link", name="Certificates", exact=True).is_visible()
+    page.get_by_role("link", name="Certificates", exact=True).wait_for()
 
 
 def _row(page, common_name: str):
@@ -251,7 +251,7 @@ def test_a_developers_refused_request_names_the_field(service, browser):
     error = page.locator("#f-csr-error")
     error.wait_for()
     assert error.inner_text()
-    assert page.locator("#f-validity_days-error").is_hidden()  # the earlier refusal is cleared
+    page.locator("#f-validity_days-error").wait_for(state="hidden")  # the earlier refusal is cleared
 
 
 def test_a_viewer_sees_no_revoke_button_and_a_forced_call_is_refused(service, browser):
@@ -287,7 +287,7 @@ def test_markup_in_certificate_fields_is_shown_as_text(service, browser):
     page.get_by_role("link", name=XSS).wait_for()
     page.get_by_role("link", name=XSS).click()
     page.get_by_role("heading", name=re.compile(re.escape(XSS))).wait_for()
-    assert page.get_by_text("<script>window.__xss=2</script>").is_visible()
+    page.get_by_text("<script>window.__xss=2</script>").wait_for()
     assert page.evaluate("window.__xss") is None
     assert page.locator("main img").count() == 0 and page.locator("main script").count() == 0
     assert page.url.endswith(issued["certificate_id"])
@@ -344,7 +344,7 @@ def test_a_phone_sized_viewport_has_no_horizontal_scroll(service, browser):
     page.get_by_role("heading", name="Request a certificate").wait_for()
     overflow = "document.documentElement.scrollWidth - document.documentElement.clientWidth"
     assert page.evaluate(overflow) <= 0
-    assert not page.get_by_role("link", name="Certificates", exact=True).is_visible()  # behind the menu button
+    page.get_by_role("link", name="Certificates", exact=True).wait_for(state="hidden")  # behind the menu button
     menu = page.get_by_role("button", name="Menu")
     menu.focus()
     page.keyboard.press("Enter")  # from the keyboard

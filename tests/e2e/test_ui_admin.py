@@ -202,7 +202,7 @@ def test_a_user_is_created_with_a_one_time_password_signs_in_and_gains_a_role(se
     other.get_by_role("button", name="Sign out", exact=True).click()
     sign_in(other, service.base, "ulla", password)
     other.get_by_role("heading", name="Request a certificate").wait_for()  # a developer's home now
-    assert other.get_by_role("link", name="Request a certificate").is_visible()
+    other.get_by_role("link", name="Request a certificate").wait_for()
 
     page.get_by_role("button", name="Revoke developer").click()
     page.get_by_role("button", name="Yes, revoke developer").click()

@@ -94,7 +94,7 @@ def test_an_offline_root_is_imported_its_intermediate_signed_at_the_ceremony_and
     offline = page.locator("#offline-cas")
     offline.get_by_role("link", name="Offline root").wait_for()
     assert offline.locator("[data-crl]").get_attribute("data-crl") == "missing"
-    assert page.locator("#ca-list tr", has_text="Offline root").get_by_text("offline", exact=True).is_visible()
+    page.locator("#ca-list tr", has_text="Offline root").get_by_text("offline", exact=True).wait_for()
     form = in_form(page, "Request an intermediate from an offline root")
     form.get_by_label("Offline root").select_option(root_id)
     form.get_by_label("Name", exact=True).fill("Offline issuing")
@@ -158,7 +158,7 @@ def test_an_offline_root_is_imported_its_intermediate_signed_at_the_ceremony_and
     reader = signed_in(service, browser, "ui-offline-viewer", "viewer")
     reader.goto(f"{service.base}/ui/#/cas/{root_id}")
     reader.locator("#crl-ceremony [data-crl=current]").wait_for()
-    assert reader.get_by_role("button", name="Download the CRL request").is_visible()
+    reader.get_by_role("button", name="Download the CRL request").wait_for()
     assert reader.locator("#install-crl").count() == 0
     reader.goto(f"{service.base}/ui/#/cas")
     reader.locator("#offline-cas table").wait_for()
@@ -171,7 +171,7 @@ def test_an_offline_root_is_imported_its_intermediate_signed_at_the_ceremony_and
     form.get_by_label("… or paste it (PEM)").fill("not a CRL")
     form.get_by_role("button", name="Install CRL").click()
     page.locator("#crl-pem[aria-invalid=true]").wait_for()
-    assert page.locator("#crl-pem-error").is_visible()
+    page.locator("#crl-pem-error").wait_for()
     no_problems(page, console=False)
 
 
@@ -210,8 +210,8 @@ def test_the_deployments_view_lists_each_node_and_a_certificate_its_nodes(servic
     page.locator("#nodes table").wait_for()
     row = page.locator("#nodes tbody tr", has=page.locator("[data-node='db-1']"))
     assert row.locator("[data-state]").get_attribute("data-state") == "deployed"
-    assert row.get_by_role("link", name=f"{new[:12]}…").first.is_visible()
-    assert row.get_by_text("1 of 2").is_visible()
+    row.get_by_role("link", name=f"{new[:12]}…").first.wait_for()
+    row.get_by_text("1 of 2").wait_for()
     assert row.locator("[data-verified]").get_attribute("data-verified") == "unknown"
     row.get_by_text("2 file(s), jks").click()  # its files, unfolded
     assert str(tmp_path / "db-1" / "keystore.jks") in row.inner_text()

@@ -193,7 +193,7 @@ def test_discovered_endpoints_are_listed_with_their_status_and_paged(service, br
     page.goto(f"{service.base}/ui/#/discovery")
     page.locator("#endpoints table").wait_for()
     row = page.locator("#endpoints tbody tr", has_text="db3.acme.internal")
-    assert row.get_by_role("link", name=f"{renewed['certificate_id'][:12]}…").is_visible()  # its successor
+    row.get_by_role("link", name=f"{renewed['certificate_id'][:12]}…").wait_for()  # its successor
     cells = page.locator("#endpoints tbody tr", has_text="db1.acme.internal").locator("td").all_inner_texts()
     assert "required" in cells and any(cell.startswith("0 sent") for cell in cells), cells
     no_problems(page)

@@ -58,7 +58,7 @@ def test_a_profile_is_created_refused_then_changed_and_retired(service, browser)
     page = tenant_admin_page(service, browser, "ui-profiles")
     page.get_by_role("link", name="Profiles", exact=True).click()
     page.locator("#profiles table").wait_for()
-    assert page.get_by_role("link", name="cassandra-node", exact=True).is_visible()  # the built-in ones are listed
+    page.get_by_role("link", name="cassandra-node", exact=True).wait_for()  # the built-in ones are listed
     form = in_form(page, "Create a profile")
     form.get_by_label("Name", exact=True).fill("edge-client")
     form.get_by_label("Description").fill("Edge proxies <as clients>")
@@ -121,8 +121,8 @@ def test_a_policy_edit_is_refused_next_to_its_field_then_accepted(service, brows
 
     page.reload()  # the policy in force is read back (GET /v1/tenants/{id}/policy)
     page.locator("#policy-now").get_by_text(".acme.internal, .acme.test, *.example.org").wait_for()
-    assert page.locator("#policy-now").get_by_text("120 days").is_visible()
-    assert page.locator("#policy-now").get_by_text("Allowed (ACME orders too)").is_visible()
+    page.locator("#policy-now").get_by_text("120 days").wait_for()
+    page.locator("#policy-now").get_by_text("Allowed (ACME orders too)").wait_for()
     assert service.get("/v1/tenants/acme/policy").json()["policy"]["allow_wildcards"] is True
     refused = service.post_raw("/v1/certificates", {
         "ca_id": service.ca_id, "tenant_id": TENANT, "profile": "cassandra-node", "algorithm": "ecdsa-p256",
