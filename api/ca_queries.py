@@ -97,8 +97,7 @@ class CaQueryController(Controller):
     @get("/{ca_id:str}", summary="Read one CA, with a root's link certificates", responses=QUERY_ERRORS)
     async def read(self, request: Request, principal: Caller, ca_id: FromPath[str],
                    min_position: MinPosition = None) -> CaDetailOut:
-        await read_your_writes(request, min_position)
-        row = await ca_row(request, principal, ca_id)
+        row = await ca_row(request, principal, ca_id, min_position)
         rows = await read_models_of(request.app.state).query(read_model.certificates_of, row["tenant_id"], ca_id)
         links = [msgspec.convert(r, CaCertificateOut, strict=False) for r in rows if r["role"] in read_model.LINK_ROLES]
         return msgspec.convert({**row, "link_certificates": links}, CaDetailOut)
@@ -108,8 +107,7 @@ class CaQueryController(Controller):
          responses=QUERY_ERRORS)
     async def certificates(self, request: Request, principal: Caller, ca_id: FromPath[str],
                            min_position: MinPosition = None) -> list[CaCertificateOut]:
-        await read_your_writes(request, min_position)
-        row = await ca_row(request, principal, ca_id)
+        row = await ca_row(request, principal, ca_id, min_position)
         rows = await read_models_of(request.app.state).query(read_model.certificates_of, row["tenant_id"], ca_id)
         return [msgspec.convert(r, CaCertificateOut, from_attributes=False, strict=False) for r in rows]
 
@@ -160,8 +158,7 @@ class CaQueryController(Controller):
                                                                           "(cross-certification)")] = None,
                     include_root: Annotated[bool, QueryParameter()] = True,
                     min_position: MinPosition = None) -> Response[bytes]:
-        await read_your_writes(request, min_position)
-        row = await ca_row(request, principal, ca_id)
+        row = await ca_row(request, principal, ca_id, min_position)
         chain = await read_models_of(request.app.state).query(_chain_of, row, via,
                                                               runtime_of(request.app.state).services.clock.now())
         if not include_root and len(chain) > 1:

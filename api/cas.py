@@ -102,8 +102,10 @@ def _created(result: CommandResult) -> Response[CaCreated]:
     return Response(body, status_code=201, headers={"Location": f"/v1/cas/{ca_id}"})
 
 
-async def ca_row(request: Request, principal: Principal, ca_id: str) -> dict:
-    """A CA the caller may see, or 404 (another tenant's CA is indistinguishable from none)."""
+async def ca_row(request: Request, principal: Principal, ca_id: str, min_position: int | None) -> dict:
+    """A CA the caller may see, or 404 (another tenant's CA is indistinguishable from none), once the read model has
+    reached the caller's `min_position` (the CA may be newer than the read model)."""
+    await read_your_writes(request, min_position)
     row = await find_row(request, read_model.get, ca_id, visible_tenants(principal))
     if row is None:
         raise ApiProblem(404, "ca_not_found", f"CA {ca_id} does not exist", field="ca_id")
@@ -159,8 +161,7 @@ class CaController(Controller):
     async def install(self, request: Request, principal: Caller, ca_id: FromPath[str],
                       data: JSONBody[CertificateBody], idempotency_key: IdempotencyKey = None,
                       min_position: MinPosition = None) -> CommandResult:
-        await read_your_writes(request, min_position)  # the CA may be newer than the read model
-        row = await ca_row(request, principal, ca_id)
+        row = await ca_row(request, principal, ca_id, min_position)
         command = cmd.InstallCaCertificate(tenant_id=row["tenant_id"], ca_id=ca_id,
                                            certificate_pem=data.certificate_pem)
         return await execute(request, cmd.install_ca_certificate, command, principal, idempotency_key)
@@ -171,8 +172,7 @@ class CaController(Controller):
          responses=QUERY_ERRORS)
     async def crl_request(self, request: Request, principal: Caller, ca_id: FromPath[str],
                           min_position: MinPosition = None) -> crl.CrlRequest:
-        await read_your_writes(request, min_position)
-        row = await ca_row(request, principal, ca_id)
+        row = await ca_row(request, principal, ca_id, min_position)
         return await crl.request_crl(crl.RequestCrl(tenant_id=row["tenant_id"], ca_id=ca_id),
                                      command_context(principal), runtime_of(request.app.state).services)
 
@@ -182,8 +182,7 @@ class CaController(Controller):
           "`GET /v1/cas/{ca_id}/crl` serves it.", responses=COMMAND_ERRORS)
     async def install_crl(self, request: Request, principal: Caller, ca_id: FromPath[str], data: JSONBody[CrlBody],
                           idempotency_key: IdempotencyKey = None, min_position: MinPosition = None) -> CommandResult:
-        await read_your_writes(request, min_position)
-        row = await ca_row(request, principal, ca_id)
+        row = await ca_row(request, principal, ca_id, min_position)
         command = crl.InstallCrl(tenant_id=row["tenant_id"], ca_id=ca_id, crl_pem=data.crl_pem)
         return await execute(request, crl.install_crl, command, principal, idempotency_key)
 
@@ -192,8 +191,7 @@ class CaController(Controller):
     async def cross_sign(self, request: Request, principal: Caller, ca_id: FromPath[str],
                          data: JSONBody[CrossSignBody], idempotency_key: IdempotencyKey = None,
                          min_position: MinPosition = None) -> CommandResult:
-        await read_your_writes(request, min_position)  # the CA may be newer than the read model
-        row = await ca_row(request, principal, ca_id)
+        row = await ca_row(request, principal, ca_id, min_position)
         command = cmd.CrossCertify(tenant_id=row["tenant_id"], ca_id=ca_id, issuer_id=data.issuer_id,
                                    validity_days=data.validity_days, path_length=data.path_length)
         return await execute(request, cmd.cross_certify, command, principal, idempotency_key)
@@ -209,8 +207,7 @@ class CaController(Controller):
     async def rollover(self, request: Request, principal: Caller, ca_id: FromPath[str],
                        data: JSONBody[RolloverBody], idempotency_key: IdempotencyKey = None,
                        min_position: MinPosition = None) -> ca_rollover.RolledOver:
-        await read_your_writes(request, min_position)  # the CA may be newer than the read model
-        row = await ca_row(request, principal, ca_id)
+        row = await ca_row(request, principal, ca_id, min_position)
         command = ca_rollover.RolloverCaKey(tenant_id=row["tenant_id"], ca_id=ca_id, reason=data.reason,
                                     algorithm=data.algorithm, validity_days=data.validity_days,
                                     compromised=data.compromised, invalidity_date=data.invalidity_date)
@@ -224,8 +221,7 @@ class CaController(Controller):
          responses=QUERY_ERRORS)
     async def compromise(self, request: Request, principal: Caller, ca_id: FromPath[str],
                          min_position: MinPosition = None) -> ca_rollover.CompromiseReport:
-        await read_your_writes(request, min_position)
-        row = await ca_row(request, principal, ca_id)
+        row = await ca_row(request, principal, ca_id, min_position)
         return await ca_rollover.read_compromise(ca_rollover.ReadCompromise(tenant_id=row["tenant_id"], ca_id=ca_id),
                                                  command_context(principal), runtime_of(request.app.state).services)
 
@@ -233,15 +229,13 @@ class CaController(Controller):
           responses=COMMAND_ERRORS)
     async def disable(self, request: Request, principal: Caller, ca_id: FromPath[str],
                       data: JSONBody[ReasonBody], min_position: MinPosition = None) -> CommandResult:
-        await read_your_writes(request, min_position)  # the CA may be newer than the read model
-        row = await ca_row(request, principal, ca_id)
+        row = await ca_row(request, principal, ca_id, min_position)
         command = cmd.DisableCa(tenant_id=row["tenant_id"], ca_id=ca_id, reason=data.reason)
         return await execute(request, cmd.disable_ca, command, principal)
 
     @post("/{ca_id:str}/enable", status_code=200, summary="Enable a disabled CA", responses=COMMAND_ERRORS)
     async def enable(self, request: Request, principal: Caller, ca_id: FromPath[str],
                      data: JSONBody[ReasonBody], min_position: MinPosition = None) -> CommandResult:
-        await read_your_writes(request, min_position)  # the CA may be newer than the read model
-        row = await ca_row(request, principal, ca_id)
+        row = await ca_row(request, principal, ca_id, min_position)
         command = cmd.EnableCa(tenant_id=row["tenant_id"], ca_id=ca_id, reason=data.reason)
         return await execute(request, cmd.enable_ca, command, principal)

@@ -104,8 +104,7 @@ class RevocationController(Controller):
           responses=COMMAND_ERRORS)
     async def revoke_ca(self, request: Request, principal: Caller, ca_id: FromPath[str], data: JSONBody[RevokeBody],
                         idempotency_key: IdempotencyKey = None, min_position: MinPosition = None) -> Revoked:
-        await read_your_writes(request, min_position)
-        row = await ca_row(request, principal, ca_id)
+        row = await ca_row(request, principal, ca_id, min_position)
         command = cmd.RevokeCa(tenant_id=row["tenant_id"], ca_id=ca_id, reason=data.reason,
                                invalidity_date=data.invalidity_date)
         return _revoked(ca_id, await execute(request, cmd.revoke_ca, command, principal, idempotency_key))
