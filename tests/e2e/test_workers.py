@@ -47,7 +47,7 @@ def up(base: str, server: subprocess.Popen) -> bool:
 def test_two_workers_share_one_writer_one_log_and_one_set_of_rate_limits(tmp_path):
     data = tmp_path / "data"
     port = free_port()
-    server_env = {**env(), "CSM_WORKERS": "2", "CSM_RATE_LIMIT_PER_PRINCIPAL": "1000/hour",
+    server_env = {**env(), "CSM_WORKERS": "2", "CSM_RATE_LIMIT_PER_PRINCIPAL": "1000/day",
                   "CSM_RATE_LIMIT_PER_ADDRESS": "", "CSM_CHECKPOINT_INTERVAL": "0.5"}
     server = subprocess.Popen([*CSM, "--data-dir", str(data), "serve", "--port", str(port)], env=server_env,
                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -86,14 +86,18 @@ def test_two_workers_share_one_writer_one_log_and_one_set_of_rate_limits(tmp_pat
             issued = list(pool.map(issue_and_read, range(24)))
         assert len(set(issued)) == 24
 
-        # one set of buckets: fresh connections land on either worker, and the count goes down by one each time
-        remaining = []
+        # one set of buckets: fresh connections land on either worker, and the count goes down by one each time,
+        # but for the request the bucket gives back every 86.4 s (1000/day): at most one such step in any run this
+        # short (a worker of its own would repeat or jump back at every switch of worker)
+        remaining, started = [], time.monotonic()
         for _ in range(12):
             with httpx.Client(base_url=base, headers=headers, timeout=10) as client:
                 response = client.get("/v1/tenants")
             assert response.status_code == 200
             remaining.append(int(response.headers["ratelimit-remaining"]))
-        assert remaining == list(range(remaining[0], remaining[0] - 12, -1)), remaining
+        given_back = -(-(time.monotonic() - started) // 86.4)
+        steps = [before - after for before, after in zip(remaining, remaining[1:])]
+        assert set(steps) <= {0, 1} and steps.count(0) <= given_back, remaining
 
         # a worker that dies is replaced, and the service goes on
         workers = [pid for pid in children(server.pid) if _is_worker(pid)]
