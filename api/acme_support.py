@@ -7,6 +7,7 @@ documents of type ``urn:ietf:params:acme:error:*`` that still name the field and
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,11 +24,13 @@ from domain import acme_account, acme_authz, acme_challenges, acme_order, jose, 
 from domain.acme_problems import AcmeProblem
 from domain.errors import DomainError
 from infra import telemetry
+from infra.acme.nonces import NoncesUnavailable
 
 ACME_ERROR = "urn:ietf:params:acme:error:"
 ACME_ERRORS = documented(400, 403, 404, 405, 413, 415, 429, 503)
 CREATED = {201: ResponseSpec(dict, description="Created: the new resource, its URL in Location",
                              media_type="application/json", generate_examples=False)}
+log = logging.getLogger(__name__)
 JOSE_JSON = "application/jose+json"
 PEM_CHAIN = "application/pem-certificate-chain"
 # A DomainError from the ordinary commands (issuance's policy, quotas, suspension) as an ACME error type.
@@ -47,14 +50,26 @@ async def nonce_headers(request: Request, tenant_id: str | None) -> dict[str, st
     return await asyncio.to_thread(headers_now, request, tenant_id)
 
 
-def headers_now(request: Request, tenant_id: str | None) -> dict[str, str]:
+def headers_now(request: Request, tenant_id: str | None, *, refusal: bool = False) -> dict[str, str]:
     """The headers of every answer (a fresh nonce: one insert); the exception handlers, which Litestar calls
-    synchronously, use this directly."""
-    nonce = runtime_of(request.app.state).nonces.issue()
-    headers = {"Replay-Nonce": nonce, "Cache-Control": "no-store"}
+    synchronously, use this directly (``refusal``: a problem document, sent without a nonce when none can be had,
+    rather than failing inside the handler)."""
+    headers = {"Cache-Control": "no-store"}
+    try:
+        headers["Replay-Nonce"] = runtime_of(request.app.state).nonces.issue()
+    except NoncesUnavailable as exc:
+        if not refusal:
+            raise _unavailable(exc) from exc
+        log.warning("ACME refusal sent without a Replay-Nonce: %s", exc)
     if tenant_id and tenant.TENANT_ID_RE.fullmatch(tenant_id):  # never echo a path that is no tenant id into a header
         headers["Link"] = f'<{url_of(request, tenant_id, "directory")}>;rel="index"'
     return headers
+
+
+def _unavailable(exc: NoncesUnavailable) -> AcmeProblem:
+    log.error("ACME nonces unavailable: %s", exc)
+    return AcmeProblem("serverInternal", "nonces cannot be issued or checked now (the nonce store does not answer); "
+                       "retry later", field="Replay-Nonce", status=503)
 
 
 async def reply(request: Request, tenant_id: str, body: Any, status: int = 200, *, location: str | None = None,
@@ -96,7 +111,7 @@ def acme_error(request: Request, exc: Exception) -> Response:
             "detail": f"{exc.detail} (field {field}, rule {exc.code})", "instance": request.url.path,
             "request_id": telemetry.request_id_var.get(), "field": field,
             "errors": [{"field": field, "rule": exc.code, "message": exc.detail}]}
-    headers = headers_now(request, tenant_id)
+    headers = headers_now(request, tenant_id, refusal=True)
     if isinstance(exc, acme_account.KeyInUse) and tenant_id:  # RFC 8555 7.3.5: the account that has the key
         headers["Location"] = url_of(request, tenant_id, "acct", exc.account_id)
     return Response(content=encode_json(body), status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
@@ -127,7 +142,11 @@ async def verified(request: Request, tenant_id: str, *, by: str = "kid") -> Sign
         raise AcmeProblem("unauthorized", f"the JWS url {jws.url!r} is not this request's URL {expected!r}",
                           field="protected.url", status=403)
     runtime = runtime_of(request.app.state)
-    if not await asyncio.to_thread(runtime.nonces.consume, jws.nonce or ""):
+    try:
+        accepted = await asyncio.to_thread(runtime.nonces.consume, jws.nonce or "")
+    except NoncesUnavailable as exc:
+        raise _unavailable(exc) from exc
+    if not accepted:
         raise AcmeProblem("badNonce", "the nonce is unknown, expired or used: take the fresh one from this "
                           "answer's Replay-Nonce", field="protected.nonce")
     if jws.jwk is not None:

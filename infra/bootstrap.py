@@ -19,7 +19,7 @@ from commands.identity import Identity
 from commands.runtime import Services, SystemClock
 from domain.verification import ChainVerifier, VerifyReport
 from infra.acme.authorizations import ReadModelAcmeAuthorizations
-from infra.acme.nonces import NonceStore
+from infra.acme.nonces import NonceStore, open_nonces
 from infra.acme.results import ValidationResults
 from infra.acme.dns01 import parse_resolvers
 from infra.acme.validator import AcmeValidator, ValidationJob
@@ -76,7 +76,8 @@ class Runtime:
     # "single": this process does everything; "worker": an HTTP worker of a multi-worker server, whose
     # appends, projections, checkpoints and schedules happen in the primary process (api/workers.py).
     role: str = "single"
-    nonces: NonceStore | None = None  # ACME nonces, shared by every process of the server (infra/acme/nonces.py)
+    # ACME nonces, shared by every process of the server, and by every server when in Redis (infra/acme/nonces.py)
+    nonces: NonceStore | None = None
     acme_validator: AcmeValidator | None = None  # http-01 validation jobs; None in an HTTP worker process
 
     async def start(self) -> None:
@@ -235,14 +236,14 @@ def open_runtime(settings: Settings, link: LinkClient | None = None, *, rebuild:
         return Runtime(settings, store, runner, checkpointer, vault, services, keys,
                        identity=build_identity(settings, vault), role="worker",
                        webhooks=Webhooks(DeliveryLog(settings.webhooks_db), None),
-                       nonces=NonceStore(settings.acme_nonces_db))
+                       nonces=open_nonces(settings.acme_nonces_db, settings.redis_url))
     jobs = Jobs.from_settings(settings)
     results = ValidationResults(settings.acme_results_db)
     ValidationJob.from_settings(settings, jobs, results)
     validator = AcmeValidator(services, runner, jobs, results, poll_interval=settings.poll_interval)
     return Runtime(settings, store, runner, checkpointer, vault, services, keys,
                    identity=build_identity(settings, vault), jobs=jobs, webhooks=wire_webhooks(settings, jobs, keys),
-                   nonces=NonceStore(settings.acme_nonces_db), acme_validator=validator)
+                   nonces=open_nonces(settings.acme_nonces_db, settings.redis_url), acme_validator=validator)
 
 
 @dataclass

@@ -74,8 +74,8 @@ async def test_a_nonce_from_another_process_is_accepted_once(tmp_path):
     async with acme_world(tmp_path) as world:
         client = Client(world.api.client, world.directory)
         await client.start()
-        code = ("import sys; from pathlib import Path; from infra.acme.nonces import NonceStore; "
-                "print(NonceStore(Path(sys.argv[1])).issue())")
+        code = ("import sys; from pathlib import Path; from infra.acme.nonces import SQLiteNonceStore; "
+                "print(SQLiteNonceStore(Path(sys.argv[1])).issue())")
         nonce = subprocess.run([sys.executable, "-c", code, str(world.api.runtime.settings.acme_nonces_db)],
                                capture_output=True, text=True, check=True).stdout.strip()
         first = await client.post(client.directory["newAccount"], {}, use_jwk=True, nonce=nonce)
