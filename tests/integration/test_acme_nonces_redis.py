@@ -1,6 +1,7 @@
 """ACME nonces in a real redis-server (infra/acme/nonces.py, RedisNonceStore): a nonce issued through one store
 object is accepted once through another connected to the same Redis (another server), never twice, not even by
-racing consumers, and not after its lifetime; an unreachable Redis refuses rather than accepts."""
+racing consumers, and not after its lifetime; an unreachable Redis refuses rather than accepts, and the ACME
+server then answers 503 serverInternal."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import threading
 import time
 
 import pytest
+from acme_support import acme_world, registered
 from redis_fixture import redis_url  # noqa: F401
+from redis_fixture import start_redis, stop
 
 from infra.acme.nonces import (LIFETIME, REDIS_PREFIX, NoncesUnavailable, RedisNonceStore, SQLiteNonceStore,
                                open_nonces)
@@ -99,3 +102,27 @@ def test_an_unreachable_redis_refuses_every_nonce():
             store.consume("A" * 22)
     finally:
         store.close()
+
+
+async def test_the_acme_server_takes_its_nonces_from_redis_and_refuses_while_redis_is_down(tmp_path):
+    (tmp_path / "redis").mkdir()
+    process, url = start_redis(tmp_path / "redis")
+    try:
+        async with acme_world(tmp_path, redis_url=url) as world:
+            client = await registered(world)  # directory, nonce, EAB account: every nonce through Redis
+            in_redis = redis.Redis.from_url(url)
+            try:
+                assert in_redis.exists(REDIS_PREFIX + client.nonce) == 1
+            finally:
+                in_redis.close()
+            assert not (tmp_path / "data" / "acme-nonces.db").exists()
+            stop(process)
+            fresh = await world.api.client.head(client.directory["newNonce"])
+            orders = await client.post(client.directory["newOrder"], {"identifiers": [
+                {"type": "dns", "value": "node1.acme.test"}]})
+            for refused in (fresh, orders):
+                assert refused.status_code == 503 and "Replay-Nonce" not in refused.headers, refused.headers
+            body = orders.json()
+            assert body["type"] == "urn:ietf:params:acme:error:serverInternal" and body["field"] == "Replay-Nonce"
+    finally:
+        stop(process)
