@@ -20,7 +20,7 @@ from commands.runtime import Services, SystemClock
 from domain.verification import ChainVerifier, VerifyReport
 from infra.acme.authorizations import ReadModelAcmeAuthorizations
 from infra.acme.nonces import NonceStore, open_nonces
-from infra.acme.results import ValidationResults
+from infra.acme.results import ValidationResults, open_results
 from infra.acme.dns01 import parse_resolvers
 from infra.acme.validator import AcmeValidator, ValidationJob
 from infra.artifacts import SQLiteArtifactStore
@@ -238,7 +238,7 @@ def open_runtime(settings: Settings, link: LinkClient | None = None, *, rebuild:
                        webhooks=Webhooks(DeliveryLog(settings.webhooks_db), None),
                        nonces=open_nonces(settings.acme_nonces_db, settings.redis_url))
     jobs = Jobs.from_settings(settings)
-    results = ValidationResults(settings.acme_results_db)
+    results = open_results(settings.acme_results_db, settings.jobs, settings.redis_url)
     ValidationJob.from_settings(settings, jobs, results)
     validator = AcmeValidator(services, runner, jobs, results, poll_interval=settings.poll_interval)
     return Runtime(settings, store, runner, checkpointer, vault, services, keys,
@@ -270,7 +270,7 @@ def open_job_worker(settings: Settings) -> JobWorker:
                          "(with the in-process default, the API process runs its own worker)")
     jobs = Jobs.from_settings(settings)
     keys = open_key_vault(settings)
-    results = ValidationResults(settings.acme_results_db)
+    results = open_results(settings.acme_results_db, settings.jobs, settings.redis_url)
     ValidationJob.from_settings(settings, jobs, results)
     return JobWorker(jobs, keys, wire_webhooks(settings, jobs, keys), results)
 

@@ -5,8 +5,9 @@ A started challenge is a row of the ACME read model until its result is recorded
 that owns the event store: the single process, or a multi-worker server's primary) polls those rows and sends each
 to the ``acme-validate`` job (queue ``acme``) with everything the check needs: the name or IP address (RFC 8738) and
 which it is, the challenge and the key authorization (the account's current key). The job (a dramatiq worker thread here, or a `csm worker` process on
-the Redis broker) connects through the SSRF guard and writes its result to the results file
-(infra/acme/results.py); the validator appends ``acme.challenge_validated`` or ``acme.challenge_failed`` from it.
+the Redis broker) connects through the SSRF guard and puts its result into the results store (infra/acme/results.py:
+the data directory's file, or a Redis stream with Redis jobs); the validator appends ``acme.challenge_validated`` or
+``acme.challenge_failed`` from it.
 A crash leaves the read model's row in place and the next process sends it again; a result already recorded makes
 a repeated one a no-op (``domain.acme_authz.decide_challenge_result``).
 
@@ -69,10 +70,11 @@ def dns01_of(settings: Settings) -> Dns01:
 
 
 class ValidationJob:
-    """The ``acme-validate`` actor: one check through the SSRF guard, its result written to the results file.
+    """The ``acme-validate`` actor: one check through the SSRF guard, its result put into the results store.
 
     Declared on every broker that may run it (the server's, `csm worker`'s); it reads no event store, so it runs in
-    any process that sees the data directory. The connection settings (CSM_ACME_*) are that process's."""
+    any process that reaches the results (the data directory's file; with Redis jobs, the Redis, from any data
+    directory). The connection settings (CSM_ACME_*) are that process's."""
 
     def __init__(self, jobs: Jobs, results: ValidationResults, http01: Http01, tls_alpn01: TlsAlpn01,
                  dns01: Dns01) -> None:

@@ -1,5 +1,6 @@
 """ACME validation by a separate `csm worker` on Redis: the server (no job threads of its own) only sends the
-challenge to the ``acme`` queue; the worker process connects, and the server records what it found."""
+challenge to the ``acme`` queue; the worker process connects, and the server records what it found, also when the
+worker runs on a data directory of its own (another machine): the result comes back through Redis."""
 
 from __future__ import annotations
 
@@ -10,14 +11,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from acme_support import Responder, acme_world, csr_der, http01, order_one, poll, registered
 from prometheus_client import REGISTRY
 from redis_fixture import start_redis, stop
 
 from domain import jose
 
+CSM = str(Path(sys.executable).parent / "csm")
 
-async def test_csm_worker_validates_challenges_from_redis(tmp_path):
+
+@pytest.mark.parametrize("worker_dir", ["shared", "own"])
+async def test_csm_worker_validates_challenges_from_redis(tmp_path, worker_dir):
     process, url = start_redis(tmp_path)
     worker = None
     try:
@@ -39,8 +44,12 @@ async def test_csm_worker_validates_challenges_from_redis(tmp_path):
                 env = {**os.environ, "CSM_JOBS": "redis", "CSM_REDIS_URL": url,
                        "CSM_ACME_HTTP01_PORT": str(world.http01_port), "CSM_ACME_VALIDATION_NETWORKS": "127.0.0.0/8",
                        "CSM_ACME_HOSTS_FILE": str(settings.acme_hosts_file)}
-                worker = subprocess.Popen([str(Path(sys.executable).parent / "csm"), "--data-dir",
-                                           str(settings.data_dir), "worker", "--threads", "2"], env=env,
+                data_dir = settings.data_dir if worker_dir == "shared" else tmp_path / "worker-data"
+                if worker_dir == "own":
+                    subprocess.run([CSM, "--data-dir", str(data_dir), "init"], env=env, check=True,
+                                   stdout=subprocess.DEVNULL)
+                worker = subprocess.Popen([CSM, "--data-dir",
+                                           str(data_dir), "worker", "--threads", "2"], env=env,
                                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
                 assert (await poll(client, authz_url, seconds=60))["status"] == "valid"
                 assert len(responder.requests) == 1
