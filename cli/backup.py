@@ -22,7 +22,9 @@ validator has not appended yet (seconds' worth): the log copied here still has e
 unanswered, so after a restore the ACME read model lists it and the validator sends it to a job again; it is
 validated anew (and fails if the client stopped serving its answer: the client orders again). A restore with
 ``--force`` leaves the directory's own two files in place: its nonces were never used, and a result there is
-recorded only for a challenge the restored log has started and still awaiting that same result.
+recorded only for a challenge the restored log has started and still awaiting that same result. With Redis
+(``CSM_REDIS_URL``; ``CSM_JOBS=redis`` for the results) neither file is used: both live in Redis, outside the backup
+for the same reasons.
 """
 
 from __future__ import annotations
