@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from test_acme_workers import _signed
-from test_cli_serve import CSM, csm, env, free_port, stopped
+from test_cli_serve import CSM, csm, env, free_port, stopped, wait_until_live
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "integration"))
 from redis_fixture import redis_url  # noqa: E402,F401
@@ -28,19 +27,6 @@ def start(data: Path, port: int, workers: str, redis: str) -> subprocess.Popen:
                   "CSM_ACME_BASE_URL": BALANCER, "CSM_RATE_LIMIT_PER_ADDRESS": ""}
     return subprocess.Popen([*CSM, "--data-dir", str(data), "serve", "--port", str(port)], env=server_env,
                             cwd=data.parent, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-
-
-def ready(server: subprocess.Popen, base: str) -> None:
-    deadline = time.monotonic() + 120  # a bound on start-up, not a timing assertion
-    while True:
-        assert server.poll() is None, server.communicate()[1]
-        try:
-            if httpx.get(f"{base}/health/ready", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, "the server did not become ready"
-        time.sleep(0.2)
 
 
 def add_tenant(data: Path, base: str) -> None:
@@ -64,8 +50,8 @@ def test_a_nonce_from_one_server_is_accepted_once_by_another(tmp_path, redis_url
     server_b = start(data_b, port_b, "1", redis_url)
     base_a, base_b = f"http://127.0.0.1:{port_a}", f"http://127.0.0.1:{port_b}"
     try:
-        ready(server_a, base_a)
-        ready(server_b, base_b)
+        wait_until_live(server_a, base_a, 120)
+        wait_until_live(server_b, base_b, 120)
         add_tenant(data_a, base_a)
         add_tenant(data_b, base_b)
         new_account = f"{BALANCER}/acme/fleet/new-account"
