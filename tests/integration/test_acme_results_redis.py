@@ -5,6 +5,8 @@ marked done; a result taken and not marked done (a crash) is taken again; the em
 from __future__ import annotations
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from redis_fixture import redis_url  # noqa: F401
 
 from domain.acme_authz import ChallengeFailed, ChallengeValidated
@@ -51,3 +53,24 @@ def test_redis_carries_the_results_only_where_the_jobs_go(tmp_path, redis_url): 
             assert isinstance(local, SQLiteValidationResults) and path.exists()
         finally:
             local.close()
+
+
+text = st.text(st.characters(exclude_categories=("Cs",)), max_size=200)  # any Unicode a detail may quote
+results = st.one_of(st.builds(ChallengeValidated, challenge_id=text, address=text),
+                    st.builds(ChallengeFailed, challenge_id=text, error_type=text, detail=text))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(batch=st.lists(st.tuples(text, text, results), min_size=1, max_size=5))
+def test_whatever_a_job_puts_a_server_takes_back_unchanged_in_order(redis_url, batch):  # noqa: F811
+    worker, server = RedisValidationResults(redis_url), RedisValidationResults(redis_url)
+    try:
+        for tenant_id, authz_id, result in batch:
+            worker.put(tenant_id, authz_id, result)
+        taken = server.take()
+        for seq, *_ in taken:
+            server.done(seq)
+        assert [row[1:] for row in taken] == batch and server.take() == []
+    finally:
+        worker.close()
+        server.close()
