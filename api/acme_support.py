@@ -50,26 +50,31 @@ async def nonce_headers(request: Request, tenant_id: str | None) -> dict[str, st
     return await asyncio.to_thread(headers_now, request, tenant_id)
 
 
-def headers_now(request: Request, tenant_id: str | None, *, refusal: bool = False) -> dict[str, str]:
+def headers_now(request: Request, tenant_id: str | None, *, refusal: Exception | None = None) -> dict[str, str]:
     """The headers of every answer (a fresh nonce: one insert); the exception handlers, which Litestar calls
-    synchronously, use this directly (``refusal``: a problem document, sent without a nonce when none can be had,
-    rather than failing inside the handler)."""
+    synchronously, use this directly (``refusal``: what a problem document answers, sent without a nonce when none
+    can be had rather than failing inside the handler; after NoncesDown, without asking the store again)."""
     headers = {"Cache-Control": "no-store"}
-    try:
-        headers["Replay-Nonce"] = runtime_of(request.app.state).nonces.issue()
-    except NoncesUnavailable as exc:
-        if not refusal:
-            raise _unavailable(exc) from exc
-        log.warning("ACME refusal sent without a Replay-Nonce: %s", exc)
+    if not isinstance(refusal, NoncesDown):
+        try:
+            headers["Replay-Nonce"] = runtime_of(request.app.state).nonces.issue()
+        except NoncesUnavailable as exc:
+            if refusal is None:
+                raise _unavailable(exc) from exc
+            log.warning("ACME refusal sent without a Replay-Nonce: %s", exc)
     if tenant_id and tenant.TENANT_ID_RE.fullmatch(tenant_id):  # never echo a path that is no tenant id into a header
         headers["Link"] = f'<{url_of(request, tenant_id, "directory")}>;rel="index"'
     return headers
 
 
-def _unavailable(exc: NoncesUnavailable) -> AcmeProblem:
+class NoncesDown(AcmeProblem):
+    """No nonce can be issued or checked (the nonce store does not answer): 503, answered without a nonce."""
+
+
+def _unavailable(exc: NoncesUnavailable) -> NoncesDown:
     log.error("ACME nonces unavailable: %s", exc)
-    return AcmeProblem("serverInternal", "nonces cannot be issued or checked now (the nonce store does not answer); "
-                       "retry later", field="Replay-Nonce", status=503)
+    return NoncesDown("serverInternal", "nonces cannot be issued or checked now (the nonce store does not answer); "
+                      "retry later", field="Replay-Nonce", status=503)
 
 
 async def reply(request: Request, tenant_id: str, body: Any, status: int = 200, *, location: str | None = None,
@@ -111,7 +116,7 @@ def acme_error(request: Request, exc: Exception) -> Response:
             "detail": f"{exc.detail} (field {field}, rule {exc.code})", "instance": request.url.path,
             "request_id": telemetry.request_id_var.get(), "field": field,
             "errors": [{"field": field, "rule": exc.code, "message": exc.detail}]}
-    headers = headers_now(request, tenant_id, refusal=True)
+    headers = headers_now(request, tenant_id, refusal=exc)
     if isinstance(exc, acme_account.KeyInUse) and tenant_id:  # RFC 8555 7.3.5: the account that has the key
         headers["Location"] = url_of(request, tenant_id, "acct", exc.account_id)
     return Response(content=encode_json(body), status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)

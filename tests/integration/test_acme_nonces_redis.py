@@ -5,6 +5,7 @@ server then answers 503 serverInternal."""
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 import time
@@ -104,7 +105,7 @@ def test_an_unreachable_redis_refuses_every_nonce():
         store.close()
 
 
-async def test_the_acme_server_takes_its_nonces_from_redis_and_refuses_while_redis_is_down(tmp_path):
+async def test_the_acme_server_takes_its_nonces_from_redis_and_refuses_while_redis_is_down(tmp_path, caplog):
     (tmp_path / "redis").mkdir()
     process, url = start_redis(tmp_path / "redis")
     try:
@@ -117,6 +118,7 @@ async def test_the_acme_server_takes_its_nonces_from_redis_and_refuses_while_red
                 in_redis.close()
             assert not (tmp_path / "data" / "acme-nonces.db").exists()
             stop(process)
+            caplog.set_level(logging.WARNING, logger="api.acme_support")
             fresh = await world.api.client.head(client.directory["newNonce"])
             orders = await client.post(client.directory["newOrder"], {"identifiers": [
                 {"type": "dns", "value": "node1.acme.test"}]})
@@ -124,5 +126,9 @@ async def test_the_acme_server_takes_its_nonces_from_redis_and_refuses_while_red
                 assert refused.status_code == 503 and "Replay-Nonce" not in refused.headers, refused.headers
             body = orders.json()
             assert body["type"] == "urn:ietf:params:acme:error:serverInternal" and body["field"] == "Replay-Nonce"
+            # one try at the store per request: the refusal of a store that is down does not ask it again
+            said = [record.getMessage() for record in caplog.records if record.name == "api.acme_support"]
+            assert len(said) == 2 and all(line.startswith("ACME nonces unavailable") for line in said), said
+            assert client.nonce not in caplog.text
     finally:
         stop(process)
