@@ -65,8 +65,10 @@ async def test_csm_worker_validates_challenges_from_redis(tmp_path, worker_dir):
             finally:
                 responder.close()
     finally:
-        if worker is not None:
-            worker.send_signal(signal.SIGTERM)
-            _, err = worker.communicate(timeout=60)
-            assert worker.returncode == 0, err.decode()
-        stop(process)
+        try:
+            if worker is not None:
+                worker.send_signal(signal.SIGTERM)
+                _, err = worker.communicate(timeout=60)
+                assert worker.returncode == 0, err.decode()
+        finally:
+            stop(process)  # also when the worker failed: no redis-server left behind
