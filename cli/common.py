@@ -146,10 +146,11 @@ def require_keys_if_events(settings: Settings) -> None:
 
 
 @contextlib.contextmanager
-def runtime_for(settings: Settings) -> Iterator[Runtime]:
-    """The opened runtime of an initialised data directory, always closed afterwards."""
+def runtime_for(settings: Settings, *, require_kek: bool = True) -> Iterator[Runtime]:
+    """The opened runtime of an initialised data directory, always closed afterwards (``require_kek``: see
+    ``open_runtime``)."""
     require_initialised(settings)
-    runtime = open_runtime(settings)
+    runtime = open_runtime(settings, require_kek=require_kek)
     try:
         yield runtime
     finally:

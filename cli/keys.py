@@ -27,9 +27,11 @@ def status(settings: Settings, as_json: bool) -> None:
     can be used right now (its key file present and readable; its token logs in and holds its key object).
 
     Nothing is unwrapped. Exit 1 (after the output) when a KEK that wraps new keys or still wraps stored keys is
-    unavailable: issuing or signing with those keys would fail now. A retired KEK is not checked."""
-    with runtime_for(settings) as runtime:
+    unavailable, or the configured provider cannot be opened (a token absent, a wrong PIN, a missing master.key):
+    issuing or signing with those keys would fail now. A retired KEK is not checked."""
+    with runtime_for(settings, require_kek=False) as runtime:  # the table matters most when the default is gone
         usage = run_async(kek_status(command_context(), runtime.services))
+        default_unavailable = runtime.keys.default_unavailable if runtime.keys is not None else None
     if as_json:
         echo_json(usage)
     else:
@@ -43,6 +45,13 @@ def status(settings: Settings, as_json: bool) -> None:
         print_table(table, footer=f"configured provider (CSM_KEK_PROVIDER): {settings.kek_provider}; "
                                   "'*': every tenant without a KEK of its own")
     missing = [kek.kek_id for kek in usage if kek.needed and kek.available is False]
+    if default_unavailable:
+        unopened = CliError(f"the configured KEK provider {settings.kek_provider} (CSM_KEK_PROVIDER) cannot be "
+                            f"opened: {default_unavailable}; no new key can be wrapped, and `csm serve` refuses to "
+                            "start until it can", EXIT_PROBLEM)
+        if not missing:
+            raise unopened
+        unopened.show()
     if missing:
         raise CliError(f"{len(missing)} KEKs in use are unavailable: {', '.join(missing)}", EXIT_PROBLEM)
 

@@ -182,20 +182,24 @@ class Runtime:
         return verify_store(self.settings, self.store, progress)
 
 
-def open_key_vault(settings: Settings) -> SQLiteKeyVault:
-    """keys.db with CSM_KEK_PROVIDER wrapping new keys; a PKCS#11 token opens at once when it is the default."""
+def open_key_vault(settings: Settings, *, require_default: bool = True) -> SQLiteKeyVault:
+    """keys.db with CSM_KEK_PROVIDER wrapping new keys; a PKCS#11 token opens at once when it is the default, and a
+    default that cannot be opened refuses the start (unless ``require_default`` is off: ``csm keys status``)."""
     if settings.kek_provider not in KEK_PROVIDERS:
         raise KekError(f"CSM_KEK_PROVIDER must be one of {', '.join(KEK_PROVIDERS)}, not {settings.kek_provider!r}")
-    return SQLiteKeyVault(settings.data_dir, kek_provider=settings.kek_provider, factories=kek_factories(settings))
+    return SQLiteKeyVault(settings.data_dir, kek_provider=settings.kek_provider, factories=kek_factories(settings),
+                          require_default=require_default)
 
 
-def open_runtime(settings: Settings, link: LinkClient | None = None, *, rebuild: str = "now") -> Runtime:
+def open_runtime(settings: Settings, link: LinkClient | None = None, *, rebuild: str = "now",
+                 require_kek: bool = True) -> Runtime:
     """Open an initialised data directory (run ``initialise`` first).
 
     With ``link``, the runtime of an HTTP worker process (api/workers.py): the store appends through
     the primary process, which alone runs the projections, checkpoints, schedules and jobs.
     ``rebuild``: what to do with a read model whose projector's version changed (ProjectionRunner.open): "now"
     for a CLI command, "background" for the process that runs the projections; a worker only observes.
+    ``require_kek=False`` opens the key vault even where its default KEK provider cannot be (``csm keys status``).
     """
     if link is not None:
         store = LinkedEventStore(settings.events_db, link, poll_interval=settings.poll_interval,
@@ -208,7 +212,7 @@ def open_runtime(settings: Settings, link: LinkClient | None = None, *, rebuild:
     runner = ProjectionRunner(store, settings.views_db, all_projectors(), poll_interval=settings.poll_interval).open(
         rebuild="observe" if link is not None else rebuild)
     vault = SQLiteCredentialVault(settings.events_db)
-    keys = open_key_vault(settings)
+    keys = open_key_vault(settings, require_default=require_kek)
     # Ready RSA keys for server-side issuance; kept ready only by a server (start_background) and per size asked for.
     rsa_pool = RsaKeyPool(sizes=(3072, 4096), target=settings.rsa_key_pool)
     services = Services(store=store, clock=clock, crypto=CryptographyPki(rsa_pool, TokenKeys(settings.pkcs11)),

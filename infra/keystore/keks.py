@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 from commands.runtime import rfc3339
+from domain.errors import DomainError
 from domain.vault import KekInUse, KekUsage, NewKek, RewrapCounts, parse_kek_id
 from infra.keystore.kek import KekProvider, KekUnavailable, RotatingKekProvider, UnwrapFailed, wipe
 
@@ -67,6 +68,14 @@ def _now() -> str:
 
 def _scope_name(scope: str) -> str:
     return scope or "*"
+
+
+def _names_tenant(kek_id: str) -> bool:
+    """Whether a KEK is one tenant's (a key on a token), not every tenant's (a key file)."""
+    try:
+        return parse_kek_id(kek_id).tenant is not None
+    except DomainError:
+        return False
 
 
 class KekAdministration:
@@ -258,12 +267,12 @@ class KekAdministration:
             fallback = not self._read("SELECT 1 FROM kek_assignments WHERE provider = ? AND scope = ''",
                                       self.kek_provider)
             entry(self.kek_provider, base)["current_for"][:0] = ["*"] if fallback else []
-        if getattr(self._provider(self.kek_provider), "per_tenant", False):  # a tenant's first key on the token
-            assigned = {scope for (scope,) in self._read("SELECT DISTINCT scope FROM kek_assignments WHERE "
-                                                         "provider = ?", self.kek_provider)}
-            for fields in usage.values():
-                if fields["provider"] == self.kek_provider and not fields["current_for"]:
-                    fields["current_for"] = sorted(set(fields["rows"]) - assigned)
+        # a tenant's first key on the token (its id names the tenant: known whether or not the token answers)
+        assigned = {scope for (scope,) in self._read("SELECT DISTINCT scope FROM kek_assignments WHERE provider = ?",
+                                                     self.kek_provider)}
+        for fields in usage.values():
+            if fields["provider"] == self.kek_provider and not fields["current_for"] and _names_tenant(fields["kek_id"]):
+                fields["current_for"] = sorted(set(fields["rows"]) - assigned)
         for kek_id, provider, retired_at in self._read("SELECT kek_id, provider, retired_at FROM retired_keks"):
             entry(provider, kek_id)["retired_at"] = datetime.fromisoformat(retired_at)
         unopened: dict[str, str] = {}  # a provider that cannot be opened (a token absent): once per status

@@ -164,7 +164,7 @@ def _login(token: Any, pin: str, where: str, *, relogin: bool = False) -> Any:
             raise KekUnavailable(f"{where}: another part of this process is logged in to it") from None
         return token.open(rw=True)  # our PIN was checked when we first logged in
     except (pkcs11.PinIncorrect, pkcs11.PinInvalid, pkcs11.PinLenRange):
-        raise KekUnavailable(f"{where}: the user PIN is incorrect") from None
+        raise KekUnavailable(f"{where}: the user PIN is incorrect (CSM_PKCS11_PIN_FILE or CSM_PKCS11_PIN)") from None
     except pkcs11.PinLocked:
         raise KekUnavailable(f"{where}: the user PIN is locked (the security officer must reset it)") from None
     except pkcs11.PKCS11Error as exc:

@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import NoReturn
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -21,8 +22,8 @@ from commands.runtime import rfc3339
 from domain.errors import DomainError, KeyUnavailable, NotFound
 from domain.vault import StoredKey
 from infra.keystore.hybrid import HybridKemProvider
-from infra.keystore.kek import (KEY_BYTES, NONCE_BYTES, KekProvider, KekUnavailable, LocalMasterKeyProvider,
-                                UnwrapFailed, bind, wipe)
+from infra.keystore.kek import (KEY_BYTES, NONCE_BYTES, VERSIONS_DIR, KekProvider, KekUnavailable,
+                                LocalMasterKeyProvider, UnwrapFailed, bind, wipe)
 from infra.keystore.keks import NOT_RETIRED, KekAdministration, assigned_kek
 from infra.keystore.keks import SCHEMA as KEK_SCHEMA
 from projections.sqlite_wal import use_wal
@@ -87,6 +88,18 @@ def _prepare_db_file(path: Path) -> None:
                              f"(chmod 600 {path})")
 
 
+class UnopenedProvider:
+    """Stands in for a default provider that could not be opened (``csm keys status``): every use says why."""
+
+    def __init__(self, provider: str, reason: str) -> None:
+        self.provider, self.reason = provider, reason
+
+    def _refuse(self, *args: object, **kwargs: object) -> NoReturn:
+        raise KekUnavailable(self.reason)
+
+    wrap = unwrap = check = check_kek = _refuse
+
+
 class SQLiteKeyVault(KekAdministration):
     """The ``KeyVault`` port on a separate SQLite file (WAL, synchronous=FULL, mode 0600).
 
@@ -97,11 +110,17 @@ class SQLiteKeyVault(KekAdministration):
     ``provider`` name; ``factories`` adds providers opened on first use (a PKCS#11 token, which
     only the default must reach at startup). One connection, guarded by a lock, used from
     worker threads: the event loop never waits on SQLite or on a KEM.
+
+    A key file provider makes its first key file only where keys.db names none of its KEKs: a missing
+    ``master.key`` under which rows are wrapped is refused (restore it), never replaced. With
+    ``require_default=False`` (``csm keys status``) a default provider that cannot be opened is no
+    refusal: it stands in as ``UnopenedProvider``, and ``default_unavailable`` says why.
     """
 
     def __init__(self, data_dir: Path | str, *, kek_provider: str = "local",
                  providers: Iterable[KekProvider] = (),
-                 factories: Mapping[str, Callable[[], KekProvider]] | None = None) -> None:
+                 factories: Mapping[str, Callable[[], KekProvider]] | None = None,
+                 require_default: bool = True) -> None:
         self.data_dir = Path(data_dir)
         self.keys_dir = self.data_dir / "keys"
         self.path = self.data_dir / DB_FILE
@@ -113,7 +132,6 @@ class SQLiteKeyVault(KekAdministration):
         self.kek_provider = kek_provider
         self._lock = threading.Lock()
         self._providers_lock = threading.Lock()
-        self._default = self._provider(kek_provider, create=True)  # refuses to start on unsafe key files
         _prepare_db_file(self.path)
         self._conn: sqlite3.Connection | None = sqlite3.connect(self.path, isolation_level=None,
                                                                 check_same_thread=False)
@@ -121,6 +139,15 @@ class SQLiteKeyVault(KekAdministration):
         use_wal(self._conn)
         self._conn.execute("PRAGMA synchronous = FULL")
         self._conn.executescript(SCHEMA + KEK_SCHEMA)
+        self.default_unavailable: str | None = None  # why the default provider could not be opened (status only)
+        try:  # refuses to start on unsafe or missing key files, or a token that does not log in
+            self._default = self._provider(kek_provider, create=True)
+        except KekUnavailable as exc:
+            if require_default:
+                self.close()
+                raise
+            self.default_unavailable = " ".join(str(exc).split())
+            self._default = self._providers[kek_provider] = UnopenedProvider(kek_provider, self.default_unavailable)
 
     def _provider(self, name: str, *, create: bool = False) -> KekProvider:
         """The provider named by a row; built-ins open lazily, and only the default (or a rotation or re-wrap
@@ -134,8 +161,37 @@ class SQLiteKeyVault(KekAdministration):
                 factory = BUILTIN.get(name)
                 if factory is None:
                     raise KekUnavailable(f"no KEK provider {name!r} is configured")
-                provider = self._providers[name] = factory(self.keys_dir, create=create)
+                provider = self._providers[name] = self._open_key_files(name, factory, create)
             return provider
+
+    def _open_key_files(self, name: str, factory: Callable[..., KekProvider], create: bool) -> KekProvider:
+        """A key file provider; its first key file is made only if ``create`` and keys.db names none of its KEKs:
+        a new key could unwrap none of the rows, and would hide that their KEK was lost."""
+        named = self._named_keks(name)
+        try:
+            return factory(self.keys_dir, create=create and not named)
+        except KekUnavailable as exc:
+            base = self.keys_dir / getattr(factory, "BASE_FILE", "")
+            if not named or base.exists():
+                raise
+            versions = [str(self.keys_dir / VERSIONS_DIR / f"{name}-{kek_id.partition(':')[2]}.key")
+                        for kek_id in sorted(named)]
+            raise KekUnavailable(
+                f"{exc}; keys.db names {len(named)} {name} KEKs ({', '.join(sorted(named))}), under which "
+                f"{sum(named.values())} stored keys are wrapped, and no key file here holds them: restore {base} or "
+                f"the rotated versions ({', '.join(versions)}), mode 0600, from a backup (csm restore). No new key "
+                "file is made: it could unwrap none of them") from None
+
+    def _named_keks(self, name: str) -> dict[str, int]:
+        """The KEKs of ``name`` that rows name (with their row counts) or that wrap new keys (0), retired ones aside."""
+        with self._lock:
+            conn = self._connection()
+            named = dict(conn.execute("SELECT kek_id, COUNT(*) FROM private_keys WHERE kek_provider = ? "
+                                      "GROUP BY kek_id", (name,)).fetchall())
+            for (kek_id,) in conn.execute("SELECT DISTINCT kek_id FROM kek_assignments WHERE provider = ? AND "
+                                          "kek_id NOT IN (SELECT kek_id FROM retired_keks)", (name,)):
+                named.setdefault(kek_id, 0)
+        return named
 
     def check(self) -> None:
         """Readiness of the default provider's key material (a token answers); KekUnavailable otherwise."""

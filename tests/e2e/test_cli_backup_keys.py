@@ -15,7 +15,7 @@ import pytest
 
 from domain.errors import DomainError
 from infra.keystore import SQLiteKeyVault
-from infra.keystore.kek import HYBRID_KEY_FILE, MASTER_KEY_FILE
+from infra.keystore.kek import HYBRID_KEY_FILE, MASTER_KEY_FILE, KekUnavailable
 
 CONSOLE_SCRIPT = Path(sys.executable).parent / "csm"
 CSM = [str(CONSOLE_SCRIPT)] if CONSOLE_SCRIPT.exists() else [sys.executable, "-m", "cli.main"]
@@ -86,7 +86,10 @@ def test_the_vault_needs_the_kek_files_that_travel_with_it(source, tmp_path):
     bare.mkdir(mode=0o700)
     (bare / "keys.db").write_bytes((backup / "keys.db").read_bytes())
     (bare / "keys.db").chmod(0o600)
-    vault = SQLiteKeyVault(bare)  # creates a new, different master key
+    with pytest.raises(KekUnavailable, match="No new key file is made"):
+        SQLiteKeyVault(bare)  # a new master key would hide that the copy is ciphertext only
+    assert not (bare / "keys" / MASTER_KEY_FILE).exists()
+    vault = SQLiteKeyVault(bare, require_default=False)
     for key_id, (tenant, _) in stored.items():
         with pytest.raises(DomainError) as caught:
             vault.get_sync(tenant, key_id)

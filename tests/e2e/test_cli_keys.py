@@ -70,3 +70,33 @@ def test_rotate_rewrap_and_retire_from_the_command_line(hierarchy, tmp_path):  #
     assert kek["available"] is False and str(version) in kek["unavailable_reason"]
     assert new["kek_id"] in gone.stderr and "unavailable" in gone.stderr
     assert "unavailable: cannot open key file" in csm(restored, "keys", "status", expect=1).stdout  # piped: one line a row
+
+
+def test_a_deleted_master_key_stops_the_service_and_status_still_lists_every_kek(hierarchy):  # noqa: F811
+    data, _root, inter = hierarchy
+    (master,) = _status(data)
+    key_file = data / "keys" / "master.key"
+    saved = key_file.read_bytes()
+    key_file.unlink()  # no rotated version replaces it: the CAs' keys are wrapped under a KEK nobody holds now
+
+    for command in (["cert", "issue", "--tenant", "acme", "--ca", inter, "--cn", "x.acme.internal"],
+                    ["serve", "--port", "0", "--workers", "1"]):
+        run = csm(data, *command, expect=2)
+        assert run.stderr.count("\n") == 1 and run.stderr.startswith("error: key vault: cannot open key file"), run.stderr
+        assert master in run.stderr and "csm restore" in run.stderr and str(key_file) in run.stderr
+        assert not key_file.exists()  # no new master key hides the loss
+
+    gone = csm(data, "keys", "status", "--json", expect=1)
+    (kek,) = json.loads(gone.stdout)
+    assert (kek["kek_id"], kek["available"], kek["rows"]["acme"] >= 2) == (master, False, True)
+    assert "restore" in kek["unavailable_reason"] and "\n" not in kek["unavailable_reason"]
+    assert "configured KEK provider local (CSM_KEK_PROVIDER) cannot be opened" in gone.stderr
+    assert f"1 KEKs in use are unavailable: {master}" in gone.stderr
+    table = csm(data, "keys", "status", expect=1).stdout
+    assert master in table and "unavailable: cannot open key file" in table
+    assert not key_file.exists()
+
+    key_file.write_bytes(saved)  # restored from a backup: everything is back
+    key_file.chmod(0o600)
+    assert _status(data)[master]["available"] is True
+    _issue(data, inter, "back.acme.internal")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sqlite3
@@ -95,3 +96,30 @@ def test_csm_init_and_serve_refuse_an_unreachable_token_in_one_line(softhsm, tmp
             assert says in run.stderr, run.stderr
     run = _csm(data, {"CSM_KEK_PROVIDER": "rot13"}, "init", expect=2)
     assert run.stderr.strip().endswith("CSM_KEK_PROVIDER must be one of local, hybrid, pkcs11, not 'rot13'")
+
+
+def test_keys_status_lists_every_kek_when_the_default_token_is_absent_or_its_pin_wrong(softhsm, tmp_path):  # noqa: F811
+    data = tmp_path / "data"
+    token = {**softhsm.env, "CSM_KEK_PROVIDER": "pkcs11"}
+    _csm(data, token, "init", expect=0)
+    _csm(data, token, "tenant", "create", "acme", "--name", "Acme", expect=0)
+    _csm(data, token, "ca", "create-root", "--tenant", "acme", "--name", "Root", "--cn", "Acme Root",
+         "--algorithm", "ecdsa-p256", expect=0)  # its key is wrapped on the token
+    (on_token,) = [kek["kek_id"] for kek in json.loads(_csm(data, token, "keys", "status", "--json", expect=0).stdout)]
+    wrong = tmp_path / "wrong-pin"
+    wrong.write_text("not-the-pin-1234\n")
+    wrong.chmod(0o600)
+    for broken, says in (({**token, "CSM_PKCS11_TOKEN_LABEL": "unplugged"}, "PKCS#11 token 'unplugged'"),
+                         ({**token, "CSM_PKCS11_PIN_FILE": str(wrong)}, "the user PIN is incorrect (CSM_PKCS11_PIN_FILE")):
+        status = _csm(data, broken, "keys", "status", "--json", expect=1)
+        (kek,) = json.loads(status.stdout)
+        assert (kek["kek_id"], kek["rows"], kek["available"]) == (on_token, {"acme": 1}, False), kek
+        assert says in kek["unavailable_reason"] and "\n" not in kek["unavailable_reason"]
+        assert "configured KEK provider pkcs11 (CSM_KEK_PROVIDER) cannot be opened" in status.stderr
+        assert f"1 KEKs in use are unavailable: {on_token}" in status.stderr
+        table = _csm(data, broken, "keys", "status", expect=1)
+        assert on_token in table.stdout and f"unavailable: {kek['unavailable_reason'][:40]}" in table.stdout
+        assert "not-the-pin-1234" not in status.stdout + status.stderr + table.stdout + table.stderr
+        serve = _csm(data, broken, "serve", "--port", "0", "--workers", "1", expect=2)  # the service still refuses
+        assert serve.stderr.count("\n") == 1 and serve.stderr.startswith("error: key vault: ") and says in serve.stderr
+    assert json.loads(_csm(data, token, "keys", "status", "--json", expect=0).stdout)[0]["available"] is True

@@ -138,7 +138,7 @@ def _refusal(settings_) -> str:
 
 def test_a_wrong_pin_a_missing_token_or_module_is_one_clear_line_without_the_pin(softhsm, tmp_path):  # noqa: F811
     spare = dataclasses.replace(softhsm.settings, token_label=softhsm.spare, pin_file=None, pin="wrong-pin")
-    assert _refusal(spare).endswith("the user PIN is incorrect")
+    assert _refusal(spare).endswith("the user PIN is incorrect (CSM_PKCS11_PIN_FILE or CSM_PKCS11_PIN)")
     assert "is not present" in _refusal(dataclasses.replace(softhsm.settings, token_label="no-such-token"))
     missing = tmp_path / "libnothing.so"
     assert _refusal(dataclasses.replace(softhsm.settings, module=missing)) == (

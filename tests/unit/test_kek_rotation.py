@@ -351,3 +351,64 @@ def test_a_key_stored_under_the_old_kek_during_the_rewrap_is_moved_by_its_next_p
     assert _rows(vault)[late][2] == new.kek_id and vault.get_sync("acme", late) == b"late key"
     _all_decrypt_and_sign(vault, keys)
     vault.close()
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_a_deleted_key_file_that_stored_keys_need_refuses_the_start_and_is_not_replaced(tmp_path, provider):
+    vault = SQLiteKeyVault(tmp_path, kek_provider=provider)
+    keys = _stored(vault, tenants=("acme",), each=2)
+    lost, base = vault._default.kek_id, vault._default.path
+    saved = base.read_bytes()
+    vault.close()
+    base.unlink()
+    with pytest.raises(KekUnavailable) as refused:
+        SQLiteKeyVault(tmp_path, kek_provider=provider)
+    message = str(refused.value)
+    assert "\n" not in message and lost in message and "2 stored keys" in message and str(base) in message
+    assert "restore" in message and "csm restore" in message and "No new key file is made" in message
+    assert not base.exists()  # a new key would hide the loss: it could unwrap none of the rows
+
+    base.write_bytes(saved)  # restored from the backup: the service starts, and the keys read
+    base.chmod(0o600)
+    vault = SQLiteKeyVault(tmp_path, kek_provider=provider)
+    try:
+        _all_decrypt_and_sign(vault, keys)
+    finally:
+        vault.close()
+
+
+def test_a_key_file_is_still_made_where_keys_db_names_none_of_its_keks(tmp_path):
+    fresh = SQLiteKeyVault(tmp_path / "new")  # a brand-new data directory
+    fresh.close()
+    assert (tmp_path / "new" / "keys" / "master.key").exists()
+    (tmp_path / "new" / "keys" / "master.key").unlink()  # keys.db exists, but no row or assignment names the KEK
+    SQLiteKeyVault(tmp_path / "new").close()
+    assert (tmp_path / "new" / "keys" / "master.key").exists()
+    hybrid = SQLiteKeyVault(tmp_path / "moved", kek_provider="hybrid")  # rows under hybrid only: local is made
+    _stored(hybrid, tenants=("acme",), each=1)
+    hybrid.close()
+    SQLiteKeyVault(tmp_path / "moved").close()
+    assert (tmp_path / "moved" / "keys" / "master.key").exists()
+
+
+def test_status_opens_without_the_default_kek_and_says_why_it_is_unavailable(tmp_path):
+    vault = SQLiteKeyVault(tmp_path)
+    key_id = vault.put_sync("acme", b"material", algorithm="ed25519", purpose="leaf")
+    lost = vault._default.kek_id
+    vault.close()
+    (tmp_path / "keys" / "master.key").unlink()
+    status = SQLiteKeyVault(tmp_path, require_default=False)
+    try:
+        assert "restore" in status.default_unavailable and lost in status.default_unavailable
+        (kek,) = status.kek_usage_sync()
+        assert (kek.kek_id, kek.rows, kek.available, kek.needed) == (lost, {"acme": 1}, False, True)
+        assert kek.unavailable_reason == status.default_unavailable
+        with pytest.raises(DomainError, match="kek_unavailable|cannot be stored"):
+            status.put_sync("acme", b"new", algorithm="ed25519", purpose="leaf")
+        with pytest.raises(DomainError, match="cannot be unwrapped"):
+            status.get_sync("acme", key_id)
+        with pytest.raises(KekUnavailable):
+            status.check()
+    finally:
+        status.close()
+    assert not (tmp_path / "keys" / "master.key").exists()
