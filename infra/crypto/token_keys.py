@@ -215,9 +215,12 @@ class TokenKeys:
         return found[0]
 
     def check(self) -> None:
-        """The token answers (logging in if this process has not yet); ``TokenUnavailable`` otherwise."""
-        probe = {_pkcs11().Attribute.LABEL: "csm-readiness-probe"}
-        self._run(lambda held: list(held.session.get_objects(probe)), "reaching the token")
+        """The token is present and answers (logging in if this process has not yet, or again once it is back:
+        ``SharedToken.probe``); ``TokenUnavailable`` otherwise."""
+        try:
+            self._shared().probe()
+        except KekUnavailable as exc:
+            raise TokenUnavailable(str(exc)) from None
 
     def close(self) -> None:
         with self._lock:

@@ -78,10 +78,19 @@ def _names_tenant(kek_id: str) -> bool:
         return False
 
 
+def _token_serial(kek_id: str) -> str | None:
+    """The serial of the token a KEK is on; None for a key file's."""
+    try:
+        return parse_kek_id(kek_id).serial
+    except DomainError:
+        return None
+
+
 class KekAdministration:
     """Rotation, re-wrap, status and retirement, mixed into ``SQLiteKeyVault`` (which supplies the members below)."""
 
     _lock: threading.Lock
+    _first_keks: dict[str, str]  # tenant -> its first KEK on the token (``_stored_first_kek``)
     kek_provider: str
 
     def _connection(self) -> sqlite3.Connection:
@@ -113,6 +122,23 @@ class KekAdministration:
         with self._lock:
             assigned = assigned_kek(self._connection(), provider.provider, tenant_id)
         return assigned or provider.current_kek_id(tenant_id)
+
+    def _stored_first_kek(self, provider: KekProvider, tenant_id: str) -> str | None:
+        """For a provider that makes a tenant's first KEK on first use (a key on the token), the one the tenant's
+        rows already name on this token, if any. New keys go under it: a key deleted from the token then fails
+        their wrap (503) rather than a new one quietly taking its place, which would hide that the rows under the
+        old one are lost. Remembered per tenant once found (one look at the tenant's rows per process)."""
+        if not getattr(provider, "per_tenant", False):
+            return None
+        found = self._first_keks.get(tenant_id)
+        if found is None:
+            serial = getattr(provider, "serial", None)
+            on_token = sorted(kek_id for (kek_id,) in self._read(
+                "SELECT DISTINCT kek_id FROM private_keys WHERE tenant_id = ? AND kek_provider = ?", tenant_id,
+                provider.provider) if _token_serial(kek_id) == serial)
+            if on_token:
+                found = self._first_keks[tenant_id] = on_token[0]  # the smallest CKA_ID, as the provider picks
+        return found
 
     def _replaced(self, provider: RotatingKekProvider, scopes: list[str]) -> list[str]:
         """The KEKs that wrapped these scopes' new keys until a rotation (none made to find out)."""

@@ -228,13 +228,8 @@ class Pkcs11KekProvider:
         self._find(held, label)
 
     def check(self) -> None:
-        """Readiness: the token answers (logged in again if it had dropped the session); KekUnavailable otherwise."""
-        token = self._shared()
-        probe = {self._pkcs11.Attribute.LABEL: "csm-readiness-probe"}
-        try:
-            token.run(lambda held: list(held.session.get_objects(probe)))
-        except self._pkcs11.PKCS11Error as exc:
-            raise KekUnavailable(f"PKCS#11 token {token.label!r} does not answer ({type(exc).__name__})") from None
+        """Readiness: the token is present and answers (``SharedToken.probe``); KekUnavailable otherwise."""
+        self._shared().probe()
 
     def close(self) -> None:
         token, self._token = self._token, None

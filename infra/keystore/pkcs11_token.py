@@ -15,6 +15,7 @@ import hmac
 import logging
 import secrets
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -63,6 +64,8 @@ class TokenSession:
         self.keys: dict[tuple[str, bytes], Any] = {}
 
 
+REINITIALISE_EVERY = 5.0  # seconds: a token that stays away costs a module re-initialisation at most this often
+_REINITIALISED: dict[str, float] = {}  # module -> when this process last initialised it again
 _MODULE_LOCKS: dict[str, threading.RLock] = {}
 _MODULE_LOCKS_LOCK = threading.Lock()
 
@@ -91,6 +94,7 @@ class SharedToken:
         self._pin = _pin_digest(pin)
         self._secret = pin  # to log in again after the token dropped the session
         self._held: TokenSession | None = TokenSession(login)
+        self._released = False  # released by its last user: never logs in again
         self._users = 0
 
     @classmethod
@@ -121,19 +125,23 @@ class SharedToken:
             if self._users > 0:
                 return
             self.registry.pop(self.key, None)
+            self._released = True
             held, self._held = self._held, None
             if held is not None:
                 _close_quietly(held.session)  # logs the application out of the token
 
     def run(self, operation: Callable[[TokenSession], T]) -> T:
         """``operation`` on the session, under the module's lock; once more after logging in again if the
-        token dropped the session (restarted, reinserted, or its login timed out)."""
+        token dropped the session (restarted, reinserted, or its login timed out). After a failed login again
+        (the token was away) each call tries once more, so the process recovers when the token is back."""
         errors = pkcs11_module()
         lost = (errors.SessionHandleInvalid, errors.SessionClosed, errors.UserNotLoggedIn, errors.DeviceRemoved,
                 errors.TokenNotPresent, errors.DeviceError, errors.ObjectHandleInvalid, errors.KeyHandleInvalid)
         with self.lock:
             if self._held is None:
-                raise KekUnavailable(f"PKCS#11 token {self.label!r}: the session is closed")
+                if self._released:
+                    raise KekUnavailable(f"PKCS#11 token {self.label!r}: the session is closed")
+                self._relogin()
             try:
                 return operation(self._held)
             except lost as exc:
@@ -141,18 +149,61 @@ class SharedToken:
             self._relogin()
             return operation(self._held)
 
+    def probe(self) -> None:
+        """Readiness: the token is present and answers (logged in again if it had dropped the session, or had gone
+        and is back); KekUnavailable otherwise. A search alone finds nothing on a removed token without failing
+        (SoftHSM2): C_GetTokenInfo does fail. On failure the session is dropped, so that the next probe or use logs
+        in again and the process sees the token come back."""
+        errors = pkcs11_module()
+        search = {errors.Attribute.LABEL: "csm-readiness-probe"}
+
+        def answer(held: TokenSession) -> None:
+            held.session.token.slot.get_token()
+            list(held.session.get_objects(search))
+
+        try:
+            self.run(answer)
+        except errors.PKCS11Error as exc:
+            with self.lock:
+                stale, self._held = self._held, None
+                if stale is not None:
+                    _close_quietly(stale.session)
+            raise KekUnavailable(f"PKCS#11 token {self.label!r} does not answer ({type(exc).__name__})") from None
+
     def _relogin(self) -> None:
         stale, self._held = self._held, None
         if stale is not None:
             _close_quietly(stale.session)
-        try:  # the token may be back in another slot: look it up again, and insist on the same serial
-            token = pkcs11_module().lib(self.key[0]).get_token(token_label=self.label)
-        except pkcs11_module().PKCS11Error as exc:
-            raise KekUnavailable(f"{self.where}: cannot reach it again ({type(exc).__name__})") from None
+        token = self._find_again()
         if _text(token.serial) != self.serial:
             raise KekUnavailable(f"{self.where}: now has serial {_text(token.serial)}, not {self.serial}")
         self.token = token
         self._held = TokenSession(_login(token, self._secret, self.where, relogin=True))
+        log.warning("PKCS#11 token %r: logged in again", self.label)
+
+    def _find_again(self) -> Any:
+        """The token, looked up again (it may be back in another slot). A module that lost sight of a token that
+        went away may not see it come back (SoftHSM2: CKR_GENERAL_ERROR until C_Finalize): then the module is
+        initialised again, at most every REINITIALISE_EVERY seconds; every session of it is closed by that, and
+        their users log in again as after any lost session (all of them hold this lock meanwhile)."""
+        pkcs11 = pkcs11_module()
+        lib = pkcs11.lib(self.key[0])
+        try:
+            return lib.get_token(token_label=self.label)
+        except pkcs11.PKCS11Error as exc:
+            failed = exc
+        now = time.monotonic()
+        if now - _REINITIALISED.get(self.key[0], -REINITIALISE_EVERY) >= REINITIALISE_EVERY:
+            _REINITIALISED[self.key[0]] = now
+            try:
+                lib.reinitialize()
+                return lib.get_token(token_label=self.label)
+            except pkcs11.PKCS11Error as exc:
+                failed = exc
+        if isinstance(failed, pkcs11.NoSuchToken):
+            raise KekUnavailable(f"{self.where} is not present (removed, or its slot is empty); logging in again "
+                                 "when it is back") from None
+        raise KekUnavailable(f"{self.where}: cannot reach it again ({type(failed).__name__})") from None
 
 
 def _login(token: Any, pin: str, where: str, *, relogin: bool = False) -> Any:

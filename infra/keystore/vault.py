@@ -132,6 +132,7 @@ class SQLiteKeyVault(KekAdministration):
         self.kek_provider = kek_provider
         self._lock = threading.Lock()
         self._providers_lock = threading.Lock()
+        self._first_keks = {}
         _prepare_db_file(self.path)
         self._conn: sqlite3.Connection | None = sqlite3.connect(self.path, isolation_level=None,
                                                                 check_same_thread=False)
@@ -239,10 +240,12 @@ class SQLiteKeyVault(KekAdministration):
         return key_id
 
     def _wrap_new(self, key_id: str, tenant_id: str, dek: bytearray) -> tuple[str, bytes]:
-        """Wrap a new key's data key under the KEK the registry assigns the tenant, else the provider's own."""
+        """Wrap a new key's data key under the KEK the registry assigns the tenant, else the one its rows name on the
+        token (``_stored_first_kek``), else the provider's own (a token makes the tenant's first key now)."""
         with self._lock:
             assigned = assigned_kek(self._connection(), self._default.provider, tenant_id)
         try:
+            assigned = assigned or self._stored_first_kek(self._default, tenant_id)
             if assigned is None:
                 return self._default.wrap(tenant_id, dek)
             return self._default.wrap(tenant_id, dek, assigned)  # type: ignore[call-arg]

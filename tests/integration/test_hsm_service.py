@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import secrets
 import shutil
 import sqlite3
 import subprocess
@@ -123,3 +125,122 @@ def test_keys_status_lists_every_kek_when_the_default_token_is_absent_or_its_pin
         serve = _csm(data, broken, "serve", "--port", "0", "--workers", "1", expect=2)  # the service still refuses
         assert serve.stderr.count("\n") == 1 and serve.stderr.startswith("error: key vault: ") and says in serve.stderr
     assert json.loads(_csm(data, token, "keys", "status", "--json", expect=0).stdout)[0]["available"] is True
+
+
+def _token_dir(softhsm) -> Path:  # noqa: F811
+    """The SoftHSM2 directory of the test token (its token.object holds the label)."""
+    tokens = softhsm.conf.parent / "tokens"
+    return next(path for path in tokens.iterdir() if softhsm.label.encode() in (path / "token.object").read_bytes())
+
+
+def _node(inter: dict, name: str) -> dict:
+    return {"tenant_id": "acme", "ca_id": inter["ca_id"], "algorithm": "ecdsa-p256", "subject": {"common_name": name},
+            "sans": {"dns": [name]}}
+
+
+def _written_since(api, position: int) -> list[str]:
+    """The streams written after ``position``, the audit checkpoints (sealed on a timer) aside."""
+    from domain.audit import LEDGER_STREAM
+
+    return [row.stream_id for row in api.runtime.store.read_raw(position) if row.stream_id != LEDGER_STREAM]
+
+
+def _rows(data_dir: Path) -> int:
+    with closing(sqlite3.connect(data_dir / "keys.db")) as conn:
+        return conn.execute("SELECT COUNT(*) FROM private_keys").fetchone()[0]
+
+
+# python-pkcs11's search finaliser re-raises SessionHandleInvalid from __del__ on the sessions the module dropped
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+async def test_a_token_removed_while_serving_fails_issuance_with_503_and_is_used_again_once_back(softhsm, tmp_path,  # noqa: F811
+                                                                                                 monkeypatch):
+    from infra.keystore import pkcs11_token
+
+    monkeypatch.setattr(pkcs11_token, "REINITIALISE_EVERY", 0.2)  # the module is looked at again this often
+    data, token = tmp_path / "data", {**softhsm.env, "CSM_KEK_PROVIDER": "pkcs11"}
+    home, away = _token_dir(softhsm), tmp_path / "token-away"
+    try:
+        async with running_api(tmp_path, kek_provider="pkcs11", pkcs11=softhsm.settings, max_body_bytes=1 << 20) as api:
+            admin = await api.admin()
+            _, inter = await hierarchy(api, admin)
+            await issue(api, admin, **_node(inter, "node1.acme.internal"))
+            head, rows = api.runtime.store.head_position_sync(), _rows(data)
+
+            home.rename(away)  # the token is gone (an HSM unplugged, its slot emptied) while the service runs
+            assert_problem(await api.client.get("/health/ready"), 503, "not_ready", field="kek_available")
+            for attempt in range(2):
+                refused = await api.client.post("/v1/certificates", headers=admin,
+                                                json=_node(inter, f"node{attempt + 2}.acme.internal"))
+                body = assert_problem(refused, 503, "kek_unavailable", field="key_id")
+                assert f"PKCS#11 token '{softhsm.label}'" in body["detail"] and "is not present" in body["detail"]
+                assert PIN not in body["detail"]
+            assert (await api.client.get("/health/live")).status_code == 200
+            assert (_written_since(api, head), _rows(data)) == ([], rows)  # nothing half-written
+
+            status = _csm(data, token, "keys", "status", "--json", expect=1)  # another process, meanwhile
+            assert {kek["available"] for kek in json.loads(status.stdout)} == {False}
+            assert "is not present" in status.stderr and "csm serve` refuses to start" in status.stderr
+
+            away.rename(home)  # the token is back: the service logs in again by itself
+            for _ in range(50):
+                if (await api.client.get("/health/ready")).status_code == 200:
+                    break
+                await asyncio.sleep(0.1)
+            await issue(api, admin, **_node(inter, "node9.acme.internal"))
+            assert _rows(data) == rows + 1
+            assert api.runtime.verify().ok
+        assert {kek["available"] for kek in json.loads(_csm(data, token, "keys", "status", "--json",
+                                                             expect=0).stdout)} == {True}
+        assert "ok" in _csm(data, token, "audit", "verify", expect=0).stdout.lower()
+    finally:
+        if away.exists():
+            away.rename(home)
+
+
+def _tenant_keys(softhsm, tenant: str) -> list[bytes]:  # noqa: F811
+    """The CKA_IDs of the tenant's KEKs on the token, read through a session beside the service's."""
+    import pkcs11
+
+    session = pkcs11.lib(str(softhsm.module)).get_token(token_label=softhsm.label).open(rw=True)
+    try:
+        return sorted(bytes(key[pkcs11.Attribute.ID]) for key in session.get_objects(
+            {pkcs11.Attribute.CLASS: pkcs11.ObjectClass.SECRET_KEY, pkcs11.Attribute.LABEL: f"csm-kek:{tenant}"}))
+    finally:
+        session.close()
+
+
+def _destroy_tenant_keys(softhsm, tenant: str) -> None:  # noqa: F811
+    import pkcs11
+
+    session = pkcs11.lib(str(softhsm.module)).get_token(token_label=softhsm.label).open(rw=True)
+    try:
+        for key in list(session.get_objects({pkcs11.Attribute.LABEL: f"csm-kek:{tenant}"})):
+            key.destroy()
+    finally:
+        session.close()
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+async def test_a_tenant_kek_deleted_from_the_token_is_not_replaced_by_a_new_one(softhsm, tmp_path):  # noqa: F811
+    data, token = tmp_path / "data", {**softhsm.env, "CSM_KEK_PROVIDER": "pkcs11"}
+    tenant = f"gone-{secrets.token_hex(4)}"  # its own label on the token the process shares
+    async with running_api(tmp_path, kek_provider="pkcs11", pkcs11=softhsm.settings, max_body_bytes=1 << 20) as api:
+        admin = await api.admin()
+        _, inter = await hierarchy(api, admin, tenant=tenant, permit=(f"{tenant}.internal",))
+        await issue(api, admin, **{**_node(inter, f"n0.{tenant}.internal"), "tenant_id": tenant})  # the CA key in use
+        (lost,) = _tenant_keys(softhsm, tenant)
+        head, rows = api.runtime.store.head_position_sync(), _rows(data)
+
+        _destroy_tenant_keys(softhsm, tenant)  # its CA keys are wrapped under it: they are lost with it
+        name = f"n1.{tenant}.internal"
+        refused = await api.client.post("/v1/certificates", headers=admin, json={**_node(inter, name),
+                                                                                  "tenant_id": tenant})
+        body = assert_problem(refused, 503, "kek_unavailable", field="key_id")
+        assert "is not on PKCS#11 token" in body["detail"] and lost.hex() in body["detail"], body
+        assert _tenant_keys(softhsm, tenant) == []  # no new KEK quietly takes its place
+        assert (_written_since(api, head), _rows(data)) == ([], rows)
+        assert api.runtime.verify().ok
+
+        status = _csm(data, token, "keys", "status", "--json", expect=1)
+        (kek,) = [k for k in json.loads(status.stdout) if k["rows"].get(tenant)]
+        assert kek["available"] is False and "is not on PKCS#11 token" in kek["unavailable_reason"]
