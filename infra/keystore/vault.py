@@ -175,13 +175,14 @@ class SQLiteKeyVault(KekAdministration):
             base = self.keys_dir / getattr(factory, "BASE_FILE", "")
             if not named or base.exists():
                 raise
-            versions = [str(self.keys_dir / VERSIONS_DIR / f"{name}-{kek_id.partition(':')[2]}.key")
-                        for kek_id in sorted(named)]
+            shown = sorted(named, key=lambda kek_id: (-named[kek_id], kek_id))[:3]  # those under most rows
+            more = f" and {len(named) - len(shown)} more" if len(named) > len(shown) else ""
+            versions = [str(self.keys_dir / VERSIONS_DIR / f"{name}-{kek_id.partition(':')[2]}.key") for kek_id in shown]
             raise KekUnavailable(
-                f"{exc}; keys.db names {len(named)} {name} KEKs ({', '.join(sorted(named))}), under which "
+                f"{exc}; keys.db names {len(named)} {name} KEKs ({', '.join(shown)}{more}), under which "
                 f"{sum(named.values())} stored keys are wrapped, and no key file here holds them: restore {base} or "
-                f"the rotated versions ({', '.join(versions)}), mode 0600, from a backup (csm restore). No new key "
-                "file is made: it could unwrap none of them") from None
+                f"the rotated versions ({', '.join(versions)}{more}), mode 0600, from a backup (csm restore). No new "
+                "key file is made: it could unwrap none of them") from None
 
     def _named_keks(self, name: str) -> dict[str, int]:
         """The KEKs of ``name`` that rows name (with their row counts) or that wrap new keys (0), retired ones aside."""

@@ -412,3 +412,21 @@ def test_status_opens_without_the_default_kek_and_says_why_it_is_unavailable(tmp
     finally:
         status.close()
     assert not (tmp_path / "keys" / "master.key").exists()
+
+
+def test_the_refusal_names_the_keks_under_most_rows_and_counts_the_rest(tmp_path):
+    vault = SQLiteKeyVault(tmp_path)
+    _stored(vault, tenants=("t0",), each=1)  # under master.key
+    for n, tenant in enumerate(("t1", "t2", "t3", "t4"), start=2):
+        _rotate(vault, tenant)
+        _stored(vault, tenants=(tenant,), each=n)
+    busiest = [kek.kek_id for kek in sorted(vault.kek_usage_sync(), key=lambda k: -sum(k.rows.values()))][:3]
+    vault.close()
+    (tmp_path / "keys" / "master.key").unlink()
+    for version in (tmp_path / "keys" / "kek").iterdir():
+        version.unlink()
+    with pytest.raises(KekUnavailable) as refused:
+        SQLiteKeyVault(tmp_path)
+    message = str(refused.value)
+    assert "keys.db names 5 local KEKs" in message and "15 stored keys" in message and "and 2 more" in message
+    assert all(kek_id in message for kek_id in busiest) and len(message) < 1200
