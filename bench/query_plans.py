@@ -81,6 +81,7 @@ def queries(p: dict, now: datetime) -> list[tuple[str, Callable]]:
         ("search: san", lambda c: s(c, t, san=p["cn"])),
         ("search: san prefix", lambda c: s(c, t, san=p["cn"][:6] + "*")),
         ("search: san prefix, few", lambda c: s(c, t, san=p["cn"][:-1] + "*")),
+        ("search: san prefix, all tenants", lambda c: s(c, None, san=p["cn"][:6] + "*")),
         ("search: tag", lambda c: s(c, t, tag="dc1")),
         ("search: serial", lambda c: s(c, t, serial=p["serial"])),
         ("search: serial, all tenants", lambda c: s(c, None, serial=p["serial"])),

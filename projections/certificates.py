@@ -49,10 +49,14 @@ class CertificatesProjector(Projector):
     # 9: a hybrid's ML-DSA key (alternative_key_sha256), so a compromise of that half finds every certificate of it;
     # 10: indexes for the searches and reports that read a big tenant's every row (docs/architecture.md, "Query plans"):
     # folded common names, the position index carrying not_after and status, the renewal candidates' index covering the
-    # scheduler's query, revocations by time, the fingerprint index covering discovery's join
-    version = 10
+    # scheduler's query, revocations by time, the fingerprint index covering discovery's join;
+    # 11: live certificates counted by day of expiry, tenant and CA (certificate_expiry_counts: the expiry gauges),
+    # renew_class (the renewal candidates' index skips certificates that expired unrenewed), the live index covering
+    # the compliance report and live_by_issuer, certificate_id in the position and expiry indexes (the walks in order
+    # test a name's matches without reading the rows)
+    version = 11
     tables = ("certificates", "certificate_names", "certificate_tags", "certificate_cas", "certificate_policies",
-              "certificate_counts")
+              "certificate_counts", "certificate_expiry_counts")
     ddl = (
         """CREATE TABLE IF NOT EXISTS {certificates} (
             tenant_id TEXT NOT NULL, certificate_id TEXT NOT NULL, ca_id TEXT NOT NULL, profile TEXT NOT NULL,
@@ -66,7 +70,7 @@ class CertificatesProjector(Projector):
             auto_renew INTEGER NOT NULL, expiry_warned_days INTEGER, renewal_failed_at TEXT, renewal_failure TEXT,
             public_key_sha256 TEXT NOT NULL, last_deployed_at TEXT, last_deployed_node TEXT,
             last_verified_at TEXT, last_verified INTEGER, last_rolled_back_at TEXT, alternative_key_sha256 TEXT,
-            PRIMARY KEY (tenant_id, certificate_id))""",
+            renew_class INTEGER NOT NULL, PRIMARY KEY (tenant_id, certificate_id))""",
         # a constraint, and how _untrust finds a CA's certificates: (tenant_id, ca_id) is its prefix
         "CREATE UNIQUE INDEX IF NOT EXISTS {ix}_serial ON {certificates} (tenant_id, ca_id, serial_hex)",
         """CREATE TABLE IF NOT EXISTS {certificate_names} (
@@ -83,6 +87,11 @@ class CertificatesProjector(Projector):
         """CREATE TABLE IF NOT EXISTS {certificate_counts} (
             tenant_id TEXT NOT NULL, kind TEXT NOT NULL, day TEXT NOT NULL, n INTEGER NOT NULL,
             PRIMARY KEY (tenant_id, kind, day)) WITHOUT ROWID""",
+        # Live certificates (as ``live`` counts them) by UTC day of expiry, tenant and CA, kept in the transaction that
+        # changes the rows: what the expiry gauges count (certificate_queries.expiring_counts), by day.
+        """CREATE TABLE IF NOT EXISTS {certificate_expiry_counts} (
+            day TEXT NOT NULL, tenant_id TEXT NOT NULL, ca_id TEXT NOT NULL, n INTEGER NOT NULL,
+            PRIMARY KEY (day, tenant_id, ca_id)) WITHOUT ROWID""",
         """CREATE TABLE IF NOT EXISTS {certificate_policies} (
             tenant_id TEXT NOT NULL, profile TEXT NOT NULL, renewal TEXT NOT NULL,
             PRIMARY KEY (tenant_id, profile)) WITHOUT ROWID""",
@@ -92,19 +101,26 @@ class CertificatesProjector(Projector):
     retired = ("DROP INDEX IF EXISTS {ix}_ca", "DROP INDEX IF EXISTS {ix}_node")
     # only queries read through these (search, expiry, renewal and quota counts): a rebuild makes them last
     deferred = (
-        # the renewal scheduler's candidates (renewal_candidates), read from the index alone: expired certificates
-        # never renewed stay in it, and the scheduler walks past them without reading their rows
-        "CREATE INDEX IF NOT EXISTS {ix}_renewal ON {certificates} (renew_at, not_after, renewal_failed_at, tenant_id, "
-        "certificate_id, status, superseded_by, auto_renew) WHERE status = 'issued' AND superseded_by IS NULL "
-        "AND auto_renew = 1",
+        # the renewal scheduler's candidates (renewal_candidates), read from the index alone. Expired certificates
+        # never renewed stay in it (no event marks an expiry): by renew_class, each class's due range is bounded below
+        # (renew_at > now - its longest lead), which leaves out those that expired more than a lead time ago
+        "CREATE INDEX IF NOT EXISTS {ix}_renewal ON {certificates} (renew_class, renew_at, tenant_id, certificate_id, "
+        "not_after, renewal_failed_at, status, superseded_by, auto_renew) WHERE status = 'issued' "
+        "AND superseded_by IS NULL AND auto_renew = 1",
         "CREATE INDEX IF NOT EXISTS {ix}_not_after ON {certificates} (not_after) WHERE status = 'issued' "
         "AND superseded_by IS NULL",
-        # not_after and status too: a search by status (valid, expired, revoked) walks it in order testing them
-        # without reading the rows it passes over
-        "CREATE INDEX IF NOT EXISTS {ix}_position ON {certificates} (tenant_id, position, not_after, status)",
-        "CREATE INDEX IF NOT EXISTS {ix}_expiry ON {certificates} (tenant_id, not_after)",
-        # a tenant's live certificates that expire today, counted from the index alone (see live_count)
-        "CREATE INDEX IF NOT EXISTS {ix}_live ON {certificates} (tenant_id, not_after) WHERE status = 'issued' "
+        # certificate_id, not_after and status too: the search's order in full (position, certificate_id), and a search
+        # by status (valid, expired, revoked) or by a name matching many walks it in order testing them without
+        # reading the rows it passes over
+        "CREATE INDEX IF NOT EXISTS {ix}_position ON {certificates} (tenant_id, position, certificate_id, not_after, "
+        "status)",
+        "CREATE INDEX IF NOT EXISTS {ix}_expiry ON {certificates} (tenant_id, not_after, certificate_id)",
+        # a tenant's live certificates: those that expire today counted (live_count), and what the compliance report
+        # (compliance.facts) and a compromise rollover (live_by_issuer) read of every one, from the index alone
+        # (status and superseded_by too: SQLite reads the row for a column of the WHERE the index does not hold)
+        "CREATE INDEX IF NOT EXISTS {ix}_live ON {certificates} (tenant_id, not_after, certificate_id, ca_id, profile, "
+        "common_name, algorithm, key_source, not_before, sans, key_exports, auto_renew, renew_at, renewal_failed_at, "
+        "renewal_failure, issuer_fingerprint, position, status, superseded_by) WHERE status = 'issued' "
         "AND superseded_by IS NULL",
         # with what a discovered endpoint's listing and the compliance report join of its certificate: the join reads
         # the index alone, not 45,000 rows of a tenant's (discovery.records: 575-1,090 -> 274-516 ms)
@@ -142,18 +158,19 @@ class CertificatesProjector(Projector):
             self._unlive(conn, "tenant_id = ?1 AND certificate_id = ?2", (event.tenant_id, p["certificate_id"]))
             self._count(conn, event.tenant_id, "issued", event.occurred_at[:10], 1)
             self._count(conn, event.tenant_id, "live", facts["not_after"][:10], 1)
+            self._count_expiry(conn, event.tenant_id, p["ca_id"], facts["not_after"][:10], 1)
+            due = _renew_at(policy, facts["not_before"], facts["not_after"])
             conn.execute(
-                f"INSERT OR REPLACE INTO {self.t('certificates')} ({', '.join(COLUMNS)}) "
-                f"VALUES ({', '.join('?' * len(COLUMNS))})",
+                f"INSERT OR REPLACE INTO {self.t('certificates')} ({', '.join(COLUMNS)}, renew_class) "
+                f"VALUES ({', '.join('?' * (len(COLUMNS) + 1))})",
                 (event.tenant_id, p["certificate_id"], p["ca_id"], p["profile"], facts["serial_hex"],
                  facts["fingerprint_sha256"], facts["subject_dn"], p["subject"].get("common_name"),
                  facts["issuer_dn"], p["issuer_fingerprint"], facts["algorithm"], "issued", p["key_source"],
                  int(p.get("key_ref") is not None), facts["not_before"], facts["not_after"],
                  json.dumps(sans, sort_keys=True), json.dumps(p.get("tags", [])), p["certificate_pem"],
                  event.occurred_at, 0, event.version, event.global_position, None, None, None, None, None, None,
-                 _renew_at(policy, facts["not_before"], facts["not_after"]), int(policy.auto), None, None, None,
-                 facts["public_key_sha256"], None, None, None, None, None,
-                 alternative_key_sha256(p["certificate_pem"])))
+                 due, int(policy.auto), None, None, None, facts["public_key_sha256"], None, None, None, None, None,
+                 alternative_key_sha256(p["certificate_pem"]), renew_class(due, facts["not_after"])))
             conn.executemany(f"INSERT OR IGNORE INTO {self.t('certificate_names')} VALUES (?,?,?)",
                              [(event.tenant_id, name, p["certificate_id"]) for name in names])
             conn.executemany(f"INSERT OR IGNORE INTO {self.t('certificate_tags')} VALUES (?,?,?)",
@@ -239,9 +256,11 @@ class CertificatesProjector(Projector):
         rows = conn.execute(f"SELECT certificate_id, not_before, not_after FROM {certificates} WHERE tenant_id = ? "
                             "AND profile = ? AND status = 'issued' AND superseded_by IS NULL",
                             (event.tenant_id, name)).fetchall()
-        conn.executemany(f"UPDATE {certificates} SET renew_at = ?, auto_renew = ? WHERE tenant_id = ? "
+        due = {cid: _renew_at(policy, nb, na) for cid, nb, na in rows}
+        conn.executemany(f"UPDATE {certificates} SET renew_at = ?, renew_class = ?, auto_renew = ? WHERE tenant_id = ? "
                          "AND certificate_id = ?",
-                         [(_renew_at(policy, nb, na), int(policy.auto), event.tenant_id, cid) for cid, nb, na in rows])
+                         [(due[cid], renew_class(due[cid], na), int(policy.auto), event.tenant_id, cid)
+                          for cid, _nb, na in rows])
 
 
     def _apply_ca(self, conn: sqlite3.Connection, event: EventEnvelope) -> None:
@@ -282,12 +301,18 @@ class CertificatesProjector(Projector):
         conn.execute(f"INSERT INTO {self.t('certificate_counts')} VALUES (?, ?, ?, ?) "
                      "ON CONFLICT (tenant_id, kind, day) DO UPDATE SET n = n + excluded.n", (tenant_id, kind, day, n))
 
+    def _count_expiry(self, conn: sqlite3.Connection, tenant_id: str, ca_id: str, day: str, n: int) -> None:
+        conn.execute(f"INSERT INTO {self.t('certificate_expiry_counts')} VALUES (?, ?, ?, ?) "
+                     "ON CONFLICT (day, tenant_id, ca_id) DO UPDATE SET n = n + excluded.n", (day, tenant_id, ca_id, n))
+
     def _unlive(self, conn: sqlite3.Connection, where: str, params: tuple, with_: str = "") -> None:
-        """Take the live rows ``where`` selects (they are about to stop being live) out of the ``live`` counts."""
-        rows = conn.execute(f"{with_} SELECT tenant_id, substr(not_after, 1, 10), count(*) FROM "
-                            f"{self.t('certificates')} WHERE {where} AND {_LIVE} GROUP BY 1, 2", params).fetchall()
-        for tenant_id, day, n in rows:
+        """Take the live rows ``where`` selects (they are about to stop being live) out of the ``live`` counts and the
+        expiry counts."""
+        rows = conn.execute(f"{with_} SELECT tenant_id, ca_id, substr(not_after, 1, 10), count(*) FROM "
+                            f"{self.t('certificates')} WHERE {where} AND {_LIVE} GROUP BY 1, 2, 3", params).fetchall()
+        for tenant_id, ca_id, day, n in rows:
             self._count(conn, tenant_id, "live", day, -n)
+            self._count_expiry(conn, tenant_id, ca_id, day, -n)
 
 
 # extension 2.5.29.72 (subjectAltPublicKeyInfo) as its OID is encoded: a certificate without these bytes has none
@@ -311,6 +336,19 @@ def alternative_key_sha256(certificate_pem: str) -> str | None:
 
 def _renew_at(policy: RenewalPolicy, not_before: str, not_after: str) -> str:
     return rfc3339(renew_at(policy, datetime.fromisoformat(not_before), datetime.fromisoformat(not_after)))
+
+
+RENEW_CLASSES = 21  # 0-20: a lead time up to 2**20 hours (119 years) has its own class; a longer one is in the last
+
+
+def renew_class(renew_at: str, not_after: str) -> int:
+    """The class of a certificate's renewal lead time (``not_after - renew_at``): the least ``k`` with a lead of at
+    most ``2**k`` hours (0 for an hour or less), at most ``RENEW_CLASSES - 1``. A certificate still valid at ``now``
+    has ``renew_at > now - lead >= now - 2**k`` hours: the bound ``renewal_candidates`` puts on each class's range,
+    so that it does not walk the certificates that expired unrenewed long ago."""
+    lead = datetime.fromisoformat(not_after) - datetime.fromisoformat(renew_at)
+    hours = -(-lead // timedelta(hours=1))  # rounded up
+    return min(max(0, hours - 1).bit_length(), RENEW_CLASSES - 1)
 
 
 def live(alias: str = "") -> str:

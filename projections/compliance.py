@@ -112,7 +112,7 @@ def facts(conn: sqlite3.Connection, tenant_id: str, now: datetime) -> tuple[list
     position = conn.execute("SELECT position FROM projection_checkpoints WHERE name = 'certificates'").fetchone()
     rows = conn.execute(
         f"SELECT {', '.join(CERTIFICATE_COLUMNS)} FROM certificates WHERE tenant_id = ? AND {live()} "
-        "AND not_after > ? ORDER BY not_after", (tenant_id, validity_time(now - compliance.EXPIRED_LOOKBACK))).fetchall()
+        "AND not_after > ? ORDER BY not_after, certificate_id", (tenant_id, validity_time(now - compliance.EXPIRED_LOOKBACK))).fetchall()
     records = [_record(row) for row in rows]
     counts: dict[str, Any] = {
         **_live_counts(records, now),

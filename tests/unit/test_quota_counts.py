@@ -1,8 +1,9 @@
-"""The certificates read model's counts for quotas: after any history, they equal counting the rows themselves.
+"""The certificates read model's counts for quotas and the expiry gauges: after any history, they equal counting the
+rows themselves.
 
 Hypothesis writes histories of issuances (any day, any lifetime), revocations, renewals and CA revocations
-(a CA above revokes everything below it, even certificates issued after it); ``live_count`` and
-``issued_on`` must then equal a plain count over the certificate rows, at any moment.
+(a CA above revokes everything below it, even certificates issued after it); ``live_count``, ``issued_on`` and
+``expiring_counts`` must then equal a plain count over the certificate rows, at any moment.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from hypothesis import strategies as st
 
 from commands.runtime import rfc3339
 from domain.events import Actor, EventEnvelope
-from projections.certificate_queries import issued_on, live_count
+from projections.certificate_queries import expiring_bounds, expiring_counts, issued_on, live_count
 from projections.certificates import CertificatesProjector
 
 T0 = datetime(2026, 12, 6, 0, 0, tzinfo=UTC)
@@ -60,6 +61,16 @@ class History:
                                  "status = 'issued' AND superseded_by IS NULL").fetchall()
         return sum(datetime.fromisoformat(not_after) > now for (not_after,) in rows)
 
+    def counted_expiring(self, now: datetime, windows: tuple[int, ...]) -> list[tuple]:
+        """expiring_counts as it was: every live row expiring within the longest window read and grouped."""
+        bounds = [expiring_bounds(now, timedelta(days=days)) for days in windows]
+        rows = self.conn.execute(
+            f"SELECT tenant_id, ca_id, {', '.join('SUM(not_after < ?)' for _ in windows)} FROM certificates "
+            "WHERE status = 'issued' AND superseded_by IS NULL AND not_after >= ? AND not_after < ? "
+            "GROUP BY tenant_id, ca_id ORDER BY tenant_id, ca_id",
+            (*(upper for _lower, upper in bounds), bounds[0][0], max(upper for _lower, upper in bounds))).fetchall()
+        return [(tenant, ca, days, count) for tenant, ca, *counts in rows for days, count in zip(windows, counts)]
+
     def counted_issued(self, day) -> int:
         return self.conn.execute("SELECT count(*) FROM certificates WHERE tenant_id = 'acme' AND "
                                  "substr(issued_at, 1, 10) = ?", (day.isoformat(),)).fetchone()[0]
@@ -72,14 +83,18 @@ steps = st.lists(st.one_of(
     st.tuples(st.just("revoke_ca"), st.sampled_from(sorted(CAS)))), max_size=40)
 
 
-# moments: any hour, or an issued certificate's expiry; give or take up to 1.5 s (microseconds)
-moments_ = st.lists(st.tuples(st.sampled_from(["hour", "expiry"]), st.integers(0, 24 * 500),
+# moments: any hour, an issued certificate's expiry, or a window's length before it (the window ends there); give or
+# take up to 1.5 s (microseconds)
+moments_ = st.lists(st.tuples(st.sampled_from(["hour", "expiry", "window"]), st.integers(0, 24 * 500),
                               st.integers(-1_500_000, 1_500_000)), min_size=1, max_size=6)
 
 
+windows_ = st.lists(st.integers(0, 400), min_size=1, max_size=3).map(tuple)
+
+
 @settings(max_examples=150, deadline=None)
-@given(steps, moments_)
-def test_the_counts_equal_counting_the_rows(history_steps, moments):
+@given(steps, moments_, windows_)
+def test_the_counts_equal_counting_the_rows(history_steps, moments, windows):
     history = History()
     for step in history_steps:
         match step:
@@ -98,8 +113,12 @@ def test_the_counts_equal_counting_the_rows(history_steps, moments):
                 history.event(f"ca-{ca_id}", "ca", "ca.revoked", {"revoked_at": rfc3339(T0)}, T0)
     expiries = [datetime.fromisoformat(row[0]) for row in history.conn.execute("SELECT not_after FROM certificates")]
     for kind, n, microseconds in moments:
-        at = expiries[n % len(expiries)] if kind == "expiry" and expiries else T0 + timedelta(hours=n)
+        at = expiries[n % len(expiries)] if kind != "hour" and expiries else T0 + timedelta(hours=n)
+        if kind == "window" and expiries:
+            at -= timedelta(days=windows[n % len(windows)])
         now = at + timedelta(microseconds=microseconds)
         assert live_count(history.conn, "acme", now) == history.counted_live(now)
         assert issued_on(history.conn, "acme", now.date()) == history.counted_issued(now.date())
+        for gauge in (windows, (7, 30, 90)):
+            assert expiring_counts(history.conn, now, gauge) == history.counted_expiring(now, gauge)
     assert live_count(history.conn, "globex", T0) == 0 and issued_on(history.conn, "globex", T0.date()) == 0
