@@ -2,8 +2,9 @@
 
 Renewal links a certificate to its successor (``superseded_by``) and back (``supersedes``);
 ``renew_at`` is when its profile's renewal policy (built-in, or the tenant's own profile as
-last seen here) makes it due, and ``auto_renew`` whether the scheduler renews it. The
-renewal scheduler and the expiry gauges read these columns; they decide from the streams.
+last seen here) makes it due, ``renew_class`` the class of its lead time (``renew_class``: what bounds the
+scheduler's ranges), and ``auto_renew`` whether the scheduler renews it. The renewal scheduler and the expiry gauges
+read these columns (the gauges through ``certificate_expiry_counts``, kept here too); they decide from the streams.
 
 Revocation shows here in two ways. A certificate revoked itself has ``status`` "revoked" and
 its own reason. A certificate under a revoked CA (the CA, or any CA above it) is untrusted
