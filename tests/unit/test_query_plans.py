@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from commands.ports import AppendRequest
 from commands.runtime import rfc3339
+from domain import compliance as domain_compliance
 from domain.renewal import RenewalPolicy, renew_at
 from infra.eventstore.sqlite import SQLiteEventStore
 from projections import audit_log, certificate_queries, compliance, discovery
@@ -195,6 +196,47 @@ def test_a_tenants_live_certificates_by_issuer_are_read_from_the_live_index_alon
     found = certificate_queries.live_by_issuer(views, "big", NOW)
     assert list(found.items()) == list(expected.items()) == [("i1", ["big-cert-3", "big-cert-4", "big-cert-1"]),
                                                              ("i0", ["big-cert-2"])]
+
+
+_live_rows = st.lists(st.tuples(
+    st.integers(-400, 400),  # not_after, days from NOW
+    st.sampled_from(["issued", "revoked"]), st.booleans(),  # status, superseded
+    st.sampled_from(["i1", "i2", "i3"]), st.sampled_from(["big", "small"])), max_size=25)
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows=_live_rows, order=st.randoms(use_true_random=False))
+def test_what_the_live_index_answers_is_what_reading_the_table_answers(rows, order):
+    """live_by_issuer and the compliance report's certificates, read from the live index alone, against the same
+    queries made to scan the table (NOT INDEXED): the same rows, in the same order, on any mix of live, revoked,
+    renewed and expired certificates, issuers and positions."""
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    for projector in all_projectors():
+        projector.bound("", "t").create(conn)
+    conn.execute(CHECKPOINTS)
+    positions = list(range(len(rows)))
+    order.shuffle(positions)
+    for n, (days, status, superseded, issuer, tenant) in enumerate(rows):
+        row = dict(_certificate(tenant, n), not_after=(NOW + timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                   status=status, superseded_by="x" if superseded else None, issuer_fingerprint=issuer,
+                   position=positions[n], sans="{}", renewal_failed_at=None)
+        conn.execute(f"INSERT INTO certificates ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
+                     tuple(row.values()))
+    live = "status = 'issued' AND superseded_by IS NULL"
+    for tenant in ("big", "small"):
+        expected: dict[str, list[str]] = {}
+        for issuer, certificate_id in conn.execute(
+                f"SELECT issuer_fingerprint, certificate_id FROM certificates NOT INDEXED WHERE tenant_id = ? "
+                f"AND not_after > ? AND {live} ORDER BY position", (tenant, certificate_queries.validity_time(NOW))):
+            expected.setdefault(issuer, []).append(certificate_id)
+        assert list(certificate_queries.live_by_issuer(conn, tenant, NOW).items()) == list(expected.items())
+        records = compliance.facts(conn, tenant, NOW)[0]
+        scanned = conn.execute(
+            f"SELECT {', '.join(compliance.CERTIFICATE_COLUMNS)} FROM certificates NOT INDEXED WHERE tenant_id = ? "
+            f"AND {live} AND not_after > ? ORDER BY not_after, certificate_id",
+            (tenant, certificate_queries.validity_time(NOW - domain_compliance.EXPIRED_LOOKBACK))).fetchall()
+        assert records == [compliance._record(row) for row in scanned]
+    conn.close()
 
 
 def _ids(rows: list[dict]) -> list[str]:
