@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from commands.ports import AppendRequest
 from commands.runtime import rfc3339
 from domain import compliance as domain_compliance
+from domain.events import Actor, EventEnvelope
 from domain.renewal import RenewalPolicy, renew_at
 from infra.eventstore.sqlite import SQLiteEventStore
 from projections import audit_log, certificate_queries, compliance, discovery
@@ -411,6 +412,38 @@ def test_renewal_candidates_do_not_walk_certificates_that_expired_unrenewed_long
     after = _work(views, certificate_queries.renewal_candidates, NOW, NOW - timedelta(hours=1))
     assert after < before + 5, (before, after)  # the naive query: 200 more (20,000 entries)
     assert len(certificate_queries.renewal_candidates(views, NOW, NOW - timedelta(hours=1))) == 6
+
+
+def test_a_profiles_new_lead_time_moves_its_certificates_into_their_new_class():
+    """A profile update moves its certificates' renew_at, and with it their lead time's class: left in the old class,
+    one whose lead grew (due 80 days before expiry, not at two thirds of 90) would be bounded out of its range and
+    never renewed."""
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    projector = CertificatesProjector("", "t")
+    projector.create(conn)
+    actor = Actor(principal="test", auth_method="internal")
+
+    def event(stream_id: str, stream_type: str, type_: str, payload: dict, position: int) -> None:
+        projector.apply(conn, EventEnvelope(
+            event_id=f"e{position}", stream_id=stream_id, stream_type=stream_type, version=1, global_position=position,
+            tenant_id="acme", type=type_, schema_version=1, occurred_at=rfc3339(NOW), actor=actor,
+            correlation_id=None, causation_id=None, payload=payload, prev_hash=""))
+
+    fmt = "%Y-%m-%dT%H:%M:%SZ"
+    facts = {"serial_hex": "01", "fingerprint_sha256": "f1", "public_key_sha256": "k1", "subject_dn": "CN=n",
+             "issuer_dn": "CN=ca", "algorithm": "ecdsa-p256", "not_before": NOW.strftime(fmt),
+             "not_after": (NOW + timedelta(days=90)).strftime(fmt)}
+    event("certificate-c1", "certificate", "certificate.issued", {
+        "certificate_id": "c1", "ca_id": "ca", "issuer_fingerprint": "f", "profile": "custom",
+        "subject": {"common_name": "n"}, "sans": {"dns": ["n.example"]}, "key_source": "server", "key_ref": "k",
+        "certificate_pem": "", "tags": [], "facts": facts}, 1)
+    at = NOW + timedelta(days=85)
+    assert certificate_queries.renewal_candidates(conn, at, at - HOUR) == [("acme", "c1")]  # due at two thirds
+    event("profile-custom", "profile", "profile.updated",
+          {"profile": {"name": "custom", "renewal": {"renew_before_days": 80}}}, 2)
+    assert conn.execute("SELECT renew_at FROM certificates").fetchone()[0] == rfc3339(NOW + timedelta(days=10))
+    assert certificate_queries.renewal_candidates(conn, at, at - HOUR) == [("acme", "c1")]
+    assert _naive_renewal_candidates(conn, at, at - HOUR, 500) == [("acme", "c1")]
 
 
 def _naive_renewal_candidates(conn, now, failed_before, limit):
