@@ -162,6 +162,33 @@ def test_an_admin_searches_revokes_and_the_list_updates_live(service, browser):
     no_problems(page)
 
 
+def test_a_reload_of_the_view_left_behind_does_not_draw_over_the_view_on_screen(service, browser):
+    """A certificate's page reloads when an event comes, at the event's position (a read that may wait); the user
+    moves on meanwhile. That reload, answered late, drew the certificate's page over the list now shown (seen under
+    load: the list's "Next page" was taken away mid-click). Its answer is held here until the list is shown."""
+    left = service.issue("reload-left.acme.internal")
+    page = browser.page()
+    sign_in(page, service.base, api_key=service.key("ui-reload", "tenant-admin"))
+    page.get_by_role("heading", name=re.compile("^Overview")).wait_for()
+    page.get_by_text("Live updates on").wait_for()
+    page.goto(f"{service.base}/ui/#/certs/{left['certificate_id']}")
+    page.get_by_role("heading", name=re.compile("reload-left")).wait_for()
+    held = []  # the first reload's request; any later one goes through
+    page.route(re.compile(rf"/v1/certificates/{left['certificate_id']}\?.*min_position="),
+               lambda route: route.continue_() if held else held.append(route))
+    with page.expect_request(lambda r: f"/v1/certificates/{left['certificate_id']}?" in r.url):
+        service.issue("reload-first.acme.internal")  # an event: the certificate's page reads itself again
+    page.goto(f"{service.base}/ui/#/certs?common_name=reload-*")
+    _row(page, "reload-left.acme.internal").wait_for()
+    assert held
+    with page.expect_response(lambda r: f"/v1/certificates/{left['certificate_id']}/deployments" in r.url):
+        held[0].continue_()  # the certificate's page, left behind, finishes its reload now
+    service.issue("reload-second.acme.internal")  # the list, still on screen, reloads and shows it
+    _row(page, "reload-second.acme.internal").wait_for()
+    assert page.get_by_role("heading", name="Certificates", exact=True).count() == 1
+    no_problems(page)
+
+
 def _downloaded(page, button: str, folder: Path) -> Path:
     with page.expect_download() as info:
         page.get_by_role("button", name=button).click()

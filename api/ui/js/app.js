@@ -186,13 +186,19 @@ async function route() {
   document.getElementById("menu").setAttribute("aria-expanded", "false");
   eventHandler = null;
   const [found, view] = match;
-  fill(main, h("p", {}, "Loading…"));
+  // Each route draws into an element of its own: a view left behind may still be reading (a live reload waits for
+  // its min_position), and what it draws then lands in its own element, off the page, not over the view now shown.
+  const outlet = h("div.view", {}, h("p", {}, "Loading…"));
+  fill(main, outlet);
+  const current = () => main.firstChild === outlet;
+  const here = Object.create(context);  // the shell's context, but only the view on screen receives events
+  here.onEvent = fn => { if (current()) eventHandler = fn; };
   try {
-    await view()(main, context, {params: found.slice(1).map(decodeURIComponent), query: new URLSearchParams(query)});
+    await view()(outlet, here, {params: found.slice(1).map(decodeURIComponent), query: new URLSearchParams(query)});
   } catch (error) {
-    fill(main, h("h1", {}, "Something went wrong"), h("p.error", {role: "alert"}, error.message));
+    fill(outlet, h("h1", {}, "Something went wrong"), h("p.error", {role: "alert"}, error.message));
   }
-  main.focus({preventScroll: true});
+  if (current()) main.focus({preventScroll: true});
 }
 
 function menu() {
