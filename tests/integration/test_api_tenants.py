@@ -171,8 +171,10 @@ async def test_a_lookup_that_the_read_models_overtake_is_asked_again_not_answere
 
 async def test_a_busy_shared_thread_pool_does_not_hold_up_the_read_models(tmp_path):
     """The projection tail has its own thread: with every thread of the event loop's shared pool busy (long
-    queries, key generation), a write is still readable within the read-your-writes wait."""
-    async with running_api(tmp_path, read_your_writes_timeout=1.5) as running:
+    queries, key generation), a write is still readable within the read-your-writes wait. That wait is a bound, not
+    a delay: 10 s, well short of the 30 s the busy threads hold the pool, so a tail that needed the pool still fails,
+    and a tail slowed by a loaded machine does not."""
+    async with running_api(tmp_path, read_your_writes_timeout=10.0) as running:
         admin = await running.admin()
         loop = asyncio.get_running_loop()
         release = threading.Event()
