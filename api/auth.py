@@ -128,7 +128,8 @@ async def _principal_from_jwt(request: Request, token: str) -> Principal | None:
         roles = frozenset()  # good for /v1/auth/totp only
     elif "key" in claims:  # a service account's token ends with its key
         record = await read_models_of(request.app.state).query(api_tokens.get, str(claims["key"]))
-        if record is None or record["status"] != "active" or _expired(record["expires_at"], now):
+        revoked = runtime.vault.get_verifier(str(claims["key"])) is None  # deleted as the revocation is recorded
+        if record is None or revoked or record["status"] != "active" or _expired(record["expires_at"], now):
             return None
         expires_at = min(expires_at, _instant(record["expires_at"]) or expires_at)
     amr = "+".join(str(method) for method in claims.get("amr", [])) or "jwt"

@@ -276,6 +276,10 @@ class ServiceAccountController(Controller):
                                        expires_in_days=data.expires_in_days, service_account=name)
         issued = await tokens.issue_api_token(command, command_context(principal, idempotency_key),
                                               runtime.services, runtime.vault, permission="serviceaccount:manage")
+        # the key is checked against the read models: answer once they have it, so that it works at once (bounded,
+        # and never refused: its secret is in this answer only)
+        if issued.result.global_position:
+            await runtime.runner.wait_for(issued.result.global_position, runtime.settings.read_your_writes_timeout)
         return IssuedKey(key_id=issued.token_id, api_key=issued.token or None, service_account=issued.service_account,
                          expires_at=issued.expires_at, result=issued.result)
 
@@ -287,6 +291,7 @@ class ServiceAccountController(Controller):
         record = await read_models_of(request.app.state).query(api_tokens.get, key_id)
         if record is None or record["tenant_id"] != tenant or record["service_account"] != name:
             raise ApiProblem(404, "key_not_found", f"service account {name} has no key {key_id}", field="key_id")
+        runtime = runtime_of(request.app.state)
         return await tokens.revoke_api_token(tokens.RevokeApiToken(token_id=key_id), command_context(principal),
-                                             runtime_of(request.app.state).services, tenant,
+                                             runtime.services, runtime.vault, tenant,
                                              permission="serviceaccount:manage")

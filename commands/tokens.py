@@ -144,9 +144,14 @@ async def _account_for_key(services: Services, ctx: CommandContext, account: str
 
 
 @allowed_while_suspended("takes a credential away")
-async def revoke_api_token(cmd: RevokeApiToken, ctx: CommandContext, services: Services,
+async def revoke_api_token(cmd: RevokeApiToken, ctx: CommandContext, services: Services, vault: CredentialVault,
                            scope_tenant_id: str | None, *, permission: str = "token:issue") -> CommandResult:
+    """Revoke a key, and delete its verifier once that is recorded: the key is refused from the next request on, by
+    every process that shares the vault, without waiting for the read models to apply the revocation (they may lag:
+    a projector in another process, a rebuild). A retry deletes nothing more."""
     authorize(ctx.principal, permission, scope_tenant_id)
-    return await run(services, ctx, cmd, tenant_id=scope_tenant_id or SYSTEM_TENANT,
-                     stream_id=api_token.stream_id(cmd.token_id), stream_type=api_token.STREAM_TYPE,
-                     fold=api_token.fold, decide=lambda s: api_token.decide_revoke(s, cmd.reason))
+    result = await run(services, ctx, cmd, tenant_id=scope_tenant_id or SYSTEM_TENANT,
+                       stream_id=api_token.stream_id(cmd.token_id), stream_type=api_token.STREAM_TYPE,
+                       fold=api_token.fold, decide=lambda s: api_token.decide_revoke(s, cmd.reason))
+    vault.delete_verifier(cmd.token_id)
+    return result

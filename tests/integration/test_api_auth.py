@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from datetime import UTC, datetime
 
@@ -36,13 +37,16 @@ async def test_bad_tokens_are_refused_alike(api):
     assert (await api.client.get("/v1/tenants", headers={"Authorization": good})).status_code == 200
 
 
-async def test_a_revoked_token_stops_working_once_projected(api):
+async def test_a_revoked_token_stops_working_at_once_while_the_read_models_lag(api):
     headers = await api.admin()
     token_id = headers["Authorization"].split("_")[1]
     assert (await api.client.get("/v1/tenants", headers=headers)).status_code == 200
+    projections = next(task for task in api.runtime.tasks if task.get_name() == "projections")
+    projections.cancel()  # the read models stand still from here: they go on saying the key is active
+    await asyncio.gather(projections, return_exceptions=True)
     result = await revoke_api_token(RevokeApiToken(token_id=token_id), CommandContext(principal=SYSTEM),
-                                    api.runtime.services, None)
-    assert await api.runtime.runner.wait_for(result.global_position, 10)
+                                    api.runtime.services, api.runtime.vault, None)
+    assert api.runtime.runner.position < result.global_position
     assert_problem(await api.client.get("/v1/tenants", headers=headers), 401, "unauthorized")
 
 
