@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-from cli.common import (EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, CliError, echo_json, hold_data_dir, position_progress,
-                        progress_bar, runtime_for)
+from cli.common import echo_json, hold_data_dir, position_progress, progress_bar, runtime_for
+from cli.errors import EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, CliError
 from cli.metrics_file import metrics_file_option, recorded_run
 from domain.verification import Problem, VerifyReport
 from infra.bootstrap import verify_store

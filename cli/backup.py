@@ -42,7 +42,8 @@ from pathlib import Path, PurePosixPath
 import click
 
 from cli.audit import print_report, verify_data_dir
-from cli.common import EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, CliError, require_initialised
+from cli.common import require_initialised
+from cli.errors import EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, CliError
 from domain.verification import VerifyReport
 from infra.audit.keys import PUBLIC_FILE
 from infra.config import Settings

@@ -1,8 +1,8 @@
 """What every `csm` command shares: settings, the CLI principal, errors, consoles, progress bars.
 
 Expected failures (an uninitialised data directory, a refused command, bad input, an
-unreadable file) become one ``error: …`` line on stderr and an exit status; only bugs
-print a traceback.
+unreadable file) become one ``error: …`` line on stderr and an exit status (``translate``,
+applied by the root group in cli/main.py); only bugs print a traceback.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColu
 from rich.table import Table
 from rich.text import Text
 
+from cli.errors import EXIT_PROBLEM, EXIT_USAGE, CliError
 from commands.authz import Principal
 from commands.ids import uuid7
 from commands.runtime import CommandContext
@@ -36,19 +37,6 @@ from infra.bootstrap import Runtime, open_runtime
 from infra.config import Settings
 from infra.data_lock import DataDirUnavailable, DataDirUnwritable, shared
 from infra.eventstore.group_commit import StoreUnavailable
-
-EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
-
-
-class CliError(click.ClickException):
-    """An expected failure: printed as ``error: <message>``, exits with ``exit_code``."""
-
-    def __init__(self, message: str, exit_code: int = EXIT_PROBLEM) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
-
-    def show(self, file: Any = None) -> None:
-        click.echo(f"error: {self.format_message()}", err=True)
 
 
 def domain_message(code: str, detail: str, field: str | None) -> str:
@@ -87,21 +75,6 @@ def translate(exc: BaseException) -> CliError | None:
         where = f" ({exc.filename})" if exc.filename else ""
         return CliError(f"{exc.strerror or exc}{where}", EXIT_USAGE)
     return None
-
-
-class CsmGroup(click.Group):
-    """The root group: turns expected exceptions raised by any sub-command into CliErrors."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except (click.exceptions.Exit, click.Abort, click.ClickException):
-            raise
-        except Exception as exc:
-            error = translate(exc)
-            if error is None:
-                raise
-            raise error from exc
 
 
 # settings and the runtime -------------------------------------------------------------

@@ -1,46 +1,119 @@
-"""`csm`: the operators' entry point (console script ``csm = "cli.main:main"``)."""
+"""`csm`: the operators' entry point (console script ``csm = "cli.main:main"``).
+
+Each command's module is imported only when that command runs (or when help lists them all): a command pays at
+start for the modules it uses, not for every other command's (``csm version`` opens no store, ``csm cert list``
+loads no SSH deployer), and so does every process of ``csm serve`` (its workers start this module again).
+"""
 
 from __future__ import annotations
 
-import dataclasses
-import sys
-from importlib import metadata
+import importlib
+from collections.abc import Callable
+from typing import Any
 
 import click
 
-from cli import admin, audit, backup, ca, ca_offline, ca_queries, ca_root, cert, events, keys, projections, tenants
-from cli import auth, discover, users
-from cli.webhooks import webhook
-from cli.worker import worker
-from cli.projector import projector
-from cli.cluster import cluster
-from cli.cluster_deploy import deploy
-from cli.cluster_rollback import rollback
-from cli.cluster_status import status as cluster_status
-from cli.cluster_verify import verify
-from cli.db import db
-from cli.common import EXIT_USAGE, CliError, CsmGroup, hold_data_dir, require_keys_if_events
-from cli.auth import first_login_hints
-from infra.audit.keys import PUBLIC_FILE
-from infra.bootstrap import initialise
-from infra.config import Settings, read_metrics_token
-from infra.data_lock import DataDirUnavailable, hold_while_running
+from cli.errors import EXIT_USAGE, CliError
+from infra.config import Settings
 
 DISTRIBUTION = "cassandra-security-manager"
 
 
 def version_string() -> str:
+    from importlib import metadata  # looked up only when asked: importing it is about 25 ms of every start
+
     try:
         return metadata.version(DISTRIBUTION)
     except metadata.PackageNotFoundError:
         return "unknown"
 
 
+def ca_group() -> click.Group:
+    """`csm ca`: its commands, the offline root's ceremonies and the queries live in modules of their own."""
+    from cli import ca, ca_offline, ca_queries, ca_root
+
+    for command in (ca_root.root, *ca_offline.COMMANDS, *ca_queries.COMMANDS):
+        ca.ca.add_command(command)
+    return ca.ca
+
+
+def cluster_group() -> click.Group:
+    """`csm cluster`: deploy, rollback, verify and status live in modules of their own."""
+    from cli.cluster import cluster
+    from cli.cluster_deploy import deploy
+    from cli.cluster_rollback import rollback
+    from cli.cluster_status import status
+    from cli.cluster_verify import verify
+
+    for command in (deploy, rollback, verify, status):
+        cluster.add_command(command)
+    return cluster
+
+
+# Every command of the root group but `version`: "module:attribute", or a function that assembles the group.
+COMMANDS: dict[str, str | Callable[[], click.Command]] = {
+    "admin": "cli.admin:admin", "audit": "cli.audit:audit", "auth": "cli.auth:auth", "backup": "cli.backup:backup",
+    "ca": ca_group, "cert": "cli.cert:cert", "cluster": cluster_group, "db": "cli.db:db",
+    "discover": "cli.discover:discover", "events": "cli.events:events", "init": "cli.serve:init",
+    "keys": "cli.keys:keys", "projections": "cli.projections:projections", "projector": "cli.projector:projector",
+    "restore": "cli.backup:restore", "serve": "cli.serve:serve", "tenant": "cli.tenants:tenant",
+    "user": "cli.users:user", "webhook": "cli.webhooks:webhook", "worker": "cli.worker:worker",
+}
+
+
+class CsmGroup(click.Group):
+    """The root group: loads a command's module when the command is asked for (``COMMANDS``), and turns expected
+    exceptions raised by any sub-command into CliErrors."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in COMMANDS:
+            self.load(cmd_name)
+        elif cmd_name not in self.commands:  # no such command: click suggests the nearest of those loaded, so all
+            for name in COMMANDS:
+                self.load(name)
+        return self.commands.get(cmd_name)
+
+    def load(self, cmd_name: str) -> None:
+        if cmd_name in self.commands:
+            return
+        load = COMMANDS[cmd_name]
+        if isinstance(load, str):
+            module, attribute = load.split(":")
+            command = getattr(importlib.import_module(module), attribute)
+        else:
+            command = load()
+        self.add_command(command, cmd_name)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.Abort, click.ClickException):
+            raise
+        except Exception as exc:
+            from cli.common import translate  # already imported by every command that can fail this way
+
+            error = translate(exc)
+            if error is None:
+                raise
+            raise error from exc
+
+
+def show_version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    """``csm --version``: what click.version_option prints, with the version looked up only when asked."""
+    if value and not ctx.resilient_parsing:
+        click.echo(f"csm {version_string()}", color=ctx.color)
+        ctx.exit()
+
+
 @click.group(cls=CsmGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=str), envvar="CSM_DATA_DIR",
               default="./.csm-data", show_default=True, show_envvar=True,
               help="The data directory: events.db, views.db, keys/, audit-witness.json.")
-@click.version_option(version_string(), "--version", prog_name="csm", message="%(prog)s %(version)s")
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=show_version,
+              help="Show the version and exit.")
 @click.pass_context
 def csm(ctx: click.Context, data_dir: str) -> None:
     """Cassandra Security Manager: certificate authority with an event-sourced, verifiable audit trail."""
@@ -54,99 +127,6 @@ def csm(ctx: click.Context, data_dir: str) -> None:
 def version() -> None:
     """Print the version."""
     click.echo(f"csm {version_string()}")
-
-
-@csm.command()
-@click.pass_obj
-def init(settings: Settings) -> None:
-    """Create the data directory, audit keys, ledger and read models (idempotent).
-
-    A read model whose projector changed since it was built is emptied, not rebuilt: the server rebuilds it in
-    the background once it serves (a CLI command that reads it first rebuilds it itself)."""
-    existed = settings.events_db.exists()
-    require_keys_if_events(settings)
-    hold_data_dir(settings)  # refused during a restore, which refuses while this writes
-    initialise(settings, rebuild="background").close()
-    click.echo(f"{'data directory ready' if existed else 'initialised'}: {settings.data_dir}")
-    click.echo(f"  event log:          {settings.events_db}")
-    click.echo(f"  read models:        {settings.views_db}")
-    click.echo(f"  audit public keys:  {settings.keys_dir / PUBLIC_FILE}  (the trust anchor: keep a copy elsewhere)")
-    click.echo(f"  audit witness:      {settings.witness_file}")
-    click.echo(f"next: csm --data-dir {settings.data_dir} admin create-token --name me  (an API key), or")
-    click.echo(f"      csm --data-dir {settings.data_dir} user create admin --role platform-admin --password-file F")
-
-
-WILDCARD_HOSTS = ("0.0.0.0", "::", "")  # listen on every address: not an address to put into a certificate
-
-
-@csm.command()
-@click.option("--host", default=None, help="Address to listen on  [default: CSM_HOST or 127.0.0.1]")
-@click.option("--port", type=click.IntRange(0, 65535), default=None, help="Port  [default: CSM_PORT or 8000]")
-@click.option("--workers", type=click.IntRange(1, 64), default=None,
-              help="HTTP worker processes beside one primary (the writer)  [default: CSM_WORKERS or one per CPU]")
-@click.pass_obj
-def serve(settings: Settings, host: str | None, port: int | None, workers: int | None) -> None:
-    """Initialise if needed, then run the HTTP API until interrupted."""
-    settings = dataclasses.replace(settings, host=host or settings.host,
-                                   port=settings.port if port is None else port,
-                                   workers=settings.workers if workers is None else workers,
-                                   # the server's own address, not what an earlier run recorded
-                                   public_url=None if settings.public_url_recorded else settings.public_url,
-                                   public_url_recorded=False)
-    require_keys_if_events(settings)
-    try:  # the workers read it too; a missing or weak scrape token is refused here, before anything starts
-        read_metrics_token(settings)
-    except ValueError as exc:
-        raise CliError(str(exc)) from None
-    try:  # held until this process ends: `csm restore` refuses to replace files a running server has open
-        hold_while_running(settings.data_dir)
-    except DataDirUnavailable as exc:
-        raise CliError(str(exc)) from None
-    initialise(settings, rebuild="background").close()  # a changed read model is rebuilt while the server serves
-    from api import server  # lazily: the API is the only part of csm that needs the web stack
-
-    settings, sock = server.listen(settings)  # port 0: the port chosen, before anything names it
-    settings.record_public_url()  # the CLI's certificates name the URLs this server's do
-    processes = f", {settings.workers} HTTP workers and a primary" if settings.workers > 1 else ""
-    click.echo(f"serving http://{settings.host}:{settings.port} from {settings.data_dir}{processes}", err=True)
-    if settings.public_url is None and settings.host in WILDCARD_HOSTS:
-        click.echo(f"warning: certificates issued now name {settings.base_url} in their CRL, OCSP and CA-issuer "
-                   "URLs, which no relying party can reach; set CSM_PUBLIC_URL to the address they use", err=True)
-    for line in first_login_hints(settings):
-        click.echo(line, err=True)
-    try:
-        status = server.serve(settings, sock)
-    except KeyboardInterrupt:  # Ctrl+C: uvicorn has already shut down gracefully and re-raised it
-        status = 0
-    click.echo("stopped", err=True)
-    sys.exit(status)
-
-
-csm.add_command(admin.admin)
-csm.add_command(users.user)
-csm.add_command(auth.auth)
-csm.add_command(tenants.tenant)
-csm.add_command(audit.audit)
-csm.add_command(events.events)
-csm.add_command(projections.projections)
-csm.add_command(backup.backup)
-csm.add_command(backup.restore)
-ca.ca.add_command(ca_root.root)
-for command in (*ca_offline.COMMANDS, *ca_queries.COMMANDS):
-    ca.ca.add_command(command)
-csm.add_command(ca.ca)
-csm.add_command(cert.cert)
-csm.add_command(discover.discover)
-csm.add_command(webhook)
-csm.add_command(worker)
-csm.add_command(projector)
-csm.add_command(cluster)
-cluster.add_command(deploy)
-cluster.add_command(rollback)
-cluster.add_command(verify)
-cluster.add_command(cluster_status)
-csm.add_command(db)
-csm.add_command(keys.keys)
 
 
 def main() -> None:
