@@ -16,7 +16,8 @@ from commands.authz import SYSTEM
 from commands.runtime import CommandContext
 from domain.algorithms import ALGORITHMS
 from domain.certspec import DistinguishedName, SubjectAltNames
-from infra.bootstrap import Runtime, initialise, verify_store
+from infra.audit.verify import verify_store
+from infra.bootstrap import Runtime, initialise
 from infra.config import Settings
 
 TENANT = "acme"

@@ -19,7 +19,7 @@ Phases and what they measure (all through the store's public API, durably: WAL,
                     of them, event for event as the commands record them
                     (``CertificateHistory``, bench/certificate_history.py).
 ``replay``          read_all over the whole log (decoding every envelope).
-``verify``          infra.bootstrap.verify_store (every chain, every checkpoint and signature).
+``verify``          infra.audit.verify.verify_store (every chain, every checkpoint and signature).
 ``rebuild``         ProjectionRunner.rebuild(NAME) into a fresh views database; the certificates
                     and cas read models are then checked against the log's event counts, and the
                     phase fails if they disagree.
@@ -294,7 +294,7 @@ def phase_replay(args) -> dict:
 
 
 def phase_verify(args) -> dict:
-    from infra.bootstrap import verify_store
+    from infra.audit.verify import verify_store
     from infra.eventstore.sqlite import SQLiteEventStore
     settings = Settings(data_dir=args.dir)
     with SQLiteEventStore(settings.events_db) as store:

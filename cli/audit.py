@@ -11,7 +11,7 @@ from cli.common import echo_json, hold_data_dir, position_progress, progress_bar
 from cli.errors import EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, CliError
 from cli.metrics_file import metrics_file_option, recorded_run
 from domain.verification import Problem, VerifyReport
-from infra.bootstrap import verify_store
+from infra.audit.verify import verify_store
 from infra.config import Settings
 from infra.data_lock import DataDirUnavailable, unused, writable
 from infra.distributed import close_store, read_only_store

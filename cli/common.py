@@ -15,7 +15,7 @@ import sqlite3
 import sys
 import time
 from collections.abc import Callable, Collection, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import msgspec
@@ -33,10 +33,12 @@ from commands.runtime import CommandContext
 from domain.errors import DomainError
 from infra.keystore.kek import KekError
 from infra.audit.keys import PUBLIC_FILE
-from infra.bootstrap import Runtime, open_runtime
 from infra.config import Settings
 from infra.data_lock import DataDirUnavailable, DataDirUnwritable, shared
 from infra.eventstore.group_commit import StoreUnavailable
+
+if TYPE_CHECKING:
+    from infra.bootstrap import Runtime
 
 
 def domain_message(code: str, detail: str, field: str | None) -> str:
@@ -122,6 +124,9 @@ def require_keys_if_events(settings: Settings) -> None:
 def runtime_for(settings: Settings, *, require_kek: bool = True) -> Iterator[Runtime]:
     """The opened runtime of an initialised data directory, always closed afterwards (``require_kek``: see
     ``open_runtime``)."""
+    # the composition root (every adapter) is imported by the commands that open it, not by those reading a store alone
+    from infra.bootstrap import open_runtime
+
     require_initialised(settings)
     runtime = open_runtime(settings, require_kek=require_kek)
     try:

@@ -12,12 +12,11 @@ import gc
 import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
-from pathlib import Path
 
 from commands import renewal
 from commands.identity import Identity
 from commands.runtime import Services, SystemClock
-from domain.verification import ChainVerifier, VerifyReport
+from domain.verification import VerifyReport
 from infra.acme.authorizations import ReadModelAcmeAuthorizations
 from infra.acme.nonces import NonceStore, open_nonces
 from infra.acme.results import ValidationResults, open_results
@@ -25,8 +24,8 @@ from infra.acme.dns01 import parse_resolvers
 from infra.acme.validator import AcmeValidator, ValidationJob
 from infra.artifacts import SQLiteArtifactStore
 from infra.audit.checkpointer import Checkpointer
-from infra.audit.keys import AuditSigner, anchor_keys, load_public_key, trusted_keys
-from infra.audit.witness import find_witness
+from infra.audit.keys import AuditSigner
+from infra.audit.verify import verify_store
 from infra.config import KEK_PROVIDERS, Settings
 from infra.credentials import SQLiteCredentialVault
 from infra.crypto.engine import CryptographyPki
@@ -295,23 +294,3 @@ def initialise(settings: Settings, *, rebuild: str = "now") -> Runtime:
     runtime = open_runtime(settings, rebuild=rebuild)
     runtime.checkpointer.register_keys()
     return runtime
-
-
-def verify_store(settings: Settings, store: SQLiteEventStore, progress=None, *, witness_file: Path | None = None,
-                 anchor_file: Path | None = None) -> VerifyReport:
-    """Walk every row of the store through the verifier against the trust anchor and the witness: the data
-    directory's own, or copies kept elsewhere (``anchor_file``, ``witness_file``), which whoever can edit the data
-    directory cannot change. Raises ValueError for an anchor file that is not one."""
-    witness_path = witness_file or settings.witness_file
-    anchor = anchor_keys(anchor_file) if anchor_file is not None else trusted_keys(settings.keys_dir)
-    verifier = ChainVerifier(anchor, find_witness(witness_path), load_public_key=load_public_key,
-                             trust_anchor=f"anchor file {anchor_file}" if anchor_file is not None else None,
-                             witness_source=str(witness_path))
-    head = store.head_position_sync()
-    position = 0
-    while rows := store.read_raw(position, 20_000):
-        verifier.feed(rows)
-        position = rows[-1].position
-        if progress:
-            progress(position, max(head, position))
-    return verifier.finish()

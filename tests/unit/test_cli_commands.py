@@ -38,3 +38,8 @@ def test_a_command_loads_its_own_module_and_not_the_others():
     loaded = modules_after("from cli.main import csm\ncsm(['cert', '--help'], standalone_mode=False)")
     assert {"cli.cert", "cli.common"} <= loaded
     assert not loaded & {"cli.cluster_deploy", "cli.events_forward", "cli.serve", "infra.ssh"}
+
+
+def test_the_commands_that_read_a_store_alone_do_not_import_the_composition_root():
+    loaded = modules_after("import cli.audit, cli.backup, cli.events")
+    assert "cli.common" in loaded and "infra.bootstrap" not in loaded
