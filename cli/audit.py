@@ -7,9 +7,10 @@ from pathlib import Path
 
 import click
 
-from cli.common import echo_json, hold_data_dir, position_progress, progress_bar, runtime_for
+from cli.common import echo_json, hold_data_dir, runtime_for
 from cli.errors import EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, CliError
 from cli.metrics_file import metrics_file_option, recorded_run
+from cli.progress import position_progress, progress_bar
 from domain.verification import Problem, VerifyReport
 from infra.audit.verify import verify_store
 from infra.config import Settings

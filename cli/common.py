@@ -1,4 +1,4 @@
-"""What every `csm` command shares: settings, the CLI principal, errors, consoles, progress bars.
+"""What every `csm` command shares: settings, the CLI principal, errors, tables (progress bars: cli/progress.py).
 
 Expected failures (an uninitialised data directory, a refused command, bad input, an
 unreadable file) become one ``error: …`` line on stderr and an exit status (``translate``,
@@ -13,18 +13,11 @@ import getpass
 import os
 import sqlite3
 import sys
-import time
 from collections.abc import Callable, Collection, Iterator
 from typing import TYPE_CHECKING, Any
 
 import click
 import msgspec
-from rich.console import Console
-from rich.measure import Measurement
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn,
-                           TimeElapsedColumn)
-from rich.table import Table
-from rich.text import Text
 
 from cli.errors import EXIT_PROBLEM, EXIT_USAGE, CliError
 from commands.authz import Principal
@@ -38,6 +31,9 @@ from infra.data_lock import DataDirUnavailable, DataDirUnwritable, shared
 from infra.eventstore.group_commit import StoreUnavailable
 
 if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+
     from infra.bootstrap import Runtime
 
 
@@ -193,14 +189,19 @@ def run_async(coroutine) -> Any:
 
 
 # output -----------------------------------------------------------------------------------
+# rich (about 25 ms of a start) is imported by what draws a table: most commands print plain lines.
 
 def stdout_console() -> Console:
     """Tables on stdout; wide enough not to fold columns when piped."""
+    from rich.console import Console
+
     return Console(width=None if sys.stdout.isatty() else 160, soft_wrap=False)
 
 
 def id_table(*headers: str, ids: Collection[str]) -> Table:
     """A table whose ``ids`` columns print whole on one line (never wrapped or cut short), so ids can be copied."""
+    from rich.table import Table
+
     table = Table()
     for header in headers:
         table.add_column(header, no_wrap=header in ids, overflow="fold" if header in ids else "ellipsis")
@@ -214,6 +215,9 @@ def print_table(table: Table, footer: str | None = None) -> None:
     grows as needed: on a terminal to the table's minimum width (other columns wrap), piped to its full
     width (nothing wraps, one line per row for grep and awk).
     """
+    from rich.console import Console
+    from rich.measure import Measurement
+
     console = stdout_console()
     measured = Measurement.get(console, console.options.update_width(100_000), table)
     needed = measured.minimum if console.is_terminal else measured.maximum
@@ -222,44 +226,6 @@ def print_table(table: Table, footer: str | None = None) -> None:
     console.print(table)
     if footer is not None:
         console.print(footer)
-
-
-def stderr_console() -> Console:
-    return Console(stderr=True)
-
-
-class RateColumn(ProgressColumn):
-    """Events per second, from rich's own speed estimate."""
-
-    def render(self, task: Task) -> Text:
-        speed = task.finished_speed or task.speed
-        return Text(f"{speed:,.0f} events/s" if speed else "", style="progress.data.speed")
-
-
-def progress_bar(console: Console | None = None, *, rate: bool = True) -> Progress:
-    """A progress bar on stderr, refreshed by its callers (no refresh thread to outlive the command)."""
-    columns: list[ProgressColumn] = [TextColumn("[progress.description]{task.description}"), BarColumn(),
-                                     MofNCompleteColumn()]
-    if rate:
-        columns.append(RateColumn())
-    columns.append(TimeElapsedColumn())
-    return Progress(*columns, console=console or stderr_console(), auto_refresh=False, transient=False)
-
-
-def position_progress(progress: Progress, task_id, start: int = 0,
-                      every: float = 0.1) -> Callable[[int, int], None]:
-    """A ``progress(position, head)`` callback that advances ``task_id`` from ``start``, redrawing ≤10×/s."""
-    last = 0.0
-
-    def update(position: int, head: int) -> None:
-        nonlocal last
-        now = time.monotonic()
-        redraw = now - last >= every or position >= head
-        if redraw:
-            last = now
-        progress.update(task_id, completed=max(position - start, 0), total=max(head - start, 0), refresh=redraw)
-
-    return update
 
 
 def echo_json(data: Any) -> None:

@@ -13,7 +13,8 @@ from pathlib import Path
 import click
 import msgspec
 
-from cli.common import CliError, position_progress, progress_bar, require_initialised
+from cli.common import CliError, require_initialised
+from cli.progress import position_progress, progress_bar
 from cli.events_forward import forward_command, product_version
 from domain.events import EventEnvelope
 from domain.siem import FORMATS, MIN_MESSAGE_BYTES, record

@@ -5,8 +5,9 @@ from __future__ import annotations
 import click
 import msgspec
 
-from cli.common import (EXIT_PROBLEM, EXIT_USAGE, CliError, command_context, echo_json, id_table, position_progress, print_table,
-                        progress_bar, run_async, runtime_for)
+from cli.common import (EXIT_PROBLEM, EXIT_USAGE, CliError, command_context, echo_json, id_table, print_table,
+                        run_async, runtime_for)
+from cli.progress import position_progress, progress_bar
 from commands.keks import (RetireKek, RewrapKeys, RotateKek, kek_status, retire_kek, rewrap_keys, rotate_kek)
 from domain.vault import PROVIDERS, KekUsage, RewrapCounts
 from infra.config import Settings

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import click
-from cli.common import (EXIT_USAGE, CliError, echo_json, id_table, position_progress, print_table, progress_bar,
-                        require_initialised, runtime_for)
+from cli.common import (EXIT_USAGE, CliError, echo_json, id_table, print_table, require_initialised,
+                        runtime_for)
+from cli.progress import position_progress, progress_bar
 from infra.config import Settings
 from infra.distributed import close_store, read_only_store
 from projections.registry import all_projectors

@@ -43,3 +43,8 @@ def test_a_command_loads_its_own_module_and_not_the_others():
 def test_the_commands_that_read_a_store_alone_do_not_import_the_composition_root():
     loaded = modules_after("import cli.audit, cli.backup, cli.events")
     assert "cli.common" in loaded and "infra.bootstrap" not in loaded
+
+
+def test_rich_is_imported_by_what_draws_not_by_every_command():
+    assert "rich" not in modules_after("import cli.common, cli.tenants, cli.cert, cli.ca")
+    assert "rich" in modules_after("import cli.common\ncli.common.id_table('id', ids={'id'})")
