@@ -29,15 +29,20 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dramatiq
-import httpx
 
 from domain import webhook
 from infra.jobs import Jobs
 from infra.webhooks.log import FINAL, DeliveryLog
 from projections import webhooks as read_model
 from projections.views_db import RebuildGuard
+
+# httpx (about 50 ms of a start: it imports its command-line client's click, rich and pygments) is imported where a
+# request is sent or a host encoded, not by every process that wires this job (each CLI command, each API worker)
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger(__name__)
 ACTOR = "webhooks.deliver"
@@ -111,6 +116,8 @@ class Deliverer:
                    webhook.SIGNATURE_HEADER: webhook.signature(secret, int(time.time()), body),
                    "X-CSM-Delivery": row["delivery_id"], "X-CSM-Event": row["event_type"],
                    "X-CSM-Attempt": str(row["attempts"] + 1)}
+        import httpx
+
         try:
             target = httpx.URL(url)
             addresses = self.vetted_addresses(target)
@@ -133,6 +140,8 @@ class Deliverer:
     def vetted_addresses(self, url: httpx.URL) -> list[str]:
         """Every address ``url``'s host resolves to (an address stands for itself), in the resolver's order;
         HostRefused if any of them is one the subscription rules refuse (ConnectError if there is none)."""
+        import httpx
+
         host = url.raw_host.decode("ascii")
         try:
             found = _lookup(host, url.port or (443 if url.scheme == "https" else 80), self.timeout)
@@ -153,6 +162,8 @@ def _lookup(host: str, port: int, timeout: float) -> list:
     answer, when late, is dropped). Not a shared pool: lookups stuck on one receiver's slow name server would
     queue the other receivers' behind them.
     """
+    import httpx
+
     answer: concurrent.futures.Future[list] = concurrent.futures.Future()
 
     def resolve() -> None:
@@ -171,6 +182,8 @@ def _lookup(host: str, port: int, timeout: float) -> list:
 def encode_host(host: str) -> str:
     """``host`` as the HTTP client writes it into a request (httpx: lower-cased, a non-ASCII name through IDNA 2008,
     the idna package); ValueError for a name it cannot send to. The URL rules use it when a URL is saved."""
+    import httpx
+
     try:
         return httpx.URL(scheme="https", host=host, path="/").raw_host.decode("ascii")
     except httpx.InvalidURL as exc:
@@ -181,6 +194,7 @@ def _send(client: httpx.Client, url: httpx.URL, addresses: list[str], body: byte
           headers: dict[str, str]) -> httpx.Response:
     """POST to the first of ``addresses`` that accepts a connection, as if to ``url``'s host: its Host header,
     and for https its name in SNI and in the certificate check (for an address, itself, as the client does)."""
+    import httpx
 
     def to(address: str) -> httpx.Request:
         return client.build_request("POST", url.copy_with(host=address), content=body,

@@ -257,3 +257,12 @@ def test_a_lookup_slower_than_the_delivery_timeout_is_a_failed_attempt_retried_l
     row = job.deliveries.get(delivery_id)
     assert row["status"] == "pending" and row["attempts"] == 1 and row["last_status_code"] is None
     assert row["last_error"] == "ConnectTimeout: slow-dns.example did not resolve within 0.2 s"
+
+
+def test_wiring_the_service_does_not_import_the_http_client():
+    import subprocess
+    import sys
+
+    code = "import infra.bootstrap, sys; print('httpx' in sys.modules)"  # a fresh interpreter: this one has httpx
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert run.stdout.strip() == "False"
