@@ -27,7 +27,7 @@ from typing import Any, cast
 
 from commands.runtime import rfc3339
 from domain.errors import DomainError
-from domain.vault import KekInUse, KekUsage, NewKek, RewrapCounts, parse_kek_id
+from domain.vault import KekInUse, KekRef, KekUsage, NewKek, RewrapCounts, parse_kek_id
 from infra.keystore.kek import KekProvider, KekUnavailable, RotatingKekProvider, UnwrapFailed, wipe
 
 log = logging.getLogger(__name__)
@@ -70,20 +70,12 @@ def _scope_name(scope: str) -> str:
     return scope or "*"
 
 
-def _names_tenant(kek_id: str) -> bool:
-    """Whether a KEK is one tenant's (a key on a token), not every tenant's (a key file)."""
+def _on_token(kek_id: str) -> KekRef:
+    """A KEK id's token and tenant; both None for a key file's (an id ``parse_kek_id`` does not read)."""
     try:
-        return parse_kek_id(kek_id).tenant is not None
+        return parse_kek_id(kek_id)
     except DomainError:
-        return False
-
-
-def _token_serial(kek_id: str) -> str | None:
-    """The serial of the token a KEK is on; None for a key file's."""
-    try:
-        return parse_kek_id(kek_id).serial
-    except DomainError:
-        return None
+        return KekRef(provider="", kek_id=kek_id)
 
 
 class KekAdministration:
@@ -135,7 +127,7 @@ class KekAdministration:
             serial = getattr(provider, "serial", None)
             on_token = sorted(kek_id for (kek_id,) in self._read(
                 "SELECT DISTINCT kek_id FROM private_keys WHERE tenant_id = ? AND kek_provider = ?", tenant_id,
-                provider.provider) if _token_serial(kek_id) == serial)
+                provider.provider) if _on_token(kek_id).serial == serial)
             if on_token:
                 found = self._first_keks[tenant_id] = on_token[0]  # the smallest CKA_ID, as the provider picks
         return found
@@ -297,7 +289,7 @@ class KekAdministration:
         assigned = {scope for (scope,) in self._read("SELECT DISTINCT scope FROM kek_assignments WHERE provider = ?",
                                                      self.kek_provider)}
         for fields in usage.values():
-            if fields["provider"] == self.kek_provider and not fields["current_for"] and _names_tenant(fields["kek_id"]):
+            if fields["provider"] == self.kek_provider and not fields["current_for"] and _on_token(fields["kek_id"]).tenant is not None:
                 fields["current_for"] = sorted(set(fields["rows"]) - assigned)
         for kek_id, provider, retired_at in self._read("SELECT kek_id, provider, retired_at FROM retired_keks"):
             entry(provider, kek_id)["retired_at"] = datetime.fromisoformat(retired_at)

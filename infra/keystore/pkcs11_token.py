@@ -126,9 +126,7 @@ class SharedToken:
                 return
             self.registry.pop(self.key, None)
             self._released = True
-            held, self._held = self._held, None
-            if held is not None:
-                _close_quietly(held.session)  # logs the application out of the token
+            self._drop_session()  # logs the application out of the token
 
     def run(self, operation: Callable[[TokenSession], T]) -> T:
         """``operation`` on the session, under the module's lock; once more after logging in again if the
@@ -165,15 +163,17 @@ class SharedToken:
             self.run(answer)
         except errors.PKCS11Error as exc:
             with self.lock:
-                stale, self._held = self._held, None
-                if stale is not None:
-                    _close_quietly(stale.session)
+                self._drop_session()
             raise KekUnavailable(f"PKCS#11 token {self.label!r} does not answer ({type(exc).__name__})") from None
 
+    def _drop_session(self) -> None:
+        """Close the held session, if any (under the lock): the next use logs in again, unless released."""
+        held, self._held = self._held, None
+        if held is not None:
+            _close_quietly(held.session)
+
     def _relogin(self) -> None:
-        stale, self._held = self._held, None
-        if stale is not None:
-            _close_quietly(stale.session)
+        self._drop_session()
         token = self._find_again()
         if _text(token.serial) != self.serial:
             raise KekUnavailable(f"{self.where}: now has serial {_text(token.serial)}, not {self.serial}")
