@@ -1,7 +1,9 @@
 """The ACME server's plumbing: URLs, nonces on every answer, RFC 8555 problem documents, the JWS check, JSON views.
 
 Every answer carries a fresh ``Replay-Nonce`` and a ``Link: rel="index"`` to the directory; errors are problem
-documents of type ``urn:ietf:params:acme:error:*`` that still name the field and the rule at fault.
+documents of type ``urn:ietf:params:acme:error:*`` that still name the field and the rule at fault. Litestar calls
+exception handlers synchronously, so a refusal's nonce is issued by ``RefusalNonces`` (ASGI, around the app) off the
+event loop as its answer starts: a slow nonce store (Redis) holds up that answer, never the process's other requests.
 """
 
 from __future__ import annotations
@@ -50,21 +52,51 @@ async def nonce_headers(request: Request, tenant_id: str | None) -> dict[str, st
     return await asyncio.to_thread(headers_now, request, tenant_id)
 
 
-def headers_now(request: Request, tenant_id: str | None, *, refusal: Exception | None = None) -> dict[str, str]:
-    """The headers of every answer (a fresh nonce: one insert); the exception handlers, which Litestar calls
-    synchronously, use this directly (``refusal``: what a problem document answers, sent without a nonce when none
-    can be had rather than failing inside the handler; after NoncesDown, without asking the store again)."""
+def headers_now(request: Request, tenant_id: str | None, *, nonce: bool = True) -> dict[str, str]:
+    """The headers of every answer: a fresh nonce (one insert, or one Redis SET: called in a thread) unless not
+    ``nonce``, and the directory's Link."""
     headers = {"Cache-Control": "no-store"}
-    if not isinstance(refusal, NoncesDown):
+    if nonce:
         try:
             headers["Replay-Nonce"] = runtime_of(request.app.state).nonces.issue()
         except NoncesUnavailable as exc:
-            if refusal is None:
-                raise _unavailable(exc) from exc
-            log.warning("ACME refusal sent without a Replay-Nonce: %s", exc)
+            raise _unavailable(exc) from exc
     if tenant_id and tenant.TENANT_ID_RE.fullmatch(tenant_id):  # never echo a path that is no tenant id into a header
         headers["Link"] = f'<{url_of(request, tenant_id, "directory")}>;rel="index"'
     return headers
+
+
+NONCE_WANTED = "csm.acme_refusal_nonce"  # set in the ASGI scope by acme_error: RefusalNonces adds the nonce
+
+
+class RefusalNonces:
+    """ASGI middleware: the ``Replay-Nonce`` of an ACME refusal, issued in a thread as the answer starts.
+
+    ``acme_error`` runs synchronously on the event loop (Litestar calls exception handlers so), where a store that
+    answers slowly (Redis: up to its 2 s socket timeout) would hold up every request of the process. It marks the
+    scope instead; a nonce that cannot be had leaves the refusal without one (logged), as RFC 8555 6.5 allows.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/acme/"):
+            await self.app(scope, receive, send)
+            return
+
+        async def sending(message: dict) -> None:
+            if message["type"] == "http.response.start" and scope.pop(NONCE_WANTED, None) is not None:
+                try:
+                    nonce = await asyncio.to_thread(runtime_of(scope["app"].state).nonces.issue)
+                except NoncesUnavailable as exc:
+                    log.warning("ACME refusal sent without a Replay-Nonce: %s", exc)
+                else:
+                    message = {**message, "headers": [*message.get("headers", ()),
+                                                      (b"replay-nonce", nonce.encode())]}
+            await send(message)
+
+        await self.app(scope, receive, sending)
 
 
 class NoncesDown(AcmeProblem):
@@ -116,7 +148,9 @@ def acme_error(request: Request, exc: Exception) -> Response:
             "detail": f"{exc.detail} (field {field}, rule {exc.code})", "instance": request.url.path,
             "request_id": telemetry.request_id_var.get(), "field": field,
             "errors": [{"field": field, "rule": exc.code, "message": exc.detail}]}
-    headers = headers_now(request, tenant_id, refusal=exc)
+    headers = headers_now(request, tenant_id, nonce=False)
+    if not isinstance(exc, NoncesDown):  # after NoncesDown, the store is not asked again
+        request.scope[NONCE_WANTED] = True  # type: ignore[literal-required]
     if isinstance(exc, acme_account.KeyInUse) and tenant_id:  # RFC 8555 7.3.5: the account that has the key
         headers["Location"] = url_of(request, tenant_id, "acct", exc.account_id)
     return Response(content=encode_json(body), status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)

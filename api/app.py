@@ -14,6 +14,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 
 from api.acme import acme_router
 from api.acme_eab import EabKeyController
+from api.acme_support import RefusalNonces
 from api.audit import AuditController
 from api.bodies import JsonBodyRequest
 from api.ca_queries import CaQueryController
@@ -122,7 +123,7 @@ def create_app(settings: Settings | None = None, link: LinkClient | None = None)
     )
     # Litestar's own middleware runs only for matched routes; wrapping its ASGI handler gives
     # 404s and 405s the same request id, headers, span, metrics and access log.
-    app.asgi_handler = RequestContext(limits.middleware(app.asgi_handler))
+    app.asgi_handler = RequestContext(limits.middleware(RefusalNonces(app.asgi_handler)))
     app.state.settings = settings
     app.state.metrics_token_digest = scrape_token_digest(settings)  # a missing or weak token file stops startup
     correct_options_allow(app)

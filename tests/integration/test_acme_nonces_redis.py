@@ -5,6 +5,7 @@ server then answers 503 serverInternal."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 import threading
@@ -131,4 +132,34 @@ async def test_the_acme_server_takes_its_nonces_from_redis_and_refuses_while_red
             assert len(said) == 2 and all(line.startswith("ACME nonces unavailable") for line in said), said
             assert client.nonce not in caplog.text
     finally:
+        stop(process)
+
+
+async def test_a_slow_redis_holds_up_only_the_refusal_that_waits_for_its_nonce(tmp_path):
+    """A refusal's nonce is issued off the event loop: while Redis holds every write (CLIENT PAUSE), the refusal
+    waits and the same process still answers other requests; the refusal then comes with a nonce Redis accepts.
+    Issued in Litestar's (synchronous) exception handler, the nonce held the whole event loop, so the health check
+    could only be answered after the refusal."""
+    (tmp_path / "redis").mkdir()
+    process, url = start_redis(tmp_path / "redis")
+    admin = redis.Redis.from_url(url)
+    try:
+        # rate limits off: they would count in Redis too, and wait there (off the loop) before the refusal
+        async with acme_world(tmp_path, redis_url=url, rate_limit_per_address="", rate_limit_per_principal="") as world:
+            client = await registered(world)
+            assert admin.client_pause(1500, all=False)  # WRITE: SET waits until the pause ends, reads go on
+            refusal = asyncio.create_task(world.api.client.post(  # refused before any nonce is consumed: 415
+                client.directory["newOrder"], content=b"{}", headers={"Content-Type": "application/json"}))
+            while not refusal.done() and not any(client["cmd"] == "set" and "b" in client["flags"]
+                                                 for client in admin.client_list()):
+                await asyncio.sleep(0.01)  # until the refusal's SET waits in Redis (or it was answered first)
+            health = await world.api.client.get("/health/live")
+            assert health.status_code == 200
+            assert not refusal.done(), "the refusal was answered first: its nonce held the event loop"
+            refused = await refusal
+            assert refused.status_code == 415 and refused.json()["field"] == "Content-Type", refused.text
+            nonce = refused.headers["Replay-Nonce"]
+            assert admin.exists(REDIS_PREFIX + nonce) == 1
+    finally:
+        admin.close()
         stop(process)
