@@ -164,6 +164,32 @@ async def test_a_new_key_works_at_once_and_a_revoked_ones_tokens_stop_at_once_wh
     assert_problem(again, 401, "invalid_client")
 
 
+async def test_a_new_key_works_on_its_first_request_while_the_read_models_lag(api, monkeypatch):
+    """Keys are checked against the read models: the answer that shows a new key waits until they have it. The
+    read models stand still until the answer is waiting for them; answered earlier, the key would be refused."""
+    admin = await api.admin()
+    assert (await api.client.post("/v1/service-accounts", json={"name": "ci"}, headers=admin)).status_code == 201
+    runner = api.runtime.runner
+    projections = next(task for task in api.runtime.tasks if task.get_name() == "projections")
+    projections.cancel()
+    await asyncio.gather(projections, return_exceptions=True)
+    waiting, wait_for = asyncio.Event(), runner.wait_for
+
+    async def waits_for(position: int, timeout: float) -> bool:  # a spy: the answer now waits for the read models
+        waiting.set()
+        return await wait_for(position, timeout)
+
+    monkeypatch.setattr(runner, "wait_for", waits_for)
+    issuing = asyncio.create_task(api.client.post("/v1/service-accounts/ci/keys", json={"roles": ["viewer"]},
+                                                  headers=admin))
+    await asyncio.wait({issuing, asyncio.create_task(waiting.wait())}, return_when=asyncio.FIRST_COMPLETED)
+    if not issuing.done():  # it waits: the read models move again (with the key it shows, it must work at once)
+        api.runtime.tasks.append(asyncio.create_task(runner.run(), name="projections"))
+    issued = await issuing
+    assert issued.status_code == 201, issued.text
+    assert (await api.client.get("/v1/tenants", headers=bearer(issued.json()["api_key"]))).status_code == 200
+
+
 async def test_a_replayed_key_issue_answers_the_first_keys_expiry_without_its_secret(api):
     admin = await api.admin()
     created = await api.client.post("/v1/service-accounts", json={"name": "ci"}, headers=admin)
