@@ -318,15 +318,19 @@ def _event_counts(events_db: Path) -> dict[str, int]:
 
 def _check_certificates(views: sqlite3.Connection, counts: dict[str, int]) -> tuple[dict, dict]:
     """(found, expected): a row per issued certificate; revoked and renewed ones as their events say; the
-    per-day counts summing to the certificates issued and to those still live."""
+    per-day counts summing to the certificates issued (certificate_counts) and to those still live (by day of expiry
+    and CA, certificate_expiry_counts)."""
     rows, revoked, renewed, live = views.execute(
         "SELECT count(*), coalesce(sum(status = 'revoked' AND revoked_ca_id IS NULL), 0), "
         "coalesce(sum(superseded_by IS NOT NULL), 0), coalesce(sum(status = 'issued' AND superseded_by IS NULL), 0) "
         "FROM certificates").fetchone()
     counted = dict(views.execute("SELECT kind, sum(n) FROM certificate_counts GROUP BY kind").fetchall())
+    live_counted, expiry_rows = views.execute(
+        "SELECT coalesce(sum(n), 0), count(*) FROM certificate_expiry_counts").fetchone()
     found = {"certificates": rows, "revoked": revoked, "renewed": renewed, "live": live,
-             "issued_counted": counted.get("issued", 0), "live_counted": counted.get("live", 0),
-             "count_rows": views.execute("SELECT count(*) FROM certificate_counts").fetchone()[0]}
+             "issued_counted": counted.get("issued", 0), "live_counted": live_counted,
+             "count_rows": views.execute("SELECT count(*) FROM certificate_counts").fetchone()[0],
+             "expiry_count_rows": expiry_rows}
     issued = counts.get("certificate.issued", 0)
     expected = {"certificates": issued, "revoked": counts.get("certificate.revoked", 0),
                 "renewed": counts.get("certificate.renewed", 0), "issued_counted": issued, "live_counted": live}

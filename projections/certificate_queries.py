@@ -348,12 +348,13 @@ def expiring_counts(conn: sqlite3.Connection, now: datetime, windows: tuple[int,
 def live_count(conn: sqlite3.Connection, tenant_id: str, now: datetime) -> int:
     """The tenant's live certificates: issued, not revoked (nor under a revoked CA), not expired, not renewed.
 
-    Those expiring after today come from the per-day counts, today's from the rows themselves: a few dozen
-    rows read, however many certificates the tenant holds.
+    Those expiring after today come from the counts the expiry gauges read (certificate_expiry_counts, by day of
+    expiry and CA: a range of the tenant's days through its (tenant_id, day) index), today's from the rows
+    themselves: a few hundred counts and a few dozen rows read, however many certificates the tenant holds.
     """
     today, tomorrow = now.astimezone(UTC).date(), now.astimezone(UTC).date() + timedelta(days=1)
-    later = conn.execute("SELECT coalesce(sum(n), 0) FROM certificate_counts WHERE tenant_id = ? AND kind = 'live' "
-                         "AND day > ?", (tenant_id, today.isoformat())).fetchone()[0]
+    later = conn.execute("SELECT coalesce(sum(n), 0) FROM certificate_expiry_counts WHERE tenant_id = ? AND day > ?",
+                         (tenant_id, today.isoformat())).fetchone()[0]
     expiring = conn.execute(f"SELECT count(*) FROM certificates WHERE tenant_id = ? AND not_after > ? "
                             f"AND not_after < ? AND {_LIVE}",
                             (tenant_id, validity_time(now), tomorrow.isoformat())).fetchone()[0]

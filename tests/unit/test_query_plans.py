@@ -65,8 +65,8 @@ def _certificate(tenant: str, n: int) -> dict:
 
 
 # What ANALYZE (analysis_limit = 1000) wrote for a views.db of 174,000 certificates in 12 tenants, 250,000 events
-# (bench/query_plans.py; the certificates tables' as read model 11 built them), the index tag made "t": statistics
-# that tempt SQLite into walking an index in order.
+# (bench/query_plans.py; the certificates tables' as read model 11 built them, and read model 12's index of the expiry
+# counts by tenant), the index tag made "t": statistics that tempt SQLite into walking an index in order.
 MEASURED = (
     ("audit_log", "ix_audit_log_t_actor", "577296 667 1"),
     ("audit_log", "ix_audit_log_t_correlation", "272025 2"),
@@ -76,6 +76,7 @@ MEASURED = (
     ("audit_log", "ix_audit_log_t_type", "267894 334 1"),
     ("certificate_cas", "certificate_cas", "24 2 1"),
     ("certificate_expiry_counts", "certificate_expiry_counts", "5400 12 1 1"),
+    ("certificate_expiry_counts", "ix_certificates_t_expiry_counts_tenant", "8308 501 1"),
     ("certificate_names", "certificate_names", "395772 1001 2 1"),
     ("certificate_tags", "certificate_tags", "162748 1001 1001 1"),
     ("certificates", "ix_certificates_t_cn_folded", "407056 1001 1"),
@@ -320,6 +321,23 @@ def test_the_expiry_gauges_count_whole_days_from_the_counts_and_the_edges_from_a
     assert "SEARCH certificate_expiry_counts USING PRIMARY KEY (day>? AND day<?)" in plan, plan
     edges = [step for step in plan.split(" | ") if "not_after>? AND not_after<?" in step]
     assert edges and all(step.startswith("SEARCH certificates USING") for step in edges), plan
+    assert not [step for step in plan.split(" | ") if step.startswith("SCAN")], plan
+
+
+def test_the_quotas_live_count_reads_the_tenants_range_of_the_expiry_counts_and_todays_rows_by_index(views):
+    """The quota's live certificates: those expiring after today summed from certificate_expiry_counts over the
+    tenant's days (its (tenant_id, day) index, not the primary key's range of every tenant's days), those expiring
+    today from the rows (the tenant's live index)."""
+    views.executemany("INSERT INTO certificate_expiry_counts VALUES (?, ?, ?, ?)",
+                      [("2026-11-30", "big", "big-ca", 5), ("2026-12-02", "big", "big-ca", 2),
+                       ("2027-01-01", "big", "big-ca", 3), ("2027-01-01", "big", "other-ca", 1),
+                       ("2026-12-02", "small", "small-ca", 7)])
+    views.execute("UPDATE certificates SET not_after = '2026-12-01T10:00:00Z' WHERE certificate_id = 'big-cert-1'")
+    found, plan = plans(views, certificate_queries.live_count, "big", NOW + timedelta(hours=1))
+    assert found == 2 + 3 + 1 + 1, plan  # later days over both CAs, and today's row expiring after now
+    assert ("SEARCH certificate_expiry_counts USING INDEX ix_certificates_t_expiry_counts_tenant "
+            "(tenant_id=? AND day>?)") in plan, plan
+    assert "SEARCH certificates USING" in plan and "(tenant_id=? AND not_after>? AND not_after<?)" in plan, plan
     assert not [step for step in plan.split(" | ") if step.startswith("SCAN")], plan
 
 
