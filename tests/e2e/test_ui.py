@@ -4,6 +4,7 @@ live updates, the developer portal's in-browser keys and CSRs, role-based hiding
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import re
 import subprocess
@@ -186,6 +187,70 @@ def test_a_reload_of_the_view_left_behind_does_not_draw_over_the_view_on_screen(
     service.issue("reload-second.acme.internal")  # the list, still on screen, reloads and shows it
     _row(page, "reload-second.acme.internal").wait_for()
     assert page.get_by_role("heading", name="Certificates", exact=True).count() == 1
+    no_problems(page)
+
+
+def test_live_reloads_of_a_view_answered_out_of_order_leave_the_newer_drawn(service, browser):
+    """Each live reload reads at its event's position (min_position, a read that may wait), so two reloads of the list
+    can answer out of order. The first reload's answer is held here until the second has drawn, then given the list
+    as it was at the first (without the second certificate): it drew that over the newer list. Now the second's
+    drawing aborts the first, still in flight, which draws nothing."""
+    from playwright.sync_api import Error as PlaywrightError  # installed: the fixtures skipped otherwise
+    service.issue("order-zero.acme.internal")
+    page = browser.page()
+    sign_in(page, service.base, api_key=service.key("ui-order", "tenant-admin"))
+    page.get_by_role("heading", name=re.compile("^Overview")).wait_for()
+    page.get_by_text("Live updates on").wait_for()
+    page.goto(f"{service.base}/ui/#/certs?common_name=order-*")
+    _row(page, "order-zero.acme.internal").wait_for()
+    held = []  # the first reload; any later one goes through
+    page.route(re.compile(r"/v1/certificates\?.*min_position="),
+               lambda route: route.continue_() if held else held.append(route))
+    with page.expect_request(lambda r: "/v1/certificates?" in r.url and "min_position=" in r.url) as first:
+        service.issue("order-one.acme.internal")  # an event: the list reloads at its position
+    _row(page, "order-zero.acme.internal").wait_for()  # a round trip: the route's handler (before it) has run
+    assert held
+    older = held[0].fetch()  # the first reload's answer, as the list was then: order-zero and order-one
+    assert "order-one.acme.internal" in older.text() and "order-two" not in older.text()
+    service.issue("order-two.acme.internal")  # another: the second reload answers at once and draws
+    _row(page, "order-two.acme.internal").wait_for()
+    with contextlib.suppress(PlaywrightError):  # aborted by the page (the fix): there is nothing left to answer
+        held[0].fulfill(response=older)
+    assert first.value.response() is None and first.value.failure, "the first reload was answered after the second"
+    _row(page, "order-one.acme.internal").wait_for()
+    assert _row(page, "order-two.acme.internal").is_visible()  # the older list was not drawn over it
+    service.issue("order-three.acme.internal")  # and the list still reloads live
+    _row(page, "order-three.acme.internal").wait_for()
+    no_problems(page)
+
+
+def test_a_live_reload_still_draws_while_a_later_one_is_in_flight(service, browser):
+    """A reload is aborted only by a later one that has drawn, not by one that has merely started: with events coming
+    faster than a slow view reads, aborting at the start would abort every reload before it drew. Both reloads are
+    held here; the first, let through while the second still waits, draws."""
+    service.issue("slow-zero.acme.internal")
+    page = browser.page()
+    sign_in(page, service.base, api_key=service.key("ui-slow", "tenant-admin"))
+    page.get_by_role("heading", name=re.compile("^Overview")).wait_for()
+    page.get_by_text("Live updates on").wait_for()
+    page.goto(f"{service.base}/ui/#/certs?common_name=slow-*")
+    _row(page, "slow-zero.acme.internal").wait_for()
+    held, reloads = [], re.compile(r"/v1/certificates\?.*min_position=")  # both reloads held
+    page.route(reloads, lambda route: held.append(route))
+    reload = lambda r: "/v1/certificates?" in r.url and "min_position=" in r.url  # noqa: E731
+    with page.expect_request(reload):
+        service.issue("slow-one.acme.internal")
+    with page.expect_request(reload):
+        service.issue("slow-two.acme.internal")  # the second reload starts: the first is still in flight
+    _row(page, "slow-zero.acme.internal").wait_for()  # a round trip: the route's handlers have run
+    assert len(held) == 2
+    held[0].continue_()  # the first answers now (the list as it is: both new certificates in it) and draws
+    _row(page, "slow-two.acme.internal").wait_for()
+    _row(page, "slow-one.acme.internal").wait_for()
+    held[1].continue_()
+    page.unroute(reloads)
+    service.issue("slow-three.acme.internal")  # and later reloads draw as before
+    _row(page, "slow-three.acme.internal").wait_for()
     no_problems(page)
 
 

@@ -129,9 +129,11 @@ export async function bearer() {
 }
 
 /** A /v1 request: JSON in, JSON (or text, or with ``blob`` a Blob) out; a problem becomes ApiError; 401 ends the
- * session. ``headers`` adds request headers (an export password goes in one, never in the URL). */
+ * session. ``headers`` adds request headers (an export password goes in one, never in the URL). ``signal`` (an
+ * AbortSignal) aborts it: it then rejects with the signal's reason (an AbortError), whether still waiting for the
+ * answer or reading its body. */
 export async function api(path, {method = "GET", body, query, accept = "application/json", idempotent, headers: extra,
-                                 blob} = {}) {
+                                 blob, signal} = {}) {
   const url = new URL(path, location.origin);
   for (const [name, value] of Object.entries(query || {})) {
     if (value !== undefined && value !== null && value !== "") url.searchParams.set(name, value);
@@ -141,9 +143,11 @@ export async function api(path, {method = "GET", body, query, accept = "applicat
   if (auth) headers.Authorization = auth;
   if (body !== undefined) headers["Content-Type"] = "application/json";
   if (idempotent) headers["Idempotency-Key"] = crypto.randomUUID();
-  const response = await fetch(url, {method, headers, body: body === undefined ? undefined : JSON.stringify(body)});
+  const response = await fetch(url, {method, headers, signal,
+                                     body: body === undefined ? undefined : JSON.stringify(body)});
   if (!response.ok) {
     const problem = await problemOf(response);
+    signal?.throwIfAborted();  // an abort while its body was read: not a problem to show
     if (response.status === 401 && session) save(null);
     throw new ApiError(response.status, problem);
   }

@@ -31,7 +31,7 @@ let eventHandler = null;
 export const context = {
   session: null, can: new Set(), tenant: null,
   go: path => { location.hash = `#${path}`; },
-  onEvent: fn => { eventHandler = fn; },
+  onEvent: fn => { eventHandler = reloads(fn); },
   home: () => home(),
   refreshTenants: position => tenantPicker(position),
 };
@@ -167,6 +167,27 @@ function streamEvents() {
   }, live);
 }
 
+/** A view's live reloads, in the order they draw. ``fn(message, signal)`` reloads the view at the event's position:
+ * it reads (passing ``signal`` to its requests), then draws once, and its promise settles when it has drawn. Each
+ * reload waits for its own min_position, so several may be in flight and answer out of order: one that has drawn
+ * aborts every earlier one still in flight, which would otherwise draw its older data over the newer. Only a drawn
+ * reload does: aborting an earlier one when a newer merely starts would, with events coming faster than a slow view
+ * reads, abort every reload before it drew. Errors are dropped (an aborted reload's among them): the next event
+ * reloads again. */
+function reloads(fn) {
+  let started = 0;
+  const inFlight = new Map();  // sequence number -> its AbortController
+  return message => {
+    const sequence = ++started;
+    const controller = new AbortController();
+    inFlight.set(sequence, controller);
+    const reload = Promise.resolve().then(() => fn(message, controller.signal));
+    reload.then(() => {
+      for (const [earlier, older] of inFlight) if (earlier < sequence) older.abort();
+    }, () => {}).finally(() => inFlight.delete(sequence));
+  };
+}
+
 async function sessionChanged(session) {
   context.session = session;
   context.can = await permissions();
@@ -192,7 +213,7 @@ async function route() {
   fill(main, outlet);
   const current = () => main.firstChild === outlet;
   const here = Object.create(context);  // the shell's context, but only the view on screen receives events
-  here.onEvent = fn => { if (current()) eventHandler = fn; };
+  here.onEvent = fn => { if (current()) eventHandler = reloads(fn); };
   try {
     await view()(outlet, here, {params: found.slice(1).map(decodeURIComponent), query: new URLSearchParams(query)});
   } catch (error) {

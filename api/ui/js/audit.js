@@ -28,13 +28,13 @@ export async function auditView(main, context) {
   fill(main, ...parts);
   if (context.can.has("audit:verify")) await verify();
   if (!context.can.has("audit:read")) return fill(entries, h("p.muted", {}, "Reading the audit log needs audit:read."));
-  const load = async () => {
+  const load = async signal => {
     const page = await api("/v1/audit/events", {query: {tenant_id: context.session.tenant_id ? null : context.tenant,
-                                                        limit: 50}});
+                                                        limit: 50}, signal});
     fill(entries, h("h2", {}, "Audit events"), table([
       ["Position", e => String(e.position)], ["Type", e => e.type], ["Stream", e => e.stream_id],
       ["Actor", e => e.actor], ["When", e => e.occurred_at]], page.items));
   };
   await load();
-  context.onEvent(() => load().catch(() => {}));
+  context.onEvent((_message, signal) => load(signal));
 }

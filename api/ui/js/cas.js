@@ -16,17 +16,20 @@ export async function casView(main, context, {query}) {
   const list = h("section", {"aria-label": "CAs", id: "ca-list"});
   const offline = h("section", {"aria-label": "Offline CAs", id: "offline-cas"});
   const creating = context.can.has("ca:create") && (context.session.tenant_id || context.tenant);
-  const all = async position => (await api("/v1/cas", {query: {...tenantQuery(context), limit: 500,
-                                                                min_position: position}})).items;
+  const all = async (position, signal) => (await api("/v1/cas", {query: {...tenantQuery(context), limit: 500,
+                                                                        min_position: position}, signal})).items;
   const create = creating ? await caCreateForm(context) : null;
   const start = creating ? offlineForms(context, await all(), await caAlgorithms().catch(() => [])) : null;
   fill(main, h("h1", {}, "Certificate authorities"), list,
     h("h2", {}, "Offline CAs"), h("p.hint", {}, "A root whose key stays offline signs at a ceremony " +
       "(csm ca root …): its intermediates and its CRLs are carried there and back."), offline, start, create);
-  const render = async position => {
-    fill(offline, await offlineList(await all(position), position));
-    const page = await api("/v1/cas", {query: {...tenantQuery(context), cursor: query.get("cursor"), limit: 50,
-                                               min_position: position}});
+  const render = async (position, signal) => {  // everything read, then drawn at once (app.js, reloads)
+    const [offlineCas, page] = await Promise.all([
+      all(position, signal).then(cas => offlineList(cas, position)),
+      api("/v1/cas", {query: {...tenantQuery(context), cursor: query.get("cursor"), limit: 50, min_position: position},
+                      signal})]);
+    signal?.throwIfAborted();  // offlineList's CRL badges show a failure as none: an abort is not
+    fill(offline, offlineCas);
     fill(list,
       page.items.length ? table([
         ["Name", ca => h("a", {href: `#/cas/${encodeURIComponent(ca.ca_id)}`}, ca.name)],
@@ -38,7 +41,7 @@ export async function casView(main, context, {query}) {
         : null);
   };
   await render();
-  context.onEvent(message => render(message.id).catch(() => {}));
+  context.onEvent((message, signal) => render(message.id, signal));
 }
 
 export async function caView(main, context, {params: [caId]}) {

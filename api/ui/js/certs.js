@@ -48,13 +48,14 @@ export async function certificatesView(main, context, {query}) {
   const issue = context.can.has("cert:issue") && context.can.has("ca:read") && context.can.has("profile:read")
     ? h("div.actions", {}, h("a.button", {href: "#/issue"}, "Issue with a key held here")) : null;
   fill(main, h("h1", {}, "Certificates"), issue, form, banner, results);
-  const render = async position => {
+  const render = async (position, signal) => {
     const filters = Object.fromEntries(FILTERS.map(name => [name, query.get(name)]));
     const tenant = context.session.tenant_id ? null : context.tenant;
     let page;
     try {
       page = await api("/v1/certificates", {query: {...filters, tenant_id: tenant, cursor: query.get("cursor"),
-                                                    limit: query.get("limit") || 25, min_position: position}});
+                                                    limit: query.get("limit") || 25, min_position: position},
+                         signal});
     } catch (error) {
       if (!(error instanceof ApiError)) throw error;
       return showProblem(form, banner, error.problem);
@@ -72,7 +73,7 @@ export async function certificatesView(main, context, {query}) {
       page.next_cursor ? h("a.button", {href: `#/certs?${next}`}, "Next page") : null));
   };
   await render();
-  context.onEvent(message => render(message.id).catch(() => {}));
+  context.onEvent((message, signal) => render(message.id, signal));
 }
 
 function revokeForm(cert, context, refresh) {
@@ -113,8 +114,8 @@ function renewButton(cert, context, banner) {
 
 export async function certificateView(main, context, {params: [id]}) {
   let exporter = null;  // kept across live reloads: what is typed into it (a password) is not lost
-  const render = async position => {
-    const cert = await api(`/v1/certificates/${encodeURIComponent(id)}`, {query: {min_position: position}});
+  const render = async (position, signal) => {
+    const cert = await api(`/v1/certificates/${encodeURIComponent(id)}`, {query: {min_position: position}, signal});
     exporter ??= exportForm(cert, context);
     const banner = h("p.banner.error", {role: "alert", hidden: true});
     const live = cert.status === "valid" || cert.status === "issued";
@@ -140,9 +141,9 @@ export async function certificateView(main, context, {params: [id]}) {
           cert.certificate_id)}`}, "Report its key compromised") : null),
       exporter,
       live && context.can.has("cert:revoke") ? revokeForm(cert, context, render) : null,
-      await certificateDeployments(cert, position),
+      await certificateDeployments(cert, position, signal),
       h("details", {}, h("summary", {}, "Certificate (PEM)"), h("pre.pem", {}, cert.certificate_pem)));
   };
   await render();
-  context.onEvent(message => render(message.id).catch(() => {}));
+  context.onEvent((message, signal) => render(message.id, signal));
 }

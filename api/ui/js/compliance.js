@@ -24,9 +24,9 @@ export async function complianceView(main, context, {query}) {
   const results = h("section", {id: "findings", "aria-label": "Findings", "aria-live": "polite"});
   fill(main, h("h1", {}, "Compliance: ", h("span.tenant-name", {}, tenant)),
     h("div.field", {}, h("label", {for: "severity"}, "Severity"), filter), results);
-  const render = async position => {
+  const render = async (position, signal) => {
     const report = await api(`/v1/tenants/${encodeURIComponent(tenant)}/compliance`, {
-      query: {limit: 10000, min_position: position}});
+      query: {limit: 10000, min_position: position}, signal});
     const shown = report.findings.filter(f => !severity || f.severity === severity);
     fill(results,
       h("p.severities", {}, SEVERITIES.filter(s => report.counts[s] !== undefined)
@@ -42,5 +42,5 @@ export async function complianceView(main, context, {query}) {
       h("p.hint", {}, `As of position ${report.position}, ${report.generated_at}.`));
   };
   await render();
-  context.onEvent(message => render(message.id).catch(() => {}));
+  context.onEvent((message, signal) => render(message.id, signal));
 }

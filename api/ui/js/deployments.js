@@ -84,9 +84,9 @@ export async function deploymentsView(main, context, {query}) {
     h("p.hint", {}, "What each node holds as far as the store knows. Deploying, verifying and rolling back run over " +
       "SSH from the command line (csm cluster deploy, verify, rollback); this view only reads what they recorded."),
     nodeFilter(query, context), results);
-  const render = async position => {
+  const render = async (position, signal) => {
     const page = await api("/v1/deployments", {query: {tenant_id: tenant, node: query.get("node"),
-      cursor: query.get("cursor"), limit: query.get("limit") || 50, min_position: position}});
+      cursor: query.get("cursor"), limit: query.get("limit") || 50, min_position: position}, signal});
     const next = new URLSearchParams(query);
     if (page.next_cursor) next.set("cursor", page.next_cursor);
     fill(results, page.items.length ? table([
@@ -102,7 +102,7 @@ export async function deploymentsView(main, context, {query}) {
       page.next_cursor ? h("a.button", {href: `#/deployments?${next}`}, "Next page") : null));
   };
   await render();
-  context.onEvent(message => render(message.id).catch(() => {}));
+  context.onEvent((message, signal) => render(message.id, signal));
 }
 
 const STATES = {current: "holds it", replaced: "replaced", rolled_back: "rolled back", started: "started, not done",
@@ -123,9 +123,9 @@ const CERTIFICATE_COLUMNS = [
 
 /** The nodes ``cert`` was deployed to (GET /v1/certificates/{id}/deployments), for its page: the first page, and a
  * button that adds the next one (the list pages by cursor, as GET /v1/deployments). */
-export async function certificateDeployments(cert, position) {
+export async function certificateDeployments(cert, position, signal) {
   const url = `/v1/certificates/${encodeURIComponent(cert.certificate_id)}/deployments`;
-  const first = await api(url, {query: {min_position: position}});
+  const first = await api(url, {query: {min_position: position}, signal});
   const section = h("section", {id: "certificate-deployments", "aria-label": "Deployed to"});
   const show = (items, cursor) => {
     const more = cursor ? h("button", {type: "button", on: {click: async () => {

@@ -48,9 +48,9 @@ export async function discoveryView(main, context, {query}) {
   fill(main, h("h1", {}, "Discovered endpoints"),
     h("p.hint", {}, "Endpoints a scan recorded (csm discover scan, or POST …/discovered from a scanner elsewhere) and " +
       "the tenant's certificate each served when last observed."), results);
-  const render = async position => {
+  const render = async (position, signal) => {
     const page = await api(`/v1/tenants/${encodeURIComponent(tenant)}/discovered`, {query: {
-      cursor: query.get("cursor"), limit: query.get("limit") || 50, min_position: position}});
+      cursor: query.get("cursor"), limit: query.get("limit") || 50, min_position: position}, signal});
     const next = new URLSearchParams(query);
     if (page.next_cursor) next.set("cursor", page.next_cursor);
     fill(results, page.items.length ? table([
@@ -65,5 +65,5 @@ export async function discoveryView(main, context, {query}) {
       page.next_cursor ? h("a.button", {href: `#/discovery?${next}`}, "Next page") : null));
   };
   await render();
-  context.onEvent(message => render(message.id).catch(() => {}));
+  context.onEvent((message, signal) => render(message.id, signal));
 }

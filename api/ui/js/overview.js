@@ -20,12 +20,14 @@ function counts(title, entries) {
 export async function overviewView(main, context) {
   const tenant = context.tenant;
   if (!tenant) return fill(main, h("h1", {}, "Overview"), h("p", {}, "No tenant yet: create one with the API or CLI."));
-  const render = async position => {
+  const render = async (position, signal) => {
     const query = position ? {min_position: position} : {};
     const [usage, report] = await Promise.all([
-      context.can.has("tenant:read") ? api(`/v1/tenants/${encodeURIComponent(tenant)}/usage`).catch(() => null) : null,
-      api(`/v1/tenants/${encodeURIComponent(tenant)}/compliance`, {query: {limit: 50, ...query}}),
+      context.can.has("tenant:read")
+        ? api(`/v1/tenants/${encodeURIComponent(tenant)}/usage`, {signal}).catch(() => null) : null,
+      api(`/v1/tenants/${encodeURIComponent(tenant)}/compliance`, {query: {limit: 50, ...query}, signal}),
     ]);
+    signal?.throwIfAborted();  // the usage's failure is shown as none: an abort is not
     const summary = report.summary;
     const expiring = summary.expiring_within_days || {};
     fill(main,
@@ -56,5 +58,5 @@ export async function overviewView(main, context) {
       h("p.hint", {}, `As of position ${report.position}, ${report.generated_at}.`));
   };
   await render();
-  context.onEvent(message => render(message.id).catch(() => {}));
+  context.onEvent((message, signal) => render(message.id, signal));
 }

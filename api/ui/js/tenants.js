@@ -39,8 +39,8 @@ function createForm(context, reload) {
 
 export async function tenantsView(main, context) {
   const list = h("section", {"aria-label": "Tenants", id: "tenants"});
-  const render = async position => {
-    const page = await api("/v1/tenants", {query: {limit: 500, min_position: position}});
+  const render = async (position, signal) => {
+    const page = await api("/v1/tenants", {query: {limit: 500, min_position: position}, signal});
     fill(list, page.items.length ? table([
       ["Tenant", t => h("a", {href: `#/tenants/${encodeURIComponent(t.tenant_id)}`}, t.tenant_id)],
       ["Name", t => t.name], ["Status", t => h(`span.badge.st-${t.status}`, {}, t.status)],
@@ -49,7 +49,7 @@ export async function tenantsView(main, context) {
   };
   fill(main, h("h1", {}, "Tenants"), list, context.can.has("tenant:create") ? createForm(context, render) : null);
   await render();
-  context.onEvent(message => render(message.id).catch(() => {}));
+  context.onEvent((message, signal) => render(message.id, signal));
 }
 
 function renameForm(tenant, render) {
