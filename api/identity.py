@@ -14,6 +14,7 @@ from api.deps import (Caller, IdempotencyKey, MinPosition, TenantQuery, command_
 from api.problems import COMMAND_ERRORS, QUERY_ERRORS, ApiProblem
 from commands import identity as cmd
 from commands import mfa
+from commands import service_accounts as accounts
 from commands import tokens
 from commands.authz import Principal, authorize, visible_tenants
 from commands.runtime import CommandResult, rfc3339
@@ -48,6 +49,10 @@ class PasswordBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
 
 class StatusBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     reason: Annotated[str, msgspec.Meta(max_length=500)] = ""
+
+
+class AccountStatusBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    reason: Annotated[str, msgspec.Meta(min_length=1, max_length=500)]  # recorded in the audit log
 
 
 class GrantOut(msgspec.Struct, frozen=True, kw_only=True):
@@ -295,3 +300,23 @@ class ServiceAccountController(Controller):
         return await tokens.revoke_api_token(tokens.RevokeApiToken(token_id=key_id), command_context(principal),
                                              runtime.services, runtime.vault, tenant,
                                              permission="serviceaccount:manage")
+
+    @post("/{name:str}/disable", status_code=200, summary="Disable a service account: its keys and their access "
+          "tokens are refused at once and revoked, no key is issued to it until it is enabled",
+          responses=COMMAND_ERRORS)
+    async def disable(self, request: Request, principal: Caller, name: FromPath[str], data: JSONBody[AccountStatusBody],
+                      tenant_id: TenantQuery = None) -> CommandResult:
+        runtime = runtime_of(request.app.state)
+        command = accounts.DisableServiceAccount(name=name, tenant_id=tenant_of(principal, tenant_id),
+                                                 reason=data.reason)
+        return await accounts.disable_service_account(command, command_context(principal), runtime.services,
+                                                      runtime.vault)
+
+    @post("/{name:str}/enable", status_code=200, summary="Enable a disabled service account (its old keys stay "
+          "revoked: issue new ones)", responses=COMMAND_ERRORS)
+    async def enable(self, request: Request, principal: Caller, name: FromPath[str], data: JSONBody[AccountStatusBody],
+                     tenant_id: TenantQuery = None) -> CommandResult:
+        command = accounts.EnableServiceAccount(name=name, tenant_id=tenant_of(principal, tenant_id),
+                                                reason=data.reason)
+        return await accounts.enable_service_account(command, command_context(principal),
+                                                     runtime_of(request.app.state).services)

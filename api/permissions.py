@@ -149,6 +149,10 @@ ROUTE_PERMISSIONS: dict[tuple[str, str], Rule] = {
     ("GET", "/v1/service-accounts/{name}"): Rule(("user:read",), "tenant"),
     ("POST", "/v1/service-accounts/{name}/keys"): Rule(("serviceaccount:manage",), "tenant", note="no escalation"),
     ("DELETE", "/v1/service-accounts/{name}/keys/{key_id}"): Rule(("serviceaccount:manage",), "tenant"),
+    ("POST", "/v1/service-accounts/{name}/disable"): Rule(("serviceaccount:manage",), "tenant",
+                                                           note="revokes every key of the account"),
+    ("POST", "/v1/service-accounts/{name}/enable"): Rule(("serviceaccount:manage",), "tenant",
+                                                          note="its old keys stay revoked"),
     # ACME external account binding keys (api/acme_eab.py); the ACME protocol itself (/acme/{tenant_id}/...) is signed
     # by account keys (JWS), outside /v1 and its tokens
     ("POST", "/v1/tenants/{tenant_id}/acme/eab-keys"): Rule(("acme:manage",), "tenant",

@@ -13,7 +13,7 @@ import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.params import JSONBody
 
-from api.auth import api_key_record
+from api.auth import account_disabled, api_key_record
 from api.deps import Caller, command_context, runtime_of
 from api.identity import identity_of
 from api.bodies import decode as decode_json
@@ -165,7 +165,7 @@ class TokenController(Controller):
         parsed = parse_token(_required(secret, "client_secret"))
         record = await asyncio.to_thread(api_key_record, request, parsed) if parsed else None
         runtime = runtime_of(request.app.state)
-        if record is None:
+        if record is None or await account_disabled(runtime.services, record):
             await sessions.client_credentials_failed(runtime.services, identity_of(request),
                                                      parsed[0] if parsed else None, correlation)
             raise ApiProblem(401, "invalid_client", "the client credentials are invalid, expired or revoked",

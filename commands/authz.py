@@ -31,7 +31,7 @@ PERMISSIONS: dict[str, str] = {
     "cert:deploy": "install a certificate and its private key on a node over SSH (with key:export; audited)",
     "user:manage": "create users, grant and revoke their roles, reset passwords, disable them",
     "user:read": "list and read users and service accounts",
-    "serviceaccount:manage": "create service accounts, issue and revoke their API keys",
+    "serviceaccount:manage": "create, disable and enable service accounts, issue and revoke their API keys",
     "webhook:read": "list webhook subscriptions and their delivery logs",
     "webhook:manage": "subscribe, update and delete webhooks, rotate their signing secrets",
     "vault:sweep": "delete vault keys that no event names (orphans of commands that failed)",

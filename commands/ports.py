@@ -290,6 +290,17 @@ class SessionIndex(Protocol):
     async def open_sessions(self, subject: str, now: datetime) -> list[tuple[str, str]]: ...  # (tenant, session id)
 
 
+class AccountKeys(Protocol):
+    """The active API keys the api_tokens read model lists for a service account (infra/account_keys.py).
+
+    Only for keys issued before the account's stream recorded its keys (``service_account.key_issued``): a disable
+    revokes every key its stream records whatever the read model says; these are the older ones, which the read model
+    has had since long before. Best effort: a rebuilding read model lists none.
+    """
+
+    async def active_keys(self, tenant_id: str | None, account: str) -> list[str]: ...
+
+
 class KeyHolding(msgspec.Struct, frozen=True, kw_only=True):
     """The certificates a read model found holding a key, and whether it could have missed none."""
 

@@ -18,7 +18,7 @@ import msgspec
 from commands.authz import Principal
 from commands.ids import uuid7
 from commands.ports import AppendRequest, AppendResult, Directory, EventStore, KeyVault, NewEvent, PkiCrypto
-from commands.ports import AcmeAuthorizations, ArtifactStore, KeyHolders, RevocationCrypto, SessionIndex, TenantUsage, UntrustedChains
+from commands.ports import AccountKeys, AcmeAuthorizations, ArtifactStore, KeyHolders, RevocationCrypto, SessionIndex, TenantUsage, UntrustedChains
 from commands.quotas import Ledger, QuotaLedger
 from domain.chain import canonical_bytes
 from domain.errors import Contention, DomainError, WrongExpectedVersion
@@ -169,6 +169,7 @@ class Services:
     usage: TenantUsage | None = None  # counts what a tenant holds, for its quotas (commands/quotas.py)
     quota_ledger: Ledger = field(default_factory=QuotaLedger)  # reservations against quotas (commands/quotas.py)
     sessions: SessionIndex | None = None  # open refresh-token families, revoked when a user's sessions end
+    account_keys: AccountKeys | None = None  # a service account's keys from before its stream recorded them
     key_holders: KeyHolders | None = None  # a compromised key's other certificates, revoked with it
     untrusted_chains: UntrustedChains | None = None  # what a compromise rollover left to issue again
     acme_authorizations: AcmeAuthorizations | None = None  # an ACME account's open authorizations

@@ -14,6 +14,7 @@ from commands.authz import ROLES, authorize, check_grantable
 from commands.runtime import CommandContext, CommandResult, Services, load, replayed, rfc3339, run
 from commands.tenants import allowed_while_suspended, refused_while_suspended
 from domain import api_token, service_account
+from domain.errors import DomainError
 from domain.events import SYSTEM_TENANT
 
 TOKEN_PREFIX = "csm"
@@ -108,13 +109,15 @@ async def issue_api_token(cmd: IssueApiToken, ctx: CommandContext, services: Ser
     if prior := await replayed(services, ctx, cmd, scope):
         return await _first_key(services, scope, prior, account)
     await _account_for_key(services, ctx, account, cmd, create=cmd.service_account is None)
-    vault.put_verifier(token_id, verifier(secret))  # an orphan verifier (if the append fails) grants nothing
+    vault.put_verifier(token_id, verifier(secret))  # an orphan verifier (if an append fails) grants nothing
+    await _record_on_account(services, ctx, vault, scope, account, token_id)
     result = await run(services, ctx, cmd, tenant_id=scope, stream_id=api_token.stream_id(token_id),
                        stream_type=api_token.STREAM_TYPE, fold=api_token.fold,
                        decide=lambda s: api_token.decide_issue(s, issued, frozenset(ROLES)))
     if result.replayed:  # a duplicate of this request landed first: this attempt's verifier names no key
         vault.delete_verifier(token_id)
         return await _first_key(services, scope, result, account)
+    await _refuse_if_disabled_meanwhile(services, ctx, vault, scope, account, token_id)
     return IssuedToken(token_id=token_id, token=f"{TOKEN_PREFIX}_{token_id}_{secret}", expires_at=expires_at,
                        service_account=account, result=result)
 
@@ -141,6 +144,36 @@ async def _account_for_key(services: Services, ctx: CommandContext, account: str
                   decide=lambda s: service_account.decide_create(s, created, reuse=True))
         state = await load(services, scope, service_account.stream_id(account), service_account.fold)
     service_account.require_active(state)
+
+
+async def _record_on_account(services: Services, ctx: CommandContext, vault: CredentialVault, scope: str,
+                             account: str, token_id: str) -> None:
+    """Record the key on its account's stream, at the version read: a disable appended meanwhile makes this append
+    lose, and the next attempt sees the account disabled and refuses (the verifier stored for the key goes too).
+    The verifier is stored before: a disable that lands after this record finds it, and deletes it."""
+    try:
+        await run(services, ctx.without_key(), service_account.ServiceAccountKeyIssued(token_id=token_id),
+                  tenant_id=scope, stream_id=service_account.stream_id(account),
+                  stream_type=service_account.STREAM_TYPE, fold=service_account.fold,
+                  decide=lambda s: service_account.decide_issue_key(s, token_id))
+    except DomainError:
+        vault.delete_verifier(token_id)
+        raise
+
+
+async def _refuse_if_disabled_meanwhile(services: Services, ctx: CommandContext, vault: CredentialVault, scope: str,
+                                        account: str, token_id: str) -> None:
+    """A disable that landed between the key's record on the account and its own stream named the key and deleted
+    its verifier, but could not revoke a stream not yet written: the key is revoked here, and the caller told."""
+    state = await load(services, scope, service_account.stream_id(account), service_account.fold)
+    if state.status == "active" and token_id in state.keys:
+        return
+    vault.delete_verifier(token_id)
+    await run(services, ctx.without_key(), RevokeApiToken(token_id=token_id), tenant_id=scope,
+              stream_id=api_token.stream_id(token_id), stream_type=api_token.STREAM_TYPE, fold=api_token.fold,
+              decide=lambda s: api_token.decide_revoke(s, "its service account was disabled as it was issued"))
+    raise DomainError("service_account_disabled", "the service account was disabled while the key was issued: "
+                      "the key is revoked", field="service_account")
 
 
 @allowed_while_suspended("takes a credential away")

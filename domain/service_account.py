@@ -1,4 +1,10 @@
-"""The ServiceAccount aggregate: a non-human principal in a tenant (or platform-wide) that holds API keys."""
+"""The ServiceAccount aggregate: a non-human principal in a tenant (or platform-wide) that holds API keys.
+
+Its stream records each key as the key is issued (``service_account.key_issued``, appended at the version the issuer
+read), so a disable and a key's issuance cannot pass each other: whichever appends second read a stream the first
+has changed, and decides again on what is there. A disable names every key recorded before it (they are revoked with
+it); a key cannot be recorded after it. Enabling brings none of those keys back.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,7 @@ from collections.abc import Iterable
 import msgspec
 
 from domain.errors import AlreadyExists, DomainError, NotFound
-from domain.events import Payload, event, resumable
+from domain.events import Payload, event, resumable, upcaster
 
 STREAM_TYPE = "service_account"
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
@@ -21,8 +27,28 @@ class ServiceAccountCreated(Payload, frozen=True, kw_only=True):
     description: str
 
 
-@event("service_account.disabled")
+@event("service_account.key_issued")
+class ServiceAccountKeyIssued(Payload, frozen=True, kw_only=True):
+    """A key of the account (its id: the secret's verifier is in the credential vault, never here)."""
+
+    token_id: str
+
+
+@event("service_account.disabled", schema_version=2)
 class ServiceAccountDisabled(Payload, frozen=True, kw_only=True):
+    """Version 2 names the keys revoked with the account (version 1 named none: no command disabled accounts)."""
+
+    reason: str
+    keys: list[str] = []
+
+
+@upcaster("service_account.disabled", 1)
+def _v1_named_no_keys(data: dict) -> dict:
+    return {**data, "keys": []}
+
+
+@event("service_account.enabled")
+class ServiceAccountEnabled(Payload, frozen=True, kw_only=True):
     reason: str
 
 
@@ -30,6 +56,8 @@ class ServiceAccount(msgspec.Struct, frozen=True, kw_only=True):
     name: str = ""
     tenant_id: str | None = None
     status: str = "absent"  # absent | active | disabled
+    keys: tuple[str, ...] = ()  # recorded since it was created or last enabled: a disable revokes them
+    disabled_keys: tuple[str, ...] = ()  # those its disable (while it is disabled) named and revoked
     version: int = 0
 
 
@@ -55,8 +83,12 @@ def fold(payloads: Iterable[Payload], start: ServiceAccount | None = None) -> Se
             case ServiceAccountCreated():
                 state = ServiceAccount(name=payload.name, tenant_id=payload.tenant_id, status="active",
                                        version=state.version)
+            case ServiceAccountKeyIssued():
+                state = msgspec.structs.replace(state, keys=(*state.keys, payload.token_id))
             case ServiceAccountDisabled():
-                state = msgspec.structs.replace(state, status="disabled")
+                state = msgspec.structs.replace(state, status="disabled", keys=(), disabled_keys=tuple(payload.keys))
+            case ServiceAccountEnabled():
+                state = msgspec.structs.replace(state, status="active", disabled_keys=())
         state = msgspec.structs.replace(state, version=state.version + 1)
     return state
 
@@ -75,10 +107,37 @@ def decide_create(state: ServiceAccount, created: ServiceAccountCreated, *, reus
     return [created]
 
 
-def decide_disable(state: ServiceAccount, reason: str) -> list[Payload]:
+def decide_issue_key(state: ServiceAccount, token_id: str) -> list[Payload]:
+    """Record a key about to be issued; refused once the account is disabled (or if it does not exist)."""
+    require_active(state)
+    return [ServiceAccountKeyIssued(token_id=token_id)]
+
+
+def decide_disable(state: ServiceAccount, reason: str, other_keys: Iterable[str] = ()) -> list[Payload]:
+    """Disable the account, naming the keys revoked with it: those its stream recorded, and ``other_keys`` (keys the
+    read models list for it that predate the stream's record of keys). Disabling a disabled account changes nothing."""
     if state.status == "absent":
         raise NotFound("service_account_not_found", "no such service account", field="name")
-    return [] if state.status == "disabled" else [ServiceAccountDisabled(reason=reason[:500] or "disabled")]
+    if state.status == "disabled":
+        return []
+    _check_reason(reason)
+    keys = sorted(set(state.keys) | set(other_keys))
+    return [ServiceAccountDisabled(reason=reason.strip(), keys=keys)]
+
+
+def decide_enable(state: ServiceAccount, reason: str) -> list[Payload]:
+    """Let the account be issued keys again; the keys revoked when it was disabled stay revoked."""
+    if state.status == "absent":
+        raise NotFound("service_account_not_found", "no such service account", field="name")
+    if state.status == "active":
+        return []
+    _check_reason(reason)
+    return [ServiceAccountEnabled(reason=reason.strip())]
+
+
+def _check_reason(reason: str) -> None:
+    if not reason.strip() or len(reason) > 500 or not reason.isprintable():
+        raise DomainError("invalid_reason", "a reason is 1-500 printable characters, not only blanks", field="reason")
 
 
 def require_active(state: ServiceAccount) -> None:

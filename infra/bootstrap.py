@@ -17,6 +17,7 @@ from commands import renewal
 from commands.identity import Identity
 from commands.runtime import Services, SystemClock
 from domain.verification import VerifyReport
+from infra.account_keys import ReadModelAccountKeys
 from infra.acme.authorizations import ReadModelAcmeAuthorizations
 from infra.acme.nonces import NonceStore, open_nonces
 from infra.acme.results import ValidationResults, open_results
@@ -227,6 +228,7 @@ def open_runtime(settings: Settings, link: LinkClient | None = None, *, rebuild:
     services.webhook_host_encoder = encode_host  # URLs are saved only if the delivery can send to them
     services.usage = ReadModelUsage(store, runner, timeout=settings.read_your_writes_timeout)
     services.sessions = ReadModelSessions(store, runner, timeout=settings.read_your_writes_timeout)
+    services.account_keys = ReadModelAccountKeys(runner)
     services.key_holders = ReadModelKeyHolders(store, runner, timeout=settings.read_your_writes_timeout)
     services.untrusted_chains = ReadModelUntrustedChains(store, runner, timeout=settings.read_your_writes_timeout)
     services.acme_authorizations = ReadModelAcmeAuthorizations(store, runner,

@@ -28,9 +28,19 @@ class ServiceAccountsProjector(Projector):
             conn.execute(f"INSERT OR REPLACE INTO {table} VALUES (?,?,?,?,?,?,?)",
                          (event.tenant_id, p["name"], p["tenant_id"], p["description"], "active", event.occurred_at,
                           event.actor.principal))
-        elif event.type == "service_account.disabled":
-            conn.execute(f"UPDATE {table} SET status = 'disabled' WHERE scope = ? AND name = ?",
-                         (event.tenant_id, event.stream_id.removeprefix("serviceaccount-")))
+        elif event.type in _STATUS:
+            conn.execute(f"UPDATE {table} SET status = ? WHERE scope = ? AND name = ?",
+                         (_STATUS[event.type], event.tenant_id, event.stream_id.removeprefix("serviceaccount-")))
+
+
+_STATUS = {"service_account.disabled": "disabled", "service_account.enabled": "active"}
+
+
+def active_keys(conn: sqlite3.Connection, tenant_id: str | None, name: str) -> list[str]:
+    """The ids of an account's keys the api_tokens view lists as active (expired ones too: they are revoked alike)."""
+    rows = conn.execute("SELECT token_id FROM api_tokens WHERE service_account = ? AND tenant_id IS ?"
+                        " AND status = 'active' ORDER BY token_id", (name, tenant_id)).fetchall()
+    return [row[0] for row in rows]
 
 
 def _keys(conn: sqlite3.Connection, scope: str, name: str) -> list[dict[str, Any]]:

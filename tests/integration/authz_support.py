@@ -66,6 +66,7 @@ class Tenant:
     user: str = ""  # a local user (identity routes)
     service_account: str = ""
     key: str = ""  # an API key of service_account (revoked by the matrix)
+    spare_account: str = ""  # a service account the matrix disables and enables
     webhook: str = ""  # a webhook subscription (updated and its secret rotated by the matrix)
     webhook_deleting: str = ""  # deleted by the matrix
     eab_key: str = ""  # an ACME EAB key (revoked by the matrix; revoking again answers 200, unchanged)
@@ -116,6 +117,8 @@ async def build_tenant(api: Api, admin: dict, tenant_id: str) -> Tenant:
     await _post(api, admin, "/v1/service-accounts", {"name": "mx-sa", "tenant_id": tenant_id})
     key = await _post(api, admin, f"/v1/service-accounts/mx-sa/keys?tenant_id={tenant_id}", {"roles": ["viewer"]})
     t.user, t.service_account, t.key = "mx-user", "mx-sa", key["key_id"]
+    await _post(api, admin, "/v1/service-accounts", {"name": "mx-sa-spare", "tenant_id": tenant_id})
+    t.spare_account = "mx-sa-spare"
     for attribute in ("webhook", "webhook_deleting"):  # .invalid never resolves; no matrix event is notifiable
         hook = await _post(api, admin, "/v1/webhooks", {"tenant_id": tenant_id, "url": "https://hooks.invalid/mx",
                                                         "event_types": ["certificate.expiry_warned"]})

@@ -163,6 +163,10 @@ REQUESTS: dict[tuple[str, str], Build] = {
         json={"roles": ["viewer"]}),
     ("DELETE", "/v1/service-accounts/{name}/keys/{key_id}"): lambda w, t: Call(
         "DELETE", f"/v1/service-accounts/{_t(w, t).service_account}/keys/{_t(w, t).key}", params={"tenant_id": t}),
+    ("POST", "/v1/service-accounts/{name}/disable"): lambda w, t: Call(
+        "POST", f"/v1/service-accounts/{_t(w, t).spare_account}/disable", params={"tenant_id": t}, json=REASON),
+    ("POST", "/v1/service-accounts/{name}/enable"): lambda w, t: Call(
+        "POST", f"/v1/service-accounts/{_t(w, t).spare_account}/enable", params={"tenant_id": t}, json=REASON),
     ("POST", "/v1/tenants/{tenant_id}/acme/eab-keys"): lambda w, t: Call(
         "POST", f"/v1/tenants/{t}/acme/eab-keys", json={"ca_id": _t(w, t).issuing}),
     ("GET", "/v1/tenants/{tenant_id}/acme/eab-keys"): lambda w, t: Call("GET", f"/v1/tenants/{t}/acme/eab-keys"),
