@@ -5,8 +5,10 @@ from __future__ import annotations
 import click
 import msgspec
 
-from cli.common import catch_up, command_context, echo_json, run_async, runtime_for
+from cli.common import catch_up, command_context, echo_json, report_change, run_async, runtime_for
 from commands.authz import ROLES
+from commands.service_accounts import (DisableServiceAccount, EnableServiceAccount, disable_service_account,
+                                       enable_service_account)
 from commands.tokens import IssueApiToken, issue_api_token
 from commands.vault import SweepOrphanKeys, sweep_orphan_keys
 from infra.config import Settings
@@ -14,7 +16,7 @@ from infra.config import Settings
 
 @click.group()
 def admin() -> None:
-    """Operator tasks: service-account API keys, orphaned vault keys."""
+    """Operator tasks: service accounts and their API keys, orphaned vault keys."""
 
 
 @admin.command("create-token")
@@ -41,6 +43,35 @@ def create_token(settings: Settings, name: str, roles: tuple[str, ...], tenant_i
                + f"; expires: {issued.expires_at or 'never'}", err=True)
     click.echo("this token is shown once and only its hash is kept: store it now", err=True)
     click.echo(issued.token)
+
+
+@admin.command("disable-service-account")
+@click.argument("name")
+@click.option("--tenant", "tenant_id", default=None, help="The account's tenant  [default: a platform account]")
+@click.option("--reason", required=True, help="Why (recorded in the audit log).")
+@click.pass_obj
+def disable_account(settings: Settings, name: str, tenant_id: str | None, reason: str) -> None:
+    """Disable service account NAME: every API key of it, and every access token those obtained, is refused from
+    now on, by every process (a running server too); each key is revoked, and no key is issued to it until enabled."""
+    command = DisableServiceAccount(name=name, tenant_id=tenant_id, reason=reason)
+    with runtime_for(settings) as runtime:
+        result = run_async(disable_service_account(command, command_context(), runtime.services, runtime.vault))
+        catch_up(runtime, strict=False)  # the read models (and a running server's listings) show it at once
+    report_change(f"disabled service account {name}", result)
+
+
+@admin.command("enable-service-account")
+@click.argument("name")
+@click.option("--tenant", "tenant_id", default=None, help="The account's tenant  [default: a platform account]")
+@click.option("--reason", required=True, help="Why (recorded in the audit log).")
+@click.pass_obj
+def enable_account(settings: Settings, name: str, tenant_id: str | None, reason: str) -> None:
+    """Let disabled service account NAME be issued keys again; the keys it had stay revoked."""
+    command = EnableServiceAccount(name=name, tenant_id=tenant_id, reason=reason)
+    with runtime_for(settings) as runtime:
+        result = run_async(enable_service_account(command, command_context(), runtime.services))
+        catch_up(runtime, strict=False)
+    report_change(f"enabled service account {name}", result)
 
 
 @admin.command("sweep-keys")

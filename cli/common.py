@@ -22,7 +22,7 @@ import msgspec
 from cli.errors import EXIT_PROBLEM, EXIT_USAGE, CliError
 from commands.authz import Principal
 from commands.ids import uuid7
-from commands.runtime import CommandContext
+from commands.runtime import CommandContext, CommandResult
 from domain.errors import DomainError
 from infra.keystore.kek import KekError
 from infra.audit.keys import PUBLIC_FILE
@@ -230,3 +230,11 @@ def print_table(table: Table, footer: str | None = None) -> None:
 
 def echo_json(data: Any) -> None:
     click.echo(msgspec.json.encode(data).decode())
+
+
+def report_change(what: str, result: CommandResult) -> None:
+    """One line on stdout: what a command did and where the log stands, or that it had nothing to change."""
+    if not result.changed:
+        click.echo(f"{what}: nothing to change (version {result.version})")
+    else:
+        click.echo(f"{what} (version {result.version}, position {result.global_position})")

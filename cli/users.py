@@ -7,7 +7,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import click
-from cli.common import CliError, catch_up, command_context, echo_json, id_table, print_table, run_async, runtime_for
+from cli.common import (CliError, catch_up, command_context, echo_json, id_table, print_table, report_change,
+                        run_async, runtime_for)
 from commands import identity as cmd
 from commands import mfa
 from commands.authz import ROLES
@@ -46,13 +47,6 @@ def _run(settings: Settings, coroutine_for) -> CommandResult:
         return result
 
 
-def _report(what: str, result: CommandResult) -> None:
-    if not result.changed:
-        click.echo(f"{what}: nothing to change (version {result.version})")
-    else:
-        click.echo(f"{what} (version {result.version}, position {result.global_position})")
-
-
 @user.command("create")
 @click.argument("username")
 @_TENANT
@@ -67,7 +61,7 @@ def create(settings: Settings, username: str, tenant_id: str | None, roles: tupl
     command = cmd.CreateUser(username=username, password=password, tenant_id=tenant_id,
                              display_name=display_name, roles=list(roles))
     result = _run(settings, lambda rt: cmd.create_user(command, command_context(), rt.services, rt.identity))
-    _report(f"created user {username}" + (f" in tenant {tenant_id}" if tenant_id else ""), result)
+    report_change(f"created user {username}" + (f" in tenant {tenant_id}" if tenant_id else ""), result)
     privileged = set(roles) & set(settings.mfa_required_roles)
     if privileged:
         click.echo(f"{', '.join(sorted(privileged))} needs TOTP: the first sign-in returns a token good only for "
@@ -90,7 +84,7 @@ def grant(settings: Settings, username: str, role: str, tenant_id: str | None, d
     expires = _expiry(duration, until)
     command = cmd.GrantRole(username=username, role=role, tenant_id=tenant_id, expires_at=expires)
     result = _run(settings, lambda rt: cmd.grant_role(command, command_context(), rt.services))
-    _report(f"granted {role} to {username}" + (f" until {rfc3339(expires)}" if expires else ""), result)
+    report_change(f"granted {role} to {username}" + (f" until {rfc3339(expires)}" if expires else ""), result)
 
 
 def _expiry(duration: str | None, until: str | None) -> datetime | None:
@@ -120,7 +114,7 @@ def _expiry(duration: str | None, until: str | None) -> datetime | None:
 def revoke(settings: Settings, username: str, role: str, tenant_id: str | None, reason: str) -> None:
     """Revoke ROLE from USERNAME."""
     command = cmd.RevokeRole(username=username, role=role, tenant_id=tenant_id, reason=reason)
-    _report(f"revoked {role} from {username}",
+    report_change(f"revoked {role} from {username}",
             _run(settings, lambda rt: cmd.revoke_role(command, command_context(), rt.services)))
 
 
@@ -131,7 +125,7 @@ def revoke(settings: Settings, username: str, role: str, tenant_id: str | None, 
 def unlock(settings: Settings, username: str, tenant_id: str | None) -> None:
     """Lift USERNAME's sign-in lockout and back-off now."""
     command = cmd.UnlockAccount(username=username, tenant_id=tenant_id)
-    _report(f"unlocked {username}", _run(settings, lambda rt: cmd.unlock_account(command, command_context(),
+    report_change(f"unlocked {username}", _run(settings, lambda rt: cmd.unlock_account(command, command_context(),
                                                                                   rt.services)))
 
 
@@ -144,7 +138,7 @@ def reset_password(settings: Settings, username: str, tenant_id: str | None, pas
     """Set USERNAME's password; every session of USERNAME ends (its tokens are refused)."""
     password = _password(password_file, sys.stdin.isatty())
     command = cmd.ResetPassword(username=username, password=password, tenant_id=tenant_id)
-    _report(f"reset the password of {username}",
+    report_change(f"reset the password of {username}",
             _run(settings, lambda rt: cmd.reset_password(command, command_context(), rt.services, rt.identity)))
 
 
@@ -156,7 +150,7 @@ def reset_password(settings: Settings, username: str, tenant_id: str | None, pas
 def disable(settings: Settings, username: str, tenant_id: str | None, reason: str) -> None:
     """Disable USERNAME: sign-in stops, and its sessions end for good (enabling it brings none back)."""
     command = cmd.SetUserStatus(username=username, enabled=False, tenant_id=tenant_id, reason=reason)
-    _report(f"disabled {username}", _run(settings, lambda rt: cmd.set_user_status(command, command_context(),
+    report_change(f"disabled {username}", _run(settings, lambda rt: cmd.set_user_status(command, command_context(),
                                                                                    rt.services)))
 
 
@@ -168,7 +162,7 @@ def disable(settings: Settings, username: str, tenant_id: str | None, reason: st
 def enable(settings: Settings, username: str, tenant_id: str | None, reason: str) -> None:
     """Enable disabled user USERNAME."""
     command = cmd.SetUserStatus(username=username, enabled=True, tenant_id=tenant_id, reason=reason)
-    _report(f"enabled {username}", _run(settings, lambda rt: cmd.set_user_status(command, command_context(),
+    report_change(f"enabled {username}", _run(settings, lambda rt: cmd.set_user_status(command, command_context(),
                                                                                   rt.services)))
 
 
@@ -180,7 +174,7 @@ def reset_totp(settings: Settings, username: str, tenant_id: str | None) -> None
     """Turn USERNAME's TOTP off (lost device) and end its sessions; a privileged user enrolls again at the next
     sign-in."""
     command = mfa.ResetTotp(username=username, tenant_id=tenant_id)
-    _report(f"reset TOTP of {username}", _run(settings, lambda rt: mfa.reset_totp(command, command_context(),
+    report_change(f"reset TOTP of {username}", _run(settings, lambda rt: mfa.reset_totp(command, command_context(),
                                                                                    rt.services)))
 
 

@@ -100,3 +100,48 @@ def test_create_token_reuses_the_named_service_account(data_dir):
     assert types.count("service_account.created") == 1 and types.count("api_token.issued") == 2
     missing = csm(data_dir, "admin", "create-token", "--name", "x", "--service-account", "nope", expect=1)
     assert "service_account_not_found" in missing.stderr
+
+
+@pytest.mark.slow
+def test_disabling_a_service_account_from_the_cli_stops_its_keys_in_a_running_server(tmp_path, data_dir):
+    import httpx
+    from test_cli_serve import free_port, stopped, wait_until_live
+
+    port = free_port()
+    server = subprocess.Popen([*CSM, "--data-dir", str(data_dir), "serve", "--port", str(port)],
+                              env={**clean_env(), "CSM_WORKERS": "1"}, cwd=tmp_path, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_live(server, base)
+        key = csm(data_dir, "admin", "create-token", "--name", "bot", "--role", "viewer").stdout.strip()
+        token = httpx.post(f"{base}/v1/auth/token", data={"grant_type": "client_credentials", "client_secret": key},
+                           timeout=10)
+        assert token.status_code == 200, token.text
+        credentials = [key, token.json()["access_token"]]
+        for credential in credentials:
+            ok = httpx.get(f"{base}/v1/tenants", headers={"Authorization": f"Bearer {credential}"}, timeout=10)
+            assert ok.status_code == 200, ok.text
+        done = csm(data_dir, "admin", "disable-service-account", "bot", "--reason", "key leaked")
+        assert done.stdout.startswith("disabled service account bot (version")
+        for credential in credentials:  # the server's own read models were not asked: keys.db and the log were
+            refused = httpx.get(f"{base}/v1/tenants", headers={"Authorization": f"Bearer {credential}"}, timeout=10)
+            assert refused.status_code == 401, refused.text
+        more = csm(data_dir, "admin", "create-token", "--name", "x", "--service-account", "bot", expect=1)
+        assert "service_account_disabled" in more.stderr and "(field: service_account)" in more.stderr
+        again = csm(data_dir, "admin", "disable-service-account", "bot", "--reason", "again")
+        assert "nothing to change" in again.stdout
+        assert "--reason" in csm(data_dir, "admin", "disable-service-account", "bot", expect=2).stderr
+        csm(data_dir, "admin", "enable-service-account", "bot", "--reason", "rotated")
+        still = httpx.get(f"{base}/v1/tenants", headers={"Authorization": f"Bearer {key}"}, timeout=10)
+        assert still.status_code == 401, still.text  # enabling brings no key back
+        fresh = csm(data_dir, "admin", "create-token", "--name", "y", "--service-account", "bot", "--role", "viewer")
+        works = httpx.get(f"{base}/v1/tenants", headers={"Authorization": f"Bearer {fresh.stdout.strip()}"},
+                          timeout=10)
+        assert works.status_code == 200, works.text
+    finally:
+        stopped(server)
+    types = [e["type"] for e in events(data_dir)]
+    assert types.count("service_account.disabled") == 1 and types.count("service_account.enabled") == 1
+    assert key.split("_")[2] not in csm(data_dir, "events", "export").stdout
+    assert json.loads(csm(data_dir, "audit", "verify", "--json").stdout)["ok"]

@@ -1,4 +1,4 @@
-"""The ServiceAccount aggregate's decisions: keys recorded on the account, disable naming them, enable restoring none."""
+"""The ServiceAccount aggregate's decisions: keys recorded on the account, a disable naming them, enabling none."""
 
 from __future__ import annotations
 
