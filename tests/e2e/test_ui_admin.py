@@ -244,6 +244,36 @@ def test_a_service_account_gets_a_key_shown_once_that_signs_in_then_is_revoked(s
     no_problems(page)
 
 
+def test_a_service_account_is_disabled_with_a_reason_after_a_confirmation_and_its_key_stops(service, browser):
+    api_key = service.key("ui-disabled-bot", "viewer")  # a tenant key of the account ui-disabled-bot
+    assert httpx.get(f"{service.base}/v1/tenants/{TENANT}", headers={"Authorization": f"Bearer {api_key}"},
+                     timeout=10).status_code == 200
+    page = tenant_admin_page(service, browser, "ui-disabler")
+    page.goto(f"{service.base}/ui/#/service-accounts/ui-disabled-bot")
+    form = in_form(page, "Disable the account")
+    form.get_by_role("button", name="Disable service account").click()  # no reason yet: the browser asks for one
+    assert page.get_by_role("button", name="Yes, disable the account").count() == 0
+    form.get_by_label("Reason").fill("key pasted in a public issue")
+    form.get_by_role("button", name="Disable service account").click()
+    confirm = page.get_by_role("alertdialog", name="Disable ui-disabled-bot?")
+    confirm.get_by_role("button", name="Cancel").click()
+    confirm.wait_for(state="detached")
+    assert service.get("/v1/service-accounts/ui-disabled-bot", tenant_id=TENANT).json()["status"] == "active"
+    form.get_by_role("button", name="Disable service account").click()
+    page.get_by_role("button", name="Yes, disable the account").click()
+    in_form(page, "Enable the account").wait_for()  # rendered again from the account as the read model has it
+    assert in_form(page, "Create an API key").count() == 0
+    account = service.get("/v1/service-accounts/ui-disabled-bot", tenant_id=TENANT).json()
+    assert account["status"] == "disabled" and [k["status"] for k in account["keys"]] == ["revoked"]
+    refused = httpx.get(f"{service.base}/v1/tenants/{TENANT}", headers={"Authorization": f"Bearer {api_key}"},
+                        timeout=10)
+    assert refused.status_code == 401, refused.text
+    disabled = [e for e in service.get("/v1/audit/events", tenant_id=TENANT, type="service_account.disabled")
+                .json()["items"] if e["stream_id"] == "serviceaccount-ui-disabled-bot"]
+    assert [e["event"]["payload"]["reason"] for e in disabled] == ["key pasted in a public issue"]
+    no_problems(page)
+
+
 def test_a_root_rollover_after_a_compromise_needs_the_confirmation(service, browser):
     root = service.post("/v1/cas", {"kind": "root", "tenant_id": TENANT, "name": "Doomed root",
                                     "algorithm": "ecdsa-p256", "subject": {"common_name": "Doomed Root"}})

@@ -1,5 +1,5 @@
 // Users and service accounts of the tenant in view: lists, creating them (a user's first password and a key's
-// secret shown once), a user's role grants and status, a service account's API keys.
+// secret shown once), a user's role grants and status, a service account's API keys and status.
 
 import {api, roleNames} from "./api.js";
 import {day, field, fill, h, table} from "./dom.js";
@@ -196,6 +196,24 @@ function revokeKey(account, key, context, banner, render) {
   return button;
 }
 
+/** Disable (every key refused at once and revoked) or enable (its old keys stay revoked) a service account. */
+function accountStatusForm(account, context, render) {
+  const disabling = account.status !== "disabled";
+  const verb = disabling ? "Disable" : "Enable";
+  return form(`${verb} the account`, [h("h2", {}, `${verb} the account`),
+    field("Reason", h("input", {name: "reason", required: true, maxlength: 500}), "Recorded in the audit log."),
+    h(disabling ? "button.danger" : "button", {type: "submit"}, `${verb} service account`)], async el => {
+    if (disabling && !await confirmStep(el.querySelector("button[type=submit]"), {
+      question: `Disable ${account.name}?`, yes: "Yes, disable the account",
+      explain: ["Every API key of the account, and every access token signed in with one, is refused from the " +
+        "next request on, and each key is revoked.", "No key can be issued to it until it is enabled; enabling " +
+        "brings none of these keys back."]})) return;
+    const done = await api(`${path("service-accounts", account.name)}/${disabling ? "disable" : "enable"}`, {
+      method: "POST", body: {reason: el.elements.reason.value.trim()}, query: scope(context)});
+    await render(done.global_position);
+  });
+}
+
 export async function serviceAccountView(main, context, {params: [name]}) {
   const roles = await roleNames();
   const secret = h("section", {id: "secret", "aria-label": "One-time secret", hidden: true});
@@ -213,7 +231,8 @@ export async function serviceAccountView(main, context, {params: [name]}) {
       ["Key", k => `${k.name} (${k.key_id})`], ["Roles", k => k.roles.join(", ")], ["Status", k => k.status],
       ["Expires", k => day(k.expires_at) || "never"],
       ...(manage ? [["", k => k.status === "active" ? revokeKey(account, k, context, banner, render) : ""]] : [])],
-    account.keys) : h("p.muted", {}, "No keys.")), creator);
+    account.keys) : h("p.muted", {}, "No keys.")), account.status === "active" ? creator : null,
+    manage ? accountStatusForm(account, context, render) : null);
   };
   fill(main, h("p", {}, h("a", {href: "#/users"}, "← Users and service accounts")), h("h1", {}, name), banner, secret,
        body);
