@@ -32,7 +32,8 @@ LEEF_TIME_FORMAT = "yyyy-MM-dd'T'HH:mm:ss.SSSXXX"
 DEFAULT_SEVERITY = 3
 SEVERITY = {
     "key.compromise_recorded": 10, "ca.revoked": 9, "key.compromise_lifted": 8, "access.denied": 7, "auth.account_locked": 7,
-    "tenant.suspended": 6, "mfa.totp_removed": 6, "certificate.private_key_exported": 6,
+    "tenant.suspended": 6, "mfa.totp_removed": 6, "certificate.private_key_exported": 6, "service_account.disabled": 6,
+    "service_account.enabled": 5,
     "auth.login_failed": 5, "user.role_granted": 5, "user.password_reset": 5, "user.disabled": 5,
     "user.sessions_ended": 5, "api_token.issued": 5, "ca.created": 5, "ca.disabled": 5, "ca.key_rolled_over": 5,
     "ca.certificate_revoked": 5, "certificate.revoked": 5, "certificate.renewal_failed": 5,

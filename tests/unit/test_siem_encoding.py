@@ -58,6 +58,7 @@ def one_line(text: str) -> None:
     ("certificate.revoked", {"reason": "superseded"}, 5),
     ("ca.key_rolled_over", {"compromised": True}, 9),
     ("session.revoked", {"reason": "refresh_token_reuse"}, 8),
+    ("service_account.disabled", {"reason": "key leaked", "keys": []}, 6),
     ("some.future_type", {}, siem.DEFAULT_SEVERITY),
 ])
 def test_severity_per_event_type(event_type, payload, level):
