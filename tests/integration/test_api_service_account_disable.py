@@ -144,3 +144,24 @@ async def test_a_tenant_admin_disables_its_own_tenants_accounts_only(api):
     own = await api.client.post("/v1/service-accounts/robot/disable", json=body, headers=globex_admin)
     assert own.status_code == 200, own.text
     assert_problem(await api.client.get("/v1/certificates", headers=bearer(theirs["api_key"])), 401, "unauthorized")
+
+
+async def test_a_key_the_disable_did_not_name_is_refused_from_the_log_alone(api):
+    """A key issued before accounts recorded their keys, disabled while the read model listing it was rebuilding:
+    its verifier stays, and the account's status in the log (read at every request) refuses it and its tokens."""
+    from commands.authz import SYSTEM
+    from commands.runtime import CommandContext, run
+    from domain import service_account
+
+    admin = await api.admin()
+    key = await account_with_key(api, admin)
+    access = (await client_credentials(api, key["api_key"])).json()["access_token"]
+    await stop_projections(api)
+    unnamed = service_account.ServiceAccountDisabled(reason="named no key", keys=[])
+    await run(api.runtime.services, CommandContext(principal=SYSTEM), unnamed, tenant_id="_system",
+              stream_id=service_account.stream_id("ci"), stream_type=service_account.STREAM_TYPE,
+              fold=service_account.fold, decide=lambda s: [unnamed])
+    assert api.runtime.vault.get_verifier(key["key_id"]) is not None
+    for credential in (key["api_key"], access):
+        assert_problem(await api.client.get("/v1/tenants", headers=bearer(credential)), 401, "unauthorized")
+    assert_problem(await client_credentials(api, key["api_key"]), 401, "invalid_client")
