@@ -96,7 +96,8 @@ class _Credential:
 
 
 _ENDINGS = {"token_expired": "the credential has expired",
-            "credential_revoked": "the credential was revoked, or its user disabled or signed out everywhere",
+            "credential_revoked": "the credential was revoked, or its user or service account disabled, or its user "
+                                  "signed out everywhere",
             "permission_revoked": "the credential no longer grants events:stream here"}
 
 

@@ -215,6 +215,24 @@ async def test_disabling_the_user_ends_its_stream(api, admin):
     assert_ended(blocks, "credential_revoked", after)
 
 
+async def test_disabling_the_service_account_ends_its_keys_stream_without_waiting_for_the_read_models(api, admin):
+    await api.create_tenant(admin, "acme")
+    auditor = await api.token("auditor", tenant_id="acme")  # a key of the account "test" of acme
+
+    async def rename(name):
+        renamed = await api.client.post("/v1/tenants/acme/rename", json={"name": name}, headers=admin)
+        assert renamed.status_code == 200, renamed.text
+        return renamed.json()["global_position"]
+
+    async def disable():
+        disabled = await api.client.post("/v1/service-accounts/test/disable", params={"tenant_id": "acme"},
+                                         json={"reason": "leaked"}, headers=admin)
+        assert disabled.status_code == 200, disabled.text  # no settling: the key is refused from the next check
+
+    blocks, after = await stream_until_cut(api, auditor, disable, rename)
+    assert_ended(blocks, "credential_revoked", after)
+
+
 async def test_the_stream_ends_when_the_access_token_expires(api, admin):
     api.runtime.services.clock = clock = Clock()
     headers = await signed_in(api, admin, "siem", "auditor")
