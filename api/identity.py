@@ -316,7 +316,8 @@ class ServiceAccountController(Controller):
           "revoked: issue new ones)", responses=COMMAND_ERRORS)
     async def enable(self, request: Request, principal: Caller, name: FromPath[str], data: JSONBody[AccountStatusBody],
                      tenant_id: TenantQuery = None) -> CommandResult:
+        runtime = runtime_of(request.app.state)
         command = accounts.EnableServiceAccount(name=name, tenant_id=tenant_of(principal, tenant_id),
                                                 reason=data.reason)
-        return await accounts.enable_service_account(command, command_context(principal),
-                                                     runtime_of(request.app.state).services)
+        return await accounts.enable_service_account(command, command_context(principal), runtime.services,
+                                                     runtime.vault)

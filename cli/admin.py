@@ -69,7 +69,7 @@ def enable_account(settings: Settings, name: str, tenant_id: str | None, reason:
     """Let disabled service account NAME be issued keys again; the keys it had stay revoked."""
     command = EnableServiceAccount(name=name, tenant_id=tenant_id, reason=reason)
     with runtime_for(settings) as runtime:
-        result = run_async(enable_service_account(command, command_context(), runtime.services))
+        result = run_async(enable_service_account(command, command_context(), runtime.services, runtime.vault))
         catch_up(runtime, strict=False)
     report_change(f"enabled service account {name}", result)
 

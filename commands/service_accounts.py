@@ -58,15 +58,15 @@ async def disable_service_account(cmd: DisableServiceAccount, ctx: CommandContex
                        decide=lambda s: service_account.decide_disable(s, cmd.reason, older))
     state = await load(services, scope, service_account.stream_id(cmd.name), service_account.fold)
     if state.status == "disabled":  # not enabled again meanwhile by someone else
-        await _revoke_keys(services, ctx, vault, scope, state.disabled_keys, cmd.reason)
+        await _revoke_keys(services, ctx, vault, scope, state.disabled_keys,
+                           f"service account disabled: {cmd.reason.strip()}"[:500])
     return result
 
 
 async def _revoke_keys(services: Services, ctx: CommandContext, vault: CredentialVault, scope: str,
-                       keys: tuple[str, ...], reason: str) -> None:
+                       keys: tuple[str, ...], revoked: str) -> None:
     for token_id in keys:  # every verifier first: from here on, no key of the account authenticates
         vault.delete_verifier(token_id)
-    revoked = f"service account disabled: {reason}"[:500]
     for token_id in keys:
         try:
             await run(services, ctx.without_key(), RevokeApiToken(token_id=token_id, reason=revoked), tenant_id=scope,
@@ -77,9 +77,19 @@ async def _revoke_keys(services: Services, ctx: CommandContext, vault: Credentia
 
 
 @refused_while_suspended("enabling lets keys be issued to the account again; disabling stays open")
-async def enable_service_account(cmd: EnableServiceAccount, ctx: CommandContext, services: Services) -> CommandResult:
-    """Let the account be issued keys again: the keys it had stay revoked."""
+async def enable_service_account(cmd: EnableServiceAccount, ctx: CommandContext, services: Services,
+                                 vault: CredentialVault) -> CommandResult:
+    """Let the account be issued keys again: the keys it had stay revoked. Before the account is enabled, its disable's
+    revocations are finished (should a crash have stopped them), and so are those of keys the disable could not name
+    that the read model lists: while an account is disabled no key is issued to it, so every key it lists is old."""
     authorize(ctx.principal, "serviceaccount:manage", cmd.tenant_id)
-    return await run(services, ctx, cmd, tenant_id=cmd.tenant_id or SYSTEM_TENANT,
-                     stream_id=service_account.stream_id(cmd.name), stream_type=service_account.STREAM_TYPE,
-                     fold=service_account.fold, decide=lambda s: service_account.decide_enable(s, cmd.reason))
+    scope = cmd.tenant_id or SYSTEM_TENANT
+    state = await load(services, scope, service_account.stream_id(cmd.name), service_account.fold)
+    service_account.decide_enable(state, cmd.reason)  # refuse (no such account, a bad reason) before revoking anything
+    if state.status == "disabled":
+        listed = await services.account_keys.active_keys(cmd.tenant_id, cmd.name) if services.account_keys else []
+        await _revoke_keys(services, ctx, vault, scope, tuple(sorted({*state.disabled_keys, *listed})),
+                           "service account disabled (revoked as it was enabled again)")
+    return await run(services, ctx, cmd, tenant_id=scope, stream_id=service_account.stream_id(cmd.name),
+                     stream_type=service_account.STREAM_TYPE, fold=service_account.fold,
+                     decide=lambda s: service_account.decide_enable(s, cmd.reason))

@@ -88,7 +88,8 @@ async def test_disabling_revokes_every_key_and_enabling_brings_none_back(runtime
     with pytest.raises(DomainError, match="disabled"):
         await issue_api_token(IssueApiToken(name="k9", roles=["viewer"], service_account="ci"), ADMIN,
                               runtime.services, runtime.vault)
-    await enable_service_account(EnableServiceAccount(name="ci", reason="rotated"), ADMIN, runtime.services)
+    await enable_service_account(EnableServiceAccount(name="ci", reason="rotated"), ADMIN, runtime.services,
+                                 runtime.vault)
     assert all(runtime.vault.get_verifier(k.token_id) is None for k in keys)
     fresh = await issue_api_token(IssueApiToken(name="k3", roles=["viewer"], service_account="ci"), ADMIN,
                                   runtime.services, runtime.vault)
@@ -109,3 +110,29 @@ async def test_only_a_holder_of_serviceaccount_manage_in_the_tenant_disables(ser
     done = await disable_service_account(DisableServiceAccount(name="ci", tenant_id="acme", reason="x"), own,
                                          runtime.services, runtime.vault)
     assert done.changed
+
+
+async def test_enabling_first_finishes_the_revocations_a_disable_did_not_complete(runtime):
+    """A disable whose process died after its event (verifiers left), and a key it could not name (the read model was
+    rebuilding): enabling the account revokes both before it lets keys be issued again."""
+    from commands.runtime import run
+    from domain import service_account
+
+    await create_service_account(CreateServiceAccount(name="ci"), ADMIN, runtime.services)
+    named, unnamed = [await issue_api_token(IssueApiToken(name=f"k{i}", roles=["viewer"], service_account="ci"), ADMIN,
+                                            runtime.services, runtime.vault) for i in range(2)]
+    runtime.runner.catch_up_once()  # the api_tokens read model lists both
+    halfway = service_account.ServiceAccountDisabled(reason="crashed", keys=[named.token_id])
+    await run(runtime.services, ADMIN, halfway, tenant_id="_system", stream_id=service_account.stream_id("ci"),
+              stream_type=service_account.STREAM_TYPE, fold=service_account.fold, decide=lambda s: [halfway])
+    assert runtime.vault.get_verifier(named.token_id) is not None
+    with pytest.raises(DomainError, match="reason"):  # refused before anything is revoked
+        await enable_service_account(EnableServiceAccount(name="ci", reason=" "), ADMIN, runtime.services,
+                                     runtime.vault)
+    assert runtime.vault.get_verifier(named.token_id) is not None
+    await enable_service_account(EnableServiceAccount(name="ci", reason="fixed"), ADMIN, runtime.services,
+                                 runtime.vault)
+    for key in (named, unnamed):
+        assert runtime.vault.get_verifier(key.token_id) is None
+        assert [t for t, _ in await _events(runtime, f"apitoken-{key.token_id}")][-1] == "api_token.revoked"
+    assert [t for t, _ in await _events(runtime, "serviceaccount-ci")][-1] == "service_account.enabled"
