@@ -271,6 +271,9 @@ def test_a_service_account_is_disabled_with_a_reason_after_a_confirmation_and_it
     disabled = [e for e in service.get("/v1/audit/events", tenant_id=TENANT, type="service_account.disabled")
                 .json()["items"] if e["stream_id"] == "serviceaccount-ui-disabled-bot"]
     assert [e["event"]["payload"]["reason"] for e in disabled] == ["key pasted in a public issue"]
+    page.get_by_role("link", name="Users", exact=True).click()
+    row = page.locator("#service-accounts tr", has=page.get_by_role("link", name="ui-disabled-bot", exact=True))
+    row.locator(".badge.st-disabled", has_text="disabled").wait_for()
     no_problems(page)
 
 

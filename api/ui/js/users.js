@@ -63,7 +63,7 @@ export async function usersView(main, context) {
       ["Last sign-in", u => day(u.last_login_at)]], people.items) : h("p.muted", {}, "No users."));
     fill(accounts, h("h2", {}, "Service accounts"), robots.items.length ? table([
       ["Name", a => h("a", {href: `#/service-accounts/${encodeURIComponent(a.name)}`}, a.name)],
-      ["Description", a => a.description], ["Status", a => a.status],
+      ["Description", a => a.description], ["Status", a => h(`span.badge.st-${a.status}`, {}, a.status)],
       ["Active keys", a => String(a.keys.filter(k => k.status === "active").length)]], robots.items)
       : h("p.muted", {}, "No service accounts."));
   };
