@@ -226,7 +226,8 @@ def test_a_missing_option_is_a_usage_error(initialised):
 # audit ------------------------------------------------------------------------------------------
 
 def seed(data_dir: Path) -> None:
-    """Positions: 1 key registration, 2 the token's service account, 3 its key, 4 tenant acme created, then more."""
+    """Positions: 1 key registration, 2 the token's service account, 3 its key recorded on the account, 4 the key,
+    5 tenant acme created, 6 globex, 7 acme renamed."""
     csm(data_dir, "init")
     csm(data_dir, "admin", "create-token", "--name", "ops")
     csm(data_dir, "tenant", "create", "acme", "--name", "Acme")
@@ -249,8 +250,8 @@ def test_audit_verify_passes_on_a_clean_store_and_names_the_first_broken_link_af
     assert report["ok"] and report["first_problem"] is None and report["checkpoints"] == 1
 
     with closing(sqlite3.connect(data_dir / "events.db")) as conn:
-        assert conn.execute("SELECT stream_id FROM events WHERE position = 4").fetchone() == ("tenant-acme",)
-        conn.execute("UPDATE events SET body = replace(body, 'x', 'y') WHERE position = 4")
+        assert conn.execute("SELECT stream_id FROM events WHERE position = 5").fetchone() == ("tenant-acme",)
+        conn.execute("UPDATE events SET body = replace(body, 'x', 'y') WHERE position = 5")
         conn.commit()
 
     broken = csm(data_dir, "audit", "verify", "--metrics-file", str(prom), expect=1)
@@ -258,28 +259,28 @@ def test_audit_verify_passes_on_a_clean_store_and_names_the_first_broken_link_af
     assert_run(read_metrics_file(prom), "audit_verify", success=False, problems=1)  # what CsmAuditVerifyFailed reads
     first = broken.stdout.split("first broken link:")[1]
     assert re.search(r"stream:\s+tenant-acme", first) and re.search(r"tenant:\s+acme", first)
-    assert re.search(r"version:\s+1", first) and re.search(r"position:\s+4", first)
+    assert re.search(r"version:\s+1", first) and re.search(r"position:\s+5", first)
     assert re.search(r"kind:\s+hash_mismatch", first)
     failed = json.loads(csm(data_dir, "audit", "verify", "--json", expect=1).stdout)
     assert not failed["ok"]
-    assert failed["first_problem"]["position"] == 4 and failed["first_problem"]["stream_id"] == "tenant-acme"
+    assert failed["first_problem"]["position"] == 5 and failed["first_problem"]["stream_id"] == "tenant-acme"
     assert len(failed["problems"]) == 1 and "further" not in broken.stdout
 
     with closing(sqlite3.connect(data_dir / "events.db")) as conn:  # a second edit: listed after the first
-        conn.execute("UPDATE events SET body = replace(body, 'Acme Two', 'Acme 2wo') WHERE position = 6")
+        conn.execute("UPDATE events SET body = replace(body, 'Acme Two', 'Acme 2wo') WHERE position = 7")
         conn.commit()
     again = csm(data_dir, "audit", "verify", expect=1)
     problems = json.loads(csm(data_dir, "audit", "verify", "--json", "--quiet", expect=1).stdout)["problems"]
-    assert [(p["kind"], p["position"]) for p in problems] == [("hash_mismatch", 4), ("hash_mismatch", 6)]
-    assert re.search(r"position:\s+4", again.stdout.split("first broken link:")[1])
+    assert [(p["kind"], p["position"]) for p in problems] == [("hash_mismatch", 5), ("hash_mismatch", 7)]
+    assert re.search(r"position:\s+5", again.stdout.split("first broken link:")[1])
     assert "and 1 further problem(s)" in again.stdout
-    assert "hash_mismatch at position 6, stream tenant-acme v2, tenant acme" in again.stdout
+    assert "hash_mismatch at position 7, stream tenant-acme v2, tenant acme" in again.stdout
 
 
 def test_audit_verify_counts_unsealed_events_and_reports_a_truncated_tail(data_dir):
     seed(data_dir)
     report = json.loads(csm(data_dir, "audit", "verify", "--json", "-q").stdout)
-    assert report["ok"] and report["checkpoints"] == 0 and report["unsealed_events"] == 5
+    assert report["ok"] and report["checkpoints"] == 0 and report["unsealed_events"] == 6
     with closing(sqlite3.connect(data_dir / "events.db")) as conn:
         conn.execute("DELETE FROM events WHERE position = (SELECT max(position) FROM events)")
         conn.commit()
@@ -307,7 +308,7 @@ def test_events_export_is_one_verifiable_json_line_per_event(data_dir, tmp_path)
     seed(data_dir)
     lines = csm(data_dir, "events", "export").stdout.splitlines()
     events = [json.loads(line) for line in lines]
-    assert [e["global_position"] for e in events] == list(range(1, len(events) + 1)) and len(events) == 6
+    assert [e["global_position"] for e in events] == list(range(1, len(events) + 1)) and len(events) == 7
     heads: dict[tuple[str, str], str] = {}
     for event in events:  # any reader can re-derive every hash from the exported lines alone
         assert re.fullmatch(r"[0-9a-f]{96}", event["hash"])
@@ -319,7 +320,7 @@ def test_events_export_is_one_verifiable_json_line_per_event(data_dir, tmp_path)
 
     out = tmp_path / "events.jsonl"
     run = csm(data_dir, "events", "export", "--out", str(out))
-    assert run.stdout == "" and "exported 6 event(s)" in run.stderr
+    assert run.stdout == "" and "exported 7 event(s)" in run.stderr
     assert out.read_text().splitlines() == lines
     after = csm(data_dir, "events", "export", "--after", "3").stdout.splitlines()
     assert after == lines[3:]
@@ -332,7 +333,7 @@ def test_projections_status_and_an_unknown_rebuild(data_dir):
     seed(data_dir)
     status = json.loads(csm(data_dir, "projections", "status", "--json").stdout)
     assert sorted(row["name"] for row in status) == sorted(p.name for p in all_projectors())
-    assert all(row["head"] == 6 and row["lag"] == row["head"] - row["position"] and not row["stale"]
+    assert all(row["head"] == 7 and row["lag"] == row["head"] - row["position"] and not row["stale"]
                for row in status)
     table = csm(data_dir, "projections", "status").stdout
     for word in ("name", "position", "head", "lag", "version", "tenants", "audit_log"):
@@ -445,7 +446,7 @@ def test_the_report_json_is_a_verify_report(data_dir):
 
     seed(data_dir)
     report = msgspec.json.decode(csm(data_dir, "audit", "verify", "--json").stdout, type=VerifyReport)
-    assert report.ok and report.events == 6
+    assert report.ok and report.events == 7
 
 
 def test_a_metrics_port_that_cannot_be_served_stops_the_projector_and_the_worker_before_they_run(initialised):
