@@ -15,7 +15,7 @@ from api.denials import PRINCIPAL_KEY
 from api.deps import read_models_of, runtime_of
 from api.problems import ApiProblem
 from commands.authz import Principal
-from commands.runtime import load
+from commands.runtime import Services, load
 from commands.sessions import ENROLL_SCOPE, EPOCH_CLAIM
 from commands.tokens import parse_token, secret_matches
 from domain import service_account, session, user
@@ -105,7 +105,7 @@ def api_key_record(request: Request, parsed: tuple[str, str]) -> dict | None:
     return record
 
 
-async def account_disabled(services, record: dict) -> bool:
+async def account_disabled(services: Services, record: dict) -> bool:
     """Whether the service account holding a key is disabled, read from the log as a user's account is (no lag). The
     disable also deletes each key's verifier; this holds for keys it could not name (issued before accounts recorded
     their keys, while the read model that lists those was rebuilding)."""
