@@ -126,6 +126,10 @@ async def _first_key(services: Services, scope: str, result: CommandResult, acco
     """A retry of a request that already issued a key: its secret was shown then, not again; the rest is the first
     key's, from its stream (not this retry's token_id and expiry, never recorded)."""
     first = await load(services, scope, result.stream_id, api_token.fold)
+    holder = await load(services, scope, service_account.stream_id(first.service_account or account),
+                        service_account.fold)
+    if first.status == "revoked" and holder.status == "disabled":  # the first answer, or what it would be now
+        raise _disabled_meanwhile()
     return IssuedToken(token_id=first.token_id, token="", expires_at=first.expires_at,
                        service_account=first.service_account or account, result=result)
 
@@ -172,8 +176,12 @@ async def _refuse_if_disabled_meanwhile(services: Services, ctx: CommandContext,
     await run(services, ctx.without_key(), RevokeApiToken(token_id=token_id), tenant_id=scope,
               stream_id=api_token.stream_id(token_id), stream_type=api_token.STREAM_TYPE, fold=api_token.fold,
               decide=lambda s: api_token.decide_revoke(s, "its service account was disabled as it was issued"))
-    raise DomainError("service_account_disabled", "the service account was disabled while the key was issued: "
-                      "the key is revoked", field="service_account")
+    raise _disabled_meanwhile()
+
+
+def _disabled_meanwhile() -> DomainError:
+    return DomainError("service_account_disabled", "the service account was disabled as the key was issued: the key "
+                       "is revoked", field="service_account")
 
 
 @allowed_while_suspended("takes a credential away")

@@ -41,7 +41,7 @@ async def _events(runtime, prefix: str) -> list[tuple[str, dict]]:
     return [(e.type, e.payload) for e in await runtime.store.read_all(0, 1000) if e.stream_id.startswith(prefix)]
 
 
-async def _raced(runtime, before: str) -> tuple[DomainError, str]:
+async def _raced(runtime, before: str, ctx: CommandContext = ADMIN) -> tuple[DomainError, str]:
     """Issue a key of account ``ci`` while a disable from another writer lands just before ``before`` is appended."""
     await create_service_account(CreateServiceAccount(name="ci"), ADMIN, runtime.services)
     other = dataclasses.replace(runtime.services, streams=StreamCache(), locks=StreamLocks())
@@ -49,7 +49,7 @@ async def _raced(runtime, before: str) -> tuple[DomainError, str]:
         DisableServiceAccount(name="ci", reason="leaked"), ADMIN, other, runtime.vault))
     issuing = dataclasses.replace(runtime.services, store=store)
     with pytest.raises(DomainError) as refused:
-        await issue_api_token(IssueApiToken(name="k", roles=["viewer"], service_account="ci"), ADMIN, issuing,
+        await issue_api_token(IssueApiToken(name="k", roles=["viewer"], service_account="ci"), ctx, issuing,
                               runtime.vault)
     assert store.fired
     assert (refused.value.code, refused.value.field) == ("service_account_disabled", "service_account")
@@ -66,13 +66,18 @@ async def test_a_disable_landing_before_the_key_is_recorded_on_the_account_refus
 
 
 async def test_a_disable_landing_after_the_key_is_recorded_names_it_and_the_issue_revokes_it(runtime):
-    _, verifiers = await _raced(runtime, "api_token.issued")
+    once = CommandContext(principal=SYSTEM, idempotency_key="issue-ci-1")
+    _, verifiers = await _raced(runtime, "api_token.issued", once)
     account = await _events(runtime, "serviceaccount-ci")
     assert [t for t, _ in account] == ["service_account.created", "service_account.key_issued",
                                        "service_account.disabled"]
     key = account[1][1]["token_id"]
     assert account[2][1]["keys"] == [key] and key not in verifiers
     assert [t for t, _ in await _events(runtime, f"apitoken-{key}")] == ["api_token.issued", "api_token.revoked"]
+    with pytest.raises(DomainError) as again:  # a retry under the same key gets the refusal, not the revoked key
+        await issue_api_token(IssueApiToken(name="k", roles=["viewer"], service_account="ci"), once, runtime.services,
+                              runtime.vault)
+    assert again.value.code == "service_account_disabled"
 
 
 async def test_disabling_revokes_every_key_and_enabling_brings_none_back(runtime):
