@@ -143,5 +143,5 @@ def test_disabling_a_service_account_from_the_cli_stops_its_keys_in_a_running_se
         stopped(server)
     types = [e["type"] for e in events(data_dir)]
     assert types.count("service_account.disabled") == 1 and types.count("service_account.enabled") == 1
-    assert key.split("_")[2] not in csm(data_dir, "events", "export").stdout
+    assert key.split("_", 2)[2] not in csm(data_dir, "events", "export").stdout
     assert json.loads(csm(data_dir, "audit", "verify", "--json").stdout)["ok"]
