@@ -107,6 +107,42 @@ def frame(message: msgspec.Struct) -> bytes:
     return _LENGTH.pack(len(body)) + body
 
 
+class FrameWriter:
+    """The frames for one peer, sent together once per turn of the event loop: one ``send`` for all of them.
+
+    Requests signed in one batch resume in one turn, and each sends its append; the primary answers a group commit's
+    appends in one turn too. Written one by one, every frame was a system call that also woke the peer (about 4 % of
+    a worker's CPU at 32 connections issuing). The first frame of a turn schedules the flush, which runs at the start
+    of the next turn, so a frame waits no longer than the callbacks already queued; frames keep their order (a
+    reservation's ``QuotaLanded`` before the calls that follow it). Call it on the event loop's thread only.
+    """
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self.writer = writer
+        self._parts: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        if not self._parts:
+            asyncio.get_running_loop().call_soon(self.flush)
+        self._parts.append(data)
+
+    def flush(self) -> None:
+        parts, self._parts = self._parts, []
+        if parts and not self.writer.is_closing():
+            self.writer.write(parts[0] if len(parts) == 1 else b"".join(parts))
+
+    def is_closing(self) -> bool:
+        return self.writer.is_closing()
+
+    async def drain(self) -> None:
+        self.flush()
+        await self.writer.drain()
+
+    def close(self) -> None:
+        self.flush()
+        self.writer.close()
+
+
 async def read_frame(reader: asyncio.StreamReader) -> Frame:
     (size,) = _LENGTH.unpack(await reader.readexactly(4))
     if size > MAX_FRAME:

@@ -19,8 +19,8 @@ from commands.quotas import Reservation
 from commands.runtime import rfc3339
 from domain.tenant import Quotas
 from infra.eventstore.group_commit import StoreUnavailable
-from infra.primary_link import (AppendCall, Answer, Progress, QuotaLanded, QuotaRelease, QuotaSettle, QuotaTake, RateCall,
-                                frame, raise_answer, read_frame)
+from infra.primary_link import (AppendCall, Answer, FrameWriter, Progress, QuotaLanded, QuotaRelease, QuotaSettle,
+                                QuotaTake, RateCall, frame, raise_answer, read_frame)
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ class LinkClient:
         self.progress: Progress | None = None
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future] = {}
-        self._writer: asyncio.StreamWriter | None = None
+        self._writer: FrameWriter | None = None  # frames sent once per turn of the event loop
         self._connected = asyncio.Event()
         self._task: asyncio.Task | None = None
 
@@ -62,7 +62,7 @@ class LinkClient:
             except OSError:
                 await asyncio.sleep(RECONNECT_SECONDS)
                 continue
-            self._writer = writer
+            self._writer = FrameWriter(writer)
             self._connected.set()
             try:
                 while True:

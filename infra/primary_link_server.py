@@ -17,8 +17,8 @@ import msgspec
 from commands.quotas import QuotaLedger, Reservation
 from commands.waits import wait_set
 from infra.eventstore.group_commit import StoreUnavailable
-from infra.primary_link import (AppendCall, Answer, Frame, Progress, QuotaLanded, QuotaRelease, QuotaSettle, QuotaTake,
-                                RateCall, error_of, frame, read_frame)
+from infra.primary_link import (AppendCall, Answer, Frame, FrameWriter, Progress, QuotaLanded, QuotaRelease, QuotaSettle,
+                                QuotaTake, RateCall, error_of, frame, read_frame)
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +34,8 @@ class LinkServer:
         # async (key, limit, period) -> (allowed, remaining, reset_after, retry_after): the primary's limiter
         self.rate_hit = rate_hit
         self.quotas = quotas  # the primary's own ledger: its commands and every worker's hold reservations there
-        self._reservations: dict[asyncio.StreamWriter, dict[str, tuple[str, Reservation]]] = {}  # per worker, by key
-        self._clients: set[asyncio.StreamWriter] = set()
+        self._reservations: dict[FrameWriter, dict[str, tuple[str, Reservation]]] = {}  # per worker, by key
+        self._clients: set[FrameWriter] = set()  # each worker's frames, sent once per turn of the event loop
         self._calls: set[asyncio.Task] = set()  # appends and hits being answered
         self._server: asyncio.AbstractServer | None = None
         self._pusher: asyncio.Task | None = None
@@ -97,7 +97,8 @@ class LinkServer:
                         writer.write(data)
                 await wait_set(changed, 1.0)
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _serve(self, reader: asyncio.StreamReader, stream: asyncio.StreamWriter) -> None:
+        writer = FrameWriter(stream)
         self._clients.add(writer)
         self._reservations[writer] = {}
         writer.write(frame(self._last or self._progress()))
@@ -124,7 +125,7 @@ class LinkServer:
                     self.quotas.release(tenant_id, reservation)
             writer.close()
 
-    def _settle(self, writer: asyncio.StreamWriter, message: QuotaLanded | QuotaRelease) -> None:
+    def _settle(self, writer: FrameWriter, message: QuotaLanded | QuotaRelease) -> None:
         held = self._reservations.get(writer, {}).pop(message.key, None)
         if held is None or self.quotas is None:
             return
@@ -134,7 +135,7 @@ class LinkServer:
         else:
             self.quotas.release(tenant_id, reservation)
 
-    async def _take(self, message: QuotaTake, writer: asyncio.StreamWriter) -> bool:
+    async def _take(self, message: QuotaTake, writer: FrameWriter) -> bool:
         if self.quotas is None:
             raise StoreUnavailable("the primary process keeps no quota ledger")
         held = self._reservations.get(writer)
@@ -146,7 +147,7 @@ class LinkServer:
         held[message.key] = (message.tenant_id, reservation)
         return True
 
-    async def _answer(self, message: Frame, writer: asyncio.StreamWriter) -> None:
+    async def _answer(self, message: Frame, writer: FrameWriter) -> None:
         if isinstance(message, QuotaTake | QuotaSettle):
             try:
                 if isinstance(message, QuotaTake):
