@@ -206,7 +206,10 @@ class ProjectionRunner:
 
     def _checkpoints(self, conn: sqlite3.Connection) -> int:
         """Where the read models stand: the lowest checkpoint but a rebuilding projection's (noting which those are)."""
-        rows = conn.execute(CHECKPOINT_ROWS).fetchall()
+        return self._lowest(conn.execute(CHECKPOINT_ROWS).fetchall())
+
+    def _lowest(self, rows: list[tuple[str, int, int]]) -> int:
+        """The lowest of these checkpoint rows but a rebuilding projection's (noting which those are)."""
         rebuilding = self.guard.note(rows)
         return min((position for name, position, _ in rows if name not in rebuilding), default=0)
 
@@ -230,7 +233,9 @@ class ProjectionRunner:
         """Fold ``events`` (contiguous, in log order) into every projector behind them, checkpoints included."""
         conn.execute("BEGIN IMMEDIATE")
         try:
-            checkpoints = {name: (position, version) for name, position, version in conn.execute(CHECKPOINT_ROWS)}
+            rows = conn.execute(CHECKPOINT_ROWS).fetchall()
+            checkpoints = {name: (position, version) for name, position, version in rows}
+            last, advanced = events[-1].global_position, []
             for name, projector in self.projectors.items():
                 done, version = checkpoints.get(name, (0, projector.version))
                 if version != projector.version:
@@ -238,16 +243,21 @@ class ProjectionRunner:
                 for event in events:
                     if event.global_position > done:
                         projector.apply(conn, event)
-                if events[-1].global_position > done:
-                    conn.execute("UPDATE projection_checkpoints SET position = ?, updated_at = ? WHERE name = ?",
-                                 (events[-1].global_position, time.time(), name))
+                if last > done:
+                    advanced.append(name)
+            if advanced:  # one statement for every checkpoint the batch moved (all to its last event)
+                conn.execute("UPDATE projection_checkpoints SET position = ?, updated_at = ? WHERE name IN "
+                             f"({','.join('?' * len(advanced))})", (last, time.time(), *advanced))
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
         self.counts["batches"] += 1
         self.counts["events"] += len(events)
-        self.position = self._checkpoints(conn)
+        # the checkpoints as committed: read in the transaction, which held the write lock, and moved by it
+        moved = set(advanced)
+        self.position = self._lowest([(name, last if name in moved else position, version)
+                                      for name, position, version in rows])
         self.statistics.refresh(conn, self.position)
         return len(events)
 
