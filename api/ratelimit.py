@@ -234,6 +234,9 @@ class RateLimits:
         sending their token id with a wrong secret.
         """
 
+        if self.per_principal is None:
+            return authenticate  # no bucket to count in (and so no decision for the response headers)
+
         @functools.wraps(authenticate)
         async def principal(*args: Any, **kwargs: Any) -> Any:
             caller = await authenticate(*args, **kwargs)
@@ -250,9 +253,12 @@ class RateLimits:
         limits = self
         if not (self.per_address or self.per_principal or self.login_per_address or self.login_per_username):
             return app  # every limit is off: nothing to count, no headers to add
+        # Only the sign-in limits are on: any other request has no bucket to count in and no headers to get.
+        sign_in_only = not (self.per_address or self.per_principal)
 
         async def rate_limited(scope: Scope, receive: Receive, send: Send) -> None:
-            if scope["type"] != "http" or scope["path"].startswith(UNLIMITED_PREFIXES):
+            if scope["type"] != "http" or scope["path"].startswith(UNLIMITED_PREFIXES) or (
+                    sign_in_only and not (scope["method"] == "POST" and scope["path"] in LOGIN_PATHS)):
                 await app(scope, receive, send)
                 return
             token = _counted.set({})

@@ -215,7 +215,8 @@ async def run(
     async with turn:
         store = services.store
         scope = f"{ctx.principal.id}|{tenant_id}"
-        print_ = fingerprint(command)
+        # tells a retry from a different request under the same Idempotency-Key; without a key nothing reads it
+        print_ = fingerprint(command) if ctx.idempotency_key else ""
         for attempt in range(MAX_ATTEMPTS):
             # Checked on every attempt: a lost race may have been lost to a retry of this very request.
             if ctx.idempotency_key:
