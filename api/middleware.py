@@ -83,10 +83,13 @@ class RequestContext:
         started = time.perf_counter()
         state: dict[str, Any] = {"status": 500}
         try:
-            with telemetry.span("http.request", method=scope["method"], path=scope["path"]) as span:
+            if telemetry.tracing_configured():
+                with telemetry.span("http.request", method=scope["method"], path=scope["path"]) as span:
+                    await self.app(scope, receive, self._sender(send, state, request_id, scope["path"]))
+                    span.set_attribute("http.route", scope.get("path_template") or UNMATCHED)
+                    span.set_attribute("http.status_code", state["status"])
+            else:  # no SDK tracer provider: telemetry.span would yield a span that records nothing
                 await self.app(scope, receive, self._sender(send, state, request_id, scope["path"]))
-                span.set_attribute("http.route", scope.get("path_template") or UNMATCHED)
-                span.set_attribute("http.status_code", state["status"])
         finally:
             self._record(scope, state["status"], time.perf_counter() - started, request_id)
             telemetry.request_id_var.reset(token)

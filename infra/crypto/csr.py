@@ -78,7 +78,7 @@ def _pem_body(data: bytes) -> bytes:
     if match is None or bool(match.group(1)) != bool(match.group(3)):
         raise _invalid("PEM must be exactly one CERTIFICATE REQUEST block")
     try:
-        return base64.b64decode(re.sub(rb"\s", b"", match.group(2)), validate=True)
+        return base64.b64decode(match.group(2).translate(None, b"\r\n"), validate=True)  # the only blanks _PEM lets in
     except binascii.Error as exc:
         raise _invalid("PEM body is not base64") from exc
 
