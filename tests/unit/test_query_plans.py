@@ -591,7 +591,12 @@ def test_a_rebuild_swaps_its_tables_in_with_their_statistics(runner, tmp_path):
     assert not [t for t in tables if "shadow" in t], tables  # none left under the shadow tables' names
 
 
-@given(prefix=NAME_TEXT, names=st.lists(NAME_TEXT, max_size=12))
+# SQLite's LIKE ends its pattern at a NUL ('' LIKE '\x00%' is true), so for a prefix holding one LIKE keeps names
+# that do not start with it and the search's range (exact, the test above) rightly drops them: no NUL in a prefix here.
+LIKE_PREFIX_TEXT = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=5)
+
+
+@given(prefix=LIKE_PREFIX_TEXT, names=st.lists(NAME_TEXT, max_size=12))
 def test_a_common_name_prefixs_range_on_its_folded_form_keeps_every_name_its_like_keeps(prefix, names):
     """A common-name prefix is LIKE (ASCII letters in either case) plus a range on lower(common_name) from the
     prefix folded: the range, which lets SQLite seek, must keep every name the LIKE keeps."""
